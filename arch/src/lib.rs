@@ -10,3 +10,6 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod tsc;
+pub mod boot;
+pub mod trap;
+pub mod cpu;

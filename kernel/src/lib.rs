@@ -1,1 +1,11 @@
-#![no_std]
+//! The portable half of the kernel crate: plain logic that both the kernel binary (`main.rs`) and the
+//! host's `cargo test -p kernel --lib` build. Nothing here touches hardware.
+//!
+//! - [`cmdline`]: the kernel command line, parsed into [`cmdline::Options`] with warnings for
+//!   unknown or malformed options.
+//! - [`memmap`]: the boot loader's memory map in one form for both boot paths, normalised.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod cmdline;
+pub mod memmap;

@@ -1,0 +1,56 @@
+//! Small privileged CPU operations that the `x86_64` crate does not offer: GS-relative access to the
+//! per-CPU block, the frame pointer for backtraces, halting with interrupts enabled atomically.
+#![cfg(target_os = "none")]
+
+/// Read the 64-bit word at `gs:[OFFSET]`.
+///
+/// # Safety
+/// GS base must point at a live per-CPU block with a `u64` (or pointer-sized, 8-byte aligned) field at
+/// `OFFSET`, as `offset_of!` gives it.
+#[inline(always)]
+pub unsafe fn gs_read_u64<const OFFSET: usize>() -> u64 {
+    let v: u64;
+    // SAFETY: the caller guarantees the field exists; a single load cannot be torn by migration.
+    unsafe { core::arch::asm!("mov {}, gs:[{off}]", out(reg) v, off = const OFFSET, options(nostack, readonly, preserves_flags)) };
+    v
+}
+
+/// Add to the 64-bit counter at `gs:[OFFSET]` with one instruction, so the update lands on the CPU the
+/// instruction ran on even if the thread migrates just before or after (not atomic against other
+/// CPUs, which never write another CPU's counters).
+///
+/// # Safety
+/// As for [`gs_read_u64`], and the field is a counter only its own CPU writes.
+#[inline(always)]
+pub unsafe fn gs_add_u64<const OFFSET: usize>(v: u64) {
+    // SAFETY: per the caller's guarantee; `add` to memory is one instruction, so an interrupt cannot
+    // split it.
+    unsafe { core::arch::asm!("add gs:[{off}], {}", in(reg) v, off = const OFFSET, options(nostack)) };
+}
+
+/// The current frame pointer (the kernel is built with frame pointers).
+#[inline(always)]
+pub fn frame_pointer() -> u64 {
+    let rbp: u64;
+    // SAFETY: reads a register.
+    unsafe { core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags)) };
+    rbp
+}
+
+/// Enable interrupts and halt until the next one, atomically: `sti` delays interrupt recognition by
+/// one instruction, so no interrupt can slip in between and leave us halted with work pending
+/// (SDM vol. 2B, STI). Returns with interrupts DISABLED again, so the caller re-checks its condition
+/// with interrupts off.
+#[inline(always)]
+pub fn enable_interrupts_and_halt() {
+    // SAFETY: halting is always sound in ring 0; the handler runs and returns here.
+    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+}
+
+/// Halt forever with interrupts off (NMIs still arrive and are handled; after each we halt again).
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: as above.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}

@@ -1,0 +1,143 @@
+//! Interrupt and exception entry: 256 small stubs and one common path into the kernel's Rust handler.
+//!
+//! Every vector enters a stub that makes the stack uniform (a dummy error code where the CPU pushes
+//! none: SDM vol. 3A, table 6-1 lists the vectors with an error code), pushes its vector number and
+//! joins `trap_common`, which saves all fifteen general registers and calls
+//! `trap_dispatch(frame: *mut TrapFrame)` (defined by the kernel). Stack on that call:
+//!
+//! ```text
+//!  higher  +-------------+
+//!          | ss          |  pushed by the CPU (RSP aligned to 16 first, SDM 6.14.2)
+//!          | rsp         |
+//!          | rflags      |
+//!          | cs          |
+//!          | rip         |
+//!          | error code  |  CPU or stub
+//!          | vector      |  stub
+//!          | rax ... r15 |  trap_common: 15 registers
+//!  lower   +-------------+  <- rdi = &TrapFrame, RSP 16-byte aligned (5+2+15 = 22 words = 176 bytes)
+//! ```
+//!
+//! The caller-saved registers of the interrupted code are thus on its own stack, so the handler may
+//! switch threads with the windowed switch (which saves only the callee-saved ones) and resume the
+//! interrupted thread much later; it then returns here and `iretq` restores RFLAGS, and with it the
+//! interrupted thread's interrupt flag. The kernel runs in ring 0 only, so GS never needs `swapgs`.
+#![cfg(target_os = "none")]
+
+/// The saved state of an interrupted context, as `trap_common` lays it out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+
+macro_rules! trap_stubs {
+    ($($v:literal)*) => {
+        core::arch::global_asm!(
+            $(
+                concat!(".pushsection .text.trap_stubs, \"ax\"\n",
+                        ".balign 16\n",
+                        "trap_stub_", $v, ":\n",
+                        // Vectors 8, 10-14, 17, 21, 29 and 30 come with an error code.
+                        ".if (", $v, " != 8) && (", $v, " < 10 || ", $v, " > 14) && (", $v, " != 17) && (", $v, " != 21) && (", $v, " != 29) && (", $v, " != 30)\n",
+                        "  push 0\n",
+                        ".endif\n",
+                        "push ", $v, "\n",
+                        "jmp trap_common\n",
+                        ".popsection\n"),
+            )*
+            ".pushsection .rodata.trap_stub_table, \"a\"\n",
+            ".balign 8\n",
+            ".globl trap_stub_table\n",
+            "trap_stub_table:\n",
+            $( concat!(".quad trap_stub_", $v, "\n"), )*
+            ".popsection\n",
+        );
+    };
+}
+
+trap_stubs!(
+    0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
+    32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63
+    64 65 66 67 68 69 70 71 72 73 74 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90 91 92 93 94 95
+    96 97 98 99 100 101 102 103 104 105 106 107 108 109 110 111 112 113 114 115 116 117 118 119 120 121 122 123 124 125 126 127
+    128 129 130 131 132 133 134 135 136 137 138 139 140 141 142 143 144 145 146 147 148 149 150 151 152 153 154 155 156 157 158 159
+    160 161 162 163 164 165 166 167 168 169 170 171 172 173 174 175 176 177 178 179 180 181 182 183 184 185 186 187 188 189 190 191
+    192 193 194 195 196 197 198 199 200 201 202 203 204 205 206 207 208 209 210 211 212 213 214 215 216 217 218 219 220 221 222 223
+    224 225 226 227 228 229 230 231 232 233 234 235 236 237 238 239 240 241 242 243 244 245 246 247 248 249 250 251 252 253 254 255
+);
+
+core::arch::global_asm!(
+    ".pushsection .text.trap_common, \"ax\"",
+    ".balign 16",
+    "trap_common:",
+    "push rax",
+    "push rbx",
+    "push rcx",
+    "push rdx",
+    "push rsi",
+    "push rdi",
+    "push rbp",
+    "push r8",
+    "push r9",
+    "push r10",
+    "push r11",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "mov rdi, rsp",
+    "cld",
+    "call trap_dispatch",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop r11",
+    "pop r10",
+    "pop r9",
+    "pop r8",
+    "pop rbp",
+    "pop rdi",
+    "pop rsi",
+    "pop rdx",
+    "pop rcx",
+    "pop rbx",
+    "pop rax",
+    "add rsp, 16",
+    "iretq",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    static trap_stub_table: [u64; 256];
+}
+
+/// The entry address of vector `v`'s stub, for the IDT.
+pub fn stub_address(v: u8) -> u64 {
+    // SAFETY: trap_stub_table is an immutable table of 256 addresses laid down by the asm above.
+    unsafe { trap_stub_table[usize::from(v)] }
+}

@@ -1,0 +1,73 @@
+//! One boot-information type for both boot paths.
+//!
+//! `limine.rs` and `pvh.rs` each turn what their loader handed over into a [`BootInfo`]; everything
+//! after that (`kernel_main`) is common code and never asks which loader ran except to print it.
+
+pub mod limine;
+pub mod pvh;
+
+use kernel::memmap::MemoryMap;
+
+/// Which entry the kernel came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootPath {
+    Limine,
+    Pvh,
+}
+
+/// Everything the common code needs from the boot loader.
+pub struct BootInfo {
+    pub path: BootPath,
+    /// Name and version of the loader, for the log.
+    pub loader: &'static str,
+    /// Virtual address of physical address 0 in the higher-half direct map.
+    pub hhdm_offset: u64,
+    pub memory: MemoryMap,
+    /// Physical address of the ACPI RSDP, if the loader found one.
+    pub rsdp_phys: Option<u64>,
+    pub cmdline: &'static str,
+    pub kernel_phys_base: u64,
+    pub kernel_virt_base: u64,
+    /// Limine's MP response: the loader started the APs and parks them for us.
+    pub limine_mp: Option<&'static ::limine::response::MpResponse>,
+    /// What went missing or wrong in the hand-over, reported once the console is up.
+    pub problems: [Option<&'static str>; 8],
+}
+
+impl BootInfo {
+    pub(crate) fn problem(&mut self, what: &'static str) {
+        if let Some(slot) = self.problems.iter_mut().find(|p| p.is_none()) {
+            *slot = Some(what);
+        }
+    }
+}
+
+unsafe extern "C" {
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+}
+
+/// The kernel image's virtual extent `[start, end)`.
+pub fn kernel_image() -> (u64, u64) {
+    // SAFETY: only the addresses of the linker-script symbols are taken.
+    unsafe { (&raw const __kernel_start as u64, &raw const __kernel_end as u64) }
+}
+
+/// Where the kernel is linked: the top 2 GiB.
+pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
+
+/// A copy of the command line that outlives the loader's memory.
+pub(crate) fn keep_cmdline(bytes: &[u8]) -> &'static str {
+    static mut BUF: [u8; 1024] = [0; 1024];
+    static TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    assert!(!TAKEN.swap(true, core::sync::atomic::Ordering::AcqRel), "command line kept twice");
+    // SAFETY: TAKEN makes this the only reference ever made to BUF.
+    let buf: &'static mut [u8; 1024] = unsafe { &mut *(&raw mut BUF) };
+    let n = bytes.len().min(buf.len());
+    buf[..n].copy_from_slice(&bytes[..n]);
+    // Keep the longest valid UTF-8 prefix; the loader's bytes are not ours to trust.
+    match core::str::from_utf8(&buf[..n]) {
+        Ok(s) => s,
+        Err(e) => core::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or(""),
+    }
+}

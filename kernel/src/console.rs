@@ -1,0 +1,132 @@
+//! The serial console (COM1) behind the `log` facade.
+//!
+//! Every line is written whole under one lock taken with interrupts disabled, so lines from different
+//! CPUs (and from an interrupt on the same CPU) never interleave mid-line; each carries the CPU id.
+//! The panic path can take the console over even if the panicking CPU died holding the lock.
+
+use core::{
+    fmt::Write,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use uart_16550::SerialPort;
+
+use crate::percpu;
+
+/// The lock word: 0 when free, else 1 + the id of the CPU that holds it.
+static OWNER: AtomicU32 = AtomicU32::new(0);
+static mut PORT: Option<SerialPort> = None;
+
+/// A held console: writes go straight to the UART.
+pub struct ConsoleGuard {
+    irq_was_enabled: bool,
+    reentered: bool,
+}
+
+impl Write for ConsoleGuard {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        // SAFETY: only the holder of OWNER reaches PORT (see `lock`), so this is the only reference.
+        let port = unsafe { (*(&raw mut PORT)).as_mut() };
+        if let Some(port) = port {
+            for b in s.bytes() {
+                if b == b'\n' {
+                    port.send(b'\r');
+                }
+                port.send(b);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ConsoleGuard {
+    fn drop(&mut self) {
+        if !self.reentered {
+            OWNER.store(0, Ordering::Release);
+        }
+        if self.irq_was_enabled {
+            x86_64::instructions::interrupts::enable();
+        }
+    }
+}
+
+/// Take the console. `force` (the panic path) takes it after a bounded wait even if another CPU
+/// holds it, and re-enters it if this CPU holds it: a half-written line beats a silent death.
+pub fn lock(force: bool) -> ConsoleGuard {
+    let irq_was_enabled = x86_64::instructions::interrupts::are_enabled();
+    x86_64::instructions::interrupts::disable();
+    let me = percpu::cpu_index() + 1;
+    let mut spins: u64 = 0;
+    loop {
+        match OWNER.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return ConsoleGuard { irq_was_enabled, reentered: false },
+            Err(owner) if force && (owner == me || spins > 50_000_000) => {
+                return ConsoleGuard { irq_was_enabled, reentered: owner == me };
+            }
+            Err(_) => {
+                spins += 1;
+                core::hint::spin_loop();
+            }
+        }
+    }
+}
+
+struct Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let mut c = lock(false);
+        let _ = write!(c, "[cpu{}] ", percpu::cpu_index());
+        let _ = match record.level() {
+            log::Level::Error => c.write_str("error: "),
+            log::Level::Warn => c.write_str("warning: "),
+            log::Level::Info => Ok(()),
+            log::Level::Debug => c.write_str("debug: "),
+            log::Level::Trace => c.write_str("trace: "),
+        };
+        let _ = writeln!(c, "{}", record.args());
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: Logger = Logger;
+
+/// Initialise COM1 and route `log` to it. Called once, first thing, on the boot CPU.
+pub fn init() {
+    // SAFETY: 0x3f8 is COM1 on every PC-compatible machine and QEMU; nothing else drives it, and this
+    // runs once on the boot CPU before any other CPU or interrupt exists.
+    unsafe {
+        let mut port = SerialPort::new(0x3f8);
+        port.init();
+        *(&raw mut PORT) = Some(port);
+    }
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Info);
+}
+
+/// Apply the command line's `loglevel=`.
+pub fn set_level(level: kernel::cmdline::LogLevel) {
+    use kernel::cmdline::LogLevel as L;
+    log::set_max_level(match level {
+        L::Error => log::LevelFilter::Error,
+        L::Warn => log::LevelFilter::Warn,
+        L::Info => log::LevelFilter::Info,
+        L::Debug => log::LevelFilter::Debug,
+        L::Trace => log::LevelFilter::Trace,
+    });
+}
+
+/// Print a raw line without the `[cpuN]` prefix (test protocol lines the host harness parses).
+#[macro_export]
+macro_rules! println_raw {
+    ($($arg:tt)*) => {{
+        use core::fmt::Write as _;
+        let mut c = $crate::console::lock(false);
+        let _ = writeln!(c, $($arg)*);
+    }};
+}

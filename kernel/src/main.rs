@@ -1,0 +1,99 @@
+//! The kernel binary: boot entries, the init order, and the glue between the crates.
+//!
+//! Init order (boot CPU): console -> boot information -> IDT, GDT/TSS, per-CPU block -> memory
+//! (frames, page tables, heap) -> ACPI -> local APIC and timers -> application processors ->
+//! scheduler -> tests or demonstration -> idle.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+#![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod apic;
+#[cfg(target_os = "none")]
+mod boot;
+#[cfg(target_os = "none")]
+mod console;
+#[cfg(target_os = "none")]
+mod gdt;
+#[cfg(target_os = "none")]
+mod irqlock;
+#[cfg(target_os = "none")]
+mod mm;
+#[cfg(target_os = "none")]
+mod panic;
+#[cfg(target_os = "none")]
+mod percpu;
+#[cfg(target_os = "none")]
+mod power;
+#[cfg(target_os = "none")]
+mod trap;
+
+/// The kernel only runs on bare metal; a host build of this binary just says so.
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("this is the kernel binary; build it for x86_64-unknown-none (`make run`)");
+}
+
+#[cfg(target_os = "none")]
+use boot::BootInfo;
+
+#[cfg(target_os = "none")]
+static BSP_PERCPU: spin::Once<()> = spin::Once::new();
+
+/// Common code from here on, whichever loader ran.
+#[cfg(target_os = "none")]
+fn kernel_main(info: BootInfo) -> ! {
+    use kernel::memmap::RegionKind;
+
+    // SAFETY: boot CPU, once, interrupts off, before any other CPU exists.
+    unsafe {
+        trap::init_idt();
+        gdt::CpuTables::bsp().load();
+    }
+    trap::load_idt();
+    BSP_PERCPU.call_once(|| {
+        static mut BSP: percpu::PerCpu = percpu::PerCpu::new(0, 0);
+        // SAFETY: runs once (Once), so this is the only reference to BSP.
+        unsafe { percpu::install(&mut *(&raw mut BSP)) };
+    });
+
+    let why = match info.path {
+        boot::BootPath::Limine => "the kernel was loaded by Limine",
+        boot::BootPath::Pvh => "QEMU booted the kernel directly (no Limine)",
+    };
+    log::info!(
+        "boot: {} ({}; {})",
+        match info.path {
+            boot::BootPath::Limine => "limine",
+            boot::BootPath::Pvh => "pvh",
+        },
+        info.loader,
+        why
+    );
+    for p in info.problems.iter().flatten() {
+        log::warn!("boot: {p}");
+    }
+    let (opts, warnings) = kernel::cmdline::parse(info.cmdline);
+    console::set_level(opts.loglevel);
+    log::info!("cmdline: \"{}\"", info.cmdline);
+    for w in warnings.iter() {
+        log::warn!("cmdline: {w}");
+    }
+    if warnings.total > kernel::cmdline::MAX_WARNINGS {
+        log::warn!("cmdline: {} more problems not shown", warnings.total - kernel::cmdline::MAX_WARNINGS);
+    }
+    let m = &info.memory;
+    log::info!(
+        "memory: {} MiB usable, {} MiB bootloader-reclaimable, {} KiB ACPI, kernel {} KiB at {:#x}, {} regions, top of RAM {:#x}",
+        m.bytes(RegionKind::Usable) >> 20,
+        m.bytes(RegionKind::BootloaderReclaimable) >> 20,
+        (m.bytes(RegionKind::AcpiReclaimable) + m.bytes(RegionKind::AcpiNvs)) >> 10,
+        m.bytes(RegionKind::Kernel) >> 10,
+        info.kernel_phys_base,
+        m.regions().len(),
+        m.top_of_ram()
+    );
+    power::exit(power::Exit::Success)
+}

@@ -1,0 +1,134 @@
+//! The per-CPU block, reached through GS.
+//!
+//! ```text
+//!   GS base ──> PerCpu (one per CPU, 64-byte aligned, never freed)
+//!               +0   self_ptr   (points at itself: one `mov reg, gs:[0]` yields a normal reference)
+//!               +8   cpu_index  (dense CpuId)
+//!               +16  apic_id
+//!               +24  current    (the running thread, owned by the scheduler glue)
+//!               ...  counters, written only by their own CPU with single gs-relative instructions
+//! ```
+//!
+//! Two kinds of access, as the types enforce: counters through [`count`] (one `add gs:[off]`, right
+//! even if the thread migrates around it), and references only through [`get`], which takes a guard
+//! proving interrupts are off on this CPU, so the borrow cannot outlive a migration.
+
+use core::{
+    mem::offset_of,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+/// The per-CPU block. Fields other than the counters are set once at bring-up.
+#[repr(C, align(64))]
+pub struct PerCpu {
+    self_ptr: *const PerCpu,
+    cpu_index: u64,
+    apic_id: u64,
+    pub current: AtomicU64,
+    pub counters: Counters,
+}
+
+/// Event counters: written by their own CPU only (gs-relative adds), read by anyone (racy snapshots
+/// are fine for statistics).
+#[repr(C)]
+#[derive(Default)]
+pub struct Counters {
+    pub interrupts: AtomicU64,
+    pub timer_interrupts: AtomicU64,
+    pub ipis_received: AtomicU64,
+    pub xcalls_served: AtomicU64,
+    pub spurious: AtomicU64,
+}
+
+/// Which counter to bump with [`count`].
+#[derive(Clone, Copy)]
+pub enum Counter {
+    Interrupts,
+    TimerInterrupts,
+    IpisReceived,
+    XcallsServed,
+    Spurious,
+}
+
+static READY: AtomicBool = AtomicBool::new(false);
+
+impl PerCpu {
+    pub const fn new(cpu_index: u32, apic_id: u32) -> Self {
+        Self {
+            self_ptr: core::ptr::null(),
+            cpu_index: cpu_index as u64,
+            apic_id: apic_id as u64,
+            current: AtomicU64::new(0),
+            counters: Counters {
+                interrupts: AtomicU64::new(0),
+                timer_interrupts: AtomicU64::new(0),
+                ipis_received: AtomicU64::new(0),
+                xcalls_served: AtomicU64::new(0),
+                spurious: AtomicU64::new(0),
+            },
+        }
+    }
+
+    pub fn cpu_index(&self) -> u32 {
+        self.cpu_index as u32
+    }
+
+    pub fn apic_id(&self) -> u32 {
+        self.apic_id as u32
+    }
+}
+
+/// Make `block` this CPU's per-CPU block.
+///
+/// # Safety
+/// Called once per CPU, on that CPU, before anything on it reads the block; `block` lives forever.
+pub unsafe fn install(block: &'static mut PerCpu) {
+    block.self_ptr = block as *const PerCpu;
+    x86_64::registers::model_specific::GsBase::write(x86_64::VirtAddr::from_ptr(block as *const PerCpu));
+    READY.store(true, Ordering::Release);
+}
+
+/// This CPU's dense index; 0 before the boot CPU installed its block (only the boot CPU runs then).
+pub fn cpu_index() -> u32 {
+    if !READY.load(Ordering::Acquire) {
+        return 0;
+    }
+    // SAFETY: READY is set only after the boot CPU installed its block, and every AP installs its own
+    // before it runs any code that logs; cpu_index is an 8-byte field at this offset.
+    unsafe { arch::cpu::gs_read_u64::<{ offset_of!(PerCpu, cpu_index) }>() as u32 }
+}
+
+/// Proof that interrupts are disabled on this CPU, so the running code cannot migrate.
+pub struct IrqOff(());
+
+impl IrqOff {
+    /// # Safety
+    /// Interrupts must be disabled on this CPU for the guard's whole life.
+    pub unsafe fn assume() -> Self {
+        Self(())
+    }
+}
+
+/// This CPU's block, for as long as the caller keeps interrupts off.
+pub fn get(_irq_off: &IrqOff) -> &PerCpu {
+    // SAFETY: the self pointer was set by `install` and the block is 'static; the guard keeps this
+    // CPU's identity fixed for the borrow's lifetime.
+    unsafe { &*(arch::cpu::gs_read_u64::<{ offset_of!(PerCpu, self_ptr) }>() as *const PerCpu) }
+}
+
+/// Bump one of this CPU's counters with a single gs-relative instruction.
+#[inline(always)]
+pub fn count(c: Counter) {
+    const BASE: usize = offset_of!(PerCpu, counters);
+    // SAFETY: each offset names an AtomicU64 counter of the installed block, which only this CPU
+    // writes (the adds are not atomic against other CPUs, and need not be).
+    unsafe {
+        match c {
+            Counter::Interrupts => arch::cpu::gs_add_u64::<{ BASE + offset_of!(Counters, interrupts) }>(1),
+            Counter::TimerInterrupts => arch::cpu::gs_add_u64::<{ BASE + offset_of!(Counters, timer_interrupts) }>(1),
+            Counter::IpisReceived => arch::cpu::gs_add_u64::<{ BASE + offset_of!(Counters, ipis_received) }>(1),
+            Counter::XcallsServed => arch::cpu::gs_add_u64::<{ BASE + offset_of!(Counters, xcalls_served) }>(1),
+            Counter::Spurious => arch::cpu::gs_add_u64::<{ BASE + offset_of!(Counters, spurious) }>(1),
+        }
+    }
+}
