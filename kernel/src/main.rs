@@ -29,6 +29,10 @@ mod percpu;
 mod power;
 #[cfg(target_os = "none")]
 mod trap;
+#[cfg(all(target_os = "none", feature = "ktest"))]
+mod ktest;
+#[cfg(all(target_os = "none", feature = "ktest"))]
+mod selftest;
 
 /// The kernel only runs on bare metal; a host build of this binary just says so.
 #[cfg(not(target_os = "none"))]
@@ -95,5 +99,18 @@ fn kernel_main(info: BootInfo) -> ! {
         m.regions().len(),
         m.top_of_ram()
     );
+    let cpus_online = 1;
+    #[cfg(feature = "ktest")]
+    if let Some(sel) = opts.test {
+        ktest::run(sel, cpus_online);
+    }
+    #[cfg(not(feature = "ktest"))]
+    if opts.test.is_some() {
+        log::warn!("cmdline: `test=` needs the test kernel (make test); ignored");
+    }
+    let _ = cpus_online;
+    if let Some(s) = opts.exit_after_s {
+        log::info!("exit-after={s}: powering off");
+    }
     power::exit(power::Exit::Success)
 }

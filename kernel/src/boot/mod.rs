@@ -49,8 +49,8 @@ unsafe extern "C" {
 
 /// The kernel image's virtual extent `[start, end)`.
 pub fn kernel_image() -> (u64, u64) {
-    // SAFETY: only the addresses of the linker-script symbols are taken.
-    unsafe { (&raw const __kernel_start as u64, &raw const __kernel_end as u64) }
+    // Only the addresses of the linker-script symbols are taken, which is safe.
+    (&raw const __kernel_start as u64, &raw const __kernel_end as u64)
 }
 
 /// Where the kernel is linked: the top 2 GiB.
