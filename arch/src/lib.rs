@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod tsc;
+pub mod switch;
 pub mod boot;
 pub mod trap;
 pub mod cpu;

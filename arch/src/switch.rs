@@ -1,0 +1,385 @@
+//! The windowed context switch: the only code that moves a CPU from one thread's stack to another's.
+//!
+//! Key types and functions:
+//! - [`Window`]: one 64-byte cache line per thread holding exactly what a voluntary call into the
+//!   switch must carry: the six callee-saved general registers of the System V ABI (`rbx`, `rbp`,
+//!   `r12`-`r15`), the stack pointer and the resume point.
+//! - [`switch_window`]: saves the running thread into one window and resumes another from its window.
+//! - [`Window::new_thread`]: builds the first window of a thread that has never run, so the very same
+//!   switch starts it (through a small start trampoline that calls its entry function).
+//! - [`prefetch`]: a cache hint the scheduler uses to warm the next window and stack top early.
+//!
+//! Neighbours: `sched` calls this from its switch path (in the kernel and natively on a Linux host,
+//! where `bench` measures it); the extended (FPU/vector) state is not part of a window, it is handled
+//! separately and only for threads that use it, by [`crate::fpu`].
+//!
+//! Why this is all there is to save. [`switch_window`] is an ordinary `extern "C"` call, so the
+//! compiler already treats every caller-saved register (`rax`, `rcx`, `rdx`, `rsi`, `rdi`,
+//! `r8`-`r11`, all vector registers) as clobbered and keeps nothing live in them across it. What is
+//! left is the callee-saved set plus `rsp` and the point to resume at. `rflags` is deliberately not
+//! carried:
+//! - the interrupt flag: the contract is that the switch is always entered with interrupts disabled
+//!   and leaves with them disabled; the scheduler re-enables them afterwards from state kept on the
+//!   resumed thread's own stack, so `IF` never needs to travel with the window (and a `popfq` could
+//!   re-enable interrupts halfway through the switch, on a half-loaded stack);
+//! - the direction flag is clear at every call boundary by the ABI;
+//! - the arithmetic flags are caller-clobbered, so no caller expects them to survive a call;
+//! - the remaining system flags (`IOPL`, `AC`, `NT`, ...) are constant for all kernel threads.
+//!
+//! The x87 control word and `MXCSR`, which the ABI also calls callee-saved, are part of the extended
+//! state: threads that use it get it saved and restored by the scheduler through [`crate::fpu`];
+//! kernel threads never touch it.
+
+use core::mem::offset_of;
+
+/// The saved execution context of a thread that is not running: one cache line.
+///
+/// While a thread runs, its window holds stale values; the switch writes it when the thread stops and
+/// reads it when the thread resumes.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Callee-saved `rbx`.
+    pub rbx: u64,
+    /// Callee-saved `rbp` (the frame pointer when frame pointers are on; 0 ends a backtrace).
+    pub rbp: u64,
+    /// Callee-saved `r12`.
+    pub r12: u64,
+    /// Callee-saved `r13`.
+    pub r13: u64,
+    /// Callee-saved `r14`.
+    pub r14: u64,
+    /// Callee-saved `r15`.
+    pub r15: u64,
+    /// The stack pointer to resume with: exactly the value the thread's caller of `switch_window` had
+    /// just before its `call` (the return address already popped).
+    pub rsp: u64,
+    /// The instruction to resume at: the return address of the thread's call into `switch_window`,
+    /// or the start trampoline for a thread that has never run.
+    pub rip: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Window>() == 64);
+
+impl Window {
+    /// The first window of a thread that has never run.
+    ///
+    /// Switching to it runs a start trampoline on the stack ending at `stack_top` which calls
+    /// `entry(arg)` with `rsp` 16-byte aligned (as the System V ABI requires at a call), `rbp` = 0 and
+    /// the return address column marked undefined, so frame-pointer walks and unwinders stop there.
+    /// `entry` receives control with interrupts still disabled, as the switch left them.
+    ///
+    /// `stack_top` is the exclusive upper end of the new stack; it is rounded down to 16 bytes. The
+    /// window itself touches no memory: the stack must only be valid when the window is switched to.
+    pub fn new_thread(stack_top: *mut u8, entry: extern "C" fn(usize) -> !, arg: usize) -> Window {
+        Window {
+            rbx: entry as usize as u64,
+            rbp: 0,
+            r12: arg as u64,
+            r13: 0,
+            r14: 0,
+            r15: 0,
+            rsp: (stack_top as u64) & !15,
+            rip: thread_start as *const () as u64,
+        }
+    }
+}
+
+/// Save the running thread into `*prev` and resume the thread saved in `*next`.
+///
+/// Returns when some later switch resumes the thread saved into `*prev`, on whichever CPU does it,
+/// with its callee-saved registers and stack exactly as at the call.
+///
+/// # Safety
+/// - `prev` is valid for writes of a [`Window`] and no other CPU reads or writes it until this switch
+///   has stored it (the scheduler's `on_cpu` handshake is what guarantees that);
+/// - `next` holds either a window stored by an earlier `switch_window` for a thread that is suspended
+///   in that call, or a window from [`Window::new_thread`] that has not been switched to before; its
+///   stack is mapped and owned by that thread, and no other CPU resumes it concurrently;
+/// - in the kernel, interrupts are disabled on entry (they stay disabled; the resumed thread decides
+///   when to re-enable them);
+/// - the caller keeps the scheduler's bookkeeping consistent: whoever eventually switches back to
+///   `prev` must do so from a thread that may legitimately run on after the call returns.
+///
+/// Contract of the machine code:
+/// - entry: `rdi` = `prev`, `rsi` = `next`; `[rsp]` is the return address into the outgoing thread;
+/// - saved into `*prev`: `rbx`, `rbp`, `r12`-`r15`; then the return address is popped (once) into
+///   `prev.rip` and the resulting `rsp` (the caller's `rsp` before its `call`) into `prev.rsp`;
+/// - loaded from `*next`: the same six registers and `rsp`, then a jump to `next.rip`; the outgoing
+///   stack is left exactly as its caller had it before the call, the incoming one is exactly as its
+///   own caller had it before its call (or, for a new thread, at its 16-byte aligned top);
+/// - no flags are saved or restored, nothing is pushed on either stack, no memory other than the two
+///   windows is touched; `rax` is clobbered (like every caller-saved register in a call).
+#[unsafe(naked)]
+pub unsafe extern "C" fn switch_window(prev: *mut Window, next: *const Window) {
+    core::arch::naked_asm!(
+        ".cfi_startproc",
+        // Outgoing thread: callee-saved registers first.
+        "mov [rdi + {rbx}], rbx",
+        "mov [rdi + {rbp}], rbp",
+        "mov [rdi + {r12}], r12",
+        "mov [rdi + {r13}], r13",
+        "mov [rdi + {r14}], r14",
+        "mov [rdi + {r15}], r15",
+        // Pop the return address: it is where the outgoing thread resumes, and after the pop rsp is
+        // the caller's own rsp, which a resumption must restore without anything left to pop.
+        "pop rax",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_register rip, rax",
+        "mov [rdi + {rsp}], rsp",
+        "mov [rdi + {rip}], rax",
+        // Incoming thread. From the rsp load on, the unwind info above no longer describes the frame;
+        // nothing can observe it (interrupts are off) until the jump lands in the incoming thread.
+        "mov rbx, [rsi + {rbx}]",
+        "mov rbp, [rsi + {rbp}]",
+        "mov r12, [rsi + {r12}]",
+        "mov r13, [rsi + {r13}]",
+        "mov r14, [rsi + {r14}]",
+        "mov r15, [rsi + {r15}]",
+        "mov rsp, [rsi + {rsp}]",
+        "jmp qword ptr [rsi + {rip}]",
+        ".cfi_endproc",
+        rbx = const offset_of!(Window, rbx),
+        rbp = const offset_of!(Window, rbp),
+        r12 = const offset_of!(Window, r12),
+        r13 = const offset_of!(Window, r13),
+        r14 = const offset_of!(Window, r14),
+        r15 = const offset_of!(Window, r15),
+        rsp = const offset_of!(Window, rsp),
+        rip = const offset_of!(Window, rip),
+    )
+}
+
+/// Where a thread built by [`Window::new_thread`] first runs: `rbx` = entry, `r12` = argument, `rsp`
+/// the 16-byte aligned stack top.
+///
+/// It marks the bottom of the stack for backtraces (`rbp` = 0, return address undefined), passes the
+/// argument in `rdi` and calls the entry function with the stack aligned as the ABI requires at a
+/// call. The entry never returns; `ud2` catches it if it ever did.
+#[unsafe(naked)]
+unsafe extern "C" fn thread_start() -> ! {
+    core::arch::naked_asm!(
+        ".cfi_startproc",
+        ".cfi_undefined rip",
+        "xor ebp, ebp",
+        "mov rdi, r12",
+        "call rbx",
+        "ud2",
+        ".cfi_endproc",
+    )
+}
+
+/// Hint the CPU to pull the cache line at `addr` into all cache levels (`prefetcht0`).
+///
+/// Never faults, whatever `addr` is; used to warm the next thread's window and stack top while the
+/// switch path does other work.
+#[inline(always)]
+pub fn prefetch(addr: *const u8) {
+    // SAFETY: prefetcht0 is a hint: it does not fault on any address (mapped or not), changes no
+    // architectural state and writes no memory.
+    unsafe {
+        core::arch::asm!("prefetcht0 [{}]", in(reg) addr, options(nostack, preserves_flags, readonly))
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Round trips per test: each is two switches, so 10^6 of them are 2 * 10^6 switches.
+    const ROUND_TRIPS: u64 = 1_000_000;
+
+    /// The caller's `rsp` just before it called this function (what the ABI requires to be 16-byte
+    /// aligned at a call).
+    #[unsafe(naked)]
+    extern "C" fn caller_sp() -> u64 {
+        core::arch::naked_asm!("lea rax, [rsp + 8]", "ret")
+    }
+
+    /// Load `seed + i` into the i-th callee-saved register (`rbx`, `rbp`, `r12`-`r15`), switch from
+    /// `prev` to `next`, and when resumed return the OR of `register ^ (seed + i)` over the six: zero
+    /// exactly when every callee-saved register survived the round trip.
+    ///
+    /// # Safety
+    /// As for [`switch_window`].
+    #[unsafe(naked)]
+    unsafe extern "C" fn switch_with_marks(prev: *mut Window, next: *const Window, seed: u64) -> u64 {
+        core::arch::naked_asm!(
+            "push rbx",
+            "push rbp",
+            "push r12",
+            "push r13",
+            "push r14",
+            "push r15",
+            // Six pushes on top of the return address leave rsp 8 bytes off alignment; this slot
+            // fixes that and keeps the seed across the call.
+            "sub rsp, 8",
+            "mov [rsp], rdx",
+            "mov rbx, rdx",
+            "lea rbp, [rdx + 1]",
+            "lea r12, [rdx + 2]",
+            "lea r13, [rdx + 3]",
+            "lea r14, [rdx + 4]",
+            "lea r15, [rdx + 5]",
+            "call {switch}",
+            "mov rdx, [rsp]",
+            "mov rax, rbx",
+            "xor rax, rdx",
+            "lea rcx, [rdx + 1]",
+            "xor rcx, rbp",
+            "or rax, rcx",
+            "lea rcx, [rdx + 2]",
+            "xor rcx, r12",
+            "or rax, rcx",
+            "lea rcx, [rdx + 3]",
+            "xor rcx, r13",
+            "or rax, rcx",
+            "lea rcx, [rdx + 4]",
+            "xor rcx, r14",
+            "or rax, rcx",
+            "lea rcx, [rdx + 5]",
+            "xor rcx, r15",
+            "or rax, rcx",
+            "add rsp, 8",
+            "pop r15",
+            "pop r14",
+            "pop r13",
+            "pop r12",
+            "pop rbp",
+            "pop rbx",
+            "ret",
+            switch = sym switch_window,
+        )
+    }
+
+    /// State shared by the test's own thread ("main") and the second context ("other").
+    #[derive(Default)]
+    struct PingPong {
+        main: Window,
+        other: Window,
+        /// `caller_sp()` at the fixed point of each side, from its first round.
+        main_sp: u64,
+        other_sp: u64,
+        /// Rounds in which the fixed-point rsp differed from the first one or was misaligned.
+        main_sp_faults: u64,
+        other_sp_faults: u64,
+        /// Rounds in which a callee-saved register came back wrong.
+        main_reg_faults: u64,
+        other_reg_faults: u64,
+        /// Rounds the other side completed.
+        other_rounds: u64,
+        /// A running checksum the other side keeps in locals across its switches.
+        other_checksum: u64,
+    }
+
+    fn check_sp(sp: u64, first: &mut u64, faults: &mut u64) {
+        if *first == 0 {
+            *first = sp;
+        }
+        if sp != *first || !sp.is_multiple_of(16) {
+            *faults += 1;
+        }
+    }
+
+    extern "C" fn other_side(arg: usize) -> ! {
+        let pp = arg as *mut PingPong;
+        // Locals the compiler keeps in callee-saved registers or on this stack across the switches.
+        let mut checksum = 0u64;
+        let mut round = 0u64;
+        loop {
+            // SAFETY: main is suspended in its switch while this side runs, so this side has the
+            // only access to `*pp`.
+            let done = unsafe {
+                check_sp(caller_sp(), &mut (*pp).other_sp, &mut (*pp).other_sp_faults);
+                (*pp).other_rounds == ROUND_TRIPS
+            };
+            if done {
+                // SAFETY: as above.
+                unsafe { (*pp).other_checksum = checksum };
+            }
+            let seed = 0x5a5a_0000_0000_0000 | (round << 4);
+            // SAFETY: both windows live in `*pp`, which outlives this side; main is suspended in a
+            // switch (its window is complete) and resumes only through this call.
+            let bad = unsafe {
+                switch_with_marks(&raw mut (*pp).other, &raw const (*pp).main, seed)
+            };
+            // SAFETY: main is suspended again, as above.
+            unsafe {
+                if bad != 0 {
+                    (*pp).other_reg_faults += 1;
+                }
+                (*pp).other_rounds += 1;
+            }
+            checksum = checksum.wrapping_mul(31).wrapping_add(round);
+            round += 1;
+        }
+    }
+
+    /// Run `ROUND_TRIPS` round trips between the test's own stack and a heap stack.
+    fn ping_pong() -> Box<PingPong> {
+        let mut stack = vec![0u8; 64 * 1024];
+        let mut pp = Box::<PingPong>::default();
+        let pp_ptr: *mut PingPong = &mut *pp;
+        // SAFETY: the end pointer of the stack buffer is in bounds (one past the end).
+        let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
+        pp.other = Window::new_thread(top, other_side, pp_ptr as usize);
+        for round in 0..=ROUND_TRIPS {
+            // SAFETY: only this side runs between switches.
+            unsafe { check_sp(caller_sp(), &mut (*pp_ptr).main_sp, &mut (*pp_ptr).main_sp_faults) };
+            let seed = 0xa5a5_0000_0000_0000 | (round << 4);
+            // SAFETY: `other` is either fresh from new_thread or suspended in its switch; its stack
+            // (`stack`) lives until the end of this function, after the last switch.
+            let bad = unsafe { switch_with_marks(&raw mut (*pp_ptr).main, &raw const (*pp_ptr).other, seed) };
+            if bad != 0 {
+                // SAFETY: as above.
+                unsafe { (*pp_ptr).main_reg_faults += 1 };
+            }
+        }
+        drop(stack);
+        pp
+    }
+
+    #[test]
+    fn two_million_switches_keep_stacks_fixed_and_aligned() {
+        let pp = ping_pong();
+        assert_eq!(pp.other_rounds, ROUND_TRIPS, "the other side ran once per round trip");
+        assert_eq!(pp.main_sp_faults, 0, "main's rsp at its fixed point moved or was misaligned");
+        assert_eq!(pp.other_sp_faults, 0, "the other side's rsp at its fixed point moved or was misaligned");
+        assert!(pp.main_sp.is_multiple_of(16));
+        assert!(pp.other_sp.is_multiple_of(16));
+    }
+
+    #[test]
+    fn callee_saved_registers_and_locals_survive_switches() {
+        let pp = ping_pong();
+        assert_eq!(pp.main_reg_faults, 0, "a callee-saved register of main changed across a switch");
+        assert_eq!(pp.other_reg_faults, 0, "a callee-saved register of the other side changed across a switch");
+        let expected = (0..ROUND_TRIPS).fold(0u64, |c, r| c.wrapping_mul(31).wrapping_add(r));
+        assert_eq!(pp.other_checksum, expected, "locals kept across switches were corrupted");
+    }
+
+    #[test]
+    fn new_thread_window_is_aligned_and_marks_the_stack_bottom() {
+        extern "C" fn never(_: usize) -> ! {
+            unreachable!()
+        }
+        let w = Window::new_thread(0x1234_5679 as *mut u8, never, 7);
+        assert_eq!(w.rsp, 0x1234_5670);
+        assert_eq!(w.rbp, 0);
+        assert_eq!(w.r12, 7);
+        assert_eq!(w.rbx, never as *const () as u64);
+        assert_eq!(w.rip, thread_start as *const () as u64);
+    }
+
+    #[test]
+    fn prefetch_accepts_any_address() {
+        let v = [1u8; 64];
+        prefetch(v.as_ptr());
+        prefetch(core::ptr::null());
+        prefetch(usize::MAX as *const u8);
+        let unused: Vec<u8> = Vec::new();
+        prefetch(unused.as_ptr());
+    }
+}
