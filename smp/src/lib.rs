@@ -1,1 +1,31 @@
+//! Portable multiprocessor logic of the kernel: plain decisions and bookkeeping, no hardware access.
+//!
+//! The kernel calls this crate and performs the privileged steps it decides on (IPIs, CR3 writes,
+//! TLB invalidations) through the `arch` crate. Everything here builds for the host as well as for
+//! `x86_64-unknown-none`, so it is tested natively; no `unsafe` code at all, no allocator.
+//!
+//! # Modules and public API
+//!
+//! - [`ids`]: [`CpuId`] (dense index, `CpuId::new(u32) -> Option<CpuId>`, `.index() -> usize`,
+//!   `CpuId::BSP`), [`ApicId`], [`AcpiUid`] (`new(u32)`, `.get() -> u32`), and
+//!   [`MAX_CPUS`]` = 512`.
+//! - [`cpuset`]: [`CpuSet`], a `Copy` bitset of `MAX_CPUS` bits (`insert`, `remove`, `contains`,
+//!   `len`, `is_empty`, `iter`, `union`, `intersection`, `difference`, `single`, `first_n`,
+//!   shown as `{0-3,6}`), and [`AtomicCpuSet`] (`insert -> bool`, `remove -> bool`, `contains`,
+//!   `insert_all`, `remove_all`, `snapshot -> CpuSet`, `take -> CpuSet`, `is_empty`; all `SeqCst`).
+//! - [`cpumap`]: [`CpuMap::from_firmware`]`(bsp: ApicId, cpus) -> Result<CpuMap, CpuMapError>`,
+//!   then `nr_cpus`, `cpus`, `cpu_of(ApicId)`, `apic_of(CpuId)`, `acpi_uid_of(CpuId)`, `iter`.
+//!
+//! Atomics come through the private `sync` module, which swaps in loom's under `--cfg loom` so the
+//! lock-free parts are model-checked (`tests/loom_*.rs`).
 #![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod cpumap;
+pub mod cpuset;
+pub mod ids;
+mod sync;
+
+pub use cpumap::{CpuMap, CpuMapError};
+pub use cpuset::{AtomicCpuSet, CpuSet};
+pub use ids::{AcpiUid, ApicId, CpuId, MAX_CPUS};

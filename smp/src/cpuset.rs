@@ -1,0 +1,490 @@
+//! Sets of CPUs: [`CpuSet`], a plain `Copy` bitset, and [`AtomicCpuSet`], the same bits as atomics
+//! for sets that several CPUs update at once.
+//!
+//! Both hold [`MAX_CPUS`] bits, bit `i` standing for `CpuId` `i`, in `u64` words. A `CpuSet` is a
+//! value: the result of a snapshot, the targets of an IPI, the CPUs of a `CpuMap`. An
+//! `AtomicCpuSet` lives in shared structures: the `active` and `may_cache` sets of a
+//! `tlb::TlbTracker`, the pending set and doorbell of a shootdown mailbox.
+//!
+//! Memory ordering of `AtomicCpuSet`: every access to a word is `SeqCst`. The TLB protocol needs a
+//! store-then-load order on both sides (a CPU marks itself active then reads the address-space
+//! generation; a changer bumps the generation then reads the active set), which only `SeqCst`
+//! gives. Operations on the whole set (`snapshot`, `insert_all`, `remove_all`, `take`,
+//! `is_empty`) touch the words one by one: they are atomic per word, not across words. Per bit
+//! this is enough: a bit that stays set (or clear) during a snapshot is reported so, and a bit
+//! that changes during it is reported in either state.
+
+use core::fmt;
+
+use crate::ids::{CpuId, MAX_CPUS};
+use crate::sync::{AtomicU64, Ordering};
+
+const WORD_BITS: usize = u64::BITS as usize;
+const WORDS: usize = MAX_CPUS / WORD_BITS;
+
+/// The word holding `cpu`'s bit, and the bit's mask within it.
+const fn word_and_mask(cpu: CpuId) -> (usize, u64) {
+    (cpu.index() / WORD_BITS, 1u64 << (cpu.index() % WORD_BITS))
+}
+
+/// A set of CPUs, one bit per possible `CpuId`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CpuSet {
+    words: [u64; WORDS],
+}
+
+impl CpuSet {
+    /// The empty set.
+    pub const EMPTY: CpuSet = CpuSet { words: [0; WORDS] };
+
+    /// The empty set.
+    pub const fn new() -> CpuSet {
+        CpuSet::EMPTY
+    }
+
+    /// The set holding only `cpu`.
+    pub const fn single(cpu: CpuId) -> CpuSet {
+        let mut set = CpuSet::EMPTY;
+        let (word, mask) = word_and_mask(cpu);
+        set.words[word] = mask;
+        set
+    }
+
+    /// The set of CPUs `0..nr_cpus`.
+    ///
+    /// # Panics
+    /// If `nr_cpus > MAX_CPUS`.
+    pub const fn first_n(nr_cpus: usize) -> CpuSet {
+        assert!(nr_cpus <= MAX_CPUS, "more CPUs than MAX_CPUS");
+        let mut set = CpuSet::EMPTY;
+        let mut word = 0;
+        while word < WORDS {
+            let below = nr_cpus.saturating_sub(word * WORD_BITS);
+            set.words[word] = if below >= WORD_BITS {
+                u64::MAX
+            } else {
+                (1u64 << below) - 1
+            };
+            word += 1;
+        }
+        set
+    }
+
+    /// Adds `cpu`; returns whether it was absent.
+    pub fn insert(&mut self, cpu: CpuId) -> bool {
+        let (word, mask) = word_and_mask(cpu);
+        let was_absent = self.words[word] & mask == 0;
+        self.words[word] |= mask;
+        was_absent
+    }
+
+    /// Removes `cpu`; returns whether it was present.
+    pub fn remove(&mut self, cpu: CpuId) -> bool {
+        let (word, mask) = word_and_mask(cpu);
+        let was_present = self.words[word] & mask != 0;
+        self.words[word] &= !mask;
+        was_present
+    }
+
+    /// Whether `cpu` is in the set.
+    pub const fn contains(&self, cpu: CpuId) -> bool {
+        let (word, mask) = word_and_mask(cpu);
+        self.words[word] & mask != 0
+    }
+
+    /// The number of CPUs in the set.
+    pub fn len(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|&w| w == 0)
+    }
+
+    /// The CPUs in either set.
+    #[must_use]
+    pub fn union(&self, other: &CpuSet) -> CpuSet {
+        self.zip_with(other, |a, b| a | b)
+    }
+
+    /// The CPUs in both sets.
+    #[must_use]
+    pub fn intersection(&self, other: &CpuSet) -> CpuSet {
+        self.zip_with(other, |a, b| a & b)
+    }
+
+    /// The CPUs in `self` but not in `other`.
+    #[must_use]
+    pub fn difference(&self, other: &CpuSet) -> CpuSet {
+        self.zip_with(other, |a, b| a & !b)
+    }
+
+    /// The CPUs in the set, in ascending order.
+    pub fn iter(&self) -> Iter {
+        Iter {
+            words: self.words,
+            word: 0,
+        }
+    }
+
+    fn zip_with(&self, other: &CpuSet, op: impl Fn(u64, u64) -> u64) -> CpuSet {
+        let mut out = CpuSet::EMPTY;
+        for (i, word) in out.words.iter_mut().enumerate() {
+            *word = op(self.words[i], other.words[i]);
+        }
+        out
+    }
+}
+
+/// Iterator over the CPUs of a [`CpuSet`], ascending; see [`CpuSet::iter`].
+pub struct Iter {
+    words: [u64; WORDS],
+    word: usize,
+}
+
+impl Iterator for Iter {
+    type Item = CpuId;
+
+    fn next(&mut self) -> Option<CpuId> {
+        while self.word < WORDS {
+            let bits = self.words[self.word];
+            if bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                // Clear the lowest set bit so the next call moves on.
+                self.words[self.word] = bits & (bits - 1);
+                let index = (self.word * WORD_BITS + bit) as u32;
+                return CpuId::new(index);
+            }
+            self.word += 1;
+        }
+        None
+    }
+}
+
+impl IntoIterator for &CpuSet {
+    type Item = CpuId;
+    type IntoIter = Iter;
+
+    fn into_iter(self) -> Iter {
+        self.iter()
+    }
+}
+
+impl FromIterator<CpuId> for CpuSet {
+    fn from_iter<I: IntoIterator<Item = CpuId>>(cpus: I) -> CpuSet {
+        let mut set = CpuSet::EMPTY;
+        for cpu in cpus {
+            set.insert(cpu);
+        }
+        set
+    }
+}
+
+/// Prints ranges of consecutive CPUs: `{0-3,6}`; the empty set is `{}`.
+impl fmt::Display for CpuSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        let mut cpus = self.iter().map(CpuId::get).peekable();
+        let mut first = true;
+        while let Some(start) = cpus.next() {
+            let mut end = start;
+            while cpus.peek() == Some(&(end + 1)) {
+                end += 1;
+                cpus.next();
+            }
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            if start == end {
+                write!(f, "{start}")?;
+            } else {
+                write!(f, "{start}-{end}")?;
+            }
+        }
+        f.write_str("}")
+    }
+}
+
+/// Same form as `Display`: the raw words would be unreadable.
+impl fmt::Debug for CpuSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CpuSet{self}")
+    }
+}
+
+/// A set of CPUs that several CPUs update concurrently. See the module comment for its orderings.
+pub struct AtomicCpuSet {
+    words: [AtomicU64; WORDS],
+}
+
+impl AtomicCpuSet {
+    /// The empty set.
+    #[cfg(not(loom))]
+    pub const fn new() -> AtomicCpuSet {
+        AtomicCpuSet {
+            words: [const { AtomicU64::new(0) }; WORDS],
+        }
+    }
+
+    /// The empty set (loom atomics cannot be built in a `const fn`).
+    #[cfg(loom)]
+    pub fn new() -> AtomicCpuSet {
+        AtomicCpuSet {
+            words: core::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Adds `cpu`; returns whether it was absent. Of several CPUs inserting the same bit at once,
+    /// exactly one sees `true`.
+    pub fn insert(&self, cpu: CpuId) -> bool {
+        let (word, mask) = word_and_mask(cpu);
+        self.words[word].fetch_or(mask, Ordering::SeqCst) & mask == 0
+    }
+
+    /// Removes `cpu`; returns whether it was present.
+    pub fn remove(&self, cpu: CpuId) -> bool {
+        let (word, mask) = word_and_mask(cpu);
+        self.words[word].fetch_and(!mask, Ordering::SeqCst) & mask != 0
+    }
+
+    /// Whether `cpu` is in the set.
+    pub fn contains(&self, cpu: CpuId) -> bool {
+        let (word, mask) = word_and_mask(cpu);
+        self.words[word].load(Ordering::SeqCst) & mask != 0
+    }
+
+    /// Adds every CPU of `cpus` (one atomic operation per word that has bits in `cpus`).
+    pub fn insert_all(&self, cpus: &CpuSet) {
+        for (word, &bits) in self.words.iter().zip(cpus.words.iter()) {
+            if bits != 0 {
+                word.fetch_or(bits, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Removes every CPU of `cpus` (one atomic operation per word that has bits in `cpus`).
+    pub fn remove_all(&self, cpus: &CpuSet) {
+        for (word, &bits) in self.words.iter().zip(cpus.words.iter()) {
+            if bits != 0 {
+                word.fetch_and(!bits, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// The current bits, read word by word.
+    pub fn snapshot(&self) -> CpuSet {
+        let mut set = CpuSet::EMPTY;
+        for (out, word) in set.words.iter_mut().zip(self.words.iter()) {
+            *out = word.load(Ordering::SeqCst);
+        }
+        set
+    }
+
+    /// Empties the set and returns what it held; each bit is returned by exactly one `take` (or
+    /// `remove`) of all the ones racing for it.
+    pub fn take(&self) -> CpuSet {
+        let mut set = CpuSet::EMPTY;
+        for (out, word) in set.words.iter_mut().zip(self.words.iter()) {
+            // A load first: swapping an empty word would be a needless write to a shared line.
+            if word.load(Ordering::SeqCst) != 0 {
+                *out = word.swap(0, Ordering::SeqCst);
+            }
+        }
+        set
+    }
+
+    /// Whether no bit is set, reading words until the first non-empty one.
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|w| w.load(Ordering::SeqCst) == 0)
+    }
+}
+
+impl Default for AtomicCpuSet {
+    fn default() -> AtomicCpuSet {
+        AtomicCpuSet::new()
+    }
+}
+
+impl fmt::Debug for AtomicCpuSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AtomicCpuSet{}", self.snapshot())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn cpu(index: u32) -> CpuId {
+        CpuId::new(index).unwrap()
+    }
+
+    fn set(indices: &[u32]) -> CpuSet {
+        indices.iter().map(|&i| cpu(i)).collect()
+    }
+
+    fn indices(set: &CpuSet) -> Vec<u32> {
+        set.iter().map(CpuId::get).collect()
+    }
+
+    #[test]
+    fn new_and_empty_are_empty() {
+        assert!(CpuSet::new().is_empty());
+        assert_eq!(CpuSet::new(), CpuSet::EMPTY);
+        assert_eq!(CpuSet::default(), CpuSet::EMPTY);
+        assert_eq!(CpuSet::EMPTY.len(), 0);
+        assert_eq!(CpuSet::EMPTY.iter().next(), None);
+    }
+
+    #[test]
+    fn insert_reports_whether_the_cpu_was_absent() {
+        let mut s = CpuSet::new();
+        assert!(s.insert(cpu(70)));
+        assert!(!s.insert(cpu(70)));
+        assert!(s.contains(cpu(70)));
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn remove_reports_whether_the_cpu_was_present() {
+        let mut s = set(&[1, 511]);
+        assert!(s.remove(cpu(511)));
+        assert!(!s.remove(cpu(511)));
+        assert!(!s.contains(cpu(511)));
+        assert!(s.contains(cpu(1)));
+    }
+
+    #[test]
+    fn contains_sees_only_inserted_cpus() {
+        let s = set(&[0, 63, 64, 511]);
+        for i in 0..MAX_CPUS as u32 {
+            assert_eq!(s.contains(cpu(i)), [0, 63, 64, 511].contains(&i), "cpu {i}");
+        }
+    }
+
+    #[test]
+    fn len_and_is_empty_count_across_words() {
+        let s = set(&[0, 63, 64, 200, 511]);
+        assert_eq!(s.len(), 5);
+        assert!(!s.is_empty());
+        assert!(CpuSet::single(cpu(300)).len() == 1);
+    }
+
+    #[test]
+    fn iter_is_ascending_across_word_boundaries() {
+        let s = set(&[511, 64, 3, 63, 128, 0]);
+        assert_eq!(indices(&s), vec![0, 3, 63, 64, 128, 511]);
+        let by_ref: Vec<u32> = (&s).into_iter().map(CpuId::get).collect();
+        assert_eq!(by_ref, indices(&s));
+    }
+
+    #[test]
+    fn union_intersection_difference() {
+        let a = set(&[0, 1, 2, 100]);
+        let b = set(&[2, 3, 100, 400]);
+        assert_eq!(indices(&a.union(&b)), vec![0, 1, 2, 3, 100, 400]);
+        assert_eq!(indices(&a.intersection(&b)), vec![2, 100]);
+        assert_eq!(indices(&a.difference(&b)), vec![0, 1]);
+        assert_eq!(indices(&b.difference(&a)), vec![3, 400]);
+    }
+
+    #[test]
+    fn single_holds_one_cpu() {
+        assert_eq!(indices(&CpuSet::single(cpu(129))), vec![129]);
+    }
+
+    #[test]
+    fn first_n_holds_exactly_the_first_n() {
+        for n in [0, 1, 5, 63, 64, 65, 128, 300, MAX_CPUS] {
+            let s = CpuSet::first_n(n);
+            assert_eq!(s.len(), n, "n = {n}");
+            assert_eq!(indices(&s), (0..n as u32).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "more CPUs than MAX_CPUS")]
+    fn first_n_rejects_more_than_max_cpus() {
+        let _ = CpuSet::first_n(MAX_CPUS + 1);
+    }
+
+    #[test]
+    fn display_collapses_runs() {
+        assert_eq!(CpuSet::EMPTY.to_string(), "{}");
+        assert_eq!(set(&[5]).to_string(), "{5}");
+        assert_eq!(set(&[0, 1, 2, 3, 6]).to_string(), "{0-3,6}");
+        assert_eq!(set(&[1, 3, 4, 62, 63, 64, 65, 511]).to_string(), "{1,3-4,62-65,511}");
+        assert_eq!(format!("{:?}", set(&[0, 1])), "CpuSet{0-1}");
+    }
+
+    #[test]
+    fn atomic_new_and_default_are_empty() {
+        assert!(AtomicCpuSet::new().is_empty());
+        assert!(AtomicCpuSet::default().snapshot().is_empty());
+    }
+
+    #[test]
+    fn atomic_insert_and_remove_report_the_previous_state() {
+        let s = AtomicCpuSet::new();
+        assert!(s.insert(cpu(9)));
+        assert!(!s.insert(cpu(9)));
+        assert!(s.contains(cpu(9)));
+        assert!(s.remove(cpu(9)));
+        assert!(!s.remove(cpu(9)));
+        assert!(!s.contains(cpu(9)));
+    }
+
+    #[test]
+    fn atomic_snapshot_matches_the_inserted_bits() {
+        let s = AtomicCpuSet::new();
+        for i in [0, 64, 65, 510] {
+            s.insert(cpu(i));
+        }
+        assert_eq!(s.snapshot(), set(&[0, 64, 65, 510]));
+        assert!(!s.is_empty());
+        assert_eq!(format!("{s:?}"), "AtomicCpuSet{0,64-65,510}");
+    }
+
+    #[test]
+    fn atomic_insert_all_and_remove_all_touch_only_the_given_cpus() {
+        let s = AtomicCpuSet::new();
+        s.insert(cpu(1));
+        s.insert_all(&set(&[2, 100, 300]));
+        assert_eq!(s.snapshot(), set(&[1, 2, 100, 300]));
+        s.remove_all(&set(&[1, 300, 400]));
+        assert_eq!(s.snapshot(), set(&[2, 100]));
+    }
+
+    #[test]
+    fn atomic_take_empties_the_set_and_returns_its_bits() {
+        let s = AtomicCpuSet::new();
+        s.insert_all(&set(&[3, 200]));
+        assert_eq!(s.take(), set(&[3, 200]));
+        assert!(s.is_empty());
+        assert_eq!(s.take(), CpuSet::EMPTY);
+    }
+
+    #[test]
+    fn atomic_set_conserves_bits_under_threads() {
+        // Four threads each own 128 CPUs and insert then remove every other one of them, all at
+        // once on shared words; afterwards exactly the odd CPUs of each block remain.
+        let s = AtomicCpuSet::new();
+        std::thread::scope(|scope| {
+            for block in 0..4u32 {
+                let s = &s;
+                scope.spawn(move || {
+                    for i in block * 128..(block + 1) * 128 {
+                        assert!(s.insert(cpu(i)));
+                    }
+                    for i in (block * 128..(block + 1) * 128).step_by(2) {
+                        assert!(s.remove(cpu(i)));
+                    }
+                });
+            }
+        });
+        let expected: CpuSet = (0..MAX_CPUS as u32).filter(|i| i % 2 == 1).map(cpu).collect();
+        assert_eq!(s.snapshot(), expected);
+    }
+}
