@@ -146,11 +146,12 @@ impl MemoryMap {
         self.regions().iter().filter(|r| r.kind == kind).map(|r| r.len).sum()
     }
 
-    /// The highest address of any RAM-backed region (what the direct map must cover).
+    /// The highest address of any RAM-backed region (what the direct map must cover; device memory
+    /// such as a framebuffer is mapped on its own).
     pub fn top_of_ram(&self) -> u64 {
         self.regions()
             .iter()
-            .filter(|r| !matches!(r.kind, RegionKind::Reserved | RegionKind::Bad))
+            .filter(|r| !matches!(r.kind, RegionKind::Reserved | RegionKind::Bad | RegionKind::Framebuffer))
             .map(|r| r.end())
             .max()
             .unwrap_or(0)

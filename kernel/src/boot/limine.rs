@@ -9,7 +9,7 @@ use limine::{
     BaseRevision,
     memory_map::EntryType,
     request::{
-        BootloaderInfoRequest, ExecutableAddressRequest, ExecutableCmdlineRequest, HhdmRequest, MemoryMapRequest,
+        BootloaderInfoRequest, ExecutableAddressRequest, ExecutableCmdlineRequest, ExecutableFileRequest, HhdmRequest, MemoryMapRequest,
         MpRequest, RequestsEndMarker, RequestsStartMarker, RsdpRequest, StackSizeRequest,
     },
 };
@@ -51,6 +51,11 @@ static EXEC_ADDR: ExecutableAddressRequest = ExecutableAddressRequest::new();
 #[used]
 #[unsafe(link_section = ".requests")]
 static CMDLINE: ExecutableCmdlineRequest = ExecutableCmdlineRequest::new();
+
+/// Limine 8 passes the command line only with the executable file (the dedicated request is newer).
+#[used]
+#[unsafe(link_section = ".requests")]
+static EXEC_FILE: ExecutableFileRequest = ExecutableFileRequest::new();
 
 /// The boot stack Limine gives is 64 KiB by default; ask for the same as the PVH stack explicitly.
 #[used]
@@ -129,9 +134,10 @@ extern "C" fn limine_entry() -> ! {
         None => panic!("Limine gave no executable address response: the kernel cannot map itself"),
     }
     debug_assert_eq!(info.kernel_virt_base, start);
-    match CMDLINE.get_response() {
-        Some(c) => info.cmdline = super::keep_cmdline(c.cmdline().to_bytes()),
-        None => info.problem("Limine gave no command line response; using an empty command line"),
+    match (CMDLINE.get_response(), EXEC_FILE.get_response()) {
+        (Some(c), _) => info.cmdline = super::keep_cmdline(c.cmdline().to_bytes()),
+        (None, Some(f)) => info.cmdline = super::keep_cmdline(f.file().cmdline()),
+        (None, None) => info.problem("Limine gave no command line (neither response); using an empty one"),
     }
     match MP.get_response() {
         Some(mp) => info.limine_mp = Some(mp),
