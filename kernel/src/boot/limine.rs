@@ -136,7 +136,7 @@ extern "C" fn limine_entry() -> ! {
     debug_assert_eq!(info.kernel_virt_base, start);
     match (CMDLINE.get_response(), EXEC_FILE.get_response()) {
         (Some(c), _) => info.cmdline = super::keep_cmdline(c.cmdline().to_bytes()),
-        (None, Some(f)) => info.cmdline = super::keep_cmdline(f.file().cmdline()),
+        (None, Some(f)) => info.cmdline = super::keep_cmdline(f.file().string().to_bytes()),
         (None, None) => info.problem("Limine gave no command line (neither response); using an empty one"),
     }
     match MP.get_response() {
