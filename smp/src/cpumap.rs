@@ -41,7 +41,10 @@ impl fmt::Display for CpuMapError {
                 write!(f, "firmware lists more than {max} processors")
             }
             CpuMapError::BspNotListed(apic) => {
-                write!(f, "the bootstrap processor ({apic}) is not in the firmware list")
+                write!(
+                    f,
+                    "the bootstrap processor ({apic}) is not in the firmware list"
+                )
             }
         }
     }
@@ -180,7 +183,12 @@ mod tests {
 
     #[test]
     fn bsp_becomes_cpu_0_and_the_rest_keep_list_order() {
-        let list = [(apic(4), uid(1)), (apic(0), uid(0)), (apic(2), uid(5)), (apic(6), uid(3))];
+        let list = [
+            (apic(4), uid(1)),
+            (apic(0), uid(0)),
+            (apic(2), uid(5)),
+            (apic(6), uid(3)),
+        ];
         let map = CpuMap::from_firmware(apic(2), list).unwrap();
         assert_eq!(map.nr_cpus(), 4);
         let got: Vec<_> = map.iter().collect();
@@ -199,7 +207,10 @@ mod tests {
     fn cpu_of_inverts_apic_of() {
         // Scrambled, sparse and x2APIC-sized ids.
         let ids = [7u32, 1, 300, 0x1_0000, 2, 64, 0xffff_fff0, 5];
-        let list = ids.iter().enumerate().map(|(i, &a)| (apic(a), uid(i as u32)));
+        let list = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| (apic(a), uid(i as u32)));
         let map = CpuMap::from_firmware(apic(300), list).unwrap();
         assert_eq!(map.nr_cpus(), ids.len());
         for c in map.cpus().iter() {

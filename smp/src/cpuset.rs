@@ -415,7 +415,10 @@ mod tests {
         assert_eq!(CpuSet::EMPTY.to_string(), "{}");
         assert_eq!(set(&[5]).to_string(), "{5}");
         assert_eq!(set(&[0, 1, 2, 3, 6]).to_string(), "{0-3,6}");
-        assert_eq!(set(&[1, 3, 4, 62, 63, 64, 65, 511]).to_string(), "{1,3-4,62-65,511}");
+        assert_eq!(
+            set(&[1, 3, 4, 62, 63, 64, 65, 511]).to_string(),
+            "{1,3-4,62-65,511}"
+        );
         assert_eq!(format!("{:?}", set(&[0, 1])), "CpuSet{0-1}");
     }
 
@@ -484,7 +487,10 @@ mod tests {
                 });
             }
         });
-        let expected: CpuSet = (0..MAX_CPUS as u32).filter(|i| i % 2 == 1).map(cpu).collect();
+        let expected: CpuSet = (0..MAX_CPUS as u32)
+            .filter(|i| i % 2 == 1)
+            .map(cpu)
+            .collect();
         assert_eq!(s.snapshot(), expected);
     }
 }

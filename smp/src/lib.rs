@@ -15,6 +15,11 @@
 //!   `insert_all`, `remove_all`, `snapshot -> CpuSet`, `take -> CpuSet`, `is_empty`; all `SeqCst`).
 //! - [`cpumap`]: [`CpuMap::from_firmware`]`(bsp: ApicId, cpus) -> Result<CpuMap, CpuMapError>`,
 //!   then `nr_cpus`, `cpus`, `cpu_of(ApicId)`, `apic_of(CpuId)`, `acpi_uid_of(CpuId)`, `iter`.
+//! - [`pcid`]: [`Pcid`] (`new(u16) -> Option<Pcid>`, valid 1..=4095), [`AsId`] (`new(u64)`), and
+//!   the per-CPU [`PcidTable<N = 6>`](PcidTable): `switch_to(AsId, as_gen: u64) -> SwitchIn
+//!   { pcid, flush, kind: Hit | Stale | Miss | Recycled(AsId) }`, `switch_to_kernel()`,
+//!   `current() -> Option<(AsId, Pcid)>`, `slot_of(AsId) -> Option<(Pcid, u64)>`,
+//!   `note_flushed(AsId, tlb_gen) -> bool`, `forget(AsId) -> Option<Pcid>`, `stats() -> PcidStats`.
 //!
 //! Atomics come through the private `sync` module, which swaps in loom's under `--cfg loom` so the
 //! lock-free parts are model-checked (`tests/loom_*.rs`).
@@ -24,8 +29,10 @@
 pub mod cpumap;
 pub mod cpuset;
 pub mod ids;
+pub mod pcid;
 mod sync;
 
 pub use cpumap::{CpuMap, CpuMapError};
 pub use cpuset::{AtomicCpuSet, CpuSet};
 pub use ids::{AcpiUid, ApicId, CpuId, MAX_CPUS};
+pub use pcid::{AsId, DEFAULT_PCID_SLOTS, Pcid, PcidStats, PcidTable, SwitchIn, SwitchKind};
