@@ -1,9 +1,10 @@
 //! Reading the test kernel's serial console: bytes become lines, lines become [`Event`]s.
 //!
-//! The kernel prints one line per test (`test NAME ... ok` or `test NAME ... FAILED`), a closing
-//! `N passed, N failed`, and for `test=list` one `testcase NAME smp>=K` per test. Any of these may
-//! carry a prefix such as `[cpu3] ` or colour codes, so lines are matched anywhere, never at their
-//! start. Key types: [`LineSplitter`] (bytes in, whole lines out, the unfinished line kept),
+//! The kernel prints one line per test (`test NAME ... ok`, `... FAILED` or `... skipped`), a
+//! closing `N passed, N failed` (`, N skipped` may follow), and for `test=list` one
+//! `testcase NAME smp>=K` per test, marked ` expect-fault` for a test that crashes the kernel on
+//! purpose. Any of these may carry a prefix such as `[cpu3] ` or colour codes, so lines are
+//! matched anywhere, never at their start. Key types: [`LineSplitter`] (bytes in, whole lines out, the unfinished line kept),
 //! [`Event`] (what one line means) and [`Transcript`] (everything one boot said). The boot loop in
 //! `qemu` feeds them; `verdict` judges the finished [`Transcript`].
 
@@ -16,28 +17,33 @@ use regex_lite::Regex;
 pub enum Outcome {
     Ok,
     Failed,
+    /// The kernel did not run the test (it needs more CPUs than came online).
+    Skipped,
 }
 
-/// One `test NAME ... ok|FAILED` line.
+/// One `test NAME ... ok|FAILED|skipped` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestResult {
     pub name: String,
     pub outcome: Outcome,
 }
 
-/// One `testcase NAME smp>=K` line of the kernel's test list.
+/// One `testcase NAME smp>=K [expect-fault]` line of the kernel's test list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestCase {
     pub name: String,
     /// The fewest CPUs the test needs.
     pub min_cpus: u32,
+    /// The test ends the boot with a fault report; it runs alone, selected by name.
+    pub expect_fault: bool,
 }
 
-/// The kernel's closing `N passed, N failed` line.
+/// The kernel's closing `N passed, N failed[, N skipped]` line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Summary {
     pub passed: u32,
     pub failed: u32,
+    pub skipped: u32,
 }
 
 /// What one serial line means to the harness.
@@ -54,14 +60,17 @@ pub enum Event {
 
 static ANSI_ESCAPE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]").expect("valid regex"));
-static RESULT: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\btest (\S+) \.\.\. (ok|FAILED)\b").expect("valid regex"));
+static RESULT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\btest (\S+) \.\.\. (ok|FAILED|skipped)\b").expect("valid regex")
+});
 static STARTED: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\btest (\S+) \.\.\.").expect("valid regex"));
-static LISTED: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\btestcase (\S+) smp>=(\d+)").expect("valid regex"));
-static SUMMARY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b(\d+) passed, (\d+) failed\b").expect("valid regex"));
+static LISTED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\btestcase (\S+) smp>=(\d+)( expect-fault)?").expect("valid regex")
+});
+static SUMMARY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b(\d+) passed, (\d+) failed\b(?:, (\d+) skipped\b)?").expect("valid regex")
+});
 
 /// Removes terminal colour and cursor sequences, so a green `ok` still reads as `ok`.
 pub fn strip_ansi(line: &str) -> std::borrow::Cow<'_, str> {
@@ -72,10 +81,10 @@ pub fn strip_ansi(line: &str) -> std::borrow::Cow<'_, str> {
 pub fn classify(line: &str) -> Event {
     let line = strip_ansi(line);
     if let Some(captures) = RESULT.captures(&line) {
-        let outcome = if &captures[2] == "ok" {
-            Outcome::Ok
-        } else {
-            Outcome::Failed
+        let outcome = match &captures[2] {
+            "ok" => Outcome::Ok,
+            "FAILED" => Outcome::Failed,
+            _ => Outcome::Skipped,
         };
         return Event::Result(TestResult {
             name: captures[1].to_string(),
@@ -91,12 +100,20 @@ pub fn classify(line: &str) -> Event {
         return Event::Listed(TestCase {
             name: captures[1].to_string(),
             min_cpus,
+            expect_fault: captures.get(3).is_some(),
         });
     }
     if let Some(captures) = SUMMARY.captures(&line)
         && let (Ok(passed), Ok(failed)) = (captures[1].parse(), captures[2].parse())
+        && let Ok(skipped) = captures
+            .get(3)
+            .map_or(Ok(0), |count| count.as_str().parse())
     {
-        return Event::Summary(Summary { passed, failed });
+        return Event::Summary(Summary {
+            passed,
+            failed,
+            skipped,
+        });
     }
     Event::Other
 }
@@ -239,24 +256,50 @@ mod tests {
     }
 
     #[test]
-    fn listing_lines_give_name_and_cpu_need() {
+    fn skipped_is_a_verdict_too() {
+        assert_eq!(
+            classify("test pair ... skipped (needs 2 CPUs, 1 online)"),
+            result("pair", Outcome::Skipped)
+        );
+    }
+
+    #[test]
+    fn listing_lines_give_name_cpu_need_and_fault_mark() {
         assert_eq!(
             classify("[cpu0] testcase ipi_roundtrip smp>=2"),
             Event::Listed(TestCase {
                 name: "ipi_roundtrip".to_string(),
-                min_cpus: 2
+                min_cpus: 2,
+                expect_fault: false,
+            })
+        );
+        assert_eq!(
+            classify("testcase fault_page smp>=1 expect-fault"),
+            Event::Listed(TestCase {
+                name: "fault_page".to_string(),
+                min_cpus: 1,
+                expect_fault: true,
             })
         );
         assert_eq!(classify("testcase broken smp>=x"), Event::Other);
     }
 
     #[test]
-    fn summary_line_is_read_with_a_prefix() {
+    fn summary_line_is_read_with_a_prefix_and_optional_skips() {
         assert_eq!(
             classify("[cpu0] 7 passed, 1 failed"),
             Event::Summary(Summary {
                 passed: 7,
-                failed: 1
+                failed: 1,
+                skipped: 0,
+            })
+        );
+        assert_eq!(
+            classify("7 passed, 0 failed, 2 skipped"),
+            Event::Summary(Summary {
+                passed: 7,
+                failed: 0,
+                skipped: 2,
             })
         );
         assert_eq!(classify("7 passed"), Event::Other);
@@ -318,7 +361,8 @@ mod tests {
             transcript.summary,
             Some(Summary {
                 passed: 1,
-                failed: 1
+                failed: 1,
+                skipped: 0,
             })
         );
         assert_eq!(

@@ -54,22 +54,27 @@ pub fn judge_suite(
 ) -> SuiteVerdict {
     let wanted: HashSet<&str> = selected.iter().map(String::as_str).collect();
     let mut seen = HashSet::new();
-    let (mut passed, mut failed) = (0, 0);
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     let mut duplicates = Vec::new();
     let mut unexpected = Vec::new();
+    let mut findings = Vec::new();
     for result in &transcript.results {
         match result.outcome {
             Outcome::Ok => passed += 1,
             Outcome::Failed => failed += 1,
+            Outcome::Skipped => skipped += 1,
         }
         if !wanted.contains(result.name.as_str()) {
             unexpected.push(result.name.as_str());
         } else if !seen.insert(result.name.as_str()) {
             duplicates.push(result.name.as_str());
+        } else if result.outcome == Outcome::Skipped {
+            // Only tests the configuration has CPUs for are selected: a skip means CPUs went missing.
+            let note = "skipped by the kernel although QEMU was given enough CPUs".to_string();
+            findings.push(Finding::failed(&result.name, note));
         }
     }
 
-    let mut findings = Vec::new();
     let missing: Vec<&String> = selected
         .iter()
         .filter(|name| !seen.contains(name.as_str()))
@@ -101,10 +106,13 @@ pub fn judge_suite(
             GuestExit::Failure if !any_failed => problems.push("every test passed but the kernel reported failure".to_string()),
             GuestExit::Success | GuestExit::Failure => match transcript.summary {
                 None => problems.push("no closing 'N passed, N failed' line".to_string()),
-                Some(summary) if (summary.passed, summary.failed) != (passed, failed) => problems.push(format!(
-                    "the kernel's summary says {} passed, {} failed, its result lines say {passed} passed, {failed} failed",
-                    summary.passed, summary.failed
-                )),
+                Some(summary) if (summary.passed, summary.failed, summary.skipped) != (passed, failed, skipped) => {
+                    problems.push(format!(
+                        "the kernel's summary says {} passed, {} failed, {} skipped; its result lines say \
+                         {passed} passed, {failed} failed, {skipped} skipped",
+                        summary.passed, summary.failed, summary.skipped
+                    ))
+                }
                 Some(_) => {}
             },
             other => problems.push(other.to_string()),
@@ -322,6 +330,25 @@ mod tests {
                 .note
                 .as_deref()
                 .is_some_and(|note| note.contains("summary says 2 passed"))
+        );
+    }
+
+    #[test]
+    fn a_selected_test_the_kernel_skipped_is_a_failure() {
+        let serial = transcript(&[
+            "test a ... ok",
+            "test pair ... skipped (needs 2 CPUs, 1 online)",
+            "1 passed, 0 failed, 1 skipped",
+        ]);
+        let verdict = judge_suite(&names(&["a", "pair"]), &serial, GuestExit::Success, None);
+        assert_eq!((verdict.passed, verdict.failed), (1, 1));
+        assert_eq!(verdict.findings.len(), 1);
+        assert_eq!(verdict.findings[0].name, "pair");
+        assert!(
+            verdict.findings[0]
+                .note
+                .as_deref()
+                .is_some_and(|note| note.contains("skipped by the kernel"))
         );
     }
 

@@ -22,7 +22,7 @@ case " $cmdline " in
   *" mode=nolist "*) [ "${cmdline#test=list}" != "$cmdline" ] && exit 33 ;;
 esac
 case "$cmdline" in
-  test=list*) printf '[cpu0] testcase quick smp>=1\n[cpu0] testcase pair smp>=2\ntestcase fault_page smp>=1\n'; exit 33 ;;
+  test=list*) printf '[cpu0] testcase quick smp>=1\n[cpu0] testcase pair smp>=2\ntestcase fault_page smp>=1 expect-fault\n'; exit 33 ;;
   test=fault_page*) printf '[cpu0] page fault at 0x0, CR2=0x0\nbacktrace:\n  #0 0xffffffff80000000\n'; exit 35 ;;
 esac
 case " $cmdline " in
