@@ -11,6 +11,7 @@
 
 pub mod tsc;
 pub mod switch;
+pub mod fpu;
 pub mod boot;
 pub mod trap;
 pub mod cpu;

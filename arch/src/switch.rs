@@ -205,7 +205,11 @@ mod tests {
     /// # Safety
     /// As for [`switch_window`].
     #[unsafe(naked)]
-    unsafe extern "C" fn switch_with_marks(prev: *mut Window, next: *const Window, seed: u64) -> u64 {
+    unsafe extern "C" fn switch_with_marks(
+        prev: *mut Window,
+        next: *const Window,
+        seed: u64,
+    ) -> u64 {
         core::arch::naked_asm!(
             "push rbx",
             "push rbp",
@@ -302,9 +306,8 @@ mod tests {
             let seed = 0x5a5a_0000_0000_0000 | (round << 4);
             // SAFETY: both windows live in `*pp`, which outlives this side; main is suspended in a
             // switch (its window is complete) and resumes only through this call.
-            let bad = unsafe {
-                switch_with_marks(&raw mut (*pp).other, &raw const (*pp).main, seed)
-            };
+            let bad =
+                unsafe { switch_with_marks(&raw mut (*pp).other, &raw const (*pp).main, seed) };
             // SAFETY: main is suspended again, as above.
             unsafe {
                 if bad != 0 {
@@ -327,11 +330,19 @@ mod tests {
         pp.other = Window::new_thread(top, other_side, pp_ptr as usize);
         for round in 0..=ROUND_TRIPS {
             // SAFETY: only this side runs between switches.
-            unsafe { check_sp(caller_sp(), &mut (*pp_ptr).main_sp, &mut (*pp_ptr).main_sp_faults) };
+            unsafe {
+                check_sp(
+                    caller_sp(),
+                    &mut (*pp_ptr).main_sp,
+                    &mut (*pp_ptr).main_sp_faults,
+                )
+            };
             let seed = 0xa5a5_0000_0000_0000 | (round << 4);
             // SAFETY: `other` is either fresh from new_thread or suspended in its switch; its stack
             // (`stack`) lives until the end of this function, after the last switch.
-            let bad = unsafe { switch_with_marks(&raw mut (*pp_ptr).main, &raw const (*pp_ptr).other, seed) };
+            let bad = unsafe {
+                switch_with_marks(&raw mut (*pp_ptr).main, &raw const (*pp_ptr).other, seed)
+            };
             if bad != 0 {
                 // SAFETY: as above.
                 unsafe { (*pp_ptr).main_reg_faults += 1 };
@@ -344,9 +355,18 @@ mod tests {
     #[test]
     fn two_million_switches_keep_stacks_fixed_and_aligned() {
         let pp = ping_pong();
-        assert_eq!(pp.other_rounds, ROUND_TRIPS, "the other side ran once per round trip");
-        assert_eq!(pp.main_sp_faults, 0, "main's rsp at its fixed point moved or was misaligned");
-        assert_eq!(pp.other_sp_faults, 0, "the other side's rsp at its fixed point moved or was misaligned");
+        assert_eq!(
+            pp.other_rounds, ROUND_TRIPS,
+            "the other side ran once per round trip"
+        );
+        assert_eq!(
+            pp.main_sp_faults, 0,
+            "main's rsp at its fixed point moved or was misaligned"
+        );
+        assert_eq!(
+            pp.other_sp_faults, 0,
+            "the other side's rsp at its fixed point moved or was misaligned"
+        );
         assert!(pp.main_sp.is_multiple_of(16));
         assert!(pp.other_sp.is_multiple_of(16));
     }
@@ -354,10 +374,19 @@ mod tests {
     #[test]
     fn callee_saved_registers_and_locals_survive_switches() {
         let pp = ping_pong();
-        assert_eq!(pp.main_reg_faults, 0, "a callee-saved register of main changed across a switch");
-        assert_eq!(pp.other_reg_faults, 0, "a callee-saved register of the other side changed across a switch");
+        assert_eq!(
+            pp.main_reg_faults, 0,
+            "a callee-saved register of main changed across a switch"
+        );
+        assert_eq!(
+            pp.other_reg_faults, 0,
+            "a callee-saved register of the other side changed across a switch"
+        );
         let expected = (0..ROUND_TRIPS).fold(0u64, |c, r| c.wrapping_mul(31).wrapping_add(r));
-        assert_eq!(pp.other_checksum, expected, "locals kept across switches were corrupted");
+        assert_eq!(
+            pp.other_checksum, expected,
+            "locals kept across switches were corrupted"
+        );
     }
 
     #[test]
