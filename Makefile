@@ -1,0 +1,258 @@
+# The front door: build, boot and test the kernel.
+#
+#   make run     build the kernel and boot it in QEMU, serial console on this terminal
+#   make test    every test: host unit tests, loom models, bench smoke run, in-kernel tests in QEMU
+#   make help    all targets
+#
+# Options (on the command line, e.g. `make run SMP=8 ARGS="exit-after=10 loglevel=debug"`):
+#
+# CPUs for run and debug.
+SMP ?= 4
+# auto, kvm or tcg. auto takes KVM only where /dev/kvm opens AND /proc/cpuinfo shows vmx or svm:
+# a /dev/kvm without them is a nested paravirtual KVM, slower than TCG.
+ACCEL ?= auto
+# auto, limine or pvh. auto takes Limine when LIMINE_DIR holds its files, else QEMU's direct
+# (PVH) boot of the same ELF.
+BOOT ?= auto
+# bios or uefi (OVMF, from Debian's ovmf package; boots the Limine ISO).
+FIRMWARE ?= bios
+# The kernel command line (the ISO's limine.conf gets it too).
+ARGS ?=
+# Limine 8 binaries: limine-bios.sys, limine-bios-cd.bin, limine-uefi-cd.bin, BOOTX64.EFI and the
+# `limine` tool or its limine.c. `make limine` fetches them.
+LIMINE_DIR ?= limine
+# More QEMU arguments, appended.
+QEMU_ARGS ?=
+# Guest memory; empty: 512M, 1G above 4 CPUs.
+MEM ?=
+# Non-empty: build with the release profile.
+RELEASE ?=
+# QEMU -cpu model; empty: host under KVM, QEMU's default under TCG.
+CPU ?=
+# CPU counts the QEMU harness of `make test` boots, and the seconds each boot may take.
+KTEST_SMP ?= 1,2,4,8
+KTEST_TIMEOUT ?= 120
+# More harness options, e.g. --filter NAME, --verbose, --cpu MODEL (see: cargo run -p ktest -- --help).
+KTEST_ARGS ?=
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+QEMU := qemu-system-x86_64
+TARGET := x86_64-unknown-none
+TOOLCHAIN := $(shell sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+PROFILE := $(if $(RELEASE),release,debug)
+PROFILE_FLAG := $(if $(RELEASE),--release)
+# The kernel's rustflags live in .cargo/config.toml for its target; a RUSTFLAGS variable in the
+# environment would replace them, so kernel builds run without it.
+CARGO_KERNEL := env -u RUSTFLAGS cargo build -p kernel --target $(TARGET) $(PROFILE_FLAG)
+KERNEL_ELF := target/$(TARGET)/$(PROFILE)/kernel
+# The test kernel has its own target folder, so `make run` and `make test` never rebuild each other.
+TEST_TARGET_DIR := target/ktest
+TEST_ELF := target/kernel-test.elf
+ISO := target/kernel.iso
+ISO_ROOT := target/iso_root
+LIMINE_BRANCH := v8.2.0-binary
+LIMINE_REPO := https://github.com/limine-bootloader/limine.git
+LIMINE_FILES := limine-bios.sys limine-bios-cd.bin limine-uefi-cd.bin BOOTX64.EFI
+LOOM_TESTS := $(wildcard sched/tests/loom*.rs smp/tests/loom*.rs)
+OVMF_CODE := $(firstword $(wildcard /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_CODE.fd))
+OVMF_VARS_TEMPLATE := $(subst OVMF_CODE,OVMF_VARS,$(OVMF_CODE))
+OVMF_VARS := target/ovmf-vars.fd
+
+# ---- choices made from the options (recursive: probed only by the targets that use them) --------
+
+KVM_OPENS = $(shell (exec 3<>/dev/kvm) 2>/dev/null && echo yes)
+CPU_VIRT = $(shell grep -qwE 'vmx|svm' /proc/cpuinfo 2>/dev/null && echo yes)
+ifeq ($(ACCEL),auto)
+ACCEL_USED = $(if $(and $(KVM_OPENS),$(CPU_VIRT)),kvm,tcg)
+ACCEL_WHY = ACCEL=auto: $(if $(KVM_OPENS),$(if $(CPU_VIRT),/dev/kvm opens and the CPU has vmx/svm,/dev/kvm opens but /proc/cpuinfo shows no vmx/svm (nested KVM is slower than TCG)),/dev/kvm does not open)
+else
+ACCEL_USED = $(ACCEL)
+ACCEL_WHY = ACCEL=$(ACCEL)
+endif
+
+LIMINE_TOOL = $(firstword $(wildcard $(LIMINE_DIR)/limine) $(if $(wildcard $(LIMINE_DIR)/limine.c),$(LIMINE_DIR)/limine))
+LIMINE_READY = $(and $(foreach f,$(LIMINE_FILES),$(wildcard $(LIMINE_DIR)/$(f))),$(LIMINE_TOOL))
+ifeq ($(BOOT),auto)
+BOOT_USED = $(if $(LIMINE_READY),limine,pvh)
+BOOT_WHY = BOOT=auto: $(if $(LIMINE_READY),$(LIMINE_DIR)/ holds the Limine files,no Limine files in $(LIMINE_DIR)/ (make limine fetches them))
+else
+BOOT_USED = $(BOOT)
+BOOT_WHY = BOOT=$(BOOT)
+endif
+
+MEM_USED = $(or $(MEM),$(if $(filter-out 1 2 3 4,$(SMP)),1G,512M))
+CPU_USED = $(or $(CPU),$(if $(filter kvm,$(ACCEL_USED)),host))
+QEMU_COMMON = -machine q35 -accel $(ACCEL_USED) $(if $(CPU_USED),-cpu $(CPU_USED)) -smp $(SMP) -m $(MEM_USED) \
+	-serial stdio -display none -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04
+comma := ,
+OVMF_DRIVES = -drive if=pflash,format=raw,unit=0,readonly=on,file=$(OVMF_CODE) -drive if=pflash,format=raw,unit=1,file=$(OVMF_VARS)
+QEMU_FIRMWARE = $(if $(filter uefi,$(FIRMWARE)),$(OVMF_DRIVES))
+QEMU_BOOT = $(if $(filter limine,$(BOOT_USED)),$(QEMU_FIRMWARE) -cdrom $(ISO),-kernel $(KERNEL_ELF) -append '$(ARGS)')
+BOOT_MEDIA = $(if $(filter limine,$(BOOT_USED)),iso $(if $(filter uefi,$(FIRMWARE)),ovmf-vars),kernel)
+
+# Runs QEMU and turns its exit status into make's: 33 is the kernel's success code (0x10).
+define run_qemu
+	@echo "$(strip $(QEMU) $(QEMU_COMMON) $(QEMU_BOOT) $(1) $(QEMU_ARGS))"
+	@status=0; $(QEMU) $(QEMU_COMMON) $(QEMU_BOOT) $(1) $(QEMU_ARGS) || status=$$?; \
+	case $$status in \
+	  33) echo "qemu: the kernel exited with success (0x10)";; \
+	  35) echo "qemu: the kernel exited with failure (0x11)"; exit 1;; \
+	  0) echo "qemu: exited 0 (the guest reset or powered off without an exit code)";; \
+	  *) echo "qemu: exit status $$status"; exit 1;; \
+	esac
+endef
+
+banner = @printf '\n==> %s\n' "$(1)"
+
+.PHONY: help run debug test check loom bench-quick ktest iso limine bench kernel test-kernel \
+	deps host-deps rust-deps boot-check ovmf-vars clean
+
+help:
+	@echo "make run       build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh)"
+	@echo "make test      host unit tests, loom models, bench --quick, in-kernel tests at -smp $(KTEST_SMP)"
+	@echo "make check     host unit tests only"
+	@echo "make bench     the host benchmark (cargo run --release -p bench)"
+	@echo "make iso       hybrid BIOS/UEFI Limine ISO in $(ISO) (needs LIMINE_DIR)"
+	@echo "make limine    fetch Limine $(LIMINE_BRANCH) into LIMINE_DIR=$(LIMINE_DIR)"
+	@echo "make debug     boot stopped at the first instruction, gdb stub on :1234"
+	@echo "make deps      install what the other targets need (QEMU, xorriso, mtools, Rust target)"
+	@echo "make clean     remove target/"
+	@echo "Options: the commented block at the top of this Makefile."
+
+# ---- installing what is missing ------------------------------------------------------------------
+
+deps: host-deps rust-deps
+
+host-deps:
+	@missing=""; \
+	command -v $(QEMU) >/dev/null 2>&1 || missing="$$missing qemu-system-x86"; \
+	command -v xorriso >/dev/null 2>&1 || missing="$$missing xorriso"; \
+	command -v mformat >/dev/null 2>&1 || missing="$$missing mtools"; \
+	if [ "$(FIRMWARE)" = uefi ] && [ -z "$(OVMF_CODE)" ]; then missing="$$missing ovmf"; fi; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+	  else echo "deps: missing:$$missing; not root and no sudo: install them yourself" >&2; exit 1; fi; \
+	  echo "deps: installing$$missing"; \
+	  $$sudo apt-get update -qq </dev/null; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing </dev/null; \
+	fi
+
+# rustup's automatic install may be switched off, so the pinned toolchain and what the kernel
+# target needs are installed here, each only when absent.
+rust-deps:
+	@if ! command -v rustup >/dev/null 2>&1; then \
+	  echo "deps: no rustup; make sure toolchain $(TOOLCHAIN) has the $(TARGET) target and rust-src"; exit 0; fi; \
+	if ! rustup toolchain list | grep -q "^$(TOOLCHAIN)-"; then \
+	  rustup toolchain install $(TOOLCHAIN) --profile minimal --component rust-src,clippy,rustfmt --target $(TARGET); fi; \
+	rustup target list --installed --toolchain $(TOOLCHAIN) | grep -qx $(TARGET) || \
+	  rustup target add --toolchain $(TOOLCHAIN) $(TARGET); \
+	rustup component list --installed --toolchain $(TOOLCHAIN) | grep -q '^rust-src' || \
+	  rustup component add --toolchain $(TOOLCHAIN) rust-src
+
+# ---- building ------------------------------------------------------------------------------------
+
+kernel: rust-deps
+	$(CARGO_KERNEL)
+
+test-kernel: rust-deps
+	CARGO_TARGET_DIR=$(TEST_TARGET_DIR) $(CARGO_KERNEL) --features ktest
+	cp $(TEST_TARGET_DIR)/$(TARGET)/$(PROFILE)/kernel $(TEST_ELF)
+
+# The ISO: the kernel, limine.cfg as limine.conf (its cmdline replaced by ARGS when ARGS is set),
+# and Limine's BIOS and UEFI boot images; then Limine's BIOS boot code goes into the ISO itself.
+iso: host-deps kernel
+	@[ -n "$(LIMINE_READY)" ] || { echo "iso: $(LIMINE_DIR)/ lacks the Limine files ($(LIMINE_FILES) and limine or limine.c): run make limine, or set LIMINE_DIR" >&2; exit 1; }
+	@if [ ! -x "$(LIMINE_TOOL)" ]; then echo "cc $(LIMINE_DIR)/limine.c"; cc -O2 -std=c99 -o $(LIMINE_TOOL) $(LIMINE_DIR)/limine.c; fi
+	rm -rf $(ISO_ROOT)
+	mkdir -p $(ISO_ROOT)/boot/limine $(ISO_ROOT)/EFI/BOOT
+	cp $(KERNEL_ELF) $(ISO_ROOT)/boot/kernel
+	awk -v args='$(ARGS)' 'args != "" && /^[[:space:]]*cmdline:/ { match($$0, /cmdline:/); print substr($$0, 1, RSTART - 1) "cmdline: " args; next } { print }' \
+	  limine.cfg > $(ISO_ROOT)/boot/limine/limine.conf
+	cp $(addprefix $(LIMINE_DIR)/,limine-bios.sys limine-bios-cd.bin limine-uefi-cd.bin) $(ISO_ROOT)/boot/limine/
+	cp $(LIMINE_DIR)/BOOTX64.EFI $(ISO_ROOT)/EFI/BOOT/
+	xorriso -as mkisofs -quiet -R -r -J -b boot/limine/limine-bios-cd.bin -no-emul-boot -boot-load-size 4 -boot-info-table \
+	  --efi-boot boot/limine/limine-uefi-cd.bin -efi-boot-part --efi-boot-image --protective-msdos-label \
+	  $(ISO_ROOT) -o $(ISO)
+	$(LIMINE_TOOL) bios-install $(ISO)
+	@echo "iso: $(ISO)"
+
+limine:
+	@if [ -n "$(LIMINE_READY)" ]; then echo "limine: $(LIMINE_DIR)/ already holds Limine"; exit 0; fi; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	if git clone -q --depth 1 --branch $(LIMINE_BRANCH) $(LIMINE_REPO) "$$tmp/limine" 2>/dev/null \
+	  || { mkdir -p "$$tmp/limine" && curl -fsSL "$(LIMINE_REPO:.git=)/archive/refs/tags/$(LIMINE_BRANCH).tar.gz" \
+	       | tar -xz -C "$$tmp/limine" --strip-components=1; } 2>/dev/null; then \
+	  mkdir -p $(LIMINE_DIR); \
+	  for file in $(LIMINE_FILES) limine.c limine.h limine-bios-hdd.h LICENSE; do cp "$$tmp/limine/$$file" $(LIMINE_DIR)/; done; \
+	  cc -O2 -std=c99 -o $(LIMINE_DIR)/limine $(LIMINE_DIR)/limine.c; \
+	  echo "limine: Limine $(LIMINE_BRANCH) in $(LIMINE_DIR)/"; \
+	else \
+	  echo "limine: could not download Limine $(LIMINE_BRANCH) (no network?)." >&2; \
+	  echo "  Put limine-bios.sys, limine-bios-cd.bin, limine-uefi-cd.bin, BOOTX64.EFI and limine.c with" >&2; \
+	  echo "  limine-bios-hdd.h (or a built limine tool) from a Limine 8 binary release into a folder and" >&2; \
+	  echo "  pass LIMINE_DIR=that/folder, or boot without Limine: BOOT=pvh." >&2; \
+	  exit 1; \
+	fi
+
+ovmf-vars:
+	@[ -n "$(OVMF_CODE)" ] || { echo "ovmf: no OVMF firmware in /usr/share/OVMF (make deps FIRMWARE=uefi installs it)" >&2; exit 1; }
+	@[ -f $(OVMF_VARS) ] || { mkdir -p target && cp $(OVMF_VARS_TEMPLATE) $(OVMF_VARS); }
+
+# ---- booting -------------------------------------------------------------------------------------
+
+boot-check:
+	@case "$(BOOT_USED)" in limine|pvh) ;; *) echo "BOOT must be auto, limine or pvh, not $(BOOT)" >&2; exit 1;; esac
+	@case "$(ACCEL_USED)" in kvm|tcg) ;; *) echo "ACCEL must be auto, kvm or tcg, not $(ACCEL)" >&2; exit 1;; esac
+	@case "$(FIRMWARE)" in bios|uefi) ;; *) echo "FIRMWARE must be bios or uefi, not $(FIRMWARE)" >&2; exit 1;; esac
+	@if [ "$(FIRMWARE)" = uefi ] && [ "$(BOOT_USED)" = pvh ]; then \
+	  echo "FIRMWARE=uefi boots the Limine ISO, and $(BOOT_WHY) chose pvh: run make limine or set LIMINE_DIR" >&2; exit 1; fi
+
+run: boot-check host-deps $(BOOT_MEDIA)
+	@echo "run: boot $(BOOT_USED) ($(BOOT_WHY)), accel $(ACCEL_USED) ($(ACCEL_WHY)), firmware $(FIRMWARE), -smp $(SMP) -m $(MEM_USED)"
+	$(call run_qemu)
+
+debug: boot-check host-deps $(BOOT_MEDIA)
+	@echo "debug: boot $(BOOT_USED), accel $(ACCEL_USED); QEMU waits for gdb. In another terminal:"
+	@echo "  gdb $(KERNEL_ELF) -ex 'target remote :1234'"
+	$(call run_qemu,-s -S)
+
+# ---- testing -------------------------------------------------------------------------------------
+
+check:
+	$(call banner,host unit tests)
+	cargo test --workspace --exclude kernel
+	cargo test -p kernel --lib
+
+loom:
+	$(call banner,loom models$(if $(LOOM_TESTS),, (none yet: no sched/tests/loom*.rs or smp/tests/loom*.rs)))
+	@for file in $(LOOM_TESTS); do \
+	  crate=$${file%%/*}; name=$$(basename "$$file" .rs); \
+	  echo "RUSTFLAGS='--cfg loom' cargo test --release -p $$crate --test $$name"; \
+	  RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p "$$crate" --test "$$name"; \
+	done
+
+# The benchmark's --quick mode shrinks every sample count: a smoke run that each row still works.
+bench-quick:
+	$(call banner,bench --quick)
+	cargo run --release -p bench -- --quick
+
+ktest: host-deps test-kernel
+	$(call banner,in-kernel tests in QEMU (accel $(ACCEL_USED): $(ACCEL_WHY)))
+	cargo run -q --release -p ktest -- --kernel $(TEST_ELF) --smp $(KTEST_SMP) --accel $(ACCEL_USED) \
+	  --timeout $(KTEST_TIMEOUT) $(KTEST_ARGS)
+
+test: deps
+	$(MAKE) --no-print-directory check
+	$(MAKE) --no-print-directory loom
+	$(MAKE) --no-print-directory bench-quick
+	$(MAKE) --no-print-directory ktest
+
+bench: rust-deps
+	cargo run --release -p bench
+
+clean:
+	cargo clean
