@@ -20,6 +20,20 @@
 //!   { pcid, flush, kind: Hit | Stale | Miss | Recycled(AsId) }`, `switch_to_kernel()`,
 //!   `current() -> Option<(AsId, Pcid)>`, `slot_of(AsId) -> Option<(Pcid, u64)>`,
 //!   `note_flushed(AsId, tlb_gen) -> bool`, `forget(AsId) -> Option<Pcid>`, `stats() -> PcidStats`.
+//! - [`tlb`]: [`TlbTracker`] per address space (`new(AsId)`, `switch_in(CpuId, &mut PcidTable)
+//!   -> SwitchIn`, `switch_out(CpuId)`, `slot_recycled(CpuId)`, `begin_change(CpuId, PageRange,
+//!   &TlbStats) -> ChangePlan { new_gen, local_flush, ipi_targets, avoided, full_flush, .. }`,
+//!   `flush_action(&Request, &mut PcidTable) -> FlushAction`, and `tlb_gen`, `active`,
+//!   `may_cache`), [`TlbStats`] (`snapshot() -> TlbStatsSnapshot`), [`FreeAfter`]
+//!   (`new(&ChangePlan, Option<Ticket>)`, `is_releasable(&[ShootdownMailbox]) -> bool`) and
+//!   [`FULL_FLUSH_THRESHOLD_PAGES`]` = 32`. Its module comment gives the protocols and the
+//!   ordering argument.
+//! - [`shootdown`]: one [`ShootdownMailbox`] per CPU in a slice indexed by `CpuId`:
+//!   `ShootdownMailbox::post(&[ShootdownMailbox], sender, targets: CpuSet, &Request) ->
+//!   Result<Ticket, Busy>`, `ShootdownMailbox::service(&[ShootdownMailbox], cpu, flush:
+//!   impl FnMut(&Request)) -> usize`, and the sender's `outbox()`, a [`Shootdown`] with
+//!   `wait(service: impl FnMut(), timeout_check: impl FnMut() -> bool) -> Result<(), CpuSet>`
+//!   and `pending() -> CpuSet`; [`Ticket::is_complete`].
 //!
 //! Atomics come through the private `sync` module, which swaps in loom's under `--cfg loom` so the
 //! lock-free parts are model-checked (`tests/loom_*.rs`).
@@ -30,9 +44,16 @@ pub mod cpumap;
 pub mod cpuset;
 pub mod ids;
 pub mod pcid;
+pub mod shootdown;
 mod sync;
+pub mod tlb;
 
 pub use cpumap::{CpuMap, CpuMapError};
 pub use cpuset::{AtomicCpuSet, CpuSet};
 pub use ids::{AcpiUid, ApicId, CpuId, MAX_CPUS};
 pub use pcid::{AsId, DEFAULT_PCID_SLOTS, Pcid, PcidStats, PcidTable, SwitchIn, SwitchKind};
+pub use shootdown::{Busy, Shootdown, ShootdownMailbox, Ticket};
+pub use tlb::{
+    ChangePlan, FULL_FLUSH_THRESHOLD_PAGES, FlushAction, FreeAfter, PageRange, Request, TlbStats,
+    TlbStatsSnapshot, TlbTracker,
+};
