@@ -160,12 +160,17 @@ fn run(options: &Options) -> Result<Totals, String> {
     Ok(totals)
 }
 
-/// Log files of an earlier run would pass for this one's: they go first.
+/// Log files of an earlier run would pass for this one's: they go first. Only names the harness
+/// writes (`list.log`, `smp*.log`) are removed, whatever else the folder holds.
 fn prepare_log_dir(dir: &Path) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|extension| extension == "log") {
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default();
+        if name == "list.log" || (name.starts_with("smp") && name.ends_with(".log")) {
             fs::remove_file(path)?;
         }
     }
