@@ -4,8 +4,10 @@
 //! - [`cmdline`]: the kernel command line, parsed into [`cmdline::Options`] with warnings for
 //!   unknown or malformed options.
 //! - [`memmap`]: the boot loader's memory map in one form for both boot paths, normalised.
+//! - [`frame_alloc`]: the lock-free physical frame allocator over the memory map.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 pub mod cmdline;
+pub mod frame_alloc;
 pub mod memmap;
