@@ -40,11 +40,16 @@ pub struct YieldPingPong {
 /// Two threads pinned to `cpu` pass a turn back and forth, each calling `sched_yield` until the
 /// turn is its own, and each calling `between_yields` before every yield (to keep vector state
 /// live, or nothing). A round trip is two switches; samples are per switch.
-pub fn sched_yield_pair(sampling: Sampling, cpu: usize, between_yields: fn()) -> io::Result<YieldPingPong> {
+pub fn sched_yield_pair(
+    sampling: Sampling,
+    cpu: usize,
+    between_yields: impl Fn() + Clone + Send + 'static,
+) -> io::Result<YieldPingPong> {
     pin_to_cpu(cpu)?;
     let turn = Arc::new(AtomicU32::new(TURN_A));
     let partner = {
         let turn = Arc::clone(&turn);
+        let between_yields = between_yields.clone();
         thread::spawn(move || -> io::Result<usize> {
             pin_to_cpu(cpu)?;
             let mut nr_answers = 0;
@@ -239,7 +244,7 @@ pub fn pipe_pingpong(sampling: Sampling, cpu: usize) -> io::Result<Vec<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::allowed_cpus;
+    use crate::{host::allowed_cpus, vector::LiveVectors};
 
     const TINY: Sampling = Sampling { nr_warmup: 5, nr_samples: 50 };
 
@@ -253,6 +258,15 @@ mod tests {
         let pong = thread::spawn(move || sched_yield_pair(TINY, cpu, || {})).join().unwrap().unwrap();
         assert_eq!(pong.per_switch_cycles.len(), TINY.nr_samples);
         assert!(pong.yields_per_round_trip >= 1.0);
+    }
+
+    #[test]
+    fn sched_yield_pair_with_live_vector_state_answers_every_hand_off() {
+        let cpu = first_cpu();
+        let vectors = Arc::new(LiveVectors::new().unwrap());
+        let touch = move || vectors.touch();
+        let pong = thread::spawn(move || sched_yield_pair(TINY, cpu, touch)).join().unwrap().unwrap();
+        assert_eq!(pong.per_switch_cycles.len(), TINY.nr_samples);
     }
 
     #[test]

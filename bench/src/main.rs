@@ -15,14 +15,17 @@ mod coro;
 mod host;
 mod linux;
 mod measure;
+mod ours;
 mod report;
 mod stats;
+mod vector;
 
-use std::{io, path::PathBuf, process::ExitCode, time::Duration};
+use std::{io, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use host::{Host, allowed_cpus};
 use measure::{BATCH, BATCHED, PER_ITERATION};
 use report::{Figure, Peer, Report, Row};
+use vector::LiveVectors;
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -108,11 +111,25 @@ fn run(options: &Options) -> io::Result<()> {
     let progress = |what: &str| eprintln!("bench: measuring {what}");
     let per_batch = format!("batches of {BATCH}");
 
+    progress("our window switch");
+    let window_switch = measured(ours::window_switch(batched));
     progress("the coroutine switch floor");
     let corosensei = measured(coro::corosensei_switch(batched));
 
     progress("Linux sched_yield between two threads");
     let yield_pair = linux::sched_yield_pair(per_iteration, cpu, || {})?;
+    progress("Linux sched_yield with live vector state");
+    let vectors = Arc::new(LiveVectors::new().ok_or_else(|| io::Error::other("no memory for a vector image"))?);
+    let ymm = vectors.ymm_enabled();
+    let yield_pair_vector = {
+        let vectors = Arc::clone(&vectors);
+        linux::sched_yield_pair(per_iteration, cpu, move || vectors.touch())?
+    };
+    let touch = stats::summarize(measure::cycles_per_op(batched, BATCH, || {
+        for _ in 0..BATCH {
+            vectors.touch();
+        }
+    }));
     progress("Linux futex hand-off on one CPU");
     let futex_one_cpu = measured(linux::futex_pair(per_iteration, cpu, cpu)?);
     progress("Linux getppid");
@@ -132,7 +149,7 @@ fn run(options: &Options) -> io::Result<()> {
         Row {
             metric: format!("raw window switch (per switch; {per_batch} round trips)"),
             where_ran: "native",
-            ours: absent("pending"),
+            ours: window_switch,
             peer: peer("corosensei resume/suspend", corosensei),
             note: None,
         },
@@ -152,6 +169,21 @@ fn run(options: &Options) -> io::Result<()> {
             ours: absent("pending"),
             peer: peer("Linux futex wake+wait", futex_one_cpu),
             note: None,
+        },
+        Row {
+            metric: format!(
+                "yield, 2 threads, 1 CPU, live {} state in both (per switch; round trip / 2)",
+                if ymm { "AVX (ymm)" } else { "SSE (xmm; no AVX state enabled)" }
+            ),
+            where_ran: "native",
+            ours: absent("pending"),
+            peer: peer("Linux sched_yield", measured(yield_pair_vector.per_switch_cycles)),
+            note: Some(format!(
+                "both threads load a live vector image (arch::fpu::restore) before each yield, so each \
+                 switch includes one load, which alone takes {:.0} cycles (median; p99 {:.0}); Linux needed {:.2} \
+                 sched_yield calls per round trip",
+                touch.median_cycles, touch.p99_cycles, yield_pair_vector.yields_per_round_trip
+            )),
         },
         Row {
             metric: format!("bare system call (per call; {per_batch})"),
