@@ -299,7 +299,10 @@ impl<'a> FrameAllocator<'a> {
         let end = (limit / FRAME_BYTES) as usize;
         let low = (LOW_MEMORY_END / FRAME_BYTES) as usize;
         let cursor = AtomicUsize::new(0);
-        self.bits.alloc_in(low..end, &cursor).or_else(|| self.bits.alloc_in(0..end.min(low), &cursor)).map(frame_address)
+        self.bits
+            .alloc_in(low..end, &cursor)
+            .or_else(|| self.bits.alloc_in(0..end.min(low), &cursor))
+            .map(frame_address)
     }
 
     /// Give frame `pa` back.
@@ -523,7 +526,11 @@ mod tests {
                         } else if let Some(pa) = f.alloc(&cursor) {
                             let i = (pa / FRAME_BYTES) as usize;
                             let prev = owners[i].swap(t, Ordering::SeqCst);
-                            assert_eq!(prev, usize::MAX, "frame {pa:#x} handed to thread {t} while thread {prev} held it");
+                            assert_eq!(
+                                prev,
+                                usize::MAX,
+                                "frame {pa:#x} handed to thread {t} while thread {prev} held it"
+                            );
                             held.push(pa);
                         }
                     }
@@ -585,8 +592,9 @@ mod loom_model {
     use loom::sync::Arc;
 
     fn shared(len: usize, free: Range<usize>) -> Arc<BitAlloc<'static>> {
-        let storage: &'static [AtomicU64] =
-            Box::leak((0..BitAlloc::storage_words(len)).map(|_| AtomicU64::new(0)).collect::<Vec<_>>().into_boxed_slice());
+        let storage: &'static [AtomicU64] = Box::leak(
+            (0..BitAlloc::storage_words(len)).map(|_| AtomicU64::new(0)).collect::<Vec<_>>().into_boxed_slice(),
+        );
         let b = BitAlloc::new(storage, len);
         b.insert_range(free);
         Arc::new(b)
