@@ -107,7 +107,7 @@ endef
 
 banner = @printf '\n==> %s\n' "$(1)"
 
-.PHONY: help run debug test check loom bench-quick ktest iso limine bench kernel test-kernel \
+.PHONY: help run debug test check loom bench-quick ktest iso limine limine-files bench kernel test-kernel \
 	deps host-deps rust-deps boot-check ovmf-vars clean
 
 help:
@@ -164,8 +164,7 @@ test-kernel: rust-deps
 
 # The ISO: the kernel, limine.cfg as limine.conf (its cmdline replaced by ARGS when ARGS is set),
 # and Limine's BIOS and UEFI boot images; then Limine's BIOS boot code goes into the ISO itself.
-iso: host-deps kernel
-	@[ -n "$(LIMINE_READY)" ] || { echo "iso: $(LIMINE_DIR)/ lacks the Limine files ($(LIMINE_FILES) and limine or limine.c): run make limine, or set LIMINE_DIR" >&2; exit 1; }
+iso: host-deps limine-files kernel
 	@if [ ! -x "$(LIMINE_TOOL)" ]; then echo "cc $(LIMINE_DIR)/limine.c"; cc -O2 -std=c99 -o $(LIMINE_TOOL) $(LIMINE_DIR)/limine.c; fi
 	rm -rf $(ISO_ROOT)
 	mkdir -p $(ISO_ROOT)/boot/limine $(ISO_ROOT)/EFI/BOOT
@@ -179,6 +178,9 @@ iso: host-deps kernel
 	  $(ISO_ROOT) -o $(ISO)
 	$(LIMINE_TOOL) bios-install $(ISO)
 	@echo "iso: $(ISO)"
+
+limine-files:
+	@[ -n "$(LIMINE_READY)" ] || { echo "iso: $(LIMINE_DIR)/ lacks the Limine files ($(LIMINE_FILES) and limine or limine.c): run make limine, or set LIMINE_DIR" >&2; exit 1; }
 
 limine:
 	@if [ -n "$(LIMINE_READY)" ]; then echo "limine: $(LIMINE_DIR)/ already holds Limine"; exit 0; fi; \
