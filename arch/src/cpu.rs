@@ -54,3 +54,13 @@ pub fn halt_forever() -> ! {
         unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
     }
 }
+
+/// Make every earlier store globally visible, and every earlier instruction complete, before the
+/// next instruction starts: `mfence; lfence`. A WRMSR to an x2APIC register (the ICR, the
+/// TSC-deadline MSR) is not serializing, so without this an IPI can overtake the stores it announces
+/// (SDM vol. 3A, 11.12.3 "MSR Access in x2APIC Mode").
+#[inline(always)]
+pub fn fence_before_wrmsr() {
+    // SAFETY: fences only order this CPU's own memory accesses and instruction execution.
+    unsafe { core::arch::asm!("mfence", "lfence", options(nostack, preserves_flags)) };
+}

@@ -15,3 +15,4 @@ pub mod fpu;
 pub mod boot;
 pub mod trap;
 pub mod cpu;
+pub mod trampoline;

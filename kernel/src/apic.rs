@@ -1,4 +1,361 @@
-//! The local APIC.
+//! The local APIC of every CPU: enabling it, end-of-interrupt, its id, sending inter-processor
+//! interrupts, and the one-shot timer.
+//!
+//! Mode: x2APIC (registers are MSRs 0x800 + offset/16) where the CPU has it and `nox2apic` is not on
+//! the command line, xAPIC (registers are MMIO at the base `IA32_APIC_BASE` names) otherwise. Every
+//! CPU runs in the boot CPU's mode. The register layer is written here rather than taken from the
+//! `x2apic` crate, whose `LocalApic` picks x2APIC whenever CPUID offers it (so `nox2apic` could not
+//! be honoured), unmasks LINT0/LINT1 with vector 0, and leaves the xAPIC details (destination in ICR
+//! bits 56-63, id in bits 24-31, waiting for the previous IPI's delivery) to its caller.
+//!
+//! Vectors: timer 0xf0, error 0xfe, spurious 0xff (`trap`'s plan). LINT0 and LINT1 are masked (no
+//! device interrupts are used), so are the thermal and performance-counter entries.
+//!
+//! Timer: TSC-deadline mode (`IA32_TSC_DEADLINE`, MSR 0x6e0) where the CPU has it and
+//! `notscdeadline` is not given, one-shot mode with divide-by-1 otherwise; [`arm_oneshot_ns`] and
+//! [`disarm`] work the same either way. The conversions from nanoseconds come from `time`, which
+//! calibrates both clocks at boot (before that, arming is refused).
+//!
+//! Neighbours: `acpi` (the MADT's local APIC address), `time` (calibration, conversions), `ipi`
+//! (the sending API for everyone else), `smpboot` (INIT and start-up IPIs, [`init_ap`]).
+
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+
+use arch::trap::TrapFrame;
+use smp::ApicId;
+use x86_64::{instructions::interrupts, registers::model_specific::Msr};
+
+use crate::{percpu, trap};
+
+const IA32_APIC_BASE: u32 = 0x1b;
+const IA32_TSC_DEADLINE: u32 = 0x6e0;
+const BASE_ENABLE: u64 = 1 << 11;
+const BASE_X2APIC: u64 = 1 << 10;
+const BASE_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+// Register offsets in the xAPIC page; the x2APIC MSR is 0x800 + offset / 16.
+const REG_ID: u32 = 0x20;
+const REG_VERSION: u32 = 0x30;
+const REG_TPR: u32 = 0x80;
+const REG_EOI: u32 = 0xb0;
+const REG_SVR: u32 = 0xf0;
+#[cfg(feature = "ktest")]
+const REG_IRR: u32 = 0x200;
+const REG_ESR: u32 = 0x280;
+const REG_ICR_LOW: u32 = 0x300;
+const REG_ICR_HIGH: u32 = 0x310;
+const REG_LVT_TIMER: u32 = 0x320;
+const REG_LVT_THERMAL: u32 = 0x330;
+const REG_LVT_PERF: u32 = 0x340;
+const REG_LVT_LINT0: u32 = 0x350;
+const REG_LVT_LINT1: u32 = 0x360;
+const REG_LVT_ERROR: u32 = 0x370;
+const REG_TIMER_INITIAL: u32 = 0x380;
+const REG_TIMER_CURRENT: u32 = 0x390;
+const REG_TIMER_DIVIDE: u32 = 0x3e0;
+
+const SVR_ENABLE: u32 = 1 << 8;
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_TIMER_ONESHOT: u32 = 0b00 << 17;
+const LVT_TIMER_TSC_DEADLINE: u32 = 0b10 << 17;
+const TIMER_DIVIDE_BY_1: u32 = 0b1011;
+const ICR_DELIVERY_PENDING: u32 = 1 << 12;
+const ICR_LEVEL_ASSERT: u32 = 1 << 14;
+
+const MODE_OFF: u8 = 0;
+const MODE_XAPIC: u8 = 1;
+const MODE_X2APIC: u8 = 2;
+
+static MODE: AtomicU8 = AtomicU8::new(MODE_OFF);
+/// Virtual address of the xAPIC register page (xAPIC mode only).
+static XAPIC_VA: AtomicU64 = AtomicU64::new(0);
+static TSC_DEADLINE: AtomicBool = AtomicBool::new(false);
+
+/// Where an IPI goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Dest {
+    /// One CPU, by its APIC id.
+    Apic(ApicId),
+    /// Every CPU but the sender (the ICR's "all excluding self" shorthand).
+    AllButSelf,
+}
+
+/// What an IPI delivers (SDM vol. 3A, 11.6.1 "Interrupt Command Register").
+#[derive(Clone, Copy, Debug)]
+pub enum Delivery {
+    /// An ordinary interrupt on this vector.
+    Fixed(u8),
+    /// A non-maskable interrupt.
+    Nmi,
+    /// INIT: the target resets into wait-for-SIPI.
+    Init,
+    /// Start-up: a CPU in wait-for-SIPI starts in real mode at `page << 12`.
+    Startup(u8),
+}
+
+fn mode() -> u8 {
+    MODE.load(Ordering::Relaxed)
+}
+
+fn read(reg: u32) -> u32 {
+    match mode() {
+        // SAFETY: x2APIC mode is on (MODE says so, and every CPU turns it on before it sets up its
+        // APIC); 0x800 + reg/16 is the architectural MSR of this register (SDM table 11-6).
+        MODE_X2APIC => unsafe { Msr::new(0x800 + reg / 16).read() as u32 },
+        // SAFETY: XAPIC_VA maps the register page (set before MODE); reg is a register offset in
+        // it; registers are read as aligned 32-bit words.
+        MODE_XAPIC => unsafe { core::ptr::read_volatile((XAPIC_VA.load(Ordering::Relaxed) + u64::from(reg)) as *const u32) },
+        _ => 0,
+    }
+}
+
+fn write(reg: u32, value: u32) {
+    match mode() {
+        // SAFETY: as in `read`; writing these registers only changes this CPU's APIC.
+        MODE_X2APIC => unsafe { Msr::new(0x800 + reg / 16).write(u64::from(value)) },
+        // SAFETY: as in `read`.
+        MODE_XAPIC => unsafe {
+            core::ptr::write_volatile((XAPIC_VA.load(Ordering::Relaxed) + u64::from(reg)) as *mut u32, value)
+        },
+        _ => {}
+    }
+}
+
+/// Turn on the boot CPU's local APIC: choose the mode, register the handlers, set up its registers.
+/// `allow_x2apic` and `allow_tsc_deadline` are false with `nox2apic` and `notscdeadline`.
+pub fn init_bsp(madt_lapic_phys: Option<u64>, allow_x2apic: bool, allow_tsc_deadline: bool) {
+    let f = crate::cpuinfo::features();
+    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; reading it has no side effects.
+    let base = unsafe { Msr::new(IA32_APIC_BASE).read() };
+    let phys = base & BASE_ADDR_MASK;
+    let x2 = f.x2apic && allow_x2apic;
+    if !x2 {
+        XAPIC_VA.store(crate::acpi::phys_to_virt(phys), Ordering::Relaxed);
+    }
+    TSC_DEADLINE.store(f.tsc_deadline && allow_tsc_deadline, Ordering::Relaxed);
+    trap::register(trap::VECTOR_TIMER, on_timer);
+    trap::register(trap::VECTOR_APIC_ERROR, on_error);
+    enable_this_cpu(x2);
+    if let Some(m) = madt_lapic_phys
+        && m != phys
+    {
+        log::warn!("apic: the MADT says the local APIC is at {m:#x}, IA32_APIC_BASE says {phys:#x}; using the latter");
+    }
+    let why = match (x2, f.x2apic) {
+        (true, _) => "x2APIC mode",
+        (false, true) => "xAPIC mode (nox2apic given)",
+        (false, false) => "xAPIC mode (the CPU has no x2APIC)",
+    };
+    let timer = match (deadline_mode(), f.tsc_deadline) {
+        (true, _) => "TSC-deadline",
+        (false, true) => "one-shot (notscdeadline given)",
+        (false, false) => "one-shot (the CPU has no TSC-deadline mode)",
+    };
+    let version = read(REG_VERSION);
+    log::info!(
+        "apic: {why}, registers at {phys:#x}, id {}, version {:#x}, {} LVT entries, timer {timer}",
+        id().get(),
+        version & 0xff,
+        ((version >> 16) & 0xff) + 1
+    );
+}
+
+/// Turn on this application processor's local APIC in the boot CPU's mode. Runs before the CPU has
+/// its per-CPU block, so it neither logs nor panics.
+pub fn init_ap() {
+    enable_this_cpu(mode() == MODE_X2APIC);
+}
+
+fn enable_this_cpu(x2: bool) {
+    let mut msr = Msr::new(IA32_APIC_BASE);
+    // SAFETY: the APIC base MSR: setting EN (and then EXTD) follows the legal transitions
+    // disabled -> xAPIC -> x2APIC (SDM vol. 3A, figure 11-27); leaving x2APIC for xAPIC goes
+    // through disabled, the only legal way back. Nothing else on this CPU uses the APIC meanwhile.
+    unsafe {
+        let base = msr.read();
+        if base & BASE_X2APIC != 0 && !x2 {
+            msr.write(base & !(BASE_ENABLE | BASE_X2APIC));
+        }
+        let base = msr.read() | BASE_ENABLE;
+        msr.write(base);
+        if x2 {
+            msr.write(base | BASE_X2APIC);
+        }
+    }
+    MODE.store(if x2 { MODE_X2APIC } else { MODE_XAPIC }, Ordering::Relaxed);
+    let max_lvt = (read(REG_VERSION) >> 16) & 0xff;
+    write(REG_TPR, 0);
+    write(REG_LVT_LINT0, LVT_MASKED);
+    write(REG_LVT_LINT1, LVT_MASKED);
+    if max_lvt >= 4 {
+        write(REG_LVT_PERF, LVT_MASKED);
+    }
+    if max_lvt >= 5 {
+        write(REG_LVT_THERMAL, LVT_MASKED);
+    }
+    write(REG_LVT_ERROR, u32::from(trap::VECTOR_APIC_ERROR));
+    // The error status register latches on a write; two writes clear what was there before.
+    write(REG_ESR, 0);
+    write(REG_ESR, 0);
+    write(REG_TIMER_DIVIDE, TIMER_DIVIDE_BY_1);
+    set_timer_mode();
+    write(REG_SVR, SVR_ENABLE | u32::from(trap::VECTOR_SPURIOUS));
+}
+
+/// Put the timer in its working mode (TSC-deadline or one-shot), unmasked and disarmed.
+fn set_timer_mode() {
+    let vector = u32::from(trap::VECTOR_TIMER);
+    if deadline_mode() {
+        write(REG_LVT_TIMER, LVT_TIMER_TSC_DEADLINE | vector);
+        // The deadline MSR write must not pass the mode change (Linux works around the same
+        // reordering on some CPUs with this fence).
+        arch::cpu::fence_before_wrmsr();
+        write_deadline(0);
+    } else {
+        write(REG_TIMER_INITIAL, 0);
+        write(REG_LVT_TIMER, LVT_TIMER_ONESHOT | vector);
+    }
+}
+
+fn deadline_mode() -> bool {
+    TSC_DEADLINE.load(Ordering::Relaxed)
+}
+
+fn write_deadline(tsc: u64) {
+    // SAFETY: the CPU has TSC-deadline mode (checked before TSC_DEADLINE was set) and the timer is
+    // in it; the write only (re)arms or (with 0) disarms this CPU's timer.
+    unsafe { Msr::new(IA32_TSC_DEADLINE).write(tsc) };
+}
 
 /// Signal end of interrupt to this CPU's local APIC.
-pub fn eoi() {}
+#[inline]
+pub fn eoi() {
+    write(REG_EOI, 0);
+}
+
+/// This CPU's APIC id (32 bits in x2APIC mode, 8 in xAPIC mode).
+pub fn id() -> ApicId {
+    let raw = read(REG_ID);
+    ApicId::new(if mode() == MODE_X2APIC { raw } else { raw >> 24 })
+}
+
+/// Whether the timer runs in TSC-deadline mode.
+pub fn timer_is_tsc_deadline() -> bool {
+    deadline_mode()
+}
+
+/// Whether `vector` is requested and not yet delivered on this CPU (its IRR bit); for tests.
+#[cfg(feature = "ktest")]
+pub fn is_pending(vector: u8) -> bool {
+    let reg = REG_IRR + 0x10 * u32::from(vector / 32);
+    read(reg) & (1 << (vector % 32)) != 0
+}
+
+/// Send an IPI. Interrupts are held off while the ICR is written (an xAPIC ICR is two registers,
+/// and an interrupt handler sending its own IPI in between would mix them up), and every store
+/// before the call is visible to the target before the IPI can arrive.
+pub fn send(dest: Dest, what: Delivery) {
+    let (mode_bits, vector) = match what {
+        Delivery::Fixed(v) => (0b000, v),
+        Delivery::Nmi => (0b100, 0),
+        Delivery::Init => (0b101, 0),
+        Delivery::Startup(page) => (0b110, page),
+    };
+    let (shorthand, apic) = match dest {
+        Dest::Apic(a) => (0b00, a.get()),
+        Dest::AllButSelf => (0b11, 0),
+    };
+    let low = u32::from(vector) | (mode_bits << 8) | ICR_LEVEL_ASSERT | (shorthand << 18);
+    interrupts::without_interrupts(|| {
+        arch::cpu::fence_before_wrmsr();
+        if mode() == MODE_X2APIC {
+            // SAFETY: the x2APIC ICR is one 64-bit MSR, destination in bits 32-63; one write sends.
+            unsafe { Msr::new(0x830).write((u64::from(apic) << 32) | u64::from(low)) };
+        } else {
+            wait_icr_idle();
+            if shorthand == 0 {
+                write(REG_ICR_HIGH, apic << 24);
+            }
+            write(REG_ICR_LOW, low);
+        }
+    });
+}
+
+/// xAPIC: wait until the previous IPI left this APIC (delivery status idle). Modern APICs clear it
+/// within a few cycles; the bound only keeps a broken APIC from hanging the caller forever.
+fn wait_icr_idle() {
+    for _ in 0..10_000_000u32 {
+        if read(REG_ICR_LOW) & ICR_DELIVERY_PENDING == 0 {
+            return;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Arm this CPU's timer to interrupt (vector 0xf0) once, no earlier than `ns` nanoseconds from now.
+/// Replaces any earlier arming. In one-shot mode the longest delay is 2^32 - 1 timer ticks (4.29 s
+/// at 1 GHz); a longer one fires at that limit, which the timer handler must tell from its deadline.
+/// Before `time` calibrated the clocks it does nothing.
+pub fn arm_oneshot_ns(ns: u64) {
+    if deadline_mode() {
+        if let Some(ticks) = crate::time::ns_to_tsc_ticks_ceil(ns) {
+            write_deadline(arch::tsc::read().saturating_add(ticks.max(1)));
+        }
+    } else if let Some(ticks) = crate::time::ns_to_lapic_ticks_ceil(ns) {
+        write(REG_TIMER_INITIAL, ticks.clamp(1, u64::from(u32::MAX)) as u32);
+    }
+}
+
+/// Cancel this CPU's pending timer interrupt, if it was armed and has not fired.
+pub fn disarm() {
+    if deadline_mode() {
+        write_deadline(0);
+    } else {
+        write(REG_TIMER_INITIAL, 0);
+    }
+}
+
+/// For calibration: run the timer masked in one-shot mode from 2^32 - 1 downwards.
+pub(crate) fn start_free_count() {
+    write(REG_LVT_TIMER, LVT_MASKED | LVT_TIMER_ONESHOT | u32::from(trap::VECTOR_TIMER));
+    write(REG_TIMER_INITIAL, u32::MAX);
+}
+
+/// For calibration: the timer's current count.
+pub(crate) fn current_count() -> u32 {
+    read(REG_TIMER_CURRENT)
+}
+
+/// For calibration: back to the working mode, disarmed.
+pub(crate) fn stop_free_count() {
+    write(REG_TIMER_INITIAL, 0);
+    set_timer_mode();
+}
+
+/// Test support: let the interrupts pending on this CPU in (a short window with interrupts on:
+/// `sti` takes effect after the next instruction, so a few pauses give the CPU its chance), then
+/// go back to the interrupt state the caller had.
+#[cfg(feature = "ktest")]
+pub fn let_pending_in() {
+    let was_enabled = interrupts::are_enabled();
+    interrupts::enable();
+    for _ in 0..16 {
+        core::hint::spin_loop();
+    }
+    if !was_enabled {
+        interrupts::disable();
+    }
+}
+
+fn on_timer(_frame: &mut TrapFrame) {
+    percpu::count(percpu::Counter::TimerInterrupts);
+    eoi();
+}
+
+fn on_error(_frame: &mut TrapFrame) {
+    // The ESR holds the errors latched since the last write: write, then read (SDM 11.5.3).
+    write(REG_ESR, 0);
+    let esr = read(REG_ESR);
+    eoi();
+    log::warn!("apic: error interrupt, error status {esr:#x}");
+}

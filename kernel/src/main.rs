@@ -10,13 +10,19 @@
 extern crate alloc;
 
 #[cfg(target_os = "none")]
+mod acpi;
+#[cfg(target_os = "none")]
 mod apic;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
+mod cpuinfo;
+#[cfg(target_os = "none")]
 mod gdt;
+#[cfg(target_os = "none")]
+mod ipi;
 #[cfg(target_os = "none")]
 mod irqlock;
 #[cfg(target_os = "none")]
@@ -28,7 +34,13 @@ mod percpu;
 #[cfg(target_os = "none")]
 mod power;
 #[cfg(target_os = "none")]
+mod smpboot;
+#[cfg(target_os = "none")]
+mod time;
+#[cfg(target_os = "none")]
 mod trap;
+#[cfg(target_os = "none")]
+mod xcall;
 #[cfg(all(target_os = "none", feature = "ktest"))]
 mod ktest;
 #[cfg(all(target_os = "none", feature = "ktest"))]
@@ -88,6 +100,7 @@ fn kernel_main(info: BootInfo) -> ! {
     if warnings.total > kernel::cmdline::MAX_WARNINGS {
         log::warn!("cmdline: {} more problems not shown", warnings.total - kernel::cmdline::MAX_WARNINGS);
     }
+    cpuinfo::init();
     let m = &info.memory;
     log::info!(
         "memory: {} MiB usable, {} MiB bootloader-reclaimable, {} KiB ACPI, kernel {} KiB at {:#x}, {} regions, top of RAM {:#x}",
@@ -99,7 +112,10 @@ fn kernel_main(info: BootInfo) -> ! {
         m.regions().len(),
         m.top_of_ram()
     );
-    let cpus_online = 1;
+    let platform = acpi::init(info.rsdp_phys, info.hhdm_offset);
+    apic::init_bsp(platform.lapic_phys, !opts.nox2apic, !opts.notscdeadline);
+    time::init();
+    let cpus_online = smpboot::start(info.limine_mp, &info.memory, opts.maxcpus);
     #[cfg(feature = "ktest")]
     if let Some(sel) = opts.test {
         ktest::run(sel, cpus_online);

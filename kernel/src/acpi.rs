@@ -1,0 +1,294 @@
+//! The firmware's ACPI tables, read once at boot with the `acpi` crate into a [`Platform`]: the
+//! processors, the interrupt controllers and the timers the rest of the kernel needs.
+//!
+//! - Processors: every Local APIC (type 0) and Local x2APIC (type 9) entry of the MADT that is
+//!   enabled or online-capable, with its APIC id and ACPI processor UID (32 bits each, so more than
+//!   255 CPUs are describable). An APIC id listed twice is kept once.
+//! - Interrupt controllers: the local APIC's physical address (with the MADT's 64-bit override),
+//!   every I/O APIC, and whether legacy 8259 PICs exist. No device interrupts are used yet, so
+//!   [`init`] masks every I/O APIC pin and both 8259s.
+//! - Timers: the HPET (from its own table) and the FADT's ACPI PM timer, for `time` to calibrate
+//!   the TSC and the local APIC timer against.
+//!
+//! Missing pieces are warned about and the boot carries on: no RSDP or no MADT leaves the boot CPU
+//! alone; no HPET leaves the PM timer; neither leaves `time` to the PIT or CPUID.
+//!
+//! Tables (and the MMIO windows of the I/O APICs) are reached through the higher-half direct map,
+//! whose offset the boot loader reported: [`phys_to_virt`]. Key types: [`Platform`], [`MadtCpu`],
+//! [`IoApicInfo`], [`HpetInfo`], [`PmTimer`]. Neighbours: `apic` (local APIC address), `time`
+//! (HPET, PM timer), `smpboot` (processors).
+
+use alloc::vec::Vec;
+use core::{
+    ptr::NonNull,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use acpi::{
+    AcpiHandler, AcpiTables, PhysicalMapping,
+    address::AddressSpace,
+    fadt::Fadt,
+    madt::{Madt, MadtEntry},
+};
+use smp::{AcpiUid, ApicId};
+use x86_64::instructions::port::Port;
+
+/// One processor the MADT describes as usable.
+#[derive(Clone, Copy, Debug)]
+pub struct MadtCpu {
+    pub apic_id: ApicId,
+    pub uid: AcpiUid,
+    /// Enabled at boot (flag bit 0); otherwise only online-capable (bit 1, ACPI 6.3).
+    pub enabled: bool,
+}
+
+/// One I/O APIC.
+#[derive(Clone, Copy, Debug)]
+pub struct IoApicInfo {
+    pub id: u8,
+    pub phys: u64,
+    /// The first global system interrupt its pins carry.
+    pub gsi_base: u32,
+    /// Its number of redirection entries (pins).
+    pub pins: u32,
+}
+
+/// The high-precision event timer, as its ACPI table describes it.
+#[derive(Clone, Copy, Debug)]
+pub struct HpetInfo {
+    pub phys: u64,
+    pub counter_64bit: bool,
+    pub comparators: u8,
+}
+
+/// The ACPI power-management timer: 3.579545 MHz, 24 or 32 bits wide.
+#[derive(Clone, Copy, Debug)]
+pub enum PmTimer {
+    Port { port: u16, bits32: bool },
+    Mmio { phys: u64, bits32: bool },
+}
+
+/// Everything the kernel took from the ACPI tables.
+#[derive(Debug, Default)]
+pub struct Platform {
+    /// Usable processors in MADT order (empty without a MADT).
+    pub cpus: Vec<MadtCpu>,
+    /// MADT processor entries that were neither enabled nor online-capable.
+    pub cpus_unusable: usize,
+    /// Physical address of the local APIC registers per the MADT (None without a MADT).
+    pub lapic_phys: Option<u64>,
+    pub ioapics: Vec<IoApicInfo>,
+    /// The MADT's PCAT_COMPAT flag: legacy 8259 PICs are present (assumed without a MADT).
+    pub has_8259: bool,
+    pub hpet: Option<HpetInfo>,
+    pub pm_timer: Option<PmTimer>,
+}
+
+static HHDM_OFFSET: AtomicU64 = AtomicU64::new(0);
+static PLATFORM: spin::Once<Platform> = spin::Once::new();
+
+/// The virtual address of physical address `pa` in the higher-half direct map.
+pub fn phys_to_virt(pa: u64) -> u64 {
+    HHDM_OFFSET.load(Ordering::Relaxed) + pa
+}
+
+/// Maps ACPI tables through the direct map: nothing to map, nothing to unmap.
+#[derive(Clone, Copy)]
+struct DirectMap;
+
+impl AcpiHandler for DirectMap {
+    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
+        let va = phys_to_virt(physical_address as u64) as *mut T;
+        // SAFETY: the direct map covers all physical memory the firmware's tables can live in, so
+        // `va` is valid for `size` bytes; it is never null (the offset is a kernel-half address).
+        unsafe {
+            PhysicalMapping::new(physical_address, NonNull::new_unchecked(va), size, size, *self)
+        }
+    }
+
+    fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
+}
+
+/// Read the tables, print what was found, mask every I/O APIC pin and the 8259s.
+/// Boot CPU, once, after the heap is usable.
+pub fn init(rsdp_phys: Option<u64>, hhdm_offset: u64) -> &'static Platform {
+    HHDM_OFFSET.store(hhdm_offset, Ordering::Relaxed);
+    PLATFORM.call_once(|| {
+        let mut p = read(rsdp_phys);
+        mask_legacy_interrupts(&mut p);
+        report(&p);
+        p
+    })
+}
+
+/// What [`init`] found; an empty platform (boot CPU alone, no timers) before it ran.
+pub fn platform() -> &'static Platform {
+    static NONE: Platform = Platform {
+        cpus: Vec::new(),
+        cpus_unusable: 0,
+        lapic_phys: None,
+        ioapics: Vec::new(),
+        has_8259: true,
+        hpet: None,
+        pm_timer: None,
+    };
+    PLATFORM.get().unwrap_or(&NONE)
+}
+
+fn read(rsdp_phys: Option<u64>) -> Platform {
+    let mut p = Platform { has_8259: true, ..Platform::default() };
+    let tables = match rsdp_phys {
+        // SAFETY: the loader reported this address as the RSDP; the crate validates its signature
+        // and checksum before trusting anything behind it.
+        Some(pa) => unsafe { AcpiTables::from_rsdp(DirectMap, pa as usize) },
+        // SAFETY: this kernel boots through BIOS-compatible paths (PVH, Limine on BIOS or UEFI with
+        // the RSDP handed over); the search only reads the EBDA and 0xe0000-0xfffff, both mapped.
+        None => unsafe { AcpiTables::search_for_rsdp_bios(DirectMap) },
+    };
+    let tables = match tables {
+        Ok(t) => t,
+        Err(e) => {
+            log::warn!("acpi: no usable RSDP ({e:?}): only the boot CPU will run, timers fall back to the PIT");
+            return p;
+        }
+    };
+    match tables.find_table::<Madt>() {
+        Ok(madt) => read_madt(&mut p, madt.get()),
+        Err(e) => log::warn!("acpi: no MADT ({e:?}): only the boot CPU will run"),
+    }
+    match acpi::HpetInfo::new(&tables) {
+        Ok(h) => {
+            p.hpet = Some(HpetInfo {
+                phys: h.base_address as u64,
+                counter_64bit: h.main_counter_is_64bits(),
+                comparators: h.num_comparators(),
+            })
+        }
+        Err(e) => log::warn!("acpi: no HPET table ({e:?}): timers are calibrated against the PM timer"),
+    }
+    match tables.find_table::<Fadt>() {
+        Ok(fadt) => {
+            let bits32 = { fadt.flags }.pm_timer_is_32_bit();
+            p.pm_timer = match fadt.pm_timer_block() {
+                Ok(Some(gas)) => match gas.address_space {
+                    AddressSpace::SystemIo => match u16::try_from(gas.address) {
+                        Ok(port) => Some(PmTimer::Port { port, bits32 }),
+                        Err(_) => None,
+                    },
+                    AddressSpace::SystemMemory => Some(PmTimer::Mmio { phys: gas.address, bits32 }),
+                    _ => None,
+                },
+                Ok(None) | Err(_) => None,
+            };
+            if p.pm_timer.is_none() {
+                log::warn!("acpi: the FADT describes no usable PM timer");
+            }
+        }
+        Err(e) => log::warn!("acpi: no FADT ({e:?}): no PM timer"),
+    }
+    p
+}
+
+fn read_madt(p: &mut Platform, madt: core::pin::Pin<&Madt>) {
+    p.lapic_phys = Some(u64::from(madt.local_apic_address));
+    p.has_8259 = madt.supports_8259();
+    for e in madt.entries() {
+        match e {
+            MadtEntry::LocalApic(l) => add(p, u32::from(l.apic_id), u32::from(l.processor_id), l.flags),
+            MadtEntry::LocalX2Apic(x) => add(p, x.x2apic_id, x.processor_uid, x.flags),
+            MadtEntry::IoApic(io) => p.ioapics.push(IoApicInfo {
+                id: io.io_apic_id,
+                phys: u64::from(io.io_apic_address),
+                gsi_base: io.global_system_interrupt_base,
+                pins: 0,
+            }),
+            MadtEntry::LocalApicAddressOverride(o) => p.lapic_phys = Some(o.local_apic_address),
+            _ => {}
+        }
+    }
+}
+
+/// Record one MADT processor entry: flag bit 0 is "enabled", bit 1 "online capable".
+fn add(p: &mut Platform, apic: u32, uid: u32, flags: u32) {
+    let (enabled, online_capable) = (flags & 1 != 0, flags & 2 != 0);
+    if !(enabled || online_capable) {
+        p.cpus_unusable += 1;
+    } else if !p.cpus.iter().any(|c| c.apic_id.get() == apic) {
+        p.cpus.push(MadtCpu { apic_id: ApicId::new(apic), uid: AcpiUid::new(uid), enabled });
+    }
+}
+
+fn report(p: &Platform) {
+    let online_capable = p.cpus.iter().filter(|c| !c.enabled).count();
+    log::info!(
+        "acpi: {} CPUs in the MADT ({} enabled, {} online-capable, {} unusable), local APIC at {}, {} I/O APIC(s), 8259 PICs {}",
+        p.cpus.len(),
+        p.cpus.len() - online_capable,
+        online_capable,
+        p.cpus_unusable,
+        match p.lapic_phys {
+            Some(a) => alloc::format!("{a:#x}"),
+            None => alloc::string::String::from("(unknown)"),
+        },
+        p.ioapics.len(),
+        if p.has_8259 { "present" } else { "absent" },
+    );
+    for io in p.ioapics.iter() {
+        log::info!(
+            "acpi: I/O APIC id {} at {:#x}, GSIs {}-{}",
+            io.id,
+            io.phys,
+            io.gsi_base,
+            io.gsi_base + io.pins.max(1) - 1
+        );
+    }
+    match (&p.hpet, &p.pm_timer) {
+        (Some(h), pm) => log::info!(
+            "acpi: HPET at {:#x} ({}-bit counter, {} comparators), PM timer {}",
+            h.phys,
+            if h.counter_64bit { 64 } else { 32 },
+            h.comparators,
+            pm_timer_name(pm)
+        ),
+        (None, pm) => log::info!("acpi: no HPET, PM timer {}", pm_timer_name(pm)),
+    }
+}
+
+fn pm_timer_name(pm: &Option<PmTimer>) -> alloc::string::String {
+    match pm {
+        Some(PmTimer::Port { port, bits32 }) => alloc::format!("at port {port:#x} ({} bits)", if *bits32 { 32 } else { 24 }),
+        Some(PmTimer::Mmio { phys, bits32 }) => alloc::format!("at {phys:#x} ({} bits)", if *bits32 { 32 } else { 24 }),
+        None => alloc::string::String::from("absent"),
+    }
+}
+
+/// Mask every I/O APIC pin (noting how many each has) and both legacy PICs: nothing may interrupt
+/// through them until a driver routes its line on purpose.
+fn mask_legacy_interrupts(p: &mut Platform) {
+    let mut masked = 0u32;
+    for io in p.ioapics.iter_mut() {
+        // SAFETY: the MADT names this as an I/O APIC's register window, reached through the direct
+        // map; only the boot CPU touches I/O APICs, and only here, so this IoApic is their sole user.
+        unsafe {
+            let mut ioapic = x2apic::ioapic::IoApic::new(phys_to_virt(io.phys));
+            let last = ioapic.max_table_entry();
+            for pin in 0..=last {
+                ioapic.disable_irq(pin);
+            }
+            io.pins = u32::from(last) + 1;
+            masked += io.pins;
+        }
+    }
+    if p.has_8259 {
+        // SAFETY: 0x21 and 0xa1 are the 8259s' interrupt mask registers on every PC-compatible
+        // machine that has them (the MADT says it does); all ones masks every line.
+        unsafe {
+            Port::<u8>::new(0x21).write(0xff);
+            Port::<u8>::new(0xa1).write(0xff);
+        }
+    }
+    log::info!(
+        "acpi: masked {masked} I/O APIC pins{} (no device interrupts are used)",
+        if p.has_8259 { " and both 8259 PICs" } else { "" }
+    );
+}

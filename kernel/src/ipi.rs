@@ -1,0 +1,51 @@
+//! Inter-processor interrupts by CPU id: the kernel's dense [`CpuId`]s are turned into APIC ids
+//! through the CPU map `smpboot` built, and sent with `apic::send`.
+//!
+//! - [`send`]`(cpu, vector)` and [`send_set`]`(&cpus, vector)`: fixed interrupts to named CPUs;
+//! - [`send_all_others`]`(vector)`: one ICR write with the all-but-self shorthand;
+//! - [`send_nmi_all_others`]: the panic path's way to stop every other CPU (installed with
+//!   `panic::set_stop_others` once the APs run).
+//!
+//! Every send makes the sender's earlier stores visible to the target before the interrupt can
+//! arrive (`apic::send` fences), so a handler finds whatever was published for it. Receivers count
+//! their IPIs in their handlers (`percpu::Counter::IpisReceived`). Neighbours: `apic` below,
+//! `xcall` and the scheduler above.
+
+use smp::{CpuId, CpuSet};
+
+use crate::{
+    apic::{self, Delivery, Dest},
+    smpboot,
+};
+
+/// Send `vector` to `cpu` (which may be this CPU).
+///
+/// # Panics
+/// If `cpu` is not one of this machine's CPUs.
+pub fn send(cpu: CpuId, vector: u8) {
+    let Some(apic_id) = smpboot::apic_id_of(cpu) else {
+        panic!("ipi::send of vector {vector:#x} to {cpu}, which is not a CPU of this machine")
+    };
+    apic::send(Dest::Apic(apic_id), Delivery::Fixed(vector));
+}
+
+/// Send `vector` to every CPU of `cpus`, one after another.
+///
+/// # Panics
+/// If `cpus` names a CPU this machine does not have.
+pub fn send_set(cpus: &CpuSet, vector: u8) {
+    for cpu in cpus.iter() {
+        send(cpu, vector);
+    }
+}
+
+/// Send `vector` to every other CPU with one ICR write. CPUs that were found but never started
+/// ignore it (they wait for a start-up IPI).
+pub fn send_all_others(vector: u8) {
+    apic::send(Dest::AllButSelf, Delivery::Fixed(vector));
+}
+
+/// Send a non-maskable interrupt to every other CPU: it arrives even where interrupts are off.
+pub fn send_nmi_all_others() {
+    apic::send(Dest::AllButSelf, Delivery::Nmi);
+}
