@@ -1,1 +1,76 @@
+//! The scheduler: per-CPU run queues, threads, sleeping timers, wait queues, sleeping locks, and
+//! the windowed switch path, without a global lock. Portable: no asm and no hardware access of its
+//! own; the machine comes in through the [`Platform`] trait (the kernel's implementation in the
+//! kernel, [`host::HostPlatform`] on a Linux host for tests and the benchmark).
+//!
+//! Neighbours: `arch` (below: `arch::switch` moves the registers, `arch::fpu` the extended state);
+//! `kernel` (above: implements `Platform`, calls `timer_interrupt`/`preempt_if_needed` from its
+//! handlers and `run_cpu` on each CPU); `bench` (drives it natively through [`host`]).
+//!
+//! # Public API
+//! Setup (modules `scheduler`, `platform`):
+//! - `Scheduler::new(platform: P, nr_cpus: usize, config: Config) -> &'static Scheduler<P>`;
+//!   [`Config`] `{ slice_ns: u64 (default 10 ms), prefetch: bool (default true) }`.
+//! - `unsafe fn Scheduler::run_cpu(&'static self, stop: &dyn Fn() -> bool)`: each CPU's boot thread
+//!   becomes its idle thread and runs the idle loop (returns only when `stop()` and no work).
+//! - [`Platform`]: `cpu_id`, `irq_save_disable`/`irq_restore` ([`IrqState`]), `send_resched`,
+//!   `now_ns`, `arm_timer(Option<u64>)`, `idle_wait`, `alloc_stack`/`free_stack` ([`Stack`]),
+//!   `fpu_features() -> Option<arch::fpu::FpuFeatures>`, `switch_mm(Option<Mm>, Mm)` ([`Mm`]);
+//!   [`CpuIndex`]`(u32)` numbers CPUs densely.
+//!
+//! Threads (module `thread`):
+//! - `Scheduler::spawn(&'static self, Builder, impl FnOnce() -> T) -> Result<JoinHandle<T, P>,
+//!   SpawnError>`; [`Builder`] `{ name, affinity: Option<CpuIndex>, fpu: bool, stack_bytes,
+//!   mm: Option<Mm> }` (`Builder::new(name)` then `.pinned(cpu)`, `.with_fpu()`,
+//!   `.stack_bytes(n)`, `.in_mm(mm)`).
+//! - `JoinHandle::join(self) -> Option<T>` (`None` if the thread called `exit`), `id`, `name`,
+//!   `is_finished`.
+//! - `Scheduler::yield_now(&self)`, `sleep_ns(&self, u64)`, `exit(&self) -> !`,
+//!   `current(&self) -> Option<CurrentThread>` ([`CurrentThread`] `{ id, name, cpu }`, `Display`).
+//!
+//! Interrupt side (called by the kernel with interrupts disabled):
+//! - `Scheduler::timer_interrupt(&self)`, then `Scheduler::preempt_if_needed(&self)` (also at the
+//!   end of the reschedule IPI handler).
+//! - `Scheduler::preempt_disable(&self) -> PreemptGuard` (nestable).
+//!
+//! Synchronisation (module `wait`), every call takes the `&Scheduler`:
+//! - [`WaitQueue`]: `const fn new()`, `wait_until(&self, s, cond)`, `wake_one(&self, s) -> bool`,
+//!   `wake_all(&self, s) -> usize`, `waiters()`.
+//! - [`Mutex<T>`]: `const fn new(T)`, `lock(&self, s) -> MutexGuard`, `try_lock`, `get_mut`,
+//!   `into_inner`; [`Semaphore`]: `const fn new(n)`, `acquire(&self, s)`, `try_acquire`,
+//!   `release(&self, s)`, `available`.
+//!
+//! Statistics (module `stats`): `Scheduler::counters(&self, CpuIndex) -> Counters` and
+//! `total_counters`; [`Counters`] holds context switches, preemptions, voluntary yields, migrations
+//! in and out, idle time, IPIs sent and avoided, wake-ups, and FPU saves/restores/skipped restores.
+//!
+//! Lower layers, public for the loom models and the benchmark: [`rq`] (run queues and the
+//! wake/steal/`on_cpu` protocol) and [`host`] (`run`, `tick`, `HostPlatform`; not in kernel builds).
+//!
+//! # Design in brief
+//! Each CPU owns a run queue under its own spin lock (taken with interrupts disabled, by other CPUs
+//! only to push a wake-up or to steal). Round robin with an O(1) pick; the running thread is not on
+//! its queue. A woken thread goes to its own CPU's queue; that CPU gets an IPI only if it is halted
+//! (wake-ups never preempt in round robin: the slice tick does). Idle CPUs steal the oldest
+//! migratable thread from a busy CPU, and halt otherwise with a timer only for their own sleepers.
+//! See `rq` for the wake-up and `on_cpu` protocol and `scheduler` for the switch path.
 #![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod platform;
+pub mod rq;
+mod scheduler;
+mod stats;
+mod sync;
+mod thread;
+mod wait;
+
+#[cfg(not(target_os = "none"))]
+pub mod host;
+
+pub use platform::{CpuIndex, IrqState, Mm, Platform, Stack};
+pub use scheduler::{Config, PreemptGuard, Scheduler};
+pub use stats::Counters;
+pub use thread::{Builder, CurrentThread, JoinHandle, SpawnError, ThreadId};
+pub use wait::{Mutex, MutexGuard, Semaphore, WaitQueue};

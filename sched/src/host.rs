@@ -1,0 +1,267 @@
+//! A [`Platform`] made of OS threads, so the real scheduler runs natively on a Linux host: the
+//! ground for the host tests and the native benchmark.
+//!
+//! Key items: [`HostPlatform`] (each "CPU" is an OS thread), [`run`] (bring up `nr_cpus` CPUs, run
+//! a main thread on the scheduler, shut down, hand back its value and the scheduler for its
+//! counters), [`tick`] (a stand-in for the timer interrupt).
+//!
+//! Neighbours: implements `platform::Platform` for `Scheduler`; used by `tests/` and by `bench`.
+//!
+//! How the machine is modelled:
+//! - `cpu_id`: a thread-local read through an `#[inline(never)]` function. Scheduler threads move
+//!   between OS threads, so a caller must never reuse a thread-local address computed before a
+//!   switch; an opaque call recomputes it every time. (Code running in scheduler threads should not
+//!   use thread-locals directly for the same reason.)
+//! - interrupts: a per-CPU flag, saved and restored like `rflags.IF`; there are no interrupts, so
+//!   preemption happens only where a thread calls [`tick`].
+//! - `send_resched`: unpark the CPU's OS thread; `idle_wait`: park it until the armed timer
+//!   deadline, or indefinitely when none is armed (tickless), then expire sleepers on return.
+//! - stacks: heap blocks without guard pages; the address-space hook only counts its calls.
+//! - extended state: the host CPU's, through `arch::fpu` (XSAVE needs no privilege). Host code is
+//!   compiled with SSE and uses vector registers freely, but it only switches at calls, across
+//!   which the ABI lets every vector register change; register-level FPU isolation is therefore
+//!   tested in `arch::fpu` (save/restore) and by the kernel's own tests, and here only the save and
+//!   restore decisions are.
+
+extern crate std;
+
+use crate::platform::{CpuIndex, IrqState, Mm, Platform, Stack};
+use crate::scheduler::{Config, Scheduler};
+use crate::thread::Builder;
+use arch::fpu::FpuFeatures;
+use core::cell::Cell;
+use crossbeam_utils::CachePadded;
+use std::alloc::{Layout, alloc, dealloc};
+use std::boxed::Box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use std::vec::Vec;
+
+/// No timer armed.
+const NEVER: u64 = u64::MAX;
+/// Host stacks are page-aligned heap blocks.
+const STACK_ALIGN: usize = 4096;
+
+std::thread_local! {
+    /// The CPU the calling OS thread is (`u32::MAX`: none).
+    static CPU: Cell<u32> = const { Cell::new(u32::MAX) };
+}
+
+/// The CPU the calling OS thread is. Never inlined: see the module documentation.
+#[inline(never)]
+fn os_thread_cpu() -> u32 {
+    CPU.with(Cell::get)
+}
+
+struct HostCpu {
+    os_thread: OnceLock<std::thread::Thread>,
+    irqs_enabled: AtomicBool,
+    timer_deadline_ns: AtomicU64,
+    mm_switches: AtomicU64,
+}
+
+/// The host machine: `nr_cpus` OS threads acting as CPUs.
+pub struct HostPlatform {
+    cpus: Box<[CachePadded<HostCpu>]>,
+    epoch: Instant,
+    fpu: FpuFeatures,
+}
+
+impl HostPlatform {
+    /// A machine of `nr_cpus` CPUs, none entered yet.
+    pub fn new(nr_cpus: usize) -> HostPlatform {
+        let cpus = (0..nr_cpus)
+            .map(|_| {
+                CachePadded::new(HostCpu {
+                    os_thread: OnceLock::new(),
+                    irqs_enabled: AtomicBool::new(true),
+                    timer_deadline_ns: AtomicU64::new(NEVER),
+                    mm_switches: AtomicU64::new(0),
+                })
+            })
+            .collect();
+        HostPlatform {
+            cpus,
+            epoch: Instant::now(),
+            fpu: FpuFeatures::detect(),
+        }
+    }
+
+    /// Make the calling OS thread CPU `cpu` (once per CPU, before it calls `run_cpu`).
+    pub fn enter(&self, cpu: CpuIndex) {
+        CPU.with(|c| c.set(cpu.0));
+        self.cpus[cpu.index()]
+            .os_thread
+            .set(std::thread::current())
+            .expect("a CPU was entered twice");
+    }
+
+    fn this(&self) -> &HostCpu {
+        let i = os_thread_cpu();
+        self.cpus
+            .get(i as usize)
+            .expect("this OS thread is not a CPU of this platform")
+    }
+
+    /// Whether `cpu`'s simulated interrupts are enabled.
+    pub fn irqs_enabled(&self, cpu: CpuIndex) -> bool {
+        self.cpus[cpu.index()].irqs_enabled.load(Ordering::Relaxed)
+    }
+
+    /// How many times `switch_mm` ran on `cpu`.
+    pub fn mm_switches(&self, cpu: CpuIndex) -> u64 {
+        self.cpus[cpu.index()].mm_switches.load(Ordering::Relaxed)
+    }
+
+    /// Unpark every CPU (for shutdown).
+    fn unpark_all(&self) {
+        for cpu in self.cpus.iter() {
+            if let Some(t) = cpu.os_thread.get() {
+                t.unpark();
+            }
+        }
+    }
+}
+
+impl Platform for HostPlatform {
+    fn cpu_id(&self) -> CpuIndex {
+        CpuIndex(os_thread_cpu())
+    }
+
+    fn irq_save_disable(&self) -> IrqState {
+        IrqState {
+            enabled: self.this().irqs_enabled.swap(false, Ordering::Relaxed),
+        }
+    }
+
+    fn irq_restore(&self, state: IrqState) {
+        self.this()
+            .irqs_enabled
+            .store(state.enabled, Ordering::Relaxed);
+    }
+
+    fn send_resched(&self, cpu: CpuIndex) {
+        if let Some(t) = self.cpus[cpu.index()].os_thread.get() {
+            t.unpark();
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn arm_timer(&self, deadline_ns: Option<u64>) {
+        self.this()
+            .timer_deadline_ns
+            .store(deadline_ns.unwrap_or(NEVER), Ordering::Relaxed);
+    }
+
+    fn idle_wait(&self) {
+        let cpu = self.this();
+        cpu.irqs_enabled.store(true, Ordering::Relaxed);
+        match cpu.timer_deadline_ns.load(Ordering::Relaxed) {
+            NEVER => std::thread::park(),
+            deadline_ns => {
+                let now_ns = self.now_ns();
+                if deadline_ns > now_ns {
+                    std::thread::park_timeout(Duration::from_nanos(deadline_ns - now_ns));
+                }
+            }
+        }
+        cpu.irqs_enabled.store(false, Ordering::Relaxed);
+    }
+
+    fn alloc_stack(&self, bytes: usize) -> Option<Stack> {
+        let layout = Layout::from_size_align(
+            bytes.max(STACK_ALIGN).next_multiple_of(STACK_ALIGN),
+            STACK_ALIGN,
+        )
+        .ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let bottom = unsafe { alloc(layout) } as usize;
+        (bottom != 0).then(|| Stack {
+            bottom,
+            top: bottom + layout.size(),
+            guard: bottom..bottom,
+        })
+    }
+
+    fn free_stack(&self, stack: Stack) {
+        let layout = Layout::from_size_align(stack.top - stack.bottom, STACK_ALIGN)
+            .expect("a stack from alloc_stack");
+        // SAFETY: `alloc_stack` allocated exactly this block with this layout.
+        unsafe { dealloc(stack.bottom as *mut u8, layout) };
+    }
+
+    fn fpu_features(&self) -> Option<FpuFeatures> {
+        Some(self.fpu)
+    }
+
+    fn switch_mm(&self, _prev: Option<Mm>, _next: Mm) {
+        let n = &self.this().mm_switches;
+        n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
+/// Run `main` as a thread of a new scheduler on `nr_cpus` host CPUs: the calling OS thread becomes
+/// CPU 0's boot (then idle) thread, `nr_cpus - 1` new OS threads the others. Returns `main`'s value
+/// once it has finished and every CPU has run out of work, with the scheduler (for its counters).
+///
+/// A panic inside a scheduler thread aborts the process (after printing its message): it cannot
+/// unwind past the thread's first frame.
+pub fn run<T, F>(nr_cpus: usize, config: Config, main: F) -> (T, &'static Scheduler<HostPlatform>)
+where
+    F: FnOnce(&'static Scheduler<HostPlatform>) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let sched = Scheduler::new(HostPlatform::new(nr_cpus), nr_cpus, config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(Barrier::new(nr_cpus));
+    let others: Vec<_> = (1..nr_cpus)
+        .map(|i| {
+            let (stop, ready) = (stop.clone(), ready.clone());
+            std::thread::Builder::new()
+                .name(std::format!("cpu{i}"))
+                .spawn(move || {
+                    sched.platform().enter(CpuIndex(i as u32));
+                    ready.wait();
+                    // SAFETY: this OS thread is CPU i's boot thread, entered as CPU i, joining once.
+                    unsafe { sched.run_cpu(&|| stop.load(Ordering::Acquire)) };
+                })
+                .expect("start a CPU thread")
+        })
+        .collect();
+    sched.platform().enter(CpuIndex(0));
+    ready.wait();
+    let result = Arc::new(Mutex::new(None));
+    let (done, slot) = (stop.clone(), result.clone());
+    let main_thread = sched.spawn(Builder::new("main"), move || {
+        let value = main(sched);
+        *slot.lock().expect("result slot") = Some(value);
+        done.store(true, Ordering::Release);
+        sched.platform().unpark_all();
+    });
+    drop(main_thread.expect("spawn the main thread"));
+    // SAFETY: the calling OS thread is CPU 0's boot thread, entered as CPU 0, joining once.
+    unsafe { sched.run_cpu(&|| stop.load(Ordering::Acquire)) };
+    for t in others {
+        t.join().expect("a CPU thread failed");
+    }
+    let value = result
+        .lock()
+        .expect("result slot")
+        .take()
+        .expect("main has finished");
+    (value, sched)
+}
+
+/// Stand-in for the timer interrupt on a host, which has none: call it from a scheduler thread
+/// where an interrupt could arrive. Runs [`Scheduler::timer_interrupt`] and
+/// [`Scheduler::preempt_if_needed`] with interrupts disabled, as the kernel's handler does.
+pub fn tick(s: &Scheduler<HostPlatform>) {
+    let irq = s.platform().irq_save_disable();
+    s.timer_interrupt();
+    s.preempt_if_needed();
+    s.platform().irq_restore(irq);
+}

@@ -1,0 +1,552 @@
+//! Per-CPU run queues and the protocol by which CPUs hand threads to each other: wake-up, put-back,
+//! steal, and the `on_cpu` handshake.
+//!
+//! Key types:
+//! - [`Entity`]: the scheduling state every thread carries: its queue link, its CPU, its [`State`],
+//!   `on_rq` (runnable: queued or running) and `on_cpu` (some CPU still runs it or has not finished
+//!   saving its window).
+//! - [`RunQueue`]: a CPU's runnable threads, round robin, O(1) push/pop/steal whatever their number.
+//!   Two intrusive FIFOs (pinned and free-to-migrate threads) share one sequence counter, so `pop`
+//!   takes the older of two heads (global FIFO order) and `steal` takes the oldest migratable thread
+//!   without scanning past pinned ones.
+//! - [`CpuQueue`]: a `RunQueue` behind its spin lock, with lock-free hints (length, halted) for
+//!   other CPUs, and the idle CPU's halt/kick bookkeeping.
+//! - [`wake`]: the wake-up protocol.
+//!
+//! Neighbours: `Scheduler` (the switch path, idle loop, wake-ups) drives this module; threads embed
+//! an `Entity` through the [`Queued`] trait; the loom models (`tests/loom.rs`) and the native
+//! benchmark use it directly with their own entity types.
+//!
+//! # The protocol
+//! Lock rule: an entity's `on_rq` and its link are only touched under the lock of the queue of the
+//! entity's current `cpu`, and `cpu` only changes under that lock (by `steal`, while the entity is
+//! queued). Interrupts are disabled while any queue lock is held.
+//!
+//! - Blocking: the thread sets `Blocked` *before* publishing itself as a waiter (see `WaitQueue`),
+//!   then calls the switch path, which under its queue lock either takes it off the queue
+//!   (`Blocked`: `on_rq = false`) or, if a waker has meanwhile made it `Running`, puts it back.
+//! - Waking ([`wake`]): under the entity's queue lock, `Blocked -> Running`; if it is still `on_rq`
+//!   (it has not reached the switch path yet), nothing else is needed; otherwise it is pushed on its
+//!   CPU's queue. Both sides decide under the same lock, so a wake-up is never lost.
+//! - `on_cpu`: set by the CPU that picks a thread, cleared with `Release` by the thread that runs
+//!   next on that CPU once the switch away from it is complete. A thread can be queued (woken, or put
+//!   back after preemption) while its old CPU is still saving its window; whoever picks it waits for
+//!   `on_cpu == false` with `Acquire` before switching to it. Only a thief can see it set: a CPU's
+//!   own earlier switches are all finished when it picks.
+//! - Stealing: an idle CPU takes the oldest migratable thread from a busy CPU's queue, sets its
+//!   `cpu` under the victim's lock, and pushes it on its own queue.
+
+use crate::sync::{
+    AtomicBool, AtomicU8, AtomicUsize, Ordering, SpinGuard, SpinLock, UnsafeCell, spin_loop,
+};
+use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
+
+/// A type that carries an [`Entity`], so run queues can link it.
+///
+/// # Safety
+/// `entity` must always return the same `Entity`, owned by `self` (not shared with another value).
+pub unsafe trait Queued: Sync + Sized {
+    /// The scheduling state embedded in `self`.
+    fn entity(&self) -> &Entity<Self>;
+}
+
+/// Where a thread stands, as far as wake-ups are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    /// Running or runnable.
+    Running = 0,
+    /// Waiting for a wake-up (possibly still on its CPU, about to switch away).
+    Blocked = 1,
+    /// Finished; never runs again.
+    Dead = 2,
+}
+
+impl State {
+    fn from_u8(v: u8) -> State {
+        match v {
+            0 => State::Running,
+            1 => State::Blocked,
+            _ => State::Dead,
+        }
+    }
+}
+
+/// Queue link: guarded by the lock of the queue the entity is on.
+struct Link<T> {
+    next: Option<NonNull<T>>,
+    seq: u64,
+}
+
+/// The scheduling state of one thread (see the module documentation for the rules).
+pub struct Entity<T> {
+    link: UnsafeCell<Link<T>>,
+    cpu: AtomicUsize,
+    state: AtomicU8,
+    on_rq: AtomicBool,
+    on_cpu: AtomicBool,
+    pinned: bool,
+}
+
+// SAFETY: the link (the only non-atomic field) is read and written only under the lock of the queue
+// holding the entity, which serialises all CPUs; the pointers in it refer to `Sync` entities.
+unsafe impl<T: Sync> Sync for Entity<T> {}
+// SAFETY: as above; an entity owns nothing through its link.
+unsafe impl<T: Sync> Send for Entity<T> {}
+
+impl<T> Entity<T> {
+    /// A thread that belongs to `cpu`, runnable but not yet on any queue; `pinned` threads are never
+    /// stolen.
+    pub fn new(cpu: usize, pinned: bool) -> Self {
+        Entity {
+            link: UnsafeCell::new(Link { next: None, seq: 0 }),
+            cpu: AtomicUsize::new(cpu),
+            state: AtomicU8::new(State::Running as u8),
+            on_rq: AtomicBool::new(false),
+            on_cpu: AtomicBool::new(false),
+            pinned,
+        }
+    }
+
+    /// The CPU whose queue this thread belongs to (where it runs or last ran).
+    #[inline]
+    pub fn cpu(&self) -> usize {
+        self.cpu.load(Ordering::Relaxed)
+    }
+
+    /// Current state.
+    #[inline]
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Whether the thread may only run on its CPU.
+    #[inline]
+    pub fn is_pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// Runnable (queued or running): only meaningful under the queue lock of [`Entity::cpu`].
+    #[inline]
+    pub fn is_on_rq(&self) -> bool {
+        self.on_rq.load(Ordering::Relaxed)
+    }
+
+    /// The running thread announces it is about to wait. Must precede publishing itself to wakers.
+    #[inline]
+    pub fn set_blocked(&self) {
+        self.state.store(State::Blocked as u8, Ordering::Release);
+    }
+
+    /// The running thread withdraws a [`Entity::set_blocked`] (its wait condition came true).
+    #[inline]
+    pub fn set_running(&self) {
+        self.state.store(State::Running as u8, Ordering::Release);
+    }
+
+    /// The running thread is exiting: it is never put back on a queue after its last switch.
+    #[inline]
+    pub fn set_dead(&self) {
+        self.state.store(State::Dead as u8, Ordering::Release);
+    }
+
+    /// Some CPU runs the thread or has not finished switching away from it.
+    #[inline]
+    pub fn is_on_cpu(&self) -> bool {
+        self.on_cpu.load(Ordering::Acquire)
+    }
+
+    /// Wait until the CPU that last ran this thread has finished saving it (`Acquire`: its window
+    /// and everything it wrote before are visible afterwards).
+    #[inline]
+    pub fn wait_off_cpu(&self) {
+        while self.on_cpu.load(Ordering::Acquire) {
+            spin_loop();
+        }
+    }
+
+    /// The picking CPU takes the thread (after [`Entity::wait_off_cpu`]).
+    #[inline]
+    pub fn set_on_cpu(&self) {
+        self.on_cpu.store(true, Ordering::Relaxed);
+    }
+
+    /// The switch away from the thread is complete; another CPU may now run it (`Release`).
+    #[inline]
+    pub fn clear_on_cpu(&self) {
+        self.on_cpu.store(false, Ordering::Release);
+    }
+}
+
+/// One intrusive FIFO through the entities' links.
+struct Fifo<T> {
+    head: Option<NonNull<T>>,
+    tail: Option<NonNull<T>>,
+}
+
+impl<T: Queued> Fifo<T> {
+    const fn new() -> Self {
+        Fifo {
+            head: None,
+            tail: None,
+        }
+    }
+
+    /// # Safety
+    /// `t` is valid and on no queue; the caller holds this queue's lock.
+    unsafe fn push(&mut self, t: NonNull<T>, seq: u64) {
+        // SAFETY: `t` is valid (caller); its link is ours under the queue lock.
+        unsafe {
+            t.as_ref().entity().link.with_mut(|l| {
+                (*l).next = None;
+                (*l).seq = seq;
+            });
+            match self.tail {
+                // SAFETY: the tail is on this queue, hence valid, and its link is ours.
+                Some(tail) => tail
+                    .as_ref()
+                    .entity()
+                    .link
+                    .with_mut(|l| (*l).next = Some(t)),
+                None => self.head = Some(t),
+            }
+        }
+        self.tail = Some(t);
+    }
+
+    fn head_seq(&self) -> Option<u64> {
+        // SAFETY: the head is on this queue (valid); its link is read under the queue lock.
+        self.head
+            .map(|h| unsafe { h.as_ref().entity().link.with(|l| (*l).seq) })
+    }
+
+    fn pop(&mut self) -> Option<NonNull<T>> {
+        let head = self.head?;
+        // SAFETY: as in `head_seq`.
+        let next = unsafe { head.as_ref().entity().link.with(|l| (*l).next) };
+        self.head = next;
+        if next.is_none() {
+            self.tail = None;
+        }
+        Some(head)
+    }
+}
+
+/// A CPU's runnable threads that are not running (see the module documentation).
+pub struct RunQueue<T> {
+    pinned: Fifo<T>,
+    free: Fifo<T>,
+    next_seq: u64,
+    len: usize,
+    /// The CPU is about to halt or halted (set by its idle loop, under the lock).
+    halted: bool,
+    /// A reschedule IPI is on its way to the halted CPU.
+    kick_pending: bool,
+}
+
+// SAFETY: the raw pointers refer to `Sync` entities, and a `RunQueue` is only reachable through its
+// lock.
+unsafe impl<T: Sync> Send for RunQueue<T> {}
+
+impl<T: Queued> RunQueue<T> {
+    fn new() -> Self {
+        RunQueue {
+            pinned: Fifo::new(),
+            free: Fifo::new(),
+            next_seq: 0,
+            len: 0,
+            halted: false,
+            kick_pending: false,
+        }
+    }
+
+    /// Number of queued threads.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No queued threads.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Append `t` (round robin: it runs after everything queued now).
+    ///
+    /// # Safety
+    /// `t` is valid until popped, runnable (`on_rq`), on no queue, and belongs to this queue's CPU.
+    #[inline]
+    pub unsafe fn push(&mut self, t: NonNull<T>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        // SAFETY: `t` is valid and on no queue (caller).
+        unsafe {
+            if t.as_ref().entity().pinned {
+                self.pinned.push(t, seq);
+            } else {
+                self.free.push(t, seq);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Take the thread queued longest, pinned or not. O(1).
+    #[inline]
+    pub fn pop(&mut self) -> Option<NonNull<T>> {
+        let t = match (self.pinned.head_seq(), self.free.head_seq()) {
+            (Some(p), Some(f)) if p < f => self.pinned.pop(),
+            (_, Some(_)) => self.free.pop(),
+            (Some(_), None) => self.pinned.pop(),
+            (None, None) => None,
+        }?;
+        self.len -= 1;
+        Some(t)
+    }
+
+    /// Take the migratable thread queued longest. O(1).
+    #[inline]
+    pub fn pop_unpinned(&mut self) -> Option<NonNull<T>> {
+        let t = self.free.pop()?;
+        self.len -= 1;
+        Some(t)
+    }
+
+    /// The switch path's decision for the thread that is stopping, then the thread to run next:
+    /// `prev` goes back to the tail if it is still `Running` (yield, preemption, or a wake-up that
+    /// beat it to the switch), or leaves the runnable set if `Blocked` or `Dead`. The idle thread is
+    /// never queued. `None` means "run the idle thread". May return `prev` itself.
+    ///
+    /// # Safety
+    /// `prev` is the thread running on this queue's CPU and is valid.
+    #[inline]
+    pub unsafe fn put_prev_pick_next(
+        &mut self,
+        prev: NonNull<T>,
+        prev_is_idle: bool,
+    ) -> Option<NonNull<T>> {
+        if !prev_is_idle {
+            // SAFETY: `prev` is valid (caller).
+            let e = unsafe { prev.as_ref() }.entity();
+            match e.state() {
+                // SAFETY: `prev` runs here, so it is on no queue, and it is `on_rq`.
+                State::Running => unsafe { self.push(prev) },
+                State::Blocked | State::Dead => e.on_rq.store(false, Ordering::Relaxed),
+            }
+        }
+        self.pop()
+    }
+}
+
+/// What an enqueue found out about the target CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enqueued {
+    /// Threads queued there after the push.
+    pub queued: usize,
+    /// The CPU was halted (or about to halt) in its idle loop.
+    pub halted: bool,
+    /// ... and nobody had sent it a reschedule IPI yet: the caller must send one.
+    pub kick: bool,
+}
+
+/// The outcome of [`wake`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// The thread was not blocked (already woken, running, or dead): nothing done.
+    NotBlocked,
+    /// The thread had not yet switched away: it is now `Running` and will stay runnable.
+    Running,
+    /// The thread was queued on `cpu`.
+    Enqueued {
+        /// Its CPU.
+        cpu: usize,
+        /// What the push found.
+        info: Enqueued,
+    },
+}
+
+/// A CPU's run queue behind its lock, plus lock-free hints for other CPUs.
+pub struct CpuQueue<T> {
+    rq: SpinLock<RunQueue<T>>,
+    len: AtomicUsize,
+    halted: AtomicBool,
+}
+
+/// The locked run queue; refreshes the lock-free hints when released.
+pub struct RqGuard<'a, T> {
+    guard: SpinGuard<'a, RunQueue<T>>,
+    queue: &'a CpuQueue<T>,
+}
+
+impl<T> Drop for RqGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.queue.len.store(self.guard.len, Ordering::Relaxed);
+        self.queue
+            .halted
+            .store(self.guard.halted, Ordering::Relaxed);
+    }
+}
+
+impl<T> Deref for RqGuard<'_, T> {
+    type Target = RunQueue<T>;
+    fn deref(&self) -> &RunQueue<T> {
+        &self.guard
+    }
+}
+
+impl<T> DerefMut for RqGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut RunQueue<T> {
+        &mut self.guard
+    }
+}
+
+impl<T: Queued> Default for CpuQueue<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Queued> CpuQueue<T> {
+    /// An empty queue.
+    pub fn new() -> Self {
+        CpuQueue {
+            rq: SpinLock::new(RunQueue::new()),
+            len: AtomicUsize::new(0),
+            halted: AtomicBool::new(false),
+        }
+    }
+
+    /// Lock the queue (interrupts must be disabled).
+    #[inline]
+    pub fn lock(&self) -> RqGuard<'_, T> {
+        RqGuard {
+            guard: self.rq.lock(),
+            queue: self,
+        }
+    }
+
+    /// Queue length as of the last unlock (a hint: may be stale by the time it is used).
+    #[inline]
+    pub fn len_hint(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether the CPU was halting as of the last unlock (a hint).
+    #[inline]
+    pub fn halted_hint(&self) -> bool {
+        self.halted.load(Ordering::Relaxed)
+    }
+
+    /// Make `t` runnable here: `on_rq = true`, push, and report whether the CPU needs a kick.
+    ///
+    /// # Safety
+    /// `t` is valid until popped, on no queue, not running (it may still be `on_cpu` somewhere:
+    /// pickers wait for that), and its `cpu` is this queue's CPU.
+    #[inline]
+    pub unsafe fn activate(&self, t: NonNull<T>) -> Enqueued {
+        let mut rq = self.lock();
+        // SAFETY: `t` is valid (caller).
+        unsafe { t.as_ref() }
+            .entity()
+            .on_rq
+            .store(true, Ordering::Relaxed);
+        // SAFETY: on no queue and belongs here (caller).
+        unsafe { rq.push(t) };
+        rq.enqueued()
+    }
+
+    /// Take the oldest migratable thread for CPU `thief`, whose queue it must then be pushed on
+    /// (with [`CpuQueue::activate`]). Its window may still be being saved: run it only after
+    /// [`Entity::wait_off_cpu`].
+    pub fn steal(&self, thief: usize) -> Option<NonNull<T>> {
+        let mut rq = self.lock();
+        let t = rq.pop_unpinned()?;
+        // SAFETY: `t` was on this queue, so it is valid; its `cpu` changes under this queue's lock.
+        unsafe { t.as_ref() }
+            .entity()
+            .cpu
+            .store(thief, Ordering::Relaxed);
+        Some(t)
+    }
+
+    /// The idle loop of this queue's CPU is about to halt: record it, unless work has arrived.
+    /// From now on enqueuers see `halted` and kick.
+    pub fn try_halt(&self) -> bool {
+        let mut rq = self.lock();
+        if !rq.is_empty() {
+            return false;
+        }
+        rq.halted = true;
+        rq.kick_pending = false;
+        true
+    }
+
+    /// The idle loop of this queue's CPU is awake again.
+    pub fn unhalt(&self) {
+        let mut rq = self.lock();
+        rq.halted = false;
+        rq.kick_pending = false;
+    }
+
+    /// Claim the right to kick this CPU out of its halt (so it can steal work): true if it is halted
+    /// and nobody has kicked it yet. The caller then sends the reschedule IPI.
+    pub fn kick_if_halted(&self) -> bool {
+        let mut rq = self.lock();
+        let kick = rq.halted && !rq.kick_pending;
+        rq.kick_pending |= kick;
+        kick
+    }
+}
+
+impl<T: Queued> RunQueue<T> {
+    /// After a push: the target's state, claiming the kick if it is halted and not yet kicked.
+    fn enqueued(&mut self) -> Enqueued {
+        let kick = self.halted && !self.kick_pending;
+        self.kick_pending |= kick;
+        Enqueued {
+            queued: self.len,
+            halted: self.halted,
+            kick,
+        }
+    }
+}
+
+/// Wake `t` if it is blocked (see the module documentation). `queue_of(cpu)` gives a CPU's queue.
+///
+/// # Safety
+/// `t` is valid for the duration of the call (the caller keeps it alive, e.g. by holding the wait
+/// queue lock the thread must take before it can leave its wait).
+pub unsafe fn wake<'a, T: Queued + 'a>(
+    queue_of: impl Fn(usize) -> &'a CpuQueue<T>,
+    t: NonNull<T>,
+) -> Wake {
+    // SAFETY: valid for the call (caller).
+    let e = unsafe { t.as_ref() }.entity();
+    loop {
+        let cpu = e.cpu.load(Ordering::Relaxed);
+        let queue = queue_of(cpu);
+        let mut rq = queue.lock();
+        if e.cpu.load(Ordering::Relaxed) != cpu {
+            // Stolen between the read and the lock: its queue is elsewhere now.
+            continue;
+        }
+        if e.state() != State::Blocked {
+            return Wake::NotBlocked;
+        }
+        e.state.store(State::Running as u8, Ordering::Release);
+        if e.on_rq.load(Ordering::Relaxed) {
+            return Wake::Running;
+        }
+        e.on_rq.store(true, Ordering::Relaxed);
+        // SAFETY: a blocked thread that is not `on_rq` is on no queue and no longer running: its
+        // switch path took it off under this lock (and may still be saving it, which pickers wait
+        // for through `on_cpu`); it belongs to `cpu`.
+        unsafe { rq.push(t) };
+        return Wake::Enqueued {
+            cpu,
+            info: rq.enqueued(),
+        };
+    }
+}

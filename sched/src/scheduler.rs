@@ -1,0 +1,859 @@
+//! The scheduler: per-CPU state, the switch path, the idle loop, timers and preemption.
+//!
+//! Key types: [`Scheduler`] (one per system; generic over the [`Platform`], so platform calls are
+//! static and inline), [`Config`], [`PreemptGuard`]. Internals: `Cpu` (one per CPU: its run queue
+//! in its own cache line, the CPU-local switch state, its sleeper heap, its counters).
+//!
+//! Neighbours: `rq` (queues and the wake/steal/on_cpu protocol), `thread` (control blocks, spawn
+//! and join types), `wait` (wait queues, which call `block` and `wake_thread` here), `stats`
+//! (counters), `arch::switch` (the register switch) and `arch::fpu` (extended state).
+//!
+//! The switch path (`schedule`), always with interrupts disabled:
+//! 1. expire due sleepers of this CPU (an O(1) check when none is due);
+//! 2. under this CPU's queue lock: put the outgoing thread back (still `Running`) or take it off
+//!    (`Blocked`/`Dead`), pop the next one (or run the idle thread);
+//! 3. `switch_to`: prefetch the next window; wait for the next thread's `on_cpu` to clear (only a
+//!    thread just stolen from a CPU still switching away from it can have it set); prefetch its
+//!    stack top; save the outgoing extended state if it is an FPU thread and restore the incoming
+//!    one if it is an FPU thread whose state is not live in this CPU's registers; switch address
+//!    space if the incoming thread has one that is not loaded; `arch::switch::switch_window`;
+//! 4. `finish_switch`, run by whichever thread the CPU switched to: clear the outgoing thread's
+//!    `on_cpu` (`Release`: its window is complete) and, if it is dead, free its stack and drop the
+//!    scheduler's reference to it.
+//!
+//! Memory rule for the kernel: a thread's stack and control block are freed in `finish_switch`,
+//! from thread context with interrupts disabled; nothing is ever allocated or freed by
+//! `timer_interrupt`, `preempt_if_needed` or wake-ups. `sleep_ns` allocates (its heap may grow) in
+//! thread context with interrupts disabled. The kernel allocator must allow both, and must not be
+//! preemptible while it holds its lock.
+
+extern crate alloc;
+
+use crate::platform::{CpuIndex, IrqState, Mm, Platform};
+use crate::rq::{CpuQueue, Enqueued, State, Wake};
+use crate::stats::{Counters, CpuCounters, add, bump};
+use crate::thread::{Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread, ThreadId};
+use alloc::boxed::Box;
+use alloc::collections::BinaryHeap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use arch::fpu::{self, FpuArea, FpuFeatures, FpuKind};
+use arch::switch::{Window, prefetch, switch_window};
+use core::cmp::{Ordering as CmpOrdering, Reverse};
+use core::marker::PhantomData;
+use core::num::NonZeroUsize;
+use core::ptr::{NonNull, null_mut};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crossbeam_utils::CachePadded;
+use spin::mutex::SpinMutex;
+
+/// Tunables fixed at creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Round-robin time slice: a thread runs at most this long while others wait on its CPU.
+    pub slice_ns: u64,
+    /// Prefetch the next thread's window and stack top on the switch path.
+    pub prefetch: bool,
+}
+
+impl Config {
+    /// Default time slice: 10 ms.
+    pub const DEFAULT_SLICE_NS: u64 = 10_000_000;
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            slice_ns: Self::DEFAULT_SLICE_NS,
+            prefetch: true,
+        }
+    }
+}
+
+/// No deadline (for `armed_ns` and `next_sleeper_ns`).
+const NEVER: u64 = u64::MAX;
+
+/// Why the switch path runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    /// `yield_now`.
+    Yield,
+    /// The thread blocks (wait queue, sleep).
+    Block,
+    /// The thread exits.
+    Exit,
+    /// Timer or reschedule IPI, or the end of a preemption-disabled section.
+    Preempt,
+    /// The idle thread has work to hand the CPU to.
+    Idle,
+}
+
+/// A sleeping thread's timer entry.
+struct SleepEntry {
+    deadline_ns: u64,
+    /// Tie-break, so equal deadlines wake in sleep order.
+    seq: u64,
+    thread: NonNull<Thread>,
+}
+
+impl PartialEq for SleepEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == CmpOrdering::Equal
+    }
+}
+impl Eq for SleepEntry {}
+impl PartialOrd for SleepEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for SleepEntry {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (self.deadline_ns, self.seq).cmp(&(other.deadline_ns, other.seq))
+    }
+}
+
+/// A CPU's sleeping threads, earliest deadline on top.
+struct Sleepers {
+    heap: BinaryHeap<Reverse<SleepEntry>>,
+    next_seq: u64,
+}
+
+// SAFETY: the thread pointers refer to threads that stay inside `sleep_ns` (alive) until their entry
+// has been popped under the heap lock; the heap is only reached through that lock.
+unsafe impl Send for Sleepers {}
+
+/// State only its own CPU writes (with interrupts disabled). Atomics, so other CPUs may read it and
+/// the type is `Sync`; on x86 relaxed loads and stores are plain moves.
+struct Local {
+    current: AtomicPtr<Thread>,
+    idle: AtomicPtr<Thread>,
+    /// The thread the last `switch_to` left, for `finish_switch`.
+    switched_from: AtomicPtr<Thread>,
+    need_resched: AtomicBool,
+    preempt_count: AtomicU32,
+    slice_start_ns: AtomicU64,
+    /// Deadline the platform timer is programmed for (`NEVER`: none).
+    armed_ns: AtomicU64,
+    /// Earliest sleeper deadline (`NEVER`: none); written under the sleeper lock.
+    next_sleeper_ns: AtomicU64,
+    /// Id of the thread whose extended state this CPU's registers hold (0: none known).
+    fpu_owner: AtomicU64,
+    /// The address space loaded on this CPU (0: none yet).
+    active_mm: AtomicUsize,
+}
+
+/// One CPU's scheduler state.
+struct Cpu {
+    /// Touched by other CPUs (wake-ups, steals, kicks): its own cache lines.
+    queue: CachePadded<CpuQueue<Thread>>,
+    local: CachePadded<Local>,
+    sleepers: CachePadded<SpinMutex<Sleepers>>,
+    counters: CachePadded<CpuCounters>,
+}
+
+impl Cpu {
+    fn new() -> Cpu {
+        Cpu {
+            queue: CachePadded::new(CpuQueue::new()),
+            local: CachePadded::new(Local {
+                current: AtomicPtr::new(null_mut()),
+                idle: AtomicPtr::new(null_mut()),
+                switched_from: AtomicPtr::new(null_mut()),
+                need_resched: AtomicBool::new(false),
+                preempt_count: AtomicU32::new(0),
+                slice_start_ns: AtomicU64::new(0),
+                armed_ns: AtomicU64::new(NEVER),
+                next_sleeper_ns: AtomicU64::new(NEVER),
+                fpu_owner: AtomicU64::new(0),
+                active_mm: AtomicUsize::new(0),
+            }),
+            sleepers: CachePadded::new(SpinMutex::new(Sleepers {
+                heap: BinaryHeap::new(),
+                next_seq: 0,
+            })),
+            counters: CachePadded::new(CpuCounters::default()),
+        }
+    }
+}
+
+/// The scheduler of a system of `nr_cpus` CPUs.
+pub struct Scheduler<P: Platform> {
+    platform: P,
+    config: Config,
+    cpus: Box<[Cpu]>,
+    fpu: Option<(FpuKind, FpuFeatures)>,
+    next_id: AtomicU64,
+}
+
+impl<P: Platform> Scheduler<P> {
+    /// A scheduler for CPUs `0..nr_cpus`, living for the rest of the program. Each CPU joins it by
+    /// calling [`Scheduler::run_cpu`] from its boot thread.
+    pub fn new(platform: P, nr_cpus: usize, config: Config) -> &'static Scheduler<P> {
+        assert!(
+            nr_cpus > 0 && u32::try_from(nr_cpus).is_ok(),
+            "bad CPU count {nr_cpus}"
+        );
+        assert!(config.slice_ns > 0, "a zero time slice");
+        let fpu = platform.fpu_features().map(|f| (f.kind(), f));
+        let cpus: Vec<Cpu> = (0..nr_cpus).map(|_| Cpu::new()).collect();
+        Box::leak(Box::new(Scheduler {
+            platform,
+            config,
+            cpus: cpus.into_boxed_slice(),
+            fpu,
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    /// The platform.
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> Config {
+        self.config
+    }
+
+    /// Number of CPUs.
+    pub fn nr_cpus(&self) -> usize {
+        self.cpus.len()
+    }
+
+    /// A snapshot of `cpu`'s counters.
+    pub fn counters(&self, cpu: CpuIndex) -> Counters {
+        self.cpus[cpu.index()].counters.snapshot()
+    }
+
+    /// The sum of all CPUs' counters.
+    pub fn total_counters(&self) -> Counters {
+        self.cpus
+            .iter()
+            .fold(Counters::default(), |sum, c| sum + c.counters.snapshot())
+    }
+
+    /// The calling CPU's index, checked.
+    #[inline]
+    fn this_cpu(&self) -> usize {
+        let i = self.platform.cpu_id().index();
+        assert!(
+            i < self.cpus.len(),
+            "CPU index {i} is not part of this scheduler"
+        );
+        i
+    }
+
+    fn new_id(&self) -> ThreadId {
+        ThreadId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The running thread, if the calling CPU has joined the scheduler.
+    pub fn current(&self) -> Option<CurrentThread> {
+        let irq = self.platform.irq_save_disable();
+        let i = self.platform.cpu_id().index();
+        let info = self.cpus.get(i).and_then(|cpu| {
+            let p = cpu.local.current.load(Ordering::Relaxed);
+            // SAFETY: the current thread of the CPU we run on is us (interrupts are off, so it
+            // cannot change under us), alive while it runs.
+            let t = unsafe { p.as_ref() }?;
+            Some(CurrentThread {
+                id: t.id,
+                name: t.name,
+                cpu: CpuIndex(i as u32),
+            })
+        });
+        self.platform.irq_restore(irq);
+        info
+    }
+
+    /// The running thread, which is about to block (interrupts disabled by the caller).
+    pub(crate) fn current_blockable(&self) -> NonNull<Thread> {
+        let local = &self.cpus[self.this_cpu()].local;
+        let current = local.current.load(Ordering::Relaxed);
+        assert!(
+            current != local.idle.load(Ordering::Relaxed),
+            "an idle thread cannot block"
+        );
+        NonNull::new(current).expect("blocking on a CPU that has not joined the scheduler")
+    }
+
+    /// Create a thread running `f` and make it runnable (pinned to `builder.affinity`, or on the
+    /// calling CPU, from where idle CPUs may steal it). Call from a CPU that has joined the
+    /// scheduler (or whose boot thread is about to, see [`Scheduler::run_cpu`]).
+    pub fn spawn<F, T>(
+        &'static self,
+        builder: Builder,
+        f: F,
+    ) -> Result<JoinHandle<T, P>, SpawnError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let here = self.this_cpu();
+        let cpu = match builder.affinity {
+            Some(c) if c.index() < self.cpus.len() => c.index(),
+            Some(c) => return Err(SpawnError::NoSuchCpu(c)),
+            None => here,
+        };
+        let fpu_area = match (builder.fpu, &self.fpu) {
+            (false, _) => None,
+            (true, None) => return Err(SpawnError::NoFpu),
+            (true, Some((kind, features))) => {
+                Some(FpuArea::new(*kind, features).ok_or(SpawnError::OutOfMemory)?)
+            }
+        };
+        let stack = self
+            .platform
+            .alloc_stack(builder.stack_bytes)
+            .ok_or(SpawnError::OutOfMemory)?;
+        let result = Arc::new(ResultSlot::new());
+        let slot = result.clone();
+        let body: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let value = f();
+            // SAFETY: the thread itself, once, before it finishes (it exits right after the body).
+            unsafe { slot.put(value) };
+        });
+        let window = Window::new_thread(
+            stack.top as *mut u8,
+            thread_entry::<P>,
+            self as *const Self as usize,
+        );
+        let thread = Arc::new(Thread::new(
+            self.new_id(),
+            builder.name,
+            cpu,
+            builder.affinity.is_some(),
+            window,
+            Some(stack),
+            fpu_area,
+            builder.mm,
+            Some(body),
+        ));
+        // The scheduler's own reference, given up by `reap` when the thread is dead.
+        let raw =
+            NonNull::new(Arc::into_raw(thread.clone()).cast_mut()).expect("Arc is never null");
+        let irq = self.platform.irq_save_disable();
+        // SAFETY: a new thread is valid (the scheduler's reference), on no queue, not running, and
+        // belongs to `cpu`.
+        let info = unsafe { self.cpus[cpu].queue.activate(raw) };
+        self.after_enqueue(here, cpu, info, builder.affinity.is_some());
+        self.platform.irq_restore(irq);
+        Ok(JoinHandle {
+            thread,
+            result,
+            sched: self,
+        })
+    }
+
+    /// Give the CPU to the next runnable thread on this CPU, if any; come back after it (round
+    /// robin).
+    pub fn yield_now(&self) {
+        let irq = self.platform.irq_save_disable();
+        bump(&self.cpus[self.this_cpu()].counters.voluntary_yields);
+        self.schedule(Reason::Yield);
+        self.platform.irq_restore(irq);
+    }
+
+    /// Sleep for at least `duration_ns` (on the platform clock); never wakes earlier.
+    pub fn sleep_ns(&self, duration_ns: u64) {
+        let irq = self.platform.irq_save_disable();
+        let home = self.this_cpu();
+        let me = self.current_blockable();
+        // SAFETY: the running thread is alive while it runs.
+        let thread = unsafe { me.as_ref() };
+        let deadline_ns = self.platform.now_ns().saturating_add(duration_ns);
+        let cpu = &self.cpus[home];
+        {
+            let mut sleepers = cpu.sleepers.lock();
+            thread.sleep_fired.store(false, Ordering::Relaxed);
+            thread.entity.set_blocked();
+            let seq = sleepers.next_seq;
+            sleepers.next_seq += 1;
+            sleepers.heap.push(Reverse(SleepEntry {
+                deadline_ns,
+                seq,
+                thread: me,
+            }));
+            let next = cpu
+                .local
+                .next_sleeper_ns
+                .load(Ordering::Relaxed)
+                .min(deadline_ns);
+            cpu.local.next_sleeper_ns.store(next, Ordering::Relaxed);
+        }
+        if deadline_ns < cpu.local.armed_ns.load(Ordering::Relaxed) {
+            self.arm(home, deadline_ns);
+        }
+        loop {
+            self.schedule(Reason::Block);
+            // Woken; possibly spuriously, and possibly now on another CPU: the entry lives on `home`.
+            let _sleepers = self.cpus[home].sleepers.lock();
+            if thread.sleep_fired.load(Ordering::Relaxed) {
+                break;
+            }
+            thread.entity.set_blocked();
+        }
+        self.platform.irq_restore(irq);
+    }
+
+    /// End the calling thread now. Its joiner gets `None`; destructors of values on its stack do
+    /// not run (as with a process exit). Must be called from a spawned thread.
+    pub fn exit(&self) -> ! {
+        // Interrupts stay disabled: the thread never runs again.
+        self.platform.irq_save_disable();
+        let me = self.current_blockable();
+        // SAFETY: the running thread is alive while it runs.
+        let thread = unsafe { me.as_ref() };
+        thread.finished.store(true, Ordering::Release);
+        thread.joiners.wake_all(self);
+        thread.entity.set_dead();
+        self.schedule(Reason::Exit);
+        unreachable!("a dead thread was switched back to");
+    }
+
+    /// Disable preemption on this CPU until the guard drops (nestable). The holder must not block,
+    /// yield or exit. A preemption requested meanwhile happens when the last guard drops.
+    pub fn preempt_disable(&self) -> PreemptGuard<'_, P> {
+        let irq = self.platform.irq_save_disable();
+        let count = &self.cpus[self.this_cpu()].local.preempt_count;
+        count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.platform.irq_restore(irq);
+        PreemptGuard {
+            sched: self,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The kernel's timer interrupt handler calls this (interrupts disabled, on the interrupted
+    /// thread's stack): wakes this CPU's due sleepers, ends the running thread's slice if it is
+    /// used up and others wait, and re-arms the timer (only for sleepers while idle: tickless).
+    /// Follow it with [`Scheduler::preempt_if_needed`].
+    pub fn timer_interrupt(&self) {
+        let me = self.this_cpu();
+        let cpu = &self.cpus[me];
+        cpu.local.armed_ns.store(NEVER, Ordering::Relaxed);
+        let now = self.platform.now_ns();
+        self.expire_sleepers(me, now);
+        let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
+        if cpu.local.current.load(Ordering::Relaxed) == cpu.local.idle.load(Ordering::Relaxed) {
+            self.arm(me, next_sleeper);
+            return;
+        }
+        let slice = self.config.slice_ns;
+        let mut slice_end = cpu
+            .local
+            .slice_start_ns
+            .load(Ordering::Relaxed)
+            .saturating_add(slice);
+        if now >= slice_end {
+            if cpu.queue.lock().is_empty() {
+                // Nobody waits: a new slice.
+                cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
+            } else {
+                cpu.local.need_resched.store(true, Ordering::Relaxed);
+            }
+            slice_end = now.saturating_add(slice);
+        }
+        self.arm(me, slice_end.min(next_sleeper));
+    }
+
+    /// Switch away from the interrupted thread if its slice is over (and preemption is enabled).
+    /// Called at the end of the timer and reschedule-IPI handlers, interrupts disabled; returns when
+    /// the thread is resumed (maybe much later, maybe on another CPU), and the handler's exit path
+    /// then returns to it. Does nothing on an idle thread (the idle loop looks for work itself).
+    pub fn preempt_if_needed(&self) {
+        let cpu = &self.cpus[self.this_cpu()];
+        if !cpu.local.need_resched.load(Ordering::Relaxed)
+            || cpu.local.preempt_count.load(Ordering::Relaxed) != 0
+        {
+            return;
+        }
+        if cpu.local.current.load(Ordering::Relaxed) == cpu.local.idle.load(Ordering::Relaxed) {
+            cpu.local.need_resched.store(false, Ordering::Relaxed);
+            return;
+        }
+        bump(&cpu.counters.preemptions);
+        self.schedule(Reason::Preempt);
+    }
+
+    /// Make the calling boot thread this CPU's idle thread and run the idle loop: run queued
+    /// threads, steal from busy CPUs, and otherwise halt in [`Platform::idle_wait`] with the timer
+    /// armed only for this CPU's next sleeper. Returns when `stop()` is true at a moment this CPU
+    /// has nothing to run (a kernel passes `&|| false` and never returns).
+    ///
+    /// # Safety
+    /// Called once per CPU, by the thread the CPU booted on, on that CPU ([`Platform::cpu_id`]
+    /// names it) and with that CPU's scheduler state not in use by anything else; it must not be
+    /// called from a thread the scheduler created.
+    pub unsafe fn run_cpu(&'static self, stop: &dyn Fn() -> bool) {
+        let irq = self.platform.irq_save_disable();
+        let me = self.this_cpu();
+        let cpu = &self.cpus[me];
+        assert!(
+            cpu.local.idle.load(Ordering::Relaxed).is_null(),
+            "CPU {me} joined the scheduler twice"
+        );
+        let idle = Arc::new(Thread::new(
+            self.new_id(),
+            "idle",
+            me,
+            true,
+            Window::default(),
+            None,
+            None,
+            None,
+            None,
+        ));
+        idle.entity.set_on_cpu();
+        let idle = Arc::into_raw(idle).cast_mut();
+        cpu.local.idle.store(idle, Ordering::Relaxed);
+        cpu.local.current.store(idle, Ordering::Relaxed);
+        self.idle_loop(me, stop);
+        cpu.local.current.store(null_mut(), Ordering::Relaxed);
+        cpu.local.idle.store(null_mut(), Ordering::Relaxed);
+        // SAFETY: the reference made above; no other CPU ever holds an idle thread.
+        drop(unsafe { Arc::from_raw(idle) });
+        self.arm(me, NEVER);
+        self.platform.irq_restore(irq);
+    }
+
+    /// The idle thread's loop (interrupts disabled; only the halt enables them).
+    fn idle_loop(&self, me: usize, stop: &dyn Fn() -> bool) {
+        let cpu = &self.cpus[me];
+        loop {
+            self.expire_sleepers(me, self.platform.now_ns());
+            if cpu.queue.len_hint() == 0 {
+                self.steal_into(me);
+            }
+            if cpu.queue.len_hint() > 0 {
+                self.schedule(Reason::Idle);
+                continue;
+            }
+            if stop() {
+                return;
+            }
+            self.arm(me, cpu.local.next_sleeper_ns.load(Ordering::Relaxed));
+            if cpu.queue.try_halt() {
+                let start_ns = self.platform.now_ns();
+                self.platform.idle_wait();
+                cpu.queue.unhalt();
+                add(
+                    &cpu.counters.idle_ns,
+                    self.platform.now_ns().saturating_sub(start_ns),
+                );
+            }
+        }
+    }
+
+    /// Steal one migratable thread from another CPU's queue into ours.
+    fn steal_into(&self, me: usize) -> bool {
+        let n = self.cpus.len();
+        for k in 1..n {
+            let victim = &self.cpus[(me + k) % n];
+            if victim.queue.len_hint() == 0 {
+                continue;
+            }
+            if let Some(t) = victim.queue.steal(me) {
+                // SAFETY: a queued thread is valid; `steal` made it ours (cpu = me) and it is on no
+                // queue; it may still be on_cpu on the victim, which `switch_to` waits for.
+                let info = unsafe { self.cpus[me].queue.activate(t) };
+                debug_assert!(!info.kick, "the thief's own queue is not halted");
+                bump(&self.cpus[me].counters.migrations_in);
+                victim
+                    .counters
+                    .migrations_out
+                    .fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Block the running thread (its state is already `Blocked`; interrupts disabled). Returns once
+    /// it has been woken and runs again.
+    pub(crate) fn block(&self) {
+        self.schedule(Reason::Block);
+    }
+
+    /// Wake a blocked thread (interrupts disabled).
+    ///
+    /// # Safety
+    /// `t` stays valid for the call (see `rq::wake`).
+    pub(crate) unsafe fn wake_thread(&self, t: NonNull<Thread>) -> bool {
+        let me = self.this_cpu();
+        // SAFETY: valid for the call (caller).
+        let outcome = unsafe { crate::rq::wake(|c| &*self.cpus[c].queue, t) };
+        match outcome {
+            Wake::NotBlocked => false,
+            Wake::Running => {
+                bump(&self.cpus[me].counters.wakeups);
+                true
+            }
+            Wake::Enqueued { cpu, info } => {
+                bump(&self.cpus[me].counters.wakeups);
+                // SAFETY: as above.
+                let pinned = unsafe { t.as_ref() }.entity.is_pinned();
+                self.after_enqueue(me, cpu, info, pinned);
+                true
+            }
+        }
+    }
+
+    /// After CPU `me` made a thread runnable on `target`: kick `target` out of its halt, or, if it
+    /// is busy and the thread may migrate, kick a halted CPU so it steals the thread. Our own queue
+    /// gets a steal kick only once two threads wait there, so a thread that wakes another and then
+    /// blocks does not scatter the pair.
+    fn after_enqueue(&self, me: usize, target: usize, info: Enqueued, pinned: bool) {
+        let counters = &self.cpus[me].counters;
+        if target != me {
+            if info.kick {
+                self.platform.send_resched(CpuIndex(target as u32));
+                bump(&counters.ipis_sent);
+                return;
+            }
+            bump(&counters.ipis_avoided);
+            if info.halted {
+                return;
+            }
+        } else if info.queued < 2 {
+            return;
+        }
+        if pinned || self.cpus.len() < 2 {
+            return;
+        }
+        let n = self.cpus.len();
+        for k in 1..n {
+            let c = (target + k) % n;
+            if c != me && self.cpus[c].queue.halted_hint() && self.cpus[c].queue.kick_if_halted() {
+                self.platform.send_resched(CpuIndex(c as u32));
+                bump(&counters.ipis_sent);
+                return;
+            }
+        }
+    }
+
+    /// Program this CPU's timer for `deadline_ns` (`NEVER`: off), unless it already is.
+    fn arm(&self, me: usize, deadline_ns: u64) {
+        let armed = &self.cpus[me].local.armed_ns;
+        if armed.load(Ordering::Relaxed) != deadline_ns {
+            armed.store(deadline_ns, Ordering::Relaxed);
+            self.platform
+                .arm_timer((deadline_ns != NEVER).then_some(deadline_ns));
+        }
+    }
+
+    /// Wake this CPU's sleepers whose deadline is `<= now_ns` (interrupts disabled).
+    fn expire_sleepers(&self, me: usize, now_ns: u64) {
+        let cpu = &self.cpus[me];
+        if now_ns < cpu.local.next_sleeper_ns.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut sleepers = cpu.sleepers.lock();
+        while let Some(Reverse(top)) = sleepers.heap.peek() {
+            if top.deadline_ns > now_ns {
+                break;
+            }
+            let Some(Reverse(entry)) = sleepers.heap.pop() else {
+                break;
+            };
+            // SAFETY: the sleeper stays inside `sleep_ns` until it sees `sleep_fired` under this
+            // lock, which we hold; so it is alive, here and in `wake_thread`.
+            unsafe {
+                entry
+                    .thread
+                    .as_ref()
+                    .sleep_fired
+                    .store(true, Ordering::Relaxed);
+                self.wake_thread(entry.thread);
+            }
+        }
+        let next = sleepers
+            .heap
+            .peek()
+            .map_or(NEVER, |Reverse(e)| e.deadline_ns);
+        cpu.local.next_sleeper_ns.store(next, Ordering::Relaxed);
+    }
+
+    /// The switch path (interrupts disabled). Returns when the calling thread runs again.
+    fn schedule(&self, reason: Reason) {
+        let me = self.this_cpu();
+        let cpu = &self.cpus[me];
+        let prev = cpu.local.current.load(Ordering::Relaxed);
+        let idle = cpu.local.idle.load(Ordering::Relaxed);
+        if matches!(reason, Reason::Yield | Reason::Block | Reason::Exit) {
+            assert_eq!(
+                cpu.local.preempt_count.load(Ordering::Relaxed),
+                0,
+                "a thread yielded, blocked or exited with preemption disabled"
+            );
+        }
+        let now = self.platform.now_ns();
+        self.expire_sleepers(me, now);
+        cpu.local.need_resched.store(false, Ordering::Relaxed);
+        let prev_nn =
+            NonNull::new(prev).expect("scheduling on a CPU that has not joined the scheduler");
+        let next = {
+            let mut rq = cpu.queue.lock();
+            // SAFETY: `prev` runs on this CPU and is alive.
+            unsafe { rq.put_prev_pick_next(prev_nn, prev == idle) }
+        }
+        .map_or(idle, NonNull::as_ptr);
+        if next == prev {
+            cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
+            return;
+        }
+        // SAFETY: `prev` is alive (it is us); `next` was on our queue (alive, owned by us now) or is
+        // our idle thread.
+        unsafe { self.switch_to(me, &*prev, &*next, prev == idle, next == idle, now) };
+        self.finish_switch();
+    }
+
+    /// Steps 3 of the switch path: hand the CPU from `prev` to `next`; returns when `prev` runs
+    /// again.
+    ///
+    /// # Safety
+    /// Interrupts disabled; `prev` is the thread running on CPU `me`; `next` was just picked there
+    /// (no other CPU will run it) and is not `prev`.
+    unsafe fn switch_to(
+        &self,
+        me: usize,
+        prev: &Thread,
+        next: &Thread,
+        prev_idle: bool,
+        next_idle: bool,
+        now: u64,
+    ) {
+        let cpu = &self.cpus[me];
+        if self.config.prefetch {
+            prefetch(next.window.get().cast());
+        }
+        next.entity.wait_off_cpu();
+        next.entity.set_on_cpu();
+        if self.config.prefetch {
+            // SAFETY: `next` is ours now and its window complete (`wait_off_cpu` synchronised with
+            // the end of its last switch), so reading it races with nothing.
+            let rsp = unsafe { (*next.window.get()).rsp };
+            prefetch(rsp as *const u8);
+        }
+        cpu.local
+            .current
+            .store((next as *const Thread).cast_mut(), Ordering::Relaxed);
+        if let Some((kind, _)) = self.fpu {
+            // SAFETY: `prev` runs here; `next` is ours (see above); `kind` is enabled on every CPU
+            // (platform contract).
+            unsafe { self.switch_fpu(me, prev, next, kind) };
+        }
+        if let Some(mm) = next.mm {
+            let active = cpu.local.active_mm.load(Ordering::Relaxed);
+            if active != mm.0.get() {
+                self.platform
+                    .switch_mm(NonZeroUsize::new(active).map(Mm), mm);
+                cpu.local.active_mm.store(mm.0.get(), Ordering::Relaxed);
+            }
+        }
+        cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
+        if prev_idle && !next_idle {
+            // Leaving idle: the slice tick runs again while a thread does.
+            let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
+            self.arm(
+                me,
+                now.saturating_add(self.config.slice_ns).min(next_sleeper),
+            );
+        }
+        bump(&cpu.counters.context_switches);
+        cpu.local
+            .switched_from
+            .store((prev as *const Thread).cast_mut(), Ordering::Relaxed);
+        // SAFETY: interrupts are off; `prev` is the running thread, whose window no other CPU
+        // touches until `finish_switch` clears its `on_cpu`; `next` is suspended in a switch or
+        // fresh from `Window::new_thread`, with its stack alive, and runs nowhere else (`on_cpu`).
+        unsafe { switch_window(prev.window.get(), next.window.get()) };
+    }
+
+    /// Save the outgoing FPU thread's state; restore the incoming one's unless still live here.
+    ///
+    /// # Safety
+    /// As for `switch_to`, and `kind` is enabled on this CPU.
+    unsafe fn switch_fpu(&self, me: usize, prev: &Thread, next: &Thread, kind: FpuKind) {
+        let cpu = &self.cpus[me];
+        if let Some(area) = &prev.fpu
+            && prev.entity.state() != State::Dead
+        {
+            // SAFETY: only the CPU running or switching a thread touches its area: that is us.
+            unsafe { fpu::save(&mut *area.get(), kind) };
+            prev.fpu_cpu.store(me, Ordering::Relaxed);
+            cpu.local.fpu_owner.store(prev.id.0, Ordering::Relaxed);
+            bump(&cpu.counters.fpu_saves);
+        }
+        if let Some(area) = &next.fpu {
+            let live = cpu.local.fpu_owner.load(Ordering::Relaxed) == next.id.0
+                && next.fpu_cpu.load(Ordering::Relaxed) == me;
+            if live {
+                bump(&cpu.counters.fpu_restores_skipped);
+            } else {
+                // SAFETY: as above; the area holds a valid image (clean, or saved by a switch that
+                // `wait_off_cpu` ordered before us).
+                unsafe { fpu::restore(&*area.get(), kind) };
+                cpu.local.fpu_owner.store(next.id.0, Ordering::Relaxed);
+                next.fpu_cpu.store(me, Ordering::Relaxed);
+                bump(&cpu.counters.fpu_restores);
+            }
+        }
+    }
+
+    /// Step 4 of the switch path, run by the thread the CPU switched to (interrupts disabled).
+    fn finish_switch(&self) {
+        // Re-read the CPU: the thread running this may have been switched out on another CPU.
+        let cpu = &self.cpus[self.this_cpu()];
+        let from = cpu.local.switched_from.swap(null_mut(), Ordering::Relaxed);
+        // SAFETY: set by the `switch_to` that brought us here; the thread is alive until reaped
+        // (below, by us) and nobody else runs it before we clear its `on_cpu`.
+        let from_ref = unsafe { from.as_ref() }.expect("finish_switch without a switch");
+        let dead = from_ref.entity.state() == State::Dead;
+        from_ref.entity.clear_on_cpu();
+        if dead {
+            // SAFETY: a dead thread is on no queue and in no wait; its last switch is complete.
+            // This drops the reference `spawn` made.
+            let thread = unsafe { Arc::from_raw(from) };
+            // SAFETY: as above: we are its only reaper.
+            if let Some(stack) = unsafe { thread.take_stack() } {
+                self.platform.free_stack(stack);
+            }
+        }
+    }
+}
+
+/// Where every spawned thread starts (via `arch::switch`'s start trampoline), interrupts disabled.
+extern "C" fn thread_entry<P: Platform>(sched: usize) -> ! {
+    // SAFETY: `spawn` passes the address of the `'static` scheduler.
+    let s = unsafe { &*(sched as *const Scheduler<P>) };
+    s.finish_switch();
+    let me = s.current_blockable();
+    // SAFETY: we are this thread, alive while running, and take our own body once.
+    let body = unsafe { me.as_ref().take_body() }.expect("a thread started twice");
+    s.platform.irq_restore(IrqState { enabled: true });
+    body();
+    s.exit()
+}
+
+/// Keeps preemption disabled on this CPU while it lives (see [`Scheduler::preempt_disable`]).
+pub struct PreemptGuard<'a, P: Platform> {
+    sched: &'a Scheduler<P>,
+    /// Must be dropped on the CPU it was created on.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<P: Platform> Drop for PreemptGuard<'_, P> {
+    fn drop(&mut self) {
+        let s = self.sched;
+        let irq = s.platform.irq_save_disable();
+        let cpu = &s.cpus[s.this_cpu()];
+        let count = cpu.local.preempt_count.load(Ordering::Relaxed) - 1;
+        cpu.local.preempt_count.store(count, Ordering::Relaxed);
+        if count == 0 && irq.enabled {
+            s.preempt_if_needed();
+        }
+        s.platform.irq_restore(irq);
+    }
+}

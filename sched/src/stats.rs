@@ -1,0 +1,92 @@
+//! Per-CPU scheduler counters: atomics each CPU updates for itself and anyone may read.
+//!
+//! Key types: [`Counters`] (a plain snapshot, summable across CPUs) and the crate-internal
+//! `CpuCounters` (the live atomics, one cache-line-padded set per CPU).
+//!
+//! Neighbours: `Scheduler` updates them on its paths and hands out snapshots through
+//! `Scheduler::counters` / `Scheduler::total_counters`.
+//!
+//! Update rule: a counter is either written only by its own CPU, always with interrupts disabled
+//! (`bump`/`add`: a plain load and store, no locked instruction on the switch path), or written
+//! by other CPUs too (`migrations_out`, with `fetch_add`). Never both, so no update is lost.
+
+use core::ops::{Add, AddAssign};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// A snapshot of one CPU's counters (or of their sum).
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        /// The live counters of one CPU.
+        #[derive(Default)]
+        pub(crate) struct CpuCounters {
+            $(pub(crate) $name: AtomicU64,)*
+        }
+
+        impl CpuCounters {
+            pub(crate) fn snapshot(&self) -> Counters {
+                Counters { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl AddAssign for Counters {
+            fn add_assign(&mut self, other: Counters) {
+                $(self.$name += other.$name;)*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Switches from one thread to a different one.
+    context_switches,
+    /// Involuntary switches: the timer (or a reschedule) took the CPU from a thread.
+    preemptions,
+    /// `yield_now` calls.
+    voluntary_yields,
+    /// Threads this CPU stole from others.
+    migrations_in,
+    /// Threads other CPUs stole from this one.
+    migrations_out,
+    /// Nanoseconds spent halted in `idle_wait`.
+    idle_ns,
+    /// Reschedule IPIs this CPU sent.
+    ipis_sent,
+    /// Wake-ups by this CPU onto another CPU that needed no IPI (it was busy, or already kicked).
+    ipis_avoided,
+    /// Threads this CPU woke (from wait queues and sleep).
+    wakeups,
+    /// Extended-state saves of outgoing FPU threads.
+    fpu_saves,
+    /// Extended-state restores of incoming FPU threads.
+    fpu_restores,
+    /// Restores skipped because the incoming thread's state was still live in this CPU's registers.
+    fpu_restores_skipped,
+}
+
+impl Add for Counters {
+    type Output = Counters;
+    fn add(mut self, other: Counters) -> Counters {
+        self += other;
+        self
+    }
+}
+
+/// Add one to a counter only this CPU writes (interrupts disabled).
+#[inline(always)]
+pub(crate) fn bump(counter: &AtomicU64) {
+    add(counter, 1);
+}
+
+/// Add `n` to a counter only this CPU writes (interrupts disabled).
+#[inline(always)]
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}

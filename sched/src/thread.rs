@@ -1,0 +1,279 @@
+//! Threads: the control block, how to describe a new one, and the handle to wait for it.
+//!
+//! Key types: [`Builder`] (name, affinity, FPU use, stack size, address space), [`JoinHandle`]
+//! (`join` returns the closure's value), [`ThreadId`], [`CurrentThread`] (for panic messages),
+//! [`SpawnError`], and the crate-internal `Thread` control block: its [`Window`] first (one cache
+//! line, what the switch saves), then its run-queue `Entity`, FPU area, stack and join state.
+//!
+//! Neighbours: `Scheduler` creates, switches and reaps threads; `rq` links them through their
+//! `Entity`; `wait` parks them on wait queues; `arch::switch` and `arch::fpu` hold their machine
+//! state.
+
+extern crate alloc;
+
+use crate::platform::{CpuIndex, Mm, Platform, Stack};
+use crate::rq::{Entity, Queued};
+use crate::scheduler::Scheduler;
+use crate::wait::WaitQueue;
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use arch::fpu::FpuArea;
+use arch::switch::Window;
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// A thread's number: unique for the scheduler's lifetime, never reused (0 is never a thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ThreadId(pub u64);
+
+impl fmt::Display for ThreadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// What to create: see [`Scheduler::spawn`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Builder {
+    /// Shown in panic messages and by [`Scheduler::current`].
+    pub name: &'static str,
+    /// `Some(cpu)`: the thread runs only on `cpu` (never stolen). `None`: starts on the spawning
+    /// CPU and may migrate.
+    pub affinity: Option<CpuIndex>,
+    /// The thread uses x87/SSE/AVX registers: its extended state is saved and restored on switches.
+    /// Kernel code is built without SSE, so only threads that opt in ever touch those registers.
+    pub fpu: bool,
+    /// Usable stack size in bytes.
+    pub stack_bytes: usize,
+    /// The address space the thread runs in; `None` for kernel-only threads, which borrow whatever
+    /// space the CPU has loaded.
+    pub mm: Option<Mm>,
+}
+
+impl Builder {
+    /// Default usable stack size.
+    pub const DEFAULT_STACK_BYTES: usize = 64 * 1024;
+
+    /// A migratable kernel-only thread without FPU use and with the default stack.
+    pub const fn new(name: &'static str) -> Builder {
+        Builder {
+            name,
+            affinity: None,
+            fpu: false,
+            stack_bytes: Self::DEFAULT_STACK_BYTES,
+            mm: None,
+        }
+    }
+
+    /// Pin to `cpu`.
+    pub const fn pinned(mut self, cpu: CpuIndex) -> Builder {
+        self.affinity = Some(cpu);
+        self
+    }
+
+    /// Save and restore extended state for this thread.
+    pub const fn with_fpu(mut self) -> Builder {
+        self.fpu = true;
+        self
+    }
+
+    /// Usable stack size in bytes.
+    pub const fn stack_bytes(mut self, bytes: usize) -> Builder {
+        self.stack_bytes = bytes;
+        self
+    }
+
+    /// Run in address space `mm`.
+    pub const fn in_mm(mut self, mm: Mm) -> Builder {
+        self.mm = Some(mm);
+        self
+    }
+}
+
+/// Why [`Scheduler::spawn`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnError {
+    /// The affinity names a CPU the scheduler does not have.
+    NoSuchCpu(CpuIndex),
+    /// `fpu: true`, but the platform offers no FPU to threads.
+    NoFpu,
+    /// The platform had no stack (or the FPU area could not be allocated).
+    OutOfMemory,
+}
+
+/// The running thread, as panic messages and logs want it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CurrentThread {
+    /// Its number.
+    pub id: ThreadId,
+    /// Its name (`"idle"` for a CPU's idle thread).
+    pub name: &'static str,
+    /// The CPU it runs on (as of the call).
+    pub cpu: CpuIndex,
+}
+
+impl fmt::Display for CurrentThread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "thread {} '{}' on CPU {}",
+            self.id, self.name, self.cpu.0
+        )
+    }
+}
+
+/// The thread control block.
+#[repr(C)]
+pub(crate) struct Thread {
+    /// Saved registers while the thread is not running (first: it is the cache line the switch
+    /// touches). Written by the switch away from the thread, read by the switch back to it; the
+    /// `on_cpu` handshake keeps the two apart.
+    pub(crate) window: UnsafeCell<Window>,
+    pub(crate) entity: Entity<Thread>,
+    pub(crate) id: ThreadId,
+    pub(crate) name: &'static str,
+    pub(crate) mm: Option<Mm>,
+    /// Extended state, for threads created with `fpu: true`; touched only by the switch path of
+    /// the CPU running or switching the thread.
+    pub(crate) fpu: Option<UnsafeCell<FpuArea>>,
+    /// The CPU whose registers held this thread's extended state when it was last saved or
+    /// restored (`usize::MAX`: none).
+    pub(crate) fpu_cpu: AtomicUsize,
+    /// Set (with `Release`) when the thread has finished; its joiners wait for it on `joiners`.
+    pub(crate) finished: AtomicBool,
+    pub(crate) joiners: WaitQueue,
+    /// The thread's current sleep deadline has passed and its timer entry has fired (guarded by the
+    /// sleeper heap lock of the CPU it went to sleep on).
+    pub(crate) sleep_fired: AtomicBool,
+    /// `None` for a CPU's boot thread (which runs on the stack it was booted with).
+    stack: UnsafeCell<Option<Stack>>,
+    /// The closure to run, taken by the thread when it starts.
+    body: UnsafeCell<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+// SAFETY: every non-`Sync` field has a single owner at a time: `window` and `fpu` belong to the CPU
+// running or switching the thread (the `on_cpu` handshake orders successive owners), `body` to the
+// thread itself at its start, `stack` to its reaper after its death; the rest is atomic or locked.
+unsafe impl Sync for Thread {}
+// SAFETY: as above; nothing in a thread is tied to the CPU that created it.
+unsafe impl Send for Thread {}
+
+// SAFETY: `entity` is a field of `self`, always the same one.
+unsafe impl Queued for Thread {
+    #[inline(always)]
+    fn entity(&self) -> &Entity<Thread> {
+        &self.entity
+    }
+}
+
+impl Thread {
+    /// A new thread that starts in `window`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: ThreadId,
+        name: &'static str,
+        cpu: usize,
+        pinned: bool,
+        window: Window,
+        stack: Option<Stack>,
+        fpu: Option<FpuArea>,
+        mm: Option<Mm>,
+        body: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Thread {
+        Thread {
+            window: UnsafeCell::new(window),
+            entity: Entity::new(cpu, pinned),
+            id,
+            name,
+            mm,
+            fpu: fpu.map(UnsafeCell::new),
+            fpu_cpu: AtomicUsize::new(usize::MAX),
+            finished: AtomicBool::new(false),
+            joiners: WaitQueue::new(),
+            sleep_fired: AtomicBool::new(false),
+            stack: UnsafeCell::new(stack),
+            body: UnsafeCell::new(body),
+        }
+    }
+
+    /// Take the closure (once, by the thread itself as it starts).
+    ///
+    /// # Safety
+    /// Called only by the thread itself.
+    pub(crate) unsafe fn take_body(&self) -> Option<Box<dyn FnOnce() + Send>> {
+        // SAFETY: only the thread touches `body`, and it is running this (caller).
+        unsafe { (*self.body.get()).take() }
+    }
+
+    /// Take the stack (once, by the reaper).
+    ///
+    /// # Safety
+    /// The thread is dead and has switched away for the last time; the caller is its only reaper.
+    pub(crate) unsafe fn take_stack(&self) -> Option<Stack> {
+        // SAFETY: nobody else touches `stack` after the thread's death (caller).
+        unsafe { (*self.stack.get()).take() }
+    }
+}
+
+/// The closure's value, written by the thread before it finishes and read by its joiner after.
+pub(crate) struct ResultSlot<T>(UnsafeCell<Option<T>>);
+
+// SAFETY: the thread writes the slot before setting `finished` (Release); the joiner reads it only
+// after seeing `finished` (Acquire); never both at once. `T: Send` because the value crosses threads.
+unsafe impl<T: Send> Sync for ResultSlot<T> {}
+
+impl<T> ResultSlot<T> {
+    pub(crate) fn new() -> Self {
+        ResultSlot(UnsafeCell::new(None))
+    }
+
+    /// # Safety
+    /// Called by the thread, once, before it finishes.
+    pub(crate) unsafe fn put(&self, value: T) {
+        // SAFETY: no joiner reads before `finished` (caller's timing).
+        unsafe { *self.0.get() = Some(value) };
+    }
+
+    /// # Safety
+    /// Called after the thread has finished (its `finished` seen with `Acquire`).
+    unsafe fn take(&self) -> Option<T> {
+        // SAFETY: the thread no longer touches the slot (caller's timing).
+        unsafe { (*self.0.get()).take() }
+    }
+}
+
+/// Owns the right to wait for a thread and take its value. Dropping it detaches the thread.
+pub struct JoinHandle<T, P: Platform> {
+    pub(crate) thread: Arc<Thread>,
+    pub(crate) result: Arc<ResultSlot<T>>,
+    pub(crate) sched: &'static Scheduler<P>,
+}
+
+impl<T, P: Platform> JoinHandle<T, P> {
+    /// The thread's number.
+    pub fn id(&self) -> ThreadId {
+        self.thread.id
+    }
+
+    /// The thread's name.
+    pub fn name(&self) -> &'static str {
+        self.thread.name
+    }
+
+    /// The thread has finished (returned or called [`Scheduler::exit`]).
+    pub fn is_finished(&self) -> bool {
+        self.thread.finished.load(Ordering::Acquire)
+    }
+
+    /// Sleep until the thread finishes; its closure's value, or `None` if it ended through
+    /// [`Scheduler::exit`]. Must be called from a scheduler thread (it blocks).
+    pub fn join(self) -> Option<T> {
+        let finished = &self.thread.finished;
+        self.thread
+            .joiners
+            .wait_until(self.sched, || finished.load(Ordering::Acquire));
+        // SAFETY: `finished` was seen with Acquire.
+        unsafe { self.result.take() }
+    }
+}

@@ -1,0 +1,349 @@
+//! Sleeping synchronisation: wait queues, and the mutex and semaphore built on them.
+//!
+//! Key types: [`WaitQueue`] (block until a condition holds; wake one or all), [`Mutex`] /
+//! [`MutexGuard`] (a sleeping lock: waiters block, they do not spin), [`Semaphore`].
+//!
+//! Neighbours: `Scheduler` blocks and wakes the threads (`rq` decides); thread joins use a
+//! `WaitQueue` too. Every operation takes the `&Scheduler` whose threads use the object.
+//!
+//! How a wake-up is never lost: a waiter marks itself `Blocked` and links itself into the queue
+//! (under the queue lock) *before* it checks its condition one last time, and a waker changes the
+//! condition *before* it looks at the queue (under the same lock). Whichever comes second sees the
+//! other: either the waiter sees the new condition and does not sleep, or the waker sees the waiter
+//! and wakes it (and `rq::wake` makes that safe even if the waiter has not switched away yet).
+//! Waiters re-check after every wake-up, so a spurious one (e.g. a wake-up meant for a wait that
+//! was already abandoned) costs only a loop iteration.
+//!
+//! Waiter nodes live on the waiting threads' own stacks; a waker wakes a thread while holding the
+//! queue lock, and a waiter takes that lock before leaving `wait_until`, so no node or thread is
+//! touched after its waiter has gone. Nothing here allocates, so wake-ups work from interrupt
+//! handlers.
+
+use crate::platform::Platform;
+use crate::scheduler::Scheduler;
+use crate::thread::Thread;
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::ptr::{NonNull, null_mut};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use spin::mutex::SpinMutex;
+
+/// A waiting thread's entry, on its own stack.
+struct Node {
+    thread: NonNull<Thread>,
+    prev: *mut Node,
+    next: *mut Node,
+    linked: bool,
+}
+
+/// FIFO of waiter nodes.
+struct List {
+    head: *mut Node,
+    tail: *mut Node,
+    len: usize,
+}
+
+// SAFETY: the nodes are owned by waiting threads that stay inside `wait_until` while linked; the list
+// is only reached through its lock, whatever CPU holds it.
+unsafe impl Send for List {}
+
+impl List {
+    /// # Safety
+    /// `n` is valid and not linked; it stays valid until unlinked (under the lock).
+    unsafe fn push_back(&mut self, n: *mut Node) {
+        // SAFETY: `n` and the current tail are valid nodes (caller; linked nodes stay valid).
+        unsafe {
+            (*n).prev = self.tail;
+            (*n).next = null_mut();
+            (*n).linked = true;
+            match self.tail.is_null() {
+                true => self.head = n,
+                false => (*self.tail).next = n,
+            }
+        }
+        self.tail = n;
+        self.len += 1;
+    }
+
+    /// # Safety
+    /// `n` is linked in this list.
+    unsafe fn unlink(&mut self, n: *mut Node) {
+        // SAFETY: `n` and its neighbours are linked, hence valid.
+        unsafe {
+            let (prev, next) = ((*n).prev, (*n).next);
+            match prev.is_null() {
+                true => self.head = next,
+                false => (*prev).next = next,
+            }
+            match next.is_null() {
+                true => self.tail = prev,
+                false => (*next).prev = prev,
+            }
+            (*n).linked = false;
+        }
+        self.len -= 1;
+    }
+
+    fn pop_front(&mut self) -> Option<NonNull<Thread>> {
+        let n = self.head;
+        if n.is_null() {
+            return None;
+        }
+        // SAFETY: the head is linked.
+        unsafe {
+            self.unlink(n);
+            Some((*n).thread)
+        }
+    }
+}
+
+/// Threads waiting for a condition.
+pub struct WaitQueue {
+    list: SpinMutex<List>,
+}
+
+impl Default for WaitQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WaitQueue {
+    /// An empty queue.
+    pub const fn new() -> WaitQueue {
+        WaitQueue {
+            list: SpinMutex::new(List {
+                head: null_mut(),
+                tail: null_mut(),
+                len: 0,
+            }),
+        }
+    }
+
+    /// Number of threads waiting right now.
+    pub fn waiters(&self) -> usize {
+        self.list.lock().len
+    }
+
+    /// Block the calling thread until `cond()` returns true. `cond` runs with interrupts disabled
+    /// and must not block; whoever makes it true must then call [`WaitQueue::wake_one`] or
+    /// [`WaitQueue::wake_all`]. Must be called from a scheduler thread (not an idle thread, not an
+    /// interrupt handler).
+    pub fn wait_until<P: Platform>(&self, s: &Scheduler<P>, mut cond: impl FnMut() -> bool) {
+        if cond() {
+            return;
+        }
+        let irq = s.platform().irq_save_disable();
+        let me = s.current_blockable();
+        // SAFETY: the running thread is alive while it runs.
+        let thread = unsafe { me.as_ref() };
+        let mut node = Node {
+            thread: me,
+            prev: null_mut(),
+            next: null_mut(),
+            linked: false,
+        };
+        let node: *mut Node = &raw mut node;
+        loop {
+            {
+                let mut list = self.list.lock();
+                thread.entity.set_blocked();
+                // SAFETY: `node` lives on this frame until the function returns, and it is unlinked
+                // before that (below); only the lock holder touches it while linked.
+                unsafe {
+                    if !(*node).linked {
+                        list.push_back(node);
+                    }
+                }
+            }
+            if cond() {
+                let mut list = self.list.lock();
+                // SAFETY: as above.
+                unsafe {
+                    if (*node).linked {
+                        list.unlink(node);
+                    }
+                }
+                drop(list);
+                thread.entity.set_running();
+                break;
+            }
+            s.block();
+        }
+        s.platform().irq_restore(irq);
+    }
+
+    /// Wake the longest-waiting thread; false if there was none.
+    pub fn wake_one<P: Platform>(&self, s: &Scheduler<P>) -> bool {
+        let irq = s.platform().irq_save_disable();
+        let mut list = self.list.lock();
+        let woke = match list.pop_front() {
+            Some(t) => {
+                // SAFETY: the thread cannot leave `wait_until` (and so stays alive) before we drop
+                // the queue lock.
+                unsafe { s.wake_thread(t) };
+                true
+            }
+            None => false,
+        };
+        drop(list);
+        s.platform().irq_restore(irq);
+        woke
+    }
+
+    /// Wake every waiting thread; how many there were.
+    pub fn wake_all<P: Platform>(&self, s: &Scheduler<P>) -> usize {
+        let irq = s.platform().irq_save_disable();
+        let mut list = self.list.lock();
+        let mut woken = 0;
+        while let Some(t) = list.pop_front() {
+            // SAFETY: as in `wake_one`.
+            unsafe { s.wake_thread(t) };
+            woken += 1;
+        }
+        drop(list);
+        s.platform().irq_restore(irq);
+        woken
+    }
+}
+
+/// A lock whose waiters sleep on a wait queue.
+pub struct Mutex<T> {
+    locked: AtomicBool,
+    waiters: WaitQueue,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the value is only reached through a guard, and one guard exists at a time (`locked`,
+// taken with Acquire and released with Release); `T: Send` because guards hand it across threads.
+unsafe impl<T: Send> Sync for Mutex<T> {}
+// SAFETY: moving the mutex moves the value; nothing else in it is tied to a thread.
+unsafe impl<T: Send> Send for Mutex<T> {}
+
+impl<T> Mutex<T> {
+    /// An unlocked mutex holding `value`.
+    pub const fn new(value: T) -> Mutex<T> {
+        Mutex {
+            locked: AtomicBool::new(false),
+            waiters: WaitQueue::new(),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    fn try_acquire(&self) -> bool {
+        !self.locked.load(Ordering::Relaxed)
+            && self
+                .locked
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Lock, sleeping while another thread holds it.
+    pub fn lock<'a, P: Platform>(&'a self, s: &'a Scheduler<P>) -> MutexGuard<'a, T, P> {
+        if !self.try_acquire() {
+            self.waiters.wait_until(s, || self.try_acquire());
+        }
+        MutexGuard {
+            mutex: self,
+            sched: s,
+        }
+    }
+
+    /// Lock if nobody holds it.
+    pub fn try_lock<'a, P: Platform>(
+        &'a self,
+        s: &'a Scheduler<P>,
+    ) -> Option<MutexGuard<'a, T, P>> {
+        self.try_acquire().then_some(MutexGuard {
+            mutex: self,
+            sched: s,
+        })
+    }
+
+    /// The value, through exclusive access to the mutex.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.value.get_mut()
+    }
+
+    /// The value, consuming the mutex.
+    pub fn into_inner(self) -> T {
+        self.value.into_inner()
+    }
+}
+
+/// Access to a locked [`Mutex`]'s value; unlocks (and wakes a waiter) when dropped.
+pub struct MutexGuard<'a, T, P: Platform> {
+    mutex: &'a Mutex<T>,
+    sched: &'a Scheduler<P>,
+}
+
+impl<T, P: Platform> Deref for MutexGuard<'_, T, P> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: this guard is the only one (the mutex is locked).
+        unsafe { &*self.mutex.value.get() }
+    }
+}
+
+impl<T, P: Platform> DerefMut for MutexGuard<'_, T, P> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and the guard is borrowed mutably.
+        unsafe { &mut *self.mutex.value.get() }
+    }
+}
+
+impl<T, P: Platform> Drop for MutexGuard<'_, T, P> {
+    fn drop(&mut self) {
+        self.mutex.locked.store(false, Ordering::Release);
+        self.mutex.waiters.wake_one(self.sched);
+    }
+}
+
+/// A counting semaphore whose waiters sleep on a wait queue.
+pub struct Semaphore {
+    count: AtomicUsize,
+    waiters: WaitQueue,
+}
+
+impl Semaphore {
+    /// A semaphore with `permits` available.
+    pub const fn new(permits: usize) -> Semaphore {
+        Semaphore {
+            count: AtomicUsize::new(permits),
+            waiters: WaitQueue::new(),
+        }
+    }
+
+    /// Permits available right now.
+    pub fn available(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Take a permit if one is available.
+    pub fn try_acquire(&self) -> bool {
+        let mut n = self.count.load(Ordering::Relaxed);
+        while n > 0 {
+            match self
+                .count
+                .compare_exchange_weak(n, n - 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+        false
+    }
+
+    /// Take a permit, sleeping until one is available.
+    pub fn acquire<P: Platform>(&self, s: &Scheduler<P>) {
+        if !self.try_acquire() {
+            self.waiters.wait_until(s, || self.try_acquire());
+        }
+    }
+
+    /// Give a permit back (or a new one) and wake a waiter.
+    pub fn release<P: Platform>(&self, s: &Scheduler<P>) {
+        self.count.fetch_add(1, Ordering::Release);
+        self.waiters.wake_one(s);
+    }
+}

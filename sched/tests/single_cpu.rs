@@ -1,0 +1,368 @@
+//! The scheduler on one host CPU: spawn, join, exit, round-robin yields, sleep, preemption through
+//! simulated ticks, preemption-disabled sections, and the FPU and address-space decisions of the
+//! switch path.
+
+mod common;
+
+use common::watchdog;
+use sched::host::{self, HostPlatform};
+use sched::{Builder, Config, CpuIndex, Mm, Platform, Scheduler, Semaphore, SpawnError};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+type Sched = &'static Scheduler<HostPlatform>;
+
+#[test]
+fn spawned_threads_return_their_values_to_join() {
+    let _w = watchdog("spawned_threads_return_their_values_to_join", LIMIT);
+    let (values, s) = host::run(1, Config::default(), |s: Sched| {
+        let handles: Vec<_> = (0..10u64)
+            .map(|i| s.spawn(Builder::new("square"), move || i * i).unwrap())
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+    });
+    assert_eq!(values, (0..10u64).map(|i| Some(i * i)).collect::<Vec<_>>());
+    assert!(s.total_counters().context_switches >= 10);
+}
+
+#[test]
+fn yields_run_threads_in_round_robin_order() {
+    let _w = watchdog("yields_run_threads_in_round_robin_order", LIMIT);
+    let (log, s) = host::run(1, Config::default(), |s: Sched| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let handles: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .map(|name| {
+                let log = log.clone();
+                s.spawn(Builder::new(name), move || {
+                    for _ in 0..5 {
+                        log.lock().unwrap().push(name);
+                        s.yield_now();
+                    }
+                })
+                .unwrap()
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        Arc::try_unwrap(log).unwrap().into_inner().unwrap()
+    });
+    assert_eq!(log, ["a", "b", "c"].repeat(5));
+    assert_eq!(s.total_counters().voluntary_yields, 15);
+}
+
+#[test]
+fn exit_ends_the_thread_and_join_sees_none() {
+    let _w = watchdog("exit_ends_the_thread_and_join_sees_none", LIMIT);
+    let (after_exit, _) = host::run(1, Config::default(), |s: Sched| {
+        let after = Arc::new(AtomicBool::new(false));
+        let flag = after.clone();
+        // Through a plain fn pointer, so the compiler cannot drop the code after the call.
+        let quit: fn(Sched) = |s| s.exit();
+        let h = s
+            .spawn(Builder::new("quitter"), move || {
+                quit(s);
+                flag.store(true, Ordering::Relaxed)
+            })
+            .unwrap();
+        assert_eq!(h.join(), None);
+        after.load(Ordering::Relaxed)
+    });
+    assert!(!after_exit, "code after exit() ran");
+}
+
+#[test]
+fn current_names_the_running_thread() {
+    let _w = watchdog("current_names_the_running_thread", LIMIT);
+    let ((seen, id), _) = host::run(1, Config::default(), |s: Sched| {
+        let h = s
+            .spawn(Builder::new("worker"), move || s.current().unwrap())
+            .unwrap();
+        let id = h.id();
+        (h.join().unwrap(), id)
+    });
+    assert_eq!(seen.name, "worker");
+    assert_eq!(seen.id, id);
+    assert_eq!(seen.cpu, CpuIndex(0));
+    assert_eq!(seen.to_string(), format!("thread {id} 'worker' on CPU 0"));
+}
+
+#[test]
+fn sleep_never_wakes_before_its_deadline_and_wakes_in_deadline_order() {
+    let _w = watchdog(
+        "sleep_never_wakes_before_its_deadline_and_wakes_in_deadline_order",
+        LIMIT,
+    );
+    let (results, _) = host::run(1, Config::default(), |s: Sched| {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let handles: Vec<_> = [3_000_000u64, 1_000_000, 0, 2_000_000, 500_000]
+            .into_iter()
+            .map(|d| {
+                let order = order.clone();
+                s.spawn(Builder::new("sleeper"), move || {
+                    let start = s.platform().now_ns();
+                    s.sleep_ns(d);
+                    let slept = s.platform().now_ns() - start;
+                    order.lock().unwrap().push(d);
+                    (d, slept)
+                })
+                .unwrap()
+            })
+            .collect();
+        let slept: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (slept, Arc::try_unwrap(order).unwrap().into_inner().unwrap())
+    });
+    let (slept, order) = results;
+    for (d, took) in slept {
+        assert!(took >= d, "a sleep of {d} ns woke after {took} ns");
+    }
+    assert_eq!(order, [0, 500_000, 1_000_000, 2_000_000, 3_000_000]);
+}
+
+#[test]
+fn join_sleeps_until_a_blocked_thread_is_released() {
+    let _w = watchdog("join_sleeps_until_a_blocked_thread_is_released", LIMIT);
+    let (v, s) = host::run(1, Config::default(), |s: Sched| {
+        let sem = Arc::new(Semaphore::new(0));
+        let gate = sem.clone();
+        let h = s
+            .spawn(Builder::new("gated"), move || {
+                gate.acquire(s);
+                7
+            })
+            .unwrap();
+        for _ in 0..3 {
+            s.yield_now();
+        }
+        assert!(
+            !h.is_finished(),
+            "the gated thread finished before its permit"
+        );
+        sem.release(s);
+        h.join()
+    });
+    assert_eq!(v, Some(7));
+    assert!(
+        s.total_counters().wakeups >= 2,
+        "the permit and the join both woke a thread"
+    );
+}
+
+#[test]
+fn spawn_rejects_a_cpu_the_scheduler_does_not_have() {
+    let _w = watchdog("spawn_rejects_a_cpu_the_scheduler_does_not_have", LIMIT);
+    let (r, _) = host::run(1, Config::default(), |s: Sched| {
+        s.spawn(Builder::new("lost").pinned(CpuIndex(3)), || ())
+            .err()
+    });
+    assert_eq!(r, Some(SpawnError::NoSuchCpu(CpuIndex(3))));
+}
+
+/// Two threads that never yield share one CPU only because simulated ticks preempt them: each
+/// counts the times it saw the other's progress move while it was not looking (a hand-off), and
+/// they stop only when both have seen five.
+#[test]
+fn ticks_preempt_threads_that_never_yield() {
+    let _w = watchdog("ticks_preempt_threads_that_never_yield", LIMIT);
+    let config = Config {
+        slice_ns: 100_000,
+        ..Config::default()
+    };
+    let (handoffs, s) = host::run(1, config, |s: Sched| {
+        let progress = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let handoffs = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let handles: Vec<_> = (0..2)
+            .map(|me| {
+                let (progress, handoffs) = (progress.clone(), handoffs.clone());
+                s.spawn(Builder::new("spinner"), move || {
+                    let mut seen = progress[1 - me].load(Ordering::Relaxed);
+                    loop {
+                        progress[me].fetch_add(1, Ordering::Relaxed);
+                        host::tick(s);
+                        let now = progress[1 - me].load(Ordering::Relaxed);
+                        if now != seen {
+                            seen = now;
+                            handoffs[me].fetch_add(1, Ordering::Relaxed);
+                        }
+                        if handoffs[me].load(Ordering::Relaxed) >= 5
+                            && handoffs[1 - me].load(Ordering::Relaxed) >= 5
+                        {
+                            break;
+                        }
+                    }
+                })
+                .unwrap()
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        [
+            handoffs[0].load(Ordering::Relaxed),
+            handoffs[1].load(Ordering::Relaxed),
+        ]
+    });
+    assert!(handoffs.iter().all(|&n| n >= 5), "{handoffs:?}");
+    let c = s.total_counters();
+    assert!(
+        c.preemptions >= 9,
+        "every hand-off but the last exit is a preemption: {c:?}"
+    );
+    assert_eq!(c.voluntary_yields, 0);
+}
+
+#[test]
+fn preempt_disable_defers_preemption_to_the_last_guard() {
+    let _w = watchdog("preempt_disable_defers_preemption_to_the_last_guard", LIMIT);
+    let config = Config {
+        slice_ns: 10_000,
+        ..Config::default()
+    };
+    let ((ran_inside, ran_after_drop), s) = host::run(1, config, |s: Sched| {
+        let other_ran = Arc::new(AtomicBool::new(false));
+        let flag = other_ran.clone();
+        let h = s
+            .spawn(Builder::new("holder"), move || {
+                let outer = s.preempt_disable();
+                let inner = s.preempt_disable();
+                let start = s.platform().now_ns();
+                // Far past the slice, with another thread waiting.
+                while s.platform().now_ns() - start < 2_000_000 {
+                    host::tick(s);
+                }
+                drop(inner);
+                for _ in 0..100 {
+                    host::tick(s);
+                }
+                let inside = flag.load(Ordering::Relaxed);
+                drop(outer);
+                // The pending preemption happens in the drop; the other thread has run by now.
+                (inside, flag.load(Ordering::Relaxed))
+            })
+            .unwrap();
+        let other = s
+            .spawn(Builder::new("waiting"), move || {
+                other_ran.store(true, Ordering::Relaxed)
+            })
+            .unwrap();
+        let r = h.join().unwrap();
+        other.join().unwrap();
+        r
+    });
+    assert!(!ran_inside, "a thread ran while preemption was disabled");
+    assert!(
+        ran_after_drop,
+        "the deferred preemption did not happen when the last guard dropped"
+    );
+    assert!(s.total_counters().preemptions >= 1);
+}
+
+/// One FPU thread among non-FPU threads: its state stays live in the registers, so after the first
+/// restore every return is a skipped restore; it is saved on every switch away.
+#[test]
+fn fpu_state_of_a_lone_fpu_thread_is_restored_once() {
+    let _w = watchdog("fpu_state_of_a_lone_fpu_thread_is_restored_once", LIMIT);
+    let (_, s) = host::run(1, Config::default(), |s: Sched| {
+        let f = s
+            .spawn(Builder::new("fpu").with_fpu(), move || {
+                (0..100).for_each(|_| s.yield_now())
+            })
+            .unwrap();
+        let n = s
+            .spawn(Builder::new("plain"), move || {
+                (0..100).for_each(|_| s.yield_now())
+            })
+            .unwrap();
+        f.join().unwrap();
+        n.join().unwrap();
+    });
+    let c = s.total_counters();
+    assert_eq!(c.fpu_restores, 1, "{c:?}");
+    assert_eq!(c.fpu_saves, 100, "{c:?}");
+    assert_eq!(c.fpu_restores_skipped, 100, "{c:?}");
+}
+
+/// Two FPU threads alternating: each switch-in must restore, none may skip.
+#[test]
+fn fpu_state_of_alternating_fpu_threads_is_restored_every_time() {
+    let _w = watchdog(
+        "fpu_state_of_alternating_fpu_threads_is_restored_every_time",
+        LIMIT,
+    );
+    let (_, s) = host::run(1, Config::default(), |s: Sched| {
+        let a = s
+            .spawn(Builder::new("fpu-a").with_fpu(), move || {
+                (0..50).for_each(|_| s.yield_now())
+            })
+            .unwrap();
+        let b = s
+            .spawn(Builder::new("fpu-b").with_fpu(), move || {
+                (0..50).for_each(|_| s.yield_now())
+            })
+            .unwrap();
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+    let c = s.total_counters();
+    assert_eq!(c.fpu_restores_skipped, 0, "{c:?}");
+    assert_eq!(
+        c.fpu_restores, 102,
+        "each thread switched in 51 times: {c:?}"
+    );
+    assert_eq!(
+        c.fpu_saves, 100,
+        "each thread switched out 50 times alive: {c:?}"
+    );
+}
+
+/// `switch_mm` runs exactly when the incoming thread has an address space that is not loaded;
+/// kernel-only threads borrow the loaded one.
+#[test]
+fn address_space_switches_only_when_the_space_changes() {
+    let _w = watchdog("address_space_switches_only_when_the_space_changes", LIMIT);
+    let mm = |n: usize| Mm(NonZeroUsize::new(n).unwrap());
+    let ((log, spaces), s) = host::run(1, Config::default(), move |s: Sched| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let spaces = [Some(mm(1)), Some(mm(1)), None, Some(mm(2))];
+        let handles: Vec<_> = spaces
+            .iter()
+            .enumerate()
+            .map(|(i, space)| {
+                let log = log.clone();
+                let mut b = Builder::new("user");
+                if let Some(m) = space {
+                    b = b.in_mm(*m);
+                }
+                s.spawn(b, move || {
+                    for _ in 0..4 {
+                        log.lock().unwrap().push(i);
+                        s.yield_now();
+                    }
+                    log.lock().unwrap().push(i);
+                })
+                .unwrap()
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        (Arc::try_unwrap(log).unwrap().into_inner().unwrap(), spaces)
+    });
+    // Replay the run order: every run of a thread with a space other than the loaded one loads it.
+    let mut loaded = None;
+    let mut expected = 0;
+    for i in log {
+        if let Some(m) = spaces[i]
+            && loaded != Some(m)
+        {
+            loaded = Some(m);
+            expected += 1;
+        }
+    }
+    assert!(expected >= 10);
+    assert_eq!(s.platform().mm_switches(CpuIndex(0)), expected);
+}
