@@ -8,9 +8,9 @@
 //! target must flush; the kernel sends the IPIs and performs the flushes.
 //!
 //! Each CPU has at most one outgoing request: [`ShootdownMailbox::post`] refuses while the
-//! previous one is unacknowledged. Posting writes the request into the sender's outbox, bumps its
-//! sequence number, sets the targets in `pending`, then rings each target's doorbell (the set of
-//! senders with a request for it). A target's [`ShootdownMailbox::service`] takes its doorbell,
+//! previous one is unacknowledged. Posting writes the request into the sender's outbox, sets the
+//! targets in `pending`, bumps the outbox's sequence number, then rings each target's doorbell
+//! (the set of senders with a request for it). A target's [`ShootdownMailbox::service`] takes its doorbell,
 //! reads each sender's request, flushes, and clears itself from that sender's `pending`; the
 //! sender's [`Shootdown::wait`] returns once `pending` is empty.
 //!
@@ -24,7 +24,11 @@
 //! request. The request is not rewritten before every target cleared its bit (`post` checks
 //! `pending` is empty), so a target never reads a half-written one. A target's clearing comes
 //! after its flush, and the sender reads `pending` with `SeqCst`, so whoever sees the request
-//! acknowledged also sees the flushes done.
+//! acknowledged also sees the flushes done. [`Ticket::is_complete`] reads the sequence number,
+//! stored after the targets became pending, and then `pending`: seeing the ticket's number, it
+//! also sees those targets pending unless they answered; seeing a later number, the later post
+//! found them answered. Every pairing here is release-then-acquire; none needs a store-then-load
+//! order, so no fence.
 
 use crate::cpuset::{AtomicCpuSet, CpuSet};
 use crate::ids::CpuId;
@@ -214,9 +218,10 @@ impl ShootdownMailbox {
             return Err(Busy { pending });
         }
         outbox.write_request(request);
+        outbox.pending.insert_all(&targets);
+        // After the targets are pending: whoever reads this sequence number sees them.
         let seq = outbox.seq.load(Ordering::Relaxed) + 1;
         outbox.seq.store(seq, Ordering::SeqCst);
-        outbox.pending.insert_all(&targets);
         for target in targets.iter() {
             mailboxes[target.index()].doorbell.insert(sender);
         }
