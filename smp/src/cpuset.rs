@@ -6,10 +6,12 @@
 //! `AtomicCpuSet` lives in shared structures: the `active` and `may_cache` sets of a
 //! `tlb::TlbTracker`, the pending set and doorbell of a shootdown mailbox.
 //!
-//! Memory ordering of `AtomicCpuSet`: every access to a word is `SeqCst`. The TLB protocol needs a
-//! store-then-load order on both sides (a CPU marks itself active then reads the address-space
-//! generation; a changer bumps the generation then reads the active set), which only `SeqCst`
-//! gives. Operations on the whole set (`snapshot`, `insert_all`, `remove_all`, `take`,
+//! Memory ordering of `AtomicCpuSet`: every access to a word is `SeqCst` (no dearer than
+//! acquire/release on x86, where loads are plain moves and read-modify-writes are locked anyway),
+//! so a read that sees a bit also sees everything its writer did before setting it. Protocols that
+//! need a store-then-load order across two locations (`tlb`: mark active, then read the
+//! generation) add a `SeqCst` fence between the two. Operations on the whole set (`snapshot`,
+//! `insert_all`, `remove_all`, `take`,
 //! `is_empty`) touch the words one by one: they are atomic per word, not across words. Per bit
 //! this is enough: a bit that stays set (or clear) during a snapshot is reported so, and a bit
 //! that changes during it is reported in either state.

@@ -54,21 +54,24 @@
 //!
 //! # Why the generation check is sound
 //!
-//! `switch_in` inserts the CPU into `active` and then loads `tlb_gen`; `begin_change` bumps
-//! `tlb_gen` and then loads `active`. All four are `SeqCst`, so they fall in one total order. If
-//! the changer's load of `active` comes before the CPU's insert, its bump comes earlier still, so
-//! the CPU's later load sees the new generation, its slot is behind, and it flushes. Otherwise the
-//! changer's load sees the CPU's bit (or, if the CPU already left, the CPU is not running the
-//! address space and its slot is behind: lazy catch-up) and sends an IPI. The bump is a release
-//! after the page-table edits, and `tlb_gen` only ever changes by read-modify-write, so a CPU that
-//! reads generation `g` also sees the edits of every change up to `g`: entries it fills after its
+//! `switch_in` inserts the CPU into `active`, issues a `SeqCst` fence, then loads `tlb_gen`;
+//! `begin_change` bumps `tlb_gen`, issues a `SeqCst` fence, then loads `active`. The two fences
+//! fall in one total order. If the changer's fence comes first, the bump before it is visible to
+//! the CPU's load after its own fence: the CPU sees the new generation, its slot is behind, and
+//! it flushes. If the CPU's fence comes first, the changer's load sees the CPU's bit (or, if the
+//! CPU already left, the CPU is not running the address space and its slot is behind: lazy
+//! catch-up) and sends an IPI. The fences are what the argument rests on (and what the loom
+//! model checks, loom treating `SeqCst` accesses as merely acquire/release); on x86 each costs
+//! an `mfence`, small beside the CR3 write or the IPI it guards. The bump is a release after the
+//! page-table edits, and `tlb_gen` only ever changes by read-modify-write, so a CPU that reads
+//! generation `g` also sees the edits of every change up to `g`: entries it fills after its
 //! flush are synced to `g`.
 
 use crate::cpuset::{AtomicCpuSet, CpuSet};
 use crate::ids::CpuId;
 use crate::pcid::{AsId, Pcid, PcidTable, SwitchIn};
 use crate::shootdown::{ShootdownMailbox, Ticket};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering, fence};
 
 /// Ranges of more pages than this are flushed whole (the PCID's every entry) instead of page by
 /// page.
@@ -285,7 +288,9 @@ impl TlbTracker {
         // `may_cache` first, so that whoever sees the `active` bit also sees this one.
         self.may_cache.insert(cpu);
         self.active.insert(cpu);
-        // SeqCst after the SeqCst insert: the store-load pair that `begin_change` mirrors.
+        // The mark above must be visible before the generation is read: `begin_change` mirrors
+        // this fence (see the module comment).
+        fence(Ordering::SeqCst);
         let now = self.tlb_gen.load(Ordering::SeqCst);
         table.switch_to(self.asid, now)
     }
@@ -312,8 +317,9 @@ impl TlbTracker {
     ///
     /// No IPI when the address space is loaded on `cpu` alone (or nowhere).
     pub fn begin_change(&self, cpu: CpuId, range: PageRange, stats: &TlbStats) -> ChangePlan {
-        // SeqCst read-modify-write, then SeqCst loads of `active`: mirrors `switch_in`.
         let new_gen = self.tlb_gen.fetch_add(1, Ordering::SeqCst) + 1;
+        // The bump must be visible before `active` is read: `switch_in` mirrors this fence.
+        fence(Ordering::SeqCst);
         let active = self.active.snapshot();
         let may_cache = self.may_cache.snapshot();
         let me = CpuSet::single(cpu);
