@@ -83,8 +83,8 @@ where
         let req = Arc::new(Request { f: Box::new(f), claimed: AtomicCpuSet::new(), done: AtomicCpuSet::new() });
         for t in remote.iter() {
             push(t, Box::new(Node { next: ptr::null_mut(), req: req.clone() }));
-            ipi::send(t, trap::VECTOR_XCALL);
         }
+        ipi::send_set(&remote, trap::VECTOR_XCALL);
         if cpus.contains(me) {
             (req.f)(me);
         }
@@ -126,11 +126,10 @@ fn push(target: CpuId, node: Box<Node>) {
 /// Run everything in this CPU's mailbox, oldest first, until it stays empty. Interrupts are off.
 fn serve() {
     let me = this_cpu();
-    loop {
-        let mut top = QUEUES[me.index()].swap(ptr::null_mut(), Ordering::Acquire);
-        if top.is_null() {
-            return;
-        }
+    let q = &QUEUES[me.index()];
+    // A plain load first: a waiting caller polls here, and a swap would write the line every time.
+    while !q.load(Ordering::Relaxed).is_null() {
+        let mut top = q.swap(ptr::null_mut(), Ordering::Acquire);
         // The mailbox is a stack: reverse it so that requests run in the order they came.
         let mut oldest: *mut Node = ptr::null_mut();
         while !top.is_null() {
@@ -181,8 +180,9 @@ mod tests {
         Test { name: "ipi_all_others_storm", min_cpus: 2, expect_fault: false, run: ipi_all_others_storm },
     ];
 
-    /// Generous: TCG runs many virtual CPUs on few host cores.
-    const TIMEOUT_NS: u64 = 10_000_000_000;
+    /// Generous: TCG runs many virtual CPUs on few host cores, which other work may share. A
+    /// deadlock still fails the test (and the harness's boot timeout still ends the run).
+    const TIMEOUT_NS: u64 = 30_000_000_000;
 
     /// A small xorshift generator: the tests need varied subsets, not good randomness.
     struct XorShift(u64);
@@ -272,16 +272,16 @@ mod tests {
         Ok(())
     }
 
-    /// Every CPU at once (started by one call to all) sends, round after round, bare IPIs to all
-    /// others (once with the shorthand, once one by one) and a cross-call to all others, while
-    /// serving everyone else's.
+    /// Every CPU at once (started by one call to all) sends, round after round, a bare IPI to all
+    /// others with the shorthand and a cross-call to all others, while serving everyone else's.
     /// Conservation: each CPU ran exactly rounds x (n - 1) of the storm's calls, its served counter
     /// grew by exactly that (+1 for the starting call, except on the caller), every call returned
     /// in time, and its IPI counter grew by at least one and at most the number of IPIs aimed at it.
     fn ipi_all_others_storm() -> Result<(), String> {
-        const ROUNDS: u64 = 30;
         let online = smpboot::online();
         let n = online.len() as u64;
+        // The work grows as n^2 per round; keep the whole storm about as long as 30 rounds on 8 CPUs.
+        let rounds = (240 / n).clamp(2, 30);
         let me = this_cpu();
         let block = |c: CpuId| smpboot::percpu_of(c).expect("online CPUs have a per-CPU block");
         let served_before: Vec<u64> = online.iter().map(|c| block(c).counters.xcalls_served.load(Ordering::Relaxed)).collect();
@@ -294,9 +294,8 @@ mod tests {
             move |cpu| {
                 let mut others = online;
                 others.remove(cpu);
-                for _ in 0..ROUNDS {
+                for _ in 0..rounds {
                     ipi::send_all_others(trap::VECTOR_XCALL);
-                    ipi::send_set(&others, trap::VECTOR_XCALL);
                     let r = r.clone();
                     let res = call(&others, move |t| {
                         r[t.index()].fetch_add(1, Ordering::Relaxed);
@@ -314,12 +313,12 @@ mod tests {
         crate::apic::let_pending_in();
         for (i, c) in online.iter().enumerate() {
             let got = received[c.index()].load(Ordering::Relaxed);
-            ensure!(got == ROUNDS * (n - 1), "{c} ran {got} storm calls, expected {} ({ROUNDS} rounds x {} senders)", ROUNDS * (n - 1), n - 1);
+            ensure!(got == rounds * (n - 1), "{c} ran {got} storm calls, expected {} ({rounds} rounds x {} senders)", rounds * (n - 1), n - 1);
             let served = block(c).counters.xcalls_served.load(Ordering::Relaxed) - served_before[i];
-            let want = ROUNDS * (n - 1) + u64::from(c != me);
+            let want = rounds * (n - 1) + u64::from(c != me);
             ensure!(served == want, "{c}'s served counter grew by {served}, expected {want}");
             let ipis = block(c).counters.ipis_received.load(Ordering::Relaxed) - ipis_before[i];
-            let aimed = 3 * ROUNDS * (n - 1) + u64::from(c != me);
+            let aimed = 2 * rounds * (n - 1) + u64::from(c != me);
             ensure!((1..=aimed).contains(&ipis), "{c} counted {ipis} IPIs, expected between 1 and {aimed}");
         }
         Ok(())
