@@ -121,8 +121,8 @@ struct Slot {
     asid: AsId,
     /// The address space's TLB generation this PCID's entries are synced to.
     synced_gen: u64,
-    /// The table's clock at the last switch to this slot; the smallest is the LRU victim.
-    last_used: u64,
+    /// The number of the switch that last used this slot; the smallest is the LRU victim.
+    last_switch: u64,
 }
 
 /// One CPU's PCID slots. `N` (1 to 4095, default [`DEFAULT_PCID_SLOTS`]) slots own PCIDs `1..=N`.
@@ -131,7 +131,8 @@ pub struct PcidTable<const N: usize = DEFAULT_PCID_SLOTS> {
     slots: [Option<Slot>; N],
     /// The slot whose PCID is in CR3, `None` in the kernel-only context.
     current: Option<usize>,
-    clock: u64,
+    /// Switches so far: numbers them for the LRU order.
+    switches: u64,
     stats: PcidStats,
 }
 
@@ -147,7 +148,7 @@ impl<const N: usize> PcidTable<N> {
         PcidTable {
             slots: [None; N],
             current: None,
-            clock: 0,
+            switches: 0,
             stats: PcidStats {
                 hits: 0,
                 stale_flushes: 0,
@@ -168,10 +169,11 @@ impl<const N: usize> PcidTable<N> {
     /// After a flushing switch the slot is synced to `as_gen`. The kernel must perform the CR3
     /// write this returns before it runs anything that could fill the TLB for `asid`.
     pub fn switch_to(&mut self, asid: AsId, as_gen: u64) -> SwitchIn {
-        self.clock += 1;
+        self.switches += 1;
         let (index, kind) = match self.find(asid) {
             Some(index) => {
                 let slot = self.slots[index].as_mut().expect("found slots are held");
+                slot.last_switch = self.switches;
                 if slot.synced_gen >= as_gen {
                     (index, SwitchKind::Hit)
                 } else {
@@ -179,27 +181,23 @@ impl<const N: usize> PcidTable<N> {
                     (index, SwitchKind::Stale)
                 }
             }
-            None => match self.slots.iter().position(Option::is_none) {
-                Some(free) => (free, SwitchKind::Miss),
-                None => {
-                    let victim = self.lru();
-                    let evicted = self.slots[victim]
-                        .expect("a full table has no free slot")
-                        .asid;
-                    (victim, SwitchKind::Recycled(evicted))
-                }
-            },
+            None => {
+                let (index, kind) = match self.slots.iter().position(Option::is_none) {
+                    Some(free) => (free, SwitchKind::Miss),
+                    None => {
+                        let victim = self.lru();
+                        let evicted = self.slots[victim].expect("the table is full").asid;
+                        (victim, SwitchKind::Recycled(evicted))
+                    }
+                };
+                self.slots[index] = Some(Slot {
+                    asid,
+                    synced_gen: as_gen,
+                    last_switch: self.switches,
+                });
+                (index, kind)
+            }
         };
-        if matches!(kind, SwitchKind::Miss | SwitchKind::Recycled(_)) {
-            self.slots[index] = Some(Slot {
-                asid,
-                synced_gen: as_gen,
-                last_used: 0,
-            });
-        }
-        if let Some(slot) = self.slots[index].as_mut() {
-            slot.last_used = self.clock;
-        }
         self.current = Some(index);
         match kind {
             SwitchKind::Hit => self.stats.hits += 1,
@@ -275,9 +273,9 @@ impl<const N: usize> PcidTable<N> {
         let mut oldest = u64::MAX;
         for (index, slot) in self.slots.iter().enumerate() {
             if let Some(slot) = slot
-                && slot.last_used < oldest
+                && slot.last_switch < oldest
             {
-                oldest = slot.last_used;
+                oldest = slot.last_switch;
                 victim = index;
             }
         }

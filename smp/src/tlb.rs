@@ -17,14 +17,17 @@
 //! - `active`: CPUs that have this address space's CR3 loaded right now, whether they run one of
 //!   its threads or, lazily, a kernel-only thread on top of it. Such a CPU can fill TLB entries
 //!   and walk the page tables at any moment (speculation included), so every change interrupts it.
+//!   (Linux spares lazy CPUs the IPIs of ordinary flushes and catches them up later; counting them
+//!   as active costs those IPIs but keeps page-table freeing simple, see [`FreeAfter`]. A kernel
+//!   that wants to spare an idle CPU loads the kernel-only context there instead.)
 //! - `may_cache`: CPUs that may hold entries tagged with a PCID of this address space: the active
 //!   ones plus those whose PCID slot for it survived a switch-out. A CPU leaves it only once those
 //!   entries are gone (its slot was recycled with a flush), never merely on switch-out.
 //!
-//! A CPU in `may_cache` but not `active` gets no IPI: the Intel SDM (4.10.1) states that a
-//! processor uses only the TLB and paging-structure-cache entries of the current PCID, and its
-//! slot's synced generation falls behind `tlb_gen`, so [`PcidTable::switch_to`] flushes before
-//! that PCID is loaded again. That is the lazy catch-up.
+//! A CPU in `may_cache` but not `active` gets no IPI: the Intel SDM (vol. 3A, 4.10) states that a
+//! processor translates only through TLB and paging-structure-cache entries of the current PCID,
+//! and its slot's synced generation falls behind `tlb_gen`, so [`PcidTable::switch_to`] flushes
+//! before that PCID is loaded again. That is the lazy catch-up.
 //!
 //! # Protocols (the order matters)
 //!
@@ -44,8 +47,9 @@
 //! 2. `plan = tracker.begin_change(cpu, range, stats)`; the edits must precede it, since a CPU
 //!    that reads the new generation may refill its TLB right after;
 //! 3. if `plan.local_flush`, perform `tracker.flush_action(&plan.request(), table)`;
-//! 4. if `plan.ipi_targets` is not empty, `ShootdownMailbox::post` the request to them, send the
-//!    IPIs, and `wait` (servicing the own mailbox meanwhile) or keep a [`FreeAfter`];
+//! 4. if `plan.ipi_targets` is not empty, `ShootdownMailbox::post` the request to them (if the
+//!    CPU's previous request is still out, `post` answers `Busy`: wait for that one first), send
+//!    the IPIs, and `wait` (servicing the own mailbox meanwhile) or keep a [`FreeAfter`];
 //! 5. free the unmapped frames and page-table pages once the wait returned or the `FreeAfter` is
 //!    releasable.
 //!

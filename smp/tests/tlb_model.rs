@@ -31,7 +31,7 @@
 //! checks conservation: every posted request serviced exactly once per target, every switch and
 //! every change counted, every frame and page-table page either mapped or freed, never both.
 //!
-//! Default: 4,000 cases x 200 steps for each of two configurations (2 PCID slots for 5 address
+//! Default: 3,000 cases x 200 steps for each of two configurations (2 PCID slots for 5 address
 //! spaces, 6 slots for 8), 3 CPUs; `PROPTEST_CASES` overrides the case count.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -974,7 +974,7 @@ fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(4_000);
+        .unwrap_or(3_000);
     ProptestConfig {
         cases,
         ..ProptestConfig::default()
