@@ -96,6 +96,9 @@ fn peer(name: &str, figure: Figure) -> Option<Peer> {
     Some(Peer { name: name.to_owned(), figure })
 }
 
+/// Our run-queue sizes for the pick rows: the cost must not grow with them.
+const PICK_NR_RUNNABLE: [usize; 3] = [2, 100, 10_000];
+
 fn run(options: &Options) -> io::Result<()> {
     let cpus = allowed_cpus()?;
     let cpu = options.cpu.unwrap_or(*cpus.last().expect("a process runs on at least one CPU"));
@@ -110,30 +113,37 @@ fn run(options: &Options) -> io::Result<()> {
     let host = Host::probe(calibration)?;
     let progress = |what: &str| eprintln!("bench: measuring {what}");
     let per_batch = format!("batches of {BATCH}");
+    let vectors = Arc::new(LiveVectors::new().ok_or_else(|| io::Error::other("no memory for a vector image"))?);
 
-    progress("our window switch");
-    let window_switch = measured(ours::window_switch(batched));
-    progress("the coroutine switch floor");
+    progress("our window switch and the coroutine floor");
+    let window_switch = stats::summarize(ours::window_switch(batched));
     let corosensei = measured(coro::corosensei_switch(batched));
 
-    progress("Linux sched_yield between two threads");
-    let yield_pair = linux::sched_yield_pair(per_iteration, cpu, || {})?;
-    progress("Linux sched_yield with live vector state");
-    let vectors = Arc::new(LiveVectors::new().ok_or_else(|| io::Error::other("no memory for a vector image"))?);
-    let ymm = vectors.ymm_enabled();
-    let yield_pair_vector = {
+    progress("our yield and Linux's (sched_yield, futex) on one CPU");
+    let our_yield = ours::sched_yield_pair(per_iteration, None);
+    let our_yield_figure = measured(our_yield.per_switch_cycles);
+    let linux_yield = linux::sched_yield_pair(per_iteration, cpu, || {})?;
+    let futex_one_cpu = measured(linux::futex_pair(per_iteration, cpu, cpu)?);
+    let getppid = measured(linux::getppid(batched));
+
+    progress("our yield and Linux's with live vector state");
+    let our_fpu_yield = ours::sched_yield_pair(per_iteration, Some(Arc::clone(&vectors)));
+    let linux_fpu_yield = {
         let vectors = Arc::clone(&vectors);
         linux::sched_yield_pair(per_iteration, cpu, move || vectors.touch())?
     };
-    let touch = stats::summarize(measure::cycles_per_op(batched, BATCH, || {
+    host::pin_to_cpu(cpu)?;
+    let fpu_restore = stats::summarize(measure::cycles_per_op(batched, BATCH, || {
         for _ in 0..BATCH {
             vectors.touch();
         }
     }));
-    progress("Linux futex hand-off on one CPU");
-    let futex_one_cpu = measured(linux::futex_pair(per_iteration, cpu, cpu)?);
-    progress("Linux getppid");
-    let getppid = measured(linux::getppid(batched));
+    let fpu_save = stats::summarize(ours::fpu_save(batched, &vectors));
+
+    progress("our pick with 2, 100 and 10,000 runnable threads");
+    let picks: Vec<(usize, stats::Summary)> =
+        PICK_NR_RUNNABLE.iter().map(|&n| (n, stats::summarize(ours::pick(batched, n)))).collect();
+
     progress("Linux pipe ping-pong between two processes");
     let pipe = measured(linux::pipe_pingpong(per_iteration, cpu)?);
     let cross_cpu = match other_cpu {
@@ -145,68 +155,114 @@ fn run(options: &Options) -> io::Result<()> {
     };
     host::pin_to_cpu(cpu)?;
 
-    let rows = vec![
-        Row {
-            metric: format!("raw window switch (per switch; {per_batch} round trips)"),
-            where_ran: "native",
-            ours: window_switch,
-            peer: peer("corosensei resume/suspend", corosensei),
-            note: None,
-        },
-        Row {
-            metric: "yield, 2 threads, 1 CPU (per switch; round trip / 2)".to_owned(),
-            where_ran: "native",
-            ours: absent("pending"),
-            peer: peer("Linux sched_yield", measured(yield_pair.per_switch_cycles)),
-            note: Some(format!(
-                "Linux needed {:.2} sched_yield calls per round trip on the measuring side",
-                yield_pair.yields_per_round_trip
+    let row = |metric: String, ours: Figure, peer: Option<Peer>, note: Option<String>| Row {
+        metric,
+        where_ran: "native",
+        ours,
+        peer,
+        note,
+    };
+    let per_switch = "per switch; round trip / 2";
+    let mut rows = vec![
+        row(
+            format!("raw window switch (per switch; {per_batch} round trips)"),
+            Figure::Cycles(window_switch),
+            peer("corosensei resume/suspend", corosensei),
+            None,
+        ),
+        row(
+            format!("yield, 2 threads, 1 CPU ({per_switch})"),
+            our_yield_figure.clone(),
+            peer("Linux sched_yield", measured(linux_yield.per_switch_cycles)),
+            Some(format!(
+                "ours is sched's yield_now on its host platform, whose now_ns (clock_gettime) and cpu_id \
+                 (a thread-local) run on the path; sched counted {:.2} switches per round trip; Linux \
+                 needed {:.2} sched_yield calls per round trip",
+                per_round_trip(our_yield.counters.context_switches, per_iteration),
+                linux_yield.yields_per_round_trip
             )),
-        },
-        Row {
-            metric: "yield, 2 threads, 1 CPU (per switch; round trip / 2)".to_owned(),
-            where_ran: "native",
-            ours: absent("pending"),
-            peer: peer("Linux futex wake+wait", futex_one_cpu),
-            note: None,
-        },
-        Row {
-            metric: format!(
-                "yield, 2 threads, 1 CPU, live {} state in both (per switch; round trip / 2)",
-                if ymm { "AVX (ymm)" } else { "SSE (xmm; no AVX state enabled)" }
+        ),
+        row(
+            format!("yield, 2 threads, 1 CPU ({per_switch})"),
+            our_yield_figure,
+            peer("Linux futex wake+wait", futex_one_cpu),
+            Some("same samples of ours as the row above; Linux hands off with FUTEX_WAKE then FUTEX_WAIT".to_owned()),
+        ),
+        row(format!("bare system call (per call; {per_batch})"), absent("-"), peer("Linux getppid", getppid), None),
+        row(
+            format!(
+                "yield, 2 threads, 1 CPU, live {} state in both ({per_switch})",
+                if vectors.ymm_enabled() { "AVX (ymm)" } else { "SSE (xmm; no AVX state enabled)" }
             ),
-            where_ran: "native",
-            ours: absent("pending"),
-            peer: peer("Linux sched_yield", measured(yield_pair_vector.per_switch_cycles)),
-            note: Some(format!(
-                "both threads load a live vector image (arch::fpu::restore) before each yield, so each \
-                 switch includes one load, which alone takes {:.0} cycles (median; p99 {:.0}); Linux needed {:.2} \
-                 sched_yield calls per round trip",
-                touch.median_cycles, touch.p99_cycles, yield_pair_vector.yields_per_round_trip
+            measured(our_fpu_yield.per_switch_cycles),
+            peer("Linux sched_yield", measured(linux_fpu_yield.per_switch_cycles)),
+            Some(format!(
+                "both sides load a live vector image (arch::fpu::restore) before each yield, so each switch \
+                 includes one such load ({:.0} cycles, the FPU restore phase below); ours are sched threads \
+                 spawned with_fpu: sched counted {:.2} FPU saves and {:.2} restores per switch; Linux needed \
+                 {:.2} sched_yield calls per round trip",
+                fpu_restore.median_cycles,
+                ratio(our_fpu_yield.counters.fpu_saves, our_fpu_yield.counters.context_switches),
+                ratio(our_fpu_yield.counters.fpu_restores, our_fpu_yield.counters.context_switches),
+                linux_fpu_yield.yields_per_round_trip
             )),
-        },
-        Row {
-            metric: format!("bare system call (per call; {per_batch})"),
-            where_ran: "native",
-            ours: absent("-"),
-            peer: peer("Linux getppid", getppid),
-            note: None,
-        },
-        Row {
-            metric: "2 processes, 1 CPU, 1-byte pipe ping-pong (per half round trip) [1]".to_owned(),
-            where_ran: "native",
-            ours: absent("n/a [1]"),
-            peer: peer("Linux pipe", pipe),
-            note: None,
-        },
-        Row {
-            metric: "cross-CPU wake-up and answer (per half round trip)".to_owned(),
-            where_ran: "native",
-            ours: absent("n/a (needs hardware KVM)"),
-            peer: peer("Linux futex, 2 CPUs", cross_cpu),
-            note: None,
-        },
+        ),
     ];
+    for (nr_runnable, summary) in &picks {
+        rows.push(row(
+            format!("pick, {nr_runnable} runnable threads (per pick; {per_batch})"),
+            Figure::Cycles(*summary),
+            None,
+            None,
+        ));
+    }
+    if let Some(last) = rows.last_mut() {
+        last.note = Some(
+            "a pick is the queue work of a yield: lock the CPU's queue, put the running thread back, \
+             pop the next, unlock; one 64-byte stand-in control block per thread"
+                .to_owned(),
+        );
+    }
+    rows.extend([
+        row(
+            "2 processes, 1 CPU, 1-byte pipe ping-pong (per half round trip) [1]".to_owned(),
+            absent("n/a [1]"),
+            peer("Linux pipe", pipe),
+            None,
+        ),
+        row(
+            "cross-CPU wake-up and answer (per half round trip)".to_owned(),
+            absent("n/a (needs hardware KVM)"),
+            peer("Linux futex, 2 CPUs", cross_cpu),
+            None,
+        ),
+        row(
+            format!("our yield, phase: pick, 2 runnable (per pick; {per_batch})"),
+            Figure::Cycles(picks[0].1),
+            None,
+            Some("same samples as the 2-runnable pick row".to_owned()),
+        ),
+        row(
+            format!("our yield, phase: window switch (per switch; {per_batch} round trips)"),
+            Figure::Cycles(window_switch),
+            None,
+            Some("same samples as the raw window switch row".to_owned()),
+        ),
+        row(
+            format!("our yield, phase: FPU save, {:?} (per save; {per_batch})", vectors.kind()),
+            Figure::Cycles(fpu_save),
+            None,
+            None,
+        ),
+        row(
+            format!("our yield, phase: FPU restore, {:?} (per restore; {per_batch})", vectors.kind()),
+            Figure::Cycles(fpu_restore),
+            None,
+            Some("phases are timed apart; the yield rows above minus their sum is the rest of the path \
+                  (bookkeeping, counters, the platform's clock and CPU-number reads)"
+                .to_owned()),
+        ),
+    ]);
     let report = Report {
         host,
         quick: options.quick,
@@ -222,6 +278,16 @@ fn run(options: &Options) -> io::Result<()> {
     report.write_files(&options.out_dir)?;
     eprintln!("bench: wrote {0}/results.json and {0}/results.svg", options.out_dir.display());
     Ok(())
+}
+
+/// `count` per round trip of a run sampled with `sampling` (warm-up included).
+fn per_round_trip(count: u64, sampling: measure::Sampling) -> f64 {
+    count as f64 / sampling.nr_calls() as f64
+}
+
+/// `part / whole`, or 0 when there is no whole.
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 
 #[cfg(test)]

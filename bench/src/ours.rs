@@ -1,13 +1,38 @@
-//! Our side of the native rows: the kernel's own switch routine (`arch::switch`) driven from this
+//! Our side of the native rows: the kernel's own switch routine (`arch::switch`), extended-state
+//! save and restore (`arch::fpu`) and scheduler (`sched`, on its host platform) driven from this
 //! user-space process.
 //!
-//! [`window_switch`] ping-pongs between the calling thread's stack and a second context on a heap
-//! stack through `arch::switch::switch_window`, the very routine the scheduler switches threads
-//! with. Neighbours: `measure` for timing; `coro` measures the coroutine-crate floor the same way.
+//! - [`window_switch`]: `switch_window` round trips between two contexts, nothing else.
+//! - [`sched_yield_pair`]: two `sched` threads on one CPU passing a turn with `yield_now`, with or
+//!   without FPU state; the same ping-pong `linux::sched_yield_pair` runs through Linux.
+//! - [`pick`]: the run-queue work of a yield (lock, put the current thread back, pop the next)
+//!   with a chosen number of runnable threads.
+//! - [`fpu_save`]: the extended-state save of the switch path (the restore is
+//!   `LiveVectors::touch`, which `main` times).
+//!
+//! Neighbours: `measure` for timing, `vector` for live vector state, `linux` for the peer rows.
 
-use arch::switch::{Window, switch_window};
+use std::{
+    ptr::NonNull,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+};
 
-use crate::measure::{BATCH, Sampling, cycles_per_op};
+use arch::{
+    fpu::{self, FpuArea, FpuFeatures},
+    switch::{Window, switch_window},
+};
+use sched::{
+    Builder, Config, Counters, CpuIndex, host,
+    rq::{CpuQueue, Entity, Queued},
+};
+
+use crate::{
+    measure::{BATCH, Sampling, cycles_per_op},
+    vector::LiveVectors,
+};
 
 /// Bytes of the second context's stack: room for the partner loop and any signal frame Linux may
 /// push while it runs.
@@ -60,13 +85,187 @@ pub fn window_switch(sampling: Sampling) -> Vec<f64> {
     samples
 }
 
+/// The turn word's values: whose move it is, or that the partner should leave.
+const TURN_MEASURER: u32 = 0;
+const TURN_PARTNER: u32 = 1;
+const STOP: u32 = 2;
+
+/// Per-switch samples of a `yield_now` ping-pong between two `sched` threads, and what the
+/// scheduler counted meanwhile.
+pub struct SchedYield {
+    pub per_switch_cycles: Vec<f64>,
+    /// The scheduler's counters for the whole run (warm-up, and the switches into and out of
+    /// the main thread that starts the pair, included).
+    pub counters: Counters,
+}
+
+/// Two `sched` threads on a one-CPU host scheduler (the calling OS thread, which the caller has
+/// pinned, is that CPU) pass a turn back and forth: each calls `yield_now` until the turn is its
+/// own. With `vectors`, both are FPU threads and load the live vector image before every yield, so
+/// every switch saves and restores live AVX state. Samples are per switch (round trip / 2); every
+/// hand-off is checked to be answered exactly once.
+pub fn sched_yield_pair(sampling: Sampling, vectors: Option<Arc<LiveVectors>>) -> SchedYield {
+    let with_fpu = vectors.is_some();
+    let builder = move |name| {
+        let builder = Builder::new(name).pinned(CpuIndex(0));
+        if with_fpu { builder.with_fpu() } else { builder }
+    };
+    let touch = move || {
+        if let Some(vectors) = &vectors {
+            vectors.touch();
+        }
+    };
+    let ((per_switch_cycles, nr_answers), sched) = host::run(1, Config::default(), move |s| {
+        let turn = Arc::new(AtomicU32::new(TURN_MEASURER));
+        let partner = {
+            let (turn, touch) = (Arc::clone(&turn), touch.clone());
+            s.spawn(builder("yield partner"), move || {
+                let mut nr_answers = 0_usize;
+                loop {
+                    match turn.load(Ordering::Acquire) {
+                        TURN_PARTNER => {
+                            nr_answers += 1;
+                            turn.store(TURN_MEASURER, Ordering::Release);
+                        }
+                        STOP => return nr_answers,
+                        _ => {
+                            touch();
+                            s.yield_now();
+                        }
+                    }
+                }
+            })
+            .expect("spawn the yield partner")
+        };
+        let measurer = s
+            .spawn(builder("yield measurer"), move || {
+                let samples = cycles_per_op(sampling, 2, || {
+                    turn.store(TURN_PARTNER, Ordering::Release);
+                    while turn.load(Ordering::Acquire) != TURN_MEASURER {
+                        touch();
+                        s.yield_now();
+                    }
+                });
+                turn.store(STOP, Ordering::Release);
+                samples
+            })
+            .expect("spawn the yield measurer");
+        let samples = measurer.join().expect("the measurer returns its samples");
+        (samples, partner.join().expect("the partner returns its count"))
+    });
+    assert_eq!(nr_answers, sampling.nr_calls(), "every hand-off must be answered exactly once");
+    SchedYield { per_switch_cycles, counters: sched.counters(CpuIndex(0)) }
+}
+
+/// A stand-in thread for the run queue: just its scheduling state, one cache line per thread as in
+/// a real control block.
+#[repr(align(64))]
+struct QueuedThread {
+    entity: Entity<QueuedThread>,
+}
+
+// SAFETY: `entity` always returns the same field of `self`.
+unsafe impl Queued for QueuedThread {
+    fn entity(&self) -> &Entity<Self> {
+        &self.entity
+    }
+}
+
+/// Per-pick samples of the run-queue work of a yield with `nr_runnable` runnable threads (one
+/// running, the rest queued): lock the CPU's queue, put the running thread back at the tail, pop
+/// the head, unlock. Timed in batches of [`BATCH`] picks. Afterwards the queue must still hold
+/// every other thread, and one more round of picks must visit each thread exactly once.
+pub fn pick(sampling: Sampling, nr_runnable: usize) -> Vec<f64> {
+    assert!(nr_runnable >= 2, "a pick needs a thread to put back and one to take");
+    let threads: Vec<QueuedThread> =
+        (0..nr_runnable).map(|_| QueuedThread { entity: Entity::new(0, false) }).collect();
+    let queue = CpuQueue::<QueuedThread>::new();
+    for thread in &threads {
+        // SAFETY: `threads` is neither moved nor dropped while the queue is in use, the entity is
+        // on no queue and belongs to CPU 0, this queue's CPU.
+        unsafe { queue.activate(NonNull::from(thread)) };
+    }
+    let mut current = queue.lock().pop().expect("the queue holds every thread");
+    let pick_next = |current: NonNull<QueuedThread>| {
+        let mut rq = queue.lock();
+        // SAFETY: `current` is the thread "running" on this queue's CPU (taken off the queue by the
+        // previous pick) and is alive in `threads`.
+        unsafe { rq.put_prev_pick_next(current, false) }.expect("another thread is runnable")
+    };
+    let samples = cycles_per_op(sampling, BATCH, || {
+        for _ in 0..BATCH {
+            current = pick_next(current);
+        }
+    });
+    let mut seen = vec![false; nr_runnable];
+    for _ in 0..nr_runnable {
+        current = pick_next(current);
+        let index = threads.iter().position(|t| std::ptr::eq(t, current.as_ptr())).expect("one of ours");
+        assert!(!seen[index], "round robin picks every thread once per round");
+        seen[index] = true;
+    }
+    assert_eq!(queue.lock().len(), nr_runnable - 1, "every thread but the running one stays queued");
+    samples
+}
+
+/// Per-save samples of the switch path's extended-state save (`arch::fpu::save`, the kind `sched`
+/// picks here) of live vector state, timed in batches of [`BATCH`] saves. The state is loaded
+/// from `vectors` first, as an FPU thread's would be, so the save cannot take the "unmodified since
+/// the last restore from this area" shortcut.
+pub fn fpu_save(sampling: Sampling, vectors: &LiveVectors) -> Vec<f64> {
+    let features = FpuFeatures::detect();
+    let mut area = FpuArea::new(vectors.kind(), &features).expect("memory for a save area");
+    vectors.touch();
+    cycles_per_op(sampling, BATCH, || {
+        for _ in 0..BATCH {
+            // SAFETY: the area was sized for this kind on this machine, whose user space has it
+            // enabled (LiveVectors::new saved with it already).
+            unsafe { fpu::save(&mut area, vectors.kind()) };
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const TINY: Sampling = Sampling { nr_warmup: 2, nr_samples: 10 };
+
     #[test]
     fn window_switch_counts_every_round_trip_and_returns_one_sample_per_batch() {
-        let sampling = Sampling { nr_warmup: 2, nr_samples: 10 };
-        assert_eq!(window_switch(sampling).len(), 10);
+        assert_eq!(window_switch(TINY).len(), 10);
+    }
+
+    /// Switches a ping-pong of TINY must at least make: two per round trip.
+    const MIN_SWITCHES: u64 = 2 * (TINY.nr_warmup + TINY.nr_samples) as u64;
+
+    #[test]
+    fn sched_yield_pair_answers_every_hand_off_with_at_least_two_switches_per_round_trip() {
+        let pong = std::thread::spawn(|| sched_yield_pair(TINY, None)).join().unwrap();
+        assert_eq!(pong.per_switch_cycles.len(), 10);
+        assert!(pong.counters.context_switches >= MIN_SWITCHES);
+        assert_eq!(pong.counters.fpu_saves, 0);
+    }
+
+    #[test]
+    fn sched_yield_pair_with_fpu_saves_and_restores_at_every_switch_between_the_two() {
+        let vectors = Arc::new(LiveVectors::new().unwrap());
+        let pong = std::thread::spawn(move || sched_yield_pair(TINY, Some(vectors))).join().unwrap();
+        assert_eq!(pong.per_switch_cycles.len(), 10);
+        assert!(pong.counters.fpu_saves >= MIN_SWITCHES);
+        assert!(pong.counters.fpu_restores >= MIN_SWITCHES);
+    }
+
+    #[test]
+    fn pick_keeps_every_thread_queued_and_round_robin_with_two_and_many() {
+        for nr_runnable in [2, 3, 100] {
+            assert_eq!(pick(TINY, nr_runnable).len(), 10);
+        }
+    }
+
+    #[test]
+    fn fpu_save_returns_one_sample_per_batch() {
+        let vectors = LiveVectors::new().unwrap();
+        assert_eq!(fpu_save(TINY, &vectors).len(), 10);
     }
 }

@@ -226,7 +226,7 @@ impl Report {
         };
         let row_height = 2.0 * BAR_HEIGHT + ROW_GAP;
         let height = TOP + row_height * bars.len() as f64 + 40.0;
-        let width = LABEL_WIDTH + PLOT_WIDTH + 90.0;
+        let width = LABEL_WIDTH + PLOT_WIDTH + 220.0;
         let mut svg = String::new();
         let _ = writeln!(
             svg,

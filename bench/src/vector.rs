@@ -36,6 +36,11 @@ impl LiveVectors {
         Some(Self { area, kind, ymm_enabled: features.ymm_enabled() })
     }
 
+    /// The save/restore instruction pair the image was made with (the one `sched` uses here).
+    pub fn kind(&self) -> FpuKind {
+        self.kind
+    }
+
     /// Whether the image carries ymm upper halves (the OS enabled AVX state), not only xmm.
     pub fn ymm_enabled(&self) -> bool {
         self.ymm_enabled
