@@ -1,4 +1,4 @@
-//! Portable multiprocessor logic of the kernel: plain decisions and bookkeeping, no hardware access.
+//! Portable multiprocessor logic of the kernel: decisions and bookkeeping, no hardware access.
 //!
 //! The kernel calls this crate and performs the privileged steps it decides on (IPIs, CR3 writes,
 //! TLB invalidations) through the `arch` crate. Everything here builds for the host as well as for
@@ -36,7 +36,14 @@
 //!   and `pending() -> CpuSet`; [`Ticket::is_complete`].
 //!
 //! Atomics come through the private `sync` module, which swaps in loom's under `--cfg loom` so the
-//! lock-free parts are model-checked (`tests/loom_*.rs`).
+//! lock-free parts are model-checked.
+//!
+//! # Tests
+//!
+//! - `cargo test -p smp`: unit tests of every module, and `tests/tlb_model.rs`, which drives the
+//!   real tables, trackers and mailboxes against a software model of PCID-tagged TLBs.
+//! - `RUSTFLAGS="--cfg loom" cargo test -p smp --release --test loom_switch_vs_change` (and
+//!   `loom_mutual_shootdown`, `loom_cpuset`): the loom models.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 

@@ -231,9 +231,9 @@ impl<const N: usize> PcidTable<N> {
         Some((slot_pcid(index), slot.synced_gen))
     }
 
-    /// Records that every entry of `asid`'s PCID made stale by changes up to generation `tlb_gen` has
-    /// been invalidated on this CPU (a shootdown was serviced here), so the slot is synced to
-    /// `tlb_gen` if it was behind. Returns whether `asid` holds a slot.
+    /// Records that every entry of `asid`'s PCID made stale by changes up to generation
+    /// `tlb_gen` has been invalidated on this CPU (a shootdown was serviced here), so the slot is
+    /// synced to `tlb_gen` if it was behind. Returns whether `asid` holds a slot.
     pub fn note_flushed(&mut self, asid: AsId, tlb_gen: u64) -> bool {
         match self.find(asid).and_then(|index| self.slots[index].as_mut()) {
             Some(slot) => {

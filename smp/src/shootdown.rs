@@ -10,9 +10,10 @@
 //! Each CPU has at most one outgoing request: [`ShootdownMailbox::post`] refuses while the
 //! previous one is unacknowledged. Posting writes the request into the sender's outbox, sets the
 //! targets in `pending`, bumps the outbox's sequence number, then rings each target's doorbell
-//! (the set of senders with a request for it). A target's [`ShootdownMailbox::service`] takes its doorbell,
-//! reads each sender's request, flushes, and clears itself from that sender's `pending`; the
-//! sender's [`Shootdown::wait`] returns once `pending` is empty.
+//! (the set of senders with a request for it). A target's [`ShootdownMailbox::service`] takes
+//! its doorbell, reads each sender's request, flushes, and clears itself from that sender's
+//! `pending`; the sender's [`Shootdown::wait`] returns once `pending` is empty. A sender stays on
+//! its CPU (preemption off) from `post` to the end of `wait`: the outbox is that CPU's.
 //!
 //! Deadlock freedom: two CPUs may shoot each other down at the same moment, each spinning with
 //! interrupts off so that neither takes the other's IPI. `wait` therefore calls a `service`

@@ -5,7 +5,7 @@
 //! Both waits must complete, each CPU must receive exactly the other's request intact, and a
 //! sender whose wait returned must see the target's flush (recorded in a relaxed flag) done.
 //!
-//! Run: `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" cargo test -p smp --release --test loom_mutual_shootdown`
+//! Run: `RUSTFLAGS="--cfg loom" cargo test -p smp --release --test loom_mutual_shootdown`
 #![cfg(loom)]
 
 use loom::sync::Arc;

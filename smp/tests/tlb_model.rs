@@ -500,7 +500,8 @@ impl<const N: usize> Model<N> {
                 if let Some(g) = e.stale_since {
                     assert!(
                         self.awaits(c, e.asid, g),
-                        "step {}: cpu{c} switched to {next} without flush over a stale entry (vpage {vpage}, gen {g})",
+                        "step {}: cpu{c} switched to {next} without flush over a stale entry \
+                         (vpage {vpage}, gen {g})",
                         self.step
                     );
                 }
@@ -802,7 +803,8 @@ impl<const N: usize> Model<N> {
                 Some(g) if self.awaits(d, asid, g) => Ok(()),
                 Some(g) if !current && synced < g => Ok(()),
                 Some(g) => Err(format!(
-                    "stale entry of {asid} (gen {g}) in pcid{pcid}, loaded: {current}, slot synced to {synced}"
+                    "stale entry of {asid} (gen {g}) in pcid{pcid}, loaded: {current}, \
+                     slot synced to {synced}"
                 )),
             },
             _ if current => Err(format!(
@@ -943,20 +945,50 @@ impl<const N: usize> Model<N> {
 }
 
 fn action(nr_spaces: usize) -> impl Strategy<Value = Action> {
-    let space = 0..nr_spaces;
-    let vpage = 0..VPAGES;
+    let space = || 0..nr_spaces;
+    let vpage = || 0..VPAGES;
+    let touch = (vpage(), any::<bool>()).prop_map(|(vpage, write)| Action::Touch { vpage, write });
+    let map =
+        (space(), vpage(), 1..=12u64, any::<bool>()).prop_map(|(space, start, pages, writable)| {
+            Action::Map {
+                space,
+                start,
+                pages,
+                writable,
+            }
+        });
+    let unmap =
+        (space(), vpage(), 1..=40u64, any::<bool>()).prop_map(|(space, start, pages, deferred)| {
+            Action::Unmap {
+                space,
+                start,
+                pages,
+                deferred,
+            }
+        });
+    let protect =
+        (space(), vpage(), 1..=40u64, any::<bool>()).prop_map(|(space, start, pages, deferred)| {
+            Action::Protect {
+                space,
+                start,
+                pages,
+                deferred,
+            }
+        });
+    let remap =
+        (space(), vpage(), any::<bool>()).prop_map(|(space, vpage, deferred)| Action::Remap {
+            space,
+            vpage,
+            deferred,
+        });
     prop_oneof![
-        25 => space.clone().prop_map(Action::Switch),
+        25 => space().prop_map(Action::Switch),
         3 => Just(Action::SwitchKernel),
-        30 => (vpage.clone(), any::<bool>()).prop_map(|(vpage, write)| Action::Touch { vpage, write }),
-        8 => (space.clone(), vpage.clone(), 1..=12u64, any::<bool>())
-            .prop_map(|(space, start, pages, writable)| Action::Map { space, start, pages, writable }),
-        8 => (space.clone(), vpage.clone(), 1..=40u64, any::<bool>())
-            .prop_map(|(space, start, pages, deferred)| Action::Unmap { space, start, pages, deferred }),
-        5 => (space.clone(), vpage.clone(), 1..=40u64, any::<bool>())
-            .prop_map(|(space, start, pages, deferred)| Action::Protect { space, start, pages, deferred }),
-        5 => (space, vpage, any::<bool>())
-            .prop_map(|(space, vpage, deferred)| Action::Remap { space, vpage, deferred }),
+        30 => touch,
+        8 => map,
+        8 => unmap,
+        5 => protect,
+        5 => remap,
         10 => Just(Action::Deliver),
         2 => Just(Action::FullFlush),
     ]
