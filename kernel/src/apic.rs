@@ -332,18 +332,18 @@ pub(crate) fn stop_free_count() {
     set_timer_mode();
 }
 
-/// Test support: let the interrupts pending on this CPU in (a short window with interrupts on:
-/// `sti` takes effect after the next instruction, so a few pauses give the CPU its chance), then
-/// go back to the interrupt state the caller had.
+/// Test support: while `vector` is pending on this CPU, halt with interrupts on so that it is
+/// delivered (a pending interrupt ends the halt at once; a short window of `sti` is not enough
+/// where a hypervisor injects interrupts only at its own exits), then go back to the caller's
+/// interrupt state.
 #[cfg(feature = "ktest")]
-pub fn let_pending_in() {
+pub fn deliver_pending(vector: u8) {
     let was_enabled = interrupts::are_enabled();
-    interrupts::enable();
-    for _ in 0..16 {
-        core::hint::spin_loop();
+    while is_pending(vector) {
+        arch::cpu::enable_interrupts_and_halt();
     }
-    if !was_enabled {
-        interrupts::disable();
+    if was_enabled {
+        interrupts::enable();
     }
 }
 
