@@ -17,6 +17,9 @@ pub struct Host {
     pub cpuinfo_mhz: Option<f64>,
     /// The running kernel's release string (what `uname -r` prints).
     pub kernel_release: String,
+    /// The 1, 5 and 15 minute load averages from /proc/loadavg when the run started: other work on
+    /// the machine preempts the measured threads and shows in the p99 figures.
+    pub load_avg: [f64; 3],
     /// TSC ticks per second, calibrated against CLOCK_MONOTONIC.
     pub tsc_hz: f64,
     /// Median cycles between `tsc::start()` and `tsc::end()` with nothing in between: the fixed
@@ -38,6 +41,7 @@ impl Host {
         let cpu_model = field("model name").unwrap_or_else(|| "unknown".to_owned());
         let cpuinfo_mhz = field("cpu MHz").and_then(|mhz| mhz.parse().ok());
         let kernel_release = fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_owned();
+        let load_avg = parse_load_avg(&fs::read_to_string("/proc/loadavg")?)?;
         let overhead = crate::measure::cycles_per_op(
             crate::measure::Sampling { nr_warmup: 1_000, nr_samples: 10_000 },
             1,
@@ -47,6 +51,7 @@ impl Host {
             cpu_model,
             cpuinfo_mhz,
             kernel_release,
+            load_avg,
             tsc_hz: calibrate_tsc_hz(calibration),
             timer_overhead_cycles: crate::stats::summarize(overhead).median_cycles,
         })
@@ -56,6 +61,16 @@ impl Host {
     pub fn ns(&self, cycles: f64) -> f64 {
         cycles * 1e9 / self.tsc_hz
     }
+}
+
+/// The first three fields of /proc/loadavg.
+fn parse_load_avg(text: &str) -> io::Result<[f64; 3]> {
+    let mut fields = text.split_whitespace().map(str::parse::<f64>);
+    let mut next = || match fields.next() {
+        Some(Ok(value)) => Ok(value),
+        _ => Err(io::Error::other(format!("unexpected /proc/loadavg: {text:?}"))),
+    };
+    Ok([next()?, next()?, next()?])
 }
 
 /// TSC ticks per second: count ticks across a sleep of `window` on CLOCK_MONOTONIC (which is what
@@ -108,6 +123,12 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn load_average_is_the_first_three_fields() {
+        assert_eq!(parse_load_avg("7.96 10.28 6.22 3/412 9001\n").unwrap(), [7.96, 10.28, 6.22]);
+        assert!(parse_load_avg("7.96 x").is_err());
     }
 
     #[test]

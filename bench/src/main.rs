@@ -23,7 +23,7 @@ mod vector;
 use std::{io, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use host::{Host, allowed_cpus};
-use measure::{BATCH, BATCHED, PER_ITERATION};
+use measure::{BATCH, BATCHED, PER_ITERATION, YIELD_BATCH};
 use report::{Figure, Peer, Report, Row};
 use vector::LiveVectors;
 
@@ -120,14 +120,14 @@ fn run(options: &Options) -> io::Result<()> {
     let corosensei = measured(coro::corosensei_switch(batched));
 
     progress("our yield and Linux's (sched_yield, futex) on one CPU");
-    let our_yield = ours::sched_yield_pair(per_iteration, None);
+    let our_yield = ours::sched_yield_pair(per_iteration, YIELD_BATCH, None);
     let our_yield_figure = measured(our_yield.per_switch_cycles);
     let linux_yield = linux::sched_yield_pair(per_iteration, cpu, || {})?;
     let futex_one_cpu = measured(linux::futex_pair(per_iteration, cpu, cpu)?);
     let getppid = measured(linux::getppid(batched));
 
     progress("our yield and Linux's with live vector state");
-    let our_fpu_yield = ours::sched_yield_pair(per_iteration, Some(Arc::clone(&vectors)));
+    let our_fpu_yield = ours::sched_yield_pair(per_iteration, YIELD_BATCH, Some(Arc::clone(&vectors)));
     let linux_fpu_yield = {
         let vectors = Arc::clone(&vectors);
         linux::sched_yield_pair(per_iteration, cpu, move || vectors.touch())?
@@ -162,7 +162,7 @@ fn run(options: &Options) -> io::Result<()> {
         peer,
         note,
     };
-    let per_switch = "per switch; round trip / 2";
+    let per_switch = format!("per switch; ours in batches of {YIELD_BATCH} round trips, Linux per round trip / 2");
     let mut rows = vec![
         row(
             format!("raw window switch (per switch; {per_batch} round trips)"),
@@ -210,7 +210,7 @@ fn run(options: &Options) -> io::Result<()> {
     ];
     for (nr_runnable, summary) in &picks {
         rows.push(row(
-            format!("pick, {nr_runnable} runnable threads (per pick; {per_batch})"),
+            format!("pick, {} runnable threads (per pick; {per_batch})", with_commas(*nr_runnable)),
             Figure::Cycles(*summary),
             None,
             None,
@@ -280,9 +280,22 @@ fn run(options: &Options) -> io::Result<()> {
     Ok(())
 }
 
-/// `count` per round trip of a run sampled with `sampling` (warm-up included).
+/// `count` per round trip of our yield ping-pong sampled with `sampling` (warm-up included).
 fn per_round_trip(count: u64, sampling: measure::Sampling) -> f64 {
-    count as f64 / sampling.nr_calls() as f64
+    count as f64 / (sampling.nr_calls() * YIELD_BATCH as usize) as f64
+}
+
+/// `n` with a comma between groups of three digits, as the row labels write counts.
+fn with_commas(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 /// `part / whole`, or 0 when there is no whole.
@@ -312,6 +325,14 @@ mod tests {
         assert!(options.quick);
         assert_eq!(options.cpu, Some(1));
         assert_eq!(options.out_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn counts_get_commas_between_groups_of_three() {
+        assert_eq!(with_commas(2), "2");
+        assert_eq!(with_commas(100), "100");
+        assert_eq!(with_commas(10_000), "10,000");
+        assert_eq!(with_commas(1_234_567), "1,234,567");
     }
 
     #[test]

@@ -36,6 +36,11 @@ pub const PER_ITERATION: Sampling = Sampling { nr_warmup: 10_000, nr_samples: 10
 /// Round trips per sample for operations too short to time one at a time.
 pub const BATCH: u32 = 100;
 
+/// Round trips per sample of our yield rows: a round trip (a few hundred cycles) is too short to
+/// time alone, and a short sample window keeps the p99 about the operation rather than about how
+/// often the host preempts a long window.
+pub const YIELD_BATCH: u32 = 10;
+
 /// Samples for batched rows: 10^4 batches of [`BATCH`] round trips, so 10^6 round trips.
 pub const BATCHED: Sampling = Sampling { nr_warmup: 1_000, nr_samples: 10_000 };
 

@@ -102,9 +102,14 @@ pub struct SchedYield {
 /// Two `sched` threads on a one-CPU host scheduler (the calling OS thread, which the caller has
 /// pinned, is that CPU) pass a turn back and forth: each calls `yield_now` until the turn is its
 /// own. With `vectors`, both are FPU threads and load the live vector image before every yield, so
-/// every switch saves and restores live AVX state. Samples are per switch (round trip / 2); every
-/// hand-off is checked to be answered exactly once.
-pub fn sched_yield_pair(sampling: Sampling, vectors: Option<Arc<LiveVectors>>) -> SchedYield {
+/// every switch saves and restores live AVX state. A round trip is too short to time alone, so a
+/// sample is `round_trips_per_sample` round trips; samples are per switch. Every hand-off is
+/// checked to be answered exactly once.
+pub fn sched_yield_pair(
+    sampling: Sampling,
+    round_trips_per_sample: u32,
+    vectors: Option<Arc<LiveVectors>>,
+) -> SchedYield {
     let with_fpu = vectors.is_some();
     let builder = move |name| {
         let builder = Builder::new(name).pinned(CpuIndex(0));
@@ -139,11 +144,13 @@ pub fn sched_yield_pair(sampling: Sampling, vectors: Option<Arc<LiveVectors>>) -
         };
         let measurer = s
             .spawn(builder("yield measurer"), move || {
-                let samples = cycles_per_op(sampling, 2, || {
-                    turn.store(TURN_PARTNER, Ordering::Release);
-                    while turn.load(Ordering::Acquire) != TURN_MEASURER {
-                        touch();
-                        s.yield_now();
+                let samples = cycles_per_op(sampling, 2 * round_trips_per_sample, || {
+                    for _ in 0..round_trips_per_sample {
+                        turn.store(TURN_PARTNER, Ordering::Release);
+                        while turn.load(Ordering::Acquire) != TURN_MEASURER {
+                            touch();
+                            s.yield_now();
+                        }
                     }
                 });
                 turn.store(STOP, Ordering::Release);
@@ -153,7 +160,8 @@ pub fn sched_yield_pair(sampling: Sampling, vectors: Option<Arc<LiveVectors>>) -
         let samples = measurer.join().expect("the measurer returns its samples");
         (samples, partner.join().expect("the partner returns its count"))
     });
-    assert_eq!(nr_answers, sampling.nr_calls(), "every hand-off must be answered exactly once");
+    let nr_round_trips = sampling.nr_calls() * round_trips_per_sample as usize;
+    assert_eq!(nr_answers, nr_round_trips, "every hand-off must be answered exactly once");
     SchedYield { per_switch_cycles, counters: sched.counters(CpuIndex(0)) }
 }
 
@@ -236,12 +244,14 @@ mod tests {
         assert_eq!(window_switch(TINY).len(), 10);
     }
 
-    /// Switches a ping-pong of TINY must at least make: two per round trip.
-    const MIN_SWITCHES: u64 = 2 * (TINY.nr_warmup + TINY.nr_samples) as u64;
+    /// Round trips per sample in the yield tests.
+    const ROUND_TRIPS: u32 = 3;
+    /// Switches a yield ping-pong sampled with TINY must at least make: two per round trip.
+    const MIN_SWITCHES: u64 = 2 * ROUND_TRIPS as u64 * (TINY.nr_warmup + TINY.nr_samples) as u64;
 
     #[test]
     fn sched_yield_pair_answers_every_hand_off_with_at_least_two_switches_per_round_trip() {
-        let pong = std::thread::spawn(|| sched_yield_pair(TINY, None)).join().unwrap();
+        let pong = std::thread::spawn(|| sched_yield_pair(TINY, ROUND_TRIPS, None)).join().unwrap();
         assert_eq!(pong.per_switch_cycles.len(), 10);
         assert!(pong.counters.context_switches >= MIN_SWITCHES);
         assert_eq!(pong.counters.fpu_saves, 0);
@@ -250,7 +260,7 @@ mod tests {
     #[test]
     fn sched_yield_pair_with_fpu_saves_and_restores_at_every_switch_between_the_two() {
         let vectors = Arc::new(LiveVectors::new().unwrap());
-        let pong = std::thread::spawn(move || sched_yield_pair(TINY, Some(vectors))).join().unwrap();
+        let pong = std::thread::spawn(move || sched_yield_pair(TINY, ROUND_TRIPS, Some(vectors))).join().unwrap();
         assert_eq!(pong.per_switch_cycles.len(), 10);
         assert!(pong.counters.fpu_saves >= MIN_SWITCHES);
         assert!(pong.counters.fpu_restores >= MIN_SWITCHES);

@@ -84,7 +84,12 @@ impl Report {
         let host = &self.host;
         let mut out = String::new();
         let mhz = host.cpuinfo_mhz.map_or_else(String::new, |mhz| format!("; /proc/cpuinfo says {mhz:.0} MHz"));
-        let _ = writeln!(out, "CPU: {}   kernel: Linux {}", host.cpu_model, host.kernel_release);
+        let [load_1, load_5, load_15] = host.load_avg;
+        let _ = writeln!(
+            out,
+            "CPU: {}   kernel: Linux {}   load average at start: {load_1:.2} {load_5:.2} {load_15:.2}",
+            host.cpu_model, host.kernel_release
+        );
         let _ = writeln!(
             out,
             "TSC: {:.3} GHz, calibrated against CLOCK_MONOTONIC{mhz} (1000 cycles = {:.0} ns)",
@@ -188,6 +193,7 @@ impl Report {
             "date": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             "cpu_model": self.host.cpu_model,
             "host_kernel": self.host.kernel_release,
+            "load_avg_at_start": self.host.load_avg,
             "accelerator": self.accelerator,
             "tsc_hz": self.host.tsc_hz,
             "cpuinfo_mhz": self.host.cpuinfo_mhz,
@@ -312,6 +318,7 @@ mod tests {
             cpu_model: "Test CPU <x>".to_owned(),
             cpuinfo_mhz: Some(2000.0),
             kernel_release: "6.1.0".to_owned(),
+            load_avg: [0.5, 0.25, 0.125],
             tsc_hz: 2e9,
             timer_overhead_cycles: 30.0,
         }
@@ -351,6 +358,7 @@ mod tests {
         let json = report().json();
         assert_eq!(json["cpu_model"], "Test CPU <x>");
         assert_eq!(json["host_kernel"], "6.1.0");
+        assert_eq!(json["load_avg_at_start"][1], 0.25);
         assert!(json["accelerator"].is_null());
         assert!(json["date"].as_str().unwrap().ends_with('Z'));
         let rows = json["rows"].as_array().unwrap();
