@@ -57,6 +57,7 @@ fn os_thread_cpu() -> u32 {
 struct HostCpu {
     os_thread: OnceLock<std::thread::Thread>,
     irqs_enabled: AtomicBool,
+    halted: AtomicBool,
     timer_deadline_ns: AtomicU64,
     mm_switches: AtomicU64,
 }
@@ -76,6 +77,7 @@ impl HostPlatform {
                 CachePadded::new(HostCpu {
                     os_thread: OnceLock::new(),
                     irqs_enabled: AtomicBool::new(true),
+                    halted: AtomicBool::new(false),
                     timer_deadline_ns: AtomicU64::new(NEVER),
                     mm_switches: AtomicU64::new(0),
                 })
@@ -107,6 +109,21 @@ impl HostPlatform {
     /// Whether `cpu`'s simulated interrupts are enabled.
     pub fn irqs_enabled(&self, cpu: CpuIndex) -> bool {
         self.cpus[cpu.index()].irqs_enabled.load(Ordering::Relaxed)
+    }
+
+    /// Whether `cpu` is halted in `idle_wait` right now.
+    pub fn is_halted(&self, cpu: CpuIndex) -> bool {
+        self.cpus[cpu.index()].halted.load(Ordering::Relaxed)
+    }
+
+    /// The deadline `cpu`'s timer is armed for (`None`: stopped).
+    pub fn timer_deadline(&self, cpu: CpuIndex) -> Option<u64> {
+        Some(
+            self.cpus[cpu.index()]
+                .timer_deadline_ns
+                .load(Ordering::Relaxed),
+        )
+        .filter(|&d| d != NEVER)
     }
 
     /// How many times `switch_mm` ran on `cpu`.
@@ -160,6 +177,7 @@ impl Platform for HostPlatform {
     fn idle_wait(&self) {
         let cpu = self.this();
         cpu.irqs_enabled.store(true, Ordering::Relaxed);
+        cpu.halted.store(true, Ordering::Relaxed);
         match cpu.timer_deadline_ns.load(Ordering::Relaxed) {
             NEVER => std::thread::park(),
             deadline_ns => {
@@ -169,6 +187,7 @@ impl Platform for HostPlatform {
                 }
             }
         }
+        cpu.halted.store(false, Ordering::Relaxed);
         cpu.irqs_enabled.store(false, Ordering::Relaxed);
     }
 

@@ -35,7 +35,7 @@
 //!
 //! Synchronisation (module `wait`), every call takes the `&Scheduler`:
 //! - [`WaitQueue`]: `const fn new()`, `wait_until(&self, s, cond)`, `wake_one(&self, s) -> bool`,
-//!   `wake_all(&self, s) -> usize`, `waiters()`.
+//!   `wake_all(&self, s) -> usize`.
 //! - [`Mutex<T>`]: `const fn new(T)`, `lock(&self, s) -> MutexGuard`, `try_lock`, `get_mut`,
 //!   `into_inner`; [`Semaphore`]: `const fn new(n)`, `acquire(&self, s)`, `try_acquire`,
 //!   `release(&self, s)`, `available`.

@@ -40,7 +40,6 @@ struct Node {
 struct List {
     head: *mut Node,
     tail: *mut Node,
-    len: usize,
 }
 
 // SAFETY: the nodes are owned by waiting threads that stay inside `wait_until` while linked; the list
@@ -62,7 +61,6 @@ impl List {
             }
         }
         self.tail = n;
-        self.len += 1;
     }
 
     /// # Safety
@@ -81,7 +79,6 @@ impl List {
             }
             (*n).linked = false;
         }
-        self.len -= 1;
     }
 
     fn pop_front(&mut self) -> Option<NonNull<Thread>> {
@@ -115,14 +112,8 @@ impl WaitQueue {
             list: SpinMutex::new(List {
                 head: null_mut(),
                 tail: null_mut(),
-                len: 0,
             }),
         }
-    }
-
-    /// Number of threads waiting right now.
-    pub fn waiters(&self) -> usize {
-        self.list.lock().len
     }
 
     /// Block the calling thread until `cond()` returns true. `cond` runs with interrupts disabled
