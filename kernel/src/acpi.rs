@@ -219,20 +219,19 @@ fn add(p: &mut Platform, apic: u32, uid: u32, flags: u32) {
 }
 
 fn report(p: &Platform) {
-    let online_capable = p.cpus.iter().filter(|c| !c.enabled).count();
-    log::info!(
-        "acpi: {} CPUs in the MADT ({} enabled, {} online-capable, {} unusable), local APIC at {}, {} I/O APIC(s), 8259 PICs {}",
-        p.cpus.len(),
-        p.cpus.len() - online_capable,
-        online_capable,
-        p.cpus_unusable,
-        match p.lapic_phys {
-            Some(a) => alloc::format!("{a:#x}"),
-            None => alloc::string::String::from("(unknown)"),
-        },
-        p.ioapics.len(),
-        if p.has_8259 { "present" } else { "absent" },
-    );
+    // Without a MADT (warned about already) there are no processors or controllers to list.
+    if let Some(lapic) = p.lapic_phys {
+        let online_capable = p.cpus.iter().filter(|c| !c.enabled).count();
+        log::info!(
+            "acpi: {} CPUs in the MADT ({} enabled, {} online-capable, {} unusable), local APIC at {lapic:#x}, {} I/O APIC(s), 8259 PICs {}",
+            p.cpus.len(),
+            p.cpus.len() - online_capable,
+            online_capable,
+            p.cpus_unusable,
+            p.ioapics.len(),
+            if p.has_8259 { "present" } else { "absent" },
+        );
+    }
     for io in p.ioapics.iter() {
         log::info!(
             "acpi: I/O APIC id {} at {:#x}, GSIs {}-{}",

@@ -296,6 +296,7 @@ fn wait_icr_idle() {
 /// Replaces any earlier arming. In one-shot mode the longest delay is 2^32 - 1 timer ticks (4.29 s
 /// at 1 GHz); a longer one fires at that limit, which the timer handler must tell from its deadline.
 /// Before `time` calibrated the clocks it does nothing.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "the scheduler's tick arms it; only tests do yet"))]
 pub fn arm_oneshot_ns(ns: u64) {
     if deadline_mode() {
         if let Some(ticks) = crate::time::ns_to_tsc_ticks_ceil(ns) {
@@ -307,6 +308,7 @@ pub fn arm_oneshot_ns(ns: u64) {
 }
 
 /// Cancel this CPU's pending timer interrupt, if it was armed and has not fired.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "the scheduler's tick disarms it; only tests do yet"))]
 pub fn disarm() {
     if deadline_mode() {
         write_deadline(0);

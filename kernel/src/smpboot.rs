@@ -66,6 +66,7 @@ static TRAMPOLINE_STACKS: spin::Once<Vec<u64>> = spin::Once::new();
 
 /// Name the function every AP runs once it is online (instead of the built-in halt loop). APs
 /// already idling switch to it at their next interrupt.
+#[allow(dead_code, reason = "kernel_main plugs the scheduler's per-CPU entry in here once it exists")]
 pub fn set_ap_main(f: fn() -> !) {
     AP_MAIN.store(f as usize, Ordering::Release);
 }
@@ -91,6 +92,7 @@ pub fn apic_id_of(cpu: CpuId) -> Option<ApicId> {
 }
 
 /// The per-CPU block of an online CPU (for reading its counters).
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "per-CPU statistics read through it; only tests do yet"))]
 pub fn percpu_of(cpu: CpuId) -> Option<&'static percpu::PerCpu> {
     let p = BLOCKS[cpu.index()].load(Ordering::Acquire);
     // SAFETY: only `register_block` stores here, a pointer to a block that is never freed and whose
