@@ -16,6 +16,7 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicU32, Ordering},
+        mpsc,
     },
     thread,
 };
@@ -50,8 +51,7 @@ pub fn sched_yield_pair(
     let partner = {
         let turn = Arc::clone(&turn);
         let between_yields = between_yields.clone();
-        thread::spawn(move || -> io::Result<usize> {
-            pin_to_cpu(cpu)?;
+        spawn_pinned(cpu, move || {
             let mut nr_answers = 0;
             loop {
                 match turn.load(Ordering::Acquire) {
@@ -59,14 +59,14 @@ pub fn sched_yield_pair(
                         nr_answers += 1;
                         turn.store(TURN_A, Ordering::Release);
                     }
-                    STOP => return Ok(nr_answers),
+                    STOP => return nr_answers,
                     _ => {
                         between_yields();
                         sched_yield();
                     }
                 }
             }
-        })
+        })?
     };
     let mut nr_yields = 0_usize;
     let per_switch_cycles = cycles_per_op(sampling, 2, || {
@@ -78,9 +78,31 @@ pub fn sched_yield_pair(
         }
     });
     turn.store(STOP, Ordering::Release);
-    let nr_answers = partner.join().expect("the yield partner panicked")?;
+    let nr_answers = partner.join().expect("the yield partner panicked").expect("the partner was pinned");
     assert_eq!(nr_answers, sampling.nr_calls(), "every hand-off must be answered exactly once");
     Ok(YieldPingPong { per_switch_cycles, yields_per_round_trip: nr_yields as f64 / sampling.nr_calls() as f64 })
+}
+
+/// Start a partner thread pinned to `cpu` and return once it is pinned, so a pinning failure is
+/// an error here rather than a measurer waiting forever for a partner that never answers. The
+/// handle yields `None` only when pinning failed, which this function has already reported.
+fn spawn_pinned<T: Send + 'static>(
+    cpu: usize,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<thread::JoinHandle<Option<T>>> {
+    let (pinned_tx, pinned_rx) = mpsc::channel();
+    let partner = thread::spawn(move || {
+        let pinned = pin_to_cpu(cpu);
+        let ok = pinned.is_ok();
+        // The receiver is alive: `spawn_pinned` waits for this message.
+        let _ = pinned_tx.send(pinned);
+        ok.then(body)
+    });
+    match pinned_rx.recv() {
+        Ok(Ok(())) => Ok(partner),
+        Ok(Err(err)) => Err(err),
+        Err(_) => Err(io::Error::other("the partner thread died before pinning itself")),
+    }
 }
 
 fn sched_yield() {
@@ -131,8 +153,7 @@ pub fn futex_pair(sampling: Sampling, cpu_a: usize, cpu_b: usize) -> io::Result<
     let turn = Arc::new(AtomicU32::new(TURN_A));
     let partner = {
         let turn = Arc::clone(&turn);
-        thread::spawn(move || -> io::Result<usize> {
-            pin_to_cpu(cpu_b)?;
+        spawn_pinned(cpu_b, move || {
             let mut nr_answers = 0;
             loop {
                 match turn.load(Ordering::Acquire) {
@@ -141,11 +162,11 @@ pub fn futex_pair(sampling: Sampling, cpu_a: usize, cpu_b: usize) -> io::Result<
                         turn.store(TURN_A, Ordering::Release);
                         futex_wake(&turn);
                     }
-                    STOP => return Ok(nr_answers),
+                    STOP => return nr_answers,
                     _ => futex_wait(&turn, TURN_A),
                 }
             }
-        })
+        })?
     };
     let per_hop_cycles = cycles_per_op(sampling, 2, || {
         turn.store(TURN_B, Ordering::Release);
@@ -156,7 +177,7 @@ pub fn futex_pair(sampling: Sampling, cpu_a: usize, cpu_b: usize) -> io::Result<
     });
     turn.store(STOP, Ordering::Release);
     futex_wake(&turn);
-    let nr_answers = partner.join().expect("the futex partner panicked")?;
+    let nr_answers = partner.join().expect("the futex partner panicked").expect("the partner was pinned");
     assert_eq!(nr_answers, sampling.nr_calls(), "every hand-off must be answered exactly once");
     Ok(per_hop_cycles)
 }
@@ -290,6 +311,12 @@ mod tests {
         let cpu = first_cpu();
         let samples = thread::spawn(move || pipe_pingpong(TINY, cpu)).join().unwrap().unwrap();
         assert_eq!(samples.len(), TINY.nr_samples);
+    }
+
+    #[test]
+    fn a_partner_that_cannot_be_pinned_is_an_error_not_a_hang() {
+        let not_allowed = allowed_cpus().unwrap().last().unwrap() + 1;
+        assert!(spawn_pinned(not_allowed, || ()).is_err());
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! `bench`: the kernel's context switch and run queue measured natively, beside Linux doing the
 //! same hand-offs on the same machine, in one run.
 //!
-//! The very switch routine and run queue the kernel uses are built for the host and driven from
-//! this user-space process, pinned to one CPU; the Linux side is a set of small ping-pong
-//! programs of our own (`linux`), and a coroutine crate gives the user-space floor (`coro`).
-//! Every figure is TSC cycles per operation, median and p99, read with the fenced
-//! `arch::tsc::{start, end}` (`measure`, `stats`). Output: a table on stdout, then
+//! The very switch routine, FPU save/restore and scheduler the kernel uses are built for the host
+//! and driven from this user-space process, pinned to one CPU (`ours`, with live vector state
+//! from `vector`); the Linux side is a set of small ping-pong programs of our own (`linux`), and
+//! a coroutine crate gives the user-space floor (`coro`). Every figure is TSC cycles per
+//! operation, median and p99, read with the fenced `arch::tsc::{start, end}` (`measure`,
+//! `stats`); `host` pins threads and describes the machine. Output: a table on stdout, then
 //! `results.json` and `results.svg` (`report`) in the output directory.
 //!
 //! Usage: `bench [--quick] [--cpu N] [--out DIR]`. `--quick` shrinks every sample count so the
@@ -132,7 +133,6 @@ fn run(options: &Options) -> io::Result<()> {
         let vectors = Arc::clone(&vectors);
         linux::sched_yield_pair(per_iteration, cpu, move || vectors.touch())?
     };
-    host::pin_to_cpu(cpu)?;
     let fpu_restore = stats::summarize(measure::cycles_per_op(batched, BATCH, || {
         for _ in 0..BATCH {
             vectors.touch();
@@ -153,7 +153,6 @@ fn run(options: &Options) -> io::Result<()> {
         }
         None => absent("n/a (one CPU)"),
     };
-    host::pin_to_cpu(cpu)?;
 
     let row = |metric: String, ours: Figure, peer: Option<Peer>, note: Option<String>| Row {
         metric,
