@@ -41,28 +41,32 @@ struct Options {
 const USAGE: &str = "usage: bench [--quick] [--cpu N] [--out DIR]
   --quick    tiny sample counts: checks every row's code path in a few seconds
   --cpu N    the CPU the one-CPU rows run on (default: the last allowed CPU)
-  --out DIR  where results.json and results.svg go (default: target/bench in the workspace)";
+  --out DIR  where results.json and results.svg go (default: target/bench in the workspace,
+             target/bench/quick for --quick, so a smoke run never replaces real results)";
+
+/// The workspace's `target/bench`, where results go unless `--out` says otherwise.
+const DEFAULT_OUT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench");
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
-    let mut options = Options {
-        quick: false,
-        cpu: None,
-        out_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench")),
-    };
+    let (mut quick, mut cpu, mut out_dir) = (false, None, None);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--quick" => options.quick = true,
+            "--quick" => quick = true,
             "--cpu" => {
                 let value = args.next().ok_or("--cpu needs a CPU number")?;
-                options.cpu = Some(value.parse().map_err(|_| format!("--cpu: not a CPU number: {value}"))?);
+                cpu = Some(value.parse().map_err(|_| format!("--cpu: not a CPU number: {value}"))?);
             }
-            "--out" => options.out_dir = args.next().ok_or("--out needs a directory")?.into(),
+            "--out" => out_dir = Some(PathBuf::from(args.next().ok_or("--out needs a directory")?)),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument: {other}")),
         }
     }
-    Ok(options)
+    let out_dir = out_dir.unwrap_or_else(|| {
+        let dir = PathBuf::from(DEFAULT_OUT_DIR);
+        if quick { dir.join("quick") } else { dir }
+    });
+    Ok(Options { quick, cpu, out_dir })
 }
 
 fn main() -> ExitCode {
@@ -316,6 +320,12 @@ mod tests {
         assert!(!options.quick);
         assert_eq!(options.cpu, None);
         assert!(options.out_dir.ends_with("target/bench"));
+    }
+
+    #[test]
+    fn a_quick_run_writes_beside_the_full_results_not_over_them() {
+        let options = parse_args(args("--quick")).unwrap();
+        assert!(options.out_dir.ends_with("target/bench/quick"));
     }
 
     #[test]
