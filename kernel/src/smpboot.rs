@@ -11,9 +11,9 @@
 //!   3A, 9.4.4.1; the second is ignored by CPUs the first one started). Each AP climbs to long mode
 //!   on the kernel's CR3 and enters [`trampoline_ap_entry`] on the stack its ticket names.
 //!
-//! Both end in `ap_start`: IDT, local APIC, its id -> its `CpuId`, its per-CPU block
-//! (`percpu::PerCpu` leaked on the heap, installed on the AP itself), GDT and TSS
-//! (`gdt::CpuTables::new_leaked`), the boot CPU's CR0/CR4. It logs `cpu N online: APIC id A, ACPI
+//! Both end in `ap_start`: GDT and TSS (`gdt::CpuTables::new_leaked`), IDT, local APIC, its id ->
+//! its `CpuId`, its per-CPU block (`percpu::PerCpu` leaked on the heap, installed on the AP
+//! itself), the boot CPU's CR0/CR4. It logs `cpu N online: APIC id A, ACPI
 //! UID U`, joins the online set and enters the AP main loop: halting with interrupts on and serving
 //! IPIs, until [`set_ap_main`] names the function that takes over (the scheduler's per-CPU entry).
 //!
@@ -189,16 +189,21 @@ fn start_limine(mp: &'static ::limine::response::MpResponse, targets: &[(CpuId, 
     }
 }
 
-/// Limine jumps here on the AP, on Limine's stack and page tables, interrupts off.
+/// Limine jumps here on the AP, on Limine's stack and page tables, interrupts off. The kernel's
+/// tables come first (the new stack is heap memory, which only they map; Limine's stack is in the
+/// direct map, which both map), then the stack.
 unsafe extern "C" fn limine_ap_entry(cpu: &::limine::mp::Cpu) -> ! {
     let top = cpu.extra.load(Ordering::Acquire);
-    // SAFETY: `top` is the top of a stack allocated for this AP alone (start_limine) and leaked.
-    unsafe { arch::trampoline::call_on_stack(top, limine_ap_on_our_stack, 0) }
+    let pml4 = x86_64::structures::paging::PhysFrame::containing_address(x86_64::PhysAddr::new(BSP_CR3.load(Ordering::Relaxed)));
+    // SAFETY: BSP_CR3 is the boot CPU's PML4, which maps the kernel image, the direct map (this
+    // stack) and the heap; `top` is the top of a stack allocated for this AP alone and leaked.
+    unsafe {
+        Cr3::write_raw(pml4, 0);
+        arch::trampoline::call_on_stack(top, limine_ap_on_our_stack, 0)
+    }
 }
 
 extern "C" fn limine_ap_on_our_stack(_: u64) -> ! {
-    // SAFETY: BSP_CR3 is the boot CPU's current PML4, which maps the whole kernel and its heap.
-    unsafe { Cr3::write_raw(x86_64::structures::paging::PhysFrame::containing_address(x86_64::PhysAddr::new(BSP_CR3.load(Ordering::Relaxed))), 0) };
     ap_start()
 }
 
@@ -265,6 +270,10 @@ extern "C" fn trampoline_ap_entry(_ticket: u32) -> ! {
 
 /// Common AP bring-up, on the AP's own stack and the kernel's page tables, interrupts off.
 fn ap_start() -> ! {
+    // Descriptor tables first: the GDT the AP arrived with (the loader's, or the trampoline's in a
+    // page that is unmapped after bring-up) does not have the selectors the IDT's gates name.
+    // SAFETY: once, on this CPU, interrupts off; the tables are leaked, so they live for ever.
+    unsafe { gdt::CpuTables::new_leaked().load() };
     trap::load_idt();
     apic::init_ap();
     let apic_id = apic::id();
@@ -281,10 +290,9 @@ fn ap_start() -> ! {
     // SAFETY: this AP's own block, installed once, on this AP, before anything reads it.
     unsafe { percpu::install(block) };
     register_block(cpu);
-    // SAFETY: once, on this CPU, interrupts off; the CR0/CR4 values are the boot CPU's, valid on
-    // this identical CPU in long mode (CR3 carries no PCID, so CR4.PCIDE may be set).
+    // SAFETY: the CR0/CR4 values are the boot CPU's, valid on this identical CPU in long mode
+    // (CR3 carries no PCID, so CR4.PCIDE may be set).
     unsafe {
-        gdt::CpuTables::new_leaked().load();
         Cr0::write_raw(BSP_CR0.load(Ordering::Relaxed));
         Cr4::write_raw(BSP_CR4.load(Ordering::Relaxed));
     }
