@@ -239,6 +239,11 @@ pub fn id() -> ApicId {
     ApicId::new(if mode() == MODE_X2APIC { raw } else { raw >> 24 })
 }
 
+/// Whether the APIC runs in x2APIC mode (32-bit ids) rather than xAPIC mode (8-bit ids).
+pub fn is_x2apic() -> bool {
+    mode() == MODE_X2APIC
+}
+
 /// Whether the timer runs in TSC-deadline mode.
 pub fn timer_is_tsc_deadline() -> bool {
     deadline_mode()

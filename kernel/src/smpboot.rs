@@ -117,13 +117,20 @@ pub fn start(limine_mp: Option<&'static ::limine::response::MpResponse>, memory:
     };
     let found = listed.len().max(1);
     FOUND.store(found, Ordering::Relaxed);
+    // An xAPIC addresses 8-bit ids, 0xff being broadcast: larger ids need x2APIC mode.
+    let unreachable = |a: ApicId| !apic::is_x2apic() && a.get() >= 0xff;
+    let too_wide = listed.iter().filter(|&&(a, _)| unreachable(a)).count();
+    if too_wide > 0 {
+        log::warn!("smp: {too_wide} CPUs have APIC ids above 254, which xAPIC mode cannot address; they stay off");
+    }
     let keep = maxcpus.map_or(usize::MAX, |n| n as usize);
     let mut others = 0usize;
     let chosen = listed.iter().copied().filter(|&(a, _)| {
-        a == bsp || {
-            others += 1;
-            others < keep
-        }
+        a == bsp
+            || !unreachable(a) && {
+                others += 1;
+                others < keep
+            }
     });
     let map = match CpuMap::from_firmware(bsp, chosen) {
         Ok(m) => m,
