@@ -279,7 +279,8 @@ fn run(options: &Options) -> io::Result<()> {
     };
     print!("{}", report.table());
     report.write_files(&options.out_dir)?;
-    eprintln!("bench: wrote {0}/results.json and {0}/results.svg", options.out_dir.display());
+    let out_dir = std::fs::canonicalize(&options.out_dir)?;
+    eprintln!("bench: wrote {0}/results.json and {0}/results.svg", out_dir.display());
     Ok(())
 }
 
