@@ -6,6 +6,8 @@
 //!   without a lock while one locked writer changes them.
 //! - [`translate`], [`map`], [`unmap`], [`for_each_leaf`]: walk, add, remove and list mappings of
 //!   4 KiB, 2 MiB and 1 GiB pages. Callers serialise the mutating calls (one lock per tree).
+//! - [`populate_slots`], [`copy_slots`]: give the kernel half its permanent PDPTs, and share them
+//!   with a new tree.
 //! - [`direct_map_ranges`] and [`DirectMapChunks`]: which physical memory the kernel's direct map
 //!   covers, with which rights, and in which page sizes.
 //!
@@ -231,6 +233,31 @@ pub fn unmap(mem: &impl TableMemory, root: u64, va: u64) -> Result<Translation, 
         }
     }
     Ok(t)
+}
+
+/// Give every empty PML4 slot in `slots` an empty PDPT (PRESENT | WRITABLE), so that whatever is
+/// mapped under those slots later shows in every tree that copied them ([`copy_slots`]). Returns
+/// how many tables it created.
+pub fn populate_slots(mem: &impl TableMemory, root: u64, slots: core::ops::Range<usize>) -> Result<usize, MapError> {
+    let pml4 = mem.table(root).ok_or(MapError::Unreadable)?;
+    let mut created = 0;
+    for entry in pml4.iter().take(slots.end).skip(slots.start) {
+        if entry.load(Ordering::Acquire) & Flags::PRESENT.bits() == 0 {
+            let pdpt = mem.alloc_table().ok_or(MapError::NoMemory)?;
+            entry.store(pdpt | (Flags::PRESENT | Flags::WRITABLE).bits(), Ordering::Release);
+            created += 1;
+        }
+    }
+    Ok(created)
+}
+
+/// Copy the PML4 entries `slots` of `from` into `to`: both trees then share everything below them.
+pub fn copy_slots(mem: &impl TableMemory, from: u64, to: u64, slots: core::ops::Range<usize>) -> Result<(), MapError> {
+    let (src, dst) = (mem.table(from).ok_or(MapError::Unreadable)?, mem.table(to).ok_or(MapError::Unreadable)?);
+    for (d, s) in dst.iter().zip(src).take(slots.end).skip(slots.start) {
+        d.store(s.load(Ordering::Acquire), Ordering::Release);
+    }
+    Ok(())
 }
 
 /// Call `f(va, translation)` for every leaf under the PML4 slots `slots`, in address order. The
@@ -521,6 +548,20 @@ mod tests {
                 (KERNEL + 0x1000, 0x5000, PageSize::Size4K)
             ]
         );
+    }
+
+    #[test]
+    fn shared_kernel_half_sees_later_mappings() {
+        let (m, root) = FakeMemory::new(600);
+        assert_eq!(populate_slots(&m, root, KERNEL_HALF_FIRST_SLOT..ENTRIES), Ok(256));
+        assert_eq!(populate_slots(&m, root, KERNEL_HALF_FIRST_SLOT..ENTRIES), Ok(0), "populating twice adds nothing");
+        let other = m.alloc_table().unwrap();
+        map(&m, other, 0x40_0000, 0x40_0000, PageSize::Size4K, Flags::USER_ACCESSIBLE).unwrap();
+        copy_slots(&m, root, other, KERNEL_HALF_FIRST_SLOT..ENTRIES).unwrap();
+        map(&m, root, HHDM + 0x7000, 0x7000, PageSize::Size4K, RW_NX).unwrap();
+        assert_eq!(translate(&m, other, HHDM + 0x7000).map(|t| t.pa), Some(0x7000), "a later kernel mapping shows");
+        assert_eq!(translate(&m, other, 0x40_0000).map(|t| t.pa), Some(0x40_0000), "the user half is untouched");
+        assert_eq!(translate(&m, root, 0x40_0000), None, "the user half is not shared");
     }
 
     fn ranges(rs: &[(u64, u64, RegionKind)]) -> Vec<(u64, u64, bool)> {
