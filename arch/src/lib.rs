@@ -15,4 +15,5 @@ pub mod fpu;
 pub mod boot;
 pub mod trap;
 pub mod cpu;
+pub mod stack;
 pub mod trampoline;

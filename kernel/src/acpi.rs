@@ -98,9 +98,9 @@ struct DirectMap;
 
 impl AcpiHandler for DirectMap {
     unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
-        let va = phys_to_virt(physical_address as u64) as *mut T;
-        // SAFETY: the direct map covers all physical memory the firmware's tables can live in, so
-        // `va` is valid for `size` bytes; it is never null (the offset is a kernel-half address).
+        let va = crate::mm::map_firmware(physical_address as u64, size as u64) as *mut T;
+        // SAFETY: map_firmware made `size` bytes at `va` readable (tables in reserved memory are
+        // mapped there, RAM already is); it is never null (the offset is a kernel-half address).
         unsafe {
             PhysicalMapping::new(physical_address, NonNull::new_unchecked(va), size, size, *self)
         }
@@ -175,7 +175,10 @@ fn read(rsdp_phys: Option<u64>) -> Platform {
                         Ok(port) => Some(PmTimer::Port { port, bits32 }),
                         Err(_) => None,
                     },
-                    AddressSpace::SystemMemory => Some(PmTimer::Mmio { phys: gas.address, bits32 }),
+                    AddressSpace::SystemMemory => {
+                        crate::mm::map_mmio(gas.address, 4);
+                        Some(PmTimer::Mmio { phys: gas.address, bits32 })
+                    }
                     _ => None,
                 },
                 Ok(None) | Err(_) => None,
@@ -269,7 +272,7 @@ fn mask_legacy_interrupts(p: &mut Platform) {
         // SAFETY: the MADT names this as an I/O APIC's register window, reached through the direct
         // map; only the boot CPU touches I/O APICs, and only here, so this IoApic is their sole user.
         unsafe {
-            let mut ioapic = x2apic::ioapic::IoApic::new(phys_to_virt(io.phys));
+            let mut ioapic = x2apic::ioapic::IoApic::new(crate::mm::map_mmio(io.phys, 0x20));
             let last = ioapic.max_table_entry();
             for pin in 0..=last {
                 ioapic.disable_irq(pin);

@@ -130,7 +130,7 @@ pub fn init_bsp(madt_lapic_phys: Option<u64>, allow_x2apic: bool, allow_tsc_dead
     let phys = base & BASE_ADDR_MASK;
     let x2 = f.x2apic && allow_x2apic;
     if !x2 {
-        XAPIC_VA.store(crate::acpi::phys_to_virt(phys), Ordering::Relaxed);
+        XAPIC_VA.store(crate::mm::map_mmio(phys, 0x1000), Ordering::Relaxed);
     }
     TSC_DEADLINE.store(f.tsc_deadline && allow_tsc_deadline, Ordering::Relaxed);
     trap::register(trap::VECTOR_TIMER, on_timer);

@@ -74,6 +74,7 @@ fn kernel_main(info: BootInfo) -> ! {
         // SAFETY: runs once (Once), so this is the only reference to BSP.
         unsafe { percpu::install(&mut *(&raw mut BSP)) };
     });
+    mm::init(&info);
 
     let why = match info.path {
         boot::BootPath::Limine => "the kernel was loaded by Limine",

@@ -151,16 +151,20 @@ pub fn start(limine_mp: Option<&'static ::limine::response::MpResponse>, memory:
 
     let targets: Vec<(CpuId, ApicId)> = map.iter().filter(|&(c, _, _)| c != CpuId::BSP).map(|(c, a, _)| (c, a)).collect();
     let t0 = time::now_ns();
+    let mut trampoline = None;
     if !targets.is_empty() {
         for &(cpu, _) in targets.iter() {
             STATE[cpu.index()].store(STATE_STARTING, Ordering::Release);
         }
         match limine_mp {
             Some(mp) => start_limine(mp, &targets),
-            None => start_with_sipi(memory, &targets),
+            None => trampoline = start_with_sipi(memory, &targets),
         }
     }
     let missing = wait_online(&targets, t0);
+    if let Some(page) = trampoline {
+        crate::mm::unmap_identity(page, 0x1000);
+    }
     let n = nr_online();
     let mut line = alloc::format!("smp: {n}/{found} CPUs online in {} ms", (time::now_ns() - t0) / 1_000_000);
     if map.nr_cpus() < found {
@@ -228,14 +232,17 @@ fn trampoline_page(memory: &MemoryMap) -> Option<u64> {
         .max()
 }
 
-fn start_with_sipi(memory: &MemoryMap, targets: &[(CpuId, ApicId)]) {
+/// Returns the trampoline page, identity-mapped until the caller unmaps it.
+fn start_with_sipi(memory: &MemoryMap, targets: &[(CpuId, ApicId)]) -> Option<u64> {
     let Some(page) = trampoline_page(memory) else {
         log::warn!("smp: no free page below 1 MiB for the AP trampoline; only the boot CPU will run");
         for &(cpu, _) in targets {
             STATE[cpu.index()].store(STATE_IDLE, Ordering::Release);
         }
-        return;
+        return None;
     };
+    // The AP turns paging on while it runs at the page's physical address.
+    crate::mm::map_identity(page, 0x1000);
     let cr3 = BSP_CR3.load(Ordering::Relaxed);
     assert!(cr3 < 1 << 32, "the kernel's PML4 at {cr3:#x} is above 4 GiB, out of the trampoline's reach");
     let stacks = TRAMPOLINE_STACKS.call_once(|| targets.iter().map(|_| new_ap_stack()).collect());
@@ -268,6 +275,7 @@ fn start_with_sipi(memory: &MemoryMap, targets: &[(CpuId, ApicId)]) {
             apic::send(Dest::Apic(a), Delivery::Startup(vector));
         }
     }
+    Some(page)
 }
 
 /// The trampoline calls this in long mode, on the stack of `ticket`, interrupts off.

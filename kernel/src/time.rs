@@ -84,7 +84,7 @@ impl RefClock {
 
 /// Set up the HPET as a reference: read its period, start its main counter if it is stopped.
 fn hpet_clock(h: &acpi::HpetInfo) -> Option<(RefClock, u64)> {
-    let va = acpi::phys_to_virt(h.phys);
+    let va = crate::mm::map_mmio(h.phys, 0x400);
     // SAFETY: the ACPI HPET table names this register block; offset 0 is the capabilities register
     // (read only), 0x10 the general configuration whose bit 0 starts the main counter. No other
     // code uses the HPET.
