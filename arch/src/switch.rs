@@ -156,6 +156,10 @@ pub unsafe extern "C" fn switch_window(prev: *mut Window, next: *const Window) {
 /// It marks the bottom of the stack for backtraces (`rbp` = 0, return address undefined), passes the
 /// argument in `rdi` and calls the entry function with the stack aligned as the ABI requires at a
 /// call. The entry never returns; `ud2` catches it if it ever did.
+///
+/// # Safety
+/// Never called: only entered by [`switch_window`] through a window from [`Window::new_thread`],
+/// which puts a valid entry function in `rbx` and a valid stack top in `rsp`.
 #[unsafe(naked)]
 unsafe extern "C" fn thread_start() -> ! {
     core::arch::naked_asm!(

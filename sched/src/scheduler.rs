@@ -21,11 +21,13 @@
 //!    `on_cpu` (`Release`: its window is complete) and, if it is dead, free its stack and drop the
 //!    scheduler's reference to it.
 //!
-//! Memory rule for the kernel: a thread's stack and control block are freed in `finish_switch`,
-//! from thread context with interrupts disabled; nothing is ever allocated or freed by
-//! `timer_interrupt`, `preempt_if_needed` or wake-ups. `sleep_ns` allocates (its heap may grow) in
-//! thread context with interrupts disabled. The kernel allocator must allow both, and must not be
-//! preemptible while it holds its lock.
+//! Memory rule for the kernel: wake-ups and `timer_interrupt` never allocate or free. A dead
+//! thread's stack is freed (and the scheduler's reference to its control block dropped; the block
+//! goes with the last `JoinHandle`) in `finish_switch`, by the thread that runs next, with
+//! interrupts disabled; if that thread had been preempted, this happens in its interrupt handler
+//! frame, above code that was preemptible. `sleep_ns` may grow its CPU's sleeper heap, in thread
+//! context with interrupts disabled. So the kernel allocator must work with interrupts disabled and
+//! must not be preemptible (nor interruptible by code that allocates) while it holds its lock.
 
 extern crate alloc;
 
