@@ -128,6 +128,9 @@ pub struct FpuArea {
     ptr: NonNull<u8>,
     layout: Layout,
     kind: FpuKind,
+    /// The XCR0 components the area was sized for: the requested-feature mask of every
+    /// `xsave`/`xrstor` on it, so a save can never write past the area even if XCR0 grew later.
+    xcr0: u64,
 }
 
 // SAFETY: the area is plain bytes owned by this value; it is only read or written through `&mut self`
@@ -156,7 +159,12 @@ impl FpuArea {
                 .cast::<u32>()
                 .write(MXCSR_DEFAULT);
         }
-        Some(FpuArea { ptr, layout, kind })
+        Some(FpuArea {
+            ptr,
+            layout,
+            kind,
+            xcr0: features.xcr0,
+        })
     }
 
     /// The instruction pair this area was sized for.
@@ -191,8 +199,9 @@ impl Drop for FpuArea {
 
 /// Save the calling CPU's extended state into `area` with the area's instruction pair.
 ///
-/// The XSAVE forms get an all-ones requested-feature mask: the CPU saves `XCR0 AND mask`, i.e. every
-/// enabled component (exactly what passing XCR0 read with `xgetbv` would select, without the read).
+/// The XSAVE forms use the XCR0 value read (with `xgetbv`) when the area was sized as their
+/// requested-feature mask, so exactly the enabled components are saved, without an `xgetbv` per
+/// switch.
 ///
 /// # Safety
 /// The area's kind must be usable on this CPU (for the XSAVE forms, CR4.OSXSAVE set and XCR0 unchanged
@@ -201,18 +210,19 @@ impl Drop for FpuArea {
 pub unsafe fn save(area: &mut FpuArea, kind: FpuKind) {
     debug_assert_eq!(kind, area.kind, "area sized for another kind");
     let p = area.ptr.as_ptr();
+    let (mask_lo, mask_hi) = (area.xcr0 as u32, (area.xcr0 >> 32) as u32);
     // For every arm: `p` is a 64-byte aligned buffer of the size this kind needs, exclusively
     // borrowed, and the caller guarantees the instruction is enabled; the instructions write only the
     // area and change no flags.
     match kind {
         // SAFETY: see above.
         FpuKind::Xsaveopt => unsafe {
-            core::arch::asm!("xsaveopt64 [{}]", in(reg) p, in("eax") u32::MAX, in("edx") u32::MAX,
+            core::arch::asm!("xsaveopt64 [{}]", in(reg) p, in("eax") mask_lo, in("edx") mask_hi,
                 options(nostack, preserves_flags))
         },
         // SAFETY: see above.
         FpuKind::Xsave => unsafe {
-            core::arch::asm!("xsave64 [{}]", in(reg) p, in("eax") u32::MAX, in("edx") u32::MAX,
+            core::arch::asm!("xsave64 [{}]", in(reg) p, in("eax") mask_lo, in("edx") mask_hi,
                 options(nostack, preserves_flags))
         },
         // SAFETY: see above.
@@ -232,13 +242,14 @@ pub unsafe fn save(area: &mut FpuArea, kind: FpuKind) {
 pub unsafe fn restore(area: &FpuArea, kind: FpuKind) {
     debug_assert_eq!(kind, area.kind, "area sized for another kind");
     let p = area.ptr.as_ptr();
+    let (mask_lo, mask_hi) = (area.xcr0 as u32, (area.xcr0 >> 32) as u32);
     // For every arm: `p` is a valid image of the right size and alignment (caller's guarantee); the
     // instructions only read it and change no flags. They overwrite every vector and x87 register,
     // which `clobber_abi("C")` tells the compiler, exactly as for a call.
     match kind {
         // SAFETY: see above.
         FpuKind::Xsaveopt | FpuKind::Xsave => unsafe {
-            core::arch::asm!("xrstor64 [{}]", in(reg) p, in("eax") u32::MAX, in("edx") u32::MAX,
+            core::arch::asm!("xrstor64 [{}]", in(reg) p, in("eax") mask_lo, in("edx") mask_hi,
                 clobber_abi("C"), options(nostack, preserves_flags, readonly))
         },
         // SAFETY: see above.
