@@ -17,3 +17,4 @@ pub mod trap;
 pub mod cpu;
 pub mod stack;
 pub mod trampoline;
+pub mod testsupport;
