@@ -18,7 +18,7 @@ type Sched = &'static Scheduler<HostPlatform>;
 /// Host CPUs are OS threads: two multi-CPU schedulers at once would oversubscribe the machine's
 /// cores, and a spin-wait on an OS thread that Linux has descheduled stalls for a whole Linux time
 /// slice. Tests that bring up several CPUs hold this lock while they run.
-pub fn one_scheduler_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+fn one_scheduler_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
