@@ -13,6 +13,8 @@
 //! | `maxcpus=N`         | bring up at most N CPUs                                        |
 //! | `demo=0\|1`         | `make run`'s demonstration workload (default on)               |
 //! | `loglevel=L`        | error, warn, info, debug or trace                              |
+//! | `bench`             | run the in-kernel benchmarks, print `kbench` lines, power off  |
+//! | `bench=quick`       | the same with tiny sample counts (checks the code paths)       |
 
 /// Most warnings kept; the rest are counted.
 pub const MAX_WARNINGS: usize = 8;
@@ -42,6 +44,10 @@ pub struct Options<'a> {
     pub maxcpus: Option<u32>,
     pub demo: bool,
     pub loglevel: LogLevel,
+    /// Run the in-kernel benchmarks instead of the workload, then power off.
+    pub bench: bool,
+    /// With `bench`: tiny sample counts (`bench=quick`).
+    pub bench_quick: bool,
 }
 
 impl Default for Options<'_> {
@@ -56,6 +62,8 @@ impl Default for Options<'_> {
             maxcpus: None,
             demo: true,
             loglevel: LogLevel::Info,
+            bench: false,
+            bench_quick: false,
         }
     }
 }
@@ -178,6 +186,11 @@ pub fn parse<'a>(line: &'a str) -> (Options<'a>, Warnings<'a>) {
                     }
                 }
             }
+            "bench" => match value {
+                None => o.bench = true,
+                Some("quick") => (o.bench, o.bench_quick) = (true, true),
+                Some(v) => w.push(Warning::BadValue { key, value: v, expected: "nothing (`bench`) or quick" }),
+            },
             "nopcid" | "nox2apic" | "notscdeadline" if value.is_none() => match key {
                 "nopcid" => o.nopcid = true,
                 "nox2apic" => o.nox2apic = true,
@@ -228,6 +241,20 @@ mod tests {
         assert!(matches!(v[1], Warning::BadValue { key: "exit-after", .. }));
         assert!(matches!(v[4], Warning::MissingValue("test")));
         assert_eq!(v[5], Warning::Unknown("nopcid=1"));
+    }
+
+    #[test]
+    fn bench_is_a_bare_flag_with_a_quick_form() {
+        let (o, w) = parse("bench");
+        assert_eq!(w.total, 0, "{:?}", w);
+        assert!(o.bench && !o.bench_quick);
+        let (o, w) = parse("bench=quick");
+        assert_eq!(w.total, 0, "{:?}", w);
+        assert!(o.bench && o.bench_quick);
+        let (o, w) = parse("bench=slow");
+        assert!(!o.bench && !o.bench_quick);
+        assert!(matches!(w.iter().next(), Some(Warning::BadValue { key: "bench", value: "slow", .. })), "{:?}", w);
+        assert!(!Options::default().bench);
     }
 
     #[test]
