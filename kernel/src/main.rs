@@ -116,7 +116,7 @@ fn kernel_main(info: BootInfo) -> ! {
     let platform = acpi::init(info.rsdp_phys, info.hhdm_offset);
     apic::init_bsp(platform.lapic_phys, !opts.nox2apic, !opts.notscdeadline);
     time::init();
-    let cpus_online = smpboot::start(info.limine_mp, &info.memory, opts.maxcpus);
+    let cpus_online = smpboot::start(info.limine_mp, opts.maxcpus);
     #[cfg(feature = "ktest")]
     if let Some(sel) = opts.test {
         ktest::run(sel, cpus_online);

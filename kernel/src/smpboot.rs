@@ -5,17 +5,21 @@
 //! [`CpuMap`] (boot CPU = `CpuId` 0) and started all at once:
 //!
 //! - Limine: each parked AP's `goto_address` is written with [`limine_ap_entry`], which moves the
-//!   AP onto a kernel stack (the one in `extra`) and the kernel's page tables.
-//! - Direct boot: the real-mode trampoline (`arch::trampoline`) is copied to a free page below
-//!   1 MiB, and every AP gets INIT, 10 ms later a start-up IPI, 200 us later a second one (SDM vol.
-//!   3A, 9.4.4.1; the second is ignored by CPUs the first one started). Each AP climbs to long mode
-//!   on the kernel's CR3 and enters [`trampoline_ap_entry`] on the stack its ticket names.
+//!   AP onto the kernel's page tables (`mm::kernel_pml4_phys`) and then onto a kernel stack (the
+//!   one in `extra`).
+//! - Direct boot: the real-mode trampoline (`arch::trampoline`) is copied to a frame below 1 MiB
+//!   (`mm::frames::alloc_below`), identity-mapped while the APs climb through it, and every AP gets
+//!   INIT, 10 ms later a start-up IPI, 200 us later a second one (SDM vol. 3A, 9.4.4.1; the second
+//!   is ignored by CPUs the first one started). Each AP reaches long mode on the kernel's PML4 and
+//!   enters [`trampoline_ap_entry`] on the stack its ticket names. The page is unmapped and freed
+//!   once every AP answered.
 //!
-//! Both end in `ap_start`: GDT and TSS (`gdt::CpuTables::new_leaked`), IDT, local APIC, its id ->
-//! its `CpuId`, its per-CPU block (`percpu::PerCpu` leaked on the heap, installed on the AP
-//! itself), the boot CPU's CR0/CR4. It logs `cpu N online: APIC id A, ACPI
-//! UID U`, joins the online set and enters the AP main loop: halting with interrupts on and serving
-//! IPIs, until [`set_ap_main`] names the function that takes over (the scheduler's per-CPU entry).
+//! AP stacks are kernel stacks with a guard page (`mm::stacks`), 32 KiB, kept as the AP's idle and
+//! interrupt stack. Both paths end in `ap_start`: GDT and TSS (`gdt::CpuTables::new_leaked`), IDT,
+//! local APIC, its id -> its `CpuId`, its per-CPU block (`percpu::PerCpu` leaked on the heap,
+//! installed on the AP itself), the boot CPU's CR0 and CR4. It logs `cpu N online: APIC id A, ACPI UID U`, joins the online set
+//! and enters the AP main loop: halting with interrupts on and serving IPIs, until [`set_ap_main`]
+//! names the function that takes over (the scheduler's per-CPU entry).
 //!
 //! The boot CPU waits until all are online or [`AP_TIMEOUT_NS`] has passed and prints one line,
 //! `smp: N/M CPUs online`, naming by APIC id every CPU that did not answer. Each AP's state decides
@@ -23,20 +27,27 @@
 //! Abandoned; exactly one wins, and an AP that loses halts for good.
 //!
 //! Key API: [`start`], [`set_ap_main`], [`online`], [`nr_online`], [`apic_id_of`], [`percpu_of`].
-//! Neighbours: `acpi` (MADT), `apic` (INIT/SIPI, per-CPU APIC), `gdt`, `trap`, `percpu`, `xcall`
+//! Neighbours: `acpi` (MADT), `apic` (INIT/SIPI, per-CPU APIC), `mm` (tables, low frame, stacks),
+//! `gdt`, `trap`, `percpu`, `xcall`
 //! (its IPI handler is registered here before any AP runs), `panic` (stop-the-others by NMI).
 
 use alloc::{boxed::Box, vec::Vec};
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
-use kernel::memmap::{MemoryMap, RegionKind};
 use smp::{AcpiUid, ApicId, AtomicCpuSet, CpuId, CpuMap, CpuSet, MAX_CPUS};
-use x86_64::registers::control::{Cr0, Cr3, Cr4};
+use x86_64::{
+    PhysAddr,
+    registers::{
+        control::{Cr0, Cr3, Cr3Flags, Cr4},
+        model_specific::{Efer, EferFlags},
+    },
+    structures::paging::PhysFrame,
+};
 
 use crate::{
     acpi,
     apic::{self, Delivery, Dest},
-    gdt, ipi, panic, percpu, time, trap, xcall,
+    gdt, ipi, mm, panic, percpu, time, trap, xcall,
 };
 
 /// How long the boot CPU waits for the APs to come online, all together.
@@ -55,9 +66,8 @@ static STATE: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(STATE_IDLE) }; MAX_C
 static ONLINE: AtomicCpuSet = AtomicCpuSet::new();
 static BLOCKS: [AtomicPtr<percpu::PerCpu>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 static AP_MAIN: AtomicUsize = AtomicUsize::new(0);
-/// The boot CPU's control registers, for the APs to copy.
+/// The boot CPU's CR0 and CR4 (protections, FPU setup), for the APs to copy.
 static BSP_CR0: AtomicU64 = AtomicU64::new(0);
-static BSP_CR3: AtomicU64 = AtomicU64::new(0);
 static BSP_CR4: AtomicU64 = AtomicU64::new(0);
 /// The number of CPUs firmware or loader listed, before `maxcpus`.
 static FOUND: AtomicUsize = AtomicUsize::new(1);
@@ -107,9 +117,9 @@ fn register_block(cpu: CpuId) {
     BLOCKS[cpu.index()].store(block.cast_mut(), Ordering::Release);
 }
 
-/// Start every AP and wait for them; returns how many CPUs are online. Boot CPU, once, after the
-/// APIC and time calibration, with interrupts off.
-pub fn start(limine_mp: Option<&'static ::limine::response::MpResponse>, memory: &MemoryMap, maxcpus: Option<u32>) -> u32 {
+/// Start every AP and wait for them; returns how many CPUs are online. Boot CPU, once, after
+/// memory, the APIC and time calibration, with interrupts off.
+pub fn start(limine_mp: Option<&'static ::limine::response::MpResponse>, maxcpus: Option<u32>) -> u32 {
     let bsp = apic::id();
     let listed: Vec<(ApicId, AcpiUid)> = match limine_mp {
         Some(mp) => mp.cpus().iter().map(|c| (ApicId::new(c.lapic_id), AcpiUid::new(c.id))).collect(),
@@ -147,7 +157,6 @@ pub fn start(limine_mp: Option<&'static ::limine::response::MpResponse>, memory:
     panic::set_stop_others(ipi::send_nmi_all_others);
     BSP_CR0.store(Cr0::read_raw(), Ordering::Relaxed);
     BSP_CR4.store(Cr4::read_raw(), Ordering::Relaxed);
-    BSP_CR3.store(Cr3::read().0.start_address().as_u64(), Ordering::Relaxed);
 
     let targets: Vec<(CpuId, ApicId)> = map.iter().filter(|&(c, _, _)| c != CpuId::BSP).map(|(c, a, _)| (c, a)).collect();
     let t0 = time::now_ns();
@@ -158,12 +167,17 @@ pub fn start(limine_mp: Option<&'static ::limine::response::MpResponse>, memory:
         }
         match limine_mp {
             Some(mp) => start_limine(mp, &targets),
-            None => trampoline = start_with_sipi(memory, &targets),
+            None => trampoline = start_with_sipi(&targets),
         }
     }
     let missing = wait_online(&targets, t0);
-    if let Some(page) = trampoline {
-        crate::mm::unmap_identity(page, 0x1000);
+    // A CPU that has not answered may still wake in the trampoline later: its page stays mapped and
+    // allocated then, rather than turning a late start into a fault with no handler.
+    if let Some(page) = trampoline
+        && missing.is_empty()
+    {
+        mm::unmap_identity(page, 0x1000);
+        mm::frames::free(page);
     }
     let n = nr_online();
     let mut line = alloc::format!("smp: {n}/{found} CPUs online in {} ms", (time::now_ns() - t0) / 1_000_000);
@@ -180,15 +194,11 @@ pub fn start(limine_mp: Option<&'static ::limine::response::MpResponse>, memory:
     n
 }
 
-/// A fresh AP stack; returns its top. Leaked: it becomes the AP's interrupt and idle stack.
+/// A fresh AP stack (a kernel stack with a guard page below it); returns its top. Never freed: it
+/// becomes the AP's interrupt and idle stack.
 fn new_ap_stack() -> u64 {
-    let layout = core::alloc::Layout::from_size_align(AP_STACK_BYTES, 16).expect("stack layout");
-    // SAFETY: the layout has a non-zero size; the result is checked for null.
-    let p = unsafe { alloc::alloc::alloc(layout) };
-    if p.is_null() {
-        alloc::alloc::handle_alloc_error(layout);
-    }
-    p as u64 + AP_STACK_BYTES as u64
+    let stack = mm::stacks::KernelStack::new(AP_STACK_BYTES, "ap-idle").expect("memory for an AP's stack");
+    stack.into_raw().1
 }
 
 fn start_limine(mp: &'static ::limine::response::MpResponse, targets: &[(CpuId, ApicId)]) {
@@ -201,15 +211,17 @@ fn start_limine(mp: &'static ::limine::response::MpResponse, targets: &[(CpuId, 
 }
 
 /// Limine jumps here on the AP, on Limine's stack and page tables, interrupts off. The kernel's
-/// tables come first (the new stack is heap memory, which only they map; Limine's stack is in the
-/// direct map, which both map), then the stack.
+/// tables come first (the new stack is a kernel stack, which only they map; Limine's stack is in
+/// the direct map, which both map), then the stack.
 unsafe extern "C" fn limine_ap_entry(cpu: &::limine::mp::Cpu) -> ! {
     let top = cpu.extra.load(Ordering::Acquire);
-    let pml4 = x86_64::structures::paging::PhysFrame::containing_address(x86_64::PhysAddr::new(BSP_CR3.load(Ordering::Relaxed)));
-    // SAFETY: BSP_CR3 is the boot CPU's PML4, which maps the kernel image, the direct map (this
-    // stack) and the heap; `top` is the top of a stack allocated for this AP alone and leaked.
+    let pml4 = PhysFrame::containing_address(PhysAddr::new(mm::kernel_pml4_phys()));
+    // SAFETY: the kernel's tree maps the kernel image, the direct map (this stack) and every kernel
+    // stack, and uses NX bits, which EFER.NXE makes meaningful (set first); `top` is the top of a
+    // kernel stack allocated for this AP alone and never freed.
     unsafe {
-        Cr3::write_raw(pml4, 0);
+        Efer::update(|e| e.insert(EferFlags::NO_EXECUTE_ENABLE));
+        Cr3::write(pml4, Cr3Flags::empty());
         arch::trampoline::call_on_stack(top, limine_ap_on_our_stack, 0)
     }
 }
@@ -218,23 +230,9 @@ extern "C" fn limine_ap_on_our_stack(_: u64) -> ! {
     ap_start()
 }
 
-/// Pick the highest free page below 1 MiB (and above page 0) for the trampoline.
-fn trampoline_page(memory: &MemoryMap) -> Option<u64> {
-    memory
-        .regions()
-        .iter()
-        .filter(|r| r.kind == RegionKind::Usable)
-        .filter_map(|r| {
-            let start = r.base.max(0x1000).next_multiple_of(0x1000);
-            let end = r.end().min(0x10_0000) & !0xfff;
-            (end >= start + 0x1000).then_some(end - 0x1000)
-        })
-        .max()
-}
-
 /// Returns the trampoline page, identity-mapped until the caller unmaps it.
-fn start_with_sipi(memory: &MemoryMap, targets: &[(CpuId, ApicId)]) -> Option<u64> {
-    let Some(page) = trampoline_page(memory) else {
+fn start_with_sipi(targets: &[(CpuId, ApicId)]) -> Option<u64> {
+    let Some(page) = mm::frames::alloc_below(0x10_0000) else {
         log::warn!("smp: no free page below 1 MiB for the AP trampoline; only the boot CPU will run");
         for &(cpu, _) in targets {
             STATE[cpu.index()].store(STATE_IDLE, Ordering::Release);
@@ -242,16 +240,16 @@ fn start_with_sipi(memory: &MemoryMap, targets: &[(CpuId, ApicId)]) -> Option<u6
         return None;
     };
     // The AP turns paging on while it runs at the page's physical address.
-    crate::mm::map_identity(page, 0x1000);
-    let cr3 = BSP_CR3.load(Ordering::Relaxed);
+    mm::map_identity(page, 0x1000);
+    let cr3 = mm::kernel_pml4_phys();
     assert!(cr3 < 1 << 32, "the kernel's PML4 at {cr3:#x} is above 4 GiB, out of the trampoline's reach");
     let stacks = TRAMPOLINE_STACKS.call_once(|| targets.iter().map(|_| new_ap_stack()).collect());
     let image = arch::trampoline::image();
     assert!(image.len() <= 4096, "the AP trampoline is larger than a page");
-    let va = acpi::phys_to_virt(page);
-    // SAFETY: `page` is usable RAM below 1 MiB that nothing else uses (no frame allocator hands out
-    // low memory), reached through the direct map; the data block lies inside the copied image and
-    // has the layout of TrampolineData (arch::trampoline keeps them in step).
+    let va = mm::phys_to_virt(page);
+    // SAFETY: `page` is a RAM frame below 1 MiB the frame allocator gave to this function alone,
+    // reached through the direct map; the data block lies inside the copied image and has the
+    // layout of TrampolineData (arch::trampoline keeps them in step).
     unsafe {
         core::ptr::copy_nonoverlapping(image.as_ptr(), va as *mut u8, image.len());
         let data = &mut *((va as usize + arch::trampoline::data_offset()) as *mut arch::trampoline::TrampolineData);
@@ -278,7 +276,8 @@ fn start_with_sipi(memory: &MemoryMap, targets: &[(CpuId, ApicId)]) -> Option<u6
     Some(page)
 }
 
-/// The trampoline calls this in long mode, on the stack of `ticket`, interrupts off.
+/// The trampoline calls this in long mode, on the stack of `ticket`, interrupts off, on the
+/// kernel's tables.
 extern "C" fn trampoline_ap_entry(_ticket: u32) -> ! {
     ap_start()
 }
@@ -305,8 +304,9 @@ fn ap_start() -> ! {
     // SAFETY: this AP's own block, installed once, on this AP, before anything reads it.
     unsafe { percpu::install(block) };
     register_block(cpu);
-    // SAFETY: the CR0/CR4 values are the boot CPU's, valid on this identical CPU in long mode
-    // (CR3 carries no PCID, so CR4.PCIDE may be set).
+    // SAFETY: the boot CPU's CR0 and CR4 (write protection, global pages, SMEP/SMAP, FPU bits) are
+    // valid on this identical CPU, in long mode on the same tables (CR3 carries no PCID, so
+    // CR4.PCIDE may be set too).
     unsafe {
         Cr0::write_raw(BSP_CR0.load(Ordering::Relaxed));
         Cr4::write_raw(BSP_CR4.load(Ordering::Relaxed));
