@@ -277,7 +277,8 @@ mod tests {
     /// others with the shorthand and a cross-call to all others, while serving everyone else's.
     /// Conservation: each CPU ran exactly rounds x (n - 1) of the storm's calls, its served counter
     /// grew by exactly that (+1 for the starting call, except on the caller), every call returned
-    /// in time, and its IPI counter grew by at least one and at most the number of IPIs aimed at it.
+    /// in time, and its IPI counter grew (not by an exact amount: IPIs to a CPU that has one pending
+    /// merge, and the scheduler's reschedule IPIs count there too).
     fn ipi_all_others_storm() -> Result<(), String> {
         let online = smpboot::online();
         let n = online.len() as u64;
@@ -319,8 +320,7 @@ mod tests {
             let want = rounds * (n - 1) + u64::from(c != me);
             ensure!(served == want, "{c}'s served counter grew by {served}, expected {want}");
             let ipis = block(c).counters.ipis_received.load(Ordering::Relaxed) - ipis_before[i];
-            let aimed = 2 * rounds * (n - 1) + u64::from(c != me);
-            ensure!((1..=aimed).contains(&ipis), "{c} counted {ipis} IPIs, expected between 1 and {aimed}");
+            ensure!(ipis >= 1, "{c} counted no IPI, though {} were sent to it", 2 * rounds * (n - 1) + u64::from(c != me));
         }
         Ok(())
     }
