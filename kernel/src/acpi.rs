@@ -13,16 +13,14 @@
 //! Missing pieces are warned about and the boot carries on: no RSDP or no MADT leaves the boot CPU
 //! alone; no HPET leaves the PM timer; neither leaves `time` to the PIT or CPUID.
 //!
-//! Tables (and the MMIO windows of the I/O APICs) are reached through the higher-half direct map,
-//! whose offset the boot loader reported: [`phys_to_virt`]. Key types: [`Platform`], [`MadtCpu`],
-//! [`IoApicInfo`], [`HpetInfo`], [`PmTimer`]. Neighbours: `apic` (local APIC address), `time`
-//! (HPET, PM timer), `smpboot` (processors).
+//! Tables are mapped read-only with `mm::map_firmware`, the I/O APICs' and a memory-mapped PM
+//! timer's registers uncached with `mm::map_mmio`, all at their direct-map addresses and for good.
+//! Key types: [`Platform`], [`MadtCpu`], [`IoApicInfo`], [`HpetInfo`], [`PmTimer`]. Neighbours:
+//! `mm` (the mappings), `apic` (local APIC address), `time` (HPET, PM timer), `smpboot`
+//! (processors).
 
 use alloc::vec::Vec;
-use core::{
-    ptr::NonNull,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use core::ptr::NonNull;
 
 use acpi::{
     AcpiHandler, AcpiTables, PhysicalMapping,
@@ -84,19 +82,14 @@ pub struct Platform {
     pub pm_timer: Option<PmTimer>,
 }
 
-static HHDM_OFFSET: AtomicU64 = AtomicU64::new(0);
 static PLATFORM: spin::Once<Platform> = spin::Once::new();
 
-/// The virtual address of physical address `pa` in the higher-half direct map.
-pub fn phys_to_virt(pa: u64) -> u64 {
-    HHDM_OFFSET.load(Ordering::Relaxed) + pa
-}
-
-/// Maps ACPI tables through the direct map: nothing to map, nothing to unmap.
+/// Maps ACPI tables with `mm::map_firmware`; the mappings stay (they are cheap and tables are read
+/// again by whoever needs them), so there is nothing to unmap.
 #[derive(Clone, Copy)]
-struct DirectMap;
+struct FirmwareMap;
 
-impl AcpiHandler for DirectMap {
+impl AcpiHandler for FirmwareMap {
     unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
         let va = crate::mm::map_firmware(physical_address as u64, size as u64) as *mut T;
         // SAFETY: map_firmware made `size` bytes at `va` readable (tables in reserved memory are
@@ -110,9 +103,8 @@ impl AcpiHandler for DirectMap {
 }
 
 /// Read the tables, print what was found, mask every I/O APIC pin and the 8259s.
-/// Boot CPU, once, after the heap is usable.
-pub fn init(rsdp_phys: Option<u64>, hhdm_offset: u64) -> &'static Platform {
-    HHDM_OFFSET.store(hhdm_offset, Ordering::Relaxed);
+/// Boot CPU, once, after memory management is up.
+pub fn init(rsdp_phys: Option<u64>) -> &'static Platform {
     PLATFORM.call_once(|| {
         let mut p = read(rsdp_phys);
         mask_legacy_interrupts(&mut p);
@@ -140,10 +132,10 @@ fn read(rsdp_phys: Option<u64>) -> Platform {
     let tables = match rsdp_phys {
         // SAFETY: the loader reported this address as the RSDP; the crate validates its signature
         // and checksum before trusting anything behind it.
-        Some(pa) => unsafe { AcpiTables::from_rsdp(DirectMap, pa as usize) },
+        Some(pa) => unsafe { AcpiTables::from_rsdp(FirmwareMap, pa as usize) },
         // SAFETY: this kernel boots through BIOS-compatible paths (PVH, Limine on BIOS or UEFI with
         // the RSDP handed over); the search only reads the EBDA and 0xe0000-0xfffff, both mapped.
-        None => unsafe { AcpiTables::search_for_rsdp_bios(DirectMap) },
+        None => unsafe { AcpiTables::search_for_rsdp_bios(FirmwareMap) },
     };
     let tables = match tables {
         Ok(t) => t,
@@ -269,8 +261,8 @@ fn pm_timer_name(pm: &Option<PmTimer>) -> alloc::string::String {
 fn mask_legacy_interrupts(p: &mut Platform) {
     let mut masked = 0u32;
     for io in p.ioapics.iter_mut() {
-        // SAFETY: the MADT names this as an I/O APIC's register window, reached through the direct
-        // map; only the boot CPU touches I/O APICs, and only here, so this IoApic is their sole user.
+        // SAFETY: the MADT names this as an I/O APIC's register window, mapped uncached here; only
+        // the boot CPU touches I/O APICs, and only here, so this IoApic is their sole user.
         unsafe {
             let mut ioapic = x2apic::ioapic::IoApic::new(crate::mm::map_mmio(io.phys, 0x20));
             let last = ioapic.max_table_entry();

@@ -113,7 +113,7 @@ fn kernel_main(info: BootInfo) -> ! {
         m.regions().len(),
         m.top_of_ram()
     );
-    let platform = acpi::init(info.rsdp_phys, info.hhdm_offset);
+    let platform = acpi::init(info.rsdp_phys);
     apic::init_bsp(platform.lapic_phys, !opts.nox2apic, !opts.notscdeadline);
     time::init();
     let cpus_online = smpboot::start(info.limine_mp, opts.maxcpus);

@@ -28,7 +28,16 @@ use crate::acpi::{self, PmTimer};
 
 const NS_PER_S: u128 = 1_000_000_000;
 const WINDOW_NS: u64 = 10_000_000;
-const TRIALS: usize = 3;
+/// Windows measured at least...
+const MIN_TRIALS: u32 = 3;
+/// ...and at most, while no window's brackets are narrower than [`GOOD_PPM`] of it.
+const MAX_TRIALS: u32 = 20;
+/// A window is good when the reads around its ends take less than this share of it (millionths):
+/// always on hardware (a read takes well under a microsecond), mostly under emulation (tens of
+/// microseconds), not always on a busy host, where one read can take milliseconds.
+const GOOD_PPM: u64 = 2_000;
+/// Past this, the boot log warns that the rate is uncertain.
+const WARN_PPM: u64 = 10_000;
 const PM_TIMER_HZ: u64 = 3_579_545;
 const PIT_HZ: u64 = 1_193_182;
 
@@ -50,16 +59,17 @@ enum RefClock {
 impl RefClock {
     fn read(&self) -> u64 {
         match *self {
-            // SAFETY: the HPET's main counter register (offset 0xf0) in its register block, reached
-            // through the direct map; a read has no side effects.
+            // SAFETY: the HPET's main counter register (offset 0xf0) in its register block, mapped
+            // uncached by `hpet_clock`; a read has no side effects.
             RefClock::Hpet { va, wide: true } => unsafe { core::ptr::read_volatile((va + 0xf0) as *const u64) },
             // SAFETY: as above; a 32-bit counter is read with a 32-bit access.
             RefClock::Hpet { va, wide: false } => unsafe { u64::from(core::ptr::read_volatile((va + 0xf0) as *const u32)) },
             // SAFETY: the FADT names this port as the PM timer's; reading it has no side effects.
             RefClock::Pm(PmTimer::Port { port, .. }) => u64::from(unsafe { Port::<u32>::new(port).read() }),
-            // SAFETY: the FADT names this address as the PM timer's, reached through the direct map.
+            // SAFETY: the FADT names this address as the PM timer's; `acpi` mapped it uncached at its
+            // direct-map address.
             RefClock::Pm(PmTimer::Mmio { phys, .. }) => unsafe {
-                u64::from(core::ptr::read_volatile(acpi::phys_to_virt(phys) as *const u32))
+                u64::from(core::ptr::read_volatile(crate::mm::phys_to_virt(phys) as *const u32))
             },
         }
     }
@@ -105,9 +115,16 @@ fn hpet_clock(h: &acpi::HpetInfo) -> Option<(RefClock, u64)> {
     Some((RefClock::Hpet { va, wide: h.counter_64bit }, 1_000_000_000_000_000 / period_fs))
 }
 
-/// TSC ticks per second measured against `clock` (`clock_hz` ticks per second): the narrowest of a
-/// few 10 ms windows.
-fn tsc_hz_against(clock: &RefClock, clock_hz: u64) -> u64 {
+/// Whether to stop measuring after `trials` windows, the narrowest brackets being `width` TSC ticks
+/// for a window of `window` TSC ticks.
+fn enough(trials: u32, width: u64, window: u64) -> bool {
+    trials >= MAX_TRIALS || (trials >= MIN_TRIALS && u128::from(width) * 1_000_000 <= u128::from(window) * u128::from(GOOD_PPM))
+}
+
+/// TSC ticks per second measured against `clock` (`clock_hz` ticks per second) over 10 ms windows,
+/// from the window whose brackets are narrowest; with that width relative to the window, in
+/// millionths.
+fn tsc_hz_against(clock: &RefClock, clock_hz: u64) -> (u64, u64) {
     let window = (u128::from(clock_hz) * u128::from(WINDOW_NS) / NS_PER_S) as u64;
     let bracket = || {
         let a = arch::tsc::start();
@@ -115,8 +132,10 @@ fn tsc_hz_against(clock: &RefClock, clock_hz: u64) -> u64 {
         let b = arch::tsc::start();
         (a, r, b)
     };
-    let mut best: Option<(u64, u64)> = None; // (uncertainty, hz)
-    for _ in 0..TRIALS {
+    let mut best = (u64::MAX, 1, 0); // (bracket width, window, hz), in TSC ticks
+    let mut trials = 0;
+    while !enough(trials, best.0, best.1) {
+        trials += 1;
         let (a0, r0, a1) = bracket();
         let (b0, r1, b1) = loop {
             let s = bracket();
@@ -126,12 +145,16 @@ fn tsc_hz_against(clock: &RefClock, clock_hz: u64) -> u64 {
         };
         let tsc = (b0 + b1) / 2 - (a0 + a1) / 2;
         let hz = (u128::from(tsc) * u128::from(clock_hz) / u128::from(clock.delta(r0, r1))) as u64;
-        let uncertainty = (a1 - a0) + (b1 - b0);
-        if best.is_none_or(|(u, _)| uncertainty < u) {
-            best = Some((uncertainty, hz));
+        let width = (a1 - a0) + (b1 - b0);
+        if width < best.0 {
+            best = (width, tsc, hz);
         }
     }
-    best.map_or(0, |(_, hz)| hz)
+    (best.2, ppm(best.0, best.1))
+}
+
+fn ppm(part: u64, whole: u64) -> u64 {
+    (u128::from(part) * 1_000_000 / u128::from(whole.max(1))) as u64
 }
 
 /// TSC ticks per second from the PIT's channel 2 counting down 10 ms: the median of a few runs, or
@@ -167,11 +190,12 @@ fn tsc_hz_against_pit() -> Option<u64> {
     Some(samples[samples.len() / 2] * PIT_HZ / u64::from(count))
 }
 
-/// Local APIC timer ticks per TSC tick (32.32) over a few windows: an upper bound (the tightest
+/// Local APIC timer ticks per TSC tick (32.32) over 10 ms windows: an upper bound (the tightest
 /// of the windows), which arming uses, and the best estimate (the midpoints of the window with the
-/// narrowest brackets), which the boot line shows. Under emulation a register read takes
-/// microseconds, so the two differ by a few tenths of a percent; on hardware by far less.
-fn lapic_per_tsc(tsc_hz: u64) -> (u64, u64) {
+/// narrowest brackets), which the boot line shows, with that window's bracket width in millionths.
+/// Under emulation a register read takes microseconds, so the bound and the estimate differ by a
+/// few tenths of a percent; on hardware by far less.
+fn lapic_per_tsc(tsc_hz: u64) -> (u64, u64, u64) {
     let window_tsc = (u128::from(tsc_hz) * u128::from(WINDOW_NS) / NS_PER_S) as u64;
     crate::apic::start_free_count();
     let bracket = || {
@@ -181,7 +205,9 @@ fn lapic_per_tsc(tsc_hz: u64) -> (u64, u64) {
         (a, c, b)
     };
     let (mut upper, mut best) = (u64::MAX, (u64::MAX, 0));
-    for _ in 0..TRIALS {
+    let mut trials = 0;
+    while !enough(trials, best.0, window_tsc) {
+        trials += 1;
         let (a0, c0, a1) = bracket();
         while arch::tsc::read() - a1 < window_tsc {
             core::hint::spin_loop();
@@ -196,7 +222,7 @@ fn lapic_per_tsc(tsc_hz: u64) -> (u64, u64) {
         }
     }
     crate::apic::stop_free_count();
-    (upper, best.1)
+    (upper, best.1, ppm(best.0, window_tsc))
 }
 
 /// Calibrate the TSC and the local APIC timer (boot CPU, after `acpi` and the boot CPU's APIC) and
@@ -205,16 +231,18 @@ pub fn init() {
     let p = acpi::platform();
     let f = crate::cpuinfo::features();
     let hpet = p.hpet.as_ref().and_then(hpet_clock);
-    let (tsc_hz, source) = if let Some((clock, hz)) = hpet {
-        (tsc_hz_against(&clock, hz), "HPET")
+    let (tsc_hz, tsc_ppm, source) = if let Some((clock, hz)) = hpet {
+        let (tsc_hz, ppm) = tsc_hz_against(&clock, hz);
+        (tsc_hz, Some(ppm), "HPET")
     } else if let Some(pm) = p.pm_timer {
-        (tsc_hz_against(&RefClock::Pm(pm), PM_TIMER_HZ), "ACPI PM timer")
+        let (tsc_hz, ppm) = tsc_hz_against(&RefClock::Pm(pm), PM_TIMER_HZ);
+        (tsc_hz, Some(ppm), "ACPI PM timer")
     } else if let Some(hz) = f.tsc_hz_cpuid_15 {
-        (hz, "CPUID leaf 0x15, no HPET or PM timer")
+        (hz, None, "CPUID leaf 0x15, no HPET or PM timer")
     } else if let Some(hz) = tsc_hz_against_pit() {
-        (hz, "PIT channel 2, no HPET or PM timer")
+        (hz, None, "PIT channel 2, no HPET or PM timer")
     } else if let Some(hz) = f.base_hz_cpuid_16 {
-        (hz, "CPUID leaf 0x16 nominal frequency, no HPET, PM timer or PIT")
+        (hz, None, "CPUID leaf 0x16 nominal frequency, no HPET, PM timer or PIT")
     } else {
         panic!("time: no HPET, PM timer, PIT or CPUID frequency to calibrate the TSC against")
     };
@@ -222,7 +250,16 @@ pub fn init() {
     TSC_HZ.store(tsc_hz, Ordering::Relaxed);
     NS_PER_TSC_FP32.store(((NS_PER_S << 32) / u128::from(tsc_hz)) as u64, Ordering::Relaxed);
     TSC_BASE.store(arch::tsc::read(), Ordering::Relaxed);
-    let (lapic_upper, lapic_estimate) = lapic_per_tsc(tsc_hz);
+    let (lapic_upper, lapic_estimate, lapic_ppm) = lapic_per_tsc(tsc_hz);
+    for (what, ppm) in [("TSC", tsc_ppm.unwrap_or(0)), ("LAPIC timer", lapic_ppm)] {
+        if ppm > WARN_PPM {
+            log::warn!(
+                "time: the {what} rate is uncertain by {}.{:02}%: reading the reference took that long (a busy host?)",
+                ppm / 10_000,
+                ppm / 100 % 100
+            );
+        }
+    }
     LAPIC_PER_TSC_FP32.store(lapic_upper, Ordering::Relaxed);
     let lapic_hz = (u128::from(lapic_estimate) * u128::from(tsc_hz)) >> 32;
     log::info!(
