@@ -56,7 +56,7 @@ ISO_ROOT := target/iso_root
 LIMINE_BRANCH := v8.2.0-binary
 LIMINE_REPO := https://github.com/limine-bootloader/limine.git
 LIMINE_FILES := limine-bios.sys limine-bios-cd.bin limine-uefi-cd.bin BOOTX64.EFI
-LOOM_TESTS := $(wildcard sched/tests/loom*.rs smp/tests/loom*.rs)
+LOOM_TESTS := $(wildcard sched/tests/loom*.rs smp/tests/loom*.rs kernel/tests/loom*.rs)
 OVMF_CODE := $(firstword $(wildcard /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_CODE.fd))
 OVMF_VARS_TEMPLATE := $(subst OVMF_CODE,OVMF_VARS,$(OVMF_CODE))
 OVMF_VARS := target/ovmf-vars.fd
@@ -230,7 +230,7 @@ check:
 	cargo test -p kernel --lib
 
 loom:
-	$(call banner,loom models$(if $(LOOM_TESTS),, (none yet: no sched/tests/loom*.rs or smp/tests/loom*.rs)))
+	$(call banner,loom models$(if $(LOOM_TESTS),, (none yet: no sched/, smp/ or kernel/tests/loom*.rs)))
 	@for file in $(LOOM_TESTS); do \
 	  crate=$${file%%/*}; name=$$(basename "$$file" .rs); \
 	  echo "RUSTFLAGS='--cfg loom' cargo test --release -p $$crate --test $$name"; \

@@ -405,9 +405,9 @@ extern "C" fn overflow(_: usize) {
 }
 
 /// Overflow a kernel stack on purpose: the report must say `stack overflow` and name the stack's
-/// thread, `overflow-victim`.
+/// thread, `overflower`.
 fn fault_stack_overflow() -> Result<(), String> {
-    let s = KernelStack::new(16 * 1024, "overflow-victim").ok_or("no kernel stack")?;
+    let s = KernelStack::new(16 * 1024, "overflower").ok_or("no kernel stack")?;
     let top = s.top();
     // The stack stays mapped for ever: the kernel dies on it.
     let _ = s.into_raw();
