@@ -4,9 +4,10 @@
 //!
 //! Reference, in order of preference: the HPET main counter, the ACPI PM timer (both from `acpi`),
 //! the TSC frequency CPUID leaf 0x15 states, the PIT's channel 2 counting down 10 ms, and last the
-//! nominal base frequency of CPUID leaf 0x16. With a counting reference the TSC is measured over a
-//! few 10 ms windows, each reference read bracketed by two TSC reads; the window whose brackets are
-//! narrowest wins.
+//! nominal base frequency of CPUID leaf 0x16. With a counting reference the TSC is measured over
+//! 10 ms windows, each reference read bracketed by two TSC reads: at least 3 windows, more (up to
+//! 20) while none has brackets under 0.2% of its length; the window whose brackets are narrowest
+//! wins, and the boot log warns if even those exceed 1%.
 //!
 //! The local APIC timer is then measured against the TSC itself, and its rate kept as an upper bound
 //! of "timer ticks per TSC tick": a one-shot of `d` ns so computed never fires before `d` ns have
