@@ -1,9 +1,10 @@
 //! In-kernel tests of memory: frames, the heap's growth, the kernel's page tables and their rights,
 //! device and firmware mappings, the trampoline's identity page, kernel stacks and their guards.
 
-use alloc::{boxed::Box, string::String, vec, vec::Vec};
+use alloc::{boxed::Box, string::String, sync::Arc, vec, vec::Vec};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::{
-    frame_alloc::{FRAME_BYTES, LOW_MEMORY_END},
+    frame_alloc::{FRAME_BYTES, FrameAllocator, LOW_MEMORY_END},
     memmap::RegionKind,
     paging::{self, KERNEL_HALF_FIRST_SLOT, TableMemory},
 };
@@ -20,6 +21,7 @@ use crate::{ensure, ktest::Test};
 
 pub const TESTS: &[Test] = &[
     Test { name: "frames_no_double_handout", min_cpus: 1, expect_fault: false, run: frames_no_double_handout },
+    Test { name: "frames_contention", min_cpus: 2, expect_fault: false, run: frames_contention },
     Test { name: "heap_from_frames", min_cpus: 1, expect_fault: false, run: heap_from_frames },
     Test { name: "wx_kernel_mappings", min_cpus: 1, expect_fault: false, run: wx_kernel_mappings },
     Test { name: "mmio_mapping", min_cpus: 1, expect_fault: false, run: mmio_mapping },
@@ -36,7 +38,7 @@ pub const TESTS: &[Test] = &[
 /// (a heap that had to grow while no frame is left would fail).
 fn frames_no_double_handout() -> Result<(), String> {
     let map = super::MAP.get().ok_or("mm::init has not run")?;
-    let top = map.regions().iter().map(|r| r.end()).max().unwrap_or(0);
+    let top = FrameAllocator::coverage(map);
     let mut seen = vec![0u64; (top / FRAME_BYTES).div_ceil(64) as usize];
     let mut taken: Vec<u64> = Vec::with_capacity(frames::stats().0);
     let in_free_ram = |pa: u64| {
@@ -101,6 +103,78 @@ fn frames_no_double_handout() -> Result<(), String> {
         low_free == 0 || low.is_some_and(|pa| pa < LOW_MEMORY_END),
         "alloc_below(1 MiB) gave {low:x?} with {low_free} low frames free"
     );
+    Ok(())
+}
+
+/// Every online CPU allocates and frees frames in batches at the same time (a cross-CPU call)
+/// while only a few frames are left, so that they all fight over the same bitmap words: an owner
+/// table catches any frame held by two CPUs at once, and afterwards every frame is back.
+fn frames_contention() -> Result<(), String> {
+    const ROUNDS: usize = 2000;
+    const BATCH: usize = 8;
+    const LEFT_FREE: usize = 24;
+    const NOBODY: u32 = u32::MAX;
+    let map = super::MAP.get().ok_or("mm::init has not run")?;
+    let top = FrameAllocator::coverage(map);
+    let owners: Arc<Vec<AtomicU32>> = Arc::new((0..top / FRAME_BYTES).map(|_| AtomicU32::new(NOBODY)).collect());
+    let clashes = Arc::new(AtomicU64::new(0));
+    let handed_out = Arc::new(AtomicU64::new(0));
+    let online = crate::smpboot::online();
+    // Leave only LEFT_FREE frames (above 1 MiB) in the pool; the bookkeeping is allocated first.
+    let mut parked: Vec<u64> = Vec::with_capacity(frames::stats().0);
+    let free_before = frames::stats().0;
+    while parked.len() < parked.capacity()
+        && let Some(pa) = frames::alloc()
+    {
+        parked.push(pa);
+    }
+    for pa in parked.drain(parked.len().saturating_sub(LEFT_FREE)..) {
+        frames::free(pa);
+    }
+    let (o, c, h) = (owners.clone(), clashes.clone(), handed_out.clone());
+    let outcome = crate::xcall::call(
+        &online,
+        move |cpu| {
+            let me = cpu.get();
+            let mut held = [0u64; BATCH];
+            for _ in 0..ROUNDS {
+                let mut n = 0;
+                while n < BATCH
+                    && let Some(pa) = frames::alloc()
+                {
+                    if o[(pa / FRAME_BYTES) as usize].swap(me, Ordering::AcqRel) != NOBODY {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                    held[n] = pa;
+                    n += 1;
+                }
+                h.fetch_add(n as u64, Ordering::Relaxed);
+                for &pa in &held[..n] {
+                    let released = o[(pa / FRAME_BYTES) as usize].compare_exchange(
+                        me,
+                        NOBODY,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                    if released.is_err() {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                    frames::free(pa);
+                }
+            }
+        },
+        30_000_000_000,
+    );
+    for pa in parked {
+        frames::free(pa);
+    }
+    outcome.map_err(|missing| alloc::format!("{missing} did not finish allocating"))?;
+    let (clashes, handed_out) = (clashes.load(Ordering::Relaxed), handed_out.load(Ordering::Relaxed));
+    ensure!(clashes == 0, "{clashes} times a frame was held by two CPUs at once");
+    ensure!(handed_out > (ROUNDS * BATCH) as u64, "only {handed_out} frames handed out in all");
+    let free_after = frames::stats().0;
+    ensure!(free_after == free_before, "{free_after} frames free afterwards, {free_before} before");
+    ensure!(owners.iter().all(|o| o.load(Ordering::Relaxed) == NOBODY), "a frame is still marked as held");
     Ok(())
 }
 
@@ -277,7 +351,7 @@ fn identity_mapping() -> Result<(), String> {
     ensure!(after.is_none(), "the identity page is still mapped after unmap_identity");
     let mut user = 0usize;
     paging::for_each_leaf(&tables::Frames, super::current_root(), 0..KERNEL_HALF_FIRST_SLOT, |_, _| user += 1);
-    let slot0 = tables::Frames.table(super::current_root()).map(|t| t[0].load(core::sync::atomic::Ordering::Acquire));
+    let slot0 = tables::Frames.table(super::current_root()).map(|t| t[0].load(Ordering::Acquire));
     ensure!(user == 0 && slot0 == Some(0), "the lower half still holds {user} pages, PML4[0] = {slot0:x?}");
     Ok(())
 }
@@ -288,7 +362,7 @@ fn new_pml4_shares_kernel_half() -> Result<(), String> {
     let (mine, kernel) = (tables::Frames.table(pml4), tables::Frames.table(super::kernel_pml4_phys()));
     let result = match (mine, kernel) {
         (Some(mine), Some(kernel)) => {
-            let load = |e: &core::sync::atomic::AtomicU64| e.load(core::sync::atomic::Ordering::Acquire);
+            let load = |e: &AtomicU64| e.load(Ordering::Acquire);
             let lower_empty = mine[..KERNEL_HALF_FIRST_SLOT].iter().all(|e| load(e) == 0);
             let same = mine[KERNEL_HALF_FIRST_SLOT..]
                 .iter()
