@@ -409,10 +409,8 @@ fn kernel_stack_guard() -> Result<(), String> {
         let t = super::translate(va).ok_or("stack page not mapped")?;
         ensure!(t.writable() && !t.executable(), "stack page {va:#x} mapped with {:?}", t.flags);
         // SAFETY: the page is mapped and belongs to the stack this test owns.
-        ensure!(
-            unsafe { (va as *const [u64; 512]).read() }.iter().all(|&w| w == 0),
-            "stack page {va:#x} is not zeroed"
-        );
+        let words = unsafe { (va as *const [u64; 512]).read() };
+        ensure!(words.iter().all(|&w| w == 0), "stack page {va:#x} is not zeroed");
     }
     ensure!(frames::stats().0 + 4 <= frames_before, "four stack frames did not come from the frame allocator");
     let mut sp = 0u64;
