@@ -184,8 +184,19 @@ fn heap_from_frames() -> Result<(), String> {
     const CHUNK_WORDS: usize = 32 * 1024;
     let target = heap::boot_arena_bytes() + (4 << 20);
     let used_before = heap::allocated_bytes();
+    // Each chunk is zeroed (a block fill, cheap even where instructions are emulated one by one),
+    // then each of its pages gets a tag naming the chunk and the page.
+    let tag = |chunk: usize, page: usize| ((chunk as u64) << 32 | page as u64) ^ 0x5a5a_5a5a;
     let fill = |rounds: usize| -> Vec<Box<[u64]>> {
-        (0..rounds).map(|i| vec![i as u64 ^ 0x5a5a_5a5a; CHUNK_WORDS].into_boxed_slice()).collect()
+        (0..rounds)
+            .map(|i| {
+                let mut c = vec![0u64; CHUNK_WORDS].into_boxed_slice();
+                for (p, page) in c.chunks_mut(512).enumerate() {
+                    page[0] = tag(i, p);
+                }
+                c
+            })
+            .collect()
     };
     let rounds = target / (CHUNK_WORDS * 8);
     let chunks = fill(rounds);
@@ -195,7 +206,8 @@ fn heap_from_frames() -> Result<(), String> {
         "heap holds {claimed} bytes after allocating {target}: it did not grow"
     );
     for (i, c) in chunks.iter().enumerate() {
-        ensure!(c.iter().all(|&w| w == i as u64 ^ 0x5a5a_5a5a), "chunk {i} lost its contents");
+        let intact = c.chunks(512).enumerate().all(|(p, page)| page[0] == tag(i, p) && page[511] == 0);
+        ensure!(intact, "chunk {i} lost its contents");
     }
     let grown = chunks
         .iter()
@@ -440,10 +452,13 @@ type Shootdown = fn(u64, u64);
 static PREVIOUS_SHOOTDOWN: spin::Mutex<Option<Shootdown>> = spin::Mutex::new(None);
 
 fn record_shootdown(start: u64, end: u64) {
-    let mut shot = SHOT.lock();
-    let (s, e) = shot.unwrap_or((start, end));
-    *shot = Some((s.min(start), e.max(end)));
-    if let Some(f) = *PREVIOUS_SHOOTDOWN.lock() {
+    {
+        let mut shot = SHOT.lock();
+        let (s, e) = shot.unwrap_or((start, end));
+        *shot = Some((s.min(start), e.max(end)));
+    }
+    let previous = *PREVIOUS_SHOOTDOWN.lock();
+    if let Some(f) = previous {
         f(start, end);
     }
 }
