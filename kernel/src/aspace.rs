@@ -1,0 +1,848 @@
+//! Address spaces: page tables whose lower half is private and whose upper half is the kernel's,
+//! the switch between them with per-CPU PCIDs, and TLB shootdowns sent only where needed.
+//!
+//! Key types: [`AddressSpace`] (the handle: `new`, `mm`, `map`, `map_range`, `unmap`, `protect`,
+//! `remap`, `translate`; dropping the last `Arc` destroys it) and [`AsError`]. Functions: [`init`],
+//! [`switch`] (the scheduler's `switch_mm`), [`spawn_in`] (a thread that keeps its space alive),
+//! [`stats_line`]. Neighbours: `smp::pcid` and `smp::tlb` decide (PCID slots, generations, whom
+//! to interrupt), `tlb` executes (instructions, mailboxes, IPIs, counters), `mm` provides frames,
+//! the kernel's PML4 and the direct map, `kernel::paging` edits the tables, `threads` forwards
+//! `switch_mm` here.
+//!
+//! # Structure
+//!
+//! An [`AddressSpace`] owns a `Space`: its PML4 (kernel half copied from the kernel's, whose PML4
+//! entries never change after boot), an `AsId` that is never reused, a `TlbTracker` and a `dead`
+//! mark. User-half pages are 4 KiB, supervisor (every thread runs in ring 0), no-execute, never
+//! global; the space owns every frame mapped in it. Changes are serialised per space by a sleeping
+//! lock and run with preemption off from the shootdown's first step to its last, so that one CPU
+//! posts, waits and frees.
+//!
+//! Each CPU keeps, with interrupts off: its PCID table (`PcidTable` with six slots, or a
+//! one-slot table when CR3 carries no PCID: every CR3 write then empties the TLB, exactly as
+//! recycling the only slot would), the space owning each slot (to clear `may_cache` when a slot
+//! is recycled), and the space it has loaded. Threads without a space keep whatever is loaded
+//! (lazy TLB), so a loaded space may have no running thread left; the CPU holds an `Arc` of it, so
+//! the `Mm` word the scheduler remembers for the CPU is never reused for another space.
+//!
+//! # A change (unmap, protect, remap)
+//!
+//! Edit the entries; `begin_change` bumps the generation and names the CPUs with the space's CR3
+//! loaded (running or lazy); flush here if loaded here (INVLPG per page, or the whole PCID above
+//! `smp::FULL_FLUSH_THRESHOLD_PAGES`); otherwise, with INVPCID, bring a slot this CPU keeps for the
+//! space up to date without loading it. Post the request to the others and send IPIs (none if the
+//! space is loaded on this CPU alone or nowhere; CPUs that only keep a stale slot catch up at
+//! their next switch-in), wait for every acknowledgement while servicing this CPU's own mailbox,
+//! then free the unmapped frames and emptied page-table pages. A wait that times out returns the
+//! CPUs that never answered ([`AsError::Unanswered`]); the memory then waits, with its `FreeAfter`
+//! token, until they do.
+//!
+//! # Destruction
+//!
+//! Dropping the last handle marks the space dead, clears its user half, and shoots down every CPU
+//! that has it loaded with a request that makes each leave it for the kernel's PML4 (the CPU keeps
+//! its `Arc`, so the scheduler's word stays unique). Once all have acknowledged, no CPU can walk
+//! the tables or use the translations: frames, tables and the PML4 go back at once. Slots naming
+//! the dead space are given back at each CPU's next switch. Threads must not outlive the last
+//! handle of their space: [`spawn_in`] makes each thread hold one.
+
+#![cfg_attr(
+    not(feature = "ktest"),
+    allow(dead_code, reason = "only the in-kernel tests create address spaces so far; the switch and kernel shootdowns are live")
+)]
+
+use alloc::{format, string::String, sync::Arc, vec::Vec};
+use core::{
+    cell::{RefCell, UnsafeCell},
+    fmt,
+    num::NonZeroUsize,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use kernel::{
+    frame_alloc::FRAME_BYTES,
+    paging::{self, ADDR_MASK, PageSize, Table, TableMemory},
+};
+use smp::{
+    AsId, CpuId, CpuSet, DEFAULT_PCID_SLOTS, FlushAction, FreeAfter, MAX_CPUS, PageRange, PcidStats, PcidTable, Pcid,
+    Request, ShootdownMailbox, SwitchIn, SwitchKind, TlbStats, TlbTracker,
+};
+use talc::lock_api::Mutex as SpinMutex;
+use x86_64::{instructions::interrupts, registers::control::Cr3, structures::paging::PageTableFlags as Flags};
+
+use crate::{apic, cpuinfo, irqlock::RawIrqSpin, mm, smpboot, threads, tlb, trap};
+
+#[cfg(feature = "ktest")]
+#[path = "aspace_tests.rs"]
+mod tests;
+#[cfg(feature = "ktest")]
+pub use tests::TESTS;
+
+const PAGE: u64 = FRAME_BYTES;
+
+/// The lowest address a space maps: page 0 stays unmapped, so null pointers still fault.
+pub const USER_START: u64 = PAGE;
+/// One past the highest address a space maps (the end of the lower half).
+pub const USER_END: u64 = 0x0000_8000_0000_0000;
+
+/// The whole lower half, as the destruction's change names it.
+const USER_HALF: PageRange = PageRange { start_vpage: 0, pages: USER_END / PAGE };
+
+/// Kernel-wide totals of the plans (the per-CPU counters live in `tlb`).
+static PLAN_STATS: TlbStats = TlbStats::new();
+
+/// The next address-space id; 0 is the kernel's (`tlb::KERNEL_ASID`).
+static NEXT_ASID: AtomicU64 = AtomicU64::new(1);
+
+/// Why an address-space operation refused or did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsError {
+    /// Not page-aligned, outside `[USER_START, USER_END)`, or a frame that is not page-aligned.
+    BadAddress(u64),
+    /// A page of the range is already mapped (nothing was changed).
+    AlreadyMapped(u64),
+    /// A page of the range is not mapped (nothing was changed).
+    NotMapped(u64),
+    /// No frame for a page or a page table (nothing stays changed).
+    NoMemory,
+    /// The change is made, but these CPUs did not acknowledge its shootdown in time; the memory
+    /// it released is kept until they do.
+    Unanswered(CpuSet),
+}
+
+impl fmt::Display for AsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AsError::BadAddress(a) => write!(f, "bad address {a:#x}"),
+            AsError::AlreadyMapped(va) => write!(f, "{va:#x} is already mapped"),
+            AsError::NotMapped(va) => write!(f, "{va:#x} is not mapped"),
+            AsError::NoMemory => f.write_str("out of memory"),
+            AsError::Unanswered(cpus) => write!(f, "CPUs {cpus} did not acknowledge the TLB shootdown"),
+        }
+    }
+}
+
+/// Decide whether CR3 carries PCIDs (`use_pcid` and the CPU has them; `nopcid` on the command line
+/// says no), route the shootdown IPI, and take over kernel-half shootdowns from `mm`. Boot CPU,
+/// once, before any address space exists. Each CPU sets its CR4.PCIDE when it first touches an
+/// address space.
+pub fn init(use_pcid: bool) {
+    let f = cpuinfo::features();
+    let mode = tlb::set_mode(tlb::Mode { pcid: use_pcid && f.pcid, invpcid: f.invpcid });
+    trap::register(trap::VECTOR_SHOOTDOWN, on_shootdown_ipi);
+    mm::set_shootdown(Some(kernel_shootdown));
+    let why = match (mode.pcid, use_pcid, f.pcid) {
+        (true, ..) => "",
+        (false, false, _) => " (nopcid)",
+        (false, true, _) => " (the CPU has none)",
+    };
+    log::info!(
+        "aspace: PCIDs {}{why}, {} slots per CPU; INVPCID {}; shootdown IPIs only to CPUs with the space loaded",
+        if mode.pcid { "on" } else { "off" },
+        if mode.pcid { DEFAULT_PCID_SLOTS } else { 1 },
+        if mode.invpcid { "used" } else { "absent" },
+    );
+    INIT_DONE.store(true, Ordering::Release);
+}
+
+static INIT_DONE: AtomicBool = AtomicBool::new(false);
+
+/// What the CPUs share about one address space; the handle is [`AddressSpace`].
+struct Space {
+    asid: AsId,
+    /// Physical address of the PML4; freed by the destruction once no CPU has it loaded.
+    pml4: u64,
+    tracker: TlbTracker,
+    /// Set when the last handle is gone: CPUs leave it when they service the destruction's
+    /// request, give back its PCID slots at their next switch, and never switch to it again.
+    dead: AtomicBool,
+}
+
+/// An address space. Share it as `Arc<AddressSpace>`; the last `Arc` dropped destroys it, which
+/// returns every frame mapped in it, its page tables and its PCID slots.
+pub struct AddressSpace {
+    space: Arc<Space>,
+    /// Serialises changes of the tables (a sleeping lock: a change may wait for other CPUs).
+    edits: sched::Mutex<()>,
+}
+
+impl fmt::Debug for AddressSpace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AddressSpace({}, pml4 {:#x})", self.space.asid, self.space.pml4)
+    }
+}
+
+/// The frames and page-table pages one change took out of the tree, to free once no CPU can reach
+/// them.
+#[derive(Default)]
+struct Released {
+    frames: Vec<u64>,
+    tables: Vec<u64>,
+}
+
+impl Released {
+    fn free(self) {
+        for pa in self.frames.into_iter().chain(self.tables) {
+            mm::frames::free(pa);
+        }
+    }
+}
+
+/// Memory released by changes whose shootdown timed out, with the token saying when it is safe.
+static PARKED: SpinMutex<RawIrqSpin, Vec<(FreeAfter, Released)>> = SpinMutex::new(Vec::new());
+
+/// Free parked memory whose shootdown has been acknowledged since.
+fn reap_parked() {
+    let ready: Vec<Released> = {
+        let mut parked = PARKED.lock();
+        if parked.is_empty() {
+            return;
+        }
+        let (ready, waiting) = core::mem::take(&mut *parked).into_iter().partition(|(token, _)| token.is_releasable(tlb::mailboxes()));
+        *parked = waiting;
+        ready.into_iter().map(|(_, released)| released).collect()
+    };
+    ready.into_iter().for_each(Released::free);
+}
+
+/// The page tables of one space, reached through the direct map. Table frames the edits empty are
+/// collected (freed after the shootdown), not freed.
+struct UserTables {
+    emptied: RefCell<Vec<u64>>,
+}
+
+impl UserTables {
+    fn new() -> UserTables {
+        UserTables { emptied: RefCell::new(Vec::new()) }
+    }
+}
+
+impl TableMemory for UserTables {
+    fn table(&self, pa: u64) -> Option<&Table> {
+        // SAFETY: the walks of this module start at a space's PML4 (from `mm::new_pml4`) and, for
+        // user-half addresses only, follow entries that only this module writes, each naming a
+        // table frame allocated by `alloc_table` below: RAM, page-aligned, covered by the direct
+        // map, alive while its space is. Every bit pattern is a valid AtomicU64, and entries are
+        // only accessed atomically.
+        Some(unsafe { &*(mm::phys_to_virt(pa) as *const Table) })
+    }
+
+    fn alloc_table(&self) -> Option<u64> {
+        let pa = mm::frames::alloc()?;
+        // SAFETY: a fresh frame nobody else owns, reached through the direct map.
+        unsafe { core::ptr::write_bytes(mm::phys_to_virt(pa) as *mut u8, 0, PAGE as usize) };
+        Some(pa)
+    }
+
+    fn free_table(&self, pa: u64) {
+        self.emptied.borrow_mut().push(pa);
+    }
+}
+
+/// The index of `va` in its table at `level` (4 = PML4 ... 1 = PT).
+const fn index(va: u64, level: usize) -> usize {
+    ((va >> (12 + 9 * (level - 1))) & 0x1ff) as usize
+}
+
+/// The leaf flags of a user-half page.
+fn leaf_flags(writable: bool) -> Flags {
+    if writable { Flags::WRITABLE | Flags::NO_EXECUTE } else { Flags::NO_EXECUTE }
+}
+
+/// `[va, va + pages * PAGE)` as a page range, if it lies within the user half and `va` is
+/// page-aligned.
+fn user_range(va: u64, pages: u64) -> Result<PageRange, AsError> {
+    let end = pages.checked_mul(PAGE).and_then(|bytes| va.checked_add(bytes)).ok_or(AsError::BadAddress(va))?;
+    if !va.is_multiple_of(PAGE) || va < USER_START || end > USER_END {
+        return Err(AsError::BadAddress(va));
+    }
+    Ok(PageRange { start_vpage: va / PAGE, pages })
+}
+
+fn pages_of(range: PageRange) -> impl Iterator<Item = u64> {
+    (range.start_vpage..range.start_vpage + range.pages).map(|vpage| vpage * PAGE)
+}
+
+impl AddressSpace {
+    /// A new, empty address space (the kernel half shared), or `Err(NoMemory)` without a frame
+    /// for its PML4.
+    ///
+    /// # Panics
+    /// Before [`init`].
+    pub fn new() -> Result<Arc<AddressSpace>, AsError> {
+        assert!(INIT_DONE.load(Ordering::Acquire), "AddressSpace::new before aspace::init");
+        let pml4 = mm::new_pml4().ok_or(AsError::NoMemory)?;
+        let asid = AsId::new(NEXT_ASID.fetch_add(1, Ordering::Relaxed));
+        Ok(Arc::new(AddressSpace {
+            space: Arc::new(Space { asid, pml4, tracker: TlbTracker::new(asid), dead: AtomicBool::new(false) }),
+            edits: sched::Mutex::new(()),
+        }))
+    }
+
+    /// The word the scheduler knows this space by (`Builder::in_mm`): the address of its shared
+    /// part, which stays allocated while any CPU has it loaded, so no other space gets the same
+    /// word while the scheduler may still remember it for a CPU.
+    ///
+    /// A thread spawned with it must finish before the last handle is dropped; [`spawn_in`] makes
+    /// the thread hold a handle.
+    pub fn mm(&self) -> sched::Mm {
+        sched::Mm(NonZeroUsize::new(Arc::as_ptr(&self.space) as usize).expect("an Arc is never null"))
+    }
+
+    /// Where `va` leads: the physical address of the byte and whether the page is writable.
+    pub fn translate(&self, va: u64) -> Option<(u64, bool)> {
+        if !(USER_START..USER_END).contains(&va) {
+            return None;
+        }
+        paging::translate(&UserTables::new(), self.space.pml4, va).map(|t| (t.pa, t.writable()))
+    }
+
+    /// Map the page at `va` to `frame`, which the space then owns (it is freed when unmapped or
+    /// when the space is destroyed). On error the frame stays the caller's. Adding a translation
+    /// needs no shootdown: the TLB caches no non-present entry.
+    pub fn map(&self, va: u64, frame: u64, writable: bool) -> Result<(), AsError> {
+        user_range(va, 1)?;
+        if !frame.is_multiple_of(PAGE) || frame & !ADDR_MASK != 0 {
+            return Err(AsError::BadAddress(frame));
+        }
+        let _edits = self.edits.lock(threads::sched());
+        let mem = UserTables::new();
+        paging::map(&mem, self.space.pml4, va, frame, PageSize::Size4K, leaf_flags(writable)).map_err(|e| match e {
+            paging::MapError::AlreadyMapped(_) => AsError::AlreadyMapped(va),
+            paging::MapError::NoMemory => AsError::NoMemory,
+            paging::MapError::BadAddress | paging::MapError::Unreadable => AsError::BadAddress(va),
+        })
+    }
+
+    /// Map `pages` fresh zeroed frames at `va`: all of them, or (on `NoMemory` or `AlreadyMapped`)
+    /// none.
+    pub fn map_range(&self, va: u64, pages: u64, writable: bool) -> Result<(), AsError> {
+        let range = user_range(va, pages)?;
+        let s = threads::sched();
+        let _edits = self.edits.lock(s);
+        let mem = UserTables::new();
+        if let Some(mapped) = pages_of(range).find(|&p| paging::translate(&mem, self.space.pml4, p).is_some()) {
+            return Err(AsError::AlreadyMapped(mapped));
+        }
+        let mut done = 0;
+        for page in pages_of(range) {
+            let Some(frame) = mm::frames::alloc() else { break };
+            // SAFETY: a fresh frame nobody else owns, reached through the direct map.
+            unsafe { core::ptr::write_bytes(mm::phys_to_virt(frame) as *mut u8, 0, PAGE as usize) };
+            if paging::map(&mem, self.space.pml4, page, frame, PageSize::Size4K, leaf_flags(writable)).is_err() {
+                mm::frames::free(frame);
+                break;
+            }
+            done += 1;
+        }
+        if done == pages {
+            return Ok(());
+        }
+        // Undo: another CPU running this space may have cached the new pages already, so this
+        // is a real change with its shootdown.
+        let _on_this_cpu = s.preempt_disable();
+        settle_previous()?;
+        self.unmap_locked(PageRange { start_vpage: range.start_vpage, pages: done })?.free();
+        Err(AsError::NoMemory)
+    }
+
+    /// Unmap `pages` pages at `va` and free their frames once no CPU can use them. Every page must
+    /// be mapped (otherwise nothing changes).
+    pub fn unmap(&self, va: u64, pages: u64) -> Result<(), AsError> {
+        let range = user_range(va, pages)?;
+        let s = threads::sched();
+        let _edits = self.edits.lock(s);
+        let _on_this_cpu = s.preempt_disable();
+        settle_previous()?;
+        self.unmap_locked(range)?.free();
+        Ok(())
+    }
+
+    /// `unmap` with the edit lock held, preemption off and this CPU's previous request settled;
+    /// returns the memory to free.
+    fn unmap_locked(&self, range: PageRange) -> Result<Released, AsError> {
+        let mem = UserTables::new();
+        if let Some(hole) = pages_of(range).find(|&p| paging::translate(&mem, self.space.pml4, p).is_none()) {
+            return Err(AsError::NotMapped(hole));
+        }
+        let mut frames = Vec::with_capacity(range.pages as usize);
+        for page in pages_of(range) {
+            let t = paging::unmap(&mem, self.space.pml4, page).expect("every page was found mapped under the lock");
+            frames.push(t.pa);
+        }
+        self.space.commit(range, Released { frames, tables: mem.emptied.into_inner() })
+    }
+
+    /// Make `pages` pages at `va` writable or read-only. Every page must be mapped (otherwise
+    /// nothing changes). Widening is flushed as well as narrowing: a CPU may otherwise fault on a
+    /// stale read-only entry (SDM 4.10.4.3), and the kernel treats every page fault as fatal.
+    pub fn protect(&self, va: u64, pages: u64, writable: bool) -> Result<(), AsError> {
+        let range = user_range(va, pages)?;
+        let s = threads::sched();
+        let _edits = self.edits.lock(s);
+        let _on_this_cpu = s.preempt_disable();
+        settle_previous()?;
+        let mem = UserTables::new();
+        let mut entries = Vec::with_capacity(pages as usize);
+        for page in pages_of(range) {
+            entries.push(self.space.leaf(&mem, page).ok_or(AsError::NotMapped(page))?);
+        }
+        let mut changed = false;
+        for entry in entries {
+            let old = entry.load(Ordering::Acquire);
+            let new = if writable { old | Flags::WRITABLE.bits() } else { old & !Flags::WRITABLE.bits() };
+            if new != old {
+                entry.store(new, Ordering::Release);
+                changed = true;
+            }
+        }
+        if changed {
+            self.space.commit(range, Released::default())?;
+        }
+        Ok(())
+    }
+
+    /// Point the page at `va` to `new_frame` (which the space then owns), keeping its rights, and
+    /// return the frame it mapped before: no CPU can reach that one through this space any more,
+    /// so it is the caller's again.
+    pub fn remap(&self, va: u64, new_frame: u64) -> Result<u64, AsError> {
+        let range = user_range(va, 1)?;
+        if !new_frame.is_multiple_of(PAGE) || new_frame & !ADDR_MASK != 0 {
+            return Err(AsError::BadAddress(new_frame));
+        }
+        let s = threads::sched();
+        let _edits = self.edits.lock(s);
+        let _on_this_cpu = s.preempt_disable();
+        settle_previous()?;
+        let mem = UserTables::new();
+        let entry = self.space.leaf(&mem, va).ok_or(AsError::NotMapped(va))?;
+        let old = entry.load(Ordering::Acquire);
+        entry.store((old & !ADDR_MASK) | new_frame, Ordering::Release);
+        let back = self.space.commit(range, Released { frames: alloc::vec![old & ADDR_MASK], tables: Vec::new() })?;
+        Ok(back.frames[0])
+    }
+}
+
+/// Before a change: if this CPU's previous shootdown is still unacknowledged (its wait timed
+/// out), wait for it again; a CPU posts one request at a time. Preemption off.
+fn settle_previous() -> Result<(), AsError> {
+    reap_parked();
+    let me = tlb::this_cpu();
+    if tlb::pending(me).is_empty() {
+        return Ok(());
+    }
+    tlb::wait(me, service_with_interrupts_off).map_err(AsError::Unanswered)?;
+    reap_parked();
+    Ok(())
+}
+
+impl Space {
+    /// The leaf entry mapping `va` (a 4 KiB page of the user half), if present.
+    fn leaf<'a>(&self, mem: &'a UserTables, va: u64) -> Option<&'a AtomicU64> {
+        let mut table = self.pml4;
+        for level in (2..=4).rev() {
+            let e = mem.table(table)?[index(va, level)].load(Ordering::Acquire);
+            if e & Flags::PRESENT.bits() == 0 || e & Flags::HUGE_PAGE.bits() != 0 {
+                return None;
+            }
+            table = e & ADDR_MASK;
+        }
+        let entry = &mem.table(table)?[index(va, 1)];
+        (entry.load(Ordering::Acquire) & Flags::PRESENT.bits() != 0).then_some(entry)
+    }
+
+    /// The TLB side of a change whose edits are written: plan, flush here, shoot down the other
+    /// CPUs that have the space loaded, wait, and hand `released` back once no CPU can reach it
+    /// (or, if some CPU did not answer, keep it parked until they do). The caller holds the edit
+    /// lock, keeps preemption off, and settled this CPU's previous request.
+    fn commit(&self, range: PageRange, released: Released) -> Result<Released, AsError> {
+        let me = tlb::this_cpu();
+        let (plan, ticket) = interrupts::without_interrupts(|| {
+            let plan = self.tracker.begin_change(me, range, &PLAN_STATS);
+            with_this_cpu(|_, cpu| cpu.flush_for_change(me, self, &plan));
+            count_plan(me, &plan);
+            let ticket = (!plan.ipi_targets.is_empty()).then(|| tlb::post(me, plan.ipi_targets, &plan.request()));
+            (plan, ticket)
+        });
+        let token = FreeAfter::new(&plan, ticket);
+        let waited = if ticket.is_some() { tlb::wait(me, service_with_interrupts_off) } else { Ok(()) };
+        match waited {
+            Ok(()) => {
+                assert!(token.is_releasable(tlb::mailboxes()), "a shootdown acknowledged by all is releasable");
+                Ok(released)
+            }
+            Err(cpus) => {
+                log::error!("aspace: {me}: CPUs {cpus} did not acknowledge the shootdown of {} gen {}", self.asid, plan.new_gen);
+                PARKED.lock().push((token, released));
+                Err(AsError::Unanswered(cpus))
+            }
+        }
+    }
+}
+
+fn count_plan(me: CpuId, plan: &smp::ChangePlan) {
+    use tlb::Counter::*;
+    tlb::count(Changes, 1);
+    tlb::count(ChangesWithoutIpi, u64::from(plan.ipi_targets.is_empty()));
+    tlb::count(AvoidedLazy, plan.avoided.len() as u64);
+    let mut never_loaded = smpboot::online().difference(&plan.ipi_targets).difference(&plan.avoided);
+    never_loaded.remove(me);
+    tlb::count(AvoidedNeverLoaded, never_loaded.len() as u64);
+}
+
+impl Drop for AddressSpace {
+    /// Destroy the space: see the module comment. Runs in the thread that dropped the last handle.
+    fn drop(&mut self) {
+        let space = &self.space;
+        let s = threads::sched();
+        let _edits = self.edits.lock(s);
+        let _on_this_cpu = s.preempt_disable();
+        // A CPU posts one request at a time; destruction cannot give up, so it waits its turn.
+        while let Err(e) = settle_previous() {
+            log::error!("aspace: destroying {}: {e}; waiting on", space.asid);
+        }
+        space.dead.store(true, Ordering::SeqCst);
+        let mem = UserTables::new();
+        let mut frames = Vec::new();
+        paging::for_each_leaf(&mem, space.pml4, 0..paging::KERNEL_HALF_FIRST_SLOT, |va, t| frames.push((va, t.pa)));
+        for &(va, _) in &frames {
+            paging::unmap(&mem, space.pml4, va).expect("a leaf just listed is mapped");
+        }
+        let mut tables = mem.emptied.into_inner();
+        tables.push(space.pml4);
+        let released = Released { frames: frames.into_iter().map(|(_, pa)| pa).collect(), tables };
+        // Every CPU with the space loaded leaves it while servicing this change (this one in
+        // `flush_for_change`); if some do not answer, the memory stays parked until they have.
+        match space.commit(USER_HALF, released) {
+            Ok(released) => {
+                let still = space.tracker.active();
+                assert!(still.is_empty(), "{} destroyed while CPUs {still} switched to it: a thread outlived its address space", space.asid);
+                released.free();
+            }
+            Err(e) => log::error!("aspace: destroying {}: {e}; its memory waits for them", space.asid),
+        }
+    }
+}
+
+/// Spawn a thread in `space` that holds a handle to it until its function returns, so the space
+/// outlives it.
+pub fn spawn_in<F, T>(
+    space: &Arc<AddressSpace>,
+    builder: sched::Builder,
+    f: F,
+) -> Result<sched::JoinHandle<T, threads::KernelPlatform>, sched::SpawnError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let handle = space.clone();
+    threads::sched().spawn(builder.in_mm(space.mm()), move || {
+        let result = f();
+        drop(handle);
+        result
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-CPU state.
+
+/// A CPU's PCID slots: six tagged ones, or one when CR3 carries no PCID.
+enum Slots {
+    Tagged(PcidTable),
+    Untagged(PcidTable<1>),
+}
+
+macro_rules! on_table {
+    ($slots:expr, $t:ident => $body:expr) => {
+        match $slots {
+            Slots::Tagged($t) => $body,
+            Slots::Untagged($t) => $body,
+        }
+    };
+}
+
+impl Slots {
+    fn switch_in(&mut self, tracker: &TlbTracker, me: CpuId) -> SwitchIn {
+        on_table!(self, t => tracker.switch_in(me, t))
+    }
+
+    fn flush_action(&mut self, tracker: &TlbTracker, request: &Request) -> FlushAction {
+        on_table!(self, t => tracker.flush_action(request, t))
+    }
+
+    fn switch_to_kernel(&mut self) {
+        on_table!(self, t => t.switch_to_kernel())
+    }
+
+    fn slot_of(&self, asid: AsId) -> Option<(Pcid, u64)> {
+        on_table!(self, t => t.slot_of(asid))
+    }
+
+    fn note_flushed(&mut self, asid: AsId, tlb_gen: u64) -> bool {
+        on_table!(self, t => t.note_flushed(asid, tlb_gen))
+    }
+
+    fn forget(&mut self, asid: AsId) -> Option<Pcid> {
+        on_table!(self, t => t.forget(asid))
+    }
+
+    fn stats(&self) -> PcidStats {
+        on_table!(self, t => t.stats())
+    }
+}
+
+/// What one CPU knows about address spaces; touched only by that CPU, with interrupts off.
+struct CpuSpaces {
+    slots: Slots,
+    /// The space holding each slot (slot `i` owns PCID `i + 1`).
+    owners: [Option<Arc<Space>>; DEFAULT_PCID_SLOTS],
+    /// The space the scheduler believes loaded here (its `Mm` word), held so the word stays unique.
+    loaded: Option<Arc<Space>>,
+    /// Whether CR3 holds `loaded`'s PML4 (false after leaving a destroyed space for the kernel's).
+    cr3_is_loaded: bool,
+}
+
+impl CpuSpaces {
+    /// The state of a CPU touching address spaces for the first time: sets its CR4.PCIDE when CR3
+    /// is to carry PCIDs.
+    fn new() -> CpuSpaces {
+        let slots = if tlb::pcid_enabled() {
+            let (_, cr3_low) = Cr3::read_raw();
+            assert_eq!(cr3_low, 0, "CR4.PCIDE can only be set with CR3 bits 0-11 clear");
+            // SAFETY: PCIDs are enabled, so the CPU has them (all CPUs match the boot CPU's
+            // features), and CR3's low bits are clear (checked).
+            unsafe { tlb::enable_pcide_here() };
+            Slots::Tagged(PcidTable::new())
+        } else {
+            Slots::Untagged(PcidTable::new())
+        };
+        CpuSpaces { slots, owners: [const { None }; DEFAULT_PCID_SLOTS], loaded: None, cr3_is_loaded: false }
+    }
+
+    /// Give back the slots of destroyed spaces.
+    fn forget_dead(&mut self) {
+        for owner in self.owners.iter_mut() {
+            if let Some(space) = owner
+                && space.dead.load(Ordering::Acquire)
+            {
+                self.slots.forget(space.asid);
+                *owner = None;
+                tlb::count(tlb::Counter::PcidForgets, 1);
+            }
+        }
+    }
+
+    /// Load `next` (see `switch`).
+    fn switch_to(&mut self, me: CpuId, next: Arc<Space>) {
+        assert!(!next.dead.load(Ordering::SeqCst), "a thread switched to {}, which was destroyed: it outlived its address space", next.asid);
+        self.forget_dead();
+        let decision = self.slots.switch_in(&next.tracker, me);
+        // SAFETY: the PML4 shares the kernel half (mm::new_pml4); it is freed only after every
+        // CPU with it loaded has left it, and this CPU holds `next` while it is loaded. Entries the
+        // PCID keeps (no flush) are synced to the space's generation: the tracker decided so.
+        unsafe { tlb::load_cr3(next.pml4, decision.pcid.get(), decision.flush) };
+        if let Some(prev) = self.loaded.take()
+            && self.cr3_is_loaded
+        {
+            prev.tracker.switch_out(me);
+        }
+        let slot = usize::from(decision.pcid.get()) - 1;
+        match decision.kind {
+            SwitchKind::Recycled(evicted) => {
+                let owner = self.owners[slot].replace(next.clone()).expect("a recycled slot has an owner");
+                debug_assert_eq!(owner.asid, evicted);
+                owner.tracker.slot_recycled(me);
+            }
+            SwitchKind::Miss => self.owners[slot] = Some(next.clone()),
+            SwitchKind::Hit | SwitchKind::Stale => {}
+        }
+        self.loaded = Some(next);
+        self.cr3_is_loaded = true;
+        let PcidStats { hits, stale_flushes, misses, recycles } = self.slots.stats();
+        tlb::set(tlb::Counter::PcidHits, hits);
+        tlb::set(tlb::Counter::PcidStale, stale_flushes);
+        tlb::set(tlb::Counter::PcidMisses, misses);
+        tlb::set(tlb::Counter::PcidRecycles, recycles);
+    }
+
+    /// Leave `space` (loaded here, destroyed) for the kernel's PML4.
+    fn leave(&mut self, me: CpuId, space: &Space) {
+        self.slots.switch_to_kernel();
+        // SAFETY: the kernel's own PML4 maps everything the kernel uses; PCID 0 is the kernel-only
+        // context's and is flushed by this write.
+        unsafe { tlb::load_cr3(mm::kernel_pml4_phys(), 0, true) };
+        space.tracker.switch_out(me);
+        self.cr3_is_loaded = false;
+        tlb::count(tlb::Counter::Leaves, 1);
+    }
+
+    /// Perform `action` on the space loaded here.
+    fn perform(action: FlushAction, pml4: u64) {
+        match action {
+            FlushAction::Nothing => {}
+            FlushAction::Pages(range) => tlb::flush_pages(range),
+            FlushAction::Pcid(pcid) => tlb::flush_current(pml4, pcid.get()),
+        }
+    }
+
+    /// This CPU's step of a change it makes to `space`.
+    fn flush_for_change(&mut self, me: CpuId, space: &Space, plan: &smp::ChangePlan) {
+        let loaded_here = self.cr3_is_loaded && self.loaded.as_ref().is_some_and(|l| l.asid == space.asid);
+        if plan.local_flush {
+            debug_assert!(loaded_here, "the tracker says {} is loaded on {me}", space.asid);
+            if space.dead.load(Ordering::SeqCst) {
+                self.leave(me, space);
+            } else {
+                Self::perform(self.slots.flush_action(&space.tracker, &plan.request()), space.pml4);
+            }
+        } else if tlb::pcid_enabled()
+            && tlb::invpcid_available()
+            && !plan.full_flush
+            && let Some((pcid, synced)) = self.slots.slot_of(space.asid)
+            && synced + 1 == plan.new_gen
+        {
+            // A slot kept here for the space, behind by this change alone: catch it up now
+            // without loading it, so the next switch to the space is a hit.
+            tlb::flush_pcid_pages(pcid.get(), plan.range);
+            self.slots.note_flushed(space.asid, plan.new_gen);
+        }
+    }
+
+    /// Honour one request of another CPU.
+    fn service(&mut self, me: CpuId, request: &Request) {
+        let Some(space) = self.loaded.clone() else { return };
+        if space.asid != request.asid || !self.cr3_is_loaded {
+            // Not loaded here: a slot kept for it is behind and flushes at the next switch-in.
+            return;
+        }
+        if space.dead.load(Ordering::SeqCst) {
+            self.leave(me, &space);
+        } else {
+            Self::perform(self.slots.flush_action(&space.tracker, request), space.pml4);
+        }
+    }
+}
+
+struct CpuCell {
+    /// Set while the state is borrowed: catches a nested borrow instead of aliasing it.
+    busy: AtomicBool,
+    state: UnsafeCell<Option<CpuSpaces>>,
+}
+
+// SAFETY: each cell is touched only by its own CPU with interrupts off (`with_this_cpu` checks
+// both), and `busy` turns a nested borrow into a panic, so there is never more than one reference.
+unsafe impl Sync for CpuCell {}
+
+static CPUS: [CpuCell; MAX_CPUS] = [const { CpuCell { busy: AtomicBool::new(false), state: UnsafeCell::new(None) } }; MAX_CPUS];
+
+/// Run `f` on this CPU's state. Interrupts must be off.
+fn with_this_cpu<R>(f: impl FnOnce(CpuId, &mut CpuSpaces) -> R) -> R {
+    assert!(!interrupts::are_enabled(), "per-CPU address-space state touched with interrupts on");
+    let me = tlb::this_cpu();
+    let cell = &CPUS[me.index()];
+    assert!(!cell.busy.swap(true, Ordering::Acquire), "{me}: per-CPU address-space state borrowed twice");
+    // SAFETY: see `impl Sync for CpuCell`: this CPU, interrupts off, and `busy` was clear.
+    let state = unsafe { &mut *cell.state.get() };
+    let result = f(me, state.get_or_insert_with(CpuSpaces::new));
+    cell.busy.store(false, Ordering::Release);
+    result
+}
+
+/// Load address space `next` on this CPU: the scheduler's `switch_mm` (interrupts off). `prev`
+/// is what the scheduler remembers as loaded here, which this CPU's own record matches.
+pub fn switch(prev: Option<sched::Mm>, next: sched::Mm) {
+    let next_ptr = next.0.get() as *const Space;
+    with_this_cpu(|me, cpu| {
+        debug_assert_eq!(prev.map(|m| m.0.get()), cpu.loaded.as_ref().map(|l| Arc::as_ptr(l) as usize));
+        // SAFETY: `next` is the `Mm` of a thread about to run, made by `AddressSpace::mm` from an
+        // `Arc<Space>`; a handle to the space lives while its threads do (`spawn_in`, and the
+        // contract of `mm`), so the allocation is alive and one more strong count may be taken.
+        let next = unsafe {
+            Arc::increment_strong_count(next_ptr);
+            Arc::from_raw(next_ptr)
+        };
+        cpu.switch_to(me, next);
+    });
+}
+
+/// Service every request posted to this CPU. Interrupts off.
+fn service_here() {
+    let me = tlb::this_cpu();
+    let served = ShootdownMailbox::service(tlb::mailboxes(), me, |request| {
+        if request.asid == tlb::KERNEL_ASID {
+            if request.full_flush {
+                tlb::flush_everything();
+            } else {
+                tlb::flush_pages(request.range);
+            }
+        } else {
+            with_this_cpu(|me, cpu| cpu.service(me, request));
+        }
+    });
+    tlb::count(tlb::Counter::RequestsServed, served as u64);
+}
+
+fn service_with_interrupts_off() {
+    interrupts::without_interrupts(service_here);
+}
+
+fn on_shootdown_ipi(_frame: &mut arch::trap::TrapFrame) {
+    crate::percpu::count(crate::percpu::Counter::IpisReceived);
+    apic::eoi();
+    service_here();
+}
+
+/// `mm`'s shootdown hook: make every other online CPU drop its (global) translations of the
+/// kernel-half range `[start, end)`, which this CPU has flushed already, before the frames are
+/// reused. Waits with interrupts off, servicing this CPU's own mailbox.
+///
+/// # Panics
+/// If some CPU does not answer within `tlb::SHOOTDOWN_TIMEOUT_NS`: the caller frees the memory
+/// right after, which would then still be reachable.
+fn kernel_shootdown(start: u64, end: u64) {
+    interrupts::without_interrupts(|| {
+        let me = tlb::this_cpu();
+        let mut targets = smpboot::online();
+        targets.remove(me);
+        if targets.is_empty() {
+            return;
+        }
+        if let Err(cpus) = tlb::wait(me, service_here) {
+            panic!("kernel TLB shootdown: {me}'s previous request is still unanswered by {cpus}");
+        }
+        let first = start / PAGE;
+        let pages = end.div_ceil(PAGE) - first;
+        let range = PageRange { start_vpage: first, pages };
+        let request = Request { asid: tlb::KERNEL_ASID, new_gen: 0, range, full_flush: pages > smp::FULL_FLUSH_THRESHOLD_PAGES };
+        tlb::post(me, targets, &request);
+        tlb::count(tlb::Counter::KernelShootdowns, 1);
+        if let Err(cpus) = tlb::wait(me, service_here) {
+            panic!("kernel TLB shootdown of {start:#x}..{end:#x}: CPUs {cpus} never acknowledged");
+        }
+    });
+}
+
+/// One line of CPU `cpu`'s TLB counters, for the periodic statistics.
+pub fn stats_line(cpu: CpuId) -> String {
+    let c = tlb::counters(cpu);
+    format!(
+        "tlb {cpu}: changes {} ipis {} (none needed {}, avoided: lazy {} never-loaded {}), served {}, flushes {} pages {} full, cr3 {}, pcid hit {} stale {} miss {} recycle {} forget {}, leaves {}, kernel {} ({} ipis)",
+        c.changes,
+        c.ipis_sent,
+        c.changes_without_ipi,
+        c.avoided_lazy,
+        c.avoided_never_loaded,
+        c.requests_served,
+        c.page_flushes,
+        c.full_flushes,
+        c.cr3_writes,
+        c.pcid_hits,
+        c.pcid_stale,
+        c.pcid_misses,
+        c.pcid_recycles,
+        c.pcid_forgets,
+        c.leaves,
+        c.kernel_shootdowns,
+        c.kernel_ipis
+    )
+}

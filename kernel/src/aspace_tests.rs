@@ -1,0 +1,499 @@
+//! In-kernel tests of address spaces: no stale translation survives a change, spaces never see each
+//! other's pages with more spaces than PCID slots, a change on a space loaded on one CPU sends no
+//! IPI, and destroying a space gives every frame back.
+//!
+//! Neighbours: `aspace` (under test, through its public API and the tracker of a space), `tlb` (its
+//! counters), `threads` (spawning pinned threads), `mm::frames` (frame counts).
+
+use alloc::{collections::VecDeque, format, string::String, sync::Arc, vec::Vec};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use sched::{Builder, CpuIndex};
+use smp::{CpuId, CpuSet};
+
+use super::{AddressSpace, PAGE, spawn_in};
+use crate::{ensure, ktest::Test, mm, println_raw, smpboot, threads::sched, time, tlb};
+
+pub const TESTS: &[Test] = &[
+    Test { name: "tlb_torture", min_cpus: 1, expect_fault: false, run: tlb_torture },
+    Test { name: "aspace_more_than_slots", min_cpus: 1, expect_fault: false, run: aspace_more_than_slots },
+    Test { name: "aspace_local_unmap_no_ipi", min_cpus: 2, expect_fault: false, run: aspace_local_unmap_no_ipi },
+    Test { name: "aspace_destroy_returns_frames", min_cpus: 1, expect_fault: false, run: aspace_destroy_returns_frames },
+];
+
+fn pinned(name: &'static str, cpu: CpuId) -> Builder {
+    Builder::new(name).pinned(CpuIndex(cpu.index() as u32))
+}
+
+fn online() -> (CpuSet, Vec<CpuId>) {
+    let set = smpboot::online();
+    (set, set.iter().collect())
+}
+
+fn new_frame() -> Result<u64, String> {
+    mm::frames::alloc().ok_or_else(|| String::from("out of frames"))
+}
+
+/// Write `value` into the first word of frame `pa`, through the direct map.
+fn put(pa: u64, value: u64) {
+    // SAFETY: `pa` is a frame the test owns (not mapped anywhere it could be read meanwhile, or
+    // mapped only behind the protocol's gate), reached through the direct map.
+    unsafe { (mm::phys_to_virt(pa) as *mut u64).write_volatile(value) };
+}
+
+/// Read the first word of the page at `va` in the running thread's address space.
+fn read(va: u64) -> u64 {
+    // SAFETY: the callers read only while their protocol guarantees `va` is mapped in the space
+    // their thread runs in.
+    unsafe { (va as *const u64).read_volatile() }
+}
+
+/// A failure seen by some thread: the first one is kept for the report, all are counted.
+#[derive(Default)]
+struct Failures {
+    count: AtomicU64,
+    first: spin::Mutex<Option<String>>,
+}
+
+impl Failures {
+    fn record(&self, what: impl FnOnce() -> String) {
+        if self.count.fetch_add(1, Ordering::SeqCst) == 0 {
+            *self.first.lock() = Some(what());
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match self.count.load(Ordering::SeqCst) {
+            0 => Ok(()),
+            n => Err(format!("{n} failures, the first: {}", self.first.lock().clone().unwrap_or_default())),
+        }
+    }
+}
+
+/// The page every torture reader reads.
+const TORTURE_VA: u64 = 0x4000_0000;
+/// A 48-page region around it, unmapped and remapped whole now and then (a full flush).
+const REGION_PAGES: u64 = 48;
+const REGION_VA: u64 = TORTURE_VA - 24 * PAGE;
+const TORTURE_CYCLES: u64 = 10_000;
+/// Frames the remap cycles rotate through: a retired frame keeps its old value this many cycles.
+const POOL_FRAMES: usize = 64;
+/// A reader reads this many times in a row, then sleeps `READER_PAUSE_NS`.
+const READS_PER_BURST: u64 = 64;
+const READER_PAUSE_NS: u64 = 2_000_000;
+
+/// What the torture's writer publishes and its readers check against.
+#[derive(Default)]
+struct Torture {
+    /// The value of the last change whose call returned: no read that starts later may see less.
+    committed: AtomicU64,
+    /// The value of the change under way: no read that ends earlier may see more.
+    upper: AtomicU64,
+    /// Closed while the page is unmapped; readers announce themselves in `readers_in` first.
+    gate_closed: AtomicBool,
+    readers_in: AtomicU64,
+    stop: AtomicBool,
+    failures: Failures,
+}
+
+impl Torture {
+    fn close_gate(&self) {
+        self.gate_closed.store(true, Ordering::SeqCst);
+        while self.readers_in.load(Ordering::SeqCst) != 0 {
+            sched().yield_now();
+        }
+    }
+
+    fn open_gate(&self) {
+        self.gate_closed.store(false, Ordering::SeqCst);
+    }
+
+    /// Reader loop: returns how many reads it made.
+    fn read_until_stopped(&self, cpu: CpuId) -> u64 {
+        let mut reads = 0u64;
+        while !self.stop.load(Ordering::Acquire) {
+            // Announce, then look at the gate: the writer closes it, then waits for no announced
+            // reader, so a reader past this check reads a mapped page.
+            self.readers_in.fetch_add(1, Ordering::SeqCst);
+            if self.gate_closed.load(Ordering::SeqCst) {
+                self.readers_in.fetch_sub(1, Ordering::SeqCst);
+                sched().yield_now();
+                continue;
+            }
+            let lowest = self.committed.load(Ordering::SeqCst);
+            let seen = read(TORTURE_VA);
+            let highest = self.upper.load(Ordering::SeqCst);
+            self.readers_in.fetch_sub(1, Ordering::SeqCst);
+            if seen < lowest || seen > highest {
+                self.failures.record(|| {
+                    format!("{cpu} read {seen} at {TORTURE_VA:#x} while the changes returned so far reached {lowest} and none beyond {highest} had begun")
+                });
+            }
+            reads += 1;
+            if reads.is_multiple_of(READS_PER_BURST) {
+                // Halt a little: under emulation, CPUs that never halt starve each other of host
+                // time and an IPI waits for its target to be scheduled. A sleeping reader keeps
+                // the space loaded (lazily), so it is still shot down.
+                sched().sleep_ns(READER_PAUSE_NS);
+            }
+        }
+        reads
+    }
+}
+
+/// Kinds of change the writer made, counted.
+#[derive(Default)]
+struct Cycles {
+    remaps: u64,
+    unmaps: u64,
+    regions: u64,
+}
+
+/// The writer: `TORTURE_CYCLES` changes of the page at `TORTURE_VA`, each publishing its cycle
+/// number as the page's value. Most are remaps to a frame from the pool (the retired frame comes
+/// back and keeps its old value until reused); every 8th unmaps the page and maps a new frame
+/// behind the gate; every 64th unmaps and remaps the whole 48-page region (a full flush).
+fn torture_writer(space: &AddressSpace, t: &Torture) -> Result<Cycles, String> {
+    let mut pool = VecDeque::with_capacity(POOL_FRAMES);
+    for _ in 0..POOL_FRAMES {
+        pool.push_back(new_frame()?);
+    }
+    let mut cycles = Cycles::default();
+    let result = (|| {
+        for i in 1..=TORTURE_CYCLES {
+            if i.is_multiple_of(64) {
+                t.close_gate();
+                space.unmap(REGION_VA, REGION_PAGES).map_err(|e| format!("cycle {i}: unmapping the region: {e}"))?;
+                space.map_range(REGION_VA, REGION_PAGES, true).map_err(|e| format!("cycle {i}: mapping the region: {e}"))?;
+                let (pa, _) = space.translate(TORTURE_VA).ok_or("the region was mapped without the page")?;
+                put(pa, i);
+                t.upper.store(i, Ordering::SeqCst);
+                t.committed.store(i, Ordering::SeqCst);
+                t.open_gate();
+                cycles.regions += 1;
+            } else if i.is_multiple_of(8) {
+                t.close_gate();
+                space.unmap(TORTURE_VA, 1).map_err(|e| format!("cycle {i}: unmap: {e}"))?;
+                let frame = pool.pop_front().expect("the pool is refilled every cycle");
+                put(frame, i);
+                t.upper.store(i, Ordering::SeqCst);
+                space.map(TORTURE_VA, frame, true).map_err(|e| format!("cycle {i}: map: {e}"))?;
+                t.committed.store(i, Ordering::SeqCst);
+                t.open_gate();
+                pool.push_back(new_frame()?);
+                cycles.unmaps += 1;
+            } else {
+                let frame = pool.pop_front().expect("the pool is refilled every cycle");
+                put(frame, i);
+                t.upper.store(i, Ordering::SeqCst);
+                let old = space.remap(TORTURE_VA, frame).map_err(|e| format!("cycle {i}: remap: {e}"))?;
+                t.committed.store(i, Ordering::SeqCst);
+                pool.push_back(old);
+                cycles.remaps += 1;
+            }
+            // Let the reader of this CPU in between changes.
+            sched().yield_now();
+        }
+        Ok(())
+    })();
+    t.stop.store(true, Ordering::Release);
+    for frame in pool {
+        mm::frames::free(frame);
+    }
+    result.map(|()| cycles)
+}
+
+/// Readers of one address space pinned on every CPU read one page while a writer (in the same
+/// space, on the last CPU) changes it 10^4 times: remaps to other frames, unmap + map behind a
+/// gate, and unmaps of a 48-page region around it. Every frame holds the number of the change that
+/// mapped it; a read that began after a change returned and saw an older value would have gone
+/// through a stale TLB entry. Afterwards: every change counted, every reader read, and (with more
+/// than one CPU) IPIs were sent. Prints the shootdown counters per 10^4 changes.
+fn tlb_torture() -> Result<(), String> {
+    let (set, cpus) = online();
+    let space = AddressSpace::new().map_err(|e| format!("new address space: {e}"))?;
+    space.map_range(REGION_VA, REGION_PAGES, true).map_err(|e| format!("mapping the region: {e}"))?;
+    let t = Arc::new(Torture::default());
+    let before = tlb::sum(&set);
+    let start_ns = time::now_ns();
+    let mut readers = Vec::new();
+    for &cpu in &cpus {
+        let t = t.clone();
+        let reader = spawn_in(&space, pinned("tlb-reader", cpu), move || t.read_until_stopped(cpu));
+        readers.push((cpu, reader.map_err(|e| format!("spawning a reader: {e:?}"))?));
+    }
+    let writer_cpu = *cpus.last().expect("one CPU at least");
+    let (s2, t2) = (space.clone(), t.clone());
+    let writer = spawn_in(&space, pinned("tlb-writer", writer_cpu), move || torture_writer(&s2, &t2))
+        .map_err(|e| format!("spawning the writer: {e:?}"))?;
+    let cycles = writer.join().ok_or("the writer exited")?;
+    t.stop.store(true, Ordering::Release);
+    let mut reads = Vec::new();
+    for (cpu, reader) in readers {
+        reads.push((cpu, reader.join().ok_or("a reader exited")?));
+    }
+    let elapsed_ms = (time::now_ns() - start_ns) / 1_000_000;
+    let delta = tlb::sum(&set).since(&before);
+    let cycles = cycles?;
+    t.failures.check()?;
+    ensure!(
+        cycles.remaps + cycles.unmaps + cycles.regions == TORTURE_CYCLES,
+        "the writer made {} + {} + {} changes, expected {TORTURE_CYCLES}",
+        cycles.remaps,
+        cycles.unmaps,
+        cycles.regions
+    );
+    // remap: one change; unmap + map: one (the map adds only); region: unmap (one change).
+    ensure!(delta.changes >= TORTURE_CYCLES, "the counters show {} changes for {TORTURE_CYCLES} cycles", delta.changes);
+    for (cpu, n) in &reads {
+        ensure!(*n > 0, "the reader on {cpu} never read");
+    }
+    if cpus.len() > 1 {
+        ensure!(delta.ipis_sent > 0, "{} CPUs ran the space but no shootdown IPI was sent", cpus.len());
+    }
+    let per_10k = |n: u64| n * 10_000 / delta.changes.max(1);
+    println_raw!(
+        "note: tlb_torture on {} CPUs: {} changes ({} remaps, {} unmap+map, {} 48-page) in {elapsed_ms} ms, {} reads; per 10^4 changes: IPIs sent {}, changes without IPI {}, IPIs avoided (lazy {}, never loaded {}), ranged flushes {} pages, full flushes {}, requests served {}, CR3 writes {}",
+        cpus.len(),
+        delta.changes,
+        cycles.remaps,
+        cycles.unmaps,
+        cycles.regions,
+        reads.iter().map(|(_, n)| n).sum::<u64>(),
+        per_10k(delta.ipis_sent),
+        per_10k(delta.changes_without_ipi),
+        per_10k(delta.avoided_lazy),
+        per_10k(delta.avoided_never_loaded),
+        per_10k(delta.page_flushes),
+        per_10k(delta.full_flushes),
+        per_10k(delta.requests_served),
+        per_10k(delta.cr3_writes),
+    );
+    Ok(())
+}
+
+const SLOT_TEST_SPACES: u64 = 10;
+const SLOT_TEST_VA: u64 = 0x2000_0000;
+const SLOT_TEST_ROUNDS: u64 = 200;
+
+/// Ten address spaces (more than the six PCID slots), each mapping its own frame at the same
+/// address; on every CPU one thread per space reads it and yields, so each switch changes spaces.
+/// Meanwhile a kernel-only thread remaps each space's page to fresh frames. A value is
+/// `space << 32 | version`: a thread must see its own space's number, and a version no older than
+/// the last remap of its space that returned before the read. Conservation: every thread made all
+/// its reads.
+fn aspace_more_than_slots() -> Result<(), String> {
+    let (set, cpus) = online();
+    let mut spaces = Vec::new();
+    let committed: Arc<Vec<AtomicU64>> = Arc::new((0..SLOT_TEST_SPACES).map(|_| AtomicU64::new(0)).collect());
+    let upper: Arc<Vec<AtomicU64>> = Arc::new((0..SLOT_TEST_SPACES).map(|_| AtomicU64::new(0)).collect());
+    for k in 0..SLOT_TEST_SPACES {
+        let space = AddressSpace::new().map_err(|e| format!("new address space: {e}"))?;
+        let frame = new_frame()?;
+        put(frame, k << 32);
+        space.map(SLOT_TEST_VA, frame, false).map_err(|e| format!("map: {e}"))?;
+        spaces.push(space);
+    }
+    let failures = Arc::new(Failures::default());
+    let before = tlb::sum(&set);
+    let mut readers = Vec::new();
+    for &cpu in &cpus {
+        for (k, space) in spaces.iter().enumerate() {
+            let k = k as u64;
+            let (committed, upper, failures) = (committed.clone(), upper.clone(), failures.clone());
+            let reader = spawn_in(space, pinned("slot-reader", cpu), move || {
+                for round in 0..SLOT_TEST_ROUNDS {
+                    let lowest = committed[k as usize].load(Ordering::SeqCst);
+                    let seen = read(SLOT_TEST_VA);
+                    let highest = upper[k as usize].load(Ordering::SeqCst);
+                    let (owner, version) = (seen >> 32, seen & 0xffff_ffff);
+                    if owner != k || version < lowest || version > highest {
+                        failures.record(|| {
+                            format!("a thread of space {k} on {cpu} read space {owner}'s version {version} in round {round} (its space was at versions {lowest}..={highest})")
+                        });
+                    }
+                    sched().yield_now();
+                }
+                SLOT_TEST_ROUNDS
+            });
+            readers.push(reader.map_err(|e| format!("spawning a reader: {e:?}"))?);
+        }
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let mutator = {
+        let (spaces, committed, upper, done) = (spaces.clone(), committed.clone(), upper.clone(), done.clone());
+        sched()
+            .spawn(pinned("slot-mutator", *cpus.last().expect("one CPU at least")), move || -> Result<u64, String> {
+                let mut remaps = 0;
+                let mut version = 0;
+                while !done.load(Ordering::Acquire) {
+                    version += 1;
+                    for (k, space) in spaces.iter().enumerate() {
+                        let frame = new_frame()?;
+                        put(frame, (k as u64) << 32 | version);
+                        upper[k].store(version, Ordering::SeqCst);
+                        let old = space.remap(SLOT_TEST_VA, frame).map_err(|e| format!("remap: {e}"))?;
+                        committed[k].store(version, Ordering::SeqCst);
+                        mm::frames::free(old);
+                        remaps += 1;
+                    }
+                    sched().sleep_ns(1_000_000);
+                }
+                Ok(remaps)
+            })
+            .map_err(|e| format!("spawning the mutator: {e:?}"))?
+    };
+    let mut reads = 0;
+    for reader in readers {
+        reads += reader.join().ok_or("a reader exited")?;
+    }
+    done.store(true, Ordering::Release);
+    let remaps = mutator.join().ok_or("the mutator exited")??;
+    let delta = tlb::sum(&set).since(&before);
+    failures.check()?;
+    let expected = SLOT_TEST_ROUNDS * SLOT_TEST_SPACES * cpus.len() as u64;
+    ensure!(reads == expected, "{reads} reads made, expected {expected}");
+    ensure!(remaps > 0, "the mutator never remapped");
+    ensure!(
+        delta.pcid_recycles > 0,
+        "ten spaces cycled on every CPU but no PCID slot was ever recycled ({} hits, {} misses)",
+        delta.pcid_hits,
+        delta.pcid_misses
+    );
+    Ok(())
+}
+
+const LOCAL_TEST_VA: u64 = 0x1_0000_0000;
+const LOCAL_TEST_ROUNDS: u64 = 50;
+
+/// A space whose only thread runs on one CPU: mapping, touching and unmapping pages there sends no
+/// IPI at all (each change is counted as needing none). Control: once a second thread of the space
+/// runs (and stays loaded) on another CPU, each unmap sends exactly one IPI.
+fn aspace_local_unmap_no_ipi() -> Result<(), String> {
+    let (_, cpus) = online();
+    let (here, there) = (cpus[cpus.len() - 1], cpus[0]);
+    let space = AddressSpace::new().map_err(|e| format!("new address space: {e}"))?;
+    let churn = |space: &AddressSpace| -> Result<tlb::TlbCounters, String> {
+        let me = tlb::this_cpu();
+        let before = tlb::counters(me);
+        for _ in 0..LOCAL_TEST_ROUNDS {
+            space.map_range(LOCAL_TEST_VA, 4, true).map_err(|e| format!("map_range: {e}"))?;
+            for page in 0..4 {
+                let va = LOCAL_TEST_VA + page * PAGE;
+                // SAFETY: just mapped, writable, in the space this thread runs in.
+                unsafe { (va as *mut u64).write_volatile(page) };
+            }
+            space.unmap(LOCAL_TEST_VA, 4).map_err(|e| format!("unmap: {e}"))?;
+        }
+        Ok(tlb::counters(me).since(&before))
+    };
+    let s2 = space.clone();
+    let alone = spawn_in(&space, pinned("local-churn", here), move || {
+        let delta = churn(&s2);
+        (delta, s2.space.tracker.active())
+    })
+    .map_err(|e| format!("spawn: {e:?}"))?
+    .join()
+    .ok_or("the thread exited")?;
+    let (delta, active) = (alone.0?, alone.1);
+    ensure!(active == CpuSet::single(here), "the space was loaded on {active} during the churn, expected {here} alone");
+    ensure!(delta.changes == LOCAL_TEST_ROUNDS, "{} changes counted, expected {LOCAL_TEST_ROUNDS}", delta.changes);
+    ensure!(delta.ipis_sent == 0, "{} IPIs sent for a space loaded on {here} alone", delta.ipis_sent);
+    ensure!(delta.changes_without_ipi == LOCAL_TEST_ROUNDS, "{} of {LOCAL_TEST_ROUNDS} changes counted as needing no IPI", delta.changes_without_ipi);
+
+    // Control: keep the space loaded on `there` too.
+    let (ready, release) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (r2, l2) = (ready.clone(), release.clone());
+    let holder = spawn_in(&space, pinned("local-holder", there), move || {
+        r2.store(true, Ordering::Release);
+        while !l2.load(Ordering::Acquire) {
+            sched().sleep_ns(1_000_000);
+        }
+    })
+    .map_err(|e| format!("spawn: {e:?}"))?;
+    while !ready.load(Ordering::Acquire) {
+        sched().sleep_ns(1_000_000);
+    }
+    let s3 = space.clone();
+    let shared = spawn_in(&space, pinned("local-churn", here), move || churn(&s3))
+        .map_err(|e| format!("spawn: {e:?}"))?
+        .join()
+        .ok_or("the thread exited")?;
+    release.store(true, Ordering::Release);
+    holder.join().ok_or("the holder exited")?;
+    let delta = shared?;
+    ensure!(delta.ipis_sent == LOCAL_TEST_ROUNDS, "{} IPIs sent for {LOCAL_TEST_ROUNDS} unmaps with the space loaded on {there} too, expected one each", delta.ipis_sent);
+    ensure!(delta.changes_without_ipi == 0, "{} changes needed no IPI although {there} had the space loaded", delta.changes_without_ipi);
+    Ok(())
+}
+
+/// Let threads that just ended give back their stacks (their CPUs free them at the next switch).
+fn settle() {
+    sched().sleep_ns(20_000_000);
+}
+
+fn free_frames() -> usize {
+    mm::frames::stats().0
+}
+
+/// Phase 1: create a space, map pages in several page tables and PML4 slots, remap, protect and
+/// unmap some, drop it: the free-frame count is back where it started. Phase 2: a space whose
+/// threads ran on every CPU (so each still has it loaded when the last handle goes): dropping it
+/// frees exactly its pages, their tables and its PML4, every CPU leaves it, and each of its frames
+/// is free again.
+fn aspace_destroy_returns_frames() -> Result<(), String> {
+    settle();
+    let start = free_frames();
+    {
+        let space = AddressSpace::new().map_err(|e| format!("new: {e}"))?;
+        space.map_range(0x1000_0000, 700, true).map_err(|e| format!("map_range: {e}"))?;
+        space.map_range(0x80_0000_0000, 3, false).map_err(|e| format!("map_range: {e}"))?;
+        for i in 0..5 {
+            space.map(0x7f00_0000_0000 + i * PAGE, new_frame()?, true).map_err(|e| format!("map: {e}"))?;
+        }
+        for i in 0..2 {
+            let old = space.remap(0x7f00_0000_0000 + i * PAGE, new_frame()?).map_err(|e| format!("remap: {e}"))?;
+            mm::frames::free(old);
+        }
+        space.protect(0x1000_0000, 10, false).map_err(|e| format!("protect: {e}"))?;
+        space.unmap(0x1000_0000 + 100 * PAGE, 50).map_err(|e| format!("unmap: {e}"))?;
+        let used = start.saturating_sub(free_frames());
+        ensure!(used >= 700 + 3 + 5 - 50, "a space mapping 658 pages took only {used} frames");
+    }
+    let end = free_frames();
+    ensure!(end == start, "{start} frames free before the space, {end} after it was destroyed");
+
+    const PAGES: u64 = 64;
+    const VA: u64 = 0x3000_0000;
+    let (set, cpus) = online();
+    let space = AddressSpace::new().map_err(|e| format!("new: {e}"))?;
+    space.map_range(VA, PAGES, true).map_err(|e| format!("map_range: {e}"))?;
+    let mut touchers = Vec::new();
+    for &cpu in &cpus {
+        let toucher = spawn_in(&space, pinned("destroy-touch", cpu), move || {
+            (0..PAGES).map(|p| read(VA + p * PAGE)).sum::<u64>()
+        })
+        .map_err(|e| format!("spawn: {e:?}"))?;
+        touchers.push(toucher);
+    }
+    for toucher in touchers {
+        let sum = toucher.join().ok_or("a thread exited")?;
+        ensure!(sum == 0, "fresh pages read {sum:#x}, expected zeroes");
+    }
+    settle();
+    let frames: Vec<u64> = (0..PAGES).filter_map(|p| space.translate(VA + p * PAGE).map(|(pa, _)| pa)).collect();
+    ensure!(frames.len() as u64 == PAGES, "{} of {PAGES} pages translate", frames.len());
+    let loaded = space.space.tracker.active();
+    ensure!(loaded == set, "after threads ran on every CPU the space is loaded on {loaded}, expected {set}");
+    let (leaves, before) = (tlb::sum(&set).leaves, free_frames());
+    drop(space);
+    let (left, after) = (tlb::sum(&set).leaves - leaves, free_frames());
+    // The pages, one page table, one page directory, one PDPT and the PML4.
+    let expected = PAGES as usize + 4;
+    ensure!(after - before == expected, "destroying the space freed {} frames, expected {expected}", after as i64 - before as i64);
+    ensure!(left == cpus.len() as u64, "{left} CPUs left the destroyed space, expected all {}", cpus.len());
+    if let Some(busy) = frames.iter().find(|&&pa| !mm::frames::is_free(pa)) {
+        return Err(format!("frame {busy:#x} of the destroyed space is still in use"));
+    }
+    Ok(())
+}

@@ -1,0 +1,369 @@
+//! The machine side of TLB maintenance: the invalidation instructions, the per-CPU shootdown
+//! mailboxes with posting, IPIs and waiting, and per-CPU counters of all of it.
+//!
+//! - Instructions: [`flush_pages`] (INVLPG, the current PCID and global entries of each page),
+//!   [`flush_pcid_pages`] (INVPCID individual-address, for a PCID that is not loaded),
+//!   [`flush_current`] (every non-global entry of the loaded PCID: INVPCID single-context, or a
+//!   CR3 reload without the no-flush bit), [`flush_everything`] (every PCID, global entries too) and
+//!   [`load_cr3`] (the one place CR3 is written for an address space or the kernel-only context).
+//! - Mailboxes: one `smp::ShootdownMailbox` per CPU ([`mailboxes`]); [`post`] a request and send
+//!   the shootdown IPI to its targets, then [`wait`] for their acknowledgements, servicing this
+//!   CPU's own mailbox meanwhile (two CPUs shooting each other down both finish), with a timeout
+//!   that names the CPUs that never answered.
+//! - Counters: [`Counter`], bumped with [`count`] by the CPU they belong to, read by anyone with
+//!   [`counters`] as a [`TlbCounters`] snapshot.
+//!
+//! Whether PCIDs are in use is decided once by `aspace::init` and kept here ([`set_mode`],
+//! [`pcid_enabled`]). Neighbours: `smp::shootdown` and `smp::tlb` (the portable protocol and the
+//! decisions), `aspace` (address spaces, the switch, the IPI handler that services requests),
+//! `ipi` (delivery), `time` (the timeout).
+
+#![cfg_attr(
+    not(feature = "ktest"),
+    allow(dead_code, reason = "only the in-kernel tests create address spaces so far; the switch and kernel shootdowns are live")
+)]
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use smp::{AsId, CpuId, CpuSet, MAX_CPUS, PageRange, Request, ShootdownMailbox, Ticket};
+use x86_64::{
+    PhysAddr, VirtAddr,
+    instructions::tlb::{self as x86_tlb, InvPcidCommand, Pcid as HwPcid},
+    registers::control::{Cr3, Cr3Flags, Cr4, Cr4Flags},
+    structures::paging::PhysFrame,
+};
+
+use crate::{ipi, percpu, time, trap};
+
+/// How long a CPU waits for the acknowledgements of one request before it reports the CPUs that
+/// never answered. Generous: under emulation many virtual CPUs share few host cores.
+pub const SHOOTDOWN_TIMEOUT_NS: u64 = 5_000_000_000;
+
+/// Requests with this id are kernel-half removals (for every CPU, whatever it has loaded), not an
+/// address space's; address spaces are numbered from 1.
+pub const KERNEL_ASID: AsId = AsId::new(0);
+
+static MAILBOXES: [ShootdownMailbox; MAX_CPUS] = [const { ShootdownMailbox::new() }; MAX_CPUS];
+
+/// The mailboxes of every CPU, indexed by `CpuId`.
+pub fn mailboxes() -> &'static [ShootdownMailbox] {
+    &MAILBOXES
+}
+
+/// This CPU's id.
+pub fn this_cpu() -> CpuId {
+    CpuId::new(percpu::cpu_index()).expect("per-CPU indices are below MAX_CPUS")
+}
+
+/// Which invalidation instructions the kernel uses, fixed by `aspace::init`.
+#[derive(Clone, Copy, Debug)]
+pub struct Mode {
+    /// CR4.PCIDE is set on every CPU that uses an address space: CR3 carries a PCID.
+    pub pcid: bool,
+    /// The INVPCID instruction is available.
+    pub invpcid: bool,
+}
+
+static MODE: spin::Once<Mode> = spin::Once::new();
+
+/// Fix the mode (once; later calls keep the first).
+pub fn set_mode(mode: Mode) -> Mode {
+    *MODE.call_once(|| mode)
+}
+
+fn mode() -> Mode {
+    MODE.get().copied().unwrap_or(Mode { pcid: false, invpcid: false })
+}
+
+/// Whether CR3 carries PCIDs.
+pub fn pcid_enabled() -> bool {
+    mode().pcid
+}
+
+/// Set CR4.PCIDE on this CPU.
+///
+/// # Safety
+/// PCIDs are enabled ([`pcid_enabled`]), this CPU has the PCID feature, and CR3 bits 0-11 are zero
+/// (the kernel's PML4 loaded without flags), as the architecture requires for the bit to be set.
+pub unsafe fn enable_pcide_here() {
+    // SAFETY: per the caller: the feature exists and CR3's PCID field is 0; with PCIDE set, every
+    // later CR3 write goes through `load_cr3`, which puts a PCID there.
+    unsafe { Cr4::update(|f| f.insert(Cr4Flags::PCID)) };
+}
+
+fn frame(pml4: u64) -> PhysFrame {
+    PhysFrame::from_start_address(PhysAddr::new(pml4)).expect("a PML4 is page-aligned")
+}
+
+fn hw_pcid(pcid: u16) -> HwPcid {
+    HwPcid::new(pcid).expect("PCIDs are 12 bits")
+}
+
+/// Load CR3 with the tree at `pml4` and PCID `pcid` (ignored without PCIDs, where every load drops
+/// all non-global entries). With PCIDs, `flush` false sets the no-flush bit (63) so the PCID's
+/// entries survive.
+///
+/// # Safety
+/// `pml4` is a PML4 whose kernel half is the kernel's (the running code, stack and data stay
+/// mapped), live for as long as this CPU keeps it loaded; with PCIDs, CR4.PCIDE is set here and the
+/// entries `pcid` keeps (when `flush` is false) are valid for this tree.
+pub unsafe fn load_cr3(pml4: u64, pcid: u16, flush: bool) {
+    let frame = frame(pml4);
+    // SAFETY: per the caller's guarantees.
+    unsafe {
+        if !pcid_enabled() {
+            Cr3::write(frame, Cr3Flags::empty());
+        } else if flush {
+            Cr3::write_pcid(frame, hw_pcid(pcid));
+        } else {
+            Cr3::write_pcid_no_flush(frame, hw_pcid(pcid));
+        }
+    }
+    count(Counter::Cr3Writes, 1);
+}
+
+/// The virtual address of page number `vpage`.
+fn page_va(vpage: u64) -> VirtAddr {
+    VirtAddr::new(kernel::paging::canonical(vpage << 12))
+}
+
+/// INVLPG every page of `range`: drops this CPU's entries for them in the current PCID, and the
+/// global ones.
+pub fn flush_pages(range: PageRange) {
+    for vpage in range.start_vpage..range.start_vpage + range.pages {
+        x86_tlb::flush(page_va(vpage));
+    }
+    count(Counter::PageFlushes, range.pages);
+}
+
+/// INVPCID individual-address for every page of `range` in PCID `pcid` (which need not be loaded).
+///
+/// # Panics
+/// Without INVPCID (callers check [`invpcid_available`]).
+pub fn flush_pcid_pages(pcid: u16, range: PageRange) {
+    assert!(mode().invpcid, "INVPCID used without the instruction");
+    for vpage in range.start_vpage..range.start_vpage + range.pages {
+        // SAFETY: the CPU has INVPCID (checked above); invalidating entries only costs refills.
+        unsafe { x86_tlb::flush_pcid(InvPcidCommand::Address(page_va(vpage), hw_pcid(pcid))) };
+    }
+    count(Counter::PageFlushes, range.pages);
+}
+
+/// Whether [`flush_pcid_pages`] may be used.
+pub fn invpcid_available() -> bool {
+    mode().invpcid
+}
+
+/// Drop every non-global entry of the loaded context: the PCID `pcid` of the tree `pml4` now in
+/// CR3 (INVPCID single-context, or reloading CR3 without the no-flush bit), or, without PCIDs,
+/// everything non-global.
+pub fn flush_current(pml4: u64, pcid: u16) {
+    let m = mode();
+    if m.pcid && m.invpcid {
+        // SAFETY: the CPU has INVPCID; invalidating entries only costs refills.
+        unsafe { x86_tlb::flush_pcid(InvPcidCommand::Single(hw_pcid(pcid))) };
+    } else {
+        // SAFETY: reloads the tree and PCID that are loaded already (the caller names them), which
+        // only drops cached entries.
+        unsafe { load_cr3(pml4, pcid, true) };
+    }
+    count(Counter::FullFlushes, 1);
+}
+
+/// Drop every entry of every context, global ones included (kernel-half changes too large to flush
+/// page by page).
+pub fn flush_everything() {
+    if mode().invpcid {
+        // SAFETY: the CPU has INVPCID; invalidating entries only costs refills.
+        unsafe { x86_tlb::flush_pcid(InvPcidCommand::All) };
+    } else {
+        let cr4 = Cr4::read();
+        // SAFETY: any change of CR4.PGE flushes every entry of every PCID, global ones and the
+        // paging-structure caches included (SDM 4.10.4.1); the second write restores the bit, so
+        // nothing else changes. Every x86-64 processor has PGE.
+        unsafe {
+            Cr4::write(cr4 ^ Cr4Flags::PAGE_GLOBAL);
+            Cr4::write(cr4);
+        }
+    }
+    count(Counter::FullFlushes, 1);
+}
+
+/// Post `request` from this CPU (`me`) to `targets` and send them the shootdown IPI. Interrupts
+/// off, and this CPU's previous request acknowledged ([`wait`] returned `Ok` for it).
+///
+/// # Panics
+/// If the previous request is still pending: the caller must settle it first.
+pub fn post(me: CpuId, targets: CpuSet, request: &Request) -> Ticket {
+    let ticket = match ShootdownMailbox::post(mailboxes(), me, targets, request) {
+        Ok(ticket) => ticket,
+        Err(busy) => panic!("{me} posted a shootdown while its previous one still waits for {}", busy.pending),
+    };
+    ipi::send_set(&targets, trap::VECTOR_SHOOTDOWN);
+    let kind = if request.asid == KERNEL_ASID { Counter::KernelIpis } else { Counter::IpisSent };
+    count(kind, targets.len() as u64);
+    ticket
+}
+
+/// Wait until every target of this CPU's posted request has acknowledged it, calling `service`
+/// (which must service this CPU's own mailbox, with interrupts off) on every turn. After
+/// [`SHOOTDOWN_TIMEOUT_NS`], returns the CPUs that never answered; the request stays posted, so a
+/// later `wait` may still see it through. Preemption (or interrupts) must stay off between the
+/// `post` and the end of this call, so that the caller stays on `me`.
+pub fn wait(me: CpuId, mut service: impl FnMut()) -> Result<(), CpuSet> {
+    let deadline = time::now_ns().saturating_add(SHOOTDOWN_TIMEOUT_NS);
+    mailboxes()[me.index()].outbox().wait(&mut service, || time::now_ns() >= deadline)
+}
+
+/// The targets of this CPU's last request that have not acknowledged it yet.
+pub fn pending(me: CpuId) -> CpuSet {
+    mailboxes()[me.index()].outbox().pending()
+}
+
+/// Per-CPU events of TLB maintenance; see [`TlbCounters`] for what each counts.
+#[derive(Clone, Copy, Debug)]
+pub enum Counter {
+    Changes,
+    IpisSent,
+    ChangesWithoutIpi,
+    AvoidedLazy,
+    AvoidedNeverLoaded,
+    RequestsServed,
+    PageFlushes,
+    FullFlushes,
+    Cr3Writes,
+    PcidHits,
+    PcidStale,
+    PcidMisses,
+    PcidRecycles,
+    PcidForgets,
+    Leaves,
+    KernelShootdowns,
+    KernelIpis,
+}
+
+const NR_COUNTERS: usize = Counter::KernelIpis as usize + 1;
+
+static COUNTERS: [[AtomicU64; NR_COUNTERS]; MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; NR_COUNTERS] }; MAX_CPUS];
+
+/// Add `n` to this CPU's counter `c`.
+pub fn count(c: Counter, n: u64) {
+    if n != 0 {
+        // Relaxed: statistics, written by their own CPU only, ordering nothing.
+        COUNTERS[percpu::cpu_index() as usize % MAX_CPUS][c as usize].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Set this CPU's counter `c` to `value` (for counts kept elsewhere, like a PCID table's).
+pub fn set(c: Counter, value: u64) {
+    COUNTERS[percpu::cpu_index() as usize % MAX_CPUS][c as usize].store(value, Ordering::Relaxed);
+}
+
+/// One CPU's TLB counters (or a sum of several CPUs'); all count since boot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlbCounters {
+    /// Changes of an address space made on this CPU that needed TLB work (shootdowns requested).
+    pub changes: u64,
+    /// Shootdown IPIs this CPU sent for changes of address spaces.
+    pub ipis_sent: u64,
+    /// Changes that sent no IPI at all: the address space was loaded on no other CPU.
+    pub changes_without_ipi: u64,
+    /// IPIs avoided because the CPU held only a stale PCID slot of the address space, not its CR3:
+    /// it catches up at its next switch to it.
+    pub avoided_lazy: u64,
+    /// IPIs avoided to online CPUs that held nothing of the address space (what a broadcast
+    /// would have cost).
+    pub avoided_never_loaded: u64,
+    /// Requests of other CPUs this CPU serviced.
+    pub requests_served: u64,
+    /// Pages invalidated one by one (INVLPG, INVPCID individual-address).
+    pub page_flushes: u64,
+    /// Whole-context flushes (INVPCID single-context or all, CR3 reloads, CR4.PGE toggles).
+    pub full_flushes: u64,
+    /// CR3 writes.
+    pub cr3_writes: u64,
+    /// Switches that found their PCID slot synced (no flush).
+    pub pcid_hits: u64,
+    /// Switches that found their slot behind the address space's generation (flush).
+    pub pcid_stale: u64,
+    /// Switches that took a free slot (flush).
+    pub pcid_misses: u64,
+    /// Switches that took the least recently used slot from another address space (flush).
+    pub pcid_recycles: u64,
+    /// Slots given back because their address space was destroyed.
+    pub pcid_forgets: u64,
+    /// Times this CPU left a destroyed address space it still had loaded for the kernel's tables.
+    pub leaves: u64,
+    /// Kernel-half shootdowns this CPU requested.
+    pub kernel_shootdowns: u64,
+    /// Shootdown IPIs this CPU sent for kernel-half removals.
+    pub kernel_ipis: u64,
+}
+
+impl TlbCounters {
+    fn from_cells(cells: &[AtomicU64; NR_COUNTERS]) -> TlbCounters {
+        let get = |c: Counter| cells[c as usize].load(Ordering::Relaxed);
+        TlbCounters {
+            changes: get(Counter::Changes),
+            ipis_sent: get(Counter::IpisSent),
+            changes_without_ipi: get(Counter::ChangesWithoutIpi),
+            avoided_lazy: get(Counter::AvoidedLazy),
+            avoided_never_loaded: get(Counter::AvoidedNeverLoaded),
+            requests_served: get(Counter::RequestsServed),
+            page_flushes: get(Counter::PageFlushes),
+            full_flushes: get(Counter::FullFlushes),
+            cr3_writes: get(Counter::Cr3Writes),
+            pcid_hits: get(Counter::PcidHits),
+            pcid_stale: get(Counter::PcidStale),
+            pcid_misses: get(Counter::PcidMisses),
+            pcid_recycles: get(Counter::PcidRecycles),
+            pcid_forgets: get(Counter::PcidForgets),
+            leaves: get(Counter::Leaves),
+            kernel_shootdowns: get(Counter::KernelShootdowns),
+            kernel_ipis: get(Counter::KernelIpis),
+        }
+    }
+
+    /// Field by field `self + other`.
+    pub fn plus(&self, other: &TlbCounters) -> TlbCounters {
+        self.zip(other, u64::wrapping_add)
+    }
+
+    /// Field by field `self - earlier`: what happened since `earlier` was taken.
+    pub fn since(&self, earlier: &TlbCounters) -> TlbCounters {
+        self.zip(earlier, u64::wrapping_sub)
+    }
+
+    fn zip(&self, o: &TlbCounters, f: impl Fn(u64, u64) -> u64) -> TlbCounters {
+        TlbCounters {
+            changes: f(self.changes, o.changes),
+            ipis_sent: f(self.ipis_sent, o.ipis_sent),
+            changes_without_ipi: f(self.changes_without_ipi, o.changes_without_ipi),
+            avoided_lazy: f(self.avoided_lazy, o.avoided_lazy),
+            avoided_never_loaded: f(self.avoided_never_loaded, o.avoided_never_loaded),
+            requests_served: f(self.requests_served, o.requests_served),
+            page_flushes: f(self.page_flushes, o.page_flushes),
+            full_flushes: f(self.full_flushes, o.full_flushes),
+            cr3_writes: f(self.cr3_writes, o.cr3_writes),
+            pcid_hits: f(self.pcid_hits, o.pcid_hits),
+            pcid_stale: f(self.pcid_stale, o.pcid_stale),
+            pcid_misses: f(self.pcid_misses, o.pcid_misses),
+            pcid_recycles: f(self.pcid_recycles, o.pcid_recycles),
+            pcid_forgets: f(self.pcid_forgets, o.pcid_forgets),
+            leaves: f(self.leaves, o.leaves),
+            kernel_shootdowns: f(self.kernel_shootdowns, o.kernel_shootdowns),
+            kernel_ipis: f(self.kernel_ipis, o.kernel_ipis),
+        }
+    }
+}
+
+/// CPU `cpu`'s counters now (racy but never torn per field).
+pub fn counters(cpu: CpuId) -> TlbCounters {
+    TlbCounters::from_cells(&COUNTERS[cpu.index()])
+}
+
+/// The sum of the counters of the CPUs in `cpus`.
+pub fn sum(cpus: &CpuSet) -> TlbCounters {
+    cpus.iter().fold(TlbCounters::default(), |acc, c| acc.plus(&counters(c)))
+}
