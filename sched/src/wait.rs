@@ -245,7 +245,9 @@ impl<T> Mutex<T> {
         &'a self,
         s: &'a Scheduler<P>,
     ) -> Option<MutexGuard<'a, T, P>> {
-        self.try_acquire().then_some(MutexGuard {
+        // Build the guard only on success: a guard made and dropped on failure would unlock the
+        // mutex under its holder.
+        self.try_acquire().then(|| MutexGuard {
             mutex: self,
             sched: s,
         })

@@ -153,6 +153,21 @@ fn join_sleeps_until_a_blocked_thread_is_released() {
 }
 
 #[test]
+fn a_failed_try_lock_leaves_the_mutex_locked() {
+    let _w = watchdog("a_failed_try_lock_leaves_the_mutex_locked", LIMIT);
+    let (held, _) = host::run(1, Config::default(), |s: Sched| {
+        let m = sched::Mutex::new(0u32);
+        let guard = m.lock(s);
+        assert!(m.try_lock(s).is_none(), "try_lock succeeded on a held mutex");
+        let held = m.try_lock(s).is_none();
+        drop(guard);
+        assert!(m.try_lock(s).is_some(), "try_lock failed on a free mutex");
+        held
+    });
+    assert!(held, "a failed try_lock unlocked the mutex under its holder");
+}
+
+#[test]
 fn spawn_rejects_a_cpu_the_scheduler_does_not_have() {
     let _w = watchdog("spawn_rejects_a_cpu_the_scheduler_does_not_have", LIMIT);
     let (r, _) = host::run(1, Config::default(), |s: Sched| {
