@@ -14,6 +14,8 @@ mod acpi;
 #[cfg(target_os = "none")]
 mod apic;
 #[cfg(target_os = "none")]
+mod aspace;
+#[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
 mod console;
@@ -37,6 +39,12 @@ mod power;
 mod smpboot;
 #[cfg(target_os = "none")]
 mod time;
+#[cfg(target_os = "none")]
+mod demo;
+#[cfg(target_os = "none")]
+mod threads;
+#[cfg(target_os = "none")]
+mod tlb;
 #[cfg(target_os = "none")]
 mod trap;
 #[cfg(target_os = "none")]
@@ -117,17 +125,71 @@ fn kernel_main(info: BootInfo) -> ! {
     apic::init_bsp(platform.lapic_phys, !opts.nox2apic, !opts.notscdeadline);
     time::init();
     let cpus_online = smpboot::start(info.limine_mp, opts.maxcpus);
+    // Nothing reads the loader's structures after this (every AP has left Limine's page tables).
+    mm::reclaim_bootloader_memory();
+
+    // The scheduler spans every CPU id up to the highest one online (a CPU that failed to start
+    // leaves an empty queue nobody is woken onto).
+    let nr_cpus = smpboot::online().iter().map(|c| c.get() + 1).max().unwrap_or(1);
+    aspace::init(!opts.nopcid);
+    // SAFETY: boot CPU, interrupts off, no thread has used the FPU yet.
+    let fpu = unsafe { arch::fpu::enable_on_this_cpu() };
+    threads::init(nr_cpus, opts.slice_us * 1000, fpu);
+    smpboot::set_ap_main(ap_main);
+    ipi::send_all_others(trap::VECTOR_RESCHED);
+
+    let test = opts.test;
+    let exit_after_s = opts.exit_after_s;
+    let demo = opts.demo;
+    let bench = opts.bench.then_some(opts.bench_quick);
+    threads::sched()
+        .spawn(sched::Builder::new("main").pinned(sched::CpuIndex(0)).stack_bytes(256 * 1024), move || {
+            main_thread(test, bench, exit_after_s, demo, cpus_online, nr_cpus)
+        })
+        .expect("spawn the main thread");
+    threads::run_this_cpu()
+}
+
+/// What the kernel does once every CPU schedules: the tests (test kernel), the benchmarks (`bench`:
+/// `Some(quick)`), or the demonstration, and the power-off after `exit-after=`.
+#[cfg(target_os = "none")]
+fn main_thread(
+    test: Option<&'static str>,
+    bench: Option<bool>,
+    exit_after_s: Option<u64>,
+    demo: bool,
+    cpus_online: u32,
+    nr_cpus: u32,
+) {
     #[cfg(feature = "ktest")]
-    if let Some(sel) = opts.test {
+    if let Some(sel) = test {
         ktest::run(sel, cpus_online);
     }
     #[cfg(not(feature = "ktest"))]
-    if opts.test.is_some() {
+    if test.is_some() {
         log::warn!("cmdline: `test=` needs the test kernel (make test); ignored");
     }
     let _ = cpus_online;
-    if let Some(s) = opts.exit_after_s {
-        log::info!("exit-after={s}: powering off");
+    if bench.is_some() {
+        log::warn!("cmdline: `bench` is not available in this build; ignored");
     }
-    power::exit(power::Exit::Success)
+    if demo {
+        log::info!("demo: compute, sleeping and ping-pong threads on {nr_cpus} CPUs; statistics every second");
+        demo::start(nr_cpus);
+    } else {
+        log::info!("idle: every CPU halts until there is work");
+    }
+    if let Some(s) = exit_after_s {
+        threads::sched().sleep_ns(s.saturating_mul(1_000_000_000));
+        log::info!("exit-after={s}: powering off");
+        power::exit(power::Exit::Success);
+    }
+}
+
+/// Every application processor ends here once the scheduler exists.
+#[cfg(target_os = "none")]
+fn ap_main() -> ! {
+    // SAFETY: this AP, interrupts off, before it runs any thread.
+    unsafe { arch::fpu::enable_on_this_cpu() };
+    threads::run_this_cpu()
 }

@@ -390,7 +390,6 @@ fn shootdown(start: u64, end: u64) {
 /// once nothing reads the boot information or runs on the loader's page tables any more (after the
 /// application processors are up); the region holding the current stack is kept, in case this CPU
 /// still runs on the loader's boot stack. Later calls do nothing. Returns the number of frames freed.
-#[allow(dead_code, reason = "kernel_main calls it once the APs are up")]
 pub fn reclaim_bootloader_memory() -> usize {
     if RECLAIMED.swap(true, Ordering::AcqRel) {
         return 0;

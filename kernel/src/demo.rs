@@ -1,0 +1,105 @@
+//! `make run`'s demonstration workload: something for every core to do, and a per-CPU statistics
+//! line once a second.
+//!
+//! Per CPU: one pinned compute thread (never yields: only the timer takes the CPU from it), one
+//! free compute thread (may be stolen by idle CPUs), a pinned sleeper (wakes every 50 ms). Across
+//! CPUs: ping-pong pairs, one thread on CPU i and its partner on CPU i+1, exchanging a token through
+//! two semaphores. The reporter prints, for each CPU, the counters of the last second.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use sched::{Builder, CpuIndex, Semaphore};
+
+use crate::threads::sched;
+
+static PINGS: AtomicU64 = AtomicU64::new(0);
+static SLEEPS: AtomicU64 = AtomicU64::new(0);
+
+fn spin_work(iterations: u64) -> u64 {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..iterations {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x = x.wrapping_add(i);
+    }
+    core::hint::black_box(x)
+}
+
+/// Start the workload on `nr_cpus` CPUs and the reporter; returns at once.
+pub fn start(nr_cpus: u32) {
+    let s = sched();
+    for cpu in 0..nr_cpus {
+        let c = CpuIndex(cpu);
+        s.spawn(Builder::new("compute-pinned").pinned(c), || loop {
+            spin_work(1 << 16);
+        })
+        .expect("spawn compute-pinned");
+        s.spawn(Builder::new("compute-free"), || loop {
+            spin_work(1 << 16);
+        })
+        .expect("spawn compute-free");
+        s.spawn(Builder::new("sleeper").pinned(c), || loop {
+            sched().sleep_ns(50_000_000);
+            SLEEPS.fetch_add(1, Ordering::Relaxed);
+        })
+        .expect("spawn sleeper");
+    }
+    for cpu in 0..nr_cpus {
+        let ping: &'static Semaphore = alloc::boxed::Box::leak(alloc::boxed::Box::new(Semaphore::new(0)));
+        let pong: &'static Semaphore = alloc::boxed::Box::leak(alloc::boxed::Box::new(Semaphore::new(0)));
+        let partner = CpuIndex((cpu + 1) % nr_cpus);
+        s.spawn(Builder::new("ping").pinned(CpuIndex(cpu)), move || loop {
+            ping.release(sched());
+            pong.acquire(sched());
+            PINGS.fetch_add(1, Ordering::Relaxed);
+        })
+        .expect("spawn ping");
+        s.spawn(Builder::new("pong").pinned(partner), move || loop {
+            ping.acquire(sched());
+            pong.release(sched());
+        })
+        .expect("spawn pong");
+    }
+    s.spawn(Builder::new("reporter").pinned(CpuIndex(0)), move || report(nr_cpus)).expect("spawn reporter");
+}
+
+fn report(nr_cpus: u32) -> ! {
+    let s = sched();
+    let mut last: Vec<sched::Counters> = (0..nr_cpus).map(|c| s.counters(CpuIndex(c))).collect();
+    let mut last_pings = 0;
+    let mut last_t = crate::time::now_ns();
+    loop {
+        s.sleep_ns(1_000_000_000);
+        let now = crate::time::now_ns();
+        let dt_ns = (now - last_t).max(1);
+        let pings = PINGS.load(Ordering::Relaxed);
+        log::info!(
+            "stats: last {} ms: ping-pong round trips {}, sleeper wake-ups {} in all",
+            dt_ns / 1_000_000,
+            pings - last_pings,
+            SLEEPS.load(Ordering::Relaxed)
+        );
+        for (cpu, prev) in last.iter_mut().enumerate() {
+            let c = s.counters(CpuIndex(cpu as u32));
+            let d = |f: fn(&sched::Counters) -> u64| f(&c) - f(prev);
+            log::info!(
+                "stats: cpu{cpu:<3} switches {:>6} preempt {:>5} yield {:>5} mig-in {:>4} mig-out {:>4} idle {:>3}% wakeups {:>5} ipi {:>4} (avoided {:>4}) {}",
+                d(|c| c.context_switches),
+                d(|c| c.preemptions),
+                d(|c| c.voluntary_yields),
+                d(|c| c.migrations_in),
+                d(|c| c.migrations_out),
+                d(|c| c.idle_ns) * 100 / dt_ns,
+                d(|c| c.wakeups),
+                d(|c| c.ipis_sent),
+                d(|c| c.ipis_avoided),
+                crate::aspace::stats_line(smp::CpuId::new(cpu as u32).expect("a scheduler CPU is a valid CpuId")),
+            );
+            *prev = c;
+        }
+        last_pings = pings;
+        last_t = now;
+    }
+}
