@@ -4,7 +4,10 @@
 //! Per CPU: one pinned compute thread (never yields: only the timer takes the CPU from it), one
 //! free compute thread (may be stolen by idle CPUs), a pinned sleeper (wakes every 50 ms). Across
 //! CPUs: ping-pong pairs, one thread on CPU i and its partner on CPU i+1, exchanging a token through
-//! two semaphores. The reporter prints, for each CPU, the counters of the last second.
+//! two semaphores. One address space shared by a reader pinned on every CPU, whose page a remapper
+//! points at a fresh frame every 20 ms (each change is a TLB shootdown to the CPUs that have the
+//! space loaded, and to no other). The reporter prints, for each CPU, the counters of the last
+//! second: scheduler and TLB.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -62,12 +65,63 @@ pub fn start(nr_cpus: u32) {
         })
         .expect("spawn pong");
     }
+    start_address_space_work(nr_cpus);
     s.spawn(Builder::new("reporter").pinned(CpuIndex(0)), move || report(nr_cpus)).expect("spawn reporter");
+}
+
+/// Where the shared page sits in the demo's address space.
+const SHARED_VA: u64 = 0x4000_0000;
+
+/// One address space, a reader per CPU and a remapper: the shootdown path under a steady load.
+fn start_address_space_work(nr_cpus: u32) {
+    let space = match crate::aspace::AddressSpace::new() {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("demo: no address space ({e:?}); the TLB part of the demo is off");
+            return;
+        }
+    };
+    let Some(frame) = crate::mm::frames::alloc() else { return };
+    if space.map(SHARED_VA, frame, true).is_err() {
+        crate::mm::frames::free(frame);
+        return;
+    }
+    for cpu in 0..nr_cpus {
+        let r = crate::aspace::spawn_in(&space, Builder::new("as-reader").pinned(CpuIndex(cpu)), || loop {
+            // SAFETY: SHARED_VA is mapped in this thread's address space for its whole life (the
+            // remapper swaps the frame behind it, never unmaps it) and only ever read here.
+            core::hint::black_box(unsafe { core::ptr::read_volatile(SHARED_VA as *const u64) });
+            sched().sleep_ns(5_000_000);
+        });
+        if r.is_err() {
+            log::warn!("demo: could not start an address-space reader on cpu{cpu}");
+        }
+    }
+    let writer = space.clone();
+    let r = crate::aspace::spawn_in(&space, Builder::new("as-remapper"), move || {
+        let mut n: u64 = 0;
+        loop {
+            sched().sleep_ns(20_000_000);
+            let Some(fresh) = crate::mm::frames::alloc() else { continue };
+            n += 1;
+            // SAFETY: `fresh` was just allocated: nothing else maps or reads it yet.
+            unsafe { core::ptr::write_volatile(crate::mm::phys_to_virt(fresh) as *mut u64, n) };
+            match writer.remap(SHARED_VA, fresh) {
+                Ok(old) => crate::mm::frames::free(old),
+                Err(_) => crate::mm::frames::free(fresh),
+            }
+        }
+    });
+    if r.is_err() {
+        log::warn!("demo: could not start the remapper");
+    }
 }
 
 fn report(nr_cpus: u32) -> ! {
     let s = sched();
     let mut last: Vec<sched::Counters> = (0..nr_cpus).map(|c| s.counters(CpuIndex(c))).collect();
+    let mut last_tlb: Vec<crate::tlb::TlbCounters> =
+        (0..nr_cpus).map(|c| crate::tlb::counters(smp::CpuId::new(c).expect("valid CpuId"))).collect();
     let mut last_pings = 0;
     let mut last_t = crate::time::now_ns();
     loop {
@@ -85,7 +139,7 @@ fn report(nr_cpus: u32) -> ! {
             let c = s.counters(CpuIndex(cpu as u32));
             let d = |f: fn(&sched::Counters) -> u64| f(&c) - f(prev);
             log::info!(
-                "stats: cpu{cpu:<3} switches {:>6} preempt {:>5} yield {:>5} mig-in {:>4} mig-out {:>4} idle {:>3}% wakeups {:>5} ipi {:>4} (avoided {:>4}) {}",
+                "stats: cpu{cpu:<3} switches {:>6} preempt {:>5} yield {:>5} mig-in {:>4} mig-out {:>4} idle {:>3}% wakeups {:>5} ipi {:>4} (avoided {:>4})",
                 d(|c| c.context_switches),
                 d(|c| c.preemptions),
                 d(|c| c.voluntary_yields),
@@ -95,9 +149,26 @@ fn report(nr_cpus: u32) -> ! {
                 d(|c| c.wakeups),
                 d(|c| c.ipis_sent),
                 d(|c| c.ipis_avoided),
-                crate::aspace::stats_line(smp::CpuId::new(cpu as u32).expect("a scheduler CPU is a valid CpuId")),
             );
             *prev = c;
+            let id = smp::CpuId::new(cpu as u32).expect("a scheduler CPU is a valid CpuId");
+            let t = crate::tlb::counters(id);
+            let p = &mut last_tlb[cpu];
+            log::info!(
+                "stats: cpu{cpu:<3} tlb: changes {:>3} shootdown ipis {:>3} (none needed {:>3}, avoided lazily {:>3}) served {:>3} page flushes {:>4} full {:>3} cr3 writes {:>4} pcid hit/miss/recycle {}/{}/{}",
+                t.changes - p.changes,
+                t.ipis_sent - p.ipis_sent,
+                t.changes_without_ipi - p.changes_without_ipi,
+                (t.avoided_lazy + t.avoided_never_loaded) - (p.avoided_lazy + p.avoided_never_loaded),
+                t.requests_served - p.requests_served,
+                t.page_flushes - p.page_flushes,
+                t.full_flushes - p.full_flushes,
+                t.cr3_writes - p.cr3_writes,
+                t.pcid_hits - p.pcid_hits,
+                t.pcid_misses - p.pcid_misses,
+                t.pcid_recycles - p.pcid_recycles,
+            );
+            *p = t;
         }
         last_pings = pings;
         last_t = now;

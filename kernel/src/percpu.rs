@@ -69,10 +69,12 @@ impl PerCpu {
         }
     }
 
+    #[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "read by the per-CPU identity test"))]
     pub fn cpu_index(&self) -> u32 {
         self.cpu_index as u32
     }
 
+    #[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "read by the per-CPU identity test"))]
     pub fn apic_id(&self) -> u32 {
         self.apic_id as u32
     }

@@ -38,7 +38,6 @@ const MACHINE_CHECK: u64 = 18;
 pub type Handler = fn(&mut TrapFrame);
 
 static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
-static NMI_HANDLER: AtomicUsize = AtomicUsize::new(0);
 
 static mut IDT: InterruptDescriptorTable = InterruptDescriptorTable::new();
 
@@ -46,11 +45,6 @@ static mut IDT: InterruptDescriptorTable = InterruptDescriptorTable::new();
 pub fn register(vector: u8, handler: Handler) {
     assert!(vector >= 32, "vectors 0-31 are exceptions");
     HANDLERS[usize::from(vector)].store(handler as usize, Ordering::Release);
-}
-
-/// Route NMIs (other than the stop-all request) to `handler`; it returns true if it consumed one.
-pub fn register_nmi(handler: fn(&mut TrapFrame) -> bool) {
-    NMI_HANDLER.store(handler as usize, Ordering::Release);
 }
 
 /// Fill the IDT with every stub (boot CPU, once, before any interrupt can arrive).
@@ -132,14 +126,6 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
     if v == NMI {
         if crate::panic::stop_requested() {
             crate::panic::park_this_cpu();
-        }
-        let h = NMI_HANDLER.load(Ordering::Acquire);
-        if h != 0 {
-            // SAFETY: only `register_nmi` stores here, and it stores a fn of this type.
-            let h: fn(&mut TrapFrame) -> bool = unsafe { core::mem::transmute(h) };
-            if h(frame) {
-                return;
-            }
         }
         crate::panic::fault(frame, "non-maskable interrupt");
     }
