@@ -82,8 +82,6 @@ fn kernel_main(info: BootInfo) -> ! {
         // SAFETY: runs once (Once), so this is the only reference to BSP.
         unsafe { percpu::install(&mut *(&raw mut BSP)) };
     });
-    mm::init(&info);
-
     let why = match info.path {
         boot::BootPath::Limine => "the kernel was loaded by Limine",
         boot::BootPath::Pvh => "QEMU booted the kernel directly (no Limine)",
@@ -121,6 +119,7 @@ fn kernel_main(info: BootInfo) -> ! {
         m.regions().len(),
         m.top_of_ram()
     );
+    mm::init(&info);
     let platform = acpi::init(info.rsdp_phys);
     apic::init_bsp(platform.lapic_phys, !opts.nox2apic, !opts.notscdeadline);
     time::init();
