@@ -71,10 +71,12 @@ static BSP_PERCPU: spin::Once<()> = spin::Once::new();
 fn kernel_main(info: BootInfo) -> ! {
     use kernel::memmap::RegionKind;
 
-    // SAFETY: boot CPU, once, interrupts off, before any other CPU exists.
+    // SAFETY: boot CPU, once, interrupts off, before any other CPU exists. The GDT comes first: the
+    // IDT's entries take their code selector from CS, which must be ours, not the loader's (Limine's
+    // kernel code selector is 0x28, ours 0x08).
     unsafe {
-        trap::init_idt();
         gdt::CpuTables::bsp().load();
+        trap::init_idt();
     }
     trap::load_idt();
     BSP_PERCPU.call_once(|| {
