@@ -3,8 +3,8 @@
 //!
 //! Key types: [`AddressSpace`] (the handle: `new`, `mm`, `map`, `map_range`, `unmap`, `protect`,
 //! `remap`, `translate`; dropping the last `Arc` destroys it) and [`AsError`]. Functions: [`init`],
-//! [`switch`] (the scheduler's `switch_mm`), [`spawn_in`] (a thread that keeps its space alive),
-//! [`stats_line`]. Neighbours: `smp::pcid` and `smp::tlb` decide (PCID slots, generations, whom
+//! [`switch`] (the scheduler's `switch_mm`), [`spawn_in`] (a thread that keeps its space alive);
+//! the counters are `tlb::counters`. Neighbours: `smp::pcid` and `smp::tlb` decide (PCID slots, generations, whom
 //! to interrupt), `tlb` executes (instructions, mailboxes, IPIs, counters), `mm` provides frames,
 //! the kernel's PML4 and the direct map, `kernel::paging` edits the tables, `threads` forwards
 //! `switch_mm` here.
@@ -46,12 +46,7 @@
 //! the dead space are given back at each CPU's next switch. Threads must not outlive the last
 //! handle of their space: [`spawn_in`] makes each thread hold one.
 
-#![cfg_attr(
-    not(feature = "ktest"),
-    allow(dead_code, reason = "only the in-kernel tests create address spaces so far; the switch and kernel shootdowns are live")
-)]
-
-use alloc::{format, string::String, sync::Arc, vec::Vec};
+use alloc::{sync::Arc, vec::Vec};
 use core::{
     cell::{RefCell, UnsafeCell},
     fmt,
@@ -290,6 +285,7 @@ impl AddressSpace {
     }
 
     /// Where `va` leads: the physical address of the byte and whether the page is writable.
+    #[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "only the tests ask so far"))]
     pub fn translate(&self, va: u64) -> Option<(u64, bool)> {
         if !(USER_START..USER_END).contains(&va) {
             return None;
@@ -376,6 +372,7 @@ impl AddressSpace {
     /// Make `pages` pages at `va` writable or read-only. Every page must be mapped (otherwise
     /// nothing changes). Widening is flushed as well as narrowing: a CPU may otherwise fault on a
     /// stale read-only entry (SDM 4.10.4.3), and the kernel treats every page fault as fatal.
+    #[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "only the tests change rights so far"))]
     pub fn protect(&self, va: u64, pages: u64, writable: bool) -> Result<(), AsError> {
         let range = user_range(va, pages)?;
         let s = threads::sched();
@@ -820,29 +817,4 @@ fn kernel_shootdown(start: u64, end: u64) {
             panic!("kernel TLB shootdown of {start:#x}..{end:#x}: CPUs {cpus} never acknowledged");
         }
     });
-}
-
-/// One line of CPU `cpu`'s TLB counters, for the periodic statistics.
-pub fn stats_line(cpu: CpuId) -> String {
-    let c = tlb::counters(cpu);
-    format!(
-        "tlb {cpu}: changes {} ipis {} (none needed {}, avoided: lazy {} never-loaded {}), served {}, flushes {} pages {} full, cr3 {}, pcid hit {} stale {} miss {} recycle {} forget {}, leaves {}, kernel {} ({} ipis)",
-        c.changes,
-        c.ipis_sent,
-        c.changes_without_ipi,
-        c.avoided_lazy,
-        c.avoided_never_loaded,
-        c.requests_served,
-        c.page_flushes,
-        c.full_flushes,
-        c.cr3_writes,
-        c.pcid_hits,
-        c.pcid_stale,
-        c.pcid_misses,
-        c.pcid_recycles,
-        c.pcid_forgets,
-        c.leaves,
-        c.kernel_shootdowns,
-        c.kernel_ipis
-    )
 }

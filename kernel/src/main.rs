@@ -28,6 +28,8 @@ mod ipi;
 #[cfg(target_os = "none")]
 mod irqlock;
 #[cfg(target_os = "none")]
+mod kbench;
+#[cfg(target_os = "none")]
 mod mm;
 #[cfg(target_os = "none")]
 mod panic;
@@ -171,8 +173,8 @@ fn main_thread(
         log::warn!("cmdline: `test=` needs the test kernel (make test); ignored");
     }
     let _ = cpus_online;
-    if bench.is_some() {
-        log::warn!("cmdline: `bench` is not available in this build; ignored");
+    if let Some(quick) = bench {
+        kbench::run(quick);
     }
     if demo {
         log::info!("demo: compute, sleeping and ping-pong threads on {nr_cpus} CPUs; statistics every second");

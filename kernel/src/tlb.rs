@@ -18,11 +18,6 @@
 //! decisions), `aspace` (address spaces, the switch, the IPI handler that services requests),
 //! `ipi` (delivery), `time` (the timeout).
 
-#![cfg_attr(
-    not(feature = "ktest"),
-    allow(dead_code, reason = "only the in-kernel tests create address spaces so far; the switch and kernel shootdowns are live")
-)]
-
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use smp::{AsId, CpuId, CpuSet, MAX_CPUS, PageRange, Request, ShootdownMailbox, Ticket};
@@ -326,6 +321,7 @@ impl TlbCounters {
     }
 
     /// Field by field `self + other`.
+    #[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "only the tests sum CPUs so far"))]
     pub fn plus(&self, other: &TlbCounters) -> TlbCounters {
         self.zip(other, u64::wrapping_add)
     }
@@ -364,6 +360,7 @@ pub fn counters(cpu: CpuId) -> TlbCounters {
 }
 
 /// The sum of the counters of the CPUs in `cpus`.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "only the tests sum CPUs so far"))]
 pub fn sum(cpus: &CpuSet) -> TlbCounters {
     cpus.iter().fold(TlbCounters::default(), |acc, c| acc.plus(&counters(c)))
 }
