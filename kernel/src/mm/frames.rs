@@ -90,7 +90,6 @@ pub fn stats() -> (usize, usize) {
 
 /// Add the boot loader's memory to the pool, except the regions `keep` says are still in use.
 /// Returns how many frames became free.
-#[allow(dead_code, reason = "reclaim_bootloader_memory's worker")]
 pub(super) fn reclaim(map: &MemoryMap, keep: impl Fn(u64, u64) -> bool) -> usize {
     let storage = STORAGE.get().copied().unwrap_or((0, 0));
     map.regions()

@@ -101,7 +101,6 @@ impl Features {
 static FEATURES: spin::Once<Features> = spin::Once::new();
 static MAP: spin::Once<MemoryMap> = spin::Once::new();
 static SHOOTDOWN: AtomicUsize = AtomicUsize::new(0);
-#[allow(dead_code, reason = "reclaim_bootloader_memory's guard")]
 static RECLAIMED: AtomicBool = AtomicBool::new(false);
 
 unsafe extern "C" {
@@ -236,14 +235,12 @@ unsafe fn load_kernel_tables(pml4: u64, f: Features) {
 }
 
 /// The kernel's PML4 (physical), for the AP trampoline and for address spaces to share.
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "SMP bring-up and address spaces use it"))]
 pub fn kernel_pml4_phys() -> u64 {
     tables::root()
 }
 
 /// A fresh PML4 for a new address space: an empty user half and the kernel half shared with the
 /// kernel's tree (its 256 entries copied). Free it with [`frames::free`] once no CPU uses it.
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "address spaces will be built on it"))]
 pub fn new_pml4() -> Option<u64> {
     let pml4 = Frames.alloc_table()?;
     paging::copy_slots(&Frames, tables::root(), pml4, KERNEL_HALF_FIRST_SLOT..paging::ENTRIES)
@@ -253,7 +250,6 @@ pub fn new_pml4() -> Option<u64> {
 
 /// The virtual address of physical address `pa` in the direct map (only RAM is mapped there, plus
 /// what [`map_mmio`] and [`map_firmware`] added).
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "kernel stacks (the scheduler's) and the tests use it"))]
 pub fn phys_to_virt(pa: u64) -> u64 {
     tables::hhdm_offset() + pa
 }
@@ -370,7 +366,6 @@ pub fn unmap_identity(pa: u64, len: u64) {
 /// of `[start, end)`: a TLB shootdown, once other CPUs run. It is called after kernel mappings are
 /// removed and before their frames are reused, from whatever context removes them. Returns the
 /// function installed before.
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "the TLB shootdown installs itself here"))]
 pub fn set_shootdown(f: Option<fn(u64, u64)>) -> Option<fn(u64, u64)> {
     let old = SHOOTDOWN.swap(f.map_or(0, |f| f as usize), Ordering::AcqRel);
     // SAFETY: only this function stores here, and it stores 0 or a fn(u64, u64).

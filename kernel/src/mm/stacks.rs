@@ -18,10 +18,6 @@
 //!
 //! Key type: [`KernelStack`]. Neighbours: the scheduler allocates every thread's stack here; `mm`
 //! maps and unmaps the pages.
-#![cfg_attr(
-    not(feature = "ktest"),
-    allow(dead_code, reason = "until the scheduler allocates its stacks here, only the tests do")
-)]
 
 use core::{
     fmt::Write,
