@@ -242,10 +242,14 @@ loom:
 	  RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p "$$crate" --test "$$name"; \
 	done
 
-# The benchmark's --quick mode shrinks every sample count: a smoke run that each row still works.
-bench-quick:
+# The benchmark's --quick mode shrinks every sample count: a smoke run that each row still works,
+# part 2's in-kernel rows (bench=quick in QEMU, a few seconds) included where QEMU is installed.
+bench-quick: rust-deps
 	$(call banner,bench --quick)
-	cargo run --release -p bench -- --quick
+	@no_qemu=""; if ! command -v $(QEMU) >/dev/null 2>&1; then no_qemu=" --no-qemu"; \
+	  echo "bench: no $(QEMU) in PATH: part 2, the in-kernel rows in QEMU, is skipped (make deps installs it)"; fi; \
+	echo "cargo run --release -p bench -- --quick --accel $(ACCEL)$$no_qemu"; \
+	cargo run --release -p bench -- --quick --accel $(ACCEL)$$no_qemu
 
 ktest: host-deps test-kernel
 	$(call banner,in-kernel tests in QEMU (accel $(ACCEL_USED): $(ACCEL_WHY)))
@@ -265,8 +269,14 @@ ktest-kvm: host-deps test-kernel
 	cargo run -q --release -p ktest -- --kernel $(TEST_ELF) --smp 2 --accel kvm --cpu '$(KVM_CPU)' \
 	  --timeout 600 --append "slice-us=20000" $(foreach t,$(KVM_TESTS),--filter $(t))
 
+# Part 1 natively, then part 2: the release kernel boots in QEMU with `bench` (accelerator as
+# ACCEL=auto picks it) and its rows join the same report in target/bench.
 bench: rust-deps
-	cargo run --release -p bench
+	$(call banner,bench: part 1 natively$(comma) part 2 in QEMU)
+	@no_qemu=""; if ! command -v $(QEMU) >/dev/null 2>&1; then no_qemu=" --no-qemu"; \
+	  echo "bench: no $(QEMU) in PATH: part 2, the in-kernel rows in QEMU, is skipped (make deps installs it)"; fi; \
+	echo "cargo run --release -p bench -- --accel $(ACCEL)$$no_qemu"; \
+	cargo run --release -p bench -- --accel $(ACCEL)$$no_qemu
 
 clean:
 	cargo clean

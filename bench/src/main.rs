@@ -1,30 +1,48 @@
 //! `bench`: the kernel's context switch and run queue measured natively, beside Linux doing the
-//! same hand-offs on the same machine, in one run.
+//! same hand-offs on the same machine, and the kernel's whole paths measured in QEMU, in one run.
 //!
-//! The very switch routine, FPU save/restore and scheduler the kernel uses are built for the host
-//! and driven from this user-space process, pinned to one CPU (`ours`, with live vector state
-//! from `vector`); the Linux side is a set of small ping-pong programs of our own (`linux`), and
-//! a coroutine crate gives the user-space floor (`coro`). Every figure is TSC cycles per
-//! operation, median and p99, read with the fenced `arch::tsc::{start, end}` (`measure`,
-//! `stats`); `host` pins threads and describes the machine. Output: a table on stdout, then
-//! `results.json` and `results.svg` (`report`) in the output directory.
+//! Part 1, native: the very switch routine, FPU save/restore and scheduler the kernel uses are
+//! built for the host and driven from this user-space process, pinned to one CPU (`ours`, with
+//! live vector state from `vector`); the Linux side is a set of small ping-pong programs of our
+//! own (`linux`), and a coroutine crate gives the user-space floor (`coro`). Every figure is TSC
+//! cycles per operation, median and p99, read with the fenced `arch::tsc::{start, end}`
+//! (`measure`, `stats`); `host` pins threads and describes the machine.
 //!
-//! Usage: `bench [--quick] [--cpu N] [--out DIR]`. `--quick` shrinks every sample count so the
-//! whole run takes seconds; it exercises every row's code path but its figures mean little.
+//! Part 2, in QEMU (`qemu`): the release kernel boots with `bench` on its command line and times
+//! its own switch, preemption, wake-up and shootdown paths; its rows join the same report,
+//! labelled with the accelerator they ran under, with the events the kernel counted per
+//! operation. Where the accelerator emulates the CPU the kernel says its cycles mean nothing and
+//! only the counts are reported.
+//!
+//! Output: a table on stdout, then `results.json` and `results.svg` (`report`) in the output
+//! directory.
+//!
+//! Usage: `bench [--quick] [--cpu N] [--out DIR] [--accel auto|tcg|kvm] [--no-qemu]`. `--quick`
+//! shrinks every sample count so the whole run takes seconds; it exercises every row's code path
+//! but its figures mean little.
 
 mod coro;
 mod host;
 mod linux;
 mod measure;
 mod ours;
+mod qemu;
 mod report;
 mod stats;
 mod vector;
 
-use std::{io, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    io,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    thread,
+    time::Duration,
+};
 
 use host::{Host, allowed_cpus};
 use measure::{BATCH, BATCHED, PER_ITERATION, YIELD_BATCH};
+use qemu::{AccelChoice, LinuxPeers};
 use report::{Figure, Peer, Report, Row};
 use vector::LiveVectors;
 
@@ -36,19 +54,30 @@ struct Options {
     cpu: Option<usize>,
     /// Where results.json and results.svg go.
     out_dir: PathBuf,
+    /// The accelerator of part 2.
+    accel: AccelChoice,
+    /// Skip part 2 (no QEMU here).
+    no_qemu: bool,
 }
 
-const USAGE: &str = "usage: bench [--quick] [--cpu N] [--out DIR]
-  --quick    tiny sample counts: checks every row's code path in a few seconds
-  --cpu N    the CPU the one-CPU rows run on (default: the last allowed CPU)
-  --out DIR  where results.json and results.svg go (default: target/bench in the workspace,
-             target/bench/quick for --quick, so a smoke run never replaces real results)";
+const USAGE: &str = "usage: bench [--quick] [--cpu N] [--out DIR] [--accel auto|tcg|kvm] [--no-qemu]
+  --quick      tiny sample counts: checks every row's code path in a few seconds
+  --cpu N      the CPU the one-CPU rows run on (default: the last allowed CPU)
+  --out DIR    where results.json and results.svg go (default: target/bench in the workspace,
+               target/bench/quick for --quick, so a smoke run never replaces real results)
+  --accel A    part 2's QEMU accelerator: auto (default: KVM only where /dev/kvm opens and the
+               CPU shows vmx/svm, else TCG), tcg or kvm
+  --no-qemu    skip part 2, the in-kernel rows in QEMU (for machines without QEMU)";
+
+/// The workspace root, where part 2 builds the kernel.
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// The workspace's `target/bench`, where results go unless `--out` says otherwise.
 const DEFAULT_OUT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench");
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
     let (mut quick, mut cpu, mut out_dir) = (false, None, None);
+    let (mut accel, mut no_qemu) = (AccelChoice::Auto, false);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -58,6 +87,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
                 cpu = Some(value.parse().map_err(|_| format!("--cpu: not a CPU number: {value}"))?);
             }
             "--out" => out_dir = Some(PathBuf::from(args.next().ok_or("--out needs a directory")?)),
+            "--accel" => accel = AccelChoice::parse(&args.next().ok_or("--accel needs auto, tcg or kvm")?)?,
+            "--no-qemu" => no_qemu = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument: {other}")),
         }
@@ -66,7 +97,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
         let dir = PathBuf::from(DEFAULT_OUT_DIR);
         if quick { dir.join("quick") } else { dir }
     });
-    Ok(Options { quick, cpu, out_dir })
+    Ok(Options { quick, cpu, out_dir, accel, no_qemu })
 }
 
 fn main() -> ExitCode {
@@ -104,7 +135,49 @@ fn peer(name: &str, figure: Figure) -> Option<Peer> {
 /// Our run-queue sizes for the pick rows: the cost must not grow with them.
 const PICK_NR_RUNNABLE: [usize; 3] = [2, 100, 10_000];
 
+/// Part 1's results: the host, its rows and footnotes, and the Linux figures part 2's rows stand
+/// beside.
+struct Native {
+    host: Host,
+    rows: Vec<Row>,
+    footnotes: Vec<String>,
+    peers: LinuxPeers,
+}
+
 fn run(options: &Options) -> io::Result<()> {
+    // Part 2's kernel is built first, so a build failure ends the run before part 1's minutes, and
+    // its compiler does not run beside part 1's measurements.
+    let plan = if options.no_qemu { None } else { Some(qemu::prepare(options.accel, Path::new(WORKSPACE))?) };
+    // Part 1 pins the thread it runs on; QEMU, started later from this unpinned thread, keeps
+    // every CPU for its virtual CPUs.
+    let native = thread::scope(|scope| {
+        scope.spawn(|| native(options, plan.is_some())).join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
+    let Native { host, mut rows, mut footnotes, peers } = native;
+    let guest = match &plan {
+        Some(plan) => {
+            eprintln!("bench: part 2: the kernel's own paths in QEMU ({}; {})", plan.accel.label, plan.accel.why);
+            let kernel_run = qemu::run(plan, options.quick, |line| eprintln!("bench: in QEMU: {line}"))?;
+            let (kernel_rows, guest) = qemu::rows(plan, &kernel_run, &peers);
+            rows.extend(kernel_rows);
+            Some(guest)
+        }
+        None => {
+            footnotes.push("Part 2, the in-kernel rows in QEMU, was skipped (--no-qemu).".to_owned());
+            None
+        }
+    };
+    let report = Report { host, quick: options.quick, guest, rows, footnotes };
+    print!("{}", report.table());
+    report.write_files(&options.out_dir)?;
+    let out_dir = std::fs::canonicalize(&options.out_dir)?;
+    eprintln!("bench: wrote {0}/results.json and {0}/results.svg", out_dir.display());
+    Ok(())
+}
+
+/// Part 1: every native row, on a thread pinned to the chosen CPU. `in_kernel_follows` says part 2
+/// will add the in-kernel rows the native side cannot measure.
+fn native(options: &Options, in_kernel_follows: bool) -> io::Result<Native> {
     let cpus = allowed_cpus()?;
     let cpu = options.cpu.unwrap_or(*cpus.last().expect("a process runs on at least one CPU"));
     if !cpus.contains(&cpu) {
@@ -116,7 +189,7 @@ fn run(options: &Options) -> io::Result<()> {
     let batched = BATCHED.scaled(options.quick);
     let calibration = Duration::from_millis(if options.quick { 20 } else { 500 });
     let host = Host::probe(calibration)?;
-    let progress = |what: &str| eprintln!("bench: measuring {what}");
+    let progress = |what: &str| eprintln!("bench: part 1: measuring {what}");
     let per_batch = format!("batches of {BATCH}");
     let vectors = Arc::new(LiveVectors::new().ok_or_else(|| io::Error::other("no memory for a vector image"))?);
 
@@ -150,6 +223,7 @@ fn run(options: &Options) -> io::Result<()> {
 
     progress("Linux pipe ping-pong between two processes");
     let pipe = measured(linux::pipe_pingpong(per_iteration, cpu)?);
+    let linux_yield_figure = measured(linux_yield.per_switch_cycles);
     let cross_cpu = match other_cpu {
         Some(other) => {
             progress("Linux cross-CPU futex wake-up");
@@ -164,6 +238,7 @@ fn run(options: &Options) -> io::Result<()> {
         ours,
         peer,
         note,
+        counts: Vec::new(),
     };
     let per_switch = format!("per switch; ours in batches of {YIELD_BATCH} round trips, Linux per round trip / 2");
     let mut rows = vec![
@@ -176,7 +251,7 @@ fn run(options: &Options) -> io::Result<()> {
         row(
             format!("yield, 2 threads, 1 CPU ({per_switch})"),
             our_yield_figure.clone(),
-            peer("Linux sched_yield", measured(linux_yield.per_switch_cycles)),
+            peer("Linux sched_yield", linux_yield_figure.clone()),
             Some(format!(
                 "ours is sched's yield_now on its host platform, whose now_ns (clock_gettime) and cpu_id \
                  (a thread-local) run on the path; sched counted {:.2} switches per round trip; Linux \
@@ -230,13 +305,13 @@ fn run(options: &Options) -> io::Result<()> {
         row(
             "2 processes, 1 CPU, 1-byte pipe ping-pong (per half round trip) [1]".to_owned(),
             absent("n/a [1]"),
-            peer("Linux pipe", pipe),
+            peer("Linux pipe", pipe.clone()),
             None,
         ),
         row(
             "cross-CPU wake-up and answer (per half round trip)".to_owned(),
             absent("n/a (needs hardware KVM)"),
-            peer("Linux futex, 2 CPUs", cross_cpu),
+            peer("Linux futex, 2 CPUs", cross_cpu.clone()),
             None,
         ),
         row(
@@ -266,22 +341,17 @@ fn run(options: &Options) -> io::Result<()> {
                 .to_owned()),
         ),
     ]);
-    let report = Report {
-        host,
-        quick: options.quick,
-        accelerator: None,
-        rows,
-        footnotes: vec![
-            "Our cross-address-space switch adds a CR3 write (with PCID, no TLB flush) to the window switch; \
-             a user-space process cannot write CR3, so only hardware can show its cost."
-                .to_owned(),
-        ],
-    };
-    print!("{}", report.table());
-    report.write_files(&options.out_dir)?;
-    let out_dir = std::fs::canonicalize(&options.out_dir)?;
-    eprintln!("bench: wrote {0}/results.json and {0}/results.svg", out_dir.display());
-    Ok(())
+    let footnotes = vec![format!(
+        "Our cross-address-space switch adds a CR3 write (with PCID, no TLB flush) to the window switch; \
+         a user-space process cannot write CR3, so only hardware can show its cost{}.",
+        if in_kernel_follows {
+            ": the in-kernel two-address-space yield row below measures it, in cycles only under hardware KVM"
+        } else {
+            ""
+        }
+    )];
+    let peers = LinuxPeers { sched_yield: linux_yield_figure, pipe, futex_cross_cpu: cross_cpu };
+    Ok(Native { host, rows, footnotes, peers })
 }
 
 /// `count` per round trip of our yield ping-pong sampled with `sampling` (warm-up included).
@@ -320,6 +390,8 @@ mod tests {
         let options = parse_args(args("")).unwrap();
         assert!(!options.quick);
         assert_eq!(options.cpu, None);
+        assert_eq!(options.accel, AccelChoice::Auto, "part 2 picks its accelerator as ACCEL=auto does");
+        assert!(!options.no_qemu, "part 2 runs unless asked not to");
         assert!(options.out_dir.ends_with("target/bench"));
     }
 
@@ -331,10 +403,12 @@ mod tests {
 
     #[test]
     fn every_flag_is_understood() {
-        let options = parse_args(args("--quick --cpu 1 --out /tmp/x")).unwrap();
+        let options = parse_args(args("--quick --cpu 1 --out /tmp/x --accel tcg --no-qemu")).unwrap();
         assert!(options.quick);
         assert_eq!(options.cpu, Some(1));
         assert_eq!(options.out_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(options.accel, AccelChoice::Tcg);
+        assert!(options.no_qemu);
     }
 
     #[test]
@@ -350,5 +424,7 @@ mod tests {
         assert!(parse_args(args("--cpu")).unwrap_err().contains("--cpu"));
         assert!(parse_args(args("--cpu one")).unwrap_err().contains("one"));
         assert!(parse_args(args("--fast")).unwrap_err().contains("--fast"));
+        assert!(parse_args(args("--accel hvf")).unwrap_err().contains("hvf"));
+        assert!(parse_args(args("--accel")).unwrap_err().contains("--accel"));
     }
 }

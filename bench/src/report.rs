@@ -2,9 +2,10 @@
 //! chart of the medians, `results.svg` (hand-written SVG on a log scale, since the figures span
 //! from tens to tens of thousands of cycles).
 //!
-//! Key types: [`Report`] (host facts, rows, footnotes), [`Row`] (one metric: ours beside a peer),
-//! [`Figure`] (a measured [`Summary`] or the reason there is none). `main` builds the report;
-//! `stats` and `host` supply its parts.
+//! Key types: [`Report`] (host facts, the [`Guest`] the in-QEMU rows ran in, rows, footnotes),
+//! [`Row`] (one metric: ours beside a peer, with counts for in-kernel rows), [`Figure`] (a
+//! measured [`Summary`], one measured where cycles mean nothing, or the reason there is none).
+//! `main` builds the report; `stats`, `host` and `qemu` supply its parts.
 
 use std::{fmt::Write as _, fs, io, path::Path, time::SystemTime};
 
@@ -16,21 +17,25 @@ use crate::{host::Host, stats::Summary};
 #[derive(Clone, Debug)]
 pub enum Figure {
     Cycles(Summary),
+    /// Measured in a guest whose accelerator emulates the CPU, where a TSC tick is no cycle: the
+    /// table shows `reason` ("not meaningful (TCG)"), the JSON keeps the raw figures apart.
+    NotMeaningful { reason: String, raw: Summary },
     Absent(String),
 }
 
 impl Figure {
+    /// The figures that mean cycles (for the table, the ratio and the chart).
     fn summary(&self) -> Option<&Summary> {
         match self {
             Figure::Cycles(summary) => Some(summary),
-            Figure::Absent(_) => None,
+            Figure::NotMeaningful { .. } | Figure::Absent(_) => None,
         }
     }
 
     fn median_text(&self) -> String {
         match self {
             Figure::Cycles(summary) => format!("{:.1}", summary.median_cycles),
-            Figure::Absent(reason) => reason.clone(),
+            Figure::NotMeaningful { reason, .. } | Figure::Absent(reason) => reason.clone(),
         }
     }
 
@@ -51,11 +56,14 @@ pub struct Peer {
 pub struct Row {
     /// What is measured, including the unit of a sample ("per switch; batches of 100 round trips").
     pub metric: String,
-    /// "native", "TCG" or "hardware KVM".
+    /// "native", "TCG", "nested KVM" or "hardware KVM".
     pub where_ran: &'static str,
     pub ours: Figure,
     pub peer: Option<Peer>,
     pub note: Option<String>,
+    /// Events per operation the kernel counted while it measured (`cr3_writes_per_switch`, ...),
+    /// `None` where there was nothing to divide by. They hold under any accelerator.
+    pub counts: Vec<(String, Option<f64>)>,
 }
 
 impl Row {
@@ -67,15 +75,55 @@ impl Row {
     }
 }
 
+/// The QEMU guest the in-kernel rows ran in, as the host chose it and the kernel found it.
+#[derive(Clone, Debug)]
+pub struct Guest {
+    /// "TCG", "nested KVM" or "hardware KVM".
+    pub accelerator: &'static str,
+    /// Why that accelerator (the `ACCEL=auto` reasoning, or the option that forced it).
+    pub why: String,
+    pub qemu_version: String,
+    pub nr_cpus: u32,
+    /// The guest's TSC rate as the kernel calibrated it.
+    pub tsc_hz: u64,
+    /// The kernel's time slice (the preemption rows wait one per sample).
+    pub slice_ns: u64,
+    /// Whether CR3 carried PCIDs in the guest.
+    pub pcid: bool,
+    /// TSC ticks per dependent add in guest ring 0: about 1 on a real core.
+    pub ticks_per_add: f64,
+    /// The kernel's verdict from `ticks_per_add`: whether its cycle figures mean cycles.
+    pub cycles_meaningful: bool,
+    /// Rows the kernel skipped, and why.
+    pub skipped: Vec<(String, String)>,
+}
+
 /// Everything one run produced.
 pub struct Report {
     pub host: Host,
     /// Whether this was a `--quick` run (tiny sample counts: the figures mean little).
     pub quick: bool,
-    /// The accelerator of any in-QEMU row, or `None` when every row ran natively.
-    pub accelerator: Option<String>,
+    /// The guest of the in-QEMU rows, or `None` when every row ran natively.
+    pub guest: Option<Guest>,
     pub rows: Vec<Row>,
     pub footnotes: Vec<String>,
+}
+
+/// `name_per_unit` as the table writes it: `name/unit`, spaces for underscores.
+fn count_label(name: &str) -> String {
+    name.replacen("_per_", "/", 1).replace('_', " ")
+}
+
+/// A row's counts as one cell: `cr3 writes/switch 1.00, ...`.
+fn counts_text(counts: &[(String, Option<f64>)]) -> String {
+    let text: Vec<String> = counts
+        .iter()
+        .map(|(name, value)| match value {
+            Some(value) => format!("{} {value:.2}", count_label(name)),
+            None => format!("{} -", count_label(name)),
+        })
+        .collect();
+    text.join(", ")
 }
 
 impl Report {
@@ -102,12 +150,31 @@ impl Report {
              sample includes the {:.0}-cycle start/end read overhead.",
             host.timer_overhead_cycles
         );
+        if let Some(guest) = &self.guest {
+            let _ = writeln!(
+                out,
+                "In-kernel rows: the kernel in QEMU under {} ({}), {} CPUs, {}, time slice {} ms, PCIDs {}.",
+                guest.accelerator,
+                guest.why,
+                guest.nr_cpus,
+                guest.qemu_version,
+                guest.slice_ns as f64 / 1e6,
+                if guest.pcid { "on" } else { "off" },
+            );
+            let _ = writeln!(
+                out,
+                "A dependent add costs {:.2} TSC ticks in its ring 0 (about 1 on a real core): its cycle figures are {}.",
+                guest.ticks_per_add,
+                if guest.cycles_meaningful { "meaningful" } else { "NOT meaningful there, only its counts are" }
+            );
+        }
         if self.quick {
             let _ = writeln!(out, "QUICK RUN: tiny sample counts, for checking the code paths only; do not quote.");
         }
         let header =
-            ["#", "metric", "where", "ours med", "ours p99", "peer", "peer med", "peer p99", "peer/ours"].map(String::from);
-        let mut cells: Vec<[String; 9]> = vec![header];
+            ["#", "metric", "where", "ours med", "ours p99", "peer", "peer med", "peer p99", "peer/ours", "counts"]
+                .map(String::from);
+        let mut cells: Vec<[String; 10]> = vec![header];
         for (index, row) in self.rows.iter().enumerate() {
             let (peer_name, peer_median, peer_p99) = row.peer.as_ref().map_or_else(
                 || ("-".to_owned(), String::new(), String::new()),
@@ -123,9 +190,10 @@ impl Report {
                 peer_median,
                 peer_p99,
                 row.ratio_peer_over_ours().map_or_else(String::new, |ratio| format!("{ratio:.2}x")),
+                counts_text(&row.counts),
             ]);
         }
-        let mut widths = [0_usize; 9];
+        let mut widths = [0_usize; 10];
         for line in &cells {
             for (width, cell) in widths.iter_mut().zip(line) {
                 *width = (*width).max(cell.chars().count());
@@ -135,7 +203,7 @@ impl Report {
             let mut text = String::new();
             for (column, (cell, width)) in line.iter().zip(widths).enumerate() {
                 // Text columns align left, figures right.
-                if matches!(column, 1 | 2 | 5) {
+                if matches!(column, 1 | 2 | 5 | 9) {
                     let _ = write!(text, "{cell:<width$}  ");
                 } else {
                     let _ = write!(text, "{cell:>width$}  ");
@@ -151,6 +219,9 @@ impl Report {
                 let _ = writeln!(out, "  row {}: {note}", index + 1);
             }
         }
+        for (name, reason) in self.guest.iter().flat_map(|guest| &guest.skipped) {
+            let _ = writeln!(out, "  in-kernel {name}: skipped ({reason})");
+        }
         for (index, footnote) in self.footnotes.iter().enumerate() {
             let _ = writeln!(out, "  [{}] {footnote}", index + 1);
         }
@@ -161,13 +232,23 @@ impl Report {
     pub fn json(&self) -> Value {
         let figures = |figure: &Figure| match figure {
             Figure::Cycles(s) => (json!(s.median_cycles), json!(s.p99_cycles), json!(s.nr_samples), Value::Null),
+            Figure::NotMeaningful { reason, raw } => (Value::Null, Value::Null, json!(raw.nr_samples), json!(reason)),
             Figure::Absent(reason) => (Value::Null, Value::Null, Value::Null, json!(reason)),
+        };
+        // TSC ticks measured where they are not cycles: kept apart, for comparing runs under the
+        // same accelerator.
+        let raw = |figure: &Figure| match figure {
+            Figure::NotMeaningful { raw, .. } => (json!(raw.median_cycles), json!(raw.p99_cycles)),
+            Figure::Cycles(_) | Figure::Absent(_) => (Value::Null, Value::Null),
         };
         let rows: Vec<Value> = self
             .rows
             .iter()
             .map(|row| {
                 let (ours_median, ours_p99, ours_samples, ours_status) = figures(&row.ours);
+                let (ours_raw_median, ours_raw_p99) = raw(&row.ours);
+                let counts: serde_json::Map<String, Value> =
+                    row.counts.iter().map(|(name, value)| (name.clone(), json!(value))).collect();
                 let (peer, (peer_median, peer_p99, peer_samples, peer_status)) = match &row.peer {
                     Some(peer) => (json!(peer.name), figures(&peer.figure)),
                     None => (Value::Null, (Value::Null, Value::Null, Value::Null, Value::Null)),
@@ -179,6 +260,8 @@ impl Report {
                     "ours_p99_cycles": ours_p99,
                     "ours_samples": ours_samples,
                     "ours_status": ours_status,
+                    "ours_raw_median_ticks": ours_raw_median,
+                    "ours_raw_p99_ticks": ours_raw_p99,
                     "peer": peer,
                     "peer_median_cycles": peer_median,
                     "peer_p99_cycles": peer_p99,
@@ -186,6 +269,7 @@ impl Report {
                     "peer_status": peer_status,
                     "ratio_peer_over_ours": row.ratio_peer_over_ours(),
                     "note": row.note,
+                    "counts": counts,
                 })
             })
             .collect();
@@ -194,7 +278,19 @@ impl Report {
             "cpu_model": self.host.cpu_model,
             "host_kernel": self.host.kernel_release,
             "load_avg_at_start": self.host.load_avg,
-            "accelerator": self.accelerator,
+            "accelerator": self.guest.as_ref().map(|guest| guest.accelerator),
+            "guest": self.guest.as_ref().map(|guest| json!({
+                "accelerator": guest.accelerator,
+                "why": guest.why,
+                "qemu_version": guest.qemu_version,
+                "nr_cpus": guest.nr_cpus,
+                "tsc_hz": guest.tsc_hz,
+                "slice_ns": guest.slice_ns,
+                "pcid": guest.pcid,
+                "ticks_per_add": guest.ticks_per_add,
+                "cycles_meaningful": guest.cycles_meaningful,
+                "skipped": guest.skipped.iter().map(|(name, reason)| json!({"name": name, "reason": reason})).collect::<Vec<_>>(),
+            })),
             "tsc_hz": self.host.tsc_hz,
             "cpuinfo_mhz": self.host.cpuinfo_mhz,
             "timer_overhead_cycles": self.host.timer_overhead_cycles,
@@ -332,7 +428,7 @@ mod tests {
         Report {
             host: host(),
             quick: true,
-            accelerator: None,
+            guest: None,
             rows: vec![
                 Row {
                     metric: "switch & co".to_owned(),
@@ -340,6 +436,7 @@ mod tests {
                     ours: Figure::Cycles(summary(100.0)),
                     peer: Some(Peer { name: "Linux".to_owned(), figure: Figure::Cycles(summary(1500.0)) }),
                     note: Some("a note".to_owned()),
+                    counts: Vec::new(),
                 },
                 Row {
                     metric: "pending one".to_owned(),
@@ -347,10 +444,37 @@ mod tests {
                     ours: Figure::Absent("pending".to_owned()),
                     peer: None,
                     note: None,
+                    counts: Vec::new(),
                 },
             ],
             footnotes: vec!["a footnote".to_owned()],
         }
+    }
+
+    /// The report with an in-kernel row from a TCG guest: no meaningful cycles, two counts.
+    fn report_with_guest() -> Report {
+        let mut report = report();
+        report.guest = Some(Guest {
+            accelerator: "TCG",
+            why: "auto: /dev/kvm does not open".to_owned(),
+            qemu_version: "QEMU emulator version 7.2.0".to_owned(),
+            nr_cpus: 2,
+            tsc_hz: 2_000_000_000,
+            slice_ns: 10_000_000,
+            pcid: false,
+            ticks_per_add: 4.36,
+            cycles_meaningful: false,
+            skipped: vec![("shootdown_remote".to_owned(), "needs 2 CPUs, 1 online".to_owned())],
+        });
+        report.rows.push(Row {
+            metric: "in-kernel yield".to_owned(),
+            where_ran: "TCG",
+            ours: Figure::NotMeaningful { reason: "not meaningful (TCG)".to_owned(), raw: summary(900.0) },
+            peer: Some(Peer { name: "Linux sched_yield (native)".to_owned(), figure: Figure::Cycles(summary(1500.0)) }),
+            note: None,
+            counts: vec![("cr3_writes_per_switch".to_owned(), Some(1.0)), ("pcid_hits_per_switch".to_owned(), None)],
+        });
+        report
     }
 
     #[test]
@@ -371,6 +495,48 @@ mod tests {
         assert!(rows[1]["ours_median_cycles"].is_null());
         assert_eq!(rows[1]["ours_status"], "pending");
         assert!(rows[1]["ratio_peer_over_ours"].is_null());
+    }
+
+    #[test]
+    fn json_names_the_guest_and_keeps_counts_and_raw_ticks_of_in_kernel_rows() {
+        let json = report_with_guest().json();
+        assert_eq!(json["accelerator"], "TCG");
+        assert_eq!(json["guest"]["ticks_per_add"], 4.36);
+        assert_eq!(json["guest"]["cycles_meaningful"], false);
+        assert_eq!(json["guest"]["skipped"][0]["name"], "shootdown_remote");
+        let row = &json["rows"][2];
+        assert_eq!(row["where"], "TCG");
+        assert!(row["ours_median_cycles"].is_null() && row["ours_p99_cycles"].is_null());
+        assert_eq!(row["ours_status"], "not meaningful (TCG)");
+        assert_eq!(row["ours_samples"], 100);
+        assert_eq!(row["ours_raw_median_ticks"], 900.0);
+        assert_eq!(row["ours_raw_p99_ticks"], 1800.0);
+        assert!(row["ratio_peer_over_ours"].is_null(), "no ratio against figures that are not cycles");
+        assert_eq!(row["counts"]["cr3_writes_per_switch"], 1.0);
+        assert!(row["counts"]["pcid_hits_per_switch"].is_null());
+        assert!(json["rows"][0]["ours_raw_median_ticks"].is_null());
+    }
+
+    #[test]
+    fn table_marks_emulated_cycles_and_shows_the_counts() {
+        let table = report_with_guest().table();
+        assert!(table.contains("QEMU under TCG (auto: /dev/kvm does not open)"), "{table}");
+        assert!(table.contains("A dependent add costs 4.36 TSC ticks"));
+        assert!(table.contains("NOT meaningful"));
+        let row = table.lines().find(|line| line.starts_with("3 ")).unwrap();
+        for expected in ["in-kernel yield", "TCG", "not meaningful (TCG)", "1500.0", "cr3 writes/switch 1.00, pcid hits/switch -"]
+        {
+            assert!(row.contains(expected), "{expected:?} missing from {row:?}");
+        }
+        assert!(!row.contains("900.0"), "raw ticks stay out of the table: {row:?}");
+        assert!(table.contains("in-kernel shootdown_remote: skipped (needs 2 CPUs, 1 online)"));
+    }
+
+    #[test]
+    fn svg_draws_no_bar_for_figures_that_are_not_cycles() {
+        let svg = report_with_guest().svg();
+        assert!(!svg.contains(">900 ours<"));
+        assert!(svg.contains("1500 Linux sched_yield (native)"), "the peer's native figure is still drawn");
     }
 
     #[test]
