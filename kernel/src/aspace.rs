@@ -4,10 +4,10 @@
 //! Key types: [`AddressSpace`] (the handle: `new`, `mm`, `map`, `map_range`, `unmap`, `protect`,
 //! `remap`, `translate`; dropping the last `Arc` destroys it) and [`AsError`]. Functions: [`init`],
 //! [`switch`] (the scheduler's `switch_mm`), [`spawn_in`] (a thread that keeps its space alive);
-//! the counters are `tlb::counters`. Neighbours: `smp::pcid` and `smp::tlb` decide (PCID slots, generations, whom
-//! to interrupt), `tlb` executes (instructions, mailboxes, IPIs, counters), `mm` provides frames,
-//! the kernel's PML4 and the direct map, `kernel::paging` edits the tables, `threads` forwards
-//! `switch_mm` here.
+//! the counters are `tlb::counters`. Neighbours: `smp::pcid` and `smp::tlb` decide (PCID slots,
+//! generations, whom to interrupt), `tlb` executes (instructions, mailboxes, IPIs, counters), `mm`
+//! provides frames, the kernel's PML4 and the direct map, `kernel::paging` edits the tables,
+//! `threads` forwards `switch_mm` here.
 //!
 //! # Structure
 //!
@@ -83,7 +83,8 @@ pub const USER_END: u64 = 0x0000_8000_0000_0000;
 /// The whole lower half, as the destruction's change names it.
 const USER_HALF: PageRange = PageRange { start_vpage: 0, pages: USER_END / PAGE };
 
-/// Kernel-wide totals of the plans (the per-CPU counters live in `tlb`).
+/// Kernel-wide totals of the plans, kept by `begin_change` itself; the per-CPU counters in `tlb`
+/// must add up to them (the torture test checks).
 static PLAN_STATS: TlbStats = TlbStats::new();
 
 /// The next address-space id; 0 is the kernel's (`tlb::KERNEL_ASID`).
@@ -154,7 +155,9 @@ struct Space {
 }
 
 /// An address space. Share it as `Arc<AddressSpace>`; the last `Arc` dropped destroys it, which
-/// returns every frame mapped in it, its page tables and its PCID slots.
+/// returns every frame mapped in it, its page tables and its PCID slots. Its operations, and the
+/// drop of its last handle, run in thread context: they take a sleeping lock and wait for other
+/// CPUs.
 pub struct AddressSpace {
     space: Arc<Space>,
     /// Serialises changes of the tables (a sleeping lock: a change may wait for other CPUs).
@@ -651,7 +654,9 @@ impl CpuSpaces {
                 owner.tracker.slot_recycled(me);
             }
             SwitchKind::Miss => self.owners[slot] = Some(next.clone()),
-            SwitchKind::Hit | SwitchKind::Stale => {}
+            SwitchKind::Hit | SwitchKind::Stale => {
+                debug_assert!(self.owners[slot].as_ref().is_some_and(|o| o.asid == next.asid), "slot {slot} of {me} is {}'s", next.asid);
+            }
         }
         self.loaded = Some(next);
         self.cr3_is_loaded = true;
@@ -765,18 +770,19 @@ pub fn switch(prev: Option<sched::Mm>, next: sched::Mm) {
 /// Service every request posted to this CPU. Interrupts off.
 fn service_here() {
     let me = tlb::this_cpu();
-    let served = ShootdownMailbox::service(tlb::mailboxes(), me, |request| {
+    ShootdownMailbox::service(tlb::mailboxes(), me, |request| {
         if request.asid == tlb::KERNEL_ASID {
             if request.full_flush {
                 tlb::flush_everything();
             } else {
-                tlb::flush_pages(request.range);
+                tlb::flush_kernel_pages(request.range);
             }
+            tlb::count(tlb::Counter::KernelRequestsServed, 1);
         } else {
             with_this_cpu(|me, cpu| cpu.service(me, request));
+            tlb::count(tlb::Counter::RequestsServed, 1);
         }
     });
-    tlb::count(tlb::Counter::RequestsServed, served as u64);
 }
 
 fn service_with_interrupts_off() {

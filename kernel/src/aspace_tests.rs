@@ -207,14 +207,17 @@ fn torture_writer(space: &AddressSpace, t: &Torture) -> Result<Cycles, String> {
 /// space, on the last CPU) changes it 10^4 times: remaps to other frames, unmap + map behind a
 /// gate, and unmaps of a 48-page region around it. Every frame holds the number of the change that
 /// mapped it; a read that began after a change returned and saw an older value would have gone
-/// through a stale TLB entry. Afterwards: every change counted, every reader read, and (with more
-/// than one CPU) IPIs were sent. Prints the shootdown counters per 10^4 changes.
+/// through a stale TLB entry. Conservation afterwards: one change planned per cycle (whole-PCID
+/// flushes exactly for the region's), the per-CPU counters add up to the plans', every IPI's
+/// request was serviced exactly once, no more IPIs than other CPUs per change, every reader read,
+/// and (with more than one CPU) IPIs were sent. Prints the counters per 10^4 changes.
 fn tlb_torture() -> Result<(), String> {
     let (set, cpus) = online();
     let space = AddressSpace::new().map_err(|e| format!("new address space: {e}"))?;
     space.map_range(REGION_VA, REGION_PAGES, true).map_err(|e| format!("mapping the region: {e}"))?;
     let t = Arc::new(Torture::default());
     let before = tlb::sum(&set);
+    let plans_before = super::PLAN_STATS.snapshot();
     let start_ns = time::now_ns();
     let mut readers = Vec::new();
     for &cpu in &cpus {
@@ -234,6 +237,7 @@ fn tlb_torture() -> Result<(), String> {
     }
     let elapsed_ms = (time::now_ns() - start_ns) / 1_000_000;
     let delta = tlb::sum(&set).since(&before);
+    let plans = super::PLAN_STATS.snapshot();
     let cycles = cycles?;
     t.failures.check()?;
     ensure!(
@@ -243,8 +247,27 @@ fn tlb_torture() -> Result<(), String> {
         cycles.unmaps,
         cycles.regions
     );
-    // remap: one change; unmap + map: one (the map adds only); region: unmap (one change).
-    ensure!(delta.changes >= TORTURE_CYCLES, "the counters show {} changes for {TORTURE_CYCLES} cycles", delta.changes);
+    // One change per cycle (a map only adds, needing no shootdown); only the region's is whole.
+    let (ranged, full) = (plans.ranged_flushes - plans_before.ranged_flushes, plans.full_flushes - plans_before.full_flushes);
+    ensure!(delta.changes == TORTURE_CYCLES, "the counters show {} changes for {TORTURE_CYCLES} cycles", delta.changes);
+    ensure!(
+        (ranged, full) == (cycles.remaps + cycles.unmaps, cycles.regions),
+        "{ranged} ranged and {full} whole changes planned, expected {} and {}",
+        cycles.remaps + cycles.unmaps,
+        cycles.regions
+    );
+    // The per-CPU counters add up to the plans', and every IPI's request was serviced once.
+    let planned = (
+        plans.shootdowns - plans_before.shootdowns,
+        plans.ipis_sent - plans_before.ipis_sent,
+        plans.no_ipi_changes - plans_before.no_ipi_changes,
+        plans.ipis_avoided_lazy - plans_before.ipis_avoided_lazy,
+    );
+    let counted = (delta.changes, delta.ipis_sent, delta.changes_without_ipi, delta.avoided_lazy);
+    ensure!(planned == counted, "the plans count (changes, IPIs, no-IPI changes, avoided) {planned:?}, the CPUs {counted:?}");
+    ensure!(delta.requests_served == delta.ipis_sent, "{} requests serviced for {} IPIs sent", delta.requests_served, delta.ipis_sent);
+    let most = delta.changes * (cpus.len() as u64 - 1);
+    ensure!(delta.ipis_sent <= most, "{} IPIs for {} changes on {} CPUs", delta.ipis_sent, delta.changes, cpus.len());
     for (cpu, n) in &reads {
         ensure!(*n > 0, "the reader on {cpu} never read");
     }

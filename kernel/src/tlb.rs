@@ -2,7 +2,7 @@
 //! mailboxes with posting, IPIs and waiting, and per-CPU counters of all of it.
 //!
 //! - Instructions: [`flush_pages`] (INVLPG, the current PCID and global entries of each page),
-//!   [`flush_pcid_pages`] (INVPCID individual-address, for a PCID that is not loaded),
+//!   [`flush_kernel_pages`] (kernel-half pages in every PCID), [`flush_pcid_pages`] (INVPCID individual-address, for a PCID that is not loaded),
 //!   [`flush_current`] (every non-global entry of the loaded PCID: INVPCID single-context, or a
 //!   CR3 reload without the no-flush bit), [`flush_everything`] (every PCID, global entries too) and
 //!   [`load_cr3`] (the one place CR3 is written for an address space or the kernel-only context).
@@ -131,6 +131,17 @@ pub fn flush_pages(range: PageRange) {
     count(Counter::PageFlushes, range.pages);
 }
 
+/// Drop this CPU's translations of the kernel-half pages of `range` in every PCID. The kernel
+/// half is mapped global, so INVLPG reaches them whatever PCID is loaded; without global pages
+/// (CR4.PGE clear) each PCID holds its own copies, and only a flush of everything reaches them.
+pub fn flush_kernel_pages(range: PageRange) {
+    if pcid_enabled() && !Cr4::read().contains(Cr4Flags::PAGE_GLOBAL) {
+        flush_everything();
+    } else {
+        flush_pages(range);
+    }
+}
+
 /// INVPCID individual-address for every page of `range` in PCID `pcid` (which need not be loaded).
 ///
 /// # Panics
@@ -235,9 +246,10 @@ pub enum Counter {
     Leaves,
     KernelShootdowns,
     KernelIpis,
+    KernelRequestsServed,
 }
 
-const NR_COUNTERS: usize = Counter::KernelIpis as usize + 1;
+const NR_COUNTERS: usize = Counter::KernelRequestsServed as usize + 1;
 
 static COUNTERS: [[AtomicU64; NR_COUNTERS]; MAX_CPUS] =
     [const { [const { AtomicU64::new(0) }; NR_COUNTERS] }; MAX_CPUS];
@@ -270,7 +282,7 @@ pub struct TlbCounters {
     /// IPIs avoided to online CPUs that held nothing of the address space (what a broadcast
     /// would have cost).
     pub avoided_never_loaded: u64,
-    /// Requests of other CPUs this CPU serviced.
+    /// Requests of other CPUs' address-space changes this CPU serviced.
     pub requests_served: u64,
     /// Pages invalidated one by one (INVLPG, INVPCID individual-address).
     pub page_flushes: u64,
@@ -294,6 +306,8 @@ pub struct TlbCounters {
     pub kernel_shootdowns: u64,
     /// Shootdown IPIs this CPU sent for kernel-half removals.
     pub kernel_ipis: u64,
+    /// Kernel-half requests of other CPUs this CPU serviced.
+    pub kernel_requests_served: u64,
 }
 
 impl TlbCounters {
@@ -317,6 +331,7 @@ impl TlbCounters {
             leaves: get(Counter::Leaves),
             kernel_shootdowns: get(Counter::KernelShootdowns),
             kernel_ipis: get(Counter::KernelIpis),
+            kernel_requests_served: get(Counter::KernelRequestsServed),
         }
     }
 
@@ -350,6 +365,7 @@ impl TlbCounters {
             leaves: f(self.leaves, o.leaves),
             kernel_shootdowns: f(self.kernel_shootdowns, o.kernel_shootdowns),
             kernel_ipis: f(self.kernel_ipis, o.kernel_ipis),
+            kernel_requests_served: f(self.kernel_requests_served, o.kernel_requests_served),
         }
     }
 }
