@@ -157,8 +157,8 @@ fn run(options: &Options) -> io::Result<()> {
     let guest = match &plan {
         Some(plan) => {
             eprintln!("bench: part 2: the kernel's own paths in QEMU ({}; {})", plan.accel.label, plan.accel.why);
-            let kernel_run = qemu::run(plan, options.quick, |line| eprintln!("bench: in QEMU: {line}"))?;
-            let (kernel_rows, guest) = qemu::rows(plan, &kernel_run, &peers);
+            let (kernel_run, wall) = qemu::run(plan, options.quick, |line| eprintln!("bench: in QEMU: {line}"))?;
+            let (kernel_rows, guest) = qemu::rows(plan, &kernel_run, wall, &peers);
             rows.extend(kernel_rows);
             Some(guest)
         }

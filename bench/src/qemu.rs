@@ -327,9 +327,11 @@ fn tail(text: &str) -> String {
 }
 
 /// Boot the kernel of `plan` with the benchmarks, report each row's line through `progress` as
-/// it arrives, and return what the kernel reported. Kills QEMU after the timeout.
-pub fn run(plan: &Plan, quick: bool, progress: impl Fn(&str)) -> io::Result<KernelRun> {
+/// it arrives, and return what the kernel reported and how long QEMU ran. Kills QEMU after the
+/// timeout.
+pub fn run(plan: &Plan, quick: bool, progress: impl Fn(&str)) -> io::Result<(KernelRun, Duration)> {
     let args = qemu_args(plan, quick);
+    let started = Instant::now();
     eprintln!("bench: {} {}", plan.qemu.display(), args.join(" "));
     let mut child =
         Command::new(&plan.qemu).args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
@@ -371,6 +373,7 @@ pub fn run(plan: &Plan, quick: bool, progress: impl Fn(&str)) -> io::Result<Kern
         }
     }
     let status = child.wait()?;
+    let wall = started.elapsed();
     let _ = reader.join();
     let qemu_errors = stderr_reader.join().unwrap_or_default();
     if timed_out {
@@ -387,7 +390,9 @@ pub fn run(plan: &Plan, quick: bool, progress: impl Fn(&str)) -> io::Result<Kern
             tail(&output)
         )));
     }
-    parse(&output).map_err(|why| io::Error::other(format!("{why}; the kernel's last lines:\n{}", tail(&output))))
+    let run =
+        parse(&output).map_err(|why| io::Error::other(format!("{why}; the kernel's last lines:\n{}", tail(&output))))?;
+    Ok((run, wall))
 }
 
 /// Part 1's Linux figures that in-kernel rows are set beside.
@@ -451,8 +456,9 @@ fn describe(name: &str, peers: &LinuxPeers) -> (String, Option<Peer>, &'static s
     }
 }
 
-/// The report rows of `run`, which ran under `accel`, and the facts of the guest for the header.
-pub fn rows(plan: &Plan, run: &KernelRun, peers: &LinuxPeers) -> (Vec<Row>, Guest) {
+/// The report rows of `run`, booted from `plan` and lasting `wall`, and the facts of the guest for
+/// the header.
+pub fn rows(plan: &Plan, run: &KernelRun, wall: Duration, peers: &LinuxPeers) -> (Vec<Row>, Guest) {
     let accel = &plan.accel;
     let rows = run
         .rows
@@ -465,7 +471,8 @@ pub fn rows(plan: &Plan, run: &KernelRun, peers: &LinuxPeers) -> (Vec<Row>, Gues
                 Figure::NotMeaningful { reason: format!("not meaningful ({})", accel.label), raw: summary }
             };
             let (metric, peer, note) = describe(&row.name, peers);
-            Row { metric, where_ran: accel.label, ours, peer, note: Some(note.to_owned()), counts: row.counts.clone() }
+            let note = format!("{note}; {} samples", row.nr_samples);
+            Row { metric, where_ran: accel.label, ours, peer, note: Some(note), counts: row.counts.clone() }
         })
         .collect();
     let guest = Guest {
@@ -479,6 +486,7 @@ pub fn rows(plan: &Plan, run: &KernelRun, peers: &LinuxPeers) -> (Vec<Row>, Gues
         ticks_per_add: run.ticks_per_add,
         cycles_meaningful: run.cycles_meaningful,
         skipped: run.skipped.clone(),
+        wall_s: wall.as_secs_f64(),
     };
     (rows, guest)
 }
@@ -606,7 +614,7 @@ kbench end rows=2 skipped=1 failed=0\r
     fn rows_from_an_emulator_keep_counts_and_mark_the_cycles_not_meaningful() {
         let run = parse(OUTPUT).unwrap();
         let plan = plan(decide_accel(AccelChoice::Auto, true, CPUINFO_PLAIN));
-        let (rows, guest) = rows(&plan, &run, &peers());
+        let (rows, guest) = rows(&plan, &run, Duration::from_secs(5), &peers());
         assert_eq!(rows.len(), 2);
         assert!(rows.iter().all(|row| row.where_ran == "TCG"));
         match &rows[0].ours {
@@ -617,18 +625,20 @@ kbench end rows=2 skipped=1 failed=0\r
             other => panic!("expected a not-meaningful figure, got {other:?}"),
         }
         assert_eq!(rows[0].counts.len(), 2);
+        assert!(rows[0].note.as_ref().is_some_and(|note| note.ends_with("; 100 samples")));
         assert!(rows[0].peer.as_ref().is_some_and(|peer| peer.name.contains("sched_yield")));
         assert!(rows[1].peer.is_none());
         assert_eq!(guest.accelerator, "TCG");
         assert!(!guest.cycles_meaningful);
         assert_eq!(guest.skipped.len(), 1);
+        assert_eq!(guest.wall_s, 5.0);
     }
 
     #[test]
     fn rows_from_hardware_kvm_carry_their_cycles() {
         let run = parse(&OUTPUT.replace("meaningful=no", "meaningful=yes")).unwrap();
         let plan = plan(decide_accel(AccelChoice::Auto, true, CPUINFO_VMX));
-        let (rows, guest) = rows(&plan, &run, &peers());
+        let (rows, guest) = rows(&plan, &run, Duration::from_secs(5), &peers());
         assert!(rows.iter().all(|row| row.where_ran == "hardware KVM"));
         assert!(matches!(&rows[0].ours, Figure::Cycles(s) if s.median_cycles == 956.7 && s.p99_cycles == 6965.4));
         assert!(guest.cycles_meaningful);

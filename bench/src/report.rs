@@ -96,6 +96,8 @@ pub struct Guest {
     pub cycles_meaningful: bool,
     /// Rows the kernel skipped, and why.
     pub skipped: Vec<(String, String)>,
+    /// Seconds QEMU ran, boot and power-off included.
+    pub wall_s: f64,
 }
 
 /// Everything one run produced.
@@ -153,13 +155,14 @@ impl Report {
         if let Some(guest) = &self.guest {
             let _ = writeln!(
                 out,
-                "In-kernel rows: the kernel in QEMU under {} ({}), {} CPUs, {}, time slice {} ms, PCIDs {}.",
+                "In-kernel rows: the kernel in QEMU under {} ({}), {} CPUs, {}, time slice {} ms, PCIDs {}, {:.0} s in all.",
                 guest.accelerator,
                 guest.why,
                 guest.nr_cpus,
                 guest.qemu_version,
                 guest.slice_ns as f64 / 1e6,
                 if guest.pcid { "on" } else { "off" },
+                guest.wall_s,
             );
             let _ = writeln!(
                 out,
@@ -289,6 +292,7 @@ impl Report {
                 "pcid": guest.pcid,
                 "ticks_per_add": guest.ticks_per_add,
                 "cycles_meaningful": guest.cycles_meaningful,
+                "wall_seconds": guest.wall_s,
                 "skipped": guest.skipped.iter().map(|(name, reason)| json!({"name": name, "reason": reason})).collect::<Vec<_>>(),
             })),
             "tsc_hz": self.host.tsc_hz,
@@ -465,6 +469,7 @@ mod tests {
             ticks_per_add: 4.36,
             cycles_meaningful: false,
             skipped: vec![("shootdown_remote".to_owned(), "needs 2 CPUs, 1 online".to_owned())],
+            wall_s: 42.0,
         });
         report.rows.push(Row {
             metric: "in-kernel yield".to_owned(),
@@ -503,6 +508,7 @@ mod tests {
         assert_eq!(json["accelerator"], "TCG");
         assert_eq!(json["guest"]["ticks_per_add"], 4.36);
         assert_eq!(json["guest"]["cycles_meaningful"], false);
+        assert_eq!(json["guest"]["wall_seconds"], 42.0);
         assert_eq!(json["guest"]["skipped"][0]["name"], "shootdown_remote");
         let row = &json["rows"][2];
         assert_eq!(row["where"], "TCG");
