@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use sched::{Builder, CpuIndex};
 use smp::{CpuId, CpuSet};
 
-use super::{AddressSpace, PAGE, spawn_in};
+use super::{AddressSpace, AsError, PAGE, USER_END, USER_START, spawn_in};
 use crate::{ensure, ktest::Test, mm, println_raw, smpboot, threads::sched, time, tlb};
 
 pub const TESTS: &[Test] = &[
@@ -19,6 +19,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "aspace_more_than_slots", min_cpus: 1, expect_fault: false, run: aspace_more_than_slots },
     Test { name: "aspace_local_unmap_no_ipi", min_cpus: 2, expect_fault: false, run: aspace_local_unmap_no_ipi },
     Test { name: "aspace_destroy_returns_frames", min_cpus: 1, expect_fault: false, run: aspace_destroy_returns_frames },
+    Test { name: "aspace_api_contract", min_cpus: 1, expect_fault: false, run: aspace_api_contract },
 ];
 
 fn pinned(name: &'static str, cpu: CpuId) -> Builder {
@@ -518,5 +519,47 @@ fn aspace_destroy_returns_frames() -> Result<(), String> {
     if let Some(busy) = frames.iter().find(|&&pa| !mm::frames::is_free(pa)) {
         return Err(format!("frame {busy:#x} of the destroyed space is still in use"));
     }
+    Ok(())
+}
+
+/// The operations refuse what they promise to refuse and change nothing when they do: addresses
+/// outside the lower half, unaligned or on the null page; mapping over a mapping (whole or in a
+/// range); unmapping or protecting a range with a hole. Protect and remap change exactly the
+/// rights and the frame, and remap hands the old frame back.
+fn aspace_api_contract() -> Result<(), String> {
+    const VA: u64 = 0x5000_0000;
+    let space = AddressSpace::new().map_err(|e| format!("new: {e}"))?;
+    let frame = new_frame()?;
+    for bad in [0, VA + 8, USER_END, USER_END - PAGE / 2, 0xffff_8000_0000_0000] {
+        let got = space.map(bad, frame, true);
+        ensure!(matches!(got, Err(AsError::BadAddress(_))), "map at {bad:#x} returned {got:?}");
+    }
+    ensure!(matches!(space.map(VA, frame + 8, true), Err(AsError::BadAddress(_))), "an unaligned frame was accepted");
+    ensure!(matches!(space.unmap(USER_END - PAGE, 2), Err(AsError::BadAddress(_))), "a range past the lower half was accepted");
+    space.map(VA, frame, true).map_err(|e| format!("map: {e}"))?;
+    ensure!(space.translate(VA + 0x123) == Some((frame + 0x123, true)), "translate after map: {:?}", space.translate(VA + 0x123));
+    ensure!(space.translate(USER_START - 1).is_none(), "the null page translates");
+    let spare = new_frame()?;
+    let got = space.map(VA, spare, false);
+    ensure!(got == Err(AsError::AlreadyMapped(VA)), "mapping over a mapping returned {got:?}");
+    let got = space.map_range(VA - PAGE, 3, true);
+    ensure!(got == Err(AsError::AlreadyMapped(VA)), "map_range over a mapping returned {got:?}");
+    ensure!(space.translate(VA - PAGE).is_none() && space.translate(VA + PAGE).is_none(), "a refused map_range left pages behind");
+    let got = space.unmap(VA, 2);
+    ensure!(got == Err(AsError::NotMapped(VA + PAGE)), "unmapping a range with a hole returned {got:?}");
+    let got = space.protect(VA - PAGE, 2, false);
+    ensure!(got == Err(AsError::NotMapped(VA - PAGE)), "protecting a range with a hole returned {got:?}");
+    ensure!(space.translate(VA) == Some((frame, true)), "a refused call changed the page: {:?}", space.translate(VA));
+    space.protect(VA, 1, false).map_err(|e| format!("protect: {e}"))?;
+    ensure!(space.translate(VA) == Some((frame, false)), "after protect(read-only): {:?}", space.translate(VA));
+    space.protect(VA, 1, true).map_err(|e| format!("protect: {e}"))?;
+    ensure!(space.translate(VA) == Some((frame, true)), "after protect(writable): {:?}", space.translate(VA));
+    let old = space.remap(VA, spare).map_err(|e| format!("remap: {e}"))?;
+    ensure!(old == frame, "remap handed back {old:#x}, expected {frame:#x}");
+    ensure!(space.translate(VA) == Some((spare, true)), "after remap: {:?}", space.translate(VA));
+    mm::frames::free(old);
+    space.unmap(VA, 1).map_err(|e| format!("unmap: {e}"))?;
+    ensure!(space.translate(VA).is_none(), "the page translates after unmap");
+    ensure!(mm::frames::is_free(spare), "the unmapped frame {spare:#x} was not freed");
     Ok(())
 }

@@ -32,7 +32,7 @@ use crate::{ipi, percpu, time, trap};
 
 /// How long a CPU waits for the acknowledgements of one request before it reports the CPUs that
 /// never answered. Generous: under emulation many virtual CPUs share few host cores.
-pub const SHOOTDOWN_TIMEOUT_NS: u64 = 5_000_000_000;
+pub const SHOOTDOWN_TIMEOUT_NS: u64 = 10_000_000_000;
 
 /// Requests with this id are kernel-half removals (for every CPU, whatever it has loaded), not an
 /// address space's; address spaces are numbered from 1.
