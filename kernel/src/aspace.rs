@@ -404,7 +404,9 @@ impl AddressSpace {
 
     /// Point the page at `va` to `new_frame` (which the space then owns), keeping its rights, and
     /// return the frame it mapped before: no CPU can reach that one through this space any more,
-    /// so it is the caller's again.
+    /// so it is the caller's again. On `Unanswered` the change is made but the old frame stays
+    /// with the space until the silent CPUs answer, and is then freed; on any other error nothing
+    /// changed and `new_frame` is still the caller's.
     pub fn remap(&self, va: u64, new_frame: u64) -> Result<u64, AsError> {
         let range = user_range(va, 1)?;
         if !new_frame.is_multiple_of(PAGE) || new_frame & !ADDR_MASK != 0 {
