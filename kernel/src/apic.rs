@@ -183,6 +183,11 @@ fn enable_this_cpu(x2: bool) {
         }
     }
     MODE.store(if x2 { MODE_X2APIC } else { MODE_XAPIC }, Ordering::Relaxed);
+    // Software-enable first: while the APIC is software-disabled (as an AP's is after INIT) the
+    // mask bits of the LVT entries are forced on and writes cannot clear them (SDM vol. 3A,
+    // 11.4.7.2), so entries programmed before this would stay masked. TCG does not enforce this;
+    // KVM's APIC does, and an AP's timer then never fired.
+    write(REG_SVR, SVR_ENABLE | u32::from(trap::VECTOR_SPURIOUS));
     let max_lvt = (read(REG_VERSION) >> 16) & 0xff;
     write(REG_TPR, 0);
     write(REG_LVT_LINT0, LVT_MASKED);
@@ -199,7 +204,6 @@ fn enable_this_cpu(x2: bool) {
     write(REG_ESR, 0);
     write(REG_TIMER_DIVIDE, TIMER_DIVIDE_BY_1);
     set_timer_mode();
-    write(REG_SVR, SVR_ENABLE | u32::from(trap::VECTOR_SPURIOUS));
 }
 
 /// Put the timer in its working mode (TSC-deadline or one-shot), unmasked and disarmed.
