@@ -267,9 +267,13 @@ pub unsafe fn restore(area: &FpuArea, kind: FpuKind) {
 ///
 /// # Safety
 /// Runs at CPL 0 on the CPU being set up, before any thread that uses the FPU runs on it, and with
-/// the same result on every CPU (areas are sized once for all of them).
+/// the same `allow_xsave` on every CPU (areas are sized once for all of them).
+///
+/// `allow_xsave: false` (the `noxsave` command-line option) keeps CR4.OSXSAVE clear, so threads
+/// get FXSAVE/FXRSTOR and no XCR0 access ever happens: some nested hypervisors cannot emulate
+/// XGETBV/XSETBV in a guest whose ring 0 they emulate.
 #[cfg(target_os = "none")]
-pub unsafe fn enable_on_this_cpu() -> FpuFeatures {
+pub unsafe fn enable_on_this_cpu(allow_xsave: bool) -> FpuFeatures {
     use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
     // SAFETY: these bits only select how the FPU behaves; the caller runs at CPL 0 before any thread
     // depends on the previous setting.
@@ -284,7 +288,7 @@ pub unsafe fn enable_on_this_cpu() -> FpuFeatures {
     let (xsave, avx) = cpuid
         .get_feature_info()
         .map_or((false, false), |f| (f.has_xsave(), f.has_avx()));
-    if xsave {
+    if xsave && allow_xsave {
         let avx_state = cpuid
             .get_extended_state_info()
             .is_some_and(|s| s.xcr0_supports_avx_256());

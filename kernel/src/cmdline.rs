@@ -10,6 +10,7 @@
 //! | `nopcid`            | do not use PCID even where the CPU has it                      |
 //! | `nox2apic`          | drive the local APIC in xAPIC mode even where x2APIC exists    |
 //! | `notscdeadline`     | use the one-shot LAPIC timer even where TSC-deadline exists   |
+//! | `noxsave`           | save FPU threads' state with FXSAVE even where XSAVE exists   |
 //! | `maxcpus=N`         | bring up at most N CPUs                                        |
 //! | `demo=0\|1`         | `make run`'s demonstration workload (default on)               |
 //! | `loglevel=L`        | error, warn, info, debug or trace                              |
@@ -41,6 +42,7 @@ pub struct Options<'a> {
     pub nopcid: bool,
     pub nox2apic: bool,
     pub notscdeadline: bool,
+    pub noxsave: bool,
     pub maxcpus: Option<u32>,
     pub demo: bool,
     pub loglevel: LogLevel,
@@ -59,6 +61,7 @@ impl Default for Options<'_> {
             nopcid: false,
             nox2apic: false,
             notscdeadline: false,
+            noxsave: false,
             maxcpus: None,
             demo: true,
             loglevel: LogLevel::Info,
@@ -191,9 +194,10 @@ pub fn parse<'a>(line: &'a str) -> (Options<'a>, Warnings<'a>) {
                 Some("quick") => (o.bench, o.bench_quick) = (true, true),
                 Some(v) => w.push(Warning::BadValue { key, value: v, expected: "nothing (`bench`) or quick" }),
             },
-            "nopcid" | "nox2apic" | "notscdeadline" if value.is_none() => match key {
+            "nopcid" | "nox2apic" | "notscdeadline" | "noxsave" if value.is_none() => match key {
                 "nopcid" => o.nopcid = true,
                 "nox2apic" => o.nox2apic = true,
+                "noxsave" => o.noxsave = true,
                 _ => o.notscdeadline = true,
             },
             _ => w.push(Warning::Unknown(word)),
@@ -215,12 +219,12 @@ mod tests {
 
     #[test]
     fn known_options_parse() {
-        let (o, w) = parse("exit-after=5  test=a,b slice-us=2000 nopcid nox2apic notscdeadline maxcpus=3 demo=0 loglevel=debug");
+        let (o, w) = parse("exit-after=5  test=a,b slice-us=2000 nopcid nox2apic notscdeadline noxsave maxcpus=3 demo=0 loglevel=debug");
         assert_eq!(w.total, 0, "{:?}", w);
         assert_eq!(o.exit_after_s, Some(5));
         assert_eq!(o.test, Some("a,b"));
         assert_eq!(o.slice_us, 2000);
-        assert!(o.nopcid && o.nox2apic && o.notscdeadline);
+        assert!(o.nopcid && o.nox2apic && o.notscdeadline && o.noxsave);
         assert_eq!(o.maxcpus, Some(3));
         assert!(!o.demo);
         assert_eq!(o.loglevel, LogLevel::Debug);

@@ -136,7 +136,8 @@ fn kernel_main(info: BootInfo) -> ! {
     let nr_cpus = smpboot::online().iter().map(|c| c.get() + 1).max().unwrap_or(1);
     aspace::init(!opts.nopcid);
     // SAFETY: boot CPU, interrupts off, no thread has used the FPU yet.
-    let fpu = unsafe { arch::fpu::enable_on_this_cpu() };
+    let fpu = unsafe { arch::fpu::enable_on_this_cpu(!opts.noxsave) };
+    NOXSAVE.store(opts.noxsave, core::sync::atomic::Ordering::Relaxed);
     threads::init(nr_cpus, opts.slice_us * 1000, fpu);
     smpboot::set_ap_main(ap_main);
     ipi::send_all_others(trap::VECTOR_RESCHED);
@@ -189,10 +190,14 @@ fn main_thread(
     }
 }
 
+/// The command line's `noxsave`, for the application processors' FPU set-up.
+#[cfg(target_os = "none")]
+static NOXSAVE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Every application processor ends here once the scheduler exists.
 #[cfg(target_os = "none")]
 fn ap_main() -> ! {
-    // SAFETY: this AP, interrupts off, before it runs any thread.
-    unsafe { arch::fpu::enable_on_this_cpu() };
+    // SAFETY: this AP, interrupts off, before it runs any thread; the same choice as the boot CPU's.
+    unsafe { arch::fpu::enable_on_this_cpu(!NOXSAVE.load(core::sync::atomic::Ordering::Relaxed)) };
     threads::run_this_cpu()
 }
