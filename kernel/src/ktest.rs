@@ -23,7 +23,7 @@ pub struct Test {
 
 /// Every registered test, module by module.
 pub fn all() -> impl Iterator<Item = &'static Test> {
-    let groups: &[&[Test]] = &[crate::selftest::TESTS, crate::mm::tests::TESTS, crate::smpboot::TESTS, crate::xcall::TESTS, crate::time::TESTS, crate::aspace::TESTS];
+    let groups: &[&[Test]] = &[crate::selftest::TESTS, crate::mm::tests::TESTS, crate::smpboot::TESTS, crate::xcall::TESTS, crate::time::TESTS, crate::sched_tests::TESTS, crate::aspace::TESTS];
     groups.iter().flat_map(|g| g.iter())
 }
 

@@ -54,6 +54,8 @@ mod xcall;
 #[cfg(all(target_os = "none", feature = "ktest"))]
 mod ktest;
 #[cfg(all(target_os = "none", feature = "ktest"))]
+mod sched_tests;
+#[cfg(all(target_os = "none", feature = "ktest"))]
 mod selftest;
 
 /// The kernel only runs on bare metal; a host build of this binary just says so.
