@@ -12,7 +12,7 @@ use sched::{Builder, CpuIndex};
 use smp::{CpuId, CpuSet};
 
 use super::{AddressSpace, AsError, PAGE, USER_END, USER_START, spawn_in};
-use crate::{ensure, ktest::Test, mm, println_raw, smpboot, threads::sched, time, tlb};
+use crate::{ensure, ktest::{Failures, Test}, mm, println_raw, smpboot, threads::sched, time, tlb};
 
 pub const TESTS: &[Test] = &[
     Test { name: "tlb_torture", min_cpus: 1, expect_fault: false, run: tlb_torture },
@@ -49,27 +49,6 @@ fn read(va: u64) -> u64 {
     unsafe { (va as *const u64).read_volatile() }
 }
 
-/// A failure seen by some thread: the first one is kept for the report, all are counted.
-#[derive(Default)]
-struct Failures {
-    count: AtomicU64,
-    first: spin::Mutex<Option<String>>,
-}
-
-impl Failures {
-    fn record(&self, what: impl FnOnce() -> String) {
-        if self.count.fetch_add(1, Ordering::SeqCst) == 0 {
-            *self.first.lock() = Some(what());
-        }
-    }
-
-    fn check(&self) -> Result<(), String> {
-        match self.count.load(Ordering::SeqCst) {
-            0 => Ok(()),
-            n => Err(format!("{n} failures, the first: {}", self.first.lock().clone().unwrap_or_default())),
-        }
-    }
-}
 
 /// The page every torture reader reads.
 const TORTURE_VA: u64 = 0x4000_0000;

@@ -9,7 +9,8 @@
 //! `expect_fault`: they run only when named alone, and the host harness checks the fault report and
 //! the failure exit code.
 
-use alloc::string::String;
+use alloc::{format, string::String};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// One in-kernel test.
 pub struct Test {
@@ -65,6 +66,30 @@ pub fn run(selection: &str, cpus_online: u32) -> ! {
     }
     crate::println_raw!("{passed} passed, {failed} failed, {skipped} skipped");
     crate::power::exit(if failed == 0 { crate::power::Exit::Success } else { crate::power::Exit::Failure })
+}
+
+/// Failures seen by a test's threads: all counted, the first described.
+#[derive(Default)]
+pub struct Failures {
+    count: AtomicU64,
+    first: spin::Mutex<Option<String>>,
+}
+
+impl Failures {
+    /// Count a failure; describe it (only the first is described).
+    pub fn record(&self, what: impl FnOnce() -> String) {
+        if self.count.fetch_add(1, Ordering::SeqCst) == 0 {
+            *self.first.lock() = Some(what());
+        }
+    }
+
+    /// `Err` naming how many failures there were and the first, if any.
+    pub fn check(&self) -> Result<(), String> {
+        match self.count.load(Ordering::SeqCst) {
+            0 => Ok(()),
+            n => Err(format!("{n} failures, the first: {}", self.first.lock().clone().unwrap_or_default())),
+        }
+    }
 }
 
 /// `ensure!(cond, "format", args)`: fail the test with a message unless `cond` holds.

@@ -21,7 +21,7 @@ use sched::{Builder, CpuIndex, JoinHandle, Mutex, WaitQueue};
 
 use crate::{
     ensure,
-    ktest::Test,
+    ktest::{Failures, Test},
     mm, percpu, println_raw, smpboot,
     threads::{KernelPlatform, sched},
     time,
@@ -123,27 +123,6 @@ fn spin(iterations: u64) {
     }
 }
 
-/// Failures seen by test threads: all counted, the first described.
-#[derive(Default)]
-struct Failures {
-    count: AtomicU64,
-    first: spin::Mutex<Option<String>>,
-}
-
-impl Failures {
-    fn record(&self, what: impl FnOnce() -> String) {
-        if self.count.fetch_add(1, Ordering::SeqCst) == 0 {
-            *self.first.lock() = Some(what());
-        }
-    }
-
-    fn check(&self) -> Result<(), String> {
-        match self.count.load(Ordering::SeqCst) {
-            0 => Ok(()),
-            n => Err(format!("{n} failures, the first: {}", self.first.lock().clone().unwrap_or_default())),
-        }
-    }
-}
 
 /// Median and maximum of `values` (sorted in place); `(0, 0)` if empty.
 fn median_max(values: &mut [u64]) -> (u64, u64) {

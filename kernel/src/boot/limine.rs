@@ -4,7 +4,7 @@
 //! revisions up to 2. Under revision 2 the RSDP response is a virtual (HHDM) address, from revision 3
 //! a physical one; [`limine_entry`] accepts either.
 
-use kernel::memmap::{MemoryMap, Region, RegionKind};
+use kernel::memmap::{Region, RegionKind};
 use limine::{
     BaseRevision,
     memory_map::EntryType,
@@ -83,18 +83,7 @@ fn kind(t: EntryType) -> RegionKind {
 #[unsafe(no_mangle)]
 extern "C" fn limine_entry() -> ! {
     crate::console::init();
-    let mut info = BootInfo {
-        path: BootPath::Limine,
-        loader: "Limine",
-        hhdm_offset: 0,
-        memory: MemoryMap::new(),
-        rsdp_phys: None,
-        cmdline: "",
-        kernel_phys_base: 0,
-        kernel_virt_base: 0,
-        limine_mp: None,
-        problems: [None; 8],
-    };
+    let mut info = BootInfo::new(BootPath::Limine, "Limine", 0);
     if !BASE_REVISION.is_supported() {
         info.problem("the loader does not support Limine base revision 2; responses may be missing");
     }

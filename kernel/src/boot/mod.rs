@@ -35,6 +35,22 @@ pub struct BootInfo {
 }
 
 impl BootInfo {
+    /// What an entry knows before it reads its loader's data: everything else starts empty.
+    pub(crate) fn new(path: BootPath, loader: &'static str, hhdm_offset: u64) -> BootInfo {
+        BootInfo {
+            path,
+            loader,
+            hhdm_offset,
+            memory: MemoryMap::new(),
+            rsdp_phys: None,
+            cmdline: "",
+            kernel_phys_base: 0,
+            kernel_virt_base: 0,
+            limine_mp: None,
+            problems: [None; 8],
+        }
+    }
+
     pub(crate) fn problem(&mut self, what: &'static str) {
         if let Some(slot) = self.problems.iter_mut().find(|p| p.is_none()) {
             *slot = Some(what);

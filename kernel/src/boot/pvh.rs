@@ -2,7 +2,7 @@
 //! tables and calls [`pvh_main`] with the physical address of the `hvm_start_info` block
 //! (Xen's `public/arch-x86/hvm/start_info.h`).
 
-use kernel::memmap::{MemoryMap, Region, RegionKind};
+use kernel::memmap::{Region, RegionKind};
 
 use super::{BootInfo, BootPath, KERNEL_VMA};
 
@@ -38,18 +38,7 @@ fn phys<T>(pa: u64) -> *const T {
 #[unsafe(no_mangle)]
 extern "C" fn pvh_main(start_info_pa: u64) -> ! {
     crate::console::init();
-    let mut info = BootInfo {
-        path: BootPath::Pvh,
-        loader: "QEMU direct boot (PVH)",
-        hhdm_offset: arch::boot::PVH_HHDM_OFFSET,
-        memory: MemoryMap::new(),
-        rsdp_phys: None,
-        cmdline: "",
-        kernel_phys_base: 0,
-        kernel_virt_base: 0,
-        limine_mp: None,
-        problems: [None; 8],
-    };
+    let mut info = BootInfo::new(BootPath::Pvh, "QEMU direct boot (PVH)", arch::boot::PVH_HHDM_OFFSET);
     // SAFETY: the PVH ABI passes the start info's physical address in ebx, which arch::boot forwards;
     // the entry's page tables map all memory below 4 GiB at PVH_HHDM_OFFSET, and QEMU puts the block
     // there. Only reads are made, and only of the fields of the version the block announces.
