@@ -123,7 +123,6 @@ fn spin(iterations: u64) {
     }
 }
 
-
 /// Median and maximum of `values` (sorted in place); `(0, 0)` if empty.
 fn median_max(values: &mut [u64]) -> (u64, u64) {
     values.sort_unstable();
@@ -834,30 +833,30 @@ const FAIR_THREADS_PER_CPU: usize = 3;
 const FAIR_WINDOW_NS: u64 = 1_000 * MS;
 const FAIR_TOLERANCE_PERCENT: u64 = 10;
 
-/// A busy thread that never yields, measuring its own time on the CPU inside `[start, end)` (TSC
-/// ticks). The threads of one CPU share `owner`: whoever finds another's mark there has just been
+/// A busy thread that never yields, measuring its own time on the CPU inside `[start_tsc,
+/// end_tsc)`. The threads of one CPU share `owner`: whoever finds another's mark there has just been
 /// switched in and starts a new slice; the time between two of its own consecutive TSC reads counts
 /// only while the mark stayed its own, so time spent by the other threads is never counted, while
 /// interrupts and a host pausing the virtual CPU count for the thread that was running, as they do
-/// for the scheduler's slices. Returns `(ticks on the CPU, slices)`.
-fn fair_spinner(owner: &AtomicU64, me: u64, start: u64, end: u64) -> (u64, u64) {
-    let (mut run, mut slices) = (0u64, 0u64);
-    let mut last: Option<u64> = None;
+/// for the scheduler's slices. Returns `(TSC ticks on the CPU, slices)`.
+fn fair_spinner(owner: &AtomicU64, me: u64, start_tsc: u64, end_tsc: u64) -> (u64, u64) {
+    let (mut run_ticks, mut slices) = (0u64, 0u64);
+    let mut last_tsc: Option<u64> = None;
     loop {
-        let now = arch::tsc::read();
+        let now_tsc = arch::tsc::read();
         if owner.load(Ordering::Relaxed) == me {
-            if let Some(prev) = last {
-                run += now.min(end).saturating_sub(prev.max(start));
+            if let Some(prev_tsc) = last_tsc {
+                run_ticks += now_tsc.min(end_tsc).saturating_sub(prev_tsc.max(start_tsc));
             }
         } else {
             owner.store(me, Ordering::Relaxed);
-            if (start..end).contains(&now) {
+            if (start_tsc..end_tsc).contains(&now_tsc) {
                 slices += 1;
             }
         }
-        last = Some(now);
-        if now >= end {
-            return (run, slices);
+        last_tsc = Some(now_tsc);
+        if now_tsc >= end_tsc {
+            return (run_ticks, slices);
         }
     }
 }
@@ -882,24 +881,24 @@ fn preemption_fairness() -> Result<(), String> {
 /// One fairness window on `cpu`; the worst deviation from the mean, in percent.
 fn fairness_on(cpu: CpuIndex) -> Result<u64, String> {
     let window_ticks = time::ns_to_tsc_ticks_ceil(FAIR_WINDOW_NS).ok_or("the TSC is not calibrated")?;
-    let start = arch::tsc::read() + time::ns_to_tsc_ticks_ceil(50 * MS).unwrap_or(0);
-    let end = start + window_ticks;
+    let start_tsc = arch::tsc::read() + time::ns_to_tsc_ticks_ceil(50 * MS).unwrap_or(0);
+    let end_tsc = start_tsc + window_ticks;
     let owner = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
     for k in 0..FAIR_THREADS_PER_CPU {
         let owner = owner.clone();
         let me = k as u64 + 1;
-        handles.push(spawn(pinned("fair-spinner", cpu), move || fair_spinner(&owner, me, start, end))?);
+        handles.push(spawn(pinned("fair-spinner", cpu), move || fair_spinner(&owner, me, start_tsc, end_tsc))?);
     }
     sched().sleep_ns(FAIR_WINDOW_NS + 100 * MS);
     let results = join_all(handles, 10_000 * MS, 10 * MS, |k| format!("spinner {k} on cpu{}", cpu.0))?;
-    let mean = results.iter().map(|r| r.0).sum::<u64>() / FAIR_THREADS_PER_CPU as u64;
+    let mean_ticks = results.iter().map(|r| r.0).sum::<u64>() / FAIR_THREADS_PER_CPU as u64;
     let shares: Vec<u64> = results.iter().map(|r| time::tsc_ticks_to_ns(r.0) / MS).collect();
     let slices: Vec<u64> = results.iter().map(|r| r.1).collect();
-    ensure!(mean > 0, "cpu{}: the spinners got no CPU time at all", cpu.0);
+    ensure!(mean_ticks > 0, "cpu{}: the spinners got no CPU time at all", cpu.0);
     let mut worst_percent = 0;
-    for (k, &(run, nr_slices)) in results.iter().enumerate() {
-        let off_percent = run.abs_diff(mean) * 100 / mean;
+    for (k, &(run_ticks, nr_slices)) in results.iter().enumerate() {
+        let off_percent = run_ticks.abs_diff(mean_ticks) * 100 / mean_ticks;
         worst_percent = worst_percent.max(off_percent);
         ensure!(
             off_percent <= FAIR_TOLERANCE_PERCENT,
