@@ -297,9 +297,10 @@ fn pingpong_storm() -> Result<(), String> {
 // ----------------------------------------------------------------------------------------------
 // sched_spawn_exit_churn
 
-/// Threads on one CPU. Every exit unmaps a stack, which costs a kernel TLB shootdown to every other
-/// CPU, so the cost of a thread grows with the CPU count; the total is divided by it, keeping the
-/// test within seconds on many emulated CPUs.
+/// Threads on one CPU. Every exit unmaps a stack, which costs a kernel TLB shootdown that waits for
+/// every other CPU, so a thread costs more the more CPUs there are (emulated on a two-core host:
+/// tens of microseconds on one or two CPUs, milliseconds on four or eight); the total is divided by
+/// the square of the CPU count, keeping the test within seconds on eight emulated CPUs.
 const CHURN_THREADS_ONE_CPU: usize = 100_000;
 /// Threads alive at a time.
 const CHURN_WAVE: usize = 16;
@@ -418,7 +419,7 @@ fn gated_wave(cpus: &[CpuIndex], count: usize) -> Result<Vec<usize>, String> {
     Ok(handles.into_iter().filter_map(|h| h.join()).collect())
 }
 
-/// Short threads (`CHURN_THREADS_ONE_CPU` divided by the number of CPUs), pinned round robin over
+/// Short threads (`CHURN_THREADS_ONE_CPU` divided by the CPU count squared), pinned round robin over
 /// every CPU, spawned and joined in waves of `CHURN_WAVE`. Each runs exactly once (its slot in a
 /// table goes from 0 to 1, and the ids joined add up), and free frames and allocated heap bytes
 /// return exactly to their level before the churn.
@@ -432,7 +433,7 @@ fn gated_wave(cpus: &[CpuIndex], count: usize) -> Result<Vec<usize>, String> {
 /// repeated until one does, and the churn checks it used no page table the warm-up did not.
 fn spawn_exit_churn() -> Result<(), String> {
     let cpus = cpus();
-    let churn_threads = CHURN_THREADS_ONE_CPU / cpus.len();
+    let churn_threads = CHURN_THREADS_ONE_CPU / (cpus.len() * cpus.len());
     let ran: Arc<[AtomicU8]> = (0..churn_threads).map(|_| AtomicU8::new(0)).collect();
     let mut handles: Vec<Handle<(u64, usize)>> = Vec::with_capacity(CHURN_WAVE);
     let (witnesses, witness_handles) = Witnesses::start(&cpus)?;
