@@ -78,7 +78,7 @@ fn backtrace(c: &mut dyn Write, mut rbp: u64) {
     let _ = writeln!(c, "backtrace (resolve with `addr2line -e <kernel elf> ADDR`):");
     for depth in 0..48 {
         // A frame record must sit in the kernel half, aligned, and frames only go up the stack.
-        if rbp == 0 || rbp % 8 != 0 || rbp < 0xffff_8000_0000_0000 || !crate::mm::is_mapped(rbp, 16) {
+        if rbp == 0 || !rbp.is_multiple_of(8) || rbp < 0xffff_8000_0000_0000 || !crate::mm::is_mapped(rbp, 16) {
             break;
         }
         // SAFETY: rbp is a mapped, aligned kernel address (checked above) holding a frame record
