@@ -62,7 +62,7 @@ ISO_ROOT := target/iso_root
 LIMINE_BRANCH := v8.2.0-binary
 LIMINE_REPO := https://github.com/limine-bootloader/limine.git
 LIMINE_FILES := limine-bios.sys limine-bios-cd.bin limine-uefi-cd.bin BOOTX64.EFI
-LOOM_TESTS := $(wildcard sched/tests/loom*.rs smp/tests/loom*.rs kernel/tests/loom*.rs)
+LOOM_TESTS := $(wildcard sched/tests/loom*.rs smp/tests/loom*.rs kcore/tests/loom*.rs)
 OVMF_CODE := $(firstword $(wildcard /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_CODE.fd))
 OVMF_VARS_TEMPLATE := $(subst OVMF_CODE,OVMF_VARS,$(OVMF_CODE))
 OVMF_VARS := target/ovmf-vars.fd
@@ -233,10 +233,9 @@ debug: boot-check host-deps $(BOOT_MEDIA)
 check:
 	$(call banner,host unit tests)
 	cargo test --workspace --exclude kernel
-	cargo test -p kernel --lib
 
 loom:
-	$(call banner,loom models$(if $(LOOM_TESTS),, (none yet: no sched/, smp/ or kernel/tests/loom*.rs)))
+	$(call banner,loom models$(if $(LOOM_TESTS),, (none yet: no sched/, smp/ or kcore/tests/loom*.rs)))
 	@for file in $(LOOM_TESTS); do \
 	  crate=$${file%%/*}; name=$$(basename "$$file" .rs); \
 	  echo "RUSTFLAGS='--cfg loom' cargo test --release -p $$crate --test $$name"; \

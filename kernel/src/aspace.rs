@@ -6,7 +6,7 @@
 //! [`switch`] (the scheduler's `switch_mm`), [`spawn_in`] (a thread that keeps its space alive);
 //! the counters are `tlb::counters`. Neighbours: `smp::pcid` and `smp::tlb` decide (PCID slots,
 //! generations, whom to interrupt), `tlb` executes (instructions, mailboxes, IPIs, counters), `mm`
-//! provides frames, the kernel's PML4 and the direct map, `kernel::paging` edits the tables,
+//! provides frames, the kernel's PML4 and the direct map, `kcore::paging` edits the tables,
 //! `threads` forwards `switch_mm` here.
 //!
 //! # Structure
@@ -54,7 +54,7 @@ use core::{
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
-use kernel::{
+use kcore::{
     frame_alloc::FRAME_BYTES,
     paging::{self, ADDR_MASK, PageSize, Table, TableMemory},
 };

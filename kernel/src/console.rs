@@ -110,8 +110,8 @@ pub fn init() {
 }
 
 /// Apply the command line's `loglevel=`.
-pub fn set_level(level: kernel::cmdline::LogLevel) {
-    use kernel::cmdline::LogLevel as L;
+pub fn set_level(level: kcore::cmdline::LogLevel) {
+    use kcore::cmdline::LogLevel as L;
     log::set_max_level(match level {
         L::Error => log::LevelFilter::Error,
         L::Warn => log::LevelFilter::Warn,

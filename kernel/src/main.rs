@@ -73,7 +73,7 @@ static BSP_PERCPU: spin::Once<()> = spin::Once::new();
 /// Common code from here on, whichever loader ran.
 #[cfg(target_os = "none")]
 fn kernel_main(info: BootInfo) -> ! {
-    use kernel::memmap::RegionKind;
+    use kcore::memmap::RegionKind;
 
     // SAFETY: boot CPU, once, interrupts off, before any other CPU exists. The GDT comes first: the
     // IDT's entries take their code selector from CS, which must be ours, not the loader's (Limine's
@@ -104,14 +104,14 @@ fn kernel_main(info: BootInfo) -> ! {
     for p in info.problems.iter().flatten() {
         log::warn!("boot: {p}");
     }
-    let (opts, warnings) = kernel::cmdline::parse(info.cmdline);
+    let (opts, warnings) = kcore::cmdline::parse(info.cmdline);
     console::set_level(opts.loglevel);
     log::info!("cmdline: \"{}\"", info.cmdline);
     for w in warnings.iter() {
         log::warn!("cmdline: {w}");
     }
-    if warnings.total > kernel::cmdline::MAX_WARNINGS {
-        log::warn!("cmdline: {} more problems not shown", warnings.total - kernel::cmdline::MAX_WARNINGS);
+    if warnings.total > kcore::cmdline::MAX_WARNINGS {
+        log::warn!("cmdline: {} more problems not shown", warnings.total - kcore::cmdline::MAX_WARNINGS);
     }
     cpuinfo::init();
     let m = &info.memory;

@@ -119,7 +119,7 @@ pub unsafe fn load_cr3(pml4: u64, pcid: u16, flush: bool) {
 
 /// The virtual address of page number `vpage`.
 fn page_va(vpage: u64) -> VirtAddr {
-    VirtAddr::new(kernel::paging::canonical(vpage << 12))
+    VirtAddr::new(kcore::paging::canonical(vpage << 12))
 }
 
 /// INVLPG every page of `range`: drops this CPU's entries for them in the current PCID, and the

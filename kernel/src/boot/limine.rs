@@ -4,7 +4,7 @@
 //! revisions up to 2. Under revision 2 the RSDP response is a virtual (HHDM) address, from revision 3
 //! a physical one; [`limine_entry`] accepts either.
 
-use kernel::memmap::{Region, RegionKind};
+use kcore::memmap::{Region, RegionKind};
 use limine::{
     BaseRevision,
     memory_map::EntryType,

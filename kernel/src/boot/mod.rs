@@ -6,7 +6,7 @@
 pub mod limine;
 pub mod pvh;
 
-use kernel::memmap::MemoryMap;
+use kcore::memmap::MemoryMap;
 
 /// Which entry the kernel came through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! tables and calls [`pvh_main`] with the physical address of the `hvm_start_info` block
 //! (Xen's `public/arch-x86/hvm/start_info.h`).
 
-use kernel::memmap::{Region, RegionKind};
+use kcore::memmap::{Region, RegionKind};
 
 use super::{BootInfo, BootPath, KERNEL_VMA};
 

@@ -1,5 +1,5 @@
 //! Physical frames for the whole kernel: the one [`FrameAllocator`] (lock-free, from
-//! `kernel::frame_alloc`) over the boot memory map, with one search cursor per CPU.
+//! `kcore::frame_alloc`) over the boot memory map, with one search cursor per CPU.
 //!
 //! The bitmap lives in RAM taken from the first usable region above 1 MiB that the boot page tables
 //! reach (below 4 GiB), reached through the direct map. [`alloc`] hands out frames at or above
@@ -11,7 +11,7 @@
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use kernel::{
+use kcore::{
     frame_alloc::{FRAME_BYTES, FrameAllocator},
     memmap::{MemoryMap, RegionKind},
 };

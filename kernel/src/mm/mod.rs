@@ -25,7 +25,7 @@
 //! kernel mapping flushes this CPU's TLB and then calls the shootdown hook ([`set_shootdown`]) so
 //! that other CPUs drop theirs before the frames are reused.
 //!
-//! Neighbours: `kernel::frame_alloc` and `kernel::paging` hold the portable logic; `boot` supplies
+//! Neighbours: `kcore::frame_alloc` and `kcore::paging` hold the portable logic; `boot` supplies
 //! the memory map; `panic` asks [`is_mapped`] and [`stacks::guard_hit`] while reporting a fault.
 
 pub mod frames;
@@ -37,7 +37,7 @@ pub mod tests;
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use kernel::{
+use kcore::{
     frame_alloc::FRAME_BYTES,
     memmap::MemoryMap,
     paging::{self, DirectMapChunks, KERNEL_HALF_FIRST_SLOT, MapError, PageSize, TableMemory, Translation},

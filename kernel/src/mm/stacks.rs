@@ -13,7 +13,7 @@
 //! reaches the fault report with CR2 in the guard page; [`guard_hit`] (installed as the panic path's
 //! guard hook) turns that address back into "stack overflow" and the name of the stack's thread.
 //!
-//! Slots come from a lock-free bitmap ([`kernel::frame_alloc::BitAlloc`]); the names of live stacks
+//! Slots come from a lock-free bitmap ([`kcore::frame_alloc::BitAlloc`]); the names of live stacks
 //! sit in a table indexed by slot, read without a lock by the fault path.
 //!
 //! Key type: [`KernelStack`]. Neighbours: the scheduler allocates every thread's stack here; `mm`
@@ -26,7 +26,7 @@ use core::{
 };
 
 use alloc::boxed::Box;
-use kernel::frame_alloc::BitAlloc;
+use kcore::frame_alloc::BitAlloc;
 
 /// How many stacks can exist at once.
 pub const MAX_STACKS: usize = 4096;

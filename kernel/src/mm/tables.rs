@@ -1,6 +1,6 @@
 //! The kernel's own page tables: the tree every CPU runs on, reached through the direct map.
 //!
-//! [`Frames`] is `kernel::paging`'s [`TableMemory`] over real RAM: a table frame is read through the
+//! [`Frames`] is `kcore::paging`'s [`TableMemory`] over real RAM: a table frame is read through the
 //! direct map, and only if it lies in a range the direct map covers, so a walk with a corrupt entry
 //! (the fault path's `is_mapped`) stops instead of faulting. New table frames come from
 //! `mm::frames`, below 4 GiB until the kernel runs on its own tables (the boot tables of the direct
@@ -14,7 +14,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use kernel::{
+use kcore::{
     frame_alloc::FRAME_BYTES,
     paging::{DirectRange, Table, TableMemory},
 };
@@ -31,7 +31,7 @@ pub(super) struct DirectRanges {
 
 /// direct_map_ranges yields at most one range per region plus the low megabyte, and one more for
 /// each read-only region that splits a read-write range in two.
-const MAX_RANGES: usize = 2 * kernel::memmap::MAX_REGIONS + 1;
+const MAX_RANGES: usize = 2 * kcore::memmap::MAX_REGIONS + 1;
 
 impl DirectRanges {
     pub(super) const fn new() -> Self {

@@ -3,7 +3,7 @@
 
 use alloc::{boxed::Box, string::String, sync::Arc, vec, vec::Vec};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use kernel::{
+use kcore::{
     frame_alloc::{FRAME_BYTES, FrameAllocator, LOW_MEMORY_END},
     memmap::RegionKind,
     paging::{self, KERNEL_HALF_FIRST_SLOT, TableMemory},

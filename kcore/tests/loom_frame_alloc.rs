@@ -1,13 +1,13 @@
-//! Model checks of the frame allocator's bitmap (`kernel::frame_alloc::BitAlloc`) under loom: every
+//! Model checks of the frame allocator's bitmap (`kcore::frame_alloc::BitAlloc`) under loom: every
 //! interleaving of two CPUs, within the preemption bound, keeps one owner per index and never hides
 //! a free index behind a cleared summary bit.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p kernel --test loom_frame_alloc`.
+//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p kcore --test loom_frame_alloc`.
 #![cfg(loom)]
 
 use std::ops::Range;
 
-use kernel::frame_alloc::BitAlloc;
+use kcore::frame_alloc::BitAlloc;
 use loom::sync::{
     Arc,
     atomic::{AtomicU64, AtomicUsize},

@@ -1,5 +1,5 @@
-//! The portable half of the kernel crate: plain logic that both the kernel binary (`main.rs`) and the
-//! host's `cargo test -p kernel --lib` build. Nothing here touches hardware.
+//! The kernel's portable core: plain logic that the kernel binary uses and the host tests
+//! (`cargo test -p kcore`). Nothing here touches hardware.
 //!
 //! - [`cmdline`]: the kernel command line, parsed into [`cmdline::Options`] with warnings for
 //!   unknown or malformed options.
