@@ -4,7 +4,7 @@
 //! [`prepare`] finds QEMU, picks the accelerator the way the Makefile's `ACCEL=auto` does (KVM
 //! only where `/dev/kvm` opens and `/proc/cpuinfo` shows `vmx` or `svm`; a `/dev/kvm` without
 //! them is a nested hypervisor that emulates guest ring 0, slower than TCG) and builds the release
-//! kernel (`cargo build -p kernel --target x86_64-unknown-none --release`, without `RUSTFLAGS`,
+//! kernel (`cargo build -p kernel --target x86_64-unknown-none --release --features kbench`, without `RUSTFLAGS`,
 //! which would replace the kernel's own flags). [`run`] boots it by direct boot with `bench` (or
 //! `bench=quick`) on its command line, reads the `kbench` lines it prints on the serial port
 //! (protocol in the kernel's `kbench` module) and checks its exit code; [`parse`] turns them
@@ -173,11 +173,11 @@ pub fn prepare(choice: AccelChoice, workspace: &Path) -> io::Result<Plan> {
 /// `cargo build` the release kernel and return its ELF, as cargo names it.
 fn build_kernel(workspace: &Path) -> io::Result<PathBuf> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("bench: building the kernel (cargo build -p kernel --target x86_64-unknown-none --release)");
+    eprintln!("bench: building the kernel (cargo build -p kernel --target x86_64-unknown-none --release --features kbench)");
     let output = Command::new(cargo)
         .current_dir(workspace)
         .env_remove("RUSTFLAGS")
-        .args(["build", "-p", "kernel", "--target", "x86_64-unknown-none", "--release"])
+        .args(["build", "-p", "kernel", "--target", "x86_64-unknown-none", "--release", "--features", "kbench"])
         .arg("--message-format=json-render-diagnostics")
         .stderr(Stdio::inherit())
         .output()?;

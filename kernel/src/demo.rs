@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use sched::{Builder, CpuIndex, Semaphore};
 
-use crate::threads::sched;
+use crate::task::sched;
 
 static PINGS: AtomicU64 = AtomicU64::new(0);
 static SLEEPS: AtomicU64 = AtomicU64::new(0);
@@ -74,7 +74,7 @@ const SHARED_VA: u64 = 0x4000_0000;
 
 /// One address space, a reader per CPU and a remapper: the shootdown path under a steady load.
 fn start_address_space_work(nr_cpus: u32) {
-    let space = match crate::aspace::AddressSpace::new() {
+    let space = match crate::vm::space::AddressSpace::new() {
         Ok(s) => s,
         Err(e) => {
             log::warn!("demo: no address space ({e:?}); the TLB part of the demo is off");
@@ -87,10 +87,11 @@ fn start_address_space_work(nr_cpus: u32) {
         return;
     }
     for cpu in 0..nr_cpus {
-        let r = crate::aspace::spawn_in(&space, Builder::new("as-reader").pinned(CpuIndex(cpu)), || loop {
-            // SAFETY: SHARED_VA is mapped in this thread's address space for its whole life (the
-            // remapper swaps the frame behind it, never unmaps it) and only ever read here.
-            core::hint::black_box(unsafe { core::ptr::read_volatile(SHARED_VA as *const u64) });
+        let space_of_reader = space.clone();
+        let r = crate::vm::space::spawn_in(&space, Builder::new("as-reader").pinned(CpuIndex(cpu)), move || loop {
+            // SHARED_VA stays mapped in this thread's space (the remapper swaps the frame behind
+            // it, never unmaps it), so the read cannot fail.
+            core::hint::black_box(space_of_reader.read_u64(SHARED_VA).ok());
             sched().sleep_ns(5_000_000);
         });
         if r.is_err() {
@@ -98,14 +99,12 @@ fn start_address_space_work(nr_cpus: u32) {
         }
     }
     let writer = space.clone();
-    let r = crate::aspace::spawn_in(&space, Builder::new("as-remapper"), move || {
+    let r = crate::vm::space::spawn_in(&space, Builder::new("as-remapper"), move || {
         let mut n: u64 = 0;
         loop {
             sched().sleep_ns(20_000_000);
-            let Some(fresh) = crate::mm::frames::alloc() else { continue };
+            let Some(fresh) = crate::mm::frames::alloc_with_word(n + 1) else { continue };
             n += 1;
-            // SAFETY: `fresh` was just allocated: nothing else maps or reads it yet.
-            unsafe { core::ptr::write_volatile(crate::mm::phys_to_virt(fresh) as *mut u64, n) };
             match writer.remap(SHARED_VA, fresh) {
                 Ok(old) => crate::mm::frames::free(old),
                 Err(_) => crate::mm::frames::free(fresh),
@@ -120,8 +119,8 @@ fn start_address_space_work(nr_cpus: u32) {
 fn report(nr_cpus: u32) -> ! {
     let s = sched();
     let mut last: Vec<sched::Counters> = (0..nr_cpus).map(|c| s.counters(CpuIndex(c))).collect();
-    let mut last_tlb: Vec<crate::tlb::TlbCounters> =
-        (0..nr_cpus).map(|c| crate::tlb::counters(smp::CpuId::new(c).expect("valid CpuId"))).collect();
+    let mut last_tlb: Vec<crate::vm::tlb::TlbCounters> =
+        (0..nr_cpus).map(|c| crate::vm::tlb::counters(smp::CpuId::new(c).expect("valid CpuId"))).collect();
     let mut last_pings = 0;
     let mut last_t = crate::time::now_ns();
     loop {
@@ -152,7 +151,7 @@ fn report(nr_cpus: u32) -> ! {
             );
             *prev = c;
             let id = smp::CpuId::new(cpu as u32).expect("a scheduler CPU is a valid CpuId");
-            let t = crate::tlb::counters(id);
+            let t = crate::vm::tlb::counters(id);
             let p = &mut last_tlb[cpu];
             log::info!(
                 "stats: cpu{cpu:<3} tlb: changes {:>3} shootdown ipis {:>3} (none needed {:>3}, avoided lazily {:>3}) served {:>3} page flushes {:>4} full {:>3} cr3 writes {:>4} pcid hit/miss/recycle {}/{}/{}",

@@ -62,10 +62,10 @@ use sched::{Builder, CpuIndex, Semaphore};
 use smp::CpuId;
 
 use crate::{
-    aspace::{self, AddressSpace},
-    power, println_raw, smpboot,
-    threads::sched,
-    time, tlb,
+    vm::space::{self, AddressSpace},
+    cpu::power, println_raw, cpus::bringup,
+    task::sched,
+    time, vm::tlb,
 };
 
 /// Sample counts and time budget of one run.
@@ -225,7 +225,7 @@ impl Cpus {
         if self.here != self.bench {
             Ok(())
         } else {
-            Err(Missing::Skip(format!("needs 2 CPUs, {} online", smpboot::nr_online())))
+            Err(Missing::Skip(format!("needs 2 CPUs, {} online", bringup::nr_online())))
         }
     }
 }
@@ -264,7 +264,7 @@ const ROWS: [(&str, Measure); 7] = [
 /// the main thread, pinned to CPU 0, with nothing else running.
 pub fn run(quick: bool) -> ! {
     let sizes = if quick { QUICK } else { FULL };
-    let online = smpboot::online();
+    let online = bringup::online();
     let here = CpuId::BSP;
     let bench = online.iter().filter(|c| c.index() < sched().nr_cpus()).max().unwrap_or(here);
     let cpus = Cpus { here, bench };
@@ -397,8 +397,8 @@ fn yield_pair(cpus: Cpus, sizes: Sizes, spaces: Option<[Arc<AddressSpace>; 2]>) 
             s.spawn(pinned("kbench-yield-a", cpu), timer).map_err(spawn_failed)?,
         ),
         Some([a, b]) => (
-            aspace::spawn_in(b, pinned("kbench-yield-b", cpu), partner).map_err(spawn_failed)?,
-            aspace::spawn_in(a, pinned("kbench-yield-a", cpu), timer).map_err(spawn_failed)?,
+            space::spawn_in(b, pinned("kbench-yield-b", cpu), partner).map_err(spawn_failed)?,
+            space::spawn_in(a, pinned("kbench-yield-a", cpu), timer).map_err(spawn_failed)?,
         ),
     };
     let run = joined(timer.join())?;
@@ -460,7 +460,7 @@ struct PreemptWatch {
 impl PreemptWatch {
     fn snapshot(cpu: CpuId, into: &[AtomicU64; 2]) {
         let timer_interrupts =
-            smpboot::percpu_of(cpu).map_or(0, |p| p.counters.timer_interrupts.load(Ordering::Relaxed));
+            bringup::percpu_of(cpu).map_or(0, |p| p.counters.timer_interrupts.load(Ordering::Relaxed));
         into[0].store(timer_interrupts, Ordering::Relaxed);
         into[1].store(sched().counters(index(cpu)).preemptions, Ordering::Relaxed);
     }
@@ -672,7 +672,7 @@ fn shootdown_remote(cpus: Cpus, sizes: Sizes) -> RowResult {
     let stop = Arc::new(AtomicBool::new(false));
     let spinner = {
         let (running, stop) = (running.clone(), stop.clone());
-        aspace::spawn_in(&space, pinned("kbench-in-space", cpus.bench), move || {
+        space::spawn_in(&space, pinned("kbench-in-space", cpus.bench), move || {
             running.store(true, Ordering::Release);
             while !stop.load(Ordering::Acquire) {
                 core::hint::spin_loop();
@@ -705,7 +705,7 @@ fn shootdown_local(cpus: Cpus, sizes: Sizes) -> RowResult {
     let space = new_space()?;
     let unmapper = {
         let in_thread = space.clone();
-        aspace::spawn_in(&space, pinned("kbench-unmap", cpus.here), move || map_unmap(&in_thread, cpus, sizes))
+        space::spawn_in(&space, pinned("kbench-unmap", cpus.here), move || map_unmap(&in_thread, cpus, sizes))
             .map_err(spawn_failed)?
     };
     let (samples_ticks, [here, _]) = joined(unmapper.join())?.map_err(Missing::Error)?;

@@ -9,52 +9,33 @@
 #[cfg(target_os = "none")]
 extern crate alloc;
 
+// The layers, lowest first; a module uses only those above it in this list (`make check` runs
+// the layer check, `cargo run -p ktest --bin layers`). Services forbid unsafe code.
+#[cfg(all(target_os = "none", feature = "ktest"))]
+mod testing;
 #[cfg(target_os = "none")]
-mod acpi;
-#[cfg(target_os = "none")]
-mod apic;
-#[cfg(target_os = "none")]
-mod aspace;
+mod cpu;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
-mod console;
-#[cfg(target_os = "none")]
-mod cpuinfo;
-#[cfg(target_os = "none")]
-mod gdt;
-#[cfg(target_os = "none")]
-mod ipi;
-#[cfg(target_os = "none")]
-mod irqlock;
-#[cfg(target_os = "none")]
-mod kbench;
-#[cfg(target_os = "none")]
 mod mm;
 #[cfg(target_os = "none")]
-mod panic;
+mod acpi;
 #[cfg(target_os = "none")]
-mod percpu;
-#[cfg(target_os = "none")]
-mod power;
-#[cfg(target_os = "none")]
-mod smpboot;
+mod irq;
 #[cfg(target_os = "none")]
 mod time;
 #[cfg(target_os = "none")]
+mod cpus;
+#[cfg(target_os = "none")]
+mod task;
+#[cfg(target_os = "none")]
+mod vm;
+#[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod demo;
-#[cfg(target_os = "none")]
-mod threads;
-#[cfg(target_os = "none")]
-mod tlb;
-#[cfg(target_os = "none")]
-mod trap;
-#[cfg(target_os = "none")]
-mod xcall;
-#[cfg(all(target_os = "none", feature = "ktest"))]
-mod ktest;
-#[cfg(all(target_os = "none", feature = "ktest"))]
-mod sched_tests;
+#[cfg(all(target_os = "none", feature = "kbench"))]
+mod kbench;
 #[cfg(all(target_os = "none", feature = "ktest"))]
 mod selftest;
 
@@ -66,6 +47,13 @@ fn main() {
 
 #[cfg(target_os = "none")]
 use boot::BootInfo;
+#[cfg(target_os = "none")]
+use crate::{
+    cpu::{console, features, percpu, power, tables},
+    cpus::bringup,
+    irq::{apic, ipi, trap},
+    vm::space,
+};
 
 #[cfg(target_os = "none")]
 static BSP_PERCPU: spin::Once<()> = spin::Once::new();
@@ -79,7 +67,7 @@ fn kernel_main(info: BootInfo) -> ! {
     // IDT's entries take their code selector from CS, which must be ours, not the loader's (Limine's
     // kernel code selector is 0x28, ours 0x08).
     unsafe {
-        gdt::CpuTables::bsp().load();
+        tables::CpuTables::bsp().load();
         trap::init_idt();
     }
     trap::load_idt();
@@ -113,7 +101,7 @@ fn kernel_main(info: BootInfo) -> ! {
     if warnings.total > kcore::cmdline::MAX_WARNINGS {
         log::warn!("cmdline: {} more problems not shown", warnings.total - kcore::cmdline::MAX_WARNINGS);
     }
-    cpuinfo::init();
+    features::init();
     let m = &info.memory;
     log::info!(
         "memory: {} MiB usable, {} MiB bootloader-reclaimable, {} KiB ACPI, kernel {} KiB at {:#x}, {} regions, top of RAM {:#x}",
@@ -129,31 +117,31 @@ fn kernel_main(info: BootInfo) -> ! {
     let platform = acpi::init(info.rsdp_phys);
     apic::init_bsp(platform.lapic_phys, !opts.nox2apic, !opts.notscdeadline);
     time::init();
-    let cpus_online = smpboot::start(info.limine_mp, opts.maxcpus);
+    let cpus_online = bringup::start(info.limine_mp, opts.maxcpus);
     // Nothing reads the loader's structures after this (every AP has left Limine's page tables).
     mm::reclaim_bootloader_memory();
 
     // The scheduler spans every CPU id up to the highest one online (a CPU that failed to start
     // leaves an empty queue nobody is woken onto).
-    let nr_cpus = smpboot::online().iter().map(|c| c.get() + 1).max().unwrap_or(1);
-    aspace::init(!opts.nopcid);
+    let nr_cpus = bringup::online().iter().map(|c| c.get() + 1).max().unwrap_or(1);
+    space::init(!opts.nopcid);
     // SAFETY: boot CPU, interrupts off, no thread has used the FPU yet.
     let fpu = unsafe { arch::fpu::enable_on_this_cpu(!opts.noxsave) };
     NOXSAVE.store(opts.noxsave, core::sync::atomic::Ordering::Relaxed);
-    threads::init(nr_cpus, opts.slice_us * 1000, fpu);
-    smpboot::set_ap_main(ap_main);
+    task::init(nr_cpus, opts.slice_us * 1000, fpu);
+    bringup::set_ap_main(ap_main);
     ipi::send_all_others(trap::VECTOR_RESCHED);
 
     let test = opts.test;
     let exit_after_s = opts.exit_after_s;
     let demo = opts.demo;
     let bench = opts.bench.then_some(opts.bench_quick);
-    threads::sched()
+    task::sched()
         .spawn(sched::Builder::new("main").pinned(sched::CpuIndex(0)).stack_bytes(256 * 1024), move || {
             main_thread(test, bench, exit_after_s, demo, cpus_online, nr_cpus)
         })
         .expect("spawn the main thread");
-    threads::run_this_cpu()
+    task::run_this_cpu()
 }
 
 /// What the kernel does once every CPU schedules: the tests (test kernel), the benchmarks (`bench`:
@@ -169,15 +157,20 @@ fn main_thread(
 ) {
     #[cfg(feature = "ktest")]
     if let Some(sel) = test {
-        ktest::run(sel, cpus_online);
+        selftest::run(sel, cpus_online);
     }
     #[cfg(not(feature = "ktest"))]
     if test.is_some() {
         log::warn!("cmdline: `test=` needs the test kernel (make test); ignored");
     }
     let _ = cpus_online;
+    #[cfg(feature = "kbench")]
     if let Some(quick) = bench {
         kbench::run(quick);
+    }
+    #[cfg(not(feature = "kbench"))]
+    if bench.is_some() {
+        log::warn!("cmdline: `bench` needs the kernel built with the kbench feature (make bench); ignored");
     }
     if demo {
         log::info!("demo: compute, sleeping and ping-pong threads on {nr_cpus} CPUs; statistics every second");
@@ -186,7 +179,7 @@ fn main_thread(
         log::info!("idle: every CPU halts until there is work");
     }
     if let Some(s) = exit_after_s {
-        threads::sched().sleep_ns(s.saturating_mul(1_000_000_000));
+        task::sched().sleep_ns(s.saturating_mul(1_000_000_000));
         log::info!("exit-after={s}: powering off");
         power::exit(power::Exit::Success);
     }
@@ -201,5 +194,5 @@ static NOXSAVE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool:
 fn ap_main() -> ! {
     // SAFETY: this AP, interrupts off, before it runs any thread; the same choice as the boot CPU's.
     unsafe { arch::fpu::enable_on_this_cpu(!NOXSAVE.load(core::sync::atomic::Ordering::Relaxed)) };
-    threads::run_this_cpu()
+    task::run_this_cpu()
 }

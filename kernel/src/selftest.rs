@@ -1,28 +1,55 @@
-//! Tests of the foundation itself: boot information, per-CPU state, faults on purpose.
+//! The test kernel's runner: picks tests from the registry ([`crate::testing`]) by the command
+//! line's `test=`: `test=all`, `test=list` (print the catalogue for the host harness), or
+//! `test=NAME[,NAME...]`. Each prints `test NAME ... ok` or `test NAME ... FAILED` (with the reason
+//! on the lines before), and the run ends with `N passed, N failed, N skipped` and the matching
+//! exit code.
+//!
+//! Layer: a service (the top); it reaches the console and the exit device below.
+#![forbid(unsafe_code)]
 
-use alloc::{string::String, vec::Vec};
+use crate::{
+    cpu::power,
+    println_raw,
+    testing::{Test, all},
+};
 
-use crate::{ensure, ktest::Test};
-
-pub const TESTS: &[Test] = &[
-    Test { name: "heap_alloc_free", min_cpus: 1, expect_fault: false, run: heap_alloc_free },
-    Test { name: "fault_page", min_cpus: 1, expect_fault: true, run: fault_page },
-];
-
-fn heap_alloc_free() -> Result<(), String> {
-    let before = crate::mm::heap::allocated_bytes();
-    let v: Vec<u64> = (0..10_000).collect();
-    ensure!(v.iter().sum::<u64>() == 10_000 * 9_999 / 2, "vector contents wrong");
-    drop(v);
-    let after = crate::mm::heap::allocated_bytes();
-    ensure!(after == before, "heap grew from {before} to {after} bytes after freeing everything");
-    Ok(())
+/// Run the selection named on the command line and leave QEMU with the verdict.
+pub fn run(selection: &str, cpus_online: u32) -> ! {
+    if selection == "list" {
+        for t in all() {
+            println_raw!("testcase {} smp>={}{}", t.name, t.min_cpus, if t.expect_fault { " expect-fault" } else { "" });
+        }
+        power::exit(power::Exit::Success);
+    }
+    let wanted = |t: &Test| {
+        if selection == "all" { !t.expect_fault } else { selection.split(',').any(|n| n == t.name) }
+    };
+    let (mut passed, mut failed, mut skipped) = (0u32, 0u32, 0u32);
+    for name in selection.split(',').filter(|n| *n != "all") {
+        if !all().any(|t| t.name == name) {
+            println_raw!("error: no test named `{name}`");
+            failed += 1;
+        }
+    }
+    for t in all().filter(|t| wanted(t)) {
+        if cpus_online < t.min_cpus {
+            println_raw!("test {} ... skipped (needs {} CPUs, {} online)", t.name, t.min_cpus, cpus_online);
+            skipped += 1;
+            continue;
+        }
+        match (t.run)() {
+            Ok(()) => {
+                println_raw!("test {} ... ok", t.name);
+                passed += 1;
+            }
+            Err(why) => {
+                println_raw!("  {}: {why}", t.name);
+                println_raw!("test {} ... FAILED", t.name);
+                failed += 1;
+            }
+        }
+    }
+    println_raw!("{passed} passed, {failed} failed, {skipped} skipped");
+    power::exit(if failed == 0 { power::Exit::Success } else { power::Exit::Failure })
 }
 
-/// Read an unmapped address: the fault report must name the page fault, CR2 and a backtrace.
-fn fault_page() -> Result<(), String> {
-    let p = 0xdead_0000_usize as *const u64;
-    // SAFETY: not sound on purpose: this test exists to fault, and the harness expects the report.
-    let v = unsafe { core::ptr::read_volatile(p) };
-    Err(alloc::format!("read {v:#x} from an unmapped address without a fault"))
-}

@@ -198,10 +198,10 @@ fn tsc_hz_against_pit() -> Option<u64> {
 /// few tenths of a percent; on hardware by far less.
 fn lapic_per_tsc(tsc_hz: u64) -> (u64, u64, u64) {
     let window_tsc = (u128::from(tsc_hz) * u128::from(WINDOW_NS) / NS_PER_S) as u64;
-    crate::apic::start_free_count();
+    crate::irq::apic::start_free_count();
     let bracket = || {
         let a = arch::tsc::start();
-        let c = crate::apic::current_count();
+        let c = crate::irq::apic::current_count();
         let b = arch::tsc::start();
         (a, c, b)
     };
@@ -222,7 +222,7 @@ fn lapic_per_tsc(tsc_hz: u64) -> (u64, u64, u64) {
             best = (width, ((ticks << 32) / u128::from((b0 + b1) / 2 - (a0 + a1) / 2)) as u64);
         }
     }
-    crate::apic::stop_free_count();
+    crate::irq::apic::stop_free_count();
     (upper, best.1, ppm(best.0, window_tsc))
 }
 
@@ -230,7 +230,7 @@ fn lapic_per_tsc(tsc_hz: u64) -> (u64, u64, u64) {
 /// print the result.
 pub fn init() {
     let p = acpi::platform();
-    let f = crate::cpuinfo::features();
+    let f = crate::cpu::features::features();
     let hpet = p.hpet.as_ref().and_then(hpet_clock);
     let (tsc_hz, tsc_ppm, source) = if let Some((clock, hz)) = hpet {
         let (tsc_hz, ppm) = tsc_hz_against(&clock, hz);
@@ -269,7 +269,7 @@ pub fn init() {
         tsc_hz / 1_000 % 1_000,
         lapic_hz / 1_000_000,
         lapic_hz / 1_000 % 1_000,
-        if crate::apic::timer_is_tsc_deadline() { "TSC-deadline" } else { "one-shot" },
+        if crate::irq::apic::timer_is_tsc_deadline() { "TSC-deadline" } else { "one-shot" },
         if f.invariant_tsc { "" } else { "; CPUID does not promise an invariant TSC" }
     );
 }
@@ -316,18 +316,15 @@ pub fn delay_us(us: u64) {
 }
 
 #[cfg(feature = "ktest")]
-pub use tests::TESTS;
-
-#[cfg(feature = "ktest")]
 mod tests {
     use alloc::string::String;
 
     use x86_64::instructions::interrupts;
 
     use super::*;
-    use crate::{apic, ensure, ktest::Test, percpu, trap::VECTOR_TIMER};
+    use crate::{irq::apic, ensure, testing::Test, cpu::percpu, irq::trap::VECTOR_TIMER};
 
-    pub const TESTS: &[Test] = &[Test { name: "timer_calibrated", min_cpus: 1, expect_fault: false, run: timer_calibrated }];
+    crate::register_tests![Test { name: "timer_calibrated", min_cpus: 1, expect_fault: false, run: timer_calibrated }];
 
     /// Arm the timer for d and watch its request bit with interrupts off: it must appear no earlier
     /// than d after arming, measured on the TSC, and within a generous bound; then, with interrupts

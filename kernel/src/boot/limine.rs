@@ -82,7 +82,7 @@ fn kind(t: EntryType) -> RegionKind {
 /// The ELF entry point: Limine jumps here in long mode on its own page tables, interrupts off.
 #[unsafe(no_mangle)]
 extern "C" fn limine_entry() -> ! {
-    crate::console::init();
+    crate::cpu::console::init();
     let mut info = BootInfo::new(BootPath::Limine, "Limine", 0);
     if !BASE_REVISION.is_supported() {
         info.problem("the loader does not support Limine base revision 2; responses may be missing");

@@ -37,7 +37,7 @@ fn phys<T>(pa: u64) -> *const T {
 /// Entered from `arch::boot` on the boot CPU, interrupts off, on the 64 KiB boot stack.
 #[unsafe(no_mangle)]
 extern "C" fn pvh_main(start_info_pa: u64) -> ! {
-    crate::console::init();
+    crate::cpu::console::init();
     let mut info = BootInfo::new(BootPath::Pvh, "QEMU direct boot (PVH)", arch::boot::PVH_HHDM_OFFSET);
     // SAFETY: the PVH ABI passes the start info's physical address in ebx, which arch::boot forwards;
     // the entry's page tables map all memory below 4 GiB at PVH_HHDM_OFFSET, and QEMU puts the block

@@ -17,7 +17,7 @@ use kcore::{
 };
 use smp::MAX_CPUS;
 
-use crate::percpu;
+use crate::cpu::percpu;
 
 static FRAMES: spin::Once<FrameAllocator<'static>> = spin::Once::new();
 
@@ -61,6 +61,16 @@ fn frames() -> &'static FrameAllocator<'static> {
 pub fn alloc() -> Option<u64> {
     let cpu = percpu::cpu_index() as usize % MAX_CPUS;
     frames().alloc(&CURSORS[cpu])
+}
+
+/// One free frame whose first word is `value` (the rest undefined), or `None` if memory is
+/// exhausted.
+pub fn alloc_with_word(value: u64) -> Option<u64> {
+    let pa = alloc()?;
+    // SAFETY: the frame was just handed out, so nothing else maps or reads it yet; the direct map
+    // covers every frame the allocator hands out.
+    unsafe { core::ptr::write_volatile(super::phys_to_virt(pa) as *mut u64, value) };
+    Some(pa)
 }
 
 /// One free frame lying wholly below `limit`, preferring frames above 1 MiB; the only way to get a

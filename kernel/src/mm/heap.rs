@@ -18,7 +18,7 @@ use core::{
 
 use talc::{TalcLock, base::Talc, base::binning::Binning, source::Source};
 
-use crate::irqlock::RawIrqSpin;
+use crate::cpu::irqlock::RawIrqSpin;
 
 const BOOT_ARENA_BYTES: usize = 8 << 20;
 

@@ -157,7 +157,7 @@ pub fn init(info: &BootInfo) {
     tables::set_root(pml4);
     stacks::init();
     heap::enable_growth();
-    crate::panic::set_guard_hit(stacks::guard_hit);
+    crate::irq::panic::set_guard_hit(stacks::guard_hit);
 
     let (free, total) = frames::stats();
     log::info!(
@@ -255,7 +255,7 @@ pub fn phys_to_virt(pa: u64) -> u64 {
 }
 
 /// The current CR3's tree, masked to the PML4's address.
-fn current_root() -> u64 {
+pub fn current_root() -> u64 {
     Cr3::read_raw().0.start_address().as_u64()
 }
 

@@ -21,7 +21,7 @@ use kcore::{
 use talc::lock_api::Mutex;
 
 use super::frames;
-use crate::irqlock::RawIrqSpin;
+use crate::cpu::irqlock::RawIrqSpin;
 
 /// The ranges the direct map covers (readable table frames lie in them), in address order.
 pub(super) struct DirectRanges {

@@ -17,9 +17,10 @@ use x86_64::{
 };
 
 use super::{frames, heap, stacks::KernelStack, tables};
-use crate::{ensure, ktest::Test};
+use crate::{ensure, testing::Test};
 
-pub const TESTS: &[Test] = &[
+crate::register_tests![
+    Test { name: "heap_alloc_free", min_cpus: 1, expect_fault: false, run: heap_alloc_free },
     Test { name: "frames_no_double_handout", min_cpus: 1, expect_fault: false, run: frames_no_double_handout },
     Test { name: "frames_contention", min_cpus: 2, expect_fault: false, run: frames_contention },
     Test { name: "heap_from_frames", min_cpus: 1, expect_fault: false, run: heap_from_frames },
@@ -119,7 +120,7 @@ fn frames_contention() -> Result<(), String> {
     let owners: Arc<Vec<AtomicU32>> = Arc::new((0..top / FRAME_BYTES).map(|_| AtomicU32::new(NOBODY)).collect());
     let clashes = Arc::new(AtomicU64::new(0));
     let handed_out = Arc::new(AtomicU64::new(0));
-    let online = crate::smpboot::online();
+    let online = crate::cpus::bringup::online();
     // Leave only LEFT_FREE frames (above 1 MiB) in the pool; the bookkeeping is allocated first.
     let mut parked: Vec<u64> = Vec::with_capacity(frames::stats().0);
     let free_before = frames::stats().0;
@@ -132,7 +133,7 @@ fn frames_contention() -> Result<(), String> {
         frames::free(pa);
     }
     let (o, c, h) = (owners.clone(), clashes.clone(), handed_out.clone());
-    let outcome = crate::xcall::call(
+    let outcome = crate::cpus::xcall::call(
         &online,
         move |cpu| {
             let me = cpu.get();
@@ -501,4 +502,15 @@ fn fault_stack_overflow() -> Result<(), String> {
     // SAFETY: a fresh mapped stack with a guard page below it; overflowing into the guard is the point.
     unsafe { arch::stack::call_on_stack(top, overflow, 0) };
     Err("the recursion returned without overflowing".into())
+}
+
+/// Allocate and free a vector: the heap's allocated bytes return to where they were.
+fn heap_alloc_free() -> Result<(), String> {
+    let before = heap::allocated_bytes();
+    let v: Vec<u64> = (0..10_000).collect();
+    ensure!(v.iter().sum::<u64>() == 10_000 * 9_999 / 2, "vector contents wrong");
+    drop(v);
+    let after = heap::allocated_bytes();
+    ensure!(after == before, "heap grew from {before} to {after} bytes after freeing everything");
+    Ok(())
 }

@@ -19,7 +19,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use arch::trap::TrapFrame;
 use x86_64::{VirtAddr, structures::idt::InterruptDescriptorTable};
 
-use crate::{gdt, percpu};
+use crate::{cpu::tables, cpu::percpu};
 
 pub const VECTOR_TIMER: u8 = 0xf0;
 pub const VECTOR_RESCHED: u8 = 0xf1;
@@ -67,9 +67,9 @@ pub unsafe fn init_idt() {
     }
     // SAFETY: the IST slots are filled in every CPU's TSS before that CPU loads this IDT.
     unsafe {
-        idt.double_fault.set_handler_addr(VirtAddr::new(arch::trap::stub_address(8))).set_stack_index(gdt::IST_DOUBLE_FAULT - 1);
-        idt.non_maskable_interrupt.set_handler_addr(VirtAddr::new(arch::trap::stub_address(2))).set_stack_index(gdt::IST_NMI - 1);
-        idt.machine_check.set_handler_addr(VirtAddr::new(arch::trap::stub_address(18))).set_stack_index(gdt::IST_MACHINE_CHECK - 1);
+        idt.double_fault.set_handler_addr(VirtAddr::new(arch::trap::stub_address(8))).set_stack_index(tables::IST_DOUBLE_FAULT - 1);
+        idt.non_maskable_interrupt.set_handler_addr(VirtAddr::new(arch::trap::stub_address(2))).set_stack_index(tables::IST_NMI - 1);
+        idt.machine_check.set_handler_addr(VirtAddr::new(arch::trap::stub_address(18))).set_stack_index(tables::IST_MACHINE_CHECK - 1);
     }
 }
 
@@ -124,10 +124,10 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
     let frame = unsafe { &mut *frame };
     let v = frame.vector;
     if v == NMI {
-        if crate::panic::stop_requested() {
-            crate::panic::park_this_cpu();
+        if crate::irq::panic::stop_requested() {
+            crate::irq::panic::park_this_cpu();
         }
-        crate::panic::fault(frame, "non-maskable interrupt");
+        crate::irq::panic::fault(frame, "non-maskable interrupt");
     }
     if v < 32 {
         let what = match v {
@@ -135,7 +135,7 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
             MACHINE_CHECK => "machine check",
             _ => exception_name(v),
         };
-        crate::panic::fault(frame, what);
+        crate::irq::panic::fault(frame, what);
     }
     percpu::count(percpu::Counter::Interrupts);
     let h = HANDLERS[v as usize].load(Ordering::Acquire);
@@ -145,7 +145,7 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
             return;
         }
         log::warn!("interrupt on vector {v:#x} with no handler; ignored");
-        crate::apic::eoi();
+        crate::irq::apic::eoi();
         return;
     }
     // SAFETY: only `register` stores here, and it stores a `Handler`.

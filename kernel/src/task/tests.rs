@@ -21,13 +21,13 @@ use sched::{Builder, CpuIndex, JoinHandle, Mutex, WaitQueue};
 
 use crate::{
     ensure,
-    ktest::{Failures, Test},
-    mm, percpu, println_raw, smpboot,
-    threads::{KernelPlatform, sched},
+    testing::{Failures, Test},
+    mm, cpu::percpu, println_raw, cpus::bringup,
+    task::{KernelPlatform, sched},
     time,
 };
 
-pub const TESTS: &[Test] = &[
+crate::register_tests![
     Test { name: "sched_pingpong_storm", min_cpus: 1, expect_fault: false, run: pingpong_storm },
     Test { name: "sched_spawn_exit_churn", min_cpus: 1, expect_fault: false, run: spawn_exit_churn },
     Test { name: "sched_mutex_contention", min_cpus: 1, expect_fault: false, run: mutex_contention },
@@ -52,7 +52,7 @@ const STACK_BYTES: usize = 16 * 1024;
 /// The CPUs the scheduler runs threads on, in order (CPU 0, which runs the tests, first).
 fn cpus() -> Vec<CpuIndex> {
     let nr_cpus = sched().nr_cpus();
-    smpboot::online().iter().filter(|c| c.index() < nr_cpus).map(|c| CpuIndex(c.get())).collect()
+    bringup::online().iter().filter(|c| c.index() < nr_cpus).map(|c| CpuIndex(c.get())).collect()
 }
 
 fn pinned(name: &'static str, cpu: CpuIndex) -> Builder {
@@ -1306,10 +1306,10 @@ const TICKLESS_ALLOWED: u64 = 2;
 /// interrupts in 200 ms: idle CPUs run no periodic tick.
 fn idle_is_tickless() -> Result<(), String> {
     let s = sched();
-    let cpus: Vec<_> = smpboot::online().iter().collect();
+    let cpus: Vec<_> = bringup::online().iter().collect();
     let ticks = || {
         cpus.iter()
-            .map(|&c| smpboot::percpu_of(c).map_or(0, |p| p.counters.timer_interrupts.load(Ordering::Relaxed)))
+            .map(|&c| bringup::percpu_of(c).map_or(0, |p| p.counters.timer_interrupts.load(Ordering::Relaxed)))
             .collect::<Vec<u64>>()
     };
     s.sleep_ns(20 * MS);
@@ -1353,7 +1353,7 @@ fn wait_ack(r: &Remote, round: u64) -> Result<(), String> {
 }
 
 fn ipis_received(cpu: CpuIndex) -> u64 {
-    smp::CpuId::new(cpu.0).and_then(smpboot::percpu_of).map_or(0, |p| p.counters.ipis_received.load(Ordering::Relaxed))
+    smp::CpuId::new(cpu.0).and_then(bringup::percpu_of).map_or(0, |p| p.counters.ipis_received.load(Ordering::Relaxed))
 }
 
 /// A thread sleeps on a wait queue on the last CPU; the test thread on CPU 0 wakes it, round after

@@ -9,7 +9,7 @@ use core::{
 
 use arch::trap::TrapFrame;
 
-use crate::{console, percpu, power};
+use crate::{cpu::console, cpu::percpu, cpu::power};
 
 static STOPPING: AtomicBool = AtomicBool::new(false);
 /// 1 + the CPU that owns the failure report (the first to fail).
@@ -157,4 +157,21 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     backtrace(&mut c, arch::cpu::frame_pointer());
     drop(c);
     power::exit(power::Exit::Failure)
+}
+
+#[cfg(feature = "ktest")]
+mod tests {
+    use alloc::string::String;
+
+    use crate::testing::Test;
+
+    crate::register_tests![Test { name: "fault_page", min_cpus: 1, expect_fault: true, run: fault_page }];
+
+    /// Read an unmapped address: the fault report must name the page fault, CR2 and a backtrace.
+    fn fault_page() -> Result<(), String> {
+        let p = 0xdead_0000_usize as *const u64;
+        // SAFETY: not sound on purpose: this test exists to fault, and the harness expects the report.
+        let v = unsafe { core::ptr::read_volatile(p) };
+        Err(alloc::format!("read {v:#x} from an unmapped address without a fault"))
+    }
 }

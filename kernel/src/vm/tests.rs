@@ -12,9 +12,9 @@ use sched::{Builder, CpuIndex};
 use smp::{CpuId, CpuSet};
 
 use super::{AddressSpace, AsError, PAGE, USER_END, USER_START, spawn_in};
-use crate::{ensure, ktest::{Failures, Test}, mm, println_raw, smpboot, threads::sched, time, tlb};
+use crate::{ensure, testing::{Failures, Test}, mm, println_raw, cpus::bringup, task::sched, time, vm::tlb};
 
-pub const TESTS: &[Test] = &[
+crate::register_tests![
     Test { name: "tlb_torture", min_cpus: 1, expect_fault: false, run: tlb_torture },
     Test { name: "aspace_more_than_slots", min_cpus: 1, expect_fault: false, run: aspace_more_than_slots },
     Test { name: "aspace_local_unmap_no_ipi", min_cpus: 2, expect_fault: false, run: aspace_local_unmap_no_ipi },
@@ -27,7 +27,7 @@ fn pinned(name: &'static str, cpu: CpuId) -> Builder {
 }
 
 fn online() -> (CpuSet, Vec<CpuId>) {
-    let set = smpboot::online();
+    let set = bringup::online();
     (set, set.iter().collect())
 }
 

@@ -14,8 +14,8 @@
 use smp::{CpuId, CpuSet};
 
 use crate::{
-    apic::{self, Delivery, Dest},
-    smpboot,
+    irq::apic::{self, Delivery, Dest},
+    cpus::bringup,
 };
 
 /// Send `vector` to `cpu` (which may be this CPU).
@@ -24,7 +24,7 @@ use crate::{
 /// If `cpu` is not one of this machine's CPUs.
 #[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "the scheduler's wake-ups and the TLB shootdown send with it; only tests do yet"))]
 pub fn send(cpu: CpuId, vector: u8) {
-    let Some(apic_id) = smpboot::apic_id_of(cpu) else {
+    let Some(apic_id) = bringup::apic_id_of(cpu) else {
         panic!("ipi::send of vector {vector:#x} to {cpu}, which is not a CPU of this machine")
     };
     apic::send(Dest::Apic(apic_id), Delivery::Fixed(vector));

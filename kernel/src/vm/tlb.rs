@@ -13,7 +13,7 @@
 //! - Counters: [`Counter`], bumped with [`count`] by the CPU they belong to, read by anyone with
 //!   [`counters`] as a [`TlbCounters`] snapshot.
 //!
-//! Whether PCIDs are in use is decided once by `aspace::init` and kept here ([`set_mode`],
+//! Whether PCIDs are in use is decided once by `space::init` and kept here ([`set_mode`],
 //! [`pcid_enabled`]). Neighbours: `smp::shootdown` and `smp::tlb` (the portable protocol and the
 //! decisions), `aspace` (address spaces, the switch, the IPI handler that services requests),
 //! `ipi` (delivery), `time` (the timeout).
@@ -28,7 +28,7 @@ use x86_64::{
     structures::paging::PhysFrame,
 };
 
-use crate::{ipi, percpu, time, trap};
+use crate::{irq::ipi, cpu::percpu, time, irq::trap};
 
 /// How long a CPU waits for the acknowledgements of one request before it reports the CPUs that
 /// never answered. Generous: under emulation many virtual CPUs share few host cores.
@@ -50,7 +50,7 @@ pub fn this_cpu() -> CpuId {
     CpuId::new(percpu::cpu_index()).expect("per-CPU indices are below MAX_CPUS")
 }
 
-/// Which invalidation instructions the kernel uses, fixed by `aspace::init`.
+/// Which invalidation instructions the kernel uses, fixed by `space::init`.
 #[derive(Clone, Copy, Debug)]
 pub struct Mode {
     /// CR4.PCIDE is set on every CPU that uses an address space: CR3 carries a PCID.
@@ -342,6 +342,7 @@ impl TlbCounters {
     }
 
     /// Field by field `self - earlier`: what happened since `earlier` was taken.
+    #[cfg_attr(not(any(feature = "ktest", feature = "kbench")), allow(dead_code, reason = "the tests and the benchmarks use it; no service does yet"))]
     pub fn since(&self, earlier: &TlbCounters) -> TlbCounters {
         self.zip(earlier, u64::wrapping_sub)
     }

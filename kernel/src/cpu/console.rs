@@ -11,7 +11,7 @@ use core::{
 
 use uart_16550::SerialPort;
 
-use crate::percpu;
+use crate::cpu::percpu;
 
 /// The lock word: 0 when free, else 1 + the id of the CPU that holds it.
 static OWNER: AtomicU32 = AtomicU32::new(0);
@@ -126,7 +126,7 @@ pub fn set_level(level: kcore::cmdline::LogLevel) {
 macro_rules! println_raw {
     ($($arg:tt)*) => {{
         use core::fmt::Write as _;
-        let mut c = $crate::console::lock(false);
+        let mut c = $crate::cpu::console::lock(false);
         let _ = writeln!(c, $($arg)*);
     }};
 }

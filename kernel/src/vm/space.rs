@@ -65,13 +65,11 @@ use smp::{
 use talc::lock_api::Mutex as SpinMutex;
 use x86_64::{instructions::interrupts, registers::control::Cr3, structures::paging::PageTableFlags as Flags};
 
-use crate::{apic, cpuinfo, irqlock::RawIrqSpin, mm, smpboot, threads, tlb, trap};
+use crate::{irq::apic, cpu::features, cpu::irqlock::RawIrqSpin, mm, cpus::bringup, task, vm::tlb, irq::trap};
 
 #[cfg(feature = "ktest")]
-#[path = "aspace_tests.rs"]
+#[path = "tests.rs"]
 mod tests;
-#[cfg(feature = "ktest")]
-pub use tests::TESTS;
 
 const PAGE: u64 = FRAME_BYTES;
 
@@ -123,7 +121,7 @@ impl fmt::Display for AsError {
 /// once, before any address space exists. Each CPU sets its CR4.PCIDE when it first touches an
 /// address space.
 pub fn init(use_pcid: bool) {
-    let f = cpuinfo::features();
+    let f = features::features();
     let mode = tlb::set_mode(tlb::Mode { pcid: use_pcid && f.pcid, invpcid: f.invpcid });
     trap::register(trap::VECTOR_SHOOTDOWN, on_shootdown_ipi);
     mm::set_shootdown(Some(kernel_shootdown));
@@ -268,7 +266,7 @@ impl AddressSpace {
     /// # Panics
     /// Before [`init`].
     pub fn new() -> Result<Arc<AddressSpace>, AsError> {
-        assert!(INIT_DONE.load(Ordering::Acquire), "AddressSpace::new before aspace::init");
+        assert!(INIT_DONE.load(Ordering::Acquire), "AddressSpace::new before space::init");
         let pml4 = mm::new_pml4().ok_or(AsError::NoMemory)?;
         let asid = AsId::new(NEXT_ASID.fetch_add(1, Ordering::Relaxed));
         Ok(Arc::new(AddressSpace {
@@ -287,8 +285,31 @@ impl AddressSpace {
         sched::Mm(NonZeroUsize::new(Arc::as_ptr(&self.space) as usize).expect("an Arc is never null"))
     }
 
+    /// Read the aligned `u64` at `va` through this CPU's own translation of it, so the TLB caches
+    /// it (the demonstration's readers make CPUs hold translations a remap must shoot down).
+    /// `Err(BadAddress)` unless `va` is an aligned user address and this space is the one loaded
+    /// on this CPU, `Err(NotMapped)` unless its page is mapped.
+    pub fn read_u64(&self, va: u64) -> Result<u64, AsError> {
+        if !va.is_multiple_of(8) || !(USER_START..USER_END).contains(&va) {
+            return Err(AsError::BadAddress(va));
+        }
+        let s = task::sched();
+        // No edit runs while the edits lock is held, so the page stays mapped for the read.
+        let _edits = self.edits.lock(s);
+        let _on_this_cpu = s.preempt_disable();
+        if mm::current_root() != self.space.pml4 {
+            return Err(AsError::BadAddress(va));
+        }
+        if self.translate(va).is_none() {
+            return Err(AsError::NotMapped(va));
+        }
+        // SAFETY: `va` is aligned, in the user half, and mapped in this space, which is the one
+        // loaded on this CPU (preemption is off, so it stays loaded); the edits lock keeps every
+        // unmap and remap out until the read is done, and the frame holds plain data.
+        Ok(unsafe { core::ptr::read_volatile(va as *const u64) })
+    }
+
     /// Where `va` leads: the physical address of the byte and whether the page is writable.
-    #[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "only the tests ask so far"))]
     pub fn translate(&self, va: u64) -> Option<(u64, bool)> {
         if !(USER_START..USER_END).contains(&va) {
             return None;
@@ -304,7 +325,7 @@ impl AddressSpace {
         if !frame.is_multiple_of(PAGE) || frame & !ADDR_MASK != 0 {
             return Err(AsError::BadAddress(frame));
         }
-        let _edits = self.edits.lock(threads::sched());
+        let _edits = self.edits.lock(task::sched());
         let mem = UserTables::new();
         paging::map(&mem, self.space.pml4, va, frame, PageSize::Size4K, leaf_flags(writable)).map_err(|e| match e {
             paging::MapError::AlreadyMapped(_) => AsError::AlreadyMapped(va),
@@ -315,9 +336,10 @@ impl AddressSpace {
 
     /// Map `pages` fresh zeroed frames at `va`: all of them, or (on `NoMemory` or `AlreadyMapped`)
     /// none.
+    #[cfg_attr(not(any(feature = "ktest", feature = "kbench")), allow(dead_code, reason = "the tests and the benchmarks use it; no service does yet"))]
     pub fn map_range(&self, va: u64, pages: u64, writable: bool) -> Result<(), AsError> {
         let range = user_range(va, pages)?;
-        let s = threads::sched();
+        let s = task::sched();
         let _edits = self.edits.lock(s);
         let mem = UserTables::new();
         if let Some(mapped) = pages_of(range).find(|&p| paging::translate(&mem, self.space.pml4, p).is_some()) {
@@ -347,9 +369,10 @@ impl AddressSpace {
 
     /// Unmap `pages` pages at `va` and free their frames once no CPU can use them. Every page must
     /// be mapped (otherwise nothing changes).
+    #[cfg_attr(not(any(feature = "ktest", feature = "kbench")), allow(dead_code, reason = "the tests and the benchmarks use it; no service does yet"))]
     pub fn unmap(&self, va: u64, pages: u64) -> Result<(), AsError> {
         let range = user_range(va, pages)?;
-        let s = threads::sched();
+        let s = task::sched();
         let _edits = self.edits.lock(s);
         let _on_this_cpu = s.preempt_disable();
         settle_previous()?;
@@ -359,6 +382,7 @@ impl AddressSpace {
 
     /// `unmap` with the edit lock held, preemption off and this CPU's previous request settled;
     /// returns the memory to free.
+    #[cfg_attr(not(any(feature = "ktest", feature = "kbench")), allow(dead_code, reason = "the tests and the benchmarks use it; no service does yet"))]
     fn unmap_locked(&self, range: PageRange) -> Result<Released, AsError> {
         let mem = UserTables::new();
         if let Some(hole) = pages_of(range).find(|&p| paging::translate(&mem, self.space.pml4, p).is_none()) {
@@ -378,7 +402,7 @@ impl AddressSpace {
     #[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "only the tests change rights so far"))]
     pub fn protect(&self, va: u64, pages: u64, writable: bool) -> Result<(), AsError> {
         let range = user_range(va, pages)?;
-        let s = threads::sched();
+        let s = task::sched();
         let _edits = self.edits.lock(s);
         let _on_this_cpu = s.preempt_disable();
         settle_previous()?;
@@ -412,7 +436,7 @@ impl AddressSpace {
         if !new_frame.is_multiple_of(PAGE) || new_frame & !ADDR_MASK != 0 {
             return Err(AsError::BadAddress(new_frame));
         }
-        let s = threads::sched();
+        let s = task::sched();
         let _edits = self.edits.lock(s);
         let _on_this_cpu = s.preempt_disable();
         settle_previous()?;
@@ -487,7 +511,7 @@ fn count_plan(me: CpuId, plan: &smp::ChangePlan) {
     tlb::count(Changes, 1);
     tlb::count(ChangesWithoutIpi, u64::from(plan.ipi_targets.is_empty()));
     tlb::count(AvoidedLazy, plan.avoided.len() as u64);
-    let mut never_loaded = smpboot::online().difference(&plan.ipi_targets).difference(&plan.avoided);
+    let mut never_loaded = bringup::online().difference(&plan.ipi_targets).difference(&plan.avoided);
     never_loaded.remove(me);
     tlb::count(AvoidedNeverLoaded, never_loaded.len() as u64);
 }
@@ -496,7 +520,7 @@ impl Drop for AddressSpace {
     /// Destroy the space: see the module comment. Runs in the thread that dropped the last handle.
     fn drop(&mut self) {
         let space = &self.space;
-        let s = threads::sched();
+        let s = task::sched();
         let _edits = self.edits.lock(s);
         let _on_this_cpu = s.preempt_disable();
         // A CPU posts one request at a time; destruction cannot give up, so it waits its turn.
@@ -532,13 +556,13 @@ pub fn spawn_in<F, T>(
     space: &Arc<AddressSpace>,
     builder: sched::Builder,
     f: F,
-) -> Result<sched::JoinHandle<T, threads::KernelPlatform>, sched::SpawnError>
+) -> Result<sched::JoinHandle<T, task::KernelPlatform>, sched::SpawnError>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     let handle = space.clone();
-    threads::sched().spawn(builder.in_mm(space.mm()), move || {
+    task::sched().spawn(builder.in_mm(space.mm()), move || {
         let result = f();
         drop(handle);
         result
@@ -792,7 +816,7 @@ fn service_with_interrupts_off() {
 }
 
 fn on_shootdown_ipi(_frame: &mut arch::trap::TrapFrame) {
-    crate::percpu::count(crate::percpu::Counter::IpisReceived);
+    crate::cpu::percpu::count(crate::cpu::percpu::Counter::IpisReceived);
     apic::eoi();
     service_here();
 }
@@ -807,7 +831,7 @@ fn on_shootdown_ipi(_frame: &mut arch::trap::TrapFrame) {
 fn kernel_shootdown(start: u64, end: u64) {
     interrupts::without_interrupts(|| {
         let me = tlb::this_cpu();
-        let mut targets = smpboot::online();
+        let mut targets = bringup::online();
         targets.remove(me);
         if targets.is_empty() {
             return;

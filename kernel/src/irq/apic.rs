@@ -25,7 +25,7 @@ use arch::trap::TrapFrame;
 use smp::ApicId;
 use x86_64::{instructions::interrupts, registers::model_specific::Msr};
 
-use crate::{percpu, trap};
+use crate::{cpu::percpu, irq::trap};
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const IA32_TSC_DEADLINE: u32 = 0x6e0;
@@ -124,7 +124,7 @@ fn write(reg: u32, value: u32) {
 /// Turn on the boot CPU's local APIC: choose the mode, register the handlers, set up its registers.
 /// `allow_x2apic` and `allow_tsc_deadline` are false with `nox2apic` and `notscdeadline`.
 pub fn init_bsp(madt_lapic_phys: Option<u64>, allow_x2apic: bool, allow_tsc_deadline: bool) {
-    let f = crate::cpuinfo::features();
+    let f = crate::cpu::features::features();
     // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; reading it has no side effects.
     let base = unsafe { Msr::new(IA32_APIC_BASE).read() };
     let phys = base & BASE_ADDR_MASK;

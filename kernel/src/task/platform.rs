@@ -9,7 +9,7 @@ use core::fmt::Write;
 
 use sched::{CpuIndex, IrqState, Mm, Platform, Scheduler, Stack};
 
-use crate::{apic, ipi, mm, percpu, time, trap};
+use crate::{irq::apic, irq::ipi, mm, cpu::percpu, time, irq::trap};
 
 /// The kernel's machine below the scheduler.
 pub struct KernelPlatform {
@@ -22,7 +22,7 @@ static SCHED: spin::Once<&'static KSched> = spin::Once::new();
 
 /// The scheduler, once `init` ran.
 pub fn sched() -> &'static KSched {
-    SCHED.get().expect("scheduler used before threads::init")
+    SCHED.get().expect("scheduler used before task::init")
 }
 
 impl Platform for KernelPlatform {
@@ -87,7 +87,7 @@ impl Platform for KernelPlatform {
     }
 
     fn switch_mm(&self, prev: Option<Mm>, next: Mm) {
-        crate::aspace::switch(prev, next);
+        crate::vm::space::switch(prev, next);
     }
 }
 
@@ -126,7 +126,7 @@ pub fn init(nr_cpus: u32, slice_ns: u64, fpu: arch::fpu::FpuFeatures) {
     SCHED.call_once(|| Scheduler::new(platform, nr_cpus as usize, config));
     trap::register(trap::VECTOR_TIMER, timer_handler);
     trap::register(trap::VECTOR_RESCHED, resched_handler);
-    crate::panic::set_thread_name(write_current);
+    crate::irq::panic::set_thread_name(write_current);
 }
 
 /// This CPU's boot thread becomes its idle thread; never returns.

@@ -15,7 +15,7 @@
 //!   once every AP answered.
 //!
 //! AP stacks are kernel stacks with a guard page (`mm::stacks`), 32 KiB, kept as the AP's idle and
-//! interrupt stack. Both paths end in `ap_start`: GDT and TSS (`gdt::CpuTables::new_leaked`), IDT,
+//! interrupt stack. Both paths end in `ap_start`: GDT and TSS (`tables::CpuTables::new_leaked`), IDT,
 //! local APIC, its id -> its `CpuId`, its per-CPU block (`percpu::PerCpu` leaked on the heap,
 //! installed on the AP itself), the boot CPU's CR0 and CR4. It logs `cpu N online: APIC id A, ACPI UID U`, joins the online set
 //! and enters the AP main loop: halting with interrupts on and serving IPIs, until [`set_ap_main`]
@@ -46,8 +46,8 @@ use x86_64::{
 
 use crate::{
     acpi,
-    apic::{self, Delivery, Dest},
-    gdt, ipi, mm, panic, percpu, time, trap, xcall,
+    irq::apic::{self, Delivery, Dest},
+    cpu::tables, irq::ipi, mm, irq::panic, cpu::percpu, time, irq::trap, cpus::xcall,
 };
 
 /// How long the boot CPU waits for the APs to come online, all together.
@@ -287,7 +287,7 @@ fn ap_start() -> ! {
     // Descriptor tables first: the GDT the AP arrived with (the loader's, or the trampoline's in a
     // page that is unmapped after bring-up) does not have the selectors the IDT's gates name.
     // SAFETY: once, on this CPU, interrupts off; the tables are leaked, so they live for ever.
-    unsafe { gdt::CpuTables::new_leaked().load() };
+    unsafe { tables::CpuTables::new_leaked().load() };
     trap::load_idt();
     apic::init_ap();
     let apic_id = apic::id();
@@ -358,9 +358,6 @@ fn wait_online(targets: &[(CpuId, ApicId)], t0: u64) -> Vec<ApicId> {
 }
 
 #[cfg(feature = "ktest")]
-pub use tests::TESTS;
-
-#[cfg(feature = "ktest")]
 mod tests {
     use alloc::{format, string::String, sync::Arc, vec::Vec};
     use core::sync::atomic::{AtomicU64, Ordering};
@@ -368,14 +365,14 @@ mod tests {
     use smp::{CpuSet, MAX_CPUS};
 
     use super::*;
-    use crate::{ensure, ktest::Test};
+    use crate::{ensure, testing::Test};
 
     /// The number of CPUs the bring-up tried to start: those found, limited by `maxcpus`.
     fn nr_expected() -> usize {
         MAP.get().map_or(1, CpuMap::nr_cpus)
     }
 
-    pub const TESTS: &[Test] = &[
+    crate::register_tests![
         Test { name: "cpus_online", min_cpus: 1, expect_fault: false, run: cpus_online },
         Test { name: "percpu_own_id", min_cpus: 1, expect_fault: false, run: percpu_own_id },
     ];

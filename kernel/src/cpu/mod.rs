@@ -1,0 +1,13 @@
+//! This CPU, and the devices every layer above writes to: the per-CPU block reached through GS
+//! ([`percpu`]), the CPU's features ([`features`]), its GDT and TSS ([`tables`]), the
+//! interrupts-off spin lock ([`irqlock`]), the serial console ([`console`]) and the power-off
+//! device ([`power`]).
+//!
+//! Layer: above `boot`, below `mm`. Nothing here allocates or maps memory.
+
+pub mod console;
+pub mod features;
+pub mod irqlock;
+pub mod percpu;
+pub mod power;
+pub mod tables;
