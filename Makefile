@@ -119,7 +119,7 @@ banner = @printf '\n==> %s\n' "$(1)"
 help:
 	@echo "make run       build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh)"
 	@echo "make test      host unit tests, loom models, bench --quick, a KVM functional run where /dev/kvm opens, in-kernel tests at -smp $(KTEST_SMP)"
-	@echo "make check     host unit tests only"
+	@echo "make check     host unit tests and the kernel's layer check"
 	@echo "make bench     the host benchmark (cargo run --release -p bench)"
 	@echo "make iso       hybrid BIOS/UEFI Limine ISO in $(ISO) (needs LIMINE_DIR)"
 	@echo "make limine    fetch Limine $(LIMINE_BRANCH) into LIMINE_DIR=$(LIMINE_DIR)"
@@ -233,6 +233,8 @@ debug: boot-check host-deps $(BOOT_MEDIA)
 check:
 	$(call banner,host unit tests)
 	cargo test --workspace --exclude kernel
+	$(call banner,layer check: the kernel's top-level modules only use the ones below them)
+	cargo run -q -p ktest --bin layers
 
 loom:
 	$(call banner,loom models$(if $(LOOM_TESTS),, (none yet: no sched/, smp/ or kcore/tests/loom*.rs)))

@@ -225,7 +225,7 @@ impl Cpus {
         if self.here != self.bench {
             Ok(())
         } else {
-            Err(Missing::Skip(format!("needs 2 CPUs, {} online", bringup::nr_online())))
+            Err(Missing::Skip(format!("needs 2 CPUs, {} online", crate::cpu::map::nr_online())))
         }
     }
 }
@@ -264,7 +264,7 @@ const ROWS: [(&str, Measure); 7] = [
 /// the main thread, pinned to CPU 0, with nothing else running.
 pub fn run(quick: bool) -> ! {
     let sizes = if quick { QUICK } else { FULL };
-    let online = bringup::online();
+    let online = crate::cpu::map::online();
     let here = CpuId::BSP;
     let bench = online.iter().filter(|c| c.index() < sched().nr_cpus()).max().unwrap_or(here);
     let cpus = Cpus { here, bench };
@@ -460,7 +460,7 @@ struct PreemptWatch {
 impl PreemptWatch {
     fn snapshot(cpu: CpuId, into: &[AtomicU64; 2]) {
         let timer_interrupts =
-            bringup::percpu_of(cpu).map_or(0, |p| p.counters.timer_interrupts.load(Ordering::Relaxed));
+            crate::cpu::map::percpu_of(cpu).map_or(0, |p| p.counters.timer_interrupts.load(Ordering::Relaxed));
         into[0].store(timer_interrupts, Ordering::Relaxed);
         into[1].store(sched().counters(index(cpu)).preemptions, Ordering::Relaxed);
     }

@@ -123,7 +123,7 @@ fn kernel_main(info: BootInfo) -> ! {
 
     // The scheduler spans every CPU id up to the highest one online (a CPU that failed to start
     // leaves an empty queue nobody is woken onto).
-    let nr_cpus = bringup::online().iter().map(|c| c.get() + 1).max().unwrap_or(1);
+    let nr_cpus = crate::cpu::map::online().iter().map(|c| c.get() + 1).max().unwrap_or(1);
     space::init(!opts.nopcid);
     // SAFETY: boot CPU, interrupts off, no thread has used the FPU yet.
     let fpu = unsafe { arch::fpu::enable_on_this_cpu(!opts.noxsave) };

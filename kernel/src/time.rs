@@ -303,6 +303,21 @@ pub fn ns_to_lapic_ticks_ceil(ns: u64) -> Option<u64> {
     (per_tsc != 0).then(|| (u128::from(tsc) * per_tsc).div_ceil(1 << 32).min(u128::from(u64::MAX)) as u64)
 }
 
+/// Arm this CPU's timer to interrupt (vector 0xf0) once, no earlier than `ns` nanoseconds from now.
+/// Replaces any earlier arming (`apic::disarm` cancels it). In one-shot mode the longest delay is
+/// 2^32 - 1 timer ticks (4.29 s at 1 GHz); a longer one fires at that limit, which the timer
+/// handler must tell from its deadline. Before calibration it does nothing.
+pub fn arm_oneshot_ns(ns: u64) {
+    use crate::irq::apic;
+    if apic::timer_is_tsc_deadline() {
+        if let Some(ticks) = ns_to_tsc_ticks_ceil(ns) {
+            apic::arm_deadline(arch::tsc::read().saturating_add(ticks.max(1)));
+        }
+    } else if let Some(ticks) = ns_to_lapic_ticks_ceil(ns) {
+        apic::arm_count(ticks.clamp(1, u64::from(u32::MAX)) as u32);
+    }
+}
+
 /// Spin for at least `us` microseconds.
 ///
 /// # Panics
@@ -338,7 +353,7 @@ mod tests {
                 ensure!(!apic::is_pending(VECTOR_TIMER), "timer vector pending before arming");
                 let limit_ticks = ns_to_tsc_ticks_ceil(10 * d_ns + 500_000_000).unwrap_or(u64::MAX);
                 let t0 = arch::tsc::start();
-                apic::arm_oneshot_ns(d_ns);
+                crate::time::arm_oneshot_ns(d_ns);
                 let fired = loop {
                     if apic::is_pending(VECTOR_TIMER) {
                         break Some(arch::tsc::start());

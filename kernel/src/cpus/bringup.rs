@@ -32,9 +32,11 @@
 //! (its IPI handler is registered here before any AP runs), `panic` (stop-the-others by NMI).
 
 use alloc::{boxed::Box, vec::Vec};
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
-use smp::{AcpiUid, ApicId, AtomicCpuSet, CpuId, CpuMap, CpuSet, MAX_CPUS};
+use crossbeam_utils::atomic::AtomicCell;
+
+use smp::{AcpiUid, ApicId, CpuId, CpuMap, MAX_CPUS};
 use x86_64::{
     PhysAddr,
     registers::{
@@ -47,7 +49,7 @@ use x86_64::{
 use crate::{
     acpi,
     irq::apic::{self, Delivery, Dest},
-    cpu::tables, irq::ipi, mm, irq::panic, cpu::percpu, time, irq::trap, cpus::xcall,
+    cpu::{map, tables}, irq::ipi, mm, irq::panic, cpu::percpu, time, irq::trap, cpus::xcall,
 };
 
 /// How long the boot CPU waits for the APs to come online, all together.
@@ -61,11 +63,8 @@ const STATE_ARRIVED: u8 = 2;
 const STATE_ONLINE: u8 = 3;
 const STATE_ABANDONED: u8 = 4;
 
-static MAP: spin::Once<CpuMap> = spin::Once::new();
 static STATE: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(STATE_IDLE) }; MAX_CPUS];
-static ONLINE: AtomicCpuSet = AtomicCpuSet::new();
-static BLOCKS: [AtomicPtr<percpu::PerCpu>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
-static AP_MAIN: AtomicUsize = AtomicUsize::new(0);
+static AP_MAIN: AtomicCell<Option<fn() -> !>> = AtomicCell::new(None);
 /// The boot CPU's CR0 and CR4 (protections, FPU setup), for the APs to copy.
 static BSP_CR0: AtomicU64 = AtomicU64::new(0);
 static BSP_CR4: AtomicU64 = AtomicU64::new(0);
@@ -76,45 +75,8 @@ static TRAMPOLINE_STACKS: spin::Once<Vec<u64>> = spin::Once::new();
 
 /// Name the function every AP runs once it is online (instead of the built-in halt loop). APs
 /// already idling switch to it at their next interrupt.
-#[allow(dead_code, reason = "kernel_main plugs the scheduler's per-CPU entry in here once it exists")]
 pub fn set_ap_main(f: fn() -> !) {
-    AP_MAIN.store(f as usize, Ordering::Release);
-}
-
-/// The CPUs that are online (the boot CPU alone before [`start`]).
-pub fn online() -> CpuSet {
-    let mut s = ONLINE.snapshot();
-    s.insert(CpuId::BSP);
-    s
-}
-
-/// How many CPUs are online.
-pub fn nr_online() -> u32 {
-    online().len() as u32
-}
-
-/// The APIC id of `cpu`, if it is one of the CPUs in the map.
-pub fn apic_id_of(cpu: CpuId) -> Option<ApicId> {
-    match MAP.get() {
-        Some(m) => m.apic_of(cpu),
-        None => (cpu == CpuId::BSP).then(apic::id),
-    }
-}
-
-/// The per-CPU block of an online CPU (for reading its counters).
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "per-CPU statistics read through it; only tests do yet"))]
-pub fn percpu_of(cpu: CpuId) -> Option<&'static percpu::PerCpu> {
-    let p = BLOCKS[cpu.index()].load(Ordering::Acquire);
-    // SAFETY: only `register_block` stores here, a pointer to a block that is never freed and whose
-    // shared fields are atomics or set once before it was stored.
-    (!p.is_null()).then(|| unsafe { &*p })
-}
-
-fn register_block(cpu: CpuId) {
-    // SAFETY: the caller runs with interrupts off (boot path or early AP), for the borrow's length.
-    let guard = unsafe { percpu::IrqOff::assume() };
-    let block: *const percpu::PerCpu = percpu::get(&guard);
-    BLOCKS[cpu.index()].store(block.cast_mut(), Ordering::Release);
+    AP_MAIN.store(Some(f));
 }
 
 /// Start every AP and wait for them; returns how many CPUs are online. Boot CPU, once, after
@@ -151,8 +113,8 @@ pub fn start(limine_mp: Option<&'static ::limine::response::MpResponse>, maxcpus
             CpuMap::from_firmware(bsp, [(bsp, AcpiUid::new(0))]).expect("a map of the boot CPU alone")
         }
     };
-    let map = MAP.call_once(|| map);
-    register_block(CpuId::BSP);
+    let map = map::install(map);
+    map::register_block(CpuId::BSP);
     xcall::init();
     panic::set_stop_others(ipi::send_nmi_all_others);
     BSP_CR0.store(Cr0::read_raw(), Ordering::Relaxed);
@@ -179,7 +141,7 @@ pub fn start(limine_mp: Option<&'static ::limine::response::MpResponse>, maxcpus
         mm::unmap_identity(page, 0x1000);
         mm::frames::free(page);
     }
-    let n = nr_online();
+    let n = map::nr_online();
     let mut line = alloc::format!("smp: {n}/{found} CPUs online in {} ms", (time::now_ns() - t0) / 1_000_000);
     if map.nr_cpus() < found {
         line.push_str(&alloc::format!(" (maxcpus={})", map.nr_cpus()));
@@ -291,7 +253,7 @@ fn ap_start() -> ! {
     trap::load_idt();
     apic::init_ap();
     let apic_id = apic::id();
-    let map = MAP.get().expect("APs start after the CPU map exists");
+    let map = map::get().expect("APs start after the CPU map exists");
     let Some(cpu) = map.cpu_of(apic_id) else { arch::cpu::halt_forever() };
     if STATE[cpu.index()]
         .compare_exchange(STATE_STARTING, STATE_ARRIVED, Ordering::AcqRel, Ordering::Acquire)
@@ -303,7 +265,7 @@ fn ap_start() -> ! {
     let block = Box::leak(Box::new(percpu::PerCpu::new(cpu.get(), apic_id.get())));
     // SAFETY: this AP's own block, installed once, on this AP, before anything reads it.
     unsafe { percpu::install(block) };
-    register_block(cpu);
+    map::register_block(cpu);
     // SAFETY: the boot CPU's CR0 and CR4 (write protection, global pages, SMEP/SMAP, FPU bits) are
     // valid on this identical CPU, in long mode on the same tables (CR3 carries no PCID, so
     // CR4.PCIDE may be set too).
@@ -313,7 +275,7 @@ fn ap_start() -> ! {
     }
     let uid = map.acpi_uid_of(cpu).map_or(0, |u| u.get());
     log::info!("cpu {} online: APIC id {}, ACPI UID {uid}", cpu.get(), apic_id.get());
-    ONLINE.insert(cpu);
+    map::mark_online(cpu);
     STATE[cpu.index()].store(STATE_ONLINE, Ordering::Release);
     ap_idle()
 }
@@ -321,10 +283,7 @@ fn ap_start() -> ! {
 /// Halt with interrupts on, serving IPIs, until [`set_ap_main`] names the real work.
 fn ap_idle() -> ! {
     loop {
-        let f = AP_MAIN.load(Ordering::Acquire);
-        if f != 0 {
-            // SAFETY: only `set_ap_main` stores here, and it stores a `fn() -> !`.
-            let f: fn() -> ! = unsafe { core::mem::transmute(f) };
+        if let Some(f) = AP_MAIN.load() {
             f();
         }
         arch::cpu::enable_interrupts_and_halt();
@@ -369,7 +328,7 @@ mod tests {
 
     /// The number of CPUs the bring-up tried to start: those found, limited by `maxcpus`.
     fn nr_expected() -> usize {
-        MAP.get().map_or(1, CpuMap::nr_cpus)
+        map::get().map_or(1, CpuMap::nr_cpus)
     }
 
     crate::register_tests![
@@ -381,7 +340,7 @@ mod tests {
     /// online set is exactly CPUs 0..N.
     fn cpus_online() -> Result<(), String> {
         let expected = nr_expected();
-        let online = online();
+        let online = map::online();
         ensure!(
             online == CpuSet::first_n(expected),
             "online CPUs are {online}, expected {} (found {}, maxcpus kept {expected})",
@@ -394,9 +353,9 @@ mod tests {
     /// A call to each CPU alone reads that CPU's per-CPU block and its APIC: the index and APIC id
     /// it reports must be those of the CPU the call was sent to.
     fn percpu_own_id() -> Result<(), String> {
-        let map = MAP.get().ok_or_else(|| String::from("no CPU map"))?;
+        let map = map::get().ok_or_else(|| String::from("no CPU map"))?;
         let answers: Arc<Vec<AtomicU64>> = Arc::new((0..3 * MAX_CPUS).map(|_| AtomicU64::new(u64::MAX)).collect());
-        for cpu in online().iter() {
+        for cpu in map::online().iter() {
             let a = answers.clone();
             xcall::call(
                 &CpuSet::single(cpu),

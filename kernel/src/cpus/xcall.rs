@@ -39,7 +39,7 @@ use arch::trap::TrapFrame;
 use smp::{AtomicCpuSet, CpuId, CpuSet, MAX_CPUS};
 use x86_64::instructions::interrupts;
 
-use crate::{irq::apic, irq::ipi, cpu::percpu, cpus::bringup, time, irq::trap};
+use crate::{irq::apic, irq::ipi, cpu::percpu, time, irq::trap};
 
 struct Request {
     f: Box<dyn Fn(CpuId) + Send + Sync>,
@@ -77,7 +77,7 @@ where
 {
     interrupts::without_interrupts(|| {
         let me = this_cpu();
-        let online = bringup::online();
+        let online = crate::cpu::map::online();
         let offline = cpus.difference(&online);
         let mut remote = cpus.intersection(&online);
         remote.remove(me);
@@ -170,7 +170,7 @@ mod tests {
     use smp::{CpuId, CpuSet, MAX_CPUS};
 
     use super::{call, this_cpu};
-    use crate::{ensure, irq::ipi, testing::Test, cpu::percpu, cpus::bringup, time, irq::trap};
+    use crate::{ensure, irq::ipi, testing::Test, cpu::percpu, time, irq::trap};
 
     crate::register_tests![
         Test { name: "xcall_exact_targets", min_cpus: 1, expect_fault: false, run: xcall_exact_targets },
@@ -202,7 +202,7 @@ mod tests {
     /// caller): exactly the CPUs asked run the function, each once per round, and each is told its
     /// own id. Then a call to a CPU that is not online must name it and run nowhere.
     fn xcall_exact_targets() -> Result<(), String> {
-        let online = bringup::online();
+        let online = crate::cpu::map::online();
         let cpus: Vec<CpuId> = online.iter().collect();
         let hits = counters();
         let wrong_id = Arc::new(AtomicU32::new(0));
@@ -245,7 +245,7 @@ mod tests {
     /// withdrawn request never runs, even after the CPU is free again, and the next call succeeds.
     fn xcall_timeout_names_silent_cpus() -> Result<(), String> {
         let me = this_cpu();
-        let Some(busy) = bringup::online().iter().find(|&c| c != me) else {
+        let Some(busy) = crate::cpu::map::online().iter().find(|&c| c != me) else {
             return Err(String::from("no second CPU online"));
         };
         let target = CpuSet::single(busy);
@@ -277,12 +277,12 @@ mod tests {
     /// in time, and its IPI counter grew (not by an exact amount: IPIs to a CPU that has one pending
     /// merge, and the scheduler's reschedule IPIs count there too).
     fn ipi_all_others_storm() -> Result<(), String> {
-        let online = bringup::online();
+        let online = crate::cpu::map::online();
         let n = online.len() as u64;
         // The work grows as n^2 per round: 20 rounds up to 8 CPUs, fewer beyond, at least 2.
         let rounds = (160 / n).clamp(2, 20);
         let me = this_cpu();
-        let block = |c: CpuId| bringup::percpu_of(c).expect("online CPUs have a per-CPU block");
+        let block = |c: CpuId| crate::cpu::map::percpu_of(c).expect("online CPUs have a per-CPU block");
         let served_before: Vec<u64> = online.iter().map(|c| block(c).counters.xcalls_served.load(Ordering::Relaxed)).collect();
         let ipis_before: Vec<u64> = online.iter().map(|c| block(c).counters.ipis_received.load(Ordering::Relaxed)).collect();
         let received = counters();

@@ -301,23 +301,19 @@ fn wait_icr_idle() {
     }
 }
 
-/// Arm this CPU's timer to interrupt (vector 0xf0) once, no earlier than `ns` nanoseconds from now.
-/// Replaces any earlier arming. In one-shot mode the longest delay is 2^32 - 1 timer ticks (4.29 s
-/// at 1 GHz); a longer one fires at that limit, which the timer handler must tell from its deadline.
-/// Before `time` calibrated the clocks it does nothing.
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "the scheduler's tick arms it; only tests do yet"))]
-pub fn arm_oneshot_ns(ns: u64) {
-    if deadline_mode() {
-        if let Some(ticks) = crate::time::ns_to_tsc_ticks_ceil(ns) {
-            write_deadline(arch::tsc::read().saturating_add(ticks.max(1)));
-        }
-    } else if let Some(ticks) = crate::time::ns_to_lapic_ticks_ceil(ns) {
-        write(REG_TIMER_INITIAL, ticks.clamp(1, u64::from(u32::MAX)) as u32);
-    }
+/// Arm this CPU's timer (in TSC-deadline mode) to interrupt once when the TSC reaches `tsc`.
+/// Replaces any earlier arming; `time::arm_oneshot_ns` turns a delay into this.
+pub fn arm_deadline(tsc: u64) {
+    write_deadline(tsc.max(1));
+}
+
+/// Arm this CPU's timer (in one-shot mode) to interrupt once after `ticks` timer ticks (at least
+/// 1). Replaces any earlier arming; `time::arm_oneshot_ns` turns a delay into this.
+pub fn arm_count(ticks: u32) {
+    write(REG_TIMER_INITIAL, ticks.max(1));
 }
 
 /// Cancel this CPU's pending timer interrupt, if it was armed and has not fired.
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "the scheduler's tick disarms it; only tests do yet"))]
 pub fn disarm() {
     if deadline_mode() {
         write_deadline(0);

@@ -1,5 +1,5 @@
 //! Inter-processor interrupts by CPU id: the kernel's dense [`CpuId`]s are turned into APIC ids
-//! through the CPU map `smpboot` built, and sent with `apic::send`.
+//! through the CPU map (`cpu::map`), and sent with `apic::send`.
 //!
 //! - [`send`]`(cpu, vector)` and [`send_set`]`(&cpus, vector)`: fixed interrupts to named CPUs;
 //! - [`send_all_others`]`(vector)`: one ICR write with the all-but-self shorthand;
@@ -13,10 +13,7 @@
 
 use smp::{CpuId, CpuSet};
 
-use crate::{
-    irq::apic::{self, Delivery, Dest},
-    cpus::bringup,
-};
+use crate::irq::apic::{self, Delivery, Dest};
 
 /// Send `vector` to `cpu` (which may be this CPU).
 ///
@@ -24,7 +21,7 @@ use crate::{
 /// If `cpu` is not one of this machine's CPUs.
 #[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "the scheduler's wake-ups and the TLB shootdown send with it; only tests do yet"))]
 pub fn send(cpu: CpuId, vector: u8) {
-    let Some(apic_id) = bringup::apic_id_of(cpu) else {
+    let Some(apic_id) = crate::cpu::map::apic_id_of(cpu).or_else(|| (cpu == CpuId::BSP).then(apic::id)) else {
         panic!("ipi::send of vector {vector:#x} to {cpu}, which is not a CPU of this machine")
     };
     apic::send(Dest::Apic(apic_id), Delivery::Fixed(vector));

@@ -1,37 +1,35 @@
 //! Panics and fatal faults: one report naming the CPU, the thread, the place and a backtrace, then
 //! every other CPU is stopped (NMI: it arrives even with interrupts off) and the machine powers off
 //! with the failure code (QEMU's isa-debug-exit) or, without that device, halts.
+//!
+//! Two layers above this one add to the report through typed hooks they install: `cpus` the NMI
+//! broadcast that stops the other CPUs ([`set_stop_others`]), `task` the running thread's name
+//! ([`set_thread_name`]). A page fault in a kernel stack's guard page is named through `mm`.
 
 use core::{
     fmt::Write,
-    sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
+    sync::atomic::{AtomicBool, AtomicU32, Ordering},
 };
 
 use arch::trap::TrapFrame;
+use crossbeam_utils::atomic::AtomicCell;
 
 use crate::{cpu::console, cpu::percpu, cpu::power};
 
 static STOPPING: AtomicBool = AtomicBool::new(false);
 /// 1 + the CPU that owns the failure report (the first to fail).
 static REPORTER: AtomicU32 = AtomicU32::new(0);
-static STOP_OTHERS: AtomicUsize = AtomicUsize::new(0);
-static THREAD_NAME: AtomicUsize = AtomicUsize::new(0);
-static GUARD_HIT: AtomicUsize = AtomicUsize::new(0);
+static STOP_OTHERS: AtomicCell<Option<fn()>> = AtomicCell::new(None);
+static THREAD_NAME: AtomicCell<Option<fn(&mut dyn Write)>> = AtomicCell::new(None);
 
-/// Install the function that stops every other CPU (an NMI broadcast, once the APIC is up).
+/// Install the function that stops every other CPU (an NMI broadcast, once the APs run).
 pub fn set_stop_others(f: fn()) {
-    STOP_OTHERS.store(f as usize, Ordering::Release);
+    STOP_OTHERS.store(Some(f));
 }
 
 /// Install the function that writes the current thread's name (once the scheduler is up).
 pub fn set_thread_name(f: fn(&mut dyn Write)) {
-    THREAD_NAME.store(f as usize, Ordering::Release);
-}
-
-/// Install the function that, given a faulting address, writes which thread's stack guard page it
-/// is in and returns true (once kernel stacks with guard pages exist).
-pub fn set_guard_hit(f: fn(u64, &mut dyn Write) -> bool) {
-    GUARD_HIT.store(f as usize, Ordering::Release);
+    THREAD_NAME.store(Some(f));
 }
 
 /// True once some CPU has begun a failure report: NMIs then mean "stop".
@@ -45,13 +43,11 @@ pub fn park_this_cpu() -> ! {
 }
 
 fn write_thread(c: &mut dyn Write) {
-    let f = THREAD_NAME.load(Ordering::Acquire);
-    if f == 0 {
-        let _ = c.write_str("boot");
-    } else {
-        // SAFETY: only set_thread_name stores here, with a fn of this type.
-        let f: fn(&mut dyn Write) = unsafe { core::mem::transmute(f) };
-        f(c);
+    match THREAD_NAME.load() {
+        Some(f) => f(c),
+        None => {
+            let _ = c.write_str("boot");
+        }
     }
 }
 
@@ -65,10 +61,7 @@ fn begin_report() {
         park_this_cpu();
     }
     STOPPING.store(true, Ordering::Release);
-    let f = STOP_OTHERS.load(Ordering::Acquire);
-    if f != 0 {
-        // SAFETY: only set_stop_others stores here, with a fn().
-        let f: fn() = unsafe { core::mem::transmute(f) };
+    if let Some(f) = STOP_OTHERS.load() {
         f();
     }
 }
@@ -104,12 +97,7 @@ pub fn fault(frame: &TrapFrame, what: &str) -> ! {
     write_thread(&mut c);
     let _ = writeln!(c, "` at rip {:#018x}", frame.rip);
     if frame.vector == 14 || frame.vector == 8 {
-        let f = GUARD_HIT.load(Ordering::Acquire);
-        if f != 0 {
-            // SAFETY: only set_guard_hit stores here, with a fn of this type.
-            let f: fn(u64, &mut dyn Write) -> bool = unsafe { core::mem::transmute(f) };
-            let _ = f(cr2, &mut c);
-        }
+        let _ = crate::mm::stacks::guard_hit(cr2, &mut c);
     }
     if frame.vector == 14 {
         let e = frame.error_code;

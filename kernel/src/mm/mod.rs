@@ -35,7 +35,9 @@ mod tables;
 #[cfg(feature = "ktest")]
 pub mod tests;
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_utils::atomic::AtomicCell;
 
 use kcore::{
     frame_alloc::FRAME_BYTES,
@@ -100,7 +102,7 @@ impl Features {
 
 static FEATURES: spin::Once<Features> = spin::Once::new();
 static MAP: spin::Once<MemoryMap> = spin::Once::new();
-static SHOOTDOWN: AtomicUsize = AtomicUsize::new(0);
+static SHOOTDOWN: AtomicCell<Option<fn(u64, u64)>> = AtomicCell::new(None);
 static RECLAIMED: AtomicBool = AtomicBool::new(false);
 
 unsafe extern "C" {
@@ -157,7 +159,6 @@ pub fn init(info: &BootInfo) {
     tables::set_root(pml4);
     stacks::init();
     heap::enable_growth();
-    crate::irq::panic::set_guard_hit(stacks::guard_hit);
 
     let (free, total) = frames::stats();
     log::info!(
@@ -367,16 +368,11 @@ pub fn unmap_identity(pa: u64, len: u64) {
 /// removed and before their frames are reused, from whatever context removes them. Returns the
 /// function installed before.
 pub fn set_shootdown(f: Option<fn(u64, u64)>) -> Option<fn(u64, u64)> {
-    let old = SHOOTDOWN.swap(f.map_or(0, |f| f as usize), Ordering::AcqRel);
-    // SAFETY: only this function stores here, and it stores 0 or a fn(u64, u64).
-    (old != 0).then(|| unsafe { core::mem::transmute::<usize, fn(u64, u64)>(old) })
+    SHOOTDOWN.swap(f)
 }
 
 fn shootdown(start: u64, end: u64) {
-    let f = SHOOTDOWN.load(Ordering::Acquire);
-    if f != 0 {
-        // SAFETY: only set_shootdown stores here, and it stores 0 or a fn(u64, u64).
-        let f: fn(u64, u64) = unsafe { core::mem::transmute(f) };
+    if let Some(f) = SHOOTDOWN.load() {
         f(start, end);
     }
 }

@@ -120,7 +120,7 @@ fn frames_contention() -> Result<(), String> {
     let owners: Arc<Vec<AtomicU32>> = Arc::new((0..top / FRAME_BYTES).map(|_| AtomicU32::new(NOBODY)).collect());
     let clashes = Arc::new(AtomicU64::new(0));
     let handed_out = Arc::new(AtomicU64::new(0));
-    let online = crate::cpus::bringup::online();
+    let online = crate::cpu::map::online();
     // Leave only LEFT_FREE frames (above 1 MiB) in the pool; the bookkeeping is allocated first.
     let mut parked: Vec<u64> = Vec::with_capacity(frames::stats().0);
     let free_before = frames::stats().0;

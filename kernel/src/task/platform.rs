@@ -3,9 +3,11 @@
 //!
 //! Neighbours: `sched` decides (run queues, the windowed switch path); this module supplies the
 //! machine: `percpu` for the CPU id, `ipi` for reschedule IPIs, `apic` for the one-shot or
-//! TSC-deadline timer, `time` for the clock, `mm::stacks` for guarded stacks, `aspace` for CR3.
+//! TSC-deadline timer, `time` for the clock, `mm::stacks` for guarded stacks, `vm` (above) for CR3 through [`set_mm_switch`].
 
 use core::fmt::Write;
+
+use crossbeam_utils::atomic::AtomicCell;
 
 use sched::{CpuIndex, IrqState, Mm, Platform, Scheduler, Stack};
 
@@ -58,7 +60,7 @@ impl Platform for KernelPlatform {
 
     fn arm_timer(&self, deadline_ns: Option<u64>) {
         match deadline_ns {
-            Some(d) => apic::arm_oneshot_ns(d.saturating_sub(time::now_ns()).max(1)),
+            Some(d) => time::arm_oneshot_ns(d.saturating_sub(time::now_ns()).max(1)),
             None => apic::disarm(),
         }
     }
@@ -87,7 +89,8 @@ impl Platform for KernelPlatform {
     }
 
     fn switch_mm(&self, prev: Option<Mm>, next: Mm) {
-        crate::vm::space::switch(prev, next);
+        let switch = MM_SWITCH.load().expect("a thread has an address space only after vm installed its switch");
+        switch(prev, next);
     }
 }
 
@@ -117,6 +120,16 @@ fn write_current(w: &mut dyn Write) {
             let _ = w.write_str("boot");
         }
     }
+}
+
+/// How this CPU loads an address space, installed by `vm` (the layer above) with
+/// [`set_mm_switch`]; the scheduler calls it only for threads spawned into a space.
+static MM_SWITCH: AtomicCell<Option<fn(Option<Mm>, Mm)>> = AtomicCell::new(None);
+
+/// Install the function that loads address space `next` on this CPU in place of `prev`
+/// (interrupts off), for the scheduler's `switch_mm`.
+pub fn set_mm_switch(f: fn(Option<Mm>, Mm)) {
+    MM_SWITCH.store(Some(f));
 }
 
 /// Create the scheduler for `nr_cpus` CPUs and route the timer and reschedule vectors to it.

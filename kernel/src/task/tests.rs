@@ -22,7 +22,7 @@ use sched::{Builder, CpuIndex, JoinHandle, Mutex, WaitQueue};
 use crate::{
     ensure,
     testing::{Failures, Test},
-    mm, cpu::percpu, println_raw, cpus::bringup,
+    mm, cpu::percpu, println_raw,
     task::{KernelPlatform, sched},
     time,
 };
@@ -52,7 +52,7 @@ const STACK_BYTES: usize = 16 * 1024;
 /// The CPUs the scheduler runs threads on, in order (CPU 0, which runs the tests, first).
 fn cpus() -> Vec<CpuIndex> {
     let nr_cpus = sched().nr_cpus();
-    bringup::online().iter().filter(|c| c.index() < nr_cpus).map(|c| CpuIndex(c.get())).collect()
+    crate::cpu::map::online().iter().filter(|c| c.index() < nr_cpus).map(|c| CpuIndex(c.get())).collect()
 }
 
 fn pinned(name: &'static str, cpu: CpuIndex) -> Builder {
@@ -1306,10 +1306,10 @@ const TICKLESS_ALLOWED: u64 = 2;
 /// interrupts in 200 ms: idle CPUs run no periodic tick.
 fn idle_is_tickless() -> Result<(), String> {
     let s = sched();
-    let cpus: Vec<_> = bringup::online().iter().collect();
+    let cpus: Vec<_> = crate::cpu::map::online().iter().collect();
     let ticks = || {
         cpus.iter()
-            .map(|&c| bringup::percpu_of(c).map_or(0, |p| p.counters.timer_interrupts.load(Ordering::Relaxed)))
+            .map(|&c| crate::cpu::map::percpu_of(c).map_or(0, |p| p.counters.timer_interrupts.load(Ordering::Relaxed)))
             .collect::<Vec<u64>>()
     };
     s.sleep_ns(20 * MS);
@@ -1353,7 +1353,7 @@ fn wait_ack(r: &Remote, round: u64) -> Result<(), String> {
 }
 
 fn ipis_received(cpu: CpuIndex) -> u64 {
-    smp::CpuId::new(cpu.0).and_then(bringup::percpu_of).map_or(0, |p| p.counters.ipis_received.load(Ordering::Relaxed))
+    smp::CpuId::new(cpu.0).and_then(crate::cpu::map::percpu_of).map_or(0, |p| p.counters.ipis_received.load(Ordering::Relaxed))
 }
 
 /// A thread sleeps on a wait queue on the last CPU; the test thread on CPU 0 wakes it, round after

@@ -7,7 +7,7 @@
 //! the counters are `tlb::counters`. Neighbours: `smp::pcid` and `smp::tlb` decide (PCID slots,
 //! generations, whom to interrupt), `tlb` executes (instructions, mailboxes, IPIs, counters), `mm`
 //! provides frames, the kernel's PML4 and the direct map, `kcore::paging` edits the tables,
-//! `threads` forwards `switch_mm` here.
+//! `task` forwards the scheduler's `switch_mm` here (installed by [`init`]).
 //!
 //! # Structure
 //!
@@ -65,7 +65,7 @@ use smp::{
 use talc::lock_api::Mutex as SpinMutex;
 use x86_64::{instructions::interrupts, registers::control::Cr3, structures::paging::PageTableFlags as Flags};
 
-use crate::{irq::apic, cpu::features, cpu::irqlock::RawIrqSpin, mm, cpus::bringup, task, vm::tlb, irq::trap};
+use crate::{irq::apic, cpu::features, cpu::irqlock::RawIrqSpin, mm, task, vm::tlb, irq::trap};
 
 #[cfg(feature = "ktest")]
 #[path = "tests.rs"]
@@ -125,6 +125,7 @@ pub fn init(use_pcid: bool) {
     let mode = tlb::set_mode(tlb::Mode { pcid: use_pcid && f.pcid, invpcid: f.invpcid });
     trap::register(trap::VECTOR_SHOOTDOWN, on_shootdown_ipi);
     mm::set_shootdown(Some(kernel_shootdown));
+    task::platform::set_mm_switch(switch);
     let why = match (mode.pcid, use_pcid, f.pcid) {
         (true, ..) => "",
         (false, false, _) => " (nopcid)",
@@ -511,7 +512,7 @@ fn count_plan(me: CpuId, plan: &smp::ChangePlan) {
     tlb::count(Changes, 1);
     tlb::count(ChangesWithoutIpi, u64::from(plan.ipi_targets.is_empty()));
     tlb::count(AvoidedLazy, plan.avoided.len() as u64);
-    let mut never_loaded = bringup::online().difference(&plan.ipi_targets).difference(&plan.avoided);
+    let mut never_loaded = crate::cpu::map::online().difference(&plan.ipi_targets).difference(&plan.avoided);
     never_loaded.remove(me);
     tlb::count(AvoidedNeverLoaded, never_loaded.len() as u64);
 }
@@ -831,7 +832,7 @@ fn on_shootdown_ipi(_frame: &mut arch::trap::TrapFrame) {
 fn kernel_shootdown(start: u64, end: u64) {
     interrupts::without_interrupts(|| {
         let me = tlb::this_cpu();
-        let mut targets = bringup::online();
+        let mut targets = crate::cpu::map::online();
         targets.remove(me);
         if targets.is_empty() {
             return;

@@ -12,7 +12,7 @@ use sched::{Builder, CpuIndex};
 use smp::{CpuId, CpuSet};
 
 use super::{AddressSpace, AsError, PAGE, USER_END, USER_START, spawn_in};
-use crate::{ensure, testing::{Failures, Test}, mm, println_raw, cpus::bringup, task::sched, time, vm::tlb};
+use crate::{ensure, testing::{Failures, Test}, mm, println_raw, task::sched, time, vm::tlb};
 
 crate::register_tests![
     Test { name: "tlb_torture", min_cpus: 1, expect_fault: false, run: tlb_torture },
@@ -27,7 +27,7 @@ fn pinned(name: &'static str, cpu: CpuId) -> Builder {
 }
 
 fn online() -> (CpuSet, Vec<CpuId>) {
-    let set = bringup::online();
+    let set = crate::cpu::map::online();
     (set, set.iter().collect())
 }
 

@@ -1,0 +1,61 @@
+//! The CPU map: which dense [`CpuId`] has which APIC id, which CPUs are online, and where each
+//! one's per-CPU block is. `cpus::bringup` fills it while it starts the APs; every layer reads it.
+
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use smp::{ApicId, AtomicCpuSet, CpuId, CpuMap, CpuSet, MAX_CPUS};
+
+use super::percpu;
+
+static MAP: spin::Once<CpuMap> = spin::Once::new();
+static ONLINE: AtomicCpuSet = AtomicCpuSet::new();
+static BLOCKS: [AtomicPtr<percpu::PerCpu>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+
+/// Install the map of every CPU firmware or loader listed (once, boot CPU, before any AP starts).
+pub fn install(map: CpuMap) -> &'static CpuMap {
+    MAP.call_once(|| map)
+}
+
+/// The map, once installed.
+pub fn get() -> Option<&'static CpuMap> {
+    MAP.get()
+}
+
+/// Mark `cpu` online: from now on it takes interrupts, IPIs and threads.
+pub fn mark_online(cpu: CpuId) {
+    ONLINE.insert(cpu);
+}
+
+/// The CPUs that are online (the boot CPU alone before `cpus::bringup::start`).
+pub fn online() -> CpuSet {
+    let mut s = ONLINE.snapshot();
+    s.insert(CpuId::BSP);
+    s
+}
+
+/// How many CPUs are online.
+pub fn nr_online() -> u32 {
+    online().len() as u32
+}
+
+/// The APIC id of `cpu`, if it is one of the CPUs in the map (none before [`install`]).
+pub fn apic_id_of(cpu: CpuId) -> Option<ApicId> {
+    MAP.get()?.apic_of(cpu)
+}
+
+/// The per-CPU block of an online CPU (for reading its counters).
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "per-CPU statistics read through it; only tests do yet"))]
+pub fn percpu_of(cpu: CpuId) -> Option<&'static percpu::PerCpu> {
+    let p = BLOCKS[cpu.index()].load(Ordering::Acquire);
+    // SAFETY: only `register_block` stores here, a pointer to a block that is never freed and whose
+    // shared fields are atomics or set once before it was stored.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+pub fn register_block(cpu: CpuId) {
+    // SAFETY: the caller runs with interrupts off (boot path or early AP), for the borrow's length.
+    let guard = unsafe { percpu::IrqOff::assume() };
+    let block: *const percpu::PerCpu = percpu::get(&guard);
+    BLOCKS[cpu.index()].store(block.cast_mut(), Ordering::Release);
+}
+
