@@ -14,9 +14,8 @@
 //!
 //! Stopping the other CPUs after a fault uses NMI, which arrives even with interrupts disabled.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
-
 use arch::trap::TrapFrame;
+use crossbeam_utils::atomic::AtomicCell;
 use x86_64::{VirtAddr, structures::idt::InterruptDescriptorTable};
 
 use crate::{cpu::tables, cpu::percpu};
@@ -37,14 +36,14 @@ const MACHINE_CHECK: u64 = 18;
 /// handler's job (it must come before any switch: another thread may run for a long time).
 pub type Handler = fn(&mut TrapFrame);
 
-static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
+static HANDLERS: [AtomicCell<Option<Handler>>; 256] = [const { AtomicCell::new(None) }; 256];
 
 static mut IDT: InterruptDescriptorTable = InterruptDescriptorTable::new();
 
 /// Route `vector` (32-255) to `handler`.
 pub fn register(vector: u8, handler: Handler) {
     assert!(vector >= 32, "vectors 0-31 are exceptions");
-    HANDLERS[usize::from(vector)].store(handler as usize, Ordering::Release);
+    HANDLERS[usize::from(vector)].store(Some(handler));
 }
 
 /// Fill the IDT with every stub (boot CPU, once, before any interrupt can arrive).
@@ -138,8 +137,7 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
         crate::irq::panic::fault(frame, what);
     }
     percpu::count(percpu::Counter::Interrupts);
-    let h = HANDLERS[v as usize].load(Ordering::Acquire);
-    if h == 0 {
+    let Some(h) = HANDLERS[v as usize].load() else {
         if v == u64::from(VECTOR_SPURIOUS) {
             percpu::count(percpu::Counter::Spurious);
             return;
@@ -147,9 +145,7 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
         log::warn!("interrupt on vector {v:#x} with no handler; ignored");
         crate::irq::apic::eoi();
         return;
-    }
-    // SAFETY: only `register` stores here, and it stores a `Handler`.
-    let h: Handler = unsafe { core::mem::transmute(h) };
+    };
     h(frame);
 }
 
