@@ -1,5 +1,4 @@
-//! Small privileged CPU operations that the `x86_64` crate does not offer: GS-relative access to the
-//! per-CPU block, the frame pointer for backtraces, halting with interrupts enabled atomically.
+//! Small privileged CPU operations: GS base and GS-relative access to the per-CPU block, the frame pointer for backtraces, halting with interrupts enabled atomically.
 #![cfg(target_os = "none")]
 
 /// Read the 64-bit word at `gs:[OFFSET]`.
@@ -26,6 +25,16 @@ pub unsafe fn gs_add_u64<const OFFSET: usize>(v: u64) {
     // SAFETY: per the caller's guarantee; `add` to memory is one instruction, so an interrupt cannot
     // split it.
     unsafe { core::arch::asm!("add gs:[{off}], {}", in(reg) v, off = const OFFSET, options(nostack)) };
+}
+
+/// Point GS base (IA32_GS_BASE) at `block`.
+///
+/// # Safety
+/// `block` is this CPU's per-CPU block, live for as long as the CPU runs, laid out as every
+/// `gs:[offset]` access expects; the kernel runs in ring 0 only, so no SWAPGS ever exchanges it.
+pub unsafe fn set_gs_base(block: *const u8) {
+    // The x86_64 crate calls the WRMSR safe; what makes it sound is the caller's promise above.
+    x86_64::registers::model_specific::GsBase::write(x86_64::VirtAddr::from_ptr(block));
 }
 
 /// The current frame pointer (the kernel is built with frame pointers).

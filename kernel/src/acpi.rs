@@ -29,7 +29,6 @@ use acpi::{
     madt::{Madt, MadtEntry},
 };
 use smp::{AcpiUid, ApicId};
-use x86_64::instructions::port::Port;
 
 /// One processor the MADT describes as usable.
 #[derive(Clone, Copy, Debug)]
@@ -261,25 +260,16 @@ fn pm_timer_name(pm: &Option<PmTimer>) -> alloc::string::String {
 fn mask_legacy_interrupts(p: &mut Platform) {
     let mut masked = 0u32;
     for io in p.ioapics.iter_mut() {
-        // SAFETY: the MADT names this as an I/O APIC's register window, mapped uncached here; only
-        // the boot CPU touches I/O APICs, and only here, so this IoApic is their sole user.
-        unsafe {
-            let mut ioapic = x2apic::ioapic::IoApic::new(crate::mm::map_mmio(io.phys, 0x20));
-            let last = ioapic.max_table_entry();
-            for pin in 0..=last {
-                ioapic.disable_irq(pin);
-            }
-            io.pins = u32::from(last) + 1;
-            masked += io.pins;
-        }
+        let va = crate::mm::map_mmio(io.phys, 0x20);
+        // SAFETY: the MADT names this as an I/O APIC's register window, mapped uncached just now;
+        // only the boot CPU touches I/O APICs, and only here.
+        io.pins = unsafe { arch::pic::mask_ioapic(va) };
+        masked += io.pins;
     }
     if p.has_8259 {
         // SAFETY: 0x21 and 0xa1 are the 8259s' interrupt mask registers on every PC-compatible
         // machine that has them (the MADT says it does); all ones masks every line.
-        unsafe {
-            Port::<u8>::new(0x21).write(0xff);
-            Port::<u8>::new(0xa1).write(0xff);
-        }
+        unsafe { arch::pic::mask_8259() };
     }
     log::info!(
         "acpi: masked {masked} I/O APIC pins{} (no device interrupts are used)",

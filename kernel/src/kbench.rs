@@ -313,7 +313,7 @@ pub fn run(quick: bool) -> ! {
 fn ticks_per_add_x100() -> u64 {
     (0..CALIBRATION_TRIALS)
         .map(|_| {
-            x86_64::instructions::interrupts::without_interrupts(|| {
+            arch::interrupts::without_interrupts(|| {
                 let t0 = stamp();
                 core::hint::black_box(arch::probe::dependent_adds(CALIBRATION_ADDS, t0));
                 stamp() - t0

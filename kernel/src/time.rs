@@ -23,7 +23,6 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use x86_64::instructions::port::Port;
 
 use crate::acpi::{self, PmTimer};
 
@@ -62,15 +61,15 @@ impl RefClock {
         match *self {
             // SAFETY: the HPET's main counter register (offset 0xf0) in its register block, mapped
             // uncached by `hpet_clock`; a read has no side effects.
-            RefClock::Hpet { va, wide: true } => unsafe { core::ptr::read_volatile((va + 0xf0) as *const u64) },
+            RefClock::Hpet { va, wide: true } => unsafe { arch::mmio::read_u64(va + 0xf0) },
             // SAFETY: as above; a 32-bit counter is read with a 32-bit access.
-            RefClock::Hpet { va, wide: false } => unsafe { u64::from(core::ptr::read_volatile((va + 0xf0) as *const u32)) },
+            RefClock::Hpet { va, wide: false } => unsafe { u64::from(arch::mmio::read_u32(va + 0xf0)) },
             // SAFETY: the FADT names this port as the PM timer's; reading it has no side effects.
-            RefClock::Pm(PmTimer::Port { port, .. }) => u64::from(unsafe { Port::<u32>::new(port).read() }),
+            RefClock::Pm(PmTimer::Port { port, .. }) => u64::from(unsafe { arch::port::read_u32(port) }),
             // SAFETY: the FADT names this address as the PM timer's; `acpi` mapped it uncached at its
             // direct-map address.
             RefClock::Pm(PmTimer::Mmio { phys, .. }) => unsafe {
-                u64::from(core::ptr::read_volatile(crate::mm::phys_to_virt(phys) as *const u32))
+                u64::from(arch::mmio::read_u32(crate::mm::phys_to_virt(phys)))
             },
         }
     }
@@ -168,17 +167,16 @@ fn tsc_hz_against_pit() -> Option<u64> {
         // count) of the 8254 PIT on every PC-compatible machine. Channel 2 only drives the speaker,
         // which the gate bits keep off; nothing else in the kernel uses it.
         let done = unsafe {
-            let mut ctl = Port::<u8>::new(0x61);
-            let v = ctl.read();
-            ctl.write((v & !0x02) | 0x01);
-            Port::<u8>::new(0x43).write(0b1011_0000); // channel 2, low then high byte, mode 0
-            let mut ch2 = Port::<u8>::new(0x42);
-            ch2.write(count as u8);
-            ch2.write((count >> 8) as u8);
+            use arch::port::{read_u8, write_u8};
+            let v = read_u8(0x61);
+            write_u8(0x61, (v & !0x02) | 0x01);
+            write_u8(0x43, 0b1011_0000); // channel 2, low then high byte, mode 0
+            write_u8(0x42, count as u8);
+            write_u8(0x42, (count >> 8) as u8);
             let t0 = arch::tsc::start();
             let mut done = None;
             for _ in 0..100_000_000u32 {
-                if ctl.read() & 0x20 != 0 {
+                if read_u8(0x61) & 0x20 != 0 {
                     done = Some(arch::tsc::start() - t0);
                     break;
                 }
@@ -334,7 +332,7 @@ pub fn delay_us(us: u64) {
 mod tests {
     use alloc::string::String;
 
-    use x86_64::instructions::interrupts;
+    use arch::interrupts;
 
     use super::*;
     use crate::{irq::apic, ensure, testing::Test, cpu::percpu, irq::trap::VECTOR_TIMER};

@@ -45,7 +45,7 @@ impl Drop for ConsoleGuard {
             OWNER.store(0, Ordering::Release);
         }
         if self.irq_was_enabled {
-            x86_64::instructions::interrupts::enable();
+            arch::interrupts::enable();
         }
     }
 }
@@ -53,8 +53,8 @@ impl Drop for ConsoleGuard {
 /// Take the console. `force` (the panic path) takes it after a bounded wait even if another CPU
 /// holds it, and re-enters it if this CPU holds it: a half-written line beats a silent death.
 pub fn lock(force: bool) -> ConsoleGuard {
-    let irq_was_enabled = x86_64::instructions::interrupts::are_enabled();
-    x86_64::instructions::interrupts::disable();
+    let irq_was_enabled = arch::interrupts::are_enabled();
+    arch::interrupts::disable();
     let me = percpu::cpu_index() + 1;
     let mut spins: u64 = 0;
     loop {

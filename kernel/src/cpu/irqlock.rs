@@ -33,14 +33,14 @@ unsafe impl RawMutex for RawIrqSpin {
     }
 
     fn try_lock(&self) -> bool {
-        let was = x86_64::instructions::interrupts::are_enabled();
-        x86_64::instructions::interrupts::disable();
+        let was = arch::interrupts::are_enabled();
+        arch::interrupts::disable();
         if self.locked.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
             self.irq_was_enabled.store(was, Ordering::Relaxed);
             true
         } else {
             if was {
-                x86_64::instructions::interrupts::enable();
+                arch::interrupts::enable();
             }
             false
         }
@@ -50,7 +50,7 @@ unsafe impl RawMutex for RawIrqSpin {
         let was = self.irq_was_enabled.load(Ordering::Relaxed);
         self.locked.store(false, Ordering::Release);
         if was {
-            x86_64::instructions::interrupts::enable();
+            arch::interrupts::enable();
         }
     }
 }

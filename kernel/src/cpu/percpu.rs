@@ -86,7 +86,9 @@ impl PerCpu {
 /// Called once per CPU, on that CPU, before anything on it reads the block; `block` lives forever.
 pub unsafe fn install(block: &'static mut PerCpu) {
     block.self_ptr = block as *const PerCpu;
-    x86_64::registers::model_specific::GsBase::write(x86_64::VirtAddr::from_ptr(block as *const PerCpu));
+    // SAFETY: per the caller: this CPU's block, forever; its layout is the one `gs_read_u64` and
+    // `gs_add_u64` are given offsets into.
+    unsafe { arch::cpu::set_gs_base((block as *const PerCpu).cast()) };
     READY.store(true, Ordering::Release);
 }
 

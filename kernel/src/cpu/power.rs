@@ -2,8 +2,7 @@
 //! where it becomes QEMU's exit status `(code << 1) | 1`. Success is 0x10 (status 33), failure 0x11
 //! (status 35), so neither can be mistaken for QEMU's own 0 or 1. Without that device the write does
 //! nothing and the CPU halts.
-
-use x86_64::instructions::port::Port;
+#![forbid(unsafe_code)]
 
 /// The outcome reported to the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,8 +12,6 @@ pub enum Exit {
 }
 
 pub fn exit(code: Exit) -> ! {
-    // SAFETY: port 0xf4 is the isa-debug-exit device under QEMU (the Makefile and the test harness add
-    // it) and unused on PCs; a write to an absent device is ignored.
-    unsafe { Port::<u32>::new(0xf4).write(code as u32) };
+    arch::port::qemu_debug_exit(code as u32);
     arch::cpu::halt_forever()
 }

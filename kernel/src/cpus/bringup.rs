@@ -37,14 +37,6 @@ use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use crossbeam_utils::atomic::AtomicCell;
 
 use smp::{AcpiUid, ApicId, CpuId, CpuMap, MAX_CPUS};
-use x86_64::{
-    PhysAddr,
-    registers::{
-        control::{Cr0, Cr3, Cr3Flags, Cr4},
-        model_specific::{Efer, EferFlags},
-    },
-    structures::paging::PhysFrame,
-};
 
 use crate::{
     acpi,
@@ -117,8 +109,8 @@ pub fn start(limine_mp: Option<&'static ::limine::response::MpResponse>, maxcpus
     map::register_block(CpuId::BSP);
     xcall::init();
     panic::set_stop_others(ipi::send_nmi_all_others);
-    BSP_CR0.store(Cr0::read_raw(), Ordering::Relaxed);
-    BSP_CR4.store(Cr4::read_raw(), Ordering::Relaxed);
+    BSP_CR0.store(arch::cr::cr0(), Ordering::Relaxed);
+    BSP_CR4.store(arch::cr::cr4(), Ordering::Relaxed);
 
     let targets: Vec<(CpuId, ApicId)> = map.iter().filter(|&(c, _, _)| c != CpuId::BSP).map(|(c, a, _)| (c, a)).collect();
     let t0 = time::now_ns();
@@ -177,13 +169,13 @@ fn start_limine(mp: &'static ::limine::response::MpResponse, targets: &[(CpuId, 
 /// the direct map, which both map), then the stack.
 unsafe extern "C" fn limine_ap_entry(cpu: &::limine::mp::Cpu) -> ! {
     let top = cpu.extra.load(Ordering::Acquire);
-    let pml4 = PhysFrame::containing_address(PhysAddr::new(mm::kernel_pml4_phys()));
+    let pml4 = mm::kernel_pml4_phys();
     // SAFETY: the kernel's tree maps the kernel image, the direct map (this stack) and every kernel
     // stack, and uses NX bits, which EFER.NXE makes meaningful (set first); `top` is the top of a
     // kernel stack allocated for this AP alone and never freed.
     unsafe {
-        Efer::update(|e| e.insert(EferFlags::NO_EXECUTE_ENABLE));
-        Cr3::write(pml4, Cr3Flags::empty());
+        arch::cr::enable_nx();
+        arch::mmu::load_cr3(pml4, arch::mmu::Cr3Load::Plain);
         arch::trampoline::call_on_stack(top, limine_ap_on_our_stack, 0)
     }
 }
@@ -270,8 +262,8 @@ fn ap_start() -> ! {
     // valid on this identical CPU, in long mode on the same tables (CR3 carries no PCID, so
     // CR4.PCIDE may be set too).
     unsafe {
-        Cr0::write_raw(BSP_CR0.load(Ordering::Relaxed));
-        Cr4::write_raw(BSP_CR4.load(Ordering::Relaxed));
+        arch::cr::write_cr0(BSP_CR0.load(Ordering::Relaxed));
+        arch::cr::write_cr4(BSP_CR4.load(Ordering::Relaxed));
     }
     let uid = map.acpi_uid_of(cpu).map_or(0, |u| u.get());
     log::info!("cpu {} online: APIC id {}, ACPI UID {uid}", cpu.get(), apic_id.get());

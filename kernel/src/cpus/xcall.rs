@@ -37,7 +37,7 @@ use core::{
 
 use arch::trap::TrapFrame;
 use smp::{AtomicCpuSet, CpuId, CpuSet, MAX_CPUS};
-use x86_64::instructions::interrupts;
+use arch::interrupts;
 
 use crate::{irq::apic, irq::ipi, cpu::percpu, time, irq::trap};
 

@@ -12,23 +12,21 @@
 //! device interrupts are used), so are the thermal and performance-counter entries.
 //!
 //! Timer: TSC-deadline mode (`IA32_TSC_DEADLINE`, MSR 0x6e0) where the CPU has it and
-//! `notscdeadline` is not given, one-shot mode with divide-by-1 otherwise; [`arm_oneshot_ns`] and
-//! [`disarm`] work the same either way. The conversions from nanoseconds come from `time`, which
-//! calibrates both clocks at boot (before that, arming is refused).
+//! `notscdeadline` is not given, one-shot mode with divide-by-1 otherwise; `time::arm_oneshot_ns` (which
+//! converts nanoseconds with the calibration it owns) and [`disarm`] work the same either way.
 //!
 //! Neighbours: `acpi` (the MADT's local APIC address), `time` (calibration, conversions), `ipi`
-//! (the sending API for everyone else), `smpboot` (INIT and start-up IPIs, [`init_ap`]).
+//! (the sending API for everyone else), `cpus::bringup` (INIT and start-up IPIs, [`init_ap`]).
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use arch::trap::TrapFrame;
 use smp::ApicId;
-use x86_64::{instructions::interrupts, registers::model_specific::Msr};
+use arch::{interrupts, msr};
 
 use crate::{cpu::percpu, irq::trap};
 
-const IA32_APIC_BASE: u32 = 0x1b;
-const IA32_TSC_DEADLINE: u32 = 0x6e0;
+use arch::msr::{IA32_APIC_BASE, IA32_TSC_DEADLINE, X2APIC_BASE};
 const BASE_ENABLE: u64 = 1 << 11;
 const BASE_X2APIC: u64 = 1 << 10;
 const BASE_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -101,10 +99,10 @@ fn read(reg: u32) -> u32 {
     match mode() {
         // SAFETY: x2APIC mode is on (MODE says so, and every CPU turns it on before it sets up its
         // APIC); 0x800 + reg/16 is the architectural MSR of this register (SDM table 11-6).
-        MODE_X2APIC => unsafe { Msr::new(0x800 + reg / 16).read() as u32 },
+        MODE_X2APIC => unsafe { msr::read(X2APIC_BASE + reg / 16) as u32 },
         // SAFETY: XAPIC_VA maps the register page (set before MODE); reg is a register offset in
         // it; registers are read as aligned 32-bit words.
-        MODE_XAPIC => unsafe { core::ptr::read_volatile((XAPIC_VA.load(Ordering::Relaxed) + u64::from(reg)) as *const u32) },
+        MODE_XAPIC => unsafe { arch::mmio::read_u32(XAPIC_VA.load(Ordering::Relaxed) + u64::from(reg)) },
         _ => 0,
     }
 }
@@ -112,11 +110,9 @@ fn read(reg: u32) -> u32 {
 fn write(reg: u32, value: u32) {
     match mode() {
         // SAFETY: as in `read`; writing these registers only changes this CPU's APIC.
-        MODE_X2APIC => unsafe { Msr::new(0x800 + reg / 16).write(u64::from(value)) },
+        MODE_X2APIC => unsafe { msr::write(X2APIC_BASE + reg / 16, u64::from(value)) },
         // SAFETY: as in `read`.
-        MODE_XAPIC => unsafe {
-            core::ptr::write_volatile((XAPIC_VA.load(Ordering::Relaxed) + u64::from(reg)) as *mut u32, value)
-        },
+        MODE_XAPIC => unsafe { arch::mmio::write_u32(XAPIC_VA.load(Ordering::Relaxed) + u64::from(reg), value) },
         _ => {}
     }
 }
@@ -126,7 +122,7 @@ fn write(reg: u32, value: u32) {
 pub fn init_bsp(madt_lapic_phys: Option<u64>, allow_x2apic: bool, allow_tsc_deadline: bool) {
     let f = crate::cpu::features::features();
     // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; reading it has no side effects.
-    let base = unsafe { Msr::new(IA32_APIC_BASE).read() };
+    let base = unsafe { msr::read(IA32_APIC_BASE) };
     let phys = base & BASE_ADDR_MASK;
     let x2 = f.x2apic && allow_x2apic;
     if !x2 {
@@ -167,19 +163,18 @@ pub fn init_ap() {
 }
 
 fn enable_this_cpu(x2: bool) {
-    let mut msr = Msr::new(IA32_APIC_BASE);
     // SAFETY: the APIC base MSR: setting EN (and then EXTD) follows the legal transitions
     // disabled -> xAPIC -> x2APIC (SDM vol. 3A, figure 11-27); leaving x2APIC for xAPIC goes
     // through disabled, the only legal way back. Nothing else on this CPU uses the APIC meanwhile.
     unsafe {
-        let base = msr.read();
+        let base = msr::read(IA32_APIC_BASE);
         if base & BASE_X2APIC != 0 && !x2 {
-            msr.write(base & !(BASE_ENABLE | BASE_X2APIC));
+            msr::write(IA32_APIC_BASE, base & !(BASE_ENABLE | BASE_X2APIC));
         }
-        let base = msr.read() | BASE_ENABLE;
-        msr.write(base);
+        let base = msr::read(IA32_APIC_BASE) | BASE_ENABLE;
+        msr::write(IA32_APIC_BASE, base);
         if x2 {
-            msr.write(base | BASE_X2APIC);
+            msr::write(IA32_APIC_BASE, base | BASE_X2APIC);
         }
     }
     MODE.store(if x2 { MODE_X2APIC } else { MODE_XAPIC }, Ordering::Relaxed);
@@ -228,7 +223,7 @@ fn deadline_mode() -> bool {
 fn write_deadline(tsc: u64) {
     // SAFETY: the CPU has TSC-deadline mode (checked before TSC_DEADLINE was set) and the timer is
     // in it; the write only (re)arms or (with 0) disarms this CPU's timer.
-    unsafe { Msr::new(IA32_TSC_DEADLINE).write(tsc) };
+    unsafe { msr::write(IA32_TSC_DEADLINE, tsc) };
 }
 
 /// Signal end of interrupt to this CPU's local APIC.
@@ -279,7 +274,7 @@ pub fn send(dest: Dest, what: Delivery) {
         arch::cpu::fence_before_wrmsr();
         if mode() == MODE_X2APIC {
             // SAFETY: the x2APIC ICR is one 64-bit MSR, destination in bits 32-63; one write sends.
-            unsafe { Msr::new(0x830).write((u64::from(apic) << 32) | u64::from(low)) };
+            unsafe { msr::write(X2APIC_BASE + 0x30, (u64::from(apic) << 32) | u64::from(low)) };
         } else {
             wait_icr_idle();
             if shorthand == 0 {

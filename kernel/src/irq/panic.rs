@@ -53,7 +53,7 @@ fn write_thread(c: &mut dyn Write) {
 
 /// Become the reporting CPU or, if another CPU is already reporting, stop quietly.
 fn begin_report() {
-    x86_64::instructions::interrupts::disable();
+    arch::interrupts::disable();
     let me = percpu::cpu_index() + 1;
     if let Err(owner) = REPORTER.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
         && owner != me
@@ -91,7 +91,7 @@ fn backtrace(c: &mut dyn Write, mut rbp: u64) {
 /// A fatal exception: report and stop. Never returns.
 pub fn fault(frame: &TrapFrame, what: &str) -> ! {
     begin_report();
-    let cr2 = x86_64::registers::control::Cr2::read_raw();
+    let cr2 = arch::cr::cr2();
     let mut c = console::lock(true);
     let _ = write!(c, "\n*** FATAL: {what} on cpu{} in thread `", percpu::cpu_index());
     write_thread(&mut c);

@@ -44,15 +44,7 @@ use kcore::{
     memmap::MemoryMap,
     paging::{self, DirectMapChunks, KERNEL_HALF_FIRST_SLOT, MapError, PageSize, TableMemory, Translation},
 };
-use x86_64::{
-    PhysAddr, VirtAddr,
-    instructions::tlb,
-    registers::{
-        control::{Cr0, Cr0Flags, Cr3, Cr3Flags, Cr4, Cr4Flags},
-        model_specific::{Efer, EferFlags},
-    },
-    structures::paging::{PageTableFlags as Flags, PhysFrame},
-};
+use x86_64::structures::paging::PageTableFlags as Flags;
 
 use crate::boot::BootInfo;
 use tables::{Frames, with_tables};
@@ -216,23 +208,10 @@ fn build_kernel_tables(info: &BootInfo, features: Features) -> u64 {
 /// `pml4` is a complete kernel tree that maps the running code, stack and data at their current
 /// addresses, and lies below 4 GiB.
 unsafe fn load_kernel_tables(pml4: u64, f: Features) {
-    let frame = PhysFrame::from_start_address(PhysAddr::new(pml4)).expect("a table frame is page-aligned");
-    let mut cr4 = Cr4::read();
-    cr4.set(Cr4Flags::PAGE_GLOBAL, f.pge);
-    cr4.set(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION, f.smep);
-    cr4.set(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION, f.smap);
-    // SAFETY: NXE is supported (checked in init) and only gives meaning to the NX bits the new tree
-    // sets; WP makes read-only pages read-only for the kernel too, and nothing writes to read-only
-    // memory on purpose; the CR3 write is sound per the caller's guarantee; clearing PGE while
-    // switching only flushes; SMEP and SMAP are set only where the CPU has them, and the kernel tree
-    // has no user pages the kernel would execute or touch.
-    unsafe {
-        Efer::update(|e| e.insert(EferFlags::NO_EXECUTE_ENABLE));
-        Cr0::update(|c| c.insert(Cr0Flags::WRITE_PROTECT));
-        Cr4::write(cr4 - Cr4Flags::PAGE_GLOBAL);
-        Cr3::write(frame, Cr3Flags::empty());
-        Cr4::write(cr4);
-    }
+    // SAFETY: per the caller, the tree maps the running code, stack and data; `init` checked that
+    // the CPU has NX, PGE, SMEP and SMAP are asked only where the CPU has them (`Features`), and
+    // the kernel tree has no user pages.
+    unsafe { arch::mmu::load_kernel_tree(pml4, f.pge, f.smep, f.smap) };
 }
 
 /// The kernel's PML4 (physical), for the AP trampoline and for address spaces to share.
@@ -257,7 +236,7 @@ pub fn phys_to_virt(pa: u64) -> u64 {
 
 /// The current CR3's tree, masked to the PML4's address.
 pub fn current_root() -> u64 {
-    Cr3::read_raw().0.start_address().as_u64()
+    arch::cr::cr3_root()
 }
 
 /// Where the current page tables send `va`, if anywhere. `None` before [`init`].
@@ -356,7 +335,7 @@ pub fn unmap_identity(pa: u64, len: u64) {
     with_tables(|mem, root| {
         for page in (first..end).step_by(PAGE as usize) {
             if paging::unmap(mem, root, page).is_ok() {
-                tlb::flush(VirtAddr::new(page));
+                arch::mmu::flush_local_page(page);
             }
         }
     });
@@ -448,7 +427,7 @@ fn unmap_stack_pages(bottom: u64, bytes: u64) {
             let mut n = 0;
             while n < BATCH && at < end {
                 let t = paging::unmap(mem, root, at).expect("a stack page is mapped");
-                tlb::flush(VirtAddr::new(at));
+                arch::mmu::flush_local_page(at);
                 batch[n] = t.pa;
                 n += 1;
                 at += PAGE;

@@ -49,8 +49,8 @@ fn frames_no_double_handout() -> Result<(), String> {
                 && pa + FRAME_BYTES <= r.end()
         })
     };
-    let irq = x86_64::instructions::interrupts::are_enabled();
-    x86_64::instructions::interrupts::disable();
+    let irq = arch::interrupts::are_enabled();
+    arch::interrupts::disable();
     let (free_before, total) = frames::stats();
     let mut problem = None;
     while taken.len() < taken.capacity()
@@ -76,7 +76,7 @@ fn frames_no_double_handout() -> Result<(), String> {
     }
     let (free_after, total_after) = frames::stats();
     if irq {
-        x86_64::instructions::interrupts::enable();
+        arch::interrupts::enable();
     }
     if let Some(p) = problem {
         return Err(p);

@@ -35,15 +35,15 @@ impl Platform for KernelPlatform {
 
     #[inline]
     fn irq_save_disable(&self) -> IrqState {
-        let enabled = x86_64::instructions::interrupts::are_enabled();
-        x86_64::instructions::interrupts::disable();
+        let enabled = arch::interrupts::are_enabled();
+        arch::interrupts::disable();
         IrqState { enabled }
     }
 
     #[inline]
     fn irq_restore(&self, state: IrqState) {
         if state.enabled {
-            x86_64::instructions::interrupts::enable();
+            arch::interrupts::enable();
         }
     }
 

@@ -63,7 +63,8 @@ use smp::{
     Request, ShootdownMailbox, SwitchIn, SwitchKind, TlbStats, TlbTracker,
 };
 use talc::lock_api::Mutex as SpinMutex;
-use x86_64::{instructions::interrupts, registers::control::Cr3, structures::paging::PageTableFlags as Flags};
+use arch::interrupts;
+use x86_64::structures::paging::PageTableFlags as Flags;
 
 use crate::{irq::apic, cpu::features, cpu::irqlock::RawIrqSpin, mm, task, vm::tlb, irq::trap};
 
@@ -634,7 +635,7 @@ impl CpuSpaces {
     /// is to carry PCIDs.
     fn new() -> CpuSpaces {
         let slots = if tlb::pcid_enabled() {
-            let (_, cr3_low) = Cr3::read_raw();
+            let cr3_low = arch::cr::cr3() & 0xfff;
             assert_eq!(cr3_low, 0, "CR4.PCIDE can only be set with CR3 bits 0-11 clear");
             // SAFETY: PCIDs are enabled, so the CPU has them (all CPUs match the boot CPU's
             // features), and CR3's low bits are clear (checked).

@@ -1,7 +1,8 @@
-//! The machine side of TLB maintenance: the invalidation instructions, the per-CPU shootdown
-//! mailboxes with posting, IPIs and waiting, and per-CPU counters of all of it.
+//! This CPU's TLB as the kernel uses it: which invalidation each case takes (the instructions
+//! themselves are `arch::mmu`), the per-CPU shootdown mailboxes with posting, IPIs and waiting,
+//! and per-CPU counters of all of it.
 //!
-//! - Instructions: [`flush_pages`] (INVLPG, the current PCID and global entries of each page),
+//! - Invalidation: [`flush_pages`] (INVLPG, the current PCID and global entries of each page),
 //!   [`flush_kernel_pages`] (kernel-half pages in every PCID), [`flush_pcid_pages`] (INVPCID individual-address, for a PCID that is not loaded),
 //!   [`flush_current`] (every non-global entry of the loaded PCID: INVPCID single-context, or a
 //!   CR3 reload without the no-flush bit), [`flush_everything`] (every PCID, global entries too) and
@@ -14,19 +15,14 @@
 //!   [`counters`] as a [`TlbCounters`] snapshot.
 //!
 //! Whether PCIDs are in use is decided once by `space::init` and kept here ([`set_mode`],
-//! [`pcid_enabled`]). Neighbours: `smp::shootdown` and `smp::tlb` (the portable protocol and the
-//! decisions), `aspace` (address spaces, the switch, the IPI handler that services requests),
+//! [`pcid_enabled`]). Neighbours: `smp::shootdown` and `smp::tracker` (the portable protocol and the
+//! decisions), `space` (address spaces, the switch, the IPI handler that services requests),
 //! `ipi` (delivery), `time` (the timeout).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use smp::{AsId, CpuId, CpuSet, MAX_CPUS, PageRange, Request, ShootdownMailbox, Ticket};
-use x86_64::{
-    PhysAddr, VirtAddr,
-    instructions::tlb::{self as x86_tlb, InvPcidCommand, Pcid as HwPcid},
-    registers::control::{Cr3, Cr3Flags, Cr4, Cr4Flags},
-    structures::paging::PhysFrame,
-};
+use arch::mmu::{self, Cr3Load, Invpcid};
 
 use crate::{irq::ipi, cpu::percpu, time, irq::trap};
 
@@ -83,15 +79,14 @@ pub fn pcid_enabled() -> bool {
 pub unsafe fn enable_pcide_here() {
     // SAFETY: per the caller: the feature exists and CR3's PCID field is 0; with PCIDE set, every
     // later CR3 write goes through `load_cr3`, which puts a PCID there.
-    unsafe { Cr4::update(|f| f.insert(Cr4Flags::PCID)) };
+    unsafe { mmu::enable_pcide() };
 }
 
-fn frame(pml4: u64) -> PhysFrame {
-    PhysFrame::from_start_address(PhysAddr::new(pml4)).expect("a PML4 is page-aligned")
-}
-
-fn hw_pcid(pcid: u16) -> HwPcid {
-    HwPcid::new(pcid).expect("PCIDs are 12 bits")
+/// The INVPCID proof, when the mode uses the instruction.
+fn invpcid() -> Option<Invpcid> {
+    // SAFETY: the mode says INVPCID only where `space::init` found it in CPUID, and every CPU of
+    // the machine has the boot CPU's features.
+    mode().invpcid.then(|| unsafe { Invpcid::assume() })
 }
 
 /// Load CR3 with the tree at `pml4` and PCID `pcid` (ignored without PCIDs, where every load drops
@@ -103,30 +98,26 @@ fn hw_pcid(pcid: u16) -> HwPcid {
 /// mapped), live for as long as this CPU keeps it loaded; with PCIDs, CR4.PCIDE is set here and the
 /// entries `pcid` keeps (when `flush` is false) are valid for this tree.
 pub unsafe fn load_cr3(pml4: u64, pcid: u16, flush: bool) {
-    let frame = frame(pml4);
-    // SAFETY: per the caller's guarantees.
-    unsafe {
-        if !pcid_enabled() {
-            Cr3::write(frame, Cr3Flags::empty());
-        } else if flush {
-            Cr3::write_pcid(frame, hw_pcid(pcid));
-        } else {
-            Cr3::write_pcid_no_flush(frame, hw_pcid(pcid));
-        }
-    }
+    let how = match (pcid_enabled(), flush) {
+        (false, _) => Cr3Load::Plain,
+        (true, true) => Cr3Load::Flush(pcid),
+        (true, false) => Cr3Load::Keep(pcid),
+    };
+    // SAFETY: per the caller's guarantees; PCIDE is set exactly when the mode uses PCIDs.
+    unsafe { mmu::load_cr3(pml4, how) };
     count(Counter::Cr3Writes, 1);
 }
 
 /// The virtual address of page number `vpage`.
-fn page_va(vpage: u64) -> VirtAddr {
-    VirtAddr::new(kcore::paging::canonical(vpage << 12))
+fn page_va(vpage: u64) -> u64 {
+    kcore::paging::canonical(vpage << 12)
 }
 
 /// INVLPG every page of `range`: drops this CPU's entries for them in the current PCID, and the
 /// global ones.
 pub fn flush_pages(range: PageRange) {
     for vpage in range.start_vpage..range.start_vpage + range.pages {
-        x86_tlb::flush(page_va(vpage));
+        mmu::flush_local_page(page_va(vpage));
     }
     count(Counter::PageFlushes, range.pages);
 }
@@ -135,7 +126,7 @@ pub fn flush_pages(range: PageRange) {
 /// half is mapped global, so INVLPG reaches them whatever PCID is loaded; without global pages
 /// (CR4.PGE clear) each PCID holds its own copies, and only a flush of everything reaches them.
 pub fn flush_kernel_pages(range: PageRange) {
-    if pcid_enabled() && !Cr4::read().contains(Cr4Flags::PAGE_GLOBAL) {
+    if pcid_enabled() && !mmu::global_pages_enabled() {
         flush_everything();
     } else {
         flush_pages(range);
@@ -147,10 +138,9 @@ pub fn flush_kernel_pages(range: PageRange) {
 /// # Panics
 /// Without INVPCID (callers check [`invpcid_available`]).
 pub fn flush_pcid_pages(pcid: u16, range: PageRange) {
-    assert!(mode().invpcid, "INVPCID used without the instruction");
+    let invpcid = invpcid().expect("INVPCID used without the instruction");
     for vpage in range.start_vpage..range.start_vpage + range.pages {
-        // SAFETY: the CPU has INVPCID (checked above); invalidating entries only costs refills.
-        unsafe { x86_tlb::flush_pcid(InvPcidCommand::Address(page_va(vpage), hw_pcid(pcid))) };
+        invpcid.flush_page(pcid, page_va(vpage));
     }
     count(Counter::PageFlushes, range.pages);
 }
@@ -164,10 +154,8 @@ pub fn invpcid_available() -> bool {
 /// CR3 (INVPCID single-context, or reloading CR3 without the no-flush bit), or, without PCIDs,
 /// everything non-global.
 pub fn flush_current(pml4: u64, pcid: u16) {
-    let m = mode();
-    if m.pcid && m.invpcid {
-        // SAFETY: the CPU has INVPCID; invalidating entries only costs refills.
-        unsafe { x86_tlb::flush_pcid(InvPcidCommand::Single(hw_pcid(pcid))) };
+    if let (true, Some(invpcid)) = (pcid_enabled(), invpcid()) {
+        invpcid.flush_context(pcid);
     } else {
         // SAFETY: reloads the tree and PCID that are loaded already (the caller names them), which
         // only drops cached entries.
@@ -179,18 +167,9 @@ pub fn flush_current(pml4: u64, pcid: u16) {
 /// Drop every entry of every context, global ones included (kernel-half changes too large to flush
 /// page by page).
 pub fn flush_everything() {
-    if mode().invpcid {
-        // SAFETY: the CPU has INVPCID; invalidating entries only costs refills.
-        unsafe { x86_tlb::flush_pcid(InvPcidCommand::All) };
-    } else {
-        let cr4 = Cr4::read();
-        // SAFETY: any change of CR4.PGE flushes every entry of every PCID, global ones and the
-        // paging-structure caches included (SDM 4.10.4.1); the second write restores the bit, so
-        // nothing else changes. Every x86-64 processor has PGE.
-        unsafe {
-            Cr4::write(cr4 ^ Cr4Flags::PAGE_GLOBAL);
-            Cr4::write(cr4);
-        }
+    match invpcid() {
+        Some(invpcid) => invpcid.flush_all(),
+        None => arch::cr::flush_tlb_with_pge_toggle(),
     }
     count(Counter::FullFlushes, 1);
 }
