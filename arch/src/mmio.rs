@@ -32,3 +32,13 @@ pub unsafe fn read_u64(va: u64) -> u64 {
     // SAFETY: per the caller.
     unsafe { core::ptr::read_volatile(va as *const u64) }
 }
+
+/// Write the 64-bit register at `va` with one 64-bit access.
+///
+/// # Safety
+/// As for [`write_u32`], with `va` 8-byte aligned.
+#[inline]
+pub unsafe fn write_u64(va: u64, value: u64) {
+    // SAFETY: per the caller.
+    unsafe { core::ptr::write_volatile(va as *mut u64, value) }
+}

@@ -49,7 +49,7 @@ fn main() {
 use boot::BootInfo;
 #[cfg(target_os = "none")]
 use crate::{
-    cpu::{console, features, percpu, power, tables},
+    cpu::{console, features, percpu, power},
     cpus::bringup,
     irq::{apic, ipi, trap},
     vm::space,
@@ -67,10 +67,10 @@ fn kernel_main(info: BootInfo) -> ! {
     // IDT's entries take their code selector from CS, which must be ours, not the loader's (Limine's
     // kernel code selector is 0x28, ours 0x08).
     unsafe {
-        tables::CpuTables::bsp().load();
-        trap::init_idt();
+        arch::gdt::CpuTables::bsp().load();
+        arch::idt::init();
     }
-    trap::load_idt();
+    arch::idt::load();
     BSP_PERCPU.call_once(|| {
         static mut BSP: percpu::PerCpu = percpu::PerCpu::new(0, 0);
         // SAFETY: runs once (Once), so this is the only reference to BSP.

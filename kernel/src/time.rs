@@ -99,11 +99,10 @@ fn hpet_clock(h: &acpi::HpetInfo) -> Option<(RefClock, u64)> {
     // (read only), 0x10 the general configuration whose bit 0 starts the main counter. No other
     // code uses the HPET.
     let period_fs = unsafe {
-        let caps = core::ptr::read_volatile(va as *const u64);
-        let conf = (va + 0x10) as *mut u64;
-        let c = core::ptr::read_volatile(conf);
+        let caps = arch::mmio::read_u64(va);
+        let c = arch::mmio::read_u64(va + 0x10);
         if c & 1 == 0 {
-            core::ptr::write_volatile(conf, c | 1);
+            arch::mmio::write_u64(va + 0x10, c | 1);
         }
         caps >> 32
     };

@@ -9,13 +9,13 @@ use core::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use uart_16550::SerialPort;
+use arch::serial::Com1;
 
 use crate::cpu::percpu;
 
 /// The lock word: 0 when free, else 1 + the id of the CPU that holds it.
 static OWNER: AtomicU32 = AtomicU32::new(0);
-static mut PORT: Option<SerialPort> = None;
+static mut PORT: Option<Com1> = None;
 
 /// A held console: writes go straight to the UART.
 pub struct ConsoleGuard {
@@ -98,13 +98,9 @@ static LOGGER: Logger = Logger;
 
 /// Initialise COM1 and route `log` to it. Called once, first thing, on the boot CPU.
 pub fn init() {
-    // SAFETY: 0x3f8 is COM1 on every PC-compatible machine and QEMU; nothing else drives it, and this
-    // runs once on the boot CPU before any other CPU or interrupt exists.
-    unsafe {
-        let mut port = SerialPort::new(0x3f8);
-        port.init();
-        *(&raw mut PORT) = Some(port);
-    }
+    // SAFETY: this runs once, on the boot CPU before any other CPU or interrupt exists, so this
+    // is the only Com1 and the only reference to PORT.
+    unsafe { *(&raw mut PORT) = Some(Com1::init()) };
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Info);
 }

@@ -1,5 +1,5 @@
 //! This CPU, and the devices every layer above writes to: the per-CPU block reached through GS
-//! ([`percpu`]), the map of all CPUs ([`map`]), the CPU's features ([`features`]), its GDT and TSS ([`tables`]), the
+//! ([`percpu`]), the map of all CPUs ([`map`]), the CPU's features ([`features`]), the
 //! interrupts-off spin lock ([`irqlock`]), the serial console ([`console`]) and the power-off
 //! device ([`power`]).
 //!
@@ -11,4 +11,3 @@ pub mod irqlock;
 pub mod map;
 pub mod percpu;
 pub mod power;
-pub mod tables;

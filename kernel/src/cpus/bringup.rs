@@ -41,7 +41,7 @@ use smp::{AcpiUid, ApicId, CpuId, CpuMap, MAX_CPUS};
 use crate::{
     acpi,
     irq::apic::{self, Delivery, Dest},
-    cpu::{map, tables}, irq::ipi, mm, irq::panic, cpu::percpu, time, irq::trap, cpus::xcall,
+    cpu::map, irq::ipi, mm, irq::panic, cpu::percpu, time, cpus::xcall,
 };
 
 /// How long the boot CPU waits for the APs to come online, all together.
@@ -241,8 +241,8 @@ fn ap_start() -> ! {
     // Descriptor tables first: the GDT the AP arrived with (the loader's, or the trampoline's in a
     // page that is unmapped after bring-up) does not have the selectors the IDT's gates name.
     // SAFETY: once, on this CPU, interrupts off; the tables are leaked, so they live for ever.
-    unsafe { tables::CpuTables::new_leaked().load() };
-    trap::load_idt();
+    unsafe { arch::gdt::CpuTables::new_leaked().load() };
+    arch::idt::load();
     apic::init_ap();
     let apic_id = apic::id();
     let map = map::get().expect("APs start after the CPU map exists");

@@ -8,13 +8,8 @@ use kcore::{
     memmap::RegionKind,
     paging::{self, KERNEL_HALF_FIRST_SLOT, TableMemory},
 };
-use x86_64::{
-    registers::{
-        control::{Cr0, Cr0Flags, Cr4, Cr4Flags},
-        model_specific::{Efer, EferFlags, Msr},
-    },
-    structures::paging::PageTableFlags as Flags,
-};
+use arch::cr::{self, CR0_WP, CR4_PGE, CR4_SMAP, CR4_SMEP};
+use x86_64::structures::paging::PageTableFlags as Flags;
 
 use super::{frames, heap, stacks::KernelStack, tables};
 use crate::{ensure, testing::Test};
@@ -268,22 +263,22 @@ fn wx_kernel_mappings() -> Result<(), String> {
     paging::for_each_leaf(&tables::Frames, root, 0..KERNEL_HALF_FIRST_SLOT, |_, _| user += 1);
     ensure!(user == 0, "{user} pages are mapped in the lower half (no identity map expected)");
     let f = super::FEATURES.get().ok_or("mm::init has not run")?;
-    ensure!(Efer::read().contains(EferFlags::NO_EXECUTE_ENABLE), "EFER.NXE is off");
-    ensure!(Cr0::read().contains(Cr0Flags::WRITE_PROTECT), "CR0.WP is off");
-    let cr4 = Cr4::read();
+    ensure!(cr::nx_enabled(), "EFER.NXE is off");
+    ensure!(cr::cr0() & CR0_WP != 0, "CR0.WP is off");
+    let cr4 = cr::cr4();
     ensure!(
-        cr4.contains(Cr4Flags::PAGE_GLOBAL) == f.pge,
+        (cr4 & CR4_PGE != 0) == f.pge,
         "CR4.PGE {} with CPU support {}",
-        cr4.contains(Cr4Flags::PAGE_GLOBAL),
+        (cr4 & CR4_PGE != 0),
         f.pge
     );
     ensure!(
-        cr4.contains(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION) == f.smep,
+        (cr4 & CR4_SMEP != 0) == f.smep,
         "CR4.SMEP does not match CPU support ({})",
         f.smep
     );
     ensure!(
-        cr4.contains(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION) == f.smap,
+        (cr4 & CR4_SMAP != 0) == f.smap,
         "CR4.SMAP does not match CPU support ({})",
         f.smap
     );
@@ -307,12 +302,12 @@ fn mmio_mapping() -> Result<(), String> {
         t.flags
     );
     // SAFETY: IA32_APIC_BASE exists on every CPU with a local APIC, which this kernel requires.
-    let apic_base = unsafe { Msr::new(0x1b).read() };
+    let apic_base = unsafe { arch::msr::read(arch::msr::IA32_APIC_BASE) };
     let xapic = apic_base & (1 << 11) != 0 && apic_base & (1 << 10) == 0;
     if xapic && apic_base & 0xf_ffff_f000 == LAPIC {
         // SAFETY: the local APIC's version register (offset 0x30) is a 32-bit read-only register in
         // the page just mapped uncached; in xAPIC mode the MMIO interface is live.
-        let version = unsafe { ((va + 0x30) as *const u32).read_volatile() } & 0xff;
+        let version = unsafe { arch::mmio::read_u32(va + 0x30) } & 0xff;
         ensure!((0x10..=0x15).contains(&version), "local APIC version register reads {version:#x}");
     }
     Ok(())

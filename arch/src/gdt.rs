@@ -1,6 +1,7 @@
 //! Each CPU's GDT and TSS, with separate IST stacks for the exceptions that must not run on a stack
 //! that may be broken: double fault (a kernel stack overflow ends there), NMI (arrives anywhere, even
 //! mid-switch) and machine check (SDM vol. 3A, 7.14.5 "Interrupt Stack Table").
+#![cfg(target_os = "none")]
 
 use x86_64::{
     VirtAddr,
