@@ -16,7 +16,7 @@
 //! Tables are mapped read-only with `mm::map_firmware`, the I/O APICs' and a memory-mapped PM
 //! timer's registers uncached with `mm::map_mmio`, all at their direct-map addresses and for good.
 //! Key types: [`Platform`], [`MadtCpu`], [`IoApicInfo`], [`HpetInfo`], [`PmTimer`]. Neighbours:
-//! `mm` (the mappings), `apic` (local APIC address), `time` (HPET, PM timer), `smpboot`
+//! `mm` (the mappings), `apic` (local APIC address), `time` (HPET, PM timer), `cpus::bringup`
 //! (processors).
 
 use alloc::vec::Vec;

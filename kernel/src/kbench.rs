@@ -48,8 +48,8 @@
 //! ```
 //! A row that fails prints `kbench error name=... reason=...`; the kernel then exits with failure.
 //!
-//! Neighbours: `threads` (the scheduler and its counters), `aspace` (address spaces, `spawn_in`),
-//! `tlb` (per-CPU TLB counters), `percpu`/`smpboot` (timer interrupt counts), `time` (TSC rate),
+//! Neighbours: `task` (the scheduler and its counters), `vm::space` (address spaces, `spawn_in`),
+//! `tlb` (per-CPU TLB counters), `percpu`/`cpu::map` (timer interrupt counts), `time` (TSC rate),
 //! `arch::tsc` and `arch::probe` (the timed instructions), `power` (the exit).
 
 use alloc::{format, string::String, sync::Arc, vec::Vec};
@@ -63,7 +63,7 @@ use smp::CpuId;
 
 use crate::{
     vm::space::{self, AddressSpace},
-    cpu::power, println_raw, cpus::bringup,
+    cpu::power, println_raw,
     task::sched,
     time, vm::tlb,
 };

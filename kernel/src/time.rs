@@ -18,7 +18,7 @@
 //! synchronised at reset, as on current machines and under QEMU); the boot line says when CPUID does
 //! not promise an invariant TSC.
 //!
-//! Neighbours: `acpi` (HPET and PM timer addresses), `cpuinfo` (CPUID frequencies), `apic` (the
+//! Neighbours: `acpi` (HPET and PM timer addresses), `cpu::features` (CPUID frequencies), `apic` (the
 //! timer it arms with these conversions).
 
 use core::sync::atomic::{AtomicU64, Ordering};

@@ -4,7 +4,7 @@
 //! Both hold [`MAX_CPUS`] bits, bit `i` standing for `CpuId` `i`, in `u64` words. A `CpuSet` is a
 //! value: the result of a snapshot, the targets of an IPI, the CPUs of a `CpuMap`. An
 //! `AtomicCpuSet` lives in shared structures: the `active` and `may_cache` sets of a
-//! `tlb::TlbTracker`, the pending set and doorbell of a shootdown mailbox.
+//! `tracker::TlbTracker`, the pending set and doorbell of a shootdown mailbox.
 //!
 //! Memory ordering of `AtomicCpuSet`: every access to a word is `SeqCst` (no dearer than
 //! acquire/release on x86, where loads are plain moves and read-modify-writes are locked anyway),

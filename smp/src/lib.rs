@@ -20,7 +20,7 @@
 //!   { pcid, flush, kind: Hit | Stale | Miss | Recycled(AsId) }`, `switch_to_kernel()`,
 //!   `current() -> Option<(AsId, Pcid)>`, `slot_of(AsId) -> Option<(Pcid, u64)>`,
 //!   `note_flushed(AsId, tlb_gen) -> bool`, `forget(AsId) -> Option<Pcid>`, `stats() -> PcidStats`.
-//! - [`tlb`]: [`TlbTracker`] per address space (`new(AsId)`, `switch_in(CpuId, &mut PcidTable)
+//! - [`tracker`]: [`TlbTracker`] per address space (`new(AsId)`, `switch_in(CpuId, &mut PcidTable)
 //!   -> SwitchIn`, `switch_out(CpuId)`, `slot_recycled(CpuId)`, `begin_change(CpuId, PageRange,
 //!   &TlbStats) -> ChangePlan { new_gen, local_flush, ipi_targets, avoided, full_flush, .. }`,
 //!   `flush_action(&Request, &mut PcidTable) -> FlushAction`, and `tlb_gen`, `active`,
@@ -53,14 +53,14 @@ pub mod ids;
 pub mod pcid;
 pub mod shootdown;
 mod sync;
-pub mod tlb;
+pub mod tracker;
 
 pub use cpumap::{CpuMap, CpuMapError};
 pub use cpuset::{AtomicCpuSet, CpuSet};
 pub use ids::{AcpiUid, ApicId, CpuId, MAX_CPUS};
 pub use pcid::{AsId, DEFAULT_PCID_SLOTS, Pcid, PcidStats, PcidTable, SwitchIn, SwitchKind};
 pub use shootdown::{Busy, Shootdown, ShootdownMailbox, Ticket};
-pub use tlb::{
+pub use tracker::{
     ChangePlan, FULL_FLUSH_THRESHOLD_PAGES, FlushAction, FreeAfter, PageRange, Request, TlbStats,
     TlbStatsSnapshot, TlbTracker,
 };

@@ -6,7 +6,7 @@
 //! PCID's entries are dropped. Each CPU owns a [`PcidTable`] of `N` slots (PCIDs `1..=N`; PCID 0
 //! stays with the boot / kernel-only context) and hands them to address spaces ([`AsId`]) in
 //! least-recently-used order. A slot remembers the TLB generation of its address space that its
-//! entries are synced to (see `tlb::TlbTracker` for who bumps generations), so
+//! entries are synced to (see `tracker::TlbTracker` for who bumps generations), so
 //! [`PcidTable::switch_to`] can tell a clean hit from a stale one.
 //!
 //! The table is private to its CPU (`&mut self`, no atomics, no lock): the kernel keeps one in

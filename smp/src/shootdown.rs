@@ -35,7 +35,7 @@ use crate::cpuset::{AtomicCpuSet, CpuSet};
 use crate::ids::CpuId;
 use crate::pcid::AsId;
 use crate::sync::{AtomicBool, AtomicU64, Ordering, spin_loop};
-use crate::tlb::{PageRange, Request};
+use crate::tracker::{PageRange, Request};
 
 /// [`ShootdownMailbox::post`] was refused: the sender's previous request still waits for these
 /// CPUs.
@@ -230,7 +230,7 @@ impl ShootdownMailbox {
     }
 
     /// Services every request posted to `cpu`: for each, calls `flush` (which performs the
-    /// invalidation, see `tlb::TlbTracker::flush_action`), then acknowledges it. Called from the
+    /// invalidation, see `tracker::TlbTracker::flush_action`), then acknowledges it. Called from the
     /// shootdown IPI handler and from the `service` closure of `Shootdown::wait`, with interrupts
     /// off. Returns the number of requests serviced.
     pub fn service(

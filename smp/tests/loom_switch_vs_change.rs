@@ -3,7 +3,7 @@
 //! Whatever the interleaving, the change must not be missed: either the changer's plan targets
 //! the switching CPU with an IPI, or the switching CPU read the new generation and flushes its
 //! stale PCID slot (or it has left again, and its slot is behind, so it catches up at its next
-//! switch-in). This is the store-then-load pairing argued in `smp::tlb`: `switch_in` marks
+//! switch-in). This is the store-then-load pairing argued in `smp::tracker`: `switch_in` marks
 //! `active` then reads `tlb_gen`; `begin_change` bumps `tlb_gen` then reads `active`.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p smp --release --test loom_switch_vs_change`

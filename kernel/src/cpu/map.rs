@@ -44,7 +44,7 @@ pub fn apic_id_of(cpu: CpuId) -> Option<ApicId> {
 }
 
 /// The per-CPU block of an online CPU (for reading its counters).
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "per-CPU statistics read through it; only tests do yet"))]
+#[cfg_attr(not(any(feature = "ktest", feature = "kbench")), expect(dead_code, reason = "only the in-kernel tests and benchmarks use it so far"))]
 pub fn percpu_of(cpu: CpuId) -> Option<&'static percpu::PerCpu> {
     let p = BLOCKS[cpu.index()].load(Ordering::Acquire);
     // SAFETY: only `register_block` stores here, a pointer to a block that is never freed and whose

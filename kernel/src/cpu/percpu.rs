@@ -5,7 +5,6 @@
 //!               +0   self_ptr   (points at itself: one `mov reg, gs:[0]` yields a normal reference)
 //!               +8   cpu_index  (dense CpuId)
 //!               +16  apic_id
-//!               +24  current    (the running thread, owned by the scheduler glue)
 //!               ...  counters, written only by their own CPU with single gs-relative instructions
 //! ```
 //!
@@ -24,7 +23,6 @@ pub struct PerCpu {
     self_ptr: *const PerCpu,
     cpu_index: u64,
     apic_id: u64,
-    pub current: AtomicU64,
     pub counters: Counters,
 }
 
@@ -58,7 +56,6 @@ impl PerCpu {
             self_ptr: core::ptr::null(),
             cpu_index: cpu_index as u64,
             apic_id: apic_id as u64,
-            current: AtomicU64::new(0),
             counters: Counters {
                 interrupts: AtomicU64::new(0),
                 timer_interrupts: AtomicU64::new(0),
@@ -69,12 +66,12 @@ impl PerCpu {
         }
     }
 
-    #[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "read by the per-CPU identity test"))]
+    #[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "only the in-kernel tests use it so far"))]
     pub fn cpu_index(&self) -> u32 {
         self.cpu_index as u32
     }
 
-    #[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "read by the per-CPU identity test"))]
+    #[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "only the in-kernel tests use it so far"))]
     pub fn apic_id(&self) -> u32 {
         self.apic_id as u32
     }

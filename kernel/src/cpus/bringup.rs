@@ -28,7 +28,7 @@
 //!
 //! Key API: [`start`], [`set_ap_main`], [`online`], [`nr_online`], [`apic_id_of`], [`percpu_of`].
 //! Neighbours: `acpi` (MADT), `apic` (INIT/SIPI, per-CPU APIC), `mm` (tables, low frame, stacks),
-//! `gdt`, `trap`, `percpu`, `xcall`
+//! `arch::gdt`, `arch::idt`, `percpu`, `xcall`
 //! (its IPI handler is registered here before any AP runs), `panic` (stop-the-others by NMI).
 
 use alloc::{boxed::Box, vec::Vec};

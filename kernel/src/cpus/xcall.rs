@@ -27,7 +27,7 @@
 //! A called function runs in interrupt context with interrupts off: it must not wait for anything
 //! the interrupted code might hold (a lock the caller holds, most obviously).
 //!
-//! Neighbours: `ipi` (the doorbell), `smpboot` (which CPUs are online), `percpu` (counters).
+//! Neighbours: `ipi` (the doorbell), `cpu::map` (which CPUs are online), `percpu` (counters).
 
 use alloc::{boxed::Box, sync::Arc};
 use core::{
@@ -70,7 +70,7 @@ fn this_cpu() -> CpuId {
 /// Run `f(cpu)` on every CPU of `cpus` (this one included, if named) and wait until all have
 /// returned, or until `timeout_ns` has passed. On timeout, returns the CPUs that had not finished
 /// (see the module comment for what that means for each); CPUs that are not online are always in it.
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "the cross-CPU call API; only tests call it yet"))]
+#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "only the in-kernel tests use it so far"))]
 pub fn call<F>(cpus: &CpuSet, f: F, timeout_ns: u64) -> Result<(), CpuSet>
 where
     F: Fn(CpuId) + Send + Sync + 'static,

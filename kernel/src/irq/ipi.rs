@@ -19,7 +19,6 @@ use crate::irq::apic::{self, Delivery, Dest};
 ///
 /// # Panics
 /// If `cpu` is not one of this machine's CPUs.
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "the scheduler's wake-ups and the TLB shootdown send with it; only tests do yet"))]
 pub fn send(cpu: CpuId, vector: u8) {
     let Some(apic_id) = crate::cpu::map::apic_id_of(cpu).or_else(|| (cpu == CpuId::BSP).then(apic::id)) else {
         panic!("ipi::send of vector {vector:#x} to {cpu}, which is not a CPU of this machine")
@@ -31,7 +30,6 @@ pub fn send(cpu: CpuId, vector: u8) {
 ///
 /// # Panics
 /// If `cpus` names a CPU this machine does not have.
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "cross-CPU calls ring with it; only tests call those yet"))]
 pub fn send_set(cpus: &CpuSet, vector: u8) {
     for cpu in cpus.iter() {
         send(cpu, vector);
@@ -40,7 +38,6 @@ pub fn send_set(cpus: &CpuSet, vector: u8) {
 
 /// Send `vector` to every other CPU with one ICR write. CPUs that were found but never started
 /// ignore it (they wait for a start-up IPI).
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "for broadcasts; only tests send one yet"))]
 pub fn send_all_others(vector: u8) {
     apic::send(Dest::AllButSelf, Delivery::Fixed(vector));
 }

@@ -88,7 +88,7 @@ pub fn free(pa: u64) {
 }
 
 /// Is frame `pa` free right now?
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "the in-kernel tests check frames with it"))]
+#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "only the in-kernel tests use it so far"))]
 pub fn is_free(pa: u64) -> bool {
     frames().is_free(pa)
 }

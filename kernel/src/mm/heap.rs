@@ -88,19 +88,19 @@ pub(super) fn enable_growth() {
 }
 
 /// Bytes currently allocated.
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "for the statistics; the tests use it now"))]
+#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "only the in-kernel tests use it so far"))]
 pub fn allocated_bytes() -> usize {
     HEAP.lock().counters().allocated_bytes
 }
 
 /// Bytes the heap holds: the boot arena plus everything it grew by.
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "for the statistics; the tests use it now"))]
+#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "only the in-kernel tests use it so far"))]
 pub fn claimed_bytes() -> usize {
     HEAP.lock().counters().claimed_bytes
 }
 
 /// The size of the boot arena (the tests allocate past it).
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "the in-kernel tests grow the heap past it"))]
+#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "only the in-kernel tests use it so far"))]
 pub const fn boot_arena_bytes() -> usize {
     BOOT_ARENA_BYTES
 }

@@ -10,8 +10,8 @@
 //! Threads that might hang (a lost wake-up) are waited for with a deadline ([`join_all`]) so a
 //! failure names the stuck threads instead of hanging the run.
 //!
-//! Neighbours: `sched` (under test, through its public API and counters), `threads` (the kernel's
-//! scheduler instance), `smpboot` (online CPUs and their per-CPU blocks), `mm` (frame and heap
+//! Neighbours: `sched` (under test, through its public API and counters), `task` (the kernel's
+//! scheduler instance), `cpu::map` (online CPUs and their per-CPU blocks), `mm` (frame and heap
 //! levels), `time` (the clock), `arch::fpu` and `arch::testsupport` (register probes).
 
 use alloc::{format, string::String, sync::Arc, vec, vec::Vec};

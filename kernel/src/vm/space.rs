@@ -4,7 +4,7 @@
 //! Key types: [`AddressSpace`] (the handle: `new`, `mm`, `map`, `map_range`, `unmap`, `protect`,
 //! `remap`, `translate`; dropping the last `Arc` destroys it) and [`AsError`]. Functions: [`init`],
 //! [`switch`] (the scheduler's `switch_mm`), [`spawn_in`] (a thread that keeps its space alive);
-//! the counters are `tlb::counters`. Neighbours: `smp::pcid` and `smp::tlb` decide (PCID slots,
+//! the counters are `tlb::counters`. Neighbours: `smp::pcid` and `smp::tracker` decide (PCID slots,
 //! generations, whom to interrupt), `tlb` executes (instructions, mailboxes, IPIs, counters), `mm`
 //! provides frames, the kernel's PML4 and the direct map, `kcore::paging` edits the tables,
 //! `task` forwards the scheduler's `switch_mm` here (installed by [`init`]).
@@ -338,7 +338,7 @@ impl AddressSpace {
 
     /// Map `pages` fresh zeroed frames at `va`: all of them, or (on `NoMemory` or `AlreadyMapped`)
     /// none.
-    #[cfg_attr(not(any(feature = "ktest", feature = "kbench")), allow(dead_code, reason = "the tests and the benchmarks use it; no service does yet"))]
+    #[cfg_attr(not(any(feature = "ktest", feature = "kbench")), expect(dead_code, reason = "only the in-kernel tests and benchmarks use it so far"))]
     pub fn map_range(&self, va: u64, pages: u64, writable: bool) -> Result<(), AsError> {
         let range = user_range(va, pages)?;
         let s = task::sched();
@@ -371,7 +371,7 @@ impl AddressSpace {
 
     /// Unmap `pages` pages at `va` and free their frames once no CPU can use them. Every page must
     /// be mapped (otherwise nothing changes).
-    #[cfg_attr(not(any(feature = "ktest", feature = "kbench")), allow(dead_code, reason = "the tests and the benchmarks use it; no service does yet"))]
+    #[cfg_attr(not(any(feature = "ktest", feature = "kbench")), expect(dead_code, reason = "only the in-kernel tests and benchmarks use it so far"))]
     pub fn unmap(&self, va: u64, pages: u64) -> Result<(), AsError> {
         let range = user_range(va, pages)?;
         let s = task::sched();
@@ -384,7 +384,6 @@ impl AddressSpace {
 
     /// `unmap` with the edit lock held, preemption off and this CPU's previous request settled;
     /// returns the memory to free.
-    #[cfg_attr(not(any(feature = "ktest", feature = "kbench")), allow(dead_code, reason = "the tests and the benchmarks use it; no service does yet"))]
     fn unmap_locked(&self, range: PageRange) -> Result<Released, AsError> {
         let mem = UserTables::new();
         if let Some(hole) = pages_of(range).find(|&p| paging::translate(&mem, self.space.pml4, p).is_none()) {
@@ -401,7 +400,7 @@ impl AddressSpace {
     /// Make `pages` pages at `va` writable or read-only. Every page must be mapped (otherwise
     /// nothing changes). Widening is flushed as well as narrowing: a CPU may otherwise fault on a
     /// stale read-only entry (SDM 4.10.4.3), and the kernel treats every page fault as fatal.
-    #[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "only the tests change rights so far"))]
+    #[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "only the in-kernel tests use it so far"))]
     pub fn protect(&self, va: u64, pages: u64, writable: bool) -> Result<(), AsError> {
         let range = user_range(va, pages)?;
         let s = task::sched();

@@ -2,8 +2,8 @@
 //! other's pages with more spaces than PCID slots, a change on a space loaded on one CPU sends no
 //! IPI, and destroying a space gives every frame back.
 //!
-//! Neighbours: `aspace` (under test, through its public API and the tracker of a space), `tlb` (its
-//! counters), `threads` (spawning pinned threads), `mm::frames` (frame counts).
+//! Neighbours: `space` (under test, through its public API and the tracker of a space), `tlb` (its
+//! counters), `task` (spawning pinned threads), `mm::frames` (frame counts).
 
 use alloc::{collections::VecDeque, format, string::String, sync::Arc, vec::Vec};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -315,13 +315,12 @@ impl TlbCounters {
     }
 
     /// Field by field `self + other`.
-    #[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "only the tests sum CPUs so far"))]
     pub fn plus(&self, other: &TlbCounters) -> TlbCounters {
         self.zip(other, u64::wrapping_add)
     }
 
     /// Field by field `self - earlier`: what happened since `earlier` was taken.
-    #[cfg_attr(not(any(feature = "ktest", feature = "kbench")), allow(dead_code, reason = "the tests and the benchmarks use it; no service does yet"))]
+    #[cfg_attr(not(any(feature = "ktest", feature = "kbench")), expect(dead_code, reason = "only the in-kernel tests and benchmarks use it so far"))]
     pub fn since(&self, earlier: &TlbCounters) -> TlbCounters {
         self.zip(earlier, u64::wrapping_sub)
     }
@@ -356,7 +355,7 @@ pub fn counters(cpu: CpuId) -> TlbCounters {
 }
 
 /// The sum of the counters of the CPUs in `cpus`.
-#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "only the tests sum CPUs so far"))]
+#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "only the in-kernel tests use it so far"))]
 pub fn sum(cpus: &CpuSet) -> TlbCounters {
     cpus.iter().fold(TlbCounters::default(), |acc, c| acc.plus(&counters(c)))
 }
