@@ -9,7 +9,7 @@
 #[cfg(target_os = "none")]
 extern crate alloc;
 
-// The layers, lowest first; a module uses only those above it in this list (`make check` runs
+// The layers, lowest first; a module uses only the ones declared before it (`make check` runs
 // the layer check, `cargo run -p ktest --bin layers`). Services forbid unsafe code.
 #[cfg(all(target_os = "none", feature = "ktest"))]
 mod testing;
@@ -35,8 +35,10 @@ mod vm;
 #[forbid(unsafe_code)]
 mod demo;
 #[cfg(all(target_os = "none", feature = "kbench"))]
+#[forbid(unsafe_code)]
 mod kbench;
 #[cfg(all(target_os = "none", feature = "ktest"))]
+#[forbid(unsafe_code)]
 mod selftest;
 
 /// The kernel only runs on bare metal; a host build of this binary just says so.

@@ -5,7 +5,6 @@
 //! exit code.
 //!
 //! Layer: a service (the top); it reaches the console and the exit device below.
-#![forbid(unsafe_code)]
 
 use crate::{
     cpu::power,
