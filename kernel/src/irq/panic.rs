@@ -20,7 +20,10 @@ static STOPPING: AtomicBool = AtomicBool::new(false);
 /// 1 + the CPU that owns the failure report (the first to fail).
 static REPORTER: AtomicU32 = AtomicU32::new(0);
 static STOP_OTHERS: AtomicCell<Option<fn()>> = AtomicCell::new(None);
-static THREAD_NAME: AtomicCell<Option<fn(&mut dyn Write)>> = AtomicCell::new(None);
+/// Writes the running thread's name.
+type ThreadName = fn(&mut dyn Write);
+
+static THREAD_NAME: AtomicCell<Option<ThreadName>> = AtomicCell::new(None);
 
 /// Install the function that stops every other CPU (an NMI broadcast, once the APs run).
 pub fn set_stop_others(f: fn()) {

@@ -94,7 +94,10 @@ impl Features {
 
 static FEATURES: spin::Once<Features> = spin::Once::new();
 static MAP: spin::Once<MemoryMap> = spin::Once::new();
-static SHOOTDOWN: AtomicCell<Option<fn(u64, u64)>> = AtomicCell::new(None);
+/// Makes every other CPU drop its translations of `[start, end)`.
+type Shootdown = fn(u64, u64);
+
+static SHOOTDOWN: AtomicCell<Option<Shootdown>> = AtomicCell::new(None);
 static RECLAIMED: AtomicBool = AtomicBool::new(false);
 
 unsafe extern "C" {

@@ -124,7 +124,10 @@ fn write_current(w: &mut dyn Write) {
 
 /// How this CPU loads an address space, installed by `vm` (the layer above) with
 /// [`set_mm_switch`]; the scheduler calls it only for threads spawned into a space.
-static MM_SWITCH: AtomicCell<Option<fn(Option<Mm>, Mm)>> = AtomicCell::new(None);
+static MM_SWITCH: AtomicCell<Option<MmSwitch>> = AtomicCell::new(None);
+
+/// Loads address space `next` on this CPU in place of `prev`.
+type MmSwitch = fn(Option<Mm>, Mm);
 
 /// Install the function that loads address space `next` on this CPU in place of `prev`
 /// (interrupts off), for the scheduler's `switch_mm`.

@@ -286,8 +286,7 @@ fn crate_paths(code: &str) -> Vec<String> {
         if let Some(group) = rest.strip_prefix('{') {
             let mut depth = 1usize;
             let mut item_start = true;
-            let mut chars = group.char_indices().peekable();
-            while let Some((i, c)) = chars.next() {
+            for (i, c) in group.char_indices() {
                 match c {
                     '{' => depth += 1,
                     '}' => {
