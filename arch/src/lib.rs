@@ -3,14 +3,14 @@
 //! Two halves:
 //! - modules that also build and run on a Linux host in user space (`switch`, `fpu`, `tsc`, `probe`), so the
 //!   very routine the kernel switches threads with can be tested and benchmarked natively;
-//! - privileged modules (`cfg(target_os = "none")`): entry code and interrupt stubs (`boot`, `trap`,
-//!   `trampoline`), descriptor tables (`gdt` with the TSS, `idt`), control registers (`cr`), the MMU's CR3 loads and TLB flushes (`mmu`), the
-//!   interrupt flag (`interrupts`), MSRs (`msr`), I/O ports (`port`), memory-mapped registers
-//!   (`mmio`), the legacy interrupt controllers (`pic`), the
-//!   serial port (`serial`), GS-based per-CPU access and halting (`cpu`), stacks (`stack`). The kernel reaches
-//!   the hardware only through these.
+//! - privileged modules (`cfg(target_os = "none")`): entry code and interrupt stubs (`boot`,
+//!   `trap`, `trampoline`), descriptor tables (`gdt` with the TSS, `idt`), control registers
+//!   (`cr`), CR3 loads and TLB flushes (`mmu`), the interrupt flag (`interrupts`), MSRs (`msr`),
+//!   I/O ports (`port`), memory-mapped registers (`mmio`), the legacy interrupt controllers
+//!   (`pic`), the serial port (`serial`), GS-based per-CPU access and halting (`cpu`), stacks
+//!   (`stack`). The kernel reaches the hardware only through these.
 //!
-//! Neighbours: `smp` and `sched` call the portable half; `kernel` wires the privileged half.
+//! Neighbours: `sched` (and `bench`) call the portable half; `kernel` wires the privileged half.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;

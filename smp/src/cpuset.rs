@@ -9,7 +9,7 @@
 //! Memory ordering of `AtomicCpuSet`: every access to a word is `SeqCst` (no dearer than
 //! acquire/release on x86, where loads are plain moves and read-modify-writes are locked anyway),
 //! so a read that sees a bit also sees everything its writer did before setting it. Protocols that
-//! need a store-then-load order across two locations (`tlb`: mark active, then read the
+//! need a store-then-load order across two locations (`tracker`: mark active, then read the
 //! generation) add a `SeqCst` fence between the two. Operations on the whole set (`snapshot`,
 //! `insert_all`, `remove_all`, `take`,
 //! `is_empty`) touch the words one by one: they are atomic per word, not across words. Per bit

@@ -10,7 +10,7 @@
 //! [`PcidTable::switch_to`] can tell a clean hit from a stale one.
 //!
 //! The table is private to its CPU (`&mut self`, no atomics, no lock): the kernel keeps one in
-//! each CPU's data and touches it only from that CPU with interrupts off. `tlb` builds the
+//! each CPU's data and touches it only from that CPU with interrupts off. `tracker` builds the
 //! cross-CPU protocol on top of it.
 
 use core::fmt;

@@ -4,7 +4,7 @@
 //! Key types: [`ShootdownMailbox`] (one per CPU, in a slice indexed by `CpuId` that the kernel
 //! keeps for the machine's lifetime), [`Shootdown`] (a mailbox's outgoing request: the request
 //! itself, a sequence number, and the `pending` set of targets yet to acknowledge) and
-//! [`Ticket`] (names one posted request). Neighbours: `tlb` decides what to request and what a
+//! [`Ticket`] (names one posted request). Neighbours: `tracker` decides what to request and what a
 //! target must flush; the kernel sends the IPIs and performs the flushes.
 //!
 //! Each CPU has at most one outgoing request: [`ShootdownMailbox::post`] refuses while the

@@ -2,7 +2,7 @@
 //!
 //! Normal builds use `core::sync::atomic` and `core::hint::spin_loop`; builds with `--cfg loom`
 //! use loom's instrumented versions instead (loom's spin hint yields to the other modelled
-//! threads), so the lock-free parts (`cpuset::AtomicCpuSet`, `tlb`, `shootdown`) can be
+//! threads), so the lock-free parts (`cpuset::AtomicCpuSet`, `tracker`, `shootdown`) can be
 //! model-checked by the tests under `tests/loom_*.rs` without a line of them changing.
 //!
 //! Loom atomics cannot be built in a `const fn`; the types that hold atomics therefore offer a
