@@ -10,7 +10,7 @@
 extern crate alloc;
 
 // The layers, lowest first; a module uses only the ones declared before it (`make check` runs
-// the layer check, `cargo run -p ktest --bin layers`). Services forbid unsafe code.
+// the layer check, `cargo run -p ktest --bin layers`).
 #[cfg(all(target_os = "none", feature = "ktest"))]
 mod testing;
 #[cfg(target_os = "none")]
@@ -31,6 +31,8 @@ mod cpus;
 mod task;
 #[cfg(target_os = "none")]
 mod vm;
+// Services: each forbids unsafe code (the layer check insists) and reaches the hardware only
+// through the layers above.
 #[cfg(target_os = "none")]
 #[forbid(unsafe_code)]
 mod demo;

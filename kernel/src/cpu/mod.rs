@@ -3,7 +3,8 @@
 //! interrupts-off spin lock ([`irqlock`]), the serial console ([`console`]) and the power-off
 //! device ([`power`]).
 //!
-//! Layer: above `boot`, below `mm`. Nothing here allocates or maps memory.
+//! Layer: the lowest but the test registry: `boot` sits above it (the entries write to the
+//! console first), and so does everything else. Nothing here allocates or maps memory.
 
 pub mod console;
 pub mod features;

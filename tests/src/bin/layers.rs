@@ -5,6 +5,9 @@
 //! before it. An edge up the order fails the check, and so does any import cycle, which such an
 //! edge always belongs to; both are printed with the file that makes the edge.
 //!
+//! The modules declared after a `// Services` comment line in `main.rs` must each carry
+//! `#[forbid(unsafe_code)]`: the Linux-facing code reaches the hardware only through the layers.
+//!
 //! Test code is left out: files named `tests.rs` and `mod tests { .. }` blocks. Nothing imports a
 //! test module (the registry finds tests through the `.ktests` linker section), so an edge from
 //! one cannot close a loop in the code that runs, and a test may drive its layer from above (an
@@ -57,7 +60,10 @@ fn main() -> ExitCode {
         }
     }
     let edges = edges(&order, &files);
-    let problems = check(&order, &edges);
+    let mut problems = check(&order, &edges);
+    for module in services_allowing_unsafe(&main_rs) {
+        problems.push(format!("{module} is declared as a service but lacks #[forbid(unsafe_code)]"));
+    }
     if problems.is_empty() {
         println!("layers: {} modules, {} edges, all going down: {}", order.len(), edges.len(), order.join(" < "));
         ExitCode::SUCCESS
@@ -82,6 +88,29 @@ fn layer_order(main_rs: &str) -> Vec<String> {
         }
     }
     order
+}
+
+/// The modules declared after the `// Services` comment of `main.rs` without
+/// `#[forbid(unsafe_code)]` among the attributes right before them.
+fn services_allowing_unsafe(main_rs: &str) -> Vec<String> {
+    let mut in_services = false;
+    let mut forbids = false;
+    let mut out = Vec::new();
+    for line in main_rs.lines().map(str::trim) {
+        if line.starts_with("// Services") {
+            in_services = true;
+        } else if line.starts_with("#[") {
+            forbids |= line.replace(' ', "").contains("forbid(unsafe_code)");
+        } else if let Some(name) = line.strip_prefix("pub ").unwrap_or(line).strip_prefix("mod ").and_then(|r| r.strip_suffix(';')) {
+            if in_services && !forbids {
+                out.push(name.trim().to_string());
+            }
+            forbids = false;
+        } else if !line.starts_with("//") && !line.is_empty() {
+            forbids = false;
+        }
+    }
+    out
 }
 
 /// `module.rs`, or every `.rs` file under `module/`, sorted.
@@ -330,6 +359,13 @@ mod tests {
     #[test]
     fn the_order_is_the_mod_order_of_main() {
         assert_eq!(layer_order(MAIN), ["cpu", "mm", "task"]);
+    }
+
+    #[test]
+    fn a_service_without_forbid_unsafe_fails() {
+        let main = "mod cpu;\n// Services: forbid unsafe\n#[cfg(x)]\n#[forbid(unsafe_code)]\nmod demo;\n#[cfg(y)]\nmod fs;\n";
+        assert_eq!(services_allowing_unsafe(main), ["fs"]);
+        assert_eq!(layer_order(main), ["cpu", "demo", "fs"]);
     }
 
     #[test]
