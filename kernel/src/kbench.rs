@@ -61,12 +61,7 @@ use core::{
 use sched::{Builder, CpuIndex, Semaphore};
 use smp::CpuId;
 
-use crate::{
-    vm::space::{self, AddressSpace},
-    cpu::power, println_raw,
-    task::sched,
-    time, vm::tlb,
-};
+use crate::{cpu::power, println_raw, task::sched, time, vm::{space::{self, AddressSpace}, tlb}};
 
 /// Sample counts and time budget of one run.
 #[derive(Clone, Copy)]

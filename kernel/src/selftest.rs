@@ -6,11 +6,7 @@
 //!
 //! Layer: a service (the top); it reaches the console and the exit device below.
 
-use crate::{
-    cpu::power,
-    println_raw,
-    testing::{Test, all},
-};
+use crate::{cpu::power, println_raw, testing::{Test, all}};
 
 /// Run the selection named on the command line and leave QEMU with the verdict.
 pub fn run(selection: &str, cpus_online: u32) -> ! {

@@ -334,7 +334,7 @@ mod tests {
     use arch::interrupts;
 
     use super::*;
-    use crate::{irq::apic, ensure, testing::Test, cpu::percpu, irq::trap::VECTOR_TIMER};
+    use crate::{cpu::percpu, ensure, irq::{apic, trap::VECTOR_TIMER}, testing::Test};
 
     crate::register_tests![Test { name: "timer_calibrated", min_cpus: 1, expect_fault: false, run: timer_calibrated }];
 

@@ -39,9 +39,19 @@ use crossbeam_utils::atomic::AtomicCell;
 use smp::{AcpiUid, ApicId, CpuId, CpuMap, MAX_CPUS};
 
 use crate::{
+
     acpi,
-    irq::apic::{self, Delivery, Dest},
-    cpu::map, irq::ipi, mm, irq::panic, cpu::percpu, time, cpus::xcall,
+
+    cpu::{map, percpu},
+
+    cpus::xcall,
+
+    irq::{apic::{self, Delivery, Dest}, ipi, panic},
+
+    mm,
+
+    time,
+
 };
 
 /// How long the boot CPU waits for the APs to come online, all together.

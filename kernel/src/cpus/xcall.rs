@@ -39,7 +39,7 @@ use arch::trap::TrapFrame;
 use smp::{AtomicCpuSet, CpuId, CpuSet, MAX_CPUS};
 use arch::interrupts;
 
-use crate::{irq::apic, irq::ipi, cpu::percpu, time, irq::trap};
+use crate::{cpu::percpu, irq::{apic, ipi, trap}, time};
 
 struct Request {
     f: Box<dyn Fn(CpuId) + Send + Sync>,
@@ -170,7 +170,7 @@ mod tests {
     use smp::{CpuId, CpuSet, MAX_CPUS};
 
     use super::{call, this_cpu};
-    use crate::{ensure, irq::ipi, testing::Test, cpu::percpu, time, irq::trap};
+    use crate::{cpu::percpu, ensure, irq::{ipi, trap}, testing::Test, time};
 
     crate::register_tests![
         Test { name: "xcall_exact_targets", min_cpus: 1, expect_fault: false, run: xcall_exact_targets },

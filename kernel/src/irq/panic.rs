@@ -14,7 +14,7 @@ use core::{
 use arch::trap::TrapFrame;
 use crossbeam_utils::atomic::AtomicCell;
 
-use crate::{cpu::console, cpu::percpu, cpu::power};
+use crate::cpu::{console, percpu, power};
 
 static STOPPING: AtomicBool = AtomicBool::new(false);
 /// 1 + the CPU that owns the failure report (the first to fail).

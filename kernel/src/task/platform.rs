@@ -11,7 +11,7 @@ use crossbeam_utils::atomic::AtomicCell;
 
 use sched::{CpuIndex, IrqState, Mm, Platform, Scheduler, Stack};
 
-use crate::{irq::apic, irq::ipi, mm, cpu::percpu, time, irq::trap};
+use crate::{cpu::percpu, irq::{apic, ipi, trap}, mm, time};
 
 /// The kernel's machine below the scheduler.
 pub struct KernelPlatform {

@@ -20,11 +20,21 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use sched::{Builder, CpuIndex, JoinHandle, Mutex, WaitQueue};
 
 use crate::{
+
+    cpu::percpu,
+
     ensure,
-    testing::{Failures, Test},
-    mm, cpu::percpu, println_raw,
+
+    mm,
+
+    println_raw,
+
     task::{KernelPlatform, sched},
+
+    testing::{Failures, Test},
+
     time,
+
 };
 
 crate::register_tests![

@@ -66,7 +66,7 @@ use talc::lock_api::Mutex as SpinMutex;
 use arch::interrupts;
 use x86_64::structures::paging::PageTableFlags as Flags;
 
-use crate::{irq::apic, cpu::features, cpu::irqlock::RawIrqSpin, mm, task, vm::tlb, irq::trap};
+use crate::{cpu::{features, irqlock::RawIrqSpin}, irq::{apic, trap}, mm, task, vm::tlb};
 
 #[cfg(feature = "ktest")]
 #[path = "tests.rs"]

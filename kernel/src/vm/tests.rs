@@ -12,7 +12,7 @@ use sched::{Builder, CpuIndex};
 use smp::{CpuId, CpuSet};
 
 use super::{AddressSpace, AsError, PAGE, USER_END, USER_START, spawn_in};
-use crate::{ensure, testing::{Failures, Test}, mm, println_raw, task::sched, time, vm::tlb};
+use crate::{ensure, mm, println_raw, task::sched, testing::{Failures, Test}, time, vm::tlb};
 
 crate::register_tests![
     Test { name: "tlb_torture", min_cpus: 1, expect_fault: false, run: tlb_torture },

@@ -24,7 +24,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use smp::{AsId, CpuId, CpuSet, MAX_CPUS, PageRange, Request, ShootdownMailbox, Ticket};
 use arch::mmu::{self, Cr3Load, Invpcid};
 
-use crate::{irq::ipi, cpu::percpu, time, irq::trap};
+use crate::{cpu::percpu, irq::{ipi, trap}, time};
 
 /// How long a CPU waits for the acknowledgements of one request before it reports the CPUs that
 /// never answered. Generous: under emulation many virtual CPUs share few host cores.
