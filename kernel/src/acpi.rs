@@ -18,6 +18,8 @@
 //! Key types: [`Platform`], [`MadtCpu`], [`IoApicInfo`], [`HpetInfo`], [`PmTimer`]. Neighbours:
 //! `mm` (the mappings), `apic` (local APIC address), `time` (HPET, PM timer), `cpus::bringup`
 //! (processors).
+//!
+//! Layer: above `mm` (the mappings), below `irq`.
 
 use alloc::vec::Vec;
 use core::ptr::NonNull;

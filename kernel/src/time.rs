@@ -19,7 +19,9 @@
 //! not promise an invariant TSC.
 //!
 //! Neighbours: `acpi` (HPET and PM timer addresses), `cpu::features` (CPUID frequencies), `apic` (the
-//! timer it arms with these conversions).
+//! timer [`arm_oneshot_ns`] arms with these conversions).
+//!
+//! Layer: above `irq` (the APIC timer, the timer vector), below `cpus`.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

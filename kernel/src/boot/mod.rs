@@ -2,6 +2,9 @@
 //!
 //! `limine.rs` and `pvh.rs` each turn what their loader handed over into a [`BootInfo`]; everything
 //! after that (`kernel_main`) is common code and never asks which loader ran except to print it.
+//!
+//! Layer: above `cpu` (the entries start the console first), below everything else. The entries
+//! end in the crate root's `kernel_main`, which is no layer: it is the init order.
 
 pub mod limine;
 pub mod pvh;

@@ -27,6 +27,9 @@
 //!
 //! Neighbours: `kcore::frame_alloc` and `kcore::paging` hold the portable logic; `boot` supplies
 //! the memory map; `panic` asks [`is_mapped`] and [`stacks::guard_hit`] while reporting a fault.
+//!
+//! Layer: above `boot` and `cpu`, below `acpi` and `irq` (which map their tables and registers
+//! here); `vm`, far above, installs the kernel-half shootdown with [`set_shootdown`].
 
 pub mod frames;
 pub mod heap;
