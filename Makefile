@@ -63,8 +63,10 @@ LIMINE_BRANCH := v8.2.0-binary
 LIMINE_REPO := https://github.com/limine-bootloader/limine.git
 LIMINE_FILES := limine-bios.sys limine-bios-cd.bin limine-uefi-cd.bin BOOTX64.EFI
 LOOM_TESTS := $(wildcard sched/tests/loom*.rs smp/tests/loom*.rs kcore/tests/loom*.rs)
-OVMF_CODE := $(firstword $(wildcard /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_CODE.fd))
-OVMF_VARS_TEMPLATE := $(subst OVMF_CODE,OVMF_VARS,$(OVMF_CODE))
+# Recursive (=), not :=: `make deps` may install OVMF during this very run, and the firmware must be
+# looked for after that, not when the Makefile is read.
+OVMF_CODE = $(firstword $(wildcard /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_CODE.fd))
+OVMF_VARS_TEMPLATE = $(subst OVMF_CODE,OVMF_VARS,$(OVMF_CODE))
 OVMF_VARS := target/ovmf-vars.fd
 
 # ---- choices made from the options (recursive: probed only by the targets that use them) --------
@@ -89,24 +91,31 @@ BOOT_USED = $(BOOT)
 BOOT_WHY = BOOT=$(BOOT)
 endif
 
+# Below this the kernel cannot hold its image, boot arena and per-CPU stacks.
+MIN_MEM_MIB := 16
 MEM_USED = $(or $(MEM),$(if $(filter-out 1 2 3 4,$(SMP)),1G,512M))
-CPU_USED = $(or $(CPU),$(if $(filter kvm,$(ACCEL_USED)),host))
+CPU_USED = $(or $(CPU),$(if $(filter kvm,$(ACCEL_USED)),$(KVM_CPU)))
 QEMU_COMMON = -machine q35 -accel $(ACCEL_USED) $(if $(CPU_USED),-cpu $(CPU_USED)) -smp $(SMP) -m $(MEM_USED) \
 	-serial stdio -display none -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04
 comma := ,
 OVMF_DRIVES = -drive if=pflash,format=raw,unit=0,readonly=on,file=$(OVMF_CODE) -drive if=pflash,format=raw,unit=1,file=$(OVMF_VARS)
 QEMU_FIRMWARE = $(if $(filter uefi,$(FIRMWARE)),$(OVMF_DRIVES))
-QEMU_BOOT = $(if $(filter limine,$(BOOT_USED)),$(QEMU_FIRMWARE) -cdrom $(ISO),-kernel $(KERNEL_ELF) -append '$(ARGS)')
+# ARGS reaches the shell through the environment, never spliced into a quoted word, so quotes and
+# other shell characters in it arrive as they were typed.
+export KERNEL_CMDLINE := $(ARGS)
+QEMU_BOOT = $(if $(filter limine,$(BOOT_USED)),$(QEMU_FIRMWARE) -cdrom $(ISO),-kernel $(KERNEL_ELF) -append "$$KERNEL_CMDLINE")
 BOOT_MEDIA = $(if $(filter limine,$(BOOT_USED)),iso $(if $(filter uefi,$(FIRMWARE)),ovmf-vars),kernel)
 
-# Runs QEMU and turns its exit status into make's: 33 is the kernel's success code (0x10).
+# Runs QEMU and turns its exit status into make's: 33 is the kernel's success code (0x10). The kernel
+# always ends through isa-debug-exit, so a plain 0 means the guest reset (with -no-reboot, a triple
+# fault ends QEMU with status 0) or was powered off from outside: a failure for scripts.
 define run_qemu
-	@echo "$(strip $(QEMU) $(QEMU_COMMON) $(QEMU_BOOT) $(1) $(QEMU_ARGS))"
+	@printf '%s\n' "$(strip $(QEMU) $(QEMU_COMMON) $(subst "$$KERNEL_CMDLINE",$$(printf %q "$$KERNEL_CMDLINE"),$(QEMU_BOOT)) $(1) $(QEMU_ARGS))"
 	@status=0; $(QEMU) $(QEMU_COMMON) $(QEMU_BOOT) $(1) $(QEMU_ARGS) || status=$$?; \
 	case $$status in \
 	  33) echo "qemu: the kernel exited with success (0x10)";; \
 	  35) echo "qemu: the kernel exited with failure (0x11)"; exit 1;; \
-	  0) echo "qemu: exited 0 (the guest reset or powered off without an exit code)";; \
+	  0) echo "qemu: exited 0 without the kernel's exit code: the guest reset (a triple fault?) or was powered off" >&2; exit 1;; \
 	  *) echo "qemu: exit status $$status"; exit 1;; \
 	esac
 endef
@@ -117,15 +126,21 @@ banner = @printf '\n==> %s\n' "$(1)"
 	deps host-deps rust-deps boot-check ovmf-vars clean
 
 help:
-	@echo "make run       build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh)"
-	@echo "make test      host unit tests, loom models, bench --quick, a KVM functional run where /dev/kvm opens, in-kernel tests at -smp $(KTEST_SMP)"
-	@echo "make check     host unit tests and the kernel's layer check"
-	@echo "make bench     the host benchmark (cargo run --release -p bench)"
-	@echo "make iso       hybrid BIOS/UEFI Limine ISO in $(ISO) (needs LIMINE_DIR)"
-	@echo "make limine    fetch Limine $(LIMINE_BRANCH) into LIMINE_DIR=$(LIMINE_DIR)"
-	@echo "make debug     boot stopped at the first instruction, gdb stub on :1234"
-	@echo "make deps      install what the other targets need (QEMU, xorriso, mtools, Rust target)"
-	@echo "make clean     remove target/"
+	@echo "make run        build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh, FIRMWARE=bios|uefi)"
+	@echo "make debug      boot stopped at the first instruction, gdb stub on :1234"
+	@echo "make test       everything below marked (test), in that order; stops at the first failing stage"
+	@echo "make check      (test) host unit tests and the kernel's layer check"
+	@echo "make loom       (test) the loom models of the lock-free parts"
+	@echo "make bench-quick (test) smoke run of every benchmark row, nothing timed is asserted"
+	@echo "make ktest-kvm  (test) short KVM run of the x2APIC and TSC-deadline paths, where /dev/kvm opens"
+	@echo "make ktest      (test) in-kernel tests in QEMU at -smp $(KTEST_SMP) (KTEST_ARGS=\"--filter NAME\")"
+	@echo "make bench      the benchmark: part 1 natively beside Linux, part 2 in QEMU"
+	@echo "make kernel     build the kernel ELF only ($(KERNEL_ELF))"
+	@echo "make test-kernel build the test kernel only ($(TEST_ELF))"
+	@echo "make iso        hybrid BIOS/UEFI Limine ISO in $(ISO) (needs LIMINE_DIR)"
+	@echo "make limine     fetch Limine $(LIMINE_BRANCH) into LIMINE_DIR=$(LIMINE_DIR)"
+	@echo "make deps       install what the other targets need (QEMU, xorriso, mtools, Rust target)"
+	@echo "make clean      remove target/"
 	@echo "Options: the commented block at the top of this Makefile."
 
 # ---- installing what is missing ------------------------------------------------------------------
@@ -175,7 +190,7 @@ iso: host-deps limine-files kernel
 	rm -rf $(ISO_ROOT)
 	mkdir -p $(ISO_ROOT)/boot/limine $(ISO_ROOT)/EFI/BOOT
 	cp $(KERNEL_ELF) $(ISO_ROOT)/boot/kernel
-	awk -v args='$(ARGS)' 'args != "" && /^[[:space:]]*cmdline:/ { match($$0, /cmdline:/); print substr($$0, 1, RSTART - 1) "cmdline: " args; next } { print }' \
+	awk 'ENVIRON["KERNEL_CMDLINE"] != "" && /^[[:space:]]*cmdline:/ { match($$0, /cmdline:/); print substr($$0, 1, RSTART - 1) "cmdline: " ENVIRON["KERNEL_CMDLINE"]; next } { print }' \
 	  limine.cfg > $(ISO_ROOT)/boot/limine/limine.conf
 	cp $(addprefix $(LIMINE_DIR)/,limine-bios.sys limine-bios-cd.bin limine-uefi-cd.bin) $(ISO_ROOT)/boot/limine/
 	cp $(LIMINE_DIR)/BOOTX64.EFI $(ISO_ROOT)/EFI/BOOT/
@@ -212,7 +227,17 @@ ovmf-vars:
 
 # ---- booting -------------------------------------------------------------------------------------
 
+# The guest's shape is checked before QEMU sees it, so a typo gets a sentence instead of QEMU's
+# confusing parse of the next word, or a silent reset.
 boot-check:
+	@case "$(SMP)" in ''|*[!0-9]*|0) echo "SMP must be a CPU count (1 or more), not '$(SMP)'" >&2; exit 1;; esac
+	@mem='$(MEM_USED)'; case "$$mem" in \
+	  *[0-9][mM]|*[0-9]) mib=$${mem%[mM]};; *[0-9][gG]) mib=$$(( $${mem%[gG]} * 1024 ));; \
+	  *) echo "MEM must be a size such as 512M or 2G, not '$$mem'" >&2; exit 1;; esac; \
+	case "$$mib" in ''|*[!0-9]*) echo "MEM must be a size such as 512M or 2G, not '$$mem'" >&2; exit 1;; esac; \
+	if [ "$$mib" -lt $(MIN_MEM_MIB) ]; then \
+	  echo "MEM=$$mem is below the kernel's minimum of $(MIN_MEM_MIB)M (image, boot arena, page tables and a stack per CPU)" >&2; exit 1; fi
+	@case "$$KERNEL_CMDLINE" in *$$'\n'*) echo "ARGS holds a newline: the kernel command line is one line" >&2; exit 1;; esac
 	@case "$(BOOT_USED)" in limine|pvh) ;; *) echo "BOOT must be auto, limine or pvh, not $(BOOT)" >&2; exit 1;; esac
 	@case "$(ACCEL_USED)" in kvm|tcg) ;; *) echo "ACCEL must be auto, kvm or tcg, not $(ACCEL)" >&2; exit 1;; esac
 	@case "$(FIRMWARE)" in bios|uefi) ;; *) echo "FIRMWARE must be bios or uefi, not $(FIRMWARE)" >&2; exit 1;; esac
