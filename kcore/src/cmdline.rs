@@ -20,6 +20,12 @@
 /// Most warnings kept; the rest are counted.
 pub const MAX_WARNINGS: usize = 8;
 
+/// The longest `exit-after=` accepted: a year, so that no multiplication into nanoseconds overflows.
+pub const MAX_EXIT_AFTER_S: u64 = 365 * 24 * 3600;
+
+/// The longest command line kept, in bytes. Linux's x86 limit is 2048; a loader may pass more.
+pub const MAX_LEN: usize = 4096;
+
 /// Default scheduler time slice.
 pub const DEFAULT_SLICE_US: u64 = 10_000;
 
@@ -111,14 +117,95 @@ impl<'a> Warnings<'a> {
     }
 }
 
-fn number<'a>(key: &'a str, value: &'a str, w: &mut Warnings<'a>) -> Option<u64> {
+/// `value` as a number in `range`; otherwise a warning that states the range, whether the value
+/// was not a number at all or a number too large for any integer type.
+fn number_in<'a>(
+    key: &'a str,
+    value: &'a str,
+    range: core::ops::RangeInclusive<u64>,
+    expected: &'static str,
+    w: &mut Warnings<'a>,
+) -> Option<u64> {
     match value.parse::<u64>() {
-        Ok(n) => Some(n),
-        Err(_) => {
-            w.push(Warning::BadValue { key, value, expected: "a whole number" });
+        Ok(n) if range.contains(&n) => Some(n),
+        _ => {
+            w.push(Warning::BadValue { key, value, expected });
             None
         }
     }
+}
+
+/// What [`keep`] did to the loader's bytes, so the kernel can say it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kept {
+    /// The line was longer than the buffer: the byte length it had, and how many bytes were kept
+    /// (the cut falls on a word boundary, so no option is shortened into another value).
+    pub truncated: Option<(usize, usize)>,
+    /// Bytes that were not printable UTF-8 (invalid sequences, control characters such as ESC),
+    /// each replaced by `?` so they neither reach the terminal nor end the line early.
+    pub replaced: usize,
+}
+
+/// Copy the loader's command line into `buf` as printable UTF-8 and return the text with what was
+/// changed. A NUL ends the line; tabs and newlines become spaces (they separate words anyway);
+/// any other control character or invalid UTF-8 byte becomes `?`. A line longer than `buf` is cut
+/// before the word that straddles the end, never inside it: `exit-after=100` cut after `exit-after=1`
+/// would otherwise become a different, valid option.
+pub fn keep<'b>(bytes: &[u8], buf: &'b mut [u8]) -> (&'b str, Kept) {
+    let bytes = bytes.split(|&b| b == 0).next().unwrap_or(&[]);
+    let mut kept = Kept::default();
+    let mut n = 0;
+    let mut rest = bytes;
+    let mut full = false;
+    while !rest.is_empty() && !full {
+        let (chunk, bad) = match core::str::from_utf8(rest) {
+            Ok(s) => (s, 0),
+            Err(e) => {
+                // The first `valid_up_to` bytes are valid UTF-8 by the error's contract.
+                let good = core::str::from_utf8(&rest[..e.valid_up_to()]).unwrap_or("");
+                (good, e.error_len().unwrap_or(rest.len() - e.valid_up_to()))
+            }
+        };
+        for c in chunk.chars() {
+            let mut tmp = [0u8; 4];
+            let enc: &[u8] = match c {
+                '\t' | '\n' | '\r' => b" ",
+                c if c.is_control() => {
+                    kept.replaced += 1;
+                    b"?"
+                }
+                c => c.encode_utf8(&mut tmp).as_bytes(),
+            };
+            if n + enc.len() > buf.len() {
+                full = true;
+                break;
+            }
+            buf[n..n + enc.len()].copy_from_slice(enc);
+            n += enc.len();
+        }
+        rest = &rest[chunk.len()..];
+        if full {
+            break;
+        }
+        for _ in 0..bad {
+            if n == buf.len() {
+                full = true;
+                break;
+            }
+            buf[n] = b'?';
+            n += 1;
+            kept.replaced += 1;
+        }
+        rest = &rest[bad.min(rest.len())..];
+    }
+    if full {
+        // Back up to the last space, dropping the straddling word whole.
+        let cut = buf[..n].iter().rposition(|&b| b == b' ').unwrap_or(0);
+        kept.truncated = Some((bytes.len(), cut));
+        n = cut;
+    }
+    // Only whole characters were written, so this cannot fail; "" keeps the kernel going if it did.
+    (core::str::from_utf8(&buf[..n]).unwrap_or(""), kept)
 }
 
 /// Parse a command line. Never fails: bad words become warnings and the defaults stand.
@@ -139,30 +226,22 @@ pub fn parse<'a>(line: &'a str) -> (Options<'a>, Warnings<'a>) {
         match key {
             "exit-after" => {
                 if let Some(v) = needs(&mut w) {
-                    o.exit_after_s = number(key, v, &mut w).or(o.exit_after_s);
+                    let n = number_in(key, v, 0..=MAX_EXIT_AFTER_S, "0 to 31536000 seconds", &mut w);
+                    o.exit_after_s = n.or(o.exit_after_s);
                 }
             }
             "test" => o.test = needs(&mut w).or(o.test),
             "slice-us" => {
                 if let Some(v) = needs(&mut w) {
-                    match number(key, v, &mut w) {
-                        Some(n) if (100..=1_000_000).contains(&n) => o.slice_us = n,
-                        Some(_) => w.push(Warning::BadValue {
-                            key,
-                            value: v,
-                            expected: "100 to 1000000 microseconds",
-                        }),
-                        None => {}
-                    }
+                    let n = number_in(key, v, 100..=1_000_000, "100 to 1000000 microseconds", &mut w);
+                    o.slice_us = n.unwrap_or(o.slice_us);
                 }
             }
             "maxcpus" => {
                 if let Some(v) = needs(&mut w) {
-                    match number(key, v, &mut w) {
-                        Some(n) if n >= 1 && n <= u64::from(u32::MAX) => o.maxcpus = Some(n as u32),
-                        Some(_) => w.push(Warning::BadValue { key, value: v, expected: "at least 1" }),
-                        None => {}
-                    }
+                    let n = number_in(key, v, 1..=u64::from(u32::MAX), "a CPU count from 1 to 4294967295", &mut w);
+                    // The range check above keeps the value within u32.
+                    o.maxcpus = n.map(|n| n as u32).or(o.maxcpus);
                 }
             }
             "demo" => match value {
@@ -239,7 +318,7 @@ mod tests {
         assert_eq!(o.test, None);
         assert!(!o.nopcid);
         assert_eq!(o.loglevel, LogLevel::Info);
-        let v: Vec<_> = w.iter().copied().collect();
+        let v: std::vec::Vec<_> = w.iter().copied().collect();
         assert_eq!(w.total, 7);
         assert_eq!(v[0], Warning::Unknown("frobnicate"));
         assert!(matches!(v[1], Warning::BadValue { key: "exit-after", .. }));
@@ -267,6 +346,51 @@ mod tests {
         let (_, w) = parse(line);
         assert_eq!(w.total, 11);
         assert_eq!(w.iter().count(), MAX_WARNINGS);
+    }
+
+    fn kept(bytes: &[u8], cap: usize) -> (std::string::String, Kept) {
+        extern crate std;
+        let mut buf = std::vec![0u8; cap];
+        let (s, k) = keep(bytes, &mut buf);
+        (s.into(), k)
+    }
+
+    #[test]
+    fn keep_cuts_before_the_straddling_word_and_says_so() {
+        // `exit-after=100` straddles a cut after `exit-after=1`: the whole word goes, not two digits.
+        let line = b"demo=0 exit-after=100";
+        let (s, k) = kept(line, 19);
+        assert_eq!(s, "demo=0");
+        assert_eq!(k.truncated, Some((line.len(), 6)));
+        assert_eq!(parse(&s).0.exit_after_s, None);
+        let (s, k) = kept(line, 64);
+        assert_eq!((s.as_str(), k), ("demo=0 exit-after=100", Kept::default()));
+    }
+
+    #[test]
+    fn keep_replaces_invalid_utf8_and_control_bytes_and_keeps_the_rest() {
+        let (s, k) = kept(b"demo=0 x=\xff\xfe exit-after=3 \x1b[2Jy", 64);
+        assert_eq!(s, "demo=0 x=?? exit-after=3 ?[2Jy");
+        assert_eq!(k.replaced, 3);
+        let (o, _) = parse(&s);
+        assert_eq!(o.exit_after_s, Some(3), "the words after the bad bytes still count");
+        assert!(!o.demo);
+        // Tabs and newlines separate words; a NUL ends the line.
+        let (s, k) = kept(b"a\tb\nc\0exit-after=1", 64);
+        assert_eq!((s.as_str(), k.replaced), ("a b c", 0));
+    }
+
+    #[test]
+    fn out_of_range_numbers_state_the_range() {
+        let (o, w) = parse("maxcpus=99999999999999999999 slice-us=18446744073709551616 maxcpus=4294967296");
+        assert_eq!(o.maxcpus, None);
+        assert_eq!(o.slice_us, DEFAULT_SLICE_US);
+        let v: Vec<_> = w.iter().copied().collect();
+        assert!(matches!(v[0], Warning::BadValue { key: "maxcpus", expected: "a CPU count from 1 to 4294967295", .. }));
+        assert!(matches!(v[1], Warning::BadValue { key: "slice-us", expected: "100 to 1000000 microseconds", .. }));
+        assert!(matches!(v[2], Warning::BadValue { key: "maxcpus", .. }));
+        let (o, w) = parse("exit-after=99999999999");
+        assert_eq!((o.exit_after_s, w.total), (None, 1));
     }
 
     #[test]

@@ -97,14 +97,23 @@ fn kernel_main(info: BootInfo) -> ! {
         log::warn!("boot: {p}");
     }
     let (opts, warnings) = kcore::cmdline::parse(info.cmdline);
-    console::set_level(opts.loglevel);
+    // The problems with the command line are said before its `loglevel=` applies: a
+    // `loglevel=error` must not hide that the rest of the line was not understood.
     log::info!("cmdline: \"{}\"", info.cmdline);
+    if let Some((len, kept)) = info.cmdline_kept.truncated {
+        log::warn!("cmdline: {len} bytes, longer than {}: cut after byte {kept}, before the word the limit fell in", kcore::cmdline::MAX_LEN);
+    }
+    if info.cmdline_kept.replaced > 0 {
+        let n = info.cmdline_kept.replaced;
+        log::warn!("cmdline: {n} byte{} that {} not printable UTF-8 shown and parsed as `?`", if n == 1 { "" } else { "s" }, if n == 1 { "is" } else { "are" });
+    }
     for w in warnings.iter() {
         log::warn!("cmdline: {w}");
     }
     if warnings.total > kcore::cmdline::MAX_WARNINGS {
         log::warn!("cmdline: {} more problems not shown", warnings.total - kcore::cmdline::MAX_WARNINGS);
     }
+    console::set_level(opts.loglevel);
     features::init();
     let m = &info.memory;
     log::info!(

@@ -124,8 +124,8 @@ extern "C" fn limine_entry() -> ! {
     }
     debug_assert_eq!(info.kernel_virt_base, start);
     match (CMDLINE.get_response(), EXEC_FILE.get_response()) {
-        (Some(c), _) => info.cmdline = super::keep_cmdline(c.cmdline().to_bytes()),
-        (None, Some(f)) => info.cmdline = super::keep_cmdline(f.file().string().to_bytes()),
+        (Some(c), _) => super::keep_cmdline(&mut info, c.cmdline().to_bytes()),
+        (None, Some(f)) => super::keep_cmdline(&mut info, f.file().string().to_bytes()),
         (None, None) => info.problem("Limine gave no command line (neither response); using an empty one"),
     }
     match MP.get_response() {

@@ -29,6 +29,8 @@ pub struct BootInfo {
     /// Physical address of the ACPI RSDP, if the loader found one.
     pub rsdp_phys: Option<u64>,
     pub cmdline: &'static str,
+    /// What was cut or replaced in the loader's command line to make `cmdline`.
+    pub cmdline_kept: kcore::cmdline::Kept,
     pub kernel_phys_base: u64,
     pub kernel_virt_base: u64,
     /// Limine's MP response: the loader started the APs and parks them for us.
@@ -47,6 +49,7 @@ impl BootInfo {
             memory: MemoryMap::new(),
             rsdp_phys: None,
             cmdline: "",
+            cmdline_kept: kcore::cmdline::Kept::default(),
             kernel_phys_base: 0,
             kernel_virt_base: 0,
             limine_mp: None,
@@ -75,18 +78,13 @@ pub fn kernel_image() -> (u64, u64) {
 /// Where the kernel is linked: the top 2 GiB.
 pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
 
-/// A copy of the command line that outlives the loader's memory.
-pub(crate) fn keep_cmdline(bytes: &[u8]) -> &'static str {
-    static mut BUF: [u8; 1024] = [0; 1024];
+/// Keep a copy of the loader's command line that outlives the loader's memory, as printable
+/// UTF-8 (`kcore::cmdline::keep` says what it cuts and replaces; `main` reports it).
+pub(crate) fn keep_cmdline(info: &mut BootInfo, bytes: &[u8]) {
+    static mut BUF: [u8; kcore::cmdline::MAX_LEN] = [0; kcore::cmdline::MAX_LEN];
     static TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
     assert!(!TAKEN.swap(true, core::sync::atomic::Ordering::AcqRel), "command line kept twice");
     // SAFETY: TAKEN makes this the only reference ever made to BUF.
-    let buf: &'static mut [u8; 1024] = unsafe { &mut *(&raw mut BUF) };
-    let n = bytes.len().min(buf.len());
-    buf[..n].copy_from_slice(&bytes[..n]);
-    // Keep the longest valid UTF-8 prefix; the loader's bytes are not ours to trust.
-    match core::str::from_utf8(&buf[..n]) {
-        Ok(s) => s,
-        Err(e) => core::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or(""),
-    }
+    let buf: &'static mut [u8; kcore::cmdline::MAX_LEN] = unsafe { &mut *(&raw mut BUF) };
+    (info.cmdline, info.cmdline_kept) = kcore::cmdline::keep(bytes, buf);
 }

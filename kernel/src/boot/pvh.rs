@@ -62,7 +62,7 @@ extern "C" fn pvh_main(start_info_pa: u64) -> ! {
     if si.cmdline_paddr != 0 {
         // SAFETY: a NUL-terminated string below 4 GiB; CStr stops at the NUL.
         let c = unsafe { core::ffi::CStr::from_ptr(phys::<core::ffi::c_char>(si.cmdline_paddr)) };
-        info.cmdline = super::keep_cmdline(c.to_bytes());
+        super::keep_cmdline(&mut info, c.to_bytes());
     }
     info.rsdp_phys = (si.rsdp_paddr != 0).then_some(si.rsdp_paddr);
     let (start, end) = super::kernel_image();
