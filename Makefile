@@ -34,6 +34,10 @@ KTEST_SMP ?= 1,2,4,8
 KTEST_TIMEOUT ?= 120
 # More harness options, e.g. --filter NAME, --verbose, --cpu MODEL (see: cargo run -p ktest -- --help).
 KTEST_ARGS ?=
+# The C compiler of the user programs: Debian's musl-gcc (package musl-tools), static binaries.
+USER_CC ?= musl-gcc
+# More options for `user-oracle run`, e.g. --only NAME, --cpus 0-1 (see: cargo run -p user-oracle -- --help).
+ORACLE_ARGS ?=
 # The KVM functional run of `make test`, wherever /dev/kvm opens (even a nested KVM, whose emulated
 # ring 0 is slow): the host CPU model brings x2APIC and the TSC-deadline timer, which no TCG offers.
 # `-arch-capabilities`: QEMU aborts setting that MSR under some nested KVMs; `noxsave` (kernel):
@@ -114,23 +118,25 @@ endef
 banner = @printf '\n==> %s\n' "$(1)"
 
 .PHONY: help run debug test check loom bench-quick ktest ktest-kvm iso limine limine-files bench kernel test-kernel \
-	deps host-deps rust-deps boot-check ovmf-vars clean
+	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle
 
 help:
 	@echo "make run       build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh)"
 	@echo "make test      host unit tests, loom models, bench --quick, a KVM functional run where /dev/kvm opens, in-kernel tests at -smp $(KTEST_SMP)"
-	@echo "make check     host unit tests only"
+	@echo "make check     host unit tests, then make user-oracle"
+	@echo "make user      build the user test programs (musl, static) and $(INITRAMFS)"
+	@echo "make user-oracle  run every user program on the host Linux, record its lines in $(USER_EXPECTED)/"
 	@echo "make bench     the host benchmark (cargo run --release -p bench)"
 	@echo "make iso       hybrid BIOS/UEFI Limine ISO in $(ISO) (needs LIMINE_DIR)"
 	@echo "make limine    fetch Limine $(LIMINE_BRANCH) into LIMINE_DIR=$(LIMINE_DIR)"
 	@echo "make debug     boot stopped at the first instruction, gdb stub on :1234"
-	@echo "make deps      install what the other targets need (QEMU, xorriso, mtools, Rust target)"
+	@echo "make deps      install what the other targets need (QEMU, xorriso, mtools, musl, Rust target)"
 	@echo "make clean     remove target/"
 	@echo "Options: the commented block at the top of this Makefile."
 
 # ---- installing what is missing ------------------------------------------------------------------
 
-deps: host-deps rust-deps
+deps: host-deps rust-deps user-deps
 
 host-deps:
 	@missing=""; \
@@ -234,6 +240,7 @@ check:
 	$(call banner,host unit tests)
 	cargo test --workspace --exclude kernel
 	cargo test -p kernel --lib
+	$(MAKE) --no-print-directory user-oracle
 
 loom:
 	$(call banner,loom models$(if $(LOOM_TESTS),, (none yet: no sched/, smp/ or kernel/tests/loom*.rs)))
@@ -281,3 +288,57 @@ bench: rust-deps
 
 clean:
 	cargo clean
+
+# ---- user programs -------------------------------------------------------------------------------
+#
+# Static C programs built with musl-gcc. musl ships without Linux's own headers, so <linux/...>
+# and <asm/...> come from Debian's linux-libc-dev through a folder of links (target/user/include):
+# adding all of /usr/include would pull in glibc's headers too. user/programs.toml says how each
+# must end; user-oracle runs them on the host (Linux is the oracle) and packs the initramfs.
+
+USER_BIN := target/user/bin
+USER_INC := target/user/include
+USER_EXPECTED := target/user/expected
+INITRAMFS := target/initramfs.cpio
+LINUX_ASM_DIR := /usr/include/x86_64-linux-gnu/asm
+USER_CFLAGS := -static -O2 -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -isystem $(USER_INC) -Iuser/include
+# One program per kind of user fault, all from user/src/fault.c.
+FAULT_KINDS := read write noncanon gp ud div int3 stack sysret abort kill
+USER_BINS := $(patsubst user/src/%.c,$(USER_BIN)/%,$(filter-out user/src/fault.c,$(wildcard user/src/*.c))) \
+	$(addprefix $(USER_BIN)/fault_,$(FAULT_KINDS))
+
+user-deps:
+	@missing=""; \
+	command -v $(USER_CC) >/dev/null 2>&1 || missing="$$missing musl-tools"; \
+	[ -f $(LINUX_ASM_DIR)/unistd_64.h ] && [ -f /usr/include/linux/futex.h ] || missing="$$missing linux-libc-dev"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+	  else echo "deps: missing:$$missing; not root and no sudo: install them yourself" >&2; exit 1; fi; \
+	  echo "deps: installing$$missing"; \
+	  $$sudo apt-get update -qq </dev/null; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing </dev/null; \
+	fi
+
+$(USER_INC): | user-deps
+	mkdir -p $@
+	ln -sfn /usr/include/linux $@/linux
+	ln -sfn $(LINUX_ASM_DIR) $@/asm
+	ln -sfn /usr/include/asm-generic $@/asm-generic
+
+$(USER_BIN)/fault_%: user/src/fault.c user/include/ut.h | $(USER_INC)
+	@mkdir -p $(USER_BIN)
+	$(USER_CC) $(USER_CFLAGS) -DFAULT_$(shell echo '$*' | tr a-z A-Z) $< -o $@
+
+$(USER_BIN)/%: user/src/%.c user/include/ut.h | $(USER_INC)
+	@mkdir -p $(USER_BIN)
+	$(USER_CC) $(USER_CFLAGS) $< -o $@
+
+user-programs: $(USER_BINS)
+
+user: user-programs
+	cargo run -q -p user-oracle -- initramfs --out $(INITRAMFS)
+
+user-oracle: user-programs
+	$(call banner,user programs on the host Linux: the oracle)
+	cargo run -q -p user-oracle -- run $(ORACLE_ARGS)

@@ -290,6 +290,7 @@ int main(int argc, char **argv)
 	     counts[FD], counts[MM], counts[DENY]);
 	info("results: %ld succeeded, %ld EFAULT, %ld ENOSYS, %ld other errors\n", ok_results, fault_results,
 	     enosys_results, other_results);
-	say("fuzz: %ld random system calls made, the process is intact\n", calls);
+	/* The default count depends on the CPU count: it is information, not compared. */
+	say("fuzz: the random system calls were made, the process is intact\n");
 	ut_ok();
 }
