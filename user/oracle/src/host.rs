@@ -23,7 +23,12 @@ pub struct Run {
 }
 
 /// Runs `binary args` to its end or its deadline; `cpus` is a taskset CPU list such as `0` or `0-3`.
-pub fn run(binary: &Path, args: &[String], cpus: Option<&str>, timeout: Duration) -> Result<Run, String> {
+pub fn run(
+    binary: &Path,
+    args: &[String],
+    cpus: Option<&str>,
+    timeout: Duration,
+) -> Result<Run, String> {
     let mut command = match cpus {
         Some(list) => {
             let mut c = Command::new("taskset");
@@ -32,9 +37,15 @@ pub fn run(binary: &Path, args: &[String], cpus: Option<&str>, timeout: Duration
         }
         None => Command::new(binary),
     };
-    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let started = Instant::now();
-    let mut child = command.spawn().map_err(|e| format!("{}: {e}", binary.display()))?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("{}: {e}", binary.display()))?;
     let mut out = child.stdout.take().expect("stdout is piped");
     let mut err = child.stderr.take().expect("stderr is piped");
     // Readers on their own threads, so a program that fills a pipe never stalls on it.
@@ -67,5 +78,10 @@ pub fn run(binary: &Path, args: &[String], cpus: Option<&str>, timeout: Duration
         (None, Some(signal)) => Expect::Signal(signal),
         (None, None) => Expect::Exit(-1),
     });
-    Ok(Run { stdout, stderr, ended, elapsed })
+    Ok(Run {
+        stdout,
+        stderr,
+        ended,
+        elapsed,
+    })
 }

@@ -21,8 +21,14 @@ use std::{
 
 /// One entry of the archive.
 pub enum Item {
-    Dir { path: String },
-    File { path: String, data: Vec<u8>, mode: u32 },
+    Dir {
+        path: String,
+    },
+    File {
+        path: String,
+        data: Vec<u8>,
+        mode: u32,
+    },
 }
 
 impl Item {
@@ -45,8 +51,12 @@ pub fn write<W: Write>(mut out: W, items: &mut [Item]) -> io::Result<W> {
             Item::Dir { .. } => (S_IFDIR | 0o755, 2, &[]),
             Item::File { data, mode, .. } => (S_IFREG | mode, 1, data),
         };
-        let size = u32::try_from(data.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{} is over 4 GiB", item.path())))?;
+        let size = u32::try_from(data.len()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is over 4 GiB", item.path()),
+            )
+        })?;
         let mut writer = cpio::newc::Builder::new(item.path())
             .ino(ino)
             .mode(mode)
@@ -63,19 +73,36 @@ pub fn write<W: Write>(mut out: W, items: &mut [Item]) -> io::Result<W> {
 
 /// The items of our initramfs: `/init` from `init`, `/bin/NAME` for each binary, the mount-point
 /// directories, and the extra `(source, path)` files.
-pub fn items(init: &Path, binaries: &[PathBuf], extra: &[(PathBuf, String)]) -> Result<Vec<Item>, String> {
+pub fn items(
+    init: &Path,
+    binaries: &[PathBuf],
+    extra: &[(PathBuf, String)],
+) -> Result<Vec<Item>, String> {
     let read = |path: &Path| fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
     let mut items = vec![
         Item::Dir { path: ".".into() },
         Item::Dir { path: "bin".into() },
         Item::Dir { path: "dev".into() },
-        Item::Dir { path: "proc".into() },
+        Item::Dir {
+            path: "proc".into(),
+        },
         Item::Dir { path: "tmp".into() },
-        Item::File { path: "init".into(), data: read(init)?, mode: 0o755 },
+        Item::File {
+            path: "init".into(),
+            data: read(init)?,
+            mode: 0o755,
+        },
     ];
     for binary in binaries {
-        let name = binary.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("{}: no name", binary.display()))?;
-        items.push(Item::File { path: format!("bin/{name}"), data: read(binary)?, mode: 0o755 });
+        let name = binary
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| format!("{}: no name", binary.display()))?;
+        items.push(Item::File {
+            path: format!("bin/{name}"),
+            data: read(binary)?,
+            mode: 0o755,
+        });
     }
     for (source, path) in extra {
         let path = path.trim_start_matches('/').to_string();
@@ -87,7 +114,11 @@ pub fn items(init: &Path, binaries: &[PathBuf], extra: &[(PathBuf, String)]) -> 
             }
             dir = d.parent();
         }
-        items.push(Item::File { path, data: read(source)?, mode: 0o755 });
+        items.push(Item::File {
+            path,
+            data: read(source)?,
+            mode: 0o755,
+        });
     }
     let mut seen = std::collections::HashSet::new();
     for item in &items {
@@ -104,9 +135,17 @@ mod tests {
 
     fn sample() -> Vec<Item> {
         vec![
-            Item::File { path: "init".into(), data: b"\x7fELF init".to_vec(), mode: 0o755 },
+            Item::File {
+                path: "init".into(),
+                data: b"\x7fELF init".to_vec(),
+                mode: 0o755,
+            },
             Item::Dir { path: "bin".into() },
-            Item::File { path: "bin/hello".into(), data: b"odd length!".to_vec(), mode: 0o755 },
+            Item::File {
+                path: "bin/hello".into(),
+                data: b"odd length!".to_vec(),
+                mode: 0o755,
+            },
             Item::Dir { path: ".".into() },
         ]
     }

@@ -55,9 +55,20 @@ struct Paths {
 }
 
 enum Command {
-    Run { only: Vec<String>, cpus: Vec<String> },
-    Compare { log: PathBuf, ignore: Vec<String>, names: Vec<String> },
-    Initramfs { init: String, add: Vec<(PathBuf, String)>, out: PathBuf },
+    Run {
+        only: Vec<String>,
+        cpus: Vec<String>,
+    },
+    Compare {
+        log: PathBuf,
+        ignore: Vec<String>,
+        names: Vec<String>,
+    },
+    Initramfs {
+        init: String,
+        add: Vec<(PathBuf, String)>,
+        out: PathBuf,
+    },
     List,
 }
 
@@ -77,8 +88,13 @@ fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
         Some(other) => return Err(other.unexpected()),
         None => return Err("a command is needed: run, compare, initramfs or list".into()),
     };
-    let (mut only, mut cpus, mut ignore, mut names, mut add) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut log, mut init, mut out) = (None, "init".to_string(), PathBuf::from("target/initramfs.cpio"));
+    let (mut only, mut cpus, mut ignore, mut names, mut add) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut log, mut init, mut out) = (
+        None,
+        "init".to_string(),
+        PathBuf::from("target/initramfs.cpio"),
+    );
     while let Some(arg) = parser.next()? {
         match arg {
             Long("manifest") => paths.manifest = parser.value()?.into(),
@@ -109,7 +125,11 @@ fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
             if names.is_empty() {
                 return Err("compare: name at least one program".into());
             }
-            Command::Compare { log: log.ok_or("compare needs --log FILE")?, ignore, names }
+            Command::Compare {
+                log: log.ok_or("compare needs --log FILE")?,
+                ignore,
+                names,
+            }
         }
         "initramfs" => Command::Initramfs { init, add, out },
         "list" => Command::List,
@@ -128,8 +148,12 @@ fn main() -> ExitCode {
     };
     let result = manifest::load(&paths.manifest).and_then(|programs| match command {
         Command::Run { only, cpus } => run(&programs, &paths, &only, cpus),
-        Command::Compare { log, ignore, names } => compare(&programs, &paths, &log, &ignore, &names),
-        Command::Initramfs { init, add, out } => build_initramfs(&programs, &paths, &init, &add, &out),
+        Command::Compare { log, ignore, names } => {
+            compare(&programs, &paths, &log, &ignore, &names)
+        }
+        Command::Initramfs { init, add, out } => {
+            build_initramfs(&programs, &paths, &init, &add, &out)
+        }
         Command::List => {
             for p in &programs {
                 println!("{}\t{}\t{}", p.name, p.expect, p.args.join(" "));
@@ -150,7 +174,10 @@ fn main() -> ExitCode {
 /// The first CPU this process may run on, from /proc/self/status.
 fn first_allowed_cpu() -> Option<String> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
-    let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?.trim();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+        .trim();
     let first = list.split([',', '-']).next()?;
     Some(first.to_string())
 }
@@ -158,14 +185,19 @@ fn first_allowed_cpu() -> Option<String> {
 /// Judges one host run against the manifest; returns its compared lines or why it failed.
 fn judge(program: &Program, run: &host::Run) -> Result<Vec<String>, String> {
     let lines = output::compared_lines(&run.stdout);
-    let ended = run.ended.ok_or_else(|| format!("still running after {} s: killed", program.timeout_s))?;
+    let ended = run
+        .ended
+        .ok_or_else(|| format!("still running after {} s: killed", program.timeout_s))?;
     if ended != program.expect {
         return Err(format!("ended by {ended}, expected {}", program.expect));
     }
     match program.expect {
         Expect::Exit(0) => output::verdict(&program.name, &lines)?,
         _ => {
-            if lines.iter().any(|l| l.starts_with(&format!("FAILED {}", program.name))) {
+            if lines
+                .iter()
+                .any(|l| l.starts_with(&format!("FAILED {}", program.name)))
+            {
                 return Err("it printed FAILED".to_string());
             }
         }
@@ -178,13 +210,24 @@ fn judge(program: &Program, run: &host::Run) -> Result<Vec<String>, String> {
 
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("    | {l}\n")).collect()
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("    | {l}\n"))
+        .collect()
 }
 
-fn run(programs: &[Program], paths: &Paths, only: &[String], cpus: Vec<String>) -> Result<bool, String> {
+fn run(
+    programs: &[Program],
+    paths: &Paths,
+    only: &[String],
+    cpus: Vec<String>,
+) -> Result<bool, String> {
     for name in only {
         if !programs.iter().any(|p| &p.name == name) {
-            return Err(format!("--only {name}: no such program in {}", paths.manifest.display()));
+            return Err(format!(
+                "--only {name}: no such program in {}",
+                paths.manifest.display()
+            ));
         }
     }
     // None: every CPU this process may use; Some(list): restricted with taskset.
@@ -195,25 +238,45 @@ fn run(programs: &[Program], paths: &Paths, only: &[String], cpus: Vec<String>) 
         }
         sets
     } else {
-        cpus.into_iter().map(|c| if c == "all" { None } else { Some(c) }).collect()
+        cpus.into_iter()
+            .map(|c| if c == "all" { None } else { Some(c) })
+            .collect()
     };
-    fs::create_dir_all(&paths.expected_dir).map_err(|e| format!("{}: {e}", paths.expected_dir.display()))?;
+    fs::create_dir_all(&paths.expected_dir)
+        .map_err(|e| format!("{}: {e}", paths.expected_dir.display()))?;
     let (mut passed, mut failed) = (0, 0);
-    for program in programs.iter().filter(|p| only.is_empty() || only.contains(&p.name)) {
+    for program in programs
+        .iter()
+        .filter(|p| only.is_empty() || only.contains(&p.name))
+    {
         let binary = paths.bin_dir.join(&program.name);
         let mut first: Option<(Vec<String>, String)> = None;
         let mut problem = None;
         for set in &cpu_sets {
-            let label = set.as_deref().map_or("all CPUs".to_string(), |s| format!("CPUs {s}"));
-            let run = host::run(&binary, &program.args, set.as_deref(), Duration::from_secs(program.timeout_s))?;
+            let label = set
+                .as_deref()
+                .map_or("all CPUs".to_string(), |s| format!("CPUs {s}"));
+            let run = host::run(
+                &binary,
+                &program.args,
+                set.as_deref(),
+                Duration::from_secs(program.timeout_s),
+            )?;
             match judge(program, &run) {
                 Ok(lines) => {
-                    println!("user {} ({label}) ... ok, {}, {:.2} s", program.name, program.expect, run.elapsed.as_secs_f64());
+                    println!(
+                        "user {} ({label}) ... ok, {}, {:.2} s",
+                        program.name,
+                        program.expect,
+                        run.elapsed.as_secs_f64()
+                    );
                     match &first {
                         None => first = Some((lines, label)),
                         Some((lines0, label0)) => {
                             if let Some(diff) = output::diff(lines0, &lines) {
-                                problem = Some(format!("its compared lines differ between {label0} (-) and {label} (+):\n{diff}"));
+                                problem = Some(format!(
+                                    "its compared lines differ between {label0} (-) and {label} (+):\n{diff}"
+                                ));
                             }
                         }
                     }
@@ -239,7 +302,11 @@ fn run(programs: &[Program], paths: &Paths, only: &[String], cpus: Vec<String>) 
                 passed += 1;
             }
             (problem, _) => {
-                println!("user {} ... FAILED: {}", program.name, problem.unwrap_or_default());
+                println!(
+                    "user {} ... FAILED: {}",
+                    program.name,
+                    problem.unwrap_or_default()
+                );
                 failed += 1;
             }
         }
@@ -248,28 +315,50 @@ fn run(programs: &[Program], paths: &Paths, only: &[String], cpus: Vec<String>) 
     Ok(failed == 0)
 }
 
-fn compare(programs: &[Program], paths: &Paths, log: &Path, ignore: &[String], names: &[String]) -> Result<bool, String> {
+fn compare(
+    programs: &[Program],
+    paths: &Paths,
+    log: &Path,
+    ignore: &[String],
+    names: &[String],
+) -> Result<bool, String> {
     let text = fs::read(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let text = String::from_utf8_lossy(&text);
-    let patterns: Vec<&str> = if ignore.is_empty() { vec![output::KERNEL_LOG] } else { ignore.iter().map(String::as_str).collect() };
-    let ignore: Vec<Regex> = patterns.iter().map(|p| Regex::new(p).map_err(|e| format!("--ignore {p}: {e}"))).collect::<Result<_, _>>()?;
+    let patterns: Vec<&str> = if ignore.is_empty() {
+        vec![output::KERNEL_LOG]
+    } else {
+        ignore.iter().map(String::as_str).collect()
+    };
+    let ignore: Vec<Regex> = patterns
+        .iter()
+        .map(|p| Regex::new(p).map_err(|e| format!("--ignore {p}: {e}")))
+        .collect::<Result<_, _>>()?;
     let mut all_equal = true;
     for name in names {
         if !programs.iter().any(|p| &p.name == name) {
-            return Err(format!("{name}: no such program in {}", paths.manifest.display()));
+            return Err(format!(
+                "{name}: no such program in {}",
+                paths.manifest.display()
+            ));
         }
         let path = paths.expected_dir.join(format!("{name}.txt"));
-        let expected = fs::read_to_string(&path).map_err(|e| format!("{}: {e} (run `make user-oracle` first)", path.display()))?;
+        let expected = fs::read_to_string(&path)
+            .map_err(|e| format!("{}: {e} (run `make user-oracle` first)", path.display()))?;
         let expected = output::compared_lines(&expected);
         match output::from_serial(&text, name, &ignore) {
             None => {
-                println!("compare {name} ... FAILED: no \"start {name}\" line in {}", log.display());
+                println!(
+                    "compare {name} ... FAILED: no \"start {name}\" line in {}",
+                    log.display()
+                );
                 all_equal = false;
             }
             Some(got) => match output::diff(&expected, &got) {
                 None => println!("compare {name} ... ok"),
                 Some(diff) => {
-                    println!("compare {name} ... FAILED: Linux (-) and the kernel (+) differ:\n{diff}");
+                    println!(
+                        "compare {name} ... FAILED: Linux (-) and the kernel (+) differ:\n{diff}"
+                    );
                     all_equal = false;
                 }
             },
@@ -278,19 +367,39 @@ fn compare(programs: &[Program], paths: &Paths, log: &Path, ignore: &[String], n
     Ok(all_equal)
 }
 
-fn build_initramfs(programs: &[Program], paths: &Paths, init: &str, add: &[(PathBuf, String)], out: &Path) -> Result<bool, String> {
+fn build_initramfs(
+    programs: &[Program],
+    paths: &Paths,
+    init: &str,
+    add: &[(PathBuf, String)],
+    out: &Path,
+) -> Result<bool, String> {
     if !programs.iter().any(|p| p.name == init) {
-        return Err(format!("--init {init}: not a program of {}", paths.manifest.display()));
+        return Err(format!(
+            "--init {init}: not a program of {}",
+            paths.manifest.display()
+        ));
     }
-    let binaries: Vec<PathBuf> = programs.iter().map(|p| paths.bin_dir.join(&p.name)).collect();
+    let binaries: Vec<PathBuf> = programs
+        .iter()
+        .map(|p| paths.bin_dir.join(&p.name))
+        .collect();
     let mut items = initramfs::items(&paths.bin_dir.join(init), &binaries, add)?;
     if let Some(dir) = out.parent() {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let file = fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let writer = initramfs::write(std::io::BufWriter::new(file), &mut items).map_err(|e| format!("{}: {e}", out.display()))?;
-    writer.into_inner().map_err(|e| format!("{}: {e}", out.display()))?;
+    let writer = initramfs::write(std::io::BufWriter::new(file), &mut items)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    writer
+        .into_inner()
+        .map_err(|e| format!("{}: {e}", out.display()))?;
     let size = fs::metadata(out).map(|m| m.len()).unwrap_or(0);
-    println!("initramfs: {} ({} entries, {} KiB)", out.display(), items.len(), size.div_ceil(1024));
+    println!(
+        "initramfs: {} ({} entries, {} KiB)",
+        out.display(),
+        items.len(),
+        size.div_ceil(1024)
+    );
     Ok(true)
 }

@@ -35,25 +35,30 @@ const SIGNALS: &[(&str, i32)] = &[
 
 /// The name of a signal number, or `signal N` for one outside the table.
 pub fn signal_name(number: i32) -> String {
-    SIGNALS
-        .iter()
-        .find(|(_, n)| *n == number)
-        .map_or_else(|| format!("signal {number}"), |(name, _)| (*name).to_string())
+    SIGNALS.iter().find(|(_, n)| *n == number).map_or_else(
+        || format!("signal {number}"),
+        |(name, _)| (*name).to_string(),
+    )
 }
 
 impl Expect {
     fn parse(text: &str) -> Result<Self, String> {
         let mut words = text.split_whitespace();
         let expect = match (words.next(), words.next(), words.next()) {
-            (Some("exit"), Some(code), None) => {
-                Expect::Exit(code.parse().map_err(|_| format!("bad exit status in {text:?}"))?)
-            }
+            (Some("exit"), Some(code), None) => Expect::Exit(
+                code.parse()
+                    .map_err(|_| format!("bad exit status in {text:?}"))?,
+            ),
             (Some("signal"), Some(name), None) => SIGNALS
                 .iter()
                 .find(|(known, _)| *known == name)
                 .map(|(_, number)| Expect::Signal(*number))
                 .ok_or_else(|| format!("unknown signal in {text:?}"))?,
-            _ => return Err(format!("expect must be \"exit N\" or \"signal SIGNAME\", not {text:?}")),
+            _ => {
+                return Err(format!(
+                    "expect must be \"exit N\" or \"signal SIGNAME\", not {text:?}"
+                ));
+            }
         };
         Ok(expect)
     }
@@ -98,8 +103,16 @@ pub fn parse(text: &str) -> Result<Vec<Program>, String> {
     let raw: RawManifest = toml::from_str(text).map_err(|e| e.to_string())?;
     let mut programs: Vec<Program> = Vec::new();
     for p in raw.program {
-        if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(format!("program name {:?}: letters, digits, _ and - only", p.name));
+        if p.name.is_empty()
+            || !p
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "program name {:?}: letters, digits, _ and - only",
+                p.name
+            ));
         }
         if programs.iter().any(|q| q.name == p.name) {
             return Err(format!("program {} is listed twice", p.name));
@@ -108,7 +121,12 @@ pub fn parse(text: &str) -> Result<Vec<Program>, String> {
             Some(text) => Expect::parse(text).map_err(|e| format!("program {}: {e}", p.name))?,
             None => Expect::Exit(0),
         };
-        programs.push(Program { name: p.name, args: p.args, expect, timeout_s: p.timeout.unwrap_or(120) });
+        programs.push(Program {
+            name: p.name,
+            args: p.args,
+            expect,
+            timeout_s: p.timeout.unwrap_or(120),
+        });
     }
     Ok(programs)
 }
@@ -130,7 +148,15 @@ mod tests {
              args = [\"1\", \"x\"]\ntimeout = 5\n",
         )
         .unwrap();
-        assert_eq!(programs[0], Program { name: "hello".into(), args: vec![], expect: Expect::Exit(0), timeout_s: 120 });
+        assert_eq!(
+            programs[0],
+            Program {
+                name: "hello".into(),
+                args: vec![],
+                expect: Expect::Exit(0),
+                timeout_s: 120
+            }
+        );
         assert_eq!(programs[1].expect, Expect::Signal(4));
         assert_eq!(programs[1].args, ["1", "x"]);
         assert_eq!(programs[1].timeout_s, 5);

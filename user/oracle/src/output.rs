@@ -34,7 +34,10 @@ pub const KERNEL_LOG: &str = r"^\[cpu[0-9]+\] ";
 /// the lines that `ignore` matches.
 pub fn from_serial(log: &str, name: &str, ignore: &[Regex]) -> Option<Vec<String>> {
     let start = format!("start {name}");
-    let lines: Vec<&str> = log.lines().map(|line| line.trim_end_matches('\r')).collect();
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|line| line.trim_end_matches('\r'))
+        .collect();
     let first = lines.iter().rposition(|line| *line == start)?;
     let ok = format!("ok {name}");
     let failed = format!("FAILED {name}");
@@ -90,7 +93,10 @@ mod tests {
     #[test]
     fn verdicts() {
         assert!(verdict("x", &strings(&["start x", "ok x"])).is_ok());
-        assert_eq!(verdict("x", &strings(&["start x", "FAILED x: line 3"])).unwrap_err(), "FAILED x: line 3");
+        assert_eq!(
+            verdict("x", &strings(&["start x", "FAILED x: line 3"])).unwrap_err(),
+            "FAILED x: line 3"
+        );
         assert!(verdict("x", &strings(&["start x", "ok y"])).is_err());
         assert!(verdict("x", &[]).is_err());
     }
@@ -100,8 +106,14 @@ mod tests {
         let log = "boot banner\n[cpu0] info: booting\nstart x\r\n[cpu1] warning: unknown syscall 500\n\
                    a line\n# 3 ms\nok x\n[cpu0] info: init exited\nstart y\n";
         let ignore = [Regex::new(KERNEL_LOG).unwrap()];
-        assert_eq!(from_serial(log, "x", &ignore).unwrap(), strings(&["start x", "a line", "ok x"]));
-        assert_eq!(from_serial(log, "y", &ignore).unwrap(), strings(&["start y"]));
+        assert_eq!(
+            from_serial(log, "x", &ignore).unwrap(),
+            strings(&["start x", "a line", "ok x"])
+        );
+        assert_eq!(
+            from_serial(log, "y", &ignore).unwrap(),
+            strings(&["start y"])
+        );
         assert!(from_serial(log, "z", &ignore).is_none());
     }
 
@@ -109,12 +121,18 @@ mod tests {
     fn serial_extraction_of_a_program_that_died() {
         let log = "start fault_ud\nexecuting ud2\n[cpu0] user fault: pid 1 #UD\n";
         let ignore = [Regex::new(KERNEL_LOG).unwrap()];
-        assert_eq!(from_serial(log, "fault_ud", &ignore).unwrap(), strings(&["start fault_ud", "executing ud2"]));
+        assert_eq!(
+            from_serial(log, "fault_ud", &ignore).unwrap(),
+            strings(&["start fault_ud", "executing ud2"])
+        );
     }
 
     #[test]
     fn diffs() {
         assert!(diff(&strings(&["a", "b"]), &strings(&["a", "b"])).is_none());
-        assert_eq!(diff(&strings(&["a", "b"]), &strings(&["a", "c", "d"])).unwrap(), "  a\n- b\n+ c\n+ d\n");
+        assert_eq!(
+            diff(&strings(&["a", "b"]), &strings(&["a", "c", "d"])).unwrap(),
+            "  a\n- b\n+ c\n+ d\n"
+        );
     }
 }
