@@ -336,8 +336,11 @@ $(USER_BIN)/%: user/src/%.c user/include/ut.h | $(USER_INC)
 
 user-programs: $(USER_BINS)
 
-user: user-programs
-	cargo run -q -p user-oracle -- initramfs --out $(INITRAMFS)
+# /init (the demo), /bin/<every program of the manifest>; see user/README.md.
+$(INITRAMFS): $(USER_BINS) user/programs.toml
+	cargo run -q -p user-oracle -- initramfs --out $@
+
+user: $(INITRAMFS)
 
 user-oracle: user-programs
 	$(call banner,user programs on the host Linux: the oracle)

@@ -1,8 +1,12 @@
 /*
  * fuzz: random system calls with hostile arguments, seeded, safe to run on the host Linux.
  *
- *   fuzz [CALLS [SEED [trace]]]   CALLS default 10^6 / CPUs in the mask, SEED default 1;
- *                                 trace: each call on stderr before it is made
+ *   fuzz [CALLS [SEED [THREADS [trace]]]]
+ *
+ * THREADS copies (default: one per CPU of the mask, each pinned to its CPU) each make CALLS calls
+ * (default 10^6 / CPUs, so 10^6 in all), copy i with seed SEED + i (SEED default 1); trace: each
+ * call on stderr before it is made. The copies are threads of one process (processes come later),
+ * so they also race each other inside the kernel's memory and descriptor paths.
  *
  * Numbers: most draws are 0..441; the rest are numbers no kernel knows (lower 32 bits in
  * 1000..0x3fffffff or 0x80000000..0xffffffff, upper 32 bits sometimes set: Linux ignores them,
@@ -27,6 +31,7 @@
  * (a canary, the FS base and the signal mask checked every 4096 calls); results go to "# " lines.
  */
 #include <asm/prctl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 
@@ -52,7 +57,8 @@ static void build_policy(void)
 	A(SYS_sched_yield); A(SYS_sched_getaffinity); A(SYS_sched_getparam); A(SYS_sched_getscheduler);
 	A(SYS_sched_get_priority_max); A(SYS_sched_get_priority_min); A(SYS_sched_rr_get_interval);
 	A(SYS_sched_getattr); A(SYS_ioprio_get); A(SYS_rt_sigpending); A(SYS_getitimer);
-	A(SYS_get_robust_list); A(SYS_set_robust_list); A(SYS_set_tid_address); A(SYS_restart_syscall);
+	/* Not set_tid_address: a copy's pthread_join waits on the word the kernel clears at its exit. */
+	A(SYS_get_robust_list); A(SYS_set_robust_list); A(SYS_restart_syscall);
 	A(SYS_get_mempolicy); A(SYS_timer_gettime); A(SYS_timer_getoverrun); A(SYS_timer_delete);
 	A(SYS_io_destroy); A(SYS_io_submit); A(SYS_io_cancel); A(SYS_lookup_dcookie); A(SYS_sysfs);
 	A(SYS_ustat); A(SYS_pkey_alloc); A(SYS_pkey_free); A(SYS_shmdt); A(SYS_munlockall);
@@ -77,7 +83,7 @@ static void build_policy(void)
 }
 
 /* xorshift64*: the same SEED gives the same calls everywhere. */
-static uint64_t rng_state;
+static __thread uint64_t rng_state;
 static uint64_t rnd(void)
 {
 	rng_state ^= rng_state >> 12;
@@ -210,7 +216,15 @@ static int tame_mm(long nr, uint64_t *a)
 	}
 }
 
-static long counts[4], ok_results, fault_results, enosys_results, other_results;
+struct copy {
+	long seed;
+	long calls;
+	int cpu;
+	int trace;
+	long counts[4];
+	long ok_results, fault_results, enosys_results, other_results;
+	pthread_t th;
+};
 
 static void check_intact(const uint64_t *canary, uint64_t fs_base, uint64_t sigmask)
 {
@@ -223,29 +237,20 @@ static void check_intact(const uint64_t *canary, uint64_t fs_base, uint64_t sigm
 		ut_fail("signal mask changed");
 }
 
-int main(int argc, char **argv)
+static uint64_t canary[2] = { 0x5afe5afe5afe5afeULL, ~0x5afe5afe5afe5afeULL };
+
+static void *fuzz_copy(void *arg)
 {
-	ut_start("fuzz");
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	long calls = ut_arg(argc, argv, 1, 1000000 / (ncpu > 0 ? ncpu : 1));
-	long seed = ut_arg(argc, argv, 2, 1);
-	int trace = argc > 3 && strcmp(argv[3], "trace") == 0;
-	rng_state = 0x9e3779b97f4a7c15ULL ^ (uint64_t)seed * 0xbf58476d1ce4e5b9ULL;
+	struct copy *c = arg;
+	if (c->cpu >= 0)
+		ut_pin(c->cpu);
+	rng_state = 0x9e3779b97f4a7c15ULL ^ (uint64_t)c->seed * 0xbf58476d1ce4e5b9ULL;
 	if (!rng_state)
 		rng_state = 1;
-	build_policy();
-
-	scratch = mmap(NULL, SCRATCH_LEN + PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	CHECK(scratch != MAP_FAILED);
-	CHECK(mprotect(scratch + SCRATCH_LEN, PAGE, PROT_NONE) == 0);
-	brk_start = (uintptr_t)rsys1(SYS_brk, 0);
-	static uint64_t canary[2] = { 0x5afe5afe5afe5afeULL, ~0x5afe5afe5afe5afeULL };
 	uint64_t fs_base = 0, sigmask = 0;
 	CHECK(rsys2(SYS_arch_prctl, ARCH_GET_FS, &fs_base) == 0);
 	CHECK(rsys4(SYS_rt_sigprocmask, SIG_BLOCK, 0, &sigmask, 8) == 0);
-
-	int64_t t0 = ut_now_ns(CLOCK_MONOTONIC);
-	for (long i = 0; i < calls; i++) {
+	for (long i = 0; i < c->calls; i++) {
 		uint64_t a[6];
 		for (int k = 0; k < 6; k++)
 			a[k] = any_arg();
@@ -259,24 +264,25 @@ int main(int argc, char **argv)
 			nr = (long)below(MAXNR);
 			cls = policy[nr];
 		}
-		counts[cls]++;
+		c->counts[cls]++;
 		if (cls == DENY)
 			continue;
 		if (cls == FD)
 			a[0] = 1000 + below(1 << 20);
 		if (cls == MM && !tame_mm(nr, a))
 			continue;
-		if (trace)
-			dprintf(2, "%ld: %ld(%#lx, %#lx, %#lx, %#lx, %#lx, %#lx)\n", i, nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+		if (c->trace)
+			dprintf(2, "%ld/%ld: %ld(%#lx, %#lx, %#lx, %#lx, %#lx, %#lx)\n", c->seed, i, nr, a[0], a[1], a[2], a[3],
+				a[4], a[5]);
 		long r = rsys6(nr, (long)a[0], (long)a[1], (long)a[2], (long)a[3], (long)a[4], (long)a[5]);
 		if (r >= 0 || r < -4095)
-			ok_results++;
+			c->ok_results++;
 		else if (r == -EFAULT)
-			fault_results++;
+			c->fault_results++;
 		else if (r == -ENOSYS)
-			enosys_results++;
+			c->enosys_results++;
 		else
-			other_results++;
+			c->other_results++;
 		/* A mapping the kernel placed outside the scratch area is given back at once. */
 		if ((nr == SYS_mmap || nr == SYS_mremap) && r > 0 && (r & (PAGE - 1)) == 0 && !in_scratch((uint64_t)r))
 			munmap((void *)r, nr == SYS_mmap ? a[1] : a[2]);
@@ -284,13 +290,55 @@ int main(int argc, char **argv)
 			check_intact(canary, fs_base, sigmask);
 	}
 	check_intact(canary, fs_base, sigmask);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	ut_start("fuzz");
+	int cpus[1024];
+	int ncpu = ut_cpus(cpus, 1024);
+	long calls = ut_arg(argc, argv, 1, 1000000 / ncpu);
+	long seed = ut_arg(argc, argv, 2, 1);
+	long nthreads = ut_arg(argc, argv, 3, ncpu);
+	int trace = argc > 4 && strcmp(argv[4], "trace") == 0;
+	build_policy();
+
+	scratch = mmap(NULL, SCRATCH_LEN + PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(scratch != MAP_FAILED);
+	CHECK(mprotect(scratch + SCRATCH_LEN, PAGE, PROT_NONE) == 0);
+	/* No allocation from here on: the copies move the break, never below where it is now. */
+	static struct copy copies[256];
+	if (nthreads > 256)
+		ut_fail("at most 256 copies");
+	brk_start = (uintptr_t)rsys1(SYS_brk, 0);
+
+	int64_t t0 = ut_now_ns(CLOCK_MONOTONIC);
+	for (long t = 0; t < nthreads; t++) {
+		copies[t].seed = seed + t;
+		copies[t].calls = calls;
+		copies[t].cpu = cpus[t % ncpu];
+		copies[t].trace = trace;
+		CHECK(pthread_create(&copies[t].th, NULL, fuzz_copy, &copies[t]) == 0);
+	}
+	struct copy sum = { 0 };
+	for (long t = 0; t < nthreads; t++) {
+		CHECK(pthread_join(copies[t].th, NULL) == 0);
+		for (int k = 0; k < 4; k++)
+			sum.counts[k] += copies[t].counts[k];
+		sum.ok_results += copies[t].ok_results;
+		sum.fault_results += copies[t].fault_results;
+		sum.enosys_results += copies[t].enosys_results;
+		sum.other_results += copies[t].other_results;
+	}
 	rsys1(SYS_brk, brk_start);
-	info("seed %ld: %ld calls in %lld ms; called %ld (any %ld, fd %ld, mm %ld), denied %ld\n", seed, calls,
-	     (long long)(ut_now_ns(CLOCK_MONOTONIC) - t0) / 1000000, counts[ANY] + counts[FD] + counts[MM], counts[ANY],
-	     counts[FD], counts[MM], counts[DENY]);
-	info("results: %ld succeeded, %ld EFAULT, %ld ENOSYS, %ld other errors\n", ok_results, fault_results,
-	     enosys_results, other_results);
-	/* The default count depends on the CPU count: it is information, not compared. */
-	say("fuzz: the random system calls were made, the process is intact\n");
+	info("%ld copies x %ld calls, seeds %ld..%ld, %lld ms; called %ld (any %ld, fd %ld, mm %ld), denied %ld\n",
+	     nthreads, calls, seed, seed + nthreads - 1, (long long)(ut_now_ns(CLOCK_MONOTONIC) - t0) / 1000000,
+	     sum.counts[ANY] + sum.counts[FD] + sum.counts[MM], sum.counts[ANY], sum.counts[FD], sum.counts[MM],
+	     sum.counts[DENY]);
+	info("results: %ld succeeded, %ld EFAULT, %ld ENOSYS, %ld other errors\n", sum.ok_results, sum.fault_results,
+	     sum.enosys_results, sum.other_results);
+	/* The default counts depend on the CPU count: information, not compared. */
+	say("fuzz: every copy made its random system calls, the process is intact\n");
 	ut_ok();
 }
