@@ -38,6 +38,10 @@ KTEST_ARGS ?=
 USER_CC ?= musl-gcc
 # More options for `user-oracle run`, e.g. --only NAME, --cpus 0-1 (see: cargo run -p user-oracle -- --help).
 ORACLE_ARGS ?=
+# `make user-kernel`: the QEMU CPU model (max: AVX for the avx program under TCG) and more
+# options, e.g. --only NAME, --timeout SECONDS.
+USER_KERNEL_CPU ?= max
+USER_KERNEL_ARGS ?=
 # The KVM functional run of `make test`, wherever /dev/kvm opens (even a nested KVM, whose emulated
 # ring 0 is slow): the host CPU model brings x2APIC and the TSC-deadline timer, which no TCG offers.
 # `-arch-capabilities`: QEMU aborts setting that MSR under some nested KVMs; `noxsave` (kernel):
@@ -118,7 +122,7 @@ endef
 banner = @printf '\n==> %s\n' "$(1)"
 
 .PHONY: help run debug test check loom bench-quick ktest ktest-kvm iso limine limine-files bench kernel test-kernel \
-	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle
+	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel
 
 help:
 	@echo "make run       build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh)"
@@ -126,6 +130,7 @@ help:
 	@echo "make check     host unit tests, then make user-oracle"
 	@echo "make user      build the user test programs (musl, static) and $(INITRAMFS)"
 	@echo "make user-oracle  run every user program on the host Linux, record its lines in $(USER_EXPECTED)/"
+	@echo "make user-kernel  run every user program as init of the kernel at -smp $(KTEST_SMP), compare with Linux"
 	@echo "make bench     the host benchmark (cargo run --release -p bench)"
 	@echo "make iso       hybrid BIOS/UEFI Limine ISO in $(ISO) (needs LIMINE_DIR)"
 	@echo "make limine    fetch Limine $(LIMINE_BRANCH) into LIMINE_DIR=$(LIMINE_DIR)"
@@ -345,3 +350,9 @@ user: $(INITRAMFS)
 user-oracle: user-programs
 	$(call banner,user programs on the host Linux: the oracle)
 	cargo run -q -p user-oracle -- run $(ORACLE_ARGS)
+
+# One boot per program and CPU count, the program as init; serial logs in target/user/logs/.
+user-kernel: host-deps user-oracle $(INITRAMFS) kernel
+	$(call banner,user programs in the kernel (accel $(ACCEL_USED)$(comma) -cpu $(USER_KERNEL_CPU)): compared with Linux)
+	cargo run -q -p user-oracle -- kernel --kernel $(KERNEL_ELF) --initramfs $(INITRAMFS) --smp $(KTEST_SMP) \
+	  --accel $(ACCEL_USED) --cpu $(USER_KERNEL_CPU) $(USER_KERNEL_ARGS)

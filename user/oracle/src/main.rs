@@ -7,14 +7,17 @@
 //! user-oracle compare    cut programs' output from a kernel's serial log and compare it with
 //!                        what Linux printed
 //! user-oracle initramfs  write target/initramfs.cpio: /init, /bin/<every program>, extra files
+//! user-oracle kernel     boot our kernel in QEMU once per program and CPU count, with the program
+//!                        as init; judge how it ended and compare its lines with Linux's
 //! user-oracle list       the manifest, one program a line: NAME, expected end, arguments
 //! ```
 //!
 //! Modules: `manifest` (programs.toml), `output` (compared lines, verdicts, serial logs), `host`
-//! (one run on the host), `initramfs` (the cpio archive).
+//! (one run on the host), `initramfs` (the cpio archive), `kernel` (boots in QEMU).
 
 mod host;
 mod initramfs;
+mod kernel;
 mod manifest;
 mod output;
 
@@ -33,6 +36,7 @@ const USAGE: &str = "\
 usage: user-oracle run [--only NAME]... [--cpus LIST]... [PATHS]
        user-oracle compare --log SERIAL_LOG [--ignore REGEX]... [--expected-dir DIR] NAME...
        user-oracle initramfs [--init NAME] [--add SOURCE:PATH]... [--out FILE] [PATHS]
+       user-oracle kernel --kernel ELF [--smp LIST] [--only NAME]... [QEMU OPTIONS] [PATHS]
        user-oracle list [--manifest FILE]
 
   --only NAME          run only this program (repeatable)
@@ -43,6 +47,19 @@ usage: user-oracle run [--only NAME]... [--cpus LIST]... [PATHS]
   --init NAME          the program that becomes /init (default init)
   --add SOURCE:PATH    one more file in the archive (repeatable), e.g. busybox:/bin/busybox
   --out FILE           the archive (default target/initramfs.cpio)
+QEMU OPTIONS (kernel):
+  --kernel ELF         the kernel to boot (PVH entry)
+  --initramfs FILE     default target/initramfs.cpio
+  --smp LIST           CPU counts, comma-separated (default 1,2,4,8)
+  --accel tcg|kvm      default tcg
+  --cpu MODEL          QEMU CPU model (default QEMU's; `max` brings AVX under TCG)
+  --mem SIZE           default 512M
+  --append OPTIONS     kernel options before `--` (default exit-after=1)
+  --timeout SECONDS    deadline of each boot (default 300)
+  --log-dir DIR        serial logs (default target/user/logs)
+  --exited REGEX       the kernel's line saying init exited, status captured (default: see kernel.rs)
+  --killed REGEX       the kernel's line saying init was killed, signal captured
+  --qemu PROGRAM       default qemu-system-x86_64
 PATHS:
   --manifest FILE      default user/programs.toml
   --bin-dir DIR        default target/user/bin
@@ -69,7 +86,27 @@ enum Command {
         add: Vec<(PathBuf, String)>,
         out: PathBuf,
     },
+    Kernel {
+        only: Vec<String>,
+        options: Box<KernelOptions>,
+    },
     List,
+}
+
+/// The `kernel` command's options, before their patterns are compiled.
+struct KernelOptions {
+    kernel: Option<PathBuf>,
+    initramfs: PathBuf,
+    qemu: String,
+    smp: String,
+    accel: String,
+    cpu: Option<String>,
+    mem: String,
+    append: String,
+    timeout_s: u64,
+    log_dir: PathBuf,
+    exited: String,
+    killed: String,
 }
 
 fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
@@ -95,12 +132,38 @@ fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
         "init".to_string(),
         PathBuf::from("target/initramfs.cpio"),
     );
+    let mut k = KernelOptions {
+        kernel: None,
+        initramfs: "target/initramfs.cpio".into(),
+        qemu: "qemu-system-x86_64".into(),
+        smp: "1,2,4,8".into(),
+        accel: "tcg".into(),
+        cpu: None,
+        mem: "512M".into(),
+        append: "exit-after=1".into(),
+        timeout_s: 300,
+        log_dir: "target/user/logs".into(),
+        exited: kernel::EXITED.into(),
+        killed: kernel::KILLED.into(),
+    };
     while let Some(arg) = parser.next()? {
         match arg {
             Long("manifest") => paths.manifest = parser.value()?.into(),
             Long("bin-dir") => paths.bin_dir = parser.value()?.into(),
             Long("expected-dir") => paths.expected_dir = parser.value()?.into(),
-            Long("only") if sub == "run" => only.push(parser.value()?.string()?),
+            Long("only") if sub == "run" || sub == "kernel" => only.push(parser.value()?.string()?),
+            Long("kernel") if sub == "kernel" => k.kernel = Some(parser.value()?.into()),
+            Long("initramfs") if sub == "kernel" => k.initramfs = parser.value()?.into(),
+            Long("qemu") if sub == "kernel" => k.qemu = parser.value()?.string()?,
+            Long("smp") if sub == "kernel" => k.smp = parser.value()?.string()?,
+            Long("accel") if sub == "kernel" => k.accel = parser.value()?.string()?,
+            Long("cpu") if sub == "kernel" => k.cpu = Some(parser.value()?.string()?),
+            Long("mem") if sub == "kernel" => k.mem = parser.value()?.string()?,
+            Long("append") if sub == "kernel" => k.append = parser.value()?.string()?,
+            Long("timeout") if sub == "kernel" => k.timeout_s = parser.value()?.parse()?,
+            Long("log-dir") if sub == "kernel" => k.log_dir = parser.value()?.into(),
+            Long("exited") if sub == "kernel" => k.exited = parser.value()?.string()?,
+            Long("killed") if sub == "kernel" => k.killed = parser.value()?.string()?,
             Long("cpus") if sub == "run" => cpus.push(parser.value()?.string()?),
             Long("log") if sub == "compare" => log = Some(PathBuf::from(parser.value()?)),
             Long("ignore") if sub == "compare" => ignore.push(parser.value()?.string()?),
@@ -132,6 +195,10 @@ fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
             }
         }
         "initramfs" => Command::Initramfs { init, add, out },
+        "kernel" => Command::Kernel {
+            only,
+            options: Box::new(k),
+        },
         "list" => Command::List,
         other => return Err(format!("unknown command {other:?}").into()),
     };
@@ -154,6 +221,7 @@ fn main() -> ExitCode {
         Command::Initramfs { init, add, out } => {
             build_initramfs(&programs, &paths, &init, &add, &out)
         }
+        Command::Kernel { only, options } => run_kernel(&programs, &paths, &only, *options),
         Command::List => {
             for p in &programs {
                 println!("{}\t{}\t{}", p.name, p.expect, p.args.join(" "));
@@ -402,4 +470,50 @@ fn build_initramfs(
         size.div_ceil(1024)
     );
     Ok(true)
+}
+
+fn run_kernel(
+    programs: &[Program],
+    paths: &Paths,
+    only: &[String],
+    k: KernelOptions,
+) -> Result<bool, String> {
+    for name in only {
+        if !programs.iter().any(|p| &p.name == name) {
+            return Err(format!(
+                "--only {name}: no such program in {}",
+                paths.manifest.display()
+            ));
+        }
+    }
+    let selected: Vec<&Program> = programs
+        .iter()
+        .filter(|p| only.is_empty() || only.contains(&p.name))
+        .collect();
+    let smp = k
+        .smp
+        .split(',')
+        .map(|n| {
+            n.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("--smp {}: a comma-separated list of CPU counts", k.smp))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let pattern = |p: &str| Regex::new(p).map_err(|e| format!("{p}: {e}"));
+    let setup = kernel::Setup {
+        kernel: k.kernel.ok_or("kernel needs --kernel ELF")?,
+        initramfs: k.initramfs,
+        qemu: k.qemu,
+        smp,
+        accel: k.accel,
+        cpu: k.cpu,
+        mem: k.mem,
+        append: k.append,
+        timeout_s: k.timeout_s,
+        log_dir: k.log_dir,
+        expected_dir: paths.expected_dir.clone(),
+        exited: pattern(&k.exited)?,
+        killed: pattern(&k.killed)?,
+    };
+    kernel::run(&setup, &selected)
 }
