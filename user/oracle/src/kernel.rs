@@ -167,18 +167,22 @@ fn judge(
     }
     let ended = ended(&boot.stdout, &setup.exited, &setup.killed)
         .ok_or("the kernel never said how init ended")?;
-    if ended != program.expect {
-        return Err(format!(
-            "init ended by {ended}, expected {}",
-            program.expect
-        ));
-    }
     let got = output::from_serial(
         &boot.stdout,
         &program.name,
         std::slice::from_ref(kernel_log),
-    )
-    .ok_or_else(|| format!("no \"start {}\" line on the console", program.name))?;
+    );
+    if ended != program.expect {
+        let last = got
+            .as_ref()
+            .and_then(|lines| lines.last())
+            .map_or(String::new(), |l| format!("; its last line: {l}"));
+        return Err(format!(
+            "init ended by {ended}, expected {}{last}",
+            program.expect
+        ));
+    }
+    let got = got.ok_or_else(|| format!("no \"start {}\" line on the console", program.name))?;
     match output::diff(expected, &got) {
         None => Ok(()),
         Some(diff) => Err(format!("Linux (-) and the kernel (+) differ:\n{diff}")),
