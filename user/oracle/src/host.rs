@@ -85,3 +85,46 @@ pub fn run(
         elapsed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, timeout: Duration) -> Run {
+        run(
+            Path::new("/bin/sh"),
+            &["-c".to_string(), script.to_string()],
+            None,
+            timeout,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn exit_status_and_output_are_captured() {
+        let r = sh("echo out; echo err >&2; exit 3", Duration::from_secs(30));
+        assert_eq!(r.ended, Some(Expect::Exit(3)));
+        assert_eq!(r.stdout, "out\n");
+        assert_eq!(r.stderr, "err\n");
+    }
+
+    #[test]
+    fn death_by_a_signal_is_told_apart_from_an_exit() {
+        let r = sh("echo before; kill -SEGV $$", Duration::from_secs(30));
+        assert_eq!(r.ended, Some(Expect::Signal(11)));
+        assert_eq!(r.stdout, "before\n");
+    }
+
+    #[test]
+    fn a_program_past_its_deadline_is_killed() {
+        let r = sh("exec sleep 30", Duration::from_millis(200));
+        assert_eq!(r.ended, None);
+    }
+
+    #[test]
+    fn stdin_is_empty() {
+        let r = sh("cat; echo done", Duration::from_secs(30));
+        assert_eq!(r.ended, Some(Expect::Exit(0)));
+        assert_eq!(r.stdout, "done\n");
+    }
+}
