@@ -310,6 +310,19 @@ fn run(
             .map(|c| if c == "all" { None } else { Some(c) })
             .collect()
     };
+    // A program built but missing from the manifest would never run: refuse that.
+    if let Ok(entries) = fs::read_dir(&paths.bin_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !programs.iter().any(|p| p.name == name) {
+                return Err(format!(
+                    "{}/{name} is not in {}: say there how it must end",
+                    paths.bin_dir.display(),
+                    paths.manifest.display()
+                ));
+            }
+        }
+    }
     fs::create_dir_all(&paths.expected_dir)
         .map_err(|e| format!("{}: {e}", paths.expected_dir.display()))?;
     let (mut passed, mut failed) = (0, 0);
