@@ -34,6 +34,14 @@ KTEST_SMP ?= 1,2,4,8
 KTEST_TIMEOUT ?= 120
 # More harness options, e.g. --filter NAME, --verbose, --cpu MODEL (see: cargo run -p ktest -- --help).
 KTEST_ARGS ?=
+# The C compiler of the user programs: Debian's musl-gcc (package musl-tools), static binaries.
+USER_CC ?= musl-gcc
+# More options for `user-oracle run`, e.g. --only NAME, --cpus 0-1 (see: cargo run -p user-oracle -- --help).
+ORACLE_ARGS ?=
+# `make user-kernel`: the QEMU CPU model (max: AVX for the avx program under TCG) and more
+# options, e.g. --only NAME, --timeout SECONDS.
+USER_KERNEL_CPU ?= max
+USER_KERNEL_ARGS ?=
 # The KVM functional run of `make test`, wherever /dev/kvm opens (even a nested KVM, whose emulated
 # ring 0 is slow): the host CPU model brings x2APIC and the TSC-deadline timer, which no TCG offers.
 # `-arch-capabilities`: QEMU aborts setting that MSR under some nested KVMs; `noxsave` (kernel):
@@ -123,7 +131,7 @@ endef
 banner = @printf '\n==> %s\n' "$(1)"
 
 .PHONY: help run debug test check loom bench-quick ktest ktest-kvm iso limine limine-files bench kernel test-kernel \
-	deps host-deps rust-deps boot-check ovmf-vars clean
+	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel
 
 help:
 	@echo "make run        build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh, FIRMWARE=bios|uefi)"
@@ -134,18 +142,21 @@ help:
 	@echo "make bench-quick (test) smoke run of every benchmark row, nothing timed is asserted"
 	@echo "make ktest-kvm  (test) short KVM run of the x2APIC and TSC-deadline paths, where /dev/kvm opens"
 	@echo "make ktest      (test) in-kernel tests in QEMU at -smp $(KTEST_SMP) (KTEST_ARGS=\"--filter NAME\")"
+	@echo "make user       build the user test programs (musl, static) and $(INITRAMFS)"
+	@echo "make user-oracle (check) run every user program on the host Linux, record its lines in $(USER_EXPECTED)/"
+	@echo "make user-kernel run every user program as init of the kernel at -smp $(KTEST_SMP), compare with Linux"
 	@echo "make bench      the benchmark: part 1 natively beside Linux, part 2 in QEMU"
 	@echo "make kernel     build the kernel ELF only ($(KERNEL_ELF))"
 	@echo "make test-kernel build the test kernel only ($(TEST_ELF))"
 	@echo "make iso        hybrid BIOS/UEFI Limine ISO in $(ISO) (needs LIMINE_DIR)"
 	@echo "make limine     fetch Limine $(LIMINE_BRANCH) into LIMINE_DIR=$(LIMINE_DIR)"
-	@echo "make deps       install what the other targets need (QEMU, xorriso, mtools, Rust target)"
+	@echo "make deps       install what the other targets need (QEMU, xorriso, mtools, musl, Rust target)"
 	@echo "make clean      remove target/"
 	@echo "Options: the commented block at the top of this Makefile."
 
 # ---- installing what is missing ------------------------------------------------------------------
 
-deps: host-deps rust-deps
+deps: host-deps rust-deps user-deps
 
 host-deps:
 	@missing=""; \
@@ -260,6 +271,7 @@ check:
 	cargo test --workspace --exclude kernel
 	$(call banner,layer check: the kernel's top-level modules only use the ones below them)
 	cargo run -q -p ktest --bin layers
+	$(MAKE) --no-print-directory user-oracle
 
 loom:
 	$(call banner,loom models$(if $(LOOM_TESTS),, (none yet: no sched/, smp/ or kcore/tests/loom*.rs)))
@@ -307,3 +319,66 @@ bench: rust-deps
 
 clean:
 	cargo clean
+
+# ---- user programs -------------------------------------------------------------------------------
+#
+# Static C programs built with musl-gcc. musl ships without Linux's own headers, so <linux/...>
+# and <asm/...> come from Debian's linux-libc-dev through a folder of links (target/user/include):
+# adding all of /usr/include would pull in glibc's headers too. user/programs.toml says how each
+# must end; user-oracle runs them on the host (Linux is the oracle) and packs the initramfs.
+
+USER_BIN := target/user/bin
+USER_INC := target/user/include
+USER_EXPECTED := target/user/expected
+INITRAMFS := target/initramfs.cpio
+LINUX_ASM_DIR := /usr/include/x86_64-linux-gnu/asm
+USER_CFLAGS := -static -O2 -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -isystem $(USER_INC) -Iuser/include
+# One program per kind of user fault, all from user/src/fault.c.
+FAULT_KINDS := read write noncanon gp ud div int3 stack sysret abort kill
+USER_BINS := $(patsubst user/src/%.c,$(USER_BIN)/%,$(filter-out user/src/fault.c,$(wildcard user/src/*.c))) \
+	$(addprefix $(USER_BIN)/fault_,$(FAULT_KINDS))
+
+user-deps:
+	@missing=""; \
+	command -v $(USER_CC) >/dev/null 2>&1 || missing="$$missing musl-tools"; \
+	[ -f $(LINUX_ASM_DIR)/unistd_64.h ] && [ -f /usr/include/linux/futex.h ] || missing="$$missing linux-libc-dev"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+	  else echo "deps: missing:$$missing; not root and no sudo: install them yourself" >&2; exit 1; fi; \
+	  echo "deps: installing$$missing"; \
+	  $$sudo apt-get update -qq </dev/null; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing </dev/null; \
+	fi
+
+$(USER_INC): | user-deps
+	mkdir -p $@
+	ln -sfn /usr/include/linux $@/linux
+	ln -sfn $(LINUX_ASM_DIR) $@/asm
+	ln -sfn /usr/include/asm-generic $@/asm-generic
+
+$(USER_BIN)/fault_%: user/src/fault.c user/include/ut.h | $(USER_INC)
+	@mkdir -p $(USER_BIN)
+	$(USER_CC) $(USER_CFLAGS) -DFAULT_$(shell echo '$*' | tr a-z A-Z) $< -o $@
+
+$(USER_BIN)/%: user/src/%.c user/include/ut.h | $(USER_INC)
+	@mkdir -p $(USER_BIN)
+	$(USER_CC) $(USER_CFLAGS) $< -o $@
+
+user-programs: $(USER_BINS)
+
+# /init (the demo), /bin/<every program of the manifest>; see user/README.md.
+$(INITRAMFS): $(USER_BINS) user/programs.toml
+	cargo run -q -p user-oracle -- initramfs --out $@
+
+user: $(INITRAMFS)
+
+user-oracle: user-programs
+	$(call banner,user programs on the host Linux: the oracle)
+	cargo run -q -p user-oracle -- run $(ORACLE_ARGS)
+
+# One boot per program and CPU count, the program as init; serial logs in target/user/logs/.
+user-kernel: host-deps user-oracle $(INITRAMFS) kernel
+	$(call banner,user programs in the kernel (accel $(ACCEL_USED)$(comma) -cpu $(USER_KERNEL_CPU)): compared with Linux)
+	cargo run -q -p user-oracle -- kernel --kernel $(KERNEL_ELF) --initramfs $(INITRAMFS) --smp $(KTEST_SMP) \
+	  --accel $(ACCEL_USED) --cpu $(USER_KERNEL_CPU) $(USER_KERNEL_ARGS)

@@ -1,0 +1,86 @@
+/*
+ * fairness: preemption in ring 3. Two never-yielding busy threads are pinned to each CPU of the
+ * mask; after all have started, the main thread samples their loop counts, sleeps argv[1]
+ * milliseconds (default 2000), samples again. On every CPU the two threads' shares of the
+ * iterations must be equal within 10% of the larger. The shares are information lines; only
+ * the verdict is compared.
+ */
+#include <pthread.h>
+
+#include "ut.h"
+
+struct busy {
+	volatile uint64_t count;
+	int cpu;
+	int ran_on;
+	int64_t cpu_ns;
+	pthread_t th;
+} __attribute__((aligned(64)));
+
+static volatile int stop;
+static pthread_barrier_t started;
+
+static void *spin(void *arg)
+{
+	struct busy *b = arg;
+	b->ran_on = ut_pin(b->cpu);
+	pthread_barrier_wait(&started);
+	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
+		b->count++;
+	unsigned now = ~0u;
+	rsys3(SYS_getcpu, &now, 0, 0);
+	if ((int)now != b->cpu)
+		b->ran_on = (int)now;
+	b->cpu_ns = ut_now_ns(CLOCK_THREAD_CPUTIME_ID);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	ut_start("fairness");
+	long ms = ut_arg(argc, argv, 1, 2000);
+	int cpus[1024];
+	int ncpu = ut_cpus(cpus, 1024);
+	int n = 2 * ncpu;
+	struct busy *b = aligned_alloc(64, sizeof(*b) * (size_t)n);
+	CHECK(b != NULL);
+	memset(b, 0, sizeof(*b) * (size_t)n);
+	CHECK(pthread_barrier_init(&started, NULL, (unsigned)n + 1) == 0);
+	for (int i = 0; i < n; i++) {
+		b[i].cpu = cpus[i / 2];
+		CHECK(pthread_create(&b[i].th, NULL, spin, &b[i]) == 0);
+	}
+	pthread_barrier_wait(&started);
+	uint64_t *first = calloc((size_t)n, sizeof(uint64_t));
+	CHECK(first != NULL);
+	for (int i = 0; i < n; i++)
+		first[i] = b[i].count;
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
+	CHECK(nanosleep(&ts, NULL) == 0);
+	uint64_t *last = calloc((size_t)n, sizeof(uint64_t));
+	CHECK(last != NULL);
+	for (int i = 0; i < n; i++)
+		last[i] = b[i].count;
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	for (int i = 0; i < n; i++)
+		CHECK(pthread_join(b[i].th, NULL) == 0);
+
+	int unfair = 0;
+	for (int c = 0; c < ncpu; c++) {
+		uint64_t x = last[2 * c] - first[2 * c], y = last[2 * c + 1] - first[2 * c + 1];
+		uint64_t hi = x > y ? x : y, lo = x > y ? y : x;
+		double share = x + y ? 100.0 * (double)x / (double)(x + y) : 0;
+		info("cpu %d: shares %.1f%% / %.1f%%, iterations %llu / %llu, thread CPU time %lld / %lld ms\n", cpus[c],
+		     share, 100.0 - share, (unsigned long long)x, (unsigned long long)y,
+		     (long long)b[2 * c].cpu_ns / 1000000, (long long)b[2 * c + 1].cpu_ns / 1000000);
+		if (b[2 * c].ran_on != cpus[c] || b[2 * c + 1].ran_on != cpus[c])
+			ut_fail("a thread pinned to CPU %d ran on CPU %d", cpus[c],
+				b[2 * c].ran_on != cpus[c] ? b[2 * c].ran_on : b[2 * c + 1].ran_on);
+		if (lo == 0 || (hi - lo) * 10 > hi)
+			unfair++;
+	}
+	if (unfair)
+		ut_fail("%d CPUs gave their two busy threads shares more than 10%% apart", unfair);
+	say("fairness: busy threads pinned two per CPU got equal shares within 10%% on every CPU\n");
+	ut_ok();
+}
