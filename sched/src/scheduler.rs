@@ -743,7 +743,7 @@ impl<P: Platform> Scheduler<P> {
         }
         // SAFETY: `prev` is alive (it is us); `next` was on our queue (alive, owned by us now) or is
         // our idle thread.
-        let from = unsafe { self.switch_to(me, &*prev, &*next) };
+        let from = unsafe { self.switch_to(me, cpu, &*prev, &*next) };
         // SAFETY: `from` is what the switch that resumed us handed over.
         unsafe { self.finish_switch(from) };
     }
@@ -752,11 +752,10 @@ impl<P: Platform> Scheduler<P> {
     /// again, with the thread the CPU (maybe another one) switched away from to resume it.
     ///
     /// # Safety
-    /// Interrupts disabled; `prev` is the thread running on CPU `me`; `next` was just picked there
-    /// (no other CPU will run it) and is not `prev`.
+    /// Interrupts disabled; `cpu` is CPU `me`'s state; `prev` is the thread running there; `next`
+    /// was just picked there (no other CPU will run it) and is not `prev`.
     #[inline]
-    unsafe fn switch_to(&self, me: usize, prev: &Thread, next: &Thread) -> *const Thread {
-        let cpu = &self.cpus[me];
+    unsafe fn switch_to(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread) -> *const Thread {
         if self.config.prefetch {
             prefetch(next.window.get().cast());
         }
@@ -774,7 +773,7 @@ impl<P: Platform> Scheduler<P> {
         if let Some((kind, _)) = self.fpu {
             // SAFETY: `prev` runs here; `next` is ours (see above); `kind` is enabled on every CPU
             // (platform contract).
-            unsafe { self.switch_fpu(me, prev, next, kind) };
+            unsafe { self.switch_fpu(me, cpu, prev, next, kind) };
         }
         if let Some(mm) = next.mm {
             let active = cpu.local.active_mm.load(Ordering::Relaxed);
@@ -803,8 +802,7 @@ impl<P: Platform> Scheduler<P> {
     ///
     /// # Safety
     /// As for `switch_to`, and `kind` is enabled on this CPU.
-    unsafe fn switch_fpu(&self, me: usize, prev: &Thread, next: &Thread, kind: FpuKind) {
-        let cpu = &self.cpus[me];
+    unsafe fn switch_fpu(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread, kind: FpuKind) {
         if let Some(area) = &prev.fpu
             && prev.entity.state() != State::Dead
         {
