@@ -710,9 +710,7 @@ impl<P: Platform> Scheduler<P> {
         let now = if reason == Reason::Idle
             || cpu.local.next_sleeper_ns.load(Ordering::Relaxed) != NEVER
         {
-            let now = self.platform.now_ns();
-            self.expire_sleepers(me, now);
-            Some(now)
+            Some(self.now_expiring_sleepers(me))
         } else {
             None
         };
@@ -733,19 +731,34 @@ impl<P: Platform> Scheduler<P> {
             cpu.local.slice_start_ns.store(stamp, Ordering::Relaxed);
         }
         if prev == idle && next != idle {
-            // Leaving idle: the slice tick runs again while a thread does.
-            let now = now.unwrap_or_else(|| self.platform.now_ns());
-            let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
-            self.arm(
-                me,
-                now.saturating_add(self.config.slice_ns).min(next_sleeper),
-            );
+            self.arm_leaving_idle(me, now);
         }
         // SAFETY: `prev` is alive (it is us); `next` was on our queue (alive, owned by us now) or is
         // our idle thread.
         let from = unsafe { self.switch_to(me, cpu, &*prev, &*next) };
         // SAFETY: `from` is what the switch that resumed us handed over.
         unsafe { self.finish_switch(from) };
+    }
+
+    /// The clock, after expiring this CPU's sleepers due by then: the switch path's rare part, kept
+    /// out of line so the common one stays short.
+    #[cold]
+    #[inline(never)]
+    fn now_expiring_sleepers(&self, me: usize) -> u64 {
+        let now = self.platform.now_ns();
+        self.expire_sleepers(me, now);
+        now
+    }
+
+    /// Leaving idle for a thread: the slice tick runs again while a thread does.
+    #[inline(never)]
+    fn arm_leaving_idle(&self, me: usize, now: Option<u64>) {
+        let now = now.unwrap_or_else(|| self.platform.now_ns());
+        let next_sleeper = self.cpus[me].local.next_sleeper_ns.load(Ordering::Relaxed);
+        self.arm(
+            me,
+            now.saturating_add(self.config.slice_ns).min(next_sleeper),
+        );
     }
 
     /// Step 3 of the switch path: hand the CPU from `prev` to `next`; returns when `prev` runs
