@@ -24,11 +24,12 @@
 //!    handed it: clear that thread's `on_cpu` (`Release`: its window is complete) and, if it is
 //!    dead, free its stack and drop the scheduler's reference to it.
 //!
-//! Time slices: the timer interrupt stamps `slice_start_ns` when it starts a slice (and when it asks
-//! for a preemption, for the thread that will come in). A voluntary switch (yield, block, exit)
-//! reads no clock: it leaves the incoming thread `UNSTAMPED`, and that thread's slice starts at
-//! the next tick, which the outgoing thread's slice had armed. So a thread that comes in through a
-//! voluntary switch runs between one and two slices before a tick preempts it.
+//! Time slices: a preemption stamps `slice_start_ns` for the incoming thread, and the timer
+//! interrupt when it renews the slice of a thread nobody waits for. A voluntary switch (yield,
+//! block, exit) reads no clock: it leaves the incoming thread `UNSTAMPED`, and the next tick
+//! (which the outgoing thread's slice had armed) charges it half a slice, the mean of what it can
+//! have run since it came in. So a thread that comes in through a voluntary switch runs between
+//! half a slice and one and a half, a full one on average, before a tick preempts it.
 //!
 //! Memory rule for the kernel: wake-ups and `timer_interrupt` never allocate or free. A dead
 //! thread's stack is freed (and the scheduler's reference to its control block dropped; the block
@@ -84,8 +85,8 @@ impl Default for Config {
 /// No deadline (for `armed_ns` and `next_sleeper_ns`).
 const NEVER: u64 = u64::MAX;
 
-/// `slice_start_ns` of a thread that came in through a voluntary switch: its slice starts at the
-/// next tick.
+/// `slice_start_ns` of a thread that came in through a voluntary switch: the next tick dates its
+/// slice's start (see `timer_interrupt`).
 const UNSTAMPED: u64 = u64::MAX;
 
 /// Why the switch path runs.
@@ -145,7 +146,7 @@ struct Local {
     idle: AtomicPtr<Thread>,
     need_resched: AtomicBool,
     preempt_count: AtomicU32,
-    /// When the running thread's slice started (`UNSTAMPED`: at the next tick).
+    /// When the running thread's slice started (`UNSTAMPED`: dated by the next tick).
     slice_start_ns: AtomicU64,
     /// Deadline the platform timer is programmed for (`NEVER`: none).
     armed_ns: AtomicU64,
@@ -453,17 +454,25 @@ impl<P: Platform> Scheduler<P> {
             return;
         }
         let slice = self.config.slice_ns;
-        let start = cpu.local.slice_start_ns.load(Ordering::Relaxed);
-        let slice_end = if start != UNSTAMPED && now < start.saturating_add(slice) {
+        let mut start = cpu.local.slice_start_ns.load(Ordering::Relaxed);
+        if start == UNSTAMPED {
+            // The thread came in through a voluntary switch, which reads no clock, at some moment
+            // since the last tick: charge it half a slice, the mean of what it can have run. Its
+            // slice then ends half a slice from now: it runs between half a slice and one and a
+            // half, a full one on average.
+            start = now.saturating_sub(slice / 2);
+            cpu.local.slice_start_ns.store(start, Ordering::Relaxed);
+        }
+        let slice_end = if now < start.saturating_add(slice) {
             start.saturating_add(slice)
         } else {
-            // A new slice starts now: for a thread that came in through a voluntary switch (which
-            // reads no clock), for the running thread if nobody waits, or else for the thread the
-            // preemption asked for here will switch to.
-            if start != UNSTAMPED && cpu.queue.len_hint() > 0 {
+            if cpu.queue.len_hint() > 0 {
+                // The switch stamps the next thread's slice.
                 cpu.local.need_resched.store(true, Ordering::Relaxed);
+            } else {
+                // Nobody waits: a new slice.
+                cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
             }
-            cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
             now.saturating_add(slice)
         };
         self.arm(me, slice_end.min(next_sleeper));
@@ -688,10 +697,10 @@ impl<P: Platform> Scheduler<P> {
 
     /// The switch path (interrupts disabled). Returns when the calling thread runs again.
     ///
-    /// The clock is read only where it is needed: when this CPU has a sleeper (to expire it) and
-    /// when the idle thread hands over (to arm the slice tick). Otherwise the incoming thread's
-    /// slice is left `UNSTAMPED` and starts at the next tick (see `timer_interrupt`), and a
-    /// preemption keeps the stamp the tick that asked for it made.
+    /// The clock is read only where it is needed: when this CPU has a sleeper (to expire it), when
+    /// the idle thread hands over (to arm the slice tick) and on a preemption (to stamp the next
+    /// slice). On a voluntary switch otherwise, the incoming thread's slice is left `UNSTAMPED`
+    /// for the next tick to date (see `timer_interrupt`).
     fn schedule(&self, reason: Reason) {
         let me = self.this_cpu();
         let cpu = &self.cpus[me];
@@ -707,7 +716,7 @@ impl<P: Platform> Scheduler<P> {
                 bump(&cpu.counters.voluntary_yields);
             }
         }
-        let now = if reason == Reason::Idle
+        let now = if matches!(reason, Reason::Idle | Reason::Preempt)
             || cpu.local.next_sleeper_ns.load(Ordering::Relaxed) != NEVER
         {
             Some(self.now_expiring_sleepers(me))
@@ -724,12 +733,14 @@ impl<P: Platform> Scheduler<P> {
         }
         .map_or(idle, NonNull::as_ptr);
         if next == prev {
+            if let Some(now) = now {
+                cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
+            }
             return;
         }
-        if reason != Reason::Preempt {
-            let stamp = now.unwrap_or(UNSTAMPED);
-            cpu.local.slice_start_ns.store(stamp, Ordering::Relaxed);
-        }
+        cpu.local
+            .slice_start_ns
+            .store(now.unwrap_or(UNSTAMPED), Ordering::Relaxed);
         if prev == idle && next != idle {
             self.arm_leaving_idle(me, now);
         }
