@@ -65,13 +65,19 @@ impl Window {
     /// The first window of a thread that has never run.
     ///
     /// Switching to it runs a start trampoline on the stack ending at `stack_top` which calls
-    /// `entry(arg)` with `rsp` 16-byte aligned (as the System V ABI requires at a call), `rbp` = 0 and
-    /// the return address column marked undefined, so frame-pointer walks and unwinders stop there.
-    /// `entry` receives control with interrupts still disabled, as the switch left them.
+    /// `entry(arg, handoff)` (`handoff`: what the switch that started it passed) with `rsp` 16-byte
+    /// aligned (as the System V ABI requires at a call), `rbp` = 0 and the return address column
+    /// marked undefined, so frame-pointer walks and unwinders stop there. `entry` receives control
+    /// with interrupts still disabled, as the switch left them.
     ///
     /// `stack_top` is the exclusive upper end of the new stack; it is rounded down to 16 bytes. The
-    /// window itself touches no memory: the stack must only be valid when the window is switched to.
-    pub fn new_thread(stack_top: *mut u8, entry: extern "C" fn(usize) -> !, arg: usize) -> Window {
+    /// window itself touches no memory: the stack must only be valid when the window is switched to
+    /// (the switch then writes the trampoline's address into the 8 bytes below the rounded top).
+    pub fn new_thread(
+        stack_top: *mut u8,
+        entry: extern "C" fn(arg: usize, handoff: usize) -> !,
+        arg: usize,
+    ) -> Window {
         Window {
             rbx: entry as usize as u64,
             rbp: 0,
@@ -85,10 +91,13 @@ impl Window {
     }
 }
 
-/// Save the running thread into `*prev` and resume the thread saved in `*next`.
+/// Save the running thread into `*prev`, resume the thread saved in `*next`, and hand it `handoff`.
 ///
 /// Returns when some later switch resumes the thread saved into `*prev`, on whichever CPU does it,
-/// with its callee-saved registers and stack exactly as at the call.
+/// with its callee-saved registers and stack exactly as at the call. The return value is the
+/// `handoff` argument of *that* later switch: the thread that resumes learns who switched to it
+/// (the scheduler passes the outgoing thread, like Linux's `switch_to(prev, next, last)`), with no
+/// memory word to write before the switch and read back after it.
 ///
 /// # Safety
 /// - `prev` is valid for writes of a [`Window`] and no other CPU reads or writes it until this switch
@@ -102,16 +111,27 @@ impl Window {
 ///   `prev` must do so from a thread that may legitimately run on after the call returns.
 ///
 /// Contract of the machine code:
-/// - entry: `rdi` = `prev`, `rsi` = `next`; `[rsp]` is the return address into the outgoing thread;
+/// - entry: `rdi` = `prev`, `rsi` = `next`, `rdx` = `handoff`; `[rsp]` is the return address into
+///   the outgoing thread;
 /// - saved into `*prev`: `rbx`, `rbp`, `r12`-`r15`; then the return address is popped (once) into
 ///   `prev.rip` and the resulting `rsp` (the caller's `rsp` before its `call`) into `prev.rsp`;
-/// - loaded from `*next`: the same six registers and `rsp`, then a jump to `next.rip`; the outgoing
-///   stack is left exactly as its caller had it before the call, the incoming one is exactly as its
-///   own caller had it before its call (or, for a new thread, at its 16-byte aligned top);
-/// - no flags are saved or restored, nothing is pushed on either stack, no memory other than the two
-///   windows is touched; `rax` is clobbered (like every caller-saved register in a call).
+/// - loaded from `*next`: the same six registers and `rsp`; `next.rip` is pushed on the incoming
+///   stack (into the very slot its own `call` had used, or just below a new thread's stack top) and
+///   `ret` pops it, leaving the incoming stack exactly as its caller had it before its call (or, for
+///   a new thread, at its 16-byte aligned top);
+/// - `rax` = `handoff` when the incoming thread resumes (for a new thread, when its start trampoline
+///   runs, which passes it on to the entry function);
+/// - no flags are saved or restored, no memory other than the two windows and that one slot of the
+///   incoming stack is touched; `rcx` is clobbered (like every caller-saved register in a call).
+///
+/// Why `push; ret` and not `jmp [next.rip]`: the `call` into this function pushed a return-stack
+/// buffer entry that a `jmp` would never pop, so after a switch every `ret` of the resumed thread
+/// would be predicted one frame off (Intel SDM vol. 3, and the optimization manual's "return stack
+/// buffer" rules: calls and returns must pair). With the `ret`, the entry the `call` pushed is the
+/// one popped. Every switch of the scheduler is made from one call site, so that prediction is
+/// right: the resumed thread returns to the same instruction the outgoing one called from.
 #[unsafe(naked)]
-pub unsafe extern "C" fn switch_window(prev: *mut Window, next: *const Window) {
+pub unsafe extern "C" fn switch_window(prev: *mut Window, next: *const Window, handoff: usize) -> usize {
     core::arch::naked_asm!(
         ".cfi_startproc",
         // Outgoing thread: callee-saved registers first.
@@ -123,13 +143,14 @@ pub unsafe extern "C" fn switch_window(prev: *mut Window, next: *const Window) {
         "mov [rdi + {r15}], r15",
         // Pop the return address: it is where the outgoing thread resumes, and after the pop rsp is
         // the caller's own rsp, which a resumption must restore without anything left to pop.
-        "pop rax",
+        "pop rcx",
         ".cfi_adjust_cfa_offset -8",
-        ".cfi_register rip, rax",
+        ".cfi_register rip, rcx",
         "mov [rdi + {rsp}], rsp",
-        "mov [rdi + {rip}], rax",
+        "mov [rdi + {rip}], rcx",
+        "mov rax, rdx",
         // Incoming thread. From the rsp load on, the unwind info above no longer describes the frame;
-        // nothing can observe it (interrupts are off) until the jump lands in the incoming thread.
+        // nothing can observe it (interrupts are off) until the ret lands in the incoming thread.
         "mov rbx, [rsi + {rbx}]",
         "mov rbp, [rsi + {rbp}]",
         "mov r12, [rsi + {r12}]",
@@ -137,7 +158,8 @@ pub unsafe extern "C" fn switch_window(prev: *mut Window, next: *const Window) {
         "mov r14, [rsi + {r14}]",
         "mov r15, [rsi + {r15}]",
         "mov rsp, [rsi + {rsp}]",
-        "jmp qword ptr [rsi + {rip}]",
+        "push qword ptr [rsi + {rip}]",
+        "ret",
         ".cfi_endproc",
         rbx = const offset_of!(Window, rbx),
         rbp = const offset_of!(Window, rbp),
@@ -150,12 +172,12 @@ pub unsafe extern "C" fn switch_window(prev: *mut Window, next: *const Window) {
     )
 }
 
-/// Where a thread built by [`Window::new_thread`] first runs: `rbx` = entry, `r12` = argument, `rsp`
-/// the 16-byte aligned stack top.
+/// Where a thread built by [`Window::new_thread`] first runs: `rbx` = entry, `r12` = argument, `rax`
+/// = the handoff of the switch that started it, `rsp` the 16-byte aligned stack top.
 ///
 /// It marks the bottom of the stack for backtraces (`rbp` = 0, return address undefined), passes the
-/// argument in `rdi` and calls the entry function with the stack aligned as the ABI requires at a
-/// call. The entry never returns; `ud2` catches it if it ever did.
+/// argument in `rdi` and the handoff in `rsi`, and calls the entry function with the stack aligned as
+/// the ABI requires at a call. The entry never returns; `ud2` catches it if it ever did.
 ///
 /// # Safety
 /// Never called: only entered by [`switch_window`] through a window from [`Window::new_thread`],
@@ -167,6 +189,7 @@ unsafe extern "C" fn thread_start() -> ! {
         ".cfi_undefined rip",
         "xor ebp, ebp",
         "mov rdi, r12",
+        "mov rsi, rax",
         "call rbx",
         "ud2",
         ".cfi_endproc",
@@ -291,7 +314,7 @@ mod tests {
         }
     }
 
-    extern "C" fn other_side(arg: usize) -> ! {
+    extern "C" fn other_side(arg: usize, _handoff: usize) -> ! {
         let pp = arg as *mut PingPong;
         // Locals the compiler keeps in callee-saved registers or on this stack across the switches.
         let mut checksum = 0u64;
@@ -395,7 +418,7 @@ mod tests {
 
     #[test]
     fn new_thread_window_is_aligned_and_marks_the_stack_bottom() {
-        extern "C" fn never(_: usize) -> ! {
+        extern "C" fn never(_: usize, _: usize) -> ! {
             unreachable!()
         }
         let w = Window::new_thread(0x1234_5679 as *mut u8, never, 7);
@@ -404,6 +427,49 @@ mod tests {
         assert_eq!(w.r12, 7);
         assert_eq!(w.rbx, never as *const () as u64);
         assert_eq!(w.rip, thread_start as *const () as u64);
+    }
+
+    /// Windows and what each side saw for the handoff test.
+    #[derive(Default)]
+    struct Handoff {
+        main: Window,
+        other: Window,
+        /// The handoff `other_entry` got at its start, and what each of its switches returned.
+        other_saw: Vec<usize>,
+    }
+
+    extern "C" fn other_entry(arg: usize, handoff: usize) -> ! {
+        let h = arg as *mut Handoff;
+        // SAFETY: main is suspended in its switch while this side runs: the only access to `*h`.
+        unsafe { (*h).other_saw.push(handoff) };
+        for round in 0.. {
+            // SAFETY: as above; both windows live in `*h`, which outlives every switch.
+            let got = unsafe { switch_window(&raw mut (*h).other, &raw const (*h).main, 1000 + round) };
+            // SAFETY: as above.
+            unsafe { (*h).other_saw.push(got) };
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn each_resumed_side_returns_the_handoff_of_the_switch_that_resumed_it() {
+        let mut stack = vec![0u8; 64 * 1024];
+        let mut h = Box::<Handoff>::default();
+        let h_ptr: *mut Handoff = &mut *h;
+        // SAFETY: the end pointer of the stack buffer is in bounds (one past the end).
+        let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
+        h.other = Window::new_thread(top, other_entry, h_ptr as usize);
+        let mut main_saw = Vec::new();
+        for round in 0..4 {
+            // SAFETY: `other` is fresh or suspended in its switch; its stack outlives the switches.
+            let got = unsafe {
+                switch_window(&raw mut (*h_ptr).main, &raw const (*h_ptr).other, 2000 + round)
+            };
+            main_saw.push(got);
+        }
+        drop(stack);
+        assert_eq!(main_saw, [1000, 1001, 1002, 1003], "main gets what other passed");
+        assert_eq!(h.other_saw, [2000, 2001, 2002, 2003], "other gets what main passed, first at entry");
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //!
 //! Every vector enters a stub that makes the stack uniform (a dummy error code where the CPU pushes
 //! none: SDM vol. 3A, table 6-1 lists the vectors with an error code), pushes its vector number and
-//! joins `trap_common`, which saves all fifteen general registers and calls
-//! `trap_dispatch(frame: *mut TrapFrame)` (defined by the kernel). Stack on that call:
+//! joins a common path, which saves the general registers and calls
+//! `trap_dispatch(frame: *mut TrapFrame)` (defined by the kernel): `trap_common` for exceptions
+//! (vectors 0-31) saves all fifteen, which a fault report prints; `trap_common_irq` for interrupts
+//! (32-255) stores only the nine caller-saved ones (`rax`, `rcx`, `rdx`, `rsi`, `rdi`, `r8`-`r11`)
+//! into the same layout and leaves the six callee-saved fields unwritten: the Rust handler keeps
+//! those registers itself, as the ABI requires. Stack on that call:
 //!
 //! ```text
 //!  higher  +-------------+
@@ -14,7 +18,7 @@
 //!          | rip         |
 //!          | error code  |  CPU or stub
 //!          | vector      |  stub
-//!          | rax ... r15 |  trap_common: 15 registers
+//!          | rax ... r15 |  15 register slots (interrupts: the caller-saved 9 written)
 //!  lower   +-------------+  <- rdi = &TrapFrame, RSP 16-byte aligned (5+2+15 = 22 words = 176 bytes)
 //! ```
 //!
@@ -24,7 +28,8 @@
 //! interrupted thread's interrupt flag. The kernel runs in ring 0 only, so GS never needs `swapgs`.
 #![cfg(target_os = "none")]
 
-/// The saved state of an interrupted context, as `trap_common` lays it out.
+/// The saved state of an interrupted context, as the common paths lay it out. For interrupts
+/// (vectors 32-255) `rbx`, `rbp` and `r12`-`r15` are not written: read them only for exceptions.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct TrapFrame {
@@ -66,7 +71,11 @@ macro_rules! trap_stubs {
                         "  push 0\n",
                         ".endif\n",
                         "push ", $v, "\n",
-                        "jmp trap_common\n",
+                        ".if ", $v, " < 32\n",
+                        "  jmp trap_common\n",
+                        ".else\n",
+                        "  jmp trap_common_irq\n",
+                        ".endif\n",
                         ".popsection\n"),
             )*
             ".pushsection .rodata.trap_stub_table, \"a\"\n",
@@ -130,6 +139,52 @@ core::arch::global_asm!(
     "add rsp, 16",
     "iretq",
     ".popsection",
+);
+
+// Interrupts (vectors 32-255): the same frame, but only the nine caller-saved registers are
+// stored in it. The handler is Rust code, which preserves the six callee-saved ones itself (and a
+// thread switch inside it saves them in the thread's window), so the interrupted code finds them
+// intact; their six fields stay unwritten. One `sub`/`add` replaces fifteen pushes and pops.
+core::arch::global_asm!(
+    ".pushsection .text.trap_common, \"ax\"",
+    ".balign 16",
+    "trap_common_irq:",
+    "sub rsp, {regs}",
+    "mov [rsp + {rax}], rax",
+    "mov [rsp + {rcx}], rcx",
+    "mov [rsp + {rdx}], rdx",
+    "mov [rsp + {rsi}], rsi",
+    "mov [rsp + {rdi}], rdi",
+    "mov [rsp + {r8}], r8",
+    "mov [rsp + {r9}], r9",
+    "mov [rsp + {r10}], r10",
+    "mov [rsp + {r11}], r11",
+    "mov rdi, rsp",
+    "cld",
+    "call trap_dispatch",
+    "mov r11, [rsp + {r11}]",
+    "mov r10, [rsp + {r10}]",
+    "mov r9, [rsp + {r9}]",
+    "mov r8, [rsp + {r8}]",
+    "mov rdi, [rsp + {rdi}]",
+    "mov rsi, [rsp + {rsi}]",
+    "mov rdx, [rsp + {rdx}]",
+    "mov rcx, [rsp + {rcx}]",
+    "mov rax, [rsp + {rax}]",
+    // The fifteen register slots, then the vector and error code.
+    "add rsp, {regs} + 16",
+    "iretq",
+    ".popsection",
+    regs = const core::mem::offset_of!(TrapFrame, vector),
+    rax = const core::mem::offset_of!(TrapFrame, rax),
+    rcx = const core::mem::offset_of!(TrapFrame, rcx),
+    rdx = const core::mem::offset_of!(TrapFrame, rdx),
+    rsi = const core::mem::offset_of!(TrapFrame, rsi),
+    rdi = const core::mem::offset_of!(TrapFrame, rdi),
+    r8 = const core::mem::offset_of!(TrapFrame, r8),
+    r9 = const core::mem::offset_of!(TrapFrame, r9),
+    r10 = const core::mem::offset_of!(TrapFrame, r10),
+    r11 = const core::mem::offset_of!(TrapFrame, r11),
 );
 
 unsafe extern "C" {

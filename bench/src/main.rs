@@ -253,9 +253,9 @@ fn native(options: &Options, in_kernel_follows: bool) -> io::Result<Native> {
             our_yield_figure.clone(),
             peer("Linux sched_yield", linux_yield_figure.clone()),
             Some(format!(
-                "ours is sched's yield_now on its host platform, whose now_ns (clock_gettime) and cpu_id \
-                 (a thread-local) run on the path; sched counted {:.2} switches per round trip; Linux \
-                 needed {:.2} sched_yield calls per round trip",
+                "ours is sched's yield_now on its host platform, whose cpu_id (a thread-local) runs on \
+                 the path (a voluntary switch reads no clock; the clock is the kernel's, the TSC); sched \
+                 counted {:.2} switches per round trip; Linux needed {:.2} sched_yield calls per round trip",
                 per_round_trip(our_yield.counters.context_switches, per_iteration),
                 linux_yield.yields_per_round_trip
             )),

@@ -46,19 +46,37 @@ struct Pair {
     nr_round_trips: u64,
 }
 
-/// The second context: count a round trip, switch back to the caller, forever. It is never
-/// resumed after the last round trip; its stack is freed with it suspended.
-extern "C" fn partner(pair_addr: usize) -> ! {
-    let pair = pair_addr as *mut Pair;
-    loop {
-        // SAFETY: the caller is suspended in its switch while this context runs, so this is the
-        // only access to `*pair`; the caller's window was stored by that switch, and the partner's
-        // window is ours to store into.
+/// Switch from `from` to `to` `nr_switches` times, counting in `*nr_resumed` each time this
+/// context is resumed. Both contexts of the ping-pong run this loop, so every switch is made from
+/// this one call site, as every switch of the scheduler is: the switch's `ret` then goes where the
+/// return-stack buffer predicts, into the same loop of the other context.
+///
+/// # Safety
+/// As for [`switch_window`], for each switch; `nr_resumed` is valid for writes whenever this
+/// context runs.
+#[inline(never)]
+unsafe fn switch_loop(from: *mut Window, to: *const Window, nr_switches: u64, nr_resumed: *mut u64) {
+    for _ in 0..nr_switches {
+        // SAFETY: the caller's contract.
         unsafe {
-            (*pair).nr_round_trips += 1;
-            switch_window(&raw mut (*pair).partner, &raw const (*pair).caller);
+            switch_window(from, to, 0);
+            *nr_resumed += 1;
         }
     }
+}
+
+/// The second context: switch back to the caller forever, counting round trips. It is never
+/// resumed after the last round trip; its stack is freed with it suspended.
+extern "C" fn partner(pair_addr: usize, _handoff: usize) -> ! {
+    let pair = pair_addr as *mut Pair;
+    // SAFETY: the caller is suspended in its switch while this context runs, so this is the only
+    // access to `*pair`; the caller's window was stored by that switch, and the partner's window
+    // is ours to store into.
+    unsafe {
+        (*pair).nr_round_trips += 1;
+        switch_loop(&raw mut (*pair).partner, &raw const (*pair).caller, u64::MAX, &raw mut (*pair).nr_round_trips);
+    }
+    unreachable!("2^64 switches")
 }
 
 /// Per-switch samples of `switch_window` round trips between two contexts on one thread, timed in
@@ -69,19 +87,19 @@ pub fn window_switch(sampling: Sampling) -> Vec<f64> {
     let pair = Box::into_raw(Box::<Pair>::default());
     // SAFETY: `pair` comes from Box::into_raw and nothing else refers to it yet.
     unsafe { (*pair).partner = Window::new_thread(stack_top, partner, pair as usize) };
+    let mut nr_resumed = 0_u64;
     let samples = cycles_per_op(sampling, 2 * BATCH, || {
-        for _ in 0..BATCH {
-            // SAFETY: `*pair` outlives every switch; the partner's window is either fresh from
-            // new_thread or stored by the partner's own switch back to us, and its stack is alive;
-            // the caller's window is ours to store into. Everything runs on this one thread.
-            unsafe { switch_window(&raw mut (*pair).caller, &raw const (*pair).partner) };
-        }
+        // SAFETY: `*pair` outlives every switch; the partner's window is either fresh from
+        // new_thread or stored by the partner's own switch back to us, and its stack is alive; the
+        // caller's window is ours to store into. Everything runs on this one thread.
+        unsafe { switch_loop(&raw mut (*pair).caller, &raw const (*pair).partner, u64::from(BATCH), &raw mut nr_resumed) };
     });
     // SAFETY: the partner is suspended, so nothing else touches `*pair`; it came from Box::into_raw.
     let pair = unsafe { Box::from_raw(pair) };
     drop(stack);
     let expected = (sampling.nr_calls() * BATCH as usize) as u64;
     assert_eq!(pair.nr_round_trips, expected, "every switch to the partner must come back once");
+    assert_eq!(nr_resumed, expected, "every switch back to the caller must resume it once");
     samples
 }
 

@@ -1,6 +1,6 @@
 //! Time: the TSC and the local APIC timer, calibrated at boot against the best reference clock the
 //! machine has, and the conversions the rest of the kernel uses ([`now_ns`], [`delay_us`],
-//! [`ns_to_tsc_ticks_ceil`], [`ns_to_lapic_ticks_ceil`]).
+//! [`ns_to_tsc_ticks_ceil`]) and the timer's arming ([`arm_at_ns`], [`arm_oneshot_ns`]).
 //!
 //! Reference, in order of preference: the HPET main counter, the ACPI PM timer (both from `acpi`),
 //! the TSC frequency CPUID leaf 0x15 states, the PIT's channel 2 counting down 10 ms, and last the
@@ -51,6 +51,10 @@ static TSC_BASE: AtomicU64 = AtomicU64::new(0);
 static NS_PER_TSC_FP32: AtomicU64 = AtomicU64::new(0);
 /// An upper bound of local APIC timer ticks per TSC tick, 32.32 fixed point.
 static LAPIC_PER_TSC_FP32: AtomicU64 = AtomicU64::new(0);
+/// TSC ticks per nanosecond, 32.32 fixed point, the reciprocal of [`NS_PER_TSC_FP32`] rounded up:
+/// turns a deadline on the [`now_ns`] clock back into a TSC value with a multiplication, and never
+/// into an earlier one.
+static TSC_PER_NS_FP32: AtomicU64 = AtomicU64::new(0);
 
 /// A counting reference clock.
 enum RefClock {
@@ -248,7 +252,9 @@ pub fn init() {
     };
     assert!(tsc_hz >= 1_000_000, "time: TSC calibrated at {tsc_hz} Hz against the {source}; not believable");
     TSC_HZ.store(tsc_hz, Ordering::Relaxed);
-    NS_PER_TSC_FP32.store(((NS_PER_S << 32) / u128::from(tsc_hz)) as u64, Ordering::Relaxed);
+    let ns_per_tsc_fp32 = ((NS_PER_S << 32) / u128::from(tsc_hz)) as u64;
+    NS_PER_TSC_FP32.store(ns_per_tsc_fp32, Ordering::Relaxed);
+    TSC_PER_NS_FP32.store((1u128 << 64).div_ceil(u128::from(ns_per_tsc_fp32)) as u64, Ordering::Relaxed);
     TSC_BASE.store(arch::tsc::read(), Ordering::Relaxed);
     let (lapic_upper, lapic_estimate, lapic_ppm) = lapic_per_tsc(tsc_hz);
     for (what, ppm) in [("TSC", tsc_ppm.unwrap_or(0)), ("LAPIC timer", lapic_ppm)] {
@@ -294,26 +300,41 @@ pub fn ns_to_tsc_ticks_ceil(ns: u64) -> Option<u64> {
     (hz != 0).then(|| (u128::from(ns) * hz).div_ceil(NS_PER_S).min(u128::from(u64::MAX)) as u64)
 }
 
-/// `ns` nanoseconds in local APIC timer ticks, rounded up and from the upper bound of the timer's
-/// rate, so that the timer never fires early; None before calibration.
-pub fn ns_to_lapic_ticks_ceil(ns: u64) -> Option<u64> {
-    let per_tsc = u128::from(LAPIC_PER_TSC_FP32.load(Ordering::Relaxed));
-    let tsc = ns_to_tsc_ticks_ceil(ns)?;
-    (per_tsc != 0).then(|| (u128::from(tsc) * per_tsc).div_ceil(1 << 32).min(u128::from(u64::MAX)) as u64)
-}
-
 /// Arm this CPU's timer to interrupt (vector 0xf0) once, no earlier than `ns` nanoseconds from now.
 /// Replaces any earlier arming (`apic::disarm` cancels it). In one-shot mode the longest delay is
 /// 2^32 - 1 timer ticks (4.29 s at 1 GHz); a longer one fires at that limit, which the timer
 /// handler must tell from its deadline. Before calibration it does nothing.
+#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "the scheduler arms deadlines; only the timer test arms a delay"))]
 pub fn arm_oneshot_ns(ns: u64) {
+    // One more nanosecond: `now_ns` rounds down, so the deadline is at least `ns` after now.
+    arm_at_ns(now_ns().saturating_add(ns).saturating_add(1));
+}
+
+/// Arm this CPU's timer to interrupt (vector 0xf0) once, no earlier than the moment [`now_ns`]
+/// reads `deadline_ns` (at once if that has passed). Replaces any earlier arming; the one-shot
+/// limit of [`arm_oneshot_ns`] applies. Before calibration it does nothing.
+///
+/// The timer tick's path: the deadline goes to the TSC by one multiplication, no division, and
+/// the clock is read only in one-shot mode (to turn the deadline into a count), not at all in
+/// TSC-deadline mode.
+pub fn arm_at_ns(deadline_ns: u64) {
     use crate::irq::apic;
+    let tsc_per_ns = TSC_PER_NS_FP32.load(Ordering::Relaxed);
+    if tsc_per_ns == 0 {
+        return;
+    }
+    // Rounded up twice (the factor and the product), so `now_ns` at this TSC value reads at least
+    // `deadline_ns`.
+    let ticks = ((u128::from(deadline_ns) * u128::from(tsc_per_ns) + u128::from(u32::MAX)) >> 32).min(u128::from(u64::MAX)) as u64;
+    let deadline_tsc = TSC_BASE.load(Ordering::Relaxed).saturating_add(ticks);
     if apic::timer_is_tsc_deadline() {
-        if let Some(ticks) = ns_to_tsc_ticks_ceil(ns) {
-            apic::arm_deadline(arch::tsc::read().saturating_add(ticks.max(1)));
-        }
-    } else if let Some(ticks) = ns_to_lapic_ticks_ceil(ns) {
-        apic::arm_count(ticks.clamp(1, u64::from(u32::MAX)) as u32);
+        // A deadline of 0 would disarm; any TSC value already past fires at once.
+        apic::arm_deadline(deadline_tsc.max(1));
+    } else {
+        let tsc_ticks = deadline_tsc.saturating_sub(arch::tsc::read()).max(1);
+        let per_tsc = u128::from(LAPIC_PER_TSC_FP32.load(Ordering::Relaxed));
+        let lapic_ticks = (u128::from(tsc_ticks) * per_tsc + u128::from(u32::MAX)) >> 32;
+        apic::arm_count(lapic_ticks.clamp(1, u128::from(u32::MAX)) as u32);
     }
 }
 

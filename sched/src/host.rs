@@ -12,8 +12,11 @@
 //!   between OS threads, so a caller must never reuse a thread-local address computed before a
 //!   switch; an opaque call recomputes it every time. (Code running in scheduler threads should not
 //!   use thread-locals directly for the same reason.)
-//! - interrupts: a per-CPU flag, saved and restored like `rflags.IF`; there are no interrupts, so
-//!   preemption happens only where a thread calls [`tick`].
+//! - interrupts: a per-CPU flag, saved and restored like `rflags.IF` (a plain load and store: only
+//!   its own CPU writes it); there are no interrupts, so preemption happens only where a thread
+//!   calls [`tick`].
+//! - the clock: the kernel's, the TSC scaled by a 32.32 fixed-point factor (here measured once per
+//!   process against `Instant`), so the native benchmark times the same clock reads as the kernel.
 //! - `send_resched`: unpark the CPU's OS thread; `idle_wait`: park it until the armed timer
 //!   deadline, or indefinitely when none is armed (tickless), then expire sleepers on return.
 //! - stacks: heap blocks without guard pages; the address-space hook only counts its calls.
@@ -65,8 +68,42 @@ struct HostCpu {
 /// The host machine: `nr_cpus` OS threads acting as CPUs.
 pub struct HostPlatform {
     cpus: Box<[CachePadded<HostCpu>]>,
-    epoch: Instant,
+    clock: TscClock,
     fpu: FpuFeatures,
+}
+
+/// The kernel's clock on a host: the TSC, counted from a base and scaled to nanoseconds by a
+/// 32.32 fixed-point factor (as the kernel's `time::now_ns`), the factor measured once per
+/// process against `Instant`.
+#[derive(Clone, Copy)]
+struct TscClock {
+    base: u64,
+    ns_per_tick_fp32: u64,
+}
+
+impl TscClock {
+    /// How long the one calibration per process lasts.
+    const CALIBRATION: Duration = Duration::from_millis(5);
+
+    fn new() -> TscClock {
+        static NS_PER_TICK_FP32: OnceLock<u64> = OnceLock::new();
+        let ns_per_tick_fp32 = *NS_PER_TICK_FP32.get_or_init(|| {
+            let (t0, c0) = (Instant::now(), arch::tsc::read());
+            while t0.elapsed() < Self::CALIBRATION {
+                std::hint::spin_loop();
+            }
+            let (ticks, ns) = (arch::tsc::read() - c0, t0.elapsed().as_nanos());
+            // The error is the jitter of the reads over the window: a few parts per million.
+            u64::try_from((ns << 32) / u128::from(ticks.max(1))).unwrap_or(u64::MAX)
+        });
+        TscClock { base: arch::tsc::read(), ns_per_tick_fp32 }
+    }
+
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        let ticks = arch::tsc::read().wrapping_sub(self.base);
+        ((u128::from(ticks) * u128::from(self.ns_per_tick_fp32)) >> 32) as u64
+    }
 }
 
 impl HostPlatform {
@@ -85,7 +122,7 @@ impl HostPlatform {
             .collect();
         HostPlatform {
             cpus,
-            epoch: Instant::now(),
+            clock: TscClock::new(),
             fpu: FpuFeatures::detect(),
         }
     }
@@ -99,6 +136,7 @@ impl HostPlatform {
             .expect("a CPU was entered twice");
     }
 
+    #[inline]
     fn this(&self) -> &HostCpu {
         let i = os_thread_cpu();
         self.cpus
@@ -142,16 +180,22 @@ impl HostPlatform {
 }
 
 impl Platform for HostPlatform {
+    #[inline]
     fn cpu_id(&self) -> CpuIndex {
         CpuIndex(os_thread_cpu())
     }
 
+    #[inline]
     fn irq_save_disable(&self) -> IrqState {
-        IrqState {
-            enabled: self.this().irqs_enabled.swap(false, Ordering::Relaxed),
-        }
+        // Only its own CPU writes the flag (nothing interrupts a host CPU), so a load and a store
+        // are the whole of `pushf; cli`: no locked exchange.
+        let flag = &self.this().irqs_enabled;
+        let enabled = flag.load(Ordering::Relaxed);
+        flag.store(false, Ordering::Relaxed);
+        IrqState { enabled }
     }
 
+    #[inline]
     fn irq_restore(&self, state: IrqState) {
         self.this()
             .irqs_enabled
@@ -164,8 +208,9 @@ impl Platform for HostPlatform {
         }
     }
 
+    #[inline]
     fn now_ns(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1)
+        self.clock.now_ns()
     }
 
     fn arm_timer(&self, deadline_ns: Option<u64>) {

@@ -9,17 +9,27 @@
 //! (counters), `arch::switch` (the register switch) and `arch::fpu` (extended state).
 //!
 //! The switch path (`schedule`), always with interrupts disabled:
-//! 1. expire due sleepers of this CPU (an O(1) check when none is due);
+//! 1. only if this CPU has a sleeper, read the clock and expire the due ones (the timer interrupt
+//!    and the idle loop expire them too, so a switch on a CPU without sleepers reads no clock);
 //! 2. under this CPU's queue lock: put the outgoing thread back (still `Running`) or take it off
 //!    (`Blocked`/`Dead`), pop the next one (or run the idle thread);
 //! 3. `switch_to`: prefetch the next window; wait for the next thread's `on_cpu` to clear (only a
 //!    thread just stolen from a CPU still switching away from it can have it set); prefetch its
 //!    stack top; save the outgoing extended state if it is an FPU thread and restore the incoming
 //!    one if it is an FPU thread whose state is not live in this CPU's registers; switch address
-//!    space if the incoming thread has one that is not loaded; `arch::switch::switch_window`;
-//! 4. `finish_switch`, run by whichever thread the CPU switched to: clear the outgoing thread's
-//!    `on_cpu` (`Release`: its window is complete) and, if it is dead, free its stack and drop the
-//!    scheduler's reference to it.
+//!    space if the incoming thread has one that is not loaded; `arch::switch::switch_window`, which
+//!    hands the outgoing thread to the incoming one in a register (Linux's `switch_to(prev, next,
+//!    last)`);
+//! 4. `finish_switch`, run by whichever thread the CPU switched to, with the thread the switch
+//!    handed it: clear that thread's `on_cpu` (`Release`: its window is complete) and, if it is
+//!    dead, free its stack and drop the scheduler's reference to it.
+//!
+//! Time slices: a preemption stamps `slice_start_ns` for the incoming thread, and the timer
+//! interrupt when it renews the slice of a thread nobody waits for. A voluntary switch (yield,
+//! block, exit) reads no clock: it leaves the incoming thread `UNSTAMPED`, and the next tick
+//! (which the outgoing thread's slice had armed) charges it half a slice, the mean of what it can
+//! have run since it came in. So a thread that comes in through a voluntary switch runs between
+//! half a slice and one and a half, a full one on average, before a tick preempts it.
 //!
 //! Memory rule for the kernel: wake-ups and `timer_interrupt` never allocate or free. A dead
 //! thread's stack is freed (and the scheduler's reference to its control block dropped; the block
@@ -74,6 +84,10 @@ impl Default for Config {
 
 /// No deadline (for `armed_ns` and `next_sleeper_ns`).
 const NEVER: u64 = u64::MAX;
+
+/// `slice_start_ns` of a thread that came in through a voluntary switch: the next tick dates its
+/// slice's start (see `timer_interrupt`).
+const UNSTAMPED: u64 = u64::MAX;
 
 /// Why the switch path runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -130,10 +144,9 @@ unsafe impl Send for Sleepers {}
 struct Local {
     current: AtomicPtr<Thread>,
     idle: AtomicPtr<Thread>,
-    /// The thread the last `switch_to` left, for `finish_switch`.
-    switched_from: AtomicPtr<Thread>,
     need_resched: AtomicBool,
     preempt_count: AtomicU32,
+    /// When the running thread's slice started (`UNSTAMPED`: dated by the next tick).
     slice_start_ns: AtomicU64,
     /// Deadline the platform timer is programmed for (`NEVER`: none).
     armed_ns: AtomicU64,
@@ -161,7 +174,6 @@ impl Cpu {
             local: CachePadded::new(Local {
                 current: AtomicPtr::new(null_mut()),
                 idle: AtomicPtr::new(null_mut()),
-                switched_from: AtomicPtr::new(null_mut()),
                 need_resched: AtomicBool::new(false),
                 preempt_count: AtomicU32::new(0),
                 slice_start_ns: AtomicU64::new(0),
@@ -352,7 +364,6 @@ impl<P: Platform> Scheduler<P> {
     /// robin).
     pub fn yield_now(&self) {
         let irq = self.platform.irq_save_disable();
-        bump(&self.cpus[self.this_cpu()].counters.voluntary_yields);
         self.schedule(Reason::Yield);
         self.platform.irq_restore(irq);
     }
@@ -443,20 +454,27 @@ impl<P: Platform> Scheduler<P> {
             return;
         }
         let slice = self.config.slice_ns;
-        let mut slice_end = cpu
-            .local
-            .slice_start_ns
-            .load(Ordering::Relaxed)
-            .saturating_add(slice);
-        if now >= slice_end {
-            if cpu.queue.lock().is_empty() {
+        let mut start = cpu.local.slice_start_ns.load(Ordering::Relaxed);
+        if start == UNSTAMPED {
+            // The thread came in through a voluntary switch, which reads no clock, at some moment
+            // since the last tick: charge it half a slice, the mean of what it can have run. Its
+            // slice then ends half a slice from now: it runs between half a slice and one and a
+            // half, a full one on average.
+            start = now.saturating_sub(slice / 2);
+            cpu.local.slice_start_ns.store(start, Ordering::Relaxed);
+        }
+        let slice_end = if now < start.saturating_add(slice) {
+            start.saturating_add(slice)
+        } else {
+            if cpu.queue.len_hint() > 0 {
+                // The switch stamps the next thread's slice.
+                cpu.local.need_resched.store(true, Ordering::Relaxed);
+            } else {
                 // Nobody waits: a new slice.
                 cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
-            } else {
-                cpu.local.need_resched.store(true, Ordering::Relaxed);
             }
-            slice_end = now.saturating_add(slice);
-        }
+            now.saturating_add(slice)
+        };
         self.arm(me, slice_end.min(next_sleeper));
     }
 
@@ -678,6 +696,11 @@ impl<P: Platform> Scheduler<P> {
     }
 
     /// The switch path (interrupts disabled). Returns when the calling thread runs again.
+    ///
+    /// The clock is read only where it is needed: when this CPU has a sleeper (to expire it), when
+    /// the idle thread hands over (to arm the slice tick) and on a preemption (to stamp the next
+    /// slice). On a voluntary switch otherwise, the incoming thread's slice is left `UNSTAMPED`
+    /// for the next tick to date (see `timer_interrupt`).
     fn schedule(&self, reason: Reason) {
         let me = self.this_cpu();
         let cpu = &self.cpus[me];
@@ -689,9 +712,17 @@ impl<P: Platform> Scheduler<P> {
                 0,
                 "a thread yielded, blocked or exited with preemption disabled"
             );
+            if reason == Reason::Yield {
+                bump(&cpu.counters.voluntary_yields);
+            }
         }
-        let now = self.platform.now_ns();
-        self.expire_sleepers(me, now);
+        let now = if matches!(reason, Reason::Idle | Reason::Preempt)
+            || cpu.local.next_sleeper_ns.load(Ordering::Relaxed) != NEVER
+        {
+            Some(self.now_expiring_sleepers(me))
+        } else {
+            None
+        };
         cpu.local.need_resched.store(false, Ordering::Relaxed);
         let prev_nn =
             NonNull::new(prev).expect("scheduling on a CPU that has not joined the scheduler");
@@ -702,31 +733,53 @@ impl<P: Platform> Scheduler<P> {
         }
         .map_or(idle, NonNull::as_ptr);
         if next == prev {
-            cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
+            if let Some(now) = now {
+                cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
+            }
             return;
+        }
+        cpu.local
+            .slice_start_ns
+            .store(now.unwrap_or(UNSTAMPED), Ordering::Relaxed);
+        if prev == idle && next != idle {
+            self.arm_leaving_idle(me, now);
         }
         // SAFETY: `prev` is alive (it is us); `next` was on our queue (alive, owned by us now) or is
         // our idle thread.
-        unsafe { self.switch_to(me, &*prev, &*next, prev == idle, next == idle, now) };
-        self.finish_switch();
+        let from = unsafe { self.switch_to(me, cpu, &*prev, &*next) };
+        // SAFETY: `from` is what the switch that resumed us handed over.
+        unsafe { self.finish_switch(from) };
     }
 
-    /// Steps 3 of the switch path: hand the CPU from `prev` to `next`; returns when `prev` runs
-    /// again.
+    /// The clock, after expiring this CPU's sleepers due by then: the switch path's rare part, kept
+    /// out of line so the common one stays short.
+    #[cold]
+    #[inline(never)]
+    fn now_expiring_sleepers(&self, me: usize) -> u64 {
+        let now = self.platform.now_ns();
+        self.expire_sleepers(me, now);
+        now
+    }
+
+    /// Leaving idle for a thread: the slice tick runs again while a thread does.
+    #[inline(never)]
+    fn arm_leaving_idle(&self, me: usize, now: Option<u64>) {
+        let now = now.unwrap_or_else(|| self.platform.now_ns());
+        let next_sleeper = self.cpus[me].local.next_sleeper_ns.load(Ordering::Relaxed);
+        self.arm(
+            me,
+            now.saturating_add(self.config.slice_ns).min(next_sleeper),
+        );
+    }
+
+    /// Step 3 of the switch path: hand the CPU from `prev` to `next`; returns when `prev` runs
+    /// again, with the thread the CPU (maybe another one) switched away from to resume it.
     ///
     /// # Safety
-    /// Interrupts disabled; `prev` is the thread running on CPU `me`; `next` was just picked there
-    /// (no other CPU will run it) and is not `prev`.
-    unsafe fn switch_to(
-        &self,
-        me: usize,
-        prev: &Thread,
-        next: &Thread,
-        prev_idle: bool,
-        next_idle: bool,
-        now: u64,
-    ) {
-        let cpu = &self.cpus[me];
+    /// Interrupts disabled; `cpu` is CPU `me`'s state; `prev` is the thread running there; `next`
+    /// was just picked there (no other CPU will run it) and is not `prev`.
+    #[inline]
+    unsafe fn switch_to(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread) -> *const Thread {
         if self.config.prefetch {
             prefetch(next.window.get().cast());
         }
@@ -744,7 +797,7 @@ impl<P: Platform> Scheduler<P> {
         if let Some((kind, _)) = self.fpu {
             // SAFETY: `prev` runs here; `next` is ours (see above); `kind` is enabled on every CPU
             // (platform contract).
-            unsafe { self.switch_fpu(me, prev, next, kind) };
+            unsafe { self.switch_fpu(me, cpu, prev, next, kind) };
         }
         if let Some(mm) = next.mm {
             let active = cpu.local.active_mm.load(Ordering::Relaxed);
@@ -754,31 +807,26 @@ impl<P: Platform> Scheduler<P> {
                 cpu.local.active_mm.store(mm.0.get(), Ordering::Relaxed);
             }
         }
-        cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
-        if prev_idle && !next_idle {
-            // Leaving idle: the slice tick runs again while a thread does.
-            let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
-            self.arm(
-                me,
-                now.saturating_add(self.config.slice_ns).min(next_sleeper),
-            );
-        }
         bump(&cpu.counters.context_switches);
-        cpu.local
-            .switched_from
-            .store((prev as *const Thread).cast_mut(), Ordering::Relaxed);
         // SAFETY: interrupts are off; `prev` is the running thread, whose window no other CPU
         // touches until `finish_switch` clears its `on_cpu`; `next` is suspended in a switch or
         // fresh from `Window::new_thread`, with its stack alive, and runs nowhere else (`on_cpu`).
-        unsafe { switch_window(prev.window.get(), next.window.get()) };
+        // The handoff is `prev` itself, which the switch passes on to `next`; what comes back is
+        // the thread that later switched to us.
+        unsafe {
+            switch_window(
+                prev.window.get(),
+                next.window.get(),
+                core::ptr::from_ref(prev) as usize,
+            ) as *const Thread
+        }
     }
 
     /// Save the outgoing FPU thread's state; restore the incoming one's unless still live here.
     ///
     /// # Safety
     /// As for `switch_to`, and `kind` is enabled on this CPU.
-    unsafe fn switch_fpu(&self, me: usize, prev: &Thread, next: &Thread, kind: FpuKind) {
-        let cpu = &self.cpus[me];
+    unsafe fn switch_fpu(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread, kind: FpuKind) {
         if let Some(area) = &prev.fpu
             && prev.entity.state() != State::Dead
         {
@@ -804,13 +852,17 @@ impl<P: Platform> Scheduler<P> {
         }
     }
 
-    /// Step 4 of the switch path, run by the thread the CPU switched to (interrupts disabled).
-    fn finish_switch(&self) {
-        // Re-read the CPU: the thread running this may have been switched out on another CPU.
-        let cpu = &self.cpus[self.this_cpu()];
-        let from = cpu.local.switched_from.swap(null_mut(), Ordering::Relaxed);
-        // SAFETY: set by the `switch_to` that brought us here; the thread is alive until reaped
-        // (below, by us) and nobody else runs it before we clear its `on_cpu`.
+    /// Step 4 of the switch path, run by the thread the CPU switched to (interrupts disabled):
+    /// `from` is the thread the switch that resumed us left, as `switch_to` returned it (or as
+    /// `thread_entry` received it).
+    ///
+    /// # Safety
+    /// `from` is the handoff of the switch that resumed the calling thread, and this is the first
+    /// `finish_switch` for that switch.
+    #[inline]
+    unsafe fn finish_switch(&self, from: *const Thread) {
+        // SAFETY: the `switch_to` that brought us here passed its running thread, which is alive
+        // until reaped (below, by us) and which nobody else runs before we clear its `on_cpu`.
         let from_ref = unsafe { from.as_ref() }.expect("finish_switch without a switch");
         let dead = from_ref.entity.state() == State::Dead;
         from_ref.entity.clear_on_cpu();
@@ -827,10 +879,11 @@ impl<P: Platform> Scheduler<P> {
 }
 
 /// Where every spawned thread starts (via `arch::switch`'s start trampoline), interrupts disabled.
-extern "C" fn thread_entry<P: Platform>(sched: usize) -> ! {
+extern "C" fn thread_entry<P: Platform>(sched: usize, from: usize) -> ! {
     // SAFETY: `spawn` passes the address of the `'static` scheduler.
     let s = unsafe { &*(sched as *const Scheduler<P>) };
-    s.finish_switch();
+    // SAFETY: `from` is the handoff of the switch that started this thread, finished only here.
+    unsafe { s.finish_switch(from as *const Thread) };
     let me = s.current_blockable();
     // SAFETY: we are this thread, alive while running, and take our own body once.
     let body = unsafe { me.as_ref().take_body() }.expect("a thread started twice");

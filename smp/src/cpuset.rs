@@ -10,9 +10,10 @@
 //! acquire/release on x86, where loads are plain moves and read-modify-writes are locked anyway),
 //! so a read that sees a bit also sees everything its writer did before setting it. Protocols that
 //! need a store-then-load order across two locations (`tracker`: mark active, then read the
-//! generation) add a `SeqCst` fence between the two. Operations on the whole set (`snapshot`,
-//! `insert_all`, `remove_all`, `take`,
-//! `is_empty`) touch the words one by one: they are atomic per word, not across words. Per bit
+//! generation) get it from the one total order of `SeqCst` operations (under loom, which models
+//! `SeqCst` accesses as acquire/release only, from a `SeqCst` fence between the two). Operations
+//! on the whole set (`snapshot`, `insert_all`, `remove_all`, `take`, `is_empty`) touch the words
+//! one by one: they are atomic per word, not across words. Per bit
 //! this is enough: a bit that stays set (or clear) during a snapshot is reported so, and a bit
 //! that changes during it is reported in either state.
 

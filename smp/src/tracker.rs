@@ -58,24 +58,28 @@
 //!
 //! # Why the generation check is sound
 //!
-//! `switch_in` inserts the CPU into `active`, issues a `SeqCst` fence, then loads `tlb_gen`;
-//! `begin_change` bumps `tlb_gen`, issues a `SeqCst` fence, then loads `active`. The two fences
-//! fall in one total order. If the changer's fence comes first, the bump before it is visible to
-//! the CPU's load after its own fence: the CPU sees the new generation, its slot is behind, and
-//! it flushes. If the CPU's fence comes first, the changer's load sees the CPU's bit (or, if the
-//! CPU already left, the CPU is not running the address space and its slot is behind: lazy
-//! catch-up) and sends an IPI. The fences are what the argument rests on (and what the loom
-//! model checks, loom treating `SeqCst` accesses as merely acquire/release); on x86 each costs
-//! an `mfence`, small beside the CR3 write or the IPI it guards. The bump is a release after the
-//! page-table edits, and `tlb_gen` only ever changes by read-modify-write, so a CPU that reads
-//! generation `g` also sees the edits of every change up to `g`: entries it fills after its
-//! flush are synced to `g`.
+//! `switch_in` inserts the CPU into `active` (a `SeqCst` read-modify-write), then loads `tlb_gen`
+//! (`SeqCst`); `begin_change` bumps `tlb_gen` (a `SeqCst` read-modify-write), then loads `active`
+//! (`SeqCst`). All four fall in the one total order of `SeqCst` operations, which each thread's
+//! program order respects and from which a `SeqCst` load reads the latest write before it. If the
+//! changer's bump comes first, the CPU's later load of `tlb_gen` sees it: its slot is behind, and
+//! it flushes. If the CPU's insert comes first, the changer's later load sees the CPU's bit (or,
+//! if the CPU already left, the CPU is not running the address space and its slot is behind: lazy
+//! catch-up) and sends an IPI. On x86 each read-modify-write is a locked instruction, itself a
+//! full barrier, and each `SeqCst` load a plain load: no `mfence`. loom treats `SeqCst` accesses
+//! as merely acquire/release, so under `--cfg loom` a `SeqCst` fence sits between each
+//! read-modify-write and the load after it, and the model checks the argument in that form. The
+//! bump is a release after the page-table edits, and `tlb_gen` only ever changes by
+//! read-modify-write, so a CPU that reads generation `g` also sees the edits of every change up to
+//! `g`: entries it fills after its flush are synced to `g`.
 
 use crate::cpuset::{AtomicCpuSet, CpuSet};
 use crate::ids::CpuId;
 use crate::pcid::{AsId, Pcid, PcidTable, SwitchIn};
 use crate::shootdown::{ShootdownMailbox, Ticket};
-use crate::sync::{AtomicU64, Ordering, fence};
+use crate::sync::{AtomicU64, Ordering};
+#[cfg(loom)]
+use crate::sync::fence;
 
 /// Ranges of more pages than this are flushed whole (the PCID's every entry) instead of page by
 /// page.
@@ -289,11 +293,20 @@ impl TlbTracker {
     /// writes CR3 as the result says; see the module comment for the whole sequence and the
     /// ordering argument.
     pub fn switch_in<const N: usize>(&self, cpu: CpuId, table: &mut PcidTable<N>) -> SwitchIn {
-        // `may_cache` first, so that whoever sees the `active` bit also sees this one.
-        self.may_cache.insert(cpu);
+        // `may_cache` first, so that whoever sees the `active` bit also sees this one. Only `cpu`
+        // itself adds or removes its bit there, so when it is still set (the CPU kept its slot
+        // since it last left) a load tells, and the locked read-modify-write is saved.
+        if !self.may_cache.contains(cpu) {
+            self.may_cache.insert(cpu);
+        }
         self.active.insert(cpu);
-        // The mark above must be visible before the generation is read: `begin_change` mirrors
-        // this fence (see the module comment).
+        // The mark above must be visible before the generation is read, and `begin_change`'s
+        // bump before its read of `active`. Both sides are a SeqCst read-modify-write followed by
+        // a SeqCst load, which the single total order of SeqCst operations already keeps from
+        // both reading the old value (and which x86 compiles to a locked instruction, itself a
+        // full barrier, then a plain load). loom does not model SeqCst accesses in full, so its
+        // runs keep the fences that say the same.
+        #[cfg(loom)]
         fence(Ordering::SeqCst);
         let now = self.tlb_gen.load(Ordering::SeqCst);
         table.switch_to(self.asid, now)
@@ -322,7 +335,8 @@ impl TlbTracker {
     /// No IPI when the address space is loaded on `cpu` alone (or nowhere).
     pub fn begin_change(&self, cpu: CpuId, range: PageRange, stats: &TlbStats) -> ChangePlan {
         let new_gen = self.tlb_gen.fetch_add(1, Ordering::SeqCst) + 1;
-        // The bump must be visible before `active` is read: `switch_in` mirrors this fence.
+        // The bump must be visible before `active` is read: see `switch_in`.
+        #[cfg(loom)]
         fence(Ordering::SeqCst);
         let active = self.active.snapshot();
         let may_cache = self.may_cache.snapshot();

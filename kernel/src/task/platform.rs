@@ -60,7 +60,7 @@ impl Platform for KernelPlatform {
 
     fn arm_timer(&self, deadline_ns: Option<u64>) {
         match deadline_ns {
-            Some(d) => time::arm_oneshot_ns(d.saturating_sub(time::now_ns()).max(1)),
+            Some(d) => time::arm_at_ns(d),
             None => apic::disarm(),
         }
     }

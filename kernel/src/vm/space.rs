@@ -529,6 +529,7 @@ impl Drop for AddressSpace {
             log::error!("aspace: destroying {}: {e}; waiting on", space.asid);
         }
         space.dead.store(true, Ordering::SeqCst);
+        DEATHS.fetch_add(1, Ordering::Release);
         let mem = UserTables::new();
         let mut frames = Vec::new();
         paging::for_each_leaf(&mem, space.pml4, 0..paging::KERNEL_HALF_FIRST_SLOT, |va, t| frames.push((va, t.pa)));
@@ -627,7 +628,13 @@ struct CpuSpaces {
     loaded: Option<Arc<Space>>,
     /// Whether CR3 holds `loaded`'s PML4 (false after leaving a destroyed space for the kernel's).
     cr3_is_loaded: bool,
+    /// [`DEATHS`] as of the last `forget_dead` that looked at the owners.
+    deaths_seen: u64,
 }
+
+/// How many address spaces have been destroyed: a CPU looks for dead slot owners only when this
+/// moved since it last looked.
+static DEATHS: AtomicU64 = AtomicU64::new(0);
 
 impl CpuSpaces {
     /// The state of a CPU touching address spaces for the first time: sets its CR4.PCIDE when CR3
@@ -643,11 +650,18 @@ impl CpuSpaces {
         } else {
             Slots::Untagged(PcidTable::new())
         };
-        CpuSpaces { slots, owners: [const { None }; DEFAULT_PCID_SLOTS], loaded: None, cr3_is_loaded: false }
+        CpuSpaces { slots, owners: [const { None }; DEFAULT_PCID_SLOTS], loaded: None, cr3_is_loaded: false, deaths_seen: 0 }
     }
 
-    /// Give back the slots of destroyed spaces.
+    /// Give back the slots of destroyed spaces. One load of [`DEATHS`] when no space died since
+    /// the last look, instead of one per slot owner, whose lines other CPUs write.
     fn forget_dead(&mut self) {
+        let deaths = DEATHS.load(Ordering::Acquire);
+        if deaths == self.deaths_seen {
+            return;
+        }
+        // A death counted after this load is seen at a later switch; its slot is only held longer.
+        self.deaths_seen = deaths;
         for owner in self.owners.iter_mut() {
             if let Some(space) = owner
                 && space.dead.load(Ordering::Acquire)
@@ -769,11 +783,14 @@ fn with_this_cpu<R>(f: impl FnOnce(CpuId, &mut CpuSpaces) -> R) -> R {
     assert!(!interrupts::are_enabled(), "per-CPU address-space state touched with interrupts on");
     let me = tlb::this_cpu();
     let cell = &CPUS[me.index()];
-    assert!(!cell.busy.swap(true, Ordering::Acquire), "{me}: per-CPU address-space state borrowed twice");
+    // Only this CPU, with interrupts off, touches its cell: a load and a store suffice (no locked
+    // exchange) to catch a nested borrow.
+    assert!(!cell.busy.load(Ordering::Relaxed), "{me}: per-CPU address-space state borrowed twice");
+    cell.busy.store(true, Ordering::Relaxed);
     // SAFETY: see `impl Sync for CpuCell`: this CPU, interrupts off, and `busy` was clear.
     let state = unsafe { &mut *cell.state.get() };
     let result = f(me, state.get_or_insert_with(CpuSpaces::new));
-    cell.busy.store(false, Ordering::Release);
+    cell.busy.store(false, Ordering::Relaxed);
     result
 }
 

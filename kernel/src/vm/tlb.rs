@@ -21,6 +21,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crossbeam_utils::CachePadded;
+
 use smp::{AsId, CpuId, CpuSet, MAX_CPUS, PageRange, Request, ShootdownMailbox, Ticket};
 use arch::mmu::{self, Cr3Load, Invpcid};
 
@@ -230,14 +232,24 @@ pub enum Counter {
 
 const NR_COUNTERS: usize = Counter::KernelRequestsServed as usize + 1;
 
-static COUNTERS: [[AtomicU64; NR_COUNTERS]; MAX_CPUS] =
-    [const { [const { AtomicU64::new(0) }; NR_COUNTERS] }; MAX_CPUS];
+/// Each CPU's counters in cache lines of their own, so that a CPU counting on its switch path never
+/// writes a line its neighbours count in.
+static COUNTERS: [CachePadded<[AtomicU64; NR_COUNTERS]>; MAX_CPUS] =
+    [const { CachePadded::new([const { AtomicU64::new(0) }; NR_COUNTERS]) }; MAX_CPUS];
 
 /// Add `n` to this CPU's counter `c`.
 pub fn count(c: Counter, n: u64) {
     if n != 0 {
-        // Relaxed: statistics, written by their own CPU only, ordering nothing.
-        COUNTERS[percpu::cpu_index() as usize % MAX_CPUS][c as usize].fetch_add(n, Ordering::Relaxed);
+        // Relaxed: statistics, written by their own CPU only, ordering nothing. With interrupts
+        // off (the switch and shootdown paths) nothing can run between a load and a store on this
+        // CPU, so those are the whole update; with interrupts on, an interrupt handler's count or a
+        // migration could, and a locked add keeps every count.
+        let cell = &COUNTERS[percpu::cpu_index() as usize % MAX_CPUS][c as usize];
+        if arch::interrupts::are_enabled() {
+            cell.fetch_add(n, Ordering::Relaxed);
+        } else {
+            cell.store(cell.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        }
     }
 }
 
