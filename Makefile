@@ -123,7 +123,7 @@ endef
 banner = @printf '\n==> %s\n' "$(1)"
 
 .PHONY: help run debug test check loom bench-quick ktest ktest-kvm iso limine limine-files bench kernel test-kernel \
-	deps host-deps rust-deps boot-check ovmf-vars clean
+	deps host-deps rust-deps boot-check ovmf-vars clean qemu10
 
 help:
 	@echo "make run        build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh, FIRMWARE=bios|uefi)"
@@ -140,6 +140,7 @@ help:
 	@echo "make iso        hybrid BIOS/UEFI Limine ISO in $(ISO) (needs LIMINE_DIR)"
 	@echo "make limine     fetch Limine $(LIMINE_BRANCH) into LIMINE_DIR=$(LIMINE_DIR)"
 	@echo "make deps       install what the other targets need (QEMU, xorriso, mtools, Rust target)"
+	@echo "make qemu10     unpack QEMU 10 from bookworm-backports into $(QEMU10_DIR) (the system QEMU stays)"
 	@echo "make clean      remove target/"
 	@echo "Options: the commented block at the top of this Makefile."
 
@@ -304,6 +305,54 @@ bench: rust-deps
 	  echo "bench: no $(QEMU) in PATH: part 2, the in-kernel rows in QEMU, is skipped (make deps installs it)"; fi; \
 	echo "cargo run --release -p bench -- --accel $(ACCEL)$$no_qemu"; \
 	cargo run --release -p bench -- --accel $(ACCEL)$$no_qemu
+
+# ---- QEMU 10 beside the system's QEMU ------------------------------------------------------------
+
+# QEMU 10.0 from Debian's bookworm-backports, unpacked into target/qemu10 and run through a wrapper
+# (target/qemu10/qemu-system-x86_64) without installing anything: a private sources list naming the
+# system's own Debian mirror, apt's lists and cache under target/qemu10/apt, `apt-get download` of
+# the QEMU packages and of the shared libraries the system lacks, `dpkg-deb -x` of each. Its
+# `-icount` makes guest time follow the instruction count, so counts repeat from boot to boot.
+QEMU10_DIR := target/qemu10
+QEMU10 := $(QEMU10_DIR)/qemu-system-x86_64
+QEMU10_APT = -o Dir::Etc::SourceList=$(CURDIR)/$(QEMU10_DIR)/apt/sources.list -o Dir::Etc::SourceParts=$(CURDIR)/$(QEMU10_DIR)/apt/sources.list.d \
+	-o Dir::State::Lists=$(CURDIR)/$(QEMU10_DIR)/apt/lists -o Dir::Cache=$(CURDIR)/$(QEMU10_DIR)/apt/cache -o APT::Get::List-Cleanup=0 \
+	-o Debug::NoLocking=1
+
+qemu10: $(QEMU10)
+
+$(QEMU10):
+	@mirror=$$( { sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null || true; \
+	              sed -n 's/^deb  *\(\[[^]]*\] *\)\{0,1\}\([^ ]*\)  *bookworm .*/\2/p' /etc/apt/sources.list 2>/dev/null || true; } \
+	            | grep -v security | head -n 1 ); \
+	[ -n "$$mirror" ] || { echo "qemu10: no Debian mirror in /etc/apt/sources.list{,.d}" >&2; exit 1; }; \
+	keyring=/usr/share/keyrings/debian-archive-keyring.gpg; \
+	root=$(CURDIR)/$(QEMU10_DIR); \
+	rm -rf "$$root/root" "$$root/debs"; \
+	mkdir -p "$$root/apt/lists/partial" "$$root/apt/cache/archives/partial" "$$root/apt/sources.list.d" "$$root/debs" "$$root/root"; \
+	printf 'deb [signed-by=%s] %s bookworm main\ndeb [signed-by=%s] %s bookworm-backports main\n' \
+	  "$$keyring" "$$mirror" "$$keyring" "$$mirror" > "$$root/apt/sources.list"; \
+	echo "qemu10: apt-get update (private lists in $(QEMU10_DIR)/apt, mirror $$mirror)"; \
+	apt-get $(QEMU10_APT) update -qq </dev/null; \
+	cd "$$root/debs"; \
+	apt-get $(QEMU10_APT) download -qq qemu-system-x86/bookworm-backports qemu-system-common/bookworm-backports \
+	  qemu-system-data/bookworm-backports </dev/null; \
+	for deb in *.deb; do dpkg-deb -x "$$deb" "$$root/root"; done; \
+	bin="$$root/root/usr/bin/qemu-system-x86_64"; \
+	for round in 1 2 3; do \
+	  missing=$$(LD_LIBRARY_PATH="$$root/root/usr/lib/x86_64-linux-gnu" ldd "$$bin" | sed -n 's/^\t*\([^ ]*\) => not found/\1/p'); \
+	  [ -z "$$missing" ] && break; \
+	  pkgs=$$(for lib in $$missing; do apt-cache $(QEMU10_APT) search --names-only "^$$(echo "$$lib" | sed 's/\.so\.*/ /;s/ .*//;s/_/-/g;s/^lib//')" \
+	          | cut -d' ' -f1 | head -n 1; done | sort -u); \
+	  echo "qemu10: the system lacks $$missing; downloading $$pkgs"; \
+	  apt-get $(QEMU10_APT) download -qq $$pkgs </dev/null; \
+	  for deb in *.deb; do dpkg-deb -x "$$deb" "$$root/root"; done; \
+	done; \
+	printf '#!/bin/sh\n# QEMU 10 from bookworm-backports, unpacked by `make qemu10`; not installed.\nroot=$$(dirname "$$(readlink -f "$$0")")/root\nLD_LIBRARY_PATH="$$root/usr/lib/x86_64-linux-gnu$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" exec "$$root/usr/bin/qemu-system-x86_64" -L "$$root/usr/share/qemu" -L /usr/share/seabios "$$@"\n' \
+	  > "$$root/qemu-system-x86_64"; \
+	chmod +x "$$root/qemu-system-x86_64"; \
+	"$$root/qemu-system-x86_64" --version | head -n 1
+
 
 clean:
 	cargo clean
