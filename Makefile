@@ -348,7 +348,7 @@ $(QEMU10):
 	  apt-get $(QEMU10_APT) download -qq $$pkgs </dev/null; \
 	  for deb in *.deb; do dpkg-deb -x "$$deb" "$$root/root"; done; \
 	done; \
-	printf '#!/bin/sh\n# QEMU 10 from bookworm-backports, unpacked by `make qemu10`; not installed.\nroot=$$(dirname "$$(readlink -f "$$0")")/root\nLD_LIBRARY_PATH="$$root/usr/lib/x86_64-linux-gnu$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" exec "$$root/usr/bin/qemu-system-x86_64" -L "$$root/usr/share/qemu" -L /usr/share/seabios "$$@"\n' \
+	printf '#!/bin/sh\n# QEMU 10 from bookworm-backports, unpacked by `make qemu10`; not installed.\nroot=$$(dirname "$$(readlink -f "$$0")")/root\nQEMU_MODULE_DIR="$$root/usr/lib/x86_64-linux-gnu/qemu" LD_LIBRARY_PATH="$$root/usr/lib/x86_64-linux-gnu$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" exec "$$root/usr/bin/qemu-system-x86_64" -L "$$root/usr/share/qemu" -L /usr/share/seabios "$$@"\n' \
 	  > "$$root/qemu-system-x86_64"; \
 	chmod +x "$$root/qemu-system-x86_64"; \
 	"$$root/qemu-system-x86_64" --version | head -n 1
