@@ -8,11 +8,13 @@
 //!
 //! Per vCPU ([`Vcpu`]):
 //! - `Begin(tag)` opens a window (an open one is discarded: its end never came); `End(tag)`
-//!   closes it into the tag's totals ([`TagStats`]); an `End` with no window of its tag open is
-//!   counted as unmatched.
+//!   closes it into the tag's totals ([`TagStats`]); an `End` with no window of its tag open and
+//!   nothing armed is counted as unmatched.
 //! - `Arm(tag)`: the next interrupt entry opens the window `tag`; it closes at the first block
 //!   after a block that ended in `iret`, i.e. on the first instruction of the resumed context,
-//!   which is not counted. An `End(tag)` disarms.
+//!   which is not counted. An `End(tag)` disarms. An interrupt window still open at the next
+//!   `Arm` or at an `End` of its tag is discarded: the interrupted context resumed without an
+//!   `iret` (a thread's first run, or a voluntary switch back).
 //! - An interrupt or exception taken is a block that starts inside one of the vector entry ranges
 //!   given to the plugin (the kernel's 16-byte `trap_stub_N` stubs: the CPU is the only way in).
 //!
@@ -185,6 +187,12 @@ impl Vcpu {
                             self.open = None;
                             self.close(window);
                         }
+                        // An interrupt window of this tag whose `iret` never came (the
+                        // interrupted context resumed some other way): dropped.
+                        Some(window) if window.tag == marker.tag => {
+                            debug_assert!(window.by_interrupt);
+                            self.discard_open();
+                        }
                         _ if was_armed => {}
                         _ => self.stats_mut(marker.tag).unmatched += 1,
                     }
@@ -329,6 +337,16 @@ mod tests {
         run(&mut vcpu, &block(K, &[NOP]));
         let s = stats(&vcpu, 9);
         assert_eq!((s.windows, s.unmatched), (0, 0));
+    }
+
+    #[test]
+    fn end_drops_an_open_interrupt_window_of_its_tag_without_calling_it_unmatched() {
+        let mut vcpu = Vcpu::default();
+        run(&mut vcpu, &block(K, &[ARM_9, NOP]));
+        run(&mut vcpu, &block(K + 0x1010, &[NOP]));
+        run(&mut vcpu, &block(K + 0x4000, &[NOP, END_9, NOP]));
+        let s = stats(&vcpu, 9);
+        assert_eq!((s.windows, s.discarded, s.unmatched), (0, 1, 0));
     }
 
     #[test]
