@@ -29,6 +29,11 @@ MEM ?=
 RELEASE ?=
 # QEMU -cpu model; empty: host under KVM, QEMU's default under TCG.
 CPU ?=
+# Part 2 of `make bench` (the in-kernel rows, with the guest instruction counter under TCG):
+# system (the QEMU in PATH) or qemu10 (QEMU 10 from bookworm-backports, unpacked by `make qemu10`,
+# run with -icount BENCH_ICOUNT: guest time follows the instruction count).
+BENCH_QEMU ?= system
+BENCH_ICOUNT ?= shift=auto,sleep=off
 # CPU counts the QEMU harness of `make test` boots, and the seconds each boot may take.
 KTEST_SMP ?= 1,2,4,8
 KTEST_TIMEOUT ?= 120
@@ -134,7 +139,7 @@ help:
 	@echo "make bench-quick (test) smoke run of every benchmark row, nothing timed is asserted"
 	@echo "make ktest-kvm  (test) short KVM run of the x2APIC and TSC-deadline paths, where /dev/kvm opens"
 	@echo "make ktest      (test) in-kernel tests in QEMU at -smp $(KTEST_SMP) (KTEST_ARGS=\"--filter NAME\")"
-	@echo "make bench      the benchmark: part 1 natively beside Linux, part 2 in QEMU"
+	@echo "make bench      the benchmark: part 1 natively beside Linux, part 2 in QEMU (BENCH_QEMU=qemu10: QEMU 10)"
 	@echo "make kernel     build the kernel ELF only ($(KERNEL_ELF))"
 	@echo "make test-kernel build the test kernel only ($(TEST_ELF))"
 	@echo "make iso        hybrid BIOS/UEFI Limine ISO in $(ISO) (needs LIMINE_DIR)"
@@ -299,12 +304,19 @@ ktest-kvm: host-deps test-kernel
 
 # Part 1 natively, then part 2: the release kernel boots in QEMU with `bench` (accelerator as
 # ACCEL=auto picks it) and its rows join the same report in target/bench.
+# BENCH_QEMU=qemu10: part 2 under QEMU 10 (make qemu10) with -icount, TCG only; where QEMU 10
+# cannot be had, the system's QEMU runs it.
 bench: rust-deps
 	$(call banner,bench: part 1 natively$(comma) part 2 in QEMU)
 	@no_qemu=""; if ! command -v $(QEMU) >/dev/null 2>&1; then no_qemu=" --no-qemu"; \
 	  echo "bench: no $(QEMU) in PATH: part 2, the in-kernel rows in QEMU, is skipped (make deps installs it)"; fi; \
-	echo "cargo run --release -p bench -- --accel $(ACCEL)$$no_qemu"; \
-	cargo run --release -p bench -- --accel $(ACCEL)$$no_qemu
+	part2="--accel $(ACCEL)$$no_qemu"; \
+	if [ "$(BENCH_QEMU)" = qemu10 ]; then \
+	  if $(MAKE) --no-print-directory qemu10; then part2="--accel tcg --qemu $(CURDIR)/$(QEMU10) --icount $(BENCH_ICOUNT)"; \
+	  else echo "bench: QEMU 10 could not be unpacked: part 2 runs under the system's QEMU"; fi; \
+	fi; \
+	echo "cargo run --release -p bench -- $$part2"; \
+	cargo run --release -p bench -- $$part2
 
 # ---- QEMU 10 beside the system's QEMU ------------------------------------------------------------
 
