@@ -121,7 +121,11 @@ struct Window {
 #[derive(Debug, Default)]
 pub struct Vcpu {
     open: Option<Window>,
+    /// The tag the next interrupt opens a window for (consumed by it).
     armed: Option<u16>,
+    /// The tag of the last `Arm`, until its `End`: that `End` matches even when the last arming
+    /// was consumed by an interrupt whose window has closed.
+    arming: Option<u16>,
     /// The last block executed ended in `iret`.
     after_iret: bool,
     /// Per tag, kept sorted by tag.
@@ -178,9 +182,10 @@ impl Vcpu {
                     self.open = Some(Window { tag: marker.tag, by_interrupt: false, counts: Counts::default() });
                 }
                 MarkerKind::End => {
-                    let was_armed = self.armed == Some(marker.tag);
+                    let was_armed = self.arming == Some(marker.tag);
                     if was_armed {
                         self.armed = None;
+                        self.arming = None;
                     }
                     match self.open {
                         Some(window) if window.tag == marker.tag && !window.by_interrupt => {
@@ -204,6 +209,7 @@ impl Vcpu {
                         self.discard_open();
                     }
                     self.armed = Some(marker.tag);
+                    self.arming = Some(marker.tag);
                 }
             }
         }
@@ -347,6 +353,19 @@ mod tests {
         run(&mut vcpu, &block(K + 0x4000, &[NOP, END_9, NOP]));
         let s = stats(&vcpu, 9);
         assert_eq!((s.windows, s.discarded, s.unmatched), (0, 1, 0));
+    }
+
+    #[test]
+    fn end_after_a_consumed_arm_is_not_unmatched() {
+        let mut vcpu = Vcpu::default();
+        run(&mut vcpu, &block(K, &[ARM_9, NOP]));
+        run(&mut vcpu, &block(K + 0x1010, &[NOP]));
+        run(&mut vcpu, &block(K + 0x3000, &[IRETQ]));
+        run(&mut vcpu, &block(K + 0x20, &[NOP, END_9]));
+        let s = stats(&vcpu, 9);
+        assert_eq!((s.windows, s.discarded, s.unmatched), (1, 0, 0));
+        run(&mut vcpu, &block(K + 0x20, &[END_9]));
+        assert_eq!(stats(&vcpu, 9).unmatched, 1, "a second End has nothing left to match");
     }
 
     #[test]
