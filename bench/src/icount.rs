@@ -216,7 +216,10 @@ pub fn annotate(run: &mut KernelRun, totals: &BTreeMap<u16, TagTotals>) -> Vec<S
             if t.user > 0 {
                 add("user_insns", t.user);
             }
-            add("interrupts", t.interrupts);
+            // An interrupt window holds one interrupt by construction (more only if nested).
+            if marker.per != "interrupt" {
+                add("interrupts", t.interrupts);
+            }
             for (name, n) in &t.special {
                 if *n > 0 {
                     add(name, *n);
