@@ -30,10 +30,12 @@ RELEASE ?=
 # QEMU -cpu model; empty: host under KVM, QEMU's default under TCG.
 CPU ?=
 # Part 2 of `make bench` (the in-kernel rows, with the guest instruction counter under TCG):
-# system (the QEMU in PATH) or qemu10 (QEMU 10 from bookworm-backports, unpacked by `make qemu10`,
-# run with -icount BENCH_ICOUNT: guest time follows the instruction count).
+# system (the QEMU in PATH) or qemu10 (QEMU 10 from bookworm-backports, unpacked by `make qemu10`).
+# BENCH_ICOUNT, with qemu10: QEMU's -icount options (e.g. shift=auto,sleep=off: guest time follows
+# the instruction count). Empty by default: -icount puts every vCPU on one thread, where QEMU 10
+# reports the wrong vCPU to plugins, so the counter stays off with it.
 BENCH_QEMU ?= system
-BENCH_ICOUNT ?= shift=auto,sleep=off
+BENCH_ICOUNT ?=
 # CPU counts the QEMU harness of `make test` boots, and the seconds each boot may take.
 KTEST_SMP ?= 1,2,4,8
 KTEST_TIMEOUT ?= 120
@@ -304,15 +306,16 @@ ktest-kvm: host-deps test-kernel
 
 # Part 1 natively, then part 2: the release kernel boots in QEMU with `bench` (accelerator as
 # ACCEL=auto picks it) and its rows join the same report in target/bench.
-# BENCH_QEMU=qemu10: part 2 under QEMU 10 (make qemu10) with -icount, TCG only; where QEMU 10
-# cannot be had, the system's QEMU runs it.
+# BENCH_QEMU=qemu10: part 2 under QEMU 10 (make qemu10) and TCG; where QEMU 10 cannot be had,
+# the system's QEMU runs it.
 bench: rust-deps
 	$(call banner,bench: part 1 natively$(comma) part 2 in QEMU)
 	@no_qemu=""; if ! command -v $(QEMU) >/dev/null 2>&1; then no_qemu=" --no-qemu"; \
 	  echo "bench: no $(QEMU) in PATH: part 2, the in-kernel rows in QEMU, is skipped (make deps installs it)"; fi; \
 	part2="--accel $(ACCEL)$$no_qemu"; \
 	if [ "$(BENCH_QEMU)" = qemu10 ]; then \
-	  if $(MAKE) --no-print-directory qemu10; then part2="--accel tcg --qemu $(CURDIR)/$(QEMU10) --icount $(BENCH_ICOUNT)"; \
+	  if $(MAKE) --no-print-directory qemu10; then \
+	    part2="--accel tcg --qemu $(CURDIR)/$(QEMU10)$(if $(BENCH_ICOUNT), --icount $(BENCH_ICOUNT))"; \
 	  else echo "bench: QEMU 10 could not be unpacked: part 2 runs under the system's QEMU"; fi; \
 	fi; \
 	echo "cargo run --release -p bench -- $$part2"; \

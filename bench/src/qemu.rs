@@ -117,7 +117,8 @@ pub fn decide_accel(choice: AccelChoice, kvm_opens: bool, cpuinfo: &str) -> Acce
 pub struct Plan {
     pub qemu: PathBuf,
     /// QEMU's `-icount` option, if any (`shift=auto,sleep=off`): guest time follows the
-    /// instruction count, so counts repeat from boot to boot (QEMU 10; 7.2 hangs starting CPU 1).
+    /// instruction count (QEMU 10; 7.2 hangs starting CPU 1). It puts all vCPUs on one thread,
+    /// where QEMU 10 misreports vCPUs to plugins, so the instruction counter stays off with it.
     pub icount: Option<String>,
     /// QEMU's own `--version` line.
     pub qemu_version: String,

@@ -26,6 +26,12 @@
 //! icount end
 //! ```
 //!
+//! Limits: callbacks name the vCPU QEMU reports. Under multi-threaded TCG (QEMU's default) that is
+//! the running vCPU in QEMU 7.2 and 10. Under one thread for all vCPUs (`-accel tcg,thread=single`,
+//! or any `-icount`), QEMU 10 reports the vCPU that translated the block instead: with more than
+//! one vCPU its counts are wrong (QEMU 7.2 measured right in that mode). An exception in the
+//! middle of a block counts the block's tail once too often (see `count`).
+//!
 //! Build: `cargo build -p icount --release` for QEMU 7.2 (plugin API 1, the default feature
 //! `api-v1`); `--no-default-features --features api-v4` for QEMU 10.0 (which loads API 2 to 4).
 //!
