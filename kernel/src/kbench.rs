@@ -540,7 +540,10 @@ impl PreemptWatch {
             }
             ran_before = true;
         }
-        arch::marker::end::<{ tag::PREEMPT_TIMER }>();
+        // Disarm, if this thread armed at all (it may find the row done before its first turn).
+        if ran_before {
+            arch::marker::end::<{ tag::PREEMPT_TIMER }>();
+        }
         gaps
     }
 }
