@@ -7,7 +7,7 @@
 //! lines, read by `qemu::parse`). The plugin writes per tag and vCPU: windows, kernel and user
 //! instructions, interrupts taken, and the expensive instructions. [`annotate`] divides them by
 //! the operations and adds them to the row's counts: `kernel_insns_per_switch`,
-//! `cr3_writes_per_switch`, `target_kernel_insns_per_interrupt`, ...
+//! `cr3_write_insns_per_switch`, `target_kernel_insns_per_interrupt`, ...
 //!
 //! [`prepare`] fails with a reason where the counter cannot run (a KVM guest, a QEMU whose plugin
 //! API this crate does not build for, a failed plugin build): `main` then says so and part 2 runs
@@ -230,9 +230,11 @@ pub fn annotate(run: &mut KernelRun, totals: &BTreeMap<u16, TagTotals>) -> Vec<S
             if marker.per != "interrupt" {
                 add("interrupts", t.interrupts);
             }
+            // `cr3_write_insns`, `hlt_insns`, ...: apart from the kernel's own event counts of
+            // similar names (`cr3_writes_per_switch`).
             for (name, n) in &t.special {
                 if *n > 0 {
-                    add(name, *n);
+                    add(&format!("{}_insns", name.trim_end_matches('s')), *n);
                 }
             }
         }
@@ -314,7 +316,7 @@ icount end
         assert_eq!(count(0, "interrupts_per_switch"), Some(Some(0.0005)));
         assert_eq!(count(0, "user_insns_per_switch"), None, "no user instructions ran: no column");
         assert_eq!(count(1, "target_kernel_insns_per_interrupt"), Some(Some(500.0)));
-        assert_eq!(count(1, "target_wrmsr_per_interrupt"), Some(Some(0.1)));
+        assert_eq!(count(1, "target_wrmsr_insns_per_interrupt"), Some(Some(0.1)));
     }
 
     #[test]
