@@ -326,8 +326,8 @@ bench: rust-deps
 # QEMU 10.0 from Debian's bookworm-backports, unpacked into target/qemu10 and run through a wrapper
 # (target/qemu10/qemu-system-x86_64) without installing anything: a private sources list naming the
 # system's own Debian mirror, apt's lists and cache under target/qemu10/apt, `apt-get download` of
-# the QEMU packages and of the shared libraries the system lacks, `dpkg-deb -x` of each. Its
-# `-icount` makes guest time follow the instruction count, so counts repeat from boot to boot.
+# the QEMU packages and of the shared libraries the system lacks, `dpkg-deb -x` of each. Unlike
+# QEMU 7.2 it starts a second CPU under `-icount` (guest time following the instruction count).
 QEMU10_DIR := target/qemu10
 QEMU10 := $(QEMU10_DIR)/qemu-system-x86_64
 QEMU10_APT = -o Dir::Etc::SourceList=$(CURDIR)/$(QEMU10_DIR)/apt/sources.list -o Dir::Etc::SourceParts=$(CURDIR)/$(QEMU10_DIR)/apt/sources.list.d \
