@@ -29,6 +29,13 @@ MEM ?=
 RELEASE ?=
 # QEMU -cpu model; empty: host under KVM, QEMU's default under TCG.
 CPU ?=
+# Part 2 of `make bench` (the in-kernel rows, with the guest instruction counter under TCG):
+# system (the QEMU in PATH) or qemu10 (QEMU 10 from bookworm-backports, unpacked by `make qemu10`).
+# BENCH_ICOUNT, with qemu10: QEMU's -icount options (e.g. shift=auto,sleep=off: guest time follows
+# the instruction count). Empty by default: -icount puts every vCPU on one thread, where QEMU 10
+# reports the wrong vCPU to plugins, so the counter stays off with it.
+BENCH_QEMU ?= system
+BENCH_ICOUNT ?=
 # CPU counts the QEMU harness of `make test` boots, and the seconds each boot may take.
 KTEST_SMP ?= 1,2,4,8
 KTEST_TIMEOUT ?= 120
@@ -131,7 +138,7 @@ endef
 banner = @printf '\n==> %s\n' "$(1)"
 
 .PHONY: help run debug test check loom bench-quick ktest ktest-kvm iso limine limine-files bench kernel test-kernel \
-	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel
+	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel qemu10
 
 help:
 	@echo "make run        build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh, FIRMWARE=bios|uefi)"
@@ -145,12 +152,13 @@ help:
 	@echo "make user       build the user test programs (musl, static) and $(INITRAMFS)"
 	@echo "make user-oracle (check) run every user program on the host Linux, record its lines in $(USER_EXPECTED)/"
 	@echo "make user-kernel run every user program as init of the kernel at -smp $(KTEST_SMP), compare with Linux"
-	@echo "make bench      the benchmark: part 1 natively beside Linux, part 2 in QEMU"
+	@echo "make bench      the benchmark: part 1 natively beside Linux, part 2 in QEMU (BENCH_QEMU=qemu10: QEMU 10)"
 	@echo "make kernel     build the kernel ELF only ($(KERNEL_ELF))"
 	@echo "make test-kernel build the test kernel only ($(TEST_ELF))"
 	@echo "make iso        hybrid BIOS/UEFI Limine ISO in $(ISO) (needs LIMINE_DIR)"
 	@echo "make limine     fetch Limine $(LIMINE_BRANCH) into LIMINE_DIR=$(LIMINE_DIR)"
 	@echo "make deps       install what the other targets need (QEMU, xorriso, mtools, musl, Rust target)"
+	@echo "make qemu10     unpack QEMU 10 from bookworm-backports into $(QEMU10_DIR) (the system QEMU stays)"
 	@echo "make clean      remove target/"
 	@echo "Options: the commented block at the top of this Makefile."
 
@@ -310,12 +318,68 @@ ktest-kvm: host-deps test-kernel
 
 # Part 1 natively, then part 2: the release kernel boots in QEMU with `bench` (accelerator as
 # ACCEL=auto picks it) and its rows join the same report in target/bench.
+# BENCH_QEMU=qemu10: part 2 under QEMU 10 (make qemu10) and TCG; where QEMU 10 cannot be had,
+# the system's QEMU runs it.
 bench: rust-deps
 	$(call banner,bench: part 1 natively$(comma) part 2 in QEMU)
 	@no_qemu=""; if ! command -v $(QEMU) >/dev/null 2>&1; then no_qemu=" --no-qemu"; \
 	  echo "bench: no $(QEMU) in PATH: part 2, the in-kernel rows in QEMU, is skipped (make deps installs it)"; fi; \
-	echo "cargo run --release -p bench -- --accel $(ACCEL)$$no_qemu"; \
-	cargo run --release -p bench -- --accel $(ACCEL)$$no_qemu
+	part2="--accel $(ACCEL)$$no_qemu"; \
+	if [ "$(BENCH_QEMU)" = qemu10 ]; then \
+	  if $(MAKE) --no-print-directory qemu10; then \
+	    part2="--accel tcg --qemu $(CURDIR)/$(QEMU10)$(if $(BENCH_ICOUNT), --icount $(BENCH_ICOUNT))"; \
+	  else echo "bench: QEMU 10 could not be unpacked: part 2 runs under the system's QEMU"; fi; \
+	fi; \
+	echo "cargo run --release -p bench -- $$part2"; \
+	cargo run --release -p bench -- $$part2
+
+# ---- QEMU 10 beside the system's QEMU ------------------------------------------------------------
+
+# QEMU 10.0 from Debian's bookworm-backports, unpacked into target/qemu10 and run through a wrapper
+# (target/qemu10/qemu-system-x86_64) without installing anything: a private sources list naming the
+# system's own Debian mirror, apt's lists and cache under target/qemu10/apt, `apt-get download` of
+# the QEMU packages and of the shared libraries the system lacks, `dpkg-deb -x` of each. Unlike
+# QEMU 7.2 it starts a second CPU under `-icount` (guest time following the instruction count).
+QEMU10_DIR := target/qemu10
+QEMU10 := $(QEMU10_DIR)/qemu-system-x86_64
+QEMU10_APT = -o Dir::Etc::SourceList=$(CURDIR)/$(QEMU10_DIR)/apt/sources.list -o Dir::Etc::SourceParts=$(CURDIR)/$(QEMU10_DIR)/apt/sources.list.d \
+	-o Dir::State::Lists=$(CURDIR)/$(QEMU10_DIR)/apt/lists -o Dir::Cache=$(CURDIR)/$(QEMU10_DIR)/apt/cache -o APT::Get::List-Cleanup=0 \
+	-o Debug::NoLocking=1
+
+qemu10: $(QEMU10)
+
+$(QEMU10):
+	@mirror=$$( { sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null || true; \
+	              sed -n 's/^deb  *\(\[[^]]*\] *\)\{0,1\}\([^ ]*\)  *bookworm .*/\2/p' /etc/apt/sources.list 2>/dev/null || true; } \
+	            | grep -v security | head -n 1 ); \
+	[ -n "$$mirror" ] || { echo "qemu10: no Debian mirror in /etc/apt/sources.list{,.d}" >&2; exit 1; }; \
+	keyring=/usr/share/keyrings/debian-archive-keyring.gpg; \
+	root=$(CURDIR)/$(QEMU10_DIR); \
+	rm -rf "$$root/root" "$$root/debs"; \
+	mkdir -p "$$root/apt/lists/partial" "$$root/apt/cache/archives/partial" "$$root/apt/sources.list.d" "$$root/debs" "$$root/root"; \
+	printf 'deb [signed-by=%s] %s bookworm main\ndeb [signed-by=%s] %s bookworm-backports main\n' \
+	  "$$keyring" "$$mirror" "$$keyring" "$$mirror" > "$$root/apt/sources.list"; \
+	echo "qemu10: apt-get update (private lists in $(QEMU10_DIR)/apt, mirror $$mirror)"; \
+	apt-get $(QEMU10_APT) update -qq </dev/null; \
+	cd "$$root/debs"; \
+	apt-get $(QEMU10_APT) download -qq qemu-system-x86/bookworm-backports qemu-system-common/bookworm-backports \
+	  qemu-system-data/bookworm-backports </dev/null; \
+	for deb in *.deb; do dpkg-deb -x "$$deb" "$$root/root"; done; \
+	bin="$$root/root/usr/bin/qemu-system-x86_64"; \
+	for round in 1 2 3; do \
+	  missing=$$(LD_LIBRARY_PATH="$$root/root/usr/lib/x86_64-linux-gnu" ldd "$$bin" | sed -n 's/^\t*\([^ ]*\) => not found/\1/p'); \
+	  [ -z "$$missing" ] && break; \
+	  pkgs=$$(for lib in $$missing; do apt-cache $(QEMU10_APT) search --names-only "^$$(echo "$$lib" | sed 's/\.so\.*/ /;s/ .*//;s/_/-/g;s/^lib//')" \
+	          | cut -d' ' -f1 | head -n 1; done | sort -u); \
+	  echo "qemu10: the system lacks $$missing; downloading $$pkgs"; \
+	  apt-get $(QEMU10_APT) download -qq $$pkgs </dev/null; \
+	  for deb in *.deb; do dpkg-deb -x "$$deb" "$$root/root"; done; \
+	done; \
+	printf '#!/bin/sh\n# QEMU 10 from bookworm-backports, unpacked by `make qemu10`; not installed.\nroot=$$(dirname "$$(readlink -f "$$0")")/root\nQEMU_MODULE_DIR="$$root/usr/lib/x86_64-linux-gnu/qemu" LD_LIBRARY_PATH="$$root/usr/lib/x86_64-linux-gnu$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" exec "$$root/usr/bin/qemu-system-x86_64" -L "$$root/usr/share/qemu" -L /usr/share/seabios "$$@"\n' \
+	  > "$$root/qemu-system-x86_64"; \
+	chmod +x "$$root/qemu-system-x86_64"; \
+	"$$root/qemu-system-x86_64" --version | head -n 1
+
 
 clean:
 	cargo clean

@@ -1,8 +1,9 @@
 //! Everything that is x86_64 machine code in this kernel lives in this crate.
 //!
 //! Two halves:
-//! - modules that also build and run on a Linux host in user space (`switch`, `fpu`, `tsc`, `probe`), so the
-//!   very routine the kernel switches threads with can be tested and benchmarked natively;
+//! - modules that also build and run on a Linux host in user space (`switch`, `fpu`, `tsc`, `probe`,
+//!   `marker`), so the very routine the kernel switches threads with can be tested and benchmarked
+//!   natively, and the counting markers run the same in both places;
 //! - privileged modules (`cfg(target_os = "none")`): entry code and interrupt stubs (`boot`,
 //!   `trap`, `trampoline`), descriptor tables (`gdt` with the TSS, `idt`), control registers
 //!   (`cr`), CR3 loads and TLB flushes (`mmu`), the interrupt flag (`interrupts`), MSRs (`msr`),
@@ -35,3 +36,4 @@ pub mod port;
 pub mod stack;
 pub mod trampoline;
 pub mod testsupport;
+pub mod marker;

@@ -14,15 +14,22 @@
 //! operation. Where the accelerator emulates the CPU the kernel says its cycles mean nothing and
 //! only the counts are reported.
 //!
+//! Under TCG a plugin counts the guest instructions of each in-kernel row between the kernel's
+//! marker NOPs (`icount`); each row gains kernel instructions and expensive instructions per
+//! operation. Where the plugin cannot run, the report says why and the rows keep their other
+//! counts.
+//!
 //! Output: a table on stdout, then `results.json` and `results.svg` (`report`) in the output
 //! directory.
 //!
-//! Usage: `bench [--quick] [--cpu N] [--out DIR] [--accel auto|tcg|kvm] [--no-qemu]`. `--quick`
+//! Usage: `bench [--quick] [--cpu N] [--out DIR] [--accel auto|tcg|kvm] [--no-qemu] [--qemu PATH]
+//! [--icount OPTS] [--no-count]`. `--quick`
 //! shrinks every sample count so the whole run takes seconds; it exercises every row's code path
 //! but its figures mean little.
 
 mod coro;
 mod host;
+mod icount;
 mod linux;
 mod measure;
 mod ours;
@@ -58,6 +65,12 @@ struct Options {
     accel: AccelChoice,
     /// Skip part 2 (no QEMU here).
     no_qemu: bool,
+    /// Part 2's QEMU, instead of the one in `PATH`.
+    qemu: Option<PathBuf>,
+    /// QEMU's `-icount` option for part 2.
+    icount: Option<String>,
+    /// Boot part 2 without the instruction counter.
+    no_count: bool,
 }
 
 const USAGE: &str = "usage: bench [--quick] [--cpu N] [--out DIR] [--accel auto|tcg|kvm] [--no-qemu]
@@ -67,7 +80,10 @@ const USAGE: &str = "usage: bench [--quick] [--cpu N] [--out DIR] [--accel auto|
                target/bench/quick for --quick, so a smoke run never replaces real results)
   --accel A    part 2's QEMU accelerator: auto (default: KVM only where /dev/kvm opens and the
                CPU shows vmx/svm, else TCG), tcg or kvm
-  --no-qemu    skip part 2, the in-kernel rows in QEMU (for machines without QEMU)";
+  --no-qemu    skip part 2, the in-kernel rows in QEMU (for machines without QEMU)
+  --qemu PATH  part 2's qemu-system-x86_64 (default: the one in PATH)
+  --icount O   pass -icount O to part 2's QEMU (QEMU 10: shift=auto,sleep=off)
+  --no-count   no instruction counter in part 2 (it runs under TCG otherwise)";
 
 /// The workspace root, where part 2 builds the kernel.
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -78,6 +94,7 @@ const DEFAULT_OUT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/be
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
     let (mut quick, mut cpu, mut out_dir) = (false, None, None);
     let (mut accel, mut no_qemu) = (AccelChoice::Auto, false);
+    let (mut qemu, mut icount, mut no_count) = (None, None, false);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -89,6 +106,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
             "--out" => out_dir = Some(PathBuf::from(args.next().ok_or("--out needs a directory")?)),
             "--accel" => accel = AccelChoice::parse(&args.next().ok_or("--accel needs auto, tcg or kvm")?)?,
             "--no-qemu" => no_qemu = true,
+            "--qemu" => qemu = Some(PathBuf::from(args.next().ok_or("--qemu needs a path")?)),
+            "--icount" => icount = Some(args.next().ok_or("--icount needs QEMU's -icount options")?),
+            "--no-count" => no_count = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument: {other}")),
         }
@@ -97,7 +117,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
         let dir = PathBuf::from(DEFAULT_OUT_DIR);
         if quick { dir.join("quick") } else { dir }
     });
-    Ok(Options { quick, cpu, out_dir, accel, no_qemu })
+    Ok(Options { quick, cpu, out_dir, accel, no_qemu, qemu, icount, no_count })
 }
 
 fn main() -> ExitCode {
@@ -147,7 +167,11 @@ struct Native {
 fn run(options: &Options) -> io::Result<()> {
     // Part 2's kernel is built first, so a build failure ends the run before part 1's minutes, and
     // its compiler does not run beside part 1's measurements.
-    let plan = if options.no_qemu { None } else { Some(qemu::prepare(options.accel, Path::new(WORKSPACE))?) };
+    let plan = if options.no_qemu {
+        None
+    } else {
+        Some(qemu::prepare(options.accel, Path::new(WORKSPACE), options.qemu.clone(), options.icount.clone())?)
+    };
     // Part 1 pins the thread it runs on; QEMU, started later from this unpinned thread, keeps
     // every CPU for its virtual CPUs.
     let native = thread::scope(|scope| {
@@ -157,7 +181,7 @@ fn run(options: &Options) -> io::Result<()> {
     let guest = match &plan {
         Some(plan) => {
             eprintln!("bench: part 2: the kernel's own paths in QEMU ({}; {})", plan.accel.label, plan.accel.why);
-            let (kernel_run, wall) = qemu::run(plan, options.quick, |line| eprintln!("bench: in QEMU: {line}"))?;
+            let (kernel_run, wall) = counted_run(plan, options, &mut footnotes)?;
             let (kernel_rows, guest) = qemu::rows(plan, &kernel_run, wall, &peers);
             rows.extend(kernel_rows);
             Some(guest)
@@ -173,6 +197,63 @@ fn run(options: &Options) -> io::Result<()> {
     let out_dir = std::fs::canonicalize(&options.out_dir)?;
     eprintln!("bench: wrote {0}/results.json and {0}/results.svg", out_dir.display());
     Ok(())
+}
+
+/// Part 2's boot, with the instruction counter where it can run: its counts join the rows and a
+/// footnote says how they were taken, or why there are none. A smoke run (`--quick`) fails when
+/// the counter ran but a row's windows are missing or its markers did not match; a counter that
+/// could not be built or loaded only costs the counts.
+fn counted_run(
+    plan: &qemu::Plan,
+    options: &Options,
+    footnotes: &mut Vec<String>,
+) -> io::Result<(qemu::KernelRun, Duration)> {
+    let progress = |line: &str| eprintln!("bench: in QEMU: {line}");
+    let counter = if options.no_count {
+        Err("--no-count".to_owned())
+    } else {
+        std::fs::create_dir_all(&options.out_dir)?;
+        icount::prepare(plan, Path::new(WORKSPACE), &options.out_dir.join("icount.txt"))
+    };
+    let counter = match counter {
+        Ok(counter) => counter,
+        Err(why) => {
+            eprintln!("bench: no instruction counts: {why}");
+            footnotes.push(format!("In-kernel instruction counts: not measured ({why})."));
+            return qemu::run(plan, options.quick, &[], progress);
+        }
+    };
+    let (mut run, wall) = match qemu::run(plan, options.quick, &counter.qemu_args(), progress) {
+        Ok(done) => done,
+        Err(why) => {
+            eprintln!("bench: the boot with the instruction counter failed ({why}); booting again without it");
+            footnotes.push(format!("In-kernel instruction counts: not measured (the boot with the plugin failed: {why})."));
+            return qemu::run(plan, options.quick, &[], progress);
+        }
+    };
+    let problems = match counter.read() {
+        Ok(totals) => icount::annotate(&mut run, &totals),
+        Err(why) => vec![why],
+    };
+    if !problems.is_empty() {
+        let text = problems.join("; ");
+        if options.quick {
+            return Err(io::Error::other(format!("the instruction counter's check failed: {text}")));
+        }
+        eprintln!("bench: instruction counter: {text}");
+        footnotes.push(format!("In-kernel instruction counts: incomplete ({text})."));
+    }
+    footnotes.push(format!(
+        "In-kernel instruction counts: guest instructions between the kernel's marker NOPs, counted by a \
+         TCG plugin (plugin API {}, {}){}; per operation, \"kernel insns\" are ring-0 instructions on the \
+         vCPU of the window, both threads of a switch included. Interrupt windows run from the entry \
+         stub to the first instruction after its iretq. Spin-waits inside a window count every turn, so \
+         rows that wait for another vCPU depend on how QEMU schedules the vCPUs.",
+        counter.api,
+        plan.qemu_version,
+        plan.icount.as_ref().map_or_else(|| " without -icount".to_owned(), |icount| format!(", -icount {icount}"))
+    ));
+    Ok((run, wall))
 }
 
 /// Part 1: every native row, on a thread pinned to the chosen CPU. `in_kernel_follows` says part 2
@@ -403,7 +484,13 @@ mod tests {
 
     #[test]
     fn every_flag_is_understood() {
-        let options = parse_args(args("--quick --cpu 1 --out /tmp/x --accel tcg --no-qemu")).unwrap();
+        let options = parse_args(args(
+            "--quick --cpu 1 --out /tmp/x --accel tcg --no-qemu --qemu /q/qemu --icount shift=auto --no-count",
+        ))
+        .unwrap();
+        assert_eq!(options.qemu, Some(PathBuf::from("/q/qemu")));
+        assert_eq!(options.icount.as_deref(), Some("shift=auto"));
+        assert!(options.no_count);
         assert!(options.quick);
         assert_eq!(options.cpu, Some(1));
         assert_eq!(options.out_dir, PathBuf::from("/tmp/x"));

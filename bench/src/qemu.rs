@@ -116,6 +116,10 @@ pub fn decide_accel(choice: AccelChoice, kvm_opens: bool, cpuinfo: &str) -> Acce
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub qemu: PathBuf,
+    /// QEMU's `-icount` option, if any (`shift=auto,sleep=off`): guest time follows the
+    /// instruction count (QEMU 10; 7.2 hangs starting CPU 1). It puts all vCPUs on one thread,
+    /// where QEMU 10 misreports vCPUs to plugins, so the instruction counter stays off with it.
+    pub icount: Option<String>,
     /// QEMU's own `--version` line.
     pub qemu_version: String,
     pub accel: Accel,
@@ -125,6 +129,14 @@ pub struct Plan {
 /// QEMU's arguments for booting `plan` with `bench` (or `bench=quick`) on the kernel's command
 /// line, with the Makefile's machine, serial and exit device settings.
 pub fn qemu_args(plan: &Plan, quick: bool) -> Vec<String> {
+    let mut args = machine_args(plan, quick);
+    if let Some(icount) = &plan.icount {
+        args.extend(["-icount".to_owned(), icount.clone()]);
+    }
+    args
+}
+
+fn machine_args(plan: &Plan, quick: bool) -> Vec<String> {
     let cpu_model = if plan.accel.qemu_name == "kvm" { "host" } else { "qemu64" };
     let cmdline = if quick { "bench=quick" } else { "bench" };
     let mut args: Vec<String> = ["-machine", "q35", "-accel", plan.accel.qemu_name, "-cpu", cpu_model, "-smp"]
@@ -156,10 +168,10 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
     env::split_paths(&env::var_os("PATH")?).map(|dir| dir.join(name)).find(|path| path.is_file())
 }
 
-/// Find QEMU, pick the accelerator and build the release kernel. Fails, saying how to skip part
-/// 2, when QEMU is missing.
-pub fn prepare(choice: AccelChoice, workspace: &Path) -> io::Result<Plan> {
-    let qemu = find_in_path(QEMU).ok_or_else(|| {
+/// Find QEMU (`qemu`, or the one in `PATH`), pick the accelerator and build the release kernel.
+/// Fails, saying how to skip part 2, when QEMU is missing.
+pub fn prepare(choice: AccelChoice, workspace: &Path, qemu: Option<PathBuf>, icount: Option<String>) -> io::Result<Plan> {
+    let qemu = qemu.or_else(|| find_in_path(QEMU)).ok_or_else(|| {
         io::Error::other(format!("no {QEMU} in PATH: install QEMU (make deps) or pass --no-qemu to skip part 2"))
     })?;
     let version = Command::new(&qemu).arg("--version").output()?;
@@ -167,7 +179,7 @@ pub fn prepare(choice: AccelChoice, workspace: &Path) -> io::Result<Plan> {
     let kvm_opens = fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
     let accel = decide_accel(choice, kvm_opens, &fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
     let kernel = build_kernel(workspace)?;
-    Ok(Plan { qemu, qemu_version, accel, kernel })
+    Ok(Plan { qemu, icount, qemu_version, accel, kernel })
 }
 
 /// `cargo build` the release kernel and return its ELF, as cargo names it.
@@ -208,6 +220,28 @@ pub struct KernelRow {
     pub p99_ticks: f64,
     /// Ratios by name, `None` where the kernel printed `-` (nothing to divide by).
     pub counts: Vec<(String, Option<f64>)>,
+    /// The row's counting windows, for the instruction counter.
+    pub markers: Vec<Marker>,
+}
+
+/// One tag of counting windows a row announced (`kbench marker`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Marker {
+    pub tag: u16,
+    /// `cpu`, or the side of a two-CPU operation (`sender`, `receiver`, `initiator`, `target`).
+    pub side: String,
+    /// What one operation is (`switch`, `interrupt`, ...).
+    pub per: String,
+    /// Operations inside the windows; `None`: one per window.
+    pub ops: Option<u64>,
+}
+
+fn parse_marker(words: &str) -> Result<Marker, String> {
+    let ops = match field(words, "ops")? {
+        "windows" => None,
+        _ => Some(number(words, "ops")?),
+    };
+    Ok(Marker { tag: number(words, "tag")?, side: field(words, "side")?.to_owned(), per: field(words, "per")?.to_owned(), ops })
 }
 
 /// Everything one `bench` boot reported.
@@ -277,6 +311,7 @@ fn parse_row(words: &str) -> Result<KernelRow, String> {
         median_ticks: number(words, "median")?,
         p99_ticks: number(words, "p99")?,
         counts,
+        markers: Vec::new(),
     })
 }
 
@@ -293,6 +328,15 @@ pub fn parse(output: &str) -> Result<KernelRun, String> {
             "begin" => begin = Some(words.to_owned()),
             "accel" => accel = Some((number::<f64>(words, "ticks_per_add")?, yes_no(words, "meaningful")?)),
             "row" => rows.push(parse_row(words)?),
+            "marker" => {
+                let name = field(words, "name")?;
+                let row = rows
+                    .iter_mut()
+                    .rev()
+                    .find(|row: &&mut KernelRow| row.name == name)
+                    .ok_or_else(|| format!("a marker line for {name}, which has no row before it"))?;
+                row.markers.push(parse_marker(words)?);
+            }
             "skip" => skipped.push(name_and_reason(words)?),
             "error" => errors.push(name_and_reason(words)?),
             "end" => end = true,
@@ -329,8 +373,9 @@ fn tail(text: &str) -> String {
 /// Boot the kernel of `plan` with the benchmarks, report each row's line through `progress` as
 /// it arrives, and return what the kernel reported and how long QEMU ran. Kills QEMU after the
 /// timeout.
-pub fn run(plan: &Plan, quick: bool, progress: impl Fn(&str)) -> io::Result<(KernelRun, Duration)> {
-    let args = qemu_args(plan, quick);
+pub fn run(plan: &Plan, quick: bool, extra_args: &[String], progress: impl Fn(&str)) -> io::Result<(KernelRun, Duration)> {
+    let mut args = qemu_args(plan, quick);
+    args.extend_from_slice(extra_args);
     let started = Instant::now();
     eprintln!("bench: {} {}", plan.qemu.display(), args.join(" "));
     let mut child =
@@ -492,20 +537,22 @@ pub fn rows(plan: &Plan, run: &KernelRun, wall: Duration, peers: &LinuxPeers) ->
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const CPUINFO_VMX: &str = "processor\t: 0\nflags\t\t: fpu vme vmx sse2\n";
     const CPUINFO_PLAIN: &str = "processor\t: 0\nflags\t\t: fpu vme hypervisor sse2\nmodel name\t: vmx-like name\n";
 
     /// What a quick TCG run at -smp 2 prints, log lines included.
-    const OUTPUT: &str = "\
+    pub(crate) const OUTPUT: &str = "\
 [cpu0] boot: pvh (QEMU direct boot (PVH))\r
 kbench begin quick=yes cpus=2 bench_cpu=1 tsc_hz=2445413664 slice_ns=10000000 pcid=no\r
 kbench accel ticks_per_add=4.36 meaningful=no\r
 kbench row name=yield_same_as unit=switch n=100 median=956.7 p99=6965.4 counts=switches_per_yield:1.00,cr3_writes_per_switch:0.00\r
+kbench marker name=yield_same_as tag=1 side=cpu per=switch ops=2000\r
 [cpu1] a log line from another CPU\r
 kbench row name=preempt_timer unit=preemption n=1 median=449183.0 p99=449183.0 counts=timer_interrupts_per_preemption:-\r
+kbench marker name=preempt_timer tag=3 side=cpu per=interrupt ops=windows\r
 kbench skip name=shootdown_remote reason=needs 2 CPUs, 1 online\r
 kbench end rows=2 skipped=1 failed=0\r
 ";
@@ -513,6 +560,7 @@ kbench end rows=2 skipped=1 failed=0\r
     fn plan(accel: Accel) -> Plan {
         Plan {
             qemu: PathBuf::from("/usr/bin/qemu-system-x86_64"),
+            icount: None,
             qemu_version: "QEMU emulator version 7.2.0".to_owned(),
             accel,
             kernel: PathBuf::from("/ws/target/x86_64-unknown-none/release/kernel"),
@@ -567,6 +615,9 @@ kbench end rows=2 skipped=1 failed=0\r
         let kvm = qemu_args(&plan(decide_accel(AccelChoice::Kvm, true, CPUINFO_VMX)), false);
         assert_eq!(after(&kvm, "-cpu").as_deref(), Some("host"));
         assert_eq!(after(&kvm, "-append").as_deref(), Some("bench"));
+        assert!(!tcg.iter().any(|a| a == "-icount"));
+        let counted = Plan { icount: Some("shift=auto,sleep=off".to_owned()), ..plan(decide_accel(AccelChoice::Tcg, false, "")) };
+        assert_eq!(after(&qemu_args(&counted, true), "-icount").as_deref(), Some("shift=auto,sleep=off"));
     }
 
     #[test]
@@ -593,6 +644,10 @@ kbench end rows=2 skipped=1 failed=0\r
             vec![("switches_per_yield".to_owned(), Some(1.0)), ("cr3_writes_per_switch".to_owned(), Some(0.0))]
         );
         assert_eq!(run.rows[1].counts, vec![("timer_interrupts_per_preemption".to_owned(), None)]);
+        let marker = |tag, per: &str, ops| Marker { tag, side: "cpu".to_owned(), per: per.to_owned(), ops };
+        assert_eq!(first.markers, vec![marker(1, "switch", Some(2000))]);
+        assert_eq!(run.rows[1].markers, vec![marker(3, "interrupt", None)]);
+        assert!(parse(&OUTPUT.replace("kbench marker name=yield_same_as", "kbench marker name=nothing")).is_err());
         assert_eq!(run.skipped, vec![("shootdown_remote".to_owned(), "needs 2 CPUs, 1 online".to_owned())]);
     }
 

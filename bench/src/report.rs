@@ -321,7 +321,7 @@ impl Report {
                 let peer = row.peer.as_ref().and_then(|peer| peer.figure.summary()).map(|s| s.median_cycles);
                 (row, ours, peer)
             })
-            .filter(|(_, ours, peer)| ours.is_some() || peer.is_some())
+            .filter(|(row, ours, peer)| ours.is_some() || peer.is_some() || !instructions_text(row).is_empty())
             .collect();
         let values = bars.iter().flat_map(|(_, ours, peer)| [*ours, *peer]).flatten();
         let (min, max) = values.fold((f64::INFINITY, 1.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
@@ -374,6 +374,18 @@ impl Report {
                 y + BAR_HEIGHT + 4.0,
                 escape(&row.metric)
             );
+            // Guest instruction counts hold where the cycles do not: written beside the bars, or
+            // in their place.
+            let instructions = instructions_text(row);
+            if !instructions.is_empty() {
+                let x = if ours.is_some() || peer.is_some() { LABEL_WIDTH + PLOT_WIDTH + 60.0 } else { LABEL_WIDTH + 4.0 };
+                let _ = writeln!(
+                    svg,
+                    r##"<text x="{x:.1}" y="{:.1}" fill="#555">{}</text>"##,
+                    y + BAR_HEIGHT + 4.0,
+                    escape(&instructions)
+                );
+            }
             let peer_name = row.peer.as_ref().map_or("", |peer| peer.name.as_str());
             for (slot, value, colour, name) in [(0.0, ours, "#2a6fbb", "ours"), (1.0, peer, "#d9822b", peer_name)] {
                 if let Some(cycles) = value {
@@ -402,6 +414,13 @@ impl Report {
         fs::write(dir.join("results.json"), json + "\n")?;
         fs::write(dir.join("results.svg"), self.svg())
     }
+}
+
+/// A row's guest instruction counts (`kernel_insns_per_*`, per side), for the chart.
+fn instructions_text(row: &Row) -> String {
+    let counts: Vec<(String, Option<f64>)> =
+        row.counts.iter().filter(|(name, _)| name.contains("kernel_insns_per_")).cloned().collect();
+    counts_text(&counts)
 }
 
 /// Escape the characters XML gives meaning to.
@@ -543,6 +562,16 @@ mod tests {
         let svg = report_with_guest().svg();
         assert!(!svg.contains(">900 ours<"));
         assert!(svg.contains("1500 Linux sched_yield (native)"), "the peer's native figure is still drawn");
+    }
+
+    #[test]
+    fn svg_writes_the_guest_instruction_counts_of_a_row() {
+        let mut report = report_with_guest();
+        let row = report.rows.last_mut().unwrap();
+        row.counts.push(("kernel_insns_per_switch".to_owned(), Some(61.55)));
+        row.counts.push(("target_kernel_insns_per_interrupt".to_owned(), Some(500.0)));
+        let svg = report.svg();
+        assert!(svg.contains("kernel insns/switch 61.55, target kernel insns/interrupt 500.00"), "{svg}");
     }
 
     #[test]

@@ -48,6 +48,16 @@
 //! ```
 //! A row that fails prints `kbench error name=... reason=...`; the kernel then exits with failure.
 //!
+//! Counting windows: each row brackets its measured operations with `arch::marker` NOPs, one tag
+//! per row and side, for the host's instruction counter (a QEMU TCG plugin). After its `row`
+//! line a row prints one line per window tag: the side it covers, what one operation is, and the
+//! operations inside its windows (`windows`: one per window, as for interrupt-armed windows,
+//! whose number only the counter knows):
+//! ```text
+//! kbench marker name=yield_same_as tag=1 side=cpu per=switch ops=200000
+//! kbench marker name=preempt_timer tag=3 side=cpu per=interrupt ops=windows
+//! ```
+//!
 //! Neighbours: `task` (the scheduler and its counters), `vm::space` (address spaces, `spawn_in`),
 //! `tlb` (per-CPU TLB counters), `percpu`/`cpu::map` (timer interrupt counts), `time` (TSC rate),
 //! `arch::tsc` and `arch::probe` (the timed instructions), `power` (the exit).
@@ -117,6 +127,21 @@ const CALIBRATION_ADDS: u64 = 200_000;
 /// Cycle figures count as meaningful up to this many TSC ticks per dependent add, in hundredths:
 /// a real core needs about one (less under turbo, more when clocked below the TSC's rate).
 const MEANINGFUL_TICKS_PER_ADD_X100: u64 = 200;
+/// Counting window tags (`arch::marker`), one per row and side.
+mod tag {
+    pub const YIELD_SAME_AS: u16 = 1;
+    pub const YIELD_CROSS_AS: u16 = 2;
+    /// Armed: each timer interrupt on the bench CPU, up to the resumed thread.
+    pub const PREEMPT_TIMER: u16 = 3;
+    pub const WAKE_IDLE_SENDER: u16 = 4;
+    pub const WAKE_IDLE_RECEIVER: u16 = 5;
+    pub const WAKE_BUSY_SENDER: u16 = 6;
+    pub const SHOOTDOWN_REMOTE: u16 = 7;
+    /// Armed: each interrupt on the CPU that has the space loaded (the shootdown IPI).
+    pub const SHOOTDOWN_REMOTE_TARGET: u16 = 8;
+    pub const SHOOTDOWN_LOCAL: u16 = 9;
+}
+
 /// The page the shootdown rows map and unmap (any page-aligned user-half address).
 const SHOOTDOWN_VA: u64 = 0x1000_0000;
 
@@ -169,6 +194,23 @@ struct Row {
     ops_per_sample: u64,
     samples_ticks: Vec<u64>,
     counts: Vec<(&'static str, Ratio)>,
+    /// The row's counting windows.
+    markers: Vec<Windows>,
+}
+
+/// One tag's counting windows in a row: which side of the operation they cover (`cpu` where
+/// there is one), what one operation is, and how many they hold (`None`: one per window).
+struct Windows {
+    tag: u16,
+    side: &'static str,
+    per: &'static str,
+    ops: Option<u64>,
+}
+
+impl Windows {
+    fn new(tag: u16, side: &'static str, per: &'static str, ops: Option<u64>) -> Windows {
+        Windows { tag, side, per, ops }
+    }
 }
 
 impl Row {
@@ -192,6 +234,12 @@ impl Row {
             Tenths::of(rank(50), self.ops_per_sample),
             Tenths::of(rank(99), self.ops_per_sample),
         );
+        for Windows { tag, side, per, ops } in &self.markers {
+            match ops {
+                Some(ops) => println_raw!("kbench marker name={name} tag={tag} side={side} per={per} ops={ops}"),
+                None => println_raw!("kbench marker name={name} tag={tag} side={side} per={per} ops=windows"),
+            }
+        }
     }
 }
 
@@ -340,7 +388,11 @@ struct YieldRun {
 }
 
 /// Two threads on the bench CPU passing the turn with `yield_now`, in `spaces` if given (one each).
-fn yield_pair(cpus: Cpus, sizes: Sizes, spaces: Option<[Arc<AddressSpace>; 2]>) -> Result<YieldRun, Missing> {
+fn yield_pair<const TAG: u16>(
+    cpus: Cpus,
+    sizes: Sizes,
+    spaces: Option<[Arc<AddressSpace>; 2]>,
+) -> Result<YieldRun, Missing> {
     let s = sched();
     let cpu = cpus.bench;
     let budget = Budget::start(sizes);
@@ -375,7 +427,9 @@ fn yield_pair(cpus: Cpus, sizes: Sizes, spaces: Option<[Arc<AddressSpace>; 2]>) 
         let (sched_before, tlb_before) = (s.counters(index(cpu)), tlb::counters(cpu));
         while samples_ticks.len() < sizes.samples && budget.left() {
             let t0 = stamp();
+            arch::marker::begin::<TAG>();
             round_trips();
+            arch::marker::end::<TAG>();
             samples_ticks.push(stamp() - t0);
         }
         let (sched_after, tlb_after) = (s.counters(index(cpu)), tlb::counters(cpu));
@@ -402,9 +456,11 @@ fn yield_pair(cpus: Cpus, sizes: Sizes, spaces: Option<[Arc<AddressSpace>; 2]>) 
 }
 
 fn yield_same_as(cpus: Cpus, sizes: Sizes) -> RowResult {
-    let run = yield_pair(cpus, sizes, None)?;
+    let run = yield_pair::<{ tag::YIELD_SAME_AS }>(cpus, sizes, None)?;
     let switches = run.sched.of(|c| c.context_switches);
+    let ops = 2 * YIELD_BATCH * run.samples_ticks.len() as u64;
     Ok(Row {
+        markers: alloc::vec![Windows::new(tag::YIELD_SAME_AS, "cpu", "switch", Some(ops))],
         unit: "switch",
         ops_per_sample: 2 * YIELD_BATCH,
         samples_ticks: run.samples_ticks,
@@ -420,11 +476,13 @@ fn new_space() -> Result<Arc<AddressSpace>, Missing> {
 }
 
 fn yield_cross_as(cpus: Cpus, sizes: Sizes) -> RowResult {
-    let run = yield_pair(cpus, sizes, Some([new_space()?, new_space()?]))?;
+    let run = yield_pair::<{ tag::YIELD_CROSS_AS }>(cpus, sizes, Some([new_space()?, new_space()?]))?;
     let switches = run.sched.of(|c| c.context_switches);
     let per_switch = |n: u64| ratio(n, switches);
     let t = &run.tlb;
+    let ops = 2 * YIELD_BATCH * run.samples_ticks.len() as u64;
     Ok(Row {
+        markers: alloc::vec![Windows::new(tag::YIELD_CROSS_AS, "cpu", "switch", Some(ops))],
         unit: "switch",
         ops_per_sample: 2 * YIELD_BATCH,
         samples_ticks: run.samples_ticks,
@@ -467,6 +525,7 @@ impl PreemptWatch {
         let mut gaps = Vec::with_capacity(wanted);
         let mut ran_before = false;
         while self.recorded.load(Ordering::Relaxed) < wanted && budget.left() {
+            arch::marker::arm::<{ tag::PREEMPT_TIMER }>();
             let now = arch::tsc::read();
             let mark = self.last_mark.load(Ordering::Relaxed);
             self.last_mark.store((now << 1) | id, Ordering::Relaxed);
@@ -480,6 +539,10 @@ impl PreemptWatch {
                 }
             }
             ran_before = true;
+        }
+        // Disarm, if this thread armed at all (it may find the row done before its first turn).
+        if ran_before {
+            arch::marker::end::<{ tag::PREEMPT_TIMER }>();
         }
         gaps
     }
@@ -507,6 +570,7 @@ fn preempt_timer(cpus: Cpus, sizes: Sizes) -> RowResult {
         |i: usize| watch.latest[i].load(Ordering::Relaxed).wrapping_sub(watch.first[i].load(Ordering::Relaxed));
     let counted = samples_ticks.len() > 1;
     Ok(Row {
+        markers: alloc::vec![Windows::new(tag::PREEMPT_TIMER, "cpu", "interrupt", None)],
         unit: "preemption",
         ops_per_sample: 1,
         samples_ticks,
@@ -528,7 +592,13 @@ struct PingPong {
 /// A thread on this CPU wakes one on the bench CPU and waits for its answer, up to `round_trips`
 /// times after up to `warmup` unmeasured ones, while with `busy` a spinning thread holds the
 /// bench CPU.
-fn ping_pong(cpus: Cpus, sizes: Sizes, warmup: usize, round_trips: usize, busy: bool) -> Result<PingPong, Missing> {
+fn ping_pong<const SENDER: u16, const RECEIVER: u16>(
+    cpus: Cpus,
+    sizes: Sizes,
+    warmup: usize,
+    round_trips: usize,
+    busy: bool,
+) -> Result<PingPong, Missing> {
     cpus.needs_two()?;
     let s = sched();
     let budget = Budget::start(sizes);
@@ -549,12 +619,24 @@ fn ping_pong(cpus: Cpus, sizes: Sizes, warmup: usize, round_trips: usize, busy: 
     let answerer = {
         let (ping, pong, stop) = (ping.clone(), pong.clone(), stop.clone());
         s.spawn(pinned("kbench-answer", cpus.bench), move || {
+            // With a RECEIVER tag (0: none), each round trip here is a counting window, from
+            // waiting for the ping to having answered it; the last one, which wakes for `stop`,
+            // closes unanswered.
             loop {
+                if RECEIVER != 0 {
+                    arch::marker::begin::<RECEIVER>();
+                }
                 ping.acquire(sched());
                 if stop.load(Ordering::Acquire) {
+                    if RECEIVER != 0 {
+                        arch::marker::end::<RECEIVER>();
+                    }
                     break;
                 }
                 pong.release(sched());
+                if RECEIVER != 0 {
+                    arch::marker::end::<RECEIVER>();
+                }
             }
         })
         .map_err(spawn_failed)?
@@ -578,7 +660,9 @@ fn ping_pong(cpus: Cpus, sizes: Sizes, warmup: usize, round_trips: usize, busy: 
             let (here_before, there_before) = counters();
             while samples_ticks.len() < round_trips && budget.left() {
                 let t0 = stamp();
+                arch::marker::begin::<SENDER>();
                 round_trip();
+                arch::marker::end::<SENDER>();
                 samples_ticks.push(stamp() - t0);
             }
             let (here_after, there_after) = counters();
@@ -602,11 +686,23 @@ fn ping_pong(cpus: Cpus, sizes: Sizes, warmup: usize, round_trips: usize, busy: 
 }
 
 fn wake_cross_cpu_idle(cpus: Cpus, sizes: Sizes) -> RowResult {
-    let run = ping_pong(cpus, sizes, sizes.warmup, sizes.samples, false)?;
+    let run = ping_pong::<{ tag::WAKE_IDLE_SENDER }, { tag::WAKE_IDLE_RECEIVER }>(
+        cpus,
+        sizes,
+        sizes.warmup,
+        sizes.samples,
+        false,
+    )?;
     let wakeups = run.here.of(|c| c.wakeups) + run.there.of(|c| c.wakeups);
     let ipis = run.here.of(|c| c.ipis_sent) + run.there.of(|c| c.ipis_sent);
     let half_round_trips = 2 * run.samples_ticks.len() as u64;
     Ok(Row {
+        // The receiver's windows run from waiting for a ping to having answered it: one round
+        // trip each, warm-up included.
+        markers: alloc::vec![
+            Windows::new(tag::WAKE_IDLE_SENDER, "sender", "half_round_trip", Some(half_round_trips)),
+            Windows::new(tag::WAKE_IDLE_RECEIVER, "receiver", "round_trip", None)
+        ],
         unit: "half_round_trip",
         ops_per_sample: 2,
         samples_ticks: run.samples_ticks,
@@ -618,9 +714,11 @@ fn wake_cross_cpu_idle(cpus: Cpus, sizes: Sizes) -> RowResult {
 }
 
 fn wake_cross_cpu_busy(cpus: Cpus, sizes: Sizes) -> RowResult {
-    let run = ping_pong(cpus, sizes, 1, sizes.busy_round_trips, true)?;
+    let run = ping_pong::<{ tag::WAKE_BUSY_SENDER }, 0>(cpus, sizes, 1, sizes.busy_round_trips, true)?;
     let (here, there) = (run.here, run.there);
+    let half_round_trips = 2 * run.samples_ticks.len() as u64;
     Ok(Row {
+        markers: alloc::vec![Windows::new(tag::WAKE_BUSY_SENDER, "sender", "half_round_trip", Some(half_round_trips))],
         unit: "half_round_trip",
         ops_per_sample: 2,
         samples_ticks: run.samples_ticks,
@@ -634,13 +732,23 @@ fn wake_cross_cpu_busy(cpus: Cpus, sizes: Sizes) -> RowResult {
 /// Map and unmap the page at [`SHOOTDOWN_VA`] of `space` again and again, timing each unmap
 /// after the warm-up; returns the samples and the TLB counters of this CPU and the bench CPU over
 /// them.
-fn map_unmap(space: &AddressSpace, cpus: Cpus, sizes: Sizes) -> Result<(Vec<u64>, [tlb::TlbCounters; 2]), String> {
+fn map_unmap<const TAG: u16>(
+    space: &AddressSpace,
+    cpus: Cpus,
+    sizes: Sizes,
+) -> Result<(Vec<u64>, [tlb::TlbCounters; 2]), String> {
     let budget = Budget::start(sizes);
     let counters = || [tlb::counters(cpus.here), tlb::counters(cpus.bench)];
-    let turn = || -> Result<u64, String> {
+    let turn = |counted: bool| -> Result<u64, String> {
         space.map_range(SHOOTDOWN_VA, 1, true).map_err(|e| format!("map: {e}"))?;
         let t0 = stamp();
+        if counted {
+            arch::marker::begin::<TAG>();
+        }
         let unmapped = space.unmap(SHOOTDOWN_VA, 1);
+        if counted {
+            arch::marker::end::<TAG>();
+        }
         let t1 = stamp();
         unmapped.map_err(|e| format!("unmap: {e}"))?;
         Ok(t1 - t0)
@@ -649,12 +757,12 @@ fn map_unmap(space: &AddressSpace, cpus: Cpus, sizes: Sizes) -> Result<(Vec<u64>
         if !budget.warming() {
             break;
         }
-        turn()?;
+        turn(false)?;
     }
     let mut samples_ticks = Vec::with_capacity(sizes.samples);
     let before = counters();
     while samples_ticks.len() < sizes.samples && budget.left() {
-        samples_ticks.push(turn()?);
+        samples_ticks.push(turn(true)?);
     }
     let after = counters();
     Ok((samples_ticks, [after[0].since(&before[0]), after[1].since(&before[1])]))
@@ -670,8 +778,10 @@ fn shootdown_remote(cpus: Cpus, sizes: Sizes) -> RowResult {
         space::spawn_in(&space, pinned("kbench-in-space", cpus.bench), move || {
             running.store(true, Ordering::Release);
             while !stop.load(Ordering::Acquire) {
+                arch::marker::arm::<{ tag::SHOOTDOWN_REMOTE_TARGET }>();
                 core::hint::spin_loop();
             }
+            arch::marker::end::<{ tag::SHOOTDOWN_REMOTE_TARGET }>();
         })
         .map_err(spawn_failed)?
     };
@@ -679,12 +789,18 @@ fn shootdown_remote(cpus: Cpus, sizes: Sizes) -> RowResult {
         sched().yield_now();
     }
     // This kernel-only thread never loads the space: only the bench CPU has it.
-    let measured = map_unmap(&space, cpus, sizes);
+    let measured = map_unmap::<{ tag::SHOOTDOWN_REMOTE }>(&space, cpus, sizes);
     stop.store(true, Ordering::Release);
     joined(spinner.join())?;
     let (samples_ticks, [here, there]) = measured.map_err(Missing::Error)?;
     let n = samples_ticks.len() as u64;
     Ok(Row {
+        // The target's windows: every interrupt it takes while its thread spins, from the entry
+        // to the resumed spin (shootdown IPIs of the warm-up included, and any timer tick).
+        markers: alloc::vec![
+            Windows::new(tag::SHOOTDOWN_REMOTE, "initiator", "unmap", Some(n)),
+            Windows::new(tag::SHOOTDOWN_REMOTE_TARGET, "target", "interrupt", None)
+        ],
         unit: "unmap",
         ops_per_sample: 1,
         samples_ticks,
@@ -700,12 +816,15 @@ fn shootdown_local(cpus: Cpus, sizes: Sizes) -> RowResult {
     let space = new_space()?;
     let unmapper = {
         let in_thread = space.clone();
-        space::spawn_in(&space, pinned("kbench-unmap", cpus.here), move || map_unmap(&in_thread, cpus, sizes))
+        space::spawn_in(&space, pinned("kbench-unmap", cpus.here), move || {
+            map_unmap::<{ tag::SHOOTDOWN_LOCAL }>(&in_thread, cpus, sizes)
+        })
             .map_err(spawn_failed)?
     };
     let (samples_ticks, [here, _]) = joined(unmapper.join())?.map_err(Missing::Error)?;
     let n = samples_ticks.len() as u64;
     Ok(Row {
+        markers: alloc::vec![Windows::new(tag::SHOOTDOWN_LOCAL, "cpu", "unmap", Some(n))],
         unit: "unmap",
         ops_per_sample: 1,
         samples_ticks,
