@@ -77,7 +77,7 @@ ISO_ROOT := target/iso_root
 LIMINE_BRANCH := v8.2.0-binary
 LIMINE_REPO := https://github.com/limine-bootloader/limine.git
 LIMINE_FILES := limine-bios.sys limine-bios-cd.bin limine-uefi-cd.bin BOOTX64.EFI
-LOOM_TESTS := $(wildcard sched/tests/loom*.rs smp/tests/loom*.rs kcore/tests/loom*.rs)
+LOOM_TESTS := $(wildcard sched/tests/loom*.rs smp/tests/loom*.rs trace/tests/loom*.rs kcore/tests/loom*.rs)
 # Recursive (=), not :=: `make deps` may install OVMF during this very run, and the firmware must be
 # looked for after that, not when the Makefile is read.
 OVMF_CODE = $(firstword $(wildcard /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_CODE.fd))
