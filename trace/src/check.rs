@@ -10,8 +10,10 @@
 //!   blocked and ran again without a wake-up, lost an event.
 //! - **IPIs arrive.** Every IPI sent to `X` is followed by a receipt of its kind on `X`. The local
 //!   APIC merges IPIs of one vector that arrive while one is pending, so one receipt may answer
-//!   several sends made before it; but a receipt with no send since the previous receipt on that
-//!   CPU lost its send.
+//!   several sends made before it, and a lost receipt is only noticed when no later one covers
+//!   its send; but each receipt needs a send of its own, so at no time may `X` have received more
+//!   IPIs of a kind than were sent to it. (A send is stamped before the interrupt command is
+//!   written, so a send racing a receipt is counted before it.)
 //! - **Shootdowns complete.** Every shootdown begun is completed on its CPU after exactly as many
 //!   acknowledgements as it had targets, none after completion.
 //! - **Halts pair.** Each CPU leaves a halt before it enters the next.
@@ -40,8 +42,11 @@ use crate::{
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Options {
     /// The trace starts and ends with nothing in flight: unmatched events at its edges are
-    /// violations too.
+    /// violations too, and every CPU ends in its idle thread, except for `running_at_end`.
     pub complete: bool,
+    /// The one thread a complete trace may end with still running: (CPU, thread id), e.g. the
+    /// thread that stopped the trace to check it.
+    pub running_at_end: Option<(u16, u64)>,
 }
 
 /// One broken rule.
@@ -162,12 +167,12 @@ struct ThreadState {
 /// One CPU's IPIs of one kind.
 #[derive(Default)]
 struct IpiLine {
-    /// Sends since the last receipt.
-    sends: u64,
-    /// The first of them: (tsc, sending CPU).
-    first: Option<(u64, u16)>,
-    /// A receipt was seen in the window.
-    received: bool,
+    /// Sent so far.
+    sent: u64,
+    /// Received so far.
+    received: u64,
+    /// Sends since the last receipt: how many, and the first one's (tsc, sending CPU).
+    unanswered: Option<(u64, u64, u16)>,
 }
 
 /// One shootdown.
@@ -190,8 +195,9 @@ struct Checker {
     shootdowns: BTreeMap<(u32, u64), ShootdownState>,
     /// Per CPU: halted since (tsc).
     halted: BTreeMap<u16, u64>,
-    /// Per CPU: the thread the last switch brought in.
-    current: BTreeMap<u16, u64>,
+    /// Per CPU: the thread the last switch brought in, and whether it is the idle thread.
+    current: BTreeMap<u16, (u64, bool)>,
+    running_at_end: Option<(u16, u64)>,
 }
 
 impl Checker {
@@ -223,29 +229,25 @@ impl Checker {
                     .ipis
                     .entry((r.c, IpiKind::from_arg(r.arg)))
                     .or_default();
-                line.sends += 1;
-                line.first.get_or_insert((r.tsc, r.cpu));
+                line.sent += 1;
+                let first = line.unanswered.map_or((r.tsc, r.cpu), |(_, t, c)| (t, c));
+                line.unanswered = Some((line.unanswered.map_or(0, |u| u.0) + 1, first.0, first.1));
             }
             Some(Kind::IpiReceive) => {
                 self.report.counts.ipis_received += 1;
                 let kind = IpiKind::from_arg(r.arg);
                 let line = self.ipis.entry((u32::from(r.cpu), kind)).or_default();
-                let (sends, seen) = (line.sends, line.received);
-                *line = IpiLine {
-                    sends: 0,
-                    first: None,
-                    received: true,
-                };
-                if sends == 0 {
+                line.received += 1;
+                line.unanswered = None;
+                if line.received > line.sent {
                     let what = format!(
-                        "{} IPI received with no send since the previous receipt",
-                        kind.name()
+                        "{} {} IPIs received, but only {} sent here",
+                        line.received,
+                        kind.name(),
+                        line.sent
                     );
-                    if seen {
-                        self.violation(r, what);
-                    } else {
-                        self.edge(r.tsc, r.cpu, what);
-                    }
+                    line.received = line.sent;
+                    self.edge(r.tsc, r.cpu, what);
                 }
             }
             Some(Kind::ShootdownBegin) => {
@@ -308,12 +310,13 @@ impl Checker {
         self.report.counts.switches += 1;
         let (prev, next) = (r.a, r.b);
         let reason = Reason::from_arg(r.arg);
-        if let Some(&current) = self.current.get(&r.cpu)
+        if let Some(&(current, _)) = self.current.get(&r.cpu)
             && current != prev
         {
             self.violation(r, format!("switch out of thread {prev}, but the last switch here brought in thread {current}"));
         }
-        self.current.insert(r.cpu, next);
+        self.current
+            .insert(r.cpu, (next, r.arg & SWITCH_NEXT_IDLE != 0));
         let p = self.threads.entry(prev).or_default();
         let switched_out_while_queued = p.running_on.is_none() && p.queued.is_some();
         let seen_in = p.seen_in;
@@ -452,13 +455,11 @@ impl Checker {
                 ));
             }
         }
-        for ((target, kind), IpiLine { sends, first, .. }) in &self.ipis {
-            if let Some((tsc, cpu)) = first
-                && *sends > 0
-            {
+        for ((target, kind), line) in &self.ipis {
+            if let Some((sends, tsc, cpu)) = line.unanswered {
                 edges.push((
-                    *tsc,
-                    *cpu,
+                    tsc,
+                    cpu,
                     format!(
                         "{sends} {} IPI(s) sent to CPU {target} never arrived",
                         kind.name()
@@ -484,6 +485,12 @@ impl Checker {
                         "shootdown {seq} never completed ({acks} of {targets} acknowledgements)"
                     ),
                 ));
+            }
+        }
+        for (&cpu, &(tid, idle)) in &self.current {
+            if self.complete && !idle && self.running_at_end != Some((cpu, tid)) {
+                let what = format!("CPU {cpu} ends running thread {tid}, not its idle thread");
+                edges.push((self.report.window_start.unwrap_or(0), cpu, what));
             }
         }
         edges.sort();
@@ -522,6 +529,7 @@ pub fn check(dump: &Dump, options: Options) -> Report {
         shootdowns: BTreeMap::new(),
         halted: BTreeMap::new(),
         current: BTreeMap::new(),
+        running_at_end: options.running_at_end,
     };
     if options.complete && window_start.is_some() {
         checker.report.violations.push(Violation {

@@ -10,7 +10,10 @@ use trace::{
     synth::{self, Config},
 };
 
-const COMPLETE: Options = Options { complete: true };
+const COMPLETE: Options = Options {
+    complete: true,
+    running_at_end: None,
+};
 
 fn synthetic(nr_cpus: usize, seed: u64) -> Dump {
     synth::generate(&Config {
@@ -214,7 +217,11 @@ fn a_wake_up_of_a_thread_still_on_its_cpu_expects_no_switch_in() {
         Record::switch(5, 0, 10, 11, Reason::Block, 0),
         Record::switch(6, 0, 11, 10, Reason::Yield, 0),
     ];
-    let report = check(&dump_of(records, 2), COMPLETE);
+    let options = Options {
+        running_at_end: Some((0, 10)),
+        ..COMPLETE
+    };
+    let report = check(&dump_of(records, 2), options);
     // Thread 11 yielded and is queued at the end: a complete trace says so.
     assert_eq!(report.violations.len(), 1, "{report}");
     assert!(report.violations[0].what.contains("thread 11"));
@@ -227,10 +234,14 @@ fn a_steal_moves_the_expected_cpu_and_a_missing_one_is_caught() {
         Record::steal(2, 1, 10, 0),
         Record::switch(3, 1, 2, 10, Reason::Idle, SWITCH_PREV_IDLE),
     ];
-    assert!(check(&dump_of(base.clone(), 2), COMPLETE).is_ok());
+    let options = Options {
+        running_at_end: Some((1, 10)),
+        ..COMPLETE
+    };
+    assert!(check(&dump_of(base.clone(), 2), options).is_ok());
     let mut lost = base;
     lost.remove(1);
-    let report = check(&dump_of(lost, 2), COMPLETE);
+    let report = check(&dump_of(lost, 2), options);
     assert!(
         report
             .violations

@@ -156,6 +156,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             &dump,
             check::Options {
                 complete: args.complete,
+                running_at_end: None,
             },
         );
         println!("{report}");
