@@ -31,12 +31,12 @@ pub fn to_json(t: &Timeline) -> Value {
     for s in t.slices.iter().filter(|s| !s.idle) {
         events.push(json!({
             "ph": "X", "cat": "sched", "name": t.label(s.tid), "pid": PID, "tid": s.cpu,
-            "ts": t.us(s.start), "dur": t.ticks_us(s.end - s.start),
+            "ts": t.us(s.start), "dur": t.us(s.end) - t.us(s.start),
             "args": {"tid": s.tid, "out": s.out.map_or("running", |r| r.name())},
         }));
     }
     for &(cpu, start, end) in &t.halts {
-        events.push(json!({"ph": "X", "cat": "idle", "name": "halt", "pid": PID, "tid": cpu, "ts": t.us(start), "dur": t.ticks_us(end - start)}));
+        events.push(json!({"ph": "X", "cat": "idle", "name": "halt", "pid": PID, "tid": cpu, "ts": t.us(start), "dur": t.us(end) - t.us(start)}));
     }
     for (id, w) in t.wakes.iter().enumerate() {
         let name = if w.new { "spawn" } else { "wakeup" };

@@ -155,7 +155,8 @@ pub fn validate(trace: &Value) -> Result<Counts, Vec<String>> {
         list.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
         let mut stack: Vec<(f64, usize)> = Vec::new();
         for (start, end, i) in list {
-            while stack.last().is_some_and(|&(e, _)| e <= start) {
+            // Times are microseconds as floats: allow a picosecond of rounding either way.
+            while stack.last().is_some_and(|&(e, _)| e <= start + 1e-6) {
                 stack.pop();
             }
             if let Some(&(parent_end, parent)) = stack.last()
