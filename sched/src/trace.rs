@@ -39,7 +39,8 @@ pub enum SwitchReason {
 /// One scheduling event on the calling CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TraceEvent {
-    /// The CPU switches from `prev` to `next`.
+    /// The CPU switches from `prev` to `next`. `prev == next` with [`SwitchReason::Block`]: the
+    /// thread blocked but a wake-up came before it left, and the CPU picked it again.
     Switch {
         prev: ThreadId,
         next: ThreadId,

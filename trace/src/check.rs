@@ -16,7 +16,8 @@
 //!   written, so a send racing a receipt is counted before it.)
 //! - **Shootdowns complete.** Every shootdown begun is completed on its CPU after exactly as many
 //!   acknowledgements as it had targets, none after completion.
-//! - **Halts pair.** Each CPU leaves a halt before it enters the next.
+//! - **Halts pair.** Each CPU leaves a halt before it enters the next, and leaves only halts it
+//!   entered (but its first event may end a halt from before the trace).
 //!
 //! The edges of a trace are special: a trace switched on while IPIs were in flight, or one whose
 //! rings overflowed (the check then starts where every CPU's events are complete), can hold effects
@@ -30,7 +31,12 @@
 
 extern crate alloc;
 
-use alloc::{collections::BTreeMap, format, string::String, vec::Vec};
+use alloc::{
+    collections::{BTreeMap, BTreeSet},
+    format,
+    string::String,
+    vec::Vec,
+};
 use core::fmt;
 
 use crate::{
@@ -195,6 +201,8 @@ struct Checker {
     shootdowns: BTreeMap<(u32, u64), ShootdownState>,
     /// Per CPU: halted since (tsc).
     halted: BTreeMap<u16, u64>,
+    /// CPUs known to be outside a halt from before the trace (they switched, stole or halted).
+    cpus_seen: BTreeSet<u16>,
     /// Per CPU: the thread the last switch brought in, and whether it is the idle thread.
     current: BTreeMap<u16, (u64, bool)>,
     running_at_end: Option<(u16, u64)>,
@@ -295,20 +303,36 @@ impl Checker {
                     );
                 }
             }
-            Some(Kind::IdleExit) if self.halted.remove(&r.cpu).is_none() => {
-                self.edge(
-                    r.tsc,
-                    r.cpu,
-                    String::from("left a halt it was not seen to enter"),
-                );
+            // A CPU's first event may end a halt from before the trace: nothing was in flight.
+            Some(Kind::IdleExit)
+                if self.halted.remove(&r.cpu).is_none() && self.cpus_seen.contains(&r.cpu) =>
+            {
+                self.violation(r, String::from("left a halt it was not seen to enter"));
             }
             _ => {}
+        }
+        // Interrupt handlers run (and record wake-ups, IPIs, timer settings) inside a halt that
+        // may have begun before the trace; only these happen outside one.
+        if matches!(
+            r.kind(),
+            Some(Kind::Switch | Kind::Steal | Kind::IdleEnter | Kind::IdleExit)
+        ) {
+            self.cpus_seen.insert(r.cpu);
         }
     }
 
     fn switch(&mut self, r: &Record) {
         self.report.counts.switches += 1;
         let (prev, next) = (r.a, r.b);
+        if prev == next {
+            // It blocked, was woken before it left, and the CPU picked it again: it runs on.
+            let t = self.threads.entry(prev).or_default();
+            t.known = true;
+            t.woken = false;
+            t.queued = None;
+            t.blocked_unwoken = false;
+            return;
+        }
         let reason = Reason::from_arg(r.arg);
         if let Some(&(current, _)) = self.current.get(&r.cpu)
             && current != prev
@@ -528,6 +552,7 @@ pub fn check(dump: &Dump, options: Options) -> Report {
         ipis: BTreeMap::new(),
         shootdowns: BTreeMap::new(),
         halted: BTreeMap::new(),
+        cpus_seen: BTreeSet::new(),
         current: BTreeMap::new(),
         running_at_end: options.running_at_end,
     };

@@ -131,6 +131,8 @@ macro_rules! kinds {
 kinds! {
     /// The CPU switched from thread `a` to thread `b`: `a`'s switch-out and `b`'s switch-in.
     /// `arg`: a [`Reason`] in the low bits, [`SWITCH_PREV_IDLE`] / [`SWITCH_NEXT_IDLE`] flags.
+    /// `a == b` (reason [`Reason::Block`]): the thread blocked but was woken before it left the
+    /// CPU, and the CPU picked it again; it runs on.
     Switch = 1, Sched;
     /// Thread `a` was made runnable on CPU `c` by the recording CPU. `arg`: [`WAKE_NEW`] when
     /// the thread is new (spawned), [`WAKE_RUNNING`] when it had not left its CPU yet, 0 when it

@@ -192,9 +192,6 @@ pub fn post(me: CpuId, targets: CpuSet, request: &Request) -> Ticket {
     };
     let seq = mailboxes()[me.index()].outbox().seq();
     trace::event(Category::Tlb, |_, cpu| Record::shootdown_begin(begun_tsc, cpu, seq, targets.len() as u32));
-    if targets.is_empty() {
-        trace::event(Category::Tlb, |tsc, cpu| Record::shootdown_done(tsc, cpu, seq));
-    }
     ipi::send_set(&targets, trap::VECTOR_SHOOTDOWN);
     let kind = if request.asid == KERNEL_ASID { Counter::KernelIpis } else { Counter::IpisSent };
     count(kind, targets.len() as u64);
@@ -209,14 +206,20 @@ pub fn post(me: CpuId, targets: CpuSet, request: &Request) -> Ticket {
 pub fn wait(me: CpuId, mut service: impl FnMut()) -> Result<(), CpuSet> {
     let deadline = time::now_ns().saturating_add(SHOOTDOWN_TIMEOUT_NS);
     let outbox = mailboxes()[me.index()].outbox();
-    let was_pending = !outbox.pending().is_empty();
     let outcome = outbox.wait(&mut service, || time::now_ns() >= deadline);
-    if was_pending && outcome.is_ok() {
-        let seq = outbox.seq();
+    // Trace the completion once per request, whether the acknowledgements came before this wait
+    // or during it.
+    let seq = outbox.seq();
+    let traced = &TRACED_DONE[me.index()];
+    if outcome.is_ok() && traced.load(Ordering::Relaxed) != seq {
+        traced.store(seq, Ordering::Relaxed);
         trace::event(Category::Tlb, |tsc, cpu| Record::shootdown_done(tsc, cpu, seq));
     }
     outcome
 }
+
+/// Per CPU: the last of its requests whose completion was traced (only that CPU touches it).
+static TRACED_DONE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// Trace point of a target: it served `sender`'s shootdown number `seq` (before acknowledging it;
 /// `ShootdownMailbox::service_noting` calls this).

@@ -18,6 +18,9 @@ use ::trace::{Category, Gate, Mask, Record, Tracer, dump::Sink};
 
 use crate::cpu::percpu;
 
+#[cfg(feature = "ktest")]
+mod tests;
+
 static GATE: Gate = Gate::new();
 static TRACER: spin::Once<&'static Tracer> = spin::Once::new();
 
