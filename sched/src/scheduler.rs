@@ -765,16 +765,17 @@ impl<P: Platform> Scheduler<P> {
             // SAFETY: `prev` runs on this CPU and is alive.
             let next = unsafe { rq.put_prev_pick_next(prev_nn, prev == idle) }
                 .map_or(idle, NonNull::as_ptr);
-            // Also a block that a wake-up overtook and that picked `prev` again: the trace then
-            // knows the wake-up was used.
-            if next != prev || reason == Reason::Block {
+            if next != prev {
                 // Under the queue lock, so a thief that takes `prev` next reports after this.
                 // SAFETY: `prev` is us; `next` was on our queue or is our idle thread: both alive.
                 let (p, n) = unsafe { ((*prev).id, (*next).id) };
+                // SAFETY: as above.
+                let requeued = prev != idle && unsafe { (*prev).entity.state() } == State::Running;
                 self.platform.trace(TraceEvent::Switch {
                     prev: p,
                     next: n,
                     reason: reason.traced(),
+                    prev_queued: requeued,
                     prev_idle: prev == idle,
                     next_idle: next == idle,
                 });

@@ -15,7 +15,7 @@
 
 use trace::{
     Record,
-    event::{Reason, SWITCH_NEXT_IDLE, SWITCH_PREV_IDLE, WAKE_NEW, WAKE_RUNNING},
+    event::{Reason, SWITCH_NEXT_IDLE, SWITCH_PREV_IDLE, SWITCH_PREV_QUEUED, WAKE_NEW, WAKE_RUNNING},
 };
 
 use crate::{platform::CpuIndex, thread::ThreadId};
@@ -27,8 +27,8 @@ pub enum SwitchReason {
     Yield,
     /// The thread was preempted (it stays runnable).
     Preempt,
-    /// The thread blocked (it may have been woken meanwhile and stay runnable: see
-    /// [`TraceEvent::Wakeup`]`{ queued: false }`).
+    /// The thread blocked (a wake-up may have overtaken it: then it stays runnable, see
+    /// [`TraceEvent::Wakeup`]`{ queued: false }` and `prev_queued`).
     Block,
     /// The thread exited.
     Exit,
@@ -39,12 +39,13 @@ pub enum SwitchReason {
 /// One scheduling event on the calling CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TraceEvent {
-    /// The CPU switches from `prev` to `next`. `prev == next` with [`SwitchReason::Block`]: the
-    /// thread blocked but a wake-up came before it left, and the CPU picked it again.
+    /// The CPU switches from `prev` to `next`; `prev_queued`: `prev` stays runnable on this CPU's
+    /// queue (after a yield or preemption, or a block that a wake-up overtook).
     Switch {
         prev: ThreadId,
         next: ThreadId,
         reason: SwitchReason,
+        prev_queued: bool,
         prev_idle: bool,
         next_idle: bool,
     },
@@ -76,6 +77,7 @@ impl TraceEvent {
                 prev,
                 next,
                 reason,
+                prev_queued,
                 prev_idle,
                 next_idle,
             } => {
@@ -87,7 +89,8 @@ impl TraceEvent {
                     SwitchReason::Idle => Reason::Idle,
                 };
                 let flags = if prev_idle { SWITCH_PREV_IDLE } else { 0 }
-                    | if next_idle { SWITCH_NEXT_IDLE } else { 0 };
+                    | if next_idle { SWITCH_NEXT_IDLE } else { 0 }
+                    | if prev_queued { SWITCH_PREV_QUEUED } else { 0 };
                 (
                     Some(Record::switch(tsc, cpu, prev.0, next.0, reason, flags)),
                     None,

@@ -41,7 +41,9 @@ use core::fmt;
 
 use crate::{
     dump::Dump,
-    event::{IpiKind, Kind, Reason, Record, SWITCH_NEXT_IDLE, WAKE_NEW, WAKE_RUNNING},
+    event::{
+        IpiKind, Kind, Reason, Record, SWITCH_NEXT_IDLE, SWITCH_PREV_QUEUED, WAKE_NEW, WAKE_RUNNING,
+    },
 };
 
 /// How to judge a trace's edges.
@@ -159,10 +161,9 @@ struct ThreadState {
     running_on: Option<u16>,
     /// Runnable and queued on this CPU since (tsc, why), until it is switched in.
     queued: Option<(u16, u64, &'static str)>,
-    /// Its last switch-out was a block, and no wake-up came since its last switch-in.
+    /// Its last switch-out was a block that left it off every queue, and no wake-up queued it
+    /// since.
     blocked_unwoken: bool,
-    /// A wake-up came since its last switch-in.
-    woken: bool,
     /// It was seen switching in at least once.
     seen_in: bool,
     /// It was seen at all (switched, woken, stolen).
@@ -324,15 +325,6 @@ impl Checker {
     fn switch(&mut self, r: &Record) {
         self.report.counts.switches += 1;
         let (prev, next) = (r.a, r.b);
-        if prev == next {
-            // It blocked, was woken before it left, and the CPU picked it again: it runs on.
-            let t = self.threads.entry(prev).or_default();
-            t.known = true;
-            t.woken = false;
-            t.queued = None;
-            t.blocked_unwoken = false;
-            return;
-        }
         let reason = Reason::from_arg(r.arg);
         if let Some(&(current, _)) = self.current.get(&r.cpu)
             && current != prev
@@ -350,13 +342,13 @@ impl Checker {
             Some(Reason::Yield | Reason::Preempt) => {
                 p.queued = Some((r.cpu, r.tsc, "yielded or was preempted"))
             }
-            Some(Reason::Block) => {
-                p.blocked_unwoken = !p.woken;
-                if p.woken && p.queued.is_none() {
-                    // Woken before it left the CPU: the switch path put it back on this queue.
-                    p.queued = Some((r.cpu, r.tsc, "was woken before it left the CPU"));
-                }
+            // A wake-up overtook the block: the switch path put it back on this queue.
+            Some(Reason::Block) if r.arg & SWITCH_PREV_QUEUED != 0 => {
+                p.queued = Some((r.cpu, r.tsc, "was woken before it left the CPU"))
             }
+            // Off every queue, unless a wake-up queued it already (it may be stamped before the
+            // switch that took it off, which it waited for).
+            Some(Reason::Block) => p.blocked_unwoken = p.queued.is_none(),
             Some(Reason::Exit) => p.exited = true,
             Some(Reason::Idle) | None => {}
         }
@@ -395,7 +387,6 @@ impl Checker {
         n.known = true;
         n.queued = None;
         n.blocked_unwoken = false;
-        n.woken = false;
         for p in problems {
             self.violation(r, p);
         }
@@ -420,12 +411,12 @@ impl Checker {
     fn wakeup(&mut self, r: &Record) {
         let t = self.threads.entry(r.a).or_default();
         t.known = true;
-        t.woken = true;
-        t.blocked_unwoken = false;
         if r.arg & WAKE_RUNNING != 0 {
-            // It had not left its CPU: it stays runnable there, no switch-in follows.
+            // It had not left its CPU: the block is cancelled, and its switch-out (if any) says
+            // it was put back (`SWITCH_PREV_QUEUED`).
             return;
         }
+        t.blocked_unwoken = false;
         self.report.counts.wakeups += 1;
         let why = if r.arg & WAKE_NEW != 0 {
             "was spawned"

@@ -130,9 +130,8 @@ macro_rules! kinds {
 
 kinds! {
     /// The CPU switched from thread `a` to thread `b`: `a`'s switch-out and `b`'s switch-in.
-    /// `arg`: a [`Reason`] in the low bits, [`SWITCH_PREV_IDLE`] / [`SWITCH_NEXT_IDLE`] flags.
-    /// `a == b` (reason [`Reason::Block`]): the thread blocked but was woken before it left the
-    /// CPU, and the CPU picked it again; it runs on.
+    /// `arg`: a [`Reason`] in the low bits, [`SWITCH_PREV_IDLE`] / [`SWITCH_NEXT_IDLE`] /
+    /// [`SWITCH_PREV_QUEUED`] flags.
     Switch = 1, Sched;
     /// Thread `a` was made runnable on CPU `c` by the recording CPU. `arg`: [`WAKE_NEW`] when
     /// the thread is new (spawned), [`WAKE_RUNNING`] when it had not left its CPU yet, 0 when it
@@ -221,6 +220,9 @@ impl Reason {
 pub const SWITCH_PREV_IDLE: u8 = 0x10;
 /// [`Kind::Switch`] flag: the incoming thread is the CPU's idle thread.
 pub const SWITCH_NEXT_IDLE: u8 = 0x20;
+/// [`Kind::Switch`] flag: the outgoing thread stays runnable, queued on this CPU (always after a
+/// yield or preemption; after a block when a wake-up overtook it, see [`WAKE_RUNNING`]).
+pub const SWITCH_PREV_QUEUED: u8 = 0x40;
 /// [`Kind::Wakeup`] flag: the thread is new (spawned), not woken from a block.
 pub const WAKE_NEW: u8 = 0x01;
 /// [`Kind::Wakeup`] flag: the thread had not yet left its CPU when it was woken, so it was not

@@ -15,7 +15,10 @@ use alloc::{collections::VecDeque, format, string::String, vec, vec::Vec};
 
 use crate::{
     dump::{CpuBlock, Dump, Header},
-    event::{IpiKind, Kind, Reason, Record, SWITCH_NEXT_IDLE, SWITCH_PREV_IDLE, WAKE_NEW},
+    event::{
+        IpiKind, Kind, Reason, Record, SWITCH_NEXT_IDLE, SWITCH_PREV_IDLE, SWITCH_PREV_QUEUED,
+        WAKE_NEW,
+    },
     mask::Mask,
 };
 
@@ -134,8 +137,10 @@ impl Sim {
         if next == prev {
             return;
         }
+        let queued = reason.stays_runnable() && !prev_idle;
         let flags = if prev_idle { SWITCH_PREV_IDLE } else { 0 }
-            | if next_idle { SWITCH_NEXT_IDLE } else { 0 };
+            | if next_idle { SWITCH_NEXT_IDLE } else { 0 }
+            | if queued { SWITCH_PREV_QUEUED } else { 0 };
         self.emit(cpu, Record::switch(0, 0, prev, next, reason, flags));
         self.cpus[cpu].current = next;
         if !next_idle {

@@ -6,7 +6,7 @@ use trace::{
     Dump, IpiKind, Kind, Reason, Record,
     check::{Options, check},
     dump::{CpuBlock, Header},
-    event::{SWITCH_NEXT_IDLE, SWITCH_PREV_IDLE, WAKE_NEW, WAKE_RUNNING},
+    event::{SWITCH_NEXT_IDLE, SWITCH_PREV_IDLE, SWITCH_PREV_QUEUED, WAKE_NEW, WAKE_RUNNING},
     synth::{self, Config},
 };
 
@@ -214,7 +214,7 @@ fn a_wake_up_of_a_thread_still_on_its_cpu_expects_no_switch_in() {
         Record::wakeup(2, 0, 11, 0, WAKE_NEW),
         Record::switch(3, 0, 1, 10, Reason::Idle, SWITCH_PREV_IDLE),
         Record::wakeup(4, 1, 10, 0, WAKE_RUNNING),
-        Record::switch(5, 0, 10, 11, Reason::Block, 0),
+        Record::switch(5, 0, 10, 11, Reason::Block, SWITCH_PREV_QUEUED),
         Record::switch(6, 0, 11, 10, Reason::Yield, 0),
     ];
     let options = Options {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use trace::{
     Dump, IpiKind, Kind, Reason, Record,
-    event::{SWITCH_NEXT_IDLE, SWITCH_PREV_IDLE, WAKE_NEW, WAKE_RUNNING},
+    event::{SWITCH_NEXT_IDLE, SWITCH_PREV_IDLE, SWITCH_PREV_QUEUED, WAKE_NEW, WAKE_RUNNING},
 };
 
 /// A thread running on a CPU from `start` to `end` (TSC).
@@ -175,7 +175,9 @@ impl Timeline {
                     let next_idle = r.arg & SWITCH_NEXT_IDLE != 0;
                     open.insert(cpu, (next, r.tsc, next_idle));
                     self.cpus[cpu as usize].switches += 1;
-                    if reason.is_some_and(Reason::stays_runnable) && !prev_idle {
+                    let requeued = reason.is_some_and(Reason::stays_runnable)
+                        || r.arg & SWITCH_PREV_QUEUED != 0;
+                    if requeued && !prev_idle {
                         runnable_since.insert(prev, r.tsc);
                     }
                     if next_idle {
