@@ -97,9 +97,11 @@ pub trait Platform: 'static + Sync + Sized {
     fn switch_mm(&self, prev: Option<Mm>, next: Mm);
 
     /// A scheduling event on this CPU, for a trace (see [`crate::trace`]). Called with interrupts
-    /// disabled, sometimes under a run-queue lock: it must be short and must not block or
-    /// allocate. The default records nothing and compiles to nothing; a tracing platform keeps the
-    /// off case to one test of its enable mask.
+    /// disabled; switches and wake-ups under a run-queue lock, and wake-ups also from the timer
+    /// interrupt, so for those it must be short and must neither block nor allocate (spawns and
+    /// idle threads are reported from thread context, where allocating is fine). The default
+    /// records nothing and compiles to nothing; a tracing platform keeps the off case to one test
+    /// of its enable mask.
     #[inline(always)]
     fn trace(&self, event: TraceEvent) {
         let _ = event;
