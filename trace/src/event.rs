@@ -88,6 +88,7 @@ impl Category {
     }
 
     /// The category's bit in a [`crate::Mask`].
+    #[inline(always)]
     pub const fn bit(self) -> u32 {
         1 << self as u32
     }
