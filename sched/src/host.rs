@@ -290,9 +290,9 @@ impl Platform for HostPlatform {
     /// One test of the hook when none is installed: what the native benchmark's rows pay for
     /// the trace points.
     #[inline(always)]
-    fn trace(&self, event: TraceEvent) {
+    fn trace(&self, event: impl FnOnce() -> TraceEvent) {
         if let Some(hook) = self.trace_hook {
-            hook(self.cpu_id(), event);
+            hook(self.cpu_id(), event());
         }
     }
 }

@@ -101,9 +101,9 @@ pub trait Platform: 'static + Sync + Sized {
     /// interrupt, so for those it must be short and must neither block nor allocate (spawns and
     /// idle threads are reported from thread context, where allocating is fine). The default
     /// records nothing and compiles to nothing; a tracing platform keeps the off case to one test
-    /// of its enable mask.
+    /// of its enable mask, and calls `event` (which reads the threads involved) only when on.
     #[inline(always)]
-    fn trace(&self, event: TraceEvent) {
+    fn trace(&self, event: impl FnOnce() -> TraceEvent) {
         let _ = event;
     }
 }

@@ -362,7 +362,7 @@ impl<P: Platform> Scheduler<P> {
         let raw =
             NonNull::new(Arc::into_raw(thread.clone()).cast_mut()).expect("Arc is never null");
         let irq = self.platform.irq_save_disable();
-        self.platform.trace(TraceEvent::Spawn {
+        self.platform.trace(|| TraceEvent::Spawn {
             thread: thread.id,
             name: thread.name,
             target: CpuIndex(cpu as u32),
@@ -545,7 +545,7 @@ impl<P: Platform> Scheduler<P> {
             None,
         ));
         idle.entity.set_on_cpu();
-        self.platform.trace(TraceEvent::Idle { thread: idle.id });
+        self.platform.trace(|| TraceEvent::Idle { thread: idle.id });
         let idle = Arc::into_raw(idle).cast_mut();
         cpu.local.idle.store(idle, Ordering::Relaxed);
         cpu.local.current.store(idle, Ordering::Relaxed);
@@ -595,7 +595,7 @@ impl<P: Platform> Scheduler<P> {
                 continue;
             }
             if let Some(t) = victim.queue.steal(me) {
-                self.platform.trace(TraceEvent::Steal {
+                self.platform.trace(|| TraceEvent::Steal {
                     // SAFETY: a stolen thread is valid and ours now (see below).
                     thread: unsafe { t.as_ref() }.id,
                     victim: CpuIndex(((me + k) % n) as u32),
@@ -627,11 +627,10 @@ impl<P: Platform> Scheduler<P> {
     /// `t` stays valid for the call (see `rq::wake`).
     pub(crate) unsafe fn wake_thread(&self, t: NonNull<Thread>) -> bool {
         let me = self.this_cpu();
-        // SAFETY: valid for the call (caller).
-        let thread = unsafe { t.as_ref() }.id;
         let note = |cpu: usize, queued: bool| {
-            self.platform.trace(TraceEvent::Wakeup {
-                thread,
+            self.platform.trace(|| TraceEvent::Wakeup {
+                // SAFETY: valid for the call (caller).
+                thread: unsafe { t.as_ref() }.id,
                 target: CpuIndex(cpu as u32),
                 queued,
             })
@@ -767,17 +766,18 @@ impl<P: Platform> Scheduler<P> {
                 .map_or(idle, NonNull::as_ptr);
             if next != prev {
                 // Under the queue lock, so a thief that takes `prev` next reports after this.
-                // SAFETY: `prev` is us; `next` was on our queue or is our idle thread: both alive.
-                let (p, n) = unsafe { ((*prev).id, (*next).id) };
-                // SAFETY: as above.
-                let requeued = prev != idle && unsafe { (*prev).entity.state() } == State::Running;
-                self.platform.trace(TraceEvent::Switch {
-                    prev: p,
-                    next: n,
-                    reason: reason.traced(),
-                    prev_queued: requeued,
-                    prev_idle: prev == idle,
-                    next_idle: next == idle,
+                self.platform.trace(|| {
+                    // SAFETY: `prev` is us; `next` was on our queue or is our idle thread: both
+                    // alive.
+                    let (p, n) = unsafe { (&*prev, &*next) };
+                    TraceEvent::Switch {
+                        prev: p.id,
+                        next: n.id,
+                        reason: reason.traced(),
+                        prev_queued: prev != idle && p.entity.state() == State::Running,
+                        prev_idle: prev == idle,
+                        next_idle: next == idle,
+                    }
                 });
             }
             next

@@ -105,9 +105,9 @@ impl Platform for KernelPlatform {
 
     /// While the trace's `sched` category is off: one load and one test.
     #[inline(always)]
-    fn trace(&self, event: sched::TraceEvent) {
+    fn trace(&self, event: impl FnOnce() -> sched::TraceEvent) {
         if trace::enabled(Category::Sched) {
-            trace::sched_event(event);
+            trace::sched_event(event());
         }
     }
 }
