@@ -2,6 +2,7 @@
 #
 #   make run     build the kernel and boot it in QEMU, serial console on this terminal
 #   make test    every test: host unit tests, loom models, bench smoke run, in-kernel tests in QEMU
+#   make trace   boot with the scheduling trace on; target/trace/trace.json, timeline.svg, summary.txt
 #   make help    all targets
 #
 # Options (on the command line, e.g. `make run SMP=8 ARGS="exit-after=10 loglevel=debug"`):
@@ -36,6 +37,9 @@ CPU ?=
 # reports the wrong vCPU to plugins, so the counter stays off with it.
 BENCH_QEMU ?= system
 BENCH_ICOUNT ?=
+# make trace: seconds the traced boot runs, and the trace categories (`trace=` of the kernel).
+SECONDS ?= 2
+TRACE ?= all
 # CPU counts the QEMU harness of `make test` boots, and the seconds each boot may take.
 KTEST_SMP ?= 1,2,4,8
 KTEST_TIMEOUT ?= 120
@@ -77,7 +81,7 @@ ISO_ROOT := target/iso_root
 LIMINE_BRANCH := v8.2.0-binary
 LIMINE_REPO := https://github.com/limine-bootloader/limine.git
 LIMINE_FILES := limine-bios.sys limine-bios-cd.bin limine-uefi-cd.bin BOOTX64.EFI
-LOOM_TESTS := $(wildcard sched/tests/loom*.rs smp/tests/loom*.rs kcore/tests/loom*.rs)
+LOOM_TESTS := $(wildcard sched/tests/loom*.rs smp/tests/loom*.rs trace/tests/loom*.rs kcore/tests/loom*.rs)
 # Recursive (=), not :=: `make deps` may install OVMF during this very run, and the firmware must be
 # looked for after that, not when the Makefile is read.
 OVMF_CODE = $(firstword $(wildcard /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_CODE.fd))
@@ -138,7 +142,7 @@ endef
 banner = @printf '\n==> %s\n' "$(1)"
 
 .PHONY: help run debug test check loom bench-quick ktest ktest-kvm iso limine limine-files bench kernel test-kernel \
-	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel qemu10
+	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel qemu10 trace
 
 help:
 	@echo "make run        build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh, FIRMWARE=bios|uefi)"
@@ -153,6 +157,7 @@ help:
 	@echo "make user-oracle (check) run every user program on the host Linux, record its lines in $(USER_EXPECTED)/"
 	@echo "make user-kernel run every user program as init of the kernel at -smp $(KTEST_SMP), compare with Linux"
 	@echo "make bench      the benchmark: part 1 natively beside Linux, part 2 in QEMU (BENCH_QEMU=qemu10: QEMU 10)"
+	@echo "make trace      boot with the scheduling trace on for SECONDS=$(SECONDS) s; target/trace/trace.json, timeline.svg, summary.txt"
 	@echo "make kernel     build the kernel ELF only ($(KERNEL_ELF))"
 	@echo "make test-kernel build the test kernel only ($(TEST_ELF))"
 	@echo "make iso        hybrid BIOS/UEFI Limine ISO in $(ISO) (needs LIMINE_DIR)"
@@ -315,6 +320,18 @@ ktest-kvm: host-deps test-kernel
 	@if [ -z "$(KVM_OPENS)" ]; then echo "skipped: /dev/kvm does not open here"; exit 0; fi; \
 	cargo run -q --release -p ktest -- --kernel $(TEST_ELF) --smp 2 --accel kvm --cpu '$(KVM_CPU)' \
 	  --timeout 600 --append "slice-us=20000 noxsave" $(foreach t,$(KVM_TESTS),--filter $(t))
+
+# Boot with the trace on (the demo workload unless ARGS says otherwise), power off after SECONDS,
+# and turn what the kernel wrote to QEMU's debug console into the Perfetto/Chrome JSON, the
+# timeline picture and the summary, checking the trace's conservation on the way.
+TRACE_DIR := target/trace
+trace: rust-deps
+	$(call banner,trace: -smp $(SMP)$(comma) $(SECONDS) s$(comma) categories $(TRACE))
+	@mkdir -p $(TRACE_DIR) && rm -f $(TRACE_DIR)/raw.bin
+	$(MAKE) --no-print-directory run ARGS='trace=$(TRACE) exit-after=$(SECONDS) $(ARGS)' \
+	  QEMU_ARGS='$(QEMU_ARGS) -debugcon file:$(TRACE_DIR)/raw.bin'
+	cargo run -q --release -p tracetool -- $(TRACE_DIR)/raw.bin --out $(TRACE_DIR) --check \
+	  --title "make trace SMP=$(SMP) SECONDS=$(SECONDS) $(ARGS)"
 
 # Part 1 natively, then part 2: the release kernel boots in QEMU with `bench` (accelerator as
 # ACCEL=auto picks it) and its rows join the same report in target/bench.

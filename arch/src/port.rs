@@ -1,5 +1,6 @@
 //! I/O ports: IN and OUT (SDM vol. 2A/2B). Each access is unsafe with one contract, stated once
-//! here. The QEMU exit device, the one port write with no memory effect at all, is safe.
+//! here. The QEMU exit device and the debug console port, port writes with no memory effect at
+//! all, are safe.
 #![cfg(target_os = "none")]
 
 use x86_64::instructions::port::Port;
@@ -45,4 +46,26 @@ pub fn qemu_debug_exit(code: u32) {
     // SAFETY: port 0xf4 is the isa-debug-exit device under QEMU and unused on PCs; a write to an
     // absent device is ignored, and the device touches no memory.
     unsafe { Port::<u32>::new(QEMU_DEBUG_EXIT).write(code) };
+}
+
+/// The port of QEMU's (and Bochs') debug console (`-debugcon file:PATH`): each byte written there
+/// goes to the host, on a channel separate from the serial console.
+pub const DEBUGCON: u16 = 0xe9;
+
+/// Write `bytes` to the debug console port with one `rep outsb` (SDM vol. 2B, OUTS), which QEMU
+/// serves in batches rather than one exit per byte. On a PC without the device the bytes go
+/// nowhere.
+pub fn debugcon_write(bytes: &[u8]) {
+    // SAFETY: port 0xe9 is QEMU's debug console and unused on PCs, so the writes disturb no
+    // driver and the device touches no memory; `rep outsb` reads `rcx` bytes at `rsi`, which
+    // `bytes` covers, and the direction flag is clear as the ABI guarantees between functions.
+    unsafe {
+        core::arch::asm!(
+            "rep outsb",
+            inout("rcx") bytes.len() => _,
+            inout("rsi") bytes.as_ptr() => _,
+            in("dx") DEBUGCON,
+            options(nostack, preserves_flags, readonly)
+        )
+    };
 }

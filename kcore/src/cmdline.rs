@@ -56,7 +56,14 @@ pub struct Options<'a> {
     pub bench: bool,
     /// With `bench`: tiny sample counts (`bench=quick`).
     pub bench_quick: bool,
+    /// The trace categories to record (`trace`, `trace=sched,ipi,...`); empty: no trace.
+    pub trace: trace::Mask,
+    /// Records each CPU's trace ring keeps (`trace-buf=`).
+    pub trace_buf: u32,
 }
+
+/// Default records per CPU of the trace rings: 64 Ki records, 2.5 MiB per CPU.
+pub const DEFAULT_TRACE_BUF: u32 = 1 << 16;
 
 impl Default for Options<'_> {
     fn default() -> Self {
@@ -73,6 +80,8 @@ impl Default for Options<'_> {
             loglevel: LogLevel::Info,
             bench: false,
             bench_quick: false,
+            trace: trace::Mask::NONE,
+            trace_buf: DEFAULT_TRACE_BUF,
         }
     }
 }
@@ -268,6 +277,21 @@ pub fn parse<'a>(line: &'a str) -> (Options<'a>, Warnings<'a>) {
                     }
                 }
             }
+            "trace" => match trace::Mask::from_option(value) {
+                Ok(mask) => o.trace = mask,
+                Err(_) => w.push(Warning::BadValue {
+                    key,
+                    value: value.unwrap_or(""),
+                    expected: "categories from sched, ipi, tlb, timer, idle, syscall, fault, signal, all, none",
+                }),
+            },
+            "trace-buf" => {
+                if let Some(v) = needs(&mut w) {
+                    let n = number_in(key, v, 64..=1 << 24, "64 to 16777216 records", &mut w);
+                    // The range check above keeps the value within u32.
+                    o.trace_buf = n.map_or(o.trace_buf, |n| n as u32);
+                }
+            }
             "bench" => match value {
                 None => o.bench = true,
                 Some("quick") => (o.bench, o.bench_quick) = (true, true),
@@ -338,6 +362,23 @@ mod tests {
         assert!(!o.bench && !o.bench_quick);
         assert!(matches!(w.iter().next(), Some(Warning::BadValue { key: "bench", value: "slow", .. })), "{:?}", w);
         assert!(!Options::default().bench);
+    }
+
+    #[test]
+    fn trace_takes_all_categories_or_a_list_and_a_buffer_size() {
+        use trace::{Category, Mask};
+        assert_eq!(Options::default().trace, Mask::NONE);
+        let (o, w) = parse("trace");
+        assert_eq!((o.trace, w.total), (Mask::ALL, 0));
+        let (o, w) = parse("trace=sched,ipi trace-buf=4096");
+        assert_eq!(w.total, 0, "{:?}", w);
+        assert_eq!(o.trace, Mask::NONE.with(Category::Sched).with(Category::Ipi));
+        assert_eq!(o.trace_buf, 4096);
+        let (o, w) = parse("trace=sched,bogus trace-buf=1");
+        assert_eq!(o.trace, Mask::NONE);
+        assert_eq!(o.trace_buf, DEFAULT_TRACE_BUF);
+        assert!(matches!(w.iter().next(), Some(Warning::BadValue { key: "trace", value: "sched,bogus", .. })), "{:?}", w);
+        assert_eq!(w.total, 2);
     }
 
     #[test]

@@ -137,6 +137,15 @@ fn kernel_main(info: BootInfo) -> ! {
     // The scheduler spans every CPU id up to the highest one online (a CPU that failed to start
     // leaves an empty queue nobody is woken onto).
     let nr_cpus = crate::cpu::map::online().iter().map(|c| c.get() + 1).max().unwrap_or(1);
+    if !opts.trace.is_empty() {
+        let tracer = alloc::boxed::Box::leak(alloc::boxed::Box::new(::trace::Tracer::new(nr_cpus as usize, opts.trace_buf as usize)));
+        log::info!(
+            "trace: recording {} on {nr_cpus} CPUs, {} records per CPU; dumped at exit to the debug console (port 0xe9)",
+            opts.trace,
+            tracer.capacity()
+        );
+        cpu::trace::install(tracer, opts.trace);
+    }
     space::init(!opts.nopcid);
     // SAFETY: boot CPU, interrupts off, no thread has used the FPU yet.
     let fpu = unsafe { arch::fpu::enable_on_this_cpu(!opts.noxsave) };
@@ -193,6 +202,9 @@ fn main_thread(
     }
     if let Some(s) = exit_after_s {
         task::sched().sleep_ns(s.saturating_mul(1_000_000_000));
+        if let Some((written, lost)) = cpu::trace::dump(time::tsc_hz()) {
+            log::info!("trace: {written} records written to the debug console, {lost} lost (overwritten or in flight)");
+        }
         log::info!("exit-after={s}: powering off");
         power::exit(power::Exit::Success);
     }

@@ -3,7 +3,8 @@
 //!
 //! Key items: [`HostPlatform`] (each "CPU" is an OS thread), [`run`] (bring up `nr_cpus` CPUs, run
 //! a main thread on the scheduler, shut down, hand back its value and the scheduler for its
-//! counters), [`tick`] (a stand-in for the timer interrupt).
+//! counters), [`run_on`] (the same on a given platform, e.g. one built `with_trace_hook`),
+//! [`tick`] (a stand-in for the timer interrupt).
 //!
 //! Neighbours: implements `platform::Platform` for `Scheduler`; used by `tests/` and by `bench`.
 //!
@@ -31,6 +32,7 @@ extern crate std;
 use crate::platform::{CpuIndex, IrqState, Mm, Platform, Stack};
 use crate::scheduler::{Config, Scheduler};
 use crate::thread::Builder;
+use crate::trace::TraceEvent;
 use arch::fpu::FpuFeatures;
 use core::cell::Cell;
 use crossbeam_utils::CachePadded;
@@ -65,11 +67,15 @@ struct HostCpu {
     mm_switches: AtomicU64,
 }
 
+/// Where a [`HostPlatform`] reports scheduling events (the CPU that reports, the event).
+pub type TraceHook = fn(CpuIndex, TraceEvent);
+
 /// The host machine: `nr_cpus` OS threads acting as CPUs.
 pub struct HostPlatform {
     cpus: Box<[CachePadded<HostCpu>]>,
     clock: TscClock,
     fpu: FpuFeatures,
+    trace_hook: Option<TraceHook>,
 }
 
 /// The kernel's clock on a host: the TSC, counted from a base and scaled to nanoseconds by a
@@ -124,7 +130,21 @@ impl HostPlatform {
             cpus,
             clock: TscClock::new(),
             fpu: FpuFeatures::detect(),
+            trace_hook: None,
         }
+    }
+
+    /// The same machine, reporting scheduling events to `hook` (see [`run_on`]).
+    pub fn with_trace_hook(self, hook: TraceHook) -> HostPlatform {
+        HostPlatform {
+            trace_hook: Some(hook),
+            ..self
+        }
+    }
+
+    /// Number of CPUs.
+    pub fn nr_cpus(&self) -> usize {
+        self.cpus.len()
     }
 
     /// Make the calling OS thread CPU `cpu` (once per CPU, before it calls `run_cpu`).
@@ -266,6 +286,15 @@ impl Platform for HostPlatform {
         let n = &self.this().mm_switches;
         n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
+
+    /// One test of the hook when none is installed: what the native benchmark's rows pay for
+    /// the trace points.
+    #[inline(always)]
+    fn trace(&self, event: impl FnOnce() -> TraceEvent) {
+        if let Some(hook) = self.trace_hook {
+            hook(self.cpu_id(), event());
+        }
+    }
 }
 
 /// Run `main` as a thread of a new scheduler on `nr_cpus` host CPUs: the calling OS thread becomes
@@ -279,7 +308,21 @@ where
     F: FnOnce(&'static Scheduler<HostPlatform>) -> T + Send + 'static,
     T: Send + 'static,
 {
-    let sched = Scheduler::new(HostPlatform::new(nr_cpus), nr_cpus, config);
+    run_on(HostPlatform::new(nr_cpus), config, main)
+}
+
+/// [`run`] on a machine made beforehand (e.g. with a trace hook), with as many CPUs as it has.
+pub fn run_on<T, F>(
+    platform: HostPlatform,
+    config: Config,
+    main: F,
+) -> (T, &'static Scheduler<HostPlatform>)
+where
+    F: FnOnce(&'static Scheduler<HostPlatform>) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let nr_cpus = platform.nr_cpus();
+    let sched = Scheduler::new(platform, nr_cpus, config);
     let stop = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(Barrier::new(nr_cpus));
     let others: Vec<_> = (1..nr_cpus)

@@ -15,8 +15,10 @@
 //!   becomes its idle thread and runs the idle loop (returns only when `stop()` and no work).
 //! - [`Platform`]: `cpu_id`, `irq_save_disable`/`irq_restore` ([`IrqState`]), `send_resched`,
 //!   `now_ns`, `arm_timer(Option<u64>)`, `idle_wait`, `alloc_stack`/`free_stack` ([`Stack`]),
-//!   `fpu_features() -> Option<arch::fpu::FpuFeatures>`, `switch_mm(Option<Mm>, Mm)` ([`Mm`]);
-//!   [`CpuIndex`]`(u32)` numbers CPUs densely.
+//!   `fpu_features() -> Option<arch::fpu::FpuFeatures>`, `switch_mm(Option<Mm>, Mm)` ([`Mm`]),
+//!   `trace(impl FnOnce() -> TraceEvent)` (default: nothing); [`CpuIndex`]`(u32)` numbers CPUs densely.
+//! - Trace points (module `trace`): [`TraceEvent`] (`Switch` with a [`SwitchReason`], `Wakeup`,
+//!   `Spawn`, `Idle`, `Steal`), reported in causal order across CPUs.
 //!
 //! Threads (module `thread`):
 //! - `Scheduler::spawn(&'static self, Builder, impl FnOnce() -> T) -> Result<JoinHandle<T, P>,
@@ -64,6 +66,7 @@ mod scheduler;
 mod stats;
 mod sync;
 mod thread;
+pub mod trace;
 mod wait;
 
 #[cfg(not(target_os = "none"))]
@@ -73,4 +76,5 @@ pub use platform::{CpuIndex, IrqState, Mm, Platform, Stack};
 pub use scheduler::{Config, PreemptGuard, Scheduler};
 pub use stats::Counters;
 pub use thread::{Builder, CurrentThread, JoinHandle, SpawnError, ThreadId};
+pub use trace::{SwitchReason, TraceEvent};
 pub use wait::{Mutex, MutexGuard, Semaphore, WaitQueue};

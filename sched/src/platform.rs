@@ -7,6 +7,7 @@
 //! `arch` (APIC timer and IPIs, `sti; hlt`, page-mapped stacks with guard pages, CR3 switching);
 //! `sched::host` implements it with OS threads for tests and benchmarks.
 
+use crate::trace::TraceEvent;
 use arch::fpu::FpuFeatures;
 use core::num::NonZeroUsize;
 use core::ops::Range;
@@ -94,4 +95,15 @@ pub trait Platform: 'static + Sync + Sized {
     /// Load address space `next` on this CPU; `prev` is the one loaded so far (`None` if none yet).
     /// Called only when they differ, never for kernel-only threads (which keep the loaded one).
     fn switch_mm(&self, prev: Option<Mm>, next: Mm);
+
+    /// A scheduling event on this CPU, for a trace (see [`crate::trace`]). Called with interrupts
+    /// disabled; switches and wake-ups under a run-queue lock, and wake-ups also from the timer
+    /// interrupt, so for those it must be short and must neither block nor allocate (spawns and
+    /// idle threads are reported from thread context, where allocating is fine). The default
+    /// records nothing and compiles to nothing; a tracing platform keeps the off case to one test
+    /// of its enable mask, and calls `event` (which reads the threads involved) only when on.
+    #[inline(always)]
+    fn trace(&self, event: impl FnOnce() -> TraceEvent) {
+        let _ = event;
+    }
 }

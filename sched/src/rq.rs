@@ -522,6 +522,21 @@ pub unsafe fn wake<'a, T: Queued + 'a>(
     queue_of: impl Fn(usize) -> &'a CpuQueue<T>,
     t: NonNull<T>,
 ) -> Wake {
+    // SAFETY: as for this function.
+    unsafe { wake_noting(queue_of, t, |_, _| {}) }
+}
+
+/// [`wake`], calling `note(cpu, queued)` under `cpu`'s queue lock once the thread is runnable
+/// there (`queued`: pushed on the queue; otherwise it had not left the CPU), so whatever `note`
+/// records is ordered before any CPU can pick the thread.
+///
+/// # Safety
+/// As for [`wake`].
+pub unsafe fn wake_noting<'a, T: Queued + 'a>(
+    queue_of: impl Fn(usize) -> &'a CpuQueue<T>,
+    t: NonNull<T>,
+    note: impl FnOnce(usize, bool),
+) -> Wake {
     // SAFETY: valid for the call (caller).
     let e = unsafe { t.as_ref() }.entity();
     loop {
@@ -537,6 +552,7 @@ pub unsafe fn wake<'a, T: Queued + 'a>(
         }
         e.state.store(State::Running as u8, Ordering::Release);
         if e.on_rq.load(Ordering::Relaxed) {
+            note(cpu, false);
             return Wake::Running;
         }
         e.on_rq.store(true, Ordering::Relaxed);
@@ -544,6 +560,7 @@ pub unsafe fn wake<'a, T: Queued + 'a>(
         // switch path took it off under this lock (and may still be saving it, which pickers wait
         // for through `on_cpu`); it belongs to `cpu`.
         unsafe { rq.push(t) };
+        note(cpu, true);
         return Wake::Enqueued {
             cpu,
             info: rq.enqueued(),

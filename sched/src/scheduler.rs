@@ -45,6 +45,7 @@ use crate::platform::{CpuIndex, IrqState, Mm, Platform};
 use crate::rq::{CpuQueue, Enqueued, State, Wake};
 use crate::stats::{Counters, CpuCounters, add, bump};
 use crate::thread::{Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread, ThreadId};
+use crate::trace::{SwitchReason, TraceEvent};
 use alloc::boxed::Box;
 use alloc::collections::BinaryHeap;
 use alloc::sync::Arc;
@@ -102,6 +103,19 @@ enum Reason {
     Preempt,
     /// The idle thread has work to hand the CPU to.
     Idle,
+}
+
+impl Reason {
+    /// The reason as a trace reports it.
+    fn traced(self) -> SwitchReason {
+        match self {
+            Reason::Yield => SwitchReason::Yield,
+            Reason::Block => SwitchReason::Block,
+            Reason::Exit => SwitchReason::Exit,
+            Reason::Preempt => SwitchReason::Preempt,
+            Reason::Idle => SwitchReason::Idle,
+        }
+    }
 }
 
 /// A sleeping thread's timer entry.
@@ -348,6 +362,11 @@ impl<P: Platform> Scheduler<P> {
         let raw =
             NonNull::new(Arc::into_raw(thread.clone()).cast_mut()).expect("Arc is never null");
         let irq = self.platform.irq_save_disable();
+        self.platform.trace(|| TraceEvent::Spawn {
+            thread: thread.id,
+            name: thread.name,
+            target: CpuIndex(cpu as u32),
+        });
         // SAFETY: a new thread is valid (the scheduler's reference), on no queue, not running, and
         // belongs to `cpu`.
         let info = unsafe { self.cpus[cpu].queue.activate(raw) };
@@ -526,6 +545,7 @@ impl<P: Platform> Scheduler<P> {
             None,
         ));
         idle.entity.set_on_cpu();
+        self.platform.trace(|| TraceEvent::Idle { thread: idle.id });
         let idle = Arc::into_raw(idle).cast_mut();
         cpu.local.idle.store(idle, Ordering::Relaxed);
         cpu.local.current.store(idle, Ordering::Relaxed);
@@ -575,6 +595,11 @@ impl<P: Platform> Scheduler<P> {
                 continue;
             }
             if let Some(t) = victim.queue.steal(me) {
+                self.platform.trace(|| TraceEvent::Steal {
+                    // SAFETY: a stolen thread is valid and ours now (see below).
+                    thread: unsafe { t.as_ref() }.id,
+                    victim: CpuIndex(((me + k) % n) as u32),
+                });
                 // SAFETY: a queued thread is valid; `steal` made it ours (cpu = me) and it is on no
                 // queue; it may still be on_cpu on the victim, which `switch_to` waits for.
                 let info = unsafe { self.cpus[me].queue.activate(t) };
@@ -602,8 +627,16 @@ impl<P: Platform> Scheduler<P> {
     /// `t` stays valid for the call (see `rq::wake`).
     pub(crate) unsafe fn wake_thread(&self, t: NonNull<Thread>) -> bool {
         let me = self.this_cpu();
+        let note = |cpu: usize, queued: bool| {
+            self.platform.trace(|| TraceEvent::Wakeup {
+                // SAFETY: valid for the call (caller).
+                thread: unsafe { t.as_ref() }.id,
+                target: CpuIndex(cpu as u32),
+                queued,
+            })
+        };
         // SAFETY: valid for the call (caller).
-        let outcome = unsafe { crate::rq::wake(|c| &*self.cpus[c].queue, t) };
+        let outcome = unsafe { crate::rq::wake_noting(|c| &*self.cpus[c].queue, t, note) };
         match outcome {
             Wake::NotBlocked => false,
             Wake::Running => {
@@ -729,9 +762,26 @@ impl<P: Platform> Scheduler<P> {
         let next = {
             let mut rq = cpu.queue.lock();
             // SAFETY: `prev` runs on this CPU and is alive.
-            unsafe { rq.put_prev_pick_next(prev_nn, prev == idle) }
-        }
-        .map_or(idle, NonNull::as_ptr);
+            let next = unsafe { rq.put_prev_pick_next(prev_nn, prev == idle) }
+                .map_or(idle, NonNull::as_ptr);
+            if next != prev {
+                // Under the queue lock, so a thief that takes `prev` next reports after this.
+                self.platform.trace(|| {
+                    // SAFETY: `prev` is us; `next` was on our queue or is our idle thread: both
+                    // alive.
+                    let (p, n) = unsafe { (&*prev, &*next) };
+                    TraceEvent::Switch {
+                        prev: p.id,
+                        next: n.id,
+                        reason: reason.traced(),
+                        prev_queued: prev != idle && p.entity.state() == State::Running,
+                        prev_idle: prev == idle,
+                        next_idle: next == idle,
+                    }
+                });
+            }
+            next
+        };
         if next == prev {
             if let Some(now) = now {
                 cpu.local.slice_start_ns.store(now, Ordering::Relaxed);

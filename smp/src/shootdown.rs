@@ -111,6 +111,11 @@ impl Shootdown {
         self.pending.snapshot()
     }
 
+    /// The number of requests posted from this outbox so far (the last one's sequence number).
+    pub fn seq(&self) -> u64 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
     /// Spins until every target has acknowledged, calling `service` on each turn (the caller
     /// services its own mailbox there, so that a CPU shooting this one down meanwhile is answered)
     /// and then `timeout_check`; when that returns true, gives up and returns the CPUs that never
@@ -236,7 +241,19 @@ impl ShootdownMailbox {
     pub fn service(
         mailboxes: &[ShootdownMailbox],
         cpu: CpuId,
+        flush: impl FnMut(&Request),
+    ) -> usize {
+        Self::service_noting(mailboxes, cpu, flush, |_, _| {})
+    }
+
+    /// [`ShootdownMailbox::service`], calling `note(sender, seq)` for each request after its
+    /// flush and before its acknowledgement, so that whatever `note` records comes before the
+    /// sender can see the request complete.
+    pub fn service_noting(
+        mailboxes: &[ShootdownMailbox],
+        cpu: CpuId,
         mut flush: impl FnMut(&Request),
+        mut note: impl FnMut(CpuId, u64),
     ) -> usize {
         let senders = mailboxes[cpu.index()].doorbell.take();
         for sender in senders.iter() {
@@ -245,6 +262,9 @@ impl ShootdownMailbox {
             debug_assert!(outbox.pending.contains(cpu));
             let request = outbox.read_request();
             flush(&request);
+            // The request's number: stored before the doorbell we took, and not advanced before
+            // we acknowledge (a new post needs `pending` empty).
+            note(sender, outbox.seq.load(Ordering::SeqCst));
             outbox.pending.remove(cpu);
         }
         senders.len()
@@ -282,6 +302,30 @@ mod tests {
                 pages: 2,
             },
             full_flush: false,
+        }
+    }
+
+    #[test]
+    fn service_noting_names_each_request_by_sender_and_number_before_acknowledging() {
+        let mb = mailboxes(3);
+        for round in 1..=2u64 {
+            ShootdownMailbox::post(&mb, cpu(0), cpus(&[2]), &request(round)).unwrap();
+            ShootdownMailbox::post(&mb, cpu(1), cpus(&[2]), &request(round)).unwrap();
+            assert_eq!(mb[0].outbox().seq(), round);
+            let mut noted = Vec::new();
+            let served = ShootdownMailbox::service_noting(
+                &mb,
+                cpu(2),
+                |_| {},
+                |sender, seq| {
+                    // Not yet acknowledged while the note is taken.
+                    assert!(mb[sender.index()].outbox().pending().contains(cpu(2)));
+                    noted.push((sender, seq));
+                },
+            );
+            assert_eq!(served, 2);
+            assert_eq!(noted, [(cpu(0), round), (cpu(1), round)]);
+            assert!(mb[0].outbox().pending().is_empty() && mb[1].outbox().pending().is_empty());
         }
     }
 

@@ -8,12 +8,37 @@
 //!
 //! Every send makes the sender's earlier stores visible to the target before the interrupt can
 //! arrive (`apic::send` fences), so a handler finds whatever was published for it. Receivers count
-//! their IPIs in their handlers (`percpu::Counter::IpisReceived`). Neighbours: `apic` below,
-//! `xcall` and the scheduler above.
+//! their IPIs in their handlers (`percpu::Counter::IpisReceived`). The trace records each send
+//! per target CPU ([`trace_kind`] names the vector), and `trap` records each receipt. Neighbours:
+//! `apic` below, `xcall` and the scheduler above.
 
 use smp::{CpuId, CpuSet};
+use ::trace::{Category, IpiKind, Record};
 
-use crate::irq::apic::{self, Delivery, Dest};
+use crate::{
+    cpu::trace,
+    irq::{
+        apic::{self, Delivery, Dest},
+        trap,
+    },
+};
+
+/// The trace's name for the IPI on `vector`.
+pub fn trace_kind(vector: u8) -> IpiKind {
+    match vector {
+        trap::VECTOR_RESCHED => IpiKind::Resched,
+        trap::VECTOR_SHOOTDOWN => IpiKind::Shootdown,
+        trap::VECTOR_XCALL => IpiKind::Call,
+        _ => IpiKind::Other,
+    }
+}
+
+/// Trace point: `vector` is about to be sent to `cpu` (stamped before the ICR write, so before
+/// the receipt it causes).
+#[inline(always)]
+fn trace_send(cpu: CpuId, vector: u8) {
+    trace::event(Category::Ipi, |tsc, me| Record::ipi_send(tsc, me, trace_kind(vector), cpu.get()));
+}
 
 /// Send `vector` to `cpu` (which may be this CPU).
 ///
@@ -23,6 +48,7 @@ pub fn send(cpu: CpuId, vector: u8) {
     let Some(apic_id) = crate::cpu::map::apic_id_of(cpu).or_else(|| (cpu == CpuId::BSP).then(apic::id)) else {
         panic!("ipi::send of vector {vector:#x} to {cpu}, which is not a CPU of this machine")
     };
+    trace_send(cpu, vector);
     apic::send(Dest::Apic(apic_id), Delivery::Fixed(vector));
 }
 
@@ -39,6 +65,12 @@ pub fn send_set(cpus: &CpuSet, vector: u8) {
 /// Send `vector` to every other CPU with one ICR write. CPUs that were found but never started
 /// ignore it (they wait for a start-up IPI).
 pub fn send_all_others(vector: u8) {
+    if trace::enabled(Category::Ipi) {
+        let me = crate::cpu::percpu::cpu_index();
+        for cpu in crate::cpu::map::online().iter().filter(|c| c.get() != me) {
+            trace_send(cpu, vector);
+        }
+    }
     apic::send(Dest::AllButSelf, Delivery::Fixed(vector));
 }
 

@@ -17,7 +17,7 @@
 use arch::trap::TrapFrame;
 use crossbeam_utils::atomic::AtomicCell;
 
-use crate::cpu::percpu;
+use crate::cpu::{percpu, trace};
 
 pub const VECTOR_TIMER: u8 = 0xf0;
 pub const VECTOR_RESCHED: u8 = 0xf1;
@@ -64,6 +64,7 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
         crate::irq::panic::fault(frame, what);
     }
     percpu::count(percpu::Counter::Interrupts);
+    trace_interrupt(v as u8);
     let Some(h) = HANDLERS[v as usize].load() else {
         if v == u64::from(VECTOR_SPURIOUS) {
             percpu::count(percpu::Counter::Spurious);
@@ -74,6 +75,19 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
         return;
     };
     h(frame);
+}
+
+/// Trace point: the timer fired, or an IPI arrived (before its handler runs).
+#[inline(always)]
+fn trace_interrupt(vector: u8) {
+    use ::trace::{Category, Kind, Record};
+    match vector {
+        VECTOR_TIMER => trace::event(Category::Timer, |tsc, cpu| Record::new(tsc, cpu, Kind::TimerFire)),
+        VECTOR_RESCHED | VECTOR_XCALL | VECTOR_SHOOTDOWN => trace::event(Category::Ipi, |tsc, cpu| {
+            Record::ipi_receive(tsc, cpu, crate::irq::ipi::trace_kind(vector))
+        }),
+        _ => {}
+    }
 }
 
 pub fn exception_name(v: u64) -> &'static str {

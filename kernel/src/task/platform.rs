@@ -3,7 +3,8 @@
 //!
 //! Neighbours: `sched` decides (run queues, the windowed switch path); this module supplies the
 //! machine: `percpu` for the CPU id, `ipi` for reschedule IPIs, `apic` for the one-shot or
-//! TSC-deadline timer, `time` for the clock, `mm::stacks` for guarded stacks, `vm` (above) for CR3 through [`set_mm_switch`].
+//! TSC-deadline timer, `time` for the clock, `mm::stacks` for guarded stacks, `vm` (above) for CR3 through [`set_mm_switch`],
+//! `cpu::trace` for the scheduler's trace points, halts and timer settings.
 
 use core::fmt::Write;
 
@@ -11,7 +12,9 @@ use crossbeam_utils::atomic::AtomicCell;
 
 use sched::{CpuIndex, IrqState, Mm, Platform, Scheduler, Stack};
 
-use crate::{cpu::percpu, irq::{apic, ipi, trap}, mm, time};
+use ::trace::{Category, Kind, Record};
+
+use crate::{cpu::{percpu, trace}, irq::{apic, ipi, trap}, mm, time};
 
 /// The kernel's machine below the scheduler.
 pub struct KernelPlatform {
@@ -59,6 +62,11 @@ impl Platform for KernelPlatform {
     }
 
     fn arm_timer(&self, deadline_ns: Option<u64>) {
+        trace::event(Category::Timer, |tsc, cpu| Record {
+            a: deadline_ns.unwrap_or(0),
+            arg: u8::from(deadline_ns.is_none()),
+            ..Record::new(tsc, cpu, Kind::TimerArm)
+        });
         match deadline_ns {
             Some(d) => time::arm_at_ns(d),
             None => apic::disarm(),
@@ -67,7 +75,9 @@ impl Platform for KernelPlatform {
 
     #[inline]
     fn idle_wait(&self) {
+        trace::event(Category::Idle, |tsc, cpu| Record::new(tsc, cpu, Kind::IdleEnter));
         arch::cpu::enable_interrupts_and_halt();
+        trace::event(Category::Idle, |tsc, cpu| Record::new(tsc, cpu, Kind::IdleExit));
     }
 
     fn alloc_stack(&self, bytes: usize) -> Option<Stack> {
@@ -91,6 +101,14 @@ impl Platform for KernelPlatform {
     fn switch_mm(&self, prev: Option<Mm>, next: Mm) {
         let switch = MM_SWITCH.load().expect("a thread has an address space only after vm installed its switch");
         switch(prev, next);
+    }
+
+    /// While the trace's `sched` category is off: one load and one test.
+    #[inline(always)]
+    fn trace(&self, event: impl FnOnce() -> sched::TraceEvent) {
+        if trace::enabled(Category::Sched) {
+            trace::sched_event(event());
+        }
     }
 }
 

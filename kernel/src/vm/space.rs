@@ -814,7 +814,7 @@ pub fn switch(prev: Option<sched::Mm>, next: sched::Mm) {
 /// Service every request posted to this CPU. Interrupts off.
 fn service_here() {
     let me = tlb::this_cpu();
-    ShootdownMailbox::service(tlb::mailboxes(), me, |request| {
+    let flush = |request: &Request| {
         if request.asid == tlb::KERNEL_ASID {
             if request.full_flush {
                 tlb::flush_everything();
@@ -826,7 +826,8 @@ fn service_here() {
             with_this_cpu(|me, cpu| cpu.service(me, request));
             tlb::count(tlb::Counter::RequestsServed, 1);
         }
-    });
+    };
+    ShootdownMailbox::service_noting(tlb::mailboxes(), me, flush, tlb::trace_ack);
 }
 
 fn service_with_interrupts_off() {

@@ -26,7 +26,9 @@ use crossbeam_utils::CachePadded;
 use smp::{AsId, CpuId, CpuSet, MAX_CPUS, PageRange, Request, ShootdownMailbox, Ticket};
 use arch::mmu::{self, Cr3Load, Invpcid};
 
-use crate::{cpu::percpu, irq::{ipi, trap}, time};
+use ::trace::{Category, Record};
+
+use crate::{cpu::{percpu, trace}, irq::{ipi, trap}, time};
 
 /// How long a CPU waits for the acknowledgements of one request before it reports the CPUs that
 /// never answered. Generous: under emulation many virtual CPUs share few host cores.
@@ -182,10 +184,14 @@ pub fn flush_everything() {
 /// # Panics
 /// If the previous request is still pending: the caller must settle it first.
 pub fn post(me: CpuId, targets: CpuSet, request: &Request) -> Ticket {
+    // Stamped before the post, so before any target can acknowledge it.
+    let begun_tsc = arch::tsc::read();
     let ticket = match ShootdownMailbox::post(mailboxes(), me, targets, request) {
         Ok(ticket) => ticket,
         Err(busy) => panic!("{me} posted a shootdown while its previous one still waits for {}", busy.pending),
     };
+    let seq = mailboxes()[me.index()].outbox().seq();
+    trace::event(Category::Tlb, |_, cpu| Record::shootdown_begin(begun_tsc, cpu, seq, targets.len() as u32));
     ipi::send_set(&targets, trap::VECTOR_SHOOTDOWN);
     let kind = if request.asid == KERNEL_ASID { Counter::KernelIpis } else { Counter::IpisSent };
     count(kind, targets.len() as u64);
@@ -199,7 +205,26 @@ pub fn post(me: CpuId, targets: CpuSet, request: &Request) -> Ticket {
 /// `post` and the end of this call, so that the caller stays on `me`.
 pub fn wait(me: CpuId, mut service: impl FnMut()) -> Result<(), CpuSet> {
     let deadline = time::now_ns().saturating_add(SHOOTDOWN_TIMEOUT_NS);
-    mailboxes()[me.index()].outbox().wait(&mut service, || time::now_ns() >= deadline)
+    let outbox = mailboxes()[me.index()].outbox();
+    let outcome = outbox.wait(&mut service, || time::now_ns() >= deadline);
+    // Trace the completion once per request, whether the acknowledgements came before this wait
+    // or during it.
+    let seq = outbox.seq();
+    let traced = &TRACED_DONE[me.index()];
+    if outcome.is_ok() && traced.load(Ordering::Relaxed) != seq {
+        traced.store(seq, Ordering::Relaxed);
+        trace::event(Category::Tlb, |tsc, cpu| Record::shootdown_done(tsc, cpu, seq));
+    }
+    outcome
+}
+
+/// Per CPU: the last of its requests whose completion was traced (only that CPU touches it).
+static TRACED_DONE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Trace point of a target: it served `sender`'s shootdown number `seq` (before acknowledging it;
+/// `ShootdownMailbox::service_noting` calls this).
+pub fn trace_ack(sender: CpuId, seq: u64) {
+    trace::event(Category::Tlb, |tsc, cpu| Record::shootdown_ack(tsc, cpu, seq, sender.get()));
 }
 
 /// The targets of this CPU's last request that have not acknowledged it yet.
