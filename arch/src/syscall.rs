@@ -187,7 +187,7 @@ impl Default for EntryScratch {
 
 /// Byte offset of [`EntryScratch`] in the per-CPU block GS points at. The kernel asserts
 /// `offset_of!(PerCpu, entry) == SCRATCH_GS_OFFSET`.
-pub const SCRATCH_GS_OFFSET: usize = 32;
+pub const SCRATCH_GS_OFFSET: usize = 24;
 
 /// The kernel's side of the entry paths.
 pub struct UserEntryHooks {

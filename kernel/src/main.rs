@@ -70,16 +70,19 @@ fn kernel_main(info: BootInfo) -> ! {
     // SAFETY: boot CPU, once, interrupts off, before any other CPU exists. The GDT comes first: the
     // IDT's entries take their code selector from CS, which must be ours, not the loader's (Limine's
     // kernel code selector is 0x28, ours 0x08).
-    unsafe {
-        arch::gdt::CpuTables::bsp().load();
+    let loaded = unsafe {
+        let loaded = arch::gdt::CpuTables::bsp().load();
         arch::idt::init();
-    }
+        loaded
+    };
     arch::idt::load();
     BSP_PERCPU.call_once(|| {
         static mut BSP: percpu::PerCpu = percpu::PerCpu::new(0, 0);
         // SAFETY: runs once (Once), so this is the only reference to BSP.
         unsafe { percpu::install(&mut *(&raw mut BSP)) };
     });
+    // SAFETY: boot CPU, once, interrupts off, its per-CPU block installed, no user mapping yet.
+    unsafe { crate::cpu::ring3::init_this_cpu(loaded) };
     let why = match info.path {
         boot::BootPath::Limine => "the kernel was loaded by Limine",
         boot::BootPath::Pvh => "QEMU booted the kernel directly (no Limine)",
