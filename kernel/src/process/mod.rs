@@ -1,0 +1,166 @@
+//! Processes: an address space, its mappings, its threads and its exit status; starting a program
+//! from the initramfs; ending a process on a fault it caused.
+//!
+//! Key items: [`Process`], [`spawn`] (a new process running a program of the initramfs), [`current`]
+//! (the process of the calling thread), [`exit_current`] (the end of a thread or a whole process),
+//! [`init`] (the initramfs and the fault hooks).
+//!
+//! Neighbours: `vm::space` (page tables and shootdowns), `vm::user` (the way into ring 3), `abi` (ELF
+//! plan, stack image, mapping set), `arch::usercopy` (all user memory access), `syscall` (above).
+//! No unsafe code: everything privileged is reached through those.
+//!
+//! Threads and processes: every user thread is a scheduler thread spawned with
+//! `Builder::user_thread` and `with_fpu` (its extended state is saved at each switch, so no thread
+//! sees another's registers). The table [`THREADS`] maps each to its process.
+
+mod exec;
+mod fault;
+pub mod initramfs;
+
+pub use exec::user_prot;
+
+use alloc::{collections::BTreeMap, string::String, sync::Arc, vec::Vec};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+use abi::vma::VmaSet;
+
+use crate::{
+    task,
+    vm::space::{AddressSpace, AsError},
+};
+
+/// The mappings of a process and its heap break, under one sleeping lock.
+pub struct MemState {
+    pub vmas: VmaSet,
+    /// Start of the heap (the page after the image).
+    pub brk_start: u64,
+    /// The current break (what `brk(0)` returns).
+    pub brk: u64,
+}
+
+/// A running program.
+pub struct Process {
+    pub pid: u32,
+    /// The program's name (the last part of its path), for reports.
+    pub name: String,
+    pub space: Arc<AddressSpace>,
+    pub mem: sched::Mutex<MemState>,
+    /// Live threads.
+    threads: AtomicU32,
+    /// The wait status (Linux encoding) once the process has ended.
+    status: AtomicI32,
+    status_claimed: AtomicBool,
+    /// Set (Release) after `status` is written.
+    exited: AtomicBool,
+    /// Syscall numbers already reported as unimplemented for this process.
+    pub unknown_logged: spin::Mutex<Vec<u64>>,
+}
+
+impl Process {
+    /// The wait status, once every thread has ended.
+    pub fn status(&self) -> Option<i32> {
+        (self.exited.load(Ordering::Acquire) && self.threads.load(Ordering::Acquire) == 0).then(|| self.status.load(Ordering::Acquire))
+    }
+}
+
+/// Thread id -> process, for the calling thread's process.
+static THREADS: spin::Mutex<BTreeMap<u64, Arc<Process>>> = spin::Mutex::new(BTreeMap::new());
+/// Thread id -> the user address the kernel clears and wakes at the thread's exit
+/// (`set_tid_address`, `CLONE_CHILD_CLEARTID`).
+static CLEAR_TID: spin::Mutex<BTreeMap<u64, u64>> = spin::Mutex::new(BTreeMap::new());
+
+static NEXT_PID: AtomicU32 = AtomicU32::new(1);
+
+/// The calling thread's id.
+pub fn current_tid() -> u64 {
+    task::sched().current().map_or(0, |t| t.id.0)
+}
+
+/// The process of the calling thread, if it is a user thread.
+pub fn current() -> Option<Arc<Process>> {
+    THREADS.lock().get(&current_tid()).cloned()
+}
+
+/// Record where the calling thread's id is cleared at its exit.
+pub fn set_clear_tid(addr: u64) {
+    CLEAR_TID.lock().insert(current_tid(), addr);
+}
+
+/// Why a program could not be started (each variant carries the lower layer's reason, printed by
+/// its `Debug`).
+#[derive(Debug)]
+#[allow(dead_code, reason = "the fields are read through Debug in the log line that reports the failure")]
+pub enum SpawnError {
+    NotFound,
+    BadImage(abi::elf::ElfError),
+    Memory(AsError),
+    Thread(sched::SpawnError),
+}
+
+/// Start the program at `path` in the initramfs as a new process with arguments `argv` (argv[0]
+/// included) and environment `envp`. Returns the process and its first thread's handle.
+pub fn spawn(
+    path: &str,
+    argv: Vec<String>,
+    envp: Vec<String>,
+) -> Result<(Arc<Process>, sched::JoinHandle<(), task::KernelPlatform>), SpawnError> {
+    let image = initramfs::file(path).ok_or(SpawnError::NotFound)?;
+    let plan = abi::elf::plan(image, exec::PIE_BASE).map_err(SpawnError::BadImage)?;
+    let space = AddressSpace::new().map_err(SpawnError::Memory)?;
+    let name = String::from(path.rsplit('/').next().unwrap_or(path));
+    let brk_start = plan.image_end();
+    let process = Arc::new(Process {
+        pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
+        name,
+        space: space.clone(),
+        mem: sched::Mutex::new(MemState { vmas: VmaSet::new(abi::elf::MIN_USER_ADDR), brk_start, brk: brk_start }),
+        threads: AtomicU32::new(1),
+        status: AtomicI32::new(0),
+        status_claimed: AtomicBool::new(false),
+        exited: AtomicBool::new(false),
+        unknown_logged: spin::Mutex::new(Vec::new()),
+    });
+    let p = process.clone();
+    let path = String::from(path);
+    let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(space.mm());
+    let handle = task::sched()
+        .spawn(builder, move || {
+            THREADS.lock().insert(current_tid(), p.clone());
+            exec::start(p, image, plan, &path, argv, envp)
+        })
+        .map_err(SpawnError::Thread)?;
+    Ok((process, handle))
+}
+
+/// End the calling user thread; with `whole` (exit_group, a fatal fault), its whole process, whose
+/// wait status becomes `status` (Linux encoding: `code << 8`, or the signal number).
+pub fn exit_current(status: i32, whole: bool) -> ! {
+    let tid = current_tid();
+    if let Some(addr) = CLEAR_TID.lock().remove(&tid) {
+        // The thread's id word goes to 0 before any waiter is woken (CLONE_CHILD_CLEARTID).
+        let _ = arch::usercopy::copy_to_user(addr, &0u32.to_ne_bytes());
+    }
+    let p = THREADS.lock().remove(&tid);
+    if let Some(p) = p {
+        let remaining = p.threads.fetch_sub(1, Ordering::AcqRel) - 1;
+        // The first exit_group (or the last thread's exit) decides the status.
+        if (whole || remaining == 0) && !p.status_claimed.swap(true, Ordering::AcqRel) {
+            p.status.store(status, Ordering::Relaxed);
+            p.exited.store(true, Ordering::Release);
+        }
+        // The thread gives up its share of the process here; the space stays alive as long as the
+        // spawner (or a sibling) holds the process, and its destruction moves any CPU still on it
+        // to the kernel's tables.
+        drop(p);
+    }
+    task::sched().exit()
+}
+
+/// Make the first program run: the initramfs from the boot modules and the fault hooks.
+pub fn init(initrd: Option<&'static [u8]>) {
+    initramfs::init(initrd);
+    fault::init();
+}
+
+/// A counter of the pages demand-zero faults mapped (for tests and reports).
+pub static DEMAND_PAGES: AtomicU64 = AtomicU64::new(0);

@@ -1,0 +1,146 @@
+//! Memory: brk, mmap (anonymous), munmap, mprotect, madvise. The mapping set (`abi::vma`) decides;
+//! the page tables follow through the address space's targeted shootdown (frames are freed after the
+//! acknowledgements). Anonymous and heap pages are demand-zero: nothing is mapped until touched.
+//!
+//! Trade-off: x86 pages cannot be present and inaccessible, so `PROT_NONE` unmaps the present pages
+//! of the range; if the program later gives the range rights back it finds zeros, not its old bytes
+//! (Linux keeps them). Guard pages, the common use, never notice.
+
+use abi::{
+    PAGE_SIZE,
+    linux::{errno, general as g},
+    vma::{PROT_MASK, VmaError, VmaKind},
+};
+
+use super::SysResult;
+use crate::{
+    process::{self, Process},
+    task,
+};
+
+const MMAP_TOP: u64 = 0x7fff_ffff_e000 - (8 << 20) - (1 << 20);
+
+fn pages(range: &core::ops::Range<u64>) -> u64 {
+    (range.end - range.start) / PAGE_SIZE
+}
+
+/// Take `ranges` out of the page tables.
+fn unmap_ranges(p: &Process, ranges: &[core::ops::Range<u64>]) -> Result<(), u32> {
+    for r in ranges {
+        p.space.unmap_present(r.start, pages(r)).map_err(|_| errno::ENOMEM)?;
+    }
+    Ok(())
+}
+
+fn current() -> Result<alloc::sync::Arc<Process>, u32> {
+    process::current().ok_or(errno::ESRCH)
+}
+
+pub fn brk(addr: u64) -> SysResult {
+    let p = current()?;
+    let mut mem = p.mem.lock(task::sched());
+    if addr < mem.brk_start {
+        return Ok(mem.brk);
+    }
+    let old_end = mem.brk.next_multiple_of(PAGE_SIZE);
+    let Some(new_end) = addr.checked_next_multiple_of(PAGE_SIZE) else { return Ok(mem.brk) };
+    if new_end > old_end {
+        if new_end > MMAP_TOP || !mem.vmas.is_free(old_end, new_end - old_end) {
+            return Ok(mem.brk);
+        }
+        if mem.vmas.map_fixed(old_end, new_end - old_end, g::PROT_READ | g::PROT_WRITE, VmaKind::Heap).is_err() {
+            return Ok(mem.brk);
+        }
+    } else if new_end < old_end {
+        let removed = mem.vmas.unmap(new_end, old_end - new_end).unwrap_or_default();
+        if unmap_ranges(&p, &removed).is_err() {
+            return Ok(mem.brk);
+        }
+    }
+    mem.brk = addr;
+    Ok(addr)
+}
+
+pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, _fd: u64, off: u64) -> SysResult {
+    let p = current()?;
+    let (prot, flags) = (u32::try_from(prot).map_err(|_| errno::EINVAL)?, u32::try_from(flags).map_err(|_| errno::EINVAL)?);
+    if len == 0 || prot & !PROT_MASK != 0 {
+        return Err(errno::EINVAL);
+    }
+    let sharing = flags & (g::MAP_SHARED | g::MAP_PRIVATE);
+    if sharing == 0 || sharing == g::MAP_SHARED | g::MAP_PRIVATE {
+        return Err(errno::EINVAL);
+    }
+    if flags & g::MAP_ANONYMOUS == 0 {
+        // No files yet.
+        return Err(errno::ENODEV);
+    }
+    if off % PAGE_SIZE != 0 {
+        return Err(errno::EINVAL);
+    }
+    let len = len.checked_next_multiple_of(PAGE_SIZE).ok_or(errno::ENOMEM)?;
+    let mut mem = p.mem.lock(task::sched());
+    if flags & (g::MAP_FIXED | g::MAP_FIXED_NOREPLACE) != 0 {
+        if addr % PAGE_SIZE != 0 {
+            return Err(errno::EINVAL);
+        }
+        if flags & g::MAP_FIXED_NOREPLACE != 0 && flags & g::MAP_FIXED == 0 && !mem.vmas.is_free(addr, len) {
+            return Err(errno::EEXIST);
+        }
+        let removed = mem.vmas.map_fixed(addr, len, prot, VmaKind::Anon).map_err(VmaError::errno)?;
+        unmap_ranges(&p, &removed)?;
+        return Ok(addr);
+    }
+    mem.vmas.map_anywhere(addr, len, prot, VmaKind::Anon, MMAP_TOP).map_err(VmaError::errno)
+}
+
+pub fn munmap(addr: u64, len: u64) -> SysResult {
+    let p = current()?;
+    let mut mem = p.mem.lock(task::sched());
+    let removed = mem.vmas.unmap(addr, len).map_err(VmaError::errno)?;
+    unmap_ranges(&p, &removed)?;
+    Ok(0)
+}
+
+pub fn mprotect(addr: u64, len: u64, prot: u64) -> SysResult {
+    let p = current()?;
+    let prot = u32::try_from(prot).map_err(|_| errno::EINVAL)?;
+    if prot & !PROT_MASK != 0 {
+        return Err(errno::EINVAL);
+    }
+    if len == 0 && addr % PAGE_SIZE == 0 {
+        return Ok(0);
+    }
+    let mut mem = p.mem.lock(task::sched());
+    let changed = mem.vmas.protect(addr, len, prot).map_err(VmaError::errno)?;
+    for r in &changed {
+        if prot == 0 {
+            p.space.unmap_present(r.start, pages(r)).map_err(|_| errno::ENOMEM)?;
+        } else {
+            p.space.protect_user_present(r.start, pages(r), process::user_prot(prot)).map_err(|_| errno::ENOMEM)?;
+        }
+    }
+    Ok(0)
+}
+
+pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
+    if addr % PAGE_SIZE != 0 {
+        return Err(errno::EINVAL);
+    }
+    if advice == u64::from(g::MADV_DONTNEED) && len > 0 {
+        // Private anonymous memory reads as zeros afterwards: drop the pages, they refill on demand.
+        let p = current()?;
+        let mem = p.mem.lock(task::sched());
+        let Some(end) = addr.checked_add(len).and_then(|e| e.checked_next_multiple_of(PAGE_SIZE)) else {
+            return Err(errno::EINVAL);
+        };
+        let mapped: alloc::vec::Vec<core::ops::Range<u64>> = mem
+            .vmas
+            .iter()
+            .filter(|v| v.start < end && v.end > addr)
+            .map(|v| v.start.max(addr)..v.end.min(end))
+            .collect();
+        unmap_ranges(&p, &mapped)?;
+    }
+    Ok(0)
+}
