@@ -39,6 +39,8 @@ mod process;
 #[cfg(target_os = "none")]
 #[forbid(unsafe_code)]
 mod syscall;
+#[cfg(all(target_os = "none", feature = "ktest"))]
+mod user_tests;
 #[cfg(target_os = "none")]
 #[forbid(unsafe_code)]
 mod demo;
@@ -227,7 +229,7 @@ fn run_init(path: &'static str, args: &'static str) {
     let mut argv: Vec<String> = Vec::from([String::from(path)]);
     argv.extend(args.split_ascii_whitespace().map(String::from));
     let envp = Vec::from([String::from("HOME=/"), String::from("TERM=linux")]);
-    match process::spawn(path, argv, envp) {
+    match process::spawn(path, argv, envp, false) {
         Ok((p, thread)) => {
             log::info!("init: {path} started as pid {}", p.pid);
             thread.join();

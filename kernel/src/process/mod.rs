@@ -54,6 +54,8 @@ pub struct Process {
     exited: AtomicBool,
     /// Syscall numbers already reported as unimplemented for this process.
     pub unknown_logged: spin::Mutex<Vec<u64>>,
+    /// `Some`: the console output of the process is collected here instead of printed (tests).
+    pub captured: spin::Mutex<Option<Vec<u8>>>,
 }
 
 impl Process {
@@ -98,11 +100,13 @@ pub enum SpawnError {
 }
 
 /// Start the program at `path` in the initramfs as a new process with arguments `argv` (argv[0]
-/// included) and environment `envp`. Returns the process and its first thread's handle.
+/// included) and environment `envp`; with `capture`, its console output is kept in
+/// [`Process::captured`] rather than printed. Returns the process and its first thread's handle.
 pub fn spawn(
     path: &str,
     argv: Vec<String>,
     envp: Vec<String>,
+    capture: bool,
 ) -> Result<(Arc<Process>, sched::JoinHandle<(), task::KernelPlatform>), SpawnError> {
     let image = initramfs::file(path).ok_or(SpawnError::NotFound)?;
     let plan = abi::elf::plan(image, exec::PIE_BASE).map_err(SpawnError::BadImage)?;
@@ -119,6 +123,7 @@ pub fn spawn(
         status_claimed: AtomicBool::new(false),
         exited: AtomicBool::new(false),
         unknown_logged: spin::Mutex::new(Vec::new()),
+        captured: spin::Mutex::new(capture.then(Vec::new)),
     });
     let p = process.clone();
     let path = String::from(path);

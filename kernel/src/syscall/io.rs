@@ -16,6 +16,17 @@ fn console_out(fd: u64) -> Result<(), u32> {
     }
 }
 
+/// Print `bytes`, or keep them where the process's output is captured.
+fn console_write(bytes: &[u8]) {
+    if let Some(p) = crate::process::current() {
+        if let Some(out) = p.captured.lock().as_mut() {
+            out.extend_from_slice(bytes);
+            return;
+        }
+    }
+    crate::cpu::console::lock(false).write_bytes(bytes);
+}
+
 pub fn write(fd: u64, buf: u64, len: u64) -> SysResult {
     console_out(fd)?;
     let len = len.min(MAX_IO);
@@ -26,7 +37,7 @@ pub fn write(fd: u64, buf: u64, len: u64) -> SysResult {
         if usercopy::copy_from_user(&mut chunk[..n], buf.wrapping_add(done)).is_err() {
             return if done == 0 { Err(errno::EFAULT) } else { Ok(done) };
         }
-        crate::cpu::console::lock(false).write_bytes(&chunk[..n]);
+        console_write(&chunk[..n]);
         done += n as u64;
     }
     Ok(done)

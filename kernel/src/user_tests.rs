@@ -1,0 +1,65 @@
+//! In-kernel tests of user programs: real static musl executables from the initramfs (built by the
+//! Makefile from `user/`), run as processes, their output and wait status checked. They need the
+//! initramfs (`make ktest` passes it); without it they fail, naming what is missing.
+//!
+//! Not a service module only because test registration places a static in a linker section, which
+//! `forbid(unsafe_code)` rejects; nothing here is unsafe.
+
+use alloc::{format, string::String, vec::Vec};
+
+use crate::{process, testing::Test};
+
+crate::register_tests![
+    Test { name: "user_smoke_exit_status", min_cpus: 1, expect_fault: false, run: smoke_exit_status },
+    Test { name: "user_faults_end_only_their_process", min_cpus: 1, expect_fault: false, run: faults_end_only_their_process },
+];
+
+/// Run `path` with `args` to its end; its wait status and captured output.
+fn run(path: &str, args: &[&str]) -> Result<(i32, String), String> {
+    let mut argv = Vec::from([String::from(path)]);
+    argv.extend(args.iter().map(|a| String::from(*a)));
+    let (p, thread) = process::spawn(path, argv, Vec::new(), true).map_err(|e| format!("cannot start {path}: {e:?}"))?;
+    thread.join();
+    let status = p.status().ok_or_else(|| format!("{path}: its only thread ended but the process has no status"))?;
+    let out = p.captured.lock().take().unwrap_or_default();
+    Ok((status, String::from_utf8_lossy(&out).into_owned()))
+}
+
+fn smoke_exit_status() -> Result<(), String> {
+    let demand_before = process::DEMAND_PAGES.load(core::sync::atomic::Ordering::Relaxed);
+    let (status, out) = run("/init", &["7"])?;
+    for line in ["smoke: hello from ring 3, argc 2, argv[0] /init", "smoke: heap ok (9000000)", "smoke: mmap ok (130560)", "smoke: errno ok", "smoke: auxv and uname ok", "smoke: exiting with 7"] {
+        if !out.lines().any(|l| l == line) {
+            return Err(format!("output lacks {line:?}; it was:\n{out}"));
+        }
+    }
+    if status != 7 << 8 {
+        return Err(format!("wait status {status:#x}, expected exit 7 ({:#x})", 7 << 8));
+    }
+    let demand = process::DEMAND_PAGES.load(core::sync::atomic::Ordering::Relaxed) - demand_before;
+    // The 4 MiB mapping alone is touched page by page: 1024 demand-zero faults at least.
+    if demand < 1024 {
+        return Err(format!("only {demand} demand-zero pages for a program that touches 1024 mmap pages"));
+    }
+    Ok(())
+}
+
+fn faults_end_only_their_process() -> Result<(), String> {
+    // (argument, signal Linux kills the process with)
+    let cases = [("null", 11), ("ud2", 4), ("hlt", 11), ("int3", 5), ("div0", 8), ("stack", 11), ("syscall-top", 11)];
+    for (what, signal) in cases {
+        let (status, out) = run("/bin/fault", &[what])?;
+        if !out.contains(&format!("fault: {what}")) {
+            return Err(format!("{what}: the program did not run to its fault; output {out:?}"));
+        }
+        if status != signal {
+            return Err(format!("{what}: wait status {status:#x}, expected signal {signal}"));
+        }
+    }
+    // The kernel lives on: a program after all of them still runs to its end.
+    let (status, _) = run("/init", &[])?;
+    if status != 0 {
+        return Err(format!("/init after the faults: status {status:#x}"));
+    }
+    Ok(())
+}
