@@ -77,7 +77,7 @@ ISO := target/kernel.iso
 # The in-kernel tests' own small initramfs (user/smoke), beside the user programs' one ($(INITRAMFS)).
 SMOKE_INITRAMFS := target/smoke-initramfs.cpio
 SMOKE_ROOT := target/smoke-initramfs-root
-SMOKE_SRC := user/smoke/init.c user/smoke/fault.c
+SMOKE_SRC := user/smoke/init.c user/smoke/fault.c user/smoke/threads.c user/smoke/fpu.c user/smoke/fuzz.c
 ISO_ROOT := target/iso_root
 LIMINE_BRANCH := v8.2.0-binary
 LIMINE_REPO := https://github.com/limine-bootloader/limine.git
@@ -234,6 +234,9 @@ $(SMOKE_INITRAMFS): $(SMOKE_SRC) | host-deps
 	mkdir -p $(SMOKE_ROOT)/bin
 	musl-gcc -static -O2 -Wall -o $(SMOKE_ROOT)/init user/smoke/init.c
 	musl-gcc -static -O2 -Wall -Wno-infinite-recursion -o $(SMOKE_ROOT)/bin/fault user/smoke/fault.c
+	musl-gcc -static -O2 -Wall -pthread -o $(SMOKE_ROOT)/bin/threads user/smoke/threads.c
+	musl-gcc -static -O2 -Wall -pthread -o $(SMOKE_ROOT)/bin/fpu user/smoke/fpu.c
+	musl-gcc -static -O2 -Wall -pthread -o $(SMOKE_ROOT)/bin/fuzz user/smoke/fuzz.c
 	cd $(SMOKE_ROOT) && find . | LC_ALL=C sort | cpio -o -H newc --quiet > $(abspath $(SMOKE_INITRAMFS))
 	@echo "initramfs: $(SMOKE_INITRAMFS)"
 

@@ -35,6 +35,9 @@ mod vm;
 // through the layers above.
 #[cfg(target_os = "none")]
 #[forbid(unsafe_code)]
+mod ipc;
+#[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod process;
 #[cfg(target_os = "none")]
 #[forbid(unsafe_code)]

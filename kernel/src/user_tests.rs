@@ -12,6 +12,7 @@ use crate::{process, testing::Test};
 crate::register_tests![
     Test { name: "user_smoke_exit_status", min_cpus: 1, expect_fault: false, run: smoke_exit_status },
     Test { name: "user_faults_end_only_their_process", min_cpus: 1, expect_fault: false, run: faults_end_only_their_process },
+    Test { name: "user_pthreads_mutex_condvar_join", min_cpus: 1, expect_fault: false, run: pthreads },
 ];
 
 /// Run `path` with `args` to its end; its wait status and captured output.
@@ -60,6 +61,21 @@ fn faults_end_only_their_process() -> Result<(), String> {
     let (status, _) = run("/init", &[])?;
     if status != 0 {
         return Err(format!("/init after the faults: status {status:#x}"));
+    }
+    Ok(())
+}
+
+fn pthreads() -> Result<(), String> {
+    let (status, out) = run("/bin/threads", &[])?;
+    let expected = [
+        "threads: counter 160000 of 160000",
+        "threads: hand-offs 2000 and 2000 of 2000 each",
+        "threads: timed wait timed out",
+        "threads: ok",
+    ];
+    let got: Vec<&str> = out.lines().collect();
+    if got != expected || status != 0 {
+        return Err(format!("status {status:#x}, output:\n{out}"));
     }
     Ok(())
 }

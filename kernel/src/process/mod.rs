@@ -22,7 +22,8 @@ pub use exec::user_prot;
 use alloc::{collections::BTreeMap, string::String, sync::Arc, vec::Vec};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
-use abi::vma::VmaSet;
+use abi::{futex::FutexKey, vma::VmaSet};
+use arch::syscall::UserFrame;
 
 use crate::{
     task,
@@ -56,6 +57,75 @@ pub struct Process {
     pub unknown_logged: spin::Mutex<Vec<u64>>,
     /// `Some`: the console output of the process is collected here instead of printed (tests).
     pub captured: spin::Mutex<Option<Vec<u8>>>,
+    /// The status an exit_group or a fatal signal ended the process with, which its other threads
+    /// take at their next entry into the kernel ([`NOT_KILLED`] until then).
+    kill_status: AtomicI32,
+}
+
+const NOT_KILLED: i32 = -1;
+
+/// End the calling thread if its process is being ended (exit_group, a fatal fault, SIGKILL in
+/// another thread). The system-call entry calls it.
+pub fn exit_if_killed() {
+    if let Some(p) = current() {
+        let s = p.kill_status.load(Ordering::Acquire);
+        if s != NOT_KILLED {
+            drop(p);
+            exit_current(s, true);
+        }
+    }
+}
+
+/// `clone` of a thread: a new user thread of the calling process, starting from a copy of the
+/// caller's registers with `rax` = 0 and, when given, `stack` as its stack pointer and `tls` as its
+/// FS base. `parent_tid`/`child_tid`: where to store the new thread's id (`CLONE_PARENT_SETTID`,
+/// `CLONE_CHILD_SETTID`), `clear_tid`: where it is cleared and woken at exit
+/// (`CLONE_CHILD_CLEARTID`). Returns the new thread's id.
+pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid: Option<u64>, child_tid: Option<u64>, clear_tid: Option<u64>) -> Result<u64, u32> {
+    use abi::linux::errno;
+    let p = current().ok_or(errno::ESRCH)?;
+    let mut frame = *parent;
+    frame.rax = 0;
+    if stack != 0 {
+        frame.rsp = stack;
+    }
+    if let Some(t) = tls {
+        if t >= abi::USER_TOP {
+            return Err(errno::EPERM);
+        }
+    }
+    p.threads.fetch_add(1, Ordering::AcqRel);
+    let child = p.clone();
+    let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(p.space.mm());
+    let spawned = task::sched().spawn(builder, move || {
+        let tid = current_tid();
+        THREADS.lock().insert(tid, child.clone());
+        if let Some(addr) = clear_tid {
+            CLEAR_TID.lock().insert(tid, addr);
+        }
+        if let Some(addr) = child_tid {
+            let _ = arch::usercopy::copy_to_user(addr, &(tid as u32).to_ne_bytes());
+        }
+        if let Some(t) = tls {
+            task::sched().set_current_fs_base(t);
+            let _ = arch::fsbase::write(t);
+        }
+        let space = child.space.clone();
+        drop(child);
+        crate::vm::user::enter(&space, &frame)
+    });
+    let handle = match spawned {
+        Ok(h) => h,
+        Err(_) => {
+            p.threads.fetch_sub(1, Ordering::AcqRel);
+            return Err(errno::EAGAIN);
+        }
+    };
+    let tid = handle.id().0;
+    if let Some(addr) = parent_tid {
+        arch::usercopy::copy_to_user(addr, &(tid as u32).to_ne_bytes()).map_err(|_| errno::EFAULT)?;
+    }
+    Ok(tid)
 }
 
 impl Process {
@@ -82,6 +152,13 @@ pub fn current_tid() -> u64 {
 pub fn current() -> Option<Arc<Process>> {
     THREADS.lock().get(&current_tid()).cloned()
 }
+
+/// Whether thread `tid` belongs to `p`.
+pub fn is_thread_of(p: &Arc<Process>, tid: u64) -> bool {
+    THREADS.lock().get(&tid).is_some_and(|q| Arc::ptr_eq(p, q))
+}
+
+pub use exec::random_bytes;
 
 /// Record where the calling thread's id is cleared at its exit.
 pub fn set_clear_tid(addr: u64) {
@@ -124,6 +201,7 @@ pub fn spawn(
         exited: AtomicBool::new(false),
         unknown_logged: spin::Mutex::new(Vec::new()),
         captured: spin::Mutex::new(capture.then(Vec::new)),
+        kill_status: AtomicI32::new(NOT_KILLED),
     });
     let p = process.clone();
     let path = String::from(path);
@@ -141,12 +219,21 @@ pub fn spawn(
 /// wait status becomes `status` (Linux encoding: `code << 8`, or the signal number).
 pub fn exit_current(status: i32, whole: bool) -> ! {
     let tid = current_tid();
-    if let Some(addr) = CLEAR_TID.lock().remove(&tid) {
-        // The thread's id word goes to 0 before any waiter is woken (CLONE_CHILD_CLEARTID).
-        let _ = arch::usercopy::copy_to_user(addr, &0u32.to_ne_bytes());
+    let clear = CLEAR_TID.lock().remove(&tid);
+    if let (Some(addr), Some(p)) = (clear, current()) {
+        // CLONE_CHILD_CLEARTID: the id word goes to 0 first, then one waiter is woken (a
+        // non-private wake), in that order, or a pthread_join could sleep for ever.
+        if arch::usercopy::copy_to_user(addr, &0u32.to_ne_bytes()).is_ok() {
+            crate::ipc::futex::wake(FutexKey { space: u64::from(p.pid), addr }, 1, abi::futex::MATCH_ANY);
+        }
     }
+    crate::ipc::futex::forget(tid);
     let p = THREADS.lock().remove(&tid);
     if let Some(p) = p {
+        if whole {
+            // The other threads end at their next system call or fault.
+            let _ = p.kill_status.compare_exchange(NOT_KILLED, status, Ordering::AcqRel, Ordering::Acquire);
+        }
         let remaining = p.threads.fetch_sub(1, Ordering::AcqRel) - 1;
         // The first exit_group (or the last thread's exit) decides the status.
         if (whole || remaining == 0) && !p.status_claimed.swap(true, Ordering::AcqRel) {

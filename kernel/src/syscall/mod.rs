@@ -10,9 +10,11 @@
 //! User memory is reached only through `arch::usercopy` (a bad pointer is `EFAULT`, never a kernel
 //! fault). No unsafe code.
 
+mod futex;
 mod io;
 mod mem;
 mod proc;
+mod time;
 
 use abi::linux::{errno, errno_ret, general as nr};
 use arch::syscall::{UserEntryHooks, UserFrame};
@@ -41,6 +43,7 @@ fn invalid_return(frame: &mut UserFrame) -> ! {
 
 fn dispatch(frame: &mut UserFrame) {
     x86_64::instructions::interrupts::enable();
+    crate::process::exit_if_killed();
     let [a0, a1, a2, a3, a4, a5] = frame.syscall_args();
     let number = frame.orig_rax;
     let Ok(n) = u32::try_from(number) else {
@@ -69,9 +72,22 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_getuid | nr::__NR_geteuid | nr::__NR_getgid | nr::__NR_getegid => Ok(0),
         nr::__NR_rt_sigprocmask => proc::rt_sigprocmask(a0, a1, a2, a3),
         nr::__NR_rt_sigaction => proc::rt_sigaction(a0, a1, a2, a3),
+        nr::__NR_clone => proc::clone(frame, a0, a1, a2, a3, a4),
+        nr::__NR_futex => futex::futex(a0, a1, a2, a3, a4, a5),
+        nr::__NR_clock_gettime => time::clock_gettime(a0, a1),
+        nr::__NR_clock_getres => time::clock_getres(a0, a1),
+        nr::__NR_nanosleep => time::nanosleep(a0, a1),
+        nr::__NR_clock_nanosleep => time::clock_nanosleep(a0, a1, a2, a3),
+        nr::__NR_getcpu => proc::getcpu(a0, a1),
+        nr::__NR_sched_getaffinity => proc::sched_getaffinity(a0, a1, a2),
+        nr::__NR_sched_setaffinity => proc::sched_setaffinity(a0, a1, a2),
+        nr::__NR_getrandom => proc::getrandom(a0, a1, a2),
+        nr::__NR_tkill => proc::tgkill(None, a0, a1),
+        nr::__NR_tgkill => proc::tgkill(Some(a0), a1, a2),
         nr::__NR_set_robust_list | nr::__NR_rseq => Err(errno::ENOSYS),
         _ => unknown(number),
     };
+    crate::process::exit_if_killed();
     frame.rax = match r {
         Ok(v) => v,
         Err(e) => errno_ret(e),

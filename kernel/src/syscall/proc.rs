@@ -148,3 +148,101 @@ pub fn rt_sigaction(sig: u64, act: u64, oact: u64, size: u64) -> SysResult {
     }
     Ok(0)
 }
+
+/// The thread flags musl's and glibc's `pthread_create` pass; anything else (a new process: fork
+/// comes later, namespaces never) is refused.
+const THREAD_FLAGS: u64 = (g::CLONE_VM | g::CLONE_FS | g::CLONE_FILES | g::CLONE_SIGHAND | g::CLONE_THREAD) as u64;
+const ACCEPTED: u64 = THREAD_FLAGS
+    | (g::CLONE_SYSVSEM | g::CLONE_SETTLS | g::CLONE_PARENT_SETTID | g::CLONE_CHILD_CLEARTID | g::CLONE_CHILD_SETTID | g::CLONE_DETACHED) as u64;
+
+/// clone(flags, stack, parent_tid, child_tid, tls): threads only.
+pub fn clone(frame: &arch::syscall::UserFrame, flags: u64, stack: u64, parent_tid: u64, child_tid: u64, tls: u64) -> SysResult {
+    // The low byte is the exit signal (0 for threads).
+    let flags = flags & !0xff;
+    if flags & THREAD_FLAGS != THREAD_FLAGS || flags & !ACCEPTED != 0 {
+        return Err(errno::ENOSYS);
+    }
+    let has = |f: u32| flags & u64::from(f) != 0;
+    process::clone_thread(
+        frame,
+        stack,
+        has(g::CLONE_SETTLS).then_some(tls),
+        has(g::CLONE_PARENT_SETTID).then_some(parent_tid),
+        has(g::CLONE_CHILD_SETTID).then_some(child_tid),
+        has(g::CLONE_CHILD_CLEARTID).then_some(child_tid),
+    )
+}
+
+pub fn getcpu(cpu: u64, node: u64) -> SysResult {
+    let here = task::sched().current().map_or(0, |t| t.cpu.0);
+    if cpu != 0 {
+        usercopy::copy_to_user(cpu, &here.to_ne_bytes()).map_err(|_| errno::EFAULT)?;
+    }
+    if node != 0 {
+        usercopy::copy_to_user(node, &0u32.to_ne_bytes()).map_err(|_| errno::EFAULT)?;
+    }
+    Ok(0)
+}
+
+/// The CPU mask of every CPU the scheduler runs, in the kernel's `cpumask` size (8 bytes per 64
+/// CPUs). Returns the bytes copied, as Linux does (musl's sysconf counts the bits).
+pub fn sched_getaffinity(_pid: u64, len: u64, mask: u64) -> SysResult {
+    let nr = task::sched().nr_cpus();
+    let bytes = nr.div_ceil(64) * 8;
+    if (len as usize) < bytes || len % 8 != 0 {
+        return Err(errno::EINVAL);
+    }
+    let mut raw = alloc::vec![0u8; bytes];
+    for c in 0..nr {
+        raw[c / 8] |= 1 << (c % 8);
+    }
+    usercopy::copy_to_user(mask, &raw).map_err(|_| errno::EFAULT)?;
+    Ok(bytes as u64)
+}
+
+/// Accepted and checked, not applied: the scheduler pins threads only when it creates them
+/// (trade-off, named; the mask must still name a CPU that exists).
+pub fn sched_setaffinity(_pid: u64, len: u64, mask: u64) -> SysResult {
+    let nr = task::sched().nr_cpus();
+    let len = (len as usize).min(128);
+    let mut raw = alloc::vec![0u8; len];
+    usercopy::copy_from_user(&mut raw, mask).map_err(|_| errno::EFAULT)?;
+    if !(0..nr).any(|c| raw.get(c / 8).is_some_and(|b| b & (1 << (c % 8)) != 0)) {
+        return Err(errno::EINVAL);
+    }
+    Ok(0)
+}
+
+/// getrandom: RDRAND where the CPU has it, else the TSC mix of `process::random_bytes` (not for
+/// keys; said in the boot log's CPU line, which names RDRAND's absence).
+pub fn getrandom(buf: u64, len: u64, flags: u64) -> SysResult {
+    if flags & !u64::from(g::GRND_NONBLOCK | g::GRND_RANDOM | g::GRND_INSECURE) != 0 {
+        return Err(errno::EINVAL);
+    }
+    let len = len.min(1 << 20);
+    let mut done = 0;
+    while done < len {
+        let chunk = process::random_bytes();
+        let n = (len - done).min(chunk.len() as u64);
+        usercopy::copy_to_user(buf + done, &chunk[..n as usize]).map_err(|_| errno::EFAULT)?;
+        done += n;
+    }
+    Ok(done)
+}
+
+/// tkill/tgkill: SIGKILL and SIGABRT end the process (the signal as its status); other signals are
+/// not delivered yet and report success, as a blocked signal would.
+pub fn tgkill(tgid: Option<u64>, tid: u64, sig: u64) -> SysResult {
+    let p = process::current().ok_or(errno::ESRCH)?;
+    if tgid.is_some_and(|g| g != u64::from(p.pid)) || sig > 64 {
+        return Err(if sig > 64 { errno::EINVAL } else { errno::ESRCH });
+    }
+    if !process::is_thread_of(&p, tid) {
+        return Err(errno::ESRCH);
+    }
+    if sig == u64::from(g::SIGKILL) || sig == u64::from(g::SIGABRT) {
+        drop(p);
+        process::exit_current(sig as i32, true);
+    }
+    Ok(0)
+}
