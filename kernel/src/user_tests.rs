@@ -13,6 +13,7 @@ crate::register_tests![
     Test { name: "user_smoke_exit_status", min_cpus: 1, expect_fault: false, run: smoke_exit_status },
     Test { name: "user_faults_end_only_their_process", min_cpus: 1, expect_fault: false, run: faults_end_only_their_process },
     Test { name: "user_pthreads_mutex_condvar_join", min_cpus: 1, expect_fault: false, run: pthreads },
+    Test { name: "user_programs_return_every_frame", min_cpus: 1, expect_fault: false, run: no_leak },
 ];
 
 /// Run `path` with `args` to its end; its wait status and captured output.
@@ -29,7 +30,7 @@ fn run(path: &str, args: &[&str]) -> Result<(i32, String), String> {
 fn smoke_exit_status() -> Result<(), String> {
     let demand_before = process::DEMAND_PAGES.load(core::sync::atomic::Ordering::Relaxed);
     let (status, out) = run("/init", &["7"])?;
-    for line in ["smoke: hello from ring 3, argc 2, argv[0] /init", "smoke: heap ok (9000000)", "smoke: mmap ok (130560)", "smoke: errno ok", "smoke: auxv and uname ok", "smoke: exiting with 7"] {
+    for line in ["smoke: hello from ring 3, argc 2, argv[0] /init", "smoke: heap ok (9000000)", "smoke: mmap ok (130560)", "smoke: mremap ok", "smoke: errno ok", "smoke: auxv and uname ok", "smoke: exiting with 7"] {
         if !out.lines().any(|l| l == line) {
             return Err(format!("output lacks {line:?}; it was:\n{out}"));
         }
@@ -76,6 +77,44 @@ fn pthreads() -> Result<(), String> {
     let got: Vec<&str> = out.lines().collect();
     if got != expected || status != 0 {
         return Err(format!("status {status:#x}, output:\n{out}"));
+    }
+    Ok(())
+}
+
+/// Free frames and heap bytes now.
+fn levels() -> (usize, usize) {
+    (crate::mm::frames::stats().0, crate::mm::heap::allocated_bytes())
+}
+
+/// Programs that map, fault in, grow, move and free memory, start threads and die of faults give
+/// back every frame: page tables, user pages, kernel stacks. (The heap is checked too, with a margin
+/// for the scheduler's and the futex table's own growth, which stays.)
+fn no_leak() -> Result<(), String> {
+    // A first round warms the lazily grown kernel tables (futex slots, id maps, log buffers).
+    run("/init", &[])?;
+    run("/bin/threads", &[])?;
+    let (frames_before, heap_before) = levels();
+    for _ in 0..3 {
+        run("/init", &[])?;
+        run("/bin/threads", &[])?;
+        run("/bin/fault", &["stack"])?;
+    }
+    // Dead threads' stacks go back when their CPU next switches; give every CPU a few chances.
+    let s = crate::task::sched();
+    let mut frames_after = 0;
+    for _ in 0..200 {
+        frames_after = levels().0;
+        if frames_after >= frames_before {
+            break;
+        }
+        s.sleep_ns(1_000_000);
+    }
+    let heap_after = levels().1;
+    if frames_after < frames_before {
+        return Err(format!("{} frames not returned after 9 programs ({frames_before} free before, {frames_after} after)", frames_before - frames_after));
+    }
+    if heap_after > heap_before + 64 * 1024 {
+        return Err(format!("heap grew by {} bytes over 9 programs", heap_after - heap_before));
     }
     Ok(())
 }

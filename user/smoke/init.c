@@ -1,6 +1,7 @@
 /* A first user program: stdio, the heap (brk), a large anonymous mapping, thread-local errno,
  * argv and the auxiliary vector. It prints what it checked and exits with the status given as its
  * first argument (0 without one), so a test can tell its exit from any other. */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,20 @@ int main(int argc, char **argv)
 	if (munmap(m, len) != 0)
 		return 102;
 	printf("smoke: mmap ok (%lu)\n", check);
+
+	/* mremap: a three-page mapping whose first two pages grow to four; the third page blocks the
+	 * growth in place, so the two pages must move with their contents. */
+	char *a = mmap(0, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a == MAP_FAILED)
+		return 107;
+	a[0] = 'x';
+	a[4096] = 'y';
+	char *q = mremap(a, 2 * 4096, 4 * 4096, MREMAP_MAYMOVE);
+	if (q == MAP_FAILED || q == a || q[0] != 'x' || q[4096] != 'y' || q[3 * 4096] != 0)
+		return 108;
+	if (mprotect(q, 4096, PROT_READ) != 0 || munmap(q, 4 * 4096) != 0 || munmap(a + 2 * 4096, 4096) != 0)
+		return 109;
+	printf("smoke: mremap ok\n");
 
 	errno = 0;
 	if (write(-1, "x", 1) != -1 || errno != EBADF)

@@ -47,6 +47,9 @@ pub struct UserFaultHooks {
     /// An exception from ring 3 the process cannot continue after: report it and end the process.
     /// `addr` is CR2 for a page fault, else 0.
     pub kill: fn(frame: &TrapFrame, addr: u64) -> !,
+    /// An interrupt is about to return to ring 3: end the thread if its process is being ended (so
+    /// a thread that never makes a system call still ends). Interrupts off; may enable them.
+    pub before_user_return: fn(),
 }
 
 static USER_FAULTS: AtomicCell<Option<UserFaultHooks>> = AtomicCell::new(None);
@@ -132,6 +135,11 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
         return;
     };
     h(frame);
+    if frame.cs & 3 == 3 {
+        if let Some(hooks) = USER_FAULTS.load() {
+            (hooks.before_user_return)();
+        }
+    }
 }
 
 pub fn exception_name(v: u64) -> &'static str {

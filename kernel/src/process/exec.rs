@@ -48,16 +48,19 @@ pub fn user_prot(prot: u32) -> UserProt {
 
 /// Load `image` by `plan` into the calling thread's (fresh) space and run it. On failure the process
 /// ends with SIGSEGV, as Linux ends a process whose exec fails past the point of no return.
-pub fn start(p: Arc<Process>, image: &'static [u8], plan: LoadPlan, path: &str, argv: Vec<String>, envp: Vec<String>) -> ! {
-    match load(&p, image, &plan, path, &argv, &envp) {
+pub fn start(p: Arc<Process>, image: &'static [u8], plan: LoadPlan, path: String, argv: Vec<String>, envp: Vec<String>) -> ! {
+    let loaded = load(&p, image, &plan, &path, &argv, &envp);
+    let root = p.space.root();
+    // Nothing may stay owned on this stack: entering user mode (or exiting) abandons it.
+    drop((p, plan, argv, envp));
+    match loaded {
         Ok(frame) => {
-            let space = p.space.clone();
-            drop(p);
-            crate::vm::user::enter(&space, &frame)
+            drop(path);
+            crate::vm::user::enter(root, &frame)
         }
         Err(what) => {
             log::error!("exec {path}: {what}; the process ends");
-            drop(p);
+            drop(path);
             super::exit_current(SIGSEGV, true)
         }
     }

@@ -13,13 +13,20 @@ use arch::trap::TrapFrame;
 use crate::irq::trap::{self, UserFaultHooks};
 
 pub fn init() {
-    trap::set_user_fault_hooks(UserFaultHooks { resolve_page, kill });
+    trap::set_user_fault_hooks(UserFaultHooks { resolve_page, kill, before_user_return });
 }
 
 /// Page-fault error code bits (SDM vol. 3A, 4.7).
 const PF_PRESENT: u64 = 1 << 0;
 const PF_WRITE: u64 = 1 << 1;
 const PF_FETCH: u64 = 1 << 4;
+
+fn before_user_return() {
+    if super::is_being_killed() {
+        x86_64::instructions::interrupts::enable();
+        super::exit_if_killed();
+    }
+}
 
 fn resolve_page(addr: u64, error: u64) -> bool {
     let Some(p) = super::current() else { return false };
@@ -102,5 +109,7 @@ fn kill(frame: &TrapFrame, addr: u64) -> ! {
         frame.rip,
         frame.error_code,
     );
+    // The thread never returns here: nothing may stay owned on its stack.
+    drop((name, why));
     super::exit_current(signo, true)
 }

@@ -25,7 +25,10 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use abi::{futex::FutexKey, vma::VmaSet};
 use arch::syscall::UserFrame;
 
+use talc::lock_api::Mutex as SpinMutex;
+
 use crate::{
+    cpu::irqlock::RawIrqSpin,
     task,
     vm::space::{AddressSpace, AsError},
 };
@@ -63,6 +66,12 @@ pub struct Process {
 }
 
 const NOT_KILLED: i32 = -1;
+
+/// Whether the calling thread's process is being ended. Safe with interrupts off (a spin lock only).
+pub fn is_being_killed() -> bool {
+    let t = THREADS.lock();
+    t.get(&current_tid()).is_some_and(|p| p.kill_status.load(Ordering::Acquire) != NOT_KILLED)
+}
 
 /// End the calling thread if its process is being ended (exit_group, a fatal fault, SIGKILL in
 /// another thread). The system-call entry calls it.
@@ -110,9 +119,9 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
             task::sched().set_current_fs_base(t);
             let _ = arch::fsbase::write(t);
         }
-        let space = child.space.clone();
+        let root = child.space.root();
         drop(child);
-        crate::vm::user::enter(&space, &frame)
+        crate::vm::user::enter(root, &frame)
     });
     let handle = match spawned {
         Ok(h) => h,
@@ -135,8 +144,10 @@ impl Process {
     }
 }
 
-/// Thread id -> process, for the calling thread's process.
-static THREADS: spin::Mutex<BTreeMap<u64, Arc<Process>>> = spin::Mutex::new(BTreeMap::new());
+/// Thread id -> process, for the calling thread's process. An interrupts-off lock: the interrupt
+/// path reads it before returning to ring 3 ([`is_being_killed`]), so no holder may be interrupted
+/// on its CPU. No `Arc<Process>` is ever dropped under it (that could destroy an address space).
+static THREADS: SpinMutex<RawIrqSpin, BTreeMap<u64, Arc<Process>>> = SpinMutex::new(BTreeMap::new());
 /// Thread id -> the user address the kernel clears and wakes at the thread's exit
 /// (`set_tid_address`, `CLONE_CHILD_CLEARTID`).
 static CLEAR_TID: spin::Mutex<BTreeMap<u64, u64>> = spin::Mutex::new(BTreeMap::new());
@@ -209,7 +220,7 @@ pub fn spawn(
     let handle = task::sched()
         .spawn(builder, move || {
             THREADS.lock().insert(current_tid(), p.clone());
-            exec::start(p, image, plan, &path, argv, envp)
+            exec::start(p, image, plan, path, argv, envp)
         })
         .map_err(SpawnError::Thread)?;
     Ok((process, handle))

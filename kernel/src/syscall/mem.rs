@@ -1,4 +1,4 @@
-//! Memory: brk, mmap (anonymous), munmap, mprotect, madvise. The mapping set (`abi::vma`) decides;
+//! Memory: brk, mmap (anonymous), munmap, mprotect, mremap, madvise. The mapping set (`abi::vma`) decides;
 //! the page tables follow through the address space's targeted shootdown (frames are freed after the
 //! acknowledgements). Anonymous and heap pages are demand-zero: nothing is mapped until touched.
 //!
@@ -11,6 +11,8 @@ use abi::{
     linux::{errno, general as g},
     vma::{PROT_MASK, VmaError, VmaKind},
 };
+
+use arch::usercopy;
 
 use super::SysResult;
 use crate::{
@@ -143,4 +145,44 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
         unmap_ranges(&p, &mapped)?;
     }
     Ok(0)
+}
+
+/// mremap without `MREMAP_FIXED`: shrink in place, grow in place when the next pages are free, or
+/// (with `MREMAP_MAYMOVE`) move. A move copies the pages that exist, through a kernel buffer, into
+/// pages mapped up front (so the copy never faults while the mapping lock is held), then unmaps the
+/// old range with one shootdown.
+pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64) -> SysResult {
+    let flags = u32::try_from(flags).map_err(|_| errno::EINVAL)?;
+    if flags & !(g::MREMAP_MAYMOVE | g::MREMAP_FIXED | g::MREMAP_DONTUNMAP) != 0 || old % PAGE_SIZE != 0 {
+        return Err(errno::EINVAL);
+    }
+    if flags & (g::MREMAP_FIXED | g::MREMAP_DONTUNMAP) != 0 {
+        // Not yet: Linux programs use these rarely (realloc uses MAYMOVE only).
+        return Err(errno::EINVAL);
+    }
+    let p = current()?;
+    let mut mem = p.mem.lock(task::sched());
+    let outcome = mem.vmas.remap(old, old_len, new_len, flags & g::MREMAP_MAYMOVE != 0, MMAP_TOP).map_err(VmaError::errno)?;
+    match &outcome {
+        abi::vma::Remap::Unchanged { .. } | abi::vma::Remap::Grown { .. } => {}
+        abi::vma::Remap::Shrunk { unmapped, .. } => unmap_ranges(&p, core::slice::from_ref(unmapped))?,
+        abi::vma::Remap::Moved { from, to, .. } => {
+            let vma = *mem.vmas.find(to.start).ok_or(errno::EFAULT)?;
+            let rights = process::user_prot(vma.prot);
+            let mut buf = alloc::vec![0u8; PAGE_SIZE as usize];
+            for offset in (0..from.end - from.start).step_by(PAGE_SIZE as usize) {
+                if p.space.translate(from.start + offset).is_none() {
+                    continue;
+                }
+                p.space.map_user_range(to.start + offset, 1, crate::vm::space::UserProt { writable: true, exec: false }).map_err(|_| errno::ENOMEM)?;
+                usercopy::copy_from_user(&mut buf, from.start + offset).map_err(|_| errno::EFAULT)?;
+                usercopy::copy_to_user(to.start + offset, &buf).map_err(|_| errno::EFAULT)?;
+                if rights != (crate::vm::space::UserProt { writable: true, exec: false }) {
+                    p.space.protect_user(to.start + offset, 1, rights).map_err(|_| errno::ENOMEM)?;
+                }
+            }
+            unmap_ranges(&p, core::slice::from_ref(from))?;
+        }
+    }
+    Ok(outcome.addr())
 }

@@ -4,27 +4,27 @@
 //! Neighbours: `space` (the address space that must be loaded), `task` (the thread must be a user
 //! thread, so the scheduler has pointed TSS.RSP0 and the syscall stack at its kernel stack).
 
-use alloc::sync::Arc;
-
 use arch::syscall::UserFrame;
 
-use crate::{mm, task, vm::space::AddressSpace};
+use crate::{mm, task};
 
-/// Start ring-3 code from `frame` in `space`. Never returns: the thread comes back to the kernel
-/// only through system calls and exceptions.
+/// Start ring-3 code from `frame` in the space whose page tables are `root`
+/// ([`crate::vm::space::AddressSpace::root`]). Never returns: the thread comes back to the kernel
+/// only through system calls and exceptions, and whatever the caller's frames still own is never
+/// dropped, so callers pass a plain number and drop every handle first.
 ///
 /// # Panics
-/// If `space` is not the one loaded on this CPU, or the frame cannot be returned to.
-pub fn enter(space: &Arc<AddressSpace>, frame: &UserFrame) -> ! {
+/// If that space is not the one loaded on this CPU, or the frame cannot be returned to.
+pub fn enter(root: u64, frame: &UserFrame) -> ! {
     x86_64::instructions::interrupts::disable();
-    assert_eq!(mm::current_root(), space.root(), "entering user mode in a space that is not loaded");
+    assert_eq!(mm::current_root(), root, "entering user mode in a space that is not loaded");
     let _ = task::sched();
     // SAFETY: 1. ring 3 was set up on every CPU at bring-up and the scheduler called
     // `switch_to_user_thread` for this thread when it switched to it (the process layer spawns every
     // thread that gets here with `Builder::user_thread`), so the entry stack is this thread's; the
     // syscall hooks are set by the syscall layer before the first process starts (checked inside).
-    // 2. the space is loaded (asserted) and `frame` is a valid reference. 3. nothing on this stack
-    // outlives the call: the callers' frames hold no destructors that matter (they are abandoned
-    // like a process exit's). GS is the kernel's: this is kernel code.
+    // 2. the space is loaded (asserted) and `frame` is a valid reference. 3. the stack below is
+    // abandoned: callers own nothing there any more (documented above). GS is the kernel's: this is
+    // kernel code.
     unsafe { arch::syscall::enter_user(frame) }
 }
