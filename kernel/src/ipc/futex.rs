@@ -138,10 +138,10 @@ pub fn requeue_waiters(from: FutexKey, to: FutexKey, nr_wake: u32, nr_requeue: u
         let (first, second) = (a.min(b), a.max(b));
         let mut g1 = BUCKETS[first].lock();
         let mut g2 = (first != second).then(|| BUCKETS[second].lock());
-        if let Some(e) = expected {
-            if read_word(from.addr)? != e {
-                return Err(WaitError::Changed);
-            }
+        if let Some(e) = expected
+            && read_word(from.addr)? != e
+        {
+            return Err(WaitError::Changed);
         }
         let r = match g2.as_deref_mut() {
             None => requeue(&mut g1, None, from, to, nr_wake, nr_requeue),

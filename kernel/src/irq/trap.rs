@@ -135,10 +135,10 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
         return;
     };
     h(frame);
-    if frame.cs & 3 == 3 {
-        if let Some(hooks) = USER_FAULTS.load() {
-            (hooks.before_user_return)();
-        }
+    if frame.cs & 3 == 3
+        && let Some(hooks) = USER_FAULTS.load()
+    {
+        (hooks.before_user_return)();
     }
 }
 

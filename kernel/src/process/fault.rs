@@ -99,7 +99,7 @@ fn kill(frame: &TrapFrame, addr: u64) -> ! {
     } else if frame.vector == 13 && frame.error_code == 0 {
         why.push_str("privileged instruction or non-canonical address");
     } else {
-        why.push_str("-");
+        why.push('-');
     }
     log::error!(
         "user fault: pid {pid} tid {} '{name}': {} (vector {}) at rip {:#x}, address {addr:#x}, error {:#x} ({why}): killed by {signame}",

@@ -98,10 +98,8 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
     if stack != 0 {
         frame.rsp = stack;
     }
-    if let Some(t) = tls {
-        if t >= abi::USER_TOP {
-            return Err(errno::EPERM);
-        }
+    if tls.is_some_and(|t| t >= abi::USER_TOP) {
+        return Err(errno::EPERM);
     }
     p.threads.fetch_add(1, Ordering::AcqRel);
     let child = p.clone();

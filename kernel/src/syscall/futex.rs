@@ -10,7 +10,7 @@ use super::{SysResult, time};
 use crate::{ipc::futex, process};
 
 fn key_of(addr: u64) -> Result<FutexKey, u32> {
-    if addr % 4 != 0 {
+    if !addr.is_multiple_of(4) {
         return Err(errno::EINVAL);
     }
     let p = process::current().ok_or(errno::ESRCH)?;

@@ -18,11 +18,11 @@ fn console_out(fd: u64) -> Result<(), u32> {
 
 /// Print `bytes`, or keep them where the process's output is captured.
 fn console_write(bytes: &[u8]) {
-    if let Some(p) = crate::process::current() {
-        if let Some(out) = p.captured.lock().as_mut() {
-            out.extend_from_slice(bytes);
-            return;
-        }
+    if let Some(p) = crate::process::current()
+        && let Some(out) = p.captured.lock().as_mut()
+    {
+        out.extend_from_slice(bytes);
+        return;
     }
     crate::cpu::console::lock(false).write_bytes(bytes);
 }

@@ -77,13 +77,13 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, _fd: u64, off: u64) -> S
         // No files yet.
         return Err(errno::ENODEV);
     }
-    if off % PAGE_SIZE != 0 {
+    if !off.is_multiple_of(PAGE_SIZE) {
         return Err(errno::EINVAL);
     }
     let len = len.checked_next_multiple_of(PAGE_SIZE).ok_or(errno::ENOMEM)?;
     let mut mem = p.mem.lock(task::sched());
     if flags & (g::MAP_FIXED | g::MAP_FIXED_NOREPLACE) != 0 {
-        if addr % PAGE_SIZE != 0 {
+        if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(errno::EINVAL);
         }
         if flags & g::MAP_FIXED_NOREPLACE != 0 && flags & g::MAP_FIXED == 0 && !mem.vmas.is_free(addr, len) {
@@ -110,7 +110,7 @@ pub fn mprotect(addr: u64, len: u64, prot: u64) -> SysResult {
     if prot & !PROT_MASK != 0 {
         return Err(errno::EINVAL);
     }
-    if len == 0 && addr % PAGE_SIZE == 0 {
+    if len == 0 && addr.is_multiple_of(PAGE_SIZE) {
         return Ok(0);
     }
     let mut mem = p.mem.lock(task::sched());
@@ -126,7 +126,7 @@ pub fn mprotect(addr: u64, len: u64, prot: u64) -> SysResult {
 }
 
 pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
-    if addr % PAGE_SIZE != 0 {
+    if !addr.is_multiple_of(PAGE_SIZE) {
         return Err(errno::EINVAL);
     }
     if advice == u64::from(g::MADV_DONTNEED) && len > 0 {
@@ -153,7 +153,7 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
 /// old range with one shootdown.
 pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64) -> SysResult {
     let flags = u32::try_from(flags).map_err(|_| errno::EINVAL)?;
-    if flags & !(g::MREMAP_MAYMOVE | g::MREMAP_FIXED | g::MREMAP_DONTUNMAP) != 0 || old % PAGE_SIZE != 0 {
+    if flags & !(g::MREMAP_MAYMOVE | g::MREMAP_FIXED | g::MREMAP_DONTUNMAP) != 0 || !old.is_multiple_of(PAGE_SIZE) {
         return Err(errno::EINVAL);
     }
     if flags & (g::MREMAP_FIXED | g::MREMAP_DONTUNMAP) != 0 {

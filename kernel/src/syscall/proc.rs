@@ -189,7 +189,7 @@ pub fn getcpu(cpu: u64, node: u64) -> SysResult {
 pub fn sched_getaffinity(_pid: u64, len: u64, mask: u64) -> SysResult {
     let nr = task::sched().nr_cpus();
     let bytes = nr.div_ceil(64) * 8;
-    if (len as usize) < bytes || len % 8 != 0 {
+    if (len as usize) < bytes || !len.is_multiple_of(8) {
         return Err(errno::EINVAL);
     }
     let mut raw = alloc::vec![0u8; bytes];
