@@ -43,6 +43,7 @@ mod process;
 #[forbid(unsafe_code)]
 mod syscall;
 #[cfg(all(target_os = "none", feature = "ktest"))]
+#[forbid(unsafe_code)]
 mod user_tests;
 #[cfg(target_os = "none")]
 #[forbid(unsafe_code)]

@@ -128,16 +128,15 @@ fn load(p: &Process, image: &[u8], plan: &LoadPlan, path: &str, argv: &[String],
 
 /// `AT_HWCAP` on x86: CPUID.1:EDX.
 fn hwcap() -> u64 {
-    u64::from(raw_cpuid::native_cpuid::cpuid_count(1, 0).edx)
+    arch::cpu::hwcap()
 }
 
 /// `AT_RANDOM`: RDRAND where the CPU has it, else a mix of the TSC (good enough for stack-protector
 /// canaries in a test kernel, not for keys; `getrandom` says the same).
 pub fn random_bytes() -> [u8; 16] {
     let mut out = [0u8; 16];
-    let rd = x86_64::instructions::random::RdRand::new();
     for chunk in out.chunks_mut(8) {
-        let v = rd.and_then(|r| r.get_u64()).unwrap_or_else(tsc_mix);
+        let v = arch::cpu::rdrand64().unwrap_or_else(tsc_mix);
         chunk.copy_from_slice(&v.to_ne_bytes());
     }
     out

@@ -23,7 +23,7 @@ const PF_FETCH: u64 = 1 << 4;
 
 fn before_user_return() {
     if super::is_being_killed() {
-        x86_64::instructions::interrupts::enable();
+        arch::interrupts::enable();
         super::exit_if_killed();
     }
 }
@@ -70,7 +70,7 @@ fn signal_of(vector: u64) -> (i32, &'static str) {
 
 fn kill(frame: &TrapFrame, addr: u64) -> ! {
     // The thread was in ring 3, so interrupts were on; the report may sleep on the process's lock.
-    x86_64::instructions::interrupts::enable();
+    arch::interrupts::enable();
     let (signo, signame) = signal_of(frame.vector);
     let (pid, name) = match super::current() {
         Some(p) => (p.pid, p.name.clone()),

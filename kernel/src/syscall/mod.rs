@@ -30,7 +30,7 @@ pub fn init() {
 }
 
 fn invalid_return(frame: &mut UserFrame) -> ! {
-    x86_64::instructions::interrupts::enable();
+    arch::interrupts::enable();
     log::error!(
         "user fault: pid {} tid {}: return to rip {:#x} rsp {:#x} is impossible: killed by SIGSEGV",
         crate::process::current().map_or(0, |p| p.pid),
@@ -42,7 +42,7 @@ fn invalid_return(frame: &mut UserFrame) -> ! {
 }
 
 fn dispatch(frame: &mut UserFrame) {
-    x86_64::instructions::interrupts::enable();
+    arch::interrupts::enable();
     crate::process::exit_if_killed();
     let [a0, a1, a2, a3, a4, a5] = frame.syscall_args();
     let number = frame.orig_rax;

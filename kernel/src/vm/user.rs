@@ -16,7 +16,7 @@ use crate::{mm, task};
 /// # Panics
 /// If that space is not the one loaded on this CPU, or the frame cannot be returned to.
 pub fn enter(root: u64, frame: &UserFrame) -> ! {
-    x86_64::instructions::interrupts::disable();
+    arch::interrupts::disable();
     assert_eq!(mm::current_root(), root, "entering user mode in a space that is not loaded");
     let _ = task::sched();
     // SAFETY: 1. ring 3 was set up on every CPU at bring-up and the scheduler called
