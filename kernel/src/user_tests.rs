@@ -14,6 +14,7 @@ pub static TESTS: &[Test] = &[
     Test { name: "user_faults_end_only_their_process", min_cpus: 1, expect_fault: false, run: faults_end_only_their_process },
     Test { name: "user_pthreads_mutex_condvar_join", min_cpus: 1, expect_fault: false, run: pthreads },
     Test { name: "user_programs_return_every_frame", min_cpus: 1, expect_fault: false, run: no_leak },
+    Test { name: "user_threads_keep_their_vector_registers", min_cpus: 1, expect_fault: false, run: fpu_isolation },
 ];
 
 /// Run `path` with `args` to its end; its wait status and captured output.
@@ -115,6 +116,17 @@ fn no_leak() -> Result<(), String> {
     }
     if heap_after > heap_before + 64 * 1024 {
         return Err(format!("heap grew by {} bytes over 9 programs", heap_after - heap_before));
+    }
+    Ok(())
+}
+
+/// Four threads yield to each other 2000 times each with their own xmm0-15 and MXCSR loaded; none
+/// may find a register changed (every user thread is an FPU thread of the scheduler).
+fn fpu_isolation() -> Result<(), String> {
+    let (status, out) = run("/bin/fpu", &[])?;
+    let expected = ["fpu: 4 threads x 2000 yields, 0 registers changed under them", "fpu: ok"];
+    if out.lines().collect::<Vec<_>>() != expected || status != 0 {
+        return Err(format!("status {status:#x}, output:\n{out}"));
     }
     Ok(())
 }
