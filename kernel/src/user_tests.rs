@@ -15,6 +15,7 @@ pub static TESTS: &[Test] = &[
     Test { name: "user_pthreads_mutex_condvar_join", min_cpus: 1, expect_fault: false, run: pthreads },
     Test { name: "user_programs_return_every_frame", min_cpus: 1, expect_fault: false, run: no_leak },
     Test { name: "user_threads_keep_their_vector_registers", min_cpus: 1, expect_fault: false, run: fpu_isolation },
+    Test { name: "user_syscall_fuzzer_leaves_the_kernel_whole", min_cpus: 1, expect_fault: false, run: fuzz },
 ];
 
 /// Run `path` with `args` to its end; its wait status and captured output.
@@ -100,24 +101,46 @@ fn no_leak() -> Result<(), String> {
         run("/bin/threads", &[])?;
         run("/bin/fault", &["stack"])?;
     }
-    // Dead threads' stacks go back when their CPU next switches; give every CPU a few chances.
+    back_to(frames_before, heap_before, "9 programs")
+}
+
+/// Wait until the free frames are back to `frames` (dead threads' stacks go back when their CPU
+/// next switches: every CPU gets a few chances) and check that the heap grew by no more than a
+/// margin for the tables that only grow (futex slots, thread ids).
+fn back_to(frames: usize, heap: usize, what: &str) -> Result<(), String> {
     let s = crate::task::sched();
     let mut frames_after = 0;
     for _ in 0..200 {
         frames_after = levels().0;
-        if frames_after >= frames_before {
+        if frames_after >= frames {
             break;
         }
         s.sleep_ns(1_000_000);
     }
     let heap_after = levels().1;
-    if frames_after < frames_before {
-        return Err(format!("{} frames not returned after 9 programs ({frames_before} free before, {frames_after} after)", frames_before - frames_after));
+    if frames_after < frames {
+        return Err(format!("{} frames not returned after {what} ({frames} free before, {frames_after} after)", frames - frames_after));
     }
-    if heap_after > heap_before + 64 * 1024 {
-        return Err(format!("heap grew by {} bytes over 9 programs", heap_after - heap_before));
+    if heap_after > heap + 64 * 1024 {
+        return Err(format!("heap grew by {} bytes over {what}", heap_after - heap));
     }
     Ok(())
+}
+
+/// The fuzzer (one thread per CPU, random calls and arguments: kernel, unmapped, misaligned and
+/// non-canonical pointers, huge lengths, bad flags) runs to its end, and the kernel has every frame
+/// back afterwards.
+fn fuzz() -> Result<(), String> {
+    run("/bin/fuzz", &["500"])?;
+    let (frames_before, heap_before) = levels();
+    let calls = 20_000;
+    let (status, out) = run("/bin/fuzz", &[&format!("{calls}")])?;
+    let cpus = crate::task::sched().nr_cpus();
+    let expected = format!("fuzz: {cpus} threads x {calls} calls answered");
+    if status != 0 || out.trim_end() != expected {
+        return Err(format!("status {status:#x}, output {out:?}, expected {expected:?}"));
+    }
+    back_to(frames_before, heap_before, "the fuzzer")
 }
 
 /// Four threads yield to each other 2000 times each with their own xmm0-15 and MXCSR loaded; none
