@@ -78,7 +78,6 @@ ISO := target/kernel.iso
 SMOKE_INITRAMFS := target/smoke-initramfs.cpio
 SMOKE_ROOT := target/smoke-initramfs-root
 SMOKE_SRC := user/smoke/init.c user/smoke/fault.c user/smoke/threads.c user/smoke/fpu.c user/smoke/fuzz.c
-SMOKE_SRC := user/smoke/init.c user/smoke/fault.c user/smoke/threads.c user/smoke/fpu.c user/smoke/fuzz.c
 ISO_ROOT := target/iso_root
 LIMINE_BRANCH := v8.2.0-binary
 LIMINE_REPO := https://github.com/limine-bootloader/limine.git
