@@ -5,7 +5,8 @@
 //! - [`UserFrame`]: the user registers saved at the top of a thread's kernel stack. A `syscall` and
 //!   an interrupt or exception from ring 3 (see [`crate::trap`]) leave the same 22-word layout at the
 //!   same place, so [`UserFrame`] at `kernel_stack_top - size_of::<UserFrame>()` is "the user state of
-//!   this thread" however it entered;
+//!   this thread" however it entered (after an interrupt, vectors 32-255, the six callee-saved
+//!   slots are not written: those registers are still live in the kernel's own frames);
 //! - [`EntryScratch`]: the per-CPU slots the entry stub reaches through GS. The kernel's per-CPU block
 //!   embeds it at byte offset [`SCRATCH_GS_OFFSET`] (checked there with `offset_of!`);
 //! - [`init_cpu`]: EFER.SCE, STAR, LSTAR, SFMASK on this CPU (SDM vol. 3A, 5.8.8 "Fast System Calls in
