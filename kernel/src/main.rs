@@ -235,7 +235,7 @@ fn run_init(path: &'static str, args: &'static str) {
     let envp = Vec::from([String::from("HOME=/"), String::from("TERM=linux")]);
     match process::spawn(path, argv, envp, false) {
         Ok((p, thread)) => {
-            log::info!("init: {path} started as pid {}", p.pid);
+            log::info!("init: {path} started as pid {}", p.pid());
             thread.join();
             match p.status() {
                 Some(s) if s & 0x7f == 0 => log::info!("init: {path} exited with status {}", (s >> 8) & 0xff),

@@ -73,7 +73,7 @@ fn kill(frame: &TrapFrame, addr: u64) -> ! {
     arch::interrupts::enable();
     let (signo, signame) = signal_of(frame.vector);
     let (pid, name) = match super::current() {
-        Some(p) => (p.pid, p.name.clone()),
+        Some(p) => (p.pid(), p.name.clone()),
         None => (0, alloc::string::String::from("?")),
     };
     let mut why = alloc::string::String::new();

@@ -44,7 +44,8 @@ pub struct MemState {
 
 /// A running program.
 pub struct Process {
-    pub pid: u32,
+    /// The process id: the id of its first thread, as on Linux (getpid() == gettid() there).
+    pid: AtomicU32,
     /// The program's name (the last part of its path), for reports.
     pub name: String,
     pub space: Arc<AddressSpace>,
@@ -136,6 +137,10 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
 }
 
 impl Process {
+    pub fn pid(&self) -> u32 {
+        self.pid.load(Ordering::Relaxed)
+    }
+
     /// The wait status, once every thread has ended.
     pub fn status(&self) -> Option<i32> {
         (self.exited.load(Ordering::Acquire) && self.threads.load(Ordering::Acquire) == 0).then(|| self.status.load(Ordering::Acquire))
@@ -150,7 +155,6 @@ static THREADS: SpinMutex<RawIrqSpin, BTreeMap<u64, Arc<Process>>> = SpinMutex::
 /// (`set_tid_address`, `CLONE_CHILD_CLEARTID`).
 static CLEAR_TID: spin::Mutex<BTreeMap<u64, u64>> = spin::Mutex::new(BTreeMap::new());
 
-static NEXT_PID: AtomicU32 = AtomicU32::new(1);
 
 /// The calling thread's id.
 pub fn current_tid() -> u64 {
@@ -200,7 +204,7 @@ pub fn spawn(
     let name = String::from(path.rsplit('/').next().unwrap_or(path));
     let brk_start = plan.image_end();
     let process = Arc::new(Process {
-        pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
+        pid: AtomicU32::new(0),
         name,
         space: space.clone(),
         mem: sched::Mutex::new(MemState { vmas: VmaSet::new(abi::elf::MIN_USER_ADDR), brk_start, brk: brk_start }),
@@ -217,10 +221,13 @@ pub fn spawn(
     let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(space.mm());
     let handle = task::sched()
         .spawn(builder, move || {
+            // The first thread's id is the process id (the spawner stores the same value).
+            p.pid.store(current_tid() as u32, Ordering::Relaxed);
             THREADS.lock().insert(current_tid(), p.clone());
             exec::start(p, image, plan, path, argv, envp)
         })
         .map_err(SpawnError::Thread)?;
+    process.pid.store(handle.id().0 as u32, Ordering::Relaxed);
     Ok((process, handle))
 }
 
@@ -233,7 +240,7 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
         // CLONE_CHILD_CLEARTID: the id word goes to 0 first, then one waiter is woken (a
         // non-private wake), in that order, or a pthread_join could sleep for ever.
         if arch::usercopy::copy_to_user(addr, &0u32.to_ne_bytes()).is_ok() {
-            crate::ipc::futex::wake(FutexKey { space: u64::from(p.pid), addr }, 1, abi::futex::MATCH_ANY);
+            crate::ipc::futex::wake(FutexKey { space: u64::from(p.pid()), addr }, 1, abi::futex::MATCH_ANY);
         }
     }
     crate::ipc::futex::forget(tid);

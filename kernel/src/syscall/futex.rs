@@ -14,7 +14,7 @@ fn key_of(addr: u64) -> Result<FutexKey, u32> {
         return Err(errno::EINVAL);
     }
     let p = process::current().ok_or(errno::ESRCH)?;
-    Ok(FutexKey { space: u64::from(p.pid), addr })
+    Ok(FutexKey { space: u64::from(p.pid()), addr })
 }
 
 fn wait_error(e: futex::WaitError) -> u32 {

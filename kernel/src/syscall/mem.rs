@@ -63,7 +63,7 @@ pub fn brk(addr: u64) -> SysResult {
     Ok(addr)
 }
 
-pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, _fd: u64, off: u64) -> SysResult {
+pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> SysResult {
     let p = current()?;
     let (prot, flags) = (u32::try_from(prot).map_err(|_| errno::EINVAL)?, u32::try_from(flags).map_err(|_| errno::EINVAL)?);
     if len == 0 || prot & !PROT_MASK != 0 {
@@ -74,8 +74,8 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, _fd: u64, off: u64) -> S
         return Err(errno::EINVAL);
     }
     if flags & g::MAP_ANONYMOUS == 0 {
-        // No files yet.
-        return Err(errno::ENODEV);
+        // No files yet: the console cannot be mapped, and there is no other descriptor.
+        return Err(if fd <= 2 { errno::ENODEV } else { errno::EBADF });
     }
     if !off.is_multiple_of(PAGE_SIZE) {
         return Err(errno::EINVAL);

@@ -33,7 +33,7 @@ fn invalid_return(frame: &mut UserFrame) -> ! {
     arch::interrupts::enable();
     log::error!(
         "user fault: pid {} tid {}: return to rip {:#x} rsp {:#x} is impossible: killed by SIGSEGV",
-        crate::process::current().map_or(0, |p| p.pid),
+        crate::process::current().map_or(0, |p| p.pid()),
         crate::process::current_tid(),
         frame.rip,
         frame.rsp
@@ -103,7 +103,7 @@ fn unknown(number: u64) -> SysResult {
             drop(seen);
             log::warn!(
                 "syscall: pid {} '{}' called {} ({number}), which is not implemented: ENOSYS",
-                p.pid,
+                p.pid(),
                 p.name,
                 abi::linux::syscall_name(number).unwrap_or("an unknown number")
             );

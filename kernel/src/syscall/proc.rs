@@ -19,7 +19,7 @@ pub fn exit_group(code: u64) -> SysResult {
 }
 
 pub fn getpid() -> SysResult {
-    process::current().map(|p| u64::from(p.pid)).ok_or(errno::ESRCH)
+    process::current().map(|p| u64::from(p.pid())).ok_or(errno::ESRCH)
 }
 
 /// Thread ids are the scheduler's; the first thread's is not the pid (as in Linux after a
@@ -128,7 +128,7 @@ pub fn rt_sigaction(sig: u64, act: u64, oact: u64, size: u64) -> SysResult {
     if size != SIGSET_BYTES || !(1..=64).contains(&sig) {
         return Err(errno::EINVAL);
     }
-    let pid = process::current().map_or(0, |p| p.pid);
+    let pid = process::current().map_or(0, |p| p.pid());
     let old = ACTIONS.lock().get(&(pid, sig)).copied().unwrap_or([0; 32]);
     let new = if act != 0 {
         if sig == SIGKILL || sig == SIGSTOP {
@@ -186,7 +186,15 @@ pub fn getcpu(cpu: u64, node: u64) -> SysResult {
 
 /// The CPU mask of every CPU the scheduler runs, in the kernel's `cpumask` size (8 bytes per 64
 /// CPUs). Returns the bytes copied, as Linux does (musl's sysconf counts the bits).
-pub fn sched_getaffinity(_pid: u64, len: u64, mask: u64) -> SysResult {
+/// `pid` 0 (the caller) or a thread of the caller's process; others are `ESRCH` (processes do not
+/// see each other's threads yet).
+fn own_thread(pid: u64) -> Result<(), u32> {
+    let p = process::current().ok_or(errno::ESRCH)?;
+    if pid == 0 || process::is_thread_of(&p, pid) { Ok(()) } else { Err(errno::ESRCH) }
+}
+
+pub fn sched_getaffinity(pid: u64, len: u64, mask: u64) -> SysResult {
+    own_thread(pid)?;
     let nr = task::sched().nr_cpus();
     let bytes = nr.div_ceil(64) * 8;
     if (len as usize) < bytes || !len.is_multiple_of(8) {
@@ -202,7 +210,8 @@ pub fn sched_getaffinity(_pid: u64, len: u64, mask: u64) -> SysResult {
 
 /// Accepted and checked, not applied: the scheduler pins threads only when it creates them
 /// (trade-off, named; the mask must still name a CPU that exists).
-pub fn sched_setaffinity(_pid: u64, len: u64, mask: u64) -> SysResult {
+pub fn sched_setaffinity(pid: u64, len: u64, mask: u64) -> SysResult {
+    own_thread(pid)?;
     let nr = task::sched().nr_cpus();
     let len = (len as usize).min(128);
     let mut raw = alloc::vec![0u8; len];
@@ -234,7 +243,7 @@ pub fn getrandom(buf: u64, len: u64, flags: u64) -> SysResult {
 /// not delivered yet and report success, as a blocked signal would.
 pub fn tgkill(tgid: Option<u64>, tid: u64, sig: u64) -> SysResult {
     let p = process::current().ok_or(errno::ESRCH)?;
-    if tgid.is_some_and(|g| g != u64::from(p.pid)) || sig > 64 {
+    if tgid.is_some_and(|g| g != u64::from(p.pid())) || sig > 64 {
         return Err(if sig > 64 { errno::EINVAL } else { errno::ESRCH });
     }
     if !process::is_thread_of(&p, tid) {
