@@ -151,38 +151,79 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
 /// (with `MREMAP_MAYMOVE`) move. A move copies the pages that exist, through a kernel buffer, into
 /// pages mapped up front (so the copy never faults while the mapping lock is held), then unmaps the
 /// old range with one shootdown.
-pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64) -> SysResult {
+pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -> SysResult {
     let flags = u32::try_from(flags).map_err(|_| errno::EINVAL)?;
     if flags & !(g::MREMAP_MAYMOVE | g::MREMAP_FIXED | g::MREMAP_DONTUNMAP) != 0 || !old.is_multiple_of(PAGE_SIZE) {
         return Err(errno::EINVAL);
     }
-    if flags & (g::MREMAP_FIXED | g::MREMAP_DONTUNMAP) != 0 {
-        // Not yet: Linux programs use these rarely (realloc uses MAYMOVE only).
+    if flags & g::MREMAP_DONTUNMAP != 0 {
+        // Not yet: Linux programs use it rarely.
         return Err(errno::EINVAL);
     }
     let p = current()?;
     let mut mem = p.mem.lock(task::sched());
+    if flags & g::MREMAP_FIXED != 0 {
+        if flags & g::MREMAP_MAYMOVE == 0 {
+            return Err(errno::EINVAL);
+        }
+        return remap_fixed(&p, &mut mem, old, old_len, new_len, new_addr);
+    }
     let outcome = mem.vmas.remap(old, old_len, new_len, flags & g::MREMAP_MAYMOVE != 0, MMAP_TOP).map_err(VmaError::errno)?;
     match &outcome {
         abi::vma::Remap::Unchanged { .. } | abi::vma::Remap::Grown { .. } => {}
         abi::vma::Remap::Shrunk { unmapped, .. } => unmap_ranges(&p, core::slice::from_ref(unmapped))?,
         abi::vma::Remap::Moved { from, to, .. } => {
             let vma = *mem.vmas.find(to.start).ok_or(errno::EFAULT)?;
-            let rights = process::user_prot(vma.prot);
-            let mut buf = alloc::vec![0u8; PAGE_SIZE as usize];
-            for offset in (0..from.end - from.start).step_by(PAGE_SIZE as usize) {
-                if p.space.translate(from.start + offset).is_none() {
-                    continue;
-                }
-                p.space.map_user_range(to.start + offset, 1, crate::vm::space::UserProt { writable: true, exec: false }).map_err(|_| errno::ENOMEM)?;
-                usercopy::copy_from_user(&mut buf, from.start + offset).map_err(|_| errno::EFAULT)?;
-                usercopy::copy_to_user(to.start + offset, &buf).map_err(|_| errno::EFAULT)?;
-                if rights != (crate::vm::space::UserProt { writable: true, exec: false }) {
-                    p.space.protect_user(to.start + offset, 1, rights).map_err(|_| errno::ENOMEM)?;
-                }
-            }
+            copy_pages(&p, from.start, to.start, from.end - from.start, vma.prot)?;
             unmap_ranges(&p, core::slice::from_ref(from))?;
         }
     }
     Ok(outcome.addr())
+}
+
+/// Copy the pages of `[from, from + len)` that exist to `to`, mapping each destination page first
+/// (so no copy faults while the mapping lock is held), then give them the rights `prot`.
+fn copy_pages(p: &Process, from: u64, to: u64, len: u64, prot: u32) -> Result<(), u32> {
+    let rights = process::user_prot(prot);
+    let staging = crate::vm::space::UserProt { writable: true, exec: false };
+    let mut buf = alloc::vec![0u8; PAGE_SIZE as usize];
+    for offset in (0..len).step_by(PAGE_SIZE as usize) {
+        if p.space.translate(from + offset).is_none() {
+            continue;
+        }
+        p.space.map_user_range(to + offset, 1, staging).map_err(|_| errno::ENOMEM)?;
+        usercopy::copy_from_user(&mut buf, from + offset).map_err(|_| errno::EFAULT)?;
+        usercopy::copy_to_user(to + offset, &buf).map_err(|_| errno::EFAULT)?;
+        if rights != staging {
+            p.space.protect_user(to + offset, 1, rights).map_err(|_| errno::ENOMEM)?;
+        }
+    }
+    Ok(())
+}
+
+/// `MREMAP_MAYMOVE | MREMAP_FIXED`: move `[old, old + old_len)` (inside one mapping) to exactly
+/// `new_addr`, replacing whatever was mapped there, resized to `new_len`. The mapping lock is held
+/// throughout, so a sibling thread that touches either range waits in its page fault and then sees
+/// the new contents.
+fn remap_fixed(p: &Process, mem: &mut process::MemState, old: u64, old_len: u64, new_len: u64, new_addr: u64) -> SysResult {
+    if !new_addr.is_multiple_of(PAGE_SIZE) || new_len == 0 {
+        return Err(errno::EINVAL);
+    }
+    let old_len = old_len.checked_next_multiple_of(PAGE_SIZE).ok_or(errno::EINVAL)?;
+    let new_len = new_len.checked_next_multiple_of(PAGE_SIZE).ok_or(errno::EINVAL)?;
+    let vma = *mem.vmas.find(old).ok_or(errno::EFAULT)?;
+    let old_end = old.checked_add(old_len).ok_or(errno::EINVAL)?;
+    let new_end = new_addr.checked_add(new_len).ok_or(errno::EINVAL)?;
+    if old_end > vma.end || old_len == 0 {
+        return Err(errno::EFAULT);
+    }
+    if new_addr < old_end && old < new_end {
+        return Err(errno::EINVAL);
+    }
+    let replaced = mem.vmas.map_fixed(new_addr, new_len, vma.prot, vma.kind).map_err(VmaError::errno)?;
+    unmap_ranges(p, &replaced)?;
+    copy_pages(p, old, new_addr, old_len.min(new_len), vma.prot)?;
+    let removed = mem.vmas.unmap(old, old_len).map_err(VmaError::errno)?;
+    unmap_ranges(p, &removed)?;
+    Ok(new_addr)
 }

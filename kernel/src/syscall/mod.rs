@@ -61,7 +61,7 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_munmap => mem::munmap(a0, a1),
         nr::__NR_mprotect => mem::mprotect(a0, a1, a2),
         nr::__NR_madvise => mem::madvise(a0, a1, a2),
-        nr::__NR_mremap => mem::mremap(a0, a1, a2, a3),
+        nr::__NR_mremap => mem::mremap(a0, a1, a2, a3, a4),
         nr::__NR_exit => proc::exit(a0),
         nr::__NR_exit_group => proc::exit_group(a0),
         nr::__NR_getpid => proc::getpid(),

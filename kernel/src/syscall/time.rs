@@ -2,8 +2,8 @@
 //! futex calls share.
 //!
 //! Clocks: MONOTONIC (and _RAW, _COARSE, BOOTTIME) count from boot on the kernel's TSC clock.
-//! REALTIME counts from the same origin too (the kernel reads no wall clock yet), so a program sees
-//! 1970 plus the uptime. The CPU-time clocks give the monotonic time as well: the scheduler keeps no
+//! REALTIME is the CMOS clock's reading at its first use, advanced by the same TSC clock. The
+//! CPU-time clocks give the monotonic time as well: the scheduler keeps no
 //! per-thread run time yet, so they over-count a thread that waits (trade-off, named).
 
 use abi::linux::{errno, general as g};
@@ -32,17 +32,16 @@ fn write_timespec(addr: u64, ns: u64) -> Result<(), u32> {
     usercopy::copy_to_user(addr, &raw).map_err(|_| errno::EFAULT)
 }
 
-/// An absolute time on `realtime` or the monotonic clock, as a monotonic deadline (they coincide).
-pub fn clock_to_monotonic(t: u64, _realtime: bool) -> u64 {
-    t
+/// An absolute time on the wall clock (`realtime`) or the monotonic clock, as a monotonic deadline.
+pub fn clock_to_monotonic(t: u64, realtime: bool) -> u64 {
+    if realtime { t.saturating_sub(crate::time::wall_clock_ns().saturating_sub(crate::time::now_ns())) } else { t }
 }
 
 fn clock_now(clock: u64) -> Result<u64, u32> {
     match u32::try_from(clock).map_err(|_| errno::EINVAL)? {
-        g::CLOCK_REALTIME
-        | g::CLOCK_MONOTONIC
+        g::CLOCK_REALTIME | g::CLOCK_REALTIME_COARSE => Ok(crate::time::wall_clock_ns()),
+        g::CLOCK_MONOTONIC
         | g::CLOCK_MONOTONIC_RAW
-        | g::CLOCK_REALTIME_COARSE
         | g::CLOCK_MONOTONIC_COARSE
         | g::CLOCK_BOOTTIME
         | g::CLOCK_PROCESS_CPUTIME_ID
@@ -77,7 +76,9 @@ pub fn nanosleep(req: u64, rem: u64) -> SysResult {
 pub fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> SysResult {
     clock_now(clock)?;
     let t = read_timespec(req)?;
-    let ns = if flags & u64::from(g::TIMER_ABSTIME) != 0 { t.saturating_sub(crate::time::now_ns()) } else { t };
+    let realtime = matches!(u32::try_from(clock), Ok(g::CLOCK_REALTIME | g::CLOCK_REALTIME_COARSE));
+    let now = if realtime { crate::time::wall_clock_ns() } else { crate::time::now_ns() };
+    let ns = if flags & u64::from(g::TIMER_ABSTIME) != 0 { t.saturating_sub(now) } else { t };
     crate::task::sched().sleep_ns(ns);
     if rem != 0 && flags & u64::from(g::TIMER_ABSTIME) == 0 {
         write_timespec(rem, 0)?;
