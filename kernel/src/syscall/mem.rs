@@ -86,6 +86,13 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Sy
         if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(errno::EINVAL);
         }
+        // Outside user memory: ENOMEM above it (Linux's TASK_SIZE check), EPERM below mmap_min_addr.
+        if addr.checked_add(len).is_none_or(|end| end > abi::USER_TOP) {
+            return Err(errno::ENOMEM);
+        }
+        if addr < abi::elf::MIN_USER_ADDR {
+            return Err(errno::EPERM);
+        }
         if flags & g::MAP_FIXED_NOREPLACE != 0 && flags & g::MAP_FIXED == 0 && !mem.vmas.is_free(addr, len) {
             return Err(errno::EEXIST);
         }
@@ -99,7 +106,8 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Sy
 pub fn munmap(addr: u64, len: u64) -> SysResult {
     let p = current()?;
     let mut mem = p.mem.lock(task::sched());
-    let removed = mem.vmas.unmap(addr, len).map_err(VmaError::errno)?;
+    // munmap answers EINVAL for a range outside user memory (Linux), where mmap says ENOMEM.
+    let removed = mem.vmas.unmap(addr, len).map_err(|e| if e == VmaError::OutOfRange { errno::EINVAL } else { e.errno() })?;
     unmap_ranges(&p, &removed)?;
     Ok(0)
 }
