@@ -133,8 +133,14 @@ pub fn mprotect(addr: u64, len: u64, prot: u64) -> SysResult {
     Ok(0)
 }
 
+/// The advice values Linux knows (MADV_NORMAL .. MADV_COLLAPSE; 5-7 are unassigned). All are
+/// hints this kernel may ignore except MADV_DONTNEED, whose zeroing programs rely on.
+fn known_advice(advice: u64) -> bool {
+    advice <= u64::from(g::MADV_COLLAPSE) && !(5..=7).contains(&advice)
+}
+
 pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
-    if !addr.is_multiple_of(PAGE_SIZE) {
+    if !addr.is_multiple_of(PAGE_SIZE) || !known_advice(advice) {
         return Err(errno::EINVAL);
     }
     if advice == u64::from(g::MADV_DONTNEED) && len > 0 {
