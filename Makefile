@@ -77,6 +77,13 @@ KERNEL_ELF := target/$(TARGET)/$(PROFILE)/kernel
 TEST_TARGET_DIR := target/ktest
 TEST_ELF := target/kernel-test.elf
 ISO := target/kernel.iso
+# The initramfs: /init and /bin/* for the kernel's first user programs (cpio newc, written by
+# user-oracle from user/programs.toml). Defined here, before the rules that list it as a prerequisite.
+INITRAMFS := target/initramfs.cpio
+# The in-kernel tests' own small initramfs (user/smoke), beside the user programs' one ($(INITRAMFS)).
+SMOKE_INITRAMFS := target/smoke-initramfs.cpio
+SMOKE_ROOT := target/smoke-initramfs-root
+SMOKE_SRC := user/smoke/init.c user/smoke/fault.c user/smoke/threads.c user/smoke/fpu.c user/smoke/fuzz.c
 ISO_ROOT := target/iso_root
 LIMINE_BRANCH := v8.2.0-binary
 LIMINE_REPO := https://github.com/limine-bootloader/limine.git
@@ -122,8 +129,8 @@ QEMU_FIRMWARE = $(if $(filter uefi,$(FIRMWARE)),$(OVMF_DRIVES))
 # ARGS reaches the shell through the environment, never spliced into a quoted word, so quotes and
 # other shell characters in it arrive as they were typed.
 export KERNEL_CMDLINE := $(ARGS)
-QEMU_BOOT = $(if $(filter limine,$(BOOT_USED)),$(QEMU_FIRMWARE) -cdrom $(ISO),-kernel $(KERNEL_ELF) -append "$$KERNEL_CMDLINE")
-BOOT_MEDIA = $(if $(filter limine,$(BOOT_USED)),iso $(if $(filter uefi,$(FIRMWARE)),ovmf-vars),kernel)
+QEMU_BOOT = $(if $(filter limine,$(BOOT_USED)),$(QEMU_FIRMWARE) -cdrom $(ISO),-kernel $(KERNEL_ELF) -initrd $(INITRAMFS) -append "$$KERNEL_CMDLINE")
+BOOT_MEDIA = $(if $(filter limine,$(BOOT_USED)),iso $(if $(filter uefi,$(FIRMWARE)),ovmf-vars),kernel $(INITRAMFS))
 
 # Runs QEMU and turns its exit status into make's: 33 is the kernel's success code (0x10). The kernel
 # always ends through isa-debug-exit, so a plain 0 means the guest reset (with -no-reboot, a triple
@@ -142,7 +149,7 @@ endef
 banner = @printf '\n==> %s\n' "$(1)"
 
 .PHONY: help run debug test check loom bench-quick ktest ktest-kvm iso limine limine-files bench kernel test-kernel \
-	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel qemu10 trace
+	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel qemu10 trace smoke-initramfs
 
 help:
 	@echo "make run        build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh, FIRMWARE=bios|uefi)"
@@ -176,6 +183,8 @@ host-deps:
 	command -v $(QEMU) >/dev/null 2>&1 || missing="$$missing qemu-system-x86"; \
 	command -v xorriso >/dev/null 2>&1 || missing="$$missing xorriso"; \
 	command -v mformat >/dev/null 2>&1 || missing="$$missing mtools"; \
+	command -v musl-gcc >/dev/null 2>&1 || missing="$$missing musl-tools"; \
+	command -v cpio >/dev/null 2>&1 || missing="$$missing cpio"; \
 	if [ "$(FIRMWARE)" = uefi ] && [ -z "$(OVMF_CODE)" ]; then missing="$$missing ovmf"; fi; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then sudo=""; \
@@ -209,11 +218,12 @@ test-kernel: rust-deps
 
 # The ISO: the kernel, limine.cfg as limine.conf (its cmdline replaced by ARGS when ARGS is set),
 # and Limine's BIOS and UEFI boot images; then Limine's BIOS boot code goes into the ISO itself.
-iso: host-deps limine-files kernel
+iso: host-deps limine-files kernel $(INITRAMFS)
 	@if [ ! -x "$(LIMINE_TOOL)" ]; then echo "cc $(LIMINE_DIR)/limine.c"; cc -O2 -std=c99 -o $(LIMINE_TOOL) $(LIMINE_DIR)/limine.c; fi
 	rm -rf $(ISO_ROOT)
 	mkdir -p $(ISO_ROOT)/boot/limine $(ISO_ROOT)/EFI/BOOT
 	cp $(KERNEL_ELF) $(ISO_ROOT)/boot/kernel
+	cp $(INITRAMFS) $(ISO_ROOT)/boot/initramfs.cpio
 	awk 'ENVIRON["KERNEL_CMDLINE"] != "" && /^[[:space:]]*cmdline:/ { match($$0, /cmdline:/); print substr($$0, 1, RSTART - 1) "cmdline: " ENVIRON["KERNEL_CMDLINE"]; next } { print }' \
 	  limine.cfg > $(ISO_ROOT)/boot/limine/limine.conf
 	cp $(addprefix $(LIMINE_DIR)/,limine-bios.sys limine-bios-cd.bin limine-uefi-cd.bin) $(ISO_ROOT)/boot/limine/
@@ -223,6 +233,21 @@ iso: host-deps limine-files kernel
 	  $(ISO_ROOT) -o $(ISO)
 	$(LIMINE_TOOL) bios-install $(ISO)
 	@echo "iso: $(ISO)"
+
+# The programs the in-kernel tests (kernel/src/user_tests.rs) run: static musl programs from
+# user/smoke, fixed-address executables (Debian's musl-gcc cannot link a working static PIE).
+$(SMOKE_INITRAMFS): $(SMOKE_SRC) | host-deps
+	rm -rf $(SMOKE_ROOT)
+	mkdir -p $(SMOKE_ROOT)/bin
+	musl-gcc -static -O2 -Wall -o $(SMOKE_ROOT)/init user/smoke/init.c
+	musl-gcc -static -O2 -Wall -Wno-infinite-recursion -o $(SMOKE_ROOT)/bin/fault user/smoke/fault.c
+	musl-gcc -static -O2 -Wall -pthread -o $(SMOKE_ROOT)/bin/threads user/smoke/threads.c
+	musl-gcc -static -O2 -Wall -pthread -o $(SMOKE_ROOT)/bin/fpu user/smoke/fpu.c
+	musl-gcc -static -O2 -Wall -pthread -o $(SMOKE_ROOT)/bin/fuzz user/smoke/fuzz.c
+	cd $(SMOKE_ROOT) && find . | LC_ALL=C sort | cpio -o -H newc --quiet > $(abspath $(SMOKE_INITRAMFS))
+	@echo "initramfs: $(SMOKE_INITRAMFS)"
+
+smoke-initramfs: $(SMOKE_INITRAMFS)
 
 limine-files:
 	@[ -n "$(LIMINE_READY)" ] || { echo "iso: $(LIMINE_DIR)/ lacks the Limine files ($(LIMINE_FILES) and limine or limine.c): run make limine, or set LIMINE_DIR" >&2; exit 1; }
@@ -303,9 +328,9 @@ bench-quick: rust-deps
 	echo "cargo run --release -p bench -- --quick --accel $(ACCEL)$$no_qemu"; \
 	cargo run --release -p bench -- --quick --accel $(ACCEL)$$no_qemu
 
-ktest: host-deps test-kernel
+ktest: host-deps test-kernel $(SMOKE_INITRAMFS)
 	$(call banner,in-kernel tests in QEMU (accel $(ACCEL_USED): $(ACCEL_WHY)))
-	cargo run -q --release -p ktest -- --kernel $(TEST_ELF) --smp $(KTEST_SMP) --accel $(ACCEL_USED) \
+	cargo run -q --release -p ktest -- --kernel $(TEST_ELF) --initrd $(SMOKE_INITRAMFS) --smp $(KTEST_SMP) --accel $(ACCEL_USED) \
 	  --timeout $(KTEST_TIMEOUT) $(KTEST_ARGS)
 
 test: deps
@@ -411,7 +436,6 @@ clean:
 USER_BIN := target/user/bin
 USER_INC := target/user/include
 USER_EXPECTED := target/user/expected
-INITRAMFS := target/initramfs.cpio
 LINUX_ASM_DIR := /usr/include/x86_64-linux-gnu/asm
 USER_CFLAGS := -static -O2 -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -isystem $(USER_INC) -Iuser/include
 # One program per kind of user fault, all from user/src/fault.c.

@@ -73,3 +73,15 @@ pub fn fence_before_wrmsr() {
     // SAFETY: fences only order this CPU's own memory accesses and instruction execution.
     unsafe { core::arch::asm!("mfence", "lfence", options(nostack, preserves_flags)) };
 }
+
+/// 64 random bits from RDRAND, if the CPU has the instruction and it delivered (it may fail
+/// transiently; a few tries are made, as Intel's DRNG guide advises).
+pub fn rdrand64() -> Option<u64> {
+    let rd = x86_64::instructions::random::RdRand::new()?;
+    (0..10).find_map(|_| rd.get_u64())
+}
+
+/// CPUID leaf 1's EDX: the feature bits Linux passes to user programs as `AT_HWCAP`.
+pub fn hwcap() -> u64 {
+    u64::from(raw_cpuid::native_cpuid::cpuid_count(1, 0).edx)
+}

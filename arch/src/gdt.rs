@@ -1,6 +1,9 @@
 //! Each CPU's GDT and TSS, with separate IST stacks for the exceptions that must not run on a stack
 //! that may be broken: double fault (a kernel stack overflow ends there), NMI (arrives anywhere, even
 //! mid-switch) and machine check (SDM vol. 3A, 7.14.5 "Interrupt Stack Table").
+//!
+//! GDT order: null, kernel code, kernel data, user data, user code, TSS. SYSCALL and SYSRET derive
+//! their selectors from STAR in exactly this order (`crate::syscall` names the numbers).
 #![cfg(target_os = "none")]
 
 use x86_64::{
@@ -24,6 +27,16 @@ const IST_STACK_BYTES: usize = 16 * 1024;
 
 #[repr(C, align(16))]
 struct IstStack([u8; IST_STACK_BYTES]);
+
+/// What [`CpuTables::load`] set up that the ring-3 entry needs.
+pub struct Loaded {
+    /// This CPU's TSS (it lives for ever).
+    pub tss: *mut TaskStateSegment,
+    pub kernel_cs: SegmentSelector,
+    pub kernel_ss: SegmentSelector,
+    pub user_cs: SegmentSelector,
+    pub user_ss: SegmentSelector,
+}
 
 /// One CPU's descriptor tables and emergency stacks.
 pub struct CpuTables {
@@ -79,11 +92,12 @@ impl CpuTables {
         }
     }
 
-    /// Fill in the tables and load them on this CPU: GDT, CS/SS/DS/ES, the TSS.
+    /// Fill in the tables and load them on this CPU: GDT, CS/SS/DS/ES, the TSS. Returns what the
+    /// ring-3 entry needs ([`crate::syscall::init_cpu`]).
     ///
     /// # Safety
     /// Runs on the CPU that will use these tables, once, with interrupts off.
-    pub unsafe fn load(&'static mut self) {
+    pub unsafe fn load(&'static mut self) -> Loaded {
         for (i, slot) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK].into_iter().enumerate() {
             let top = VirtAddr::from_ptr(self.ist[i].0.as_ptr()) + IST_STACK_BYTES as u64;
             self.tss.interrupt_stack_table[usize::from(slot - 1)] = top;
@@ -95,6 +109,8 @@ impl CpuTables {
             let t = &mut *this;
             t.code = t.gdt.append(Descriptor::kernel_code_segment());
             t.data = t.gdt.append(Descriptor::kernel_data_segment());
+            let user_ss = t.gdt.append(Descriptor::user_data_segment());
+            let user_cs = t.gdt.append(Descriptor::user_code_segment());
             t.tss_sel = t.gdt.append(Descriptor::tss_segment(&*(&raw const t.tss)));
             (*this).gdt.load();
             CS::set_reg(t.code);
@@ -102,6 +118,7 @@ impl CpuTables {
             DS::set_reg(t.data);
             ES::set_reg(t.data);
             load_tss(t.tss_sel);
+            Loaded { tss: &raw mut t.tss, kernel_cs: t.code, kernel_ss: t.data, user_cs, user_ss }
         }
     }
 }

@@ -43,8 +43,10 @@ unsafe fn set_raw(idt: &mut InterruptDescriptorTable, v: u8, addr: VirtAddr) {
             0 => drop(idt.divide_error.set_handler_addr(addr)),
             1 => drop(idt.debug.set_handler_addr(addr)),
             2 => drop(idt.non_maskable_interrupt.set_handler_addr(addr)),
-            3 => drop(idt.breakpoint.set_handler_addr(addr)),
-            4 => drop(idt.overflow.set_handler_addr(addr)),
+            // `int3` and `into` are instructions user code may run: their gates are DPL 3, so they
+            // arrive as #BP/#OF (SIGTRAP/SIGSEGV) rather than as a #GP on the gate (SDM 6.12.1.1).
+            3 => drop(idt.breakpoint.set_handler_addr(addr).set_privilege_level(x86_64::PrivilegeLevel::Ring3)),
+            4 => drop(idt.overflow.set_handler_addr(addr).set_privilege_level(x86_64::PrivilegeLevel::Ring3)),
             5 => drop(idt.bound_range_exceeded.set_handler_addr(addr)),
             6 => drop(idt.invalid_opcode.set_handler_addr(addr)),
             7 => drop(idt.device_not_available.set_handler_addr(addr)),

@@ -9,7 +9,9 @@
 //!   (`cr`), CR3 loads and TLB flushes (`mmu`), the interrupt flag (`interrupts`), MSRs (`msr`),
 //!   I/O ports (`port`), memory-mapped registers (`mmio`), the legacy interrupt controllers
 //!   (`pic`), the serial port (`serial`), GS-based per-CPU access and halting (`cpu`), stacks
-//!   (`stack`). The kernel reaches the hardware only through these.
+//!   (`stack`), and ring 3: the `syscall` entry and exits (`syscall`), the user-copy routines with their
+//!   exception table (`usercopy`), the user FS base (`fsbase`). The kernel reaches the hardware only
+//!   through these.
 //!
 //! Neighbours: `sched` (and `bench`) call the portable half; `kernel` wires the privileged half.
 #![cfg_attr(not(test), no_std)]
@@ -37,3 +39,6 @@ pub mod stack;
 pub mod trampoline;
 pub mod testsupport;
 pub mod marker;
+pub mod syscall;
+pub mod usercopy;
+pub mod fsbase;

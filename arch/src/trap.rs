@@ -25,7 +25,21 @@
 //! The caller-saved registers of the interrupted code are thus on its own stack, so the handler may
 //! switch threads with the windowed switch (which saves only the callee-saved ones) and resume the
 //! interrupted thread much later; it then returns here and `iretq` restores RFLAGS, and with it the
-//! interrupted thread's interrupt flag. The kernel runs in ring 0 only, so GS never needs `swapgs`.
+//! interrupted thread's interrupt flag.
+//!
+//! Ring 3 (see [`crate::syscall`]): when the interrupted CS has RPL 3, the CPU took the stack from
+//! TSS.RSP0, so the frame sits at the top of the thread's kernel stack with the layout of
+//! [`crate::syscall::UserFrame`], and GS holds the user's base: `trap_common` runs `swapgs` on the way
+//! in and again on the way out (with interrupts off, just before `iretq`). Inside a user-copy loop the
+//! kernel runs with RFLAGS.AC set, which an interrupt does not clear, so the entry clears it (`clac`,
+//! where SMAP is on) and `iretq` restores it.
+//!
+//! Paranoid entry: NMI, double fault and machine check (vectors 2, 8, 18) arrive on IST stacks at any
+//! instruction, including the two between an exit path's `swapgs` and its `sysretq`/`iretq`, where CS
+//! is still the kernel's but GS is already the user's. So `trap_paranoid` decides by the GS base itself
+//! (MSR IA32_GS_BASE): the kernel's per-CPU blocks live in the upper half, user GS bases in the lower
+//! half (with CR4.FSGSBASE off, user code cannot set GS base at all), and it swaps in and back out only
+//! when it found a user base.
 #![cfg(target_os = "none")]
 
 /// The saved state of an interrupted context, as the common paths lay it out. For interrupts
@@ -71,7 +85,9 @@ macro_rules! trap_stubs {
                         "  push 0\n",
                         ".endif\n",
                         "push ", $v, "\n",
-                        ".if ", $v, " < 32\n",
+                        ".if (", $v, " == 2) || (", $v, " == 8) || (", $v, " == 18)\n",
+                        "  jmp trap_paranoid\n",
+                        ".elseif ", $v, " < 32\n",
                         "  jmp trap_common\n",
                         ".else\n",
                         "  jmp trap_common_irq\n",
@@ -103,6 +119,11 @@ core::arch::global_asm!(
     ".pushsection .text.trap_common, \"ax\"",
     ".balign 16",
     "trap_common:",
+    // rsp -> vector, error code, rip, cs: from ring 3, take the kernel's GS.
+    "test byte ptr [rsp + 24], 3",
+    "jz 1f",
+    "swapgs",
+    "1:",
     "push rax",
     "push rbx",
     "push rcx",
@@ -118,9 +139,74 @@ core::arch::global_asm!(
     "push r13",
     "push r14",
     "push r15",
+    "cmp byte ptr [rip + {stac}], 0",
+    "je 1f",
+    "clac",
+    "1:",
     "mov rdi, rsp",
     "cld",
     "call trap_dispatch",
+    // The handler may have enabled interrupts; none may arrive between swapgs and iretq.
+    "cli",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop r11",
+    "pop r10",
+    "pop r9",
+    "pop r8",
+    "pop rbp",
+    "pop rdi",
+    "pop rsi",
+    "pop rdx",
+    "pop rcx",
+    "pop rbx",
+    "pop rax",
+    "add rsp, 16",
+    // rsp -> rip, cs
+    "test byte ptr [rsp + 8], 3",
+    "jz 1f",
+    "swapgs",
+    "1:",
+    "iretq",
+    "",
+    ".balign 16",
+    "trap_paranoid:",
+    "push rax",
+    "push rbx",
+    "push rcx",
+    "push rdx",
+    "push rsi",
+    "push rdi",
+    "push rbp",
+    "push r8",
+    "push r9",
+    "push r10",
+    "push r11",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "mov ecx, 0xc0000101", // IA32_GS_BASE
+    "rdmsr",
+    "xor ebx, ebx",        // rbx (callee-saved): 1 when this entry swapped GS
+    "test edx, edx",       // bit 63 of the base: set for the kernel's per-CPU blocks
+    "js 1f",
+    "swapgs",
+    "mov ebx, 1",
+    "1:",
+    "cmp byte ptr [rip + {stac}], 0",
+    "je 1f",
+    "clac",
+    "1:",
+    "mov rdi, rsp",
+    "cld",
+    "call trap_dispatch",
+    "test ebx, ebx",
+    "jz 1f",
+    "swapgs",
+    "1:",
     "pop r15",
     "pop r14",
     "pop r13",
@@ -139,6 +225,7 @@ core::arch::global_asm!(
     "add rsp, 16",
     "iretq",
     ".popsection",
+    stac = sym crate::usercopy::ARCH_USERCOPY_STAC,
 );
 
 // Interrupts (vectors 32-255): the same frame, but only the nine caller-saved registers are
@@ -149,6 +236,11 @@ core::arch::global_asm!(
     ".pushsection .text.trap_common, \"ax\"",
     ".balign 16",
     "trap_common_irq:",
+    // rsp -> vector, error code, rip, cs: from ring 3, take the kernel's GS.
+    "test byte ptr [rsp + 24], 3",
+    "jz 1f",
+    "swapgs",
+    "1:",
     "sub rsp, {regs}",
     "mov [rsp + {rax}], rax",
     "mov [rsp + {rcx}], rcx",
@@ -159,9 +251,15 @@ core::arch::global_asm!(
     "mov [rsp + {r9}], r9",
     "mov [rsp + {r10}], r10",
     "mov [rsp + {r11}], r11",
+    "cmp byte ptr [rip + {stac}], 0",
+    "je 1f",
+    "clac",
+    "1:",
     "mov rdi, rsp",
     "cld",
     "call trap_dispatch",
+    // The handler may have enabled interrupts; none may arrive between swapgs and iretq.
+    "cli",
     "mov r11, [rsp + {r11}]",
     "mov r10, [rsp + {r10}]",
     "mov r9, [rsp + {r9}]",
@@ -173,8 +271,14 @@ core::arch::global_asm!(
     "mov rax, [rsp + {rax}]",
     // The fifteen register slots, then the vector and error code.
     "add rsp, {regs} + 16",
+    // rsp -> rip, cs
+    "test byte ptr [rsp + 8], 3",
+    "jz 1f",
+    "swapgs",
+    "1:",
     "iretq",
     ".popsection",
+    stac = sym crate::usercopy::ARCH_USERCOPY_STAC,
     regs = const core::mem::offset_of!(TrapFrame, vector),
     rax = const core::mem::offset_of!(TrapFrame, rax),
     rcx = const core::mem::offset_of!(TrapFrame, rcx),

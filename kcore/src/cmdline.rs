@@ -60,6 +60,10 @@ pub struct Options<'a> {
     pub trace: trace::Mask,
     /// Records each CPU's trace ring keeps (`trace-buf=`).
     pub trace_buf: u32,
+    /// `init=/path`: the first user program, from the initramfs.
+    pub init: &'a str,
+    /// What follows `--`: the first user program's arguments after its name, space-separated.
+    pub init_args: &'a str,
 }
 
 /// Default records per CPU of the trace rings: 64 Ki records, 2.5 MiB per CPU.
@@ -82,6 +86,8 @@ impl Default for Options<'_> {
             bench_quick: false,
             trace: trace::Mask::NONE,
             trace_buf: DEFAULT_TRACE_BUF,
+            init: "/init",
+            init_args: "",
         }
     }
 }
@@ -221,7 +227,21 @@ pub fn keep<'b>(bytes: &[u8], buf: &'b mut [u8]) -> (&'b str, Kept) {
 pub fn parse<'a>(line: &'a str) -> (Options<'a>, Warnings<'a>) {
     let mut o = Options::default();
     let mut w = Warnings::default();
-    for word in line.split_ascii_whitespace() {
+    // Everything after a lone `--` belongs to the init program.
+    let mut kernel_part = line;
+    let mut rest = line;
+    while let Some(i) = rest.find("--") {
+        let at = line.len() - rest.len() + i;
+        let before_ok = at == 0 || line.as_bytes()[at - 1].is_ascii_whitespace();
+        let after_ok = line.as_bytes().get(at + 2).is_none_or(|b| b.is_ascii_whitespace());
+        if before_ok && after_ok {
+            kernel_part = &line[..at];
+            o.init_args = line[at + 2..].trim();
+            break;
+        }
+        rest = &rest[i + 2..];
+    }
+    for word in kernel_part.split_ascii_whitespace() {
         let (key, value) = match word.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (word, None),
@@ -240,6 +260,7 @@ pub fn parse<'a>(line: &'a str) -> (Options<'a>, Warnings<'a>) {
                 }
             }
             "test" => o.test = needs(&mut w).or(o.test),
+            "init" => o.init = needs(&mut w).unwrap_or(o.init),
             "slice-us" => {
                 if let Some(v) = needs(&mut w) {
                     let n = number_in(key, v, 100..=1_000_000, "100 to 1000000 microseconds", &mut w);
@@ -439,5 +460,18 @@ mod tests {
         extern crate std;
         use std::string::ToString;
         assert_eq!(Warning::Unknown("x").to_string(), "unknown option `x` ignored");
+    }
+
+    #[test]
+    fn init_and_its_arguments() {
+        let (o, w) = parse("loglevel=info init=/bin/t -- -v --x  y");
+        assert_eq!(w.total, 0);
+        assert_eq!(o.init, "/bin/t");
+        assert_eq!(o.init_args, "-v --x  y");
+        let (o, _) = parse("exit-after=3");
+        assert_eq!((o.init, o.init_args), ("/init", ""));
+        let (o, w) = parse("--x init=/a --");
+        assert_eq!(w.total, 1, "`--x` is an unknown option, not the separator");
+        assert_eq!((o.init, o.init_args), ("/a", ""));
     }
 }

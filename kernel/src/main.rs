@@ -35,6 +35,18 @@ mod vm;
 // through the layers above.
 #[cfg(target_os = "none")]
 #[forbid(unsafe_code)]
+mod ipc;
+#[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
+mod process;
+#[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
+mod syscall;
+#[cfg(all(target_os = "none", feature = "ktest"))]
+#[forbid(unsafe_code)]
+mod user_tests;
+#[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod demo;
 #[cfg(all(target_os = "none", feature = "kbench"))]
 #[forbid(unsafe_code)]
@@ -70,16 +82,19 @@ fn kernel_main(info: BootInfo) -> ! {
     // SAFETY: boot CPU, once, interrupts off, before any other CPU exists. The GDT comes first: the
     // IDT's entries take their code selector from CS, which must be ours, not the loader's (Limine's
     // kernel code selector is 0x28, ours 0x08).
-    unsafe {
-        arch::gdt::CpuTables::bsp().load();
+    let loaded = unsafe {
+        let loaded = arch::gdt::CpuTables::bsp().load();
         arch::idt::init();
-    }
+        loaded
+    };
     arch::idt::load();
     BSP_PERCPU.call_once(|| {
         static mut BSP: percpu::PerCpu = percpu::PerCpu::new(0, 0);
         // SAFETY: runs once (Once), so this is the only reference to BSP.
         unsafe { percpu::install(&mut *(&raw mut BSP)) };
     });
+    // SAFETY: boot CPU, once, interrupts off, its per-CPU block installed, no user mapping yet.
+    unsafe { crate::cpu::ring3::init_this_cpu(loaded) };
     let why = match info.path {
         boot::BootPath::Limine => "the kernel was loaded by Limine",
         boot::BootPath::Pvh => "QEMU booted the kernel directly (no Limine)",
@@ -151,16 +166,25 @@ fn kernel_main(info: BootInfo) -> ! {
     let fpu = unsafe { arch::fpu::enable_on_this_cpu(!opts.noxsave) };
     NOXSAVE.store(opts.noxsave, core::sync::atomic::Ordering::Relaxed);
     task::init(nr_cpus, opts.slice_us * 1000, fpu);
+    syscall::init();
+    process::init(info.initrd.map(|(pa, len)| {
+        // SAFETY: the boot path reserved these bytes (RegionKind::Kernel), so the frame allocator
+        // never hands them out and nothing writes them; the direct map covers all RAM for ever.
+        unsafe { core::slice::from_raw_parts(crate::mm::phys_to_virt(pa) as *const u8, len as usize) }
+    }));
+    let (smep, smap) = crate::cpu::ring3::protections();
+    log::info!("ring 3: syscall/sysret on every CPU; SMEP {}, SMAP {}", on_off(smep), on_off(smap));
     bringup::set_ap_main(ap_main);
     ipi::send_all_others(trap::VECTOR_RESCHED);
 
     let test = opts.test;
     let exit_after_s = opts.exit_after_s;
     let demo = opts.demo;
+    let init = (opts.init, opts.init_args);
     let bench = opts.bench.then_some(opts.bench_quick);
     task::sched()
         .spawn(sched::Builder::new("main").pinned(sched::CpuIndex(0)).stack_bytes(256 * 1024), move || {
-            main_thread(test, bench, exit_after_s, demo, cpus_online, nr_cpus)
+            main_thread(test, bench, exit_after_s, demo, init, cpus_online, nr_cpus)
         })
         .expect("spawn the main thread");
     task::run_this_cpu()
@@ -174,6 +198,7 @@ fn main_thread(
     bench: Option<bool>,
     exit_after_s: Option<u64>,
     demo: bool,
+    init: (&'static str, &'static str),
     cpus_online: u32,
     nr_cpus: u32,
 ) {
@@ -194,7 +219,9 @@ fn main_thread(
     if bench.is_some() {
         log::warn!("cmdline: `bench` needs the kernel built with the kbench feature (make bench); ignored");
     }
-    if demo {
+    if test.is_none() && bench.is_none() && process::initramfs::file(init.0).is_some() {
+        run_init(init.0, init.1);
+    } else if demo {
         log::info!("demo: compute, sleeping and ping-pong threads on {nr_cpus} CPUs; statistics every second");
         demo::start(nr_cpus);
     } else {
@@ -208,6 +235,33 @@ fn main_thread(
         log::info!("exit-after={s}: powering off");
         power::exit(power::Exit::Success);
     }
+}
+
+/// Start the first user program (`init=`, default `/init`) with the arguments after `--`, and
+/// report how it ended.
+#[cfg(target_os = "none")]
+fn run_init(path: &'static str, args: &'static str) {
+    use alloc::{string::String, vec::Vec};
+    let mut argv: Vec<String> = Vec::from([String::from(path)]);
+    argv.extend(args.split_ascii_whitespace().map(String::from));
+    let envp = Vec::from([String::from("HOME=/"), String::from("TERM=linux")]);
+    match process::spawn(path, argv, envp, false) {
+        Ok((p, thread)) => {
+            log::info!("init: {path} started as pid {}", p.pid());
+            thread.join();
+            match p.status() {
+                Some(s) if s & 0x7f == 0 => log::info!("init: {path} exited with status {}", (s >> 8) & 0xff),
+                Some(s) => log::info!("init: {path} was killed by signal {}", s & 0x7f),
+                None => log::info!("init: {path}'s first thread ended; other threads run on"),
+            }
+        }
+        Err(e) => log::error!("init: cannot start {path}: {e:?}"),
+    }
+}
+
+#[cfg(target_os = "none")]
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off (the CPU lacks it)" }
 }
 
 /// The command line's `noxsave`, for the application processors' FPU set-up.

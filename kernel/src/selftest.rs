@@ -1,4 +1,5 @@
-//! The test kernel's runner: picks tests from the registry ([`crate::testing`]) by the command
+//! The test kernel's runner: picks tests from the registry ([`crate::testing`]) and the services'
+//! lists by the command
 //! line's `test=`: `test=all`, `test=list` (print the catalogue for the host harness), or
 //! `test=NAME[,NAME...]`. Each prints `test NAME ... ok` or `test NAME ... FAILED` (with the reason
 //! on the lines before), and the run ends with `N passed, N failed, N skipped` and the matching
@@ -6,7 +7,14 @@
 //!
 //! Layer: a service (the top); it reaches the console and the exit device below.
 
-use crate::{cpu::power, println_raw, testing::{Test, all}};
+use crate::{cpu::power, println_raw, testing::{self, Test}};
+
+/// Every test: the linker-section registry of the layers below the services, then the services'
+/// own lists (a service forbids unsafe code, and a `link_section` static counts as unsafe, so the
+/// services hand their tests over as plain slices).
+fn all() -> impl Iterator<Item = &'static Test> {
+    testing::all().chain(crate::user_tests::TESTS.iter())
+}
 
 /// Run the selection named on the command line and leave QEMU with the verdict.
 pub fn run(selection: &str, cpus_online: u32) -> ! {

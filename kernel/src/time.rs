@@ -405,3 +405,71 @@ mod tests {
         })
     }
 }
+
+/// Nanoseconds since 1970 at the moment `now_ns` read 0, from the CMOS real-time clock (read once,
+/// by [`wall_clock_ns`]'s first caller); 0 if the clock reads as nonsense.
+static EPOCH_AT_ZERO_NS: spin::Once<u64> = spin::Once::new();
+
+/// The wall clock (CLOCK_REALTIME): the CMOS clock's reading at first use, advanced by the TSC.
+pub fn wall_clock_ns() -> u64 {
+    let base = *EPOCH_AT_ZERO_NS.call_once(|| {
+        let now = now_ns();
+        cmos_unix_seconds().map_or(0, |s| (s * 1_000_000_000).saturating_sub(now))
+    });
+    base.saturating_add(now_ns())
+}
+
+/// One CMOS register (the RTC's index and data ports, 0x70 and 0x71; bit 7 of the index keeps NMI
+/// enabled as it is).
+fn cmos(reg: u8) -> u8 {
+    // SAFETY: ports 0x70/0x71 are the PC's CMOS index and data registers; reading a clock register
+    // has no side effect beyond selecting it, and only this function (called under the Once above)
+    // uses them.
+    unsafe {
+        arch::port::write_u8(0x70, reg);
+        arch::port::read_u8(0x71)
+    }
+}
+
+/// The RTC's date and time as seconds since 1970 (MC146818 registers: 0 s, 2 min, 4 h, 7 day,
+/// 8 month, 9 year, 0x32 century where present; status B bit 2 = binary, bit 1 = 24-hour).
+fn cmos_unix_seconds() -> Option<u64> {
+    let read = || {
+        for _ in 0..1_000_000 {
+            if cmos(0x0a) & 0x80 == 0 {
+                break;
+            }
+        }
+        [cmos(0), cmos(2), cmos(4), cmos(7), cmos(8), cmos(9), cmos(0x32)]
+    };
+    // Read until two readings agree, so an update between the reads cannot tear the date.
+    let mut r = read();
+    for _ in 0..10 {
+        let again = read();
+        if again == r {
+            break;
+        }
+        r = again;
+    }
+    let b = cmos(0x0b);
+    let bin = |v: u8| if b & 4 != 0 { u64::from(v) } else { u64::from((v >> 4) * 10 + (v & 0x0f)) };
+    let [s, m, h, d, mo, y, c] = r;
+    let mut hour = bin(h & 0x7f);
+    if b & 2 == 0 && h & 0x80 != 0 {
+        hour = (hour % 12) + 12;
+    }
+    let century = if c != 0 && bin(c) >= 19 { bin(c) } else { 20 };
+    let year = century * 100 + bin(y);
+    let (month, day) = (bin(mo), bin(d));
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || year < 1970 {
+        return None;
+    }
+    // Days from 1970-01-01 to the date (the proleptic Gregorian calendar, March-based years).
+    let (y2, m2) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y2 / 400;
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe).checked_sub(719_468)?;
+    Some(days * 86_400 + hour * 3600 + bin(m) * 60 + bin(s))
+}

@@ -106,4 +106,11 @@ pub trait Platform: 'static + Sync + Sized {
     fn trace(&self, event: impl FnOnce() -> TraceEvent) {
         let _ = event;
     }
+
+    /// The next thread on this CPU runs user code (spawned with `Builder::user_thread`): make
+    /// `kernel_stack_top` the stack its entries from user mode land on and load its user FS base.
+    /// Called with interrupts off, after `switch_mm`, before the register switch.
+    fn switch_to_user_thread(&self, kernel_stack_top: usize, fs_base: u64) {
+        let _ = (kernel_stack_top, fs_base);
+    }
 }

@@ -295,6 +295,19 @@ impl<P: Platform> Scheduler<P> {
         info
     }
 
+    /// Record the running user thread's FS base, which the platform restores at each switch to it
+    /// (the caller also loads it into the CPU). No effect for a kernel thread.
+    pub fn set_current_fs_base(&self, fs_base: u64) {
+        let irq = self.platform.irq_save_disable();
+        let p = self.cpus[self.this_cpu()].local.current.load(Ordering::Relaxed);
+        // SAFETY: the current thread of this CPU is the caller, alive while it runs; interrupts are
+        // off, so it cannot change under us.
+        if let Some(t) = unsafe { p.as_ref() } {
+            t.fs_base.store(fs_base, Ordering::Relaxed);
+        }
+        self.platform.irq_restore(irq);
+    }
+
     /// The running thread, which is about to block (interrupts disabled by the caller).
     pub(crate) fn current_blockable(&self) -> NonNull<Thread> {
         let local = &self.cpus[self.this_cpu()].local;
@@ -356,6 +369,7 @@ impl<P: Platform> Scheduler<P> {
             Some(stack),
             fpu_area,
             builder.mm,
+            builder.user,
             Some(body),
         ));
         // The scheduler's own reference, given up by `reap` when the thread is dead.
@@ -542,6 +556,7 @@ impl<P: Platform> Scheduler<P> {
             None,
             None,
             None,
+            false,
             None,
         ));
         idle.entity.set_on_cpu();
@@ -855,6 +870,13 @@ impl<P: Platform> Scheduler<P> {
                 self.platform
                     .switch_mm(NonZeroUsize::new(active).map(Mm), mm);
                 cpu.local.active_mm.store(mm.0.get(), Ordering::Relaxed);
+            }
+        }
+        if next.user {
+            // SAFETY: `next` is alive (it is about to run).
+            if let Some(top) = unsafe { next.stack_top() } {
+                self.platform
+                    .switch_to_user_thread(top, next.fs_base.load(Ordering::Relaxed));
             }
         }
         bump(&cpu.counters.context_switches);

@@ -21,7 +21,7 @@ use arch::fpu::FpuArea;
 use arch::switch::Window;
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// A thread's number: unique for the scheduler's lifetime, never reused (0 is never a thread).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,6 +49,9 @@ pub struct Builder {
     /// The address space the thread runs in; `None` for kernel-only threads, which borrow whatever
     /// space the CPU has loaded.
     pub mm: Option<Mm>,
+    /// The thread enters user mode: each switch to it tells the platform its kernel stack top and
+    /// user FS base ([`crate::Platform::switch_to_user_thread`]).
+    pub user: bool,
 }
 
 impl Builder {
@@ -63,6 +66,7 @@ impl Builder {
             fpu: false,
             stack_bytes: Self::DEFAULT_STACK_BYTES,
             mm: None,
+            user: false,
         }
     }
 
@@ -87,6 +91,12 @@ impl Builder {
     /// Run in address space `mm`.
     pub const fn in_mm(mut self, mm: Mm) -> Builder {
         self.mm = Some(mm);
+        self
+    }
+
+    /// The thread runs user code: the platform hears of each switch to it.
+    pub const fn user_thread(mut self) -> Builder {
+        self.user = true;
         self
     }
 }
@@ -142,6 +152,10 @@ pub(crate) struct Thread {
     pub(crate) fpu_cpu: AtomicUsize,
     /// Set (with `Release`) when the thread has finished; its joiners wait for it on `joiners`.
     pub(crate) finished: AtomicBool,
+    /// A user thread: the platform hears of each switch to it.
+    pub(crate) user: bool,
+    /// The user FS base of a user thread, restored at each switch to it.
+    pub(crate) fs_base: AtomicU64,
     pub(crate) joiners: WaitQueue,
     /// The thread's current sleep deadline has passed and its timer entry has fired (guarded by the
     /// sleeper heap lock of the CPU it went to sleep on).
@@ -179,6 +193,7 @@ impl Thread {
         stack: Option<Stack>,
         fpu: Option<FpuArea>,
         mm: Option<Mm>,
+        user: bool,
         body: Option<Box<dyn FnOnce() + Send>>,
     ) -> Thread {
         Thread {
@@ -190,6 +205,8 @@ impl Thread {
             fpu: fpu.map(UnsafeCell::new),
             fpu_cpu: AtomicUsize::new(usize::MAX),
             finished: AtomicBool::new(false),
+            user,
+            fs_base: AtomicU64::new(0),
             joiners: WaitQueue::new(),
             sleep_fired: AtomicBool::new(false),
             stack: UnsafeCell::new(stack),
@@ -204,6 +221,15 @@ impl Thread {
     pub(crate) unsafe fn take_body(&self) -> Option<Box<dyn FnOnce() + Send>> {
         // SAFETY: only the thread touches `body`, and it is running this (caller).
         unsafe { (*self.body.get()).take() }
+    }
+
+    /// The top of the thread's stack (`None` for a boot thread).
+    ///
+    /// # Safety
+    /// The thread is alive (its stack is taken only after its death).
+    pub(crate) unsafe fn stack_top(&self) -> Option<usize> {
+        // SAFETY: `stack` changes only in `take_stack`, after the thread's death (caller).
+        unsafe { (*self.stack.get()).as_ref().map(|s| s.top) }
     }
 
     /// Take the stack (once, by the reaper).

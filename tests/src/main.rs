@@ -294,6 +294,7 @@ fn boot_once(
             .clone()
             .unwrap_or_else(|| plan::default_mem(config.nr_cpus).to_string()),
         kernel: options.kernel.clone(),
+        initrd: options.initrd.clone(),
         cmdline,
         timeout: options.timeout,
         log_path: qemu::log_path(&options.log_dir, log_stem),

@@ -14,6 +14,7 @@ then once per expected-fault test, and prints one line per test and a closing
 
 options:
   --kernel PATH      test kernel ELF                       [target/kernel-test.elf]
+  --initrd PATH      initramfs for QEMU's -initrd (the user programs)     [none]
   --smp LIST         CPU counts, comma-separated           [1,2,4,8]
   --cpu MODEL        QEMU CPU model; repeat for several.  'auto': qemu64, plus
                      qemu64,+x2apic where QEMU emulates x2APIC        [auto]
@@ -31,6 +32,7 @@ options:
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
     pub cpu_counts: Vec<u32>,
     /// `None`: probe QEMU and pick the models.
     pub cpu_models: Option<Vec<String>>,
@@ -49,6 +51,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             kernel: PathBuf::from("target/kernel-test.elf"),
+            initrd: None,
             cpu_counts: vec![1, 2, 4, 8],
             cpu_models: None,
             qemu: "qemu-system-x86_64".to_string(),
@@ -80,6 +83,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
     while let Some(arg) = parser.next().map_err(|error| error.to_string())? {
         match arg {
             Long("kernel") => options.kernel = PathBuf::from(text(&mut parser)?),
+            Long("initrd") => options.initrd = Some(PathBuf::from(text(&mut parser)?)),
             Long("smp") => options.cpu_counts = parse_cpu_counts(&text(&mut parser)?)?,
             Long("cpu") => models.push(text(&mut parser)?),
             Long("qemu") => options.qemu = text(&mut parser)?,

@@ -31,6 +31,8 @@ pub struct BootRequest {
     /// QEMU's `-m` argument, e.g. `512M`.
     pub mem: String,
     pub kernel: PathBuf,
+    /// The initramfs, passed as `-initrd` (PVH module 0).
+    pub initrd: Option<PathBuf>,
     pub cmdline: String,
     pub timeout: Duration,
     /// Where the raw serial output goes.
@@ -69,6 +71,9 @@ impl BootRequest {
             "-append".to_string(),
             self.cmdline.clone(),
         ]);
+        if let Some(initrd) = &self.initrd {
+            args.extend(["-initrd".to_string(), initrd.display().to_string()]);
+        }
         args
     }
 
@@ -272,6 +277,7 @@ mod tests {
             nr_cpus: 4,
             mem: "512M".to_string(),
             kernel: PathBuf::from("target/kernel-test.elf"),
+            initrd: None,
             cmdline: "test=all loglevel=debug".to_string(),
             timeout: Duration::from_secs(5),
             log_path: PathBuf::from("unused.log"),

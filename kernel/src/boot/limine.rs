@@ -10,7 +10,7 @@ use limine::{
     memory_map::EntryType,
     request::{
         BootloaderInfoRequest, ExecutableAddressRequest, ExecutableCmdlineRequest, ExecutableFileRequest, HhdmRequest, MemoryMapRequest,
-        MpRequest, RequestsEndMarker, RequestsStartMarker, RsdpRequest, StackSizeRequest,
+        ModuleRequest, MpRequest, RequestsEndMarker, RequestsStartMarker, RsdpRequest, StackSizeRequest,
     },
 };
 
@@ -61,6 +61,11 @@ static EXEC_FILE: ExecutableFileRequest = ExecutableFileRequest::new();
 #[used]
 #[unsafe(link_section = ".requests")]
 static STACK: StackSizeRequest = StackSizeRequest::new().with_size(64 * 1024);
+
+/// Boot modules (`module_path:` in limine.conf): the first is the initramfs.
+#[used]
+#[unsafe(link_section = ".requests")]
+static MODULES: ModuleRequest = ModuleRequest::new();
 
 #[used]
 #[unsafe(link_section = ".requests_end_marker")]
@@ -127,6 +132,13 @@ extern "C" fn limine_entry() -> ! {
         (Some(c), _) => super::keep_cmdline(&mut info, c.cmdline().to_bytes()),
         (None, Some(f)) => super::keep_cmdline(&mut info, f.file().string().to_bytes()),
         (None, None) => info.problem("Limine gave no command line (neither response); using an empty one"),
+    }
+    if let Some(m) = MODULES.get_response().and_then(|r| r.modules().first()) {
+        // Modules sit in "executable and modules" memory (kept as Kernel) at an HHDM address.
+        let va = m.addr() as u64;
+        if va >= info.hhdm_offset && m.size() > 0 {
+            info.initrd = Some((va - info.hhdm_offset, m.size()));
+        }
     }
     match MP.get_response() {
         Some(mp) => info.limine_mp = Some(mp),

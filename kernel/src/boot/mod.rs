@@ -35,6 +35,9 @@ pub struct BootInfo {
     pub kernel_virt_base: u64,
     /// Limine's MP response: the loader started the APs and parks them for us.
     pub limine_mp: Option<&'static ::limine::response::MpResponse>,
+    /// The initramfs (first boot module) as (physical address, length), reserved in `memory` as
+    /// `Kernel` so the frame allocator never hands it out.
+    pub initrd: Option<(u64, u64)>,
     /// What went missing or wrong in the hand-over, reported once the console is up.
     pub problems: [Option<&'static str>; 8],
 }
@@ -53,6 +56,7 @@ impl BootInfo {
             kernel_phys_base: 0,
             kernel_virt_base: 0,
             limine_mp: None,
+            initrd: None,
             problems: [None; 8],
         }
     }

@@ -22,6 +22,15 @@ struct StartInfo {
     reserved: u32,
 }
 
+/// `hvm_modlist_entry`: one boot module (QEMU's `-initrd` is module 0).
+#[repr(C)]
+struct ModlistEntry {
+    paddr: u64,
+    size: u64,
+    cmdline_paddr: u64,
+    reserved: u64,
+}
+
 #[repr(C)]
 struct MemmapEntry {
     addr: u64,
@@ -68,11 +77,26 @@ extern "C" fn pvh_main(start_info_pa: u64) -> ! {
     let (start, end) = super::kernel_image();
     info.kernel_virt_base = start;
     info.kernel_phys_base = start - KERNEL_VMA;
-    // The E820 map calls the kernel's memory RAM; take it out of the pool.
+    if si.nr_modules > 0 && si.modlist_paddr != 0 {
+        // SAFETY: the block announces nr_modules entries at modlist_paddr (< 4 GiB, mapped as above).
+        let m = unsafe { &*phys::<ModlistEntry>(si.modlist_paddr) };
+        if m.size > 0 {
+            info.initrd = Some((m.paddr, m.size));
+        }
+    }
+    // The E820 map calls the kernel's memory RAM, and QEMU does not reserve the initrd either; take
+    // both out of the pool before the frame allocator sees it.
     if info.memory.normalize().is_err()
         || info.memory.carve(info.kernel_phys_base, end - start, RegionKind::Kernel).is_err()
     {
         info.problem("memory map too large to normalise");
+    }
+    if let Some((pa, len)) = info.initrd {
+        let (base, end) = (pa & !0xfff, (pa + len).next_multiple_of(0x1000));
+        if info.memory.carve(base, end - base, RegionKind::Kernel).is_err() {
+            info.problem("memory map too large to reserve the initramfs; it is ignored");
+            info.initrd = None;
+        }
     }
     crate::kernel_main(info)
 }

@@ -23,18 +23,25 @@ pub struct ConsoleGuard {
     reentered: bool,
 }
 
-impl Write for ConsoleGuard {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+impl ConsoleGuard {
+    /// Write raw bytes (a user program's output need not be UTF-8), `\n` as CR LF.
+    pub fn write_bytes(&mut self, bytes: &[u8]) {
         // SAFETY: only the holder of OWNER reaches PORT (see `lock`), so this is the only reference.
         let port = unsafe { (*(&raw mut PORT)).as_mut() };
         if let Some(port) = port {
-            for b in s.bytes() {
+            for &b in bytes {
                 if b == b'\n' {
                     port.send(b'\r');
                 }
                 port.send(b);
             }
         }
+    }
+}
+
+impl Write for ConsoleGuard {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.write_bytes(s.as_bytes());
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //!               +0   self_ptr   (points at itself: one `mov reg, gs:[0]` yields a normal reference)
 //!               +8   cpu_index  (dense CpuId)
 //!               +16  apic_id
+//!               +24  entry      (arch::syscall::EntryScratch: kernel stack top, user rsp, TSS)
 //!               ...  counters, written only by their own CPU with single gs-relative instructions
 //! ```
 //!
@@ -23,8 +24,12 @@ pub struct PerCpu {
     self_ptr: *const PerCpu,
     cpu_index: u64,
     apic_id: u64,
+    /// The ring-3 entry's slots, at the offset its assembly uses.
+    entry: arch::syscall::EntryScratch,
     pub counters: Counters,
 }
+
+const _: () = assert!(offset_of!(PerCpu, entry) == arch::syscall::SCRATCH_GS_OFFSET);
 
 /// Event counters: written by their own CPU only (gs-relative adds), read by anyone (racy snapshots
 /// are fine for statistics).
@@ -56,6 +61,7 @@ impl PerCpu {
             self_ptr: core::ptr::null(),
             cpu_index: cpu_index as u64,
             apic_id: apic_id as u64,
+            entry: arch::syscall::EntryScratch::new(),
             counters: Counters {
                 interrupts: AtomicU64::new(0),
                 timer_interrupts: AtomicU64::new(0),

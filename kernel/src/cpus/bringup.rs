@@ -251,7 +251,7 @@ fn ap_start() -> ! {
     // Descriptor tables first: the GDT the AP arrived with (the loader's, or the trampoline's in a
     // page that is unmapped after bring-up) does not have the selectors the IDT's gates name.
     // SAFETY: once, on this CPU, interrupts off; the tables are leaked, so they live for ever.
-    unsafe { arch::gdt::CpuTables::new_leaked().load() };
+    let loaded = unsafe { arch::gdt::CpuTables::new_leaked().load() };
     arch::idt::load();
     apic::init_ap();
     let apic_id = apic::id();
@@ -275,6 +275,9 @@ fn ap_start() -> ! {
         arch::cr::write_cr0(BSP_CR0.load(Ordering::Relaxed));
         arch::cr::write_cr4(BSP_CR4.load(Ordering::Relaxed));
     }
+    // SAFETY: this AP, once, interrupts off, its per-CPU block installed above, before it runs any
+    // thread (so before any user mapping reaches it).
+    unsafe { crate::cpu::ring3::init_this_cpu(loaded) };
     let uid = map.acpi_uid_of(cpu).map_or(0, |u| u.get());
     log::info!("cpu {} online: APIC id {}, ACPI UID {uid}", cpu.get(), apic_id.get());
     map::mark_online(cpu);

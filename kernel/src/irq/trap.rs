@@ -37,6 +37,64 @@ pub type Handler = fn(&mut TrapFrame);
 
 static HANDLERS: [AtomicCell<Option<Handler>>; 256] = [const { AtomicCell::new(None) }; 256];
 
+/// What the process layer does with exceptions that user programs cause.
+#[derive(Clone, Copy)]
+pub struct UserFaultHooks {
+    /// A page fault at user address `addr` with error code `error`, from ring 3 or from a user-copy
+    /// loop: map the page if the process may have it (demand-zero), and say whether it did. Runs in
+    /// the faulting thread with interrupts enabled, so it may sleep.
+    pub resolve_page: fn(addr: u64, error: u64) -> bool,
+    /// An exception from ring 3 the process cannot continue after: report it and end the process.
+    /// `addr` is CR2 for a page fault, else 0.
+    pub kill: fn(frame: &TrapFrame, addr: u64) -> !,
+    /// An interrupt is about to return to ring 3: end the thread if its process is being ended (so
+    /// a thread that never makes a system call still ends). Interrupts off; may enable them.
+    pub before_user_return: fn(),
+}
+
+static USER_FAULTS: AtomicCell<Option<UserFaultHooks>> = AtomicCell::new(None);
+
+/// Install the process layer's handling of user faults (once, before the first user program).
+pub fn set_user_fault_hooks(hooks: UserFaultHooks) {
+    USER_FAULTS.store(Some(hooks));
+}
+
+const PAGE_FAULT: u64 = 14;
+const GENERAL_PROTECTION: u64 = 13;
+/// End of the user half: faults above it are never the user's to resolve.
+const USER_END: u64 = 0x0000_8000_0000_0000;
+
+/// An exception a user program caused, from ring 3 or inside a user-copy loop: resolve it, redirect
+/// the copy to its fixup, or end the process. Returns whether it was handled; `false` leaves it to
+/// the kernel fault path (a kernel bug).
+fn user_exception(frame: &mut TrapFrame) -> bool {
+    let from_user = frame.cs & 3 == 3;
+    let fixup = arch::usercopy::fixup_for(frame.rip);
+    if !from_user && fixup.is_none() {
+        return false;
+    }
+    let Some(hooks) = USER_FAULTS.load() else { return false };
+    let addr = if frame.vector == PAGE_FAULT { arch::cr::cr2() } else { 0 };
+    if frame.vector == PAGE_FAULT && addr < USER_END && frame.rflags & (1 << 9) != 0 {
+        // The interrupted code had interrupts on (ring 3 always does; the copy loops run in system
+        // calls, which enable them): so may the resolution, which can sleep on the space's lock.
+        arch::interrupts::enable();
+        let resolved = (hooks.resolve_page)(addr, frame.error_code);
+        arch::interrupts::disable();
+        if resolved {
+            return true;
+        }
+    }
+    match fixup {
+        Some(fix) if !from_user && matches!(frame.vector, PAGE_FAULT | GENERAL_PROTECTION) => {
+            frame.rip = fix;
+            true
+        }
+        Some(_) if !from_user => false,
+        _ => (hooks.kill)(frame, addr),
+    }
+}
+
 /// Route `vector` (32-255) to `handler`.
 pub fn register(vector: u8, handler: Handler) {
     assert!(vector >= 32, "vectors 0-31 are exceptions");
@@ -54,6 +112,9 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
             crate::irq::panic::park_this_cpu();
         }
         crate::irq::panic::fault(frame, "non-maskable interrupt");
+    }
+    if v < 32 && v != DOUBLE_FAULT && v != MACHINE_CHECK && user_exception(frame) {
+        return;
     }
     if v < 32 {
         let what = match v {
@@ -75,6 +136,11 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
         return;
     };
     h(frame);
+    if frame.cs & 3 == 3
+        && let Some(hooks) = USER_FAULTS.load()
+    {
+        (hooks.before_user_return)();
+    }
 }
 
 /// Trace point: the timer fired, or an IPI arrived (before its handler runs).

@@ -110,6 +110,14 @@ impl Platform for KernelPlatform {
             trace::sched_event(event());
         }
     }
+
+    fn switch_to_user_thread(&self, kernel_stack_top: usize, fs_base: u64) {
+        // SAFETY: ring 3 was set up on this CPU at bring-up (cpu::ring3); the scheduler calls this
+        // with interrupts off, for the thread about to run, whose stack outlives its running.
+        unsafe { arch::syscall::set_kernel_stack(kernel_stack_top as u64) };
+        // The value was checked when the thread set it; a non-canonical one cannot be stored.
+        let _ = arch::fsbase::write(fs_base);
+    }
 }
 
 fn timer_handler(_frame: &mut arch::trap::TrapFrame) {

@@ -242,9 +242,29 @@ const fn index(va: u64, level: usize) -> usize {
     ((va >> (12 + 9 * (level - 1))) & 0x1ff) as usize
 }
 
-/// The leaf flags of a user-half page.
+/// The leaf flags of a user-half page that only the kernel reaches.
 fn leaf_flags(writable: bool) -> Flags {
     if writable { Flags::WRITABLE | Flags::NO_EXECUTE } else { Flags::NO_EXECUTE }
+}
+
+/// Rights of a page user code reaches (ring 3). Read access is implied: x86 has no write-only or
+/// execute-only page (without protection keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserProt {
+    pub writable: bool,
+    pub exec: bool,
+}
+
+/// The leaf flags of a page ring 3 reaches.
+fn user_leaf_flags(prot: UserProt) -> Flags {
+    let mut f = Flags::USER_ACCESSIBLE;
+    if prot.writable {
+        f |= Flags::WRITABLE;
+    }
+    if !prot.exec {
+        f |= Flags::NO_EXECUTE;
+    }
+    f
 }
 
 /// `[va, va + pages * PAGE)` as a page range, if it lies within the user half and `va` is
@@ -311,6 +331,11 @@ impl AddressSpace {
         Ok(unsafe { core::ptr::read_volatile(va as *const u64) })
     }
 
+    /// The physical address of the space's PML4 (what CR3 holds while it is loaded).
+    pub fn root(&self) -> u64 {
+        self.space.pml4
+    }
+
     /// Where `va` leads: the physical address of the byte and whether the page is writable.
     pub fn translate(&self, va: u64) -> Option<(u64, bool)> {
         if !(USER_START..USER_END).contains(&va) {
@@ -340,6 +365,16 @@ impl AddressSpace {
     /// none.
     #[cfg_attr(not(any(feature = "ktest", feature = "kbench")), expect(dead_code, reason = "only the in-kernel tests and benchmarks use it so far"))]
     pub fn map_range(&self, va: u64, pages: u64, writable: bool) -> Result<(), AsError> {
+        self.map_range_flags(va, pages, leaf_flags(writable))
+    }
+
+    /// Map `pages` fresh zeroed frames at `va` for user code, with rights `prot`: all of them or
+    /// none, as [`AddressSpace::map_range`].
+    pub fn map_user_range(&self, va: u64, pages: u64, prot: UserProt) -> Result<(), AsError> {
+        self.map_range_flags(va, pages, user_leaf_flags(prot))
+    }
+
+    fn map_range_flags(&self, va: u64, pages: u64, flags: Flags) -> Result<(), AsError> {
         let range = user_range(va, pages)?;
         let s = task::sched();
         let _edits = self.edits.lock(s);
@@ -352,7 +387,7 @@ impl AddressSpace {
             let Some(frame) = mm::frames::alloc() else { break };
             // SAFETY: a fresh frame nobody else owns, reached through the direct map.
             unsafe { core::ptr::write_bytes(mm::phys_to_virt(frame) as *mut u8, 0, PAGE as usize) };
-            if paging::map(&mem, self.space.pml4, page, frame, PageSize::Size4K, leaf_flags(writable)).is_err() {
+            if paging::map(&mem, self.space.pml4, page, frame, PageSize::Size4K, flags).is_err() {
                 mm::frames::free(frame);
                 break;
             }
@@ -371,7 +406,7 @@ impl AddressSpace {
 
     /// Unmap `pages` pages at `va` and free their frames once no CPU can use them. Every page must
     /// be mapped (otherwise nothing changes).
-    #[cfg_attr(not(any(feature = "ktest", feature = "kbench")), expect(dead_code, reason = "only the in-kernel tests and benchmarks use it so far"))]
+    #[cfg_attr(not(any(feature = "ktest", feature = "kbench")), expect(dead_code, reason = "the tests and the benchmarks use it; services use unmap_present"))]
     pub fn unmap(&self, va: u64, pages: u64) -> Result<(), AsError> {
         let range = user_range(va, pages)?;
         let s = task::sched();
@@ -380,6 +415,29 @@ impl AddressSpace {
         settle_previous()?;
         self.unmap_locked(range)?.free();
         Ok(())
+    }
+
+    /// Unmap whichever pages of `[va, va + pages * PAGE)` are mapped (user mappings are filled on
+    /// demand, so some may never have been), with one shootdown; returns how many were.
+    pub fn unmap_present(&self, va: u64, pages: u64) -> Result<u64, AsError> {
+        let range = user_range(va, pages)?;
+        let s = task::sched();
+        let _edits = self.edits.lock(s);
+        let _on_this_cpu = s.preempt_disable();
+        settle_previous()?;
+        let mem = UserTables::new();
+        let mut frames = Vec::new();
+        for page in pages_of(range) {
+            if paging::translate(&mem, self.space.pml4, page).is_some() {
+                let t = paging::unmap(&mem, self.space.pml4, page).expect("found mapped under the lock");
+                frames.push(t.pa);
+            }
+        }
+        let n = frames.len() as u64;
+        if n > 0 {
+            self.space.commit(range, Released { frames, tables: mem.emptied.into_inner() })?.free();
+        }
+        Ok(n)
     }
 
     /// `unmap` with the edit lock held, preemption off and this CPU's previous request settled;
@@ -402,6 +460,28 @@ impl AddressSpace {
     /// stale read-only entry (SDM 4.10.4.3), and the kernel treats every page fault as fatal.
     #[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "only the in-kernel tests use it so far"))]
     pub fn protect(&self, va: u64, pages: u64, writable: bool) -> Result<(), AsError> {
+        let w = Flags::WRITABLE.bits();
+        self.protect_bits(va, pages, if writable { w } else { 0 }, w, false)
+    }
+
+    /// Give `pages` user pages at `va` the rights `prot`; as [`AddressSpace::protect`].
+    pub fn protect_user(&self, va: u64, pages: u64, prot: UserProt) -> Result<(), AsError> {
+        let mask = (Flags::WRITABLE | Flags::NO_EXECUTE).bits();
+        let bits = (user_leaf_flags(prot) & (Flags::WRITABLE | Flags::NO_EXECUTE)).bits();
+        self.protect_bits(va, pages, bits, mask, false)
+    }
+
+    /// `mprotect` on demand-filled memory: give whichever pages of the range are mapped the rights
+    /// `prot` (the others get them when they are first touched), with one shootdown.
+    pub fn protect_user_present(&self, va: u64, pages: u64, prot: UserProt) -> Result<(), AsError> {
+        let mask = (Flags::WRITABLE | Flags::NO_EXECUTE).bits();
+        let bits = (user_leaf_flags(prot) & (Flags::WRITABLE | Flags::NO_EXECUTE)).bits();
+        self.protect_bits(va, pages, bits, mask, true)
+    }
+
+    /// Set the bits `mask` of every leaf in the range to `bits` (skipping holes if `skip_holes`,
+    /// else refusing them), with one shootdown if any changed.
+    fn protect_bits(&self, va: u64, pages: u64, bits: u64, mask: u64, skip_holes: bool) -> Result<(), AsError> {
         let range = user_range(va, pages)?;
         let s = task::sched();
         let _edits = self.edits.lock(s);
@@ -410,12 +490,16 @@ impl AddressSpace {
         let mem = UserTables::new();
         let mut entries = Vec::with_capacity(pages as usize);
         for page in pages_of(range) {
-            entries.push(self.space.leaf(&mem, page).ok_or(AsError::NotMapped(page))?);
+            match self.space.leaf(&mem, page) {
+                Some(e) => entries.push(e),
+                None if skip_holes => {}
+                None => return Err(AsError::NotMapped(page)),
+            }
         }
         let mut changed = false;
         for entry in entries {
             let old = entry.load(Ordering::Acquire);
-            let new = if writable { old | Flags::WRITABLE.bits() } else { old & !Flags::WRITABLE.bits() };
+            let new = (old & !mask) | bits;
             if new != old {
                 entry.store(new, Ordering::Release);
                 changed = true;

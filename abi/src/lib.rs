@@ -1,0 +1,35 @@
+//! The Linux user ABI as portable data, host-tested: everything the system-call layer needs that does
+//! not touch hardware.
+//!
+//! - [`elf`]: the load plan of a static executable (`ET_EXEC` or static-PIE);
+//! - [`stack`]: the initial user stack (argv, envp, auxv, strings) as bytes plus the entry `rsp`;
+//! - [`cpio`]: the initramfs reader (cpio "newc");
+//! - [`futex`]: the futex wait queues (keys, bitsets, wake and requeue) as a pure data structure;
+//! - [`vma`]: the set of user mappings (`mmap` with `MAP_FIXED` replacement, `munmap`, `mprotect`,
+//!   `mremap`, `brk`), which says what the kernel must unmap or move;
+//! - [`linux`]: Linux's numbers, errno values and struct layouts (from `linux-raw-sys`), and the names
+//!   of system calls for log lines.
+//!
+//! Neighbours: the kernel's process and syscall services use these under their locks; `arch` does the
+//! copies to and from user memory. Nothing here is unsafe, and nothing panics on user input.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod cpio;
+pub mod elf;
+pub mod futex;
+pub mod linux;
+pub mod stack;
+pub mod vma;
+
+/// The page size of every user mapping.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// The end (exclusive) of the user address range: one page below the canonical boundary
+/// `0x0000_8000_0000_0000`, as Linux's `TASK_SIZE_MAX` with 4-level paging. The last canonical page is
+/// never mapped, so a `syscall` instruction at the very top of user memory leaves an `rcx` that is
+/// still canonical (`USER_TOP` itself) and can never be turned into a `sysret` to a non-canonical
+/// address (CVE-2012-0217).
+pub const USER_TOP: u64 = 0x0000_7fff_ffff_f000;

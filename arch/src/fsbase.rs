@@ -1,0 +1,58 @@
+//! The FS base of user threads (their thread pointer: `arch_prctl(ARCH_SET_FS)`, `clone(CLONE_SETTLS)`),
+//! read and written with RDFSBASE/WRFSBASE where CR4.FSGSBASE is on, else through MSR IA32_FS_BASE
+//! (C000_0100h; SDM vol. 3A, 3.4.4.1). The kernel itself never uses FS, so the scheduler saves and
+//! restores the value at each switch between user threads.
+//!
+//! Whether CR4.FSGSBASE is on is the kernel's choice, read here from CR4 at [`init_cpu`]. Turning it on
+//! also lets user code run WRGSBASE, so a user could load a kernel-half GS base; the trap entry's
+//! paranoid path ([`crate::trap`]) tells user GS from kernel GS by the sign of the GS base and would then
+//! be fooled. Leave FSGSBASE off until that path saves and reloads GS base unconditionally.
+#![cfg(target_os = "none")]
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use x86_64::{
+    VirtAddr,
+    registers::{
+        control::{Cr4, Cr4Flags},
+        model_specific::FsBase,
+    },
+};
+
+static USE_FSGSBASE_INSNS: AtomicBool = AtomicBool::new(false);
+
+/// The value is not a canonical address; the CPU would raise #GP on writing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NonCanonical;
+
+/// Learn from CR4 whether the FSGSBASE instructions may be used. Call on every CPU at bring-up (they
+/// all have the same setting).
+pub fn init_cpu() {
+    let on = Cr4::read().contains(Cr4Flags::FSGSBASE);
+    USE_FSGSBASE_INSNS.store(on, Ordering::Relaxed);
+}
+
+/// Set this CPU's FS base (the running user thread's TLS pointer).
+pub fn write(base: u64) -> Result<(), NonCanonical> {
+    let addr = VirtAddr::try_new(base).map_err(|_| NonCanonical)?;
+    if USE_FSGSBASE_INSNS.load(Ordering::Relaxed) {
+        // SAFETY: CR4.FSGSBASE is on (checked at init_cpu), so WRFSBASE is defined; the value is
+        // canonical; the kernel does not address through FS.
+        unsafe { core::arch::asm!("wrfsbase {}", in(reg) base, options(nostack, preserves_flags)) };
+    } else {
+        FsBase::write(addr);
+    }
+    Ok(())
+}
+
+/// This CPU's FS base.
+pub fn read() -> u64 {
+    if USE_FSGSBASE_INSNS.load(Ordering::Relaxed) {
+        let v: u64;
+        // SAFETY: CR4.FSGSBASE is on, so RDFSBASE is defined; it only reads a register.
+        unsafe { core::arch::asm!("rdfsbase {}", out(reg) v, options(nomem, nostack, preserves_flags)) };
+        v
+    } else {
+        FsBase::read().as_u64()
+    }
+}

@@ -1,0 +1,523 @@
+//! Ring 3: the `syscall` entry, the two ways back (`sysretq` and `iretq`), the first entry to user
+//! mode, and the per-CPU state these need.
+//!
+//! Key items:
+//! - [`UserFrame`]: the user registers saved at the top of a thread's kernel stack. A `syscall` and
+//!   an interrupt or exception from ring 3 (see [`crate::trap`]) leave the same 22-word layout at the
+//!   same place, so [`UserFrame`] at `kernel_stack_top - size_of::<UserFrame>()` is "the user state of
+//!   this thread" however it entered (after an interrupt, vectors 32-255, the six callee-saved
+//!   slots are not written: those registers are still live in the kernel's own frames);
+//! - [`EntryScratch`]: the per-CPU slots the entry stub reaches through GS. The kernel's per-CPU block
+//!   embeds it at byte offset [`SCRATCH_GS_OFFSET`] (checked there with `offset_of!`);
+//! - [`init_cpu`]: EFER.SCE, STAR, LSTAR, SFMASK on this CPU (SDM vol. 3A, 5.8.8 "Fast System Calls in
+//!   64-Bit Mode"; vol. 4, MSRs C000_0080-C000_0084);
+//! - [`set_kernel_stack`]: the scheduler calls it at each switch to a user thread: TSS.RSP0 (where
+//!   the CPU puts interrupts from ring 3) and the scratch slot (where `syscall` switches to);
+//! - [`set_hooks`]: the kernel's system-call dispatcher, a typed once-set hook;
+//! - [`enter_user`]: start a thread in ring 3 from a built frame.
+//!
+//! Segment selectors: SYSCALL and SYSRET take their selectors from STAR, which fixes the GDT order:
+//! kernel code, kernel data, user data, user code ([`KERNEL_CS`], [`KERNEL_SS`], [`USER_SS`],
+//! [`USER_CS`]), then the TSS.
+//!
+//! The stub's contract, entry: `syscall` left RIP in RCX and RFLAGS in R11; SFMASK cleared IF, DF,
+//! TF, AC and NT; CS/SS are the kernel's; RSP and GS are still the user's. The stub swaps GS, moves
+//! to the thread's kernel stack, pushes the frame and calls the dispatcher with RSP 16-byte aligned
+//! and interrupts off (the kernel enables them when it wants). Exit: interrupts off again; SYSRET only
+//! when [`UserFrame::prepare_return`] says the frame is one SYSRET restores exactly (RCX = RIP, R11 =
+//! RFLAGS, no TF/RF) and RIP is below [`USER_TOP`]: never to a non-canonical RIP, which on Intel CPUs
+//! faults in ring 0 with the user's RSP (CVE-2012-0217). Otherwise `iretq`, which restores every
+//! register. `swapgs` sits right before `sysretq`/`iretq`, with interrupts off; an NMI or machine
+//! check in that window finds the user's GS and is handled by [`crate::trap`]'s paranoid path.
+//!
+//! ```text
+//!  kernel stack top ->  +----------+
+//!                       | ss       |  USER_SS
+//!                       | rsp      |  user rsp (saved through the scratch slot)
+//!                       | rflags   |  r11
+//!                       | cs       |  USER_CS
+//!                       | rip      |  rcx
+//!                       | orig_rax |  the system call number (or the error code of an exception)
+//!                       | kind     |  SYSCALL_KIND (or the vector of an exception/interrupt)
+//!                       | rax..r15 |  15 registers, r15 lowest
+//!  frame, rdi ->        +----------+  176 bytes below the top: 16-byte aligned
+//! ```
+
+/// Kernel code selector (GDT index 1).
+pub const KERNEL_CS: u16 = 0x08;
+/// Kernel stack selector (GDT index 2).
+pub const KERNEL_SS: u16 = 0x10;
+/// User data/stack selector (GDT index 3, RPL 3): SYSRET loads STAR[63:48] + 8.
+pub const USER_SS: u16 = 0x1b;
+/// User 64-bit code selector (GDT index 4, RPL 3): SYSRET loads STAR[63:48] + 16.
+pub const USER_CS: u16 = 0x23;
+
+/// End (exclusive) of user addresses: one page below the canonical boundary, as Linux's
+/// `TASK_SIZE_MAX`. Nothing is ever mapped above, so a `syscall` at the very top of user memory
+/// leaves RCX = `USER_TOP`, canonical, and returns by IRET into a user-mode page fault.
+pub const USER_TOP: u64 = 0x0000_7fff_ffff_f000;
+
+/// `kind` of a frame built by the `syscall` stub (exception and interrupt frames carry their vector,
+/// always below 256).
+pub const SYSCALL_KIND: u64 = 0x100;
+
+/// RFLAGS bits user code may set (Linux's `FIX_EFLAGS`): CF, PF, AF, ZF, SF, TF, DF, OF, AC, ID and RF.
+/// Never IOPL, NT, VM or VIF/VIP.
+pub const USER_RFLAGS_MASK: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000 | 0x1_0000;
+const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_TF: u64 = 1 << 8;
+const RFLAGS_RF: u64 = 1 << 16;
+/// Bit 1 of RFLAGS always reads 1.
+const RFLAGS_FIXED: u64 = 1 << 1;
+
+/// The user registers of a thread in the kernel. See the module docs for where it lives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    /// The system call's return value on the way out.
+    pub rax: u64,
+    /// [`SYSCALL_KIND`] for a system call, else the vector.
+    pub kind: u64,
+    /// The system call number at entry (rax is overwritten by the result); the error code for an
+    /// exception.
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<UserFrame>() == 22 * 8);
+
+/// How the exit path leaves for user mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserReturn {
+    /// `sysretq`: the frame is exactly what SYSRET restores.
+    Sysret,
+    /// `iretq`: restores every register of the frame.
+    Iret,
+    /// The frame cannot be returned to (RIP or RSP not a canonical address, RIP in the kernel half):
+    /// the thread must end; the exit path calls the kernel's `invalid_return` hook.
+    Invalid,
+}
+
+fn canonical(a: u64) -> bool {
+    // Sign-extension of bit 47 (4-level paging).
+    ((a as i64) << 16 >> 16) as u64 == a
+}
+
+impl UserFrame {
+    /// A frame that starts user code at `rip` with stack `rsp`, every other register zero and
+    /// interrupts enabled.
+    pub fn new_user(rip: u64, rsp: u64) -> Self {
+        UserFrame {
+            rip,
+            rsp,
+            cs: u64::from(USER_CS),
+            ss: u64::from(USER_SS),
+            rflags: RFLAGS_IF | RFLAGS_FIXED,
+            kind: SYSCALL_KIND,
+            orig_rax: u64::MAX,
+            ..Default::default()
+        }
+    }
+
+    /// Make the frame safe to return to ring 3 and choose how: user selectors, only user-settable
+    /// RFLAGS bits plus IF. Called by the exit path after every system call; the kernel may call it
+    /// after changing a frame (a signal frame, `clone`'s child) to learn whether it is valid.
+    pub fn prepare_return(&mut self) -> UserReturn {
+        self.cs = u64::from(USER_CS);
+        self.ss = u64::from(USER_SS);
+        self.rflags = (self.rflags & USER_RFLAGS_MASK) | RFLAGS_IF | RFLAGS_FIXED;
+        if !canonical(self.rip) || self.rip >= 1 << 47 || !canonical(self.rsp) {
+            return UserReturn::Invalid;
+        }
+        let sysret_restores = self.rcx == self.rip && self.r11 == self.rflags;
+        if self.rip < USER_TOP && sysret_restores && self.rflags & (RFLAGS_TF | RFLAGS_RF) == 0 {
+            UserReturn::Sysret
+        } else {
+            UserReturn::Iret
+        }
+    }
+
+    /// The six system-call arguments in Linux's order: rdi, rsi, rdx, r10, r8, r9.
+    pub fn syscall_args(&self) -> [u64; 6] {
+        [self.rdi, self.rsi, self.rdx, self.r10, self.r8, self.r9]
+    }
+}
+
+/// Per-CPU slots of the entry paths, embedded in the kernel's per-CPU block at
+/// [`SCRATCH_GS_OFFSET`].
+#[repr(C)]
+#[derive(Debug)]
+pub struct EntryScratch {
+    /// Top of the running thread's kernel stack (what `syscall` switches to).
+    kernel_stack_top: u64,
+    /// The user RSP between `syscall` and the push that saves it in the frame.
+    user_rsp: u64,
+    /// This CPU's TSS, for RSP0.
+    tss: u64,
+}
+
+impl EntryScratch {
+    pub const fn new() -> Self {
+        Self { kernel_stack_top: 0, user_rsp: 0, tss: 0 }
+    }
+}
+
+impl Default for EntryScratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Byte offset of [`EntryScratch`] in the per-CPU block GS points at. The kernel asserts
+/// `offset_of!(PerCpu, entry) == SCRATCH_GS_OFFSET`.
+pub const SCRATCH_GS_OFFSET: usize = 24;
+
+/// The kernel's side of the entry paths.
+pub struct UserEntryHooks {
+    /// Handle the system call in `frame` (number in `orig_rax`, arguments per
+    /// [`UserFrame::syscall_args`]) and leave the result in `frame.rax`. Called with interrupts off.
+    pub syscall: fn(&mut UserFrame),
+    /// The frame (after a system call) cannot be returned to: end the thread. Called with interrupts
+    /// off; it must not return.
+    pub invalid_return: fn(&mut UserFrame) -> !,
+}
+
+#[cfg(target_os = "none")]
+pub use self::hw::*;
+
+#[cfg(target_os = "none")]
+mod hw {
+    use core::sync::atomic::{AtomicPtr, Ordering};
+
+    use x86_64::{
+        VirtAddr,
+        registers::{
+            model_specific::{Efer, EferFlags, KernelGsBase, LStar, SFMask, Star},
+            rflags::RFlags,
+        },
+        structures::{gdt::SegmentSelector, tss::TaskStateSegment},
+    };
+
+    use core::mem::offset_of;
+
+    use super::*;
+
+    const KSTACK: usize = SCRATCH_GS_OFFSET + offset_of!(EntryScratch, kernel_stack_top);
+    const USER_RSP: usize = SCRATCH_GS_OFFSET + offset_of!(EntryScratch, user_rsp);
+    const TSS: usize = SCRATCH_GS_OFFSET + offset_of!(EntryScratch, tss);
+
+    static HOOKS: AtomicPtr<UserEntryHooks> = AtomicPtr::new(core::ptr::null_mut());
+
+    /// [`set_hooks`] was called before.
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct HooksAlreadySet;
+
+    /// Install the kernel's hooks, once.
+    pub fn set_hooks(hooks: &'static UserEntryHooks) -> Result<(), HooksAlreadySet> {
+        let p = hooks as *const UserEntryHooks as *mut UserEntryHooks;
+        HOOKS.compare_exchange(core::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire).map(drop).map_err(|_| HooksAlreadySet)
+    }
+
+    fn hooks() -> Option<&'static UserEntryHooks> {
+        let p = HOOKS.load(Ordering::Acquire);
+        // SAFETY: HOOKS is null or was set from a `&'static UserEntryHooks` by `set_hooks`.
+        unsafe { p.as_ref() }
+    }
+
+    /// Why [`init_cpu`] refused.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum InitError {
+        /// The GDT's selectors are not in the order SYSCALL/SYSRET need.
+        SelectorOrder,
+    }
+
+    /// Enable `syscall` on this CPU and record its TSS.
+    ///
+    /// # Safety
+    /// 1. GS base points at this CPU's per-CPU block, which embeds an [`EntryScratch`] at
+    ///    [`SCRATCH_GS_OFFSET`] and lives forever;
+    /// 2. `tss` is this CPU's loaded TSS and lives forever;
+    /// 3. the GDT in use has [`KERNEL_CS`], [`KERNEL_SS`], [`USER_SS`], [`USER_CS`] as 64-bit kernel
+    ///    code, kernel data, user data and 64-bit user code descriptors (the selectors passed are
+    ///    checked against these numbers, not against the GDT).
+    pub unsafe fn init_cpu(
+        kernel_cs: SegmentSelector,
+        kernel_ss: SegmentSelector,
+        user_cs: SegmentSelector,
+        user_ss: SegmentSelector,
+        tss: *mut TaskStateSegment,
+    ) -> Result<(), InitError> {
+        if (kernel_cs.0, kernel_ss.0, user_cs.0, user_ss.0) != (KERNEL_CS, KERNEL_SS, USER_CS, USER_SS) {
+            return Err(InitError::SelectorOrder);
+        }
+        Star::write(user_cs, user_ss, kernel_cs, kernel_ss).map_err(|_| InitError::SelectorOrder)?;
+        LStar::write(VirtAddr::new(syscall_entry_address()));
+        // SFMASK: the flags cleared on entry (SDM vol. 3A 5.8.8): interrupts off until the kernel is
+        // on its own stack, DF clear for Rust, no single-step, no user access (AC, for SMAP), no NT.
+        SFMask::write(
+            RFlags::INTERRUPT_FLAG
+                | RFlags::DIRECTION_FLAG
+                | RFlags::TRAP_FLAG
+                | RFlags::ALIGNMENT_CHECK
+                | RFlags::NESTED_TASK
+                | RFlags::IOPL_HIGH
+                | RFlags::IOPL_LOW,
+        );
+        // The user's GS base while the kernel runs: 0 (user programs get no GS base of their own).
+        KernelGsBase::write(VirtAddr::zero());
+        // SAFETY: per condition 1, the slot exists; a single store.
+        unsafe { core::arch::asm!("mov gs:[{off}], {}", in(reg) tss as u64, off = const TSS, options(nostack, preserves_flags)) };
+        // SAFETY: EFER.SCE only enables the SYSCALL instruction; the MSRs it uses are set above.
+        unsafe { Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS)) };
+        Ok(())
+    }
+
+    /// Make `top` the kernel stack that ring-3 entries of this CPU land on: TSS.RSP0 for interrupts
+    /// and exceptions, the scratch slot for `syscall`. The scheduler calls it when it switches to a
+    /// user thread.
+    ///
+    /// # Safety
+    /// [`init_cpu`] ran on this CPU; interrupts are off; `top` is the 16-byte aligned top of the
+    /// kernel stack of the thread that will run in ring 3 next, valid while it runs.
+    pub unsafe fn set_kernel_stack(top: u64) {
+        // SAFETY: the scratch slot and the TSS pointer exist per init_cpu; RSP0 is the first entry of
+        // privilege_stack_table, 4 bytes into the (packed) TSS, hence the unaligned write.
+        unsafe {
+            let tss: u64;
+            core::arch::asm!("mov {}, gs:[{off}]", out(reg) tss, off = const TSS, options(nostack, readonly, preserves_flags));
+            let rsp0 = core::ptr::addr_of_mut!((*(tss as *mut TaskStateSegment)).privilege_stack_table).cast::<u64>();
+            rsp0.write_unaligned(top);
+            core::arch::asm!("mov gs:[{off}], {}", in(reg) top, off = const KSTACK, options(nostack, preserves_flags));
+        }
+    }
+
+    /// Where [`UserFrame`] of the thread whose kernel stack ends at `top` lives.
+    pub fn frame_at(top: u64) -> *mut UserFrame {
+        (top - core::mem::size_of::<UserFrame>() as u64) as *mut UserFrame
+    }
+
+    /// Start user mode from `frame` (built with [`UserFrame::new_user`], say). Never returns: the
+    /// thread's next kernel entry starts afresh at its kernel stack top.
+    ///
+    /// # Safety
+    /// 1. [`init_cpu`] and [`set_kernel_stack`] ran for this CPU and this thread; the hooks are set;
+    /// 2. the thread's user address space is loaded (CR3) and `frame` is readable;
+    /// 3. the caller keeps nothing on this stack that must outlive the call (it is abandoned), and
+    ///    GS is the kernel's.
+    pub unsafe fn enter_user(frame: &UserFrame) -> ! {
+        let mut f = *frame;
+        if f.prepare_return() == UserReturn::Invalid || hooks().is_none() {
+            panic!("enter_user: frame not returnable or entry hooks missing: {f:?}");
+        }
+        // SAFETY: per conditions 1-3; the copy `f` lives on this stack, which iretq leaves; the exit
+        // path pops it, swaps GS to the user's and returns with interrupts off until iretq sets them.
+        unsafe {
+            core::arch::asm!(
+                "cli",
+                "mov rsp, {f}",
+                "jmp arch_user_return_iret",
+                f = in(reg) &raw const f,
+                options(noreturn),
+            )
+        }
+    }
+
+    /// Called by the stub with the frame it pushed; returns 1 for SYSRET, 0 for IRET.
+    extern "C" fn syscall_from_user(frame: &mut UserFrame) -> u64 {
+        // set in `enter_user`'s precondition, before any thread reached ring 3.
+        let Some(h) = hooks() else { panic!("syscall before the entry hooks were set") };
+        (h.syscall)(frame);
+        match frame.prepare_return() {
+            UserReturn::Sysret => 1,
+            UserReturn::Iret => 0,
+            UserReturn::Invalid => {
+                // SAFETY: reaching here the interrupt state is whatever the handler left; the hook
+                // expects them off.
+                unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+                (h.invalid_return)(frame)
+            }
+        }
+    }
+
+    fn syscall_entry_address() -> u64 {
+        unsafe extern "C" {
+            fn arch_syscall_entry();
+        }
+        arch_syscall_entry as *const () as u64
+    }
+
+    core::arch::global_asm!(
+        ".pushsection .text.arch_syscall, \"ax\"",
+        ".balign 16",
+        ".globl arch_syscall_entry",
+        "arch_syscall_entry:",
+        "swapgs",
+        "mov gs:[{user_rsp}], rsp",
+        "mov rsp, gs:[{kstack}]",
+        "push {user_ss}",
+        "push qword ptr gs:[{user_rsp}]",
+        "push r11",
+        "push {user_cs}",
+        "push rcx",
+        "push rax",
+        "push {kind}",
+        "push rax",
+        "push rbx",
+        "push rcx",
+        "push rdx",
+        "push rsi",
+        "push rdi",
+        "push rbp",
+        "push r8",
+        "push r9",
+        "push r10",
+        "push r11",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        // Caller-saved registers the kernel must not leak or trust: the dispatcher sees the frame only.
+        "xor ebp, ebp",
+        "mov rdi, rsp",
+        "call {dispatch}",
+        "cli",
+        "test eax, eax",
+        "jz arch_user_return_iret",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop r11",
+        "pop r10",
+        "pop r9",
+        "pop r8",
+        "pop rbp",
+        "pop rdi",
+        "pop rsi",
+        "pop rdx",
+        "pop rcx",
+        "pop rbx",
+        "pop rax",
+        // rsp -> kind, orig_rax, rip, cs, rflags, rsp, ss: load the user rsp last.
+        "mov rsp, [rsp + 40]",
+        "swapgs",
+        "sysretq",
+        "",
+        ".balign 16",
+        ".globl arch_user_return_iret",
+        "arch_user_return_iret:",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop r11",
+        "pop r10",
+        "pop r9",
+        "pop r8",
+        "pop rbp",
+        "pop rdi",
+        "pop rsi",
+        "pop rdx",
+        "pop rcx",
+        "pop rbx",
+        "pop rax",
+        "add rsp, 16",
+        "swapgs",
+        "iretq",
+        ".popsection",
+        user_rsp = const USER_RSP,
+        kstack = const KSTACK,
+        user_ss = const USER_SS,
+        user_cs = const USER_CS,
+        kind = const SYSCALL_KIND,
+        dispatch = sym syscall_from_user,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn syscall_frame(rip: u64) -> UserFrame {
+        let mut f = UserFrame::new_user(rip, 0x7fff_0000_0000);
+        f.rflags = 0x246;
+        f.rcx = rip;
+        f.r11 = 0x246;
+        f
+    }
+
+    #[test]
+    fn plain_syscall_returns_by_sysret() {
+        let mut f = syscall_frame(0x40_1000);
+        assert_eq!(f.prepare_return(), UserReturn::Sysret);
+    }
+
+    #[test]
+    fn syscall_at_the_top_of_user_memory_returns_by_iret() {
+        // A 2-byte `syscall` in the last user page leaves RCX = USER_TOP: canonical, but the kernel
+        // never sysrets there; iret returns and the user faults in ring 3.
+        let mut f = syscall_frame(USER_TOP);
+        assert_eq!(f.prepare_return(), UserReturn::Iret);
+        let mut f = syscall_frame(1 << 47);
+        assert_eq!(f.prepare_return(), UserReturn::Invalid, "non-canonical rip must never be returned to");
+        let mut f = syscall_frame(0xffff_8000_0000_0000);
+        assert_eq!(f.prepare_return(), UserReturn::Invalid, "kernel-half rip is refused");
+    }
+
+    #[test]
+    fn frames_sysret_cannot_restore_go_by_iret() {
+        let mut f = syscall_frame(0x40_1000);
+        f.rcx = 5; // e.g. a signal handler frame
+        assert_eq!(f.prepare_return(), UserReturn::Iret);
+        let mut f = syscall_frame(0x40_1000);
+        f.r11 = 0x202;
+        assert_eq!(f.prepare_return(), UserReturn::Iret);
+        let mut f = syscall_frame(0x40_1000);
+        f.rflags |= RFLAGS_TF;
+        f.r11 = f.rflags;
+        assert_eq!(f.prepare_return(), UserReturn::Iret);
+        let mut f = syscall_frame(0x40_1000);
+        f.rsp = 0x8000_0000_0000;
+        assert_eq!(f.prepare_return(), UserReturn::Invalid);
+    }
+
+    #[test]
+    fn privileged_flags_and_selectors_are_forced() {
+        let mut f = syscall_frame(0x40_1000);
+        f.rflags = u64::MAX;
+        f.cs = 0x08;
+        f.ss = 0x10;
+        f.prepare_return();
+        assert_eq!(f.cs, u64::from(USER_CS));
+        assert_eq!(f.ss, u64::from(USER_SS));
+        assert_ne!(f.rflags & RFLAGS_IF, 0);
+        assert_eq!(f.rflags & (3 << 12), 0, "IOPL");
+        assert_eq!(f.rflags & (1 << 14), 0, "NT");
+        assert_eq!(f.rflags & (1 << 17), 0, "VM");
+        assert_ne!(f.rflags & RFLAGS_FIXED, 0);
+    }
+
+    #[test]
+    fn syscall_arguments_follow_linux_order() {
+        let f = UserFrame { rdi: 1, rsi: 2, rdx: 3, r10: 4, r8: 5, r9: 6, rcx: 99, ..Default::default() };
+        assert_eq!(f.syscall_args(), [1, 2, 3, 4, 5, 6]);
+    }
+}

@@ -1,0 +1,159 @@
+//! Futexes: user threads sleep on a 32-bit word of their memory until another thread wakes them.
+//!
+//! The queues are `abi::futex` buckets, each under its own spin lock ([`BUCKETS`]); a sleeping thread
+//! waits on its own [`Slot`] (a flag and a scheduler wait queue), so a wake-up is never lost:
+//! - the waiter locks its bucket, reads the word through the user-copy routine, compares, clears its
+//!   slot's flag and enqueues itself, all under the lock, then unlocks and sleeps until the flag is
+//!   set;
+//! - a waker changed the word before calling in; it locks the bucket, takes the waiters, unlocks,
+//!   sets each one's flag and wakes its queue. If the waker came first, the waiter's compare sees the
+//!   new value (`EAGAIN`); if it came after, it finds the waiter queued.
+//! - a timed-out waiter cancels itself under the lock; if a waker took it first, the wait returns 0.
+//!
+//! Timeouts: the scheduler has no timed wait on a queue, so a timed waiter sleeps in slices of at
+//! most [`TIMEOUT_SLICE_NS`] and checks its flag and the deadline after each (a wake-up still ends a
+//! slice at once: it wakes the slot's queue). The trade-off: a timed wait costs a wake-up per slice.
+//!
+//! Keys are (process id, address): every process has one address space. `FUTEX_PRIVATE_FLAG` thus
+//! changes nothing yet; shared memory between processes will need keys by frame.
+
+use alloc::{collections::BTreeMap, sync::Arc};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use abi::futex::{Bucket, FutexKey, bucket_of, requeue};
+
+use crate::task;
+
+const NR_BUCKETS: usize = 64;
+/// Longest sleep of a timed waiter between checks of its deadline.
+pub const TIMEOUT_SLICE_NS: u64 = 1_000_000;
+
+static BUCKETS: [spin::Mutex<Bucket<u64>>; NR_BUCKETS] = [const { spin::Mutex::new(Bucket::new()) }; NR_BUCKETS];
+
+/// One thread's place to sleep.
+struct Slot {
+    woken: AtomicBool,
+    queue: sched::WaitQueue,
+}
+
+static SLOTS: spin::Mutex<BTreeMap<u64, Arc<Slot>>> = spin::Mutex::new(BTreeMap::new());
+
+fn slot(tid: u64) -> Arc<Slot> {
+    SLOTS.lock().entry(tid).or_insert_with(|| Arc::new(Slot { woken: AtomicBool::new(false), queue: sched::WaitQueue::new() })).clone()
+}
+
+/// Forget a thread's slot (at its exit).
+pub fn forget(tid: u64) {
+    SLOTS.lock().remove(&tid);
+}
+
+/// Why a wait did not sleep or ended early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitError {
+    /// The word did not hold the expected value (`EAGAIN`).
+    Changed,
+    /// The word is not readable (`EFAULT`).
+    Fault,
+    /// The deadline passed (`ETIMEDOUT`).
+    TimedOut,
+}
+
+fn read_word(addr: u64) -> Result<u32, WaitError> {
+    let mut raw = [0u8; 4];
+    arch::usercopy::copy_from_user(&mut raw, addr).map_err(|_| WaitError::Fault)?;
+    Ok(u32::from_ne_bytes(raw))
+}
+
+/// Sleep on `key` while the word at `key.addr` holds `expected`, until woken through a wake whose
+/// bitset meets `bitset`, or until `deadline_ns` (monotonic) passes.
+pub fn wait(tid: u64, key: FutexKey, expected: u32, bitset: u32, deadline_ns: Option<u64>) -> Result<(), WaitError> {
+    // Fault the word in first: the read under the bucket lock should not need the page-fault path.
+    read_word(key.addr)?;
+    let me = slot(tid);
+    {
+        let mut bucket = BUCKETS[bucket_of(key, NR_BUCKETS)].lock();
+        if read_word(key.addr)? != expected {
+            return Err(WaitError::Changed);
+        }
+        me.woken.store(false, Ordering::Relaxed);
+        bucket.enqueue(key, tid, bitset);
+    }
+    let s = task::sched();
+    let Some(deadline) = deadline_ns else {
+        me.queue.wait_until(s, || me.woken.load(Ordering::Acquire));
+        return Ok(());
+    };
+    loop {
+        if me.woken.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let now = crate::time::now_ns();
+        if now >= deadline {
+            // Under the lock: either still queued (a timeout) or already taken by a waker.
+            let cancelled = BUCKETS[bucket_of(key, NR_BUCKETS)].lock().cancel(key, tid) || requeued_cancel(tid);
+            return if cancelled { Err(WaitError::TimedOut) } else { Ok(()) };
+        }
+        s.sleep_ns((deadline - now).min(TIMEOUT_SLICE_NS));
+    }
+}
+
+/// A waiter moved by a requeue sits under another key: find it there.
+fn requeued_cancel(tid: u64) -> bool {
+    let moved = MOVED.lock().remove(&tid);
+    match moved {
+        Some(key) => BUCKETS[bucket_of(key, NR_BUCKETS)].lock().cancel(key, tid),
+        None => false,
+    }
+}
+
+/// Waiters a requeue moved, with their new key (for their timeout's cancel).
+static MOVED: spin::Mutex<BTreeMap<u64, FutexKey>> = spin::Mutex::new(BTreeMap::new());
+
+fn wake_threads(tids: &[u64]) {
+    for &t in tids {
+        let sl = slot(t);
+        sl.woken.store(true, Ordering::Release);
+        sl.queue.wake_all(task::sched());
+    }
+}
+
+/// Wake up to `n` waiters of `key` whose bitset meets `bitset`; returns how many.
+pub fn wake(key: FutexKey, n: u32, bitset: u32) -> u32 {
+    let mut woken = alloc::vec::Vec::new();
+    let count = BUCKETS[bucket_of(key, NR_BUCKETS)].lock().wake(key, n, bitset, |t| woken.push(t));
+    wake_threads(&woken);
+    count
+}
+
+/// `FUTEX_REQUEUE`/`FUTEX_CMP_REQUEUE`: wake `nr_wake` waiters of `from`, move up to `nr_requeue`
+/// more to `to`; with `expected`, only if the word at `from` holds it (checked under the locks).
+/// Returns woken plus moved.
+pub fn requeue_waiters(from: FutexKey, to: FutexKey, nr_wake: u32, nr_requeue: u32, expected: Option<u32>) -> Result<u64, WaitError> {
+    let (a, b) = (bucket_of(from, NR_BUCKETS), bucket_of(to, NR_BUCKETS));
+    if expected.is_some() {
+        read_word(from.addr)?;
+    }
+    let result = {
+        // Lock order: lower bucket index first.
+        let (first, second) = (a.min(b), a.max(b));
+        let mut g1 = BUCKETS[first].lock();
+        let mut g2 = (first != second).then(|| BUCKETS[second].lock());
+        if let Some(e) = expected
+            && read_word(from.addr)? != e
+        {
+            return Err(WaitError::Changed);
+        }
+        let r = match g2.as_deref_mut() {
+            None => requeue(&mut g1, None, from, to, nr_wake, nr_requeue),
+            Some(other) if a == first => requeue(&mut g1, Some(other), from, to, nr_wake, nr_requeue),
+            Some(other) => requeue(other, Some(&mut g1), from, to, nr_wake, nr_requeue),
+        };
+        let mut moved = MOVED.lock();
+        for &t in &r.moved {
+            moved.insert(t, to);
+        }
+        r
+    };
+    wake_threads(&result.woken);
+    Ok(result.total() as u64)
+}

@@ -1,0 +1,152 @@
+//! Loading a program into a fresh address space and starting it: the segments of the ELF plan, the
+//! heap break, the stack with its guard gap, the initial stack image, then ring 3.
+//!
+//! User memory layout:
+//!
+//! ```text
+//!  USER_TOP (0x7fff_ffff_f000)   the last canonical page is never mapped
+//!  STACK_TOP                     one more free page below it
+//!  STACK_TOP - STACK_BYTES       the stack (demand-zero, 8 MiB)
+//!  ... - GUARD_BYTES             the guard gap (no access: an overflow faults there)
+//!  MMAP_TOP = the guard's bottom mmap regions go top-down below it
+//!  ...
+//!  brk start                     the page after the image; the heap grows up from it
+//!  image                         the ELF segments (ET_EXEC where linked, static-PIE at PIE_BASE)
+//! ```
+//!
+//! The loader runs in the process's first thread, in its address space, so it writes the segments
+//! and the stack through the user-copy routines like any system call would.
+
+use alloc::{string::String, sync::Arc, vec::Vec};
+
+use abi::{
+    PAGE_SIZE, USER_TOP,
+    elf::LoadPlan,
+    stack::{AuxValues, ExecArgs},
+    vma::{PROT_EXEC, PROT_READ, PROT_WRITE, VmaKind},
+};
+use arch::syscall::UserFrame;
+
+use super::Process;
+use crate::vm::space::UserProt;
+
+/// Where a static-PIE's lowest page goes (Linux's ELF_ET_DYN_BASE for x86-64, without
+/// randomisation: runs repeat exactly).
+pub const PIE_BASE: u64 = 0x5555_5555_4000;
+pub const STACK_TOP: u64 = USER_TOP - PAGE_SIZE;
+pub const STACK_BYTES: u64 = 8 << 20;
+pub const GUARD_BYTES: u64 = 1 << 20;
+/// mmap without a hint places below this.
+pub const MMAP_TOP: u64 = STACK_TOP - STACK_BYTES - GUARD_BYTES;
+/// Most bytes of argv, envp and auxv (Linux allows a quarter of the stack limit).
+const MAX_ARG_BYTES: usize = 128 * 1024;
+
+/// Page rights as the page tables take them.
+pub fn user_prot(prot: u32) -> UserProt {
+    UserProt { writable: prot & PROT_WRITE != 0, exec: prot & PROT_EXEC != 0 }
+}
+
+/// Load `image` by `plan` into the calling thread's (fresh) space and run it. On failure the process
+/// ends with SIGSEGV, as Linux ends a process whose exec fails past the point of no return.
+pub fn start(p: Arc<Process>, image: &'static [u8], plan: LoadPlan, path: String, argv: Vec<String>, envp: Vec<String>) -> ! {
+    let loaded = load(&p, image, &plan, &path, &argv, &envp);
+    let root = p.space.root();
+    // Nothing may stay owned on this stack: entering user mode (or exiting) abandons it.
+    drop((p, plan, argv, envp));
+    match loaded {
+        Ok(frame) => {
+            drop(path);
+            crate::vm::user::enter(root, &frame)
+        }
+        Err(what) => {
+            log::error!("exec {path}: {what}; the process ends");
+            drop(path);
+            super::exit_current(SIGSEGV, true)
+        }
+    }
+}
+
+const SIGSEGV: i32 = 11;
+
+fn load(p: &Process, image: &[u8], plan: &LoadPlan, path: &str, argv: &[String], envp: &[String]) -> Result<UserFrame, &'static str> {
+    let s = crate::task::sched();
+    let mut mem = p.mem.lock(s);
+    // Each page gets the union of the rights of the segments on it (two may share a boundary page).
+    let mut pages: alloc::collections::BTreeMap<u64, u32> = alloc::collections::BTreeMap::new();
+    for seg in &plan.segments {
+        let prot = PROT_READ | if seg.prot.write { PROT_WRITE } else { 0 } | if seg.prot.exec { PROT_EXEC } else { 0 };
+        for page in (seg.page_start()..seg.page_end()).step_by(PAGE_SIZE as usize) {
+            *pages.entry(page).or_insert(0) |= prot;
+        }
+    }
+    // Map writable first, fill, then give each page its final rights.
+    for (&page, _) in pages.iter() {
+        p.space.map_user_range(page, 1, UserProt { writable: true, exec: false }).map_err(|_| "out of memory for the image")?;
+    }
+    for seg in &plan.segments {
+        let bytes = &image[seg.file_offset as usize..(seg.file_offset + seg.file_size) as usize];
+        arch::usercopy::copy_to_user(seg.vaddr, bytes).map_err(|_| "image copy faulted")?;
+    }
+    for (&page, &prot) in pages.iter() {
+        if prot != PROT_READ | PROT_WRITE {
+            p.space.protect_user(page, 1, user_prot(prot)).map_err(|_| "image protection failed")?;
+        }
+        mem.vmas.map_fixed(page, PAGE_SIZE, prot, VmaKind::Image).map_err(|_| "image outside user memory")?;
+    }
+    mem.vmas.map_fixed(MMAP_TOP, GUARD_BYTES, 0, VmaKind::Guard).map_err(|_| "no room for the guard")?;
+    mem.vmas
+        .map_fixed(STACK_TOP - STACK_BYTES, STACK_BYTES, PROT_READ | PROT_WRITE, VmaKind::Stack)
+        .map_err(|_| "no room for the stack")?;
+    drop(mem);
+
+    let argv_b: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
+    let envp_b: Vec<&[u8]> = envp.iter().map(|e| e.as_bytes()).collect();
+    let args = ExecArgs {
+        argv: &argv_b,
+        envp: &envp_b,
+        execfn: path.as_bytes(),
+        random: random_bytes(),
+        aux: AuxValues {
+            phdr: plan.phdr_addr,
+            phnum: u64::from(plan.phnum),
+            phent: u64::from(plan.phent),
+            entry: plan.entry,
+            hwcap: hwcap(),
+            clktck: 100,
+            uid: 0,
+            euid: 0,
+            gid: 0,
+            egid: 0,
+            secure: false,
+        },
+    };
+    let stack = abi::stack::build(STACK_TOP, &args, MAX_ARG_BYTES).map_err(|_| "arguments too large")?;
+    // The stack pages are demand-zero: this copy faults them in through the process's own handler.
+    arch::usercopy::copy_to_user(stack.rsp, &stack.bytes).map_err(|_| "stack copy faulted")?;
+    Ok(UserFrame::new_user(plan.entry, stack.rsp))
+}
+
+/// `AT_HWCAP` on x86: CPUID.1:EDX.
+fn hwcap() -> u64 {
+    arch::cpu::hwcap()
+}
+
+/// `AT_RANDOM`: RDRAND where the CPU has it, else a mix of the TSC (good enough for stack-protector
+/// canaries in a test kernel, not for keys; `getrandom` says the same).
+pub fn random_bytes() -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for chunk in out.chunks_mut(8) {
+        let v = arch::cpu::rdrand64().unwrap_or_else(tsc_mix);
+        chunk.copy_from_slice(&v.to_ne_bytes());
+    }
+    out
+}
+
+fn tsc_mix() -> u64 {
+    let t = arch::tsc::read();
+    // splitmix64 of the TSC: different on every call, spread over all bits.
+    let mut z = t.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,78 @@
+//! futex(2): WAIT, WAKE, REQUEUE, CMP_REQUEUE, WAIT_BITSET, WAKE_BITSET, with PRIVATE and
+//! CLOCK_REALTIME, and timeouts. The queues and the sleeping are `ipc::futex`'s.
+
+use abi::{
+    futex::{FutexKey, MATCH_ANY},
+    linux::{errno, general as g},
+};
+
+use super::{SysResult, time};
+use crate::{ipc::futex, process};
+
+fn key_of(addr: u64) -> Result<FutexKey, u32> {
+    if !addr.is_multiple_of(4) {
+        return Err(errno::EINVAL);
+    }
+    let p = process::current().ok_or(errno::ESRCH)?;
+    Ok(FutexKey { space: u64::from(p.pid()), addr })
+}
+
+fn wait_error(e: futex::WaitError) -> u32 {
+    match e {
+        futex::WaitError::Changed => errno::EAGAIN,
+        futex::WaitError::Fault => errno::EFAULT,
+        futex::WaitError::TimedOut => errno::ETIMEDOUT,
+    }
+}
+
+pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64) -> SysResult {
+    let op = op as u32;
+    let cmd = op & !(g::FUTEX_PRIVATE_FLAG | g::FUTEX_CLOCK_REALTIME);
+    let realtime = op & g::FUTEX_CLOCK_REALTIME != 0;
+    let val = val as u32;
+    let tid = process::current_tid();
+    match cmd {
+        g::FUTEX_WAIT | g::FUTEX_WAIT_BITSET => {
+            let bitset = if cmd == g::FUTEX_WAIT { MATCH_ANY } else { val3 as u32 };
+            if bitset == 0 {
+                return Err(errno::EINVAL);
+            }
+            if realtime && cmd == g::FUTEX_WAIT {
+                // Linux accepts CLOCK_REALTIME only with the bitset variant (and LOCK_PI ops).
+                return Err(errno::ENOSYS);
+            }
+            let key = key_of(uaddr)?;
+            let deadline = if timeout == 0 {
+                None
+            } else {
+                let t = time::read_timespec(timeout)?;
+                Some(if cmd == g::FUTEX_WAIT {
+                    // Relative, on the monotonic clock.
+                    crate::time::now_ns().saturating_add(t)
+                } else {
+                    // Absolute, on the clock the flag names; both clocks count from boot here.
+                    time::clock_to_monotonic(t, realtime)
+                })
+            };
+            futex::wait(tid, key, val, bitset, deadline).map_err(wait_error)?;
+            Ok(0)
+        }
+        g::FUTEX_WAKE | g::FUTEX_WAKE_BITSET => {
+            let bitset = if cmd == g::FUTEX_WAKE { MATCH_ANY } else { val3 as u32 };
+            if bitset == 0 {
+                return Err(errno::EINVAL);
+            }
+            Ok(u64::from(futex::wake(key_of(uaddr)?, val, bitset)))
+        }
+        g::FUTEX_REQUEUE | g::FUTEX_CMP_REQUEUE => {
+            // For the requeue ops the timeout argument carries nr_requeue.
+            let nr_requeue = u32::try_from(timeout).map_err(|_| errno::EINVAL)?;
+            if (val as i32) < 0 || (nr_requeue as i32) < 0 {
+                return Err(errno::EINVAL);
+            }
+            let expected = (cmd == g::FUTEX_CMP_REQUEUE).then_some(val3 as u32);
+            futex::requeue_waiters(key_of(uaddr)?, key_of(uaddr2)?, val, nr_requeue, expected).map_err(wait_error)
+        }
+        _ => Err(errno::ENOSYS),
+    }
+}

@@ -1,0 +1,87 @@
+//! Clocks and sleeping: clock_gettime, nanosleep, clock_nanosleep, and the timespec helpers the
+//! futex calls share.
+//!
+//! Clocks: MONOTONIC (and _RAW, _COARSE, BOOTTIME) count from boot on the kernel's TSC clock.
+//! REALTIME is the CMOS clock's reading at its first use, advanced by the same TSC clock. The
+//! CPU-time clocks give the monotonic time as well: the scheduler keeps no
+//! per-thread run time yet, so they over-count a thread that waits (trade-off, named).
+
+use abi::linux::{errno, general as g};
+use arch::usercopy;
+
+use super::SysResult;
+
+const NS: u64 = 1_000_000_000;
+
+/// Read a `struct timespec` at `addr` as nanoseconds (`EINVAL` for a negative or out-of-range one).
+pub fn read_timespec(addr: u64) -> Result<u64, u32> {
+    let mut raw = [0u8; 16];
+    usercopy::copy_from_user(&mut raw, addr).map_err(|_| errno::EFAULT)?;
+    let sec = i64::from_ne_bytes(raw[..8].try_into().unwrap_or_default());
+    let nsec = i64::from_ne_bytes(raw[8..].try_into().unwrap_or_default());
+    if sec < 0 || !(0..NS as i64).contains(&nsec) {
+        return Err(errno::EINVAL);
+    }
+    Ok((sec as u64).saturating_mul(NS).saturating_add(nsec as u64))
+}
+
+fn write_timespec(addr: u64, ns: u64) -> Result<(), u32> {
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&((ns / NS) as i64).to_ne_bytes());
+    raw[8..].copy_from_slice(&((ns % NS) as i64).to_ne_bytes());
+    usercopy::copy_to_user(addr, &raw).map_err(|_| errno::EFAULT)
+}
+
+/// An absolute time on the wall clock (`realtime`) or the monotonic clock, as a monotonic deadline.
+pub fn clock_to_monotonic(t: u64, realtime: bool) -> u64 {
+    if realtime { t.saturating_sub(crate::time::wall_clock_ns().saturating_sub(crate::time::now_ns())) } else { t }
+}
+
+fn clock_now(clock: u64) -> Result<u64, u32> {
+    match u32::try_from(clock).map_err(|_| errno::EINVAL)? {
+        g::CLOCK_REALTIME | g::CLOCK_REALTIME_COARSE => Ok(crate::time::wall_clock_ns()),
+        g::CLOCK_MONOTONIC
+        | g::CLOCK_MONOTONIC_RAW
+        | g::CLOCK_MONOTONIC_COARSE
+        | g::CLOCK_BOOTTIME
+        | g::CLOCK_PROCESS_CPUTIME_ID
+        | g::CLOCK_THREAD_CPUTIME_ID => Ok(crate::time::now_ns()),
+        _ => Err(errno::EINVAL),
+    }
+}
+
+pub fn clock_gettime(clock: u64, tp: u64) -> SysResult {
+    let now = clock_now(clock)?;
+    write_timespec(tp, now)?;
+    Ok(0)
+}
+
+pub fn clock_getres(clock: u64, tp: u64) -> SysResult {
+    clock_now(clock)?;
+    if tp != 0 {
+        write_timespec(tp, 1)?;
+    }
+    Ok(0)
+}
+
+pub fn nanosleep(req: u64, rem: u64) -> SysResult {
+    let ns = read_timespec(req)?;
+    crate::task::sched().sleep_ns(ns);
+    if rem != 0 {
+        write_timespec(rem, 0)?;
+    }
+    Ok(0)
+}
+
+pub fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> SysResult {
+    clock_now(clock)?;
+    let t = read_timespec(req)?;
+    let realtime = matches!(u32::try_from(clock), Ok(g::CLOCK_REALTIME | g::CLOCK_REALTIME_COARSE));
+    let now = if realtime { crate::time::wall_clock_ns() } else { crate::time::now_ns() };
+    let ns = if flags & u64::from(g::TIMER_ABSTIME) != 0 { t.saturating_sub(now) } else { t };
+    crate::task::sched().sleep_ns(ns);
+    if rem != 0 && flags & u64::from(g::TIMER_ABSTIME) == 0 {
+        write_timespec(rem, 0)?;
+    }
+    Ok(0)
+}
