@@ -7,6 +7,7 @@
 //! - [`futex`]: the futex wait queues (keys, bitsets, wake and requeue) as a pure data structure;
 //! - [`vma`]: the set of user mappings (`mmap` with `MAP_FIXED` replacement, `munmap`, `mprotect`,
 //!   `mremap`, `brk`), which says what the kernel must unmap or move;
+//! - [`pipe`]: a pipe's buffer with Linux's semantics (atomic `PIPE_BUF` writes, EOF, `EPIPE`);
 //! - [`linux`]: Linux's numbers, errno values and struct layouts (from `linux-raw-sys`), and the names
 //!   of system calls for log lines.
 //!
@@ -21,6 +22,7 @@ pub mod cpio;
 pub mod elf;
 pub mod futex;
 pub mod linux;
+pub mod pipe;
 pub mod stack;
 pub mod vma;
 
