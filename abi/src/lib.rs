@@ -8,6 +8,8 @@
 //! - [`vma`]: the set of user mappings (`mmap` with `MAP_FIXED` replacement, `munmap`, `mprotect`,
 //!   `mremap`, `brk`), which says what the kernel must unmap or move;
 //! - [`pipe`]: a pipe's buffer with Linux's semantics (atomic `PIPE_BUF` writes, EOF, `EPIPE`);
+//! - [`ramfs`]: the RAM filesystem at `/` (inodes, path resolution, Linux's errno for each failure,
+//!   `stat` and `getdents64` records), filled from the initramfs;
 //! - [`linux`]: Linux's numbers, errno values and struct layouts (from `linux-raw-sys`), and the names
 //!   of system calls for log lines.
 //!
@@ -23,6 +25,7 @@ pub mod elf;
 pub mod futex;
 pub mod linux;
 pub mod pipe;
+pub mod ramfs;
 pub mod stack;
 pub mod vma;
 
