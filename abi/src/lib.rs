@@ -10,6 +10,8 @@
 //! - [`pipe`]: a pipe's buffer with Linux's semantics (atomic `PIPE_BUF` writes, EOF, `EPIPE`);
 //! - [`ramfs`]: the RAM filesystem at `/` (inodes, path resolution, Linux's errno for each failure,
 //!   `stat` and `getdents64` records), filled from the initramfs;
+//! - [`signal`]: signal sets, default actions, wait statuses, `sigaction`/`siginfo` bytes, the
+//!   restart rule, and the x86-64 signal frame with the checks `rt_sigreturn` applies;
 //! - [`linux`]: Linux's numbers, errno values and struct layouts (from `linux-raw-sys`), and the names
 //!   of system calls for log lines.
 //!
@@ -26,6 +28,7 @@ pub mod futex;
 pub mod linux;
 pub mod pipe;
 pub mod ramfs;
+pub mod signal;
 pub mod stack;
 pub mod vma;
 
