@@ -4,6 +4,7 @@
 //! - [`elf`]: the load plan of a static executable (`ET_EXEC` or static-PIE);
 //! - [`stack`]: the initial user stack (argv, envp, auxv, strings) as bytes plus the entry `rsp`;
 //! - [`cpio`]: the initramfs reader (cpio "newc");
+//! - [`tty`]: the terminal line discipline (canonical and raw modes, echo, ISIG, termios bytes);
 //! - [`futex`]: the futex wait queues (keys, bitsets, wake and requeue) as a pure data structure;
 //! - [`vma`]: the set of user mappings (`mmap` with `MAP_FIXED` replacement, `munmap`, `mprotect`,
 //!   `mremap`, `brk`), which says what the kernel must unmap or move;
@@ -30,6 +31,7 @@ pub mod pipe;
 pub mod ramfs;
 pub mod signal;
 pub mod stack;
+pub mod tty;
 pub mod vma;
 
 /// The page size of every user mapping.
