@@ -13,6 +13,8 @@
 //!   `stat` and `getdents64` records), filled from the initramfs;
 //! - [`signal`]: signal sets, default actions, wait statuses, `sigaction`/`siginfo` bytes, the
 //!   restart rule, and the x86-64 signal frame with the checks `rt_sigreturn` applies;
+//! - [`procfs`]: the text of `/proc` files in Linux's formats (what busybox `ps`, `top`, `free`
+//!   read), the load average, and the kernel's own counter file;
 //! - [`linux`]: Linux's numbers, errno values and struct layouts (from `linux-raw-sys`), and the names
 //!   of system calls for log lines.
 //!
@@ -28,6 +30,7 @@ pub mod elf;
 pub mod futex;
 pub mod linux;
 pub mod pipe;
+pub mod procfs;
 pub mod ramfs;
 pub mod signal;
 pub mod stack;
