@@ -5,6 +5,7 @@
 //! - [`stack`]: the initial user stack (argv, envp, auxv, strings) as bytes plus the entry `rsp`;
 //! - [`cpio`]: the initramfs reader (cpio "newc");
 //! - [`tty`]: the terminal line discipline (canonical and raw modes, echo, ISIG, termios bytes);
+//! - [`fdtable`]: a process's descriptor table (lowest free number, the dup family, close-on-exec);
 //! - [`futex`]: the futex wait queues (keys, bitsets, wake and requeue) as a pure data structure;
 //! - [`vma`]: the set of user mappings (`mmap` with `MAP_FIXED` replacement, `munmap`, `mprotect`,
 //!   `mremap`, `brk`), which says what the kernel must unmap or move;
@@ -27,6 +28,7 @@ extern crate alloc;
 
 pub mod cpio;
 pub mod elf;
+pub mod fdtable;
 pub mod futex;
 pub mod linux;
 pub mod pipe;
