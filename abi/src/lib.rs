@@ -7,6 +7,8 @@
 //! - [`tty`]: the terminal line discipline (canonical and raw modes, echo, ISIG, termios bytes);
 //! - [`fdtable`]: a process's descriptor table (lowest free number, the dup family, close-on-exec);
 //! - [`futex`]: the futex wait queues (keys, bitsets, wake and requeue) as a pure data structure;
+//! - [`jobs`]: the process tree with groups and sessions: fork, exit, zombies, wait selection,
+//!   stop/continue reports, `setpgid`/`setsid` rules, `kill` targets;
 //! - [`vma`]: the set of user mappings (`mmap` with `MAP_FIXED` replacement, `munmap`, `mprotect`,
 //!   `mremap`, `brk`), which says what the kernel must unmap or move;
 //! - [`pipe`]: a pipe's buffer with Linux's semantics (atomic `PIPE_BUF` writes, EOF, `EPIPE`);
@@ -30,6 +32,7 @@ pub mod cpio;
 pub mod elf;
 pub mod fdtable;
 pub mod futex;
+pub mod jobs;
 pub mod linux;
 pub mod pipe;
 pub mod procfs;
