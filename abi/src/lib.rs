@@ -18,6 +18,9 @@
 //!   restart rule, and the x86-64 signal frame with the checks `rt_sigreturn` applies;
 //! - [`procfs`]: the text of `/proc` files in Linux's formats (what busybox `ps`, `top`, `free`
 //!   read), the load average, and the kernel's own counter file;
+//! - [`poll`]: `pollfd` records, `fd_set` bitmaps and select's mapping to poll events, timeouts;
+//! - [`timer`]: `alarm` and `setitimer(ITIMER_REAL)` with Linux's rounding;
+//! - [`limits`]: resource limits with Linux's defaults, and `struct sysinfo`;
 //! - [`linux`]: Linux's numbers, errno values and struct layouts (from `linux-raw-sys`), and the names
 //!   of system calls for log lines.
 //!
@@ -33,12 +36,15 @@ pub mod elf;
 pub mod fdtable;
 pub mod futex;
 pub mod jobs;
+pub mod limits;
 pub mod linux;
 pub mod pipe;
+pub mod poll;
 pub mod procfs;
 pub mod ramfs;
 pub mod signal;
 pub mod stack;
+pub mod timer;
 pub mod tty;
 pub mod vma;
 

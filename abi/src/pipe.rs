@@ -33,14 +33,16 @@ pub struct Blocked;
 /// `Err(errno)` to fail.
 pub type PipeResult = Result<Result<usize, Blocked>, u32>;
 
-/// `poll` readiness bits of one end, as Linux's `POLL*` values.
+/// `poll` readiness bits of one end, Linux's `POLL*` values.
 pub mod poll {
-    pub const POLLIN: u16 = 0x001;
-    pub const POLLOUT: u16 = 0x004;
-    pub const POLLERR: u16 = 0x008;
-    pub const POLLHUP: u16 = 0x010;
-    pub const POLLRDNORM: u16 = 0x040;
-    pub const POLLWRNORM: u16 = 0x100;
+    use linux_raw_sys::general as g;
+
+    pub const POLLIN: u16 = g::POLLIN as u16;
+    pub const POLLOUT: u16 = g::POLLOUT as u16;
+    pub const POLLERR: u16 = g::POLLERR as u16;
+    pub const POLLHUP: u16 = g::POLLHUP as u16;
+    pub const POLLRDNORM: u16 = g::POLLRDNORM as u16;
+    pub const POLLWRNORM: u16 = g::POLLWRNORM as u16;
 }
 
 /// The buffer and the number of open read and write ends.
