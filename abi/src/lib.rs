@@ -3,6 +3,7 @@
 //!
 //! - [`elf`]: the load plan of a static executable (`ET_EXEC` or static-PIE);
 //! - [`stack`]: the initial user stack (argv, envp, auxv, strings) as bytes plus the entry `rsp`;
+//! - [`script`]: `#!` interpreter lines for `execve`;
 //! - [`cpio`]: the initramfs reader (cpio "newc");
 //! - [`tty`]: the terminal line discipline (canonical and raw modes, echo, ISIG, termios bytes);
 //! - [`fdtable`]: a process's descriptor table (lowest free number, the dup family, close-on-exec);
@@ -42,6 +43,7 @@ pub mod pipe;
 pub mod poll;
 pub mod procfs;
 pub mod ramfs;
+pub mod script;
 pub mod signal;
 pub mod stack;
 pub mod timer;

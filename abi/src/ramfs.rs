@@ -736,6 +736,38 @@ impl Fs {
     }
 }
 
+/// A device number as `stat`'s `st_rdev` carries it (Linux's `new_encode_dev`).
+pub const fn makedev(major: u32, minor: u32) -> u64 {
+    ((minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)) as u64
+}
+
+/// The character devices of `/dev`, with Linux's numbers (`Documentation/admin-guide/devices.txt`).
+pub const DEVICES: [(&str, u64); 6] = [
+    ("null", makedev(1, 3)),
+    ("zero", makedev(1, 5)),
+    ("random", makedev(1, 8)),
+    ("urandom", makedev(1, 9)),
+    ("tty", makedev(5, 0)),
+    ("console", makedev(5, 1)),
+];
+
+impl Fs {
+    /// Create `/dev` with [`DEVICES`] (an entry already there is left alone) and the mount points
+    /// `/proc` and `/tmp`.
+    pub fn populate_dev(&mut self) -> Result<(), Errno> {
+        let dev = self.mkdir_p(ROOT, "/dev")?;
+        for (name, rdev) in DEVICES {
+            match self.mknod_char(dev, name, 0o666, rdev) {
+                Ok(_) | Err(errno::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.mkdir_p(ROOT, "/proc")?;
+        let tmp = self.mkdir_p(ROOT, "/tmp")?;
+        self.chmod(tmp, 0o1777)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use alloc::{format, vec};
@@ -948,6 +980,20 @@ mod tests {
         assert_eq!(f.stat(f.lookup(ROOT, "/etc", true).unwrap()).unwrap().mode, S_IFDIR | 0o700);
         assert_eq!(f.contents(f.lookup(ROOT, "/etc/x/y", true).unwrap()), Ok(&b"deep"[..]));
         assert_eq!(f.path_of(f.lookup(ROOT, "/etc/x", true).unwrap()).unwrap(), "/etc/x");
+    }
+
+    #[test]
+    fn dev_nodes() {
+        let mut f = Fs::new();
+        f.populate_dev().unwrap();
+        f.populate_dev().unwrap();
+        let n = f.lookup(ROOT, "/dev/null", true).unwrap();
+        let st = f.stat(n).unwrap();
+        assert_eq!((st.mode, st.rdev), (S_IFCHR | 0o666, 0x103));
+        assert_eq!(f.char_dev(f.lookup(ROOT, "/dev/console", true).unwrap()), Some(makedev(5, 1)));
+        assert_eq!(makedev(1, 300), 0x10_012c, "minor bits above 8 go to bits 20 and up");
+        assert_eq!(f.readdir(f.lookup(ROOT, "/dev", true).unwrap()).unwrap()[2].d_type, DT_CHR);
+        assert_eq!(f.stat(f.lookup(ROOT, "/tmp", true).unwrap()).unwrap().mode, S_IFDIR | 0o1777);
     }
 
     #[derive(Debug, Clone)]
