@@ -15,6 +15,8 @@
 //! - [`pipe`]: a pipe's buffer with Linux's semantics (atomic `PIPE_BUF` writes, EOF, `EPIPE`);
 //! - [`ramfs`]: the RAM filesystem at `/` (inodes, path resolution, Linux's errno for each failure,
 //!   `stat` and `getdents64` records), filled from the initramfs;
+//! - [`openfile`]: open file descriptions of the RAM filesystem: `openat`'s flag rules, offsets,
+//!   `O_APPEND`, `lseek`, `F_GETFL`/`F_SETFL`;
 //! - [`signal`]: signal sets, default actions, wait statuses, `sigaction`/`siginfo` bytes, the
 //!   restart rule, and the x86-64 signal frame with the checks `rt_sigreturn` applies;
 //! - [`procfs`]: the text of `/proc` files in Linux's formats (what busybox `ps`, `top`, `free`
@@ -39,6 +41,7 @@ pub mod futex;
 pub mod jobs;
 pub mod limits;
 pub mod linux;
+pub mod openfile;
 pub mod pipe;
 pub mod poll;
 pub mod procfs;
