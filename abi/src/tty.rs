@@ -568,6 +568,41 @@ mod tests {
         assert_eq!(t.output(b"a\n"), b"a\n");
     }
 
+    proptest::proptest! {
+        /// Any input in any mode: buffers stay bounded, canonical reads return at most one line,
+        /// and every byte that became readable is read back once (nothing invented or lost
+        /// between `readable_bytes` and the reads).
+        #[test]
+        fn bounded_and_conserving(input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..6000), raw in proptest::prelude::any::<bool>()) {
+            let mut t = Tty::new();
+            if raw {
+                let mut r = t.termios;
+                r.lflag &= !g::ICANON;
+                t.set_termios(r, false);
+            }
+            for c in input {
+                t.input(c);
+                proptest::prop_assert!(t.line.len() <= MAX_LINE + 1 && t.ready.len() <= MAX_INPUT + MAX_LINE + 2);
+            }
+            let avail = t.readable_bytes();
+            let mut got = 0;
+            let mut buf = [0u8; 512];
+            loop {
+                match t.read(&mut buf, true, false) {
+                    Ok(Ok(0)) if t.ready.is_empty() => break,
+                    Ok(Ok(n)) => {
+                        if t.termios.canonical() {
+                            proptest::prop_assert!(buf[..n.saturating_sub(1)].iter().all(|&c| c != b'\n'));
+                        }
+                        got += n;
+                    }
+                    _ => break,
+                }
+            }
+            proptest::prop_assert_eq!(got, avail);
+        }
+    }
+
     #[test]
     fn long_lines_are_capped_but_still_end() {
         let mut t = Tty::new();
