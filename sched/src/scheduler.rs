@@ -411,8 +411,13 @@ impl<P: Platform> Scheduler<P> {
     }
 
     /// End the calling thread now. Its joiner gets `None`; destructors of values on its stack do
-    /// not run (as with a process exit). Must be called from a spawned thread.
-    pub fn exit(&self) -> ! {
+    /// not run (as with a process exit), and its stack is freed.
+    ///
+    /// # Safety
+    /// Called from a spawned thread whose stack holds nothing whose destructor must run before
+    /// its memory is reused: no pinned value (`Pin`'s drop guarantee), no guard, no borrow lent
+    /// to another thread. Returning from the thread's body is the safe way to end it.
+    pub unsafe fn exit(&self) -> ! {
         // Interrupts stay disabled: the thread never runs again.
         self.platform.irq_save_disable();
         let me = self.current_blockable();
@@ -889,7 +894,8 @@ extern "C" fn thread_entry<P: Platform>(sched: usize, from: usize) -> ! {
     let body = unsafe { me.as_ref().take_body() }.expect("a thread started twice");
     s.platform.irq_restore(IrqState { enabled: true });
     body();
-    s.exit()
+    // SAFETY: the body has returned: every value it owned was dropped, and this frame holds none.
+    unsafe { s.exit() }
 }
 
 /// Keeps preemption disabled on this CPU while it lives (see [`Scheduler::preempt_disable`]).

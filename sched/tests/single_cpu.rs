@@ -62,7 +62,9 @@ fn exit_ends_the_thread_and_join_sees_none() {
         let after = Arc::new(AtomicBool::new(false));
         let flag = after.clone();
         // Through a plain fn pointer, so the compiler cannot drop the code after the call.
-        let quit: fn(Sched) = |s| s.exit();
+        // SAFETY: the quitter's frame holds only `flag` (an Arc whose leak the test accepts) and
+        // nothing pinned or lent.
+        let quit: fn(Sched) = |s| unsafe { s.exit() };
         let h = s
             .spawn(Builder::new("quitter"), move || {
                 quit(s);
