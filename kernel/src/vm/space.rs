@@ -125,6 +125,7 @@ pub fn init(use_pcid: bool) {
     let f = features::features();
     let mode = tlb::set_mode(tlb::Mode { pcid: use_pcid && f.pcid, invpcid: f.invpcid });
     trap::register(trap::VECTOR_SHOOTDOWN, on_shootdown_ipi);
+    crate::cpus::xcall::set_other_ipi_work(service_here);
     mm::set_shootdown(Some(kernel_shootdown));
     task::platform::set_mm_switch(switch);
     let why = match (mode.pcid, use_pcid, f.pcid) {
@@ -458,7 +459,7 @@ fn settle_previous() -> Result<(), AsError> {
     if tlb::pending(me).is_empty() {
         return Ok(());
     }
-    tlb::wait(me, service_with_interrupts_off).map_err(AsError::Unanswered)?;
+    tlb::wait(me, serve_ipi_work).map_err(AsError::Unanswered)?;
     reap_parked();
     Ok(())
 }
@@ -492,7 +493,7 @@ impl Space {
             (plan, ticket)
         });
         let token = FreeAfter::new(&plan, ticket);
-        let waited = if ticket.is_some() { tlb::wait(me, service_with_interrupts_off) } else { Ok(()) };
+        let waited = if ticket.is_some() { tlb::wait(me, serve_ipi_work) } else { Ok(()) };
         match waited {
             Ok(()) => {
                 assert!(token.is_releasable(tlb::mailboxes()), "a shootdown acknowledged by all is releasable");
@@ -829,8 +830,11 @@ fn service_here() {
     });
 }
 
-fn service_with_interrupts_off() {
-    interrupts::without_interrupts(service_here);
+/// One turn of a shootdown wait: serve every kind of IPI work pending here (this CPU's shootdown
+/// mailbox and its cross-call mailbox), so that a CPU waiting for us with interrupts off, for
+/// either kind, is answered while we wait for it.
+fn serve_ipi_work() {
+    interrupts::without_interrupts(crate::cpus::xcall::serve_ipi_work);
 }
 
 fn on_shootdown_ipi(_frame: &mut arch::trap::TrapFrame) {
@@ -841,7 +845,7 @@ fn on_shootdown_ipi(_frame: &mut arch::trap::TrapFrame) {
 
 /// `mm`'s shootdown hook: make every other online CPU drop its (global) translations of the
 /// kernel-half range `[start, end)`, which this CPU has flushed already, before the frames are
-/// reused. Waits with interrupts off, servicing this CPU's own mailbox.
+/// reused. Waits with interrupts off, serving all of this CPU's IPI work.
 ///
 /// # Panics
 /// If some CPU does not answer within `tlb::SHOOTDOWN_TIMEOUT_NS`: the caller frees the memory
@@ -854,7 +858,7 @@ fn kernel_shootdown(start: u64, end: u64) {
         if targets.is_empty() {
             return;
         }
-        if let Err(cpus) = tlb::wait(me, service_here) {
+        if let Err(cpus) = tlb::wait(me, serve_ipi_work) {
             panic!("kernel TLB shootdown: {me}'s previous request is still unanswered by {cpus}");
         }
         let first = start / PAGE;
@@ -863,7 +867,7 @@ fn kernel_shootdown(start: u64, end: u64) {
         let request = Request { asid: tlb::KERNEL_ASID, new_gen: 0, range, full_flush: pages > smp::FULL_FLUSH_THRESHOLD_PAGES };
         tlb::post(me, targets, &request);
         tlb::count(tlb::Counter::KernelShootdowns, 1);
-        if let Err(cpus) = tlb::wait(me, service_here) {
+        if let Err(cpus) = tlb::wait(me, serve_ipi_work) {
             panic!("kernel TLB shootdown of {start:#x}..{end:#x}: CPUs {cpus} never acknowledged");
         }
     });

@@ -20,6 +20,7 @@ crate::register_tests![
     Test { name: "aspace_local_unmap_no_ipi", min_cpus: 2, expect_fault: false, run: aspace_local_unmap_no_ipi },
     Test { name: "aspace_destroy_returns_frames", min_cpus: 1, expect_fault: false, run: aspace_destroy_returns_frames },
     Test { name: "aspace_api_contract", min_cpus: 1, expect_fault: false, run: aspace_api_contract },
+    Test { name: "xcall_while_stack_freed", min_cpus: 2, expect_fault: false, run: xcall_while_stack_freed },
 ];
 
 fn pinned(name: &'static str, cpu: CpuId) -> Builder {
@@ -540,5 +541,64 @@ fn aspace_api_contract() -> Result<(), String> {
     space.unmap(VA, 1).map_err(|e| format!("unmap: {e}"))?;
     ensure!(space.translate(VA).is_none(), "the page translates after unmap");
     ensure!(mm::frames::is_free(spare), "the unmapped frame {spare:#x} was not freed");
+    Ok(())
+}
+
+/// Cross-calls from one CPU to a second one that frees kernel stacks meanwhile.
+const XCALL_VS_SHOOTDOWN_CALLS: u64 = 10_000;
+
+/// One CPU cross-calls a second one, over and over, while the second frees kernel stacks (each a
+/// kernel shootdown of every other CPU, waited for with interrupts off). Both waits spin with
+/// interrupts off, so each must serve the other's kind of IPI work, or the two wait for each
+/// other until their timeouts. Every call must finish, and the stacks freed must give back their
+/// frames.
+fn xcall_while_stack_freed() -> Result<(), String> {
+    let (_, cpus) = online();
+    let (caller_cpu, freer_cpu) = (cpus[0], cpus[1]);
+    // Every stack slot used once first, so that the page tables of the stacks' region (which stay)
+    // are all there before the frames are counted.
+    let mut all = Vec::with_capacity(mm::stacks::MAX_STACKS);
+    while let Some(stack) = mm::stacks::KernelStack::new(PAGE as usize, "warm-up") {
+        all.push(stack);
+    }
+    drop(all);
+    let (frames_before, claimed_before) = (free_frames(), mm::heap::claimed_bytes());
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let freer = sched()
+        .spawn(pinned("stack-freer", freer_cpu), move || {
+            let mut freed = 0u64;
+            while !stop2.load(Ordering::Acquire) {
+                let Some(stack) = mm::stacks::KernelStack::new(4 * PAGE as usize, "freed") else { return Err(freed) };
+                drop(stack);
+                freed += 1;
+            }
+            Ok(freed)
+        })
+        .map_err(|e| format!("spawn: {e:?}"))?;
+    let caller = sched()
+        .spawn(pinned("xcaller", caller_cpu), move || {
+            let target = CpuSet::single(freer_cpu);
+            let ran = Arc::new(AtomicU64::new(0));
+            for i in 0..XCALL_VS_SHOOTDOWN_CALLS {
+                let r = ran.clone();
+                if let Err(missing) = crate::cpus::xcall::call(&target, move |_| { r.fetch_add(1, Ordering::Relaxed); }, 30_000_000_000) {
+                    return Err(format!("call {i}: {missing} did not run it"));
+                }
+            }
+            Ok(ran.load(Ordering::Relaxed))
+        })
+        .map_err(|e| format!("spawn: {e:?}"))?;
+    let called = caller.join().ok_or("the caller exited");
+    stop.store(true, Ordering::Release);
+    let freed = freer.join().ok_or("the freer exited")?.map_err(|n| format!("no kernel stack after {n} freed"))?;
+    let ran = called??;
+    ensure!(ran == XCALL_VS_SHOOTDOWN_CALLS, "{ran} of {XCALL_VS_SHOOTDOWN_CALLS} calls ran");
+    settle();
+    // Frames the heap grew by are the heap's, not lost.
+    let grown = (mm::heap::claimed_bytes() - claimed_before) / PAGE as usize;
+    let frames_after = free_frames() + grown;
+    ensure!(frames_after == frames_before, "free frames {frames_before} before, {frames_after} after (heap growth of {grown} frames counted back)");
+    println_raw!("  note: {XCALL_VS_SHOOTDOWN_CALLS} cross-calls {caller_cpu}->{freer_cpu} while it freed {freed} kernel stacks");
     Ok(())
 }
