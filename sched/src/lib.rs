@@ -69,7 +69,7 @@ mod wait;
 #[cfg(not(target_os = "none"))]
 pub mod host;
 
-pub use platform::{CpuIndex, IrqState, Mm, Platform, Stack};
+pub use platform::{CpuIndex, IrqState, Mm, MmOps, Platform, Stack};
 pub use scheduler::{Config, PreemptGuard, Scheduler};
 pub use stats::Counters;
 pub use thread::{Builder, CurrentThread, JoinHandle, SpawnError, ThreadId};

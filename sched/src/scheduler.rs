@@ -41,7 +41,7 @@
 
 extern crate alloc;
 
-use crate::platform::{CpuIndex, IrqState, Mm, Platform};
+use crate::platform::{CpuIndex, IrqState, Platform};
 use crate::rq::{CpuQueue, Enqueued, State, Wake};
 use crate::stats::{Counters, CpuCounters, add, bump};
 use crate::thread::{Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread, ThreadId};
@@ -418,6 +418,7 @@ impl<P: Platform> Scheduler<P> {
     /// its memory is reused: no pinned value (`Pin`'s drop guarantee), no guard, no borrow lent
     /// to another thread. Returning from the thread's body is the safe way to end it.
     pub unsafe fn exit(&self) -> ! {
+        self.exit_mm();
         // Interrupts stay disabled: the thread never runs again.
         self.platform.irq_save_disable();
         let me = self.current_blockable();
@@ -428,6 +429,19 @@ impl<P: Platform> Scheduler<P> {
         thread.entity.set_dead();
         self.schedule(Reason::Exit);
         unreachable!("a dead thread was switched back to");
+    }
+
+    /// Give up the calling thread's address space (Linux's `exit_mm`): from here on it is
+    /// kernel-only, borrowing whatever space its CPU has loaded, so no later switch to it loads
+    /// (or names) the space. The reference is dropped here, in thread context with interrupts as
+    /// they were: dropping the last one may destroy the space, which sleeps and waits for CPUs.
+    fn exit_mm(&self) {
+        let irq = self.platform.irq_save_disable();
+        let me = self.current_blockable();
+        // SAFETY: the running thread is alive while it runs, and interrupts are off.
+        let mm = unsafe { me.as_ref().take_mm() };
+        self.platform.irq_restore(irq);
+        drop(mm);
     }
 
     /// Disable preemption on this CPU until the guard drops (nestable). The holder must not block,
@@ -804,12 +818,12 @@ impl<P: Platform> Scheduler<P> {
             // (platform contract).
             unsafe { self.switch_fpu(me, cpu, prev, next, kind) };
         }
-        if let Some(mm) = next.mm {
+        // SAFETY: `next` is ours until it runs (see above).
+        if let Some(mm) = unsafe { next.mm() } {
             let active = cpu.local.active_mm.load(Ordering::Relaxed);
-            if active != mm.0.get() {
-                self.platform
-                    .switch_mm(NonZeroUsize::new(active).map(Mm), mm);
-                cpu.local.active_mm.store(mm.0.get(), Ordering::Relaxed);
+            if active != mm.word().get() {
+                self.platform.switch_mm(NonZeroUsize::new(active), mm);
+                cpu.local.active_mm.store(mm.word().get(), Ordering::Relaxed);
             }
         }
         bump(&cpu.counters.context_switches);
@@ -894,6 +908,7 @@ extern "C" fn thread_entry<P: Platform>(sched: usize, from: usize) -> ! {
     let body = unsafe { me.as_ref().take_body() }.expect("a thread started twice");
     s.platform.irq_restore(IrqState { enabled: true });
     body();
+    s.exit_mm();
     // SAFETY: the body has returned: every value it owned was dropped, and this frame holds none.
     unsafe { s.exit() }
 }

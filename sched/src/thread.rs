@@ -84,8 +84,9 @@ impl Builder {
         self
     }
 
-    /// Run in address space `mm`.
-    pub const fn in_mm(mut self, mm: Mm) -> Builder {
+    /// Run in address space `mm`; the thread owns that reference and gives it up when its body
+    /// has returned.
+    pub fn in_mm(mut self, mm: Mm) -> Builder {
         self.mm = Some(mm);
         self
     }
@@ -133,7 +134,10 @@ pub(crate) struct Thread {
     pub(crate) entity: Entity<Thread>,
     pub(crate) id: ThreadId,
     pub(crate) name: &'static str,
-    pub(crate) mm: Option<Mm>,
+    /// The space the thread runs in, owned; taken out by the thread itself when its body has
+    /// returned ([`Thread::take_mm`]). Read by the CPU switching to the thread (the `on_cpu`
+    /// handshake orders it after the thread's own last write).
+    mm: UnsafeCell<Option<Mm>>,
     /// Extended state, for threads created with `fpu: true`; touched only by the switch path of
     /// the CPU running or switching the thread.
     pub(crate) fpu: Option<UnsafeCell<FpuArea>>,
@@ -186,7 +190,7 @@ impl Thread {
             entity: Entity::new(cpu, pinned),
             id,
             name,
-            mm,
+            mm: UnsafeCell::new(mm),
             fpu: fpu.map(UnsafeCell::new),
             fpu_cpu: AtomicUsize::new(usize::MAX),
             finished: AtomicBool::new(false),
@@ -204,6 +208,25 @@ impl Thread {
     pub(crate) unsafe fn take_body(&self) -> Option<Box<dyn FnOnce() + Send>> {
         // SAFETY: only the thread touches `body`, and it is running this (caller).
         unsafe { (*self.body.get()).take() }
+    }
+
+    /// The space the thread runs in.
+    ///
+    /// # Safety
+    /// Called by the thread itself, or by the CPU switching to it (which owns it until it runs).
+    #[inline(always)]
+    pub(crate) unsafe fn mm(&self) -> Option<&Mm> {
+        // SAFETY: only the thread or the CPU switching to it touch `mm`, never both at once.
+        unsafe { (*self.mm.get()).as_ref() }
+    }
+
+    /// Take the space out (the thread itself, interrupts off, so no switch reads it meanwhile).
+    ///
+    /// # Safety
+    /// Called by the thread itself with interrupts disabled.
+    pub(crate) unsafe fn take_mm(&self) -> Option<Mm> {
+        // SAFETY: the running thread owns `mm`; with interrupts off no switch away reads it.
+        unsafe { (*self.mm.get()).take() }
     }
 
     /// Take the stack (once, by the reaper).

@@ -5,7 +5,7 @@
 //! machine: `percpu` for the CPU id, `ipi` for reschedule IPIs, `apic` for the one-shot or
 //! TSC-deadline timer, `time` for the clock, `mm::stacks` for guarded stacks, `vm` (above) for CR3 through [`set_mm_switch`].
 
-use core::fmt::Write;
+use core::{fmt::Write, num::NonZeroUsize};
 
 use crossbeam_utils::atomic::AtomicCell;
 
@@ -88,7 +88,7 @@ impl Platform for KernelPlatform {
         self.fpu
     }
 
-    fn switch_mm(&self, prev: Option<Mm>, next: Mm) {
+    fn switch_mm(&self, prev: Option<NonZeroUsize>, next: &Mm) {
         let switch = MM_SWITCH.load().expect("a thread has an address space only after vm installed its switch");
         switch(prev, next);
     }
@@ -127,11 +127,11 @@ fn write_current(w: &mut dyn Write) {
 static MM_SWITCH: AtomicCell<Option<MmSwitch>> = AtomicCell::new(None);
 
 /// Loads address space `next` on this CPU in place of `prev`.
-type MmSwitch = fn(Option<Mm>, Mm);
+type MmSwitch = fn(Option<NonZeroUsize>, &Mm);
 
 /// Install the function that loads address space `next` on this CPU in place of `prev`
 /// (interrupts off), for the scheduler's `switch_mm`.
-pub fn set_mm_switch(f: fn(Option<Mm>, Mm)) {
+pub fn set_mm_switch(f: MmSwitch) {
     MM_SWITCH.store(Some(f));
 }
 

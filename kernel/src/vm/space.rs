@@ -43,14 +43,16 @@
 //! that has it loaded with a request that makes each leave it for the kernel's PML4 (the CPU keeps
 //! its `Arc`, so the scheduler's word stays unique). Once all have acknowledged, no CPU can walk
 //! the tables or use the translations: frames, tables and the PML4 go back at once. Slots naming
-//! the dead space are given back at each CPU's next switch. Threads must not outlive the last
-//! handle of their space: [`spawn_in`] makes each thread hold one.
+//! the dead space are given back at each CPU's next switch. A thread in a space owns a handle
+//! ([`AddressSpace::mm`]) and drops it itself when its body has returned (the scheduler's
+//! `exit_mm`), so no thread outlives its space and none is switched to it afterwards.
 
 use alloc::{sync::Arc, vec::Vec};
 use core::{
     cell::{RefCell, UnsafeCell},
     fmt,
     num::NonZeroUsize,
+    ptr::NonNull,
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
@@ -278,14 +280,20 @@ impl AddressSpace {
         }))
     }
 
-    /// The word the scheduler knows this space by (`Builder::in_mm`): the address of its shared
-    /// part, which stays allocated while any CPU has it loaded, so no other space gets the same
-    /// word while the scheduler may still remember it for a CPU.
-    ///
-    /// A thread spawned with it must finish before the last handle is dropped; [`spawn_in`] makes
-    /// the thread hold a handle.
-    pub fn mm(&self) -> sched::Mm {
-        sched::Mm(NonZeroUsize::new(Arc::as_ptr(&self.space) as usize).expect("an Arc is never null"))
+    /// A handle to this space for a thread to run in (`Builder::in_mm`): the thread owns it and
+    /// drops it when its body has returned, as Linux's `exit_mm`, so the space lives as long as
+    /// any thread in it. The scheduler knows it by the address of its shared part, which stays
+    /// allocated while any CPU has it loaded (each such CPU holds an `Arc` of it), so no other
+    /// space gets the same word while the scheduler may still remember it for a CPU.
+    pub fn mm(self: &Arc<Self>) -> sched::Mm {
+        static OPS: sched::MmOps = sched::MmOps { clone: clone_handle, release: release_handle };
+        let word = NonZeroUsize::new(Arc::as_ptr(&self.space) as usize).expect("an Arc is never null");
+        let owner = NonNull::new(Arc::into_raw(self.clone()).cast_mut()).expect("an Arc is never null").cast();
+        // SAFETY: 1. one strong reference to the `AddressSpace` is handed over, counted by OPS
+        // (atomic, from any thread; the last release destroys the space in thread context, which
+        // the scheduler guarantees). 2. The word is the address of the space's `Space`, alive while
+        // a handle is (it holds an `Arc` of it) and while a CPU has it loaded (`CpuSpaces::loaded`).
+        unsafe { sched::Mm::from_raw(word, owner, &OPS) }
     }
 
     /// Read the aligned `u64` at `va` through this CPU's own translation of it, so the TLB caches
@@ -553,8 +561,27 @@ impl Drop for AddressSpace {
     }
 }
 
-/// Spawn a thread in `space` that holds a handle to it until its function returns, so the space
-/// outlives it.
+/// Take one more strong reference of an `Arc<AddressSpace>` given out by [`AddressSpace::mm`].
+///
+/// # Safety
+/// `owner` came from `Arc::into_raw` of an `Arc<AddressSpace>` with a reference still alive.
+unsafe fn clone_handle(owner: NonNull<()>) {
+    // SAFETY: per the caller.
+    unsafe { Arc::increment_strong_count(owner.cast::<AddressSpace>().as_ptr().cast_const()) };
+}
+
+/// Give back one strong reference of an `Arc<AddressSpace>` given out by [`AddressSpace::mm`]
+/// (the last one destroys the space: thread context).
+///
+/// # Safety
+/// As for [`clone_handle`], and the reference given back is the caller's to give.
+unsafe fn release_handle(owner: NonNull<()>) {
+    // SAFETY: per the caller.
+    drop(unsafe { Arc::from_raw(owner.cast::<AddressSpace>().as_ptr().cast_const()) });
+}
+
+/// Spawn a thread in `space`; the thread holds a handle to it until its function has returned,
+/// so the space outlives it.
 pub fn spawn_in<F, T>(
     space: &Arc<AddressSpace>,
     builder: sched::Builder,
@@ -564,12 +591,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let handle = space.clone();
-    task::sched().spawn(builder.in_mm(space.mm()), move || {
-        let result = f();
-        drop(handle);
-        result
-    })
+    task::sched().spawn(builder.in_mm(space.mm()), f)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -797,18 +819,14 @@ fn with_this_cpu<R>(f: impl FnOnce(CpuId, &mut CpuSpaces) -> R) -> R {
 
 /// Load address space `next` on this CPU: the scheduler's `switch_mm` (interrupts off). `prev`
 /// is what the scheduler remembers as loaded here, which this CPU's own record matches.
-pub fn switch(prev: Option<sched::Mm>, next: sched::Mm) {
-    let next_ptr = next.0.get() as *const Space;
+pub fn switch(prev: Option<NonZeroUsize>, next: &sched::Mm) {
+    // SAFETY: every `Mm` comes from `AddressSpace::mm`, whose owner is an `Arc<AddressSpace>`
+    // that `next` keeps alive for as long as this borrow.
+    let handle = unsafe { next.owner().cast::<AddressSpace>().as_ref() };
+    let space = handle.space.clone();
     with_this_cpu(|me, cpu| {
-        debug_assert_eq!(prev.map(|m| m.0.get()), cpu.loaded.as_ref().map(|l| Arc::as_ptr(l) as usize));
-        // SAFETY: `next` is the `Mm` of a thread about to run, made by `AddressSpace::mm` from an
-        // `Arc<Space>`; a handle to the space lives while its threads do (`spawn_in`, and the
-        // contract of `mm`), so the allocation is alive and one more strong count may be taken.
-        let next = unsafe {
-            Arc::increment_strong_count(next_ptr);
-            Arc::from_raw(next_ptr)
-        };
-        cpu.switch_to(me, next);
+        debug_assert_eq!(prev.map(NonZeroUsize::get), cpu.loaded.as_ref().map(|l| Arc::as_ptr(l) as usize));
+        cpu.switch_to(me, space);
     });
 }
 

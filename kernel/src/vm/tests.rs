@@ -21,6 +21,7 @@ crate::register_tests![
     Test { name: "aspace_destroy_returns_frames", min_cpus: 1, expect_fault: false, run: aspace_destroy_returns_frames },
     Test { name: "aspace_api_contract", min_cpus: 1, expect_fault: false, run: aspace_api_contract },
     Test { name: "xcall_while_stack_freed", min_cpus: 2, expect_fault: false, run: xcall_while_stack_freed },
+    Test { name: "aspace_threads_own_their_space", min_cpus: 2, expect_fault: false, run: aspace_threads_own_their_space },
 ];
 
 fn pinned(name: &'static str, cpu: CpuId) -> Builder {
@@ -600,5 +601,61 @@ fn xcall_while_stack_freed() -> Result<(), String> {
     let frames_after = free_frames() + grown;
     ensure!(frames_after == frames_before, "free frames {frames_before} before, {frames_after} after (heap growth of {grown} frames counted back)");
     println_raw!("  note: {XCALL_VS_SHOOTDOWN_CALLS} cross-calls {caller_cpu}->{freer_cpu} while it freed {freed} kernel stacks");
+    Ok(())
+}
+
+/// Threads spawned into a space whose spawner dropped its handle at once.
+const OWNED_SPACE_THREADS: u64 = 1000;
+
+/// A spinner in space Y keeps a second CPU busy (and Y loaded there) while threads in fresh
+/// spaces X are spawned onto that CPU, each X dropped by its spawner right away, so each thread
+/// holds the last handle of its space and destroys it as it ends. Destruction ends with a
+/// preemption point; run with a short slice (`slice-us=100`) a thread is often preempted there
+/// and resumed after Y was loaded again. Each thread must run once, every space must be destroyed
+/// while no CPU is switched to it, and nothing may be switched to a freed space.
+fn aspace_threads_own_their_space() -> Result<(), String> {
+    let (_, cpus) = online();
+    let cpu = cpus[1];
+    let y = AddressSpace::new().map_err(|e| format!("new address space: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let spinner = spawn_in(&y, pinned("y-spinner", cpu), move || {
+        let mut turns = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            turns += 1;
+            core::hint::spin_loop();
+        }
+        turns
+    })
+    .map_err(|e| format!("spawn: {e:?}"))?;
+    drop(y);
+    let ran = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for i in 0..OWNED_SPACE_THREADS {
+        let x = AddressSpace::new().map_err(|e| format!("new address space {i}: {e}"))?;
+        let r = ran.clone();
+        let h = spawn_in(&x, pinned("x-owner", cpu), move || {
+            r.fetch_add(1, Ordering::Relaxed);
+            i
+        })
+        .map_err(|e| format!("spawn {i}: {e:?}"))?;
+        drop(x);
+        handles.push(h);
+        if handles.len() == 64 {
+            for h in handles.drain(..) {
+                h.join().ok_or("a thread in X exited")?;
+            }
+        }
+    }
+    let mut sum = 0;
+    for h in handles.drain(..) {
+        sum += h.join().ok_or("a thread in X exited")?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let turns = spinner.join().ok_or("the spinner exited")?;
+    let ran = ran.load(Ordering::Relaxed);
+    ensure!(ran == OWNED_SPACE_THREADS, "{ran} of {OWNED_SPACE_THREADS} threads ran");
+    let _ = sum;
+    println_raw!("  note: {OWNED_SPACE_THREADS} threads each ended holding the last handle of their space, beside a spinner in another ({turns} turns)");
     Ok(())
 }
