@@ -420,6 +420,29 @@ fn map_stack_pages(bottom: u64, bytes: u64) -> bool {
     false
 }
 
+/// Unmap the stacks `[bottom, bottom + bytes)` of `stacks` in the stacks' region, flush them here,
+/// make every other CPU drop them with one shootdown (of the span from the lowest to the highest,
+/// a full flush when it is large), then free their frames.
+fn unmap_stack_batch(stacks: &[(u64, u64)]) {
+    let (Some(lo), Some(hi)) = (stacks.iter().map(|s| s.0).min(), stacks.iter().map(|s| s.0 + s.1).max()) else { return };
+    // Sized before the page-table lock is taken: growing the heap under it would take it again.
+    let pages = stacks.iter().map(|s| (s.1 / PAGE) as usize).sum();
+    let mut frames_freed = alloc::vec::Vec::with_capacity(pages);
+    with_tables(|mem, root| {
+        for &(bottom, bytes) in stacks {
+            for at in (bottom..bottom + bytes).step_by(PAGE as usize) {
+                let t = paging::unmap(mem, root, at).expect("a stack page is mapped");
+                arch::mmu::flush_local_page(at);
+                frames_freed.push(t.pa);
+            }
+        }
+    });
+    shootdown(lo, hi);
+    for pa in frames_freed {
+        frames::free(pa);
+    }
+}
+
 /// Unmap `[bottom, bottom + bytes)` in the stacks' region and free its frames once no CPU can still
 /// reach them: in batches, each unmapped, flushed here, shot down elsewhere, then freed.
 fn unmap_stack_pages(bottom: u64, bytes: u64) {

@@ -71,7 +71,7 @@ impl Platform for KernelPlatform {
     }
 
     fn alloc_stack(&self, bytes: usize) -> Option<Stack> {
-        let s = mm::stacks::KernelStack::new(bytes, "kernel thread")?;
+        let s = mm::stacks::obtain(bytes, "kernel thread")?;
         let (bottom, top) = (s.bottom() as usize, s.top() as usize);
         // The stack is rebuilt from its addresses in free_stack; until then the scheduler owns it.
         core::mem::forget(s);
@@ -81,7 +81,9 @@ impl Platform for KernelPlatform {
     fn free_stack(&self, stack: Stack) {
         // SAFETY: `stack` came from alloc_stack, which forgot the KernelStack with exactly these
         // addresses, and the scheduler gives each stack back once, after its thread is gone.
-        drop(unsafe { mm::stacks::KernelStack::from_raw(stack.bottom as u64, stack.top as u64) });
+        // Kept mapped for a later thread, or listed to be unmapped in a batch outside the switch
+        // path (which this may be): no shootdown here.
+        mm::stacks::release(unsafe { mm::stacks::KernelStack::from_raw(stack.bottom as u64, stack.top as u64) });
     }
 
     fn fpu_features(&self) -> Option<arch::fpu::FpuFeatures> {

@@ -438,6 +438,8 @@ fn settle() {
 }
 
 fn free_frames() -> usize {
+    // Stacks of threads that are gone stay mapped in the CPUs' caches until trimmed.
+    mm::stacks::trim();
     mm::frames::stats().0
 }
 
