@@ -308,7 +308,7 @@ impl<P: Platform> Scheduler<P> {
         let cpu = match builder.affinity {
             Some(c) if c.index() < self.cpus.len() => c.index(),
             Some(c) => return Err(SpawnError::NoSuchCpu(c)),
-            None => here,
+            None => self.least_loaded(here),
         };
         let fpu_area = match (builder.fpu, &self.fpu) {
             (false, _) => None,
@@ -485,6 +485,9 @@ impl<P: Platform> Scheduler<P> {
         let slice_end = if now < start.saturating_add(slice) {
             start.saturating_add(slice)
         } else {
+            if self.cpus.len() > 1 {
+                self.pull_if_imbalanced(me);
+            }
             if cpu.queue.len_hint() > 0 {
                 // The switch stamps the next thread's slice.
                 cpu.local.need_resched.store(true, Ordering::Relaxed);
@@ -582,6 +585,58 @@ impl<P: Platform> Scheduler<P> {
                     self.platform.now_ns().saturating_sub(start_ns),
                 );
             }
+        }
+    }
+
+    /// How many threads CPU `c` has, as of its last queue unlock: those queued, and the one it
+    /// runs unless it halts (a hint, read without its lock).
+    #[inline]
+    fn load_hint(&self, c: usize) -> usize {
+        let q = &self.cpus[c].queue;
+        q.len_hint() + usize::from(!q.halted_hint())
+    }
+
+    /// Fork balancing: the CPU where a new migratable thread starts, the least loaded one
+    /// (`here` on a tie, keeping a spawner's threads near it while CPUs are equally busy).
+    fn least_loaded(&self, here: usize) -> usize {
+        let mut best = (self.load_hint(here), here);
+        for c in (0..self.cpus.len()).filter(|&c| c != here) {
+            if best.0 == 0 {
+                break;
+            }
+            let load = self.load_hint(c);
+            if load < best.0 {
+                best = (load, c);
+            }
+        }
+        best.1
+    }
+
+    /// Periodic balancing, at the end of a busy slice (timer interrupt, interrupts disabled): if
+    /// the busiest CPU has at least two threads more than this one (running one included), pull
+    /// its oldest migratable queued thread here. Each pull narrows the gap by two, so free-running
+    /// threads end up spread however they were created; idle CPUs steal on their own.
+    fn pull_if_imbalanced(&self, me: usize) {
+        let mine = self.cpus[me].queue.len_hint() + 1;
+        let mut busiest = (mine, me);
+        for c in (0..self.cpus.len()).filter(|&c| c != me) {
+            let load = self.load_hint(c);
+            if load > busiest.0 {
+                busiest = (load, c);
+            }
+        }
+        let (load, victim) = busiest;
+        if load < mine + 2 {
+            return;
+        }
+        let from = &self.cpus[victim];
+        if let Some(t) = from.queue.steal(me) {
+            // SAFETY: as in `steal_into`: `steal` made the thread ours and it is on no queue.
+            let info = unsafe { self.cpus[me].queue.activate(t) };
+            debug_assert!(!info.kick, "a busy CPU's queue is not halted");
+            bump(&self.cpus[me].counters.migrations_in);
+            bump(&self.cpus[me].counters.balance_pulls);
+            from.counters.migrations_out.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -49,6 +49,7 @@ crate::register_tests![
     Test { name: "sched_sleep_accuracy", min_cpus: 1, expect_fault: false, run: sleep_accuracy },
     Test { name: "sched_idle_is_tickless", min_cpus: 1, expect_fault: false, run: idle_is_tickless },
     Test { name: "sched_remote_wake_ipi", min_cpus: 2, expect_fault: false, run: remote_wake_ipi },
+    Test { name: "sched_balance_spreads_busy_threads", min_cpus: 2, expect_fault: false, run: balance_spreads_busy_threads },
 ];
 
 type Handle<T> = JoinHandle<T, KernelPlatform>;
@@ -1477,4 +1478,66 @@ fn remote_wake_ipi() -> Result<(), String> {
     r.queue.wake_all(s);
     sleeper.join();
     result
+}
+
+// ----------------------------------------------------------------------------------------------
+// sched_balance_spreads_busy_threads
+
+/// Busy threads per CPU in the balancing test.
+const BALANCE_PER_CPU: usize = 4;
+
+/// 4·N free-running threads spawned from CPU 0 on N CPUs (fork balancing places them, periodic
+/// balancing corrects what it got wrong): within a few slices every CPU runs 4 ± 1 of them. Each
+/// thread publishes the CPU it last ran on; the CPUs' shares are sampled once a slice, and the
+/// last of several samples must be balanced. Prints the migrations it took.
+fn balance_spreads_busy_threads() -> Result<(), String> {
+    let cpus = cpus();
+    let n = cpus.len();
+    let threads = BALANCE_PER_CPU * n;
+    let slice_ns = sched().config().slice_ns;
+    let before = sched().total_counters();
+    let stop = Arc::new(AtomicBool::new(false));
+    let on: Arc<[AtomicU64]> = (0..threads).map(|_| AtomicU64::new(u64::MAX)).collect();
+    let (stop2, on2) = (stop.clone(), on.clone());
+    let spawner = spawn(pinned("balance-spawner", cpus[0]), move || -> Result<Vec<Handle<()>>, String> {
+        (0..threads)
+            .map(|k| {
+                let (stop, on) = (stop2.clone(), on2.clone());
+                spawn(Builder::new("busy").stack_bytes(STACK_BYTES), move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        on[k].store(u64::from(percpu::cpu_index()), Ordering::Relaxed);
+                        core::hint::spin_loop();
+                    }
+                })
+            })
+            .collect()
+    })?;
+    let handles = spawner.join().ok_or("the spawner exited")??;
+    let count = |on: &[AtomicU64]| {
+        let mut per_cpu = vec![0usize; n];
+        for k in on.iter() {
+            let c = k.load(Ordering::Relaxed) as usize;
+            if let Some(i) = cpus.iter().position(|cpu| cpu.index() == c) {
+                per_cpu[i] += 1;
+            }
+        }
+        per_cpu
+    };
+    let mut per_cpu = Vec::new();
+    for _ in 0..8 {
+        sched().sleep_ns(4 * slice_ns);
+        per_cpu = count(&on);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().ok_or("a busy thread exited")?;
+    }
+    let delta = sched().total_counters();
+    let (migrations, pulls) = (delta.migrations_in - before.migrations_in, delta.balance_pulls - before.balance_pulls);
+    ensure!(
+        per_cpu.iter().all(|&c| c.abs_diff(BALANCE_PER_CPU) <= 1),
+        "{threads} busy threads spawned from cpu0 run {per_cpu:?} per CPU after 32 slices, expected {BALANCE_PER_CPU} +- 1 each ({migrations} migrations, {pulls} balancing pulls)"
+    );
+    println_raw!("  note: balance: {threads} busy threads from cpu0 on {n} CPUs: {per_cpu:?} per CPU, {migrations} migrations ({pulls} balancing pulls)");
+    Ok(())
 }
