@@ -443,6 +443,25 @@ fn unmap_stack_batch(stacks: &[(u64, u64)]) {
     }
 }
 
+/// Point the mapped page `va` of the stacks' region at frame `new_pa` instead of its frame, which
+/// is returned (the caller owns it now): flushed here and shot down elsewhere before returning, so
+/// no CPU reads the old frame through `va` afterwards. For the tests of the shootdown path.
+///
+/// # Safety
+/// `va` is a page of a live `KernelStack` that no thread uses as its stack, and `new_pa` a frame
+/// the caller owns and gives to that stack (its drop frees it).
+#[cfg(feature = "ktest")]
+pub unsafe fn remap_stack_page(va: u64, new_pa: u64) -> u64 {
+    let old = with_tables(|mem, root| {
+        let old = paging::unmap(mem, root, va).expect("a stack page is mapped");
+        paging::map(mem, root, va, new_pa, PageSize::Size4K, DATA).expect("the table is still there");
+        arch::mmu::flush_local_page(va);
+        old.pa
+    });
+    shootdown(va, va + PAGE);
+    old
+}
+
 /// Unmap `[bottom, bottom + bytes)` in the stacks' region and free its frames once no CPU can still
 /// reach them: in batches, each unmapped, flushed here, shot down elsewhere, then freed.
 fn unmap_stack_pages(bottom: u64, bytes: u64) {

@@ -22,6 +22,7 @@ crate::register_tests![
     Test { name: "aspace_api_contract", min_cpus: 1, expect_fault: false, run: aspace_api_contract },
     Test { name: "xcall_while_stack_freed", min_cpus: 2, expect_fault: false, run: xcall_while_stack_freed },
     Test { name: "aspace_threads_own_their_space", min_cpus: 2, expect_fault: false, run: aspace_threads_own_their_space },
+    Test { name: "kernel_remap_seen_by_other_cpu", min_cpus: 2, expect_fault: false, run: kernel_remap_seen_by_other_cpu },
 ];
 
 fn pinned(name: &'static str, cpu: CpuId) -> Builder {
@@ -659,5 +660,53 @@ fn aspace_threads_own_their_space() -> Result<(), String> {
     ensure!(ran == OWNED_SPACE_THREADS, "{ran} of {OWNED_SPACE_THREADS} threads ran");
     let _ = sum;
     println_raw!("  note: {OWNED_SPACE_THREADS} threads each ended holding the last handle of their space, beside a spinner in another ({turns} turns)");
+    Ok(())
+}
+
+/// A kernel address remapped from frame F1 to F2 while another CPU holds its translation (it read
+/// the address just before, and keeps spinning on the same CPU): that CPU's next read must see
+/// F2's contents, which only the kernel shootdown of the remap can make sure of.
+fn kernel_remap_seen_by_other_cpu() -> Result<(), String> {
+    const F1_WORD: u64 = 0xf1f1_f1f1_0000_0001;
+    const F2_WORD: u64 = 0xf2f2_f2f2_0000_0002;
+    let (_, cpus) = online();
+    let stack = mm::stacks::KernelStack::new(PAGE as usize, "remap-test").ok_or("no kernel stack")?;
+    let va = stack.bottom();
+    // SAFETY: the page is mapped, writable and the test's own (no thread runs on this stack).
+    unsafe { (va as *mut u64).write_volatile(F1_WORD) };
+    let f2 = new_frame()?;
+    put(f2, F2_WORD);
+    let state = Arc::new(AtomicU64::new(0));
+    let s2 = state.clone();
+    let reader = sched()
+        .spawn(pinned("remap-reader", cpus[1]), move || {
+            let first = read(va);
+            s2.store(1, Ordering::Release);
+            while s2.load(Ordering::Acquire) != 2 {
+                core::hint::spin_loop();
+            }
+            (first, read(va))
+        })
+        .map_err(|e| format!("spawn: {e:?}"))?;
+    let s3 = state.clone();
+    // The remap runs on another CPU than the reader's, so only the shootdown can reach the reader.
+    let remapper = sched()
+        .spawn(pinned("remapper", cpus[0]), move || {
+            while s3.load(Ordering::Acquire) != 1 {
+                core::hint::spin_loop();
+            }
+            // SAFETY: `va` is the test stack's page, used by no thread as a stack; `f2` is ours
+            // and goes to the stack, whose drop frees it; the old frame comes back to us.
+            let f1 = unsafe { mm::remap_stack_page(va, f2) };
+            s3.store(2, Ordering::Release);
+            f1
+        })
+        .map_err(|e| format!("spawn: {e:?}"))?;
+    let f1 = remapper.join().ok_or("the remapper exited")?;
+    let (first, second) = reader.join().ok_or("the reader exited")?;
+    drop(stack);
+    mm::frames::free(f1);
+    ensure!(first == F1_WORD, "{} read {first:#x} before the remap, expected F1's {F1_WORD:#x}", cpus[1]);
+    ensure!(second == F2_WORD, "{} read {second:#x} after the remap, expected F2's {F2_WORD:#x}", cpus[1]);
     Ok(())
 }
