@@ -179,4 +179,12 @@ pub trait Platform: 'static + Sync + Sized {
     /// reference of its own, for instance), since `next` may be dropped before the CPU switches
     /// again.
     fn switch_mm(&self, prev: Option<NonZeroUsize>, next: &Mm);
+
+    /// This CPU is about to halt with nothing to run: leave the address space it has loaded (for
+    /// the kernel-only context), so that changes to that space need not interrupt it. Returns
+    /// whether it did; if so, the next thread with a space gets a `switch_mm` with `prev` `None`.
+    /// The default keeps the space loaded.
+    fn leave_mm_idle(&self) -> bool {
+        false
+    }
 }

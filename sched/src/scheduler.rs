@@ -575,6 +575,11 @@ impl<P: Platform> Scheduler<P> {
             if stop() {
                 return;
             }
+            if cpu.local.active_mm.load(Ordering::Relaxed) != 0 && self.platform.leave_mm_idle() {
+                // An idle CPU is spared the shootdowns of the space it last ran (it catches up
+                // through the space's generation when it next loads it).
+                cpu.local.active_mm.store(0, Ordering::Relaxed);
+            }
             self.arm(me, cpu.local.next_sleeper_ns.load(Ordering::Relaxed));
             if cpu.queue.try_halt() {
                 let start_ns = self.platform.now_ns();

@@ -94,6 +94,10 @@ impl Platform for KernelPlatform {
         let switch = MM_SWITCH.load().expect("a thread has an address space only after vm installed its switch");
         switch(prev, next);
     }
+
+    fn leave_mm_idle(&self) -> bool {
+        MM_LEAVE.load().is_some_and(|leave| leave())
+    }
 }
 
 fn timer_handler(_frame: &mut arch::trap::TrapFrame) {
@@ -135,6 +139,16 @@ type MmSwitch = fn(Option<NonZeroUsize>, &Mm);
 /// (interrupts off), for the scheduler's `switch_mm`.
 pub fn set_mm_switch(f: MmSwitch) {
     MM_SWITCH.store(Some(f));
+}
+
+/// How an idle CPU leaves its address space for the kernel-only context, installed by `vm` with
+/// [`set_mm_leave`]; returns whether it did.
+static MM_LEAVE: AtomicCell<Option<fn() -> bool>> = AtomicCell::new(None);
+
+/// Install the function an idle CPU calls to leave its address space (interrupts off), for the
+/// scheduler's `leave_mm_idle`.
+pub fn set_mm_leave(f: fn() -> bool) {
+    MM_LEAVE.store(Some(f));
 }
 
 /// Create the scheduler for `nr_cpus` CPUs and route the timer and reschedule vectors to it.

@@ -130,6 +130,7 @@ pub fn init(use_pcid: bool) {
     crate::cpus::xcall::set_other_ipi_work(service_here);
     mm::set_shootdown(Some(kernel_shootdown));
     task::platform::set_mm_switch(switch);
+    task::platform::set_mm_leave(leave_idle);
     let why = match (mode.pcid, use_pcid, f.pcid) {
         (true, ..) => "",
         (false, false, _) => " (nopcid)",
@@ -742,6 +743,23 @@ impl CpuSpaces {
         tlb::count(tlb::Counter::Leaves, 1);
     }
 
+    /// This CPU is going idle: leave the loaded space for the kernel-only context and forget it,
+    /// so changes to it skip this CPU. Its PCID slot stays (the CPU stays in `may_cache`), behind
+    /// by every change made meanwhile, so the next switch to the space flushes exactly when
+    /// needed: the tracker's lazy catch-up.
+    fn leave_idle(&mut self, me: CpuId) {
+        let Some(space) = self.loaded.take() else { return };
+        if self.cr3_is_loaded {
+            self.slots.switch_to_kernel();
+            // SAFETY: the kernel's own PML4 maps everything the kernel uses; PCID 0 is the
+            // kernel-only context's and is flushed by this write.
+            unsafe { tlb::load_cr3(mm::kernel_pml4_phys(), 0, true) };
+            space.tracker.switch_out(me);
+            self.cr3_is_loaded = false;
+            tlb::count(tlb::Counter::IdleLeaves, 1);
+        }
+    }
+
     /// Perform `action` on the space loaded here.
     fn perform(action: FlushAction, pml4: u64) {
         match action {
@@ -828,6 +846,12 @@ pub fn switch(prev: Option<NonZeroUsize>, next: &sched::Mm) {
         debug_assert_eq!(prev.map(NonZeroUsize::get), cpu.loaded.as_ref().map(|l| Arc::as_ptr(l) as usize));
         cpu.switch_to(me, space);
     });
+}
+
+/// Leave the loaded space before this CPU halts: the scheduler's `leave_mm_idle` (interrupts off).
+fn leave_idle() -> bool {
+    with_this_cpu(|me, cpu| cpu.leave_idle(me));
+    true
 }
 
 /// Service every request posted to this CPU. Interrupts off.

@@ -23,6 +23,7 @@ crate::register_tests![
     Test { name: "xcall_while_stack_freed", min_cpus: 2, expect_fault: false, run: xcall_while_stack_freed },
     Test { name: "aspace_threads_own_their_space", min_cpus: 2, expect_fault: false, run: aspace_threads_own_their_space },
     Test { name: "kernel_remap_seen_by_other_cpu", min_cpus: 2, expect_fault: false, run: kernel_remap_seen_by_other_cpu },
+    Test { name: "aspace_idle_cpu_spared", min_cpus: 2, expect_fault: false, run: aspace_idle_cpu_spared },
 ];
 
 fn pinned(name: &'static str, cpu: CpuId) -> Builder {
@@ -407,13 +408,14 @@ fn aspace_local_unmap_no_ipi() -> Result<(), String> {
     ensure!(delta.ipis_sent == 0, "{} IPIs sent for a space loaded on {here} alone", delta.ipis_sent);
     ensure!(delta.changes_without_ipi == LOCAL_TEST_ROUNDS, "{} of {LOCAL_TEST_ROUNDS} changes counted as needing no IPI", delta.changes_without_ipi);
 
-    // Control: keep the space loaded on `there` too.
+    // Control: keep the space loaded on `there` too, by a thread that keeps running in it (a CPU
+    // that goes idle leaves its space, and a change then needs no IPI there).
     let (ready, release) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let (r2, l2) = (ready.clone(), release.clone());
     let holder = spawn_in(&space, pinned("local-holder", there), move || {
         r2.store(true, Ordering::Release);
         while !l2.load(Ordering::Acquire) {
-            sched().sleep_ns(1_000_000);
+            core::hint::spin_loop();
         }
     })
     .map_err(|e| format!("spawn: {e:?}"))?;
@@ -446,8 +448,8 @@ fn free_frames() -> usize {
 
 /// Phase 1: create a space, map pages in several page tables and PML4 slots, remap, protect and
 /// unmap some, drop it: the free-frame count is back where it started. Phase 2: a space whose
-/// threads ran on every CPU (so each still has it loaded when the last handle goes): dropping it
-/// frees exactly its pages, their tables and its PML4, every CPU leaves it, and each of its frames
+/// threads ran on every CPU, whose CPUs then went idle and left it: dropping it
+/// frees exactly its pages, their tables and its PML4, no CPU had to leave it, and each of its frames
 /// is free again.
 fn aspace_destroy_returns_frames() -> Result<(), String> {
     settle();
@@ -476,6 +478,7 @@ fn aspace_destroy_returns_frames() -> Result<(), String> {
     let (set, cpus) = online();
     let space = AddressSpace::new().map_err(|e| format!("new: {e}"))?;
     space.map_range(VA, PAGES, true).map_err(|e| format!("map_range: {e}"))?;
+    let idle_leaves = tlb::sum(&set).idle_leaves;
     let mut touchers = Vec::new();
     for &cpu in &cpus {
         let toucher = spawn_in(&space, pinned("destroy-touch", cpu), move || {
@@ -491,15 +494,18 @@ fn aspace_destroy_returns_frames() -> Result<(), String> {
     settle();
     let frames: Vec<u64> = (0..PAGES).filter_map(|p| space.translate(VA + p * PAGE).map(|(pa, _)| pa)).collect();
     ensure!(frames.len() as u64 == PAGES, "{} of {PAGES} pages translate", frames.len());
+    // Every CPU went idle after its thread ended, and an idle CPU leaves its space.
     let loaded = space.space.tracker.active();
-    ensure!(loaded == set, "after threads ran on every CPU the space is loaded on {loaded}, expected {set}");
+    ensure!(loaded.is_empty(), "after its threads ended and their CPUs went idle the space is loaded on {loaded}, expected nowhere");
+    let idle_left = tlb::sum(&set).idle_leaves - idle_leaves;
+    ensure!(idle_left >= cpus.len() as u64, "{idle_left} idle CPUs left a space, expected at least {}", cpus.len());
     let (leaves, before) = (tlb::sum(&set).leaves, free_frames());
     drop(space);
     let (left, after) = (tlb::sum(&set).leaves - leaves, free_frames());
     // The pages, one page table, one page directory, one PDPT and the PML4.
     let expected = PAGES as usize + 4;
     ensure!(after - before == expected, "destroying the space freed {} frames, expected {expected}", after as i64 - before as i64);
-    ensure!(left == cpus.len() as u64, "{left} CPUs left the destroyed space, expected all {}", cpus.len());
+    ensure!(left == 0, "{left} CPUs left the destroyed space at its destruction, expected none (they had left it idle)");
     if let Some(busy) = frames.iter().find(|&&pa| !mm::frames::is_free(pa)) {
         return Err(format!("frame {busy:#x} of the destroyed space is still in use"));
     }
@@ -708,5 +714,41 @@ fn kernel_remap_seen_by_other_cpu() -> Result<(), String> {
     mm::frames::free(f1);
     ensure!(first == F1_WORD, "{} read {first:#x} before the remap, expected F1's {F1_WORD:#x}", cpus[1]);
     ensure!(second == F2_WORD, "{} read {second:#x} after the remap, expected F2's {F2_WORD:#x}", cpus[1]);
+    Ok(())
+}
+
+/// A CPU whose last thread in a space ended goes idle and leaves the space: a remap made on
+/// another CPU then sends it no IPI, and the next thread of the space on it reads the new frame
+/// (its PCID slot, behind by the change, is flushed as it loads the space again).
+fn aspace_idle_cpu_spared() -> Result<(), String> {
+    const VA: u64 = 0x6000_0000;
+    let (_, cpus) = online();
+    let (idle_cpu, changer_cpu) = (cpus[1], cpus[0]);
+    let space = AddressSpace::new().map_err(|e| format!("new address space: {e}"))?;
+    let (f1, f2) = (new_frame()?, new_frame()?);
+    put(f1, 1);
+    put(f2, 2);
+    space.map(VA, f1, false).map_err(|e| format!("map: {e}"))?;
+    let first = spawn_in(&space, pinned("idle-reader", idle_cpu), move || read(VA)).map_err(|e| format!("spawn: {e:?}"))?;
+    let first = first.join().ok_or("the reader exited")?;
+    settle();
+    let active = space.space.tracker.active();
+    ensure!(!active.contains(idle_cpu), "{idle_cpu} went idle but still has the space loaded ({active})");
+    let s2 = space.clone();
+    let delta = spawn_in(&space, pinned("changer", changer_cpu), move || -> Result<tlb::TlbCounters, String> {
+        let me = tlb::this_cpu();
+        let before = tlb::counters(me);
+        let old = s2.remap(VA, f2).map_err(|e| format!("remap: {e}"))?;
+        mm::frames::free(old);
+        Ok(tlb::counters(me).since(&before))
+    })
+    .map_err(|e| format!("spawn: {e:?}"))?
+    .join()
+    .ok_or("the changer exited")??;
+    let second = spawn_in(&space, pinned("idle-reader", idle_cpu), move || read(VA)).map_err(|e| format!("spawn: {e:?}"))?;
+    let second = second.join().ok_or("the reader exited")?;
+    ensure!(first == 1, "{idle_cpu} read {first} before the remap, expected 1");
+    ensure!(delta.ipis_sent == 0, "the remap sent {} IPIs with {idle_cpu} idle", delta.ipis_sent);
+    ensure!(second == 2, "{idle_cpu} read {second} after the remap, expected 2 (a stale translation)");
     Ok(())
 }
