@@ -23,7 +23,10 @@
 //! recycling the only slot would), the space owning each slot (to clear `may_cache` when a slot
 //! is recycled), and the space it has loaded. Threads without a space keep whatever is loaded
 //! (lazy TLB), so a loaded space may have no running thread left; the CPU holds an `Arc` of it, so
-//! the `Mm` word the scheduler remembers for the CPU is never reused for another space.
+//! the `Mm` word the scheduler remembers for the CPU is never reused for another space. A CPU about
+//! to halt leaves its space for the kernel-only context (the scheduler's `leave_mm_idle`): changes
+//! then skip it, and its PCID slot, behind by their generations, flushes when it loads the space
+//! again, so an idle CPU costs a change no IPI.
 //!
 //! # A change (unmap, protect, remap)
 //!
