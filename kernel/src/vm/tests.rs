@@ -116,8 +116,9 @@ impl Torture {
             reads += 1;
             if reads.is_multiple_of(READS_PER_BURST) {
                 // Halt a little: under emulation, CPUs that never halt starve each other of host
-                // time and an IPI waits for its target to be scheduled. A sleeping reader keeps
-                // the space loaded (lazily), so it is still shot down.
+                // time and an IPI waits for its target to be scheduled. A sleeping reader's CPU
+                // goes idle and leaves the space, so changes meanwhile skip it and it catches up
+                // through the generation when it reads again: both paths are tortured.
                 sched().sleep_ns(READER_PAUSE_NS);
             }
         }
