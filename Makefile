@@ -148,7 +148,7 @@ endef
 
 banner = @printf '\n==> %s\n' "$(1)"
 
-.PHONY: help run debug test check loom bench-quick ktest ktest-kvm iso limine limine-files bench kernel test-kernel \
+.PHONY: help run debug test check loom bench-quick ktest ktest-kvm ktest-short-slice iso limine limine-files bench kernel test-kernel \
 	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel qemu10 trace smoke-initramfs
 
 help:
@@ -159,6 +159,7 @@ help:
 	@echo "make loom       (test) the loom models of the lock-free parts"
 	@echo "make bench-quick (test) smoke run of every benchmark row, nothing timed is asserted"
 	@echo "make ktest-kvm  (test) short KVM run of the x2APIC and TSC-deadline paths, where /dev/kvm opens"
+	@echo "make ktest-short-slice (test) the preemption races at -smp 2 with a 100 us slice"
 	@echo "make ktest      (test) in-kernel tests in QEMU at -smp $(KTEST_SMP) (KTEST_ARGS=\"--filter NAME\")"
 	@echo "make user       build the user test programs (musl, static) and $(INITRAMFS)"
 	@echo "make user-oracle (check) run every user program on the host Linux, record its lines in $(USER_EXPECTED)/"
@@ -338,6 +339,7 @@ test: deps
 	$(MAKE) --no-print-directory loom
 	$(MAKE) --no-print-directory bench-quick
 	$(MAKE) --no-print-directory ktest-kvm
+	$(MAKE) --no-print-directory ktest-short-slice
 	$(MAKE) --no-print-directory ktest
 
 ktest-kvm: host-deps test-kernel
@@ -357,6 +359,14 @@ trace: rust-deps
 	  QEMU_ARGS='$(QEMU_ARGS) -debugcon file:$(TRACE_DIR)/raw.bin'
 	cargo run -q --release -p tracetool -- $(TRACE_DIR)/raw.bin --out $(TRACE_DIR) --check \
 	  --title "make trace SMP=$(SMP) SECONDS=$(SECONDS) $(ARGS)"
+
+# Races that need frequent preemption, with a 100 us slice: a thread ending with the last handle
+# of its address space, preempted at the end of the space's destruction.
+SHORT_SLICE_TESTS := aspace_threads_own_their_space
+ktest-short-slice: host-deps test-kernel
+	$(call banner,in-kernel tests with a 100 us slice)
+	cargo run -q --release -p ktest -- --kernel $(TEST_ELF) --smp 2 --accel $(ACCEL_USED) \
+	  --timeout $(KTEST_TIMEOUT) --append "slice-us=100" $(foreach t,$(SHORT_SLICE_TESTS),--filter $(t))
 
 # Part 1 natively, then part 2: the release kernel boots in QEMU with `bench` (accelerator as
 # ACCEL=auto picks it) and its rows join the same report in target/bench.

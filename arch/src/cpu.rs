@@ -52,8 +52,10 @@ pub fn frame_pointer() -> u64 {
 /// with interrupts off.
 #[inline(always)]
 pub fn enable_interrupts_and_halt() {
-    // SAFETY: halting is always sound in ring 0; the handler runs and returns here.
-    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+    // SAFETY: halting is always sound in ring 0; the handler runs and returns here. No `nomem`:
+    // the interrupt handlers that end the halt write memory (wake flags, queues) that the caller
+    // reads next, so the compiler must not keep values in registers across it.
+    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nostack)) };
 }
 
 /// Halt forever with interrupts off (NMIs still arrive and are handled; after each we halt again).

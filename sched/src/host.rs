@@ -29,12 +29,14 @@
 
 extern crate std;
 
-use crate::platform::{CpuIndex, IrqState, Mm, Platform, Stack};
+use crate::platform::{CpuIndex, IrqState, Mm, MmOps, Platform, Stack};
 use crate::scheduler::{Config, Scheduler};
 use crate::thread::Builder;
 use crate::trace::TraceEvent;
 use arch::fpu::FpuFeatures;
 use core::cell::Cell;
+use core::num::NonZeroUsize;
+use core::ptr::NonNull;
 use crossbeam_utils::CachePadded;
 use std::alloc::{Layout, alloc, dealloc};
 use std::boxed::Box;
@@ -282,7 +284,7 @@ impl Platform for HostPlatform {
         Some(self.fpu)
     }
 
-    fn switch_mm(&self, _prev: Option<Mm>, _next: Mm) {
+    fn switch_mm(&self, _prev: Option<NonZeroUsize>, _next: &Mm) {
         let n = &self.this().mm_switches;
         n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
@@ -295,6 +297,24 @@ impl Platform for HostPlatform {
             hook(self.cpu_id(), event());
         }
     }
+}
+
+/// An address space for host tests: the scheduler knows it as `word`, and it owns one reference
+/// to `owner`, so a test sees when the threads in it have given it up (`Arc::strong_count`).
+/// Tests keep `word` unique per owner.
+pub fn mm(word: NonZeroUsize, owner: Arc<()>) -> Mm {
+    static OPS: MmOps = MmOps { clone: clone_owner, release: release_owner };
+    unsafe fn clone_owner(owner: NonNull<()>) {
+        // SAFETY: `owner` came from `Arc::into_raw` below and a reference to it is alive.
+        unsafe { Arc::increment_strong_count(owner.as_ptr().cast_const()) };
+    }
+    unsafe fn release_owner(owner: NonNull<()>) {
+        // SAFETY: gives back one reference taken by `into_raw` or `clone_owner`.
+        unsafe { Arc::decrement_strong_count(owner.as_ptr().cast_const()) };
+    }
+    let owner = NonNull::new(Arc::into_raw(owner).cast_mut()).expect("an Arc is never null");
+    // SAFETY: one reference handed over, counted by OPS from any thread; the word is the test's.
+    unsafe { Mm::from_raw(word, owner, &OPS) }
 }
 
 /// Run `main` as a thread of a new scheduler on `nr_cpus` host CPUs: the calling OS thread becomes

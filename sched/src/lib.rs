@@ -15,7 +15,8 @@
 //!   becomes its idle thread and runs the idle loop (returns only when `stop()` and no work).
 //! - [`Platform`]: `cpu_id`, `irq_save_disable`/`irq_restore` ([`IrqState`]), `send_resched`,
 //!   `now_ns`, `arm_timer(Option<u64>)`, `idle_wait`, `alloc_stack`/`free_stack` ([`Stack`]),
-//!   `fpu_features() -> Option<arch::fpu::FpuFeatures>`, `switch_mm(Option<Mm>, Mm)` ([`Mm`]),
+//!   `fpu_features() -> Option<arch::fpu::FpuFeatures>`, `switch_mm(Option<NonZeroUsize>, &Mm)` ([`Mm`]: an owned, counted handle
+//!   the kernel makes with `unsafe Mm::from_raw(word, owner, &MmOps)`), `leave_mm_idle()`,
 //!   `trace(impl FnOnce() -> TraceEvent)` (default: nothing); [`CpuIndex`]`(u32)` numbers CPUs densely.
 //! - Trace points (module `trace`): [`TraceEvent`] (`Switch` with a [`SwitchReason`], `Wakeup`,
 //!   `Spawn`, `Idle`, `Steal`), reported in causal order across CPUs.
@@ -24,10 +25,11 @@
 //! - `Scheduler::spawn(&'static self, Builder, impl FnOnce() -> T) -> Result<JoinHandle<T, P>,
 //!   SpawnError>`; [`Builder`] `{ name, affinity: Option<CpuIndex>, fpu: bool, stack_bytes,
 //!   mm: Option<Mm> }` (`Builder::new(name)` then `.pinned(cpu)`, `.with_fpu()`,
-//!   `.stack_bytes(n)`, `.in_mm(mm)`).
+//!   `.stack_bytes(n)`, `.in_mm(mm)`). A new migratable thread starts on the least loaded CPU;
+//!   a thread owns its `Mm` and drops it when its body returns (`exit_mm`).
 //! - `JoinHandle::join(self) -> Option<T>` (`None` if the thread called `exit`), `id`, `name`,
 //!   `is_finished`.
-//! - `Scheduler::yield_now(&self)`, `sleep_ns(&self, u64)`, `exit(&self) -> !`,
+//! - `Scheduler::yield_now(&self)`, `sleep_ns(&self, u64)`, `unsafe exit(&self) -> !`,
 //!   `current(&self) -> Option<CurrentThread>` ([`CurrentThread`] `{ id, name, cpu }`, `Display`).
 //!
 //! Interrupt side (called by the kernel with interrupts disabled):
@@ -72,7 +74,7 @@ mod wait;
 #[cfg(not(target_os = "none"))]
 pub mod host;
 
-pub use platform::{CpuIndex, IrqState, Mm, Platform, Stack};
+pub use platform::{CpuIndex, IrqState, Mm, MmOps, Platform, Stack};
 pub use scheduler::{Config, PreemptGuard, Scheduler};
 pub use stats::Counters;
 pub use thread::{Builder, CurrentThread, JoinHandle, SpawnError, ThreadId};

@@ -9,8 +9,10 @@
 
 use crate::trace::TraceEvent;
 use arch::fpu::FpuFeatures;
+use core::fmt;
 use core::num::NonZeroUsize;
 use core::ops::Range;
+use core::ptr::NonNull;
 
 /// A CPU as the scheduler numbers them: dense, `0..nr_cpus`. The kernel maps its own CPU ids
 /// (APIC ids, `smp` ids) onto these.
@@ -44,10 +46,90 @@ pub struct Stack {
     pub guard: Range<usize>,
 }
 
-/// An address space, as an opaque non-zero word the kernel chooses (e.g. its page-table root).
-/// Threads without one are kernel-only and borrow whatever space the CPU has loaded (lazy TLB).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Mm(pub NonZeroUsize);
+/// An owned reference to an address space: what a thread runs in. The thread owns it and gives
+/// it up itself when its body has returned (as Linux's `exit_mm`), in thread context, so dropping
+/// the last reference may sleep and shoot down other CPUs; from then until it is reaped the
+/// thread is kernel-only. Threads without one are kernel-only from the start and borrow whatever
+/// space the CPU has loaded (lazy TLB).
+///
+/// The scheduler knows a space by its [`word`](Mm::word), an opaque non-zero number that the
+/// kernel chooses and keeps unique for as long as any CPU may still have that space loaded (so a
+/// CPU never skips loading a new space that happens to reuse the word of its old one). The owner
+/// behind it is counted by `ops`: [`Clone`] takes one more reference, [`Drop`] gives one back.
+pub struct Mm {
+    word: NonZeroUsize,
+    owner: NonNull<()>,
+    ops: &'static MmOps,
+}
+
+/// How an [`Mm`]'s owner is counted (a vtable the kernel writes once per kind of owner).
+#[derive(Debug)]
+pub struct MmOps {
+    /// Take one more reference to `owner`.
+    pub clone: unsafe fn(owner: NonNull<()>),
+    /// Give back one reference to `owner` (may free it, sleep, wait for other CPUs).
+    pub release: unsafe fn(owner: NonNull<()>),
+}
+
+// SAFETY: per `Mm::from_raw`, the owner is a reference-counted object that may be shared and
+// released from any thread.
+unsafe impl Send for Mm {}
+// SAFETY: as above; `&Mm` gives only the word and the owner's address.
+unsafe impl Sync for Mm {}
+
+impl Mm {
+    /// Wrap one counted reference to `owner`, known to the scheduler as `word`.
+    ///
+    /// # Safety
+    /// 1. The caller hands over one reference to `owner`, which `ops.clone` and `ops.release`
+    ///    count (each callable from any thread; `release` in thread context).
+    /// 2. While any reference to `owner` lives, `word` names this space alone, and it keeps
+    ///    naming it while a CPU may have it loaded ([`Platform::switch_mm`] keeps it loaded).
+    pub const unsafe fn from_raw(word: NonZeroUsize, owner: NonNull<()>, ops: &'static MmOps) -> Mm {
+        Mm { word, owner, ops }
+    }
+
+    /// The word the scheduler knows this space by.
+    #[inline(always)]
+    pub fn word(&self) -> NonZeroUsize {
+        self.word
+    }
+
+    /// The owner this reference counts (alive while `self` is).
+    #[inline(always)]
+    pub fn owner(&self) -> NonNull<()> {
+        self.owner
+    }
+}
+
+impl Clone for Mm {
+    fn clone(&self) -> Mm {
+        // SAFETY: `self` holds a reference, so the owner is alive (from_raw, condition 1).
+        unsafe { (self.ops.clone)(self.owner) };
+        Mm { word: self.word, owner: self.owner, ops: self.ops }
+    }
+}
+
+impl Drop for Mm {
+    fn drop(&mut self) {
+        // SAFETY: gives back the reference `self` held (from_raw, condition 1), once.
+        unsafe { (self.ops.release)(self.owner) };
+    }
+}
+
+impl fmt::Debug for Mm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Mm({:#x})", self.word)
+    }
+}
+
+impl PartialEq for Mm {
+    fn eq(&self, other: &Mm) -> bool {
+        self.word == other.word
+    }
+}
+
+impl Eq for Mm {}
 
 /// The machine below the scheduler.
 ///
@@ -92,9 +174,20 @@ pub trait Platform: 'static + Sync + Sized {
     /// enabled on every CPU), or `None` if the platform offers no FPU to threads.
     fn fpu_features(&self) -> Option<FpuFeatures>;
 
-    /// Load address space `next` on this CPU; `prev` is the one loaded so far (`None` if none yet).
-    /// Called only when they differ, never for kernel-only threads (which keep the loaded one).
-    fn switch_mm(&self, prev: Option<Mm>, next: Mm);
+    /// Load address space `next` on this CPU; `prev` is the word of the one loaded so far (`None`
+    /// if none yet). Called only when they differ, never for kernel-only threads (which keep the
+    /// loaded one). The CPU must keep `next`'s word unique while it stays loaded (by holding a
+    /// reference of its own, for instance), since `next` may be dropped before the CPU switches
+    /// again.
+    fn switch_mm(&self, prev: Option<NonZeroUsize>, next: &Mm);
+
+    /// This CPU is about to halt with nothing to run: leave the address space it has loaded (for
+    /// the kernel-only context), so that changes to that space need not interrupt it. Returns
+    /// whether it did; if so, the next thread with a space gets a `switch_mm` with `prev` `None`.
+    /// The default keeps the space loaded.
+    fn leave_mm_idle(&self) -> bool {
+        false
+    }
 
     /// A scheduling event on this CPU, for a trace (see [`crate::trace`]). Called with interrupts
     /// disabled; switches and wake-ups under a run-queue lock, and wake-ups also from the timer

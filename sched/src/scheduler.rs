@@ -41,7 +41,7 @@
 
 extern crate alloc;
 
-use crate::platform::{CpuIndex, IrqState, Mm, Platform};
+use crate::platform::{CpuIndex, IrqState, Platform};
 use crate::rq::{CpuQueue, Enqueued, State, Wake};
 use crate::stats::{Counters, CpuCounters, add, bump};
 use crate::thread::{Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread, ThreadId};
@@ -289,6 +289,7 @@ impl<P: Platform> Scheduler<P> {
                 id: t.id,
                 name: t.name,
                 cpu: CpuIndex(i as u32),
+                user: t.user,
             })
         });
         self.platform.irq_restore(irq);
@@ -335,7 +336,7 @@ impl<P: Platform> Scheduler<P> {
         let cpu = match builder.affinity {
             Some(c) if c.index() < self.cpus.len() => c.index(),
             Some(c) => return Err(SpawnError::NoSuchCpu(c)),
-            None => here,
+            None => self.least_loaded(here),
         };
         let fpu_area = match (builder.fpu, &self.fpu) {
             (false, _) => None,
@@ -444,8 +445,14 @@ impl<P: Platform> Scheduler<P> {
     }
 
     /// End the calling thread now. Its joiner gets `None`; destructors of values on its stack do
-    /// not run (as with a process exit). Must be called from a spawned thread.
-    pub fn exit(&self) -> ! {
+    /// not run (as with a process exit), and its stack is freed.
+    ///
+    /// # Safety
+    /// Called from a spawned thread whose stack holds nothing whose destructor must run before
+    /// its memory is reused: no pinned value (`Pin`'s drop guarantee), no guard, no borrow lent
+    /// to another thread. Returning from the thread's body is the safe way to end it.
+    pub unsafe fn exit(&self) -> ! {
+        self.exit_mm();
         // Interrupts stay disabled: the thread never runs again.
         self.platform.irq_save_disable();
         let me = self.current_blockable();
@@ -456,6 +463,19 @@ impl<P: Platform> Scheduler<P> {
         thread.entity.set_dead();
         self.schedule(Reason::Exit);
         unreachable!("a dead thread was switched back to");
+    }
+
+    /// Give up the calling thread's address space (Linux's `exit_mm`): from here on it is
+    /// kernel-only, borrowing whatever space its CPU has loaded, so no later switch to it loads
+    /// (or names) the space. The reference is dropped here, in thread context with interrupts as
+    /// they were: dropping the last one may destroy the space, which sleeps and waits for CPUs.
+    fn exit_mm(&self) {
+        let irq = self.platform.irq_save_disable();
+        let me = self.current_blockable();
+        // SAFETY: the running thread is alive while it runs, and interrupts are off.
+        let mm = unsafe { me.as_ref().take_mm() };
+        self.platform.irq_restore(irq);
+        drop(mm);
     }
 
     /// Disable preemption on this CPU until the guard drops (nestable). The holder must not block,
@@ -499,6 +519,9 @@ impl<P: Platform> Scheduler<P> {
         let slice_end = if now < start.saturating_add(slice) {
             start.saturating_add(slice)
         } else {
+            if self.cpus.len() > 1 {
+                self.pull_if_imbalanced(me);
+            }
             if cpu.queue.len_hint() > 0 {
                 // The switch stamps the next thread's slice.
                 cpu.local.need_resched.store(true, Ordering::Relaxed);
@@ -588,6 +611,11 @@ impl<P: Platform> Scheduler<P> {
             if stop() {
                 return;
             }
+            if cpu.local.active_mm.load(Ordering::Relaxed) != 0 && self.platform.leave_mm_idle() {
+                // An idle CPU is spared the shootdowns of the space it last ran (it catches up
+                // through the space's generation when it next loads it).
+                cpu.local.active_mm.store(0, Ordering::Relaxed);
+            }
             self.arm(me, cpu.local.next_sleeper_ns.load(Ordering::Relaxed));
             if cpu.queue.try_halt() {
                 let start_ns = self.platform.now_ns();
@@ -598,6 +626,58 @@ impl<P: Platform> Scheduler<P> {
                     self.platform.now_ns().saturating_sub(start_ns),
                 );
             }
+        }
+    }
+
+    /// How many threads CPU `c` has, as of its last queue unlock: those queued, and the one it
+    /// runs unless it halts (a hint, read without its lock).
+    #[inline]
+    fn load_hint(&self, c: usize) -> usize {
+        let q = &self.cpus[c].queue;
+        q.len_hint() + usize::from(!q.halted_hint())
+    }
+
+    /// Fork balancing: the CPU where a new migratable thread starts, the least loaded one
+    /// (`here` on a tie, keeping a spawner's threads near it while CPUs are equally busy).
+    fn least_loaded(&self, here: usize) -> usize {
+        let mut best = (self.load_hint(here), here);
+        for c in (0..self.cpus.len()).filter(|&c| c != here) {
+            if best.0 == 0 {
+                break;
+            }
+            let load = self.load_hint(c);
+            if load < best.0 {
+                best = (load, c);
+            }
+        }
+        best.1
+    }
+
+    /// Periodic balancing, at the end of a busy slice (timer interrupt, interrupts disabled): if
+    /// the busiest CPU has at least two threads more than this one (running one included), pull
+    /// its oldest migratable queued thread here. Each pull narrows the gap by two, so free-running
+    /// threads end up spread however they were created; idle CPUs steal on their own.
+    fn pull_if_imbalanced(&self, me: usize) {
+        let mine = self.cpus[me].queue.len_hint() + 1;
+        let mut busiest = (mine, me);
+        for c in (0..self.cpus.len()).filter(|&c| c != me) {
+            let load = self.load_hint(c);
+            if load > busiest.0 {
+                busiest = (load, c);
+            }
+        }
+        let (load, victim) = busiest;
+        if load < mine + 2 {
+            return;
+        }
+        let from = &self.cpus[victim];
+        if let Some(t) = from.queue.steal(me) {
+            // SAFETY: as in `steal_into`: `steal` made the thread ours and it is on no queue.
+            let info = unsafe { self.cpus[me].queue.activate(t) };
+            debug_assert!(!info.kick, "a busy CPU's queue is not halted");
+            bump(&self.cpus[me].counters.migrations_in);
+            bump(&self.cpus[me].counters.balance_pulls);
+            from.counters.migrations_out.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -864,12 +944,12 @@ impl<P: Platform> Scheduler<P> {
             // (platform contract).
             unsafe { self.switch_fpu(me, cpu, prev, next, kind) };
         }
-        if let Some(mm) = next.mm {
+        // SAFETY: `next` is ours until it runs (see above).
+        if let Some(mm) = unsafe { next.mm() } {
             let active = cpu.local.active_mm.load(Ordering::Relaxed);
-            if active != mm.0.get() {
-                self.platform
-                    .switch_mm(NonZeroUsize::new(active).map(Mm), mm);
-                cpu.local.active_mm.store(mm.0.get(), Ordering::Relaxed);
+            if active != mm.word().get() {
+                self.platform.switch_mm(NonZeroUsize::new(active), mm);
+                cpu.local.active_mm.store(mm.word().get(), Ordering::Relaxed);
             }
         }
         if next.user {
@@ -961,7 +1041,9 @@ extern "C" fn thread_entry<P: Platform>(sched: usize, from: usize) -> ! {
     let body = unsafe { me.as_ref().take_body() }.expect("a thread started twice");
     s.platform.irq_restore(IrqState { enabled: true });
     body();
-    s.exit()
+    s.exit_mm();
+    // SAFETY: the body has returned: every value it owned was dropped, and this frame holds none.
+    unsafe { s.exit() }
 }
 
 /// Keeps preemption disabled on this CPU while it lives (see [`Scheduler::preempt_disable`]).

@@ -52,6 +52,8 @@ counters! {
     migrations_in,
     /// Threads other CPUs stole from this one.
     migrations_out,
+    /// Of `migrations_in`, the threads this busy CPU pulled from a busier one (periodic balancing).
+    balance_pulls,
     /// Nanoseconds spent halted in `idle_wait`.
     idle_ns,
     /// Reschedule IPIs this CPU sent.

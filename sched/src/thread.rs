@@ -88,8 +88,9 @@ impl Builder {
         self
     }
 
-    /// Run in address space `mm`.
-    pub const fn in_mm(mut self, mm: Mm) -> Builder {
+    /// Run in address space `mm`; the thread owns that reference and gives it up when its body
+    /// has returned.
+    pub fn in_mm(mut self, mm: Mm) -> Builder {
         self.mm = Some(mm);
         self
     }
@@ -121,6 +122,9 @@ pub struct CurrentThread {
     pub name: &'static str,
     /// The CPU it runs on (as of the call).
     pub cpu: CpuIndex,
+    /// Spawned with [`Builder::user_thread`]: it runs user code, entering the kernel only through
+    /// its system-call, interrupt and exception paths.
+    pub user: bool,
 }
 
 impl fmt::Display for CurrentThread {
@@ -143,7 +147,10 @@ pub(crate) struct Thread {
     pub(crate) entity: Entity<Thread>,
     pub(crate) id: ThreadId,
     pub(crate) name: &'static str,
-    pub(crate) mm: Option<Mm>,
+    /// The space the thread runs in, owned; taken out by the thread itself when its body has
+    /// returned ([`Thread::take_mm`]). Read by the CPU switching to the thread (the `on_cpu`
+    /// handshake orders it after the thread's own last write).
+    mm: UnsafeCell<Option<Mm>>,
     /// Extended state, for threads created with `fpu: true`; touched only by the switch path of
     /// the CPU running or switching the thread.
     pub(crate) fpu: Option<UnsafeCell<FpuArea>>,
@@ -201,7 +208,7 @@ impl Thread {
             entity: Entity::new(cpu, pinned),
             id,
             name,
-            mm,
+            mm: UnsafeCell::new(mm),
             fpu: fpu.map(UnsafeCell::new),
             fpu_cpu: AtomicUsize::new(usize::MAX),
             finished: AtomicBool::new(false),
@@ -230,6 +237,25 @@ impl Thread {
     pub(crate) unsafe fn stack_top(&self) -> Option<usize> {
         // SAFETY: `stack` changes only in `take_stack`, after the thread's death (caller).
         unsafe { (*self.stack.get()).as_ref().map(|s| s.top) }
+    }
+
+    /// The space the thread runs in.
+    ///
+    /// # Safety
+    /// Called by the thread itself, or by the CPU switching to it (which owns it until it runs).
+    #[inline(always)]
+    pub(crate) unsafe fn mm(&self) -> Option<&Mm> {
+        // SAFETY: only the thread or the CPU switching to it touch `mm`, never both at once.
+        unsafe { (*self.mm.get()).as_ref() }
+    }
+
+    /// Take the space out (the thread itself, interrupts off, so no switch reads it meanwhile).
+    ///
+    /// # Safety
+    /// Called by the thread itself with interrupts disabled.
+    pub(crate) unsafe fn take_mm(&self) -> Option<Mm> {
+        // SAFETY: the running thread owns `mm`; with interrupts off no switch away reads it.
+        unsafe { (*self.mm.get()).take() }
     }
 
     /// Take the stack (once, by the reaper).

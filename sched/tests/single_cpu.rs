@@ -62,7 +62,9 @@ fn exit_ends_the_thread_and_join_sees_none() {
         let after = Arc::new(AtomicBool::new(false));
         let flag = after.clone();
         // Through a plain fn pointer, so the compiler cannot drop the code after the call.
-        let quit: fn(Sched) = |s| s.exit();
+        // SAFETY: the quitter's frame holds only `flag` (an Arc whose leak the test accepts) and
+        // nothing pinned or lent.
+        let quit: fn(Sched) = |s| unsafe { s.exit() };
         let h = s
             .spawn(Builder::new("quitter"), move || {
                 quit(s);
@@ -339,7 +341,8 @@ fn fpu_state_of_alternating_fpu_threads_is_restored_every_time() {
 #[test]
 fn address_space_switches_only_when_the_space_changes() {
     let _w = watchdog("address_space_switches_only_when_the_space_changes", LIMIT);
-    let mm = |n: usize| Mm(NonZeroUsize::new(n).unwrap());
+    let owners = [Arc::new(()), Arc::new(())];
+    let mm = move |n: usize| host::mm(NonZeroUsize::new(n).unwrap(), owners[n - 1].clone());
     let ((log, spaces), s) = host::run(1, Config::default(), move |s: Sched| {
         let log = Arc::new(Mutex::new(Vec::new()));
         let spaces = [Some(mm(1)), Some(mm(1)), None, Some(mm(2))];
@@ -350,7 +353,7 @@ fn address_space_switches_only_when_the_space_changes() {
                 let log = log.clone();
                 let mut b = Builder::new("user");
                 if let Some(m) = space {
-                    b = b.in_mm(*m);
+                    b = b.in_mm(m.clone());
                 }
                 s.spawn(b, move || {
                     for _ in 0..4 {
@@ -371,7 +374,7 @@ fn address_space_switches_only_when_the_space_changes() {
     let mut loaded = None;
     let mut expected = 0;
     for i in log {
-        if let Some(m) = spaces[i]
+        if let Some(m) = spaces[i].as_ref().map(Mm::word)
             && loaded != Some(m)
         {
             loaded = Some(m);
@@ -380,4 +383,42 @@ fn address_space_switches_only_when_the_space_changes() {
     }
     assert!(expected >= 10);
     assert_eq!(s.platform().mm_switches(CpuIndex(0)), expected);
+}
+
+/// A thread owns its address space and gives it up itself when its body returns (`exit_mm`),
+/// before its joiner wakes: once every thread in a space has been joined, only the spawner's
+/// reference is left, whatever order they ran in.
+#[test]
+fn a_thread_gives_up_its_space_when_it_ends() {
+    let _w = watchdog("a_thread_gives_up_its_space_when_it_ends", LIMIT);
+    let owner = Arc::new(());
+    let o = owner.clone();
+    let (during, _) = host::run(2, Config::default(), move |s: Sched| {
+        let space = host::mm(NonZeroUsize::new(7).unwrap(), o.clone());
+        let (go, gate) = (Arc::new(AtomicBool::new(false)), Arc::new(Semaphore::new(0)));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (go, gate) = (go.clone(), gate.clone());
+                s.spawn(Builder::new("in-space").in_mm(space.clone()), move || {
+                    gate.acquire(s);
+                    go.load(Ordering::Relaxed)
+                })
+                .unwrap()
+            })
+            .collect();
+        drop(space);
+        // The spawner's `o` and the eight threads' references.
+        let during = Arc::strong_count(&o);
+        go.store(true, Ordering::Relaxed);
+        for _ in 0..8 {
+            gate.release(s);
+        }
+        for h in handles {
+            assert_eq!(h.join(), Some(true));
+        }
+        assert_eq!(Arc::strong_count(&o), 1 + 1, "a joined thread still holds its space");
+        during
+    });
+    assert_eq!(during, 1 + 1 + 8);
+    assert_eq!(Arc::strong_count(&owner), 1);
 }

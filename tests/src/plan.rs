@@ -18,11 +18,15 @@ pub struct FaultSpec {
 /// The thread the kernel's stack overflow test overflows; its name must appear in the report.
 pub const STACK_OVERFLOW_THREAD: &str = "overflower";
 
+/// The address the kernel's page-fault test reads, as its fault report prints CR2: a report of a
+/// fault at any other address is some other fault.
+pub const FAULT_PAGE_CR2: &str = "CR2 0x00000000dead0000";
+
 /// Every expected-fault test the harness knows how to judge.
 pub const EXPECTED_FAULTS: &[FaultSpec] = &[
     FaultSpec {
         name: "fault_page",
-        pieces: &["page fault", "CR2", "backtrace"],
+        pieces: &["page fault", FAULT_PAGE_CR2, "backtrace"],
     },
     FaultSpec {
         name: "fault_stack_overflow",

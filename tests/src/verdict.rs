@@ -372,7 +372,7 @@ mod tests {
     #[test]
     fn an_expected_fault_passes_with_the_failure_code_and_every_piece() {
         let serial = transcript(&[
-            "[cpu0] PAGE FAULT at 0x1000, cr2=0x1000",
+            "[cpu0] page fault: CR2 0x00000000dead0000, error 0x0: read not-present in kernel mode",
             "backtrace:",
             "  #0 0xffffffff80001000",
         ]);
@@ -408,7 +408,7 @@ mod tests {
                 .as_deref()
                 .is_some_and(|note| note.contains("'backtrace'"))
         );
-        let full = transcript(&["page fault CR2 backtrace"]);
+        let full = transcript(&["page fault CR2 0x00000000dead0000 backtrace"]);
         let finding = judge_fault(
             "fault_page",
             fault_spec("fault_page"),
@@ -422,6 +422,17 @@ mod tests {
                 .as_deref()
                 .is_some_and(|note| note.contains("failure exit code"))
         );
+    }
+
+    #[test]
+    fn a_page_fault_at_another_address_fails_fault_page() {
+        let elsewhere = transcript(&[
+            "[cpu0] page fault: CR2 0x0000000000001000, error 0x0: read not-present in kernel mode",
+            "backtrace:",
+            "  #0 0xffffffff80001000",
+        ]);
+        let finding = judge_fault("fault_page", fault_spec("fault_page"), &elsewhere, GuestExit::Failure);
+        assert!(!finding.passed, "a fault at 0x1000 passed for the read of 0xdead0000");
     }
 
     #[test]

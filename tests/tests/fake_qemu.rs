@@ -23,7 +23,7 @@ case " $cmdline " in
 esac
 case "$cmdline" in
   test=list*) printf '[cpu0] testcase quick smp>=1\n[cpu0] testcase pair smp>=2\ntestcase fault_page smp>=1 expect-fault\n'; exit 33 ;;
-  test=fault_page*) printf '[cpu0] page fault at 0x0, CR2=0x0\nbacktrace:\n  #0 0xffffffff80000000\n'; exit 35 ;;
+  test=fault_page*) printf '[cpu0] page fault: CR2 0x00000000dead0000, error 0x0\nbacktrace:\n  #0 0xffffffff80000000\n'; exit 35 ;;
 esac
 case " $cmdline " in
   *" mode=hang "*) printf '[cpu0] test quick ... '; exec sleep 30 ;;

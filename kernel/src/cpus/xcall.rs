@@ -10,9 +10,14 @@
 //!   until done == targets, or time is up
 //! ```
 //!
-//! - A caller spins with interrupts off and serves its own mailbox while it waits, so two CPUs
-//!   calling each other at once both finish, and so does a call made from inside a called function
-//!   (as long as its stack allows the nesting).
+//! - A caller spins with interrupts off and serves ALL of this CPU's IPI work while it waits
+//!   ([`serve_ipi_work`]: its cross-call mailbox and the other kinds registered with
+//!   [`set_other_ipi_work`], the TLB shootdown mailbox), so two CPUs calling each other at once
+//!   both finish, so does a call made from inside a called function (as long as its stack allows
+//!   the nesting), and so does a call made while the target waits with interrupts off for a
+//!   shootdown this CPU must answer. Every other interrupts-off wait of the kernel serves through
+//!   [`serve_ipi_work`] too: a wait that served only its own kind would deadlock against one of
+//!   the other kind.
 //! - On timeout the caller withdraws the request from every target that has not claimed it
 //!   (`claimed` decides, per target, between the target starting it and the caller withdrawing it:
 //!   exactly one wins), and returns the set of targets that had not finished: each of them either
@@ -55,6 +60,27 @@ struct Node {
     req: Arc<Request>,
 }
 
+/// The IPI work of the layers above (the TLB shootdown mailbox), served by every interrupts-off
+/// wait along with the cross-call mailbox.
+static OTHER_IPI_WORK: spin::Once<fn()> = spin::Once::new();
+
+/// Register the one other kind of IPI work that interrupts-off waits must serve (`vm::space::init`,
+/// boot CPU, once; later calls keep the first). `f` runs with interrupts off and serves this CPU's
+/// pending requests of that kind.
+pub fn set_other_ipi_work(f: fn()) {
+    OTHER_IPI_WORK.call_once(|| f);
+}
+
+/// Serve every kind of IPI work pending for this CPU: its cross-call mailbox and the work
+/// registered with [`set_other_ipi_work`]. Interrupts off. Every wait that spins with interrupts
+/// off calls this on each turn.
+pub fn serve_ipi_work() {
+    serve();
+    if let Some(f) = OTHER_IPI_WORK.get() {
+        f();
+    }
+}
+
 /// Each CPU's mailbox: the top of a stack of nodes, pushed by callers, emptied whole by its owner.
 static QUEUES: [AtomicPtr<Node>; MAX_CPUS] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CPUS];
 
@@ -91,7 +117,7 @@ where
         }
         let deadline = time::now_ns().saturating_add(timeout_ns);
         let mut missing = loop {
-            serve();
+            serve_ipi_work();
             let missing = remote.difference(&req.done.snapshot());
             if missing.is_empty() || time::now_ns() >= deadline {
                 break missing;

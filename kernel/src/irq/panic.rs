@@ -158,7 +158,8 @@ mod tests {
 
     crate::register_tests![Test { name: "fault_page", min_cpus: 1, expect_fault: true, run: fault_page }];
 
-    /// Read an unmapped address: the fault report must name the page fault, CR2 and a backtrace.
+    /// Read an unmapped address: the fault report must name the page fault, CR2 equal to that
+    /// address (the harness looks for `CR2 0x00000000dead0000`) and a backtrace.
     fn fault_page() -> Result<(), String> {
         let p = 0xdead_0000_usize as *const u64;
         // SAFETY: not sound on purpose: this test exists to fault, and the harness expects the report.

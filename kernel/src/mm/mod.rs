@@ -420,6 +420,48 @@ fn map_stack_pages(bottom: u64, bytes: u64) -> bool {
     false
 }
 
+/// Unmap the stacks `[bottom, bottom + bytes)` of `stacks` in the stacks' region, flush them here,
+/// make every other CPU drop them with one shootdown (of the span from the lowest to the highest,
+/// a full flush when it is large), then free their frames.
+fn unmap_stack_batch(stacks: &[(u64, u64)]) {
+    let (Some(lo), Some(hi)) = (stacks.iter().map(|s| s.0).min(), stacks.iter().map(|s| s.0 + s.1).max()) else { return };
+    // Sized before the page-table lock is taken: growing the heap under it would take it again.
+    let pages = stacks.iter().map(|s| (s.1 / PAGE) as usize).sum();
+    let mut frames_freed = alloc::vec::Vec::with_capacity(pages);
+    with_tables(|mem, root| {
+        for &(bottom, bytes) in stacks {
+            for at in (bottom..bottom + bytes).step_by(PAGE as usize) {
+                let t = paging::unmap(mem, root, at).expect("a stack page is mapped");
+                arch::mmu::flush_local_page(at);
+                frames_freed.push(t.pa);
+            }
+        }
+    });
+    shootdown(lo, hi);
+    for pa in frames_freed {
+        frames::free(pa);
+    }
+}
+
+/// Point the mapped page `va` of the stacks' region at frame `new_pa` instead of its frame, which
+/// is returned (the caller owns it now): flushed here and shot down elsewhere before returning, so
+/// no CPU reads the old frame through `va` afterwards. For the tests of the shootdown path.
+///
+/// # Safety
+/// `va` is a page of a live `KernelStack` that no thread uses as its stack, and `new_pa` a frame
+/// the caller owns and gives to that stack (its drop frees it).
+#[cfg(feature = "ktest")]
+pub unsafe fn remap_stack_page(va: u64, new_pa: u64) -> u64 {
+    let old = with_tables(|mem, root| {
+        let old = paging::unmap(mem, root, va).expect("a stack page is mapped");
+        paging::map(mem, root, va, new_pa, PageSize::Size4K, DATA).expect("the table is still there");
+        arch::mmu::flush_local_page(va);
+        old.pa
+    });
+    shootdown(va, va + PAGE);
+    old
+}
+
 /// Unmap `[bottom, bottom + bytes)` in the stacks' region and free its frames once no CPU can still
 /// reach them: in batches, each unmapped, flushed here, shot down elsewhere, then freed.
 fn unmap_stack_pages(bottom: u64, bytes: u64) {

@@ -16,6 +16,14 @@
 //! Slots come from a lock-free bitmap ([`kcore::frame_alloc::BitAlloc`]); the names of live stacks
 //! sit in a table indexed by slot, read without a lock by the fault path.
 //!
+//! Threads' stacks are recycled ([`obtain`], [`release`]): a dead thread's stack is given back
+//! on the scheduler's switch path, with interrupts off, where unmapping it (a kernel TLB shootdown
+//! of every CPU, waited for) must not happen. [`release`] keeps it mapped in this CPU's cache of
+//! [`CACHE_STACKS`] stacks, or, past that, on a global list of stacks to unmap; [`obtain`] (thread
+//! context) takes a cached stack of the right size first, and unmaps the listed stacks in one
+//! batch with one shootdown once [`UNMAP_BATCH`] have gathered. [`trim`] empties caches and list
+//! (before memory levels are compared, or when slots or frames run out).
+//!
 //! Key type: [`KernelStack`]. Neighbours: the scheduler allocates every thread's stack here; `mm`
 //! maps and unmaps the pages.
 
@@ -25,8 +33,13 @@ use core::{
     sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering},
 };
 
-use alloc::boxed::Box;
+use alloc::{boxed::Box, vec::Vec};
+use crossbeam_utils::CachePadded;
 use kcore::frame_alloc::BitAlloc;
+use smp::MAX_CPUS;
+use talc::lock_api::Mutex as SpinMutex;
+
+use crate::cpu::{irqlock::RawIrqSpin, percpu};
 
 /// How many stacks can exist at once.
 pub const MAX_STACKS: usize = 4096;
@@ -130,18 +143,140 @@ impl KernelStack {
     }
 }
 
+/// Take the description of a stack in `slot` out of the table and free it.
+fn forget_info(slot: usize) {
+    let info = INFO[slot].swap(null_mut(), Ordering::AcqRel);
+    if !info.is_null() {
+        // SAFETY: `info` came from Box::into_raw in `new` and was just taken out of the table, so
+        // this is its only owner.
+        drop(unsafe { Box::from_raw(info) });
+    }
+}
+
+fn free_slot(slot: usize) {
+    let slots = SLOTS.get().expect("a KernelStack exists, so mm::init ran");
+    slots.free(slot).expect("a live stack's slot is taken");
+}
+
 impl Drop for KernelStack {
     fn drop(&mut self) {
-        let info = INFO[self.slot].swap(null_mut(), Ordering::AcqRel);
+        forget_info(self.slot);
         super::unmap_stack_pages(self.bottom(), self.bytes);
-        if !info.is_null() {
-            // SAFETY: `info` came from Box::into_raw in `new` and was just taken out of the table, so
-            // this is its only owner.
-            drop(unsafe { Box::from_raw(info) });
-        }
-        let slots = SLOTS.get().expect("a KernelStack exists, so mm::init ran");
-        slots.free(self.slot).expect("a live stack's slot is taken");
+        free_slot(self.slot);
     }
+}
+
+/// Stacks each CPU keeps mapped for its next threads.
+pub const CACHE_STACKS: usize = 8;
+
+/// How many released stacks gather on the unmap list before [`obtain`] unmaps them together.
+pub const UNMAP_BATCH: usize = 32;
+
+/// One CPU's mapped, unused stacks.
+struct Cache([Option<KernelStack>; CACHE_STACKS]);
+
+/// Each CPU's cache, behind an interrupts-off lock that only [`trim`] takes from another CPU.
+static CACHES: [CachePadded<SpinMutex<RawIrqSpin, Cache>>; MAX_CPUS] =
+    [const { CachePadded::new(SpinMutex::new(Cache([const { None }; CACHE_STACKS]))) }; MAX_CPUS];
+
+/// Released stacks that did not fit their CPU's cache, still mapped, waiting to be unmapped
+/// (at most every slot; a fixed array, so that releasing never allocates).
+struct UnmapList {
+    stacks: [Option<KernelStack>; MAX_STACKS],
+    len: usize,
+}
+
+static TO_UNMAP: SpinMutex<RawIrqSpin, UnmapList> =
+    SpinMutex::new(UnmapList { stacks: [const { None }; MAX_STACKS], len: 0 });
+static TO_UNMAP_LEN: AtomicUsize = AtomicUsize::new(0);
+
+fn this_cache() -> &'static SpinMutex<RawIrqSpin, Cache> {
+    &CACHES[percpu::cpu_index() as usize % MAX_CPUS]
+}
+
+/// Give back a thread's stack once its thread has switched away for the last time, from any
+/// context (the scheduler's switch path, interrupts off): kept mapped in this CPU's cache, or
+/// listed for unmapping later. Never unmaps, waits for other CPUs or allocates.
+pub fn release(stack: KernelStack) {
+    let stack = {
+        let mut cache = this_cache().lock();
+        match cache.0.iter_mut().find(|s| s.is_none()) {
+            Some(free) => {
+                *free = Some(stack);
+                return;
+            }
+            None => stack,
+        }
+    };
+    let mut list = TO_UNMAP.lock();
+    let n = list.len;
+    list.stacks[n] = Some(stack);
+    list.len = n + 1;
+    TO_UNMAP_LEN.store(n + 1, Ordering::Relaxed);
+}
+
+/// A stack of at least `bytes` for a new thread (thread context: it may unmap a batch of released
+/// stacks first, which shoots down every CPU): a stack of the same size from this CPU's cache (its
+/// memory holds whatever its last thread left there), or a fresh zero-filled one. `None` if the
+/// size is out of range or memory or slots ran out even after [`trim`].
+pub fn obtain(bytes: usize, name: &'static str) -> Option<KernelStack> {
+    if TO_UNMAP_LEN.load(Ordering::Relaxed) >= UNMAP_BATCH {
+        unmap_listed();
+    }
+    let want = (bytes as u64).next_multiple_of(PAGE);
+    let cached = this_cache().lock().0.iter_mut().find(|s| s.as_ref().is_some_and(|s| s.bytes == want)).and_then(Option::take);
+    if let Some(stack) = cached {
+        return Some(stack);
+    }
+    KernelStack::new(bytes, name).or_else(|| {
+        trim();
+        KernelStack::new(bytes, name)
+    })
+}
+
+/// Unmap every listed stack: one batch, one shootdown.
+fn unmap_listed() {
+    let stacks: Vec<KernelStack> = {
+        let mut list = TO_UNMAP.lock();
+        let n = list.len;
+        list.len = 0;
+        TO_UNMAP_LEN.store(0, Ordering::Relaxed);
+        list.stacks[..n].iter_mut().filter_map(Option::take).collect()
+    };
+    unmap_batch(stacks);
+}
+
+/// Unmap `stacks` together (one kernel shootdown for all), then free their frames and slots.
+fn unmap_batch(stacks: Vec<KernelStack>) {
+    if stacks.is_empty() {
+        return;
+    }
+    let ranges: Vec<(u64, u64)> = stacks
+        .into_iter()
+        .map(|s| {
+            let (slot, bottom, bytes) = (s.slot, s.bottom(), s.bytes);
+            core::mem::forget(s);
+            forget_info(slot);
+            (bottom, bytes)
+        })
+        .collect();
+    super::unmap_stack_batch(&ranges);
+    for &(bottom, _) in &ranges {
+        free_slot(((bottom - super::STACKS_BASE - PAGE) / SLOT_BYTES) as usize);
+    }
+}
+
+/// Unmap every stack that [`release`] kept: every CPU's cache and the unmap list (thread context).
+/// Afterwards the stacks of threads that are gone hold no frames.
+pub fn trim() {
+    let mut stacks = Vec::new();
+    for cache in &CACHES {
+        // Take the stacks out under the lock, unmap them after it (interrupts back on).
+        let taken: Vec<KernelStack> = cache.lock().0.iter_mut().filter_map(Option::take).collect();
+        stacks.extend(taken);
+    }
+    unmap_batch(stacks);
+    unmap_listed();
 }
 
 /// If `addr` lies in a kernel stack's guard page, say whose and return true (the fault report's

@@ -262,7 +262,7 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
         // to the kernel's tables.
         drop(p);
     }
-    task::sched().exit()
+    task::exit_user_thread()
 }
 
 /// Make the first program run: the initramfs from the boot modules and the fault hooks.

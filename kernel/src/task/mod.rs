@@ -8,4 +8,4 @@ pub mod platform;
 #[cfg(feature = "ktest")]
 mod tests;
 
-pub use platform::{KernelPlatform, init, run_this_cpu, sched};
+pub use platform::{KernelPlatform, exit_user_thread, init, run_this_cpu, sched};

@@ -6,7 +6,7 @@
 //! TSC-deadline timer, `time` for the clock, `mm::stacks` for guarded stacks, `vm` (above) for CR3 through [`set_mm_switch`],
 //! `cpu::trace` for the scheduler's trace points, halts and timer settings.
 
-use core::fmt::Write;
+use core::{fmt::Write, num::NonZeroUsize};
 
 use crossbeam_utils::atomic::AtomicCell;
 
@@ -28,6 +28,20 @@ static SCHED: spin::Once<&'static KSched> = spin::Once::new();
 /// The scheduler, once `init` ran.
 pub fn sched() -> &'static KSched {
     SCHED.get().expect("scheduler used before task::init")
+}
+
+/// End the calling user thread, from its system-call or fault path (`process::exit_current`).
+///
+/// Offered safely because of what a user thread's kernel stack can hold: the thread enters the
+/// kernel only from ring 3 (system call, interrupt, exception), and those paths pin nothing, hold
+/// no lock guard and lend no borrow across the call that ends the thread (the caller drops its own
+/// handles first; anything else left would only leak). Panics for a kernel thread, whose stack may
+/// hold exactly such things.
+pub fn exit_user_thread() -> ! {
+    let me = sched().current().expect("exit_user_thread outside a thread");
+    assert!(me.user, "exit_user_thread called by kernel thread {me}");
+    // SAFETY: a user thread's kernel stack holds nothing whose destructor must run (above).
+    unsafe { sched().exit() }
 }
 
 impl Platform for KernelPlatform {
@@ -81,7 +95,7 @@ impl Platform for KernelPlatform {
     }
 
     fn alloc_stack(&self, bytes: usize) -> Option<Stack> {
-        let s = mm::stacks::KernelStack::new(bytes, "kernel thread")?;
+        let s = mm::stacks::obtain(bytes, "kernel thread")?;
         let (bottom, top) = (s.bottom() as usize, s.top() as usize);
         // The stack is rebuilt from its addresses in free_stack; until then the scheduler owns it.
         core::mem::forget(s);
@@ -91,14 +105,16 @@ impl Platform for KernelPlatform {
     fn free_stack(&self, stack: Stack) {
         // SAFETY: `stack` came from alloc_stack, which forgot the KernelStack with exactly these
         // addresses, and the scheduler gives each stack back once, after its thread is gone.
-        drop(unsafe { mm::stacks::KernelStack::from_raw(stack.bottom as u64, stack.top as u64) });
+        // Kept mapped for a later thread, or listed to be unmapped in a batch outside the switch
+        // path (which this may be): no shootdown here.
+        mm::stacks::release(unsafe { mm::stacks::KernelStack::from_raw(stack.bottom as u64, stack.top as u64) });
     }
 
     fn fpu_features(&self) -> Option<arch::fpu::FpuFeatures> {
         self.fpu
     }
 
-    fn switch_mm(&self, prev: Option<Mm>, next: Mm) {
+    fn switch_mm(&self, prev: Option<NonZeroUsize>, next: &Mm) {
         let switch = MM_SWITCH.load().expect("a thread has an address space only after vm installed its switch");
         switch(prev, next);
     }
@@ -117,6 +133,10 @@ impl Platform for KernelPlatform {
         unsafe { arch::syscall::set_kernel_stack(kernel_stack_top as u64) };
         // The value was checked when the thread set it; a non-canonical one cannot be stored.
         let _ = arch::fsbase::write(fs_base);
+    }
+
+    fn leave_mm_idle(&self) -> bool {
+        MM_LEAVE.load().is_some_and(|leave| leave())
     }
 }
 
@@ -153,12 +173,22 @@ fn write_current(w: &mut dyn Write) {
 static MM_SWITCH: AtomicCell<Option<MmSwitch>> = AtomicCell::new(None);
 
 /// Loads address space `next` on this CPU in place of `prev`.
-type MmSwitch = fn(Option<Mm>, Mm);
+type MmSwitch = fn(Option<NonZeroUsize>, &Mm);
 
 /// Install the function that loads address space `next` on this CPU in place of `prev`
 /// (interrupts off), for the scheduler's `switch_mm`.
-pub fn set_mm_switch(f: fn(Option<Mm>, Mm)) {
+pub fn set_mm_switch(f: MmSwitch) {
     MM_SWITCH.store(Some(f));
+}
+
+/// How an idle CPU leaves its address space for the kernel-only context, installed by `vm` with
+/// [`set_mm_leave`]; returns whether it did.
+static MM_LEAVE: AtomicCell<Option<fn() -> bool>> = AtomicCell::new(None);
+
+/// Install the function an idle CPU calls to leave its address space (interrupts off), for the
+/// scheduler's `leave_mm_idle`.
+pub fn set_mm_leave(f: fn() -> bool) {
+    MM_LEAVE.store(Some(f));
 }
 
 /// Create the scheduler for `nr_cpus` CPUs and route the timer and reschedule vectors to it.

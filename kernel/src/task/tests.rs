@@ -49,6 +49,7 @@ crate::register_tests![
     Test { name: "sched_sleep_accuracy", min_cpus: 1, expect_fault: false, run: sleep_accuracy },
     Test { name: "sched_idle_is_tickless", min_cpus: 1, expect_fault: false, run: idle_is_tickless },
     Test { name: "sched_remote_wake_ipi", min_cpus: 2, expect_fault: false, run: remote_wake_ipi },
+    Test { name: "sched_balance_spreads_busy_threads", min_cpus: 2, expect_fault: false, run: balance_spreads_busy_threads },
 ];
 
 type Handle<T> = JoinHandle<T, KernelPlatform>;
@@ -307,11 +308,9 @@ fn pingpong_storm() -> Result<(), String> {
 // ----------------------------------------------------------------------------------------------
 // sched_spawn_exit_churn
 
-/// Threads on one CPU. Every exit unmaps a stack, which costs a kernel TLB shootdown that waits for
-/// every other CPU, so a thread costs more the more CPUs there are (emulated on a two-core host:
-/// tens of microseconds on one or two CPUs, milliseconds on four or eight); the total is divided by
-/// the square of the CPU count, keeping the test within seconds on eight emulated CPUs.
-const CHURN_THREADS_ONE_CPU: usize = 100_000;
+/// Threads spawned and joined, whatever the CPU count. A dead thread's stack goes back to its
+/// CPU's stack cache (no TLB shootdown per exit), so a thread costs about the same on any count.
+const CHURN_THREADS: usize = 100_000;
 /// Threads alive at a time.
 const CHURN_WAVE: usize = 16;
 const CHURN_STACK_BYTES: usize = 8 * 1024;
@@ -380,6 +379,8 @@ impl Witnesses {
 
 /// `(free frames, heap bytes allocated)`.
 fn memory_level() -> (usize, usize) {
+    // Stacks of threads that are gone stay mapped in the CPUs' caches until trimmed.
+    mm::stacks::trim();
     (mm::frames::stats().0, mm::heap::allocated_bytes())
 }
 
@@ -429,37 +430,34 @@ fn gated_wave(cpus: &[CpuIndex], count: usize) -> Result<Vec<usize>, String> {
     Ok(handles.into_iter().filter_map(|h| h.join()).collect())
 }
 
-/// Short threads (`CHURN_THREADS_ONE_CPU` divided by the CPU count squared), pinned round robin over
+/// Short threads (`CHURN_THREADS`), pinned round robin over
 /// every CPU, spawned and joined in waves of `CHURN_WAVE`. Each runs exactly once (its slot in a
 /// table goes from 0 to 1, and the ids joined add up), and free frames and allocated heap bytes
 /// return exactly to their level before the churn.
 ///
 /// Two things are made on demand and kept, by design: the heap's growth, and the page tables of the
 /// kernel stacks' region (kernel-half tables are shared by every address space, so they are never
-/// freed). A warm-up makes both first: a gated wave with as many stacks alive at once as the churn
-/// can have (a wave, plus one dead thread per CPU not reaped yet). Stack slots are handed out lowest
-/// first from the current 64-slot word of the slot bitmap, moving to the next word only when it is
-/// full, so a warm-up wave that stays in one word covers every slot the churn will use; the wave is
-/// repeated until one does, and the churn checks it used no page table the warm-up did not.
+/// freed). A warm-up makes both first: a gated wave with as many threads alive at once as the churn
+/// can have (a wave, plus one dead thread per CPU not reaped yet), then every free stack slot
+/// mapped at once (the others are live threads' stacks, whose tables exist), so that every table
+/// of the region exists; the churn checks it used no page table the warm-up did not. Dead threads'
+/// stacks stay mapped in the CPUs' stack caches; the memory levels are taken after trimming them.
 fn spawn_exit_churn() -> Result<(), String> {
     let cpus = cpus();
-    let churn_threads = CHURN_THREADS_ONE_CPU / (cpus.len() * cpus.len());
+    let churn_threads = CHURN_THREADS;
     let ran: Arc<[AtomicU8]> = (0..churn_threads).map(|_| AtomicU8::new(0)).collect();
     let mut handles: Vec<Handle<(u64, usize)>> = Vec::with_capacity(CHURN_WAVE);
     let (witnesses, witness_handles) = Witnesses::start(&cpus)?;
     let nr_witnesses = witness_handles.len() as u64;
+    gated_wave(&cpus, CHURN_WAVE + cpus.len())?;
+    mm::stacks::trim();
     let mut warm = TableSet::new();
-    let mut one_word = false;
-    for _ in 0..4 {
-        let slots = gated_wave(&cpus, CHURN_WAVE + cpus.len())?;
-        slots.iter().for_each(|&s| warm.insert(s));
-        let words = slots.iter().map(|s| s / 64);
-        one_word = words.clone().min() == words.max();
-        if one_word {
-            break;
-        }
+    let mut every_free_slot = Vec::with_capacity(mm::stacks::MAX_STACKS);
+    while let Some(stack) = mm::stacks::KernelStack::new(4096, "churn-warm-up") {
+        every_free_slot.push(stack);
     }
-    ensure!(one_word, "the warm-up's stacks spread over several 64-slot words four times in a row");
+    drop(every_free_slot);
+    (0..mm::stacks::MAX_STACKS).for_each(|slot| warm.insert(slot));
     witnesses.sync(nr_witnesses);
     let before = memory_level();
     let start_ns = time::now_ns();
@@ -1480,4 +1478,66 @@ fn remote_wake_ipi() -> Result<(), String> {
     r.queue.wake_all(s);
     sleeper.join();
     result
+}
+
+// ----------------------------------------------------------------------------------------------
+// sched_balance_spreads_busy_threads
+
+/// Busy threads per CPU in the balancing test.
+const BALANCE_PER_CPU: usize = 4;
+
+/// 4·N free-running threads spawned from CPU 0 on N CPUs (fork balancing places them, periodic
+/// balancing corrects what it got wrong): within a few slices every CPU runs 4 ± 1 of them. Each
+/// thread publishes the CPU it last ran on; the CPUs' shares are sampled once a slice, and the
+/// last of several samples must be balanced. Prints the migrations it took.
+fn balance_spreads_busy_threads() -> Result<(), String> {
+    let cpus = cpus();
+    let n = cpus.len();
+    let threads = BALANCE_PER_CPU * n;
+    let slice_ns = sched().config().slice_ns;
+    let before = sched().total_counters();
+    let stop = Arc::new(AtomicBool::new(false));
+    let on: Arc<[AtomicU64]> = (0..threads).map(|_| AtomicU64::new(u64::MAX)).collect();
+    let (stop2, on2) = (stop.clone(), on.clone());
+    let spawner = spawn(pinned("balance-spawner", cpus[0]), move || -> Result<Vec<Handle<()>>, String> {
+        (0..threads)
+            .map(|k| {
+                let (stop, on) = (stop2.clone(), on2.clone());
+                spawn(Builder::new("busy").stack_bytes(STACK_BYTES), move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        on[k].store(u64::from(percpu::cpu_index()), Ordering::Relaxed);
+                        core::hint::spin_loop();
+                    }
+                })
+            })
+            .collect()
+    })?;
+    let handles = spawner.join().ok_or("the spawner exited")??;
+    let count = |on: &[AtomicU64]| {
+        let mut per_cpu = vec![0usize; n];
+        for k in on.iter() {
+            let c = k.load(Ordering::Relaxed) as usize;
+            if let Some(i) = cpus.iter().position(|cpu| cpu.index() == c) {
+                per_cpu[i] += 1;
+            }
+        }
+        per_cpu
+    };
+    let mut per_cpu = Vec::new();
+    for _ in 0..8 {
+        sched().sleep_ns(4 * slice_ns);
+        per_cpu = count(&on);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().ok_or("a busy thread exited")?;
+    }
+    let delta = sched().total_counters();
+    let (migrations, pulls) = (delta.migrations_in - before.migrations_in, delta.balance_pulls - before.balance_pulls);
+    ensure!(
+        per_cpu.iter().all(|&c| c.abs_diff(BALANCE_PER_CPU) <= 1),
+        "{threads} busy threads spawned from cpu0 run {per_cpu:?} per CPU after 32 slices, expected {BALANCE_PER_CPU} +- 1 each ({migrations} migrations, {pulls} balancing pulls)"
+    );
+    println_raw!("  note: balance: {threads} busy threads from cpu0 on {n} CPUs: {per_cpu:?} per CPU, {migrations} migrations ({pulls} balancing pulls)");
+    Ok(())
 }

@@ -23,7 +23,10 @@
 //! recycling the only slot would), the space owning each slot (to clear `may_cache` when a slot
 //! is recycled), and the space it has loaded. Threads without a space keep whatever is loaded
 //! (lazy TLB), so a loaded space may have no running thread left; the CPU holds an `Arc` of it, so
-//! the `Mm` word the scheduler remembers for the CPU is never reused for another space.
+//! the `Mm` word the scheduler remembers for the CPU is never reused for another space. A CPU about
+//! to halt leaves its space for the kernel-only context (the scheduler's `leave_mm_idle`): changes
+//! then skip it, and its PCID slot, behind by their generations, flushes when it loads the space
+//! again, so an idle CPU costs a change no IPI.
 //!
 //! # A change (unmap, protect, remap)
 //!
@@ -43,14 +46,16 @@
 //! that has it loaded with a request that makes each leave it for the kernel's PML4 (the CPU keeps
 //! its `Arc`, so the scheduler's word stays unique). Once all have acknowledged, no CPU can walk
 //! the tables or use the translations: frames, tables and the PML4 go back at once. Slots naming
-//! the dead space are given back at each CPU's next switch. Threads must not outlive the last
-//! handle of their space: [`spawn_in`] makes each thread hold one.
+//! the dead space are given back at each CPU's next switch. A thread in a space owns a handle
+//! ([`AddressSpace::mm`]) and drops it itself when its body has returned (the scheduler's
+//! `exit_mm`), so no thread outlives its space and none is switched to it afterwards.
 
 use alloc::{sync::Arc, vec::Vec};
 use core::{
     cell::{RefCell, UnsafeCell},
     fmt,
     num::NonZeroUsize,
+    ptr::NonNull,
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
@@ -125,8 +130,10 @@ pub fn init(use_pcid: bool) {
     let f = features::features();
     let mode = tlb::set_mode(tlb::Mode { pcid: use_pcid && f.pcid, invpcid: f.invpcid });
     trap::register(trap::VECTOR_SHOOTDOWN, on_shootdown_ipi);
+    crate::cpus::xcall::set_other_ipi_work(service_here);
     mm::set_shootdown(Some(kernel_shootdown));
     task::platform::set_mm_switch(switch);
+    task::platform::set_mm_leave(leave_idle);
     let why = match (mode.pcid, use_pcid, f.pcid) {
         (true, ..) => "",
         (false, false, _) => " (nopcid)",
@@ -297,14 +304,20 @@ impl AddressSpace {
         }))
     }
 
-    /// The word the scheduler knows this space by (`Builder::in_mm`): the address of its shared
-    /// part, which stays allocated while any CPU has it loaded, so no other space gets the same
-    /// word while the scheduler may still remember it for a CPU.
-    ///
-    /// A thread spawned with it must finish before the last handle is dropped; [`spawn_in`] makes
-    /// the thread hold a handle.
-    pub fn mm(&self) -> sched::Mm {
-        sched::Mm(NonZeroUsize::new(Arc::as_ptr(&self.space) as usize).expect("an Arc is never null"))
+    /// A handle to this space for a thread to run in (`Builder::in_mm`): the thread owns it and
+    /// drops it when its body has returned, as Linux's `exit_mm`, so the space lives as long as
+    /// any thread in it. The scheduler knows it by the address of its shared part, which stays
+    /// allocated while any CPU has it loaded (each such CPU holds an `Arc` of it), so no other
+    /// space gets the same word while the scheduler may still remember it for a CPU.
+    pub fn mm(self: &Arc<Self>) -> sched::Mm {
+        static OPS: sched::MmOps = sched::MmOps { clone: clone_handle, release: release_handle };
+        let word = NonZeroUsize::new(Arc::as_ptr(&self.space) as usize).expect("an Arc is never null");
+        let owner = NonNull::new(Arc::into_raw(self.clone()).cast_mut()).expect("an Arc is never null").cast();
+        // SAFETY: 1. one strong reference to the `AddressSpace` is handed over, counted by OPS
+        // (atomic, from any thread; the last release destroys the space in thread context, which
+        // the scheduler guarantees). 2. The word is the address of the space's `Space`, alive while
+        // a handle is (it holds an `Arc` of it) and while a CPU has it loaded (`CpuSpaces::loaded`).
+        unsafe { sched::Mm::from_raw(word, owner, &OPS) }
     }
 
     /// Read the aligned `u64` at `va` through this CPU's own translation of it, so the TLB caches
@@ -542,7 +555,7 @@ fn settle_previous() -> Result<(), AsError> {
     if tlb::pending(me).is_empty() {
         return Ok(());
     }
-    tlb::wait(me, service_with_interrupts_off).map_err(AsError::Unanswered)?;
+    tlb::wait(me, serve_ipi_work).map_err(AsError::Unanswered)?;
     reap_parked();
     Ok(())
 }
@@ -576,7 +589,7 @@ impl Space {
             (plan, ticket)
         });
         let token = FreeAfter::new(&plan, ticket);
-        let waited = if ticket.is_some() { tlb::wait(me, service_with_interrupts_off) } else { Ok(()) };
+        let waited = if ticket.is_some() { tlb::wait(me, serve_ipi_work) } else { Ok(()) };
         match waited {
             Ok(()) => {
                 assert!(token.is_releasable(tlb::mailboxes()), "a shootdown acknowledged by all is releasable");
@@ -636,8 +649,27 @@ impl Drop for AddressSpace {
     }
 }
 
-/// Spawn a thread in `space` that holds a handle to it until its function returns, so the space
-/// outlives it.
+/// Take one more strong reference of an `Arc<AddressSpace>` given out by [`AddressSpace::mm`].
+///
+/// # Safety
+/// `owner` came from `Arc::into_raw` of an `Arc<AddressSpace>` with a reference still alive.
+unsafe fn clone_handle(owner: NonNull<()>) {
+    // SAFETY: per the caller.
+    unsafe { Arc::increment_strong_count(owner.cast::<AddressSpace>().as_ptr().cast_const()) };
+}
+
+/// Give back one strong reference of an `Arc<AddressSpace>` given out by [`AddressSpace::mm`]
+/// (the last one destroys the space: thread context).
+///
+/// # Safety
+/// As for [`clone_handle`], and the reference given back is the caller's to give.
+unsafe fn release_handle(owner: NonNull<()>) {
+    // SAFETY: per the caller.
+    drop(unsafe { Arc::from_raw(owner.cast::<AddressSpace>().as_ptr().cast_const()) });
+}
+
+/// Spawn a thread in `space`; the thread holds a handle to it until its function has returned,
+/// so the space outlives it.
 pub fn spawn_in<F, T>(
     space: &Arc<AddressSpace>,
     builder: sched::Builder,
@@ -647,12 +679,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let handle = space.clone();
-    task::sched().spawn(builder.in_mm(space.mm()), move || {
-        let result = f();
-        drop(handle);
-        result
-    })
+    task::sched().spawn(builder.in_mm(space.mm()), f)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -803,6 +830,23 @@ impl CpuSpaces {
         tlb::count(tlb::Counter::Leaves, 1);
     }
 
+    /// This CPU is going idle: leave the loaded space for the kernel-only context and forget it,
+    /// so changes to it skip this CPU. Its PCID slot stays (the CPU stays in `may_cache`), behind
+    /// by every change made meanwhile, so the next switch to the space flushes exactly when
+    /// needed: the tracker's lazy catch-up.
+    fn leave_idle(&mut self, me: CpuId) {
+        let Some(space) = self.loaded.take() else { return };
+        if self.cr3_is_loaded {
+            self.slots.switch_to_kernel();
+            // SAFETY: the kernel's own PML4 maps everything the kernel uses; PCID 0 is the
+            // kernel-only context's and is flushed by this write.
+            unsafe { tlb::load_cr3(mm::kernel_pml4_phys(), 0, true) };
+            space.tracker.switch_out(me);
+            self.cr3_is_loaded = false;
+            tlb::count(tlb::Counter::IdleLeaves, 1);
+        }
+    }
+
     /// Perform `action` on the space loaded here.
     fn perform(action: FlushAction, pml4: u64) {
         match action {
@@ -880,19 +924,21 @@ fn with_this_cpu<R>(f: impl FnOnce(CpuId, &mut CpuSpaces) -> R) -> R {
 
 /// Load address space `next` on this CPU: the scheduler's `switch_mm` (interrupts off). `prev`
 /// is what the scheduler remembers as loaded here, which this CPU's own record matches.
-pub fn switch(prev: Option<sched::Mm>, next: sched::Mm) {
-    let next_ptr = next.0.get() as *const Space;
+pub fn switch(prev: Option<NonZeroUsize>, next: &sched::Mm) {
+    // SAFETY: every `Mm` comes from `AddressSpace::mm`, whose owner is an `Arc<AddressSpace>`
+    // that `next` keeps alive for as long as this borrow.
+    let handle = unsafe { next.owner().cast::<AddressSpace>().as_ref() };
+    let space = handle.space.clone();
     with_this_cpu(|me, cpu| {
-        debug_assert_eq!(prev.map(|m| m.0.get()), cpu.loaded.as_ref().map(|l| Arc::as_ptr(l) as usize));
-        // SAFETY: `next` is the `Mm` of a thread about to run, made by `AddressSpace::mm` from an
-        // `Arc<Space>`; a handle to the space lives while its threads do (`spawn_in`, and the
-        // contract of `mm`), so the allocation is alive and one more strong count may be taken.
-        let next = unsafe {
-            Arc::increment_strong_count(next_ptr);
-            Arc::from_raw(next_ptr)
-        };
-        cpu.switch_to(me, next);
+        debug_assert_eq!(prev.map(NonZeroUsize::get), cpu.loaded.as_ref().map(|l| Arc::as_ptr(l) as usize));
+        cpu.switch_to(me, space);
     });
+}
+
+/// Leave the loaded space before this CPU halts: the scheduler's `leave_mm_idle` (interrupts off).
+fn leave_idle() -> bool {
+    with_this_cpu(|me, cpu| cpu.leave_idle(me));
+    true
 }
 
 /// Service every request posted to this CPU. Interrupts off.
@@ -914,8 +960,11 @@ fn service_here() {
     ShootdownMailbox::service_noting(tlb::mailboxes(), me, flush, tlb::trace_ack);
 }
 
-fn service_with_interrupts_off() {
-    interrupts::without_interrupts(service_here);
+/// One turn of a shootdown wait: serve every kind of IPI work pending here (this CPU's shootdown
+/// mailbox and its cross-call mailbox), so that a CPU waiting for us with interrupts off, for
+/// either kind, is answered while we wait for it.
+fn serve_ipi_work() {
+    interrupts::without_interrupts(crate::cpus::xcall::serve_ipi_work);
 }
 
 fn on_shootdown_ipi(_frame: &mut arch::trap::TrapFrame) {
@@ -926,7 +975,7 @@ fn on_shootdown_ipi(_frame: &mut arch::trap::TrapFrame) {
 
 /// `mm`'s shootdown hook: make every other online CPU drop its (global) translations of the
 /// kernel-half range `[start, end)`, which this CPU has flushed already, before the frames are
-/// reused. Waits with interrupts off, servicing this CPU's own mailbox.
+/// reused. Waits with interrupts off, serving all of this CPU's IPI work.
 ///
 /// # Panics
 /// If some CPU does not answer within `tlb::SHOOTDOWN_TIMEOUT_NS`: the caller frees the memory
@@ -939,7 +988,7 @@ fn kernel_shootdown(start: u64, end: u64) {
         if targets.is_empty() {
             return;
         }
-        if let Err(cpus) = tlb::wait(me, service_here) {
+        if let Err(cpus) = tlb::wait(me, serve_ipi_work) {
             panic!("kernel TLB shootdown: {me}'s previous request is still unanswered by {cpus}");
         }
         let first = start / PAGE;
@@ -948,7 +997,7 @@ fn kernel_shootdown(start: u64, end: u64) {
         let request = Request { asid: tlb::KERNEL_ASID, new_gen: 0, range, full_flush: pages > smp::FULL_FLUSH_THRESHOLD_PAGES };
         tlb::post(me, targets, &request);
         tlb::count(tlb::Counter::KernelShootdowns, 1);
-        if let Err(cpus) = tlb::wait(me, service_here) {
+        if let Err(cpus) = tlb::wait(me, serve_ipi_work) {
             panic!("kernel TLB shootdown of {start:#x}..{end:#x}: CPUs {cpus} never acknowledged");
         }
     });

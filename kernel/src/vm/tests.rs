@@ -20,6 +20,10 @@ crate::register_tests![
     Test { name: "aspace_local_unmap_no_ipi", min_cpus: 2, expect_fault: false, run: aspace_local_unmap_no_ipi },
     Test { name: "aspace_destroy_returns_frames", min_cpus: 1, expect_fault: false, run: aspace_destroy_returns_frames },
     Test { name: "aspace_api_contract", min_cpus: 1, expect_fault: false, run: aspace_api_contract },
+    Test { name: "xcall_while_stack_freed", min_cpus: 2, expect_fault: false, run: xcall_while_stack_freed },
+    Test { name: "aspace_threads_own_their_space", min_cpus: 2, expect_fault: false, run: aspace_threads_own_their_space },
+    Test { name: "kernel_remap_seen_by_other_cpu", min_cpus: 2, expect_fault: false, run: kernel_remap_seen_by_other_cpu },
+    Test { name: "aspace_idle_cpu_spared", min_cpus: 2, expect_fault: false, run: aspace_idle_cpu_spared },
 ];
 
 fn pinned(name: &'static str, cpu: CpuId) -> Builder {
@@ -112,8 +116,9 @@ impl Torture {
             reads += 1;
             if reads.is_multiple_of(READS_PER_BURST) {
                 // Halt a little: under emulation, CPUs that never halt starve each other of host
-                // time and an IPI waits for its target to be scheduled. A sleeping reader keeps
-                // the space loaded (lazily), so it is still shot down.
+                // time and an IPI waits for its target to be scheduled. A sleeping reader's CPU
+                // goes idle and leaves the space, so changes meanwhile skip it and it catches up
+                // through the generation when it reads again: both paths are tortured.
                 sched().sleep_ns(READER_PAUSE_NS);
             }
         }
@@ -404,13 +409,14 @@ fn aspace_local_unmap_no_ipi() -> Result<(), String> {
     ensure!(delta.ipis_sent == 0, "{} IPIs sent for a space loaded on {here} alone", delta.ipis_sent);
     ensure!(delta.changes_without_ipi == LOCAL_TEST_ROUNDS, "{} of {LOCAL_TEST_ROUNDS} changes counted as needing no IPI", delta.changes_without_ipi);
 
-    // Control: keep the space loaded on `there` too.
+    // Control: keep the space loaded on `there` too, by a thread that keeps running in it (a CPU
+    // that goes idle leaves its space, and a change then needs no IPI there).
     let (ready, release) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let (r2, l2) = (ready.clone(), release.clone());
     let holder = spawn_in(&space, pinned("local-holder", there), move || {
         r2.store(true, Ordering::Release);
         while !l2.load(Ordering::Acquire) {
-            sched().sleep_ns(1_000_000);
+            core::hint::spin_loop();
         }
     })
     .map_err(|e| format!("spawn: {e:?}"))?;
@@ -436,13 +442,15 @@ fn settle() {
 }
 
 fn free_frames() -> usize {
+    // Stacks of threads that are gone stay mapped in the CPUs' caches until trimmed.
+    mm::stacks::trim();
     mm::frames::stats().0
 }
 
 /// Phase 1: create a space, map pages in several page tables and PML4 slots, remap, protect and
 /// unmap some, drop it: the free-frame count is back where it started. Phase 2: a space whose
-/// threads ran on every CPU (so each still has it loaded when the last handle goes): dropping it
-/// frees exactly its pages, their tables and its PML4, every CPU leaves it, and each of its frames
+/// threads ran on every CPU, whose CPUs then went idle and left it: dropping it
+/// frees exactly its pages, their tables and its PML4, no CPU had to leave it, and each of its frames
 /// is free again.
 fn aspace_destroy_returns_frames() -> Result<(), String> {
     settle();
@@ -471,6 +479,7 @@ fn aspace_destroy_returns_frames() -> Result<(), String> {
     let (set, cpus) = online();
     let space = AddressSpace::new().map_err(|e| format!("new: {e}"))?;
     space.map_range(VA, PAGES, true).map_err(|e| format!("map_range: {e}"))?;
+    let idle_leaves = tlb::sum(&set).idle_leaves;
     let mut touchers = Vec::new();
     for &cpu in &cpus {
         let toucher = spawn_in(&space, pinned("destroy-touch", cpu), move || {
@@ -486,15 +495,18 @@ fn aspace_destroy_returns_frames() -> Result<(), String> {
     settle();
     let frames: Vec<u64> = (0..PAGES).filter_map(|p| space.translate(VA + p * PAGE).map(|(pa, _)| pa)).collect();
     ensure!(frames.len() as u64 == PAGES, "{} of {PAGES} pages translate", frames.len());
+    // Every CPU went idle after its thread ended, and an idle CPU leaves its space.
     let loaded = space.space.tracker.active();
-    ensure!(loaded == set, "after threads ran on every CPU the space is loaded on {loaded}, expected {set}");
+    ensure!(loaded.is_empty(), "after its threads ended and their CPUs went idle the space is loaded on {loaded}, expected nowhere");
+    let idle_left = tlb::sum(&set).idle_leaves - idle_leaves;
+    ensure!(idle_left >= cpus.len() as u64, "{idle_left} idle CPUs left a space, expected at least {}", cpus.len());
     let (leaves, before) = (tlb::sum(&set).leaves, free_frames());
     drop(space);
     let (left, after) = (tlb::sum(&set).leaves - leaves, free_frames());
     // The pages, one page table, one page directory, one PDPT and the PML4.
     let expected = PAGES as usize + 4;
     ensure!(after - before == expected, "destroying the space freed {} frames, expected {expected}", after as i64 - before as i64);
-    ensure!(left == cpus.len() as u64, "{left} CPUs left the destroyed space, expected all {}", cpus.len());
+    ensure!(left == 0, "{left} CPUs left the destroyed space at its destruction, expected none (they had left it idle)");
     if let Some(busy) = frames.iter().find(|&&pa| !mm::frames::is_free(pa)) {
         return Err(format!("frame {busy:#x} of the destroyed space is still in use"));
     }
@@ -540,5 +552,204 @@ fn aspace_api_contract() -> Result<(), String> {
     space.unmap(VA, 1).map_err(|e| format!("unmap: {e}"))?;
     ensure!(space.translate(VA).is_none(), "the page translates after unmap");
     ensure!(mm::frames::is_free(spare), "the unmapped frame {spare:#x} was not freed");
+    Ok(())
+}
+
+/// Cross-calls from one CPU to a second one that frees kernel stacks meanwhile.
+const XCALL_VS_SHOOTDOWN_CALLS: u64 = 10_000;
+
+/// One CPU cross-calls a second one, over and over, while the second frees kernel stacks (each a
+/// kernel shootdown of every other CPU, waited for with interrupts off). Both waits spin with
+/// interrupts off, so each must serve the other's kind of IPI work, or the two wait for each
+/// other until their timeouts. Every call must finish, and the stacks freed must give back their
+/// frames.
+fn xcall_while_stack_freed() -> Result<(), String> {
+    let (_, cpus) = online();
+    let (caller_cpu, freer_cpu) = (cpus[0], cpus[1]);
+    // Every stack slot used once first, so that the page tables of the stacks' region (which stay)
+    // are all there before the frames are counted.
+    let mut all = Vec::with_capacity(mm::stacks::MAX_STACKS);
+    while let Some(stack) = mm::stacks::KernelStack::new(PAGE as usize, "warm-up") {
+        all.push(stack);
+    }
+    drop(all);
+    let (frames_before, claimed_before) = (free_frames(), mm::heap::claimed_bytes());
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let freer = sched()
+        .spawn(pinned("stack-freer", freer_cpu), move || {
+            let mut freed = 0u64;
+            while !stop2.load(Ordering::Acquire) {
+                let Some(stack) = mm::stacks::KernelStack::new(4 * PAGE as usize, "freed") else { return Err(freed) };
+                drop(stack);
+                freed += 1;
+            }
+            Ok(freed)
+        })
+        .map_err(|e| format!("spawn: {e:?}"))?;
+    let caller = sched()
+        .spawn(pinned("xcaller", caller_cpu), move || {
+            let target = CpuSet::single(freer_cpu);
+            let ran = Arc::new(AtomicU64::new(0));
+            for i in 0..XCALL_VS_SHOOTDOWN_CALLS {
+                let r = ran.clone();
+                if let Err(missing) = crate::cpus::xcall::call(&target, move |_| { r.fetch_add(1, Ordering::Relaxed); }, 30_000_000_000) {
+                    return Err(format!("call {i}: {missing} did not run it"));
+                }
+            }
+            Ok(ran.load(Ordering::Relaxed))
+        })
+        .map_err(|e| format!("spawn: {e:?}"))?;
+    let called = caller.join().ok_or("the caller exited");
+    stop.store(true, Ordering::Release);
+    let freed = freer.join().ok_or("the freer exited")?.map_err(|n| format!("no kernel stack after {n} freed"))?;
+    let ran = called??;
+    ensure!(ran == XCALL_VS_SHOOTDOWN_CALLS, "{ran} of {XCALL_VS_SHOOTDOWN_CALLS} calls ran");
+    settle();
+    // Frames the heap grew by are the heap's, not lost.
+    let grown = (mm::heap::claimed_bytes() - claimed_before) / PAGE as usize;
+    let frames_after = free_frames() + grown;
+    ensure!(frames_after == frames_before, "free frames {frames_before} before, {frames_after} after (heap growth of {grown} frames counted back)");
+    println_raw!("  note: {XCALL_VS_SHOOTDOWN_CALLS} cross-calls {caller_cpu}->{freer_cpu} while it freed {freed} kernel stacks");
+    Ok(())
+}
+
+/// Threads spawned into a space whose spawner dropped its handle at once.
+const OWNED_SPACE_THREADS: u64 = 1000;
+
+/// A spinner in space Y keeps a second CPU busy (and Y loaded there) while threads in fresh
+/// spaces X are spawned onto that CPU, each X dropped by its spawner right away, so each thread
+/// holds the last handle of its space and destroys it as it ends. Destruction ends with a
+/// preemption point; run with a short slice (`slice-us=100`) a thread is often preempted there
+/// and resumed after Y was loaded again. Each thread must run once, every space must be destroyed
+/// while no CPU is switched to it, and nothing may be switched to a freed space.
+fn aspace_threads_own_their_space() -> Result<(), String> {
+    let (_, cpus) = online();
+    let cpu = cpus[1];
+    let y = AddressSpace::new().map_err(|e| format!("new address space: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let spinner = spawn_in(&y, pinned("y-spinner", cpu), move || {
+        let mut turns = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            turns += 1;
+            core::hint::spin_loop();
+        }
+        turns
+    })
+    .map_err(|e| format!("spawn: {e:?}"))?;
+    drop(y);
+    let ran = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for i in 0..OWNED_SPACE_THREADS {
+        let x = AddressSpace::new().map_err(|e| format!("new address space {i}: {e}"))?;
+        let r = ran.clone();
+        let h = spawn_in(&x, pinned("x-owner", cpu), move || {
+            r.fetch_add(1, Ordering::Relaxed);
+            i
+        })
+        .map_err(|e| format!("spawn {i}: {e:?}"))?;
+        drop(x);
+        handles.push(h);
+        if handles.len() == 64 {
+            for h in handles.drain(..) {
+                h.join().ok_or("a thread in X exited")?;
+            }
+        }
+    }
+    let mut sum = 0;
+    for h in handles.drain(..) {
+        sum += h.join().ok_or("a thread in X exited")?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let turns = spinner.join().ok_or("the spinner exited")?;
+    let ran = ran.load(Ordering::Relaxed);
+    ensure!(ran == OWNED_SPACE_THREADS, "{ran} of {OWNED_SPACE_THREADS} threads ran");
+    let _ = sum;
+    println_raw!("  note: {OWNED_SPACE_THREADS} threads each ended holding the last handle of their space, beside a spinner in another ({turns} turns)");
+    Ok(())
+}
+
+/// A kernel address remapped from frame F1 to F2 while another CPU holds its translation (it read
+/// the address just before, and keeps spinning on the same CPU): that CPU's next read must see
+/// F2's contents, which only the kernel shootdown of the remap can make sure of.
+fn kernel_remap_seen_by_other_cpu() -> Result<(), String> {
+    const F1_WORD: u64 = 0xf1f1_f1f1_0000_0001;
+    const F2_WORD: u64 = 0xf2f2_f2f2_0000_0002;
+    let (_, cpus) = online();
+    let stack = mm::stacks::KernelStack::new(PAGE as usize, "remap-test").ok_or("no kernel stack")?;
+    let va = stack.bottom();
+    // SAFETY: the page is mapped, writable and the test's own (no thread runs on this stack).
+    unsafe { (va as *mut u64).write_volatile(F1_WORD) };
+    let f2 = new_frame()?;
+    put(f2, F2_WORD);
+    let state = Arc::new(AtomicU64::new(0));
+    let s2 = state.clone();
+    let reader = sched()
+        .spawn(pinned("remap-reader", cpus[1]), move || {
+            let first = read(va);
+            s2.store(1, Ordering::Release);
+            while s2.load(Ordering::Acquire) != 2 {
+                core::hint::spin_loop();
+            }
+            (first, read(va))
+        })
+        .map_err(|e| format!("spawn: {e:?}"))?;
+    let s3 = state.clone();
+    // The remap runs on another CPU than the reader's, so only the shootdown can reach the reader.
+    let remapper = sched()
+        .spawn(pinned("remapper", cpus[0]), move || {
+            while s3.load(Ordering::Acquire) != 1 {
+                core::hint::spin_loop();
+            }
+            // SAFETY: `va` is the test stack's page, used by no thread as a stack; `f2` is ours
+            // and goes to the stack, whose drop frees it; the old frame comes back to us.
+            let f1 = unsafe { mm::remap_stack_page(va, f2) };
+            s3.store(2, Ordering::Release);
+            f1
+        })
+        .map_err(|e| format!("spawn: {e:?}"))?;
+    let f1 = remapper.join().ok_or("the remapper exited")?;
+    let (first, second) = reader.join().ok_or("the reader exited")?;
+    drop(stack);
+    mm::frames::free(f1);
+    ensure!(first == F1_WORD, "{} read {first:#x} before the remap, expected F1's {F1_WORD:#x}", cpus[1]);
+    ensure!(second == F2_WORD, "{} read {second:#x} after the remap, expected F2's {F2_WORD:#x}", cpus[1]);
+    Ok(())
+}
+
+/// A CPU whose last thread in a space ended goes idle and leaves the space: a remap made on
+/// another CPU then sends it no IPI, and the next thread of the space on it reads the new frame
+/// (its PCID slot, behind by the change, is flushed as it loads the space again).
+fn aspace_idle_cpu_spared() -> Result<(), String> {
+    const VA: u64 = 0x6000_0000;
+    let (_, cpus) = online();
+    let (idle_cpu, changer_cpu) = (cpus[1], cpus[0]);
+    let space = AddressSpace::new().map_err(|e| format!("new address space: {e}"))?;
+    let (f1, f2) = (new_frame()?, new_frame()?);
+    put(f1, 1);
+    put(f2, 2);
+    space.map(VA, f1, false).map_err(|e| format!("map: {e}"))?;
+    let first = spawn_in(&space, pinned("idle-reader", idle_cpu), move || read(VA)).map_err(|e| format!("spawn: {e:?}"))?;
+    let first = first.join().ok_or("the reader exited")?;
+    settle();
+    let active = space.space.tracker.active();
+    ensure!(!active.contains(idle_cpu), "{idle_cpu} went idle but still has the space loaded ({active})");
+    let s2 = space.clone();
+    let delta = spawn_in(&space, pinned("changer", changer_cpu), move || -> Result<tlb::TlbCounters, String> {
+        let me = tlb::this_cpu();
+        let before = tlb::counters(me);
+        let old = s2.remap(VA, f2).map_err(|e| format!("remap: {e}"))?;
+        mm::frames::free(old);
+        Ok(tlb::counters(me).since(&before))
+    })
+    .map_err(|e| format!("spawn: {e:?}"))?
+    .join()
+    .ok_or("the changer exited")??;
+    let second = spawn_in(&space, pinned("idle-reader", idle_cpu), move || read(VA)).map_err(|e| format!("spawn: {e:?}"))?;
+    let second = second.join().ok_or("the reader exited")?;
+    ensure!(first == 1, "{idle_cpu} read {first} before the remap, expected 1");
+    ensure!(delta.ipis_sent == 0, "the remap sent {} IPIs with {idle_cpu} idle", delta.ipis_sent);
+    ensure!(second == 2, "{idle_cpu} read {second} after the remap, expected 2 (a stale translation)");
     Ok(())
 }

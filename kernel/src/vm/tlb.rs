@@ -253,9 +253,10 @@ pub enum Counter {
     KernelShootdowns,
     KernelIpis,
     KernelRequestsServed,
+    IdleLeaves,
 }
 
-const NR_COUNTERS: usize = Counter::KernelRequestsServed as usize + 1;
+const NR_COUNTERS: usize = Counter::IdleLeaves as usize + 1;
 
 /// Each CPU's counters in cache lines of their own, so that a CPU counting on its switch path never
 /// writes a line its neighbours count in.
@@ -324,6 +325,9 @@ pub struct TlbCounters {
     pub kernel_ipis: u64,
     /// Kernel-half requests of other CPUs this CPU serviced.
     pub kernel_requests_served: u64,
+    /// Times this CPU went idle and left its address space for the kernel-only context (so
+    /// that changes to the space no longer interrupt it).
+    pub idle_leaves: u64,
 }
 
 impl TlbCounters {
@@ -348,6 +352,7 @@ impl TlbCounters {
             kernel_shootdowns: get(Counter::KernelShootdowns),
             kernel_ipis: get(Counter::KernelIpis),
             kernel_requests_served: get(Counter::KernelRequestsServed),
+            idle_leaves: get(Counter::IdleLeaves),
         }
     }
 
@@ -382,6 +387,7 @@ impl TlbCounters {
             kernel_shootdowns: f(self.kernel_shootdowns, o.kernel_shootdowns),
             kernel_ipis: f(self.kernel_ipis, o.kernel_ipis),
             kernel_requests_served: f(self.kernel_requests_served, o.kernel_requests_served),
+            idle_leaves: f(self.idle_leaves, o.idle_leaves),
         }
     }
 }
