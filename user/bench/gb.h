@@ -76,9 +76,12 @@ static inline uint64_t gb_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static inline int gb_cpus(void);
+
 /* Pin the calling thread to one CPU. */
 static inline void gb_pin(int cpu)
 {
+	gb_cpus(); /* learnt before the first pin narrows the affinity */
 	cpu_set_t set;
 	CPU_ZERO(&set);
 	CPU_SET(cpu, &set);
@@ -86,14 +89,15 @@ static inline void gb_pin(int cpu)
 		ut_fail("sched_setaffinity(cpu %d): %s", cpu, strerror(errno));
 }
 
-/* The CPUs this process may run on (at least one). */
+/* The CPUs this process could run on at its first call (at least one), numbered from 0. */
 static inline int gb_cpus(void)
 {
-	cpu_set_t set;
-	if (sched_getaffinity(0, sizeof(set), &set) != 0)
-		return 1;
-	int n = CPU_COUNT(&set);
-	return n > 0 ? n : 1;
+	static int n;
+	if (n == 0) {
+		cpu_set_t set;
+		n = sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1;
+	}
+	return n;
 }
 
 /* The iteration count: argv[1], else the default. */
