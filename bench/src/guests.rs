@@ -6,7 +6,7 @@
 //!   programs in `/bin`, the list to run in `/bench.list`). Debian ships no System.map, so a first
 //!   boot without the counter reads the interrupt entry points from `/proc/kallsyms` (`guest
 //!   symbol` lines, cached in `vectors.txt` next to the kernel; `nokaslr` keeps them fixed).
-//! - **Ours** boots once per program with the same archive, `init=/bin/NAME -- ARGS`; its entry
+//! - **Ours** boots once per program with the same archive, `exit-after=1 init=/bin/NAME -- ARGS`; its entry
 //!   stubs are the `trap_stub_N` symbols of its ELF, as in part 2. Programs that need processes
 //!   (fork, pipes) are not run on ours until the kernel has them.
 //!
@@ -127,7 +127,13 @@ const PROGRAMS: &[Program] = &[
         rows: &["pipe_1cpu", "pipe_2cpu"],
         ours_needs: NEEDS_PROCESSES,
     },
-    Program { name: "getppid", args: &["10000"], quick_args: &["100"], rows: &["getppid"], ours_needs: None },
+    Program {
+        name: "getppid",
+        args: &["10000"],
+        quick_args: &["100"],
+        rows: &["getppid"],
+        ours_needs: Some("needs getppid (processes: user space part 2)"),
+    },
     Program {
         name: "munmap",
         args: &["2000"],
@@ -516,7 +522,8 @@ fn ours_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<GuestR
         }
         let out = options.out_dir.join(format!("icount-ours-{index}-{}.txt", program.name));
         let _ = fs::remove_file(&out);
-        let mut cmdline = format!("init=/bin/{}", program.name);
+        // The kernel powers off only at `exit-after`, counted from the end of init.
+        let mut cmdline = format!("exit-after=1 init=/bin/{}", program.name);
         let args = program_args(program, options.quick);
         if !args.is_empty() {
             cmdline = format!("{cmdline} -- {}", args.join(" "));

@@ -7,6 +7,8 @@ int main(int argc, char **argv)
 	long n = gb_iterations(argc, argv, 10000);
 	gb_pin(0);
 	long ppid = syscall(SYS_getppid);
+	if (ppid < 0)
+		ut_fail("getppid: %s", strerror(errno));
 	for (long i = 0; i < n / 10 + 1; i++)
 		CHECK(syscall(SYS_getppid) == ppid);
 	long same = 0;
