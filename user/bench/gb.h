@@ -78,15 +78,81 @@ static inline uint64_t gb_ns(void)
 
 static inline int gb_cpus(void);
 
-/* Pin the calling thread to one CPU. */
-static inline void gb_pin(int cpu)
+/* The CPU the caller runs on now, by the system call (no vDSO on every kernel). */
+static inline int gb_current_cpu(void)
+{
+	unsigned cpu = ~0u;
+	if (syscall(SYS_getcpu, &cpu, NULL, NULL) != 0)
+		return -1;
+	return (int)cpu;
+}
+
+/*
+ * Pin the calling thread to one CPU and check that it runs there: a kernel that accepts the mask
+ * without moving the thread would turn a two-CPU row into a one-CPU one, and the other way round.
+ * Returns 0, or -1 with the reason in `why`.
+ */
+static inline int gb_try_pin(int cpu, char *why, size_t len)
 {
 	gb_cpus(); /* learnt before the first pin narrows the affinity */
 	cpu_set_t set;
 	CPU_ZERO(&set);
 	CPU_SET(cpu, &set);
-	if (sched_setaffinity(0, sizeof(set), &set) != 0)
-		ut_fail("sched_setaffinity(cpu %d): %s", cpu, strerror(errno));
+	if (sched_setaffinity(0, sizeof(set), &set) != 0) {
+		snprintf(why, len, "sched_setaffinity(cpu %d): %s", cpu, strerror(errno));
+		return -1;
+	}
+	for (int i = 0; i < 1000; i++) {
+		if (gb_current_cpu() == cpu)
+			return 0;
+		sched_yield();
+	}
+	snprintf(why, len, "sched_setaffinity(cpu %d) returned 0 but the thread still runs on CPU %d", cpu,
+		 gb_current_cpu());
+	return -1;
+}
+
+static inline void gb_pin(int cpu)
+{
+	char why[160];
+	if (gb_try_pin(cpu, why, sizeof(why)) != 0)
+		ut_fail("%s", why);
+}
+
+/*
+ * Whether the row ROW, which needs this thread able to move to CPU `cpu` and back to CPU 0, can
+ * run; if not, it prints "bench-skip ROW why" and the caller leaves the row out.
+ */
+static inline int gb_row_can_use(const char *row, int cpu)
+{
+	char why[160];
+	if (gb_cpus() <= cpu) {
+		printf("bench-skip %s only %d CPU(s)\n", row, gb_cpus());
+		return 0;
+	}
+	if (gb_try_pin(cpu, why, sizeof(why)) != 0) {
+		printf("bench-skip %s %s\n", row, why);
+		gb_pin(0);
+		return 0;
+	}
+	gb_pin(0);
+	return 1;
+}
+
+/*
+ * Set when a pinned thread, sampling its CPU every 1024 iterations (a getcpu call per 1024
+ * operations inside the window), finds itself elsewhere: the kernel ignored the affinity, and a
+ * one-CPU row ran on two. The row is then left out with "bench-skip ROW ...".
+ */
+static atomic_int gb_migrated = -1;
+
+static inline void gb_sample_cpu(long i, int cpu)
+{
+	if ((i & 1023) == 0) {
+		int now = gb_current_cpu();
+		if (now != cpu)
+			atomic_store(&gb_migrated, now);
+	}
 }
 
 /* The CPUs this process could run on at its first call (at least one), numbered from 0. */
@@ -127,6 +193,16 @@ static inline void gb_row(const char *row, int tag, long ops, struct gb_clock st
 {
 	printf("bench %s tag=%d ops=%ld ns_per_op=%.1f cycles_per_op=%.1f\n", row, tag, ops,
 	       (double)(end.ns - start.ns) / (double)ops, (double)(end.tsc - start.tsc) / (double)ops);
+}
+
+/* Print the row, or its skip line when a thread was found off its CPU. */
+static inline void gb_row_checked(const char *row, int tag, long ops, struct gb_clock start, struct gb_clock end)
+{
+	int cpu = atomic_exchange(&gb_migrated, -1);
+	if (cpu >= 0)
+		printf("bench-skip %s a pinned thread was found on CPU %d: the kernel did not keep the affinity\n", row, cpu);
+	else
+		gb_row(row, tag, ops, start, end);
 }
 
 static inline long gb_futex(atomic_int *addr, int op, int val)

@@ -97,10 +97,8 @@ int main(int argc, char **argv)
 	ut_start("munmap");
 	long n = gb_iterations(argc, argv, 2000);
 	gb_pin(0);
-	if (gb_cpus() > 1)
+	if (gb_row_can_use("munmap_remote", 1))
 		remote(n);
-	else
-		info("munmap_remote skipped: one CPU\n");
 	local(n);
 	ut_ok();
 }

@@ -10,6 +10,7 @@ static long rounds;
 static void pass(long parity, long n)
 {
 	for (long i = 0; i < n; i++) {
+		gb_sample_cpu(i, 0);
 		while ((atomic_load(&turn) & 1) != parity)
 			sched_yield();
 		atomic_fetch_add(&turn, 1);
@@ -42,6 +43,6 @@ int main(int argc, char **argv)
 	MARKER_END(TAG_YIELD);
 	CHECK(pthread_join(t, NULL) == 0);
 	CHECK(atomic_load(&turn) == 2 * rounds);
-	gb_row("yield_1cpu", TAG_YIELD, 2 * n, start, end);
+	gb_row_checked("yield_1cpu", TAG_YIELD, 2 * n, start, end);
 	ut_ok();
 }
