@@ -489,12 +489,12 @@ fn linux_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<Guest
     eprintln!("bench: Linux guest: every program in one boot, with the counter");
     let (text, wall) = run_qemu(&options.qemu, &args, timeout).map_err(|e| e.to_string())?;
     let _ = fs::write(options.out_dir.join("linux-serial.txt"), &text);
-    let mut run = GuestRun::default();
-    run.version = text
+    let version = text
         .lines()
         .find_map(|l| l.strip_prefix("guest kernel "))
         .map(|v| v.trim().to_owned())
         .unwrap_or_else(|| "Linux (no version line)".to_owned());
+    let mut run = GuestRun { version, ..GuestRun::default() };
     if !package.is_empty() {
         run.version = format!("{} (Debian {package})", run.version);
     }
@@ -568,7 +568,7 @@ fn per_op(m: &Measured) -> Vec<(String, f64)> {
         ("interrupts".to_owned(), t.interrupts as f64 / ops),
     ];
     for (name, n) in &t.special {
-        out.push((format!("{name}"), *n as f64 / ops));
+        out.push((name.clone(), *n as f64 / ops));
     }
     out
 }
