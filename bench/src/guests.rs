@@ -169,7 +169,7 @@ const PROGRAMS: &[Program] = &[
 fn row_label(row: &str) -> &'static str {
     match row {
         "calibrate" => "calibration loop (1 + 2*10^5 user insns, per run)",
-        "yield_1cpu" => "sched_yield ping-pong, 2 threads 1 CPU, per switch",
+        "yield_1cpu" => "sched_yield ping-pong, 2 threads 1 CPU, per hand-off",
         "futex_1cpu" => "futex hand-off, 2 threads 1 CPU, per hand-off",
         "futex_2cpu" => "futex hand-off, 2 threads 2 CPUs, per hand-off",
         "pipe_1cpu" => "pipe ping-pong, 2 processes 1 CPU, per hand-off",
@@ -552,6 +552,11 @@ fn ours_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<GuestR
             Err(why) => why.to_string(),
         };
         let _ = fs::write(options.out_dir.join(format!("ours-serial-{index}-{}.txt", program.name)), &text);
+        // A kernel without user space yet runs none of them: say that once, as a skipped guest.
+        if index == 0 && !text.lines().any(|l| l.trim_end_matches('\r') == format!("start {}", program.name)) {
+            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim().to_owned();
+            return Err(format!("this kernel did not start /bin/{} (no user space in this build?); its last line: {last}", program.name));
+        }
         let totals = fs::read_to_string(&out).map_err(|e| e.to_string()).and_then(|t| icount::parse(&t));
         collect(&mut run, &[program], &text, &totals, "ours");
     }
@@ -843,6 +848,9 @@ pub fn run(options: &Options, workspace: &Path) -> io::Result<()> {
         eprintln!("bench: Linux guest skipped: {why}");
     }
     let ours = ours_run(options, &plugin, &cpio_path);
+    if let Err(why) = &ours {
+        eprintln!("bench: our guest skipped: {why}");
+    }
     let comparison = Comparison { qemu_version, options: options.clone(), linux, ours };
     print!("{}", comparison.table());
     fs::write(options.out_dir.join("guests.json"), serde_json::to_string_pretty(&comparison.json())? + "\n")?;

@@ -1,6 +1,8 @@
 /*
  * yield: two threads pinned to one CPU pass a turn with sched_yield. Each thread waits for the
- * turn counter to reach its parity, then advances it; the row is per switch (two per round trip).
+ * turn counter to reach its parity (calling sched_yield until it does), then advances it; the row
+ * is per hand-off of the turn (two per round trip): one switch when the kernel switches at every
+ * yield, more yields when it lets the yielding thread run on.
  */
 #include "gb.h"
 
