@@ -40,6 +40,14 @@ BENCH_ICOUNT ?=
 # make trace: seconds the traced boot runs, and the trace categories (`trace=` of the kernel).
 SECONDS ?= 2
 TRACE ?= all
+# The two-guest part (`make bench-linux`, also run by `make bench` and, tiny, by `make test`): the
+# same static programs (user/bench/) on Debian's Linux kernel and on ours, under the same QEMU (TCG,
+# the instruction counter loaded), -smp, memory and CPU model. GUESTS_CPU: QEMU's -cpu (max without
+# 5-level paging, so both kernels page with four levels; QEMU 7.2's TCG offers XSAVE, SMEP and SMAP
+# but no PCID, so neither kernel tags its TLB there).
+GUESTS_CPU ?= max,-la57
+GUESTS_SMP ?= 2
+GUESTS_MEM ?= 1G
 # CPU counts the QEMU harness of `make test` boots, and the seconds each boot may take.
 KTEST_SMP ?= 1,2,4,8
 KTEST_TIMEOUT ?= 120
@@ -148,7 +156,7 @@ endef
 
 banner = @printf '\n==> %s\n' "$(1)"
 
-.PHONY: help run debug test check loom bench-quick ktest ktest-kvm ktest-short-slice iso limine limine-files bench kernel test-kernel \
+.PHONY: bench-linux bench-guests-quick linux-guest guest-programs help run debug test check loom bench-quick ktest ktest-kvm ktest-short-slice iso limine limine-files bench kernel test-kernel \
 	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel qemu10 trace smoke-initramfs
 
 help:
@@ -166,6 +174,7 @@ help:
 	@echo "make user-kernel run every user program as init of the kernel at -smp $(KTEST_SMP), compare with Linux"
 	@echo "make bench      the benchmark: part 1 natively beside Linux, part 2 in QEMU (BENCH_QEMU=qemu10: QEMU 10)"
 	@echo "make trace      boot with the scheduling trace on for SECONDS=$(SECONDS) s; target/trace/trace.json, timeline.svg, summary.txt"
+	@echo "make bench-linux the two-guest part only: the same programs on Debian's Linux and on ours, per operation"
 	@echo "make kernel     build the kernel ELF only ($(KERNEL_ELF))"
 	@echo "make test-kernel build the test kernel only ($(TEST_ELF))"
 	@echo "make iso        hybrid BIOS/UEFI Limine ISO in $(ISO) (needs LIMINE_DIR)"
@@ -328,6 +337,7 @@ bench-quick: rust-deps
 	  echo "bench: no $(QEMU) in PATH: part 2, the in-kernel rows in QEMU, is skipped (make deps installs it)"; fi; \
 	echo "cargo run --release -p bench -- --quick --accel $(ACCEL)$$no_qemu"; \
 	cargo run --release -p bench -- --quick --accel $(ACCEL)$$no_qemu
+	@$(MAKE) --no-print-directory bench-guests-quick
 
 ktest: host-deps test-kernel $(SMOKE_INITRAMFS)
 	$(call banner,in-kernel tests in QEMU (accel $(ACCEL_USED): $(ACCEL_WHY)))
@@ -384,6 +394,7 @@ bench: rust-deps
 	fi; \
 	echo "cargo run --release -p bench -- $$part2"; \
 	cargo run --release -p bench -- $$part2
+	@$(MAKE) --no-print-directory bench-linux
 
 # ---- QEMU 10 beside the system's QEMU ------------------------------------------------------------
 
@@ -497,3 +508,55 @@ user-kernel: host-deps user-oracle $(INITRAMFS) kernel
 	$(call banner,user programs in the kernel (accel $(ACCEL_USED)$(comma) -cpu $(USER_KERNEL_CPU)): compared with Linux)
 	cargo run -q -p user-oracle -- kernel --kernel $(KERNEL_ELF) --initramfs $(INITRAMFS) --smp $(KTEST_SMP) \
 	  --accel $(ACCEL_USED) --cpu $(USER_KERNEL_CPU) $(USER_KERNEL_ARGS)
+
+# ---- the two-guest benchmark ---------------------------------------------------------------------
+#
+# user/bench/NAME.c: one static musl binary per program, the same bytes for both guests; tiny.c is
+# built without libc. The Linux guest is Debian's linux-image-amd64, fetched at bench time with
+# `apt-get download` (the meta package and the versioned image it depends on) and unpacked with
+# dpkg-deb into target/linux-guest: vmlinuz, System.map (the interrupt entry points the counter
+# needs), and the package version. Never committed.
+
+GUEST_BIN := target/user/bench
+GUEST_PROGRAMS := $(addprefix $(GUEST_BIN)/,$(basename $(notdir $(filter-out user/bench/tiny.c,$(wildcard user/bench/*.c)))))
+LINUX_GUEST := target/linux-guest
+
+$(GUEST_BIN)/tiny: user/bench/tiny.c
+	@mkdir -p $(GUEST_BIN)
+	$(USER_CC) -static -nostdlib -O2 -Wall -Wextra -Werror $< -o $@
+
+$(GUEST_BIN)/%: user/bench/%.c user/bench/gb.h user/include/ut.h user/include/marker.h | $(USER_INC)
+	@mkdir -p $(GUEST_BIN)
+	$(USER_CC) $(USER_CFLAGS) -Iuser/bench $< -o $@
+
+guest-programs: $(GUEST_PROGRAMS) $(GUEST_BIN)/tiny
+
+# Succeeds without a kernel when the download fails: the runner then says so and skips Linux.
+linux-guest:
+	@if [ -s $(LINUX_GUEST)/vmlinuz ] && [ -s $(LINUX_GUEST)/System.map ]; then exit 0; fi; \
+	rm -rf $(LINUX_GUEST); mkdir -p $(LINUX_GUEST)/debs $(LINUX_GUEST)/root; \
+	cd $(LINUX_GUEST)/debs; \
+	if ! apt-get download -qq linux-image-amd64 </dev/null 2>download.log; then \
+	  echo "linux-guest: apt-get download linux-image-amd64 failed: $$(tail -n 1 download.log)"; exit 0; fi; \
+	image=$$(dpkg-deb -f linux-image-amd64_*.deb Depends | tr ',' '\n' | sed -n 's/^ *\(linux-image-[0-9][^ ]*-amd64\).*/\1/p' | head -n 1); \
+	if [ -z "$$image" ] || ! apt-get download -qq "$$image" </dev/null 2>>download.log; then \
+	  echo "linux-guest: could not download the image linux-image-amd64 depends on ($$image): $$(tail -n 1 download.log)"; exit 0; fi; \
+	dpkg-deb -x "$$image"_*.deb ../root; \
+	cp ../root/boot/vmlinuz-* ../vmlinuz; cp ../root/boot/System.map-* ../System.map; \
+	printf '%s %s\n' "$$image" "$$(dpkg-deb -f "$$image"_*.deb Version)" > ../version; \
+	cd ..; rm -rf root debs; echo "linux-guest: $$(cat version) in $(LINUX_GUEST)/"
+
+GUESTS_ARGS = --guests --qemu $(QEMU) --bin $(GUEST_BIN) --linux $(LINUX_GUEST) --kernel $(KERNEL_ELF_RELEASE) \
+	--cpu-model '$(GUESTS_CPU)' --smp $(GUESTS_SMP) --mem $(GUESTS_MEM)
+KERNEL_ELF_RELEASE := target/$(TARGET)/release/kernel
+
+bench-linux: host-deps user-deps rust-deps guest-programs linux-guest
+	$(call banner,bench: the same programs on Linux and on this kernel$(comma) in QEMU (TCG$(comma) -cpu $(GUESTS_CPU)$(comma) -smp $(GUESTS_SMP)))
+	env -u RUSTFLAGS cargo build -q -p kernel --target $(TARGET) --release
+	cargo run --release -p bench -- $(GUESTS_ARGS)
+
+# The smoke run of `make test`: tiny N, checks that both guests ran every program and every count is present.
+bench-guests-quick: host-deps user-deps rust-deps guest-programs linux-guest
+	$(call banner,bench: the two-guest part on tiny N)
+	env -u RUSTFLAGS cargo build -q -p kernel --target $(TARGET) --release
+	cargo run --release -p bench -- $(GUESTS_ARGS) --quick

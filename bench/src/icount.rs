@@ -82,19 +82,9 @@ pub fn vector_range(elf: &[u8]) -> Result<(u64, u64), String> {
     }
 }
 
-/// Build the plugin for `plan`'s QEMU and find the kernel's vector range; the counts will go to
-/// `out`.
-pub fn prepare(plan: &Plan, workspace: &Path, out: &Path) -> Result<Counter, String> {
-    if plan.accel.qemu_name != "tcg" {
-        return Err(format!("the instruction counter is a TCG plugin, and part 2 runs under {}", plan.accel.label));
-    }
-    let api = plugin_api(&plan.qemu_version)?;
-    if api > 1 && plan.icount.is_some() {
-        return Err(ICOUNT_SMP.to_owned());
-    }
-    let elf = fs::read(&plan.kernel).map_err(|e| format!("reading {}: {e}", plan.kernel.display()))?;
-    let vectors = vector_range(&elf)?;
-    // One target folder per API: the two builds of the same crate would replace each other.
+/// Build the plugin for plugin API `api` (one target folder per API: the two builds of the same
+/// crate would replace each other) and return the library's path.
+pub fn build_plugin(api: u32, workspace: &Path) -> Result<PathBuf, String> {
     let target_dir = workspace.join("target").join(format!("icount-api{api}"));
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
@@ -111,6 +101,22 @@ pub fn prepare(plan: &Plan, workspace: &Path, out: &Path) -> Result<Counter, Str
     if !plugin.is_file() {
         return Err(format!("cargo built no {}", plugin.display()));
     }
+    Ok(plugin)
+}
+
+/// Build the plugin for `plan`'s QEMU and find the kernel's vector range; the counts will go to
+/// `out`.
+pub fn prepare(plan: &Plan, workspace: &Path, out: &Path) -> Result<Counter, String> {
+    if plan.accel.qemu_name != "tcg" {
+        return Err(format!("the instruction counter is a TCG plugin, and part 2 runs under {}", plan.accel.label));
+    }
+    let api = plugin_api(&plan.qemu_version)?;
+    if api > 1 && plan.icount.is_some() {
+        return Err(ICOUNT_SMP.to_owned());
+    }
+    let elf = fs::read(&plan.kernel).map_err(|e| format!("reading {}: {e}", plan.kernel.display()))?;
+    let vectors = vector_range(&elf)?;
+    let plugin = build_plugin(api, workspace)?;
     let _ = fs::remove_file(out);
     Ok(Counter { plugin, api, vectors, out: out.to_owned() })
 }

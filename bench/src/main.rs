@@ -22,12 +22,16 @@
 //! Output: a table on stdout, then `results.json` and `results.svg` (`report`) in the output
 //! directory.
 //!
+//! The two-guest part (`guests`, `bench --guests ...`, `make bench-linux`): the same static
+//! programs on Debian's Linux and on this kernel in the same QEMU, per operation.
+//!
 //! Usage: `bench [--quick] [--cpu N] [--out DIR] [--accel auto|tcg|kvm] [--no-qemu] [--qemu PATH]
 //! [--icount OPTS] [--no-count]`. `--quick`
 //! shrinks every sample count so the whole run takes seconds; it exercises every row's code path
 //! but its figures mean little.
 
 mod coro;
+mod guests;
 mod host;
 mod icount;
 mod linux;
@@ -121,6 +125,23 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
 }
 
 fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().is_some_and(|arg| arg == "--guests") {
+        args.next();
+        return match guests::parse_args(args, Path::new(DEFAULT_OUT_DIR)) {
+            Ok(options) => match guests::run(&options, Path::new(WORKSPACE)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("bench: {err}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(message) => {
+                eprintln!("bench: {message}\n{}", guests::USAGE);
+                ExitCode::from(2)
+            }
+        };
+    }
     let options = match parse_args(std::env::args().skip(1)) {
         Ok(options) => options,
         Err(message) => {
