@@ -1,6 +1,12 @@
 //! Each CPU's GDT and TSS, with separate IST stacks for the exceptions that must not run on a stack
 //! that may be broken: double fault (a kernel stack overflow ends there), NMI (arrives anywhere, even
 //! mid-switch) and machine check (SDM vol. 3A, 7.14.5 "Interrupt Stack Table").
+//!
+//! The IST stacks are not part of the tables: whoever builds them names the stack tops, so that
+//! they can be kernel stacks with a guard page below (an overflow of an IST stack then faults
+//! instead of running into whatever lies below). The boot CPU starts on three static stacks, because
+//! its tables exist before memory management does, and moves to guarded ones with
+//! [`CpuTables::set_bsp_ist`] as soon as it can.
 #![cfg(target_os = "none")]
 
 use x86_64::{
@@ -25,53 +31,89 @@ const IST_STACK_BYTES: usize = 16 * 1024;
 #[repr(C, align(16))]
 struct IstStack([u8; IST_STACK_BYTES]);
 
-/// One CPU's descriptor tables and emergency stacks.
+/// One CPU's descriptor tables.
 pub struct CpuTables {
     gdt: GlobalDescriptorTable,
     tss: TaskStateSegment,
-    ist: [IstStack; 3],
     code: SegmentSelector,
     data: SegmentSelector,
     tss_sel: SegmentSelector,
 }
 
 static mut BSP_TABLES: CpuTables = CpuTables::empty();
+/// The boot CPU's first IST stacks: no guard page, used only until [`CpuTables::set_bsp_ist`].
+static mut BSP_IST: [IstStack; 3] = [const { IstStack([0; IST_STACK_BYTES]) }; 3];
+
+/// The IST slots, in the order of the stack tops the functions below take.
+const IST_SLOTS: [u16; 3] = [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK];
 
 impl CpuTables {
     const fn empty() -> Self {
         CpuTables {
             gdt: GlobalDescriptorTable::new(),
             tss: TaskStateSegment::new(),
-            ist: [const { IstStack([0; IST_STACK_BYTES]) }; 3],
             code: SegmentSelector(0),
             data: SegmentSelector(0),
             tss_sel: SegmentSelector(0),
         }
     }
 
-    /// The boot CPU's tables, static so that they exist before the heap does.
+    /// The boot CPU's tables, static so that they exist before the heap does, with the static IST
+    /// stacks.
     ///
     /// # Safety
     /// Called once, by the boot CPU.
     pub unsafe fn bsp() -> &'static mut CpuTables {
-        // SAFETY: called once, so this is the only reference.
-        unsafe { &mut *(&raw mut BSP_TABLES) }
+        // SAFETY: called once, so this is the only reference to BSP_TABLES; BSP_IST is only ever
+        // addressed (here), never referenced.
+        unsafe {
+            let t = &mut *(&raw mut BSP_TABLES);
+            let ist = &raw mut BSP_IST;
+            for (i, slot) in IST_SLOTS.into_iter().enumerate() {
+                let top = (&raw mut (*ist)[i].0) as u64 + IST_STACK_BYTES as u64;
+                t.tss.interrupt_stack_table[usize::from(slot - 1)] = VirtAddr::new(top);
+            }
+            t
+        }
     }
 
-    /// Fresh tables for one CPU, on the heap (they live as long as the CPU: leaked on purpose).
-    pub fn new_leaked() -> &'static mut CpuTables {
-        // Built in place: the value is 48 KiB, too big to pass through a small boot stack.
+    /// Move the boot CPU's IST entries to the stacks whose tops are `tops` (double fault, NMI,
+    /// machine check). Only this CPU reads the entries (at each IST delivery), and interrupts arrive
+    /// between instructions, so a delivery during the update uses either stack, both valid.
+    ///
+    /// # Safety
+    /// Boot CPU, after its tables were loaded; each top is the 16-byte aligned top of a stack that
+    /// lives for ever and is used by nothing else.
+    pub unsafe fn set_bsp_ist(tops: [u64; 3]) {
+        for (top, slot) in tops.into_iter().zip(IST_SLOTS) {
+            // SAFETY: no reference to BSP_TABLES is live after `load` consumed it; the field is
+            // written through a raw place (the TSS is packed: 4-byte aligned entries).
+            unsafe {
+                let entry = (&raw mut BSP_TABLES.tss.interrupt_stack_table[usize::from(slot - 1)]).cast::<u64>();
+                entry.write_unaligned(top);
+            }
+        }
+    }
+
+    /// Fresh tables for one CPU, on the heap (they live as long as the CPU: leaked on purpose),
+    /// with IST stacks whose tops are `ist_tops` (double fault, NMI, machine check). Built by the
+    /// boot CPU for an AP, so that the AP needs no memory of its own before it has its per-CPU block.
+    pub fn new_leaked(ist_tops: [u64; 3]) -> &'static mut CpuTables {
         let layout = core::alloc::Layout::new::<CpuTables>();
         // SAFETY: the layout is non-zero-sized; the result is checked for null below.
         let p = unsafe { alloc::alloc::alloc_zeroed(layout) }.cast::<CpuTables>();
         if p.is_null() {
             alloc::alloc::handle_alloc_error(layout);
         }
-        // SAFETY: `p` is valid for writes of a CpuTables and zeroed, which is a valid value for the IST
-        // stacks (plain bytes); every other field is written here before the reference is made.
+        // SAFETY: `p` is valid for writes of a CpuTables; every field is written here before the
+        // reference is made.
         unsafe {
             (&raw mut (*p).gdt).write(GlobalDescriptorTable::new());
-            (&raw mut (*p).tss).write(TaskStateSegment::new());
+            let mut tss = TaskStateSegment::new();
+            for (top, slot) in ist_tops.into_iter().zip(IST_SLOTS) {
+                tss.interrupt_stack_table[usize::from(slot - 1)] = VirtAddr::new(top);
+            }
+            (&raw mut (*p).tss).write(tss);
             (&raw mut (*p).code).write(SegmentSelector(0));
             (&raw mut (*p).data).write(SegmentSelector(0));
             (&raw mut (*p).tss_sel).write(SegmentSelector(0));
@@ -84,10 +126,6 @@ impl CpuTables {
     /// # Safety
     /// Runs on the CPU that will use these tables, once, with interrupts off.
     pub unsafe fn load(&'static mut self) {
-        for (i, slot) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK].into_iter().enumerate() {
-            let top = VirtAddr::from_ptr(self.ist[i].0.as_ptr()) + IST_STACK_BYTES as u64;
-            self.tss.interrupt_stack_table[usize::from(slot - 1)] = top;
-        }
         let this: *mut CpuTables = self;
         // SAFETY: the tables are 'static (leaked), so the TSS outlives the GDT entry naming it, and the
         // GDT outlives its loading; `this` is the only path to them from here on.

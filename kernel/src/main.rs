@@ -127,6 +127,13 @@ fn kernel_main(info: BootInfo) -> ! {
         m.top_of_ram()
     );
     mm::init(&info);
+    // The boot CPU's IST stacks had to exist before memory did; now they get guard pages.
+    match bringup::new_ist_stacks() {
+        // SAFETY: boot CPU, tables loaded above; the stacks are fresh, never freed, and only these
+        // IST entries use them.
+        Some(tops) => unsafe { arch::gdt::CpuTables::set_bsp_ist(tops) },
+        None => log::warn!("mm: no memory for the boot CPU's guarded IST stacks; it keeps its static ones"),
+    }
     let platform = acpi::init(info.rsdp_phys);
     apic::init_bsp(platform.lapic_phys, !opts.nox2apic, !opts.notscdeadline);
     time::init();
@@ -138,6 +145,8 @@ fn kernel_main(info: BootInfo) -> ! {
     // leaves an empty queue nobody is woken onto).
     let nr_cpus = crate::cpu::map::online().iter().map(|c| c.get() + 1).max().unwrap_or(1);
     space::init(!opts.nopcid);
+    // The kernel's shootdown hook exists now, so unmapping the trampoline reaches every AP's TLB.
+    bringup::release_trampoline();
     // SAFETY: boot CPU, interrupts off, no thread has used the FPU yet.
     let fpu = unsafe { arch::fpu::enable_on_this_cpu(!opts.noxsave) };
     NOXSAVE.store(opts.noxsave, core::sync::atomic::Ordering::Relaxed);
@@ -154,6 +163,22 @@ fn kernel_main(info: BootInfo) -> ! {
             main_thread(test, bench, exit_after_s, demo, cpus_online, nr_cpus)
         })
         .expect("spawn the main thread");
+    // The boot stack has no guard page below it (and under Limine it is the loader's): the boot
+    // CPU's idle thread, which the scheduler adopts from the running code, gets a guarded kernel
+    // stack like every AP's.
+    let idle = mm::stacks::KernelStack::new(BSP_IDLE_STACK_BYTES, "bsp-idle").expect("memory for the boot CPU's idle stack");
+    // SAFETY: a fresh kernel stack, never freed (into_raw), 16-byte aligned top; nothing on the boot
+    // stack is used again (everything the rest needs was moved into the main thread).
+    unsafe { arch::trampoline::call_on_stack(idle.into_raw().1, bsp_idle, 0) }
+}
+
+/// The boot CPU's idle stack, as large as an AP's.
+#[cfg(target_os = "none")]
+const BSP_IDLE_STACK_BYTES: usize = 32 * 1024;
+
+/// The boot CPU on its guarded idle stack: it becomes the idle thread and schedules.
+#[cfg(target_os = "none")]
+extern "C" fn bsp_idle(_: u64) -> ! {
     task::run_this_cpu()
 }
 
