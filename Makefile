@@ -131,7 +131,7 @@ endef
 banner = @printf '\n==> %s\n' "$(1)"
 
 .PHONY: help run debug test check loom bench-quick ktest ktest-kvm iso limine limine-files bench kernel test-kernel \
-	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel
+	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel qemu10 boot-max
 
 help:
 	@echo "make run        build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh, FIRMWARE=bios|uefi)"
@@ -142,6 +142,7 @@ help:
 	@echo "make bench-quick (test) smoke run of every benchmark row, nothing timed is asserted"
 	@echo "make ktest-kvm  (test) short KVM run of the x2APIC and TSC-deadline paths, where /dev/kvm opens"
 	@echo "make ktest      (test) in-kernel tests in QEMU at -smp $(KTEST_SMP) (KTEST_ARGS=\"--filter NAME\")"
+	@echo "make boot-max   (test) boot at -smp $(MAX_SMP) with x2APIC under QEMU 10, every CPU must come online"
 	@echo "make user       build the user test programs (musl, static) and $(INITRAMFS)"
 	@echo "make user-oracle (check) run every user program on the host Linux, record its lines in $(USER_EXPECTED)/"
 	@echo "make user-kernel run every user program as init of the kernel at -smp $(KTEST_SMP), compare with Linux"
@@ -150,6 +151,7 @@ help:
 	@echo "make test-kernel build the test kernel only ($(TEST_ELF))"
 	@echo "make iso        hybrid BIOS/UEFI Limine ISO in $(ISO) (needs LIMINE_DIR)"
 	@echo "make limine     fetch Limine $(LIMINE_BRANCH) into LIMINE_DIR=$(LIMINE_DIR)"
+	@echo "make qemu10     unpack QEMU 10 from bookworm-backports into $(QEMU10_DIR) (the system QEMU stays)"
 	@echo "make deps       install what the other targets need (QEMU, xorriso, mtools, musl, Rust target)"
 	@echo "make clean      remove target/"
 	@echo "Options: the commented block at the top of this Makefile."
@@ -301,6 +303,7 @@ test: deps
 	$(MAKE) --no-print-directory bench-quick
 	$(MAKE) --no-print-directory ktest-kvm
 	$(MAKE) --no-print-directory ktest
+	$(MAKE) --no-print-directory boot-max
 
 ktest-kvm: host-deps test-kernel
 	$(call banner,KVM functional run (x2APIC and TSC-deadline paths))
@@ -316,6 +319,72 @@ bench: rust-deps
 	  echo "bench: no $(QEMU) in PATH: part 2, the in-kernel rows in QEMU, is skipped (make deps installs it)"; fi; \
 	echo "cargo run --release -p bench -- --accel $(ACCEL)$$no_qemu"; \
 	cargo run --release -p bench -- --accel $(ACCEL)$$no_qemu
+
+# ---- QEMU 10 beside the system's QEMU ------------------------------------------------------------
+
+# QEMU 10.0 from Debian's bookworm-backports, unpacked into target/qemu10 and run through a wrapper
+# (target/qemu10/qemu-system-x86_64) without installing anything: a private sources list naming the
+# system's own Debian mirror, apt's lists and cache under target/qemu10/apt, `apt-get download` of
+# the QEMU packages and of the shared libraries the system lacks, `dpkg-deb -x` of each. Unlike
+# QEMU 7.2 it starts a second CPU under `-icount` (guest time following the instruction count).
+QEMU10_DIR := target/qemu10
+QEMU10 := $(QEMU10_DIR)/qemu-system-x86_64
+QEMU10_APT = -o Dir::Etc::SourceList=$(CURDIR)/$(QEMU10_DIR)/apt/sources.list -o Dir::Etc::SourceParts=$(CURDIR)/$(QEMU10_DIR)/apt/sources.list.d \
+	-o Dir::State::Lists=$(CURDIR)/$(QEMU10_DIR)/apt/lists -o Dir::Cache=$(CURDIR)/$(QEMU10_DIR)/apt/cache -o APT::Get::List-Cleanup=0 \
+	-o Debug::NoLocking=1
+
+qemu10: $(QEMU10)
+
+$(QEMU10):
+	@mirror=$$( { sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null || true; \
+	              sed -n 's/^deb  *\(\[[^]]*\] *\)\{0,1\}\([^ ]*\)  *bookworm .*/\2/p' /etc/apt/sources.list 2>/dev/null || true; } \
+	            | grep -v security | head -n 1 ); \
+	[ -n "$$mirror" ] || { echo "qemu10: no Debian mirror in /etc/apt/sources.list{,.d}" >&2; exit 1; }; \
+	keyring=/usr/share/keyrings/debian-archive-keyring.gpg; \
+	root=$(CURDIR)/$(QEMU10_DIR); \
+	rm -rf "$$root/root" "$$root/debs"; \
+	mkdir -p "$$root/apt/lists/partial" "$$root/apt/cache/archives/partial" "$$root/apt/sources.list.d" "$$root/debs" "$$root/root"; \
+	printf 'deb [signed-by=%s] %s bookworm main\ndeb [signed-by=%s] %s bookworm-backports main\n' \
+	  "$$keyring" "$$mirror" "$$keyring" "$$mirror" > "$$root/apt/sources.list"; \
+	echo "qemu10: apt-get update (private lists in $(QEMU10_DIR)/apt, mirror $$mirror)"; \
+	apt-get $(QEMU10_APT) update -qq </dev/null; \
+	cd "$$root/debs"; \
+	apt-get $(QEMU10_APT) download -qq qemu-system-x86/bookworm-backports qemu-system-common/bookworm-backports \
+	  qemu-system-data/bookworm-backports </dev/null; \
+	for deb in *.deb; do dpkg-deb -x "$$deb" "$$root/root"; done; \
+	bin="$$root/root/usr/bin/qemu-system-x86_64"; \
+	for round in 1 2 3; do \
+	  missing=$$(LD_LIBRARY_PATH="$$root/root/usr/lib/x86_64-linux-gnu" ldd "$$bin" | sed -n 's/^\t*\([^ ]*\) => not found/\1/p'); \
+	  [ -z "$$missing" ] && break; \
+	  pkgs=$$(for lib in $$missing; do apt-cache $(QEMU10_APT) search --names-only "^$$(echo "$$lib" | sed 's/\.so\.*/ /;s/ .*//;s/_/-/g;s/^lib//')" \
+	          | cut -d' ' -f1 | head -n 1; done | sort -u); \
+	  echo "qemu10: the system lacks $$missing; downloading $$pkgs"; \
+	  apt-get $(QEMU10_APT) download -qq $$pkgs </dev/null; \
+	  for deb in *.deb; do dpkg-deb -x "$$deb" "$$root/root"; done; \
+	done; \
+	printf '#!/bin/sh\n# QEMU 10 from bookworm-backports, unpacked by `make qemu10`; not installed.\nroot=$$(dirname "$$(readlink -f "$$0")")/root\nQEMU_MODULE_DIR="$$root/usr/lib/x86_64-linux-gnu/qemu" LD_LIBRARY_PATH="$$root/usr/lib/x86_64-linux-gnu$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" exec "$$root/usr/bin/qemu-system-x86_64" -L "$$root/usr/share/qemu" -L /usr/share/seabios "$$@"\n' \
+	  > "$$root/qemu-system-x86_64"; \
+	chmod +x "$$root/qemu-system-x86_64"; \
+	"$$root/qemu-system-x86_64" --version | head -n 1
+
+# The largest machine the kernel is tested on: QEMU 10 (make qemu10; QEMU 7.2's q35 stops at 255
+# CPUs) at -smp $(MAX_SMP), x2APIC (APIC ids past 254), direct PVH boot, no demo. Every CPU must
+# come online and the kernel must power off by itself; the line says how long the boot took.
+# (Limine 8.2.0 resets such a machine: it counts the boot CPU among the APs past 255.)
+MAX_SMP ?= 288
+MAX_SMP_MEM ?= 2G
+boot-max: qemu10 kernel
+	$(call banner,boot at -smp $(MAX_SMP) under QEMU 10 (x2APIC): every CPU online)
+	@log=target/boot-max.log; start=$$(date +%s%N); status=0; \
+	cmd="$(QEMU10) -machine q35 -accel tcg -cpu qemu64,+x2apic -smp $(MAX_SMP) -m $(MAX_SMP_MEM) -serial file:$$log \
+	  -display none -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel $(KERNEL_ELF) -append 'exit-after=1 demo=0'"; \
+	echo "$$cmd"; eval timeout 900 "$$cmd" </dev/null || status=$$?; \
+	ms=$$(( ($$(date +%s%N) - start) / 1000000 )); \
+	grep -E "smp: [0-9]+/[0-9]+ CPUs online" "$$log" || true; \
+	if [ "$$status" != 33 ]; then echo "boot-max: QEMU ended with status $$status (33 is the kernel's success; 0 is a reset), after $$ms ms; log in $$log" >&2; tail -n 20 "$$log" >&2; exit 1; fi; \
+	if ! grep -q "smp: $(MAX_SMP)/$(MAX_SMP) CPUs online" "$$log"; then echo "boot-max: not every one of $(MAX_SMP) CPUs came online; log in $$log" >&2; exit 1; fi; \
+	echo "boot-max: $(MAX_SMP)/$(MAX_SMP) CPUs online, boot to power-off in $$ms ms (exit-after=1 included)"
+
 
 clean:
 	cargo clean
