@@ -53,7 +53,7 @@ fn main() {
 use boot::BootInfo;
 #[cfg(target_os = "none")]
 use crate::{
-    cpu::{console, features, percpu, power},
+    cpu::{console, features, percpu},
     cpus::bringup,
     irq::{apic, ipi, trap},
     vm::space,
@@ -137,6 +137,9 @@ fn kernel_main(info: BootInfo) -> ! {
     let platform = acpi::init(info.rsdp_phys);
     apic::init_bsp(platform.lapic_phys, !opts.nox2apic, !opts.notscdeadline);
     time::init();
+    if let Some(s) = opts.exit_after_s {
+        time::set_power_off_after_s(s);
+    }
     let cpus_online = bringup::start(info.limine_mp, opts.maxcpus);
     // Nothing reads the loader's structures after this (every AP has left Limine's page tables).
     mm::reclaim_bootloader_memory();
@@ -155,12 +158,11 @@ fn kernel_main(info: BootInfo) -> ! {
     ipi::send_all_others(trap::VECTOR_RESCHED);
 
     let test = opts.test;
-    let exit_after_s = opts.exit_after_s;
     let demo = opts.demo;
     let bench = opts.bench.then_some(opts.bench_quick);
     task::sched()
         .spawn(sched::Builder::new("main").pinned(sched::CpuIndex(0)).stack_bytes(256 * 1024), move || {
-            main_thread(test, bench, exit_after_s, demo, cpus_online, nr_cpus)
+            main_thread(test, bench, demo, cpus_online, nr_cpus)
         })
         .expect("spawn the main thread");
     // The boot stack has no guard page below it (and under Limine it is the loader's): the boot
@@ -188,7 +190,6 @@ extern "C" fn bsp_idle(_: u64) -> ! {
 fn main_thread(
     test: Option<&'static str>,
     bench: Option<bool>,
-    exit_after_s: Option<u64>,
     demo: bool,
     cpus_online: u32,
     nr_cpus: u32,
@@ -216,10 +217,11 @@ fn main_thread(
     } else {
         log::info!("idle: every CPU halts until there is work");
     }
-    if let Some(s) = exit_after_s {
-        task::sched().sleep_ns(s.saturating_mul(1_000_000_000));
-        log::info!("exit-after={s}: powering off");
-        power::exit(power::Exit::Success);
+    // The deadline counts from boot and every CPU's timer interrupt checks it; this sleep only arms a
+    // timer for it on this CPU, in case no other interrupt comes.
+    if let Some(at) = time::power_off_deadline_ns() {
+        task::sched().sleep_ns(at.saturating_sub(time::now_ns()));
+        time::power_off_if_due();
     }
 }
 
