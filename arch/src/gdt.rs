@@ -143,3 +143,23 @@ impl CpuTables {
         }
     }
 }
+
+/// The IST stack tops (double fault, NMI, machine check) of the TSS this CPU has loaded, read back
+/// through the task register and the GDT (SDM vol. 3A, 8.2.3 "TSS Descriptor in 64-bit mode"), for
+/// tests that check where the emergency stacks really are.
+pub fn this_cpu_ist_tops() -> [u64; 3] {
+    let gdtr = x86_64::instructions::tables::sgdt();
+    let selector: u16;
+    // SAFETY: STR only reads the task register.
+    unsafe { core::arch::asm!("str {0:x}", out(reg) selector, options(nomem, nostack, preserves_flags)) };
+    let desc = gdtr.base.as_u64() + u64::from(selector & !7);
+    // SAFETY: the loaded GDT is mapped for as long as it is loaded, and the task register's selector
+    // names a 16-byte TSS descriptor inside it; the TSS it names is mapped (this CPU uses it).
+    unsafe {
+        let low = (desc as *const u64).read_unaligned();
+        let high = ((desc + 8) as *const u64).read_unaligned();
+        let base = ((low >> 16) & 0xff_ffff) | (((low >> 56) & 0xff) << 24) | ((high & 0xffff_ffff) << 32);
+        let tss = &*(base as *const TaskStateSegment);
+        IST_SLOTS.map(|slot| tss.interrupt_stack_table[usize::from(slot - 1)].as_u64())
+    }
+}

@@ -524,7 +524,37 @@ mod tests {
     crate::register_tests![
         Test { name: "cpus_online", min_cpus: 1, expect_fault: false, run: cpus_online },
         Test { name: "percpu_own_id", min_cpus: 1, expect_fault: false, run: percpu_own_id },
+        Test { name: "ist_stacks_have_guard_pages", min_cpus: 1, expect_fault: false, run: ist_stacks_have_guard_pages },
     ];
+
+    /// On every online CPU, the TSS it has loaded names IST stacks that are kernel stacks of
+    /// [`IST_STACK_BYTES`]: the page just below each one's bottom is a kernel stack's guard page.
+    fn ist_stacks_have_guard_pages() -> Result<(), String> {
+        let tops: Arc<Vec<AtomicU64>> = Arc::new((0..3 * MAX_CPUS).map(|_| AtomicU64::new(0)).collect());
+        for cpu in map::online().iter() {
+            let t = tops.clone();
+            xcall::call(
+                &CpuSet::single(cpu),
+                move |_| {
+                    for (i, top) in arch::gdt::this_cpu_ist_tops().into_iter().enumerate() {
+                        t[3 * cpu.index() + i].store(top, Ordering::Relaxed);
+                    }
+                },
+                10_000_000_000,
+            )
+            .map_err(|m| format!("{m} did not answer"))?;
+            for (i, name) in ["double fault", "NMI", "machine check"].into_iter().enumerate() {
+                let top = tops[3 * cpu.index() + i].load(Ordering::Relaxed);
+                let below = top.wrapping_sub(IST_STACK_BYTES as u64 + 8);
+                let mut who = String::new();
+                ensure!(
+                    crate::mm::stacks::guard_hit(below, &mut who) && who.contains("ist-"),
+                    "{cpu}'s {name} IST stack (top {top:#x}) has no guard page below it ({below:#x}: {who:?})"
+                );
+            }
+        }
+        Ok(())
+    }
 
     /// Every CPU the bring-up started (all found, unless `maxcpus` limited it) came online, and the
     /// online set is exactly CPUs 0..N.
