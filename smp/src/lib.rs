@@ -14,7 +14,9 @@
 //!   shown as `{0-3,6}`), and [`AtomicCpuSet`] (`insert -> bool`, `remove -> bool`, `contains`,
 //!   `insert_all`, `remove_all`, `snapshot -> CpuSet`, `take -> CpuSet`, `is_empty`; all `SeqCst`).
 //! - [`cpumap`]: [`CpuMap::from_firmware`]`(bsp: ApicId, cpus) -> Result<CpuMap, CpuMapError>`,
-//!   then `nr_cpus`, `cpus`, `cpu_of(ApicId)`, `apic_of(CpuId)`, `acpi_uid_of(CpuId)`, `iter`.
+//!   then `nr_cpus`, `cpus`, `cpu_of(ApicId)`, `apic_of(CpuId)`, `acpi_uid_of(CpuId)`, `iter`;
+//!   [`choose_cpus`] picks what the map is built from (the boot CPU, then the first others up to
+//!   `maxcpus` and [`MAX_CPUS`]).
 //! - [`pcid`]: [`Pcid`] (`new(u16) -> Option<Pcid>`, valid 1..=4095), [`AsId`] (`new(u64)`), and
 //!   the per-CPU [`PcidTable<N = 6>`](PcidTable): `switch_to(AsId, as_gen: u64) -> SwitchIn
 //!   { pcid, flush, kind: Hit | Stale | Miss | Recycled(AsId) }`, `switch_to_kernel()`,
@@ -55,7 +57,7 @@ pub mod shootdown;
 mod sync;
 pub mod tracker;
 
-pub use cpumap::{CpuMap, CpuMapError};
+pub use cpumap::{CpuMap, CpuMapError, choose_cpus};
 pub use cpuset::{AtomicCpuSet, CpuSet};
 pub use ids::{AcpiUid, ApicId, CpuId, MAX_CPUS};
 pub use pcid::{AsId, DEFAULT_PCID_SLOTS, Pcid, PcidStats, PcidTable, SwitchIn, SwitchKind};

@@ -141,18 +141,11 @@ pub fn start(limine_mp: Option<&'static ::limine::response::MpResponse>, maxcpus
     if too_wide > 0 {
         log::warn!("smp: {too_wide} CPUs have APIC ids above 254, which xAPIC mode cannot address; they stay off");
     }
-    let keep = kept_cpus(maxcpus);
     if maxcpus.is_none_or(|n| n as usize > MAX_CPUS) && listed.len() > MAX_CPUS {
         log::warn!("smp: {} CPUs listed, more than the {MAX_CPUS} this kernel supports; using the boot CPU and the first {} others", listed.len(), MAX_CPUS - 1);
     }
-    let mut others = 0usize;
-    let chosen = listed.iter().copied().filter(|&(a, _)| {
-        a == bsp
-            || !unreachable(a) && {
-                others += 1;
-                others < keep
-            }
-    });
+    let keep = maxcpus.map_or(usize::MAX, |n| n as usize);
+    let chosen = smp::cpumap::choose_cpus(bsp, listed.iter().copied(), keep, |a| !unreachable(a));
     let map = match CpuMap::from_firmware(bsp, chosen) {
         Ok(m) => m,
         Err(e) => {
@@ -214,11 +207,6 @@ pub fn start(limine_mp: Option<&'static ::limine::response::MpResponse>, maxcpus
     }
     log::info!("{line}");
     n
-}
-
-/// How many CPUs, the boot CPU included, the map may hold: `maxcpus=`, at most [`MAX_CPUS`].
-fn kept_cpus(maxcpus: Option<u32>) -> usize {
-    maxcpus.map_or(MAX_CPUS, |n| (n as usize).min(MAX_CPUS))
 }
 
 /// Unmap and free the trampoline page. Called once the kernel's shootdown hook is installed, so
