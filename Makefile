@@ -131,7 +131,7 @@ endef
 banner = @printf '\n==> %s\n' "$(1)"
 
 .PHONY: help run debug test check loom bench-quick ktest ktest-kvm iso limine limine-files bench kernel test-kernel \
-	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel qemu10 boot-max
+	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel qemu10 boot-max image
 
 help:
 	@echo "make run        build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh, FIRMWARE=bios|uefi)"
@@ -150,6 +150,7 @@ help:
 	@echo "make kernel     build the kernel ELF only ($(KERNEL_ELF))"
 	@echo "make test-kernel build the test kernel only ($(TEST_ELF))"
 	@echo "make iso        hybrid BIOS/UEFI Limine ISO in $(ISO) (needs LIMINE_DIR)"
+	@echo "make image      hybrid BIOS/UEFI disk image for a USB stick in $(IMAGE) (needs LIMINE_DIR)"
 	@echo "make limine     fetch Limine $(LIMINE_BRANCH) into LIMINE_DIR=$(LIMINE_DIR)"
 	@echo "make qemu10     unpack QEMU 10 from bookworm-backports into $(QEMU10_DIR) (the system QEMU stays)"
 	@echo "make deps       install what the other targets need (QEMU, xorriso, mtools, musl, Rust target)"
@@ -212,6 +213,36 @@ iso: host-deps limine-files kernel
 	  $(ISO_ROOT) -o $(ISO)
 	$(LIMINE_TOOL) bios-install $(ISO)
 	@echo "iso: $(ISO)"
+
+
+# A hybrid BIOS/UEFI disk image for a USB stick (README, "Booting on hardware"): an MBR with one
+# bootable EFI system partition (type 0xef, FAT32, from 1 MiB) holding the kernel, limine.conf,
+# limine-bios.sys and EFI/BOOT/BOOTX64.EFI; `limine bios-install` then writes Limine's BIOS stages
+# into the MBR and the gap before the partition. UEFI firmware boots EFI/BOOT/BOOTX64.EFI from it.
+IMAGE := target/kernel.img
+IMAGE_MB ?= 64
+image: host-deps kernel
+	@for f in limine-bios.sys BOOTX64.EFI; do [ -f "$(LIMINE_DIR)/$$f" ] || missing="$${missing:-} $$f"; done; \
+	[ -n "$(LIMINE_TOOL)" ] || missing="$${missing:-} limine(.c)"; \
+	if [ -n "$${missing:-}" ]; then \
+	  echo "image: LIMINE_DIR=$(LIMINE_DIR) lacks$$missing. Put limine-bios.sys, BOOTX64.EFI and the limine tool" >&2; \
+	  echo "  (or limine.c with limine-bios-hdd.h) from a Limine 8 binary release ($(LIMINE_BRANCH)) there: make limine" >&2; \
+	  echo "  does it where the network allows." >&2; exit 1; fi
+	@if [ ! -x "$(LIMINE_TOOL)" ]; then echo "cc $(LIMINE_DIR)/limine.c"; cc -O2 -std=c99 -o $(LIMINE_DIR)/limine $(LIMINE_DIR)/limine.c; fi
+	@img=$(IMAGE); part="$$img@@1M"; sectors=$$(( $(IMAGE_MB) * 2048 - 2048 )); \
+	le32() { printf '\\x%02x\\x%02x\\x%02x\\x%02x' $$(( $$1 & 255 )) $$(( ($$1 >> 8) & 255 )) $$(( ($$1 >> 16) & 255 )) $$(( ($$1 >> 24) & 255 )); }; \
+	rm -f "$$img"; truncate -s $(IMAGE_MB)M "$$img"; \
+	printf "\\x80\\xfe\\xff\\xff\\xef\\xfe\\xff\\xff$$(le32 2048)$$(le32 $$sectors)" | dd of="$$img" bs=1 seek=446 conv=notrunc status=none; \
+	printf '\x55\xaa' | dd of="$$img" bs=1 seek=510 conv=notrunc status=none; \
+	mformat -i "$$part" -F -T $$sectors -v KERNEL ::; \
+	mmd -i "$$part" ::/boot ::/boot/limine ::/EFI ::/EFI/BOOT; \
+	awk 'ENVIRON["KERNEL_CMDLINE"] != "" && /^[[:space:]]*cmdline:/ { match($$0, /cmdline:/); print substr($$0, 1, RSTART - 1) "cmdline: " ENVIRON["KERNEL_CMDLINE"]; next } { print }' \
+	  limine.cfg > target/limine.conf; \
+	mcopy -i "$$part" $(KERNEL_ELF) ::/boot/kernel; \
+	mcopy -i "$$part" target/limine.conf $(LIMINE_DIR)/limine-bios.sys ::/boot/limine/; \
+	mcopy -i "$$part" $(LIMINE_DIR)/BOOTX64.EFI ::/EFI/BOOT/; \
+	$(LIMINE_TOOL) bios-install "$$img"; \
+	echo "image: $$img ($(IMAGE_MB) MiB): write it to a whole USB stick, e.g. dd if=$$img of=/dev/sdX bs=4M conv=fsync"
 
 limine-files:
 	@[ -n "$(LIMINE_READY)" ] || { echo "iso: $(LIMINE_DIR)/ lacks the Limine files ($(LIMINE_FILES) and limine or limine.c): run make limine, or set LIMINE_DIR" >&2; exit 1; }
