@@ -126,6 +126,9 @@ fn kernel_main(info: BootInfo) -> ! {
         m.regions().len(),
         m.top_of_ram()
     );
+    for r in m.regions() {
+        log::debug!("memory: {:#014x}..{:#014x} {:?}", r.base, r.base + r.len, r.kind);
+    }
     mm::init(&info);
     // The boot CPU's IST stacks had to exist before memory did; now they get guard pages.
     match bringup::new_ist_stacks() {

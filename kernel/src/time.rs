@@ -163,6 +163,7 @@ fn tsc_hz_against(clock: &RefClock, clock_hz: u64) -> (u64, u64) {
         let tsc = (b0 + b1) / 2 - (a0 + a1) / 2;
         let hz = (u128::from(tsc) * u128::from(clock_hz) / u128::from(clock.delta(r0, r1))) as u64;
         let width = (a1 - a0) + (b1 - b0);
+        log::debug!("time: TSC window {trials}: {tsc} TSC ticks, {hz} Hz, read brackets {} ppm of it", ppm(width, tsc));
         if width < best.0 {
             best = (width, tsc, hz);
         }
@@ -233,6 +234,7 @@ fn lapic_per_tsc(tsc_hz: u64) -> (u64, u64, u64) {
         let ticks = u128::from(c0.wrapping_sub(c1));
         upper = upper.min((((ticks + 1) << 32) / u128::from(b0 - a1)) as u64 + 1);
         let width = (a1 - a0) + (b1 - b0);
+        log::debug!("time: LAPIC window {trials}: {ticks} timer ticks in {} TSC ticks, read brackets {} ppm of it", b0 - a1, ppm(width, window_tsc));
         if width < best.0 {
             best = (width, ((ticks << 32) / u128::from((b0 + b1) / 2 - (a0 + a1) / 2)) as u64);
         }

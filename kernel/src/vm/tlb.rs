@@ -186,6 +186,15 @@ pub fn post(me: CpuId, targets: CpuSet, request: &Request) -> Ticket {
         Ok(ticket) => ticket,
         Err(busy) => panic!("{me} posted a shootdown while its previous one still waits for {}", busy.pending),
     };
+    log::trace!(
+        "tlb: {me} shoots down {} of {}: {} pages from {:#x}{} (generation {})",
+        targets,
+        request.asid,
+        request.range.pages,
+        request.range.start_vpage * 4096,
+        if request.full_flush { ", full flush" } else { "" },
+        request.new_gen
+    );
     ipi::send_set(&targets, trap::VECTOR_SHOOTDOWN);
     let kind = if request.asid == KERNEL_ASID { Counter::KernelIpis } else { Counter::IpisSent };
     count(kind, targets.len() as u64);
