@@ -161,11 +161,12 @@ fn kernel_main(info: BootInfo) -> ! {
     ipi::send_all_others(trap::VECTOR_RESCHED);
 
     let test = opts.test;
+    let soak_s = opts.soak_s;
     let demo = opts.demo;
     let bench = opts.bench.then_some(opts.bench_quick);
     task::sched()
         .spawn(sched::Builder::new("main").pinned(sched::CpuIndex(0)).stack_bytes(256 * 1024), move || {
-            main_thread(test, bench, demo, cpus_online, nr_cpus)
+            main_thread(test, soak_s, bench, demo, cpus_online, nr_cpus)
         })
         .expect("spawn the main thread");
     // The boot stack has no guard page below it (and under Limine it is the loader's): the boot
@@ -192,11 +193,20 @@ extern "C" fn bsp_idle(_: u64) -> ! {
 #[cfg(target_os = "none")]
 fn main_thread(
     test: Option<&'static str>,
+    soak_s: Option<u64>,
     bench: Option<bool>,
     demo: bool,
     cpus_online: u32,
     nr_cpus: u32,
 ) {
+    #[cfg(feature = "ktest")]
+    if let Some(seconds) = soak_s {
+        selftest::soak(seconds, cpus_online);
+    }
+    #[cfg(not(feature = "ktest"))]
+    if soak_s.is_some() {
+        log::warn!("cmdline: `soak=` needs the test kernel (make soak); ignored");
+    }
     #[cfg(feature = "ktest")]
     if let Some(sel) = test {
         selftest::run(sel, cpus_online);

@@ -2,11 +2,11 @@
 //! line's `test=`: `test=all`, `test=list` (print the catalogue for the host harness), or
 //! `test=NAME[,NAME...]`. Each prints `test NAME ... ok` or `test NAME ... FAILED` (with the reason
 //! on the lines before), and the run ends with `N passed, N failed, N skipped` and the matching
-//! exit code.
+//! exit code. `soak=SECS` ([`soak`]) repeats the stress tests instead, for `make soak`.
 //!
 //! Layer: a service (the top); it reaches the console and the exit device below.
 
-use crate::{cpu::power, println_raw, testing::{Test, all}};
+use crate::{cpu::power, mm, println_raw, task, testing::{Test, all}, time};
 
 /// Run the selection named on the command line and leave QEMU with the verdict.
 pub fn run(selection: &str, cpus_online: u32) -> ! {
@@ -48,3 +48,106 @@ pub fn run(selection: &str, cpus_online: u32) -> ! {
     power::exit(if failed == 0 { power::Exit::Success } else { power::Exit::Failure })
 }
 
+/// The stress tests a soak repeats: each checks conservation itself (every thread spawned ran and
+/// was joined, every message and wake-up received, every counter sums) and waits with a deadline,
+/// so a lost wake-up or a stuck CPU fails it instead of hanging the soak.
+const SOAK_TESTS: &[&str] = &[
+    "sched_pingpong_storm",
+    "sched_spawn_exit_churn",
+    "sched_mutex_contention",
+    "sched_no_lost_wakeup",
+    "sched_migration_storm",
+    "frames_contention",
+    "heap_alloc_free",
+    "ipi_all_others_storm",
+    "xcall_exact_targets",
+    "tlb_torture",
+    "aspace_destroy_returns_frames",
+];
+
+/// Seconds between two statistics blocks of a soak.
+const SOAK_REPORT_S: u64 = 60;
+
+/// `soak=SECS`: run [`SOAK_TESTS`] round after round for `seconds`, print every CPU's scheduler
+/// counters each minute, then the verdict: every run passed, no CPU went a minute without a
+/// switch, and free frames and allocated heap bytes are back where they were after the first
+/// round (which warms up what stays allocated for good, such as per-CPU caches; at least two
+/// rounds run). Powers off with success only then.
+pub fn soak(seconds: u64, cpus_online: u32) -> ! {
+    let s = task::sched();
+    let tests: alloc::vec::Vec<&Test> = all().filter(|t| SOAK_TESTS.contains(&t.name) && cpus_online >= t.min_cpus).collect();
+    println_raw!("soak: {seconds} s of {} stress tests on {cpus_online} CPUs", tests.len());
+    let t0 = time::now_ns();
+    let end = t0 + seconds.saturating_mul(1_000_000_000);
+    let mut next_report = t0 + SOAK_REPORT_S * 1_000_000_000;
+    let nr_cpus = s.nr_cpus();
+    let mut last: alloc::vec::Vec<sched::Counters> = (0..nr_cpus).map(|c| s.counters(sched::CpuIndex(c as u32))).collect();
+    let (mut rounds, mut runs) = (0u64, 0u64);
+    let start = settled_memory_level();
+    let mut after_first = None;
+    let fail = |name: &str, why: &str| -> ! {
+        println_raw!("  {name}: {why}");
+        println_raw!("soak: FAILED in {name}");
+        power::exit(power::Exit::Failure)
+    };
+    while rounds < 2 || time::now_ns() < end {
+        for t in tests.iter() {
+            if let Err(why) = (t.run)() {
+                fail(t.name, &why);
+            }
+            runs += 1;
+            if time::now_ns() >= next_report {
+                next_report += SOAK_REPORT_S * 1_000_000_000;
+                println_raw!("soak: {} s, round {}, {runs} test runs; frames free {}, heap {} bytes", (time::now_ns() - t0) / 1_000_000_000, rounds + 1, mm::frames::stats().0, mm::heap::allocated_bytes());
+                for (cpu, prev) in last.iter_mut().enumerate() {
+                    let c = s.counters(sched::CpuIndex(cpu as u32));
+                    println_raw!(
+                        "soak: cpu{cpu:<3} switches {:>8} preempt {:>7} yield {:>7} mig-in {:>6} mig-out {:>6} ipi {:>6}",
+                        c.context_switches - prev.context_switches,
+                        c.preemptions - prev.preemptions,
+                        c.voluntary_yields - prev.voluntary_yields,
+                        c.migrations_in - prev.migrations_in,
+                        c.migrations_out - prev.migrations_out,
+                        c.ipis_sent - prev.ipis_sent,
+                    );
+                    if c.context_switches == prev.context_switches {
+                        fail("soak", &alloc::format!("cpu{cpu} did not switch once in the last {SOAK_REPORT_S} s: stalled"));
+                    }
+                    *prev = c;
+                }
+            }
+        }
+        rounds += 1;
+        if after_first.is_none() {
+            after_first = Some(settled_memory_level());
+        }
+    }
+    let (frames_s, heap_s) = start;
+    let (frames1, heap1) = settled_memory_level();
+    let (frames0, heap0) = after_first.expect("one round ran");
+    println_raw!("soak: {rounds} rounds, {runs} test runs in {} s", (time::now_ns() - t0) / 1_000_000_000);
+    println_raw!(
+        "soak: frames free / heap bytes at the start {frames_s} / {heap_s}, after round 1 {frames0} / {heap0}, at the end {frames1} / {heap1}"
+    );
+    if (frames1, heap1) != (frames0, heap0) {
+        fail("soak", &alloc::format!("memory not back to its level: frames {:+}, heap bytes {:+}", frames1 as i64 - frames0 as i64, heap1 as i64 - heap0 as i64));
+    }
+    println_raw!("soak: PASSED");
+    power::exit(power::Exit::Success)
+}
+
+/// `(free frames, heap bytes allocated)` once reaping has caught up: the same reading twice in a row,
+/// 10 ms apart (exited threads give their stacks back at their CPU's next switch).
+fn settled_memory_level() -> (usize, usize) {
+    let read = || (mm::frames::stats().0, mm::heap::allocated_bytes());
+    let mut before = read();
+    for _ in 0..100 {
+        task::sched().sleep_ns(10_000_000);
+        let now = read();
+        if now == before {
+            return now;
+        }
+        before = now;
+    }
+    before
+}
