@@ -32,7 +32,8 @@
 //! `cpu N online: APIC id A, ACPI UID U` and halts with interrupts on, serving IPIs, until
 //! [`set_ap_main`] names the function that takes over (the scheduler's per-CPU entry).
 //!
-//! The boot CPU waits until all are online or [`AP_TIMEOUT_NS`] has passed and prints one line,
+//! The boot CPU waits until all are online or [`AP_TIMEOUT_NS`] (plus 10 ms per AP) has passed and
+//! prints one line,
 //! `smp: N/M CPUs online`, naming by APIC id every CPU that did not answer.
 //!
 //! Key API: [`start`], [`release_trampoline`], [`set_ap_main`], [`new_ist_stacks`].
@@ -63,8 +64,11 @@ use crate::{
 
 };
 
-/// How long the boot CPU waits for the APs to come online, all together.
+/// How long the boot CPU waits for the APs to come online, all together: this much...
 pub const AP_TIMEOUT_NS: u64 = 5_000_000_000;
+/// ...plus this much per AP. Hardware starts hundreds of CPUs in milliseconds, but an emulator
+/// running many virtual CPUs on few host cores does not: 600 under TCG on two cores need over 5 s.
+const AP_TIMEOUT_PER_AP_NS: u64 = 10_000_000;
 /// How long the boot CPU waits, after the timeout, for APs that arrived to finish coming online.
 const AP_GRACE_NS: u64 = 5_000_000_000;
 /// How long the boot CPU waits for Limine's left-out APs to reach the parking stub.
@@ -470,7 +474,8 @@ fn wait_online(targets: &[(CpuId, ApicId)], t0: u64) -> Vec<ApicId> {
             s == STATE_ONLINE || s == STATE_IDLE || s == STATE_ABANDONED || s == accept
         })
     };
-    while !settled(STATE_ONLINE) && time::now_ns() - t0 < AP_TIMEOUT_NS {
+    let timeout_ns = AP_TIMEOUT_NS + AP_TIMEOUT_PER_AP_NS * targets.len() as u64;
+    while !settled(STATE_ONLINE) && time::now_ns() - t0 < timeout_ns {
         core::hint::spin_loop();
     }
     // Time is up: abandon the CPUs that never arrived, then give the ones that did a moment more.
