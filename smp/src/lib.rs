@@ -17,6 +17,8 @@
 //!   then `nr_cpus`, `cpus`, `cpu_of(ApicId)`, `apic_of(CpuId)`, `acpi_uid_of(CpuId)`, `iter`;
 //!   [`choose_cpus`] picks what the map is built from (the boot CPU, then the first others up to
 //!   `maxcpus` and [`MAX_CPUS`]).
+//! - [`handshake`]: [`handshake::ApState`], the boot CPU / AP bring-up hand-shake (`start`,
+//!   `arrive`, `go_online`, `abandon_if`, `phase`).
 //! - [`pcid`]: [`Pcid`] (`new(u16) -> Option<Pcid>`, valid 1..=4095), [`AsId`] (`new(u64)`), and
 //!   the per-CPU [`PcidTable<N = 6>`](PcidTable): `switch_to(AsId, as_gen: u64) -> SwitchIn
 //!   { pcid, flush, kind: Hit | Stale | Miss | Recycled(AsId) }`, `switch_to_kernel()`,
@@ -51,6 +53,7 @@
 
 pub mod cpumap;
 pub mod cpuset;
+pub mod handshake;
 pub mod ids;
 pub mod pcid;
 pub mod shootdown;

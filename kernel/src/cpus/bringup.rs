@@ -33,8 +33,9 @@
 //! [`set_ap_main`] names the function that takes over (the scheduler's per-CPU entry).
 //!
 //! The boot CPU waits until all are online or [`AP_TIMEOUT_NS`] (plus 10 ms per AP) has passed and
-//! prints one line,
-//! `smp: N/M CPUs online`, naming by APIC id every CPU that did not answer.
+//! prints one line, `smp: N/M CPUs online`, naming by APIC id every CPU that did not answer. The
+//! hand-shake (`smp::handshake`) decides each race with the timeout: an AP that loses halts and is
+//! never in the online set or the scheduler.
 //!
 //! Key API: [`start`], [`release_trampoline`], [`set_ap_main`], [`new_ist_stacks`].
 //! Neighbours: `acpi` (MADT), `apic` (INIT/SIPI, per-CPU APIC), `mm` (low frame, stacks),
@@ -42,11 +43,14 @@
 //! any AP runs), `panic` (stop-the-others by NMI).
 
 use alloc::{boxed::Box, vec::Vec};
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_utils::atomic::AtomicCell;
 
-use smp::{AcpiUid, ApicId, CpuId, CpuMap, MAX_CPUS};
+use smp::{
+    AcpiUid, ApicId, CpuId, CpuMap, MAX_CPUS,
+    handshake::{ApPhase, ApState},
+};
 
 use crate::{
 
@@ -78,23 +82,11 @@ const AP_STACK_BYTES: usize = 32 * 1024;
 /// Each IST stack (double fault, NMI, machine check), with a guard page below it.
 const IST_STACK_BYTES: usize = 16 * 1024;
 
-// The hand-shake, per AP (STATE[cpu]); every transition is a compare-exchange, so exactly one side
-// decides each race:
-//
-//   Idle --BSP--> Starting --AP--> Arrived --AP--> Online
-//                    |                |
-//                    +------BSP-------+-----> Abandoned   (the AP, seeing it, parks in cli; hlt)
-//
-// The boot CPU abandons what has not arrived when AP_TIMEOUT_NS is out, and what arrived but is not
-// online AP_GRACE_NS later. After that every state is final, and the boot CPU alone marks the
-// Online ones in the CPU map: a CPU is in `online()` exactly when its AP won its last transition.
-const STATE_IDLE: u8 = 0;
-const STATE_STARTING: u8 = 1;
-const STATE_ARRIVED: u8 = 2;
-const STATE_ONLINE: u8 = 3;
-const STATE_ABANDONED: u8 = 4;
-
-static STATE: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(STATE_IDLE) }; MAX_CPUS];
+// The hand-shake, per AP (`smp::handshake`): Starting -> Arrived -> Online by the AP, Starting or
+// Arrived -> Abandoned by the boot CPU, each a compare-exchange. The boot CPU abandons what has
+// not arrived when its wait is out, and what arrived but is not online AP_GRACE_NS later; after
+// that every state is final, and the boot CPU alone marks the Online ones in the CPU map.
+static STATE: [ApState; MAX_CPUS] = [const { ApState::new() }; MAX_CPUS];
 /// What the boot CPU built for each AP before starting it: its per-CPU block, its descriptor tables
 /// (with guarded IST stacks) and its stack. An AP installs the first two before any code that may
 /// allocate, log or panic, so nothing on an AP ever runs with a GS base of 0.
@@ -179,7 +171,7 @@ pub fn start(limine_mp: Option<&'static ::limine::response::MpResponse>, maxcpus
     let t0 = time::now_ns();
     if !targets.is_empty() {
         for &(cpu, _) in targets.iter() {
-            STATE[cpu.index()].store(STATE_STARTING, Ordering::Release);
+            STATE[cpu.index()].start();
         }
         match limine_mp {
             Some(mp) => start_limine(mp, &targets),
@@ -188,7 +180,7 @@ pub fn start(limine_mp: Option<&'static ::limine::response::MpResponse>, maxcpus
     }
     let missing = wait_online(&targets, t0);
     for &(c, _) in targets.iter() {
-        if STATE[c.index()].load(Ordering::Acquire) == STATE_ONLINE {
+        if STATE[c.index()].phase() == ApPhase::Online {
             map::register_block(c, kit_block(c).expect("an online CPU has its kit"));
             map::mark_online(c);
         }
@@ -221,7 +213,7 @@ pub fn release_trampoline() {
     if page == 0 {
         return;
     }
-    let late = (0..MAX_CPUS).any(|i| STATE[i].load(Ordering::Acquire) == STATE_ABANDONED);
+    let late = STATE.iter().any(|s| s.phase() == ApPhase::Abandoned);
     if late {
         log::warn!("smp: the AP trampoline at {page:#x} stays mapped: a CPU that did not answer may still run it");
         return;
@@ -352,7 +344,7 @@ fn start_with_sipi(targets: &[(CpuId, ApicId)]) {
     let Some(page) = mm::frames::alloc_below(0x10_0000) else {
         log::warn!("smp: no free page below 1 MiB for the AP trampoline; only the boot CPU will run");
         for &(cpu, _) in targets {
-            STATE[cpu.index()].store(STATE_IDLE, Ordering::Release);
+            STATE[cpu.index()].cancel();
         }
         return;
     };
@@ -389,7 +381,7 @@ fn start_with_sipi(targets: &[(CpuId, ApicId)]) {
     time::delay_us(200);
     let mut second = 0;
     for &(cpu, a) in targets {
-        if STATE[cpu.index()].load(Ordering::Acquire) == STATE_STARTING {
+        if STATE[cpu.index()].phase() == ApPhase::Starting {
             apic::send(Dest::Apic(a), Delivery::Startup(vector));
             second += 1;
         }
@@ -420,10 +412,7 @@ fn ap_start(known: Option<CpuId>) -> ! {
     if block.is_null() || tables.is_null() {
         arch::cpu::halt_forever();
     }
-    if STATE[cpu.index()]
-        .compare_exchange(STATE_STARTING, STATE_ARRIVED, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
+    if !STATE[cpu.index()].arrive() {
         // The boot CPU gave up on this CPU (or never asked for it): stay out of the way.
         arch::cpu::halt_forever();
     }
@@ -443,10 +432,7 @@ fn ap_start(known: Option<CpuId>) -> ! {
         arch::cr::write_cr0(BSP_CR0.load(Ordering::Relaxed));
         arch::cr::write_cr4(BSP_CR4.load(Ordering::Relaxed));
     }
-    if STATE[cpu.index()]
-        .compare_exchange(STATE_ARRIVED, STATE_ONLINE, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
+    if !STATE[cpu.index()].go_online() {
         // Too late: the boot CPU sized the machine without this CPU. It must never join.
         arch::cpu::halt_forever();
     }
@@ -468,34 +454,31 @@ fn ap_idle() -> ! {
 /// Wait for the targets to come online; make every state final (see the hand-shake above); return
 /// the APIC ids of those that are not online.
 fn wait_online(targets: &[(CpuId, ApicId)], t0: u64) -> Vec<ApicId> {
-    let settled = |accept: u8| {
-        targets.iter().all(|&(c, _)| {
-            let s = STATE[c.index()].load(Ordering::Acquire);
-            s == STATE_ONLINE || s == STATE_IDLE || s == STATE_ABANDONED || s == accept
-        })
+    let settled = || {
+        targets.iter().all(|&(c, _)| matches!(STATE[c.index()].phase(), ApPhase::Online | ApPhase::Idle | ApPhase::Abandoned))
     };
     let timeout_ns = AP_TIMEOUT_NS + AP_TIMEOUT_PER_AP_NS * targets.len() as u64;
-    while !settled(STATE_ONLINE) && time::now_ns() - t0 < timeout_ns {
+    while !settled() && time::now_ns() - t0 < timeout_ns {
         core::hint::spin_loop();
     }
     // Time is up: abandon the CPUs that never arrived, then give the ones that did a moment more.
-    abandon(targets, STATE_STARTING);
+    abandon(targets, ApPhase::Starting);
     let t1 = time::now_ns();
-    while !settled(STATE_ONLINE) && time::now_ns() - t1 < AP_GRACE_NS {
+    while !settled() && time::now_ns() - t1 < AP_GRACE_NS {
         core::hint::spin_loop();
     }
-    abandon(targets, STATE_ARRIVED);
+    abandon(targets, ApPhase::Arrived);
     targets
         .iter()
-        .filter(|&&(c, _)| STATE[c.index()].load(Ordering::Acquire) != STATE_ONLINE)
+        .filter(|&&(c, _)| STATE[c.index()].phase() != ApPhase::Online)
         .map(|&(_, a)| a)
         .collect()
 }
 
 /// Move every target still in `from` to Abandoned (the AP loses its next compare-exchange).
-fn abandon(targets: &[(CpuId, ApicId)], from: u8) {
+fn abandon(targets: &[(CpuId, ApicId)], from: ApPhase) {
     for &(c, _) in targets {
-        let _ = STATE[c.index()].compare_exchange(from, STATE_ABANDONED, Ordering::AcqRel, Ordering::Acquire);
+        STATE[c.index()].abandon_if(from);
     }
 }
 
