@@ -83,6 +83,12 @@ pub fn soak(seconds: u64, cpus_online: u32) -> ! {
     let nr_cpus = s.nr_cpus();
     let mut last: alloc::vec::Vec<sched::Counters> = (0..nr_cpus).map(|c| s.counters(sched::CpuIndex(c as u32))).collect();
     let (mut rounds, mut runs) = (0u64, 0u64);
+    // Kernel stacks take their slots round-robin over the whole stack area, and the page tables of
+    // a slot stay once made: until the slot cursor has gone round once, fresh slots cost fresh
+    // table frames. Going round once here makes them all, so the rounds' levels compare.
+    let warm: alloc::vec::Vec<mm::stacks::KernelStack> =
+        (0..mm::stacks::MAX_STACKS).map_while(|_| mm::stacks::KernelStack::new(4096, "soak-warm-up")).collect();
+    drop(warm);
     let start = settled_memory_level();
     let mut after_first = None;
     let fail = |name: &str, why: &str| -> ! {
@@ -118,8 +124,10 @@ pub fn soak(seconds: u64, cpus_online: u32) -> ! {
             }
         }
         rounds += 1;
+        let level = settled_memory_level();
+        println_raw!("soak: round {rounds} done at {} s: {} frames free, {} heap bytes", (time::now_ns() - t0) / 1_000_000_000, level.0, level.1);
         if after_first.is_none() {
-            after_first = Some(settled_memory_level());
+            after_first = Some(level);
         }
     }
     let (frames_s, heap_s) = start;
