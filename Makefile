@@ -110,7 +110,11 @@ OVMF_DRIVES = -drive if=pflash,format=raw,unit=0,readonly=on,file=$(OVMF_CODE) -
 QEMU_FIRMWARE = $(if $(filter uefi,$(FIRMWARE)),$(OVMF_DRIVES))
 # ARGS reaches the shell through the environment, never spliced into a quoted word, so quotes and
 # other shell characters in it arrive as they were typed.
-export KERNEL_CMDLINE := $(ARGS)
+# A nested KVM (/dev/kvm opens, the CPU shows no vmx/svm) emulates the guest's ring 0 and cannot
+# emulate XGETBV/XSETBV there: QEMU stops the guest with "KVM internal error" and never exits (so
+# `exit-after=` never fired). Under it, runs pass `noxsave` (FXSAVE for FPU threads) unless ARGS has it.
+NESTED_NOXSAVE := $(if $(and $(filter kvm,$(ACCEL_USED)),$(if $(CPU_VIRT),,yes)),$(if $(filter noxsave,$(ARGS)),,noxsave))
+export KERNEL_CMDLINE := $(strip $(ARGS) $(NESTED_NOXSAVE))
 QEMU_BOOT = $(if $(filter limine,$(BOOT_USED)),$(QEMU_FIRMWARE) -cdrom $(ISO),-kernel $(KERNEL_ELF) -append "$$KERNEL_CMDLINE")
 BOOT_MEDIA = $(if $(filter limine,$(BOOT_USED)),iso $(if $(filter uefi,$(FIRMWARE)),ovmf-vars),kernel)
 
@@ -290,7 +294,7 @@ boot-check:
 	  echo "FIRMWARE=uefi boots the Limine ISO, and $(BOOT_WHY) chose pvh: run make limine or set LIMINE_DIR" >&2; exit 1; fi
 
 run: boot-check host-deps $(BOOT_MEDIA)
-	@echo "run: boot $(BOOT_USED) ($(BOOT_WHY)), accel $(ACCEL_USED) ($(ACCEL_WHY)), firmware $(FIRMWARE), -smp $(SMP) -m $(MEM_USED)"
+	@echo "run: boot $(BOOT_USED) ($(BOOT_WHY)), accel $(ACCEL_USED) ($(ACCEL_WHY)), firmware $(FIRMWARE), -smp $(SMP) -m $(MEM_USED)$(if $(NESTED_NOXSAVE), (noxsave added: a nested KVM cannot emulate XGETBV))"
 	$(call run_qemu)
 
 debug: boot-check host-deps $(BOOT_MEDIA)
