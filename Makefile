@@ -146,7 +146,7 @@ help:
 	@echo "make bench-quick (test) smoke run of every benchmark row, nothing timed is asserted"
 	@echo "make ktest-kvm  (test) short KVM run of the x2APIC and TSC-deadline paths, where /dev/kvm opens"
 	@echo "make ktest      (test) in-kernel tests in QEMU at -smp $(KTEST_SMP) (KTEST_ARGS=\"--filter NAME\")"
-	@echo "make soak       the stress tests under preemption for SECONDS=$(SECONDS) at SMP=8, with a verdict (test: 30 s)"
+	@echo "make soak       (test, 30 s there) the stress tests under preemption for SECONDS=$(SECONDS) at SMP=8, with a verdict"
 	@echo "make boot-max   (test) boot at -smp $(MAX_SMP) with x2APIC under QEMU 10, every CPU must come online"
 	@echo "make user       build the user test programs (musl, static) and $(INITRAMFS)"
 	@echo "make user-oracle (check) run every user program on the host Linux, record its lines in $(USER_EXPECTED)/"
