@@ -65,14 +65,17 @@ const SOAK_TESTS: &[&str] = &[
     "aspace_destroy_returns_frames",
 ];
 
+/// Rounds a soak runs at least, however short: enough to tell a leak from a high-water mark.
+const SOAK_MIN_ROUNDS: u64 = 3;
+
 /// Seconds between two statistics blocks of a soak.
 const SOAK_REPORT_S: u64 = 60;
 
 /// `soak=SECS`: run [`SOAK_TESTS`] round after round for `seconds`, print every CPU's scheduler
 /// counters each minute, then the verdict: every run passed, no CPU went a minute without a
-/// switch, and free frames and allocated heap bytes are back where they were after the first
-/// round (which warms up what stays allocated for good, such as per-CPU caches; at least two
-/// rounds run). Powers off with success only then.
+/// switch, free frames are back where they were after the first round (which warms up what stays
+/// allocated for good), and the heap did not grow in every round after it (at least
+/// [`SOAK_MIN_ROUNDS`] run). Powers off with success only then.
 pub fn soak(seconds: u64, cpus_online: u32) -> ! {
     let s = task::sched();
     let tests: alloc::vec::Vec<&Test> = all().filter(|t| SOAK_TESTS.contains(&t.name) && cpus_online >= t.min_cpus).collect();
@@ -89,15 +92,19 @@ pub fn soak(seconds: u64, cpus_online: u32) -> ! {
     let warm: alloc::vec::Vec<mm::stacks::KernelStack> =
         (0..mm::stacks::MAX_STACKS).map_while(|_| mm::stacks::KernelStack::new(4096, "soak-warm-up")).collect();
     drop(warm);
+    // Allocated before the first level is read, so that recording levels does not move them.
+    let mut levels: alloc::vec::Vec<(usize, usize)> = alloc::vec::Vec::with_capacity(4096);
     let start = settled_memory_level();
-    let mut after_first = None;
     let fail = |name: &str, why: &str| -> ! {
         println_raw!("  {name}: {why}");
         println_raw!("soak: FAILED in {name}");
         power::exit(power::Exit::Failure)
     };
-    while rounds < 2 || time::now_ns() < end {
+    while rounds < SOAK_MIN_ROUNDS || time::now_ns() < end {
         for t in tests.iter() {
+            // Each test starts on a settled machine: the threads of the one before reaped, their
+            // stacks' frames back (some tests count free frames).
+            settled_memory_level();
             if let Err(why) = (t.run)() {
                 fail(t.name, &why);
             }
@@ -126,19 +133,27 @@ pub fn soak(seconds: u64, cpus_online: u32) -> ! {
         rounds += 1;
         let level = settled_memory_level();
         println_raw!("soak: round {rounds} done at {} s: {} frames free, {} heap bytes", (time::now_ns() - t0) / 1_000_000_000, level.0, level.1);
-        if after_first.is_none() {
-            after_first = Some(level);
+        if levels.len() < levels.capacity() {
+            levels.push(level);
+        } else if let Some(last) = levels.last_mut() {
+            *last = level;
         }
     }
     let (frames_s, heap_s) = start;
     let (frames1, heap1) = settled_memory_level();
-    let (frames0, heap0) = after_first.expect("one round ran");
+    let (frames0, heap0) = levels[0];
     println_raw!("soak: {rounds} rounds, {runs} test runs in {} s", (time::now_ns() - t0) / 1_000_000_000);
     println_raw!(
         "soak: frames free / heap bytes at the start {frames_s} / {heap_s}, after round 1 {frames0} / {heap0}, at the end {frames1} / {heap1}"
     );
-    if (frames1, heap1) != (frames0, heap0) {
-        fail("soak", &alloc::format!("memory not back to its level: frames {:+}, heap bytes {:+}", frames1 as i64 - frames0 as i64, heap1 as i64 - heap0 as i64));
+    if frames1 != frames0 {
+        fail("soak", &alloc::format!("free frames not back to their level after round 1: {:+}", frames1 as i64 - frames0 as i64));
+    }
+    // A heap leak grows the heap in every round; a high-water mark (a queue's capacity reached
+    // for the first time) only now and then.
+    let grew = levels.windows(2).filter(|w| w[1].1 > w[0].1).count();
+    if grew == levels.len() - 1 && heap1 > heap0 {
+        fail("soak", &alloc::format!("the heap grew in every round after the first: {heap0} -> {heap1} bytes"));
     }
     println_raw!("soak: PASSED");
     power::exit(power::Exit::Success)
