@@ -37,8 +37,9 @@ CPU ?=
 # reports the wrong vCPU to plugins, so the counter stays off with it.
 BENCH_QEMU ?= system
 BENCH_ICOUNT ?=
-# make trace: seconds the traced boot runs, and the trace categories (`trace=` of the kernel).
-SECONDS ?= 2
+# Seconds for make trace (default 2) and make soak (default 600); empty: each target's default.
+SECONDS ?=
+# make trace: the trace categories (`trace=` of the kernel).
 TRACE ?= all
 # The two-guest part (`make bench-linux`, also run by `make bench` and, tiny, by `make test`): the
 # same static programs (user/bench/) on Debian's Linux kernel and on ours, under the same QEMU (TCG,
@@ -136,7 +137,11 @@ OVMF_DRIVES = -drive if=pflash,format=raw,unit=0,readonly=on,file=$(OVMF_CODE) -
 QEMU_FIRMWARE = $(if $(filter uefi,$(FIRMWARE)),$(OVMF_DRIVES))
 # ARGS reaches the shell through the environment, never spliced into a quoted word, so quotes and
 # other shell characters in it arrive as they were typed.
-export KERNEL_CMDLINE := $(ARGS)
+# A nested KVM (/dev/kvm opens, the CPU shows no vmx/svm) emulates the guest's ring 0 and cannot
+# emulate XGETBV/XSETBV there: QEMU stops the guest with "KVM internal error" and never exits (so
+# `exit-after=` never fired). Under it, runs pass `noxsave` (FXSAVE for FPU threads) unless ARGS has it.
+NESTED_NOXSAVE := $(if $(and $(filter kvm,$(ACCEL_USED)),$(if $(CPU_VIRT),,yes)),$(if $(filter noxsave,$(ARGS)),,noxsave))
+export KERNEL_CMDLINE := $(strip $(ARGS) $(NESTED_NOXSAVE))
 QEMU_BOOT = $(if $(filter limine,$(BOOT_USED)),$(QEMU_FIRMWARE) -cdrom $(ISO),-kernel $(KERNEL_ELF) -initrd $(INITRAMFS) -append "$$KERNEL_CMDLINE")
 BOOT_MEDIA = $(if $(filter limine,$(BOOT_USED)),iso $(if $(filter uefi,$(FIRMWARE)),ovmf-vars),kernel $(INITRAMFS))
 
@@ -157,7 +162,7 @@ endef
 banner = @printf '\n==> %s\n' "$(1)"
 
 .PHONY: bench-linux bench-guests-quick linux-guest guest-programs help run debug test check loom bench-quick ktest ktest-kvm ktest-short-slice iso limine limine-files bench kernel test-kernel \
-	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel qemu10 trace smoke-initramfs
+	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel qemu10 trace smoke-initramfs boot-max image soak
 
 help:
 	@echo "make run        build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh, FIRMWARE=bios|uefi)"
@@ -169,18 +174,21 @@ help:
 	@echo "make ktest-kvm  (test) short KVM run of the x2APIC and TSC-deadline paths, where /dev/kvm opens"
 	@echo "make ktest-short-slice (test) the preemption races at -smp 2 with a 100 us slice"
 	@echo "make ktest      (test) in-kernel tests in QEMU at -smp $(KTEST_SMP) (KTEST_ARGS=\"--filter NAME\")"
+	@echo "make soak       (test, 30 s there) the stress tests under preemption for SECONDS=$(SOAK_SECONDS) at SMP=8, with a verdict"
+	@echo "make boot-max   (test) boot at -smp $(MAX_SMP) with x2APIC under QEMU 10, every CPU must come online"
 	@echo "make user       build the user test programs (musl, static) and $(INITRAMFS)"
 	@echo "make user-oracle (check) run every user program on the host Linux, record its lines in $(USER_EXPECTED)/"
 	@echo "make user-kernel run every user program as init of the kernel at -smp $(KTEST_SMP), compare with Linux"
 	@echo "make bench      the benchmark: part 1 natively beside Linux, part 2 in QEMU (BENCH_QEMU=qemu10: QEMU 10)"
-	@echo "make trace      boot with the scheduling trace on for SECONDS=$(SECONDS) s; target/trace/trace.json, timeline.svg, summary.txt"
+	@echo "make trace      boot with the scheduling trace on for SECONDS=$(TRACE_SECONDS) s; target/trace/trace.json, timeline.svg, summary.txt"
 	@echo "make bench-linux the two-guest part only: the same programs on Debian's Linux and on ours, per operation"
 	@echo "make kernel     build the kernel ELF only ($(KERNEL_ELF))"
 	@echo "make test-kernel build the test kernel only ($(TEST_ELF))"
 	@echo "make iso        hybrid BIOS/UEFI Limine ISO in $(ISO) (needs LIMINE_DIR)"
+	@echo "make image      hybrid BIOS/UEFI disk image for a USB stick in $(IMAGE) (needs LIMINE_DIR)"
 	@echo "make limine     fetch Limine $(LIMINE_BRANCH) into LIMINE_DIR=$(LIMINE_DIR)"
-	@echo "make deps       install what the other targets need (QEMU, xorriso, mtools, musl, Rust target)"
 	@echo "make qemu10     unpack QEMU 10 from bookworm-backports into $(QEMU10_DIR) (the system QEMU stays)"
+	@echo "make deps       install what the other targets need (QEMU, xorriso, mtools, musl, Rust target)"
 	@echo "make clean      remove target/"
 	@echo "Options: the commented block at the top of this Makefile."
 
@@ -259,6 +267,35 @@ $(SMOKE_INITRAMFS): $(SMOKE_SRC) | host-deps
 
 smoke-initramfs: $(SMOKE_INITRAMFS)
 
+# A hybrid BIOS/UEFI disk image for a USB stick (README, "Booting on hardware"): an MBR with one
+# bootable EFI system partition (type 0xef, FAT32, from 1 MiB) holding the kernel, limine.conf,
+# limine-bios.sys and EFI/BOOT/BOOTX64.EFI; `limine bios-install` then writes Limine's BIOS stages
+# into the MBR and the gap before the partition. UEFI firmware boots EFI/BOOT/BOOTX64.EFI from it.
+IMAGE := target/kernel.img
+IMAGE_MB ?= 64
+image: host-deps kernel
+	@for f in limine-bios.sys BOOTX64.EFI; do [ -f "$(LIMINE_DIR)/$$f" ] || missing="$${missing:-} $$f"; done; \
+	[ -n "$(LIMINE_TOOL)" ] || missing="$${missing:-} limine(.c)"; \
+	if [ -n "$${missing:-}" ]; then \
+	  echo "image: LIMINE_DIR=$(LIMINE_DIR) lacks$$missing. Put limine-bios.sys, BOOTX64.EFI and the limine tool" >&2; \
+	  echo "  (or limine.c with limine-bios-hdd.h) from a Limine 8 binary release ($(LIMINE_BRANCH)) there: make limine" >&2; \
+	  echo "  does it where the network allows." >&2; exit 1; fi
+	@if [ ! -x "$(LIMINE_TOOL)" ]; then echo "cc $(LIMINE_DIR)/limine.c"; cc -O2 -std=c99 -o $(LIMINE_DIR)/limine $(LIMINE_DIR)/limine.c; fi
+	@img=$(IMAGE); part="$$img@@1M"; sectors=$$(( $(IMAGE_MB) * 2048 - 2048 )); \
+	le32() { printf '\\x%02x\\x%02x\\x%02x\\x%02x' $$(( $$1 & 255 )) $$(( ($$1 >> 8) & 255 )) $$(( ($$1 >> 16) & 255 )) $$(( ($$1 >> 24) & 255 )); }; \
+	rm -f "$$img"; truncate -s $(IMAGE_MB)M "$$img"; \
+	printf "\\x80\\xfe\\xff\\xff\\xef\\xfe\\xff\\xff$$(le32 2048)$$(le32 $$sectors)" | dd of="$$img" bs=1 seek=446 conv=notrunc status=none; \
+	printf '\x55\xaa' | dd of="$$img" bs=1 seek=510 conv=notrunc status=none; \
+	mformat -i "$$part" -F -T $$sectors -v KERNEL ::; \
+	mmd -i "$$part" ::/boot ::/boot/limine ::/EFI ::/EFI/BOOT; \
+	awk 'ENVIRON["KERNEL_CMDLINE"] != "" && /^[[:space:]]*cmdline:/ { match($$0, /cmdline:/); print substr($$0, 1, RSTART - 1) "cmdline: " ENVIRON["KERNEL_CMDLINE"]; next } { print }' \
+	  limine.cfg > target/limine.conf; \
+	mcopy -i "$$part" $(KERNEL_ELF) ::/boot/kernel; \
+	mcopy -i "$$part" target/limine.conf $(LIMINE_DIR)/limine-bios.sys ::/boot/limine/; \
+	mcopy -i "$$part" $(LIMINE_DIR)/BOOTX64.EFI ::/EFI/BOOT/; \
+	$(LIMINE_TOOL) bios-install "$$img"; \
+	echo "image: $$img ($(IMAGE_MB) MiB): write it to a whole USB stick, e.g. dd if=$$img of=/dev/sdX bs=4M conv=fsync"
+
 limine-files:
 	@[ -n "$(LIMINE_READY)" ] || { echo "iso: $(LIMINE_DIR)/ lacks the Limine files ($(LIMINE_FILES) and limine or limine.c): run make limine, or set LIMINE_DIR" >&2; exit 1; }
 
@@ -304,7 +341,7 @@ boot-check:
 	  echo "FIRMWARE=uefi boots the Limine ISO, and $(BOOT_WHY) chose pvh: run make limine or set LIMINE_DIR" >&2; exit 1; fi
 
 run: boot-check host-deps $(BOOT_MEDIA)
-	@echo "run: boot $(BOOT_USED) ($(BOOT_WHY)), accel $(ACCEL_USED) ($(ACCEL_WHY)), firmware $(FIRMWARE), -smp $(SMP) -m $(MEM_USED)"
+	@echo "run: boot $(BOOT_USED) ($(BOOT_WHY)), accel $(ACCEL_USED) ($(ACCEL_WHY)), firmware $(FIRMWARE), -smp $(SMP) -m $(MEM_USED)$(if $(NESTED_NOXSAVE), (noxsave added: a nested KVM cannot emulate XGETBV))"
 	$(call run_qemu)
 
 debug: boot-check host-deps $(BOOT_MEDIA)
@@ -351,6 +388,8 @@ test: deps
 	$(MAKE) --no-print-directory ktest-kvm
 	$(MAKE) --no-print-directory ktest-short-slice
 	$(MAKE) --no-print-directory ktest
+	$(MAKE) --no-print-directory soak SECONDS=30
+	$(MAKE) --no-print-directory boot-max
 
 ktest-kvm: host-deps test-kernel
 	$(call banner,KVM functional run (x2APIC and TSC-deadline paths))
@@ -361,14 +400,15 @@ ktest-kvm: host-deps test-kernel
 # Boot with the trace on (the demo workload unless ARGS says otherwise), power off after SECONDS,
 # and turn what the kernel wrote to QEMU's debug console into the Perfetto/Chrome JSON, the
 # timeline picture and the summary, checking the trace's conservation on the way.
+TRACE_SECONDS = $(or $(SECONDS),2)
 TRACE_DIR := target/trace
 trace: rust-deps
-	$(call banner,trace: -smp $(SMP)$(comma) $(SECONDS) s$(comma) categories $(TRACE))
+	$(call banner,trace: -smp $(SMP)$(comma) $(TRACE_SECONDS) s$(comma) categories $(TRACE))
 	@mkdir -p $(TRACE_DIR) && rm -f $(TRACE_DIR)/raw.bin
-	$(MAKE) --no-print-directory run ARGS='trace=$(TRACE) exit-after=$(SECONDS) $(ARGS)' \
+	$(MAKE) --no-print-directory run ARGS='trace=$(TRACE) exit-after=$(TRACE_SECONDS) $(ARGS)' \
 	  QEMU_ARGS='$(QEMU_ARGS) -debugcon file:$(TRACE_DIR)/raw.bin'
 	cargo run -q --release -p tracetool -- $(TRACE_DIR)/raw.bin --out $(TRACE_DIR) --check \
-	  --title "make trace SMP=$(SMP) SECONDS=$(SECONDS) $(ARGS)"
+	  --title "make trace SMP=$(SMP) SECONDS=$(TRACE_SECONDS) $(ARGS)"
 
 # Races that need frequent preemption, with a 100 us slice: a thread ending with the last handle
 # of its address space, preempted at the end of the space's destruction.
@@ -442,6 +482,42 @@ $(QEMU10):
 	  > "$$root/qemu-system-x86_64"; \
 	chmod +x "$$root/qemu-system-x86_64"; \
 	"$$root/qemu-system-x86_64" --version | head -n 1
+
+
+# The soak: the test kernel repeats its stress tests (ping-pong, spawn/exit churn, mutex, wake-ups,
+# migrations, frames, IPIs, TLB torture, address spaces) under preemption every millisecond for
+# SECONDS seconds at -smp SMP (8 unless given), prints every CPU's counters each minute and ends
+# with a verdict: every run passed, no CPU stalled, free frames back at their level after the
+# first round, the heap not grown in every round (at least three). `make test` runs 30 seconds of it.
+SOAK_SECONDS = $(or $(SECONDS),600)
+SOAK_SMP = $(if $(filter command line environment,$(origin SMP)),$(SMP),8)
+soak: host-deps test-kernel
+	$(call banner,soak: $(SOAK_SECONDS) s of the stress tests at -smp $(SOAK_SMP) (accel $(ACCEL_USED)))
+	@case "$(SOAK_SECONDS)" in ''|*[!0-9]*|0) echo "SECONDS must be a number of seconds, not '$(SOAK_SECONDS)'" >&2; exit 1;; esac
+	@log=target/soak.log; status=0; \
+	cmd="$(QEMU) -machine q35 -accel $(ACCEL_USED) $(if $(filter kvm,$(ACCEL_USED)),-cpu '$(KVM_CPU)') -smp $(SOAK_SMP) -m 1G -serial stdio -display none -no-reboot \
+	  -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel $(TEST_ELF) -append 'soak=$(SOAK_SECONDS) slice-us=1000$(if $(filter kvm,$(ACCEL_USED)), noxsave)'"; \
+	echo "$$cmd"; eval timeout $$(( $(SOAK_SECONDS) + 600 )) "$$cmd" </dev/null | tee "$$log" | grep --line-buffered "^soak\|^  " || true; \
+	status=$${PIPESTATUS[0]:-0}; \
+	if ! grep -q "^soak: PASSED" "$$log"; then echo "soak: no PASSED verdict (see $$log)" >&2; exit 1; fi
+
+# The largest machine the kernel is tested on: QEMU 10 (make qemu10; QEMU 7.2's q35 stops at 255
+# CPUs) at -smp $(MAX_SMP), x2APIC (APIC ids past 254), direct PVH boot, no demo. Every CPU must
+# come online and the kernel must power off by itself; the line says how long the boot took.
+# (Limine 8.2.0 resets such a machine: it counts the boot CPU among the APs past 255.)
+MAX_SMP ?= 288
+MAX_SMP_MEM ?= 2G
+boot-max: qemu10 kernel
+	$(call banner,boot at -smp $(MAX_SMP) under QEMU 10 (x2APIC): every CPU online)
+	@log=target/boot-max.log; start=$$(date +%s%N); status=0; \
+	cmd="$(QEMU10) -machine q35 -accel tcg -cpu qemu64,+x2apic -smp $(MAX_SMP) -m $(MAX_SMP_MEM) -serial file:$$log \
+	  -display none -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel $(KERNEL_ELF) -append 'exit-after=1 demo=0'"; \
+	echo "$$cmd"; eval timeout 900 "$$cmd" </dev/null || status=$$?; \
+	ms=$$(( ($$(date +%s%N) - start) / 1000000 )); \
+	grep -E "smp: [0-9]+/[0-9]+ CPUs online" "$$log" || true; \
+	if [ "$$status" != 33 ]; then echo "boot-max: QEMU ended with status $$status (33 is the kernel's success; 0 is a reset), after $$ms ms; log in $$log" >&2; tail -n 20 "$$log" >&2; exit 1; fi; \
+	if ! grep -q "smp: $(MAX_SMP)/$(MAX_SMP) CPUs online" "$$log"; then echo "boot-max: not every one of $(MAX_SMP) CPUs came online; log in $$log" >&2; exit 1; fi; \
+	echo "boot-max: $(MAX_SMP)/$(MAX_SMP) CPUs online, boot to power-off in $$ms ms (exit-after=1 included)"
 
 
 clean:

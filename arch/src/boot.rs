@@ -15,6 +15,12 @@
 //! ```
 //!
 //! then calls `pvh_main(start_info_phys: u64) -> !` (defined by the kernel) on a 64 KiB boot stack.
+//!
+//! Before it writes anything, the entry checks that the last byte of the image (`.bss` with the
+//! page tables, the boot stack and the boot heap's arena) lies in a RAM region of the start info's
+//! memory map (version 1 and later; an older block is trusted). QEMU loads a kernel into a machine
+//! too small to hold its `.bss` without a word, and the first write there used to end in a silent
+//! triple fault: now COM1 gets one line, QEMU's `isa-debug-exit` the failure code, and the CPU halts.
 //! The kernel replaces these tables with its own (W^X, NX, no identity map) early in common code.
 #![cfg(target_os = "none")]
 
@@ -52,6 +58,11 @@ pvh_boot_stack: .skip 65536
 pvh_boot_stack_top:
     .popsection
 
+    .pushsection .rodata.pvh_msg, "a"
+pvh_too_small_msg:
+    .asciz "pvh: the kernel does not fit in this machine's RAM (its image with page tables, boot stack and boot heap is larger than the memory below it): give it at least 16 MiB\r\n"
+    .popsection
+
     .pushsection .rodata.pvh_gdt, "a"
     .balign 16
 pvh_gdt:
@@ -72,6 +83,53 @@ pvh_start32:
     cli
     cld
     mov %ebx, %esi                          /* hvm_start_info, kept in esi until pvh_main */
+
+    /* Does RAM hold the whole image? hvm_start_info: version at +4, memmap_paddr at +40 (64-bit),
+       memmap_entries at +48; each entry: addr (64), size (64), type (32, 1 = RAM), reserved. Only
+       registers are used: nothing of .bss may be written before this passes. */
+    cmpl $1, 4(%esi)
+    jb 5f                                   /* version 0: no memory map to check against */
+    mov 48(%esi), %ecx
+    test %ecx, %ecx
+    jz 5f
+    mov 40(%esi), %edi                      /* the map is below 4 GiB under QEMU */
+    mov $(__kernel_end - pvh_kernel_vma - 1), %edx   /* the image's last byte, physical */
+3:  cmpl $1, 16(%edi)
+    jne 4f
+    cmpl $0, 4(%edi)
+    jne 4f                                  /* starts above 4 GiB: past the image */
+    cmp (%edi), %edx
+    jb 4f                                   /* starts after the last byte */
+    cmpl $0, 12(%edi)
+    jne 5f                                  /* 4 GiB or more long: covers it */
+    mov (%edi), %eax
+    add 8(%edi), %eax
+    jc 5f                                   /* ends at or past 4 GiB: covers it */
+    cmp %eax, %edx
+    jb 5f                                   /* last byte < region end: covered */
+4:  add $24, %edi
+    loop 3b
+    /* Not covered: say so on COM1 (polling the line status register's THR-empty bit), report
+       failure to isa-debug-exit, halt. */
+    mov $(pvh_too_small_msg - pvh_kernel_vma), %edi
+6:  movzbl (%edi), %ecx
+    test %ecx, %ecx
+    jz 8f
+    mov $0x3fd, %dx
+7:  in %dx, %al
+    test $0x20, %al
+    jz 7b
+    mov $0x3f8, %dx
+    mov %cl, %al
+    out %al, %dx
+    inc %edi
+    jmp 6b
+8:  mov $0x11, %eax
+    out %eax, $0xf4
+9:  cli
+    hlt
+    jmp 9b
+5:
 
     /* Zero the table pages (.bss is zeroed by the loader, but the entry does not rely on it). */
     mov $(pvh_pml4 - pvh_kernel_vma), %edi

@@ -4,6 +4,12 @@
 //!
 //! GDT order: null, kernel code, kernel data, user data, user code, TSS. SYSCALL and SYSRET derive
 //! their selectors from STAR in exactly this order (`crate::syscall` names the numbers).
+//!
+//! The IST stacks are not part of the tables: whoever builds them names the stack tops, so that
+//! they can be kernel stacks with a guard page below (an overflow of an IST stack then faults
+//! instead of running into whatever lies below). The boot CPU starts on three static stacks, because
+//! its tables exist before memory management does, and moves to guarded ones with
+//! [`CpuTables::set_bsp_ist`] as soon as it can.
 #![cfg(target_os = "none")]
 
 use x86_64::{
@@ -38,53 +44,89 @@ pub struct Loaded {
     pub user_ss: SegmentSelector,
 }
 
-/// One CPU's descriptor tables and emergency stacks.
+/// One CPU's descriptor tables.
 pub struct CpuTables {
     gdt: GlobalDescriptorTable,
     tss: TaskStateSegment,
-    ist: [IstStack; 3],
     code: SegmentSelector,
     data: SegmentSelector,
     tss_sel: SegmentSelector,
 }
 
 static mut BSP_TABLES: CpuTables = CpuTables::empty();
+/// The boot CPU's first IST stacks: no guard page, used only until [`CpuTables::set_bsp_ist`].
+static mut BSP_IST: [IstStack; 3] = [const { IstStack([0; IST_STACK_BYTES]) }; 3];
+
+/// The IST slots, in the order of the stack tops the functions below take.
+const IST_SLOTS: [u16; 3] = [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK];
 
 impl CpuTables {
     const fn empty() -> Self {
         CpuTables {
             gdt: GlobalDescriptorTable::new(),
             tss: TaskStateSegment::new(),
-            ist: [const { IstStack([0; IST_STACK_BYTES]) }; 3],
             code: SegmentSelector(0),
             data: SegmentSelector(0),
             tss_sel: SegmentSelector(0),
         }
     }
 
-    /// The boot CPU's tables, static so that they exist before the heap does.
+    /// The boot CPU's tables, static so that they exist before the heap does, with the static IST
+    /// stacks.
     ///
     /// # Safety
     /// Called once, by the boot CPU.
     pub unsafe fn bsp() -> &'static mut CpuTables {
-        // SAFETY: called once, so this is the only reference.
-        unsafe { &mut *(&raw mut BSP_TABLES) }
+        // SAFETY: called once, so this is the only reference to BSP_TABLES; BSP_IST is only ever
+        // addressed (here), never referenced.
+        unsafe {
+            let t = &mut *(&raw mut BSP_TABLES);
+            let ist = &raw mut BSP_IST;
+            for (i, slot) in IST_SLOTS.into_iter().enumerate() {
+                let top = (&raw mut (*ist)[i].0) as u64 + IST_STACK_BYTES as u64;
+                t.tss.interrupt_stack_table[usize::from(slot - 1)] = VirtAddr::new(top);
+            }
+            t
+        }
     }
 
-    /// Fresh tables for one CPU, on the heap (they live as long as the CPU: leaked on purpose).
-    pub fn new_leaked() -> &'static mut CpuTables {
-        // Built in place: the value is 48 KiB, too big to pass through a small boot stack.
+    /// Move the boot CPU's IST entries to the stacks whose tops are `tops` (double fault, NMI,
+    /// machine check). Only this CPU reads the entries (at each IST delivery), and interrupts arrive
+    /// between instructions, so a delivery during the update uses either stack, both valid.
+    ///
+    /// # Safety
+    /// Boot CPU, after its tables were loaded; each top is the 16-byte aligned top of a stack that
+    /// lives for ever and is used by nothing else.
+    pub unsafe fn set_bsp_ist(tops: [u64; 3]) {
+        for (top, slot) in tops.into_iter().zip(IST_SLOTS) {
+            // SAFETY: no reference to BSP_TABLES is live after `load` consumed it; the field is
+            // written through a raw place (the TSS is packed: 4-byte aligned entries).
+            unsafe {
+                let entry = (&raw mut BSP_TABLES.tss.interrupt_stack_table[usize::from(slot - 1)]).cast::<u64>();
+                entry.write_unaligned(top);
+            }
+        }
+    }
+
+    /// Fresh tables for one CPU, on the heap (they live as long as the CPU: leaked on purpose),
+    /// with IST stacks whose tops are `ist_tops` (double fault, NMI, machine check). Built by the
+    /// boot CPU for an AP, so that the AP needs no memory of its own before it has its per-CPU block.
+    pub fn new_leaked(ist_tops: [u64; 3]) -> &'static mut CpuTables {
         let layout = core::alloc::Layout::new::<CpuTables>();
         // SAFETY: the layout is non-zero-sized; the result is checked for null below.
         let p = unsafe { alloc::alloc::alloc_zeroed(layout) }.cast::<CpuTables>();
         if p.is_null() {
             alloc::alloc::handle_alloc_error(layout);
         }
-        // SAFETY: `p` is valid for writes of a CpuTables and zeroed, which is a valid value for the IST
-        // stacks (plain bytes); every other field is written here before the reference is made.
+        // SAFETY: `p` is valid for writes of a CpuTables; every field is written here before the
+        // reference is made.
         unsafe {
             (&raw mut (*p).gdt).write(GlobalDescriptorTable::new());
-            (&raw mut (*p).tss).write(TaskStateSegment::new());
+            let mut tss = TaskStateSegment::new();
+            for (top, slot) in ist_tops.into_iter().zip(IST_SLOTS) {
+                tss.interrupt_stack_table[usize::from(slot - 1)] = VirtAddr::new(top);
+            }
+            (&raw mut (*p).tss).write(tss);
             (&raw mut (*p).code).write(SegmentSelector(0));
             (&raw mut (*p).data).write(SegmentSelector(0));
             (&raw mut (*p).tss_sel).write(SegmentSelector(0));
@@ -98,10 +140,6 @@ impl CpuTables {
     /// # Safety
     /// Runs on the CPU that will use these tables, once, with interrupts off.
     pub unsafe fn load(&'static mut self) -> Loaded {
-        for (i, slot) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK].into_iter().enumerate() {
-            let top = VirtAddr::from_ptr(self.ist[i].0.as_ptr()) + IST_STACK_BYTES as u64;
-            self.tss.interrupt_stack_table[usize::from(slot - 1)] = top;
-        }
         let this: *mut CpuTables = self;
         // SAFETY: the tables are 'static (leaked), so the TSS outlives the GDT entry naming it, and the
         // GDT outlives its loading; `this` is the only path to them from here on.
@@ -120,5 +158,25 @@ impl CpuTables {
             load_tss(t.tss_sel);
             Loaded { tss: &raw mut t.tss, kernel_cs: t.code, kernel_ss: t.data, user_cs, user_ss }
         }
+    }
+}
+
+/// The IST stack tops (double fault, NMI, machine check) of the TSS this CPU has loaded, read back
+/// through the task register and the GDT (SDM vol. 3A, 8.2.3 "TSS Descriptor in 64-bit mode"), for
+/// tests that check where the emergency stacks really are.
+pub fn this_cpu_ist_tops() -> [u64; 3] {
+    let gdtr = x86_64::instructions::tables::sgdt();
+    let selector: u16;
+    // SAFETY: STR only reads the task register.
+    unsafe { core::arch::asm!("str {0:x}", out(reg) selector, options(nomem, nostack, preserves_flags)) };
+    let desc = gdtr.base.as_u64() + u64::from(selector & !7);
+    // SAFETY: the loaded GDT is mapped for as long as it is loaded, and the task register's selector
+    // names a 16-byte TSS descriptor inside it; the TSS it names is mapped (this CPU uses it).
+    unsafe {
+        let low = (desc as *const u64).read_unaligned();
+        let high = ((desc + 8) as *const u64).read_unaligned();
+        let base = ((low >> 16) & 0xff_ffff) | (((low >> 56) & 0xff) << 24) | ((high & 0xffff_ffff) << 32);
+        let tss = &*(base as *const TaskStateSegment);
+        IST_SLOTS.map(|slot| tss.interrupt_stack_table[usize::from(slot - 1)].as_u64())
     }
 }

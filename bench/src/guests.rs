@@ -6,7 +6,7 @@
 //!   programs in `/bin`, the list to run in `/bench.list`). Debian ships no System.map, so a first
 //!   boot without the counter reads the interrupt entry points from `/proc/kallsyms` (`guest
 //!   symbol` lines, cached in `vectors.txt` next to the kernel; `nokaslr` keeps them fixed).
-//! - **Ours** boots once per program with the same archive, `exit-after=1 init=/bin/NAME -- ARGS`; its entry
+//! - **Ours** boots once per program with the same archive, `init=/bin/NAME -- ARGS`; its entry
 //!   stubs are the `trap_stub_N` symbols of its ELF, as in part 2. Programs that need processes
 //!   (fork, pipes) are not run on ours until the kernel has them.
 //!
@@ -530,8 +530,8 @@ fn ours_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<GuestR
         }
         let out = options.out_dir.join(format!("icount-ours-{index}-{}.txt", program.name));
         let _ = fs::remove_file(&out);
-        // The kernel powers off only at `exit-after`, counted from the end of init.
-        let mut cmdline = format!("exit-after=1 init=/bin/{}", program.name);
+        // The kernel powers off when init ends.
+        let mut cmdline = format!("init=/bin/{}", program.name);
         let args = program_args(program, options.quick);
         if !args.is_empty() {
             cmdline = format!("{cmdline} -- {}", args.join(" "));

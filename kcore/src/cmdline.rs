@@ -6,6 +6,7 @@
 //! |---------------------|----------------------------------------------------------------|
 //! | `exit-after=SECS`   | power off by itself after SECS seconds (scripts, CI)           |
 //! | `test=all\|list\|A,B` | test kernel: which in-kernel tests to run                     |
+//! | `soak=SECS`         | test kernel: the stress tests over and over for SECS seconds   |
 //! | `slice-us=N`        | scheduler time slice in microseconds (default 10000)           |
 //! | `nopcid`            | do not use PCID even where the CPU has it                      |
 //! | `nox2apic`          | drive the local APIC in xAPIC mode even where x2APIC exists    |
@@ -44,6 +45,8 @@ pub enum LogLevel {
 pub struct Options<'a> {
     pub exit_after_s: Option<u64>,
     pub test: Option<&'a str>,
+    /// Test kernel: the soak's length in seconds (`soak=SECS`).
+    pub soak_s: Option<u64>,
     pub slice_us: u64,
     pub nopcid: bool,
     pub nox2apic: bool,
@@ -74,6 +77,7 @@ impl Default for Options<'_> {
         Self {
             exit_after_s: None,
             test: None,
+            soak_s: None,
             slice_us: DEFAULT_SLICE_US,
             nopcid: false,
             nox2apic: false,
@@ -261,6 +265,12 @@ pub fn parse<'a>(line: &'a str) -> (Options<'a>, Warnings<'a>) {
             }
             "test" => o.test = needs(&mut w).or(o.test),
             "init" => o.init = needs(&mut w).unwrap_or(o.init),
+            "soak" => {
+                if let Some(v) = needs(&mut w) {
+                    let n = number_in(key, v, 1..=MAX_EXIT_AFTER_S, "1 to 31536000 seconds", &mut w);
+                    o.soak_s = n.or(o.soak_s);
+                }
+            }
             "slice-us" => {
                 if let Some(v) = needs(&mut w) {
                     let n = number_in(key, v, 100..=1_000_000, "100 to 1000000 microseconds", &mut w);
@@ -473,5 +483,13 @@ mod tests {
         let (o, w) = parse("--x init=/a --");
         assert_eq!(w.total, 1, "`--x` is an unknown option, not the separator");
         assert_eq!((o.init, o.init_args), ("/a", ""));
+    }
+
+    #[test]
+    fn soak_takes_seconds() {
+        assert_eq!(parse("soak=30").0.soak_s, Some(30));
+        assert_eq!(parse("").0.soak_s, None);
+        let (o, w) = parse("soak=0");
+        assert_eq!((o.soak_s, w.total), (None, 1));
     }
 }

@@ -31,42 +31,62 @@ fn spin_work(iterations: u64) -> u64 {
 }
 
 /// Start the workload on `nr_cpus` CPUs and the reporter; returns at once.
+///
+/// The reporter comes first, and each CPU's threads are spawned by a short-lived starter pinned to
+/// that CPU, compute threads last: a new thread starts on its creator's CPU, and compute threads
+/// never yield, so one spawner on CPU 0 would get one slice in every few hundred at 128 CPUs and
+/// the demo (and its first statistics) would take minutes to start under emulation.
 pub fn start(nr_cpus: u32) {
     let s = sched();
+    let t0 = crate::time::now_ns();
+    s.spawn(Builder::new("reporter").pinned(CpuIndex(0)), move || report(nr_cpus)).expect("spawn reporter");
     for cpu in 0..nr_cpus {
-        let c = CpuIndex(cpu);
-        s.spawn(Builder::new("compute-pinned").pinned(c), || loop {
-            spin_work(1 << 16);
+        s.spawn(Builder::new("demo-starter").pinned(CpuIndex(cpu)), move || {
+            start_on(cpu, nr_cpus);
+            if STARTED.fetch_add(1, Ordering::AcqRel) + 1 == u64::from(nr_cpus) {
+                log::info!("demo: every CPU's threads started, {} ms after the first", (crate::time::now_ns() - t0) / 1_000_000);
+            }
         })
-        .expect("spawn compute-pinned");
-        s.spawn(Builder::new("compute-free"), || loop {
-            spin_work(1 << 16);
-        })
-        .expect("spawn compute-free");
-        s.spawn(Builder::new("sleeper").pinned(c), || loop {
-            sched().sleep_ns(50_000_000);
-            SLEEPS.fetch_add(1, Ordering::Relaxed);
-        })
-        .expect("spawn sleeper");
-    }
-    for cpu in 0..nr_cpus {
-        let ping: &'static Semaphore = alloc::boxed::Box::leak(alloc::boxed::Box::new(Semaphore::new(0)));
-        let pong: &'static Semaphore = alloc::boxed::Box::leak(alloc::boxed::Box::new(Semaphore::new(0)));
-        let partner = CpuIndex((cpu + 1) % nr_cpus);
-        s.spawn(Builder::new("ping").pinned(CpuIndex(cpu)), move || loop {
-            ping.release(sched());
-            pong.acquire(sched());
-            PINGS.fetch_add(1, Ordering::Relaxed);
-        })
-        .expect("spawn ping");
-        s.spawn(Builder::new("pong").pinned(partner), move || loop {
-            ping.acquire(sched());
-            pong.release(sched());
-        })
-        .expect("spawn pong");
+        .expect("spawn demo-starter");
     }
     start_address_space_work(nr_cpus);
-    s.spawn(Builder::new("reporter").pinned(CpuIndex(0)), move || report(nr_cpus)).expect("spawn reporter");
+}
+
+/// How many CPUs' starters finished.
+static STARTED: AtomicU64 = AtomicU64::new(0);
+
+/// Spawn the threads of CPU `cpu` (running on it): the sleeper, its ping and its partner's pong,
+/// then the two compute threads.
+fn start_on(cpu: u32, nr_cpus: u32) {
+    let s = sched();
+    let c = CpuIndex(cpu);
+    s.spawn(Builder::new("sleeper").pinned(c), || loop {
+        sched().sleep_ns(50_000_000);
+        SLEEPS.fetch_add(1, Ordering::Relaxed);
+    })
+    .expect("spawn sleeper");
+    let ping: &'static Semaphore = alloc::boxed::Box::leak(alloc::boxed::Box::new(Semaphore::new(0)));
+    let pong: &'static Semaphore = alloc::boxed::Box::leak(alloc::boxed::Box::new(Semaphore::new(0)));
+    let partner = CpuIndex((cpu + 1) % nr_cpus);
+    s.spawn(Builder::new("ping").pinned(c), move || loop {
+        ping.release(sched());
+        pong.acquire(sched());
+        PINGS.fetch_add(1, Ordering::Relaxed);
+    })
+    .expect("spawn ping");
+    s.spawn(Builder::new("pong").pinned(partner), move || loop {
+        ping.acquire(sched());
+        pong.release(sched());
+    })
+    .expect("spawn pong");
+    s.spawn(Builder::new("compute-free"), || loop {
+        spin_work(1 << 16);
+    })
+    .expect("spawn compute-free");
+    s.spawn(Builder::new("compute-pinned").pinned(c), || loop {
+        spin_work(1 << 16);
+    })
+    .expect("spawn compute-pinned");
 }
 
 /// Where the shared page sits in the demo's address space.

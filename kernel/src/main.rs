@@ -65,7 +65,7 @@ fn main() {
 use boot::BootInfo;
 #[cfg(target_os = "none")]
 use crate::{
-    cpu::{console, features, percpu, power},
+    cpu::{console, features, percpu},
     cpus::bringup,
     irq::{apic, ipi, trap},
     vm::space,
@@ -141,10 +141,23 @@ fn kernel_main(info: BootInfo) -> ! {
         m.regions().len(),
         m.top_of_ram()
     );
+    for r in m.regions() {
+        log::debug!("memory: {:#014x}..{:#014x} {:?}", r.base, r.base + r.len, r.kind);
+    }
     mm::init(&info);
+    // The boot CPU's IST stacks had to exist before memory did; now they get guard pages.
+    match bringup::new_ist_stacks() {
+        // SAFETY: boot CPU, tables loaded above; the stacks are fresh, never freed, and only these
+        // IST entries use them.
+        Some(tops) => unsafe { arch::gdt::CpuTables::set_bsp_ist(tops) },
+        None => log::warn!("mm: no memory for the boot CPU's guarded IST stacks; it keeps its static ones"),
+    }
     let platform = acpi::init(info.rsdp_phys);
     apic::init_bsp(platform.lapic_phys, !opts.nox2apic, !opts.notscdeadline);
     time::init();
+    if let Some(s) = opts.exit_after_s {
+        time::set_power_off_after_s(s);
+    }
     let cpus_online = bringup::start(info.limine_mp, opts.maxcpus);
     // Nothing reads the loader's structures after this (every AP has left Limine's page tables).
     mm::reclaim_bootloader_memory();
@@ -162,6 +175,8 @@ fn kernel_main(info: BootInfo) -> ! {
         cpu::trace::install(tracer, opts.trace);
     }
     space::init(!opts.nopcid);
+    // The kernel's shootdown hook exists now, so unmapping the trampoline reaches every AP's TLB.
+    bringup::release_trampoline();
     // SAFETY: boot CPU, interrupts off, no thread has used the FPU yet.
     let fpu = unsafe { arch::fpu::enable_on_this_cpu(!opts.noxsave) };
     NOXSAVE.store(opts.noxsave, core::sync::atomic::Ordering::Relaxed);
@@ -178,15 +193,31 @@ fn kernel_main(info: BootInfo) -> ! {
     ipi::send_all_others(trap::VECTOR_RESCHED);
 
     let test = opts.test;
-    let exit_after_s = opts.exit_after_s;
+    let soak_s = opts.soak_s;
     let demo = opts.demo;
     let init = (opts.init, opts.init_args);
     let bench = opts.bench.then_some(opts.bench_quick);
     task::sched()
         .spawn(sched::Builder::new("main").pinned(sched::CpuIndex(0)).stack_bytes(256 * 1024), move || {
-            main_thread(test, bench, exit_after_s, demo, init, cpus_online, nr_cpus)
+            main_thread(test, soak_s, bench, demo, init, cpus_online, nr_cpus)
         })
         .expect("spawn the main thread");
+    // The boot stack has no guard page below it (and under Limine it is the loader's): the boot
+    // CPU's idle thread, which the scheduler adopts from the running code, gets a guarded kernel
+    // stack like every AP's.
+    let idle = mm::stacks::KernelStack::new(BSP_IDLE_STACK_BYTES, "bsp-idle").expect("memory for the boot CPU's idle stack");
+    // SAFETY: a fresh kernel stack, never freed (into_raw), 16-byte aligned top; nothing on the boot
+    // stack is used again (everything the rest needs was moved into the main thread).
+    unsafe { arch::trampoline::call_on_stack(idle.into_raw().1, bsp_idle, 0) }
+}
+
+/// The boot CPU's idle stack, as large as an AP's.
+#[cfg(target_os = "none")]
+const BSP_IDLE_STACK_BYTES: usize = 32 * 1024;
+
+/// The boot CPU on its guarded idle stack: it becomes the idle thread and schedules.
+#[cfg(target_os = "none")]
+extern "C" fn bsp_idle(_: u64) -> ! {
     task::run_this_cpu()
 }
 
@@ -195,13 +226,21 @@ fn kernel_main(info: BootInfo) -> ! {
 #[cfg(target_os = "none")]
 fn main_thread(
     test: Option<&'static str>,
+    soak_s: Option<u64>,
     bench: Option<bool>,
-    exit_after_s: Option<u64>,
     demo: bool,
     init: (&'static str, &'static str),
     cpus_online: u32,
     nr_cpus: u32,
 ) {
+    #[cfg(feature = "ktest")]
+    if let Some(seconds) = soak_s {
+        selftest::soak(seconds, cpus_online);
+    }
+    #[cfg(not(feature = "ktest"))]
+    if soak_s.is_some() {
+        log::warn!("cmdline: `soak=` needs the test kernel (make soak); ignored");
+    }
     #[cfg(feature = "ktest")]
     if let Some(sel) = test {
         selftest::run(sel, cpus_online);
@@ -221,19 +260,24 @@ fn main_thread(
     }
     if test.is_none() && bench.is_none() && process::initramfs::file(init.0).is_some() {
         run_init(init.0, init.1);
+        // Like a machine whose init ended: nothing is left to do. The status line above tells
+        // scripts how init ended; the power-off code says the kernel itself held.
+        if let Some((written, lost)) = cpu::trace::dump(time::tsc_hz()) {
+            log::info!("trace: {written} records written to the debug console, {lost} lost (overwritten or in flight)");
+        }
+        log::info!("init ended: powering off");
+        cpu::power::exit(cpu::power::Exit::Success);
     } else if demo {
         log::info!("demo: compute, sleeping and ping-pong threads on {nr_cpus} CPUs; statistics every second");
         demo::start(nr_cpus);
     } else {
         log::info!("idle: every CPU halts until there is work");
     }
-    if let Some(s) = exit_after_s {
-        task::sched().sleep_ns(s.saturating_mul(1_000_000_000));
-        if let Some((written, lost)) = cpu::trace::dump(time::tsc_hz()) {
-            log::info!("trace: {written} records written to the debug console, {lost} lost (overwritten or in flight)");
-        }
-        log::info!("exit-after={s}: powering off");
-        power::exit(power::Exit::Success);
+    // The deadline counts from boot and every CPU's timer interrupt checks it; this sleep only arms a
+    // timer for it on this CPU, in case no other interrupt comes.
+    if let Some(at) = time::power_off_deadline_ns() {
+        task::sched().sleep_ns(at.saturating_sub(time::now_ns()));
+        time::power_off_if_due();
     }
 }
 

@@ -3,11 +3,11 @@
 //! line's `test=`: `test=all`, `test=list` (print the catalogue for the host harness), or
 //! `test=NAME[,NAME...]`. Each prints `test NAME ... ok` or `test NAME ... FAILED` (with the reason
 //! on the lines before), and the run ends with `N passed, N failed, N skipped` and the matching
-//! exit code.
+//! exit code. `soak=SECS` ([`soak`]) repeats the stress tests instead, for `make soak`.
 //!
 //! Layer: a service (the top); it reaches the console and the exit device below.
 
-use crate::{cpu::power, println_raw, testing::{self, Test}};
+use crate::{cpu::power, mm, println_raw, task, testing::{self, Test}, time};
 
 /// Every test: the linker-section registry of the layers below the services, then the services'
 /// own lists (a service forbids unsafe code, and a `link_section` static counts as unsafe, so the
@@ -56,3 +56,129 @@ pub fn run(selection: &str, cpus_online: u32) -> ! {
     power::exit(if failed == 0 { power::Exit::Success } else { power::Exit::Failure })
 }
 
+/// The stress tests a soak repeats: each checks conservation itself (every thread spawned ran and
+/// was joined, every message and wake-up received, every counter sums) and waits with a deadline,
+/// so a lost wake-up or a stuck CPU fails it instead of hanging the soak.
+const SOAK_TESTS: &[&str] = &[
+    "sched_pingpong_storm",
+    "sched_spawn_exit_churn",
+    "sched_mutex_contention",
+    "sched_no_lost_wakeup",
+    "sched_migration_storm",
+    "frames_contention",
+    "heap_alloc_free",
+    "ipi_all_others_storm",
+    "xcall_exact_targets",
+    "tlb_torture",
+    "aspace_destroy_returns_frames",
+];
+
+/// Rounds a soak runs at least, however short: enough to tell a leak from a high-water mark.
+const SOAK_MIN_ROUNDS: u64 = 3;
+
+/// Seconds between two statistics blocks of a soak.
+const SOAK_REPORT_S: u64 = 60;
+
+/// `soak=SECS`: run [`SOAK_TESTS`] round after round for `seconds`, print every CPU's scheduler
+/// counters each minute, then the verdict: every run passed, no CPU went a minute without a
+/// switch, free frames are back where they were after the first round (which warms up what stays
+/// allocated for good), and the heap did not grow in every round after it (at least
+/// [`SOAK_MIN_ROUNDS`] run). Powers off with success only then.
+pub fn soak(seconds: u64, cpus_online: u32) -> ! {
+    let s = task::sched();
+    let tests: alloc::vec::Vec<&Test> = all().filter(|t| SOAK_TESTS.contains(&t.name) && cpus_online >= t.min_cpus).collect();
+    println_raw!("soak: {seconds} s of {} stress tests on {cpus_online} CPUs", tests.len());
+    let t0 = time::now_ns();
+    let end = t0 + seconds.saturating_mul(1_000_000_000);
+    let mut next_report = t0 + SOAK_REPORT_S * 1_000_000_000;
+    let nr_cpus = s.nr_cpus();
+    let mut last: alloc::vec::Vec<sched::Counters> = (0..nr_cpus).map(|c| s.counters(sched::CpuIndex(c as u32))).collect();
+    let (mut rounds, mut runs) = (0u64, 0u64);
+    // Kernel stacks take their slots round-robin over the whole stack area, and the page tables of
+    // a slot stay once made: until the slot cursor has gone round once, fresh slots cost fresh
+    // table frames. Going round once here makes them all, so the rounds' levels compare.
+    let warm: alloc::vec::Vec<mm::stacks::KernelStack> =
+        (0..mm::stacks::MAX_STACKS).map_while(|_| mm::stacks::KernelStack::new(4096, "soak-warm-up")).collect();
+    drop(warm);
+    // Allocated before the first level is read, so that recording levels does not move them.
+    let mut levels: alloc::vec::Vec<(usize, usize)> = alloc::vec::Vec::with_capacity(4096);
+    let start = settled_memory_level();
+    let fail = |name: &str, why: &str| -> ! {
+        println_raw!("  {name}: {why}");
+        println_raw!("soak: FAILED in {name}");
+        power::exit(power::Exit::Failure)
+    };
+    while rounds < SOAK_MIN_ROUNDS || time::now_ns() < end {
+        for t in tests.iter() {
+            // Each test starts on a settled machine: the threads of the one before reaped, their
+            // stacks' frames back (some tests count free frames).
+            settled_memory_level();
+            if let Err(why) = (t.run)() {
+                fail(t.name, &why);
+            }
+            runs += 1;
+            if time::now_ns() >= next_report {
+                next_report += SOAK_REPORT_S * 1_000_000_000;
+                println_raw!("soak: {} s, round {}, {runs} test runs; frames free {}, heap {} bytes", (time::now_ns() - t0) / 1_000_000_000, rounds + 1, mm::frames::stats().0, mm::heap::allocated_bytes());
+                for (cpu, prev) in last.iter_mut().enumerate() {
+                    let c = s.counters(sched::CpuIndex(cpu as u32));
+                    println_raw!(
+                        "soak: cpu{cpu:<3} switches {:>8} preempt {:>7} yield {:>7} mig-in {:>6} mig-out {:>6} ipi {:>6}",
+                        c.context_switches - prev.context_switches,
+                        c.preemptions - prev.preemptions,
+                        c.voluntary_yields - prev.voluntary_yields,
+                        c.migrations_in - prev.migrations_in,
+                        c.migrations_out - prev.migrations_out,
+                        c.ipis_sent - prev.ipis_sent,
+                    );
+                    if c.context_switches == prev.context_switches {
+                        fail("soak", &alloc::format!("cpu{cpu} did not switch once in the last {SOAK_REPORT_S} s: stalled"));
+                    }
+                    *prev = c;
+                }
+            }
+        }
+        rounds += 1;
+        let level = settled_memory_level();
+        println_raw!("soak: round {rounds} done at {} s: {} frames free, {} heap bytes", (time::now_ns() - t0) / 1_000_000_000, level.0, level.1);
+        if levels.len() < levels.capacity() {
+            levels.push(level);
+        } else if let Some(last) = levels.last_mut() {
+            *last = level;
+        }
+    }
+    let (frames_s, heap_s) = start;
+    let (frames1, heap1) = settled_memory_level();
+    let (frames0, heap0) = levels[0];
+    println_raw!("soak: {rounds} rounds, {runs} test runs in {} s", (time::now_ns() - t0) / 1_000_000_000);
+    println_raw!(
+        "soak: frames free / heap bytes at the start {frames_s} / {heap_s}, after round 1 {frames0} / {heap0}, at the end {frames1} / {heap1}"
+    );
+    if frames1 != frames0 {
+        fail("soak", &alloc::format!("free frames not back to their level after round 1: {:+}", frames1 as i64 - frames0 as i64));
+    }
+    // A heap leak grows the heap in every round; a high-water mark (a queue's capacity reached
+    // for the first time) only now and then.
+    let grew = levels.windows(2).filter(|w| w[1].1 > w[0].1).count();
+    if grew == levels.len() - 1 && heap1 > heap0 {
+        fail("soak", &alloc::format!("the heap grew in every round after the first: {heap0} -> {heap1} bytes"));
+    }
+    println_raw!("soak: PASSED");
+    power::exit(power::Exit::Success)
+}
+
+/// `(free frames, heap bytes allocated)` once reaping has caught up: the same reading twice in a row,
+/// 10 ms apart (exited threads give their stacks back at their CPU's next switch).
+fn settled_memory_level() -> (usize, usize) {
+    let read = || (mm::frames::stats().0, mm::heap::allocated_bytes());
+    let mut before = read();
+    for _ in 0..100 {
+        task::sched().sleep_ns(10_000_000);
+        let now = read();
+        if now == before {
+            return now;
+        }
+        before = now;
+    }
+    before
+}

@@ -18,15 +18,23 @@
 //! synchronised at reset, as on current machines and under QEMU); the boot line says when CPUID does
 //! not promise an invariant TSC.
 //!
+//! `exit-after=` is kept here as a power-off deadline on the same clock ([`set_power_off_after_s`]):
+//! it counts from calibration (the first milliseconds of boot, before the APs start) and every
+//! CPU's timer interrupt checks it ([`power_off_if_due`]), so neither a slow bring-up nor a run
+//! queue full of demonstration threads ahead of the main thread can push it back.
+//!
 //! Neighbours: `acpi` (HPET and PM timer addresses), `cpu::features` (CPUID frequencies), `apic` (the
 //! timer [`arm_oneshot_ns`] arms with these conversions).
 //!
 //! Layer: above `irq` (the APIC timer, the timer vector), below `cpus`.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 
-use crate::acpi::{self, PmTimer};
+use crate::{
+    acpi::{self, PmTimer},
+    cpu::power,
+};
 
 const NS_PER_S: u128 = 1_000_000_000;
 const WINDOW_NS: u64 = 10_000_000;
@@ -45,6 +53,10 @@ const PIT_HZ: u64 = 1_193_182;
 
 /// TSC ticks per second; 0 until calibrated.
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+/// The `exit-after=` deadline in [`now_ns`] time; 0: none.
+static POWER_OFF_AT_NS: AtomicU64 = AtomicU64::new(0);
+/// Set by the CPU that powers off, so that one CPU says it.
+static POWERING_OFF: AtomicBool = AtomicBool::new(false);
 /// The TSC at calibration: [`now_ns`] counts from here.
 static TSC_BASE: AtomicU64 = AtomicU64::new(0);
 /// Nanoseconds per TSC tick, as a 32.32 fixed-point number.
@@ -151,6 +163,7 @@ fn tsc_hz_against(clock: &RefClock, clock_hz: u64) -> (u64, u64) {
         let tsc = (b0 + b1) / 2 - (a0 + a1) / 2;
         let hz = (u128::from(tsc) * u128::from(clock_hz) / u128::from(clock.delta(r0, r1))) as u64;
         let width = (a1 - a0) + (b1 - b0);
+        log::debug!("time: TSC window {trials}: {tsc} TSC ticks, {hz} Hz, read brackets {} ppm of it", ppm(width, tsc));
         if width < best.0 {
             best = (width, tsc, hz);
         }
@@ -221,6 +234,7 @@ fn lapic_per_tsc(tsc_hz: u64) -> (u64, u64, u64) {
         let ticks = u128::from(c0.wrapping_sub(c1));
         upper = upper.min((((ticks + 1) << 32) / u128::from(b0 - a1)) as u64 + 1);
         let width = (a1 - a0) + (b1 - b0);
+        log::debug!("time: LAPIC window {trials}: {ticks} timer ticks in {} TSC ticks, read brackets {} ppm of it", b0 - a1, ppm(width, window_tsc));
         if width < best.0 {
             best = (width, ((ticks << 32) / u128::from((b0 + b1) / 2 - (a0 + a1) / 2)) as u64);
         }
@@ -277,6 +291,37 @@ pub fn init() {
         if crate::irq::apic::timer_is_tsc_deadline() { "TSC-deadline" } else { "one-shot" },
         if f.invariant_tsc { "" } else { "; CPUID does not promise an invariant TSC" }
     );
+}
+
+/// Power the machine off (success) once `s` seconds have passed since calibration. After [`init`].
+pub fn set_power_off_after_s(s: u64) {
+    let at = now_ns().saturating_add(s.saturating_mul(1_000_000_000)).max(1);
+    POWER_OFF_AT_NS.store(at, Ordering::Relaxed);
+}
+
+/// The `exit-after=` deadline in [`now_ns`] time, if one was set.
+pub fn power_off_deadline_ns() -> Option<u64> {
+    let at = POWER_OFF_AT_NS.load(Ordering::Relaxed);
+    (at != 0).then_some(at)
+}
+
+/// Power off if the `exit-after=` deadline has passed: one load when there is none. Called from
+/// every CPU's timer interrupt and by the thread that sleeps until the deadline; the first caller
+/// past it says so and powers off, the others halt.
+#[inline]
+pub fn power_off_if_due() {
+    let at = POWER_OFF_AT_NS.load(Ordering::Relaxed);
+    if at == 0 || now_ns() < at {
+        return;
+    }
+    if POWERING_OFF.swap(true, Ordering::AcqRel) {
+        arch::cpu::halt_forever();
+    }
+    if let Some((written, lost)) = crate::cpu::trace::dump(tsc_hz()) {
+        log::info!("trace: {written} records written to the debug console, {lost} lost (overwritten or in flight)");
+    }
+    log::info!("exit-after: {} ms since boot, powering off", now_ns() / 1_000_000);
+    power::exit(power::Exit::Success)
 }
 
 /// TSC ticks per second (0 before calibration).

@@ -52,6 +52,27 @@ impl fmt::Display for CpuMapError {
 
 impl core::error::Error for CpuMapError {}
 
+/// The CPUs a map is built from, out of what firmware lists: the boot CPU (`bsp`) wherever it is
+/// listed, and the first `keep - 1` others that `usable` accepts, in the listed order. `keep` is
+/// capped at [`MAX_CPUS`], so a machine with more CPUs runs on the first ones instead of failing
+/// [`CpuMap::from_firmware`] with [`CpuMapError::TooManyCpus`].
+pub fn choose_cpus(
+    bsp: ApicId,
+    cpus: impl IntoIterator<Item = (ApicId, AcpiUid)>,
+    keep: usize,
+    usable: impl Fn(ApicId) -> bool,
+) -> impl Iterator<Item = (ApicId, AcpiUid)> {
+    let keep = keep.clamp(1, MAX_CPUS);
+    let mut others = 0usize;
+    cpus.into_iter().filter(move |&(apic, _)| {
+        apic == bsp
+            || usable(apic) && {
+                others += 1;
+                others < keep
+            }
+    })
+}
+
 /// The CPUs of this machine: `CpuId` <-> `ApicId`, and each CPU's `AcpiUid`.
 #[derive(Clone)]
 pub struct CpuMap {
@@ -325,5 +346,27 @@ mod tests {
             CpuMapError::BspNotListed(apic(8)).to_string(),
             "the bootstrap processor (apic8) is not in the firmware list"
         );
+    }
+
+    #[test]
+    fn choose_keeps_the_first_512_of_600_with_the_bsp_anywhere() {
+        for bsp_at in [0u32, 300, 599] {
+            let listed = (0..600u32).map(|i| (apic(i), uid(i)));
+            let map = CpuMap::from_firmware(apic(bsp_at), choose_cpus(apic(bsp_at), listed, usize::MAX, |_| true))
+                .expect("the first 512 make a map");
+            assert_eq!(map.nr_cpus(), MAX_CPUS);
+            assert_eq!(map.apic_of(cpu(0)), Some(apic(bsp_at)));
+            // The others are the first 511 listed after setting the boot CPU aside.
+            let last_in = if bsp_at < MAX_CPUS as u32 { MAX_CPUS as u32 - 1 } else { MAX_CPUS as u32 - 2 };
+            assert!(map.cpu_of(apic(last_in)).is_some(), "bsp at {bsp_at}");
+            assert!(map.cpu_of(apic(last_in + 1)).is_none(), "bsp at {bsp_at}");
+        }
+    }
+
+    #[test]
+    fn choose_honours_keep_and_usable() {
+        let listed = (0..10u32).map(|i| (apic(i), uid(i)));
+        let chosen: std::vec::Vec<u32> = choose_cpus(apic(5), listed, 4, |a| a.get() % 2 == 0).map(|(a, _)| a.get()).collect();
+        assert_eq!(chosen, [0, 2, 4, 5]);
     }
 }

@@ -14,7 +14,11 @@
 //!   shown as `{0-3,6}`), and [`AtomicCpuSet`] (`insert -> bool`, `remove -> bool`, `contains`,
 //!   `insert_all`, `remove_all`, `snapshot -> CpuSet`, `take -> CpuSet`, `is_empty`; all `SeqCst`).
 //! - [`cpumap`]: [`CpuMap::from_firmware`]`(bsp: ApicId, cpus) -> Result<CpuMap, CpuMapError>`,
-//!   then `nr_cpus`, `cpus`, `cpu_of(ApicId)`, `apic_of(CpuId)`, `acpi_uid_of(CpuId)`, `iter`.
+//!   then `nr_cpus`, `cpus`, `cpu_of(ApicId)`, `apic_of(CpuId)`, `acpi_uid_of(CpuId)`, `iter`;
+//!   [`choose_cpus`] picks what the map is built from (the boot CPU, then the first others up to
+//!   `maxcpus` and [`MAX_CPUS`]).
+//! - [`handshake`]: [`handshake::ApState`], the boot CPU / AP bring-up hand-shake (`start`,
+//!   `arrive`, `go_online`, `abandon_if`, `phase`).
 //! - [`pcid`]: [`Pcid`] (`new(u16) -> Option<Pcid>`, valid 1..=4095), [`AsId`] (`new(u64)`), and
 //!   the per-CPU [`PcidTable<N = 6>`](PcidTable): `switch_to(AsId, as_gen: u64) -> SwitchIn
 //!   { pcid, flush, kind: Hit | Stale | Miss | Recycled(AsId) }`, `switch_to_kernel()`,
@@ -49,13 +53,14 @@
 
 pub mod cpumap;
 pub mod cpuset;
+pub mod handshake;
 pub mod ids;
 pub mod pcid;
 pub mod shootdown;
 mod sync;
 pub mod tracker;
 
-pub use cpumap::{CpuMap, CpuMapError};
+pub use cpumap::{CpuMap, CpuMapError, choose_cpus};
 pub use cpuset::{AtomicCpuSet, CpuSet};
 pub use ids::{AcpiUid, ApicId, CpuId, MAX_CPUS};
 pub use pcid::{AsId, DEFAULT_PCID_SLOTS, Pcid, PcidStats, PcidTable, SwitchIn, SwitchKind};

@@ -52,10 +52,9 @@ pub fn percpu_of(cpu: CpuId) -> Option<&'static percpu::PerCpu> {
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
-pub fn register_block(cpu: CpuId) {
-    // SAFETY: the caller runs with interrupts off (boot path or early AP), for the borrow's length.
-    let guard = unsafe { percpu::IrqOff::assume() };
-    let block: *const percpu::PerCpu = percpu::get(&guard);
-    BLOCKS[cpu.index()].store(block.cast_mut(), Ordering::Release);
+/// Record `block` as the per-CPU block of `cpu` (boot CPU, at bring-up, before `cpu` is marked
+/// online).
+pub fn register_block(cpu: CpuId, block: &'static percpu::PerCpu) {
+    BLOCKS[cpu.index()].store((block as *const percpu::PerCpu).cast_mut(), Ordering::Release);
 }
 

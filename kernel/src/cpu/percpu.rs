@@ -117,9 +117,17 @@ impl IrqOff {
 }
 
 /// This CPU's block, for as long as the caller keeps interrupts off.
+#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "only the in-kernel tests use it so far"))]
 pub fn get(_irq_off: &IrqOff) -> &PerCpu {
     // SAFETY: the self pointer was set by `install` and the block is 'static; the guard keeps this
     // CPU's identity fixed for the borrow's lifetime.
+    unsafe { &*(arch::cpu::gs_read_u64::<{ offset_of!(PerCpu, self_ptr) }>() as *const PerCpu) }
+}
+
+/// This CPU's block as a `'static` reference, to record where it is (the boot CPU registers its own
+/// in the CPU map). Unlike [`get`]'s borrow, it keeps naming this CPU's block after a migration.
+pub fn this_block(_irq_off: &IrqOff) -> &'static PerCpu {
+    // SAFETY: as in `get`; blocks are never freed (install's contract), so 'static is their life.
     unsafe { &*(arch::cpu::gs_read_u64::<{ offset_of!(PerCpu, self_ptr) }>() as *const PerCpu) }
 }
 

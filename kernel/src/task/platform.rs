@@ -143,6 +143,7 @@ impl Platform for KernelPlatform {
 fn timer_handler(_frame: &mut arch::trap::TrapFrame) {
     percpu::count(percpu::Counter::TimerInterrupts);
     apic::eoi();
+    time::power_off_if_due();
     if let Some(s) = SCHED.get() {
         s.timer_interrupt();
         s.preempt_if_needed();

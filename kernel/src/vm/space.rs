@@ -801,11 +801,15 @@ impl CpuSpaces {
         let slot = usize::from(decision.pcid.get()) - 1;
         match decision.kind {
             SwitchKind::Recycled(evicted) => {
+                log::trace!("pcid: {me} recycles PCID {} from {evicted} for {}", decision.pcid.get(), next.asid);
                 let owner = self.owners[slot].replace(next.clone()).expect("a recycled slot has an owner");
                 debug_assert_eq!(owner.asid, evicted);
                 owner.tracker.slot_recycled(me);
             }
-            SwitchKind::Miss => self.owners[slot] = Some(next.clone()),
+            SwitchKind::Miss => {
+                log::trace!("pcid: {me} gives free PCID {} to {}", decision.pcid.get(), next.asid);
+                self.owners[slot] = Some(next.clone());
+            }
             SwitchKind::Hit | SwitchKind::Stale => {
                 debug_assert!(self.owners[slot].as_ref().is_some_and(|o| o.asid == next.asid), "slot {slot} of {me} is {}'s", next.asid);
             }

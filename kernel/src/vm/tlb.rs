@@ -192,6 +192,15 @@ pub fn post(me: CpuId, targets: CpuSet, request: &Request) -> Ticket {
     };
     let seq = mailboxes()[me.index()].outbox().seq();
     trace::event(Category::Tlb, |_, cpu| Record::shootdown_begin(begun_tsc, cpu, seq, targets.len() as u32));
+    log::trace!(
+        "tlb: {me} shoots down {} of {}: {} pages from {:#x}{} (generation {})",
+        targets,
+        request.asid,
+        request.range.pages,
+        request.range.start_vpage * 4096,
+        if request.full_flush { ", full flush" } else { "" },
+        request.new_gen
+    );
     ipi::send_set(&targets, trap::VECTOR_SHOOTDOWN);
     let kind = if request.asid == KERNEL_ASID { Counter::KernelIpis } else { Counter::IpisSent };
     count(kind, targets.len() as u64);

@@ -32,7 +32,7 @@ pub struct Setup {
     pub accel: String,
     pub cpu: Option<String>,
     pub mem: String,
-    /// Kernel options before `--`, e.g. `exit-after=1`.
+    /// Kernel options before `--`, e.g. `loglevel=warn`.
     pub append: String,
     pub timeout_s: u64,
     pub log_dir: PathBuf,

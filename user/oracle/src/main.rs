@@ -54,7 +54,7 @@ QEMU OPTIONS (kernel):
   --accel tcg|kvm      default tcg
   --cpu MODEL          QEMU CPU model (default QEMU's; `max` brings AVX under TCG)
   --mem SIZE           default 512M
-  --append OPTIONS     kernel options before `--` (default exit-after=1)
+  --append OPTIONS     kernel options before `--` (default none: the kernel powers off when init ends)
   --timeout SECONDS    deadline of each boot (default 300)
   --log-dir DIR        serial logs (default target/user/logs)
   --exited REGEX       the kernel's line saying init exited, status captured (default: see kernel.rs)
@@ -140,7 +140,7 @@ fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
         accel: "tcg".into(),
         cpu: None,
         mem: "512M".into(),
-        append: "exit-after=1".into(),
+        append: String::new(),
         timeout_s: 300,
         log_dir: "target/user/logs".into(),
         exited: kernel::EXITED.into(),
