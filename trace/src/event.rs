@@ -359,6 +359,35 @@ impl Record {
         }
     }
 
+    /// Thread `tid` entered system call number `nr` on `cpu`.
+    pub const fn syscall_enter(tsc: u64, cpu: u16, nr: u64, tid: u64) -> Record {
+        Record {
+            a: nr,
+            b: tid,
+            ..Record::new(tsc, cpu, Kind::SyscallEnter)
+        }
+    }
+
+    /// Thread `tid`'s system call number `nr` returned `ret` (its low 32 bits are kept).
+    pub const fn syscall_exit(tsc: u64, cpu: u16, nr: u64, tid: u64, ret: u64) -> Record {
+        Record {
+            a: nr,
+            b: tid,
+            c: ret as u32,
+            ..Record::new(tsc, cpu, Kind::SyscallExit)
+        }
+    }
+
+    /// Thread `tid` faulted at `addr` with page-fault error code `error` (its low 32 bits).
+    pub const fn page_fault(tsc: u64, cpu: u16, addr: u64, tid: u64, error: u64) -> Record {
+        Record {
+            a: addr,
+            b: tid,
+            c: error as u32,
+            ..Record::new(tsc, cpu, Kind::PageFault)
+        }
+    }
+
     /// The kind, if the number is one this crate knows.
     pub const fn kind(&self) -> Option<Kind> {
         Kind::from_u8(self.kind)
@@ -417,6 +446,15 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syscall_and_fault_records_keep_their_fields() {
+        let r = Record::from_bytes(&Record::syscall_exit(7, 2, 39, 5, (-14i64) as u64).to_bytes());
+        assert_eq!((r.kind(), r.a, r.b, r.c as i32, r.cpu), (Some(Kind::SyscallExit), 39, 5, -14, 2));
+        let r = Record::page_fault(1, 0, 0xdead_0000, 9, 6);
+        assert_eq!((r.kind(), r.a, r.b, r.c), (Some(Kind::PageFault), 0xdead_0000, 9, 6));
+        assert_eq!(Record::syscall_enter(1, 0, 0, 3).kind().map(Kind::category), Some(Category::Syscall));
+    }
 
     #[test]
     fn a_record_survives_words_and_bytes() {

@@ -10,7 +10,12 @@ use core::fmt::Write;
 use abi::vma::{PROT_EXEC, PROT_WRITE, VmaKind};
 use arch::trap::TrapFrame;
 
-use crate::irq::trap::{self, UserFaultHooks};
+use ::trace::{Category, Record};
+
+use crate::{
+    cpu::trace,
+    irq::trap::{self, UserFaultHooks},
+};
 
 pub fn init() {
     trap::set_user_fault_hooks(UserFaultHooks { resolve_page, kill, before_user_return });
@@ -29,6 +34,7 @@ fn before_user_return() {
 }
 
 fn resolve_page(addr: u64, error: u64) -> bool {
+    trace::event(Category::Fault, |tsc, cpu| Record::page_fault(tsc, cpu, addr, super::current_tid(), error));
     let Some(p) = super::current() else { return false };
     if error & PF_PRESENT != 0 {
         // A protection violation on a mapped page: the mapping's rights say no.

@@ -16,8 +16,11 @@ mod mem;
 mod proc;
 mod time;
 
+use ::trace::{Category, Record};
 use abi::linux::{errno, errno_ret, general as nr};
 use arch::syscall::{UserEntryHooks, UserFrame};
+
+use crate::cpu::trace;
 
 /// A call's outcome: a value for `rax` or an errno.
 pub type SysResult = Result<u64, u32>;
@@ -46,6 +49,7 @@ fn dispatch(frame: &mut UserFrame) {
     crate::process::exit_if_killed();
     let [a0, a1, a2, a3, a4, a5] = frame.syscall_args();
     let number = frame.orig_rax;
+    trace::event(Category::Syscall, |tsc, cpu| Record::syscall_enter(tsc, cpu, number, crate::process::current_tid()));
     let Ok(n) = u32::try_from(number) else {
         frame.rax = errno_ret(errno::ENOSYS);
         return;
@@ -93,6 +97,8 @@ fn dispatch(frame: &mut UserFrame) {
         Ok(v) => v,
         Err(e) => errno_ret(e),
     };
+    let ret = frame.rax;
+    trace::event(Category::Syscall, |tsc, cpu| Record::syscall_exit(tsc, cpu, number, crate::process::current_tid(), ret));
 }
 
 fn unknown(number: u64) -> SysResult {
