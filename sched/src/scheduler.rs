@@ -672,6 +672,13 @@ impl<P: Platform> Scheduler<P> {
         }
         let from = &self.cpus[victim];
         if let Some(t) = from.queue.steal(me) {
+            // A pull is a steal by a busy CPU: the trace says so, or the thread's next switch-in
+            // here would look like a thread appearing on a CPU it was never sent to.
+            self.platform.trace(|| TraceEvent::Steal {
+                // SAFETY: a stolen thread is valid and ours now.
+                thread: unsafe { t.as_ref() }.id,
+                victim: CpuIndex(victim as u32),
+            });
             // SAFETY: as in `steal_into`: `steal` made the thread ours and it is on no queue.
             let info = unsafe { self.cpus[me].queue.activate(t) };
             debug_assert!(!info.kick, "a busy CPU's queue is not halted");

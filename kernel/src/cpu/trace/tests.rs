@@ -104,9 +104,11 @@ fn shootdown_storm(cpus: &[CpuIndex]) -> Result<(), String> {
     let mut holders = Vec::new();
     for &cpu in &cpus[1..] {
         let release = release.clone();
+        // The holders spin: a CPU whose thread sleeps goes idle and leaves the space, and then no
+        // shootdown needs to reach it.
         let h = spawn_in(&space, Builder::new("trace-holder").pinned(cpu).stack_bytes(STACK_BYTES), move || {
             while !release.load(Ordering::Acquire) {
-                sched().sleep_ns(MS);
+                core::hint::spin_loop();
             }
         })
         .map_err(|e| format!("spawn: {e:?}"))?;
