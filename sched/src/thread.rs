@@ -15,6 +15,7 @@ use crate::platform::{CpuIndex, Mm, Platform, Stack};
 use crate::rq::{Entity, Queued};
 use crate::scheduler::Scheduler;
 use crate::wait::WaitQueue;
+use spin::mutex::SpinMutex;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use arch::fpu::FpuArea;
@@ -112,6 +113,13 @@ pub enum SpawnError {
     OutOfMemory,
 }
 
+/// Why [`Scheduler::set_current_affinity`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AffinityError {
+    /// The mask names no CPU the scheduler has.
+    NoCpu,
+}
+
 /// The running thread, as panic messages and logs want it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CurrentThread {
@@ -160,6 +168,9 @@ pub(crate) struct Thread {
     /// The thread's current sleep deadline has passed and its timer entry has fired (guarded by the
     /// sleeper heap lock of the CPU it went to sleep on).
     pub(crate) sleep_fired: AtomicBool,
+    /// The CPUs the thread was restricted to at run time (`None`: as spawned, see
+    /// `Scheduler::current_affinity`).
+    pub(crate) affinity: SpinMutex<Option<Box<[u64]>>>,
     /// `None` for a CPU's boot thread (which runs on the stack it was booted with).
     stack: UnsafeCell<Option<Stack>>,
     /// The closure to run, taken by the thread when it starts.
@@ -209,6 +220,7 @@ impl Thread {
             fs_base: AtomicU64::new(0),
             joiners: WaitQueue::new(),
             sleep_fired: AtomicBool::new(false),
+            affinity: SpinMutex::new(None),
             stack: UnsafeCell::new(stack),
             body: UnsafeCell::new(body),
         }
