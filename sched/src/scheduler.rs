@@ -44,7 +44,9 @@ extern crate alloc;
 use crate::platform::{CpuIndex, IrqState, Mm, Platform};
 use crate::rq::{CpuQueue, Enqueued, State, Wake};
 use crate::stats::{Counters, CpuCounters, add, bump};
-use crate::thread::{AffinityError, Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread, ThreadId};
+use crate::thread::{
+    AffinityError, Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread, ThreadId,
+};
 use crate::trace::{SwitchReason, TraceEvent};
 use alloc::boxed::Box;
 use alloc::collections::BinaryHeap;
@@ -331,7 +333,11 @@ impl<P: Platform> Scheduler<P> {
                 .map(|w| {
                     let bits = mask.get(w).copied().unwrap_or(0);
                     let valid = n - w * 64;
-                    if valid >= 64 { bits } else { bits & ((1 << valid) - 1) }
+                    if valid >= 64 {
+                        bits
+                    } else {
+                        bits & ((1 << valid) - 1)
+                    }
                 })
                 .collect()
         });

@@ -15,7 +15,6 @@ use crate::platform::{CpuIndex, Mm, Platform, Stack};
 use crate::rq::{Entity, Queued};
 use crate::scheduler::Scheduler;
 use crate::wait::WaitQueue;
-use spin::mutex::SpinMutex;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use arch::fpu::FpuArea;
@@ -23,6 +22,7 @@ use arch::switch::Window;
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use spin::mutex::SpinMutex;
 
 /// A thread's number: unique for the scheduler's lifetime, never reused (0 is never a thread).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
