@@ -62,6 +62,9 @@ ORACLE_ARGS ?=
 # options, e.g. --only NAME, --timeout SECONDS.
 USER_KERNEL_CPU ?= max
 USER_KERNEL_ARGS ?=
+# Seconds each user-program boot may take: storm and memtorture at -smp 8 under TCG on a loaded
+# 2-core machine need minutes, and a deadline must hold there, not only on an idle one.
+USER_KERNEL_TIMEOUT ?= 900
 # The KVM functional run of `make test`, wherever /dev/kvm opens (even a nested KVM, whose emulated
 # ring 0 is slow): the host CPU model brings x2APIC and the TSC-deadline timer, which no TCG offers.
 # `-arch-capabilities`: QEMU aborts setting that MSR under some nested KVMs; `noxsave` (kernel):
@@ -178,7 +181,7 @@ help:
 	@echo "make boot-max   (test) boot at -smp $(MAX_SMP) with x2APIC under QEMU 10, every CPU must come online"
 	@echo "make user       build the user test programs (musl, static) and $(INITRAMFS)"
 	@echo "make user-oracle (check) run every user program on the host Linux, record its lines in $(USER_EXPECTED)/"
-	@echo "make user-kernel run every user program as init of the kernel at -smp $(KTEST_SMP), compare with Linux"
+	@echo "make user-kernel (test) run every user program as init of the kernel at -smp $(KTEST_SMP), compare with Linux"
 	@echo "make bench      the benchmark: part 1 natively beside Linux, part 2 in QEMU (BENCH_QEMU=qemu10: QEMU 10)"
 	@echo "make trace      boot with the scheduling trace on for SECONDS=$(TRACE_SECONDS) s; target/trace/trace.json, timeline.svg, summary.txt"
 	@echo "make bench-linux the two-guest part only: the same programs on Debian's Linux and on ours, per operation"
@@ -390,6 +393,7 @@ test: deps
 	$(MAKE) --no-print-directory ktest
 	$(MAKE) --no-print-directory soak SECONDS=30
 	$(MAKE) --no-print-directory boot-max
+	$(MAKE) --no-print-directory user-kernel
 
 ktest-kvm: host-deps test-kernel
 	$(call banner,KVM functional run (x2APIC and TSC-deadline paths))
@@ -583,7 +587,7 @@ user-oracle: user-programs
 user-kernel: host-deps user-oracle $(INITRAMFS) kernel
 	$(call banner,user programs in the kernel (accel $(ACCEL_USED)$(comma) -cpu $(USER_KERNEL_CPU)): compared with Linux)
 	cargo run -q -p user-oracle -- kernel --kernel $(KERNEL_ELF) --initramfs $(INITRAMFS) --smp $(KTEST_SMP) \
-	  --accel $(ACCEL_USED) --cpu $(USER_KERNEL_CPU) $(USER_KERNEL_ARGS)
+	  --accel $(ACCEL_USED) --cpu $(USER_KERNEL_CPU) --timeout $(USER_KERNEL_TIMEOUT) $(USER_KERNEL_ARGS)
 
 # ---- the two-guest benchmark ---------------------------------------------------------------------
 #

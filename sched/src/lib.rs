@@ -31,6 +31,8 @@
 //!   `is_finished`.
 //! - `Scheduler::yield_now(&self)`, `sleep_ns(&self, u64)`, `unsafe exit(&self) -> !`,
 //!   `current(&self) -> Option<CurrentThread>` ([`CurrentThread`] `{ id, name, cpu }`, `Display`).
+//! - `Scheduler::set_current_affinity(&self, &[u64]) -> Result<CpuIndex, AffinityError>` (moves
+//!   the caller if its CPU is no longer allowed), `current_affinity(&self, &mut [u64])`.
 //!
 //! Interrupt side (called by the kernel with interrupts disabled):
 //! - `Scheduler::timer_interrupt(&self)`, then `Scheduler::preempt_if_needed(&self)` (also at the
@@ -77,6 +79,6 @@ pub mod host;
 pub use platform::{CpuIndex, IrqState, Mm, MmOps, Platform, Stack};
 pub use scheduler::{Config, PreemptGuard, Scheduler};
 pub use stats::Counters;
-pub use thread::{Builder, CurrentThread, JoinHandle, SpawnError, ThreadId};
+pub use thread::{AffinityError, Builder, CurrentThread, JoinHandle, SpawnError, ThreadId};
 pub use trace::{SwitchReason, TraceEvent};
 pub use wait::{Mutex, MutexGuard, Semaphore, WaitQueue};

@@ -20,7 +20,9 @@
 //! # The protocol
 //! Lock rule: an entity's `on_rq` and its link are only touched under the lock of the queue of the
 //! entity's current `cpu`, and `cpu` only changes under that lock (by `steal`, while the entity is
-//! queued). Interrupts are disabled while any queue lock is held.
+//! queued; by a migration, while the thread is switching away from its CPU: see below). Interrupts
+//! are disabled while any queue lock is held. A thread's `pinned` flag changes only while it runs
+//! (under its CPU's queue lock), so it always names the FIFO a queued thread is on.
 //!
 //! - Blocking: the thread sets `Blocked` *before* publishing itself as a waiter (see `WaitQueue`),
 //!   then calls the switch path, which under its queue lock either takes it off the queue
@@ -35,6 +37,11 @@
 //!   own earlier switches are all finished when it picks.
 //! - Stealing: an idle CPU takes the oldest migratable thread from a busy CPU's queue, sets its
 //!   `cpu` under the victim's lock, and pushes it on its own queue.
+//! - Migrating (a running thread whose CPU its affinity no longer allows): its switch path, under
+//!   its CPU's lock, takes it off the queue (`on_rq = false`, still `Running`) and sets its `cpu`
+//!   to the target ([`RunQueue::migrate_prev_pick_next`]); after unlocking, it pushes it on the
+//!   target's queue ([`CpuQueue::activate`]), whose CPU waits for `on_cpu` as a thief does. In
+//!   between, a waker finds it `Running` and does nothing, as for any running thread.
 
 use crate::sync::{
     AtomicBool, AtomicU8, AtomicUsize, Ordering, SpinGuard, SpinLock, UnsafeCell, spin_loop,
@@ -86,7 +93,7 @@ pub struct Entity<T> {
     state: AtomicU8,
     on_rq: AtomicBool,
     on_cpu: AtomicBool,
-    pinned: bool,
+    pinned: AtomicBool,
 }
 
 // SAFETY: the link (the only non-atomic field) is read and written only under the lock of the queue
@@ -105,7 +112,7 @@ impl<T> Entity<T> {
             state: AtomicU8::new(State::Running as u8),
             on_rq: AtomicBool::new(false),
             on_cpu: AtomicBool::new(false),
-            pinned,
+            pinned: AtomicBool::new(pinned),
         }
     }
 
@@ -124,7 +131,14 @@ impl<T> Entity<T> {
     /// Whether the thread may only run on its CPU.
     #[inline]
     pub fn is_pinned(&self) -> bool {
-        self.pinned
+        self.pinned.load(Ordering::Relaxed)
+    }
+
+    /// The running thread changes whether it may be stolen. Call under the lock of its CPU's
+    /// queue, while it runs there (so it is on no FIFO: `push` reads the flag to choose one).
+    #[inline]
+    pub fn set_pinned(&self, pinned: bool) {
+        self.pinned.store(pinned, Ordering::Relaxed);
     }
 
     /// Runnable (queued or running): only meaningful under the queue lock of [`Entity::cpu`].
@@ -283,7 +297,7 @@ impl<T: Queued> RunQueue<T> {
         self.next_seq += 1;
         // SAFETY: `t` is valid and on no queue (caller).
         unsafe {
-            if t.as_ref().entity().pinned {
+            if t.as_ref().entity().is_pinned() {
                 self.pinned.push(t, seq);
             } else {
                 self.free.push(t, seq);
@@ -335,6 +349,28 @@ impl<T: Queued> RunQueue<T> {
                 State::Blocked | State::Dead => e.on_rq.store(false, Ordering::Relaxed),
             }
         }
+        self.pop()
+    }
+
+    /// The switch path of a thread leaving this CPU for `target` (its affinity no longer allows
+    /// this one): `prev` leaves the runnable set here, still `Running`, and now belongs to
+    /// `target`, whose queue the caller must push it on with [`CpuQueue::activate`] once this lock
+    /// is released. Then the thread to run next, as [`RunQueue::put_prev_pick_next`].
+    ///
+    /// # Safety
+    /// `prev` is the thread running on this queue's CPU, is valid and `Running`, and is not the
+    /// idle thread.
+    #[inline]
+    pub unsafe fn migrate_prev_pick_next(
+        &mut self,
+        prev: NonNull<T>,
+        target: usize,
+    ) -> Option<NonNull<T>> {
+        // SAFETY: `prev` is valid (caller).
+        let e = unsafe { prev.as_ref() }.entity();
+        debug_assert_eq!(e.state(), State::Running, "only a running thread migrates");
+        e.on_rq.store(false, Ordering::Relaxed);
+        e.cpu.store(target, Ordering::Relaxed);
         self.pop()
     }
 }

@@ -44,7 +44,9 @@ extern crate alloc;
 use crate::platform::{CpuIndex, IrqState, Platform};
 use crate::rq::{CpuQueue, Enqueued, State, Wake};
 use crate::stats::{Counters, CpuCounters, add, bump};
-use crate::thread::{Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread, ThreadId};
+use crate::thread::{
+    AffinityError, Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread, ThreadId,
+};
 use crate::trace::{SwitchReason, TraceEvent};
 use alloc::boxed::Box;
 use alloc::collections::BinaryHeap;
@@ -103,13 +105,16 @@ enum Reason {
     Preempt,
     /// The idle thread has work to hand the CPU to.
     Idle,
+    /// The thread moves to another CPU (its affinity no longer allows this one).
+    Migrate(usize),
 }
 
 impl Reason {
     /// The reason as a trace reports it.
     fn traced(self) -> SwitchReason {
         match self {
-            Reason::Yield => SwitchReason::Yield,
+            // It stays runnable, as after a yield (on the CPU it moved to).
+            Reason::Yield | Reason::Migrate(_) => SwitchReason::Yield,
             Reason::Block => SwitchReason::Block,
             Reason::Exit => SwitchReason::Exit,
             Reason::Preempt => SwitchReason::Preempt,
@@ -305,6 +310,84 @@ impl<P: Platform> Scheduler<P> {
         // off, so it cannot change under us.
         if let Some(t) = unsafe { p.as_ref() } {
             t.fs_base.store(fs_base, Ordering::Relaxed);
+        }
+        self.platform.irq_restore(irq);
+    }
+
+    /// Restrict the calling thread to the CPUs set in `mask` (bit `c % 64` of word `c / 64` is CPU
+    /// `c`; bits of CPUs this scheduler does not have are ignored), remembered for
+    /// [`Scheduler::current_affinity`]. If its CPU is no longer allowed, the thread moves to the
+    /// lowest allowed one before this returns. Returns the CPU it runs on.
+    ///
+    /// Placement is simple: a thread allowed every CPU may be stolen by any idle CPU; a thread
+    /// restricted to some of them stays on one of those (it is pinned there, never stolen), so a
+    /// mask of several CPUs is honoured but not balanced within.
+    pub fn set_current_affinity(&self, mask: &[u64]) -> Result<CpuIndex, AffinityError> {
+        let n = self.cpus.len();
+        let allowed = |c: usize| mask.get(c / 64).is_some_and(|w| w & (1 << (c % 64)) != 0);
+        let Some(first) = (0..n).find(|&c| allowed(c)) else {
+            return Err(AffinityError::NoCpu);
+        };
+        let all = (0..n).all(allowed);
+        let stored: Option<Box<[u64]>> = (!all).then(|| {
+            (0..n.div_ceil(64))
+                .map(|w| {
+                    let bits = mask.get(w).copied().unwrap_or(0);
+                    let valid = n - w * 64;
+                    if valid >= 64 {
+                        bits
+                    } else {
+                        bits & ((1 << valid) - 1)
+                    }
+                })
+                .collect()
+        });
+        let irq = self.platform.irq_save_disable();
+        let me = self.this_cpu();
+        let t = self.current_blockable();
+        // SAFETY: the running thread is alive while it runs.
+        let thread = unsafe { t.as_ref() };
+        let old = {
+            let _rq = self.cpus[me].queue.lock();
+            // Under our queue lock while we run: not on a FIFO (see `Entity::set_pinned`).
+            thread.entity.set_pinned(!all);
+            core::mem::replace(&mut *thread.affinity.lock(), stored)
+        };
+        let target = if allowed(me) { me } else { first };
+        if target != me {
+            self.schedule(Reason::Migrate(target));
+        }
+        let now = self.this_cpu();
+        self.platform.irq_restore(irq);
+        // Freed with interrupts enabled, outside every lock.
+        drop(old);
+        Ok(CpuIndex(now as u32))
+    }
+
+    /// The CPUs the calling thread may run on, as set bits in `out` (cleared first; the layout of
+    /// [`Scheduler::set_current_affinity`]); CPUs beyond `out` are left out.
+    pub fn current_affinity(&self, out: &mut [u64]) {
+        out.fill(0);
+        let mut set = |c: usize| {
+            if let Some(w) = out.get_mut(c / 64) {
+                *w |= 1 << (c % 64);
+            }
+        };
+        let irq = self.platform.irq_save_disable();
+        // SAFETY: the running thread is alive while it runs.
+        let thread = unsafe { self.current_blockable().as_ref() };
+        match &*thread.affinity.lock() {
+            Some(mask) => {
+                for (c, _) in (0..self.cpus.len())
+                    .map(|c| (c, mask[c / 64] & (1 << (c % 64)) != 0))
+                    .filter(|&(_, on)| on)
+                {
+                    set(c);
+                }
+            }
+            // Pinned when spawned: its one CPU.
+            None if thread.entity.is_pinned() => set(thread.entity.cpu()),
+            None => (0..self.cpus.len()).for_each(&mut set),
         }
         self.platform.irq_restore(irq);
     }
@@ -841,7 +924,10 @@ impl<P: Platform> Scheduler<P> {
         let cpu = &self.cpus[me];
         let prev = cpu.local.current.load(Ordering::Relaxed);
         let idle = cpu.local.idle.load(Ordering::Relaxed);
-        if matches!(reason, Reason::Yield | Reason::Block | Reason::Exit) {
+        if matches!(
+            reason,
+            Reason::Yield | Reason::Block | Reason::Exit | Reason::Migrate(_)
+        ) {
             assert_eq!(
                 cpu.local.preempt_count.load(Ordering::Relaxed),
                 0,
@@ -863,9 +949,14 @@ impl<P: Platform> Scheduler<P> {
             NonNull::new(prev).expect("scheduling on a CPU that has not joined the scheduler");
         let next = {
             let mut rq = cpu.queue.lock();
-            // SAFETY: `prev` runs on this CPU and is alive.
-            let next = unsafe { rq.put_prev_pick_next(prev_nn, prev == idle) }
-                .map_or(idle, NonNull::as_ptr);
+            let next = match reason {
+                // SAFETY: `prev` runs on this CPU, is alive, `Running` (it called
+                // `set_current_affinity` with interrupts off) and not the idle thread.
+                Reason::Migrate(target) => unsafe { rq.migrate_prev_pick_next(prev_nn, target) },
+                // SAFETY: `prev` runs on this CPU and is alive.
+                _ => unsafe { rq.put_prev_pick_next(prev_nn, prev == idle) },
+            }
+            .map_or(idle, NonNull::as_ptr);
             if next != prev {
                 // Under the queue lock, so a thief that takes `prev` next reports after this.
                 self.platform.trace(|| {
@@ -884,6 +975,17 @@ impl<P: Platform> Scheduler<P> {
             }
             next
         };
+        if let Reason::Migrate(target) = reason {
+            // SAFETY: `prev` is alive (it is us), on no queue, and belongs to `target` now; it is
+            // still running here, which `target`'s picker waits out through `on_cpu`.
+            let info = unsafe { self.cpus[target].queue.activate(prev_nn) };
+            self.after_enqueue(me, target, info, true);
+            bump(&cpu.counters.migrations_out);
+            self.cpus[target]
+                .counters
+                .migrations_in
+                .fetch_add(1, Ordering::Relaxed);
+        }
         if next == prev {
             if let Some(now) = now {
                 cpu.local.slice_start_ns.store(now, Ordering::Relaxed);

@@ -22,6 +22,7 @@ use arch::switch::Window;
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use spin::mutex::SpinMutex;
 
 /// A thread's number: unique for the scheduler's lifetime, never reused (0 is never a thread).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -113,6 +114,13 @@ pub enum SpawnError {
     OutOfMemory,
 }
 
+/// Why [`Scheduler::set_current_affinity`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AffinityError {
+    /// The mask names no CPU the scheduler has.
+    NoCpu,
+}
+
 /// The running thread, as panic messages and logs want it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CurrentThread {
@@ -167,6 +175,9 @@ pub(crate) struct Thread {
     /// The thread's current sleep deadline has passed and its timer entry has fired (guarded by the
     /// sleeper heap lock of the CPU it went to sleep on).
     pub(crate) sleep_fired: AtomicBool,
+    /// The CPUs the thread was restricted to at run time (`None`: as spawned, see
+    /// `Scheduler::current_affinity`).
+    pub(crate) affinity: SpinMutex<Option<Box<[u64]>>>,
     /// `None` for a CPU's boot thread (which runs on the stack it was booted with).
     stack: UnsafeCell<Option<Stack>>,
     /// The closure to run, taken by the thread when it starts.
@@ -216,6 +227,7 @@ impl Thread {
             fs_base: AtomicU64::new(0),
             joiners: WaitQueue::new(),
             sleep_fired: AtomicBool::new(false),
+            affinity: SpinMutex::new(None),
             stack: UnsafeCell::new(stack),
             body: UnsafeCell::new(body),
         }

@@ -387,6 +387,109 @@ fn pinned_threads_never_leave_their_cpu() {
     );
 }
 
+/// Threads change their own affinity thousands of times (one CPU, two CPUs, every CPU) while
+/// yielding, sleeping and handing a semaphore around: after each change the thread runs on an
+/// allowed CPU and reads back the mask it set, and stays on allowed CPUs until the next change;
+/// every migration out of a CPU is one into another.
+#[test]
+fn affinity_changes_move_threads_and_keep_them_on_allowed_cpus() {
+    const CPUS: usize = 3;
+    const ROUNDS: u64 = 600;
+    let _serial = one_scheduler_at_a_time();
+    let _w = watchdog(
+        "affinity_changes_move_threads_and_keep_them_on_allowed_cpus",
+        LIMIT,
+    );
+    let ((strays, rounds, spawned_masks), s) = host::run(CPUS, Config::default(), |s: Sched| {
+        let sem = Arc::new(Semaphore::new(0));
+        let movers: Vec<_> = (0..4u64)
+            .map(|i| {
+                let sem = sem.clone();
+                s.spawn(Builder::new("mover"), move || {
+                    let (mut strays, mut rounds) = (0u64, 0u64);
+                    for round in 0..ROUNDS {
+                        let k = (round + i) as usize;
+                        let mask: u64 = match round % 3 {
+                            0 => 1 << (k % CPUS),
+                            1 => (1 << (k % CPUS)) | (1 << ((k + 1) % CPUS)),
+                            _ => (1 << CPUS) - 1,
+                        };
+                        let on = s.set_current_affinity(&[mask]).unwrap();
+                        let mut back = [0u64; 1];
+                        s.current_affinity(&mut back);
+                        assert_eq!(back[0], mask, "the mask read back is not the one set");
+                        let check = |strays: &mut u64| {
+                            if mask & (1 << cpu_of(s).index()) == 0 {
+                                *strays += 1;
+                            }
+                        };
+                        if mask & (1 << on.index()) == 0 {
+                            strays += 1;
+                        }
+                        check(&mut strays);
+                        match round % 4 {
+                            0 => s.yield_now(),
+                            1 => s.sleep_ns(10_000),
+                            2 => {
+                                sem.release(s);
+                                sem.acquire(s);
+                            }
+                            _ => host::tick(s),
+                        }
+                        check(&mut strays);
+                        rounds += 1;
+                    }
+                    (strays, rounds)
+                })
+                .unwrap()
+            })
+            .collect();
+        let pinned = s
+            .spawn(Builder::new("pinned").pinned(CpuIndex(1)), move || {
+                let mut m = [0u64; 1];
+                s.current_affinity(&mut m);
+                m[0]
+            })
+            .unwrap();
+        let free = s
+            .spawn(Builder::new("free"), move || {
+                let mut m = [0u64; 1];
+                s.current_affinity(&mut m);
+                let empty = s.set_current_affinity(&[1 << CPUS]);
+                (m[0], empty)
+            })
+            .unwrap();
+        let (strays, rounds) = movers
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+        (
+            strays,
+            rounds,
+            (pinned.join().unwrap(), free.join().unwrap()),
+        )
+    });
+    assert_eq!(
+        strays, 0,
+        "a thread ran on a CPU its affinity did not allow"
+    );
+    assert_eq!(rounds, 4 * ROUNDS, "a round was lost");
+    assert_eq!(spawned_masks.0, 1 << 1, "a pinned thread's mask is its CPU");
+    assert_eq!(
+        spawned_masks.1.0,
+        (1 << CPUS) - 1,
+        "a free thread's mask is every CPU"
+    );
+    assert_eq!(
+        spawned_masks.1.1,
+        Err(sched::AffinityError::NoCpu),
+        "a mask of absent CPUs is refused"
+    );
+    let c = s.total_counters();
+    assert!(c.migrations_out > 0, "{c:?}");
+    assert_eq!(c.migrations_in, c.migrations_out, "{c:?}");
+}
+
 /// Sleeps across CPUs never end early; an idle CPU with no sleeper has no timer armed (tickless)
 /// and one with a sleeper has exactly its deadline armed.
 #[test]

@@ -184,40 +184,67 @@ pub fn getcpu(cpu: u64, node: u64) -> SysResult {
     Ok(0)
 }
 
-/// The CPU mask of every CPU the scheduler runs, in the kernel's `cpumask` size (8 bytes per 64
-/// CPUs). Returns the bytes copied, as Linux does (musl's sysconf counts the bits).
 /// `pid` 0 (the caller) or a thread of the caller's process; others are `ESRCH` (processes do not
 /// see each other's threads yet).
-fn own_thread(pid: u64) -> Result<(), u32> {
+/// `Ok(true)` for the caller itself.
+fn own_thread(pid: u64) -> Result<bool, u32> {
     let p = process::current().ok_or(errno::ESRCH)?;
-    if pid == 0 || process::is_thread_of(&p, pid) { Ok(()) } else { Err(errno::ESRCH) }
+    if pid == 0 || pid == process::current_tid() {
+        Ok(true)
+    } else if process::is_thread_of(&p, pid) {
+        Ok(false)
+    } else {
+        Err(errno::ESRCH)
+    }
 }
 
+/// The caller's allowed CPUs, in the kernel's `cpumask` size (8 bytes per 64 CPUs). Returns the
+/// bytes copied, as Linux does (musl's sysconf counts the bits).
 pub fn sched_getaffinity(pid: u64, len: u64, mask: u64) -> SysResult {
-    own_thread(pid)?;
+    let me = own_thread(pid)?;
     let nr = task::sched().nr_cpus();
     let bytes = nr.div_ceil(64) * 8;
     if (len as usize) < bytes || !len.is_multiple_of(8) {
         return Err(errno::EINVAL);
     }
-    let mut raw = alloc::vec![0u8; bytes];
-    for c in 0..nr {
-        raw[c / 8] |= 1 << (c % 8);
+    let mut words = alloc::vec![0u64; bytes / 8];
+    if me {
+        task::sched().current_affinity(&mut words);
+    } else {
+        // Another thread of the process: its mask is not reachable from here yet (every CPU).
+        for c in 0..nr {
+            words[c / 64] |= 1 << (c % 64);
+        }
     }
+    let raw: alloc::vec::Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     usercopy::copy_to_user(mask, &raw).map_err(|_| errno::EFAULT)?;
     Ok(bytes as u64)
 }
 
-/// Accepted and checked, not applied: the scheduler pins threads only when it creates them
-/// (trade-off, named; the mask must still name a CPU that exists).
+/// Applied to the calling thread: it moves to an allowed CPU before the call returns. For another
+/// thread of the process the mask is checked, not applied (the scheduler changes the affinity of
+/// the running thread only; named trade-off).
 pub fn sched_setaffinity(pid: u64, len: u64, mask: u64) -> SysResult {
-    own_thread(pid)?;
+    let me = own_thread(pid)?;
     let nr = task::sched().nr_cpus();
-    let len = (len as usize).min(128);
+    let len = (len as usize).min(nr.div_ceil(64) * 8).min(128);
     let mut raw = alloc::vec![0u8; len];
     usercopy::copy_from_user(&mut raw, mask).map_err(|_| errno::EFAULT)?;
-    if !(0..nr).any(|c| raw.get(c / 8).is_some_and(|b| b & (1 << (c % 8)) != 0)) {
+    let words: alloc::vec::Vec<u64> = raw
+        .chunks(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            u64::from_le_bytes(b)
+        })
+        .collect();
+    if !(0..nr).any(|c| words.get(c / 64).is_some_and(|w| w & (1 << (c % 64)) != 0)) {
         return Err(errno::EINVAL);
+    }
+    if me {
+        task::sched()
+            .set_current_affinity(&words)
+            .map_err(|_| errno::EINVAL)?;
     }
     Ok(0)
 }

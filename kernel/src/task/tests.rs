@@ -50,6 +50,7 @@ crate::register_tests![
     Test { name: "sched_idle_is_tickless", min_cpus: 1, expect_fault: false, run: idle_is_tickless },
     Test { name: "sched_remote_wake_ipi", min_cpus: 2, expect_fault: false, run: remote_wake_ipi },
     Test { name: "sched_balance_spreads_busy_threads", min_cpus: 2, expect_fault: false, run: balance_spreads_busy_threads },
+    Test { name: "sched_affinity_moves", min_cpus: 1, expect_fault: false, run: affinity_moves },
 ];
 
 type Handle<T> = JoinHandle<T, KernelPlatform>;
@@ -1539,5 +1540,79 @@ fn balance_spreads_busy_threads() -> Result<(), String> {
         "{threads} busy threads spawned from cpu0 run {per_cpu:?} per CPU after 32 slices, expected {BALANCE_PER_CPU} +- 1 each ({migrations} migrations, {pulls} balancing pulls)"
     );
     println_raw!("  note: balance: {threads} busy threads from cpu0 on {n} CPUs: {per_cpu:?} per CPU, {migrations} migrations ({pulls} balancing pulls)");
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------------------------
+// sched_affinity_moves
+
+/// Affinity changes per thread.
+const AFFINITY_ROUNDS: u64 = 2_000;
+
+/// Threads that never block move themselves from CPU to CPU by changing their affinity (one CPU,
+/// then every CPU, in turn), with the timer preempting them: after each change the CPU's own
+/// per-CPU block says it is the allowed one, and it still is after a stretch of preemptible work.
+/// Every round is accounted for, and every migration out of a CPU is one into another.
+fn affinity_moves() -> Result<(), String> {
+    let s = sched();
+    let cpus = cpus();
+    let n = cpus.len();
+    let threads = n + 1;
+    let failures = Arc::new(Failures::default());
+    let before = s.total_counters();
+    let mut handles = Vec::new();
+    for i in 0..threads {
+        let (cpus, failures) = (cpus.clone(), failures.clone());
+        let builder = Builder::new("affine").stack_bytes(STACK_BYTES);
+        handles.push(spawn(builder, move || {
+            let mut rounds = 0u64;
+            for round in 0..AFFINITY_ROUNDS {
+                if round % 4 == 3 {
+                    let all: Vec<u64> = (0..n.div_ceil(64))
+                        .map(|w| cpus.iter().filter(|c| c.index() / 64 == w).fold(0, |m, c| m | 1 << (c.index() % 64)))
+                        .collect();
+                    if s.set_current_affinity(&all).is_err() {
+                        failures.record(|| format!("thread {i}: every CPU refused"));
+                    }
+                } else {
+                    let want = cpus[(i + round as usize) % n].index();
+                    let mut mask = vec![0u64; want / 64 + 1];
+                    mask[want / 64] = 1 << (want % 64);
+                    match s.set_current_affinity(&mask) {
+                        Ok(on) if on.index() == want => {}
+                        other => failures.record(|| format!("thread {i}: pinned to {want}, got {other:?}")),
+                    }
+                    for when in ["at once", "after work"] {
+                        let here = percpu::cpu_index() as usize;
+                        if here != want {
+                            failures.record(|| format!("thread {i}: pinned to CPU {want}, runs on {here} {when}"));
+                        }
+                        let mut x = round;
+                        for _ in 0..2_000 {
+                            x = core::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                        }
+                    }
+                }
+                rounds += 1;
+            }
+            rounds
+        })?);
+    }
+    let results = join_all(handles, 120_000 * MS, 10 * MS, |i| format!("affine {i}"))?;
+    let after = s.total_counters();
+    failures.check()?;
+    let rounds: u64 = results.iter().sum();
+    ensure!(rounds == threads as u64 * AFFINITY_ROUNDS, "{rounds} rounds done, expected {}", threads as u64 * AFFINITY_ROUNDS);
+    ensure!(
+        after.migrations_in == after.migrations_out,
+        "the counters disagree: {} migrations in, {} out",
+        after.migrations_in,
+        after.migrations_out
+    );
+    let migrations = after.migrations_in - before.migrations_in;
+    if n > 1 {
+        ensure!(migrations > 0, "no migrations in {rounds} affinity changes on {n} CPUs");
+    }
+    println_raw!("  note: affinity moves: {threads} threads x {AFFINITY_ROUNDS} changes; {migrations} migrations");
     Ok(())
 }
