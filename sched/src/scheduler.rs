@@ -979,6 +979,12 @@ impl<P: Platform> Scheduler<P> {
             // SAFETY: `prev` is alive (it is us), on no queue, and belongs to `target` now; it is
             // still running here, which `target`'s picker waits out through `on_cpu`.
             let info = unsafe { self.cpus[target].queue.activate(prev_nn) };
+            self.platform.trace(|| TraceEvent::Migrate {
+                // SAFETY: `prev` is alive: it is the calling thread.
+                thread: unsafe { prev_nn.as_ref() }.id,
+                from: CpuIndex(me as u32),
+                to: CpuIndex(target as u32),
+            });
             self.after_enqueue(me, target, info, true);
             bump(&cpu.counters.migrations_out);
             self.cpus[target]

@@ -66,6 +66,10 @@ pub enum TraceEvent {
     Idle { thread: ThreadId },
     /// The calling CPU stole runnable `thread` from `victim`'s queue.
     Steal { thread: ThreadId, victim: CpuIndex },
+    /// The calling CPU (`from`) handed its running `thread` to `to`'s queue, because its affinity
+    /// no longer allows `from`. Recorded as `to` taking it from `from`, a steal in all but who
+    /// acted, so a reader sees the thread leave one queue for the other.
+    Migrate { thread: ThreadId, from: CpuIndex, to: CpuIndex },
 }
 
 impl TraceEvent {
@@ -118,6 +122,9 @@ impl TraceEvent {
             TraceEvent::Idle { thread } => (None, Some((thread.0, "idle"))),
             TraceEvent::Steal { thread, victim } => {
                 (Some(Record::steal(tsc, cpu, thread.0, victim.0)), None)
+            }
+            TraceEvent::Migrate { thread, from, to } => {
+                (Some(Record::steal(tsc, to.0 as u16, thread.0, from.0)), None)
             }
         }
     }
