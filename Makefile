@@ -67,7 +67,7 @@ USER_KERNEL_ARGS ?=
 USER_KERNEL_TIMEOUT ?= 900
 # The KVM functional run of `make test`, wherever /dev/kvm opens (even a nested KVM, whose emulated
 # ring 0 is slow): the host CPU model brings x2APIC and the TSC-deadline timer, which no TCG offers.
-# `-arch-capabilities`: QEMU aborts setting that MSR under some nested KVMs; `noxsave` (kernel):
+# `-arch-capabilities`: QEMU aborts setting that MSR under some nested KVMs; `noxsave` and `nosmap` (kernel):
 # such a KVM cannot emulate XGETBV/XSETBV in a guest whose ring 0 it emulates, so FPU threads use FXSAVE.
 KVM_CPU ?= host,-arch-capabilities
 KVM_TESTS ?= cpus_online percpu_own_id timer_calibrated sched_sleep_accuracy sched_remote_wake_ipi
@@ -143,7 +143,7 @@ QEMU_FIRMWARE = $(if $(filter uefi,$(FIRMWARE)),$(OVMF_DRIVES))
 # A nested KVM (/dev/kvm opens, the CPU shows no vmx/svm) emulates the guest's ring 0 and cannot
 # emulate XGETBV/XSETBV there: QEMU stops the guest with "KVM internal error" and never exits (so
 # `exit-after=` never fired). Under it, runs pass `noxsave` (FXSAVE for FPU threads) unless ARGS has it.
-NESTED_NOXSAVE := $(if $(and $(filter kvm,$(ACCEL_USED)),$(if $(CPU_VIRT),,yes)),$(if $(filter noxsave,$(ARGS)),,noxsave))
+NESTED_NOXSAVE := $(if $(and $(filter kvm,$(ACCEL_USED)),$(if $(CPU_VIRT),,yes)),$(if $(filter noxsave,$(ARGS)),,noxsave) $(if $(filter nosmap,$(ARGS)),,nosmap))
 export KERNEL_CMDLINE := $(strip $(ARGS) $(NESTED_NOXSAVE))
 QEMU_BOOT = $(if $(filter limine,$(BOOT_USED)),$(QEMU_FIRMWARE) -cdrom $(ISO),-kernel $(KERNEL_ELF) -initrd $(INITRAMFS) -append "$$KERNEL_CMDLINE")
 BOOT_MEDIA = $(if $(filter limine,$(BOOT_USED)),iso $(if $(filter uefi,$(FIRMWARE)),ovmf-vars),kernel $(INITRAMFS))
@@ -344,7 +344,7 @@ boot-check:
 	  echo "FIRMWARE=uefi boots the Limine ISO, and $(BOOT_WHY) chose pvh: run make limine or set LIMINE_DIR" >&2; exit 1; fi
 
 run: boot-check host-deps $(BOOT_MEDIA)
-	@echo "run: boot $(BOOT_USED) ($(BOOT_WHY)), accel $(ACCEL_USED) ($(ACCEL_WHY)), firmware $(FIRMWARE), -smp $(SMP) -m $(MEM_USED)$(if $(NESTED_NOXSAVE), (noxsave added: a nested KVM cannot emulate XGETBV))"
+	@echo "run: boot $(BOOT_USED) ($(BOOT_WHY)), accel $(ACCEL_USED) ($(ACCEL_WHY)), firmware $(FIRMWARE), -smp $(SMP) -m $(MEM_USED)$(if $(NESTED_NOXSAVE), ($(strip $(NESTED_NOXSAVE)) added: a nested KVM cannot emulate XGETBV or CLAC))"
 	$(call run_qemu)
 
 debug: boot-check host-deps $(BOOT_MEDIA)
@@ -399,7 +399,7 @@ ktest-kvm: host-deps test-kernel
 	$(call banner,KVM functional run (x2APIC and TSC-deadline paths))
 	@if [ -z "$(KVM_OPENS)" ]; then echo "skipped: /dev/kvm does not open here"; exit 0; fi; \
 	cargo run -q --release -p ktest -- --kernel $(TEST_ELF) --smp 2 --accel kvm --cpu '$(KVM_CPU)' \
-	  --timeout 600 --append "slice-us=20000 noxsave" $(foreach t,$(KVM_TESTS),--filter $(t))
+	  --timeout 600 --append "slice-us=20000 noxsave nosmap" $(foreach t,$(KVM_TESTS),--filter $(t))
 
 # Boot with the trace on (the demo workload unless ARGS says otherwise), power off after SECONDS,
 # and turn what the kernel wrote to QEMU's debug console into the Perfetto/Chrome JSON, the

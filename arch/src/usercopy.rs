@@ -54,6 +54,22 @@ mod hw {
     use super::*;
 
 
+    /// SMAP may be used where the CPU has it; [`forbid_smap`] clears it (command line `nosmap`).
+    static SMAP_ALLOWED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+    /// Never turn SMAP on, so no `stac`/`clac` runs: for emulators that cannot execute them (a
+    /// nested KVM that emulates its guest's ring 0 stops the guest at the first `clac`). Call before
+    /// [`enable_smap_smep`] and before the kernel's page tables are loaded.
+    pub fn forbid_smap() {
+        SMAP_ALLOWED.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether SMAP may be turned on: the CPU has it and [`forbid_smap`] was not called.
+    pub fn smap_usable() -> bool {
+        SMAP_ALLOWED.load(Ordering::Relaxed)
+            && raw_cpuid::CpuId::new().get_extended_feature_info().is_some_and(|f| f.has_smap())
+    }
+
     /// Whether user-access windows need `stac`/`clac` (read by the trap entry too).
     pub fn smap_enabled() -> bool {
         ARCH_USERCOPY_STAC.load(Ordering::Relaxed)
@@ -76,7 +92,7 @@ mod hw {
     pub unsafe fn enable_smap_smep() -> Protections {
         let ext = raw_cpuid::CpuId::new().get_extended_feature_info();
         let smep = ext.as_ref().is_some_and(|f| f.has_smep());
-        let smap = ext.as_ref().is_some_and(|f| f.has_smap());
+        let smap = smap_usable();
         // SAFETY: both bits only restrict ring-0 access to user pages, which the caller guarantees
         // nothing needs outside the loops; the loops use stac/clac once the flag below is set, and
         // it is set before any user page exists.

@@ -12,6 +12,7 @@
 //! | `nox2apic`          | drive the local APIC in xAPIC mode even where x2APIC exists    |
 //! | `notscdeadline`     | use the one-shot LAPIC timer even where TSC-deadline exists   |
 //! | `noxsave`           | save FPU threads' state with FXSAVE even where XSAVE exists   |
+//! | `nosmap`            | leave SMAP off even where the CPU has it (no `stac`/`clac`)    |
 //! | `maxcpus=N`         | bring up at most N CPUs                                        |
 //! | `demo=0\|1`         | `make run`'s demonstration workload (default on)               |
 //! | `loglevel=L`        | error, warn, info, debug or trace                              |
@@ -52,6 +53,8 @@ pub struct Options<'a> {
     pub nox2apic: bool,
     pub notscdeadline: bool,
     pub noxsave: bool,
+    /// `nosmap`: leave CR4.SMAP off and use no `stac`/`clac` (for emulators that cannot run them).
+    pub nosmap: bool,
     pub maxcpus: Option<u32>,
     pub demo: bool,
     pub loglevel: LogLevel,
@@ -83,6 +86,7 @@ impl Default for Options<'_> {
             nox2apic: false,
             notscdeadline: false,
             noxsave: false,
+            nosmap: false,
             maxcpus: None,
             demo: true,
             loglevel: LogLevel::Info,
@@ -328,10 +332,11 @@ pub fn parse<'a>(line: &'a str) -> (Options<'a>, Warnings<'a>) {
                 Some("quick") => (o.bench, o.bench_quick) = (true, true),
                 Some(v) => w.push(Warning::BadValue { key, value: v, expected: "nothing (`bench`) or quick" }),
             },
-            "nopcid" | "nox2apic" | "notscdeadline" | "noxsave" if value.is_none() => match key {
+            "nopcid" | "nox2apic" | "notscdeadline" | "noxsave" | "nosmap" if value.is_none() => match key {
                 "nopcid" => o.nopcid = true,
                 "nox2apic" => o.nox2apic = true,
                 "noxsave" => o.noxsave = true,
+                "nosmap" => o.nosmap = true,
                 _ => o.notscdeadline = true,
             },
             _ => w.push(Warning::Unknown(word)),

@@ -93,8 +93,6 @@ fn kernel_main(info: BootInfo) -> ! {
         // SAFETY: runs once (Once), so this is the only reference to BSP.
         unsafe { percpu::install(&mut *(&raw mut BSP)) };
     });
-    // SAFETY: boot CPU, once, interrupts off, its per-CPU block installed, no user mapping yet.
-    unsafe { crate::cpu::ring3::init_this_cpu(loaded) };
     let why = match info.path {
         boot::BootPath::Limine => "the kernel was loaded by Limine",
         boot::BootPath::Pvh => "QEMU booted the kernel directly (no Limine)",
@@ -129,6 +127,12 @@ fn kernel_main(info: BootInfo) -> ! {
         log::warn!("cmdline: {} more problems not shown", warnings.total - kcore::cmdline::MAX_WARNINGS);
     }
     console::set_level(opts.loglevel);
+    if opts.nosmap {
+        arch::usercopy::forbid_smap();
+    }
+    // After the command line, whose `nosmap` decides whether the entry paths use stac/clac.
+    // SAFETY: boot CPU, once, interrupts off, its per-CPU block installed, no user mapping yet.
+    unsafe { crate::cpu::ring3::init_this_cpu(loaded) };
     features::init();
     let m = &info.memory;
     log::info!(
@@ -188,7 +192,8 @@ fn kernel_main(info: BootInfo) -> ! {
         unsafe { core::slice::from_raw_parts(crate::mm::phys_to_virt(pa) as *const u8, len as usize) }
     }));
     let (smep, smap) = crate::cpu::ring3::protections();
-    log::info!("ring 3: syscall/sysret on every CPU; SMEP {}, SMAP {}", on_off(smep), on_off(smap));
+    let smap_state = if opts.nosmap { "off (nosmap)" } else { on_off(smap) };
+    log::info!("ring 3: syscall/sysret on every CPU; SMEP {}, SMAP {smap_state}", on_off(smep));
     bringup::set_ap_main(ap_main);
     ipi::send_all_others(trap::VECTOR_RESCHED);
 

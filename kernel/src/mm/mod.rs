@@ -90,7 +90,7 @@ impl Features {
             gib_pages: ext.as_ref().is_some_and(|e| e.has_1gib_pages()),
             pge: c.get_feature_info().is_some_and(|f| f.has_pge()),
             smep: leaf7.as_ref().is_some_and(|f| f.has_smep()),
-            smap: leaf7.as_ref().is_some_and(|f| f.has_smap()),
+            smap: leaf7.as_ref().is_some_and(|f| f.has_smap()) && arch::usercopy::smap_usable(),
         }
     }
 }
