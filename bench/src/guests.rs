@@ -290,48 +290,32 @@ pub fn linux_vectors(text: &str) -> Vec<(u64, u64)> {
     ranges
 }
 
-/// A `newc` cpio archive of `files` (path in the archive, contents, mode), directories first.
+/// A `newc` cpio archive of `files` (path in the archive, contents, mode), directories first,
+/// written with the `cpio` crate as `user-oracle` writes the kernel's initramfs.
 pub fn cpio(files: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut entry = |name: &str, data: &[u8], mode: u32, ino: usize| {
-        let header = format!(
-            "070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}00000000",
-            0,
-            0,
-            1,
-            0,
-            data.len(),
-            0,
-            0,
-            0,
-            0,
-            name.len() + 1
-        );
-        out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        while out.len() % 4 != 0 {
-            out.push(0);
-        }
-        out.extend_from_slice(data);
-        while out.len() % 4 != 0 {
-            out.push(0);
-        }
-    };
-    let mut ino = 1;
+    use std::io::Write as _;
     let mut dirs: Vec<&str> = files.iter().filter_map(|(path, _, _)| path.rsplit_once('/').map(|(dir, _)| dir)).collect();
     dirs.sort();
     dirs.dedup();
-    for dir in dirs {
-        entry(dir, &[], 0o040_755, ino);
-        ino += 1;
+    let entries = dirs
+        .into_iter()
+        .map(|dir| (dir, &[][..], 0o040_755, 2))
+        .chain(files.iter().map(|(path, data, mode)| (path.as_str(), data.as_slice(), 0o100_000 | mode, 1)));
+    let mut out = Vec::new();
+    for (ino, (name, data, mode, nlink)) in (1u32..).zip(entries) {
+        let size = u32::try_from(data.len()).expect("a guest program under 4 GiB");
+        let mut writer = cpio::newc::Builder::new(name)
+            .ino(ino)
+            .mode(mode)
+            .uid(0)
+            .gid(0)
+            .nlink(nlink)
+            .mtime(0)
+            .write(out, size);
+        writer.write_all(data).expect("writing to memory cannot fail");
+        out = writer.finish().expect("writing to memory cannot fail");
     }
-    for (path, data, mode) in files {
-        entry(path, data, 0o100_000 | mode, ino);
-        ino += 1;
-    }
-    entry("TRAILER!!!", &[], 0, 0);
-    out
+    cpio::newc::trailer(out).expect("writing to memory cannot fail")
 }
 
 /// Run QEMU to its end or `timeout`; returns its serial output (stdout) and wall time.
