@@ -38,6 +38,9 @@ mod vm;
 mod ipc;
 #[cfg(target_os = "none")]
 #[forbid(unsafe_code)]
+mod fs;
+#[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod process;
 #[cfg(target_os = "none")]
 #[forbid(unsafe_code)]

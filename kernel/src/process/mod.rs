@@ -64,6 +64,22 @@ pub struct Process {
     /// The status an exit_group or a fatal signal ended the process with, which its other threads
     /// take at their next entry into the kernel ([`NOT_KILLED`] until then).
     kill_status: AtomicI32,
+
+    // Files: the descriptor table (shared under CLONE_FILES), the working directory and umask
+    // (shared under CLONE_FS), the resource limits, and what /proc shows of the program.
+    pub files: Arc<crate::fs::Files>,
+    pub fs: Arc<crate::fs::FsContext>,
+    pub limits: spin::Mutex<abi::limits::Limits>,
+    /// The arguments the program was started with (`/proc/<pid>/cmdline`).
+    pub argv: spin::Mutex<Vec<String>>,
+    /// The path of the program (`/proc/<pid>/exe`).
+    pub exe: spin::Mutex<String>,
+}
+
+/// The file state of a process the kernel starts: descriptors 0-2 on the console, `/` as the
+/// working directory, umask 022, Linux's default limits.
+fn files_block() -> (Arc<crate::fs::Files>, Arc<crate::fs::FsContext>, spin::Mutex<abi::limits::Limits>) {
+    (crate::fs::Files::with_console(), crate::fs::FsContext::new(), spin::Mutex::new(abi::limits::Limits::default()))
 }
 
 const NOT_KILLED: i32 = -1;
@@ -204,6 +220,7 @@ pub fn spawn(
     let space = AddressSpace::new().map_err(SpawnError::Memory)?;
     let name = String::from(path.rsplit('/').next().unwrap_or(path));
     let brk_start = plan.image_end();
+    let (files, fs, limits) = files_block();
     let process = Arc::new(Process {
         pid: AtomicU32::new(0),
         name,
@@ -216,6 +233,11 @@ pub fn spawn(
         unknown_logged: spin::Mutex::new(Vec::new()),
         captured: spin::Mutex::new(capture.then(Vec::new)),
         kill_status: AtomicI32::new(NOT_KILLED),
+        files,
+        fs,
+        limits,
+        argv: spin::Mutex::new(argv.clone()),
+        exe: spin::Mutex::new(String::from(path)),
     });
     let p = process.clone();
     let path = String::from(path);
@@ -257,6 +279,11 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
             p.status.store(status, Ordering::Relaxed);
             p.exited.store(true, Ordering::Release);
         }
+        // The last thread closes the process's descriptors (unless another process shares the
+        // table), so a pipe's other end sees EOF or EPIPE now, not when the process is reaped.
+        if remaining == 0 && Arc::strong_count(&p.files) == 1 {
+            p.files.close_all();
+        }
         // The thread gives up its share of the process here; the space stays alive as long as the
         // spawner (or a sibling) holds the process, and its destruction moves any CPU still on it
         // to the kernel's tables.
@@ -268,7 +295,75 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
 /// Make the first program run: the initramfs from the boot modules and the fault hooks.
 pub fn init(initrd: Option<&'static [u8]>) {
     initramfs::init(initrd);
+    crate::fs::init(initrd);
+    crate::fs::proc::set_source(&PROC_SOURCE);
     fault::init();
+}
+
+/// One line of the process list ([`list`]).
+pub struct ProcessEntry {
+    pub pid: u32,
+    pub ppid: u32,
+    pub name: String,
+    pub state: abi::procfs::TaskState,
+    pub threads: u32,
+    /// CPU time (user and system together: the scheduler does not split them yet).
+    pub cpu_ns: u64,
+}
+
+/// Every process with a live thread, by pid.
+pub fn list() -> Vec<ProcessEntry> {
+    let procs: BTreeMap<u32, Arc<Process>> = THREADS.lock().values().map(|p| (p.pid(), p.clone())).collect();
+    let out = procs
+        .values()
+        .map(|p| ProcessEntry {
+            pid: p.pid(),
+            ppid: 0,
+            name: p.name.clone(),
+            state: if p.kill_status.load(Ordering::Relaxed) != NOT_KILLED { abi::procfs::TaskState::Zombie } else { abi::procfs::TaskState::Running },
+            threads: p.threads.load(Ordering::Relaxed),
+            cpu_ns: 0,
+        })
+        .collect();
+    // The processes are dropped here, outside the interrupts-off lock.
+    drop(procs);
+    out
+}
+
+fn find(pid: u32) -> Option<Arc<Process>> {
+    THREADS.lock().values().find(|p| p.pid() == pid).cloned()
+}
+
+/// What `/proc` knows of processes, from [`list`].
+struct ProcSource;
+
+static PROC_SOURCE: ProcSource = ProcSource;
+
+impl crate::fs::proc::ProcSource for ProcSource {
+    fn list(&self) -> Vec<abi::procfs::ProcInfo> {
+        list()
+            .into_iter()
+            .map(|e| abi::procfs::ProcInfo { pid: e.pid, comm: e.name, state: e.state, ppid: e.ppid, pgrp: e.pid, session: e.pid, tpgid: -1, num_threads: e.threads, utime_ns: e.cpu_ns, ..Default::default() })
+            .collect()
+    }
+
+    fn cmdline(&self, pid: u32) -> Option<Vec<u8>> {
+        let p = find(pid)?;
+        let argv = p.argv.lock().clone();
+        drop(p);
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        Some(abi::procfs::pid_cmdline(&refs))
+    }
+
+    fn exe(&self, pid: u32) -> Option<String> {
+        let p = find(pid)?;
+        let exe = p.exe.lock().clone();
+        Some(exe)
+    }
+
+    fn current_pid(&self) -> u32 {
+        current().map_or(0, |p| p.pid())
+    }
 }
 
 /// A counter of the pages demand-zero faults mapped (for tests and reports).

@@ -1,19 +1,72 @@
-//! Console input and output: read, write, readv, writev, and ioctl's terminal queries. File
-//! descriptors 0, 1 and 2 are the console; there is no other file yet.
+//! Reading and writing descriptors: read, write, readv, writev, pread64, pwrite64, ioctl, and the
+//! readiness calls poll, ppoll, select, pselect6. Also the kernel's console ([`KernelConsole`]),
+//! the terminal behind `/dev/console` until a line discipline replaces it.
+//!
+//! Bytes go through a kernel buffer of at most [`CHUNK`] bytes per step: a write copies from user
+//! memory first (a bad pointer is `EFAULT` before anything is written), a read copies out after the
+//! file answered.
 
-use abi::linux::{errno, general::iovec};
+use alloc::vec;
+
+use abi::{
+    linux::{errno, general::iovec, ioctl as io},
+    poll,
+    tty::{Termios, WinSize},
+};
 use arch::usercopy;
 
-use super::SysResult;
+use super::{SysResult, fs::file};
+use crate::fs::{self, File, dev::Console};
 
 /// Most bytes one call moves (Linux's MAX_RW_COUNT is about 2 GiB; this keeps a call short).
 const MAX_IO: u64 = 1 << 20;
+/// Bytes moved per step of a long read or write.
+const CHUNK: usize = 64 * 1024;
 
-fn console_out(fd: u64) -> Result<(), u32> {
-    match fd {
-        1 | 2 => Ok(()),
-        _ => Err(errno::EBADF),
+/// The kernel console as a terminal of fixed settings: output to the serial console (or into the
+/// process's capture buffer in tests), no input (end of file), `TCGETS` answering Linux's default
+/// termios and `TIOCGWINSZ` 80x24, so programs that ask whether they are on a terminal hear yes.
+pub struct KernelConsole;
+
+pub static CONSOLE: KernelConsole = KernelConsole;
+
+impl Console for KernelConsole {
+    fn read(&self, _out: &mut [u8], _nonblock: bool) -> Result<usize, u32> {
+        Ok(0)
     }
+
+    fn write(&self, data: &[u8]) -> Result<usize, u32> {
+        console_write(data);
+        Ok(data.len())
+    }
+
+    fn ioctl(&self, cmd: u32, arg: u64) -> Result<u64, u32> {
+        match cmd {
+            io::TCGETS => put(arg, &Termios::default().to_bytes()),
+            io::TCSETS | io::TCSETSW | io::TCSETSF => Ok(0),
+            io::TIOCGWINSZ => put(arg, &WinSize::default().to_bytes()),
+            io::TIOCSWINSZ => Ok(0),
+            io::TIOCGPGRP => {
+                let pid = crate::process::current().map_or(0, |p| p.pid());
+                put(arg, &pid.to_ne_bytes())
+            }
+            io::TIOCSPGRP => Ok(0),
+            _ => Err(errno::ENOTTY),
+        }
+    }
+
+    fn readable(&self) -> bool {
+        true
+    }
+
+    fn pending(&self) -> usize {
+        0
+    }
+}
+
+fn put(addr: u64, bytes: &[u8]) -> Result<u64, u32> {
+    usercopy::copy_to_user(addr, bytes).map_err(|_| errno::EFAULT)?;
+    Ok(0)
 }
 
 /// Print `bytes`, or keep them where the process's output is captured.
@@ -27,28 +80,84 @@ fn console_write(bytes: &[u8]) {
     crate::cpu::console::lock(false).write_bytes(bytes);
 }
 
-pub fn write(fd: u64, buf: u64, len: u64) -> SysResult {
-    console_out(fd)?;
+/// Write `len` bytes from user `buf` through `op` (the file's write or positioned write), chunk
+/// by chunk; a short write or a failure after some bytes ends the call with the count.
+fn write_with(buf: u64, len: u64, mut op: impl FnMut(&[u8], u64) -> Result<usize, u32>) -> SysResult {
     let len = len.min(MAX_IO);
-    let mut chunk = [0u8; 256];
-    let mut done = 0;
-    while done < len {
+    let mut chunk = vec![0u8; (len as usize).min(CHUNK)];
+    let mut done = 0u64;
+    while done < len || len == 0 {
         let n = (len - done).min(chunk.len() as u64) as usize;
         if usercopy::copy_from_user(&mut chunk[..n], buf.wrapping_add(done)).is_err() {
             return if done == 0 { Err(errno::EFAULT) } else { Ok(done) };
         }
-        console_write(&chunk[..n]);
-        done += n as u64;
+        match op(&chunk[..n], done) {
+            Ok(w) => {
+                done += w as u64;
+                if w < n || len == 0 {
+                    break;
+                }
+            }
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
     }
     Ok(done)
 }
 
-/// The console has no input yet: end of file.
-pub fn read(fd: u64, _buf: u64, _len: u64) -> SysResult {
-    match fd {
-        0 => Ok(0),
-        _ => Err(errno::EBADF),
+/// Read up to `len` bytes into user `buf` through `op`: one call of the file for pipes and
+/// terminals (a read returns what is there), repeated for files until short.
+fn read_with(buf: u64, len: u64, mut op: impl FnMut(&mut [u8], u64) -> Result<usize, u32>) -> SysResult {
+    let len = len.min(MAX_IO);
+    let mut chunk = vec![0u8; (len as usize).min(CHUNK)];
+    let mut done = 0u64;
+    loop {
+        let want = (len - done).min(chunk.len() as u64) as usize;
+        let n = match op(&mut chunk[..want], done) {
+            Ok(n) => n,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        if usercopy::copy_to_user(buf.wrapping_add(done), &chunk[..n]).is_err() {
+            return if done == 0 { Err(errno::EFAULT) } else { Ok(done) };
+        }
+        done += n as u64;
+        if n < want || done == len {
+            break;
+        }
     }
+    Ok(done)
+}
+
+fn is_stream(f: &File) -> bool {
+    matches!(f.node, fs::Node::Pipe { .. } | fs::Node::Dev(_))
+}
+
+pub fn write(fd: u64, buf: u64, len: u64) -> SysResult {
+    let f = file(fd)?;
+    write_with(buf, len, |b, _| f.write(b))
+}
+
+pub fn read(fd: u64, buf: u64, len: u64) -> SysResult {
+    let f = file(fd)?;
+    let stream = is_stream(&f);
+    read_with(buf, len, |b, done| if stream && done > 0 { Ok(0) } else { f.read(b) })
+}
+
+pub fn pread64(fd: u64, buf: u64, len: u64, offset: u64) -> SysResult {
+    let f = file(fd)?;
+    if (offset as i64) < 0 {
+        return Err(errno::EINVAL);
+    }
+    read_with(buf, len, |b, done| f.pread(offset as i64 + done as i64, b))
+}
+
+pub fn pwrite64(fd: u64, buf: u64, len: u64, offset: u64) -> SysResult {
+    let f = file(fd)?;
+    if (offset as i64) < 0 {
+        return Err(errno::EINVAL);
+    }
+    write_with(buf, len, |b, done| f.pwrite(offset as i64 + done as i64, b))
 }
 
 /// Read the `i`-th `struct iovec` of the array at `iov`.
@@ -63,8 +172,8 @@ fn iovec_at(iov: u64, i: u64) -> Result<(u64, u64), u32> {
 
 const IOV_MAX: u64 = abi::linux::general::UIO_MAXIOV as u64;
 
-pub fn writev(fd: u64, iov: u64, count: u64) -> SysResult {
-    console_out(fd)?;
+/// Run `op` over each buffer of the vector until one comes back short.
+fn vectored(iov: u64, count: u64, mut op: impl FnMut(u64, u64) -> SysResult) -> SysResult {
     if count > IOV_MAX {
         return Err(errno::EINVAL);
     }
@@ -74,7 +183,10 @@ pub fn writev(fd: u64, iov: u64, count: u64) -> SysResult {
         if len > i64::MAX as u64 {
             return Err(errno::EINVAL);
         }
-        match write(fd, base, len) {
+        if len == 0 {
+            continue;
+        }
+        match op(base, len) {
             Ok(n) => {
                 total += n;
                 if n < len {
@@ -88,17 +200,156 @@ pub fn writev(fd: u64, iov: u64, count: u64) -> SysResult {
     Ok(total)
 }
 
-pub fn readv(fd: u64, iov: u64, count: u64) -> SysResult {
-    if count > IOV_MAX {
-        return Err(errno::EINVAL);
-    }
-    read(fd, iov, count)
+pub fn writev(fd: u64, iov: u64, count: u64) -> SysResult {
+    let f = file(fd)?;
+    vectored(iov, count, |b, l| write_with(b, l, |c, _| f.write(c)))
 }
 
-/// `TIOCGWINSZ` and friends: the console is not a terminal yet (musl then buffers stdout fully).
-pub fn ioctl(fd: u64, _cmd: u64, _arg: u64) -> SysResult {
-    match fd {
-        0..=2 => Err(errno::ENOTTY),
-        _ => Err(errno::EBADF),
+pub fn readv(fd: u64, iov: u64, count: u64) -> SysResult {
+    let f = file(fd)?;
+    let stream = is_stream(&f);
+    let mut any = false;
+    vectored(iov, count, |b, l| {
+        // A pipe or terminal read returns what is there: only the first buffer may wait.
+        if stream && any {
+            let ready = f.poll() & poll::POLLIN != 0;
+            if !ready {
+                return Ok(0);
+            }
+        }
+        any = true;
+        read_with(b, l, |c, done| if stream && done > 0 { Ok(0) } else { f.read(c) })
+    })
+}
+
+pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> SysResult {
+    let f = file(fd)?;
+    let cmd = cmd as u32;
+    match cmd {
+        io::FIONREAD => {
+            let n = f.nread()?;
+            put(arg, &(n.min(i32::MAX as usize) as i32).to_ne_bytes())
+        }
+        io::FIONBIO => {
+            let mut v = [0u8; 4];
+            usercopy::copy_from_user(&mut v, arg).map_err(|_| errno::EFAULT)?;
+            let fl = f.getfl();
+            let nb = abi::linux::general::O_NONBLOCK;
+            f.setfl(if i32::from_ne_bytes(v) != 0 { fl | nb } else { fl & !nb });
+            Ok(0)
+        }
+        io::FIOCLEX | io::FIONCLEX => {
+            let p = super::fs::me()?;
+            p.files.with(|t| t.set_cloexec(fd as i32, cmd == io::FIOCLEX))?;
+            Ok(0)
+        }
+        _ => match &f.node {
+            fs::Node::Dev(d) => d.ioctl(cmd, arg),
+            _ => Err(errno::ENOTTY),
+        },
     }
+}
+
+/// The readiness of descriptor `fd` of the table, `None` when it is not open.
+fn readiness(files: &fs::Files, fd: i32) -> Option<u16> {
+    files.get(fd).ok().map(|f| f.poll())
+}
+
+/// The common loop of poll and select: `round` checks every descriptor and says how many are
+/// ready; with none, sleep until a readiness change or the deadline.
+fn wait_ready<T>(timeout_ns: Option<u64>, mut round: impl FnMut() -> Result<(usize, T), u32>) -> Result<(usize, T), u32> {
+    let deadline = timeout_ns.map(|t| crate::time::now_ns().saturating_add(t));
+    loop {
+        let seen = fs::poll_generation();
+        let (n, out) = round()?;
+        if n > 0 || deadline.is_some_and(|d| crate::time::now_ns() >= d) {
+            return Ok((n, out));
+        }
+        fs::poll_wait(seen, deadline)?;
+    }
+}
+
+fn do_poll(fds: u64, nfds: u64, timeout_ns: Option<u64>) -> SysResult {
+    let p = super::fs::me()?;
+    let limit = p.files.limit().max(abi::limits::RLIM_NLIMITS);
+    if nfds > limit as u64 {
+        return Err(errno::EINVAL);
+    }
+    let mut raw = vec![0u8; nfds as usize * 8];
+    usercopy::copy_from_user(&mut raw, fds).map_err(|_| errno::EFAULT)?;
+    let mut list = poll::parse_pollfds(&raw, nfds, limit)?;
+    let files = p.files.clone();
+    drop(p);
+    let (n, ()) = wait_ready(timeout_ns, || Ok((poll::poll_round(&mut list, |fd| readiness(&files, fd)), ())))?;
+    usercopy::copy_to_user(fds, &poll::encode_pollfds(&list)).map_err(|_| errno::EFAULT)?;
+    Ok(n as u64)
+}
+
+pub fn poll(fds: u64, nfds: u64, timeout_ms: u64) -> SysResult {
+    do_poll(fds, nfds, poll::poll_timeout_ns(timeout_ms as i32))
+}
+
+/// A `struct timespec` argument as nanoseconds (`None` for a null pointer: wait for ever).
+fn timespec_arg(addr: u64) -> Result<Option<u64>, u32> {
+    if addr == 0 {
+        return Ok(None);
+    }
+    let mut b = [0u8; 16];
+    usercopy::copy_from_user(&mut b, addr).map_err(|_| errno::EFAULT)?;
+    let sec = i64::from_ne_bytes(b[..8].try_into().unwrap_or_default());
+    let nsec = i64::from_ne_bytes(b[8..].try_into().unwrap_or_default());
+    poll::timespec_ns(sec, nsec).map(Some)
+}
+
+/// `ppoll`: the signal mask argument is accepted and not applied (signal delivery lives in the
+/// signal service, which swaps the mask here at merge).
+pub fn ppoll(fds: u64, nfds: u64, tsp: u64, _sigmask: u64, _size: u64) -> SysResult {
+    do_poll(fds, nfds, timespec_arg(tsp)?)
+}
+
+fn do_select(nfds: u64, r: u64, w: u64, e: u64, timeout_ns: Option<u64>) -> SysResult {
+    let nfds_i = nfds as i64;
+    if !(0..=poll::FD_SETSIZE as i64).contains(&nfds_i) {
+        return Err(errno::EINVAL);
+    }
+    let n = nfds as usize;
+    let read_set = |addr: u64| -> Result<Option<poll::FdSet>, u32> {
+        if addr == 0 {
+            return Ok(None);
+        }
+        let mut b = vec![0u8; n.div_ceil(64) * 8];
+        usercopy::copy_from_user(&mut b, addr).map_err(|_| errno::EFAULT)?;
+        poll::FdSet::from_bytes(&b, n).map(Some)
+    };
+    let (rs, ws, es) = (read_set(r)?, read_set(w)?, read_set(e)?);
+    let interest = poll::select_interest(nfds_i, rs.as_ref(), ws.as_ref(), es.as_ref())?;
+    let files = super::fs::me()?.files.clone();
+    let (count, sets) = wait_ready(timeout_ns, || {
+        let (a, b, c, k) = poll::select_round(n, &interest, |fd| readiness(&files, fd))?;
+        Ok((k, (a, b, c)))
+    })?;
+    for (addr, set) in [(r, &sets.0), (w, &sets.1), (e, &sets.2)] {
+        if addr != 0 {
+            usercopy::copy_to_user(addr, &set.to_bytes()).map_err(|_| errno::EFAULT)?;
+        }
+    }
+    Ok(count as u64)
+}
+
+pub fn select(nfds: u64, r: u64, w: u64, e: u64, tv: u64) -> SysResult {
+    let timeout = if tv == 0 {
+        None
+    } else {
+        let mut b = [0u8; 16];
+        usercopy::copy_from_user(&mut b, tv).map_err(|_| errno::EFAULT)?;
+        let sec = i64::from_ne_bytes(b[..8].try_into().unwrap_or_default());
+        let usec = i64::from_ne_bytes(b[8..].try_into().unwrap_or_default());
+        Some(poll::timeval_ns(sec, usec)?)
+    };
+    do_select(nfds, r, w, e, timeout)
+}
+
+/// `pselect6`: as `select` with a timespec; the signal mask is not applied (see [`ppoll`]).
+pub fn pselect6(nfds: u64, r: u64, w: u64, e: u64, tsp: u64, _sig: u64) -> SysResult {
+    do_select(nfds, r, w, e, timespec_arg(tsp)?)
 }

@@ -1,4 +1,5 @@
-//! The Linux system-call layer: one function per call, grouped by family ([`io`], [`mem`], [`proc`]),
+//! The Linux system-call layer: one function per call, grouped by family ([`io`], [`fs`], [`mem`],
+//! [`proc`]),
 //! Linux's numbers and errno values from `linux-raw-sys` (through `abi::linux`).
 //!
 //! [`init`] installs [`dispatch`] as `arch::syscall`'s hook. The dispatcher runs on the calling
@@ -10,6 +11,7 @@
 //! User memory is reached only through `arch::usercopy` (a bad pointer is `EFAULT`, never a kernel
 //! fault). No unsafe code.
 
+mod fs;
 mod futex;
 mod io;
 mod mem;
@@ -30,6 +32,7 @@ static HOOKS: UserEntryHooks = UserEntryHooks { syscall: dispatch, invalid_retur
 /// Route `syscall` from every CPU here (once, before the first user program).
 pub fn init() {
     arch::syscall::set_hooks(&HOOKS).expect("system-call hooks set twice");
+    crate::fs::dev::set_console(&io::CONSOLE);
 }
 
 fn invalid_return(frame: &mut UserFrame) -> ! {
@@ -60,6 +63,57 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_readv => io::readv(a0, a1, a2),
         nr::__NR_writev => io::writev(a0, a1, a2),
         nr::__NR_ioctl => io::ioctl(a0, a1, a2),
+        nr::__NR_pread64 => io::pread64(a0, a1, a2, a3),
+        nr::__NR_pwrite64 => io::pwrite64(a0, a1, a2, a3),
+        nr::__NR_poll => io::poll(a0, a1, a2),
+        nr::__NR_ppoll => io::ppoll(a0, a1, a2, a3, a4),
+        nr::__NR_select => io::select(a0, a1, a2, a3, a4),
+        nr::__NR_pselect6 => io::pselect6(a0, a1, a2, a3, a4, a5),
+        nr::__NR_open => fs::open(a0, a1, a2),
+        nr::__NR_openat => fs::openat(a0, a1, a2, a3),
+        nr::__NR_creat => fs::creat(a0, a1),
+        nr::__NR_close => fs::close(a0),
+        nr::__NR_lseek => fs::lseek(a0, a1, a2),
+        nr::__NR_stat => fs::stat(a0, a1),
+        nr::__NR_lstat => fs::lstat(a0, a1),
+        nr::__NR_fstat => fs::fstat(a0, a1),
+        nr::__NR_newfstatat => fs::newfstatat(a0, a1, a2, a3),
+        nr::__NR_access => fs::access(a0, a1),
+        nr::__NR_faccessat => fs::faccessat(a0, a1, a2, 0),
+        nr::__NR_faccessat2 => fs::faccessat(a0, a1, a2, a3),
+        nr::__NR_getdents64 => fs::getdents64(a0, a1, a2),
+        nr::__NR_dup => fs::dup(a0),
+        nr::__NR_dup2 => fs::dup2(a0, a1),
+        nr::__NR_dup3 => fs::dup3(a0, a1, a2),
+        nr::__NR_fcntl => fs::fcntl(a0, a1, a2),
+        nr::__NR_pipe => fs::pipe(a0),
+        nr::__NR_pipe2 => fs::pipe2(a0, a1),
+        nr::__NR_truncate => fs::truncate(a0, a1),
+        nr::__NR_ftruncate => fs::ftruncate(a0, a1),
+        nr::__NR_getcwd => fs::getcwd(a0, a1),
+        nr::__NR_chdir => fs::chdir(a0),
+        nr::__NR_fchdir => fs::fchdir(a0),
+        nr::__NR_mkdir => fs::mkdir(a0, a1),
+        nr::__NR_mkdirat => fs::mkdirat(a0, a1, a2),
+        nr::__NR_rmdir => fs::rmdir(a0),
+        nr::__NR_unlink => fs::unlink(a0),
+        nr::__NR_unlinkat => fs::unlinkat(a0, a1, a2),
+        nr::__NR_rename => fs::rename(a0, a1),
+        nr::__NR_renameat => fs::renameat2(a0, a1, a2, a3, 0),
+        nr::__NR_renameat2 => fs::renameat2(a0, a1, a2, a3, a4),
+        nr::__NR_link => fs::link(a0, a1),
+        nr::__NR_linkat => fs::linkat(a0, a1, a2, a3, a4),
+        nr::__NR_symlink => fs::symlink(a0, a1),
+        nr::__NR_symlinkat => fs::symlinkat(a0, a1, a2),
+        nr::__NR_readlink => fs::readlink(a0, a1, a2),
+        nr::__NR_readlinkat => fs::readlinkat(a0, a1, a2, a3),
+        nr::__NR_chmod => fs::chmod(a0, a1),
+        nr::__NR_fchmodat => fs::fchmodat(a0, a1, a2),
+        nr::__NR_umask => fs::umask(a0),
+        nr::__NR_prlimit64 => fs::prlimit64(a0, a1, a2, a3),
+        nr::__NR_getrlimit => fs::getrlimit(a0, a1),
+        nr::__NR_setrlimit => fs::setrlimit(a0, a1),
+        nr::__NR_sysinfo => fs::sysinfo(a0),
         nr::__NR_brk => mem::brk(a0),
         nr::__NR_mmap => mem::mmap(a0, a1, a2, a3, a4, a5),
         nr::__NR_munmap => mem::munmap(a0, a1),

@@ -1,0 +1,279 @@
+//! Files: the RAM filesystem at `/` (filled from the initramfs at boot), open file descriptions,
+//! the devices of `/dev`, pipes, `/proc`, and each process's descriptor table and working
+//! directory.
+//!
+//! ```text
+//!  Process ── files: Arc<Files> ──> FdTable<Arc<File>>      (shared under CLONE_FILES)
+//!          └─ fs:    Arc<FsContext> (cwd inode, umask)      (shared under CLONE_FS)
+//!  File { node, state: offset + status flags }
+//!    node: Inode(ino) ──> FS (abi::ramfs::Fs, one sleeping lock)
+//!        | Pipe(Arc<PipeObj>, end)   [`pipe`]
+//!        | Dev(Device)               [`dev`]: console, tty, null, zero, urandom
+//!        | Text(bytes)               [`proc`]: a /proc file generated at open
+//! ```
+//!
+//! Key items: [`init`], [`read_file`] (what the program loader reads), [`File`], [`Files`],
+//! [`FsContext`], [`open`].
+//!
+//! Lock order: a file's state -> [`FS`] -> a pipe's buffer. A [`File`] is never dropped under
+//! [`FS`] or a descriptor table's lock (its drop may take [`FS`]): the table hands closed files
+//! back to the caller, which drops them after unlocking.
+//!
+//! Neighbours: `abi::{ramfs, openfile, fdtable, pipe, poll, procfs}` hold the rules; `task` gives
+//! the sleeping locks and wait queues; the process layer above holds the tables and provides the
+//! process list for `/proc` ([`proc::set_source`]); the system-call layer decodes the calls.
+
+pub mod dev;
+pub mod file;
+pub mod pipe;
+pub mod proc;
+
+use alloc::{string::String, sync::Arc, vec::Vec};
+
+use abi::{
+    fdtable::FdTable,
+    linux::{errno, general as g},
+    ramfs::{Errno, Fs, Ino, ROOT},
+};
+pub use file::{File, Node};
+
+use crate::task;
+
+/// The filesystem, under one sleeping lock (calls may copy megabytes; nothing here runs with
+/// interrupts off).
+pub static FS: sched::Mutex<Option<Fs>> = sched::Mutex::new(None);
+
+/// Run `f` on the filesystem under its lock. Before [`init`] the filesystem is an empty `/`.
+pub fn with_fs<R>(f: impl FnOnce(&mut Fs) -> R) -> R {
+    let mut guard = FS.lock(task::sched());
+    let fs = guard.get_or_insert_with(Fs::new);
+    fs.set_now(crate::time::wall_clock_ns());
+    f(fs)
+}
+
+/// Fill the filesystem from the initramfs (symbolic links included) and create `/dev`, `/proc`
+/// and `/tmp`. Called once at boot, before the first program starts.
+pub fn init(archive: Option<&'static [u8]>) {
+    let mut fs = match archive.map(Fs::from_cpio) {
+        Some(Ok(fs)) => fs,
+        Some(Err(e)) => {
+            log::warn!("fs: the initramfs is damaged ({e:?}); / starts empty");
+            Fs::new()
+        }
+        None => Fs::new(),
+    };
+    if let Err(e) = fs.populate_dev() {
+        log::warn!("fs: /dev could not be created (errno {e})");
+    }
+    let inodes = fs.inode_count();
+    *FS.lock(task::sched()) = Some(fs);
+    log::info!("fs: RAM filesystem at / with {inodes} inodes; /dev, /proc, /tmp");
+}
+
+/// The contents of the regular file at `path` (absolute, symbolic links followed), for the
+/// program loader.
+#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "execve loads from here once it reads the RAM filesystem; the in-kernel tests use it now"))]
+pub fn read_file(path: &str) -> Result<Vec<u8>, Errno> {
+    with_fs(|fs| {
+        let ino = fs.lookup(ROOT, path, true)?;
+        let st = fs.stat(ino)?;
+        if st.mode & abi::ramfs::S_IFMT != abi::ramfs::S_IFREG {
+            return Err(if fs.is_dir(ino) { errno::EISDIR } else { errno::EACCES });
+        }
+        fs.contents(ino).map(|c| c.to_vec())
+    })
+}
+
+/// A process's working directory and file-creation mask (`CLONE_FS` shares one).
+pub struct FsContext {
+    state: spin::Mutex<FsState>,
+}
+
+#[derive(Clone, Copy)]
+struct FsState {
+    cwd: Ino,
+    umask: u32,
+}
+
+impl FsContext {
+    /// `/` and umask 022, what the first process gets.
+    pub fn new() -> Arc<Self> {
+        with_fs(|fs| {
+            let _ = fs.open(ROOT);
+        });
+        Arc::new(Self { state: spin::Mutex::new(FsState { cwd: ROOT, umask: 0o022 }) })
+    }
+
+    /// A copy for a child that does not share (`fork` without `CLONE_FS`).
+    #[expect(dead_code, reason = "for fork, which is not in this layer's callers yet")]
+    pub fn fork_copy(&self) -> Arc<Self> {
+        let st = *self.state.lock();
+        with_fs(|fs| {
+            let _ = fs.open(st.cwd);
+        });
+        Arc::new(Self { state: spin::Mutex::new(st) })
+    }
+
+    pub fn cwd(&self) -> Ino {
+        self.state.lock().cwd
+    }
+
+    /// Change the working directory to `dir` (which must be one: `ENOTDIR`).
+    pub fn chdir(&self, dir: Ino) -> Result<(), Errno> {
+        let old = with_fs(|fs| {
+            if !fs.is_dir(dir) {
+                return Err(errno::ENOTDIR);
+            }
+            fs.open(dir)?;
+            let mut st = self.state.lock();
+            Ok(core::mem::replace(&mut st.cwd, dir))
+        })?;
+        with_fs(|fs| fs.release(old));
+        Ok(())
+    }
+
+    pub fn umask(&self) -> u32 {
+        self.state.lock().umask
+    }
+
+    /// Set the mask; returns the old one.
+    pub fn set_umask(&self, mask: u32) -> u32 {
+        core::mem::replace(&mut self.state.lock().umask, mask & 0o777)
+    }
+}
+
+impl Drop for FsContext {
+    fn drop(&mut self) {
+        let cwd = self.state.lock().cwd;
+        with_fs(|fs| fs.release(cwd));
+    }
+}
+
+/// A descriptor table (`CLONE_FILES` shares one `Arc<Files>`).
+pub struct Files {
+    table: spin::Mutex<FdTable<Arc<File>>>,
+}
+
+impl Files {
+    /// Descriptors 0, 1 and 2 open on the console, what a process started by the kernel gets.
+    pub fn with_console() -> Arc<Self> {
+        let mut t = FdTable::default();
+        let console = Arc::new(File::device(dev::Device::Console, g::O_RDWR));
+        for _ in 0..3 {
+            let _ = t.alloc(console.clone(), false);
+        }
+        Arc::new(Self { table: spin::Mutex::new(t) })
+    }
+
+    /// `fork` without `CLONE_FILES`: the same open files under the same numbers, in a new table.
+    #[expect(dead_code, reason = "for fork, which is not in this layer's callers yet")]
+    pub fn fork_copy(&self) -> Arc<Self> {
+        Arc::new(Self { table: spin::Mutex::new(self.table.lock().clone()) })
+    }
+
+    /// `execve`: close every descriptor marked close-on-exec.
+    #[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "for execve, which is not in this layer's callers yet"))]
+    pub fn close_on_exec(&self) {
+        let closed = self.table.lock().exec();
+        drop(closed);
+    }
+
+    /// Close everything (the process's end); the files are released here, outside the lock.
+    pub fn close_all(&self) {
+        let closed = self.table.lock().close_all();
+        drop(closed);
+    }
+
+    /// The file behind `fd`.
+    pub fn get(&self, fd: i32) -> Result<Arc<File>, Errno> {
+        self.table.lock().get(fd).cloned()
+    }
+
+    /// Install `file` at the lowest free number (at least `min`).
+    pub fn install(&self, file: Arc<File>, cloexec: bool, min: usize) -> Result<i32, Errno> {
+        let r = self.table.lock().alloc_from(file.clone(), cloexec, min);
+        r
+    }
+
+    pub fn close(&self, fd: i32) -> Result<(), Errno> {
+        let f = self.table.lock().close(fd)?;
+        drop(f);
+        Ok(())
+    }
+
+    /// Run `f` on the table under its lock; whatever files it returns are dropped after the unlock.
+    pub fn with<R>(&self, f: impl FnOnce(&mut FdTable<Arc<File>>) -> R) -> R {
+        f(&mut self.table.lock())
+    }
+
+    pub fn limit(&self) -> usize {
+        self.table.lock().limit()
+    }
+
+    pub fn set_limit(&self, limit: usize) {
+        self.table.lock().set_limit(limit)
+    }
+}
+
+/// Open `path` relative to directory `dir`, `mode` with the umask applied. Paths under `/proc`
+/// are generated here; device nodes become their devices.
+pub fn open(dir: Ino, path: &str, flags: u32, mode: u32) -> Result<File, Errno> {
+    if let Some(text) = proc::open(dir, path, flags)? {
+        return Ok(text);
+    }
+    let of = with_fs(|fs| {
+        let of = abi::openfile::open_at(fs, dir, path, flags, mode)?;
+        let rdev = fs.char_dev(of.ino);
+        Ok::<_, Errno>((of, rdev))
+    })?;
+    match of.1 {
+        Some(rdev) => {
+            // A device: the inode reference is not needed beyond this point.
+            with_fs(|fs| fs.release(of.0.ino));
+            Ok(File::device(dev::Device::from_rdev(rdev).ok_or(errno::ENXIO)?, of.0.flags))
+        }
+        None => Ok(File::inode(of.0)),
+    }
+}
+
+/// The absolute path of directory `ino` (for getcwd).
+pub fn path_of(ino: Ino) -> Result<String, Errno> {
+    with_fs(|fs| fs.path_of(ino))
+}
+
+/// Sleepers of `poll` and `select` wait here for any readiness change; a change bumps
+/// [`POLL_GEN`] and wakes them all, and each re-checks its own descriptors.
+static POLL_QUEUE: sched::WaitQueue = sched::WaitQueue::new();
+static POLL_GEN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Something became readable, writable or hung up: wake `poll` sleepers to look again.
+pub fn poll_notify() {
+    POLL_GEN.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+    POLL_QUEUE.wake_all(task::sched());
+}
+
+/// The readiness generation a poller samples before it checks its descriptors.
+pub fn poll_generation() -> u64 {
+    POLL_GEN.load(core::sync::atomic::Ordering::Acquire)
+}
+
+/// Sleep until the generation moves past `seen` or `deadline_ns` (monotonic) passes. Without a
+/// deadline the sleep is on the queue; with one it goes in slices of at most
+/// [`POLL_SLICE_NS`] (the scheduler has no timed wait on a queue; the futex service makes the
+/// same trade-off), and a terminal whose input arrives without a notification is seen within a
+/// slice.
+pub fn poll_wait(seen: u64, deadline_ns: Option<u64>) -> Result<(), Errno> {
+    match deadline_ns {
+        None => pipe::sleep_until(&POLL_QUEUE, || poll_generation() != seen),
+        Some(d) => {
+            let now = crate::time::now_ns();
+            if now < d && poll_generation() == seen {
+                task::sched().sleep_ns((d - now).min(POLL_SLICE_NS));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Longest sleep of a timed `poll` between checks.
+pub const POLL_SLICE_NS: u64 = 1_000_000;

@@ -1,0 +1,147 @@
+//! Pipes: an `abi::pipe::Pipe` (the buffer and Linux's rules) under an interrupts-off spin lock,
+//! with two wait queues: readers wait for data or the last writer's close, writers for room or the
+//! last reader's close.
+//!
+//! - A blocked call sleeps through [`sleep_until`], the one place file operations sleep, so an
+//!   interruptible sleep (a signal ends it with `EINTR`) can replace it in one spot.
+//! - A write with no reader left calls the `SIGPIPE` hook ([`set_sigpipe_hook`]) and fails with
+//!   `EPIPE`.
+//! - A write of at most `PIPE_BUF` bytes goes in whole (the buffer's rule; the writer waits until
+//!   that much room is free); a longer one is split as room appears, as Linux's `pipe_write` does.
+//! - Every change of readiness also wakes `poll` sleepers ([`super::poll_notify`]).
+//!
+//! Why an interrupts-off lock: a waiter's condition runs with interrupts disabled inside
+//! `WaitQueue::wait_until` and takes the lock; a holder preempted on that CPU with the lock held
+//! would make it spin for ever.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use abi::{
+    linux::errno,
+    pipe::{Blocked, PIPE_BUF, Pipe},
+    ramfs::Errno,
+};
+use talc::lock_api::Mutex as SpinMutex;
+
+use crate::{cpu::irqlock::RawIrqSpin, task};
+
+pub struct PipeObj {
+    buf: SpinMutex<RawIrqSpin, Pipe>,
+    readers: sched::WaitQueue,
+    writers: sched::WaitQueue,
+    id: u64,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static SIGPIPE_HOOK: spin::Once<fn()> = spin::Once::new();
+
+/// What a write to a pipe without readers calls before it fails with `EPIPE`: the sender of
+/// `SIGPIPE` to the calling thread, set once by the signal service.
+#[expect(dead_code, reason = "the signal service sets it; until then a write without readers only fails with EPIPE")]
+pub fn set_sigpipe_hook(hook: fn()) {
+    SIGPIPE_HOOK.call_once(|| hook);
+}
+
+fn on_sigpipe() {
+    if let Some(hook) = SIGPIPE_HOOK.get() {
+        hook();
+    }
+}
+
+/// Sleep on `queue` until `cond()` holds. The condition runs with interrupts off and must not
+/// block. Always `Ok` today; an interruptible sleep returns `EINTR` here.
+pub fn sleep_until(queue: &sched::WaitQueue, cond: impl FnMut() -> bool) -> Result<(), Errno> {
+    queue.wait_until(task::sched(), cond);
+    Ok(())
+}
+
+impl PipeObj {
+    /// A new pipe with one reader and one writer (the two ends `pipe2` returns).
+    pub fn new() -> Self {
+        Self { buf: SpinMutex::new(Pipe::new()), readers: sched::WaitQueue::new(), writers: sched::WaitQueue::new(), id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
+    }
+
+    /// The number `fstat` shows as the inode.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Unread bytes (`FIONREAD`).
+    pub fn len(&self) -> usize {
+        self.buf.lock().len()
+    }
+
+    /// An end closed: wake the other side (readers see EOF, writers `EPIPE`).
+    pub fn close_end(&self, write: bool) {
+        {
+            let mut b = self.buf.lock();
+            if write {
+                b.close_writer();
+            } else {
+                b.close_reader();
+            }
+        }
+        self.readers.wake_all(task::sched());
+        self.writers.wake_all(task::sched());
+        super::poll_notify();
+    }
+
+    pub fn read(&self, out: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
+        loop {
+            let r = self.buf.lock().read(out, nonblock)?;
+            match r {
+                Ok(n) => {
+                    if n > 0 {
+                        self.writers.wake_all(task::sched());
+                        super::poll_notify();
+                    }
+                    return Ok(n);
+                }
+                Err(Blocked) => sleep_until(&self.readers, || {
+                    let b = self.buf.lock();
+                    !b.is_empty() || b.writers() == 0
+                })?,
+            }
+        }
+    }
+
+    pub fn write(&self, data: &[u8], nonblock: bool) -> Result<usize, Errno> {
+        let mut done = 0;
+        loop {
+            let r = self.buf.lock().write(&data[done..], nonblock);
+            match r {
+                Ok(Ok(n)) => {
+                    done += n;
+                    if n > 0 {
+                        self.readers.wake_all(task::sched());
+                        super::poll_notify();
+                    }
+                    if done == data.len() {
+                        return Ok(done);
+                    }
+                }
+                Ok(Err(Blocked)) => {
+                    let rest = data.len() - done;
+                    let need = if rest <= PIPE_BUF { rest } else { 1 };
+                    sleep_until(&self.writers, || {
+                        let b = self.buf.lock();
+                        b.readers() == 0 || b.room() >= need
+                    })?;
+                }
+                Err(errno::EPIPE) => {
+                    // As Linux's pipe_write: the signal in any case, the count if some went in.
+                    on_sigpipe();
+                    return if done > 0 { Ok(done) } else { Err(errno::EPIPE) };
+                }
+                Err(errno::EAGAIN) if done > 0 => return Ok(done),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `poll` bits of one end.
+    pub fn poll(&self, write: bool) -> u16 {
+        let b = self.buf.lock();
+        if write { b.poll_write() } else { b.poll_read() }
+    }
+}
