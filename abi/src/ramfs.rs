@@ -422,11 +422,16 @@ impl Fs {
 
     /// `link(old, new)`: a second name for a non-directory.
     pub fn link(&mut self, cwd: Ino, old: &str, new: &str) -> Result<(), Errno> {
-        let ino = self.lookup(cwd, old, false)?;
+        self.link_at(cwd, old, cwd, new)
+    }
+
+    /// `linkat(old_cwd, old, new_cwd, new)`: as [`Fs::link`], each path from its own directory.
+    pub fn link_at(&mut self, old_cwd: Ino, old: &str, new_cwd: Ino, new: &str) -> Result<(), Errno> {
+        let ino = self.lookup(old_cwd, old, false)?;
         if self.is_dir(ino) {
             return Err(errno::EPERM);
         }
-        let (dir, name, trailing) = self.parent_of(cwd, new)?;
+        let (dir, name, trailing) = self.parent_of(new_cwd, new)?;
         if trailing || name == "." || name == ".." || self.dir_entries(dir)?.contains_key(name) {
             return Err(errno::EEXIST);
         }
@@ -899,6 +904,11 @@ mod tests {
         assert_eq!(f.path_of(f.lookup(ROOT, "/e/c", true).unwrap()).unwrap(), "/e/c");
         // Two names of one inode: nothing happens.
         f.link(ROOT, "/o", "/o2").unwrap();
+        let a = f.lookup(ROOT, "/a", true).unwrap();
+        f.link_at(ROOT, "o", a, "o3").unwrap();
+        assert_eq!(f.lookup(ROOT, "/a/o3", true), Ok(file), "each path from its own directory");
+        assert_eq!(f.link_at(ROOT, "/a", ROOT, "/a2"), Err(errno::EPERM), "no links to directories");
+        f.unlink(ROOT, "/a/o3").unwrap();
         f.rename(ROOT, "/o", ROOT, "/o2").unwrap();
         assert_eq!(f.lookup(ROOT, "/o", true), Ok(file));
         assert_eq!(f.stat(file).unwrap().nlink, 2);

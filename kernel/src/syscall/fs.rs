@@ -306,9 +306,7 @@ pub fn linkat(olddir: u64, old: u64, newdir: u64, new: u64, _flags: u64) -> SysR
     let p = me()?;
     let (old, new) = (path_arg(old)?, path_arg(new)?);
     let (od, nd) = (dir_of(&p, olddir, &old)?, dir_of(&p, newdir, &new)?);
-    // The RAM filesystem links within one namespace; resolve the old name to an absolute path.
-    let old_abs = fs::with_fs(|f| f.lookup(od, &old, false).and_then(|i| f.path_of(i)))?;
-    fs::with_fs(|f| f.link(nd, &old_abs, &new))?;
+    fs::with_fs(|f| f.link_at(od, &old, nd, &new))?;
     Ok(0)
 }
 
