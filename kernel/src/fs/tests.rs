@@ -21,7 +21,67 @@ pub static TESTS: &[Test] = &[
     Test { name: "fs_loader_reads_through_symlinks", min_cpus: 1, expect_fault: false, run: loader_reads_through_symlinks },
     Test { name: "fs_fd_table_fork_copy_and_exec_sweep", min_cpus: 1, expect_fault: false, run: fd_table_fork_and_exec },
     Test { name: "fs_pipe_across_cpus_conserves_records", min_cpus: 1, expect_fault: false, run: pipe_across_cpus },
+    Test { name: "fs_proc_system_files", min_cpus: 1, expect_fault: false, run: proc_system_files },
 ];
+
+/// The whole text of a `/proc` file, read through an open file description in small pieces.
+fn proc_text(path: &str) -> Result<String, String> {
+    let f = super::open(ROOT, path, g::O_RDONLY, 0).map_err(|e| format!("open {path}: errno {e}"))?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 100];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| format!("read {path}: errno {e}"))?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(out).map_err(|_| format!("{path} is not UTF-8"))
+}
+
+fn proc_system_files() -> Result<(), String> {
+    let ncpu = task::sched().nr_cpus();
+    let counters = proc_text("/proc/kcounters")?;
+    let lines: Vec<&str> = counters.lines().collect();
+    if lines.first() != Some(&"cpu switches preemptions steals wake_ipis_sent wake_ipis_avoided shootdown_ipis pcid_hits pcid_misses") || lines.len() != ncpu + 2 {
+        return Err(format!("/proc/kcounters for {ncpu} CPUs:\n{counters}"));
+    }
+    // Every CPU has switched threads by now (the boot brought each to its idle loop and back).
+    let switches: Vec<u64> = lines[1..=ncpu].iter().map(|l| l.split(' ').nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)).collect();
+    let total: u64 = lines[ncpu + 1].split(' ').nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    if switches.iter().sum::<u64>() != total {
+        return Err(format!("per-CPU switches {switches:?} do not add up to the total {total}"));
+    }
+    let cpuinfo = proc_text("/proc/cpuinfo")?;
+    if cpuinfo.lines().filter(|l| l.starts_with("processor")).count() != ncpu {
+        return Err(format!("/proc/cpuinfo lists other than {ncpu} processors"));
+    }
+    let stat = proc_text("/proc/stat")?;
+    if !stat.starts_with("cpu ") || stat.lines().filter(|l| l.starts_with("cpu")).count() != ncpu + 1 {
+        return Err(format!("/proc/stat:\n{stat}"));
+    }
+    let meminfo = proc_text("/proc/meminfo")?;
+    if !meminfo.starts_with("MemTotal:") {
+        return Err(format!("/proc/meminfo:\n{meminfo}"));
+    }
+    for path in ["/proc/loadavg", "/proc/uptime", "/proc/mounts"] {
+        if proc_text(path)?.is_empty() {
+            return Err(format!("{path} is empty"));
+        }
+    }
+    if super::open(ROOT, "/proc/nothing", g::O_RDONLY, 0).err() != Some(errno::ENOENT) {
+        return Err(String::from("/proc/nothing opened"));
+    }
+    if super::open(ROOT, "/proc/uptime", g::O_WRONLY, 0).err() != Some(errno::EACCES) {
+        return Err(String::from("/proc/uptime opened for writing"));
+    }
+    let listing = super::open(ROOT, "/proc", g::O_RDONLY | g::O_DIRECTORY, 0).map_err(|e| format!("open /proc: errno {e}"))?;
+    let bytes = listing.getdents(4096).map_err(|e| format!("getdents /proc: errno {e}"))?;
+    if !bytes.windows(10).any(|w| w == b"kcounters\0") || !bytes.windows(5).any(|w| w == b"self\0") {
+        return Err(String::from("the /proc listing lacks kcounters or self"));
+    }
+    Ok(())
+}
 
 fn loader_reads_through_symlinks() -> Result<(), String> {
     let init = read_file("/init").map_err(|e| format!("/init from the initramfs: errno {e}"))?;
