@@ -247,8 +247,16 @@ static void test_modes(void)
 	CHECK_ERR(access("m", X_OK), EACCES);
 	CHECK_ERR(access("none", F_OK), ENOENT);
 	CHECK(faccessat(AT_FDCWD, "m", R_OK, 0) == 0);
+	fd = open("m", O_RDWR);
+	CHECK(fchmod(fd, 0600) == 0 && fstat(fd, &st) == 0 && (st.st_mode & 0777) == 0600);
+	CHECK(fsync(fd) == 0 && fdatasync(fd) == 0);
+	CHECK(fchown(fd, 0, 0) == 0 || errno == EPERM);
+	close(fd);
+	CHECK_ERR(fsync(fd), EBADF);
+	CHECK(utimensat(AT_FDCWD, "m", NULL, 0) == 0);
+	CHECK_ERR(utimensat(AT_FDCWD, "none", NULL, 0), ENOENT);
 	CHECK(unlink("m") == 0);
-	say("umask, chmod, access, faccessat; EACCES (X_OK without x bits), ENOENT\n");
+	say("umask, chmod, fchmod, access, faccessat, fsync, utimensat; EACCES (X_OK without x bits), ENOENT, EBADF\n");
 }
 
 static void test_devices(void)

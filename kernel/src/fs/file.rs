@@ -194,7 +194,9 @@ impl File {
                 Ok(st.offset)
             }
             Node::Pipe { .. } => Err(errno::ESPIPE),
-            // Linux's character devices here (null, zero, the terminal) accept any seek and stay at 0.
+            // A terminal cannot seek (Linux's `no_llseek`); null, zero and urandom accept any seek
+            // and stay at 0.
+            Node::Dev(super::dev::Device::Console) => Err(errno::ESPIPE),
             Node::Dev(_) => Ok(0),
         }
     }

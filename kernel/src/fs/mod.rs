@@ -193,8 +193,7 @@ impl Files {
 
     /// Install `file` at the lowest free number (at least `min`).
     pub fn install(&self, file: Arc<File>, cloexec: bool, min: usize) -> Result<i32, Errno> {
-        let r = self.table.lock().alloc_from(file.clone(), cloexec, min);
-        r
+        self.table.lock().alloc_from(file, cloexec, min)
     }
 
     pub fn close(&self, fd: i32) -> Result<(), Errno> {

@@ -455,3 +455,62 @@ pub fn sysinfo(buf: u64) -> SysResult {
     put(buf, info.to_bytes())?;
     Ok(0)
 }
+
+/// The path (or with `AT_EMPTY_PATH`, or a null path as `utimensat` allows, the descriptor) a
+/// metadata call names must exist; what it would change is not kept.
+fn must_exist(dirfd: u64, path: u64, flags: u32) -> SysResult {
+    let p = me()?;
+    if path == 0 {
+        p.files.get(dirfd as i32)?;
+        return Ok(0);
+    }
+    let path = path_arg(path)?;
+    if path.is_empty() && flags & g::AT_EMPTY_PATH != 0 {
+        if dirfd as i32 != AT_FDCWD {
+            p.files.get(dirfd as i32)?;
+        }
+        return Ok(0);
+    }
+    let dir = dir_of(&p, dirfd, &path)?;
+    stat_path(dir, &path, flags & g::AT_SYMLINK_NOFOLLOW == 0)?;
+    Ok(0)
+}
+
+/// `utimensat`: the file must exist; its times are not changed (the RAM filesystem stamps
+/// modifications itself and has no call to set them: a trade-off `touch` on an existing file
+/// shows).
+pub fn utimensat(dirfd: u64, path: u64, _times: u64, flags: u64) -> SysResult {
+    if flags as u32 & !(g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH) != 0 {
+        return Err(errno::EINVAL);
+    }
+    must_exist(dirfd, path, flags as u32)
+}
+
+/// `fchownat` and friends: everything belongs to root here, and stays so.
+pub fn fchownat(dirfd: u64, path: u64, _uid: u64, _gid: u64, flags: u64) -> SysResult {
+    must_exist(dirfd, path, flags as u32)
+}
+
+pub fn chown(path: u64, uid: u64, gid: u64) -> SysResult {
+    fchownat(AT_FDCWD as u64, path, uid, gid, 0)
+}
+
+pub fn lchown(path: u64, uid: u64, gid: u64) -> SysResult {
+    fchownat(AT_FDCWD as u64, path, uid, gid, u64::from(g::AT_SYMLINK_NOFOLLOW))
+}
+
+/// `fchown`, `fsync`, `fdatasync`, `flock`: the descriptor must be open; nothing else to do for
+/// files that live in memory.
+pub fn fd_only(fd: u64) -> SysResult {
+    file(fd)?;
+    Ok(0)
+}
+
+pub fn fchmod(fd: u64, mode: u64) -> SysResult {
+    let f = file(fd)?;
+    match f.node {
+        fs::Node::Inode(ino) => fs::with_fs(|x| x.chmod(ino, mode as u32 & 0o7777))?,
+        _ => return Err(errno::EPERM),
+    }
+    Ok(0)
+}
