@@ -206,7 +206,18 @@ impl Fs {
     /// A filesystem holding the initramfs: directories are created as their members' paths need
     /// them, and a later member of the same path replaces an earlier one.
     pub fn from_cpio(archive: &[u8]) -> Result<Self, cpio::CpioError> {
+        Self::from_cpio_at(archive, 0)
+    }
+
+    /// [`Fs::from_cpio`] with every inode stamped `now_ns` (the boot's wall clock), as Linux's
+    /// initramfs unpacking does when the archive's times are not kept.
+    pub fn from_cpio_at(archive: &[u8], now_ns: u64) -> Result<Self, cpio::CpioError> {
         let mut fs = Self::new();
+        fs.now_ns = now_ns;
+        for ino in fs.inodes.values_mut() {
+            ino.mtime_ns = now_ns;
+            ino.ctime_ns = now_ns;
+        }
         for e in cpio::entries(archive) {
             let e = e?;
             if e.path.is_empty() {
@@ -990,6 +1001,10 @@ mod tests {
         assert_eq!(f.stat(f.lookup(ROOT, "/etc", true).unwrap()).unwrap().mode, S_IFDIR | 0o700);
         assert_eq!(f.contents(f.lookup(ROOT, "/etc/x/y", true).unwrap()), Ok(&b"deep"[..]));
         assert_eq!(f.path_of(f.lookup(ROOT, "/etc/x", true).unwrap()).unwrap(), "/etc/x");
+        let at = Fs::from_cpio_at(&a, 5_000_000_000).unwrap();
+        for path in ["/", "/bin/sh", "/etc/x/y"] {
+            assert_eq!(at.stat(at.lookup(ROOT, path, false).unwrap()).unwrap().mtime_ns, 5_000_000_000, "{path}");
+        }
     }
 
     #[test]

@@ -56,7 +56,8 @@ pub fn with_fs<R>(f: impl FnOnce(&mut Fs) -> R) -> R {
 /// Fill the filesystem from the initramfs (symbolic links included) and create `/dev`, `/proc`
 /// and `/tmp`. Called once at boot, before the first program starts.
 pub fn init(archive: Option<&'static [u8]>) {
-    let mut fs = match archive.map(Fs::from_cpio) {
+    let now = crate::time::wall_clock_ns();
+    let mut fs = match archive.map(|a| Fs::from_cpio_at(a, now)) {
         Some(Ok(fs)) => fs,
         Some(Err(e)) => {
             log::warn!("fs: the initramfs is damaged ({e:?}); / starts empty");
@@ -64,6 +65,7 @@ pub fn init(archive: Option<&'static [u8]>) {
         }
         None => Fs::new(),
     };
+    fs.set_now(now);
     if let Err(e) = fs.populate_dev() {
         log::warn!("fs: /dev could not be created (errno {e})");
     }
