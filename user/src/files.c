@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <sys/sysmacros.h>
+#include <sys/vfs.h>
 
 #include "ut.h"
 
@@ -309,7 +310,12 @@ static void test_proc(void)
 	CHECK(sscanf(buf, "%lf", &up) == 1 && up > 0);
 	struct sysinfo si;
 	CHECK(sysinfo(&si) == 0 && si.totalram > 0 && si.mem_unit >= 1 && si.procs > 0);
-	say("/proc/self/stat names this process (pid, comm, state R), /proc/self, /proc/uptime; sysinfo\n");
+	struct statfs sf;
+	CHECK(statfs("/", &sf) == 0 && sf.f_bsize > 0 && sf.f_blocks > 0);
+	CHECK(statfs("/proc/self", &sf) == 0 && sf.f_type == 0x9fa0);
+	CHECK_ERR(statfs("/nonexistent", &sf), ENOENT);
+	CHECK_ERR(fstatfs(999, &sf), EBADF);
+	say("/proc/self/stat names this process (pid, comm, state R), /proc/self, /proc/uptime; sysinfo; statfs\n");
 }
 
 int main(void)

@@ -7,7 +7,7 @@
 //! directory, and leaves the rules to `crate::fs` and `abi`. Paths are copied in through
 //! `arch::usercopy` (a bad pointer is `EFAULT`; no NUL within `PATH_MAX` is `ENAMETOOLONG`).
 
-use alloc::{string::String, sync::Arc, vec};
+use alloc::{string::String, sync::Arc, vec, vec::Vec};
 
 use abi::{
     limits::RLimit,
@@ -512,5 +512,46 @@ pub fn fchmod(fd: u64, mode: u64) -> SysResult {
         fs::Node::Inode(ino) => fs::with_fs(|x| x.chmod(ino, mode as u32 & 0o7777))?,
         _ => return Err(errno::EPERM),
     }
+    Ok(0)
+}
+
+/// The `struct statfs` of the RAM filesystem (as Linux's tmpfs: memory is its size) or of
+/// `/proc`.
+fn statfs_bytes(proc: bool) -> Vec<u8> {
+    use core::mem::{offset_of, size_of};
+    let (free, total) = crate::mm::frames::stats();
+    let inodes = fs::with_fs(|f| f.inode_count()) as u64;
+    let mut b = vec![0u8; size_of::<g::statfs>()];
+    let mut put = |at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+    let (kind, blocks, bfree, files, ffree) =
+        if proc { (g::PROC_SUPER_MAGIC, 0, 0, 0, 0) } else { (g::TMPFS_MAGIC, total as u64, free as u64, inodes + free as u64, free as u64) };
+    put(offset_of!(g::statfs, f_type), u64::from(kind));
+    put(offset_of!(g::statfs, f_bsize), 4096);
+    put(offset_of!(g::statfs, f_blocks), blocks);
+    put(offset_of!(g::statfs, f_bfree), bfree);
+    put(offset_of!(g::statfs, f_bavail), bfree);
+    put(offset_of!(g::statfs, f_files), files);
+    put(offset_of!(g::statfs, f_ffree), ffree);
+    put(offset_of!(g::statfs, f_namelen), abi::ramfs::NAME_MAX as u64);
+    put(offset_of!(g::statfs, f_frsize), 4096);
+    b
+}
+
+pub fn statfs(path: u64, buf: u64) -> SysResult {
+    let p = me()?;
+    let path = path_arg(path)?;
+    let dir = dir_of(&p, AT_FDCWD as u64, &path)?;
+    let proc = fs::proc::lookup(dir, &path, true)?.is_some();
+    if !proc {
+        stat_path(dir, &path, true)?;
+    }
+    put(buf, statfs_bytes(proc))?;
+    Ok(0)
+}
+
+pub fn fstatfs(fd: u64, buf: u64) -> SysResult {
+    let f = file(fd)?;
+    let proc = matches!(f.node, fs::Node::Text(_) | fs::Node::Listing(_));
+    put(buf, statfs_bytes(proc))?;
     Ok(0)
 }

@@ -117,6 +117,8 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_fchownat => fs::fchownat(a0, a1, a2, a3, a4),
         nr::__NR_fchown | nr::__NR_fsync | nr::__NR_fdatasync | nr::__NR_flock => fs::fd_only(a0),
         nr::__NR_sync => Ok(0),
+        nr::__NR_statfs => fs::statfs(a0, a1),
+        nr::__NR_fstatfs => fs::fstatfs(a0, a1),
         nr::__NR_prlimit64 => fs::prlimit64(a0, a1, a2, a3),
         nr::__NR_getrlimit => fs::getrlimit(a0, a1),
         nr::__NR_setrlimit => fs::setrlimit(a0, a1),
