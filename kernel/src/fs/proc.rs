@@ -168,6 +168,35 @@ pub fn open(dir: Ino, path: &str, flags: u32) -> Result<Option<File>, Errno> {
     }
 }
 
+/// The load average, the time it was last folded and the CPUs' idle time then.
+static LOAD: spin::Mutex<(procfs::LoadAvg, u64, u64)> = spin::Mutex::new((procfs::LoadAvg { avg: [0; 3] }, 0, 0));
+
+/// The load average now. The scheduler keeps no count of runnable threads, so each 5 s period
+/// since the last fold samples the busy CPUs of that span (CPU time not idle, divided by the
+/// span, rounded): a machine with every CPU busy shows its CPU count, as Linux's average does
+/// when each CPU has one runnable thread. Folded when read (`/proc/loadavg`, `sysinfo`).
+pub fn load_average() -> procfs::LoadAvg {
+    let s = task::sched();
+    let ncpu = s.nr_cpus() as u64;
+    let now = crate::time::now_ns();
+    let idle: u64 = (0..ncpu).map(|i| s.counters(sched::CpuIndex(i as u32)).idle_ns).sum();
+    // The first fold covers the time since boot (stamp 0, no idle time yet).
+    let mut l = LOAD.lock();
+    let periods = now.saturating_sub(l.1) / procfs::LoadAvg::SAMPLE_NS;
+    if periods > 0 {
+        let span = now - l.1;
+        let busy = (ncpu * span).saturating_sub(idle.saturating_sub(l.2));
+        let active = (busy + span / 2) / span;
+        // After 15 minutes without a read every average has forgotten what came before.
+        for _ in 0..periods.min(200) {
+            l.0.sample(active);
+        }
+        l.1 += periods * procfs::LoadAvg::SAMPLE_NS;
+        l.2 = idle;
+    }
+    l.0
+}
+
 fn system_file(name: &str) -> String {
     let s = task::sched();
     let ncpu = s.nr_cpus();
@@ -215,7 +244,7 @@ fn system_file(name: &str) -> String {
             let procs = SOURCE.get().map(|s| s.list()).unwrap_or_default();
             let threads: u32 = procs.iter().map(|p| p.num_threads).sum();
             let running = procs.iter().filter(|p| p.state == procfs::TaskState::Running).count() as u32;
-            procfs::loadavg(&procfs::LoadAvg::default(), running, threads, procs.iter().map(|p| p.pid).max().unwrap_or(0))
+            procfs::loadavg(&load_average(), running, threads, procs.iter().map(|p| p.pid).max().unwrap_or(0))
         }
         "uptime" => {
             let idle: u64 = (0..ncpu).map(|i| s.counters(sched::CpuIndex(i as u32)).idle_ns).sum();

@@ -446,7 +446,7 @@ pub fn sysinfo(buf: u64) -> SysResult {
     let procs = process::list().len();
     let info = abi::limits::SysInfo {
         uptime_s: (crate::time::now_ns() / 1_000_000_000) as i64,
-        loads_fixed11: [0; 3],
+        loads_fixed11: fs::proc::load_average().avg,
         total_ram: total as u64 * 4096,
         free_ram: free as u64 * 4096,
         procs: procs.min(usize::from(u16::MAX)) as u16,
