@@ -271,7 +271,7 @@ fn wait_ready<T>(timeout_ns: Option<u64>, mut round: impl FnMut() -> Result<(usi
 
 fn do_poll(fds: u64, nfds: u64, timeout_ns: Option<u64>) -> SysResult {
     let p = super::fs::me()?;
-    let limit = p.files.limit().max(abi::limits::RLIM_NLIMITS);
+    let limit = p.files.limit();
     if nfds > limit as u64 {
         return Err(errno::EINVAL);
     }
