@@ -307,8 +307,10 @@ pub struct ProcessEntry {
     pub name: String,
     pub state: abi::procfs::TaskState,
     pub threads: u32,
-    /// CPU time (user and system together: the scheduler does not split them yet).
+    /// CPU time (0: the scheduler does not account it per thread yet).
     pub cpu_ns: u64,
+    /// Bytes of user mappings.
+    pub vsize: u64,
 }
 
 /// Every process with a live thread, by pid.
@@ -317,6 +319,7 @@ pub fn list() -> Vec<ProcessEntry> {
     let out = procs
         .values()
         .map(|p| ProcessEntry {
+            vsize: p.mem.lock(task::sched()).vmas.mapped_bytes(),
             pid: p.pid(),
             ppid: 0,
             name: p.name.clone(),
@@ -343,7 +346,7 @@ impl crate::fs::proc::ProcSource for ProcSource {
     fn list(&self) -> Vec<abi::procfs::ProcInfo> {
         list()
             .into_iter()
-            .map(|e| abi::procfs::ProcInfo { pid: e.pid, comm: e.name, state: e.state, ppid: e.ppid, pgrp: e.pid, session: e.pid, tpgid: -1, num_threads: e.threads, utime_ns: e.cpu_ns, ..Default::default() })
+            .map(|e| abi::procfs::ProcInfo { pid: e.pid, comm: e.name, state: e.state, ppid: e.ppid, pgrp: e.pid, session: e.pid, tpgid: -1, num_threads: e.threads, utime_ns: e.cpu_ns, vsize: e.vsize, ..Default::default() })
             .collect()
     }
 
