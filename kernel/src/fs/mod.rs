@@ -9,8 +9,13 @@
 //!    node: Inode(ino) ──> FS (abi::ramfs::Fs, one sleeping lock)
 //!        | Pipe(Arc<PipeObj>, end)   [`pipe`]
 //!        | Dev(Device)               [`dev`]: console, tty, null, zero, urandom
-//!        | Text(bytes)               [`proc`]: a /proc file generated at open
+//!        | Text(bytes) | Listing(entries)   [`proc`]: a /proc file or directory generated at open
 //! ```
+//!
+//! Hooks the layers above set: [`dev::set_console`] (the terminal), [`proc::set_source`] (the
+//! process list), [`pipe::set_sigpipe_hook`] (`SIGPIPE`). Sleeps go through
+//! [`pipe::sleep_until`] (pipes) and [`poll_wait`] (poll and select), so an interruptible sleep
+//! replaces them in two places; a terminal whose input arrives calls [`poll_notify`].
 //!
 //! Key items: [`init`], [`read_file`] (what the program loader reads), [`File`], [`Files`],
 //! [`FsContext`], [`open`].
