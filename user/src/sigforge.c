@@ -46,7 +46,13 @@ static void forge(int sig, siginfo_t *si, void *ucv)
 
 int main(void)
 {
-	ut_start("sigforge");
+#if defined(FORGE_CS)
+	ut_start("sigforge_cs");
+#elif defined(FORGE_FLAGS)
+	ut_start("sigforge_flags");
+#else
+	ut_start("sigforge_xstate");
+#endif
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_sigaction = forge;
