@@ -542,7 +542,7 @@ USER_EXPECTED := target/user/expected
 LINUX_ASM_DIR := /usr/include/x86_64-linux-gnu/asm
 USER_CFLAGS := -static -O2 -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -isystem $(USER_INC) -Iuser/include
 # One program per kind of user fault, all from user/src/fault.c.
-FAULT_KINDS := read write noncanon gp ud div int3 stack sysret abort kill
+FAULT_KINDS := read write noncanon gp ud div int3 stack sysret abort kill inhandler ignored
 # One program per kind of forged signal frame, all from user/src/sigforge.c.
 FORGE_KINDS := cs flags xstate
 USER_BINS := $(patsubst user/src/%.c,$(USER_BIN)/%,$(filter-out user/src/fault.c user/src/sigforge.c,$(wildcard user/src/*.c))) \

@@ -145,9 +145,17 @@ impl Signals {
         st.sync_flag(tid);
     }
 
-    /// Thread `tid` ends: its own pending signals go with it.
+    /// Thread `tid` ends: its own pending signals go with it; with the last thread, the timer
+    /// disarms (the timer thread then forgets the process).
     pub fn detach(&self, tid: u64) {
-        let gone = self.state.lock().threads.remove(&tid);
+        let gone = {
+            let mut st = self.state.lock();
+            let gone = st.threads.remove(&tid);
+            if st.threads.is_empty() {
+                st.timer = RealTimer::default();
+            }
+            gone
+        };
         drop(gone);
         intr::forget(tid);
     }
