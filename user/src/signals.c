@@ -114,6 +114,20 @@ static void test_mask_and_pending(void)
 	CHECK_ERR(sigaction(65, &sa, NULL), EINVAL);
 	CHECK(sigaction(SIGKILL, NULL, &sa) == 0);
 	say("SIGKILL and SIGSTOP can be neither blocked nor caught\n");
+	sigset_t w;
+	sigemptyset(&w);
+	sigaddset(&w, SIGUSR1);
+	CHECK(sigprocmask(SIG_BLOCK, &w, &old) == 0);
+	int h = hits[SIGUSR1];
+	CHECK(kill(getpid(), SIGUSR1) == 0);
+	siginfo_t si;
+	struct timespec zero = { 0, 0 }, shortly = { 0, 20 * 1000 * 1000 };
+	CHECK(sigtimedwait(&w, &si, &zero) == SIGUSR1 && si.si_signo == SIGUSR1 && si.si_code == SI_USER);
+	CHECK_ERR(sigtimedwait(&w, &si, &zero), EAGAIN);
+	CHECK_ERR(sigtimedwait(&w, &si, &shortly), EAGAIN);
+	CHECK(hits[SIGUSR1] == h);
+	CHECK(sigprocmask(SIG_SETMASK, &old, NULL) == 0);
+	say("sigtimedwait takes a pending blocked signal without its handler, EAGAIN when none comes\n");
 }
 
 static void test_ignore_and_default(void)

@@ -29,7 +29,8 @@
 //! or dying) after every change.
 //!
 //! Delivery ([`on_syscall_return`], [`on_interrupt_return`]): on every way back to ring 3, while the
-//! thread's flag is up: a stopped process parks the thread until SIGCONT or SIGKILL; the next
+//! thread's flag is up (every deliverable signal gets its frame, each on top of the previous, as
+//! Linux's exit loop does): a stopped process parks the thread until SIGCONT or SIGKILL; the next
 //! deliverable signal (synchronous faults first, then the lowest number; the thread's own before the
 //! process's) is taken; an ignored one is skipped, a default one terminates (core: the same, with a
 //! report; the status has no core bit because no core file is written, as Linux with
@@ -402,6 +403,25 @@ pub fn pending_blocked() -> Result<SigSet, u32> {
     Ok(SigSet(t.pending.set().union(st.shared.set()).0 & t.blocked.0))
 }
 
+/// `rt_sigtimedwait`'s take: one pending signal of `want` (thread's first, then the process's),
+/// none while SIGKILL or SIGSTOP is pending (their delivery comes first).
+pub fn take_waited(want: SigSet) -> Result<Option<SigInfo>, u32> {
+    let (p, tid) = me()?;
+    let mut st = p.signals.state.lock();
+    let not_wanted = SigSet(!want.blockable().0);
+    let st = &mut *st;
+    let t = st.threads.get_mut(&tid).ok_or(errno::ESRCH)?;
+    let all = t.pending.set().union(st.shared.set());
+    if all.0 & SigSet::UNBLOCKABLE.0 != 0 {
+        return Ok(None);
+    }
+    let got = t.pending.take(not_wanted).or_else(|| st.shared.take(not_wanted));
+    for &k in st.threads.keys() {
+        intr::set_pending(k, st.wants_attention(k));
+    }
+    Ok(got)
+}
+
 /// `rt_sigsuspend`: replace the mask with `mask` until a signal is delivered; the wait itself is
 /// the caller's (`intr`), and delivery puts the old mask back.
 pub fn suspend_mask(mask: SigSet) -> Result<(), u32> {
@@ -633,7 +653,8 @@ fn deliver(frame: &mut UserFrame, mut restart: Option<u32>) {
                     drop(p);
                     die(g::SIGSEGV, false)
                 }
-                return;
+                // As Linux's exit loop: the next deliverable signal (under the handler's mask) gets
+                // its frame on top of this one, and its handler runs first.
             }
         }
     }

@@ -80,6 +80,7 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_rt_sigaction => signal::rt_sigaction(a0, a1, a2, a3),
         nr::__NR_rt_sigpending => signal::rt_sigpending(a0, a1),
         nr::__NR_rt_sigsuspend => signal::rt_sigsuspend(a0, a1),
+        nr::__NR_rt_sigtimedwait => signal::rt_sigtimedwait(a0, a1, a2, a3),
         nr::__NR_pause => signal::pause(),
         nr::__NR_sigaltstack => signal::sigaltstack(a0, a1, frame.rsp),
         nr::__NR_rt_sigreturn => signal::rt_sigreturn(frame),

@@ -1,4 +1,4 @@
-//! The signal calls: rt_sigaction, rt_sigprocmask, rt_sigpending, rt_sigsuspend, pause,
+//! The signal calls: rt_sigaction, rt_sigprocmask, rt_sigpending, rt_sigsuspend, rt_sigtimedwait, pause,
 //! sigaltstack, rt_sigreturn, kill, tkill, tgkill, alarm, setitimer, getitimer. The state and the
 //! delivery are `process::signal`'s; this file decodes the user structures.
 //!
@@ -99,6 +99,35 @@ pub fn rt_sigsuspend(mask: u64, size: u64) -> SysResult {
 
 pub fn pause() -> SysResult {
     wait_for_signal()
+}
+
+/// rt_sigtimedwait(set, info, timeout, size): take a pending signal of `set` (normally blocked)
+/// without running its handler; wait up to `timeout` (for ever without one) for one to come. The
+/// wait polls in slices of `intr::SLICE_NS` (the set's signals are blocked, so no flag says they
+/// came); another signal to act on ends it with `EINTR`.
+pub fn rt_sigtimedwait(set: u64, info: u64, timeout: u64, size: u64) -> SysResult {
+    if size != SIGSET_BYTES {
+        return Err(errno::EINVAL);
+    }
+    let want = read_set(set)?;
+    let deadline = if timeout != 0 { Some(crate::time::now_ns().saturating_add(super::time::read_timespec(timeout)?)) } else { None };
+    loop {
+        if let Some(i) = signal::take_waited(want)? {
+            if info != 0 {
+                usercopy::copy_to_user(info, &i.to_bytes()).map_err(|_| errno::EFAULT)?;
+            }
+            return Ok(u64::from(i.signo));
+        }
+        let now = crate::time::now_ns();
+        let left = match deadline {
+            Some(d) if now >= d => return Err(errno::EAGAIN),
+            Some(d) => d - now,
+            None => u64::MAX,
+        };
+        if intr::sleep_ns(left.min(intr::SLICE_NS)).is_err() {
+            return Err(errno::EINTR);
+        }
+    }
 }
 
 /// `stack_t`: ss_sp, ss_flags (int, padded), ss_size.
