@@ -542,9 +542,11 @@ USER_EXPECTED := target/user/expected
 LINUX_ASM_DIR := /usr/include/x86_64-linux-gnu/asm
 USER_CFLAGS := -static -O2 -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -isystem $(USER_INC) -Iuser/include
 # One program per kind of user fault, all from user/src/fault.c.
-FAULT_KINDS := read write noncanon gp ud div int3 stack sysret abort kill
-USER_BINS := $(patsubst user/src/%.c,$(USER_BIN)/%,$(filter-out user/src/fault.c,$(wildcard user/src/*.c))) \
-	$(addprefix $(USER_BIN)/fault_,$(FAULT_KINDS))
+FAULT_KINDS := read write noncanon gp ud div int3 stack sysret abort kill inhandler ignored
+# One program per kind of forged signal frame, all from user/src/sigforge.c.
+FORGE_KINDS := cs flags xstate
+USER_BINS := $(patsubst user/src/%.c,$(USER_BIN)/%,$(filter-out user/src/fault.c user/src/sigforge.c,$(wildcard user/src/*.c))) \
+	$(addprefix $(USER_BIN)/fault_,$(FAULT_KINDS)) $(addprefix $(USER_BIN)/sigforge_,$(FORGE_KINDS))
 
 user-deps:
 	@missing=""; \
@@ -568,6 +570,10 @@ $(USER_INC): | user-deps
 $(USER_BIN)/fault_%: user/src/fault.c user/include/ut.h | $(USER_INC)
 	@mkdir -p $(USER_BIN)
 	$(USER_CC) $(USER_CFLAGS) -DFAULT_$(shell echo '$*' | tr a-z A-Z) $< -o $@
+
+$(USER_BIN)/sigforge_%: user/src/sigforge.c user/include/ut.h | $(USER_INC)
+	@mkdir -p $(USER_BIN)
+	$(USER_CC) $(USER_CFLAGS) -DFORGE_$(shell echo '$*' | tr a-z A-Z) $< -o $@
 
 $(USER_BIN)/%: user/src/%.c user/include/ut.h | $(USER_INC)
 	@mkdir -p $(USER_BIN)

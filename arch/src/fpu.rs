@@ -182,6 +182,19 @@ impl FpuArea {
         false
     }
 
+    /// The image as bytes (a signal frame copies it to user memory).
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` holds `layout.size()` initialised bytes (zeroed at allocation) owned by this
+        // value; `&self` excludes `save` (which needs `&mut`).
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+    }
+
+    /// The image as bytes to fill (`rt_sigreturn` loads a checked user image through it).
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_bytes`, exclusively borrowed.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+
     /// The saved MXCSR (from the legacy region).
     pub fn mxcsr(&self) -> u32 {
         // SAFETY: the area is at least 512 bytes and 64-byte aligned, so this 4-byte read at offset

@@ -4,10 +4,11 @@
 //! none: SDM vol. 3A, table 6-1 lists the vectors with an error code), pushes its vector number and
 //! joins a common path, which saves the general registers and calls
 //! `trap_dispatch(frame: *mut TrapFrame)` (defined by the kernel): `trap_common` for exceptions
-//! (vectors 0-31) saves all fifteen, which a fault report prints; `trap_common_irq` for interrupts
-//! (32-255) stores only the nine caller-saved ones (`rax`, `rcx`, `rdx`, `rsi`, `rdi`, `r8`-`r11`)
-//! into the same layout and leaves the six callee-saved fields unwritten: the Rust handler keeps
-//! those registers itself, as the ABI requires. Stack on that call:
+//! (vectors 0-31) and for every entry from ring 3 saves all fifteen, which a fault report prints and
+//! a signal frame saves and restores; `trap_common_irq` for interrupts (32-255) of ring 0 stores
+//! only the nine caller-saved ones (`rax`, `rcx`, `rdx`, `rsi`, `rdi`, `r8`-`r11`) into the same
+//! layout and leaves the six callee-saved fields unwritten: the Rust handler keeps those registers
+//! itself, as the ABI requires. Stack on that call:
 //!
 //! ```text
 //!  higher  +-------------+
@@ -43,7 +44,8 @@
 #![cfg(target_os = "none")]
 
 /// The saved state of an interrupted context, as the common paths lay it out. For interrupts
-/// (vectors 32-255) `rbx`, `rbp` and `r12`-`r15` are not written: read them only for exceptions.
+/// (vectors 32-255) of ring 0, `rbx`, `rbp` and `r12`-`r15` are not written: read them only for
+/// exceptions and entries from ring 3.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct TrapFrame {
@@ -72,6 +74,35 @@ pub struct TrapFrame {
 }
 
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+
+// The view below relies on the two layouts being the same, field for field.
+const _: () = {
+    use core::mem::offset_of;
+
+    use crate::syscall::UserFrame as U;
+    assert!(core::mem::size_of::<U>() == core::mem::size_of::<TrapFrame>());
+    assert!(offset_of!(TrapFrame, r15) == offset_of!(U, r15) && offset_of!(TrapFrame, rbx) == offset_of!(U, rbx));
+    assert!(offset_of!(TrapFrame, rax) == offset_of!(U, rax) && offset_of!(TrapFrame, vector) == offset_of!(U, kind));
+    assert!(offset_of!(TrapFrame, error_code) == offset_of!(U, orig_rax) && offset_of!(TrapFrame, rip) == offset_of!(U, rip));
+    assert!(offset_of!(TrapFrame, cs) == offset_of!(U, cs) && offset_of!(TrapFrame, rflags) == offset_of!(U, rflags));
+    assert!(offset_of!(TrapFrame, rsp) == offset_of!(U, rsp) && offset_of!(TrapFrame, ss) == offset_of!(U, ss));
+    assert!(offset_of!(TrapFrame, rbp) == offset_of!(U, rbp) && offset_of!(TrapFrame, r8) == offset_of!(U, r8));
+};
+
+impl TrapFrame {
+    /// An entry from ring 3 as the [`crate::syscall::UserFrame`] it is (the same 22 words; `kind` is
+    /// the vector, `orig_rax` the error code), so that signal delivery treats a system call and an
+    /// interrupt alike. `None` for an entry from ring 0.
+    pub fn user_frame_mut(&mut self) -> Option<&mut crate::syscall::UserFrame> {
+        if self.cs & 3 != 3 {
+            return None;
+        }
+        // SAFETY: both types are `repr(C)` structs of 22 `u64`s with the same fields at the same
+        // offsets (asserted above), every bit pattern is valid for both, and the exclusive borrow
+        // of `self` moves to the result.
+        Some(unsafe { &mut *(self as *mut TrapFrame).cast::<crate::syscall::UserFrame>() })
+    }
+}
 
 macro_rules! trap_stubs {
     ($($v:literal)*) => {
@@ -228,19 +259,18 @@ core::arch::global_asm!(
     stac = sym crate::usercopy::ARCH_USERCOPY_STAC,
 );
 
-// Interrupts (vectors 32-255): the same frame, but only the nine caller-saved registers are
-// stored in it. The handler is Rust code, which preserves the six callee-saved ones itself (and a
+// Interrupts (vectors 32-255) of ring 0: the same frame, but only the nine caller-saved registers
+// are stored in it (interrupts of ring 3 take `trap_common`'s full save). The handler is Rust code, which preserves the six callee-saved ones itself (and a
 // thread switch inside it saves them in the thread's window), so the interrupted code finds them
 // intact; their six fields stay unwritten. One `sub`/`add` replaces fifteen pushes and pops.
 core::arch::global_asm!(
     ".pushsection .text.trap_common, \"ax\"",
     ".balign 16",
     "trap_common_irq:",
-    // rsp -> vector, error code, rip, cs: from ring 3, take the kernel's GS.
+    // rsp -> vector, error code, rip, cs: from ring 3, the full save of `trap_common` (which also
+    // swaps GS), so that the frame holds every user register a signal frame saves and restores.
     "test byte ptr [rsp + 24], 3",
-    "jz 1f",
-    "swapgs",
-    "1:",
+    "jnz trap_common",
     "sub rsp, {regs}",
     "mov [rsp + {rax}], rax",
     "mov [rsp + {rcx}], rcx",
@@ -271,11 +301,7 @@ core::arch::global_asm!(
     "mov rax, [rsp + {rax}]",
     // The fifteen register slots, then the vector and error code.
     "add rsp, {regs} + 16",
-    // rsp -> rip, cs
-    "test byte ptr [rsp + 8], 3",
-    "jz 1f",
-    "swapgs",
-    "1:",
+    // Only interrupts of ring 0 come here: GS is the kernel's on both sides.
     "iretq",
     ".popsection",
     stac = sym crate::usercopy::ARCH_USERCOPY_STAC,

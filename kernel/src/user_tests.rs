@@ -16,7 +16,49 @@ pub static TESTS: &[Test] = &[
     Test { name: "user_programs_return_every_frame", min_cpus: 1, expect_fault: false, run: no_leak },
     Test { name: "user_threads_keep_their_vector_registers", min_cpus: 1, expect_fault: false, run: fpu_isolation },
     Test { name: "user_syscall_fuzzer_leaves_the_kernel_whole", min_cpus: 1, expect_fault: false, run: fuzz },
+    Test { name: "user_sigstop_parks_sigcont_resumes_sigkill_ends", min_cpus: 1, expect_fault: false, run: stop_continue_kill },
 ];
+
+/// A program that prints a dot per stretch of user-mode work: SIGSTOP parks it (its output stops
+/// growing for good), SIGCONT resumes it (it grows again), SIGKILL ends it with status 9.
+fn stop_continue_kill() -> Result<(), String> {
+    use abi::signal::{SIGCONT, SIGKILL, SIGSTOP, SigInfo};
+    let argv = Vec::from([String::from("/bin/fault"), String::from("spin")]);
+    let (p, thread) = process::spawn("/bin/fault", argv, Vec::new(), true).map_err(|e| format!("cannot start /bin/fault: {e:?}"))?;
+    let len = || p.captured.lock().as_ref().map_or(0, |v| v.len());
+    let s = crate::task::sched();
+    let wait_for = |what: &str, cond: &dyn Fn() -> bool| -> Result<(), String> {
+        for _ in 0..3000 {
+            if cond() {
+                return Ok(());
+            }
+            s.sleep_ns(10_000_000);
+        }
+        Err(format!("{what}: not within 30 s"))
+    };
+    let send = |sig: u32| process::signal::send_to_process(p.pid(), SigInfo::user(sig, 0, false)).map_err(|e| format!("send {sig}: errno {e}"));
+    wait_for("the first dots", &|| len() > 16)?;
+    send(SIGSTOP)?;
+    // Parked at its next return to ring 3: the output settles, then never changes.
+    wait_for("the output to settle after SIGSTOP", &|| {
+        let a = len();
+        s.sleep_ns(30_000_000);
+        a == len()
+    })?;
+    let parked = len();
+    s.sleep_ns(300_000_000);
+    if len() != parked {
+        return Err(format!("output grew from {parked} to {} bytes while stopped", len()));
+    }
+    send(SIGCONT)?;
+    wait_for("dots after SIGCONT", &|| len() > parked + 4)?;
+    send(SIGKILL)?;
+    thread.join();
+    match p.status() {
+        Some(9) => Ok(()),
+        other => Err(format!("wait status {other:?} after SIGKILL, expected 9")),
+    }
+}
 
 /// Run `path` with `args` to its end; its wait status and captured output.
 fn run(path: &str, args: &[&str]) -> Result<(i32, String), String> {

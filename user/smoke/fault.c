@@ -22,6 +22,15 @@ int main(int argc, char **argv)
 	const char *what = argc > 1 ? argv[1] : "";
 	printf("fault: %s\n", what);
 	fflush(stdout);
+	/* Not a fault: one dot per stretch of pure user-mode work, for ever (stop/continue tests). */
+	if (!strcmp(what, "spin")) {
+		for (;;) {
+			for (volatile long i = 0; i < 200000; i++)
+				;
+			fputs(".", stdout);
+			fflush(stdout);
+		}
+	}
 	if (!strcmp(what, "null"))
 		return *(volatile int *)0;
 	if (!strcmp(what, "ud2"))

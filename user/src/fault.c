@@ -14,6 +14,8 @@
  *   sysret    syscall whose return address is past the last page   SIGSEGV (below)
  *   abort     abort(): tkill(SIGABRT)                               SIGABRT
  *   kill      tgkill(getpid(), gettid(), SIGKILL)                   SIGKILL
+ *   inhandler a SIGSEGV handler that faults again (SIGSEGV blocked)  SIGSEGV
+ *   ignored   a read of an unmapped page with SIGSEGV ignored        SIGSEGV
  *
  * sysret: SYSRET to a non-canonical RIP faults in ring 0 on Intel CPUs (CVE-2012-0217), so a
  * kernel must never do it. Linux never lets user space map the last page below the canonical
@@ -58,6 +60,14 @@ __attribute__((noreturn)) static void syscall_at_end(unsigned char *page)
 	fflush(stdout);
 	__asm__ volatile("jmp *%1" : : "a"((long)SYS_getpid), "r"(page + PAGE - 2) : "memory");
 	__builtin_unreachable();
+}
+#endif
+
+#if defined(FAULT_INHANDLER)
+static void fault_again(int sig)
+{
+	(void)sig;
+	(void)*(volatile uint64_t *)0x10000;
 }
 #endif
 
@@ -157,6 +167,18 @@ int main(void)
 	say("sending SIGKILL to this thread\n");
 	fflush(stdout);
 	rsys3(SYS_tgkill, getpid(), ut_gettid(), SIGKILL);
+#elif defined(FAULT_INHANDLER)
+	ut_start("fault_inhandler");
+	signal(SIGSEGV, fault_again);
+	say("faulting, and again inside the SIGSEGV handler\n");
+	fflush(stdout);
+	(void)*(volatile uint64_t *)0x10000;
+#elif defined(FAULT_IGNORED)
+	ut_start("fault_ignored");
+	signal(SIGSEGV, SIG_IGN);
+	say("reading an unmapped page with SIGSEGV ignored\n");
+	fflush(stdout);
+	(void)*(volatile uint64_t *)0x10000;
 #else
 #error "build with -DFAULT_<KIND>"
 #endif

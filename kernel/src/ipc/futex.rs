@@ -14,6 +14,9 @@
 //! most [`TIMEOUT_SLICE_NS`] and checks its flag and the deadline after each (a wake-up still ends a
 //! slice at once: it wakes the slot's queue). The trade-off: a timed wait costs a wake-up per slice.
 //!
+//! A signal interrupts a wait ([`WaitError::Interrupted`]): the untimed one sleeps through
+//! `intr::wait`, which a sender wakes; the timed one checks between its slices.
+//!
 //! Keys are (process id, address): every process has one address space. `FUTEX_PRIVATE_FLAG` thus
 //! changes nothing yet; shared memory between processes will need keys by frame.
 
@@ -22,6 +25,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use abi::futex::{Bucket, FutexKey, bucket_of, requeue};
 
+use super::intr;
 use crate::task;
 
 const NR_BUCKETS: usize = 64;
@@ -33,13 +37,14 @@ static BUCKETS: [spin::Mutex<Bucket<u64>>; NR_BUCKETS] = [const { spin::Mutex::n
 /// One thread's place to sleep.
 struct Slot {
     woken: AtomicBool,
-    queue: sched::WaitQueue,
+    /// Shared with `intr`, which wakes it when a signal arrives for the sleeper.
+    queue: Arc<sched::WaitQueue>,
 }
 
 static SLOTS: spin::Mutex<BTreeMap<u64, Arc<Slot>>> = spin::Mutex::new(BTreeMap::new());
 
 fn slot(tid: u64) -> Arc<Slot> {
-    SLOTS.lock().entry(tid).or_insert_with(|| Arc::new(Slot { woken: AtomicBool::new(false), queue: sched::WaitQueue::new() })).clone()
+    SLOTS.lock().entry(tid).or_insert_with(|| Arc::new(Slot { woken: AtomicBool::new(false), queue: Arc::new(sched::WaitQueue::new()) })).clone()
 }
 
 /// Forget a thread's slot (at its exit).
@@ -56,6 +61,8 @@ pub enum WaitError {
     Fault,
     /// The deadline passed (`ETIMEDOUT`).
     TimedOut,
+    /// A signal is pending for the waiter (`intr`): the call is interrupted or restarted.
+    Interrupted,
 }
 
 fn read_word(addr: u64) -> Result<u32, WaitError> {
@@ -79,9 +86,17 @@ pub fn wait(tid: u64, key: FutexKey, expected: u32, bitset: u32, deadline_ns: Op
         bucket.enqueue(key, tid, bitset);
     }
     let s = task::sched();
+    // Leave the queue unless a waker took the waiter first (then the wait succeeded).
+    let leave = |why: WaitError| {
+        // Under the lock: either still queued (a timeout, a signal) or already taken by a waker.
+        let cancelled = BUCKETS[bucket_of(key, NR_BUCKETS)].lock().cancel(key, tid) || requeued_cancel(tid);
+        if cancelled { Err(why) } else { Ok(()) }
+    };
     let Some(deadline) = deadline_ns else {
-        me.queue.wait_until(s, || me.woken.load(Ordering::Acquire));
-        return Ok(());
+        return match intr::wait(&me.queue, || me.woken.load(Ordering::Acquire)) {
+            Ok(()) => Ok(()),
+            Err(_) => leave(WaitError::Interrupted),
+        };
     };
     loop {
         if me.woken.load(Ordering::Acquire) {
@@ -89,9 +104,10 @@ pub fn wait(tid: u64, key: FutexKey, expected: u32, bitset: u32, deadline_ns: Op
         }
         let now = crate::time::now_ns();
         if now >= deadline {
-            // Under the lock: either still queued (a timeout) or already taken by a waker.
-            let cancelled = BUCKETS[bucket_of(key, NR_BUCKETS)].lock().cancel(key, tid) || requeued_cancel(tid);
-            return if cancelled { Err(WaitError::TimedOut) } else { Ok(()) };
+            return leave(WaitError::TimedOut);
+        }
+        if intr::is_pending(tid) {
+            return leave(WaitError::Interrupted);
         }
         s.sleep_ns((deadline - now).min(TIMEOUT_SLICE_NS));
     }

@@ -44,12 +44,14 @@ pub struct UserFaultHooks {
     /// loop: map the page if the process may have it (demand-zero), and say whether it did. Runs in
     /// the faulting thread with interrupts enabled, so it may sleep.
     pub resolve_page: fn(addr: u64, error: u64) -> bool,
-    /// An exception from ring 3 the process cannot continue after: report it and end the process.
-    /// `addr` is CR2 for a page fault, else 0.
-    pub kill: fn(frame: &TrapFrame, addr: u64) -> !,
-    /// An interrupt is about to return to ring 3: end the thread if its process is being ended (so
-    /// a thread that never makes a system call still ends). Interrupts off; may enable them.
-    pub before_user_return: fn(),
+    /// An exception from ring 3 that no page resolves: queue its signal for an installed handler
+    /// and return, or report it and end the process (never returns then). `addr` is CR2 for a page
+    /// fault, else 0.
+    pub fault: fn(frame: &mut TrapFrame, addr: u64),
+    /// An interrupt or exception is about to return to ring 3 with `frame`: end the thread if its
+    /// process is being ended (so a thread that never makes a system call still ends), deliver
+    /// pending signals (which rewrites the frame). Interrupts off; may enable them.
+    pub before_user_return: fn(frame: &mut TrapFrame),
 }
 
 static USER_FAULTS: AtomicCell<Option<UserFaultHooks>> = AtomicCell::new(None);
@@ -91,7 +93,10 @@ fn user_exception(frame: &mut TrapFrame) -> bool {
             true
         }
         Some(_) if !from_user => false,
-        _ => (hooks.kill)(frame, addr),
+        _ => {
+            (hooks.fault)(frame, addr);
+            true
+        }
     }
 }
 
@@ -114,6 +119,7 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
         crate::irq::panic::fault(frame, "non-maskable interrupt");
     }
     if v < 32 && v != DOUBLE_FAULT && v != MACHINE_CHECK && user_exception(frame) {
+        before_user_return(frame);
         return;
     }
     if v < 32 {
@@ -136,10 +142,15 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
         return;
     };
     h(frame);
+    before_user_return(frame);
+}
+
+/// The process layer's last word before an entry from ring 3 returns there.
+fn before_user_return(frame: &mut TrapFrame) {
     if frame.cs & 3 == 3
         && let Some(hooks) = USER_FAULTS.load()
     {
-        (hooks.before_user_return)();
+        (hooks.before_user_return)(frame);
     }
 }
 

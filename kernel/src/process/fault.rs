@@ -18,7 +18,7 @@ use crate::{
 };
 
 pub fn init() {
-    trap::set_user_fault_hooks(UserFaultHooks { resolve_page, kill, before_user_return });
+    trap::set_user_fault_hooks(UserFaultHooks { resolve_page, fault, before_user_return });
 }
 
 /// Page-fault error code bits (SDM vol. 3A, 4.7).
@@ -26,11 +26,40 @@ const PF_PRESENT: u64 = 1 << 0;
 const PF_WRITE: u64 = 1 << 1;
 const PF_FETCH: u64 = 1 << 4;
 
-fn before_user_return() {
-    if super::is_being_killed() {
-        arch::interrupts::enable();
-        super::exit_if_killed();
+fn before_user_return(frame: &mut TrapFrame) {
+    match frame.user_frame_mut() {
+        Some(f) => super::signal::on_interrupt_return(f),
+        None => {
+            if super::is_being_killed() {
+                arch::interrupts::enable();
+                super::exit_if_killed();
+            }
+        }
     }
+}
+
+/// A fault no page resolves: to the handler of its signal if the process has one that the thread
+/// does not block (with Linux's `si_code` and `si_addr`), else the end of the process.
+fn fault(frame: &mut TrapFrame, addr: u64) {
+    use abi::linux::general as g;
+    // From ring 3: interrupts were on; the mapping lookup sleeps on the process's lock.
+    arch::interrupts::enable();
+    let (signo, _) = signal_of(frame.vector);
+    let (code, si_addr) = match frame.vector {
+        14 => {
+            let mapped = super::current().and_then(|p| p.mem.lock(crate::task::sched()).vmas.find(addr).copied()).is_some_and(|v| v.kind != VmaKind::Guard);
+            (if frame.error_code & PF_PRESENT != 0 || mapped { g::SEGV_ACCERR } else { g::SEGV_MAPERR }, addr)
+        }
+        0 => (g::FPE_INTDIV, frame.rip),
+        6 => (g::ILL_ILLOPN, frame.rip),
+        17 => (g::BUS_ADRALN, 0),
+        // #GP, int3 and the rest: the kernel's own code, no address (Linux's force_sig).
+        _ => (g::SI_KERNEL, 0),
+    };
+    if super::signal::force_fault(abi::signal::SigInfo::fault(signo as u32, code, si_addr)) {
+        return;
+    }
+    kill(frame, addr)
 }
 
 fn resolve_page(addr: u64, error: u64) -> bool {

@@ -16,6 +16,7 @@
 mod exec;
 mod fault;
 pub mod initramfs;
+pub mod signal;
 
 pub use exec::user_prot;
 
@@ -74,6 +75,9 @@ pub struct Process {
     pub argv: spin::Mutex<Vec<String>>,
     /// The path of the program (`/proc/<pid>/exe`).
     pub exe: spin::Mutex<String>,
+    // -- signals --
+    /// Actions, pending sets, masks, the stop state and the real-time timer.
+    pub signals: signal::Signals,
 }
 
 /// The file state of a process the kernel starts: descriptors 0-2 on the console, `/` as the
@@ -120,9 +124,11 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
     }
     p.threads.fetch_add(1, Ordering::AcqRel);
     let child = p.clone();
+    let blocked = signal::current_blocked();
     let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(p.space.mm());
     let spawned = task::sched().spawn(builder, move || {
         let tid = current_tid();
+        child.signals.attach(tid, blocked);
         THREADS.lock().insert(tid, child.clone());
         if let Some(addr) = clear_tid {
             CLEAR_TID.lock().insert(tid, addr);
@@ -190,6 +196,11 @@ pub fn is_thread_of(p: &Arc<Process>, tid: u64) -> bool {
 
 pub use exec::random_bytes;
 
+/// Whether thread `tid` belongs to the process whose id is `pid`.
+pub fn thread_in_process(tid: u64, pid: u32) -> bool {
+    THREADS.lock().get(&tid).is_some_and(|q| q.pid() == pid)
+}
+
 /// Record where the calling thread's id is cleared at its exit.
 pub fn set_clear_tid(addr: u64) {
     CLEAR_TID.lock().insert(current_tid(), addr);
@@ -238,6 +249,7 @@ pub fn spawn(
         limits,
         argv: spin::Mutex::new(argv.clone()),
         exe: spin::Mutex::new(String::from(path)),
+        signals: signal::Signals::new(),
     });
     let p = process.clone();
     let path = String::from(path);
@@ -246,6 +258,7 @@ pub fn spawn(
         .spawn(builder, move || {
             // The first thread's id is the process id (the spawner stores the same value).
             p.pid.store(current_tid() as u32, Ordering::Relaxed);
+            p.signals.attach(current_tid(), abi::signal::SigSet::EMPTY);
             THREADS.lock().insert(current_tid(), p.clone());
             exec::start(p, image, plan, path, argv, envp)
         })
@@ -270,9 +283,11 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
     let p = THREADS.lock().remove(&tid);
     if let Some(p) = p {
         if whole {
-            // The other threads end at their next system call or fault.
+            // The other threads end at their next system call or fault, or now if they sleep.
             let _ = p.kill_status.compare_exchange(NOT_KILLED, status, Ordering::AcqRel, Ordering::Acquire);
+            p.signals.dying();
         }
+        p.signals.detach(tid);
         let remaining = p.threads.fetch_sub(1, Ordering::AcqRel) - 1;
         // The first exit_group (or the last thread's exit) decides the status.
         if (whole || remaining == 0) && !p.status_claimed.swap(true, Ordering::AcqRel) {

@@ -22,6 +22,9 @@ fn wait_error(e: futex::WaitError) -> u32 {
         futex::WaitError::Changed => errno::EAGAIN,
         futex::WaitError::Fault => errno::EFAULT,
         futex::WaitError::TimedOut => errno::ETIMEDOUT,
+        // Linux: ERESTARTSYS for an untimed wait, ERESTART_RESTARTBLOCK (EINTR under a handler)
+        // for a timed one; see `wait` below.
+        futex::WaitError::Interrupted => abi::signal::restart::ERESTARTSYS,
     }
 }
 
@@ -54,7 +57,12 @@ pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64
                     time::clock_to_monotonic(t, realtime)
                 })
             };
-            futex::wait(tid, key, val, bitset, deadline).map_err(wait_error)?;
+            futex::wait(tid, key, val, bitset, deadline).map_err(|e| match (e, deadline) {
+                // A timed wait is not restarted after a handler (its deadline would move); without
+                // one it restarts with the same relative timeout (Linux keeps the first deadline).
+                (futex::WaitError::Interrupted, Some(_)) => abi::signal::restart::ERESTARTNOHAND,
+                _ => wait_error(e),
+            })?;
             Ok(0)
         }
         g::FUTEX_WAKE | g::FUTEX_WAKE_BITSET => {

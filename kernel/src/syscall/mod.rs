@@ -16,6 +16,7 @@ mod futex;
 mod io;
 mod mem;
 mod proc;
+mod signal;
 mod time;
 
 use ::trace::{Category, Record};
@@ -138,8 +139,18 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_uname => proc::uname(a0),
         nr::__NR_sched_yield => proc::sched_yield(),
         nr::__NR_getuid | nr::__NR_geteuid | nr::__NR_getgid | nr::__NR_getegid => Ok(0),
-        nr::__NR_rt_sigprocmask => proc::rt_sigprocmask(a0, a1, a2, a3),
-        nr::__NR_rt_sigaction => proc::rt_sigaction(a0, a1, a2, a3),
+        nr::__NR_rt_sigprocmask => signal::rt_sigprocmask(a0, a1, a2, a3),
+        nr::__NR_rt_sigaction => signal::rt_sigaction(a0, a1, a2, a3),
+        nr::__NR_rt_sigpending => signal::rt_sigpending(a0, a1),
+        nr::__NR_rt_sigsuspend => signal::rt_sigsuspend(a0, a1),
+        nr::__NR_rt_sigtimedwait => signal::rt_sigtimedwait(a0, a1, a2, a3),
+        nr::__NR_pause => signal::pause(),
+        nr::__NR_sigaltstack => signal::sigaltstack(a0, a1, frame.rsp),
+        nr::__NR_rt_sigreturn => signal::rt_sigreturn(frame),
+        nr::__NR_kill => signal::kill(a0, a1),
+        nr::__NR_alarm => signal::alarm(a0),
+        nr::__NR_setitimer => signal::setitimer(a0, a1, a2),
+        nr::__NR_getitimer => signal::getitimer(a0, a1),
         nr::__NR_clone => proc::clone(frame, a0, a1, a2, a3, a4),
         nr::__NR_futex => futex::futex(a0, a1, a2, a3, a4, a5),
         nr::__NR_clock_gettime => time::clock_gettime(a0, a1),
@@ -150,8 +161,8 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_sched_getaffinity => proc::sched_getaffinity(a0, a1, a2),
         nr::__NR_sched_setaffinity => proc::sched_setaffinity(a0, a1, a2),
         nr::__NR_getrandom => proc::getrandom(a0, a1, a2),
-        nr::__NR_tkill => proc::tgkill(None, a0, a1),
-        nr::__NR_tgkill => proc::tgkill(Some(a0), a1, a2),
+        nr::__NR_tkill => signal::tgkill(None, a0, a1),
+        nr::__NR_tgkill => signal::tgkill(Some(a0), a1, a2),
         nr::__NR_set_robust_list | nr::__NR_rseq => Err(errno::ENOSYS),
         _ => unknown(number),
     };
@@ -162,6 +173,8 @@ fn dispatch(frame: &mut UserFrame) {
     };
     let ret = frame.rax;
     trace::event(Category::Syscall, |tsc, cpu| Record::syscall_exit(tsc, cpu, number, crate::process::current_tid(), ret));
+    // Signals on the way out; rt_sigreturn's rax is a restored register, never a restart code.
+    crate::process::signal::on_syscall_return(frame, n != nr::__NR_rt_sigreturn);
 }
 
 fn unknown(number: u64) -> SysResult {

@@ -1,8 +1,5 @@
 //! The calling thread and its process: exit, exit_group, getpid, gettid, set_tid_address,
-//! arch_prctl, uname, sched_yield, and the signal calls that only record for now (delivery comes
-//! with signals proper).
-
-use alloc::collections::BTreeMap;
+//! arch_prctl, uname, sched_yield, clone (threads), affinity, getcpu, getrandom.
 
 use abi::linux::{errno, general as g, system::new_utsname};
 use arch::usercopy;
@@ -81,71 +78,6 @@ pub fn uname(buf: u64) -> SysResult {
 
 pub fn sched_yield() -> SysResult {
     task::sched().yield_now();
-    Ok(0)
-}
-
-/// The kernel's `sigset_t` is 8 bytes; the calls take its size and refuse any other.
-const SIGSET_BYTES: u64 = 8;
-const SIGKILL: u64 = 9;
-const SIGSTOP: u64 = 19;
-
-/// Each thread's signal mask (recorded; nothing is delivered yet).
-static MASKS: spin::Mutex<BTreeMap<u64, u64>> = spin::Mutex::new(BTreeMap::new());
-/// Each process's `struct sigaction`s, as the program gave them (32 bytes on x86-64).
-static ACTIONS: spin::Mutex<BTreeMap<(u32, u64), [u8; 32]>> = spin::Mutex::new(BTreeMap::new());
-
-pub fn rt_sigprocmask(how: u64, set: u64, oldset: u64, size: u64) -> SysResult {
-    if size != SIGSET_BYTES {
-        return Err(errno::EINVAL);
-    }
-    let tid = process::current_tid();
-    let old = MASKS.lock().get(&tid).copied().unwrap_or(0);
-    let new = if set != 0 {
-        let mut raw = [0u8; 8];
-        usercopy::copy_from_user(&mut raw, set).map_err(|_| errno::EFAULT)?;
-        let v = u64::from_ne_bytes(raw);
-        let unblockable = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
-        let m = match u32::try_from(how).map_err(|_| errno::EINVAL)? {
-            g::SIG_BLOCK => old | v,
-            g::SIG_UNBLOCK => old & !v,
-            g::SIG_SETMASK => v,
-            _ => return Err(errno::EINVAL),
-        };
-        Some(m & !unblockable)
-    } else {
-        None
-    };
-    if oldset != 0 {
-        usercopy::copy_to_user(oldset, &old.to_ne_bytes()).map_err(|_| errno::EFAULT)?;
-    }
-    if let Some(m) = new {
-        MASKS.lock().insert(tid, m);
-    }
-    Ok(0)
-}
-
-pub fn rt_sigaction(sig: u64, act: u64, oact: u64, size: u64) -> SysResult {
-    if size != SIGSET_BYTES || !(1..=64).contains(&sig) {
-        return Err(errno::EINVAL);
-    }
-    let pid = process::current().map_or(0, |p| p.pid());
-    let old = ACTIONS.lock().get(&(pid, sig)).copied().unwrap_or([0; 32]);
-    let new = if act != 0 {
-        if sig == SIGKILL || sig == SIGSTOP {
-            return Err(errno::EINVAL);
-        }
-        let mut raw = [0u8; 32];
-        usercopy::copy_from_user(&mut raw, act).map_err(|_| errno::EFAULT)?;
-        Some(raw)
-    } else {
-        None
-    };
-    if oact != 0 {
-        usercopy::copy_to_user(oact, &old).map_err(|_| errno::EFAULT)?;
-    }
-    if let Some(raw) = new {
-        ACTIONS.lock().insert((pid, sig), raw);
-    }
     Ok(0)
 }
 
@@ -264,21 +196,4 @@ pub fn getrandom(buf: u64, len: u64, flags: u64) -> SysResult {
         done += n;
     }
     Ok(done)
-}
-
-/// tkill/tgkill: SIGKILL and SIGABRT end the process (the signal as its status); other signals are
-/// not delivered yet and report success, as a blocked signal would.
-pub fn tgkill(tgid: Option<u64>, tid: u64, sig: u64) -> SysResult {
-    let p = process::current().ok_or(errno::ESRCH)?;
-    if tgid.is_some_and(|g| g != u64::from(p.pid())) || sig > 64 {
-        return Err(if sig > 64 { errno::EINVAL } else { errno::ESRCH });
-    }
-    if !process::is_thread_of(&p, tid) {
-        return Err(errno::ESRCH);
-    }
-    if sig == u64::from(g::SIGKILL) || sig == u64::from(g::SIGABRT) {
-        drop(p);
-        process::exit_current(sig as i32, true);
-    }
-    Ok(0)
 }

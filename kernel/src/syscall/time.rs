@@ -1,4 +1,4 @@
-//! Clocks and sleeping: clock_gettime, nanosleep, clock_nanosleep, and the timespec helpers the
+//! Clocks and sleeping: clock_gettime, nanosleep, clock_nanosleep (interruptible by signals), and the timespec helpers the
 //! futex calls share.
 //!
 //! Clocks: MONOTONIC (and _RAW, _COARSE, BOOTTIME) count from boot on the kernel's TSC clock.
@@ -64,13 +64,24 @@ pub fn clock_getres(clock: u64, tp: u64) -> SysResult {
     Ok(0)
 }
 
+/// An interruptible sleep of `ns`: a signal ends it with the time left in `rem` (when given) and
+/// `ERESTARTNOHAND`: `EINTR` after a handler, a restart (of the whole request: Linux resumes with
+/// the time left, a named difference) when no handler ran.
+fn sleep(ns: u64, rem: Option<u64>) -> SysResult {
+    match crate::ipc::intr::sleep_ns(ns) {
+        Ok(()) => Ok(0),
+        Err(i) => {
+            if let Some(r) = rem {
+                write_timespec(r, i.left_ns)?;
+            }
+            Err(abi::signal::restart::ERESTARTNOHAND)
+        }
+    }
+}
+
 pub fn nanosleep(req: u64, rem: u64) -> SysResult {
     let ns = read_timespec(req)?;
-    crate::task::sched().sleep_ns(ns);
-    if rem != 0 {
-        write_timespec(rem, 0)?;
-    }
-    Ok(0)
+    sleep(ns, (rem != 0).then_some(rem))
 }
 
 pub fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> SysResult {
@@ -78,10 +89,7 @@ pub fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> SysResult 
     let t = read_timespec(req)?;
     let realtime = matches!(u32::try_from(clock), Ok(g::CLOCK_REALTIME | g::CLOCK_REALTIME_COARSE));
     let now = if realtime { crate::time::wall_clock_ns() } else { crate::time::now_ns() };
-    let ns = if flags & u64::from(g::TIMER_ABSTIME) != 0 { t.saturating_sub(now) } else { t };
-    crate::task::sched().sleep_ns(ns);
-    if rem != 0 && flags & u64::from(g::TIMER_ABSTIME) == 0 {
-        write_timespec(rem, 0)?;
-    }
-    Ok(0)
+    let abs = flags & u64::from(g::TIMER_ABSTIME) != 0;
+    let ns = if abs { t.saturating_sub(now) } else { t };
+    sleep(ns, (rem != 0 && !abs).then_some(rem))
 }

@@ -25,6 +25,11 @@ pub type KSched = Scheduler<KernelPlatform>;
 
 static SCHED: spin::Once<&'static KSched> = spin::Once::new();
 
+/// The extended-state features user threads run with (set by [`init`]).
+pub fn fpu_features() -> Option<arch::fpu::FpuFeatures> {
+    SCHED.get().and_then(|s| s.platform().fpu)
+}
+
 /// The scheduler, once `init` ran.
 pub fn sched() -> &'static KSched {
     SCHED.get().expect("scheduler used before task::init")

@@ -1,0 +1,135 @@
+//! Interruptible sleep: the one way a user thread blocks in a system call that a signal must be
+//! able to cut short (futex waits, `nanosleep`, `pause`, `rt_sigsuspend`, and for the layers above,
+//! pipe reads, `poll` and `wait4`).
+//!
+//! Each user thread has an [`Entry`] (registered when the thread starts, forgotten when it ends):
+//! a *pending* flag, which the signal layer keeps equal to "a signal this thread would act on is
+//! waiting" (`process::signal` recomputes it whenever a send, a mask change or a delivery changes
+//! that), and the wait queue the thread sleeps on, if any.
+//!
+//! How to sleep, for any layer at or above this one:
+//!
+//! ```text
+//! let q: Arc<sched::WaitQueue> = ...;          // the queue the resource's wakers wake
+//! match intr::wait(&q, || resource_ready()) {
+//!     Ok(())            => ...,                // ready (checked before the signal)
+//!     Err(Interrupted)  => return Err(ERESTARTSYS), // or EINTR / ERESTARTNOHAND, per call
+//! }
+//! intr::sleep_ns(ns)   // a timed sleep: Ok(()) after ns, Err(Interrupted { .. }) with the time left
+//! ```
+//!
+//! A wake-up is never lost: the sleeper records its queue, then (inside `WaitQueue::wait_until`,
+//! linked on the queue) reads the flag; a sender sets the flag, then reads the recorded queue and
+//! wakes it. Whichever is second sees the other. The flag is `SeqCst` and the queue slot is under a
+//! lock, so the two orders are total. Spurious wake-ups of other sleepers of the same queue cost
+//! them one more check.
+//!
+//! Timed sleeps: the scheduler's `sleep_ns` cannot be cut short, so [`sleep_ns`] sleeps in slices
+//! of at most [`SLICE_NS`] and checks the flag between them: a signal ends a timed sleep within one
+//! slice (named trade-off: a sleeping thread wakes once per slice).
+//!
+//! From interrupt context only [`set_pending`] and [`kick`] may be called (both take interrupts-off
+//! locks and never allocate).
+
+use alloc::{collections::BTreeMap, sync::Arc};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use talc::lock_api::Mutex as SpinMutex;
+
+use crate::{cpu::irqlock::RawIrqSpin, task};
+
+/// Longest slice of a timed interruptible sleep.
+pub const SLICE_NS: u64 = 1_000_000;
+
+/// One thread's interruption state.
+pub struct Entry {
+    pending: AtomicBool,
+    sleeping_on: SpinMutex<RawIrqSpin, Option<Arc<sched::WaitQueue>>>,
+}
+
+static ENTRIES: SpinMutex<RawIrqSpin, BTreeMap<u64, Arc<Entry>>> = SpinMutex::new(BTreeMap::new());
+
+/// A signal cut the sleep short.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interrupted {
+    /// For a timed sleep: the nanoseconds that were left (0 for an untimed wait).
+    pub left_ns: u64,
+}
+
+fn current_tid() -> u64 {
+    task::sched().current().map_or(0, |t| t.id.0)
+}
+
+fn entry(tid: u64) -> Option<Arc<Entry>> {
+    ENTRIES.lock().get(&tid).cloned()
+}
+
+/// Start tracking thread `tid` (at its start, before it can be sent anything).
+pub fn register(tid: u64) {
+    ENTRIES.lock().entry(tid).or_insert_with(|| Arc::new(Entry { pending: AtomicBool::new(false), sleeping_on: SpinMutex::new(None) }));
+}
+
+/// Stop tracking thread `tid` (at its end).
+pub fn forget(tid: u64) {
+    let e = ENTRIES.lock().remove(&tid);
+    drop(e);
+}
+
+/// Say whether thread `tid` has a signal to act on (the signal layer's call).
+pub fn set_pending(tid: u64, pending: bool) {
+    if let Some(e) = entry(tid) {
+        e.pending.store(pending, Ordering::SeqCst);
+    }
+}
+
+/// Whether thread `tid` has a signal to act on.
+pub fn is_pending(tid: u64) -> bool {
+    entry(tid).is_some_and(|e| e.pending.load(Ordering::SeqCst))
+}
+
+/// Wake thread `tid` if it sleeps interruptibly (after [`set_pending`] said true).
+pub fn kick(tid: u64) {
+    let Some(e) = entry(tid) else { return };
+    let q = e.sleeping_on.lock().clone();
+    if let Some(q) = q {
+        q.wake_all(task::sched());
+    }
+}
+
+/// Block the calling thread on `queue` until `ready()` holds (`Ok`) or a signal is pending for it
+/// (`Err`); `ready` wins when both hold. `ready` runs with interrupts off and must not block; the
+/// resource's wakers wake `queue` after making it true. A kernel thread (no entry) cannot be
+/// interrupted.
+pub fn wait(queue: &Arc<sched::WaitQueue>, mut ready: impl FnMut() -> bool) -> Result<(), Interrupted> {
+    let s = task::sched();
+    let Some(e) = entry(current_tid()) else {
+        queue.wait_until(s, ready);
+        return Ok(());
+    };
+    *e.sleeping_on.lock() = Some(queue.clone());
+    let mut done = false;
+    queue.wait_until(s, || {
+        done = ready();
+        done || e.pending.load(Ordering::SeqCst)
+    });
+    let q = e.sleeping_on.lock().take();
+    drop(q);
+    if done { Ok(()) } else { Err(Interrupted { left_ns: 0 }) }
+}
+
+/// Sleep `ns` nanoseconds unless a signal is (or becomes) pending for the calling thread.
+pub fn sleep_ns(ns: u64) -> Result<(), Interrupted> {
+    let s = task::sched();
+    let e = entry(current_tid());
+    let deadline = crate::time::now_ns().saturating_add(ns);
+    loop {
+        let now = crate::time::now_ns();
+        if now >= deadline {
+            return Ok(());
+        }
+        if e.as_ref().is_some_and(|e| e.pending.load(Ordering::SeqCst)) {
+            return Err(Interrupted { left_ns: deadline - now });
+        }
+        s.sleep_ns((deadline - now).min(if e.is_some() { SLICE_NS } else { u64::MAX }));
+    }
+}
