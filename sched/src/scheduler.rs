@@ -45,7 +45,7 @@ use crate::platform::{CpuIndex, IrqState, Platform};
 use crate::rq::{CpuQueue, Enqueued, State, Wake};
 use crate::stats::{Counters, CpuCounters, add, bump};
 use crate::thread::{
-    AffinityError, Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread, ThreadId,
+    AffinityError, Body, Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread, ThreadId,
 };
 use crate::trace::{SwitchReason, TraceEvent};
 use alloc::boxed::Box;
@@ -433,12 +433,16 @@ impl<P: Platform> Scheduler<P> {
             .alloc_stack(builder.stack_bytes)
             .ok_or(SpawnError::OutOfMemory)?;
         let result = Arc::new(ResultSlot::new());
-        let slot = result.clone();
-        let body: Box<dyn FnOnce() + Send> = Box::new(move || {
+        // The thread keeps the slot alive (`keep` below), so the body holds only its address.
+        let slot = SlotRef(Arc::as_ptr(&result));
+        let body = Body::new(move || {
             let value = f();
-            // SAFETY: the thread itself, once, before it finishes (it exits right after the body).
-            unsafe { slot.put(value) };
+            let slot = slot;
+            // SAFETY: 1. the slot lives as long as the thread (its `keep`), which runs this. 2. The
+            // thread itself, once, before it finishes (it exits right after the body).
+            unsafe { (*slot.0).put(value) };
         });
+        let keep: Arc<dyn Send + Sync> = result.clone();
         let window = Window::new_thread(
             stack.top as *mut u8,
             thread_entry::<P>,
@@ -455,6 +459,7 @@ impl<P: Platform> Scheduler<P> {
             builder.mm,
             builder.user,
             Some(body),
+            Some(keep),
         ));
         // The scheduler's own reference, given up by `reap` when the thread is dead.
         let raw =
@@ -663,6 +668,7 @@ impl<P: Platform> Scheduler<P> {
             None,
             None,
             false,
+            None,
             None,
         ));
         idle.entity.set_on_cpu();
@@ -1145,6 +1151,12 @@ impl<P: Platform> Scheduler<P> {
     }
 }
 
+/// The address of a thread's result slot, which its `Thread` keeps alive.
+struct SlotRef<T>(*const ResultSlot<T>);
+
+// SAFETY: the slot is `Sync` for `T: Send` and outlives the thread that uses the address.
+unsafe impl<T: Send> Send for SlotRef<T> {}
+
 /// Where every spawned thread starts (via `arch::switch`'s start trampoline), interrupts disabled.
 extern "C" fn thread_entry<P: Platform>(sched: usize, from: usize) -> ! {
     // SAFETY: `spawn` passes the address of the `'static` scheduler.
@@ -1155,7 +1167,7 @@ extern "C" fn thread_entry<P: Platform>(sched: usize, from: usize) -> ! {
     // SAFETY: we are this thread, alive while running, and take our own body once.
     let body = unsafe { me.as_ref().take_body() }.expect("a thread started twice");
     s.platform.irq_restore(IrqState { enabled: true });
-    body();
+    body.run();
     s.exit_mm();
     // SAFETY: the body has returned: every value it owned was dropped, and this frame holds none.
     unsafe { s.exit() }

@@ -50,7 +50,7 @@ pub fn user_prot(prot: u32) -> UserProt {
 /// ends with SIGSEGV, as Linux ends a process whose exec fails past the point of no return.
 pub fn start(p: Arc<Process>, image: &'static [u8], plan: LoadPlan, path: String, argv: Vec<String>, envp: Vec<String>) -> ! {
     let loaded = load(&p, image, &plan, &path, &argv, &envp);
-    let root = p.space.root();
+    let root = p.space().root();
     // Nothing may stay owned on this stack: entering user mode (or exiting) abandons it.
     drop((p, plan, argv, envp));
     match loaded {
@@ -81,7 +81,7 @@ fn load(p: &Process, image: &[u8], plan: &LoadPlan, path: &str, argv: &[String],
     }
     // Map writable first, fill, then give each page its final rights.
     for (&page, _) in pages.iter() {
-        p.space.map_user_range(page, 1, UserProt { writable: true, exec: false }).map_err(|_| "out of memory for the image")?;
+        p.space().map_user_range(page, 1, UserProt { writable: true, exec: false }).map_err(|_| "out of memory for the image")?;
     }
     for seg in &plan.segments {
         let bytes = &image[seg.file_offset as usize..(seg.file_offset + seg.file_size) as usize];
@@ -89,7 +89,7 @@ fn load(p: &Process, image: &[u8], plan: &LoadPlan, path: &str, argv: &[String],
     }
     for (&page, &prot) in pages.iter() {
         if prot != PROT_READ | PROT_WRITE {
-            p.space.protect_user(page, 1, user_prot(prot)).map_err(|_| "image protection failed")?;
+            p.space().protect_user(page, 1, user_prot(prot)).map_err(|_| "image protection failed")?;
         }
         mem.vmas.map_fixed(page, PAGE_SIZE, prot, VmaKind::Image).map_err(|_| "image outside user memory")?;
     }

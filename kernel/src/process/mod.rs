@@ -16,8 +16,10 @@
 mod exec;
 mod fault;
 pub mod initramfs;
+pub mod tree;
 
 pub use exec::user_prot;
+pub use fault::COW_BREAKS;
 
 use alloc::{collections::BTreeMap, string::String, sync::Arc, vec::Vec};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
@@ -44,11 +46,13 @@ pub struct MemState {
 
 /// A running program.
 pub struct Process {
-    /// The process id: the id of its first thread, as on Linux (getpid() == gettid() there).
+    /// The process id, from the process tree ([`tree`]); thread ids are the scheduler's, so the
+    /// first thread's id differs from it (unlike Linux, where they are equal).
     pid: AtomicU32,
     /// The program's name (the last part of its path), for reports.
-    pub name: String,
-    pub space: Arc<AddressSpace>,
+    pub name: spin::Mutex<String>,
+    /// The address space (replaced by `execve`).
+    space: spin::Mutex<Arc<AddressSpace>>,
     pub mem: sched::Mutex<MemState>,
     /// Live threads.
     threads: AtomicU32,
@@ -59,11 +63,16 @@ pub struct Process {
     exited: AtomicBool,
     /// Syscall numbers already reported as unimplemented for this process.
     pub unknown_logged: spin::Mutex<Vec<u64>>,
-    /// `Some`: the console output of the process is collected here instead of printed (tests).
-    pub captured: spin::Mutex<Option<Vec<u8>>>,
+    /// `Some`: the console output of the process is collected here instead of printed (tests); a
+    /// forked child shares its parent's.
+    pub captured: Arc<spin::Mutex<Option<Vec<u8>>>>,
     /// The status an exit_group or a fatal signal ended the process with, which its other threads
     /// take at their next entry into the kernel ([`NOT_KILLED`] until then).
     kill_status: AtomicI32,
+
+    // Process tree and fork.
+    /// Set when a vfork child has exited or exec'd: its parent, waiting in vfork, goes on.
+    vfork_done: AtomicBool,
 }
 
 const NOT_KILLED: i32 = -1;
@@ -104,7 +113,7 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
     }
     p.threads.fetch_add(1, Ordering::AcqRel);
     let child = p.clone();
-    let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(p.space.mm());
+    let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(p.space().mm());
     let spawned = task::sched().spawn(builder, move || {
         let tid = current_tid();
         THREADS.lock().insert(tid, child.clone());
@@ -118,7 +127,7 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
             task::sched().set_current_fs_base(t);
             let _ = arch::fsbase::write(t);
         }
-        let root = child.space.root();
+        let root = child.space().root();
         drop(child);
         crate::vm::user::enter(root, &frame)
     });
@@ -138,8 +147,56 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
 }
 
 impl Process {
+    /// A process with one thread (not started yet) in `space`, with the mappings `mem`.
+    fn new(pid: u32, name: String, space: Arc<AddressSpace>, mem: MemState, captured: Arc<spin::Mutex<Option<Vec<u8>>>>) -> Arc<Process> {
+        Arc::new(Process {
+            pid: AtomicU32::new(pid),
+            name: spin::Mutex::new(name),
+            space: spin::Mutex::new(space),
+            mem: sched::Mutex::new(mem),
+            threads: AtomicU32::new(1),
+            status: AtomicI32::new(0),
+            status_claimed: AtomicBool::new(false),
+            exited: AtomicBool::new(false),
+            unknown_logged: spin::Mutex::new(Vec::new()),
+            captured,
+            kill_status: AtomicI32::new(NOT_KILLED),
+            vfork_done: AtomicBool::new(false),
+        })
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid.load(Ordering::Relaxed)
+    }
+
+    /// The address space the process runs in now.
+    pub fn space(&self) -> Arc<AddressSpace> {
+        self.space.lock().clone()
+    }
+
+    /// The program's name, for reports.
+    pub fn name(&self) -> String {
+        self.name.lock().clone()
+    }
+
+    /// End the whole process with wait status `status` (SIGKILL's stand-in): its threads end at
+    /// their next entry into the kernel or return to user mode.
+    pub fn kill(&self, status: i32) {
+        let _ = self.kill_status.compare_exchange(NOT_KILLED, status, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Block until every thread has ended; the wait status. For the kernel's own waits (the test
+    /// runner, the boot's init), which have no parent process to call `wait4` from.
+    pub fn wait_exit(&self) -> i32 {
+        tree::CHILD_EVENTS.wait_until(task::sched(), || self.status().is_some());
+        self.status().expect("the wait ended on a status")
+    }
+
+    /// Let a parent waiting in vfork go on (the child exited or exec'd).
+    fn release_vfork(&self) {
+        if !self.vfork_done.swap(true, Ordering::AcqRel) {
+            tree::notify();
+        }
     }
 
     /// The wait status, once every thread has ended.
@@ -185,6 +242,10 @@ pub fn set_clear_tid(addr: u64) {
 #[allow(dead_code, reason = "the fields are read through Debug in the log line that reports the failure")]
 pub enum SpawnError {
     NotFound,
+    /// `spawn_init` while a user program holds pid 1.
+    InitTaken,
+    /// Every pid is taken.
+    NoPid,
     BadImage(abi::elf::ElfError),
     Memory(AsError),
     Thread(sched::SpawnError),
@@ -192,8 +253,28 @@ pub enum SpawnError {
 
 /// Start the program at `path` in the initramfs as a new process with arguments `argv` (argv[0]
 /// included) and environment `envp`; with `capture`, its console output is kept in
-/// [`Process::captured`] rather than printed. Returns the process and its first thread's handle.
+/// [`Process::captured`] rather than printed. Its parent is the kernel (pid 1 while no user program
+/// holds it), which reaps it at its end; wait for that with [`Process::wait_exit`]. Returns the
+/// process and its first thread's handle.
 pub fn spawn(
+    path: &str,
+    argv: Vec<String>,
+    envp: Vec<String>,
+    capture: bool,
+) -> Result<(Arc<Process>, sched::JoinHandle<(), task::KernelPlatform>), SpawnError> {
+    spawn_as(None, path, argv, envp, capture)
+}
+
+/// [`spawn`] as pid 1, the parent of orphans: the first program of the system (`make run`'s init).
+pub fn spawn_init(path: &str, argv: Vec<String>, envp: Vec<String>) -> Result<(Arc<Process>, sched::JoinHandle<(), task::KernelPlatform>), SpawnError> {
+    if !tree::claim_init() {
+        return Err(SpawnError::InitTaken);
+    }
+    spawn_as(Some(abi::jobs::INIT), path, argv, envp, false)
+}
+
+fn spawn_as(
+    pid: Option<u32>,
     path: &str,
     argv: Vec<String>,
     envp: Vec<String>,
@@ -204,32 +285,102 @@ pub fn spawn(
     let space = AddressSpace::new().map_err(SpawnError::Memory)?;
     let name = String::from(path.rsplit('/').next().unwrap_or(path));
     let brk_start = plan.image_end();
-    let process = Arc::new(Process {
-        pid: AtomicU32::new(0),
-        name,
-        space: space.clone(),
-        mem: sched::Mutex::new(MemState { vmas: VmaSet::new(abi::elf::MIN_USER_ADDR), brk_start, brk: brk_start }),
-        threads: AtomicU32::new(1),
-        status: AtomicI32::new(0),
-        status_claimed: AtomicBool::new(false),
-        exited: AtomicBool::new(false),
-        unknown_logged: spin::Mutex::new(Vec::new()),
-        captured: spin::Mutex::new(capture.then(Vec::new)),
-        kill_status: AtomicI32::new(NOT_KILLED),
-    });
+    let pid = match pid {
+        Some(pid) => pid,
+        None => tree::new_pid(abi::jobs::INIT).map_err(|_| SpawnError::NoPid)?,
+    };
+    let mem = MemState { vmas: VmaSet::new(abi::elf::MIN_USER_ADDR), brk_start, brk: brk_start };
+    let process = Process::new(pid, name, space.clone(), mem, Arc::new(spin::Mutex::new(capture.then(Vec::new))));
+    tree::register(&process);
     let p = process.clone();
     let path = String::from(path);
     let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(space.mm());
-    let handle = task::sched()
-        .spawn(builder, move || {
-            // The first thread's id is the process id (the spawner stores the same value).
-            p.pid.store(current_tid() as u32, Ordering::Relaxed);
-            THREADS.lock().insert(current_tid(), p.clone());
-            exec::start(p, image, plan, path, argv, envp)
-        })
-        .map_err(SpawnError::Thread)?;
-    process.pid.store(handle.id().0 as u32, Ordering::Relaxed);
-    Ok((process, handle))
+    let spawned = task::sched().spawn(builder, move || {
+        THREADS.lock().insert(current_tid(), p.clone());
+        exec::start(p, image, plan, path, argv, envp)
+    });
+    match spawned {
+        Ok(handle) => Ok((process, handle)),
+        Err(e) => {
+            tree::abandon(pid);
+            Err(SpawnError::Thread(e))
+        }
+    }
+}
+
+/// How `fork` and its relatives make the child (`clone` without `CLONE_THREAD`).
+pub struct ForkArgs {
+    /// The child's stack pointer (0: the parent's).
+    pub stack: u64,
+    /// The parent waits until the child exits or execs (`vfork`, `CLONE_VFORK`).
+    pub vfork: bool,
+    /// `CLONE_SETTLS`: the child's FS base (otherwise the parent's).
+    pub tls: Option<u64>,
+    /// `CLONE_PARENT_SETTID`, `CLONE_CHILD_SETTID`, `CLONE_CHILD_CLEARTID` addresses.
+    pub parent_tid: Option<u64>,
+    pub child_tid: Option<u64>,
+    pub clear_tid: Option<u64>,
+}
+
+/// `fork`: a new process, child of the caller's, with a copy-on-write copy of its memory (see
+/// `AddressSpace::fork_cow`: the caller's writable pages are read-only everywhere before this
+/// returns), its mappings, and one thread starting from the caller's registers with `rax` = 0.
+/// `CLONE_VM` without `CLONE_THREAD` is served the same way (a copy, not a share: the parent waits
+/// under `CLONE_VFORK` anyway, and programs must not rely on a vfork child's writes). Returns the
+/// child's pid.
+pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
+    use abi::linux::errno;
+    let p = current().ok_or(errno::ESRCH)?;
+    if args.tls.is_some_and(|t| t >= abi::USER_TOP) {
+        return Err(errno::EPERM);
+    }
+    let s = task::sched();
+    let mut frame = *parent;
+    frame.rax = 0;
+    if args.stack != 0 {
+        frame.rsp = args.stack;
+    }
+    let fs_base = args.tls.unwrap_or_else(arch::fsbase::read);
+    // The mappings and the pages are copied under the mapping lock, so they agree.
+    let (space, mem) = {
+        let mem = p.mem.lock(s);
+        let space = p.space().fork_cow().map_err(|_| errno::ENOMEM)?;
+        (space, MemState { vmas: mem.vmas.clone(), brk_start: mem.brk_start, brk: mem.brk })
+    };
+    let pid = tree::new_pid(p.pid())?;
+    let child = Process::new(pid, p.name(), space.clone(), mem, p.captured.clone());
+    tree::register(&child);
+    let c = child.clone();
+    let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(space.mm());
+    drop(space);
+    let (clear_tid, child_tid) = (args.clear_tid, args.child_tid);
+    let spawned = s.spawn(builder, move || {
+        let tid = current_tid();
+        THREADS.lock().insert(tid, c.clone());
+        if let Some(addr) = clear_tid {
+            CLEAR_TID.lock().insert(tid, addr);
+        }
+        if let Some(addr) = child_tid {
+            let _ = arch::usercopy::copy_to_user(addr, &(tid as u32).to_ne_bytes());
+        }
+        task::sched().set_current_fs_base(fs_base);
+        let _ = arch::fsbase::write(fs_base);
+        let root = c.space().root();
+        drop(c);
+        crate::vm::user::enter(root, &frame)
+    });
+    if spawned.is_err() {
+        tree::abandon(pid);
+        return Err(errno::EAGAIN);
+    }
+    drop(spawned);
+    if let Some(addr) = args.parent_tid {
+        let _ = arch::usercopy::copy_to_user(addr, &pid.to_ne_bytes());
+    }
+    if args.vfork {
+        tree::CHILD_EVENTS.wait_until(s, || child.vfork_done.load(Ordering::Acquire) || is_being_killed());
+    }
+    Ok(u64::from(pid))
 }
 
 /// End the calling user thread; with `whole` (exit_group, a fatal fault), its whole process, whose
@@ -251,11 +402,23 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
             // The other threads end at their next system call or fault.
             let _ = p.kill_status.compare_exchange(NOT_KILLED, status, Ordering::AcqRel, Ordering::Acquire);
         }
+        // The first exit_group (or the last thread's exit) decides the status; an exit_group claims
+        // it before its thread stops counting, so the last thread finds it set.
+        let claim = |p: &Process| {
+            if !p.status_claimed.swap(true, Ordering::AcqRel) {
+                p.status.store(status, Ordering::Relaxed);
+                p.exited.store(true, Ordering::Release);
+            }
+        };
+        if whole {
+            claim(&p);
+        }
         let remaining = p.threads.fetch_sub(1, Ordering::AcqRel) - 1;
-        // The first exit_group (or the last thread's exit) decides the status.
-        if (whole || remaining == 0) && !p.status_claimed.swap(true, Ordering::AcqRel) {
-            p.status.store(status, Ordering::Relaxed);
-            p.exited.store(true, Ordering::Release);
+        if remaining == 0 {
+            claim(&p);
+            // The process has ended: a zombie for its parent, and a vfork parent goes on.
+            p.release_vfork();
+            tree::exited(p.pid(), p.status.load(Ordering::Acquire));
         }
         // The thread gives up its share of the process here; the space stays alive as long as the
         // spawner (or a sibling) holds the process, and its destruction moves any CPU still on it
