@@ -19,6 +19,7 @@ pub static TESTS: &[Test] = &[
     Test { name: "user_wait_statuses_groups_and_orphans", min_cpus: 1, expect_fault: false, run: wait_program },
     Test { name: "user_fork_cow_under_writers", min_cpus: 1, expect_fault: false, run: forkcow },
     Test { name: "user_fork_churn_returns_every_frame", min_cpus: 1, expect_fault: false, run: churn },
+    Test { name: "user_execve_ends_the_other_threads_first", min_cpus: 1, expect_fault: false, run: execmt },
 ];
 
 /// Run `path` with `args` to its end; its wait status and captured output.
@@ -245,4 +246,24 @@ fn churn() -> Result<(), String> {
     let (frames_before, heap_before) = levels();
     expect_lines("/bin/churn", &[rounds], &lines)?;
     back_to(frames_before, heap_before, "300 forks, exits and waits")
+}
+
+/// execve's error paths leave the caller running; vfork's parent goes on after the child's exec;
+/// an exec from one of several threads ends the others and keeps the pid. Twice, and every frame
+/// comes back (the old images' spaces go).
+fn execmt() -> Result<(), String> {
+    let lines = [
+        "start execmt",
+        "execmt: ENOENT, E2BIG, EFAULT leave the caller running",
+        "execmt: vfork + execve: the child's new image exited with 42",
+        "execmt: 3 threads spin, one more execs",
+        "execmt: the new image runs, environment 1",
+        "execmt: same pid after exec: yes",
+        "execmt: old threads gone: 3 of 3",
+        "ok execmt",
+    ];
+    expect_lines("/bin/execmt", &[], &lines)?;
+    let (frames_before, heap_before) = levels();
+    expect_lines("/bin/execmt", &[], &lines)?;
+    back_to(frames_before, heap_before, "an exec from a multithreaded process")
 }

@@ -41,7 +41,7 @@
 
 extern crate alloc;
 
-use crate::platform::{CpuIndex, IrqState, Platform};
+use crate::platform::{CpuIndex, IrqState, Mm, Platform};
 use crate::rq::{CpuQueue, Enqueued, State, Wake};
 use crate::stats::{Counters, CpuCounters, add, bump};
 use crate::thread::{
@@ -551,6 +551,30 @@ impl<P: Platform> Scheduler<P> {
         thread.entity.set_dead();
         self.schedule(Reason::Exit);
         unreachable!("a dead thread was switched back to");
+    }
+
+    /// Move the calling thread to address space `mm` and load that space on this CPU before
+    /// returning (`execve`: the same thread, a new image). Returns the space it ran in, for the
+    /// caller to drop in thread context with interrupts as it likes: dropping the last reference
+    /// may destroy that space, which this CPU no longer has loaded.
+    pub fn replace_current_mm(&self, mm: Mm) -> Option<Mm> {
+        let irq = self.platform.irq_save_disable();
+        let me = self.current_blockable();
+        let cpu = &self.cpus[self.this_cpu()];
+        // SAFETY: the running thread is alive while it runs, and interrupts are off, so no switch
+        // reads its space meanwhile.
+        let thread = unsafe { me.as_ref() };
+        // SAFETY: this thread, interrupts off.
+        let old = unsafe { thread.replace_mm(mm) };
+        // SAFETY: this thread reads its own space.
+        let new = unsafe { thread.mm() }.expect("the space was just set");
+        let active = cpu.local.active_mm.load(Ordering::Relaxed);
+        if active != new.word().get() {
+            self.platform.switch_mm(NonZeroUsize::new(active), new);
+            cpu.local.active_mm.store(new.word().get(), Ordering::Relaxed);
+        }
+        self.platform.irq_restore(irq);
+        old
     }
 
     /// Give up the calling thread's address space (Linux's `exit_mm`): from here on it is

@@ -324,6 +324,16 @@ impl Thread {
         unsafe { (*self.mm.get()).take() }
     }
 
+    /// Put `mm` in place of the thread's space and return the old one (the thread itself,
+    /// interrupts off, as for [`Thread::take_mm`]).
+    ///
+    /// # Safety
+    /// Called by the thread itself with interrupts disabled.
+    pub(crate) unsafe fn replace_mm(&self, mm: Mm) -> Option<Mm> {
+        // SAFETY: as for `take_mm`.
+        unsafe { (*self.mm.get()).replace(mm) }
+    }
+
     /// Take the stack (once, by the reaper).
     ///
     /// # Safety

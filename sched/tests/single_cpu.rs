@@ -422,3 +422,38 @@ fn a_thread_gives_up_its_space_when_it_ends() {
     assert_eq!(during, 1 + 1 + 8);
     assert_eq!(Arc::strong_count(&owner), 1);
 }
+
+/// `execve`'s step: a thread moves itself to another space, which is loaded at once (one
+/// `switch_mm`) and stays its space across later switches (no more loads while it alone runs);
+/// the old space comes back to the caller, and the thread gives up the new one when it ends.
+#[test]
+fn a_thread_replaces_its_space_and_runs_on_in_the_new_one() {
+    let _w = watchdog("a_thread_replaces_its_space_and_runs_on_in_the_new_one", LIMIT);
+    let (old_owner, new_owner) = (Arc::new(()), Arc::new(()));
+    let (o, n) = (old_owner.clone(), new_owner.clone());
+    let ((before, after_replace, after_yields, old_back), s) = host::run(1, Config::default(), move |s: Sched| {
+        let old = host::mm(NonZeroUsize::new(1).unwrap(), o.clone());
+        let new = host::mm(NonZeroUsize::new(2).unwrap(), n.clone());
+        drop((o, n));
+        let h = s
+            .spawn(Builder::new("exec").in_mm(old), move || {
+                let before = s.platform().mm_switches(CpuIndex(0));
+                let back = s.replace_current_mm(new);
+                let after_replace = s.platform().mm_switches(CpuIndex(0));
+                for _ in 0..5 {
+                    s.yield_now();
+                }
+                let after_yields = s.platform().mm_switches(CpuIndex(0));
+                let old_back = back.map(|m| m.word().get());
+                (before, after_replace, after_yields, old_back)
+            })
+            .unwrap();
+        h.join().unwrap()
+    });
+    assert_eq!(old_back, Some(1), "the old space is handed back");
+    assert_eq!(after_replace, before + 1, "the new space is loaded before the call returns");
+    assert_eq!(after_yields, after_replace, "it stays loaded: the thread's space is the new one");
+    assert_eq!(Arc::strong_count(&old_owner), 1, "the old space was dropped by its caller");
+    assert_eq!(Arc::strong_count(&new_owner), 1, "the thread gave up the new space when it ended");
+    assert_eq!(s.platform().mm_switches(CpuIndex(0)), after_yields);
+}

@@ -150,3 +150,124 @@ fn tsc_mix() -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
+
+/// Longest path `execve` takes, with its NUL (Linux's `PATH_MAX`).
+const PATH_MAX: usize = 4096;
+/// Longest single argument or environment string, with its NUL (Linux's `MAX_ARG_STRLEN`).
+const MAX_ARG_STRLEN: usize = 32 * PAGE_SIZE as usize;
+
+/// A NUL-terminated user string of at most `max` bytes with its NUL: `EFAULT`, or `too_long`.
+fn user_string(addr: u64, max: usize, too_long: u32) -> Result<String, u32> {
+    use abi::linux::errno;
+    let mut buf = alloc::vec![0u8; max];
+    let n = arch::usercopy::strncpy_from_user(&mut buf, addr).map_err(|_| errno::EFAULT)?;
+    if n == max {
+        return Err(too_long);
+    }
+    buf.truncate(n);
+    // Arguments are bytes on Linux; a non-UTF-8 one is carried lossily (named trade-off).
+    Ok(String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// The strings of a NULL-terminated user array of string pointers (argv or envp; a null array is
+/// empty, as Linux allows), adding their bytes (with NULs and pointers) to `*total`: `E2BIG` past
+/// [`MAX_ARG_BYTES`], `EFAULT` for a bad pointer.
+fn user_strings(array: u64, total: &mut usize) -> Result<Vec<String>, u32> {
+    use abi::linux::errno;
+    let mut out = Vec::new();
+    if array == 0 {
+        return Ok(out);
+    }
+    for i in 0.. {
+        let mut raw = [0u8; 8];
+        arch::usercopy::copy_from_user(&mut raw, array + 8 * i).map_err(|_| errno::EFAULT)?;
+        let ptr = u64::from_ne_bytes(raw);
+        if ptr == 0 {
+            break;
+        }
+        let s = user_string(ptr, MAX_ARG_STRLEN, errno::E2BIG)?;
+        *total += s.len() + 1 + 8;
+        if *total > MAX_ARG_BYTES {
+            return Err(errno::E2BIG);
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// The program `path` names, following `#!` lines (up to `abi::script::MAX_DEPTH` interpreters):
+/// the image, its plan, the path loaded and the argument list with the interpreters in front, as
+/// Linux builds it (`interpreter [arg] path argv[1..]`).
+fn resolve(path: String, mut argv: Vec<String>) -> Result<(&'static [u8], LoadPlan, String, Vec<String>), u32> {
+    use abi::linux::errno;
+    let mut path = path;
+    for _ in 0..=abi::script::MAX_DEPTH {
+        // The one place programs are read from.
+        let image = super::initramfs::file(&path).ok_or(errno::ENOENT)?;
+        match abi::script::parse(image) {
+            Some(Err(e)) => return Err(e),
+            Some(Ok(shebang)) => {
+                let mut v = Vec::from([String::from(shebang.interpreter)]);
+                if let Some(arg) = shebang.arg {
+                    v.push(String::from(arg));
+                }
+                v.push(path);
+                v.extend(argv.into_iter().skip(1));
+                argv = v;
+                path = String::from(shebang.interpreter);
+            }
+            None => {
+                let plan = abi::elf::plan(image, PIE_BASE).map_err(|_| errno::ENOEXEC)?;
+                return Ok((image, plan, path, argv));
+            }
+        }
+    }
+    Err(errno::ELOOP)
+}
+
+/// `execve(path, argv, envp)`: replace the calling process's image. Reads the arguments, finds the
+/// program (ENOENT, ENOEXEC, E2BIG, EFAULT leave the caller as it was), then past the point of no
+/// return: ends the process's other threads and waits for them, gives the calling thread a fresh
+/// address space (loaded on this CPU before the old one is dropped), resets the mappings, the FS
+/// base and the thread-id word, releases a vfork parent, and starts the new image. The pid stays.
+pub fn execve(path: u64, argv: u64, envp: u64) -> Result<core::convert::Infallible, u32> {
+    use abi::linux::errno;
+    let p = super::current().ok_or(errno::ESRCH)?;
+    let path = user_string(path, PATH_MAX, errno::ENAMETOOLONG)?;
+    if path.is_empty() {
+        return Err(errno::ENOENT);
+    }
+    let mut total = 0;
+    let argv = user_strings(argv, &mut total)?;
+    let envp = user_strings(envp, &mut total)?;
+    let (image, plan, path, argv) = resolve(path, argv)?;
+    let space = crate::vm::space::AddressSpace::new().map_err(|_| errno::ENOMEM)?;
+
+    // The point of no return: the other threads end first.
+    if !p.begin_exec() {
+        // Being killed already: end here like the others.
+        drop((p, space, plan, argv, envp, path));
+        super::exit_if_killed();
+        return Err(errno::EINTR);
+    }
+    let s = crate::task::sched();
+    super::tree::CHILD_EVENTS.wait_until(s, || p.threads.load(core::sync::atomic::Ordering::Acquire) == 1 || p.killed_during_exec());
+    if p.killed_during_exec() {
+        drop((p, space, plan, argv, envp, path));
+        super::exit_if_killed();
+        return Err(errno::EINTR);
+    }
+    let old = s.replace_current_mm(space.mm());
+    let old_space = p.replace_space(space);
+    *p.mem.lock(s) = super::MemState { vmas: abi::vma::VmaSet::new(abi::elf::MIN_USER_ADDR), brk_start: plan.image_end(), brk: plan.image_end() };
+    *p.name.lock() = String::from(path.rsplit('/').next().unwrap_or(&path));
+    super::CLEAR_TID.lock().remove(&super::current_tid());
+    s.set_current_fs_base(0);
+    let _ = arch::fsbase::write(0);
+    p.end_exec();
+    p.release_vfork();
+    super::tree::execed(p.pid());
+    // The old space goes now, in thread context, loaded nowhere by this thread any more.
+    drop((old, old_space));
+    start(p, image, plan, path, argv, envp)
+}

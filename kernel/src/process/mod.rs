@@ -18,7 +18,8 @@ mod fault;
 pub mod initramfs;
 pub mod tree;
 
-pub use exec::user_prot;
+pub use exec::{execve, user_prot};
+#[cfg(feature = "ktest")]
 pub use fault::COW_BREAKS;
 
 use alloc::{collections::BTreeMap, string::String, sync::Arc, vec::Vec};
@@ -73,24 +74,37 @@ pub struct Process {
     // Process tree and fork.
     /// Set when a vfork child has exited or exec'd: its parent, waiting in vfork, goes on.
     vfork_done: AtomicBool,
+    /// The thread running `execve` while the others end ([`EXEC_KILL`]).
+    exec_tid: AtomicU64,
 }
 
 const NOT_KILLED: i32 = -1;
+/// `kill_status` while one thread execs: the others end, the exec'ing thread ([`Process::exec_tid`])
+/// does not.
+const EXEC_KILL: i32 = -2;
 
 /// Whether the calling thread's process is being ended. Safe with interrupts off (a spin lock only).
 pub fn is_being_killed() -> bool {
+    let tid = current_tid();
     let t = THREADS.lock();
-    t.get(&current_tid()).is_some_and(|p| p.kill_status.load(Ordering::Acquire) != NOT_KILLED)
+    t.get(&tid).is_some_and(|p| p.must_end(tid).is_some())
 }
 
 /// End the calling thread if its process is being ended (exit_group, a fatal fault, SIGKILL in
 /// another thread). The system-call entry calls it.
 pub fn exit_if_killed() {
     if let Some(p) = current() {
-        let s = p.kill_status.load(Ordering::Acquire);
-        if s != NOT_KILLED {
-            drop(p);
-            exit_current(s, true);
+        let tid = current_tid();
+        match p.must_end(tid) {
+            None => {}
+            Some(s) if p.kill_status.load(Ordering::Acquire) == EXEC_KILL => {
+                drop(p);
+                exit_current(s, false);
+            }
+            Some(s) => {
+                drop(p);
+                exit_current(s, true);
+            }
         }
     }
 }
@@ -162,6 +176,7 @@ impl Process {
             captured,
             kill_status: AtomicI32::new(NOT_KILLED),
             vfork_done: AtomicBool::new(false),
+            exec_tid: AtomicU64::new(0),
         })
     }
 
@@ -182,7 +197,41 @@ impl Process {
     /// End the whole process with wait status `status` (SIGKILL's stand-in): its threads end at
     /// their next entry into the kernel or return to user mode.
     pub fn kill(&self, status: i32) {
-        let _ = self.kill_status.compare_exchange(NOT_KILLED, status, Ordering::AcqRel, Ordering::Acquire);
+        // A kill during an exec wins over it.
+        let _ = self.kill_status.fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| (s == NOT_KILLED || s == EXEC_KILL).then_some(status));
+    }
+
+    /// The calling thread starts an exec: every other thread ends at its next kernel entry or
+    /// return to user mode. `false` if the process is being ended (or another thread execs).
+    fn begin_exec(&self) -> bool {
+        self.exec_tid.store(current_tid(), Ordering::Release);
+        self.kill_status.compare_exchange(NOT_KILLED, EXEC_KILL, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// A kill came while the exec waited for the other threads.
+    fn killed_during_exec(&self) -> bool {
+        self.kill_status.load(Ordering::Acquire) != EXEC_KILL
+    }
+
+    /// The exec is past its wait: the process lives on in its new image.
+    fn end_exec(&self) {
+        let _ = self.kill_status.compare_exchange(EXEC_KILL, NOT_KILLED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Whether the calling thread of this process must end now.
+    fn must_end(&self, tid: u64) -> Option<i32> {
+        match self.kill_status.load(Ordering::Acquire) {
+            NOT_KILLED => None,
+            EXEC_KILL if self.exec_tid.load(Ordering::Acquire) == tid => None,
+            // A sibling of an exec ends quietly; its status is not the process's.
+            EXEC_KILL => Some(0),
+            s => Some(s),
+        }
+    }
+
+    /// Put `space` in place of the address space; returns the old one.
+    fn replace_space(&self, space: Arc<AddressSpace>) -> Arc<AddressSpace> {
+        core::mem::replace(&mut *self.space.lock(), space)
     }
 
     /// Block until every thread has ended; the wait status. For the kernel's own waits (the test
@@ -256,6 +305,7 @@ pub enum SpawnError {
 /// [`Process::captured`] rather than printed. Its parent is the kernel (pid 1 while no user program
 /// holds it), which reaps it at its end; wait for that with [`Process::wait_exit`]. Returns the
 /// process and its first thread's handle.
+#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "the in-kernel tests start their programs with it; the boot starts init with spawn_init"))]
 pub fn spawn(
     path: &str,
     argv: Vec<String>,
@@ -414,6 +464,10 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
             claim(&p);
         }
         let remaining = p.threads.fetch_sub(1, Ordering::AcqRel) - 1;
+        if p.kill_status.load(Ordering::Acquire) == EXEC_KILL {
+            // An exec in this process waits for its siblings to end.
+            tree::notify();
+        }
         if remaining == 0 {
             claim(&p);
             // The process has ended: a zombie for its parent, and a vfork parent goes on.

@@ -238,6 +238,7 @@ fn is_shared(pa: u64) -> bool {
 }
 
 /// How many frames are shared copy-on-write now (for tests: it must go back to its level).
+#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "only the in-kernel tests read it so far"))]
 pub fn shared_frames() -> usize {
     SHARES.lock().len()
 }
