@@ -425,7 +425,22 @@ impl<P: Platform> Scheduler<P> {
             (false, _) => None,
             (true, None) => return Err(SpawnError::NoFpu),
             (true, Some((kind, features))) => {
-                Some(FpuArea::new(*kind, features).ok_or(SpawnError::OutOfMemory)?)
+                let mut area = FpuArea::new(*kind, features).ok_or(SpawnError::OutOfMemory)?;
+                if builder.fpu_of_caller {
+                    let irq = self.platform.irq_save_disable();
+                    // The caller's registers are its own while it runs: an FPU thread's image is
+                    // restored at each switch to it, and kernel code never touches them.
+                    let running = self.cpus[self.this_cpu()].local.current.load(Ordering::Relaxed);
+                    // SAFETY: the current thread of this CPU is the caller (interrupts are off, so
+                    // it stays), alive while it runs.
+                    if unsafe { running.as_ref() }.is_some_and(|t| t.fpu.is_some()) {
+                        // SAFETY: `area` is a fresh image of `kind`, enabled on every CPU (platform
+                        // contract); saving reads the registers and writes only `area`.
+                        unsafe { fpu::save(&mut area, *kind) };
+                    }
+                    self.platform.irq_restore(irq);
+                }
+                Some(area)
             }
         };
         let stack = self

@@ -46,6 +46,9 @@ pub struct Builder {
     /// The thread uses x87/SSE/AVX registers: its extended state is saved and restored on switches.
     /// Kernel code is built without SSE, so only threads that opt in ever touch those registers.
     pub fpu: bool,
+    /// With `fpu`: the thread starts with a copy of the spawning thread's extended state (`fork`)
+    /// instead of the clean state.
+    pub fpu_of_caller: bool,
     /// Usable stack size in bytes.
     pub stack_bytes: usize,
     /// The address space the thread runs in; `None` for kernel-only threads, which borrow whatever
@@ -66,6 +69,7 @@ impl Builder {
             name,
             affinity: None,
             fpu: false,
+            fpu_of_caller: false,
             stack_bytes: Self::DEFAULT_STACK_BYTES,
             mm: None,
             user: false,
@@ -81,6 +85,15 @@ impl Builder {
     /// Save and restore extended state for this thread.
     pub const fn with_fpu(mut self) -> Builder {
         self.fpu = true;
+        self
+    }
+
+    /// Save and restore extended state for this thread, starting from a copy of the spawning
+    /// thread's registers (an FPU thread itself): `fork`'s child continues the parent's vector and
+    /// x87 state, MXCSR included.
+    pub const fn with_fpu_of_caller(mut self) -> Builder {
+        self.fpu = true;
+        self.fpu_of_caller = true;
         self
     }
 

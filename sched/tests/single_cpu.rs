@@ -457,3 +457,34 @@ fn a_thread_replaces_its_space_and_runs_on_in_the_new_one() {
     assert_eq!(Arc::strong_count(&new_owner), 1, "the thread gave up the new space when it ended");
     assert_eq!(s.platform().mm_switches(CpuIndex(0)), after_yields);
 }
+
+/// `fork`'s child starts with its parent's extended state: a thread spawned `with_fpu_of_caller`
+/// by an FPU thread sees the spawner's MXCSR (flush-to-zero set), one spawned `with_fpu` sees the
+/// clean state's.
+#[test]
+fn a_thread_spawned_with_the_callers_fpu_state_starts_from_it() {
+    #![allow(deprecated, reason = "_mm_getcsr/_mm_setcsr are the plain way to reach MXCSR")]
+    use core::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+    const FTZ: u32 = 1 << 15;
+    let _w = watchdog("a_thread_spawned_with_the_callers_fpu_state_starts_from_it", LIMIT);
+    let ((copied, clean), _) = host::run(1, Config::default(), |s: Sched| {
+        let parent = s
+            .spawn(Builder::new("parent").with_fpu(), move || {
+                // SAFETY: flush-to-zero changes only how denormal results round, in this thread
+                // alone (its MXCSR is saved and restored at each switch).
+                unsafe { _mm_setcsr(_mm_getcsr() | FTZ) };
+                // SAFETY: reading MXCSR has no effect.
+                let read = || unsafe { _mm_getcsr() };
+                let copied = s.spawn(Builder::new("child").with_fpu_of_caller(), move || read()).unwrap();
+                let clean = s.spawn(Builder::new("clean").with_fpu(), move || read()).unwrap();
+                let r = (copied.join().unwrap(), clean.join().unwrap());
+                // SAFETY: as above, back to the clean value.
+                unsafe { _mm_setcsr(_mm_getcsr() & !FTZ) };
+                r
+            })
+            .unwrap();
+        parent.join().unwrap()
+    });
+    assert_ne!(copied & FTZ, 0, "the child starts with its spawner's MXCSR: {copied:#x}");
+    assert_eq!(clean & FTZ, 0, "a plain FPU thread starts clean: {clean:#x}");
+}

@@ -159,12 +159,19 @@ const MAX_ARG_STRLEN: usize = 32 * PAGE_SIZE as usize;
 /// A NUL-terminated user string of at most `max` bytes with its NUL: `EFAULT`, or `too_long`.
 fn user_string(addr: u64, max: usize, too_long: u32) -> Result<String, u32> {
     use abi::linux::errno;
-    let mut buf = alloc::vec![0u8; max];
-    let n = arch::usercopy::strncpy_from_user(&mut buf, addr).map_err(|_| errno::EFAULT)?;
-    if n == max {
-        return Err(too_long);
+    // Most strings are short: try a small buffer first, the full limit only for a long one.
+    let mut buf = Vec::new();
+    for size in [256, max] {
+        buf = alloc::vec![0u8; size];
+        let n = arch::usercopy::strncpy_from_user(&mut buf, addr).map_err(|_| errno::EFAULT)?;
+        if n < size {
+            buf.truncate(n);
+            break;
+        }
+        if size == max {
+            return Err(too_long);
+        }
     }
-    buf.truncate(n);
     // Arguments are bytes on Linux; a non-UTF-8 one is carried lossily (named trade-off).
     Ok(String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }

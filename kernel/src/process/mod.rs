@@ -374,7 +374,8 @@ pub struct ForkArgs {
 
 /// `fork`: a new process, child of the caller's, with a copy-on-write copy of its memory (see
 /// `AddressSpace::fork_cow`: the caller's writable pages are read-only everywhere before this
-/// returns), its mappings, and one thread starting from the caller's registers with `rax` = 0.
+/// returns), its mappings, and one thread starting from the caller's registers with `rax` = 0,
+/// its FS base and its extended state.
 /// `CLONE_VM` without `CLONE_THREAD` is served the same way (a copy, not a share: the parent waits
 /// under `CLONE_VFORK` anyway, and programs must not rely on a vfork child's writes). Returns the
 /// child's pid.
@@ -401,7 +402,7 @@ pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
     let child = Process::new(pid, p.name(), space.clone(), mem, p.captured.clone());
     tree::register(&child);
     let c = child.clone();
-    let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(space.mm());
+    let builder = sched::Builder::new("user").user_thread().with_fpu_of_caller().stack_bytes(64 * 1024).in_mm(space.mm());
     drop(space);
     let (clear_tid, child_tid) = (args.clear_tid, args.child_tid);
     let spawned = s.spawn(builder, move || {
