@@ -205,6 +205,7 @@ fn wait_program() -> Result<(), String> {
             "child: getppid is the parent, own group by setpgid: code 0",
             "group of 2: 2 killed by kill(-pgrp), then ECHILD and ESRCH for the group",
             "setsid in a child: code 0",
+            "fork: the child keeps the parent's rounding mode: yes",
             "orphan: its parent changed when its parent exited: yes",
             "ok wait",
         ],

@@ -9,7 +9,9 @@
  * hold the pattern the parent wrote before the first fork. Then it writes its own marker over all
  * of it and reads it back. The parent checks after each fork that no marker reached its memory,
  * and its checker reads each region's last word after its published generation: never older (a
- * stale translation of a page copied on another CPU would show an older value).
+ * stale translation of a page copied on another CPU would show an older value). Every 16th child
+ * forks a grandchild from its still-shared pages, which checks the same (a second fork must keep
+ * the pages copy-on-write).
  */
 #include "ut.h"
 
@@ -50,8 +52,26 @@ static void *writer(void *arg)
 
 static uint64_t quiet_value(int k) { return 0x5157000000000000ull | (uint64_t)k; }
 
+static int child_checks(uint64_t id, int depth);
+
+/* Every 16th child forks once more while its pages are still shared with the parent (a fork of
+ * copy-on-write pages must keep them copy-on-write): the grandchild runs the same checks, and the
+ * child then finds none of the grandchild's writes in its own memory. */
+static int refork(uint64_t id)
+{
+	long pid = rsys0(SYS_fork);
+	if (pid < 0)
+		return 20;
+	if (pid == 0)
+		rsys1(SYS_exit_group, child_checks(id | (1ull << 40), 1));
+	int st = 0;
+	if (rsys4(SYS_wait4, pid, &st, 0, 0) != pid || !WIFEXITED(st))
+		return 21;
+	return WEXITSTATUS(st) ? 30 + WEXITSTATUS(st) % 10 : 0;
+}
+
 /* The child's checks; its exit code says which failed (0: none). */
-static int child_checks(uint64_t id)
+static int child_checks(uint64_t id, int depth)
 {
 	for (int t = 0; t < writers; t++) {
 		uint64_t g = atomic_load_explicit(&published[t].gen, memory_order_relaxed);
@@ -68,6 +88,11 @@ static int child_checks(uint64_t id)
 	for (int k = 0; k < QUIET_WORDS; k++)
 		if (quiet[k] != quiet_value(k))
 			return 12;
+	if (depth == 0 && id % 16 == 0) {
+		int r = refork(id);
+		/* Again, after the grandchild wrote its copy: this memory must be as it was. */
+		return r ? r : child_checks(id, 1);
+	}
 	/* Its own writes, everywhere, read back. */
 	for (int t = 0; t < writers; t++)
 		for (int k = 0; k < REGION_WORDS; k++)
@@ -128,7 +153,7 @@ int main(int argc, char **argv)
 		if (pid < 0)
 			ut_fail("fork %ld: %s", i, strerror(errno));
 		if (pid == 0)
-			_exit(child_checks((uint64_t)i + 1));
+			_exit(child_checks((uint64_t)i + 1, 0));
 		int st = -1;
 		if (waitpid(pid, &st, 0) != pid)
 			ut_fail("waitpid %ld: %s", i, strerror(errno));

@@ -7,6 +7,7 @@
  */
 #include "ut.h"
 
+#include <fenv.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -171,6 +172,20 @@ static void identity_and_groups(void)
 	CHECK_ERR(setpgid(-1, 0), EINVAL);
 }
 
+/* The child continues with the forking thread's floating-point state (here its rounding mode). */
+static void fork_keeps_fp_state(void)
+{
+	CHECK(fesetround(FE_UPWARD) == 0);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0)
+		_exit(fegetround() == FE_UPWARD ? 0 : 1);
+	CHECK(fesetround(FE_TONEAREST) == 0);
+	int st;
+	CHECK(waitpid(pid, &st, 0) == pid);
+	say("fork: the child keeps the parent's rounding mode: %s\n", WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "yes" : "no");
+}
+
 /* A child forks a grandchild and exits; the grandchild waits until its parent changes, then marks
  * itself by setsid, which the test sees through getsid. */
 static void orphan(void)
@@ -221,6 +236,7 @@ int main(void)
 	waitid_calls();
 	no_children();
 	identity_and_groups();
+	fork_keeps_fp_state();
 	orphan();
 	ut_ok();
 }
