@@ -230,8 +230,14 @@ impl Body {
             // SAFETY: per the caller.
             drop(unsafe { Box::from_raw(data.cast::<F>().as_ptr()) });
         }
-        let data = NonNull::new(Box::into_raw(Box::new(f))).expect("a box is never null").cast();
-        Body { data, run: run::<F>, free: free::<F> }
+        let data = NonNull::new(Box::into_raw(Box::new(f)))
+            .expect("a box is never null")
+            .cast();
+        Body {
+            data,
+            run: run::<F>,
+            free: free::<F>,
+        }
     }
 
     /// Run the closure (its box is gone before it starts).

@@ -475,8 +475,8 @@ fn a_thread_spawned_with_the_callers_fpu_state_starts_from_it() {
                 unsafe { _mm_setcsr(_mm_getcsr() | FTZ) };
                 // SAFETY: reading MXCSR has no effect.
                 let read = || unsafe { _mm_getcsr() };
-                let copied = s.spawn(Builder::new("child").with_fpu_of_caller(), move || read()).unwrap();
-                let clean = s.spawn(Builder::new("clean").with_fpu(), move || read()).unwrap();
+                let copied = s.spawn(Builder::new("child").with_fpu_of_caller(), read).unwrap();
+                let clean = s.spawn(Builder::new("clean").with_fpu(), read).unwrap();
                 let r = (copied.join().unwrap(), clean.join().unwrap());
                 // SAFETY: as above, back to the clean value.
                 unsafe { _mm_setcsr(_mm_getcsr() & !FTZ) };

@@ -202,10 +202,19 @@ fn user_strings(array: u64, total: &mut usize) -> Result<Vec<String>, u32> {
     Ok(out)
 }
 
+/// A program found for `execve`: what [`start`] takes.
+struct Program {
+    image: &'static [u8],
+    plan: LoadPlan,
+    /// The path of the file loaded (the last interpreter's, after `#!` lines).
+    path: String,
+    argv: Vec<String>,
+}
+
 /// The program `path` names, following `#!` lines (up to `abi::script::MAX_DEPTH` interpreters):
 /// the image, its plan, the path loaded and the argument list with the interpreters in front, as
 /// Linux builds it (`interpreter [arg] path argv[1..]`).
-fn resolve(path: String, mut argv: Vec<String>) -> Result<(&'static [u8], LoadPlan, String, Vec<String>), u32> {
+fn resolve(path: String, mut argv: Vec<String>) -> Result<Program, u32> {
     use abi::linux::errno;
     let mut path = path;
     for _ in 0..=abi::script::MAX_DEPTH {
@@ -225,7 +234,7 @@ fn resolve(path: String, mut argv: Vec<String>) -> Result<(&'static [u8], LoadPl
             }
             None => {
                 let plan = abi::elf::plan(image, PIE_BASE).map_err(|_| errno::ENOEXEC)?;
-                return Ok((image, plan, path, argv));
+                return Ok(Program { image, plan, path, argv });
             }
         }
     }
@@ -247,7 +256,7 @@ pub fn execve(path: u64, argv: u64, envp: u64) -> Result<core::convert::Infallib
     let mut total = 0;
     let argv = user_strings(argv, &mut total)?;
     let envp = user_strings(envp, &mut total)?;
-    let (image, plan, path, argv) = resolve(path, argv)?;
+    let Program { image, plan, path, argv } = resolve(path, argv)?;
     let space = crate::vm::space::AddressSpace::new().map_err(|_| errno::ENOMEM)?;
 
     // The point of no return: the other threads end first.

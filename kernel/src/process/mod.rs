@@ -1,17 +1,28 @@
 //! Processes: an address space, its mappings, its threads and its exit status; starting a program
-//! from the initramfs; ending a process on a fault it caused.
+//! from the initramfs; `fork` by copy-on-write; `execve`; ending a process on a fault it caused.
 //!
-//! Key items: [`Process`], [`spawn`] (a new process running a program of the initramfs), [`current`]
-//! (the process of the calling thread), [`exit_current`] (the end of a thread or a whole process),
-//! [`init`] (the initramfs and the fault hooks).
+//! Key items: [`Process`], [`spawn`] (a new process running a program of the initramfs, child of
+//! the kernel), [`spawn_init`] (the same as pid 1), [`fork`] (a copy-on-write child of the caller),
+//! [`execve`] (a new image for the caller), [`current`] (the process of the calling thread),
+//! [`exit_current`] (the end of a thread or a whole process), [`tree`] (pids, parents, groups,
+//! sessions, zombies, waits, kill targets), [`init`] (the initramfs and the fault hooks).
 //!
-//! Neighbours: `vm::space` (page tables and shootdowns), `vm::user` (the way into ring 3), `abi` (ELF
-//! plan, stack image, mapping set), `arch::usercopy` (all user memory access), `syscall` (above).
-//! No unsafe code: everything privileged is reached through those.
+//! Neighbours: `vm::space` (page tables, shootdowns, copy-on-write), `vm::user` (the way into ring
+//! 3), `abi` (ELF plan, stack image, mapping set, process tree, `#!` lines), `arch::usercopy` (all
+//! user memory access), `syscall` (above). No unsafe code: everything privileged is reached through
+//! those.
 //!
 //! Threads and processes: every user thread is a scheduler thread spawned with
 //! `Builder::user_thread` and `with_fpu` (its extended state is saved at each switch, so no thread
-//! sees another's registers). The table [`THREADS`] maps each to its process.
+//! sees another's registers; a fork child starts from a copy of its parent's). The table
+//! [`THREADS`] maps each to its process. Pids come from the process tree and are not thread ids
+//! (the first thread's id differs from its pid, unlike Linux's).
+//!
+//! Ending: `exit_group`, a fatal fault or a kill set the process's kill status; its other threads
+//! end at their next kernel entry or return to user mode (a thread asleep in a futex wait or a
+//! sleep ends when that returns). The last thread to end turns the process into a zombie
+//! ([`tree::exited`]) and wakes waiters. `execve` uses the same path to end the caller's siblings,
+//! exempting the caller.
 
 mod exec;
 mod fault;
