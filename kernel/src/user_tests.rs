@@ -223,6 +223,7 @@ fn forkcow() -> Result<(), String> {
         &[&format!("{forks}")],
         &[
             "start forkcow",
+            "forkcow: a page read-only at the fork, made writable on one side: the other keeps its value: yes",
             &format!("forkcow: {forks} forks under writers, {forks} children saw the parent's memory and only their own writes"),
             "ok forkcow",
         ],

@@ -17,6 +17,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 #define MAX_WRITERS 16
@@ -128,10 +129,46 @@ static int parent_checks(void)
 	return 0;
 }
 
+/* A page read-only at the fork and made writable afterwards, in the child and then in the parent:
+ * each write stays in its own process. */
+static void mprotect_after_fork(void)
+{
+	volatile uint64_t *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(page != MAP_FAILED);
+	page[0] = 1;
+	CHECK(mprotect((void *)page, 4096, PROT_READ) == 0);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		if (mprotect((void *)page, 4096, PROT_READ | PROT_WRITE) != 0)
+			_exit(1);
+		page[0] = 2;
+		_exit(page[0] == 2 ? 0 : 2);
+	}
+	int st;
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK(page[0] == 1);
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		/* Parked until the parent has written. */
+		for (int i = 0; i < 1000 && page[0] == 1; i++)
+			rsys0(SYS_sched_yield);
+		_exit(page[0] == 1 ? 0 : 3);
+	}
+	CHECK(mprotect((void *)page, 4096, PROT_READ | PROT_WRITE) == 0);
+	page[0] = 3;
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st));
+	say("forkcow: a page read-only at the fork, made writable on one side: the other keeps its value: %s\n",
+	    WEXITSTATUS(st) == 0 && page[0] == 3 ? "yes" : "no");
+	munmap((void *)page, 4096);
+}
+
 int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 1000;
 	ut_start("forkcow");
+	mprotect_after_fork();
 	int cpus[64];
 	int ncpu = ut_cpus(cpus, 64);
 	writers = ncpu > 1 ? ncpu - 1 : 1;

@@ -595,7 +595,8 @@ impl AddressSpace {
 
     /// Point the page at `va` to `new_frame` (which the space then owns), keeping its rights, and
     /// return the frame it mapped before: no CPU can reach that one through this space any more,
-    /// so it is the caller's again. On `Unanswered` the change is made but the old frame stays
+    /// so it is the caller's again. A copy-on-write page is refused (`BadAddress`): its frame may
+    /// still be mapped by another space. On `Unanswered` the change is made but the old frame stays
     /// with the space until the silent CPUs answer, and is then freed; on any other error nothing
     /// changed and `new_frame` is still the caller's.
     pub fn remap(&self, va: u64, new_frame: u64) -> Result<u64, AsError> {
@@ -610,6 +611,10 @@ impl AddressSpace {
         let mem = UserTables::new();
         let entry = self.space.leaf(&mem, va).ok_or(AsError::NotMapped(va))?;
         let old = entry.load(Ordering::Acquire);
+        if old & COW.bits() != 0 {
+            // Its frame may be another space's too: it is not the caller's to take.
+            return Err(AsError::BadAddress(va));
+        }
         entry.store((old & !ADDR_MASK) | new_frame, Ordering::Release);
         let back = self.space.commit(range, Released { frames: alloc::vec![old & ADDR_MASK], tables: Vec::new() })?;
         Ok(back.frames[0])
@@ -617,8 +622,8 @@ impl AddressSpace {
 }
 
 impl AddressSpace {
-    /// `fork`: a new space that maps every user page of this one to the same frame. Pages writable
-    /// here become read-only and copy-on-write in both; the change to this space is shot down on
+    /// `fork`: a new space that maps every user page of this one to the same frame. Every page
+    /// becomes copy-on-write in both, and those writable here become read-only; the change to this space is shot down on
     /// every CPU that may cache its translations before this returns, so no thread of this space
     /// writes a shared frame afterwards. Holds the edit lock throughout: faults and other edits of
     /// this space wait. On `NoMemory` the new space is dropped (its shares with it) and this space
@@ -636,13 +641,13 @@ impl AddressSpace {
         let mut narrowed = false;
         for va in leaves {
             let Some(entry) = self.space.leaf(&mem, va) else { continue };
-            let mut e = entry.load(Ordering::Acquire);
-            if e & Flags::WRITABLE.bits() != 0 {
-                // Atomic read-modify-writes: the CPU may set the dirty bit in the same entry meanwhile.
-                entry.fetch_and(!Flags::WRITABLE.bits(), Ordering::AcqRel);
-                e = entry.fetch_or(COW.bits(), Ordering::AcqRel) | COW.bits();
-                narrowed = true;
-            }
+            // Atomic read-modify-writes: the CPU may set the dirty bit in the same entry meanwhile.
+            // Read-only pages are marked too: an mprotect that later allows writes in either
+            // space must not make a shared frame writable (`protect_bits` keeps marked pages
+            // read-only; the write fault copies).
+            let before = entry.fetch_and(!Flags::WRITABLE.bits(), Ordering::AcqRel);
+            narrowed |= before & Flags::WRITABLE.bits() != 0;
+            let e = entry.fetch_or(COW.bits(), Ordering::AcqRel) | COW.bits();
             let pa = e & ADDR_MASK;
             let flags = Flags::from_bits_truncate(e & !ADDR_MASK) & !(Flags::ACCESSED | Flags::DIRTY | Flags::PRESENT);
             if paging::map(&mem, child.space.pml4, va, pa, PageSize::Size4K, flags).is_err() {
