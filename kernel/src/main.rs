@@ -297,14 +297,13 @@ fn run_init(path: &'static str, args: &'static str) {
     let mut argv: Vec<String> = Vec::from([String::from(path)]);
     argv.extend(args.split_ascii_whitespace().map(String::from));
     let envp = Vec::from([String::from("HOME=/"), String::from("TERM=linux")]);
-    match process::spawn(path, argv, envp, false) {
+    match process::spawn_init(path, argv, envp) {
         Ok((p, thread)) => {
             log::info!("init: {path} started as pid {}", p.pid());
             thread.join();
-            match p.status() {
-                Some(s) if s & 0x7f == 0 => log::info!("init: {path} exited with status {}", (s >> 8) & 0xff),
-                Some(s) => log::info!("init: {path} was killed by signal {}", s & 0x7f),
-                None => log::info!("init: {path}'s first thread ended; other threads run on"),
+            match p.wait_exit() {
+                s if s & 0x7f == 0 => log::info!("init: {path} exited with status {}", (s >> 8) & 0xff),
+                s => log::info!("init: {path} was killed by signal {}", s & 0x7f),
             }
         }
         Err(e) => log::error!("init: cannot start {path}: {e:?}"),

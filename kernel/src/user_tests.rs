@@ -17,6 +17,10 @@ pub static TESTS: &[Test] = &[
     Test { name: "user_threads_keep_their_vector_registers", min_cpus: 1, expect_fault: false, run: fpu_isolation },
     Test { name: "user_syscall_fuzzer_leaves_the_kernel_whole", min_cpus: 1, expect_fault: false, run: fuzz },
     Test { name: "user_sigstop_parks_sigcont_resumes_sigkill_ends", min_cpus: 1, expect_fault: false, run: stop_continue_kill },
+    Test { name: "user_wait_statuses_groups_and_orphans", min_cpus: 1, expect_fault: false, run: wait_program },
+    Test { name: "user_fork_cow_under_writers", min_cpus: 1, expect_fault: false, run: forkcow },
+    Test { name: "user_fork_churn_returns_every_frame", min_cpus: 1, expect_fault: false, run: churn },
+    Test { name: "user_execve_ends_the_other_threads_first", min_cpus: 1, expect_fault: false, run: execmt },
 ];
 
 /// A program that prints a dot per stretch of user-mode work: SIGSTOP parks it (its output stops
@@ -66,7 +70,7 @@ fn run(path: &str, args: &[&str]) -> Result<(i32, String), String> {
     argv.extend(args.iter().map(|a| String::from(*a)));
     let (p, thread) = process::spawn(path, argv, Vec::new(), true).map_err(|e| format!("cannot start {path}: {e:?}"))?;
     thread.join();
-    let status = p.status().ok_or_else(|| format!("{path}: its only thread ended but the process has no status"))?;
+    let status = p.wait_exit();
     let out = p.captured.lock().take().unwrap_or_default();
     Ok((status, String::from_utf8_lossy(&out).into_owned()))
 }
@@ -208,4 +212,102 @@ fn fpu_isolation() -> Result<(), String> {
         return Err(format!("status {status:#x}, output:\n{out}"));
     }
     Ok(())
+}
+
+/// `path args` ends with status 0 and prints exactly `lines` (the host Linux prints the same).
+fn expect_lines(path: &str, args: &[&str], lines: &[&str]) -> Result<(), String> {
+    let (status, out) = run(path, args)?;
+    let got: Vec<&str> = out.lines().filter(|l| !l.starts_with("# ")).collect();
+    if status != 0 || got != lines {
+        return Err(format!("status {status:#x}, output:\n{out}"));
+    }
+    Ok(())
+}
+
+/// Exit codes and signals in wait4's and waitid's words, WNOHANG, WNOWAIT, ECHILD, groups, setsid,
+/// kill of a process and of a group, and an orphan going to pid 1 (the kernel, here).
+fn wait_program() -> Result<(), String> {
+    expect_lines(
+        "/bin/wait",
+        &[],
+        &[
+            "start wait",
+            "exit 0 seen as status 0, code 0",
+            "exit 3 seen as status 0x300, code 3",
+            "exit 255 seen as status 0xff00, code 255",
+            "exit 263 seen as status 0x700, code 7",
+            "self-kill: signaled by 9",
+            "abort: signaled by 6",
+            "spinner: WNOHANG found nothing, kill ended it by 9",
+            "waitid WNOWAIT: signo 17 code 1 status 5",
+            "waitid P_ALL: signo 17 code 1 (CLD_EXITED 1) status 5",
+            "waitid killed: code 2 (CLD_KILLED 2) status 9",
+            "waitid: ECHILD after the reap, EINVAL without an event kind or with a bad idtype",
+            "no children: ECHILD (also for the parent's pid), EINVAL for a bad option",
+            "child: getppid is the parent, own group by setpgid: code 0",
+            "group of 2: 2 killed by kill(-pgrp), then ECHILD and ESRCH for the group",
+            "setsid in a child: code 0",
+            "fork: the child keeps the parent's rounding mode: yes",
+            "orphan: its parent changed when its parent exited: yes",
+            "ok wait",
+        ],
+    )
+}
+
+/// Forks under writer threads on the other CPUs: every child sees the parent's memory at the fork
+/// and only its own writes, the parent never sees a child's; copy-on-write breaks happened, and
+/// once every process has ended no frame is shared any more.
+fn forkcow() -> Result<(), String> {
+    let breaks = process::COW_BREAKS.load(core::sync::atomic::Ordering::Relaxed);
+    let forks = 200;
+    expect_lines(
+        "/bin/forkcow",
+        &[&format!("{forks}")],
+        &[
+            "start forkcow",
+            "forkcow: a page read-only at the fork, made writable on one side: the other keeps its value: yes",
+            &format!("forkcow: {forks} forks under writers, {forks} children saw the parent's memory and only their own writes"),
+            "ok forkcow",
+        ],
+    )?;
+    let breaks = process::COW_BREAKS.load(core::sync::atomic::Ordering::Relaxed) - breaks;
+    // Each child writes its regions and the quiet pages: one break per page at least.
+    if breaks < forks {
+        return Err(format!("only {breaks} copy-on-write breaks for {forks} children that wrote their pages"));
+    }
+    let shared = crate::vm::space::shared_frames();
+    if shared != 0 {
+        return Err(format!("{shared} frames still shared after every process ended"));
+    }
+    Ok(())
+}
+
+/// fork+exit+wait many times: the counts agree, and every frame and the heap come back.
+fn churn() -> Result<(), String> {
+    let rounds = "300";
+    let lines = ["start churn", "churn: 300 forks, 300 exits with their code, 300 reaped, none left", "ok churn"];
+    expect_lines("/bin/churn", &[rounds], &lines)?;
+    let (frames_before, heap_before) = levels();
+    expect_lines("/bin/churn", &[rounds], &lines)?;
+    back_to(frames_before, heap_before, "300 forks, exits and waits")
+}
+
+/// execve's error paths leave the caller running; vfork's parent goes on after the child's exec;
+/// an exec from one of several threads ends the others and keeps the pid. Twice, and every frame
+/// comes back (the old images' spaces go).
+fn execmt() -> Result<(), String> {
+    let lines = [
+        "start execmt",
+        "execmt: ENOENT, E2BIG, EFAULT leave the caller running",
+        "execmt: vfork + execve: the child's new image exited with 42",
+        "execmt: 3 threads spin, one more execs",
+        "execmt: the new image runs, environment 1",
+        "execmt: same pid after exec: yes",
+        "execmt: old threads gone: 3 of 3",
+        "ok execmt",
+    ];
+    expect_lines("/bin/execmt", &[], &lines)?;
+    let (frames_before, heap_before) = levels();
+    expect_lines("/bin/execmt", &[], &lines)?;
+    back_to(frames_before, heap_before, "an exec from a multithreaded process")
 }

@@ -41,11 +41,11 @@
 
 extern crate alloc;
 
-use crate::platform::{CpuIndex, IrqState, Platform};
+use crate::platform::{CpuIndex, IrqState, Mm, Platform};
 use crate::rq::{CpuQueue, Enqueued, State, Wake};
 use crate::stats::{Counters, CpuCounters, add, bump};
 use crate::thread::{
-    AffinityError, Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread, ThreadId,
+    AffinityError, Body, Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread, ThreadId,
 };
 use crate::trace::{SwitchReason, TraceEvent};
 use alloc::boxed::Box;
@@ -425,7 +425,22 @@ impl<P: Platform> Scheduler<P> {
             (false, _) => None,
             (true, None) => return Err(SpawnError::NoFpu),
             (true, Some((kind, features))) => {
-                Some(FpuArea::new(*kind, features).ok_or(SpawnError::OutOfMemory)?)
+                let mut area = FpuArea::new(*kind, features).ok_or(SpawnError::OutOfMemory)?;
+                if builder.fpu_of_caller {
+                    let irq = self.platform.irq_save_disable();
+                    // The caller's registers are its own while it runs: an FPU thread's image is
+                    // restored at each switch to it, and kernel code never touches them.
+                    let running = self.cpus[self.this_cpu()].local.current.load(Ordering::Relaxed);
+                    // SAFETY: the current thread of this CPU is the caller (interrupts are off, so
+                    // it stays), alive while it runs.
+                    if unsafe { running.as_ref() }.is_some_and(|t| t.fpu.is_some()) {
+                        // SAFETY: `area` is a fresh image of `kind`, enabled on every CPU (platform
+                        // contract); saving reads the registers and writes only `area`.
+                        unsafe { fpu::save(&mut area, *kind) };
+                    }
+                    self.platform.irq_restore(irq);
+                }
+                Some(area)
             }
         };
         let stack = self
@@ -433,12 +448,16 @@ impl<P: Platform> Scheduler<P> {
             .alloc_stack(builder.stack_bytes)
             .ok_or(SpawnError::OutOfMemory)?;
         let result = Arc::new(ResultSlot::new());
-        let slot = result.clone();
-        let body: Box<dyn FnOnce() + Send> = Box::new(move || {
+        // The thread keeps the slot alive (`keep` below), so the body holds only its address.
+        let slot = SlotRef(Arc::as_ptr(&result));
+        let body = Body::new(move || {
             let value = f();
-            // SAFETY: the thread itself, once, before it finishes (it exits right after the body).
-            unsafe { slot.put(value) };
+            let slot = slot;
+            // SAFETY: 1. the slot lives as long as the thread (its `keep`), which runs this. 2. The
+            // thread itself, once, before it finishes (it exits right after the body).
+            unsafe { (*slot.0).put(value) };
         });
+        let keep: Arc<dyn Send + Sync> = result.clone();
         let window = Window::new_thread(
             stack.top as *mut u8,
             thread_entry::<P>,
@@ -455,6 +474,7 @@ impl<P: Platform> Scheduler<P> {
             builder.mm,
             builder.user,
             Some(body),
+            Some(keep),
         ));
         // The scheduler's own reference, given up by `reap` when the thread is dead.
         let raw =
@@ -546,6 +566,30 @@ impl<P: Platform> Scheduler<P> {
         thread.entity.set_dead();
         self.schedule(Reason::Exit);
         unreachable!("a dead thread was switched back to");
+    }
+
+    /// Move the calling thread to address space `mm` and load that space on this CPU before
+    /// returning (`execve`: the same thread, a new image). Returns the space it ran in, for the
+    /// caller to drop in thread context with interrupts as it likes: dropping the last reference
+    /// may destroy that space, which this CPU no longer has loaded.
+    pub fn replace_current_mm(&self, mm: Mm) -> Option<Mm> {
+        let irq = self.platform.irq_save_disable();
+        let me = self.current_blockable();
+        let cpu = &self.cpus[self.this_cpu()];
+        // SAFETY: the running thread is alive while it runs, and interrupts are off, so no switch
+        // reads its space meanwhile.
+        let thread = unsafe { me.as_ref() };
+        // SAFETY: this thread, interrupts off.
+        let old = unsafe { thread.replace_mm(mm) };
+        // SAFETY: this thread reads its own space.
+        let new = unsafe { thread.mm() }.expect("the space was just set");
+        let active = cpu.local.active_mm.load(Ordering::Relaxed);
+        if active != new.word().get() {
+            self.platform.switch_mm(NonZeroUsize::new(active), new);
+            cpu.local.active_mm.store(new.word().get(), Ordering::Relaxed);
+        }
+        self.platform.irq_restore(irq);
+        old
     }
 
     /// Give up the calling thread's address space (Linux's `exit_mm`): from here on it is
@@ -663,6 +707,7 @@ impl<P: Platform> Scheduler<P> {
             None,
             None,
             false,
+            None,
             None,
         ));
         idle.entity.set_on_cpu();
@@ -1145,6 +1190,12 @@ impl<P: Platform> Scheduler<P> {
     }
 }
 
+/// The address of a thread's result slot, which its `Thread` keeps alive.
+struct SlotRef<T>(*const ResultSlot<T>);
+
+// SAFETY: the slot is `Sync` for `T: Send` and outlives the thread that uses the address.
+unsafe impl<T: Send> Send for SlotRef<T> {}
+
 /// Where every spawned thread starts (via `arch::switch`'s start trampoline), interrupts disabled.
 extern "C" fn thread_entry<P: Platform>(sched: usize, from: usize) -> ! {
     // SAFETY: `spawn` passes the address of the `'static` scheduler.
@@ -1155,7 +1206,7 @@ extern "C" fn thread_entry<P: Platform>(sched: usize, from: usize) -> ! {
     // SAFETY: we are this thread, alive while running, and take our own body once.
     let body = unsafe { me.as_ref().take_body() }.expect("a thread started twice");
     s.platform.irq_restore(IrqState { enabled: true });
-    body();
+    body.run();
     s.exit_mm();
     // SAFETY: the body has returned: every value it owned was dropped, and this frame holds none.
     unsafe { s.exit() }

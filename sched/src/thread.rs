@@ -21,6 +21,7 @@ use arch::fpu::FpuArea;
 use arch::switch::Window;
 use core::cell::UnsafeCell;
 use core::fmt;
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::mutex::SpinMutex;
 
@@ -45,6 +46,9 @@ pub struct Builder {
     /// The thread uses x87/SSE/AVX registers: its extended state is saved and restored on switches.
     /// Kernel code is built without SSE, so only threads that opt in ever touch those registers.
     pub fpu: bool,
+    /// With `fpu`: the thread starts with a copy of the spawning thread's extended state (`fork`)
+    /// instead of the clean state.
+    pub fpu_of_caller: bool,
     /// Usable stack size in bytes.
     pub stack_bytes: usize,
     /// The address space the thread runs in; `None` for kernel-only threads, which borrow whatever
@@ -65,6 +69,7 @@ impl Builder {
             name,
             affinity: None,
             fpu: false,
+            fpu_of_caller: false,
             stack_bytes: Self::DEFAULT_STACK_BYTES,
             mm: None,
             user: false,
@@ -80,6 +85,15 @@ impl Builder {
     /// Save and restore extended state for this thread.
     pub const fn with_fpu(mut self) -> Builder {
         self.fpu = true;
+        self
+    }
+
+    /// Save and restore extended state for this thread, starting from a copy of the spawning
+    /// thread's registers (an FPU thread itself): `fork`'s child continues the parent's vector and
+    /// x87 state, MXCSR included.
+    pub const fn with_fpu_of_caller(mut self) -> Builder {
+        self.fpu = true;
+        self.fpu_of_caller = true;
         self
     }
 
@@ -181,7 +195,64 @@ pub(crate) struct Thread {
     /// `None` for a CPU's boot thread (which runs on the stack it was booted with).
     stack: UnsafeCell<Option<Stack>>,
     /// The closure to run, taken by the thread when it starts.
-    body: UnsafeCell<Option<Box<dyn FnOnce() + Send>>>,
+    body: UnsafeCell<Option<Body>>,
+    /// What the body refers to without owning it (its join result slot), kept alive here until the
+    /// thread is reaped: a thread that ends through `Scheduler::exit` abandons its stack, so
+    /// nothing it must free may live there.
+    _keep: Option<Arc<dyn Send + Sync>>,
+}
+
+/// A thread's closure in a box that is freed before the closure runs: the closure is moved onto
+/// the thread's stack first, so a thread that never returns (it ends through `Scheduler::exit`,
+/// as user threads do) leaks nothing. A `Box<dyn FnOnce()>` would be freed only after its call
+/// returned.
+pub(crate) struct Body {
+    data: NonNull<()>,
+    run: unsafe fn(NonNull<()>),
+    free: unsafe fn(NonNull<()>),
+}
+
+// SAFETY: it owns a `Box<F>` with `F: Send`.
+unsafe impl Send for Body {}
+
+impl Body {
+    pub(crate) fn new<F: FnOnce() + Send + 'static>(f: F) -> Body {
+        /// # Safety
+        /// `data` is the `Box<F>` of `Body::new`, given up here once.
+        unsafe fn run<F: FnOnce()>(data: NonNull<()>) {
+            // SAFETY: per the caller; the box is freed at the end of this statement.
+            let f = *unsafe { Box::from_raw(data.cast::<F>().as_ptr()) };
+            f()
+        }
+        /// # Safety
+        /// As for `run`.
+        unsafe fn free<F>(data: NonNull<()>) {
+            // SAFETY: per the caller.
+            drop(unsafe { Box::from_raw(data.cast::<F>().as_ptr()) });
+        }
+        let data = NonNull::new(Box::into_raw(Box::new(f)))
+            .expect("a box is never null")
+            .cast();
+        Body {
+            data,
+            run: run::<F>,
+            free: free::<F>,
+        }
+    }
+
+    /// Run the closure (its box is gone before it starts).
+    pub(crate) fn run(self) {
+        let me = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `data` is this body's box, given up once: `me` is never dropped.
+        unsafe { (me.run)(me.data) }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        // SAFETY: a body not run still owns its box.
+        unsafe { (self.free)(self.data) }
+    }
 }
 
 // SAFETY: every non-`Sync` field has a single owner at a time: `window` and `fpu` belong to the CPU
@@ -212,7 +283,8 @@ impl Thread {
         fpu: Option<FpuArea>,
         mm: Option<Mm>,
         user: bool,
-        body: Option<Box<dyn FnOnce() + Send>>,
+        body: Option<Body>,
+        keep: Option<Arc<dyn Send + Sync>>,
     ) -> Thread {
         Thread {
             window: UnsafeCell::new(window),
@@ -230,6 +302,7 @@ impl Thread {
             affinity: SpinMutex::new(None),
             stack: UnsafeCell::new(stack),
             body: UnsafeCell::new(body),
+            _keep: keep,
         }
     }
 
@@ -237,7 +310,7 @@ impl Thread {
     ///
     /// # Safety
     /// Called only by the thread itself.
-    pub(crate) unsafe fn take_body(&self) -> Option<Box<dyn FnOnce() + Send>> {
+    pub(crate) unsafe fn take_body(&self) -> Option<Body> {
         // SAFETY: only the thread touches `body`, and it is running this (caller).
         unsafe { (*self.body.get()).take() }
     }
@@ -268,6 +341,16 @@ impl Thread {
     pub(crate) unsafe fn take_mm(&self) -> Option<Mm> {
         // SAFETY: the running thread owns `mm`; with interrupts off no switch away reads it.
         unsafe { (*self.mm.get()).take() }
+    }
+
+    /// Put `mm` in place of the thread's space and return the old one (the thread itself,
+    /// interrupts off, as for [`Thread::take_mm`]).
+    ///
+    /// # Safety
+    /// Called by the thread itself with interrupts disabled.
+    pub(crate) unsafe fn replace_mm(&self, mm: Mm) -> Option<Mm> {
+        // SAFETY: as for `take_mm`.
+        unsafe { (*self.mm.get()).replace(mm) }
     }
 
     /// Take the stack (once, by the reaper).

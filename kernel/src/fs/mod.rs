@@ -81,10 +81,15 @@ pub fn init(archive: Option<&'static [u8]>) {
 
 /// The contents of the regular file at `path` (absolute, symbolic links followed), for the
 /// program loader.
-#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "execve loads from here once it reads the RAM filesystem; the in-kernel tests use it now"))]
 pub fn read_file(path: &str) -> Result<Vec<u8>, Errno> {
+    read_file_at(ROOT, path)
+}
+
+/// [`read_file`] with a relative `path` resolved from directory `dir` (`execve`'s working
+/// directory).
+pub fn read_file_at(dir: Ino, path: &str) -> Result<Vec<u8>, Errno> {
     with_fs(|fs| {
-        let ino = fs.lookup(ROOT, path, true)?;
+        let ino = fs.lookup(dir, path, true)?;
         let st = fs.stat(ino)?;
         if st.mode & abi::ramfs::S_IFMT != abi::ramfs::S_IFREG {
             return Err(if fs.is_dir(ino) { errno::EISDIR } else { errno::EACCES });
@@ -114,7 +119,6 @@ impl FsContext {
     }
 
     /// A copy for a child that does not share (`fork` without `CLONE_FS`).
-    #[expect(dead_code, reason = "for fork, which is not in this layer's callers yet")]
     pub fn fork_copy(&self) -> Arc<Self> {
         let st = *self.state.lock();
         with_fs(|fs| {
@@ -175,13 +179,11 @@ impl Files {
     }
 
     /// `fork` without `CLONE_FILES`: the same open files under the same numbers, in a new table.
-    #[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "for fork, which is not in this layer's callers yet"))]
     pub fn fork_copy(&self) -> Arc<Self> {
         Arc::new(Self { table: spin::Mutex::new(self.table.lock().clone()) })
     }
 
     /// `execve`: close every descriptor marked close-on-exec.
-    #[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "for execve, which is not in this layer's callers yet"))]
     pub fn close_on_exec(&self) {
         let closed = self.table.lock().exec();
         drop(closed);
@@ -251,13 +253,17 @@ pub fn path_of(ino: Ino) -> Result<String, Errno> {
 
 /// Sleepers of `poll` and `select` wait here for any readiness change; a change bumps
 /// [`POLL_GEN`] and wakes them all, and each re-checks its own descriptors.
-static POLL_QUEUE: sched::WaitQueue = sched::WaitQueue::new();
+static POLL_QUEUE: spin::Once<Arc<sched::WaitQueue>> = spin::Once::new();
+
+fn poll_queue() -> &'static Arc<sched::WaitQueue> {
+    POLL_QUEUE.call_once(|| Arc::new(sched::WaitQueue::new()))
+}
 static POLL_GEN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Something became readable, writable or hung up: wake `poll` sleepers to look again.
 pub fn poll_notify() {
     POLL_GEN.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
-    POLL_QUEUE.wake_all(task::sched());
+    poll_queue().wake_all(task::sched());
 }
 
 /// The readiness generation a poller samples before it checks its descriptors.
@@ -272,11 +278,12 @@ pub fn poll_generation() -> u64 {
 /// slice.
 pub fn poll_wait(seen: u64, deadline_ns: Option<u64>) -> Result<(), Errno> {
     match deadline_ns {
-        None => pipe::sleep_until(&POLL_QUEUE, || poll_generation() != seen),
+        // Linux's poll: restarted when no handler ran, EINTR after one.
+        None => crate::ipc::intr::wait(poll_queue(), || poll_generation() != seen).map_err(|_| abi::signal::restart::ERESTARTNOHAND),
         Some(d) => {
             let now = crate::time::now_ns();
             if now < d && poll_generation() == seen {
-                task::sched().sleep_ns((d - now).min(POLL_SLICE_NS));
+                crate::ipc::intr::sleep_ns((d - now).min(POLL_SLICE_NS)).map_err(|_| errno::EINTR)?;
             }
             Ok(())
         }

@@ -14,6 +14,7 @@
 //! `WaitQueue::wait_until` and takes the lock; a holder preempted on that CPU with the lock held
 //! would make it spin for ever.
 
+use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use abi::{
@@ -27,8 +28,8 @@ use crate::{cpu::irqlock::RawIrqSpin, task};
 
 pub struct PipeObj {
     buf: SpinMutex<RawIrqSpin, Pipe>,
-    readers: sched::WaitQueue,
-    writers: sched::WaitQueue,
+    readers: Arc<sched::WaitQueue>,
+    writers: Arc<sched::WaitQueue>,
     id: u64,
 }
 
@@ -37,7 +38,6 @@ static SIGPIPE_HOOK: spin::Once<fn()> = spin::Once::new();
 
 /// What a write to a pipe without readers calls before it fails with `EPIPE`: the sender of
 /// `SIGPIPE` to the calling thread, set once by the signal service.
-#[expect(dead_code, reason = "the signal service sets it; until then a write without readers only fails with EPIPE")]
 pub fn set_sigpipe_hook(hook: fn()) {
     SIGPIPE_HOOK.call_once(|| hook);
 }
@@ -49,16 +49,16 @@ fn on_sigpipe() {
 }
 
 /// Sleep on `queue` until `cond()` holds. The condition runs with interrupts off and must not
-/// block. Always `Ok` today; an interruptible sleep returns `EINTR` here.
-pub fn sleep_until(queue: &sched::WaitQueue, cond: impl FnMut() -> bool) -> Result<(), Errno> {
-    queue.wait_until(task::sched(), cond);
-    Ok(())
+/// block. A signal for the calling thread ends the sleep with `ERESTARTSYS` (the signal layer
+/// restarts the call under `SA_RESTART`, else the caller sees `EINTR`), as Linux's pipe_read.
+pub fn sleep_until(queue: &Arc<sched::WaitQueue>, cond: impl FnMut() -> bool) -> Result<(), Errno> {
+    crate::ipc::intr::wait(queue, cond).map_err(|_| abi::signal::restart::ERESTARTSYS)
 }
 
 impl PipeObj {
     /// A new pipe with one reader and one writer (the two ends `pipe2` returns).
     pub fn new() -> Self {
-        Self { buf: SpinMutex::new(Pipe::new()), readers: sched::WaitQueue::new(), writers: sched::WaitQueue::new(), id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
+        Self { buf: SpinMutex::new(Pipe::new()), readers: Arc::new(sched::WaitQueue::new()), writers: Arc::new(sched::WaitQueue::new()), id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
     }
 
     /// The number `fstat` shows as the inode.

@@ -48,11 +48,11 @@ pub fn user_prot(prot: u32) -> UserProt {
 
 /// Load `image` by `plan` into the calling thread's (fresh) space and run it. On failure the process
 /// ends with SIGSEGV, as Linux ends a process whose exec fails past the point of no return.
-pub fn start(p: Arc<Process>, image: &'static [u8], plan: LoadPlan, path: String, argv: Vec<String>, envp: Vec<String>) -> ! {
-    let loaded = load(&p, image, &plan, &path, &argv, &envp);
-    let root = p.space.root();
+pub fn start(p: Arc<Process>, image: Vec<u8>, plan: LoadPlan, path: String, argv: Vec<String>, envp: Vec<String>) -> ! {
+    let loaded = load(&p, &image, &plan, &path, &argv, &envp);
+    let root = p.space().root();
     // Nothing may stay owned on this stack: entering user mode (or exiting) abandons it.
-    drop((p, plan, argv, envp));
+    drop((p, image, plan, argv, envp));
     match loaded {
         Ok(frame) => {
             drop(path);
@@ -81,7 +81,7 @@ fn load(p: &Process, image: &[u8], plan: &LoadPlan, path: &str, argv: &[String],
     }
     // Map writable first, fill, then give each page its final rights.
     for (&page, _) in pages.iter() {
-        p.space.map_user_range(page, 1, UserProt { writable: true, exec: false }).map_err(|_| "out of memory for the image")?;
+        p.space().map_user_range(page, 1, UserProt { writable: true, exec: false }).map_err(|_| "out of memory for the image")?;
     }
     for seg in &plan.segments {
         let bytes = &image[seg.file_offset as usize..(seg.file_offset + seg.file_size) as usize];
@@ -89,7 +89,7 @@ fn load(p: &Process, image: &[u8], plan: &LoadPlan, path: &str, argv: &[String],
     }
     for (&page, &prot) in pages.iter() {
         if prot != PROT_READ | PROT_WRITE {
-            p.space.protect_user(page, 1, user_prot(prot)).map_err(|_| "image protection failed")?;
+            p.space().protect_user(page, 1, user_prot(prot)).map_err(|_| "image protection failed")?;
         }
         mem.vmas.map_fixed(page, PAGE_SIZE, prot, VmaKind::Image).map_err(|_| "image outside user memory")?;
     }
@@ -149,4 +149,146 @@ fn tsc_mix() -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// Longest path `execve` takes, with its NUL (Linux's `PATH_MAX`).
+const PATH_MAX: usize = 4096;
+/// Longest single argument or environment string, with its NUL (Linux's `MAX_ARG_STRLEN`).
+const MAX_ARG_STRLEN: usize = 32 * PAGE_SIZE as usize;
+
+/// A NUL-terminated user string of at most `max` bytes with its NUL: `EFAULT`, or `too_long`.
+fn user_string(addr: u64, max: usize, too_long: u32) -> Result<String, u32> {
+    use abi::linux::errno;
+    // Most strings are short: try a small buffer first, the full limit only for a long one.
+    let mut buf = Vec::new();
+    for size in [256, max] {
+        buf = alloc::vec![0u8; size];
+        let n = arch::usercopy::strncpy_from_user(&mut buf, addr).map_err(|_| errno::EFAULT)?;
+        if n < size {
+            buf.truncate(n);
+            break;
+        }
+        if size == max {
+            return Err(too_long);
+        }
+    }
+    // Arguments are bytes on Linux; a non-UTF-8 one is carried lossily (named trade-off).
+    Ok(String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// The strings of a NULL-terminated user array of string pointers (argv or envp; a null array is
+/// empty, as Linux allows), adding their bytes (with NULs and pointers) to `*total`: `E2BIG` past
+/// [`MAX_ARG_BYTES`], `EFAULT` for a bad pointer.
+fn user_strings(array: u64, total: &mut usize) -> Result<Vec<String>, u32> {
+    use abi::linux::errno;
+    let mut out = Vec::new();
+    if array == 0 {
+        return Ok(out);
+    }
+    for i in 0.. {
+        let mut raw = [0u8; 8];
+        arch::usercopy::copy_from_user(&mut raw, array + 8 * i).map_err(|_| errno::EFAULT)?;
+        let ptr = u64::from_ne_bytes(raw);
+        if ptr == 0 {
+            break;
+        }
+        let s = user_string(ptr, MAX_ARG_STRLEN, errno::E2BIG)?;
+        *total += s.len() + 1 + 8;
+        if *total > MAX_ARG_BYTES {
+            return Err(errno::E2BIG);
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// A program found for `execve`: what [`start`] takes.
+struct Program {
+    image: Vec<u8>,
+    plan: LoadPlan,
+    /// The path of the file loaded (the last interpreter's, after `#!` lines).
+    path: String,
+    argv: Vec<String>,
+}
+
+/// The program `path` names, following `#!` lines (up to `abi::script::MAX_DEPTH` interpreters):
+/// the image, its plan, the path loaded and the argument list with the interpreters in front, as
+/// Linux builds it (`interpreter [arg] path argv[1..]`).
+fn resolve(cwd: abi::ramfs::Ino, path: String, mut argv: Vec<String>) -> Result<Program, u32> {
+    use abi::linux::errno;
+    let mut path = path;
+    for _ in 0..=abi::script::MAX_DEPTH {
+        // The one place programs are read from: the RAM filesystem, from the working directory.
+        let image = crate::fs::read_file_at(cwd, &path)?;
+        match abi::script::parse(&image) {
+            Some(Err(e)) => return Err(e),
+            Some(Ok(shebang)) => {
+                let mut v = Vec::from([String::from(shebang.interpreter)]);
+                if let Some(arg) = shebang.arg {
+                    v.push(String::from(arg));
+                }
+                v.push(path);
+                v.extend(argv.into_iter().skip(1));
+                argv = v;
+                path = String::from(shebang.interpreter);
+            }
+            None => {
+                let plan = abi::elf::plan(&image, PIE_BASE).map_err(|_| errno::ENOEXEC)?;
+                return Ok(Program { image, plan, path, argv });
+            }
+        }
+    }
+    Err(errno::ELOOP)
+}
+
+/// `execve(path, argv, envp)`: replace the calling process's image. Reads the arguments, finds the
+/// program (ENOENT, ENOEXEC, E2BIG, EFAULT leave the caller as it was), then past the point of no
+/// return: ends the process's other threads and waits for them, gives the calling thread a fresh
+/// address space (loaded on this CPU before the old one is dropped), resets the mappings, the FS
+/// base and the thread-id word, releases a vfork parent, and starts the new image. The pid stays.
+pub fn execve(path: u64, argv: u64, envp: u64) -> Result<core::convert::Infallible, u32> {
+    use abi::linux::errno;
+    let p = super::current().ok_or(errno::ESRCH)?;
+    let path = user_string(path, PATH_MAX, errno::ENAMETOOLONG)?;
+    if path.is_empty() {
+        return Err(errno::ENOENT);
+    }
+    let mut total = 0;
+    let argv = user_strings(argv, &mut total)?;
+    let envp = user_strings(envp, &mut total)?;
+    let Program { image, plan, path, argv } = resolve(p.fs.cwd(), path, argv)?;
+    let space = crate::vm::space::AddressSpace::new().map_err(|_| errno::ENOMEM)?;
+
+    // The point of no return: the other threads end first.
+    if !p.begin_exec() {
+        // Being killed already: end here like the others.
+        drop((p, space, plan, argv, envp, path));
+        super::exit_if_killed();
+        return Err(errno::EINTR);
+    }
+    let s = crate::task::sched();
+    super::tree::child_events().wait_until(s, || p.threads.load(core::sync::atomic::Ordering::Acquire) == 1 || p.killed_during_exec());
+    if p.killed_during_exec() {
+        drop((p, space, plan, argv, envp, path));
+        super::exit_if_killed();
+        return Err(errno::EINTR);
+    }
+    let old = s.replace_current_mm(space.mm());
+    let old_space = p.replace_space(space);
+    *p.mem.lock(s) = super::MemState { vmas: abi::vma::VmaSet::new(abi::elf::MIN_USER_ADDR), brk_start: plan.image_end(), brk: plan.image_end() };
+    *p.name.lock() = String::from(path.rsplit('/').next().unwrap_or(&path));
+    *p.argv.lock() = argv.clone();
+    *p.exe.lock() = path.clone();
+    // Descriptors marked close-on-exec close; caught signals go back to their defaults.
+    p.files.close_on_exec();
+    p.signals.on_exec(super::current_tid());
+    super::CLEAR_TID.lock().remove(&super::current_tid());
+    s.set_current_fs_base(0);
+    let _ = arch::fsbase::write(0);
+    p.end_exec();
+    p.release_vfork();
+    super::tree::execed(p.pid());
+    // The old space goes now, in thread context, loaded nowhere by this thread any more.
+    drop((old, old_space));
+    start(p, image, plan, path, argv, envp)
 }

@@ -15,7 +15,11 @@ use ::trace::{Category, Record};
 use crate::{
     cpu::trace,
     irq::trap::{self, UserFaultHooks},
+    vm::space::CowBreak,
 };
+
+/// Copy-on-write faults resolved (a copy or a take-back), for tests and reports.
+pub static COW_BREAKS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 pub fn init() {
     trap::set_user_fault_hooks(UserFaultHooks { resolve_page, fault, before_user_return });
@@ -65,13 +69,24 @@ fn fault(frame: &mut TrapFrame, addr: u64) {
 fn resolve_page(addr: u64, error: u64) -> bool {
     trace::event(Category::Fault, |tsc, cpu| Record::page_fault(tsc, cpu, addr, super::current_tid(), error));
     let Some(p) = super::current() else { return false };
-    if error & PF_PRESENT != 0 {
-        // A protection violation on a mapped page: the mapping's rights say no.
-        return false;
-    }
     let page = addr & !(abi::PAGE_SIZE - 1);
     let mem = p.mem.lock(crate::task::sched());
     let Some(vma) = mem.vmas.find(addr).copied() else { return false };
+    if error & PF_PRESENT != 0 {
+        // A protection violation on a mapped page: a write to a copy-on-write page the mapping
+        // allows is resolved by a copy; anything else, the mapping's rights say no.
+        if error & PF_WRITE == 0 || vma.prot & PROT_WRITE == 0 || vma.kind == VmaKind::Guard {
+            return false;
+        }
+        return match p.space().break_cow(page) {
+            Ok(CowBreak::Copied | CowBreak::Reclaimed) => {
+                COW_BREAKS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Ok(CowBreak::Retry) => true,
+            Ok(CowBreak::NotCow) | Err(_) => false,
+        };
+    }
     let allowed = match vma.kind {
         VmaKind::Guard => false,
         _ if error & PF_WRITE != 0 => vma.prot & PROT_WRITE != 0,
@@ -81,7 +96,7 @@ fn resolve_page(addr: u64, error: u64) -> bool {
     if !allowed {
         return false;
     }
-    match p.space.map_user_range(page, 1, super::exec::user_prot(vma.prot)) {
+    match p.space().map_user_range(page, 1, super::exec::user_prot(vma.prot)) {
         // AlreadyMapped: a sibling thread faulted on the same page first.
         Ok(()) | Err(crate::vm::space::AsError::AlreadyMapped(_)) => {
             super::DEMAND_PAGES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
@@ -108,7 +123,7 @@ fn kill(frame: &TrapFrame, addr: u64) -> ! {
     arch::interrupts::enable();
     let (signo, signame) = signal_of(frame.vector);
     let (pid, name) = match super::current() {
-        Some(p) => (p.pid(), p.name.clone()),
+        Some(p) => (p.pid(), p.name()),
         None => (0, alloc::string::String::from("?")),
     };
     let mut why = alloc::string::String::new();

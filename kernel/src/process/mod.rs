@@ -1,24 +1,38 @@
 //! Processes: an address space, its mappings, its threads and its exit status; starting a program
-//! from the initramfs; ending a process on a fault it caused.
+//! from the initramfs; `fork` by copy-on-write; `execve`; ending a process on a fault it caused.
 //!
-//! Key items: [`Process`], [`spawn`] (a new process running a program of the initramfs), [`current`]
-//! (the process of the calling thread), [`exit_current`] (the end of a thread or a whole process),
-//! [`init`] (the initramfs and the fault hooks).
+//! Key items: [`Process`], [`spawn`] (a new process running a program of the initramfs, child of
+//! the kernel), [`spawn_init`] (the same as pid 1), [`fork`] (a copy-on-write child of the caller),
+//! [`execve`] (a new image for the caller), [`current`] (the process of the calling thread),
+//! [`exit_current`] (the end of a thread or a whole process), [`tree`] (pids, parents, groups,
+//! sessions, zombies, waits, kill targets), [`init`] (the initramfs and the fault hooks).
 //!
-//! Neighbours: `vm::space` (page tables and shootdowns), `vm::user` (the way into ring 3), `abi` (ELF
-//! plan, stack image, mapping set), `arch::usercopy` (all user memory access), `syscall` (above).
-//! No unsafe code: everything privileged is reached through those.
+//! Neighbours: `vm::space` (page tables, shootdowns, copy-on-write), `vm::user` (the way into ring
+//! 3), `abi` (ELF plan, stack image, mapping set, process tree, `#!` lines), `arch::usercopy` (all
+//! user memory access), `syscall` (above). No unsafe code: everything privileged is reached through
+//! those.
 //!
 //! Threads and processes: every user thread is a scheduler thread spawned with
 //! `Builder::user_thread` and `with_fpu` (its extended state is saved at each switch, so no thread
-//! sees another's registers). The table [`THREADS`] maps each to its process.
+//! sees another's registers; a fork child starts from a copy of its parent's). The table
+//! [`THREADS`] maps each to its process. Pids come from the process tree and are not thread ids
+//! (the first thread's id differs from its pid, unlike Linux's).
+//!
+//! Ending: `exit_group`, a fatal fault or a kill set the process's kill status; its other threads
+//! end at their next kernel entry or return to user mode (a thread asleep in a futex wait or a
+//! sleep ends when that returns). The last thread to end turns the process into a zombie
+//! ([`tree::exited`]) and wakes waiters. `execve` uses the same path to end the caller's siblings,
+//! exempting the caller.
 
 mod exec;
 mod fault;
 pub mod initramfs;
 pub mod signal;
+pub mod tree;
 
-pub use exec::user_prot;
+pub use exec::{execve, user_prot};
+#[cfg(feature = "ktest")]
+pub use fault::COW_BREAKS;
 
 use alloc::{collections::BTreeMap, string::String, sync::Arc, vec::Vec};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
@@ -45,11 +59,13 @@ pub struct MemState {
 
 /// A running program.
 pub struct Process {
-    /// The process id: the id of its first thread, as on Linux (getpid() == gettid() there).
+    /// The process id, from the process tree ([`tree`]); thread ids are the scheduler's, so the
+    /// first thread's id differs from it (unlike Linux, where they are equal).
     pid: AtomicU32,
     /// The program's name (the last part of its path), for reports.
-    pub name: String,
-    pub space: Arc<AddressSpace>,
+    pub name: spin::Mutex<String>,
+    /// The address space (replaced by `execve`).
+    space: spin::Mutex<Arc<AddressSpace>>,
     pub mem: sched::Mutex<MemState>,
     /// Live threads.
     threads: AtomicU32,
@@ -60,8 +76,9 @@ pub struct Process {
     exited: AtomicBool,
     /// Syscall numbers already reported as unimplemented for this process.
     pub unknown_logged: spin::Mutex<Vec<u64>>,
-    /// `Some`: the console output of the process is collected here instead of printed (tests).
-    pub captured: spin::Mutex<Option<Vec<u8>>>,
+    /// `Some`: the console output of the process is collected here instead of printed (tests); a
+    /// forked child shares its parent's.
+    pub captured: Arc<spin::Mutex<Option<Vec<u8>>>>,
     /// The status an exit_group or a fatal signal ended the process with, which its other threads
     /// take at their next entry into the kernel ([`NOT_KILLED`] until then).
     kill_status: AtomicI32,
@@ -78,6 +95,12 @@ pub struct Process {
     // -- signals --
     /// Actions, pending sets, masks, the stop state and the real-time timer.
     pub signals: signal::Signals,
+
+    // Process tree and fork.
+    /// Set when a vfork child has exited or exec'd: its parent, waiting in vfork, goes on.
+    vfork_done: AtomicBool,
+    /// The thread running `execve` while the others end ([`EXEC_KILL`]).
+    exec_tid: AtomicU64,
 }
 
 /// The file state of a process the kernel starts: descriptors 0-2 on the console, `/` as the
@@ -87,21 +110,32 @@ fn files_block() -> (Arc<crate::fs::Files>, Arc<crate::fs::FsContext>, spin::Mut
 }
 
 const NOT_KILLED: i32 = -1;
+/// `kill_status` while one thread execs: the others end, the exec'ing thread ([`Process::exec_tid`])
+/// does not.
+const EXEC_KILL: i32 = -2;
 
 /// Whether the calling thread's process is being ended. Safe with interrupts off (a spin lock only).
 pub fn is_being_killed() -> bool {
+    let tid = current_tid();
     let t = THREADS.lock();
-    t.get(&current_tid()).is_some_and(|p| p.kill_status.load(Ordering::Acquire) != NOT_KILLED)
+    t.get(&tid).is_some_and(|p| p.must_end(tid).is_some())
 }
 
 /// End the calling thread if its process is being ended (exit_group, a fatal fault, SIGKILL in
 /// another thread). The system-call entry calls it.
 pub fn exit_if_killed() {
     if let Some(p) = current() {
-        let s = p.kill_status.load(Ordering::Acquire);
-        if s != NOT_KILLED {
-            drop(p);
-            exit_current(s, true);
+        let tid = current_tid();
+        match p.must_end(tid) {
+            None => {}
+            Some(s) if p.kill_status.load(Ordering::Acquire) == EXEC_KILL => {
+                drop(p);
+                exit_current(s, false);
+            }
+            Some(s) => {
+                drop(p);
+                exit_current(s, true);
+            }
         }
     }
 }
@@ -125,7 +159,7 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
     p.threads.fetch_add(1, Ordering::AcqRel);
     let child = p.clone();
     let blocked = signal::current_blocked();
-    let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(p.space.mm());
+    let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(p.space().mm());
     let spawned = task::sched().spawn(builder, move || {
         let tid = current_tid();
         child.signals.attach(tid, blocked);
@@ -140,7 +174,7 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
             task::sched().set_current_fs_base(t);
             let _ = arch::fsbase::write(t);
         }
-        let root = child.space.root();
+        let root = child.space().root();
         drop(child);
         crate::vm::user::enter(root, &frame)
     });
@@ -160,8 +194,116 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
 }
 
 impl Process {
+    /// A process with one thread (not started yet) in `space`, with the mappings `mem`.
+    /// With `parent` (fork), the child gets copies of its descriptor table, working directory,
+    /// limits, command line and signal actions and mask, as Linux's fork gives them; without, the
+    /// state of a program the kernel starts ([`files_block`]), with `argv` and `exe` for /proc.
+    fn new(
+        pid: u32,
+        name: String,
+        space: Arc<AddressSpace>,
+        mem: MemState,
+        captured: Arc<spin::Mutex<Option<Vec<u8>>>>,
+        parent: Option<&Process>,
+        argv: Vec<String>,
+        exe: String,
+    ) -> Arc<Process> {
+        let (files, fs, limits, signals, argv, exe) = match parent {
+            Some(p) => (
+                p.files.fork_copy(),
+                p.fs.fork_copy(),
+                spin::Mutex::new(p.limits.lock().clone()),
+                p.signals.fork_copy(),
+                spin::Mutex::new(p.argv.lock().clone()),
+                spin::Mutex::new(p.exe.lock().clone()),
+            ),
+            None => {
+                let (files, fs, limits) = files_block();
+                (files, fs, limits, signal::Signals::new(), spin::Mutex::new(argv), spin::Mutex::new(exe))
+            }
+        };
+        Arc::new(Process {
+            files,
+            fs,
+            limits,
+            argv,
+            exe,
+            signals,
+            pid: AtomicU32::new(pid),
+            name: spin::Mutex::new(name),
+            space: spin::Mutex::new(space),
+            mem: sched::Mutex::new(mem),
+            threads: AtomicU32::new(1),
+            status: AtomicI32::new(0),
+            status_claimed: AtomicBool::new(false),
+            exited: AtomicBool::new(false),
+            unknown_logged: spin::Mutex::new(Vec::new()),
+            captured,
+            kill_status: AtomicI32::new(NOT_KILLED),
+            vfork_done: AtomicBool::new(false),
+            exec_tid: AtomicU64::new(0),
+        })
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid.load(Ordering::Relaxed)
+    }
+
+    /// The address space the process runs in now.
+    pub fn space(&self) -> Arc<AddressSpace> {
+        self.space.lock().clone()
+    }
+
+    /// The program's name, for reports.
+    pub fn name(&self) -> String {
+        self.name.lock().clone()
+    }
+
+    /// The calling thread starts an exec: every other thread ends at its next kernel entry or
+    /// return to user mode. `false` if the process is being ended (or another thread execs).
+    fn begin_exec(&self) -> bool {
+        self.exec_tid.store(current_tid(), Ordering::Release);
+        self.kill_status.compare_exchange(NOT_KILLED, EXEC_KILL, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// A kill came while the exec waited for the other threads.
+    fn killed_during_exec(&self) -> bool {
+        self.kill_status.load(Ordering::Acquire) != EXEC_KILL
+    }
+
+    /// The exec is past its wait: the process lives on in its new image.
+    fn end_exec(&self) {
+        let _ = self.kill_status.compare_exchange(EXEC_KILL, NOT_KILLED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Whether the calling thread of this process must end now.
+    fn must_end(&self, tid: u64) -> Option<i32> {
+        match self.kill_status.load(Ordering::Acquire) {
+            NOT_KILLED => None,
+            EXEC_KILL if self.exec_tid.load(Ordering::Acquire) == tid => None,
+            // A sibling of an exec ends quietly; its status is not the process's.
+            EXEC_KILL => Some(0),
+            s => Some(s),
+        }
+    }
+
+    /// Put `space` in place of the address space; returns the old one.
+    fn replace_space(&self, space: Arc<AddressSpace>) -> Arc<AddressSpace> {
+        core::mem::replace(&mut *self.space.lock(), space)
+    }
+
+    /// Block until every thread has ended; the wait status. For the kernel's own waits (the test
+    /// runner, the boot's init), which have no parent process to call `wait4` from.
+    pub fn wait_exit(&self) -> i32 {
+        tree::child_events().wait_until(task::sched(), || self.status().is_some());
+        self.status().expect("the wait ended on a status")
+    }
+
+    /// Let a parent waiting in vfork go on (the child exited or exec'd).
+    fn release_vfork(&self) {
+        if !self.vfork_done.swap(true, Ordering::AcqRel) {
+            tree::notify();
+        }
     }
 
     /// The wait status, once every thread has ended.
@@ -212,6 +354,10 @@ pub fn set_clear_tid(addr: u64) {
 #[allow(dead_code, reason = "the fields are read through Debug in the log line that reports the failure")]
 pub enum SpawnError {
     NotFound,
+    /// `spawn_init` while a user program holds pid 1.
+    InitTaken,
+    /// Every pid is taken.
+    NoPid,
     BadImage(abi::elf::ElfError),
     Memory(AsError),
     Thread(sched::SpawnError),
@@ -219,52 +365,139 @@ pub enum SpawnError {
 
 /// Start the program at `path` in the initramfs as a new process with arguments `argv` (argv[0]
 /// included) and environment `envp`; with `capture`, its console output is kept in
-/// [`Process::captured`] rather than printed. Returns the process and its first thread's handle.
+/// [`Process::captured`] rather than printed. Its parent is the kernel (pid 1 while no user program
+/// holds it), which reaps it at its end; wait for that with [`Process::wait_exit`]. Returns the
+/// process and its first thread's handle.
+#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "the in-kernel tests start their programs with it; the boot starts init with spawn_init"))]
 pub fn spawn(
     path: &str,
     argv: Vec<String>,
     envp: Vec<String>,
     capture: bool,
 ) -> Result<(Arc<Process>, sched::JoinHandle<(), task::KernelPlatform>), SpawnError> {
-    let image = initramfs::file(path).ok_or(SpawnError::NotFound)?;
-    let plan = abi::elf::plan(image, exec::PIE_BASE).map_err(SpawnError::BadImage)?;
+    spawn_as(None, path, argv, envp, capture)
+}
+
+/// [`spawn`] as pid 1, the parent of orphans: the first program of the system (`make run`'s init).
+pub fn spawn_init(path: &str, argv: Vec<String>, envp: Vec<String>) -> Result<(Arc<Process>, sched::JoinHandle<(), task::KernelPlatform>), SpawnError> {
+    if !tree::claim_init() {
+        return Err(SpawnError::InitTaken);
+    }
+    spawn_as(Some(abi::jobs::INIT), path, argv, envp, false)
+}
+
+fn spawn_as(
+    pid: Option<u32>,
+    path: &str,
+    argv: Vec<String>,
+    envp: Vec<String>,
+    capture: bool,
+) -> Result<(Arc<Process>, sched::JoinHandle<(), task::KernelPlatform>), SpawnError> {
+    let image = crate::fs::read_file(path).map_err(|_| SpawnError::NotFound)?;
+    let plan = abi::elf::plan(&image, exec::PIE_BASE).map_err(SpawnError::BadImage)?;
     let space = AddressSpace::new().map_err(SpawnError::Memory)?;
     let name = String::from(path.rsplit('/').next().unwrap_or(path));
     let brk_start = plan.image_end();
-    let (files, fs, limits) = files_block();
-    let process = Arc::new(Process {
-        pid: AtomicU32::new(0),
-        name,
-        space: space.clone(),
-        mem: sched::Mutex::new(MemState { vmas: VmaSet::new(abi::elf::MIN_USER_ADDR), brk_start, brk: brk_start }),
-        threads: AtomicU32::new(1),
-        status: AtomicI32::new(0),
-        status_claimed: AtomicBool::new(false),
-        exited: AtomicBool::new(false),
-        unknown_logged: spin::Mutex::new(Vec::new()),
-        captured: spin::Mutex::new(capture.then(Vec::new)),
-        kill_status: AtomicI32::new(NOT_KILLED),
-        files,
-        fs,
-        limits,
-        argv: spin::Mutex::new(argv.clone()),
-        exe: spin::Mutex::new(String::from(path)),
-        signals: signal::Signals::new(),
-    });
+    let pid = match pid {
+        Some(pid) => pid,
+        None => tree::new_pid(abi::jobs::INIT).map_err(|_| SpawnError::NoPid)?,
+    };
+    let mem = MemState { vmas: VmaSet::new(abi::elf::MIN_USER_ADDR), brk_start, brk: brk_start };
+    let process = Process::new(pid, name, space.clone(), mem, Arc::new(spin::Mutex::new(capture.then(Vec::new))), None, argv.clone(), String::from(path));
+    tree::register(&process);
     let p = process.clone();
     let path = String::from(path);
     let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(space.mm());
-    let handle = task::sched()
-        .spawn(builder, move || {
-            // The first thread's id is the process id (the spawner stores the same value).
-            p.pid.store(current_tid() as u32, Ordering::Relaxed);
-            p.signals.attach(current_tid(), abi::signal::SigSet::EMPTY);
-            THREADS.lock().insert(current_tid(), p.clone());
-            exec::start(p, image, plan, path, argv, envp)
-        })
-        .map_err(SpawnError::Thread)?;
-    process.pid.store(handle.id().0 as u32, Ordering::Relaxed);
-    Ok((process, handle))
+    let spawned = task::sched().spawn(builder, move || {
+        p.signals.attach(current_tid(), abi::signal::SigSet::EMPTY);
+        THREADS.lock().insert(current_tid(), p.clone());
+        exec::start(p, image, plan, path, argv, envp)
+    });
+    match spawned {
+        Ok(handle) => Ok((process, handle)),
+        Err(e) => {
+            tree::abandon(pid);
+            Err(SpawnError::Thread(e))
+        }
+    }
+}
+
+/// How `fork` and its relatives make the child (`clone` without `CLONE_THREAD`).
+pub struct ForkArgs {
+    /// The child's stack pointer (0: the parent's).
+    pub stack: u64,
+    /// The parent waits until the child exits or execs (`vfork`, `CLONE_VFORK`).
+    pub vfork: bool,
+    /// `CLONE_SETTLS`: the child's FS base (otherwise the parent's).
+    pub tls: Option<u64>,
+    /// `CLONE_PARENT_SETTID`, `CLONE_CHILD_SETTID`, `CLONE_CHILD_CLEARTID` addresses.
+    pub parent_tid: Option<u64>,
+    pub child_tid: Option<u64>,
+    pub clear_tid: Option<u64>,
+}
+
+/// `fork`: a new process, child of the caller's, with a copy-on-write copy of its memory (see
+/// `AddressSpace::fork_cow`: the caller's writable pages are read-only everywhere before this
+/// returns), its mappings, and one thread starting from the caller's registers with `rax` = 0,
+/// its FS base and its extended state.
+/// `CLONE_VM` without `CLONE_THREAD` is served the same way (a copy, not a share: the parent waits
+/// under `CLONE_VFORK` anyway, and programs must not rely on a vfork child's writes). Returns the
+/// child's pid.
+pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
+    use abi::linux::errno;
+    let p = current().ok_or(errno::ESRCH)?;
+    if args.tls.is_some_and(|t| t >= abi::USER_TOP) {
+        return Err(errno::EPERM);
+    }
+    let s = task::sched();
+    let mut frame = *parent;
+    frame.rax = 0;
+    if args.stack != 0 {
+        frame.rsp = args.stack;
+    }
+    let fs_base = args.tls.unwrap_or_else(arch::fsbase::read);
+    // The mappings and the pages are copied under the mapping lock, so they agree.
+    let (space, mem) = {
+        let mem = p.mem.lock(s);
+        let space = p.space().fork_cow().map_err(|_| errno::ENOMEM)?;
+        (space, MemState { vmas: mem.vmas.clone(), brk_start: mem.brk_start, brk: mem.brk })
+    };
+    let pid = tree::new_pid(p.pid())?;
+    let child = Process::new(pid, p.name(), space.clone(), mem, p.captured.clone(), Some(&p), Vec::new(), String::new());
+    tree::register(&child);
+    let c = child.clone();
+    let builder = sched::Builder::new("user").user_thread().with_fpu_of_caller().stack_bytes(64 * 1024).in_mm(space.mm());
+    drop(space);
+    let (clear_tid, child_tid) = (args.clear_tid, args.child_tid);
+    let blocked = signal::current_blocked();
+    let spawned = s.spawn(builder, move || {
+        let tid = current_tid();
+        c.signals.attach(tid, blocked);
+        THREADS.lock().insert(tid, c.clone());
+        if let Some(addr) = clear_tid {
+            CLEAR_TID.lock().insert(tid, addr);
+        }
+        if let Some(addr) = child_tid {
+            let _ = arch::usercopy::copy_to_user(addr, &(tid as u32).to_ne_bytes());
+        }
+        task::sched().set_current_fs_base(fs_base);
+        let _ = arch::fsbase::write(fs_base);
+        let root = c.space().root();
+        drop(c);
+        crate::vm::user::enter(root, &frame)
+    });
+    if spawned.is_err() {
+        tree::abandon(pid);
+        return Err(errno::EAGAIN);
+    }
+    drop(spawned);
+    if let Some(addr) = args.parent_tid {
+        let _ = arch::usercopy::copy_to_user(addr, &pid.to_ne_bytes());
+    }
+    if args.vfork {
+        tree::child_events().wait_until(s, || child.vfork_done.load(Ordering::Acquire) || is_being_killed());
+    }
+    Ok(u64::from(pid))
 }
 
 /// End the calling user thread; with `whole` (exit_group, a fatal fault), its whole process, whose
@@ -288,11 +521,27 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
             p.signals.dying();
         }
         p.signals.detach(tid);
+        // The first exit_group (or the last thread's exit) decides the status; an exit_group claims
+        // it before its thread stops counting, so the last thread finds it set.
+        let claim = |p: &Process| {
+            if !p.status_claimed.swap(true, Ordering::AcqRel) {
+                p.status.store(status, Ordering::Relaxed);
+                p.exited.store(true, Ordering::Release);
+            }
+        };
+        if whole {
+            claim(&p);
+        }
         let remaining = p.threads.fetch_sub(1, Ordering::AcqRel) - 1;
-        // The first exit_group (or the last thread's exit) decides the status.
-        if (whole || remaining == 0) && !p.status_claimed.swap(true, Ordering::AcqRel) {
-            p.status.store(status, Ordering::Relaxed);
-            p.exited.store(true, Ordering::Release);
+        if p.kill_status.load(Ordering::Acquire) == EXEC_KILL {
+            // An exec in this process waits for its siblings to end.
+            tree::notify();
+        }
+        if remaining == 0 {
+            claim(&p);
+            // The process has ended: a zombie for its parent, and a vfork parent goes on.
+            p.release_vfork();
+            tree::exited(p.pid(), p.status.load(Ordering::Acquire));
         }
         // The last thread closes the process's descriptors (unless another process shares the
         // table), so a pipe's other end sees EOF or EPIPE now, not when the process is reaped.
@@ -313,6 +562,8 @@ pub fn init(initrd: Option<&'static [u8]>) {
     crate::fs::init(initrd);
     crate::fs::proc::set_source(&PROC_SOURCE);
     fault::init();
+    tree::init();
+    crate::fs::pipe::set_sigpipe_hook(signal::sigpipe);
 }
 
 /// One line of the process list ([`list`]).
@@ -337,7 +588,7 @@ pub fn list() -> Vec<ProcessEntry> {
             vsize: p.mem.lock(task::sched()).vmas.mapped_bytes(),
             pid: p.pid(),
             ppid: 0,
-            name: p.name.clone(),
+            name: p.name(),
             state: if p.kill_status.load(Ordering::Relaxed) != NOT_KILLED { abi::procfs::TaskState::Zombie } else { abi::procfs::TaskState::Running },
             threads: p.threads.load(Ordering::Relaxed),
             cpu_ns: 0,

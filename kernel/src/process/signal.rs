@@ -138,6 +138,29 @@ impl Signals {
         }
     }
 
+    /// The signal state of a `fork` child: the same actions; no pending signals, no threads yet
+    /// (the child's thread attaches with the forking thread's mask), no timer (fork(2): timers
+    /// are not inherited).
+    pub fn fork_copy(&self) -> Self {
+        let child = Self::new();
+        child.state.lock().actions = self.state.lock().actions;
+        child
+    }
+
+    /// `execve`: caught signals go back to their default action, ignored ones stay ignored; the
+    /// mask, the pending signals and the timer survive (execve(2)); the alternate stack goes.
+    pub fn on_exec(&self, tid: u64) {
+        let mut st = self.state.lock();
+        for a in st.actions.iter_mut() {
+            if a.handler != sig::SIG_DFL && a.handler != sig::SIG_IGN {
+                *a = SigAction::default();
+            }
+        }
+        if let Some(t) = st.threads.get_mut(&tid) {
+            t.alt = AltStack { flags: g::SS_DISABLE, ..Default::default() };
+        }
+    }
+
     /// A new thread `tid` of the process, with the creator's mask `blocked` (as `clone` gives it).
     pub fn attach(&self, tid: u64, blocked: SigSet) {
         intr::register(tid);
@@ -557,7 +580,7 @@ fn die(signo: u32, core: bool) -> ! {
             "signal: pid {} tid {} '{}': killed by {} (its default action dumps core; no core file is written)",
             p.pid(),
             current_tid(),
-            p.name,
+            p.name(),
             signal_name(signo)
         );
     }
@@ -646,7 +669,7 @@ fn deliver(frame: &mut UserFrame, mut restart: Option<u32>) {
                     log::error!(
                         "signal: pid {} tid {tid} '{}': no room for the frame of {} at rsp {:#x}: killed by SIGSEGV",
                         p.pid(),
-                        p.name,
+                        p.name(),
                         signal_name(info.signo),
                         frame.rsp
                     );
@@ -763,7 +786,7 @@ pub fn sigreturn(frame: &mut UserFrame) -> u64 {
     match restore(frame) {
         Ok(rax) => rax,
         Err(why) => {
-            let (pid, name) = current().map_or((0, String::from("?")), |p| (p.pid(), p.name.clone()));
+            let (pid, name) = current().map_or((0, String::from("?")), |p| (p.pid(), p.name()));
             log::error!(
                 "signal: pid {pid} tid {} '{name}': rt_sigreturn refused the frame at {:#x} ({why}): killed by SIGSEGV",
                 current_tid(),
@@ -893,4 +916,10 @@ fn timer_thread() {
             s.sleep_ns(next.saturating_sub(crate::time::now_ns()).clamp(1, TIMER_SLICE_NS));
         }
     }
+}
+
+/// SIGPIPE to the calling thread: its write found no reader (the pipe layer's hook).
+pub fn sigpipe() {
+    let pid = current().map_or(0, |p| p.pid());
+    let _ = send_to_thread(current_tid(), SigInfo::user(g::SIGPIPE, pid, false));
 }

@@ -29,7 +29,7 @@ fn pages(range: &core::ops::Range<u64>) -> u64 {
 /// Take `ranges` out of the page tables.
 fn unmap_ranges(p: &Process, ranges: &[core::ops::Range<u64>]) -> Result<(), u32> {
     for r in ranges {
-        p.space.unmap_present(r.start, pages(r)).map_err(|_| errno::ENOMEM)?;
+        p.space().unmap_present(r.start, pages(r)).map_err(|_| errno::ENOMEM)?;
     }
     Ok(())
 }
@@ -125,9 +125,9 @@ pub fn mprotect(addr: u64, len: u64, prot: u64) -> SysResult {
     let changed = mem.vmas.protect(addr, len, prot).map_err(VmaError::errno)?;
     for r in &changed {
         if prot == 0 {
-            p.space.unmap_present(r.start, pages(r)).map_err(|_| errno::ENOMEM)?;
+            p.space().unmap_present(r.start, pages(r)).map_err(|_| errno::ENOMEM)?;
         } else {
-            p.space.protect_user_present(r.start, pages(r), process::user_prot(prot)).map_err(|_| errno::ENOMEM)?;
+            p.space().protect_user_present(r.start, pages(r), process::user_prot(prot)).map_err(|_| errno::ENOMEM)?;
         }
     }
     Ok(0)
@@ -202,14 +202,14 @@ fn copy_pages(p: &Process, from: u64, to: u64, len: u64, prot: u32) -> Result<()
     let staging = crate::vm::space::UserProt { writable: true, exec: false };
     let mut buf = alloc::vec![0u8; PAGE_SIZE as usize];
     for offset in (0..len).step_by(PAGE_SIZE as usize) {
-        if p.space.translate(from + offset).is_none() {
+        if p.space().translate(from + offset).is_none() {
             continue;
         }
-        p.space.map_user_range(to + offset, 1, staging).map_err(|_| errno::ENOMEM)?;
+        p.space().map_user_range(to + offset, 1, staging).map_err(|_| errno::ENOMEM)?;
         usercopy::copy_from_user(&mut buf, from + offset).map_err(|_| errno::EFAULT)?;
         usercopy::copy_to_user(to + offset, &buf).map_err(|_| errno::EFAULT)?;
         if rights != staging {
-            p.space.protect_user(to + offset, 1, rights).map_err(|_| errno::ENOMEM)?;
+            p.space().protect_user(to + offset, 1, rights).map_err(|_| errno::ENOMEM)?;
         }
     }
     Ok(())

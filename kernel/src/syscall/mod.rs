@@ -147,11 +147,22 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_pause => signal::pause(),
         nr::__NR_sigaltstack => signal::sigaltstack(a0, a1, frame.rsp),
         nr::__NR_rt_sigreturn => signal::rt_sigreturn(frame),
-        nr::__NR_kill => signal::kill(a0, a1),
         nr::__NR_alarm => signal::alarm(a0),
         nr::__NR_setitimer => signal::setitimer(a0, a1, a2),
         nr::__NR_getitimer => signal::getitimer(a0, a1),
         nr::__NR_clone => proc::clone(frame, a0, a1, a2, a3, a4),
+        nr::__NR_fork => proc::fork(frame, false),
+        nr::__NR_vfork => proc::fork(frame, true),
+        nr::__NR_wait4 => proc::wait4(a0, a1, a2, a3),
+        nr::__NR_waitid => proc::waitid(a0, a1, a2, a3, a4),
+        nr::__NR_getppid => proc::getppid(),
+        nr::__NR_getpgid => proc::getpgid(a0),
+        nr::__NR_getpgrp => proc::getpgid(0),
+        nr::__NR_getsid => proc::getsid(a0),
+        nr::__NR_setpgid => proc::setpgid(a0, a1),
+        nr::__NR_setsid => proc::setsid(),
+        nr::__NR_kill => proc::kill(a0, a1),
+        nr::__NR_execve => crate::process::execve(a0, a1, a2).map(|never| match never {}),
         nr::__NR_futex => futex::futex(a0, a1, a2, a3, a4, a5),
         nr::__NR_clock_gettime => time::clock_gettime(a0, a1),
         nr::__NR_clock_getres => time::clock_getres(a0, a1),
@@ -186,7 +197,7 @@ fn unknown(number: u64) -> SysResult {
             log::warn!(
                 "syscall: pid {} '{}' called {} ({number}), which is not implemented: ENOSYS",
                 p.pid(),
-                p.name,
+                p.name(),
                 abi::linux::syscall_name(number).unwrap_or("an unknown number")
             );
         }

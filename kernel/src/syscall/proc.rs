@@ -5,7 +5,10 @@ use abi::linux::{errno, general as g, system::new_utsname};
 use arch::usercopy;
 
 use super::SysResult;
-use crate::{process, task};
+use crate::{
+    process::{self, tree},
+    task,
+};
 
 pub fn exit(code: u64) -> SysResult {
     process::exit_current(((code & 0xff) << 8) as i32, false)
@@ -81,28 +84,166 @@ pub fn sched_yield() -> SysResult {
     Ok(0)
 }
 
-/// The thread flags musl's and glibc's `pthread_create` pass; anything else (a new process: fork
-/// comes later, namespaces never) is refused.
+/// The thread flags musl's and glibc's `pthread_create` pass.
 const THREAD_FLAGS: u64 = (g::CLONE_VM | g::CLONE_FS | g::CLONE_FILES | g::CLONE_SIGHAND | g::CLONE_THREAD) as u64;
 const ACCEPTED: u64 = THREAD_FLAGS
     | (g::CLONE_SYSVSEM | g::CLONE_SETTLS | g::CLONE_PARENT_SETTID | g::CLONE_CHILD_CLEARTID | g::CLONE_CHILD_SETTID | g::CLONE_DETACHED) as u64;
+/// What a new process (no `CLONE_THREAD`) may ask for: its memory copied or (served as a copy)
+/// shared with `CLONE_VFORK`, the thread-id words, its TLS. Namespaces, pidfds, ptrace: never.
+const PROCESS_FLAGS: u64 =
+    (g::CLONE_VM | g::CLONE_VFORK | g::CLONE_FS | g::CLONE_FILES | g::CLONE_SYSVSEM | g::CLONE_SETTLS | g::CLONE_PARENT_SETTID | g::CLONE_CHILD_CLEARTID | g::CLONE_CHILD_SETTID) as u64;
 
-/// clone(flags, stack, parent_tid, child_tid, tls): threads only.
+/// clone(flags, stack, parent_tid, child_tid, tls): a thread (`CLONE_THREAD` with the flags
+/// pthreads use) or a new process (fork by copy-on-write; the low byte, the exit signal, is SIGCHLD
+/// or 0 and is not delivered yet).
 pub fn clone(frame: &arch::syscall::UserFrame, flags: u64, stack: u64, parent_tid: u64, child_tid: u64, tls: u64) -> SysResult {
-    // The low byte is the exit signal (0 for threads).
     let flags = flags & !0xff;
-    if flags & THREAD_FLAGS != THREAD_FLAGS || flags & !ACCEPTED != 0 {
-        return Err(errno::ENOSYS);
-    }
     let has = |f: u32| flags & u64::from(f) != 0;
-    process::clone_thread(
+    if has(g::CLONE_THREAD) {
+        if flags & THREAD_FLAGS != THREAD_FLAGS || flags & !ACCEPTED != 0 {
+            return Err(errno::EINVAL);
+        }
+        return process::clone_thread(
+            frame,
+            stack,
+            has(g::CLONE_SETTLS).then_some(tls),
+            has(g::CLONE_PARENT_SETTID).then_some(parent_tid),
+            has(g::CLONE_CHILD_SETTID).then_some(child_tid),
+            has(g::CLONE_CHILD_CLEARTID).then_some(child_tid),
+        );
+    }
+    if has(g::CLONE_SIGHAND) && !has(g::CLONE_VM) {
+        return Err(errno::EINVAL);
+    }
+    if flags & !(PROCESS_FLAGS | u64::from(g::CLONE_SIGHAND)) != 0 {
+        return Err(errno::EINVAL);
+    }
+    process::fork(
         frame,
-        stack,
-        has(g::CLONE_SETTLS).then_some(tls),
-        has(g::CLONE_PARENT_SETTID).then_some(parent_tid),
-        has(g::CLONE_CHILD_SETTID).then_some(child_tid),
-        has(g::CLONE_CHILD_CLEARTID).then_some(child_tid),
+        process::ForkArgs {
+            stack,
+            vfork: has(g::CLONE_VFORK),
+            tls: has(g::CLONE_SETTLS).then_some(tls),
+            parent_tid: has(g::CLONE_PARENT_SETTID).then_some(parent_tid),
+            child_tid: has(g::CLONE_CHILD_SETTID).then_some(child_tid),
+            clear_tid: has(g::CLONE_CHILD_CLEARTID).then_some(child_tid),
+        },
     )
+}
+
+/// fork (and vfork, whose parent waits for the child's exec or exit).
+pub fn fork(frame: &arch::syscall::UserFrame, vfork: bool) -> SysResult {
+    process::fork(frame, process::ForkArgs { stack: 0, vfork, tls: None, parent_tid: None, child_tid: None, clear_tid: None })
+}
+
+/// The caller's pid.
+fn me() -> Result<u32, u32> {
+    process::current().map(|p| p.pid()).ok_or(errno::ESRCH)
+}
+
+/// A pid argument: 0 means the caller; negative ones do not name a process.
+fn target(pid: u64) -> Result<u32, u32> {
+    match pid as i32 {
+        0 => me(),
+        p if p > 0 => Ok(p as u32),
+        _ => Err(errno::ESRCH),
+    }
+}
+
+/// The parent's pid; 0 for pid 1 (as Linux gives init).
+pub fn getppid() -> SysResult {
+    tree::ppid(me()?).map(u64::from)
+}
+
+pub fn getpgid(pid: u64) -> SysResult {
+    tree::pgid(target(pid)?).map(u64::from)
+}
+
+pub fn getsid(pid: u64) -> SysResult {
+    tree::sid(target(pid)?).map(u64::from)
+}
+
+pub fn setpgid(pid: u64, pgid: u64) -> SysResult {
+    let pid = pid as i32;
+    if pid < 0 {
+        return Err(errno::EINVAL);
+    }
+    tree::setpgid(me()?, pid as u32, i64::from(pgid as i32)).map(|()| 0)
+}
+
+pub fn setsid() -> SysResult {
+    tree::setsid(me()?).map(u64::from)
+}
+
+/// kill(pid, sig): target selection by pid, group or all; delivery by the signal layer.
+pub fn kill(pid: u64, sig: u64) -> SysResult {
+    let sig = u32::try_from(sig).map_err(|_| errno::EINVAL)?;
+    tree::kill(me()?, pid as i32, sig).map(|()| 0)
+}
+
+/// `struct rusage` (144 bytes on x86-64): reported as zeros (no accounting yet).
+const RUSAGE_BYTES: usize = 144;
+
+/// wait4(pid, wstatus, options, rusage): Linux's selection (`> 0`, `-1`, `0`, `< -1`) and status word.
+pub fn wait4(pid: u64, wstatus: u64, options: u64, rusage: u64) -> SysResult {
+    let pid = pid as i32;
+    if pid == i32::MIN {
+        return Err(errno::ESRCH);
+    }
+    let opts = abi::jobs::WaitOpts::from_wait4(options as u32)?;
+    let me = me()?;
+    let sel = abi::jobs::Select::from_wait4(pid, tree::pgid(me)?);
+    match tree::wait(me, sel, opts)? {
+        None => Ok(0),
+        Some((child, ev)) => {
+            if wstatus != 0 {
+                usercopy::copy_to_user(wstatus, &ev.wait_status().to_ne_bytes()).map_err(|_| errno::EFAULT)?;
+            }
+            if rusage != 0 {
+                usercopy::copy_to_user(rusage, &[0u8; RUSAGE_BYTES]).map_err(|_| errno::EFAULT)?;
+            }
+            Ok(u64::from(child))
+        }
+    }
+}
+
+const P_ALL: u64 = 0;
+const P_PID: u64 = 1;
+const P_PGID: u64 = 2;
+/// `siginfo_t` is 128 bytes; waitid fills signo, errno, code, then pid, uid, status.
+const SIGINFO_BYTES: usize = 128;
+const SIGCHLD: u32 = 17;
+
+/// waitid(idtype, id, infop, options, rusage): `P_ALL`, `P_PID`, `P_PGID` (0: the caller's group);
+/// returns 0, with the child's `siginfo_t` (zeros under `WNOHANG` when none is ready).
+pub fn waitid(idtype: u64, id: u64, infop: u64, options: u64, rusage: u64) -> SysResult {
+    use abi::jobs::Select;
+    let opts = abi::jobs::WaitOpts::from_waitid(options as u32)?;
+    let me = me()?;
+    let id = id as u32;
+    let sel = match idtype {
+        P_ALL => Select::Any,
+        P_PID if id > 0 && id < i32::MAX as u32 => Select::Pid(id),
+        P_PGID if id == 0 => Select::Group(tree::pgid(me)?),
+        P_PGID if id < i32::MAX as u32 => Select::Group(id),
+        _ => return Err(errno::EINVAL),
+    };
+    let found = tree::wait(me, sel, opts)?;
+    let mut info = [0u8; SIGINFO_BYTES];
+    if let Some((child, ev)) = found {
+        let (code, status) = ev.cld();
+        info[0..4].copy_from_slice(&SIGCHLD.to_ne_bytes());
+        info[8..12].copy_from_slice(&code.to_ne_bytes());
+        info[16..20].copy_from_slice(&child.to_ne_bytes());
+        info[24..28].copy_from_slice(&status.to_ne_bytes());
+    }
+    if infop != 0 {
+        usercopy::copy_to_user(infop, &info).map_err(|_| errno::EFAULT)?;
+    }
+    if rusage != 0 {
+        usercopy::copy_to_user(rusage, &[0u8; RUSAGE_BYTES]).map_err(|_| errno::EFAULT)?;
+    }
+    Ok(0)
 }
 
 pub fn getcpu(cpu: u64, node: u64) -> SysResult {

@@ -161,16 +161,6 @@ fn sender() -> u32 {
     process::current().map_or(0, |p| p.pid())
 }
 
-pub fn kill(pid: u64, sig: u64) -> SysResult {
-    let pid = pid as i64 as i32;
-    let target = if pid > 0 { pid as u32 } else { sender() };
-    if sig == 0 {
-        return signal::check_target(None, Some(target)).map(|()| 0);
-    }
-    signal::send_to_process(target, SigInfo::user(signo(sig)?, sender(), false))?;
-    Ok(0)
-}
-
 /// tkill (`tgid` None) and tgkill: thread `tid` (of process `tgid`).
 pub fn tgkill(tgid: Option<u64>, tid: u64, sig: u64) -> SysResult {
     if sig > u64::from(abi::signal::NSIG) || (tid as i64) <= 0 || tgid.is_some_and(|t| (t as i64) <= 0) {

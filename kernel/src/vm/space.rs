@@ -186,11 +186,75 @@ struct Released {
 }
 
 impl Released {
+    /// Give back the frames: a data frame still shared with another space (copy-on-write) only
+    /// loses this space's share; the last share frees it. Tables are never shared.
     fn free(self) {
-        for pa in self.frames.into_iter().chain(self.tables) {
+        for pa in self.frames {
+            if !drop_share(pa) {
+                mm::frames::free(pa);
+            }
+        }
+        for pa in self.tables {
             mm::frames::free(pa);
         }
     }
+}
+
+/// The software bit (available to the OS, SDM vol. 3A, table 4-19) marking a user page that is
+/// shared copy-on-write: read-only in the tables although its mapping allows writes.
+const COW: Flags = Flags::BIT_9;
+
+/// Frames mapped by more than one space since a fork, with how many spaces beyond the first map
+/// them. A frame absent here has one owner. Changed only with the edit lock of a space that maps
+/// the frame (a fork adds, an unmap or a copy-on-write break removes), so a break that reads "no
+/// other sharer" under the lock of its own space cannot be contradicted until it is done.
+static SHARES: SpinMutex<RawIrqSpin, alloc::collections::BTreeMap<u64, u32>> = SpinMutex::new(alloc::collections::BTreeMap::new());
+
+/// One more space maps `pa`.
+fn add_share(pa: u64) {
+    *SHARES.lock().entry(pa).or_insert(0) += 1;
+}
+
+/// One space stops mapping `pa`: `true` if others still do (the frame stays), `false` if that was
+/// the last mapping (the caller frees it).
+fn drop_share(pa: u64) -> bool {
+    let mut shares = SHARES.lock();
+    match shares.get_mut(&pa) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            true
+        }
+        Some(_) => {
+            shares.remove(&pa);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether another space maps `pa` too.
+fn is_shared(pa: u64) -> bool {
+    SHARES.lock().contains_key(&pa)
+}
+
+/// How many frames are shared copy-on-write now (for tests: it must go back to its level).
+#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "only the in-kernel tests read it so far"))]
+pub fn shared_frames() -> usize {
+    SHARES.lock().len()
+}
+
+/// What a write fault on a user page found and did ([`AddressSpace::break_cow`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CowBreak {
+    /// The page was copy-on-write and now maps a private, writable copy.
+    Copied,
+    /// The page was copy-on-write, but no other space maps its frame any more: it is writable again
+    /// without a copy.
+    Reclaimed,
+    /// Already writable or unmapped by another thread meanwhile: retry the access.
+    Retry,
+    /// Not a copy-on-write page: a real protection violation.
+    NotCow,
 }
 
 /// Memory released by changes whose shootdown timed out, with the token saying when it is safe.
@@ -512,7 +576,12 @@ impl AddressSpace {
         let mut changed = false;
         for entry in entries {
             let old = entry.load(Ordering::Acquire);
-            let new = (old & !mask) | bits;
+            let mut new = (old & !mask) | bits;
+            if old & COW.bits() != 0 {
+                // Shared copy-on-write: stays read-only; a write fault copies it if the new rights
+                // allow writes.
+                new &= !Flags::WRITABLE.bits();
+            }
             if new != old {
                 entry.store(new, Ordering::Release);
                 changed = true;
@@ -526,7 +595,8 @@ impl AddressSpace {
 
     /// Point the page at `va` to `new_frame` (which the space then owns), keeping its rights, and
     /// return the frame it mapped before: no CPU can reach that one through this space any more,
-    /// so it is the caller's again. On `Unanswered` the change is made but the old frame stays
+    /// so it is the caller's again. A copy-on-write page is refused (`BadAddress`): its frame may
+    /// still be mapped by another space. On `Unanswered` the change is made but the old frame stays
     /// with the space until the silent CPUs answer, and is then freed; on any other error nothing
     /// changed and `new_frame` is still the caller's.
     pub fn remap(&self, va: u64, new_frame: u64) -> Result<u64, AsError> {
@@ -541,9 +611,95 @@ impl AddressSpace {
         let mem = UserTables::new();
         let entry = self.space.leaf(&mem, va).ok_or(AsError::NotMapped(va))?;
         let old = entry.load(Ordering::Acquire);
+        if old & COW.bits() != 0 {
+            // Its frame may be another space's too: it is not the caller's to take.
+            return Err(AsError::BadAddress(va));
+        }
         entry.store((old & !ADDR_MASK) | new_frame, Ordering::Release);
         let back = self.space.commit(range, Released { frames: alloc::vec![old & ADDR_MASK], tables: Vec::new() })?;
         Ok(back.frames[0])
+    }
+}
+
+impl AddressSpace {
+    /// `fork`: a new space that maps every user page of this one to the same frame. Every page
+    /// becomes copy-on-write in both, and those writable here become read-only; the change to this space is shot down on
+    /// every CPU that may cache its translations before this returns, so no thread of this space
+    /// writes a shared frame afterwards. Holds the edit lock throughout: faults and other edits of
+    /// this space wait. On `NoMemory` the new space is dropped (its shares with it) and this space
+    /// keeps its read-only copy-on-write pages, which its next writes take back.
+    pub fn fork_cow(&self) -> Result<Arc<AddressSpace>, AsError> {
+        let child = AddressSpace::new()?;
+        let s = task::sched();
+        let _edits = self.edits.lock(s);
+        let _on_this_cpu = s.preempt_disable();
+        settle_previous()?;
+        let mem = UserTables::new();
+        let mut leaves = Vec::new();
+        paging::for_each_leaf(&mem, self.space.pml4, 0..paging::KERNEL_HALF_FIRST_SLOT, |va, _| leaves.push(va));
+        let mut result = Ok(());
+        let mut narrowed = false;
+        for va in leaves {
+            let Some(entry) = self.space.leaf(&mem, va) else { continue };
+            // Atomic read-modify-writes: the CPU may set the dirty bit in the same entry meanwhile.
+            // Read-only pages are marked too: an mprotect that later allows writes in either
+            // space must not make a shared frame writable (`protect_bits` keeps marked pages
+            // read-only; the write fault copies).
+            let before = entry.fetch_and(!Flags::WRITABLE.bits(), Ordering::AcqRel);
+            narrowed |= before & Flags::WRITABLE.bits() != 0;
+            let e = entry.fetch_or(COW.bits(), Ordering::AcqRel) | COW.bits();
+            let pa = e & ADDR_MASK;
+            let flags = Flags::from_bits_truncate(e & !ADDR_MASK) & !(Flags::ACCESSED | Flags::DIRTY | Flags::PRESENT);
+            if paging::map(&mem, child.space.pml4, va, pa, PageSize::Size4K, flags).is_err() {
+                result = Err(AsError::NoMemory);
+                break;
+            }
+            add_share(pa);
+        }
+        if narrowed {
+            self.space.commit(USER_HALF, Released::default())?;
+        }
+        result.map(|()| child)
+    }
+
+    /// A write fault at `va` (page-aligned): if the page is copy-on-write, make it private and
+    /// writable in this space, copying the frame unless no other space maps it any more, and flush
+    /// the old translation on every CPU that may hold it before the old frame loses this space's
+    /// share (so another sharer taking the frame back never writes under a stale entry here).
+    pub fn break_cow(&self, va: u64) -> Result<CowBreak, AsError> {
+        let range = user_range(va, 1)?;
+        let s = task::sched();
+        let _edits = self.edits.lock(s);
+        let _on_this_cpu = s.preempt_disable();
+        settle_previous()?;
+        let mem = UserTables::new();
+        let Some(entry) = self.space.leaf(&mem, va) else { return Ok(CowBreak::Retry) };
+        let e = entry.load(Ordering::Acquire);
+        if e & Flags::WRITABLE.bits() != 0 {
+            return Ok(CowBreak::Retry);
+        }
+        if e & COW.bits() == 0 {
+            return Ok(CowBreak::NotCow);
+        }
+        let old = e & ADDR_MASK;
+        if !is_shared(old) {
+            entry.fetch_or(Flags::WRITABLE.bits(), Ordering::AcqRel);
+            entry.fetch_and(!COW.bits(), Ordering::AcqRel);
+            // Widening: a CPU holding the read-only entry would fault once more and retry; flush
+            // anyway so every CPU agrees with the tables.
+            self.space.commit(range, Released::default())?;
+            return Ok(CowBreak::Reclaimed);
+        }
+        let new = mm::frames::alloc().ok_or(AsError::NoMemory)?;
+        // SAFETY: `new` is a fresh frame nobody else owns; `old` is a mapped user frame that no
+        // space can write (every sharer maps it read-only copy-on-write, and its last sharer can
+        // only take it back after this space dropped its share, below); both are RAM reached
+        // through the direct map, and they differ.
+        unsafe { core::ptr::copy_nonoverlapping(mm::phys_to_virt(old) as *const u8, mm::phys_to_virt(new) as *mut u8, PAGE as usize) };
+        let flags = (e & !ADDR_MASK & !COW.bits()) | Flags::WRITABLE.bits();
+        entry.store(new | flags, Ordering::Release);
+        self.space.commit(range, Released { frames: alloc::vec![old], tables: Vec::new() })?.free();
+        Ok(CowBreak::Copied)
     }
 }
 
