@@ -168,7 +168,7 @@ endef
 banner = @printf '\n==> %s\n' "$(1)"
 
 .PHONY: bench-linux bench-guests-quick linux-guest guest-programs help run debug test check loom bench-quick ktest ktest-kvm ktest-short-slice iso limine limine-files bench kernel test-kernel \
-	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel qemu10 trace smoke-initramfs boot-max image soak
+	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle busybox shell-test user-kernel qemu10 trace smoke-initramfs boot-max image soak
 
 help:
 	@echo "make run        build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh, FIRMWARE=bios|uefi)"
@@ -575,9 +575,35 @@ $(USER_BIN)/%: user/src/%.c user/include/ut.h | $(USER_INC)
 
 user-programs: $(USER_BINS)
 
-# /init (the demo), /bin/<every program of the manifest>; see user/README.md.
-$(INITRAMFS): $(USER_BINS) user/programs.toml
-	cargo run -q -p user-oracle -- initramfs --out $@
+# Debian's busybox-static (a static glibc executable, run unmodified), fetched with `apt-get
+# download` and unpacked with dpkg-deb into target/busybox: the binary, its applet list as the
+# host runs it (`busybox --list`), and the package version. Never committed.
+BUSYBOX_DIR := target/busybox
+BUSYBOX := $(BUSYBOX_DIR)/busybox
+
+busybox: $(BUSYBOX)
+
+$(BUSYBOX):
+	@rm -rf $(BUSYBOX_DIR); mkdir -p $(BUSYBOX_DIR)/debs $(BUSYBOX_DIR)/root
+	@cd $(BUSYBOX_DIR)/debs && if ! apt-get download -qq busybox-static </dev/null 2>download.log; then \
+	  echo "busybox: apt-get download busybox-static failed: $$(tail -n 1 download.log)" >&2; exit 1; fi
+	@cd $(BUSYBOX_DIR) && dpkg-deb -x debs/busybox-static_*.deb root && cp root/bin/busybox busybox.tmp && \
+	  ./busybox.tmp --list > applets && printf 'busybox-static %s\n' "$$(dpkg-deb -f debs/busybox-static_*.deb Version)" > version && \
+	  rm -rf root debs && mv busybox.tmp busybox
+	@echo "busybox: $$(cat $(BUSYBOX_DIR)/version), $$(wc -l < $(BUSYBOX_DIR)/applets) applets, in $(BUSYBOX_DIR)/"
+
+# The initramfs (user/README.md): /init starts the shell; /bin holds every program of the manifest,
+# busybox and a link per applet, the project's tools (stress, kstat, the two-guest programs as
+# bench-NAME); /etc comes from user/rootfs/etc.
+GUEST_BIN := target/user/bench
+GUEST_PROGRAMS := $(addprefix $(GUEST_BIN)/,$(basename $(notdir $(filter-out user/bench/tiny.c,$(wildcard user/bench/*.c)))))
+ROOTFS_ETC := $(wildcard user/rootfs/etc/*)
+TOOLS := kstat
+$(INITRAMFS): $(USER_BINS) user/programs.toml $(BUSYBOX) $(GUEST_PROGRAMS) $(GUEST_BIN)/tiny $(ROOTFS_ETC)
+	cargo run -q -p user-oracle -- initramfs --out $@ --init shinit --busybox $(BUSYBOX) \
+	  $(foreach t,$(TOOLS),--add $(USER_BIN)/$(t):/bin/$(t)) \
+	  $(foreach g,$(filter-out %/init,$(GUEST_PROGRAMS)) $(GUEST_BIN)/tiny,--add $(g):/bin/bench-$(notdir $(g))) \
+	  $(foreach f,$(ROOTFS_ETC),--add $(f):/etc/$(notdir $(f)))
 
 user: $(INITRAMFS)
 
@@ -599,8 +625,7 @@ user-kernel: host-deps user-oracle $(INITRAMFS) kernel
 # dpkg-deb into target/linux-guest: vmlinuz, System.map (the interrupt entry points the counter
 # needs), and the package version. Never committed.
 
-GUEST_BIN := target/user/bench
-GUEST_PROGRAMS := $(addprefix $(GUEST_BIN)/,$(basename $(notdir $(filter-out user/bench/tiny.c,$(wildcard user/bench/*.c)))))
+# GUEST_BIN and GUEST_PROGRAMS are defined with the user programs (the initramfs lists them).
 LINUX_GUEST := target/linux-guest
 
 $(GUEST_BIN)/tiny: user/bench/tiny.c

@@ -35,7 +35,7 @@ use regex_lite::Regex;
 const USAGE: &str = "\
 usage: user-oracle run [--only NAME]... [--cpus LIST]... [PATHS]
        user-oracle compare --log SERIAL_LOG [--ignore REGEX]... [--expected-dir DIR] NAME...
-       user-oracle initramfs [--init NAME] [--add SOURCE:PATH]... [--out FILE] [PATHS]
+       user-oracle initramfs [--init NAME] [--busybox FILE] [--add SOURCE:PATH]... [--out FILE] [PATHS]
        user-oracle kernel --kernel ELF [--smp LIST] [--only NAME]... [QEMU OPTIONS] [PATHS]
        user-oracle list [--manifest FILE]
 
@@ -44,8 +44,9 @@ usage: user-oracle run [--only NAME]... [--cpus LIST]... [PATHS]
                        twice: all CPUs, then the first CPU this process may use
   --log FILE           serial output of a kernel that ran the programs
   --ignore REGEX       serial lines to drop (repeatable); default: the kernel's `[cpuN] ` log lines
-  --init NAME          the program that becomes /init (default init)
-  --add SOURCE:PATH    one more file in the archive (repeatable), e.g. busybox:/bin/busybox
+  --init NAME          the binary of --bin-dir that becomes /init (default init)
+  --busybox FILE       busybox as /bin/busybox, and a link per applet it lists on this host
+  --add SOURCE:PATH    one more file in the archive (repeatable), e.g. target/user/bin/kstat:/bin/kstat
   --out FILE           the archive (default target/initramfs.cpio)
 QEMU OPTIONS (kernel):
   --kernel ELF         the kernel to boot (PVH entry)
@@ -84,6 +85,7 @@ enum Command {
     Initramfs {
         init: String,
         add: Vec<(PathBuf, String)>,
+        busybox: Option<PathBuf>,
         out: PathBuf,
     },
     Kernel {
@@ -127,6 +129,7 @@ fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
     };
     let (mut only, mut cpus, mut ignore, mut names, mut add) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let mut busybox = None;
     let (mut log, mut init, mut out) = (
         None,
         "init".to_string(),
@@ -170,6 +173,7 @@ fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
             Value(v) if sub == "compare" => names.push(v.string()?),
             Long("init") if sub == "initramfs" => init = parser.value()?.string()?,
             Long("out") if sub == "initramfs" => out = parser.value()?.into(),
+            Long("busybox") if sub == "initramfs" => busybox = Some(parser.value()?.into()),
             Long("add") if sub == "initramfs" => {
                 let spec = parser.value()?.string()?;
                 let (source, path) = spec.split_once(':').ok_or("--add wants SOURCE:PATH")?;
@@ -194,7 +198,12 @@ fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
                 names,
             }
         }
-        "initramfs" => Command::Initramfs { init, add, out },
+        "initramfs" => Command::Initramfs {
+            init,
+            add,
+            busybox,
+            out,
+        },
         "kernel" => Command::Kernel {
             only,
             options: Box::new(k),
@@ -218,9 +227,12 @@ fn main() -> ExitCode {
         Command::Compare { log, ignore, names } => {
             compare(&programs, &paths, &log, &ignore, &names)
         }
-        Command::Initramfs { init, add, out } => {
-            build_initramfs(&programs, &paths, &init, &add, &out)
-        }
+        Command::Initramfs {
+            init,
+            add,
+            busybox,
+            out,
+        } => build_initramfs(&programs, &paths, &init, &add, busybox.as_deref(), &out),
         Command::Kernel { only, options } => run_kernel(&programs, &paths, &only, *options),
         Command::List => {
             for p in &programs {
@@ -453,19 +465,25 @@ fn build_initramfs(
     paths: &Paths,
     init: &str,
     add: &[(PathBuf, String)],
+    busybox: Option<&Path>,
     out: &Path,
 ) -> Result<bool, String> {
-    if !programs.iter().any(|p| p.name == init) {
-        return Err(format!(
-            "--init {init}: not a program of {}",
-            paths.manifest.display()
-        ));
+    let init_path = paths.bin_dir.join(init);
+    if !init_path.is_file() {
+        return Err(format!("--init {init}: no {}", init_path.display()));
     }
     let binaries: Vec<PathBuf> = programs
         .iter()
         .map(|p| paths.bin_dir.join(&p.name))
         .collect();
-    let mut items = initramfs::items(&paths.bin_dir.join(init), &binaries, add)?;
+    let busybox = busybox.map(initramfs::Busybox::probe).transpose()?;
+    let (mut items, shadowed) = initramfs::items(&init_path, &binaries, add, busybox.as_ref())?;
+    if !shadowed.is_empty() {
+        println!(
+            "initramfs: busybox applets not linked, a program of ours has the name: {}",
+            shadowed.join(" ")
+        );
+    }
     if let Some(dir) = out.parent() {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
