@@ -2,7 +2,7 @@
 //!
 //! Init order (boot CPU): console -> boot information -> IDT, GDT/TSS, per-CPU block -> memory
 //! (frames, page tables, heap) -> ACPI -> local APIC and timers -> application processors ->
-//! scheduler -> tests or demonstration -> idle.
+//! scheduler -> processes, console input (tty) -> tests or demonstration -> idle.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
 
@@ -33,6 +33,9 @@ mod task;
 mod vm;
 // Services: each forbids unsafe code (the layer check insists) and reaches the hardware only
 // through the layers above.
+#[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
+mod tty;
 #[cfg(target_os = "none")]
 #[forbid(unsafe_code)]
 mod ipc;
@@ -191,6 +194,8 @@ fn kernel_main(info: BootInfo) -> ! {
         // never hands them out and nothing writes them; the direct map covers all RAM for ever.
         unsafe { core::slice::from_raw_parts(crate::mm::phys_to_virt(pa) as *const u8, len as usize) }
     }));
+    tty::init();
+    tty::set_hooks(tty::Hooks { signal_group: tty_signal_group, caller_pgrp: caller_pid, caller_sid: caller_pid });
     let (smep, smap) = crate::cpu::ring3::protections();
     let smap_state = if opts.nosmap { "off (nosmap)" } else { on_off(smap) };
     log::info!("ring 3: syscall/sysret on every CPU; SMEP {}, SMAP {smap_state}", on_off(smep));
@@ -306,6 +311,19 @@ fn run_init(path: &'static str, args: &'static str) {
         }
         Err(e) => log::error!("init: cannot start {path}: {e:?}"),
     }
+}
+
+/// The terminal's caller as a process group and session: every process is its own until process
+/// groups and sessions exist.
+#[cfg(target_os = "none")]
+fn caller_pid() -> u32 {
+    process::current().map(|p| p.pid()).unwrap_or(0)
+}
+
+/// Ctrl-C, Ctrl-\ and Ctrl-Z on the console: until signals are delivered, say what would be sent.
+#[cfg(target_os = "none")]
+fn tty_signal_group(pgid: u32, signal: u32) {
+    log::info!("tty: signal {signal} for process group {pgid} (signals are not delivered yet)");
 }
 
 #[cfg(target_os = "none")]

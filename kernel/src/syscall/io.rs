@@ -1,5 +1,5 @@
-//! Console input and output: read, write, readv, writev, and ioctl's terminal queries. File
-//! descriptors 0, 1 and 2 are the console; there is no other file yet.
+//! Console input and output: read, write, readv, writev, and ioctl's terminal requests. File
+//! descriptors 0, 1 and 2 are the console, a terminal (`crate::tty`); there is no other file yet.
 
 use abi::linux::{errno, general::iovec};
 use arch::usercopy;
@@ -24,7 +24,7 @@ fn console_write(bytes: &[u8]) {
         out.extend_from_slice(bytes);
         return;
     }
-    crate::cpu::console::lock(false).write_bytes(bytes);
+    let _ = crate::tty::write(bytes);
 }
 
 pub fn write(fd: u64, buf: u64, len: u64) -> SysResult {
@@ -43,12 +43,20 @@ pub fn write(fd: u64, buf: u64, len: u64) -> SysResult {
     Ok(done)
 }
 
-/// The console has no input yet: end of file.
-pub fn read(fd: u64, _buf: u64, _len: u64) -> SysResult {
-    match fd {
-        0 => Ok(0),
-        _ => Err(errno::EBADF),
+/// Console input through the line discipline (fd 0; Linux lets fds 1 and 2 of a terminal read too,
+/// but ours are the console only by convention).
+pub fn read(fd: u64, buf: u64, len: u64) -> SysResult {
+    if fd != 0 {
+        return Err(errno::EBADF);
     }
+    if len == 0 {
+        return Ok(0);
+    }
+    // One canonical line is at most 4 KiB; a raw read takes what is there, so a page bounds a call.
+    let mut kbuf = alloc::vec![0u8; len.min(4096) as usize];
+    let n = crate::tty::read(&mut kbuf, false)?;
+    usercopy::copy_to_user(buf, &kbuf[..n]).map_err(|_| errno::EFAULT)?;
+    Ok(n as u64)
 }
 
 /// Read the `i`-th `struct iovec` of the array at `iov`.
@@ -88,17 +96,27 @@ pub fn writev(fd: u64, iov: u64, count: u64) -> SysResult {
     Ok(total)
 }
 
+/// Reads into the first non-empty buffer only: a terminal read returns at most a line anyway.
 pub fn readv(fd: u64, iov: u64, count: u64) -> SysResult {
+    if fd != 0 {
+        return Err(errno::EBADF);
+    }
     if count > IOV_MAX {
         return Err(errno::EINVAL);
     }
-    read(fd, iov, count)
+    for i in 0..count {
+        let (base, len) = iovec_at(iov, i)?;
+        if len > 0 {
+            return read(fd, base, len);
+        }
+    }
+    Ok(0)
 }
 
-/// `TIOCGWINSZ` and friends: the console is not a terminal yet (musl then buffers stdout fully).
-pub fn ioctl(fd: u64, _cmd: u64, _arg: u64) -> SysResult {
+/// The console's terminal requests (termios, window size, foreground group, FIONREAD).
+pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> SysResult {
     match fd {
-        0..=2 => Err(errno::ENOTTY),
+        0..=2 => crate::tty::ioctl(cmd as u32, arg),
         _ => Err(errno::EBADF),
     }
 }

@@ -1,0 +1,345 @@
+//! The console as a terminal: COM1's input arrives by interrupt (ISA IRQ 4 through the I/O APIC,
+//! vector [`VECTOR_COM1`]) and goes through `abi::tty`'s line discipline; programs read it, write
+//! through its output processing, and control it with the termios ioctls.
+//!
+//! ```text
+//!   UART --IRQ 4--> on_input (interrupts off)          read(buf, nonblock)
+//!     drain the FIFO (console lock)                      Tty::read under TTY; nothing yet:
+//!     Tty::input per byte (TTY lock) ----> readers ----> sleep_for_input (the one sleep)
+//!     echo -> console (write_raw)         wait queue
+//!     INTR/QUIT/SUSP -> Hooks::signal_group(fg pgrp, signal)
+//! ```
+//!
+//! The device API, for `/dev/console` and fds 0-2: [`read`], [`write`], [`ioctl`], [`readable`],
+//! and [`input_queue`] for poll to sleep on. Lock order: `TTY` -> console lock (echo is written
+//! after `TTY` is dropped; only `write` holds both, to keep output in termios order).
+//!
+//! Job control, Linux's rules as far as this layer can see them: the terminal has a session
+//! (`TIOCSCTTY` by a caller makes the caller's session its own, as a session leader's first open
+//! does on Linux) and a foreground process group (`TIOCSPGRP`). Without a session, `TIOCGPGRP` and
+//! `TIOCSPGRP` fail with ENOTTY, as on a Linux terminal that is nobody's controlling terminal. The
+//! caller's process group and session come from [`Hooks`], set by the process layer above.
+//!
+//! Not done (trade-offs): background reads and writes are not stopped (no SIGTTIN/SIGTTOU),
+//! `TIOCSPGRP` does not check that the group is in the terminal's session, and output is never
+//! queued (the UART is written synchronously), so `TCSETSW` is `TCSETS`.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use abi::{
+    linux::{errno, general as g, ioctl as io},
+    tty::{TERMIOS_SIZE, Termios, Tty, Wait, WinSize},
+};
+use arch::usercopy;
+use crossbeam_utils::atomic::AtomicCell;
+use talc::lock_api::Mutex as SpinMutex;
+
+use crate::{
+    cpu::{console, irqlock::RawIrqSpin},
+    irq::{apic, trap},
+    task,
+};
+
+/// The vector COM1's line is delivered on (32 + ISA IRQ 4, as PCs have always numbered it).
+pub const VECTOR_COM1: u8 = 0x24;
+/// COM1's ISA interrupt line.
+const COM1_IRQ: u8 = 4;
+
+/// What the terminal needs from the process layer (installed with [`set_hooks`]).
+#[derive(Clone, Copy)]
+pub struct Hooks {
+    /// Send `signal` to every process of group `pgid`. Called from the interrupt handler
+    /// (interrupts off, must not sleep) for INTR, QUIT and SUSP, and from `TIOCSWINSZ`.
+    pub signal_group: fn(pgid: u32, signal: u32),
+    /// The calling process's group id.
+    pub caller_pgrp: fn() -> u32,
+    /// The calling process's session id.
+    pub caller_sid: fn() -> u32,
+}
+
+static HOOKS: AtomicCell<Option<Hooks>> = AtomicCell::new(None);
+
+/// Install the process layer's side (once, at boot; again at will).
+pub fn set_hooks(hooks: Hooks) {
+    HOOKS.store(Some(hooks));
+}
+
+/// The terminal's state beyond the line discipline.
+struct Console {
+    tty: Tty,
+    /// The session whose controlling terminal this is; 0 for none.
+    session: u32,
+}
+
+static TTY: spin::Once<SpinMutex<RawIrqSpin, Console>> = spin::Once::new();
+/// Readers (and pollers) waiting for input; woken after every batch of input and every change of
+/// the settings.
+static READERS: sched::WaitQueue = sched::WaitQueue::new();
+/// Counts batches of input and setting changes: a sleeper waits for it to move.
+static INPUT_GEN: AtomicU64 = AtomicU64::new(0);
+
+fn tty() -> &'static SpinMutex<RawIrqSpin, Console> {
+    TTY.call_once(|| SpinMutex::new(Console { tty: Tty::new(), session: 0 }))
+}
+
+/// Route COM1's interrupt to this (the boot) CPU and start taking input. Boot CPU, once, after
+/// the scheduler exists.
+pub fn init() {
+    tty();
+    trap::register(VECTOR_COM1, on_input);
+    match crate::acpi::route_isa_irq(COM1_IRQ, VECTOR_COM1, apic::id().get()) {
+        Ok(gsi) => log::info!("tty: console input by interrupt (COM1, IRQ {COM1_IRQ} -> GSI {gsi}, vector {VECTOR_COM1:#x})"),
+        Err(e) => log::warn!("tty: console input unavailable, COM1's interrupt cannot be routed: {e}"),
+    }
+    // Bytes that arrived before the line was routed raised no edge the I/O APIC saw: take them now.
+    take_input();
+}
+
+/// The interrupt handler: take what the UART holds, then acknowledge.
+fn on_input(_frame: &mut arch::trap::TrapFrame) {
+    take_input();
+    apic::eoi();
+}
+
+/// Drain the receive FIFO through the line discipline; echo, wake readers, raise signals.
+/// Interrupts off (the handler, or `init`).
+fn take_input() {
+    let mut signals: Vec<(u32, u32)> = Vec::new();
+    let mut wake = false;
+    loop {
+        let mut bytes = [0u8; 64];
+        let mut n = 0;
+        {
+            let mut c = console::lock(false);
+            while n < bytes.len()
+                && let Some(b) = c.receive()
+            {
+                bytes[n] = b;
+                n += 1;
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        let echo = {
+            let mut t = tty().lock();
+            for &b in &bytes[..n] {
+                let fx = t.tty.input(b);
+                if let Some(sig) = fx.signal {
+                    signals.push((t.tty.fg_pgrp, sig));
+                    // A signal character discards pending input: a reader waiting for its line
+                    // must look again.
+                    wake = true;
+                }
+                wake |= fx.wake_readers;
+            }
+            t.tty.take_output()
+        };
+        if !echo.is_empty() {
+            console::lock(false).write_raw(&echo);
+        }
+        if n < bytes.len() {
+            break;
+        }
+    }
+    if wake {
+        INPUT_GEN.fetch_add(1, Ordering::Release);
+        READERS.wake_all(task::sched());
+    }
+    deliver(&signals);
+}
+
+fn deliver(signals: &[(u32, u32)]) {
+    for &(pgid, sig) in signals {
+        if pgid == 0 {
+            // No foreground group (nobody's controlling terminal): Linux sends nothing either.
+            continue;
+        }
+        match HOOKS.load() {
+            Some(h) => (h.signal_group)(pgid, sig),
+            None => log::info!("tty: signal {sig} for process group {pgid}, but no process layer to send it"),
+        }
+    }
+}
+
+/// Sleep until input arrives (the generation moves past `seen`) or `timeout_ns` passes; returns
+/// whether the timeout ended it. The one place a terminal read sleeps: making reads interruptible
+/// by signals (EINTR) means changing this function only.
+fn sleep_for_input(seen: u64, timeout_ns: Option<u64>) -> Result<bool, u32> {
+    let moved = || INPUT_GEN.load(Ordering::Acquire) != seen;
+    let Some(timeout) = timeout_ns else {
+        READERS.wait_until(task::sched(), moved);
+        return Ok(false);
+    };
+    // The scheduler has no timed wait on a queue: sleep in slices and look in between.
+    const SLICE_NS: u64 = 10_000_000;
+    let deadline = crate::time::now_ns() + timeout;
+    loop {
+        if moved() {
+            return Ok(false);
+        }
+        let now = crate::time::now_ns();
+        if now >= deadline {
+            return Ok(true);
+        }
+        task::sched().sleep_ns((deadline - now).min(SLICE_NS));
+    }
+}
+
+/// Read what the line discipline lets through: a line in canonical mode, bytes by VMIN/VTIME in
+/// raw mode. `nonblock`: EAGAIN instead of sleeping.
+pub fn read(buf: &mut [u8], nonblock: bool) -> Result<usize, u32> {
+    let mut timed_out = false;
+    loop {
+        let seen = INPUT_GEN.load(Ordering::Acquire);
+        let r = tty().lock().tty.read(buf, nonblock, timed_out);
+        match r? {
+            Ok(n) => return Ok(n),
+            Err(Wait::Input) => {
+                timed_out = false;
+                sleep_for_input(seen, None)?;
+            }
+            Err(Wait::Timeout { deciseconds }) => {
+                timed_out = sleep_for_input(seen, Some(u64::from(deciseconds) * 100_000_000))?;
+            }
+        }
+    }
+}
+
+/// Write `buf` through output processing (ONLCR under OPOST); the whole buffer goes out.
+pub fn write(buf: &[u8]) -> Result<usize, u32> {
+    let t = tty().lock();
+    let out = t.tty.output(buf);
+    console::lock(false).write_raw(&out);
+    drop(t);
+    Ok(buf.len())
+}
+
+/// Would a read return at once (poll's POLLIN)?
+#[expect(dead_code, reason = "the descriptor layer's poll and /dev/console call it")]
+pub fn readable() -> bool {
+    tty().lock().tty.poll_readable()
+}
+
+/// Where readers and pollers wait; woken after input and setting changes.
+#[expect(dead_code, reason = "the descriptor layer's poll sleeps on it")]
+pub fn input_queue() -> &'static sched::WaitQueue {
+    &READERS
+}
+
+fn settings_changed() {
+    INPUT_GEN.fetch_add(1, Ordering::Release);
+    READERS.wake_all(task::sched());
+}
+
+fn get_user<const N: usize>(arg: u64) -> Result<[u8; N], u32> {
+    let mut b = [0u8; N];
+    usercopy::copy_from_user(&mut b, arg).map_err(|_| errno::EFAULT)?;
+    Ok(b)
+}
+
+fn put_user(arg: u64, bytes: &[u8]) -> Result<u64, u32> {
+    usercopy::copy_to_user(arg, bytes).map_err(|_| errno::EFAULT)?;
+    Ok(0)
+}
+
+fn caller() -> Option<Hooks> {
+    HOOKS.load()
+}
+
+/// The terminal ioctls: termios (`TCGETS`, `TCSETS`, `TCSETSW`, `TCSETSF`), window size, the
+/// foreground group and controlling terminal, `FIONREAD`, `TCFLSH`; others are ENOTTY, as Linux
+/// answers for a request no layer of a terminal knows.
+pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, u32> {
+    match cmd {
+        io::TCGETS => {
+            let b = tty().lock().tty.termios.to_bytes();
+            put_user(arg, &b)
+        }
+        io::TCSETS | io::TCSETSW | io::TCSETSF => {
+            let t = Termios::from_bytes(&get_user::<TERMIOS_SIZE>(arg)?);
+            tty().lock().tty.set_termios(t, cmd == io::TCSETSF);
+            settings_changed();
+            Ok(0)
+        }
+        io::TIOCGWINSZ => {
+            let b = tty().lock().tty.winsize.to_bytes();
+            put_user(arg, &b)
+        }
+        io::TIOCSWINSZ => {
+            let w = WinSize::from_bytes(&get_user::<8>(arg)?);
+            let (changed, fg) = {
+                let mut t = tty().lock();
+                let changed = t.tty.winsize != w;
+                t.tty.winsize = w;
+                (changed, t.tty.fg_pgrp)
+            };
+            if changed {
+                deliver(&[(fg, g::SIGWINCH)]);
+            }
+            Ok(0)
+        }
+        io::FIONREAD => {
+            let n = tty().lock().tty.readable_bytes() as i32;
+            put_user(arg, &n.to_ne_bytes())
+        }
+        io::TIOCGPGRP => {
+            let t = tty().lock();
+            if t.session == 0 {
+                return Err(errno::ENOTTY);
+            }
+            let pg = t.tty.fg_pgrp as i32;
+            drop(t);
+            put_user(arg, &pg.to_ne_bytes())
+        }
+        io::TIOCSPGRP => {
+            let pg = i32::from_ne_bytes(get_user::<4>(arg)?);
+            if pg < 0 {
+                return Err(errno::EINVAL);
+            }
+            let mut t = tty().lock();
+            if t.session == 0 {
+                return Err(errno::ENOTTY);
+            }
+            t.tty.fg_pgrp = pg as u32;
+            Ok(0)
+        }
+        io::TIOCGSID => {
+            let sid = tty().lock().session;
+            if sid == 0 {
+                return Err(errno::ENOTTY);
+            }
+            put_user(arg, &(sid as i32).to_ne_bytes())
+        }
+        io::TIOCSCTTY => {
+            let h = caller().ok_or(errno::EPERM)?;
+            let (sid, pgrp) = ((h.caller_sid)(), (h.caller_pgrp)());
+            let mut t = tty().lock();
+            if t.session != 0 && t.session != sid && arg != 1 {
+                return Err(errno::EPERM);
+            }
+            t.session = sid;
+            t.tty.fg_pgrp = pgrp;
+            Ok(0)
+        }
+        io::TIOCNOTTY => {
+            let mut t = tty().lock();
+            t.session = 0;
+            t.tty.fg_pgrp = 0;
+            Ok(0)
+        }
+        io::TCFLSH => match arg as u32 {
+            g::TCIFLUSH | g::TCIOFLUSH => {
+                tty().lock().tty.flush_input();
+                Ok(0)
+            }
+            g::TCOFLUSH => Ok(0),
+            _ => Err(errno::EINVAL),
+        },
+        // Output is never queued: draining, breaks and flow control have nothing to wait for.
+        io::TCSBRK | io::TCXONC => Ok(0),
+        io::TIOCOUTQ => put_user(arg, &0i32.to_ne_bytes()),
+        _ => Err(errno::ENOTTY),
+    }
+}
