@@ -137,7 +137,7 @@ MIN_MEM_MIB := 16
 MEM_USED = $(or $(MEM),$(if $(filter-out 1 2 3 4,$(SMP)),1G,512M))
 CPU_USED = $(or $(CPU),$(if $(filter kvm,$(ACCEL_USED)),$(KVM_CPU)))
 QEMU_COMMON = -machine q35 -accel $(ACCEL_USED) $(if $(CPU_USED),-cpu $(CPU_USED)) -smp $(SMP) -m $(MEM_USED) \
-	-serial stdio -display none -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04
+	-serial mon:stdio -display none -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04
 comma := ,
 OVMF_DRIVES = -drive if=pflash,format=raw,unit=0,readonly=on,file=$(OVMF_CODE) -drive if=pflash,format=raw,unit=1,file=$(OVMF_VARS)
 QEMU_FIRMWARE = $(if $(filter uefi,$(FIRMWARE)),$(OVMF_DRIVES))
@@ -184,6 +184,7 @@ help:
 	@echo "make boot-max   (test) boot at -smp $(MAX_SMP) with x2APIC under QEMU 10, every CPU must come online"
 	@echo "make user       build the user test programs (musl, static) and $(INITRAMFS)"
 	@echo "make user-oracle (check) run every user program on the host Linux, record its lines in $(USER_EXPECTED)/"
+	@echo "make shell-test the scripted busybox shell session, on the host Linux and on the kernel at -smp $(SHELL_TEST_SMP)"
 	@echo "make user-kernel (test, at -smp 2 there) every user program as init of the kernel at -smp $(USER_KERNEL_SMP), compared with Linux"
 	@echo "make bench      the benchmark: part 1 natively beside Linux, part 2 in QEMU (BENCH_QEMU=qemu10: QEMU 10)"
 	@echo "make trace      boot with the scheduling trace on for SECONDS=$(TRACE_SECONDS) s; target/trace/trace.json, timeline.svg, summary.txt"
@@ -348,6 +349,7 @@ boot-check:
 
 run: boot-check host-deps $(BOOT_MEDIA)
 	@echo "run: boot $(BOOT_USED) ($(BOOT_WHY)), accel $(ACCEL_USED) ($(ACCEL_WHY)), firmware $(FIRMWARE), -smp $(SMP) -m $(MEM_USED)$(if $(NESTED_NOXSAVE), ($(strip $(NESTED_NOXSAVE)) added: a nested KVM cannot emulate XGETBV or CLAC))"
+	@echo "run: the serial console is this terminal, in raw mode: Ctrl-C and Ctrl-\\ go to the guest's shell; Ctrl-A X quits QEMU (Ctrl-A H: QEMU's other keys)"
 	$(call run_qemu)
 
 debug: boot-check host-deps $(BOOT_MEDIA)
@@ -597,13 +599,24 @@ $(BUSYBOX):
 # bench-NAME); /etc comes from user/rootfs/etc.
 GUEST_BIN := target/user/bench
 GUEST_PROGRAMS := $(addprefix $(GUEST_BIN)/,$(basename $(notdir $(filter-out user/bench/tiny.c,$(wildcard user/bench/*.c)))))
-ROOTFS_ETC := $(wildcard user/rootfs/etc/*)
+ROOTFS_FILES := $(shell find user/rootfs -type f 2>/dev/null | LC_ALL=C sort)
 TOOLS := kstat
-$(INITRAMFS): $(USER_BINS) user/programs.toml $(BUSYBOX) $(GUEST_PROGRAMS) $(GUEST_BIN)/tiny $(ROOTFS_ETC)
+$(INITRAMFS): $(USER_BINS) user/programs.toml $(BUSYBOX) $(GUEST_PROGRAMS) $(GUEST_BIN)/tiny $(ROOTFS_FILES)
 	cargo run -q -p user-oracle -- initramfs --out $@ --init shinit --busybox $(BUSYBOX) \
 	  $(foreach t,$(TOOLS),--add $(USER_BIN)/$(t):/bin/$(t)) \
 	  $(foreach g,$(filter-out %/init,$(GUEST_PROGRAMS)) $(GUEST_BIN)/tiny,--add $(g):/bin/bench-$(notdir $(g))) \
-	  $(foreach f,$(ROOTFS_ETC),--add $(f):/etc/$(notdir $(f)))
+	  $(foreach f,$(ROOTFS_FILES),--add $(f):/$(patsubst user/rootfs/%,%,$(f)))
+
+# The scripted shell session (user/shell/session.toml) on the host Linux (busybox on a pty: the
+# expected answers are Linux's) and then on our kernel at -smp SHELL_TEST_SMP, typed into its
+# serial console. SHELL_TEST_ARGS: more options, e.g. --only echo --only pipeline, or
+# --append "init=/bin/busybox -- sh" to start the shell without /init.
+SHELL_TEST_SMP ?= $(KTEST_SMP)
+SHELL_TEST_ARGS ?=
+shell-test: host-deps user-programs $(INITRAMFS) kernel
+	$(call banner,the shell session: busybox sh on the host Linux$(comma) then on our kernel at -smp $(SHELL_TEST_SMP) (accel $(ACCEL_USED)))
+	cargo run -q -p user-oracle -- shell --host --kernel $(KERNEL_ELF) --initramfs $(INITRAMFS) --smp $(SHELL_TEST_SMP) \
+	  --accel $(ACCEL_USED) $(SHELL_TEST_ARGS)
 
 user: $(INITRAMFS)
 
