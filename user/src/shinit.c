@@ -35,6 +35,10 @@ int main(int argc, char **argv)
 		args[n++] = argv[i];
 	args[n] = NULL;
 	execve("/bin/sh", args, envp);
-	fprintf(stderr, "init: cannot run /bin/sh: %s\n", strerror(errno));
+	int err = errno;
+	/* The applet link itself may be what failed (a loader that does not follow links): busybox
+	 * picks its applet from argv[0], "-sh" included. */
+	execve("/bin/busybox", args, envp);
+	fprintf(stderr, "init: cannot run /bin/sh: %s; /bin/busybox: %s\n", strerror(err), strerror(errno));
 	return 127;
 }
