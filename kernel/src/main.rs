@@ -195,7 +195,7 @@ fn kernel_main(info: BootInfo) -> ! {
         unsafe { core::slice::from_raw_parts(crate::mm::phys_to_virt(pa) as *const u8, len as usize) }
     }));
     tty::init();
-    tty::set_hooks(tty::Hooks { signal_group: tty_signal_group, caller_pgrp: caller_pid, caller_sid: caller_pid });
+    tty::set_hooks(tty::Hooks { signal_group: tty_signal_group, caller: tty_caller });
     let (smep, smap) = crate::cpu::ring3::protections();
     let smap_state = if opts.nosmap { "off (nosmap)" } else { on_off(smap) };
     log::info!("ring 3: syscall/sysret on every CPU; SMEP {}, SMAP {smap_state}", on_off(smep));
@@ -313,11 +313,12 @@ fn run_init(path: &'static str, args: &'static str) {
     }
 }
 
-/// The terminal's caller as a process group and session: every process is its own until process
-/// groups and sessions exist.
+/// The terminal's caller: every process is its own group and session leader until process groups
+/// and sessions exist.
 #[cfg(target_os = "none")]
-fn caller_pid() -> u32 {
-    process::current().map(|p| p.pid()).unwrap_or(0)
+fn tty_caller() -> abi::tty::Caller {
+    let pid = process::current().map(|p| p.pid()).unwrap_or(0);
+    abi::tty::Caller { pid, pgrp: pid, sid: pid }
 }
 
 /// Ctrl-C, Ctrl-\ and Ctrl-Z on the console: until signals are delivered, say what would be sent.

@@ -14,11 +14,11 @@
 //! and [`input_queue`] for poll to sleep on. Lock order: `TTY` -> console lock (echo is written
 //! after `TTY` is dropped; only `write` holds both, to keep output in termios order).
 //!
-//! Job control, Linux's rules as far as this layer can see them: the terminal has a session
-//! (`TIOCSCTTY` by a caller makes the caller's session its own, as a session leader's first open
-//! does on Linux) and a foreground process group (`TIOCSPGRP`). Without a session, `TIOCGPGRP` and
-//! `TIOCSPGRP` fail with ENOTTY, as on a Linux terminal that is nobody's controlling terminal. The
-//! caller's process group and session come from [`Hooks`], set by the process layer above.
+//! Job control follows Linux's rules (`abi::tty`'s `set_controlling`, `foreground`, ...): the
+//! terminal has a session (`TIOCSCTTY` by a session leader, as its first open of a terminal does
+//! on Linux) and a foreground process group (`TIOCSPGRP`). Outside that session `TIOCGPGRP` and
+//! `TIOCSPGRP` fail with ENOTTY, as for a terminal that is not the caller's controlling one. The
+//! caller's pid, group and session come from [`Hooks`], set by the process layer above.
 //!
 //! Not done (trade-offs): background reads and writes are not stopped (no SIGTTIN/SIGTTOU),
 //! `TIOCSPGRP` does not check that the group is in the terminal's session, and output is never
@@ -29,11 +29,16 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use abi::{
     linux::{errno, general as g, ioctl as io},
-    tty::{TERMIOS_SIZE, Termios, Tty, Wait, WinSize},
+    tty::{Caller, TERMIOS_SIZE, Termios, Tty, Wait, WinSize},
 };
 use arch::usercopy;
 use crossbeam_utils::atomic::AtomicCell;
 use talc::lock_api::Mutex as SpinMutex;
+
+#[cfg(feature = "ktest")]
+mod tests;
+#[cfg(feature = "ktest")]
+pub use tests::TESTS;
 
 use crate::{
     cpu::{console, irqlock::RawIrqSpin},
@@ -52,10 +57,8 @@ pub struct Hooks {
     /// Send `signal` to every process of group `pgid`. Called from the interrupt handler
     /// (interrupts off, must not sleep) for INTR, QUIT and SUSP, and from `TIOCSWINSZ`.
     pub signal_group: fn(pgid: u32, signal: u32),
-    /// The calling process's group id.
-    pub caller_pgrp: fn() -> u32,
-    /// The calling process's session id.
-    pub caller_sid: fn() -> u32,
+    /// The calling process's pid, group and session.
+    pub caller: fn() -> Caller,
 }
 
 static HOOKS: AtomicCell<Option<Hooks>> = AtomicCell::new(None);
@@ -65,22 +68,15 @@ pub fn set_hooks(hooks: Hooks) {
     HOOKS.store(Some(hooks));
 }
 
-/// The terminal's state beyond the line discipline.
-struct Console {
-    tty: Tty,
-    /// The session whose controlling terminal this is; 0 for none.
-    session: u32,
-}
-
-static TTY: spin::Once<SpinMutex<RawIrqSpin, Console>> = spin::Once::new();
+static TTY: spin::Once<SpinMutex<RawIrqSpin, Tty>> = spin::Once::new();
 /// Readers (and pollers) waiting for input; woken after every batch of input and every change of
 /// the settings.
 static READERS: sched::WaitQueue = sched::WaitQueue::new();
 /// Counts batches of input and setting changes: a sleeper waits for it to move.
 static INPUT_GEN: AtomicU64 = AtomicU64::new(0);
 
-fn tty() -> &'static SpinMutex<RawIrqSpin, Console> {
-    TTY.call_once(|| SpinMutex::new(Console { tty: Tty::new(), session: 0 }))
+fn tty() -> &'static SpinMutex<RawIrqSpin, Tty> {
+    TTY.call_once(|| SpinMutex::new(Tty::new()))
 }
 
 /// Route COM1's interrupt to this (the boot) CPU and start taking input. Boot CPU, once, after
@@ -102,11 +98,8 @@ fn on_input(_frame: &mut arch::trap::TrapFrame) {
     apic::eoi();
 }
 
-/// Drain the receive FIFO through the line discipline; echo, wake readers, raise signals.
-/// Interrupts off (the handler, or `init`).
+/// Drain the receive FIFO through the line discipline. Interrupts off (the handler, or `init`).
 fn take_input() {
-    let mut signals: Vec<(u32, u32)> = Vec::new();
-    let mut wake = false;
     loop {
         let mut bytes = [0u8; 64];
         let mut n = 0;
@@ -119,29 +112,36 @@ fn take_input() {
                 n += 1;
             }
         }
-        if n == 0 {
-            break;
-        }
-        let echo = {
-            let mut t = tty().lock();
-            for &b in &bytes[..n] {
-                let fx = t.tty.input(b);
-                if let Some(sig) = fx.signal {
-                    signals.push((t.tty.fg_pgrp, sig));
-                    // A signal character discards pending input: a reader waiting for its line
-                    // must look again.
-                    wake = true;
-                }
-                wake |= fx.wake_readers;
-            }
-            t.tty.take_output()
-        };
-        if !echo.is_empty() {
-            console::lock(false).write_raw(&echo);
-        }
+        feed(&bytes[..n]);
         if n < bytes.len() {
             break;
         }
+    }
+}
+
+/// Received bytes through the line discipline: echo them, wake readers, raise signals.
+fn feed(bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    let mut signals: Vec<(u32, u32)> = Vec::new();
+    let mut wake = false;
+    let echo = {
+        let mut t = tty().lock();
+        for &b in bytes {
+            let fx = t.input(b);
+            if let Some(sig) = fx.signal {
+                signals.push((t.fg_pgrp, sig));
+                // A signal character discards pending input: a reader waiting for its line
+                // must look again.
+                wake = true;
+            }
+            wake |= fx.wake_readers;
+        }
+        t.take_output()
+    };
+    if !echo.is_empty() {
+        console::lock(false).write_raw(&echo);
     }
     if wake {
         INPUT_GEN.fetch_add(1, Ordering::Release);
@@ -193,7 +193,7 @@ pub fn read(buf: &mut [u8], nonblock: bool) -> Result<usize, u32> {
     let mut timed_out = false;
     loop {
         let seen = INPUT_GEN.load(Ordering::Acquire);
-        let r = tty().lock().tty.read(buf, nonblock, timed_out);
+        let r = tty().lock().read(buf, nonblock, timed_out);
         match r? {
             Ok(n) => return Ok(n),
             Err(Wait::Input) => {
@@ -210,16 +210,16 @@ pub fn read(buf: &mut [u8], nonblock: bool) -> Result<usize, u32> {
 /// Write `buf` through output processing (ONLCR under OPOST); the whole buffer goes out.
 pub fn write(buf: &[u8]) -> Result<usize, u32> {
     let t = tty().lock();
-    let out = t.tty.output(buf);
+    let out = t.output(buf);
     console::lock(false).write_raw(&out);
     drop(t);
     Ok(buf.len())
 }
 
 /// Would a read return at once (poll's POLLIN)?
-#[expect(dead_code, reason = "the descriptor layer's poll and /dev/console call it")]
+#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "the descriptor layer's poll and /dev/console call it"))]
 pub fn readable() -> bool {
-    tty().lock().tty.poll_readable()
+    tty().lock().poll_readable()
 }
 
 /// Where readers and pollers wait; woken after input and setting changes.
@@ -244,8 +244,9 @@ fn put_user(arg: u64, bytes: &[u8]) -> Result<u64, u32> {
     Ok(0)
 }
 
-fn caller() -> Option<Hooks> {
-    HOOKS.load()
+/// The calling process's ids; without a process layer nobody may do job control.
+fn caller() -> Result<Caller, u32> {
+    HOOKS.load().map(|h| (h.caller)()).ok_or(errno::ENOTTY)
 }
 
 /// The terminal ioctls: termios (`TCGETS`, `TCSETS`, `TCSETSW`, `TCSETSF`), window size, the
@@ -254,26 +255,26 @@ fn caller() -> Option<Hooks> {
 pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, u32> {
     match cmd {
         io::TCGETS => {
-            let b = tty().lock().tty.termios.to_bytes();
+            let b = tty().lock().termios.to_bytes();
             put_user(arg, &b)
         }
         io::TCSETS | io::TCSETSW | io::TCSETSF => {
             let t = Termios::from_bytes(&get_user::<TERMIOS_SIZE>(arg)?);
-            tty().lock().tty.set_termios(t, cmd == io::TCSETSF);
+            tty().lock().set_termios(t, cmd == io::TCSETSF);
             settings_changed();
             Ok(0)
         }
         io::TIOCGWINSZ => {
-            let b = tty().lock().tty.winsize.to_bytes();
+            let b = tty().lock().winsize.to_bytes();
             put_user(arg, &b)
         }
         io::TIOCSWINSZ => {
             let w = WinSize::from_bytes(&get_user::<8>(arg)?);
             let (changed, fg) = {
                 let mut t = tty().lock();
-                let changed = t.tty.winsize != w;
-                t.tty.winsize = w;
-                (changed, t.tty.fg_pgrp)
+                let changed = t.winsize != w;
+                t.winsize = w;
+                (changed, t.fg_pgrp)
             };
             if changed {
                 deliver(&[(fg, g::SIGWINCH)]);
@@ -281,57 +282,40 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, u32> {
             Ok(0)
         }
         io::FIONREAD => {
-            let n = tty().lock().tty.readable_bytes() as i32;
+            let n = tty().lock().readable_bytes() as i32;
             put_user(arg, &n.to_ne_bytes())
         }
         io::TIOCGPGRP => {
-            let t = tty().lock();
-            if t.session == 0 {
-                return Err(errno::ENOTTY);
-            }
-            let pg = t.tty.fg_pgrp as i32;
-            drop(t);
-            put_user(arg, &pg.to_ne_bytes())
+            let pg = tty().lock().foreground(caller()?)?;
+            put_user(arg, &(pg as i32).to_ne_bytes())
         }
         io::TIOCSPGRP => {
             let pg = i32::from_ne_bytes(get_user::<4>(arg)?);
-            if pg < 0 {
-                return Err(errno::EINVAL);
-            }
-            let mut t = tty().lock();
-            if t.session == 0 {
-                return Err(errno::ENOTTY);
-            }
-            t.tty.fg_pgrp = pg as u32;
-            Ok(0)
+            tty().lock().set_foreground(caller()?, pg).map(|()| 0)
         }
         io::TIOCGSID => {
-            let sid = tty().lock().session;
-            if sid == 0 {
-                return Err(errno::ENOTTY);
-            }
-            put_user(arg, &(sid as i32).to_ne_bytes())
+            let who = caller()?;
+            let t = tty().lock();
+            t.foreground(who)?;
+            let sid = t.session as i32;
+            drop(t);
+            put_user(arg, &sid.to_ne_bytes())
         }
         io::TIOCSCTTY => {
-            let h = caller().ok_or(errno::EPERM)?;
-            let (sid, pgrp) = ((h.caller_sid)(), (h.caller_pgrp)());
-            let mut t = tty().lock();
-            if t.session != 0 && t.session != sid && arg != 1 {
-                return Err(errno::EPERM);
-            }
-            t.session = sid;
-            t.tty.fg_pgrp = pgrp;
-            Ok(0)
+            let who = caller()?;
+            tty().lock().set_controlling(who, arg == 1).map(|()| 0)
         }
         io::TIOCNOTTY => {
-            let mut t = tty().lock();
-            t.session = 0;
-            t.tty.fg_pgrp = 0;
+            let who = caller()?;
+            let hung_up = tty().lock().give_up(who)?;
+            if let Some(fg) = hung_up {
+                deliver(&[(fg, g::SIGHUP), (fg, g::SIGCONT)]);
+            }
             Ok(0)
         }
         io::TCFLSH => match arg as u32 {
             g::TCIFLUSH | g::TCIOFLUSH => {
-                tty().lock().tty.flush_input();
+                tty().lock().flush_input();
                 Ok(0)
             }
             g::TCOFLUSH => Ok(0),
