@@ -599,11 +599,17 @@ $(BUSYBOX):
 # bench-NAME); /etc comes from user/rootfs/etc.
 GUEST_BIN := target/user/bench
 GUEST_PROGRAMS := $(addprefix $(GUEST_BIN)/,$(basename $(notdir $(filter-out user/bench/tiny.c,$(wildcard user/bench/*.c)))))
+# The tools of the initramfs that are not test programs (user/tools: /init's shinit, kstat): built
+# like them, into their own folder, since every binary of target/user/bin must be in the manifest.
+USER_TOOLS := target/user/tools
+TOOL_BINS := $(patsubst user/tools/%.c,$(USER_TOOLS)/%,$(wildcard user/tools/*.c))
+$(USER_TOOLS)/%: user/tools/%.c user/include/ut.h | $(USER_INC)
+	@mkdir -p $(USER_TOOLS)
+	$(USER_CC) $(USER_CFLAGS) $< -o $@
 ROOTFS_FILES := $(shell find user/rootfs -type f 2>/dev/null | LC_ALL=C sort)
-TOOLS := kstat
-$(INITRAMFS): $(USER_BINS) user/programs.toml $(BUSYBOX) $(GUEST_PROGRAMS) $(GUEST_BIN)/tiny $(ROOTFS_FILES)
-	cargo run -q -p user-oracle -- initramfs --out $@ --init shinit --busybox $(BUSYBOX) \
-	  $(foreach t,$(TOOLS),--add $(USER_BIN)/$(t):/bin/$(t)) \
+$(INITRAMFS): $(USER_BINS) $(TOOL_BINS) user/programs.toml $(BUSYBOX) $(GUEST_PROGRAMS) $(GUEST_BIN)/tiny $(ROOTFS_FILES)
+	cargo run -q -p user-oracle -- initramfs --out $@ --init $(USER_TOOLS)/shinit --busybox $(BUSYBOX) \
+	  --add $(USER_TOOLS)/kstat:/bin/kstat \
 	  $(foreach g,$(filter-out %/init,$(GUEST_PROGRAMS)) $(GUEST_BIN)/tiny,--add $(g):/bin/bench-$(notdir $(g))) \
 	  $(foreach f,$(ROOTFS_FILES),--add $(f):/$(patsubst user/rootfs/%,%,$(f)))
 

@@ -49,7 +49,7 @@ usage: user-oracle run [--only NAME]... [--cpus LIST]... [PATHS]
                        twice: all CPUs, then the first CPU this process may use
   --log FILE           serial output of a kernel that ran the programs
   --ignore REGEX       serial lines to drop (repeatable); default: the kernel's `[cpuN] ` log lines
-  --init NAME          the binary of --bin-dir that becomes /init (default init)
+  --init NAME|PATH     the binary (of --bin-dir, or at PATH) that becomes /init (default init)
   --busybox FILE       busybox as /bin/busybox, and a link per applet it lists on this host
   --add SOURCE:PATH    one more file in the archive (repeatable), e.g. target/user/bin/kstat:/bin/kstat
   --out FILE           the archive (default target/initramfs.cpio)
@@ -534,7 +534,11 @@ fn build_initramfs(
     busybox: Option<&Path>,
     out: &Path,
 ) -> Result<bool, String> {
-    let init_path = paths.bin_dir.join(init);
+    let init_path = if init.contains('/') {
+        PathBuf::from(init)
+    } else {
+        paths.bin_dir.join(init)
+    };
     if !init_path.is_file() {
         return Err(format!("--init {init}: no {}", init_path.display()));
     }
@@ -646,7 +650,7 @@ fn run_shell(paths: &Paths, o: ShellOptions) -> Result<bool, String> {
     let (mut passed, mut failed) = (0, 0);
     if o.host {
         let path_dir = k.log_dir.join("host-bin");
-        let tools: Vec<PathBuf> = ["stress", "kstat"]
+        let tools: Vec<PathBuf> = ["stress"]
             .iter()
             .map(|t| paths.bin_dir.join(t))
             .filter(|p| p.exists())
