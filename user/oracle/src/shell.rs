@@ -342,12 +342,12 @@ pub fn session(target: &Target, run: &Run<'_>) -> Result<(u32, u32), String> {
     let mut result = (|| -> Result<(), String> {
         let first = Regex::new(FIRST_PROMPT).expect("valid");
         if let Err(e) = term.until(&first, run.boot_timeout) {
-            return Err(format!(
-                "no shell prompt after {} s{}; the last lines:\n{}",
-                run.boot_timeout.as_secs(),
-                if e.ended { " (it ended)" } else { "" },
-                tail(&e.got, 15)
-            ));
+            let why = if e.ended {
+                "the console ended before a shell prompt".to_string()
+            } else {
+                format!("no shell prompt within {} s", run.boot_timeout.as_secs())
+            };
+            return Err(format!("{why}; the last lines:\n{}", tail(&e.got, 15)));
         }
         term.send(format!("{SET_PROMPT}\r").as_bytes())?;
         if let Err(e) = term.until(&prompt, run.timeout) {
