@@ -588,7 +588,11 @@ busybox: $(BUSYBOX)
 $(BUSYBOX):
 	@rm -rf $(BUSYBOX_DIR); mkdir -p $(BUSYBOX_DIR)/debs $(BUSYBOX_DIR)/root
 	@cd $(BUSYBOX_DIR)/debs && if ! apt-get download -qq busybox-static </dev/null 2>download.log; then \
-	  echo "busybox: apt-get download busybox-static failed: $$(tail -n 1 download.log)" >&2; exit 1; fi
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else sudo="no"; fi; \
+	  if [ "$$sudo" != no ]; then echo "busybox: apt-get update (a fresh machine has no package lists)"; \
+	    $$sudo apt-get update -qq </dev/null >/dev/null 2>&1 || true; fi; \
+	  if ! apt-get download -qq busybox-static </dev/null 2>download.log; then \
+	    echo "busybox: apt-get download busybox-static failed: $$(tail -n 1 download.log)" >&2; exit 1; fi; fi
 	@cd $(BUSYBOX_DIR) && dpkg-deb -x debs/busybox-static_*.deb root && cp root/bin/busybox busybox.tmp && \
 	  ./busybox.tmp --list > applets && printf 'busybox-static %s\n' "$$(dpkg-deb -f debs/busybox-static_*.deb Version)" > version && \
 	  rm -rf root debs && mv busybox.tmp busybox

@@ -225,8 +225,11 @@ pub fn clean(raw: &str, drop: &[Regex]) -> String {
     out
 }
 
-/// A step's answer: what follows the echoed command line, trailing blank space trimmed.
+/// A step's answer: what follows the echoed command line, trailing blank space trimmed. Blank
+/// lines before the echo (the console starts a kernel log line on a fresh line, and the log line
+/// itself is dropped) are not the echo.
 pub fn answer(segment: &str) -> &str {
+    let segment = segment.trim_start_matches('\n');
     let after_echo = segment.split_once('\n').map_or("", |(_, rest)| rest);
     after_echo.trim_end()
 }
@@ -506,6 +509,7 @@ mod tests {
         assert_eq!(answer("sleep 100\n^C\n"), "^C");
         assert_eq!(answer("true\n"), "");
         assert_eq!(answer(""), "");
+        assert_eq!(answer("\necho hi\nhi\n"), "hi", "a dropped log line's fresh line");
     }
 
     #[test]
