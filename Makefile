@@ -405,7 +405,7 @@ ktest-kvm: host-deps test-kernel
 	cargo run -q --release -p ktest -- --kernel $(TEST_ELF) --smp 2 --accel kvm --cpu '$(KVM_CPU)' \
 	  --timeout 600 --append "slice-us=20000 noxsave nosmap" $(foreach t,$(KVM_TESTS),--filter $(t))
 
-# Boot with the trace on (the demo workload unless ARGS says otherwise), power off after SECONDS,
+# Boot with the trace on (the demo, /bin/init, unless ARGS says otherwise), power off after SECONDS,
 # and turn what the kernel wrote to QEMU's debug console into the Perfetto/Chrome JSON, the
 # timeline picture and the summary, checking the trace's conservation on the way.
 TRACE_SECONDS = $(or $(SECONDS),2)
@@ -413,7 +413,7 @@ TRACE_DIR := target/trace
 trace: rust-deps
 	$(call banner,trace: -smp $(SMP)$(comma) $(TRACE_SECONDS) s$(comma) categories $(TRACE))
 	@mkdir -p $(TRACE_DIR) && rm -f $(TRACE_DIR)/raw.bin
-	$(MAKE) --no-print-directory run ARGS='trace=$(TRACE) exit-after=$(TRACE_SECONDS) $(ARGS)' \
+	$(MAKE) --no-print-directory run ARGS='trace=$(TRACE) exit-after=$(TRACE_SECONDS) init=/bin/init $(ARGS)' \
 	  QEMU_ARGS='$(QEMU_ARGS) -debugcon file:$(TRACE_DIR)/raw.bin'
 	cargo run -q --release -p tracetool -- $(TRACE_DIR)/raw.bin --out $(TRACE_DIR) --check \
 	  --title "make trace SMP=$(SMP) SECONDS=$(TRACE_SECONDS) $(ARGS)"
