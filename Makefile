@@ -138,7 +138,7 @@ MIN_MEM_MIB := 16
 MEM_USED = $(or $(MEM),$(if $(filter-out 1 2 3 4,$(SMP)),1G,512M))
 CPU_USED = $(or $(CPU),$(if $(filter kvm,$(ACCEL_USED)),$(KVM_CPU)))
 QEMU_COMMON = -machine q35 -accel $(ACCEL_USED) $(if $(CPU_USED),-cpu $(CPU_USED)) -smp $(SMP) -m $(MEM_USED) \
-	-serial stdio -display none -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04
+	-serial mon:stdio -display none -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04
 comma := ,
 OVMF_DRIVES = -drive if=pflash,format=raw,unit=0,readonly=on,file=$(OVMF_CODE) -drive if=pflash,format=raw,unit=1,file=$(OVMF_VARS)
 QEMU_FIRMWARE = $(if $(filter uefi,$(FIRMWARE)),$(OVMF_DRIVES))
@@ -169,7 +169,7 @@ endef
 banner = @printf '\n==> %s\n' "$(1)"
 
 .PHONY: bench-linux bench-guests-quick linux-guest guest-programs help run debug test check loom bench-quick ktest ktest-kvm ktest-short-slice iso limine limine-files bench kernel test-kernel \
-	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle user-kernel qemu10 trace smoke-initramfs boot-max image soak
+	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle busybox shell-test user-kernel qemu10 trace smoke-initramfs boot-max image soak
 
 help:
 	@echo "make run        build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh, FIRMWARE=bios|uefi)"
@@ -185,6 +185,7 @@ help:
 	@echo "make boot-max   (test) boot at -smp $(MAX_SMP) with x2APIC under QEMU 10, every CPU must come online"
 	@echo "make user       build the user test programs (musl, static) and $(INITRAMFS)"
 	@echo "make user-oracle (check) run every user program on the host Linux, record its lines in $(USER_EXPECTED)/"
+	@echo "make shell-test the scripted busybox shell session, on the host Linux and on the kernel at -smp $(SHELL_TEST_SMP)"
 	@echo "make user-kernel (test, at -smp 2 there) every user program as init of the kernel at -smp $(USER_KERNEL_SMP), compared with Linux"
 	@echo "make bench      the benchmark: part 1 natively beside Linux, part 2 in QEMU (BENCH_QEMU=qemu10: QEMU 10)"
 	@echo "make trace      boot with the scheduling trace on for SECONDS=$(TRACE_SECONDS) s; target/trace/trace.json, timeline.svg, summary.txt"
@@ -350,6 +351,7 @@ boot-check:
 
 run: boot-check host-deps $(BOOT_MEDIA)
 	@echo "run: boot $(BOOT_USED) ($(BOOT_WHY)), accel $(ACCEL_USED) ($(ACCEL_WHY)), firmware $(FIRMWARE), -smp $(SMP) -m $(MEM_USED)$(if $(NESTED_NOXSAVE), ($(strip $(NESTED_NOXSAVE)) added: a nested KVM cannot emulate XGETBV or CLAC))"
+	@echo "run: the serial console is this terminal, in raw mode: Ctrl-C and Ctrl-\\ go to the guest's shell; Ctrl-A X quits QEMU (Ctrl-A H: QEMU's other keys)"
 	$(call run_qemu)
 
 debug: boot-check host-deps $(BOOT_MEDIA)
@@ -405,7 +407,7 @@ ktest-kvm: host-deps test-kernel
 	cargo run -q --release -p ktest -- --kernel $(TEST_ELF) --smp 2 --accel kvm --cpu '$(KVM_CPU)' \
 	  --timeout 600 --append "slice-us=20000 noxsave nosmap" $(foreach t,$(KVM_TESTS),--filter $(t))
 
-# Boot with the trace on (the demo workload unless ARGS says otherwise), power off after SECONDS,
+# Boot with the trace on (the demo, /bin/init, unless ARGS says otherwise), power off after SECONDS,
 # and turn what the kernel wrote to QEMU's debug console into the Perfetto/Chrome JSON, the
 # timeline picture and the summary, checking the trace's conservation on the way.
 TRACE_SECONDS = $(or $(SECONDS),2)
@@ -413,7 +415,7 @@ TRACE_DIR := target/trace
 trace: rust-deps
 	$(call banner,trace: -smp $(SMP)$(comma) $(TRACE_SECONDS) s$(comma) categories $(TRACE))
 	@mkdir -p $(TRACE_DIR) && rm -f $(TRACE_DIR)/raw.bin
-	$(MAKE) --no-print-directory run ARGS='trace=$(TRACE) exit-after=$(TRACE_SECONDS) $(ARGS)' \
+	$(MAKE) --no-print-directory run ARGS='trace=$(TRACE) exit-after=$(TRACE_SECONDS) init=/bin/init $(ARGS)' \
 	  QEMU_ARGS='$(QEMU_ARGS) -debugcon file:$(TRACE_DIR)/raw.bin'
 	cargo run -q --release -p tracetool -- $(TRACE_DIR)/raw.bin --out $(TRACE_DIR) --check \
 	  --title "make trace SMP=$(SMP) SECONDS=$(TRACE_SECONDS) $(ARGS)"
@@ -583,9 +585,56 @@ $(USER_BIN)/%: user/src/%.c user/include/ut.h | $(USER_INC)
 
 user-programs: $(USER_BINS)
 
-# /init (the demo), /bin/<every program of the manifest>; see user/README.md.
-$(INITRAMFS): $(USER_BINS) user/programs.toml
-	cargo run -q -p user-oracle -- initramfs --out $@
+# Debian's busybox-static (a static glibc executable, run unmodified), fetched with `apt-get
+# download` and unpacked with dpkg-deb into target/busybox: the binary, its applet list as the
+# host runs it (`busybox --list`), and the package version. Never committed.
+BUSYBOX_DIR := target/busybox
+BUSYBOX := $(BUSYBOX_DIR)/busybox
+
+busybox: $(BUSYBOX)
+
+$(BUSYBOX):
+	@rm -rf $(BUSYBOX_DIR); mkdir -p $(BUSYBOX_DIR)/debs $(BUSYBOX_DIR)/root
+	@cd $(BUSYBOX_DIR)/debs && if ! apt-get download -qq busybox-static </dev/null 2>download.log; then \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else sudo="no"; fi; \
+	  if [ "$$sudo" != no ]; then echo "busybox: apt-get update (a fresh machine has no package lists)"; \
+	    $$sudo apt-get update -qq </dev/null >/dev/null 2>&1 || true; fi; \
+	  if ! apt-get download -qq busybox-static </dev/null 2>download.log; then \
+	    echo "busybox: apt-get download busybox-static failed: $$(tail -n 1 download.log)" >&2; exit 1; fi; fi
+	@cd $(BUSYBOX_DIR) && dpkg-deb -x debs/busybox-static_*.deb root && cp root/bin/busybox busybox.tmp && \
+	  ./busybox.tmp --list > applets && printf 'busybox-static %s\n' "$$(dpkg-deb -f debs/busybox-static_*.deb Version)" > version && \
+	  rm -rf root debs && mv busybox.tmp busybox
+	@echo "busybox: $$(cat $(BUSYBOX_DIR)/version), $$(wc -l < $(BUSYBOX_DIR)/applets) applets, in $(BUSYBOX_DIR)/"
+
+# The initramfs (user/README.md): /init starts the shell; /bin holds every program of the manifest,
+# busybox and a link per applet, the project's tools (stress, kstat, the two-guest programs as
+# bench-NAME); /etc comes from user/rootfs/etc.
+GUEST_BIN := target/user/bench
+GUEST_PROGRAMS := $(addprefix $(GUEST_BIN)/,$(basename $(notdir $(filter-out user/bench/tiny.c,$(wildcard user/bench/*.c)))))
+# The tools of the initramfs that are not test programs (user/tools: /init's shinit, kstat): built
+# like them, into their own folder, since every binary of target/user/bin must be in the manifest.
+USER_TOOLS := target/user/tools
+TOOL_BINS := $(patsubst user/tools/%.c,$(USER_TOOLS)/%,$(wildcard user/tools/*.c))
+$(USER_TOOLS)/%: user/tools/%.c user/include/ut.h | $(USER_INC)
+	@mkdir -p $(USER_TOOLS)
+	$(USER_CC) $(USER_CFLAGS) $< -o $@
+ROOTFS_FILES := $(shell find user/rootfs -type f 2>/dev/null | LC_ALL=C sort)
+$(INITRAMFS): $(USER_BINS) $(TOOL_BINS) user/programs.toml $(BUSYBOX) $(GUEST_PROGRAMS) $(GUEST_BIN)/tiny $(ROOTFS_FILES)
+	cargo run -q -p user-oracle -- initramfs --out $@ --init $(USER_TOOLS)/shinit --busybox $(BUSYBOX) \
+	  --add $(USER_TOOLS)/kstat:/bin/kstat \
+	  $(foreach g,$(filter-out %/init,$(GUEST_PROGRAMS)) $(GUEST_BIN)/tiny,--add $(g):/bin/bench-$(notdir $(g))) \
+	  $(foreach f,$(ROOTFS_FILES),--add $(f):/$(patsubst user/rootfs/%,%,$(f)))
+
+# The scripted shell session (user/shell/session.toml) on the host Linux (busybox on a pty: the
+# expected answers are Linux's) and then on our kernel at -smp SHELL_TEST_SMP, typed into its
+# serial console. SHELL_TEST_ARGS: more options, e.g. --only echo --only pipeline, or
+# --append "init=/bin/busybox -- sh" to start the shell without /init.
+SHELL_TEST_SMP ?= $(KTEST_SMP)
+SHELL_TEST_ARGS ?=
+shell-test: host-deps user-programs $(INITRAMFS) kernel
+	$(call banner,the shell session: busybox sh on the host Linux$(comma) then on our kernel at -smp $(SHELL_TEST_SMP) (accel $(ACCEL_USED)))
+	cargo run -q -p user-oracle -- shell --host --kernel $(KERNEL_ELF) --initramfs $(INITRAMFS) --smp $(SHELL_TEST_SMP) \
+	  --accel $(ACCEL_USED) $(SHELL_TEST_ARGS)
 
 user: $(INITRAMFS)
 
@@ -607,8 +656,7 @@ user-kernel: host-deps user-oracle $(INITRAMFS) kernel
 # dpkg-deb into target/linux-guest: vmlinuz, System.map (the interrupt entry points the counter
 # needs), and the package version. Never committed.
 
-GUEST_BIN := target/user/bench
-GUEST_PROGRAMS := $(addprefix $(GUEST_BIN)/,$(basename $(notdir $(filter-out user/bench/tiny.c,$(wildcard user/bench/*.c)))))
+# GUEST_BIN and GUEST_PROGRAMS are defined with the user programs (the initramfs lists them).
 LINUX_GUEST := target/linux-guest
 
 $(GUEST_BIN)/tiny: user/bench/tiny.c

@@ -13,6 +13,9 @@
 //! - `struct termios` (36 bytes, `TCGETS`/`TCSETS*`) and `struct winsize` as bytes; the default
 //!   settings are Linux's `tty_std_termios`.
 //!
+//! - Job control's bookkeeping: the session a terminal controls (`TIOCSCTTY`, `TIOCNOTTY`) and its
+//!   foreground group (`TIOCGPGRP`/`TIOCSPGRP`), with Linux's errno for each refusal.
+//!
 //! Not done, as trade-offs: flow control (IXON's ^S/^Q), LNEXT and REPRINT, and the `TOSTOP` and
 //! background-read checks (SIGTTOU/SIGTTIN), which belong to the kernel's tty object.
 
@@ -158,6 +161,14 @@ pub struct InputEffect {
     pub wake_readers: bool,
 }
 
+/// Who asks a terminal for job control: the calling process's ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub pid: u32,
+    pub pgrp: u32,
+    pub sid: u32,
+}
+
 /// The line discipline state of one terminal.
 #[derive(Clone, Debug, Default)]
 pub struct Tty {
@@ -165,6 +176,8 @@ pub struct Tty {
     pub winsize: WinSize,
     /// The foreground process group (`TIOCSPGRP`); 0 for none.
     pub fg_pgrp: u32,
+    /// The session this is the controlling terminal of (`TIOCSCTTY`); 0 for none.
+    pub session: u32,
     /// The line being edited (canonical mode).
     line: Vec<u8>,
     /// Readable input; `None` is an end-of-file mark (canonical mode).
@@ -407,6 +420,61 @@ impl Tty {
         Ok(Err(if vtime > 0 && (vmin == 0 || have > 0) { Wait::Timeout { deciseconds: vtime } } else { Wait::Input }))
     }
 
+    /// `TIOCSCTTY`: make this the caller's controlling terminal, its group the foreground. Only
+    /// a session leader may (EPERM), and a terminal another session holds is taken only with
+    /// `steal` (Linux: arg 1 with CAP_SYS_ADMIN). Asking again from the same session is a no-op.
+    pub fn set_controlling(&mut self, caller: Caller, steal: bool) -> Result<(), u32> {
+        if self.session == caller.sid && caller.sid != 0 {
+            return Ok(());
+        }
+        if caller.pid != caller.sid {
+            return Err(errno::EPERM);
+        }
+        if self.session != 0 && !steal {
+            return Err(errno::EPERM);
+        }
+        self.session = caller.sid;
+        self.fg_pgrp = caller.pgrp;
+        Ok(())
+    }
+
+    /// `TIOCNOTTY` by the session's leader (others just lose the terminal: nothing to record
+    /// here). Returns the foreground group, which Linux sends SIGHUP and SIGCONT, if the leader
+    /// gave it up.
+    pub fn give_up(&mut self, caller: Caller) -> Result<Option<u32>, u32> {
+        if self.session == 0 || caller.sid != self.session {
+            return Err(errno::ENOTTY);
+        }
+        if caller.pid != caller.sid {
+            return Ok(None);
+        }
+        let fg = self.fg_pgrp;
+        self.session = 0;
+        self.fg_pgrp = 0;
+        Ok(Some(fg).filter(|&g| g != 0))
+    }
+
+    /// `TIOCGPGRP` (and `TIOCGSID` with `sid`): only for a process of the terminal's session,
+    /// else ENOTTY, as Linux answers for a terminal that is not the caller's controlling one.
+    pub fn foreground(&self, caller: Caller) -> Result<u32, u32> {
+        if self.session == 0 || caller.sid != self.session {
+            return Err(errno::ENOTTY);
+        }
+        Ok(self.fg_pgrp)
+    }
+
+    /// `TIOCSPGRP`: a negative group is EINVAL, a caller outside the session ENOTTY. (Linux also
+    /// wants the group to exist in the session, EPERM otherwise: the process layer checks that
+    /// before calling, where groups are known.)
+    pub fn set_foreground(&mut self, caller: Caller, pgrp: i32) -> Result<(), u32> {
+        if self.session == 0 || caller.sid != self.session {
+            return Err(errno::ENOTTY);
+        }
+        let pgrp = u32::try_from(pgrp).map_err(|_| errno::EINVAL)?;
+        self.fg_pgrp = pgrp;
+        Ok(())
+    }
+
     /// `TCSETS`, `TCSETSW` (same here: output is never queued) and, with `flush`, `TCSETSF`.
     /// Leaving canonical mode makes the partial line readable, as Linux does.
     pub fn set_termios(&mut self, t: Termios, flush: bool) {
@@ -601,6 +669,35 @@ mod tests {
             }
             proptest::prop_assert_eq!(got, avail);
         }
+    }
+
+    #[test]
+    fn controlling_terminal_and_foreground_group() {
+        let leader = Caller { pid: 5, pgrp: 5, sid: 5 };
+        let member = Caller { pid: 9, pgrp: 9, sid: 5 };
+        let stranger = Caller { pid: 7, pgrp: 7, sid: 7 };
+        let mut t = Tty::new();
+        assert_eq!(t.foreground(leader), Err(errno::ENOTTY), "nobody's terminal yet");
+        assert_eq!(t.set_foreground(leader, 5), Err(errno::ENOTTY));
+        assert_eq!(t.set_controlling(member, false), Err(errno::EPERM), "only a session leader");
+        assert_eq!(t.set_controlling(leader, false), Ok(()));
+        assert_eq!((t.session, t.foreground(member)), (5, Ok(5)));
+        assert_eq!(t.set_controlling(leader, false), Ok(()), "again: nothing changes");
+        assert_eq!(t.set_controlling(stranger, false), Err(errno::EPERM), "held by another session");
+        assert_eq!(t.foreground(stranger), Err(errno::ENOTTY));
+        assert_eq!(t.set_foreground(member, 9), Ok(()));
+        assert_eq!(t.fg_pgrp, 9);
+        assert_eq!(t.set_foreground(member, -1), Err(errno::EINVAL));
+        assert_eq!(t.set_foreground(stranger, 7), Err(errno::ENOTTY));
+        // ISIG signals go to whichever group is in the foreground now.
+        assert_eq!(t.input(0x03).signal, Some(signal::SIGINT));
+        assert_eq!(t.give_up(member), Ok(None), "a member only detaches itself");
+        assert_eq!(t.session, 5);
+        assert_eq!(t.give_up(leader), Ok(Some(9)), "the leader's give-up hangs up the foreground");
+        assert_eq!((t.session, t.fg_pgrp), (0, 0));
+        assert_eq!(t.set_controlling(stranger, false), Ok(()));
+        assert_eq!(t.set_controlling(leader, true), Ok(()), "stolen");
+        assert_eq!(t.foreground(leader), Ok(5));
     }
 
     #[test]

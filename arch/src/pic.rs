@@ -1,5 +1,5 @@
-//! The legacy interrupt controllers, only to silence them: the kernel uses no device interrupts
-//! yet, so every I/O APIC pin and both 8259 PICs are masked at boot.
+//! The legacy interrupt controllers: every I/O APIC pin and both 8259 PICs are masked at boot, and
+//! a driver then routes the one line it uses (the serial console's) through the I/O APIC.
 #![cfg(target_os = "none")]
 
 /// Mask every redirection entry of the I/O APIC whose register window is mapped at `va`; returns
@@ -37,5 +37,25 @@ pub unsafe fn mask_8259() {
     unsafe {
         crate::port::write_u8(0x21, 0xff);
         crate::port::write_u8(0xa1, 0xff);
+    }
+}
+
+/// Point pin `pin` of the I/O APIC at `va` to `vector` on the CPU whose APIC id is `dest`, fixed
+/// delivery, physical destination, unmasked, with the polarity and trigger mode given (ISA lines are
+/// active high and edge triggered unless the MADT says otherwise). The high half (destination,
+/// bits 56-63) is written first, so the entry never fires at a stale CPU (82093AA datasheet, 3.2.4).
+///
+/// # Safety
+/// As [`mask_ioapic`]; `pin` is below the pin count it returned, and `vector` has a handler.
+pub unsafe fn route_ioapic(va: u64, pin: u32, vector: u8, dest: u8, active_low: bool, level: bool) {
+    const IOREGSEL: u64 = 0x00;
+    const IOWIN: u64 = 0x10;
+    let low = u32::from(vector) | (u32::from(active_low) << 13) | (u32::from(level) << 15);
+    // SAFETY: per the caller: the window is mapped and ours, and the vector is handled.
+    unsafe {
+        crate::mmio::write_u32(va + IOREGSEL, 0x11 + 2 * pin);
+        crate::mmio::write_u32(va + IOWIN, u32::from(dest) << 24);
+        crate::mmio::write_u32(va + IOREGSEL, 0x10 + 2 * pin);
+        crate::mmio::write_u32(va + IOWIN, low);
     }
 }

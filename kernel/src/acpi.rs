@@ -50,6 +50,18 @@ pub struct IoApicInfo {
     pub gsi_base: u32,
     /// Its number of redirection entries (pins).
     pub pins: u32,
+    /// Where its register window is mapped (uncached), once [`init`] mapped it; 0 before.
+    pub va: u64,
+}
+
+/// An ISA interrupt the MADT moves to another global system interrupt (type 2 entry, ACPI 6.5
+/// 5.2.12.5), with its MPS INTI flags: polarity in bits 0-1 (3 = active low), trigger mode in
+/// bits 2-3 (3 = level).
+#[derive(Clone, Copy, Debug)]
+pub struct IsaOverride {
+    pub irq: u8,
+    pub gsi: u32,
+    pub flags: u16,
 }
 
 /// The high-precision event timer, as its ACPI table describes it.
@@ -77,6 +89,7 @@ pub struct Platform {
     /// Physical address of the local APIC registers per the MADT (None without a MADT).
     pub lapic_phys: Option<u64>,
     pub ioapics: Vec<IoApicInfo>,
+    pub isa_overrides: Vec<IsaOverride>,
     /// The MADT's PCAT_COMPAT flag: legacy 8259 PICs are present (assumed without a MADT).
     pub has_8259: bool,
     pub hpet: Option<HpetInfo>,
@@ -121,6 +134,7 @@ pub fn platform() -> &'static Platform {
         cpus_unusable: 0,
         lapic_phys: None,
         ioapics: Vec::new(),
+        isa_overrides: Vec::new(),
         has_8259: true,
         hpet: None,
         pm_timer: None,
@@ -197,6 +211,12 @@ fn read_madt(p: &mut Platform, madt: core::pin::Pin<&Madt>) {
                 phys: u64::from(io.io_apic_address),
                 gsi_base: io.global_system_interrupt_base,
                 pins: 0,
+                va: 0,
+            }),
+            MadtEntry::InterruptSourceOverride(o) if o.bus == 0 => p.isa_overrides.push(IsaOverride {
+                irq: o.irq,
+                gsi: o.global_system_interrupt,
+                flags: o.flags,
             }),
             MadtEntry::LocalApicAddressOverride(o) => p.lapic_phys = Some(o.local_apic_address),
             _ => {}
@@ -264,8 +284,9 @@ fn mask_legacy_interrupts(p: &mut Platform) {
     for io in p.ioapics.iter_mut() {
         let va = crate::mm::map_mmio(io.phys, 0x20);
         // SAFETY: the MADT names this as an I/O APIC's register window, mapped uncached just now;
-        // only the boot CPU touches I/O APICs, and only here.
+        // only the boot CPU touches I/O APICs here, and [`route_isa_irq`] later under its lock.
         io.pins = unsafe { arch::pic::mask_ioapic(va) };
+        io.va = va;
         masked += io.pins;
     }
     if p.has_8259 {
@@ -274,7 +295,51 @@ fn mask_legacy_interrupts(p: &mut Platform) {
         unsafe { arch::pic::mask_8259() };
     }
     log::info!(
-        "acpi: masked {masked} I/O APIC pins{} (no device interrupts are used)",
+        "acpi: masked {masked} I/O APIC pins{} (drivers route the lines they use)",
         if p.has_8259 { " and both 8259 PICs" } else { "" }
     );
+}
+
+/// Why an ISA interrupt could not be routed.
+#[derive(Clone, Copy, Debug)]
+pub enum RouteError {
+    /// No I/O APIC carries the line's global system interrupt.
+    NoIoApic { gsi: u32 },
+    /// The destination's APIC id does not fit the redirection entry's 8-bit physical destination.
+    DestinationTooHigh { apic_id: u32 },
+}
+
+impl core::fmt::Display for RouteError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RouteError::NoIoApic { gsi } => write!(f, "no I/O APIC carries GSI {gsi}"),
+            RouteError::DestinationTooHigh { apic_id } => {
+                write!(f, "APIC id {apic_id} does not fit an I/O APIC's 8-bit destination")
+            }
+        }
+    }
+}
+
+/// Deliver ISA interrupt `irq` as `vector` to the CPU whose APIC id is `dest_apic_id`: the MADT's
+/// override for the line applies (its GSI, polarity and trigger mode), else GSI `irq`, active high,
+/// edge triggered. Returns the GSI used. The caller registered a handler for `vector` first.
+pub fn route_isa_irq(irq: u8, vector: u8, dest_apic_id: u32) -> Result<u32, RouteError> {
+    static ROUTING: spin::Mutex<()> = spin::Mutex::new(());
+    let p = platform();
+    let (gsi, active_low, level) = match p.isa_overrides.iter().find(|o| o.irq == irq) {
+        Some(o) => (o.gsi, o.flags & 3 == 3, (o.flags >> 2) & 3 == 3),
+        None => (u32::from(irq), false, false),
+    };
+    let io = p
+        .ioapics
+        .iter()
+        .find(|io| io.va != 0 && gsi >= io.gsi_base && gsi < io.gsi_base + io.pins)
+        .ok_or(RouteError::NoIoApic { gsi })?;
+    let dest = u8::try_from(dest_apic_id).map_err(|_| RouteError::DestinationTooHigh { apic_id: dest_apic_id })?;
+    let _one_at_a_time = ROUTING.lock();
+    // SAFETY: `io.va` is this I/O APIC's register window, mapped uncached by `init`; the pin is
+    // below its pin count; the ROUTING lock keeps IOREGSEL/IOWIN pairs from interleaving (nothing
+    // else touches I/O APICs after boot); the caller registered the vector's handler.
+    unsafe { arch::pic::route_ioapic(io.va, gsi - io.gsi_base, vector, dest, active_low, level) };
+    Ok(gsi)
 }

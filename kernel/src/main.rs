@@ -2,7 +2,7 @@
 //!
 //! Init order (boot CPU): console -> boot information -> IDT, GDT/TSS, per-CPU block -> memory
 //! (frames, page tables, heap) -> ACPI -> local APIC and timers -> application processors ->
-//! scheduler -> tests or demonstration -> idle.
+//! scheduler -> processes, console input (tty) -> tests or demonstration -> idle.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
 
@@ -39,6 +39,9 @@ mod ipc;
 #[cfg(target_os = "none")]
 #[forbid(unsafe_code)]
 mod fs;
+#[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
+mod tty;
 #[cfg(target_os = "none")]
 #[forbid(unsafe_code)]
 mod process;
@@ -194,6 +197,9 @@ fn kernel_main(info: BootInfo) -> ! {
         // never hands them out and nothing writes them; the direct map covers all RAM for ever.
         unsafe { core::slice::from_raw_parts(crate::mm::phys_to_virt(pa) as *const u8, len as usize) }
     }));
+    tty::init();
+    tty::set_hooks(tty::Hooks { signal_group: tty_signal_group, caller: tty_caller });
+    process::signal::start_group_worker();
     let (smep, smap) = crate::cpu::ring3::protections();
     let smap_state = if opts.nosmap { "off (nosmap)" } else { on_off(smap) };
     log::info!("ring 3: syscall/sysret on every CPU; SMEP {}, SMAP {smap_state}", on_off(smep));
@@ -308,6 +314,23 @@ fn run_init(path: &'static str, args: &'static str) {
         }
         Err(e) => log::error!("init: cannot start {path}: {e:?}"),
     }
+}
+
+/// The calling process's pid, group and session, for the terminal's job-control checks.
+#[cfg(target_os = "none")]
+fn tty_caller() -> abi::tty::Caller {
+    let pid = process::current().map(|p| p.pid()).unwrap_or(0);
+    let pgrp = process::tree::pgid(pid).unwrap_or(pid);
+    let sid = process::tree::sid(pid).unwrap_or(pid);
+    abi::tty::Caller { pid, pgrp, sid }
+}
+
+/// Ctrl-C, Ctrl-\ and Ctrl-Z on the console: the signal goes to the foreground group, through a
+/// worker thread (this runs in the interrupt handler, where the process tree's lock may be held by
+/// the interrupted thread).
+#[cfg(target_os = "none")]
+fn tty_signal_group(pgid: u32, signal: u32) {
+    process::signal::send_to_group_later(pgid, signal);
 }
 
 #[cfg(target_os = "none")]

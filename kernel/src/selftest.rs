@@ -13,7 +13,7 @@ use crate::{cpu::power, mm, println_raw, task, testing::{self, Test}, time};
 /// own lists (a service forbids unsafe code, and a `link_section` static counts as unsafe, so the
 /// services hand their tests over as plain slices).
 fn all() -> impl Iterator<Item = &'static Test> {
-    testing::all().chain(crate::fs::tests::TESTS.iter()).chain(crate::user_tests::TESTS.iter())
+    testing::all().chain(crate::fs::tests::TESTS.iter()).chain(crate::user_tests::TESTS.iter()).chain(crate::tty::TESTS.iter())
 }
 
 /// Run the selection named on the command line and leave QEMU with the verdict.

@@ -1,12 +1,18 @@
-//! The serial console (COM1) behind the `log` facade.
+//! The serial console (COM1) behind the `log` facade, shared with user output and input.
 //!
 //! Every line is written whole under one lock taken with interrupts disabled, so lines from different
 //! CPUs (and from an interrupt on the same CPU) never interleave mid-line; each carries the CPU id.
 //! The panic path can take the console over even if the panicking CPU died holding the lock.
+//!
+//! User programs write through the same lock (the terminal layer, `tty`, sends its processed output
+//! with [`ConsoleGuard::write_raw`]), one piece at a time. The console remembers whether the last
+//! byte sent ended a line: a log line that would land after a user's unfinished line (a prompt)
+//! starts on a new line instead, so neither tears the other. Received bytes are taken under the
+//! same lock ([`ConsoleGuard::receive`]), by the terminal layer's interrupt handler.
 
 use core::{
     fmt::Write,
-    sync::atomic::{AtomicU32, Ordering},
+    sync::atomic::{AtomicBool, AtomicU32, Ordering},
 };
 
 use arch::serial::Com1;
@@ -15,6 +21,9 @@ use crate::cpu::percpu;
 
 /// The lock word: 0 when free, else 1 + the id of the CPU that holds it.
 static OWNER: AtomicU32 = AtomicU32::new(0);
+/// Whether the last byte sent was a line feed (or nothing was sent yet); only the lock holder
+/// writes it.
+static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 static mut PORT: Option<Com1> = None;
 
 /// A held console: writes go straight to the UART.
@@ -35,6 +44,37 @@ impl ConsoleGuard {
                 }
                 port.send(b);
             }
+        }
+        if let Some(&last) = bytes.last() {
+            AT_LINE_START.store(last == b'\n', Ordering::Relaxed);
+        }
+    }
+
+    /// Write bytes exactly as given (a terminal's output, already processed: its own CR LF).
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        // SAFETY: only the holder of OWNER reaches PORT (see `lock`), so this is the only reference.
+        let port = unsafe { (*(&raw mut PORT)).as_mut() };
+        if let Some(port) = port {
+            for &b in bytes {
+                port.send(b);
+            }
+        }
+        if let Some(&last) = bytes.last() {
+            AT_LINE_START.store(last == b'\n', Ordering::Relaxed);
+        }
+    }
+
+    /// One byte the UART received, if it holds one.
+    pub fn receive(&mut self) -> Option<u8> {
+        // SAFETY: only the holder of OWNER reaches PORT (see `lock`), so this is the only reference.
+        let port = unsafe { (*(&raw mut PORT)).as_mut() };
+        port.and_then(|p| p.try_receive())
+    }
+
+    /// Start a new line unless the console is at the start of one.
+    fn fresh_line(&mut self) {
+        if !AT_LINE_START.load(Ordering::Relaxed) {
+            self.write_bytes(b"\n");
         }
     }
 }
@@ -87,6 +127,7 @@ impl log::Log for Logger {
 
     fn log(&self, record: &log::Record<'_>) {
         let mut c = lock(false);
+        c.fresh_line();
         let _ = write!(c, "[cpu{}] ", percpu::cpu_index());
         let _ = match record.level() {
             log::Level::Error => c.write_str("error: "),

@@ -5,6 +5,7 @@
 //!
 //! | vector | use                                      |
 //! |--------|------------------------------------------|
+//! | 0x24   | COM1 (ISA IRQ 4 through the I/O APIC), the console's input (`tty`) |
 //! | 0xf0   | local APIC timer                         |
 //! | 0xf1   | reschedule IPI                           |
 //! | 0xf2   | cross-CPU call IPI                       |

@@ -26,12 +26,24 @@ pub fn init(archive: Option<&'static [u8]>) {
     log::info!("initramfs: {} KiB, {files} files", a.len() / 1024);
 }
 
-/// The contents of the regular file at `path`, if the archive has one (symbolic links are not
-/// followed).
+/// The contents of the regular file at `path`, following symbolic links (busybox's applets are
+/// links to it): a relative target is taken from the link's folder; more than 8 links in a row is
+/// a loop, as Linux's ELOOP limit for nested links.
 pub fn file(path: &str) -> Option<&'static [u8]> {
     let a = *ARCHIVE.get()?;
-    match abi::cpio::find(a, path) {
-        Ok(Some(e)) if e.is_file() => Some(e.data),
-        _ => None,
+    let mut path = alloc::string::String::from(path);
+    for _ in 0..=8 {
+        match abi::cpio::find(a, &path) {
+            Ok(Some(e)) if e.is_file() => return Some(e.data),
+            Ok(Some(e)) if e.is_symlink() => {
+                let target = core::str::from_utf8(e.data).ok()?;
+                path = match (target.starts_with('/'), path.rfind('/')) {
+                    (false, Some(slash)) => alloc::format!("{}/{target}", &path[..slash]),
+                    _ => target.into(),
+                };
+            }
+            _ => return None,
+        }
     }
+    None
 }

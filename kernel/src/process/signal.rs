@@ -923,3 +923,65 @@ pub fn sigpipe() {
     let pid = current().map_or(0, |p| p.pid());
     let _ = send_to_thread(current_tid(), SigInfo::user(g::SIGPIPE, pid, false));
 }
+
+/// Signals for process groups raised in interrupt context (the terminal's Ctrl-C, Ctrl-\,
+/// Ctrl-Z), handed to [`group_worker`]: the process tree's lock may be held by the interrupted
+/// thread, so the handler only queues. A fixed ring (no allocation with interrupts off); when it
+/// is full the newest request is dropped with a log line, as a terminal drops input it has no room
+/// for.
+struct GroupRing {
+    slots: [(u32, u32); 16],
+    head: usize,
+    len: usize,
+}
+
+static GROUP_RING: SpinMutex<RawIrqSpin, GroupRing> = SpinMutex::new(GroupRing { slots: [(0, 0); 16], head: 0, len: 0 });
+static GROUP_QUEUE: sched::WaitQueue = sched::WaitQueue::new();
+
+/// Queue `signal` for every process of group `pgid` (callable with interrupts off).
+pub fn send_to_group_later(pgid: u32, signal: u32) {
+    let queued = {
+        let mut r = GROUP_RING.lock();
+        if r.len == r.slots.len() {
+            false
+        } else {
+            let i = (r.head + r.len) % r.slots.len();
+            r.slots[i] = (pgid, signal);
+            r.len += 1;
+            true
+        }
+    };
+    if queued {
+        GROUP_QUEUE.wake_all(task::sched());
+    } else {
+        log::warn!("signal: {} for group {pgid} dropped: 16 group signals already wait", signal_name(signal));
+    }
+}
+
+fn pop_group() -> Option<(u32, u32)> {
+    let mut r = GROUP_RING.lock();
+    (r.len > 0).then(|| {
+        let v = r.slots[r.head];
+        r.head = (r.head + 1) % r.slots.len();
+        r.len -= 1;
+        v
+    })
+}
+
+fn group_worker() {
+    loop {
+        GROUP_QUEUE.wait_until(task::sched(), || GROUP_RING.lock().len > 0);
+        while let Some((pgid, signal)) = pop_group() {
+            for pid in super::tree::group_members(pgid) {
+                let _ = send_to_process(pid, SigInfo::kernel(signal));
+            }
+        }
+    }
+}
+
+/// Start the thread that sends [`send_to_group_later`]'s signals (once, at boot).
+pub fn start_group_worker() {
+    if task::sched().spawn(sched::Builder::new("sig-group"), group_worker).is_err() {
+        log::error!("signal: no thread for terminal signals; Ctrl-C will not reach programs");
+    }
+}

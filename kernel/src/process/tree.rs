@@ -199,6 +199,11 @@ pub fn kill(caller: Pid, pid: i32, sig: u32) -> Result<(), u32> {
     if any { Ok(()) } else { Err(errno::ESRCH) }
 }
 
+/// The live processes of group `pgid` (the terminal's signals).
+pub fn group_members(pgid: Pid) -> Vec<Pid> {
+    with_tree(|t| t.group(pgid))
+}
+
 /// Send `sig` from process `caller` to process `target` through the signal layer; signal 0 only
 /// checks that the target exists. A zombie accepts and ignores any signal.
 pub fn signal_send(caller: Pid, target: Pid, sig: u32) -> Result<(), u32> {

@@ -11,7 +11,6 @@ use alloc::vec;
 use abi::{
     linux::{errno, general::iovec, ioctl as io},
     poll,
-    tty::{Termios, WinSize},
 };
 use arch::usercopy;
 
@@ -23,16 +22,16 @@ const MAX_IO: u64 = 1 << 20;
 /// Bytes moved per step of a long read or write.
 const CHUNK: usize = 64 * 1024;
 
-/// The kernel console as a terminal of fixed settings: output to the serial console (or into the
-/// process's capture buffer in tests), no input (end of file), `TCGETS` answering Linux's default
-/// termios and `TIOCGWINSZ` 80x24, so programs that ask whether they are on a terminal hear yes.
+/// The console behind `/dev/console`, `/dev/tty` and descriptors 0-2: the terminal service
+/// (`crate::tty`: line discipline, termios, foreground group), with the output of a process whose
+/// console output the tests capture kept in its buffer instead.
 pub struct KernelConsole;
 
 pub static CONSOLE: KernelConsole = KernelConsole;
 
 impl Console for KernelConsole {
-    fn read(&self, _out: &mut [u8], _nonblock: bool) -> Result<usize, u32> {
-        Ok(0)
+    fn read(&self, out: &mut [u8], nonblock: bool) -> Result<usize, u32> {
+        crate::tty::read(out, nonblock)
     }
 
     fn write(&self, data: &[u8]) -> Result<usize, u32> {
@@ -41,26 +40,15 @@ impl Console for KernelConsole {
     }
 
     fn ioctl(&self, cmd: u32, arg: u64) -> Result<u64, u32> {
-        match cmd {
-            io::TCGETS => put(arg, &Termios::default().to_bytes()),
-            io::TCSETS | io::TCSETSW | io::TCSETSF => Ok(0),
-            io::TIOCGWINSZ => put(arg, &WinSize::default().to_bytes()),
-            io::TIOCSWINSZ => Ok(0),
-            io::TIOCGPGRP => {
-                let pid = crate::process::current().map_or(0, |p| p.pid());
-                put(arg, &pid.to_ne_bytes())
-            }
-            io::TIOCSPGRP => Ok(0),
-            _ => Err(errno::ENOTTY),
-        }
+        crate::tty::ioctl(cmd, arg)
     }
 
     fn readable(&self) -> bool {
-        true
+        crate::tty::readable()
     }
 
     fn pending(&self) -> usize {
-        0
+        crate::tty::pending()
     }
 }
 
@@ -77,7 +65,7 @@ fn console_write(bytes: &[u8]) {
         out.extend_from_slice(bytes);
         return;
     }
-    crate::cpu::console::lock(false).write_bytes(bytes);
+    let _ = crate::tty::write(bytes);
 }
 
 /// Write `len` bytes from user `buf` through `op` (the file's write or positioned write), chunk

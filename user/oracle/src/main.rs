@@ -10,16 +10,20 @@
 //! user-oracle kernel     boot our kernel in QEMU once per program and CPU count, with the program
 //!                        as init; judge how it ended and compare its lines with Linux's
 //! user-oracle list       the manifest, one program a line: NAME, expected end, arguments
+//! user-oracle shell      the scripted shell session (user/shell/session.toml): typed into busybox
+//!                        sh on our kernel's serial console and on the host Linux through a pty
 //! ```
 //!
 //! Modules: `manifest` (programs.toml), `output` (compared lines, verdicts, serial logs), `host`
-//! (one run on the host), `initramfs` (the cpio archive), `kernel` (boots in QEMU).
+//! (one run on the host), `initramfs` (the cpio archive), `kernel` (boots in QEMU), `shell` (the
+//! shell session).
 
 mod host;
 mod initramfs;
 mod kernel;
 mod manifest;
 mod output;
+mod shell;
 
 use std::{
     fs,
@@ -35,19 +39,32 @@ use regex_lite::Regex;
 const USAGE: &str = "\
 usage: user-oracle run [--only NAME]... [--cpus LIST]... [PATHS]
        user-oracle compare --log SERIAL_LOG [--ignore REGEX]... [--expected-dir DIR] NAME...
-       user-oracle initramfs [--init NAME] [--add SOURCE:PATH]... [--out FILE] [PATHS]
+       user-oracle initramfs [--init NAME] [--busybox FILE] [--add SOURCE:PATH]... [--out FILE] [PATHS]
        user-oracle kernel --kernel ELF [--smp LIST] [--only NAME]... [QEMU OPTIONS] [PATHS]
        user-oracle list [--manifest FILE]
+       user-oracle shell [--host] [--kernel ELF] [--only STEP]... [SHELL OPTIONS] [QEMU OPTIONS]
 
   --only NAME          run only this program (repeatable)
   --cpus LIST          a taskset CPU list to run every program on (repeatable); the default is
                        twice: all CPUs, then the first CPU this process may use
   --log FILE           serial output of a kernel that ran the programs
   --ignore REGEX       serial lines to drop (repeatable); default: the kernel's `[cpuN] ` log lines
-  --init NAME          the program that becomes /init (default init)
-  --add SOURCE:PATH    one more file in the archive (repeatable), e.g. busybox:/bin/busybox
+  --init NAME|PATH     the binary (of --bin-dir, or at PATH) that becomes /init (default init)
+  --busybox FILE       busybox as /bin/busybox, and a link per applet it lists on this host
+  --add SOURCE:PATH    one more file in the archive (repeatable), e.g. target/user/bin/kstat:/bin/kstat
   --out FILE           the archive (default target/initramfs.cpio)
-QEMU OPTIONS (kernel):
+SHELL OPTIONS (shell):
+  --host               run the session on the host Linux (busybox on a pty) too
+  --kernel ELF         run it on our kernel, one boot per --smp count (the kernel boots /init
+                       unless --append says init=...)
+  --only STEP          only this step (repeatable; the prompt set-up always runs)
+  --session FILE       default user/shell/session.toml
+  --busybox FILE       the host run's busybox (default target/busybox/busybox)
+  --root DIR           the host run's working directory (default user/rootfs)
+  --boot-timeout S     seconds until the first prompt (default 300)
+  --drop REGEX         text to remove from the output (repeatable; default the kernel's log lines)
+  --timeout S          seconds each step may take (default 120)
+QEMU OPTIONS (kernel, shell):
   --kernel ELF         the kernel to boot (PVH entry)
   --initramfs FILE     default target/initramfs.cpio
   --smp LIST           CPU counts, comma-separated (default 1,2,4,8)
@@ -84,6 +101,7 @@ enum Command {
     Initramfs {
         init: String,
         add: Vec<(PathBuf, String)>,
+        busybox: Option<PathBuf>,
         out: PathBuf,
     },
     Kernel {
@@ -91,6 +109,19 @@ enum Command {
         options: Box<KernelOptions>,
     },
     List,
+    Shell(Box<ShellOptions>),
+}
+
+/// The `shell` command's options.
+struct ShellOptions {
+    host: bool,
+    only: Vec<String>,
+    session: PathBuf,
+    busybox: PathBuf,
+    root: PathBuf,
+    boot_timeout_s: u64,
+    drop: Vec<String>,
+    kernel: KernelOptions,
 }
 
 /// The `kernel` command's options, before their patterns are compiled.
@@ -127,6 +158,14 @@ fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
     };
     let (mut only, mut cpus, mut ignore, mut names, mut add) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let mut busybox = None;
+    let (mut host, mut session, mut root, mut boot_timeout_s, mut drop) = (
+        false,
+        PathBuf::from("user/shell/session.toml"),
+        PathBuf::from("user/rootfs"),
+        300u64,
+        vec![],
+    );
     let (mut log, mut init, mut out) = (
         None,
         "init".to_string(),
@@ -146,22 +185,30 @@ fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
         exited: kernel::EXITED.into(),
         killed: kernel::KILLED.into(),
     };
+    let qemu_sub = sub == "kernel" || sub == "shell";
     while let Some(arg) = parser.next()? {
         match arg {
+            Long("host") if sub == "shell" => host = true,
+            Long("only") if sub == "shell" => only.push(parser.value()?.string()?),
+            Long("session") if sub == "shell" => session = parser.value()?.into(),
+            Long("busybox") if sub == "shell" => busybox = Some(parser.value()?.into()),
+            Long("root") if sub == "shell" => root = parser.value()?.into(),
+            Long("boot-timeout") if sub == "shell" => boot_timeout_s = parser.value()?.parse()?,
+            Long("drop") if sub == "shell" => drop.push(parser.value()?.string()?),
             Long("manifest") => paths.manifest = parser.value()?.into(),
             Long("bin-dir") => paths.bin_dir = parser.value()?.into(),
             Long("expected-dir") => paths.expected_dir = parser.value()?.into(),
             Long("only") if sub == "run" || sub == "kernel" => only.push(parser.value()?.string()?),
-            Long("kernel") if sub == "kernel" => k.kernel = Some(parser.value()?.into()),
-            Long("initramfs") if sub == "kernel" => k.initramfs = parser.value()?.into(),
-            Long("qemu") if sub == "kernel" => k.qemu = parser.value()?.string()?,
-            Long("smp") if sub == "kernel" => k.smp = parser.value()?.string()?,
-            Long("accel") if sub == "kernel" => k.accel = parser.value()?.string()?,
-            Long("cpu") if sub == "kernel" => k.cpu = Some(parser.value()?.string()?),
-            Long("mem") if sub == "kernel" => k.mem = parser.value()?.string()?,
-            Long("append") if sub == "kernel" => k.append = parser.value()?.string()?,
-            Long("timeout") if sub == "kernel" => k.timeout_s = parser.value()?.parse()?,
-            Long("log-dir") if sub == "kernel" => k.log_dir = parser.value()?.into(),
+            Long("kernel") if qemu_sub => k.kernel = Some(parser.value()?.into()),
+            Long("initramfs") if qemu_sub => k.initramfs = parser.value()?.into(),
+            Long("qemu") if qemu_sub => k.qemu = parser.value()?.string()?,
+            Long("smp") if qemu_sub => k.smp = parser.value()?.string()?,
+            Long("accel") if qemu_sub => k.accel = parser.value()?.string()?,
+            Long("cpu") if qemu_sub => k.cpu = Some(parser.value()?.string()?),
+            Long("mem") if qemu_sub => k.mem = parser.value()?.string()?,
+            Long("append") if qemu_sub => k.append = parser.value()?.string()?,
+            Long("timeout") if qemu_sub => k.timeout_s = parser.value()?.parse()?,
+            Long("log-dir") if qemu_sub => k.log_dir = parser.value()?.into(),
             Long("exited") if sub == "kernel" => k.exited = parser.value()?.string()?,
             Long("killed") if sub == "kernel" => k.killed = parser.value()?.string()?,
             Long("cpus") if sub == "run" => cpus.push(parser.value()?.string()?),
@@ -170,6 +217,7 @@ fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
             Value(v) if sub == "compare" => names.push(v.string()?),
             Long("init") if sub == "initramfs" => init = parser.value()?.string()?,
             Long("out") if sub == "initramfs" => out = parser.value()?.into(),
+            Long("busybox") if sub == "initramfs" => busybox = Some(parser.value()?.into()),
             Long("add") if sub == "initramfs" => {
                 let spec = parser.value()?.string()?;
                 let (source, path) = spec.split_once(':').ok_or("--add wants SOURCE:PATH")?;
@@ -194,12 +242,38 @@ fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
                 names,
             }
         }
-        "initramfs" => Command::Initramfs { init, add, out },
+        "initramfs" => Command::Initramfs {
+            init,
+            add,
+            busybox,
+            out,
+        },
         "kernel" => Command::Kernel {
             only,
             options: Box::new(k),
         },
         "list" => Command::List,
+        "shell" => {
+            if !host && k.kernel.is_none() {
+                return Err("shell: name --host, --kernel ELF or both".into());
+            }
+            if k.log_dir == Path::new("target/user/logs") {
+                k.log_dir = "target/shell-test".into();
+            }
+            if k.timeout_s == 300 {
+                k.timeout_s = 120;
+            }
+            Command::Shell(Box::new(ShellOptions {
+                host,
+                only,
+                session,
+                busybox: busybox.unwrap_or_else(|| "target/busybox/busybox".into()),
+                root,
+                boot_timeout_s,
+                drop,
+                kernel: k,
+            }))
+        }
         other => return Err(format!("unknown command {other:?}").into()),
     };
     Ok((command, paths))
@@ -218,10 +292,14 @@ fn main() -> ExitCode {
         Command::Compare { log, ignore, names } => {
             compare(&programs, &paths, &log, &ignore, &names)
         }
-        Command::Initramfs { init, add, out } => {
-            build_initramfs(&programs, &paths, &init, &add, &out)
-        }
+        Command::Initramfs {
+            init,
+            add,
+            busybox,
+            out,
+        } => build_initramfs(&programs, &paths, &init, &add, busybox.as_deref(), &out),
         Command::Kernel { only, options } => run_kernel(&programs, &paths, &only, *options),
+        Command::Shell(options) => run_shell(&paths, *options),
         Command::List => {
             for p in &programs {
                 println!("{}\t{}\t{}", p.name, p.expect, p.args.join(" "));
@@ -453,19 +531,29 @@ fn build_initramfs(
     paths: &Paths,
     init: &str,
     add: &[(PathBuf, String)],
+    busybox: Option<&Path>,
     out: &Path,
 ) -> Result<bool, String> {
-    if !programs.iter().any(|p| p.name == init) {
-        return Err(format!(
-            "--init {init}: not a program of {}",
-            paths.manifest.display()
-        ));
+    let init_path = if init.contains('/') {
+        PathBuf::from(init)
+    } else {
+        paths.bin_dir.join(init)
+    };
+    if !init_path.is_file() {
+        return Err(format!("--init {init}: no {}", init_path.display()));
     }
     let binaries: Vec<PathBuf> = programs
         .iter()
         .map(|p| paths.bin_dir.join(&p.name))
         .collect();
-    let mut items = initramfs::items(&paths.bin_dir.join(init), &binaries, add)?;
+    let busybox = busybox.map(initramfs::Busybox::probe).transpose()?;
+    let (mut items, shadowed) = initramfs::items(&init_path, &binaries, add, busybox.as_ref())?;
+    if !shadowed.is_empty() {
+        println!(
+            "initramfs: busybox applets not linked, a program of ours has the name: {}",
+            shadowed.join(" ")
+        );
+    }
     if let Some(dir) = out.parent() {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -529,4 +617,111 @@ fn run_kernel(
         killed: pattern(&k.killed)?,
     };
     kernel::run(&setup, &selected)
+}
+
+fn run_shell(paths: &Paths, o: ShellOptions) -> Result<bool, String> {
+    let steps = shell::load(&o.session)?;
+    for name in &o.only {
+        if !steps.iter().any(|s| &s.name == name) {
+            return Err(format!(
+                "--only {name}: no such step in {}",
+                o.session.display()
+            ));
+        }
+    }
+    let patterns: Vec<&str> = if o.drop.is_empty() {
+        vec![shell::KERNEL_LOG_LINE]
+    } else {
+        o.drop.iter().map(String::as_str).collect()
+    };
+    let drop: Vec<Regex> = patterns
+        .iter()
+        .map(|p| Regex::new(p).map_err(|e| format!("--drop {p}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let k = &o.kernel;
+    let mut run = shell::Run {
+        steps: &steps,
+        only: &o.only,
+        timeout: Duration::from_secs(k.timeout_s),
+        boot_timeout: Duration::from_secs(o.boot_timeout_s),
+        drop: &drop,
+        log: PathBuf::new(),
+    };
+    let (mut passed, mut failed) = (0, 0);
+    if o.host {
+        let path_dir = k.log_dir.join("host-bin");
+        let tools: Vec<PathBuf> = ["stress"]
+            .iter()
+            .map(|t| paths.bin_dir.join(t))
+            .filter(|p| p.exists())
+            .collect();
+        shell::host_path_dir(&path_dir, &o.busybox, &tools)?;
+        let target = shell::Target::Host {
+            busybox: fs::canonicalize(&o.busybox)
+                .map_err(|e| format!("{}: {e}", o.busybox.display()))?,
+            path_dir: fs::canonicalize(&path_dir).map_err(|e| e.to_string())?,
+            cwd: o.root.clone(),
+        };
+        run.log = k.log_dir.join("host.log");
+        let (p, f) = shell::session(&target, &run)?;
+        passed += p;
+        failed += f;
+    }
+    if let Some(kernel) = &k.kernel {
+        for smp in k.smp.split(',') {
+            let smp: u32 = smp
+                .trim()
+                .parse()
+                .map_err(|_| format!("--smp {}: a comma-separated list of CPU counts", k.smp))?;
+            let mut args: Vec<String> = [
+                "-machine",
+                "q35",
+                "-accel",
+                &k.accel,
+                "-smp",
+                &smp.to_string(),
+                "-m",
+                &k.mem,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            if let Some(cpu) = &k.cpu {
+                args.extend(["-cpu".to_string(), cpu.clone()]);
+            }
+            args.extend(
+                [
+                    "-serial",
+                    "stdio",
+                    "-display",
+                    "none",
+                    "-no-reboot",
+                    "-device",
+                    "isa-debug-exit,iobase=0xf4,iosize=0x04",
+                    "-monitor",
+                    "none",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
+            args.extend([
+                "-kernel".into(),
+                kernel.display().to_string(),
+                "-initrd".into(),
+                k.initramfs.display().to_string(),
+            ]);
+            let target = shell::Target::Kernel {
+                qemu: k.qemu.clone(),
+                args,
+                cmdline: k.append.clone(),
+                smp,
+            };
+            run.log = k.log_dir.join(format!("smp{smp}.log"));
+            let (p, f) = shell::session(&target, &run)?;
+            passed += p;
+            failed += f;
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(failed == 0)
 }
