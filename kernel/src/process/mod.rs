@@ -68,15 +68,38 @@ pub struct Process {
 
 const NOT_KILLED: i32 = -1;
 
+/// How many processes have their `kill_status` set and threads left: the one word the system-call
+/// and interrupt paths test before they look their process up, so the common case (nothing to
+/// end anywhere) costs a load, not a table lookup. Raised in [`exit_current`] by the thread whose
+/// `kill_status` store won, before it counts itself out of `threads`; lowered by the thread that
+/// counts the last one out, so every raise happens before its lowering and the word is never
+/// zero while a killed process still has a thread. A thread that passes the test just before a
+/// raise takes the kill at its next entry, as it would have had it read `kill_status` just before
+/// the store.
+static KILLS_PENDING: AtomicU32 = AtomicU32::new(0);
+
 /// Whether the calling thread's process is being ended. Safe with interrupts off (a spin lock only).
 pub fn is_being_killed() -> bool {
+    if KILLS_PENDING.load(Ordering::Acquire) == 0 {
+        return false;
+    }
     let t = THREADS.lock();
     t.get(&current_tid()).is_some_and(|p| p.kill_status.load(Ordering::Acquire) != NOT_KILLED)
 }
 
 /// End the calling thread if its process is being ended (exit_group, a fatal fault, SIGKILL in
 /// another thread). The system-call entry calls it.
+#[inline]
 pub fn exit_if_killed() {
+    if KILLS_PENDING.load(Ordering::Acquire) != 0 {
+        exit_if_killed_slow();
+    }
+}
+
+/// [`exit_if_killed`] once some process is being ended: look the caller's up.
+#[cold]
+#[inline(never)]
+fn exit_if_killed_slow() {
     if let Some(p) = current() {
         let s = p.kill_status.load(Ordering::Acquire);
         if s != NOT_KILLED {
@@ -247,11 +270,14 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
     crate::ipc::futex::forget(tid);
     let p = THREADS.lock().remove(&tid);
     if let Some(p) = p {
-        if whole {
-            // The other threads end at their next system call or fault.
-            let _ = p.kill_status.compare_exchange(NOT_KILLED, status, Ordering::AcqRel, Ordering::Acquire);
+        // The other threads end at their next system call or fault.
+        if whole && p.kill_status.compare_exchange(NOT_KILLED, status, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            KILLS_PENDING.fetch_add(1, Ordering::AcqRel);
         }
         let remaining = p.threads.fetch_sub(1, Ordering::AcqRel) - 1;
+        if remaining == 0 && p.kill_status.load(Ordering::Acquire) != NOT_KILLED {
+            KILLS_PENDING.fetch_sub(1, Ordering::AcqRel);
+        }
         // The first exit_group (or the last thread's exit) decides the status.
         if (whole || remaining == 0) && !p.status_claimed.swap(true, Ordering::AcqRel) {
             p.status.store(status, Ordering::Relaxed);
