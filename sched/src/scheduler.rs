@@ -13,9 +13,9 @@
 //!    and the idle loop expire them too, so a switch on a CPU without sleepers reads no clock);
 //! 2. under this CPU's queue lock: put the outgoing thread back (still `Running`) or take it off
 //!    (`Blocked`/`Dead`), pop the next one (or run the idle thread);
-//! 3. `switch_to`: prefetch the next window; wait for the next thread's `on_cpu` to clear (only a
-//!    thread just stolen from a CPU still switching away from it can have it set); prefetch its
-//!    stack top; save the outgoing extended state if it is an FPU thread and restore the incoming
+//! 3. `switch_to`: wait for the next thread's `on_cpu` to clear (only a thread just stolen from a
+//!    CPU still switching away from it can have it set); prefetch its stack top (its window is
+//!    read at once for that, so prefetching the window too would only add an instruction); save the outgoing extended state if it is an FPU thread and restore the incoming
 //!    one if it is an FPU thread whose state is not live in this CPU's registers; switch address
 //!    space if the incoming thread has one that is not loaded; `arch::switch::switch_window`, which
 //!    hands the outgoing thread to the incoming one in a register (Linux's `switch_to(prev, next,
@@ -67,7 +67,7 @@ use spin::mutex::SpinMutex;
 pub struct Config {
     /// Round-robin time slice: a thread runs at most this long while others wait on its CPU.
     pub slice_ns: u64,
-    /// Prefetch the next thread's window and stack top on the switch path.
+    /// Prefetch the next thread's stack top on the switch path.
     pub prefetch: bool,
 }
 
@@ -881,12 +881,19 @@ impl<P: Platform> Scheduler<P> {
         }
     }
 
-    /// Wake this CPU's sleepers whose deadline is `<= now_ns` (interrupts disabled).
+    /// Wake this CPU's sleepers whose deadline is `<= now_ns` (interrupts disabled). Inline: the
+    /// tick and the preemption that follows it each ask, and mostly nobody is due.
+    #[inline]
     fn expire_sleepers(&self, me: usize, now_ns: u64) {
-        let cpu = &self.cpus[me];
-        if now_ns < cpu.local.next_sleeper_ns.load(Ordering::Relaxed) {
-            return;
+        if now_ns >= self.cpus[me].local.next_sleeper_ns.load(Ordering::Relaxed) {
+            self.expire_due_sleepers(me, now_ns);
         }
+    }
+
+    /// [`Scheduler::expire_sleepers`] once one is due.
+    #[inline(never)]
+    fn expire_due_sleepers(&self, me: usize, now_ns: u64) {
+        let cpu = &self.cpus[me];
         let mut sleepers = cpu.sleepers.lock();
         while let Some(Reverse(top)) = sleepers.heap.peek() {
             if top.deadline_ns > now_ns {
@@ -1040,9 +1047,6 @@ impl<P: Platform> Scheduler<P> {
     /// was just picked there (no other CPU will run it) and is not `prev`.
     #[inline]
     unsafe fn switch_to(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread) -> *const Thread {
-        if self.config.prefetch {
-            prefetch(next.window.get().cast());
-        }
         next.entity.wait_off_cpu();
         next.entity.set_on_cpu();
         if self.config.prefetch {
