@@ -24,7 +24,8 @@
 //!    handed it: clear that thread's `on_cpu` (`Release`: its window is complete) and, if it is
 //!    dead, free its stack and drop the scheduler's reference to it.
 //!
-//! Time slices: a preemption stamps `slice_start_ns` for the incoming thread, and the timer
+//! Time slices: a preemption stamps `slice_start_ns` for the incoming thread with the clock of the
+//! tick that asked for it (read once per tick, and the tick armed the next one from it), and the timer
 //! interrupt when it renews the slice of a thread nobody waits for. A voluntary switch (yield,
 //! block, exit) reads no clock: it leaves the incoming thread `UNSTAMPED`, and the next tick
 //! (which the outgoing thread's slice had armed) charges it half a slice, the mean of what it can
@@ -164,6 +165,9 @@ struct Local {
     current: AtomicPtr<Thread>,
     idle: AtomicPtr<Thread>,
     need_resched: AtomicBool,
+    /// The clock when the tick set `need_resched`: the preemption it asked for stamps the next
+    /// slice with it (the tick armed the next one from it too) instead of reading the clock again.
+    resched_ns: AtomicU64,
     preempt_count: AtomicU32,
     /// When the running thread's slice started (`UNSTAMPED`: dated by the next tick).
     slice_start_ns: AtomicU64,
@@ -194,6 +198,7 @@ impl Cpu {
                 current: AtomicPtr::new(null_mut()),
                 idle: AtomicPtr::new(null_mut()),
                 need_resched: AtomicBool::new(false),
+                resched_ns: AtomicU64::new(0),
                 preempt_count: AtomicU32::new(0),
                 slice_start_ns: AtomicU64::new(0),
                 armed_ns: AtomicU64::new(NEVER),
@@ -606,7 +611,8 @@ impl<P: Platform> Scheduler<P> {
                 self.pull_if_imbalanced(me);
             }
             if cpu.queue.len_hint() > 0 {
-                // The switch stamps the next thread's slice.
+                // The switch stamps the next thread's slice with this tick's clock.
+                cpu.local.resched_ns.store(now, Ordering::Relaxed);
                 cpu.local.need_resched.store(true, Ordering::Relaxed);
             } else {
                 // Nobody waits: a new slice.
@@ -944,9 +950,11 @@ impl<P: Platform> Scheduler<P> {
                 bump(&cpu.counters.voluntary_yields);
             }
         }
-        let now = if matches!(reason, Reason::Idle | Reason::Preempt)
-            || cpu.local.next_sleeper_ns.load(Ordering::Relaxed) != NEVER
-        {
+        let now = if reason == Reason::Preempt {
+            // Only the tick asks for a preemption, and it has just expired the sleepers due by
+            // the clock it read then; a later one is due no earlier than the timer it armed.
+            Some(cpu.local.resched_ns.load(Ordering::Relaxed))
+        } else if reason == Reason::Idle || cpu.local.next_sleeper_ns.load(Ordering::Relaxed) != NEVER {
             Some(self.now_expiring_sleepers(me))
         } else {
             None
