@@ -588,7 +588,21 @@ impl<P: Platform> Scheduler<P> {
     /// used up and others wait, and re-arms the timer (only for sleepers while idle: tickless).
     /// Follow it with [`Scheduler::preempt_if_needed`].
     pub fn timer_interrupt(&self) {
+        self.timer_interrupt_on(self.this_cpu());
+    }
+
+    /// The timer interrupt's whole work: [`Scheduler::timer_interrupt`], then
+    /// [`Scheduler::preempt_if_needed`], in one function with the CPU looked up once (interrupts
+    /// disabled, on the interrupted thread's stack).
+    pub fn tick(&self) {
         let me = self.this_cpu();
+        self.timer_interrupt_on(me);
+        self.preempt_if_needed_on(me);
+    }
+
+    /// [`Scheduler::timer_interrupt`] on CPU `me`, the calling one.
+    #[inline(always)]
+    fn timer_interrupt_on(&self, me: usize) {
         let cpu = &self.cpus[me];
         cpu.local.armed_ns.store(NEVER, Ordering::Relaxed);
         let now = self.platform.now_ns();
@@ -632,7 +646,13 @@ impl<P: Platform> Scheduler<P> {
     /// the thread is resumed (maybe much later, maybe on another CPU), and the handler's exit path
     /// then returns to it. Does nothing on an idle thread (the idle loop looks for work itself).
     pub fn preempt_if_needed(&self) {
-        let cpu = &self.cpus[self.this_cpu()];
+        self.preempt_if_needed_on(self.this_cpu());
+    }
+
+    /// [`Scheduler::preempt_if_needed`] on CPU `me`, the calling one.
+    #[inline(always)]
+    fn preempt_if_needed_on(&self, me: usize) {
+        let cpu = &self.cpus[me];
         if !cpu.local.need_resched.load(Ordering::Relaxed)
             || cpu.local.preempt_count.load(Ordering::Relaxed) != 0
         {
