@@ -484,13 +484,9 @@ impl<P: Platform> Scheduler<P> {
 
     /// Give the CPU to the next runnable thread on this CPU, if any; come back after it (round
     /// robin).
-    ///
-    /// Out of line, with the switch path inlined for this one reason: the yield is the path that
-    /// is measured hardest, and its own copy drops the tests of the other reasons.
-    #[inline(never)]
     pub fn yield_now(&self) {
         let irq = self.platform.irq_save_disable();
-        self.schedule_for(Reason::Yield);
+        self.schedule(Reason::Yield);
         self.platform.irq_restore(irq);
     }
 
@@ -956,14 +952,7 @@ impl<P: Platform> Scheduler<P> {
     /// the idle thread hands over (to arm the slice tick) and on a preemption (to stamp the next
     /// slice). On a voluntary switch otherwise, the incoming thread's slice is left `UNSTAMPED`
     /// for the next tick to date (see `timer_interrupt`).
-    #[inline(never)]
     fn schedule(&self, reason: Reason) {
-        self.schedule_for(reason);
-    }
-
-    /// The body of [`Scheduler::schedule`], inlined where the reason is a constant.
-    #[inline(always)]
-    fn schedule_for(&self, reason: Reason) {
         let me = self.this_cpu();
         let cpu = &self.cpus[me];
         let prev = cpu.local.current.load(Ordering::Relaxed);
@@ -1084,7 +1073,7 @@ impl<P: Platform> Scheduler<P> {
     /// # Safety
     /// Interrupts disabled; `cpu` is CPU `me`'s state; `prev` is the thread running there; `next`
     /// was just picked there (no other CPU will run it) and is not `prev`.
-    #[inline(always)]
+    #[inline]
     unsafe fn switch_to(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread) -> *const Thread {
         next.entity.wait_off_cpu();
         next.entity.set_on_cpu();
