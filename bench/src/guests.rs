@@ -134,6 +134,7 @@ const PROGRAMS: &[Program] = &[
         rows: &["getppid"],
         ours_needs: Some("needs getppid (processes: user space part 2)"),
     },
+    Program { name: "getpid", args: &["10000"], quick_args: &["100"], rows: &["getpid"], ours_needs: None },
     Program {
         name: "munmap",
         args: &["2000"],
@@ -175,6 +176,7 @@ fn row_label(row: &str) -> &'static str {
         "pipe_1cpu" => "pipe ping-pong, 2 processes 1 CPU, per hand-off",
         "pipe_2cpu" => "pipe ping-pong, 2 processes 2 CPUs, per hand-off",
         "getppid" => "getppid, per call",
+        "getpid" => "null system call round trip (getpid, syscall inline), per call",
         "munmap_remote" => "munmap of a page touched on the other CPU, per unmap",
         "munmap_local" => "munmap of a page touched locally, per unmap",
         "mmap_touch_munmap_16" => "mmap + touch + munmap of 16 pages, per round",

@@ -384,11 +384,10 @@ where
 }
 
 /// Stand-in for the timer interrupt on a host, which has none: call it from a scheduler thread
-/// where an interrupt could arrive. Runs [`Scheduler::timer_interrupt`] and
-/// [`Scheduler::preempt_if_needed`] with interrupts disabled, as the kernel's handler does.
+/// where an interrupt could arrive. Runs [`Scheduler::tick`] (the timer interrupt's work, then
+/// the preemption it may ask for) with interrupts disabled, as the kernel's handler does.
 pub fn tick(s: &Scheduler<HostPlatform>) {
     let irq = s.platform().irq_save_disable();
-    s.timer_interrupt();
-    s.preempt_if_needed();
+    s.tick();
     s.platform().irq_restore(irq);
 }

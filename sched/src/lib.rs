@@ -4,7 +4,7 @@
 //! kernel, [`host::HostPlatform`] on a Linux host for tests and the benchmark).
 //!
 //! Neighbours: `arch` (below: `arch::switch` moves the registers, `arch::fpu` the extended state);
-//! `kernel` (above: implements `Platform`, calls `timer_interrupt`/`preempt_if_needed` from its
+//! `kernel` (above: implements `Platform`, calls `tick`/`preempt_if_needed` from its
 //! handlers and `run_cpu` on each CPU); `bench` (drives it natively through [`host`]).
 //!
 //! # Public API
@@ -35,8 +35,9 @@
 //!   the caller if its CPU is no longer allowed), `current_affinity(&self, &mut [u64])`.
 //!
 //! Interrupt side (called by the kernel with interrupts disabled):
-//! - `Scheduler::timer_interrupt(&self)`, then `Scheduler::preempt_if_needed(&self)` (also at the
-//!   end of the reschedule IPI handler).
+//! - `Scheduler::tick(&self)` from the timer interrupt: `Scheduler::timer_interrupt(&self)`, then
+//!   `Scheduler::preempt_if_needed(&self)` (which the reschedule IPI handler calls alone), with
+//!   the CPU looked up once.
 //! - `Scheduler::preempt_disable(&self) -> PreemptGuard` (nestable).
 //!
 //! Synchronisation (module `wait`), every call takes the `&Scheduler`:

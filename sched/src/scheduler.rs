@@ -13,9 +13,9 @@
 //!    and the idle loop expire them too, so a switch on a CPU without sleepers reads no clock);
 //! 2. under this CPU's queue lock: put the outgoing thread back (still `Running`) or take it off
 //!    (`Blocked`/`Dead`), pop the next one (or run the idle thread);
-//! 3. `switch_to`: prefetch the next window; wait for the next thread's `on_cpu` to clear (only a
-//!    thread just stolen from a CPU still switching away from it can have it set); prefetch its
-//!    stack top; save the outgoing extended state if it is an FPU thread and restore the incoming
+//! 3. `switch_to`: wait for the next thread's `on_cpu` to clear (only a thread just stolen from a
+//!    CPU still switching away from it can have it set); prefetch its stack top (its window is
+//!    read at once for that, so prefetching the window too would only add an instruction); save the outgoing extended state if it is an FPU thread and restore the incoming
 //!    one if it is an FPU thread whose state is not live in this CPU's registers; switch address
 //!    space if the incoming thread has one that is not loaded; `arch::switch::switch_window`, which
 //!    hands the outgoing thread to the incoming one in a register (Linux's `switch_to(prev, next,
@@ -24,7 +24,8 @@
 //!    handed it: clear that thread's `on_cpu` (`Release`: its window is complete) and, if it is
 //!    dead, free its stack and drop the scheduler's reference to it.
 //!
-//! Time slices: a preemption stamps `slice_start_ns` for the incoming thread, and the timer
+//! Time slices: a preemption stamps `slice_start_ns` for the incoming thread with the clock of the
+//! tick that asked for it (read once per tick, and the tick armed the next one from it), and the timer
 //! interrupt when it renews the slice of a thread nobody waits for. A voluntary switch (yield,
 //! block, exit) reads no clock: it leaves the incoming thread `UNSTAMPED`, and the next tick
 //! (which the outgoing thread's slice had armed) charges it half a slice, the mean of what it can
@@ -67,7 +68,7 @@ use spin::mutex::SpinMutex;
 pub struct Config {
     /// Round-robin time slice: a thread runs at most this long while others wait on its CPU.
     pub slice_ns: u64,
-    /// Prefetch the next thread's window and stack top on the switch path.
+    /// Prefetch the next thread's stack top on the switch path.
     pub prefetch: bool,
 }
 
@@ -164,6 +165,9 @@ struct Local {
     current: AtomicPtr<Thread>,
     idle: AtomicPtr<Thread>,
     need_resched: AtomicBool,
+    /// The clock when the tick set `need_resched`: the preemption it asked for stamps the next
+    /// slice with it (the tick armed the next one from it too) instead of reading the clock again.
+    resched_ns: AtomicU64,
     preempt_count: AtomicU32,
     /// When the running thread's slice started (`UNSTAMPED`: dated by the next tick).
     slice_start_ns: AtomicU64,
@@ -194,6 +198,7 @@ impl Cpu {
                 current: AtomicPtr::new(null_mut()),
                 idle: AtomicPtr::new(null_mut()),
                 need_resched: AtomicBool::new(false),
+                resched_ns: AtomicU64::new(0),
                 preempt_count: AtomicU32::new(0),
                 slice_start_ns: AtomicU64::new(0),
                 armed_ns: AtomicU64::new(NEVER),
@@ -623,7 +628,21 @@ impl<P: Platform> Scheduler<P> {
     /// used up and others wait, and re-arms the timer (only for sleepers while idle: tickless).
     /// Follow it with [`Scheduler::preempt_if_needed`].
     pub fn timer_interrupt(&self) {
+        self.timer_interrupt_on(self.this_cpu());
+    }
+
+    /// The timer interrupt's whole work: [`Scheduler::timer_interrupt`], then
+    /// [`Scheduler::preempt_if_needed`], in one function with the CPU looked up once (interrupts
+    /// disabled, on the interrupted thread's stack).
+    pub fn tick(&self) {
         let me = self.this_cpu();
+        self.timer_interrupt_on(me);
+        self.preempt_if_needed_on(me);
+    }
+
+    /// [`Scheduler::timer_interrupt`] on CPU `me`, the calling one.
+    #[inline(always)]
+    fn timer_interrupt_on(&self, me: usize) {
         let cpu = &self.cpus[me];
         cpu.local.armed_ns.store(NEVER, Ordering::Relaxed);
         let now = self.platform.now_ns();
@@ -650,7 +669,8 @@ impl<P: Platform> Scheduler<P> {
                 self.pull_if_imbalanced(me);
             }
             if cpu.queue.len_hint() > 0 {
-                // The switch stamps the next thread's slice.
+                // The switch stamps the next thread's slice with this tick's clock.
+                cpu.local.resched_ns.store(now, Ordering::Relaxed);
                 cpu.local.need_resched.store(true, Ordering::Relaxed);
             } else {
                 // Nobody waits: a new slice.
@@ -666,7 +686,13 @@ impl<P: Platform> Scheduler<P> {
     /// the thread is resumed (maybe much later, maybe on another CPU), and the handler's exit path
     /// then returns to it. Does nothing on an idle thread (the idle loop looks for work itself).
     pub fn preempt_if_needed(&self) {
-        let cpu = &self.cpus[self.this_cpu()];
+        self.preempt_if_needed_on(self.this_cpu());
+    }
+
+    /// [`Scheduler::preempt_if_needed`] on CPU `me`, the calling one.
+    #[inline(always)]
+    fn preempt_if_needed_on(&self, me: usize) {
+        let cpu = &self.cpus[me];
         if !cpu.local.need_resched.load(Ordering::Relaxed)
             || cpu.local.preempt_count.load(Ordering::Relaxed) != 0
         {
@@ -926,12 +952,19 @@ impl<P: Platform> Scheduler<P> {
         }
     }
 
-    /// Wake this CPU's sleepers whose deadline is `<= now_ns` (interrupts disabled).
+    /// Wake this CPU's sleepers whose deadline is `<= now_ns` (interrupts disabled). Inline: the
+    /// tick and the preemption that follows it each ask, and mostly nobody is due.
+    #[inline]
     fn expire_sleepers(&self, me: usize, now_ns: u64) {
-        let cpu = &self.cpus[me];
-        if now_ns < cpu.local.next_sleeper_ns.load(Ordering::Relaxed) {
-            return;
+        if now_ns >= self.cpus[me].local.next_sleeper_ns.load(Ordering::Relaxed) {
+            self.expire_due_sleepers(me, now_ns);
         }
+    }
+
+    /// [`Scheduler::expire_sleepers`] once one is due.
+    #[inline(never)]
+    fn expire_due_sleepers(&self, me: usize, now_ns: u64) {
+        let cpu = &self.cpus[me];
         let mut sleepers = cpu.sleepers.lock();
         while let Some(Reverse(top)) = sleepers.heap.peek() {
             if top.deadline_ns > now_ns {
@@ -982,9 +1015,11 @@ impl<P: Platform> Scheduler<P> {
                 bump(&cpu.counters.voluntary_yields);
             }
         }
-        let now = if matches!(reason, Reason::Idle | Reason::Preempt)
-            || cpu.local.next_sleeper_ns.load(Ordering::Relaxed) != NEVER
-        {
+        let now = if reason == Reason::Preempt {
+            // Only the tick asks for a preemption, and it has just expired the sleepers due by
+            // the clock it read then; a later one is due no earlier than the timer it armed.
+            Some(cpu.local.resched_ns.load(Ordering::Relaxed))
+        } else if reason == Reason::Idle || cpu.local.next_sleeper_ns.load(Ordering::Relaxed) != NEVER {
             Some(self.now_expiring_sleepers(me))
         } else {
             None
@@ -1085,9 +1120,6 @@ impl<P: Platform> Scheduler<P> {
     /// was just picked there (no other CPU will run it) and is not `prev`.
     #[inline]
     unsafe fn switch_to(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread) -> *const Thread {
-        if self.config.prefetch {
-            prefetch(next.window.get().cast());
-        }
         next.entity.wait_off_cpu();
         next.entity.set_on_cpu();
         if self.config.prefetch {

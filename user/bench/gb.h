@@ -37,6 +37,7 @@ enum {
 	TAG_FORK_EXEC = 12,
 	TAG_HACKBENCH = 13,
 	TAG_HACKBENCH_THREADS = 14,
+	TAG_GETPID = 15,
 };
 
 /* A marker whose tag is known only at run time: one constant-tag marker per row's tag. */
@@ -56,6 +57,7 @@ enum {
 	case TAG_FORK_EXEC: MARKER_##KIND(TAG_FORK_EXEC); break; \
 	case TAG_HACKBENCH: MARKER_##KIND(TAG_HACKBENCH); break; \
 	case TAG_HACKBENCH_THREADS: MARKER_##KIND(TAG_HACKBENCH_THREADS); break; \
+	case TAG_GETPID: MARKER_##KIND(TAG_GETPID); break; \
 	default: ut_fail("no marker for tag %d", tag); \
 	}
 

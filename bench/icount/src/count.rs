@@ -60,6 +60,8 @@ pub struct Segment {
     pub vector_entry: bool,
     /// The segment's last instruction is an `iret`.
     pub ends_in_iret: bool,
+    /// The address of its first instruction (for the profile: where its instructions ran).
+    pub start: u64,
     pub counts: Counts,
 }
 
@@ -70,7 +72,7 @@ pub fn segments(insns: &[(u64, &[u8])], vectors: &[(u64, u64)]) -> Vec<(usize, S
     for (index, &(vaddr, bytes)) in insns.iter().enumerate() {
         let insn = classify(bytes);
         if index == 0 || matches!(insn, Insn::Marker(_)) {
-            let mut segment = Segment { block_start: index == 0, ..Segment::default() };
+            let mut segment = Segment { block_start: index == 0, start: vaddr, ..Segment::default() };
             if index == 0 {
                 segment.vector_entry = vectors.iter().any(|&(start, end)| (start..end).contains(&vaddr));
             }
@@ -229,9 +231,57 @@ impl Vcpu {
         }
     }
 
+    /// The tag of the window open now, which the last executed segment's instructions went to.
+    pub fn open_tag(&self) -> Option<u16> {
+        self.open.map(|w| w.tag)
+    }
+
     /// The totals per tag, sorted by tag.
     pub fn stats(&self) -> &[(u16, TagStats)] {
         &self.stats
+    }
+}
+
+/// Where a window's instructions ran: per tag and segment start address, how many times the
+/// segment ran inside a window of that tag and how many instructions that added. Summed over the
+/// vCPUs at exit; the host maps addresses to symbols (`nm -n` of the kernel ELF).
+#[derive(Debug, Default)]
+pub struct Profile {
+    /// (tag, segment start) to (executions, instructions).
+    spots: std::collections::HashMap<(u16, u64), (u64, u64)>,
+}
+
+impl Profile {
+    /// `segment` just ran with the window `tag` open (`Vcpu::open_tag` after `execute`).
+    pub fn record(&mut self, tag: u16, segment: &Segment) {
+        let insns = segment.counts.kernel + segment.counts.user;
+        if insns == 0 {
+            return;
+        }
+        let spot = self.spots.entry((tag, segment.start)).or_default();
+        spot.0 += 1;
+        spot.1 += insns;
+    }
+
+    /// Add another vCPU's profile to this one.
+    pub fn merge(&mut self, other: &Profile) {
+        for (key, (execs, insns)) in &other.spots {
+            let spot = self.spots.entry(*key).or_default();
+            spot.0 += execs;
+            spot.1 += insns;
+        }
+    }
+
+    /// One line per spot, by tag then address:
+    /// `icount profile tag=T addr=0xADDR execs=N insns=M`.
+    pub fn lines(&self) -> String {
+        let mut spots: Vec<_> = self.spots.iter().collect();
+        spots.sort();
+        let mut text = String::new();
+        for ((tag, addr), (execs, insns)) in spots {
+            text.push_str(&format!("icount profile tag={tag} addr={addr:#x} execs={execs} insns={insns}\n"));
+        }
+        text
     }
 }
 
@@ -418,5 +468,25 @@ mod tests {
             "icount window tag=4 vcpu=1 windows=2 discarded=0 unmatched=0 kernel=300 user=0 interrupts=0 \
              cr3_writes=2 wrmsr=0 xsave=0 xrstor=0 invlpg=0 invpcid=0 hlt=0"
         );
+    }
+
+    #[test]
+    fn the_profile_adds_each_segment_to_its_window_tag_and_address() {
+        let mut vcpu = Vcpu::default();
+        let mut profile = Profile::default();
+        let segs = block(K, &[BEGIN_5, NOP, NOP, END_5, NOP]);
+        for _ in 0..3 {
+            for segment in &segs {
+                vcpu.execute(segment);
+                if let Some(tag) = vcpu.open_tag() {
+                    profile.record(tag, segment);
+                }
+            }
+        }
+        let mut total = Profile::default();
+        total.merge(&profile);
+        total.merge(&profile);
+        // The window's one segment starts at its marker (K); the one after END_5 is outside.
+        assert_eq!(total.lines(), format!("icount profile tag=5 addr={K:#x} execs=6 insns=12\n"));
     }
 }

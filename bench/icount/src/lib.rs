@@ -16,6 +16,10 @@
 //!   those, and the entry stubs are reached only through the IDT. The host reads the range from
 //!   the kernel's `trap_stub_N` symbols. Without it, interrupts are not counted and `Arm` markers
 //!   never open a window.
+//! - `profile=FILE`: also write where the instructions inside windows ran, one line per tag and
+//!   translated segment start: `icount profile tag=T addr=0xADDR execs=N insns=M` (all vCPUs
+//!   summed). Map the addresses to functions with the guest's symbols (`nm -n` of the kernel ELF):
+//!   this is how a path's instructions are attributed. Off by default (it slows the vCPUs).
 //!
 //! Output, one line per tag and vCPU that saw a marker (see `count::line`), between `icount begin`
 //! and `icount end` lines:

@@ -19,7 +19,7 @@ use qemu_plugin_sys::{
     qemu_plugin_register_vcpu_tb_trans_cb, qemu_plugin_tb, qemu_plugin_tb_get_insn, qemu_plugin_tb_n_insns,
 };
 
-use crate::count::{self, Segment, Vcpu};
+use crate::count::{self, Profile, Segment, Vcpu};
 
 /// The plugin API version this library was built for; QEMU refuses versions outside its range.
 #[unsafe(no_mangle)]
@@ -28,7 +28,9 @@ pub static qemu_plugin_version: c_int = QEMU_PLUGIN_VERSION as c_int;
 struct Plugin {
     vectors: Vec<(u64, u64)>,
     out: Option<String>,
-    vcpus: Vec<Mutex<Vcpu>>,
+    /// `profile=FILE`: where instructions in windows ran, by address (see `count::Profile`).
+    profile: Option<String>,
+    vcpus: Vec<Mutex<(Vcpu, Option<Profile>)>>,
     /// Every distinct segment translated so far. QEMU retranslates the same code after a flush;
     /// interning keeps one copy, which lives as long as QEMU (callbacks may point to it).
     segments: Mutex<HashSet<&'static Segment>>,
@@ -56,6 +58,7 @@ pub unsafe extern "C" fn qemu_plugin_install(
 ) -> c_int {
     let mut vectors = Vec::new();
     let mut out = None;
+    let mut profile = None;
     for i in 0..usize::try_from(argc).unwrap_or(0) {
         // SAFETY: QEMU's contract: `argv` holds `argc` valid C strings.
         let arg = unsafe { CStr::from_ptr(*argv.add(i)) }.to_string_lossy();
@@ -68,8 +71,9 @@ pub unsafe extern "C" fn qemu_plugin_install(
                 }
             },
             Some(("out", path)) => out = Some(path.to_owned()),
+            Some(("profile", path)) => profile = Some(path.to_owned()),
             _ => {
-                say(&format!("icount: unknown argument `{arg}` (takes out=FILE and vectors=START-END)"));
+                say(&format!("icount: unknown argument `{arg}` (takes out=FILE, vectors=START-END and profile=FILE)"));
                 return -1;
             }
         }
@@ -84,8 +88,9 @@ pub unsafe extern "C" fn qemu_plugin_install(
         say("icount: system emulation only");
         return -1;
     }
-    let vcpus = (0..max_vcpus.max(1)).map(|_| Mutex::new(Vcpu::default())).collect();
-    if PLUGIN.set(Plugin { vectors, out, vcpus, segments: Mutex::new(HashSet::new()) }).is_err() {
+    let vcpus =
+        (0..max_vcpus.max(1)).map(|_| Mutex::new((Vcpu::default(), profile.as_ref().map(|_| Profile::default())))).collect();
+    if PLUGIN.set(Plugin { vectors, out, profile, vcpus, segments: Mutex::new(HashSet::new()) }).is_err() {
         say("icount: installed twice");
         return -1;
     }
@@ -165,7 +170,12 @@ extern "C" fn on_execute(vcpu_index: c_uint, userdata: *mut c_void) {
     // SAFETY: the user data registered in `on_translate`: a leaked, immutable `Segment`.
     let segment = unsafe { &*userdata.cast::<Segment>() };
     if let Some(vcpu) = plugin.vcpus.get(vcpu_index as usize) {
-        vcpu.lock().unwrap_or_else(|e| e.into_inner()).execute(segment);
+        let mut state = vcpu.lock().unwrap_or_else(|e| e.into_inner());
+        let (vcpu, profile) = &mut *state;
+        vcpu.execute(segment);
+        if let (Some(profile), Some(tag)) = (profile, vcpu.open_tag()) {
+            profile.record(tag, segment);
+        }
     }
 }
 
@@ -177,12 +187,21 @@ extern "C" fn on_exit(_id: qemu_plugin_id_t, _userdata: *mut c_void) {
         plugin.vcpus.len(),
         plugin.vectors.len()
     );
+    let mut profile = Profile::default();
     for (index, vcpu) in plugin.vcpus.iter().enumerate() {
-        let vcpu = vcpu.lock().unwrap_or_else(|e| e.into_inner());
-        for (tag, stats) in vcpu.stats() {
+        let state = vcpu.lock().unwrap_or_else(|e| e.into_inner());
+        for (tag, stats) in state.0.stats() {
             text.push_str(&count::line(*tag, index, stats));
             text.push('\n');
         }
+        if let Some(p) = &state.1 {
+            profile.merge(p);
+        }
+    }
+    if let Some(path) = &plugin.profile
+        && let Err(why) = fs::write(path, profile.lines())
+    {
+        say(&format!("icount: writing {path}: {why}"));
     }
     text.push_str("icount end\n");
     match &plugin.out {

@@ -114,8 +114,22 @@ const NOT_KILLED: i32 = -1;
 /// does not.
 const EXEC_KILL: i32 = -2;
 
+/// How many processes have their `kill_status` set (a kill, or an exec ending the other threads)
+/// and threads left: the one word the system-call
+/// and interrupt paths test before they look their process up, so the common case (nothing to
+/// end anywhere) costs a load, not a table lookup. Raised in [`exit_current`] by the thread whose
+/// `kill_status` store won, before it counts itself out of `threads`; lowered by the thread that
+/// counts the last one out, so every raise happens before its lowering and the word is never
+/// zero while a killed process still has a thread. A thread that passes the test just before a
+/// raise takes the kill at its next entry, as it would have had it read `kill_status` just before
+/// the store.
+static KILLS_PENDING: AtomicU32 = AtomicU32::new(0);
+
 /// Whether the calling thread's process is being ended. Safe with interrupts off (a spin lock only).
 pub fn is_being_killed() -> bool {
+    if KILLS_PENDING.load(Ordering::Acquire) == 0 {
+        return false;
+    }
     let tid = current_tid();
     let t = THREADS.lock();
     t.get(&tid).is_some_and(|p| p.must_end(tid).is_some())
@@ -123,7 +137,17 @@ pub fn is_being_killed() -> bool {
 
 /// End the calling thread if its process is being ended (exit_group, a fatal fault, SIGKILL in
 /// another thread). The system-call entry calls it.
+#[inline]
 pub fn exit_if_killed() {
+    if KILLS_PENDING.load(Ordering::Acquire) != 0 {
+        exit_if_killed_slow();
+    }
+}
+
+/// [`exit_if_killed`] once some process is being ended: look the caller's up.
+#[cold]
+#[inline(never)]
+fn exit_if_killed_slow() {
     if let Some(p) = current() {
         let tid = current_tid();
         match p.must_end(tid) {
@@ -263,7 +287,11 @@ impl Process {
     /// return to user mode. `false` if the process is being ended (or another thread execs).
     fn begin_exec(&self) -> bool {
         self.exec_tid.store(current_tid(), Ordering::Release);
-        self.kill_status.compare_exchange(NOT_KILLED, EXEC_KILL, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        let began = self.kill_status.compare_exchange(NOT_KILLED, EXEC_KILL, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        if began {
+            KILLS_PENDING.fetch_add(1, Ordering::AcqRel);
+        }
+        began
     }
 
     /// A kill came while the exec waited for the other threads.
@@ -273,7 +301,9 @@ impl Process {
 
     /// The exec is past its wait: the process lives on in its new image.
     fn end_exec(&self) {
-        let _ = self.kill_status.compare_exchange(EXEC_KILL, NOT_KILLED, Ordering::AcqRel, Ordering::Acquire);
+        if self.kill_status.compare_exchange(EXEC_KILL, NOT_KILLED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            KILLS_PENDING.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// Whether the calling thread of this process must end now.
@@ -517,7 +547,9 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
     if let Some(p) = p {
         if whole {
             // The other threads end at their next system call or fault, or now if they sleep.
-            let _ = p.kill_status.compare_exchange(NOT_KILLED, status, Ordering::AcqRel, Ordering::Acquire);
+            if p.kill_status.compare_exchange(NOT_KILLED, status, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                KILLS_PENDING.fetch_add(1, Ordering::AcqRel);
+            }
             p.signals.dying();
         }
         p.signals.detach(tid);
@@ -533,6 +565,9 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
             claim(&p);
         }
         let remaining = p.threads.fetch_sub(1, Ordering::AcqRel) - 1;
+        if remaining == 0 && p.kill_status.load(Ordering::Acquire) != NOT_KILLED {
+            KILLS_PENDING.fetch_sub(1, Ordering::AcqRel);
+        }
         if p.kill_status.load(Ordering::Acquire) == EXEC_KILL {
             // An exec in this process waits for its siblings to end.
             tree::notify();

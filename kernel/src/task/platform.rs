@@ -150,8 +150,7 @@ fn timer_handler(_frame: &mut arch::trap::TrapFrame) {
     apic::eoi();
     time::power_off_if_due();
     if let Some(s) = SCHED.get() {
-        s.timer_interrupt();
-        s.preempt_if_needed();
+        s.tick();
     }
 }
 
