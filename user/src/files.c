@@ -7,6 +7,7 @@
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
@@ -282,7 +283,15 @@ static void test_devices(void)
 	CHECK(memcmp(a, b, sizeof(a)) != 0);
 	close(fd);
 	CHECK(stat("/dev/console", &st) == 0 && S_ISCHR(st.st_mode));
-	say("/dev/null, /dev/zero, /dev/urandom, /dev/console\n");
+	/* Files and these devices are always ready. */
+	struct pollfd pf[2] = {{open("/dev/null", O_RDWR), POLLIN | POLLOUT, 0}, {open("f", O_RDWR), POLLIN | POLLOUT, 0}};
+	CHECK(poll(pf, 2, -1) == 2 && pf[0].revents == (POLLIN | POLLOUT) && pf[1].revents == (POLLIN | POLLOUT));
+	close(pf[0].fd), close(pf[1].fd);
+	/* A redirection's open of a device: O_CREAT and O_TRUNC leave it a device. */
+	fd = open("/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	CHECK(fd >= 0 && write(fd, "x", 1) == 1 && fstat(fd, &st) == 0 && S_ISCHR(st.st_mode));
+	close(fd);
+	say("/dev/null, /dev/zero, /dev/urandom, /dev/console, poll on files and devices\n");
 }
 
 static void test_proc(void)
