@@ -83,11 +83,18 @@ pub fn init(archive: Option<&'static [u8]>) {
 /// program loader.
 #[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "execve loads from here once it reads the RAM filesystem; the in-kernel tests use it now"))]
 pub fn read_file(path: &str) -> Result<Vec<u8>, Errno> {
+    read_program(ROOT, path, false)
+}
+
+/// `execve`'s read of its program: `path` from directory `cwd`, symbolic links followed; a
+/// directory is `EACCES` (as Linux says), so is anything but a regular file, and with
+/// `need_exec` a file without any execute bit (root may execute a file with at least one).
+pub fn read_program(cwd: Ino, path: &str, need_exec: bool) -> Result<Vec<u8>, Errno> {
     with_fs(|fs| {
-        let ino = fs.lookup(ROOT, path, true)?;
+        let ino = fs.lookup(cwd, path, true)?;
         let st = fs.stat(ino)?;
-        if st.mode & abi::ramfs::S_IFMT != abi::ramfs::S_IFREG {
-            return Err(if fs.is_dir(ino) { errno::EISDIR } else { errno::EACCES });
+        if st.mode & abi::ramfs::S_IFMT != abi::ramfs::S_IFREG || (need_exec && st.mode & 0o111 == 0) {
+            return Err(errno::EACCES);
         }
         fs.contents(ino).map(|c| c.to_vec())
     })
