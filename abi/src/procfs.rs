@@ -469,6 +469,26 @@ pub fn sched_counters(cpus: &[SchedCounters]) -> String {
 }
 
 /// A `/proc/[pid]` directory name, or `None` for anything else in `/proc`.
+/// The components of absolute path `path` below `/proc`, after a lexical clean-up (empty
+/// components and `.` dropped, `..` going up, never above `/`), or `None` when the path is not
+/// `/proc` or below it. `/proc` itself gives no components.
+pub fn proc_components(path: &str) -> Option<alloc::vec::Vec<&str>> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let mut out = alloc::vec::Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    (out.first() == Some(&"proc")).then(|| out.split_off(1))
+}
+
 pub fn parse_pid_dir(name: &str) -> Option<u32> {
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) || name.starts_with('0') {
         return None;
@@ -489,6 +509,18 @@ mod tests {
     use alloc::vec;
 
     use super::*;
+
+    #[test]
+    fn proc_paths_are_cleaned_lexically() {
+        assert_eq!(proc_components("/proc"), Some(alloc::vec![]));
+        assert_eq!(proc_components("//proc/./self//stat"), Some(alloc::vec!["self", "stat"]));
+        assert_eq!(proc_components("/tmp/../proc/1/../uptime"), Some(alloc::vec!["uptime"]));
+        assert_eq!(proc_components("/../../proc/self"), Some(alloc::vec!["self"]), "nothing above /");
+        assert_eq!(proc_components("/proc/.."), None);
+        assert_eq!(proc_components("/procfs/x"), None);
+        assert_eq!(proc_components("proc/self"), None, "only absolute paths");
+        assert_eq!(proc_components("/tmp/proc"), None);
+    }
 
     fn sample() -> ProcInfo {
         ProcInfo {

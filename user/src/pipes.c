@@ -38,13 +38,17 @@ static void test_basics(void)
 	CHECK_ERR(write(p[0], "x", 1), EBADF);
 	CHECK_ERR(read(p[1], buf, 1), EBADF);
 	CHECK((fcntl(p[0], F_GETFL) & O_ACCMODE) == O_RDONLY && (fcntl(p[1], F_GETFL) & O_ACCMODE) == O_WRONLY);
+	/* A bad buffer fails the read and leaves the bytes in the pipe. */
+	CHECK(write(p[1], "q", 1) == 1);
+	CHECK_RAW(rsys3(SYS_read, p[0], 0, 1), EFAULT);
+	CHECK(read(p[0], buf, 16) == 1 && buf[0] == 'q');
 	close(p[1]);
 	CHECK(read(p[0], buf, 16) == 0);
 	close(p[0]);
 	CHECK(pipe2(p, O_CLOEXEC) == 0 && fcntl(p[0], F_GETFD) == FD_CLOEXEC && fcntl(p[1], F_GETFD) == FD_CLOEXEC);
 	close(p[0]), close(p[1]);
 	CHECK_ERR(pipe2(p, O_RDWR), EINVAL);
-	say("bytes in order, FIONREAD, S_ISFIFO, ESPIPE, EBADF on the wrong end, EOF, pipe2 flags; EINVAL\n");
+	say("bytes in order, FIONREAD, S_ISFIFO, ESPIPE, EBADF on the wrong end, EFAULT keeps the bytes, EOF, pipe2 flags; EINVAL\n");
 }
 
 static void test_nonblocking(void)

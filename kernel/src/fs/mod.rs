@@ -82,17 +82,18 @@ pub fn init(archive: Option<&'static [u8]>) {
 /// The contents of the regular file at `path` (absolute, symbolic links followed), for the
 /// program loader.
 pub fn read_file(path: &str) -> Result<Vec<u8>, Errno> {
-    read_file_at(ROOT, path)
+    read_program(ROOT, path, false)
 }
 
-/// [`read_file`] with a relative `path` resolved from directory `dir` (`execve`'s working
-/// directory).
-pub fn read_file_at(dir: Ino, path: &str) -> Result<Vec<u8>, Errno> {
+/// `execve`'s read of its program: `path` from directory `cwd`, symbolic links followed; a
+/// directory is `EACCES` (as Linux says), so is anything but a regular file, and with
+/// `need_exec` a file without any execute bit (root may execute a file with at least one).
+pub fn read_program(cwd: Ino, path: &str, need_exec: bool) -> Result<Vec<u8>, Errno> {
     with_fs(|fs| {
-        let ino = fs.lookup(dir, path, true)?;
+        let ino = fs.lookup(cwd, path, true)?;
         let st = fs.stat(ino)?;
-        if st.mode & abi::ramfs::S_IFMT != abi::ramfs::S_IFREG {
-            return Err(if fs.is_dir(ino) { errno::EISDIR } else { errno::EACCES });
+        if st.mode & abi::ramfs::S_IFMT != abi::ramfs::S_IFREG || (need_exec && st.mode & 0o111 == 0) {
+            return Err(errno::EACCES);
         }
         fs.contents(ino).map(|c| c.to_vec())
     })

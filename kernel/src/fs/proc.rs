@@ -63,7 +63,8 @@ pub enum ProcNode {
     Link(String),
 }
 
-/// Clean `path` (relative to `dir`) into `/proc` components, or `None` if it is outside `/proc`.
+/// `path` (relative to `dir`) as `/proc` components (`abi::procfs::proc_components`), or `None`
+/// if it is outside `/proc`.
 fn components(dir: Ino, path: &str) -> Result<Option<Vec<String>>, Errno> {
     let full = if path.starts_with('/') {
         String::from(path)
@@ -74,21 +75,7 @@ fn components(dir: Ino, path: &str) -> Result<Option<Vec<String>>, Errno> {
         }
         format!("{base}/{path}")
     };
-    let mut out: Vec<String> = Vec::new();
-    for c in full.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            c => out.push(c.to_string()),
-        }
-    }
-    if out.first().map(String::as_str) != Some("proc") {
-        return Ok(None);
-    }
-    out.remove(0);
-    Ok(Some(out))
+    Ok(procfs::proc_components(&full).map(|c| c.into_iter().map(String::from).collect()))
 }
 
 /// Resolve `/proc/...`; `follow`: `/proc/self` in the last place is followed (`exe` is always

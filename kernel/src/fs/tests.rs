@@ -106,8 +106,19 @@ fn loader_reads_through_symlinks() -> Result<(), String> {
     if through.as_deref() != Ok(&init[..]) {
         return Err(format!("two links to /init read {:?} bytes, not /init's {}", through.map(|t| t.len()), init.len()));
     }
-    if dir != Err(errno::EISDIR) {
-        return Err(format!("reading a directory as a program: {:?}, not EISDIR", dir.map(|d| d.len())));
+    if dir != Err(errno::EACCES) {
+        return Err(format!("reading a directory as a program: {:?}, not EACCES", dir.map(|d| d.len())));
+    }
+    let tmp = with_fs(|fs| fs.lookup(ROOT, "/tmp", true)).map_err(|e| format!("/tmp: errno {e}"))?;
+    let relative = super::read_program(tmp, "../init", true);
+    if relative.as_deref() != Ok(&init[..]) {
+        return Err(format!("../init from /tmp as an executable: {:?}", relative.map(|r| r.len())));
+    }
+    with_fs(|fs| fs.create(ROOT, "/tmp/ktest-plain", 0o644, true).map(|_| ())).map_err(|e| format!("create: errno {e}"))?;
+    let plain = super::read_program(ROOT, "/tmp/ktest-plain", true);
+    with_fs(|fs| fs.unlink(ROOT, "/tmp/ktest-plain")).map_err(|e| format!("unlink: errno {e}"))?;
+    if plain != Err(errno::EACCES) {
+        return Err(format!("a file without execute bits ran: {:?}", plain.map(|p| p.len())));
     }
     if dev != Ok(Some(abi::ramfs::makedev(1, 3))) {
         return Err(format!("/dev/null is {dev:?}"));

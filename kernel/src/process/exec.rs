@@ -219,7 +219,7 @@ fn resolve(cwd: abi::ramfs::Ino, path: String, mut argv: Vec<String>) -> Result<
     let mut path = path;
     for _ in 0..=abi::script::MAX_DEPTH {
         // The one place programs are read from: the RAM filesystem, from the working directory.
-        let image = crate::fs::read_file_at(cwd, &path)?;
+        let image = crate::fs::read_program(cwd, &path, true)?;
         match abi::script::parse(&image) {
             Some(Err(e)) => return Err(e),
             Some(Ok(shebang)) => {

@@ -33,6 +33,8 @@ pub mod tree;
 pub use exec::{execve, user_prot};
 #[cfg(feature = "ktest")]
 pub use fault::COW_BREAKS;
+mod list;
+pub use list::list;
 
 use alloc::{collections::BTreeMap, string::String, sync::Arc, vec::Vec};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
@@ -595,79 +597,10 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
 pub fn init(initrd: Option<&'static [u8]>) {
     initramfs::init(initrd);
     crate::fs::init(initrd);
-    crate::fs::proc::set_source(&PROC_SOURCE);
+    crate::fs::proc::set_source(&list::PROC_SOURCE);
     fault::init();
     tree::init();
     crate::fs::pipe::set_sigpipe_hook(signal::sigpipe);
-}
-
-/// One line of the process list ([`list`]).
-pub struct ProcessEntry {
-    pub pid: u32,
-    pub ppid: u32,
-    pub name: String,
-    pub state: abi::procfs::TaskState,
-    pub threads: u32,
-    /// CPU time (0: the scheduler does not account it per thread yet).
-    pub cpu_ns: u64,
-    /// Bytes of user mappings.
-    pub vsize: u64,
-}
-
-/// Every process with a live thread, by pid.
-pub fn list() -> Vec<ProcessEntry> {
-    let procs: BTreeMap<u32, Arc<Process>> = THREADS.lock().values().map(|p| (p.pid(), p.clone())).collect();
-    let out = procs
-        .values()
-        .map(|p| ProcessEntry {
-            vsize: p.mem.lock(task::sched()).vmas.mapped_bytes(),
-            pid: p.pid(),
-            ppid: 0,
-            name: p.name(),
-            state: if p.kill_status.load(Ordering::Relaxed) != NOT_KILLED { abi::procfs::TaskState::Zombie } else { abi::procfs::TaskState::Running },
-            threads: p.threads.load(Ordering::Relaxed),
-            cpu_ns: 0,
-        })
-        .collect();
-    // The processes are dropped here, outside the interrupts-off lock.
-    drop(procs);
-    out
-}
-
-fn find(pid: u32) -> Option<Arc<Process>> {
-    THREADS.lock().values().find(|p| p.pid() == pid).cloned()
-}
-
-/// What `/proc` knows of processes, from [`list`].
-struct ProcSource;
-
-static PROC_SOURCE: ProcSource = ProcSource;
-
-impl crate::fs::proc::ProcSource for ProcSource {
-    fn list(&self) -> Vec<abi::procfs::ProcInfo> {
-        list()
-            .into_iter()
-            .map(|e| abi::procfs::ProcInfo { pid: e.pid, comm: e.name, state: e.state, ppid: e.ppid, pgrp: e.pid, session: e.pid, tpgid: -1, num_threads: e.threads, utime_ns: e.cpu_ns, vsize: e.vsize, ..Default::default() })
-            .collect()
-    }
-
-    fn cmdline(&self, pid: u32) -> Option<Vec<u8>> {
-        let p = find(pid)?;
-        let argv = p.argv.lock().clone();
-        drop(p);
-        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
-        Some(abi::procfs::pid_cmdline(&refs))
-    }
-
-    fn exe(&self, pid: u32) -> Option<String> {
-        let p = find(pid)?;
-        let exe = p.exe.lock().clone();
-        Some(exe)
-    }
-
-    fn current_pid(&self) -> u32 {
-        current().map_or(0, |p| p.pid())
-    }
 }
 
 /// A counter of the pages demand-zero faults mapped (for tests and reports).

@@ -97,6 +97,12 @@ fn write_with(buf: u64, len: u64, mut op: impl FnMut(&[u8], u64) -> Result<usize
 /// terminals (a read returns what is there), repeated for files until short.
 fn read_with(buf: u64, len: u64, mut op: impl FnMut(&mut [u8], u64) -> Result<usize, u32>) -> SysResult {
     let len = len.min(MAX_IO);
+    // A buffer outside user space (or below the lowest mappable address) fails before the file
+    // gives anything up (a pipe's bytes would be lost). An unmapped user buffer is found only at the copy, after the read: the trade-off of
+    // reading through a kernel buffer.
+    if len > 0 && (buf < abi::elf::MIN_USER_ADDR || !usercopy::is_user_range(buf, len as usize)) {
+        return Err(errno::EFAULT);
+    }
     let mut chunk = vec![0u8; (len as usize).min(CHUNK)];
     let mut done = 0u64;
     loop {

@@ -166,6 +166,8 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_futex => futex::futex(a0, a1, a2, a3, a4, a5),
         nr::__NR_clock_gettime => time::clock_gettime(a0, a1),
         nr::__NR_clock_getres => time::clock_getres(a0, a1),
+        nr::__NR_time => time::time(a0),
+        nr::__NR_gettimeofday => time::gettimeofday(a0, a1),
         nr::__NR_nanosleep => time::nanosleep(a0, a1),
         nr::__NR_clock_nanosleep => time::clock_nanosleep(a0, a1, a2, a3),
         nr::__NR_getcpu => proc::getcpu(a0, a1),

@@ -1,5 +1,5 @@
-//! Clocks and sleeping: clock_gettime, nanosleep, clock_nanosleep (interruptible by signals), and the timespec helpers the
-//! futex calls share.
+//! Clocks and sleeping: clock_gettime, time, gettimeofday, nanosleep, clock_nanosleep (interruptible
+//! by signals), and the timespec helpers the futex calls share.
 //!
 //! Clocks: MONOTONIC (and _RAW, _COARSE, BOOTTIME) count from boot on the kernel's TSC clock.
 //! REALTIME is the CMOS clock's reading at its first use, advanced by the same TSC clock. The
@@ -92,4 +92,29 @@ pub fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> SysResult 
     let abs = flags & u64::from(g::TIMER_ABSTIME) != 0;
     let ns = if abs { t.saturating_sub(now) } else { t };
     sleep(ns, (rem != 0 && !abs).then_some(rem))
+}
+
+/// `time`: seconds of the wall clock, also stored at `tloc` unless it is null.
+pub fn time(tloc: u64) -> SysResult {
+    let s = crate::time::wall_clock_ns() / NS;
+    if tloc != 0 {
+        usercopy::copy_to_user(tloc, &(s as i64).to_ne_bytes()).map_err(|_| errno::EFAULT)?;
+    }
+    Ok(s)
+}
+
+/// `gettimeofday`: the wall clock as a `struct timeval`; the time-zone argument, obsolete on
+/// Linux, is filled with zeros (UTC) when given.
+pub fn gettimeofday(tv: u64, tz: u64) -> SysResult {
+    let ns = crate::time::wall_clock_ns();
+    if tv != 0 {
+        let mut raw = [0u8; 16];
+        raw[..8].copy_from_slice(&((ns / NS) as i64).to_ne_bytes());
+        raw[8..].copy_from_slice(&(((ns % NS) / 1000) as i64).to_ne_bytes());
+        usercopy::copy_to_user(tv, &raw).map_err(|_| errno::EFAULT)?;
+    }
+    if tz != 0 {
+        usercopy::copy_to_user(tz, &[0u8; 8]).map_err(|_| errno::EFAULT)?;
+    }
+    Ok(0)
 }
