@@ -2,8 +2,9 @@
  * kstat [FILE]: the kernel's per-CPU scheduler and TLB counters as a table, one row per counter
  * and one column per CPU, with a total column.
  *
- * FILE (default /proc/kstat) holds lines "cpuN KEY VALUE". Keys keep the order of their first
- * appearance; a CPU without a line for a key shows "-". Lines of another shape are skipped.
+ * FILE (default /proc/kcounters) is the kernel's table: a header "cpu KEY KEY ...", then one line
+ * "cpuN VALUE VALUE ..." per CPU (a "total" line and lines of another shape are skipped). The
+ * table is printed turned: a row per counter, a column per CPU, and the totals.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,7 @@ static unsigned char present[MAX_KEYS][MAX_CPUS];
 
 int main(int argc, char **argv)
 {
-	const char *path = argc > 1 ? argv[1] : "/proc/kstat";
+	const char *path = argc > 1 ? argv[1] : "/proc/kcounters";
 	FILE *f = fopen(path, "r");
 	if (!f) {
 		perror(path);
@@ -28,27 +29,29 @@ int main(int argc, char **argv)
 	int nkeys = 0, ncpus = 0;
 	char line[256];
 	while (fgets(line, sizeof(line), f)) {
-		unsigned cpu;
-		char key[KEY_LEN];
-		unsigned long long v;
-		if (sscanf(line, "cpu%u %39s %llu", &cpu, key, &v) != 3 || cpu >= MAX_CPUS)
+		char *save = NULL, *tok = strtok_r(line, " \t\n", &save);
+		if (!tok)
 			continue;
-		int k;
-		for (k = 0; k < nkeys && strcmp(keys[k], key); k++)
-			;
-		if (k == nkeys) {
-			if (nkeys == MAX_KEYS)
-				continue;
-			strcpy(keys[nkeys++], key);
+		if (!strcmp(tok, "cpu")) {
+			/* The header names the columns. */
+			nkeys = 0;
+			while ((tok = strtok_r(NULL, " \t\n", &save)) && nkeys < MAX_KEYS)
+				snprintf(keys[nkeys++], KEY_LEN, "%s", tok);
+			continue;
 		}
-		value[k][cpu] = v;
-		present[k][cpu] = 1;
+		unsigned cpu;
+		if (sscanf(tok, "cpu%u", &cpu) != 1 || cpu >= MAX_CPUS)
+			continue;
+		for (int k = 0; k < nkeys && (tok = strtok_r(NULL, " \t\n", &save)); k++) {
+			value[k][cpu] = strtoull(tok, NULL, 10);
+			present[k][cpu] = 1;
+		}
 		if ((int)cpu + 1 > ncpus)
 			ncpus = cpu + 1;
 	}
 	fclose(f);
 	if (nkeys == 0) {
-		fprintf(stderr, "%s: no \"cpuN key value\" lines\n", path);
+		fprintf(stderr, "%s: no \"cpu KEY...\" header\n", path);
 		return 1;
 	}
 	printf("%-22s", "");
