@@ -76,7 +76,13 @@ use arch::syscall::{USER_CS, USER_SS, UserFrame};
 use talc::lock_api::Mutex as SpinMutex;
 
 use super::{NOT_KILLED, Process, THREADS, current, current_tid};
-use crate::{cpu::irqlock::RawIrqSpin, ipc::intr, task};
+use ::trace::{Category, Record};
+
+use crate::{
+    cpu::{irqlock::RawIrqSpin, trace},
+    ipc::intr,
+    task,
+};
 
 /// Real-time signals queued at most per pending set (Linux's `RLIMIT_SIGPENDING` is per user and
 /// larger; this bounds what one process can make the kernel hold).
@@ -326,6 +332,8 @@ fn post(p: &Arc<Process>, target: Option<u64>, info: SigInfo) -> Result<(), u32>
         }
         st.sync_all();
     }
+    let whom = wake.first().copied().unwrap_or(0);
+    trace::event(Category::Signal, |tsc, cpu| Record::signal(tsc, cpu, whom, signo));
     for t in wake {
         intr::kick(t);
     }
