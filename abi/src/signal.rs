@@ -361,6 +361,9 @@ pub mod restart {
     pub const ERESTARTNOINTR: u32 = 513;
     /// Restart only if no handler ran, else `EINTR` (`pause`-like waits, `poll`, `select`).
     pub const ERESTARTNOHAND: u32 = 514;
+    /// `EINTR` after a handler, else continue through `restart_syscall` with what the call left
+    /// in the thread's restart block (`nanosleep`'s time left).
+    pub const ERESTART_RESTARTBLOCK: u32 = 516;
 }
 
 /// The outcome for a call that returned `-code` when a signal arrived.
@@ -372,6 +375,8 @@ pub enum Restart {
     Eintr,
     /// Re-execute the `syscall` instruction: `rip -= 2`, `rax = orig_rax`.
     Again,
+    /// Execute `restart_syscall` instead: `rip -= 2`, `rax = __NR_restart_syscall`.
+    Block,
 }
 
 /// Decide the restart for a call that returned errno `code`; `handler` is the action run (None
@@ -382,7 +387,8 @@ pub fn restart_rule(code: u32, handler: Option<&SigAction>) -> Restart {
         (ERESTARTNOINTR, _) => Restart::Again,
         (ERESTARTSYS | ERESTARTNOHAND, None) => Restart::Again,
         (ERESTARTSYS, Some(a)) if a.has(SA_RESTART) => Restart::Again,
-        (ERESTARTSYS | ERESTARTNOHAND, Some(_)) => Restart::Eintr,
+        (ERESTARTSYS | ERESTARTNOHAND | ERESTART_RESTARTBLOCK, Some(_)) => Restart::Eintr,
+        (ERESTART_RESTARTBLOCK, None) => Restart::Block,
         _ => Restart::Keep,
     }
 }
@@ -713,6 +719,8 @@ mod tests {
         assert_eq!(restart_rule(restart::ERESTARTSYS, None), Restart::Again);
         assert_eq!(restart_rule(restart::ERESTARTNOHAND, Some(&restarting)), Restart::Eintr);
         assert_eq!(restart_rule(restart::ERESTARTNOINTR, Some(&plain)), Restart::Again);
+        assert_eq!(restart_rule(restart::ERESTART_RESTARTBLOCK, Some(&restarting)), Restart::Eintr);
+        assert_eq!(restart_rule(restart::ERESTART_RESTARTBLOCK, None), Restart::Block);
         assert_eq!(restart_rule(crate::linux::errno::EAGAIN, Some(&plain)), Restart::Keep);
     }
 

@@ -21,7 +21,35 @@ pub static TESTS: &[Test] = &[
     Test { name: "user_fork_cow_under_writers", min_cpus: 1, expect_fault: false, run: forkcow },
     Test { name: "user_fork_churn_returns_every_frame", min_cpus: 1, expect_fault: false, run: churn },
     Test { name: "user_execve_ends_the_other_threads_first", min_cpus: 1, expect_fault: false, run: execmt },
+    Test { name: "user_stopped_sleep_resumes_without_eintr", min_cpus: 1, expect_fault: false, run: stopped_sleep },
 ];
+
+/// A nanosleep interrupted by SIGSTOP and resumed by SIGCONT (no handler ran) continues through
+/// `restart_syscall` and returns 0: the program never sees EINTR.
+fn stopped_sleep() -> Result<(), String> {
+    use abi::signal::{SIGCONT, SIGSTOP, SigInfo};
+    let argv = Vec::from([String::from("/bin/fault"), String::from("sleep")]);
+    let (p, thread) = process::spawn("/bin/fault", argv, Vec::new(), true).map_err(|e| format!("cannot start /bin/fault: {e:?}"))?;
+    let s = crate::task::sched();
+    for _ in 0..3000 {
+        if p.captured.lock().as_ref().is_some_and(|v| !v.is_empty()) {
+            break;
+        }
+        s.sleep_ns(10_000_000);
+    }
+    s.sleep_ns(100_000_000);
+    let send = |sig: u32| process::signal::send_to_process(p.pid(), SigInfo::user(sig, 0, false)).map_err(|e| format!("send {sig}: errno {e}"));
+    send(SIGSTOP)?;
+    s.sleep_ns(100_000_000);
+    send(SIGCONT)?;
+    thread.join();
+    let out = p.captured.lock().take().unwrap_or_default();
+    let out = String::from_utf8_lossy(&out).into_owned();
+    match p.status() {
+        Some(0) if out.contains("sleep: 0") => Ok(()),
+        other => Err(format!("status {other:?}, output {out:?}: the stopped sleep did not resume")),
+    }
+}
 
 /// A program that prints a dot per stretch of user-mode work: SIGSTOP parks it (its output stops
 /// growing for good), SIGCONT resumes it (it grows again), SIGKILL ends it with status 9.

@@ -388,6 +388,16 @@ impl Record {
         }
     }
 
+    /// Signal `sig` was sent to thread `tid` (0: to a process none of whose threads can take it
+    /// now).
+    pub const fn signal(tsc: u64, cpu: u16, tid: u64, sig: u32) -> Record {
+        Record {
+            a: tid,
+            c: sig,
+            ..Record::new(tsc, cpu, Kind::Signal)
+        }
+    }
+
     /// The kind, if the number is one this crate knows.
     pub const fn kind(&self) -> Option<Kind> {
         Kind::from_u8(self.kind)

@@ -22,6 +22,13 @@ int main(int argc, char **argv)
 	const char *what = argc > 1 ? argv[1] : "";
 	printf("fault: %s\n", what);
 	fflush(stdout);
+	/* Not a fault: a half-second sleep that a stop and SIGCONT must not cut short (EINTR). */
+	if (!strcmp(what, "sleep")) {
+		struct timespec t = { 0, 500 * 1000 * 1000 };
+		int r = nanosleep(&t, 0);
+		printf("sleep: %d\n", r);
+		return r;
+	}
 	/* Not a fault: one dot per stretch of pure user-mode work, for ever (stop/continue tests). */
 	if (!strcmp(what, "spin")) {
 		for (;;) {

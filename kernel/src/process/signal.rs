@@ -24,7 +24,9 @@
 //! and `wait4` use it too): a blocking call sleeps with `intr::wait(&queue, ready)` or
 //! `intr::sleep_ns(ns)` and, when it returns `Err(Interrupted)`, answers one of Linux's restart codes
 //! (`abi::signal::restart`): `ERESTARTSYS` (restart under `SA_RESTART`, else `EINTR`),
-//! `ERESTARTNOHAND` (`EINTR` after a handler, restart otherwise) or `ERESTARTNOINTR`. This module
+//! `ERESTARTNOHAND` (`EINTR` after a handler, restart otherwise), `ERESTART_RESTARTBLOCK` (the
+//! same, but the restart continues what [`set_restart`] recorded, through `restart_syscall`) or
+//! `ERESTARTNOINTR`. This module
 //! keeps each thread's `intr` flag equal to "it has a signal to act on" (or its process is stopping
 //! or dying) after every change.
 //!
@@ -74,7 +76,13 @@ use arch::syscall::{USER_CS, USER_SS, UserFrame};
 use talc::lock_api::Mutex as SpinMutex;
 
 use super::{NOT_KILLED, Process, THREADS, current, current_tid};
-use crate::{cpu::irqlock::RawIrqSpin, ipc::intr, task};
+use ::trace::{Category, Record};
+
+use crate::{
+    cpu::{irqlock::RawIrqSpin, trace},
+    ipc::intr,
+    task,
+};
 
 /// Real-time signals queued at most per pending set (Linux's `RLIMIT_SIGPENDING` is per user and
 /// larger; this bounds what one process can make the kernel hold).
@@ -97,6 +105,15 @@ struct ThreadSig {
     /// The mask `rt_sigsuspend` replaced, put back when its handler returns (or at once when none
     /// runs).
     saved: Option<SigSet>,
+    /// What `restart_syscall` continues after a call answered `ERESTART_RESTARTBLOCK`.
+    restart: Option<RestartBlock>,
+}
+
+/// The rest of an interrupted call, for `restart_syscall` (Linux's `restart_block`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartBlock {
+    /// A relative sleep: until `deadline_ns` (monotonic), the time left to `rem` if non-zero.
+    Sleep { deadline_ns: u64, rem: u64 },
 }
 
 struct State {
@@ -338,6 +355,8 @@ fn post(p: &Arc<Process>, target: Option<u64>, info: SigInfo) -> Result<(), u32>
         }
         st.sync_all();
     }
+    let whom = wake.first().copied().unwrap_or(0);
+    trace::event(Category::Signal, |tsc, cpu| Record::signal(tsc, cpu, whom, signo));
     for t in wake {
         intr::kick(t);
     }
@@ -443,6 +462,22 @@ pub fn take_waited(want: SigSet) -> Result<Option<SigInfo>, u32> {
         intr::set_pending(k, st.wants_attention(k));
     }
     Ok(got)
+}
+
+/// Record the rest of the calling thread's interrupted call (before it answers
+/// `ERESTART_RESTARTBLOCK`).
+pub fn set_restart(block: RestartBlock) {
+    if let Ok((p, tid)) = me()
+        && let Some(t) = p.signals.state.lock().threads.get_mut(&tid)
+    {
+        t.restart = Some(block);
+    }
+}
+
+/// `restart_syscall`: the recorded rest, once.
+pub fn take_restart() -> Option<RestartBlock> {
+    let (p, tid) = me().ok()?;
+    p.signals.state.lock().threads.get_mut(&tid).and_then(|t| t.restart.take())
 }
 
 /// `rt_sigsuspend`: replace the mask with `mask` until a signal is delivered; the wait itself is
@@ -623,7 +658,9 @@ fn stop(p: &Arc<Process>, signo: Option<u32>) {
 pub fn on_syscall_return(frame: &mut UserFrame, restart: bool) {
     let code = (frame.rax as i64).checked_neg().and_then(|c| u32::try_from(c).ok());
     let restart_code = restart
-        && code.is_some_and(|c| matches!(c, sig::restart::ERESTARTSYS | sig::restart::ERESTARTNOINTR | sig::restart::ERESTARTNOHAND));
+        && code.is_some_and(|c| {
+            matches!(c, sig::restart::ERESTARTSYS | sig::restart::ERESTARTNOINTR | sig::restart::ERESTARTNOHAND | sig::restart::ERESTART_RESTARTBLOCK)
+        });
     if !restart_code && !intr::is_pending(current_tid()) {
         return;
     }
@@ -700,6 +737,10 @@ fn apply_restart(frame: &mut UserFrame, r: sig::Restart) {
         sig::Restart::Eintr => frame.rax = abi::linux::errno_ret(errno::EINTR),
         sig::Restart::Again => {
             frame.rax = frame.orig_rax;
+            frame.rip = frame.rip.wrapping_sub(2);
+        }
+        sig::Restart::Block => {
+            frame.rax = u64::from(g::__NR_restart_syscall);
             frame.rip = frame.rip.wrapping_sub(2);
         }
     }

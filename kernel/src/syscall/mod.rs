@@ -169,6 +169,7 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_time => time::time(a0),
         nr::__NR_gettimeofday => time::gettimeofday(a0, a1),
         nr::__NR_nanosleep => time::nanosleep(a0, a1),
+        nr::__NR_restart_syscall => time::restart_syscall(),
         nr::__NR_clock_nanosleep => time::clock_nanosleep(a0, a1, a2, a3),
         nr::__NR_getcpu => proc::getcpu(a0, a1),
         nr::__NR_sched_getaffinity => proc::sched_getaffinity(a0, a1, a2),

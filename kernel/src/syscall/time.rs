@@ -10,6 +10,7 @@ use abi::linux::{errno, general as g};
 use arch::usercopy;
 
 use super::SysResult;
+use crate::process::signal;
 
 const NS: u64 = 1_000_000_000;
 
@@ -64,24 +65,41 @@ pub fn clock_getres(clock: u64, tp: u64) -> SysResult {
     Ok(0)
 }
 
-/// An interruptible sleep of `ns`: a signal ends it with the time left in `rem` (when given) and
-/// `ERESTARTNOHAND`: `EINTR` after a handler, a restart (of the whole request: Linux resumes with
-/// the time left, a named difference) when no handler ran.
-fn sleep(ns: u64, rem: Option<u64>) -> SysResult {
+/// An interruptible sleep of `ns`: a signal ends it with the time left in `rem` (when given).
+/// Relative sleeps answer `ERESTART_RESTARTBLOCK`: `EINTR` after a handler, and when no handler ran
+/// (a stop and SIGCONT), `restart_syscall` sleeps the time left, as on Linux. Absolute ones answer
+/// `ERESTARTNOHAND`: the same call again is the same deadline.
+fn sleep(ns: u64, rem: Option<u64>, absolute: bool) -> SysResult {
     match crate::ipc::intr::sleep_ns(ns) {
         Ok(()) => Ok(0),
         Err(i) => {
             if let Some(r) = rem {
                 write_timespec(r, i.left_ns)?;
             }
-            Err(abi::signal::restart::ERESTARTNOHAND)
+            if absolute {
+                return Err(abi::signal::restart::ERESTARTNOHAND);
+            }
+            let deadline_ns = crate::time::now_ns().saturating_add(i.left_ns);
+            signal::set_restart(signal::RestartBlock::Sleep { deadline_ns, rem: rem.unwrap_or(0) });
+            Err(abi::signal::restart::ERESTART_RESTARTBLOCK)
         }
     }
 }
 
 pub fn nanosleep(req: u64, rem: u64) -> SysResult {
     let ns = read_timespec(req)?;
-    sleep(ns, (rem != 0).then_some(rem))
+    sleep(ns, (rem != 0).then_some(rem), false)
+}
+
+/// restart_syscall: the rest of the call a signal interrupted without a handler; `EINTR` when
+/// nothing was recorded (Linux's `do_no_restart_syscall`).
+pub fn restart_syscall() -> SysResult {
+    match signal::take_restart() {
+        Some(signal::RestartBlock::Sleep { deadline_ns, rem }) => {
+            sleep(deadline_ns.saturating_sub(crate::time::now_ns()), (rem != 0).then_some(rem), false)
+        }
+        None => Err(errno::EINTR),
+    }
 }
 
 pub fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> SysResult {
@@ -91,7 +109,7 @@ pub fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> SysResult 
     let now = if realtime { crate::time::wall_clock_ns() } else { crate::time::now_ns() };
     let abs = flags & u64::from(g::TIMER_ABSTIME) != 0;
     let ns = if abs { t.saturating_sub(now) } else { t };
-    sleep(ns, (rem != 0 && !abs).then_some(rem))
+    sleep(ns, (rem != 0 && !abs).then_some(rem), abs)
 }
 
 /// `time`: seconds of the wall clock, also stored at `tloc` unless it is null.
