@@ -20,6 +20,7 @@ pub static TESTS: &[Test] = &[
     Test { name: "user_fork_cow_under_writers", min_cpus: 1, expect_fault: false, run: forkcow },
     Test { name: "user_fork_churn_returns_every_frame", min_cpus: 1, expect_fault: false, run: churn },
     Test { name: "user_execve_ends_the_other_threads_first", min_cpus: 1, expect_fault: false, run: execmt },
+    Test { name: "user_execve_follows_shebang_lines", min_cpus: 1, expect_fault: false, run: shebang },
 ];
 
 /// Run `path` with `args` to its end; its wait status and captured output.
@@ -268,4 +269,22 @@ fn execmt() -> Result<(), String> {
     let (frames_before, heap_before) = levels();
     expect_lines("/bin/execmt", &[], &lines)?;
     back_to(frames_before, heap_before, "an exec from a multithreaded process")
+}
+
+/// `#!` lines, as Linux follows them: the interpreter with its one argument, then the script's
+/// path, then the caller's arguments after argv[0]; a script whose interpreter is a script; ENOEXEC
+/// for a file that is neither and for an empty `#!` line (scripts of the test archive).
+fn shebang() -> Result<(), String> {
+    expect_lines(
+        "/bin/execmt",
+        &["scripts", "/scripts"],
+        &[
+            "start execmt",
+            "execmt: ENOEXEC for a file that is no program and for an empty #! line",
+            "execmt: #! gave argv: /bin/execmt from-script /scripts/script last",
+            "ok execmt",
+            "execmt: #! gave argv: /bin/execmt from-script /scripts/script inner /scripts/nested last",
+            "ok execmt",
+        ],
+    )
 }

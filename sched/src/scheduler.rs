@@ -555,6 +555,7 @@ impl<P: Platform> Scheduler<P> {
     /// its memory is reused: no pinned value (`Pin`'s drop guarantee), no guard, no borrow lent
     /// to another thread. Returning from the thread's body is the safe way to end it.
     pub unsafe fn exit(&self) -> ! {
+        self.exit_keep();
         self.exit_mm();
         // Interrupts stay disabled: the thread never runs again.
         self.platform.irq_save_disable();
@@ -590,6 +591,13 @@ impl<P: Platform> Scheduler<P> {
         }
         self.platform.irq_restore(irq);
         old
+    }
+
+    /// Give up what the calling thread kept alive for its body (its join slot), in thread context.
+    fn exit_keep(&self) {
+        let me = self.current_blockable();
+        // SAFETY: the running thread is alive while it runs; its body is done with `keep`.
+        drop(unsafe { me.as_ref().take_keep() });
     }
 
     /// Give up the calling thread's address space (Linux's `exit_mm`): from here on it is
@@ -1207,6 +1215,7 @@ extern "C" fn thread_entry<P: Platform>(sched: usize, from: usize) -> ! {
     let body = unsafe { me.as_ref().take_body() }.expect("a thread started twice");
     s.platform.irq_restore(IrqState { enabled: true });
     body.run();
+    s.exit_keep();
     s.exit_mm();
     // SAFETY: the body has returned: every value it owned was dropped, and this frame holds none.
     unsafe { s.exit() }
