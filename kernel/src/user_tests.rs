@@ -259,6 +259,7 @@ fn execmt() -> Result<(), String> {
         "start execmt",
         "execmt: ENOENT, E2BIG, EFAULT leave the caller running",
         "execmt: vfork + execve: the child's new image exited with 42",
+        "execmt: clone(CLONE_VM | CLONE_VFORK) + execve: exited with 42",
         "execmt: 3 threads spin, one more execs",
         "execmt: the new image runs, environment 1",
         "execmt: same pid after exec: yes",

@@ -3,7 +3,8 @@
  * (not the main thread) execs this program again, passing the pid and the spinners' thread ids.
  * The new image checks that the pid stayed, that every old thread is gone (tgkill answers ESRCH)
  * and that it runs alone. Before that: the error paths that leave the caller intact (ENOENT,
- * E2BIG, EFAULT) and vfork + execve, whose parent goes on once the child has exec'd.
+ * E2BIG, EFAULT), vfork + execve and clone(CLONE_VM | CLONE_VFORK) + execve, whose parents go on
+ * once the child has exec'd.
  */
 #include "ut.h"
 
@@ -15,6 +16,16 @@
 #define SPINNERS 3
 
 static const char *self;
+static char clone_stack[64 * 1024] __attribute__((aligned(16)));
+
+/* The child of clone(CLONE_VM | CLONE_VFORK), on its own stack: exec at once, as posix_spawn does. */
+static int clone_child(void *arg)
+{
+	(void)arg;
+	char *v[] = { (char *)self, "vforked", NULL };
+	execve(self, v, NULL);
+	return 1;
+}
 static atomic_long tids[SPINNERS];
 static atomic_int started;
 
@@ -139,6 +150,10 @@ int main(int argc, char **argv)
 	int st;
 	CHECK(waitpid(pid, &st, 0) == pid);
 	say("execmt: vfork + execve: the child's new image exited with %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	pid = clone(clone_child, clone_stack + sizeof(clone_stack), CLONE_VM | CLONE_VFORK | SIGCHLD, NULL);
+	CHECK(pid > 0);
+	CHECK(waitpid(pid, &st, 0) == pid);
+	say("execmt: clone(CLONE_VM | CLONE_VFORK) + execve: exited with %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 
 	pthread_t th;
 	for (int i = 0; i < SPINNERS; i++)
