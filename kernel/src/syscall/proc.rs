@@ -1,6 +1,8 @@
 //! The calling thread and its process: exit, exit_group, getpid, gettid, set_tid_address,
-//! arch_prctl, uname, sched_yield, and the signal calls that only record for now (delivery comes
-//! with signals proper).
+//! arch_prctl, uname, sched_yield; clone (threads, and processes by copy-on-write), fork, vfork;
+//! wait4, waitid, getppid, getpgid, getpgrp, setpgid, setsid, getsid and kill's target selection
+//! (the process tree is `process::tree`; `execve` is `process::execve`); and the signal calls
+//! that only record for now (delivery comes with signals proper).
 
 use alloc::collections::BTreeMap;
 
