@@ -45,7 +45,8 @@ use crate::platform::{CpuIndex, IrqState, Mm, Platform};
 use crate::rq::{CpuQueue, Enqueued, State, Wake};
 use crate::stats::{Counters, CpuCounters, add, bump};
 use crate::thread::{
-    AffinityError, Body, Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread, ThreadId,
+    AffinityError, Body, Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread,
+    ThreadId,
 };
 use crate::trace::{SwitchReason, TraceEvent};
 use alloc::boxed::Box;
@@ -430,7 +431,10 @@ impl<P: Platform> Scheduler<P> {
                     let irq = self.platform.irq_save_disable();
                     // The caller's registers are its own while it runs: an FPU thread's image is
                     // restored at each switch to it, and kernel code never touches them.
-                    let running = self.cpus[self.this_cpu()].local.current.load(Ordering::Relaxed);
+                    let running = self.cpus[self.this_cpu()]
+                        .local
+                        .current
+                        .load(Ordering::Relaxed);
                     // SAFETY: the current thread of this CPU is the caller (interrupts are off, so
                     // it stays), alive while it runs.
                     if unsafe { running.as_ref() }.is_some_and(|t| t.fpu.is_some()) {
@@ -587,7 +591,9 @@ impl<P: Platform> Scheduler<P> {
         let active = cpu.local.active_mm.load(Ordering::Relaxed);
         if active != new.word().get() {
             self.platform.switch_mm(NonZeroUsize::new(active), new);
-            cpu.local.active_mm.store(new.word().get(), Ordering::Relaxed);
+            cpu.local
+                .active_mm
+                .store(new.word().get(), Ordering::Relaxed);
         }
         self.platform.irq_restore(irq);
         old
