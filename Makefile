@@ -271,6 +271,12 @@ $(SMOKE_INITRAMFS): $(SMOKE_SRC) | host-deps
 	musl-gcc -static -O2 -Wall -pthread -o $(SMOKE_ROOT)/bin/fpu user/smoke/fpu.c
 	musl-gcc -static -O2 -Wall -pthread -o $(SMOKE_ROOT)/bin/fuzz user/smoke/fuzz.c
 	for p in wait churn forkcow execmt; do musl-gcc -static -O2 -Wall -pthread -D_GNU_SOURCE -Iuser/include -o $(SMOKE_ROOT)/bin/$$p user/src/$$p.c || exit 1; done
+	mkdir -p $(SMOKE_ROOT)/scripts
+	printf '#!/bin/execmt from-script\n' > $(SMOKE_ROOT)/scripts/script
+	printf '#! /scripts/script  inner \n' > $(SMOKE_ROOT)/scripts/nested
+	printf 'hello\n' > $(SMOKE_ROOT)/scripts/garbage
+	printf '#!\n' > $(SMOKE_ROOT)/scripts/empty-shebang
+	chmod +x $(SMOKE_ROOT)/scripts/*
 	cd $(SMOKE_ROOT) && find . | LC_ALL=C sort | cpio -o -H newc --quiet > $(abspath $(SMOKE_INITRAMFS))
 	@echo "initramfs: $(SMOKE_INITRAMFS)"
 

@@ -22,6 +22,7 @@ pub static TESTS: &[Test] = &[
     Test { name: "user_fork_churn_returns_every_frame", min_cpus: 1, expect_fault: false, run: churn },
     Test { name: "user_execve_ends_the_other_threads_first", min_cpus: 1, expect_fault: false, run: execmt },
     Test { name: "user_stopped_sleep_resumes_without_eintr", min_cpus: 1, expect_fault: false, run: stopped_sleep },
+    Test { name: "user_execve_follows_shebang_lines", min_cpus: 1, expect_fault: false, run: shebang },
 ];
 
 /// A nanosleep interrupted by SIGSTOP and resumed by SIGCONT (no handler ran) continues through
@@ -328,6 +329,7 @@ fn execmt() -> Result<(), String> {
         "start execmt",
         "execmt: ENOENT, E2BIG, EFAULT leave the caller running",
         "execmt: vfork + execve: the child's new image exited with 42",
+        "execmt: clone(CLONE_VM | CLONE_VFORK) + execve: exited with 42",
         "execmt: 3 threads spin, one more execs",
         "execmt: the new image runs, environment 1",
         "execmt: same pid after exec: yes",
@@ -338,4 +340,22 @@ fn execmt() -> Result<(), String> {
     let (frames_before, heap_before) = levels();
     expect_lines("/bin/execmt", &[], &lines)?;
     back_to(frames_before, heap_before, "an exec from a multithreaded process")
+}
+
+/// `#!` lines, as Linux follows them: the interpreter with its one argument, then the script's
+/// path, then the caller's arguments after argv[0]; a script whose interpreter is a script; ENOEXEC
+/// for a file that is neither and for an empty `#!` line (scripts of the test archive).
+fn shebang() -> Result<(), String> {
+    expect_lines(
+        "/bin/execmt",
+        &["scripts", "/scripts"],
+        &[
+            "start execmt",
+            "execmt: ENOEXEC for a file that is no program and for an empty #! line",
+            "execmt: #! gave argv: /bin/execmt from-script /scripts/script last",
+            "ok execmt",
+            "execmt: #! gave argv: /bin/execmt from-script /scripts/script inner /scripts/nested last",
+            "ok execmt",
+        ],
+    )
 }

@@ -46,7 +46,8 @@ use crate::platform::{CpuIndex, IrqState, Mm, Platform};
 use crate::rq::{CpuQueue, Enqueued, State, Wake};
 use crate::stats::{Counters, CpuCounters, add, bump};
 use crate::thread::{
-    AffinityError, Body, Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread, ThreadId,
+    AffinityError, Body, Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread,
+    ThreadId,
 };
 use crate::trace::{SwitchReason, TraceEvent};
 use alloc::boxed::Box;
@@ -435,7 +436,10 @@ impl<P: Platform> Scheduler<P> {
                     let irq = self.platform.irq_save_disable();
                     // The caller's registers are its own while it runs: an FPU thread's image is
                     // restored at each switch to it, and kernel code never touches them.
-                    let running = self.cpus[self.this_cpu()].local.current.load(Ordering::Relaxed);
+                    let running = self.cpus[self.this_cpu()]
+                        .local
+                        .current
+                        .load(Ordering::Relaxed);
                     // SAFETY: the current thread of this CPU is the caller (interrupts are off, so
                     // it stays), alive while it runs.
                     if unsafe { running.as_ref() }.is_some_and(|t| t.fpu.is_some()) {
@@ -560,6 +564,7 @@ impl<P: Platform> Scheduler<P> {
     /// its memory is reused: no pinned value (`Pin`'s drop guarantee), no guard, no borrow lent
     /// to another thread. Returning from the thread's body is the safe way to end it.
     pub unsafe fn exit(&self) -> ! {
+        self.exit_keep();
         self.exit_mm();
         // Interrupts stay disabled: the thread never runs again.
         self.platform.irq_save_disable();
@@ -591,10 +596,19 @@ impl<P: Platform> Scheduler<P> {
         let active = cpu.local.active_mm.load(Ordering::Relaxed);
         if active != new.word().get() {
             self.platform.switch_mm(NonZeroUsize::new(active), new);
-            cpu.local.active_mm.store(new.word().get(), Ordering::Relaxed);
+            cpu.local
+                .active_mm
+                .store(new.word().get(), Ordering::Relaxed);
         }
         self.platform.irq_restore(irq);
         old
+    }
+
+    /// Give up what the calling thread kept alive for its body (its join slot), in thread context.
+    fn exit_keep(&self) {
+        let me = self.current_blockable();
+        // SAFETY: the running thread is alive while it runs; its body is done with `keep`.
+        drop(unsafe { me.as_ref().take_keep() });
     }
 
     /// Give up the calling thread's address space (Linux's `exit_mm`): from here on it is
@@ -1239,6 +1253,7 @@ extern "C" fn thread_entry<P: Platform>(sched: usize, from: usize) -> ! {
     let body = unsafe { me.as_ref().take_body() }.expect("a thread started twice");
     s.platform.irq_restore(IrqState { enabled: true });
     body.run();
+    s.exit_keep();
     s.exit_mm();
     // SAFETY: the body has returned: every value it owned was dropped, and this frame holds none.
     unsafe { s.exit() }

@@ -196,10 +196,11 @@ pub(crate) struct Thread {
     stack: UnsafeCell<Option<Stack>>,
     /// The closure to run, taken by the thread when it starts.
     body: UnsafeCell<Option<Body>>,
-    /// What the body refers to without owning it (its join result slot), kept alive here until the
-    /// thread is reaped: a thread that ends through `Scheduler::exit` abandons its stack, so
-    /// nothing it must free may live there.
-    _keep: Option<Arc<dyn Send + Sync>>,
+    /// What the body refers to without owning it (its join result slot), kept alive here and
+    /// given up by the thread itself when it ends, in thread context ([`Thread::take_keep`]): a
+    /// thread that ends through `Scheduler::exit` abandons its stack, so nothing it must free may
+    /// live there, and a value nobody joins is dropped where its thread ran, not by the reaper.
+    keep: UnsafeCell<Option<Arc<dyn Send + Sync>>>,
 }
 
 /// A thread's closure in a box that is freed before the closure runs: the closure is moved onto
@@ -302,8 +303,17 @@ impl Thread {
             affinity: SpinMutex::new(None),
             stack: UnsafeCell::new(stack),
             body: UnsafeCell::new(body),
-            _keep: keep,
+            keep: UnsafeCell::new(keep),
         }
+    }
+
+    /// Take what the thread keeps alive for its body (by the thread itself as it ends).
+    ///
+    /// # Safety
+    /// Called only by the thread itself, after its body has finished with it.
+    pub(crate) unsafe fn take_keep(&self) -> Option<Arc<dyn Send + Sync>> {
+        // SAFETY: only the thread touches `keep` (caller).
+        unsafe { (*self.keep.get()).take() }
     }
 
     /// Take the closure (once, by the thread itself as it starts).

@@ -428,33 +428,52 @@ fn a_thread_gives_up_its_space_when_it_ends() {
 /// the old space comes back to the caller, and the thread gives up the new one when it ends.
 #[test]
 fn a_thread_replaces_its_space_and_runs_on_in_the_new_one() {
-    let _w = watchdog("a_thread_replaces_its_space_and_runs_on_in_the_new_one", LIMIT);
+    let _w = watchdog(
+        "a_thread_replaces_its_space_and_runs_on_in_the_new_one",
+        LIMIT,
+    );
     let (old_owner, new_owner) = (Arc::new(()), Arc::new(()));
     let (o, n) = (old_owner.clone(), new_owner.clone());
-    let ((before, after_replace, after_yields, old_back), s) = host::run(1, Config::default(), move |s: Sched| {
-        let old = host::mm(NonZeroUsize::new(1).unwrap(), o.clone());
-        let new = host::mm(NonZeroUsize::new(2).unwrap(), n.clone());
-        drop((o, n));
-        let h = s
-            .spawn(Builder::new("exec").in_mm(old), move || {
-                let before = s.platform().mm_switches(CpuIndex(0));
-                let back = s.replace_current_mm(new);
-                let after_replace = s.platform().mm_switches(CpuIndex(0));
-                for _ in 0..5 {
-                    s.yield_now();
-                }
-                let after_yields = s.platform().mm_switches(CpuIndex(0));
-                let old_back = back.map(|m| m.word().get());
-                (before, after_replace, after_yields, old_back)
-            })
-            .unwrap();
-        h.join().unwrap()
-    });
+    let ((before, after_replace, after_yields, old_back), s) =
+        host::run(1, Config::default(), move |s: Sched| {
+            let old = host::mm(NonZeroUsize::new(1).unwrap(), o.clone());
+            let new = host::mm(NonZeroUsize::new(2).unwrap(), n.clone());
+            drop((o, n));
+            let h = s
+                .spawn(Builder::new("exec").in_mm(old), move || {
+                    let before = s.platform().mm_switches(CpuIndex(0));
+                    let back = s.replace_current_mm(new);
+                    let after_replace = s.platform().mm_switches(CpuIndex(0));
+                    for _ in 0..5 {
+                        s.yield_now();
+                    }
+                    let after_yields = s.platform().mm_switches(CpuIndex(0));
+                    let old_back = back.map(|m| m.word().get());
+                    (before, after_replace, after_yields, old_back)
+                })
+                .unwrap();
+            h.join().unwrap()
+        });
     assert_eq!(old_back, Some(1), "the old space is handed back");
-    assert_eq!(after_replace, before + 1, "the new space is loaded before the call returns");
-    assert_eq!(after_yields, after_replace, "it stays loaded: the thread's space is the new one");
-    assert_eq!(Arc::strong_count(&old_owner), 1, "the old space was dropped by its caller");
-    assert_eq!(Arc::strong_count(&new_owner), 1, "the thread gave up the new space when it ended");
+    assert_eq!(
+        after_replace,
+        before + 1,
+        "the new space is loaded before the call returns"
+    );
+    assert_eq!(
+        after_yields, after_replace,
+        "it stays loaded: the thread's space is the new one"
+    );
+    assert_eq!(
+        Arc::strong_count(&old_owner),
+        1,
+        "the old space was dropped by its caller"
+    );
+    assert_eq!(
+        Arc::strong_count(&new_owner),
+        1,
+        "the thread gave up the new space when it ended"
+    );
     assert_eq!(s.platform().mm_switches(CpuIndex(0)), after_yields);
 }
 
@@ -463,10 +482,16 @@ fn a_thread_replaces_its_space_and_runs_on_in_the_new_one() {
 /// clean state's.
 #[test]
 fn a_thread_spawned_with_the_callers_fpu_state_starts_from_it() {
-    #![allow(deprecated, reason = "_mm_getcsr/_mm_setcsr are the plain way to reach MXCSR")]
+    #![allow(
+        deprecated,
+        reason = "_mm_getcsr/_mm_setcsr are the plain way to reach MXCSR"
+    )]
     use core::arch::x86_64::{_mm_getcsr, _mm_setcsr};
     const FTZ: u32 = 1 << 15;
-    let _w = watchdog("a_thread_spawned_with_the_callers_fpu_state_starts_from_it", LIMIT);
+    let _w = watchdog(
+        "a_thread_spawned_with_the_callers_fpu_state_starts_from_it",
+        LIMIT,
+    );
     let ((copied, clean), _) = host::run(1, Config::default(), |s: Sched| {
         let parent = s
             .spawn(Builder::new("parent").with_fpu(), move || {
@@ -475,7 +500,9 @@ fn a_thread_spawned_with_the_callers_fpu_state_starts_from_it() {
                 unsafe { _mm_setcsr(_mm_getcsr() | FTZ) };
                 // SAFETY: reading MXCSR has no effect.
                 let read = || unsafe { _mm_getcsr() };
-                let copied = s.spawn(Builder::new("child").with_fpu_of_caller(), read).unwrap();
+                let copied = s
+                    .spawn(Builder::new("child").with_fpu_of_caller(), read)
+                    .unwrap();
                 let clean = s.spawn(Builder::new("clean").with_fpu(), read).unwrap();
                 let r = (copied.join().unwrap(), clean.join().unwrap());
                 // SAFETY: as above, back to the clean value.
@@ -485,6 +512,14 @@ fn a_thread_spawned_with_the_callers_fpu_state_starts_from_it() {
             .unwrap();
         parent.join().unwrap()
     });
-    assert_ne!(copied & FTZ, 0, "the child starts with its spawner's MXCSR: {copied:#x}");
-    assert_eq!(clean & FTZ, 0, "a plain FPU thread starts clean: {clean:#x}");
+    assert_ne!(
+        copied & FTZ,
+        0,
+        "the child starts with its spawner's MXCSR: {copied:#x}"
+    );
+    assert_eq!(
+        clean & FTZ,
+        0,
+        "a plain FPU thread starts clean: {clean:#x}"
+    );
 }

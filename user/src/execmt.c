@@ -3,7 +3,8 @@
  * (not the main thread) execs this program again, passing the pid and the spinners' thread ids.
  * The new image checks that the pid stayed, that every old thread is gone (tgkill answers ESRCH)
  * and that it runs alone. Before that: the error paths that leave the caller intact (ENOENT,
- * E2BIG, EFAULT) and vfork + execve, whose parent goes on once the child has exec'd.
+ * E2BIG, EFAULT), vfork + execve and clone(CLONE_VM | CLONE_VFORK) + execve, whose parents go on
+ * once the child has exec'd.
  */
 #include "ut.h"
 
@@ -15,6 +16,16 @@
 #define SPINNERS 3
 
 static const char *self;
+static char clone_stack[64 * 1024] __attribute__((aligned(16)));
+
+/* The child of clone(CLONE_VM | CLONE_VFORK), on its own stack: exec at once, as posix_spawn does. */
+static int clone_child(void *arg)
+{
+	(void)arg;
+	char *v[] = { (char *)self, "vforked", NULL };
+	execve(self, v, NULL);
+	return 1;
+}
 static atomic_long tids[SPINNERS];
 static atomic_int started;
 
@@ -63,9 +74,52 @@ static int new_image(int argc, char **argv)
 	ut_ok();
 }
 
+/* Started through a #! line: print the argument list the kernel built. */
+static int from_script(int argc, char **argv)
+{
+	ut_name = "execmt";
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	printf("execmt: #! gave argv:");
+	for (int i = 0; i < argc; i++)
+		printf(" %s", argv[i]);
+	printf("\n");
+	ut_ok();
+}
+
+/* `execmt scripts DIR`: exec the scripts the kernel's test archive carries in DIR (#! to this
+ * program, #! to such a script, a file that is neither, an empty #! line). */
+static int scripts(const char *dir)
+{
+	ut_start("execmt");
+	char path[256];
+	char *v[] = { path, "last", NULL };
+	snprintf(path, sizeof(path), "%s/garbage", dir);
+	CHECK_ERR(execve(path, v, NULL), ENOEXEC);
+	snprintf(path, sizeof(path), "%s/empty-shebang", dir);
+	CHECK_ERR(execve(path, v, NULL), ENOEXEC);
+	say("execmt: ENOEXEC for a file that is no program and for an empty #! line\n");
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		snprintf(path, sizeof(path), "%s/script", dir);
+		execve(path, v, NULL);
+		_exit(1);
+	}
+	int st;
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	snprintf(path, sizeof(path), "%s/nested", dir);
+	fflush(stdout);
+	execve(path, v, NULL);
+	ut_fail("execve of a nested script: %s", strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
 	self = argv[0];
+	if (argc > 1 && strcmp(argv[1], "from-script") == 0)
+		return from_script(argc, argv);
+	if (argc > 2 && strcmp(argv[1], "scripts") == 0)
+		return scripts(argv[2]);
 	if (argc > 1 && strcmp(argv[1], "new-image") == 0)
 		return new_image(argc, argv);
 	if (argc > 1 && strcmp(argv[1], "vforked") == 0)
@@ -96,6 +150,10 @@ int main(int argc, char **argv)
 	int st;
 	CHECK(waitpid(pid, &st, 0) == pid);
 	say("execmt: vfork + execve: the child's new image exited with %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	pid = clone(clone_child, clone_stack + sizeof(clone_stack), CLONE_VM | CLONE_VFORK | SIGCHLD, NULL);
+	CHECK(pid > 0);
+	CHECK(waitpid(pid, &st, 0) == pid);
+	say("execmt: clone(CLONE_VM | CLONE_VFORK) + execve: exited with %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 
 	pthread_t th;
 	for (int i = 0; i < SPINNERS; i++)

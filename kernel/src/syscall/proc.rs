@@ -1,5 +1,8 @@
 //! The calling thread and its process: exit, exit_group, getpid, gettid, set_tid_address,
-//! arch_prctl, uname, sched_yield, clone (threads), affinity, getcpu, getrandom.
+//! arch_prctl, uname, sched_yield; clone (threads, and processes by copy-on-write), fork, vfork;
+//! wait4, waitid, getppid, getpgid, getpgrp, setpgid, setsid, getsid and kill's target selection
+//! (the process tree is `process::tree`; `execve` is `process::execve`); affinity, getcpu,
+//! getrandom. The signal calls are `syscall::signal`'s.
 
 use abi::linux::{errno, general as g, system::new_utsname};
 use arch::usercopy;

@@ -24,6 +24,7 @@ crate::register_tests![
     Test { name: "aspace_threads_own_their_space", min_cpus: 2, expect_fault: false, run: aspace_threads_own_their_space },
     Test { name: "kernel_remap_seen_by_other_cpu", min_cpus: 2, expect_fault: false, run: kernel_remap_seen_by_other_cpu },
     Test { name: "aspace_idle_cpu_spared", min_cpus: 2, expect_fault: false, run: aspace_idle_cpu_spared },
+    Test { name: "aspace_fork_cow_shares_then_copies", min_cpus: 1, expect_fault: false, run: aspace_fork_cow_shares_then_copies },
 ];
 
 fn pinned(name: &'static str, cpu: CpuId) -> Builder {
@@ -751,5 +752,58 @@ fn aspace_idle_cpu_spared() -> Result<(), String> {
     ensure!(first == 1, "{idle_cpu} read {first} before the remap, expected 1");
     ensure!(delta.ipis_sent == 0, "the remap sent {} IPIs with {idle_cpu} idle", delta.ipis_sent);
     ensure!(second == 2, "{idle_cpu} read {second} after the remap, expected 2 (a stale translation)");
+    Ok(())
+}
+
+/// The first word of frame `pa`, through the direct map.
+fn peek(pa: u64) -> u64 {
+    // SAFETY: `pa` is a frame mapped by a space the test owns and nobody writes meanwhile.
+    unsafe { (mm::phys_to_virt(pa) as *const u64).read_volatile() }
+}
+
+/// `fork_cow` and `break_cow` without user code: the child maps the parent's frames, read-only in
+/// both, each shared frame counted; a break in the child copies (a new frame with the same data,
+/// writable); the parent's break of that page then takes its frame back without a copy (no other
+/// sharer); a page that was never shared is no copy-on-write page; once the child is gone the
+/// parent owns the rest alone; and when both are gone every frame is free again, each once.
+fn aspace_fork_cow_shares_then_copies() -> Result<(), String> {
+    use super::{CowBreak, shared_frames};
+    const VA: u64 = 0x2000_0000;
+    let e = |what: &str, err: AsError| format!("{what}: {err}");
+    settle();
+    let start = free_frames();
+    let shared_start = shared_frames();
+    {
+        let parent = AddressSpace::new().map_err(|x| e("new", x))?;
+        for i in 0..4 {
+            let f = new_frame()?;
+            put(f, 100 + i);
+            parent.map(VA + i * PAGE, f, true).map_err(|x| e("map", x))?;
+        }
+        parent.map_range(VA + 4 * PAGE, 1, false).map_err(|x| e("map_range", x))?;
+        let child = parent.fork_cow().map_err(|x| e("fork_cow", x))?;
+        ensure!(shared_frames() - shared_start == 5, "{} frames shared after forking 5 pages", shared_frames() - shared_start);
+        for i in 0..5 {
+            let (pp, pw) = parent.translate(VA + i * PAGE).ok_or("a parent page went")?;
+            let (cp, cw) = child.translate(VA + i * PAGE).ok_or("a page is missing in the child")?;
+            ensure!(pp == cp && !pw && !cw, "page {i}: parent {pp:#x} writable {pw}, child {cp:#x} writable {cw}");
+        }
+        let (old, _) = parent.translate(VA).ok_or("page 0 went")?;
+        ensure!(child.break_cow(VA).map_err(|x| e("break", x))? == CowBreak::Copied, "the child's break did not copy");
+        let (cp, cw) = child.translate(VA).ok_or("the child lost page 0")?;
+        ensure!(cp != old && cw && peek(cp) == 100, "the child's copy: {cp:#x} (old {old:#x}), writable {cw}, word {}", peek(cp));
+        ensure!(parent.break_cow(VA).map_err(|x| e("break", x))? == CowBreak::Reclaimed, "the last sharer copied");
+        ensure!(parent.translate(VA) == Some((old, true)), "the parent does not own its frame again writable");
+        ensure!(parent.break_cow(VA).map_err(|x| e("break", x))? == CowBreak::Retry, "a writable page is broken twice");
+        parent.map_range(VA + 10 * PAGE, 1, false).map_err(|x| e("map_range", x))?;
+        ensure!(parent.break_cow(VA + 10 * PAGE).map_err(|x| e("break", x))? == CowBreak::NotCow, "a private read-only page counts as copy-on-write");
+        ensure!(shared_frames() - shared_start == 4, "{} frames shared after one page was split", shared_frames() - shared_start);
+        drop(child);
+        ensure!(shared_frames() == shared_start, "the child is gone but {} frames stay shared", shared_frames() - shared_start);
+        ensure!(parent.break_cow(VA + PAGE).map_err(|x| e("break", x))? == CowBreak::Reclaimed, "a page the parent owns alone was copied");
+        ensure!(peek(parent.translate(VA + PAGE).ok_or("page 1 went")?.0) == 101, "page 1 lost its data");
+    }
+    let end = free_frames();
+    ensure!(end == start, "{start} frames free before, {end} after both spaces were destroyed");
     Ok(())
 }
