@@ -263,9 +263,11 @@ pub fn set_job_hooks(hooks: JobHooks) {
     JOB_HOOKS.call_once(|| hooks);
 }
 
-/// The process whose id is `pid`, if it has a live thread.
+/// The process whose id is `pid`, if it has not ended: from the process tree's table, which has
+/// it from its creation on (a signal sent right after `fork` returns, before the child's thread
+/// ran, must not be lost), or a thread of it.
 fn process_by_pid(pid: u32) -> Option<Arc<Process>> {
-    THREADS.lock().values().find(|p| p.pid() == pid).cloned()
+    super::tree::live(pid).or_else(|| THREADS.lock().values().find(|p| p.pid() == pid).cloned())
 }
 
 /// Send `info` to thread `tid` (tkill, tgkill, a fault). `ESRCH` when no such thread exists;

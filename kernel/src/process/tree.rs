@@ -199,6 +199,11 @@ pub fn kill(caller: Pid, pid: i32, sig: u32) -> Result<(), u32> {
     if any { Ok(()) } else { Err(errno::ESRCH) }
 }
 
+/// Process `pid`, from its registration (before its first thread runs) to its end.
+pub fn live(pid: Pid) -> Option<Arc<Process>> {
+    LIVE.lock().get(&pid).cloned()
+}
+
 /// The live processes of group `pgid` (the terminal's signals).
 pub fn group_members(pgid: Pid) -> Vec<Pid> {
     with_tree(|t| t.group(pgid))
