@@ -1,7 +1,7 @@
 //! Linux's numbers, errno values and struct layouts, re-exported from `linux-raw-sys` (generated from
 //! the kernel's own UAPI headers, so nothing here is typed by hand), and the names of system calls.
 
-pub use linux_raw_sys::{auxvec, errno, general, ioctl, system};
+pub use linux_raw_sys::{auxvec, errno, general, ioctl, prctl, system};
 
 /// Linux's name of system call `nr` on x86-64 (`"openat"`), for the log line of an unimplemented call.
 pub fn syscall_name(nr: u64) -> Option<&'static str> {

@@ -138,6 +138,66 @@ pub fn read(fd: u64, buf: u64, len: u64) -> SysResult {
     read_with(buf, len, |b, done| if stream && done > 0 { Ok(0) } else { f.read(b) })
 }
 
+/// `sendfile(out_fd, in_fd, offset, count)`: copy through a kernel buffer, from `in_fd`'s offset
+/// (or from `*offset`, which is then advanced, leaving the file's offset alone) to `out_fd`. Stops
+/// at a short read (end of file) or a short write; an error after some bytes ends the call with
+/// the count, as `write` does.
+pub fn sendfile(out_fd: u64, in_fd: u64, offset: u64, count: u64) -> SysResult {
+    let out = file(out_fd)?;
+    let inp = file(in_fd)?;
+    let mut pos = if offset != 0 {
+        let mut raw = [0u8; 8];
+        usercopy::copy_from_user(&mut raw, offset).map_err(|_| errno::EFAULT)?;
+        let v = i64::from_ne_bytes(raw);
+        if v < 0 {
+            return Err(errno::EINVAL);
+        }
+        Some(v)
+    } else {
+        None
+    };
+    let count = count.min(MAX_IO);
+    let mut chunk = vec![0u8; (count as usize).min(CHUNK)];
+    let mut done = 0u64;
+    while done < count {
+        let want = (count - done).min(chunk.len() as u64) as usize;
+        let got = match pos {
+            Some(p) => inp.pread(p, &mut chunk[..want]),
+            None => inp.read(&mut chunk[..want]),
+        };
+        let n = match got {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        let w = match out.write(&chunk[..n]) {
+            Ok(w) => w,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        done += w as u64;
+        if let Some(p) = pos.as_mut() {
+            *p += w as i64;
+        }
+        if w < n {
+            // The file's own offset moved past bytes that were not written: put them back (a
+            // pipe cannot, and Linux's splice has the same limit for one).
+            if pos.is_none() {
+                let _ = inp.lseek(-((n - w) as i64), abi::linux::general::SEEK_CUR);
+            }
+            break;
+        }
+        if n < want {
+            break;
+        }
+    }
+    if let (Some(p), true) = (pos, offset != 0) {
+        usercopy::copy_to_user(offset, &p.to_ne_bytes()).map_err(|_| errno::EFAULT)?;
+    }
+    Ok(done)
+}
+
 pub fn pread64(fd: u64, buf: u64, len: u64, offset: u64) -> SysResult {
     let f = file(fd)?;
     if (offset as i64) < 0 {

@@ -137,6 +137,8 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_set_tid_address => proc::set_tid_address(a0),
         nr::__NR_arch_prctl => proc::arch_prctl(a0, a1),
         nr::__NR_uname => proc::uname(a0),
+        nr::__NR_prctl => proc::prctl(a0, a1),
+        nr::__NR_sendfile => io::sendfile(a0, a1, a2, a3),
         nr::__NR_sched_yield => proc::sched_yield(),
         nr::__NR_getuid | nr::__NR_geteuid | nr::__NR_getgid | nr::__NR_getegid => Ok(0),
         nr::__NR_rt_sigprocmask => signal::rt_sigprocmask(a0, a1, a2, a3),

@@ -71,6 +71,33 @@ pub fn arch_prctl(code: u64, addr: u64) -> SysResult {
     }
 }
 
+/// `prctl`: PR_SET_NAME and PR_GET_NAME (the name `ps`, `/proc/PID/stat` and the fault reports
+/// show; Linux's is per thread, this kernel keeps one per process); every other option is EINVAL,
+/// as Linux answers an option it does not know.
+pub fn prctl(option: u64, arg2: u64) -> SysResult {
+    use abi::linux::prctl::{PR_GET_NAME, PR_SET_NAME};
+    const TASK_COMM_LEN: usize = 16;
+    let p = crate::process::current().ok_or(errno::ESRCH)?;
+    match u32::try_from(option) {
+        Ok(PR_SET_NAME) => {
+            let mut raw = [0u8; TASK_COMM_LEN];
+            usercopy::copy_from_user(&mut raw[..TASK_COMM_LEN - 1], arg2).map_err(|_| errno::EFAULT)?;
+            let len = raw.iter().position(|&b| b == 0).unwrap_or(TASK_COMM_LEN - 1);
+            *p.name.lock() = alloc::string::String::from_utf8_lossy(&raw[..len]).into_owned();
+            Ok(0)
+        }
+        Ok(PR_GET_NAME) => {
+            let mut raw = [0u8; TASK_COMM_LEN];
+            let name = p.name();
+            let n = name.len().min(TASK_COMM_LEN - 1);
+            raw[..n].copy_from_slice(&name.as_bytes()[..n]);
+            usercopy::copy_to_user(arg2, &raw).map_err(|_| errno::EFAULT)?;
+            Ok(0)
+        }
+        _ => Err(errno::EINVAL),
+    }
+}
+
 pub fn uname(buf: u64) -> SysResult {
     const FIELD: usize = 65;
     const _: () = assert!(core::mem::size_of::<new_utsname>() == 6 * FIELD);
