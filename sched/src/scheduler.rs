@@ -266,6 +266,18 @@ impl<P: Platform> Scheduler<P> {
             .fold(Counters::default(), |sum, c| sum + c.counters.snapshot())
     }
 
+    /// Heap bytes the CPUs' sleep queues hold, counted by capacity, not by sleepers. A sleep queue
+    /// keeps the capacity its most crowded moment needed (at most one entry per thread that can
+    /// sleep on that CPU at once), so the heap level of a system that leaks nothing still rises a
+    /// little whenever some CPU sees more sleepers at once than ever before. A leak check subtracts
+    /// this to compare levels.
+    pub fn sleep_queue_bytes(&self) -> usize {
+        self.cpus
+            .iter()
+            .map(|c| c.sleepers.lock().heap.capacity() * core::mem::size_of::<Reverse<SleepEntry>>())
+            .sum()
+    }
+
     /// The calling CPU's index, checked.
     #[inline]
     fn this_cpu(&self) -> usize {

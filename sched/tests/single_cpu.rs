@@ -126,6 +126,34 @@ fn sleep_never_wakes_before_its_deadline_and_wakes_in_deadline_order() {
 }
 
 #[test]
+fn sleep_queue_bytes_keep_the_most_crowded_moment_and_no_more() {
+    let _w = watchdog("sleep_queue_bytes_keep_the_most_crowded_moment_and_no_more", LIMIT);
+    let (bytes, _) = host::run(1, Config::default(), |s: Sched| {
+        let empty = s.sleep_queue_bytes();
+        let crowd = |n: u64| {
+            let handles: Vec<_> = (0..n)
+                .map(|i| s.spawn(Builder::new("sleeper"), move || s.sleep_ns(100_000 + i)).unwrap())
+                .collect();
+            for h in handles {
+                h.join().unwrap();
+            }
+            s.sleep_queue_bytes()
+        };
+        let after_10 = crowd(10);
+        let after_3 = crowd(3);
+        let after_10_again = crowd(10);
+        (empty, after_10, after_3, after_10_again)
+    });
+    let (empty, after_10, after_3, after_10_again) = bytes;
+    assert_eq!(empty, 0, "no sleeper yet, no capacity");
+    // Ten sleepers at once: some capacity.
+    assert!(after_10 > 0, "ten sleepers at once left no capacity");
+    // Fewer sleepers later and as many again: the capacity neither shrinks nor grows.
+    assert_eq!(after_3, after_10, "a smaller crowd changed the capacity");
+    assert_eq!(after_10_again, after_10, "the same crowd again grew the capacity");
+}
+
+#[test]
 fn join_sleeps_until_a_blocked_thread_is_released() {
     let _w = watchdog("join_sleeps_until_a_blocked_thread_is_released", LIMIT);
     let (v, s) = host::run(1, Config::default(), |s: Sched| {
