@@ -567,6 +567,9 @@ impl<P: Platform> Scheduler<P> {
     fn exit_mm(&self) {
         let irq = self.platform.irq_save_disable();
         let me = self.current_blockable();
+        // The space's account gets the thread's time up to here, the last it runs in the space.
+        // SAFETY: the running thread is alive while it runs.
+        Self::account(unsafe { me.as_ref() }, self.platform.now_ns());
         // SAFETY: the running thread is alive while it runs, and interrupts are off.
         let mm = unsafe { me.as_ref().take_mm() };
         self.platform.irq_restore(irq);
@@ -597,9 +600,14 @@ impl<P: Platform> Scheduler<P> {
         let now = self.platform.now_ns();
         self.expire_sleepers(me, now);
         let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
-        if cpu.local.current.load(Ordering::Relaxed) == cpu.local.idle.load(Ordering::Relaxed) {
+        let current = cpu.local.current.load(Ordering::Relaxed);
+        if current == cpu.local.idle.load(Ordering::Relaxed) {
             self.arm(me, next_sleeper);
             return;
+        }
+        // SAFETY: the interrupted thread is alive and running here, interrupts off.
+        if let Some(t) = unsafe { current.as_ref() } {
+            Self::account(t, now);
         }
         let slice = self.config.slice_ns;
         let mut start = cpu.local.slice_start_ns.load(Ordering::Relaxed);
@@ -1010,6 +1018,11 @@ impl<P: Platform> Scheduler<P> {
             }
             return;
         }
+        // CPU time: every switch reads the clock for it (one TSC read), even where the slice
+        // needs no stamp.
+        let switch_ns = now.unwrap_or_else(|| self.platform.now_ns());
+        // SAFETY: `prev` is alive and running here (it is us).
+        Self::account(unsafe { &*prev }, switch_ns);
         cpu.local
             .slice_start_ns
             .store(now.unwrap_or(UNSTAMPED), Ordering::Relaxed);
@@ -1018,7 +1031,7 @@ impl<P: Platform> Scheduler<P> {
         }
         // SAFETY: `prev` is alive (it is us); `next` was on our queue (alive, owned by us now) or is
         // our idle thread.
-        let from = unsafe { self.switch_to(me, cpu, &*prev, &*next) };
+        let from = unsafe { self.switch_to(me, cpu, &*prev, &*next, switch_ns) };
         // SAFETY: `from` is what the switch that resumed us handed over.
         unsafe { self.finish_switch(from) };
     }
@@ -1044,19 +1057,58 @@ impl<P: Platform> Scheduler<P> {
         );
     }
 
-    /// Step 3 of the switch path: hand the CPU from `prev` to `next`; returns when `prev` runs
-    /// again, with the thread the CPU (maybe another one) switched away from to resume it.
+    /// Charge the running thread `t` the CPU time it ran up to `now_ns`, and its space's account
+    /// with it (by the CPU running `t`, interrupts off: the switch away and the timer tick).
+    #[inline]
+    fn account(t: &Thread, now_ns: u64) {
+        let ran = now_ns.saturating_sub(t.ran_from_ns.load(Ordering::Relaxed));
+        if ran == 0 {
+            return;
+        }
+        t.run_ns
+            .store(t.run_ns.load(Ordering::Relaxed) + ran, Ordering::Relaxed);
+        t.ran_from_ns.store(now_ns, Ordering::Relaxed);
+        // SAFETY: `t` is running on this CPU with interrupts off: its own `take_mm` (interrupts
+        // off too) is either done or not begun.
+        if let Some(mm) = unsafe { t.mm() } {
+            mm.charge(ran);
+        }
+    }
+
+    /// CPU time of the calling thread, as of now: `(run_ns, uncharged_ns)`, the whole time it has
+    /// run (nanoseconds of the platform clock) and the part of it not yet added to its space's
+    /// account (since its switch-in or its CPU's last tick). So a process clock is its space's
+    /// account plus `uncharged_ns` of the caller; other threads of the space running at that
+    /// moment are behind by at most one tick each.
+    pub fn current_cpu_time(&self) -> (u64, u64) {
+        let irq = self.platform.irq_save_disable();
+        let p = self.cpus[self.this_cpu()].local.current.load(Ordering::Relaxed);
+        let now = self.platform.now_ns();
+        // SAFETY: the current thread of this CPU is the caller, alive while it runs; interrupts are
+        // off, so its accounting (by this CPU only) does not change under us.
+        let time = unsafe { p.as_ref() }.map_or((0, 0), |t| {
+            let uncharged = now.saturating_sub(t.ran_from_ns.load(Ordering::Relaxed));
+            (t.run_ns.load(Ordering::Relaxed) + uncharged, uncharged)
+        });
+        self.platform.irq_restore(irq);
+        time
+    }
+
+    /// Step 3 of the switch path: hand the CPU from `prev` to `next` at time `now_ns`; returns when
+    /// `prev` runs again, with the thread the CPU (maybe another one) switched away from to resume it.
     ///
     /// # Safety
     /// Interrupts disabled; `cpu` is CPU `me`'s state; `prev` is the thread running there; `next`
     /// was just picked there (no other CPU will run it) and is not `prev`.
     #[inline]
-    unsafe fn switch_to(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread) -> *const Thread {
+    unsafe fn switch_to(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread, now_ns: u64) -> *const Thread {
         if self.config.prefetch {
             prefetch(next.window.get().cast());
         }
         next.entity.wait_off_cpu();
         next.entity.set_on_cpu();
+        // Its run time counts from here (after `wait_off_cpu`: the CPU it left is done with it).
+        next.ran_from_ns.store(now_ns, Ordering::Relaxed);
         if self.config.prefetch {
             // SAFETY: `next` is ours now and its window complete (`wait_off_cpu` synchronised with
             // the end of its last switch), so reading it races with nothing.

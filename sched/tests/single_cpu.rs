@@ -450,3 +450,76 @@ fn a_thread_gives_up_its_space_when_it_ends() {
     assert_eq!(during, 1 + 1 + 8);
     assert_eq!(Arc::strong_count(&owner), 1);
 }
+
+/// A thread's CPU time grows while it runs and not while it sleeps: a thread that sleeps 200 ms
+/// ran for less than half of that, a thread that spins sees its own time pass, and every reading
+/// is at least the one before.
+#[test]
+fn thread_cpu_time_grows_while_running_not_while_sleeping() {
+    let _w = watchdog("thread_cpu_time_grows_while_running_not_while_sleeping", LIMIT);
+    let ((slept_ns, sleeper_cpu_ns), _) = host::run(1, Config::default(), |s: Sched| {
+        let sleeper = s
+            .spawn(Builder::new("sleeper"), move || {
+                let before = s.current_cpu_time().0;
+                let t0 = s.platform().now_ns();
+                s.sleep_ns(200_000_000);
+                (s.platform().now_ns() - t0, s.current_cpu_time().0 - before)
+            })
+            .unwrap();
+        let spinner = s
+            .spawn(Builder::new("spinner"), move || {
+                let start = s.current_cpu_time().0;
+                let mut last = start;
+                // Ends only if the thread's own time advances while it runs.
+                while last - start < 5_000_000 {
+                    let now = s.current_cpu_time().0;
+                    assert!(now >= last, "a thread's CPU time went back: {last} -> {now}");
+                    last = now;
+                }
+            })
+            .unwrap();
+        spinner.join().unwrap();
+        sleeper.join().unwrap()
+    });
+    assert!(slept_ns >= 200_000_000);
+    assert!(
+        sleeper_cpu_ns < slept_ns / 2,
+        "a thread asleep for {slept_ns} ns was charged {sleeper_cpu_ns} ns"
+    );
+}
+
+/// The space's account gets the run time of every thread in it, on any CPU: after the threads
+/// end, it holds at least the sum of their last readings; a thread outside the space adds
+/// nothing to it.
+#[test]
+fn a_space_is_charged_the_cpu_time_of_its_threads() {
+    let _w = watchdog("a_space_is_charged_the_cpu_time_of_its_threads", LIMIT);
+    let account = Arc::new(AtomicU64::new(0));
+    let space = host::mm_with_account(NonZeroUsize::new(1).unwrap(), account.clone());
+    let (sum_ns, _) = host::run(2, Config::default(), move |s: Sched| {
+        let spin_until = move |ns: u64| {
+            let start = s.current_cpu_time().0;
+            loop {
+                let now = s.current_cpu_time().0;
+                if now - start >= ns {
+                    return now;
+                }
+            }
+        };
+        let outsider = s
+            .spawn(Builder::new("outsider"), move || spin_until(2_000_000))
+            .unwrap();
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let b = Builder::new("user").in_mm(space.clone()).pinned(CpuIndex(i % 2));
+                s.spawn(b, move || spin_until(2_000_000)).unwrap()
+            })
+            .collect();
+        drop(space);
+        outsider.join().unwrap();
+        handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+    });
+    let charged = account.load(Ordering::Relaxed);
+    assert!(sum_ns >= 4 * 2_000_000);
+    assert!(charged >= sum_ns, "the space was charged {charged} ns, its threads ran {sum_ns}");
+}
