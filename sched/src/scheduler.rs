@@ -49,7 +49,7 @@ use crate::thread::{
 };
 use crate::trace::{SwitchReason, TraceEvent};
 use alloc::boxed::Box;
-use alloc::collections::BinaryHeap;
+use alloc::collections::{BTreeMap, BinaryHeap};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use arch::fpu::{self, FpuArea, FpuFeatures, FpuKind};
@@ -217,6 +217,9 @@ pub struct Scheduler<P: Platform> {
     cpus: Box<[Cpu]>,
     fpu: Option<(FpuKind, FpuFeatures)>,
     next_id: AtomicU64,
+    /// The live user threads by id, so that one may change another's affinity
+    /// ([`Scheduler::set_affinity`]). Locked with interrupts off; lock order: this -> runq(cpu).
+    user_threads: SpinMutex<BTreeMap<u64, Arc<Thread>>>,
 }
 
 impl<P: Platform> Scheduler<P> {
@@ -236,6 +239,7 @@ impl<P: Platform> Scheduler<P> {
             cpus: cpus.into_boxed_slice(),
             fpu,
             next_id: AtomicU64::new(1),
+            user_threads: SpinMutex::new(BTreeMap::new()),
         }))
     }
 
@@ -335,6 +339,36 @@ impl<P: Platform> Scheduler<P> {
     /// restricted to some of them stays on one of those (it is pinned there, never stolen), so a
     /// mask of several CPUs is honoured but not balanced within.
     pub fn set_current_affinity(&self, mask: &[u64]) -> Result<CpuIndex, AffinityError> {
+        let (first, stored) = self.affinity_mask(mask)?;
+        let all = stored.is_none();
+        let allowed = |c: usize| stored.as_ref().is_none_or(|m| m[c / 64] & (1 << (c % 64)) != 0);
+        let irq = self.platform.irq_save_disable();
+        let me = self.this_cpu();
+        let t = self.current_blockable();
+        // SAFETY: the running thread is alive while it runs.
+        let thread = unsafe { t.as_ref() };
+        let target = if allowed(me) { me } else { first };
+        let old = {
+            let _rq = self.cpus[me].queue.lock();
+            // Under our queue lock while we run: not on a FIFO (see `Entity::set_pinned`).
+            thread.entity.set_pinned(!all);
+            // Its own choice replaces any another thread made for it meanwhile.
+            thread.affinity_pending.store(false, Ordering::Relaxed);
+            core::mem::replace(&mut *thread.affinity.lock(), stored)
+        };
+        if target != me {
+            self.schedule(Reason::Migrate(target));
+        }
+        let now = self.this_cpu();
+        self.platform.irq_restore(irq);
+        // Freed with interrupts enabled, outside every lock.
+        drop(old);
+        Ok(CpuIndex(now as u32))
+    }
+
+    /// `mask` as a thread stores it: the lowest allowed CPU, and the mask cut to this scheduler's
+    /// CPUs (`None`: all of them).
+    fn affinity_mask(&self, mask: &[u64]) -> Result<(usize, Option<Box<[u64]>>), AffinityError> {
         let n = self.cpus.len();
         let allowed = |c: usize| mask.get(c / 64).is_some_and(|w| w & (1 << (c % 64)) != 0);
         let Some(first) = (0..n).find(|&c| allowed(c)) else {
@@ -354,40 +388,106 @@ impl<P: Platform> Scheduler<P> {
                 })
                 .collect()
         });
+        Ok((first, stored))
+    }
+
+    /// Restrict the user thread `id` (the caller or another) to the CPUs set in `mask`, as
+    /// [`Scheduler::set_current_affinity`] does for the caller. Another thread takes the new mask
+    /// at its next switch: a running one is interrupted now (a reschedule IPI to its CPU) and moves
+    /// if its CPU is no longer allowed; a queued or blocked one moves when it next runs.
+    /// `Err(NoThread)` unless `id` is a live user thread.
+    pub fn set_affinity(&self, id: ThreadId, mask: &[u64]) -> Result<(), AffinityError> {
+        if self.current().is_some_and(|c| c.id == id) {
+            return self.set_current_affinity(mask).map(|_| ());
+        }
+        let (_, stored) = self.affinity_mask(mask)?;
         let irq = self.platform.irq_save_disable();
-        let me = self.this_cpu();
-        let t = self.current_blockable();
-        // SAFETY: the running thread is alive while it runs.
-        let thread = unsafe { t.as_ref() };
-        let old = {
-            let _rq = self.cpus[me].queue.lock();
-            // Under our queue lock while we run: not on a FIFO (see `Entity::set_pinned`).
-            thread.entity.set_pinned(!all);
-            core::mem::replace(&mut *thread.affinity.lock(), stored)
+        let thread = self.user_threads.lock().get(&id.0).cloned();
+        let Some(thread) = thread else {
+            self.platform.irq_restore(irq);
+            drop(stored);
+            return Err(AffinityError::NoThread);
         };
-        let target = if allowed(me) { me } else { first };
+        let old = core::mem::replace(&mut *thread.affinity.lock(), stored);
+        thread.affinity_pending.store(true, Ordering::Release);
+        // On another CPU it may be running: interrupt it there (its handler takes the mask). A
+        // thread that is not running there takes it when it is next switched in, wherever.
+        let cpu = thread.entity.cpu();
+        if cpu != self.this_cpu() {
+            self.platform.send_resched(CpuIndex(cpu as u32));
+            bump(&self.cpus[self.this_cpu()].counters.ipis_sent);
+        }
+        self.platform.irq_restore(irq);
+        drop(old);
+        drop(thread);
+        Ok(())
+    }
+
+    /// The affinity of the user thread `id` (the layout of [`Scheduler::current_affinity`]);
+    /// `Err(NoThread)` unless it is a live user thread.
+    pub fn affinity(&self, id: ThreadId, out: &mut [u64]) -> Result<(), AffinityError> {
+        if self.current().is_some_and(|c| c.id == id) {
+            self.current_affinity(out);
+            return Ok(());
+        }
+        let irq = self.platform.irq_save_disable();
+        let thread = self.user_threads.lock().get(&id.0).cloned();
+        let result = match &thread {
+            Some(t) => {
+                self.write_affinity(t, out);
+                Ok(())
+            }
+            None => Err(AffinityError::NoThread),
+        };
+        self.platform.irq_restore(irq);
+        drop(thread);
+        result
+    }
+
+    /// Take a mask another thread set for the calling one ([`Scheduler::set_affinity`]): pin or
+    /// unpin it and move it if its CPU is no longer allowed (interrupts off, its own context,
+    /// preemption enabled: a switch point).
+    /// Returns whether it moved.
+    #[cold]
+    #[inline(never)]
+    fn take_pending_affinity(&self, thread: &Thread) -> bool {
+        if !thread.affinity_pending.swap(false, Ordering::Acquire) {
+            return false;
+        }
+        let me = self.this_cpu();
+        let n = self.cpus.len();
+        let target = {
+            let _rq = self.cpus[me].queue.lock();
+            let mask = thread.affinity.lock();
+            let allowed = |c: usize| mask.as_ref().is_none_or(|m| m[c / 64] & (1 << (c % 64)) != 0);
+            // Under our queue lock while we run: not on a FIFO (see `Entity::set_pinned`).
+            thread.entity.set_pinned(mask.is_some());
+            if allowed(me) { me } else { (0..n).find(|&c| allowed(c)).unwrap_or(me) }
+        };
         if target != me {
             self.schedule(Reason::Migrate(target));
         }
-        let now = self.this_cpu();
-        self.platform.irq_restore(irq);
-        // Freed with interrupts enabled, outside every lock.
-        drop(old);
-        Ok(CpuIndex(now as u32))
+        target != me
     }
 
     /// The CPUs the calling thread may run on, as set bits in `out` (cleared first; the layout of
     /// [`Scheduler::set_current_affinity`]); CPUs beyond `out` are left out.
     pub fn current_affinity(&self, out: &mut [u64]) {
+        let irq = self.platform.irq_save_disable();
+        // SAFETY: the running thread is alive while it runs.
+        let thread = unsafe { self.current_blockable().as_ref() };
+        self.write_affinity(thread, out);
+        self.platform.irq_restore(irq);
+    }
+
+    /// `thread`'s allowed CPUs as set bits in `out` (cleared first).
+    fn write_affinity(&self, thread: &Thread, out: &mut [u64]) {
         out.fill(0);
         let mut set = |c: usize| {
             if let Some(w) = out.get_mut(c / 64) {
                 *w |= 1 << (c % 64);
             }
         };
-        let irq = self.platform.irq_save_disable();
-        // SAFETY: the running thread is alive while it runs.
-        let thread = unsafe { self.current_blockable().as_ref() };
         match &*thread.affinity.lock() {
             Some(mask) => {
                 for (c, _) in (0..self.cpus.len())
@@ -401,7 +501,6 @@ impl<P: Platform> Scheduler<P> {
             None if thread.entity.is_pinned() => set(thread.entity.cpu()),
             None => (0..self.cpus.len()).for_each(&mut set),
         }
-        self.platform.irq_restore(irq);
     }
 
     /// The running thread, which is about to block (interrupts disabled by the caller).
@@ -468,6 +567,11 @@ impl<P: Platform> Scheduler<P> {
             builder.user,
             Some(body),
         ));
+        if builder.user {
+            let irq = self.platform.irq_save_disable();
+            self.user_threads.lock().insert(thread.id.0, thread.clone());
+            self.platform.irq_restore(irq);
+        }
         // The scheduler's own reference, given up by `reap` when the thread is dead.
         let raw =
             NonNull::new(Arc::into_raw(thread.clone()).cast_mut()).expect("Arc is never null");
@@ -548,6 +652,7 @@ impl<P: Platform> Scheduler<P> {
     /// to another thread. Returning from the thread's body is the safe way to end it.
     pub unsafe fn exit(&self) -> ! {
         self.exit_mm();
+        self.forget_user_thread();
         // Interrupts stay disabled: the thread never runs again.
         self.platform.irq_save_disable();
         let me = self.current_blockable();
@@ -558,6 +663,16 @@ impl<P: Platform> Scheduler<P> {
         thread.entity.set_dead();
         self.schedule(Reason::Exit);
         unreachable!("a dead thread was switched back to");
+    }
+
+    /// Take the calling thread out of the user-thread table (at its end; a no-op for others).
+    fn forget_user_thread(&self) {
+        let irq = self.platform.irq_save_disable();
+        let id = self.current().map(|c| c.id.0);
+        let entry = id.and_then(|id| self.user_threads.lock().remove(&id));
+        self.platform.irq_restore(irq);
+        // Not the last reference (the scheduler's own lives until the thread is reaped).
+        drop(entry);
     }
 
     /// Give up the calling thread's address space (Linux's `exit_mm`): from here on it is
@@ -643,13 +758,25 @@ impl<P: Platform> Scheduler<P> {
     /// then returns to it. Does nothing on an idle thread (the idle loop looks for work itself).
     pub fn preempt_if_needed(&self) {
         let cpu = &self.cpus[self.this_cpu()];
-        if !cpu.local.need_resched.load(Ordering::Relaxed)
-            || cpu.local.preempt_count.load(Ordering::Relaxed) != 0
-        {
+        if cpu.local.preempt_count.load(Ordering::Relaxed) != 0 {
             return;
         }
-        if cpu.local.current.load(Ordering::Relaxed) == cpu.local.idle.load(Ordering::Relaxed) {
+        let current = cpu.local.current.load(Ordering::Relaxed);
+        if current == cpu.local.idle.load(Ordering::Relaxed) {
             cpu.local.need_resched.store(false, Ordering::Relaxed);
+            return;
+        }
+        // SAFETY: the interrupted thread is alive and running here, interrupts off.
+        if let Some(t) = unsafe { current.as_ref() }
+            && t.affinity_pending.load(Ordering::Relaxed)
+        {
+            // Another thread changed its affinity ([`Scheduler::set_affinity`]): take it now. If
+            // it moved, it ran again on another CPU, whose need for a switch is not this one's.
+            if self.take_pending_affinity(t) {
+                return;
+            }
+        }
+        if !cpu.local.need_resched.load(Ordering::Relaxed) {
             return;
         }
         bump(&cpu.counters.preemptions);
@@ -1034,6 +1161,11 @@ impl<P: Platform> Scheduler<P> {
         let from = unsafe { self.switch_to(me, cpu, &*prev, &*next, switch_ns) };
         // SAFETY: `from` is what the switch that resumed us handed over.
         unsafe { self.finish_switch(from) };
+        // SAFETY: `prev` is the calling thread, running again.
+        let me_thread = unsafe { &*prev };
+        if me_thread.affinity_pending.load(Ordering::Relaxed) {
+            self.take_pending_affinity(me_thread);
+        }
     }
 
     /// The clock, after expiring this CPU's sleepers due by then: the switch path's rare part, kept
@@ -1216,6 +1348,11 @@ extern "C" fn thread_entry<P: Platform>(sched: usize, from: usize) -> ! {
     // SAFETY: `from` is the handoff of the switch that started this thread, finished only here.
     unsafe { s.finish_switch(from as *const Thread) };
     let me = s.current_blockable();
+    // SAFETY: we are this thread, alive while running.
+    let me_thread = unsafe { me.as_ref() };
+    if me_thread.affinity_pending.load(Ordering::Relaxed) {
+        s.take_pending_affinity(me_thread);
+    }
     // SAFETY: we are this thread, alive while running, and take our own body once.
     let body = unsafe { me.as_ref().take_body() }.expect("a thread started twice");
     s.platform.irq_restore(IrqState { enabled: true });

@@ -119,6 +119,8 @@ pub enum SpawnError {
 pub enum AffinityError {
     /// The mask names no CPU the scheduler has.
     NoCpu,
+    /// No live user thread has that id.
+    NoThread,
 }
 
 /// The running thread, as panic messages and logs want it.
@@ -184,6 +186,9 @@ pub(crate) struct Thread {
     /// The CPUs the thread was restricted to at run time (`None`: as spawned, see
     /// `Scheduler::current_affinity`).
     pub(crate) affinity: SpinMutex<Option<Box<[u64]>>>,
+    /// Another thread changed `affinity` ([`crate::Scheduler::set_affinity`]); this thread takes
+    /// it at its next switch point.
+    pub(crate) affinity_pending: AtomicBool,
     /// `None` for a CPU's boot thread (which runs on the stack it was booted with).
     stack: UnsafeCell<Option<Stack>>,
     /// The closure to run, taken by the thread when it starts.
@@ -236,6 +241,7 @@ impl Thread {
             joiners: WaitQueue::new(),
             sleep_fired: AtomicBool::new(false),
             affinity: SpinMutex::new(None),
+            affinity_pending: AtomicBool::new(false),
             stack: UnsafeCell::new(stack),
             body: UnsafeCell::new(body),
         }
