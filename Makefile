@@ -259,7 +259,7 @@ iso: host-deps limine-files kernel $(INITRAMFS)
 	@echo "iso: $(ISO)"
 
 # The programs the in-kernel tests (kernel/src/user_tests.rs) run: static musl programs from
-# user/smoke, fixed-address executables (Debian's musl-gcc cannot link a working static PIE).
+# user/smoke, fixed-address executables (static-PIE: $(USER_BIN)/staticpie below).
 $(SMOKE_INITRAMFS): $(SMOKE_SRC) | host-deps
 	rm -rf $(SMOKE_ROOT)
 	mkdir -p $(SMOKE_ROOT)/bin
@@ -574,6 +574,19 @@ $(USER_BIN)/fault_%: user/src/fault.c user/include/ut.h | $(USER_INC)
 $(USER_BIN)/%: user/src/%.c user/include/ut.h | $(USER_INC)
 	@mkdir -p $(USER_BIN)
 	$(USER_CC) $(USER_CFLAGS) $< -o $@
+
+# The static-PIE program. Debian's musl-gcc.specs always asks for a dynamic linker, but its musl
+# ships rcrt1.o (the start file that relocates a static PIE itself), so gcc links one directly:
+# musl's headers and start files, -static-pie, no dynamic linker.
+MUSL_LIB := /usr/lib/x86_64-linux-musl
+MUSL_INC := /usr/include/x86_64-linux-musl
+$(USER_BIN)/staticpie: user/src/staticpie.c user/include/ut.h | $(USER_INC)
+	@mkdir -p $(USER_BIN)
+	gcc -fPIE -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -nostdinc -isystem $(MUSL_INC) -isystem $$(gcc -print-file-name=include) \
+	  -isystem $(USER_INC) -Iuser/include -c $< -o $@.o
+	gcc -static-pie -nostdlib -o $@ $(MUSL_LIB)/rcrt1.o $(MUSL_LIB)/crti.o $$(gcc -print-file-name=crtbeginS.o) $@.o \
+	  $(MUSL_LIB)/libc.a $$(gcc -print-libgcc-file-name) $$(gcc -print-file-name=crtendS.o) $(MUSL_LIB)/crtn.o
+	@rm -f $@.o
 
 user-programs: $(USER_BINS)
 
