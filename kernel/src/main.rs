@@ -200,7 +200,7 @@ fn kernel_main(info: BootInfo) -> ! {
     let test = opts.test;
     let soak_s = opts.soak_s;
     let demo = opts.demo;
-    let init = (opts.init, opts.init_args);
+    let init = (opts.init, opts.init_args, opts.init_list);
     let bench = opts.bench.then_some(opts.bench_quick);
     task::sched()
         .spawn(sched::Builder::new("main").pinned(sched::CpuIndex(0)).stack_bytes(256 * 1024), move || {
@@ -234,7 +234,7 @@ fn main_thread(
     soak_s: Option<u64>,
     bench: Option<bool>,
     demo: bool,
-    init: (&'static str, &'static str),
+    init: (&'static str, &'static str, Option<&'static str>),
     cpus_online: u32,
     nr_cpus: u32,
 ) {
@@ -263,8 +263,13 @@ fn main_thread(
     if bench.is_some() {
         log::warn!("cmdline: `bench` needs the kernel built with the kbench feature (make bench); ignored");
     }
+    if let Some(list) = init.2.filter(|_| test.is_none() && bench.is_none()) {
+        run_list(list);
+        log::info!("init-list: {list} done: powering off");
+        cpu::power::exit(cpu::power::Exit::Success);
+    }
     if test.is_none() && bench.is_none() && process::initramfs::file(init.0).is_some() {
-        run_init(init.0, init.1);
+        run_init(init.0, init.1, false);
         // Like a machine whose init ended: nothing is left to do. The status line above tells
         // scripts how init ended; the power-off code says the kernel itself held.
         if let Some((written, lost)) = cpu::trace::dump(time::tsc_hz()) {
@@ -286,10 +291,27 @@ fn main_thread(
     }
 }
 
-/// Start the first user program (`init=`, default `/init`) with the arguments after `--`, and
-/// report how it ended.
+/// `init-list=`: run each program the file lists (a line: its path and arguments; blank lines and
+/// `#` lines skipped) as init in turn, each once every thread of the one before has ended. Before
+/// each, a line `init-list: running PATH` marks where its output starts.
 #[cfg(target_os = "none")]
-fn run_init(path: &'static str, args: &'static str) {
+fn run_list(list: &'static str) {
+    let Some(text) = process::initramfs::file(list).and_then(|f| core::str::from_utf8(f).ok()) else {
+        log::error!("init-list: {list} is not a text file of the initramfs");
+        return;
+    };
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (path, args) = line.split_once(' ').unwrap_or((line, ""));
+        log::info!("init-list: running {path}");
+        run_init(path, args, true);
+    }
+}
+
+/// Start the first user program (`init=`, default `/init`) with the arguments after `--`, and
+/// report how it ended; with `all_threads`, once all its threads have ended (10 s at most after
+/// the first).
+#[cfg(target_os = "none")]
+fn run_init(path: &'static str, args: &'static str, all_threads: bool) {
     use alloc::{string::String, vec::Vec};
     let mut argv: Vec<String> = Vec::from([String::from(path)]);
     argv.extend(args.split_ascii_whitespace().map(String::from));
@@ -298,6 +320,12 @@ fn run_init(path: &'static str, args: &'static str) {
         Ok((p, thread)) => {
             log::info!("init: {path} started as pid {}", p.pid());
             thread.join();
+            for _ in 0..if all_threads { 10_000 } else { 0 } {
+                if p.status().is_some() {
+                    break;
+                }
+                task::sched().sleep_ns(1_000_000);
+            }
             match p.status() {
                 Some(s) if s & 0x7f == 0 => log::info!("init: {path} exited with status {}", (s >> 8) & 0xff),
                 Some(s) => log::info!("init: {path} was killed by signal {}", s & 0x7f),
