@@ -53,6 +53,12 @@ pub mod timer;
 pub mod tty;
 pub mod vma;
 
+/// This kernel's own system call (Linux has no such number and answers `ENOSYS`): copy the TLB
+/// counters summed over the online CPUs since boot, three `u64`s (address-space changes that
+/// needed TLB work, shootdown IPIs sent for them, changes that sent none), to the address in the
+/// first argument. The user tests print them as information (`# ` lines), e.g. IPIs per change.
+pub const SYS_KERNEL_TLB_COUNTERS: u32 = 0x4b54_0001;
+
 /// The page size of every user mapping.
 pub const PAGE_SIZE: u64 = 4096;
 

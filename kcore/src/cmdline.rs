@@ -70,6 +70,9 @@ pub struct Options<'a> {
     pub init: &'a str,
     /// What follows `--`: the first user program's arguments after its name, space-separated.
     pub init_args: &'a str,
+    /// `init-list=/path`: instead of one init, run the programs listed in that initramfs file (one
+    /// a line: its path and arguments), one after another, each as a new process; then power off.
+    pub init_list: Option<&'a str>,
 }
 
 /// Default records per CPU of the trace rings: 64 Ki records, 2.5 MiB per CPU.
@@ -96,6 +99,7 @@ impl Default for Options<'_> {
             trace_buf: DEFAULT_TRACE_BUF,
             init: "/init",
             init_args: "",
+            init_list: None,
         }
     }
 }
@@ -269,6 +273,7 @@ pub fn parse<'a>(line: &'a str) -> (Options<'a>, Warnings<'a>) {
             }
             "test" => o.test = needs(&mut w).or(o.test),
             "init" => o.init = needs(&mut w).unwrap_or(o.init),
+            "init-list" => o.init_list = needs(&mut w).or(o.init_list),
             "soak" => {
                 if let Some(v) = needs(&mut w) {
                     let n = number_in(key, v, 1..=MAX_EXIT_AFTER_S, "1 to 31536000 seconds", &mut w);
@@ -488,6 +493,14 @@ mod tests {
         let (o, w) = parse("--x init=/a --");
         assert_eq!(w.total, 1, "`--x` is an unknown option, not the separator");
         assert_eq!((o.init, o.init_args), ("/a", ""));
+    }
+
+    #[test]
+    fn init_list_names_a_file() {
+        assert_eq!(parse("init-list=/etc/run-list").0.init_list, Some("/etc/run-list"));
+        assert_eq!(parse("init=/a").0.init_list, None);
+        let (o, w) = parse("init-list");
+        assert_eq!((o.init_list, w.total), (None, 1));
     }
 
     #[test]

@@ -209,7 +209,7 @@ fn kernel_main(info: BootInfo) -> ! {
     let test = opts.test;
     let soak_s = opts.soak_s;
     let demo = opts.demo;
-    let init = (opts.init, opts.init_args);
+    let init = (opts.init, opts.init_args, opts.init_list);
     let bench = opts.bench.then_some(opts.bench_quick);
     task::sched()
         .spawn(sched::Builder::new("main").pinned(sched::CpuIndex(0)).stack_bytes(256 * 1024), move || {
@@ -243,7 +243,7 @@ fn main_thread(
     soak_s: Option<u64>,
     bench: Option<bool>,
     demo: bool,
-    init: (&'static str, &'static str),
+    init: (&'static str, &'static str, Option<&'static str>),
     cpus_online: u32,
     nr_cpus: u32,
 ) {
@@ -272,6 +272,11 @@ fn main_thread(
     if bench.is_some() {
         log::warn!("cmdline: `bench` needs the kernel built with the kbench feature (make bench); ignored");
     }
+    if let Some(list) = init.2.filter(|_| test.is_none() && bench.is_none()) {
+        run_list(list);
+        log::info!("init-list: {list} done: powering off");
+        cpu::power::exit(cpu::power::Exit::Success);
+    }
     if test.is_none() && bench.is_none() && process::initramfs::file(init.0).is_some() {
         run_init(init.0, init.1);
         // Like a machine whose init ended: nothing is left to do. The status line above tells
@@ -295,8 +300,24 @@ fn main_thread(
     }
 }
 
+/// `init-list=`: run each program the file lists (a line: its path and arguments; blank lines and
+/// `#` lines skipped) as init in turn, each once every thread of the one before has ended. Before
+/// each, a line `init-list: running PATH` marks where its output starts.
+#[cfg(target_os = "none")]
+fn run_list(list: &'static str) {
+    let Some(text) = process::initramfs::file(list).and_then(|f| core::str::from_utf8(f).ok()) else {
+        log::error!("init-list: {list} is not a text file of the initramfs");
+        return;
+    };
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (path, args) = line.split_once(' ').unwrap_or((line, ""));
+        log::info!("init-list: running {path}");
+        run_init(path, args);
+    }
+}
+
 /// Start the first user program (`init=`, default `/init`) with the arguments after `--`, and
-/// report how it ended.
+/// report how it ended, once all its threads have ended.
 #[cfg(target_os = "none")]
 fn run_init(path: &'static str, args: &'static str) {
     use alloc::{string::String, vec::Vec};

@@ -303,7 +303,8 @@ impl Platform for HostPlatform {
 /// to `owner`, so a test sees when the threads in it have given it up (`Arc::strong_count`).
 /// Tests keep `word` unique per owner.
 pub fn mm(word: NonZeroUsize, owner: Arc<()>) -> Mm {
-    static OPS: MmOps = MmOps { clone: clone_owner, release: release_owner };
+    static OPS: MmOps = MmOps { clone: clone_owner, release: release_owner, charge: charge_nobody };
+    unsafe fn charge_nobody(_owner: NonNull<()>, _ns: u64) {}
     unsafe fn clone_owner(owner: NonNull<()>) {
         // SAFETY: `owner` came from `Arc::into_raw` below and a reference to it is alive.
         unsafe { Arc::increment_strong_count(owner.as_ptr().cast_const()) };
@@ -313,6 +314,27 @@ pub fn mm(word: NonZeroUsize, owner: Arc<()>) -> Mm {
         unsafe { Arc::decrement_strong_count(owner.as_ptr().cast_const()) };
     }
     let owner = NonNull::new(Arc::into_raw(owner).cast_mut()).expect("an Arc is never null");
+    // SAFETY: one reference handed over, counted by OPS from any thread; the word is the test's.
+    unsafe { Mm::from_raw(word, owner, &OPS) }
+}
+
+/// An address space for host tests whose CPU time is counted: the scheduler adds what its threads
+/// run to `account` (nanoseconds), which the space holds a reference to.
+pub fn mm_with_account(word: NonZeroUsize, account: Arc<AtomicU64>) -> Mm {
+    static OPS: MmOps = MmOps { clone: clone_owner, release: release_owner, charge: charge_owner };
+    unsafe fn clone_owner(owner: NonNull<()>) {
+        // SAFETY: `owner` came from `Arc::into_raw` below and a reference to it is alive.
+        unsafe { Arc::increment_strong_count(owner.as_ptr().cast_const().cast::<AtomicU64>()) };
+    }
+    unsafe fn release_owner(owner: NonNull<()>) {
+        // SAFETY: gives back one reference taken by `into_raw` or `clone_owner`.
+        unsafe { Arc::decrement_strong_count(owner.as_ptr().cast_const().cast::<AtomicU64>()) };
+    }
+    unsafe fn charge_owner(owner: NonNull<()>, ns: u64) {
+        // SAFETY: the caller holds a reference, so the `AtomicU64` behind `owner` is alive.
+        unsafe { owner.cast::<AtomicU64>().as_ref() }.fetch_add(ns, Ordering::Relaxed);
+    }
+    let owner = NonNull::new(Arc::into_raw(account).cast_mut()).expect("an Arc is never null").cast();
     // SAFETY: one reference handed over, counted by OPS from any thread; the word is the test's.
     unsafe { Mm::from_raw(word, owner, &OPS) }
 }

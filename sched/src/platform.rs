@@ -69,6 +69,10 @@ pub struct MmOps {
     pub clone: unsafe fn(owner: NonNull<()>),
     /// Give back one reference to `owner` (may free it, sleep, wait for other CPUs).
     pub release: unsafe fn(owner: NonNull<()>),
+    /// Add `ns` nanoseconds of CPU time, run by a thread in this space, to `owner`'s account (the
+    /// process clock of the threads sharing it). Called with interrupts disabled, from the switch
+    /// path and the timer tick: it must neither block nor take a lock.
+    pub charge: unsafe fn(owner: NonNull<()>, ns: u64),
 }
 
 // SAFETY: per `Mm::from_raw`, the owner is a reference-counted object that may be shared and
@@ -87,6 +91,12 @@ impl Mm {
     ///    naming it while a CPU may have it loaded ([`Platform::switch_mm`] keeps it loaded).
     pub const unsafe fn from_raw(word: NonZeroUsize, owner: NonNull<()>, ops: &'static MmOps) -> Mm {
         Mm { word, owner, ops }
+    }
+
+    /// Add `ns` of CPU time run in this space to its owner's account.
+    pub(crate) fn charge(&self, ns: u64) {
+        // SAFETY: `self` holds a reference, so the owner is alive (from_raw, condition 1).
+        unsafe { (self.ops.charge)(self.owner, ns) }
     }
 
     /// The word the scheduler knows this space by.

@@ -51,7 +51,7 @@ use crate::thread::{
 };
 use crate::trace::{SwitchReason, TraceEvent};
 use alloc::boxed::Box;
-use alloc::collections::BinaryHeap;
+use alloc::collections::{BTreeMap, BinaryHeap};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use arch::fpu::{self, FpuArea, FpuFeatures, FpuKind};
@@ -223,6 +223,9 @@ pub struct Scheduler<P: Platform> {
     cpus: Box<[Cpu]>,
     fpu: Option<(FpuKind, FpuFeatures)>,
     next_id: AtomicU64,
+    /// The live user threads by id, so that one may change another's affinity
+    /// ([`Scheduler::set_affinity`]). Locked with interrupts off; lock order: this -> runq(cpu).
+    user_threads: SpinMutex<BTreeMap<u64, Arc<Thread>>>,
 }
 
 impl<P: Platform> Scheduler<P> {
@@ -242,6 +245,7 @@ impl<P: Platform> Scheduler<P> {
             cpus: cpus.into_boxed_slice(),
             fpu,
             next_id: AtomicU64::new(1),
+            user_threads: SpinMutex::new(BTreeMap::new()),
         }))
     }
 
@@ -270,6 +274,18 @@ impl<P: Platform> Scheduler<P> {
         self.cpus
             .iter()
             .fold(Counters::default(), |sum, c| sum + c.counters.snapshot())
+    }
+
+    /// Heap bytes the CPUs' sleep queues hold, counted by capacity, not by sleepers. A sleep queue
+    /// keeps the capacity its most crowded moment needed (at most one entry per thread that can
+    /// sleep on that CPU at once), so the heap level of a system that leaks nothing still rises a
+    /// little whenever some CPU sees more sleepers at once than ever before. A leak check subtracts
+    /// this to compare levels.
+    pub fn sleep_queue_bytes(&self) -> usize {
+        self.cpus
+            .iter()
+            .map(|c| c.sleepers.lock().heap.capacity() * core::mem::size_of::<Reverse<SleepEntry>>())
+            .sum()
     }
 
     /// The calling CPU's index, checked.
@@ -329,6 +345,36 @@ impl<P: Platform> Scheduler<P> {
     /// restricted to some of them stays on one of those (it is pinned there, never stolen), so a
     /// mask of several CPUs is honoured but not balanced within.
     pub fn set_current_affinity(&self, mask: &[u64]) -> Result<CpuIndex, AffinityError> {
+        let (first, stored) = self.affinity_mask(mask)?;
+        let all = stored.is_none();
+        let allowed = |c: usize| stored.as_ref().is_none_or(|m| m[c / 64] & (1 << (c % 64)) != 0);
+        let irq = self.platform.irq_save_disable();
+        let me = self.this_cpu();
+        let t = self.current_blockable();
+        // SAFETY: the running thread is alive while it runs.
+        let thread = unsafe { t.as_ref() };
+        let target = if allowed(me) { me } else { first };
+        let old = {
+            let _rq = self.cpus[me].queue.lock();
+            // Under our queue lock while we run: not on a FIFO (see `Entity::set_pinned`).
+            thread.entity.set_pinned(!all);
+            // Its own choice replaces any another thread made for it meanwhile.
+            thread.affinity_pending.store(false, Ordering::Relaxed);
+            core::mem::replace(&mut *thread.affinity.lock(), stored)
+        };
+        if target != me {
+            self.schedule(Reason::Migrate(target));
+        }
+        let now = self.this_cpu();
+        self.platform.irq_restore(irq);
+        // Freed with interrupts enabled, outside every lock.
+        drop(old);
+        Ok(CpuIndex(now as u32))
+    }
+
+    /// `mask` as a thread stores it: the lowest allowed CPU, and the mask cut to this scheduler's
+    /// CPUs (`None`: all of them).
+    fn affinity_mask(&self, mask: &[u64]) -> Result<(usize, Option<Box<[u64]>>), AffinityError> {
         let n = self.cpus.len();
         let allowed = |c: usize| mask.get(c / 64).is_some_and(|w| w & (1 << (c % 64)) != 0);
         let Some(first) = (0..n).find(|&c| allowed(c)) else {
@@ -348,40 +394,106 @@ impl<P: Platform> Scheduler<P> {
                 })
                 .collect()
         });
+        Ok((first, stored))
+    }
+
+    /// Restrict the user thread `id` (the caller or another) to the CPUs set in `mask`, as
+    /// [`Scheduler::set_current_affinity`] does for the caller. Another thread takes the new mask
+    /// at its next switch: a running one is interrupted now (a reschedule IPI to its CPU) and moves
+    /// if its CPU is no longer allowed; a queued or blocked one moves when it next runs.
+    /// `Err(NoThread)` unless `id` is a live user thread.
+    pub fn set_affinity(&self, id: ThreadId, mask: &[u64]) -> Result<(), AffinityError> {
+        if self.current().is_some_and(|c| c.id == id) {
+            return self.set_current_affinity(mask).map(|_| ());
+        }
+        let (_, stored) = self.affinity_mask(mask)?;
         let irq = self.platform.irq_save_disable();
-        let me = self.this_cpu();
-        let t = self.current_blockable();
-        // SAFETY: the running thread is alive while it runs.
-        let thread = unsafe { t.as_ref() };
-        let old = {
-            let _rq = self.cpus[me].queue.lock();
-            // Under our queue lock while we run: not on a FIFO (see `Entity::set_pinned`).
-            thread.entity.set_pinned(!all);
-            core::mem::replace(&mut *thread.affinity.lock(), stored)
+        let thread = self.user_threads.lock().get(&id.0).cloned();
+        let Some(thread) = thread else {
+            self.platform.irq_restore(irq);
+            drop(stored);
+            return Err(AffinityError::NoThread);
         };
-        let target = if allowed(me) { me } else { first };
+        let old = core::mem::replace(&mut *thread.affinity.lock(), stored);
+        thread.affinity_pending.store(true, Ordering::Release);
+        // On another CPU it may be running: interrupt it there (its handler takes the mask). A
+        // thread that is not running there takes it when it is next switched in, wherever.
+        let cpu = thread.entity.cpu();
+        if cpu != self.this_cpu() {
+            self.platform.send_resched(CpuIndex(cpu as u32));
+            bump(&self.cpus[self.this_cpu()].counters.ipis_sent);
+        }
+        self.platform.irq_restore(irq);
+        drop(old);
+        drop(thread);
+        Ok(())
+    }
+
+    /// The affinity of the user thread `id` (the layout of [`Scheduler::current_affinity`]);
+    /// `Err(NoThread)` unless it is a live user thread.
+    pub fn affinity(&self, id: ThreadId, out: &mut [u64]) -> Result<(), AffinityError> {
+        if self.current().is_some_and(|c| c.id == id) {
+            self.current_affinity(out);
+            return Ok(());
+        }
+        let irq = self.platform.irq_save_disable();
+        let thread = self.user_threads.lock().get(&id.0).cloned();
+        let result = match &thread {
+            Some(t) => {
+                self.write_affinity(t, out);
+                Ok(())
+            }
+            None => Err(AffinityError::NoThread),
+        };
+        self.platform.irq_restore(irq);
+        drop(thread);
+        result
+    }
+
+    /// Take a mask another thread set for the calling one ([`Scheduler::set_affinity`]): pin or
+    /// unpin it and move it if its CPU is no longer allowed (interrupts off, its own context,
+    /// preemption enabled: a switch point).
+    /// Returns whether it moved.
+    #[cold]
+    #[inline(never)]
+    fn take_pending_affinity(&self, thread: &Thread) -> bool {
+        if !thread.affinity_pending.swap(false, Ordering::Acquire) {
+            return false;
+        }
+        let me = self.this_cpu();
+        let n = self.cpus.len();
+        let target = {
+            let _rq = self.cpus[me].queue.lock();
+            let mask = thread.affinity.lock();
+            let allowed = |c: usize| mask.as_ref().is_none_or(|m| m[c / 64] & (1 << (c % 64)) != 0);
+            // Under our queue lock while we run: not on a FIFO (see `Entity::set_pinned`).
+            thread.entity.set_pinned(mask.is_some());
+            if allowed(me) { me } else { (0..n).find(|&c| allowed(c)).unwrap_or(me) }
+        };
         if target != me {
             self.schedule(Reason::Migrate(target));
         }
-        let now = self.this_cpu();
-        self.platform.irq_restore(irq);
-        // Freed with interrupts enabled, outside every lock.
-        drop(old);
-        Ok(CpuIndex(now as u32))
+        target != me
     }
 
     /// The CPUs the calling thread may run on, as set bits in `out` (cleared first; the layout of
     /// [`Scheduler::set_current_affinity`]); CPUs beyond `out` are left out.
     pub fn current_affinity(&self, out: &mut [u64]) {
+        let irq = self.platform.irq_save_disable();
+        // SAFETY: the running thread is alive while it runs.
+        let thread = unsafe { self.current_blockable().as_ref() };
+        self.write_affinity(thread, out);
+        self.platform.irq_restore(irq);
+    }
+
+    /// `thread`'s allowed CPUs as set bits in `out` (cleared first).
+    fn write_affinity(&self, thread: &Thread, out: &mut [u64]) {
         out.fill(0);
         let mut set = |c: usize| {
             if let Some(w) = out.get_mut(c / 64) {
                 *w |= 1 << (c % 64);
             }
         };
-        let irq = self.platform.irq_save_disable();
-        // SAFETY: the running thread is alive while it runs.
-        let thread = unsafe { self.current_blockable().as_ref() };
         match &*thread.affinity.lock() {
             Some(mask) => {
                 for (c, _) in (0..self.cpus.len())
@@ -395,7 +507,6 @@ impl<P: Platform> Scheduler<P> {
             None if thread.entity.is_pinned() => set(thread.entity.cpu()),
             None => (0..self.cpus.len()).for_each(&mut set),
         }
-        self.platform.irq_restore(irq);
     }
 
     /// The running thread, which is about to block (interrupts disabled by the caller).
@@ -485,6 +596,11 @@ impl<P: Platform> Scheduler<P> {
             Some(body),
             Some(keep),
         ));
+        if builder.user {
+            let irq = self.platform.irq_save_disable();
+            self.user_threads.lock().insert(thread.id.0, thread.clone());
+            self.platform.irq_restore(irq);
+        }
         // The scheduler's own reference, given up by `reap` when the thread is dead.
         let raw =
             NonNull::new(Arc::into_raw(thread.clone()).cast_mut()).expect("Arc is never null");
@@ -566,6 +682,7 @@ impl<P: Platform> Scheduler<P> {
     pub unsafe fn exit(&self) -> ! {
         self.exit_keep();
         self.exit_mm();
+        self.forget_user_thread();
         // Interrupts stay disabled: the thread never runs again.
         self.platform.irq_save_disable();
         let me = self.current_blockable();
@@ -611,6 +728,16 @@ impl<P: Platform> Scheduler<P> {
         drop(unsafe { me.as_ref().take_keep() });
     }
 
+    /// Take the calling thread out of the user-thread table (at its end; a no-op for others).
+    fn forget_user_thread(&self) {
+        let irq = self.platform.irq_save_disable();
+        let id = self.current().map(|c| c.id.0);
+        let entry = id.and_then(|id| self.user_threads.lock().remove(&id));
+        self.platform.irq_restore(irq);
+        // Not the last reference (the scheduler's own lives until the thread is reaped).
+        drop(entry);
+    }
+
     /// Give up the calling thread's address space (Linux's `exit_mm`): from here on it is
     /// kernel-only, borrowing whatever space its CPU has loaded, so no later switch to it loads
     /// (or names) the space. The reference is dropped here, in thread context with interrupts as
@@ -618,6 +745,9 @@ impl<P: Platform> Scheduler<P> {
     fn exit_mm(&self) {
         let irq = self.platform.irq_save_disable();
         let me = self.current_blockable();
+        // The space's account gets the thread's time up to here, the last it runs in the space.
+        // SAFETY: the running thread is alive while it runs.
+        Self::account(unsafe { me.as_ref() }, self.platform.now_ns());
         // SAFETY: the running thread is alive while it runs, and interrupts are off.
         let mm = unsafe { me.as_ref().take_mm() };
         self.platform.irq_restore(irq);
@@ -662,9 +792,14 @@ impl<P: Platform> Scheduler<P> {
         let now = self.platform.now_ns();
         self.expire_sleepers(me, now);
         let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
-        if cpu.local.current.load(Ordering::Relaxed) == cpu.local.idle.load(Ordering::Relaxed) {
+        let current = cpu.local.current.load(Ordering::Relaxed);
+        if current == cpu.local.idle.load(Ordering::Relaxed) {
             self.arm(me, next_sleeper);
             return;
+        }
+        // SAFETY: the interrupted thread is alive and running here, interrupts off.
+        if let Some(t) = unsafe { current.as_ref() } {
+            Self::account(t, now);
         }
         let slice = self.config.slice_ns;
         let mut start = cpu.local.slice_start_ns.load(Ordering::Relaxed);
@@ -707,13 +842,25 @@ impl<P: Platform> Scheduler<P> {
     #[inline(always)]
     fn preempt_if_needed_on(&self, me: usize) {
         let cpu = &self.cpus[me];
-        if !cpu.local.need_resched.load(Ordering::Relaxed)
-            || cpu.local.preempt_count.load(Ordering::Relaxed) != 0
-        {
+        if cpu.local.preempt_count.load(Ordering::Relaxed) != 0 {
             return;
         }
-        if cpu.local.current.load(Ordering::Relaxed) == cpu.local.idle.load(Ordering::Relaxed) {
+        let current = cpu.local.current.load(Ordering::Relaxed);
+        if current == cpu.local.idle.load(Ordering::Relaxed) {
             cpu.local.need_resched.store(false, Ordering::Relaxed);
+            return;
+        }
+        // SAFETY: the interrupted thread is alive and running here, interrupts off.
+        if let Some(t) = unsafe { current.as_ref() }
+            && t.affinity_pending.load(Ordering::Relaxed)
+        {
+            // Another thread changed its affinity ([`Scheduler::set_affinity`]): take it now. If
+            // it moved, it ran again on another CPU, whose need for a switch is not this one's.
+            if self.take_pending_affinity(t) {
+                return;
+            }
+        }
+        if !cpu.local.need_resched.load(Ordering::Relaxed) {
             return;
         }
         bump(&cpu.counters.preemptions);
@@ -1092,6 +1239,11 @@ impl<P: Platform> Scheduler<P> {
             }
             return;
         }
+        // CPU time: every switch reads the clock for it (one TSC read), even where the slice
+        // needs no stamp.
+        let switch_ns = now.unwrap_or_else(|| self.platform.now_ns());
+        // SAFETY: `prev` is alive and running here (it is us).
+        Self::account(unsafe { &*prev }, switch_ns);
         cpu.local
             .slice_start_ns
             .store(now.unwrap_or(UNSTAMPED), Ordering::Relaxed);
@@ -1100,9 +1252,14 @@ impl<P: Platform> Scheduler<P> {
         }
         // SAFETY: `prev` is alive (it is us); `next` was on our queue (alive, owned by us now) or is
         // our idle thread.
-        let from = unsafe { self.switch_to(me, cpu, &*prev, &*next) };
+        let from = unsafe { self.switch_to(me, cpu, &*prev, &*next, switch_ns) };
         // SAFETY: `from` is what the switch that resumed us handed over.
         unsafe { self.finish_switch(from) };
+        // SAFETY: `prev` is the calling thread, running again.
+        let me_thread = unsafe { &*prev };
+        if me_thread.affinity_pending.load(Ordering::Relaxed) {
+            self.take_pending_affinity(me_thread);
+        }
     }
 
     /// The clock, after expiring this CPU's sleepers due by then: the switch path's rare part, kept
@@ -1126,16 +1283,55 @@ impl<P: Platform> Scheduler<P> {
         );
     }
 
-    /// Step 3 of the switch path: hand the CPU from `prev` to `next`; returns when `prev` runs
-    /// again, with the thread the CPU (maybe another one) switched away from to resume it.
+    /// Charge the running thread `t` the CPU time it ran up to `now_ns`, and its space's account
+    /// with it (by the CPU running `t`, interrupts off: the switch away and the timer tick).
+    #[inline]
+    fn account(t: &Thread, now_ns: u64) {
+        let ran = now_ns.saturating_sub(t.ran_from_ns.load(Ordering::Relaxed));
+        if ran == 0 {
+            return;
+        }
+        t.run_ns
+            .store(t.run_ns.load(Ordering::Relaxed) + ran, Ordering::Relaxed);
+        t.ran_from_ns.store(now_ns, Ordering::Relaxed);
+        // SAFETY: `t` is running on this CPU with interrupts off: its own `take_mm` (interrupts
+        // off too) is either done or not begun.
+        if let Some(mm) = unsafe { t.mm() } {
+            mm.charge(ran);
+        }
+    }
+
+    /// CPU time of the calling thread, as of now: `(run_ns, uncharged_ns)`, the whole time it has
+    /// run (nanoseconds of the platform clock) and the part of it not yet added to its space's
+    /// account (since its switch-in or its CPU's last tick). So a process clock is its space's
+    /// account plus `uncharged_ns` of the caller; other threads of the space running at that
+    /// moment are behind by at most one tick each.
+    pub fn current_cpu_time(&self) -> (u64, u64) {
+        let irq = self.platform.irq_save_disable();
+        let p = self.cpus[self.this_cpu()].local.current.load(Ordering::Relaxed);
+        let now = self.platform.now_ns();
+        // SAFETY: the current thread of this CPU is the caller, alive while it runs; interrupts are
+        // off, so its accounting (by this CPU only) does not change under us.
+        let time = unsafe { p.as_ref() }.map_or((0, 0), |t| {
+            let uncharged = now.saturating_sub(t.ran_from_ns.load(Ordering::Relaxed));
+            (t.run_ns.load(Ordering::Relaxed) + uncharged, uncharged)
+        });
+        self.platform.irq_restore(irq);
+        time
+    }
+
+    /// Step 3 of the switch path: hand the CPU from `prev` to `next` at time `now_ns`; returns when
+    /// `prev` runs again, with the thread the CPU (maybe another one) switched away from to resume it.
     ///
     /// # Safety
     /// Interrupts disabled; `cpu` is CPU `me`'s state; `prev` is the thread running there; `next`
     /// was just picked there (no other CPU will run it) and is not `prev`.
     #[inline]
-    unsafe fn switch_to(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread) -> *const Thread {
+    unsafe fn switch_to(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread, now_ns: u64) -> *const Thread {
         next.entity.wait_off_cpu();
         next.entity.set_on_cpu();
+        // Its run time counts from here (after `wait_off_cpu`: the CPU it left is done with it).
+        next.ran_from_ns.store(now_ns, Ordering::Relaxed);
         if self.config.prefetch {
             // SAFETY: `next` is ours now and its window complete (`wait_off_cpu` synchronised with
             // the end of its last switch), so reading it races with nothing.
@@ -1249,6 +1445,11 @@ extern "C" fn thread_entry<P: Platform>(sched: usize, from: usize) -> ! {
     // SAFETY: `from` is the handoff of the switch that started this thread, finished only here.
     unsafe { s.finish_switch(from as *const Thread) };
     let me = s.current_blockable();
+    // SAFETY: we are this thread, alive while running.
+    let me_thread = unsafe { me.as_ref() };
+    if me_thread.affinity_pending.load(Ordering::Relaxed) {
+        s.take_pending_affinity(me_thread);
+    }
     // SAFETY: we are this thread, alive while running, and take our own body once.
     let body = unsafe { me.as_ref().take_body() }.expect("a thread started twice");
     s.platform.irq_restore(IrqState { enabled: true });

@@ -133,6 +133,8 @@ pub enum SpawnError {
 pub enum AffinityError {
     /// The mask names no CPU the scheduler has.
     NoCpu,
+    /// No live user thread has that id.
+    NoThread,
 }
 
 /// The running thread, as panic messages and logs want it.
@@ -185,6 +187,12 @@ pub(crate) struct Thread {
     pub(crate) user: bool,
     /// The user FS base of a user thread, restored at each switch to it.
     pub(crate) fs_base: AtomicU64,
+    /// CPU time the thread has run, in nanoseconds of the platform clock, up to `ran_from_ns`.
+    /// Written only by the CPU running the thread (switch path, timer tick, interrupts off).
+    pub(crate) run_ns: AtomicU64,
+    /// When the running part not yet in `run_ns` began: the switch to the thread or its CPU's last
+    /// tick since.
+    pub(crate) ran_from_ns: AtomicU64,
     pub(crate) joiners: WaitQueue,
     /// The thread's current sleep deadline has passed and its timer entry has fired (guarded by the
     /// sleeper heap lock of the CPU it went to sleep on).
@@ -192,6 +200,9 @@ pub(crate) struct Thread {
     /// The CPUs the thread was restricted to at run time (`None`: as spawned, see
     /// `Scheduler::current_affinity`).
     pub(crate) affinity: SpinMutex<Option<Box<[u64]>>>,
+    /// Another thread changed `affinity` ([`crate::Scheduler::set_affinity`]); this thread takes
+    /// it at its next switch point.
+    pub(crate) affinity_pending: AtomicBool,
     /// `None` for a CPU's boot thread (which runs on the stack it was booted with).
     stack: UnsafeCell<Option<Stack>>,
     /// The closure to run, taken by the thread when it starts.
@@ -298,9 +309,12 @@ impl Thread {
             finished: AtomicBool::new(false),
             user,
             fs_base: AtomicU64::new(0),
+            run_ns: AtomicU64::new(0),
+            ran_from_ns: AtomicU64::new(0),
             joiners: WaitQueue::new(),
             sleep_fired: AtomicBool::new(false),
             affinity: SpinMutex::new(None),
+            affinity_pending: AtomicBool::new(false),
             stack: UnsafeCell::new(stack),
             body: UnsafeCell::new(body),
             keep: UnsafeCell::new(keep),

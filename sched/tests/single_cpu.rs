@@ -126,6 +126,34 @@ fn sleep_never_wakes_before_its_deadline_and_wakes_in_deadline_order() {
 }
 
 #[test]
+fn sleep_queue_bytes_keep_the_most_crowded_moment_and_no_more() {
+    let _w = watchdog("sleep_queue_bytes_keep_the_most_crowded_moment_and_no_more", LIMIT);
+    let (bytes, _) = host::run(1, Config::default(), |s: Sched| {
+        let empty = s.sleep_queue_bytes();
+        let crowd = |n: u64| {
+            let handles: Vec<_> = (0..n)
+                .map(|i| s.spawn(Builder::new("sleeper"), move || s.sleep_ns(100_000 + i)).unwrap())
+                .collect();
+            for h in handles {
+                h.join().unwrap();
+            }
+            s.sleep_queue_bytes()
+        };
+        let after_10 = crowd(10);
+        let after_3 = crowd(3);
+        let after_10_again = crowd(10);
+        (empty, after_10, after_3, after_10_again)
+    });
+    let (empty, after_10, after_3, after_10_again) = bytes;
+    assert_eq!(empty, 0, "no sleeper yet, no capacity");
+    // Ten sleepers at once: some capacity.
+    assert!(after_10 > 0, "ten sleepers at once left no capacity");
+    // Fewer sleepers later and as many again: the capacity neither shrinks nor grows.
+    assert_eq!(after_3, after_10, "a smaller crowd changed the capacity");
+    assert_eq!(after_10_again, after_10, "the same crowd again grew the capacity");
+}
+
+#[test]
 fn join_sleeps_until_a_blocked_thread_is_released() {
     let _w = watchdog("join_sleeps_until_a_blocked_thread_is_released", LIMIT);
     let (v, s) = host::run(1, Config::default(), |s: Sched| {
@@ -522,4 +550,77 @@ fn a_thread_spawned_with_the_callers_fpu_state_starts_from_it() {
         0,
         "a plain FPU thread starts clean: {clean:#x}"
     );
+}
+
+/// A thread's CPU time grows while it runs and not while it sleeps: a thread that sleeps 200 ms
+/// ran for less than half of that, a thread that spins sees its own time pass, and every reading
+/// is at least the one before.
+#[test]
+fn thread_cpu_time_grows_while_running_not_while_sleeping() {
+    let _w = watchdog("thread_cpu_time_grows_while_running_not_while_sleeping", LIMIT);
+    let ((slept_ns, sleeper_cpu_ns), _) = host::run(1, Config::default(), |s: Sched| {
+        let sleeper = s
+            .spawn(Builder::new("sleeper"), move || {
+                let before = s.current_cpu_time().0;
+                let t0 = s.platform().now_ns();
+                s.sleep_ns(200_000_000);
+                (s.platform().now_ns() - t0, s.current_cpu_time().0 - before)
+            })
+            .unwrap();
+        let spinner = s
+            .spawn(Builder::new("spinner"), move || {
+                let start = s.current_cpu_time().0;
+                let mut last = start;
+                // Ends only if the thread's own time advances while it runs.
+                while last - start < 5_000_000 {
+                    let now = s.current_cpu_time().0;
+                    assert!(now >= last, "a thread's CPU time went back: {last} -> {now}");
+                    last = now;
+                }
+            })
+            .unwrap();
+        spinner.join().unwrap();
+        sleeper.join().unwrap()
+    });
+    assert!(slept_ns >= 200_000_000);
+    assert!(
+        sleeper_cpu_ns < slept_ns / 2,
+        "a thread asleep for {slept_ns} ns was charged {sleeper_cpu_ns} ns"
+    );
+}
+
+/// The space's account gets the run time of every thread in it, on any CPU: after the threads
+/// end, it holds at least the sum of their last readings; a thread outside the space adds
+/// nothing to it.
+#[test]
+fn a_space_is_charged_the_cpu_time_of_its_threads() {
+    let _w = watchdog("a_space_is_charged_the_cpu_time_of_its_threads", LIMIT);
+    let account = Arc::new(AtomicU64::new(0));
+    let space = host::mm_with_account(NonZeroUsize::new(1).unwrap(), account.clone());
+    let (sum_ns, _) = host::run(2, Config::default(), move |s: Sched| {
+        let spin_until = move |ns: u64| {
+            let start = s.current_cpu_time().0;
+            loop {
+                let now = s.current_cpu_time().0;
+                if now - start >= ns {
+                    return now;
+                }
+            }
+        };
+        let outsider = s
+            .spawn(Builder::new("outsider"), move || spin_until(2_000_000))
+            .unwrap();
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let b = Builder::new("user").in_mm(space.clone()).pinned(CpuIndex(i % 2));
+                s.spawn(b, move || spin_until(2_000_000)).unwrap()
+            })
+            .collect();
+        drop(space);
+        outsider.join().unwrap();
+        handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+    });
+    let charged = account.load(Ordering::Relaxed);
+    assert!(sum_ns >= 4 * 2_000_000);
+    assert!(charged >= sum_ns, "the space was charged {charged} ns, its threads ran {sum_ns}");
 }

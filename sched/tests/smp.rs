@@ -557,3 +557,72 @@ fn check_sleeps_and_ticks(s: Sched) -> (usize, bool, bool) {
     long.join().unwrap();
     (early, tickless, armed)
 }
+
+/// One thread changes another's affinity (`set_affinity`, Linux's sched_setaffinity with a tid):
+/// a running user thread moves at its next switch point (here a tick) and stays on the allowed
+/// CPU; a blocked one runs on an allowed CPU from the moment its wait returns; the mask reads
+/// back through `affinity`; an id that is no live user thread is refused.
+#[test]
+fn another_thread_sets_the_affinity_of_a_running_and_of_a_blocked_thread() {
+    let _serial = one_scheduler_at_a_time();
+    let _w = watchdog(
+        "another_thread_sets_the_affinity_of_a_running_and_of_a_blocked_thread",
+        LIMIT,
+    );
+    let (result, _) = host::run(3, Config::default(), |s: Sched| {
+        let started = Arc::new(AtomicU8::new(0));
+        let set = Arc::new(AtomicU8::new(0));
+        let runner = {
+            let (started, set) = (started.clone(), set.clone());
+            s.spawn(Builder::new("runner").user_thread().pinned(CpuIndex(0)), move || {
+                started.store(1, Ordering::Release);
+                // Spin on CPU 0, passing switch points, until it runs on CPU 2.
+                let mut ticks_before_move = 0u64;
+                while cpu_of(s) != CpuIndex(2) {
+                    assert_eq!(cpu_of(s), CpuIndex(0), "it left CPU 0 for another than CPU 2");
+                    if set.load(Ordering::Acquire) == 1 {
+                        ticks_before_move += 1;
+                    }
+                    host::tick(s);
+                }
+                // Moved: it stays there through yields and ticks.
+                for i in 0..1000 {
+                    if i % 2 == 0 { s.yield_now() } else { host::tick(s) }
+                    assert_eq!(cpu_of(s), CpuIndex(2), "it left its only allowed CPU");
+                }
+                ticks_before_move
+            })
+            .unwrap()
+        };
+        let sem = Arc::new(Semaphore::new(0));
+        let sleeper = {
+            let sem = sem.clone();
+            s.spawn(Builder::new("sleeper").user_thread().pinned(CpuIndex(1)), move || {
+                sem.acquire(s);
+                let woke_on = cpu_of(s);
+                s.yield_now();
+                (woke_on, cpu_of(s))
+            })
+            .unwrap()
+        };
+        while started.load(Ordering::Acquire) == 0 {
+            s.yield_now();
+        }
+        s.set_affinity(runner.id(), &[1 << 2]).unwrap();
+        set.store(1, Ordering::Release);
+        let mut back = [0u64; 1];
+        s.affinity(runner.id(), &mut back).unwrap();
+        // The sleeper is blocked (or about to be) on CPU 1; it must wake to run on CPU 0 only.
+        s.set_affinity(sleeper.id(), &[1 << 0]).unwrap();
+        sem.release(s);
+        let runner_id = runner.id();
+        let ticks = runner.join().unwrap();
+        let gone = s.affinity(runner_id, &mut [0u64; 1]);
+        (back[0], ticks, sleeper.join().unwrap(), gone)
+    });
+    let (back, ticks, (woke_on, then_on), gone) = result;
+    assert_eq!(back, 1 << 2, "the mask read back is not the one set");
+    assert!(ticks <= 1, "the runner passed {ticks} ticks on CPU 0 after its affinity was changed");
+    assert_eq!((woke_on, then_on), (CpuIndex(0), CpuIndex(0)), "the woken thread ran on a CPU it was not allowed");
+    assert_eq!(gone, Err(sched::AffinityError::NoThread));
+}

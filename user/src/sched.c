@@ -1,9 +1,54 @@
 /*
  * sched: sched_yield, sched_getaffinity (it returns the bytes it copied: musl's sysconf counts
- * CPUs with it), sched_setaffinity to each CPU of the mask with getcpu agreeing, and the errno
- * paths. Nothing printed depends on how many CPUs there are.
+ * CPUs with it), sched_setaffinity to each CPU of the mask with getcpu agreeing, the same on
+ * another thread of the process by its tid (it moves there and stays), and the errno paths.
+ * Nothing printed depends on how many CPUs there are.
  */
 #include "ut.h"
+
+#include <pthread.h>
+
+/* The spinner thread: its tid, the CPU it must reach, whether it has, and how often it was seen
+ * elsewhere after reaching it. */
+static int spinner_tid, spinner_want = -1, spinner_seen, spinner_strays, spinner_stop;
+
+static void *spinner(void *arg)
+{
+	__atomic_store_n(&spinner_tid, (int)ut_gettid(), __ATOMIC_SEQ_CST);
+	while (!__atomic_load_n(&spinner_stop, __ATOMIC_SEQ_CST)) {
+		unsigned cpu = ~0u;
+		if (rsys3(SYS_getcpu, &cpu, 0, 0) != 0)
+			ut_fail("getcpu failed");
+		int want = __atomic_load_n(&spinner_want, __ATOMIC_SEQ_CST);
+		if ((int)cpu == want)
+			__atomic_store_n(&spinner_seen, 1, __ATOMIC_SEQ_CST);
+		else if (__atomic_load_n(&spinner_seen, __ATOMIC_SEQ_CST))
+			__atomic_fetch_add(&spinner_strays, 1, __ATOMIC_SEQ_CST);
+	}
+	return arg;
+}
+
+/* Moves the spinner to `cpu` through its tid; waits (10 s at most) until it runs there. */
+static void move_spinner(int cpu)
+{
+	__atomic_store_n(&spinner_seen, 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&spinner_want, cpu, __ATOMIC_SEQ_CST);
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	int tid = __atomic_load_n(&spinner_tid, __ATOMIC_SEQ_CST);
+	CHECK(rsys3(SYS_sched_setaffinity, tid, sizeof(set), &set) == 0);
+	cpu_set_t back;
+	CPU_ZERO(&back);
+	CHECK(rsys3(SYS_sched_getaffinity, tid, sizeof(back), &back) > 0);
+	CHECK(CPU_EQUAL(&set, &back));
+	int64_t t0 = ut_now_ns(CLOCK_MONOTONIC);
+	while (!__atomic_load_n(&spinner_seen, __ATOMIC_SEQ_CST)) {
+		if (ut_now_ns(CLOCK_MONOTONIC) - t0 > 10 * 1000000000LL)
+			ut_fail("the spinner did not reach CPU %d in 10 s after its affinity was set", cpu);
+		sched_yield();
+	}
+}
 
 int main(void)
 {
@@ -54,6 +99,23 @@ int main(void)
 	CHECK_RAW(rsys3(SYS_sched_setaffinity, 0x3fffffff, sizeof(mask), mask), ESRCH);
 	CHECK(rsys3(SYS_sched_setaffinity, 0, bytes, mask) == 0);
 	say("sched_setaffinity: EINVAL for an empty mask or absent CPUs, EFAULT, ESRCH; mask restored\n");
+
+	/* Another thread's affinity, by its tid: it moves to each CPU in turn, and once there it is
+	 * never seen elsewhere. */
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, spinner, NULL) == 0);
+	while (!__atomic_load_n(&spinner_tid, __ATOMIC_SEQ_CST))
+		sched_yield();
+	for (int i = n - 1; i >= 0; i--) {
+		move_spinner(cpus[i]);
+		struct timespec stay = { 0, 20 * 1000000 };
+		nanosleep(&stay, NULL);
+	}
+	__atomic_store_n(&spinner_stop, 1, __ATOMIC_SEQ_CST);
+	CHECK(pthread_join(th, NULL) == 0);
+	if (spinner_strays)
+		ut_fail("the spinner ran %d times off the one CPU it was allowed", spinner_strays);
+	say("sched_setaffinity on another thread: it moved to each CPU in turn and stayed there\n");
 
 	unsigned cpu = ~0u, node = ~0u;
 	CHECK(rsys3(SYS_getcpu, &cpu, &node, 0) == 0);

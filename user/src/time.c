@@ -1,10 +1,13 @@
 /*
  * time: clock_gettime on MONOTONIC (never goes back), REALTIME (a plausible date), THREAD and
- * PROCESS CPU time (they grow under a busy loop); nanosleep and clock_nanosleep, relative and
+ * PROCESS CPU time (they grow under a busy loop, not during a sleep, and the process clock keeps
+ * the time of threads that ended); nanosleep and clock_nanosleep, relative and
  * TIMER_ABSTIME, never return early; EINVAL and EFAULT paths. The durations are printed as
  * information only.
  */
 #include "ut.h"
+
+#include <pthread.h>
 
 #define MS (1000 * 1000LL)
 
@@ -27,6 +30,18 @@ static int64_t raw_now(clockid_t clock)
 	CHECK(rsys2(SYS_clock_gettime, clock, &ts) == 0);
 	CHECK(ts.tv_nsec >= 0 && ts.tv_nsec < 1000000000);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Runs until its own CPU time has grown by 20 ms, then ends. */
+static void *busy_thread(void *arg)
+{
+	int64_t t0 = raw_now(CLOCK_THREAD_CPUTIME_ID);
+	volatile uint64_t sink = 0;
+	while (raw_now(CLOCK_THREAD_CPUTIME_ID) - t0 < 20 * MS)
+		for (int i = 0; i < 10000; i++)
+			sink += (uint64_t)i * i;
+	(void)sink;
+	return arg;
 }
 
 int main(void)
@@ -62,6 +77,33 @@ int main(void)
 	info("busy loop: thread CPU %lld us, process CPU %lld us, wall %lld us\n", (long long)(thread1 - thread0) / 1000,
 	     (long long)(proc1 - proc0) / 1000, (long long)(mono1 - mono0) / 1000);
 	say("CPU-time clocks: thread and process time grew under a busy loop, no faster than wall time\n");
+
+	thread0 = raw_now(CLOCK_THREAD_CPUTIME_ID);
+	mono0 = raw_now(CLOCK_MONOTONIC);
+	struct timespec nap = ts_of(100 * MS);
+	CHECK(nanosleep(&nap, NULL) == 0);
+	thread1 = raw_now(CLOCK_THREAD_CPUTIME_ID);
+	mono1 = raw_now(CLOCK_MONOTONIC);
+	CHECK(mono1 - mono0 >= 100 * MS);
+	if (thread1 - thread0 >= 50 * MS)
+		ut_fail("a 100 ms sleep was charged %lld us of thread CPU time", (long long)(thread1 - thread0) / 1000);
+	info("100 ms sleep: thread CPU %lld us\n", (long long)(thread1 - thread0) / 1000);
+	say("CPU-time clocks: a sleeping thread's time does not grow with the wall clock\n");
+
+	proc0 = raw_now(CLOCK_PROCESS_CPUTIME_ID);
+	pthread_t busy[2];
+	for (int i = 0; i < 2; i++)
+		CHECK(pthread_create(&busy[i], NULL, busy_thread, NULL) == 0);
+	for (int i = 0; i < 2; i++)
+		CHECK(pthread_join(busy[i], NULL) == 0);
+	proc1 = raw_now(CLOCK_PROCESS_CPUTIME_ID);
+	if (proc1 - proc0 < 40 * MS - 1 * MS)
+		ut_fail("two threads that each ran 20 ms and ended added only %lld us to the process clock",
+			(long long)(proc1 - proc0) / 1000);
+	info("two ended threads of 20 ms each: process CPU grew by %lld us\n", (long long)(proc1 - proc0) / 1000);
+	say("CPU-time clocks: the process clock keeps the time of its ended threads\n");
+	CHECK_RAW(rsys4(SYS_clock_nanosleep, CLOCK_THREAD_CPUTIME_ID, 0, &nap, 0), EOPNOTSUPP);
+	say("clock_nanosleep: EOPNOTSUPP on the thread CPU-time clock\n");
 
 	struct timespec ts = ts_of(10 * MS);
 	int64_t t0 = raw_now(CLOCK_MONOTONIC);

@@ -16,7 +16,7 @@ pub struct ProcessEntry {
     pub name: String,
     pub state: abi::procfs::TaskState,
     pub threads: u32,
-    /// CPU time (0: the scheduler does not account it per thread yet).
+    /// CPU time of the threads of its current image (the scheduler charges it to the address space).
     pub cpu_ns: u64,
     /// Bytes of user mappings.
     pub vsize: u64,
@@ -36,7 +36,7 @@ pub fn list() -> Vec<ProcessEntry> {
             name: p.name(),
             state: if p.kill_status.load(Ordering::Relaxed) != NOT_KILLED { abi::procfs::TaskState::Zombie } else { abi::procfs::TaskState::Running },
             threads: p.threads.load(Ordering::Relaxed),
-            cpu_ns: 0,
+            cpu_ns: p.space().cpu_ns(),
         })
         .collect();
     // The processes are dropped here, outside the interrupts-off lock.

@@ -17,6 +17,7 @@ mod io;
 mod mem;
 mod proc;
 mod signal;
+mod stats;
 mod time;
 
 use ::trace::{Category, Record};
@@ -180,6 +181,7 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_tkill => signal::tgkill(None, a0, a1),
         nr::__NR_tgkill => signal::tgkill(Some(a0), a1, a2),
         nr::__NR_set_robust_list | nr::__NR_rseq => Err(errno::ENOSYS),
+        abi::SYS_KERNEL_TLB_COUNTERS => stats::tlb_counters(a0),
         _ => unknown(number),
     };
     crate::process::exit_if_killed();

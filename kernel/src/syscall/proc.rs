@@ -314,19 +314,17 @@ pub fn sched_getaffinity(pid: u64, len: u64, mask: u64) -> SysResult {
     if me {
         task::sched().current_affinity(&mut words);
     } else {
-        // Another thread of the process: its mask is not reachable from here yet (every CPU).
-        for c in 0..nr {
-            words[c / 64] |= 1 << (c % 64);
-        }
+        // Another thread of the process, which may have ended since the check.
+        task::sched().affinity(sched::ThreadId(pid), &mut words).map_err(|_| errno::ESRCH)?;
     }
     let raw: alloc::vec::Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     usercopy::copy_to_user(mask, &raw).map_err(|_| errno::EFAULT)?;
     Ok(bytes as u64)
 }
 
-/// Applied to the calling thread: it moves to an allowed CPU before the call returns. For another
-/// thread of the process the mask is checked, not applied (the scheduler changes the affinity of
-/// the running thread only; named trade-off).
+/// Applied to the calling thread: it moves to an allowed CPU before the call returns. Another
+/// thread of the process takes the mask at its next switch: at once if it is running (a
+/// reschedule IPI interrupts it), when it next runs otherwise.
 pub fn sched_setaffinity(pid: u64, len: u64, mask: u64) -> SysResult {
     let me = own_thread(pid)?;
     let nr = task::sched().nr_cpus();
@@ -348,6 +346,11 @@ pub fn sched_setaffinity(pid: u64, len: u64, mask: u64) -> SysResult {
         task::sched()
             .set_current_affinity(&words)
             .map_err(|_| errno::EINVAL)?;
+    } else {
+        task::sched().set_affinity(sched::ThreadId(pid), &words).map_err(|e| match e {
+            sched::AffinityError::NoCpu => errno::EINVAL,
+            sched::AffinityError::NoThread => errno::ESRCH,
+        })?;
     }
     Ok(0)
 }

@@ -3,8 +3,11 @@
 //!
 //! Clocks: MONOTONIC (and _RAW, _COARSE, BOOTTIME) count from boot on the kernel's TSC clock.
 //! REALTIME is the CMOS clock's reading at its first use, advanced by the same TSC clock. The
-//! CPU-time clocks give the monotonic time as well: the scheduler keeps no
-//! per-thread run time yet, so they over-count a thread that waits (trade-off, named).
+//! CPU-time clocks count what the scheduler measured on the same clock at every switch and tick:
+//! THREAD_CPUTIME_ID the calling thread's run time, PROCESS_CPUTIME_ID its address space's account
+//! (every thread of the process, live or ended) plus the caller's slice not yet charged. The
+//! process's other threads running at that moment are behind by at most one tick each; time in
+//! the kernel counts, as on Linux (user + system).
 
 use abi::linux::{errno, general as g};
 use arch::usercopy;
@@ -44,9 +47,12 @@ fn clock_now(clock: u64) -> Result<u64, u32> {
         g::CLOCK_MONOTONIC
         | g::CLOCK_MONOTONIC_RAW
         | g::CLOCK_MONOTONIC_COARSE
-        | g::CLOCK_BOOTTIME
-        | g::CLOCK_PROCESS_CPUTIME_ID
-        | g::CLOCK_THREAD_CPUTIME_ID => Ok(crate::time::now_ns()),
+        | g::CLOCK_BOOTTIME => Ok(crate::time::now_ns()),
+        g::CLOCK_THREAD_CPUTIME_ID => Ok(crate::task::sched().current_cpu_time().0),
+        g::CLOCK_PROCESS_CPUTIME_ID => {
+            let (thread_ns, uncharged_ns) = crate::task::sched().current_cpu_time();
+            Ok(crate::process::current().map_or(thread_ns, |p| p.space().cpu_ns() + uncharged_ns))
+        }
         _ => Err(errno::EINVAL),
     }
 }
@@ -103,10 +109,16 @@ pub fn restart_syscall() -> SysResult {
 }
 
 pub fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> SysResult {
-    clock_now(clock)?;
+    // As on Linux: a thread cannot sleep on its own CPU-time clock.
+    if clock == u64::from(g::CLOCK_THREAD_CPUTIME_ID) {
+        return Err(errno::EOPNOTSUPP);
+    }
+    let clock_ns = clock_now(clock)?;
     let t = read_timespec(req)?;
     let realtime = matches!(u32::try_from(clock), Ok(g::CLOCK_REALTIME | g::CLOCK_REALTIME_COARSE));
-    let now = if realtime { crate::time::wall_clock_ns() } else { crate::time::now_ns() };
+    // The process clock advances at most as fast as the monotonic one times its running threads:
+    // sleeping the difference in monotonic time wakes no later than Linux would, maybe earlier.
+    let now = if realtime || clock == u64::from(g::CLOCK_PROCESS_CPUTIME_ID) { clock_ns } else { crate::time::now_ns() };
     let abs = flags & u64::from(g::TIMER_ABSTIME) != 0;
     let ns = if abs { t.saturating_sub(now) } else { t };
     sleep(ns, (rem != 0 && !abs).then_some(rem), abs)

@@ -169,6 +169,9 @@ pub struct AddressSpace {
     space: Arc<Space>,
     /// Serialises changes of the tables (a sleeping lock: a change may wait for other CPUs).
     edits: sched::Mutex<()>,
+    /// CPU time the threads running in this space have used (nanoseconds), charged by the
+    /// scheduler at each switch away, tick and thread end: a process's CPU-time clock.
+    cpu_ns: AtomicU64,
 }
 
 impl fmt::Debug for AddressSpace {
@@ -365,7 +368,14 @@ impl AddressSpace {
         Ok(Arc::new(AddressSpace {
             space: Arc::new(Space { asid, pml4, tracker: TlbTracker::new(asid), dead: AtomicBool::new(false) }),
             edits: sched::Mutex::new(()),
+            cpu_ns: AtomicU64::new(0),
         }))
+    }
+
+    /// CPU time its threads have used so far (nanoseconds), without the running slices not yet
+    /// charged (see `sched::Scheduler::current_cpu_time`).
+    pub fn cpu_ns(&self) -> u64 {
+        self.cpu_ns.load(Ordering::Relaxed)
     }
 
     /// A handle to this space for a thread to run in (`Builder::in_mm`): the thread owns it and
@@ -374,7 +384,7 @@ impl AddressSpace {
     /// allocated while any CPU has it loaded (each such CPU holds an `Arc` of it), so no other
     /// space gets the same word while the scheduler may still remember it for a CPU.
     pub fn mm(self: &Arc<Self>) -> sched::Mm {
-        static OPS: sched::MmOps = sched::MmOps { clone: clone_handle, release: release_handle };
+        static OPS: sched::MmOps = sched::MmOps { clone: clone_handle, release: release_handle, charge: charge_handle };
         let word = NonZeroUsize::new(Arc::as_ptr(&self.space) as usize).expect("an Arc is never null");
         let owner = NonNull::new(Arc::into_raw(self.clone()).cast_mut()).expect("an Arc is never null").cast();
         // SAFETY: 1. one strong reference to the `AddressSpace` is handed over, counted by OPS
@@ -803,6 +813,15 @@ impl Drop for AddressSpace {
             Err(e) => log::error!("aspace: destroying {}: {e}; its memory waits for them", space.asid),
         }
     }
+}
+
+/// Add `ns` of CPU time to the space behind a handle given out by [`AddressSpace::mm`].
+///
+/// # Safety
+/// `owner` came from `Arc::into_raw` of an `Arc<AddressSpace>` with a reference still alive.
+unsafe fn charge_handle(owner: NonNull<()>, ns: u64) {
+    // SAFETY: per the caller, the space is alive while we hold the reference.
+    unsafe { owner.cast::<AddressSpace>().as_ref() }.cpu_ns.fetch_add(ns, Ordering::Relaxed);
 }
 
 /// Take one more strong reference of an `Arc<AddressSpace>` given out by [`AddressSpace::mm`].

@@ -407,7 +407,6 @@ pub fn counters(cpu: CpuId) -> TlbCounters {
 }
 
 /// The sum of the counters of the CPUs in `cpus`.
-#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "only the in-kernel tests use it so far"))]
 pub fn sum(cpus: &CpuSet) -> TlbCounters {
     cpus.iter().fold(TlbCounters::default(), |acc, c| acc.plus(&counters(c)))
 }

@@ -8,6 +8,11 @@
 //!
 //! How init ended is read from the kernel's log with two patterns, each capturing one number:
 //! `init: PATH exited with status N` and `init: PATH was killed by signal N` by default.
+//!
+//! With `one_boot`, one boot per CPU count runs every program of the archive's [`RUN_LIST`] in
+//! turn (`init-list=`), each a new process once the one before has ended. The kernel writes
+//! `init-list: running PATH` before each, and each program is judged on its part of the log,
+//! from its line to the next: the same verdicts at a fraction of the boots.
 
 use std::{
     fs,
@@ -39,6 +44,50 @@ pub struct Setup {
     pub expected_dir: PathBuf,
     pub exited: Regex,
     pub killed: Regex,
+    /// One boot per CPU count for all the programs (`init-list=`).
+    pub one_boot: bool,
+}
+
+/// The initramfs file listing every program with its arguments, for the kernel's `init-list=`.
+pub const RUN_LIST: &str = "/etc/run-list";
+
+/// The text of [`RUN_LIST`]: `/bin/NAME ARGS...`, one program a line, in manifest order.
+pub fn run_list(programs: &[Program]) -> String {
+    let mut text = String::from("# user/programs.toml, for init-list= (user-oracle kernel --one-boot)\n");
+    for p in programs {
+        text.push_str(&format!("/bin/{}", p.name));
+        for a in &p.args {
+            text.push(' ');
+            text.push_str(a);
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// The part of a one-boot log that belongs to `/bin/NAME`: from the kernel's `init-list: running
+/// /bin/NAME` line to the next such line (or the end).
+pub fn part_of(log: &str, name: &str) -> Option<String> {
+    let marker = "init-list: running ";
+    let mine = format!("{marker}/bin/{name}");
+    let mut out: Option<String> = None;
+    for line in log.lines() {
+        let trimmed = line.trim_end_matches('\r');
+        if trimmed.ends_with(&mine) {
+            out = Some(String::new());
+            continue;
+        } else if trimmed.contains(marker) {
+            if out.is_some() {
+                break;
+            }
+            continue;
+        }
+        if let Some(o) = out.as_mut() {
+            o.push_str(line);
+            o.push('\n');
+        }
+    }
+    out
 }
 
 pub const EXITED: &str = r"init: \S+ exited with status ([0-9]+)";
@@ -69,6 +118,12 @@ pub fn run(setup: &Setup, programs: &[&Program]) -> Result<bool, String> {
     let kernel_log = Regex::new(output::KERNEL_LOG).expect("a valid pattern");
     let (mut passed, mut failed) = (0, 0);
     for &smp in &setup.smp {
+        if setup.one_boot {
+            let (p, f) = run_one_boot(setup, programs, smp, &kernel_log)?;
+            passed += p;
+            failed += f;
+            continue;
+        }
         for program in programs {
             let label = format!("smp{smp}/{}", program.name);
             let expected_path = setup.expected_dir.join(format!("{}.txt", program.name));
@@ -152,6 +207,64 @@ pub fn run(setup: &Setup, programs: &[&Program]) -> Result<bool, String> {
     Ok(failed == 0)
 }
 
+/// The QEMU arguments of one boot at `smp` CPUs with kernel command line `cmdline`.
+fn qemu_args(setup: &Setup, smp: u32, cmdline: String) -> Vec<String> {
+    let mut args: Vec<String> = ["-machine", "q35", "-accel", &setup.accel, "-smp", &smp.to_string(), "-m", &setup.mem]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if let Some(cpu) = &setup.cpu {
+        args.extend(["-cpu".to_string(), cpu.clone()]);
+    }
+    args.extend(
+        ["-serial", "stdio", "-display", "none", "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    args.extend([
+        "-kernel".into(),
+        setup.kernel.display().to_string(),
+        "-initrd".into(),
+        setup.initramfs.display().to_string(),
+        "-append".into(),
+        cmdline,
+    ]);
+    args
+}
+
+/// One boot at `smp` CPUs running every program of the run list; judges `programs` on their
+/// parts of the log. Returns (passed, failed).
+fn run_one_boot(setup: &Setup, programs: &[&Program], smp: u32, kernel_log: &Regex) -> Result<(u32, u32), String> {
+    let cmdline = format!("init-list={RUN_LIST} {}", setup.append);
+    let boot = host::run(Path::new(&setup.qemu), &qemu_args(setup, smp, cmdline), None, Duration::from_secs(setup.timeout_s))?;
+    let log_path = setup.log_dir.join(format!("smp{smp}-all.log"));
+    fs::write(&log_path, &boot.stdout).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    println!("kernel smp{smp}: one boot for {} programs, {:.1} s (serial log: {})", programs.len(), boot.elapsed.as_secs_f64(), log_path.display());
+    let (mut passed, mut failed) = (0, 0);
+    for program in programs {
+        let expected_path = setup.expected_dir.join(format!("{}.txt", program.name));
+        let expected = fs::read_to_string(&expected_path)
+            .map_err(|e| format!("{}: {e} (run `make user-oracle` first)", expected_path.display()))?;
+        let expected = output::compared_lines(&expected);
+        let verdict = match part_of(&boot.stdout, &program.name) {
+            None if boot.ended.is_none() => Err(format!("never started: the boot was killed after {} s", setup.timeout_s)),
+            None => Err(format!("never started (no \"init-list: running /bin/{}\" line)", program.name)),
+            Some(part) => judge_log(setup, program, &part, true, &expected, kernel_log),
+        };
+        match verdict {
+            Ok(()) => {
+                println!("kernel smp{smp}/{} ... ok, {}", program.name, program.expect);
+                passed += 1;
+            }
+            Err(why) => {
+                println!("kernel smp{smp}/{} ... FAILED: {why}", program.name);
+                failed += 1;
+            }
+        }
+    }
+    Ok((passed, failed))
+}
+
 fn judge(
     setup: &Setup,
     program: &Program,
@@ -165,10 +278,25 @@ fn judge(
             setup.timeout_s
         ));
     }
-    let ended = ended(&boot.stdout, &setup.exited, &setup.killed)
-        .ok_or("the kernel never said how init ended")?;
+    judge_log(setup, program, &boot.stdout, false, expected, kernel_log)
+}
+
+/// Judge `program` on `log`, the serial output of its boot or its part of a one-boot log.
+fn judge_log(
+    setup: &Setup,
+    program: &Program,
+    log: &str,
+    part: bool,
+    expected: &[String],
+    kernel_log: &Regex,
+) -> Result<(), String> {
+    let ended = ended(log, &setup.exited, &setup.killed).ok_or(if part {
+        "the kernel never said how it ended (the boot ended or was killed while it ran)"
+    } else {
+        "the kernel never said how init ended"
+    })?;
     let got = output::from_serial(
-        &boot.stdout,
+        log,
         &program.name,
         std::slice::from_ref(kernel_log),
     );
@@ -192,6 +320,21 @@ fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_one_boot_log_is_cut_at_the_run_list_markers() {
+        let log = "[cpu0] init-list: running /bin/a\nstart a\nok a\n[cpu0] init: /bin/a exited with status 0\n\
+                   [cpu0] init-list: running /bin/ab\nstart ab\n[cpu1] init: /bin/ab was killed by signal 11\n";
+        assert_eq!(
+            part_of(log, "a").unwrap(),
+            "start a\nok a\n[cpu0] init: /bin/a exited with status 0\n"
+        );
+        assert_eq!(
+            part_of(log, "ab").unwrap(),
+            "start ab\n[cpu1] init: /bin/ab was killed by signal 11\n"
+        );
+        assert!(part_of(log, "b").is_none());
+    }
 
     #[test]
     fn the_last_report_of_how_init_ended_counts() {

@@ -6,9 +6,11 @@
 //!                        the same compared lines both times; those go to target/user/expected/NAME.txt
 //! user-oracle compare    cut programs' output from a kernel's serial log and compare it with
 //!                        what Linux printed
-//! user-oracle initramfs  write target/initramfs.cpio: /init, /bin/<every program>, extra files
+//! user-oracle initramfs  write target/initramfs.cpio: /init, /bin/<every program>, /etc/run-list
+//!                        (every program with its arguments, for the kernel's init-list=), extra files
 //! user-oracle kernel     boot our kernel in QEMU once per program and CPU count, with the program
-//!                        as init; judge how it ended and compare its lines with Linux's
+//!                        as init (or, --one-boot, once per CPU count running them all in turn);
+//!                        judge how each ended and compare its lines with Linux's
 //! user-oracle list       the manifest, one program a line: NAME, expected end, arguments
 //! user-oracle shell      the scripted shell session (user/shell/session.toml): typed into busybox
 //!                        sh on our kernel's serial console and on the host Linux through a pty
@@ -76,6 +78,8 @@ QEMU OPTIONS (kernel, shell):
   --log-dir DIR        serial logs (default target/user/logs)
   --exited REGEX       the kernel's line saying init exited, status captured (default: see kernel.rs)
   --killed REGEX       the kernel's line saying init was killed, signal captured
+  --one-boot           one boot per CPU count, running every program of the archive's
+                       /etc/run-list in turn (init-list=); each judged on its part of the log
   --qemu PROGRAM       default qemu-system-x86_64
 PATHS:
   --manifest FILE      default user/programs.toml
@@ -138,6 +142,7 @@ struct KernelOptions {
     log_dir: PathBuf,
     exited: String,
     killed: String,
+    one_boot: bool,
 }
 
 fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
@@ -184,6 +189,7 @@ fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
         log_dir: "target/user/logs".into(),
         exited: kernel::EXITED.into(),
         killed: kernel::KILLED.into(),
+        one_boot: false,
     };
     let qemu_sub = sub == "kernel" || sub == "shell";
     while let Some(arg) = parser.next()? {
@@ -211,6 +217,7 @@ fn parse_args() -> Result<(Command, Paths), lexopt::Error> {
             Long("log-dir") if qemu_sub => k.log_dir = parser.value()?.into(),
             Long("exited") if sub == "kernel" => k.exited = parser.value()?.string()?,
             Long("killed") if sub == "kernel" => k.killed = parser.value()?.string()?,
+            Long("one-boot") if sub == "kernel" => k.one_boot = true,
             Long("cpus") if sub == "run" => cpus.push(parser.value()?.string()?),
             Long("log") if sub == "compare" => log = Some(PathBuf::from(parser.value()?)),
             Long("ignore") if sub == "compare" => ignore.push(parser.value()?.string()?),
@@ -554,6 +561,11 @@ fn build_initramfs(
             shadowed.join(" ")
         );
     }
+    items.push(initramfs::Item::File {
+        path: kernel::RUN_LIST.trim_start_matches('/').into(),
+        data: kernel::run_list(programs).into_bytes(),
+        mode: 0o644,
+    });
     if let Some(dir) = out.parent() {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -615,6 +627,7 @@ fn run_kernel(
         expected_dir: paths.expected_dir.clone(),
         exited: pattern(&k.exited)?,
         killed: pattern(&k.killed)?,
+        one_boot: k.one_boot,
     };
     kernel::run(&setup, &selected)
 }
