@@ -410,6 +410,7 @@ test: deps
 	$(MAKE) --no-print-directory ktest
 	$(MAKE) --no-print-directory boot-max
 	$(MAKE) --no-print-directory user-kernel USER_KERNEL_SMP=2 USER_KERNEL_ARGS=--one-boot
+	$(MAKE) --no-print-directory shell-test SHELL_TEST_SMP=1,2,4,8
 	$(MAKE) --no-print-directory soak SECONDS=30
 
 ktest-kvm: host-deps test-kernel
