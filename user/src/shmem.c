@@ -12,10 +12,13 @@
  *   again     a child forks a grandchild, which writes the shared page: the first parent sees it.
  *   one side  mprotect(PROT_READ) and munmap in a child leave the parent's mapping writable and
  *             its bytes in place.
+ *   futex     the parent sleeps in FUTEX_WAIT (not private) on a word of a shared page; the child's
+ *             FUTEX_WAKE on the same word wakes it: both name one futex across processes.
  *   file      MAP_SHARED without MAP_ANONYMOUS on a bad descriptor: EBADF.
  *
  * The last line is the verdict: "ok shmem" or "FAILED shmem: why". CPU counts are "# " lines.
  */
+#include <linux/futex.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -170,6 +173,39 @@ static void one_side(void)
 	munmap(sh, 2 * PAGE);
 }
 
+static long futex_call(void *word, int op, int val, const struct timespec *timeout)
+{
+	return syscall(SYS_futex, word, op, val, timeout, NULL, 0);
+}
+
+static void futex_across(void)
+{
+	_Atomic int *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED)
+		ut_fail("mmap: %s", strerror(errno));
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid < 0)
+		ut_fail("fork: %s", strerror(errno));
+	if (pid == 0) {
+		/* Wake until one waiter was there (the parent may not sleep yet); about 60 s at most. */
+		for (long i = 0; i < 600000L; i++) {
+			if (futex_call(&sh[0], FUTEX_WAKE, 1, NULL) == 1)
+				_exit(0);
+			usleep(100);
+		}
+		_exit(30);
+	}
+	/* The word stays 0: only a wake ends this wait, or the time-out (which fails). */
+	struct timespec limit = { .tv_sec = 90, .tv_nsec = 0 };
+	long r = futex_call(&sh[0], FUTEX_WAIT, 0, &limit);
+	if (r != 0)
+		ut_fail("futex: the wait returned %ld (%s), not woken by the child", r, strerror(errno));
+	reap(pid, "futex");
+	say("futex: a wake in the child reaches a waiter in the parent through a shared word\n");
+	munmap((void *)sh, PAGE);
+}
+
 int main(int argc, char **argv)
 {
 	ut_start("shmem");
@@ -180,6 +216,7 @@ int main(int argc, char **argv)
 	counters(cpus, ncpu, n);
 	handshake_private_again();
 	one_side();
+	futex_across();
 	CHECK_ERR(mmap(NULL, PAGE, PROT_READ, MAP_SHARED, -1, 0), EBADF);
 	say("file: MAP_SHARED of a bad descriptor is EBADF\n");
 	ut_ok();
