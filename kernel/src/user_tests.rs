@@ -324,7 +324,7 @@ fn churn() -> Result<(), String> {
 
 /// MAP_SHARED anonymous memory: parent, children and a grandchild see each other's writes (atomic
 /// counters conserve across CPUs), MAP_PRIVATE stays private, mprotect and munmap act on one side,
-/// a futex wake in one process reaches a waiter in another;
+/// mremap moves the shared frames instead of copying them, a futex wake in one process reaches a waiter in another;
 /// a second run gives back every frame (the shared frames are freed by their last process).
 fn shmem() -> Result<(), String> {
     let rounds = "2000";
@@ -335,6 +335,7 @@ fn shmem() -> Result<(), String> {
         "private: MAP_PRIVATE writes stay on their side",
         "again: a grandchild's write reaches the first parent",
         "one side: a child's mprotect and munmap leave the parent's mapping as it was",
+        "moved: writes through a shared mapping moved by mremap reach the other process",
         "futex: a wake in the child reaches a waiter in the parent through a shared word",
         "file: MAP_SHARED of a bad descriptor is EBADF",
         "ok shmem",

@@ -12,6 +12,9 @@
  *   again     a child forks a grandchild, which writes the shared page: the first parent sees it.
  *   one side  mprotect(PROT_READ) and munmap in a child leave the parent's mapping writable and
  *             its bytes in place.
+ *   moved     a child moves its shared mapping with mremap (grown with MREMAP_MAYMOVE past an
+ *             occupied page, then MREMAP_FIXED) and writes through the new address: the parent
+ *             sees the writes (the frame moves, it is not copied).
  *   futex     the parent sleeps in FUTEX_WAIT (not private) on a word of a shared page; the child's
  *             FUTEX_WAKE on the same word wakes it: both name one futex across processes.
  *   file      MAP_SHARED without MAP_ANONYMOUS on a bad descriptor: EBADF.
@@ -173,6 +176,42 @@ static void one_side(void)
 	munmap(sh, 2 * PAGE);
 }
 
+static void moved(void)
+{
+	long *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED)
+		ut_fail("mmap: %s", strerror(errno));
+	sh[0] = 1;
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid < 0)
+		ut_fail("fork: %s", strerror(errno));
+	if (pid == 0) {
+		/* Occupy the next page (or find it occupied) so that growing must move. */
+		void *next = (char *)sh + PAGE;
+		void *blocker = mmap(next, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (blocker == MAP_FAILED && errno != EEXIST)
+			_exit(40);
+		long *p = mremap(sh, PAGE, 2 * PAGE, MREMAP_MAYMOVE);
+		if (p == MAP_FAILED || p == sh || p[0] != 1)
+			_exit(41);
+		p[0] = 2;
+		void *target = mmap(NULL, 2 * PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (target == MAP_FAILED)
+			_exit(42);
+		long *q = mremap(p, 2 * PAGE, 2 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+		if (q != target || q[0] != 2)
+			_exit(43);
+		q[0] = 3;
+		_exit(0);
+	}
+	reap(pid, "moved");
+	if (sh[0] != 3)
+		ut_fail("moved: the parent holds %ld (wanted 3): a moved shared page was copied", sh[0]);
+	say("moved: writes through a shared mapping moved by mremap reach the other process\n");
+	munmap(sh, PAGE);
+}
+
 static long futex_call(void *word, int op, int val, const struct timespec *timeout)
 {
 	return syscall(SYS_futex, word, op, val, timeout, NULL, 0);
@@ -216,6 +255,7 @@ int main(int argc, char **argv)
 	counters(cpus, ncpu, n);
 	handshake_private_again();
 	one_side();
+	moved();
 	futex_across();
 	CHECK_ERR(mmap(NULL, PAGE, PROT_READ, MAP_SHARED, -1, 0), EBADF);
 	say("file: MAP_SHARED of a bad descriptor is EBADF\n");
