@@ -21,12 +21,15 @@
  *
  * The last line is the verdict: "ok shmem" or "FAILED shmem: why". CPU counts are "# " lines.
  */
-#include <linux/futex.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 
 #include "ut.h"
+
+/* Linux's futex operations (linux/futex.h, which the in-kernel tests' build does not have). */
+#define FUTEX_WAIT 0
+#define FUTEX_WAKE 1
 
 #define MAX_CHILDREN 64
 #define PAGE 4096
