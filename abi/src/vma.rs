@@ -25,6 +25,10 @@ use crate::{PAGE_SIZE, USER_TOP};
 pub enum VmaKind {
     /// Anonymous memory from `mmap`: demand-zero.
     Anon,
+    /// Anonymous memory from `mmap` with `MAP_SHARED`: demand-zero, and a fork maps the same frames
+    /// in the child instead of copying them on write, so parent and child see each other's writes.
+    /// Never merges with a private neighbour (the kind differs).
+    Shared,
     /// A segment of the executable: filled at load, then ordinary private memory.
     Image,
     /// The `brk` heap: demand-zero.
@@ -380,6 +384,52 @@ mod tests {
         assert_eq!(s.len(), 2);
     }
 
+    fn kinds(s: &VmaSet) -> Vec<(u64, u64, VmaKind)> {
+        s.iter().map(|v| (v.start, v.end, v.kind)).collect()
+    }
+
+    #[test]
+    fn shared_and_private_never_merge() {
+        let mut s = VmaSet::new(0x10000);
+        s.map_fixed(0x10000, P, RW, VmaKind::Anon).unwrap();
+        s.map_fixed(0x11000, P, RW, VmaKind::Shared).unwrap();
+        s.map_fixed(0x12000, P, RW, VmaKind::Anon).unwrap();
+        assert_eq!(kinds(&s), vec![(0x10000, 0x11000, VmaKind::Anon), (0x11000, 0x12000, VmaKind::Shared), (0x12000, 0x13000, VmaKind::Anon)]);
+        // Two shared neighbours with equal rights do merge.
+        s.map_fixed(0x13000, P, RW, VmaKind::Shared).unwrap();
+        s.map_fixed(0x14000, P, RW, VmaKind::Shared).unwrap();
+        assert_eq!(s.find(0x13000).map(|v| (v.start, v.end, v.kind)), Some((0x13000, 0x15000, VmaKind::Shared)));
+        // mprotect of the private pages around the shared one to its rights merges nothing across.
+        s.protect(0x10000, 3 * P, R).unwrap();
+        assert_eq!(s.len(), 4);
+        assert!(s.iter().all(|v| v.start != 0x10000 || v.end == 0x11000));
+    }
+
+    #[test]
+    fn shared_survives_split_protect_and_remap() {
+        let mut s = VmaSet::new(0x10000);
+        let hi = 0x100000;
+        s.map_fixed(0x20000, 6 * P, RW, VmaKind::Shared).unwrap();
+        // munmap in the middle splits; both pieces stay shared.
+        s.unmap(0x22000, P).unwrap();
+        assert_eq!(kinds(&s), vec![(0x20000, 0x22000, VmaKind::Shared), (0x23000, 0x26000, VmaKind::Shared)]);
+        // mprotect of a part splits again and keeps the kind; giving the rights back merges.
+        s.protect(0x24000, P, R).unwrap();
+        assert!(s.iter().all(|v| v.kind == VmaKind::Shared));
+        assert_eq!(s.len(), 4);
+        s.protect(0x24000, P, RW).unwrap();
+        assert_eq!(kinds(&s), vec![(0x20000, 0x22000, VmaKind::Shared), (0x23000, 0x26000, VmaKind::Shared)]);
+        // mremap grows in place, shrinks and moves, shared throughout.
+        assert_eq!(s.remap(0x20000, 2 * P, 3 * P, false, hi).unwrap(), Remap::Grown { addr: 0x20000 });
+        assert_eq!(s.find(0x22000).map(|v| v.kind), Some(VmaKind::Shared));
+        assert_eq!(s.len(), 1, "the grown part fills the hole and merges");
+        s.remap(0x20000, 6 * P, 4 * P, false, hi).unwrap();
+        s.map_fixed(0x24000, P, RW, VmaKind::Anon).unwrap();
+        let m = s.remap(0x20000, 4 * P, 5 * P, true, hi).unwrap();
+        assert_eq!(m, Remap::Moved { from: 0x20000..0x24000, to: hi - 5 * P..hi - P, new_len: 5 * P });
+        assert_eq!(kinds(&s), vec![(0x24000, 0x25000, VmaKind::Anon), (hi - 5 * P, hi, VmaKind::Shared)]);
+    }
+
     #[test]
     fn munmap_splits_and_tolerates_holes() {
         let mut s = VmaSet::new(0x10000);
@@ -478,7 +528,7 @@ mod tests {
 
     #[derive(Clone, Debug)]
     enum Op {
-        Fixed(usize, usize, Prot, bool),
+        Fixed(usize, usize, Prot, u8),
         Anywhere(usize, Prot),
         Unmap(usize, usize),
         Protect(usize, usize, Prot),
@@ -490,7 +540,7 @@ mod tests {
         let n = 1usize..8;
         let prot = prop_oneof![Just(R), Just(RW), Just(PROT_READ | PROT_EXEC), Just(0)];
         prop_oneof![
-            (at.clone(), n.clone(), prot.clone(), any::<bool>()).prop_map(|(a, n, p, h)| Op::Fixed(a, n, p, h)),
+            (at.clone(), n.clone(), prot.clone(), 0u8..3).prop_map(|(a, n, p, k)| Op::Fixed(a, n, p, k)),
             (n.clone(), prot.clone()).prop_map(|(n, p)| Op::Anywhere(n, p)),
             (at.clone(), n.clone()).prop_map(|(a, n)| Op::Unmap(a, n)),
             (at.clone(), n.clone(), prot).prop_map(|(a, n, p)| Op::Protect(a, n, p)),
@@ -513,8 +563,8 @@ mod tests {
             };
             for op in ops {
                 match op {
-                    Op::Fixed(a, n, p, heap) => {
-                        let kind = if heap { VmaKind::Heap } else { VmaKind::Anon };
+                    Op::Fixed(a, n, p, k) => {
+                        let kind = [VmaKind::Anon, VmaKind::Heap, VmaKind::Shared][usize::from(k)];
                         let r = s.map_fixed(addr(a), n as u64 * P, p, kind);
                         if a + n > PAGES {
                             // Beyond the model's window: only check it stays inside USER_TOP rules.

@@ -20,6 +20,7 @@ pub static TESTS: &[Test] = &[
     Test { name: "user_wait_statuses_groups_and_orphans", min_cpus: 1, expect_fault: false, run: wait_program },
     Test { name: "user_fork_cow_under_writers", min_cpus: 1, expect_fault: false, run: forkcow },
     Test { name: "user_fork_churn_returns_every_frame", min_cpus: 1, expect_fault: false, run: churn },
+    Test { name: "user_map_shared_crosses_fork_and_returns_every_frame", min_cpus: 1, expect_fault: false, run: shmem },
     Test { name: "user_execve_ends_the_other_threads_first", min_cpus: 1, expect_fault: false, run: execmt },
     Test { name: "user_stopped_sleep_resumes_without_eintr", min_cpus: 1, expect_fault: false, run: stopped_sleep },
     Test { name: "user_execve_follows_shebang_lines", min_cpus: 1, expect_fault: false, run: shebang },
@@ -319,6 +320,36 @@ fn churn() -> Result<(), String> {
     let (frames_before, heap_before) = levels();
     expect_lines("/bin/churn", &[rounds], &lines)?;
     back_to(frames_before, heap_before, "300 forks, exits and waits")
+}
+
+/// MAP_SHARED anonymous memory: parent, children and a grandchild see each other's writes (atomic
+/// counters conserve across CPUs), MAP_PRIVATE stays private, mprotect and munmap act on one side,
+/// mremap moves the shared frames instead of copying them, a futex wake in one process reaches a waiter in another;
+/// a second run gives back every frame (the shared frames are freed by their last process).
+fn shmem() -> Result<(), String> {
+    let rounds = "2000";
+    let lines = [
+        "start shmem",
+        "counters: the parent and every child added to one shared counter; totals conserved",
+        "handshake: writes cross the fork both ways through MAP_SHARED",
+        "private: MAP_PRIVATE writes stay on their side",
+        "again: a grandchild's write reaches the first parent",
+        "one side: a child's mprotect and munmap leave the parent's mapping as it was",
+        "moved: writes through a shared mapping moved by mremap reach the other process",
+        "futex: a wake in the child reaches a waiter in the parent through a shared word",
+        "file: MAP_SHARED of a bad descriptor is EBADF",
+        "ok shmem",
+    ];
+    expect_lines("/bin/shmem", &[rounds], &lines)?;
+    let shared_before = crate::vm::space::shared_frames();
+    let (frames_before, heap_before) = levels();
+    expect_lines("/bin/shmem", &[rounds], &lines)?;
+    back_to(frames_before, heap_before, "forks sharing MAP_SHARED pages")?;
+    let shared_after = crate::vm::space::shared_frames();
+    if shared_after != shared_before {
+        return Err(format!("{shared_before} frames shared before the second run, {shared_after} after"));
+    }
+    Ok(())
 }
 
 /// execve's error paths leave the caller running; vfork's parent goes on after the child's exec;

@@ -71,15 +71,15 @@ fn read_word(addr: u64) -> Result<u32, WaitError> {
     Ok(u32::from_ne_bytes(raw))
 }
 
-/// Sleep on `key` while the word at `key.addr` holds `expected`, until woken through a wake whose
-/// bitset meets `bitset`, or until `deadline_ns` (monotonic) passes.
-pub fn wait(tid: u64, key: FutexKey, expected: u32, bitset: u32, deadline_ns: Option<u64>) -> Result<(), WaitError> {
+/// Sleep on `key` while the word at user address `word` (which `key` names) holds `expected`, until
+/// woken through a wake whose bitset meets `bitset`, or until `deadline_ns` (monotonic) passes.
+pub fn wait(tid: u64, key: FutexKey, word: u64, expected: u32, bitset: u32, deadline_ns: Option<u64>) -> Result<(), WaitError> {
     // Fault the word in first: the read under the bucket lock should not need the page-fault path.
-    read_word(key.addr)?;
+    read_word(word)?;
     let me = slot(tid);
     {
         let mut bucket = BUCKETS[bucket_of(key, NR_BUCKETS)].lock();
-        if read_word(key.addr)? != expected {
+        if read_word(word)? != expected {
             return Err(WaitError::Changed);
         }
         me.woken.store(false, Ordering::Relaxed);
@@ -142,12 +142,12 @@ pub fn wake(key: FutexKey, n: u32, bitset: u32) -> u32 {
 }
 
 /// `FUTEX_REQUEUE`/`FUTEX_CMP_REQUEUE`: wake `nr_wake` waiters of `from`, move up to `nr_requeue`
-/// more to `to`; with `expected`, only if the word at `from` holds it (checked under the locks).
-/// Returns woken plus moved.
-pub fn requeue_waiters(from: FutexKey, to: FutexKey, nr_wake: u32, nr_requeue: u32, expected: Option<u32>) -> Result<u64, WaitError> {
+/// more to `to`; with `expected`, only if the word at user address `word` (which `from` names)
+/// holds it (checked under the locks). Returns woken plus moved.
+pub fn requeue_waiters(from: FutexKey, word: u64, to: FutexKey, nr_wake: u32, nr_requeue: u32, expected: Option<u32>) -> Result<u64, WaitError> {
     let (a, b) = (bucket_of(from, NR_BUCKETS), bucket_of(to, NR_BUCKETS));
     if expected.is_some() {
-        read_word(from.addr)?;
+        read_word(word)?;
     }
     let result = {
         // Lock order: lower bucket index first.
@@ -155,7 +155,7 @@ pub fn requeue_waiters(from: FutexKey, to: FutexKey, nr_wake: u32, nr_requeue: u
         let mut g1 = BUCKETS[first].lock();
         let mut g2 = (first != second).then(|| BUCKETS[second].lock());
         if let Some(e) = expected
-            && read_word(from.addr)? != e
+            && read_word(word)? != e
         {
             return Err(WaitError::Changed);
         }

@@ -491,7 +491,15 @@ pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
     // The mappings and the pages are copied under the mapping lock, so they agree.
     let (space, mem) = {
         let mem = p.mem.lock(s);
-        let space = p.space().fork_cow().map_err(|_| errno::ENOMEM)?;
+        // MAP_SHARED anonymous ranges keep one set of frames for both (PROT_NONE ones have no
+        // present page to share: x86 cannot keep one present and inaccessible).
+        let shared: Vec<_> = mem
+            .vmas
+            .iter()
+            .filter(|v| v.kind == abi::vma::VmaKind::Shared && v.prot != 0)
+            .map(|v| (v.start..v.end, exec::user_prot(v.prot)))
+            .collect();
+        let space = p.space().fork_cow(&shared).map_err(|_| errno::ENOMEM)?;
         (space, MemState { vmas: mem.vmas.clone(), brk_start: mem.brk_start, brk: mem.brk })
     };
     let pid = tree::new_pid(p.pid())?;

@@ -1,5 +1,6 @@
 //! futex(2): WAIT, WAKE, REQUEUE, CMP_REQUEUE, WAIT_BITSET, WAKE_BITSET, with PRIVATE and
-//! CLOCK_REALTIME, and timeouts. The queues and the sleeping are `ipc::futex`'s.
+//! CLOCK_REALTIME, and timeouts. The queues and the sleeping are `ipc::futex`'s. Words in
+//! `MAP_SHARED` memory are shared between processes unless the call says `FUTEX_PRIVATE_FLAG`.
 
 use abi::{
     futex::{FutexKey, MATCH_ANY},
@@ -9,11 +10,30 @@ use abi::{
 use super::{SysResult, time};
 use crate::{ipc::futex, process};
 
-fn key_of(addr: u64) -> Result<FutexKey, u32> {
+/// The `space` of a key that names a word by its frame: no pid is this large.
+const BY_FRAME: u64 = u64::MAX;
+
+/// The key of the futex word at `addr`. A word in `MAP_SHARED` memory, without
+/// `FUTEX_PRIVATE_FLAG`, is named by its frame and offset (as Linux names a shared futex by its
+/// page), so processes that share the frame meet on one queue; every other word by (process,
+/// address). The word is read first, which fills a page never touched (its frame is the one a
+/// later fork shares); `EFAULT` if it cannot be read.
+fn key_of(addr: u64, op: u32) -> Result<FutexKey, u32> {
     if !addr.is_multiple_of(4) {
         return Err(errno::EINVAL);
     }
     let p = process::current().ok_or(errno::ESRCH)?;
+    if op & g::FUTEX_PRIVATE_FLAG == 0 {
+        let shared = p.mem.lock(crate::task::sched()).vmas.find(addr).is_some_and(|v| v.kind == abi::vma::VmaKind::Shared);
+        if shared {
+            let mut word = [0u8; 4];
+            arch::usercopy::copy_from_user(&mut word, addr).map_err(|_| errno::EFAULT)?;
+            let page = addr & !(abi::PAGE_SIZE - 1);
+            if let Some((pa, _)) = p.space().translate(page) {
+                return Ok(FutexKey { space: BY_FRAME, addr: pa | (addr - page) });
+            }
+        }
+    }
     Ok(FutexKey { space: u64::from(p.pid()), addr })
 }
 
@@ -44,7 +64,7 @@ pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64
                 // Linux accepts CLOCK_REALTIME only with the bitset variant (and LOCK_PI ops).
                 return Err(errno::ENOSYS);
             }
-            let key = key_of(uaddr)?;
+            let key = key_of(uaddr, op)?;
             let deadline = if timeout == 0 {
                 None
             } else {
@@ -57,7 +77,7 @@ pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64
                     time::clock_to_monotonic(t, realtime)
                 })
             };
-            futex::wait(tid, key, val, bitset, deadline).map_err(|e| match (e, deadline) {
+            futex::wait(tid, key, uaddr, val, bitset, deadline).map_err(|e| match (e, deadline) {
                 // A timed wait is not restarted after a handler (its deadline would move); without
                 // one it restarts with the same relative timeout (Linux keeps the first deadline).
                 (futex::WaitError::Interrupted, Some(_)) => abi::signal::restart::ERESTARTNOHAND,
@@ -70,7 +90,7 @@ pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64
             if bitset == 0 {
                 return Err(errno::EINVAL);
             }
-            Ok(u64::from(futex::wake(key_of(uaddr)?, val, bitset)))
+            Ok(u64::from(futex::wake(key_of(uaddr, op)?, val, bitset)))
         }
         g::FUTEX_REQUEUE | g::FUTEX_CMP_REQUEUE => {
             // For the requeue ops the timeout argument carries nr_requeue.
@@ -79,7 +99,7 @@ pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64
                 return Err(errno::EINVAL);
             }
             let expected = (cmd == g::FUTEX_CMP_REQUEUE).then_some(val3 as u32);
-            futex::requeue_waiters(key_of(uaddr)?, key_of(uaddr2)?, val, nr_requeue, expected).map_err(wait_error)
+            futex::requeue_waiters(key_of(uaddr, op)?, uaddr, key_of(uaddr2, op)?, val, nr_requeue, expected).map_err(wait_error)
         }
         _ => Err(errno::ENOSYS),
     }

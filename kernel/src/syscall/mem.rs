@@ -2,6 +2,15 @@
 //! the page tables follow through the address space's targeted shootdown (frames are freed after the
 //! acknowledgements). Anonymous and heap pages are demand-zero: nothing is mapped until touched.
 //!
+//! `MAP_SHARED | MAP_ANONYMOUS` is a [`VmaKind::Shared`] mapping: demand-zero like private memory
+//! until a fork, which fills its untouched pages and maps the same frames in the child (see
+//! `AddressSpace::fork_cow`). Linux backs it with a shmem object instead, so its untouched pages
+//! cost nothing at fork; here a fork pays for every page of every shared mapping. `MAP_SHARED` of a
+//! file is refused as every file mapping is: `ENODEV` for the console descriptors, `EBADF` for
+//! any other (no file can be mapped yet). Differences a program can see: `MADV_DONTNEED` and a
+//! round trip through `PROT_NONE` give the calling process fresh zeroed pages, private to it
+//! (Linux drops only its mapping and finds the shared bytes again).
+//!
 //! Trade-off: x86 pages cannot be present and inaccessible, so `PROT_NONE` unmaps the present pages
 //! of the range; if the program later gives the range rights back it finds zeros, not its old bytes
 //! (Linux keeps them). Guard pages, the common use, never notice.
@@ -81,6 +90,7 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Sy
         return Err(errno::EINVAL);
     }
     let len = len.checked_next_multiple_of(PAGE_SIZE).ok_or(errno::ENOMEM)?;
+    let kind = if sharing == g::MAP_SHARED { VmaKind::Shared } else { VmaKind::Anon };
     let mut mem = p.mem.lock(task::sched());
     if flags & (g::MAP_FIXED | g::MAP_FIXED_NOREPLACE) != 0 {
         if !addr.is_multiple_of(PAGE_SIZE) {
@@ -96,11 +106,11 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Sy
         if flags & g::MAP_FIXED_NOREPLACE != 0 && flags & g::MAP_FIXED == 0 && !mem.vmas.is_free(addr, len) {
             return Err(errno::EEXIST);
         }
-        let removed = mem.vmas.map_fixed(addr, len, prot, VmaKind::Anon).map_err(VmaError::errno)?;
+        let removed = mem.vmas.map_fixed(addr, len, prot, kind).map_err(VmaError::errno)?;
         unmap_ranges(&p, &removed)?;
         return Ok(addr);
     }
-    mem.vmas.map_anywhere(addr, len, prot, VmaKind::Anon, MMAP_TOP).map_err(VmaError::errno)
+    mem.vmas.map_anywhere(addr, len, prot, kind, MMAP_TOP).map_err(VmaError::errno)
 }
 
 pub fn munmap(addr: u64, len: u64) -> SysResult {
@@ -188,11 +198,20 @@ pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -
         abi::vma::Remap::Shrunk { unmapped, .. } => unmap_ranges(&p, core::slice::from_ref(unmapped))?,
         abi::vma::Remap::Moved { from, to, .. } => {
             let vma = *mem.vmas.find(to.start).ok_or(errno::EFAULT)?;
-            copy_pages(&p, from.start, to.start, from.end - from.start, vma.prot)?;
+            move_or_copy(&p, vma.kind, from.start, to.start, from.end - from.start, vma.prot)?;
             unmap_ranges(&p, core::slice::from_ref(from))?;
         }
     }
     Ok(outcome.addr())
+}
+
+/// Carry the pages of `[from, from + len)` to `to`: shared memory moves its frames (a copy would no
+/// longer be shared with the other processes that map them), private memory is copied.
+fn move_or_copy(p: &Process, kind: VmaKind, from: u64, to: u64, len: u64, prot: u32) -> Result<(), u32> {
+    if kind == VmaKind::Shared {
+        return p.space().move_present(from, to, len / PAGE_SIZE).map_err(|_| errno::ENOMEM);
+    }
+    copy_pages(p, from, to, len, prot)
 }
 
 /// Copy the pages of `[from, from + len)` that exist to `to`, mapping each destination page first
@@ -236,7 +255,7 @@ fn remap_fixed(p: &Process, mem: &mut process::MemState, old: u64, old_len: u64,
     }
     let replaced = mem.vmas.map_fixed(new_addr, new_len, vma.prot, vma.kind).map_err(VmaError::errno)?;
     unmap_ranges(p, &replaced)?;
-    copy_pages(p, old, new_addr, old_len.min(new_len), vma.prot)?;
+    move_or_copy(p, vma.kind, old, new_addr, old_len.min(new_len), vma.prot)?;
     let removed = mem.vmas.unmap(old, old_len).map_err(VmaError::errno)?;
     unmap_ranges(p, &removed)?;
     Ok(new_addr)

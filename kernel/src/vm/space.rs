@@ -632,32 +632,59 @@ impl AddressSpace {
 }
 
 impl AddressSpace {
-    /// `fork`: a new space that maps every user page of this one to the same frame. Every page
-    /// becomes copy-on-write in both, and those writable here become read-only; the change to this space is shot down on
-    /// every CPU that may cache its translations before this returns, so no thread of this space
-    /// writes a shared frame afterwards. Holds the edit lock throughout: faults and other edits of
+    /// `fork`: a new space that maps every user page of this one to the same frame. Pages inside
+    /// `shared` (the `MAP_SHARED` anonymous ranges, with their rights) stay writable where they
+    /// were, in both spaces: each is first made present here (a fresh zeroed frame where it was
+    /// never touched, so both spaces get the same frame), then mapped in the child with the same
+    /// rights and one more share. Every other page becomes copy-on-write in both, and those
+    /// writable here become read-only; the change to this space is shot down on every CPU that may
+    /// cache its translations before this returns, so no thread of this space writes a
+    /// copy-on-write frame afterwards. Holds the edit lock throughout: faults and other edits of
     /// this space wait. On `NoMemory` the new space is dropped (its shares with it) and this space
-    /// keeps its read-only copy-on-write pages, which its next writes take back.
-    pub fn fork_cow(&self) -> Result<Arc<AddressSpace>, AsError> {
+    /// keeps its read-only copy-on-write pages, which its next writes take back, and the shared
+    /// pages it filled, which are ordinary demand-zero pages filled early.
+    pub fn fork_cow(&self, shared: &[(core::ops::Range<u64>, UserProt)]) -> Result<Arc<AddressSpace>, AsError> {
         let child = AddressSpace::new()?;
         let s = task::sched();
         let _edits = self.edits.lock(s);
         let _on_this_cpu = s.preempt_disable();
         settle_previous()?;
         let mem = UserTables::new();
+        // Fill the untouched pages of the shared ranges: adding translations needs no shootdown.
+        for (range, prot) in shared {
+            let pages = (range.end - range.start) / PAGE;
+            for page in pages_of(user_range(range.start, pages)?) {
+                if paging::translate(&mem, self.space.pml4, page).is_some() {
+                    continue;
+                }
+                let frame = mm::frames::alloc().ok_or(AsError::NoMemory)?;
+                // SAFETY: a fresh frame nobody else owns, reached through the direct map.
+                unsafe { core::ptr::write_bytes(mm::phys_to_virt(frame) as *mut u8, 0, PAGE as usize) };
+                if paging::map(&mem, self.space.pml4, page, frame, PageSize::Size4K, user_leaf_flags(*prot)).is_err() {
+                    mm::frames::free(frame);
+                    return Err(AsError::NoMemory);
+                }
+            }
+        }
         let mut leaves = Vec::new();
         paging::for_each_leaf(&mem, self.space.pml4, 0..paging::KERNEL_HALF_FIRST_SLOT, |va, _| leaves.push(va));
         let mut result = Ok(());
         let mut narrowed = false;
         for va in leaves {
             let Some(entry) = self.space.leaf(&mem, va) else { continue };
-            // Atomic read-modify-writes: the CPU may set the dirty bit in the same entry meanwhile.
-            // Read-only pages are marked too: an mprotect that later allows writes in either
-            // space must not make a shared frame writable (`protect_bits` keeps marked pages
-            // read-only; the write fault copies).
-            let before = entry.fetch_and(!Flags::WRITABLE.bits(), Ordering::AcqRel);
-            narrowed |= before & Flags::WRITABLE.bits() != 0;
-            let e = entry.fetch_or(COW.bits(), Ordering::AcqRel) | COW.bits();
+            let current = entry.load(Ordering::Acquire);
+            let e = if current & COW.bits() == 0 && shared.iter().any(|(r, _)| r.contains(&va)) {
+                // Shared: the same frame with the same rights in both, no mark, nothing narrowed.
+                current
+            } else {
+                // Atomic read-modify-writes: the CPU may set the dirty bit in the same entry
+                // meanwhile. Read-only pages are marked too: an mprotect that later allows writes
+                // in either space must not make a shared frame writable (`protect_bits` keeps
+                // marked pages read-only; the write fault copies).
+                let before = entry.fetch_and(!Flags::WRITABLE.bits(), Ordering::AcqRel);
+                narrowed |= before & Flags::WRITABLE.bits() != 0;
+                entry.fetch_or(COW.bits(), Ordering::AcqRel) | COW.bits()
+            };
             let pa = e & ADDR_MASK;
             let flags = Flags::from_bits_truncate(e & !ADDR_MASK) & !(Flags::ACCESSED | Flags::DIRTY | Flags::PRESENT);
             if paging::map(&mem, child.space.pml4, va, pa, PageSize::Size4K, flags).is_err() {
@@ -670,6 +697,39 @@ impl AddressSpace {
             self.space.commit(USER_HALF, Released::default())?;
         }
         result.map(|()| child)
+    }
+
+    /// `mremap` of shared memory: move the present pages of `[from, from + pages * PAGE)` to the
+    /// same offsets at `to` (free there), the frames, rights and shares unchanged, so the other
+    /// spaces that map those frames keep seeing this one's writes (a copy would split them). One
+    /// shootdown of the old range. On `NoMemory` (a table for the new place) the pages moved so far
+    /// stay moved and the rest stay where they were.
+    pub fn move_present(&self, from: u64, to: u64, pages: u64) -> Result<(), AsError> {
+        let range = user_range(from, pages)?;
+        user_range(to, pages)?;
+        let s = task::sched();
+        let _edits = self.edits.lock(s);
+        let _on_this_cpu = s.preempt_disable();
+        settle_previous()?;
+        let mem = UserTables::new();
+        let mut result = Ok(());
+        let mut moved = 0;
+        for i in 0..pages {
+            let (old, new) = (from + i * PAGE, to + i * PAGE);
+            let Some(t) = paging::translate(&mem, self.space.pml4, old) else { continue };
+            let flags = t.flags & !(Flags::ACCESSED | Flags::DIRTY | Flags::PRESENT);
+            // Map the new place first: on failure the page stays where it was, whole.
+            if paging::map(&mem, self.space.pml4, new, t.pa, PageSize::Size4K, flags).is_err() {
+                result = Err(AsError::NoMemory);
+                break;
+            }
+            paging::unmap(&mem, self.space.pml4, old).expect("found mapped under the lock");
+            moved += 1;
+        }
+        if moved > 0 {
+            self.space.commit(range, Released { frames: Vec::new(), tables: mem.emptied.into_inner() })?.free();
+        }
+        result
     }
 
     /// A write fault at `va` (page-aligned): if the page is copy-on-write, make it private and

@@ -25,6 +25,7 @@ crate::register_tests![
     Test { name: "kernel_remap_seen_by_other_cpu", min_cpus: 2, expect_fault: false, run: kernel_remap_seen_by_other_cpu },
     Test { name: "aspace_idle_cpu_spared", min_cpus: 2, expect_fault: false, run: aspace_idle_cpu_spared },
     Test { name: "aspace_fork_cow_shares_then_copies", min_cpus: 1, expect_fault: false, run: aspace_fork_cow_shares_then_copies },
+    Test { name: "aspace_fork_keeps_shared_ranges_shared", min_cpus: 1, expect_fault: false, run: aspace_fork_keeps_shared_ranges_shared },
 ];
 
 fn pinned(name: &'static str, cpu: CpuId) -> Builder {
@@ -781,7 +782,7 @@ fn aspace_fork_cow_shares_then_copies() -> Result<(), String> {
             parent.map(VA + i * PAGE, f, true).map_err(|x| e("map", x))?;
         }
         parent.map_range(VA + 4 * PAGE, 1, false).map_err(|x| e("map_range", x))?;
-        let child = parent.fork_cow().map_err(|x| e("fork_cow", x))?;
+        let child = parent.fork_cow(&[]).map_err(|x| e("fork_cow", x))?;
         ensure!(shared_frames() - shared_start == 5, "{} frames shared after forking 5 pages", shared_frames() - shared_start);
         for i in 0..5 {
             let (pp, pw) = parent.translate(VA + i * PAGE).ok_or("a parent page went")?;
@@ -805,5 +806,50 @@ fn aspace_fork_cow_shares_then_copies() -> Result<(), String> {
     }
     let end = free_frames();
     ensure!(end == start, "{start} frames free before, {end} after both spaces were destroyed");
+    Ok(())
+}
+
+/// `fork_cow` with a shared range (MAP_SHARED anonymous memory): its untouched page is filled in
+/// the parent first, and both its pages map the same frame writable in parent and child, unmarked
+/// (a write fault there is no copy-on-write), while the page outside stays copy-on-write; a fork
+/// of the child shares the frames again; an unmap in one space leaves the others theirs; and when
+/// every space is gone every frame is free again, each once.
+fn aspace_fork_keeps_shared_ranges_shared() -> Result<(), String> {
+    use super::{CowBreak, UserProt, shared_frames};
+    const VA: u64 = 0x2000_0000;
+    let rw = UserProt { writable: true, exec: false };
+    let e = |what: &str, err: AsError| format!("{what}: {err}");
+    settle();
+    let start = free_frames();
+    let shared_start = shared_frames();
+    {
+        let parent = AddressSpace::new().map_err(|x| e("new", x))?;
+        parent.map_user_range(VA, 1, rw).map_err(|x| e("map_user_range", x))?;
+        parent.map_user_range(VA + 4 * PAGE, 1, rw).map_err(|x| e("map_user_range", x))?;
+        let shared = [(VA..VA + 2 * PAGE, rw)];
+        let child = parent.fork_cow(&shared).map_err(|x| e("fork_cow", x))?;
+        ensure!(shared_frames() - shared_start == 3, "{} frames shared after forking 2 shared pages and 1 private", shared_frames() - shared_start);
+        for i in 0..2 {
+            let (pp, pw) = parent.translate(VA + i * PAGE).ok_or("a shared page is missing in the parent")?;
+            let (cp, cw) = child.translate(VA + i * PAGE).ok_or("a shared page is missing in the child")?;
+            ensure!(pp == cp && pw && cw, "shared page {i}: parent {pp:#x} writable {pw}, child {cp:#x} writable {cw}");
+            ensure!(child.break_cow(VA + i * PAGE).map_err(|x| e("break", x))? == CowBreak::Retry, "a shared page is copy-on-write");
+        }
+        let (pp, pw) = parent.translate(VA + 4 * PAGE).ok_or("the private page went")?;
+        ensure!(!pw && child.translate(VA + 4 * PAGE) == Some((pp, false)), "the private page is not copy-on-write in both");
+        let frame = parent.translate(VA + PAGE).ok_or("page 1 went")?.0;
+        put(frame, 4242);
+        ensure!(child.translate(VA + PAGE).map(|(pa, _)| peek(pa)) == Some(4242), "the child does not see the parent's word");
+        let grandchild = child.fork_cow(&shared).map_err(|x| e("fork_cow", x))?;
+        ensure!(grandchild.translate(VA + PAGE) == Some((frame, true)), "the grandchild does not share page 1 writable");
+        child.unmap_present(VA, 2).map_err(|x| e("unmap", x))?;
+        ensure!(parent.translate(VA + PAGE) == Some((frame, true)) && grandchild.translate(VA + PAGE).map(|(pa, _)| peek(pa)) == Some(4242), "an unmap in the child took the others' page");
+        drop(child);
+        drop(parent);
+        ensure!(peek(grandchild.translate(VA + PAGE).ok_or("the last sharer lost page 1")?.0) == 4242, "page 1 lost its data");
+    }
+    ensure!(shared_frames() == shared_start, "every space is gone but {} frames stay shared", shared_frames() - shared_start);
+    let end = free_frames();
+    ensure!(end == start, "{start} frames free before, {end} after every space was destroyed");
     Ok(())
 }
