@@ -103,6 +103,9 @@ pub struct Process {
     vfork_done: AtomicBool,
     /// The thread running `execve` while the others end ([`EXEC_KILL`]).
     exec_tid: AtomicU64,
+    /// The scheduler id of the main thread, the one whose Linux thread id is the pid (the first
+    /// thread, or the one that last called `execve`); 0 until it runs.
+    main_tid: AtomicU64,
 }
 
 /// The file state of a process the kernel starts: descriptors 0-2 on the console, `/` as the
@@ -194,7 +197,7 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
             CLEAR_TID.lock().insert(tid, addr);
         }
         if let Some(addr) = child_tid {
-            let _ = arch::usercopy::copy_to_user(addr, &(tid as u32).to_ne_bytes());
+            let _ = arch::usercopy::copy_to_user(addr, &((THREAD_ID_BASE + tid) as u32).to_ne_bytes());
         }
         if let Some(t) = tls {
             task::sched().set_current_fs_base(t);
@@ -211,7 +214,7 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
             return Err(errno::EAGAIN);
         }
     };
-    let tid = handle.id().0;
+    let tid = THREAD_ID_BASE + handle.id().0;
     if let Some(addr) = parent_tid {
         // As on Linux, a bad address here does not undo the clone: the thread exists.
         let _ = arch::usercopy::copy_to_user(addr, &(tid as u32).to_ne_bytes());
@@ -268,6 +271,7 @@ impl Process {
             kill_status: AtomicI32::new(NOT_KILLED),
             vfork_done: AtomicBool::new(false),
             exec_tid: AtomicU64::new(0),
+            main_tid: AtomicU64::new(0),
         })
     }
 
@@ -375,6 +379,41 @@ pub fn thread_in_process(tid: u64, pid: u32) -> bool {
     THREADS.lock().get(&tid).is_some_and(|q| q.pid() == pid)
 }
 
+/// Where the Linux thread ids of threads other than a main thread start: a process's main thread
+/// has the pid as its id, as on Linux; every other user thread has `THREAD_ID_BASE` plus its
+/// scheduler id. Pids stay below `abi::jobs::PID_MAX`, so the two never collide, and both fit the
+/// positive `pid_t` range (trade-off: a second thread's id is a large number where Linux would
+/// hand out the next small one).
+pub const THREAD_ID_BASE: u64 = 1 << 30;
+const _: () = assert!((abi::jobs::PID_MAX as u64) < THREAD_ID_BASE);
+
+/// The Linux thread id of `p`'s thread with scheduler id `sched_tid`.
+pub fn linux_tid(p: &Process, sched_tid: u64) -> u64 {
+    if p.main_tid.load(Ordering::Acquire) == sched_tid { u64::from(p.pid()) } else { THREAD_ID_BASE + sched_tid }
+}
+
+/// The calling thread's Linux id (`gettid`).
+pub fn current_linux_tid() -> u64 {
+    match current() {
+        Some(p) => linux_tid(&p, current_tid()),
+        None => current_tid(),
+    }
+}
+
+/// The scheduler id of the live user thread whose Linux id is `tid`, if there is one.
+pub fn sched_tid(tid: u64) -> Option<u64> {
+    if tid >= THREAD_ID_BASE {
+        let t = tid - THREAD_ID_BASE;
+        return THREADS.lock().contains_key(&t).then_some(t);
+    }
+    let p = tree::live(u32::try_from(tid).ok()?)?;
+    let main = p.main_tid.load(Ordering::Acquire);
+    let alive = main != 0 && THREADS.lock().get(&main).is_some_and(|q| Arc::ptr_eq(q, &p));
+    // `p` is dropped here, outside the thread table's lock.
+    drop(p);
+    alive.then_some(main)
+}
+
 /// Record where the calling thread's id is cleared at its exit.
 pub fn set_clear_tid(addr: u64) {
     CLEAR_TID.lock().insert(current_tid(), addr);
@@ -441,6 +480,7 @@ fn spawn_as(
     let path = String::from(path);
     let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(space.mm());
     let spawned = task::sched().spawn(builder, move || {
+        p.main_tid.store(current_tid(), Ordering::Release);
         p.signals.attach(current_tid(), abi::signal::SigSet::EMPTY);
         THREADS.lock().insert(current_tid(), p.clone());
         exec::start(p, image, plan, path, argv, envp)
@@ -512,13 +552,15 @@ pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
     let blocked = signal::current_blocked();
     let spawned = s.spawn(builder, move || {
         let tid = current_tid();
+        c.main_tid.store(tid, Ordering::Release);
         c.signals.attach(tid, blocked);
         THREADS.lock().insert(tid, c.clone());
         if let Some(addr) = clear_tid {
             CLEAR_TID.lock().insert(tid, addr);
         }
         if let Some(addr) = child_tid {
-            let _ = arch::usercopy::copy_to_user(addr, &(tid as u32).to_ne_bytes());
+            // The child's only thread is its main thread: its id is the pid.
+            let _ = arch::usercopy::copy_to_user(addr, &c.pid().to_ne_bytes());
         }
         task::sched().set_current_fs_base(fs_base);
         let _ = arch::fsbase::write(fs_base);

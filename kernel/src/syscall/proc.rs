@@ -25,15 +25,15 @@ pub fn getpid() -> SysResult {
     process::current().map(|p| u64::from(p.pid())).ok_or(errno::ESRCH)
 }
 
-/// Thread ids are the scheduler's; the first thread's is not the pid (as in Linux after a
-/// `clone`, unlike its main thread): programs compare gettid with itself, not with getpid.
+/// The main thread's id is the pid, as on Linux; other threads' ids are `process::THREAD_ID_BASE`
+/// plus their scheduler id.
 pub fn gettid() -> SysResult {
-    Ok(process::current_tid())
+    Ok(process::current_linux_tid())
 }
 
 pub fn set_tid_address(addr: u64) -> SysResult {
     process::set_clear_tid(addr);
-    Ok(process::current_tid())
+    Ok(process::current_linux_tid())
 }
 
 // From Linux's arch/x86/include/uapi/asm/prctl.h, next to ARCH_SET_FS (which linux-raw-sys has):
@@ -289,33 +289,32 @@ pub fn getcpu(cpu: u64, node: u64) -> SysResult {
 
 /// `pid` 0 (the caller) or a thread of the caller's process; others are `ESRCH` (processes do not
 /// see each other's threads yet).
-/// `Ok(true)` for the caller itself.
-fn own_thread(pid: u64) -> Result<bool, u32> {
+/// `Ok(None)` for the caller itself, else the other thread's scheduler id.
+fn own_thread(pid: u64) -> Result<Option<u64>, u32> {
     let p = process::current().ok_or(errno::ESRCH)?;
-    if pid == 0 || pid == process::current_tid() {
-        Ok(true)
-    } else if process::is_thread_of(&p, pid) {
-        Ok(false)
-    } else {
-        Err(errno::ESRCH)
+    if pid == 0 || pid == process::current_linux_tid() {
+        return Ok(None);
+    }
+    match process::sched_tid(pid) {
+        Some(t) if process::is_thread_of(&p, t) => Ok(Some(t)),
+        _ => Err(errno::ESRCH),
     }
 }
 
 /// The caller's allowed CPUs, in the kernel's `cpumask` size (8 bytes per 64 CPUs). Returns the
 /// bytes copied, as Linux does (musl's sysconf counts the bits).
 pub fn sched_getaffinity(pid: u64, len: u64, mask: u64) -> SysResult {
-    let me = own_thread(pid)?;
+    let other = own_thread(pid)?;
     let nr = task::sched().nr_cpus();
     let bytes = nr.div_ceil(64) * 8;
     if (len as usize) < bytes || !len.is_multiple_of(8) {
         return Err(errno::EINVAL);
     }
     let mut words = alloc::vec![0u64; bytes / 8];
-    if me {
-        task::sched().current_affinity(&mut words);
-    } else {
+    match other {
+        None => task::sched().current_affinity(&mut words),
         // Another thread of the process, which may have ended since the check.
-        task::sched().affinity(sched::ThreadId(pid), &mut words).map_err(|_| errno::ESRCH)?;
+        Some(t) => task::sched().affinity(sched::ThreadId(t), &mut words).map_err(|_| errno::ESRCH)?,
     }
     let raw: alloc::vec::Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     usercopy::copy_to_user(mask, &raw).map_err(|_| errno::EFAULT)?;
@@ -326,7 +325,7 @@ pub fn sched_getaffinity(pid: u64, len: u64, mask: u64) -> SysResult {
 /// thread of the process takes the mask at its next switch: at once if it is running (a
 /// reschedule IPI interrupts it), when it next runs otherwise.
 pub fn sched_setaffinity(pid: u64, len: u64, mask: u64) -> SysResult {
-    let me = own_thread(pid)?;
+    let other = own_thread(pid)?;
     let nr = task::sched().nr_cpus();
     let len = (len as usize).min(nr.div_ceil(64) * 8).min(128);
     let mut raw = alloc::vec![0u8; len];
@@ -342,15 +341,14 @@ pub fn sched_setaffinity(pid: u64, len: u64, mask: u64) -> SysResult {
     if !(0..nr).any(|c| words.get(c / 64).is_some_and(|w| w & (1 << (c % 64)) != 0)) {
         return Err(errno::EINVAL);
     }
-    if me {
-        task::sched()
-            .set_current_affinity(&words)
-            .map_err(|_| errno::EINVAL)?;
-    } else {
-        task::sched().set_affinity(sched::ThreadId(pid), &words).map_err(|e| match e {
+    match other {
+        None => {
+            task::sched().set_current_affinity(&words).map_err(|_| errno::EINVAL)?;
+        }
+        Some(t) => task::sched().set_affinity(sched::ThreadId(t), &words).map_err(|e| match e {
             sched::AffinityError::NoCpu => errno::EINVAL,
             sched::AffinityError::NoThread => errno::ESRCH,
-        })?;
+        })?,
     }
     Ok(0)
 }

@@ -166,6 +166,8 @@ pub fn tgkill(tgid: Option<u64>, tid: u64, sig: u64) -> SysResult {
     if sig > u64::from(abi::signal::NSIG) || (tid as i64) <= 0 || tgid.is_some_and(|t| (t as i64) <= 0) {
         return Err(errno::EINVAL);
     }
+    // Linux's thread id to the scheduler's (the main thread's id is the pid).
+    let tid = process::sched_tid(tid).ok_or(errno::ESRCH)?;
     if let Some(tg) = tgid
         && !process::thread_in_process(tid, tg as u32)
     {
