@@ -311,6 +311,10 @@ fn run_list(list: &'static str) {
     };
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let (path, args) = line.split_once(' ').unwrap_or((line, ""));
+        let left = process::tree::settle_init(10_000_000_000);
+        if left != 0 {
+            log::warn!("init-list: {left} processes of the programs before still run; {path} inherits them");
+        }
         log::info!("init-list: running {path}");
         run_init(path, args);
     }
