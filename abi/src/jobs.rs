@@ -214,11 +214,6 @@ impl ProcTree {
         }
     }
 
-    /// How many children `pid` has (zombies included); 0 for an unknown pid.
-    pub fn child_count(&self, pid: Pid) -> usize {
-        self.procs.get(&pid).map_or(0, |p| p.children.len())
-    }
-
     /// The process ended with `ev` (an exit or a kill). Its children go to init. With `autoreap`
     /// (the parent ignores SIGCHLD or set `SA_NOCLDWAIT`) it disappears at once; otherwise it is a
     /// zombie until waited for.

@@ -278,7 +278,7 @@ fn main_thread(
         cpu::power::exit(cpu::power::Exit::Success);
     }
     if test.is_none() && bench.is_none() && process::initramfs::file(init.0).is_some() {
-        run_init(init.0, init.1);
+        run_init(init.0, init.1, true);
         // Like a machine whose init ended: nothing is left to do. The status line above tells
         // scripts how init ended; the power-off code says the kernel itself held.
         if let Some((written, lost)) = cpu::trace::dump(time::tsc_hz()) {
@@ -311,24 +311,24 @@ fn run_list(list: &'static str) {
     };
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let (path, args) = line.split_once(' ').unwrap_or((line, ""));
-        let left = process::tree::settle_init(10_000_000_000);
-        if left != 0 {
-            log::warn!("init-list: {left} processes of the programs before still run; {path} inherits them");
-        }
         log::info!("init-list: running {path}");
-        run_init(path, args);
+        run_init(path, args, false);
     }
 }
 
 /// Start the first user program (`init=`, default `/init`) with the arguments after `--`, and
-/// report how it ended, once all its threads have ended.
+/// report how it ended, once all its threads have ended. With `as_init` it is pid 1, the parent of
+/// orphans; without (`init-list=`), a child of the kernel's pid 1 like a program a shell starts,
+/// so what one program leaves behind is reaped by the kernel and never becomes the next one's
+/// child.
 #[cfg(target_os = "none")]
-fn run_init(path: &'static str, args: &'static str) {
+fn run_init(path: &'static str, args: &'static str, as_init: bool) {
     use alloc::{string::String, vec::Vec};
     let mut argv: Vec<String> = Vec::from([String::from(path)]);
     argv.extend(args.split_ascii_whitespace().map(String::from));
     let envp = Vec::from([String::from("HOME=/"), String::from("TERM=linux")]);
-    match process::spawn_init(path, argv, envp) {
+    let started = if as_init { process::spawn_init(path, argv, envp) } else { process::spawn(path, argv, envp, false) };
+    match started {
         Ok((p, thread)) => {
             log::info!("init: {path} started as pid {}", p.pid());
             thread.join();

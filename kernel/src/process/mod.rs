@@ -439,7 +439,6 @@ pub enum SpawnError {
 /// [`Process::captured`] rather than printed. Its parent is the kernel (pid 1 while no user program
 /// holds it), which reaps it at its end; wait for that with [`Process::wait_exit`]. Returns the
 /// process and its first thread's handle.
-#[cfg_attr(not(feature = "ktest"), expect(dead_code, reason = "the in-kernel tests start their programs with it; the boot starts init with spawn_init"))]
 pub fn spawn(
     path: &str,
     argv: Vec<String>,

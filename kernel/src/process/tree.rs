@@ -55,26 +55,6 @@ pub fn new_pid(parent: Pid) -> Result<Pid, u32> {
     with_tree(|t| t.fork(parent))
 }
 
-/// Before the kernel hands pid 1 to the next program (`init-list=`): reap the zombies pid 1 has,
-/// and wait up to `timeout_ns` for the processes the last program left behind (orphans it had
-/// adopted, children it killed but did not reap) to end, so the next init does not inherit them
-/// as children. Returns how many are still alive after the wait.
-pub fn settle_init(timeout_ns: u64) -> usize {
-    let deadline = crate::time::now_ns().saturating_add(timeout_ns);
-    loop {
-        let left = with_tree(|t| {
-            if !USER_INIT.load(Ordering::Acquire) {
-                reap_kernel_children(t);
-            }
-            t.child_count(INIT)
-        });
-        if left == 0 || crate::time::now_ns() >= deadline {
-            return left;
-        }
-        task::sched().sleep_ns(10_000_000);
-    }
-}
-
 /// Claim pid 1 for the first user program; `false` if a user program holds it already.
 pub fn claim_init() -> bool {
     !USER_INIT.swap(true, Ordering::AcqRel)
