@@ -301,8 +301,8 @@ fn main_thread(
 }
 
 /// `init-list=`: run each program the file lists (a line: its path and arguments; blank lines and
-/// `#` lines skipped) as init in turn, each once every thread of the one before has ended. Before
-/// each, a line `init-list: running PATH` marks where its output starts.
+/// `#` lines skipped) in turn, each a child of the kernel's pid 1, once every thread of the one
+/// before has ended. Before each, a line `init-list: running PATH` marks where its output starts.
 #[cfg(target_os = "none")]
 fn run_list(list: &'static str) {
     let Some(text) = process::initramfs::file(list).and_then(|f| core::str::from_utf8(f).ok()) else {
