@@ -214,22 +214,19 @@ fn move_or_copy(p: &Process, kind: VmaKind, from: u64, to: u64, len: u64, prot: 
     copy_pages(p, from, to, len, prot)
 }
 
-/// Copy the pages of `[from, from + len)` that exist to `to`, mapping each destination page first
-/// (so no copy faults while the mapping lock is held), then give them the rights `prot`.
+/// Copy the pages of `[from, from + len)` that exist to `to`, each into a frame filled before it
+/// is mapped there with the rights `prot`: a sibling thread reading the destination (a fault waits
+/// for the mapping lock, an access to a page already mapped does not) sees either no page or the
+/// copied one, never a zero page on its way to being filled.
 fn copy_pages(p: &Process, from: u64, to: u64, len: u64, prot: u32) -> Result<(), u32> {
     let rights = process::user_prot(prot);
-    let staging = crate::vm::space::UserProt { writable: true, exec: false };
     let mut buf = alloc::vec![0u8; PAGE_SIZE as usize];
     for offset in (0..len).step_by(PAGE_SIZE as usize) {
         if p.space().translate(from + offset).is_none() {
             continue;
         }
-        p.space().map_user_range(to + offset, 1, staging).map_err(|_| errno::ENOMEM)?;
         usercopy::copy_from_user(&mut buf, from + offset).map_err(|_| errno::EFAULT)?;
-        usercopy::copy_to_user(to + offset, &buf).map_err(|_| errno::EFAULT)?;
-        if rights != staging {
-            p.space().protect_user(to + offset, 1, rights).map_err(|_| errno::ENOMEM)?;
-        }
+        p.space().map_user_filled(to + offset, &buf, rights).map_err(|_| errno::ENOMEM)?;
     }
     Ok(())
 }

@@ -461,6 +461,39 @@ impl AddressSpace {
         self.map_range_flags(va, pages, user_leaf_flags(prot))
     }
 
+    /// Map one fresh frame at `va` for user code, with rights `prot`, holding `bytes` (the rest of
+    /// the page zero) from the moment it is mapped: no thread of the space, on any CPU, can see
+    /// the page before it is filled. Nothing changes on error (`AlreadyMapped`, `NoMemory`).
+    pub fn map_user_filled(&self, va: u64, bytes: &[u8], prot: UserProt) -> Result<(), AsError> {
+        user_range(va, 1)?;
+        if bytes.len() as u64 > PAGE {
+            return Err(AsError::BadAddress(va));
+        }
+        let _edits = self.edits.lock(task::sched());
+        let mem = UserTables::new();
+        if paging::translate(&mem, self.space.pml4, va).is_some() {
+            return Err(AsError::AlreadyMapped(va));
+        }
+        let frame = mm::frames::alloc().ok_or(AsError::NoMemory)?;
+        let page = mm::phys_to_virt(frame) as *mut u8;
+        // SAFETY: a fresh frame nobody else owns, reached through the direct map; `bytes` fits in
+        // it (checked) and, being a borrow of ordinary memory, does not overlap it.
+        unsafe {
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), page, bytes.len());
+            core::ptr::write_bytes(page.add(bytes.len()), 0, PAGE as usize - bytes.len());
+        }
+        // The release store of the entry (`paging::map`) orders the filling before it: a CPU that
+        // walks to the new entry reads the filled frame.
+        paging::map(&mem, self.space.pml4, va, frame, PageSize::Size4K, user_leaf_flags(prot)).map_err(|e| {
+            mm::frames::free(frame);
+            match e {
+                paging::MapError::AlreadyMapped(_) => AsError::AlreadyMapped(va),
+                paging::MapError::NoMemory => AsError::NoMemory,
+                paging::MapError::BadAddress | paging::MapError::Unreadable => AsError::BadAddress(va),
+            }
+        })
+    }
+
     fn map_range_flags(&self, va: u64, pages: u64, flags: Flags) -> Result<(), AsError> {
         let range = user_range(va, pages)?;
         let s = task::sched();

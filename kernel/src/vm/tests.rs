@@ -20,6 +20,7 @@ crate::register_tests![
     Test { name: "aspace_local_unmap_no_ipi", min_cpus: 2, expect_fault: false, run: aspace_local_unmap_no_ipi },
     Test { name: "aspace_destroy_returns_frames", min_cpus: 1, expect_fault: false, run: aspace_destroy_returns_frames },
     Test { name: "aspace_api_contract", min_cpus: 1, expect_fault: false, run: aspace_api_contract },
+    Test { name: "aspace_map_user_filled_is_whole", min_cpus: 1, expect_fault: false, run: aspace_map_user_filled_is_whole },
     Test { name: "xcall_while_stack_freed", min_cpus: 2, expect_fault: false, run: xcall_while_stack_freed },
     Test { name: "aspace_threads_own_their_space", min_cpus: 2, expect_fault: false, run: aspace_threads_own_their_space },
     Test { name: "kernel_remap_seen_by_other_cpu", min_cpus: 2, expect_fault: false, run: kernel_remap_seen_by_other_cpu },
@@ -554,6 +555,32 @@ fn aspace_api_contract() -> Result<(), String> {
     space.unmap(VA, 1).map_err(|e| format!("unmap: {e}"))?;
     ensure!(space.translate(VA).is_none(), "the page translates after unmap");
     ensure!(mm::frames::is_free(spare), "the unmapped frame {spare:#x} was not freed");
+    Ok(())
+}
+
+/// `map_user_filled` (what mremap's move uses) maps a frame that already holds the bytes, the rest
+/// of the page zero, with the rights asked for; over a mapping it refuses and leaves the page as it
+/// was. The frame is the space's: unmapping frees it.
+fn aspace_map_user_filled_is_whole() -> Result<(), String> {
+    use super::UserProt;
+    const VA: u64 = 0x5100_0000;
+    let space = AddressSpace::new().map_err(|e| format!("new: {e}"))?;
+    let bytes: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8 + 1).collect();
+    let read_only = UserProt { writable: false, exec: false };
+    space.map_user_filled(VA, &bytes, read_only).map_err(|e| format!("map_user_filled: {e}"))?;
+    let Some((frame, writable)) = space.translate(VA) else { return Err(String::from("the filled page does not translate")) };
+    ensure!(!writable, "a read-only filled page is writable");
+    // SAFETY: the frame is mapped in `space` only, which no thread runs; read through the direct map.
+    let page = unsafe { core::slice::from_raw_parts(mm::phys_to_virt(frame) as *const u8, PAGE as usize) };
+    ensure!(page[..bytes.len()] == bytes[..], "the filled page does not hold the bytes");
+    ensure!(page[bytes.len()..].iter().all(|&b| b == 0), "the rest of the filled page is not zero");
+    let got = space.map_user_filled(VA, &[0xaa; 8], UserProt { writable: true, exec: false });
+    ensure!(got == Err(AsError::AlreadyMapped(VA)), "filling over a mapping returned {got:?}");
+    ensure!(space.translate(VA) == Some((frame, false)) && page[0] == bytes[0], "a refused fill changed the page");
+    let got = space.map_user_filled(VA + PAGE, &[0; PAGE as usize + 1], read_only);
+    ensure!(matches!(got, Err(AsError::BadAddress(_))) && space.translate(VA + PAGE).is_none(), "more than a page was accepted: {got:?}");
+    space.unmap(VA, 1).map_err(|e| format!("unmap: {e}"))?;
+    ensure!(mm::frames::is_free(frame), "the unmapped filled frame {frame:#x} was not freed");
     Ok(())
 }
 
