@@ -94,6 +94,15 @@ impl<W: Copy + Eq> Bucket<W> {
         self.queue.iter().filter(|w| w.key == key).count()
     }
 
+    /// Take every entry of `who`, on any key, out of the queue (the waiter has ended); returns how
+    /// many there were. A waiter left queued after its end would take a later wake of its key, and
+    /// keys outlive their owners: a process id, and so a key, comes back in a later process.
+    pub fn forget(&mut self, who: W) -> usize {
+        let before = self.queue.len();
+        self.queue.retain(|w| w.who != who);
+        before - self.queue.len()
+    }
+
     /// Whether `who` waits on `key`.
     pub fn contains(&self, key: FutexKey, who: W) -> bool {
         self.queue.iter().any(|w| w.key == key && w.who == who)
@@ -289,6 +298,19 @@ mod tests {
         assert_eq!(woken(&mut t, A, 1, MATCH_ANY), [1]);
         assert!(!t.cancel(A, 1), "a woken waiter must not also time out");
         assert!(t.cancel(A, 2));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_waiter_takes_no_later_wake() {
+        // A waiter of a process that ended, left queued, must not absorb the one wake meant for
+        // a waiter of a later process whose key (same process id, same address) is equal.
+        let mut t = FutexTable::new(1);
+        t.enqueue(A, 1, MATCH_ANY);
+        t.enqueue(B, 1, MATCH_ANY);
+        assert_eq!(t.bucket(A).forget(1), 2);
+        t.enqueue(A, 2, MATCH_ANY);
+        assert_eq!(woken(&mut t, A, 1, MATCH_ANY), [2]);
         assert!(t.is_empty());
     }
 

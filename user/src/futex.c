@@ -206,6 +206,46 @@ static void test_bitset(void)
 	say("bitset: a wake reaches only waiters whose bits it shares\n");
 }
 
+/* ---- a timeout racing a wake leaves nothing queued ---- */
+
+static volatile int race_a, race_b, race_looped, race_release;
+
+static void *race_thread(void *arg)
+{
+	(void)arg;
+	struct timespec tiny = { 0, 1000 };
+	for (int i = 0; i < 2000; i++) {
+		/* Timed waits on two words in turn: a wake that takes this waiter just as its timeout
+		 * fires must be over before the next wait begins, or that wait leaves its entry behind. */
+		long r = futex(&race_a, FUTEX_WAIT_PRIVATE, 0, (long)&tiny, NULL, 0);
+		CHECK(r == 0 || r == -ETIMEDOUT || r == -EAGAIN);
+		r = futex(&race_b, FUTEX_WAIT_PRIVATE, 0, (long)&tiny, NULL, 0);
+		CHECK(r == 0 || r == -ETIMEDOUT || r == -EAGAIN);
+	}
+	__atomic_store_n(&race_looped, 1, __ATOMIC_RELEASE);
+	while (!__atomic_load_n(&race_release, __ATOMIC_ACQUIRE))
+		sched_yield();
+	return NULL;
+}
+
+static void test_timeout_race(void)
+{
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, race_thread, NULL) == 0);
+	while (!__atomic_load_n(&race_looped, __ATOMIC_ACQUIRE)) {
+		CHECK(futex(&race_a, FUTEX_WAKE_PRIVATE, 1, 0, NULL, 0) >= 0);
+		CHECK(futex(&race_b, FUTEX_WAKE_PRIVATE, 1, 0, NULL, 0) >= 0);
+	}
+	/* The waiter is alive and in no wait: a wake on either word must find nobody. */
+	CHECK(futex(&race_a, FUTEX_WAKE_PRIVATE, INT_MAX, 0, NULL, 0) == 0);
+	CHECK(futex(&race_b, FUTEX_WAKE_PRIVATE, INT_MAX, 0, NULL, 0) == 0);
+	__atomic_store_n(&race_release, 1, __ATOMIC_RELEASE);
+	CHECK(pthread_join(th, NULL) == 0);
+	CHECK(futex(&race_a, FUTEX_WAKE_PRIVATE, INT_MAX, 0, NULL, 0) == 0);
+	CHECK(futex(&race_b, FUTEX_WAKE_PRIVATE, INT_MAX, 0, NULL, 0) == 0);
+	say("timeout race: 4000 timed waits raced by wakes, afterwards no waiter left queued\n");
+}
+
 int main(void)
 {
 	ut_start("futex");
@@ -214,5 +254,6 @@ int main(void)
 	test_wait_wake();
 	test_requeue();
 	test_bitset();
+	test_timeout_race();
 	ut_ok();
 }

@@ -8,7 +8,11 @@
 //! - a waker changed the word before calling in; it locks the bucket, takes the waiters, unlocks,
 //!   sets each one's flag and wakes its queue. If the waker came first, the waiter's compare sees the
 //!   new value (`EAGAIN`); if it came after, it finds the waiter queued.
-//! - a timed-out waiter cancels itself under the lock; if a waker took it first, the wait returns 0.
+//! - a timed-out (or interrupted) waiter cancels itself under the lock; if a waker took it first,
+//!   the wait returns 0, but only once that waker has set its flag: a flag set late would end the
+//!   thread's next wait at once and leave that wait's entry queued, to take a wake meant for
+//!   another waiter. No wait returns with its entry still queued, and a thread's exit ([`forget`])
+//!   takes out any entry it has, so no entry outlives its thread to meet a reused process id.
 //!
 //! Timeouts: the scheduler has no timed wait on a queue, so a timed waiter sleeps in slices of at
 //! most [`TIMEOUT_SLICE_NS`] and checks its flag and the deadline after each (a wake-up still ends a
@@ -47,9 +51,16 @@ fn slot(tid: u64) -> Arc<Slot> {
     SLOTS.lock().entry(tid).or_insert_with(|| Arc::new(Slot { woken: AtomicBool::new(false), queue: Arc::new(sched::WaitQueue::new()) })).clone()
 }
 
-/// Forget a thread's slot (at its exit).
+/// Forget a thread at its exit: its slot, and any queue entry it still has. A `wait` leaves no
+/// entry behind when it returns, so this finds one only if that invariant broke; it is cheap (one
+/// pass over the buckets per thread exit) and keeps an ended thread from taking the wake of a later
+/// waiter with the same key, which a reused process id makes possible.
 pub fn forget(tid: u64) {
     SLOTS.lock().remove(&tid);
+    MOVED.lock().remove(&tid);
+    for b in &BUCKETS {
+        b.lock().forget(tid);
+    }
 }
 
 /// Why a wait did not sleep or ended early.
@@ -90,7 +101,15 @@ pub fn wait(tid: u64, key: FutexKey, word: u64, expected: u32, bitset: u32, dead
     let leave = |why: WaitError| {
         // Under the lock: either still queued (a timeout, a signal) or already taken by a waker.
         let cancelled = BUCKETS[bucket_of(key, NR_BUCKETS)].lock().cancel(key, tid) || requeued_cancel(tid);
-        if cancelled { Err(why) } else { Ok(()) }
+        if cancelled {
+            return Err(why);
+        }
+        // A waker took this waiter but may not have set its flag yet. Returning now would let
+        // that late store land on the thread's next wait, which would then return at once with
+        // its entry still queued: a stale entry that takes a later wake meant for another waiter
+        // (a lost wake-up). The waker sets the flag right after it unlocks, so this is short.
+        me.queue.wait_until(s, || me.woken.load(Ordering::Acquire));
+        Ok(())
     };
     let Some(deadline) = deadline_ns else {
         return match intr::wait(&me.queue, || me.woken.load(Ordering::Acquire)) {
@@ -127,7 +146,9 @@ static MOVED: spin::Mutex<BTreeMap<u64, FutexKey>> = spin::Mutex::new(BTreeMap::
 
 fn wake_threads(tids: &[u64]) {
     for &t in tids {
-        let sl = slot(t);
+        // A taken waiter is still in its wait (it waits for this flag even when it timed out or
+        // was interrupted), so its slot exists; do not make a new one for an ended thread.
+        let Some(sl) = SLOTS.lock().get(&t).cloned() else { continue };
         sl.woken.store(true, Ordering::Release);
         sl.queue.wake_all(task::sched());
     }
