@@ -8,31 +8,36 @@
 
 #include <pthread.h>
 
-/* The spinner thread: its tid, the CPU it must reach, whether it has, and how often it was seen
- * elsewhere after reaching it. */
-static int spinner_tid, spinner_want = -1, spinner_seen, spinner_strays, spinner_stop;
+/* The spinner thread: its tid; its target, (round << 16) | CPU, published only once the affinity
+ * call for that round has returned; the last round in which it ran on its target; how often it
+ * was seen elsewhere after that, in the same round (a real stray: the mask allowed one CPU and it
+ * had already run there). Reading the target before getcpu means a stale CPU number from before
+ * the move is never held against the new round. */
+static int spinner_tid, spinner_target = -1, spinner_seen_round, spinner_strays, spinner_stop;
 
 static void *spinner(void *arg)
 {
 	__atomic_store_n(&spinner_tid, (int)ut_gettid(), __ATOMIC_SEQ_CST);
 	while (!__atomic_load_n(&spinner_stop, __ATOMIC_SEQ_CST)) {
+		int target = __atomic_load_n(&spinner_target, __ATOMIC_SEQ_CST);
 		unsigned cpu = ~0u;
 		if (rsys3(SYS_getcpu, &cpu, 0, 0) != 0)
 			ut_fail("getcpu failed");
-		int want = __atomic_load_n(&spinner_want, __ATOMIC_SEQ_CST);
+		if (target < 0)
+			continue;
+		int round = target >> 16, want = target & 0xffff;
 		if ((int)cpu == want)
-			__atomic_store_n(&spinner_seen, 1, __ATOMIC_SEQ_CST);
-		else if (__atomic_load_n(&spinner_seen, __ATOMIC_SEQ_CST))
+			__atomic_store_n(&spinner_seen_round, round, __ATOMIC_SEQ_CST);
+		else if (__atomic_load_n(&spinner_seen_round, __ATOMIC_SEQ_CST) == round)
 			__atomic_fetch_add(&spinner_strays, 1, __ATOMIC_SEQ_CST);
 	}
 	return arg;
 }
 
-/* Moves the spinner to `cpu` through its tid; waits (10 s at most) until it runs there. */
-static void move_spinner(int cpu)
+/* Moves the spinner to `cpu` through its tid (round `round`, from 1); waits (10 s at most) until
+ * it runs there. */
+static void move_spinner(int cpu, int round)
 {
-	__atomic_store_n(&spinner_seen, 0, __ATOMIC_SEQ_CST);
-	__atomic_store_n(&spinner_want, cpu, __ATOMIC_SEQ_CST);
 	cpu_set_t set;
 	CPU_ZERO(&set);
 	CPU_SET(cpu, &set);
@@ -42,8 +47,9 @@ static void move_spinner(int cpu)
 	CPU_ZERO(&back);
 	CHECK(rsys3(SYS_sched_getaffinity, tid, sizeof(back), &back) > 0);
 	CHECK(CPU_EQUAL(&set, &back));
+	__atomic_store_n(&spinner_target, (round << 16) | cpu, __ATOMIC_SEQ_CST);
 	int64_t t0 = ut_now_ns(CLOCK_MONOTONIC);
-	while (!__atomic_load_n(&spinner_seen, __ATOMIC_SEQ_CST)) {
+	while (__atomic_load_n(&spinner_seen_round, __ATOMIC_SEQ_CST) != round) {
 		if (ut_now_ns(CLOCK_MONOTONIC) - t0 > 10 * 1000000000LL)
 			ut_fail("the spinner did not reach CPU %d in 10 s after its affinity was set", cpu);
 		sched_yield();
@@ -107,7 +113,7 @@ int main(void)
 	while (!__atomic_load_n(&spinner_tid, __ATOMIC_SEQ_CST))
 		sched_yield();
 	for (int i = n - 1; i >= 0; i--) {
-		move_spinner(cpus[i]);
+		move_spinner(cpus[i], n - i);
 		struct timespec stay = { 0, 20 * 1000000 };
 		nanosleep(&stay, NULL);
 	}
