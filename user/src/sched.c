@@ -8,11 +8,11 @@
 
 #include <pthread.h>
 
-/* The spinner thread: its tid; its target, (round << 16) | CPU, published only once the affinity
- * call for that round has returned; the last round in which it ran on its target; how often it
+/* The spinner thread: its tid; its target, (round << 16) | CPU, withdrawn (-1) before the affinity
+ * call of a round and published only once it has returned; the last round in which it ran on its target; how often it
  * was seen elsewhere after that, in the same round (a real stray: the mask allowed one CPU and it
- * had already run there). Reading the target before getcpu means a stale CPU number from before
- * the move is never held against the new round. */
+ * had already run there). The target is read before and after getcpu: a stale CPU number from
+ * before a move is never held against the new round, nor a new one against the old. */
 static int spinner_tid, spinner_target = -1, spinner_seen_round, spinner_strays, spinner_stop;
 
 static void *spinner(void *arg)
@@ -23,7 +23,9 @@ static void *spinner(void *arg)
 		unsigned cpu = ~0u;
 		if (rsys3(SYS_getcpu, &cpu, 0, 0) != 0)
 			ut_fail("getcpu failed");
-		if (target < 0)
+		/* A move between the two reads of the target makes this sample's CPU belong to
+		 * neither round: skip it. */
+		if (target < 0 || __atomic_load_n(&spinner_target, __ATOMIC_SEQ_CST) != target)
 			continue;
 		int round = target >> 16, want = target & 0xffff;
 		if ((int)cpu == want)
@@ -42,6 +44,8 @@ static void move_spinner(int cpu, int round)
 	CPU_ZERO(&set);
 	CPU_SET(cpu, &set);
 	int tid = __atomic_load_n(&spinner_tid, __ATOMIC_SEQ_CST);
+	/* No target while the move is under way: the spinner judges nothing until it is published. */
+	__atomic_store_n(&spinner_target, -1, __ATOMIC_SEQ_CST);
 	CHECK(rsys3(SYS_sched_setaffinity, tid, sizeof(set), &set) == 0);
 	cpu_set_t back;
 	CPU_ZERO(&back);
