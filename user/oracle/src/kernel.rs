@@ -138,42 +138,7 @@ pub fn run(setup: &Setup, programs: &[&Program]) -> Result<bool, String> {
             if !program.args.is_empty() {
                 cmdline = format!("{cmdline} -- {}", program.args.join(" "));
             }
-            let mut args: Vec<String> = [
-                "-machine",
-                "q35",
-                "-accel",
-                &setup.accel,
-                "-smp",
-                &smp.to_string(),
-                "-m",
-                &setup.mem,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            if let Some(cpu) = &setup.cpu {
-                args.extend(["-cpu".to_string(), cpu.clone()]);
-            }
-            args.extend(
-                [
-                    "-serial",
-                    "stdio",
-                    "-display",
-                    "none",
-                    "-no-reboot",
-                    "-device",
-                    "isa-debug-exit,iobase=0xf4,iosize=0x04",
-                ]
-                .iter()
-                .map(|s| s.to_string()),
-            );
-            args.extend([
-                "-kernel".into(),
-                setup.kernel.display().to_string(),
-                "-initrd".into(),
-                setup.initramfs.display().to_string(),
-            ]);
-            args.extend(["-append".into(), cmdline]);
+            let args = qemu_args(setup, smp, cmdline);
             let boot = host::run(
                 Path::new(&setup.qemu),
                 &args,
@@ -207,28 +172,29 @@ pub fn run(setup: &Setup, programs: &[&Program]) -> Result<bool, String> {
     Ok(failed == 0)
 }
 
-/// The QEMU arguments of one boot at `smp` CPUs with kernel command line `cmdline`.
-fn qemu_args(setup: &Setup, smp: u32, cmdline: String) -> Vec<String> {
-    let mut args: Vec<String> = ["-machine", "q35", "-accel", &setup.accel, "-smp", &smp.to_string(), "-m", &setup.mem]
+/// The QEMU arguments every boot of this tool shares: a q35 machine with `smp` CPUs, the serial
+/// console on stdio, the exit device, the kernel and its initramfs; no command line (`-append`).
+pub fn machine_args(accel: &str, smp: u32, mem: &str, cpu: Option<&str>, kernel: &Path, initramfs: &Path) -> Vec<String> {
+    let mut args: Vec<String> = ["-machine", "q35", "-accel", accel, "-smp", &smp.to_string(), "-m", mem]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    if let Some(cpu) = &setup.cpu {
-        args.extend(["-cpu".to_string(), cpu.clone()]);
+    if let Some(cpu) = cpu {
+        args.extend(["-cpu".to_string(), cpu.to_string()]);
     }
     args.extend(
         ["-serial", "stdio", "-display", "none", "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
             .iter()
             .map(|s| s.to_string()),
     );
-    args.extend([
-        "-kernel".into(),
-        setup.kernel.display().to_string(),
-        "-initrd".into(),
-        setup.initramfs.display().to_string(),
-        "-append".into(),
-        cmdline,
-    ]);
+    args.extend(["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initramfs.display().to_string()]);
+    args
+}
+
+/// The QEMU arguments of one boot at `smp` CPUs with kernel command line `cmdline`.
+fn qemu_args(setup: &Setup, smp: u32, cmdline: String) -> Vec<String> {
+    let mut args = machine_args(&setup.accel, smp, &setup.mem, setup.cpu.as_deref(), &setup.kernel, &setup.initramfs);
+    args.extend(["-append".into(), cmdline]);
     args
 }
 

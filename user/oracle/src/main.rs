@@ -686,43 +686,9 @@ fn run_shell(paths: &Paths, o: ShellOptions) -> Result<bool, String> {
                 .trim()
                 .parse()
                 .map_err(|_| format!("--smp {}: a comma-separated list of CPU counts", k.smp))?;
-            let mut args: Vec<String> = [
-                "-machine",
-                "q35",
-                "-accel",
-                &k.accel,
-                "-smp",
-                &smp.to_string(),
-                "-m",
-                &k.mem,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            if let Some(cpu) = &k.cpu {
-                args.extend(["-cpu".to_string(), cpu.clone()]);
-            }
-            args.extend(
-                [
-                    "-serial",
-                    "stdio",
-                    "-display",
-                    "none",
-                    "-no-reboot",
-                    "-device",
-                    "isa-debug-exit,iobase=0xf4,iosize=0x04",
-                    "-monitor",
-                    "none",
-                ]
-                .iter()
-                .map(|s| s.to_string()),
-            );
-            args.extend([
-                "-kernel".into(),
-                kernel.display().to_string(),
-                "-initrd".into(),
-                k.initramfs.display().to_string(),
-            ]);
+            let mut args = kernel::machine_args(&k.accel, smp, &k.mem, k.cpu.as_deref(), kernel, &k.initramfs);
+            // The session types into the serial line: no monitor on it.
+            args.extend(["-monitor".to_string(), "none".to_string()]);
             let target = shell::Target::Kernel {
                 qemu: k.qemu.clone(),
                 args,
