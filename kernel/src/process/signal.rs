@@ -529,30 +529,28 @@ pub fn alt_stack(new: Option<AltStack>, rsp: u64) -> Result<AltStack, u32> {
     Ok(old)
 }
 
-/// `alarm`: seconds left on the previous one.
-pub fn alarm(seconds: u32) -> Result<u32, u32> {
+/// Change the calling process's real-time timer with `f` (given the monotonic clock), then tell
+/// the timer thread whether it is armed.
+fn change_timer<R>(f: impl FnOnce(&mut RealTimer, u64) -> Result<R, u32>) -> Result<R, u32> {
     let (p, _) = me()?;
     let now = crate::time::now_ns();
-    let (left, armed) = {
+    let (r, armed) = {
         let mut st = p.signals.state.lock();
-        let left = st.timer.alarm(now, seconds);
-        (left, st.timer.deadline().is_some())
+        let r = f(&mut st.timer, now)?;
+        (r, st.timer.deadline().is_some())
     };
     timer_changed(&p, armed);
-    Ok(left)
+    Ok(r)
+}
+
+/// `alarm`: seconds left on the previous one.
+pub fn alarm(seconds: u32) -> Result<u32, u32> {
+    change_timer(|t, now| Ok(t.alarm(now, seconds)))
 }
 
 /// `setitimer(ITIMER_REAL)`: the old setting.
 pub fn set_timer(new: ITimerVal) -> Result<ITimerVal, u32> {
-    let (p, _) = me()?;
-    let now = crate::time::now_ns();
-    let (old, armed) = {
-        let mut st = p.signals.state.lock();
-        let old = st.timer.set(now, new)?;
-        (old, st.timer.deadline().is_some())
-    };
-    timer_changed(&p, armed);
-    Ok(old)
+    change_timer(|t, now| t.set(now, new))
 }
 
 /// `getitimer(ITIMER_REAL)`.
