@@ -416,7 +416,8 @@ impl<P: Platform> Scheduler<P> {
         };
         let old = core::mem::replace(&mut *thread.affinity.lock(), stored);
         thread.affinity_pending.store(true, Ordering::Release);
-        // On another CPU it may be running: interrupt it there (its handler takes the mask).
+        // On another CPU it may be running: interrupt it there (its handler takes the mask). A
+        // thread that is not running there takes it when it is next switched in, wherever.
         let cpu = thread.entity.cpu();
         if cpu != self.this_cpu() {
             self.platform.send_resched(CpuIndex(cpu as u32));
@@ -424,13 +425,6 @@ impl<P: Platform> Scheduler<P> {
         }
         self.platform.irq_restore(irq);
         drop(old);
-        // As Linux's sched_setaffinity, return only once the thread runs nowhere the mask forbids:
-        // a running thread takes the mask in its reschedule interrupt (or at its next switch if it
-        // holds preemption off); one that is not running takes it at its next switch-in, before it
-        // runs again.
-        while thread.affinity_pending.load(Ordering::Acquire) && thread.entity.is_on_cpu() {
-            self.yield_now();
-        }
         drop(thread);
         Ok(())
     }
