@@ -49,9 +49,11 @@ TRACE ?= all
 GUESTS_CPU ?= max,-la57
 GUESTS_SMP ?= 2
 GUESTS_MEM ?= 1G
-# CPU counts the QEMU harness of `make test` boots, and the seconds each boot may take.
+# CPU counts the QEMU harness of `make test` boots, and the seconds each boot may take: one boot
+# runs every in-kernel test, user programs with forks included, which takes 80 s at -smp 2 on this
+# loaded 2-core machine, so the deadline leaves room for -smp 8 there.
 KTEST_SMP ?= 1,2,4,8
-KTEST_TIMEOUT ?= 120
+KTEST_TIMEOUT ?= 300
 # More harness options, e.g. --filter NAME, --verbose, --cpu MODEL (see: cargo run -p ktest -- --help).
 KTEST_ARGS ?=
 # The C compiler of the user programs: Debian's musl-gcc (package musl-tools), static binaries.
