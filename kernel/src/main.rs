@@ -277,8 +277,15 @@ fn main_thread(
         log::info!("init-list: {list} done: powering off");
         cpu::power::exit(cpu::power::Exit::Success);
     }
-    if test.is_none() && bench.is_none() && process::initramfs::file(init.0).is_some() {
-        run_init(init.0, init.1, true);
+    let init_found = process::initramfs::file(init.0).is_some();
+    if test.is_none() && bench.is_none() && !init_found && process::initramfs::present() {
+        log::error!("init: {} is not in the initramfs (init= names the first program); the kernel's demo runs instead", init.0);
+    }
+    if test.is_none() && bench.is_none() && init_found {
+        if !run_init(init.0, init.1, true) {
+            log::error!("init: {} could not start: powering off with the failure code", init.0);
+            cpu::power::exit(cpu::power::Exit::Failure);
+        }
         // Like a machine whose init ended: nothing is left to do. The status line above tells
         // scripts how init ended; the power-off code says the kernel itself held.
         if let Some((written, lost)) = cpu::trace::dump(time::tsc_hz()) {
@@ -312,17 +319,18 @@ fn run_list(list: &'static str) {
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let (path, args) = line.split_once(' ').unwrap_or((line, ""));
         log::info!("init-list: running {path}");
-        run_init(path, args, false);
+        // A program that cannot start is reported there and judged failed by the log's reader.
+        let _ = run_init(path, args, false);
     }
 }
 
 /// Start the first user program (`init=`, default `/init`) with the arguments after `--`, and
-/// report how it ended, once all its threads have ended. With `as_init` it is pid 1, the parent of
-/// orphans; without (`init-list=`), a child of the kernel's pid 1 like a program a shell starts,
-/// so what one program leaves behind is reaped by the kernel and never becomes the next one's
-/// child.
+/// report how it ended, once all its threads have ended; `false` if it could not start. With
+/// `as_init` it is pid 1, the parent of orphans; without (`init-list=`), a child of the kernel's
+/// pid 1 like a program a shell starts, so what one program leaves behind is reaped by the kernel
+/// and never becomes the next one's child.
 #[cfg(target_os = "none")]
-fn run_init(path: &'static str, args: &'static str, as_init: bool) {
+fn run_init(path: &'static str, args: &'static str, as_init: bool) -> bool {
     use alloc::{string::String, vec::Vec};
     let mut argv: Vec<String> = Vec::from([String::from(path)]);
     argv.extend(args.split_ascii_whitespace().map(String::from));
@@ -337,8 +345,12 @@ fn run_init(path: &'static str, args: &'static str, as_init: bool) {
                 s => log::info!("init: {path} was killed by signal {}", s & 0x7f),
             }
         }
-        Err(e) => log::error!("init: cannot start {path}: {e:?}"),
+        Err(e) => {
+            log::error!("init: cannot start {path}: {e:?}");
+            return false;
+        }
     }
+    true
 }
 
 /// The calling process's pid, group and session, for the terminal's job-control checks.

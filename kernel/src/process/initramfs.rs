@@ -26,6 +26,11 @@ pub fn init(archive: Option<&'static [u8]>) {
     log::info!("initramfs: {} KiB, {files} files", a.len() / 1024);
 }
 
+/// Whether the boot brought an initramfs.
+pub fn present() -> bool {
+    ARCHIVE.get().is_some()
+}
+
 /// The contents of the regular file at `path`, following symbolic links (busybox's applets are
 /// links to it): a relative target is taken from the link's folder; more than 8 links in a row is
 /// a loop, as Linux's ELOOP limit for nested links.
