@@ -19,8 +19,8 @@ BOOT ?= auto
 FIRMWARE ?= bios
 # The kernel command line (the ISO's limine.conf gets it too).
 ARGS ?=
-# Limine 8 binaries: limine-bios.sys, limine-bios-cd.bin, limine-uefi-cd.bin, BOOTX64.EFI and the
-# `limine` tool or its limine.c. `make limine` fetches them.
+# Limine 8 binaries: limine-bios.sys, limine-bios-cd.bin, limine-uefi-cd.bin, BOOTX64.EFI (and,
+# for BIOS boot from a disk, Limine's `limine` tool built there by `make -C`). `make limine` fetches them.
 LIMINE_DIR ?= limine
 # More QEMU arguments, appended.
 QEMU_ARGS ?=
@@ -128,8 +128,12 @@ ACCEL_USED = $(ACCEL)
 ACCEL_WHY = ACCEL=$(ACCEL)
 endif
 
-LIMINE_TOOL = $(firstword $(wildcard $(LIMINE_DIR)/limine) $(if $(wildcard $(LIMINE_DIR)/limine.c),$(LIMINE_DIR)/limine))
-LIMINE_READY = $(and $(foreach f,$(LIMINE_FILES),$(wildcard $(LIMINE_DIR)/$(f))),$(LIMINE_TOOL))
+# Limine's own host tool (`limine bios-install`), built in its folder by Limine's Makefile
+# (`make -C LIMINE_DIR`); this Makefile never compiles Limine's code. Without it the ISO still
+# boots (BIOS from CD, UEFI) and the disk image boots under UEFI only.
+LIMINE_TOOL = $(wildcard $(LIMINE_DIR)/limine)
+LIMINE_READY = $(and $(foreach f,$(LIMINE_FILES),$(wildcard $(LIMINE_DIR)/$(f))),yes)
+LIMINE_NO_TOOL = echo "$(1): no $(LIMINE_DIR)/limine, so no BIOS stages written: $(2). make -C $(LIMINE_DIR) builds Limine's tool" >&2
 ifeq ($(BOOT),auto)
 BOOT_USED = $(if $(LIMINE_READY),limine,pvh)
 BOOT_WHY = BOOT=auto: $(if $(LIMINE_READY),$(LIMINE_DIR)/ holds the Limine files,no Limine files in $(LIMINE_DIR)/ (make limine fetches them))
@@ -250,7 +254,6 @@ test-kernel: rust-deps
 # The ISO: the kernel, limine.cfg as limine.conf (its cmdline replaced by ARGS when ARGS is set),
 # and Limine's BIOS and UEFI boot images; then Limine's BIOS boot code goes into the ISO itself.
 iso: host-deps limine-files kernel $(INITRAMFS)
-	@if [ ! -x "$(LIMINE_TOOL)" ]; then echo "cc $(LIMINE_DIR)/limine.c"; cc -O2 -std=c99 -o $(LIMINE_TOOL) $(LIMINE_DIR)/limine.c; fi
 	rm -rf $(ISO_ROOT)
 	mkdir -p $(ISO_ROOT)/boot/limine $(ISO_ROOT)/EFI/BOOT
 	cp $(KERNEL_ELF) $(ISO_ROOT)/boot/kernel
@@ -262,7 +265,8 @@ iso: host-deps limine-files kernel $(INITRAMFS)
 	xorriso -as mkisofs -quiet -R -r -J -b boot/limine/limine-bios-cd.bin -no-emul-boot -boot-load-size 4 -boot-info-table \
 	  --efi-boot boot/limine/limine-uefi-cd.bin -efi-boot-part --efi-boot-image --protective-msdos-label \
 	  $(ISO_ROOT) -o $(ISO)
-	$(LIMINE_TOOL) bios-install $(ISO)
+	@if [ -n "$(LIMINE_TOOL)" ]; then $(LIMINE_TOOL) bios-install $(ISO); \
+	else $(call LIMINE_NO_TOOL,iso,the ISO boots from CD and under UEFI but not from a USB stick under BIOS); fi
 	@echo "iso: $(ISO)"
 
 # The programs the in-kernel tests (kernel/src/user_tests.rs) run: static musl programs from
@@ -293,14 +297,12 @@ smoke-initramfs: $(SMOKE_INITRAMFS)
 # into the MBR and the gap before the partition. UEFI firmware boots EFI/BOOT/BOOTX64.EFI from it.
 IMAGE := target/kernel.img
 IMAGE_MB ?= 64
-image: host-deps kernel
+image: host-deps kernel $(INITRAMFS)
 	@for f in limine-bios.sys BOOTX64.EFI; do [ -f "$(LIMINE_DIR)/$$f" ] || missing="$${missing:-} $$f"; done; \
-	[ -n "$(LIMINE_TOOL)" ] || missing="$${missing:-} limine(.c)"; \
 	if [ -n "$${missing:-}" ]; then \
-	  echo "image: LIMINE_DIR=$(LIMINE_DIR) lacks$$missing. Put limine-bios.sys, BOOTX64.EFI and the limine tool" >&2; \
-	  echo "  (or limine.c with limine-bios-hdd.h) from a Limine 8 binary release ($(LIMINE_BRANCH)) there: make limine" >&2; \
-	  echo "  does it where the network allows." >&2; exit 1; fi
-	@if [ ! -x "$(LIMINE_TOOL)" ]; then echo "cc $(LIMINE_DIR)/limine.c"; cc -O2 -std=c99 -o $(LIMINE_DIR)/limine $(LIMINE_DIR)/limine.c; fi
+	  echo "image: LIMINE_DIR=$(LIMINE_DIR) lacks$$missing. Put limine-bios.sys and BOOTX64.EFI (and, for BIOS" >&2; \
+	  echo "  boot, Limine's tool built there by make -C LIMINE_DIR) from a Limine 8 binary release" >&2; \
+	  echo "  ($(LIMINE_BRANCH)) there: make limine does it where the network allows." >&2; exit 1; fi
 	@img=$(IMAGE); part="$$img@@1M"; sectors=$$(( $(IMAGE_MB) * 2048 - 2048 )); \
 	le32() { printf '\\x%02x\\x%02x\\x%02x\\x%02x' $$(( $$1 & 255 )) $$(( ($$1 >> 8) & 255 )) $$(( ($$1 >> 16) & 255 )) $$(( ($$1 >> 24) & 255 )); }; \
 	rm -f "$$img"; truncate -s $(IMAGE_MB)M "$$img"; \
@@ -311,13 +313,15 @@ image: host-deps kernel
 	awk 'ENVIRON["KERNEL_CMDLINE"] != "" && /^[[:space:]]*cmdline:/ { match($$0, /cmdline:/); print substr($$0, 1, RSTART - 1) "cmdline: " ENVIRON["KERNEL_CMDLINE"]; next } { print }' \
 	  limine.cfg > target/limine.conf; \
 	mcopy -i "$$part" $(KERNEL_ELF) ::/boot/kernel; \
+	mcopy -i "$$part" $(INITRAMFS) ::/boot/initramfs.cpio; \
 	mcopy -i "$$part" target/limine.conf $(LIMINE_DIR)/limine-bios.sys ::/boot/limine/; \
 	mcopy -i "$$part" $(LIMINE_DIR)/BOOTX64.EFI ::/EFI/BOOT/; \
-	$(LIMINE_TOOL) bios-install "$$img"; \
+	if [ -n "$(LIMINE_TOOL)" ]; then $(LIMINE_TOOL) bios-install "$$img"; \
+	else $(call LIMINE_NO_TOOL,image,the image boots under UEFI only); fi; \
 	echo "image: $$img ($(IMAGE_MB) MiB): write it to a whole USB stick, e.g. dd if=$$img of=/dev/sdX bs=4M conv=fsync"
 
 limine-files:
-	@[ -n "$(LIMINE_READY)" ] || { echo "iso: $(LIMINE_DIR)/ lacks the Limine files ($(LIMINE_FILES) and limine or limine.c): run make limine, or set LIMINE_DIR" >&2; exit 1; }
+	@[ -n "$(LIMINE_READY)" ] || { echo "iso: $(LIMINE_DIR)/ lacks the Limine files ($(LIMINE_FILES)): run make limine, or set LIMINE_DIR" >&2; exit 1; }
 
 limine:
 	@if [ -n "$(LIMINE_READY)" ]; then echo "limine: $(LIMINE_DIR)/ already holds Limine"; exit 0; fi; \
@@ -326,13 +330,12 @@ limine:
 	  || { mkdir -p "$$tmp/limine" && curl -fsSL "$(LIMINE_REPO:.git=)/archive/refs/tags/$(LIMINE_BRANCH).tar.gz" \
 	       | tar -xz -C "$$tmp/limine" --strip-components=1; } 2>/dev/null; then \
 	  mkdir -p $(LIMINE_DIR); \
-	  for file in $(LIMINE_FILES) limine.c limine.h limine-bios-hdd.h LICENSE; do cp "$$tmp/limine/$$file" $(LIMINE_DIR)/; done; \
-	  cc -O2 -std=c99 -o $(LIMINE_DIR)/limine $(LIMINE_DIR)/limine.c; \
-	  echo "limine: Limine $(LIMINE_BRANCH) in $(LIMINE_DIR)/"; \
+	  for file in $(LIMINE_FILES) Makefile limine.c limine.h limine-bios-hdd.h LICENSE; do cp "$$tmp/limine/$$file" $(LIMINE_DIR)/; done; \
+	  echo "limine: Limine $(LIMINE_BRANCH) in $(LIMINE_DIR)/; for BIOS boot from a disk, build its tool: make -C $(LIMINE_DIR)"; \
 	else \
 	  echo "limine: could not download Limine $(LIMINE_BRANCH) (no network?)." >&2; \
-	  echo "  Put limine-bios.sys, limine-bios-cd.bin, limine-uefi-cd.bin, BOOTX64.EFI and limine.c with" >&2; \
-	  echo "  limine-bios-hdd.h (or a built limine tool) from a Limine 8 binary release into a folder and" >&2; \
+	  echo "  Put limine-bios.sys, limine-bios-cd.bin, limine-uefi-cd.bin and BOOTX64.EFI (and its tool," >&2; \
+	  echo "  built by make -C in that folder, for BIOS boot from disk) from a Limine 8 binary release into a folder and" >&2; \
 	  echo "  pass LIMINE_DIR=that/folder, or boot without Limine: BOOT=pvh." >&2; \
 	  exit 1; \
 	fi
