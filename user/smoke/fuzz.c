@@ -79,8 +79,13 @@ static void region(uint64_t *s, long *addr, long *len)
 	}
 }
 
+/* The fuzzers start together, once every thread exists: a thread stack mapped later could land in
+ * a hole one of them made in the scratch region, and they would then unmap it under its thread. */
+static pthread_barrier_t all_created;
+
 static void *fuzzer(void *arg)
 {
+	pthread_barrier_wait(&all_created);
 	uint64_t s = 0x9e3779b97f4a7c15ULL * ((uint64_t)(long)arg + 1);
 	/* A valid, short timeout for the calls that may sleep. */
 	static const long tiny[2] = { 0, 1000 };
@@ -145,6 +150,8 @@ int main(int argc, char **argv)
 	if (cpus < 1 || cpus > 64)
 		return 11;
 	pthread_t t[64];
+	if (pthread_barrier_init(&all_created, 0, (unsigned)cpus))
+		return 13;
 	for (long i = 0; i < cpus; i++)
 		if (pthread_create(&t[i], 0, fuzzer, (void *)i))
 			return 12;

@@ -239,11 +239,16 @@ static void check_intact(const uint64_t *canary, uint64_t fs_base, uint64_t sigm
 
 static uint64_t canary[2] = { 0x5afe5afe5afe5afeULL, ~0x5afe5afe5afe5afeULL };
 
+/* Every copy starts only when all are created: a thread stack mapped after the first copy began
+ * could land in a hole that copy made in the scratch area, and the copies would then write over it. */
+static pthread_barrier_t all_created;
+
 static void *fuzz_copy(void *arg)
 {
 	struct copy *c = arg;
 	if (c->cpu >= 0)
 		ut_pin(c->cpu);
+	pthread_barrier_wait(&all_created);
 	rng_state = 0x9e3779b97f4a7c15ULL ^ (uint64_t)c->seed * 0xbf58476d1ce4e5b9ULL;
 	if (!rng_state)
 		rng_state = 1;
@@ -313,6 +318,7 @@ int main(int argc, char **argv)
 		ut_fail("at most 256 copies");
 	brk_start = (uintptr_t)rsys1(SYS_brk, 0);
 
+	CHECK(pthread_barrier_init(&all_created, NULL, (unsigned)nthreads) == 0);
 	int64_t t0 = ut_now_ns(CLOCK_MONOTONIC);
 	for (long t = 0; t < nthreads; t++) {
 		copies[t].seed = seed + t;

@@ -37,6 +37,40 @@ const RECORDED: Mask =
 const RING_RECORDS: usize = 1 << 15;
 const EXCHANGES: u32 = 150;
 const ROUNDS: u32 = 40;
+/// Whether losing the reschedule IPI sent to CPU `target` at `tsc` can be noticed at all. The local
+/// APIC merges IPIs of one vector that arrive while one is pending, so the check accepts fewer
+/// receipts than sends; a lost send shows only if a later receipt brought the target's receipts up
+/// to its sends (then that receipt would lack a send). When the sends to `target` stayed ahead of
+/// its receipts from `tsc` on, one of them merged, and which one was lost cannot be told.
+fn ipi_loss_detectable(dump: &Dump, tsc: u64, target: u32) -> bool {
+    let resched = |r: &&::trace::Record| IpiKind::from_arg(r.arg) == IpiKind::Resched;
+    let mut events: Vec<(u64, bool)> = dump
+        .cpus
+        .iter()
+        .flat_map(|b| b.records.iter())
+        .filter(resched)
+        .filter_map(|r| match r.kind() {
+            Some(Kind::IpiSend) if r.c == target => Some((r.tsc, true)),
+            Some(Kind::IpiReceive) if u32::from(r.cpu) == target => Some((r.tsc, false)),
+            _ => None,
+        })
+        .collect();
+    // Sends before receipts at one stamp, as the check orders them.
+    events.sort_by_key(|&(t, send)| (t, !send));
+    let (mut sent, mut received) = (0u64, 0u64);
+    for (t, send) in events {
+        if send {
+            sent += 1;
+        } else {
+            received += 1;
+            if t > tsc && received == sent {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// A user page the shootdown part maps and unmaps.
 const VA: u64 = 0x5000_0000;
 
@@ -184,6 +218,7 @@ fn trace_conservation() -> Result<(), String> {
         Kind::ShootdownDone,
     ];
     let mut removals = 0;
+    let whole = &dump;
     for kind in lossy_kinds {
         let at: Vec<(usize, usize)> = dump
             .cpus
@@ -193,7 +228,8 @@ fn trace_conservation() -> Result<(), String> {
                 block.records.iter().enumerate().filter(move |(_, r)| {
                     r.kind() == Some(kind)
                         && !(kind == Kind::Wakeup && r.arg & WAKE_RUNNING != 0)
-                        && !(kind == Kind::IpiSend && IpiKind::from_arg(r.arg) != IpiKind::Resched)
+                        && !(kind == Kind::IpiSend
+                            && (IpiKind::from_arg(r.arg) != IpiKind::Resched || !ipi_loss_detectable(whole, r.tsc, r.c)))
                 })
                 .map(move |(i, _)| (b, i))
             })
