@@ -641,7 +641,9 @@ impl<P: Platform> Scheduler<P> {
     /// robin).
     pub fn yield_now(&self) {
         let irq = self.platform.irq_save_disable();
-        self.schedule(Reason::Yield);
+        // The switch path inlined with its reason a constant: no dispatch on the reason, and only
+        // the steps a yield takes.
+        self.switch_path(Reason::Yield);
         self.platform.irq_restore(irq);
     }
 
@@ -673,7 +675,7 @@ impl<P: Platform> Scheduler<P> {
             cpu.local.next_sleeper_ns.store(next, Ordering::Relaxed);
         }
         if deadline_ns < cpu.local.armed_ns.load(Ordering::Relaxed) {
-            self.arm(home, deadline_ns);
+            self.arm(cpu, deadline_ns);
         }
         loop {
             self.schedule(Reason::Block);
@@ -762,7 +764,7 @@ impl<P: Platform> Scheduler<P> {
         let me = self.current_blockable();
         // The space's account gets the thread's time up to here, the last it runs in the space.
         // SAFETY: the running thread is alive while it runs.
-        self.account(self.this_cpu(), unsafe { me.as_ref() }, self.platform.now_ns());
+        Self::account(&self.cpus[self.this_cpu()], unsafe { me.as_ref() }, self.platform.now_ns());
         // SAFETY: the running thread is alive while it runs, and interrupts are off.
         let mm = unsafe { me.as_ref().take_mm() };
         self.platform.irq_restore(irq);
@@ -805,16 +807,16 @@ impl<P: Platform> Scheduler<P> {
         let cpu = &self.cpus[me];
         cpu.local.armed_ns.store(NEVER, Ordering::Relaxed);
         let now = self.platform.now_ns();
-        self.expire_sleepers(me, now);
+        self.expire_sleepers(me, cpu, now);
         let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
         let current = cpu.local.current.load(Ordering::Relaxed);
         if current == cpu.local.idle.load(Ordering::Relaxed) {
-            self.arm(me, next_sleeper);
+            self.arm(cpu, next_sleeper);
             return;
         }
         // SAFETY: the interrupted thread is alive and running here, interrupts off.
         if let Some(t) = unsafe { current.as_ref() } {
-            self.account(me, t, now);
+            Self::account(cpu, t, now);
         }
         let slice = self.config.slice_ns;
         let mut start = cpu.local.slice_start_ns.load(Ordering::Relaxed);
@@ -842,7 +844,7 @@ impl<P: Platform> Scheduler<P> {
             }
             now.saturating_add(slice)
         };
-        self.arm(me, slice_end.min(next_sleeper));
+        self.arm(cpu, slice_end.min(next_sleeper));
     }
 
     /// Switch away from the interrupted thread if its slice is over (and preemption is enabled).
@@ -879,7 +881,13 @@ impl<P: Platform> Scheduler<P> {
             return;
         }
         bump(&cpu.counters.preemptions);
-        self.schedule(Reason::Preempt);
+        self.schedule_preempt();
+    }
+
+    /// The switch path of a preemption, its reason a constant (see `switch_path`).
+    #[inline(never)]
+    fn schedule_preempt(&self) {
+        self.switch_path(Reason::Preempt);
     }
 
     /// Make the calling boot thread this CPU's idle thread and run the idle loop: run queued
@@ -923,7 +931,7 @@ impl<P: Platform> Scheduler<P> {
         cpu.local.idle.store(null_mut(), Ordering::Relaxed);
         // SAFETY: the reference made above; no other CPU ever holds an idle thread.
         drop(unsafe { Arc::from_raw(idle) });
-        self.arm(me, NEVER);
+        self.arm(cpu, NEVER);
         self.platform.irq_restore(irq);
     }
 
@@ -931,7 +939,7 @@ impl<P: Platform> Scheduler<P> {
     fn idle_loop(&self, me: usize, stop: &dyn Fn() -> bool) {
         let cpu = &self.cpus[me];
         loop {
-            self.expire_sleepers(me, self.platform.now_ns());
+            self.expire_sleepers(me, cpu, self.platform.now_ns());
             if cpu.queue.len_hint() == 0 {
                 self.steal_into(me);
             }
@@ -947,7 +955,7 @@ impl<P: Platform> Scheduler<P> {
                 // through the space's generation when it next loads it).
                 cpu.local.active_mm.store(0, Ordering::Relaxed);
             }
-            self.arm(me, cpu.local.next_sleeper_ns.load(Ordering::Relaxed));
+            self.arm(cpu, cpu.local.next_sleeper_ns.load(Ordering::Relaxed));
             if cpu.queue.try_halt() {
                 let start_ns = self.platform.now_ns();
                 self.platform.idle_wait();
@@ -1120,8 +1128,9 @@ impl<P: Platform> Scheduler<P> {
     }
 
     /// Program this CPU's timer for `deadline_ns` (`NEVER`: off), unless it already is.
-    fn arm(&self, me: usize, deadline_ns: u64) {
-        let armed = &self.cpus[me].local.armed_ns;
+    #[inline]
+    fn arm(&self, cpu: &Cpu, deadline_ns: u64) {
+        let armed = &cpu.local.armed_ns;
         if armed.load(Ordering::Relaxed) != deadline_ns {
             armed.store(deadline_ns, Ordering::Relaxed);
             self.platform
@@ -1132,8 +1141,8 @@ impl<P: Platform> Scheduler<P> {
     /// Wake this CPU's sleepers whose deadline is `<= now_ns` (interrupts disabled). Inline: the
     /// tick and the preemption that follows it each ask, and mostly nobody is due.
     #[inline]
-    fn expire_sleepers(&self, me: usize, now_ns: u64) {
-        if now_ns >= self.cpus[me].local.next_sleeper_ns.load(Ordering::Relaxed) {
+    fn expire_sleepers(&self, me: usize, cpu: &Cpu, now_ns: u64) {
+        if now_ns >= cpu.local.next_sleeper_ns.load(Ordering::Relaxed) {
             self.expire_due_sleepers(me, now_ns);
         }
     }
@@ -1174,7 +1183,15 @@ impl<P: Platform> Scheduler<P> {
     /// the idle thread hands over (to arm the slice tick) and on a preemption (to stamp the next
     /// slice). On a voluntary switch otherwise, the incoming thread's slice is left `UNSTAMPED`
     /// for the next tick to date (see `timer_interrupt`).
+    #[inline(never)]
     fn schedule(&self, reason: Reason) {
+        self.switch_path(reason);
+    }
+
+    /// The body of [`Scheduler::schedule`], inlined where the reason is a constant (`yield_now`,
+    /// `schedule_preempt`) so that the tests of the reason fold away.
+    #[inline(always)]
+    fn switch_path(&self, reason: Reason) {
         let me = self.this_cpu();
         let cpu = &self.cpus[me];
         let prev = cpu.local.current.load(Ordering::Relaxed);
@@ -1259,7 +1276,7 @@ impl<P: Platform> Scheduler<P> {
             // An accounting point for free: the clock was read anyway. Without one, what `prev`
             // ran goes to whoever runs at the next point (see the module doc).
             // SAFETY: `prev` is alive and running here (it is us).
-            self.account(me, unsafe { &*prev }, now);
+            Self::account(cpu, unsafe { &*prev }, now);
         }
         cpu.local
             .slice_start_ns
@@ -1285,7 +1302,7 @@ impl<P: Platform> Scheduler<P> {
     #[inline(never)]
     fn now_expiring_sleepers(&self, me: usize) -> u64 {
         let now = self.platform.now_ns();
-        self.expire_sleepers(me, now);
+        self.expire_sleepers(me, &self.cpus[me], now);
         now
     }
 
@@ -1293,9 +1310,10 @@ impl<P: Platform> Scheduler<P> {
     #[inline(never)]
     fn arm_leaving_idle(&self, me: usize, now: Option<u64>) {
         let now = now.unwrap_or_else(|| self.platform.now_ns());
-        let next_sleeper = self.cpus[me].local.next_sleeper_ns.load(Ordering::Relaxed);
+        let cpu = &self.cpus[me];
+        let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
         self.arm(
-            me,
+            cpu,
             now.saturating_add(self.config.slice_ns).min(next_sleeper),
         );
     }
@@ -1303,8 +1321,8 @@ impl<P: Platform> Scheduler<P> {
     /// An accounting point on CPU `me` (the calling one, interrupts off) at `now_ns`: charge `t`,
     /// the thread running there, and its space's account with everything since the last point.
     #[inline]
-    fn account(&self, me: usize, t: &Thread, now_ns: u64) {
-        let acct = &self.cpus[me].local.acct_ns;
+    fn account(cpu: &Cpu, t: &Thread, now_ns: u64) {
+        let acct = &cpu.local.acct_ns;
         let ran = now_ns.saturating_sub(acct.load(Ordering::Relaxed));
         if ran == 0 {
             return;
@@ -1327,13 +1345,13 @@ impl<P: Platform> Scheduler<P> {
     /// each.
     pub fn current_cpu_time(&self) -> (u64, u64) {
         let irq = self.platform.irq_save_disable();
-        let me = self.this_cpu();
-        let p = self.cpus[me].local.current.load(Ordering::Relaxed);
+        let cpu = &self.cpus[self.this_cpu()];
+        let p = cpu.local.current.load(Ordering::Relaxed);
         let now = self.platform.now_ns();
         // SAFETY: the current thread of this CPU is the caller, alive while it runs; interrupts are
         // off, so its accounting (by this CPU only) does not change under us.
         let time = unsafe { p.as_ref() }.map_or((0, 0), |t| {
-            self.account(me, t, now);
+            Self::account(cpu, t, now);
             (t.run_ns.load(Ordering::Relaxed), 0)
         });
         self.platform.irq_restore(irq);
@@ -1346,7 +1364,7 @@ impl<P: Platform> Scheduler<P> {
     /// # Safety
     /// Interrupts disabled; `cpu` is CPU `me`'s state; `prev` is the thread running there; `next`
     /// was just picked there (no other CPU will run it) and is not `prev`.
-    #[inline]
+    #[inline(always)]
     unsafe fn switch_to(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread) -> *const Thread {
         next.entity.wait_off_cpu();
         next.entity.set_on_cpu();
