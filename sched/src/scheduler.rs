@@ -789,7 +789,8 @@ impl<P: Platform> Scheduler<P> {
     /// used up and others wait, and re-arms the timer (only for sleepers while idle: tickless).
     /// Follow it with [`Scheduler::preempt_if_needed`].
     pub fn timer_interrupt(&self) {
-        self.timer_interrupt_on(self.this_cpu());
+        let me = self.this_cpu();
+        self.timer_interrupt_on(me, &self.cpus[me]);
     }
 
     /// The timer interrupt's whole work: [`Scheduler::timer_interrupt`], then
@@ -797,14 +798,14 @@ impl<P: Platform> Scheduler<P> {
     /// disabled, on the interrupted thread's stack).
     pub fn tick(&self) {
         let me = self.this_cpu();
-        self.timer_interrupt_on(me);
-        self.preempt_if_needed_on(me);
+        let cpu = &self.cpus[me];
+        self.timer_interrupt_on(me, cpu);
+        self.preempt_if_needed_on(cpu);
     }
 
-    /// [`Scheduler::timer_interrupt`] on CPU `me`, the calling one.
+    /// [`Scheduler::timer_interrupt`] on CPU `me`, the calling one, whose state is `cpu`.
     #[inline(always)]
-    fn timer_interrupt_on(&self, me: usize) {
-        let cpu = &self.cpus[me];
+    fn timer_interrupt_on(&self, me: usize, cpu: &Cpu) {
         cpu.local.armed_ns.store(NEVER, Ordering::Relaxed);
         let now = self.platform.now_ns();
         self.expire_sleepers(me, cpu, now);
@@ -852,13 +853,12 @@ impl<P: Platform> Scheduler<P> {
     /// the thread is resumed (maybe much later, maybe on another CPU), and the handler's exit path
     /// then returns to it. Does nothing on an idle thread (the idle loop looks for work itself).
     pub fn preempt_if_needed(&self) {
-        self.preempt_if_needed_on(self.this_cpu());
+        self.preempt_if_needed_on(&self.cpus[self.this_cpu()]);
     }
 
-    /// [`Scheduler::preempt_if_needed`] on CPU `me`, the calling one.
+    /// [`Scheduler::preempt_if_needed`] on the calling CPU, whose state is `cpu`.
     #[inline(always)]
-    fn preempt_if_needed_on(&self, me: usize) {
-        let cpu = &self.cpus[me];
+    fn preempt_if_needed_on(&self, cpu: &Cpu) {
         if cpu.local.preempt_count.load(Ordering::Relaxed) != 0 {
             return;
         }
