@@ -308,12 +308,20 @@ pub fn power_off_deadline_ns() -> Option<u64> {
 /// Power off if the `exit-after=` deadline has passed: one load when there is none. Called from
 /// every CPU's timer interrupt and by the thread that sleeps until the deadline; the first caller
 /// past it says so and powers off, the others halt.
-#[inline]
+#[inline(always)]
 pub fn power_off_if_due() {
     let at = POWER_OFF_AT_NS.load(Ordering::Relaxed);
     if at == 0 || now_ns() < at {
         return;
     }
+    power_off_now();
+}
+
+/// The rest of [`power_off_if_due`], once the deadline has passed: out of line, so that its frame
+/// (the log's formatting) stays off the timer interrupt's path.
+#[cold]
+#[inline(never)]
+fn power_off_now() -> ! {
     if POWERING_OFF.swap(true, Ordering::AcqRel) {
         arch::cpu::halt_forever();
     }

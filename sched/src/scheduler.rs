@@ -32,6 +32,17 @@
 //! have run since it came in. So a thread that comes in through a voluntary switch runs between
 //! half a slice and one and a half, a full one on average, before a tick preempts it.
 //!
+//! CPU time (the thread and process CPU-time clocks) is charged at the moments the clock is read
+//! anyway, never by a read of its own on a voluntary switch. Each CPU keeps `acct_ns`, the clock
+//! at its last accounting point; at the next one (a tick, a switch that read the clock for
+//! sleepers, a preemption or the idle hand-over, a thread's reading of its own clock, its exit
+//! from its space) the thread running then is charged everything since, and `acct_ns` moves to
+//! now. A thread that ran alone on its CPU since the last point is charged exactly; where
+//! voluntary switches (yield, block, exit with no sleeper due) came in between, the thread found
+//! running takes the whole interval, as with Linux's tick-sampled user and system times: at most
+//! one slice per interval goes to the wrong thread of that CPU, none is lost, and a thread's clock
+//! never goes back (a reading charges what it returns).
+//!
 //! Memory rule for the kernel: wake-ups and `timer_interrupt` never allocate or free. A dead
 //! thread's stack is freed (and the scheduler's reference to its control block dropped; the block
 //! goes with the last `JoinHandle`) in `finish_switch`, by the thread that runs next, with
@@ -176,6 +187,9 @@ struct Local {
     armed_ns: AtomicU64,
     /// Earliest sleeper deadline (`NEVER`: none); written under the sleeper lock.
     next_sleeper_ns: AtomicU64,
+    /// The clock at this CPU's last CPU-time accounting point: what has run since is charged to
+    /// the thread running at the next one.
+    acct_ns: AtomicU64,
     /// Id of the thread whose extended state this CPU's registers hold (0: none known).
     fpu_owner: AtomicU64,
     /// The address space loaded on this CPU (0: none yet).
@@ -204,6 +218,7 @@ impl Cpu {
                 slice_start_ns: AtomicU64::new(0),
                 armed_ns: AtomicU64::new(NEVER),
                 next_sleeper_ns: AtomicU64::new(NEVER),
+                acct_ns: AtomicU64::new(0),
                 fpu_owner: AtomicU64::new(0),
                 active_mm: AtomicUsize::new(0),
             }),
@@ -626,7 +641,9 @@ impl<P: Platform> Scheduler<P> {
     /// robin).
     pub fn yield_now(&self) {
         let irq = self.platform.irq_save_disable();
-        self.schedule(Reason::Yield);
+        // The switch path inlined with its reason a constant: no dispatch on the reason, and only
+        // the steps a yield takes.
+        self.switch_path(Reason::Yield);
         self.platform.irq_restore(irq);
     }
 
@@ -658,7 +675,7 @@ impl<P: Platform> Scheduler<P> {
             cpu.local.next_sleeper_ns.store(next, Ordering::Relaxed);
         }
         if deadline_ns < cpu.local.armed_ns.load(Ordering::Relaxed) {
-            self.arm(home, deadline_ns);
+            self.arm(cpu, deadline_ns);
         }
         loop {
             self.schedule(Reason::Block);
@@ -747,7 +764,7 @@ impl<P: Platform> Scheduler<P> {
         let me = self.current_blockable();
         // The space's account gets the thread's time up to here, the last it runs in the space.
         // SAFETY: the running thread is alive while it runs.
-        Self::account(unsafe { me.as_ref() }, self.platform.now_ns());
+        Self::account(&self.cpus[self.this_cpu()], unsafe { me.as_ref() }, self.platform.now_ns());
         // SAFETY: the running thread is alive while it runs, and interrupts are off.
         let mm = unsafe { me.as_ref().take_mm() };
         self.platform.irq_restore(irq);
@@ -772,7 +789,8 @@ impl<P: Platform> Scheduler<P> {
     /// used up and others wait, and re-arms the timer (only for sleepers while idle: tickless).
     /// Follow it with [`Scheduler::preempt_if_needed`].
     pub fn timer_interrupt(&self) {
-        self.timer_interrupt_on(self.this_cpu());
+        let me = self.this_cpu();
+        self.timer_interrupt_on(me, &self.cpus[me]);
     }
 
     /// The timer interrupt's whole work: [`Scheduler::timer_interrupt`], then
@@ -780,26 +798,26 @@ impl<P: Platform> Scheduler<P> {
     /// disabled, on the interrupted thread's stack).
     pub fn tick(&self) {
         let me = self.this_cpu();
-        self.timer_interrupt_on(me);
-        self.preempt_if_needed_on(me);
+        let cpu = &self.cpus[me];
+        self.timer_interrupt_on(me, cpu);
+        self.preempt_if_needed_on(cpu);
     }
 
-    /// [`Scheduler::timer_interrupt`] on CPU `me`, the calling one.
+    /// [`Scheduler::timer_interrupt`] on CPU `me`, the calling one, whose state is `cpu`.
     #[inline(always)]
-    fn timer_interrupt_on(&self, me: usize) {
-        let cpu = &self.cpus[me];
+    fn timer_interrupt_on(&self, me: usize, cpu: &Cpu) {
         cpu.local.armed_ns.store(NEVER, Ordering::Relaxed);
         let now = self.platform.now_ns();
-        self.expire_sleepers(me, now);
+        self.expire_sleepers(me, cpu, now);
         let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
         let current = cpu.local.current.load(Ordering::Relaxed);
         if current == cpu.local.idle.load(Ordering::Relaxed) {
-            self.arm(me, next_sleeper);
+            self.arm(cpu, next_sleeper);
             return;
         }
         // SAFETY: the interrupted thread is alive and running here, interrupts off.
         if let Some(t) = unsafe { current.as_ref() } {
-            Self::account(t, now);
+            Self::account(cpu, t, now);
         }
         let slice = self.config.slice_ns;
         let mut start = cpu.local.slice_start_ns.load(Ordering::Relaxed);
@@ -827,7 +845,7 @@ impl<P: Platform> Scheduler<P> {
             }
             now.saturating_add(slice)
         };
-        self.arm(me, slice_end.min(next_sleeper));
+        self.arm(cpu, slice_end.min(next_sleeper));
     }
 
     /// Switch away from the interrupted thread if its slice is over (and preemption is enabled).
@@ -835,13 +853,12 @@ impl<P: Platform> Scheduler<P> {
     /// the thread is resumed (maybe much later, maybe on another CPU), and the handler's exit path
     /// then returns to it. Does nothing on an idle thread (the idle loop looks for work itself).
     pub fn preempt_if_needed(&self) {
-        self.preempt_if_needed_on(self.this_cpu());
+        self.preempt_if_needed_on(&self.cpus[self.this_cpu()]);
     }
 
-    /// [`Scheduler::preempt_if_needed`] on CPU `me`, the calling one.
+    /// [`Scheduler::preempt_if_needed`] on the calling CPU, whose state is `cpu`.
     #[inline(always)]
-    fn preempt_if_needed_on(&self, me: usize) {
-        let cpu = &self.cpus[me];
+    fn preempt_if_needed_on(&self, cpu: &Cpu) {
         if cpu.local.preempt_count.load(Ordering::Relaxed) != 0 {
             return;
         }
@@ -864,7 +881,13 @@ impl<P: Platform> Scheduler<P> {
             return;
         }
         bump(&cpu.counters.preemptions);
-        self.schedule(Reason::Preempt);
+        self.schedule_preempt();
+    }
+
+    /// The switch path of a preemption, its reason a constant (see `switch_path`).
+    #[inline(never)]
+    fn schedule_preempt(&self) {
+        self.switch_path(Reason::Preempt);
     }
 
     /// Make the calling boot thread this CPU's idle thread and run the idle loop: run queued
@@ -902,12 +925,13 @@ impl<P: Platform> Scheduler<P> {
         let idle = Arc::into_raw(idle).cast_mut();
         cpu.local.idle.store(idle, Ordering::Relaxed);
         cpu.local.current.store(idle, Ordering::Relaxed);
+        cpu.local.acct_ns.store(self.platform.now_ns(), Ordering::Relaxed);
         self.idle_loop(me, stop);
         cpu.local.current.store(null_mut(), Ordering::Relaxed);
         cpu.local.idle.store(null_mut(), Ordering::Relaxed);
         // SAFETY: the reference made above; no other CPU ever holds an idle thread.
         drop(unsafe { Arc::from_raw(idle) });
-        self.arm(me, NEVER);
+        self.arm(cpu, NEVER);
         self.platform.irq_restore(irq);
     }
 
@@ -915,7 +939,7 @@ impl<P: Platform> Scheduler<P> {
     fn idle_loop(&self, me: usize, stop: &dyn Fn() -> bool) {
         let cpu = &self.cpus[me];
         loop {
-            self.expire_sleepers(me, self.platform.now_ns());
+            self.expire_sleepers(me, cpu, self.platform.now_ns());
             if cpu.queue.len_hint() == 0 {
                 self.steal_into(me);
             }
@@ -931,7 +955,7 @@ impl<P: Platform> Scheduler<P> {
                 // through the space's generation when it next loads it).
                 cpu.local.active_mm.store(0, Ordering::Relaxed);
             }
-            self.arm(me, cpu.local.next_sleeper_ns.load(Ordering::Relaxed));
+            self.arm(cpu, cpu.local.next_sleeper_ns.load(Ordering::Relaxed));
             if cpu.queue.try_halt() {
                 let start_ns = self.platform.now_ns();
                 self.platform.idle_wait();
@@ -1104,8 +1128,9 @@ impl<P: Platform> Scheduler<P> {
     }
 
     /// Program this CPU's timer for `deadline_ns` (`NEVER`: off), unless it already is.
-    fn arm(&self, me: usize, deadline_ns: u64) {
-        let armed = &self.cpus[me].local.armed_ns;
+    #[inline]
+    fn arm(&self, cpu: &Cpu, deadline_ns: u64) {
+        let armed = &cpu.local.armed_ns;
         if armed.load(Ordering::Relaxed) != deadline_ns {
             armed.store(deadline_ns, Ordering::Relaxed);
             self.platform
@@ -1116,8 +1141,8 @@ impl<P: Platform> Scheduler<P> {
     /// Wake this CPU's sleepers whose deadline is `<= now_ns` (interrupts disabled). Inline: the
     /// tick and the preemption that follows it each ask, and mostly nobody is due.
     #[inline]
-    fn expire_sleepers(&self, me: usize, now_ns: u64) {
-        if now_ns >= self.cpus[me].local.next_sleeper_ns.load(Ordering::Relaxed) {
+    fn expire_sleepers(&self, me: usize, cpu: &Cpu, now_ns: u64) {
+        if now_ns >= cpu.local.next_sleeper_ns.load(Ordering::Relaxed) {
             self.expire_due_sleepers(me, now_ns);
         }
     }
@@ -1158,7 +1183,15 @@ impl<P: Platform> Scheduler<P> {
     /// the idle thread hands over (to arm the slice tick) and on a preemption (to stamp the next
     /// slice). On a voluntary switch otherwise, the incoming thread's slice is left `UNSTAMPED`
     /// for the next tick to date (see `timer_interrupt`).
+    #[inline(never)]
     fn schedule(&self, reason: Reason) {
+        self.switch_path(reason);
+    }
+
+    /// The body of [`Scheduler::schedule`], inlined where the reason is a constant (`yield_now`,
+    /// `schedule_preempt`) so that the tests of the reason fold away.
+    #[inline(always)]
+    fn switch_path(&self, reason: Reason) {
         let me = self.this_cpu();
         let cpu = &self.cpus[me];
         let prev = cpu.local.current.load(Ordering::Relaxed);
@@ -1239,11 +1272,12 @@ impl<P: Platform> Scheduler<P> {
             }
             return;
         }
-        // CPU time: every switch reads the clock for it (one TSC read), even where the slice
-        // needs no stamp.
-        let switch_ns = now.unwrap_or_else(|| self.platform.now_ns());
-        // SAFETY: `prev` is alive and running here (it is us).
-        Self::account(unsafe { &*prev }, switch_ns);
+        if let Some(now) = now {
+            // An accounting point for free: the clock was read anyway. Without one, what `prev`
+            // ran goes to whoever runs at the next point (see the module doc).
+            // SAFETY: `prev` is alive and running here (it is us).
+            Self::account(cpu, unsafe { &*prev }, now);
+        }
         cpu.local
             .slice_start_ns
             .store(now.unwrap_or(UNSTAMPED), Ordering::Relaxed);
@@ -1252,7 +1286,7 @@ impl<P: Platform> Scheduler<P> {
         }
         // SAFETY: `prev` is alive (it is us); `next` was on our queue (alive, owned by us now) or is
         // our idle thread.
-        let from = unsafe { self.switch_to(me, cpu, &*prev, &*next, switch_ns) };
+        let from = unsafe { self.switch_to(me, cpu, &*prev, &*next) };
         // SAFETY: `from` is what the switch that resumed us handed over.
         unsafe { self.finish_switch(from) };
         // SAFETY: `prev` is the calling thread, running again.
@@ -1268,7 +1302,7 @@ impl<P: Platform> Scheduler<P> {
     #[inline(never)]
     fn now_expiring_sleepers(&self, me: usize) -> u64 {
         let now = self.platform.now_ns();
-        self.expire_sleepers(me, now);
+        self.expire_sleepers(me, &self.cpus[me], now);
         now
     }
 
@@ -1276,24 +1310,26 @@ impl<P: Platform> Scheduler<P> {
     #[inline(never)]
     fn arm_leaving_idle(&self, me: usize, now: Option<u64>) {
         let now = now.unwrap_or_else(|| self.platform.now_ns());
-        let next_sleeper = self.cpus[me].local.next_sleeper_ns.load(Ordering::Relaxed);
+        let cpu = &self.cpus[me];
+        let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
         self.arm(
-            me,
+            cpu,
             now.saturating_add(self.config.slice_ns).min(next_sleeper),
         );
     }
 
-    /// Charge the running thread `t` the CPU time it ran up to `now_ns`, and its space's account
-    /// with it (by the CPU running `t`, interrupts off: the switch away and the timer tick).
+    /// An accounting point on CPU `me` (the calling one, interrupts off) at `now_ns`: charge `t`,
+    /// the thread running there, and its space's account with everything since the last point.
     #[inline]
-    fn account(t: &Thread, now_ns: u64) {
-        let ran = now_ns.saturating_sub(t.ran_from_ns.load(Ordering::Relaxed));
+    fn account(cpu: &Cpu, t: &Thread, now_ns: u64) {
+        let acct = &cpu.local.acct_ns;
+        let ran = now_ns.saturating_sub(acct.load(Ordering::Relaxed));
         if ran == 0 {
             return;
         }
+        acct.store(now_ns, Ordering::Relaxed);
         t.run_ns
             .store(t.run_ns.load(Ordering::Relaxed) + ran, Ordering::Relaxed);
-        t.ran_from_ns.store(now_ns, Ordering::Relaxed);
         // SAFETY: `t` is running on this CPU with interrupts off: its own `take_mm` (interrupts
         // off too) is either done or not begun.
         if let Some(mm) = unsafe { t.mm() } {
@@ -1301,37 +1337,37 @@ impl<P: Platform> Scheduler<P> {
         }
     }
 
-    /// CPU time of the calling thread, as of now: `(run_ns, uncharged_ns)`, the whole time it has
-    /// run (nanoseconds of the platform clock) and the part of it not yet added to its space's
-    /// account (since its switch-in or its CPU's last tick). So a process clock is its space's
-    /// account plus `uncharged_ns` of the caller; other threads of the space running at that
-    /// moment are behind by at most one tick each.
+    /// CPU time of the calling thread, as of now: `(run_ns, uncharged_ns)`, the whole time charged
+    /// to it (nanoseconds of the platform clock; the reading is an accounting point, so it charges
+    /// the caller up to now first) and the part of it not yet added to its space's account, which
+    /// that charge makes 0. So a process clock is its space's account plus `uncharged_ns` of the
+    /// caller; other threads of the space running at that moment are behind by at most one tick
+    /// each.
     pub fn current_cpu_time(&self) -> (u64, u64) {
         let irq = self.platform.irq_save_disable();
-        let p = self.cpus[self.this_cpu()].local.current.load(Ordering::Relaxed);
+        let cpu = &self.cpus[self.this_cpu()];
+        let p = cpu.local.current.load(Ordering::Relaxed);
         let now = self.platform.now_ns();
         // SAFETY: the current thread of this CPU is the caller, alive while it runs; interrupts are
         // off, so its accounting (by this CPU only) does not change under us.
         let time = unsafe { p.as_ref() }.map_or((0, 0), |t| {
-            let uncharged = now.saturating_sub(t.ran_from_ns.load(Ordering::Relaxed));
-            (t.run_ns.load(Ordering::Relaxed) + uncharged, uncharged)
+            Self::account(cpu, t, now);
+            (t.run_ns.load(Ordering::Relaxed), 0)
         });
         self.platform.irq_restore(irq);
         time
     }
 
-    /// Step 3 of the switch path: hand the CPU from `prev` to `next` at time `now_ns`; returns when
+    /// Step 3 of the switch path: hand the CPU from `prev` to `next`; returns when
     /// `prev` runs again, with the thread the CPU (maybe another one) switched away from to resume it.
     ///
     /// # Safety
     /// Interrupts disabled; `cpu` is CPU `me`'s state; `prev` is the thread running there; `next`
     /// was just picked there (no other CPU will run it) and is not `prev`.
-    #[inline]
-    unsafe fn switch_to(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread, now_ns: u64) -> *const Thread {
+    #[inline(always)]
+    unsafe fn switch_to(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread) -> *const Thread {
         next.entity.wait_off_cpu();
         next.entity.set_on_cpu();
-        // Its run time counts from here (after `wait_off_cpu`: the CPU it left is done with it).
-        next.ran_from_ns.store(now_ns, Ordering::Relaxed);
         if self.config.prefetch {
             // SAFETY: `next` is ours now and its window complete (`wait_off_cpu` synchronised with
             // the end of its last switch), so reading it races with nothing.

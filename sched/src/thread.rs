@@ -187,12 +187,9 @@ pub(crate) struct Thread {
     pub(crate) user: bool,
     /// The user FS base of a user thread, restored at each switch to it.
     pub(crate) fs_base: AtomicU64,
-    /// CPU time the thread has run, in nanoseconds of the platform clock, up to `ran_from_ns`.
-    /// Written only by the CPU running the thread (switch path, timer tick, interrupts off).
+    /// CPU time charged to the thread, in nanoseconds of the platform clock (see the accounting
+    /// rule in `scheduler`). Written only by the CPU running the thread, interrupts off.
     pub(crate) run_ns: AtomicU64,
-    /// When the running part not yet in `run_ns` began: the switch to the thread or its CPU's last
-    /// tick since.
-    pub(crate) ran_from_ns: AtomicU64,
     pub(crate) joiners: WaitQueue,
     /// The thread's current sleep deadline has passed and its timer entry has fired (guarded by the
     /// sleeper heap lock of the CPU it went to sleep on).
@@ -310,7 +307,6 @@ impl Thread {
             user,
             fs_base: AtomicU64::new(0),
             run_ns: AtomicU64::new(0),
-            ran_from_ns: AtomicU64::new(0),
             joiners: WaitQueue::new(),
             sleep_fired: AtomicBool::new(false),
             affinity: SpinMutex::new(None),

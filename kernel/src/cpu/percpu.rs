@@ -105,6 +105,17 @@ pub fn cpu_index() -> u32 {
     unsafe { arch::cpu::gs_read_u64::<{ offset_of!(PerCpu, cpu_index) }>() as u32 }
 }
 
+/// This CPU's dense index, for a CPU that has installed its block: one GS-relative load, without
+/// [`cpu_index`]'s test of `READY` (the scheduler's hot paths read it at every switch and tick).
+///
+/// # Safety
+/// This CPU has run [`install`].
+#[inline(always)]
+pub unsafe fn cpu_index_installed() -> u32 {
+    // SAFETY: the caller's CPU installed its block; cpu_index is an 8-byte field at this offset.
+    unsafe { arch::cpu::gs_read_u64::<{ offset_of!(PerCpu, cpu_index) }>() as u32 }
+}
+
 /// Proof that interrupts are disabled on this CPU, so the running code cannot migrate.
 pub struct IrqOff(());
 

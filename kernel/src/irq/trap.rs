@@ -108,10 +108,33 @@ pub fn register(vector: u8, handler: Handler) {
 }
 
 /// Called by `arch::trap`'s common stub for every vector, interrupts off.
+///
+/// Interrupts (vectors 32-255) take the short path: count, trace, call the handler. Exceptions and
+/// NMI go to `dispatch_exception`, kept out of line so that its fault reports and user-fault
+/// handling do not widen the interrupt path's frame.
 #[unsafe(no_mangle)]
 extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
     // SAFETY: the stub passes a pointer to the frame it just built on this stack.
     let frame = unsafe { &mut *frame };
+    let v = frame.vector;
+    if v < 32 {
+        dispatch_exception(frame);
+        return;
+    }
+    percpu::count(percpu::Counter::Interrupts);
+    trace_interrupt(v as u8);
+    let Some(h) = HANDLERS[usize::from(v as u8)].load() else {
+        no_handler(v);
+        return;
+    };
+    h(frame);
+    before_user_return(frame);
+}
+
+/// [`trap_dispatch`] for vectors 0-31: NMI, and exceptions of the kernel or of user programs.
+#[cold]
+#[inline(never)]
+fn dispatch_exception(frame: &mut TrapFrame) {
     let v = frame.vector;
     if v == NMI {
         if crate::irq::panic::stop_requested() {
@@ -119,34 +142,32 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
         }
         crate::irq::panic::fault(frame, "non-maskable interrupt");
     }
-    if v < 32 && v != DOUBLE_FAULT && v != MACHINE_CHECK && user_exception(frame) {
+    if v != DOUBLE_FAULT && v != MACHINE_CHECK && user_exception(frame) {
         before_user_return(frame);
         return;
     }
-    if v < 32 {
-        let what = match v {
-            DOUBLE_FAULT => "double fault",
-            MACHINE_CHECK => "machine check",
-            _ => exception_name(v),
-        };
-        crate::irq::panic::fault(frame, what);
-    }
-    percpu::count(percpu::Counter::Interrupts);
-    trace_interrupt(v as u8);
-    let Some(h) = HANDLERS[v as usize].load() else {
-        if v == u64::from(VECTOR_SPURIOUS) {
-            percpu::count(percpu::Counter::Spurious);
-            return;
-        }
-        log::warn!("interrupt on vector {v:#x} with no handler; ignored");
-        crate::irq::apic::eoi();
-        return;
+    let what = match v {
+        DOUBLE_FAULT => "double fault",
+        MACHINE_CHECK => "machine check",
+        _ => exception_name(v),
     };
-    h(frame);
-    before_user_return(frame);
+    crate::irq::panic::fault(frame, what);
+}
+
+/// An interrupt on a vector nobody registered (the spurious vector is expected).
+#[cold]
+#[inline(never)]
+fn no_handler(v: u64) {
+    if v == u64::from(VECTOR_SPURIOUS) {
+        percpu::count(percpu::Counter::Spurious);
+        return;
+    }
+    log::warn!("interrupt on vector {v:#x} with no handler; ignored");
+    crate::irq::apic::eoi();
 }
 
 /// The process layer's last word before an entry from ring 3 returns there.
+#[inline(always)]
 fn before_user_return(frame: &mut TrapFrame) {
     if frame.cs & 3 == 3
         && let Some(hooks) = USER_FAULTS.load()

@@ -3,9 +3,11 @@
 //!
 //! Clocks: MONOTONIC (and _RAW, _COARSE, BOOTTIME) count from boot on the kernel's TSC clock.
 //! REALTIME is the CMOS clock's reading at its first use, advanced by the same TSC clock. The
-//! CPU-time clocks count what the scheduler measured on the same clock at every switch and tick:
+//! CPU-time clocks count what the scheduler charged on the same clock at its accounting points
+//! (ticks, switches that read the clock, thread end, and this read itself; see `sched::scheduler`):
 //! THREAD_CPUTIME_ID the calling thread's run time, PROCESS_CPUTIME_ID its address space's account
-//! (every thread of the process, live or ended) plus the caller's slice not yet charged. The
+//! (every thread of the process, live or ended) plus the caller's part not yet charged (none, as
+//! the read charges it). The
 //! process's other threads running at that moment are behind by at most one tick each; time in
 //! the kernel counts, as on Linux (user + system).
 

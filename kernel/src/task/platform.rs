@@ -50,9 +50,12 @@ pub fn exit_user_thread() -> ! {
 }
 
 impl Platform for KernelPlatform {
-    #[inline]
+    #[inline(always)]
     fn cpu_id(&self) -> CpuIndex {
-        CpuIndex(percpu::cpu_index())
+        // SAFETY: the scheduler exists only after the boot CPU installed its per-CPU block (`init`
+        // runs later), and an AP installs its own before it runs anything that could reach the
+        // scheduler (it neither logs nor panics before: `cpus::bringup::ap_start`).
+        CpuIndex(unsafe { percpu::cpu_index_installed() })
     }
 
     #[inline]
