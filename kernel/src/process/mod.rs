@@ -169,6 +169,44 @@ fn exit_if_killed_slow() {
     }
 }
 
+/// A user thread being created, and its entry in the tables that make it a thread of its process
+/// (the thread table, its signal state with the creator's mask, its clear-tid word; with `main`,
+/// the process's main thread). The creator enters it right after the scheduler gave it an id, before
+/// `clone` or `fork` returns, so a signal sent at once finds it (Linux: the thread exists from
+/// clone's return on); the new thread enters it itself if it runs first. Whichever comes second
+/// waits for the first to finish ([`spin::Once`]): the thread never reaches user mode unregistered,
+/// and it cannot have ended (and left the tables) before the creator's turn, because it ends only
+/// after its own turn.
+struct NewThread {
+    process: Arc<Process>,
+    blocked: abi::signal::SigSet,
+    clear_tid: Option<u64>,
+    main: bool,
+    done: spin::Once<()>,
+}
+
+impl NewThread {
+    fn new(process: Arc<Process>, blocked: abi::signal::SigSet, clear_tid: Option<u64>, main: bool) -> Self {
+        NewThread { process, blocked, clear_tid, main, done: spin::Once::new() }
+    }
+
+    /// Enter thread `tid` (the scheduler's id) in the tables, once.
+    fn register(&self, tid: u64) {
+        self.done.call_once(|| {
+            let p = &self.process;
+            if self.main {
+                p.main_tid.store(tid, Ordering::Release);
+            }
+            p.signals.attach(tid, self.blocked);
+            let old = THREADS.lock().insert(tid, p.clone());
+            debug_assert!(old.is_none(), "a thread id is entered once");
+            if let Some(addr) = self.clear_tid {
+                CLEAR_TID.lock().insert(tid, addr);
+            }
+        });
+    }
+}
+
 /// `clone` of a thread: a new user thread of the calling process, starting from a copy of the
 /// caller's registers with `rax` = 0 and, when given, `stack` as its stack pointer and `tls` as its
 /// FS base. `parent_tid`/`child_tid`: where to store the new thread's id (`CLONE_PARENT_SETTID`,
@@ -186,16 +224,12 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
         return Err(errno::EPERM);
     }
     p.threads.fetch_add(1, Ordering::AcqRel);
-    let child = p.clone();
-    let blocked = signal::current_blocked();
+    let entry = Arc::new(NewThread::new(p.clone(), signal::current_blocked(), clear_tid, false));
+    let child = entry.clone();
     let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(p.space().mm());
     let spawned = task::sched().spawn(builder, move || {
         let tid = current_tid();
-        child.signals.attach(tid, blocked);
-        THREADS.lock().insert(tid, child.clone());
-        if let Some(addr) = clear_tid {
-            CLEAR_TID.lock().insert(tid, addr);
-        }
+        child.register(tid);
         if let Some(addr) = child_tid {
             let _ = arch::usercopy::copy_to_user(addr, &((THREAD_ID_BASE + tid) as u32).to_ne_bytes());
         }
@@ -203,7 +237,7 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
             task::sched().set_current_fs_base(t);
             let _ = arch::fsbase::write(t);
         }
-        let root = child.space().root();
+        let root = child.process.space().root();
         drop(child);
         crate::vm::user::enter(root, &frame)
     });
@@ -214,6 +248,9 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
             return Err(errno::EAGAIN);
         }
     };
+    // The thread exists from here on for tkill, tgkill and kill, whether or not it ran yet.
+    entry.register(handle.id().0);
+    drop(entry);
     let tid = THREAD_ID_BASE + handle.id().0;
     if let Some(addr) = parent_tid {
         // As on Linux, a bad address here does not undo the clone: the thread exists.
@@ -544,34 +581,34 @@ pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
     let pid = tree::new_pid(p.pid())?;
     let child = Process::new(pid, p.name(), space.clone(), mem, p.captured.clone(), Some(&p), Vec::new(), String::new());
     tree::register(&child);
-    let c = child.clone();
     let builder = sched::Builder::new("user").user_thread().with_fpu_of_caller().stack_bytes(64 * 1024).in_mm(space.mm());
     drop(space);
-    let (clear_tid, child_tid) = (args.clear_tid, args.child_tid);
-    let blocked = signal::current_blocked();
+    let child_tid = args.child_tid;
+    let entry = Arc::new(NewThread::new(child.clone(), signal::current_blocked(), args.clear_tid, true));
+    let c = entry.clone();
     let spawned = s.spawn(builder, move || {
-        let tid = current_tid();
-        c.main_tid.store(tid, Ordering::Release);
-        c.signals.attach(tid, blocked);
-        THREADS.lock().insert(tid, c.clone());
-        if let Some(addr) = clear_tid {
-            CLEAR_TID.lock().insert(tid, addr);
-        }
+        c.register(current_tid());
+        let p = &c.process;
         if let Some(addr) = child_tid {
             // The child's only thread is its main thread: its id is the pid.
-            let _ = arch::usercopy::copy_to_user(addr, &c.pid().to_ne_bytes());
+            let _ = arch::usercopy::copy_to_user(addr, &p.pid().to_ne_bytes());
         }
         task::sched().set_current_fs_base(fs_base);
         let _ = arch::fsbase::write(fs_base);
-        let root = c.space().root();
+        let root = p.space().root();
         drop(c);
         crate::vm::user::enter(root, &frame)
     });
-    if spawned.is_err() {
-        tree::abandon(pid);
-        return Err(errno::EAGAIN);
-    }
-    drop(spawned);
+    let handle = match spawned {
+        Ok(h) => h,
+        Err(_) => {
+            tree::abandon(pid);
+            return Err(errno::EAGAIN);
+        }
+    };
+    // The child's thread exists from here on (tkill of the new pid finds it).
+    entry.register(handle.id().0);
+    drop((entry, handle));
     if let Some(addr) = args.parent_tid {
         let _ = arch::usercopy::copy_to_user(addr, &pid.to_ne_bytes());
     }
