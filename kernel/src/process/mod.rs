@@ -59,6 +59,9 @@ pub struct MemState {
     pub brk: u64,
 }
 
+/// The mappings of one address space, as every process running in it shares them.
+pub type Memory = sched::Mutex<MemState>;
+
 /// A running program.
 pub struct Process {
     /// The process id, from the process tree ([`tree`]); thread ids are the scheduler's, so the
@@ -68,7 +71,9 @@ pub struct Process {
     pub name: spin::Mutex<String>,
     /// The address space (replaced by `execve`).
     space: spin::Mutex<Arc<AddressSpace>>,
-    pub mem: sched::Mutex<MemState>,
+    /// The mappings, shared with every process that shares the address space (`CLONE_VM`);
+    /// replaced, like `space`, by `execve`. Read it through [`Process::mem`].
+    mem: spin::Mutex<Arc<Memory>>,
     /// Live threads.
     threads: AtomicU32,
     /// The wait status (Linux encoding) once the process has ended.
@@ -268,7 +273,7 @@ impl Process {
         pid: u32,
         name: String,
         space: Arc<AddressSpace>,
-        mem: MemState,
+        mem: Arc<Memory>,
         captured: Arc<spin::Mutex<Option<Vec<u8>>>>,
         parent: Option<&Process>,
         argv: Vec<String>,
@@ -298,7 +303,7 @@ impl Process {
             pid: AtomicU32::new(pid),
             name: spin::Mutex::new(name),
             space: spin::Mutex::new(space),
-            mem: sched::Mutex::new(mem),
+            mem: spin::Mutex::new(mem),
             threads: AtomicU32::new(1),
             status: AtomicI32::new(0),
             status_claimed: AtomicBool::new(false),
@@ -319,6 +324,23 @@ impl Process {
     /// The address space the process runs in now.
     pub fn space(&self) -> Arc<AddressSpace> {
         self.space.lock().clone()
+    }
+
+    /// The mappings of the address space the process runs in now (lock it to read or change them).
+    pub fn mem(&self) -> Arc<Memory> {
+        self.mem.lock().clone()
+    }
+
+    /// What names the process's memory in a private futex key: the same for every process that
+    /// shares the address space (`CLONE_VM`), a new one after `execve`. The address of the shared
+    /// mappings serves, a kernel address that no pid and no frame key can equal.
+    pub fn futex_space(&self) -> u64 {
+        Arc::as_ptr(&*self.mem.lock()) as u64
+    }
+
+    /// Put `mem` in place of the mappings (`execve`).
+    fn replace_mem(&self, mem: Arc<Memory>) -> Arc<Memory> {
+        core::mem::replace(&mut *self.mem.lock(), mem)
     }
 
     /// The program's name, for reports.
@@ -510,7 +532,7 @@ fn spawn_as(
         None => tree::new_pid(abi::jobs::INIT).map_err(|_| SpawnError::NoPid)?,
     };
     let mem = MemState { vmas: VmaSet::new(abi::elf::MIN_USER_ADDR), brk_start, brk: brk_start };
-    let process = Process::new(pid, name, space.clone(), mem, Arc::new(spin::Mutex::new(capture.then(Vec::new))), None, argv.clone(), String::from(path));
+    let process = Process::new(pid, name, space.clone(), Arc::new(sched::Mutex::new(mem)), Arc::new(spin::Mutex::new(capture.then(Vec::new))), None, argv.clone(), String::from(path));
     tree::register(&process);
     let p = process.clone();
     let path = String::from(path);
@@ -536,6 +558,9 @@ pub struct ForkArgs {
     pub stack: u64,
     /// The parent waits until the child exits or execs (`vfork`, `CLONE_VFORK`).
     pub vfork: bool,
+    /// `CLONE_VM`: the child runs in the caller's address space with the same mappings (each
+    /// side's writes, maps and unmaps are the other's) instead of a copy-on-write copy.
+    pub share_vm: bool,
     /// `CLONE_SETTLS`: the child's FS base (otherwise the parent's).
     pub tls: Option<u64>,
     /// `CLONE_PARENT_SETTID`, `CLONE_CHILD_SETTID`, `CLONE_CHILD_CLEARTID` addresses.
@@ -548,9 +573,11 @@ pub struct ForkArgs {
 /// `AddressSpace::fork_cow`: the caller's writable pages are read-only everywhere before this
 /// returns), its mappings, and one thread starting from the caller's registers with `rax` = 0,
 /// its FS base and its extended state.
-/// `CLONE_VM` without `CLONE_THREAD` is served the same way (a copy, not a share: the parent waits
-/// under `CLONE_VFORK` anyway, and programs must not rely on a vfork child's writes). Returns the
-/// child's pid.
+/// With `CLONE_VM` (and no `CLONE_THREAD`: `vfork`, `posix_spawn`'s `CLONE_VM|CLONE_VFORK`) the
+/// child is a process of its own (its pid, its descriptors, its signal state, SIGCHLD and a zombie
+/// for its parent at its end) running in the caller's address space: nothing is copied and no
+/// page turns read-only. Its `execve` gives it a space of its own and leaves the caller's alone.
+/// Returns the child's pid.
 pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
     use abi::linux::errno;
     let p = current().ok_or(errno::ESRCH)?;
@@ -565,8 +592,11 @@ pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
     }
     let fs_base = args.tls.unwrap_or_else(arch::fsbase::read);
     // The mappings and the pages are copied under the mapping lock, so they agree.
-    let (space, mem) = {
-        let mem = p.mem.lock(s);
+    let (space, mem) = if args.share_vm {
+        (p.space(), p.mem())
+    } else {
+        let memory = p.mem();
+        let mem = memory.lock(s);
         // MAP_SHARED anonymous ranges keep one set of frames for both (PROT_NONE ones have no
         // present page to share: x86 cannot keep one present and inaccessible).
         let shared: Vec<_> = mem
@@ -576,7 +606,7 @@ pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
             .map(|v| (v.start..v.end, exec::user_prot(v.prot)))
             .collect();
         let space = p.space().fork_cow(&shared).map_err(|_| errno::ENOMEM)?;
-        (space, MemState { vmas: mem.vmas.clone(), brk_start: mem.brk_start, brk: mem.brk })
+        (space, Arc::new(sched::Mutex::new(MemState { vmas: mem.vmas.clone(), brk_start: mem.brk_start, brk: mem.brk })))
     };
     let pid = tree::new_pid(p.pid())?;
     let child = Process::new(pid, p.name(), space.clone(), mem, p.captured.clone(), Some(&p), Vec::new(), String::new());
@@ -627,7 +657,7 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
         // CLONE_CHILD_CLEARTID: the id word goes to 0 first, then one waiter is woken (a
         // non-private wake), in that order, or a pthread_join could sleep for ever.
         if arch::usercopy::copy_to_user(addr, &0u32.to_ne_bytes()).is_ok() {
-            crate::ipc::futex::wake(FutexKey { space: u64::from(p.pid()), addr }, 1, abi::futex::MATCH_ANY);
+            crate::ipc::futex::wake(FutexKey { space: p.futex_space(), addr }, 1, abi::futex::MATCH_ANY);
         }
     }
     crate::ipc::futex::forget(tid);

@@ -101,12 +101,13 @@ pub fn exited(pid: Pid, status: i32) {
         }
         out.notify
     });
-    notify();
     // SIGCHLD to the parent, outside the tree's lock (a parent that is the kernel has no threads:
-    // ESRCH, nothing to tell).
+    // ESRCH, nothing to tell), before its waits are woken: as on Linux, a wait that returns this
+    // child finds the signal already pending.
     if let Some(pp) = parent {
         let _ = super::signal::send_to_process(pp, SigInfo::child(pid, ev));
     }
+    notify();
     // Dropped outside every lock: it may be the last handle of the process.
     drop(gone);
 }
