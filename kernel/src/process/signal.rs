@@ -408,6 +408,18 @@ fn me() -> Result<(Arc<Process>, u64), u32> {
     Ok((current().ok_or(errno::ESRCH)?, current_tid()))
 }
 
+/// Whether the calling thread blocks `signo` or its process ignores it (SIG_IGN), as the
+/// terminal's job control asks (Linux's `is_ignored`).
+pub fn current_ignores(signo: u32) -> bool {
+    let Some(p) = current() else { return false };
+    let st = p.signals.state.lock();
+    let blocked = st.threads.get(&current_tid()).is_some_and(|t| t.blocked.contains(signo));
+    let ignored = st.actions.get((signo as usize).wrapping_sub(1)).is_some_and(|a| a.handler == sig::SIG_IGN);
+    drop(st);
+    drop(p);
+    blocked || ignored
+}
+
 /// The calling thread's blocked mask (what `clone` gives a new thread).
 pub fn current_blocked() -> SigSet {
     current().and_then(|p| p.signals.state.lock().threads.get(&current_tid()).map(|t| t.blocked)).unwrap_or_default()

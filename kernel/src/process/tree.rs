@@ -205,6 +205,19 @@ pub fn live(pid: Pid) -> Option<Arc<Process>> {
     LIVE.lock().get(&pid).cloned()
 }
 
+/// Whether group `pgid` is orphaned (POSIX: no member has a parent in another group of its
+/// session); the terminal's job control asks.
+pub fn is_orphaned(pgid: Pid) -> bool {
+    with_tree(|t| t.is_orphaned(pgid))
+}
+
+/// Send `sig` from the calling process to every process of group `pgid`, now (the terminal's
+/// SIGTTIN and SIGTTOU, which the caller must find pending on its way out).
+pub fn signal_group_now(pgid: Pid, sig: u32) {
+    let me = super::current().map_or(INIT, |p| p.pid());
+    let _ = kill(me, -(pgid as i32), sig);
+}
+
 /// The live processes of group `pgid` (the terminal's signals).
 pub fn group_members(pgid: Pid) -> Vec<Pid> {
     with_tree(|t| t.group(pgid))
