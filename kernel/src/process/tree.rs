@@ -134,6 +134,10 @@ pub fn abandon(pid: Pid) {
 /// `wait4`/`waitid` by process `me`: the child and its event, `None` under `WNOHANG` when no child
 /// has one yet, `ECHILD` when none matches, `EINTR` when the caller is being killed meanwhile.
 pub fn wait(me: Pid, sel: Select, opts: WaitOpts) -> Result<Option<(Pid, ChildEvent)>, u32> {
+    // A signal that cut the sleep short: the children are looked at once more first (Linux's
+    // do_wait), so a child whose SIGCHLD came before its waiters were woken is returned, not lost
+    // to EINTR.
+    let mut interrupted = false;
     loop {
         let (found, seen) = {
             let mut tree = TREE.lock();
@@ -143,15 +147,14 @@ pub fn wait(me: Pid, sel: Select, opts: WaitOpts) -> Result<Option<(Pid, ChildEv
         match found {
             Waited::Event(pid, ev) => return Ok(Some((pid, ev))),
             Waited::Nothing => return Ok(None),
+            Waited::Block if interrupted => return Err(abi::signal::restart::ERESTARTSYS),
             Waited::Block => {
                 // A signal cuts the wait short: restarted under SA_RESTART, EINTR otherwise.
                 let woken = crate::ipc::intr::wait(child_events(), || EVENTS_SEEN.load(Ordering::Acquire) != seen || super::is_being_killed());
                 if super::is_being_killed() {
                     return Err(errno::EINTR);
                 }
-                if woken.is_err() {
-                    return Err(abi::signal::restart::ERESTARTSYS);
-                }
+                interrupted = woken.is_err();
             }
         }
     }
