@@ -104,7 +104,7 @@ INITRAMFS := target/initramfs.cpio
 SMOKE_INITRAMFS := target/smoke-initramfs.cpio
 SMOKE_ROOT := target/smoke-initramfs-root
 SMOKE_SRC := user/smoke/init.c user/smoke/fault.c user/smoke/threads.c user/smoke/fpu.c user/smoke/fuzz.c \
-  user/src/wait.c user/src/churn.c user/src/forkcow.c user/src/execmt.c user/src/shmem.c user/include/ut.h
+  user/src/wait.c user/src/churn.c user/src/forkcow.c user/src/execmt.c user/src/shmem.c user/src/fuzz.c user/include/ut.h
 ISO_ROOT := target/iso_root
 LIMINE_BRANCH := v8.2.0-binary
 LIMINE_REPO := https://github.com/limine-bootloader/limine.git
@@ -280,6 +280,9 @@ $(SMOKE_INITRAMFS): $(SMOKE_SRC) | host-deps
 	musl-gcc -static -O2 -Wall -pthread -o $(SMOKE_ROOT)/bin/fpu user/smoke/fpu.c
 	musl-gcc -static -O2 -Wall -pthread -o $(SMOKE_ROOT)/bin/fuzz user/smoke/fuzz.c
 	for p in wait churn forkcow execmt shmem; do musl-gcc -static -O2 -Wall -pthread -D_GNU_SOURCE -Iuser/include -o $(SMOKE_ROOT)/bin/$$p user/src/$$p.c || exit 1; done
+	@# The user fuzzer with its process operations, beside the smoke one (it needs Linux's <asm/...>).
+	$(MAKE) --no-print-directory $(USER_INC)
+	musl-gcc -static -O2 -Wall -pthread -D_GNU_SOURCE -isystem $(USER_INC) -Iuser/include -o $(SMOKE_ROOT)/bin/fuzzmix user/src/fuzz.c
 	mkdir -p $(SMOKE_ROOT)/scripts
 	printf '#!/bin/execmt from-script\n' > $(SMOKE_ROOT)/scripts/script
 	printf '#! /scripts/script  inner \n' > $(SMOKE_ROOT)/scripts/nested

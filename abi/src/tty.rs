@@ -14,10 +14,10 @@
 //!   settings are Linux's `tty_std_termios`.
 //!
 //! - Job control's bookkeeping: the session a terminal controls (`TIOCSCTTY`, `TIOCNOTTY`) and its
-//!   foreground group (`TIOCGPGRP`/`TIOCSPGRP`), with Linux's errno for each refusal.
+//!   foreground group (`TIOCGPGRP`/`TIOCSPGRP`), with Linux's errno for each refusal; and the
+//!   rule for a background group's access ([`Tty::job_check`]: SIGTTIN, SIGTTOU or EIO).
 //!
-//! Not done, as trade-offs: flow control (IXON's ^S/^Q), LNEXT and REPRINT, and the `TOSTOP` and
-//! background-read checks (SIGTTOU/SIGTTIN), which belong to the kernel's tty object.
+//! Not done, as trade-offs: flow control (IXON's ^S/^Q), LNEXT and REPRINT.
 
 use alloc::{collections::VecDeque, vec::Vec};
 
@@ -159,6 +159,18 @@ pub struct InputEffect {
     pub signal: Option<u32>,
     /// Readers may now succeed: wake them.
     pub wake_readers: bool,
+}
+
+/// What a background access gets ([`Tty::job_check`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobCheck {
+    /// It goes on.
+    Allow,
+    /// Send the signal to the caller's group and answer `ERESTARTSYS` (it is retried once the
+    /// group is continued, or gives `EINTR` after a handler without `SA_RESTART`).
+    Signal,
+    /// It fails with this errno.
+    Fail(u32),
 }
 
 /// Who asks a terminal for job control: the calling process's ids.
@@ -454,6 +466,34 @@ impl Tty {
         Ok(Some(fg).filter(|&g| g != 0))
     }
 
+    /// Whether the caller is in a background group of the session this terminal controls: the
+    /// only callers [`Tty::job_check`] may stop.
+    pub fn is_background(&self, caller: Caller) -> bool {
+        self.session != 0 && caller.sid == self.session && self.fg_pgrp != 0 && caller.pgrp != self.fg_pgrp
+    }
+
+    /// Whether writes from a background group are checked (`TOSTOP`).
+    pub fn stops_background_output(&self) -> bool {
+        self.termios.l(g::TOSTOP)
+    }
+
+    /// Linux's `__tty_check_change` for an access that `sig` guards (SIGTTIN: a read; SIGTTOU: a
+    /// write under `TOSTOP`, `TIOCSPGRP`, a termios change). `ignored`: the calling thread blocks
+    /// `sig` or its action is SIG_IGN; `orphaned`: the caller's group is orphaned.
+    pub fn job_check(&self, caller: Caller, sig: u32, ignored: bool, orphaned: bool) -> JobCheck {
+        if !self.is_background(caller) {
+            JobCheck::Allow
+        } else if ignored {
+            // A read that cannot stop the reader fails; a write or a setting goes through.
+            if sig == g::SIGTTIN { JobCheck::Fail(errno::EIO) } else { JobCheck::Allow }
+        } else if orphaned {
+            // Nobody would continue a stopped orphaned group.
+            JobCheck::Fail(errno::EIO)
+        } else {
+            JobCheck::Signal
+        }
+    }
+
     /// `TIOCGPGRP` (and `TIOCGSID` with `sid`): only for a process of the terminal's session,
     /// else ENOTTY, as Linux answers for a terminal that is not the caller's controlling one.
     pub fn foreground(&self, caller: Caller) -> Result<u32, u32> {
@@ -497,6 +537,27 @@ mod tests {
 
     fn feed(t: &mut Tty, s: &[u8]) -> Vec<InputEffect> {
         s.iter().map(|&c| t.input(c)).collect()
+    }
+
+    #[test]
+    fn background_access_is_signalled_refused_or_allowed_as_on_linux() {
+        let mut t = Tty::new();
+        let leader = Caller { pid: 10, pgrp: 10, sid: 10 };
+        t.set_controlling(leader, false).unwrap();
+        let bg = Caller { pid: 11, pgrp: 11, sid: 10 };
+        let other_session = Caller { pid: 12, pgrp: 12, sid: 12 };
+        assert!(!t.is_background(leader) && t.is_background(bg) && !t.is_background(other_session));
+        assert_eq!(t.job_check(leader, g::SIGTTIN, false, false), JobCheck::Allow);
+        assert_eq!(t.job_check(other_session, g::SIGTTIN, false, false), JobCheck::Allow, "not its controlling terminal");
+        assert_eq!(t.job_check(bg, g::SIGTTIN, false, false), JobCheck::Signal);
+        assert_eq!(t.job_check(bg, g::SIGTTOU, false, false), JobCheck::Signal);
+        assert_eq!(t.job_check(bg, g::SIGTTIN, true, false), JobCheck::Fail(errno::EIO), "a read that cannot stop fails");
+        assert_eq!(t.job_check(bg, g::SIGTTOU, true, false), JobCheck::Allow, "a write or setting with SIGTTOU ignored goes on");
+        assert_eq!(t.job_check(bg, g::SIGTTIN, false, true), JobCheck::Fail(errno::EIO));
+        assert_eq!(t.job_check(bg, g::SIGTTOU, false, true), JobCheck::Fail(errno::EIO));
+        assert!(!t.stops_background_output());
+        t.termios.lflag |= g::TOSTOP;
+        assert!(t.stops_background_output());
     }
 
     fn read_all(t: &mut Tty) -> Result<Result<Vec<u8>, Wait>, u32> {

@@ -16,6 +16,7 @@ pub static TESTS: &[Test] = &[
     Test { name: "user_programs_return_every_frame", min_cpus: 1, expect_fault: false, run: no_leak },
     Test { name: "user_threads_keep_their_vector_registers", min_cpus: 1, expect_fault: false, run: fpu_isolation },
     Test { name: "user_syscall_fuzzer_leaves_the_kernel_whole", min_cpus: 1, expect_fault: false, run: fuzz },
+    Test { name: "user_fuzzer_with_processes_returns_every_frame", min_cpus: 1, expect_fault: false, run: fuzz_processes },
     Test { name: "user_sigstop_parks_sigcont_resumes_sigkill_ends", min_cpus: 1, expect_fault: false, run: stop_continue_kill },
     Test { name: "user_wait_statuses_groups_and_orphans", min_cpus: 1, expect_fault: false, run: wait_program },
     Test { name: "user_fork_cow_under_writers", min_cpus: 1, expect_fault: false, run: forkcow },
@@ -231,6 +232,38 @@ fn fuzz() -> Result<(), String> {
         return Err(format!("status {status:#x}, output {out:?}, expected {expected:?}"));
     }
     back_to(frames_before, heap_before, "the fuzzer")
+}
+
+/// The fuzzer of `user/src/fuzz.c` (as `/bin/fuzzmix`): its random calls with forks, execs, pipes
+/// and signals among them (every child reaped with its status, every byte and signal accounted,
+/// which the program checks) leave the kernel with every frame and its heap back at their level.
+fn fuzz_processes() -> Result<(), String> {
+    // A first, identical run brings the kernel's lazily grown tables (pids, futex slots, thread
+    // ids) to their working size; every kernel-stack slot gets its page tables now, as in
+    // `no_leak`, so a stack landing in a new slot is not counted as a leak.
+    // Two copies, whatever the CPU count. With one copy per CPU at -smp 8 (`fuzz 50000 7`, the
+    // user program alone, as init) a copy's thread stack sometimes vanishes from its process's
+    // mappings early in the run, right after one of its mmap/mremap calls (a read at its own rsp
+    // faults "outside every mapping"); the kernel did the same before the latest process changes.
+    // It depends on timing (a traced run passes) and the fuzzer without process operations draws
+    // other calls, so the cause is open: the mapping calls under concurrency, perhaps with forks.
+    // It stays visible to `make user-kernel USER_KERNEL_SMP=8` (or this program at -smp 8); this
+    // test checks the leak, not that bug.
+    let args = ["50000", "7", "2"];
+    run("/bin/fuzzmix", &args)?;
+    let mut every_free_slot = Vec::new();
+    while let Some(stack) = crate::mm::stacks::KernelStack::new(4096, "user-test-warm-up") {
+        every_free_slot.push(stack);
+    }
+    drop(every_free_slot);
+    let (frames_before, heap_before) = levels();
+    let (status, out) = run("/bin/fuzzmix", &args)?;
+    let want = ["fuzz: every child reaped with its status, every pipe byte read back, every signal handled", "ok fuzz"];
+    let got: Vec<&str> = out.lines().filter(|l| !l.starts_with("# ")).collect();
+    if status != 0 || !want.iter().all(|w| got.contains(w)) {
+        return Err(format!("status {status:#x}, output:\n{out}"));
+    }
+    back_to(frames_before, heap_before, "the fuzzer's processes")
 }
 
 /// Four threads yield to each other 2000 times each with their own xmm0-15 and MXCSR loaded; none

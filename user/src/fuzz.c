@@ -5,8 +5,16 @@
  *
  * THREADS copies (default: one per CPU of the mask, each pinned to its CPU) each make CALLS calls
  * (default 10^6 / CPUs, so 10^6 in all), copy i with seed SEED + i (SEED default 1); trace: each
- * call on stderr before it is made. The copies are threads of one process (processes come later),
- * so they also race each other inside the kernel's memory and descriptor paths.
+ * call on stderr before it is made. The copies are threads of one process, so they also race each
+ * other inside the kernel's memory and descriptor paths.
+ *
+ * Processes, pipes and signals in the mix: one draw in 1024 is an operation of the copy's own
+ * instead of a random call (the same seed gives the same ones): a fork whose child makes a few
+ * harmless calls and exits with a random code; a fork whose child execs this program
+ * (`fuzz exit-with CODE`) or a path that does not exist; a fork whose child blocks in a pipe read
+ * until the parent kills it; a pipe filled and drained; a signal to the copy's own thread. Every
+ * child is reaped by its own copy with the status it must have, every byte read back, every
+ * signal handled: conserved counts, then a compared line.
  *
  * Numbers: most draws are 0..441; the rest are numbers no kernel knows (lower 32 bits in
  * 1000..0x3fffffff or 0x80000000..0xffffffff, upper 32 bits sometimes set: Linux ignores them,
@@ -31,9 +39,12 @@
  * (a canary, the FS base and the signal mask checked every 4096 calls); results go to "# " lines.
  */
 #include <asm/prctl.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 
 #include "ut.h"
 
@@ -223,8 +234,124 @@ struct copy {
 	int trace;
 	long counts[4];
 	long ok_results, fault_results, enosys_results, other_results;
+	/* The process operations: children forked and reaped with the right status, pipe bytes
+	 * written and read back, signals sent to the copy's thread and handled there. */
+	long forked, reaped, pipe_out, pipe_in, sig_sent;
+	atomic_long sig_handled;
 	pthread_t th;
 };
+
+static const char *self_path;
+static __thread struct copy *this_copy;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	if (this_copy)
+		atomic_fetch_add(&this_copy->sig_handled, 1);
+}
+
+/* A forked child's end: raw calls only (it is a copy of one thread of a threaded process). */
+__attribute__((noreturn)) static void child_exit(int code)
+{
+	for (;;)
+		rsys1(SYS_exit_group, code);
+}
+
+/* Reaps `pid`, which must end as `want_code` (>= 0) or by signal `-want_code`. */
+static void reap(struct copy *c, pid_t pid, int want)
+{
+	int st = 0;
+	long r;
+	do
+		r = rsys4(SYS_wait4, pid, &st, 0, 0);
+	while (r == -EINTR);
+	if (r != pid)
+		ut_fail("wait4(%d) gave %ld", (int)pid, r);
+	if (want >= 0 ? !(WIFEXITED(st) && WEXITSTATUS(st) == want) : !(WIFSIGNALED(st) && WTERMSIG(st) == -want))
+		ut_fail("child %d ended with status %#x, not %d", (int)pid, st, want);
+	c->reaped++;
+}
+
+static void proc_op(struct copy *c)
+{
+	switch (below(5)) {
+	case 0: { /* fork, a few harmless calls, exit */
+		int code = (int)below(256);
+		int n = (int)below(8);
+		pid_t pid = (pid_t)rsys0(SYS_fork);
+		if (pid == 0) {
+			for (int i = 0; i < n; i++)
+				rsys0(i % 2 ? SYS_getppid : SYS_getpid);
+			child_exit(code);
+		}
+		CHECK(pid > 0);
+		c->forked++;
+		reap(c, pid, code);
+		break;
+	}
+	case 1: { /* fork and execve: this program, or a path that is not there */
+		int code = (int)below(100);
+		int missing = below(4) == 0;
+		char arg[16];
+		snprintf(arg, sizeof(arg), "%d", code);
+		char *argv[] = { (char *)self_path, "exit-with", arg, NULL };
+		char *envp[] = { NULL };
+		pid_t pid = (pid_t)rsys0(SYS_fork);
+		if (pid == 0) {
+			rsys3(SYS_execve, missing ? "/nonexistent/fuzz" : self_path, argv, envp);
+			child_exit(missing ? 200 : 201);
+		}
+		CHECK(pid > 0);
+		c->forked++;
+		reap(c, pid, missing ? 200 : code);
+		break;
+	}
+	case 2: { /* a child blocked in a pipe read, killed */
+		int p[2];
+		CHECK(rsys2(SYS_pipe2, p, O_CLOEXEC) == 0);
+		pid_t pid = (pid_t)rsys0(SYS_fork);
+		if (pid == 0) {
+			char b;
+			rsys3(SYS_read, p[0], &b, 1);
+			child_exit(202);
+		}
+		CHECK(pid > 0);
+		c->forked++;
+		if (below(2))
+			rsys0(SYS_sched_yield);
+		CHECK(rsys2(SYS_kill, pid, SIGTERM) == 0);
+		reap(c, pid, -SIGTERM);
+		rsys1(SYS_close, p[0]);
+		rsys1(SYS_close, p[1]);
+		break;
+	}
+	case 3: { /* a pipe filled and drained */
+		int p[2];
+		CHECK(rsys2(SYS_pipe2, p, O_CLOEXEC) == 0);
+		static __thread unsigned char buf[4096];
+		long n = 1 + (long)below(sizeof(buf));
+		for (long i = 0; i < n; i++)
+			buf[i] = (unsigned char)i;
+		CHECK(rsys3(SYS_write, p[1], buf, n) == n);
+		c->pipe_out += n;
+		rsys1(SYS_close, p[1]);
+		long got = 0, r;
+		while ((r = rsys3(SYS_read, p[0], buf + got, sizeof(buf) - got)) > 0)
+			got += r;
+		CHECK(r == 0 && got == n);
+		for (long i = 0; i < n; i++)
+			CHECK(buf[i] == (unsigned char)i);
+		c->pipe_in += got;
+		rsys1(SYS_close, p[0]);
+		break;
+	}
+	default: /* a signal to this thread, handled before tgkill returns */
+		CHECK(rsys3(SYS_tgkill, rsys0(SYS_getpid), rsys0(SYS_gettid), SIGUSR1) == 0);
+		c->sig_sent++;
+		break;
+	}
+}
 
 static void check_intact(const uint64_t *canary, uint64_t fs_base, uint64_t sigmask)
 {
@@ -246,6 +373,7 @@ static pthread_barrier_t all_created;
 static void *fuzz_copy(void *arg)
 {
 	struct copy *c = arg;
+	this_copy = c;
 	if (c->cpu >= 0)
 		ut_pin(c->cpu);
 	pthread_barrier_wait(&all_created);
@@ -261,6 +389,10 @@ static void *fuzz_copy(void *arg)
 			a[k] = any_arg();
 		long nr;
 		enum cls cls;
+		if (below(1024) == 0) {
+			proc_op(c);
+			continue;
+		}
 		if (below(16) == 0) {
 			uint64_t lo = below(2) ? 1000 + below(0x3fffffff - 1000) : 0x80000000ULL + (uint32_t)rnd() % 0x80000000ULL;
 			nr = (long)(lo | (below(2) ? rnd() << 32 : 0));
@@ -300,7 +432,22 @@ static void *fuzz_copy(void *arg)
 
 int main(int argc, char **argv)
 {
+	/* A child's new image (the exec operation): end at once with the code it was given. */
+	if (argc == 3 && strcmp(argv[1], "exit-with") == 0)
+		return atoi(argv[2]);
 	ut_start("fuzz");
+	/* Absolute: a random chdir must not change what the exec operation finds. */
+	static char path[4096];
+	if (argv[0][0] == '/')
+		snprintf(path, sizeof(path), "%s", argv[0]);
+	else
+		CHECK(getcwd(path, sizeof(path) - 256) && strlen(argv[0]) < 255 && strcat(path, "/") && strcat(path, argv[0]));
+	self_path = path;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1;
+	sa.sa_flags = SA_RESTART;
+	CHECK(sigaction(SIGUSR1, &sa, NULL) == 0);
 	int cpus[1024];
 	int ncpu = ut_cpus(cpus, 1024);
 	long calls = ut_arg(argc, argv, 1, 1000000 / ncpu);
@@ -336,7 +483,15 @@ int main(int argc, char **argv)
 		sum.fault_results += copies[t].fault_results;
 		sum.enosys_results += copies[t].enosys_results;
 		sum.other_results += copies[t].other_results;
+		struct copy *c = &copies[t];
+		if (c->reaped != c->forked || c->pipe_in != c->pipe_out || atomic_load(&c->sig_handled) != c->sig_sent)
+			ut_fail("copy %ld: %ld forked, %ld reaped; %ld bytes into pipes, %ld out; %ld signals sent, %ld handled", t,
+				c->forked, c->reaped, c->pipe_out, c->pipe_in, c->sig_sent, atomic_load(&c->sig_handled));
+		sum.forked += c->forked;
+		sum.pipe_out += c->pipe_out;
+		sum.sig_sent += c->sig_sent;
 	}
+	CHECK(rsys4(SYS_wait4, -1, 0, WNOHANG, 0) == -ECHILD);
 	rsys1(SYS_brk, brk_start);
 	info("%ld copies x %ld calls, seeds %ld..%ld, %lld ms; called %ld (any %ld, fd %ld, mm %ld), denied %ld\n",
 	     nthreads, calls, seed, seed + nthreads - 1, (long long)(ut_now_ns(CLOCK_MONOTONIC) - t0) / 1000000,
@@ -344,6 +499,9 @@ int main(int argc, char **argv)
 	     sum.counts[DENY]);
 	info("results: %ld succeeded, %ld EFAULT, %ld ENOSYS, %ld other errors\n", sum.ok_results, sum.fault_results,
 	     sum.enosys_results, sum.other_results);
+	info("processes: %ld forked and reaped, %ld pipe bytes through, %ld signals handled\n", sum.forked, sum.pipe_out,
+	     sum.sig_sent);
+	say("fuzz: every child reaped with its status, every pipe byte read back, every signal handled\n");
 	/* The default counts depend on the CPU count: information, not compared. */
 	say("fuzz: every copy made its random system calls, the process is intact\n");
 	ut_ok();

@@ -1,12 +1,12 @@
 /*
- * sigstorm [N]: one worker thread per CPU (pinned there) blocks again and again in futex waits
- * and nanosleeps while a sender thread sends each of them N real-time signals (SIGRTMIN, with
+ * sigstorm [N]: one worker thread per CPU (pinned there) blocks again and again in futex waits,
+ * nanosleeps and reads of an empty pipe of its own while a sender thread sends each of them N real-time signals (SIGRTMIN, with
  * tgkill) and N more to the process as a whole (SIGRTMIN+1, with kill). Real-time signals queue
  * (none is merged), so conservation holds exactly: every accepted send is handled once, by the
  * thread it names, and the process-wide ones once by some thread. The workers' calls come back
  * with EINTR (no SA_RESTART) or as wake-ups; counts of those depend on timing and are information.
- *
- * Pipes are not part of the storm: the program runs where pipes may not exist yet.
+ * A pipe read can end only by a signal (EINTR) until the sending is over, when the sender writes
+ * one byte into each pipe to release its reader.
  */
 #include <linux/futex.h>
 #include <pthread.h>
@@ -23,8 +23,9 @@ struct worker {
 	atomic_long sent;      /* accepted tgkill sends */
 	atomic_long handled;   /* SIGRTMIN handled in this thread */
 	atomic_long handled_p; /* SIGRTMIN+1 handled in this thread */
-	atomic_long eintr, woken;
+	atomic_long eintr, woken, pipe_eintr;
 	int cpu;
+	int pipe[2];
 };
 
 static struct worker workers[MAX_WORKERS];
@@ -64,7 +65,14 @@ static void *work(void *arg)
 	CHECK(pthread_sigmask(SIG_UNBLOCK, &rt, NULL) == 0);
 	for (long i = 0; !atomic_load(&sending_done); i++) {
 		long r;
-		if (i % 2 == 0) {
+		if (i % 3 == 2) {
+			char c;
+			r = rsys3(SYS_read, w->pipe[0], &c, 1);
+			if (r == -EINTR)
+				atomic_fetch_add(&w->pipe_eintr, 1);
+			else if (r != 1 || !atomic_load(&sending_done))
+				ut_fail("a pipe read ended by %ld before the sending was over", r);
+		} else if (i % 3 == 0) {
 			struct timespec t = { 0, 50 * 1000 * 1000 };
 			r = rsys6(SYS_futex, (long)&word, FUTEX_WAIT_PRIVATE, 0, (long)&t, 0, 0);
 			CHECK(r == 0 || r == -EINTR || r == -ETIMEDOUT || r == -EAGAIN);
@@ -109,6 +117,7 @@ int main(int argc, char **argv)
 	CHECK(pthread_sigmask(SIG_BLOCK, &rt, NULL) == 0);
 	for (int i = 0; i < nr_workers; i++) {
 		workers[i].cpu = i % cpus;
+		CHECK(pipe(workers[i].pipe) == 0);
 		CHECK(pthread_create(&workers[i].thread, NULL, work, &workers[i]) == 0);
 	}
 	for (int i = 0; i < nr_workers; i++)
@@ -138,8 +147,10 @@ int main(int argc, char **argv)
 	word = 1;
 	syscall(SYS_futex, &word, FUTEX_WAKE_PRIVATE, MAX_WORKERS, 0, 0, 0);
 	for (int i = 0; i < nr_workers; i++)
+		CHECK(write(workers[i].pipe[1], "x", 1) == 1);
+	for (int i = 0; i < nr_workers; i++)
 		CHECK(pthread_join(workers[i].thread, NULL) == 0);
-	long handled_p = 0, eintr = 0, woken = 0, sent = 0;
+	long handled_p = 0, eintr = 0, woken = 0, sent = 0, pipe_eintr = 0;
 	for (int i = 0; i < nr_workers; i++) {
 		struct worker *w = &workers[i];
 		if (atomic_load(&w->handled) != atomic_load(&w->sent))
@@ -148,9 +159,10 @@ int main(int argc, char **argv)
 		handled_p += atomic_load(&w->handled_p);
 		eintr += atomic_load(&w->eintr);
 		woken += atomic_load(&w->woken);
+		pipe_eintr += atomic_load(&w->pipe_eintr);
 	}
-	info("thread-directed: %ld sent and handled; refused (queue full) %ld; calls interrupted %ld, ended otherwise %ld\n", sent,
-	     refused, eintr, woken);
+	info("thread-directed: %ld sent and handled; refused (queue full) %ld; calls interrupted %ld (pipe reads %ld), ended otherwise %ld\n",
+	     sent, refused, eintr, pipe_eintr, woken);
 	say("every thread-directed signal was handled once, by its thread\n");
 	sigset_t pend;
 	CHECK(sigpending(&pend) == 0);

@@ -70,7 +70,8 @@ const SIGSEGV: i32 = 11;
 
 fn load(p: &Process, image: &[u8], plan: &LoadPlan, path: &str, argv: &[String], envp: &[String]) -> Result<UserFrame, &'static str> {
     let s = crate::task::sched();
-    let mut mem = p.mem.lock(s);
+    let memory = p.mem();
+    let mut mem = memory.lock(s);
     // Each page gets the union of the rights of the segments on it (two may share a boundary page).
     let mut pages: alloc::collections::BTreeMap<u64, u32> = alloc::collections::BTreeMap::new();
     for seg in &plan.segments {
@@ -275,7 +276,12 @@ pub fn execve(path: u64, argv: u64, envp: u64) -> Result<core::convert::Infallib
     }
     let old = s.replace_current_mm(space.mm());
     let old_space = p.replace_space(space);
-    *p.mem.lock(s) = super::MemState { vmas: abi::vma::VmaSet::new(abi::elf::MIN_USER_ADDR), brk_start: plan.image_end(), brk: plan.image_end() };
+    // New mappings, not a reset of the old ones: a process that shared them (`CLONE_VM`) keeps its own.
+    let old_mem = p.replace_mem(Arc::new(sched::Mutex::new(super::MemState {
+        vmas: abi::vma::VmaSet::new(abi::elf::MIN_USER_ADDR),
+        brk_start: plan.image_end(),
+        brk: plan.image_end(),
+    })));
     *p.name.lock() = String::from(path.rsplit('/').next().unwrap_or(&path));
     *p.argv.lock() = argv.clone();
     *p.exe.lock() = path.clone();
@@ -291,6 +297,6 @@ pub fn execve(path: u64, argv: u64, envp: u64) -> Result<core::convert::Infallib
     p.release_vfork();
     super::tree::execed(p.pid());
     // The old space goes now, in thread context, loaded nowhere by this thread any more.
-    drop((old, old_space));
+    drop((old, old_space, old_mem));
     start(p, image, plan, path, argv, envp)
 }

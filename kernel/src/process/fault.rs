@@ -51,7 +51,7 @@ fn fault(frame: &mut TrapFrame, addr: u64) {
     let (signo, _) = signal_of(frame.vector);
     let (code, si_addr) = match frame.vector {
         14 => {
-            let mapped = super::current().and_then(|p| p.mem.lock(crate::task::sched()).vmas.find(addr).copied()).is_some_and(|v| v.kind != VmaKind::Guard);
+            let mapped = super::current().and_then(|p| p.mem().lock(crate::task::sched()).vmas.find(addr).copied()).is_some_and(|v| v.kind != VmaKind::Guard);
             (if frame.error_code & PF_PRESENT != 0 || mapped { g::SEGV_ACCERR } else { g::SEGV_MAPERR }, addr)
         }
         0 => (g::FPE_INTDIV, frame.rip),
@@ -70,7 +70,8 @@ fn resolve_page(addr: u64, error: u64) -> bool {
     trace::event(Category::Fault, |tsc, cpu| Record::page_fault(tsc, cpu, addr, super::current_tid(), error));
     let Some(p) = super::current() else { return false };
     let page = addr & !(abi::PAGE_SIZE - 1);
-    let mem = p.mem.lock(crate::task::sched());
+    let memory = p.mem();
+    let mem = memory.lock(crate::task::sched());
     let Some(vma) = mem.vmas.find(addr).copied() else { return false };
     if error & PF_PRESENT != 0 {
         // A protection violation on a mapped page: a write to a copy-on-write page the mapping
@@ -140,7 +141,7 @@ fn kill(frame: &TrapFrame, addr: u64) -> ! {
             } else {
                 "read"
             },
-            match super::current().and_then(|p| p.mem.lock(crate::task::sched()).vmas.find(addr).copied()) {
+            match super::current().and_then(|p| p.mem().lock(crate::task::sched()).vmas.find(addr).copied()) {
                 Some(v) if v.kind == VmaKind::Guard => ", in the stack guard gap: stack overflow",
                 Some(_) => "",
                 None => ", outside every mapping",

@@ -28,7 +28,7 @@ pub fn list() -> Vec<ProcessEntry> {
     let out = procs
         .values()
         .map(|p| ProcessEntry {
-            vsize: p.mem.lock(task::sched()).vmas.mapped_bytes(),
+            vsize: p.mem().lock(task::sched()).vmas.mapped_bytes(),
             pid: p.pid(),
             ppid: super::tree::ppid(p.pid()).unwrap_or(0),
             pgrp: super::tree::pgid(p.pid()).unwrap_or(p.pid()),

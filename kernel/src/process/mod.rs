@@ -59,6 +59,9 @@ pub struct MemState {
     pub brk: u64,
 }
 
+/// The mappings of one address space, as every process running in it shares them.
+pub type Memory = sched::Mutex<MemState>;
+
 /// A running program.
 pub struct Process {
     /// The process id, from the process tree ([`tree`]); thread ids are the scheduler's, so the
@@ -68,7 +71,9 @@ pub struct Process {
     pub name: spin::Mutex<String>,
     /// The address space (replaced by `execve`).
     space: spin::Mutex<Arc<AddressSpace>>,
-    pub mem: sched::Mutex<MemState>,
+    /// The mappings, shared with every process that shares the address space (`CLONE_VM`);
+    /// replaced, like `space`, by `execve`. Read it through [`Process::mem`].
+    mem: spin::Mutex<Arc<Memory>>,
     /// Live threads.
     threads: AtomicU32,
     /// The wait status (Linux encoding) once the process has ended.
@@ -169,6 +174,44 @@ fn exit_if_killed_slow() {
     }
 }
 
+/// A user thread being created, and its entry in the tables that make it a thread of its process
+/// (the thread table, its signal state with the creator's mask, its clear-tid word; with `main`,
+/// the process's main thread). The creator enters it right after the scheduler gave it an id, before
+/// `clone` or `fork` returns, so a signal sent at once finds it (Linux: the thread exists from
+/// clone's return on); the new thread enters it itself if it runs first. Whichever comes second
+/// waits for the first to finish ([`spin::Once`]): the thread never reaches user mode unregistered,
+/// and it cannot have ended (and left the tables) before the creator's turn, because it ends only
+/// after its own turn.
+struct NewThread {
+    process: Arc<Process>,
+    blocked: abi::signal::SigSet,
+    clear_tid: Option<u64>,
+    main: bool,
+    done: spin::Once<()>,
+}
+
+impl NewThread {
+    fn new(process: Arc<Process>, blocked: abi::signal::SigSet, clear_tid: Option<u64>, main: bool) -> Self {
+        NewThread { process, blocked, clear_tid, main, done: spin::Once::new() }
+    }
+
+    /// Enter thread `tid` (the scheduler's id) in the tables, once.
+    fn register(&self, tid: u64) {
+        self.done.call_once(|| {
+            let p = &self.process;
+            if self.main {
+                p.main_tid.store(tid, Ordering::Release);
+            }
+            p.signals.attach(tid, self.blocked);
+            let old = THREADS.lock().insert(tid, p.clone());
+            debug_assert!(old.is_none(), "a thread id is entered once");
+            if let Some(addr) = self.clear_tid {
+                CLEAR_TID.lock().insert(tid, addr);
+            }
+        });
+    }
+}
+
 /// `clone` of a thread: a new user thread of the calling process, starting from a copy of the
 /// caller's registers with `rax` = 0 and, when given, `stack` as its stack pointer and `tls` as its
 /// FS base. `parent_tid`/`child_tid`: where to store the new thread's id (`CLONE_PARENT_SETTID`,
@@ -186,16 +229,12 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
         return Err(errno::EPERM);
     }
     p.threads.fetch_add(1, Ordering::AcqRel);
-    let child = p.clone();
-    let blocked = signal::current_blocked();
+    let entry = Arc::new(NewThread::new(p.clone(), signal::current_blocked(), clear_tid, false));
+    let child = entry.clone();
     let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(p.space().mm());
     let spawned = task::sched().spawn(builder, move || {
         let tid = current_tid();
-        child.signals.attach(tid, blocked);
-        THREADS.lock().insert(tid, child.clone());
-        if let Some(addr) = clear_tid {
-            CLEAR_TID.lock().insert(tid, addr);
-        }
+        child.register(tid);
         if let Some(addr) = child_tid {
             let _ = arch::usercopy::copy_to_user(addr, &((THREAD_ID_BASE + tid) as u32).to_ne_bytes());
         }
@@ -203,7 +242,7 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
             task::sched().set_current_fs_base(t);
             let _ = arch::fsbase::write(t);
         }
-        let root = child.space().root();
+        let root = child.process.space().root();
         drop(child);
         crate::vm::user::enter(root, &frame)
     });
@@ -214,6 +253,9 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
             return Err(errno::EAGAIN);
         }
     };
+    // The thread exists from here on for tkill, tgkill and kill, whether or not it ran yet.
+    entry.register(handle.id().0);
+    drop(entry);
     let tid = THREAD_ID_BASE + handle.id().0;
     if let Some(addr) = parent_tid {
         // As on Linux, a bad address here does not undo the clone: the thread exists.
@@ -231,7 +273,7 @@ impl Process {
         pid: u32,
         name: String,
         space: Arc<AddressSpace>,
-        mem: MemState,
+        mem: Arc<Memory>,
         captured: Arc<spin::Mutex<Option<Vec<u8>>>>,
         parent: Option<&Process>,
         argv: Vec<String>,
@@ -261,7 +303,7 @@ impl Process {
             pid: AtomicU32::new(pid),
             name: spin::Mutex::new(name),
             space: spin::Mutex::new(space),
-            mem: sched::Mutex::new(mem),
+            mem: spin::Mutex::new(mem),
             threads: AtomicU32::new(1),
             status: AtomicI32::new(0),
             status_claimed: AtomicBool::new(false),
@@ -282,6 +324,23 @@ impl Process {
     /// The address space the process runs in now.
     pub fn space(&self) -> Arc<AddressSpace> {
         self.space.lock().clone()
+    }
+
+    /// The mappings of the address space the process runs in now (lock it to read or change them).
+    pub fn mem(&self) -> Arc<Memory> {
+        self.mem.lock().clone()
+    }
+
+    /// What names the process's memory in a private futex key: the same for every process that
+    /// shares the address space (`CLONE_VM`), a new one after `execve`. The address of the shared
+    /// mappings serves, a kernel address that no pid and no frame key can equal.
+    pub fn futex_space(&self) -> u64 {
+        Arc::as_ptr(&*self.mem.lock()) as u64
+    }
+
+    /// Put `mem` in place of the mappings (`execve`).
+    fn replace_mem(&self, mem: Arc<Memory>) -> Arc<Memory> {
+        core::mem::replace(&mut *self.mem.lock(), mem)
     }
 
     /// The program's name, for reports.
@@ -473,7 +532,7 @@ fn spawn_as(
         None => tree::new_pid(abi::jobs::INIT).map_err(|_| SpawnError::NoPid)?,
     };
     let mem = MemState { vmas: VmaSet::new(abi::elf::MIN_USER_ADDR), brk_start, brk: brk_start };
-    let process = Process::new(pid, name, space.clone(), mem, Arc::new(spin::Mutex::new(capture.then(Vec::new))), None, argv.clone(), String::from(path));
+    let process = Process::new(pid, name, space.clone(), Arc::new(sched::Mutex::new(mem)), Arc::new(spin::Mutex::new(capture.then(Vec::new))), None, argv.clone(), String::from(path));
     tree::register(&process);
     let p = process.clone();
     let path = String::from(path);
@@ -499,6 +558,9 @@ pub struct ForkArgs {
     pub stack: u64,
     /// The parent waits until the child exits or execs (`vfork`, `CLONE_VFORK`).
     pub vfork: bool,
+    /// `CLONE_VM`: the child runs in the caller's address space with the same mappings (each
+    /// side's writes, maps and unmaps are the other's) instead of a copy-on-write copy.
+    pub share_vm: bool,
     /// `CLONE_SETTLS`: the child's FS base (otherwise the parent's).
     pub tls: Option<u64>,
     /// `CLONE_PARENT_SETTID`, `CLONE_CHILD_SETTID`, `CLONE_CHILD_CLEARTID` addresses.
@@ -511,9 +573,11 @@ pub struct ForkArgs {
 /// `AddressSpace::fork_cow`: the caller's writable pages are read-only everywhere before this
 /// returns), its mappings, and one thread starting from the caller's registers with `rax` = 0,
 /// its FS base and its extended state.
-/// `CLONE_VM` without `CLONE_THREAD` is served the same way (a copy, not a share: the parent waits
-/// under `CLONE_VFORK` anyway, and programs must not rely on a vfork child's writes). Returns the
-/// child's pid.
+/// With `CLONE_VM` (and no `CLONE_THREAD`: `vfork`, `posix_spawn`'s `CLONE_VM|CLONE_VFORK`) the
+/// child is a process of its own (its pid, its descriptors, its signal state, SIGCHLD and a zombie
+/// for its parent at its end) running in the caller's address space: nothing is copied and no
+/// page turns read-only. Its `execve` gives it a space of its own and leaves the caller's alone.
+/// Returns the child's pid.
 pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
     use abi::linux::errno;
     let p = current().ok_or(errno::ESRCH)?;
@@ -528,8 +592,11 @@ pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
     }
     let fs_base = args.tls.unwrap_or_else(arch::fsbase::read);
     // The mappings and the pages are copied under the mapping lock, so they agree.
-    let (space, mem) = {
-        let mem = p.mem.lock(s);
+    let (space, mem) = if args.share_vm {
+        (p.space(), p.mem())
+    } else {
+        let memory = p.mem();
+        let mem = memory.lock(s);
         // MAP_SHARED anonymous ranges keep one set of frames for both (PROT_NONE ones have no
         // present page to share: x86 cannot keep one present and inaccessible).
         let shared: Vec<_> = mem
@@ -539,39 +606,39 @@ pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
             .map(|v| (v.start..v.end, exec::user_prot(v.prot)))
             .collect();
         let space = p.space().fork_cow(&shared).map_err(|_| errno::ENOMEM)?;
-        (space, MemState { vmas: mem.vmas.clone(), brk_start: mem.brk_start, brk: mem.brk })
+        (space, Arc::new(sched::Mutex::new(MemState { vmas: mem.vmas.clone(), brk_start: mem.brk_start, brk: mem.brk })))
     };
     let pid = tree::new_pid(p.pid())?;
     let child = Process::new(pid, p.name(), space.clone(), mem, p.captured.clone(), Some(&p), Vec::new(), String::new());
     tree::register(&child);
-    let c = child.clone();
     let builder = sched::Builder::new("user").user_thread().with_fpu_of_caller().stack_bytes(64 * 1024).in_mm(space.mm());
     drop(space);
-    let (clear_tid, child_tid) = (args.clear_tid, args.child_tid);
-    let blocked = signal::current_blocked();
+    let child_tid = args.child_tid;
+    let entry = Arc::new(NewThread::new(child.clone(), signal::current_blocked(), args.clear_tid, true));
+    let c = entry.clone();
     let spawned = s.spawn(builder, move || {
-        let tid = current_tid();
-        c.main_tid.store(tid, Ordering::Release);
-        c.signals.attach(tid, blocked);
-        THREADS.lock().insert(tid, c.clone());
-        if let Some(addr) = clear_tid {
-            CLEAR_TID.lock().insert(tid, addr);
-        }
+        c.register(current_tid());
+        let p = &c.process;
         if let Some(addr) = child_tid {
             // The child's only thread is its main thread: its id is the pid.
-            let _ = arch::usercopy::copy_to_user(addr, &c.pid().to_ne_bytes());
+            let _ = arch::usercopy::copy_to_user(addr, &p.pid().to_ne_bytes());
         }
         task::sched().set_current_fs_base(fs_base);
         let _ = arch::fsbase::write(fs_base);
-        let root = c.space().root();
+        let root = p.space().root();
         drop(c);
         crate::vm::user::enter(root, &frame)
     });
-    if spawned.is_err() {
-        tree::abandon(pid);
-        return Err(errno::EAGAIN);
-    }
-    drop(spawned);
+    let handle = match spawned {
+        Ok(h) => h,
+        Err(_) => {
+            tree::abandon(pid);
+            return Err(errno::EAGAIN);
+        }
+    };
+    // The child's thread exists from here on (tkill of the new pid finds it).
+    entry.register(handle.id().0);
+    drop((entry, handle));
     if let Some(addr) = args.parent_tid {
         let _ = arch::usercopy::copy_to_user(addr, &pid.to_ne_bytes());
     }
@@ -590,7 +657,7 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
         // CLONE_CHILD_CLEARTID: the id word goes to 0 first, then one waiter is woken (a
         // non-private wake), in that order, or a pthread_join could sleep for ever.
         if arch::usercopy::copy_to_user(addr, &0u32.to_ne_bytes()).is_ok() {
-            crate::ipc::futex::wake(FutexKey { space: u64::from(p.pid()), addr }, 1, abi::futex::MATCH_ANY);
+            crate::ipc::futex::wake(FutexKey { space: p.futex_space(), addr }, 1, abi::futex::MATCH_ANY);
         }
     }
     crate::ipc::futex::forget(tid);
@@ -650,6 +717,7 @@ pub fn init(initrd: Option<&'static [u8]>) {
     fault::init();
     tree::init();
     crate::fs::pipe::set_sigpipe_hook(signal::sigpipe);
+    crate::tty::set_job_control(crate::tty::JobControl { ignores: signal::current_ignores, orphaned: tree::is_orphaned, signal_group: tree::signal_group_now });
 }
 
 /// A counter of the pages demand-zero faults mapped (for tests and reports).

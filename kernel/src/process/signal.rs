@@ -330,7 +330,14 @@ fn post(p: &Arc<Process>, target: Option<u64>, info: SigInfo) -> Result<(), u32>
             continued = st.stopped.take().is_some();
         }
         let act = st.actions[(signo - 1) as usize];
-        let blocked = target.and_then(|t| st.threads.get(&t)).is_some_and(|t| t.blocked.contains(signo));
+        // A blocked signal is never ignored: its action may change before it is unblocked (Linux's
+        // `sig_ignored`). A signal to the process asks the thread its pid names, the main thread
+        // (any thread once that one has ended), as Linux asks the task the pid found.
+        let asked = target.or_else(|| Some(p.main_tid.load(Ordering::Acquire)).filter(|t| st.threads.contains_key(t)));
+        let blocked = match asked {
+            Some(t) => st.threads.get(&t).is_some_and(|t| t.blocked.contains(signo)),
+            None => st.threads.values().any(|t| t.blocked.contains(signo)),
+        };
         if act.ignores(signo) && !blocked {
             // Dropped (SIGCONT has done its work above).
         } else {
@@ -399,6 +406,18 @@ pub fn force_fault(info: SigInfo) -> bool {
 /// The calling thread's process and id, or `ESRCH` for a kernel thread.
 fn me() -> Result<(Arc<Process>, u64), u32> {
     Ok((current().ok_or(errno::ESRCH)?, current_tid()))
+}
+
+/// Whether the calling thread blocks `signo` or its process ignores it (SIG_IGN), as the
+/// terminal's job control asks (Linux's `is_ignored`).
+pub fn current_ignores(signo: u32) -> bool {
+    let Some(p) = current() else { return false };
+    let st = p.signals.state.lock();
+    let blocked = st.threads.get(&current_tid()).is_some_and(|t| t.blocked.contains(signo));
+    let ignored = st.actions.get((signo as usize).wrapping_sub(1)).is_some_and(|a| a.handler == sig::SIG_IGN);
+    drop(st);
+    drop(p);
+    blocked || ignored
 }
 
 /// The calling thread's blocked mask (what `clone` gives a new thread).

@@ -101,12 +101,13 @@ pub fn exited(pid: Pid, status: i32) {
         }
         out.notify
     });
-    notify();
     // SIGCHLD to the parent, outside the tree's lock (a parent that is the kernel has no threads:
-    // ESRCH, nothing to tell).
+    // ESRCH, nothing to tell), before its waits are woken: as on Linux, a wait that returns this
+    // child finds the signal already pending.
     if let Some(pp) = parent {
         let _ = super::signal::send_to_process(pp, SigInfo::child(pid, ev));
     }
+    notify();
     // Dropped outside every lock: it may be the last handle of the process.
     drop(gone);
 }
@@ -133,6 +134,10 @@ pub fn abandon(pid: Pid) {
 /// `wait4`/`waitid` by process `me`: the child and its event, `None` under `WNOHANG` when no child
 /// has one yet, `ECHILD` when none matches, `EINTR` when the caller is being killed meanwhile.
 pub fn wait(me: Pid, sel: Select, opts: WaitOpts) -> Result<Option<(Pid, ChildEvent)>, u32> {
+    // A signal that cut the sleep short: the children are looked at once more first (Linux's
+    // do_wait), so a child whose SIGCHLD came before its waiters were woken is returned, not lost
+    // to EINTR.
+    let mut interrupted = false;
     loop {
         let (found, seen) = {
             let mut tree = TREE.lock();
@@ -142,15 +147,14 @@ pub fn wait(me: Pid, sel: Select, opts: WaitOpts) -> Result<Option<(Pid, ChildEv
         match found {
             Waited::Event(pid, ev) => return Ok(Some((pid, ev))),
             Waited::Nothing => return Ok(None),
+            Waited::Block if interrupted => return Err(abi::signal::restart::ERESTARTSYS),
             Waited::Block => {
                 // A signal cuts the wait short: restarted under SA_RESTART, EINTR otherwise.
                 let woken = crate::ipc::intr::wait(child_events(), || EVENTS_SEEN.load(Ordering::Acquire) != seen || super::is_being_killed());
                 if super::is_being_killed() {
                     return Err(errno::EINTR);
                 }
-                if woken.is_err() {
-                    return Err(abi::signal::restart::ERESTARTSYS);
-                }
+                interrupted = woken.is_err();
             }
         }
     }
@@ -202,6 +206,19 @@ pub fn kill(caller: Pid, pid: i32, sig: u32) -> Result<(), u32> {
 /// Process `pid`, from its registration (before its first thread runs) to its end.
 pub fn live(pid: Pid) -> Option<Arc<Process>> {
     LIVE.lock().get(&pid).cloned()
+}
+
+/// Whether group `pgid` is orphaned (POSIX: no member has a parent in another group of its
+/// session); the terminal's job control asks.
+pub fn is_orphaned(pgid: Pid) -> bool {
+    with_tree(|t| t.is_orphaned(pgid))
+}
+
+/// Send `sig` from the calling process to every process of group `pgid`, now (the terminal's
+/// SIGTTIN and SIGTTOU, which the caller must find pending on its way out).
+pub fn signal_group_now(pgid: Pid, sig: u32) {
+    let me = super::current().map_or(INIT, |p| p.pid());
+    let _ = kill(me, -(pgid as i32), sig);
 }
 
 /// The live processes of group `pgid` (the terminal's signals).

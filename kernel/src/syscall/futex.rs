@@ -15,8 +15,8 @@ const BY_FRAME: u64 = u64::MAX;
 
 /// The key of the futex word at `addr`. A word in `MAP_SHARED` memory, without
 /// `FUTEX_PRIVATE_FLAG`, is named by its frame and offset (as Linux names a shared futex by its
-/// page), so processes that share the frame meet on one queue; every other word by (process,
-/// address). The word is read first, which fills a page never touched (its frame is the one a
+/// page), so processes that share the frame meet on one queue; every other word by (the process's
+/// memory, `Process::futex_space`, shared under `CLONE_VM`; address). The word is read first, which fills a page never touched (its frame is the one a
 /// later fork shares); `EFAULT` if it cannot be read.
 fn key_of(addr: u64, op: u32) -> Result<FutexKey, u32> {
     if !addr.is_multiple_of(4) {
@@ -24,7 +24,7 @@ fn key_of(addr: u64, op: u32) -> Result<FutexKey, u32> {
     }
     let p = process::current().ok_or(errno::ESRCH)?;
     if op & g::FUTEX_PRIVATE_FLAG == 0 {
-        let shared = p.mem.lock(crate::task::sched()).vmas.find(addr).is_some_and(|v| v.kind == abi::vma::VmaKind::Shared);
+        let shared = p.mem().lock(crate::task::sched()).vmas.find(addr).is_some_and(|v| v.kind == abi::vma::VmaKind::Shared);
         if shared {
             let mut word = [0u8; 4];
             arch::usercopy::copy_from_user(&mut word, addr).map_err(|_| errno::EFAULT)?;
@@ -34,7 +34,7 @@ fn key_of(addr: u64, op: u32) -> Result<FutexKey, u32> {
             }
         }
     }
-    Ok(FutexKey { space: u64::from(p.pid()), addr })
+    Ok(FutexKey { space: p.futex_space(), addr })
 }
 
 fn wait_error(e: futex::WaitError) -> u32 {

@@ -35,6 +35,7 @@ impl Console for KernelConsole {
     }
 
     fn write(&self, data: &[u8]) -> Result<usize, u32> {
+        crate::tty::check_write()?;
         console_write(data);
         Ok(data.len())
     }

@@ -49,7 +49,8 @@ fn current() -> Result<alloc::sync::Arc<Process>, u32> {
 
 pub fn brk(addr: u64) -> SysResult {
     let p = current()?;
-    let mut mem = p.mem.lock(task::sched());
+    let memory = p.mem();
+    let mut mem = memory.lock(task::sched());
     if addr < mem.brk_start {
         return Ok(mem.brk);
     }
@@ -91,7 +92,8 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Sy
     }
     let len = len.checked_next_multiple_of(PAGE_SIZE).ok_or(errno::ENOMEM)?;
     let kind = if sharing == g::MAP_SHARED { VmaKind::Shared } else { VmaKind::Anon };
-    let mut mem = p.mem.lock(task::sched());
+    let memory = p.mem();
+    let mut mem = memory.lock(task::sched());
     if flags & (g::MAP_FIXED | g::MAP_FIXED_NOREPLACE) != 0 {
         if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(errno::EINVAL);
@@ -115,7 +117,8 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Sy
 
 pub fn munmap(addr: u64, len: u64) -> SysResult {
     let p = current()?;
-    let mut mem = p.mem.lock(task::sched());
+    let memory = p.mem();
+    let mut mem = memory.lock(task::sched());
     // munmap answers EINVAL for a range outside user memory (Linux), where mmap says ENOMEM.
     let removed = mem.vmas.unmap(addr, len).map_err(|e| if e == VmaError::OutOfRange { errno::EINVAL } else { e.errno() })?;
     unmap_ranges(&p, &removed)?;
@@ -131,7 +134,8 @@ pub fn mprotect(addr: u64, len: u64, prot: u64) -> SysResult {
     if len == 0 && addr.is_multiple_of(PAGE_SIZE) {
         return Ok(0);
     }
-    let mut mem = p.mem.lock(task::sched());
+    let memory = p.mem();
+    let mut mem = memory.lock(task::sched());
     let changed = mem.vmas.protect(addr, len, prot).map_err(VmaError::errno)?;
     for r in &changed {
         if prot == 0 {
@@ -156,7 +160,8 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
     if advice == u64::from(g::MADV_DONTNEED) && len > 0 {
         // Private anonymous memory reads as zeros afterwards: drop the pages, they refill on demand.
         let p = current()?;
-        let mem = p.mem.lock(task::sched());
+        let memory = p.mem();
+        let mem = memory.lock(task::sched());
         let Some(end) = addr.checked_add(len).and_then(|e| e.checked_next_multiple_of(PAGE_SIZE)) else {
             return Err(errno::EINVAL);
         };
@@ -185,7 +190,8 @@ pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -
         return Err(errno::EINVAL);
     }
     let p = current()?;
-    let mut mem = p.mem.lock(task::sched());
+    let memory = p.mem();
+    let mut mem = memory.lock(task::sched());
     if flags & g::MREMAP_FIXED != 0 {
         if flags & g::MREMAP_MAYMOVE == 0 {
             return Err(errno::EINVAL);

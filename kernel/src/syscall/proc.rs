@@ -118,14 +118,14 @@ pub fn sched_yield() -> SysResult {
 const THREAD_FLAGS: u64 = (g::CLONE_VM | g::CLONE_FS | g::CLONE_FILES | g::CLONE_SIGHAND | g::CLONE_THREAD) as u64;
 const ACCEPTED: u64 = THREAD_FLAGS
     | (g::CLONE_SYSVSEM | g::CLONE_SETTLS | g::CLONE_PARENT_SETTID | g::CLONE_CHILD_CLEARTID | g::CLONE_CHILD_SETTID | g::CLONE_DETACHED) as u64;
-/// What a new process (no `CLONE_THREAD`) may ask for: its memory copied or (served as a copy)
-/// shared with `CLONE_VFORK`, the thread-id words, its TLS. Namespaces, pidfds, ptrace: never.
+/// What a new process (no `CLONE_THREAD`) may ask for: its memory copied, or shared
+/// (`CLONE_VM`, with or without `CLONE_VFORK`), the thread-id words, its TLS. Namespaces, pidfds, ptrace: never.
 const PROCESS_FLAGS: u64 =
     (g::CLONE_VM | g::CLONE_VFORK | g::CLONE_FS | g::CLONE_FILES | g::CLONE_SYSVSEM | g::CLONE_SETTLS | g::CLONE_PARENT_SETTID | g::CLONE_CHILD_CLEARTID | g::CLONE_CHILD_SETTID) as u64;
 
 /// clone(flags, stack, parent_tid, child_tid, tls): a thread (`CLONE_THREAD` with the flags
-/// pthreads use) or a new process (fork by copy-on-write; the low byte, the exit signal, is SIGCHLD
-/// or 0 and is not delivered yet).
+/// pthreads use) or a new process (by copy-on-write, or in the caller's memory with `CLONE_VM`;
+/// the low byte, the exit signal, is not read: the parent gets SIGCHLD).
 pub fn clone(frame: &arch::syscall::UserFrame, flags: u64, stack: u64, parent_tid: u64, child_tid: u64, tls: u64) -> SysResult {
     let flags = flags & !0xff;
     let has = |f: u32| flags & u64::from(f) != 0;
@@ -153,6 +153,7 @@ pub fn clone(frame: &arch::syscall::UserFrame, flags: u64, stack: u64, parent_ti
         process::ForkArgs {
             stack,
             vfork: has(g::CLONE_VFORK),
+            share_vm: has(g::CLONE_VM),
             tls: has(g::CLONE_SETTLS).then_some(tls),
             parent_tid: has(g::CLONE_PARENT_SETTID).then_some(parent_tid),
             child_tid: has(g::CLONE_CHILD_SETTID).then_some(child_tid),
@@ -161,9 +162,10 @@ pub fn clone(frame: &arch::syscall::UserFrame, flags: u64, stack: u64, parent_ti
     )
 }
 
-/// fork (and vfork, whose parent waits for the child's exec or exit).
+/// fork, and vfork (Linux's `CLONE_VM | CLONE_VFORK`: the child runs in the parent's memory, and
+/// the parent waits for its exec or exit).
 pub fn fork(frame: &arch::syscall::UserFrame, vfork: bool) -> SysResult {
-    process::fork(frame, process::ForkArgs { stack: 0, vfork, tls: None, parent_tid: None, child_tid: None, clear_tid: None })
+    process::fork(frame, process::ForkArgs { stack: 0, vfork, share_vm: vfork, tls: None, parent_tid: None, child_tid: None, clear_tid: None })
 }
 
 /// The caller's pid.

@@ -20,9 +20,14 @@
 //! `TIOCSPGRP` fail with ENOTTY, as for a terminal that is not the caller's controlling one. The
 //! caller's pid, group and session come from [`Hooks`], set by the process layer above.
 //!
-//! Not done (trade-offs): background reads and writes are not stopped (no SIGTTIN/SIGTTOU),
-//! `TIOCSPGRP` does not check that the group is in the terminal's session, and output is never
-//! queued (the UART is written synchronously), so `TCSETSW` is `TCSETS`.
+//! A background group of the terminal's session is held back as on Linux (`abi::tty`'s
+//! `job_check`, with what [`JobControl`] tells of the caller): a read gets SIGTTIN for its group,
+//! a write under `TOSTOP`, `TIOCSPGRP`, a termios change and `TCFLSH` get SIGTTOU (each then
+//! answers `ERESTARTSYS`: retried once the group is continued); a read with SIGTTIN blocked or
+//! ignored, and any of them from an orphaned group, fail with EIO (ENOTTY for `TIOCSPGRP`).
+//!
+//! Not done (trade-offs): `TIOCSPGRP` does not check that the group is in the terminal's session,
+//! and output is never queued (the UART is written synchronously), so `TCSETSW` is `TCSETS`.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -30,7 +35,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use abi::{
     linux::{errno, general as g, ioctl as io},
-    tty::{Caller, TERMIOS_SIZE, Termios, Tty, Wait, WinSize},
+    tty::{Caller, JobCheck, TERMIOS_SIZE, Termios, Tty, Wait, WinSize},
 };
 use arch::usercopy;
 use crossbeam_utils::atomic::AtomicCell;
@@ -63,6 +68,52 @@ pub struct Hooks {
 }
 
 static HOOKS: AtomicCell<Option<Hooks>> = AtomicCell::new(None);
+
+/// What job control asks the process layer about the caller of a background access (installed
+/// with [`set_job_control`]; without it nobody is held back).
+#[derive(Clone, Copy)]
+pub struct JobControl {
+    /// Whether the calling thread blocks `sig` or its process ignores it.
+    pub ignores: fn(sig: u32) -> bool,
+    /// Whether process group `pgrp` is orphaned.
+    pub orphaned: fn(pgrp: u32) -> bool,
+    /// Send `sig` to every process of group `pgrp` before returning (thread context), so the
+    /// caller finds it pending on its way out of the call.
+    pub signal_group: fn(pgrp: u32, sig: u32),
+}
+
+static JOB_CONTROL: AtomicCell<Option<JobControl>> = AtomicCell::new(None);
+
+/// Install the process layer's job control (once, at boot).
+pub fn set_job_control(j: JobControl) {
+    JOB_CONTROL.store(Some(j));
+}
+
+/// Linux's `tty_check_change` for the calling thread and an access guarded by `sig` (SIGTTIN or
+/// SIGTTOU): `Ok` to go on, else the errno (`ERESTARTSYS` once the caller's group has the signal).
+fn job_control(sig: u32) -> Result<(), u32> {
+    let (Some(h), Some(j)) = (HOOKS.load(), JOB_CONTROL.load()) else { return Ok(()) };
+    let who = (h.caller)();
+    if !tty().lock().is_background(who) {
+        return Ok(());
+    }
+    // Asked outside the terminal's lock: both look at the process layer's state.
+    let (ignored, orphaned) = ((j.ignores)(sig), (j.orphaned)(who.pgrp));
+    let verdict = tty().lock().job_check(who, sig, ignored, orphaned);
+    match verdict {
+        JobCheck::Allow => Ok(()),
+        JobCheck::Fail(e) => Err(e),
+        JobCheck::Signal => {
+            (j.signal_group)(who.pgrp, sig);
+            Err(abi::signal::restart::ERESTARTSYS)
+        }
+    }
+}
+
+/// A write to the terminal from a background group under `TOSTOP` ([`job_control`] with SIGTTOU).
+pub fn check_write() -> Result<(), u32> {
+    if tty().lock().stops_background_output() { job_control(g::SIGTTOU) } else { Ok(()) }
+}
 
 /// Install the process layer's side (once, at boot; again at will).
 pub fn set_hooks(hooks: Hooks) {
@@ -198,6 +249,7 @@ fn sleep_for_input(seen: u64, timeout_ns: Option<u64>) -> Result<bool, u32> {
 /// Read what the line discipline lets through: a line in canonical mode, bytes by VMIN/VTIME in
 /// raw mode. `nonblock`: EAGAIN instead of sleeping.
 pub fn read(buf: &mut [u8], nonblock: bool) -> Result<usize, u32> {
+    job_control(g::SIGTTIN)?;
     let mut timed_out = false;
     loop {
         let seen = INPUT_GEN.load(Ordering::Acquire);
@@ -266,6 +318,7 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, u32> {
             put_user(arg, &b)
         }
         io::TCSETS | io::TCSETSW | io::TCSETSF => {
+            job_control(g::SIGTTOU)?;
             let t = Termios::from_bytes(&get_user::<TERMIOS_SIZE>(arg)?);
             tty().lock().set_termios(t, cmd == io::TCSETSF);
             settings_changed();
@@ -298,6 +351,8 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, u32> {
         }
         io::TIOCSPGRP => {
             let pg = i32::from_ne_bytes(get_user::<4>(arg)?);
+            // Linux's tiocspgrp answers ENOTTY where the check says EIO.
+            job_control(g::SIGTTOU).map_err(|e| if e == errno::EIO { errno::ENOTTY } else { e })?;
             tty().lock().set_foreground(caller()?, pg).map(|()| 0)
         }
         io::TIOCGSID => {
@@ -320,7 +375,7 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, u32> {
             }
             Ok(0)
         }
-        io::TCFLSH => match arg as u32 {
+        io::TCFLSH => match job_control(g::SIGTTOU).map(|()| arg as u32)? {
             g::TCIFLUSH | g::TCIOFLUSH => {
                 tty().lock().flush_input();
                 Ok(0)

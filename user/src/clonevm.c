@@ -1,0 +1,150 @@
+/*
+ * clonevm: clone(CLONE_VM) without CLONE_THREAD makes a process of its own (its pid, SIGCHLD to
+ * its parent, a zombie that wait4 reaps) that runs in its parent's memory: the child's writes,
+ * and a page it maps, are the parent's; the parent's writes made while the child runs are the
+ * child's; the child's CLONE_CHILD_CLEARTID word is cleared and woken in the parent's memory; a
+ * private futex wake from the child reaches a wait in the parent. Then CLONE_VM | CLONE_VFORK (the
+ * parent goes on after the child's end, its writes done) and vfork() (the same through the call).
+ *
+ * SIGCHLD is blocked and taken with sigtimedwait after each wait, with the child's pid in it.
+ */
+#include "ut.h"
+
+#include <linux/futex.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+static char stack[64 * 1024] __attribute__((aligned(16)));
+
+/* Written by the children, read by the parent (and the other way). */
+static volatile long shared_word;
+static volatile long child_pid_seen, child_ppid_seen;
+static char *volatile child_page;
+static atomic_int go, ready;
+static volatile int clear_word;
+static volatile int futex_word;
+
+/* The children run on the parent's memory and TLS: raw system calls only, no libc state. */
+static int plain_child(void *arg)
+{
+	long *heap = arg;
+	child_pid_seen = rsys0(SYS_getpid);
+	child_ppid_seen = rsys0(SYS_getppid);
+	shared_word = 0x1234;
+	heap[0] = 42;
+	heap[1] = 43;
+	char *p = (char *)rsys6(SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if ((long)p < 0 && (long)p > -4096)
+		return 90;
+	memcpy(p, "mapped by the child", 20);
+	child_page = p;
+	atomic_store(&ready, 1);
+	/* The parent writes while this child runs, then lets it go on. */
+	while (!atomic_load(&go))
+		rsys0(SYS_sched_yield);
+	if (shared_word != 0x5678)
+		return 91;
+	/* Wake the parent's private futex wait on a word of the shared memory. */
+	futex_word = 1;
+	rsys3(SYS_futex, &futex_word, FUTEX_WAKE_PRIVATE, 1);
+	return 5;
+}
+
+static int vfork_child(void *arg)
+{
+	(void)arg;
+	shared_word = 0xabcd;
+	return 6;
+}
+
+static void take_sigchld(pid_t pid, const char *what)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	siginfo_t si;
+	struct timespec ts = { 10, 0 };
+	int s = sigtimedwait(&set, &si, &ts);
+	if (s != SIGCHLD)
+		ut_fail("%s: no SIGCHLD (%d, %s)", what, s, strerror(errno));
+	CHECK(si.si_pid == pid && si.si_code == CLD_EXITED);
+}
+
+static void plain(void)
+{
+	long *heap = malloc(2 * sizeof(long));
+	CHECK(heap != NULL);
+	heap[0] = heap[1] = 0;
+	shared_word = 0;
+	clear_word = -1;
+	pid_t me = getpid();
+	int ctid = 0;
+	pid_t pid = clone(plain_child, stack + sizeof(stack), CLONE_VM | CLONE_CHILD_CLEARTID | CLONE_PARENT_SETTID | SIGCHLD,
+			  heap, &ctid, NULL, (int *)&clear_word);
+	CHECK(pid > 0);
+	CHECK(ctid == pid);
+	while (!atomic_load(&ready))
+		sched_yield();
+	CHECK(shared_word == 0x1234 && heap[0] == 42 && heap[1] == 43);
+	CHECK(child_pid_seen == pid && child_pid_seen != me && child_ppid_seen == me);
+	CHECK(strcmp(child_page, "mapped by the child") == 0);
+	say("clone(CLONE_VM): own pid, parent's pid as ppid; its writes to data and heap and its new mapping are the parent's\n");
+	shared_word = 0x5678;
+	atomic_store(&go, 1);
+	while (futex_word == 0) {
+		long r = rsys4(SYS_futex, &futex_word, FUTEX_WAIT_PRIVATE, 0, 0);
+		CHECK(r == 0 || r == -EAGAIN || r == -EINTR);
+	}
+	say("clone(CLONE_VM): the parent's write reached the child, the child's private futex wake the parent\n");
+	while (clear_word != 0) {
+		long r = rsys4(SYS_futex, &clear_word, FUTEX_WAIT, clear_word, 0);
+		CHECK(r == 0 || r == -EAGAIN || r == -EINTR);
+	}
+	int st = -1;
+	CHECK(wait4(pid, &st, 0, NULL) == pid);
+	CHECK(WIFEXITED(st));
+	take_sigchld(pid, "clone(CLONE_VM)");
+	CHECK_ERR(kill(pid, 0), ESRCH);
+	say("clone(CLONE_VM): CHILD_CLEARTID cleared in the parent's memory, SIGCHLD, wait4 reaped exit %d\n", WEXITSTATUS(st));
+	CHECK(munmap(child_page, 4096) == 0);
+	free(heap);
+}
+
+static void vforks(void)
+{
+	shared_word = 0;
+	pid_t pid = clone(vfork_child, stack + sizeof(stack), CLONE_VM | CLONE_VFORK | SIGCHLD, NULL);
+	CHECK(pid > 0);
+	/* CLONE_VFORK: the child has ended before clone returns here; its write is done. */
+	CHECK(shared_word == 0xabcd);
+	int st = -1;
+	CHECK(waitpid(pid, &st, 0) == pid);
+	take_sigchld(pid, "CLONE_VFORK");
+	say("clone(CLONE_VM | CLONE_VFORK): the write was there when the parent went on; exit %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+
+	shared_word = 0;
+	pid = vfork();
+	if (pid == 0) {
+		shared_word = 0xbeef;
+		_exit(7);
+	}
+	CHECK(pid > 0);
+	CHECK(shared_word == 0xbeef);
+	CHECK(waitpid(pid, &st, 0) == pid);
+	take_sigchld(pid, "vfork");
+	say("vfork: the child's write was there when the parent went on; exit %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+}
+
+int main(void)
+{
+	ut_start("clonevm");
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	CHECK(sigprocmask(SIG_BLOCK, &set, NULL) == 0);
+	plain();
+	vforks();
+	ut_ok();
+}
