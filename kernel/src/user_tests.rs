@@ -241,15 +241,12 @@ fn fuzz_processes() -> Result<(), String> {
     // A first, identical run brings the kernel's lazily grown tables (pids, futex slots, thread
     // ids) to their working size; every kernel-stack slot gets its page tables now, as in
     // `no_leak`, so a stack landing in a new slot is not counted as a leak.
-    // Two copies, whatever the CPU count. With one copy per CPU at -smp 8 (`fuzz 50000 7`, the
-    // user program alone, as init) a copy's thread stack sometimes vanishes from its process's
-    // mappings early in the run, right after one of its mmap/mremap calls (a read at its own rsp
-    // faults "outside every mapping"); the kernel did the same before the latest process changes.
-    // It depends on timing (a traced run passes) and the fuzzer without process operations draws
-    // other calls, so the cause is open: the mapping calls under concurrency, perhaps with forks.
-    // It stays visible to `make user-kernel USER_KERNEL_SMP=8` (or this program at -smp 8); this
-    // test checks the leak, not that bug.
-    let args = ["50000", "7", "2"];
+    // One copy per CPU (the program's default), 10^5 calls in all. The copies start together
+    // behind a barrier: a thread stack mapped while other copies already ran could land in a hole
+    // they made in the scratch area, and they then unmapped it under its thread (at -smp 8 a
+    // copy's read at its own rsp faulted "outside every mapping").
+    let calls = alloc::format!("{}", 100_000 / crate::cpu::map::online().len().max(1));
+    let args = [calls.as_str(), "7"];
     run("/bin/fuzzmix", &args)?;
     let mut every_free_slot = Vec::new();
     while let Some(stack) = crate::mm::stacks::KernelStack::new(4096, "user-test-warm-up") {
