@@ -186,21 +186,20 @@ impl WaitQueue {
         let irq = s.platform().irq_save_disable();
         let mut list = self.list.lock();
         let mut woken = 0;
-        // The IPIs go out after the lock is dropped (see `Scheduler::wake_thread_deferred`); past
-        // this many, under it.
-        let mut kicks: [Option<Kick>; 4] = [None; 4];
+        // The last kick goes out after the lock is dropped (see
+        // `Scheduler::wake_thread_deferred`); those before it, when several wake, under it.
+        let mut last: Option<Kick> = None;
         while let Some(t) = list.pop_front() {
             // SAFETY: as in `wake_one`.
-            if let Some(kick) = unsafe { s.wake_thread_deferred(t) } {
-                match kicks.iter_mut().find(|k| k.is_none()) {
-                    Some(free) => *free = Some(kick),
-                    None => s.send_kick(kick),
-                }
+            if let Some(kick) = unsafe { s.wake_thread_deferred(t) }
+                && let Some(earlier) = last.replace(kick)
+            {
+                s.send_kick(earlier);
             }
             woken += 1;
         }
         drop(list);
-        for kick in kicks.into_iter().flatten() {
+        if let Some(kick) = last {
             s.send_kick(kick);
         }
         s.platform().irq_restore(irq);
