@@ -941,6 +941,9 @@ impl<P: Platform> Scheduler<P> {
             if cpu.queue.try_halt() {
                 let start_ns = self.platform.now_ns();
                 self.platform.idle_wait();
+                if self.platform.mm_after_idle() {
+                    cpu.local.active_mm.store(0, Ordering::Relaxed);
+                }
                 cpu.queue.unhalt();
                 add(
                     &cpu.counters.idle_ns,
