@@ -490,6 +490,26 @@ mod tests {
     }
 
     #[test]
+    fn a_spared_cpu_gets_no_ipi_and_counts_as_avoided() {
+        let t = TlbTracker::new(AS);
+        let stats = TlbStats::new();
+        let mut tables: [PcidTable<2>; 4] = core::array::from_fn(|_| PcidTable::new());
+        for (i, table) in tables.iter_mut().enumerate() {
+            t.switch_in(cpu(i as u32), table);
+        }
+        // CPU 0 changes; it names CPUs 2 and 3 (and itself, which is never a target) to spare.
+        let plan = t.begin_change_sparing(cpu(0), range(0x10, 1), &stats, |others| {
+            assert_eq!(*others, cpus(&[1, 2, 3]), "spare is asked about the other active CPUs");
+            cpus(&[0, 2, 3])
+        });
+        assert!(plan.local_flush);
+        assert_eq!(plan.ipi_targets, cpus(&[1]));
+        assert_eq!(plan.avoided, cpus(&[2, 3]));
+        assert_eq!(plan.new_gen, 1);
+        assert_eq!(t.begin_change(cpu(0), range(0x10, 1), &stats).ipi_targets, cpus(&[1, 2, 3]));
+    }
+
+    #[test]
     fn switch_in_marks_the_cpu_and_syncs_the_slot_to_the_current_gen() {
         let t = TlbTracker::new(AS);
         let stats = TlbStats::new();
