@@ -16,7 +16,7 @@
 //! - [`Platform`]: `cpu_id`, `irq_save_disable`/`irq_restore` ([`IrqState`]), `send_resched`,
 //!   `now_ns`, `arm_timer(Option<u64>)`, `idle_wait`, `alloc_stack`/`free_stack` ([`Stack`]),
 //!   `fpu_features() -> Option<arch::fpu::FpuFeatures>`, `switch_mm(Option<NonZeroUsize>, &Mm)` ([`Mm`]: an owned, counted handle
-//!   the kernel makes with `unsafe Mm::from_raw(word, owner, &MmOps)`), `leave_mm_idle()`,
+//!   the kernel makes with `unsafe Mm::from_raw(word, owner, &MmOps)`), `leave_mm_idle()`, `mm_after_idle()`,
 //!   `trace(impl FnOnce() -> TraceEvent)` (default: nothing); [`CpuIndex`]`(u32)` numbers CPUs densely.
 //! - Trace points (module `trace`): [`TraceEvent`] (`Switch` with a [`SwitchReason`], `Wakeup`,
 //!   `Spawn`, `Idle`, `Steal`), reported in causal order across CPUs.

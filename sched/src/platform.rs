@@ -199,6 +199,14 @@ pub trait Platform: 'static + Sync + Sized {
         false
     }
 
+    /// This CPU's `idle_wait` just returned (interrupts off, before anything else runs here): the
+    /// platform catches its loaded address space up with what changed during the halt. Returns
+    /// whether it left that space meanwhile; if so the next thread with a space gets a
+    /// `switch_mm` with `prev` `None`. The default keeps it.
+    fn mm_after_idle(&self) -> bool {
+        false
+    }
+
     /// A scheduling event on this CPU, for a trace (see [`crate::trace`]). Called with interrupts
     /// disabled; switches and wake-ups under a run-queue lock, and wake-ups also from the timer
     /// interrupt, so for those it must be short and must neither block nor allocate (spawns and

@@ -231,6 +231,12 @@ impl Cpu {
     }
 }
 
+/// What is left of a wake-up after the thread was made runnable: the reschedule IPI (or steal
+/// kick) to send, if any; see [`Scheduler::wake_thread_deferred`].
+#[derive(Clone, Copy)]
+#[must_use = "a woken thread's CPU may be halted: send the kick"]
+pub(crate) struct Kick(Option<(usize, usize, Enqueued, bool)>);
+
 /// The scheduler of a system of `nr_cpus` CPUs.
 pub struct Scheduler<P: Platform> {
     platform: P,
@@ -959,6 +965,9 @@ impl<P: Platform> Scheduler<P> {
             if cpu.queue.try_halt() {
                 let start_ns = self.platform.now_ns();
                 self.platform.idle_wait();
+                if self.platform.mm_after_idle() {
+                    cpu.local.active_mm.store(0, Ordering::Relaxed);
+                }
                 cpu.queue.unhalt();
                 add(
                     &cpu.counters.idle_ns,
@@ -1067,6 +1076,27 @@ impl<P: Platform> Scheduler<P> {
     /// # Safety
     /// `t` stays valid for the call (see `rq::wake`).
     pub(crate) unsafe fn wake_thread(&self, t: NonNull<Thread>) -> bool {
+        // SAFETY: the caller's guarantee.
+        match unsafe { self.wake_thread_deferred(t) } {
+            Some(kick) => {
+                self.send_kick(kick);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`Scheduler::wake_thread`] without its last step: the thread is runnable on its CPU, and
+    /// the returned [`Kick`] (`None`: it was not blocked) says whom to interrupt, which the caller
+    /// does with [`Scheduler::send_kick`] once it has dropped the lock it woke the thread under.
+    /// A waker that sends the IPI holding that lock makes the woken thread, on the CPU it kicked,
+    /// spin on the lock until the waker lets go; under a hypervisor the IPI's wake-up of the
+    /// target vCPU can deschedule the waker right there, and that spin then lasts a host slice.
+    /// Interrupts stay disabled from the wake to the kick (so the target is kicked at once).
+    ///
+    /// # Safety
+    /// As for [`Scheduler::wake_thread`]; the kick itself touches no thread.
+    pub(crate) unsafe fn wake_thread_deferred(&self, t: NonNull<Thread>) -> Option<Kick> {
         let me = self.this_cpu();
         let note = |cpu: usize, queued: bool| {
             self.platform.trace(|| TraceEvent::Wakeup {
@@ -1079,18 +1109,25 @@ impl<P: Platform> Scheduler<P> {
         // SAFETY: valid for the call (caller).
         let outcome = unsafe { crate::rq::wake_noting(|c| &*self.cpus[c].queue, t, note) };
         match outcome {
-            Wake::NotBlocked => false,
+            Wake::NotBlocked => None,
             Wake::Running => {
                 bump(&self.cpus[me].counters.wakeups);
-                true
+                Some(Kick(None))
             }
             Wake::Enqueued { cpu, info } => {
                 bump(&self.cpus[me].counters.wakeups);
                 // SAFETY: as above.
                 let pinned = unsafe { t.as_ref() }.entity.is_pinned();
-                self.after_enqueue(me, cpu, info, pinned);
-                true
+                Some(Kick(Some((me, cpu, info, pinned))))
             }
+        }
+    }
+
+    /// The last step of a wake from [`Scheduler::wake_thread_deferred`], on the same CPU with
+    /// interrupts still disabled since.
+    pub(crate) fn send_kick(&self, kick: Kick) {
+        if let Kick(Some((me, cpu, info, pinned))) = kick {
+            self.after_enqueue(me, cpu, info, pinned);
         }
     }
 

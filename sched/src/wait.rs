@@ -16,11 +16,12 @@
 //!
 //! Waiter nodes live on the waiting threads' own stacks; a waker wakes a thread while holding the
 //! queue lock, and a waiter takes that lock before leaving `wait_until`, so no node or thread is
-//! touched after its waiter has gone. Nothing here allocates, so wake-ups work from interrupt
+//! touched after its waiter has gone. The reschedule IPI of a wake-up goes out after the lock is
+//! dropped (it names a CPU, not the thread): the woken thread's first step is to take that lock. Nothing here allocates, so wake-ups work from interrupt
 //! handlers.
 
 use crate::platform::Platform;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Kick, Scheduler};
 use crate::thread::Thread;
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -168,16 +169,14 @@ impl WaitQueue {
     pub fn wake_one<P: Platform>(&self, s: &Scheduler<P>) -> bool {
         let irq = s.platform().irq_save_disable();
         let mut list = self.list.lock();
-        let woke = match list.pop_front() {
-            Some(t) => {
-                // SAFETY: the thread cannot leave `wait_until` (and so stays alive) before we drop
-                // the queue lock.
-                unsafe { s.wake_thread(t) };
-                true
-            }
-            None => false,
-        };
+        // SAFETY: the thread cannot leave `wait_until` (and so stays alive) before we drop the
+        // queue lock; the kick sent after it touches no thread.
+        let kick = list.pop_front().map(|t| unsafe { s.wake_thread_deferred(t) });
         drop(list);
+        let woke = kick.is_some();
+        if let Some(Some(kick)) = kick {
+            s.send_kick(kick);
+        }
         s.platform().irq_restore(irq);
         woke
     }
@@ -187,12 +186,22 @@ impl WaitQueue {
         let irq = s.platform().irq_save_disable();
         let mut list = self.list.lock();
         let mut woken = 0;
+        // The last kick goes out after the lock is dropped (see
+        // `Scheduler::wake_thread_deferred`); those before it, when several wake, under it.
+        let mut last: Option<Kick> = None;
         while let Some(t) = list.pop_front() {
             // SAFETY: as in `wake_one`.
-            unsafe { s.wake_thread(t) };
+            if let Some(kick) = unsafe { s.wake_thread_deferred(t) }
+                && let Some(earlier) = last.replace(kick)
+            {
+                s.send_kick(earlier);
+            }
             woken += 1;
         }
         drop(list);
+        if let Some(kick) = last {
+            s.send_kick(kick);
+        }
         s.platform().irq_restore(irq);
         woken
     }

@@ -334,6 +334,24 @@ impl TlbTracker {
     ///
     /// No IPI when the address space is loaded on `cpu` alone (or nowhere).
     pub fn begin_change(&self, cpu: CpuId, range: PageRange, stats: &TlbStats) -> ChangePlan {
+        self.begin_change_sparing(cpu, range, stats, |_| CpuSet::new())
+    }
+
+    /// [`TlbTracker::begin_change`], sparing the IPI to the CPUs among the others with the
+    /// address space loaded that `spare` names: they count as `avoided`. `spare` runs after the
+    /// generation's bump (SeqCst), so a CPU it spares because it reads a flag the CPU clears
+    /// (SeqCst) before reading the generation either is seen with the flag still set, and then
+    /// reads the new generation and catches up by itself, or is sent the IPI. The caller spares
+    /// only CPUs that run no thread of the space until they have caught up, and only for a change
+    /// that frees no page-table page (a CPU with the space loaded may walk the tables
+    /// speculatively, so a freed table must wait for its acknowledgement).
+    pub fn begin_change_sparing(
+        &self,
+        cpu: CpuId,
+        range: PageRange,
+        stats: &TlbStats,
+        spare: impl FnOnce(&CpuSet) -> CpuSet,
+    ) -> ChangePlan {
         let new_gen = self.tlb_gen.fetch_add(1, Ordering::SeqCst) + 1;
         // The bump must be visible before `active` is read: see `switch_in`.
         #[cfg(loom)]
@@ -341,13 +359,15 @@ impl TlbTracker {
         let active = self.active.snapshot();
         let may_cache = self.may_cache.snapshot();
         let me = CpuSet::single(cpu);
+        let others = active.difference(&me);
+        let spared = spare(&others).intersection(&others);
         let plan = ChangePlan {
             asid: self.asid,
             range,
             new_gen,
             local_flush: active.contains(cpu),
-            ipi_targets: active.difference(&me),
-            avoided: may_cache.difference(&active).difference(&me),
+            ipi_targets: others.difference(&spared),
+            avoided: may_cache.difference(&active).difference(&me).union(&spared),
             full_flush: range.pages > FULL_FLUSH_THRESHOLD_PAGES,
         };
         stats.record(&plan);
@@ -467,6 +487,26 @@ mod tests {
         assert_eq!(t.tlb_gen(), 0);
         assert!(t.active().is_empty());
         assert!(t.may_cache().is_empty());
+    }
+
+    #[test]
+    fn a_spared_cpu_gets_no_ipi_and_counts_as_avoided() {
+        let t = TlbTracker::new(AS);
+        let stats = TlbStats::new();
+        let mut tables: [PcidTable<2>; 4] = core::array::from_fn(|_| PcidTable::new());
+        for (i, table) in tables.iter_mut().enumerate() {
+            t.switch_in(cpu(i as u32), table);
+        }
+        // CPU 0 changes; it names CPUs 2 and 3 (and itself, which is never a target) to spare.
+        let plan = t.begin_change_sparing(cpu(0), range(0x10, 1), &stats, |others| {
+            assert_eq!(*others, cpus(&[1, 2, 3]), "spare is asked about the other active CPUs");
+            cpus(&[0, 2, 3])
+        });
+        assert!(plan.local_flush);
+        assert_eq!(plan.ipi_targets, cpus(&[1]));
+        assert_eq!(plan.avoided, cpus(&[2, 3]));
+        assert_eq!(plan.new_gen, 1);
+        assert_eq!(t.begin_change(cpu(0), range(0x10, 1), &stats).ipi_targets, cpus(&[1, 2, 3]));
     }
 
     #[test]

@@ -260,16 +260,26 @@ fn poll_queue() -> &'static Arc<sched::WaitQueue> {
     POLL_QUEUE.call_once(|| Arc::new(sched::WaitQueue::new()))
 }
 static POLL_GEN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// Threads in (or entering) the untimed sleep of [`poll_wait`] on [`POLL_QUEUE`]: while there is
+/// none, [`poll_notify`] (every pipe read and write calls it) leaves the queue's lock alone.
+static POLL_SLEEPERS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// Something became readable, writable or hung up: wake `poll` sleepers to look again.
+///
+/// The bump and the sleepers' count are both SeqCst, as a sleeper's count and its read of the
+/// generation: either this sees the sleeper counted and wakes the queue, or the sleeper sees the
+/// new generation and does not sleep.
 pub fn poll_notify() {
-    POLL_GEN.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
-    poll_queue().wake_all(task::sched());
+    use core::sync::atomic::Ordering::SeqCst;
+    POLL_GEN.fetch_add(1, SeqCst);
+    if POLL_SLEEPERS.load(SeqCst) != 0 {
+        poll_queue().wake_all(task::sched());
+    }
 }
 
 /// The readiness generation a poller samples before it checks its descriptors.
 pub fn poll_generation() -> u64 {
-    POLL_GEN.load(core::sync::atomic::Ordering::Acquire)
+    POLL_GEN.load(core::sync::atomic::Ordering::SeqCst)
 }
 
 /// Sleep until the generation moves past `seen` or `deadline_ns` (monotonic) passes. Without a
@@ -280,7 +290,13 @@ pub fn poll_generation() -> u64 {
 pub fn poll_wait(seen: u64, deadline_ns: Option<u64>) -> Result<(), Errno> {
     match deadline_ns {
         // Linux's poll: restarted when no handler ran, EINTR after one.
-        None => crate::ipc::intr::wait(poll_queue(), || poll_generation() != seen).map_err(|_| abi::signal::restart::ERESTARTNOHAND),
+        None => {
+            use core::sync::atomic::Ordering::SeqCst;
+            POLL_SLEEPERS.fetch_add(1, SeqCst);
+            let woken = crate::ipc::intr::wait(poll_queue(), || poll_generation() != seen);
+            POLL_SLEEPERS.fetch_sub(1, SeqCst);
+            woken.map_err(|_| abi::signal::restart::ERESTARTNOHAND)
+        }
         Some(d) => {
             let now = crate::time::now_ns();
             if now < d && poll_generation() == seen {

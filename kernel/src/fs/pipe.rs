@@ -9,13 +9,17 @@
 //! - A write of at most `PIPE_BUF` bytes goes in whole (the buffer's rule; the writer waits until
 //!   that much room is free); a longer one is split as room appears, as Linux's `pipe_write` does.
 //! - Every change of readiness also wakes `poll` sleepers ([`super::poll_notify`]).
+//! - A side's queue is woken only when a thread of that side is counted as sleeping
+//!   ([`Side`]): the count is raised before the sleeper's condition takes the buffer's lock, and
+//!   read after the waker has changed the buffer under that lock, so either the sleeper sees the
+//!   change or the waker sees the sleeper. A read or write nobody waits for takes no queue lock.
 //!
 //! Why an interrupts-off lock: a waiter's condition runs with interrupts disabled inside
 //! `WaitQueue::wait_until` and takes the lock; a holder preempted on that CPU with the lock held
 //! would make it spin for ever.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use abi::{
     linux::errno,
@@ -28,9 +32,37 @@ use crate::{cpu::irqlock::RawIrqSpin, task};
 
 pub struct PipeObj {
     buf: SpinMutex<RawIrqSpin, Pipe>,
-    readers: Arc<sched::WaitQueue>,
-    writers: Arc<sched::WaitQueue>,
+    readers: Side,
+    writers: Side,
     id: u64,
+}
+
+/// The threads of one side (readers or writers) that sleep on the pipe.
+struct Side {
+    queue: Arc<sched::WaitQueue>,
+    /// Threads in (or entering) `sleep` on `queue`.
+    sleepers: AtomicUsize,
+}
+
+impl Side {
+    fn new() -> Side {
+        Side { queue: Arc::new(sched::WaitQueue::new()), sleepers: AtomicUsize::new(0) }
+    }
+
+    /// Sleep until `cond()` (which takes the buffer's lock) holds; see [`sleep_until`].
+    fn sleep(&self, cond: impl FnMut() -> bool) -> Result<(), Errno> {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let slept = sleep_until(&self.queue, cond);
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        slept
+    }
+
+    /// Wake the side's sleepers, if any, after a change of the buffer made under its lock.
+    fn wake(&self) {
+        if self.sleepers.load(Ordering::SeqCst) != 0 {
+            self.queue.wake_all(task::sched());
+        }
+    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -58,7 +90,7 @@ pub fn sleep_until(queue: &Arc<sched::WaitQueue>, cond: impl FnMut() -> bool) ->
 impl PipeObj {
     /// A new pipe with one reader and one writer (the two ends `pipe2` returns).
     pub fn new() -> Self {
-        Self { buf: SpinMutex::new(Pipe::new()), readers: Arc::new(sched::WaitQueue::new()), writers: Arc::new(sched::WaitQueue::new()), id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
+        Self { buf: SpinMutex::new(Pipe::new()), readers: Side::new(), writers: Side::new(), id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
     }
 
     /// The number `fstat` shows as the inode.
@@ -81,8 +113,8 @@ impl PipeObj {
                 b.close_reader();
             }
         }
-        self.readers.wake_all(task::sched());
-        self.writers.wake_all(task::sched());
+        self.readers.wake();
+        self.writers.wake();
         super::poll_notify();
     }
 
@@ -92,12 +124,12 @@ impl PipeObj {
             match r {
                 Ok(n) => {
                     if n > 0 {
-                        self.writers.wake_all(task::sched());
+                        self.writers.wake();
                         super::poll_notify();
                     }
                     return Ok(n);
                 }
-                Err(Blocked) => sleep_until(&self.readers, || {
+                Err(Blocked) => self.readers.sleep(|| {
                     let b = self.buf.lock();
                     !b.is_empty() || b.writers() == 0
                 })?,
@@ -117,7 +149,7 @@ impl PipeObj {
                 Ok(Ok(n)) => {
                     done += n;
                     if n > 0 {
-                        self.readers.wake_all(task::sched());
+                        self.readers.wake();
                         super::poll_notify();
                     }
                     if done == data.len() {
@@ -127,7 +159,7 @@ impl PipeObj {
                 Ok(Err(Blocked)) => {
                     let rest = data.len() - done;
                     let need = if rest <= PIPE_BUF { rest } else { 1 };
-                    sleep_until(&self.writers, || {
+                    self.writers.sleep(|| {
                         let b = self.buf.lock();
                         b.readers() == 0 || b.room() >= need
                     })?;

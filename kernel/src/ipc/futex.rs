@@ -154,12 +154,31 @@ fn wake_threads(tids: &[u64]) {
     }
 }
 
+/// Waiters one pass of [`wake`] takes out of the bucket, into an array on the stack.
+const WAKE_BATCH: usize = 8;
+
 /// Wake up to `n` waiters of `key` whose bitset meets `bitset`; returns how many.
+///
+/// The waiters are taken in batches of [`WAKE_BATCH`] (no allocation per wake) and woken after
+/// the bucket is unlocked; another batch follows only when one came back full, so a waiter that
+/// queues during the wake is taken only when more than a batch was asked for and found.
 pub fn wake(key: FutexKey, n: u32, bitset: u32) -> u32 {
-    let mut woken = alloc::vec::Vec::new();
-    let count = BUCKETS[bucket_of(key, NR_BUCKETS)].lock().wake(key, n, bitset, |t| woken.push(t));
-    wake_threads(&woken);
-    count
+    // As on Linux, `n` 0 still wakes one.
+    let limit = n.max(1);
+    let mut count = 0;
+    loop {
+        let want = (limit - count).min(WAKE_BATCH as u32);
+        let (mut batch, mut taken) = ([0u64; WAKE_BATCH], 0);
+        let took = BUCKETS[bucket_of(key, NR_BUCKETS)].lock().wake(key, want, bitset, |t| {
+            batch[taken] = t;
+            taken += 1;
+        });
+        wake_threads(&batch[..taken]);
+        count += took;
+        if took < WAKE_BATCH as u32 || count >= limit {
+            return count;
+        }
+    }
 }
 
 /// `FUTEX_REQUEUE`/`FUTEX_CMP_REQUEUE`: wake `nr_wake` waiters of `from`, move up to `nr_requeue`

@@ -32,7 +32,7 @@
 //! locks and never allocate).
 
 use alloc::{collections::BTreeMap, sync::Arc};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use talc::lock_api::Mutex as SpinMutex;
 
@@ -72,18 +72,41 @@ pub fn register(tid: u64) {
 /// Stop tracking thread `tid` (at its end).
 pub fn forget(tid: u64) {
     let e = ENTRIES.lock().remove(&tid);
-    drop(e);
+    if let Some(e) = e {
+        set_flag(&e, false);
+    }
+}
+
+/// An upper bound of the number of threads whose `pending` flag is set: raised before a flag is set, lowered
+/// after one is cleared. While it is 0 no flag is set, and [`is_pending`], which every system
+/// call's return asks, answers without the lock and the search of [`ENTRIES`].
+static PENDING_BOUND: AtomicUsize = AtomicUsize::new(0);
+
+/// Set `e`'s flag to `pending`, keeping [`PENDING_BOUND`] at or above the flags set.
+fn set_flag(e: &Entry, pending: bool) {
+    if pending {
+        PENDING_BOUND.fetch_add(1, Ordering::SeqCst);
+        if e.pending.swap(true, Ordering::SeqCst) {
+            PENDING_BOUND.fetch_sub(1, Ordering::SeqCst);
+        }
+    } else if e.pending.swap(false, Ordering::SeqCst) {
+        PENDING_BOUND.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Say whether thread `tid` has a signal to act on (the signal layer's call).
 pub fn set_pending(tid: u64, pending: bool) {
     if let Some(e) = entry(tid) {
-        e.pending.store(pending, Ordering::SeqCst);
+        set_flag(&e, pending);
     }
 }
 
-/// Whether thread `tid` has a signal to act on.
+/// Whether thread `tid` has a signal to act on. A flag set concurrently with this call may be
+/// missed, as it would be by a call made just before; one set before it is seen (`SeqCst`).
 pub fn is_pending(tid: u64) -> bool {
+    if PENDING_BOUND.load(Ordering::SeqCst) == 0 {
+        return false;
+    }
     entry(tid).is_some_and(|e| e.pending.load(Ordering::SeqCst))
 }
 

@@ -21,6 +21,21 @@ use crate::fs::{self, File, dev::Console};
 const MAX_IO: u64 = 1 << 20;
 /// Bytes moved per step of a long read or write.
 const CHUNK: usize = 64 * 1024;
+/// A transfer of at most this many bytes goes through a buffer on the stack, not the heap: the
+/// bytes of a pipe's ping-pong or a short message cost no allocation.
+const SMALL: usize = 128;
+
+/// The kernel buffer of a transfer of `len` bytes: the first `len` (at most [`CHUNK`]) bytes of
+/// `small` when they fit, else a heap chunk left in `big`.
+fn chunk_for<'a>(len: u64, small: &'a mut [u8; SMALL], big: &'a mut alloc::vec::Vec<u8>) -> &'a mut [u8] {
+    let size = (len as usize).min(CHUNK);
+    if size <= SMALL {
+        &mut small[..size]
+    } else {
+        *big = vec![0u8; size];
+        big
+    }
+}
 
 /// The console behind `/dev/console`, `/dev/tty` and descriptors 0-2: the terminal service
 /// (`crate::tty`: line discipline, termios, foreground group), with the output of a process whose
@@ -73,7 +88,8 @@ fn console_write(bytes: &[u8]) {
 /// by chunk; a short write or a failure after some bytes ends the call with the count.
 fn write_with(buf: u64, len: u64, mut op: impl FnMut(&[u8], u64) -> Result<usize, u32>) -> SysResult {
     let len = len.min(MAX_IO);
-    let mut chunk = vec![0u8; (len as usize).min(CHUNK)];
+    let (mut small, mut big) = ([0u8; SMALL], alloc::vec::Vec::new());
+    let chunk = chunk_for(len, &mut small, &mut big);
     let mut done = 0u64;
     while done < len || len == 0 {
         let n = (len - done).min(chunk.len() as u64) as usize;
@@ -104,7 +120,8 @@ fn read_with(buf: u64, len: u64, mut op: impl FnMut(&mut [u8], u64) -> Result<us
     if len > 0 && (buf < abi::elf::MIN_USER_ADDR || !usercopy::is_user_range(buf, len as usize)) {
         return Err(errno::EFAULT);
     }
-    let mut chunk = vec![0u8; (len as usize).min(CHUNK)];
+    let (mut small, mut big) = ([0u8; SMALL], alloc::vec::Vec::new());
+    let chunk = chunk_for(len, &mut small, &mut big);
     let mut done = 0u64;
     loop {
         let want = (len - done).min(chunk.len() as u64) as usize;

@@ -98,6 +98,9 @@ impl Platform for KernelPlatform {
     #[inline]
     fn idle_wait(&self) {
         trace::event(Category::Idle, |tsc, cpu| Record::new(tsc, cpu, Kind::IdleEnter));
+        if let Some((enter, _)) = MM_IDLE.load() {
+            enter();
+        }
         arch::cpu::enable_interrupts_and_halt();
         trace::event(Category::Idle, |tsc, cpu| Record::new(tsc, cpu, Kind::IdleExit));
     }
@@ -135,16 +138,16 @@ impl Platform for KernelPlatform {
         }
     }
 
+    fn mm_after_idle(&self) -> bool {
+        MM_IDLE.load().is_some_and(|(_, exit)| exit())
+    }
+
     fn switch_to_user_thread(&self, kernel_stack_top: usize, fs_base: u64) {
         // SAFETY: ring 3 was set up on this CPU at bring-up (cpu::ring3); the scheduler calls this
         // with interrupts off, for the thread about to run, whose stack outlives its running.
         unsafe { arch::syscall::set_kernel_stack(kernel_stack_top as u64) };
         // The value was checked when the thread set it; a non-canonical one cannot be stored.
         let _ = arch::fsbase::write(fs_base);
-    }
-
-    fn leave_mm_idle(&self) -> bool {
-        MM_LEAVE.load().is_some_and(|leave| leave())
     }
 }
 
@@ -189,14 +192,16 @@ pub fn set_mm_switch(f: MmSwitch) {
     MM_SWITCH.store(Some(f));
 }
 
-/// How an idle CPU leaves its address space for the kernel-only context, installed by `vm` with
-/// [`set_mm_leave`]; returns whether it did.
-static MM_LEAVE: AtomicCell<Option<fn() -> bool>> = AtomicCell::new(None);
+/// What a CPU does about its loaded address space right before it halts and right after the
+/// halt ends (interrupts off both times), installed by `vm` with [`set_mm_idle`]. A halted CPU
+/// keeps its space loaded (the scheduler's `leave_mm_idle` stays false), lazily; `exit` returns
+/// whether it left the space during the halt (the scheduler's `mm_after_idle`).
+static MM_IDLE: AtomicCell<Option<(fn(), fn() -> bool)>> = AtomicCell::new(None);
 
-/// Install the function an idle CPU calls to leave its address space (interrupts off), for the
-/// scheduler's `leave_mm_idle`.
-pub fn set_mm_leave(f: fn() -> bool) {
-    MM_LEAVE.store(Some(f));
+/// Install the functions a CPU calls right before it halts (`enter`) and right after (`exit`),
+/// with interrupts off, for its loaded address space.
+pub fn set_mm_idle(enter: fn(), exit: fn() -> bool) {
+    MM_IDLE.store(Some((enter, exit)));
 }
 
 /// Create the scheduler for `nr_cpus` CPUs and route the timer and reschedule vectors to it.

@@ -23,10 +23,13 @@
 //! recycling the only slot would), the space owning each slot (to clear `may_cache` when a slot
 //! is recycled), and the space it has loaded. Threads without a space keep whatever is loaded
 //! (lazy TLB), so a loaded space may have no running thread left; the CPU holds an `Arc` of it, so
-//! the `Mm` word the scheduler remembers for the CPU is never reused for another space. A CPU about
-//! to halt leaves its space for the kernel-only context (the scheduler's `leave_mm_idle`): changes
-//! then skip it, and its PCID slot, behind by their generations, flushes when it loads the space
-//! again, so an idle CPU costs a change no IPI.
+//! the `Mm` word the scheduler remembers for the CPU is never reused for another space. A halted
+//! CPU keeps its space loaded too (no CR3 write to halt, none to run the same space again), but
+//! marks itself lazy around the halt ([`idle_enter`], [`idle_exit`]): a change that frees no
+//! page-table page spares it the IPI, and it catches up by the space's generation when it wakes,
+//! before any thread runs. A change that frees tables (the CPU may walk them speculatively), and
+//! the destruction, still interrupt it; it then leaves the space for the kernel-only context, so
+//! that the next such change skips it, and the scheduler switches it in again from none.
 //!
 //! # A change (unmap, protect, remap)
 //!
@@ -133,7 +136,7 @@ pub fn init(use_pcid: bool) {
     crate::cpus::xcall::set_other_ipi_work(service_here);
     mm::set_shootdown(Some(kernel_shootdown));
     task::platform::set_mm_switch(switch);
-    task::platform::set_mm_leave(leave_idle);
+    task::platform::set_mm_idle(idle_enter, idle_exit);
     let why = match (mode.pcid, use_pcid, f.pcid) {
         (true, ..) => "",
         (false, false, _) => " (nopcid)",
@@ -840,8 +843,11 @@ impl Space {
     /// lock, keeps preemption off, and settled this CPU's previous request.
     fn commit(&self, range: PageRange, released: Released) -> Result<Released, AsError> {
         let me = tlb::this_cpu();
+        // A change that frees page-table pages interrupts lazy CPUs too: they may walk the tables.
+        let frees_tables = !released.tables.is_empty();
         let (plan, ticket) = interrupts::without_interrupts(|| {
-            let plan = self.tracker.begin_change(me, range, &PLAN_STATS);
+            let spare_lazy = |others: &CpuSet| if frees_tables { CpuSet::new() } else { lazy_among(others) };
+            let plan = self.tracker.begin_change_sparing(me, range, &PLAN_STATS, spare_lazy);
             with_this_cpu(|_, cpu| cpu.flush_for_change(me, self, &plan));
             count_plan(me, &plan);
             let ticket = (!plan.ipi_targets.is_empty()).then(|| tlb::post(me, plan.ipi_targets, &plan.request()));
@@ -1102,21 +1108,40 @@ impl CpuSpaces {
         tlb::count(tlb::Counter::Leaves, 1);
     }
 
-    /// This CPU is going idle: leave the loaded space for the kernel-only context and forget it,
-    /// so changes to it skip this CPU. Its PCID slot stays (the CPU stays in `may_cache`), behind
-    /// by every change made meanwhile, so the next switch to the space flushes exactly when
-    /// needed: the tracker's lazy catch-up.
-    fn leave_idle(&mut self, me: CpuId) {
-        let Some(space) = self.loaded.take() else { return };
-        if self.cr3_is_loaded {
-            self.slots.switch_to_kernel();
-            // SAFETY: the kernel's own PML4 maps everything the kernel uses; PCID 0 is the
-            // kernel-only context's and is flushed by this write.
-            unsafe { tlb::load_cr3(mm::kernel_pml4_phys(), 0, true) };
-            space.tracker.switch_out(me);
-            self.cr3_is_loaded = false;
-            tlb::count(tlb::Counter::IdleLeaves, 1);
+    /// Leave `space` (loaded here) for the kernel-only context during a lazy halt (from the
+    /// shootdown IPI: the `Arc` is dropped by [`CpuSpaces::catch_up`], outside the handler).
+    fn leave_lazily(&mut self, me: CpuId, space: &Space) {
+        self.slots.switch_to_kernel();
+        // SAFETY: the kernel's own PML4 maps everything the kernel uses; PCID 0 is the
+        // kernel-only context's and is flushed by this write.
+        unsafe { tlb::load_cr3(mm::kernel_pml4_phys(), 0, true) };
+        space.tracker.switch_out(me);
+        self.cr3_is_loaded = false;
+        tlb::count(tlb::Counter::IdleLeaves, 1);
+    }
+
+    /// This CPU woke from a lazy halt: forget the space if a change made it leave
+    /// ([`CpuSpaces::leave_lazily`]; returns `true`: the scheduler then switches to the next
+    /// thread's space, with no `prev`), else flush its PCID if a change spared this CPU meanwhile
+    /// (its slot's generation is behind the space's).
+    fn catch_up(&mut self) -> bool {
+        let Some(space) = self.loaded.clone() else { return false };
+        if space.dead.load(Ordering::SeqCst) {
+            // Its destruction, which interrupts lazy CPUs, made this CPU leave it for good; the
+            // scheduler's word for it stays unique while this CPU holds it.
+            return false;
         }
+        if !self.cr3_is_loaded {
+            self.loaded = None;
+            return true;
+        }
+        let request = Request { asid: space.asid, new_gen: space.tracker.tlb_gen(), range: USER_HALF, full_flush: true };
+        let action = self.slots.flush_action(&space.tracker, &request);
+        if action != FlushAction::Nothing {
+            tlb::count(tlb::Counter::IdleCatchUps, 1);
+        }
+        Self::perform(action, space.pml4);
+        false
     }
 
     /// Perform `action` on the space loaded here.
@@ -1160,6 +1185,11 @@ impl CpuSpaces {
         }
         if space.dead.load(Ordering::SeqCst) {
             self.leave(me, &space);
+        } else if LAZY[me.index()].load(Ordering::Relaxed) {
+            // Interrupted in a lazy halt (a change that frees tables): leave the space rather than
+            // flush it, so that the next such change need not interrupt this CPU again. Its slot
+            // stays behind by this change and flushes when `catch_up` loads the space again.
+            self.leave_lazily(me, &space);
         } else {
             Self::perform(self.slots.flush_action(&space.tracker, request), space.pml4);
         }
@@ -1207,10 +1237,37 @@ pub fn switch(prev: Option<NonZeroUsize>, next: &sched::Mm) {
     });
 }
 
-/// Leave the loaded space before this CPU halts: the scheduler's `leave_mm_idle` (interrupts off).
-fn leave_idle() -> bool {
-    with_this_cpu(|me, cpu| cpu.leave_idle(me));
-    true
+/// Per CPU: halted (or about to) with a space still loaded, which changes may spare the IPI.
+static LAZY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// The CPUs among `cpus` that are lazy now (read after the change's generation bump).
+fn lazy_among(cpus: &CpuSet) -> CpuSet {
+    let mut lazy = CpuSet::new();
+    for cpu in cpus.iter() {
+        if LAZY[cpu.index()].load(Ordering::SeqCst) {
+            lazy.insert(cpu);
+        }
+    }
+    lazy
+}
+
+/// This CPU is about to halt (interrupts off, right before the halt): keep the loaded space, and
+/// let changes that free no table spare this CPU until [`idle_exit`].
+fn idle_enter() {
+    LAZY[tlb::this_cpu().index()].store(true, Ordering::SeqCst);
+}
+
+/// This CPU's halt ended (interrupts off, before anything else runs here): stop being lazy, then
+/// read the loaded space's generation and flush its PCID if a change spared this CPU; or, if a
+/// change that freed tables made it leave the space, forget it and return `true` (the scheduler's
+/// `mm_after_idle`: its next thread with a space is switched in from none). Clearing
+/// the flag (SeqCst) before that read pairs with the changer's bump before its read of the flag
+/// (`TlbTracker::begin_change_sparing`): a change either sees this CPU not lazy and interrupts
+/// it, or bumped the generation this read sees.
+fn idle_exit() -> bool {
+    // A SeqCst store (x86: `xchg`, a full barrier) before the SeqCst load of the generation.
+    LAZY[tlb::this_cpu().index()].store(false, Ordering::SeqCst);
+    with_this_cpu(|_, cpu| cpu.catch_up())
 }
 
 /// Service every request posted to this CPU. Interrupts off.

@@ -263,9 +263,10 @@ pub enum Counter {
     KernelIpis,
     KernelRequestsServed,
     IdleLeaves,
+    IdleCatchUps,
 }
 
-const NR_COUNTERS: usize = Counter::IdleLeaves as usize + 1;
+const NR_COUNTERS: usize = Counter::IdleCatchUps as usize + 1;
 
 /// Each CPU's counters in cache lines of their own, so that a CPU counting on its switch path never
 /// writes a line its neighbours count in.
@@ -334,8 +335,11 @@ pub struct TlbCounters {
     pub kernel_ipis: u64,
     /// Kernel-half requests of other CPUs this CPU serviced.
     pub kernel_requests_served: u64,
-    /// Times this CPU went idle and left its address space for the kernel-only context (so
-    /// that changes to the space no longer interrupt it).
+    /// Times this CPU woke from a halt with its address space kept loaded and flushed that
+    /// space's PCID, because a change spared it the IPI while it was halted.
+    pub idle_catch_ups: u64,
+    /// Times a change that frees page tables interrupted this CPU in a lazy halt, and it left its
+    /// address space (loading it again as it woke).
     pub idle_leaves: u64,
 }
 
@@ -361,6 +365,7 @@ impl TlbCounters {
             kernel_shootdowns: get(Counter::KernelShootdowns),
             kernel_ipis: get(Counter::KernelIpis),
             kernel_requests_served: get(Counter::KernelRequestsServed),
+            idle_catch_ups: get(Counter::IdleCatchUps),
             idle_leaves: get(Counter::IdleLeaves),
         }
     }
@@ -396,6 +401,7 @@ impl TlbCounters {
             kernel_shootdowns: f(self.kernel_shootdowns, o.kernel_shootdowns),
             kernel_ipis: f(self.kernel_ipis, o.kernel_ipis),
             kernel_requests_served: f(self.kernel_requests_served, o.kernel_requests_served),
+            idle_catch_ups: f(self.idle_catch_ups, o.idle_catch_ups),
             idle_leaves: f(self.idle_leaves, o.idle_leaves),
         }
     }
