@@ -2,11 +2,13 @@
 //! mode, and the per-CPU state these need.
 //!
 //! Key items:
-//! - [`UserFrame`]: the user registers saved at the top of a thread's kernel stack. A `syscall` and
-//!   an interrupt or exception from ring 3 (see [`crate::trap`]) leave the same 22-word layout at the
-//!   same place, so [`UserFrame`] at `kernel_stack_top - size_of::<UserFrame>()` is "the user state of
-//!   this thread" however it entered (after an interrupt, vectors 32-255, the six callee-saved
-//!   slots are not written: those registers are still live in the kernel's own frames);
+//! - [`UserFrame`]: the user registers saved at the top of a thread's kernel stack, below the
+//!   thread's slot ([`THREAD_SLOT_BYTES`]). A `syscall` and an interrupt or exception from ring 3
+//!   (see [`crate::trap`]) leave the same 22-word layout at the same place, so [`frame_at`] is "the
+//!   user state of this thread" however it entered (after an interrupt, vectors 32-255, the six
+//!   callee-saved slots are not written: those registers are still live in the kernel's own frames);
+//! - [`SyscallReturn`], [`InSyscall`]: what the kernel's hook returns (the fast exit or the checked
+//!   one) and the proof it gets that it runs in a system call ([`thread_slot`] needs it);
 //! - [`EntryScratch`]: the per-CPU slots the entry stub reaches through GS. The kernel's per-CPU block
 //!   embeds it at byte offset [`SCRATCH_GS_OFFSET`] (checked there with `offset_of!`);
 //! - [`init_cpu`]: EFER.SCE, STAR, LSTAR, SFMASK on this CPU (SDM vol. 3A, 5.8.8 "Fast System Calls in
@@ -22,16 +24,22 @@
 //!
 //! The stub's contract, entry: `syscall` left RIP in RCX and RFLAGS in R11; SFMASK cleared IF, DF,
 //! TF, AC and NT; CS/SS are the kernel's; RSP and GS are still the user's. The stub swaps GS, moves
-//! to the thread's kernel stack, pushes the frame and calls the dispatcher with RSP 16-byte aligned
-//! and interrupts off (the kernel enables them when it wants). Exit: interrupts off again; SYSRET only
+//! to the thread's kernel stack, pushes the frame and calls the hook directly with RSP 16-byte
+//! aligned and interrupts off (the kernel enables them when it wants). Exit: interrupts off again.
+//! The fast exit (the hook says the frame is untouched and there is no work): RCX and R11 are the
+//! values `syscall` left, so SYSRET needs only RCX below [`USER_TOP`] and no TF/RF in R11; the stub
+//! reloads the six caller-saved argument registers, rbp (which it zeroed for the kernel) and RSP,
+//! and the hook itself kept the other callee-saved registers. Otherwise the checked exit: SYSRET only
 //! when [`UserFrame::prepare_return`] says the frame is one SYSRET restores exactly (RCX = RIP, R11 =
-//! RFLAGS, no TF/RF) and RIP is below [`USER_TOP`]: never to a non-canonical RIP, which on Intel CPUs
-//! faults in ring 0 with the user's RSP (CVE-2012-0217). Otherwise `iretq`, which restores every
-//! register. `swapgs` sits right before `sysretq`/`iretq`, with interrupts off; an NMI or machine
+//! RFLAGS, no TF/RF) and RIP is below [`USER_TOP`]; both never return to a non-canonical RIP, which
+//! on Intel CPUs faults in ring 0 with the user's RSP (CVE-2012-0217). Otherwise `iretq`, which
+//! restores every register. `swapgs` sits right before `sysretq`/`iretq`, with interrupts off; an NMI or machine
 //! check in that window finds the user's GS and is handled by [`crate::trap`]'s paranoid path.
 //!
 //! ```text
 //!  kernel stack top ->  +----------+
+//!                       | slot     |  THREAD_SLOT_BYTES: the kernel's per-thread word, padding
+//!  entry top ->         +----------+  TSS.RSP0, and where `syscall` switches to
 //!                       | ss       |  USER_SS
 //!                       | rsp      |  user rsp (saved through the scratch slot)
 //!                       | rflags   |  r11
@@ -40,7 +48,7 @@
 //!                       | orig_rax |  the system call number (or the error code of an exception)
 //!                       | kind     |  SYSCALL_KIND (or the vector of an exception/interrupt)
 //!                       | rax..r15 |  15 registers, r15 lowest
-//!  frame, rdi ->        +----------+  176 bytes below the top: 16-byte aligned
+//!  frame, rdi ->        +----------+  176 bytes below the entry top: 16-byte aligned
 //! ```
 
 /// Kernel code selector (GDT index 1).
@@ -190,15 +198,64 @@ impl Default for EntryScratch {
 /// `offset_of!(PerCpu, entry) == SCRATCH_GS_OFFSET`.
 pub const SCRATCH_GS_OFFSET: usize = 24;
 
+/// What the system-call hook returns (in RAX:RDX, the C ABI's two-word return).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallReturn {
+    /// The caller's `rax` when `fast` is 1; ignored otherwise (the frame holds it).
+    pub rax: u64,
+    /// 1: the hook wrote nothing of the frame, found no work to do on the way out, and returns
+    /// with interrupts off: the registers the stub saved are the user's own, so only the SYSRET
+    /// safety test remains (RCX below [`USER_TOP`], R11 without TF or RF), and the callee-saved
+    /// registers are still the user's (the hook preserved them). 0: the frame may have changed (a
+    /// signal frame, `rt_sigreturn`, a restart) and holds the result: the exit path runs
+    /// [`UserFrame::prepare_return`] on it.
+    pub fast: u64,
+}
+
+impl SyscallReturn {
+    /// The fast way back with `rax`.
+    #[inline(always)]
+    pub fn fast(rax: u64) -> Self {
+        Self { rax, fast: 1 }
+    }
+
+    /// The checked way back: the result is in the frame.
+    #[inline(always)]
+    pub fn checked() -> Self {
+        Self { rax: 0, fast: 0 }
+    }
+}
+
+/// Proof that the code holding it runs inside a system call of a user thread, on that thread's
+/// kernel stack: only the `syscall` entry makes one, and it lives as long as the call. With it the
+/// kernel may read the thread's slot ([`thread_slot`]).
+pub struct InSyscall {
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
 /// The kernel's side of the entry paths.
 pub struct UserEntryHooks {
     /// Handle the system call in `frame` (number in `orig_rax`, arguments per
-    /// [`UserFrame::syscall_args`]) and leave the result in `frame.rax`. Called with interrupts off.
-    pub syscall: fn(&mut UserFrame),
+    /// [`UserFrame::syscall_args`]) and leave the result in `frame.rax`. Called with interrupts off;
+    /// must return with them off.
+    pub syscall: extern "C" fn(&mut UserFrame, &InSyscall) -> SyscallReturn,
     /// The frame (after a system call) cannot be returned to: end the thread. Called with interrupts
     /// off; it must not return.
     pub invalid_return: fn(&mut UserFrame) -> !,
 }
+
+/// Bytes at the top of a user thread's kernel stack above its [`UserFrame`]: the thread's slot (one
+/// word the kernel gives [`enter_user`], read back by [`thread_slot`]) and padding that keeps the
+/// frame 16-byte aligned. Entries from ring 3 land below them.
+///
+/// ```text
+///  stack top ->  +----------+
+///                | padding  |
+///                | slot     |  the kernel's per-thread context (a pointer), written by enter_user
+///  entry top ->  +----------+  TSS.RSP0 and the syscall stack: the UserFrame ends here
+/// ```
+pub const THREAD_SLOT_BYTES: u64 = 16;
 
 #[cfg(target_os = "none")]
 pub use self::hw::*;
@@ -290,14 +347,15 @@ mod hw {
         Ok(())
     }
 
-    /// Make `top` the kernel stack that ring-3 entries of this CPU land on: TSS.RSP0 for interrupts
-    /// and exceptions, the scratch slot for `syscall`. The scheduler calls it when it switches to a
-    /// user thread.
+    /// Make the kernel stack whose top is `top` the one that ring-3 entries of this CPU land on, below
+    /// the thread's slot ([`THREAD_SLOT_BYTES`]): TSS.RSP0 for interrupts and exceptions, the scratch
+    /// slot for `syscall`. The scheduler calls it when it switches to a user thread.
     ///
     /// # Safety
     /// [`init_cpu`] ran on this CPU; interrupts are off; `top` is the 16-byte aligned top of the
     /// kernel stack of the thread that will run in ring 3 next, valid while it runs.
     pub unsafe fn set_kernel_stack(top: u64) {
+        let top = top - THREAD_SLOT_BYTES;
         // SAFETY: the scratch slot and the TSS pointer exist per init_cpu; RSP0 is the first entry of
         // privilege_stack_table, 4 bytes into the (packed) TSS, hence the unaligned write.
         unsafe {
@@ -311,7 +369,26 @@ mod hw {
 
     /// Where [`UserFrame`] of the thread whose kernel stack ends at `top` lives.
     pub fn frame_at(top: u64) -> *mut UserFrame {
-        (top - core::mem::size_of::<UserFrame>() as u64) as *mut UserFrame
+        (top - THREAD_SLOT_BYTES - core::mem::size_of::<UserFrame>() as u64) as *mut UserFrame
+    }
+
+    /// The calling thread's slot: the word [`enter_user`] stored at the top of its kernel stack.
+    #[inline(always)]
+    pub fn thread_slot(_proof: &InSyscall) -> u64 {
+        let slot: u64;
+        // SAFETY: `_proof` says this runs in a system call of a user thread, so the entry slot holds
+        // this thread's entry top (set_kernel_stack at its switch-in), and the word above it is the
+        // thread's slot, written by enter_user before the thread first reached ring 3. Two loads.
+        unsafe {
+            core::arch::asm!(
+                "mov {s}, gs:[{off}]",
+                "mov {s}, [{s}]",
+                s = out(reg) slot,
+                off = const KSTACK,
+                options(nostack, readonly, preserves_flags),
+            )
+        };
+        slot
     }
 
     /// Start user mode from `frame` (built with [`UserFrame::new_user`], say). Never returns: the
@@ -322,38 +399,43 @@ mod hw {
     /// 2. the thread's user address space is loaded (CR3) and `frame` is readable;
     /// 3. the caller keeps nothing on this stack that must outlive the call (it is abandoned), and
     ///    GS is the kernel's.
-    pub unsafe fn enter_user(frame: &UserFrame) -> ! {
+    ///
+    /// `slot` becomes the thread's slot, which [`thread_slot`] returns in its system calls.
+    pub unsafe fn enter_user(frame: &UserFrame, slot: u64) -> ! {
         let mut f = *frame;
         if f.prepare_return() == UserReturn::Invalid || hooks().is_none() {
             panic!("enter_user: frame not returnable or entry hooks missing: {f:?}");
         }
         // SAFETY: per conditions 1-3; the copy `f` lives on this stack, which iretq leaves; the exit
         // path pops it, swaps GS to the user's and returns with interrupts off until iretq sets them.
+        // The slot is written once on `f`'s stack: the word above the entry top belongs to the
+        // outermost frame of this thread's first kernel code, abandoned here (condition 3), and `f`
+        // lies below it (in this function's own frame).
         unsafe {
             core::arch::asm!(
                 "cli",
                 "mov rsp, {f}",
+                "mov {f}, gs:[{kstack}]",
+                "mov [{f}], {slot}",
                 "jmp arch_user_return_iret",
                 f = in(reg) &raw const f,
+                slot = in(reg) slot,
+                kstack = const KSTACK,
                 options(noreturn),
             )
         }
     }
 
-    /// Called by the stub with the frame it pushed; returns 1 for SYSRET, 0 for IRET.
-    extern "C" fn syscall_from_user(frame: &mut UserFrame) -> u64 {
+    /// The stub's way back when the hook said the frame may have changed, or when the fast exit's
+    /// SYSRET test failed: returns 1 for SYSRET, 0 for IRET, with interrupts off.
+    extern "C" fn syscall_exit_checked(frame: &mut UserFrame) -> u64 {
+        crate::interrupts::disable();
         // set in `enter_user`'s precondition, before any thread reached ring 3.
         let Some(h) = hooks() else { panic!("syscall before the entry hooks were set") };
-        (h.syscall)(frame);
         match frame.prepare_return() {
             UserReturn::Sysret => 1,
             UserReturn::Iret => 0,
-            UserReturn::Invalid => {
-                // SAFETY: reaching here the interrupt state is whatever the handler left; the hook
-                // expects them off.
-                unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
-                (h.invalid_return)(frame)
-            }
+            UserReturn::Invalid => (h.invalid_return)(frame),
         }
     }
 
@@ -394,11 +476,42 @@ mod hw {
         "push r13",
         "push r14",
         "push r15",
-        // Caller-saved registers the kernel must not leak or trust: the dispatcher sees the frame only.
+        // No frame-pointer chain into user memory.
         "xor ebp, ebp",
         "mov rdi, rsp",
-        "call {dispatch}",
-        "cli",
+        // The proof argument: a zero-sized value, any address will do.
+        "mov rsi, rsp",
+        // HOOKS is set before any thread reaches ring 3 (enter_user checks).
+        "mov rax, [rip + {hooks}]",
+        "call [rax + {hook_syscall}]",
+        "test edx, edx",
+        "jz 2f",
+        // The fast exit: the frame is untouched, callee-saved registers are the user's again (the
+        // hook preserved them) but rbp, which the stub zeroed. SYSRET only to RIP < USER_TOP, never
+        // with TF or RF (SYSRET cannot restore RF, and TF would trap on the first user instruction).
+        "mov rcx, [rsp + {rcx}]",
+        "mov r11, [rsp + {r11}]",
+        "movabs rdi, {user_top}",
+        "cmp rcx, rdi",
+        "jae 3f",
+        "test r11d, {tf_rf}",
+        "jnz 3f",
+        "mov rdi, [rsp + {rdi}]",
+        "mov rsi, [rsp + {rsi}]",
+        "mov rdx, [rsp + {rdx}]",
+        "mov r10, [rsp + {r10}]",
+        "mov r8, [rsp + {r8}]",
+        "mov r9, [rsp + {r9}]",
+        "mov rbp, [rsp + {rbp}]",
+        "mov rsp, [rsp + {rsp}]",
+        "swapgs",
+        "sysretq",
+        // The value goes in the frame; prepare_return decides.
+        "3:",
+        "mov [rsp + {rax}], rax",
+        "2:",
+        "mov rdi, rsp",
+        "call {exit_checked}",
         "test eax, eax",
         "jz arch_user_return_iret",
         "pop r15",
@@ -448,7 +561,22 @@ mod hw {
         user_ss = const USER_SS,
         user_cs = const USER_CS,
         kind = const SYSCALL_KIND,
-        dispatch = sym syscall_from_user,
+        hooks = sym HOOKS,
+        hook_syscall = const offset_of!(UserEntryHooks, syscall),
+        exit_checked = sym syscall_exit_checked,
+        user_top = const USER_TOP,
+        tf_rf = const RFLAGS_TF | RFLAGS_RF,
+        rax = const offset_of!(UserFrame, rax),
+        rcx = const offset_of!(UserFrame, rcx),
+        r11 = const offset_of!(UserFrame, r11),
+        rdi = const offset_of!(UserFrame, rdi),
+        rsi = const offset_of!(UserFrame, rsi),
+        rdx = const offset_of!(UserFrame, rdx),
+        r10 = const offset_of!(UserFrame, r10),
+        r8 = const offset_of!(UserFrame, r8),
+        r9 = const offset_of!(UserFrame, r9),
+        rbp = const offset_of!(UserFrame, rbp),
+        rsp = const offset_of!(UserFrame, rsp),
     );
 }
 

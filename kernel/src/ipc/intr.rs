@@ -79,6 +79,8 @@ pub fn forget(tid: u64) {
 pub fn set_pending(tid: u64, pending: bool) {
     if let Some(e) = entry(tid) {
         e.pending.store(pending, Ordering::SeqCst);
+        // The system-call exit tests the thread's work word, not this flag.
+        task::uctx::set_work(tid, task::uctx::work::SIGNAL, pending);
     }
 }
 

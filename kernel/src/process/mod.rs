@@ -106,6 +106,9 @@ pub struct Process {
     /// The scheduler id of the main thread, the one whose Linux thread id is the pid (the first
     /// thread, or the one that last called `execve`); 0 until it runs.
     main_tid: AtomicU64,
+    /// The pid and parent pid as the threads' system calls read them without a lock (each thread's
+    /// `task::uctx` context shares this).
+    ids: Arc<task::uctx::ProcIds>,
 }
 
 /// The file state of a process the kernel starts: descriptors 0-2 on the console, `/` as the
@@ -191,6 +194,7 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
     let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(p.space().mm());
     let spawned = task::sched().spawn(builder, move || {
         let tid = current_tid();
+        task::uctx::register(tid, child.ids.clone());
         child.signals.attach(tid, blocked);
         THREADS.lock().insert(tid, child.clone());
         if let Some(addr) = clear_tid {
@@ -272,11 +276,17 @@ impl Process {
             vfork_done: AtomicBool::new(false),
             exec_tid: AtomicU64::new(0),
             main_tid: AtomicU64::new(0),
+            ids: Arc::new(task::uctx::ProcIds::new(pid, tree::ppid(pid).unwrap_or(0))),
         })
     }
 
     pub fn pid(&self) -> u32 {
         self.pid.load(Ordering::Relaxed)
+    }
+
+    /// The ids the process's threads' system calls read without a lock.
+    pub fn ids(&self) -> &task::uctx::ProcIds {
+        &self.ids
     }
 
     /// The address space the process runs in now.
@@ -296,8 +306,19 @@ impl Process {
         let began = self.kill_status.compare_exchange(NOT_KILLED, EXEC_KILL, Ordering::AcqRel, Ordering::Acquire).is_ok();
         if began {
             KILLS_PENDING.fetch_add(1, Ordering::AcqRel);
+            self.mark_threads_killed();
         }
         began
+    }
+
+    /// Set the kill bit of every thread's work word, after `kill_status` changed: each looks at
+    /// the status on its way out of its next system call.
+    fn mark_threads_killed(&self) {
+        for (tid, q) in THREADS.lock().iter() {
+            if core::ptr::eq(Arc::as_ptr(q), self) {
+                task::uctx::set_work(*tid, task::uctx::work::KILL, true);
+            }
+        }
     }
 
     /// A kill came while the exec waited for the other threads.
@@ -480,6 +501,7 @@ fn spawn_as(
     let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(space.mm());
     let spawned = task::sched().spawn(builder, move || {
         p.main_tid.store(current_tid(), Ordering::Release);
+        task::uctx::register(current_tid(), p.ids.clone());
         p.signals.attach(current_tid(), abi::signal::SigSet::EMPTY);
         THREADS.lock().insert(current_tid(), p.clone());
         exec::start(p, image, plan, path, argv, envp)
@@ -552,6 +574,7 @@ pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
     let spawned = s.spawn(builder, move || {
         let tid = current_tid();
         c.main_tid.store(tid, Ordering::Release);
+        task::uctx::register(tid, c.ids.clone());
         c.signals.attach(tid, blocked);
         THREADS.lock().insert(tid, c.clone());
         if let Some(addr) = clear_tid {
@@ -595,11 +618,13 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
     }
     crate::ipc::futex::forget(tid);
     let p = THREADS.lock().remove(&tid);
+    task::uctx::forget(tid);
     if let Some(p) = p {
         if whole {
             // The other threads end at their next system call or fault, or now if they sleep.
             if p.kill_status.compare_exchange(NOT_KILLED, status, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 KILLS_PENDING.fetch_add(1, Ordering::AcqRel);
+                p.mark_threads_killed();
             }
             p.signals.dying();
         }

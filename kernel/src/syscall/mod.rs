@@ -4,9 +4,16 @@
 //!
 //! [`init`] installs [`dispatch`] as `arch::syscall`'s hook. The dispatcher runs on the calling
 //! thread's kernel stack with the user registers in a [`UserFrame`]; it enables interrupts (a call
-//! may sleep and must be preemptible), decodes the number and arguments, and leaves the result in
-//! `rax`: a value, or `-errno`. An unknown number answers `ENOSYS` and is logged once per process
-//! and number, with Linux's name for it.
+//! may sleep and must be preemptible), calls the number's handler from [`TABLE`] (one bounds test,
+//! one indirect call) and returns the result for `rax`: a value, or `-errno`. An unknown number
+//! answers `ENOSYS` and is logged once per process and number, with Linux's name for it.
+//!
+//! The way out tests one word, the calling thread's work word (`task::uctx`): zero and a value that
+//! is no error, and the result goes straight back by SYSRET. Everything rare hides behind that word
+//! or the error test (signals, restarts, a rewritten frame, the end of a killed process) and runs
+//! in [`exit_slow`]; the trace's enabled test is the one other test on the path. The cheap calls
+//! (`getpid`, `getppid`) read the caller's context through `arch::syscall::InSyscall`: no lock, no
+//! reference count.
 //!
 //! User memory is reached only through `arch::usercopy` (a bad pointer is `EFAULT`, never a kernel
 //! fault). No unsafe code.
@@ -22,9 +29,9 @@ mod time;
 
 use ::trace::{Category, Record};
 use abi::linux::{errno, errno_ret, general as nr};
-use arch::syscall::{UserEntryHooks, UserFrame};
+use arch::syscall::{InSyscall, SyscallReturn, UserEntryHooks, UserFrame};
 
-use crate::cpu::trace;
+use crate::{cpu::trace, task::uctx};
 
 /// A call's outcome: a value for `rax` or an errno.
 pub type SysResult = Result<u64, u32>;
@@ -49,17 +56,95 @@ fn invalid_return(frame: &mut UserFrame) -> ! {
     crate::process::exit_current(11, true)
 }
 
-fn dispatch(frame: &mut UserFrame) {
+/// The system-call path. The common case runs straight through: the trace off, the handler
+/// succeeds, the thread's work word is zero, and the frame goes back by SYSRET untouched but for
+/// `rax`. Everything rare (the trace on, an error (a restart code among them), a process being
+/// ended, a signal to deliver, a rewritten frame) takes [`dispatch_traced`] or [`exit_slow`].
+extern "C" fn dispatch(frame: &mut UserFrame, proof: &InSyscall) -> SyscallReturn {
+    if trace::enabled(Category::Syscall) {
+        return dispatch_traced(frame, proof);
+    }
+    arch::interrupts::enable();
+    let rax = call(frame, proof);
+    arch::interrupts::disable();
+    if rax < ERRNO_FIRST && uctx::current(proof).work() == 0 {
+        return SyscallReturn::fast(rax);
+    }
+    exit_slow(frame, proof, rax)
+}
+
+/// The lowest `rax` that is an error (`-4095`, Linux's `MAX_ERRNO`): errors take the slow exit,
+/// which knows the restart codes.
+const ERRNO_FIRST: u64 = 4095u64.wrapping_neg();
+
+/// [`dispatch`] with its trace points, and with the kill test on the way in.
+#[cold]
+#[inline(never)]
+fn dispatch_traced(frame: &mut UserFrame, proof: &InSyscall) -> SyscallReturn {
     arch::interrupts::enable();
     crate::process::exit_if_killed();
-    let [a0, a1, a2, a3, a4, a5] = frame.syscall_args();
     let number = frame.orig_rax;
     trace::event(Category::Syscall, |tsc, cpu| Record::syscall_enter(tsc, cpu, number, crate::process::current_tid()));
-    let Ok(n) = u32::try_from(number) else {
-        frame.rax = errno_ret(errno::ENOSYS);
-        return;
+    let rax = call(frame, proof);
+    exit_slow(frame, proof, rax)
+}
+
+/// The way out with work to do: the end of a killed thread, the result, the trace point, signals
+/// (and restarts). Enables interrupts; the arch exit disables them again.
+#[cold]
+#[inline(never)]
+fn exit_slow(frame: &mut UserFrame, proof: &InSyscall, rax: u64) -> SyscallReturn {
+    arch::interrupts::enable();
+    // Cleared before the status is read: a kill after this sets the bit again.
+    uctx::current(proof).clear(uctx::work::KILL);
+    crate::process::exit_if_killed();
+    frame.rax = rax;
+    let (number, ret) = (frame.orig_rax, frame.rax);
+    trace::event(Category::Syscall, |tsc, cpu| Record::syscall_exit(tsc, cpu, number, crate::process::current_tid(), ret));
+    // Signals on the way out; rt_sigreturn's rax is a restored register, never a restart code.
+    let sigreturn = number == u64::from(nr::__NR_rt_sigreturn);
+    crate::process::signal::on_syscall_return(frame, !sigreturn);
+    if sigreturn {
+        uctx::current(proof).clear(uctx::work::FRAME);
+    }
+    SyscallReturn::checked()
+}
+
+/// Number of entries of [`TABLE`]: every Linux x86-64 system call number.
+const TABLE_LEN: usize = 512;
+
+/// One system call: the caller's frame (arguments per [`UserFrame::syscall_args`]) and the proof
+/// that reaches its context; the result as `rax` holds it (a value, or `-errno`).
+type Handler = fn(&mut UserFrame, &InSyscall) -> u64;
+
+/// The handler of each number, indexed by the number: one bounds test and one indirect call.
+static TABLE: [Handler; TABLE_LEN] = table();
+
+/// `calls!(t, frame, proof, [a0, .., a5]; NR | NR => expr, ...)`: an entry per number, a handler
+/// fn per arm, in which `expr` sees the frame, the proof and the six arguments under those names.
+macro_rules! calls {
+    ($t:ident, $frame:ident, $proof:ident, [$a0:ident, $a1:ident, $a2:ident, $a3:ident, $a4:ident, $a5:ident];
+     $( $($nr:path)|+ => $body:expr ),* $(,)?) => {
+        $(
+            {
+                #[allow(unused_variables)]
+                fn handler($frame: &mut UserFrame, $proof: &InSyscall) -> u64 {
+                    let [$a0, $a1, $a2, $a3, $a4, $a5] = $frame.syscall_args();
+                    let r: SysResult = $body;
+                    r.unwrap_or_else(errno_ret)
+                }
+                $( $t[$nr as usize] = handler; )+
+            }
+        )*
     };
-    let r: SysResult = match n {
+}
+
+const fn table() -> [Handler; TABLE_LEN] {
+    fn not_implemented(frame: &mut UserFrame, _: &InSyscall) -> u64 {
+        unknown(frame.orig_rax).unwrap_or_else(errno_ret)
+    }
+    let mut t: [Handler; TABLE_LEN] = [not_implemented; TABLE_LEN];
+    calls! { t, frame, proof, [a0, a1, a2, a3, a4, a5];
         nr::__NR_read => io::read(a0, a1, a2),
         nr::__NR_write => io::write(a0, a1, a2),
         nr::__NR_readv => io::readv(a0, a1, a2),
@@ -133,7 +218,7 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_mremap => mem::mremap(a0, a1, a2, a3, a4),
         nr::__NR_exit => proc::exit(a0),
         nr::__NR_exit_group => proc::exit_group(a0),
-        nr::__NR_getpid => proc::getpid(),
+        nr::__NR_getpid => proc::getpid(proof),
         nr::__NR_gettid => proc::gettid(),
         nr::__NR_set_tid_address => proc::set_tid_address(a0),
         nr::__NR_arch_prctl => proc::arch_prctl(a0, a1),
@@ -149,7 +234,11 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_rt_sigtimedwait => signal::rt_sigtimedwait(a0, a1, a2, a3),
         nr::__NR_pause => signal::pause(),
         nr::__NR_sigaltstack => signal::sigaltstack(a0, a1, frame.rsp),
-        nr::__NR_rt_sigreturn => signal::rt_sigreturn(frame),
+        nr::__NR_rt_sigreturn => {
+        // The frame is rewritten: the exit must check it.
+        uctx::current(proof).set(uctx::work::FRAME);
+        signal::rt_sigreturn(frame)
+    },
         nr::__NR_alarm => signal::alarm(a0),
         nr::__NR_setitimer => signal::setitimer(a0, a1, a2),
         nr::__NR_getitimer => signal::getitimer(a0, a1),
@@ -158,7 +247,7 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_vfork => proc::fork(frame, true),
         nr::__NR_wait4 => proc::wait4(a0, a1, a2, a3),
         nr::__NR_waitid => proc::waitid(a0, a1, a2, a3, a4),
-        nr::__NR_getppid => proc::getppid(),
+        nr::__NR_getppid => proc::getppid(proof),
         nr::__NR_getpgid => proc::getpgid(a0),
         nr::__NR_getpgrp => proc::getpgid(0),
         nr::__NR_getsid => proc::getsid(a0),
@@ -181,18 +270,28 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_tkill => signal::tgkill(None, a0, a1),
         nr::__NR_tgkill => signal::tgkill(Some(a0), a1, a2),
         nr::__NR_set_robust_list | nr::__NR_rseq => Err(errno::ENOSYS),
-        abi::SYS_KERNEL_TLB_COUNTERS => stats::tlb_counters(a0),
-        _ => unknown(number),
+    }
+    t
+}
+
+/// Run the call `frame` holds. `proof` reaches the caller's context (the cheap calls' ids).
+#[inline(always)]
+fn call(frame: &mut UserFrame, proof: &InSyscall) -> u64 {
+    match TABLE.get(frame.orig_rax as usize) {
+        Some(handler) => handler(frame, proof),
+        None => call_beyond_table(frame),
+    }
+}
+
+/// The kernel's own numbers, above Linux's.
+#[cold]
+#[inline(never)]
+fn call_beyond_table(frame: &mut UserFrame) -> u64 {
+    let r = match frame.orig_rax {
+        n if n == u64::from(abi::SYS_KERNEL_TLB_COUNTERS) => stats::tlb_counters(frame.rdi),
+        n => unknown(n),
     };
-    crate::process::exit_if_killed();
-    frame.rax = match r {
-        Ok(v) => v,
-        Err(e) => errno_ret(e),
-    };
-    let ret = frame.rax;
-    trace::event(Category::Syscall, |tsc, cpu| Record::syscall_exit(tsc, cpu, number, crate::process::current_tid(), ret));
-    // Signals on the way out; rt_sigreturn's rax is a restored register, never a restart code.
-    crate::process::signal::on_syscall_return(frame, n != nr::__NR_rt_sigreturn);
+    r.unwrap_or_else(errno_ret)
 }
 
 fn unknown(number: u64) -> SysResult {
