@@ -7,8 +7,8 @@
 //!   (see [`crate::trap`]) leave the same 22-word layout at the same place, so [`frame_at`] is "the
 //!   user state of this thread" however it entered (after an interrupt, vectors 32-255, the six
 //!   callee-saved slots are not written: those registers are still live in the kernel's own frames);
-//! - [`SyscallReturn`], [`InSyscall`]: what the kernel's hook returns (the fast exit or the checked
-//!   one) and the proof it gets that it runs in a system call ([`thread_slot`] needs it);
+//! - [`InSyscall`]: the proof the kernel's hooks get that they run in a system call
+//!   ([`thread_slot`] needs it);
 //! - [`EntryScratch`]: the per-CPU slots the entry stub reaches through GS. The kernel's per-CPU block
 //!   embeds it at byte offset [`SCRATCH_GS_OFFSET`] (checked there with `offset_of!`);
 //! - [`init_cpu`]: EFER.SCE, STAR, LSTAR, SFMASK on this CPU (SDM vol. 3A, 5.8.8 "Fast System Calls in
@@ -198,38 +198,9 @@ impl Default for EntryScratch {
 /// `offset_of!(PerCpu, entry) == SCRATCH_GS_OFFSET`.
 pub const SCRATCH_GS_OFFSET: usize = 24;
 
-/// What the system-call hook returns (in RAX:RDX, the C ABI's two-word return).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SyscallReturn {
-    /// The caller's `rax` when `fast` is 1; ignored otherwise (the frame holds it).
-    pub rax: u64,
-    /// 1: the hook wrote nothing of the frame, found no work to do on the way out, and returns
-    /// with interrupts off: the registers the stub saved are the user's own, so only the SYSRET
-    /// safety test remains (RCX below [`USER_TOP`], R11 without TF or RF), and the callee-saved
-    /// registers are still the user's (the hook preserved them). 0: the frame may have changed (a
-    /// signal frame, `rt_sigreturn`, a restart) and holds the result: the exit path runs
-    /// [`UserFrame::prepare_return`] on it.
-    pub fast: u64,
-}
-
-impl SyscallReturn {
-    /// The fast way back with `rax`.
-    #[inline(always)]
-    pub fn fast(rax: u64) -> Self {
-        Self { rax, fast: 1 }
-    }
-
-    /// The checked way back: the result is in the frame.
-    #[inline(always)]
-    pub fn checked() -> Self {
-        Self { rax: 0, fast: 0 }
-    }
-}
-
-/// Proof that the code holding it runs inside a system call of a user thread, on that thread's
-/// kernel stack: only the `syscall` entry makes one, and it lives as long as the call. With it the
-/// kernel may read the thread's slot ([`thread_slot`]).
+/// Proof that the code holding it runs inside a system call of a user thread: only the `syscall`
+/// entry makes one, and it lives as long as the call. A zero-sized value whose address is the
+/// thread's slot ([`thread_slot`]): the hooks get it in a register, no load needed.
 pub struct InSyscall {
     _not_send: core::marker::PhantomData<*const ()>,
 }
@@ -237,9 +208,14 @@ pub struct InSyscall {
 /// The kernel's side of the entry paths.
 pub struct UserEntryHooks {
     /// Handle the system call in `frame` (number in `orig_rax`, arguments per
-    /// [`UserFrame::syscall_args`]) and leave the result in `frame.rax`. Called with interrupts off;
-    /// must return with them off.
-    pub syscall: extern "C" fn(&mut UserFrame, &InSyscall) -> SyscallReturn,
+    /// [`UserFrame::syscall_args`]) and return the caller's `rax`. Called with interrupts on. A
+    /// hook that writes the frame, or returns what the exit must look at (a restart code), sets a
+    /// bit of the thread's work word (see [`thread_slot`]) so that `exit_work` runs.
+    pub syscall: extern "C" fn(&mut UserFrame, &InSyscall) -> u64,
+    /// The way out had work to do (the thread's work word was not zero, or SYSRET could not
+    /// restore the frame): do it. `frame.rax` holds the result. Called with
+    /// interrupts off; may enable them; may rewrite the frame.
+    pub exit_work: fn(&mut UserFrame, &InSyscall),
     /// The frame (after a system call) cannot be returned to: end the thread. Called with interrupts
     /// off; it must not return.
     pub invalid_return: fn(&mut UserFrame) -> !,
@@ -252,7 +228,7 @@ pub struct UserEntryHooks {
 /// ```text
 ///  stack top ->  +----------+
 ///                | padding  |
-///                | slot     |  the kernel's per-thread context (a pointer), written by enter_user
+///                | slot     |  the address of the thread's work word, written by enter_user
 ///  entry top ->  +----------+  TSS.RSP0 and the syscall stack: the UserFrame ends here
 /// ```
 pub const THREAD_SLOT_BYTES: u64 = 16;
@@ -372,23 +348,12 @@ mod hw {
         (top - THREAD_SLOT_BYTES - core::mem::size_of::<UserFrame>() as u64) as *mut UserFrame
     }
 
-    /// The calling thread's slot: the word [`enter_user`] stored at the top of its kernel stack.
+    /// The calling thread's slot: the word [`enter_user`] stored at the top of its kernel stack (the
+    /// address of the thread's work word, which the kernel may put first in a larger context).
     #[inline(always)]
-    pub fn thread_slot(_proof: &InSyscall) -> u64 {
-        let slot: u64;
-        // SAFETY: `_proof` says this runs in a system call of a user thread, so the entry slot holds
-        // this thread's entry top (set_kernel_stack at its switch-in), and the word above it is the
-        // thread's slot, written by enter_user before the thread first reached ring 3. Two loads.
-        unsafe {
-            core::arch::asm!(
-                "mov {s}, gs:[{off}]",
-                "mov {s}, [{s}]",
-                s = out(reg) slot,
-                off = const KSTACK,
-                options(nostack, readonly, preserves_flags),
-            )
-        };
-        slot
+    pub fn thread_slot(proof: &InSyscall) -> u64 {
+        // The stub and the checked exit make the proof at the slot's value (see InSyscall).
+        proof as *const InSyscall as u64
     }
 
     /// Start user mode from `frame` (built with [`UserFrame::new_user`], say). Never returns: the
@@ -400,7 +365,10 @@ mod hw {
     /// 3. the caller keeps nothing on this stack that must outlive the call (it is abandoned), and
     ///    GS is the kernel's.
     ///
-    /// `slot` becomes the thread's slot, which [`thread_slot`] returns in its system calls.
+    /// 4. `slot` is the address of the thread's work word, a 4-byte aligned `u32` that stays valid
+    ///    for as long as the thread can make system calls: the system-call exit reads it (zero: no
+    ///    work, return at once; else the `exit_work` hook runs). It becomes the thread's slot, which
+    ///    [`thread_slot`] returns in its system calls.
     pub unsafe fn enter_user(frame: &UserFrame, slot: u64) -> ! {
         let mut f = *frame;
         if f.prepare_return() == UserReturn::Invalid || hooks().is_none() {
@@ -426,18 +394,35 @@ mod hw {
         }
     }
 
-    /// The stub's way back when the hook said the frame may have changed, or when the fast exit's
-    /// SYSRET test failed: returns 1 for SYSRET, 0 for IRET, with interrupts off.
+    /// The slot of the thread whose entry frame is `frame`: the word right above it.
+    fn frame_slot(frame: &UserFrame) -> u64 {
+        // SAFETY: only called with the stub's frame, which ends at the entry top, right below the
+        // thread's slot (THREAD_SLOT_BYTES), written by enter_user; the stack is this thread's.
+        unsafe { *((frame as *const UserFrame).add(1) as *const u64) }
+    }
+
+    /// The stub's way back when there is work (the work word, an error) or the fast exit's SYSRET
+    /// test failed: the kernel's `exit_work`, then [`UserFrame::prepare_return`]. Returns 1 for
+    /// SYSRET, 0 for IRET, with interrupts off.
     extern "C" fn syscall_exit_checked(frame: &mut UserFrame) -> u64 {
-        crate::interrupts::disable();
         // set in `enter_user`'s precondition, before any thread reached ring 3.
         let Some(h) = hooks() else { panic!("syscall before the entry hooks were set") };
+        let slot = frame_slot(frame);
+        // SAFETY: `slot` is the thread's slot (frame_slot), the address of its work word, which
+        // is non-null and 4-byte aligned (enter_user's condition 4): a valid place for a
+        // zero-sized value, which is all InSyscall is.
+        let proof = unsafe { &*(slot as *const InSyscall) };
+        (h.exit_work)(frame, proof);
+        crate::interrupts::disable();
         match frame.prepare_return() {
             UserReturn::Sysret => 1,
             UserReturn::Iret => 0,
             UserReturn::Invalid => (h.invalid_return)(frame),
         }
     }
+
+    /// [`USER_TOP`] in memory, for the stub's one-instruction compare.
+    static USER_TOP_WORD: u64 = USER_TOP;
 
     fn syscall_entry_address() -> u64 {
         unsafe extern "C" {
@@ -479,20 +464,24 @@ mod hw {
         // No frame-pointer chain into user memory.
         "xor ebp, ebp",
         "mov rdi, rsp",
-        // The proof argument: a zero-sized value, any address will do.
-        "mov rsi, rsp",
+        // The proof argument: a zero-sized value at the thread's slot (see InSyscall).
+        "mov rsi, [rsp + {slot}]",
         // HOOKS is set before any thread reaches ring 3 (enter_user checks).
         "mov rax, [rip + {hooks}]",
+        "sti",
         "call [rax + {hook_syscall}]",
-        "test edx, edx",
-        "jz 2f",
+        "cli",
+        // Work on the way out: the thread's work word, whose address is the thread's slot above
+        // the frame (a handler that returns a restart code sets a bit there).
+        "mov rcx, [rsp + {slot}]",
+        "cmp dword ptr [rcx], 0",
+        "jne 3f",
         // The fast exit: the frame is untouched, callee-saved registers are the user's again (the
         // hook preserved them) but rbp, which the stub zeroed. SYSRET only to RIP < USER_TOP, never
         // with TF or RF (SYSRET cannot restore RF, and TF would trap on the first user instruction).
         "mov rcx, [rsp + {rcx}]",
         "mov r11, [rsp + {r11}]",
-        "movabs rdi, {user_top}",
-        "cmp rcx, rdi",
+        "cmp rcx, [rip + {user_top}]",
         "jae 3f",
         "test r11d, {tf_rf}",
         "jnz 3f",
@@ -506,10 +495,9 @@ mod hw {
         "mov rsp, [rsp + {rsp}]",
         "swapgs",
         "sysretq",
-        // The value goes in the frame; prepare_return decides.
+        // The value goes in the frame; the kernel's exit work, then prepare_return, decide.
         "3:",
         "mov [rsp + {rax}], rax",
-        "2:",
         "mov rdi, rsp",
         "call {exit_checked}",
         "test eax, eax",
@@ -564,7 +552,7 @@ mod hw {
         hooks = sym HOOKS,
         hook_syscall = const offset_of!(UserEntryHooks, syscall),
         exit_checked = sym syscall_exit_checked,
-        user_top = const USER_TOP,
+        user_top = sym USER_TOP_WORD,
         tf_rf = const RFLAGS_TF | RFLAGS_RF,
         rax = const offset_of!(UserFrame, rax),
         rcx = const offset_of!(UserFrame, rcx),
@@ -577,6 +565,7 @@ mod hw {
         r9 = const offset_of!(UserFrame, r9),
         rbp = const offset_of!(UserFrame, rbp),
         rsp = const offset_of!(UserFrame, rsp),
+        slot = const core::mem::size_of::<UserFrame>(),
     );
 }
 

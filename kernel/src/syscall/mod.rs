@@ -8,10 +8,10 @@
 //! one indirect call) and returns the result for `rax`: a value, or `-errno`. An unknown number
 //! answers `ENOSYS` and is logged once per process and number, with Linux's name for it.
 //!
-//! The way out tests one word, the calling thread's work word (`task::uctx`): zero and a value that
-//! is no error, and the result goes straight back by SYSRET. Everything rare hides behind that word
-//! or the error test (signals, restarts, a rewritten frame, the end of a killed process) and runs
-//! in [`exit_slow`]; the trace's enabled test is the one other test on the path. The cheap calls
+//! The way out tests one word, the calling thread's work word (`task::uctx`): zero, and the result
+//! goes straight back by SYSRET. Everything rare hides behind that word (signals, a restart code,
+//! a rewritten frame, the end of a killed process, a traced call) and runs in [`exit_slow`]; the
+//! trace's enabled test on the way in is the one other test on the path. The cheap calls
 //! (`getpid`, `getppid`) read the caller's context through `arch::syscall::InSyscall`: no lock, no
 //! reference count.
 //!
@@ -29,14 +29,14 @@ mod time;
 
 use ::trace::{Category, Record};
 use abi::linux::{errno, errno_ret, general as nr};
-use arch::syscall::{InSyscall, SyscallReturn, UserEntryHooks, UserFrame};
+use arch::syscall::{InSyscall, UserEntryHooks, UserFrame};
 
 use crate::{cpu::trace, task::uctx};
 
 /// A call's outcome: a value for `rax` or an errno.
 pub type SysResult = Result<u64, u32>;
 
-static HOOKS: UserEntryHooks = UserEntryHooks { syscall: dispatch, invalid_return };
+static HOOKS: UserEntryHooks = UserEntryHooks { syscall: dispatch, exit_work: exit_slow, invalid_return };
 
 /// Route `syscall` from every CPU here (once, before the first user program).
 pub fn init() {
@@ -56,49 +56,35 @@ fn invalid_return(frame: &mut UserFrame) -> ! {
     crate::process::exit_current(11, true)
 }
 
-/// The system-call path. The common case runs straight through: the trace off, the handler
-/// succeeds, the thread's work word is zero, and the frame goes back by SYSRET untouched but for
-/// `rax`. Everything rare (the trace on, an error (a restart code among them), a process being
-/// ended, a signal to deliver, a rewritten frame) takes [`dispatch_traced`] or [`exit_slow`].
-extern "C" fn dispatch(frame: &mut UserFrame, proof: &InSyscall) -> SyscallReturn {
+/// The system-call hook (interrupts on): the handler of the number, with the trace test first.
+/// The common case ends in a tail call of the handler; `arch`'s exit then tests the result and the
+/// thread's work word, and calls [`exit_slow`] for an error (a restart code among them), a
+/// process being ended, a signal to deliver, a rewritten frame, or a traced call.
+extern "C" fn dispatch(frame: &mut UserFrame, proof: &InSyscall) -> u64 {
     if trace::enabled(Category::Syscall) {
         return dispatch_traced(frame, proof);
     }
-    arch::interrupts::enable();
-    let rax = call(frame, proof);
-    arch::interrupts::disable();
-    if rax < ERRNO_FIRST && uctx::current(proof).work() == 0 {
-        return SyscallReturn::fast(rax);
-    }
-    exit_slow(frame, proof, rax)
+    call(frame, proof)
 }
-
-/// The lowest `rax` that is an error (`-4095`, Linux's `MAX_ERRNO`): errors take the slow exit,
-/// which knows the restart codes.
-const ERRNO_FIRST: u64 = 4095u64.wrapping_neg();
 
 /// [`dispatch`] with its trace points, and with the kill test on the way in.
 #[cold]
 #[inline(never)]
-fn dispatch_traced(frame: &mut UserFrame, proof: &InSyscall) -> SyscallReturn {
-    arch::interrupts::enable();
+fn dispatch_traced(frame: &mut UserFrame, proof: &InSyscall) -> u64 {
+    uctx::current(proof).set(uctx::work::TRACE);
     crate::process::exit_if_killed();
     let number = frame.orig_rax;
     trace::event(Category::Syscall, |tsc, cpu| Record::syscall_enter(tsc, cpu, number, crate::process::current_tid()));
-    let rax = call(frame, proof);
-    exit_slow(frame, proof, rax)
+    call(frame, proof)
 }
 
-/// The way out with work to do: the end of a killed thread, the result, the trace point, signals
-/// (and restarts). Enables interrupts; the arch exit disables them again.
-#[cold]
-#[inline(never)]
-fn exit_slow(frame: &mut UserFrame, proof: &InSyscall, rax: u64) -> SyscallReturn {
+/// The way out with work to do (`frame.rax` holds the result): the end of a killed thread, the
+/// trace point, signals (and restarts). Enables interrupts; the arch exit disables them again.
+fn exit_slow(frame: &mut UserFrame, proof: &InSyscall) {
     arch::interrupts::enable();
     // Cleared before the status is read: a kill after this sets the bit again.
-    uctx::current(proof).clear(uctx::work::KILL);
+    uctx::current(proof).clear(uctx::work::KILL | uctx::work::TRACE | uctx::work::RESTART);
     crate::process::exit_if_killed();
-    frame.rax = rax;
     let (number, ret) = (frame.orig_rax, frame.rax);
     trace::event(Category::Syscall, |tsc, cpu| Record::syscall_exit(tsc, cpu, number, crate::process::current_tid(), ret));
     // Signals on the way out; rt_sigreturn's rax is a restored register, never a restart code.
@@ -107,7 +93,6 @@ fn exit_slow(frame: &mut UserFrame, proof: &InSyscall, rax: u64) -> SyscallRetur
     if sigreturn {
         uctx::current(proof).clear(uctx::work::FRAME);
     }
-    SyscallReturn::checked()
 }
 
 /// Number of entries of [`TABLE`]: every Linux x86-64 system call number.
@@ -131,7 +116,10 @@ macro_rules! calls {
                 fn handler($frame: &mut UserFrame, $proof: &InSyscall) -> u64 {
                     let [$a0, $a1, $a2, $a3, $a4, $a5] = $frame.syscall_args();
                     let r: SysResult = $body;
-                    r.unwrap_or_else(errno_ret)
+                    match r {
+                        Ok(v) => v,
+                        Err(e) => error_ret($proof, e),
+                    }
                 }
                 $( $t[$nr as usize] = handler; )+
             }
@@ -292,6 +280,17 @@ fn call_beyond_table(frame: &mut UserFrame) -> u64 {
         n => unknown(n),
     };
     r.unwrap_or_else(errno_ret)
+}
+
+/// `rax` for error `e`; a restart code also sets the caller's restart bit, so the exit sees it.
+#[cold]
+#[inline(never)]
+fn error_ret(proof: &InSyscall, e: u32) -> u64 {
+    use abi::signal::restart::{ERESTART_RESTARTBLOCK, ERESTARTSYS};
+    if (ERESTARTSYS..=ERESTART_RESTARTBLOCK).contains(&e) {
+        uctx::current(proof).set(uctx::work::RESTART);
+    }
+    errno_ret(e)
 }
 
 fn unknown(number: u64) -> SysResult {

@@ -35,6 +35,11 @@ pub mod work {
     pub const SIGNAL: u32 = 1 << 0;
     /// A system call rewrote the caller's register frame (`rt_sigreturn`): the exit must check it.
     pub const FRAME: u32 = 1 << 1;
+    /// The call ran with the system-call trace on: the exit records it.
+    pub const TRACE: u32 = 1 << 3;
+    /// The call returns a restart code (`-ERESTARTSYS` and kin): the exit must restart it or turn
+    /// it into `EINTR`.
+    pub const RESTART: u32 = 1 << 4;
     /// The thread's process is being ended (or another thread of it execs): look at its status.
     pub const KILL: u32 = 1 << 2;
 }
@@ -67,8 +72,10 @@ impl ProcIds {
     }
 }
 
-/// One user thread's context.
+/// One user thread's context. Its address is the work word's (first, `repr(C)`), which the
+/// system-call exit in `arch` reads through the thread's slot.
 #[derive(Debug)]
+#[repr(C)]
 pub struct UserCtx {
     work: AtomicU32,
     /// The process's pid (which never changes), here to save a load.
@@ -77,12 +84,6 @@ pub struct UserCtx {
 }
 
 impl UserCtx {
-    /// The work word: zero when the exit has nothing to do.
-    #[inline(always)]
-    pub fn work(&self) -> u32 {
-        self.work.load(Ordering::Relaxed)
-    }
-
     /// Set `bits` of the work word.
     pub fn set(&self, bits: u32) {
         self.work.fetch_or(bits, Ordering::SeqCst);
