@@ -103,9 +103,6 @@ pub struct Process {
     vfork_done: AtomicBool,
     /// The thread running `execve` while the others end ([`EXEC_KILL`]).
     exec_tid: AtomicU64,
-    /// The scheduler id of the main thread, the one whose Linux thread id is the pid (the first
-    /// thread, or the one that last called `execve`); 0 until it runs.
-    main_tid: AtomicU64,
     /// The pid and parent pid as the threads' system calls read them without a lock (each thread's
     /// `task::uctx` context shares this).
     ids: Arc<task::uctx::ProcIds>,
@@ -275,7 +272,6 @@ impl Process {
             kill_status: AtomicI32::new(NOT_KILLED),
             vfork_done: AtomicBool::new(false),
             exec_tid: AtomicU64::new(0),
-            main_tid: AtomicU64::new(0),
             ids: Arc::new(task::uctx::ProcIds::new(pid, tree::ppid(pid).unwrap_or(0))),
         })
     }
@@ -410,7 +406,7 @@ const _: () = assert!((abi::jobs::PID_MAX as u64) < THREAD_ID_BASE);
 
 /// The Linux thread id of `p`'s thread with scheduler id `sched_tid`.
 pub fn linux_tid(p: &Process, sched_tid: u64) -> u64 {
-    if p.main_tid.load(Ordering::Acquire) == sched_tid { u64::from(p.pid()) } else { THREAD_ID_BASE + sched_tid }
+    if p.ids.main_tid.load(Ordering::Acquire) == sched_tid { u64::from(p.pid()) } else { THREAD_ID_BASE + sched_tid }
 }
 
 /// The calling thread's Linux id (`gettid`).
@@ -428,7 +424,7 @@ pub fn sched_tid(tid: u64) -> Option<u64> {
         return THREADS.lock().contains_key(&t).then_some(t);
     }
     let p = tree::live(u32::try_from(tid).ok()?)?;
-    let main = p.main_tid.load(Ordering::Acquire);
+    let main = p.ids.main_tid.load(Ordering::Acquire);
     let alive = main != 0 && THREADS.lock().get(&main).is_some_and(|q| Arc::ptr_eq(q, &p));
     // `p` is dropped here, outside the thread table's lock.
     drop(p);
@@ -500,7 +496,7 @@ fn spawn_as(
     let path = String::from(path);
     let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(space.mm());
     let spawned = task::sched().spawn(builder, move || {
-        p.main_tid.store(current_tid(), Ordering::Release);
+        p.ids.main_tid.store(current_tid(), Ordering::Release);
         task::uctx::register(current_tid(), p.ids.clone());
         p.signals.attach(current_tid(), abi::signal::SigSet::EMPTY);
         THREADS.lock().insert(current_tid(), p.clone());
@@ -573,7 +569,7 @@ pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
     let blocked = signal::current_blocked();
     let spawned = s.spawn(builder, move || {
         let tid = current_tid();
-        c.main_tid.store(tid, Ordering::Release);
+        c.ids.main_tid.store(tid, Ordering::Release);
         task::uctx::register(tid, c.ids.clone());
         c.signals.attach(tid, blocked);
         THREADS.lock().insert(tid, c.clone());

@@ -207,7 +207,7 @@ const fn table() -> [Handler; TABLE_LEN] {
         nr::__NR_exit => proc::exit(a0),
         nr::__NR_exit_group => proc::exit_group(a0),
         nr::__NR_getpid => proc::getpid(proof),
-        nr::__NR_gettid => proc::gettid(),
+        nr::__NR_gettid => proc::gettid(proof),
         nr::__NR_set_tid_address => proc::set_tid_address(a0),
         nr::__NR_arch_prctl => proc::arch_prctl(a0, a1),
         nr::__NR_uname => proc::uname(a0),

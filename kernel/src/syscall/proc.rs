@@ -28,8 +28,10 @@ pub fn getpid(proof: &InSyscall) -> SysResult {
 
 /// The main thread's id is the pid, as on Linux; other threads' ids are `process::THREAD_ID_BASE`
 /// plus their scheduler id.
-pub fn gettid() -> SysResult {
-    Ok(process::current_linux_tid())
+pub fn gettid(proof: &InSyscall) -> SysResult {
+    let ctx = uctx::current(proof);
+    let main = ctx.ids().main_tid.load(core::sync::atomic::Ordering::Acquire);
+    Ok(if main == ctx.tid() { u64::from(ctx.pid()) } else { process::THREAD_ID_BASE + ctx.tid() })
 }
 
 pub fn set_tid_address(addr: u64) -> SysResult {

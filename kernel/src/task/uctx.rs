@@ -22,7 +22,7 @@
 //! ids), `ipc::intr` (the signal bit), `syscall` (reads them).
 
 use alloc::{collections::BTreeMap, sync::Arc};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use arch::syscall::InSyscall;
 use talc::lock_api::Mutex as SpinMutex;
@@ -50,11 +50,14 @@ pub struct ProcIds {
     pid: AtomicU32,
     /// Updated by the process tree when the parent ends (the orphan goes to init).
     ppid: AtomicU32,
+    /// The scheduler id of the main thread, the one whose Linux thread id is the pid (the first
+    /// thread, or the one that last called `execve`); 0 until it runs.
+    pub main_tid: AtomicU64,
 }
 
 impl ProcIds {
     pub fn new(pid: u32, ppid: u32) -> Self {
-        Self { pid: AtomicU32::new(pid), ppid: AtomicU32::new(ppid) }
+        Self { pid: AtomicU32::new(pid), ppid: AtomicU32::new(ppid), main_tid: AtomicU64::new(0) }
     }
 
     #[inline]
@@ -80,6 +83,8 @@ pub struct UserCtx {
     work: AtomicU32,
     /// The process's pid (which never changes), here to save a load.
     pid: u32,
+    /// The thread's scheduler id.
+    tid: u64,
     ids: Arc<ProcIds>,
 }
 
@@ -100,6 +105,12 @@ impl UserCtx {
         self.pid
     }
 
+    /// The thread's scheduler id.
+    #[inline(always)]
+    pub fn tid(&self) -> u64 {
+        self.tid
+    }
+
     #[inline(always)]
     pub fn ids(&self) -> &ProcIds {
         &self.ids
@@ -111,7 +122,7 @@ static CONTEXTS: SpinMutex<RawIrqSpin, BTreeMap<u64, Arc<UserCtx>>> = SpinMutex:
 /// Give user thread `tid` a context with its process's `ids` (at the thread's start, before anyone
 /// can make work for it).
 pub fn register(tid: u64, ids: Arc<ProcIds>) {
-    let ctx = Arc::new(UserCtx { work: AtomicU32::new(0), pid: ids.pid(), ids });
+    let ctx = Arc::new(UserCtx { work: AtomicU32::new(0), pid: ids.pid(), tid, ids });
     let old = CONTEXTS.lock().insert(tid, ctx);
     drop(old);
 }
