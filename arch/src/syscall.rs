@@ -259,6 +259,10 @@ mod hw {
 
     static HOOKS: AtomicPtr<UserEntryHooks> = AtomicPtr::new(core::ptr::null_mut());
 
+    /// `HOOKS.syscall` again, for the stub's one-instruction `call [rip + SYSCALL_HOOK]`. Written
+    /// once by [`set_hooks`]; only the stub reads it, and calls it with the hook's own signature.
+    static SYSCALL_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
     /// [`set_hooks`] was called before.
     #[derive(Debug, PartialEq, Eq)]
     pub struct HooksAlreadySet;
@@ -266,7 +270,9 @@ mod hw {
     /// Install the kernel's hooks, once.
     pub fn set_hooks(hooks: &'static UserEntryHooks) -> Result<(), HooksAlreadySet> {
         let p = hooks as *const UserEntryHooks as *mut UserEntryHooks;
-        HOOKS.compare_exchange(core::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire).map(drop).map_err(|_| HooksAlreadySet)
+        HOOKS.compare_exchange(core::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire).map_err(|_| HooksAlreadySet)?;
+        SYSCALL_HOOK.store(hooks.syscall as *mut (), Ordering::Release);
+        Ok(())
     }
 
     fn hooks() -> Option<&'static UserEntryHooks> {
@@ -371,7 +377,7 @@ mod hw {
     ///    [`thread_slot`] returns in its system calls.
     pub unsafe fn enter_user(frame: &UserFrame, slot: u64) -> ! {
         let mut f = *frame;
-        if f.prepare_return() == UserReturn::Invalid || hooks().is_none() {
+        if f.prepare_return() == UserReturn::Invalid || SYSCALL_HOOK.load(Ordering::Acquire).is_null() {
             panic!("enter_user: frame not returnable or entry hooks missing: {f:?}");
         }
         // SAFETY: per conditions 1-3; the copy `f` lives on this stack, which iretq leaves; the exit
@@ -466,10 +472,9 @@ mod hw {
         "mov rdi, rsp",
         // The proof argument: a zero-sized value at the thread's slot (see InSyscall).
         "mov rsi, [rsp + {slot}]",
-        // HOOKS is set before any thread reaches ring 3 (enter_user checks).
-        "mov rax, [rip + {hooks}]",
+        // SYSCALL_HOOK is set before any thread reaches ring 3 (enter_user checks).
         "sti",
-        "call [rax + {hook_syscall}]",
+        "call [rip + {syscall_hook}]",
         "cli",
         // Work on the way out: the thread's work word, whose address is the thread's slot above
         // the frame (a handler that returns a restart code sets a bit there).
@@ -549,8 +554,7 @@ mod hw {
         user_ss = const USER_SS,
         user_cs = const USER_CS,
         kind = const SYSCALL_KIND,
-        hooks = sym HOOKS,
-        hook_syscall = const offset_of!(UserEntryHooks, syscall),
+        syscall_hook = sym SYSCALL_HOOK,
         exit_checked = sym syscall_exit_checked,
         user_top = sym USER_TOP_WORD,
         tf_rf = const RFLAGS_TF | RFLAGS_RF,
