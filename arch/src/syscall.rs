@@ -2,11 +2,13 @@
 //! mode, and the per-CPU state these need.
 //!
 //! Key items:
-//! - [`UserFrame`]: the user registers saved at the top of a thread's kernel stack. A `syscall` and
-//!   an interrupt or exception from ring 3 (see [`crate::trap`]) leave the same 22-word layout at the
-//!   same place, so [`UserFrame`] at `kernel_stack_top - size_of::<UserFrame>()` is "the user state of
-//!   this thread" however it entered (after an interrupt, vectors 32-255, the six callee-saved
-//!   slots are not written: those registers are still live in the kernel's own frames);
+//! - [`UserFrame`]: the user registers saved at the top of a thread's kernel stack, below the
+//!   thread's slot ([`THREAD_SLOT_BYTES`]). A `syscall` and an interrupt or exception from ring 3
+//!   (see [`crate::trap`]) leave the same 22-word layout at the same place, so [`frame_at`] is "the
+//!   user state of this thread" however it entered (after an interrupt, vectors 32-255, the six
+//!   callee-saved slots are not written: those registers are still live in the kernel's own frames);
+//! - [`InSyscall`]: the proof the kernel's hooks get that they run in a system call
+//!   ([`thread_slot`] needs it);
 //! - [`EntryScratch`]: the per-CPU slots the entry stub reaches through GS. The kernel's per-CPU block
 //!   embeds it at byte offset [`SCRATCH_GS_OFFSET`] (checked there with `offset_of!`);
 //! - [`init_cpu`]: EFER.SCE, STAR, LSTAR, SFMASK on this CPU (SDM vol. 3A, 5.8.8 "Fast System Calls in
@@ -22,16 +24,22 @@
 //!
 //! The stub's contract, entry: `syscall` left RIP in RCX and RFLAGS in R11; SFMASK cleared IF, DF,
 //! TF, AC and NT; CS/SS are the kernel's; RSP and GS are still the user's. The stub swaps GS, moves
-//! to the thread's kernel stack, pushes the frame and calls the dispatcher with RSP 16-byte aligned
-//! and interrupts off (the kernel enables them when it wants). Exit: interrupts off again; SYSRET only
+//! to the thread's kernel stack, pushes the frame and calls the hook directly with RSP 16-byte
+//! aligned and interrupts off (the kernel enables them when it wants). Exit: interrupts off again.
+//! The fast exit (the hook says the frame is untouched and there is no work): RCX and R11 are the
+//! values `syscall` left, so SYSRET needs only RCX below [`USER_TOP`] and no TF/RF in R11; the stub
+//! reloads the six caller-saved argument registers, rbp (which it zeroed for the kernel) and RSP,
+//! and the hook itself kept the other callee-saved registers. Otherwise the checked exit: SYSRET only
 //! when [`UserFrame::prepare_return`] says the frame is one SYSRET restores exactly (RCX = RIP, R11 =
-//! RFLAGS, no TF/RF) and RIP is below [`USER_TOP`]: never to a non-canonical RIP, which on Intel CPUs
-//! faults in ring 0 with the user's RSP (CVE-2012-0217). Otherwise `iretq`, which restores every
-//! register. `swapgs` sits right before `sysretq`/`iretq`, with interrupts off; an NMI or machine
+//! RFLAGS, no TF/RF) and RIP is below [`USER_TOP`]; both never return to a non-canonical RIP, which
+//! on Intel CPUs faults in ring 0 with the user's RSP (CVE-2012-0217). Otherwise `iretq`, which
+//! restores every register. `swapgs` sits right before `sysretq`/`iretq`, with interrupts off; an NMI or machine
 //! check in that window finds the user's GS and is handled by [`crate::trap`]'s paranoid path.
 //!
 //! ```text
 //!  kernel stack top ->  +----------+
+//!                       | slot     |  THREAD_SLOT_BYTES: the kernel's per-thread word, padding
+//!  entry top ->         +----------+  TSS.RSP0, and where `syscall` switches to
 //!                       | ss       |  USER_SS
 //!                       | rsp      |  user rsp (saved through the scratch slot)
 //!                       | rflags   |  r11
@@ -40,7 +48,7 @@
 //!                       | orig_rax |  the system call number (or the error code of an exception)
 //!                       | kind     |  SYSCALL_KIND (or the vector of an exception/interrupt)
 //!                       | rax..r15 |  15 registers, r15 lowest
-//!  frame, rdi ->        +----------+  176 bytes below the top: 16-byte aligned
+//!  frame, rdi ->        +----------+  176 bytes below the entry top: 16-byte aligned
 //! ```
 
 /// Kernel code selector (GDT index 1).
@@ -190,15 +198,40 @@ impl Default for EntryScratch {
 /// `offset_of!(PerCpu, entry) == SCRATCH_GS_OFFSET`.
 pub const SCRATCH_GS_OFFSET: usize = 24;
 
+/// Proof that the code holding it runs inside a system call of a user thread: only the `syscall`
+/// entry makes one, and it lives as long as the call. A zero-sized value whose address is the
+/// thread's slot ([`thread_slot`]): the hooks get it in a register, no load needed.
+pub struct InSyscall {
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
 /// The kernel's side of the entry paths.
 pub struct UserEntryHooks {
     /// Handle the system call in `frame` (number in `orig_rax`, arguments per
-    /// [`UserFrame::syscall_args`]) and leave the result in `frame.rax`. Called with interrupts off.
-    pub syscall: fn(&mut UserFrame),
+    /// [`UserFrame::syscall_args`]) and return the caller's `rax`. Called with interrupts on. A
+    /// hook that writes the frame, or returns what the exit must look at (a restart code), sets a
+    /// bit of the thread's work word (see [`thread_slot`]) so that `exit_work` runs.
+    pub syscall: extern "C" fn(&mut UserFrame, &InSyscall) -> u64,
+    /// The way out had work to do (the thread's work word was not zero, or SYSRET could not
+    /// restore the frame): do it. `frame.rax` holds the result. Called with
+    /// interrupts off; may enable them; may rewrite the frame.
+    pub exit_work: fn(&mut UserFrame, &InSyscall),
     /// The frame (after a system call) cannot be returned to: end the thread. Called with interrupts
     /// off; it must not return.
     pub invalid_return: fn(&mut UserFrame) -> !,
 }
+
+/// Bytes at the top of a user thread's kernel stack above its [`UserFrame`]: the thread's slot (one
+/// word the kernel gives [`enter_user`], read back by [`thread_slot`]) and padding that keeps the
+/// frame 16-byte aligned. Entries from ring 3 land below them.
+///
+/// ```text
+///  stack top ->  +----------+
+///                | padding  |
+///                | slot     |  the address of the thread's work word, written by enter_user
+///  entry top ->  +----------+  TSS.RSP0 and the syscall stack: the UserFrame ends here
+/// ```
+pub const THREAD_SLOT_BYTES: u64 = 16;
 
 #[cfg(target_os = "none")]
 pub use self::hw::*;
@@ -226,6 +259,10 @@ mod hw {
 
     static HOOKS: AtomicPtr<UserEntryHooks> = AtomicPtr::new(core::ptr::null_mut());
 
+    /// `HOOKS.syscall` again, for the stub's one-instruction `call [rip + SYSCALL_HOOK]`. Written
+    /// once by [`set_hooks`]; only the stub reads it, and calls it with the hook's own signature.
+    static SYSCALL_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
     /// [`set_hooks`] was called before.
     #[derive(Debug, PartialEq, Eq)]
     pub struct HooksAlreadySet;
@@ -233,7 +270,9 @@ mod hw {
     /// Install the kernel's hooks, once.
     pub fn set_hooks(hooks: &'static UserEntryHooks) -> Result<(), HooksAlreadySet> {
         let p = hooks as *const UserEntryHooks as *mut UserEntryHooks;
-        HOOKS.compare_exchange(core::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire).map(drop).map_err(|_| HooksAlreadySet)
+        HOOKS.compare_exchange(core::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire).map_err(|_| HooksAlreadySet)?;
+        SYSCALL_HOOK.store(hooks.syscall as *mut (), Ordering::Release);
+        Ok(())
     }
 
     fn hooks() -> Option<&'static UserEntryHooks> {
@@ -290,14 +329,15 @@ mod hw {
         Ok(())
     }
 
-    /// Make `top` the kernel stack that ring-3 entries of this CPU land on: TSS.RSP0 for interrupts
-    /// and exceptions, the scratch slot for `syscall`. The scheduler calls it when it switches to a
-    /// user thread.
+    /// Make the kernel stack whose top is `top` the one that ring-3 entries of this CPU land on, below
+    /// the thread's slot ([`THREAD_SLOT_BYTES`]): TSS.RSP0 for interrupts and exceptions, the scratch
+    /// slot for `syscall`. The scheduler calls it when it switches to a user thread.
     ///
     /// # Safety
     /// [`init_cpu`] ran on this CPU; interrupts are off; `top` is the 16-byte aligned top of the
     /// kernel stack of the thread that will run in ring 3 next, valid while it runs.
     pub unsafe fn set_kernel_stack(top: u64) {
+        let top = top - THREAD_SLOT_BYTES;
         // SAFETY: the scratch slot and the TSS pointer exist per init_cpu; RSP0 is the first entry of
         // privilege_stack_table, 4 bytes into the (packed) TSS, hence the unaligned write.
         unsafe {
@@ -311,7 +351,15 @@ mod hw {
 
     /// Where [`UserFrame`] of the thread whose kernel stack ends at `top` lives.
     pub fn frame_at(top: u64) -> *mut UserFrame {
-        (top - core::mem::size_of::<UserFrame>() as u64) as *mut UserFrame
+        (top - THREAD_SLOT_BYTES - core::mem::size_of::<UserFrame>() as u64) as *mut UserFrame
+    }
+
+    /// The calling thread's slot: the word [`enter_user`] stored at the top of its kernel stack (the
+    /// address of the thread's work word, which the kernel may put first in a larger context).
+    #[inline(always)]
+    pub fn thread_slot(proof: &InSyscall) -> u64 {
+        // The stub and the checked exit make the proof at the slot's value (see InSyscall).
+        proof as *const InSyscall as u64
     }
 
     /// Start user mode from `frame` (built with [`UserFrame::new_user`], say). Never returns: the
@@ -322,40 +370,65 @@ mod hw {
     /// 2. the thread's user address space is loaded (CR3) and `frame` is readable;
     /// 3. the caller keeps nothing on this stack that must outlive the call (it is abandoned), and
     ///    GS is the kernel's.
-    pub unsafe fn enter_user(frame: &UserFrame) -> ! {
+    ///
+    /// 4. `slot` is the address of the thread's work word, a 4-byte aligned `u32` that stays valid
+    ///    for as long as the thread can make system calls: the system-call exit reads it (zero: no
+    ///    work, return at once; else the `exit_work` hook runs). It becomes the thread's slot, which
+    ///    [`thread_slot`] returns in its system calls.
+    pub unsafe fn enter_user(frame: &UserFrame, slot: u64) -> ! {
         let mut f = *frame;
-        if f.prepare_return() == UserReturn::Invalid || hooks().is_none() {
+        if f.prepare_return() == UserReturn::Invalid || SYSCALL_HOOK.load(Ordering::Acquire).is_null() {
             panic!("enter_user: frame not returnable or entry hooks missing: {f:?}");
         }
         // SAFETY: per conditions 1-3; the copy `f` lives on this stack, which iretq leaves; the exit
         // path pops it, swaps GS to the user's and returns with interrupts off until iretq sets them.
+        // The slot is written once on `f`'s stack: the word above the entry top belongs to the
+        // outermost frame of this thread's first kernel code, abandoned here (condition 3), and `f`
+        // lies below it (in this function's own frame).
         unsafe {
             core::arch::asm!(
                 "cli",
                 "mov rsp, {f}",
+                "mov {f}, gs:[{kstack}]",
+                "mov [{f}], {slot}",
                 "jmp arch_user_return_iret",
                 f = in(reg) &raw const f,
+                slot = in(reg) slot,
+                kstack = const KSTACK,
                 options(noreturn),
             )
         }
     }
 
-    /// Called by the stub with the frame it pushed; returns 1 for SYSRET, 0 for IRET.
-    extern "C" fn syscall_from_user(frame: &mut UserFrame) -> u64 {
+    /// The slot of the thread whose entry frame is `frame`: the word right above it.
+    fn frame_slot(frame: &UserFrame) -> u64 {
+        // SAFETY: only called with the stub's frame, which ends at the entry top, right below the
+        // thread's slot (THREAD_SLOT_BYTES), written by enter_user; the stack is this thread's.
+        unsafe { *((frame as *const UserFrame).add(1) as *const u64) }
+    }
+
+    /// The stub's way back when there is work (the work word, an error) or the fast exit's SYSRET
+    /// test failed: the kernel's `exit_work`, then [`UserFrame::prepare_return`]. Returns 1 for
+    /// SYSRET, 0 for IRET, with interrupts off.
+    extern "C" fn syscall_exit_checked(frame: &mut UserFrame) -> u64 {
         // set in `enter_user`'s precondition, before any thread reached ring 3.
         let Some(h) = hooks() else { panic!("syscall before the entry hooks were set") };
-        (h.syscall)(frame);
+        let slot = frame_slot(frame);
+        // SAFETY: `slot` is the thread's slot (frame_slot), the address of its work word, which
+        // is non-null and 4-byte aligned (enter_user's condition 4): a valid place for a
+        // zero-sized value, which is all InSyscall is.
+        let proof = unsafe { &*(slot as *const InSyscall) };
+        (h.exit_work)(frame, proof);
+        crate::interrupts::disable();
         match frame.prepare_return() {
             UserReturn::Sysret => 1,
             UserReturn::Iret => 0,
-            UserReturn::Invalid => {
-                // SAFETY: reaching here the interrupt state is whatever the handler left; the hook
-                // expects them off.
-                unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
-                (h.invalid_return)(frame)
-            }
+            UserReturn::Invalid => (h.invalid_return)(frame),
         }
     }
+
+    /// [`USER_TOP`] in memory, for the stub's one-instruction compare.
+    static USER_TOP_WORD: u64 = USER_TOP;
 
     fn syscall_entry_address() -> u64 {
         unsafe extern "C" {
@@ -394,11 +467,44 @@ mod hw {
         "push r13",
         "push r14",
         "push r15",
-        // Caller-saved registers the kernel must not leak or trust: the dispatcher sees the frame only.
+        // No frame-pointer chain into user memory.
         "xor ebp, ebp",
         "mov rdi, rsp",
-        "call {dispatch}",
+        // The proof argument: a zero-sized value at the thread's slot (see InSyscall).
+        "mov rsi, [rsp + {slot}]",
+        // SYSCALL_HOOK is set before any thread reaches ring 3 (enter_user checks).
+        "sti",
+        "call [rip + {syscall_hook}]",
         "cli",
+        // Work on the way out: the thread's work word, whose address is the thread's slot above
+        // the frame (a handler that returns a restart code sets a bit there).
+        "mov rcx, [rsp + {slot}]",
+        "cmp dword ptr [rcx], 0",
+        "jne 3f",
+        // The fast exit: the frame is untouched, callee-saved registers are the user's again (the
+        // hook preserved them) but rbp, which the stub zeroed. SYSRET only to RIP < USER_TOP, never
+        // with TF or RF (SYSRET cannot restore RF, and TF would trap on the first user instruction).
+        "mov rcx, [rsp + {rcx}]",
+        "mov r11, [rsp + {r11}]",
+        "cmp rcx, [rip + {user_top}]",
+        "jae 3f",
+        "test r11d, {tf_rf}",
+        "jnz 3f",
+        "mov rdi, [rsp + {rdi}]",
+        "mov rsi, [rsp + {rsi}]",
+        "mov rdx, [rsp + {rdx}]",
+        "mov r10, [rsp + {r10}]",
+        "mov r8, [rsp + {r8}]",
+        "mov r9, [rsp + {r9}]",
+        "mov rbp, [rsp + {rbp}]",
+        "mov rsp, [rsp + {rsp}]",
+        "swapgs",
+        "sysretq",
+        // The value goes in the frame; the kernel's exit work, then prepare_return, decide.
+        "3:",
+        "mov [rsp + {rax}], rax",
+        "mov rdi, rsp",
+        "call {exit_checked}",
         "test eax, eax",
         "jz arch_user_return_iret",
         "pop r15",
@@ -448,7 +554,22 @@ mod hw {
         user_ss = const USER_SS,
         user_cs = const USER_CS,
         kind = const SYSCALL_KIND,
-        dispatch = sym syscall_from_user,
+        syscall_hook = sym SYSCALL_HOOK,
+        exit_checked = sym syscall_exit_checked,
+        user_top = sym USER_TOP_WORD,
+        tf_rf = const RFLAGS_TF | RFLAGS_RF,
+        rax = const offset_of!(UserFrame, rax),
+        rcx = const offset_of!(UserFrame, rcx),
+        r11 = const offset_of!(UserFrame, r11),
+        rdi = const offset_of!(UserFrame, rdi),
+        rsi = const offset_of!(UserFrame, rsi),
+        rdx = const offset_of!(UserFrame, rdx),
+        r10 = const offset_of!(UserFrame, r10),
+        r8 = const offset_of!(UserFrame, r8),
+        r9 = const offset_of!(UserFrame, r9),
+        rbp = const offset_of!(UserFrame, rbp),
+        rsp = const offset_of!(UserFrame, rsp),
+        slot = const core::mem::size_of::<UserFrame>(),
     );
 }
 

@@ -98,6 +98,8 @@ fn set_flag(e: &Entry, pending: bool) {
 pub fn set_pending(tid: u64, pending: bool) {
     if let Some(e) = entry(tid) {
         set_flag(&e, pending);
+        // The system-call exit tests the thread's work word, not this flag.
+        task::uctx::set_work(tid, task::uctx::work::SIGNAL, pending);
     }
 }
 

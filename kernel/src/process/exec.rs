@@ -292,7 +292,7 @@ pub fn execve(path: u64, argv: u64, envp: u64) -> Result<core::convert::Infallib
     s.set_current_fs_base(0);
     let _ = arch::fsbase::write(0);
     // The thread that execs becomes the main thread: its id is the pid from now on.
-    p.main_tid.store(super::current_tid(), core::sync::atomic::Ordering::Release);
+    p.ids.main_tid.store(super::current_tid(), core::sync::atomic::Ordering::Release);
     p.end_exec();
     p.release_vfork();
     super::tree::execed(p.pid());

@@ -108,9 +108,9 @@ pub struct Process {
     vfork_done: AtomicBool,
     /// The thread running `execve` while the others end ([`EXEC_KILL`]).
     exec_tid: AtomicU64,
-    /// The scheduler id of the main thread, the one whose Linux thread id is the pid (the first
-    /// thread, or the one that last called `execve`); 0 until it runs.
-    main_tid: AtomicU64,
+    /// The pid and parent pid as the threads' system calls read them without a lock (each thread's
+    /// `task::uctx` context shares this).
+    ids: Arc<task::uctx::ProcIds>,
 }
 
 /// The file state of a process the kernel starts: descriptors 0-2 on the console, `/` as the
@@ -200,8 +200,10 @@ impl NewThread {
         self.done.call_once(|| {
             let p = &self.process;
             if self.main {
-                p.main_tid.store(tid, Ordering::Release);
+                p.ids.main_tid.store(tid, Ordering::Release);
             }
+            // The context first: a signal attached below may set its work word.
+            task::uctx::register(tid, p.ids.clone());
             p.signals.attach(tid, self.blocked);
             let old = THREADS.lock().insert(tid, p.clone());
             debug_assert!(old.is_none(), "a thread id is entered once");
@@ -313,12 +315,17 @@ impl Process {
             kill_status: AtomicI32::new(NOT_KILLED),
             vfork_done: AtomicBool::new(false),
             exec_tid: AtomicU64::new(0),
-            main_tid: AtomicU64::new(0),
+            ids: Arc::new(task::uctx::ProcIds::new(pid, tree::ppid(pid).unwrap_or(0))),
         })
     }
 
     pub fn pid(&self) -> u32 {
         self.pid.load(Ordering::Relaxed)
+    }
+
+    /// The ids the process's threads' system calls read without a lock.
+    pub fn ids(&self) -> &task::uctx::ProcIds {
+        &self.ids
     }
 
     /// The address space the process runs in now.
@@ -355,8 +362,19 @@ impl Process {
         let began = self.kill_status.compare_exchange(NOT_KILLED, EXEC_KILL, Ordering::AcqRel, Ordering::Acquire).is_ok();
         if began {
             KILLS_PENDING.fetch_add(1, Ordering::AcqRel);
+            self.mark_threads_killed();
         }
         began
+    }
+
+    /// Set the kill bit of every thread's work word, after `kill_status` changed: each looks at
+    /// the status on its way out of its next system call.
+    fn mark_threads_killed(&self) {
+        for (tid, q) in THREADS.lock().iter() {
+            if core::ptr::eq(Arc::as_ptr(q), self) {
+                task::uctx::set_work(*tid, task::uctx::work::KILL, true);
+            }
+        }
     }
 
     /// A kill came while the exec waited for the other threads.
@@ -448,7 +466,7 @@ const _: () = assert!((abi::jobs::PID_MAX as u64) < THREAD_ID_BASE);
 
 /// The Linux thread id of `p`'s thread with scheduler id `sched_tid`.
 pub fn linux_tid(p: &Process, sched_tid: u64) -> u64 {
-    if p.main_tid.load(Ordering::Acquire) == sched_tid { u64::from(p.pid()) } else { THREAD_ID_BASE + sched_tid }
+    if p.ids.main_tid.load(Ordering::Acquire) == sched_tid { u64::from(p.pid()) } else { THREAD_ID_BASE + sched_tid }
 }
 
 /// The calling thread's Linux id (`gettid`).
@@ -466,7 +484,7 @@ pub fn sched_tid(tid: u64) -> Option<u64> {
         return THREADS.lock().contains_key(&t).then_some(t);
     }
     let p = tree::live(u32::try_from(tid).ok()?)?;
-    let main = p.main_tid.load(Ordering::Acquire);
+    let main = p.ids.main_tid.load(Ordering::Acquire);
     let alive = main != 0 && THREADS.lock().get(&main).is_some_and(|q| Arc::ptr_eq(q, &p));
     // `p` is dropped here, outside the thread table's lock.
     drop(p);
@@ -538,7 +556,8 @@ fn spawn_as(
     let path = String::from(path);
     let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(space.mm());
     let spawned = task::sched().spawn(builder, move || {
-        p.main_tid.store(current_tid(), Ordering::Release);
+        p.ids.main_tid.store(current_tid(), Ordering::Release);
+        task::uctx::register(current_tid(), p.ids.clone());
         p.signals.attach(current_tid(), abi::signal::SigSet::EMPTY);
         THREADS.lock().insert(current_tid(), p.clone());
         exec::start(p, image, plan, path, argv, envp)
@@ -662,11 +681,13 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
     }
     crate::ipc::futex::forget(tid);
     let p = THREADS.lock().remove(&tid);
+    task::uctx::forget(tid);
     if let Some(p) = p {
         if whole {
             // The other threads end at their next system call or fault, or now if they sleep.
             if p.kill_status.compare_exchange(NOT_KILLED, status, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 KILLS_PENDING.fetch_add(1, Ordering::AcqRel);
+                p.mark_threads_killed();
             }
             p.signals.dying();
         }

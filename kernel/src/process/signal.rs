@@ -333,7 +333,7 @@ fn post(p: &Arc<Process>, target: Option<u64>, info: SigInfo) -> Result<(), u32>
         // A blocked signal is never ignored: its action may change before it is unblocked (Linux's
         // `sig_ignored`). A signal to the process asks the thread its pid names, the main thread
         // (any thread once that one has ended), as Linux asks the task the pid found.
-        let asked = target.or_else(|| Some(p.main_tid.load(Ordering::Acquire)).filter(|t| st.threads.contains_key(t)));
+        let asked = target.or_else(|| Some(p.ids.main_tid.load(Ordering::Acquire)).filter(|t| st.threads.contains_key(t)));
         let blocked = match asked {
             Some(t) => st.threads.get(&t).is_some_and(|t| t.blocked.contains(signo)),
             None => st.threads.values().any(|t| t.blocked.contains(signo)),

@@ -99,6 +99,12 @@ pub fn exited(pid: Pid, status: i32) {
         if out.init_has_zombies && !user_init {
             reap_kernel_children(t);
         }
+        // The orphans' threads read their parent pid without the tree's lock.
+        for c in &out.reparented {
+            if let Some(cp) = LIVE.lock().get(c) {
+                cp.ids().set_ppid(INIT);
+            }
+        }
         out.notify
     });
     // SIGCHLD to the parent, outside the tree's lock (a parent that is the kernel has no threads:

@@ -4,9 +4,16 @@
 //!
 //! [`init`] installs [`dispatch`] as `arch::syscall`'s hook. The dispatcher runs on the calling
 //! thread's kernel stack with the user registers in a [`UserFrame`]; it enables interrupts (a call
-//! may sleep and must be preemptible), decodes the number and arguments, and leaves the result in
-//! `rax`: a value, or `-errno`. An unknown number answers `ENOSYS` and is logged once per process
-//! and number, with Linux's name for it.
+//! may sleep and must be preemptible), calls the number's handler from [`TABLE`] (one bounds test,
+//! one indirect call) and returns the result for `rax`: a value, or `-errno`. An unknown number
+//! answers `ENOSYS` and is logged once per process and number, with Linux's name for it.
+//!
+//! The way out tests one word, the calling thread's work word (`task::uctx`): zero, and the result
+//! goes straight back by SYSRET. Everything rare hides behind that word (signals, a restart code,
+//! a rewritten frame, the end of a killed process, a traced call) and runs in [`exit_slow`]; the
+//! trace's enabled test on the way in is the one other test on the path. The cheap calls
+//! (`getpid`, `getppid`) read the caller's context through `arch::syscall::InSyscall`: no lock, no
+//! reference count.
 //!
 //! User memory is reached only through `arch::usercopy` (a bad pointer is `EFAULT`, never a kernel
 //! fault). No unsafe code.
@@ -22,14 +29,14 @@ mod time;
 
 use ::trace::{Category, Record};
 use abi::linux::{errno, errno_ret, general as nr};
-use arch::syscall::{UserEntryHooks, UserFrame};
+use arch::syscall::{InSyscall, UserEntryHooks, UserFrame};
 
-use crate::cpu::trace;
+use crate::{cpu::trace, task::uctx};
 
 /// A call's outcome: a value for `rax` or an errno.
 pub type SysResult = Result<u64, u32>;
 
-static HOOKS: UserEntryHooks = UserEntryHooks { syscall: dispatch, invalid_return };
+static HOOKS: UserEntryHooks = UserEntryHooks { syscall: dispatch, exit_work: exit_slow, invalid_return };
 
 /// Route `syscall` from every CPU here (once, before the first user program).
 pub fn init() {
@@ -49,17 +56,83 @@ fn invalid_return(frame: &mut UserFrame) -> ! {
     crate::process::exit_current(11, true)
 }
 
-fn dispatch(frame: &mut UserFrame) {
-    arch::interrupts::enable();
+/// The system-call hook (interrupts on): the handler of the number, with the trace test first.
+/// The common case ends in a tail call of the handler; `arch`'s exit then tests the result and the
+/// thread's work word, and calls [`exit_slow`] for an error (a restart code among them), a
+/// process being ended, a signal to deliver, a rewritten frame, or a traced call.
+extern "C" fn dispatch(frame: &mut UserFrame, proof: &InSyscall) -> u64 {
+    if trace::enabled(Category::Syscall) {
+        return dispatch_traced(frame, proof);
+    }
+    call(frame, proof)
+}
+
+/// [`dispatch`] with its trace points, and with the kill test on the way in.
+#[cold]
+#[inline(never)]
+fn dispatch_traced(frame: &mut UserFrame, proof: &InSyscall) -> u64 {
+    uctx::current(proof).set(uctx::work::TRACE);
     crate::process::exit_if_killed();
-    let [a0, a1, a2, a3, a4, a5] = frame.syscall_args();
     let number = frame.orig_rax;
     trace::event(Category::Syscall, |tsc, cpu| Record::syscall_enter(tsc, cpu, number, crate::process::current_tid()));
-    let Ok(n) = u32::try_from(number) else {
-        frame.rax = errno_ret(errno::ENOSYS);
-        return;
+    call(frame, proof)
+}
+
+/// The way out with work to do (`frame.rax` holds the result): the end of a killed thread, the
+/// trace point, signals (and restarts). Enables interrupts; the arch exit disables them again.
+fn exit_slow(frame: &mut UserFrame, proof: &InSyscall) {
+    arch::interrupts::enable();
+    // Cleared before the status is read: a kill after this sets the bit again.
+    uctx::current(proof).clear(uctx::work::KILL | uctx::work::TRACE | uctx::work::RESTART);
+    crate::process::exit_if_killed();
+    let (number, ret) = (frame.orig_rax, frame.rax);
+    trace::event(Category::Syscall, |tsc, cpu| Record::syscall_exit(tsc, cpu, number, crate::process::current_tid(), ret));
+    // Signals on the way out; rt_sigreturn's rax is a restored register, never a restart code.
+    let sigreturn = number == u64::from(nr::__NR_rt_sigreturn);
+    crate::process::signal::on_syscall_return(frame, !sigreturn);
+    if sigreturn {
+        uctx::current(proof).clear(uctx::work::FRAME);
+    }
+}
+
+/// Number of entries of [`TABLE`]: every Linux x86-64 system call number.
+const TABLE_LEN: usize = 512;
+
+/// One system call: the caller's frame (arguments per [`UserFrame::syscall_args`]) and the proof
+/// that reaches its context; the result as `rax` holds it (a value, or `-errno`).
+type Handler = fn(&mut UserFrame, &InSyscall) -> u64;
+
+/// The handler of each number, indexed by the number: one bounds test and one indirect call.
+static TABLE: [Handler; TABLE_LEN] = table();
+
+/// `calls!(t, frame, proof, [a0, .., a5]; NR | NR => expr, ...)`: an entry per number, a handler
+/// fn per arm, in which `expr` sees the frame, the proof and the six arguments under those names.
+macro_rules! calls {
+    ($t:ident, $frame:ident, $proof:ident, [$a0:ident, $a1:ident, $a2:ident, $a3:ident, $a4:ident, $a5:ident];
+     $( $($nr:path)|+ => $body:expr ),* $(,)?) => {
+        $(
+            {
+                #[allow(unused_variables)]
+                fn handler($frame: &mut UserFrame, $proof: &InSyscall) -> u64 {
+                    let [$a0, $a1, $a2, $a3, $a4, $a5] = $frame.syscall_args();
+                    let r: SysResult = $body;
+                    match r {
+                        Ok(v) => v,
+                        Err(e) => error_ret($proof, e),
+                    }
+                }
+                $( $t[$nr as usize] = handler; )+
+            }
+        )*
     };
-    let r: SysResult = match n {
+}
+
+const fn table() -> [Handler; TABLE_LEN] {
+    fn not_implemented(frame: &mut UserFrame, _: &InSyscall) -> u64 {
+        unknown(frame.orig_rax).unwrap_or_else(errno_ret)
+    }
+    let mut t: [Handler; TABLE_LEN] = [not_implemented; TABLE_LEN];
+    calls! { t, frame, proof, [a0, a1, a2, a3, a4, a5];
         nr::__NR_read => io::read(a0, a1, a2),
         nr::__NR_write => io::write(a0, a1, a2),
         nr::__NR_readv => io::readv(a0, a1, a2),
@@ -133,8 +206,8 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_mremap => mem::mremap(a0, a1, a2, a3, a4),
         nr::__NR_exit => proc::exit(a0),
         nr::__NR_exit_group => proc::exit_group(a0),
-        nr::__NR_getpid => proc::getpid(),
-        nr::__NR_gettid => proc::gettid(),
+        nr::__NR_getpid => proc::getpid(proof),
+        nr::__NR_gettid => proc::gettid(proof),
         nr::__NR_set_tid_address => proc::set_tid_address(a0),
         nr::__NR_arch_prctl => proc::arch_prctl(a0, a1),
         nr::__NR_uname => proc::uname(a0),
@@ -149,7 +222,11 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_rt_sigtimedwait => signal::rt_sigtimedwait(a0, a1, a2, a3),
         nr::__NR_pause => signal::pause(),
         nr::__NR_sigaltstack => signal::sigaltstack(a0, a1, frame.rsp),
-        nr::__NR_rt_sigreturn => signal::rt_sigreturn(frame),
+        nr::__NR_rt_sigreturn => {
+        // The frame is rewritten: the exit must check it.
+        uctx::current(proof).set(uctx::work::FRAME);
+        signal::rt_sigreturn(frame)
+    },
         nr::__NR_alarm => signal::alarm(a0),
         nr::__NR_setitimer => signal::setitimer(a0, a1, a2),
         nr::__NR_getitimer => signal::getitimer(a0, a1),
@@ -158,7 +235,7 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_vfork => proc::fork(frame, true),
         nr::__NR_wait4 => proc::wait4(a0, a1, a2, a3),
         nr::__NR_waitid => proc::waitid(a0, a1, a2, a3, a4),
-        nr::__NR_getppid => proc::getppid(),
+        nr::__NR_getppid => proc::getppid(proof),
         nr::__NR_getpgid => proc::getpgid(a0),
         nr::__NR_getpgrp => proc::getpgid(0),
         nr::__NR_getsid => proc::getsid(a0),
@@ -181,18 +258,39 @@ fn dispatch(frame: &mut UserFrame) {
         nr::__NR_tkill => signal::tgkill(None, a0, a1),
         nr::__NR_tgkill => signal::tgkill(Some(a0), a1, a2),
         nr::__NR_set_robust_list | nr::__NR_rseq => Err(errno::ENOSYS),
-        abi::SYS_KERNEL_TLB_COUNTERS => stats::tlb_counters(a0),
-        _ => unknown(number),
+    }
+    t
+}
+
+/// Run the call `frame` holds. `proof` reaches the caller's context (the cheap calls' ids).
+#[inline(always)]
+fn call(frame: &mut UserFrame, proof: &InSyscall) -> u64 {
+    match TABLE.get(frame.orig_rax as usize) {
+        Some(handler) => handler(frame, proof),
+        None => call_beyond_table(frame),
+    }
+}
+
+/// The kernel's own numbers, above Linux's.
+#[cold]
+#[inline(never)]
+fn call_beyond_table(frame: &mut UserFrame) -> u64 {
+    let r = match frame.orig_rax {
+        n if n == u64::from(abi::SYS_KERNEL_TLB_COUNTERS) => stats::tlb_counters(frame.rdi),
+        n => unknown(n),
     };
-    crate::process::exit_if_killed();
-    frame.rax = match r {
-        Ok(v) => v,
-        Err(e) => errno_ret(e),
-    };
-    let ret = frame.rax;
-    trace::event(Category::Syscall, |tsc, cpu| Record::syscall_exit(tsc, cpu, number, crate::process::current_tid(), ret));
-    // Signals on the way out; rt_sigreturn's rax is a restored register, never a restart code.
-    crate::process::signal::on_syscall_return(frame, n != nr::__NR_rt_sigreturn);
+    r.unwrap_or_else(errno_ret)
+}
+
+/// `rax` for error `e`; a restart code also sets the caller's restart bit, so the exit sees it.
+#[cold]
+#[inline(never)]
+fn error_ret(proof: &InSyscall, e: u32) -> u64 {
+    use abi::signal::restart::{ERESTART_RESTARTBLOCK, ERESTARTSYS};
+    if (ERESTARTSYS..=ERESTART_RESTARTBLOCK).contains(&e) {
+        uctx::current(proof).set(uctx::work::RESTART);
+    }
+    errno_ret(e)
 }
 
 fn unknown(number: u64) -> SysResult {

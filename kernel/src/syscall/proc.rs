@@ -5,12 +5,12 @@
 //! getrandom. The signal calls are `syscall::signal`'s.
 
 use abi::linux::{errno, general as g, system::new_utsname};
-use arch::usercopy;
+use arch::{syscall::InSyscall, usercopy};
 
 use super::SysResult;
 use crate::{
     process::{self, tree},
-    task,
+    task::{self, uctx},
 };
 
 pub fn exit(code: u64) -> SysResult {
@@ -21,14 +21,17 @@ pub fn exit_group(code: u64) -> SysResult {
     process::exit_current(((code & 0xff) << 8) as i32, true)
 }
 
-pub fn getpid() -> SysResult {
-    process::current().map(|p| u64::from(p.pid())).ok_or(errno::ESRCH)
+/// Lock-free: the caller's context holds its process's ids.
+pub fn getpid(proof: &InSyscall) -> SysResult {
+    Ok(u64::from(uctx::current(proof).pid()))
 }
 
 /// The main thread's id is the pid, as on Linux; other threads' ids are `process::THREAD_ID_BASE`
 /// plus their scheduler id.
-pub fn gettid() -> SysResult {
-    Ok(process::current_linux_tid())
+pub fn gettid(proof: &InSyscall) -> SysResult {
+    let ctx = uctx::current(proof);
+    let main = ctx.ids().main_tid.load(core::sync::atomic::Ordering::Acquire);
+    Ok(if main == ctx.tid() { u64::from(ctx.pid()) } else { process::THREAD_ID_BASE + ctx.tid() })
 }
 
 pub fn set_tid_address(addr: u64) -> SysResult {
@@ -183,8 +186,9 @@ fn target(pid: u64) -> Result<u32, u32> {
 }
 
 /// The parent's pid; 0 for pid 1 (as Linux gives init).
-pub fn getppid() -> SysResult {
-    tree::ppid(me()?).map(u64::from)
+/// Lock-free, as [`getpid`]; the process tree updates the cached parent when it changes.
+pub fn getppid(proof: &InSyscall) -> SysResult {
+    Ok(u64::from(uctx::current(proof).ids().ppid()))
 }
 
 pub fn getpgid(pid: u64) -> SysResult {

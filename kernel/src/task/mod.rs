@@ -5,6 +5,7 @@
 //! switch with [`platform::set_mm_switch`]).
 
 pub mod platform;
+pub mod uctx;
 pub mod xstate;
 #[cfg(feature = "ktest")]
 mod tests;

@@ -1,0 +1,166 @@
+//! The context of a user thread that its system calls read without a lock: the thread's *work*
+//! word and the ids of its process.
+//!
+//! Key items: [`UserCtx`] (one per user thread, registered by tid while the thread lives),
+//! [`ProcIds`] (one per process, shared by its threads' contexts), [`work`] (the bits of the work
+//! word), [`current`] (the caller's context inside a system call).
+//!
+//! The system-call exit tests the work word once: zero, and the call returns straight to user mode;
+//! anything rare (a signal to act on, a frame a handler rewrote) sets a bit, and the exit takes the
+//! slow path, which does the work and clears what it handled. Whoever makes work sets the bit: the
+//! signal layer through `ipc::intr::set_pending` ([`set_work`]), `rt_sigreturn` on itself, the
+//! process layer on every thread of a process it ends (the exit clears that bit before it reads the
+//! process's status, so a later kill is never lost).
+//!
+//! Where the caller's context is found: `vm::user::enter` gives its address to
+//! `arch::syscall::enter_user`, which keeps it in the thread's slot at the top of the thread's kernel
+//! stack; [`current`] reads it back with two loads (`arch::syscall::thread_slot`). The registry holds
+//! the context alive until the thread ends ([`forget`], from the thread's own exit, after which it
+//! makes no more system calls).
+//!
+//! Neighbours: `arch::syscall` (the slot and the exit path), `process` (registers threads, keeps the
+//! ids), `ipc::intr` (the signal bit), `syscall` (reads them).
+
+use alloc::{collections::BTreeMap, sync::Arc};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use arch::syscall::InSyscall;
+use talc::lock_api::Mutex as SpinMutex;
+
+use crate::cpu::irqlock::RawIrqSpin;
+
+/// The bits of [`UserCtx`]'s work word.
+pub mod work {
+    /// A signal this thread would act on is pending (kept equal to `ipc::intr`'s flag).
+    pub const SIGNAL: u32 = 1 << 0;
+    /// A system call rewrote the caller's register frame (`rt_sigreturn`): the exit must check it.
+    pub const FRAME: u32 = 1 << 1;
+    /// The call ran with the system-call trace on: the exit records it.
+    pub const TRACE: u32 = 1 << 3;
+    /// The call returns a restart code (`-ERESTARTSYS` and kin): the exit must restart it or turn
+    /// it into `EINTR`.
+    pub const RESTART: u32 = 1 << 4;
+    /// The thread's process is being ended (or another thread of it execs): look at its status.
+    pub const KILL: u32 = 1 << 2;
+}
+
+/// The ids of a process that its threads' cheap system calls return.
+#[derive(Debug, Default)]
+pub struct ProcIds {
+    pid: AtomicU32,
+    /// Updated by the process tree when the parent ends (the orphan goes to init).
+    ppid: AtomicU32,
+    /// The scheduler id of the main thread, the one whose Linux thread id is the pid (the first
+    /// thread, or the one that last called `execve`); 0 until it runs.
+    pub main_tid: AtomicU64,
+}
+
+impl ProcIds {
+    pub fn new(pid: u32, ppid: u32) -> Self {
+        Self { pid: AtomicU32::new(pid), ppid: AtomicU32::new(ppid), main_tid: AtomicU64::new(0) }
+    }
+
+    #[inline]
+    pub fn pid(&self) -> u32 {
+        self.pid.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub fn ppid(&self) -> u32 {
+        self.ppid.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ppid(&self, ppid: u32) {
+        self.ppid.store(ppid, Ordering::Relaxed);
+    }
+}
+
+/// One user thread's context. Its address is the work word's (first, `repr(C)`), which the
+/// system-call exit in `arch` reads through the thread's slot.
+#[derive(Debug)]
+#[repr(C)]
+pub struct UserCtx {
+    work: AtomicU32,
+    /// The process's pid (which never changes), here to save a load.
+    pid: u32,
+    /// The thread's scheduler id.
+    tid: u64,
+    ids: Arc<ProcIds>,
+}
+
+impl UserCtx {
+    /// Set `bits` of the work word.
+    pub fn set(&self, bits: u32) {
+        self.work.fetch_or(bits, Ordering::SeqCst);
+    }
+
+    /// Clear `bits` of the work word.
+    pub fn clear(&self, bits: u32) {
+        self.work.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// The pid of the thread's process.
+    #[inline(always)]
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The thread's scheduler id.
+    #[inline(always)]
+    pub fn tid(&self) -> u64 {
+        self.tid
+    }
+
+    #[inline(always)]
+    pub fn ids(&self) -> &ProcIds {
+        &self.ids
+    }
+}
+
+static CONTEXTS: SpinMutex<RawIrqSpin, BTreeMap<u64, Arc<UserCtx>>> = SpinMutex::new(BTreeMap::new());
+
+/// Give user thread `tid` a context with its process's `ids` (at the thread's start, before anyone
+/// can make work for it).
+pub fn register(tid: u64, ids: Arc<ProcIds>) {
+    let ctx = Arc::new(UserCtx { work: AtomicU32::new(0), pid: ids.pid(), tid, ids });
+    let old = CONTEXTS.lock().insert(tid, ctx);
+    drop(old);
+}
+
+/// Thread `tid` ends: drop its context. Called by the thread itself on its way out, after its last
+/// system call.
+pub fn forget(tid: u64) {
+    let ctx = CONTEXTS.lock().remove(&tid);
+    drop(ctx);
+}
+
+/// Set (`on`) or clear `bits` of thread `tid`'s work word; nothing if it has no context. Safe
+/// with interrupts off and from interrupt handlers (an interrupts-off lock, no allocation).
+pub fn set_work(tid: u64, bits: u32, on: bool) {
+    if let Some(ctx) = CONTEXTS.lock().get(&tid) {
+        if on {
+            ctx.set(bits);
+        } else {
+            ctx.clear(bits);
+        }
+    }
+}
+
+/// The calling thread's context as the address `arch::syscall::enter_user` keeps; `None` for a
+/// thread that has none.
+pub fn current_address() -> Option<u64> {
+    let tid = super::sched().current()?.id.0;
+    CONTEXTS.lock().get(&tid).map(|ctx| Arc::as_ptr(ctx) as u64)
+}
+
+/// The calling thread's context, inside one of its system calls.
+#[inline(always)]
+pub fn current(proof: &InSyscall) -> &UserCtx {
+    let p = arch::syscall::thread_slot(proof) as *const UserCtx;
+    // SAFETY: every user thread reaches ring 3 only through `vm::user::enter`, which passes
+    // `current_address()` (it panics without one), so the slot holds a pointer to this thread's
+    // context from CONTEXTS. The registry keeps it alive until `forget`, which the thread calls
+    // only on its way out of its last system call (`process::exit_current`, which never returns);
+    // the borrow ends with the call `proof` stands for.
+    unsafe { &*p }
+}
