@@ -32,7 +32,7 @@
 //! branches": the idle loops would spin forever.
 //!
 //! Run with: `RUSTFLAGS="--cfg loom" cargo test -p sched --release --test loom_wait`. The preemption
-//! bound defaults to 2 (override with `LOOM_MAX_PREEMPTIONS`).
+//! bound defaults to 3 (override with `LOOM_MAX_PREEMPTIONS`).
 #![cfg(loom)]
 
 use loom::cell::UnsafeCell;
@@ -172,7 +172,7 @@ fn resume(task: &Task) {
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(2);
+        builder.preemption_bound = Some(3);
     }
     builder.check(f);
 }
