@@ -18,6 +18,10 @@
 //! queue lock, and a waiter takes that lock before leaving `wait_until`, so no node or thread is
 //! touched after its waiter has gone. Nothing here allocates, so wake-ups work from interrupt
 //! handlers.
+//!
+//! `sched/tests/loom_wait.rs` model-checks this protocol (its steps mirrored on the real `rq`
+//! primitives, since this module's spin lock is not loom's): a change to `wait_until` or
+//! `wake_one` belongs there too.
 
 use crate::platform::Platform;
 use crate::scheduler::Scheduler;
