@@ -16,6 +16,8 @@
 //! - `block` mirrors `Scheduler::block` (`switch_path` with `Reason::Block`) and the idle loop of
 //!   the CPU it leaves: `put_prev_pick_next`, the window save, `clear_on_cpu`, then picking from the
 //!   CPU's queue with the `on_cpu` handshake.
+//! - The sleeping-mutex model mirrors `wait::Mutex::lock` and `MutexGuard::drop` on top of the two
+//!   above.
 //! - The sleep model mirrors `Scheduler::sleep_ns` and `Scheduler::expire_due_sleepers` in
 //!   `sched/src/scheduler.rs`: the sleeper registers on its home CPU's sleep queue (under its lock)
 //!   with `sleep_fired` cleared, blocks, and after every wake-up, wherever it runs, leaves only if it
@@ -621,5 +623,74 @@ fn preempt_guard_nests_and_the_outermost_drop_preempts() {
         assert_eq!(c.preempt_count, 0);
         assert!(!c.need_resched, "a preemption request was left pending with preemption enabled");
         assert!(c.preemptions >= 1);
+    });
+}
+
+/// Critical sections per task in the sleeping-mutex model.
+const LOCKS: usize = 2;
+
+/// `wait::Mutex` (a flag taken with an Acquire compare-exchange, waiters sleeping on a wait queue,
+/// the guard's drop a Release store then `wake_one`): tasks 0 and 1, on CPUs 0 and 1, each take it
+/// `LOCKS` times and add one to the value it guards. No two sections overlap (loom reports a race
+/// on the value otherwise), no waiter sleeps through the unlock it waits for, and the value counts
+/// every section.
+#[test]
+fn sleeping_mutex_hands_over_without_a_lost_wake_up() {
+    struct Lock {
+        locked: AtomicBool,
+        value: UnsafeCell<usize>,
+        done: [AtomicBool; 2],
+    }
+    // SAFETY: `value` is only reached by the holder of `locked`; that is what the model checks.
+    unsafe impl Sync for Lock {}
+    impl Lock {
+        fn try_acquire(&self) -> bool {
+            !self.locked.load(Ordering::Relaxed)
+                && self
+                    .locked
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+        }
+    }
+    fn side(w: &World, l: &Lock, me: usize) {
+        for _ in 0..LOCKS {
+            if !l.try_acquire() {
+                let ended = wait_until(
+                    w,
+                    me,
+                    me,
+                    || l.try_acquire(),
+                    || l.done[1 - me].load(Ordering::Acquire),
+                );
+                assert!(ended, "task {me} slept through an unlock");
+            }
+            l.value.with_mut(|v| {
+                // SAFETY: this task holds the lock.
+                unsafe { *v += 1 };
+            });
+            l.locked.store(false, Ordering::Release);
+            wake_one(w);
+        }
+        l.done[me].store(true, Ordering::Release);
+    }
+    model(|| {
+        let w = World::new(true);
+        let l = Arc::new(Lock {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(0),
+            done: [AtomicBool::new(false), AtomicBool::new(false)],
+        });
+        let other = {
+            let (w, l) = (w.clone(), l.clone());
+            thread::spawn(move || side(&w, &l, 1))
+        };
+        side(&w, &l, 0);
+        other.join().unwrap();
+        // SAFETY: both tasks are done.
+        let value = l.value.with(|v| unsafe { *v });
+        assert_eq!(value, 2 * LOCKS, "a critical section was lost");
+        assert!(!l.locked.load(Ordering::Relaxed));
+        assert!(w.list.lock().unwrap().is_empty(), "a node was left linked");
+        assert_eq!(w_state(&w), [None, None], "a task was left queued");
     });
 }
