@@ -29,9 +29,9 @@
 //!   that the interrupted thread holds for each of its steps (and through its interrupts-off
 //!   sections) and the interrupt holds for its whole handler.
 //!
-//! A lost wake-up shows either as a failed assertion (the waiter gave up once every possible waker
-//! had finished) or, where both sides block each other, as loom's "exceeded maximum number of
-//! branches": the idle loops would spin forever.
+//! A lost wake-up in the wait-queue models leaves every CPU halted in its idle loop, which loom
+//! reports as a deadlock; in the sleep model, whose idle loops poll (to expire and to steal), it
+//! shows as loom's "exceeded maximum number of branches".
 //!
 //! Run with: `RUSTFLAGS="--cfg loom" cargo test -p sched --release --test loom_wait`. The preemption
 //! bound defaults to 3 (override with `LOOM_MAX_PREEMPTIONS`).
@@ -39,9 +39,9 @@
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use loom::sync::{Arc, Mutex};
+use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
-use sched::rq::{CpuQueue, Entity, Queued, State, wake};
+use sched::rq::{CpuQueue, Entity, Queued, State, Wake, wake};
 use std::collections::VecDeque;
 use std::ptr::NonNull;
 
@@ -101,6 +101,8 @@ struct World {
     tasks: [Task; 2],
     /// The wait queue's list: indices of the tasks whose nodes are linked, oldest first.
     list: Mutex<VecDeque<usize>>,
+    /// Each CPU's reschedule interrupt, pending or not: a halted CPU sleeps on it.
+    doorbells: [(Mutex<bool>, Condvar); 2],
 }
 
 impl World {
@@ -109,6 +111,10 @@ impl World {
             queues: [CpuQueue::new(), CpuQueue::new()],
             tasks: [Task::new(0, pinned), Task::new(1, pinned)],
             list: Mutex::new(VecDeque::new()),
+            doorbells: [
+                (Mutex::new(false), Condvar::new()),
+                (Mutex::new(false), Condvar::new()),
+            ],
         });
         for (cpu, task) in world.tasks.iter().enumerate() {
             // SAFETY: a new task, on no queue, belonging to `cpu`; alive for the model.
@@ -124,9 +130,40 @@ impl World {
         |cpu| &self.queues[cpu]
     }
 
+    /// `Platform::idle_wait` on `cpu`: halt until its reschedule interrupt is pending, and take it.
+    fn halt(&self, cpu: usize) {
+        let (pending, cv) = &self.doorbells[cpu];
+        let mut pending = pending.lock().unwrap();
+        while !*pending {
+            pending = cv.wait(pending).unwrap();
+        }
+        *pending = false;
+    }
+
+    /// Send `cpu` its reschedule interrupt.
+    fn kick(&self, cpu: usize) {
+        let (pending, cv) = &self.doorbells[cpu];
+        *pending.lock().unwrap() = true;
+        cv.notify_one();
+    }
+
+    /// `Scheduler::wake_thread`: `rq::wake`, then the reschedule interrupt its outcome asks for.
+    ///
+    /// # Safety
+    /// As for `rq::wake`.
+    unsafe fn wake_thread(&self, task: &Task) {
+        // SAFETY: as for this function.
+        if let Wake::Enqueued { cpu, info } = unsafe { wake(self.queue_of(), task.ptr()) }
+            && info.kick
+        {
+            self.kick(cpu);
+        }
+    }
+
     /// `Scheduler::block` for `task`, running on `cpu`, then `cpu`'s idle loop until it picks the
-    /// task again: false if it gave up (`give_up()` was true and the task was not queued).
-    fn block(&self, cpu: usize, task: &Task, give_up: impl Fn() -> bool) -> bool {
+    /// task again. The idle loop halts (`try_halt`, then [`World::halt`], then `unhalt`) rather
+    /// than spin, so a wake-up that never comes leaves every CPU halted: loom reports a deadlock.
+    fn block(&self, cpu: usize, task: &Task) {
         let next = {
             let mut rq = self.queues[cpu].lock();
             // SAFETY: the task runs on `cpu` and is alive.
@@ -134,22 +171,22 @@ impl World {
         };
         if next == Some(task.ptr()) {
             // Woken before it switched away: it runs on.
-            return true;
+            return;
         }
         assert_eq!(next, None, "only the blocking task lives on this CPU");
         save_and_release(task);
+        let queue = &self.queues[cpu];
         loop {
-            let last = give_up();
-            let picked = self.queues[cpu].lock().pop();
+            let picked = queue.lock().pop();
             if let Some(t) = picked {
                 assert_eq!(t, task.ptr());
                 resume(task);
-                return true;
+                return;
             }
-            if last {
-                return false;
+            if queue.try_halt() {
+                self.halt(cpu);
+                queue.unhalt();
             }
-            thread::yield_now();
         }
     }
 }
@@ -179,17 +216,10 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
-/// `WaitQueue::wait_until` by task `me` running on CPU `cpu`: false if the wake-up never came
-/// (`give_up`, see [`World::block`]).
-fn wait_until(
-    w: &World,
-    me: usize,
-    cpu: usize,
-    cond: impl Fn() -> bool,
-    give_up: impl Fn() -> bool,
-) -> bool {
+/// `WaitQueue::wait_until` by task `me` running on CPU `cpu`.
+fn wait_until(w: &World, me: usize, cpu: usize, cond: impl Fn() -> bool) {
     if cond() {
-        return true;
+        return;
     }
     let task = &w.tasks[me];
     task.frame.with_mut(|n| {
@@ -228,9 +258,7 @@ fn wait_until(
             task.entity.set_running();
             break;
         }
-        if !w.block(cpu, task, &give_up) {
-            return false;
-        }
+        w.block(cpu, task);
     }
     // Left `wait_until`: the frame that held the node is reused.
     task.frame.with_mut(|n| {
@@ -242,7 +270,6 @@ fn wait_until(
             }
         }
     });
-    true
 }
 
 /// `WaitQueue::wake_one`: pop the longest waiter and wake it, under the list's lock.
@@ -266,7 +293,7 @@ fn wake_one(w: &World) -> bool {
         n.linked = false;
     });
     // SAFETY: the waiter cannot leave `wait_until` (so stays alive) before we drop the list's lock.
-    unsafe { wake(w.queue_of(), task.ptr()) };
+    unsafe { w.wake_thread(task) };
     drop(list);
     true
 }
@@ -279,23 +306,14 @@ fn wait_queue_wake_racing_the_last_check_is_never_lost() {
     model(|| {
         let w = World::new(true);
         let flag = Arc::new(AtomicBool::new(false));
-        let waker_done = Arc::new(AtomicBool::new(false));
         let waker = {
-            let (w, flag, waker_done) = (w.clone(), flag.clone(), waker_done.clone());
+            let (w, flag) = (w.clone(), flag.clone());
             thread::spawn(move || {
                 flag.store(true, Ordering::Release);
                 wake_one(&w);
-                waker_done.store(true, Ordering::Release);
             })
         };
-        let ended = wait_until(
-            &w,
-            0,
-            0,
-            || flag.load(Ordering::Acquire),
-            || waker_done.load(Ordering::Acquire),
-        );
-        assert!(ended, "the waiter slept through its wake-up");
+        wait_until(&w, 0, 0, || flag.load(Ordering::Acquire));
         waker.join().unwrap();
         assert_eq!(w.queues[0].lock().pop(), None, "the waiter was queued twice");
         assert!(w.list.lock().unwrap().is_empty());
@@ -316,44 +334,27 @@ fn mailbox_one_queue_serves_sender_and_receiver() {
         let w = World::new(true);
         let value = Arc::new(AtomicU64::new(0));
         let full = Arc::new(AtomicBool::new(false));
-        let done = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
         let receiver = {
-            let (w, value, full, done) = (w.clone(), value.clone(), full.clone(), done.clone());
+            let (w, value, full) = (w.clone(), value.clone(), full.clone());
             thread::spawn(move || {
                 let mut sum = 0;
                 for expected in 1..=MESSAGES {
-                    let ended = wait_until(
-                        &w,
-                        1,
-                        1,
-                        || full.load(Ordering::Acquire),
-                        || done[0].load(Ordering::Acquire),
-                    );
-                    assert!(ended, "the receiver slept through message {expected}");
+                    wait_until(&w, 1, 1, || full.load(Ordering::Acquire));
                     let got = value.load(Ordering::Relaxed);
                     assert_eq!(got, expected, "a message was lost or read twice");
                     sum += got;
                     full.store(false, Ordering::Release);
                     wake_one(&w);
                 }
-                done[1].store(true, Ordering::Release);
                 sum
             })
         };
         for message in 1..=MESSAGES {
-            let ended = wait_until(
-                &w,
-                0,
-                0,
-                || !full.load(Ordering::Acquire),
-                || done[1].load(Ordering::Acquire),
-            );
-            assert!(ended, "the sender slept through the slot emptying");
+            wait_until(&w, 0, 0, || !full.load(Ordering::Acquire));
             value.store(message, Ordering::Relaxed);
             full.store(true, Ordering::Release);
             wake_one(&w);
         }
-        done[0].store(true, Ordering::Release);
         let sum = receiver.join().unwrap();
         assert_eq!(sum, MESSAGES * (MESSAGES + 1) / 2, "sent and received differ");
         assert!(w.list.lock().unwrap().is_empty(), "a node was left linked");
@@ -639,7 +640,6 @@ fn sleeping_mutex_hands_over_without_a_lost_wake_up() {
     struct Lock {
         locked: AtomicBool,
         value: UnsafeCell<usize>,
-        done: [AtomicBool; 2],
     }
     // SAFETY: `value` is only reached by the holder of `locked`; that is what the model checks.
     unsafe impl Sync for Lock {}
@@ -655,14 +655,7 @@ fn sleeping_mutex_hands_over_without_a_lost_wake_up() {
     fn side(w: &World, l: &Lock, me: usize) {
         for _ in 0..LOCKS {
             if !l.try_acquire() {
-                let ended = wait_until(
-                    w,
-                    me,
-                    me,
-                    || l.try_acquire(),
-                    || l.done[1 - me].load(Ordering::Acquire),
-                );
-                assert!(ended, "task {me} slept through an unlock");
+                wait_until(w, me, me, || l.try_acquire());
             }
             l.value.with_mut(|v| {
                 // SAFETY: this task holds the lock.
@@ -671,14 +664,12 @@ fn sleeping_mutex_hands_over_without_a_lost_wake_up() {
             l.locked.store(false, Ordering::Release);
             wake_one(w);
         }
-        l.done[me].store(true, Ordering::Release);
     }
     model(|| {
         let w = World::new(true);
         let l = Arc::new(Lock {
             locked: AtomicBool::new(false),
             value: UnsafeCell::new(0),
-            done: [AtomicBool::new(false), AtomicBool::new(false)],
         });
         let other = {
             let (w, l) = (w.clone(), l.clone());
@@ -690,6 +681,60 @@ fn sleeping_mutex_hands_over_without_a_lost_wake_up() {
         let value = l.value.with(|v| unsafe { *v });
         assert_eq!(value, 2 * LOCKS, "a critical section was lost");
         assert!(!l.locked.load(Ordering::Relaxed));
+        assert!(w.list.lock().unwrap().is_empty(), "a node was left linked");
+        assert_eq!(w_state(&w), [None, None], "a task was left queued");
+    });
+}
+
+/// `WaitQueue::wake_all`: pop and wake every waiter, under the list's lock; how many there were.
+fn wake_all(w: &World) -> usize {
+    let mut woken = 0;
+    let mut list = w.list.lock().unwrap();
+    while let Some(i) = list.pop_front() {
+        let task = &w.tasks[i];
+        task.frame.with_mut(|n| {
+            // SAFETY: linked nodes are only touched under the list's lock.
+            let n = unsafe { &mut *n };
+            assert_eq!(
+                *n,
+                Node {
+                    live: true,
+                    linked: true
+                },
+                "a waker reached a node whose waiter had left"
+            );
+            n.linked = false;
+        });
+        // SAFETY: as in `wake_one`.
+        unsafe { w.wake_thread(task) };
+        woken += 1;
+    }
+    drop(list);
+    woken
+}
+
+/// Tasks 0 and 1 wait for one flag on CPUs 0 and 1; a third CPU sets it and wakes all. Both end
+/// (neither sleeps through the wake-up), whether each found the flag, unlinked itself, or was
+/// woken, and no node is reached after its waiter left.
+#[test]
+fn wake_all_racing_two_waiters_loses_neither() {
+    model(|| {
+        let w = World::new(true);
+        let flag = Arc::new(AtomicBool::new(false));
+        let waker = {
+            let (w, flag) = (w.clone(), flag.clone());
+            thread::spawn(move || {
+                flag.store(true, Ordering::Release);
+                assert!(wake_all(&w) <= 2);
+            })
+        };
+        let other = {
+            let (w, flag) = (w.clone(), flag.clone());
+            thread::spawn(move || wait_until(&w, 1, 1, || flag.load(Ordering::Acquire)))
+        };
+        wait_until(&w, 0, 0, || flag.load(Ordering::Acquire));
+        other.join().unwrap();
+        waker.join().unwrap();
         assert!(w.list.lock().unwrap().is_empty(), "a node was left linked");
         assert_eq!(w_state(&w), [None, None], "a task was left queued");
     });
