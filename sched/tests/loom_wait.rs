@@ -315,7 +315,11 @@ fn wait_queue_wake_racing_the_last_check_is_never_lost() {
         };
         wait_until(&w, 0, 0, || flag.load(Ordering::Acquire));
         waker.join().unwrap();
-        assert_eq!(w.queues[0].lock().pop(), None, "the waiter was queued twice");
+        assert_eq!(
+            w.queues[0].lock().pop(),
+            None,
+            "the waiter was queued twice"
+        );
         assert!(w.list.lock().unwrap().is_empty());
         assert_eq!(w.tasks[0].entity.state(), State::Running);
     });
@@ -356,7 +360,11 @@ fn mailbox_one_queue_serves_sender_and_receiver() {
             wake_one(&w);
         }
         let sum = receiver.join().unwrap();
-        assert_eq!(sum, MESSAGES * (MESSAGES + 1) / 2, "sent and received differ");
+        assert_eq!(
+            sum,
+            MESSAGES * (MESSAGES + 1) / 2,
+            "sent and received differ"
+        );
         assert!(w.list.lock().unwrap().is_empty(), "a node was left linked");
         for (cpu, task) in w.tasks.iter().enumerate() {
             assert_eq!(w.queues[cpu].lock().pop(), None, "a task was left queued");
@@ -433,7 +441,11 @@ impl Sleep {
         let sleepers = self.sleepers.lock().unwrap();
         if task.sleep_fired.load(Ordering::Relaxed) {
             drop(sleepers);
-            assert_eq!(self.fired.load(Ordering::Relaxed), 1, "left before its deadline");
+            assert_eq!(
+                self.fired.load(Ordering::Relaxed),
+                1,
+                "left before its deadline"
+            );
             // Left `sleep_ns`: the thread goes on (or exits, its memory reused).
             task.frame.with_mut(|n| {
                 // SAFETY: the expiry only reaches the thread under the lock we took.
@@ -464,7 +476,10 @@ impl Sleep {
             task.frame.with(|n| {
                 // SAFETY: the sleeper stays in `sleep_ns` until it sees `sleep_fired` under this lock.
                 let n = unsafe { *n };
-                assert!(n.live, "the expiry reached a thread that had left its sleep");
+                assert!(
+                    n.live,
+                    "the expiry reached a thread that had left its sleep"
+                );
             });
         }
     }
@@ -622,7 +637,10 @@ fn preempt_guard_nests_and_the_outermost_drop_preempts() {
         timer.join().unwrap();
         let c = cpu.lock().unwrap();
         assert_eq!(c.preempt_count, 0);
-        assert!(!c.need_resched, "a preemption request was left pending with preemption enabled");
+        assert!(
+            !c.need_resched,
+            "a preemption request was left pending with preemption enabled"
+        );
         assert!(c.preemptions >= 1);
     });
 }
