@@ -6,16 +6,20 @@
 //! covers `rq` only), so they cannot run under loom. These models mirror them step by step with the
 //! real `rq` primitives (`CpuQueue`, `Entity`, `wake`) and loom locks in place of the spin locks:
 //!
-//! - `wait_until` / `wake_one` mirror `WaitQueue::wait_until` and `WaitQueue::wake_one` in
-//!   `sched/src/wait.rs`: the waiter marks itself blocked and links its node under the queue lock,
+//! - `wait_until`, `wake_one` and `wake_all` mirror `WaitQueue::wait_until`, `wake_one` and
+//!   `wake_all` in `sched/src/wait.rs`: the waiter marks itself blocked and links its node under the queue lock,
 //!   re-checks its condition, and either unlinks itself (under the lock) or blocks; the waker makes
 //!   the condition true, then pops a node and wakes its thread under the queue lock. The waiter's
 //!   node lives in a loom cell standing for the waiter's stack frame, which the waiter overwrites
 //!   once it has left `wait_until` (as the next call on that stack would): a waker that touched a
-//!   node after its waiter left is reported by loom as a race, or by the node's `live` check.
+//!   node after its waiter left is reported by loom as a race, or by the node's `live` check. The
+//!   list itself is a `VecDeque` of waiter indices: the intrusive list's pointer surgery is not
+//!   modelled (the host tests run it), only who may touch a node and when.
 //! - `block` mirrors `Scheduler::block` (`switch_path` with `Reason::Block`) and the idle loop of
 //!   the CPU it leaves: `put_prev_pick_next`, the window save, `clear_on_cpu`, then picking from the
-//!   CPU's queue with the `on_cpu` handshake.
+//!   CPU's queue with the `on_cpu` handshake, or `try_halt`, a halt until the reschedule interrupt
+//!   (a loom condition variable) and `unhalt`; `World::wake_thread` sends that interrupt when
+//!   `rq::wake` says to kick, as `Scheduler::wake_thread` does.
 //! - The sleeping-mutex model mirrors `wait::Mutex::lock` and `MutexGuard::drop` on top of the two
 //!   above.
 //! - The sleep model mirrors `Scheduler::sleep_ns` and `Scheduler::expire_due_sleepers` in
