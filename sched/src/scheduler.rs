@@ -653,7 +653,8 @@ impl<P: Platform> Scheduler<P> {
         self.platform.irq_restore(irq);
     }
 
-    /// Sleep for at least `duration_ns` (on the platform clock); never wakes earlier.
+    /// Sleep for at least `duration_ns` (on the platform clock); never wakes earlier. Its protocol
+    /// with `expire_due_sleepers` is mirrored in the loom model `tests/loom_wait.rs`.
     pub fn sleep_ns(&self, duration_ns: u64) {
         let irq = self.platform.irq_save_disable();
         let home = self.this_cpu();
@@ -1534,6 +1535,7 @@ extern "C" fn thread_entry<P: Platform>(sched: usize, from: usize) -> ! {
 }
 
 /// Keeps preemption disabled on this CPU while it lives (see [`Scheduler::preempt_disable`]).
+/// Mirrored, with the tick, in the loom model `tests/loom_wait.rs`.
 pub struct PreemptGuard<'a, P: Platform> {
     sched: &'a Scheduler<P>,
     /// Must be dropped on the CPU it was created on.

@@ -6,7 +6,8 @@
 //! with the `with`/`with_mut` closure API), the atomics and [`spin_loop`].
 //!
 //! Neighbours: `rq` only. The rest of the crate (counters, wait queues, the switch path) uses `core`
-//! and `spin` directly: what loom checks is the queue/wake/steal/on_cpu protocol.
+//! and `spin` directly: what loom checks is the queue/wake/steal/on_cpu protocol, and, in
+//! `tests/loom_wait.rs`, the wait queue, the timed sleep and `PreemptGuard` mirrored on top of it.
 //!
 //! Callers of [`SpinLock::lock`] keep interrupts disabled while they hold it (the scheduler always
 //! does), so a holder can be neither preempted nor interrupted by code that wants the same lock.

@@ -19,6 +19,10 @@
 //! touched after its waiter has gone. The reschedule IPI of a wake-up goes out after the lock is
 //! dropped (it names a CPU, not the thread): the woken thread's first step is to take that lock. Nothing here allocates, so wake-ups work from interrupt
 //! handlers.
+//!
+//! `sched/tests/loom_wait.rs` model-checks this protocol (its steps mirrored on the real `rq`
+//! primitives, since this module's spin lock is not loom's): a change to `wait_until` or
+//! `wake_one` belongs there too.
 
 use crate::platform::Platform;
 use crate::scheduler::{Kick, Scheduler};

@@ -1,0 +1,763 @@
+//! Loom models of the sleeping paths built on the run-queue protocol: the wait queue
+//! (`sched::wait::WaitQueue`), the timed sleep (`Scheduler::sleep_ns` against the expiry of
+//! sleepers by the timer and the idle loop), and `PreemptGuard`.
+//!
+//! `WaitQueue` and the `Scheduler` use `core` atomics and `spin` locks directly (the `sync` shim
+//! covers `rq` only), so they cannot run under loom. These models mirror them step by step with the
+//! real `rq` primitives (`CpuQueue`, `Entity`, `wake`) and loom locks in place of the spin locks:
+//!
+//! - `wait_until`, `wake_one` and `wake_all` mirror `WaitQueue::wait_until`, `wake_one` and
+//!   `wake_all` in `sched/src/wait.rs`: the waiter marks itself blocked and links its node under the queue lock,
+//!   re-checks its condition, and either unlinks itself (under the lock) or blocks; the waker makes
+//!   the condition true, then pops a node and wakes its thread under the queue lock. The waiter's
+//!   node lives in a loom cell standing for the waiter's stack frame, which the waiter overwrites
+//!   once it has left `wait_until` (as the next call on that stack would): a waker that touched a
+//!   node after its waiter left is reported by loom as a race, or by the node's `live` check. The
+//!   list itself is a `VecDeque` of waiter indices: the intrusive list's pointer surgery is not
+//!   modelled (the host tests run it), only who may touch a node and when.
+//! - `block` mirrors `Scheduler::block` (`switch_path` with `Reason::Block`) and the idle loop of
+//!   the CPU it leaves: `put_prev_pick_next`, the window save, `clear_on_cpu`, then picking from the
+//!   CPU's queue with the `on_cpu` handshake, or `try_halt`, a halt until the reschedule interrupt
+//!   (a loom condition variable) and `unhalt`; `World::wake_thread` sends that interrupt when
+//!   `rq::wake` says to kick, as `Scheduler::wake_thread` does.
+//! - The sleeping-mutex model mirrors `wait::Mutex::lock` and `MutexGuard::drop` on top of the two
+//!   above.
+//! - The sleep model mirrors `Scheduler::sleep_ns` and `Scheduler::expire_due_sleepers` in
+//!   `sched/src/scheduler.rs`: the sleeper registers on its home CPU's sleep queue (under its lock)
+//!   with `sleep_fired` cleared, blocks, and after every wake-up, wherever it runs, leaves only if it
+//!   sees `sleep_fired` under the home CPU's sleep-queue lock; the expiry pops due entries, sets
+//!   `sleep_fired` and wakes the thread under that lock.
+//! - The preemption model mirrors `Scheduler::preempt_disable`, `PreemptGuard::drop`,
+//!   `Scheduler::tick` (`need_resched`) and `preempt_if_needed`. A timer interrupt runs only where
+//!   interrupts are enabled and stops the interrupted code while it runs: the CPU is a loom mutex
+//!   that the interrupted thread holds for each of its steps (and through its interrupts-off
+//!   sections) and the interrupt holds for its whole handler.
+//!
+//! A lost wake-up in the wait-queue models leaves every CPU halted in its idle loop, which loom
+//! reports as a deadlock; in the sleep model, whose idle loops poll (to expire and to steal), it
+//! shows as loom's "exceeded maximum number of branches".
+//!
+//! Run with: `RUSTFLAGS="--cfg loom" cargo test -p sched --release --test loom_wait`. The preemption
+//! bound defaults to 3 (override with `LOOM_MAX_PREEMPTIONS`).
+#![cfg(loom)]
+
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use loom::sync::{Arc, Condvar, Mutex};
+use loom::thread;
+use sched::rq::{CpuQueue, Entity, Queued, State, Wake, wake};
+use std::collections::VecDeque;
+use std::ptr::NonNull;
+
+/// A waiter's node, on its stack while it is inside `wait_until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Node {
+    /// False once the waiter has left `wait_until` (its frame is reused).
+    live: bool,
+    /// Linked in the wait queue's list (changed only under the list's lock).
+    linked: bool,
+}
+
+/// A modelled thread.
+struct Task {
+    entity: Entity<Task>,
+    /// Stands for the saved registers: written when a CPU switches away, read when one resumes.
+    window: UnsafeCell<u64>,
+    /// Stands for the thread's stack: its wait-queue node, or its memory once it has left.
+    frame: UnsafeCell<Node>,
+    /// `Thread::sleep_fired`: set by the expiry under the home CPU's sleep-queue lock.
+    sleep_fired: AtomicBool,
+}
+
+// SAFETY: `window` is only accessed by the CPU that owns the task under the `on_cpu` protocol, and
+// `frame` under the wait-queue protocol; that ownership is what these models check (loom flags any
+// overlap).
+unsafe impl Sync for Task {}
+
+// SAFETY: `entity` is a field of `self`.
+unsafe impl Queued for Task {
+    fn entity(&self) -> &Entity<Task> {
+        &self.entity
+    }
+}
+
+impl Task {
+    fn new(cpu: usize, pinned: bool) -> Task {
+        Task {
+            entity: Entity::new(cpu, pinned),
+            window: UnsafeCell::new(0),
+            frame: UnsafeCell::new(Node {
+                live: false,
+                linked: false,
+            }),
+            sleep_fired: AtomicBool::new(false),
+        }
+    }
+
+    fn ptr(&self) -> NonNull<Task> {
+        NonNull::from(self)
+    }
+}
+
+/// Two CPUs, two threads (thread `i` starts running on CPU `i`), one wait queue.
+struct World {
+    queues: [CpuQueue<Task>; 2],
+    tasks: [Task; 2],
+    /// The wait queue's list: indices of the tasks whose nodes are linked, oldest first.
+    list: Mutex<VecDeque<usize>>,
+    /// Each CPU's reschedule interrupt, pending or not: a halted CPU sleeps on it.
+    doorbells: [(Mutex<bool>, Condvar); 2],
+}
+
+impl World {
+    fn new(pinned: bool) -> Arc<World> {
+        let world = Arc::new(World {
+            queues: [CpuQueue::new(), CpuQueue::new()],
+            tasks: [Task::new(0, pinned), Task::new(1, pinned)],
+            list: Mutex::new(VecDeque::new()),
+            doorbells: [
+                (Mutex::new(false), Condvar::new()),
+                (Mutex::new(false), Condvar::new()),
+            ],
+        });
+        for (cpu, task) in world.tasks.iter().enumerate() {
+            // SAFETY: a new task, on no queue, belonging to `cpu`; alive for the model.
+            unsafe { world.queues[cpu].activate(task.ptr()) };
+            // CPU `cpu` picks it and runs it.
+            assert_eq!(world.queues[cpu].lock().pop(), Some(task.ptr()));
+            task.entity.set_on_cpu();
+        }
+        world
+    }
+
+    fn queue_of<'a>(&'a self) -> impl Fn(usize) -> &'a CpuQueue<Task> + 'a {
+        |cpu| &self.queues[cpu]
+    }
+
+    /// `Platform::idle_wait` on `cpu`: halt until its reschedule interrupt is pending, and take it.
+    fn halt(&self, cpu: usize) {
+        let (pending, cv) = &self.doorbells[cpu];
+        let mut pending = pending.lock().unwrap();
+        while !*pending {
+            pending = cv.wait(pending).unwrap();
+        }
+        *pending = false;
+    }
+
+    /// Send `cpu` its reschedule interrupt.
+    fn kick(&self, cpu: usize) {
+        let (pending, cv) = &self.doorbells[cpu];
+        *pending.lock().unwrap() = true;
+        cv.notify_one();
+    }
+
+    /// `Scheduler::wake_thread`: `rq::wake`, then the reschedule interrupt its outcome asks for.
+    ///
+    /// # Safety
+    /// As for `rq::wake`.
+    unsafe fn wake_thread(&self, task: &Task) {
+        // SAFETY: as for this function.
+        if let Wake::Enqueued { cpu, info } = unsafe { wake(self.queue_of(), task.ptr()) }
+            && info.kick
+        {
+            self.kick(cpu);
+        }
+    }
+
+    /// `Scheduler::block` for `task`, running on `cpu`, then `cpu`'s idle loop until it picks the
+    /// task again. The idle loop halts (`try_halt`, then [`World::halt`], then `unhalt`) rather
+    /// than spin, so a wake-up that never comes leaves every CPU halted: loom reports a deadlock.
+    fn block(&self, cpu: usize, task: &Task) {
+        let next = {
+            let mut rq = self.queues[cpu].lock();
+            // SAFETY: the task runs on `cpu` and is alive.
+            unsafe { rq.put_prev_pick_next(task.ptr(), false) }
+        };
+        if next == Some(task.ptr()) {
+            // Woken before it switched away: it runs on.
+            return;
+        }
+        assert_eq!(next, None, "only the blocking task lives on this CPU");
+        save_and_release(task);
+        let queue = &self.queues[cpu];
+        loop {
+            let picked = queue.lock().pop();
+            if let Some(t) = picked {
+                assert_eq!(t, task.ptr());
+                resume(task);
+                return;
+            }
+            if queue.try_halt() {
+                self.halt(cpu);
+                queue.unhalt();
+            }
+        }
+    }
+}
+
+/// The switch away from `task` on its CPU: save its window, then let other CPUs run it.
+fn save_and_release(task: &Task) {
+    task.window.with_mut(|w| {
+        // SAFETY: this CPU still owns the task (`on_cpu` is set).
+        unsafe { *w += 1 };
+    });
+    task.entity.clear_on_cpu();
+}
+
+/// A CPU picked `task`: wait until its last CPU has saved it, take it, restore its window.
+fn resume(task: &Task) {
+    task.entity.wait_off_cpu();
+    task.entity.set_on_cpu();
+    // SAFETY: this CPU owns the task after the handshake.
+    task.window.with(|w| unsafe { *w });
+}
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(f);
+}
+
+/// `WaitQueue::wait_until` by task `me` running on CPU `cpu`.
+fn wait_until(w: &World, me: usize, cpu: usize, cond: impl Fn() -> bool) {
+    if cond() {
+        return;
+    }
+    let task = &w.tasks[me];
+    task.frame.with_mut(|n| {
+        // SAFETY: nobody reaches a node that is not linked (the check of this model).
+        unsafe {
+            *n = Node {
+                live: true,
+                linked: false,
+            }
+        }
+    });
+    loop {
+        {
+            let mut list = w.list.lock().unwrap();
+            task.entity.set_blocked();
+            task.frame.with_mut(|n| {
+                // SAFETY: the node is only touched under the list's lock while it may be linked.
+                let n = unsafe { &mut *n };
+                if !n.linked {
+                    n.linked = true;
+                    list.push_back(me);
+                }
+            });
+        }
+        if cond() {
+            let mut list = w.list.lock().unwrap();
+            task.frame.with_mut(|n| {
+                // SAFETY: as above.
+                let n = unsafe { &mut *n };
+                if n.linked {
+                    n.linked = false;
+                    list.retain(|&i| i != me);
+                }
+            });
+            drop(list);
+            task.entity.set_running();
+            break;
+        }
+        w.block(cpu, task);
+    }
+    // Left `wait_until`: the frame that held the node is reused.
+    task.frame.with_mut(|n| {
+        // SAFETY: the node is unlinked (checked under the lock above), so no waker reaches it.
+        unsafe {
+            *n = Node {
+                live: false,
+                linked: false,
+            }
+        }
+    });
+}
+
+/// `WaitQueue::wake_one`: pop the longest waiter and wake it, under the list's lock.
+fn wake_one(w: &World) -> bool {
+    let mut list = w.list.lock().unwrap();
+    let Some(i) = list.pop_front() else {
+        return false;
+    };
+    let task = &w.tasks[i];
+    task.frame.with_mut(|n| {
+        // SAFETY: linked nodes are only touched under the list's lock.
+        let n = unsafe { &mut *n };
+        assert_eq!(
+            *n,
+            Node {
+                live: true,
+                linked: true
+            },
+            "a waker reached a node whose waiter had left"
+        );
+        n.linked = false;
+    });
+    // SAFETY: the waiter cannot leave `wait_until` (so stays alive) before we drop the list's lock.
+    unsafe { w.wake_thread(task) };
+    drop(list);
+    true
+}
+
+/// Task 0 waits on CPU 0 for a flag; CPU 1 sets it and wakes one waiter. Whatever the
+/// interleaving, the waiter ends (never asleep with the wake-up gone), no node is touched after its
+/// waiter left, and the task ends running, on no queue.
+#[test]
+fn wait_queue_wake_racing_the_last_check_is_never_lost() {
+    model(|| {
+        let w = World::new(true);
+        let flag = Arc::new(AtomicBool::new(false));
+        let waker = {
+            let (w, flag) = (w.clone(), flag.clone());
+            thread::spawn(move || {
+                flag.store(true, Ordering::Release);
+                wake_one(&w);
+            })
+        };
+        wait_until(&w, 0, 0, || flag.load(Ordering::Acquire));
+        waker.join().unwrap();
+        assert_eq!(
+            w.queues[0].lock().pop(),
+            None,
+            "the waiter was queued twice"
+        );
+        assert!(w.list.lock().unwrap().is_empty());
+        assert_eq!(w.tasks[0].entity.state(), State::Running);
+    });
+}
+
+/// Messages each way in the mailbox model.
+const MESSAGES: u64 = 2;
+
+/// The one-slot mailbox of the in-kernel ping-pong storm (`Mailbox` in the kernel's task tests):
+/// one wait queue serves both the sender (waiting while the slot is full) and the receiver
+/// (waiting while it is empty). Task 0 sends `1..=MESSAGES` from CPU 0, task 1 receives on CPU 1:
+/// every message arrives once and in order, both sides end, and nothing is left queued.
+#[test]
+fn mailbox_one_queue_serves_sender_and_receiver() {
+    model(|| {
+        let w = World::new(true);
+        let value = Arc::new(AtomicU64::new(0));
+        let full = Arc::new(AtomicBool::new(false));
+        let receiver = {
+            let (w, value, full) = (w.clone(), value.clone(), full.clone());
+            thread::spawn(move || {
+                let mut sum = 0;
+                for expected in 1..=MESSAGES {
+                    wait_until(&w, 1, 1, || full.load(Ordering::Acquire));
+                    let got = value.load(Ordering::Relaxed);
+                    assert_eq!(got, expected, "a message was lost or read twice");
+                    sum += got;
+                    full.store(false, Ordering::Release);
+                    wake_one(&w);
+                }
+                sum
+            })
+        };
+        for message in 1..=MESSAGES {
+            wait_until(&w, 0, 0, || !full.load(Ordering::Acquire));
+            value.store(message, Ordering::Relaxed);
+            full.store(true, Ordering::Release);
+            wake_one(&w);
+        }
+        let sum = receiver.join().unwrap();
+        assert_eq!(
+            sum,
+            MESSAGES * (MESSAGES + 1) / 2,
+            "sent and received differ"
+        );
+        assert!(w.list.lock().unwrap().is_empty(), "a node was left linked");
+        for (cpu, task) in w.tasks.iter().enumerate() {
+            assert_eq!(w.queues[cpu].lock().pop(), None, "a task was left queued");
+            assert_eq!(task.entity.state(), State::Running);
+        }
+    });
+}
+
+/// The timed sleep's state: CPU 0's sleep queue (indices of the sleeping tasks) and whether the
+/// sleeper has left `sleep_ns`.
+struct Sleep {
+    w: Arc<World>,
+    /// CPU 0's sleep queue; every entry in it is due (the clock has passed its deadline).
+    sleepers: Mutex<Vec<usize>>,
+    left: AtomicBool,
+    /// How many times the expiry fired the sleeper.
+    fired: AtomicUsize,
+}
+
+/// What the sleeper did on the CPU that ran it.
+enum Step {
+    Left,
+    SwitchedAway,
+}
+
+impl Sleep {
+    /// The start of `Scheduler::sleep_ns` by task 0 on CPU 0, its home: register on the sleep queue
+    /// (under its lock) with `sleep_fired` cleared and the task blocked, then block.
+    fn start(&self) -> Step {
+        let task = &self.w.tasks[0];
+        task.frame.with_mut(|n| {
+            // SAFETY: only the expiry reads it, under the sleep-queue lock taken below.
+            unsafe {
+                *n = Node {
+                    live: true,
+                    linked: false,
+                }
+            }
+        });
+        {
+            let mut sleepers = self.sleepers.lock().unwrap();
+            task.sleep_fired.store(false, Ordering::Relaxed);
+            task.entity.set_blocked();
+            sleepers.push(0);
+        }
+        self.block_loop(0)
+    }
+
+    /// `sleep_ns`'s loop from its `schedule(Block)` on `cpu`: the switch, and while the switch
+    /// keeps the task (woken before it switched away), the check after a wake-up.
+    fn block_loop(&self, cpu: usize) -> Step {
+        let task = &self.w.tasks[0];
+        loop {
+            let next = {
+                let mut rq = self.w.queues[cpu].lock();
+                // SAFETY: the task runs on `cpu` and is alive.
+                unsafe { rq.put_prev_pick_next(task.ptr(), false) }
+            };
+            if next != Some(task.ptr()) {
+                assert_eq!(next, None);
+                save_and_release(task);
+                return Step::SwitchedAway;
+            }
+            if self.check() {
+                return Step::Left;
+            }
+        }
+    }
+
+    /// After a wake-up, wherever the task runs: leave if the expiry fired it (seen under the home
+    /// CPU's sleep-queue lock), else mark it blocked again (under that lock).
+    fn check(&self) -> bool {
+        let task = &self.w.tasks[0];
+        let sleepers = self.sleepers.lock().unwrap();
+        if task.sleep_fired.load(Ordering::Relaxed) {
+            drop(sleepers);
+            assert_eq!(
+                self.fired.load(Ordering::Relaxed),
+                1,
+                "left before its deadline"
+            );
+            // Left `sleep_ns`: the thread goes on (or exits, its memory reused).
+            task.frame.with_mut(|n| {
+                // SAFETY: the expiry only reaches the thread under the lock we took.
+                unsafe {
+                    *n = Node {
+                        live: false,
+                        linked: false,
+                    }
+                }
+            });
+            self.left.store(true, Ordering::Release);
+            return true;
+        }
+        task.entity.set_blocked();
+        false
+    }
+
+    /// `Scheduler::expire_due_sleepers` on CPU 0 (its timer interrupt or its idle loop).
+    fn expire(&self) {
+        let mut sleepers = self.sleepers.lock().unwrap();
+        while let Some(i) = sleepers.pop() {
+            let task = &self.w.tasks[i];
+            task.sleep_fired.store(true, Ordering::Relaxed);
+            self.fired.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: alive until it sees `sleep_fired`, which needs this lock.
+            unsafe { wake(self.w.queue_of(), task.ptr()) };
+            // `wake_thread` still reaches the thread here (its run-queue links, its CPU's state).
+            task.frame.with(|n| {
+                // SAFETY: the sleeper stays in `sleep_ns` until it sees `sleep_fired` under this lock.
+                let n = unsafe { *n };
+                assert!(
+                    n.live,
+                    "the expiry reached a thread that had left its sleep"
+                );
+            });
+        }
+    }
+
+    /// CPU `cpu`'s idle loop: CPU 0 expires its sleepers, CPU 1 steals from CPU 0; either runs the
+    /// sleeper when it picks it. Ends once the sleeper has left.
+    fn idle(&self, cpu: usize) {
+        let task = &self.w.tasks[0];
+        loop {
+            if self.left.load(Ordering::Acquire) {
+                return;
+            }
+            if cpu == 0 {
+                self.expire();
+            } else if let Some(t) = self.w.queues[0].steal(1) {
+                // SAFETY: stolen, so on no queue; `steal` made it CPU 1's.
+                unsafe { self.w.queues[1].activate(t) };
+            }
+            let picked = self.w.queues[cpu].lock().pop();
+            if let Some(t) = picked {
+                assert_eq!(t, task.ptr());
+                resume(task);
+                if self.check() || matches!(self.block_loop(cpu), Step::Left) {
+                    return;
+                }
+            }
+            thread::yield_now();
+        }
+    }
+}
+
+/// Task 0 sleeps on CPU 0, whose idle loop expires it once due; meanwhile task 1, on CPU 1, wakes
+/// it spuriously and exits, and CPU 1's idle loop steals it. The sleeper never leaves before the
+/// expiry fired it (whichever CPU it was on when woken), leaves exactly once, and the expiry never
+/// reaches it after it has left.
+#[test]
+fn sleep_expiry_racing_a_stray_wake_and_a_steal() {
+    model(|| {
+        let s = Arc::new(Sleep {
+            w: World::new(false),
+            sleepers: Mutex::new(Vec::new()),
+            left: AtomicBool::new(false),
+            fired: AtomicUsize::new(0),
+        });
+        let cpu1 = {
+            let s = s.clone();
+            thread::spawn(move || {
+                let w = &s.w;
+                // SAFETY: the task lives for the model.
+                unsafe { wake(w.queue_of(), w.tasks[0].ptr()) };
+                // Task 1 exits; CPU 1 goes idle.
+                let t1 = &w.tasks[1];
+                t1.entity.set_dead();
+                let next = {
+                    let mut rq = w.queues[1].lock();
+                    // SAFETY: task 1 runs on CPU 1 and is alive.
+                    unsafe { rq.put_prev_pick_next(t1.ptr(), false) }
+                };
+                // CPU 1 steals only from its idle loop: nothing is queued here yet.
+                assert_eq!(next, None);
+                save_and_release(t1);
+                s.idle(1);
+            })
+        };
+        if matches!(s.start(), Step::SwitchedAway) {
+            s.idle(0);
+        }
+        cpu1.join().unwrap();
+        assert!(s.left.load(Ordering::Relaxed));
+        assert_eq!(s.fired.load(Ordering::Relaxed), 1);
+        assert!(s.sleepers.lock().unwrap().is_empty());
+        assert_eq!(w_state(&s.w), [None, None]);
+        assert_eq!(s.w.tasks[0].entity.state(), State::Running);
+    });
+}
+
+/// What is left on the two run queues.
+fn w_state(w: &World) -> [Option<NonNull<Task>>; 2] {
+    [w.queues[0].lock().pop(), w.queues[1].lock().pop()]
+}
+
+/// One CPU's preemption state (`Cpu::local` in the scheduler), behind a loom mutex standing for
+/// the CPU itself: whoever holds it runs, with interrupts (its own) held off.
+struct PreemptCpu {
+    preempt_count: u32,
+    need_resched: bool,
+    /// Preemptions of the running thread so far.
+    preemptions: u32,
+}
+
+/// `Scheduler::preempt_if_needed` (interrupts disabled, the CPU held).
+fn preempt_if_needed(c: &mut PreemptCpu) {
+    if c.preempt_count != 0 || !c.need_resched {
+        return;
+    }
+    // `schedule_preempt`: the switch clears the request; the thread runs again later.
+    c.need_resched = false;
+    c.preemptions += 1;
+}
+
+/// `Scheduler::preempt_disable`.
+fn preempt_disable(cpu: &Mutex<PreemptCpu>) {
+    let mut c = cpu.lock().unwrap();
+    c.preempt_count += 1;
+}
+
+/// `PreemptGuard::drop`, called with interrupts enabled: whether a preemption was requested when
+/// it ran, and whether it preempted.
+fn preempt_enable(cpu: &Mutex<PreemptCpu>) -> (bool, bool) {
+    let mut c = cpu.lock().unwrap();
+    let requested = c.need_resched;
+    c.preempt_count -= 1;
+    let before = c.preemptions;
+    if c.preempt_count == 0 {
+        preempt_if_needed(&mut c);
+    }
+    (requested, c.preemptions != before)
+}
+
+/// A thread takes two nested guards and drops them, while the timer interrupt (the tick with an
+/// expired slice and others waiting, then `preempt_if_needed`) arrives twice at any point where
+/// interrupts are enabled. No preemption happens while a guard lives, the inner drop never
+/// preempts, a request made while guarded is served by the outermost drop, and none is left
+/// pending once preemption is enabled again.
+#[test]
+fn preempt_guard_nests_and_the_outermost_drop_preempts() {
+    model(|| {
+        let cpu = Arc::new(Mutex::new(PreemptCpu {
+            preempt_count: 0,
+            need_resched: false,
+            preemptions: 0,
+        }));
+        let timer = {
+            let cpu = cpu.clone();
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    let mut c = cpu.lock().unwrap();
+                    c.need_resched = true;
+                    preempt_if_needed(&mut c);
+                }
+            })
+        };
+        preempt_disable(&cpu);
+        let at_outer = cpu.lock().unwrap().preemptions;
+        preempt_disable(&cpu);
+        let (_, preempted) = preempt_enable(&cpu);
+        assert!(!preempted, "the inner drop preempted");
+        let during = cpu.lock().unwrap().preemptions - at_outer;
+        assert_eq!(during, 0, "preempted while a guard lived");
+        let (requested, preempted) = preempt_enable(&cpu);
+        assert_eq!(
+            preempted, requested,
+            "the outermost drop did not serve exactly the pending request"
+        );
+        timer.join().unwrap();
+        let c = cpu.lock().unwrap();
+        assert_eq!(c.preempt_count, 0);
+        assert!(
+            !c.need_resched,
+            "a preemption request was left pending with preemption enabled"
+        );
+        assert!(c.preemptions >= 1);
+    });
+}
+
+/// Critical sections per task in the sleeping-mutex model.
+const LOCKS: usize = 2;
+
+/// `wait::Mutex` (a flag taken with an Acquire compare-exchange, waiters sleeping on a wait queue,
+/// the guard's drop a Release store then `wake_one`): tasks 0 and 1, on CPUs 0 and 1, each take it
+/// `LOCKS` times and add one to the value it guards. No two sections overlap (loom reports a race
+/// on the value otherwise), no waiter sleeps through the unlock it waits for, and the value counts
+/// every section.
+#[test]
+fn sleeping_mutex_hands_over_without_a_lost_wake_up() {
+    struct Lock {
+        locked: AtomicBool,
+        value: UnsafeCell<usize>,
+    }
+    // SAFETY: `value` is only reached by the holder of `locked`; that is what the model checks.
+    unsafe impl Sync for Lock {}
+    impl Lock {
+        fn try_acquire(&self) -> bool {
+            !self.locked.load(Ordering::Relaxed)
+                && self
+                    .locked
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+        }
+    }
+    fn side(w: &World, l: &Lock, me: usize) {
+        for _ in 0..LOCKS {
+            if !l.try_acquire() {
+                wait_until(w, me, me, || l.try_acquire());
+            }
+            l.value.with_mut(|v| {
+                // SAFETY: this task holds the lock.
+                unsafe { *v += 1 };
+            });
+            l.locked.store(false, Ordering::Release);
+            wake_one(w);
+        }
+    }
+    model(|| {
+        let w = World::new(true);
+        let l = Arc::new(Lock {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(0),
+        });
+        let other = {
+            let (w, l) = (w.clone(), l.clone());
+            thread::spawn(move || side(&w, &l, 1))
+        };
+        side(&w, &l, 0);
+        other.join().unwrap();
+        // SAFETY: both tasks are done.
+        let value = l.value.with(|v| unsafe { *v });
+        assert_eq!(value, 2 * LOCKS, "a critical section was lost");
+        assert!(!l.locked.load(Ordering::Relaxed));
+        assert!(w.list.lock().unwrap().is_empty(), "a node was left linked");
+        assert_eq!(w_state(&w), [None, None], "a task was left queued");
+    });
+}
+
+/// `WaitQueue::wake_all`: pop and wake every waiter, under the list's lock; how many there were.
+fn wake_all(w: &World) -> usize {
+    let mut woken = 0;
+    let mut list = w.list.lock().unwrap();
+    while let Some(i) = list.pop_front() {
+        let task = &w.tasks[i];
+        task.frame.with_mut(|n| {
+            // SAFETY: linked nodes are only touched under the list's lock.
+            let n = unsafe { &mut *n };
+            assert_eq!(
+                *n,
+                Node {
+                    live: true,
+                    linked: true
+                },
+                "a waker reached a node whose waiter had left"
+            );
+            n.linked = false;
+        });
+        // SAFETY: as in `wake_one`.
+        unsafe { w.wake_thread(task) };
+        woken += 1;
+    }
+    drop(list);
+    woken
+}
+
+/// Tasks 0 and 1 wait for one flag on CPUs 0 and 1; a third CPU sets it and wakes all. Both end
+/// (neither sleeps through the wake-up), whether each found the flag, unlinked itself, or was
+/// woken, and no node is reached after its waiter left.
+#[test]
+fn wake_all_racing_two_waiters_loses_neither() {
+    model(|| {
+        let w = World::new(true);
+        let flag = Arc::new(AtomicBool::new(false));
+        let waker = {
+            let (w, flag) = (w.clone(), flag.clone());
+            thread::spawn(move || {
+                flag.store(true, Ordering::Release);
+                assert!(wake_all(&w) <= 2);
+            })
+        };
+        let other = {
+            let (w, flag) = (w.clone(), flag.clone());
+            thread::spawn(move || wait_until(&w, 1, 1, || flag.load(Ordering::Acquire)))
+        };
+        wait_until(&w, 0, 0, || flag.load(Ordering::Acquire));
+        other.join().unwrap();
+        waker.join().unwrap();
+        assert!(w.list.lock().unwrap().is_empty(), "a node was left linked");
+        assert_eq!(w_state(&w), [None, None], "a task was left queued");
+    });
+}
