@@ -151,16 +151,17 @@ impl World {
         cv.notify_one();
     }
 
-    /// `Scheduler::wake_thread`: `rq::wake`, then the reschedule interrupt its outcome asks for.
+    /// `Scheduler::wake_thread_deferred`: `rq::wake`, and the CPU whose reschedule interrupt its
+    /// outcome asks for, which the caller sends ([`World::kick`], `Scheduler::send_kick`) after it
+    /// has dropped the wait list's lock.
     ///
     /// # Safety
     /// As for `rq::wake`.
-    unsafe fn wake_thread(&self, task: &Task) {
+    unsafe fn wake_thread_deferred(&self, task: &Task) -> Option<usize> {
         // SAFETY: as for this function.
-        if let Wake::Enqueued { cpu, info } = unsafe { wake(self.queue_of(), task.ptr()) }
-            && info.kick
-        {
-            self.kick(cpu);
+        match unsafe { wake(self.queue_of(), task.ptr()) } {
+            Wake::Enqueued { cpu, info } if info.kick => Some(cpu),
+            _ => None,
         }
     }
 
@@ -276,7 +277,8 @@ fn wait_until(w: &World, me: usize, cpu: usize, cond: impl Fn() -> bool) {
     });
 }
 
-/// `WaitQueue::wake_one`: pop the longest waiter and wake it, under the list's lock.
+/// `WaitQueue::wake_one`: pop the longest waiter and wake it under the list's lock; its reschedule
+/// interrupt after the lock.
 fn wake_one(w: &World) -> bool {
     let mut list = w.list.lock().unwrap();
     let Some(i) = list.pop_front() else {
@@ -297,8 +299,12 @@ fn wake_one(w: &World) -> bool {
         n.linked = false;
     });
     // SAFETY: the waiter cannot leave `wait_until` (so stays alive) before we drop the list's lock.
-    unsafe { w.wake_thread(task) };
+    let kick = unsafe { w.wake_thread_deferred(task) };
     drop(list);
+    // The interrupt after the lock: the woken thread's first step takes that lock.
+    if let Some(cpu) = kick {
+        w.kick(cpu);
+    }
     true
 }
 
@@ -708,9 +714,12 @@ fn sleeping_mutex_hands_over_without_a_lost_wake_up() {
     });
 }
 
-/// `WaitQueue::wake_all`: pop and wake every waiter, under the list's lock; how many there were.
+/// `WaitQueue::wake_all`: pop and wake every waiter under the list's lock (the last one's interrupt
+/// after it); how many there were.
 fn wake_all(w: &World) -> usize {
     let mut woken = 0;
+    // The last interrupt goes out after the lock, the ones before it (several woken) under it.
+    let mut last: Option<usize> = None;
     let mut list = w.list.lock().unwrap();
     while let Some(i) = list.pop_front() {
         let task = &w.tasks[i];
@@ -728,10 +737,17 @@ fn wake_all(w: &World) -> usize {
             n.linked = false;
         });
         // SAFETY: as in `wake_one`.
-        unsafe { w.wake_thread(task) };
+        if let Some(cpu) = unsafe { w.wake_thread_deferred(task) }
+            && let Some(earlier) = last.replace(cpu)
+        {
+            w.kick(earlier);
+        }
         woken += 1;
     }
     drop(list);
+    if let Some(cpu) = last {
+        w.kick(cpu);
+    }
     woken
 }
 
