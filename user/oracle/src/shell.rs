@@ -310,7 +310,12 @@ fn start(target: &Target, drop: Vec<Regex>) -> Result<Terminal, String> {
                 .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
                 .open(&name)
                 .map_err(|e| format!("{name}: {e}"))?;
-            let child = Command::new("setsid")
+            // Signals ignored where the harness started (a job run with `&` by a script ignores
+            // SIGINT and SIGQUIT) would stay ignored in the shell's children, and Ctrl-C would
+            // not end `sleep`: coreutils' env gives the session their default actions back.
+            let child = Command::new("/usr/bin/env")
+                .arg("--default-signal=INT,QUIT,TSTP,TTIN,TTOU")
+                .arg("setsid")
                 .arg("-c")
                 .arg(busybox)
                 .arg("sh")
