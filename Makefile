@@ -130,7 +130,9 @@ endif
 # (`make -C LIMINE_DIR`); this Makefile never compiles Limine's code. Without it the ISO still
 # boots (BIOS from CD, UEFI) and the disk image boots under UEFI only.
 LIMINE_TOOL = $(wildcard $(LIMINE_DIR)/limine)
-LIMINE_READY = $(and $(foreach f,$(LIMINE_FILES),$(wildcard $(LIMINE_DIR)/$(f))),yes)
+# Every one of the files, not some: `and` would take the spaces `foreach` leaves between empty
+# results for a found file.
+LIMINE_READY = $(if $(filter $(words $(LIMINE_FILES)),$(words $(wildcard $(addprefix $(LIMINE_DIR)/,$(LIMINE_FILES))))),yes)
 LIMINE_NO_TOOL = echo "$(1): no $(LIMINE_DIR)/limine, so no BIOS stages written: $(2). make -C $(LIMINE_DIR) builds Limine's tool" >&2
 ifeq ($(BOOT),auto)
 BOOT_USED = $(if $(LIMINE_READY),limine,pvh)
