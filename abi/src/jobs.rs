@@ -123,6 +123,10 @@ pub struct ExitOutcome {
     /// Children handed to init; init must be woken if any is already a zombie.
     pub reparented: Vec<Pid>,
     pub init_has_zombies: bool,
+    /// Groups this exit orphaned while one of their members is stopped: each gets SIGHUP, then
+    /// SIGCONT (POSIX `_exit`; Linux's `kill_orphaned_pgrp`), since no job-control shell is left
+    /// to continue them.
+    pub hangup: Vec<Pid>,
 }
 
 /// The tree.
@@ -219,10 +223,17 @@ impl ProcTree {
     /// zombie until waited for.
     pub fn exit(&mut self, pid: Pid, ev: ChildEvent, autoreap: bool) -> ExitOutcome {
         let mut out = ExitOutcome::default();
-        let Some(p) = self.procs.get_mut(&pid) else { return out };
+        let Some(p) = self.procs.get(&pid) else { return out };
         if matches!(p.life, Life::Zombie(_)) || pid == INIT {
             return out;
         }
+        // The groups this exit may orphan: its own (through its parent) and its children's.
+        let mut groups: Vec<Pid> = p.children.iter().filter_map(|c| self.procs.get(c)).map(|c| c.pgid).collect();
+        groups.push(p.pgid);
+        groups.sort_unstable();
+        groups.dedup();
+        let attached: Vec<Pid> = groups.into_iter().filter(|&g| !self.is_orphaned(g)).collect();
+        let Some(p) = self.procs.get_mut(&pid) else { return out };
         p.life = Life::Zombie(ev);
         p.report = None;
         let children = core::mem::take(&mut p.children);
@@ -237,6 +248,7 @@ impl ProcTree {
             init.children.extend(children.iter().copied());
         }
         out.reparented = children.into_iter().collect();
+        out.hangup = attached.into_iter().filter(|&g| self.is_orphaned(g) && self.has_stopped(g)).collect();
         if autoreap {
             self.reap(pid);
         } else {
@@ -388,6 +400,11 @@ impl ProcTree {
         })
     }
 
+    /// Whether a live member of group `pgid` is stopped.
+    fn has_stopped(&self, pgid: Pid) -> bool {
+        self.procs.values().any(|p| p.pgid == pgid && p.life == Life::Stopped)
+    }
+
     /// Whom `kill(pid, sig)` from `caller` reaches: `> 0` one process, `0` the caller's group,
     /// `-1` everyone but init and the caller, `< -1` group `-pid`. `ESRCH` when nobody.
     pub fn kill_targets(&self, caller: Pid, pid: i32) -> Result<Vec<Pid>, u32> {
@@ -502,6 +519,40 @@ mod tests {
         assert!(!t.is_orphaned(a), "its parent sh is in another group of the session");
         t.exit(sh, ChildEvent::Exited(0), true);
         assert!(t.is_orphaned(a), "parent gone: init is in another session");
+    }
+
+    #[test]
+    fn a_group_orphaned_while_stopped_is_hung_up() {
+        let mut t = ProcTree::new();
+        let sh = t.fork(INIT).unwrap();
+        t.setsid(sh).unwrap();
+        // sh -> mid (its own group) -> g (mid's group), g stopped by SIGTTIN.
+        let mid = t.fork(sh).unwrap();
+        t.setpgid(mid, 0, 0).unwrap();
+        let g = t.fork(mid).unwrap();
+        let other = t.fork(sh).unwrap();
+        t.setpgid(other, 0, 0).unwrap();
+        assert_eq!(t.stop(g, 21), Some(mid));
+        // mid's exit leaves g's group without a parent in the session: stopped, so hung up.
+        assert_eq!(t.exit(mid, ChildEvent::Exited(0), false).hangup, [mid]);
+        // A group orphaned with nobody stopped, or already orphaned, is left alone.
+        let o = t.fork(other).unwrap();
+        assert!(t.exit(other, ChildEvent::Exited(0), false).hangup.is_empty(), "nobody stopped");
+        assert_eq!(t.stop(o, 19), Some(INIT));
+        let o2 = t.fork(o).unwrap();
+        assert!(t.exit(o, ChildEvent::Exited(0), false).hangup.is_empty(), "already orphaned");
+        // A stopped group whose own member's exit cuts its last link: hung up too.
+        let a = t.fork(sh).unwrap();
+        t.setpgid(a, 0, 0).unwrap();
+        let b = t.fork(a).unwrap();
+        assert_eq!(t.stop(b, 19), Some(a));
+        assert_eq!(t.exit(a, ChildEvent::Exited(0), false).hangup, [a]);
+        // The session leader's exit: its children's groups in its session lose their link.
+        let c = t.fork(sh).unwrap();
+        t.setpgid(c, 0, 0).unwrap();
+        assert_eq!(t.stop(c, 20), Some(sh));
+        assert_eq!(t.exit(sh, ChildEvent::Exited(0), false).hangup, [c]);
+        let _ = o2;
     }
 
     #[test]

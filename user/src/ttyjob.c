@@ -8,7 +8,8 @@
  *     blocked or ignored;
  *   - tcsetpgrp and tcsetattr stop with SIGTTOU, and go through with SIGTTOU ignored;
  *   - a process of an orphaned group (its group's parent gone) gets EIO for a read and a TOSTOP
- *     write instead of a stop.
+ *     write instead of a stop;
+ *   - a group orphaned while one of its members is stopped gets SIGHUP, then SIGCONT.
  * The terminal is a new pty (posix_openpt) where the system has one; on a system without ptys it
  * is /dev/console, taken with TIOCSCTTY's force flag. What a background write prints starts with
  * "# " so that it is never compared. At the end the leader gives the terminal up (TIOCNOTTY).
@@ -126,10 +127,12 @@ static void orphaned(void)
 	CHECK(mid >= 0);
 	if (mid == 0) {
 		CHECK(setpgid(0, 0) == 0);
+		pid_t me = getpid();
 		pid_t g = fork();
 		CHECK(g >= 0);
 		if (g == 0) {
-			while (getppid() == mid)
+			/* Until the parent's exit has handed this process to init. */
+			while (getppid() == me)
 				sched_yield();
 			unsigned char r[2] = { (unsigned char)do_read(), (unsigned char)do_write() };
 			CHECK(write(p[1], r, 2) == 2);
@@ -144,6 +147,51 @@ static void orphaned(void)
 	CHECK(read(p[0], r, 2) == 2);
 	close(p[0]);
 	say("orphaned group: read %s, TOSTOP write %s\n", r[0] == R_EIO ? "EIO" : "not EIO", r[1] == R_EIO ? "EIO" : "not EIO");
+}
+
+static int hup_fd = -1;
+
+static void on_hup(int sig)
+{
+	(void)sig;
+	char c = 'H';
+	CHECK(write(hup_fd, &c, 1) == 1);
+}
+
+/* A group orphaned while one of its members is stopped: every member gets SIGHUP, then SIGCONT
+ * (nobody is left to continue it). The stopped one here handles SIGHUP and says so. */
+static void orphaned_stopped(void)
+{
+	int p[2];
+	CHECK(pipe(p) == 0);
+	pid_t mid = fork();
+	CHECK(mid >= 0);
+	if (mid == 0) {
+		CHECK(setpgid(0, 0) == 0);
+		pid_t g = fork();
+		CHECK(g >= 0);
+		if (g == 0) {
+			hup_fd = p[1];
+			set_action(SIGHUP, on_hup);
+			CHECK(kill(getpid(), SIGSTOP) == 0);
+			char c = 'C';
+			CHECK(write(p[1], &c, 1) == 1);
+			_exit(0);
+		}
+		int st;
+		CHECK(waitpid(g, &st, WUNTRACED) == g);
+		CHECK(WIFSTOPPED(st) && WSTOPSIG(st) == SIGSTOP);
+		_exit(0);
+	}
+	close(p[1]);
+	int st;
+	CHECK(waitpid(mid, &st, 0) == mid);
+	char r[3] = { 0 };
+	size_t got = 0;
+	for (ssize_t n; got < 2 && (n = read(p[0], r + got, 2 - got)) > 0; got += (size_t)n)
+		;
+	close(p[0]);
+	say("orphaned while stopped: %s\n", strcmp(r, "HC") == 0 ? "SIGHUP handled, then continued" : "not hung up and continued");
 }
 
 static int leader(const char *path, int force)
@@ -174,6 +222,7 @@ static int leader(const char *path, int force)
 	background("background tcsetattr", SIGTTOU, DEFAULT, do_setattr);
 	background("background tcsetattr, SIGTTOU blocked", SIGTTOU, BLOCKED, do_setattr);
 	orphaned();
+	orphaned_stopped();
 	CHECK(tcsetattr(tty_fd, TCSANOW, &saved) == 0);
 	CHECK(tcgetpgrp(tty_fd) == getpid());
 

@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use abi::{
     jobs::{INIT, Pid, ProcTree, Select, WaitOpts, Waited},
-    linux::errno,
+    linux::{errno, general as g},
     signal::{ChildEvent, SigInfo},
 };
 
@@ -87,12 +87,12 @@ pub fn exited(pid: Pid, status: i32) {
     let gone = LIVE.lock().remove(&pid);
     let user_init = USER_INIT.load(Ordering::Acquire);
     let ev = event_of(status);
-    let parent = with_tree(|t| {
+    let (parent, hangup) = with_tree(|t| {
         if pid == INIT && user_init {
             // The user's init ended: the kernel is pid 1 again, and reaps what it left.
             USER_INIT.store(false, Ordering::Release);
             reap_kernel_children(t);
-            return None;
+            return (None, Vec::new());
         }
         let autoreap = !user_init && t.ppid(pid) == Ok(INIT);
         let out = t.exit(pid, ev, autoreap);
@@ -105,8 +105,17 @@ pub fn exited(pid: Pid, status: i32) {
                 cp.ids().set_ppid(INIT);
             }
         }
-        out.notify
+        (out.notify, out.hangup)
     });
+    // A group this exit orphaned with a stopped member: SIGHUP, then SIGCONT, to every member
+    // (nobody is left to continue it; the hangup ends whoever does not handle it).
+    for g in hangup {
+        for sig in [g::SIGHUP, g::SIGCONT] {
+            for m in group_members(g) {
+                let _ = super::signal::send_to_process(m, SigInfo::kernel(sig));
+            }
+        }
+    }
     // SIGCHLD to the parent, outside the tree's lock (a parent that is the kernel has no threads:
     // ESRCH, nothing to tell), before its waits are woken: as on Linux, a wait that returns this
     // child finds the signal already pending.
