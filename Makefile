@@ -158,6 +158,8 @@ QEMU_FIRMWARE = $(if $(filter uefi,$(FIRMWARE)),$(OVMF_DRIVES))
 # `exit-after=` never fired). Under it, runs pass `noxsave` (FXSAVE for FPU threads) unless ARGS has it.
 NESTED_NOXSAVE := $(if $(and $(filter kvm,$(ACCEL_USED)),$(if $(CPU_VIRT),,yes)),$(if $(filter noxsave,$(ARGS)),,noxsave) $(if $(filter nosmap,$(ARGS)),,nosmap))
 export KERNEL_CMDLINE := $(strip $(ARGS) $(NESTED_NOXSAVE))
+# ARGS as typed, for args-check: $(strip) above would fold a newline into a space unseen.
+export ARGS
 QEMU_BOOT = $(if $(filter limine,$(BOOT_USED)),$(QEMU_FIRMWARE) -cdrom $(ISO),-kernel $(KERNEL_ELF) -initrd $(INITRAMFS) -append "$$KERNEL_CMDLINE")
 BOOT_MEDIA = $(if $(filter limine,$(BOOT_USED)),iso $(if $(filter uefi,$(FIRMWARE)),ovmf-vars),kernel $(INITRAMFS))
 
@@ -178,7 +180,7 @@ endef
 banner = @printf '\n==> %s\n' "$(1)"
 
 .PHONY: bench-linux bench-guests-quick linux-guest guest-programs help run debug test check loom bench-quick ktest ktest-kvm ktest-short-slice iso limine limine-files bench kernel test-kernel \
-	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle busybox shell-test user-kernel qemu10 trace smoke-initramfs boot-max image soak
+	deps host-deps rust-deps user-deps args-check boot-check ovmf-vars clean user user-programs user-oracle busybox shell-test user-kernel qemu10 trace smoke-initramfs boot-max image soak
 
 help:
 	@echo "make run        build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh, FIRMWARE=bios|uefi)"
@@ -253,7 +255,7 @@ test-kernel: rust-deps
 
 # The ISO: the kernel, limine.cfg as limine.conf (its cmdline replaced by ARGS when ARGS is set),
 # and Limine's BIOS and UEFI boot images; then Limine's BIOS boot code goes into the ISO itself.
-iso: host-deps limine-files kernel $(INITRAMFS)
+iso: args-check host-deps limine-files kernel $(INITRAMFS)
 	rm -rf $(ISO_ROOT)
 	mkdir -p $(ISO_ROOT)/boot/limine $(ISO_ROOT)/EFI/BOOT
 	cp $(KERNEL_ELF) $(ISO_ROOT)/boot/kernel
@@ -300,7 +302,7 @@ smoke-initramfs: $(SMOKE_INITRAMFS)
 # into the MBR and the gap before the partition. UEFI firmware boots EFI/BOOT/BOOTX64.EFI from it.
 IMAGE := target/kernel.img
 IMAGE_MB ?= 64
-image: host-deps kernel $(INITRAMFS)
+image: args-check host-deps kernel $(INITRAMFS)
 	@for f in limine-bios.sys BOOTX64.EFI; do [ -f "$(LIMINE_DIR)/$$f" ] || missing="$${missing:-} $$f"; done; \
 	if [ -n "$${missing:-}" ]; then \
 	  echo "image: LIMINE_DIR=$(LIMINE_DIR) lacks$$missing. Put limine-bios.sys and BOOTX64.EFI (and, for BIOS" >&2; \
@@ -349,9 +351,14 @@ ovmf-vars:
 
 # ---- booting -------------------------------------------------------------------------------------
 
+# The kernel command line is one line: a newline in ARGS would split limine.conf's cmdline: (iso,
+# image), or be folded into a space unseen (run), so every target that passes ARGS on refuses it.
+args-check:
+	@case "$$ARGS" in *$$'\n'*) echo "ARGS holds a newline: the kernel command line is one line" >&2; exit 1;; esac
+
 # The guest's shape is checked before QEMU sees it, so a typo gets a sentence instead of QEMU's
 # confusing parse of the next word, or a silent reset.
-boot-check:
+boot-check: args-check
 	@case "$(SMP)" in ''|*[!0-9]*|0) echo "SMP must be a CPU count (1 or more), not '$(SMP)'" >&2; exit 1;; esac
 	@mem='$(MEM_USED)'; case "$$mem" in \
 	  *[0-9][mM]|*[0-9]) mib=$${mem%[mM]};; *[0-9][gG]) mib=$$(( $${mem%[gG]} * 1024 ));; \
@@ -359,7 +366,6 @@ boot-check:
 	case "$$mib" in ''|*[!0-9]*) echo "MEM must be a size such as 512M or 2G, not '$$mem'" >&2; exit 1;; esac; \
 	if [ "$$mib" -lt $(MIN_MEM_MIB) ]; then \
 	  echo "MEM=$$mem is below the kernel's minimum of $(MIN_MEM_MIB)M (image, boot arena, page tables and a stack per CPU)" >&2; exit 1; fi
-	@case "$$KERNEL_CMDLINE" in *$$'\n'*) echo "ARGS holds a newline: the kernel command line is one line" >&2; exit 1;; esac
 	@case "$(BOOT_USED)" in limine|pvh) ;; *) echo "BOOT must be auto, limine or pvh, not $(BOOT)" >&2; exit 1;; esac
 	@case "$(ACCEL_USED)" in kvm|tcg) ;; *) echo "ACCEL must be auto, kvm or tcg, not $(ACCEL)" >&2; exit 1;; esac
 	@case "$(FIRMWARE)" in bios|uefi) ;; *) echo "FIRMWARE must be bios or uefi, not $(FIRMWARE)" >&2; exit 1;; esac
