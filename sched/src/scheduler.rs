@@ -703,6 +703,22 @@ impl<P: Platform> Scheduler<P> {
     /// Called from a spawned thread whose stack holds nothing whose destructor must run before
     /// its memory is reused: no pinned value (`Pin`'s drop guarantee), no guard, no borrow lent
     /// to another thread. Returning from the thread's body is the safe way to end it.
+    ///
+    /// Safe code cannot call it (it once could, which let a safe caller free a pinned value's
+    /// memory without its drop):
+    ///
+    /// ```compile_fail,E0133
+    /// fn end<P: sched::Platform>(s: &sched::Scheduler<P>) -> ! {
+    ///     s.exit()
+    /// }
+    /// ```
+    ///
+    /// ```no_run
+    /// fn end<P: sched::Platform>(s: &sched::Scheduler<P>) -> ! {
+    ///     // SAFETY: (an example) the caller's stack holds nothing to drop.
+    ///     unsafe { s.exit() }
+    /// }
+    /// ```
     pub unsafe fn exit(&self) -> ! {
         self.exit_keep();
         self.exit_mm();
