@@ -857,6 +857,7 @@ impl<P: Platform> Scheduler<P> {
         } else {
             if self.cpus.len() > 1 {
                 self.pull_if_imbalanced(me);
+                self.kick_halted_if_overloaded(me);
             }
             if cpu.queue.len_hint() > 0 {
                 // The switch stamps the next thread's slice with this tick's clock.
@@ -1050,6 +1051,30 @@ impl<P: Platform> Scheduler<P> {
             bump(&self.cpus[me].counters.migrations_in);
             bump(&self.cpus[me].counters.balance_pulls);
             from.counters.migrations_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// At the end of a busy slice, threads waiting here and a CPU halted elsewhere: kick that CPU
+    /// so its idle loop steals one (Linux's nohz idle-balance kick). A halted CPU is tickless and
+    /// looks for work only when woken, and `pull_if_imbalanced` pulls into busy CPUs only, so
+    /// without this a thread that became migratable while queued here (its affinity widened, or
+    /// created pinned then let go) would never reach an idle CPU. One kick per slice, and only
+    /// when a migratable thread is queued, so a queue of pinned threads wakes nobody.
+    fn kick_halted_if_overloaded(&self, me: usize) {
+        let cpu = &self.cpus[me];
+        if cpu.queue.len_hint() == 0 {
+            return;
+        }
+        let n = self.cpus.len();
+        let Some(idle) = (1..n)
+            .map(|k| (me + k) % n)
+            .find(|&c| self.cpus[c].queue.halted_hint())
+        else {
+            return;
+        };
+        if cpu.queue.has_migratable() && self.cpus[idle].queue.kick_if_halted() {
+            self.platform.send_resched(CpuIndex(idle as u32));
+            bump(&cpu.counters.ipis_sent);
         }
     }
 

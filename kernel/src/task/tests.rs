@@ -50,6 +50,7 @@ crate::register_tests![
     Test { name: "sched_idle_is_tickless", min_cpus: 1, expect_fault: false, run: idle_is_tickless },
     Test { name: "sched_remote_wake_ipi", min_cpus: 2, expect_fault: false, run: remote_wake_ipi },
     Test { name: "sched_balance_spreads_busy_threads", min_cpus: 2, expect_fault: false, run: balance_spreads_busy_threads },
+    Test { name: "sched_balance_pulls_threads_piled_on_one_cpu", min_cpus: 2, expect_fault: false, run: balance_pulls_threads_piled_on_one_cpu },
     Test { name: "sched_affinity_moves", min_cpus: 1, expect_fault: false, run: affinity_moves },
 ];
 
@@ -1524,6 +1525,35 @@ const BALANCE_PER_CPU: usize = 4;
 /// thread publishes the CPU it last ran on; the CPUs' shares are sampled once a slice, and the
 /// last of several samples must be balanced. Prints the migrations it took.
 fn balance_spreads_busy_threads() -> Result<(), String> {
+    let (per_cpu, migrations, pulls) = busy_threads_spread(false)?;
+    println_raw!(
+        "  note: balance: {} busy threads from cpu0 on {} CPUs: {per_cpu:?} per CPU, {migrations} migrations ({pulls} balancing pulls)",
+        per_cpu.iter().sum::<usize>(),
+        per_cpu.len()
+    );
+    Ok(())
+}
+
+/// The same 4·N busy threads, but all created on CPU 0's queue (pinned there, each then allows
+/// itself every CPU and stays where it is), so fork balancing cannot place them: idle CPUs steal
+/// one each and are then busy for good, so only periodic balancing of busy queues can spread the
+/// rest. Every CPU must end with 4 ± 1, and the balancing pulls must have done it.
+fn balance_pulls_threads_piled_on_one_cpu() -> Result<(), String> {
+    let (per_cpu, migrations, pulls) = busy_threads_spread(true)?;
+    ensure!(pulls > 0, "{per_cpu:?} per CPU without a single balancing pull ({migrations} migrations)");
+    println_raw!(
+        "  note: balance: {} busy threads piled on cpu0, {} CPUs: {per_cpu:?} per CPU, {migrations} migrations ({pulls} balancing pulls)",
+        per_cpu.iter().sum::<usize>(),
+        per_cpu.len()
+    );
+    Ok(())
+}
+
+/// Run `BALANCE_PER_CPU` busy threads per CPU, spawned from CPU 0 (`piled`: pinned to it, each
+/// releasing its pin once it runs), sample where they run once every four slices for 32 slices,
+/// and require the last sample to be balanced. Returns the threads per CPU, the migrations and
+/// the balancing pulls meanwhile.
+fn busy_threads_spread(piled: bool) -> Result<(Vec<usize>, u64, u64), String> {
     let cpus = cpus();
     let n = cpus.len();
     let threads = BALANCE_PER_CPU * n;
@@ -1532,11 +1562,17 @@ fn balance_spreads_busy_threads() -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     let on: Arc<[AtomicU64]> = (0..threads).map(|_| AtomicU64::new(u64::MAX)).collect();
     let (stop2, on2) = (stop.clone(), on.clone());
-    let spawner = spawn(pinned("balance-spawner", cpus[0]), move || -> Result<Vec<Handle<()>>, String> {
+    let home = cpus[0];
+    let spawner = spawn(pinned("balance-spawner", home), move || -> Result<Vec<Handle<()>>, String> {
         (0..threads)
             .map(|k| {
                 let (stop, on) = (stop2.clone(), on2.clone());
-                spawn(Builder::new("busy").stack_bytes(STACK_BYTES), move || {
+                let builder = if piled { pinned("busy", home) } else { Builder::new("busy").stack_bytes(STACK_BYTES) };
+                spawn(builder, move || {
+                    if piled {
+                        // Every CPU allowed: the thread stays on CPU 0's queue, now migratable.
+                        let _ = sched().set_current_affinity(&[u64::MAX; smp::MAX_CPUS / 64]);
+                    }
                     while !stop.load(Ordering::Relaxed) {
                         on[k].store(u64::from(percpu::cpu_index()), Ordering::Relaxed);
                         core::hint::spin_loop();
@@ -1567,12 +1603,12 @@ fn balance_spreads_busy_threads() -> Result<(), String> {
     }
     let delta = sched().total_counters();
     let (migrations, pulls) = (delta.migrations_in - before.migrations_in, delta.balance_pulls - before.balance_pulls);
+    let how = if piled { "piled on cpu0" } else { "spawned from cpu0" };
     ensure!(
         per_cpu.iter().all(|&c| c.abs_diff(BALANCE_PER_CPU) <= 1),
-        "{threads} busy threads spawned from cpu0 run {per_cpu:?} per CPU after 32 slices, expected {BALANCE_PER_CPU} +- 1 each ({migrations} migrations, {pulls} balancing pulls)"
+        "{threads} busy threads {how} run {per_cpu:?} per CPU after 32 slices, expected {BALANCE_PER_CPU} +- 1 each ({migrations} migrations, {pulls} balancing pulls)"
     );
-    println_raw!("  note: balance: {threads} busy threads from cpu0 on {n} CPUs: {per_cpu:?} per CPU, {migrations} migrations ({pulls} balancing pulls)");
-    Ok(())
+    Ok((per_cpu, migrations, pulls))
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -1648,3 +1684,4 @@ fn affinity_moves() -> Result<(), String> {
     println_raw!("  note: affinity moves: {threads} threads x {AFFINITY_ROUNDS} changes; {migrations} migrations");
     Ok(())
 }
+
