@@ -52,6 +52,7 @@ crate::register_tests![
     Test { name: "sched_balance_spreads_busy_threads", min_cpus: 2, expect_fault: false, run: balance_spreads_busy_threads },
     Test { name: "sched_balance_pulls_threads_piled_on_one_cpu", min_cpus: 2, expect_fault: false, run: balance_pulls_threads_piled_on_one_cpu },
     Test { name: "sched_affinity_moves", min_cpus: 1, expect_fault: false, run: affinity_moves },
+    Test { name: "idle_threads_run_on_guarded_stacks", min_cpus: 2, expect_fault: false, run: idle_threads_run_on_guarded_stacks },
 ];
 
 type Handle<T> = JoinHandle<T, KernelPlatform>;
@@ -1685,3 +1686,66 @@ fn affinity_moves() -> Result<(), String> {
     Ok(())
 }
 
+// ----------------------------------------------------------------------------------------------
+// idle_threads_run_on_guarded_stacks
+
+/// What a cross-call found it interrupted: 0 no answer yet, 1 a stack with no guard page (the boot
+/// stack), 2 that CPU's idle stack, 3 another guarded kernel stack (a thread was running).
+const ON_NOTHING: u64 = 0;
+const ON_UNGUARDED: u64 = 1;
+const ON_IDLE: u64 = 2;
+const ON_OTHER: u64 = 3;
+
+/// Every CPU's idle thread runs on a guarded kernel stack: the boot CPU's on `bsp-idle` (it once
+/// idled on the boot stack, which has no guard page), each AP's on its `ap-idle` stack. A
+/// cross-call to a CPU runs on the stack of whatever it interrupted; an idle CPU's is its idle
+/// thread's. The boot CPU is asked from CPU 1 while the test thread, the boot CPU's only work,
+/// waits for the answer. A CPU that happens to run a thread when asked is asked again; every
+/// answer must be a guarded stack.
+fn idle_threads_run_on_guarded_stacks() -> Result<(), String> {
+    let cpus = cpus();
+    for (i, &cpu) in cpus.iter().enumerate() {
+        let expected = if i == 0 { "bsp-idle" } else { "ap-idle" };
+        let mut answers = Vec::new();
+        let idle = (0..100).any(|_| {
+            let found = Arc::new(AtomicU64::new(ON_NOTHING));
+            let f = found.clone();
+            let target = smp::CpuId::new(cpu.0).expect("an online CPU");
+            let ask = move || {
+                crate::cpus::xcall::call(
+                    &smp::CpuSet::single(target),
+                    move |_| {
+                        let on = match crate::mm::stacks::running_on() {
+                            None => ON_UNGUARDED,
+                            Some(name) if name == expected => ON_IDLE,
+                            Some(_) => ON_OTHER,
+                        };
+                        f.store(on, Ordering::Relaxed);
+                    },
+                    10_000_000_000,
+                )
+            };
+            let asked = if i == 0 {
+                // From CPU 1, while this thread (on CPU 0) blocks in the join.
+                spawn(pinned("ask-cpu0", cpus[1]), ask).and_then(|h| h.join().ok_or_else(|| String::from("the asker exited")))
+            } else {
+                sched().sleep_ns(MS);
+                Ok(ask())
+            };
+            let on = match asked {
+                Ok(Ok(())) => found.load(Ordering::Relaxed),
+                _ => ON_NOTHING,
+            };
+            answers.push(on);
+            on == ON_IDLE || on == ON_UNGUARDED
+        });
+        ensure!(!answers.contains(&ON_NOTHING), "cpu{}: a cross-call got no answer ({answers:?})", cpu.0);
+        ensure!(
+            !answers.contains(&ON_UNGUARDED),
+            "cpu{} ran on a stack without a guard page when interrupted (answers {answers:?}: 1 unguarded, 2 {expected}, 3 another kernel stack)",
+            cpu.0
+        );
+        ensure!(idle, "cpu{} was never found idle on its {expected} stack in {} tries", cpu.0, answers.len());
+    }
+    Ok(())
+}
