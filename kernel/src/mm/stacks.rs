@@ -281,6 +281,7 @@ pub fn trim() {
 
 /// The name of the kernel stack the caller runs on (found from its frame pointer), or `None` when
 /// it runs on a stack that is no kernel stack, with no guard page below it (the boot stack).
+#[cfg(feature = "ktest")]
 pub fn running_on() -> Option<&'static str> {
     let addr = arch::cpu::frame_pointer();
     let offset = addr.checked_sub(super::STACKS_BASE)?;
