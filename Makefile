@@ -194,7 +194,7 @@ help:
 	@echo "make ktest      (test) in-kernel tests in QEMU at -smp $(KTEST_SMP) (KTEST_ARGS=\"--filter NAME\")"
 	@echo "make soak       (test, 30 s there) the stress tests under preemption for SECONDS=$(SOAK_SECONDS) at SMP=8, with a verdict"
 	@echo "make boot-max   (test) boot at -smp $(MAX_SMP) with x2APIC under QEMU 10, every CPU must come online"
-	@echo "make first-run  (test) make run SMP=2 ARGS=exit-after=2 with no terminal: the kernel must power off by itself"
+	@echo "make first-run  (test) make run SMP=2 with exit-after=2 and a bad option, no terminal: it is reported, the kernel powers off by itself"
 	@echo "make user       build the user test programs (musl, static) and $(INITRAMFS)"
 	@echo "make user-oracle (check) run every user program on the host Linux, record its lines in $(USER_EXPECTED)/"
 	@echo "make shell-test (test) the scripted busybox shell session, on the host Linux and on the kernel at -smp $(SHELL_TEST_SMP)"
@@ -560,10 +560,16 @@ boot-max: qemu10 kernel
 
 # make run as a new user first tries it, without a terminal: /init (the shell) waits for input
 # with every CPU halted and tickless, and exit-after= must still power off with the kernel's
-# success code. (It once never came: only a timer interrupt checked the deadline.)
+# success code (it once never came: only a timer interrupt checked the deadline). A mistyped
+# option must be reported even under loglevel=error (which once hid the only sign of it), and
+# loglevel=error must hide the info lines.
+FIRST_RUN_ARGS := loglevel=error exit-after=2 no-such-option
 first-run:
-	$(call banner,first run: make run SMP=2 ARGS=exit-after=2 without a terminal)
-	timeout -k 10 300 $(MAKE) --no-print-directory run SMP=2 MEM= BOOT=pvh ARGS=exit-after=2 QEMU_ARGS= </dev/null
+	$(call banner,first run: make run SMP=2 ARGS='$(FIRST_RUN_ARGS)' without a terminal)
+	@log=target/first-run.log; mkdir -p target; \
+	timeout -k 10 300 $(MAKE) --no-print-directory run SMP=2 MEM= BOOT=pvh ARGS='$(FIRST_RUN_ARGS)' QEMU_ARGS= </dev/null 2>&1 | tee $$log; \
+	grep -q 'warning: cmdline: unknown option `no-such-option` ignored' $$log || { echo "first-run: the mistyped option was not reported (log: $$log)" >&2; exit 1; }; \
+	if grep -q 'CPUs online' $$log; then echo "first-run: loglevel=error still printed info lines (log: $$log)" >&2; exit 1; fi
 
 clean:
 	cargo clean
