@@ -489,6 +489,8 @@ fn spawn_exit_churn() -> Result<(), String> {
     (0..mm::stacks::MAX_STACKS).for_each(|slot| warm.insert(slot));
     witnesses.sync(nr_witnesses);
     let before = memory_level();
+    let online = crate::cpu::map::online();
+    let shootdowns_before = crate::vm::tlb::sum(&online).kernel_shootdowns;
     let start_ns = time::now_ns();
     let (mut id_sum, mut joined, mut used) = (0u64, 0usize, TableSet::new());
     for wave_start in (0..churn_threads).step_by(CHURN_WAVE) {
@@ -509,6 +511,7 @@ fn spawn_exit_churn() -> Result<(), String> {
         }
     }
     let elapsed_ns = time::now_ns() - start_ns;
+    let shootdowns = crate::vm::tlb::sum(&online).kernel_shootdowns - shootdowns_before;
     witnesses.sync(nr_witnesses);
     let after = memory_level();
     witnesses.stop(witness_handles);
@@ -533,8 +536,17 @@ fn spawn_exit_churn() -> Result<(), String> {
         before.1,
         after.1
     );
+    // A dead thread's stack goes to its CPU's cache or the unmap list, which is unmapped a batch at a
+    // time with one kernel shootdown: never one shootdown per exit (which was an interrupts-off wait
+    // for every CPU inside the switch path).
+    let bound = n / mm::stacks::UNMAP_BATCH as u64 + 1;
+    ensure!(
+        shootdowns <= bound,
+        "{shootdowns} kernel shootdowns for {churn_threads} thread exits, more than one per {} stacks ({bound})",
+        mm::stacks::UNMAP_BATCH
+    );
     println_raw!(
-        "  note: spawn-exit churn: {churn_threads} threads on {} CPUs in {} ms ({} us per thread)",
+        "  note: spawn-exit churn: {churn_threads} threads on {} CPUs in {} ms ({} us per thread), {shootdowns} kernel shootdowns",
         cpus.len(),
         elapsed_ns / MS,
         elapsed_ns / 1000 / n
