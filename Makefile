@@ -562,7 +562,8 @@ boot-max: qemu10 kernel
 # with every CPU halted and tickless, and exit-after= must still power off with the kernel's
 # success code (it once never came: only a timer interrupt checked the deadline). A mistyped
 # option must be reported even under loglevel=error (which once hid the only sign of it), and
-# loglevel=error must hide the info lines. Then a machine too small for the kernel.
+# loglevel=error must hide the info lines. Then a machine too small for the kernel, and
+# loglevel=trace.
 FIRST_RUN_ARGS := loglevel=error exit-after=2 no-such-option
 first-run:
 	$(call banner,first run: make run SMP=2 ARGS='$(FIRST_RUN_ARGS)' without a terminal)
@@ -577,6 +578,14 @@ first-run:
 	if [ "$$status" != 35 ] || ! grep -q "does not fit in this machine's RAM" <<<"$$out"; then \
 	  echo "first-run: at -m 10M the kernel did not say it lacks memory (QEMU status $$status): $$out" >&2; exit 1; fi; \
 	echo "first-run: -m 10M: the kernel says it does not fit and exits with its failure code"
+	@# loglevel=trace shows the debug lines (the CPU map) and the trace lines (PCID assignments),
+	@# where debug and trace once showed nothing more than info.
+	@log=target/first-run-trace.log; \
+	timeout -k 10 300 $(MAKE) --no-print-directory run SMP=2 MEM= BOOT=pvh ARGS='loglevel=trace exit-after=5 init=/bin/true' QEMU_ARGS= </dev/null >$$log 2>&1 \
+	  || { echo "first-run: the loglevel=trace boot failed (log: $$log)" >&2; exit 1; }; \
+	grep -q '] debug: smp: cpu1 is APIC id' $$log && grep -q '] trace: pcid: ' $$log \
+	  || { echo "first-run: loglevel=trace printed no debug or no trace lines (log: $$log)" >&2; exit 1; }; \
+	echo "first-run: loglevel=trace: the CPU map and the PCID assignments are shown"
 
 clean:
 	cargo clean
