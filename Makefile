@@ -158,6 +158,8 @@ QEMU_FIRMWARE = $(if $(filter uefi,$(FIRMWARE)),$(OVMF_DRIVES))
 # `exit-after=` never fired). Under it, runs pass `noxsave` (FXSAVE for FPU threads) unless ARGS has it.
 NESTED_NOXSAVE := $(if $(and $(filter kvm,$(ACCEL_USED)),$(if $(CPU_VIRT),,yes)),$(if $(filter noxsave,$(ARGS)),,noxsave) $(if $(filter nosmap,$(ARGS)),,nosmap))
 export KERNEL_CMDLINE := $(strip $(ARGS) $(NESTED_NOXSAVE))
+# ARGS as typed, for args-check: $(strip) above would fold a newline into a space unseen.
+export ARGS
 QEMU_BOOT = $(if $(filter limine,$(BOOT_USED)),$(QEMU_FIRMWARE) -cdrom $(ISO),-kernel $(KERNEL_ELF) -initrd $(INITRAMFS) -append "$$KERNEL_CMDLINE")
 BOOT_MEDIA = $(if $(filter limine,$(BOOT_USED)),iso $(if $(filter uefi,$(FIRMWARE)),ovmf-vars),kernel $(INITRAMFS))
 
@@ -177,8 +179,8 @@ endef
 
 banner = @printf '\n==> %s\n' "$(1)"
 
-.PHONY: bench-linux bench-guests-quick linux-guest guest-programs help run debug test check loom bench-quick ktest ktest-kvm ktest-short-slice iso limine limine-files bench kernel test-kernel \
-	deps host-deps rust-deps user-deps boot-check ovmf-vars clean user user-programs user-oracle busybox shell-test user-kernel qemu10 trace smoke-initramfs boot-max image soak
+.PHONY: bench-linux bench-guests-quick linux-guest guest-programs help run debug test check loom bench-quick ktest ktest-kvm ktest-short-slice first-run iso limine limine-files bench kernel test-kernel \
+	deps host-deps rust-deps user-deps args-check boot-check ovmf-vars clean user user-programs user-oracle busybox shell-test user-kernel qemu10 trace smoke-initramfs boot-max image soak
 
 help:
 	@echo "make run        build the kernel and boot it (SMP=$(SMP), ARGS=..., BOOT=auto|limine|pvh, FIRMWARE=bios|uefi)"
@@ -190,11 +192,12 @@ help:
 	@echo "make ktest-kvm  (test) short KVM run of the x2APIC and TSC-deadline paths, where /dev/kvm opens"
 	@echo "make ktest-short-slice (test) the preemption races at -smp 2 with a 100 us slice"
 	@echo "make ktest      (test) in-kernel tests in QEMU at -smp $(KTEST_SMP) (KTEST_ARGS=\"--filter NAME\")"
-	@echo "make soak       the stress tests under preemption for SECONDS=$(SOAK_SECONDS) at SMP=8, with a verdict"
+	@echo "make soak       (test, 30 s there) the stress tests under preemption for SECONDS=$(SOAK_SECONDS) at SMP=8, with a verdict"
 	@echo "make boot-max   (test) boot at -smp $(MAX_SMP) with x2APIC under QEMU 10, every CPU must come online"
+	@echo "make first-run  (test) make run SMP=2 with exit-after=2 and a bad option, no terminal: it is reported, the kernel powers off by itself"
 	@echo "make user       build the user test programs (musl, static) and $(INITRAMFS)"
 	@echo "make user-oracle (check) run every user program on the host Linux, record its lines in $(USER_EXPECTED)/"
-	@echo "make shell-test the scripted busybox shell session, on the host Linux and on the kernel at -smp $(SHELL_TEST_SMP)"
+	@echo "make shell-test (test) the scripted busybox shell session, on the host Linux and on the kernel at -smp $(SHELL_TEST_SMP)"
 	@echo "make user-kernel (test, one boot per CPU count there) every user program as init of the kernel at -smp $(USER_KERNEL_SMP), compared with Linux"
 	@echo "make bench      the benchmark: part 1 natively beside Linux, part 2 in QEMU (BENCH_QEMU=qemu10: QEMU 10)"
 	@echo "make trace      boot with the scheduling trace on for SECONDS=$(TRACE_SECONDS) s; target/trace/trace.json, timeline.svg, summary.txt"
@@ -253,7 +256,7 @@ test-kernel: rust-deps
 
 # The ISO: the kernel, limine.cfg as limine.conf (its cmdline replaced by ARGS when ARGS is set),
 # and Limine's BIOS and UEFI boot images; then Limine's BIOS boot code goes into the ISO itself.
-iso: host-deps limine-files kernel $(INITRAMFS)
+iso: args-check host-deps limine-files kernel $(INITRAMFS)
 	rm -rf $(ISO_ROOT)
 	mkdir -p $(ISO_ROOT)/boot/limine $(ISO_ROOT)/EFI/BOOT
 	cp $(KERNEL_ELF) $(ISO_ROOT)/boot/kernel
@@ -300,7 +303,7 @@ smoke-initramfs: $(SMOKE_INITRAMFS)
 # into the MBR and the gap before the partition. UEFI firmware boots EFI/BOOT/BOOTX64.EFI from it.
 IMAGE := target/kernel.img
 IMAGE_MB ?= 64
-image: host-deps kernel $(INITRAMFS)
+image: args-check host-deps kernel $(INITRAMFS)
 	@for f in limine-bios.sys BOOTX64.EFI; do [ -f "$(LIMINE_DIR)/$$f" ] || missing="$${missing:-} $$f"; done; \
 	if [ -n "$${missing:-}" ]; then \
 	  echo "image: LIMINE_DIR=$(LIMINE_DIR) lacks$$missing. Put limine-bios.sys and BOOTX64.EFI (and, for BIOS" >&2; \
@@ -349,9 +352,14 @@ ovmf-vars:
 
 # ---- booting -------------------------------------------------------------------------------------
 
+# The kernel command line is one line: a newline in ARGS would split limine.conf's cmdline: (iso,
+# image), or be folded into a space unseen (run), so every target that passes ARGS on refuses it.
+args-check:
+	@case "$$ARGS" in *$$'\n'*) echo "ARGS holds a newline: the kernel command line is one line" >&2; exit 1;; esac
+
 # The guest's shape is checked before QEMU sees it, so a typo gets a sentence instead of QEMU's
 # confusing parse of the next word, or a silent reset.
-boot-check:
+boot-check: args-check
 	@case "$(SMP)" in ''|*[!0-9]*|0) echo "SMP must be a CPU count (1 or more), not '$(SMP)'" >&2; exit 1;; esac
 	@mem='$(MEM_USED)'; case "$$mem" in \
 	  *[0-9][mM]|*[0-9]) mib=$${mem%[mM]};; *[0-9][gG]) mib=$$(( $${mem%[gG]} * 1024 ));; \
@@ -359,7 +367,6 @@ boot-check:
 	case "$$mib" in ''|*[!0-9]*) echo "MEM must be a size such as 512M or 2G, not '$$mem'" >&2; exit 1;; esac; \
 	if [ "$$mib" -lt $(MIN_MEM_MIB) ]; then \
 	  echo "MEM=$$mem is below the kernel's minimum of $(MIN_MEM_MIB)M (image, boot arena, page tables and a stack per CPU)" >&2; exit 1; fi
-	@case "$$KERNEL_CMDLINE" in *$$'\n'*) echo "ARGS holds a newline: the kernel command line is one line" >&2; exit 1;; esac
 	@case "$(BOOT_USED)" in limine|pvh) ;; *) echo "BOOT must be auto, limine or pvh, not $(BOOT)" >&2; exit 1;; esac
 	@case "$(ACCEL_USED)" in kvm|tcg) ;; *) echo "ACCEL must be auto, kvm or tcg, not $(ACCEL)" >&2; exit 1;; esac
 	@case "$(FIRMWARE)" in bios|uefi) ;; *) echo "FIRMWARE must be bios or uefi, not $(FIRMWARE)" >&2; exit 1;; esac
@@ -416,6 +423,7 @@ test: deps
 	$(MAKE) --no-print-directory ktest-short-slice
 	$(MAKE) --no-print-directory ktest
 	$(MAKE) --no-print-directory boot-max
+	$(MAKE) --no-print-directory first-run
 	$(MAKE) --no-print-directory user-kernel USER_KERNEL_SMP=1,2,4,8 USER_KERNEL_ARGS=--one-boot
 	$(MAKE) --no-print-directory shell-test SHELL_TEST_SMP=1,2,4,8
 	$(MAKE) --no-print-directory soak SECONDS=30
@@ -549,6 +557,35 @@ boot-max: qemu10 kernel
 	if ! grep -q "smp: $(MAX_SMP)/$(MAX_SMP) CPUs online" "$$log"; then echo "boot-max: not every one of $(MAX_SMP) CPUs came online; log in $$log" >&2; exit 1; fi; \
 	echo "boot-max: $(MAX_SMP)/$(MAX_SMP) CPUs online, boot to power-off in $$ms ms (exit-after=1 included)"
 
+
+# make run as a new user first tries it, without a terminal: /init (the shell) waits for input
+# with every CPU halted and tickless, and exit-after= must still power off with the kernel's
+# success code (it once never came: only a timer interrupt checked the deadline). A mistyped
+# option must be reported even under loglevel=error (which once hid the only sign of it), and
+# loglevel=error must hide the info lines. Then a machine too small for the kernel, and
+# loglevel=trace.
+FIRST_RUN_ARGS := loglevel=error exit-after=2 no-such-option
+first-run:
+	$(call banner,first run: make run SMP=2 ARGS='$(FIRST_RUN_ARGS)' without a terminal)
+	@log=target/first-run.log; mkdir -p target; \
+	timeout -k 10 300 $(MAKE) --no-print-directory run SMP=2 MEM= BOOT=pvh ARGS='$(FIRST_RUN_ARGS)' QEMU_ARGS= </dev/null 2>&1 | tee $$log; \
+	grep -q 'warning: cmdline: unknown option `no-such-option` ignored' $$log || { echo "first-run: the mistyped option was not reported (log: $$log)" >&2; exit 1; }; \
+	if grep -q 'CPUs online' $$log; then echo "first-run: loglevel=error still printed info lines (log: $$log)" >&2; exit 1; fi
+	@# QEMU by hand with too little memory (make run refuses it): the PVH entry says so and fails,
+	@# where it once triple-faulted without a word (QEMU's 0 under -no-reboot).
+	@status=0; out=$$($(QEMU) -machine q35 -accel tcg -smp 1 -m 10M -serial stdio -display none -no-reboot \
+	  -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel $(KERNEL_ELF) -append exit-after=1 </dev/null 2>&1) || status=$$?; \
+	if [ "$$status" != 35 ] || ! grep -q "does not fit in this machine's RAM" <<<"$$out"; then \
+	  echo "first-run: at -m 10M the kernel did not say it lacks memory (QEMU status $$status): $$out" >&2; exit 1; fi; \
+	echo "first-run: -m 10M: the kernel says it does not fit and exits with its failure code"
+	@# loglevel=trace shows the debug lines (the CPU map) and the trace lines (PCID assignments),
+	@# where debug and trace once showed nothing more than info.
+	@log=target/first-run-trace.log; \
+	timeout -k 10 300 $(MAKE) --no-print-directory run SMP=2 MEM= BOOT=pvh ARGS='loglevel=trace exit-after=5 init=/bin/true' QEMU_ARGS= </dev/null >$$log 2>&1 \
+	  || { echo "first-run: the loglevel=trace boot failed (log: $$log)" >&2; exit 1; }; \
+	grep -q '] debug: smp: cpu1 is APIC id' $$log && grep -q '] trace: pcid: ' $$log \
+	  || { echo "first-run: loglevel=trace printed no debug or no trace lines (log: $$log)" >&2; exit 1; }; \
+	echo "first-run: loglevel=trace: the CPU map and the PCID assignments are shown"
 
 clean:
 	cargo clean

@@ -216,6 +216,17 @@ fn kernel_main(info: BootInfo) -> ! {
             main_thread(test, soak_s, bench, demo, init, cpus_online, nr_cpus)
         })
         .expect("spawn the main thread");
+    // `exit-after=`: every CPU's timer interrupt checks the deadline, but idle CPUs are tickless, so
+    // while every CPU halts (a shell waiting for input) no interrupt would come. A thread that
+    // sleeps until the deadline arms a timer for it, whatever the main thread is doing.
+    if let Some(at) = time::power_off_deadline_ns() {
+        task::sched()
+            .spawn(sched::Builder::new("exit-after").pinned(sched::CpuIndex(0)).stack_bytes(16 * 1024), move || {
+                task::sched().sleep_ns(at.saturating_sub(time::now_ns()));
+                time::power_off_if_due();
+            })
+            .expect("spawn the exit-after thread");
+    }
     // The boot stack has no guard page below it (and under Limine it is the loader's): the boot
     // CPU's idle thread, which the scheduler adopts from the running code, gets a guarded kernel
     // stack like every AP's.
@@ -298,12 +309,6 @@ fn main_thread(
         demo::start(nr_cpus);
     } else {
         log::info!("idle: every CPU halts until there is work");
-    }
-    // The deadline counts from boot and every CPU's timer interrupt checks it; this sleep only arms a
-    // timer for it on this CPU, in case no other interrupt comes.
-    if let Some(at) = time::power_off_deadline_ns() {
-        task::sched().sleep_ns(at.saturating_sub(time::now_ns()));
-        time::power_off_if_due();
     }
 }
 

@@ -507,6 +507,12 @@ impl<T: Queued> CpuQueue<T> {
         Some(t)
     }
 
+    /// Whether a migratable thread waits here (takes the lock: for the slice-end check, not the
+    /// switch path).
+    pub fn has_migratable(&self) -> bool {
+        self.lock().free.head.is_some()
+    }
+
     /// The idle loop of this queue's CPU is about to halt: record it, unless work has arrived.
     /// From now on enqueuers see `halted` and kick.
     pub fn try_halt(&self) -> bool {

@@ -703,6 +703,22 @@ impl<P: Platform> Scheduler<P> {
     /// Called from a spawned thread whose stack holds nothing whose destructor must run before
     /// its memory is reused: no pinned value (`Pin`'s drop guarantee), no guard, no borrow lent
     /// to another thread. Returning from the thread's body is the safe way to end it.
+    ///
+    /// Safe code cannot call it (it once could, which let a safe caller free a pinned value's
+    /// memory without its drop):
+    ///
+    /// ```compile_fail,E0133
+    /// fn end<P: sched::Platform>(s: &sched::Scheduler<P>) -> ! {
+    ///     s.exit()
+    /// }
+    /// ```
+    ///
+    /// ```no_run
+    /// fn end<P: sched::Platform>(s: &sched::Scheduler<P>) -> ! {
+    ///     // SAFETY: (an example) the caller's stack holds nothing to drop.
+    ///     unsafe { s.exit() }
+    /// }
+    /// ```
     pub unsafe fn exit(&self) -> ! {
         self.exit_keep();
         self.exit_mm();
@@ -841,6 +857,7 @@ impl<P: Platform> Scheduler<P> {
         } else {
             if self.cpus.len() > 1 {
                 self.pull_if_imbalanced(me);
+                self.kick_halted_if_overloaded(me);
             }
             if cpu.queue.len_hint() > 0 {
                 // The switch stamps the next thread's slice with this tick's clock.
@@ -1034,6 +1051,30 @@ impl<P: Platform> Scheduler<P> {
             bump(&self.cpus[me].counters.migrations_in);
             bump(&self.cpus[me].counters.balance_pulls);
             from.counters.migrations_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// At the end of a busy slice, threads waiting here and a CPU halted elsewhere: kick that CPU
+    /// so its idle loop steals one (Linux's nohz idle-balance kick). A halted CPU is tickless and
+    /// looks for work only when woken, and `pull_if_imbalanced` pulls into busy CPUs only, so
+    /// without this a thread that became migratable while queued here (its affinity widened, or
+    /// created pinned then let go) would never reach an idle CPU. One kick per slice, and only
+    /// when a migratable thread is queued, so a queue of pinned threads wakes nobody.
+    fn kick_halted_if_overloaded(&self, me: usize) {
+        let cpu = &self.cpus[me];
+        if cpu.queue.len_hint() == 0 {
+            return;
+        }
+        let n = self.cpus.len();
+        let Some(idle) = (1..n)
+            .map(|k| (me + k) % n)
+            .find(|&c| self.cpus[c].queue.halted_hint())
+        else {
+            return;
+        };
+        if cpu.queue.has_migratable() && self.cpus[idle].queue.kick_if_halted() {
+            self.platform.send_resched(CpuIndex(idle as u32));
+            bump(&cpu.counters.ipis_sent);
         }
     }
 

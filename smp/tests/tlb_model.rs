@@ -10,22 +10,31 @@
 //!
 //! Proptest generates schedules of CPU steps: switches (more address spaces than PCID slots),
 //! touches, maps, unmaps, remaps and protection reductions (waited for, or left in flight with a
-//! `FreeAfter`), IPI deliveries at random times, unrelated full flushes, address-space exits.
+//! `FreeAfter`), IPI deliveries at random times, unrelated full flushes, address-space exits, and
+//! lazy halts: a CPU halts with its address space still loaded and marks itself lazy, as the
+//! kernel's idle loop does. A change that frees no page-table page spares lazy CPUs the IPI
+//! (`begin_change_sparing`); one that frees tables interrupts them, and they leave the space for
+//! the kernel-only context without flushing. A lazy CPU runs nothing until it wakes, and on waking
+//! it catches up before anything else: a flush of its PCID if its slot is behind the space's
+//! generation.
 //! A switch takes two steps (`switch_in`, then the CR3 write) and a waited-for change spins until
 //! its acknowledgements are in, so other CPUs act in between; a change's page-table edit,
 //! generation bump, local flush and post form one step (the race of a switch-in with a bump is
 //! left to `loom_switch_vs_change.rs`). After every step it checks:
 //! - no CPU can translate through a stale entry (one its address space's page tables no longer
 //!   back) unless that entry's change is still waiting for this CPU's acknowledgement (or a
-//!   flushing CR3 write this CPU has decided on is about to drop it);
+//!   flushing CR3 write this CPU has decided on is about to drop it), or the CPU is halted lazily
+//!   with its slot behind that change (it flushes on waking, before it runs anything);
 //! - a stale entry that survives an acknowledgement is on a CPU not running that PCID whose slot
 //!   is behind the change (so the next switch-in flushes it), or on a PCID its address space no
 //!   longer owns (so the next owner flushes it);
 //! - a switch without flush never exposes a stale or foreign entry;
-//! - nothing usable points to a freed frame or page-table page, and a `FreeAfter` is releasable
-//!   exactly when the model's own record says every target has flushed;
+//! - nothing usable points to a freed frame, no CPU (halted lazily or not) can walk a freed
+//!   page-table page, and a `FreeAfter` is releasable exactly when the model's own record says
+//!   every target has flushed;
 //! - `active` and `may_cache` match the model's view of loaded CR3s and held slots, and every
-//!   plan targets exactly the other CPUs with the address space loaded.
+//!   plan targets exactly the other CPUs with the address space loaded, less the lazy ones when
+//!   the change frees no page-table page.
 //!
 //! At the end of a schedule it drains (finishes switches, delivers IPIs, completes waits) and
 //! checks conservation: every posted request serviced exactly once per target, every switch and
@@ -39,7 +48,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use proptest::prelude::*;
 use smp::{
     AsId, CpuId, CpuSet, FULL_FLUSH_THRESHOLD_PAGES, FlushAction, FreeAfter, PageRange, PcidTable,
-    ShootdownMailbox, SwitchIn, SwitchKind, TlbStats, TlbTracker,
+    Request, ShootdownMailbox, SwitchIn, SwitchKind, TlbStats, TlbTracker,
 };
 
 const NR_CPUS: usize = 3;
@@ -90,6 +99,8 @@ enum Action {
     },
     Deliver,
     FullFlush,
+    /// A running CPU with an address space loaded halts lazily; a lazy CPU wakes and catches up.
+    Idle,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -163,6 +174,9 @@ enum CpuState {
     },
     /// Spinning in `Shootdown::wait` for its own change, interrupts off.
     Waiting,
+    /// Halted with its address space kept loaded (or left by a shootdown meanwhile), marked lazy:
+    /// it only services IPIs until it wakes.
+    Lazy,
 }
 
 struct Cpu<const N: usize> {
@@ -194,6 +208,12 @@ struct Counters {
     requests_serviced: u64,
     frames_allocated: u64,
     tables_allocated: u64,
+    /// IPIs a change did not send to lazy CPUs.
+    spared: u64,
+    /// Lazy CPUs a change that frees page-table pages interrupted, which left their space.
+    lazy_leaves: u64,
+    /// Wakes that found the slot behind and flushed it.
+    catch_ups: u64,
 }
 
 struct Model<const N: usize> {
@@ -244,6 +264,7 @@ fn service<const N: usize>(
     me: usize,
 ) {
     let cpu = &mut cpus[me];
+    let lazy = matches!(cpu.state, CpuState::Lazy);
     let tracker = cpu.cr3.asid().map(|asid| {
         &spaces
             .iter()
@@ -252,10 +273,22 @@ fn service<const N: usize>(
             .tracker
     });
     ShootdownMailbox::service(mailboxes, cpu_id(me), |request| {
-        let action = tracker.map_or(FlushAction::Nothing, |t| {
-            t.flush_action(request, &mut cpu.table)
-        });
-        apply_flush(cpu, action);
+        if lazy
+            && let Some(t) = tracker
+            && cpu.cr3.asid() == Some(request.asid)
+        {
+            // The kernel's `leave_lazily`: no flush; the slot stays behind this change and
+            // flushes when the space is loaded again.
+            cpu.table.switch_to_kernel();
+            cpu.cr3 = Cr3::Kernel;
+            t.switch_out(cpu_id(me));
+            counters.lazy_leaves += 1;
+        } else {
+            let action = tracker.map_or(FlushAction::Nothing, |t| {
+                t.flush_action(request, &mut cpu.table)
+            });
+            apply_flush(cpu, action);
+        }
         let change = inflight
             .iter_mut()
             .find(|c| c.asid == request.asid && c.new_gen == request.new_gen)
@@ -371,6 +404,11 @@ impl<const N: usize> Model<N> {
             Op::Cpu { cpu, action } => match self.cpus[cpu].state {
                 CpuState::MidSwitch { next, decision } => self.finish_switch(cpu, next, decision),
                 CpuState::Waiting => self.wait_turn(cpu),
+                // Halted: an IPI is served in the halt; anything else wakes the CPU first.
+                CpuState::Lazy => match action {
+                    Action::Deliver => self.act(cpu, action),
+                    _ => self.wake(cpu),
+                },
                 CpuState::Running => {
                     let forgotten = std::mem::take(&mut self.cpus[cpu].to_forget);
                     for asid in forgotten {
@@ -468,7 +506,46 @@ impl<const N: usize> Model<N> {
                 self.cpus[c].tlb.clear();
                 self.cpus[c].psc.clear();
             }
+            Action::Idle => {
+                if self.cpus[c].cr3.asid().is_some() {
+                    self.cpus[c].state = CpuState::Lazy;
+                }
+            }
         }
+    }
+
+    /// CPU `c` wakes from a lazy halt: the kernel's `idle_exit`, which clears the lazy mark, then
+    /// reads the loaded space's generation and flushes the whole PCID if its slot is behind.
+    fn wake(&mut self, c: usize) {
+        self.cpus[c].state = CpuState::Running;
+        let Some(asid) = self.cpus[c].cr3.asid() else {
+            return; // left the space meanwhile; the next switch loads one from none
+        };
+        let space = &self.spaces[self.space_index(asid).unwrap()];
+        let request = Request {
+            asid,
+            new_gen: space.tracker.tlb_gen(),
+            range: PageRange {
+                start_vpage: 0,
+                pages: VPAGES,
+            },
+            full_flush: true,
+        };
+        let action = space
+            .tracker
+            .flush_action(&request, &mut self.cpus[c].table);
+        if action != FlushAction::Nothing {
+            self.counters.catch_ups += 1;
+        }
+        apply_flush(&mut self.cpus[c], action);
+    }
+
+    /// The CPUs halted lazily now.
+    fn lazy_cpus(&self) -> CpuSet {
+        (0..NR_CPUS)
+            .filter(|&c| matches!(self.cpus[c].state, CpuState::Lazy))
+            .map(cpu_id)
+            .collect()
     }
 
     fn start_switch(&mut self, c: usize, space: usize) {
@@ -581,6 +658,7 @@ impl<const N: usize> Model<N> {
             self.cpus[c].state = CpuState::Waiting;
             return;
         }
+        let lazy = self.lazy_cpus();
         let s = &mut self.spaces[space];
         let asid = s.asid;
         let end = (start + pages).min(VPAGES);
@@ -606,7 +684,17 @@ impl<const N: usize> Model<N> {
             start_vpage: start,
             pages: end - start,
         };
-        let plan = s.tracker.begin_change(cpu_id(c), range, &self.stats);
+        // As the kernel: a change that frees no page-table page spares the lazy CPUs.
+        let frees_tables = !tables.is_empty();
+        let plan = s
+            .tracker
+            .begin_change_sparing(cpu_id(c), range, &self.stats, |others| {
+                if frees_tables {
+                    CpuSet::new()
+                } else {
+                    others.intersection(&lazy)
+                }
+            });
         self.counters.changes += 1;
 
         // The hardware view: which cached entries this change made stale.
@@ -630,8 +718,15 @@ impl<const N: usize> Model<N> {
             }
         }
 
-        // The plan must interrupt exactly the other CPUs with the address space loaded.
+        // The plan must interrupt exactly the other CPUs with the address space loaded, less the
+        // lazy ones unless the change frees page-table pages.
         let loaded = self.loaded_on(asid);
+        let others = loaded.difference(&CpuSet::single(cpu_id(c)));
+        let spared = if frees_tables {
+            CpuSet::new()
+        } else {
+            others.intersection(&lazy)
+        };
         assert_eq!(
             plan.local_flush,
             loaded.contains(cpu_id(c)),
@@ -640,7 +735,7 @@ impl<const N: usize> Model<N> {
         );
         assert_eq!(
             plan.ipi_targets,
-            loaded.difference(&CpuSet::single(cpu_id(c))),
+            others.difference(&spared),
             "step {}",
             self.step
         );
@@ -648,10 +743,12 @@ impl<const N: usize> Model<N> {
             plan.avoided,
             self.caching(asid)
                 .difference(&loaded)
-                .difference(&CpuSet::single(cpu_id(c))),
+                .difference(&CpuSet::single(cpu_id(c)))
+                .union(&spared),
             "step {}",
             self.step
         );
+        self.counters.spared += spared.len() as u64;
         assert_eq!(plan.full_flush, range.pages > FULL_FLUSH_THRESHOLD_PAGES);
 
         let s = &self.spaces[space];
@@ -797,11 +894,14 @@ impl<const N: usize> Model<N> {
                 Ok(())
             };
         }
+        let lazy = matches!(cpu.state, CpuState::Lazy);
         match cpu.table.slot_of(asid) {
             Some((p, synced)) if p.get() == pcid => match stale_since {
                 None => Ok(()),
                 Some(g) if self.awaits(d, asid, g) => Ok(()),
                 Some(g) if !current && synced < g => Ok(()),
+                // Halted lazily and spared: it runs nothing here before its wake flushes the slot.
+                Some(g) if current && lazy && synced < g => Ok(()),
                 Some(g) => Err(format!(
                     "stale entry of {asid} (gen {g}) in pcid{pcid}, loaded: {current}, \
                      slot synced to {synced}"
@@ -816,11 +916,14 @@ impl<const N: usize> Model<N> {
 
     fn check(&self) {
         for (d, cpu) in self.cpus.iter().enumerate() {
-            let usable = |pcid: u16| {
+            let walkable = |pcid: u16| {
                 cpu.cr3.pcid() == pcid
                     && !matches!(cpu.state, CpuState::MidSwitch { decision, .. }
                         if decision.flush && decision.pcid.get() == pcid)
             };
+            // A lazy CPU reads no memory through its TLB until it wakes and catches up; it may
+            // still walk its loaded page tables speculatively, so freed tables stay forbidden.
+            let usable = |pcid: u16| walkable(pcid) && !matches!(cpu.state, CpuState::Lazy);
             for (&(pcid, vpage), e) in &cpu.tlb {
                 if let Err(why) = self.judge(d, pcid, e.asid, e.stale_since) {
                     panic!("step {}: cpu{d} vpage {vpage}: {why}", self.step);
@@ -837,7 +940,7 @@ impl<const N: usize> Model<N> {
                     panic!("step {}: cpu{d} page-table span {span}: {why}", self.step);
                 }
                 assert!(
-                    !(usable(pcid) && self.freed_tables.contains(&e.table)),
+                    !(walkable(pcid) && self.freed_tables.contains(&e.table)),
                     "step {}: cpu{d} can walk freed page-table page {}",
                     self.step,
                     e.table
@@ -882,10 +985,12 @@ impl<const N: usize> Model<N> {
                 return;
             }
             for c in 0..NR_CPUS {
-                self.run(Op::Cpu {
-                    cpu: c,
-                    action: Action::Deliver,
-                });
+                let action = if matches!(self.cpus[c].state, CpuState::Lazy) {
+                    Action::Idle // wakes it
+                } else {
+                    Action::Deliver
+                };
+                self.run(Op::Cpu { cpu: c, action });
             }
         }
         panic!("shootdowns still unanswered after draining: a deadlock");
@@ -991,6 +1096,7 @@ fn action(nr_spaces: usize) -> impl Strategy<Value = Action> {
         5 => remap,
         10 => Just(Action::Deliver),
         2 => Just(Action::FullFlush),
+        8 => Just(Action::Idle),
     ]
 }
 
@@ -1036,4 +1142,71 @@ proptest! {
     fn shootdowns_leave_no_usable_stale_entry_with_six_slots(ops in schedule(8)) {
         run_schedule::<6>(8, &ops);
     }
+}
+
+/// The lazy rule step by step: a CPU halted with the space loaded is spared the IPI of a change
+/// that frees no page-table page and flushes when it wakes; a change that frees a table still
+/// interrupts it, and it leaves the space instead of flushing.
+#[test]
+fn a_lazy_cpu_is_spared_catches_up_on_waking_and_leaves_for_a_freed_table() {
+    let mut model = Model::<2>::new(2);
+    let step =
+        |model: &mut Model<2>, cpu: usize, action: Action| model.run(Op::Cpu { cpu, action });
+    let touch = Action::Touch {
+        vpage: 0,
+        write: false,
+    };
+    step(&mut model, 1, Action::Switch(0));
+    step(&mut model, 1, Action::Deliver); // the CR3 write
+    step(&mut model, 1, touch);
+    step(&mut model, 1, Action::Idle);
+    assert!(matches!(model.cpus[1].state, CpuState::Lazy));
+
+    let remap = Action::Remap {
+        space: 0,
+        vpage: 0,
+        deferred: false,
+    };
+    step(&mut model, 0, remap);
+    assert_eq!(model.counters.spared, 1, "the lazy CPU is spared");
+    assert_eq!(model.counters.requests_posted, 0, "no IPI");
+    let pcid = model.cpus[1].cr3.pcid();
+    assert!(
+        model.cpus[1].tlb[&(pcid, 0)].stale_since.is_some(),
+        "the halted CPU still holds the old translation"
+    );
+
+    step(&mut model, 1, touch); // wakes it: the catch-up comes before the touch
+    assert_eq!(model.counters.catch_ups, 1, "the wake flushes the slot");
+    assert!(matches!(model.cpus[1].state, CpuState::Running));
+    step(&mut model, 1, touch);
+    let pcid = model.cpus[1].cr3.pcid();
+    let space = &model.spaces[0];
+    assert_eq!(
+        model.cpus[1].tlb[&(pcid, 0)].frame,
+        space.ptes[&0].frame,
+        "after the wake the CPU reads the new frame"
+    );
+
+    step(&mut model, 1, Action::Idle);
+    let unmap_span = Action::Unmap {
+        space: 0,
+        start: 0,
+        pages: SPAN_PAGES,
+        deferred: false,
+    };
+    step(&mut model, 0, unmap_span);
+    assert_eq!(
+        model.counters.requests_posted, 1,
+        "a freed table interrupts the lazy CPU"
+    );
+    assert!(matches!(model.cpus[0].state, CpuState::Waiting));
+    step(&mut model, 1, Action::Deliver);
+    assert_eq!(model.counters.lazy_leaves, 1, "it leaves the space");
+    assert_eq!(model.cpus[1].cr3, Cr3::Kernel);
+    step(&mut model, 0, Action::Deliver); // the changer's wait ends
+    assert!(matches!(model.cpus[0].state, CpuState::Running));
+    step(&mut model, 1, Action::Idle); // wakes with no space loaded
+    model.drain();
+    model.check_conservation();
 }

@@ -213,6 +213,9 @@ pub fn release_trampoline() {
     if page == 0 {
         return;
     }
+    // Unmapped without the hook, the page would leave its translations (and paging-structure
+    // entries) in every AP's TLB, and the frame is freed for reuse right after.
+    assert!(mm::has_shootdown(), "smp: the AP trampoline is released before the shootdown hook exists");
     let late = STATE.iter().any(|s| s.phase() == ApPhase::Abandoned);
     if late {
         log::warn!("smp: the AP trampoline at {page:#x} stays mapped: a CPU that did not answer may still run it");

@@ -356,6 +356,12 @@ pub fn set_shootdown(f: Option<fn(u64, u64)>) -> Option<fn(u64, u64)> {
     SHOOTDOWN.swap(f)
 }
 
+/// Whether a shootdown hook is installed: unmapping a kernel or identity mapping then reaches the
+/// other CPUs' TLBs too.
+pub fn has_shootdown() -> bool {
+    SHOOTDOWN.load().is_some()
+}
+
 fn shootdown(start: u64, end: u64) {
     if let Some(f) = SHOOTDOWN.load() {
         f(start, end);

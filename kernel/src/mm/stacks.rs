@@ -279,6 +279,23 @@ pub fn trim() {
     unmap_listed();
 }
 
+/// The name of the kernel stack the caller runs on (found from its frame pointer), or `None` when
+/// it runs on a stack that is no kernel stack, with no guard page below it (the boot stack).
+#[cfg(feature = "ktest")]
+pub fn running_on() -> Option<&'static str> {
+    let addr = arch::cpu::frame_pointer();
+    let offset = addr.checked_sub(super::STACKS_BASE)?;
+    let slot = (offset / SLOT_BYTES) as usize;
+    let info = INFO.get(slot)?.load(Ordering::Acquire);
+    if info.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null entry points at the StackInfo of a live stack, and this one is the stack
+    // the caller runs on, which is not dropped while it runs.
+    let info = unsafe { &*info };
+    (info.bottom..info.top).contains(&addr).then_some(info.name)
+}
+
 /// If `addr` lies in a kernel stack's guard page, say whose and return true (the fault report's
 /// guard hook, installed by `mm::init`).
 pub fn guard_hit(addr: u64, w: &mut dyn Write) -> bool {
