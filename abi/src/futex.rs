@@ -65,15 +65,18 @@ impl<W: Copy + Eq> Bucket<W> {
     pub fn wake(&mut self, key: FutexKey, nr_wake: u32, bitset: u32, mut woken: impl FnMut(W)) -> u32 {
         let limit = nr_wake.max(1);
         let mut count = 0;
-        self.queue.retain(|w| {
-            if count < limit && w.key == key && w.bitset & bitset != 0 {
+        // Stops at the limit: a wake of one usually takes the head and looks no further.
+        let mut i = 0;
+        while count < limit && i < self.queue.len() {
+            let w = self.queue[i];
+            if w.key == key && w.bitset & bitset != 0 {
+                self.queue.remove(i);
                 count += 1;
                 woken(w.who);
-                false
             } else {
-                true
+                i += 1;
             }
-        });
+        }
         count
     }
 

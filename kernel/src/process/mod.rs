@@ -295,6 +295,8 @@ impl Process {
                 (files, fs, limits, signal::Signals::new(), spin::Mutex::new(argv), spin::Mutex::new(exe))
             }
         };
+        let ids = Arc::new(task::uctx::ProcIds::new(pid, tree::ppid(pid).unwrap_or(0)));
+        ids.set_futex_space(Arc::as_ptr(&mem) as u64);
         Arc::new(Process {
             files,
             fs,
@@ -315,7 +317,7 @@ impl Process {
             kill_status: AtomicI32::new(NOT_KILLED),
             vfork_done: AtomicBool::new(false),
             exec_tid: AtomicU64::new(0),
-            ids: Arc::new(task::uctx::ProcIds::new(pid, tree::ppid(pid).unwrap_or(0))),
+            ids,
         })
     }
 
@@ -342,12 +344,14 @@ impl Process {
     /// shares the address space (`CLONE_VM`), a new one after `execve`. The address of the shared
     /// mappings serves, a kernel address that no pid and no frame key can equal.
     pub fn futex_space(&self) -> u64 {
-        Arc::as_ptr(&*self.mem.lock()) as u64
+        self.ids.futex_space()
     }
 
     /// Put `mem` in place of the mappings (`execve`).
     fn replace_mem(&self, mem: Arc<Memory>) -> Arc<Memory> {
-        core::mem::replace(&mut *self.mem.lock(), mem)
+        let mut slot = self.mem.lock();
+        self.ids.set_futex_space(Arc::as_ptr(&mem) as u64);
+        core::mem::replace(&mut *slot, mem)
     }
 
     /// The program's name, for reports.

@@ -53,11 +53,25 @@ pub struct ProcIds {
     /// The scheduler id of the main thread, the one whose Linux thread id is the pid (the first
     /// thread, or the one that last called `execve`); 0 until it runs.
     pub main_tid: AtomicU64,
+    /// What names the process's memory in a private futex key (`process::Process::futex_space`),
+    /// kept here so a futex call finds it without the process table; changes at `execve`.
+    futex_space: AtomicU64,
 }
 
 impl ProcIds {
     pub fn new(pid: u32, ppid: u32) -> Self {
-        Self { pid: AtomicU32::new(pid), ppid: AtomicU32::new(ppid), main_tid: AtomicU64::new(0) }
+        Self { pid: AtomicU32::new(pid), ppid: AtomicU32::new(ppid), main_tid: AtomicU64::new(0), futex_space: AtomicU64::new(0) }
+    }
+
+    /// The private futex key's space of the process (see the field).
+    #[inline]
+    pub fn futex_space(&self) -> u64 {
+        self.futex_space.load(Ordering::Relaxed)
+    }
+
+    /// Set by the process layer whenever the process's memory is put in place.
+    pub fn set_futex_space(&self, space: u64) {
+        self.futex_space.store(space, Ordering::Relaxed);
     }
 
     #[inline]
