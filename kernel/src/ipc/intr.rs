@@ -114,6 +114,8 @@ pub fn is_pending(tid: u64) -> bool {
 
 /// Wake thread `tid` if it sleeps interruptibly (after [`set_pending`] said true).
 pub fn kick(tid: u64) {
+    // A futex wait sleeps on the thread's own park, not through `wait`.
+    task::uctx::kick_park(tid);
     let Some(e) = entry(tid) else { return };
     let q = e.sleeping_on.lock().clone();
     if let Some(q) = q {

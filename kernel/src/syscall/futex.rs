@@ -61,7 +61,6 @@ pub fn futex(proof: &InSyscall, uaddr: u64, op: u64, val: u64, timeout: u64, uad
     let cmd = op & !(g::FUTEX_PRIVATE_FLAG | g::FUTEX_CLOCK_REALTIME);
     let realtime = op & g::FUTEX_CLOCK_REALTIME != 0;
     let val = val as u32;
-    let tid = ctx.tid();
     match cmd {
         g::FUTEX_WAIT | g::FUTEX_WAIT_BITSET => {
             let bitset = if cmd == g::FUTEX_WAIT { MATCH_ANY } else { val3 as u32 };
@@ -85,7 +84,7 @@ pub fn futex(proof: &InSyscall, uaddr: u64, op: u64, val: u64, timeout: u64, uad
                     time::clock_to_monotonic(t, realtime)
                 })
             };
-            futex::wait(tid, key, uaddr, val, bitset, deadline).map_err(|e| match (e, deadline) {
+            futex::wait(ctx, key, uaddr, val, bitset, deadline).map_err(|e| match (e, deadline) {
                 // A timed wait is not restarted after a handler (its deadline would move); without
                 // one it restarts with the same relative timeout (Linux keeps the first deadline).
                 (futex::WaitError::Interrupted, Some(_)) => abi::signal::restart::ERESTARTNOHAND,

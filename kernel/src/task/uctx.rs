@@ -21,8 +21,11 @@
 //! Neighbours: `arch::syscall` (the slot and the exit path), `process` (registers threads, keeps the
 //! ids), `ipc::intr` (the signal bit), `syscall` (reads them).
 
-use alloc::{collections::BTreeMap, sync::Arc};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use alloc::{
+    collections::BTreeMap,
+    sync::{Arc, Weak},
+};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use arch::syscall::InSyscall;
 use talc::lock_api::Mutex as SpinMutex;
@@ -89,6 +92,23 @@ impl ProcIds {
     }
 }
 
+/// Where a user thread sleeps in a futex wait: its own flag and queue, reached by a waker through
+/// the handle the futex bucket holds, so no table is searched on either side. A signal for the
+/// thread wakes the queue too ([`kick_park`]); the sleeper then sees its work word's
+/// [`work::SIGNAL`] bit.
+#[derive(Default)]
+pub struct Park {
+    /// Set by the waker that took the thread out of its futex queue.
+    pub woken: AtomicBool,
+    pub queue: sched::WaitQueue,
+}
+
+impl core::fmt::Debug for Park {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Park").field("woken", &self.woken).finish_non_exhaustive()
+    }
+}
+
 /// One user thread's context. Its address is the work word's (first, `repr(C)`), which the
 /// system-call exit in `arch` reads through the thread's slot.
 #[derive(Debug)]
@@ -100,6 +120,9 @@ pub struct UserCtx {
     /// The thread's scheduler id.
     tid: u64,
     ids: Arc<ProcIds>,
+    /// The context itself, for a futex wait to queue a handle of it.
+    me: Weak<UserCtx>,
+    pub park: Park,
 }
 
 impl UserCtx {
@@ -129,6 +152,17 @@ impl UserCtx {
     pub fn ids(&self) -> &ProcIds {
         &self.ids
     }
+
+    /// Whether any of `bits` is set in the work word (`SeqCst`, as the setters).
+    #[inline]
+    pub fn has_work(&self, bits: u32) -> bool {
+        self.work.load(Ordering::SeqCst) & bits != 0
+    }
+
+    /// A counted handle of this context (alive while the thread is registered).
+    pub fn handle(&self) -> Option<Arc<UserCtx>> {
+        self.me.upgrade()
+    }
 }
 
 static CONTEXTS: SpinMutex<RawIrqSpin, BTreeMap<u64, Arc<UserCtx>>> = SpinMutex::new(BTreeMap::new());
@@ -136,7 +170,7 @@ static CONTEXTS: SpinMutex<RawIrqSpin, BTreeMap<u64, Arc<UserCtx>>> = SpinMutex:
 /// Give user thread `tid` a context with its process's `ids` (at the thread's start, before anyone
 /// can make work for it).
 pub fn register(tid: u64, ids: Arc<ProcIds>) {
-    let ctx = Arc::new(UserCtx { work: AtomicU32::new(0), pid: ids.pid(), tid, ids });
+    let ctx = Arc::new_cyclic(|me| UserCtx { work: AtomicU32::new(0), pid: ids.pid(), tid, ids, me: me.clone(), park: Park::default() });
     let old = CONTEXTS.lock().insert(tid, ctx);
     drop(old);
 }
@@ -157,6 +191,15 @@ pub fn set_work(tid: u64, bits: u32, on: bool) {
         } else {
             ctx.clear(bits);
         }
+    }
+}
+
+/// Wake thread `tid` if it sleeps in a futex wait (a signal came for it; see [`Park`]). Safe with
+/// interrupts off and from interrupt handlers, like [`set_work`].
+// lock order: CONTEXTS -> the park's queue -> a run queue
+pub fn kick_park(tid: u64) {
+    if let Some(ctx) = CONTEXTS.lock().get(&tid) {
+        ctx.park.queue.wake_all(super::sched());
     }
 }
 
