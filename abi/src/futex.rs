@@ -72,7 +72,8 @@ impl<W: Clone + Eq> Bucket<W> {
         while count < limit && i < self.queue.len() {
             let w = &self.queue[i];
             if w.key == key && w.bitset & bitset != 0 {
-                let w = self.queue.remove(i).expect("index in range");
+                // The head is the common case: no elements move.
+                let w = if i == 0 { self.queue.pop_front() } else { self.queue.remove(i) }.expect("index in range");
                 count += 1;
                 woken(w.who);
             } else {

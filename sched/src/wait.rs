@@ -165,6 +165,20 @@ impl WaitQueue {
                 break;
             }
             s.block();
+            // Woken (running again): test first, and leave without linking the node again when the
+            // condition holds. The lock is still taken before leaving: the waker that popped the
+            // node may hold it yet, and reaches the node and the thread only under it.
+            if cond() {
+                let mut list = self.list.lock();
+                // SAFETY: as above.
+                unsafe {
+                    if (*node).linked {
+                        list.unlink(node);
+                    }
+                }
+                drop(list);
+                break;
+            }
         }
         s.platform().irq_restore(irq);
     }

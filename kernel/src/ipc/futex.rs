@@ -182,6 +182,15 @@ const WAKE_BATCH: usize = 8;
 pub fn wake(key: FutexKey, n: u32, bitset: u32) -> u32 {
     // As on Linux, `n` 0 still wakes one.
     let limit = n.max(1);
+    if limit == 1 {
+        // The common wake of one: no batch to fill and drop.
+        let mut one = None;
+        let took = BUCKETS[bucket_of(key, NR_BUCKETS)].lock().wake(key, 1, bitset, |t| one = Some(t));
+        if let Some(sleeper) = one {
+            wake_sleeper(&sleeper);
+        }
+        return took;
+    }
     let mut count = 0;
     loop {
         let want = (limit - count).min(WAKE_BATCH as u32);
