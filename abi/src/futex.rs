@@ -64,6 +64,7 @@ impl<W: Clone + Eq> Bucket<W> {
 
     /// Take up to `nr_wake` waiters on `key` whose bitset shares a bit with `bitset`, oldest first, and
     /// hand each to `woken`. Returns how many. As on Linux, `nr_wake` 0 still wakes one.
+    #[inline]
     pub fn wake(&mut self, key: FutexKey, nr_wake: u32, bitset: u32, mut woken: impl FnMut(W)) -> u32 {
         let limit = nr_wake.max(1);
         let mut count = 0;

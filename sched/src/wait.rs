@@ -125,6 +125,7 @@ impl WaitQueue {
     /// and must not block; whoever makes it true must then call [`WaitQueue::wake_one`] or
     /// [`WaitQueue::wake_all`]. Must be called from a scheduler thread (not an idle thread, not an
     /// interrupt handler).
+    #[inline]
     pub fn wait_until<P: Platform>(&self, s: &Scheduler<P>, mut cond: impl FnMut() -> bool) {
         if cond() {
             return;

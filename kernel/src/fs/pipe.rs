@@ -28,7 +28,10 @@ use abi::{
 };
 use talc::lock_api::Mutex as SpinMutex;
 
-use crate::{cpu::irqlock::RawIrqSpin, task};
+use crate::{
+    cpu::irqlock::RawIrqSpin,
+    task::{self, uctx::UserCtx},
+};
 
 pub struct PipeObj {
     buf: SpinMutex<RawIrqSpin, Pipe>,
@@ -49,10 +52,14 @@ impl Side {
         Side { queue: Arc::new(sched::WaitQueue::new()), sleepers: AtomicUsize::new(0) }
     }
 
-    /// Sleep until `cond()` (which takes the buffer's lock) holds; see [`sleep_until`].
-    fn sleep(&self, cond: impl FnMut() -> bool) -> Result<(), Errno> {
+    /// Sleep until `cond()` (which takes the buffer's lock) holds; see [`sleep_until`]. `me`: the
+    /// caller's context when it has it at hand.
+    fn sleep(&self, me: Option<&UserCtx>, cond: impl FnMut() -> bool) -> Result<(), Errno> {
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        let slept = sleep_until(&self.queue, cond);
+        let slept = match me {
+            Some(me) => crate::ipc::intr::wait_as(me, &self.queue, cond).map_err(|_| abi::signal::restart::ERESTARTSYS),
+            None => sleep_until(&self.queue, cond),
+        };
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
         slept
     }
@@ -119,6 +126,11 @@ impl PipeObj {
     }
 
     pub fn read(&self, out: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
+        self.read_as(None, out, nonblock)
+    }
+
+    /// [`PipeObj::read`] by the thread whose context is `me`, if given.
+    pub fn read_as(&self, me: Option<&UserCtx>, out: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
         loop {
             let r = self.buf.lock().read(out, nonblock)?;
             match r {
@@ -129,7 +141,7 @@ impl PipeObj {
                     }
                     return Ok(n);
                 }
-                Err(Blocked) => self.readers.sleep(|| {
+                Err(Blocked) => self.readers.sleep(me, || {
                     let b = self.buf.lock();
                     !b.is_empty() || b.writers() == 0
                 })?,
@@ -138,6 +150,11 @@ impl PipeObj {
     }
 
     pub fn write(&self, data: &[u8], nonblock: bool) -> Result<usize, Errno> {
+        self.write_as(None, data, nonblock)
+    }
+
+    /// [`PipeObj::write`] by the thread whose context is `me`, if given.
+    pub fn write_as(&self, me: Option<&UserCtx>, data: &[u8], nonblock: bool) -> Result<usize, Errno> {
         // Linux's pipe_write returns 0 for an empty write before it looks for readers.
         if data.is_empty() {
             return Ok(0);
@@ -159,7 +176,7 @@ impl PipeObj {
                 Ok(Err(Blocked)) => {
                     let rest = data.len() - done;
                     let need = if rest <= PIPE_BUF { rest } else { 1 };
-                    self.writers.sleep(|| {
+                    self.writers.sleep(me, || {
                         let b = self.buf.lock();
                         b.readers() == 0 || b.room() >= need
                     })?;

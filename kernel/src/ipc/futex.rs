@@ -20,9 +20,9 @@
 //! most [`TIMEOUT_SLICE_NS`] and checks its flag and the deadline after each (a wake-up still ends a
 //! slice at once: it wakes the park's queue). The trade-off: a timed wait costs a wake-up per slice.
 //!
-//! A signal interrupts a wait ([`WaitError::Interrupted`]): the sender sets the thread's work word's
-//! `SIGNAL` bit, then `intr::kick` wakes the park's queue (`uctx::kick_park`); the untimed sleeper's
-//! condition reads that bit, the timed one checks it between its slices.
+//! A signal interrupts a wait ([`WaitError::Interrupted`]): the sender sets the thread's pending
+//! flag (`intr`'s, in the context), then `intr::kick` wakes the park's queue (`uctx::kick_park`);
+//! the untimed sleeper's condition reads that flag, the timed one checks it between its slices.
 //!
 //! Keys are (process memory, address) for private words, (frame, offset) for shared ones (see
 //! `syscall::futex`).
@@ -32,10 +32,7 @@ use core::sync::atomic::Ordering;
 
 use abi::futex::{Bucket, FutexKey, bucket_of, requeue};
 
-use crate::task::{
-    self,
-    uctx::{UserCtx, work},
-};
+use crate::task::{self, uctx::UserCtx};
 
 const NR_BUCKETS: usize = 64;
 /// Longest sleep of a timed waiter between checks of its deadline.
@@ -120,7 +117,7 @@ pub fn wait(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32, 
         let mut woken = false;
         park.queue.wait_until(s, || {
             woken = park.woken.load(Ordering::Acquire);
-            woken || me.has_work(work::SIGNAL)
+            woken || me.intr.pending.load(Ordering::SeqCst)
         });
         return if woken { Ok(()) } else { leave(WaitError::Interrupted) };
     };
@@ -132,7 +129,7 @@ pub fn wait(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32, 
         if now >= deadline {
             return leave(WaitError::TimedOut);
         }
-        if me.has_work(work::SIGNAL) {
+        if me.intr.pending.load(Ordering::SeqCst) {
             return leave(WaitError::Interrupted);
         }
         s.sleep_ns((deadline - now).min(TIMEOUT_SLICE_NS));

@@ -203,7 +203,7 @@ impl NewThread {
                 p.ids.main_tid.store(tid, Ordering::Release);
             }
             // The context first: a signal attached below may set its work word.
-            task::uctx::register(tid, p.ids.clone());
+            task::uctx::register(tid, p.ids.clone(), p.clone());
             p.signals.attach(tid, self.blocked);
             let old = THREADS.lock().insert(tid, p.clone());
             debug_assert!(old.is_none(), "a thread id is entered once");
@@ -443,6 +443,11 @@ pub fn current_tid() -> u64 {
     task::sched().current().map_or(0, |t| t.id.0)
 }
 
+/// The process of the thread whose context is `ctx` (inside one of its system calls: no lock).
+pub fn of(ctx: &task::uctx::UserCtx) -> &Process {
+    ctx.owner().downcast_ref::<Process>().expect("a user thread's context names its process")
+}
+
 /// The process of the calling thread, if it is a user thread.
 pub fn current() -> Option<Arc<Process>> {
     THREADS.lock().get(&current_tid()).cloned()
@@ -561,7 +566,7 @@ fn spawn_as(
     let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(space.mm());
     let spawned = task::sched().spawn(builder, move || {
         p.ids.main_tid.store(current_tid(), Ordering::Release);
-        task::uctx::register(current_tid(), p.ids.clone());
+        task::uctx::register(current_tid(), p.ids.clone(), p.clone());
         p.signals.attach(current_tid(), abi::signal::SigSet::EMPTY);
         THREADS.lock().insert(current_tid(), p.clone());
         exec::start(p, image, plan, path, argv, envp)

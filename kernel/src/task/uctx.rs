@@ -25,7 +25,10 @@ use alloc::{
     collections::BTreeMap,
     sync::{Arc, Weak},
 };
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::{
+    any::Any,
+    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+};
 
 use arch::syscall::InSyscall;
 use talc::lock_api::Mutex as SpinMutex;
@@ -94,8 +97,8 @@ impl ProcIds {
 
 /// Where a user thread sleeps in a futex wait: its own flag and queue, reached by a waker through
 /// the handle the futex bucket holds, so no table is searched on either side. A signal for the
-/// thread wakes the queue too ([`kick_park`]); the sleeper then sees its work word's
-/// [`work::SIGNAL`] bit.
+/// thread wakes the queue too ([`kick_park`]); the sleeper then sees its pending flag
+/// ([`Interrupt`]).
 #[derive(Default)]
 pub struct Park {
     /// Set by the waker that took the thread out of its futex queue.
@@ -123,6 +126,24 @@ pub struct UserCtx {
     /// The context itself, for a futex wait to queue a handle of it.
     me: Weak<UserCtx>,
     pub park: Park,
+    /// The interruptible-sleep state `ipc::intr` keeps for the thread.
+    pub intr: Interrupt,
+    /// The thread's process (the process layer's type, which this layer cannot name): a system
+    /// call finds it here without the process table's lock.
+    owner: Arc<dyn Any + Send + Sync>,
+}
+
+/// The state of `ipc::intr` for one thread (see there): whether a signal it would act on is
+/// pending, and the wait queue it sleeps on interruptibly, if any.
+pub struct Interrupt {
+    pub pending: AtomicBool,
+    pub sleeping_on: SpinMutex<RawIrqSpin, Option<Arc<sched::WaitQueue>>>,
+}
+
+impl core::fmt::Debug for Interrupt {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Interrupt").field("pending", &self.pending).finish_non_exhaustive()
+    }
 }
 
 impl UserCtx {
@@ -153,24 +174,33 @@ impl UserCtx {
         &self.ids
     }
 
-    /// Whether any of `bits` is set in the work word (`SeqCst`, as the setters).
-    #[inline]
-    pub fn has_work(&self, bits: u32) -> bool {
-        self.work.load(Ordering::SeqCst) & bits != 0
-    }
-
     /// A counted handle of this context (alive while the thread is registered).
     pub fn handle(&self) -> Option<Arc<UserCtx>> {
         self.me.upgrade()
+    }
+
+    /// The thread's process, as the process layer registered it.
+    #[inline]
+    pub fn owner(&self) -> &(dyn Any + Send + Sync) {
+        &*self.owner
     }
 }
 
 static CONTEXTS: SpinMutex<RawIrqSpin, BTreeMap<u64, Arc<UserCtx>>> = SpinMutex::new(BTreeMap::new());
 
-/// Give user thread `tid` a context with its process's `ids` (at the thread's start, before anyone
-/// can make work for it).
-pub fn register(tid: u64, ids: Arc<ProcIds>) {
-    let ctx = Arc::new_cyclic(|me| UserCtx { work: AtomicU32::new(0), pid: ids.pid(), tid, ids, me: me.clone(), park: Park::default() });
+/// Give user thread `tid` a context with its process's `ids` and the process itself, `owner` (at
+/// the thread's start, before anyone can make work for it).
+pub fn register(tid: u64, ids: Arc<ProcIds>, owner: Arc<dyn Any + Send + Sync>) {
+    let ctx = Arc::new_cyclic(|me| UserCtx {
+        work: AtomicU32::new(0),
+        pid: ids.pid(),
+        tid,
+        ids,
+        me: me.clone(),
+        park: Park::default(),
+        intr: Interrupt { pending: AtomicBool::new(false), sleeping_on: SpinMutex::new(None) },
+        owner,
+    });
     let old = CONTEXTS.lock().insert(tid, ctx);
     drop(old);
 }
@@ -192,6 +222,11 @@ pub fn set_work(tid: u64, bits: u32, on: bool) {
             ctx.clear(bits);
         }
     }
+}
+
+/// Thread `tid`'s context, if it has one.
+pub fn get(tid: u64) -> Option<Arc<UserCtx>> {
+    CONTEXTS.lock().get(&tid).cloned()
 }
 
 /// Wake thread `tid` if it sleeps in a futex wait (a signal came for it; see [`Park`]). Safe with
