@@ -66,8 +66,16 @@ impl Side {
 
     /// Wake the side's sleepers, if any, after a change of the buffer made under its lock.
     fn wake(&self) {
-        if self.sleepers.load(Ordering::SeqCst) != 0 {
-            self.queue.wake_all(task::sched());
+        // The count is at least the number of threads on the queue (raised before a sleeper
+        // links, lowered after it left): with one counted, waking one wakes them all.
+        match self.sleepers.load(Ordering::SeqCst) {
+            0 => {}
+            1 => {
+                self.queue.wake_one(task::sched());
+            }
+            _ => {
+                self.queue.wake_all(task::sched());
+            }
         }
     }
 }
