@@ -58,6 +58,17 @@ fn wait_error(e: futex::WaitError) -> u32 {
 pub fn futex(proof: &InSyscall, uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64) -> SysResult {
     let ctx = uctx::current(proof);
     let op = op as u32;
+    // The two calls of every hand-off first, with what the general path below would decide for
+    // them: a private FUTEX_WAKE, and a private FUTEX_WAIT without a timeout.
+    if op == g::FUTEX_WAKE | g::FUTEX_PRIVATE_FLAG && uaddr.is_multiple_of(4) {
+        let key = FutexKey { space: ctx.ids().futex_space(), addr: uaddr };
+        return Ok(u64::from(futex::wake(key, val as u32, MATCH_ANY)));
+    }
+    if op == g::FUTEX_WAIT | g::FUTEX_PRIVATE_FLAG && timeout == 0 && uaddr.is_multiple_of(4) {
+        let key = FutexKey { space: ctx.ids().futex_space(), addr: uaddr };
+        futex::wait(ctx, key, uaddr, val as u32, MATCH_ANY, None).map_err(wait_error)?;
+        return Ok(0);
+    }
     let cmd = op & !(g::FUTEX_PRIVATE_FLAG | g::FUTEX_CLOCK_REALTIME);
     let realtime = op & g::FUTEX_CLOCK_REALTIME != 0;
     let val = val as u32;
