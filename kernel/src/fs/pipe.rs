@@ -12,7 +12,10 @@
 //! - A side's queue is woken only when a thread of that side is counted as sleeping
 //!   ([`Side`]): the count is raised before the sleeper's condition takes the buffer's lock, and
 //!   read after the waker has changed the buffer under that lock, so either the sleeper sees the
-//!   change or the waker sees the sleeper. A read or write nobody waits for takes no queue lock.
+//!   change or the waker sees the sleeper. A read or write nobody waits for takes no queue lock;
+//!   with one sleeper counted, `wake_one` does.
+//! - A read or write from a system call ([`PipeObj::read_as`], [`PipeObj::write_as`]) passes the
+//!   caller's context, and sleeps through `intr::wait_as`, which searches no table for it.
 //!
 //! Why an interrupts-off lock: a waiter's condition runs with interrupts disabled inside
 //! `WaitQueue::wait_until` and takes the lock; a holder preempted on that CPU with the lock held
