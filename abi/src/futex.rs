@@ -30,7 +30,7 @@ pub struct FutexKey {
 /// `FUTEX_BITSET_MATCH_ANY`: the bitset of plain `FUTEX_WAIT` and `FUTEX_WAKE`.
 pub const MATCH_ANY: u32 = linux_raw_sys::general::FUTEX_BITSET_MATCH_ANY;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Waiter<W> {
     key: FutexKey,
     who: W,
@@ -49,7 +49,9 @@ impl<W> Default for Bucket<W> {
     }
 }
 
-impl<W: Copy + Eq> Bucket<W> {
+/// `W` names a waiter: a thread id, or a handle the kernel wakes directly (cloned only where a
+/// requeue copies it out).
+impl<W: Clone + Eq> Bucket<W> {
     pub const fn new() -> Self {
         Self { queue: VecDeque::new() }
     }
@@ -62,18 +64,23 @@ impl<W: Copy + Eq> Bucket<W> {
 
     /// Take up to `nr_wake` waiters on `key` whose bitset shares a bit with `bitset`, oldest first, and
     /// hand each to `woken`. Returns how many. As on Linux, `nr_wake` 0 still wakes one.
+    #[inline]
     pub fn wake(&mut self, key: FutexKey, nr_wake: u32, bitset: u32, mut woken: impl FnMut(W)) -> u32 {
         let limit = nr_wake.max(1);
         let mut count = 0;
-        self.queue.retain(|w| {
-            if count < limit && w.key == key && w.bitset & bitset != 0 {
+        // Stops at the limit: a wake of one usually takes the head and looks no further.
+        let mut i = 0;
+        while count < limit && i < self.queue.len() {
+            let w = &self.queue[i];
+            if w.key == key && w.bitset & bitset != 0 {
+                // The head is the common case: no elements move.
+                let w = if i == 0 { self.queue.pop_front() } else { self.queue.remove(i) }.expect("index in range");
                 count += 1;
                 woken(w.who);
-                false
             } else {
-                true
+                i += 1;
             }
-        });
+        }
         count
     }
 
@@ -100,6 +107,14 @@ impl<W: Copy + Eq> Bucket<W> {
     pub fn forget(&mut self, who: W) -> usize {
         let before = self.queue.len();
         self.queue.retain(|w| w.who != who);
+        before - self.queue.len()
+    }
+
+    /// [`Bucket::forget`] of every waiter for which `f` holds (a kernel that names waiters by a
+    /// handle finds an ended thread's by its id).
+    pub fn forget_where(&mut self, mut f: impl FnMut(&W) -> bool) -> usize {
+        let before = self.queue.len();
+        self.queue.retain(|w| !f(&w.who));
         before - self.queue.len()
     }
 
@@ -133,7 +148,7 @@ impl<W> Requeued<W> {
 /// to `nr_requeue` more of them to `to`. `dst` is the bucket of `to` when it differs from `src` (the
 /// bucket of `from`); the caller holds both locks, taken in bucket-index order. For
 /// `FUTEX_CMP_REQUEUE` the caller compares the word at `from` under the locks first.
-pub fn requeue<W: Copy + Eq>(
+pub fn requeue<W: Clone + Eq>(
     src: &mut Bucket<W>,
     dst: Option<&mut Bucket<W>>,
     from: FutexKey,
@@ -147,16 +162,16 @@ pub fn requeue<W: Copy + Eq>(
         if w.key != from {
             true
         } else if (out.woken.len() as u64) < u64::from(nr_wake) {
-            out.woken.push(w.who);
+            out.woken.push(w.who.clone());
             false
         } else if (moving.len() as u64) < u64::from(nr_requeue) {
-            moving.push(Waiter { key: to, ..*w });
+            moving.push(Waiter { key: to, who: w.who.clone(), bitset: w.bitset });
             false
         } else {
             true
         }
     });
-    out.moved = moving.iter().map(|w| w.who).collect();
+    out.moved = moving.iter().map(|w| w.who.clone()).collect();
     let target = match dst {
         Some(d) => d,
         None => src,
@@ -180,7 +195,7 @@ pub struct FutexTable<W> {
     buckets: Vec<Bucket<W>>,
 }
 
-impl<W: Copy + Eq> FutexTable<W> {
+impl<W: Clone + Eq> FutexTable<W> {
     /// A table of `nr_buckets` buckets (a power of two).
     pub fn new(nr_buckets: usize) -> Self {
         assert!(nr_buckets.is_power_of_two());
@@ -310,6 +325,8 @@ mod tests {
         t.enqueue(B, 1, MATCH_ANY);
         assert_eq!(t.bucket(A).forget(1), 2);
         t.enqueue(A, 2, MATCH_ANY);
+        t.enqueue(A, 3, MATCH_ANY);
+        assert_eq!(t.bucket(A).forget_where(|w| *w == 3), 1);
         assert_eq!(woken(&mut t, A, 1, MATCH_ANY), [2]);
         assert!(t.is_empty());
     }

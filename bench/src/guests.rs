@@ -51,10 +51,16 @@ pub struct Options {
     pub smp: u32,
     pub mem: String,
     pub out_dir: PathBuf,
+    /// `--only NAME,...`: run only these programs (empty: all).
+    pub only: Vec<String>,
+    /// `--no-linux`: skip the Linux guest (for measuring ours alone while cutting a path).
+    pub no_linux: bool,
+    /// `--profile`: our guest's instructions in each window by kernel function (see [`profile`]).
+    pub profile: bool,
 }
 
 pub const USAGE: &str = "usage: bench --guests --qemu PATH --bin DIR --linux DIR --kernel ELF [--cpu-model M] [--smp N]
-               [--mem SIZE] [--out DIR] [--quick]";
+               [--mem SIZE] [--out DIR] [--quick] [--only PROGRAM,...] [--no-linux] [--profile]";
 
 /// Parse the arguments after `--guests`.
 pub fn parse_args(args: impl IntoIterator<Item = String>, default_out: &Path) -> Result<Options, String> {
@@ -68,6 +74,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>, default_out: &Path) ->
         smp: 2,
         mem: "1G".into(),
         out_dir: PathBuf::new(),
+        only: Vec::new(),
+        no_linux: false,
+        profile: false,
     };
     let mut out_dir = None;
     let mut args = args.into_iter();
@@ -86,6 +95,17 @@ pub fn parse_args(args: impl IntoIterator<Item = String>, default_out: &Path) ->
             }
             "--mem" => options.mem = value("a size")?,
             "--out" => out_dir = Some(PathBuf::from(value("a directory")?)),
+            "--only" => {
+                let names = value("program names")?;
+                for name in names.split(',') {
+                    if !PROGRAMS.iter().any(|p| p.name == name) {
+                        return Err(format!("--only: no program `{name}`"));
+                    }
+                    options.only.push(name.to_owned());
+                }
+            }
+            "--no-linux" => options.no_linux = true,
+            "--profile" => options.profile = true,
             other => return Err(format!("unknown argument: {other}")),
         }
     }
@@ -163,6 +183,11 @@ const PROGRAMS: &[Program] = &[
         ours_needs: None,
     },
 ];
+
+/// The programs `options` selects (`--only`), with their places in [`PROGRAMS`].
+fn selected(options: &Options) -> impl Iterator<Item = (usize, &'static Program)> + '_ {
+    PROGRAMS.iter().enumerate().filter(|(_, p)| options.only.is_empty() || options.only.iter().any(|n| n == p.name))
+}
 
 /// What each row measures, per operation.
 fn row_label(row: &str) -> &'static str {
@@ -387,7 +412,7 @@ fn archive(options: &Options) -> io::Result<Vec<u8>> {
         files.push((format!("bin/{name}"), read(name)?, 0o755));
     }
     let mut list = String::new();
-    for program in PROGRAMS {
+    for (_, program) in selected(options) {
         let _ = writeln!(list, "/bin/{} {}", program.name, program_args(program, options.quick).join(" "));
     }
     files.push(("bench.list".to_owned(), list.into_bytes(), 0o644));
@@ -483,7 +508,7 @@ fn linux_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<Guest
         run.version = format!("{} (Debian {package})", run.version);
     }
     let totals = fs::read_to_string(&out).map_err(|e| e.to_string()).and_then(|t| icount::parse(&t));
-    let programs: Vec<&Program> = PROGRAMS.iter().collect();
+    let programs: Vec<&Program> = selected(options).map(|(_, p)| p).collect();
     collect(&mut run, &programs, &text, &totals, "Linux");
     run.notes.push(format!("Linux guest: one boot, {:.0} s", wall.as_secs_f64()));
     Ok(run)
@@ -505,7 +530,7 @@ fn ours_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<GuestR
     };
     let mut run = GuestRun { version, ..GuestRun::default() };
     let timeout = Duration::from_secs(if options.quick { 120 } else { 900 });
-    for (index, program) in PROGRAMS.iter().enumerate() {
+    for (index, program) in selected(options) {
         if let Some(why) = program.ours_needs {
             for row in program.rows {
                 run.rows.insert((*row).to_owned(), Outcome::Missing(why.to_owned()));
@@ -530,6 +555,13 @@ fn ours_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<GuestR
             cmdline,
         ]);
         qemu_args.extend(plugin_args(plugin, &out, &[vectors]));
+        let profile_raw = options.out_dir.join(format!("profile-ours-{index}-{}.raw", program.name));
+        if options.profile {
+            let _ = fs::remove_file(&profile_raw);
+            if let Some(last) = qemu_args.last_mut() {
+                let _ = write!(last, ",profile={}", profile_raw.display());
+            }
+        }
         eprintln!("bench: our kernel: /bin/{} {}", program.name, args.join(" "));
         let text = match run_qemu(&options.qemu, &qemu_args, timeout) {
             Ok((text, _)) => text,
@@ -543,8 +575,77 @@ fn ours_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<GuestR
         }
         let totals = fs::read_to_string(&out).map_err(|e| e.to_string()).and_then(|t| icount::parse(&t));
         collect(&mut run, &[program], &text, &totals, "ours");
+        if options.profile {
+            let ops: BTreeMap<u16, u64> = parse_output(&text).rows.iter().map(|(_, m)| (m.tag, m.ops)).collect();
+            let histogram = fs::read_to_string(&profile_raw)
+                .map_err(|e| format!("{}: {e}", profile_raw.display()))
+                .and_then(|raw| profile(&elf, &raw, &ops));
+            let path = options.out_dir.join(format!("profile-ours-{index}-{}.txt", program.name));
+            match histogram {
+                Ok(text) => {
+                    let _ = fs::write(&path, &text);
+                    eprint!("{text}");
+                }
+                Err(why) => eprintln!("bench: no profile of /bin/{}: {why}", program.name),
+            }
+        }
     }
     Ok(run)
+}
+
+/// A window profile (the plugin's `icount profile tag=T addr=A execs=N insns=M` lines) as
+/// instructions per operation by function of the kernel `elf` (user addresses as one line), per
+/// tag, most first; `ops` gives each tag's operations (a tag without is counted per window total).
+pub fn profile(elf: &[u8], raw: &str, ops: &BTreeMap<u16, u64>) -> Result<String, String> {
+    use object::{Object, ObjectSymbol, SymbolKind};
+    let file = object::File::parse(elf).map_err(|e| format!("the kernel is no ELF: {e}"))?;
+    let mut symbols: Vec<(u64, String)> = file
+        .symbols()
+        // Labels of `global_asm!` (the system-call entry) are NOTYPE symbols in a section.
+        .filter(|s| s.address() != 0 && (s.kind() == SymbolKind::Text || (s.kind() == SymbolKind::Unknown && s.section_index().is_some())))
+        .filter_map(|s| s.name().ok().map(|n| (s.address(), format!("{:#}", rustc_demangle::demangle(n)))))
+        .collect();
+    symbols.sort();
+    let name_of = |addr: u64| -> String {
+        if addr < 1 << 63 {
+            return "(user)".to_owned();
+        }
+        match symbols.partition_point(|(a, _)| *a <= addr) {
+            0 => format!("{addr:#x}"),
+            i => symbols[i - 1].1.clone(),
+        }
+    };
+    let mut by_tag: BTreeMap<u16, BTreeMap<String, u64>> = BTreeMap::new();
+    for line in raw.lines() {
+        let Some(words) = line.strip_prefix("icount profile ") else { continue };
+        let (mut tag, mut addr, mut insns) = (None, None, None);
+        for word in words.split_whitespace() {
+            match word.split_once('=') {
+                Some(("tag", v)) => tag = v.parse::<u16>().ok(),
+                Some(("addr", v)) => addr = u64::from_str_radix(v.trim_start_matches("0x"), 16).ok(),
+                Some(("insns", v)) => insns = v.parse::<u64>().ok(),
+                _ => {}
+            }
+        }
+        let (Some(tag), Some(addr), Some(insns)) = (tag, addr, insns) else {
+            return Err(format!("a malformed profile line: {line}"));
+        };
+        *by_tag.entry(tag).or_default().entry(name_of(addr)).or_default() += insns;
+    }
+    let mut out = String::new();
+    for (tag, functions) in by_tag {
+        let per = ops.get(&tag).copied().unwrap_or(1).max(1) as f64;
+        let total: u64 = functions.iter().filter(|(n, _)| *n != "(user)").map(|(_, v)| v).sum();
+        let _ = writeln!(out, "profile tag={tag} ops={per} kernel_insns_per_op={:.1}", total as f64 / per);
+        let mut sorted: Vec<(String, u64)> = functions.into_iter().collect();
+        sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (name, insns) in sorted {
+            if insns as f64 / per >= 0.5 {
+                let _ = writeln!(out, "  {:>8.1}  {name}", insns as f64 / per);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Counts per operation of a measured row: (name, value).
@@ -574,9 +675,6 @@ pub struct Comparison {
     pub ours: Result<GuestRun, String>,
 }
 
-fn all_rows() -> Vec<&'static str> {
-    PROGRAMS.iter().flat_map(|p| p.rows.iter().copied()).collect()
-}
 
 fn fmt_num(v: Option<f64>) -> String {
     match v {
@@ -594,6 +692,11 @@ fn ratio(ours: Option<f64>, linux: Option<f64>) -> Option<f64> {
 }
 
 impl Comparison {
+    /// The rows of the selected programs.
+    fn rows(&self) -> Vec<&'static str> {
+        selected(&self.options).flat_map(|(_, p)| p.rows.iter().copied()).collect()
+    }
+
     fn outcome(&self, linux: bool, row: &str) -> Outcome {
         let run = if linux { &self.linux } else { &self.ours };
         match run {
@@ -659,7 +762,7 @@ impl Comparison {
             "{:<54} {:>9} {:>9} {:>7} | {:>7} {:>7} | {:>5} {:>5} | {:>5} {:>5} | {:>9}",
             "per operation", "k-ins us", "k-ins Lx", "us/Lx", "u-ins us", "u-ins Lx", "irq us", "irq Lx", "cr3 us", "cr3 Lx", "time us/Lx"
         );
-        for row in all_rows() {
+        for row in self.rows() {
             let (o, l) = (self.outcome(false, row), self.outcome(true, row));
             let co = if let Outcome::Ran(m) = &o { per_op(m) } else { Vec::new() };
             let cl = if let Outcome::Ran(m) = &l { per_op(m) } else { Vec::new() };
@@ -717,7 +820,8 @@ impl Comparison {
             }
             Outcome::Missing(why) => json!({ "missing": why }),
         };
-        let rows: Vec<Value> = all_rows()
+        let rows: Vec<Value> = self
+            .rows()
             .into_iter()
             .map(|row| {
                 let (o, l) = (self.outcome(false, row), self.outcome(true, row));
@@ -745,7 +849,7 @@ impl Comparison {
 
     /// Bars of ours/Linux per row on a log scale around 1: kernel instructions and time.
     pub fn svg(&self) -> String {
-        let rows = all_rows();
+        let rows = self.rows();
         let (row_h, left, width) = (34.0, 330.0, 900.0);
         let height = 70.0 + row_h * rows.len() as f64 + 30.0;
         let mut s = String::new();
@@ -827,7 +931,7 @@ pub fn run(options: &Options, workspace: &Path) -> io::Result<()> {
     let plugin = icount::build_plugin(api, workspace).map_err(io::Error::other)?;
     let cpio_path = options.out_dir.join("guests.cpio");
     fs::write(&cpio_path, archive(options)?)?;
-    let linux = linux_run(options, &plugin, &cpio_path);
+    let linux = if options.no_linux { Err("not run (--no-linux)".to_owned()) } else { linux_run(options, &plugin, &cpio_path) };
     if let Err(why) = &linux {
         eprintln!("bench: Linux guest skipped: {why}");
     }
@@ -896,6 +1000,10 @@ mod tests {
         assert_eq!(bytes.len() % 4, 0);
     }
 
+    fn all_rows() -> Vec<&'static str> {
+        PROGRAMS.iter().flat_map(|p| p.rows.iter().copied()).collect()
+    }
+
     #[test]
     fn every_row_has_a_label_and_tags_are_unique_per_row() {
         for row in all_rows() {
@@ -929,6 +1037,9 @@ mod tests {
             smp: 2,
             mem: "1G".into(),
             out_dir: "o".into(),
+            only: Vec::new(),
+            no_linux: false,
+            profile: false,
         };
         let mut linux = GuestRun { version: "Linux 6.1".into(), calibrate_expect_user: Some(201), ..GuestRun::default() };
         let mut ours = GuestRun { version: "ours".into(), calibrate_expect_user: Some(201), ..GuestRun::default() };
@@ -938,6 +1049,17 @@ mod tests {
         ours.rows.insert("getppid".into(), measured(7, 10, 250, 50));
         ours.rows.insert("pipe_1cpu".into(), Outcome::Missing("needs processes".into()));
         Comparison { qemu_version: "QEMU 7.2".into(), options, linux: Ok(linux), ours: Ok(ours) }
+    }
+
+    #[test]
+    fn only_selects_known_programs_and_their_rows() {
+        let args = ["--only", "futex,pipe", "--no-linux", "--profile"].map(String::from);
+        let options = parse_args(args, Path::new("t")).unwrap();
+        assert_eq!(options.only, ["futex", "pipe"]);
+        assert!(options.no_linux && options.profile);
+        let c = Comparison { qemu_version: "q".into(), options, linux: Err("x".into()), ours: Err("x".into()) };
+        assert_eq!(c.rows(), ["futex_1cpu", "futex_2cpu", "pipe_1cpu", "pipe_2cpu"]);
+        assert!(parse_args(["--only", "nope"].map(String::from), Path::new("t")).is_err());
     }
 
     #[test]

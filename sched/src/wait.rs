@@ -125,6 +125,7 @@ impl WaitQueue {
     /// and must not block; whoever makes it true must then call [`WaitQueue::wake_one`] or
     /// [`WaitQueue::wake_all`]. Must be called from a scheduler thread (not an idle thread, not an
     /// interrupt handler).
+    #[inline]
     pub fn wait_until<P: Platform>(&self, s: &Scheduler<P>, mut cond: impl FnMut() -> bool) {
         if cond() {
             return;
@@ -165,6 +166,20 @@ impl WaitQueue {
                 break;
             }
             s.block();
+            // Woken (running again): test first, and leave without linking the node again when the
+            // condition holds. The lock is still taken before leaving: the waker that popped the
+            // node may hold it yet, and reaches the node and the thread only under it.
+            if cond() {
+                let mut list = self.list.lock();
+                // SAFETY: as above.
+                unsafe {
+                    if (*node).linked {
+                        list.unlink(node);
+                    }
+                }
+                drop(list);
+                break;
+            }
         }
         s.platform().irq_restore(irq);
     }

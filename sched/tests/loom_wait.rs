@@ -264,6 +264,20 @@ fn wait_until(w: &World, me: usize, cpu: usize, cond: impl Fn() -> bool) {
             break;
         }
         w.block(cpu, task);
+        // Woken: the condition first; leave (under the lock, unlinked) without linking again.
+        if cond() {
+            let mut list = w.list.lock().unwrap();
+            task.frame.with_mut(|n| {
+                // SAFETY: as above.
+                let n = unsafe { &mut *n };
+                if n.linked {
+                    n.linked = false;
+                    list.retain(|&i| i != me);
+                }
+            });
+            drop(list);
+            break;
+        }
     }
     // Left `wait_until`: the frame that held the node is reused.
     task.frame.with_mut(|n| {

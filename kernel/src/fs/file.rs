@@ -7,6 +7,7 @@
 //! copies that buffer from or to user memory, so no user copy happens under a lock.
 
 use alloc::{sync::Arc, vec::Vec};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use abi::{
     linux::{errno, general as g},
@@ -16,7 +17,7 @@ use abi::{
 };
 
 use super::{dev::Device, pipe::PipeObj, with_fs};
-use crate::task;
+use crate::task::{self, uctx::UserCtx};
 
 /// What an open file description refers to.
 pub enum Node {
@@ -35,28 +36,36 @@ pub enum Node {
 pub struct File {
     pub node: Node,
     state: sched::Mutex<OpenFile>,
+    /// `O_NONBLOCK` of the status flags, kept beside them (changed only under `state`'s lock) so
+    /// a pipe's read or write, which takes no offset, reads it without that sleeping lock.
+    nonblock: AtomicBool,
 }
 
 impl File {
+    fn new(node: Node, of: OpenFile) -> Self {
+        let nonblock = AtomicBool::new(of.nonblocking());
+        Self { node, state: sched::Mutex::new(of), nonblock }
+    }
+
     pub fn inode(of: OpenFile) -> Self {
-        Self { node: Node::Inode(of.ino), state: sched::Mutex::new(of) }
+        Self::new(Node::Inode(of.ino), of)
     }
 
     pub fn device(dev: Device, flags: u32) -> Self {
-        Self { node: Node::Dev(dev), state: sched::Mutex::new(OpenFile { ino: 0, offset: 0, flags }) }
+        Self::new(Node::Dev(dev), OpenFile { ino: 0, offset: 0, flags })
     }
 
     pub fn text(bytes: Vec<u8>, flags: u32) -> Self {
-        Self { node: Node::Text(bytes), state: sched::Mutex::new(OpenFile { ino: 0, offset: 0, flags }) }
+        Self::new(Node::Text(bytes), OpenFile { ino: 0, offset: 0, flags })
     }
 
     pub fn listing(entries: Vec<DirEntry>, flags: u32) -> Self {
-        Self { node: Node::Listing(entries), state: sched::Mutex::new(OpenFile { ino: 0, offset: 0, flags }) }
+        Self::new(Node::Listing(entries), OpenFile { ino: 0, offset: 0, flags })
     }
 
     pub fn pipe_end(pipe: Arc<PipeObj>, write: bool, flags: u32) -> Self {
         let acc = if write { g::O_WRONLY } else { g::O_RDONLY };
-        Self { node: Node::Pipe { pipe, write }, state: sched::Mutex::new(OpenFile { ino: 0, offset: 0, flags: acc | (flags & g::O_NONBLOCK) }) }
+        Self::new(Node::Pipe { pipe, write }, OpenFile { ino: 0, offset: 0, flags: acc | (flags & g::O_NONBLOCK) })
     }
 
     fn st(&self) -> sched::MutexGuard<'_, OpenFile, task::KernelPlatform> {
@@ -70,11 +79,13 @@ impl File {
 
     /// `F_SETFL` (only `O_APPEND` and `O_NONBLOCK` change).
     pub fn setfl(&self, flags: u32) {
-        self.st().setfl(flags)
+        let mut st = self.st();
+        st.setfl(flags);
+        self.nonblock.store(st.nonblocking(), Ordering::Relaxed);
     }
 
     fn nonblocking(&self) -> bool {
-        self.st().nonblocking()
+        self.nonblock.load(Ordering::Relaxed)
     }
 
     /// Whether the description is a directory (for `*at` calls and `fchdir`).
@@ -82,6 +93,23 @@ impl File {
         match self.node {
             Node::Inode(ino) if with_fs(|fs| fs.is_dir(ino)) => Ok(ino),
             _ => Err(errno::ENOTDIR),
+        }
+    }
+
+    /// [`File::read`] by a system call that holds its thread's context `me`: a pipe sleeps
+    /// without searching for it.
+    pub fn read_as(&self, me: &UserCtx, out: &mut [u8]) -> Result<usize, Errno> {
+        match &self.node {
+            Node::Pipe { pipe, write: false } => pipe.read_as(Some(me), out, self.nonblocking()),
+            _ => self.read(out),
+        }
+    }
+
+    /// [`File::write`] by a system call that holds its thread's context `me`.
+    pub fn write_as(&self, me: &UserCtx, data: &[u8]) -> Result<usize, Errno> {
+        match &self.node {
+            Node::Pipe { pipe, write: true } => pipe.write_as(Some(me), data, self.nonblocking()),
+            _ => self.write(data),
         }
     }
 

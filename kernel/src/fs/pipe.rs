@@ -12,7 +12,10 @@
 //! - A side's queue is woken only when a thread of that side is counted as sleeping
 //!   ([`Side`]): the count is raised before the sleeper's condition takes the buffer's lock, and
 //!   read after the waker has changed the buffer under that lock, so either the sleeper sees the
-//!   change or the waker sees the sleeper. A read or write nobody waits for takes no queue lock.
+//!   change or the waker sees the sleeper. A read or write nobody waits for takes no queue lock;
+//!   with one sleeper counted, `wake_one` does.
+//! - A read or write from a system call ([`PipeObj::read_as`], [`PipeObj::write_as`]) passes the
+//!   caller's context, and sleeps through `intr::wait_as`, which searches no table for it.
 //!
 //! Why an interrupts-off lock: a waiter's condition runs with interrupts disabled inside
 //! `WaitQueue::wait_until` and takes the lock; a holder preempted on that CPU with the lock held
@@ -28,7 +31,10 @@ use abi::{
 };
 use talc::lock_api::Mutex as SpinMutex;
 
-use crate::{cpu::irqlock::RawIrqSpin, task};
+use crate::{
+    cpu::irqlock::RawIrqSpin,
+    task::{self, uctx::UserCtx},
+};
 
 pub struct PipeObj {
     buf: SpinMutex<RawIrqSpin, Pipe>,
@@ -49,18 +55,30 @@ impl Side {
         Side { queue: Arc::new(sched::WaitQueue::new()), sleepers: AtomicUsize::new(0) }
     }
 
-    /// Sleep until `cond()` (which takes the buffer's lock) holds; see [`sleep_until`].
-    fn sleep(&self, cond: impl FnMut() -> bool) -> Result<(), Errno> {
+    /// Sleep until `cond()` (which takes the buffer's lock) holds; see [`sleep_until`]. `me`: the
+    /// caller's context when it has it at hand.
+    fn sleep(&self, me: Option<&UserCtx>, cond: impl FnMut() -> bool) -> Result<(), Errno> {
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        let slept = sleep_until(&self.queue, cond);
+        let slept = match me {
+            Some(me) => crate::ipc::intr::wait_as(me, &self.queue, cond).map_err(|_| abi::signal::restart::ERESTARTSYS),
+            None => sleep_until(&self.queue, cond),
+        };
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
         slept
     }
 
     /// Wake the side's sleepers, if any, after a change of the buffer made under its lock.
     fn wake(&self) {
-        if self.sleepers.load(Ordering::SeqCst) != 0 {
-            self.queue.wake_all(task::sched());
+        // The count is at least the number of threads on the queue (raised before a sleeper
+        // links, lowered after it left): with one counted, waking one wakes them all.
+        match self.sleepers.load(Ordering::SeqCst) {
+            0 => {}
+            1 => {
+                self.queue.wake_one(task::sched());
+            }
+            _ => {
+                self.queue.wake_all(task::sched());
+            }
         }
     }
 }
@@ -119,6 +137,11 @@ impl PipeObj {
     }
 
     pub fn read(&self, out: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
+        self.read_as(None, out, nonblock)
+    }
+
+    /// [`PipeObj::read`] by the thread whose context is `me`, if given.
+    pub fn read_as(&self, me: Option<&UserCtx>, out: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
         loop {
             let r = self.buf.lock().read(out, nonblock)?;
             match r {
@@ -129,7 +152,7 @@ impl PipeObj {
                     }
                     return Ok(n);
                 }
-                Err(Blocked) => self.readers.sleep(|| {
+                Err(Blocked) => self.readers.sleep(me, || {
                     let b = self.buf.lock();
                     !b.is_empty() || b.writers() == 0
                 })?,
@@ -138,6 +161,11 @@ impl PipeObj {
     }
 
     pub fn write(&self, data: &[u8], nonblock: bool) -> Result<usize, Errno> {
+        self.write_as(None, data, nonblock)
+    }
+
+    /// [`PipeObj::write`] by the thread whose context is `me`, if given.
+    pub fn write_as(&self, me: Option<&UserCtx>, data: &[u8], nonblock: bool) -> Result<usize, Errno> {
         // Linux's pipe_write returns 0 for an empty write before it looks for readers.
         if data.is_empty() {
             return Ok(0);
@@ -159,7 +187,7 @@ impl PipeObj {
                 Ok(Err(Blocked)) => {
                     let rest = data.len() - done;
                     let need = if rest <= PIPE_BUF { rest } else { 1 };
-                    self.writers.sleep(|| {
+                    self.writers.sleep(me, || {
                         let b = self.buf.lock();
                         b.readers() == 0 || b.room() >= need
                     })?;

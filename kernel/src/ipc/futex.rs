@@ -1,9 +1,11 @@
 //! Futexes: user threads sleep on a 32-bit word of their memory until another thread wakes them.
 //!
-//! The queues are `abi::futex` buckets, each under its own spin lock ([`BUCKETS`]); a sleeping thread
-//! waits on its own [`Slot`] (a flag and a scheduler wait queue), so a wake-up is never lost:
+//! The queues are `abi::futex` buckets, each under its own spin lock ([`BUCKETS`], Linux's futex
+//! hash); a queued waiter is a [`Sleeper`], a handle of the thread's context, which holds the
+//! thread's own place to sleep (`task::uctx::Park`: a flag and a scheduler wait queue). Neither
+//! side searches a table, and nothing is allocated per wait. A wake-up is never lost:
 //! - the waiter locks its bucket, reads the word through the user-copy routine, compares, clears its
-//!   slot's flag and enqueues itself, all under the lock, then unlocks and sleeps until the flag is
+//!   park's flag and enqueues itself, all under the lock, then unlocks and sleeps until the flag is
 //!   set;
 //! - a waker changed the word before calling in; it locks the bucket, takes the waiters, unlocks,
 //!   sets each one's flag and wakes its queue. If the waker came first, the waiter's compare sees the
@@ -16,50 +18,48 @@
 //!
 //! Timeouts: the scheduler has no timed wait on a queue, so a timed waiter sleeps in slices of at
 //! most [`TIMEOUT_SLICE_NS`] and checks its flag and the deadline after each (a wake-up still ends a
-//! slice at once: it wakes the slot's queue). The trade-off: a timed wait costs a wake-up per slice.
+//! slice at once: it wakes the park's queue). The trade-off: a timed wait costs a wake-up per slice.
 //!
-//! A signal interrupts a wait ([`WaitError::Interrupted`]): the untimed one sleeps through
-//! `intr::wait`, which a sender wakes; the timed one checks between its slices.
+//! A signal interrupts a wait ([`WaitError::Interrupted`]): the sender sets the thread's pending
+//! flag (`intr`'s, in the context), then `intr::kick` wakes the park's queue (`uctx::kick_park`);
+//! the untimed sleeper's condition reads that flag, the timed one checks it between its slices.
 //!
-//! Keys are (process id, address): every process has one address space. `FUTEX_PRIVATE_FLAG` thus
-//! changes nothing yet; shared memory between processes will need keys by frame.
+//! Keys are (process memory, address) for private words, (frame, offset) for shared ones (see
+//! `syscall::futex`).
 
 use alloc::{collections::BTreeMap, sync::Arc};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 
 use abi::futex::{Bucket, FutexKey, bucket_of, requeue};
 
-use super::intr;
-use crate::task;
+use crate::task::{self, uctx::UserCtx};
 
 const NR_BUCKETS: usize = 64;
 /// Longest sleep of a timed waiter between checks of its deadline.
 pub const TIMEOUT_SLICE_NS: u64 = 1_000_000;
 
-static BUCKETS: [spin::Mutex<Bucket<u64>>; NR_BUCKETS] = [const { spin::Mutex::new(Bucket::new()) }; NR_BUCKETS];
+/// A queued waiter: its thread's context. Two are equal when they are the same thread's.
+#[derive(Clone)]
+struct Sleeper(Arc<UserCtx>);
 
-/// One thread's place to sleep.
-struct Slot {
-    woken: AtomicBool,
-    /// Shared with `intr`, which wakes it when a signal arrives for the sleeper.
-    queue: Arc<sched::WaitQueue>,
+impl PartialEq for Sleeper {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
-static SLOTS: spin::Mutex<BTreeMap<u64, Arc<Slot>>> = spin::Mutex::new(BTreeMap::new());
+impl Eq for Sleeper {}
 
-fn slot(tid: u64) -> Arc<Slot> {
-    SLOTS.lock().entry(tid).or_insert_with(|| Arc::new(Slot { woken: AtomicBool::new(false), queue: Arc::new(sched::WaitQueue::new()) })).clone()
-}
+static BUCKETS: [spin::Mutex<Bucket<Sleeper>>; NR_BUCKETS] = [const { spin::Mutex::new(Bucket::new()) }; NR_BUCKETS];
 
-/// Forget a thread at its exit: its slot, and any queue entry it still has. A `wait` leaves no
-/// entry behind when it returns, so this finds one only if that invariant broke; it is cheap (one
-/// pass over the buckets per thread exit) and keeps an ended thread from taking the wake of a later
-/// waiter with the same key, which a reused process id makes possible.
+/// Forget a thread at its exit: any queue entry it still has. A `wait` leaves no entry behind when
+/// it returns, so this finds one only if that invariant broke; it is cheap (one pass over the
+/// buckets per thread exit) and keeps an ended thread from taking the wake of a later waiter with
+/// the same key, which a reused process id makes possible.
 pub fn forget(tid: u64) {
-    SLOTS.lock().remove(&tid);
     MOVED.lock().remove(&tid);
     for b in &BUCKETS {
-        b.lock().forget(tid);
+        b.lock().forget_where(|s| s.0.tid() == tid);
     }
 }
 
@@ -82,25 +82,27 @@ fn read_word(addr: u64) -> Result<u32, WaitError> {
     Ok(u32::from_ne_bytes(raw))
 }
 
-/// Sleep on `key` while the word at user address `word` (which `key` names) holds `expected`, until
-/// woken through a wake whose bitset meets `bitset`, or until `deadline_ns` (monotonic) passes.
-pub fn wait(tid: u64, key: FutexKey, word: u64, expected: u32, bitset: u32, deadline_ns: Option<u64>) -> Result<(), WaitError> {
+/// The calling thread (context `me`) sleeps on `key` while the word at user address `word` (which
+/// `key` names) holds `expected`, until woken through a wake whose bitset meets `bitset`, or until
+/// `deadline_ns` (monotonic) passes.
+pub fn wait(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32, deadline_ns: Option<u64>) -> Result<(), WaitError> {
     // Fault the word in first: the read under the bucket lock should not need the page-fault path.
     read_word(word)?;
-    let me = slot(tid);
+    let handle = me.handle().ok_or(WaitError::Interrupted)?;
+    let park = &me.park;
     {
         let mut bucket = BUCKETS[bucket_of(key, NR_BUCKETS)].lock();
         if read_word(word)? != expected {
             return Err(WaitError::Changed);
         }
-        me.woken.store(false, Ordering::Relaxed);
-        bucket.enqueue(key, tid, bitset);
+        park.woken.store(false, Ordering::Relaxed);
+        bucket.enqueue(key, Sleeper(handle), bitset);
     }
     let s = task::sched();
     // Leave the queue unless a waker took the waiter first (then the wait succeeded).
     let leave = |why: WaitError| {
         // Under the lock: either still queued (a timeout, a signal) or already taken by a waker.
-        let cancelled = BUCKETS[bucket_of(key, NR_BUCKETS)].lock().cancel(key, tid) || requeued_cancel(tid);
+        let cancelled = cancel(key, me) || requeued_cancel(me);
         if cancelled {
             return Err(why);
         }
@@ -108,50 +110,62 @@ pub fn wait(tid: u64, key: FutexKey, word: u64, expected: u32, bitset: u32, dead
         // that late store land on the thread's next wait, which would then return at once with
         // its entry still queued: a stale entry that takes a later wake meant for another waiter
         // (a lost wake-up). The waker sets the flag right after it unlocks, so this is short.
-        me.queue.wait_until(s, || me.woken.load(Ordering::Acquire));
+        park.queue.wait_until(s, || park.woken.load(Ordering::Acquire));
         Ok(())
     };
     let Some(deadline) = deadline_ns else {
-        return match intr::wait(&me.queue, || me.woken.load(Ordering::Acquire)) {
-            Ok(()) => Ok(()),
-            Err(_) => leave(WaitError::Interrupted),
-        };
+        let mut woken = false;
+        park.queue.wait_until(s, || {
+            woken = park.woken.load(Ordering::Acquire);
+            woken || me.intr.pending.load(Ordering::SeqCst)
+        });
+        return if woken { Ok(()) } else { leave(WaitError::Interrupted) };
     };
     loop {
-        if me.woken.load(Ordering::Acquire) {
+        if park.woken.load(Ordering::Acquire) {
             return Ok(());
         }
         let now = crate::time::now_ns();
         if now >= deadline {
             return leave(WaitError::TimedOut);
         }
-        if intr::is_pending(tid) {
+        if me.intr.pending.load(Ordering::SeqCst) {
             return leave(WaitError::Interrupted);
         }
         s.sleep_ns((deadline - now).min(TIMEOUT_SLICE_NS));
     }
 }
 
+/// Take `me`'s entry out of `key`'s bucket; whether it was there.
+fn cancel(key: FutexKey, me: &UserCtx) -> bool {
+    let mut bucket = BUCKETS[bucket_of(key, NR_BUCKETS)].lock();
+    let mut found = false;
+    bucket.forget_where(|s| {
+        let mine = !found && core::ptr::eq(Arc::as_ptr(&s.0), me);
+        found |= mine;
+        mine
+    });
+    found
+}
+
 /// A waiter moved by a requeue sits under another key: find it there.
-fn requeued_cancel(tid: u64) -> bool {
-    let moved = MOVED.lock().remove(&tid);
+fn requeued_cancel(me: &UserCtx) -> bool {
+    let moved = MOVED.lock().remove(&me.tid());
     match moved {
-        Some(key) => BUCKETS[bucket_of(key, NR_BUCKETS)].lock().cancel(key, tid),
+        Some(key) => cancel(key, me),
         None => false,
     }
 }
 
-/// Waiters a requeue moved, with their new key (for their timeout's cancel).
+/// Waiters a requeue moved, by thread id, with their new key (for their timeout's cancel).
 static MOVED: spin::Mutex<BTreeMap<u64, FutexKey>> = spin::Mutex::new(BTreeMap::new());
 
-fn wake_threads(tids: &[u64]) {
-    for &t in tids {
-        // A taken waiter is still in its wait (it waits for this flag even when it timed out or
-        // was interrupted), so its slot exists; do not make a new one for an ended thread.
-        let Some(sl) = SLOTS.lock().get(&t).cloned() else { continue };
-        sl.woken.store(true, Ordering::Release);
-        sl.queue.wake_all(task::sched());
-    }
+/// Wake waiters taken out of their bucket (after it is unlocked). A taken waiter is still in its
+/// wait: it waits for this flag even when it timed out or was interrupted.
+fn wake_sleeper(sleeper: &Sleeper) {
+    let park = &sleeper.0.park;
+    park.woken.store(true, Ordering::Release);
+    park.queue.wake_one(task::sched());
 }
 
 /// Waiters one pass of [`wake`] takes out of the bucket, into an array on the stack.
@@ -165,15 +179,27 @@ const WAKE_BATCH: usize = 8;
 pub fn wake(key: FutexKey, n: u32, bitset: u32) -> u32 {
     // As on Linux, `n` 0 still wakes one.
     let limit = n.max(1);
+    if limit == 1 {
+        // The common wake of one: no batch to fill and drop.
+        let mut one = None;
+        let took = BUCKETS[bucket_of(key, NR_BUCKETS)].lock().wake(key, 1, bitset, |t| one = Some(t));
+        if let Some(sleeper) = one {
+            wake_sleeper(&sleeper);
+        }
+        return took;
+    }
     let mut count = 0;
     loop {
         let want = (limit - count).min(WAKE_BATCH as u32);
-        let (mut batch, mut taken) = ([0u64; WAKE_BATCH], 0);
+        let mut batch: [Option<Sleeper>; WAKE_BATCH] = Default::default();
+        let mut taken = 0;
         let took = BUCKETS[bucket_of(key, NR_BUCKETS)].lock().wake(key, want, bitset, |t| {
-            batch[taken] = t;
+            batch[taken] = Some(t);
             taken += 1;
         });
-        wake_threads(&batch[..taken]);
+        for sleeper in batch[..taken].iter().flatten() {
+            wake_sleeper(sleeper);
+        }
         count += took;
         if took < WAKE_BATCH as u32 || count >= limit {
             return count;
@@ -205,11 +231,13 @@ pub fn requeue_waiters(from: FutexKey, word: u64, to: FutexKey, nr_wake: u32, nr
             Some(other) => requeue(other, Some(&mut g1), from, to, nr_wake, nr_requeue),
         };
         let mut moved = MOVED.lock();
-        for &t in &r.moved {
-            moved.insert(t, to);
+        for t in &r.moved {
+            moved.insert(t.0.tid(), to);
         }
         r
     };
-    wake_threads(&result.woken);
+    for sleeper in &result.woken {
+        wake_sleeper(sleeper);
+    }
     Ok(result.total() as u64)
 }

@@ -2,10 +2,12 @@
 //! able to cut short (futex waits, `nanosleep`, `pause`, `rt_sigsuspend`, and for the layers above,
 //! pipe reads, `poll` and `wait4`).
 //!
-//! Each user thread has an [`Entry`] (registered when the thread starts, forgotten when it ends):
-//! a *pending* flag, which the signal layer keeps equal to "a signal this thread would act on is
-//! waiting" (`process::signal` recomputes it whenever a send, a mask change or a delivery changes
-//! that), and the wait queue the thread sleeps on, if any.
+//! Each user thread is tracked (registered when the thread starts, forgotten when it ends) by its
+//! context (`task::uctx::UserCtx`), whose `intr` field holds a *pending* flag, which the signal
+//! layer keeps equal to "a signal this thread would act on is waiting" (`process::signal`
+//! recomputes it whenever a send, a mask change or a delivery changes that), and the wait queue
+//! the thread sleeps on, if any. A system call that holds its context sleeps with [`wait_as`],
+//! which searches no table.
 //!
 //! How to sleep, for any layer at or above this one:
 //!
@@ -32,22 +34,20 @@
 //! locks and never allocate).
 
 use alloc::{collections::BTreeMap, sync::Arc};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use talc::lock_api::Mutex as SpinMutex;
 
-use crate::{cpu::irqlock::RawIrqSpin, task};
+use crate::{
+    cpu::irqlock::RawIrqSpin,
+    task::{self, uctx::UserCtx},
+};
 
 /// Longest slice of a timed interruptible sleep.
 pub const SLICE_NS: u64 = 1_000_000;
 
-/// One thread's interruption state.
-pub struct Entry {
-    pending: AtomicBool,
-    sleeping_on: SpinMutex<RawIrqSpin, Option<Arc<sched::WaitQueue>>>,
-}
-
-static ENTRIES: SpinMutex<RawIrqSpin, BTreeMap<u64, Arc<Entry>>> = SpinMutex::new(BTreeMap::new());
+/// The tracked threads: their contexts, whose `intr` field holds the flag and the queue.
+static ENTRIES: SpinMutex<RawIrqSpin, BTreeMap<u64, Arc<UserCtx>>> = SpinMutex::new(BTreeMap::new());
 
 /// A signal cut the sleep short.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,13 +60,16 @@ fn current_tid() -> u64 {
     task::sched().current().map_or(0, |t| t.id.0)
 }
 
-fn entry(tid: u64) -> Option<Arc<Entry>> {
+fn entry(tid: u64) -> Option<Arc<UserCtx>> {
     ENTRIES.lock().get(&tid).cloned()
 }
 
-/// Start tracking thread `tid` (at its start, before it can be sent anything).
+/// Start tracking thread `tid` (at its start, before it can be sent anything; after its context
+/// is registered).
 pub fn register(tid: u64) {
-    ENTRIES.lock().entry(tid).or_insert_with(|| Arc::new(Entry { pending: AtomicBool::new(false), sleeping_on: SpinMutex::new(None) }));
+    if let Some(ctx) = task::uctx::get(tid) {
+        ENTRIES.lock().entry(tid).or_insert(ctx);
+    }
 }
 
 /// Stop tracking thread `tid` (at its end).
@@ -83,13 +86,14 @@ pub fn forget(tid: u64) {
 static PENDING_BOUND: AtomicUsize = AtomicUsize::new(0);
 
 /// Set `e`'s flag to `pending`, keeping [`PENDING_BOUND`] at or above the flags set.
-fn set_flag(e: &Entry, pending: bool) {
+fn set_flag(e: &UserCtx, pending: bool) {
+    let flag = &e.intr.pending;
     if pending {
         PENDING_BOUND.fetch_add(1, Ordering::SeqCst);
-        if e.pending.swap(true, Ordering::SeqCst) {
+        if flag.swap(true, Ordering::SeqCst) {
             PENDING_BOUND.fetch_sub(1, Ordering::SeqCst);
         }
-    } else if e.pending.swap(false, Ordering::SeqCst) {
+    } else if flag.swap(false, Ordering::SeqCst) {
         PENDING_BOUND.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -109,13 +113,15 @@ pub fn is_pending(tid: u64) -> bool {
     if PENDING_BOUND.load(Ordering::SeqCst) == 0 {
         return false;
     }
-    entry(tid).is_some_and(|e| e.pending.load(Ordering::SeqCst))
+    entry(tid).is_some_and(|e| e.intr.pending.load(Ordering::SeqCst))
 }
 
 /// Wake thread `tid` if it sleeps interruptibly (after [`set_pending`] said true).
 pub fn kick(tid: u64) {
+    // A futex wait sleeps on the thread's own park, not through `wait`.
+    task::uctx::kick_park(tid);
     let Some(e) = entry(tid) else { return };
-    let q = e.sleeping_on.lock().clone();
+    let q = e.intr.sleeping_on.lock().clone();
     if let Some(q) = q {
         q.wake_all(task::sched());
     }
@@ -125,19 +131,23 @@ pub fn kick(tid: u64) {
 /// (`Err`); `ready` wins when both hold. `ready` runs with interrupts off and must not block; the
 /// resource's wakers wake `queue` after making it true. A kernel thread (no entry) cannot be
 /// interrupted.
-pub fn wait(queue: &Arc<sched::WaitQueue>, mut ready: impl FnMut() -> bool) -> Result<(), Interrupted> {
-    let s = task::sched();
+pub fn wait(queue: &Arc<sched::WaitQueue>, ready: impl FnMut() -> bool) -> Result<(), Interrupted> {
     let Some(e) = entry(current_tid()) else {
-        queue.wait_until(s, ready);
+        queue.wait_until(task::sched(), ready);
         return Ok(());
     };
-    *e.sleeping_on.lock() = Some(queue.clone());
+    wait_as(&e, queue, ready)
+}
+
+/// [`wait`] for a caller that holds its own context `me` (a system call): no search for it.
+pub fn wait_as(me: &UserCtx, queue: &Arc<sched::WaitQueue>, mut ready: impl FnMut() -> bool) -> Result<(), Interrupted> {
+    *me.intr.sleeping_on.lock() = Some(queue.clone());
     let mut done = false;
-    queue.wait_until(s, || {
+    queue.wait_until(task::sched(), || {
         done = ready();
-        done || e.pending.load(Ordering::SeqCst)
+        done || me.intr.pending.load(Ordering::SeqCst)
     });
-    let q = e.sleeping_on.lock().take();
+    let q = me.intr.sleeping_on.lock().take();
     drop(q);
     if done { Ok(()) } else { Err(Interrupted { left_ns: 0 }) }
 }
@@ -152,7 +162,7 @@ pub fn sleep_ns(ns: u64) -> Result<(), Interrupted> {
         if now >= deadline {
             return Ok(());
         }
-        if e.as_ref().is_some_and(|e| e.pending.load(Ordering::SeqCst)) {
+        if e.as_ref().is_some_and(|e| e.intr.pending.load(Ordering::SeqCst)) {
             return Err(Interrupted { left_ns: deadline - now });
         }
         s.sleep_ns((deadline - now).min(if e.is_some() { SLICE_NS } else { u64::MAX }));

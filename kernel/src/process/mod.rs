@@ -203,7 +203,7 @@ impl NewThread {
                 p.ids.main_tid.store(tid, Ordering::Release);
             }
             // The context first: a signal attached below may set its work word.
-            task::uctx::register(tid, p.ids.clone());
+            task::uctx::register(tid, p.ids.clone(), p.clone());
             p.signals.attach(tid, self.blocked);
             let old = THREADS.lock().insert(tid, p.clone());
             debug_assert!(old.is_none(), "a thread id is entered once");
@@ -295,6 +295,8 @@ impl Process {
                 (files, fs, limits, signal::Signals::new(), spin::Mutex::new(argv), spin::Mutex::new(exe))
             }
         };
+        let ids = Arc::new(task::uctx::ProcIds::new(pid, tree::ppid(pid).unwrap_or(0)));
+        ids.set_futex_space(Arc::as_ptr(&mem) as u64);
         Arc::new(Process {
             files,
             fs,
@@ -315,7 +317,7 @@ impl Process {
             kill_status: AtomicI32::new(NOT_KILLED),
             vfork_done: AtomicBool::new(false),
             exec_tid: AtomicU64::new(0),
-            ids: Arc::new(task::uctx::ProcIds::new(pid, tree::ppid(pid).unwrap_or(0))),
+            ids,
         })
     }
 
@@ -342,12 +344,14 @@ impl Process {
     /// shares the address space (`CLONE_VM`), a new one after `execve`. The address of the shared
     /// mappings serves, a kernel address that no pid and no frame key can equal.
     pub fn futex_space(&self) -> u64 {
-        Arc::as_ptr(&*self.mem.lock()) as u64
+        self.ids.futex_space()
     }
 
     /// Put `mem` in place of the mappings (`execve`).
     fn replace_mem(&self, mem: Arc<Memory>) -> Arc<Memory> {
-        core::mem::replace(&mut *self.mem.lock(), mem)
+        let mut slot = self.mem.lock();
+        self.ids.set_futex_space(Arc::as_ptr(&mem) as u64);
+        core::mem::replace(&mut *slot, mem)
     }
 
     /// The program's name, for reports.
@@ -437,6 +441,11 @@ static CLEAR_TID: spin::Mutex<BTreeMap<u64, u64>> = spin::Mutex::new(BTreeMap::n
 /// The calling thread's id.
 pub fn current_tid() -> u64 {
     task::sched().current().map_or(0, |t| t.id.0)
+}
+
+/// The process of the thread whose context is `ctx` (inside one of its system calls: no lock).
+pub fn of(ctx: &task::uctx::UserCtx) -> &Process {
+    ctx.owner().downcast_ref::<Process>().expect("a user thread's context names its process")
 }
 
 /// The process of the calling thread, if it is a user thread.
@@ -557,7 +566,7 @@ fn spawn_as(
     let builder = sched::Builder::new("user").user_thread().with_fpu().stack_bytes(64 * 1024).in_mm(space.mm());
     let spawned = task::sched().spawn(builder, move || {
         p.ids.main_tid.store(current_tid(), Ordering::Release);
-        task::uctx::register(current_tid(), p.ids.clone());
+        task::uctx::register(current_tid(), p.ids.clone(), p.clone());
         p.signals.attach(current_tid(), abi::signal::SigSet::EMPTY);
         THREADS.lock().insert(current_tid(), p.clone());
         exec::start(p, image, plan, path, argv, envp)

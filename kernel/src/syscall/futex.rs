@@ -7,8 +7,14 @@ use abi::{
     linux::{errno, general as g},
 };
 
+use arch::syscall::InSyscall;
+
 use super::{SysResult, time};
-use crate::{ipc::futex, process};
+use crate::{
+    ipc::futex,
+    process,
+    task::uctx::{self, UserCtx},
+};
 
 /// The `space` of a key that names a word by its frame: no pid is this large.
 const BY_FRAME: u64 = u64::MAX;
@@ -17,13 +23,14 @@ const BY_FRAME: u64 = u64::MAX;
 /// `FUTEX_PRIVATE_FLAG`, is named by its frame and offset (as Linux names a shared futex by its
 /// page), so processes that share the frame meet on one queue; every other word by (the process's
 /// memory, `Process::futex_space`, shared under `CLONE_VM`; address). The word is read first, which fills a page never touched (its frame is the one a
-/// later fork shares); `EFAULT` if it cannot be read.
-fn key_of(addr: u64, op: u32) -> Result<FutexKey, u32> {
+/// later fork shares); `EFAULT` if it cannot be read. A private key needs no lock: the caller's
+/// context holds the memory's name.
+fn key_of(ctx: &UserCtx, addr: u64, op: u32) -> Result<FutexKey, u32> {
     if !addr.is_multiple_of(4) {
         return Err(errno::EINVAL);
     }
-    let p = process::current().ok_or(errno::ESRCH)?;
     if op & g::FUTEX_PRIVATE_FLAG == 0 {
+        let p = process::current().ok_or(errno::ESRCH)?;
         let shared = p.mem().lock(crate::task::sched()).vmas.find(addr).is_some_and(|v| v.kind == abi::vma::VmaKind::Shared);
         if shared {
             let mut word = [0u8; 4];
@@ -34,7 +41,7 @@ fn key_of(addr: u64, op: u32) -> Result<FutexKey, u32> {
             }
         }
     }
-    Ok(FutexKey { space: p.futex_space(), addr })
+    Ok(FutexKey { space: ctx.ids().futex_space(), addr })
 }
 
 fn wait_error(e: futex::WaitError) -> u32 {
@@ -48,12 +55,23 @@ fn wait_error(e: futex::WaitError) -> u32 {
     }
 }
 
-pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64) -> SysResult {
+pub fn futex(proof: &InSyscall, uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64) -> SysResult {
+    let ctx = uctx::current(proof);
     let op = op as u32;
+    // The two calls of every hand-off first, with what the general path below would decide for
+    // them: a private FUTEX_WAKE, and a private FUTEX_WAIT without a timeout.
+    if op == g::FUTEX_WAKE | g::FUTEX_PRIVATE_FLAG && uaddr.is_multiple_of(4) {
+        let key = FutexKey { space: ctx.ids().futex_space(), addr: uaddr };
+        return Ok(u64::from(futex::wake(key, val as u32, MATCH_ANY)));
+    }
+    if op == g::FUTEX_WAIT | g::FUTEX_PRIVATE_FLAG && timeout == 0 && uaddr.is_multiple_of(4) {
+        let key = FutexKey { space: ctx.ids().futex_space(), addr: uaddr };
+        futex::wait(ctx, key, uaddr, val as u32, MATCH_ANY, None).map_err(wait_error)?;
+        return Ok(0);
+    }
     let cmd = op & !(g::FUTEX_PRIVATE_FLAG | g::FUTEX_CLOCK_REALTIME);
     let realtime = op & g::FUTEX_CLOCK_REALTIME != 0;
     let val = val as u32;
-    let tid = process::current_tid();
     match cmd {
         g::FUTEX_WAIT | g::FUTEX_WAIT_BITSET => {
             let bitset = if cmd == g::FUTEX_WAIT { MATCH_ANY } else { val3 as u32 };
@@ -64,7 +82,7 @@ pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64
                 // Linux accepts CLOCK_REALTIME only with the bitset variant (and LOCK_PI ops).
                 return Err(errno::ENOSYS);
             }
-            let key = key_of(uaddr, op)?;
+            let key = key_of(ctx, uaddr, op)?;
             let deadline = if timeout == 0 {
                 None
             } else {
@@ -77,7 +95,7 @@ pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64
                     time::clock_to_monotonic(t, realtime)
                 })
             };
-            futex::wait(tid, key, uaddr, val, bitset, deadline).map_err(|e| match (e, deadline) {
+            futex::wait(ctx, key, uaddr, val, bitset, deadline).map_err(|e| match (e, deadline) {
                 // A timed wait is not restarted after a handler (its deadline would move); without
                 // one it restarts with the same relative timeout (Linux keeps the first deadline).
                 (futex::WaitError::Interrupted, Some(_)) => abi::signal::restart::ERESTARTNOHAND,
@@ -90,7 +108,7 @@ pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64
             if bitset == 0 {
                 return Err(errno::EINVAL);
             }
-            Ok(u64::from(futex::wake(key_of(uaddr, op)?, val, bitset)))
+            Ok(u64::from(futex::wake(key_of(ctx, uaddr, op)?, val, bitset)))
         }
         g::FUTEX_REQUEUE | g::FUTEX_CMP_REQUEUE => {
             // For the requeue ops the timeout argument carries nr_requeue.
@@ -99,7 +117,7 @@ pub fn futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64
                 return Err(errno::EINVAL);
             }
             let expected = (cmd == g::FUTEX_CMP_REQUEUE).then_some(val3 as u32);
-            futex::requeue_waiters(key_of(uaddr, op)?, uaddr, key_of(uaddr2, op)?, val, nr_requeue, expected).map_err(wait_error)
+            futex::requeue_waiters(key_of(ctx, uaddr, op)?, uaddr, key_of(ctx, uaddr2, op)?, val, nr_requeue, expected).map_err(wait_error)
         }
         _ => Err(errno::ENOSYS),
     }

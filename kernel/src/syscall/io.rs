@@ -12,10 +12,13 @@ use abi::{
     linux::{errno, general::iovec, ioctl as io},
     poll,
 };
-use arch::usercopy;
+use arch::{syscall::InSyscall, usercopy};
 
 use super::{SysResult, fs::file};
-use crate::fs::{self, File, dev::Console};
+use crate::{
+    fs::{self, File, dev::Console},
+    task::uctx::{self, UserCtx},
+};
 
 /// Most bytes one call moves (Linux's MAX_RW_COUNT is about 2 GiB; this keeps a call short).
 const MAX_IO: u64 = 1 << 20;
@@ -145,15 +148,22 @@ fn is_stream(f: &File) -> bool {
     matches!(f.node, fs::Node::Pipe { .. } | fs::Node::Dev(_))
 }
 
-pub fn write(fd: u64, buf: u64, len: u64) -> SysResult {
-    let f = file(fd)?;
-    write_with(buf, len, |b, _| f.write(b))
+/// The caller's descriptor `fd`, found through its context (no process-table lock).
+fn own_file(ctx: &UserCtx, fd: u64) -> Result<alloc::sync::Arc<File>, u32> {
+    crate::process::of(ctx).files.get(fd as i32)
 }
 
-pub fn read(fd: u64, buf: u64, len: u64) -> SysResult {
-    let f = file(fd)?;
+pub fn write(proof: &InSyscall, fd: u64, buf: u64, len: u64) -> SysResult {
+    let ctx = uctx::current(proof);
+    let f = own_file(ctx, fd)?;
+    write_with(buf, len, |b, _| f.write_as(ctx, b))
+}
+
+pub fn read(proof: &InSyscall, fd: u64, buf: u64, len: u64) -> SysResult {
+    let ctx = uctx::current(proof);
+    let f = own_file(ctx, fd)?;
     let stream = is_stream(&f);
-    read_with(buf, len, |b, done| if stream && done > 0 { Ok(0) } else { f.read(b) })
+    read_with(buf, len, |b, done| if stream && done > 0 { Ok(0) } else { f.read_as(ctx, b) })
 }
 
 /// `sendfile(out_fd, in_fd, offset, count)`: copy through a kernel buffer, from `in_fd`'s offset

@@ -133,8 +133,8 @@ const fn table() -> [Handler; TABLE_LEN] {
     }
     let mut t: [Handler; TABLE_LEN] = [not_implemented; TABLE_LEN];
     calls! { t, frame, proof, [a0, a1, a2, a3, a4, a5];
-        nr::__NR_read => io::read(a0, a1, a2),
-        nr::__NR_write => io::write(a0, a1, a2),
+        nr::__NR_read => io::read(proof, a0, a1, a2),
+        nr::__NR_write => io::write(proof, a0, a1, a2),
         nr::__NR_readv => io::readv(a0, a1, a2),
         nr::__NR_writev => io::writev(a0, a1, a2),
         nr::__NR_ioctl => io::ioctl(a0, a1, a2),
@@ -243,7 +243,7 @@ const fn table() -> [Handler; TABLE_LEN] {
         nr::__NR_setsid => proc::setsid(),
         nr::__NR_kill => proc::kill(a0, a1),
         nr::__NR_execve => crate::process::execve(a0, a1, a2).map(|never| match never {}),
-        nr::__NR_futex => futex::futex(a0, a1, a2, a3, a4, a5),
+        nr::__NR_futex => futex::futex(proof, a0, a1, a2, a3, a4, a5),
         nr::__NR_clock_gettime => time::clock_gettime(a0, a1),
         nr::__NR_clock_getres => time::clock_getres(a0, a1),
         nr::__NR_time => time::time(a0),

@@ -21,8 +21,14 @@
 //! Neighbours: `arch::syscall` (the slot and the exit path), `process` (registers threads, keeps the
 //! ids), `ipc::intr` (the signal bit), `syscall` (reads them).
 
-use alloc::{collections::BTreeMap, sync::Arc};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use alloc::{
+    collections::BTreeMap,
+    sync::{Arc, Weak},
+};
+use core::{
+    any::Any,
+    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+};
 
 use arch::syscall::InSyscall;
 use talc::lock_api::Mutex as SpinMutex;
@@ -53,11 +59,25 @@ pub struct ProcIds {
     /// The scheduler id of the main thread, the one whose Linux thread id is the pid (the first
     /// thread, or the one that last called `execve`); 0 until it runs.
     pub main_tid: AtomicU64,
+    /// What names the process's memory in a private futex key (`process::Process::futex_space`),
+    /// kept here so a futex call finds it without the process table; changes at `execve`.
+    futex_space: AtomicU64,
 }
 
 impl ProcIds {
     pub fn new(pid: u32, ppid: u32) -> Self {
-        Self { pid: AtomicU32::new(pid), ppid: AtomicU32::new(ppid), main_tid: AtomicU64::new(0) }
+        Self { pid: AtomicU32::new(pid), ppid: AtomicU32::new(ppid), main_tid: AtomicU64::new(0), futex_space: AtomicU64::new(0) }
+    }
+
+    /// The private futex key's space of the process (see the field).
+    #[inline]
+    pub fn futex_space(&self) -> u64 {
+        self.futex_space.load(Ordering::Relaxed)
+    }
+
+    /// Set by the process layer whenever the process's memory is put in place.
+    pub fn set_futex_space(&self, space: u64) {
+        self.futex_space.store(space, Ordering::Relaxed);
     }
 
     #[inline]
@@ -75,6 +95,23 @@ impl ProcIds {
     }
 }
 
+/// Where a user thread sleeps in a futex wait: its own flag and queue, reached by a waker through
+/// the handle the futex bucket holds, so no table is searched on either side. A signal for the
+/// thread wakes the queue too ([`kick_park`]); the sleeper then sees its pending flag
+/// ([`Interrupt`]).
+#[derive(Default)]
+pub struct Park {
+    /// Set by the waker that took the thread out of its futex queue.
+    pub woken: AtomicBool,
+    pub queue: sched::WaitQueue,
+}
+
+impl core::fmt::Debug for Park {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Park").field("woken", &self.woken).finish_non_exhaustive()
+    }
+}
+
 /// One user thread's context. Its address is the work word's (first, `repr(C)`), which the
 /// system-call exit in `arch` reads through the thread's slot.
 #[derive(Debug)]
@@ -86,6 +123,27 @@ pub struct UserCtx {
     /// The thread's scheduler id.
     tid: u64,
     ids: Arc<ProcIds>,
+    /// The context itself, for a futex wait to queue a handle of it.
+    me: Weak<UserCtx>,
+    pub park: Park,
+    /// The interruptible-sleep state `ipc::intr` keeps for the thread.
+    pub intr: Interrupt,
+    /// The thread's process (the process layer's type, which this layer cannot name): a system
+    /// call finds it here without the process table's lock.
+    owner: Arc<dyn Any + Send + Sync>,
+}
+
+/// The state of `ipc::intr` for one thread (see there): whether a signal it would act on is
+/// pending, and the wait queue it sleeps on interruptibly, if any.
+pub struct Interrupt {
+    pub pending: AtomicBool,
+    pub sleeping_on: SpinMutex<RawIrqSpin, Option<Arc<sched::WaitQueue>>>,
+}
+
+impl core::fmt::Debug for Interrupt {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Interrupt").field("pending", &self.pending).finish_non_exhaustive()
+    }
 }
 
 impl UserCtx {
@@ -115,14 +173,34 @@ impl UserCtx {
     pub fn ids(&self) -> &ProcIds {
         &self.ids
     }
+
+    /// A counted handle of this context (alive while the thread is registered).
+    pub fn handle(&self) -> Option<Arc<UserCtx>> {
+        self.me.upgrade()
+    }
+
+    /// The thread's process, as the process layer registered it.
+    #[inline]
+    pub fn owner(&self) -> &(dyn Any + Send + Sync) {
+        &*self.owner
+    }
 }
 
 static CONTEXTS: SpinMutex<RawIrqSpin, BTreeMap<u64, Arc<UserCtx>>> = SpinMutex::new(BTreeMap::new());
 
-/// Give user thread `tid` a context with its process's `ids` (at the thread's start, before anyone
-/// can make work for it).
-pub fn register(tid: u64, ids: Arc<ProcIds>) {
-    let ctx = Arc::new(UserCtx { work: AtomicU32::new(0), pid: ids.pid(), tid, ids });
+/// Give user thread `tid` a context with its process's `ids` and the process itself, `owner` (at
+/// the thread's start, before anyone can make work for it).
+pub fn register(tid: u64, ids: Arc<ProcIds>, owner: Arc<dyn Any + Send + Sync>) {
+    let ctx = Arc::new_cyclic(|me| UserCtx {
+        work: AtomicU32::new(0),
+        pid: ids.pid(),
+        tid,
+        ids,
+        me: me.clone(),
+        park: Park::default(),
+        intr: Interrupt { pending: AtomicBool::new(false), sleeping_on: SpinMutex::new(None) },
+        owner,
+    });
     let old = CONTEXTS.lock().insert(tid, ctx);
     drop(old);
 }
@@ -143,6 +221,20 @@ pub fn set_work(tid: u64, bits: u32, on: bool) {
         } else {
             ctx.clear(bits);
         }
+    }
+}
+
+/// Thread `tid`'s context, if it has one.
+pub fn get(tid: u64) -> Option<Arc<UserCtx>> {
+    CONTEXTS.lock().get(&tid).cloned()
+}
+
+/// Wake thread `tid` if it sleeps in a futex wait (a signal came for it; see [`Park`]). Safe with
+/// interrupts off and from interrupt handlers, like [`set_work`].
+// lock order: CONTEXTS -> the park's queue -> a run queue
+pub fn kick_park(tid: u64) {
+    if let Some(ctx) = CONTEXTS.lock().get(&tid) {
+        ctx.park.queue.wake_all(super::sched());
     }
 }
 
