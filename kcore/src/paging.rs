@@ -135,6 +135,7 @@ const fn span(level: usize) -> u64 {
     1 << (12 + 9 * (level - 1))
 }
 
+#[inline]
 fn entry_flags(e: u64) -> Flags {
     Flags::from_bits_truncate(e & !ADDR_MASK)
 }
@@ -266,16 +267,47 @@ pub fn for_each_leaf(
     mem: &impl TableMemory,
     root: u64,
     slots: core::ops::Range<usize>,
-    mut f: impl FnMut(u64, Translation),
+    f: impl FnMut(u64, Translation),
 ) {
-    fn walk(mem: &impl TableMemory, table: u64, level: usize, base: u64, f: &mut impl FnMut(u64, Translation)) {
-        let Some(entries) = mem.table(table) else { return };
+    walk_tree(mem, root, slots, f, |_| {});
+}
+
+/// [`for_each_leaf`], and `table(pa)` for every table below `root` on the way, each after the
+/// leaves and tables it holds: all a tree being destroyed gives back besides its root, found in
+/// one walk. Nothing is changed.
+pub fn for_each_leaf_and_table(
+    mem: &impl TableMemory,
+    root: u64,
+    slots: core::ops::Range<usize>,
+    leaf: impl FnMut(u64, Translation),
+    table: impl FnMut(u64),
+) {
+    walk_tree(mem, root, slots, leaf, table);
+}
+
+fn walk_tree(
+    mem: &impl TableMemory,
+    root: u64,
+    slots: core::ops::Range<usize>,
+    mut leaf: impl FnMut(u64, Translation),
+    mut table: impl FnMut(u64),
+) {
+    fn walk(
+        mem: &impl TableMemory,
+        at: u64,
+        level: usize,
+        base: u64,
+        leaf: &mut impl FnMut(u64, Translation),
+        table: &mut impl FnMut(u64),
+    ) {
+        let Some(entries) = mem.table(at) else { return };
         for (i, slot) in entries.iter().enumerate() {
             let e = slot.load(Ordering::Acquire);
-            let flags = entry_flags(e);
-            if !flags.contains(Flags::PRESENT) {
+            // Most entries of a user tree are empty: test the bit before decoding the flags.
+            if e & Flags::PRESENT.bits() == 0 {
                 continue;
             }
+            let flags = entry_flags(e);
             let va = base + i as u64 * span(level);
             let size = match level {
                 1 => Some(PageSize::Size4K),
@@ -284,8 +316,11 @@ pub fn for_each_leaf(
                 _ => None,
             };
             match size {
-                Some(size) => f(canonical(va), Translation { pa: e & ADDR_MASK & !(size.bytes() - 1), size, flags }),
-                None => walk(mem, e & ADDR_MASK, level - 1, va, f),
+                Some(size) => leaf(canonical(va), Translation { pa: e & ADDR_MASK & !(size.bytes() - 1), size, flags }),
+                None => {
+                    walk(mem, e & ADDR_MASK, level - 1, va, leaf, table);
+                    table(e & ADDR_MASK);
+                }
             }
         }
     }
@@ -293,7 +328,8 @@ pub fn for_each_leaf(
     for (slot, entry) in pml4.iter().enumerate().take(slots.end).skip(slots.start) {
         let e = entry.load(Ordering::Acquire);
         if e & Flags::PRESENT.bits() != 0 {
-            walk(mem, e & ADDR_MASK, 3, slot as u64 * span(4), &mut f);
+            walk(mem, e & ADDR_MASK, 3, slot as u64 * span(4), &mut leaf, &mut table);
+            table(e & ADDR_MASK);
         }
     }
 }
@@ -529,6 +565,28 @@ mod tests {
         assert_eq!(unmap(&m, root, 0x4000_1000), Err(UnmapError::NotPageStart));
         assert_eq!(unmap(&m, root, 0x4000_0000).map(|t| t.size), Ok(PageSize::Size1G));
         assert_eq!(m.live(), 1, "only the PML4 is left");
+    }
+
+    #[test]
+    fn a_destroyed_tree_gives_back_every_leaf_and_table_once() {
+        let (m, root) = FakeMemory::new(64);
+        map(&m, root, 0x1000, 0xa000, PageSize::Size4K, Flags::WRITABLE).unwrap();
+        map(&m, root, 0x2000, 0xb000, PageSize::Size4K, Flags::WRITABLE).unwrap();
+        map(&m, root, 1 << 39, 0xc000, PageSize::Size4K, Flags::WRITABLE).unwrap();
+        map(&m, root, KERNEL, 0xd000, PageSize::Size4K, RW_NX).unwrap();
+        let (mut leaves, mut tables) = (Vec::new(), Vec::new());
+        for_each_leaf_and_table(&m, root, 0..KERNEL_HALF_FIRST_SLOT, |va, t| leaves.push((va, t.pa)), |pa| tables.push(pa));
+        assert_eq!(leaves, vec![(0x1000, 0xa000), (0x2000, 0xb000), (1 << 39, 0xc000)]);
+        // Two user paths of three tables each below the root; the kernel half's tables are not ours.
+        assert_eq!(tables.len(), 6);
+        let mut unique = tables.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 6, "a table listed twice");
+        // Each table comes after the tables it holds: the PT of 0x1000 first, its PDPT third.
+        let pdpt = m.table(root).unwrap()[0].load(Ordering::Relaxed) & ADDR_MASK;
+        assert_eq!(tables[2], pdpt);
+        assert_eq!(translate(&m, root, 0x2000).map(|t| t.pa), Some(0xb000), "nothing was unmapped");
     }
 
     #[test]

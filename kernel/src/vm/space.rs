@@ -45,7 +45,8 @@
 //!
 //! # Destruction
 //!
-//! Dropping the last handle marks the space dead, clears its user half, and shoots down every CPU
+//! Dropping the last handle marks the space dead, lists the frames and tables of its user half in
+//! one walk (the tree stays as it is until they are freed), and shoots down every CPU
 //! that has it loaded with a request that makes each leave it for the kernel's PML4 (the CPU keeps
 //! its `Arc`, so the scheduler's word stays unique). Once all have acknowledged, no CPU can walk
 //! the tables or use the translations: frames, tables and the PML4 go back at once. Slots naming
@@ -791,9 +792,13 @@ impl AddressSpace {
         if !is_shared(old) {
             entry.fetch_or(Flags::WRITABLE.bits(), Ordering::AcqRel);
             entry.fetch_and(!COW.bits(), Ordering::AcqRel);
-            // Widening: a CPU holding the read-only entry would fault once more and retry; flush
-            // anyway so every CPU agrees with the tables.
-            self.space.commit(range, Released::default())?;
+            // Widening, the frame unchanged: no shootdown (Linux's reuse of a page it owns alone
+            // sends none either). The write fault that led here dropped this CPU's entry for the
+            // page (SDM vol. 3A, 4.10.4.1: a page fault invalidates the TLB entries of its linear
+            // address); another CPU holding the read-only entry reads the same frame through it,
+            // and its first write there faults once more and finds the page writable: `Retry`.
+            // Under a shootdown to the space's CPUs, each fork would cost every thread that writes
+            // afterwards one IPI round per page it had before the fork.
             return Ok(CowBreak::Reclaimed);
         }
         let new = mm::frames::alloc().ok_or(AsError::NoMemory)?;
@@ -892,15 +897,15 @@ impl Drop for AddressSpace {
         }
         space.dead.store(true, Ordering::SeqCst);
         DEATHS.fetch_add(1, Ordering::Release);
+        // One walk lists the frames and the tables; the tree is left as it is (no entry cleared,
+        // which unmapping leaf by leaf did, scanning each table for emptiness at every step): no
+        // thread runs in it any more, and a CPU that still has it loaded may only walk it until
+        // it has served the change below, before anything listed is freed.
         let mem = UserTables::new();
-        let mut frames = Vec::new();
-        paging::for_each_leaf(&mem, space.pml4, 0..paging::KERNEL_HALF_FIRST_SLOT, |va, t| frames.push((va, t.pa)));
-        for &(va, _) in &frames {
-            paging::unmap(&mem, space.pml4, va).expect("a leaf just listed is mapped");
-        }
-        let mut tables = mem.emptied.into_inner();
+        let (mut frames, mut tables) = (Vec::new(), Vec::new());
+        paging::for_each_leaf_and_table(&mem, space.pml4, 0..paging::KERNEL_HALF_FIRST_SLOT, |_, t| frames.push(t.pa), |pa| tables.push(pa));
         tables.push(space.pml4);
-        let released = Released { frames: frames.into_iter().map(|(_, pa)| pa).collect(), tables };
+        let released = Released { frames, tables };
         // Every CPU with the space loaded leaves it while servicing this change (this one in
         // `flush_for_change`); if some do not answer, the memory stays parked until they have.
         match space.commit(USER_HALF, released) {

@@ -791,7 +791,7 @@ fn peek(pa: u64) -> u64 {
 /// `fork_cow` and `break_cow` without user code: the child maps the parent's frames, read-only in
 /// both, each shared frame counted; a break in the child copies (a new frame with the same data,
 /// writable); the parent's break of that page then takes its frame back without a copy (no other
-/// sharer); a page that was never shared is no copy-on-write page; once the child is gone the
+/// sharer) and without TLB work (the frame stays); a page that was never shared is no copy-on-write page; once the child is gone the
 /// parent owns the rest alone; and when both are gone every frame is free again, each once.
 fn aspace_fork_cow_shares_then_copies() -> Result<(), String> {
     use super::{CowBreak, shared_frames};
@@ -819,7 +819,12 @@ fn aspace_fork_cow_shares_then_copies() -> Result<(), String> {
         ensure!(child.break_cow(VA).map_err(|x| e("break", x))? == CowBreak::Copied, "the child's break did not copy");
         let (cp, cw) = child.translate(VA).ok_or("the child lost page 0")?;
         ensure!(cp != old && cw && peek(cp) == 100, "the child's copy: {cp:#x} (old {old:#x}), writable {cw}, word {}", peek(cp));
+        // Taking the frame back changes no translation's frame: no TLB work anywhere.
+        let online = crate::cpu::map::online();
+        let before = tlb::sum(&online);
         ensure!(parent.break_cow(VA).map_err(|x| e("break", x))? == CowBreak::Reclaimed, "the last sharer copied");
+        let changes = tlb::sum(&online).since(&before).changes;
+        ensure!(changes == 0, "taking a page back writable made {changes} TLB changes");
         ensure!(parent.translate(VA) == Some((old, true)), "the parent does not own its frame again writable");
         ensure!(parent.break_cow(VA).map_err(|x| e("break", x))? == CowBreak::Retry, "a writable page is broken twice");
         parent.map_range(VA + 10 * PAGE, 1, false).map_err(|x| e("map_range", x))?;

@@ -10,7 +10,8 @@
 //! `init: PATH exited with status N` and `init: PATH was killed by signal N` by default.
 //!
 //! With `one_boot`, one boot per CPU count runs every program of the archive's [`RUN_LIST`] in
-//! turn (`init-list=`), each a new process once the one before has ended. The kernel writes
+//! turn (`init-list=`; [`RUN_LIST_ONE_CPU`] at one CPU, where some programs take arguments of
+//! their own), each a new process once the one before has ended. The kernel writes
 //! `init-list: running PATH` before each, and each program is judged on its part of the log,
 //! from its line to the next: the same verdicts at a fraction of the boots.
 
@@ -50,13 +51,21 @@ pub struct Setup {
 
 /// The initramfs file listing every program with its arguments, for the kernel's `init-list=`.
 pub const RUN_LIST: &str = "/etc/run-list";
+/// The same for a boot with one CPU: the programs with their one-CPU arguments (`args_one_cpu`).
+pub const RUN_LIST_ONE_CPU: &str = "/etc/run-list-1cpu";
 
-/// The text of [`RUN_LIST`]: `/bin/NAME ARGS...`, one program a line, in manifest order.
-pub fn run_list(programs: &[Program]) -> String {
+/// The run list a boot with `cpus` CPUs uses.
+pub fn run_list_path(cpus: u32) -> &'static str {
+    if cpus == 1 { RUN_LIST_ONE_CPU } else { RUN_LIST }
+}
+
+/// The text of a run list for `cpus` CPUs: `/bin/NAME ARGS...`, one program a line, in manifest
+/// order.
+pub fn run_list(programs: &[Program], cpus: u32) -> String {
     let mut text = String::from("# user/programs.toml, for init-list= (user-oracle kernel --one-boot)\n");
     for p in programs {
         text.push_str(&format!("/bin/{}", p.name));
-        for a in &p.args {
+        for a in p.args_at(cpus) {
             text.push(' ');
             text.push_str(a);
         }
@@ -126,7 +135,7 @@ pub fn run(setup: &Setup, programs: &[&Program]) -> Result<bool, String> {
         }
         for program in programs {
             let label = format!("smp{smp}/{}", program.name);
-            let expected_path = setup.expected_dir.join(format!("{}.txt", program.name));
+            let expected_path = setup.expected_dir.join(program.expected_file(smp));
             let expected = fs::read_to_string(&expected_path).map_err(|e| {
                 format!(
                     "{}: {e} (run `make user-oracle` first)",
@@ -135,8 +144,9 @@ pub fn run(setup: &Setup, programs: &[&Program]) -> Result<bool, String> {
             })?;
             let expected = output::compared_lines(&expected);
             let mut cmdline = format!("init=/bin/{} {}", program.name, setup.append);
-            if !program.args.is_empty() {
-                cmdline = format!("{cmdline} -- {}", program.args.join(" "));
+            let program_args = program.args_at(smp);
+            if !program_args.is_empty() {
+                cmdline = format!("{cmdline} -- {}", program_args.join(" "));
             }
             let args = qemu_args(setup, smp, cmdline);
             let boot = host::run(
@@ -201,14 +211,14 @@ fn qemu_args(setup: &Setup, smp: u32, cmdline: String) -> Vec<String> {
 /// One boot at `smp` CPUs running every program of the run list; judges `programs` on their
 /// parts of the log. Returns (passed, failed).
 fn run_one_boot(setup: &Setup, programs: &[&Program], smp: u32, kernel_log: &Regex) -> Result<(u32, u32), String> {
-    let cmdline = format!("init-list={RUN_LIST} {}", setup.append);
+    let cmdline = format!("init-list={} {}", run_list_path(smp), setup.append);
     let boot = host::run(Path::new(&setup.qemu), &qemu_args(setup, smp, cmdline), None, Duration::from_secs(setup.timeout_s))?;
     let log_path = setup.log_dir.join(format!("smp{smp}-all.log"));
     fs::write(&log_path, &boot.stdout).map_err(|e| format!("{}: {e}", log_path.display()))?;
     println!("kernel smp{smp}: one boot for {} programs, {:.1} s (serial log: {})", programs.len(), boot.elapsed.as_secs_f64(), log_path.display());
     let (mut passed, mut failed) = (0, 0);
     for program in programs {
-        let expected_path = setup.expected_dir.join(format!("{}.txt", program.name));
+        let expected_path = setup.expected_dir.join(program.expected_file(smp));
         let expected = fs::read_to_string(&expected_path)
             .map_err(|e| format!("{}: {e} (run `make user-oracle` first)", expected_path.display()))?;
         let expected = output::compared_lines(&expected);

@@ -4,10 +4,13 @@
 //! user-oracle run        run every program of user/programs.toml on the host Linux, once on all
 //!                        CPUs and once on one CPU; each must end as the manifest says and print
 //!                        the same compared lines both times; those go to target/user/expected/NAME.txt
+//!                        (a program with `args_one_cpu` runs once more with them on one CPU:
+//!                        NAME.1cpu.txt, what a kernel booted with one CPU must print)
 //! user-oracle compare    cut programs' output from a kernel's serial log and compare it with
 //!                        what Linux printed
 //! user-oracle initramfs  write target/initramfs.cpio: /init, /bin/<every program>, /etc/run-list
-//!                        (every program with its arguments, for the kernel's init-list=), extra files
+//!                        and /etc/run-list-1cpu (every program with its arguments, for the kernel's
+//!                        init-list=, on several CPUs and on one), extra files
 //! user-oracle kernel     boot our kernel in QEMU once per program and CPU count, with the program
 //!                        as init (or, --one-boot, once per CPU count running them all in turn);
 //!                        judge how each ended and compare its lines with Linux's
@@ -79,7 +82,8 @@ QEMU OPTIONS (kernel, shell):
   --exited REGEX       the kernel's line saying init exited, status captured (default: see kernel.rs)
   --killed REGEX       the kernel's line saying init was killed, signal captured
   --one-boot           one boot per CPU count, running every program of the archive's
-                       /etc/run-list in turn (init-list=); each judged on its part of the log
+                       /etc/run-list in turn (init-list=; /etc/run-list-1cpu at one CPU, with the
+                       programs' args_one_cpu); each judged on its part of the log
   --qemu PROGRAM       default qemu-system-x86_64
 PATHS:
   --manifest FILE      default user/programs.toml
@@ -309,7 +313,10 @@ fn main() -> ExitCode {
         Command::Shell(options) => run_shell(&paths, *options),
         Command::List => {
             for p in &programs {
-                println!("{}\t{}\t{}", p.name, p.expect, p.args.join(" "));
+                match &p.args_one_cpu {
+                    None => println!("{}\t{}\t{}", p.name, p.expect, p.args.join(" ")),
+                    Some(one) => println!("{}\t{}\t{} (one CPU: {})", p.name, p.expect, p.args.join(" "), one.join(" ")),
+                }
             }
             Ok(true)
         }
@@ -459,12 +466,43 @@ fn run(
                 break;
             }
         }
+        // The one-CPU arguments run once more, on the last CPU set (one CPU unless --cpus says
+        // otherwise): the lines a kernel booted with one CPU must print.
+        let mut one_cpu_lines = None;
+        if let (None, Some(args)) = (&problem, &program.args_one_cpu) {
+            let set = cpu_sets.last().cloned().flatten();
+            let label = set.as_deref().map_or("all CPUs".to_string(), |s| format!("CPUs {s}"));
+            let run = host::run(&binary, args, set.as_deref(), Duration::from_secs(program.timeout_s))?;
+            match judge(program, &run) {
+                Ok(lines) => {
+                    println!(
+                        "user {} {} ({label}) ... ok, {}, {:.2} s",
+                        program.name,
+                        args.join(" "),
+                        program.expect,
+                        run.elapsed.as_secs_f64()
+                    );
+                    one_cpu_lines = Some(lines);
+                }
+                Err(why) => {
+                    problem = Some(format!(
+                        "{label}, one-CPU arguments: {why}\n  stdout (last lines):\n{}  stderr (last lines):\n{}",
+                        tail(&run.stdout, 12),
+                        tail(&run.stderr, 6)
+                    ));
+                }
+            }
+        }
         match (problem, first) {
             (None, Some((lines, _))) => {
-                let path = paths.expected_dir.join(format!("{}.txt", program.name));
-                let mut text = lines.join("\n");
-                text.push('\n');
-                fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+                let mut files = vec![(program.expected_file(2), lines)];
+                files.extend(one_cpu_lines.map(|lines| (program.expected_file(1), lines)));
+                for (file, lines) in files {
+                    let path = paths.expected_dir.join(file);
+                    let mut text = lines.join("\n");
+                    text.push('\n');
+                    fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+                }
                 passed += 1;
             }
             (problem, _) => {
@@ -561,11 +599,13 @@ fn build_initramfs(
             shadowed.join(" ")
         );
     }
-    items.push(initramfs::Item::File {
-        path: kernel::RUN_LIST.trim_start_matches('/').into(),
-        data: kernel::run_list(programs).into_bytes(),
-        mode: 0o644,
-    });
+    for cpus in [1, 2] {
+        items.push(initramfs::Item::File {
+            path: kernel::run_list_path(cpus).trim_start_matches('/').into(),
+            data: kernel::run_list(programs, cpus).into_bytes(),
+            mode: 0o644,
+        });
+    }
     if let Some(dir) = out.parent() {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }

@@ -78,8 +78,32 @@ impl fmt::Display for Expect {
 pub struct Program {
     pub name: String,
     pub args: Vec<String>,
+    /// Its arguments when it runs on one CPU, where they differ from `args` (e.g. a larger count
+    /// that only a single CPU runs fast enough): the kernel booted with one CPU, and a host run of
+    /// its own, restricted to one CPU, whose lines go to `NAME.1cpu.txt`.
+    pub args_one_cpu: Option<Vec<String>>,
     pub expect: Expect,
     pub timeout_s: u64,
+}
+
+impl Program {
+    /// Its arguments on a machine with `cpus` CPUs.
+    pub fn args_at(&self, cpus: u32) -> &[String] {
+        match &self.args_one_cpu {
+            Some(args) if cpus == 1 => args,
+            _ => &self.args,
+        }
+    }
+
+    /// The name of the file of its compared lines on `cpus` CPUs, in the expected folder:
+    /// `NAME.txt`, or `NAME.1cpu.txt` for one CPU when it has arguments of its own there.
+    pub fn expected_file(&self, cpus: u32) -> String {
+        if cpus == 1 && self.args_one_cpu.is_some() {
+            format!("{}.1cpu.txt", self.name)
+        } else {
+            format!("{}.txt", self.name)
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -94,6 +118,7 @@ struct RawProgram {
     name: String,
     #[serde(default)]
     args: Vec<String>,
+    args_one_cpu: Option<Vec<String>>,
     expect: Option<String>,
     timeout: Option<u64>,
 }
@@ -124,6 +149,7 @@ pub fn parse(text: &str) -> Result<Vec<Program>, String> {
         programs.push(Program {
             name: p.name,
             args: p.args,
+            args_one_cpu: p.args_one_cpu,
             expect,
             timeout_s: p.timeout.unwrap_or(120),
         });
@@ -153,6 +179,7 @@ mod tests {
             Program {
                 name: "hello".into(),
                 args: vec![],
+                args_one_cpu: None,
                 expect: Expect::Exit(0),
                 timeout_s: 120
             }
@@ -161,6 +188,19 @@ mod tests {
         assert_eq!(programs[1].args, ["1", "x"]);
         assert_eq!(programs[1].timeout_s, 5);
         assert_eq!(programs[1].expect.to_string(), "signal SIGILL");
+        assert_eq!(programs[1].args_at(1), ["1", "x"]);
+        assert_eq!(programs[1].expected_file(1), "fault_ud.txt");
+    }
+
+    #[test]
+    fn one_cpu_arguments_apply_at_one_cpu_only() {
+        let programs = parse("[[program]]\nname = \"churn\"\nargs = [\"10\"]\nargs_one_cpu = [\"100\"]\n").unwrap();
+        let churn = &programs[0];
+        assert_eq!(churn.args_at(1), ["100"]);
+        assert_eq!(churn.args_at(2), ["10"]);
+        assert_eq!(churn.args_at(8), ["10"]);
+        assert_eq!(churn.expected_file(1), "churn.1cpu.txt");
+        assert_eq!(churn.expected_file(4), "churn.txt");
     }
 
     #[test]
