@@ -5,12 +5,16 @@
  * child's; the child's CLONE_CHILD_CLEARTID word is cleared and woken in the parent's memory; a
  * private futex wake from the child reaches a wait in the parent. Then CLONE_VM | CLONE_VFORK (the
  * parent goes on after the child's end, its writes done) and vfork() (the same through the call).
+ * Then the descriptor table: with CLONE_FILES the child's opens and closes are the parent's, without
+ * it they are not; an execve in a CLONE_FILES child leaves the parent's close-on-exec descriptor
+ * open (the child's table becomes its own first).
  *
  * SIGCHLD is blocked and taken with sigtimedwait after each wait, with the child's pid in it.
  */
 #include "ut.h"
 
 #include <linux/futex.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
@@ -137,6 +141,68 @@ static void vforks(void)
 	say("vfork: the child's write was there when the parent went on; exit %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 }
 
+static volatile int files_fds[2];
+static volatile int files_victim;
+
+static int files_child(void *arg)
+{
+	(void)arg;
+	int p[2];
+	if (pipe(p) != 0)
+		return 1;
+	files_fds[0] = p[0];
+	files_fds[1] = p[1];
+	if (write(p[1], "f", 1) != 1)
+		return 2;
+	/* The parent's descriptor: closed for both when the table is shared. */
+	return close(files_victim) == 0 ? 0 : 3;
+}
+
+static int exec_child(void *arg)
+{
+	(void)arg;
+	char *argv[] = { "true", NULL };
+	execve("/bin/true", argv, NULL);
+	_exit(127);
+}
+
+static void files(int share)
+{
+	const char *how = share ? "clone(CLONE_VM | CLONE_FILES)" : "clone(CLONE_VM)";
+	files_victim = dup(1);
+	CHECK(files_victim >= 0);
+	files_fds[0] = files_fds[1] = -1;
+	pid_t pid = clone(files_child, stack + sizeof(stack), CLONE_VM | (share ? CLONE_FILES : 0) | SIGCHLD, NULL);
+	CHECK(pid > 0);
+	int st = -1;
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	take_sigchld(pid, how);
+	char c = 0;
+	int pipe_seen = fcntl(files_fds[0], F_GETFD) >= 0 && read(files_fds[0], &c, 1) == 1 && c == 'f';
+	int victim_open = fcntl(files_victim, F_GETFD) >= 0;
+	say("%s: the child's pipe is the parent's: %s; the child's close closed the parent's descriptor: %s\n", how,
+	    pipe_seen ? "yes" : "no", victim_open ? "no" : "yes");
+	if (pipe_seen) {
+		CHECK(close(files_fds[0]) == 0 && close(files_fds[1]) == 0);
+	}
+	if (victim_open)
+		CHECK(close(files_victim) == 0);
+}
+
+static void files_exec(void)
+{
+	int fd = fcntl(1, F_DUPFD_CLOEXEC, 0);
+	CHECK(fd >= 0);
+	pid_t pid = clone(exec_child, stack + sizeof(stack), CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, NULL);
+	CHECK(pid > 0);
+	int st = -1;
+	CHECK(waitpid(pid, &st, 0) == pid);
+	take_sigchld(pid, "CLONE_FILES execve");
+	say("clone(CLONE_VM | CLONE_VFORK | CLONE_FILES) + execve: exit %d; the parent's close-on-exec descriptor still open: %s\n",
+	    WIFEXITED(st) ? WEXITSTATUS(st) : -1, fcntl(fd, F_GETFD) == FD_CLOEXEC ? "yes" : "no");
+	CHECK(close(fd) == 0);
+}
+
 int main(void)
 {
 	ut_start("clonevm");
@@ -146,5 +212,8 @@ int main(void)
 	CHECK(sigprocmask(SIG_BLOCK, &set, NULL) == 0);
 	plain();
 	vforks();
+	files(1);
+	files(0);
+	files_exec();
 	ut_ok();
 }

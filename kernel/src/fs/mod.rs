@@ -179,6 +179,11 @@ impl Files {
         Arc::new(Self { table: spin::Mutex::new(t) })
     }
 
+    /// A table with no descriptor (what an ended process keeps).
+    pub fn empty() -> Arc<Self> {
+        Arc::new(Self { table: spin::Mutex::new(FdTable::default()) })
+    }
+
     /// `fork` without `CLONE_FILES`: the same open files under the same numbers, in a new table.
     pub fn fork_copy(&self) -> Arc<Self> {
         Arc::new(Self { table: spin::Mutex::new(self.table.lock().clone()) })
@@ -187,12 +192,6 @@ impl Files {
     /// `execve`: close every descriptor marked close-on-exec.
     pub fn close_on_exec(&self) {
         let closed = self.table.lock().exec();
-        drop(closed);
-    }
-
-    /// Close everything (the process's end); the files are released here, outside the lock.
-    pub fn close_all(&self) {
-        let closed = self.table.lock().close_all();
         drop(closed);
     }
 

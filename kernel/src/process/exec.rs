@@ -286,7 +286,8 @@ pub fn execve(path: u64, argv: u64, envp: u64) -> Result<core::convert::Infallib
     *p.argv.lock() = argv.clone();
     *p.exe.lock() = path.clone();
     // Descriptors marked close-on-exec close; caught signals go back to their defaults.
-    p.files.close_on_exec();
+    p.unshare_files();
+    p.files().close_on_exec();
     p.signals.on_exec(super::current_tid());
     super::CLEAR_TID.lock().remove(&super::current_tid());
     s.set_current_fs_base(0);

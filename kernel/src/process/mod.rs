@@ -92,7 +92,9 @@ pub struct Process {
 
     // Files: the descriptor table (shared under CLONE_FILES), the working directory and umask
     // (shared under CLONE_FS), the resource limits, and what /proc shows of the program.
-    pub files: Arc<crate::fs::Files>,
+    /// Behind a lock only so that `execve` can trade a shared table for a copy of its own and the
+    /// end can drop it ([`Process::files`], [`Process::with_files`]).
+    files: spin::Mutex<Arc<crate::fs::Files>>,
     pub fs: Arc<crate::fs::FsContext>,
     pub limits: spin::Mutex<abi::limits::Limits>,
     /// The arguments the program was started with (`/proc/<pid>/cmdline`).
@@ -283,7 +285,7 @@ impl Process {
     ) -> Arc<Process> {
         let (files, fs, limits, signals, argv, exe) = match parent {
             Some(p) => (
-                p.files.fork_copy(),
+                p.files().fork_copy(),
                 p.fs.fork_copy(),
                 spin::Mutex::new(p.limits.lock().clone()),
                 p.signals.fork_copy(),
@@ -298,7 +300,7 @@ impl Process {
         let ids = Arc::new(task::uctx::ProcIds::new(pid, tree::ppid(pid).unwrap_or(0)));
         ids.set_futex_space(Arc::as_ptr(&mem) as u64);
         Arc::new(Process {
-            files,
+            files: spin::Mutex::new(files),
             fs,
             limits,
             argv,
@@ -323,6 +325,26 @@ impl Process {
 
     pub fn pid(&self) -> u32 {
         self.pid.load(Ordering::Relaxed)
+    }
+
+    /// The descriptor table (another process's too under `CLONE_FILES`).
+    pub fn files(&self) -> Arc<crate::fs::Files> {
+        self.files.lock().clone()
+    }
+
+    /// Run `f` on the descriptor table without taking a handle on it (the read and write paths).
+    pub fn with_files<R>(&self, f: impl FnOnce(&crate::fs::Files) -> R) -> R {
+        f(&self.files.lock())
+    }
+
+    /// `execve` in a process that shares its descriptor table with another (`CLONE_FILES`): the
+    /// table becomes a copy of its own first, so its close-on-exec closes leave the other's alone
+    /// (Linux's `unshare_files`). The caller is the process's only thread.
+    pub fn unshare_files(&self) {
+        let mut files = self.files.lock();
+        if Arc::strong_count(&files) > 1 {
+            *files = files.fork_copy();
+        }
     }
 
     /// The ids the process's threads' system calls read without a lock.
@@ -589,6 +611,9 @@ pub struct ForkArgs {
     /// `CLONE_VM`: the child runs in the caller's address space with the same mappings (each
     /// side's writes, maps and unmaps are the other's) instead of a copy-on-write copy.
     pub share_vm: bool,
+    /// `CLONE_FILES`: the child uses the caller's descriptor table (each side's opens, closes and
+    /// dups are the other's) instead of a copy.
+    pub share_files: bool,
     /// `CLONE_SETTLS`: the child's FS base (otherwise the parent's).
     pub tls: Option<u64>,
     /// `CLONE_PARENT_SETTID`, `CLONE_CHILD_SETTID`, `CLONE_CHILD_CLEARTID` addresses.
@@ -638,6 +663,9 @@ pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
     };
     let pid = tree::new_pid(p.pid())?;
     let child = Process::new(pid, p.name(), space.clone(), mem, p.captured.clone(), Some(&p), Vec::new(), String::new());
+    if args.share_files {
+        *child.files.lock() = p.files();
+    }
     tree::register(&child);
     let builder = sched::Builder::new("user").user_thread().with_fpu_of_caller().stack_bytes(64 * 1024).in_mm(space.mm());
     drop(space);
@@ -726,10 +754,12 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
             p.release_vfork();
             tree::exited(p.pid(), p.status.load(Ordering::Acquire));
         }
-        // The last thread closes the process's descriptors (unless another process shares the
-        // table), so a pipe's other end sees EOF or EPIPE now, not when the process is reaped.
-        if remaining == 0 && Arc::strong_count(&p.files) == 1 {
-            p.files.close_all();
+        // The last thread gives up the process's share of its descriptor table; the last sharer's
+        // drop closes every descriptor, so a pipe's other end sees EOF or EPIPE now, not when the
+        // process is reaped.
+        if remaining == 0 {
+            let files = core::mem::replace(&mut *p.files.lock(), crate::fs::Files::empty());
+            drop(files);
         }
         // The thread gives up its share of the process here; the space stays alive as long as the
         // spawner (or a sibling) holds the process, and its destruction moves any CPU still on it

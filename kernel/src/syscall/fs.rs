@@ -30,7 +30,7 @@ pub(super) fn me() -> Result<Arc<Process>, u32> {
 
 /// The file behind descriptor `fd` of the calling process.
 pub(super) fn file(fd: u64) -> Result<Arc<File>, u32> {
-    me()?.files.get(fd as i32)
+    me()?.files().get(fd as i32)
 }
 
 /// A path argument.
@@ -53,7 +53,7 @@ fn dir_of(p: &Process, dirfd: u64, path: &str) -> Result<Ino, u32> {
     if fd == AT_FDCWD {
         return Ok(p.fs.cwd());
     }
-    p.files.get(fd)?.dir_ino()
+    p.files().get(fd)?.dir_ino()
 }
 
 fn put<T: AsRef<[u8]>>(addr: u64, bytes: T) -> Result<(), u32> {
@@ -67,7 +67,7 @@ pub fn openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
     let dir = dir_of(&p, dirfd, &path)?;
     let mode = (mode as u32) & 0o7777 & !p.fs.umask();
     let f = fs::open(dir, &path, flags, mode)?;
-    let fd = p.files.install(Arc::new(f), flags & g::O_CLOEXEC != 0, 0)?;
+    let fd = p.files().install(Arc::new(f), flags & g::O_CLOEXEC != 0, 0)?;
     Ok(fd as u64)
 }
 
@@ -80,24 +80,24 @@ pub fn creat(path: u64, mode: u64) -> SysResult {
 }
 
 pub fn close(fd: u64) -> SysResult {
-    me()?.files.close(fd as i32)?;
+    me()?.files().close(fd as i32)?;
     Ok(0)
 }
 
 pub fn dup(fd: u64) -> SysResult {
-    me()?.files.with(|t| t.dup(fd as i32)).map(|n| n as u64)
+    me()?.files().with(|t| t.dup(fd as i32)).map(|n| n as u64)
 }
 
 pub fn dup2(old: u64, new: u64) -> SysResult {
     let p = me()?;
-    let (n, replaced) = p.files.with(|t| t.dup2(old as i32, new as i32))?;
+    let (n, replaced) = p.files().with(|t| t.dup2(old as i32, new as i32))?;
     drop(replaced);
     Ok(n as u64)
 }
 
 pub fn dup3(old: u64, new: u64, flags: u64) -> SysResult {
     let p = me()?;
-    let (n, replaced) = p.files.with(|t| t.dup3(old as i32, new as i32, flags as u32))?;
+    let (n, replaced) = p.files().with(|t| t.dup3(old as i32, new as i32, flags as u32))?;
     drop(replaced);
     Ok(n as u64)
 }
@@ -106,18 +106,18 @@ pub fn fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
     let p = me()?;
     let fd = fd as i32;
     match cmd as u32 {
-        g::F_DUPFD => p.files.with(|t| t.dup_from(fd, arg as i64, false)).map(|n| n as u64),
-        g::F_DUPFD_CLOEXEC => p.files.with(|t| t.dup_from(fd, arg as i64, true)).map(|n| n as u64),
-        g::F_GETFD => p.files.with(|t| t.cloexec(fd)).map(|c| if c { u64::from(g::FD_CLOEXEC) } else { 0 }),
-        g::F_SETFD => p.files.with(|t| t.set_cloexec(fd, arg & u64::from(g::FD_CLOEXEC) != 0)).map(|_| 0),
-        g::F_GETFL => Ok(u64::from(p.files.get(fd)?.getfl())),
+        g::F_DUPFD => p.files().with(|t| t.dup_from(fd, arg as i64, false)).map(|n| n as u64),
+        g::F_DUPFD_CLOEXEC => p.files().with(|t| t.dup_from(fd, arg as i64, true)).map(|n| n as u64),
+        g::F_GETFD => p.files().with(|t| t.cloexec(fd)).map(|c| if c { u64::from(g::FD_CLOEXEC) } else { 0 }),
+        g::F_SETFD => p.files().with(|t| t.set_cloexec(fd, arg & u64::from(g::FD_CLOEXEC) != 0)).map(|_| 0),
+        g::F_GETFL => Ok(u64::from(p.files().get(fd)?.getfl())),
         g::F_SETFL => {
-            p.files.get(fd)?.setfl(arg as u32);
+            p.files().get(fd)?.setfl(arg as u32);
             Ok(0)
         }
         // Advisory locks: one process owns every file here, so a lock always succeeds.
         g::F_SETLK | g::F_SETLKW | g::F_GETLK => {
-            p.files.get(fd)?;
+            p.files().get(fd)?;
             Ok(0)
         }
         _ => Err(errno::EINVAL),
@@ -176,7 +176,7 @@ pub fn newfstatat(dirfd: u64, path: u64, buf: u64, flags: u64) -> SysResult {
     let p = me()?;
     let path = path_arg(path)?;
     let st = if path.is_empty() && flags & g::AT_EMPTY_PATH != 0 {
-        if dirfd as i32 == AT_FDCWD { fs::with_fs(|f| f.stat(p.fs.cwd()))? } else { p.files.get(dirfd as i32)?.stat()? }
+        if dirfd as i32 == AT_FDCWD { fs::with_fs(|f| f.stat(p.fs.cwd()))? } else { p.files().get(dirfd as i32)?.stat()? }
     } else {
         let dir = dir_of(&p, dirfd, &path)?;
         stat_path(dir, &path, flags & g::AT_SYMLINK_NOFOLLOW == 0)?
@@ -243,7 +243,7 @@ pub fn chdir(path: u64) -> SysResult {
 
 pub fn fchdir(fd: u64) -> SysResult {
     let p = me()?;
-    let ino = p.files.get(fd as i32)?.dir_ino()?;
+    let ino = p.files().get(fd as i32)?.dir_ino()?;
     p.fs.chdir(ino)?;
     Ok(0)
 }
@@ -373,7 +373,7 @@ pub fn pipe2(fds: u64, flags: u64) -> SysResult {
     let r = Arc::new(File::pipe_end(pipe.clone(), false, flags));
     let w = Arc::new(File::pipe_end(pipe, true, flags));
     let cloexec = flags & g::O_CLOEXEC != 0;
-    let (rfd, wfd) = p.files.with(|t| {
+    let (rfd, wfd) = p.files().with(|t| {
         let rfd = t.alloc(r, cloexec).map_err(|e| (e, None))?;
         match t.alloc(w, cloexec) {
             Ok(wfd) => Ok((rfd, wfd)),
@@ -390,8 +390,8 @@ pub fn pipe2(fds: u64, flags: u64) -> SysResult {
     out[..4].copy_from_slice(&rfd.to_ne_bytes());
     out[4..].copy_from_slice(&wfd.to_ne_bytes());
     if put(fds, out).is_err() {
-        let _ = p.files.close(rfd);
-        let _ = p.files.close(wfd);
+        let _ = p.files().close(rfd);
+        let _ = p.files().close(wfd);
         return Err(errno::EFAULT);
     }
     Ok(0)
@@ -425,7 +425,7 @@ pub fn prlimit64(pid: u64, resource: u64, new: u64, old: u64) -> SysResult {
     if let Some(n) = new
         && resource == g::RLIMIT_NOFILE
     {
-        p.files.set_limit(n.cur.min(abi::limits::NR_OPEN) as usize);
+        p.files().set_limit(n.cur.min(abi::limits::NR_OPEN) as usize);
     }
     if old != 0 {
         put(old, prev.to_bytes())?;
@@ -461,13 +461,13 @@ pub fn sysinfo(buf: u64) -> SysResult {
 fn must_exist(dirfd: u64, path: u64, flags: u32) -> SysResult {
     let p = me()?;
     if path == 0 {
-        p.files.get(dirfd as i32)?;
+        p.files().get(dirfd as i32)?;
         return Ok(0);
     }
     let path = path_arg(path)?;
     if path.is_empty() && flags & g::AT_EMPTY_PATH != 0 {
         if dirfd as i32 != AT_FDCWD {
-            p.files.get(dirfd as i32)?;
+            p.files().get(dirfd as i32)?;
         }
         return Ok(0);
     }

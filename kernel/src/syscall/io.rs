@@ -150,7 +150,7 @@ fn is_stream(f: &File) -> bool {
 
 /// The caller's descriptor `fd`, found through its context (no process-table lock).
 fn own_file(ctx: &UserCtx, fd: u64) -> Result<alloc::sync::Arc<File>, u32> {
-    crate::process::of(ctx).files.get(fd as i32)
+    crate::process::of(ctx).with_files(|t| t.get(fd as i32))
 }
 
 pub fn write(proof: &InSyscall, fd: u64, buf: u64, len: u64) -> SysResult {
@@ -322,7 +322,7 @@ pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> SysResult {
         }
         io::FIOCLEX | io::FIONCLEX => {
             let p = super::fs::me()?;
-            p.files.with(|t| t.set_cloexec(fd as i32, cmd == io::FIOCLEX))?;
+            p.files().with(|t| t.set_cloexec(fd as i32, cmd == io::FIOCLEX))?;
             Ok(0)
         }
         _ => match &f.node {
@@ -353,14 +353,14 @@ fn wait_ready<T>(timeout_ns: Option<u64>, mut round: impl FnMut() -> Result<(usi
 
 fn do_poll(fds: u64, nfds: u64, timeout_ns: Option<u64>) -> SysResult {
     let p = super::fs::me()?;
-    let limit = p.files.limit();
+    let limit = p.files().limit();
     if nfds > limit as u64 {
         return Err(errno::EINVAL);
     }
     let mut raw = vec![0u8; nfds as usize * 8];
     usercopy::copy_from_user(&mut raw, fds).map_err(|_| errno::EFAULT)?;
     let mut list = poll::parse_pollfds(&raw, nfds, limit)?;
-    let files = p.files.clone();
+    let files = p.files();
     drop(p);
     let (n, ()) = wait_ready(timeout_ns, || Ok((poll::poll_round(&mut list, |fd| readiness(&files, fd)), ())))?;
     usercopy::copy_to_user(fds, &poll::encode_pollfds(&list)).map_err(|_| errno::EFAULT)?;
@@ -405,7 +405,7 @@ fn do_select(nfds: u64, r: u64, w: u64, e: u64, timeout_ns: Option<u64>) -> SysR
     };
     let (rs, ws, es) = (read_set(r)?, read_set(w)?, read_set(e)?);
     let interest = poll::select_interest(nfds_i, rs.as_ref(), ws.as_ref(), es.as_ref())?;
-    let files = super::fs::me()?.files.clone();
+    let files = super::fs::me()?.files();
     let (count, sets) = wait_ready(timeout_ns, || {
         let (a, b, c, k) = poll::select_round(n, &interest, |fd| readiness(&files, fd))?;
         Ok((k, (a, b, c)))
