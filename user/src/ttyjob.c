@@ -126,10 +126,12 @@ static void orphaned(void)
 	CHECK(mid >= 0);
 	if (mid == 0) {
 		CHECK(setpgid(0, 0) == 0);
+		/* In this branch `mid` is 0: the grandchild waits for its parent by the parent's pid. */
+		pid_t parent = getpid();
 		pid_t g = fork();
 		CHECK(g >= 0);
 		if (g == 0) {
-			while (getppid() == mid)
+			while (getppid() == parent)
 				sched_yield();
 			unsigned char r[2] = { (unsigned char)do_read(), (unsigned char)do_write() };
 			CHECK(write(p[1], r, 2) == 2);
