@@ -5,8 +5,9 @@
 //! - [`UserFrame`]: the user registers saved at the top of a thread's kernel stack, below the
 //!   thread's slot ([`THREAD_SLOT_BYTES`]). A `syscall` and an interrupt or exception from ring 3
 //!   (see [`crate::trap`]) leave the same 22-word layout at the same place, so [`frame_at`] is "the
-//!   user state of this thread" however it entered (after an interrupt, vectors 32-255, the six
-//!   callee-saved slots are not written: those registers are still live in the kernel's own frames);
+//!   user state of this thread" however it entered (inside a system call, the slots of rax and the
+//!   six callee-saved registers are written only where the whole frame is needed: see the stub's
+//!   contract below);
 //! - [`InSyscall`]: the proof the kernel's hooks get that they run in a system call
 //!   ([`thread_slot`] needs it);
 //! - [`EntryScratch`]: the per-CPU slots the entry stub reaches through GS. The kernel's per-CPU block
@@ -15,7 +16,8 @@
 //!   64-Bit Mode"; vol. 4, MSRs C000_0080-C000_0084);
 //! - [`set_kernel_stack`]: the scheduler calls it at each switch to a user thread: TSS.RSP0 (where
 //!   the CPU puts interrupts from ring 3) and the scratch slot (where `syscall` switches to);
-//! - [`set_hooks`]: the kernel's system-call dispatcher, a typed once-set hook;
+//! - [`set_hooks`]: the kernel's system-call table and hooks, set once; [`route_all_to_slow`]
+//!   sends every call to the slow hook (the kernel's system-call trace);
 //! - [`enter_user`]: start a thread in ring 3 from a built frame.
 //!
 //! Segment selectors: SYSCALL and SYSRET take their selectors from STAR, which fixes the GDT order:
@@ -24,17 +26,23 @@
 //!
 //! The stub's contract, entry: `syscall` left RIP in RCX and RFLAGS in R11; SFMASK cleared IF, DF,
 //! TF, AC and NT; CS/SS are the kernel's; RSP and GS are still the user's. The stub swaps GS, moves
-//! to the thread's kernel stack, pushes the frame and calls the hook directly with RSP 16-byte
-//! aligned and interrupts off (the kernel enables them when it wants). Exit: interrupts off again.
-//! The fast exit (the hook says the frame is untouched and there is no work): RCX and R11 are the
+//! to the thread's kernel stack, pushes what the kernel's code may change (the iret words, the
+//! number, and the eight caller-saved registers other than rax) and calls the number's handler
+//! straight from the kernel's table ([`UserEntryHooks`], [`TABLE_LEN`]) with RSP 16-byte aligned and
+//! interrupts on. The six callee-saved registers, rbp included, stay live in the registers: Rust
+//! code preserves them, so their slots are written only when something needs the whole frame (the
+//! [`WHOLE_FRAME`] calls, the slow hook, the checked exit). Exit: interrupts off again.
+//! The fast exit (the thread's work word is zero, so the frame is untouched): RCX and R11 are the
 //! values `syscall` left, so SYSRET needs only RCX below [`USER_TOP`] and no TF/RF in R11; the stub
-//! reloads the six caller-saved argument registers, rbp (which it zeroed for the kernel) and RSP,
-//! and the hook itself kept the other callee-saved registers. Otherwise the checked exit: SYSRET only
-//! when [`UserFrame::prepare_return`] says the frame is one SYSRET restores exactly (RCX = RIP, R11 =
+//! reloads the six caller-saved argument registers and RSP. Otherwise the checked exit completes
+//! the frame, runs the kernel's exit work, and returns by SYSRET only when
+//! [`UserFrame::prepare_return`] says the frame is one SYSRET restores exactly (RCX = RIP, R11 =
 //! RFLAGS, no TF/RF) and RIP is below [`USER_TOP`]; both never return to a non-canonical RIP, which
 //! on Intel CPUs faults in ring 0 with the user's RSP (CVE-2012-0217). Otherwise `iretq`, which
 //! restores every register. `swapgs` sits right before `sysretq`/`iretq`, with interrupts off; an NMI or machine
 //! check in that window finds the user's GS and is handled by [`crate::trap`]'s paranoid path.
+//! Kernel frames above the entry thus hold the user's rbp as their caller's: [`is_entry_return`]
+//! tells a backtrace where to stop.
 //!
 //! ```text
 //!  kernel stack top ->  +----------+
@@ -47,7 +55,9 @@
 //!                       | rip      |  rcx
 //!                       | orig_rax |  the system call number (or the error code of an exception)
 //!                       | kind     |  SYSCALL_KIND (or the vector of an exception/interrupt)
-//!                       | rax..r15 |  15 registers, r15 lowest
+//!                       | rcx..r11 |  rcx, rdx, rsi, rdi, r8, r9, r10, r11: pushed by the stub
+//!                       | rax      |  written on the way out
+//!                       | rbx..r15 |  rbx, rbp, r12-r15: live in the registers (see above)
 //!  frame, rdi ->        +----------+  176 bytes below the entry top: 16-byte aligned
 //! ```
 
@@ -86,18 +96,18 @@ pub struct UserFrame {
     pub r14: u64,
     pub r13: u64,
     pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    /// The system call's return value on the way out.
+    pub rax: u64,
     pub r11: u64,
     pub r10: u64,
     pub r9: u64,
     pub r8: u64,
-    pub rbp: u64,
     pub rdi: u64,
     pub rsi: u64,
     pub rdx: u64,
     pub rcx: u64,
-    pub rbx: u64,
-    /// The system call's return value on the way out.
-    pub rax: u64,
     /// [`SYSCALL_KIND`] for a system call, else the vector.
     pub kind: u64,
     /// The system call number at entry (rax is overwritten by the result); the error code for an
@@ -205,16 +215,37 @@ pub struct InSyscall {
     _not_send: core::marker::PhantomData<*const ()>,
 }
 
+/// A system-call handler as the entry stub calls it: the C ABI, the caller's frame and the proof,
+/// the caller's `rax` back.
+pub type SyscallFn = extern "C" fn(&mut UserFrame, &InSyscall) -> u64;
+
+/// Entries of the kernel's system-call table: numbers below it go from the stub straight to their
+/// handler (one bounds test, one indirect call); the rest go to [`UserEntryHooks::slow`].
+pub const TABLE_LEN: usize = 512;
+
 /// The kernel's side of the entry paths.
+///
+/// What a handler finds in its frame: a table handler (called straight from the stub) sees the
+/// user's `rip`, `rflags`, `rsp`, `cs`, `ss`, `orig_rax`, `kind`, `rcx`, `r11` and the six argument
+/// registers; the slots of `rax` and of the six callee-saved registers (`rbx`, `rbp`, `r12`-`r15`)
+/// are not written yet: those registers still hold the user's values, which Rust code preserves.
+/// The calls that copy or rewrite the whole frame (`fork`, `clone`, `rt_sigreturn`) are entered as
+/// [`WHOLE_FRAME`]: their frame is complete, and the registers they leave in it are the ones user
+/// mode gets back. `slow` and `exit_work` always see the complete frame.
 pub struct UserEntryHooks {
-    /// Handle the system call in `frame` (number in `orig_rax`, arguments per
-    /// [`UserFrame::syscall_args`]) and return the caller's `rax`. Called with interrupts on. A
-    /// hook that writes the frame, or returns what the exit must look at (a restart code), sets a
-    /// bit of the thread's work word (see [`thread_slot`]) so that `exit_work` runs.
-    pub syscall: extern "C" fn(&mut UserFrame, &InSyscall) -> u64,
+    /// The handler of each number below [`TABLE_LEN`], called with interrupts on. A handler that
+    /// writes the frame, or returns what the exit must look at (a restart code), sets a bit of the
+    /// thread's work word (see [`thread_slot`]) so that `exit_work` runs. An entry may be
+    /// [`WHOLE_FRAME`], which completes the frame and calls `whole_frame`.
+    pub table: &'static [SyscallFn; TABLE_LEN],
+    /// The numbers at or above [`TABLE_LEN`], and every number while [`route_all_to_slow`] is on
+    /// (the system-call trace), with the frame complete.
+    pub slow: SyscallFn,
+    /// The calls whose `table` entry is [`WHOLE_FRAME`], with the frame complete.
+    pub whole_frame: SyscallFn,
     /// The way out had work to do (the thread's work word was not zero, or SYSRET could not
-    /// restore the frame): do it. `frame.rax` holds the result. Called with
-    /// interrupts off; may enable them; may rewrite the frame.
+    /// restore the frame): do it. `frame.rax` holds the result and the frame is complete. Called
+    /// with interrupts off; may enable them; may rewrite the frame.
     pub exit_work: fn(&mut UserFrame, &InSyscall),
     /// The frame (after a system call) cannot be returned to: end the thread. Called with interrupts
     /// off; it must not return.
@@ -238,7 +269,7 @@ pub use self::hw::*;
 
 #[cfg(target_os = "none")]
 mod hw {
-    use core::sync::atomic::{AtomicPtr, Ordering};
+    use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
     use x86_64::{
         VirtAddr,
@@ -259,9 +290,23 @@ mod hw {
 
     static HOOKS: AtomicPtr<UserEntryHooks> = AtomicPtr::new(core::ptr::null_mut());
 
-    /// `HOOKS.syscall` again, for the stub's one-instruction `call [rip + SYSCALL_HOOK]`. Written
-    /// once by [`set_hooks`]; only the stub reads it, and calls it with the hook's own signature.
-    static SYSCALL_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+    /// The kernel's table as the stub calls it (`call [DISPATCH + rax*8]`): copied once by
+    /// [`set_hooks`], then only read.
+    static DISPATCH: [AtomicUsize; TABLE_LEN] = [const { AtomicUsize::new(0) }; TABLE_LEN];
+
+    /// Numbers below this value go to [`DISPATCH`], the others to [`SLOW_HOOK`]: [`TABLE_LEN`] once
+    /// the table is in place, 0 before that and while every call is routed to the slow hook.
+    static DIRECT_LIMIT: AtomicU64 = AtomicU64::new(0);
+
+    /// `HOOKS.slow` and `HOOKS.whole_frame`, for the stub's one-instruction indirect calls. Written
+    /// once by [`set_hooks`]; only the stub reads them, and calls them as [`SyscallFn`]s.
+    static SLOW_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+    static WHOLE_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+    /// [`DISPATCH`] and the hooks are in place.
+    static READY: AtomicBool = AtomicBool::new(false);
+    /// [`route_all_to_slow`]'s setting.
+    static ALL_SLOW: AtomicBool = AtomicBool::new(false);
 
     /// [`set_hooks`] was called before.
     #[derive(Debug, PartialEq, Eq)]
@@ -271,8 +316,33 @@ mod hw {
     pub fn set_hooks(hooks: &'static UserEntryHooks) -> Result<(), HooksAlreadySet> {
         let p = hooks as *const UserEntryHooks as *mut UserEntryHooks;
         HOOKS.compare_exchange(core::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire).map_err(|_| HooksAlreadySet)?;
-        SYSCALL_HOOK.store(hooks.syscall as *mut (), Ordering::Release);
+        for (slot, handler) in DISPATCH.iter().zip(hooks.table) {
+            slot.store(*handler as usize, Ordering::Relaxed);
+        }
+        SLOW_HOOK.store(hooks.slow as *mut (), Ordering::Release);
+        WHOLE_HOOK.store(hooks.whole_frame as *mut (), Ordering::Release);
+        READY.store(true, Ordering::SeqCst);
+        update_limit();
         Ok(())
+    }
+
+    /// Send every system call (`on`) or only the numbers beyond the table (`!on`) to the slow hook:
+    /// the kernel's system-call trace turns it on, so that the fast path carries no trace test.
+    pub fn route_all_to_slow(on: bool) {
+        ALL_SLOW.store(on, Ordering::SeqCst);
+        update_limit();
+    }
+
+    /// [`DIRECT_LIMIT`] from [`READY`] and [`ALL_SLOW`]. Whoever changed one of them last stores
+    /// last a value computed from both (the loop reads them again after its store).
+    fn update_limit() {
+        loop {
+            let (ready, slow) = (READY.load(Ordering::SeqCst), ALL_SLOW.load(Ordering::SeqCst));
+            DIRECT_LIMIT.store(if ready && !slow { TABLE_LEN as u64 } else { 0 }, Ordering::SeqCst);
+            if (READY.load(Ordering::SeqCst), ALL_SLOW.load(Ordering::SeqCst)) == (ready, slow) {
+                return;
+            }
+        }
     }
 
     fn hooks() -> Option<&'static UserEntryHooks> {
@@ -280,6 +350,19 @@ mod hw {
         // SAFETY: HOOKS is null or was set from a `&'static UserEntryHooks` by `set_hooks`.
         unsafe { p.as_ref() }
     }
+
+    #[allow(improper_ctypes, reason = "the proof is a pointer the asm passes on, never reads through")]
+    unsafe extern "C" {
+        /// The table entry of the calls that need the whole frame (see [`WHOLE_FRAME`]). Safe to
+        /// call: it only writes the frame it is given and calls the kernel's `whole_frame` hook.
+        safe fn arch_syscall_whole_frame(frame: &mut UserFrame, proof: &InSyscall) -> u64;
+    }
+
+    /// The table entry of a call that copies or rewrites the caller's whole frame: the stub's entry
+    /// leaves the callee-saved registers live in the registers, this entry stores them into the
+    /// frame, calls [`UserEntryHooks::whole_frame`], and reloads them from the frame, so that what
+    /// the call left there is what user mode gets back.
+    pub const WHOLE_FRAME: SyscallFn = arch_syscall_whole_frame;
 
     /// Why [`init_cpu`] refused.
     #[derive(Debug, PartialEq, Eq)]
@@ -377,7 +460,7 @@ mod hw {
     ///    [`thread_slot`] returns in its system calls.
     pub unsafe fn enter_user(frame: &UserFrame, slot: u64) -> ! {
         let mut f = *frame;
-        if f.prepare_return() == UserReturn::Invalid || SYSCALL_HOOK.load(Ordering::Acquire).is_null() {
+        if f.prepare_return() == UserReturn::Invalid || !READY.load(Ordering::Acquire) {
             panic!("enter_user: frame not returnable or entry hooks missing: {f:?}");
         }
         // SAFETY: per conditions 1-3; the copy `f` lives on this stack, which iretq leaves; the exit
@@ -430,6 +513,17 @@ mod hw {
     /// [`USER_TOP`] in memory, for the stub's one-instruction compare.
     static USER_TOP_WORD: u64 = USER_TOP;
 
+    /// Whether `ret`, a return address found on a kernel stack, points into the system-call entry
+    /// (the stub or [`WHOLE_FRAME`]). The entry leaves the user's rbp in place, so the frame record
+    /// that holds such a return address holds a user value as the caller's rbp: a backtrace ends
+    /// there.
+    pub fn is_entry_return(ret: u64) -> bool {
+        unsafe extern "C" {
+            fn arch_user_return_iret();
+        }
+        (syscall_entry_address()..arch_user_return_iret as *const () as u64).contains(&ret)
+    }
+
     fn syscall_entry_address() -> u64 {
         unsafe extern "C" {
             fn arch_syscall_entry();
@@ -452,40 +546,36 @@ mod hw {
         "push rcx",
         "push rax",
         "push {kind}",
-        "push rax",
-        "push rbx",
+        // The caller-saved registers the kernel's code may change: the user gets them back.
         "push rcx",
         "push rdx",
         "push rsi",
         "push rdi",
-        "push rbp",
         "push r8",
         "push r9",
         "push r10",
         "push r11",
-        "push r12",
-        "push r13",
-        "push r14",
-        "push r15",
-        // No frame-pointer chain into user memory.
-        "xor ebp, ebp",
+        // rax is written on the way out; the callee-saved ones stay live (UserEntryHooks).
+        "sub rsp, {unsaved}",
         "mov rdi, rsp",
         // The proof argument: a zero-sized value at the thread's slot (see InSyscall).
         "mov rsi, [rsp + {slot}]",
-        // SYSCALL_HOOK is set before any thread reaches ring 3 (enter_user checks).
         "sti",
-        "call [rip + {syscall_hook}]",
+        "cmp rax, [rip + {direct_limit}]",
+        "jae 4f",
+        "call qword ptr [{dispatch} + rax*8]",
+        "1:",
         "cli",
         // Work on the way out: the thread's work word, whose address is the thread's slot above
         // the frame (a handler that returns a restart code sets a bit there).
         "mov rcx, [rsp + {slot}]",
         "cmp dword ptr [rcx], 0",
         "jne 3f",
-        // The fast exit: the frame is untouched, callee-saved registers are the user's again (the
-        // hook preserved them) but rbp, which the stub zeroed. SYSRET only to RIP < USER_TOP, never
-        // with TF or RF (SYSRET cannot restore RF, and TF would trap on the first user instruction).
-        "mov rcx, [rsp + {rcx}]",
-        "mov r11, [rsp + {r11}]",
+        // The fast exit: the frame is untouched, callee-saved registers are the user's (the
+        // handler preserved them). SYSRET only to RIP < USER_TOP, never with TF or RF (SYSRET
+        // cannot restore RF, and TF would trap on the first user instruction).
+        "mov rcx, [rsp + {rip}]",
+        "mov r11, [rsp + {rflags}]",
         "cmp rcx, [rip + {user_top}]",
         "jae 3f",
         "test r11d, {tf_rf}",
@@ -496,13 +586,19 @@ mod hw {
         "mov r10, [rsp + {r10}]",
         "mov r8, [rsp + {r8}]",
         "mov r9, [rsp + {r9}]",
-        "mov rbp, [rsp + {rbp}]",
         "mov rsp, [rsp + {rsp}]",
         "swapgs",
         "sysretq",
-        // The value goes in the frame; the kernel's exit work, then prepare_return, decide.
+        // The checked exit: complete the frame (the value, and the callee-saved registers, still
+        // the user's), then the kernel's exit work and prepare_return decide.
         "3:",
         "mov [rsp + {rax}], rax",
+        "mov [rsp + {rbx}], rbx",
+        "mov [rsp + {rbp}], rbp",
+        "mov [rsp + {r12}], r12",
+        "mov [rsp + {r13}], r13",
+        "mov [rsp + {r14}], r14",
+        "mov [rsp + {r15}], r15",
         "mov rdi, rsp",
         "call {exit_checked}",
         "test eax, eax",
@@ -511,21 +607,55 @@ mod hw {
         "pop r14",
         "pop r13",
         "pop r12",
+        "pop rbp",
+        "pop rbx",
+        "pop rax",
         "pop r11",
         "pop r10",
         "pop r9",
         "pop r8",
-        "pop rbp",
         "pop rdi",
         "pop rsi",
         "pop rdx",
         "pop rcx",
-        "pop rbx",
-        "pop rax",
         // rsp -> kind, orig_rax, rip, cs, rflags, rsp, ss: load the user rsp last.
         "mov rsp, [rsp + 40]",
         "swapgs",
         "sysretq",
+        // The slow hook (numbers beyond the table, or every call while traced), with the frame
+        // complete as for a whole-frame call.
+        "4:",
+        "mov rax, [rip + {slow_hook}]",
+        "call 5f",
+        "jmp 1b",
+        "",
+        // WHOLE_FRAME: called from the stub's `call` with rdi = frame, rsi = proof and the user's
+        // callee-saved registers. Stores them, calls the hook in rax with the same arguments, and
+        // reloads them from the frame, which the hook may have rewritten (rt_sigreturn).
+        ".balign 16",
+        ".globl arch_syscall_whole_frame",
+        "arch_syscall_whole_frame:",
+        "mov rax, [rip + {whole_hook}]",
+        "5:",
+        "mov [rdi + {rbx}], rbx",
+        "mov [rdi + {rbp}], rbp",
+        "mov [rdi + {r12}], r12",
+        "mov [rdi + {r13}], r13",
+        "mov [rdi + {r14}], r14",
+        "mov [rdi + {r15}], r15",
+        // A frame record for backtraces; RSP is 16-byte aligned after the push.
+        "push rbp",
+        "mov rbp, rsp",
+        "mov rbx, rdi",
+        "call rax",
+        "mov r12, [rbx + {r12}]",
+        "mov r13, [rbx + {r13}]",
+        "mov r14, [rbx + {r14}]",
+        "mov r15, [rbx + {r15}]",
+        "mov rbp, [rbx + {rbp}]",
+        "mov rbx, [rbx + {rbx}]",
+        "add rsp, 8",
+        "ret",
         "",
         ".balign 16",
         ".globl arch_user_return_iret",
@@ -534,17 +664,17 @@ mod hw {
         "pop r14",
         "pop r13",
         "pop r12",
+        "pop rbp",
+        "pop rbx",
+        "pop rax",
         "pop r11",
         "pop r10",
         "pop r9",
         "pop r8",
-        "pop rbp",
         "pop rdi",
         "pop rsi",
         "pop rdx",
         "pop rcx",
-        "pop rbx",
-        "pop rax",
         "add rsp, 16",
         "swapgs",
         "iretq",
@@ -554,23 +684,46 @@ mod hw {
         user_ss = const USER_SS,
         user_cs = const USER_CS,
         kind = const SYSCALL_KIND,
-        syscall_hook = sym SYSCALL_HOOK,
+        unsaved = const offset_of!(UserFrame, r11),
+        direct_limit = sym DIRECT_LIMIT,
+        dispatch = sym DISPATCH,
+        slow_hook = sym SLOW_HOOK,
+        whole_hook = sym WHOLE_HOOK,
         exit_checked = sym syscall_exit_checked,
         user_top = sym USER_TOP_WORD,
         tf_rf = const RFLAGS_TF | RFLAGS_RF,
         rax = const offset_of!(UserFrame, rax),
-        rcx = const offset_of!(UserFrame, rcx),
-        r11 = const offset_of!(UserFrame, r11),
+        rbx = const offset_of!(UserFrame, rbx),
+        rbp = const offset_of!(UserFrame, rbp),
+        r12 = const offset_of!(UserFrame, r12),
+        r13 = const offset_of!(UserFrame, r13),
+        r14 = const offset_of!(UserFrame, r14),
+        r15 = const offset_of!(UserFrame, r15),
+        rip = const offset_of!(UserFrame, rip),
+        rflags = const offset_of!(UserFrame, rflags),
         rdi = const offset_of!(UserFrame, rdi),
         rsi = const offset_of!(UserFrame, rsi),
         rdx = const offset_of!(UserFrame, rdx),
         r10 = const offset_of!(UserFrame, r10),
         r8 = const offset_of!(UserFrame, r8),
         r9 = const offset_of!(UserFrame, r9),
-        rbp = const offset_of!(UserFrame, rbp),
         rsp = const offset_of!(UserFrame, rsp),
         slot = const core::mem::size_of::<UserFrame>(),
     );
+
+    // The stub pushes the eight caller-saved registers from rcx down to r11 right below `kind`,
+    // and leaves the seven slots below them (rax, then the callee-saved six) to a `sub`.
+    const _: () = {
+        assert!(offset_of!(UserFrame, rcx) + 8 == offset_of!(UserFrame, kind));
+        assert!(offset_of!(UserFrame, rdx) + 8 == offset_of!(UserFrame, rcx));
+        assert!(offset_of!(UserFrame, rsi) + 8 == offset_of!(UserFrame, rdx));
+        assert!(offset_of!(UserFrame, rdi) + 8 == offset_of!(UserFrame, rsi));
+        assert!(offset_of!(UserFrame, r8) + 8 == offset_of!(UserFrame, rdi));
+        assert!(offset_of!(UserFrame, r9) + 8 == offset_of!(UserFrame, r8));
+        assert!(offset_of!(UserFrame, r10) + 8 == offset_of!(UserFrame, r9));
+        assert!(offset_of!(UserFrame, r11) + 8 == offset_of!(UserFrame, r10));
+        assert!(offset_of!(UserFrame, r11) == 7 * 8);
+    };
 }
 
 #[cfg(test)]

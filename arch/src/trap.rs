@@ -53,17 +53,17 @@ pub struct TrapFrame {
     pub r14: u64,
     pub r13: u64,
     pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub rax: u64,
     pub r11: u64,
     pub r10: u64,
     pub r9: u64,
     pub r8: u64,
-    pub rbp: u64,
     pub rdi: u64,
     pub rsi: u64,
     pub rdx: u64,
     pub rcx: u64,
-    pub rbx: u64,
-    pub rax: u64,
     pub vector: u64,
     pub error_code: u64,
     pub rip: u64,
@@ -81,12 +81,12 @@ const _: () = {
 
     use crate::syscall::UserFrame as U;
     assert!(core::mem::size_of::<U>() == core::mem::size_of::<TrapFrame>());
-    assert!(offset_of!(TrapFrame, r15) == offset_of!(U, r15) && offset_of!(TrapFrame, rbx) == offset_of!(U, rbx));
-    assert!(offset_of!(TrapFrame, rax) == offset_of!(U, rax) && offset_of!(TrapFrame, vector) == offset_of!(U, kind));
-    assert!(offset_of!(TrapFrame, error_code) == offset_of!(U, orig_rax) && offset_of!(TrapFrame, rip) == offset_of!(U, rip));
-    assert!(offset_of!(TrapFrame, cs) == offset_of!(U, cs) && offset_of!(TrapFrame, rflags) == offset_of!(U, rflags));
-    assert!(offset_of!(TrapFrame, rsp) == offset_of!(U, rsp) && offset_of!(TrapFrame, ss) == offset_of!(U, ss));
-    assert!(offset_of!(TrapFrame, rbp) == offset_of!(U, rbp) && offset_of!(TrapFrame, r8) == offset_of!(U, r8));
+    macro_rules! same {
+        ($($t:ident = $u:ident),*) => { $( assert!(offset_of!(TrapFrame, $t) == offset_of!(U, $u)); )* };
+    }
+    same!(r15 = r15, r14 = r14, r13 = r13, r12 = r12, rbp = rbp, rbx = rbx, rax = rax, r11 = r11, r10 = r10, r9 = r9);
+    same!(r8 = r8, rdi = rdi, rsi = rsi, rdx = rdx, rcx = rcx, vector = kind, error_code = orig_rax, rip = rip, cs = cs);
+    same!(rflags = rflags, rsp = rsp, ss = ss);
 };
 
 impl TrapFrame {
@@ -155,17 +155,17 @@ core::arch::global_asm!(
     "jz 1f",
     "swapgs",
     "1:",
-    "push rax",
-    "push rbx",
     "push rcx",
     "push rdx",
     "push rsi",
     "push rdi",
-    "push rbp",
     "push r8",
     "push r9",
     "push r10",
     "push r11",
+    "push rax",
+    "push rbx",
+    "push rbp",
     "push r12",
     "push r13",
     "push r14",
@@ -183,17 +183,17 @@ core::arch::global_asm!(
     "pop r14",
     "pop r13",
     "pop r12",
+    "pop rbp",
+    "pop rbx",
+    "pop rax",
     "pop r11",
     "pop r10",
     "pop r9",
     "pop r8",
-    "pop rbp",
     "pop rdi",
     "pop rsi",
     "pop rdx",
     "pop rcx",
-    "pop rbx",
-    "pop rax",
     "add rsp, 16",
     // rsp -> rip, cs
     "test byte ptr [rsp + 8], 3",
@@ -204,17 +204,17 @@ core::arch::global_asm!(
     "",
     ".balign 16",
     "trap_paranoid:",
-    "push rax",
-    "push rbx",
     "push rcx",
     "push rdx",
     "push rsi",
     "push rdi",
-    "push rbp",
     "push r8",
     "push r9",
     "push r10",
     "push r11",
+    "push rax",
+    "push rbx",
+    "push rbp",
     "push r12",
     "push r13",
     "push r14",
@@ -242,17 +242,17 @@ core::arch::global_asm!(
     "pop r14",
     "pop r13",
     "pop r12",
+    "pop rbp",
+    "pop rbx",
+    "pop rax",
     "pop r11",
     "pop r10",
     "pop r9",
     "pop r8",
-    "pop rbp",
     "pop rdi",
     "pop rsi",
     "pop rdx",
     "pop rcx",
-    "pop rbx",
-    "pop rax",
     "add rsp, 16",
     "iretq",
     ".popsection",

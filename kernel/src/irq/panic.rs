@@ -84,7 +84,8 @@ fn backtrace(c: &mut dyn Write, mut rbp: u64) {
             break;
         }
         let _ = writeln!(c, "  #{depth:<2} {ret:#018x}");
-        if next <= rbp {
+        // Above the system-call entry, `next` is the user's rbp.
+        if next <= rbp || arch::syscall::is_entry_return(ret) {
             break;
         }
         rbp = next;

@@ -239,7 +239,11 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
     let spawned = task::sched().spawn(builder, move || {
         let tid = current_tid();
         child.register(tid);
-        if let Some(addr) = child_tid {
+        // CLONE_PARENT_SETTID as well as CLONE_CHILD_SETTID, before the first user instruction:
+        // the space is shared, and the thread may run (and end) before its creator writes the id
+        // below. Linux writes it before the child can run; musl's thread-list lock takes its id
+        // from that word, so a thread that found it still 0 would lock with 0, unlocked.
+        for addr in [parent_tid, child_tid].into_iter().flatten() {
             let _ = arch::usercopy::copy_to_user(addr, &((THREAD_ID_BASE + tid) as u32).to_ne_bytes());
         }
         if let Some(t) = tls {

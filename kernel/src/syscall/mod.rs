@@ -2,18 +2,20 @@
 //! [`proc`]),
 //! Linux's numbers and errno values from `linux-raw-sys` (through `abi::linux`).
 //!
-//! [`init`] installs [`dispatch`] as `arch::syscall`'s hook. The dispatcher runs on the calling
-//! thread's kernel stack with the user registers in a [`UserFrame`]; it enables interrupts (a call
-//! may sleep and must be preemptible), calls the number's handler from [`TABLE`] (one bounds test,
-//! one indirect call) and returns the result for `rax`: a value, or `-errno`. An unknown number
-//! answers `ENOSYS` and is logged once per process and number, with Linux's name for it.
+//! [`init`] installs the table as `arch::syscall`'s hooks. The entry stub calls a number's handler
+//! straight from [`TABLE`] (one bounds test, one indirect call), with interrupts on and the user
+//! registers in a [`UserFrame`] on the thread's kernel stack; the handler returns the result for
+//! `rax`: a value, or `-errno`. An unknown number answers `ENOSYS` and is logged once per process
+//! and number, with Linux's name for it. The calls that copy or rewrite the whole frame
+//! ([`WHOLE_FRAME_CALLS`]) go through `arch::syscall::WHOLE_FRAME`, which writes the registers the
+//! stub left live into the frame first; numbers beyond the table, and every call while the
+//! system-call trace is on, go to [`dispatch_slow`].
 //!
 //! The way out tests one word, the calling thread's work word (`task::uctx`): zero, and the result
 //! goes straight back by SYSRET. Everything rare hides behind that word (signals, a restart code,
-//! a rewritten frame, the end of a killed process, a traced call) and runs in [`exit_slow`]; the
-//! trace's enabled test on the way in is the one other test on the path. The cheap calls
-//! (`getpid`, `getppid`) read the caller's context through `arch::syscall::InSyscall`: no lock, no
-//! reference count.
+//! a rewritten frame, the end of a killed process, a traced call) and runs in [`exit_slow`]. The
+//! cheap calls (`getpid`, `getppid`) read the caller's context through `arch::syscall::InSyscall`:
+//! no lock, no reference count.
 //!
 //! User memory is reached only through `arch::usercopy` (a bad pointer is `EFAULT`, never a kernel
 //! fault). No unsafe code.
@@ -29,14 +31,15 @@ mod time;
 
 use ::trace::{Category, Record};
 use abi::linux::{errno, errno_ret, general as nr};
-use arch::syscall::{InSyscall, UserEntryHooks, UserFrame};
+use arch::syscall::{InSyscall, SyscallFn, TABLE_LEN, UserEntryHooks, UserFrame, WHOLE_FRAME};
 
 use crate::{cpu::trace, task::uctx};
 
 /// A call's outcome: a value for `rax` or an errno.
 pub type SysResult = Result<u64, u32>;
 
-static HOOKS: UserEntryHooks = UserEntryHooks { syscall: dispatch, exit_work: exit_slow, invalid_return };
+static HOOKS: UserEntryHooks =
+    UserEntryHooks { table: &TABLE, slow: dispatch_slow, whole_frame, exit_work: exit_slow, invalid_return };
 
 /// Route `syscall` from every CPU here (once, before the first user program).
 pub fn init() {
@@ -56,18 +59,22 @@ fn invalid_return(frame: &mut UserFrame) -> ! {
     crate::process::exit_current(11, true)
 }
 
-/// The system-call hook (interrupts on): the handler of the number, with the trace test first.
-/// The common case ends in a tail call of the handler; `arch`'s exit then tests the result and the
-/// thread's work word, and calls [`exit_slow`] for an error (a restart code among them), a
-/// process being ended, a signal to deliver, a rewritten frame, or a traced call.
-extern "C" fn dispatch(frame: &mut UserFrame, proof: &InSyscall) -> u64 {
+/// The slow hook (interrupts on): the numbers beyond the table, and every call while the
+/// system-call trace is on (`cpu::trace` routes them here), with its trace points.
+extern "C" fn dispatch_slow(frame: &mut UserFrame, proof: &InSyscall) -> u64 {
     if trace::enabled(Category::Syscall) {
         return dispatch_traced(frame, proof);
     }
     call(frame, proof)
 }
 
-/// [`dispatch`] with its trace points, and with the kill test on the way in.
+/// The calls the table sends through `arch::syscall::WHOLE_FRAME` (they copy or rewrite the whole
+/// register frame), now that their frame is complete.
+extern "C" fn whole_frame(frame: &mut UserFrame, proof: &InSyscall) -> u64 {
+    call(frame, proof)
+}
+
+/// [`dispatch_slow`] with its trace points, and with the kill test on the way in.
 #[cold]
 #[inline(never)]
 fn dispatch_traced(frame: &mut UserFrame, proof: &InSyscall) -> u64 {
@@ -95,15 +102,25 @@ fn exit_slow(frame: &mut UserFrame, proof: &InSyscall) {
     }
 }
 
-/// Number of entries of [`TABLE`]: every Linux x86-64 system call number.
-const TABLE_LEN: usize = 512;
+/// The handler of each number, indexed by the number ([`TABLE_LEN`] covers every Linux x86-64
+/// number): the caller's frame (arguments per [`UserFrame::syscall_args`]) and the proof that
+/// reaches its context in, the result as `rax` holds it (a value, or `-errno`) out.
+static HANDLERS: [SyscallFn; TABLE_LEN] = table();
 
-/// One system call: the caller's frame (arguments per [`UserFrame::syscall_args`]) and the proof
-/// that reaches its context; the result as `rax` holds it (a value, or `-errno`).
-type Handler = fn(&mut UserFrame, &InSyscall) -> u64;
+/// [`HANDLERS`] as the entry stub calls it: the calls of [`WHOLE_FRAME_CALLS`] go through
+/// `arch::syscall::WHOLE_FRAME`, which completes the register frame first.
+static TABLE: [SyscallFn; TABLE_LEN] = {
+    let mut t = table();
+    let mut i = 0;
+    while i < WHOLE_FRAME_CALLS.len() {
+        t[WHOLE_FRAME_CALLS[i] as usize] = WHOLE_FRAME;
+        i += 1;
+    }
+    t
+};
 
-/// The handler of each number, indexed by the number: one bounds test and one indirect call.
-static TABLE: [Handler; TABLE_LEN] = table();
+/// The calls that copy the caller's whole register frame (to a child) or rewrite it.
+const WHOLE_FRAME_CALLS: [u32; 4] = [nr::__NR_clone, nr::__NR_fork, nr::__NR_vfork, nr::__NR_rt_sigreturn];
 
 /// `calls!(t, frame, proof, [a0, .., a5]; NR | NR => expr, ...)`: an entry per number, a handler
 /// fn per arm, in which `expr` sees the frame, the proof and the six arguments under those names.
@@ -113,7 +130,7 @@ macro_rules! calls {
         $(
             {
                 #[allow(unused_variables)]
-                fn handler($frame: &mut UserFrame, $proof: &InSyscall) -> u64 {
+                extern "C" fn handler($frame: &mut UserFrame, $proof: &InSyscall) -> u64 {
                     let [$a0, $a1, $a2, $a3, $a4, $a5] = $frame.syscall_args();
                     let r: SysResult = $body;
                     match r {
@@ -127,11 +144,11 @@ macro_rules! calls {
     };
 }
 
-const fn table() -> [Handler; TABLE_LEN] {
-    fn not_implemented(frame: &mut UserFrame, _: &InSyscall) -> u64 {
+const fn table() -> [SyscallFn; TABLE_LEN] {
+    extern "C" fn not_implemented(frame: &mut UserFrame, _: &InSyscall) -> u64 {
         unknown(frame.orig_rax).unwrap_or_else(errno_ret)
     }
-    let mut t: [Handler; TABLE_LEN] = [not_implemented; TABLE_LEN];
+    let mut t: [SyscallFn; TABLE_LEN] = [not_implemented; TABLE_LEN];
     calls! { t, frame, proof, [a0, a1, a2, a3, a4, a5];
         nr::__NR_read => io::read(proof, a0, a1, a2),
         nr::__NR_write => io::write(proof, a0, a1, a2),
@@ -262,10 +279,9 @@ const fn table() -> [Handler; TABLE_LEN] {
     t
 }
 
-/// Run the call `frame` holds. `proof` reaches the caller's context (the cheap calls' ids).
-#[inline(always)]
+/// Run the call `frame` holds, its frame complete. `proof` reaches the caller's context.
 fn call(frame: &mut UserFrame, proof: &InSyscall) -> u64 {
-    match TABLE.get(frame.orig_rax as usize) {
+    match HANDLERS.get(frame.orig_rax as usize) {
         Some(handler) => handler(frame, proof),
         None => call_beyond_table(frame),
     }

@@ -30,7 +30,14 @@ pub fn install(tracer: &'static Tracer, mask: Mask) {
         return;
     }
     TRACER.call_once(|| tracer);
+    set_gate(mask);
+}
+
+/// Open the gate for `mask`. The system-call entry has no trace test of its own: while the
+/// `Syscall` category is on, every call takes its slow hook, which records it.
+fn set_gate(mask: Mask) {
     GATE.set(mask);
+    arch::syscall::route_all_to_slow(mask.contains(Category::Syscall));
 }
 
 /// Whether `category` is recorded now.
@@ -104,7 +111,7 @@ impl Sink for Debugcon {
 pub fn dump(tsc_hz: u64) -> Option<(u64, u64)> {
     let tracer = TRACER.get()?;
     let mask = GATE.mask();
-    GATE.set(Mask::NONE);
+    set_gate(Mask::NONE);
     let mut sink = Debugcon { buf: [0; 4096], len: 0 };
     let stats = tracer.dump(&mut sink, tsc_hz, mask);
     sink.flush();
@@ -121,6 +128,6 @@ pub fn tracer() -> Option<&'static Tracer> {
 #[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "the trace test opens and closes the gate"))]
 pub fn set_mask(mask: Mask) {
     if TRACER.is_completed() {
-        GATE.set(mask);
+        set_gate(mask);
     }
 }
