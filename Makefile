@@ -177,7 +177,7 @@ define run_qemu
 	esac
 endef
 
-banner = @printf '\n==> %s\n' "$(1)"
+banner = @printf '\n==> %s  [%s]\n' "$(1)" "$$(date +%T)"
 
 .PHONY: limine-check bench-linux bench-guests-quick linux-guest guest-programs help run debug test check loom bench-quick ktest ktest-kvm ktest-short-slice first-run iso limine limine-files bench kernel test-kernel \
 	deps host-deps rust-deps user-deps args-check boot-check ovmf-vars clean user user-programs user-oracle busybox shell-test user-kernel qemu10 trace smoke-initramfs boot-max image soak
