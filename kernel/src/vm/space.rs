@@ -33,7 +33,9 @@
 //!
 //! # A change (unmap, protect, remap)
 //!
-//! Edit the entries; `begin_change` bumps the generation and names the CPUs with the space's CR3
+//! Edit the entries (an unmap walks its range once, `paging::unmap_range`: it frees only the
+//! tables the range covers whole, and keeps a table it leaves empty but covers in part for the next
+//! mapping there rather than scan its 512 entries; the destruction frees those); `begin_change` bumps the generation and names the CPUs with the space's CR3
 //! loaded (running or lazy); flush here if loaded here (INVLPG per page, or the whole PCID above
 //! `smp::FULL_FLUSH_THRESHOLD_PAGES`); otherwise, with INVPCID, bring a slot this CPU keeps for the
 //! space up to date without loading it. Post the request to the others and send IPIs (none if the
@@ -551,12 +553,9 @@ impl AddressSpace {
         settle_previous()?;
         let mem = UserTables::new();
         let mut frames = Vec::new();
-        for page in pages_of(range) {
-            if paging::translate(&mem, self.space.pml4, page).is_some() {
-                let t = paging::unmap(&mem, self.space.pml4, page).expect("found mapped under the lock");
-                frames.push(t.pa);
-            }
-        }
+        // One walk of the range; tables it leaves empty but covers only in part stay for the next
+        // mapping there (no scan of their entries), and go with the space.
+        paging::unmap_range(&mem, self.space.pml4, va..va + pages * PAGE, |_, t| frames.push(t.pa));
         let n = frames.len() as u64;
         if n > 0 {
             self.space.commit(range, Released { frames, tables: mem.emptied.into_inner() })?.free();
@@ -572,10 +571,8 @@ impl AddressSpace {
             return Err(AsError::NotMapped(hole));
         }
         let mut frames = Vec::with_capacity(range.pages as usize);
-        for page in pages_of(range) {
-            let t = paging::unmap(&mem, self.space.pml4, page).expect("every page was found mapped under the lock");
-            frames.push(t.pa);
-        }
+        let va = range.start_vpage * PAGE;
+        paging::unmap_range(&mem, self.space.pml4, va..va + range.pages * PAGE, |_, t| frames.push(t.pa));
         self.space.commit(range, Released { frames, tables: mem.emptied.into_inner() })
     }
 
