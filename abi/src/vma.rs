@@ -189,21 +189,31 @@ impl VmaSet {
     }
 
     /// Remove `[start, end)` from every mapping, splitting the ones that straddle its ends; returns
-    /// the removed pieces.
+    /// the removed pieces in address order.
     fn carve(&mut self, start: u64, end: u64) -> Vec<Vma> {
-        let keys: Vec<u64> = self.overlapping(start, end).map(|v| v.start).collect();
-        let mut removed = Vec::with_capacity(keys.len());
-        for k in keys {
-            let v = self.map.remove(&k).expect("key listed just above");
+        let mut removed = Vec::new();
+        self.carve_with(start, end, |v| removed.push(v));
+        removed.reverse();
+        removed
+    }
+
+    /// [`VmaSet::carve`] handing each removed piece to `f` instead, last first, without a list of
+    /// keys: each step looks up the last mapping that starts below `end`, and stops at one that
+    /// ends at or below `start` (the head left of a cut mapping is one).
+    fn carve_with(&mut self, start: u64, end: u64, mut f: impl FnMut(Vma)) {
+        while let Some((&k, &v)) = self.map.range(..end).next_back() {
+            if v.end <= start {
+                break;
+            }
+            self.map.remove(&k);
             if v.start < start {
                 self.map.insert(v.start, Vma { end: start, ..v });
             }
             if v.end > end {
                 self.map.insert(end, Vma { start: end, ..v });
             }
-            removed.push(Vma { start: v.start.max(start), end: v.end.min(end), ..v });
+            f(Vma { start: v.start.max(start), end: v.end.min(end), ..v });
         }
-        removed
     }
 
     /// Merge compatible neighbours among the mappings touching `[start, end]`.
@@ -281,7 +291,10 @@ impl VmaSet {
     /// `munmap`: returns the ranges that were mapped (possibly none: that is no error).
     pub fn unmap(&mut self, start: u64, len: u64) -> Result<Vec<Range<u64>>, VmaError> {
         let r = self.range(start, len)?;
-        Ok(self.carve(r.start, r.end).into_iter().map(|v| v.start..v.end).collect())
+        let mut removed = Vec::new();
+        self.carve_with(r.start, r.end, |v| removed.push(v.start..v.end));
+        removed.reverse();
+        Ok(removed)
     }
 
     /// `mprotect`: give `[start, start + len)` the rights `prot`. Every page must be mapped. Returns
