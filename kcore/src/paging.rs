@@ -257,7 +257,7 @@ pub fn unmap_range(mem: &impl TableMemory, root: u64, range: core::ops::Range<u6
         // The entries whose span meets the range; the caller only descends where it does.
         let first = (range.start.saturating_sub(base) / span) as usize;
         let last = (((range.end - 1).saturating_sub(base) / span) as usize).min(ENTRIES - 1);
-        for (i, slot) in entries.iter().enumerate().take(last + 1).skip(first) {
+        for (i, slot) in (first..).zip(&entries[first..=last]) {
             let e = slot.load(Ordering::Acquire);
             if e & Flags::PRESENT.bits() == 0 {
                 continue;

@@ -57,6 +57,7 @@
 //! `exit_mm`), so no thread outlives its space and none is switched to it afterwards.
 
 use alloc::{sync::Arc, vec::Vec};
+use smallvec::SmallVec;
 use core::{
     cell::{RefCell, UnsafeCell},
     fmt,
@@ -190,9 +191,14 @@ impl fmt::Debug for AddressSpace {
 /// them.
 #[derive(Default)]
 struct Released {
-    frames: Vec<u64>,
+    /// Kept inline up to [`INLINE_FRAMES`]: most unmaps take a few pages, and a heap list would
+    /// cost an allocation and a free on every one.
+    frames: SmallVec<[u64; INLINE_FRAMES]>,
     tables: Vec<u64>,
 }
+
+/// How many frames a [`Released`] holds without allocating.
+const INLINE_FRAMES: usize = 8;
 
 impl Released {
     /// Give back the frames: a data frame still shared with another space (copy-on-write) only
@@ -552,7 +558,7 @@ impl AddressSpace {
         let _on_this_cpu = s.preempt_disable();
         settle_previous()?;
         let mem = UserTables::new();
-        let mut frames = Vec::new();
+        let mut frames = SmallVec::new();
         // One walk of the range; tables it leaves empty but covers only in part stay for the next
         // mapping there (no scan of their entries), and go with the space.
         paging::unmap_range(&mem, self.space.pml4, va..va + pages * PAGE, |_, t| frames.push(t.pa));
@@ -570,7 +576,7 @@ impl AddressSpace {
         if let Some(hole) = pages_of(range).find(|&p| paging::translate(&mem, self.space.pml4, p).is_none()) {
             return Err(AsError::NotMapped(hole));
         }
-        let mut frames = Vec::with_capacity(range.pages as usize);
+        let mut frames = SmallVec::with_capacity(range.pages as usize);
         let va = range.start_vpage * PAGE;
         paging::unmap_range(&mem, self.space.pml4, va..va + range.pages * PAGE, |_, t| frames.push(t.pa));
         self.space.commit(range, Released { frames, tables: mem.emptied.into_inner() })
@@ -660,7 +666,7 @@ impl AddressSpace {
             return Err(AsError::BadAddress(va));
         }
         entry.store((old & !ADDR_MASK) | new_frame, Ordering::Release);
-        let back = self.space.commit(range, Released { frames: alloc::vec![old & ADDR_MASK], tables: Vec::new() })?;
+        let back = self.space.commit(range, Released { frames: smallvec::smallvec![old & ADDR_MASK], tables: Vec::new() })?;
         Ok(back.frames[0])
     }
 }
@@ -761,7 +767,7 @@ impl AddressSpace {
             moved += 1;
         }
         if moved > 0 {
-            self.space.commit(range, Released { frames: Vec::new(), tables: mem.emptied.into_inner() })?.free();
+            self.space.commit(range, Released { frames: SmallVec::new(), tables: mem.emptied.into_inner() })?.free();
         }
         result
     }
@@ -806,7 +812,7 @@ impl AddressSpace {
         unsafe { core::ptr::copy_nonoverlapping(mm::phys_to_virt(old) as *const u8, mm::phys_to_virt(new) as *mut u8, PAGE as usize) };
         let flags = (e & !ADDR_MASK & !COW.bits()) | Flags::WRITABLE.bits();
         entry.store(new | flags, Ordering::Release);
-        self.space.commit(range, Released { frames: alloc::vec![old], tables: Vec::new() })?.free();
+        self.space.commit(range, Released { frames: smallvec::smallvec![old], tables: Vec::new() })?.free();
         Ok(CowBreak::Copied)
     }
 }
@@ -899,7 +905,7 @@ impl Drop for AddressSpace {
         // thread runs in it any more, and a CPU that still has it loaded may only walk it until
         // it has served the change below, before anything listed is freed.
         let mem = UserTables::new();
-        let (mut frames, mut tables) = (Vec::new(), Vec::new());
+        let (mut frames, mut tables) = (SmallVec::new(), Vec::new());
         paging::for_each_leaf_and_table(&mem, space.pml4, 0..paging::KERNEL_HALF_FIRST_SLOT, |_, t| frames.push(t.pa), |pa| tables.push(pa));
         tables.push(space.pml4);
         let released = Released { frames, tables };
