@@ -290,11 +290,19 @@ impl VmaSet {
 
     /// `munmap`: returns the ranges that were mapped (possibly none: that is no error).
     pub fn unmap(&mut self, start: u64, len: u64) -> Result<Vec<Range<u64>>, VmaError> {
-        let r = self.range(start, len)?;
         let mut removed = Vec::new();
-        self.carve_with(r.start, r.end, |v| removed.push(v.start..v.end));
+        self.unmap_with(start, len, |r| removed.push(r))?;
         removed.reverse();
         Ok(removed)
+    }
+
+    /// [`VmaSet::unmap`] handing each range that was mapped to `removed`, the highest first,
+    /// without building a list. The set is already without the range when the call returns, and
+    /// without the ranges handed over so far during it.
+    pub fn unmap_with(&mut self, start: u64, len: u64, mut removed: impl FnMut(Range<u64>)) -> Result<(), VmaError> {
+        let r = self.range(start, len)?;
+        self.carve_with(r.start, r.end, |v| removed(v.start..v.end));
+        Ok(())
     }
 
     /// `mprotect`: give `[start, start + len)` the rights `prot`. Every page must be mapped. Returns
@@ -387,6 +395,19 @@ mod tests {
         // Mapping it back to RW merges all three.
         s.map_fixed(0x11000, P, RW, VmaKind::Anon).unwrap();
         assert_eq!(ranges(&s), vec![(0x10000, 0x14000, RW)]);
+    }
+
+    #[test]
+    fn unmap_with_hands_over_each_mapped_piece_highest_first() {
+        let mut s = VmaSet::new(0x10000);
+        s.map_fixed(0x10000, 2 * P, RW, VmaKind::Anon).unwrap();
+        s.map_fixed(0x13000, 2 * P, R, VmaKind::Anon).unwrap();
+        s.map_fixed(0x16000, P, RW, VmaKind::Anon).unwrap();
+        let mut got = Vec::new();
+        s.unmap_with(0x11000, 0x4000, |r| got.push(r)).unwrap();
+        assert_eq!(got, vec![0x13000..0x15000, 0x11000..0x12000]);
+        assert_eq!(ranges(&s), vec![(0x10000, 0x11000, RW), (0x16000, 0x17000, RW)]);
+        s.unmap_with(0x12000, P, |_| panic!("nothing is mapped there")).unwrap();
     }
 
     #[test]

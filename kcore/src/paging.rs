@@ -253,10 +253,10 @@ pub fn unmap_range(mem: &impl TableMemory, root: u64, range: core::ops::Range<u6
         removed: &mut impl FnMut(u64, Translation),
     ) {
         let Some(entries) = mem.table(at) else { return };
-        let span = span(level);
+        let (span, shift) = (span(level), 12 + 9 * (level as u32 - 1));
         // The entries whose span meets the range; the caller only descends where it does.
-        let first = (range.start.saturating_sub(base) / span) as usize;
-        let last = (((range.end - 1).saturating_sub(base) / span) as usize).min(ENTRIES - 1);
+        let first = (range.start.saturating_sub(base) >> shift) as usize;
+        let last = (((range.end - 1).saturating_sub(base) >> shift) as usize).min(ENTRIES - 1);
         for (i, slot) in (first..).zip(&entries[first..=last]) {
             let e = slot.load(Ordering::Acquire);
             if e & Flags::PRESENT.bits() == 0 {

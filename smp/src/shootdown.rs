@@ -38,9 +38,11 @@ use crate::sync::{AtomicBool, AtomicU64, Ordering, spin_loop};
 use crate::tracker::{PageRange, Request};
 
 /// How many times [`Shootdown::wait`] reads `pending` between two turns of servicing its own
-/// mailbox and checking the timeout. Under loom one, so that every turn services and the models
-/// explore the same interleavings as before.
-pub const CHECKS_PER_TURN: usize = if cfg!(loom) { 1 } else { 32 };
+/// mailbox and checking the timeout. A read and a spin hint are some ten instructions, a turn
+/// some hundred and thirty: at 128 the turns are under a tenth of a long wait, and a CPU that
+/// shoots this one down meanwhile is still served within microseconds. Under loom one, so that
+/// every turn services and the models explore the same interleavings as before.
+pub const CHECKS_PER_TURN: usize = if cfg!(loom) { 1 } else { 128 };
 
 /// [`ShootdownMailbox::post`] was refused: the sender's previous request still waits for these
 /// CPUs.

@@ -34,16 +34,17 @@
 //! # A change (unmap, protect, remap)
 //!
 //! Edit the entries (an unmap walks its range once, `paging::unmap_range`: it frees only the
-//! tables the range covers whole, and keeps a table it leaves empty but covers in part for the next
-//! mapping there rather than scan its 512 entries; the destruction frees those); `begin_change` bumps the generation and names the CPUs with the space's CR3
-//! loaded (running or lazy); flush here if loaded here (INVLPG per page, or the whole PCID above
-//! `smp::FULL_FLUSH_THRESHOLD_PAGES`); otherwise, with INVPCID, bring a slot this CPU keeps for the
-//! space up to date without loading it. Post the request to the others and send IPIs (none if the
-//! space is loaded on this CPU alone or nowhere; CPUs that only keep a stale slot catch up at
-//! their next switch-in), wait for every acknowledgement while servicing this CPU's own mailbox,
-//! then free the unmapped frames and emptied page-table pages. A wait that times out returns the
-//! CPUs that never answered ([`AsError::Unanswered`]); the memory then waits, with its `FreeAfter`
-//! token, until they do.
+//! tables the range covers whole, and keeps a table it leaves empty but covers in part for the
+//! next mapping there rather than scan its 512 entries; the destruction frees those);
+//! `begin_change` bumps the generation and names the CPUs with the space's CR3 loaded (running or
+//! lazy). Post the request to the others and send IPIs (none if the space is loaded on this CPU
+//! alone or nowhere; CPUs that only keep a stale slot catch up at their next switch-in); then,
+//! while they work, flush here if loaded here (INVLPG per page, or the whole PCID above
+//! `smp::FULL_FLUSH_THRESHOLD_PAGES`), otherwise, with INVPCID, bring a slot this CPU keeps for
+//! the space up to date without loading it. Wait for every acknowledgement while servicing this
+//! CPU's own mailbox, then free the unmapped frames and emptied page-table pages. A wait that
+//! times out returns the CPUs that never answered ([`AsError::Unanswered`]); the memory then
+//! waits, with its `FreeAfter` token, until they do.
 //!
 //! # Destruction
 //!
@@ -856,9 +857,12 @@ impl Space {
         let (plan, ticket) = interrupts::without_interrupts(|| {
             let spare_lazy = |others: &CpuSet| if frees_tables { CpuSet::new() } else { lazy_among(others) };
             let plan = self.tracker.begin_change_sparing(me, range, &PLAN_STATS, spare_lazy);
+            let ticket = (!plan.ipi_targets.is_empty()).then(|| tlb::post(me, plan.ipi_targets, &plan.request()));
+            // This CPU's own flush and counting come after the IPIs, overlapping the targets'
+            // work instead of delaying it (only this CPU, interrupts off, touches its state, and
+            // the wait below still comes after both).
             with_this_cpu(|_, cpu| cpu.flush_for_change(me, self, &plan));
             count_plan(me, &plan);
-            let ticket = (!plan.ipi_targets.is_empty()).then(|| tlb::post(me, plan.ipi_targets, &plan.request()));
             (plan, ticket)
         });
         let token = FreeAfter::new(&plan, ticket);
