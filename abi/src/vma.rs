@@ -189,21 +189,31 @@ impl VmaSet {
     }
 
     /// Remove `[start, end)` from every mapping, splitting the ones that straddle its ends; returns
-    /// the removed pieces.
+    /// the removed pieces in address order.
     fn carve(&mut self, start: u64, end: u64) -> Vec<Vma> {
-        let keys: Vec<u64> = self.overlapping(start, end).map(|v| v.start).collect();
-        let mut removed = Vec::with_capacity(keys.len());
-        for k in keys {
-            let v = self.map.remove(&k).expect("key listed just above");
+        let mut removed = Vec::new();
+        self.carve_with(start, end, |v| removed.push(v));
+        removed.reverse();
+        removed
+    }
+
+    /// [`VmaSet::carve`] handing each removed piece to `f` instead, last first, without a list of
+    /// keys: each step looks up the last mapping that starts below `end`, and stops at one that
+    /// ends at or below `start` (the head left of a cut mapping is one).
+    fn carve_with(&mut self, start: u64, end: u64, mut f: impl FnMut(Vma)) {
+        while let Some((&k, &v)) = self.map.range(..end).next_back() {
+            if v.end <= start {
+                break;
+            }
+            self.map.remove(&k);
             if v.start < start {
                 self.map.insert(v.start, Vma { end: start, ..v });
             }
             if v.end > end {
                 self.map.insert(end, Vma { start: end, ..v });
             }
-            removed.push(Vma { start: v.start.max(start), end: v.end.min(end), ..v });
+            f(Vma { start: v.start.max(start), end: v.end.min(end), ..v });
         }
-        removed
     }
 
     /// Merge compatible neighbours among the mappings touching `[start, end]`.
@@ -280,8 +290,19 @@ impl VmaSet {
 
     /// `munmap`: returns the ranges that were mapped (possibly none: that is no error).
     pub fn unmap(&mut self, start: u64, len: u64) -> Result<Vec<Range<u64>>, VmaError> {
+        let mut removed = Vec::new();
+        self.unmap_with(start, len, |r| removed.push(r))?;
+        removed.reverse();
+        Ok(removed)
+    }
+
+    /// [`VmaSet::unmap`] handing each range that was mapped to `removed`, the highest first,
+    /// without building a list. The set is already without the range when the call returns, and
+    /// without the ranges handed over so far during it.
+    pub fn unmap_with(&mut self, start: u64, len: u64, mut removed: impl FnMut(Range<u64>)) -> Result<(), VmaError> {
         let r = self.range(start, len)?;
-        Ok(self.carve(r.start, r.end).into_iter().map(|v| v.start..v.end).collect())
+        self.carve_with(r.start, r.end, |v| removed(v.start..v.end));
+        Ok(())
     }
 
     /// `mprotect`: give `[start, start + len)` the rights `prot`. Every page must be mapped. Returns
@@ -374,6 +395,19 @@ mod tests {
         // Mapping it back to RW merges all three.
         s.map_fixed(0x11000, P, RW, VmaKind::Anon).unwrap();
         assert_eq!(ranges(&s), vec![(0x10000, 0x14000, RW)]);
+    }
+
+    #[test]
+    fn unmap_with_hands_over_each_mapped_piece_highest_first() {
+        let mut s = VmaSet::new(0x10000);
+        s.map_fixed(0x10000, 2 * P, RW, VmaKind::Anon).unwrap();
+        s.map_fixed(0x13000, 2 * P, R, VmaKind::Anon).unwrap();
+        s.map_fixed(0x16000, P, RW, VmaKind::Anon).unwrap();
+        let mut got = Vec::new();
+        s.unmap_with(0x11000, 0x4000, |r| got.push(r)).unwrap();
+        assert_eq!(got, vec![0x13000..0x15000, 0x11000..0x12000]);
+        assert_eq!(ranges(&s), vec![(0x10000, 0x11000, RW), (0x16000, 0x17000, RW)]);
+        s.unmap_with(0x12000, P, |_| panic!("nothing is mapped there")).unwrap();
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //!   direct map (and refuses frames outside RAM, so a walk never faults); the host tests implement it
 //!   over boxed arrays. Entries are [`AtomicU64`]s: walkers (the fault path's `is_mapped`) read them
 //!   without a lock while one locked writer changes them.
-//! - [`translate`], [`map`], [`unmap`], [`for_each_leaf`]: walk, add, remove and list mappings of
-//!   4 KiB, 2 MiB and 1 GiB pages. Callers serialise the mutating calls (one lock per tree).
+//! - [`translate`], [`map`], [`unmap`], [`unmap_range`], [`for_each_leaf`]: walk, add, remove and
+//!   list mappings of 4 KiB, 2 MiB and 1 GiB pages. Callers serialise the mutating calls (one lock per tree).
 //! - [`populate_slots`], [`copy_slots`]: give the kernel half its permanent PDPTs, and share them
 //!   with a new tree.
 //! - [`direct_map_ranges`] and [`DirectMapChunks`]: which physical memory the kernel's direct map
@@ -234,6 +234,64 @@ pub fn unmap(mem: &impl TableMemory, root: u64, va: u64) -> Result<Translation, 
         }
     }
     Ok(t)
+}
+
+/// Remove every leaf of the lower half that lies wholly inside `range` (byte addresses, clamped to
+/// the lower half), calling `removed(va, translation)` for each, in address order, in one walk.
+/// A table is freed only when its whole span lies inside `range` (everything it mapped was just
+/// removed); a table the range covers in part stays even if it is left empty, without scanning its
+/// 512 entries (the cost [`unmap`] pays per page): it serves the next mapping there, and the walk
+/// of the tree's destruction frees it. A large leaf the range covers in part stays mapped.
+/// The caller flushes the TLBs.
+pub fn unmap_range(mem: &impl TableMemory, root: u64, range: core::ops::Range<u64>, mut removed: impl FnMut(u64, Translation)) {
+    fn walk(
+        mem: &impl TableMemory,
+        at: u64,
+        level: usize,
+        base: u64,
+        range: &core::ops::Range<u64>,
+        removed: &mut impl FnMut(u64, Translation),
+    ) {
+        let Some(entries) = mem.table(at) else { return };
+        let (span, shift) = (span(level), 12 + 9 * (level as u32 - 1));
+        // The entries whose span meets the range; the caller only descends where it does.
+        let first = (range.start.saturating_sub(base) >> shift) as usize;
+        let last = (((range.end - 1).saturating_sub(base) >> shift) as usize).min(ENTRIES - 1);
+        for (i, slot) in (first..).zip(&entries[first..=last]) {
+            let e = slot.load(Ordering::Acquire);
+            if e & Flags::PRESENT.bits() == 0 {
+                continue;
+            }
+            let va = base + i as u64 * span;
+            let covered = va >= range.start && va + span <= range.end;
+            let flags = entry_flags(e);
+            let size = match level {
+                1 => Some(PageSize::Size4K),
+                2 if flags.contains(Flags::HUGE_PAGE) => Some(PageSize::Size2M),
+                3 if flags.contains(Flags::HUGE_PAGE) => Some(PageSize::Size1G),
+                _ => None,
+            };
+            match size {
+                Some(size) if covered => {
+                    slot.store(0, Ordering::Release);
+                    removed(va, Translation { pa: e & ADDR_MASK & !(size.bytes() - 1), size, flags });
+                }
+                Some(_) => {}
+                None => {
+                    walk(mem, e & ADDR_MASK, level - 1, va, range, removed);
+                    if covered {
+                        slot.store(0, Ordering::Release);
+                        mem.free_table(e & ADDR_MASK);
+                    }
+                }
+            }
+        }
+    }
+    let lower_half_end = (KERNEL_HALF_FIRST_SLOT as u64) << 39;
+    let range = range.start..range.end.min(lower_half_end);
+    if range.start < range.end {
+        walk(mem, root, 4, 0, &range, &mut removed);
+    }
 }
 
 /// Give every empty PML4 slot in `slots` an empty PDPT (PRESENT | WRITABLE), so that whatever is
@@ -556,6 +614,46 @@ mod tests {
         unmap(&m, root, 0x8000).unwrap();
         assert_eq!(translate(&m, root, 0x9000).map(|t| t.pa), Some(0x9000));
         assert_eq!(m.live(), 4);
+    }
+
+    #[test]
+    fn unmap_range_removes_covered_leaves_and_frees_only_covered_tables() {
+        let (m, root) = FakeMemory::new(64);
+        for va in [0x8000, 0x9000, 0xa000, 0x40_0000] {
+            map(&m, root, va, va + 0x100_0000, PageSize::Size4K, Flags::WRITABLE).unwrap();
+        }
+        map(&m, root, KERNEL, 0x20_0000, PageSize::Size4K, RW_NX).unwrap();
+        assert_eq!(m.live(), 8);
+        let mut got = Vec::new();
+        unmap_range(&m, root, 0x8000..0xa000, |va, t| got.push((va, t.pa)));
+        assert_eq!(got, [(0x8000, 0x100_8000), (0x9000, 0x100_9000)]);
+        assert_eq!(translate(&m, root, 0xa000).map(|t| t.pa), Some(0x100_a000));
+        got.clear();
+        unmap_range(&m, root, 0xa000..0xb000, |va, t| got.push((va, t.pa)));
+        assert_eq!(got, [(0xa000, 0x100_a000)]);
+        assert_eq!(m.live(), 8, "a table the range covers in part stays, empty or not");
+        got.clear();
+        // The PT of 0x40_0000 spans 0x40_0000..0x60_0000: covered whole, so freed; the PD above it
+        // is covered in part, so it stays.
+        unmap_range(&m, root, 0x20_0000..0x60_0000, |va, t| got.push((va, t.pa)));
+        assert_eq!(got, [(0x40_0000, 0x140_0000)]);
+        assert_eq!(m.live(), 7);
+        assert_eq!(m.freed.borrow().len(), 1, "only the covered PT was freed");
+        // The whole lower half: every user table but the PML4 goes; the kernel half is untouched.
+        unmap_range(&m, root, 0..u64::MAX, |_, _| panic!("nothing is mapped in the lower half"));
+        assert_eq!(m.live(), 4, "the PML4 and the kernel page's three tables are left");
+        assert_eq!(translate(&m, root, KERNEL).map(|t| t.pa), Some(0x20_0000));
+    }
+
+    #[test]
+    fn unmap_range_leaves_a_large_page_it_covers_in_part() {
+        let (m, root) = FakeMemory::new(64);
+        map(&m, root, 0x20_0000, 0x20_0000, PageSize::Size2M, Flags::WRITABLE).unwrap();
+        unmap_range(&m, root, 0x20_0000..0x30_0000, |_, _| panic!("a 2 MiB page covered in half was removed"));
+        assert_eq!(translate(&m, root, 0x20_0000).map(|t| t.size), Some(PageSize::Size2M));
+        let mut got = Vec::new();
+        unmap_range(&m, root, 0x20_0000..0x40_0000, |va, t| got.push((va, t.size)));
+        assert_eq!(got, [(0x20_0000, PageSize::Size2M)]);
     }
 
     #[test]

@@ -751,13 +751,6 @@ impl<const N: usize> Model<N> {
         self.counters.spared += spared.len() as u64;
         assert_eq!(plan.full_flush, range.pages > FULL_FLUSH_THRESHOLD_PAGES);
 
-        let s = &self.spaces[space];
-        if plan.local_flush {
-            let action = s
-                .tracker
-                .flush_action(&plan.request(), &mut self.cpus[c].table);
-            apply_flush(&mut self.cpus[c], action);
-        }
         let ticket = if plan.ipi_targets.is_empty() {
             None
         } else {
@@ -771,6 +764,14 @@ impl<const N: usize> Model<N> {
             self.counters.requests_posted += plan.ipi_targets.len() as u64;
             Some(ticket)
         };
+        // As the kernel: the changer flushes itself after posting, while the targets work.
+        let s = &self.spaces[space];
+        if plan.local_flush {
+            let action = s
+                .tracker
+                .flush_action(&plan.request(), &mut self.cpus[c].table);
+            apply_flush(&mut self.cpus[c], action);
+        }
         self.inflight.push(InFlight {
             changer: c,
             asid,

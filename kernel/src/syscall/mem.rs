@@ -120,8 +120,16 @@ pub fn munmap(addr: u64, len: u64) -> SysResult {
     let memory = p.mem();
     let mut mem = memory.lock(task::sched());
     // munmap answers EINVAL for a range outside user memory (Linux), where mmap says ENOMEM.
-    let removed = mem.vmas.unmap(addr, len).map_err(|e| if e == VmaError::OutOfRange { errno::EINVAL } else { e.errno() })?;
-    unmap_ranges(&p, &removed)?;
+    // Each removed range leaves the page tables as it leaves the set, with no list built between.
+    let mut unmapped = Ok(());
+    mem.vmas
+        .unmap_with(addr, len, |r| {
+            if unmapped.is_ok() {
+                unmapped = unmap_ranges(&p, core::slice::from_ref(&r));
+            }
+        })
+        .map_err(|e| if e == VmaError::OutOfRange { errno::EINVAL } else { e.errno() })?;
+    unmapped?;
     Ok(0)
 }
 

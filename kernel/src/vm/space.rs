@@ -33,15 +33,18 @@
 //!
 //! # A change (unmap, protect, remap)
 //!
-//! Edit the entries; `begin_change` bumps the generation and names the CPUs with the space's CR3
-//! loaded (running or lazy); flush here if loaded here (INVLPG per page, or the whole PCID above
-//! `smp::FULL_FLUSH_THRESHOLD_PAGES`); otherwise, with INVPCID, bring a slot this CPU keeps for the
-//! space up to date without loading it. Post the request to the others and send IPIs (none if the
-//! space is loaded on this CPU alone or nowhere; CPUs that only keep a stale slot catch up at
-//! their next switch-in), wait for every acknowledgement while servicing this CPU's own mailbox,
-//! then free the unmapped frames and emptied page-table pages. A wait that times out returns the
-//! CPUs that never answered ([`AsError::Unanswered`]); the memory then waits, with its `FreeAfter`
-//! token, until they do.
+//! Edit the entries (an unmap walks its range once, `paging::unmap_range`: it frees only the
+//! tables the range covers whole, and keeps a table it leaves empty but covers in part for the
+//! next mapping there rather than scan its 512 entries; the destruction frees those);
+//! `begin_change` bumps the generation and names the CPUs with the space's CR3 loaded (running or
+//! lazy). Post the request to the others and send IPIs (none if the space is loaded on this CPU
+//! alone or nowhere; CPUs that only keep a stale slot catch up at their next switch-in); then,
+//! while they work, flush here if loaded here (INVLPG per page, or the whole PCID above
+//! `smp::FULL_FLUSH_THRESHOLD_PAGES`), otherwise, with INVPCID, bring a slot this CPU keeps for
+//! the space up to date without loading it. Wait for every acknowledgement while servicing this
+//! CPU's own mailbox, then free the unmapped frames and emptied page-table pages. A wait that
+//! times out returns the CPUs that never answered ([`AsError::Unanswered`]); the memory then
+//! waits, with its `FreeAfter` token, until they do.
 //!
 //! # Destruction
 //!
@@ -55,6 +58,7 @@
 //! `exit_mm`), so no thread outlives its space and none is switched to it afterwards.
 
 use alloc::{sync::Arc, vec::Vec};
+use smallvec::SmallVec;
 use core::{
     cell::{RefCell, UnsafeCell},
     fmt,
@@ -188,9 +192,14 @@ impl fmt::Debug for AddressSpace {
 /// them.
 #[derive(Default)]
 struct Released {
-    frames: Vec<u64>,
+    /// Kept inline up to [`INLINE_FRAMES`]: most unmaps take a few pages, and a heap list would
+    /// cost an allocation and a free on every one.
+    frames: SmallVec<[u64; INLINE_FRAMES]>,
     tables: Vec<u64>,
 }
+
+/// How many frames a [`Released`] holds without allocating.
+const INLINE_FRAMES: usize = 8;
 
 impl Released {
     /// Give back the frames: a data frame still shared with another space (copy-on-write) only
@@ -550,13 +559,10 @@ impl AddressSpace {
         let _on_this_cpu = s.preempt_disable();
         settle_previous()?;
         let mem = UserTables::new();
-        let mut frames = Vec::new();
-        for page in pages_of(range) {
-            if paging::translate(&mem, self.space.pml4, page).is_some() {
-                let t = paging::unmap(&mem, self.space.pml4, page).expect("found mapped under the lock");
-                frames.push(t.pa);
-            }
-        }
+        let mut frames = SmallVec::new();
+        // One walk of the range; tables it leaves empty but covers only in part stay for the next
+        // mapping there (no scan of their entries), and go with the space.
+        paging::unmap_range(&mem, self.space.pml4, va..va + pages * PAGE, |_, t| frames.push(t.pa));
         let n = frames.len() as u64;
         if n > 0 {
             self.space.commit(range, Released { frames, tables: mem.emptied.into_inner() })?.free();
@@ -571,11 +577,9 @@ impl AddressSpace {
         if let Some(hole) = pages_of(range).find(|&p| paging::translate(&mem, self.space.pml4, p).is_none()) {
             return Err(AsError::NotMapped(hole));
         }
-        let mut frames = Vec::with_capacity(range.pages as usize);
-        for page in pages_of(range) {
-            let t = paging::unmap(&mem, self.space.pml4, page).expect("every page was found mapped under the lock");
-            frames.push(t.pa);
-        }
+        let mut frames = SmallVec::with_capacity(range.pages as usize);
+        let va = range.start_vpage * PAGE;
+        paging::unmap_range(&mem, self.space.pml4, va..va + range.pages * PAGE, |_, t| frames.push(t.pa));
         self.space.commit(range, Released { frames, tables: mem.emptied.into_inner() })
     }
 
@@ -663,7 +667,7 @@ impl AddressSpace {
             return Err(AsError::BadAddress(va));
         }
         entry.store((old & !ADDR_MASK) | new_frame, Ordering::Release);
-        let back = self.space.commit(range, Released { frames: alloc::vec![old & ADDR_MASK], tables: Vec::new() })?;
+        let back = self.space.commit(range, Released { frames: smallvec::smallvec![old & ADDR_MASK], tables: Vec::new() })?;
         Ok(back.frames[0])
     }
 }
@@ -764,7 +768,7 @@ impl AddressSpace {
             moved += 1;
         }
         if moved > 0 {
-            self.space.commit(range, Released { frames: Vec::new(), tables: mem.emptied.into_inner() })?.free();
+            self.space.commit(range, Released { frames: SmallVec::new(), tables: mem.emptied.into_inner() })?.free();
         }
         result
     }
@@ -809,7 +813,7 @@ impl AddressSpace {
         unsafe { core::ptr::copy_nonoverlapping(mm::phys_to_virt(old) as *const u8, mm::phys_to_virt(new) as *mut u8, PAGE as usize) };
         let flags = (e & !ADDR_MASK & !COW.bits()) | Flags::WRITABLE.bits();
         entry.store(new | flags, Ordering::Release);
-        self.space.commit(range, Released { frames: alloc::vec![old], tables: Vec::new() })?.free();
+        self.space.commit(range, Released { frames: smallvec::smallvec![old], tables: Vec::new() })?.free();
         Ok(CowBreak::Copied)
     }
 }
@@ -853,9 +857,12 @@ impl Space {
         let (plan, ticket) = interrupts::without_interrupts(|| {
             let spare_lazy = |others: &CpuSet| if frees_tables { CpuSet::new() } else { lazy_among(others) };
             let plan = self.tracker.begin_change_sparing(me, range, &PLAN_STATS, spare_lazy);
+            let ticket = (!plan.ipi_targets.is_empty()).then(|| tlb::post(me, plan.ipi_targets, &plan.request()));
+            // This CPU's own flush and counting come after the IPIs, overlapping the targets'
+            // work instead of delaying it (only this CPU, interrupts off, touches its state, and
+            // the wait below still comes after both).
             with_this_cpu(|_, cpu| cpu.flush_for_change(me, self, &plan));
             count_plan(me, &plan);
-            let ticket = (!plan.ipi_targets.is_empty()).then(|| tlb::post(me, plan.ipi_targets, &plan.request()));
             (plan, ticket)
         });
         let token = FreeAfter::new(&plan, ticket);
@@ -878,10 +885,13 @@ fn count_plan(me: CpuId, plan: &smp::ChangePlan) {
     use tlb::Counter::*;
     tlb::count(Changes, 1);
     tlb::count(ChangesWithoutIpi, u64::from(plan.ipi_targets.is_empty()));
-    tlb::count(AvoidedLazy, plan.avoided.len() as u64);
-    let mut never_loaded = crate::cpu::map::online().difference(&plan.ipi_targets).difference(&plan.avoided);
-    never_loaded.remove(me);
-    tlb::count(AvoidedNeverLoaded, never_loaded.len() as u64);
+    let avoided = plan.avoided.len();
+    tlb::count(AvoidedLazy, avoided as u64);
+    // The plan's targets, its avoided CPUs and this one are disjoint sets of online CPUs: the
+    // online CPUs outside all three are counted by a subtraction, not by two set differences.
+    debug_assert!(!plan.ipi_targets.contains(me) && !plan.avoided.contains(me) && plan.ipi_targets.intersection(&plan.avoided).is_empty());
+    let online = crate::cpu::map::nr_online() as usize;
+    tlb::count(AvoidedNeverLoaded, online.saturating_sub(plan.ipi_targets.len() + avoided + 1) as u64);
 }
 
 impl Drop for AddressSpace {
@@ -902,7 +912,7 @@ impl Drop for AddressSpace {
         // thread runs in it any more, and a CPU that still has it loaded may only walk it until
         // it has served the change below, before anything listed is freed.
         let mem = UserTables::new();
-        let (mut frames, mut tables) = (Vec::new(), Vec::new());
+        let (mut frames, mut tables) = (SmallVec::new(), Vec::new());
         paging::for_each_leaf_and_table(&mem, space.pml4, 0..paging::KERNEL_HALF_FIRST_SLOT, |_, t| frames.push(t.pa), |pa| tables.push(pa));
         tables.push(space.pml4);
         let released = Released { frames, tables };
