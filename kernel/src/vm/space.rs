@@ -564,8 +564,11 @@ impl AddressSpace {
         // mapping there (no scan of their entries), and go with the space.
         paging::unmap_range(&mem, self.space.pml4, va..va + pages * PAGE, |_, t| frames.push(t.pa));
         let n = frames.len() as u64;
-        if n > 0 {
-            self.space.commit(range, Released { frames, tables: mem.emptied.into_inner() })?.free();
+        // A range over nothing but tables that earlier unmaps left empty frees those tables:
+        // they too go through the change (a CPU may still cache the entries that led to them).
+        let tables = mem.emptied.into_inner();
+        if n > 0 || !tables.is_empty() {
+            self.space.commit(range, Released { frames, tables })?.free();
         }
         Ok(n)
     }
