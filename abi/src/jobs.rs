@@ -383,17 +383,6 @@ impl ProcTree {
         Ok(caller)
     }
 
-    /// The session of process group `pgid`, for `TIOCSPGRP` (Linux's `tiocspgrp`): `ESRCH` when no
-    /// process has that id and none is in that group; `EPERM` when the id names a process but no
-    /// group (no session to compare: Linux answers EPERM for such an id).
-    pub fn group_session(&self, pgid: Pid) -> Result<Pid, u32> {
-        match self.procs.values().find(|p| p.pgid == pgid) {
-            Some(member) => Ok(member.sid),
-            None if self.exists(pgid) => Err(errno::EPERM),
-            None => Err(errno::ESRCH),
-        }
-    }
-
     /// Live members of group `pgid`.
     pub fn group(&self, pgid: Pid) -> Vec<Pid> {
         self.procs.iter().filter(|(_, p)| p.pgid == pgid && !matches!(p.life, Life::Zombie(_))).map(|(&pid, _)| pid).collect()
@@ -476,22 +465,6 @@ mod tests {
         assert_eq!(out.notify, None);
         assert!(!t.exists(c), "autoreaped");
         assert_eq!(t.len(), 1);
-    }
-
-    #[test]
-    fn a_group_has_the_session_of_its_members() {
-        let mut t = ProcTree::new();
-        let sh = t.fork(INIT).unwrap();
-        t.setsid(sh).unwrap();
-        let job = t.fork(sh).unwrap();
-        t.setpgid(job, job, 0).unwrap();
-        let other = t.fork(sh).unwrap();
-        t.setsid(other).unwrap();
-        let member = t.fork(job).unwrap();
-        assert_eq!(t.group_session(job), Ok(sh), "a group of the shell's session");
-        assert_eq!(t.group_session(other), Ok(other), "a group of another session");
-        assert_eq!(t.group_session(member), Err(errno::EPERM), "a process that leads no group");
-        assert_eq!(t.group_session(9999), Err(errno::ESRCH));
     }
 
     #[test]

@@ -503,18 +503,14 @@ impl Tty {
         Ok(self.fg_pgrp)
     }
 
-    /// `TIOCSPGRP`: a caller outside the session is ENOTTY, a negative group EINVAL; then, as
-    /// Linux's `tiocspgrp`, a group that does not exist is ESRCH and one of another session EPERM.
-    /// `group_session` is the group's session or that errno, looked up by the process layer (where
-    /// groups are known) before the terminal is locked.
-    pub fn set_foreground(&mut self, caller: Caller, pgrp: i32, group_session: Result<u32, u32>) -> Result<(), u32> {
+    /// `TIOCSPGRP`: a negative group is EINVAL, a caller outside the session ENOTTY. (Linux also
+    /// wants the group to exist in the session, EPERM otherwise: the process layer checks that
+    /// before calling, where groups are known.)
+    pub fn set_foreground(&mut self, caller: Caller, pgrp: i32) -> Result<(), u32> {
         if self.session == 0 || caller.sid != self.session {
             return Err(errno::ENOTTY);
         }
         let pgrp = u32::try_from(pgrp).map_err(|_| errno::EINVAL)?;
-        if group_session? != caller.sid {
-            return Err(errno::EPERM);
-        }
         self.fg_pgrp = pgrp;
         Ok(())
     }
@@ -743,20 +739,17 @@ mod tests {
         let stranger = Caller { pid: 7, pgrp: 7, sid: 7 };
         let mut t = Tty::new();
         assert_eq!(t.foreground(leader), Err(errno::ENOTTY), "nobody's terminal yet");
-        assert_eq!(t.set_foreground(leader, 5, Ok(5)), Err(errno::ENOTTY));
+        assert_eq!(t.set_foreground(leader, 5), Err(errno::ENOTTY));
         assert_eq!(t.set_controlling(member, false), Err(errno::EPERM), "only a session leader");
         assert_eq!(t.set_controlling(leader, false), Ok(()));
         assert_eq!((t.session, t.foreground(member)), (5, Ok(5)));
         assert_eq!(t.set_controlling(leader, false), Ok(()), "again: nothing changes");
         assert_eq!(t.set_controlling(stranger, false), Err(errno::EPERM), "held by another session");
         assert_eq!(t.foreground(stranger), Err(errno::ENOTTY));
-        assert_eq!(t.set_foreground(member, 9, Ok(5)), Ok(()));
+        assert_eq!(t.set_foreground(member, 9), Ok(()));
         assert_eq!(t.fg_pgrp, 9);
-        assert_eq!(t.set_foreground(member, -1, Err(errno::ESRCH)), Err(errno::EINVAL));
-        assert_eq!(t.set_foreground(stranger, 7, Ok(7)), Err(errno::ENOTTY));
-        assert_eq!(t.set_foreground(member, 7, Ok(7)), Err(errno::EPERM), "a group of another session");
-        assert_eq!(t.set_foreground(member, 8, Err(errno::ESRCH)), Err(errno::ESRCH), "no such group");
-        assert_eq!(t.fg_pgrp, 9, "refusals leave the foreground as it was");
+        assert_eq!(t.set_foreground(member, -1), Err(errno::EINVAL));
+        assert_eq!(t.set_foreground(stranger, 7), Err(errno::ENOTTY));
         // ISIG signals go to whichever group is in the foreground now.
         assert_eq!(t.input(0x03).signal, Some(signal::SIGINT));
         assert_eq!(t.give_up(member), Ok(None), "a member only detaches itself");

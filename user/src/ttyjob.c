@@ -9,8 +9,7 @@
  *   - tcsetpgrp and tcsetattr stop with SIGTTOU, and go through with SIGTTOU ignored;
  *   - a process of an orphaned group (its group's parent gone) gets EIO for a read and a TOSTOP
  *     write instead of a stop;
- *   - a group orphaned while one of its members is stopped gets SIGHUP, then SIGCONT;
- *   - tcsetpgrp to the group of another session fails with EPERM.
+ *   - a group orphaned while one of its members is stopped gets SIGHUP, then SIGCONT.
  * The terminal is a new pty (posix_openpt) where the system has one; on a system without ptys it
  * is /dev/console, taken with TIOCSCTTY's force flag. What a background write prints starts with
  * "# " so that it is never compared. At the end the leader gives the terminal up (TIOCNOTTY).
@@ -195,37 +194,6 @@ static void orphaned_stopped(void)
 	say("orphaned while stopped: %s\n", strcmp(r, "HC") == 0 ? "SIGHUP handled, then continued" : "not hung up and continued");
 }
 
-/* tcsetpgrp to the group of a process in a session of its own: EPERM (Linux's tiocspgrp), and the
- * foreground stays the caller's. */
-static void other_session(void)
-{
-	int ready[2], done[2];
-	CHECK(pipe(ready) == 0 && pipe(done) == 0);
-	pid_t c = fork();
-	CHECK(c >= 0);
-	if (c == 0) {
-		close(ready[0]);
-		close(done[1]);
-		char x = setsid() == getpid() ? 'y' : 'n';
-		CHECK(write(ready[1], &x, 1) == 1);
-		/* Held in its session until the parent has tried. */
-		CHECK(read(done[0], &x, 1) == 0);
-		_exit(0);
-	}
-	close(ready[1]);
-	close(done[0]);
-	char x = 0;
-	CHECK(read(ready[0], &x, 1) == 1 && x == 'y');
-	int r = tcsetpgrp(tty_fd, c);
-	int e = errno;
-	close(done[1]);
-	close(ready[0]);
-	int st;
-	CHECK(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	say("tcsetpgrp to a group of another session: %s, the foreground unchanged: %s\n",
-	    r == 0 ? "done" : e == EPERM ? "EPERM" : strerror(e), tcgetpgrp(tty_fd) == getpid() ? "yes" : "no");
-}
-
 static int leader(const char *path, int force)
 {
 	CHECK(setsid() == getpid());
@@ -255,7 +223,6 @@ static int leader(const char *path, int force)
 	background("background tcsetattr, SIGTTOU blocked", SIGTTOU, BLOCKED, do_setattr);
 	orphaned();
 	orphaned_stopped();
-	other_session();
 	CHECK(tcsetattr(tty_fd, TCSANOW, &saved) == 0);
 	CHECK(tcgetpgrp(tty_fd) == getpid());
 

@@ -236,12 +236,6 @@ pub fn signal_group_now(pgid: Pid, sig: u32) {
     let _ = kill(me, -(pgid as i32), sig);
 }
 
-/// The session of group `pgid`, or ESRCH/EPERM (`abi::jobs::ProcTree::group_session`): the
-/// terminal's `TIOCSPGRP` asks.
-pub fn group_session(pgid: Pid) -> Result<Pid, u32> {
-    with_tree(|t| t.group_session(pgid))
-}
-
 /// The live processes of group `pgid` (the terminal's signals).
 pub fn group_members(pgid: Pid) -> Vec<Pid> {
     with_tree(|t| t.group(pgid))

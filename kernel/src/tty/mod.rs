@@ -26,10 +26,8 @@
 //! answers `ERESTARTSYS`: retried once the group is continued); a read with SIGTTIN blocked or
 //! ignored, and any of them from an orphaned group, fail with EIO (ENOTTY for `TIOCSPGRP`).
 //!
-//! `TIOCSPGRP` takes only a group of the caller's session (EPERM for another's, ESRCH for none).
-//!
-//! Not done (trade-off): output is never queued (the UART is written synchronously), so `TCSETSW`
-//! is `TCSETS`.
+//! Not done (trade-offs): `TIOCSPGRP` does not check that the group is in the terminal's session,
+//! and output is never queued (the UART is written synchronously), so `TCSETSW` is `TCSETS`.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -82,8 +80,6 @@ pub struct JobControl {
     /// Send `sig` to every process of group `pgrp` before returning (thread context), so the
     /// caller finds it pending on its way out of the call.
     pub signal_group: fn(pgrp: u32, sig: u32),
-    /// The session of process group `pgrp` (`TIOCSPGRP`), or ESRCH/EPERM as `abi::jobs` says.
-    pub group_session: fn(pgrp: u32) -> Result<u32, u32>,
 }
 
 static JOB_CONTROL: AtomicCell<Option<JobControl>> = AtomicCell::new(None);
@@ -357,15 +353,7 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, u32> {
             let pg = i32::from_ne_bytes(get_user::<4>(arg)?);
             // Linux's tiocspgrp answers ENOTTY where the check says EIO.
             job_control(g::SIGTTOU).map_err(|e| if e == errno::EIO { errno::ENOTTY } else { e })?;
-            let who = caller()?;
-            // The group's session, asked outside the terminal's lock (the process layer's state).
-            let group_session = match (u32::try_from(pg), JOB_CONTROL.load()) {
-                (Ok(pg), Some(j)) => (j.group_session)(pg),
-                // A negative group is refused as EINVAL below; without a process layer, no groups
-                // to check.
-                _ => Ok(who.sid),
-            };
-            tty().lock().set_foreground(who, pg, group_session).map(|()| 0)
+            tty().lock().set_foreground(caller()?, pg).map(|()| 0)
         }
         io::TIOCGSID => {
             let who = caller()?;
