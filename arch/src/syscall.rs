@@ -352,9 +352,11 @@ mod hw {
     }
 
     #[allow(improper_ctypes, reason = "the proof is a pointer the asm passes on, never reads through")]
+    // SAFETY (of the `safe` declaration): the asm below defines this symbol with the C ABI and
+    // this signature; it only writes the frame it is given and calls the kernel's `whole_frame`
+    // hook, so a call from safe code cannot break memory safety.
     unsafe extern "C" {
-        /// The table entry of the calls that need the whole frame (see [`WHOLE_FRAME`]). Safe to
-        /// call: it only writes the frame it is given and calls the kernel's `whole_frame` hook.
+        /// The table entry of the calls that need the whole frame (see [`WHOLE_FRAME`]).
         safe fn arch_syscall_whole_frame(frame: &mut UserFrame, proof: &InSyscall) -> u64;
     }
 
@@ -518,6 +520,7 @@ mod hw {
     /// that holds such a return address holds a user value as the caller's rbp: a backtrace ends
     /// there.
     pub fn is_entry_return(ret: u64) -> bool {
+        // Declared only to take the label's address; it is never called.
         unsafe extern "C" {
             fn arch_user_return_iret();
         }
@@ -525,6 +528,7 @@ mod hw {
     }
 
     fn syscall_entry_address() -> u64 {
+        // Declared only to take the label's address; it is never called.
         unsafe extern "C" {
             fn arch_syscall_entry();
         }
