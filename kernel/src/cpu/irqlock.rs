@@ -1,6 +1,9 @@
 //! A spin lock that keeps interrupts off on the holding CPU while held, as a `lock_api::RawMutex` so
 //! that crates built on lock_api (the heap allocator) get it. An interrupt handler that takes the same
 //! lock on the same CPU would otherwise deadlock against the code it interrupted.
+//!
+//! [`IrqSafeOnce`] is the same idea for a value made on first use: its initialiser runs with
+//! interrupts off, so a handler that asks for the value never spins on an initialiser it interrupted.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -52,5 +55,46 @@ unsafe impl RawMutex for RawIrqSpin {
         if was {
             arch::interrupts::enable();
         }
+    }
+}
+
+/// A value made on its first use, where that use may come from thread context or from an
+/// interrupt handler: the wait queues an input interrupt wakes (the terminal's readers, `poll`'s
+/// sleepers), made when the first one is needed.
+///
+/// `spin::Once` alone deadlocks there: if the interrupt arrives on the CPU that is running the
+/// initialiser and its handler asks for the same value, the handler spins on the unfinished `Once`,
+/// and the initialiser it interrupted cannot finish before the handler returns. (The heap lock
+/// makes the window wide: the allocation re-enables interrupts as it unlocks, so an interrupt that
+/// came during it is taken right there, between the allocation and the `Once`'s completion.) So the
+/// initialiser runs with this CPU's interrupts off: an interrupt on this CPU waits until the value
+/// is there, and one on another CPU spins only until this CPU, which waits for nothing, finishes.
+///
+/// The initialiser must therefore be short and must not sleep (an allocation is fine: the heap's
+/// lock is a [`RawIrqSpin`] already).
+pub struct IrqSafeOnce<T>(spin::Once<T>);
+
+impl<T> IrqSafeOnce<T> {
+    pub const fn new() -> Self {
+        IrqSafeOnce(spin::Once::new())
+    }
+
+    /// The value, made by `init` with interrupts off if this is the first call.
+    pub fn call_once(&self, init: impl FnOnce() -> T) -> &T {
+        if let Some(v) = self.get() {
+            return v;
+        }
+        arch::interrupts::without_interrupts(|| self.0.call_once(init))
+    }
+
+    /// The value, if it was made.
+    pub fn get(&self) -> Option<&T> {
+        self.0.get()
+    }
+}
+
+impl<T> Default for IrqSafeOnce<T> {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -253,7 +253,8 @@ pub fn path_of(ino: Ino) -> Result<String, Errno> {
 
 /// Sleepers of `poll` and `select` wait here for any readiness change; a change bumps
 /// [`POLL_GEN`] and wakes them all, and each re-checks its own descriptors.
-static POLL_QUEUE: spin::Once<Arc<sched::WaitQueue>> = spin::Once::new();
+/// An [`IrqSafeOnce`](crate::cpu::irqlock::IrqSafeOnce): the terminal's input interrupt wakes it.
+static POLL_QUEUE: crate::cpu::irqlock::IrqSafeOnce<Arc<sched::WaitQueue>> = crate::cpu::irqlock::IrqSafeOnce::new();
 
 fn poll_queue() -> &'static Arc<sched::WaitQueue> {
     POLL_QUEUE.call_once(|| Arc::new(sched::WaitQueue::new()))

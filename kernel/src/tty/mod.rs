@@ -47,7 +47,10 @@ mod tests;
 pub use tests::TESTS;
 
 use crate::{
-    cpu::{console, irqlock::RawIrqSpin},
+    cpu::{
+        console,
+        irqlock::{IrqSafeOnce, RawIrqSpin},
+    },
     irq::{apic, trap},
     task,
 };
@@ -120,10 +123,13 @@ pub fn set_hooks(hooks: Hooks) {
     HOOKS.store(Some(hooks));
 }
 
-static TTY: spin::Once<SpinMutex<RawIrqSpin, Tty>> = spin::Once::new();
+// Both are made on first use, which may be the input interrupt's or a thread's: an
+// `IrqSafeOnce` makes them with interrupts off, so the handler never spins on a `Once` whose
+// initialiser it interrupted (that froze the console for good).
+static TTY: IrqSafeOnce<SpinMutex<RawIrqSpin, Tty>> = IrqSafeOnce::new();
 /// Readers (and pollers) waiting for input; woken after every batch of input and every change of
 /// the settings.
-static READERS_Q: spin::Once<Arc<sched::WaitQueue>> = spin::Once::new();
+static READERS_Q: IrqSafeOnce<Arc<sched::WaitQueue>> = IrqSafeOnce::new();
 
 fn readers() -> &'static Arc<sched::WaitQueue> {
     READERS_Q.call_once(|| Arc::new(sched::WaitQueue::new()))

@@ -7,11 +7,19 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use abi::{linux::errno, tty::Termios};
 
-use crate::{ensure, task, testing::Test, time};
+use crate::{
+    cpu::irqlock::IrqSafeOnce,
+    ensure,
+    irq::{apic, trap},
+    task,
+    testing::Test,
+    time,
+};
 
 pub static TESTS: &[Test] = &[
     Test { name: "tty_reader_wakes_on_a_line", min_cpus: 1, expect_fault: false, run: reader_wakes_on_a_line },
     Test { name: "tty_signal_chars_reach_the_foreground_group", min_cpus: 1, expect_fault: false, run: signal_chars },
+    Test { name: "tty_queue_made_on_first_use_survives_an_interrupt_that_uses_it", min_cpus: 1, expect_fault: false, run: first_use_under_interrupt },
 ];
 
 const MS: u64 = 1_000_000;
@@ -112,4 +120,62 @@ fn signal_chars() -> Result<(), String> {
         None => super::HOOKS.store(None),
     }
     result
+}
+
+/// A vector no device uses, for [`first_use_under_interrupt`]'s self-IPI.
+const VECTOR_FIRST_USE_TEST: u8 = 0x5e;
+/// The value [`first_use_under_interrupt`] makes on first use, as the terminal's queues are made.
+static FIRST_USE: IrqSafeOnce<u64> = IrqSafeOnce::new();
+/// What the test vector's handler got from [`FIRST_USE`] (0: it has not run).
+static HANDLER_GOT: AtomicU64 = AtomicU64::new(0);
+
+fn on_first_use_vector(_frame: &mut arch::trap::TrapFrame) {
+    HANDLER_GOT.store(*FIRST_USE.call_once(|| 1), Ordering::SeqCst);
+    apic::eoi();
+}
+
+/// The console froze for good when its input interrupt came while a thread was making `poll`'s
+/// queue on first use (busybox's first untimed `poll`, right after the first prompt): the handler
+/// wanted the same queue and spun on the unfinished `spin::Once`, on the CPU whose initialiser it had
+/// interrupted. Here an interrupt whose handler uses the value is raised on this CPU from inside the
+/// initialiser: the initialiser must run with interrupts off (else the interrupt would come at once
+/// and spin forever, so the test does not raise it then), and the handler runs once the value is
+/// there and finds it.
+fn first_use_under_interrupt() -> Result<(), String> {
+    ensure!(FIRST_USE.get().is_none(), "the value exists before its first use (the test ran twice in one boot?)");
+    trap::register(VECTOR_FIRST_USE_TEST, on_first_use_vector);
+    HANDLER_GOT.store(0, Ordering::SeqCst);
+    let mut interrupts_on_in_init = None;
+    let mut raised = false;
+    let v = *FIRST_USE.call_once(|| {
+        let on = arch::interrupts::are_enabled();
+        interrupts_on_in_init = Some(on);
+        if !on {
+            apic::send(apic::Dest::Apic(apic::id()), apic::Delivery::Fixed(VECTOR_FIRST_USE_TEST));
+            // The IPI is in this CPU's IRR before the value exists (bounded: a lost IPI fails below).
+            for _ in 0..1_000_000 {
+                if apic::is_pending(VECTOR_FIRST_USE_TEST) {
+                    raised = true;
+                    break;
+                }
+                core::hint::spin_loop();
+            }
+        }
+        42
+    });
+    ensure!(interrupts_on_in_init.is_some(), "the initialiser never ran");
+    ensure!(
+        interrupts_on_in_init == Some(false),
+        "the initialiser ran with interrupts on: an interrupt whose handler wants the value would spin forever on this CPU"
+    );
+    ensure!(v == 42, "the first use got {v}, not its initialiser's 42");
+    ensure!(raised, "the test interrupt never became pending during the initialiser");
+    apic::deliver_pending(VECTOR_FIRST_USE_TEST);
+    let deadline = time::now_ns() + 2_000 * MS;
+    while HANDLER_GOT.load(Ordering::SeqCst) == 0 && time::now_ns() < deadline {
+        task::sched().sleep_ns(MS);
+    }
+    let got = HANDLER_GOT.load(Ordering::SeqCst);
+    ensure!(got == 42, "the handler of the interrupt raised during the initialiser got {got}, wanted the value 42");
+    Ok(())
 }
