@@ -781,7 +781,7 @@ pub fn init(initrd: Option<&'static [u8]>) {
     fault::init();
     tree::init();
     crate::fs::pipe::set_sigpipe_hook(signal::sigpipe);
-    crate::tty::set_job_control(crate::tty::JobControl { ignores: signal::current_ignores, orphaned: tree::is_orphaned, signal_group: tree::signal_group_now });
+    crate::tty::set_job_control(crate::tty::JobControl { ignores: signal::current_ignores, orphaned: tree::is_orphaned, signal_group: tree::signal_group_now, group_session: tree::group_session });
 }
 
 /// A counter of the pages demand-zero faults mapped (for tests and reports).
