@@ -424,17 +424,20 @@ impl ProcTree {
     }
 
     /// Whom `kill(pid, sig)` from `caller` reaches: `> 0` one process, `0` the caller's group,
-    /// `-1` everyone but init and the caller, `< -1` group `-pid`. `ESRCH` when nobody.
+    /// `-1` everyone but init and the caller, `< -1` group `-pid`. `ESRCH` when nobody. A
+    /// group's zombies are among its targets (a signal to one is accepted and does nothing), so
+    /// a group whose members have all ended but are not yet reaped is still found, as on Linux.
     pub fn kill_targets(&self, caller: Pid, pid: i32) -> Result<Vec<Pid>, u32> {
+        let members = |pgid: Pid| self.procs.iter().filter(|(_, p)| p.pgid == pgid).map(|(&pid, _)| pid).collect();
         let v = match pid {
             p if p > 0 => {
                 let p = p as Pid;
                 self.get(p)?;
                 alloc::vec![p]
             }
-            0 => self.group(self.get(caller)?.pgid),
+            0 => members(self.get(caller)?.pgid),
             -1 => self.procs.iter().filter(|(p, x)| **p != INIT && **p != caller && !matches!(x.life, Life::Zombie(_))).map(|(p, _)| *p).collect(),
-            p => self.group(p.unsigned_abs()),
+            p => members(p.unsigned_abs()),
         };
         if v.is_empty() { Err(errno::ESRCH) } else { Ok(v) }
     }
@@ -531,8 +534,10 @@ mod tests {
         // Every member gone and reaped: no such group.
         t.exit(b, ChildEvent::Exited(0), false);
         assert_eq!(t.session_of_group(a), Ok(Some(sh)), "the last member a zombie");
+        assert_eq!(t.kill_targets(sh, -(a as i32)), Ok(alloc::vec![b]), "kill finds the group of a zombie");
         t.wait(sh, Select::Pid(b), W4).unwrap();
         assert_eq!(t.session_of_group(a), Err(errno::ESRCH));
+        assert_eq!(t.kill_targets(sh, -(a as i32)), Err(errno::ESRCH), "and no longer once it is reaped");
         assert_eq!(t.session_of_group(9999), Err(errno::ESRCH), "never used");
         // A group of another session: found, with that session (the terminal answers EPERM).
         let other = t.fork(sh).unwrap();

@@ -15,7 +15,8 @@
  *     nobody uses ESRCH (0 too), a group of another session EPERM; a group whose leader has ended
  *     can still be joined, and made the foreground after the leader was reaped while another
  *     member lives (a shell's pipeline `a | b` when a ends first); a plain pid of the session is
- *     taken as a group id, as Linux does.
+ *     taken as a group id, as Linux does; kill(-group, 0) finds a group of zombies, not one whose
+ *     members were all reaped.
  * The terminal is a new pty (posix_openpt) where the system has one; on a system without ptys it
  * is /dev/console, taken with TIOCSCTTY's force flag. What a background write prints starts with
  * "# " so that it is never compared. At the end the leader gives the terminal up (TIOCNOTTY).
@@ -222,6 +223,14 @@ static const char *try_setpgrp(pid_t pgrp)
 	return errname(r, errno);
 }
 
+/* kill(pid, 0): "done" or the errno's name. */
+static const char *try_kill(pid_t pid)
+{
+	errno = 0;
+	int r = kill(pid, 0);
+	return errname(r, errno);
+}
+
 /* The argument and caller checks, and a group of another session. */
 static void setpgrp_refusals(void)
 {
@@ -277,6 +286,7 @@ static void setpgrp_leader_gone(void)
 	siginfo_t si;
 	CHECK(waitid(P_PID, a, &si, WEXITED | WNOWAIT) == 0 && si.si_pid == a);
 	CHECK(getpgid(a) == a);
+	const char *zombie_kill = try_kill(-a);
 	int ready[2], done[2];
 	CHECK(pipe(ready) == 0 && pipe(done) == 0);
 	pid_t b = fork();
@@ -305,13 +315,15 @@ static void setpgrp_leader_gone(void)
 	close(ready[0]);
 	CHECK(waitpid(b, &st, 0) == b && WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	const char *all_gone = try_setpgrp(a);
+	const char *gone_kill = try_kill(-a);
 	set_action(SIGTTOU, SIG_DFL);
 	CHECK(tcgetpgrp(tty_fd) == getpid());
+	say("kill(-group, 0) while its only member is a zombie: %s\n", zombie_kill);
 	say("setpgid into the group of a process that has ended: %s\n", joined == 'd' ? "done" : joined == 'P' ? "EPERM" : "other");
 	say("tcsetpgrp to that group after its leader was reaped: %s, the foreground: %s\n", after_reap, fg_a ? "that group" : "another");
 	say("tcsetpgrp to a pid of the session that leads no group: %s, the foreground: %s\n", plain_pid, fg_b ? "that id" : "another");
 	say("tcsetpgrp back to the leader's group: %s\n", back);
-	say("tcsetpgrp to the group once every member was reaped: %s\n", all_gone);
+	say("tcsetpgrp to the group once every member was reaped: %s, kill(-group, 0): %s\n", all_gone, gone_kill);
 }
 
 static int leader(const char *path, int force)
