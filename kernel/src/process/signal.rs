@@ -63,8 +63,8 @@
 //! started at the first `alarm`/`setitimer`) sleeps until the earliest deadline, in slices of at
 //! most [`TIMER_SLICE_NS`] so that a new earlier deadline is noticed, and sends SIGALRM.
 //!
-//! Lock order: `Signals::state` -> `Actions` (the table processes may share) -> `ipc::intr`'s
-//! locks -> a wait queue's lock. No path holds two processes' `state` locks.
+//! Lock order: `Signals::state` -> `ipc::intr`'s locks -> a wait queue's lock. The lock of
+//! [`Actions`] (the table processes may share) is taken only under `state`, and nothing under it.
 
 use alloc::{collections::BTreeMap, string::String, sync::Arc, sync::Weak, vec::Vec};
 use core::sync::atomic::Ordering;
