@@ -361,7 +361,11 @@ impl ProcTree {
         if t.sid == pid {
             return Err(errno::EPERM);
         }
-        if pgid != pid && !self.procs.values().any(|p| p.pgid == pgid && p.sid == csid && !matches!(p.life, Life::Zombie(_))) {
+        // The group must have a member in the session; a zombie not yet reaped is one (Linux
+        // finds the group through its pid, which a zombie keeps until it is reaped). A shell
+        // putting a pipeline's second process into the group of a first one that has already
+        // ended relies on that.
+        if pgid != pid && !self.procs.values().any(|p| p.pgid == pgid && p.sid == csid) {
             return Err(errno::EPERM);
         }
         if let Some(t) = self.procs.get_mut(&pid) {
@@ -381,6 +385,20 @@ impl ProcTree {
         p.sid = caller;
         p.pgid = caller;
         Ok(caller)
+    }
+
+    /// The session that `TIOCSPGRP` compares with the caller's when it is asked to make `id` the
+    /// foreground group (Linux's `find_vpid` and `session_of_pgrp`). `ESRCH` when no process that
+    /// is not yet reaped (a zombie counts) has `id` as its pid, group or session id: a group lives
+    /// on after its leader was reaped while another member remains. Otherwise the session of a
+    /// member of group `id`, else that of process `id` (Linux accepts a plain pid of the caller's
+    /// session), else none (`id` names only a session whose leader is gone: EPERM for everyone).
+    pub fn session_of_group(&self, id: Pid) -> Result<Option<Pid>, u32> {
+        if !self.in_use(id) {
+            return Err(errno::ESRCH);
+        }
+        let member = self.procs.values().find(|p| p.pgid == id);
+        Ok(member.or_else(|| self.procs.get(&id)).map(|p| p.sid))
     }
 
     /// Live members of group `pgid`.
@@ -406,17 +424,20 @@ impl ProcTree {
     }
 
     /// Whom `kill(pid, sig)` from `caller` reaches: `> 0` one process, `0` the caller's group,
-    /// `-1` everyone but init and the caller, `< -1` group `-pid`. `ESRCH` when nobody.
+    /// `-1` everyone but init and the caller, `< -1` group `-pid`. `ESRCH` when nobody. A
+    /// group's zombies are among its targets (a signal to one is accepted and does nothing), so
+    /// a group whose members have all ended but are not yet reaped is still found, as on Linux.
     pub fn kill_targets(&self, caller: Pid, pid: i32) -> Result<Vec<Pid>, u32> {
+        let members = |pgid: Pid| self.procs.iter().filter(|(_, p)| p.pgid == pgid).map(|(&pid, _)| pid).collect();
         let v = match pid {
             p if p > 0 => {
                 let p = p as Pid;
                 self.get(p)?;
                 alloc::vec![p]
             }
-            0 => self.group(self.get(caller)?.pgid),
+            0 => members(self.get(caller)?.pgid),
             -1 => self.procs.iter().filter(|(p, x)| **p != INIT && **p != caller && !matches!(x.life, Life::Zombie(_))).map(|(p, _)| *p).collect(),
-            p => self.group(p.unsigned_abs()),
+            p => members(p.unsigned_abs()),
         };
         if v.is_empty() { Err(errno::ESRCH) } else { Ok(v) }
     }
@@ -465,6 +486,70 @@ mod tests {
         assert_eq!(out.notify, None);
         assert!(!t.exists(c), "autoreaped");
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_zombie_keeps_its_group_joinable() {
+        let mut t = ProcTree::new();
+        let sh = t.fork(INIT).unwrap();
+        t.setsid(sh).unwrap();
+        // `a | b`: a leads the group and has ended before b joins it.
+        let a = t.fork(sh).unwrap();
+        t.setpgid(a, 0, 0).unwrap();
+        t.exit(a, ChildEvent::Exited(0), false);
+        let b = t.fork(sh).unwrap();
+        assert_eq!(t.setpgid(sh, b, i64::from(a)), Ok(()), "the parent's side");
+        assert_eq!(t.setpgid(b, 0, i64::from(a)), Ok(()), "the child's side");
+        assert_eq!(t.pgid(b), Ok(a));
+        assert_eq!(t.wait(sh, Select::Pid(a), W4), Ok(Waited::Event(a, ChildEvent::Exited(0))));
+        let c = t.fork(sh).unwrap();
+        assert_eq!(t.setpgid(c, 0, i64::from(a)), Ok(()), "b still holds the group after a was reaped");
+        t.exit(b, ChildEvent::Exited(0), false);
+        t.exit(c, ChildEvent::Exited(0), false);
+        t.wait(sh, Select::Pid(b), W4).unwrap();
+        t.wait(sh, Select::Pid(c), W4).unwrap();
+        let d = t.fork(sh).unwrap();
+        assert_eq!(t.setpgid(d, 0, i64::from(a)), Err(errno::EPERM), "every member reaped: no group");
+    }
+
+    #[test]
+    fn tiocspgrp_finds_groups_as_linux_does() {
+        let mut t = ProcTree::new();
+        let sh = t.fork(INIT).unwrap();
+        t.setsid(sh).unwrap();
+        let a = t.fork(sh).unwrap();
+        t.setpgid(a, 0, 0).unwrap();
+        let b = t.fork(sh).unwrap();
+        t.setpgid(b, 0, i64::from(a)).unwrap();
+        assert_eq!(t.session_of_group(a), Ok(Some(sh)), "a group of the shell's session");
+        // The leader ends: a zombie still holds the group.
+        t.exit(a, ChildEvent::Exited(0), false);
+        assert_eq!(t.session_of_group(a), Ok(Some(sh)), "leader a zombie");
+        // Reaped: b keeps the group alive.
+        t.wait(sh, Select::Pid(a), W4).unwrap();
+        assert!(!t.exists(a));
+        assert_eq!(t.session_of_group(a), Ok(Some(sh)), "leader reaped, a member alive");
+        // A plain pid (b leads no group): its own session, as Linux's session_of_pgrp falls back to.
+        assert_eq!(t.session_of_group(b), Ok(Some(sh)));
+        // Every member gone and reaped: no such group.
+        t.exit(b, ChildEvent::Exited(0), false);
+        assert_eq!(t.session_of_group(a), Ok(Some(sh)), "the last member a zombie");
+        assert_eq!(t.kill_targets(sh, -(a as i32)), Ok(alloc::vec![b]), "kill finds the group of a zombie");
+        t.wait(sh, Select::Pid(b), W4).unwrap();
+        assert_eq!(t.session_of_group(a), Err(errno::ESRCH));
+        assert_eq!(t.kill_targets(sh, -(a as i32)), Err(errno::ESRCH), "and no longer once it is reaped");
+        assert_eq!(t.session_of_group(9999), Err(errno::ESRCH), "never used");
+        // A group of another session: found, with that session (the terminal answers EPERM).
+        let other = t.fork(sh).unwrap();
+        t.setsid(other).unwrap();
+        assert_eq!(t.session_of_group(other), Ok(Some(other)));
+        // A session whose leader was reaped while a member in another group lives: the id is
+        // in use, but names no group and no process.
+        let m = t.fork(other).unwrap();
+        t.setpgid(m, 0, 0).unwrap();
+        t.exit(other, ChildEvent::Exited(0), false);
+        t.wait(sh, Select::Pid(other), W4).unwrap();
+        assert_eq!(t.session_of_group(other), Ok(None));
     }
 
     #[test]

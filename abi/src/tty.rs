@@ -503,14 +503,19 @@ impl Tty {
         Ok(self.fg_pgrp)
     }
 
-    /// `TIOCSPGRP`: a negative group is EINVAL, a caller outside the session ENOTTY. (Linux also
-    /// wants the group to exist in the session, EPERM otherwise: the process layer checks that
-    /// before calling, where groups are known.)
-    pub fn set_foreground(&mut self, caller: Caller, pgrp: i32) -> Result<(), u32> {
+    /// `TIOCSPGRP`, after the background check, in the order of Linux's `tiocspgrp`: a negative
+    /// group is EINVAL, then a caller whose controlling terminal this is not ENOTTY, then the
+    /// group: `group_session` is what `abi::jobs::ProcTree::session_of_group` answered for it
+    /// (ESRCH when the id is not in use; a session other than the caller's, or none, is EPERM),
+    /// looked up by the process layer before the terminal is locked.
+    pub fn set_foreground(&mut self, caller: Caller, pgrp: i32, group_session: Result<Option<u32>, u32>) -> Result<(), u32> {
+        let pgrp = u32::try_from(pgrp).map_err(|_| errno::EINVAL)?;
         if self.session == 0 || caller.sid != self.session {
             return Err(errno::ENOTTY);
         }
-        let pgrp = u32::try_from(pgrp).map_err(|_| errno::EINVAL)?;
+        if group_session? != Some(caller.sid) {
+            return Err(errno::EPERM);
+        }
         self.fg_pgrp = pgrp;
         Ok(())
     }
@@ -739,17 +744,23 @@ mod tests {
         let stranger = Caller { pid: 7, pgrp: 7, sid: 7 };
         let mut t = Tty::new();
         assert_eq!(t.foreground(leader), Err(errno::ENOTTY), "nobody's terminal yet");
-        assert_eq!(t.set_foreground(leader, 5), Err(errno::ENOTTY));
+        assert_eq!(t.set_foreground(leader, 5, Ok(Some(5))), Err(errno::ENOTTY));
+        assert_eq!(t.set_foreground(leader, -1, Ok(Some(5))), Err(errno::EINVAL), "EINVAL comes before ENOTTY");
         assert_eq!(t.set_controlling(member, false), Err(errno::EPERM), "only a session leader");
         assert_eq!(t.set_controlling(leader, false), Ok(()));
         assert_eq!((t.session, t.foreground(member)), (5, Ok(5)));
         assert_eq!(t.set_controlling(leader, false), Ok(()), "again: nothing changes");
         assert_eq!(t.set_controlling(stranger, false), Err(errno::EPERM), "held by another session");
         assert_eq!(t.foreground(stranger), Err(errno::ENOTTY));
-        assert_eq!(t.set_foreground(member, 9), Ok(()));
+        assert_eq!(t.set_foreground(member, 9, Ok(Some(5))), Ok(()));
         assert_eq!(t.fg_pgrp, 9);
-        assert_eq!(t.set_foreground(member, -1), Err(errno::EINVAL));
-        assert_eq!(t.set_foreground(stranger, 7), Err(errno::ENOTTY));
+        assert_eq!(t.set_foreground(member, -1, Err(errno::ESRCH)), Err(errno::EINVAL));
+        assert_eq!(t.set_foreground(stranger, 7, Ok(Some(7))), Err(errno::ENOTTY), "not its terminal");
+        assert_eq!(t.set_foreground(member, 7, Ok(Some(7))), Err(errno::EPERM), "a group of another session");
+        assert_eq!(t.set_foreground(member, 8, Err(errno::ESRCH)), Err(errno::ESRCH), "no such group");
+        assert_eq!(t.set_foreground(member, 0, Err(errno::ESRCH)), Err(errno::ESRCH), "0 names no group");
+        assert_eq!(t.set_foreground(member, 6, Ok(None)), Err(errno::EPERM), "an id left only as a session's");
+        assert_eq!(t.fg_pgrp, 9, "refusals leave the foreground as it was");
         // ISIG signals go to whichever group is in the foreground now.
         assert_eq!(t.input(0x03).signal, Some(signal::SIGINT));
         assert_eq!(t.give_up(member), Ok(None), "a member only detaches itself");
@@ -759,6 +770,43 @@ mod tests {
         assert_eq!(t.set_controlling(stranger, false), Ok(()));
         assert_eq!(t.set_controlling(leader, true), Ok(()), "stolen");
         assert_eq!(t.foreground(leader), Ok(5));
+    }
+
+    /// `TIOCSPGRP` decided from a process tree, as the kernel asks it: a pipeline's group whose
+    /// leader was reaped while its other member lives, a group of another session, a group that
+    /// is gone.
+    #[test]
+    fn tiocspgrp_with_the_process_tree() {
+        use crate::jobs::{INIT, ProcTree, Select, WaitOpts};
+        use crate::signal::ChildEvent;
+        let w = WaitOpts { exited: true, stopped: false, continued: false, nohang: true, nowait: false };
+        let mut tree = ProcTree::new();
+        let sh = tree.fork(INIT).unwrap();
+        tree.setsid(sh).unwrap();
+        let caller = |tree: &ProcTree, pid: u32| Caller { pid, pgrp: tree.pgid(pid).unwrap(), sid: tree.sid(pid).unwrap() };
+        let mut t = Tty::new();
+        t.set_controlling(caller(&tree, sh), false).unwrap();
+        let set = |t: &mut Tty, tree: &ProcTree, who: u32, pg: i32| t.set_foreground(caller(tree, who), pg, tree.session_of_group(pg as u32));
+        // `a | b`: a ends and is reaped before b asks for the group.
+        let a = tree.fork(sh).unwrap();
+        tree.setpgid(a, 0, 0).unwrap();
+        tree.exit(a, ChildEvent::Exited(0), false);
+        let b = tree.fork(sh).unwrap();
+        tree.setpgid(b, 0, i64::from(a)).unwrap();
+        tree.wait(sh, Select::Pid(a), w).unwrap();
+        assert_eq!(set(&mut t, &tree, b, a as i32), Ok(()), "the group lives on in b");
+        assert_eq!(t.fg_pgrp, a);
+        assert_eq!(set(&mut t, &tree, sh, sh as i32), Ok(()));
+        // Another session's group.
+        let o = tree.fork(sh).unwrap();
+        tree.setsid(o).unwrap();
+        assert_eq!(set(&mut t, &tree, sh, o as i32), Err(errno::EPERM));
+        assert_eq!(set(&mut t, &tree, o, o as i32), Err(errno::ENOTTY), "not o's terminal");
+        // b ends and is reaped: nothing holds group a any more.
+        tree.exit(b, ChildEvent::Exited(0), false);
+        tree.wait(sh, Select::Pid(b), w).unwrap();
+        assert_eq!(set(&mut t, &tree, sh, a as i32), Err(errno::ESRCH));
+        assert_eq!(t.fg_pgrp, sh);
     }
 
     #[test]

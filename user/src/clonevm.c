@@ -8,6 +8,11 @@
  * Then the descriptor table: with CLONE_FILES the child's opens and closes are the parent's, without
  * it they are not; an execve in a CLONE_FILES child leaves the parent's close-on-exec descriptor
  * open (the child's table becomes its own first).
+ * Then the signal actions: with CLONE_SIGHAND the child's sigaction is the parent's and the
+ * parent's the child's, and a handler the parent installs after the clone runs when the child
+ * takes the signal; without it each keeps its own; an execve in a CLONE_SIGHAND child starts its
+ * image with the caught signal at its default (the ignored one stays ignored) and leaves the
+ * parent's handler installed (the child's table becomes its own first).
  *
  * SIGCHLD is blocked and taken with sigtimedwait after each wait, with the child's pid in it.
  */
@@ -63,7 +68,7 @@ static int vfork_child(void *arg)
 	return 6;
 }
 
-static void take_sigchld(pid_t pid, const char *what)
+static void take_sigchld_code(pid_t pid, const char *what, int code)
 {
 	sigset_t set;
 	sigemptyset(&set);
@@ -73,7 +78,12 @@ static void take_sigchld(pid_t pid, const char *what)
 	int s = sigtimedwait(&set, &si, &ts);
 	if (s != SIGCHLD)
 		ut_fail("%s: no SIGCHLD (%d, %s)", what, s, strerror(errno));
-	CHECK(si.si_pid == pid && si.si_code == CLD_EXITED);
+	CHECK(si.si_pid == pid && si.si_code == code);
+}
+
+static void take_sigchld(pid_t pid, const char *what)
+{
+	take_sigchld_code(pid, what, CLD_EXITED);
 }
 
 static void plain(void)
@@ -189,6 +199,118 @@ static void files(int share)
 		CHECK(close(files_victim) == 0);
 }
 
+/* The actions: the children use raw rt_sigaction (the kernel's struct k_sigaction). */
+struct ksa {
+	unsigned long handler, flags, restorer, mask;
+};
+
+static atomic_int sh_step;
+static volatile long sh_seen_usr2, sh_handled_pid;
+static volatile sig_atomic_t sh_handled;
+
+/* Runs in the child on the child's stack: raw calls only. */
+static void on_usr2(int sig)
+{
+	(void)sig;
+	sh_handled_pid = rsys0(SYS_getpid);
+	sh_handled++;
+}
+
+static int sighand_child(void *arg)
+{
+	(void)arg;
+	/* Step 1: SIGUSR1 ignored here; the parent looks whether that is its action too. */
+	struct ksa ign = { (unsigned long)SIG_IGN, 0, 0, 0 };
+	if (rsys4(SYS_rt_sigaction, SIGUSR1, (long)&ign, 0, 8) != 0)
+		return 1;
+	atomic_store(&sh_step, 1);
+	/* Step 2: the parent has installed a handler for SIGUSR2; read it, then take the signal. */
+	while (atomic_load(&sh_step) != 2)
+		rsys0(SYS_sched_yield);
+	struct ksa old;
+	if (rsys4(SYS_rt_sigaction, SIGUSR2, 0, (long)&old, 8) != 0)
+		return 2;
+	sh_seen_usr2 = old.handler == (unsigned long)on_usr2;
+	rsys2(SYS_kill, rsys0(SYS_getpid), SIGUSR2);
+	return 0;
+}
+
+static void sighand(int share)
+{
+	const char *how = share ? "clone(CLONE_VM | CLONE_SIGHAND)" : "clone(CLONE_VM)";
+	signal(SIGUSR1, SIG_DFL);
+	signal(SIGUSR2, SIG_DFL);
+	atomic_store(&sh_step, 0);
+	sh_seen_usr2 = 0;
+	sh_handled = 0;
+	sh_handled_pid = 0;
+	pid_t pid = clone(sighand_child, stack + sizeof(stack), CLONE_VM | (share ? CLONE_SIGHAND : 0) | SIGCHLD, NULL);
+	CHECK(pid > 0);
+	while (atomic_load(&sh_step) != 1)
+		sched_yield();
+	struct sigaction sa;
+	CHECK(sigaction(SIGUSR1, NULL, &sa) == 0);
+	int child_ign_seen = sa.sa_handler == SIG_IGN;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr2;
+	CHECK(sigaction(SIGUSR2, &sa, NULL) == 0);
+	atomic_store(&sh_step, 2);
+	int st = -1;
+	CHECK(waitpid(pid, &st, 0) == pid);
+	take_sigchld_code(pid, how, WIFSIGNALED(st) ? CLD_KILLED : CLD_EXITED);
+	say("%s: the child's SIG_IGN is the parent's action: %s; the parent's new handler is the child's: %s\n", how,
+	    child_ign_seen ? "yes" : "no", sh_seen_usr2 ? "yes" : "no");
+	const char *end = WIFSIGNALED(st) && WTERMSIG(st) == SIGUSR2 ? "killed by SIGUSR2"
+			  : WIFEXITED(st) && WEXITSTATUS(st) == 0 && sh_handled == 1 && sh_handled_pid == pid ? "the handler ran in the child"
+			  : "something else";
+	say("%s: the child's SIGUSR2: %s\n", how, end);
+	signal(SIGUSR1, SIG_DFL);
+	signal(SIGUSR2, SIG_DFL);
+}
+
+static const char *self;
+
+static int sighand_exec_child(void *arg)
+{
+	(void)arg;
+	char *argv[] = { (char *)self, "dispositions", NULL };
+	execve(self, argv, NULL);
+	_exit(127);
+}
+
+/* The new image of sighand_exec: its exit status says what it found (1: SIGUSR1 ignored, 2:
+ * SIGUSR2 at its default). */
+static int dispositions(void)
+{
+	struct sigaction a, b;
+	if (sigaction(SIGUSR1, NULL, &a) != 0 || sigaction(SIGUSR2, NULL, &b) != 0)
+		return 100;
+	return (a.sa_handler == SIG_IGN ? 1 : 0) | (b.sa_handler == SIG_DFL ? 2 : 0);
+}
+
+static void sighand_exec(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr2;
+	CHECK(sigaction(SIGUSR2, &sa, NULL) == 0);
+	signal(SIGUSR1, SIG_IGN);
+	pid_t pid = clone(sighand_exec_child, stack + sizeof(stack), CLONE_VM | CLONE_VFORK | CLONE_SIGHAND | SIGCHLD, NULL);
+	CHECK(pid > 0);
+	int st = -1;
+	CHECK(waitpid(pid, &st, 0) == pid);
+	take_sigchld(pid, "CLONE_SIGHAND execve");
+	int code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	CHECK(sigaction(SIGUSR2, NULL, &sa) == 0);
+	say("clone(CLONE_VM | CLONE_VFORK | CLONE_SIGHAND) + execve: the new image's ignored SIGUSR1 %s, its caught SIGUSR2 %s; "
+	    "the parent's handler still installed: %s\n",
+	    code >= 0 && code < 4 && (code & 1) ? "stays ignored" : "changed",
+	    code >= 0 && code < 4 && (code & 2) ? "back at the default" : "not at the default",
+	    sa.sa_handler == on_usr2 ? "yes" : "no");
+	signal(SIGUSR1, SIG_DFL);
+	signal(SIGUSR2, SIG_DFL);
+}
+
 static void files_exec(void)
 {
 	int fd = fcntl(1, F_DUPFD_CLOEXEC, 0);
@@ -203,8 +325,11 @@ static void files_exec(void)
 	CHECK(close(fd) == 0);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	self = argv[0];
+	if (argc > 1 && strcmp(argv[1], "dispositions") == 0)
+		return dispositions();
 	ut_start("clonevm");
 	sigset_t set;
 	sigemptyset(&set);
@@ -215,5 +340,8 @@ int main(void)
 	files(1);
 	files(0);
 	files_exec();
+	sighand(1);
+	sighand(0);
+	sighand_exec();
 	ut_ok();
 }

@@ -9,7 +9,14 @@
  *   - tcsetpgrp and tcsetattr stop with SIGTTOU, and go through with SIGTTOU ignored;
  *   - a process of an orphaned group (its group's parent gone) gets EIO for a read and a TOSTOP
  *     write instead of a stop;
- *   - a group orphaned while one of its members is stopped gets SIGHUP, then SIGCONT.
+ *   - a group orphaned while one of its members is stopped gets SIGHUP, then SIGCONT;
+ *   - tcsetpgrp's checks, in Linux's order: a negative group is EINVAL (even from a caller whose
+ *     terminal this is not), a caller whose controlling terminal this is not gets ENOTTY, an id
+ *     nobody uses ESRCH (0 too), a group of another session EPERM; a group whose leader has ended
+ *     can still be joined, and made the foreground after the leader was reaped while another
+ *     member lives (a shell's pipeline `a | b` when a ends first); a plain pid of the session is
+ *     taken as a group id, as Linux does; kill(-group, 0) finds a group of zombies, not one whose
+ *     members were all reaped.
  * The terminal is a new pty (posix_openpt) where the system has one; on a system without ptys it
  * is /dev/console, taken with TIOCSCTTY's force flag. What a background write prints starts with
  * "# " so that it is never compared. At the end the leader gives the terminal up (TIOCNOTTY).
@@ -194,6 +201,131 @@ static void orphaned_stopped(void)
 	say("orphaned while stopped: %s\n", strcmp(r, "HC") == 0 ? "SIGHUP handled, then continued" : "not hung up and continued");
 }
 
+static const char *errname(int r, int e)
+{
+	if (r == 0)
+		return "done";
+	switch (e) {
+	case EINVAL: return "EINVAL";
+	case ENOTTY: return "ENOTTY";
+	case ESRCH: return "ESRCH";
+	case EPERM: return "EPERM";
+	case EIO: return "EIO";
+	default: return strerror(e);
+	}
+}
+
+/* tcsetpgrp(tty_fd, pgrp): "done" or the errno's name. */
+static const char *try_setpgrp(pid_t pgrp)
+{
+	errno = 0;
+	int r = tcsetpgrp(tty_fd, pgrp);
+	return errname(r, errno);
+}
+
+/* kill(pid, 0): "done" or the errno's name. */
+static const char *try_kill(pid_t pid)
+{
+	errno = 0;
+	int r = kill(pid, 0);
+	return errname(r, errno);
+}
+
+/* The argument and caller checks, and a group of another session. */
+static void setpgrp_refusals(void)
+{
+	say("tcsetpgrp to -1: %s\n", try_setpgrp(-1));
+	say("tcsetpgrp to 0: %s\n", try_setpgrp(0));
+	int ready[2], done[2];
+	CHECK(pipe(ready) == 0 && pipe(done) == 0);
+	pid_t c = fork();
+	CHECK(c >= 0);
+	if (c == 0) {
+		close(ready[0]);
+		close(done[1]);
+		/* A session of its own, without a controlling terminal: the terminal is not its own. */
+		char r[3] = { setsid() == getpid() ? 'y' : 'n', 0, 0 };
+		errno = 0;
+		int x = tcsetpgrp(tty_fd, -1);
+		r[1] = x == 0 ? 'd' : errno == EINVAL ? 'I' : errno == ENOTTY ? 'T' : '?';
+		errno = 0;
+		x = tcsetpgrp(tty_fd, getpid());
+		r[2] = x == 0 ? 'd' : errno == EINVAL ? 'I' : errno == ENOTTY ? 'T' : '?';
+		CHECK(write(ready[1], r, 3) == 3);
+		/* Held in its session until the parent has tried its group. */
+		CHECK(read(done[0], r, 1) == 0);
+		_exit(0);
+	}
+	close(ready[1]);
+	close(done[0]);
+	char r[3] = { 0 };
+	CHECK(read(ready[0], r, 3) == 3 && r[0] == 'y');
+	say("from another session, tcsetpgrp to -1: %s, to its own group: %s\n", r[1] == 'I' ? "EINVAL" : r[1] == 'T' ? "ENOTTY" : "other",
+	    r[2] == 'I' ? "EINVAL" : r[2] == 'T' ? "ENOTTY" : "other");
+	say("tcsetpgrp to a group of another session: %s\n", try_setpgrp(c));
+	close(done[1]);
+	close(ready[0]);
+	int st;
+	CHECK(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	say("the foreground unchanged: %s\n", tcgetpgrp(tty_fd) == getpid() ? "yes" : "no");
+}
+
+/* A group outlives its leader: `a | b` where a ends (and is reaped) before b asks for the
+ * terminal. The leader makes other groups the foreground, so it ignores SIGTTOU meanwhile, and
+ * says what it saw once its own group is the foreground again. */
+static void setpgrp_leader_gone(void)
+{
+	set_action(SIGTTOU, SIG_IGN);
+	pid_t a = fork();
+	CHECK(a >= 0);
+	if (a == 0) {
+		CHECK(setpgid(0, 0) == 0);
+		_exit(0);
+	}
+	/* a has ended; it is a zombie until reaped below. */
+	siginfo_t si;
+	CHECK(waitid(P_PID, a, &si, WEXITED | WNOWAIT) == 0 && si.si_pid == a);
+	CHECK(getpgid(a) == a);
+	const char *zombie_kill = try_kill(-a);
+	int ready[2], done[2];
+	CHECK(pipe(ready) == 0 && pipe(done) == 0);
+	pid_t b = fork();
+	CHECK(b >= 0);
+	if (b == 0) {
+		close(ready[0]);
+		close(done[1]);
+		errno = 0;
+		char r = setpgid(0, a) == 0 ? 'd' : errno == EPERM ? 'P' : '?';
+		CHECK(write(ready[1], &r, 1) == 1);
+		CHECK(read(done[0], &r, 1) == 0);
+		_exit(0);
+	}
+	close(ready[1]);
+	close(done[0]);
+	char joined = 0;
+	CHECK(read(ready[0], &joined, 1) == 1);
+	int st;
+	CHECK(waitpid(a, &st, 0) == a && WIFEXITED(st));
+	const char *after_reap = try_setpgrp(a);
+	int fg_a = tcgetpgrp(tty_fd) == a;
+	const char *plain_pid = try_setpgrp(b);
+	int fg_b = tcgetpgrp(tty_fd) == b;
+	const char *back = try_setpgrp(getpid());
+	close(done[1]);
+	close(ready[0]);
+	CHECK(waitpid(b, &st, 0) == b && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	const char *all_gone = try_setpgrp(a);
+	const char *gone_kill = try_kill(-a);
+	set_action(SIGTTOU, SIG_DFL);
+	CHECK(tcgetpgrp(tty_fd) == getpid());
+	say("kill(-group, 0) while its only member is a zombie: %s\n", zombie_kill);
+	say("setpgid into the group of a process that has ended: %s\n", joined == 'd' ? "done" : joined == 'P' ? "EPERM" : "other");
+	say("tcsetpgrp to that group after its leader was reaped: %s, the foreground: %s\n", after_reap, fg_a ? "that group" : "another");
+	say("tcsetpgrp to a pid of the session that leads no group: %s, the foreground: %s\n", plain_pid, fg_b ? "that id" : "another");
+	say("tcsetpgrp back to the leader's group: %s\n", back);
+	say("tcsetpgrp to the group once every member was reaped: %s, kill(-group, 0): %s\n", all_gone, gone_kill);
+}
+
 static int leader(const char *path, int force)
 {
 	CHECK(setsid() == getpid());
@@ -224,6 +356,8 @@ static int leader(const char *path, int force)
 	orphaned();
 	orphaned_stopped();
 	CHECK(tcsetattr(tty_fd, TCSANOW, &saved) == 0);
+	setpgrp_refusals();
+	setpgrp_leader_gone();
 	CHECK(tcgetpgrp(tty_fd) == getpid());
 
 	/* Give the terminal up; the leader's own group gets the SIGHUP of that. */

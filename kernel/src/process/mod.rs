@@ -618,6 +618,9 @@ pub struct ForkArgs {
     /// `CLONE_FILES`: the child uses the caller's descriptor table (each side's opens, closes and
     /// dups are the other's) instead of a copy.
     pub share_files: bool,
+    /// `CLONE_SIGHAND` (with `CLONE_VM`): the child uses the caller's table of signal actions
+    /// (each side's `sigaction` is the other's) instead of a copy, until it execs.
+    pub share_sighand: bool,
     /// `CLONE_SETTLS`: the child's FS base (otherwise the parent's).
     pub tls: Option<u64>,
     /// `CLONE_PARENT_SETTID`, `CLONE_CHILD_SETTID`, `CLONE_CHILD_CLEARTID` addresses.
@@ -634,6 +637,8 @@ pub struct ForkArgs {
 /// child is a process of its own (its pid, its descriptors, its signal state, SIGCHLD and a zombie
 /// for its parent at its end) running in the caller's address space: nothing is copied and no
 /// page turns read-only. Its `execve` gives it a space of its own and leaves the caller's alone.
+/// `CLONE_FILES` and `CLONE_SIGHAND` share the descriptor table and the signal actions in the
+/// same way, until the child's `execve` takes copies of its own.
 /// Returns the child's pid.
 pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
     use abi::linux::errno;
@@ -669,6 +674,9 @@ pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
     let child = Process::new(pid, p.name(), space.clone(), mem, p.captured.clone(), Some(&p), Vec::new(), String::new());
     if args.share_files {
         *child.files.lock() = p.files();
+    }
+    if args.share_sighand {
+        child.signals.share_actions_of(&p.signals);
     }
     tree::register(&child);
     let builder = sched::Builder::new("user").user_thread().with_fpu_of_caller().stack_bytes(64 * 1024).in_mm(space.mm());
@@ -781,7 +789,7 @@ pub fn init(initrd: Option<&'static [u8]>) {
     fault::init();
     tree::init();
     crate::fs::pipe::set_sigpipe_hook(signal::sigpipe);
-    crate::tty::set_job_control(crate::tty::JobControl { ignores: signal::current_ignores, orphaned: tree::is_orphaned, signal_group: tree::signal_group_now });
+    crate::tty::set_job_control(crate::tty::JobControl { ignores: signal::current_ignores, orphaned: tree::is_orphaned, signal_group: tree::signal_group_now, group_session: tree::group_session });
 }
 
 /// A counter of the pages demand-zero faults mapped (for tests and reports).

@@ -3,8 +3,9 @@
 //! real-time interval timer (`alarm`, `setitimer`).
 //!
 //! State ([`Signals`], a field of every `Process`, one interrupts-off lock):
-//! - per process: the 64 actions (shared by every thread: `CLONE_SIGHAND` is what thread libraries
-//!   pass), the process-wide pending set, the stop state, the `ITIMER_REAL` timer;
+//! - per process: the 64 actions ([`Actions`]: shared by every thread, since `CLONE_SIGHAND` is
+//!   what thread libraries pass, and with every process a `clone(CLONE_VM | CLONE_SIGHAND)` made,
+//!   until it execs), the process-wide pending set, the stop state, the `ITIMER_REAL` timer;
 //! - per thread (by thread id): the blocked mask, the thread's own pending set, the alternate stack
 //!   and the mask `rt_sigsuspend` saved.
 //!
@@ -62,7 +63,8 @@
 //! started at the first `alarm`/`setitimer`) sleeps until the earliest deadline, in slices of at
 //! most [`TIMER_SLICE_NS`] so that a new earlier deadline is noticed, and sends SIGALRM.
 //!
-//! Lock order: `Signals::state` -> `ipc::intr`'s locks -> a wait queue's lock.
+//! Lock order: `Signals::state` -> `ipc::intr`'s locks -> a wait queue's lock. The lock of
+//! [`Actions`] (the table processes may share) is taken only under `state`, and nothing under it.
 
 use alloc::{collections::BTreeMap, string::String, sync::Arc, sync::Weak, vec::Vec};
 use core::sync::atomic::Ordering;
@@ -116,8 +118,25 @@ pub enum RestartBlock {
     Sleep { deadline_ns: u64, rem: u64 },
 }
 
+/// The signal actions of one process, or of several: a `clone` with `CLONE_SIGHAND` and without
+/// `CLONE_THREAD` gives the child its parent's table itself, so an action either installs is the
+/// other's (Linux's `sighand_struct`), until one of them execs ([`Signals::on_exec`] takes a copy
+/// of its own first, as Linux's `unshare_sighand`). Reached only with the owner's `state` held.
+struct Actions(SpinMutex<RawIrqSpin, [SigAction; sig::NSIG as usize]>);
+
+impl Actions {
+    fn new(table: [SigAction; sig::NSIG as usize]) -> Arc<Self> {
+        Arc::new(Actions(SpinMutex::new(table)))
+    }
+
+    /// The action of signal `signo` (1..=64).
+    fn get(&self, signo: u32) -> SigAction {
+        self.0.lock()[(signo - 1) as usize]
+    }
+}
+
 struct State {
-    actions: [SigAction; sig::NSIG as usize],
+    actions: Arc<Actions>,
     shared: Pending,
     threads: BTreeMap<u64, ThreadSig>,
     /// The signal that stopped the process, while it is stopped.
@@ -144,7 +163,7 @@ impl Signals {
     pub fn new() -> Self {
         Signals {
             state: SpinMutex::new(State {
-                actions: [SigAction::default(); sig::NSIG as usize],
+                actions: Actions::new([SigAction::default(); sig::NSIG as usize]),
                 shared: Pending::default(),
                 threads: BTreeMap::new(),
                 stopped: None,
@@ -155,20 +174,36 @@ impl Signals {
         }
     }
 
-    /// The signal state of a `fork` child: the same actions; no pending signals, no threads yet
-    /// (the child's thread attaches with the forking thread's mask), no timer (fork(2): timers
+    /// The signal state of a `fork` child: a copy of the actions; no pending signals, no threads
+    /// yet (the child's thread attaches with the forking thread's mask), no timer (fork(2): timers
     /// are not inherited).
     pub fn fork_copy(&self) -> Self {
         let child = Self::new();
-        child.state.lock().actions = self.state.lock().actions;
+        let table = *self.state.lock().actions.0.lock();
+        child.state.lock().actions = Actions::new(table);
         child
     }
 
-    /// `execve`: caught signals go back to their default action, ignored ones stay ignored; the
-    /// mask, the pending signals and the timer survive (execve(2)); the alternate stack goes.
+    /// `CLONE_SIGHAND` without `CLONE_THREAD`: this (new) process uses `parent`'s table of actions
+    /// itself, not a copy.
+    pub fn share_actions_of(&self, parent: &Signals) {
+        let table = parent.state.lock().actions.clone();
+        self.state.lock().actions = table;
+    }
+
+    /// `execve`: a table shared with another process becomes a copy of its own first (Linux's
+    /// `unshare_sighand`), so the reset below leaves the other's handlers alone; then caught
+    /// signals go back to their default action, ignored ones stay ignored; the mask, the pending
+    /// signals and the timer survive (execve(2)); the alternate stack goes.
     pub fn on_exec(&self, tid: u64) {
         let mut st = self.state.lock();
-        for a in st.actions.iter_mut() {
+        // Another holder may be a process that has ended and not yet been dropped: a copy then
+        // costs 64 actions, never a wrong answer.
+        if Arc::strong_count(&st.actions) > 1 {
+            let table = *st.actions.0.lock();
+            st.actions = Actions::new(table);
+        }
+        for a in st.actions.0.lock().iter_mut() {
             if a.handler != sig::SIG_DFL && a.handler != sig::SIG_IGN {
                 *a = SigAction::default();
             }
@@ -329,7 +364,7 @@ fn post(p: &Arc<Process>, target: Option<u64>, info: SigInfo) -> Result<(), u32>
             }
             continued = st.stopped.take().is_some();
         }
-        let act = st.actions[(signo - 1) as usize];
+        let act = st.actions.get(signo);
         // A blocked signal is never ignored: its action may change before it is unblocked (Linux's
         // `sig_ignored`). A signal to the process asks the thread its pid names, the main thread
         // (any thread once that one has ended), as Linux asks the task the pid found.
@@ -387,7 +422,7 @@ pub fn force_fault(info: SigInfo) -> bool {
     let Some(p) = current() else { return false };
     let tid = current_tid();
     let mut st = p.signals.state.lock();
-    let act = st.actions[(info.signo - 1) as usize];
+    let act = st.actions.get(info.signo);
     let Some(t) = st.threads.get_mut(&tid) else { return false };
     if act.handler == sig::SIG_DFL || act.handler == sig::SIG_IGN || t.blocked.contains(info.signo) {
         return false;
@@ -414,7 +449,7 @@ pub fn current_ignores(signo: u32) -> bool {
     let Some(p) = current() else { return false };
     let st = p.signals.state.lock();
     let blocked = st.threads.get(&current_tid()).is_some_and(|t| t.blocked.contains(signo));
-    let ignored = st.actions.get((signo as usize).wrapping_sub(1)).is_some_and(|a| a.handler == sig::SIG_IGN);
+    let ignored = (1..=sig::NSIG).contains(&signo) && st.actions.get(signo).handler == sig::SIG_IGN;
     drop(st);
     drop(p);
     blocked || ignored
@@ -432,10 +467,12 @@ pub fn set_action(signo: u32, new: Option<SigAction>) -> Result<SigAction, u32> 
     }
     let (p, _) = me()?;
     let mut st = p.signals.state.lock();
-    let old = st.actions[(signo - 1) as usize];
+    let mut table = st.actions.0.lock();
+    let old = table[(signo - 1) as usize];
     if let Some(mut a) = new {
         a.mask = a.mask.blockable();
-        st.actions[(signo - 1) as usize] = a;
+        table[(signo - 1) as usize] = a;
+        drop(table);
         // POSIX: setting SIG_IGN (or SIG_DFL of an ignored signal) discards the pending ones.
         if a.ignores(signo) {
             st.discard_everywhere(SigSet::of(signo));
@@ -605,7 +642,17 @@ fn take_next(p: &Process, tid: u64) -> Next {
             },
         };
         let signo = info.signo;
-        let act = st.actions[(signo - 1) as usize];
+        // Read, and reset under SA_RESETHAND, in one hold of the table: a process sharing it
+        // (`CLONE_SIGHAND`) may take the same signal at the same time, and only one of them
+        // runs the handler's one-shot instance.
+        let act = {
+            let mut table = st.actions.0.lock();
+            let act = table[(signo - 1) as usize];
+            if act.handler != sig::SIG_DFL && act.handler != sig::SIG_IGN && signo != g::SIGKILL && act.has(sig::SA_RESETHAND) {
+                table[(signo - 1) as usize] = SigAction::default();
+            }
+            act
+        };
         if act.handler == sig::SIG_IGN && signo != g::SIGKILL {
             continue;
         }
@@ -619,9 +666,6 @@ fn take_next(p: &Process, tid: u64) -> Next {
                 DefaultAction::Terminate => return Next::Die { signo, core: false },
                 DefaultAction::Core => return Next::Die { signo, core: true },
             }
-        }
-        if act.has(sig::SA_RESETHAND) {
-            st.actions[(signo - 1) as usize] = SigAction::default();
         }
         return Next::Handle { info, act };
     }

@@ -236,6 +236,11 @@ pub fn signal_group_now(pgid: Pid, sig: u32) {
     let _ = kill(me, -(pgid as i32), sig);
 }
 
+/// The session of group `pgid`, for the terminal's `TIOCSPGRP` (`abi::jobs::ProcTree::session_of_group`).
+pub fn group_session(pgid: Pid) -> Result<Option<Pid>, u32> {
+    with_tree(|t| t.session_of_group(pgid))
+}
+
 /// The live processes of group `pgid` (the terminal's signals).
 pub fn group_members(pgid: Pid) -> Vec<Pid> {
     with_tree(|t| t.group(pgid))

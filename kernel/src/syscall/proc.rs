@@ -158,6 +158,7 @@ pub fn clone(frame: &arch::syscall::UserFrame, flags: u64, stack: u64, parent_ti
             vfork: has(g::CLONE_VFORK),
             share_vm: has(g::CLONE_VM),
             share_files: has(g::CLONE_FILES),
+            share_sighand: has(g::CLONE_SIGHAND),
             tls: has(g::CLONE_SETTLS).then_some(tls),
             parent_tid: has(g::CLONE_PARENT_SETTID).then_some(parent_tid),
             child_tid: has(g::CLONE_CHILD_SETTID).then_some(child_tid),
@@ -169,7 +170,7 @@ pub fn clone(frame: &arch::syscall::UserFrame, flags: u64, stack: u64, parent_ti
 /// fork, and vfork (Linux's `CLONE_VM | CLONE_VFORK`: the child runs in the parent's memory, and
 /// the parent waits for its exec or exit).
 pub fn fork(frame: &arch::syscall::UserFrame, vfork: bool) -> SysResult {
-    process::fork(frame, process::ForkArgs { stack: 0, vfork, share_vm: vfork, share_files: false, tls: None, parent_tid: None, child_tid: None, clear_tid: None })
+    process::fork(frame, process::ForkArgs { stack: 0, vfork, share_vm: vfork, share_files: false, share_sighand: false, tls: None, parent_tid: None, child_tid: None, clear_tid: None })
 }
 
 /// The caller's pid.

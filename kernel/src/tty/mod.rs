@@ -26,8 +26,12 @@
 //! answers `ERESTARTSYS`: retried once the group is continued); a read with SIGTTIN blocked or
 //! ignored, and any of them from an orphaned group, fail with EIO (ENOTTY for `TIOCSPGRP`).
 //!
-//! Not done (trade-offs): `TIOCSPGRP` does not check that the group is in the terminal's session,
-//! and output is never queued (the UART is written synchronously), so `TCSETSW` is `TCSETS`.
+//! `TIOCSPGRP` takes, as Linux's `tiocspgrp`, an id some process not yet reaped uses as its pid,
+//! group or session id (ESRCH otherwise), whose group (or, for a plain pid, process) is in the
+//! caller's session (EPERM otherwise).
+//!
+//! Not done (trade-off): output is never queued (the UART is written synchronously), so `TCSETSW`
+//! is `TCSETS`.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -83,6 +87,9 @@ pub struct JobControl {
     /// Send `sig` to every process of group `pgrp` before returning (thread context), so the
     /// caller finds it pending on its way out of the call.
     pub signal_group: fn(pgrp: u32, sig: u32),
+    /// `TIOCSPGRP`'s look-up of a group: its session (or none), or ESRCH when no process uses
+    /// the id (`abi::jobs::ProcTree::session_of_group`).
+    pub group_session: fn(pgrp: u32) -> Result<Option<u32>, u32>,
 }
 
 static JOB_CONTROL: AtomicCell<Option<JobControl>> = AtomicCell::new(None);
@@ -356,10 +363,20 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, u32> {
             put_user(arg, &(pg as i32).to_ne_bytes())
         }
         io::TIOCSPGRP => {
-            let pg = i32::from_ne_bytes(get_user::<4>(arg)?);
-            // Linux's tiocspgrp answers ENOTTY where the check says EIO.
+            // Linux's order: the background check (where it answers ENOTTY for EIO), the argument,
+            // then `Tty::set_foreground`'s checks.
             job_control(g::SIGTTOU).map_err(|e| if e == errno::EIO { errno::ENOTTY } else { e })?;
-            tty().lock().set_foreground(caller()?, pg).map(|()| 0)
+            let pg = i32::from_ne_bytes(get_user::<4>(arg)?);
+            let who = caller()?;
+            // The group's session, asked before the terminal is locked (the process layer's
+            // state); a negative id is refused before it is used.
+            let group_session = match (u32::try_from(pg), JOB_CONTROL.load()) {
+                (Ok(pg), Some(j)) => (j.group_session)(pg),
+                (Err(_), _) => Err(errno::EINVAL),
+                // No process layer: no groups to look at, the id is taken as given.
+                (Ok(_), None) => Ok(Some(who.sid)),
+            };
+            tty().lock().set_foreground(who, pg, group_session).map(|()| 0)
         }
         io::TIOCGSID => {
             let who = caller()?;
