@@ -270,8 +270,9 @@ impl Parker {
             return;
         }
         let irq = s.platform().irq_save_disable();
+        // A parker names a scheduler thread, never an idle one (`for_current`).
         assert!(
-            core::ptr::eq(s.current_blockable().as_ptr(), Arc::as_ptr(&self.thread)),
+            s.is_current(Arc::as_ptr(&self.thread)),
             "a thread parked on another thread's parker"
         );
         let entity = &self.thread.entity;
