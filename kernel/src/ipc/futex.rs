@@ -77,10 +77,9 @@ pub enum WaitError {
     Interrupted,
 }
 
+/// The futex word at user address `addr` (4-aligned: the system call checked), in one load.
 fn read_word(addr: u64) -> Result<u32, WaitError> {
-    let mut raw = [0u8; 4];
-    arch::usercopy::copy_from_user(&mut raw, addr).map_err(|_| WaitError::Fault)?;
-    Ok(u32::from_ne_bytes(raw))
+    arch::usercopy::read_u32(addr).map_err(|_| WaitError::Fault)
 }
 
 /// The calling thread (context `me`) sleeps on `key` while the word at user address `word` (which
