@@ -1145,6 +1145,7 @@ impl<P: Platform> Scheduler<P> {
     ///
     /// # Safety
     /// As for [`Scheduler::wake_thread`]; the kick itself touches no thread.
+    #[inline]
     pub(crate) unsafe fn wake_thread_deferred(&self, t: NonNull<Thread>) -> Option<Kick> {
         let me = self.this_cpu();
         let note = |cpu: usize, queued: bool| {
