@@ -538,6 +538,7 @@ impl<P: Platform> Scheduler<P> {
     }
 
     /// The running thread, which is about to block (interrupts disabled by the caller).
+    #[inline]
     pub(crate) fn current_blockable(&self) -> NonNull<Thread> {
         let local = &self.cpus[self.this_cpu()].local;
         let current = local.current.load(Ordering::Relaxed);
@@ -1145,7 +1146,7 @@ impl<P: Platform> Scheduler<P> {
     ///
     /// # Safety
     /// As for [`Scheduler::wake_thread`]; the kick itself touches no thread.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn wake_thread_deferred(&self, t: NonNull<Thread>) -> Option<Kick> {
         let me = self.this_cpu();
         let note = |cpu: usize, queued: bool| {
