@@ -1,9 +1,9 @@
 //! The only way the kernel touches user memory: copy loops that may fault, and the exception table
 //! that turns their faults into [`Fault`] instead of a kernel crash.
 //!
-//! - [`copy_from_user`], [`copy_to_user`], [`clear_user`], [`strncpy_from_user`]: check the user range
-//!   ([`is_user_range`]), open user access with `stac` where the CPU has SMAP, run one small loop,
-//!   close it with `clac`;
+//! - [`copy_from_user`], [`copy_to_user`], [`clear_user`], [`strncpy_from_user`], [`read_u32`]:
+//!   check the user range ([`is_user_range`]), open user access with `stac` where the CPU has SMAP,
+//!   run one small loop (one load for `read_u32`), close it with `clac`;
 //! - [`fixup_for`]: the page-fault and general-protection handlers ask it whether the faulting RIP is
 //!   one of the loops' access instructions and, if so, resume at the returned address, which makes
 //!   the routine return an error. A handler that can resolve the fault (a demand-zero page) does that
@@ -16,7 +16,7 @@
 //!
 //! ```text
 //!  arch_usercopy_extable:   .quad access_ip, fixup_ip     one pair per instruction that touches
-//!                           ...                           user memory (three)
+//!                           ...                           user memory (four)
 //! ```
 //!
 //! The routines are safe to call: the range check keeps them off kernel memory, and a bad user
@@ -113,8 +113,9 @@ mod hw {
     }
 
     unsafe extern "C" {
-        static arch_usercopy_extable: [[u64; 2]; 3];
+        static arch_usercopy_extable: [[u64; 2]; 4];
         fn arch_usercopy_movsb(dst: *mut u8, src: *const u8, len: usize) -> usize;
+        fn arch_usercopy_load32(src: *const u32) -> u64;
         fn arch_usercopy_stosb(dst: *mut u8, len: usize) -> usize;
         fn arch_usercopy_strncpy(dst: *mut u8, src: *const u8, max: usize) -> isize;
     }
@@ -122,8 +123,8 @@ mod hw {
     /// The address to resume at when the instruction at `rip` faulted, if it is a user access of the
     /// copy loops.
     pub fn fixup_for(rip: u64) -> Option<u64> {
-        // SAFETY: an immutable table of three pairs laid down by the asm below.
-        let table: &[[u64; 2]; 3] = unsafe { &arch_usercopy_extable };
+        // SAFETY: an immutable table of four pairs laid down by the asm below.
+        let table: &[[u64; 2]; 4] = unsafe { &arch_usercopy_extable };
         table.iter().find(|e| e[0] == rip).map(|e| e[1])
     }
 
@@ -136,6 +137,19 @@ mod hw {
         // only, and a fault there resumes at the fixup (the module's system-wide conditions).
         let left = unsafe { arch_usercopy_movsb(dst.as_mut_ptr(), src as *const u8, dst.len()) };
         if left == 0 { Ok(()) } else { Err(Fault) }
+    }
+
+    /// The aligned 32-bit word at user address `src`, read with one load (a futex word): four
+    /// bytes through [`copy_from_user`]'s `rep movsb` cost several times the instructions.
+    #[inline]
+    pub fn read_u32(src: u64) -> Result<u32, Fault> {
+        if !src.is_multiple_of(4) || !is_user_range(src, 4) {
+            return Err(Fault);
+        }
+        // SAFETY: `src` is an aligned user address, so the load reads user memory only, and a
+        // fault there resumes at the fixup (the module's system-wide conditions).
+        let r = unsafe { arch_usercopy_load32(src as *const u32) };
+        if r >> 32 == 0 { Ok(r as u32) } else { Err(Fault) }
     }
 
     /// Copy `src` to user address `dst`.
@@ -201,6 +215,27 @@ mod hw {
         "2:",
         "mov rax, rcx",
         "ret",
+        // rdi = src (4-aligned) -> rax = the word, or bit 32 set on fault (the fixup skips the
+        // instruction that clears edx)
+        ".balign 16",
+        ".globl arch_usercopy_load32",
+        "arch_usercopy_load32:",
+        "mov edx, 1",
+        "cmp byte ptr [rip + {stac}], 0",
+        "je 1f",
+        "stac",
+        "1:",
+        "arch_usercopy_load32_access:",
+        "mov eax, dword ptr [rdi]",
+        "xor edx, edx",
+        "arch_usercopy_load32_fixup:",
+        "cmp byte ptr [rip + {stac}], 0",
+        "je 2f",
+        "clac",
+        "2:",
+        "shl rdx, 32",
+        "or rax, rdx",
+        "ret",
         // rdi = dst, rsi = len -> rax = bytes not cleared
         ".balign 16",
         ".globl arch_usercopy_stosb",
@@ -254,6 +289,7 @@ mod hw {
         ".quad arch_usercopy_movsb_access, arch_usercopy_movsb_fixup",
         ".quad arch_usercopy_stosb_access, arch_usercopy_stosb_fixup",
         ".quad arch_usercopy_strncpy_access, arch_usercopy_strncpy_fault",
+        ".quad arch_usercopy_load32_access, arch_usercopy_load32_fixup",
         ".popsection",
         stac = sym ARCH_USERCOPY_STAC,
     );

@@ -43,6 +43,8 @@
 //! Synchronisation (module `wait`), every call takes the `&Scheduler`:
 //! - [`WaitQueue`]: `const fn new()`, `wait_until(&self, s, cond)`, `wake_one(&self, s) -> bool`,
 //!   `wake_all(&self, s) -> usize`.
+//! - [`Parker`]: `for_current(s) -> Parker` (owned by the calling thread), `park_until(&self, s,
+//!   cond)` (by its owner), `wake(&self, s)` (by anyone): no lock, no list.
 //! - [`Mutex<T>`]: `const fn new(T)`, `lock(&self, s) -> MutexGuard`, `try_lock`, `get_mut`,
 //!   `into_inner`; [`Semaphore`]: `const fn new(n)`, `acquire(&self, s)`, `try_acquire`,
 //!   `release(&self, s)`, `available`.
@@ -84,4 +86,4 @@ pub use scheduler::{Config, PreemptGuard, Scheduler};
 pub use stats::Counters;
 pub use thread::{AffinityError, Builder, CurrentThread, JoinHandle, SpawnError, ThreadId};
 pub use trace::{SwitchReason, TraceEvent};
-pub use wait::{Mutex, MutexGuard, Semaphore, WaitQueue};
+pub use wait::{Mutex, MutexGuard, Parker, Semaphore, WaitQueue};

@@ -530,7 +530,15 @@ impl<P: Platform> Scheduler<P> {
         }
     }
 
+    /// Whether `t` is the thread running on the calling CPU (interrupts disabled by the caller).
+    #[inline]
+    pub(crate) fn is_current(&self, t: *const Thread) -> bool {
+        let current = self.cpus[self.this_cpu()].local.current.load(Ordering::Relaxed);
+        core::ptr::eq(current.cast_const(), t)
+    }
+
     /// The running thread, which is about to block (interrupts disabled by the caller).
+    #[inline]
     pub(crate) fn current_blockable(&self) -> NonNull<Thread> {
         let local = &self.cpus[self.this_cpu()].local;
         let current = local.current.load(Ordering::Relaxed);
@@ -1138,6 +1146,7 @@ impl<P: Platform> Scheduler<P> {
     ///
     /// # Safety
     /// As for [`Scheduler::wake_thread`]; the kick itself touches no thread.
+    #[inline(always)]
     pub(crate) unsafe fn wake_thread_deferred(&self, t: NonNull<Thread>) -> Option<Kick> {
         let me = self.this_cpu();
         let note = |cpu: usize, queued: bool| {
@@ -1167,8 +1176,14 @@ impl<P: Platform> Scheduler<P> {
 
     /// The last step of a wake from [`Scheduler::wake_thread_deferred`], on the same CPU with
     /// interrupts still disabled since.
+    #[inline]
     pub(crate) fn send_kick(&self, kick: Kick) {
         if let Kick(Some((me, cpu, info, pinned))) = kick {
+            // The common wake of a hand-off, a thread made runnable on our own queue with nobody
+            // else waiting there, needs nothing more (see `after_enqueue`): no call for it.
+            if cpu == me && info.queued < 2 {
+                return;
+            }
             self.after_enqueue(me, cpu, info, pinned);
         }
     }

@@ -1,6 +1,7 @@
 //! Sleeping synchronisation: wait queues, and the mutex and semaphore built on them.
 //!
-//! Key types: [`WaitQueue`] (block until a condition holds; wake one or all), [`Mutex`] /
+//! Key types: [`WaitQueue`] (block until a condition holds; wake one or all), [`Parker`] (one
+//! thread's own place to sleep, for callers that keep their own sleeper lists), [`Mutex`] /
 //! [`MutexGuard`] (a sleeping lock: waiters block, they do not spin), [`Semaphore`].
 //!
 //! Neighbours: `Scheduler` blocks and wakes the threads (`rq` decides); thread joins use a
@@ -30,7 +31,8 @@ use crate::thread::Thread;
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::ptr::{NonNull, null_mut};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use spin::mutex::SpinMutex;
 
 /// A waiting thread's entry, on its own stack.
@@ -223,6 +225,81 @@ impl WaitQueue {
         }
         s.platform().irq_restore(irq);
         woken
+    }
+}
+
+/// One thread's own place to sleep, for a caller that keeps its own list of sleepers under its own
+/// lock (a futex bucket): [`Parker::park_until`] blocks the thread that owns the parker until its
+/// condition holds, and [`Parker::wake`] (from any thread or CPU, interrupts on or off, with no
+/// lock of the caller's held across it needed) makes it check again. No lock and no list: a
+/// parker counts a reference to its thread, so a wake that arrives after the thread has left its
+/// wait touches a live thread and is merely spurious (every sleep tolerates those: see
+/// [`WaitQueue::wait_until`] and `Scheduler::sleep_ns`).
+///
+/// How a wake-up is never lost (the store-buffering pattern, closed by one `SeqCst` fence on each
+/// side): the sleeper marks itself `Blocked`, fences, then reads its condition; a waker makes the
+/// condition true, fences, then wakes the thread (`rq::wake`, which reads its state under its run
+/// queue's lock). Either the sleeper sees the condition and withdraws its `Blocked`, or the waker
+/// sees `Blocked` and makes the thread runnable (before or after it reached the switch path: see
+/// `rq`). `sched/tests/loom_wait.rs` models this protocol.
+pub struct Parker {
+    thread: Arc<Thread>,
+}
+
+impl Parker {
+    /// A parker owned by the calling thread (a scheduler thread, not an idle thread).
+    pub fn for_current<P: Platform>(s: &Scheduler<P>) -> Parker {
+        let irq = s.platform().irq_save_disable();
+        let me = s.current_blockable().as_ptr().cast_const();
+        // SAFETY: every scheduler thread's pointer is its `Arc`'s (`Arc::into_raw` in `spawn`),
+        // and the running thread holds that reference while it runs, so the count is live.
+        let thread = unsafe {
+            Arc::increment_strong_count(me);
+            Arc::from_raw(me)
+        };
+        s.platform().irq_restore(irq);
+        Parker { thread }
+    }
+
+    /// Block the calling thread, which must own this parker, until `cond()` returns true. `cond`
+    /// runs with interrupts disabled (but the first time) and must not block; whoever makes it true
+    /// must then call [`Parker::wake`].
+    #[inline]
+    pub fn park_until<P: Platform>(&self, s: &Scheduler<P>, mut cond: impl FnMut() -> bool) {
+        if cond() {
+            return;
+        }
+        let irq = s.platform().irq_save_disable();
+        // A parker names a scheduler thread, never an idle one (`for_current`).
+        assert!(
+            s.is_current(Arc::as_ptr(&self.thread)),
+            "a thread parked on another thread's parker"
+        );
+        let entity = &self.thread.entity;
+        loop {
+            entity.set_blocked();
+            fence(Ordering::SeqCst);
+            if cond() {
+                // A waker may be setting `Running` too (it saw `Blocked`): the same store.
+                entity.set_running();
+                break;
+            }
+            s.block();
+            // Woken (running again), maybe spuriously: a wake meant for an earlier wait.
+            if cond() {
+                break;
+            }
+        }
+        s.platform().irq_restore(irq);
+    }
+
+    /// Make the owner check its condition again (after the caller made it true), if it sleeps.
+    pub fn wake<P: Platform>(&self, s: &Scheduler<P>) {
+        fence(Ordering::SeqCst);
+        let irq = s.platform().irq_save_disable();
+        // SAFETY: the parker's reference keeps the thread alive for the call.
+        unsafe { s.wake_thread(NonNull::from(&*self.thread)) };
+        s.platform().irq_restore(irq);
     }
 }
 

@@ -20,6 +20,10 @@
 //!   CPU's queue with the `on_cpu` handshake, or `try_halt`, a halt until the reschedule interrupt
 //!   (a loom condition variable) and `unhalt`; `World::wake_thread` sends that interrupt when
 //!   `rq::wake` says to kick, as `Scheduler::wake_thread` does.
+//! - `park_until` and `unpark` mirror `Parker::park_until` and `Parker::wake`: no lock, `Blocked`
+//!   then a `SeqCst` fence then the condition on one side, the condition then a fence then
+//!   `rq::wake` on the other; the model runs the futex hand-off on them, where late wakes land on
+//!   later parks.
 //! - The sleeping-mutex model mirrors `wait::Mutex::lock` and `MutexGuard::drop` on top of the two
 //!   above.
 //! - The sleep model mirrors `Scheduler::sleep_ns` and `Scheduler::expire_due_sleepers` in
@@ -42,7 +46,7 @@
 #![cfg(loom)]
 
 use loom::cell::UnsafeCell;
-use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 use sched::rq::{CpuQueue, Entity, Queued, State, Wake, wake};
@@ -346,6 +350,75 @@ fn wait_queue_wake_racing_the_last_check_is_never_lost() {
         );
         assert!(w.list.lock().unwrap().is_empty());
         assert_eq!(w.tasks[0].entity.state(), State::Running);
+    });
+}
+
+/// `Parker::park_until` by task `me` (the parker's owner) running on CPU `cpu`: no list and no
+/// lock; `Blocked`, a `SeqCst` fence, then the condition.
+fn park_until(w: &World, me: usize, cpu: usize, cond: impl Fn() -> bool) {
+    if cond() {
+        return;
+    }
+    let task = &w.tasks[me];
+    loop {
+        task.entity.set_blocked();
+        fence(Ordering::SeqCst);
+        if cond() {
+            task.entity.set_running();
+            break;
+        }
+        w.block(cpu, task);
+        // Woken, maybe by a wake meant for an earlier park: check again.
+        if cond() {
+            break;
+        }
+    }
+}
+
+/// `Parker::wake` of task `i`'s parker, after the caller made its condition true: a `SeqCst`
+/// fence, then `Scheduler::wake_thread` (the wake and its interrupt, no lock held).
+fn unpark(w: &World, i: usize) {
+    fence(Ordering::SeqCst);
+    // SAFETY: the tasks live as long as the world, as a parker's reference keeps its thread.
+    if let Some(cpu) = unsafe { w.wake_thread_deferred(&w.tasks[i]) } {
+        w.kick(cpu);
+    }
+}
+
+/// Hand-offs each way in the parker model.
+const HANDOFFS: usize = 2;
+
+/// The futex hand-off on parkers: task 0 (CPU 0) and task 1 (CPU 1) pass a turn back and forth,
+/// each sleeping on its own parker and waking the other's after giving the turn away. A wake can
+/// land after its sleeper already saw the turn and left (it then hits that thread's next park, as
+/// a spurious wake-up): whatever the interleaving, no wake-up is lost (loom would report every
+/// CPU halted), every turn is taken once, and both tasks end running, on no queue.
+#[test]
+fn parker_hand_off_loses_no_wake_up() {
+    model(|| {
+        let w = World::new(true);
+        let turn = Arc::new(AtomicUsize::new(0));
+        let partner = {
+            let (w, turn) = (w.clone(), turn.clone());
+            thread::spawn(move || {
+                for _ in 0..HANDOFFS {
+                    park_until(&w, 1, 1, || turn.load(Ordering::Acquire) == 1);
+                    turn.store(0, Ordering::Release);
+                    unpark(&w, 0);
+                }
+            })
+        };
+        for _ in 0..HANDOFFS {
+            turn.store(1, Ordering::Release);
+            unpark(&w, 1);
+            park_until(&w, 0, 0, || turn.load(Ordering::Acquire) == 0);
+        }
+        partner.join().unwrap();
+        assert_eq!(turn.load(Ordering::Relaxed), 0);
+        for (cpu, task) in w.tasks.iter().enumerate() {
+            assert_eq!(w.queues[cpu].lock().pop(), None, "a task was left queued");
+            assert_eq!(task.entity.state(), State::Running);
+        }
     });
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use common::watchdog;
 use sched::host::{self, HostPlatform};
-use sched::{Builder, Config, CpuIndex, Mutex, Platform, Scheduler, Semaphore, WaitQueue};
+use sched::{Builder, Config, CpuIndex, Mutex, Parker, Platform, Scheduler, Semaphore, WaitQueue};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -76,6 +76,66 @@ fn ping_pong_pairs_account_for_every_exchange() {
     let c = s.total_counters();
     assert!(c.wakeups >= EXCHANGES, "{c:?}");
     assert_eq!(c.migrations_in, c.migrations_out, "{c:?}");
+}
+
+/// The futex hand-off on parkers: two threads on two CPUs pass a turn back and forth 10^5 times,
+/// each sleeping on its own parker (made by its first park, as the kernel's futex wait does) and
+/// waking the other's after giving the turn away, while a third thread wakes both parkers at random
+/// (spurious wake-ups). Every turn is taken exactly once by the side it was given to, and a lost
+/// wake-up shows as a hang.
+#[test]
+fn parker_hand_offs_survive_stray_wakes_and_lose_none() {
+    const TURNS: u64 = 100_000;
+    let _serial = one_scheduler_at_a_time();
+    let _w = watchdog("parker_hand_offs_survive_stray_wakes_and_lose_none", LIMIT);
+    let (taken, _) = host::run(3, Config::default(), |s: Sched| {
+        let parkers: Arc<[std::sync::OnceLock<Parker>; 2]> = Arc::new(Default::default());
+        let turn = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let wake = |parkers: &[std::sync::OnceLock<Parker>; 2], side: usize| {
+            if let Some(p) = parkers[side].get() {
+                p.wake(s);
+            }
+        };
+        let sides: Vec<_> = (0..2u64)
+            .map(|side| {
+                let (parkers, turn, done) = (parkers.clone(), turn.clone(), done.clone());
+                s.spawn(Builder::new("hand").pinned(CpuIndex(side as u32)), move || {
+                    let me = parkers[side as usize].get_or_init(|| Parker::for_current(s));
+                    let mut taken = 0u64;
+                    for i in 0..TURNS {
+                        let mine = 2 * i + side;
+                        me.park_until(s, || turn.load(Ordering::Acquire) == mine);
+                        taken += 1;
+                        turn.store(mine + 1, Ordering::Release);
+                        wake(&parkers, 1 - side as usize);
+                    }
+                    done.fetch_add(1, Ordering::Release);
+                    taken
+                })
+                .unwrap()
+            })
+            .collect();
+        let stray = {
+            let (parkers, done) = (parkers.clone(), done.clone());
+            s.spawn(Builder::new("stray").pinned(CpuIndex(2)), move || {
+                let mut n = 0u64;
+                while done.load(Ordering::Acquire) < 2 {
+                    wake(&parkers, (n % 2) as usize);
+                    n += 1;
+                    if n % 64 == 0 {
+                        s.yield_now();
+                    }
+                }
+            })
+            .unwrap()
+        };
+        let taken: Vec<u64> = sides.into_iter().map(|h| h.join().unwrap()).collect();
+        stray.join().unwrap();
+        (taken, turn.load(Ordering::Acquire))
+    });
+    assert_eq!(taken.0, vec![TURNS, TURNS], "a side missed or repeated a turn");
+    assert_eq!(taken.1, 2 * TURNS, "hand-offs lost or duplicated");
 }
 
 /// 10^4 threads spawned from four spawners on four CPUs, each run exactly once and joined.

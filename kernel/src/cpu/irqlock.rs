@@ -24,6 +24,7 @@ unsafe impl RawMutex for RawIrqSpin {
     // Interrupts-off state belongs to the CPU that took the lock.
     type GuardMarker = GuardNoSend;
 
+    #[inline]
     fn lock(&self) {
         loop {
             if self.try_lock() {
@@ -35,6 +36,7 @@ unsafe impl RawMutex for RawIrqSpin {
         }
     }
 
+    #[inline]
     fn try_lock(&self) -> bool {
         let was = arch::interrupts::are_enabled();
         arch::interrupts::disable();
@@ -49,6 +51,7 @@ unsafe impl RawMutex for RawIrqSpin {
         }
     }
 
+    #[inline]
     unsafe fn unlock(&self) {
         let was = self.irq_was_enabled.load(Ordering::Relaxed);
         self.locked.store(false, Ordering::Release);

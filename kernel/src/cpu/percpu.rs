@@ -96,6 +96,7 @@ pub unsafe fn install(block: &'static mut PerCpu) {
 }
 
 /// This CPU's dense index; 0 before the boot CPU installed its block (only the boot CPU runs then).
+#[inline]
 pub fn cpu_index() -> u32 {
     if !READY.load(Ordering::Acquire) {
         return 0;

@@ -2,13 +2,14 @@
 //!
 //! The queues are `abi::futex` buckets, each under its own spin lock ([`BUCKETS`], Linux's futex
 //! hash); a queued waiter is a [`Sleeper`], a handle of the thread's context, which holds the
-//! thread's own place to sleep (`task::uctx::Park`: a flag and a scheduler wait queue). Neither
-//! side searches a table, and nothing is allocated per wait. A wake-up is never lost:
+//! thread's own place to sleep (`task::uctx::Park`: a flag and a `sched::Parker`). Neither side
+//! searches a table, takes a lock beyond the bucket's, or allocates per wait. A wake-up is never
+//! lost:
 //! - the waiter locks its bucket, reads the word through the user-copy routine, compares, clears its
 //!   park's flag and enqueues itself, all under the lock, then unlocks and sleeps until the flag is
 //!   set;
 //! - a waker changed the word before calling in; it locks the bucket, takes the waiters, unlocks,
-//!   sets each one's flag and wakes its queue. If the waker came first, the waiter's compare sees the
+//!   sets each one's flag and wakes its parker. If the waker came first, the waiter's compare sees the
 //!   new value (`EAGAIN`); if it came after, it finds the waiter queued.
 //! - a timed-out (or interrupted) waiter cancels itself under the lock; if a waker took it first,
 //!   the wait returns 0, but only once that waker has set its flag: a flag set late would end the
@@ -17,11 +18,11 @@
 //!   takes out any entry it has, so no entry outlives its thread to meet a reused process id.
 //!
 //! Timeouts: the scheduler has no timed wait on a queue, so a timed waiter sleeps in slices of at
-//! most [`TIMEOUT_SLICE_NS`] and checks its flag and the deadline after each (a wake-up still ends a
-//! slice at once: it wakes the park's queue). The trade-off: a timed wait costs a wake-up per slice.
+//! most [`TIMEOUT_SLICE_NS`] and checks its flag and the deadline after each (a wake-up that comes
+//! during a slice is seen at its end: the parker's wake is a spurious one for `sleep_ns`). The trade-off: a timed wait costs a wake-up per slice.
 //!
 //! A signal interrupts a wait ([`WaitError::Interrupted`]): the sender sets the thread's pending
-//! flag (`intr`'s, in the context), then `intr::kick` wakes the park's queue (`uctx::kick_park`);
+//! flag (`intr`'s, in the context), then `intr::kick` wakes the park (`uctx::kick_park`);
 //! the untimed sleeper's condition reads that flag, the timed one checks it between its slices.
 //!
 //! Keys are (process memory, address) for private words, (frame, offset) for shared ones (see
@@ -76,10 +77,9 @@ pub enum WaitError {
     Interrupted,
 }
 
+/// The futex word at user address `addr` (4-aligned: the system call checked), in one load.
 fn read_word(addr: u64) -> Result<u32, WaitError> {
-    let mut raw = [0u8; 4];
-    arch::usercopy::copy_from_user(&mut raw, addr).map_err(|_| WaitError::Fault)?;
-    Ok(u32::from_ne_bytes(raw))
+    arch::usercopy::read_u32(addr).map_err(|_| WaitError::Fault)
 }
 
 /// The calling thread (context `me`) sleeps on `key` while the word at user address `word` (which
@@ -90,6 +90,8 @@ pub fn wait(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32, 
     read_word(word)?;
     let handle = me.handle().ok_or(WaitError::Interrupted)?;
     let park = &me.park;
+    // Made before the thread can first sleep, so a waker that takes it from the bucket finds it.
+    let parker = park.parker();
     {
         let mut bucket = BUCKETS[bucket_of(key, NR_BUCKETS)].lock();
         if read_word(word)? != expected {
@@ -110,12 +112,12 @@ pub fn wait(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32, 
         // that late store land on the thread's next wait, which would then return at once with
         // its entry still queued: a stale entry that takes a later wake meant for another waiter
         // (a lost wake-up). The waker sets the flag right after it unlocks, so this is short.
-        park.queue.wait_until(s, || park.woken.load(Ordering::Acquire));
+        parker.park_until(s, || park.woken.load(Ordering::Acquire));
         Ok(())
     };
     let Some(deadline) = deadline_ns else {
         let mut woken = false;
-        park.queue.wait_until(s, || {
+        parker.park_until(s, || {
             woken = park.woken.load(Ordering::Acquire);
             woken || me.intr.pending.load(Ordering::SeqCst)
         });
@@ -165,7 +167,7 @@ static MOVED: spin::Mutex<BTreeMap<u64, FutexKey>> = spin::Mutex::new(BTreeMap::
 fn wake_sleeper(sleeper: &Sleeper) {
     let park = &sleeper.0.park;
     park.woken.store(true, Ordering::Release);
-    park.queue.wake_one(task::sched());
+    park.wake();
 }
 
 /// Waiters one pass of [`wake`] takes out of the bucket, into an array on the stack.

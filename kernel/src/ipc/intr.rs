@@ -20,7 +20,8 @@
 //! intr::sleep_ns(ns)   // a timed sleep: Ok(()) after ns, Err(Interrupted { .. }) with the time left
 //! ```
 //!
-//! A wake-up is never lost: the sleeper records its queue, then (inside `WaitQueue::wait_until`,
+//! A wake-up is never lost: the sleeper records its queue (which stays recorded after the wait,
+//! see [`wait_as`]), then (inside `WaitQueue::wait_until`,
 //! linked on the queue) reads the flag; a sender sets the flag, then reads the recorded queue and
 //! wakes it. Whichever is second sees the other. The flag is `SeqCst` and the queue slot is under a
 //! lock, so the two orders are total. Spurious wake-ups of other sleepers of the same queue cost
@@ -77,6 +78,9 @@ pub fn forget(tid: u64) {
     let e = ENTRIES.lock().remove(&tid);
     if let Some(e) = e {
         set_flag(&e, false);
+        // The queue its last wait recorded (see `wait_as`).
+        let q = e.intr.sleeping_on.lock().take();
+        drop(q);
     }
 }
 
@@ -140,15 +144,23 @@ pub fn wait(queue: &Arc<sched::WaitQueue>, ready: impl FnMut() -> bool) -> Resul
 }
 
 /// [`wait`] for a caller that holds its own context `me` (a system call): no search for it.
+///
+/// The queue stays recorded after the wait (until the thread's next wait on another queue, or its
+/// end): a thread that sleeps on one queue again and again (a pipe's reader) records it once, and
+/// a signal that finds a queue it no longer sleeps on wakes that queue's sleepers spuriously, which
+/// costs them one more check of their condition.
 pub fn wait_as(me: &UserCtx, queue: &Arc<sched::WaitQueue>, mut ready: impl FnMut() -> bool) -> Result<(), Interrupted> {
-    *me.intr.sleeping_on.lock() = Some(queue.clone());
+    let old = {
+        let mut slot = me.intr.sleeping_on.lock();
+        if slot.as_ref().is_some_and(|q| Arc::ptr_eq(q, queue)) { None } else { slot.replace(queue.clone()) }
+    };
+    // The queue a previous wait left is dropped after the (interrupts-off) lock is released.
+    drop(old);
     let mut done = false;
     queue.wait_until(task::sched(), || {
         done = ready();
         done || me.intr.pending.load(Ordering::SeqCst)
     });
-    let q = me.intr.sleeping_on.lock().take();
-    drop(q);
     if done { Ok(()) } else { Err(Interrupted { left_ns: 0 }) }
 }
 

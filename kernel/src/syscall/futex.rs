@@ -55,6 +55,9 @@ fn wait_error(e: futex::WaitError) -> u32 {
     }
 }
 
+/// The call: the two operations of every hand-off here, inline in the table's handler, the rest in
+/// [`futex_general`], whose frame the hand-off does not pay for.
+#[inline(always)]
 pub fn futex(proof: &InSyscall, uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, val3: u64) -> SysResult {
     let ctx = uctx::current(proof);
     let op = op as u32;
@@ -69,6 +72,12 @@ pub fn futex(proof: &InSyscall, uaddr: u64, op: u64, val: u64, timeout: u64, uad
         futex::wait(ctx, key, uaddr, val as u32, MATCH_ANY, None).map_err(wait_error)?;
         return Ok(0);
     }
+    futex_general(ctx, uaddr, op, val, timeout, uaddr2, val3)
+}
+
+/// Every operation, by the general rules.
+#[inline(never)]
+fn futex_general(ctx: &UserCtx, uaddr: u64, op: u32, val: u64, timeout: u64, uaddr2: u64, val3: u64) -> SysResult {
     let cmd = op & !(g::FUTEX_PRIVATE_FLAG | g::FUTEX_CLOCK_REALTIME);
     let realtime = op & g::FUTEX_CLOCK_REALTIME != 0;
     let val = val as u32;

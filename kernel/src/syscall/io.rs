@@ -25,8 +25,9 @@ const MAX_IO: u64 = 1 << 20;
 /// Bytes moved per step of a long read or write.
 const CHUNK: usize = 64 * 1024;
 /// A transfer of at most this many bytes goes through a buffer on the stack, not the heap: the
-/// bytes of a pipe's ping-pong or a short message cost no allocation.
-const SMALL: usize = 128;
+/// bytes of a pipe's ping-pong or a short message (hackbench's are 64 bytes) cost no allocation.
+/// Safe code zeroes the buffer at every call, so it is no larger than those need.
+const SMALL: usize = 64;
 
 /// The kernel buffer of a transfer of `len` bytes: the first `len` (at most [`CHUNK`]) bytes of
 /// `small` when they fit, else a heap chunk left in `big`.

@@ -142,6 +142,7 @@ impl Platform for KernelPlatform {
         MM_IDLE.load().is_some_and(|(_, exit)| exit())
     }
 
+    #[inline]
     fn switch_to_user_thread(&self, kernel_stack_top: usize, fs_base: u64) {
         // SAFETY: ring 3 was set up on this CPU at bring-up (cpu::ring3); the scheduler calls this
         // with interrupts off, for the thread about to run, whose stack outlives its running.

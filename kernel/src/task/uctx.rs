@@ -95,15 +95,31 @@ impl ProcIds {
     }
 }
 
-/// Where a user thread sleeps in a futex wait: its own flag and queue, reached by a waker through
-/// the handle the futex bucket holds, so no table is searched on either side. A signal for the
-/// thread wakes the queue too ([`kick_park`]); the sleeper then sees its pending flag
-/// ([`Interrupt`]).
+/// Where a user thread sleeps in a futex wait: its own flag and its scheduler parker, reached by a
+/// waker through the handle the futex bucket holds, so no table is searched on either side and no
+/// lock is taken beyond the bucket's. A signal for the thread wakes the parker too ([`kick_park`]);
+/// the sleeper then sees its pending flag ([`Interrupt`]).
 #[derive(Default)]
 pub struct Park {
     /// Set by the waker that took the thread out of its futex queue.
     pub woken: AtomicBool,
-    pub queue: sched::WaitQueue,
+    /// Made by the thread's first wait (the parker names the thread that makes it); a waker that
+    /// finds none has no sleeper to wake, since the thread made it before it first slept.
+    parker: spin::Once<sched::Parker>,
+}
+
+impl Park {
+    /// The calling thread's parker; call only from the thread that owns this park.
+    pub fn parker(&self) -> &sched::Parker {
+        self.parker.call_once(|| sched::Parker::for_current(super::sched()))
+    }
+
+    /// Wake the owner if it sleeps (after changing what its wait checks).
+    pub fn wake(&self) {
+        if let Some(parker) = self.parker.get() {
+            parker.wake(super::sched());
+        }
+    }
 }
 
 impl core::fmt::Debug for Park {
@@ -231,10 +247,10 @@ pub fn get(tid: u64) -> Option<Arc<UserCtx>> {
 
 /// Wake thread `tid` if it sleeps in a futex wait (a signal came for it; see [`Park`]). Safe with
 /// interrupts off and from interrupt handlers, like [`set_work`].
-// lock order: CONTEXTS -> the park's queue -> a run queue
+// lock order: CONTEXTS -> a run queue
 pub fn kick_park(tid: u64) {
     if let Some(ctx) = CONTEXTS.lock().get(&tid) {
-        ctx.park.queue.wake_all(super::sched());
+        ctx.park.wake();
     }
 }
 
