@@ -78,6 +78,7 @@ impl CpuSet {
     }
 
     /// The set holding only `cpu`.
+    #[inline]
     pub const fn single(cpu: CpuId) -> CpuSet {
         let mut set = CpuSet::EMPTY;
         let (word, mask) = word_and_mask(cpu);
@@ -106,6 +107,7 @@ impl CpuSet {
     }
 
     /// Adds `cpu`; returns whether it was absent.
+    #[inline]
     pub fn insert(&mut self, cpu: CpuId) -> bool {
         let (word, mask) = word_and_mask(cpu);
         let was_absent = self.words[word] & mask == 0;
@@ -114,6 +116,7 @@ impl CpuSet {
     }
 
     /// Removes `cpu`; returns whether it was present.
+    #[inline]
     pub fn remove(&mut self, cpu: CpuId) -> bool {
         let (word, mask) = word_and_mask(cpu);
         let was_present = self.words[word] & mask != 0;
@@ -131,6 +134,7 @@ impl CpuSet {
     /// The number of CPUs in the set. Empty words are skipped: without the POPCNT instruction (the
     /// kernel's target does not assume it) counting a word takes some fifteen instructions, and
     /// most words of a machine's sets are empty.
+    #[inline]
     pub fn len(&self) -> usize {
         self.words[..in_use()].iter().filter(|&&w| w != 0).map(|w| w.count_ones() as usize).sum()
     }
@@ -143,23 +147,27 @@ impl CpuSet {
 
     /// The CPUs in either set.
     #[must_use]
+    #[inline]
     pub fn union(&self, other: &CpuSet) -> CpuSet {
         self.zip_with(other, |a, b| a | b)
     }
 
     /// The CPUs in both sets.
     #[must_use]
+    #[inline]
     pub fn intersection(&self, other: &CpuSet) -> CpuSet {
         self.zip_with(other, |a, b| a & b)
     }
 
     /// The CPUs in `self` but not in `other`.
     #[must_use]
+    #[inline]
     pub fn difference(&self, other: &CpuSet) -> CpuSet {
         self.zip_with(other, |a, b| a & !b)
     }
 
     /// The CPUs in the set, in ascending order.
+    #[inline]
     pub fn iter(&self) -> Iter {
         Iter {
             words: self.words,
@@ -168,6 +176,7 @@ impl CpuSet {
         }
     }
 
+    #[inline]
     fn zip_with(&self, other: &CpuSet, op: impl Fn(u64, u64) -> u64) -> CpuSet {
         let mut out = CpuSet::EMPTY;
         let n = in_use();
@@ -189,6 +198,7 @@ pub struct Iter {
 impl Iterator for Iter {
     type Item = CpuId;
 
+    #[inline]
     fn next(&mut self) -> Option<CpuId> {
         while self.word < self.end.min(WORDS) {
             let bits = self.words[self.word];
@@ -320,6 +330,7 @@ impl AtomicCpuSet {
     }
 
     /// The current bits, read word by word.
+    #[inline]
     pub fn snapshot(&self) -> CpuSet {
         let mut set = CpuSet::EMPTY;
         let n = in_use();
