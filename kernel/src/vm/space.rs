@@ -1196,20 +1196,25 @@ impl CpuSpaces {
 
     /// Honour one request of another CPU.
     fn service(&mut self, me: CpuId, request: &Request) {
-        let Some(space) = self.loaded.clone() else { return };
+        let Some(space) = self.loaded.as_ref() else { return };
         if space.asid != request.asid || !self.cr3_is_loaded {
             // Not loaded here: a slot kept for it is behind and flushes at the next switch-in.
             return;
         }
-        if space.dead.load(Ordering::SeqCst) {
+        let (dead, lazy) = (space.dead.load(Ordering::SeqCst), LAZY[me.index()].load(Ordering::Relaxed));
+        if !dead && !lazy {
+            // The common case borrows the loaded space: no count taken and dropped per request.
+            Self::perform(self.slots.flush_action(&space.tracker, request), space.pml4);
+            return;
+        }
+        let space = space.clone();
+        if dead {
             self.leave(me, &space);
-        } else if LAZY[me.index()].load(Ordering::Relaxed) {
+        } else {
             // Interrupted in a lazy halt (a change that frees tables): leave the space rather than
             // flush it, so that the next such change need not interrupt this CPU again. Its slot
             // stays behind by this change and flushes when `catch_up` loads the space again.
             self.leave_lazily(me, &space);
-        } else {
-            Self::perform(self.slots.flush_action(&space.tracker, request), space.pml4);
         }
     }
 }
