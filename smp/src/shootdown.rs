@@ -118,6 +118,12 @@ impl Shootdown {
         self.pending.snapshot()
     }
 
+    /// Whether every target has acknowledged the current request (or none was posted).
+    #[inline]
+    pub fn is_acknowledged(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// The number of requests posted from this outbox so far (the last one's sequence number).
     pub fn seq(&self) -> u64 {
         self.seq.load(Ordering::SeqCst)
