@@ -199,7 +199,9 @@ impl VmaSet {
 
     /// [`VmaSet::carve`] handing each removed piece to `f` instead, last first, without a list of
     /// keys: each step looks up the last mapping that starts below `end`, and stops at one that
-    /// ends at or below `start` (the head left of a cut mapping is one).
+    /// ends at or below `start` (the head left of a cut mapping is one), or after one that starts
+    /// at or below `start`: mappings do not overlap, so every one below it ends by its start. That
+    /// saves the unmap of a range inside one mapping (the common case) a second lookup.
     fn carve_with(&mut self, start: u64, end: u64, mut f: impl FnMut(Vma)) {
         while let Some((&k, &v)) = self.map.range(..end).next_back() {
             if v.end <= start {
@@ -213,6 +215,9 @@ impl VmaSet {
                 self.map.insert(end, Vma { start: end, ..v });
             }
             f(Vma { start: v.start.max(start), end: v.end.min(end), ..v });
+            if v.start <= start {
+                break;
+            }
         }
     }
 

@@ -289,9 +289,28 @@ pub fn unmap_range(mem: &impl TableMemory, root: u64, range: core::ops::Range<u6
     }
     let lower_half_end = (KERNEL_HALF_FIRST_SLOT as u64) << 39;
     let range = range.start..range.end.min(lower_half_end);
-    if range.start < range.end {
-        walk(mem, root, 4, 0, &range, &mut removed);
+    if range.start >= range.end {
+        return;
     }
+    // A range inside one page table's span and short of all of it (most unmaps: a few pages) can
+    // free no table and remove no large leaf (it covers none whole): go straight down to that
+    // table, without the levels' loops and calls. Nothing there (an entry not present, or a large
+    // leaf on the way) is nothing to remove.
+    let pt_span = span(2);
+    if range.end - range.start < pt_span && range.start / pt_span == (range.end - 1) / pt_span {
+        let mut table = root;
+        for level in (2..=4).rev() {
+            let Some(entries) = mem.table(table) else { return };
+            let e = entries[index(range.start, level)].load(Ordering::Acquire);
+            if e & Flags::PRESENT.bits() == 0 || (level < 4 && e & Flags::HUGE_PAGE.bits() != 0) {
+                return;
+            }
+            table = e & ADDR_MASK;
+        }
+        walk(mem, table, 1, range.start & !(pt_span - 1), &range, &mut removed);
+        return;
+    }
+    walk(mem, root, 4, 0, &range, &mut removed);
 }
 
 /// Give every empty PML4 slot in `slots` an empty PDPT (PRESENT | WRITABLE), so that whatever is
@@ -654,6 +673,31 @@ mod tests {
         let mut got = Vec::new();
         unmap_range(&m, root, 0x20_0000..0x40_0000, |va, t| got.push((va, t.size)));
         assert_eq!(got, [(0x20_0000, PageSize::Size2M)]);
+    }
+
+    #[test]
+    fn unmap_range_inside_one_table_removes_its_leaves_and_nothing_else() {
+        let (m, root) = FakeMemory::new(64);
+        for va in [0x1f_f000, 0x20_0000, 0x20_1000, 0x20_2000, 0x3f_f000, 0x40_0000] {
+            map(&m, root, va, va + 0x100_0000, PageSize::Size4K, Flags::WRITABLE).unwrap();
+        }
+        let live = m.live();
+        let mut got = Vec::new();
+        unmap_range(&m, root, 0x20_1000..0x20_3000, |va, t| got.push((va, t.pa)));
+        assert_eq!(got, [(0x20_1000, 0x120_1000), (0x20_2000, 0x120_2000)]);
+        got.clear();
+        // The last page of the table's span, and a range below anything mapped.
+        unmap_range(&m, root, 0x3f_f000..0x40_0000, |va, t| got.push((va, t.pa)));
+        assert_eq!(got, [(0x3f_f000, 0x13f_f000)]);
+        unmap_range(&m, root, 0x8000_0000..0x8000_2000, |_, _| panic!("nothing is mapped there"));
+        assert_eq!(m.live(), live, "no table freed");
+        for (va, left) in [(0x1f_f000, true), (0x20_0000, true), (0x20_1000, false), (0x20_2000, false), (0x3f_f000, false), (0x40_0000, true)] {
+            assert_eq!(translate(&m, root, va).is_some(), left, "{va:#x}");
+        }
+        // Inside a 1 GiB page: covered in part, it stays.
+        map(&m, root, 0x4000_0000, 0x4000_0000, PageSize::Size1G, Flags::WRITABLE).unwrap();
+        unmap_range(&m, root, 0x4000_0000..0x4000_1000, |_, _| panic!("a 1 GiB page covered in part was removed"));
+        assert_eq!(translate(&m, root, 0x4000_0000).map(|t| t.size), Some(PageSize::Size1G));
     }
 
     #[test]

@@ -16,14 +16,46 @@
 //! one by one: they are atomic per word, not across words. Per bit
 //! this is enough: a bit that stays set (or clear) during a snapshot is reported so, and a bit
 //! that changes during it is reported in either state.
+//!
+//! Words in use: [`limit_ids`], called once at boot with the number of CPUs, bounds the words that
+//! whole-set operations visit (Linux's `nr_cpu_ids` does the same for its masks). A machine of
+//! two CPUs then counts, compares and copies one word per set instead of eight, on every TLB
+//! change and shootdown. Until it is called (and on the host), every word is visited.
 
 use core::fmt;
 
 use crate::ids::{CpuId, MAX_CPUS};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering, spin_loop};
 
 const WORD_BITS: usize = u64::BITS as usize;
 const WORDS: usize = MAX_CPUS / WORD_BITS;
+
+/// The words whole-set operations visit; see [`limit_ids`]. A plain `core` atomic, under loom too:
+/// it is set before the sets are shared and never changes while they are, so no model needs to
+/// explore it (and loom atomics cannot live in a `static`).
+static WORDS_IN_USE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(WORDS);
+
+/// From now on no set holds a CPU id above `nr_cpus`: whole-set operations (`len`, `is_empty`,
+/// `iter`, `union`, `intersection`, `difference`, and `AtomicCpuSet`'s `insert_all`, `remove_all`,
+/// `snapshot`, `take`, `is_empty`) visit only the words that can hold ids `0..=nr_cpus` (one past
+/// the last CPU included: an id that names no CPU, which a caller may use to ask an absent one).
+/// The boot CPU calls it once, when it knows the number of CPUs and before any set holds an id
+/// beyond; the CPUs it starts afterwards see it through their start. Clamped to the words a set
+/// has.
+pub fn limit_ids(nr_cpus: usize) {
+    let words = (nr_cpus / WORD_BITS + 1).min(WORDS);
+    // Relaxed: published to the other CPUs by whatever starts them (see above).
+    WORDS_IN_USE.store(words, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The number of words whole-set operations visit, at most `WORDS` (which lets the compiler drop
+/// the bounds checks of `words[..in_use()]`).
+#[inline]
+fn in_use() -> usize {
+    WORDS_IN_USE
+        .load(core::sync::atomic::Ordering::Relaxed)
+        .min(WORDS)
+}
 
 /// The word holding `cpu`'s bit, and the bit's mask within it.
 const fn word_and_mask(cpu: CpuId) -> (usize, u64) {
@@ -46,6 +78,7 @@ impl CpuSet {
     }
 
     /// The set holding only `cpu`.
+    #[inline]
     pub const fn single(cpu: CpuId) -> CpuSet {
         let mut set = CpuSet::EMPTY;
         let (word, mask) = word_and_mask(cpu);
@@ -74,6 +107,7 @@ impl CpuSet {
     }
 
     /// Adds `cpu`; returns whether it was absent.
+    #[inline]
     pub fn insert(&mut self, cpu: CpuId) -> bool {
         let (word, mask) = word_and_mask(cpu);
         let was_absent = self.words[word] & mask == 0;
@@ -82,6 +116,7 @@ impl CpuSet {
     }
 
     /// Removes `cpu`; returns whether it was present.
+    #[inline]
     pub fn remove(&mut self, cpu: CpuId) -> bool {
         let (word, mask) = word_and_mask(cpu);
         let was_present = self.words[word] & mask != 0;
@@ -90,6 +125,7 @@ impl CpuSet {
     }
 
     /// Whether `cpu` is in the set.
+    #[inline]
     pub const fn contains(&self, cpu: CpuId) -> bool {
         let (word, mask) = word_and_mask(cpu);
         self.words[word] & mask != 0
@@ -98,45 +134,54 @@ impl CpuSet {
     /// The number of CPUs in the set. Empty words are skipped: without the POPCNT instruction (the
     /// kernel's target does not assume it) counting a word takes some fifteen instructions, and
     /// most words of a machine's sets are empty.
+    #[inline]
     pub fn len(&self) -> usize {
-        self.words.iter().filter(|&&w| w != 0).map(|w| w.count_ones() as usize).sum()
+        self.words[..in_use()].iter().filter(|&&w| w != 0).map(|w| w.count_ones() as usize).sum()
     }
 
     /// Whether the set is empty.
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        self.words.iter().all(|&w| w == 0)
+        self.words[..in_use()].iter().all(|&w| w == 0)
     }
 
     /// The CPUs in either set.
     #[must_use]
+    #[inline]
     pub fn union(&self, other: &CpuSet) -> CpuSet {
         self.zip_with(other, |a, b| a | b)
     }
 
     /// The CPUs in both sets.
     #[must_use]
+    #[inline]
     pub fn intersection(&self, other: &CpuSet) -> CpuSet {
         self.zip_with(other, |a, b| a & b)
     }
 
     /// The CPUs in `self` but not in `other`.
     #[must_use]
+    #[inline]
     pub fn difference(&self, other: &CpuSet) -> CpuSet {
         self.zip_with(other, |a, b| a & !b)
     }
 
     /// The CPUs in the set, in ascending order.
+    #[inline]
     pub fn iter(&self) -> Iter {
         Iter {
             words: self.words,
             word: 0,
+            end: in_use(),
         }
     }
 
+    #[inline]
     fn zip_with(&self, other: &CpuSet, op: impl Fn(u64, u64) -> u64) -> CpuSet {
         let mut out = CpuSet::EMPTY;
-        for (i, word) in out.words.iter_mut().enumerate() {
-            *word = op(self.words[i], other.words[i]);
+        let n = in_use();
+        for ((out, &a), &b) in out.words[..n].iter_mut().zip(&self.words[..n]).zip(&other.words[..n]) {
+            *out = op(a, b);
         }
         out
     }
@@ -146,13 +191,16 @@ impl CpuSet {
 pub struct Iter {
     words: [u64; WORDS],
     word: usize,
+    /// The words in use when the iterator was made.
+    end: usize,
 }
 
 impl Iterator for Iter {
     type Item = CpuId;
 
+    #[inline]
     fn next(&mut self) -> Option<CpuId> {
-        while self.word < WORDS {
+        while self.word < self.end.min(WORDS) {
             let bits = self.words[self.word];
             if bits != 0 {
                 let bit = bits.trailing_zeros() as usize;
@@ -255,6 +303,7 @@ impl AtomicCpuSet {
     }
 
     /// Whether `cpu` is in the set.
+    #[inline]
     pub fn contains(&self, cpu: CpuId) -> bool {
         let (word, mask) = word_and_mask(cpu);
         self.words[word].load(Ordering::SeqCst) & mask != 0
@@ -262,7 +311,8 @@ impl AtomicCpuSet {
 
     /// Adds every CPU of `cpus` (one atomic operation per word that has bits in `cpus`).
     pub fn insert_all(&self, cpus: &CpuSet) {
-        for (word, &bits) in self.words.iter().zip(cpus.words.iter()) {
+        let n = in_use();
+        for (word, &bits) in self.words[..n].iter().zip(&cpus.words[..n]) {
             if bits != 0 {
                 word.fetch_or(bits, Ordering::SeqCst);
             }
@@ -271,7 +321,8 @@ impl AtomicCpuSet {
 
     /// Removes every CPU of `cpus` (one atomic operation per word that has bits in `cpus`).
     pub fn remove_all(&self, cpus: &CpuSet) {
-        for (word, &bits) in self.words.iter().zip(cpus.words.iter()) {
+        let n = in_use();
+        for (word, &bits) in self.words[..n].iter().zip(&cpus.words[..n]) {
             if bits != 0 {
                 word.fetch_and(!bits, Ordering::SeqCst);
             }
@@ -279,9 +330,11 @@ impl AtomicCpuSet {
     }
 
     /// The current bits, read word by word.
+    #[inline]
     pub fn snapshot(&self) -> CpuSet {
         let mut set = CpuSet::EMPTY;
-        for (out, word) in set.words.iter_mut().zip(self.words.iter()) {
+        let n = in_use();
+        for (out, word) in set.words[..n].iter_mut().zip(&self.words[..n]) {
             *out = word.load(Ordering::SeqCst);
         }
         set
@@ -291,7 +344,8 @@ impl AtomicCpuSet {
     /// `remove`) of all the ones racing for it.
     pub fn take(&self) -> CpuSet {
         let mut set = CpuSet::EMPTY;
-        for (out, word) in set.words.iter_mut().zip(self.words.iter()) {
+        let n = in_use();
+        for (out, word) in set.words[..n].iter_mut().zip(&self.words[..n]) {
             // A load first: swapping an empty word would be a needless write to a shared line.
             if word.load(Ordering::SeqCst) != 0 {
                 *out = word.swap(0, Ordering::SeqCst);
@@ -301,8 +355,33 @@ impl AtomicCpuSet {
     }
 
     /// Whether no bit is set, reading words until the first non-empty one.
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        self.words.iter().all(|w| w.load(Ordering::SeqCst) == 0)
+        self.words[..in_use()].iter().all(|w| w.load(Ordering::SeqCst) == 0)
+    }
+}
+
+impl AtomicCpuSet {
+    /// Reads the set until it is empty, with the spin hint after each read that finds it not, at
+    /// most `checks` such reads; returns whether it was found empty. For a set that only empties while this
+    /// runs (a shootdown's pending set, read by its sender, the only CPU that adds to it): a word
+    /// once seen empty is not read again, so each turn is one load, a test and the hint.
+    #[inline]
+    pub fn spin_until_empty(&self, checks: usize) -> bool {
+        let words = &self.words[..in_use()];
+        let (mut next, mut spins) = (0, 0);
+        while let Some(word) = words.get(next) {
+            if word.load(Ordering::SeqCst) == 0 {
+                next += 1;
+                continue;
+            }
+            spin_loop();
+            spins += 1;
+            if spins >= checks {
+                return false;
+            }
+        }
+        true
     }
 }
 

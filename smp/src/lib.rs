@@ -12,7 +12,8 @@
 //! - [`cpuset`]: [`CpuSet`], a `Copy` bitset of `MAX_CPUS` bits (`insert`, `remove`, `contains`,
 //!   `len`, `is_empty`, `iter`, `union`, `intersection`, `difference`, `single`, `first_n`,
 //!   shown as `{0-3,6}`), and [`AtomicCpuSet`] (`insert -> bool`, `remove -> bool`, `contains`,
-//!   `insert_all`, `remove_all`, `snapshot -> CpuSet`, `take -> CpuSet`, `is_empty`; all `SeqCst`).
+//!   `insert_all`, `remove_all`, `snapshot -> CpuSet`, `take -> CpuSet`, `is_empty`; all `SeqCst`);
+//!   `cpuset::limit_ids(nr_cpus)` bounds the words whole-set operations visit, once at boot.
 //! - [`cpumap`]: [`CpuMap::from_firmware`]`(bsp: ApicId, cpus) -> Result<CpuMap, CpuMapError>`,
 //!   then `nr_cpus`, `cpus`, `cpu_of(ApicId)`, `apic_of(CpuId)`, `acpi_uid_of(CpuId)`, `iter`;
 //!   [`choose_cpus`] picks what the map is built from (the boot CPU, then the first others up to

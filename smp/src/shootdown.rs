@@ -34,7 +34,7 @@
 use crate::cpuset::{AtomicCpuSet, CpuSet};
 use crate::ids::CpuId;
 use crate::pcid::AsId;
-use crate::sync::{AtomicBool, AtomicU64, Ordering, spin_loop};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::tracker::{PageRange, Request};
 
 /// How many times [`Shootdown::wait`] reads `pending` between two turns of servicing its own
@@ -118,6 +118,12 @@ impl Shootdown {
         self.pending.snapshot()
     }
 
+    /// Whether every target has acknowledged the current request (or none was posted).
+    #[inline]
+    pub fn is_acknowledged(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// The number of requests posted from this outbox so far (the last one's sequence number).
     pub fn seq(&self) -> u64 {
         self.seq.load(Ordering::SeqCst)
@@ -130,19 +136,18 @@ impl Shootdown {
     /// post anew until it is acknowledged.
     ///
     /// Between two turns it only reads `pending`, up to [`CHECKS_PER_TURN`] times with the spin
-    /// hint between reads: the answer usually comes within those, and servicing the mailboxes and
-    /// reading the clock cost far more than a read of `pending`.
+    /// hint between reads (`AtomicCpuSet::spin_until_empty`: one word, once the words already
+    /// answered are passed): the answer usually comes within those, and servicing the mailboxes
+    /// and reading the clock cost far more than a read of `pending`.
     pub fn wait(
         &self,
         mut service: impl FnMut(),
         mut timeout_check: impl FnMut() -> bool,
     ) -> Result<(), CpuSet> {
         loop {
-            for _ in 0..CHECKS_PER_TURN {
-                if self.pending.is_empty() {
-                    return Ok(());
-                }
-                spin_loop();
+            // Only this CPU adds to `pending`, and not while it waits: the set only empties.
+            if self.pending.spin_until_empty(CHECKS_PER_TURN) {
+                return Ok(());
             }
             service();
             if timeout_check() {
@@ -268,7 +273,13 @@ impl ShootdownMailbox {
         mut flush: impl FnMut(&Request),
         mut note: impl FnMut(CpuId, u64),
     ) -> usize {
-        let senders = mailboxes[cpu.index()].doorbell.take();
+        let doorbell = &mailboxes[cpu.index()].doorbell;
+        // A waiter calls this on every turn of its wait, where the doorbell is nearly always
+        // empty: a read of it (inline) is then the whole call.
+        if doorbell.is_empty() {
+            return 0;
+        }
+        let senders = doorbell.take();
         let mut served = 0;
         for sender in senders.iter() {
             let outbox = &mailboxes[sender.index()].outbox;

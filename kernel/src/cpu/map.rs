@@ -11,9 +11,13 @@ static MAP: spin::Once<CpuMap> = spin::Once::new();
 static ONLINE: AtomicCpuSet = AtomicCpuSet::new();
 static BLOCKS: [AtomicPtr<percpu::PerCpu>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 
-/// Install the map of every CPU firmware or loader listed (once, boot CPU, before any AP starts).
+/// Install the map of every CPU firmware or loader listed (once, boot CPU, before any AP starts),
+/// and bound CPU sets to its CPUs (`smp::cpuset::limit_ids`): no id beyond them is ever used.
 pub fn install(map: CpuMap) -> &'static CpuMap {
-    MAP.call_once(|| map)
+    MAP.call_once(|| {
+        smp::cpuset::limit_ids(map.nr_cpus());
+        map
+    })
 }
 
 /// The map, once installed.

@@ -276,8 +276,15 @@ pub enum CowBreak {
 /// Memory released by changes whose shootdown timed out, with the token saying when it is safe.
 static PARKED: SpinMutex<RawIrqSpin, Vec<(FreeAfter, Released)>> = SpinMutex::new(Vec::new());
 
+/// Whether [`PARKED`] may hold something, written under its lock: every change reads this instead
+/// of taking the lock. A reader that misses a park in progress reaps it at a later change.
+static ANY_PARKED: AtomicBool = AtomicBool::new(false);
+
 /// Free parked memory whose shootdown has been acknowledged since.
 fn reap_parked() {
+    if !ANY_PARKED.load(Ordering::Acquire) {
+        return;
+    }
     let ready: Vec<Released> = {
         let mut parked = PARKED.lock();
         if parked.is_empty() {
@@ -285,6 +292,7 @@ fn reap_parked() {
         }
         let (ready, waiting) = core::mem::take(&mut *parked).into_iter().partition(|(token, _)| token.is_releasable(tlb::mailboxes()));
         *parked = waiting;
+        ANY_PARKED.store(!parked.is_empty(), Ordering::Release);
         ready.into_iter().map(|(_, released)| released).collect()
     };
     ready.into_iter().for_each(Released::free);
@@ -826,7 +834,7 @@ impl AddressSpace {
 fn settle_previous() -> Result<(), AsError> {
     reap_parked();
     let me = tlb::this_cpu();
-    if tlb::pending(me).is_empty() {
+    if tlb::acknowledged(me) {
         return Ok(());
     }
     tlb::wait(me, serve_ipi_work).map_err(AsError::Unanswered)?;
@@ -857,7 +865,8 @@ impl Space {
         let me = tlb::this_cpu();
         // A change that frees page-table pages interrupts lazy CPUs too: they may walk the tables.
         let frees_tables = !released.tables.is_empty();
-        let (plan, ticket) = interrupts::without_interrupts(|| {
+        // The plan (two CPU sets and the request) stays inside: only what the wait needs leaves.
+        let (token, new_gen, posted) = interrupts::without_interrupts(|| {
             let spare_lazy = |others: &CpuSet| if frees_tables { CpuSet::new() } else { lazy_among(others) };
             let plan = self.tracker.begin_change_sparing(me, range, &PLAN_STATS, spare_lazy);
             let ticket = (!plan.ipi_targets.is_empty()).then(|| tlb::post(me, plan.ipi_targets, &plan.request()));
@@ -866,18 +875,19 @@ impl Space {
             // the wait below still comes after both).
             with_this_cpu(|_, cpu| cpu.flush_for_change(me, self, &plan));
             count_plan(me, &plan);
-            (plan, ticket)
+            (FreeAfter::new(&plan, ticket), plan.new_gen, ticket.is_some())
         });
-        let token = FreeAfter::new(&plan, ticket);
-        let waited = if ticket.is_some() { tlb::wait(me, serve_ipi_work) } else { Ok(()) };
+        let waited = if posted { tlb::wait(me, serve_ipi_work) } else { Ok(()) };
         match waited {
             Ok(()) => {
                 assert!(token.is_releasable(tlb::mailboxes()), "a shootdown acknowledged by all is releasable");
                 Ok(released)
             }
             Err(cpus) => {
-                log::error!("aspace: {me}: CPUs {cpus} did not acknowledge the shootdown of {} gen {}", self.asid, plan.new_gen);
-                PARKED.lock().push((token, released));
+                log::error!("aspace: {me}: CPUs {cpus} did not acknowledge the shootdown of {} gen {new_gen}", self.asid);
+                let mut parked = PARKED.lock();
+                parked.push((token, released));
+                ANY_PARKED.store(true, Ordering::Release);
                 Err(AsError::Unanswered(cpus))
             }
         }
@@ -1196,20 +1206,25 @@ impl CpuSpaces {
 
     /// Honour one request of another CPU.
     fn service(&mut self, me: CpuId, request: &Request) {
-        let Some(space) = self.loaded.clone() else { return };
+        let Some(space) = self.loaded.as_ref() else { return };
         if space.asid != request.asid || !self.cr3_is_loaded {
             // Not loaded here: a slot kept for it is behind and flushes at the next switch-in.
             return;
         }
-        if space.dead.load(Ordering::SeqCst) {
+        let (dead, lazy) = (space.dead.load(Ordering::SeqCst), LAZY[me.index()].load(Ordering::Relaxed));
+        if !dead && !lazy {
+            // The common case borrows the loaded space: no count taken and dropped per request.
+            Self::perform(self.slots.flush_action(&space.tracker, request), space.pml4);
+            return;
+        }
+        let space = space.clone();
+        if dead {
             self.leave(me, &space);
-        } else if LAZY[me.index()].load(Ordering::Relaxed) {
+        } else {
             // Interrupted in a lazy halt (a change that frees tables): leave the space rather than
             // flush it, so that the next such change need not interrupt this CPU again. Its slot
             // stays behind by this change and flushes when `catch_up` loads the space again.
             self.leave_lazily(me, &space);
-        } else {
-            Self::perform(self.slots.flush_action(&space.tracker, request), space.pml4);
         }
     }
 }
@@ -1310,8 +1325,15 @@ fn service_here() {
 /// One turn of a shootdown wait: serve every kind of IPI work pending here (this CPU's shootdown
 /// mailbox and its cross-call mailbox), so that a CPU waiting for us with interrupts off, for
 /// either kind, is answered while we wait for it.
+///
+/// With interrupts on (a change's wait, preemption off) the turn has nothing to do: the IPIs reach
+/// this CPU themselves and their handlers serve both mailboxes, so the turn is only the wait's
+/// timeout check, and a wait that spins while the other CPU is slow to answer counts far fewer
+/// instructions per turn.
 fn serve_ipi_work() {
-    interrupts::without_interrupts(crate::cpus::xcall::serve_ipi_work);
+    if !interrupts::are_enabled() {
+        crate::cpus::xcall::serve_ipi_work();
+    }
 }
 
 fn on_shootdown_ipi(_frame: &mut arch::trap::TrapFrame) {

@@ -236,9 +236,9 @@ pub fn trace_ack(sender: CpuId, seq: u64) {
     trace::event(Category::Tlb, |tsc, cpu| Record::shootdown_ack(tsc, cpu, seq, sender.get()));
 }
 
-/// The targets of this CPU's last request that have not acknowledged it yet.
-pub fn pending(me: CpuId) -> CpuSet {
-    mailboxes()[me.index()].outbox().pending()
+/// Whether every target of this CPU's last request has acknowledged it (one read, inline).
+pub fn acknowledged(me: CpuId) -> bool {
+    mailboxes()[me.index()].outbox().is_acknowledged()
 }
 
 /// Per-CPU events of TLB maintenance; see [`TlbCounters`] for what each counts.
