@@ -661,7 +661,8 @@ impl<P: Platform> Scheduler<P> {
         let me = self.current_blockable();
         // SAFETY: the running thread is alive while it runs.
         let thread = unsafe { me.as_ref() };
-        let deadline_ns = self.platform.now_ns().saturating_add(duration_ns);
+        let now_ns = self.platform.now_ns();
+        let deadline_ns = now_ns.saturating_add(duration_ns);
         let cpu = &self.cpus[home];
         {
             let mut sleepers = cpu.sleepers.lock();
@@ -682,7 +683,7 @@ impl<P: Platform> Scheduler<P> {
             cpu.local.next_sleeper_ns.store(next, Ordering::Relaxed);
         }
         if deadline_ns < cpu.local.armed_ns.load(Ordering::Relaxed) {
-            self.arm(cpu, deadline_ns);
+            self.arm_from(cpu, deadline_ns, now_ns);
         }
         loop {
             self.schedule(Reason::Block);
@@ -835,7 +836,7 @@ impl<P: Platform> Scheduler<P> {
         let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
         let current = cpu.local.current.load(Ordering::Relaxed);
         if current == cpu.local.idle.load(Ordering::Relaxed) {
-            self.arm(cpu, next_sleeper);
+            self.arm_from(cpu, next_sleeper, now);
             return;
         }
         // SAFETY: the interrupted thread is alive and running here, interrupts off.
@@ -869,7 +870,7 @@ impl<P: Platform> Scheduler<P> {
             }
             now.saturating_add(slice)
         };
-        self.arm(cpu, slice_end.min(next_sleeper));
+        self.arm_from(cpu, slice_end.min(next_sleeper), now);
     }
 
     /// Switch away from the interrupted thread if its slice is over (and preemption is enabled).
@@ -963,7 +964,8 @@ impl<P: Platform> Scheduler<P> {
     fn idle_loop(&self, me: usize, stop: &dyn Fn() -> bool) {
         let cpu = &self.cpus[me];
         loop {
-            self.expire_sleepers(me, cpu, self.platform.now_ns());
+            let now = self.platform.now_ns();
+            self.expire_sleepers(me, cpu, now);
             if cpu.queue.len_hint() == 0 {
                 self.steal_into(me);
             }
@@ -979,7 +981,7 @@ impl<P: Platform> Scheduler<P> {
                 // through the space's generation when it next loads it).
                 cpu.local.active_mm.store(0, Ordering::Relaxed);
             }
-            self.arm(cpu, cpu.local.next_sleeper_ns.load(Ordering::Relaxed));
+            self.arm_from(cpu, cpu.local.next_sleeper_ns.load(Ordering::Relaxed), now);
             if cpu.queue.try_halt() {
                 let start_ns = self.platform.now_ns();
                 self.platform.idle_wait();
@@ -1217,6 +1219,21 @@ impl<P: Platform> Scheduler<P> {
         }
     }
 
+    /// [`Scheduler::arm`], with `now_ns` a clock reading this CPU took a little earlier, which the
+    /// platform may count the delay from ([`Platform::arm_timer_from`]).
+    #[inline]
+    fn arm_from(&self, cpu: &Cpu, deadline_ns: u64, now_ns: u64) {
+        let armed = &cpu.local.armed_ns;
+        if armed.load(Ordering::Relaxed) != deadline_ns {
+            armed.store(deadline_ns, Ordering::Relaxed);
+            if deadline_ns == NEVER {
+                self.platform.arm_timer(None);
+            } else {
+                self.platform.arm_timer_from(deadline_ns, now_ns);
+            }
+        }
+    }
+
     /// Wake this CPU's sleepers whose deadline is `<= now_ns` (interrupts disabled). Inline: the
     /// tick and the preemption that follows it each ask, and mostly nobody is due.
     #[inline]
@@ -1391,9 +1408,10 @@ impl<P: Platform> Scheduler<P> {
         let now = now.unwrap_or_else(|| self.platform.now_ns());
         let cpu = &self.cpus[me];
         let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
-        self.arm(
+        self.arm_from(
             cpu,
             now.saturating_add(self.config.slice_ns).min(next_sleeper),
+            now,
         );
     }
 
