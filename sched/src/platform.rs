@@ -154,6 +154,14 @@ pub trait Platform: 'static + Sync + Sized {
     /// Disable interrupts on this CPU and return whether they were enabled.
     fn irq_save_disable(&self) -> IrqState;
 
+    /// [`Platform::irq_save_disable`], then [`Platform::cpu_id`], which cannot change while
+    /// interrupts stay disabled: for a platform that finds both through the same lookup, one.
+    #[inline]
+    fn irq_save_disable_on(&self) -> (IrqState, CpuIndex) {
+        let irq = self.irq_save_disable();
+        (irq, self.cpu_id())
+    }
+
     /// Put the interrupt flag back as `state` says.
     fn irq_restore(&self, state: IrqState);
 

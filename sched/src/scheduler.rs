@@ -644,10 +644,10 @@ impl<P: Platform> Scheduler<P> {
     /// Give the CPU to the next runnable thread on this CPU, if any; come back after it (round
     /// robin).
     pub fn yield_now(&self) {
-        let irq = self.platform.irq_save_disable();
+        let (irq, me) = self.platform.irq_save_disable_on();
         // The switch path inlined with its reason a constant: no dispatch on the reason, and only
         // the steps a yield takes.
-        self.switch_path(Reason::Yield);
+        self.switch_path_on(me.index(), Reason::Yield);
         self.platform.irq_restore(irq);
     }
 
@@ -1286,7 +1286,13 @@ impl<P: Platform> Scheduler<P> {
     /// `schedule_preempt`) so that the tests of the reason fold away.
     #[inline(always)]
     fn switch_path(&self, reason: Reason) {
-        let me = self.this_cpu();
+        self.switch_path_on(self.this_cpu(), reason);
+    }
+
+    /// [`Scheduler::switch_path`] on CPU `me`, the calling one (interrupts disabled).
+    #[inline(always)]
+    fn switch_path_on(&self, me: usize, reason: Reason) {
+        assert!(me < self.cpus.len(), "a CPU index that is not part of this scheduler");
         let cpu = &self.cpus[me];
         let prev = cpu.local.current.load(Ordering::Relaxed);
         let idle = cpu.local.idle.load(Ordering::Relaxed);
