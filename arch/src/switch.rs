@@ -1,10 +1,12 @@
 //! The windowed context switch: the only code that moves a CPU from one thread's stack to another's.
 //!
 //! Key types and functions:
-//! - [`Window`]: one 64-byte cache line per thread holding exactly what a voluntary call into the
-//!   switch must carry: the six callee-saved general registers of the System V ABI (`rbx`, `rbp`,
-//!   `r12`-`r15`), the stack pointer and the resume point.
-//! - [`switch_window`]: saves the running thread into one window and resumes another from its window.
+//! - [`Window`]: one 64-byte cache line per thread holding exactly what the switch must carry
+//!   itself: `rbx` and `rbp` (the two callee-saved registers the compiler cannot be told are
+//!   clobbered), the stack pointer and the resume point.
+//! - [`switch_window`]: saves the running thread into one window and resumes another from its window;
+//!   inlined at its call site as a `call` into the naked `switch_core`, with `r12`-`r15` declared
+//!   clobbered.
 //! - [`Window::new_thread`]: builds the first window of a thread that has never run, so the very same
 //!   switch starts it (through a small start trampoline that calls its entry function).
 //! - [`prefetch`]: a cache hint the scheduler uses to warm the next window and stack top early.
@@ -13,11 +15,14 @@
 //! where `bench` measures it); the extended (FPU/vector) state is not part of a window, it is handled
 //! separately and only for threads that use it, by [`crate::fpu`].
 //!
-//! Why this is all there is to save. [`switch_window`] is an ordinary `extern "C"` call, so the
-//! compiler already treats every caller-saved register (`rax`, `rcx`, `rdx`, `rsi`, `rdi`,
-//! `r8`-`r11`, all vector registers) as clobbered and keeps nothing live in them across it. What is
-//! left is the callee-saved set plus `rsp` and the point to resume at. `rflags` is deliberately not
-//! carried:
+//! Why this is all there is to save. [`switch_window`]'s `asm!` block declares every caller-saved
+//! register (`rax`, `rcx`, `rdx`, `rsi`, `rdi`, `r8`-`r11`, all vector registers) and also
+//! `r12`-`r15` clobbered, so the compiler keeps nothing live in them across it: a value it needs
+//! after the switch it keeps in `rbx`, `rbp` or the stack, and the callee-saved registers of the
+//! switching function's own caller are in its frame already (its prologue saved the ones it uses).
+//! Saving `r12`-`r15` again in the window would store each value a second time. What is left is
+//! `rbx`, `rbp` (which `asm!` may not clobber), `rsp` and the point to resume at. `rflags` is
+//! deliberately not carried:
 //! - the interrupt flag: the contract is that the switch is always entered with interrupts disabled
 //!   and leaves with them disabled; the scheduler re-enables them afterwards from state kept on the
 //!   resumed thread's own stack, so `IF` never needs to travel with the window (and a `popfq` could
@@ -39,18 +44,11 @@ use core::mem::offset_of;
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Window {
-    /// Callee-saved `rbx`.
+    /// Callee-saved `rbx` (a new thread's entry function).
     pub rbx: u64,
-    /// Callee-saved `rbp` (the frame pointer when frame pointers are on; 0 ends a backtrace).
+    /// Callee-saved `rbp` (the frame pointer when frame pointers are on; a new thread's argument,
+    /// which its start trampoline moves to `rdi` before it zeroes `rbp` to end backtraces).
     pub rbp: u64,
-    /// Callee-saved `r12`.
-    pub r12: u64,
-    /// Callee-saved `r13`.
-    pub r13: u64,
-    /// Callee-saved `r14`.
-    pub r14: u64,
-    /// Callee-saved `r15`.
-    pub r15: u64,
     /// The stack pointer to resume with: exactly the value the thread's caller of `switch_window` had
     /// just before its `call` (the return address already popped).
     pub rsp: u64,
@@ -80,11 +78,7 @@ impl Window {
     ) -> Window {
         Window {
             rbx: entry as usize as u64,
-            rbp: 0,
-            r12: arg as u64,
-            r13: 0,
-            r14: 0,
-            r15: 0,
+            rbp: arg as u64,
             rsp: (stack_top as u64) & !15,
             rip: thread_start as *const () as u64,
         }
@@ -92,6 +86,10 @@ impl Window {
 }
 
 /// Save the running thread into `*prev`, resume the thread saved in `*next`, and hand it `handoff`.
+///
+/// Inlined: a `call` into `switch_core` (the naked function below) from an `asm!` block that
+/// declares `r12`-`r15` and every caller-saved register clobbered, so the switch itself carries
+/// only `rbx`, `rbp`, `rsp` and the resume point.
 ///
 /// Returns when some later switch resumes the thread saved into `*prev`, on whichever CPU does it,
 /// with its callee-saved registers and stack exactly as at the call. The return value is the
@@ -113,16 +111,17 @@ impl Window {
 /// Contract of the machine code:
 /// - entry: `rdi` = `prev`, `rsi` = `next`, `rdx` = `handoff`; `[rsp]` is the return address into
 ///   the outgoing thread;
-/// - saved into `*prev`: `rbx`, `rbp`, `r12`-`r15`; then the return address is popped (once) into
-///   `prev.rip` and the resulting `rsp` (the caller's `rsp` before its `call`) into `prev.rsp`;
-/// - loaded from `*next`: the same six registers and `rsp`; `next.rip` is pushed on the incoming
+/// - saved into `*prev`: `rbx`, `rbp`; then the return address is popped (once) into `prev.rip`
+///   and the resulting `rsp` (the caller's `rsp` before its `call`) into `prev.rsp`;
+/// - loaded from `*next`: the same two registers and `rsp`; `next.rip` is pushed on the incoming
 ///   stack (into the very slot its own `call` had used, or just below a new thread's stack top) and
 ///   `ret` pops it, leaving the incoming stack exactly as its caller had it before its call (or, for
 ///   a new thread, at its 16-byte aligned top);
 /// - `rax` = `handoff` when the incoming thread resumes (for a new thread, when its start trampoline
 ///   runs, which passes it on to the entry function);
 /// - no flags are saved or restored, no memory other than the two windows and that one slot of the
-///   incoming stack is touched; `rcx` is clobbered (like every caller-saved register in a call).
+///   incoming stack is touched; `rcx` is clobbered (like every caller-saved register in a call),
+///   and `r12`-`r15` hold whatever the other thread left in them (the `asm!` block says so).
 ///
 /// Why `push; ret` and not `jmp [next.rip]`: the `call` into this function pushed a return-stack
 /// buffer entry that a `jmp` would never pop, so after a switch every `ret` of the resumed thread
@@ -130,17 +129,42 @@ impl Window {
 /// buffer" rules: calls and returns must pair). With the `ret`, the entry the `call` pushed is the
 /// one popped. Every switch of the scheduler is made from one call site, so that prediction is
 /// right: the resumed thread returns to the same instruction the outgoing one called from.
+#[inline(always)]
+pub unsafe fn switch_window(prev: *mut Window, next: *const Window, handoff: usize) -> usize {
+    let resumed_by: usize;
+    // SAFETY: the caller's contract above; `switch_core` follows the calling convention this block
+    // declares (arguments in rdi, rsi, rdx; result in rax; r12-r15 and the caller-saved registers
+    // clobbered; rbx, rbp and rsp as they were), and the block is not `nostack`, so the compiler
+    // keeps nothing below `rsp` for the `call` to overwrite and aligns `rsp` for it.
+    unsafe {
+        core::arch::asm!(
+            "call {core}",
+            core = sym switch_core,
+            inout("rdi") prev => _,
+            inout("rsi") next => _,
+            inout("rdx") handoff => _,
+            lateout("rax") resumed_by,
+            out("r12") _,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
+            clobber_abi("C"),
+        );
+    }
+    resumed_by
+}
+
+/// The switch's machine code, entered only by the `call` in [`switch_window`] (see its contract).
+///
+/// # Safety
+/// As for [`switch_window`]; called only from its `asm!` block.
 #[unsafe(naked)]
-pub unsafe extern "C" fn switch_window(prev: *mut Window, next: *const Window, handoff: usize) -> usize {
+unsafe extern "C" fn switch_core(prev: *mut Window, next: *const Window, handoff: usize) -> usize {
     core::arch::naked_asm!(
         ".cfi_startproc",
         // Outgoing thread: callee-saved registers first.
         "mov [rdi + {rbx}], rbx",
         "mov [rdi + {rbp}], rbp",
-        "mov [rdi + {r12}], r12",
-        "mov [rdi + {r13}], r13",
-        "mov [rdi + {r14}], r14",
-        "mov [rdi + {r15}], r15",
         // Pop the return address: it is where the outgoing thread resumes, and after the pop rsp is
         // the caller's own rsp, which a resumption must restore without anything left to pop.
         "pop rcx",
@@ -153,26 +177,18 @@ pub unsafe extern "C" fn switch_window(prev: *mut Window, next: *const Window, h
         // nothing can observe it (interrupts are off) until the ret lands in the incoming thread.
         "mov rbx, [rsi + {rbx}]",
         "mov rbp, [rsi + {rbp}]",
-        "mov r12, [rsi + {r12}]",
-        "mov r13, [rsi + {r13}]",
-        "mov r14, [rsi + {r14}]",
-        "mov r15, [rsi + {r15}]",
         "mov rsp, [rsi + {rsp}]",
         "push qword ptr [rsi + {rip}]",
         "ret",
         ".cfi_endproc",
         rbx = const offset_of!(Window, rbx),
         rbp = const offset_of!(Window, rbp),
-        r12 = const offset_of!(Window, r12),
-        r13 = const offset_of!(Window, r13),
-        r14 = const offset_of!(Window, r14),
-        r15 = const offset_of!(Window, r15),
         rsp = const offset_of!(Window, rsp),
         rip = const offset_of!(Window, rip),
     )
 }
 
-/// Where a thread built by [`Window::new_thread`] first runs: `rbx` = entry, `r12` = argument, `rax`
+/// Where a thread built by [`Window::new_thread`] first runs: `rbx` = entry, `rbp` = argument, `rax`
 /// = the handoff of the switch that started it, `rsp` the 16-byte aligned stack top.
 ///
 /// It marks the bottom of the stack for backtraces (`rbp` = 0, return address undefined), passes the
@@ -187,8 +203,8 @@ unsafe extern "C" fn thread_start() -> ! {
     core::arch::naked_asm!(
         ".cfi_startproc",
         ".cfi_undefined rip",
+        "mov rdi, rbp",
         "xor ebp, ebp",
-        "mov rdi, r12",
         "mov rsi, rax",
         "call rbx",
         "ud2",
@@ -225,9 +241,11 @@ mod tests {
         core::arch::naked_asm!("lea rax, [rsp + 8]", "ret")
     }
 
-    /// Load `seed + i` into the i-th callee-saved register (`rbx`, `rbp`, `r12`-`r15`), switch from
-    /// `prev` to `next`, and when resumed return the OR of `register ^ (seed + i)` over the six: zero
-    /// exactly when every callee-saved register survived the round trip.
+    /// Load `seed + i` into the i-th register the switch carries (`rbx`, `rbp`), switch from `prev`
+    /// to `next` through `switch_core`, and when resumed return the OR of `register ^ (seed + i)`
+    /// over the two: zero exactly when both survived the round trip. (`r12`-`r15`, which the switch
+    /// leaves to its caller, are pushed and popped here, as the compiler does around
+    /// [`switch_window`].)
     ///
     /// # Safety
     /// As for [`switch_window`].
@@ -250,28 +268,12 @@ mod tests {
             "mov [rsp], rdx",
             "mov rbx, rdx",
             "lea rbp, [rdx + 1]",
-            "lea r12, [rdx + 2]",
-            "lea r13, [rdx + 3]",
-            "lea r14, [rdx + 4]",
-            "lea r15, [rdx + 5]",
             "call {switch}",
             "mov rdx, [rsp]",
             "mov rax, rbx",
             "xor rax, rdx",
             "lea rcx, [rdx + 1]",
             "xor rcx, rbp",
-            "or rax, rcx",
-            "lea rcx, [rdx + 2]",
-            "xor rcx, r12",
-            "or rax, rcx",
-            "lea rcx, [rdx + 3]",
-            "xor rcx, r13",
-            "or rax, rcx",
-            "lea rcx, [rdx + 4]",
-            "xor rcx, r14",
-            "or rax, rcx",
-            "lea rcx, [rdx + 5]",
-            "xor rcx, r15",
             "or rax, rcx",
             "add rsp, 8",
             "pop r15",
@@ -281,7 +283,7 @@ mod tests {
             "pop rbp",
             "pop rbx",
             "ret",
-            switch = sym switch_window,
+            switch = sym switch_core,
         )
     }
 
@@ -423,8 +425,7 @@ mod tests {
         }
         let w = Window::new_thread(0x1234_5679 as *mut u8, never, 7);
         assert_eq!(w.rsp, 0x1234_5670);
-        assert_eq!(w.rbp, 0);
-        assert_eq!(w.r12, 7);
+        assert_eq!(w.rbp, 7);
         assert_eq!(w.rbx, never as *const () as u64);
         assert_eq!(w.rip, thread_start as *const () as u64);
     }

@@ -67,6 +67,10 @@ static LAPIC_PER_TSC_FP32: AtomicU64 = AtomicU64::new(0);
 /// turns a deadline on the [`now_ns`] clock back into a TSC value with a multiplication, and never
 /// into an earlier one.
 static TSC_PER_NS_FP32: AtomicU64 = AtomicU64::new(0);
+/// Local APIC timer ticks per nanosecond, 32.32 fixed point: the product of [`TSC_PER_NS_FP32`]
+/// and [`LAPIC_PER_TSC_FP32`], rounded up, so a count made with it never falls short (0 before
+/// calibration). One multiplication turns a delay into a one-shot count ([`arm_after_ns`]).
+static LAPIC_PER_NS_FP32: AtomicU64 = AtomicU64::new(0);
 
 /// A counting reference clock.
 enum RefClock {
@@ -281,6 +285,9 @@ pub fn init() {
         }
     }
     LAPIC_PER_TSC_FP32.store(lapic_upper, Ordering::Relaxed);
+    let tsc_per_ns = u128::from(TSC_PER_NS_FP32.load(Ordering::Relaxed));
+    let lapic_per_ns = (tsc_per_ns * u128::from(lapic_upper)).div_ceil(1 << 32).min(u128::from(u64::MAX));
+    LAPIC_PER_NS_FP32.store(lapic_per_ns as u64, Ordering::Relaxed);
     let lapic_hz = (u128::from(lapic_estimate) * u128::from(tsc_hz)) >> 32;
     log::info!(
         "time: TSC {}.{:03} MHz ({source}), LAPIC timer {}.{:03} MHz (bus clock, divide by 1), timer mode {}{}",
@@ -389,6 +396,31 @@ pub fn arm_at_ns(deadline_ns: u64) {
         let lapic_ticks = (u128::from(tsc_ticks) * per_tsc + u128::from(u32::MAX)) >> 32;
         apic::arm_count(lapic_ticks.clamp(1, u128::from(u32::MAX)) as u32);
     }
+}
+
+/// Arm this CPU's timer for `deadline_ns`, as [`arm_at_ns`] does, given `now_ns`, a reading of
+/// [`now_ns`] this CPU took a little earlier (the timer tick's, say). In one-shot mode the count is
+/// the gap from that reading, by one multiplication: no clock read, no conversion to TSC ticks.
+/// The time since the reading only delays the interrupt, never brings it earlier. TSC-deadline
+/// mode takes [`arm_at_ns`], which reads no clock either.
+pub fn arm_at_ns_from(deadline_ns: u64, now_ns: u64) {
+    use crate::irq::apic;
+    let per_ns = LAPIC_PER_NS_FP32.load(Ordering::Relaxed);
+    if apic::timer_is_tsc_deadline() || per_ns == 0 {
+        arm_at_ns(deadline_ns);
+        return;
+    }
+    arm_after_ns(deadline_ns.saturating_sub(now_ns), per_ns);
+}
+
+/// Arm the one-shot count for `delay_ns`, at `per_ns` timer ticks per nanosecond (32.32): rounded
+/// up, plus one tick for the rounding of the factor's two parts, at least 1 and at most the
+/// count's limit (see [`arm_oneshot_ns`]).
+#[inline(always)]
+fn arm_after_ns(delay_ns: u64, per_ns: u64) {
+    let ticks = (u128::from(delay_ns) * u128::from(per_ns)) >> 32;
+    let ticks = u32::try_from(ticks).unwrap_or(u32::MAX).saturating_add(2);
+    crate::irq::apic::arm_count(ticks);
 }
 
 /// Spin for at least `us` microseconds.

@@ -218,6 +218,20 @@ impl Platform for HostPlatform {
     }
 
     #[inline]
+    fn irq_save_disable_on(&self) -> (IrqState, CpuIndex) {
+        // One thread-local lookup for both (the kernel's are `pushf; cli` and a GS load anyway).
+        let i = os_thread_cpu();
+        let flag = &self
+            .cpus
+            .get(i as usize)
+            .expect("this OS thread is not a CPU of this platform")
+            .irqs_enabled;
+        let enabled = flag.load(Ordering::Relaxed);
+        flag.store(false, Ordering::Relaxed);
+        (IrqState { enabled }, CpuIndex(i))
+    }
+
+    #[inline]
     fn irq_restore(&self, state: IrqState) {
         self.this()
             .irqs_enabled

@@ -13,8 +13,8 @@
 //!   [`Config`] `{ slice_ns: u64 (default 10 ms), prefetch: bool (default true) }`.
 //! - `unsafe fn Scheduler::run_cpu(&'static self, stop: &dyn Fn() -> bool)`: each CPU's boot thread
 //!   becomes its idle thread and runs the idle loop (returns only when `stop()` and no work).
-//! - [`Platform`]: `cpu_id`, `irq_save_disable`/`irq_restore` ([`IrqState`]), `send_resched`,
-//!   `now_ns`, `arm_timer(Option<u64>)`, `idle_wait`, `alloc_stack`/`free_stack` ([`Stack`]),
+//! - [`Platform`]: `cpu_id`, `irq_save_disable`/`irq_restore` ([`IrqState`]; `irq_save_disable_on` also names the CPU), `send_resched`,
+//!   `now_ns`, `arm_timer(Option<u64>)` (and `arm_timer_from`, given a recent clock reading), `idle_wait`, `alloc_stack`/`free_stack` ([`Stack`]),
 //!   `fpu_features() -> Option<arch::fpu::FpuFeatures>`, `switch_mm(Option<NonZeroUsize>, &Mm)` ([`Mm`]: an owned, counted handle
 //!   the kernel makes with `unsafe Mm::from_raw(word, owner, &MmOps)`), `leave_mm_idle()`, `mm_after_idle()`,
 //!   `trace(impl FnOnce() -> TraceEvent)` (default: nothing); [`CpuIndex`]`(u32)` numbers CPUs densely.

@@ -154,6 +154,14 @@ pub trait Platform: 'static + Sync + Sized {
     /// Disable interrupts on this CPU and return whether they were enabled.
     fn irq_save_disable(&self) -> IrqState;
 
+    /// [`Platform::irq_save_disable`], then [`Platform::cpu_id`], which cannot change while
+    /// interrupts stay disabled: for a platform that finds both through the same lookup, one.
+    #[inline]
+    fn irq_save_disable_on(&self) -> (IrqState, CpuIndex) {
+        let irq = self.irq_save_disable();
+        (irq, self.cpu_id())
+    }
+
     /// Put the interrupt flag back as `state` says.
     fn irq_restore(&self, state: IrqState);
 
@@ -168,6 +176,16 @@ pub trait Platform: 'static + Sync + Sized {
     /// Program this CPU's timer interrupt for `deadline_ns` (on the `now_ns` clock), replacing any
     /// earlier setting; `None` stops it (tickless idle). A deadline in the past fires at once.
     fn arm_timer(&self, deadline_ns: Option<u64>);
+
+    /// [`Platform::arm_timer`] for `Some(deadline_ns)`, given `now_ns`, a reading of
+    /// [`Platform::now_ns`] this CPU took a little earlier (the timer tick's own). A platform whose
+    /// timer counts down may count the delay from that reading instead of reading the clock again:
+    /// the time since it only delays the interrupt, never brings it earlier. The default ignores it.
+    #[inline]
+    fn arm_timer_from(&self, deadline_ns: u64, now_ns: u64) {
+        let _ = now_ns;
+        self.arm_timer(Some(deadline_ns));
+    }
 
     /// Enable interrupts and halt until one arrives, atomically (`sti; hlt`: an interrupt pending at
     /// the `sti` still wakes the halt); return with interrupts disabled again.

@@ -293,6 +293,17 @@ impl<T: Queued> RunQueue<T> {
     /// `t` is valid until popped, runnable (`on_rq`), on no queue, and belongs to this queue's CPU.
     #[inline]
     pub unsafe fn push(&mut self, t: NonNull<T>) {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.append(t) };
+        self.len += 1;
+    }
+
+    /// [`RunQueue::push`] without counting `t` in `len` (the caller does, or takes one out).
+    ///
+    /// # Safety
+    /// As for [`RunQueue::push`].
+    #[inline(always)]
+    unsafe fn append(&mut self, t: NonNull<T>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         // SAFETY: `t` is valid and on no queue (caller).
@@ -303,20 +314,25 @@ impl<T: Queued> RunQueue<T> {
                 self.free.push(t, seq);
             }
         }
-        self.len += 1;
     }
 
     /// Take the thread queued longest, pinned or not. O(1).
     #[inline]
     pub fn pop(&mut self) -> Option<NonNull<T>> {
-        let t = match (self.pinned.head_seq(), self.free.head_seq()) {
+        let t = self.take_oldest()?;
+        self.len -= 1;
+        Some(t)
+    }
+
+    /// [`RunQueue::pop`] without counting it out of `len` (the caller does, or puts one back).
+    #[inline(always)]
+    fn take_oldest(&mut self) -> Option<NonNull<T>> {
+        match (self.pinned.head_seq(), self.free.head_seq()) {
             (Some(p), Some(f)) if p < f => self.pinned.pop(),
             (_, Some(_)) => self.free.pop(),
             (Some(_), None) => self.pinned.pop(),
             (None, None) => None,
-        }?;
-        self.len -= 1;
-        Some(t)
+        }
     }
 
     /// Take the migratable thread queued longest. O(1).
@@ -344,8 +360,18 @@ impl<T: Queued> RunQueue<T> {
             // SAFETY: `prev` is valid (caller).
             let e = unsafe { prev.as_ref() }.entity();
             match e.state() {
-                // SAFETY: `prev` runs here, so it is on no queue, and it is `on_rq`.
-                State::Running => unsafe { self.push(prev) },
+                State::Running => {
+                    // The oldest queued thread runs next and `prev` goes to the tail: the same
+                    // choice as appending `prev` and then taking the oldest (its sequence number
+                    // would be the newest), with `len` unchanged and, with nothing queued, `prev`
+                    // running on without passing through the queue.
+                    let Some(next) = self.take_oldest() else {
+                        return Some(prev);
+                    };
+                    // SAFETY: `prev` runs here, so it is on no queue, and it is `on_rq`.
+                    unsafe { self.append(prev) };
+                    return Some(next);
+                }
                 State::Blocked | State::Dead => e.on_rq.store(false, Ordering::Relaxed),
             }
         }

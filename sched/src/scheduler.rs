@@ -309,14 +309,12 @@ impl<P: Platform> Scheduler<P> {
             .sum()
     }
 
-    /// The calling CPU's index, checked.
+    /// The calling CPU's index, checked (the message names no index: formatting it would keep the
+    /// index in a stack slot on every switch path, for a panic that never comes).
     #[inline]
     fn this_cpu(&self) -> usize {
         let i = self.platform.cpu_id().index();
-        assert!(
-            i < self.cpus.len(),
-            "CPU index {i} is not part of this scheduler"
-        );
+        assert!(i < self.cpus.len(), "a CPU index that is not part of this scheduler");
         i
     }
 
@@ -654,10 +652,10 @@ impl<P: Platform> Scheduler<P> {
     /// Give the CPU to the next runnable thread on this CPU, if any; come back after it (round
     /// robin).
     pub fn yield_now(&self) {
-        let irq = self.platform.irq_save_disable();
+        let (irq, me) = self.platform.irq_save_disable_on();
         // The switch path inlined with its reason a constant: no dispatch on the reason, and only
         // the steps a yield takes.
-        self.switch_path(Reason::Yield);
+        self.switch_path_on(me.index(), Reason::Yield);
         self.platform.irq_restore(irq);
     }
 
@@ -669,7 +667,8 @@ impl<P: Platform> Scheduler<P> {
         let me = self.current_blockable();
         // SAFETY: the running thread is alive while it runs.
         let thread = unsafe { me.as_ref() };
-        let deadline_ns = self.platform.now_ns().saturating_add(duration_ns);
+        let now_ns = self.platform.now_ns();
+        let deadline_ns = now_ns.saturating_add(duration_ns);
         let cpu = &self.cpus[home];
         {
             let mut sleepers = cpu.sleepers.lock();
@@ -690,7 +689,7 @@ impl<P: Platform> Scheduler<P> {
             cpu.local.next_sleeper_ns.store(next, Ordering::Relaxed);
         }
         if deadline_ns < cpu.local.armed_ns.load(Ordering::Relaxed) {
-            self.arm(cpu, deadline_ns);
+            self.arm_from(cpu, deadline_ns, now_ns);
         }
         loop {
             self.schedule(Reason::Block);
@@ -843,7 +842,7 @@ impl<P: Platform> Scheduler<P> {
         let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
         let current = cpu.local.current.load(Ordering::Relaxed);
         if current == cpu.local.idle.load(Ordering::Relaxed) {
-            self.arm(cpu, next_sleeper);
+            self.arm_from(cpu, next_sleeper, now);
             return;
         }
         // SAFETY: the interrupted thread is alive and running here, interrupts off.
@@ -877,7 +876,7 @@ impl<P: Platform> Scheduler<P> {
             }
             now.saturating_add(slice)
         };
-        self.arm(cpu, slice_end.min(next_sleeper));
+        self.arm_from(cpu, slice_end.min(next_sleeper), now);
     }
 
     /// Switch away from the interrupted thread if its slice is over (and preemption is enabled).
@@ -971,7 +970,8 @@ impl<P: Platform> Scheduler<P> {
     fn idle_loop(&self, me: usize, stop: &dyn Fn() -> bool) {
         let cpu = &self.cpus[me];
         loop {
-            self.expire_sleepers(me, cpu, self.platform.now_ns());
+            let now = self.platform.now_ns();
+            self.expire_sleepers(me, cpu, now);
             if cpu.queue.len_hint() == 0 {
                 self.steal_into(me);
             }
@@ -987,7 +987,7 @@ impl<P: Platform> Scheduler<P> {
                 // through the space's generation when it next loads it).
                 cpu.local.active_mm.store(0, Ordering::Relaxed);
             }
-            self.arm(cpu, cpu.local.next_sleeper_ns.load(Ordering::Relaxed));
+            self.arm_from(cpu, cpu.local.next_sleeper_ns.load(Ordering::Relaxed), now);
             if cpu.queue.try_halt() {
                 let start_ns = self.platform.now_ns();
                 self.platform.idle_wait();
@@ -1232,6 +1232,21 @@ impl<P: Platform> Scheduler<P> {
         }
     }
 
+    /// [`Scheduler::arm`], with `now_ns` a clock reading this CPU took a little earlier, which the
+    /// platform may count the delay from ([`Platform::arm_timer_from`]).
+    #[inline]
+    fn arm_from(&self, cpu: &Cpu, deadline_ns: u64, now_ns: u64) {
+        let armed = &cpu.local.armed_ns;
+        if armed.load(Ordering::Relaxed) != deadline_ns {
+            armed.store(deadline_ns, Ordering::Relaxed);
+            if deadline_ns == NEVER {
+                self.platform.arm_timer(None);
+            } else {
+                self.platform.arm_timer_from(deadline_ns, now_ns);
+            }
+        }
+    }
+
     /// Wake this CPU's sleepers whose deadline is `<= now_ns` (interrupts disabled). Inline: the
     /// tick and the preemption that follows it each ask, and mostly nobody is due.
     #[inline]
@@ -1286,7 +1301,13 @@ impl<P: Platform> Scheduler<P> {
     /// `schedule_preempt`) so that the tests of the reason fold away.
     #[inline(always)]
     fn switch_path(&self, reason: Reason) {
-        let me = self.this_cpu();
+        self.switch_path_on(self.this_cpu(), reason);
+    }
+
+    /// [`Scheduler::switch_path`] on CPU `me`, the calling one (interrupts disabled).
+    #[inline(always)]
+    fn switch_path_on(&self, me: usize, reason: Reason) {
+        assert!(me < self.cpus.len(), "a CPU index that is not part of this scheduler");
         let cpu = &self.cpus[me];
         let prev = cpu.local.current.load(Ordering::Relaxed);
         let idle = cpu.local.idle.load(Ordering::Relaxed);
@@ -1294,9 +1315,8 @@ impl<P: Platform> Scheduler<P> {
             reason,
             Reason::Yield | Reason::Block | Reason::Exit | Reason::Migrate(_)
         ) {
-            assert_eq!(
-                cpu.local.preempt_count.load(Ordering::Relaxed),
-                0,
+            assert!(
+                cpu.local.preempt_count.load(Ordering::Relaxed) == 0,
                 "a thread yielded, blocked or exited with preemption disabled"
             );
             if reason == Reason::Yield {
@@ -1406,9 +1426,10 @@ impl<P: Platform> Scheduler<P> {
         let now = now.unwrap_or_else(|| self.platform.now_ns());
         let cpu = &self.cpus[me];
         let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
-        self.arm(
+        self.arm_from(
             cpu,
             now.saturating_add(self.config.slice_ns).min(next_sleeper),
+            now,
         );
     }
 

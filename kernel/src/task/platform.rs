@@ -95,6 +95,11 @@ impl Platform for KernelPlatform {
         }
     }
 
+    fn arm_timer_from(&self, deadline_ns: u64, now_ns: u64) {
+        trace::event(Category::Timer, |tsc, cpu| Record { a: deadline_ns, arg: 0, ..Record::new(tsc, cpu, Kind::TimerArm) });
+        time::arm_at_ns_from(deadline_ns, now_ns);
+    }
+
     #[inline]
     fn idle_wait(&self) {
         trace::event(Category::Idle, |tsc, cpu| Record::new(tsc, cpu, Kind::IdleEnter));
