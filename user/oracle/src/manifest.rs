@@ -84,6 +84,9 @@ pub struct Program {
     pub args_one_cpu: Option<Vec<String>>,
     pub expect: Expect,
     pub timeout_s: u64,
+    /// In the kernel, its end must come with exactly one user-fault report naming it and the
+    /// signal of `expect` (the report of a fault in ring 3; Linux prints none, so only checked there).
+    pub fault_report: bool,
 }
 
 impl Program {
@@ -121,6 +124,8 @@ struct RawProgram {
     args_one_cpu: Option<Vec<String>>,
     expect: Option<String>,
     timeout: Option<u64>,
+    #[serde(default)]
+    fault_report: bool,
 }
 
 /// Parses the manifest text; names must be unique and usable as file names.
@@ -146,12 +151,16 @@ pub fn parse(text: &str) -> Result<Vec<Program>, String> {
             Some(text) => Expect::parse(text).map_err(|e| format!("program {}: {e}", p.name))?,
             None => Expect::Exit(0),
         };
+        if p.fault_report && !matches!(expect, Expect::Signal(_)) {
+            return Err(format!("program {}: fault_report needs expect = \"signal SIGNAME\"", p.name));
+        }
         programs.push(Program {
             name: p.name,
             args: p.args,
             args_one_cpu: p.args_one_cpu,
             expect,
             timeout_s: p.timeout.unwrap_or(120),
+            fault_report: p.fault_report,
         });
     }
     Ok(programs)
@@ -181,7 +190,8 @@ mod tests {
                 args: vec![],
                 args_one_cpu: None,
                 expect: Expect::Exit(0),
-                timeout_s: 120
+                timeout_s: 120,
+                fault_report: false,
             }
         );
         assert_eq!(programs[1].expect, Expect::Signal(4));
@@ -210,6 +220,8 @@ mod tests {
         assert!(parse("[[program]]\nname = \"a\"\nexpect = \"signal SIGNOPE\"\n").is_err());
         assert!(parse("[[program]]\nname = \"a\"\nexpect = \"exits 0\"\n").is_err());
         assert!(parse("[[program]]\nname = \"a\"\nspeed = 3\n").is_err());
+        assert!(parse("[[program]]\nname = \"a\"\nfault_report = true\n").is_err());
+        assert!(parse("[[program]]\nname = \"a\"\nexpect = \"signal SIGSEGV\"\nfault_report = true\n").unwrap()[0].fault_report);
     }
 
     #[test]
