@@ -181,13 +181,25 @@ static void test_dirs(void)
 	close(fd);
 	CHECK(fstatat(dfd, "sub/x", &st, 0) == 0 && S_ISREG(st.st_mode));
 	CHECK(renameat(dfd, "sub/x", dfd, "y") == 0);
+	/* readlinkat and fstatat without following, relative to the directory and to the cwd. */
+	CHECK(symlinkat("sub/../y", dfd, "l") == 0);
+	memset(buf, 0, sizeof(buf));
+	CHECK(readlinkat(dfd, "l", buf, sizeof(buf)) == 8 && strcmp(buf, "sub/../y") == 0);
+	CHECK(readlinkat(AT_FDCWD, "w/l", buf, 3) == 3 && memcmp(buf, "sub", 3) == 0);
+	CHECK_ERR(readlinkat(dfd, "y", buf, sizeof(buf)), EINVAL);
+	CHECK_ERR(readlinkat(dfd, "none", buf, sizeof(buf)), ENOENT);
+	CHECK_ERR(readlinkat(999, "l", buf, sizeof(buf)), EBADF);
+	CHECK_RAW(rsys4(SYS_readlinkat, dfd, "l", 8, sizeof(buf)), EFAULT);
+	CHECK(fstatat(dfd, "l", &lst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(lst.st_mode) && lst.st_size == 8);
+	CHECK(fstatat(dfd, "l", &st, 0) == 0 && S_ISREG(st.st_mode));
+	CHECK(unlinkat(dfd, "l", 0) == 0);
 	CHECK(unlinkat(dfd, "y", 0) == 0);
 	CHECK(unlinkat(dfd, "sub", AT_REMOVEDIR) == 0);
 	CHECK_ERR(chdir("f"), ENOTDIR);
 	CHECK_ERR(fchdir(0 + 999), EBADF);
 	close(dfd);
 	CHECK(rmdir("w") == 0);
-	say("getcwd, chdir, fchdir, mkdirat, openat, fstatat, renameat, unlinkat; ERANGE, ENOTDIR, EBADF\n");
+	say("getcwd, chdir, fchdir, mkdirat, openat, fstatat, renameat, symlinkat, readlinkat, unlinkat; ERANGE, ENOTDIR, EBADF, EINVAL, EFAULT\n");
 }
 
 static void test_descriptors(void)
