@@ -289,6 +289,7 @@ fn judge_log(
     if program.fault_report {
         fault_reported(log, program)?;
     }
+    logged_once(log, &program.kernel_log_once)?;
     let got = got.ok_or_else(|| format!("no \"start {}\" line on the console", program.name))?;
     match output::diff(expected, &got) {
         None => Ok(()),
@@ -323,6 +324,18 @@ fn fault_reported(log: &str, program: &Program) -> Result<(), String> {
     }
 }
 
+/// Each of `patterns` matches exactly one line of `log`.
+fn logged_once(log: &str, patterns: &[String]) -> Result<(), String> {
+    for pattern in patterns {
+        let re = Regex::new(pattern).map_err(|e| format!("kernel_log_once {pattern:?}: {e}"))?;
+        match log.lines().filter(|l| re.is_match(l.trim_end_matches('\r'))).count() {
+            1 => {}
+            n => return Err(format!("{n} kernel log lines match {pattern:?}, expected exactly one")),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +364,7 @@ mod tests {
             expect: Expect::Signal(11),
             timeout_s: 1,
             fault_report: true,
+            kernel_log_once: vec![],
         };
         let line = "[cpu1] error: user fault: pid 595 tid 693 'fault_read': page fault (vector 14) at rip 0x4010c7, \
                     address 0x10000, error 0x4 (no page at read in user mode, outside every mapping): killed by SIGSEGV";
@@ -364,6 +378,16 @@ mod tests {
         p.expect = Expect::Signal(11);
         p.name = "fault_write".into();
         assert!(fault_reported(line, &p).is_err());
+    }
+
+    #[test]
+    fn a_kernel_log_line_must_come_exactly_once() {
+        let pats = vec![r"called tuxcall \(184\)".to_string()];
+        let line = "[cpu0] warning: syscall: pid 3 'misc' called tuxcall (184), which is not implemented: ENOSYS\r";
+        assert_eq!(logged_once(&format!("start misc\n{line}\nok misc\n"), &pats), Ok(()));
+        assert!(logged_once("start misc\nok misc\n", &pats).is_err());
+        assert!(logged_once(&format!("{line}\n{line}\n"), &pats).is_err());
+        assert!(logged_once("", &["(".to_string()]).is_err());
     }
 
     #[test]

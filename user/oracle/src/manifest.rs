@@ -87,6 +87,9 @@ pub struct Program {
     /// In the kernel, its end must come with exactly one user-fault report naming it and the
     /// signal of `expect` (the report of a fault in ring 3; Linux prints none, so only checked there).
     pub fault_report: bool,
+    /// Regular expressions each of which exactly one line of its part of the kernel's serial log
+    /// must match (what the kernel itself says about the program; Linux prints none of it).
+    pub kernel_log_once: Vec<String>,
 }
 
 impl Program {
@@ -126,6 +129,8 @@ struct RawProgram {
     timeout: Option<u64>,
     #[serde(default)]
     fault_report: bool,
+    #[serde(default)]
+    kernel_log_once: Vec<String>,
 }
 
 /// Parses the manifest text; names must be unique and usable as file names.
@@ -161,6 +166,7 @@ pub fn parse(text: &str) -> Result<Vec<Program>, String> {
             expect,
             timeout_s: p.timeout.unwrap_or(120),
             fault_report: p.fault_report,
+            kernel_log_once: p.kernel_log_once,
         });
     }
     Ok(programs)
@@ -192,6 +198,7 @@ mod tests {
                 expect: Expect::Exit(0),
                 timeout_s: 120,
                 fault_report: false,
+                kernel_log_once: vec![],
             }
         );
         assert_eq!(programs[1].expect, Expect::Signal(4));
