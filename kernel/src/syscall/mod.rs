@@ -6,9 +6,10 @@
 //! straight from [`TABLE`] (one bounds test, one indirect call), with interrupts on and the user
 //! registers in a [`UserFrame`] on the thread's kernel stack; the handler returns the result for
 //! `rax`: a value, or `-errno`. An unknown number answers `ENOSYS` and is logged once per process
-//! and number, with Linux's name for it. As on Linux, the number is the low 32 bits of `rax`:
-//! upper bits set send the call through the slow hook, which drops them. The calls that copy or rewrite the whole frame
-//! ([`WHOLE_FRAME_CALLS`]) go through `arch::syscall::WHOLE_FRAME`, which writes the registers the
+//! and number, with Linux's name for it (beyond Linux's table, only the first numbers of a process:
+//! `abi::linux::MissingCalls`). As on Linux, the number is the low 32 bits of `rax`: upper bits
+//! set send the call through the slow hook, which drops them. The calls that copy or rewrite the
+//! whole frame ([`WHOLE_FRAME_CALLS`]) go through `arch::syscall::WHOLE_FRAME`, which writes the registers the
 //! stub left live into the frame first; numbers beyond the table, and every call while the
 //! system-call trace is on, go to [`dispatch_slow`].
 //!
@@ -320,16 +321,16 @@ fn error_ret(proof: &InSyscall, e: u32) -> u64 {
 }
 
 fn unknown(number: u64) -> SysResult {
+    use abi::linux::Note;
     if let Some(p) = crate::process::current() {
-        let mut seen = p.unknown_logged.lock();
-        if !seen.contains(&number) {
-            seen.push(number);
-            drop(seen);
+        let note = p.unknown_logged.lock().note(number as u32);
+        if note != Note::Quiet {
             log::warn!(
-                "syscall: pid {} '{}' called {} ({number}), which is not implemented: ENOSYS",
+                "syscall: pid {} '{}' called {} ({number}), which is not implemented: ENOSYS{}",
                 p.pid(),
                 p.name(),
-                abi::linux::syscall_name(number).unwrap_or("an unknown number")
+                abi::linux::syscall_name(number).unwrap_or("an unknown number"),
+                if note == Note::FirstOfTheLast { "; further new numbers beyond Linux's table are not logged" } else { "" }
             );
         }
     }
