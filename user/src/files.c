@@ -307,6 +307,18 @@ static void test_devices(void)
 	say("/dev/null, /dev/zero, /dev/urandom, /dev/console, poll on files and devices\n");
 }
 
+/* The start of a /proc file (up to size - 1 bytes, NUL-terminated); the bytes read. */
+static ssize_t proc_read(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, size - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	return n;
+}
+
 static void test_proc(void)
 {
 	char buf[1024] = {0};
@@ -325,6 +337,22 @@ static void test_proc(void)
 	CHECK(readlink("/proc/self", link, sizeof(link)) > 0 && atoi(link) == getpid());
 	struct stat st;
 	CHECK(stat("/proc/self/status", &st) == 0 && S_ISREG(st.st_mode));
+	/* exe: the absolute path of this program; cmdline: its argv, NUL-terminated strings. */
+	char exe[4096] = {0};
+	CHECK(readlink("/proc/self/exe", exe, sizeof(exe) - 1) > 0 && exe[0] == '/');
+	CHECK(strcmp(strrchr(exe, '/'), "/files") == 0);
+	CHECK(proc_read("/proc/self/cmdline", buf, sizeof(buf)) == (ssize_t)strlen(buf) + 1);
+	CHECK(strcmp(strrchr(buf, '/') ? strrchr(buf, '/') + 1 : buf, "files") == 0);
+	CHECK(proc_read("/proc/self/status", buf, sizeof(buf)) > 0 && strncmp(buf, "Name:\tfiles\n", 12) == 0);
+	/* The system files busybox's ps, top, free and uptime read, in Linux's formats. */
+	double l1, l5, l15;
+	int running, total, last;
+	CHECK(proc_read("/proc/loadavg", buf, sizeof(buf)) > 0);
+	CHECK(sscanf(buf, "%lf %lf %lf %d/%d %d", &l1, &l5, &l15, &running, &total, &last) == 6 && running >= 1 && total >= running);
+	CHECK(proc_read("/proc/meminfo", buf, sizeof(buf)) > 0 && strncmp(buf, "MemTotal:", 9) == 0);
+	CHECK(strstr(buf, "\nMemFree:") && strstr(buf, "\nMemAvailable:"));
+	CHECK(proc_read("/proc/stat", buf, sizeof(buf)) > 0 && strncmp(buf, "cpu ", 4) == 0 && strstr(buf, "\ncpu0 "));
+	CHECK(proc_read("/proc/cpuinfo", buf, sizeof(buf)) > 0 && strncmp(buf, "processor\t: 0\n", 14) == 0);
 	fd = open("/proc/uptime", O_RDONLY);
 	CHECK(fd >= 0 && read(fd, buf, sizeof(buf)) > 0);
 	close(fd);
@@ -337,7 +365,7 @@ static void test_proc(void)
 	CHECK(statfs("/proc/self", &sf) == 0 && sf.f_type == 0x9fa0);
 	CHECK_ERR(statfs("/nonexistent", &sf), ENOENT);
 	CHECK_ERR(fstatfs(999, &sf), EBADF);
-	say("/proc/self/stat names this process (pid, comm, state R), /proc/self, /proc/uptime; sysinfo; statfs\n");
+	say("/proc/self/stat names this process (pid, comm, state R), /proc/self, exe, cmdline, status; /proc/uptime, loadavg, meminfo, stat, cpuinfo; sysinfo; statfs\n");
 }
 
 /* uptime and date ask these directly (musl goes through clock_gettime; glibc may not). */
