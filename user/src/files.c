@@ -8,12 +8,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <sys/sysmacros.h>
 #include <sys/time.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 
 #include "ut.h"
 
@@ -319,6 +321,39 @@ static ssize_t proc_read(const char *path, char *buf, size_t size)
 	return n;
 }
 
+/* The state letter of /proc/PID/stat. */
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if (proc_read(path, buf, sizeof(buf)) <= 0)
+		return '?';
+	char *close_paren = strrchr(buf, ')');
+	return close_paren && close_paren[1] == ' ' ? close_paren[2] : '?';
+}
+
+/* A stopped process is T in /proc, and no longer T once continued. */
+static void test_proc_stopped(void)
+{
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		for (;;)
+			pause();
+	}
+	int st;
+	CHECK(kill(pid, SIGSTOP) == 0);
+	CHECK(waitpid(pid, &st, WUNTRACED) == pid && WIFSTOPPED(st));
+	CHECK(proc_state(pid) == 'T');
+	CHECK(kill(pid, SIGCONT) == 0);
+	CHECK(waitpid(pid, &st, WCONTINUED) == pid && WIFCONTINUED(st));
+	char s = proc_state(pid);
+	CHECK(s == 'S' || s == 'R');
+	CHECK(kill(pid, SIGKILL) == 0);
+	CHECK(waitpid(pid, &st, 0) == pid && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	say("/proc/PID/stat: T while stopped, S or R once continued\n");
+}
+
 static void test_proc(void)
 {
 	char buf[1024] = {0};
@@ -393,6 +428,7 @@ int main(void)
 	test_modes();
 	test_devices();
 	test_proc();
+	test_proc_stopped();
 	test_time_calls();
 	CHECK(unlink("f") == 0);
 	CHECK(chdir("/") == 0 && rmdir(top) == 0);
