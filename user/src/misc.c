@@ -1,8 +1,9 @@
 /*
  * misc: uname, getrandom, arch_prctl FS base round trip, rt_sigprocmask and rt_sigaction round
  * trips (recorded only: nothing is delivered), an unknown system call, set_robust_list and rseq
- * (either works or is ENOSYS: nothing printed depends on which), getpid/gettid; the auxiliary
- * vector the kernel put on the initial stack (every entry glibc and musl read, with its value).
+ * (either works or is ENOSYS: nothing printed depends on which), getpid/gettid, getresuid,
+ * getresgid and getgroups; the auxiliary vector the kernel put on the initial stack (every entry
+ * glibc and musl read, with its value).
  */
 #include <asm/prctl.h>
 #include <cpuid.h>
@@ -247,6 +248,18 @@ int main(int argc, char **argv)
 	CHECK(rsys0(SYS_gettid | 0xffffffffL << 32) == ut_gettid());
 	CHECK_RAW(rsys0(500 | 1L << 32), ENOSYS);
 	say("system-call numbers: the upper 32 bits of rax are ignored\n");
+	uid_t ru = 99, eu = 99, su = 99;
+	gid_t rg = 99, eg = 99, sg = 99;
+	CHECK(getresuid(&ru, &eu, &su) == 0 && ru == getuid() && eu == geteuid() && su != 99);
+	CHECK(getresgid(&rg, &eg, &sg) == 0 && rg == getgid() && eg == getegid() && sg != 99);
+	CHECK_RAW(rsys3(SYS_getresuid, &ru, &eu, 8), EFAULT);
+	CHECK_RAW(rsys3(SYS_getresgid, 8, &eg, &sg), EFAULT);
+	gid_t groups[64];
+	int ngroups = getgroups(64, groups);
+	CHECK(ngroups >= 0 && getgroups(0, NULL) == ngroups);
+	CHECK_RAW(rsys2(SYS_getgroups, -1, groups), EINVAL);
+	info("getgroups: %d groups\n", ngroups);
+	say("getresuid, getresgid: the ids getuid and friends give; getgroups; EFAULT, EINVAL\n");
 	/* A number Linux reserves and never implemented, twice: the kernel logs it once, by name. */
 	CHECK_RAW(rsys0(SYS_tuxcall), ENOSYS);
 	CHECK_RAW(rsys0(SYS_tuxcall), ENOSYS);

@@ -237,6 +237,8 @@ const fn table() -> [SyscallFn; TABLE_LEN] {
         nr::__NR_sendfile => io::sendfile(a0, a1, a2, a3),
         nr::__NR_sched_yield => proc::sched_yield(),
         nr::__NR_getuid | nr::__NR_geteuid | nr::__NR_getgid | nr::__NR_getegid => Ok(0),
+        nr::__NR_getresuid | nr::__NR_getresgid => proc::getres_ids(a0, a1, a2),
+        nr::__NR_getgroups => proc::getgroups(a0),
         nr::__NR_rt_sigprocmask => signal::rt_sigprocmask(a0, a1, a2, a3),
         nr::__NR_rt_sigaction => signal::rt_sigaction(a0, a1, a2, a3),
         nr::__NR_rt_sigpending => signal::rt_sigpending(a0, a1),
