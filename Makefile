@@ -629,7 +629,7 @@ USER_CFLAGS := -static -O2 -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -isystem
 # One program per kind of user fault, all from user/src/fault.c.
 FAULT_KINDS := read write noncanon gp ud div int3 stack sysret abort kill inhandler ignored
 # One program per kind of forged signal frame, all from user/src/sigforge.c.
-FORGE_KINDS := cs flags xstate
+FORGE_KINDS := cs flags xstate rip
 USER_BINS := $(patsubst user/src/%.c,$(USER_BIN)/%,$(filter-out user/src/fault.c user/src/sigforge.c,$(wildcard user/src/*.c))) \
 	$(addprefix $(USER_BIN)/fault_,$(FAULT_KINDS)) $(addprefix $(USER_BIN)/sigforge_,$(FORGE_KINDS))
 

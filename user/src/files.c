@@ -8,12 +8,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <sys/sysmacros.h>
 #include <sys/time.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 
 #include "ut.h"
 
@@ -181,13 +183,25 @@ static void test_dirs(void)
 	close(fd);
 	CHECK(fstatat(dfd, "sub/x", &st, 0) == 0 && S_ISREG(st.st_mode));
 	CHECK(renameat(dfd, "sub/x", dfd, "y") == 0);
+	/* readlinkat and fstatat without following, relative to the directory and to the cwd. */
+	CHECK(symlinkat("sub/../y", dfd, "l") == 0);
+	memset(buf, 0, sizeof(buf));
+	CHECK(readlinkat(dfd, "l", buf, sizeof(buf)) == 8 && strcmp(buf, "sub/../y") == 0);
+	CHECK(readlinkat(AT_FDCWD, "w/l", buf, 3) == 3 && memcmp(buf, "sub", 3) == 0);
+	CHECK_ERR(readlinkat(dfd, "y", buf, sizeof(buf)), EINVAL);
+	CHECK_ERR(readlinkat(dfd, "none", buf, sizeof(buf)), ENOENT);
+	CHECK_ERR(readlinkat(999, "l", buf, sizeof(buf)), EBADF);
+	CHECK_RAW(rsys4(SYS_readlinkat, dfd, "l", 8, sizeof(buf)), EFAULT);
+	CHECK(fstatat(dfd, "l", &lst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(lst.st_mode) && lst.st_size == 8);
+	CHECK(fstatat(dfd, "l", &st, 0) == 0 && S_ISREG(st.st_mode));
+	CHECK(unlinkat(dfd, "l", 0) == 0);
 	CHECK(unlinkat(dfd, "y", 0) == 0);
 	CHECK(unlinkat(dfd, "sub", AT_REMOVEDIR) == 0);
 	CHECK_ERR(chdir("f"), ENOTDIR);
 	CHECK_ERR(fchdir(0 + 999), EBADF);
 	close(dfd);
 	CHECK(rmdir("w") == 0);
-	say("getcwd, chdir, fchdir, mkdirat, openat, fstatat, renameat, unlinkat; ERANGE, ENOTDIR, EBADF\n");
+	say("getcwd, chdir, fchdir, mkdirat, openat, fstatat, renameat, symlinkat, readlinkat, unlinkat; ERANGE, ENOTDIR, EBADF, EINVAL, EFAULT\n");
 }
 
 static void test_descriptors(void)
@@ -295,6 +309,51 @@ static void test_devices(void)
 	say("/dev/null, /dev/zero, /dev/urandom, /dev/console, poll on files and devices\n");
 }
 
+/* The start of a /proc file (up to size - 1 bytes, NUL-terminated); the bytes read. */
+static ssize_t proc_read(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, size - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	return n;
+}
+
+/* The state letter of /proc/PID/stat. */
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if (proc_read(path, buf, sizeof(buf)) <= 0)
+		return '?';
+	char *close_paren = strrchr(buf, ')');
+	return close_paren && close_paren[1] == ' ' ? close_paren[2] : '?';
+}
+
+/* A stopped process is T in /proc, and no longer T once continued. */
+static void test_proc_stopped(void)
+{
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		for (;;)
+			pause();
+	}
+	int st;
+	CHECK(kill(pid, SIGSTOP) == 0);
+	CHECK(waitpid(pid, &st, WUNTRACED) == pid && WIFSTOPPED(st));
+	CHECK(proc_state(pid) == 'T');
+	CHECK(kill(pid, SIGCONT) == 0);
+	CHECK(waitpid(pid, &st, WCONTINUED) == pid && WIFCONTINUED(st));
+	char s = proc_state(pid);
+	CHECK(s == 'S' || s == 'R');
+	CHECK(kill(pid, SIGKILL) == 0);
+	CHECK(waitpid(pid, &st, 0) == pid && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	say("/proc/PID/stat: T while stopped, S or R once continued\n");
+}
+
 static void test_proc(void)
 {
 	char buf[1024] = {0};
@@ -313,6 +372,22 @@ static void test_proc(void)
 	CHECK(readlink("/proc/self", link, sizeof(link)) > 0 && atoi(link) == getpid());
 	struct stat st;
 	CHECK(stat("/proc/self/status", &st) == 0 && S_ISREG(st.st_mode));
+	/* exe: the absolute path of this program; cmdline: its argv, NUL-terminated strings. */
+	char exe[4096] = {0};
+	CHECK(readlink("/proc/self/exe", exe, sizeof(exe) - 1) > 0 && exe[0] == '/');
+	CHECK(strcmp(strrchr(exe, '/'), "/files") == 0);
+	CHECK(proc_read("/proc/self/cmdline", buf, sizeof(buf)) == (ssize_t)strlen(buf) + 1);
+	CHECK(strcmp(strrchr(buf, '/') ? strrchr(buf, '/') + 1 : buf, "files") == 0);
+	CHECK(proc_read("/proc/self/status", buf, sizeof(buf)) > 0 && strncmp(buf, "Name:\tfiles\n", 12) == 0);
+	/* The system files busybox's ps, top, free and uptime read, in Linux's formats. */
+	double l1, l5, l15;
+	int running, total, last;
+	CHECK(proc_read("/proc/loadavg", buf, sizeof(buf)) > 0);
+	CHECK(sscanf(buf, "%lf %lf %lf %d/%d %d", &l1, &l5, &l15, &running, &total, &last) == 6 && running >= 1 && total >= running);
+	CHECK(proc_read("/proc/meminfo", buf, sizeof(buf)) > 0 && strncmp(buf, "MemTotal:", 9) == 0);
+	CHECK(strstr(buf, "\nMemFree:") && strstr(buf, "\nMemAvailable:"));
+	CHECK(proc_read("/proc/stat", buf, sizeof(buf)) > 0 && strncmp(buf, "cpu ", 4) == 0 && strstr(buf, "\ncpu0 "));
+	CHECK(proc_read("/proc/cpuinfo", buf, sizeof(buf)) > 0 && strncmp(buf, "processor\t: 0\n", 14) == 0);
 	fd = open("/proc/uptime", O_RDONLY);
 	CHECK(fd >= 0 && read(fd, buf, sizeof(buf)) > 0);
 	close(fd);
@@ -325,7 +400,7 @@ static void test_proc(void)
 	CHECK(statfs("/proc/self", &sf) == 0 && sf.f_type == 0x9fa0);
 	CHECK_ERR(statfs("/nonexistent", &sf), ENOENT);
 	CHECK_ERR(fstatfs(999, &sf), EBADF);
-	say("/proc/self/stat names this process (pid, comm, state R), /proc/self, /proc/uptime; sysinfo; statfs\n");
+	say("/proc/self/stat names this process (pid, comm, state R), /proc/self, exe, cmdline, status; /proc/uptime, loadavg, meminfo, stat, cpuinfo; sysinfo; statfs\n");
 }
 
 /* uptime and date ask these directly (musl goes through clock_gettime; glibc may not). */
@@ -353,6 +428,7 @@ int main(void)
 	test_modes();
 	test_devices();
 	test_proc();
+	test_proc_stopped();
 	test_time_calls();
 	CHECK(unlink("f") == 0);
 	CHECK(chdir("/") == 0 && rmdir(top) == 0);

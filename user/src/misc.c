@@ -1,11 +1,16 @@
 /*
  * misc: uname, getrandom, arch_prctl FS base round trip, rt_sigprocmask and rt_sigaction round
  * trips (recorded only: nothing is delivered), an unknown system call, set_robust_list and rseq
- * (either works or is ENOSYS: nothing printed depends on which), getpid/gettid.
+ * (either works or is ENOSYS: nothing printed depends on which), getpid/gettid, getresuid,
+ * getresgid and getgroups; the auxiliary vector the kernel put on the initial stack (every entry
+ * glibc and musl read, with its value).
  */
 #include <asm/prctl.h>
+#include <cpuid.h>
+#include <elf.h>
 #include <linux/rseq.h>
 #include <signal.h>
+#include <sys/auxv.h>
 #include <sys/random.h>
 #include <sys/utsname.h>
 
@@ -158,8 +163,73 @@ static void test_optional(void)
 	say("set_robust_list and rseq: each works or is ENOSYS\n");
 }
 
-int main(void)
+extern char **environ;
+/* musl's entry point: AT_ENTRY of a program loaded where it was linked, or moved with it. */
+extern char _start[];
+
+/* The value of auxv entry `type`, walking the vector the kernel wrote after envp's NULL; `found`
+ * says whether the entry is there at all (getauxval cannot tell a 0 from a missing entry). */
+static unsigned long aux_entry(char **envp, unsigned long type, int *found)
 {
+	while (*envp)
+		envp++;
+	for (unsigned long *a = (unsigned long *)(envp + 1); a[0] != AT_NULL; a += 2) {
+		if (a[0] == type) {
+			*found = 1;
+			return a[1];
+		}
+	}
+	*found = 0;
+	return 0;
+}
+
+static void test_auxv(char **envp, const char *argv0)
+{
+	static const unsigned long required[] = {
+		AT_PHDR, AT_PHNUM, AT_PHENT, AT_PAGESZ, AT_ENTRY, AT_RANDOM, AT_HWCAP, AT_CLKTCK,
+		AT_UID, AT_EUID, AT_GID, AT_EGID, AT_SECURE, AT_EXECFN,
+	};
+	for (unsigned i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+		int found;
+		aux_entry(envp, required[i], &found);
+		if (!found)
+			ut_fail("auxv: no entry of type %lu", required[i]);
+	}
+	CHECK(getauxval(AT_PAGESZ) == 4096);
+	CHECK(getauxval(AT_PHENT) == sizeof(Elf64_Phdr));
+	CHECK(getauxval(AT_PHNUM) > 0 && getauxval(AT_PHDR) != 0);
+	const Elf64_Phdr *ph = (const Elf64_Phdr *)getauxval(AT_PHDR);
+	int loads = 0;
+	for (unsigned long i = 0; i < getauxval(AT_PHNUM); i++)
+		loads += ph[i].p_type == PT_LOAD;
+	CHECK(loads > 0);
+	CHECK(getauxval(AT_ENTRY) == (unsigned long)_start);
+	CHECK(getauxval(AT_CLKTCK) == (unsigned long)sysconf(_SC_CLK_TCK) && getauxval(AT_CLKTCK) == 100);
+	CHECK(getauxval(AT_UID) == getuid() && getauxval(AT_EUID) == geteuid());
+	CHECK(getauxval(AT_GID) == getgid() && getauxval(AT_EGID) == getegid());
+	CHECK(getauxval(AT_SECURE) == 0);
+	unsigned a, b, c, d;
+	CHECK(__get_cpuid(1, &a, &b, &c, &d));
+	/* CPUID.1:EDX; the bits every x86-64 CPU has (FPU, TSC, CX8, CMOV, MMX, FXSR, SSE, SSE2) must be there. */
+	const unsigned long base = 1ul << 0 | 1ul << 4 | 1ul << 8 | 1ul << 15 | 1ul << 23 | 1ul << 24 | 1ul << 25 | 1ul << 26;
+	unsigned long hwcap = getauxval(AT_HWCAP);
+	CHECK((hwcap & base) == base && (hwcap & ~(unsigned long)d) == 0);
+	info("AT_HWCAP %#lx, CPUID.1:EDX %#x\n", hwcap, d);
+	const unsigned char *rnd = (const unsigned char *)getauxval(AT_RANDOM);
+	CHECK(rnd != NULL);
+	int nonzero = 0;
+	for (int i = 0; i < 16; i++)
+		nonzero |= rnd[i];
+	CHECK(nonzero);
+	const char *execfn = (const char *)getauxval(AT_EXECFN);
+	CHECK(execfn != NULL && strcmp(execfn, argv0) == 0);
+	say("auxv: PHDR, PHNUM, PHENT, PAGESZ, ENTRY, RANDOM, HWCAP, CLKTCK, UID, EUID, GID, EGID, SECURE, EXECFN\n");
+}
+
+int main(int argc, char **argv)
+{
+	(void)argc;
+	char **envp = environ;
 	ut_start("misc");
 	CHECK(getpid() == ut_gettid());
 	CHECK(getpid() > 0);
@@ -173,6 +243,28 @@ int main(void)
 	CHECK_RAW(rsys0(1000), ENOSYS);
 	CHECK_RAW(rsys0(-1), ENOSYS);
 	say("unknown system calls 500, 1000, -1: ENOSYS\n");
+	/* The number is the low 32 bits of rax: Linux ignores the upper ones. */
+	CHECK(rsys0(SYS_getpid | 1L << 32) == getpid());
+	CHECK(rsys0(SYS_gettid | 0xffffffffL << 32) == ut_gettid());
+	CHECK_RAW(rsys0(500 | 1L << 32), ENOSYS);
+	say("system-call numbers: the upper 32 bits of rax are ignored\n");
+	uid_t ru = 99, eu = 99, su = 99;
+	gid_t rg = 99, eg = 99, sg = 99;
+	CHECK(getresuid(&ru, &eu, &su) == 0 && ru == getuid() && eu == geteuid() && su != 99);
+	CHECK(getresgid(&rg, &eg, &sg) == 0 && rg == getgid() && eg == getegid() && sg != 99);
+	CHECK_RAW(rsys3(SYS_getresuid, &ru, &eu, 8), EFAULT);
+	CHECK_RAW(rsys3(SYS_getresgid, 8, &eg, &sg), EFAULT);
+	gid_t groups[64];
+	int ngroups = getgroups(64, groups);
+	CHECK(ngroups >= 0 && getgroups(0, NULL) == ngroups);
+	CHECK_RAW(rsys2(SYS_getgroups, -1, groups), EINVAL);
+	info("getgroups: %d groups\n", ngroups);
+	say("getresuid, getresgid: the ids getuid and friends give; getgroups; EFAULT, EINVAL\n");
+	/* A number Linux reserves and never implemented, twice: the kernel logs it once, by name. */
+	CHECK_RAW(rsys0(SYS_tuxcall), ENOSYS);
+	CHECK_RAW(rsys0(SYS_tuxcall), ENOSYS);
+	say("tuxcall: ENOSYS\n");
 	test_optional();
+	test_auxv(envp, argv[0]);
 	ut_ok();
 }

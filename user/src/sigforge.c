@@ -7,9 +7,13 @@
  *   flags   every RFLAGS bit but TF, DF and AC (IOPL 3, NT, VM, ...), and rip at a `cli`: the
  *           kernel keeps only the user-settable flags, so IOPL stays 0 and `cli` faults
  *   xstate  a reserved byte of the XSAVE header set: XRSTOR would fault on the image
+ *   rip     a non-canonical rip (0x800000000000): SYSRET there would fault in ring 0 on Intel
+ *           CPUs (CVE-2012-0217); a user program cannot put a `syscall` before that address (the
+ *           last page below it is never mapped), so a forged frame is the one way to ask for it
  *
- * Linux refuses the last one in rt_sigreturn, and faults the first two on the way back (IRET with
- * a ring-0 selector; `cli` without IOPL): SIGSEGV each time, as here.
+ * Linux refuses xstate in rt_sigreturn, and faults the others on the way back (IRET with a
+ * ring-0 selector or a non-canonical rip; `cli` without IOPL): SIGSEGV each time, as here (this
+ * kernel refuses the rip in rt_sigreturn already).
  */
 #include <signal.h>
 #include <ucontext.h>
@@ -39,8 +43,10 @@ static void forge(int sig, siginfo_t *si, void *ucv)
 	if (!fp)
 		ut_fail("no extended state in the frame");
 	fp[512 + 20] = 0x5a; /* XSAVE header bytes 16..63 are reserved and must be zero */
+#elif defined(FORGE_RIP)
+	uc->uc_mcontext.gregs[REG_RIP] = (greg_t)0x0000800000000000L;
 #else
-#error "build with -DFORGE_CS, -DFORGE_FLAGS or -DFORGE_XSTATE"
+#error "build with -DFORGE_CS, -DFORGE_FLAGS, -DFORGE_XSTATE or -DFORGE_RIP"
 #endif
 }
 
@@ -50,6 +56,8 @@ int main(void)
 	ut_start("sigforge_cs");
 #elif defined(FORGE_FLAGS)
 	ut_start("sigforge_flags");
+#elif defined(FORGE_RIP)
+	ut_start("sigforge_rip");
 #else
 	ut_start("sigforge_xstate");
 #endif
@@ -63,6 +71,8 @@ int main(void)
 	say("forging the code selector\n");
 #elif defined(FORGE_FLAGS)
 	say("forging RFLAGS (IOPL 3) and returning to cli\n");
+#elif defined(FORGE_RIP)
+	say("forging a non-canonical rip\n");
 #else
 	say("forging the XSAVE header\n");
 #endif

@@ -34,7 +34,14 @@ pub fn list() -> Vec<ProcessEntry> {
             pgrp: super::tree::pgid(p.pid()).unwrap_or(p.pid()),
             session: super::tree::sid(p.pid()).unwrap_or(p.pid()),
             name: p.name(),
-            state: if p.kill_status.load(Ordering::Relaxed) != NOT_KILLED { abi::procfs::TaskState::Zombie } else { abi::procfs::TaskState::Running },
+            // Sleeping (S) is not told apart from running: the scheduler has no query for it.
+            state: if p.kill_status.load(Ordering::Relaxed) != NOT_KILLED {
+                abi::procfs::TaskState::Zombie
+            } else if p.signals.is_stopped() {
+                abi::procfs::TaskState::Stopped
+            } else {
+                abi::procfs::TaskState::Running
+            },
             threads: p.threads.load(Ordering::Relaxed),
             cpu_ns: p.space().cpu_ns(),
         })

@@ -82,7 +82,7 @@ pub struct Process {
     /// Set (Release) after `status` is written.
     exited: AtomicBool,
     /// Syscall numbers already reported as unimplemented for this process.
-    pub unknown_logged: spin::Mutex<Vec<u64>>,
+    pub unknown_logged: spin::Mutex<abi::linux::MissingCalls>,
     /// `Some`: the console output of the process is collected here instead of printed (tests); a
     /// forked child shares its parent's.
     pub captured: Arc<spin::Mutex<Option<Vec<u8>>>>,
@@ -318,7 +318,7 @@ impl Process {
             status: AtomicI32::new(0),
             status_claimed: AtomicBool::new(false),
             exited: AtomicBool::new(false),
-            unknown_logged: spin::Mutex::new(Vec::new()),
+            unknown_logged: spin::Mutex::new(abi::linux::MissingCalls::default()),
             captured,
             kill_status: AtomicI32::new(NOT_KILLED),
             vfork_done: AtomicBool::new(false),

@@ -174,6 +174,12 @@ impl Signals {
         }
     }
 
+    /// Whether the process is stopped (by SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU, until SIGCONT):
+    /// `/proc`'s state `T`.
+    pub fn is_stopped(&self) -> bool {
+        self.state.lock().stopped.is_some()
+    }
+
     /// The signal state of a `fork` child: a copy of the actions; no pending signals, no threads
     /// yet (the child's thread attaches with the forking thread's mask), no timer (fork(2): timers
     /// are not inherited).

@@ -6,8 +6,10 @@
 //! straight from [`TABLE`] (one bounds test, one indirect call), with interrupts on and the user
 //! registers in a [`UserFrame`] on the thread's kernel stack; the handler returns the result for
 //! `rax`: a value, or `-errno`. An unknown number answers `ENOSYS` and is logged once per process
-//! and number, with Linux's name for it. The calls that copy or rewrite the whole frame
-//! ([`WHOLE_FRAME_CALLS`]) go through `arch::syscall::WHOLE_FRAME`, which writes the registers the
+//! and number, with Linux's name for it (beyond Linux's table, only the first numbers of a process:
+//! `abi::linux::MissingCalls`). As on Linux, the number is the low 32 bits of `rax`: upper bits
+//! set send the call through the slow hook, which drops them. The calls that copy or rewrite the
+//! whole frame ([`WHOLE_FRAME_CALLS`]) go through `arch::syscall::WHOLE_FRAME`, which writes the registers the
 //! stub left live into the frame first; numbers beyond the table, and every call while the
 //! system-call trace is on, go to [`dispatch_slow`].
 //!
@@ -49,13 +51,16 @@ pub fn init() {
 
 fn invalid_return(frame: &mut UserFrame) -> ! {
     arch::interrupts::enable();
+    // The same shape as the fault report of `process::fault`, with the program's name.
+    let (pid, name) = crate::process::current().map_or((0, alloc::string::String::from("?")), |p| (p.pid(), p.name()));
     log::error!(
-        "user fault: pid {} tid {}: return to rip {:#x} rsp {:#x} is impossible: killed by SIGSEGV",
-        crate::process::current().map_or(0, |p| p.pid()),
+        "user fault: pid {pid} tid {} '{name}': return to rip {:#x} rsp {:#x} is impossible: killed by SIGSEGV",
         crate::process::current_tid(),
         frame.rip,
         frame.rsp
     );
+    // The thread never returns here: nothing may stay owned on its stack.
+    drop(name);
     crate::process::exit_current(11, true)
 }
 
@@ -95,7 +100,7 @@ fn exit_slow(frame: &mut UserFrame, proof: &InSyscall) {
     let (number, ret) = (frame.orig_rax, frame.rax);
     trace::event(Category::Syscall, |tsc, cpu| Record::syscall_exit(tsc, cpu, number, crate::process::current_tid(), ret));
     // Signals on the way out; rt_sigreturn's rax is a restored register, never a restart code.
-    let sigreturn = number == u64::from(nr::__NR_rt_sigreturn);
+    let sigreturn = number as u32 == nr::__NR_rt_sigreturn;
     crate::process::signal::on_syscall_return(frame, !sigreturn);
     if sigreturn {
         uctx::current(proof).clear(uctx::work::FRAME);
@@ -146,7 +151,7 @@ macro_rules! calls {
 
 const fn table() -> [SyscallFn; TABLE_LEN] {
     extern "C" fn not_implemented(frame: &mut UserFrame, _: &InSyscall) -> u64 {
-        unknown(frame.orig_rax).unwrap_or_else(errno_ret)
+        unknown(number_of(frame)).unwrap_or_else(errno_ret)
     }
     let mut t: [SyscallFn; TABLE_LEN] = [not_implemented; TABLE_LEN];
     calls! { t, frame, proof, [a0, a1, a2, a3, a4, a5];
@@ -232,6 +237,8 @@ const fn table() -> [SyscallFn; TABLE_LEN] {
         nr::__NR_sendfile => io::sendfile(a0, a1, a2, a3),
         nr::__NR_sched_yield => proc::sched_yield(),
         nr::__NR_getuid | nr::__NR_geteuid | nr::__NR_getgid | nr::__NR_getegid => Ok(0),
+        nr::__NR_getresuid | nr::__NR_getresgid => proc::getres_ids(a0, a1, a2),
+        nr::__NR_getgroups => proc::getgroups(a0),
         nr::__NR_rt_sigprocmask => signal::rt_sigprocmask(a0, a1, a2, a3),
         nr::__NR_rt_sigaction => signal::rt_sigaction(a0, a1, a2, a3),
         nr::__NR_rt_sigpending => signal::rt_sigpending(a0, a1),
@@ -279,9 +286,15 @@ const fn table() -> [SyscallFn; TABLE_LEN] {
     t
 }
 
+/// The call's number: the low 32 bits of `rax`, as Linux reads it (`do_syscall_64` takes an
+/// `int`), so a number with upper bits set is the call its low bits name.
+fn number_of(frame: &UserFrame) -> u64 {
+    u64::from(frame.orig_rax as u32)
+}
+
 /// Run the call `frame` holds, its frame complete. `proof` reaches the caller's context.
 fn call(frame: &mut UserFrame, proof: &InSyscall) -> u64 {
-    match HANDLERS.get(frame.orig_rax as usize) {
+    match HANDLERS.get(number_of(frame) as usize) {
         Some(handler) => handler(frame, proof),
         None => call_beyond_table(frame),
     }
@@ -291,7 +304,7 @@ fn call(frame: &mut UserFrame, proof: &InSyscall) -> u64 {
 #[cold]
 #[inline(never)]
 fn call_beyond_table(frame: &mut UserFrame) -> u64 {
-    let r = match frame.orig_rax {
+    let r = match number_of(frame) {
         n if n == u64::from(abi::SYS_KERNEL_TLB_COUNTERS) => stats::tlb_counters(frame.rdi),
         n => unknown(n),
     };
@@ -310,16 +323,16 @@ fn error_ret(proof: &InSyscall, e: u32) -> u64 {
 }
 
 fn unknown(number: u64) -> SysResult {
+    use abi::linux::Note;
     if let Some(p) = crate::process::current() {
-        let mut seen = p.unknown_logged.lock();
-        if !seen.contains(&number) {
-            seen.push(number);
-            drop(seen);
+        let note = p.unknown_logged.lock().note(number as u32);
+        if note != Note::Quiet {
             log::warn!(
-                "syscall: pid {} '{}' called {} ({number}), which is not implemented: ENOSYS",
+                "syscall: pid {} '{}' called {} ({number}), which is not implemented: ENOSYS{}",
                 p.pid(),
                 p.name(),
-                abi::linux::syscall_name(number).unwrap_or("an unknown number")
+                abi::linux::syscall_name(number).unwrap_or("an unknown number"),
+                if note == Note::FirstOfTheLast { "; further new numbers beyond Linux's table are not logged" } else { "" }
             );
         }
     }

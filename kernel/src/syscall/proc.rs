@@ -295,6 +295,21 @@ pub fn getcpu(cpu: u64, node: u64) -> SysResult {
     Ok(0)
 }
 
+/// getresuid and getresgid: every process runs as root, so the real, effective and saved ids
+/// are 0, written in that order (Linux's `put_user` each; a bad pointer is `EFAULT`).
+pub fn getres_ids(real: u64, effective: u64, saved: u64) -> SysResult {
+    for addr in [real, effective, saved] {
+        usercopy::copy_to_user(addr, &0u32.to_ne_bytes()).map_err(|_| errno::EFAULT)?;
+    }
+    Ok(0)
+}
+
+/// getgroups: no supplementary groups, so the count is 0 and nothing is copied; a negative size
+/// is `EINVAL`, as Linux's.
+pub fn getgroups(size: u64) -> SysResult {
+    if (size as i32) < 0 { Err(errno::EINVAL) } else { Ok(0) }
+}
+
 /// `pid` 0 (the caller) or a thread of the caller's process; others are `ESRCH` (processes do not
 /// see each other's threads yet).
 /// `Ok(None)` for the caller itself, else the other thread's scheduler id.

@@ -68,7 +68,8 @@ const COM1_IRQ: u8 = 4;
 #[derive(Clone, Copy)]
 pub struct Hooks {
     /// Send `signal` to every process of group `pgid`. Called from the interrupt handler
-    /// (interrupts off, must not sleep) for INTR, QUIT and SUSP, and from `TIOCSWINSZ`.
+    /// (interrupts off, must not sleep) for INTR, QUIT and SUSP, and from `TIOCNOTTY` (and from
+    /// `TIOCSWINSZ` before job control is installed).
     pub signal_group: fn(pgid: u32, signal: u32),
     /// The calling process's pid, group and session.
     pub caller: fn() -> Caller,
@@ -349,8 +350,13 @@ pub fn ioctl(cmd: u32, arg: u64) -> Result<u64, u32> {
                 t.winsize = w;
                 (changed, t.fg_pgrp)
             };
-            if changed {
-                deliver(&[(fg, g::SIGWINCH)]);
+            // Sent before the call returns, as Linux's tiocswinsz does: a caller in the
+            // foreground group runs its handler on the way out (the interrupt path's `deliver`
+            // goes through a worker thread and would come later).
+            match (changed, JOB_CONTROL.load()) {
+                (false, _) => {}
+                (true, Some(j)) if fg != 0 => (j.signal_group)(fg, g::SIGWINCH),
+                (true, _) => deliver(&[(fg, g::SIGWINCH)]),
             }
             Ok(0)
         }

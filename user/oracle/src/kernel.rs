@@ -286,11 +286,54 @@ fn judge_log(
             program.expect
         ));
     }
+    if program.fault_report {
+        fault_reported(log, program)?;
+    }
+    logged_once(log, &program.kernel_log_once)?;
     let got = got.ok_or_else(|| format!("no \"start {}\" line on the console", program.name))?;
     match output::diff(expected, &got) {
         None => Ok(()),
         Some(diff) => Err(format!("Linux (-) and the kernel (+) differ:\n{diff}")),
     }
+}
+
+/// The kernel's report of a fault in ring 3 (`kernel/src/process/fault.rs`, and the impossible
+/// return of `kernel/src/syscall`): pid, tid, program name, then either the exception with its
+/// vector, rip, fault address and decoded error code, or the return address; the killing signal.
+const FAULT_REPORT: &str = concat!(
+    r"user fault: pid [0-9]+ tid [0-9]+ '([^']*)': ",
+    r"(?:[^(]+ \(vector [0-9]+\) at rip 0x[0-9a-f]+, address 0x[0-9a-f]+, error 0x[0-9a-f]+ \(.+\)",
+    r"|return to rip 0x[0-9a-f]+ rsp 0x[0-9a-f]+ is impossible)",
+    r": killed by (SIG[A-Z]+)$",
+);
+
+/// `log` (the program's part of the serial log) holds exactly one fault report, naming `program`
+/// and the signal it is expected to die of.
+fn fault_reported(log: &str, program: &Program) -> Result<(), String> {
+    let report = Regex::new(FAULT_REPORT).expect("a valid pattern");
+    let reports: Vec<(String, String)> = log
+        .lines()
+        .filter_map(|l| report.captures(l.trim_end_matches('\r')))
+        .map(|c| (c[1].to_string(), c[2].to_string()))
+        .collect();
+    let want = (program.name.clone(), program.expect.to_string().trim_start_matches("signal ").to_string());
+    match reports.as_slice() {
+        [one] if *one == want => Ok(()),
+        [] => Err("no user-fault report line (pid, tid, name, vector, rip, address, error)".to_string()),
+        _ => Err(format!("user-fault reports {reports:?}, expected one for {} killed by {}", want.0, want.1)),
+    }
+}
+
+/// Each of `patterns` matches exactly one line of `log`.
+fn logged_once(log: &str, patterns: &[String]) -> Result<(), String> {
+    for pattern in patterns {
+        let re = Regex::new(pattern).map_err(|e| format!("kernel_log_once {pattern:?}: {e}"))?;
+        match log.lines().filter(|l| re.is_match(l.trim_end_matches('\r'))).count() {
+            1 => {}
+            n => return Err(format!("{n} kernel log lines match {pattern:?}, expected exactly one")),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -310,6 +353,41 @@ mod tests {
             "start ab\n[cpu1] init: /bin/ab was killed by signal 11\n"
         );
         assert!(part_of(log, "b").is_none());
+    }
+
+    #[test]
+    fn a_fault_report_must_name_the_program_and_its_signal() {
+        let mut p = Program {
+            name: "fault_read".into(),
+            args: vec![],
+            args_one_cpu: None,
+            expect: Expect::Signal(11),
+            timeout_s: 1,
+            fault_report: true,
+            kernel_log_once: vec![],
+        };
+        let line = "[cpu1] error: user fault: pid 595 tid 693 'fault_read': page fault (vector 14) at rip 0x4010c7, \
+                    address 0x10000, error 0x4 (no page at read in user mode, outside every mapping): killed by SIGSEGV";
+        assert_eq!(fault_reported(&format!("start fault_read\n{line}\r\n"), &p), Ok(()));
+        assert!(fault_reported("start fault_read\n", &p).is_err());
+        assert!(fault_reported(&format!("{line}\n{line}\n"), &p).is_err());
+        let ret = "[cpu0] error: user fault: pid 9 tid 9 'fault_read': return to rip 0x800000000000 rsp 0x7ffe0 is impossible: killed by SIGSEGV";
+        assert_eq!(fault_reported(ret, &p), Ok(()));
+        p.expect = Expect::Signal(4);
+        assert!(fault_reported(line, &p).is_err());
+        p.expect = Expect::Signal(11);
+        p.name = "fault_write".into();
+        assert!(fault_reported(line, &p).is_err());
+    }
+
+    #[test]
+    fn a_kernel_log_line_must_come_exactly_once() {
+        let pats = vec![r"called tuxcall \(184\)".to_string()];
+        let line = "[cpu0] warning: syscall: pid 3 'misc' called tuxcall (184), which is not implemented: ENOSYS\r";
+        assert_eq!(logged_once(&format!("start misc\n{line}\nok misc\n"), &pats), Ok(()));
+        assert!(logged_once("start misc\nok misc\n", &pats).is_err());
+        assert!(logged_once(&format!("{line}\n{line}\n"), &pats).is_err());
+        assert!(logged_once("", &["(".to_string()]).is_err());
     }
 
     #[test]

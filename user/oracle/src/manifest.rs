@@ -84,6 +84,12 @@ pub struct Program {
     pub args_one_cpu: Option<Vec<String>>,
     pub expect: Expect,
     pub timeout_s: u64,
+    /// In the kernel, its end must come with exactly one user-fault report naming it and the
+    /// signal of `expect` (the report of a fault in ring 3; Linux prints none, so only checked there).
+    pub fault_report: bool,
+    /// Regular expressions each of which exactly one line of its part of the kernel's serial log
+    /// must match (what the kernel itself says about the program; Linux prints none of it).
+    pub kernel_log_once: Vec<String>,
 }
 
 impl Program {
@@ -121,6 +127,10 @@ struct RawProgram {
     args_one_cpu: Option<Vec<String>>,
     expect: Option<String>,
     timeout: Option<u64>,
+    #[serde(default)]
+    fault_report: bool,
+    #[serde(default)]
+    kernel_log_once: Vec<String>,
 }
 
 /// Parses the manifest text; names must be unique and usable as file names.
@@ -146,12 +156,17 @@ pub fn parse(text: &str) -> Result<Vec<Program>, String> {
             Some(text) => Expect::parse(text).map_err(|e| format!("program {}: {e}", p.name))?,
             None => Expect::Exit(0),
         };
+        if p.fault_report && !matches!(expect, Expect::Signal(_)) {
+            return Err(format!("program {}: fault_report needs expect = \"signal SIGNAME\"", p.name));
+        }
         programs.push(Program {
             name: p.name,
             args: p.args,
             args_one_cpu: p.args_one_cpu,
             expect,
             timeout_s: p.timeout.unwrap_or(120),
+            fault_report: p.fault_report,
+            kernel_log_once: p.kernel_log_once,
         });
     }
     Ok(programs)
@@ -181,7 +196,9 @@ mod tests {
                 args: vec![],
                 args_one_cpu: None,
                 expect: Expect::Exit(0),
-                timeout_s: 120
+                timeout_s: 120,
+                fault_report: false,
+                kernel_log_once: vec![],
             }
         );
         assert_eq!(programs[1].expect, Expect::Signal(4));
@@ -210,6 +227,8 @@ mod tests {
         assert!(parse("[[program]]\nname = \"a\"\nexpect = \"signal SIGNOPE\"\n").is_err());
         assert!(parse("[[program]]\nname = \"a\"\nexpect = \"exits 0\"\n").is_err());
         assert!(parse("[[program]]\nname = \"a\"\nspeed = 3\n").is_err());
+        assert!(parse("[[program]]\nname = \"a\"\nfault_report = true\n").is_err());
+        assert!(parse("[[program]]\nname = \"a\"\nexpect = \"signal SIGSEGV\"\nfault_report = true\n").unwrap()[0].fault_report);
     }
 
     #[test]

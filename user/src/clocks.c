@@ -1,5 +1,5 @@
 /*
- * time: clock_gettime on MONOTONIC (never goes back), REALTIME (a plausible date), THREAD and
+ * clocks: clock_gettime on MONOTONIC (never goes back), REALTIME (a plausible date), THREAD and
  * PROCESS CPU time (they grow under a busy loop, not during a sleep, and the process clock keeps
  * the time of threads that ended); nanosleep and clock_nanosleep, relative and
  * TIMER_ABSTIME, never return early; EINVAL and EFAULT paths. The durations are printed as
@@ -46,7 +46,7 @@ static void *busy_thread(void *arg)
 
 int main(void)
 {
-	ut_start("time");
+	ut_start("clocks");
 
 	int64_t last = raw_now(CLOCK_MONOTONIC);
 	for (int i = 0; i < 100000; i++) {
