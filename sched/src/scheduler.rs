@@ -448,6 +448,19 @@ impl<P: Platform> Scheduler<P> {
         Ok(())
     }
 
+    /// Whether the user thread `id` waits for a wake-up (`/proc`'s `S`; running or runnable is
+    /// `R`): a snapshot that may change at once. `None` unless `id` is a live user thread.
+    pub fn is_blocked(&self, id: ThreadId) -> Option<bool> {
+        if self.current().is_some_and(|c| c.id == id) {
+            return Some(false);
+        }
+        let irq = self.platform.irq_save_disable();
+        let thread = self.user_threads.lock().get(&id.0).cloned();
+        self.platform.irq_restore(irq);
+        // Dropped outside the interrupts-off section, as `affinity` does.
+        thread.map(|t| t.entity.state() == State::Blocked)
+    }
+
     /// The affinity of the user thread `id` (the layout of [`Scheduler::current_affinity`]);
     /// `Err(NoThread)` unless it is a live user thread.
     pub fn affinity(&self, id: ThreadId, out: &mut [u64]) -> Result<(), AffinityError> {

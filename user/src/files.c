@@ -349,9 +349,26 @@ static void test_proc_stopped(void)
 	CHECK(waitpid(pid, &st, WCONTINUED) == pid && WIFCONTINUED(st));
 	char s = proc_state(pid);
 	CHECK(s == 'S' || s == 'R');
+	/* Back in pause(), waiting for a signal: S (within two seconds of being continued). */
+	for (int i = 0; i < 2000 && s != 'S'; i++) {
+		usleep(1000);
+		s = proc_state(pid);
+	}
+	CHECK(s == 'S');
 	CHECK(kill(pid, SIGKILL) == 0);
 	CHECK(waitpid(pid, &st, 0) == pid && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-	say("/proc/PID/stat: T while stopped, S or R once continued\n");
+	/* A child that never waits is R, running or runnable, whenever it is looked at. */
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		for (;;)
+			__asm__ volatile("" ::: "memory");
+	}
+	for (int i = 0; i < 5; i++)
+		CHECK(proc_state(pid) == 'R');
+	CHECK(kill(pid, SIGKILL) == 0);
+	CHECK(waitpid(pid, &st, 0) == pid && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	say("/proc/PID/stat: T while stopped, S once waiting again, R while it spins\n");
 }
 
 static void test_proc(void)

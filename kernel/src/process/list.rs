@@ -24,7 +24,20 @@ pub struct ProcessEntry {
 
 /// Every process with a live thread, by pid.
 pub fn list() -> Vec<ProcessEntry> {
-    let procs: BTreeMap<u32, Arc<Process>> = THREADS.lock().values().map(|p| (p.pid(), p.clone())).collect();
+    let (procs, tids): (BTreeMap<u32, Arc<Process>>, Vec<(u32, u64)>) = {
+        let t = THREADS.lock();
+        (t.values().map(|p| (p.pid(), p.clone())).collect(), t.iter().map(|(&tid, p)| (p.pid(), tid)).collect())
+    };
+    // A process sleeps (S) when every thread of it waits for a wake-up; one running or runnable
+    // thread makes it R. (Linux shows its leader's state; a process whose threads all wait is S
+    // there too. The scheduler is asked outside the THREADS lock.)
+    let sched = task::sched();
+    let mut awake = alloc::collections::BTreeSet::new();
+    for &(pid, tid) in &tids {
+        if sched.is_blocked(sched::ThreadId(tid)) != Some(true) {
+            awake.insert(pid);
+        }
+    }
     let out = procs
         .values()
         .map(|p| ProcessEntry {
@@ -34,13 +47,14 @@ pub fn list() -> Vec<ProcessEntry> {
             pgrp: super::tree::pgid(p.pid()).unwrap_or(p.pid()),
             session: super::tree::sid(p.pid()).unwrap_or(p.pid()),
             name: p.name(),
-            // Sleeping (S) is not told apart from running: the scheduler has no query for it.
             state: if p.kill_status.load(Ordering::Relaxed) != NOT_KILLED {
                 abi::procfs::TaskState::Zombie
             } else if p.signals.is_stopped() {
                 abi::procfs::TaskState::Stopped
-            } else {
+            } else if awake.contains(&p.pid()) {
                 abi::procfs::TaskState::Running
+            } else {
+                abi::procfs::TaskState::Sleeping
             },
             threads: p.threads.load(Ordering::Relaxed),
             cpu_ns: p.space().cpu_ns(),
