@@ -22,6 +22,7 @@
  * "# " so that it is never compared. At the end the leader gives the terminal up (TIOCNOTTY).
  */
 #include "ut.h"
+#include "uttty.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -368,23 +369,5 @@ static int leader(const char *path, int force)
 
 int main(void)
 {
-	ut_start("ttyjob");
-	const char *path = "/dev/console";
-	int force = 1;
-	int master = posix_openpt(O_RDWR | O_NOCTTY);
-	if (master >= 0) {
-		CHECK(grantpt(master) == 0 && unlockpt(master) == 0);
-		path = ptsname(master);
-		CHECK(path != NULL);
-		force = 0;
-	}
-	info("terminal %s\n", path);
-	pid_t pid = fork();
-	CHECK(pid >= 0);
-	if (pid == 0)
-		_exit(leader(path, force));
-	int st;
-	CHECK(waitpid(pid, &st, 0) == pid);
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	ut_ok();
+	ut_terminal_main("ttyjob", leader);
 }
