@@ -28,14 +28,24 @@ pub fn list() -> Vec<ProcessEntry> {
         let t = THREADS.lock();
         (t.values().map(|p| (p.pid(), p.clone())).collect(), t.iter().map(|(&tid, p)| (p.pid(), tid)).collect())
     };
-    // A process sleeps (S) when every thread of it waits for a wake-up; one running or runnable
-    // thread makes it R. (Linux shows its leader's state; a process whose threads all wait is S
-    // there too. The scheduler is asked outside the THREADS lock.)
+    // A process shows its main thread's state, as Linux's shows its leader's: S while that thread
+    // waits for a wake-up, R while it runs or may run; once the main thread has ended, R while any
+    // thread of it does. (The scheduler is asked outside the THREADS lock.)
     let sched = task::sched();
     let mut awake = alloc::collections::BTreeSet::new();
-    for &(pid, tid) in &tids {
-        if sched.is_blocked(sched::ThreadId(tid)) != Some(true) {
-            awake.insert(pid);
+    for p in procs.values() {
+        let main = p.ids.main_tid.load(Ordering::Acquire);
+        match sched.is_blocked(sched::ThreadId(main)) {
+            Some(blocked) => {
+                if !blocked {
+                    awake.insert(p.pid());
+                }
+            }
+            None => {
+                if tids.iter().any(|&(pid, tid)| pid == p.pid() && sched.is_blocked(sched::ThreadId(tid)) != Some(true)) {
+                    awake.insert(p.pid());
+                }
+            }
         }
     }
     let out = procs

@@ -230,10 +230,15 @@ pub fn is_orphaned(pgid: Pid) -> bool {
 }
 
 /// Send `sig` from the calling process to every process of group `pgid`, now (the terminal's
-/// SIGTTIN and SIGTTOU, which the caller must find pending on its way out).
+/// SIGTTIN, SIGTTOU and SIGWINCH, which the caller must find pending on its way out). The group's
+/// members are named directly, as Linux's `kill_pgrp`: through kill's encoding, group 1 (init's,
+/// the foreground group while a shell that is pid 1 waits at its prompt) would be `kill(-1)`, a
+/// signal to every process of the system.
 pub fn signal_group_now(pgid: Pid, sig: u32) {
     let me = super::current().map_or(INIT, |p| p.pid());
-    let _ = kill(me, -(pgid as i32), sig);
+    for target in group_members(pgid) {
+        let _ = signal_send(me, target, sig);
+    }
 }
 
 /// The session of group `pgid`, for the terminal's `TIOCSPGRP` (`abi::jobs::ProcTree::session_of_group`).
