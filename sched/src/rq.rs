@@ -615,10 +615,16 @@ pub unsafe fn wake_noting<'a, T: Queued + 'a>(
             // Stolen between the read and the lock: its queue is elsewhere now.
             continue;
         }
-        if e.state() != State::Blocked {
+        // One atomic step from Blocked to Running: a thread that waits without this lock (a
+        // `Parker`) can withdraw its Blocked and go on to exit (Dead) between a load and a store
+        // here, and a plain store would then bring a dead thread back to the queue.
+        if e
+            .state
+            .compare_exchange(State::Blocked as u8, State::Running as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
             return Wake::NotBlocked;
         }
-        e.state.store(State::Running as u8, Ordering::Release);
         if e.on_rq.load(Ordering::Relaxed) {
             note(cpu, false);
             return Wake::Running;
