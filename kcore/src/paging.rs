@@ -135,6 +135,18 @@ const fn span(level: usize) -> u64 {
     1 << (12 + 9 * (level - 1))
 }
 
+/// The size of the page an entry at `level` (1 = page table .. 4 = PML4) maps, if it is a leaf:
+/// every entry of a page table, a huge entry of a page directory (2 MiB) or a PDPT (1 GiB).
+#[inline]
+fn leaf_size(level: usize, flags: Flags) -> Option<PageSize> {
+    match level {
+        1 => Some(PageSize::Size4K),
+        2 if flags.contains(Flags::HUGE_PAGE) => Some(PageSize::Size2M),
+        3 if flags.contains(Flags::HUGE_PAGE) => Some(PageSize::Size1G),
+        _ => None,
+    }
+}
+
 #[inline]
 fn entry_flags(e: u64) -> Flags {
     Flags::from_bits_truncate(e & !ADDR_MASK)
@@ -152,12 +164,7 @@ pub fn translate(mem: &impl TableMemory, root: u64, va: u64) -> Option<Translati
         if !flags.contains(Flags::PRESENT) {
             return None;
         }
-        let size = match level {
-            1 => Some(PageSize::Size4K),
-            2 if flags.contains(Flags::HUGE_PAGE) => Some(PageSize::Size2M),
-            3 if flags.contains(Flags::HUGE_PAGE) => Some(PageSize::Size1G),
-            _ => None,
-        };
+        let size = leaf_size(level, flags);
         if let Some(size) = size {
             let base = e & ADDR_MASK & !(size.bytes() - 1);
             return Some(Translation { pa: base + (va & (size.bytes() - 1)), size, flags });
@@ -265,12 +272,7 @@ pub fn unmap_range(mem: &impl TableMemory, root: u64, range: core::ops::Range<u6
             let va = base + i as u64 * span;
             let covered = va >= range.start && va + span <= range.end;
             let flags = entry_flags(e);
-            let size = match level {
-                1 => Some(PageSize::Size4K),
-                2 if flags.contains(Flags::HUGE_PAGE) => Some(PageSize::Size2M),
-                3 if flags.contains(Flags::HUGE_PAGE) => Some(PageSize::Size1G),
-                _ => None,
-            };
+            let size = leaf_size(level, flags);
             match size {
                 Some(size) if covered => {
                     slot.store(0, Ordering::Release);
@@ -386,12 +388,7 @@ fn walk_tree(
             }
             let flags = entry_flags(e);
             let va = base + i as u64 * span(level);
-            let size = match level {
-                1 => Some(PageSize::Size4K),
-                2 if flags.contains(Flags::HUGE_PAGE) => Some(PageSize::Size2M),
-                3 if flags.contains(Flags::HUGE_PAGE) => Some(PageSize::Size1G),
-                _ => None,
-            };
+            let size = leaf_size(level, flags);
             match size {
                 Some(size) => leaf(canonical(va), Translation { pa: e & ADDR_MASK & !(size.bytes() - 1), size, flags }),
                 None => {

@@ -143,6 +143,19 @@ impl WaitQueue {
             linked: false,
         };
         let node: *mut Node = &raw mut node;
+        // Before leaving: take the node off the list if no waker did. The lock is taken even when
+        // it is off: the waker that popped it may hold the lock yet, and reaches the node and the
+        // thread only under it.
+        let leave = || {
+            let mut list = self.list.lock();
+            // SAFETY: `node` lives on this frame until the function returns; only the lock holder
+            // touches it while linked.
+            unsafe {
+                if (*node).linked {
+                    list.unlink(node);
+                }
+            }
+        };
         loop {
             {
                 let mut list = self.list.lock();
@@ -156,30 +169,15 @@ impl WaitQueue {
                 }
             }
             if cond() {
-                let mut list = self.list.lock();
-                // SAFETY: as above.
-                unsafe {
-                    if (*node).linked {
-                        list.unlink(node);
-                    }
-                }
-                drop(list);
+                leave();
                 thread.entity.set_running();
                 break;
             }
             s.block();
             // Woken (running again): test first, and leave without linking the node again when the
-            // condition holds. The lock is still taken before leaving: the waker that popped the
-            // node may hold it yet, and reaches the node and the thread only under it.
+            // condition holds.
             if cond() {
-                let mut list = self.list.lock();
-                // SAFETY: as above.
-                unsafe {
-                    if (*node).linked {
-                        list.unlink(node);
-                    }
-                }
-                drop(list);
+                leave();
                 break;
             }
         }
