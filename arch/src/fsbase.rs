@@ -11,12 +11,9 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use x86_64::{
-    VirtAddr,
-    registers::{
-        control::{Cr4, Cr4Flags},
-        model_specific::FsBase,
-    },
+use x86_64::registers::{
+    control::{Cr4, Cr4Flags},
+    model_specific::{FsBase, Msr},
 };
 
 static USE_FSGSBASE_INSNS: AtomicBool = AtomicBool::new(false);
@@ -33,17 +30,29 @@ pub fn init_cpu() {
 }
 
 /// Set this CPU's FS base (the running user thread's TLS pointer).
+///
+/// Inline, as every switch to a user thread calls it: the canonical test is one sign extension
+/// and a compare, and the MSR is written directly (no `VirtAddr` round trip, no call).
+#[inline]
 pub fn write(base: u64) -> Result<(), NonCanonical> {
-    let addr = VirtAddr::try_new(base).map_err(|_| NonCanonical)?;
+    // Canonical: bits 63..47 all equal, i.e. the value survives sign extension from bit 47.
+    if ((base << 16) as i64 >> 16) as u64 != base {
+        return Err(NonCanonical);
+    }
     if USE_FSGSBASE_INSNS.load(Ordering::Relaxed) {
         // SAFETY: CR4.FSGSBASE is on (checked at init_cpu), so WRFSBASE is defined; the value is
         // canonical; the kernel does not address through FS.
         unsafe { core::arch::asm!("wrfsbase {}", in(reg) base, options(nostack, preserves_flags)) };
     } else {
-        FsBase::write(addr);
+        // SAFETY: IA32_FS_BASE exists on every x86_64 CPU; the value is canonical (tested above),
+        // so WRMSR does not fault; the kernel does not address through FS.
+        unsafe { Msr::new(FS_BASE_MSR).write(base) };
     }
     Ok(())
 }
+
+/// IA32_FS_BASE (SDM vol. 4, table 2-2).
+const FS_BASE_MSR: u32 = 0xC000_0100;
 
 /// This CPU's FS base.
 pub fn read() -> u64 {
