@@ -600,6 +600,7 @@ pub unsafe fn wake<'a, T: Queued + 'a>(
 ///
 /// # Safety
 /// As for [`wake`].
+#[inline(always)]
 pub unsafe fn wake_noting<'a, T: Queued + 'a>(
     queue_of: impl Fn(usize) -> &'a CpuQueue<T>,
     t: NonNull<T>,

@@ -1138,15 +1138,50 @@ impl<P: Platform> Scheduler<P> {
     ///
     /// # Safety
     /// `t` stays valid for the call (see `rq::wake`).
+    ///
+    /// The steps of [`Scheduler::wake_thread_deferred`] and [`Scheduler::send_kick`] without the
+    /// [`Kick`] between them: the outcome goes straight to the kick, with no record to build and
+    /// read back.
     pub(crate) unsafe fn wake_thread(&self, t: NonNull<Thread>) -> bool {
+        let me = self.this_cpu();
         // SAFETY: the caller's guarantee.
-        match unsafe { self.wake_thread_deferred(t) } {
-            Some(kick) => {
-                self.send_kick(kick);
+        match unsafe { self.wake_noting_on(t) } {
+            Wake::NotBlocked => false,
+            Wake::Running => {
+                bump(&self.cpus[me].counters.wakeups);
                 true
             }
-            None => false,
+            Wake::Enqueued { cpu, info } => {
+                bump(&self.cpus[me].counters.wakeups);
+                // As in `send_kick`: a hand-off onto our own queue with nobody else waiting there
+                // needs nothing more.
+                if cpu != me || info.queued >= 2 {
+                    // SAFETY: valid for the call (caller).
+                    let pinned = unsafe { t.as_ref() }.entity.is_pinned();
+                    self.after_enqueue(me, cpu, info, pinned);
+                }
+                true
+            }
         }
+    }
+
+    /// Make `t` runnable on its CPU (`rq::wake_noting`), tracing the wake-up under that CPU's
+    /// queue lock.
+    ///
+    /// # Safety
+    /// As for [`Scheduler::wake_thread`].
+    #[inline(always)]
+    unsafe fn wake_noting_on(&self, t: NonNull<Thread>) -> Wake {
+        let note = |cpu: usize, queued: bool| {
+            self.platform.trace(|| TraceEvent::Wakeup {
+                // SAFETY: valid for the call (caller).
+                thread: unsafe { t.as_ref() }.id,
+                target: CpuIndex(cpu as u32),
+                queued,
+            })
+        };
+        // SAFETY: valid for the call (caller).
+        unsafe { crate::rq::wake_noting(|c| &*self.cpus[c].queue, t, note) }
     }
 
     /// [`Scheduler::wake_thread`] without its last step: the thread is runnable on its CPU, and
@@ -1162,17 +1197,8 @@ impl<P: Platform> Scheduler<P> {
     #[inline(always)]
     pub(crate) unsafe fn wake_thread_deferred(&self, t: NonNull<Thread>) -> Option<Kick> {
         let me = self.this_cpu();
-        let note = |cpu: usize, queued: bool| {
-            self.platform.trace(|| TraceEvent::Wakeup {
-                // SAFETY: valid for the call (caller).
-                thread: unsafe { t.as_ref() }.id,
-                target: CpuIndex(cpu as u32),
-                queued,
-            })
-        };
         // SAFETY: valid for the call (caller).
-        let outcome = unsafe { crate::rq::wake_noting(|c| &*self.cpus[c].queue, t, note) };
-        match outcome {
+        match unsafe { self.wake_noting_on(t) } {
             Wake::NotBlocked => None,
             Wake::Running => {
                 bump(&self.cpus[me].counters.wakeups);
