@@ -1570,18 +1570,24 @@ impl<P: Platform> Scheduler<P> {
     ///
     /// # Safety
     /// As for `switch_to`, and `kind` is enabled on this CPU.
+    #[inline(always)]
     unsafe fn switch_fpu(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread, kind: FpuKind) {
-        if let Some(area) = &prev.fpu
+        let saved = if let Some(area) = &prev.fpu
             && prev.entity.state() != State::Dead
         {
             // SAFETY: only the CPU running or switching a thread touches its area: that is us.
             unsafe { fpu::save(&mut *area.get(), kind) };
             prev.fpu_cpu.store(me, Ordering::Relaxed);
-            cpu.local.fpu_owner.store(prev.id.0, Ordering::Relaxed);
             bump(&cpu.counters.fpu_saves);
-        }
+            true
+        } else {
+            false
+        };
         if let Some(area) = &next.fpu {
-            let live = cpu.local.fpu_owner.load(Ordering::Relaxed) == next.id.0
+            // The registers hold `next`'s state only if it was the last one here and nothing was
+            // saved over it now (a save means they hold `prev`'s).
+            let live = !saved
+                && cpu.local.fpu_owner.load(Ordering::Relaxed) == next.id.0
                 && next.fpu_cpu.load(Ordering::Relaxed) == me;
             if live {
                 bump(&cpu.counters.fpu_restores_skipped);
@@ -1593,6 +1599,9 @@ impl<P: Platform> Scheduler<P> {
                 next.fpu_cpu.store(me, Ordering::Relaxed);
                 bump(&cpu.counters.fpu_restores);
             }
+        } else if saved {
+            // The registers still hold `prev`'s state, equal to its saved image.
+            cpu.local.fpu_owner.store(prev.id.0, Ordering::Relaxed);
         }
     }
 
