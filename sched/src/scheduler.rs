@@ -982,14 +982,17 @@ impl<P: Platform> Scheduler<P> {
     /// The idle thread's loop (interrupts disabled; only the halt enables them).
     fn idle_loop(&self, me: usize, stop: &dyn Fn() -> bool) {
         let cpu = &self.cpus[me];
+        // One clock reading per turn: taken after a switch back to idle, or at the end of a halt,
+        // where it also closes the halt's idle time.
+        let mut now = self.platform.now_ns();
         loop {
-            let now = self.platform.now_ns();
             self.expire_sleepers(me, cpu, now);
             if cpu.queue.len_hint() == 0 {
                 self.steal_into(me);
             }
             if cpu.queue.len_hint() > 0 {
                 self.schedule(Reason::Idle);
+                now = self.platform.now_ns();
                 continue;
             }
             if stop() {
@@ -1002,16 +1005,18 @@ impl<P: Platform> Scheduler<P> {
             }
             self.arm_from(cpu, cpu.local.next_sleeper_ns.load(Ordering::Relaxed), now);
             if cpu.queue.try_halt() {
-                let start_ns = self.platform.now_ns();
                 self.platform.idle_wait();
                 if self.platform.mm_after_idle() {
                     cpu.local.active_mm.store(0, Ordering::Relaxed);
                 }
                 cpu.queue.unhalt();
-                add(
-                    &cpu.counters.idle_ns,
-                    self.platform.now_ns().saturating_sub(start_ns),
-                );
+                // The halt counts as idle from this turn's reading: the few steps between it and
+                // the halt (the steal check, the timer) are idle work too.
+                let end = self.platform.now_ns();
+                add(&cpu.counters.idle_ns, end.saturating_sub(now));
+                now = end;
+            } else {
+                now = self.platform.now_ns();
             }
         }
     }
@@ -1103,7 +1108,9 @@ impl<P: Platform> Scheduler<P> {
     fn steal_into(&self, me: usize) -> bool {
         let n = self.cpus.len();
         for k in 1..n {
-            let victim = &self.cpus[(me + k) % n];
+            // `(me + k) % n` without a division (`me < n`, `k < n`).
+            let c = if me + k >= n { me + k - n } else { me + k };
+            let victim = &self.cpus[c];
             if victim.queue.len_hint() == 0 {
                 continue;
             }
@@ -1111,7 +1118,7 @@ impl<P: Platform> Scheduler<P> {
                 self.platform.trace(|| TraceEvent::Steal {
                     // SAFETY: a stolen thread is valid and ours now (see below).
                     thread: unsafe { t.as_ref() }.id,
-                    victim: CpuIndex(((me + k) % n) as u32),
+                    victim: CpuIndex(c as u32),
                 });
                 // SAFETY: a queued thread is valid; `steal` made it ours (cpu = me) and it is on no
                 // queue; it may still be on_cpu on the victim, which `switch_to` waits for.

@@ -103,7 +103,7 @@ impl Platform for KernelPlatform {
     #[inline]
     fn idle_wait(&self) {
         trace::event(Category::Idle, |tsc, cpu| Record::new(tsc, cpu, Kind::IdleEnter));
-        if let Some((enter, _)) = MM_IDLE.load() {
+        if let Some((enter, _)) = MM_IDLE.get() {
             enter();
         }
         arch::cpu::enable_interrupts_and_halt();
@@ -144,7 +144,7 @@ impl Platform for KernelPlatform {
     }
 
     fn mm_after_idle(&self) -> bool {
-        MM_IDLE.load().is_some_and(|(_, exit)| exit())
+        MM_IDLE.get().is_some_and(|(_, exit)| exit())
     }
 
     #[inline]
@@ -202,12 +202,16 @@ pub fn set_mm_switch(f: MmSwitch) {
 /// halt ends (interrupts off both times), installed by `vm` with [`set_mm_idle`]. A halted CPU
 /// keeps its space loaded (the scheduler's `leave_mm_idle` stays false), lazily; `exit` returns
 /// whether it left the space during the halt (the scheduler's `mm_after_idle`).
-static MM_IDLE: AtomicCell<Option<(fn(), fn() -> bool)>> = AtomicCell::new(None);
+///
+/// A `spin::Once`, not an `AtomicCell`: the pair is two words, which `AtomicCell` guards with a
+/// sequence lock (two loads of its stamp around the two words, on each side of every halt); once
+/// set it never changes, and reading a `Once` is one acquire load and a test.
+static MM_IDLE: spin::Once<(fn(), fn() -> bool)> = spin::Once::new();
 
 /// Install the functions a CPU calls right before it halts (`enter`) and right after (`exit`),
-/// with interrupts off, for its loaded address space.
+/// with interrupts off, for its loaded address space. Only the first call counts.
 pub fn set_mm_idle(enter: fn(), exit: fn() -> bool) {
-    MM_IDLE.store(Some((enter, exit)));
+    MM_IDLE.call_once(|| (enter, exit));
 }
 
 /// Create the scheduler for `nr_cpus` CPUs and route the timer and reschedule vectors to it.
