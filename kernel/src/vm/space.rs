@@ -1153,7 +1153,8 @@ impl CpuSpaces {
     /// thread's space, with no `prev`), else flush its PCID if a change spared this CPU meanwhile
     /// (its slot's generation is behind the space's).
     fn catch_up(&mut self) -> bool {
-        let Some(space) = self.loaded.clone() else { return false };
+        // Borrowed, not cloned: no reference count round trip on a space other CPUs share.
+        let Some(space) = self.loaded.as_ref() else { return false };
         if space.dead.load(Ordering::SeqCst) {
             // Its destruction, which interrupts lazy CPUs, made this CPU leave it for good; the
             // scheduler's word for it stays unique while this CPU holds it.
@@ -1298,9 +1299,12 @@ fn idle_enter() {
 /// (`TlbTracker::begin_change_sparing`): a change either sees this CPU not lazy and interrupts
 /// it, or bumped the generation this read sees.
 fn idle_exit() -> bool {
-    // A SeqCst store (x86: `xchg`, a full barrier) before the SeqCst load of the generation.
-    LAZY[tlb::this_cpu().index()].store(false, Ordering::SeqCst);
-    with_this_cpu(|_, cpu| cpu.catch_up())
+    with_this_cpu(|me, cpu| {
+        // A SeqCst store (x86: `xchg`, a full barrier) before the SeqCst load of the generation
+        // in `catch_up`; inside the borrow, so the CPU's index is read once.
+        LAZY[me.index()].store(false, Ordering::SeqCst);
+        cpu.catch_up()
+    })
 }
 
 /// Service every request posted to this CPU. Interrupts off.
