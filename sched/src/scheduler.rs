@@ -116,8 +116,9 @@ enum Reason {
     Exit,
     /// Timer or reschedule IPI, or the end of a preemption-disabled section.
     Preempt,
-    /// The idle thread has work to hand the CPU to.
-    Idle,
+    /// The idle thread has work to hand the CPU to; the clock it read, and expired this CPU's
+    /// sleepers by, just before.
+    Idle(u64),
     /// The thread moves to another CPU (its affinity no longer allows this one).
     Migrate(usize),
 }
@@ -131,7 +132,7 @@ impl Reason {
             Reason::Block => SwitchReason::Block,
             Reason::Exit => SwitchReason::Exit,
             Reason::Preempt => SwitchReason::Preempt,
-            Reason::Idle => SwitchReason::Idle,
+            Reason::Idle(_) => SwitchReason::Idle,
         }
     }
 }
@@ -991,7 +992,7 @@ impl<P: Platform> Scheduler<P> {
                 self.steal_into(me);
             }
             if cpu.queue.len_hint() > 0 {
-                self.schedule(Reason::Idle);
+                self.schedule(Reason::Idle(now));
                 now = self.platform.now_ns();
                 continue;
             }
@@ -1369,14 +1370,16 @@ impl<P: Platform> Scheduler<P> {
                 bump(&cpu.counters.voluntary_yields);
             }
         }
-        let now = if reason == Reason::Preempt {
+        let now = match reason {
             // Only the tick asks for a preemption, and it has just expired the sleepers due by
             // the clock it read then; a later one is due no earlier than the timer it armed.
-            Some(cpu.local.resched_ns.load(Ordering::Relaxed))
-        } else if reason == Reason::Idle || cpu.local.next_sleeper_ns.load(Ordering::Relaxed) != NEVER {
-            Some(self.now_expiring_sleepers(me))
-        } else {
-            None
+            Reason::Preempt => Some(cpu.local.resched_ns.load(Ordering::Relaxed)),
+            // The idle loop has just done the same with its own reading (no clock read here).
+            Reason::Idle(now) => Some(now),
+            _ if cpu.local.next_sleeper_ns.load(Ordering::Relaxed) != NEVER => {
+                Some(self.now_expiring_sleepers(me))
+            }
+            _ => None,
         };
         cpu.local.need_resched.store(false, Ordering::Relaxed);
         let prev_nn =
