@@ -162,6 +162,7 @@ impl CpuMap {
     }
 
     /// The APIC id of `cpu`, or `None` if `cpu` is not below `nr_cpus`.
+    #[inline]
     pub fn apic_of(&self, cpu: CpuId) -> Option<ApicId> {
         self.apic_ids[..self.nr_cpus].get(cpu.index()).copied()
     }

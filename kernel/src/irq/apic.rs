@@ -270,26 +270,41 @@ pub fn send(dest: Dest, what: Delivery) {
         Dest::AllButSelf => (0b11, 0),
     };
     let low = u32::from(vector) | (mode_bits << 8) | ICR_LEVEL_ASSERT | (shorthand << 18);
-    interrupts::without_interrupts(|| {
-        arch::cpu::fence_before_wrmsr();
-        if mode() == MODE_X2APIC {
+    interrupts::without_interrupts(|| match mode() {
+        MODE_X2APIC => {
+            // The WRMSR does not wait for earlier stores; the fence keeps the IPI behind them.
+            arch::cpu::fence_before_wrmsr();
             // SAFETY: the x2APIC ICR is one 64-bit MSR, destination in bits 32-63; one write sends.
             unsafe { msr::write(X2APIC_BASE + 0x30, (u64::from(apic) << 32) | u64::from(low)) };
-        } else {
-            wait_icr_idle();
-            if shorthand == 0 {
-                write(REG_ICR_HIGH, apic << 24);
-            }
-            write(REG_ICR_LOW, low);
         }
+        MODE_XAPIC => {
+            // The ICR is a store to the uncacheable register page, which x86 keeps behind every
+            // earlier store (stores are not reordered with stores): no fence. The mode and the
+            // page are read once, not once per register access.
+            let va = XAPIC_VA.load(Ordering::Relaxed);
+            // SAFETY: XAPIC_VA maps the register page (set before MODE); the offset is the ICR's
+            // aligned 32-bit low word; reading it has no effect.
+            let icr_low = || unsafe { arch::mmio::read_u32(va + u64::from(REG_ICR_LOW)) };
+            wait_icr_idle(icr_low);
+            if shorthand == 0 {
+                // SAFETY: as above, for the ICR's high word (the destination); writing it sends
+                // nothing.
+                unsafe { arch::mmio::write_u32(va + u64::from(REG_ICR_HIGH), apic << 24) };
+            }
+            // SAFETY: as above; writing the low word sends the IPI this function is asked for.
+            unsafe { arch::mmio::write_u32(va + u64::from(REG_ICR_LOW), low) };
+        }
+        _ => {}
     });
 }
 
 /// xAPIC: wait until the previous IPI left this APIC (delivery status idle). Modern APICs clear it
 /// within a few cycles; the bound only keeps a broken APIC from hanging the caller forever.
-fn wait_icr_idle() {
+/// `icr_low` reads the ICR's low word.
+#[inline(always)]
+fn wait_icr_idle(icr_low: impl Fn() -> u32) {
     for _ in 0..10_000_000u32 {
-        if read(REG_ICR_LOW) & ICR_DELIVERY_PENDING == 0 {
+        if icr_low() & ICR_DELIVERY_PENDING == 0 {
             return;
         }
         core::hint::spin_loop();

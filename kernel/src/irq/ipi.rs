@@ -46,10 +46,18 @@ fn trace_send(cpu: CpuId, vector: u8) {
 /// If `cpu` is not one of this machine's CPUs.
 pub fn send(cpu: CpuId, vector: u8) {
     let Some(apic_id) = crate::cpu::map::apic_id_of(cpu).or_else(|| (cpu == CpuId::BSP).then(apic::id)) else {
-        panic!("ipi::send of vector {vector:#x} to {cpu}, which is not a CPU of this machine")
+        not_a_cpu(cpu, vector)
     };
     trace_send(cpu, vector);
     apic::send(Dest::Apic(apic_id), Delivery::Fixed(vector));
+}
+
+/// `send`'s panic, out of line: formatting its arguments in `send` itself kept them in stack
+/// slots on every IPI.
+#[cold]
+#[inline(never)]
+fn not_a_cpu(cpu: CpuId, vector: u8) -> ! {
+    panic!("ipi::send of vector {vector:#x} to {cpu}, which is not a CPU of this machine")
 }
 
 /// Send `vector` to every CPU of `cpus`, one after another.
