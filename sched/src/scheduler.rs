@@ -706,7 +706,7 @@ impl<P: Platform> Scheduler<P> {
             self.arm_from(cpu, deadline_ns, now_ns);
         }
         loop {
-            self.schedule(Reason::Block);
+            self.block();
             // Woken; possibly spuriously, and possibly now on another CPU: the entry lives on `home`.
             let _sleepers = self.cpus[home].sleepers.lock();
             if thread.sleep_fired.load(Ordering::Relaxed) {
@@ -1138,8 +1138,13 @@ impl<P: Platform> Scheduler<P> {
 
     /// Block the running thread (its state is already `Blocked`; interrupts disabled). Returns once
     /// it has been woken and runs again.
+    ///
+    /// The switch path inlined with its reason a constant, as in `yield_now`: every hand-off
+    /// through a wait queue or a parker comes here, and a constant reason leaves out the dispatch
+    /// on it and the steps a block does not take.
+    #[inline(never)]
     pub(crate) fn block(&self) {
-        self.schedule(Reason::Block);
+        self.switch_path(Reason::Block);
     }
 
     /// Wake a blocked thread (interrupts disabled).
