@@ -929,6 +929,13 @@ impl<P: Platform> Scheduler<P> {
         self.schedule_preempt();
     }
 
+    /// The idle thread's switch path, its reason a constant (see `switch_path`); `now` is the
+    /// clock the idle loop expired this CPU's sleepers by.
+    #[inline(never)]
+    fn schedule_idle(&self, now: u64) {
+        self.switch_path(Reason::Idle(now));
+    }
+
     /// The switch path of a preemption, its reason a constant (see `switch_path`).
     #[inline(never)]
     fn schedule_preempt(&self) {
@@ -992,7 +999,7 @@ impl<P: Platform> Scheduler<P> {
                 self.steal_into(me);
             }
             if cpu.queue.len_hint() > 0 {
-                self.schedule(Reason::Idle(now));
+                self.schedule_idle(now);
                 now = self.platform.now_ns();
                 continue;
             }
