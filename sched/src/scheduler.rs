@@ -947,11 +947,14 @@ impl<P: Platform> Scheduler<P> {
     /// armed only for this CPU's next sleeper. Returns when `stop()` is true at a moment this CPU
     /// has nothing to run (a kernel passes `&|| false` and never returns).
     ///
+    /// Generic over `stop`, so the kernel's `&|| false` costs nothing per turn (a `&dyn Fn` is
+    /// accepted too).
+    ///
     /// # Safety
     /// Called once per CPU, by the thread the CPU booted on, on that CPU ([`Platform::cpu_id`]
     /// names it) and with that CPU's scheduler state not in use by anything else; it must not be
     /// called from a thread the scheduler created.
-    pub unsafe fn run_cpu(&'static self, stop: &dyn Fn() -> bool) {
+    pub unsafe fn run_cpu<F: Fn() -> bool + ?Sized>(&'static self, stop: &F) {
         let irq = self.platform.irq_save_disable();
         let me = self.this_cpu();
         let cpu = &self.cpus[me];
@@ -988,7 +991,7 @@ impl<P: Platform> Scheduler<P> {
     }
 
     /// The idle thread's loop (interrupts disabled; only the halt enables them).
-    fn idle_loop(&self, me: usize, stop: &dyn Fn() -> bool) {
+    fn idle_loop<F: Fn() -> bool + ?Sized>(&self, me: usize, stop: &F) {
         let cpu = &self.cpus[me];
         // One clock reading per turn: taken after a switch back to idle, or at the end of a halt,
         // where it also closes the halt's idle time.
@@ -1164,15 +1167,17 @@ impl<P: Platform> Scheduler<P> {
     /// read back.
     pub(crate) unsafe fn wake_thread(&self, t: NonNull<Thread>) -> bool {
         let me = self.this_cpu();
+        // Taken before the wake, whose atomics would make the compiler check the index again.
+        let wakeups = &self.cpus[me].counters.wakeups;
         // SAFETY: the caller's guarantee.
         match unsafe { self.wake_noting_on(t) } {
             Wake::NotBlocked => false,
             Wake::Running => {
-                bump(&self.cpus[me].counters.wakeups);
+                bump(wakeups);
                 true
             }
             Wake::Enqueued { cpu, info } => {
-                bump(&self.cpus[me].counters.wakeups);
+                bump(wakeups);
                 // As in `send_kick`: a hand-off onto our own queue with nobody else waiting there
                 // needs nothing more.
                 if cpu != me || info.queued >= 2 {
