@@ -1462,7 +1462,12 @@ impl<P: Platform> Scheduler<P> {
             .slice_start_ns
             .store(now.unwrap_or(UNSTAMPED), Ordering::Relaxed);
         if prev == idle && next != idle {
-            self.arm_leaving_idle(me, now);
+            if let Reason::Idle(now) = reason {
+                // The idle thread's own path (`schedule_idle`): inline, with the clock in hand.
+                self.arm_leaving_idle_at(cpu, now);
+            } else {
+                self.arm_leaving_idle(me, now);
+            }
         }
         // SAFETY: `prev` is alive (it is us); `next` was on our queue (alive, owned by us now) or is
         // our idle thread.
@@ -1486,17 +1491,22 @@ impl<P: Platform> Scheduler<P> {
         now
     }
 
-    /// Leaving idle for a thread: the slice tick runs again while a thread does.
-    #[inline(never)]
-    fn arm_leaving_idle(&self, me: usize, now: Option<u64>) {
-        let now = now.unwrap_or_else(|| self.platform.now_ns());
-        let cpu = &self.cpus[me];
+    /// [`Scheduler::arm_leaving_idle`] on CPU `cpu` (the calling one) with the clock read.
+    #[inline(always)]
+    fn arm_leaving_idle_at(&self, cpu: &Cpu, now: u64) {
         let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
         self.arm_from(
             cpu,
             now.saturating_add(self.config.slice_ns).min(next_sleeper),
             now,
         );
+    }
+
+    /// Leaving idle for a thread: the slice tick runs again while a thread does.
+    #[inline(never)]
+    fn arm_leaving_idle(&self, me: usize, now: Option<u64>) {
+        let now = now.unwrap_or_else(|| self.platform.now_ns());
+        self.arm_leaving_idle_at(&self.cpus[me], now);
     }
 
     /// An accounting point on CPU `me` (the calling one, interrupts off) at `now_ns`: charge `t`,
