@@ -1116,13 +1116,19 @@ impl<P: Platform> Scheduler<P> {
     }
 
     /// Steal one migratable thread from another CPU's queue into ours.
+    ///
+    /// A CPU still halted with one thread queued is passed over: whoever queued it there has
+    /// kicked it (`enqueued` claims the kick for every push onto a halted queue), so it runs the
+    /// thread itself in a moment. Taking its lock only to look would make it wait for the lock
+    /// on its way out of the halt, which is the hand-off of every cross-CPU wake-up.
     fn steal_into(&self, me: usize) -> bool {
         let n = self.cpus.len();
         for k in 1..n {
             // `(me + k) % n` without a division (`me < n`, `k < n`).
             let c = if me + k >= n { me + k - n } else { me + k };
             let victim = &self.cpus[c];
-            if victim.queue.len_hint() == 0 {
+            let queued = victim.queue.len_hint();
+            if queued == 0 || (queued == 1 && victim.queue.halted_hint()) {
                 continue;
             }
             if let Some(t) = victim.queue.steal(me) {
