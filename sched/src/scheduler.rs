@@ -101,6 +101,13 @@ impl Default for Config {
 /// No deadline (for `armed_ns` and `next_sleeper_ns`).
 const NEVER: u64 = u64::MAX;
 
+/// A busy CPU balances at every this many ends of a slice, not at each: Linux, too, balances a
+/// busy CPU on an interval (its `busy_factor` stretches the idle one), and a slice end is the
+/// clock this scheduler has. With 10 ms slices that is every 40 ms, near Linux's busy interval
+/// for a few CPUs; the balancing pass itself (a scan of every CPU's load, the halted-CPU kick's
+/// queue lock) is then paid once per four preemptions.
+const BALANCE_EVERY_SLICES: u32 = 4;
+
 /// `slice_start_ns` of a thread that came in through a voluntary switch: the next tick dates its
 /// slice's start (see `timer_interrupt`).
 const UNSTAMPED: u64 = u64::MAX;
@@ -187,6 +194,8 @@ struct Local {
     armed_ns: AtomicU64,
     /// Earliest sleeper deadline (`NEVER`: none); written under the sleeper lock.
     next_sleeper_ns: AtomicU64,
+    /// Busy slice ends left before this CPU balances again (see `BALANCE_EVERY_SLICES`).
+    slice_ends_to_balance: AtomicU32,
     /// The clock at this CPU's last CPU-time accounting point: what has run since is charged to
     /// the thread running at the next one.
     acct_ns: AtomicU64,
@@ -218,6 +227,7 @@ impl Cpu {
                 slice_start_ns: AtomicU64::new(0),
                 armed_ns: AtomicU64::new(NEVER),
                 next_sleeper_ns: AtomicU64::new(NEVER),
+                slice_ends_to_balance: AtomicU32::new(0),
                 acct_ns: AtomicU64::new(0),
                 fpu_owner: AtomicU64::new(0),
                 active_mm: AtomicUsize::new(0),
@@ -875,9 +885,13 @@ impl<P: Platform> Scheduler<P> {
         let slice_end = if now < start.saturating_add(slice) {
             start.saturating_add(slice)
         } else {
-            if self.cpus.len() > 1 {
-                self.pull_if_imbalanced(me);
-                self.kick_halted_if_overloaded(me);
+            let to_balance = &cpu.local.slice_ends_to_balance;
+            match to_balance.load(Ordering::Relaxed) {
+                0 => {
+                    to_balance.store(BALANCE_EVERY_SLICES - 1, Ordering::Relaxed);
+                    self.balance(me);
+                }
+                left => to_balance.store(left - 1, Ordering::Relaxed),
             }
             if cpu.queue.len_hint() > 0 {
                 // The switch stamps the next thread's slice with this tick's clock.
@@ -1040,7 +1054,18 @@ impl<P: Platform> Scheduler<P> {
         best.1
     }
 
-    /// Periodic balancing, at the end of a busy slice (timer interrupt, interrupts disabled): if
+    /// Periodic balancing, at every `BALANCE_EVERY_SLICES`-th end of a busy slice (timer
+    /// interrupt, interrupts disabled): pull from a busier CPU, kick a halted one. Out of line, so
+    /// that the ticks that skip it keep a small frame.
+    #[inline(never)]
+    fn balance(&self, me: usize) {
+        if self.cpus.len() > 1 {
+            self.pull_if_imbalanced(me);
+            self.kick_halted_if_overloaded(me);
+        }
+    }
+
+    /// Periodic balancing, at the end of a busy slice (see `balance`): if
     /// the busiest CPU has at least two threads more than this one (running one included), pull
     /// its oldest migratable queued thread here. Each pull narrows the gap by two, so free-running
     /// threads end up spread however they were created; idle CPUs steal on their own.
@@ -1075,12 +1100,13 @@ impl<P: Platform> Scheduler<P> {
         }
     }
 
-    /// At the end of a busy slice, threads waiting here and a CPU halted elsewhere: kick that CPU
-    /// so its idle loop steals one (Linux's nohz idle-balance kick). A halted CPU is tickless and
-    /// looks for work only when woken, and `pull_if_imbalanced` pulls into busy CPUs only, so
-    /// without this a thread that became migratable while queued here (its affinity widened, or
-    /// created pinned then let go) would never reach an idle CPU. One kick per slice, and only
-    /// when a migratable thread is queued, so a queue of pinned threads wakes nobody.
+    /// At the end of a busy slice (see `balance`), threads waiting here and a CPU halted
+    /// elsewhere: kick that CPU so its idle loop steals one (Linux's nohz idle-balance kick). A
+    /// halted CPU is tickless and looks for work only when woken, and `pull_if_imbalanced` pulls
+    /// into busy CPUs only, so without this a thread that became migratable while queued here
+    /// (its affinity widened, or created pinned then let go) would never reach an idle CPU. One
+    /// kick per balancing, and only when a migratable thread is queued, so a queue of pinned
+    /// threads wakes nobody.
     fn kick_halted_if_overloaded(&self, me: usize) {
         let cpu = &self.cpus[me];
         if cpu.queue.len_hint() == 0 {
