@@ -852,26 +852,27 @@ impl<P: Platform> Scheduler<P> {
     pub fn tick(&self) {
         let me = self.this_cpu();
         let cpu = &self.cpus[me];
-        self.timer_interrupt_on(me, cpu);
-        self.preempt_if_needed_on(cpu);
+        if let Some(t) = self.timer_interrupt_on(me, cpu) {
+            self.preempt_busy_if_needed(cpu, t);
+        }
     }
 
-    /// [`Scheduler::timer_interrupt`] on CPU `me`, the calling one, whose state is `cpu`.
+    /// [`Scheduler::timer_interrupt`] on CPU `me`, the calling one, whose state is `cpu`. Returns
+    /// the interrupted thread unless it is the idle thread (which never has a preemption due).
     #[inline(always)]
-    fn timer_interrupt_on(&self, me: usize, cpu: &Cpu) {
-        cpu.local.armed_ns.store(NEVER, Ordering::Relaxed);
+    fn timer_interrupt_on<'a>(&self, me: usize, cpu: &'a Cpu) -> Option<&'a Thread> {
         let now = self.platform.now_ns();
         self.expire_sleepers(me, cpu, now);
         let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
         let current = cpu.local.current.load(Ordering::Relaxed);
         if current == cpu.local.idle.load(Ordering::Relaxed) {
-            self.arm_from(cpu, next_sleeper, now);
-            return;
+            self.rearm(cpu, next_sleeper, now);
+            return None;
         }
-        // SAFETY: the interrupted thread is alive and running here, interrupts off.
-        if let Some(t) = unsafe { current.as_ref() } {
-            Self::account(cpu, t, now);
-        }
+        // SAFETY: the interrupted thread is alive and running here, interrupts off; it stays
+        // alive while it is this CPU's current thread, which it is until the tick switches away.
+        let t = unsafe { current.as_ref() }?;
+        Self::account(cpu, t, now);
         let slice = self.config.slice_ns;
         let mut start = cpu.local.slice_start_ns.load(Ordering::Relaxed);
         if start == UNSTAMPED {
@@ -903,7 +904,19 @@ impl<P: Platform> Scheduler<P> {
             }
             now.saturating_add(slice)
         };
-        self.arm_from(cpu, slice_end.min(next_sleeper), now);
+        self.rearm(cpu, slice_end.min(next_sleeper), now);
+        Some(t)
+    }
+
+    /// Arm the timer for `deadline_ns` from the tick (`NEVER`: leave it off), given the tick's
+    /// clock reading: the timer has just fired, so nothing is armed, and `arm_from`'s test of the
+    /// armed deadline would only find that out again.
+    #[inline(always)]
+    fn rearm(&self, cpu: &Cpu, deadline_ns: u64, now_ns: u64) {
+        cpu.local.armed_ns.store(deadline_ns, Ordering::Relaxed);
+        if deadline_ns != NEVER {
+            self.platform.arm_timer_from(deadline_ns, now_ns);
+        }
     }
 
     /// Switch away from the interrupted thread if its slice is over (and preemption is enabled).
@@ -917,18 +930,26 @@ impl<P: Platform> Scheduler<P> {
     /// [`Scheduler::preempt_if_needed`] on the calling CPU, whose state is `cpu`.
     #[inline(always)]
     fn preempt_if_needed_on(&self, cpu: &Cpu) {
-        if cpu.local.preempt_count.load(Ordering::Relaxed) != 0 {
-            return;
-        }
         let current = cpu.local.current.load(Ordering::Relaxed);
         if current == cpu.local.idle.load(Ordering::Relaxed) {
             cpu.local.need_resched.store(false, Ordering::Relaxed);
             return;
         }
         // SAFETY: the interrupted thread is alive and running here, interrupts off.
-        if let Some(t) = unsafe { current.as_ref() }
-            && t.affinity_pending.load(Ordering::Relaxed)
-        {
+        if let Some(t) = unsafe { current.as_ref() } {
+            self.preempt_busy_if_needed(cpu, t);
+        }
+    }
+
+    /// [`Scheduler::preempt_if_needed_on`] once the interrupted thread `t` is known not to be the
+    /// idle thread (the tick's case: it returns early for the idle thread, whose `need_resched`
+    /// the switch to it cleared and nothing sets).
+    #[inline(always)]
+    fn preempt_busy_if_needed(&self, cpu: &Cpu, t: &Thread) {
+        if cpu.local.preempt_count.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        if t.affinity_pending.load(Ordering::Relaxed) {
             // Another thread changed its affinity ([`Scheduler::set_affinity`]): take it now. If
             // it moved, it ran again on another CPU, whose need for a switch is not this one's.
             if self.take_pending_affinity(t) {
