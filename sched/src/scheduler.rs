@@ -1133,14 +1133,20 @@ impl<P: Platform> Scheduler<P> {
         if cpu.queue.len_hint() == 0 {
             return;
         }
+        // The CPUs after this one, wrapping around, without a division per step.
         let n = self.cpus.len();
-        let Some(idle) = (1..n)
-            .map(|k| (me + k) % n)
-            .find(|&c| self.cpus[c].queue.halted_hint())
-        else {
-            return;
+        let mut idle = me;
+        let halted = loop {
+            idle = if idle + 1 == n { 0 } else { idle + 1 };
+            if idle == me {
+                return;
+            }
+            let c = &self.cpus[idle];
+            if c.queue.halted_hint() {
+                break c;
+            }
         };
-        if cpu.queue.has_migratable() && self.cpus[idle].queue.kick_if_halted() {
+        if cpu.queue.has_migratable() && halted.queue.kick_if_halted() {
             self.platform.send_resched(CpuIndex(idle as u32));
             bump(&cpu.counters.ipis_sent);
         }
