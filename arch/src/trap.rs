@@ -8,7 +8,9 @@
 //! a signal frame saves and restores; `trap_common_irq` for interrupts (32-255) of ring 0 stores
 //! only the nine caller-saved ones (`rax`, `rcx`, `rdx`, `rsi`, `rdi`, `r8`-`r11`) into the same
 //! layout and leaves the six callee-saved fields unwritten: the Rust handler keeps those registers
-//! itself, as the ABI requires. Stack on that call:
+//! itself, as the ABI requires; `trap_direct_irq`, the same for the interrupts of ring 0 on
+//! [`DIRECT_VECTOR`] (the timer's), calls the entry the kernel installed with [`set_direct_entry`]
+//! instead of `trap_dispatch`, so a preemption skips the dispatcher's table. Stack on that call:
 //!
 //! ```text
 //!  higher  +-------------+
@@ -42,6 +44,8 @@
 //! half (with CR4.FSGSBASE off, user code cannot set GS base at all), and it swaps in and back out only
 //! when it found a user base.
 #![cfg(target_os = "none")]
+
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// The saved state of an interrupted context, as the common paths lay it out. For interrupts
 /// (vectors 32-255) of ring 0, `rbx`, `rbp` and `r12`-`r15` are not written: read them only for
@@ -120,6 +124,8 @@ macro_rules! trap_stubs {
                         "  jmp trap_paranoid\n",
                         ".elseif ", $v, " < 32\n",
                         "  jmp trap_common\n",
+                        ".elseif ", $v, " == {direct}\n",
+                        "  jmp trap_direct_irq\n",
                         ".else\n",
                         "  jmp trap_common_irq\n",
                         ".endif\n",
@@ -131,6 +137,7 @@ macro_rules! trap_stubs {
             "trap_stub_table:\n",
             $( concat!(".quad trap_stub_", $v, "\n"), )*
             ".popsection\n",
+            direct = const DIRECT_VECTOR,
         );
     };
 }
@@ -260,62 +267,99 @@ core::arch::global_asm!(
 );
 
 // Interrupts (vectors 32-255) of ring 0: the same frame, but only the nine caller-saved registers
-// are stored in it (interrupts of ring 3 take `trap_common`'s full save). The handler is Rust code, which preserves the six callee-saved ones itself (and a
-// thread switch inside it saves them in the thread's window), so the interrupted code finds them
-// intact; their six fields stay unwritten. One `sub`/`add` replaces fifteen pushes and pops.
-core::arch::global_asm!(
-    ".pushsection .text.trap_common, \"ax\"",
-    ".balign 16",
-    "trap_common_irq:",
-    // rsp -> vector, error code, rip, cs: from ring 3, the full save of `trap_common` (which also
-    // swaps GS), so that the frame holds every user register a signal frame saves and restores.
-    "test byte ptr [rsp + 24], 3",
-    "jnz trap_common",
-    "sub rsp, {regs}",
-    "mov [rsp + {rax}], rax",
-    "mov [rsp + {rcx}], rcx",
-    "mov [rsp + {rdx}], rdx",
-    "mov [rsp + {rsi}], rsi",
-    "mov [rsp + {rdi}], rdi",
-    "mov [rsp + {r8}], r8",
-    "mov [rsp + {r9}], r9",
-    "mov [rsp + {r10}], r10",
-    "mov [rsp + {r11}], r11",
-    "cmp byte ptr [rip + {stac}], 0",
-    "je 1f",
-    "clac",
-    "1:",
-    "mov rdi, rsp",
-    "cld",
-    "call trap_dispatch",
-    // The handler may have enabled interrupts; none may arrive between swapgs and iretq.
-    "cli",
-    "mov r11, [rsp + {r11}]",
-    "mov r10, [rsp + {r10}]",
-    "mov r9, [rsp + {r9}]",
-    "mov r8, [rsp + {r8}]",
-    "mov rdi, [rsp + {rdi}]",
-    "mov rsi, [rsp + {rsi}]",
-    "mov rdx, [rsp + {rdx}]",
-    "mov rcx, [rsp + {rcx}]",
-    "mov rax, [rsp + {rax}]",
-    // The fifteen register slots, then the vector and error code.
-    "add rsp, {regs} + 16",
-    // Only interrupts of ring 0 come here: GS is the kernel's on both sides.
-    "iretq",
-    ".popsection",
-    stac = sym crate::usercopy::ARCH_USERCOPY_STAC,
-    regs = const core::mem::offset_of!(TrapFrame, vector),
-    rax = const core::mem::offset_of!(TrapFrame, rax),
-    rcx = const core::mem::offset_of!(TrapFrame, rcx),
-    rdx = const core::mem::offset_of!(TrapFrame, rdx),
-    rsi = const core::mem::offset_of!(TrapFrame, rsi),
-    rdi = const core::mem::offset_of!(TrapFrame, rdi),
-    r8 = const core::mem::offset_of!(TrapFrame, r8),
-    r9 = const core::mem::offset_of!(TrapFrame, r9),
-    r10 = const core::mem::offset_of!(TrapFrame, r10),
-    r11 = const core::mem::offset_of!(TrapFrame, r11),
-);
+// are stored in it (interrupts of ring 3 take `trap_common`'s full save). The handler is Rust
+// code, which preserves the six callee-saved ones itself (and a thread switch inside it saves them
+// in the thread's window), so the interrupted code finds them intact; their six fields stay
+// unwritten. One `sub`/`add` replaces fifteen pushes and pops. Two paths of the same shape:
+// `trap_common_irq` calls `trap_dispatch`, `trap_direct_irq` (vector `DIRECT_VECTOR` only) the
+// entry in `DIRECT_ENTRY`.
+macro_rules! irq_path {
+    ($label:literal, $call:literal $(, $($operand:tt)+)?) => {
+        core::arch::global_asm!(
+            ".pushsection .text.trap_common, \"ax\"",
+            ".balign 16",
+            concat!($label, ":"),
+            // rsp -> vector, error code, rip, cs: from ring 3, the full save of `trap_common`
+            // (which also swaps GS), so that the frame holds every user register a signal frame
+            // saves and restores.
+            "test byte ptr [rsp + 24], 3",
+            "jnz trap_common",
+            "sub rsp, {regs}",
+            "mov [rsp + {rax}], rax",
+            "mov [rsp + {rcx}], rcx",
+            "mov [rsp + {rdx}], rdx",
+            "mov [rsp + {rsi}], rsi",
+            "mov [rsp + {rdi}], rdi",
+            "mov [rsp + {r8}], r8",
+            "mov [rsp + {r9}], r9",
+            "mov [rsp + {r10}], r10",
+            "mov [rsp + {r11}], r11",
+            "cmp byte ptr [rip + {stac}], 0",
+            "je 1f",
+            "clac",
+            "1:",
+            "mov rdi, rsp",
+            "cld",
+            $call,
+            // The handler may have enabled interrupts; none may arrive before iretq.
+            "cli",
+            "mov r11, [rsp + {r11}]",
+            "mov r10, [rsp + {r10}]",
+            "mov r9, [rsp + {r9}]",
+            "mov r8, [rsp + {r8}]",
+            "mov rdi, [rsp + {rdi}]",
+            "mov rsi, [rsp + {rsi}]",
+            "mov rdx, [rsp + {rdx}]",
+            "mov rcx, [rsp + {rcx}]",
+            "mov rax, [rsp + {rax}]",
+            // The fifteen register slots, then the vector and error code.
+            "add rsp, {regs} + 16",
+            // Only interrupts of ring 0 come here: GS is the kernel's on both sides.
+            "iretq",
+            ".popsection",
+            stac = sym crate::usercopy::ARCH_USERCOPY_STAC,
+            regs = const core::mem::offset_of!(TrapFrame, vector),
+            rax = const core::mem::offset_of!(TrapFrame, rax),
+            rcx = const core::mem::offset_of!(TrapFrame, rcx),
+            rdx = const core::mem::offset_of!(TrapFrame, rdx),
+            rsi = const core::mem::offset_of!(TrapFrame, rsi),
+            rdi = const core::mem::offset_of!(TrapFrame, rdi),
+            r8 = const core::mem::offset_of!(TrapFrame, r8),
+            r9 = const core::mem::offset_of!(TrapFrame, r9),
+            r10 = const core::mem::offset_of!(TrapFrame, r10),
+            r11 = const core::mem::offset_of!(TrapFrame, r11),
+            $($($operand)+)?
+        );
+    };
+}
+
+irq_path!("trap_common_irq", "call trap_dispatch");
+irq_path!("trap_direct_irq", "call qword ptr [rip + {entry}]", entry = sym DIRECT_ENTRY);
+
+/// The vector whose interrupts of ring 0 skip `trap_dispatch` and its handler table: their stub
+/// calls the function [`set_direct_entry`] installed (the kernel's timer vector, which preempts
+/// threads: the path every preemption takes). Its interrupts of ring 3 take `trap_common` as
+/// every other vector's do.
+pub const DIRECT_VECTOR: u8 = 0xf0;
+
+/// A handler `trap_direct_irq` may call: it gets the frame `trap_dispatch` would get (vector and
+/// error code included), with interrupts off, and may switch threads.
+pub type DirectEntry = extern "C" fn(frame: *mut TrapFrame);
+
+unsafe extern "C" {
+    /// The kernel's dispatcher of every vector.
+    fn trap_dispatch(frame: *mut TrapFrame);
+}
+
+/// The function `trap_direct_irq` calls; `trap_dispatch` until [`set_direct_entry`]. Read by the
+/// assembly with one load (an aligned 8-byte load, atomic on x86).
+static DIRECT_ENTRY: AtomicPtr<()> = AtomicPtr::new(trap_dispatch as unsafe extern "C" fn(*mut TrapFrame) as *mut ());
+
+/// Route the interrupts of ring 0 on [`DIRECT_VECTOR`] to `entry` instead of `trap_dispatch`.
+/// `entry` must do for the vector what `trap_dispatch` would (count, trace, handle it).
+pub fn set_direct_entry(entry: DirectEntry) {
+    DIRECT_ENTRY.store(entry as *mut (), Ordering::Release);
+}
 
 unsafe extern "C" {
     static trap_stub_table: [u64; 256];

@@ -68,8 +68,9 @@ static LAPIC_PER_TSC_FP32: AtomicU64 = AtomicU64::new(0);
 /// into an earlier one.
 static TSC_PER_NS_FP32: AtomicU64 = AtomicU64::new(0);
 /// Local APIC timer ticks per nanosecond, 32.32 fixed point: the product of [`TSC_PER_NS_FP32`]
-/// and [`LAPIC_PER_TSC_FP32`], rounded up, so a count made with it never falls short (0 before
-/// calibration). One multiplication turns a delay into a one-shot count ([`arm_after_ns`]).
+/// and [`LAPIC_PER_TSC_FP32`], rounded up, so a count made with it never falls short. One
+/// multiplication turns a delay into a one-shot count ([`arm_after_ns`]). 0 before calibration
+/// and in TSC-deadline mode, which arms no count: one test tells [`arm_at_ns_from`] its way.
 static LAPIC_PER_NS_FP32: AtomicU64 = AtomicU64::new(0);
 
 /// A counting reference clock.
@@ -287,7 +288,9 @@ pub fn init() {
     LAPIC_PER_TSC_FP32.store(lapic_upper, Ordering::Relaxed);
     let tsc_per_ns = u128::from(TSC_PER_NS_FP32.load(Ordering::Relaxed));
     let lapic_per_ns = (tsc_per_ns * u128::from(lapic_upper)).div_ceil(1 << 32).min(u128::from(u64::MAX));
-    LAPIC_PER_NS_FP32.store(lapic_per_ns as u64, Ordering::Relaxed);
+    if !crate::irq::apic::timer_is_tsc_deadline() {
+        LAPIC_PER_NS_FP32.store(lapic_per_ns as u64, Ordering::Relaxed);
+    }
     let lapic_hz = (u128::from(lapic_estimate) * u128::from(tsc_hz)) >> 32;
     log::info!(
         "time: TSC {}.{:03} MHz ({source}), LAPIC timer {}.{:03} MHz (bus clock, divide by 1), timer mode {}{}",
@@ -377,6 +380,7 @@ pub fn arm_oneshot_ns(ns: u64) {
 /// The timer tick's path: the deadline goes to the TSC by one multiplication, no division, and
 /// the clock is read only in one-shot mode (to turn the deadline into a count), not at all in
 /// TSC-deadline mode.
+#[inline(never)]
 pub fn arm_at_ns(deadline_ns: u64) {
     use crate::irq::apic;
     let tsc_per_ns = TSC_PER_NS_FP32.load(Ordering::Relaxed);
@@ -403,10 +407,10 @@ pub fn arm_at_ns(deadline_ns: u64) {
 /// the gap from that reading, by one multiplication: no clock read, no conversion to TSC ticks.
 /// The time since the reading only delays the interrupt, never brings it earlier. TSC-deadline
 /// mode takes [`arm_at_ns`], which reads no clock either.
+#[inline]
 pub fn arm_at_ns_from(deadline_ns: u64, now_ns: u64) {
-    use crate::irq::apic;
     let per_ns = LAPIC_PER_NS_FP32.load(Ordering::Relaxed);
-    if apic::timer_is_tsc_deadline() || per_ns == 0 {
+    if per_ns == 0 {
         arm_at_ns(deadline_ns);
         return;
     }

@@ -101,6 +101,13 @@ impl Default for Config {
 /// No deadline (for `armed_ns` and `next_sleeper_ns`).
 const NEVER: u64 = u64::MAX;
 
+/// A busy CPU balances at every this many ends of a slice, not at each: Linux, too, balances a
+/// busy CPU on an interval (its `busy_factor` stretches the idle one), and a slice end is the
+/// clock this scheduler has. With 10 ms slices that is every 40 ms, near Linux's busy interval
+/// for a few CPUs; the balancing pass itself (a scan of every CPU's load, the halted-CPU kick's
+/// queue lock) is then paid once per four preemptions.
+const BALANCE_EVERY_SLICES: u32 = 4;
+
 /// `slice_start_ns` of a thread that came in through a voluntary switch: the next tick dates its
 /// slice's start (see `timer_interrupt`).
 const UNSTAMPED: u64 = u64::MAX;
@@ -188,6 +195,8 @@ struct Local {
     armed_ns: AtomicU64,
     /// Earliest sleeper deadline (`NEVER`: none); written under the sleeper lock.
     next_sleeper_ns: AtomicU64,
+    /// Busy slice ends left before this CPU balances again (see `BALANCE_EVERY_SLICES`).
+    slice_ends_to_balance: AtomicU32,
     /// The clock at this CPU's last CPU-time accounting point: what has run since is charged to
     /// the thread running at the next one.
     acct_ns: AtomicU64,
@@ -219,6 +228,7 @@ impl Cpu {
                 slice_start_ns: AtomicU64::new(0),
                 armed_ns: AtomicU64::new(NEVER),
                 next_sleeper_ns: AtomicU64::new(NEVER),
+                slice_ends_to_balance: AtomicU32::new(0),
                 acct_ns: AtomicU64::new(0),
                 fpu_owner: AtomicU64::new(0),
                 active_mm: AtomicUsize::new(0),
@@ -843,26 +853,27 @@ impl<P: Platform> Scheduler<P> {
     pub fn tick(&self) {
         let me = self.this_cpu();
         let cpu = &self.cpus[me];
-        self.timer_interrupt_on(me, cpu);
-        self.preempt_if_needed_on(cpu);
+        if let Some(t) = self.timer_interrupt_on(me, cpu) {
+            self.preempt_busy_if_needed(cpu, t);
+        }
     }
 
-    /// [`Scheduler::timer_interrupt`] on CPU `me`, the calling one, whose state is `cpu`.
+    /// [`Scheduler::timer_interrupt`] on CPU `me`, the calling one, whose state is `cpu`. Returns
+    /// the interrupted thread unless it is the idle thread (which never has a preemption due).
     #[inline(always)]
-    fn timer_interrupt_on(&self, me: usize, cpu: &Cpu) {
-        cpu.local.armed_ns.store(NEVER, Ordering::Relaxed);
+    fn timer_interrupt_on<'a>(&self, me: usize, cpu: &'a Cpu) -> Option<&'a Thread> {
         let now = self.platform.now_ns();
         self.expire_sleepers(me, cpu, now);
         let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
         let current = cpu.local.current.load(Ordering::Relaxed);
         if current == cpu.local.idle.load(Ordering::Relaxed) {
-            self.arm_from(cpu, next_sleeper, now);
-            return;
+            self.rearm(cpu, next_sleeper, now);
+            return None;
         }
-        // SAFETY: the interrupted thread is alive and running here, interrupts off.
-        if let Some(t) = unsafe { current.as_ref() } {
-            Self::account(cpu, t, now);
-        }
+        // SAFETY: the interrupted thread is alive and running here, interrupts off; it stays
+        // alive while it is this CPU's current thread, which it is until the tick switches away.
+        let t = unsafe { current.as_ref() }?;
+        Self::account(cpu, t, now);
         let slice = self.config.slice_ns;
         let mut start = cpu.local.slice_start_ns.load(Ordering::Relaxed);
         if start == UNSTAMPED {
@@ -876,9 +887,13 @@ impl<P: Platform> Scheduler<P> {
         let slice_end = if now < start.saturating_add(slice) {
             start.saturating_add(slice)
         } else {
-            if self.cpus.len() > 1 {
-                self.pull_if_imbalanced(me);
-                self.kick_halted_if_overloaded(me);
+            let to_balance = &cpu.local.slice_ends_to_balance;
+            match to_balance.load(Ordering::Relaxed) {
+                0 => {
+                    to_balance.store(BALANCE_EVERY_SLICES - 1, Ordering::Relaxed);
+                    self.balance(me);
+                }
+                left => to_balance.store(left - 1, Ordering::Relaxed),
             }
             if cpu.queue.len_hint() > 0 {
                 // The switch stamps the next thread's slice with this tick's clock.
@@ -890,7 +905,19 @@ impl<P: Platform> Scheduler<P> {
             }
             now.saturating_add(slice)
         };
-        self.arm_from(cpu, slice_end.min(next_sleeper), now);
+        self.rearm(cpu, slice_end.min(next_sleeper), now);
+        Some(t)
+    }
+
+    /// Arm the timer for `deadline_ns` from the tick (`NEVER`: leave it off), given the tick's
+    /// clock reading: the timer has just fired, so nothing is armed, and `arm_from`'s test of the
+    /// armed deadline would only find that out again.
+    #[inline(always)]
+    fn rearm(&self, cpu: &Cpu, deadline_ns: u64, now_ns: u64) {
+        cpu.local.armed_ns.store(deadline_ns, Ordering::Relaxed);
+        if deadline_ns != NEVER {
+            self.platform.arm_timer_from(deadline_ns, now_ns);
+        }
     }
 
     /// Switch away from the interrupted thread if its slice is over (and preemption is enabled).
@@ -904,18 +931,26 @@ impl<P: Platform> Scheduler<P> {
     /// [`Scheduler::preempt_if_needed`] on the calling CPU, whose state is `cpu`.
     #[inline(always)]
     fn preempt_if_needed_on(&self, cpu: &Cpu) {
-        if cpu.local.preempt_count.load(Ordering::Relaxed) != 0 {
-            return;
-        }
         let current = cpu.local.current.load(Ordering::Relaxed);
         if current == cpu.local.idle.load(Ordering::Relaxed) {
             cpu.local.need_resched.store(false, Ordering::Relaxed);
             return;
         }
         // SAFETY: the interrupted thread is alive and running here, interrupts off.
-        if let Some(t) = unsafe { current.as_ref() }
-            && t.affinity_pending.load(Ordering::Relaxed)
-        {
+        if let Some(t) = unsafe { current.as_ref() } {
+            self.preempt_busy_if_needed(cpu, t);
+        }
+    }
+
+    /// [`Scheduler::preempt_if_needed_on`] once the interrupted thread `t` is known not to be the
+    /// idle thread (the tick's case: it returns early for the idle thread, whose `need_resched`
+    /// the switch to it cleared and nothing sets).
+    #[inline(always)]
+    fn preempt_busy_if_needed(&self, cpu: &Cpu, t: &Thread) {
+        if cpu.local.preempt_count.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        if t.affinity_pending.load(Ordering::Relaxed) {
             // Another thread changed its affinity ([`Scheduler::set_affinity`]): take it now. If
             // it moved, it ran again on another CPU, whose need for a switch is not this one's.
             if self.take_pending_affinity(t) {
@@ -1056,7 +1091,18 @@ impl<P: Platform> Scheduler<P> {
         best.1
     }
 
-    /// Periodic balancing, at the end of a busy slice (timer interrupt, interrupts disabled): if
+    /// Periodic balancing, at every `BALANCE_EVERY_SLICES`-th end of a busy slice (timer
+    /// interrupt, interrupts disabled): pull from a busier CPU, kick a halted one. Out of line, so
+    /// that the ticks that skip it keep a small frame.
+    #[inline(never)]
+    fn balance(&self, me: usize) {
+        if self.cpus.len() > 1 {
+            self.pull_if_imbalanced(me);
+            self.kick_halted_if_overloaded(me);
+        }
+    }
+
+    /// Periodic balancing, at the end of a busy slice (see `balance`): if
     /// the busiest CPU has at least two threads more than this one (running one included), pull
     /// its oldest migratable queued thread here. Each pull narrows the gap by two, so free-running
     /// threads end up spread however they were created; idle CPUs steal on their own.
@@ -1091,25 +1137,32 @@ impl<P: Platform> Scheduler<P> {
         }
     }
 
-    /// At the end of a busy slice, threads waiting here and a CPU halted elsewhere: kick that CPU
-    /// so its idle loop steals one (Linux's nohz idle-balance kick). A halted CPU is tickless and
-    /// looks for work only when woken, and `pull_if_imbalanced` pulls into busy CPUs only, so
-    /// without this a thread that became migratable while queued here (its affinity widened, or
-    /// created pinned then let go) would never reach an idle CPU. One kick per slice, and only
-    /// when a migratable thread is queued, so a queue of pinned threads wakes nobody.
+    /// At the end of a busy slice (see `balance`), threads waiting here and a CPU halted
+    /// elsewhere: kick that CPU so its idle loop steals one (Linux's nohz idle-balance kick). A
+    /// halted CPU is tickless and looks for work only when woken, and `pull_if_imbalanced` pulls
+    /// into busy CPUs only, so without this a thread that became migratable while queued here
+    /// (its affinity widened, or created pinned then let go) would never reach an idle CPU. One
+    /// kick per balancing, and only when a migratable thread is queued, so a queue of pinned
+    /// threads wakes nobody.
     fn kick_halted_if_overloaded(&self, me: usize) {
         let cpu = &self.cpus[me];
         if cpu.queue.len_hint() == 0 {
             return;
         }
+        // The CPUs after this one, wrapping around, without a division per step.
         let n = self.cpus.len();
-        let Some(idle) = (1..n)
-            .map(|k| (me + k) % n)
-            .find(|&c| self.cpus[c].queue.halted_hint())
-        else {
-            return;
+        let mut idle = me;
+        let halted = loop {
+            idle = if idle + 1 == n { 0 } else { idle + 1 };
+            if idle == me {
+                return;
+            }
+            let c = &self.cpus[idle];
+            if c.queue.halted_hint() {
+                break c;
+            }
         };
-        if cpu.queue.has_migratable() && self.cpus[idle].queue.kick_if_halted() {
+        if cpu.queue.has_migratable() && halted.queue.kick_if_halted() {
             self.platform.send_resched(CpuIndex(idle as u32));
             bump(&cpu.counters.ipis_sent);
         }

@@ -6,7 +6,7 @@
 //! | vector | use                                      |
 //! |--------|------------------------------------------|
 //! | 0x24   | COM1 (ISA IRQ 4 through the I/O APIC), the console's input (`tty`) |
-//! | 0xf0   | local APIC timer                         |
+//! | 0xf0   | local APIC timer (`arch::trap::DIRECT_VECTOR`: from ring 0, straight to its entry) |
 //! | 0xf1   | reschedule IPI                           |
 //! | 0xf2   | cross-CPU call IPI                       |
 //! | 0xf3   | TLB shootdown IPI                        |
@@ -20,7 +20,7 @@ use crossbeam_utils::atomic::AtomicCell;
 
 use crate::cpu::{percpu, trace};
 
-pub const VECTOR_TIMER: u8 = 0xf0;
+pub const VECTOR_TIMER: u8 = arch::trap::DIRECT_VECTOR;
 pub const VECTOR_RESCHED: u8 = 0xf1;
 pub const VECTOR_XCALL: u8 = 0xf2;
 pub const VECTOR_SHOOTDOWN: u8 = 0xf3;
@@ -121,14 +121,21 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
         dispatch_exception(frame);
         return;
     }
-    percpu::count(percpu::Counter::Interrupts);
-    trace_interrupt(v as u8);
+    interrupt_entered(v as u8);
     let Some(h) = HANDLERS[usize::from(v as u8)].load() else {
         no_handler(v);
         return;
     };
     h(frame);
     before_user_return(frame);
+}
+
+/// What [`trap_dispatch`] does for every interrupt before its handler runs: count it, trace it.
+/// A direct entry (`arch::trap::set_direct_entry`, the timer's) does the same.
+#[inline(always)]
+pub fn interrupt_entered(vector: u8) {
+    percpu::count(percpu::Counter::Interrupts);
+    trace_interrupt(vector);
 }
 
 /// [`trap_dispatch`] for vectors 0-31: NMI, and exceptions of the kernel or of user programs.

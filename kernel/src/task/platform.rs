@@ -157,7 +157,21 @@ impl Platform for KernelPlatform {
     }
 }
 
+/// The timer's interrupts of ring 0, straight from the entry stub (`arch::trap`'s direct vector):
+/// what `trap_dispatch` and its handler table would do for them, without the table. Interrupts of
+/// ring 3 still take `trap_dispatch`, which also runs the process layer's return-to-user work.
+extern "C" fn timer_entry(_frame: *mut arch::trap::TrapFrame) {
+    trap::interrupt_entered(trap::VECTOR_TIMER);
+    timer_tick();
+}
+
 fn timer_handler(_frame: &mut arch::trap::TrapFrame) {
+    timer_tick();
+}
+
+/// The timer interrupt's work, from either entry.
+#[inline(always)]
+fn timer_tick() {
     percpu::count(percpu::Counter::TimerInterrupts);
     apic::eoi();
     time::power_off_if_due();
@@ -220,6 +234,7 @@ pub fn init(nr_cpus: u32, slice_ns: u64, fpu: arch::fpu::FpuFeatures) {
     let config = sched::Config { slice_ns, ..sched::Config::default() };
     SCHED.call_once(|| Scheduler::new(platform, nr_cpus as usize, config));
     trap::register(trap::VECTOR_TIMER, timer_handler);
+    arch::trap::set_direct_entry(timer_entry);
     trap::register(trap::VECTOR_RESCHED, resched_handler);
     crate::irq::panic::set_thread_name(write_current);
 }
