@@ -25,19 +25,43 @@ const MAX_IO: u64 = 1 << 20;
 /// Bytes moved per step of a long read or write.
 const CHUNK: usize = 64 * 1024;
 /// A transfer of at most this many bytes goes through a buffer on the stack, not the heap: the
-/// bytes of a pipe's ping-pong or a short message (hackbench's are 64 bytes) cost no allocation.
-/// Safe code zeroes the buffer at every call, so it is no larger than those need.
+/// bytes of a short message (hackbench's are 64 bytes) cost no allocation. Safe code zeroes the
+/// buffer at every call, so it is no larger than those need.
 const SMALL: usize = 64;
+/// A transfer of at most this many bytes (a pipe ping-pong's byte, an eventfd-sized word) goes
+/// through one word on the stack, zeroed by one store.
+const WORD: usize = 8;
 
-/// The kernel buffer of a transfer of `len` bytes: the first `len` (at most [`CHUNK`]) bytes of
-/// `small` when they fit, else a heap chunk left in `big`.
-fn chunk_for<'a>(len: u64, small: &'a mut [u8; SMALL], big: &'a mut alloc::vec::Vec<u8>) -> &'a mut [u8] {
-    let size = (len as usize).min(CHUNK);
-    if size <= SMALL {
-        &mut small[..size]
-    } else {
-        *big = vec![0u8; size];
-        big
+/// The kernel buffer of one transfer, sized for it: only the variant made is zeroed.
+enum Chunk {
+    Word([u8; WORD]),
+    Small([u8; SMALL]),
+    Heap(alloc::vec::Vec<u8>),
+}
+
+impl Chunk {
+    /// The buffer of a transfer of `len` bytes: at most [`CHUNK`] of them at a time.
+    #[inline(always)]
+    fn for_len(len: u64) -> Chunk {
+        let size = (len as usize).min(CHUNK);
+        if size <= WORD {
+            Chunk::Word([0; WORD])
+        } else if size <= SMALL {
+            Chunk::Small([0; SMALL])
+        } else {
+            Chunk::Heap(vec![0u8; size])
+        }
+    }
+
+    /// Its bytes for the transfer of `len` bytes it was made for.
+    #[inline(always)]
+    fn bytes(&mut self, len: u64) -> &mut [u8] {
+        let size = (len as usize).min(CHUNK);
+        match self {
+            Chunk::Word(b) => &mut b[..size],
+            Chunk::Small(b) => &mut b[..size],
+            Chunk::Heap(v) => v,
+        }
     }
 }
 
@@ -92,8 +116,8 @@ fn console_write(bytes: &[u8]) {
 /// by chunk; a short write or a failure after some bytes ends the call with the count.
 fn write_with(buf: u64, len: u64, mut op: impl FnMut(&[u8], u64) -> Result<usize, u32>) -> SysResult {
     let len = len.min(MAX_IO);
-    let (mut small, mut big) = ([0u8; SMALL], alloc::vec::Vec::new());
-    let chunk = chunk_for(len, &mut small, &mut big);
+    let mut buffer = Chunk::for_len(len);
+    let chunk = buffer.bytes(len);
     let mut done = 0u64;
     while done < len || len == 0 {
         let n = (len - done).min(chunk.len() as u64) as usize;
@@ -124,8 +148,8 @@ fn read_with(buf: u64, len: u64, mut op: impl FnMut(&mut [u8], u64) -> Result<us
     if len > 0 && (buf < abi::elf::MIN_USER_ADDR || !usercopy::is_user_range(buf, len as usize)) {
         return Err(errno::EFAULT);
     }
-    let (mut small, mut big) = ([0u8; SMALL], alloc::vec::Vec::new());
-    let chunk = chunk_for(len, &mut small, &mut big);
+    let mut buffer = Chunk::for_len(len);
+    let chunk = buffer.bytes(len);
     let mut done = 0u64;
     loop {
         let want = (len - done).min(chunk.len() as u64) as usize;
