@@ -27,7 +27,7 @@ use alloc::{
 };
 use core::{
     any::{Any, TypeId},
-    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
 };
 
 use arch::syscall::InSyscall;
@@ -157,6 +157,9 @@ pub struct UserCtx {
 pub struct Interrupt {
     pub pending: AtomicBool,
     pub sleeping_on: SpinMutex<RawIrqSpin, Option<Arc<sched::WaitQueue>>>,
+    /// The address of the queue `sleeping_on` holds (0 for none), changed with it under its lock:
+    /// the thread, the only one that records a queue there, compares it without the lock.
+    pub recorded: AtomicUsize,
 }
 
 impl core::fmt::Debug for Interrupt {
@@ -225,7 +228,7 @@ pub fn register(tid: u64, ids: Arc<ProcIds>, owner: Arc<dyn Any + Send + Sync>) 
         ids,
         me: me.clone(),
         park: Park::default(),
-        intr: Interrupt { pending: AtomicBool::new(false), sleeping_on: SpinMutex::new(None) },
+        intr: Interrupt { pending: AtomicBool::new(false), sleeping_on: SpinMutex::new(None), recorded: AtomicUsize::new(0) },
         owner_type: Any::type_id(&*owner),
         owner,
     });
