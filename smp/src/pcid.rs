@@ -290,6 +290,7 @@ impl<const N: usize> Default for PcidTable<N> {
 }
 
 /// Slot `index` owns PCID `index + 1`.
+#[inline]
 fn slot_pcid(index: usize) -> Pcid {
     Pcid::new(index as u16 + 1).expect("slot counts are checked against Pcid::MAX")
 }

@@ -274,6 +274,7 @@ impl TlbTracker {
     }
 
     /// The current generation.
+    #[inline]
     pub fn tlb_gen(&self) -> u64 {
         self.tlb_gen.load(Ordering::SeqCst)
     }

@@ -1153,7 +1153,8 @@ impl CpuSpaces {
     /// thread's space, with no `prev`), else flush its PCID if a change spared this CPU meanwhile
     /// (its slot's generation is behind the space's).
     fn catch_up(&mut self) -> bool {
-        let Some(space) = self.loaded.clone() else { return false };
+        // Borrowed, not counted: the fields below are disjoint from `loaded`.
+        let Some(space) = self.loaded.as_ref() else { return false };
         if space.dead.load(Ordering::SeqCst) {
             // Its destruction, which interrupts lazy CPUs, made this CPU leave it for good; the
             // scheduler's word for it stays unique while this CPU holds it.
