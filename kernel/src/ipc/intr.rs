@@ -139,15 +139,20 @@ pub fn kick(tid: u64) {
 /// (`Err`); `ready` wins when both hold. `ready` runs with interrupts off and must not block; the
 /// resource's wakers wake `queue` after making it true. A kernel thread (no entry) cannot be
 /// interrupted.
-pub fn wait(queue: &Arc<sched::WaitQueue>, ready: impl FnMut() -> bool) -> Result<(), Interrupted> {
+pub fn wait(queue: &Arc<sched::WaitQueue>, mut ready: impl FnMut() -> bool) -> Result<(), Interrupted> {
     let Some(e) = entry(current_tid()) else {
         queue.wait_until(task::sched(), ready);
         return Ok(());
     };
+    if ready() {
+        return Ok(());
+    }
     wait_as(&e, queue, ready)
 }
 
-/// [`wait`] for a caller that holds its own context `me` (a system call): no search for it.
+/// [`wait`] for a caller that holds its own context `me` (a system call): no search for it, and
+/// no test of `ready` before the thread links itself on `queue`: the caller has just found it
+/// false (the first test, made linked, sees a change since).
 ///
 /// The queue stays recorded after the wait (until the thread's next wait on another queue, or its
 /// end): a thread that sleeps on one queue again and again (a pipe's reader) records it once, and
@@ -170,7 +175,7 @@ pub fn wait_as(me: &UserCtx, queue: &Arc<sched::WaitQueue>, mut ready: impl FnMu
         drop(old);
     }
     let mut done = false;
-    queue.wait_until(task::sched(), || {
+    queue.wait_until_linked(task::sched(), || {
         done = ready();
         done || me.intr.pending.load(Ordering::SeqCst)
     });
