@@ -118,6 +118,10 @@ impl Pipe {
     }
 
     /// Read up to `out.len()` bytes.
+    ///
+    /// Inlined into the kernel's pipe for its common answers (nothing there, one byte); a longer
+    /// read goes to [`Pipe::read_slices`].
+    #[inline]
     pub fn read(&mut self, out: &mut [u8], nonblock: bool) -> PipeResult {
         if out.is_empty() {
             return Ok(Ok(0));
@@ -131,12 +135,18 @@ impl Pipe {
                 Ok(Err(Blocked))
             };
         }
-        let n = out.len().min(self.buf.len());
-        if n == 1 {
+        if out.len() == 1 || self.buf.len() == 1 {
             // The one-byte read of a ping-pong: no copy routine.
             out[0] = self.buf.pop_front().expect("not empty");
             return Ok(Ok(1));
         }
+        self.read_slices(out)
+    }
+
+    /// The rest of [`Pipe::read`]: at least two bytes to move, the buffer not empty.
+    #[inline(never)]
+    fn read_slices(&mut self, out: &mut [u8]) -> PipeResult {
+        let n = out.len().min(self.buf.len());
         // Two slice copies, not a byte-by-byte drain; taking everything resets the ring.
         let (front, back) = self.buf.as_slices();
         let k = front.len().min(n);
@@ -153,6 +163,9 @@ impl Pipe {
     /// Write from `data`. A write of at most `PIPE_BUF` bytes goes in whole or not at all; a longer
     /// one puts in what fits and returns the count, and the caller (if blocking) continues with the
     /// rest after waiting, as Linux's `pipe_write` loop does.
+    ///
+    /// Inlined into the kernel's pipe: a one-byte write is a test of the room and a push.
+    #[inline]
     pub fn write(&mut self, data: &[u8], nonblock: bool) -> PipeResult {
         if self.readers == 0 {
             return Err(errno::EPIPE);
@@ -172,9 +185,15 @@ impl Pipe {
         match data[..n] {
             // A one-byte message (a ping-pong, a token) is the common small write.
             [byte] => self.buf.push_back(byte),
-            _ => self.buf.extend(&data[..n]),
+            _ => self.append(&data[..n]),
         }
         Ok(Ok(n))
+    }
+
+    /// The copy of a write of more than one byte, out of line.
+    #[inline(never)]
+    fn append(&mut self, data: &[u8]) {
+        self.buf.extend(data);
     }
 
     /// `poll` bits of the read end.

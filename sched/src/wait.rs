@@ -132,6 +132,14 @@ impl WaitQueue {
         if cond() {
             return;
         }
+        self.wait_until_linked(s, cond);
+    }
+
+    /// [`WaitQueue::wait_until`] without its first test, the one made before the thread links
+    /// itself (which can only save a sleep, never lose a wake-up): for a caller that has just
+    /// found `cond()` false itself. The test made once linked comes first here.
+    #[inline]
+    pub fn wait_until_linked<P: Platform>(&self, s: &Scheduler<P>, mut cond: impl FnMut() -> bool) {
         let irq = s.platform().irq_save_disable();
         let me = s.current_blockable();
         // SAFETY: the running thread is alive while it runs.

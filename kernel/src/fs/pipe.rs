@@ -58,15 +58,17 @@ impl Side {
     /// Sleep until `cond()` (which takes the buffer's lock) holds; see [`sleep_until`]. `me`: the
     /// caller's context when it has it at hand. The caller has just found the condition false
     /// under the buffer's lock, so the wait's first test, made before the sleeper is linked on the
-    /// queue (the one that can only save a sleep), is answered without that lock: the test made
-    /// once linked is the one that keeps a wake-up from being lost.
+    /// queue (the one that can only save a sleep), is skipped (`wait_as` makes none) or answered
+    /// without that lock: the test made once linked is the one that keeps a wake-up from being
+    /// lost.
     fn sleep(&self, me: Option<&UserCtx>, mut cond: impl FnMut() -> bool) -> Result<(), Errno> {
-        let mut first = true;
-        let cond = move || !core::mem::take(&mut first) && cond();
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         let slept = match me {
             Some(me) => crate::ipc::intr::wait_as(me, &self.queue, cond).map_err(|_| abi::signal::restart::ERESTARTSYS),
-            None => sleep_until(&self.queue, cond),
+            None => {
+                let mut first = true;
+                sleep_until(&self.queue, move || !core::mem::take(&mut first) && cond())
+            }
         };
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
         slept

@@ -79,7 +79,11 @@ pub fn forget(tid: u64) {
     if let Some(e) = e {
         set_flag(&e, false);
         // The queue its last wait recorded (see `wait_as`).
-        let q = e.intr.sleeping_on.lock().take();
+        let q = {
+            let mut slot = e.intr.sleeping_on.lock();
+            e.intr.recorded.store(0, Ordering::Relaxed);
+            slot.take()
+        };
         drop(q);
     }
 }
@@ -135,29 +139,43 @@ pub fn kick(tid: u64) {
 /// (`Err`); `ready` wins when both hold. `ready` runs with interrupts off and must not block; the
 /// resource's wakers wake `queue` after making it true. A kernel thread (no entry) cannot be
 /// interrupted.
-pub fn wait(queue: &Arc<sched::WaitQueue>, ready: impl FnMut() -> bool) -> Result<(), Interrupted> {
+pub fn wait(queue: &Arc<sched::WaitQueue>, mut ready: impl FnMut() -> bool) -> Result<(), Interrupted> {
     let Some(e) = entry(current_tid()) else {
         queue.wait_until(task::sched(), ready);
         return Ok(());
     };
+    if ready() {
+        return Ok(());
+    }
     wait_as(&e, queue, ready)
 }
 
-/// [`wait`] for a caller that holds its own context `me` (a system call): no search for it.
+/// [`wait`] for a caller that holds its own context `me` (a system call): no search for it, and
+/// no test of `ready` before the thread links itself on `queue`: the caller has just found it
+/// false (the first test, made linked, sees a change since).
 ///
 /// The queue stays recorded after the wait (until the thread's next wait on another queue, or its
 /// end): a thread that sleeps on one queue again and again (a pipe's reader) records it once, and
 /// a signal that finds a queue it no longer sleeps on wakes that queue's sleepers spuriously, which
 /// costs them one more check of their condition.
+///
+/// Only the thread itself records a queue (and forgets it at its end), so when the address it
+/// recorded last is `queue`'s, the slot holds `queue` (which it keeps alive, so no other queue can
+/// have that address) and the wait takes no lock to record it again. A sender that kicks the
+/// thread still reads the slot under its lock, after this thread's earlier record.
 pub fn wait_as(me: &UserCtx, queue: &Arc<sched::WaitQueue>, mut ready: impl FnMut() -> bool) -> Result<(), Interrupted> {
-    let old = {
-        let mut slot = me.intr.sleeping_on.lock();
-        if slot.as_ref().is_some_and(|q| Arc::ptr_eq(q, queue)) { None } else { slot.replace(queue.clone()) }
-    };
-    // The queue a previous wait left is dropped after the (interrupts-off) lock is released.
-    drop(old);
+    let addr = Arc::as_ptr(queue) as usize;
+    if me.intr.recorded.load(Ordering::Relaxed) != addr {
+        let old = {
+            let mut slot = me.intr.sleeping_on.lock();
+            me.intr.recorded.store(addr, Ordering::Relaxed);
+            slot.replace(queue.clone())
+        };
+        // The queue a previous wait left is dropped after the (interrupts-off) lock is released.
+        drop(old);
+    }
     let mut done = false;
-    queue.wait_until(task::sched(), || {
+    queue.wait_until_linked(task::sched(), || {
         done = ready();
         done || me.intr.pending.load(Ordering::SeqCst)
     });

@@ -471,7 +471,7 @@ pub fn current_tid() -> u64 {
 
 /// The process of the thread whose context is `ctx` (inside one of its system calls: no lock).
 pub fn of(ctx: &task::uctx::UserCtx) -> &Process {
-    ctx.owner().downcast_ref::<Process>().expect("a user thread's context names its process")
+    ctx.owner_as::<Process>().expect("a user thread's context names its process")
 }
 
 /// The process of the calling thread, if it is a user thread.

@@ -25,19 +25,43 @@ const MAX_IO: u64 = 1 << 20;
 /// Bytes moved per step of a long read or write.
 const CHUNK: usize = 64 * 1024;
 /// A transfer of at most this many bytes goes through a buffer on the stack, not the heap: the
-/// bytes of a pipe's ping-pong or a short message (hackbench's are 64 bytes) cost no allocation.
-/// Safe code zeroes the buffer at every call, so it is no larger than those need.
+/// bytes of a short message (hackbench's are 64 bytes) cost no allocation. Safe code zeroes the
+/// buffer at every call, so it is no larger than those need.
 const SMALL: usize = 64;
+/// A transfer of at most this many bytes (a pipe ping-pong's byte, an eventfd-sized word) goes
+/// through one word on the stack, zeroed by one store.
+const WORD: usize = 8;
 
-/// The kernel buffer of a transfer of `len` bytes: the first `len` (at most [`CHUNK`]) bytes of
-/// `small` when they fit, else a heap chunk left in `big`.
-fn chunk_for<'a>(len: u64, small: &'a mut [u8; SMALL], big: &'a mut alloc::vec::Vec<u8>) -> &'a mut [u8] {
-    let size = (len as usize).min(CHUNK);
-    if size <= SMALL {
-        &mut small[..size]
-    } else {
-        *big = vec![0u8; size];
-        big
+/// The kernel buffer of one transfer, sized for it: only the variant made is zeroed.
+enum Chunk {
+    Word([u8; WORD]),
+    Small([u8; SMALL]),
+    Heap(alloc::vec::Vec<u8>),
+}
+
+impl Chunk {
+    /// The buffer of a transfer of `len` bytes: at most [`CHUNK`] of them at a time.
+    #[inline(always)]
+    fn for_len(len: u64) -> Chunk {
+        let size = (len as usize).min(CHUNK);
+        if size <= WORD {
+            Chunk::Word([0; WORD])
+        } else if size <= SMALL {
+            Chunk::Small([0; SMALL])
+        } else {
+            Chunk::Heap(vec![0u8; size])
+        }
+    }
+
+    /// Its bytes for the transfer of `len` bytes it was made for.
+    #[inline(always)]
+    fn bytes(&mut self, len: u64) -> &mut [u8] {
+        let size = (len as usize).min(CHUNK);
+        match self {
+            Chunk::Word(b) => &mut b[..size],
+            Chunk::Small(b) => &mut b[..size],
+            Chunk::Heap(v) => v,
+        }
     }
 }
 
@@ -92,8 +116,8 @@ fn console_write(bytes: &[u8]) {
 /// by chunk; a short write or a failure after some bytes ends the call with the count.
 fn write_with(buf: u64, len: u64, mut op: impl FnMut(&[u8], u64) -> Result<usize, u32>) -> SysResult {
     let len = len.min(MAX_IO);
-    let (mut small, mut big) = ([0u8; SMALL], alloc::vec::Vec::new());
-    let chunk = chunk_for(len, &mut small, &mut big);
+    let mut buffer = Chunk::for_len(len);
+    let chunk = buffer.bytes(len);
     let mut done = 0u64;
     while done < len || len == 0 {
         let n = (len - done).min(chunk.len() as u64) as usize;
@@ -124,8 +148,8 @@ fn read_with(buf: u64, len: u64, mut op: impl FnMut(&mut [u8], u64) -> Result<us
     if len > 0 && (buf < abi::elf::MIN_USER_ADDR || !usercopy::is_user_range(buf, len as usize)) {
         return Err(errno::EFAULT);
     }
-    let (mut small, mut big) = ([0u8; SMALL], alloc::vec::Vec::new());
-    let chunk = chunk_for(len, &mut small, &mut big);
+    let mut buffer = Chunk::for_len(len);
+    let chunk = buffer.bytes(len);
     let mut done = 0u64;
     loop {
         let want = (len - done).min(chunk.len() as u64) as usize;
@@ -157,14 +181,42 @@ fn own_file(ctx: &UserCtx, fd: u64) -> Result<alloc::sync::Arc<File>, u32> {
 pub fn write(proof: &InSyscall, fd: u64, buf: u64, len: u64) -> SysResult {
     let ctx = uctx::current(proof);
     let f = own_file(ctx, fd)?;
+    if len <= WORD as u64 {
+        return write_word(ctx, &f, buf, len as usize);
+    }
     write_with(buf, len, |b, _| f.write_as(ctx, b))
+}
+
+/// [`write_with`] for at most a word (a ping-pong's byte): the one copy in and the one call of the
+/// file that its loop makes for a transfer that fits its buffer, without the loop.
+fn write_word(ctx: &UserCtx, f: &File, buf: u64, len: usize) -> SysResult {
+    let mut word = [0u8; WORD];
+    let data = &mut word[..len];
+    usercopy::copy_from_user(data, buf).map_err(|_| errno::EFAULT)?;
+    Ok(f.write_as(ctx, data)? as u64)
 }
 
 pub fn read(proof: &InSyscall, fd: u64, buf: u64, len: u64) -> SysResult {
     let ctx = uctx::current(proof);
     let f = own_file(ctx, fd)?;
+    if len <= WORD as u64 {
+        return read_word(ctx, &f, buf, len as usize);
+    }
     let stream = is_stream(&f);
     read_with(buf, len, |b, done| if stream && done > 0 { Ok(0) } else { f.read_as(ctx, b) })
+}
+
+/// [`read_with`] for at most a word: the buffer's test, the one call of the file and the one copy
+/// out that its loop makes for a transfer that fits its buffer, without the loop.
+fn read_word(ctx: &UserCtx, f: &File, buf: u64, len: usize) -> SysResult {
+    if len > 0 && (buf < abi::elf::MIN_USER_ADDR || !usercopy::is_user_range(buf, len)) {
+        return Err(errno::EFAULT);
+    }
+    let mut word = [0u8; WORD];
+    let out = &mut word[..len];
+    let n = f.read_as(ctx, out)?;
+    usercopy::copy_to_user(buf, &out[..n]).map_err(|_| errno::EFAULT)?;
+    Ok(n as u64)
 }
 
 /// `sendfile(out_fd, in_fd, offset, count)`: copy through a kernel buffer, from `in_fd`'s offset

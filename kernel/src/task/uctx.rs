@@ -26,8 +26,8 @@ use alloc::{
     sync::{Arc, Weak},
 };
 use core::{
-    any::Any,
-    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    any::{Any, TypeId},
+    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
 };
 
 use arch::syscall::InSyscall;
@@ -147,6 +147,9 @@ pub struct UserCtx {
     /// The thread's process (the process layer's type, which this layer cannot name): a system
     /// call finds it here without the process table's lock.
     owner: Arc<dyn Any + Send + Sync>,
+    /// The type of `owner`'s value, read once at registration: [`UserCtx::owner_as`] compares it
+    /// instead of asking `owner` through its vtable at every system call.
+    owner_type: TypeId,
 }
 
 /// The state of `ipc::intr` for one thread (see there): whether a signal it would act on is
@@ -154,6 +157,9 @@ pub struct UserCtx {
 pub struct Interrupt {
     pub pending: AtomicBool,
     pub sleeping_on: SpinMutex<RawIrqSpin, Option<Arc<sched::WaitQueue>>>,
+    /// The address of the queue `sleeping_on` holds (0 for none), changed with it under its lock:
+    /// the thread, the only one that records a queue there, compares it without the lock.
+    pub recorded: AtomicUsize,
 }
 
 impl core::fmt::Debug for Interrupt {
@@ -195,10 +201,18 @@ impl UserCtx {
         self.me.upgrade()
     }
 
-    /// The thread's process, as the process layer registered it.
-    #[inline]
-    pub fn owner(&self) -> &(dyn Any + Send + Sync) {
-        &*self.owner
+    /// The thread's process as a `T`, if that is its type (the process layer registered it):
+    /// `downcast_ref` without the call through the vtable, for the system calls that reach their
+    /// process at every call.
+    #[inline(always)]
+    pub fn owner_as<T: Any>(&self) -> Option<&T> {
+        if self.owner_type != TypeId::of::<T>() {
+            return None;
+        }
+        debug_assert!(self.owner.is::<T>());
+        // SAFETY: `owner_type` is the type of `owner`'s value (read from it at registration; neither
+        // field changes after), which is therefore a `T`; it lives as long as `self` holds `owner`.
+        Some(unsafe { &*Arc::as_ptr(&self.owner).cast::<T>() })
     }
 }
 
@@ -214,7 +228,8 @@ pub fn register(tid: u64, ids: Arc<ProcIds>, owner: Arc<dyn Any + Send + Sync>) 
         ids,
         me: me.clone(),
         park: Park::default(),
-        intr: Interrupt { pending: AtomicBool::new(false), sleeping_on: SpinMutex::new(None) },
+        intr: Interrupt { pending: AtomicBool::new(false), sleeping_on: SpinMutex::new(None), recorded: AtomicUsize::new(0) },
+        owner_type: Any::type_id(&*owner),
         owner,
     });
     let old = CONTEXTS.lock().insert(tid, ctx);

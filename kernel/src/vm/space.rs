@@ -72,7 +72,7 @@ use kcore::{
     paging::{self, ADDR_MASK, PageSize, Table, TableMemory},
 };
 use smp::{
-    AsId, CpuId, CpuSet, DEFAULT_PCID_SLOTS, FlushAction, FreeAfter, MAX_CPUS, PageRange, PcidStats, PcidTable, Pcid,
+    AsId, CpuId, CpuSet, DEFAULT_PCID_SLOTS, FlushAction, FreeAfter, MAX_CPUS, PageRange, PcidTable, Pcid,
     Request, ShootdownMailbox, SwitchIn, SwitchKind, TlbStats, TlbTracker,
 };
 use talc::lock_api::Mutex as SpinMutex;
@@ -1026,10 +1026,6 @@ impl Slots {
     fn forget(&mut self, asid: AsId) -> Option<Pcid> {
         on_table!(self, t => t.forget(asid))
     }
-
-    fn stats(&self) -> PcidStats {
-        on_table!(self, t => t.stats())
-    }
 }
 
 /// What one CPU knows about address spaces; touched only by that CPU, with interrupts off.
@@ -1094,7 +1090,7 @@ impl CpuSpaces {
         // SAFETY: the PML4 shares the kernel half (mm::new_pml4); it is freed only after every
         // CPU with it loaded has left it, and this CPU holds `next` while it is loaded. Entries the
         // PCID keeps (no flush) are synced to the space's generation: the tracker decided so.
-        unsafe { tlb::load_cr3(next.pml4, decision.pcid.get(), decision.flush) };
+        unsafe { tlb::load_cr3_here(me, next.pml4, decision.pcid.get(), decision.flush) };
         if let Some(prev) = self.loaded.take()
             && self.cr3_is_loaded
         {
@@ -1118,11 +1114,15 @@ impl CpuSpaces {
         }
         self.loaded = Some(next);
         self.cr3_is_loaded = true;
-        let PcidStats { hits, stale_flushes, misses, recycles } = self.slots.stats();
-        tlb::set(tlb::Counter::PcidHits, hits);
-        tlb::set(tlb::Counter::PcidStale, stale_flushes);
-        tlb::set(tlb::Counter::PcidMisses, misses);
-        tlb::set(tlb::Counter::PcidRecycles, recycles);
+        // The counter of this switch's kind: the CPU's counters follow its table's `PcidStats`
+        // one switch at a time (the table counts every switch here, and nothing else).
+        let counter = match decision.kind {
+            SwitchKind::Hit => tlb::Counter::PcidHits,
+            SwitchKind::Stale => tlb::Counter::PcidStale,
+            SwitchKind::Miss => tlb::Counter::PcidMisses,
+            SwitchKind::Recycled(_) => tlb::Counter::PcidRecycles,
+        };
+        tlb::count_one_here(me, counter);
     }
 
     /// Leave `space` (loaded here, destroyed) for the kernel's PML4.

@@ -102,6 +102,26 @@ fn invpcid() -> Option<Invpcid> {
 /// mapped), live for as long as this CPU keeps it loaded; with PCIDs, CR4.PCIDE is set here and the
 /// entries `pcid` keeps (when `flush` is false) are valid for this tree.
 pub unsafe fn load_cr3(pml4: u64, pcid: u16, flush: bool) {
+    // SAFETY: per the caller's guarantees.
+    unsafe { write_cr3(pml4, pcid, flush) };
+    count(Counter::Cr3Writes, 1);
+}
+
+/// [`load_cr3`] by `me`, the calling CPU, with interrupts off (the switch path).
+///
+/// # Safety
+/// As for [`load_cr3`].
+pub unsafe fn load_cr3_here(me: CpuId, pml4: u64, pcid: u16, flush: bool) {
+    // SAFETY: per the caller's guarantees.
+    unsafe { write_cr3(pml4, pcid, flush) };
+    count_one_here(me, Counter::Cr3Writes);
+}
+
+/// The CR3 write of [`load_cr3`], uncounted.
+///
+/// # Safety
+/// As for [`load_cr3`].
+unsafe fn write_cr3(pml4: u64, pcid: u16, flush: bool) {
     let how = match (pcid_enabled(), flush) {
         (false, _) => Cr3Load::Plain,
         (true, true) => Cr3Load::Flush(pcid),
@@ -109,7 +129,6 @@ pub unsafe fn load_cr3(pml4: u64, pcid: u16, flush: bool) {
     };
     // SAFETY: per the caller's guarantees; PCIDE is set exactly when the mode uses PCIDs.
     unsafe { mmu::load_cr3(pml4, how) };
-    count(Counter::Cr3Writes, 1);
 }
 
 /// The virtual address of page number `vpage`.
@@ -289,9 +308,12 @@ pub fn count(c: Counter, n: u64) {
     }
 }
 
-/// Set this CPU's counter `c` to `value` (for counts kept elsewhere, like a PCID table's).
-pub fn set(c: Counter, value: u64) {
-    COUNTERS[percpu::cpu_index() as usize % MAX_CPUS][c as usize].store(value, Ordering::Relaxed);
+/// Add one to counter `c` of `me`, the calling CPU, with interrupts off (the switch path): a load
+/// and a store, without [`count`]'s tests of the interrupt flag and of the per-CPU block.
+pub fn count_one_here(me: CpuId, c: Counter) {
+    debug_assert!(!arch::interrupts::are_enabled() && me == this_cpu());
+    let cell = &COUNTERS[me.index()][c as usize];
+    cell.store(cell.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
 }
 
 /// One CPU's TLB counters (or a sum of several CPUs'); all count since boot.
