@@ -20,9 +20,14 @@ pub const MATCH_ANY: u32 = linux_raw_sys::general::FUTEX_BITSET_MATCH_ANY;
 #[inline]
 pub fn bucket_of(key: FutexKey, nr_buckets: usize) -> usize {
     debug_assert!(nr_buckets.is_power_of_two());
-    // Futex words are 4-byte aligned; mix both halves so neighbours and spaces spread.
-    let h = (key.addr >> 2).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ key.space.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-    (h ^ (h >> 29)) as usize & (nr_buckets - 1)
+    if nr_buckets == 1 {
+        return 0;
+    }
+    // Fibonacci hashing: the product's top bits depend on every bit of the input, so the top
+    // log2(nr_buckets) bits spread neighbouring words (which differ in low bits) and spaces
+    // (moved to the high half) alike; one multiply, as the bucket is found on every futex call.
+    let h = (key.addr ^ key.space.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> (64 - nr_buckets.trailing_zeros())) as usize
 }
 
 #[cfg(test)]
