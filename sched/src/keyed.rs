@@ -15,9 +15,11 @@
 //!   node unlinked, a `SeqCst` fence, then `rq::wake`): either the waiter sees its node unlinked,
 //!   or the waker sees `Blocked` and makes it runnable.
 //! - A waker unlinks a node and wakes its thread *under the lock* (the reschedule IPI goes out after
-//!   it, as `WaitQueue::wake_one` does). The waiter takes the lock before it leaves, whether it was
-//!   taken or gave up: so no waker still holds its node or its thread when its frame goes, and
-//!   neither needs a reference count.
+//!   it, as `WaitQueue::wake_one` does), then sets the node's `done`, its last touch of the node
+//!   and the thread. A taken waiter leaves once it sees `done` (at once on one CPU, where the waker
+//!   finished before the waiter ran; after a short spin at worst on another, the waker's interrupts
+//!   being off); a waiter that stopped takes the lock before it leaves. Either way no waker still
+//!   holds its node or its thread when its frame goes, and neither needs a reference count.
 //! - A waiter that stopped (timeout, signal) unlinks itself under the lock if its node is still
 //!   linked (the wait failed); if a waker took it first, the wait succeeded, as Linux's futex
 //!   says (a wake is never both delivered and reported as a timeout).
@@ -49,6 +51,8 @@ struct Node<K> {
     /// Linked in a queue (a requeue moves it without clearing this); set and cleared under that
     /// queue's lock, read by the waiter without it.
     queued: AtomicBool,
+    /// Set by the waker that took the node, after its last access to the node and the thread.
+    done: AtomicBool,
     /// The queue whose list holds (or last held) the node: changed only by a requeue, under the
     /// locks of both queues.
     home: AtomicPtr<KeyedWaitQueue<K>>,
@@ -143,11 +147,14 @@ unsafe fn take<K, P: Platform>(
     // end) before we drop the lock, so the thread is valid for the wake.
     unsafe {
         list.unlink(n);
-        (*n).queued.store(false, Ordering::Release);
+        (*n).queued.store(false, Ordering::Relaxed);
         // The other half of the parker's fence: the unlink is visible before `rq::wake` reads the
         // thread's state.
         fence(Ordering::SeqCst);
-        s.wake_thread_deferred((*n).thread)
+        let kick = s.wake_thread_deferred((*n).thread);
+        // Release: the waiter that sees it may reuse the node's frame and end its thread.
+        (*n).done.store(true, Ordering::Release);
+        kick
     }
 }
 
@@ -180,6 +187,7 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
             key,
             bitset,
             queued: AtomicBool::new(false),
+            done: AtomicBool::new(false),
             home: AtomicPtr::new(core::ptr::from_ref(self).cast_mut()),
         };
         let node: *mut Node<K> = &raw mut node;
@@ -222,13 +230,24 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
                 irq = s.platform().irq_save_disable();
             },
         };
-        // SAFETY: `node` is this frame's and was linked by this call.
-        let was_queued = unsafe { Self::leave(node) };
+        let r = match why {
+            None => {
+                // Taken: the waker is done with the node and the thread once it says so.
+                // SAFETY: `node` lives on this frame; `done` is atomic.
+                while !unsafe { &(*node).done }.load(Ordering::Acquire) {
+                    core::hint::spin_loop();
+                }
+                Ok(())
+            }
+            // SAFETY: `node` is this frame's and was linked by this call.
+            Some(why) => match unsafe { Self::leave(node) } {
+                true => Err(why),
+                // A waker took it first (and, holding the lock we then took, is done with it).
+                false => Ok(()),
+            },
+        };
         s.platform().irq_restore(irq);
-        match why {
-            Some(why) if was_queued => Err(why),
-            _ => Ok(()),
-        }
+        r
     }
 
     /// Take the lock of the queue that holds `node` (or last did), unlink it if it is still

@@ -27,8 +27,8 @@
 //! - `keyed_wait` and `keyed_wake_one` mirror `KeyedWaitQueue::wait` and `wake` in
 //!   `sched/src/keyed.rs` (a futex bucket): the waiter links its node under the list's lock if its
 //!   check passes, parks on its parker until the node is unlinked or its stop condition holds, and
-//!   leaves under the lock; the waker unlinks the node, clears its `queued`, fences and wakes the
-//!   thread under the lock. A stop (a signal's flag and parker wake) races with the wake: the
+//!   leaves once its waker is `done` (taken) or under the lock (stopped); the waker unlinks the
+//!   node, clears its `queued`, fences, wakes the thread and sets `done`, under the lock. A stop (a signal's flag and parker wake) races with the wake: the
 //!   wait is `Ok` exactly when a waker took it.
 //! - The sleeping-mutex model mirrors `wait::Mutex::lock` and `MutexGuard::drop` on top of the two
 //!   above.
@@ -880,15 +880,24 @@ enum KeyedWhy {
     Stopped,
 }
 
+/// The atomics of a keyed waiter's node (its links are the model's list and `Node`).
+#[derive(Default)]
+struct KeyedFlags {
+    /// Linked: set by the waiter under the lock, cleared by whoever unlinks it.
+    queued: AtomicBool,
+    /// Set by the waker that took it, after its last access to the node and the thread.
+    done: AtomicBool,
+}
+
 /// `KeyedWaitQueue::wait` (`sched/src/keyed.rs`) by task `me` on CPU `cpu`: link the node under the
 /// list's lock if `check` passes, park (`Parker::park_until_irqs_off`) until the node is unlinked
-/// (`queued` false) or `stop` holds, then leave under the lock, unlinking the node if no waker
-/// did. `Ok` if and only if a waker took it.
+/// (`queued` false) or `stop` holds; then, taken, wait for the waker's `done`, or, stopped, leave
+/// under the lock, unlinking the node if no waker did. `Ok` if and only if a waker took it.
 fn keyed_wait(
     w: &World,
     me: usize,
     cpu: usize,
-    queued: &AtomicBool,
+    flags: &KeyedFlags,
     check: impl Fn() -> bool,
     stop: impl Fn() -> bool,
 ) -> Result<(), KeyedWhy> {
@@ -907,10 +916,11 @@ fn keyed_wait(
                 }
             }
         });
-        queued.store(true, Ordering::Relaxed);
+        flags.queued.store(true, Ordering::Relaxed);
+        flags.done.store(false, Ordering::Relaxed);
         list.push_back(me);
     }
-    let taken = || !queued.load(Ordering::Acquire);
+    let taken = || !flags.queued.load(Ordering::Acquire);
     let mut why = None;
     loop {
         task.entity.set_blocked();
@@ -934,8 +944,14 @@ fn keyed_wait(
             break;
         }
     }
-    // Leave under the lock: a waker that took the node may still hold it.
-    let was_linked = {
+    // Taken: leave once the waker is done. Stopped: leave under the lock, which a waker that took
+    // the node meanwhile holds until it is done.
+    let was_linked = if why.is_none() {
+        while !flags.done.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        false
+    } else {
         let mut list = w.list.lock().unwrap();
         task.frame.with_mut(|n| {
             // SAFETY: as above.
@@ -943,7 +959,7 @@ fn keyed_wait(
             let was = n.linked;
             if was {
                 n.linked = false;
-                queued.store(false, Ordering::Relaxed);
+                flags.queued.store(false, Ordering::Relaxed);
                 list.retain(|&i| i != me);
             }
             was
@@ -966,8 +982,9 @@ fn keyed_wait(
 }
 
 /// `KeyedWaitQueue::wake` of one waiter: under the list's lock, unlink the oldest node, clear its
-/// `queued`, a `SeqCst` fence, `rq::wake`; the reschedule interrupt after the lock.
-fn keyed_wake_one(w: &World, queued: &[&AtomicBool; 2]) -> bool {
+/// `queued`, a `SeqCst` fence, `rq::wake`, then set its `done`; the reschedule interrupt after the
+/// lock.
+fn keyed_wake_one(w: &World, flags: &[KeyedFlags; 2]) -> bool {
     let mut list = w.list.lock().unwrap();
     let Some(i) = list.pop_front() else {
         return false;
@@ -986,10 +1003,11 @@ fn keyed_wake_one(w: &World, queued: &[&AtomicBool; 2]) -> bool {
         );
         n.linked = false;
     });
-    queued[i].store(false, Ordering::Release);
+    flags[i].queued.store(false, Ordering::Relaxed);
     fence(Ordering::SeqCst);
-    // SAFETY: the waiter cannot leave `wait` (so stays alive) before we drop the list's lock.
+    // SAFETY: the waiter cannot leave `wait` (so stays alive) before it sees `done`.
     let kick = unsafe { w.wake_thread_deferred(task) };
+    flags[i].done.store(true, Ordering::Release);
     drop(list);
     if let Some(cpu) = kick {
         w.kick(cpu);
@@ -1008,13 +1026,12 @@ fn keyed_wait_against_a_wake_and_a_stop_ends_once() {
         let w = World::new(true);
         let word = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let queued: Arc<[AtomicBool; 2]> =
-            Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
+        let flags: Arc<[KeyedFlags; 2]> = Arc::new(Default::default());
         let waker = {
-            let (w, word, queued) = (w.clone(), word.clone(), queued.clone());
+            let (w, word, flags) = (w.clone(), word.clone(), flags.clone());
             thread::spawn(move || {
                 word.store(1, Ordering::Release);
-                keyed_wake_one(&w, &[&queued[0], &queued[1]])
+                keyed_wake_one(&w, &flags)
             })
         };
         let stopper = {
@@ -1028,7 +1045,7 @@ fn keyed_wait_against_a_wake_and_a_stop_ends_once() {
             &w,
             0,
             0,
-            &queued[0],
+            &flags[0],
             || word.load(Ordering::Acquire) == 0,
             || stop.load(Ordering::SeqCst),
         );
@@ -1058,27 +1075,26 @@ fn keyed_hand_off_loses_no_wake_up() {
     model(|| {
         let w = World::new(true);
         let turn = Arc::new(AtomicUsize::new(0));
-        let queued: Arc<[AtomicBool; 2]> =
-            Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
-        let side = |w: &World, me: usize, turn: &AtomicUsize, queued: &[AtomicBool; 2]| {
+        let flags: Arc<[KeyedFlags; 2]> = Arc::new(Default::default());
+        let side = |w: &World, me: usize, turn: &AtomicUsize, flags: &[KeyedFlags; 2]| {
             while turn.load(Ordering::Acquire) != me {
                 let _ = keyed_wait(
                     w,
                     me,
                     me,
-                    &queued[me],
+                    &flags[me],
                     || turn.load(Ordering::Relaxed) != me,
                     || false,
                 );
             }
             turn.store(1 - me, Ordering::Release);
-            keyed_wake_one(w, &[&queued[0], &queued[1]]);
+            keyed_wake_one(w, flags);
         };
         let partner = {
-            let (w, turn, queued) = (w.clone(), turn.clone(), queued.clone());
-            thread::spawn(move || side(&w, 1, &turn, &queued))
+            let (w, turn, flags) = (w.clone(), turn.clone(), flags.clone());
+            thread::spawn(move || side(&w, 1, &turn, &flags))
         };
-        side(&w, 0, &turn, &queued);
+        side(&w, 0, &turn, &flags);
         partner.join().unwrap();
         assert_eq!(turn.load(Ordering::Relaxed), 0);
         assert!(w.list.lock().unwrap().is_empty());
