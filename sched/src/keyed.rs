@@ -306,8 +306,8 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
             count += 1;
             // The one after is found before `n` is unlinked: the last one woken is known as such,
             // and its reschedule interrupt waits for the unlock.
-            // SAFETY: as in `wanted`.
             let after = if count < nr {
+                // SAFETY: as in `wanted`.
                 find(unsafe { (*n).next })
             } else {
                 null_mut()
