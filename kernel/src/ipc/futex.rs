@@ -11,8 +11,9 @@
 //!   them under the lock. If the waker came first, the waiter's compare sees the new value
 //!   (`EAGAIN`); if it came after, it finds the waiter queued.
 //! - a timed-out (or interrupted) waiter takes itself off under the lock; if a waker took it
-//!   first, the wait returns 0. Every waiter takes the bucket lock before it leaves, so no waker
-//!   still holds its entry (see `sched::KeyedWaitQueue`); no wait returns with its entry queued.
+//!   first, the wait returns 0. A taken waiter leaves once its waker has said it is done with the
+//!   entry, a stopped one under the bucket lock, so no waker still holds its entry when it goes
+//!   (see `sched::KeyedWaitQueue`); no wait returns with its entry queued.
 //!
 //! The word is read under the lock with interrupts off, where a page fault cannot be resolved
 //! (`irq::trap` sends it to the copy's fixup): a word on a page not yet present fails that read,
