@@ -116,7 +116,6 @@ mod hw {
     unsafe extern "C" {
         static arch_usercopy_extable: [[u64; 2]; 4];
         fn arch_usercopy_movsb(dst: *mut u8, src: *const u8, len: usize) -> usize;
-        fn arch_usercopy_load32(src: *const u32) -> u64;
         fn arch_usercopy_stosb(dst: *mut u8, len: usize) -> usize;
         fn arch_usercopy_strncpy(dst: *mut u8, src: *const u8, max: usize) -> isize;
     }
@@ -149,10 +148,22 @@ mod hw {
         if !src.is_multiple_of(4) || !is_user_range(src, 4) {
             return Err(Fault);
         }
+        let (word, faulted): (u32, u32);
         // SAFETY: `src` is an aligned user address, so the load reads user memory only, and a
-        // fault there resumes at the fixup (the module's system-wide conditions).
-        let r = unsafe { arch_usercopy_load32(src as *const u32) };
-        if r >> 32 == 0 { Ok(r as u32) } else { Err(Fault) }
+        // fault there resumes at the fixup (the module's system-wide conditions). The routine
+        // writes only eax, edx and the flags, and uses the stack only for its return address,
+        // which the asm may push (no `nostack`: the compiler keeps the stack usable and aligned).
+        // Called from here rather than as an `extern "C"` function, the caller keeps its other
+        // registers live across the read instead of saving them.
+        unsafe {
+            core::arch::asm!(
+                "call arch_usercopy_load32",
+                in("rdi") src,
+                lateout("eax") word,
+                lateout("edx") faulted,
+            );
+        }
+        if faulted == 0 { Ok(word) } else { Err(Fault) }
     }
 
     /// Copy `src` to user address `dst` (inlined as [`copy_from_user`]).
@@ -219,8 +230,9 @@ mod hw {
         "2:",
         "mov rax, rcx",
         "ret",
-        // rdi = src (4-aligned) -> rax = the word, or bit 32 set on fault (the fixup skips the
-        // instruction that clears edx)
+        // rdi = src (4-aligned) -> eax = the word, edx = 0; edx = 1 on a fault (the fixup skips
+        // the instruction that clears it). Writes nothing else but the flags: `read_u32` calls it
+        // from inline asm that names only those registers.
         ".balign 16",
         ".globl arch_usercopy_load32",
         "arch_usercopy_load32:",
@@ -237,8 +249,6 @@ mod hw {
         "je 2f",
         "clac",
         "2:",
-        "shl rdx, 32",
-        "or rax, rdx",
         "ret",
         // rdi = dst, rsi = len -> rax = bytes not cleared
         ".balign 16",

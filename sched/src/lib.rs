@@ -45,6 +45,10 @@
 //!   `wake_all(&self, s) -> usize`.
 //! - [`Parker`]: `for_current(s) -> Parker` (owned by the calling thread), `park_until(&self, s,
 //!   cond)` (by its owner), `wake(&self, s)` (by anyone): no lock, no list.
+//! - [`KeyedWaitQueue<K>`] (module `keyed`, a futex bucket): `const fn new()`, `wait(&'static
+//!   self, s, parker, key, bitset, check, stop, nap) -> Result<(), E>`, `wake(&self, s, key, nr,
+//!   bitset) -> u32`, `requeue(&'static self, s, from, to_queue, to_key, nr_wake, nr_requeue,
+//!   check) -> Result<(woken, moved), E>`: waiter nodes on the waiters' stacks, no allocation.
 //! - [`Mutex<T>`]: `const fn new(T)`, `lock(&self, s) -> MutexGuard`, `try_lock`, `get_mut`,
 //!   `into_inner`; [`Semaphore`]: `const fn new(n)`, `acquire(&self, s)`, `try_acquire`,
 //!   `release(&self, s)`, `available`.
@@ -69,6 +73,7 @@
 
 extern crate alloc;
 
+mod keyed;
 pub mod platform;
 pub mod rq;
 mod scheduler;
@@ -81,6 +86,7 @@ mod wait;
 #[cfg(not(target_os = "none"))]
 pub mod host;
 
+pub use keyed::KeyedWaitQueue;
 pub use platform::{CpuIndex, IrqState, Mm, MmOps, Platform, Stack};
 pub use scheduler::{Config, PreemptGuard, Scheduler};
 pub use stats::Counters;

@@ -276,6 +276,18 @@ impl Parker {
             return;
         }
         let irq = s.platform().irq_save_disable();
+        self.park_until_irqs_off(s, cond);
+        s.platform().irq_restore(irq);
+    }
+
+    /// [`Parker::park_until`] called with interrupts disabled, which it leaves disabled; `cond`
+    /// runs with them disabled every time.
+    #[inline]
+    pub(crate) fn park_until_irqs_off<P: Platform>(
+        &self,
+        s: &Scheduler<P>,
+        mut cond: impl FnMut() -> bool,
+    ) {
         // A parker names a scheduler thread, never an idle one (`for_current`).
         assert!(
             s.is_current(Arc::as_ptr(&self.thread)),
@@ -296,7 +308,11 @@ impl Parker {
                 break;
             }
         }
-        s.platform().irq_restore(irq);
+    }
+
+    /// The thread that owns this parker (alive while the parker is).
+    pub(crate) fn thread(&self) -> NonNull<Thread> {
+        NonNull::from(&*self.thread)
     }
 
     /// Make the owner check its condition again (after the caller made it true), if it sleeps.

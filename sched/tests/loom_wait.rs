@@ -24,6 +24,12 @@
 //!   then a `SeqCst` fence then the condition on one side, the condition then a fence then
 //!   `rq::wake` on the other; the model runs the futex hand-off on them, where late wakes land on
 //!   later parks.
+//! - `keyed_wait` and `keyed_wake_one` mirror `KeyedWaitQueue::wait` and `wake` in
+//!   `sched/src/keyed.rs` (a futex bucket): the waiter links its node under the list's lock if its
+//!   check passes, parks on its parker until the node is unlinked or its stop condition holds, and
+//!   leaves once its waker is `done` (taken) or under the lock (stopped); the waker unlinks the
+//!   node, clears its `queued`, fences, wakes the thread and sets `done`, under the lock. A stop (a signal's flag and parker wake) races with the wake: the
+//!   wait is `Ok` exactly when a waker took it.
 //! - The sleeping-mutex model mirrors `wait::Mutex::lock` and `MutexGuard::drop` on top of the two
 //!   above.
 //! - The sleep model mirrors `Scheduler::sleep_ns` and `Scheduler::expire_due_sleepers` in
@@ -862,5 +868,239 @@ fn wake_all_racing_two_waiters_loses_neither() {
         waker.join().unwrap();
         assert!(w.list.lock().unwrap().is_empty(), "a node was left linked");
         assert_eq!(w_state(&w), [None, None], "a task was left queued");
+    });
+}
+
+/// Why a keyed wait ended without being taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyedWhy {
+    /// The check under the lock failed (the futex word changed): nothing was queued.
+    Changed,
+    /// The waiter's stop condition held (a signal) before a waker took it.
+    Stopped,
+}
+
+/// The atomics of a keyed waiter's node (its links are the model's list and `Node`).
+#[derive(Default)]
+struct KeyedFlags {
+    /// Linked: set by the waiter under the lock, cleared by whoever unlinks it.
+    queued: AtomicBool,
+    /// Set by the waker that took it, after its last access to the node and the thread.
+    done: AtomicBool,
+}
+
+/// `KeyedWaitQueue::wait` (`sched/src/keyed.rs`) by task `me` on CPU `cpu`: link the node under the
+/// list's lock if `check` passes, park (`Parker::park_until_irqs_off`) until the node is unlinked
+/// (`queued` false) or `stop` holds; then, taken, wait for the waker's `done`, or, stopped, leave
+/// under the lock, unlinking the node if no waker did. `Ok` if and only if a waker took it.
+fn keyed_wait(
+    w: &World,
+    me: usize,
+    cpu: usize,
+    flags: &KeyedFlags,
+    check: impl Fn() -> bool,
+    stop: impl Fn() -> bool,
+) -> Result<(), KeyedWhy> {
+    let task = &w.tasks[me];
+    {
+        let mut list = w.list.lock().unwrap();
+        if !check() {
+            return Err(KeyedWhy::Changed);
+        }
+        task.frame.with_mut(|n| {
+            // SAFETY: the node is only touched under the list's lock while it may be linked.
+            unsafe {
+                *n = Node {
+                    live: true,
+                    linked: true,
+                }
+            }
+        });
+        flags.queued.store(true, Ordering::Relaxed);
+        flags.done.store(false, Ordering::Relaxed);
+        list.push_back(me);
+    }
+    let taken = || !flags.queued.load(Ordering::Acquire);
+    let mut why = None;
+    loop {
+        task.entity.set_blocked();
+        fence(Ordering::SeqCst);
+        if taken() {
+            task.entity.set_running();
+            break;
+        }
+        if stop() {
+            why = Some(KeyedWhy::Stopped);
+            task.entity.set_running();
+            break;
+        }
+        w.block(cpu, task);
+        // Woken, maybe spuriously (a stop's wake for a wait that was taken meanwhile).
+        if taken() {
+            break;
+        }
+        if stop() {
+            why = Some(KeyedWhy::Stopped);
+            break;
+        }
+    }
+    // Taken: leave once the waker is done. Stopped: leave under the lock, which a waker that took
+    // the node meanwhile holds until it is done.
+    let was_linked = if why.is_none() {
+        while !flags.done.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        false
+    } else {
+        let mut list = w.list.lock().unwrap();
+        task.frame.with_mut(|n| {
+            // SAFETY: as above.
+            let n = unsafe { &mut *n };
+            let was = n.linked;
+            if was {
+                n.linked = false;
+                flags.queued.store(false, Ordering::Relaxed);
+                list.retain(|&i| i != me);
+            }
+            was
+        })
+    };
+    // Left `wait`: the frame that held the node is reused.
+    task.frame.with_mut(|n| {
+        // SAFETY: the node is unlinked (checked under the lock above), so no waker reaches it.
+        unsafe {
+            *n = Node {
+                live: false,
+                linked: false,
+            }
+        }
+    });
+    match why {
+        Some(why) if was_linked => Err(why),
+        _ => Ok(()),
+    }
+}
+
+/// `KeyedWaitQueue::wake` of one waiter: under the list's lock, unlink the oldest node, clear its
+/// `queued`, a `SeqCst` fence, `rq::wake`, then set its `done`; the reschedule interrupt after the
+/// lock.
+fn keyed_wake_one(w: &World, flags: &[KeyedFlags; 2]) -> bool {
+    let mut list = w.list.lock().unwrap();
+    let Some(i) = list.pop_front() else {
+        return false;
+    };
+    let task = &w.tasks[i];
+    task.frame.with_mut(|n| {
+        // SAFETY: linked nodes are only touched under the list's lock.
+        let n = unsafe { &mut *n };
+        assert_eq!(
+            *n,
+            Node {
+                live: true,
+                linked: true
+            },
+            "a waker reached a node whose waiter had left"
+        );
+        n.linked = false;
+    });
+    flags[i].queued.store(false, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+    // SAFETY: the waiter cannot leave `wait` (so stays alive) before it sees `done`.
+    let kick = unsafe { w.wake_thread_deferred(task) };
+    flags[i].done.store(true, Ordering::Release);
+    drop(list);
+    if let Some(cpu) = kick {
+        w.kick(cpu);
+    }
+    true
+}
+
+/// The futex wait against a wake and a signal: task 0 waits on CPU 0 while the word is 0; one
+/// thread sets the word and wakes one waiter, another stops the wait (a signal: its flag, then
+/// the parker's wake). Whatever the interleaving, the wait ends, `Ok` exactly when the waker took
+/// it (and `Changed` only when the word had changed before the check); no node is touched after
+/// its waiter left; the task ends running, on no queue, and the list is empty.
+#[test]
+fn keyed_wait_against_a_wake_and_a_stop_ends_once() {
+    model(|| {
+        let w = World::new(true);
+        let word = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let flags: Arc<[KeyedFlags; 2]> = Arc::new(Default::default());
+        let waker = {
+            let (w, word, flags) = (w.clone(), word.clone(), flags.clone());
+            thread::spawn(move || {
+                word.store(1, Ordering::Release);
+                keyed_wake_one(&w, &flags)
+            })
+        };
+        let stopper = {
+            let (w, stop) = (w.clone(), stop.clone());
+            thread::spawn(move || {
+                stop.store(true, Ordering::SeqCst);
+                unpark(&w, 0);
+            })
+        };
+        let r = keyed_wait(
+            &w,
+            0,
+            0,
+            &flags[0],
+            || word.load(Ordering::Acquire) == 0,
+            || stop.load(Ordering::SeqCst),
+        );
+        let took = waker.join().unwrap();
+        stopper.join().unwrap();
+        match r {
+            Ok(()) => assert!(took, "returned taken, but no waker took it"),
+            Err(KeyedWhy::Stopped) => assert!(!took, "taken by a waker, yet reported stopped"),
+            Err(KeyedWhy::Changed) => assert!(!took, "not queued, yet taken"),
+        }
+        assert!(w.list.lock().unwrap().is_empty());
+        assert_eq!(
+            w.queues[0].lock().pop(),
+            None,
+            "the waiter was queued twice"
+        );
+        assert_eq!(w.tasks[0].entity.state(), State::Running);
+    });
+}
+
+/// The futex hand-off on the keyed queue: task 0 (CPU 0) and task 1 (CPU 1) pass a turn, each
+/// waiting while the word says it is the other's, and waking one waiter after giving the turn
+/// away. No wake-up is lost (loom would report every CPU halted), every turn is taken once, and
+/// nothing is left queued.
+#[test]
+fn keyed_hand_off_loses_no_wake_up() {
+    model(|| {
+        let w = World::new(true);
+        let turn = Arc::new(AtomicUsize::new(0));
+        let flags: Arc<[KeyedFlags; 2]> = Arc::new(Default::default());
+        let side = |w: &World, me: usize, turn: &AtomicUsize, flags: &[KeyedFlags; 2]| {
+            while turn.load(Ordering::Acquire) != me {
+                let _ = keyed_wait(
+                    w,
+                    me,
+                    me,
+                    &flags[me],
+                    || turn.load(Ordering::Relaxed) != me,
+                    || false,
+                );
+            }
+            turn.store(1 - me, Ordering::Release);
+            keyed_wake_one(w, flags);
+        };
+        let partner = {
+            let (w, turn, flags) = (w.clone(), turn.clone(), flags.clone());
+            thread::spawn(move || side(&w, 1, &turn, &flags))
+        };
+        side(&w, 0, &turn, &flags);
+        partner.join().unwrap();
+        assert_eq!(turn.load(Ordering::Relaxed), 0);
+        assert!(w.list.lock().unwrap().is_empty());
+        for (cpu, task) in w.tasks.iter().enumerate() {
+            assert_eq!(w.queues[cpu].lock().pop(), None, "a task was left queued");
+            assert_eq!(task.entity.state(), State::Running);
+        }
     });
 }

@@ -728,7 +728,6 @@ pub fn exit_current(status: i32, whole: bool) -> ! {
             crate::ipc::futex::wake(FutexKey { space: p.futex_space(), addr }, 1, abi::futex::MATCH_ANY);
         }
     }
-    crate::ipc::futex::forget(tid);
     let p = THREADS.lock().remove(&tid);
     task::uctx::forget(tid);
     if let Some(p) = p {

@@ -178,6 +178,9 @@ fn own_file(ctx: &UserCtx, fd: u64) -> Result<alloc::sync::Arc<File>, u32> {
     crate::process::of(ctx).with_files(|t| t.get(fd as i32))
 }
 
+/// `#[inline]`: offered to the table's handler in whatever codegen unit it falls (the pipe
+/// ping-pong's path), so the handler's frame is the call's only one.
+#[inline]
 pub fn write(proof: &InSyscall, fd: u64, buf: u64, len: u64) -> SysResult {
     let ctx = uctx::current(proof);
     let f = own_file(ctx, fd)?;
@@ -196,6 +199,8 @@ fn write_word(ctx: &UserCtx, f: &File, buf: u64, len: usize) -> SysResult {
     Ok(f.write_as(ctx, data)? as u64)
 }
 
+/// `#[inline]`: as [`write`].
+#[inline]
 pub fn read(proof: &InSyscall, fd: u64, buf: u64, len: u64) -> SysResult {
     let ctx = uctx::current(proof);
     let f = own_file(ctx, fd)?;

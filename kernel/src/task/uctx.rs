@@ -21,10 +21,7 @@
 //! Neighbours: `arch::syscall` (the slot and the exit path), `process` (registers threads, keeps the
 //! ids), `ipc::intr` (the signal bit), `syscall` (reads them).
 
-use alloc::{
-    collections::BTreeMap,
-    sync::{Arc, Weak},
-};
+use alloc::{collections::BTreeMap, sync::Arc};
 use core::{
     any::{Any, TypeId},
     sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
@@ -95,14 +92,11 @@ impl ProcIds {
     }
 }
 
-/// Where a user thread sleeps in a futex wait: its own flag and its scheduler parker, reached by a
-/// waker through the handle the futex bucket holds, so no table is searched on either side and no
-/// lock is taken beyond the bucket's. A signal for the thread wakes the parker too ([`kick_park`]);
-/// the sleeper then sees its pending flag ([`Interrupt`]).
+/// Where a user thread sleeps in a futex wait: its scheduler parker. A futex waker reaches the
+/// thread through the entry the thread queued in the bucket; a signal for the thread wakes the
+/// parker ([`kick_park`]), and the sleeper then sees its pending flag ([`Interrupt`]).
 #[derive(Default)]
 pub struct Park {
-    /// Set by the waker that took the thread out of its futex queue.
-    pub woken: AtomicBool,
     /// Made by the thread's first wait (the parker names the thread that makes it); a waker that
     /// finds none has no sleeper to wake, since the thread made it before it first slept.
     parker: spin::Once<sched::Parker>,
@@ -124,7 +118,7 @@ impl Park {
 
 impl core::fmt::Debug for Park {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Park").field("woken", &self.woken).finish_non_exhaustive()
+        f.debug_struct("Park").field("parker", &self.parker.is_completed()).finish()
     }
 }
 
@@ -139,8 +133,6 @@ pub struct UserCtx {
     /// The thread's scheduler id.
     tid: u64,
     ids: Arc<ProcIds>,
-    /// The context itself, for a futex wait to queue a handle of it.
-    me: Weak<UserCtx>,
     pub park: Park,
     /// The interruptible-sleep state `ipc::intr` keeps for the thread.
     pub intr: Interrupt,
@@ -196,11 +188,6 @@ impl UserCtx {
         &self.ids
     }
 
-    /// A counted handle of this context (alive while the thread is registered).
-    pub fn handle(&self) -> Option<Arc<UserCtx>> {
-        self.me.upgrade()
-    }
-
     /// The thread's process as a `T`, if that is its type (the process layer registered it):
     /// `downcast_ref` without the call through the vtable, for the system calls that reach their
     /// process at every call.
@@ -221,12 +208,11 @@ static CONTEXTS: SpinMutex<RawIrqSpin, BTreeMap<u64, Arc<UserCtx>>> = SpinMutex:
 /// Give user thread `tid` a context with its process's `ids` and the process itself, `owner` (at
 /// the thread's start, before anyone can make work for it).
 pub fn register(tid: u64, ids: Arc<ProcIds>, owner: Arc<dyn Any + Send + Sync>) {
-    let ctx = Arc::new_cyclic(|me| UserCtx {
+    let ctx = Arc::new(UserCtx {
         work: AtomicU32::new(0),
         pid: ids.pid(),
         tid,
         ids,
-        me: me.clone(),
         park: Park::default(),
         intr: Interrupt { pending: AtomicBool::new(false), sleeping_on: SpinMutex::new(None), recorded: AtomicUsize::new(0) },
         owner_type: Any::type_id(&*owner),
