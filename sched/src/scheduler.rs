@@ -872,7 +872,12 @@ impl<P: Platform> Scheduler<P> {
         }
         // SAFETY: the interrupted thread is alive and running here, interrupts off; it stays
         // alive while it is this CPU's current thread, which it is until the tick switches away.
-        let t = unsafe { current.as_ref() }?;
+        let Some(t) = (unsafe { current.as_ref() }) else {
+            // No thread joined yet (`run_cpu` sets the idle and the current thread together, so
+            // not reached today): keep the timer running all the same.
+            self.rearm(cpu, next_sleeper, now);
+            return None;
+        };
         Self::account(cpu, t, now);
         let slice = self.config.slice_ns;
         let mut start = cpu.local.slice_start_ns.load(Ordering::Relaxed);

@@ -291,6 +291,9 @@ pub fn send(dest: Dest, what: Delivery) {
                 // nothing.
                 unsafe { arch::mmio::write_u32(va + u64::from(REG_ICR_HIGH), apic << 24) };
             }
+            // The hardware keeps the order; this keeps the compiler from moving an earlier
+            // plain store (a queue insertion, a mailbox) past the volatile write. No instruction.
+            core::sync::atomic::compiler_fence(Ordering::SeqCst);
             // SAFETY: as above; writing the low word sends the IPI this function is asked for.
             unsafe { arch::mmio::write_u32(va + u64::from(REG_ICR_LOW), low) };
         }
