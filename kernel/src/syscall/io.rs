@@ -173,7 +173,10 @@ fn is_stream(f: &File) -> bool {
     matches!(f.node, fs::Node::Pipe { .. } | fs::Node::Dev(_))
 }
 
-/// The caller's descriptor `fd`, found through its context (no process-table lock).
+/// The caller's descriptor `fd`, found through its context (no process-table lock). `#[inline]`
+/// with the two lookups under it (the process's table handle, the table's slot): the read and
+/// write handlers then make no call to find their file.
+#[inline]
 fn own_file(ctx: &UserCtx, fd: u64) -> Result<alloc::sync::Arc<File>, u32> {
     crate::process::of(ctx).with_files(|t| t.get(fd as i32))
 }
