@@ -216,14 +216,16 @@ pub fn read(proof: &InSyscall, fd: u64, buf: u64, len: u64) -> SysResult {
 
 /// [`read_with`] for at most a word: the buffer's test, the one call of the file and the one copy
 /// out that its loop makes for a transfer that fits its buffer, without the loop.
+/// The range is tested once, before the read ([`usercopy::UserRange`]), not again at the copy.
 fn read_word(ctx: &UserCtx, f: &File, buf: u64, len: usize) -> SysResult {
-    if len > 0 && (buf < abi::elf::MIN_USER_ADDR || !usercopy::is_user_range(buf, len)) {
+    if len > 0 && buf < abi::elf::MIN_USER_ADDR {
         return Err(errno::EFAULT);
     }
+    let dst = usercopy::UserRange::new(buf, len).ok_or(errno::EFAULT)?;
     let mut word = [0u8; WORD];
     let out = &mut word[..len];
     let n = f.read_as(ctx, out)?;
-    usercopy::copy_to_user(buf, &out[..n]).map_err(|_| errno::EFAULT)?;
+    usercopy::copy_to_user_range(dst, &out[..n]).map_err(|_| errno::EFAULT)?;
     Ok(n as u64)
 }
 
