@@ -2,7 +2,8 @@
 //! that turns their faults into [`Fault`] instead of a kernel crash.
 //!
 //! - [`copy_from_user`], [`copy_to_user`], [`clear_user`], [`strncpy_from_user`], [`read_u32`]:
-//!   check the user range ([`is_user_range`]), open user access with `stac` where the CPU has SMAP,
+//!   check the user range ([`is_user_range`]; [`copy_to_user_range`] takes one already checked, a
+//!   [`UserRange`]), open user access with `stac` where the CPU has SMAP,
 //!   run one small loop (one load for `read_u32`), close it with `clac`;
 //! - [`fixup_for`]: the page-fault and general-protection handlers ask it whether the faulting RIP is
 //!   one of the loops' access instructions and, if so, resume at the returned address, which makes
@@ -36,6 +37,35 @@ pub const USER_ADDR_END: u64 = 0x0000_8000_0000_0000;
 #[inline]
 pub fn is_user_range(addr: u64, len: usize) -> bool {
     addr.checked_add(len as u64).is_some_and(|end| end <= USER_ADDR_END)
+}
+
+/// A range `[addr, addr + len)` found to lie in the user half ([`is_user_range`]): a copy into a
+/// prefix of it ([`copy_to_user_range`]) needs no second test. For a caller that must refuse a bad
+/// buffer before it produces the bytes (a pipe read, whose bytes a failed copy would lose).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserRange {
+    addr: u64,
+    len: usize,
+}
+
+impl UserRange {
+    /// The range, if it lies in the user half.
+    #[inline]
+    pub fn new(addr: u64, len: usize) -> Option<UserRange> {
+        is_user_range(addr, len).then_some(UserRange { addr, len })
+    }
+
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 #[cfg(target_os = "none")]
@@ -174,6 +204,19 @@ mod hw {
         }
         // SAFETY: as in copy_from_user, with the user range as destination.
         let left = unsafe { arch_usercopy_movsb(dst as *mut u8, src.as_ptr(), src.len()) };
+        if left == 0 { Ok(()) } else { Err(Fault) }
+    }
+
+    /// Copy `src` to the start of `dst`, a range already tested: only `src`'s length is compared
+    /// with it (a test the compiler folds when `src` is a prefix of a buffer of `dst`'s length).
+    #[inline]
+    pub fn copy_to_user_range(dst: UserRange, src: &[u8]) -> Result<(), Fault> {
+        if src.len() > dst.len {
+            return Err(Fault);
+        }
+        // SAFETY: as in copy_to_user: `[dst.addr, dst.addr + src.len())` lies within `dst`, a
+        // user range (tested when it was made).
+        let left = unsafe { arch_usercopy_movsb(dst.addr as *mut u8, src.as_ptr(), src.len()) };
         if left == 0 { Ok(()) } else { Err(Fault) }
     }
 
@@ -322,5 +365,14 @@ mod tests {
         assert!(!is_user_range(0xffff_8000_0000_0000, 1));
         assert!(!is_user_range(u64::MAX, 2), "wrapping range");
         assert!(!is_user_range(0x1000, usize::MAX));
+    }
+
+    #[test]
+    fn user_range_is_made_only_for_user_ranges() {
+        let r = UserRange::new(USER_ADDR_END - 8, 8).expect("the top 8 bytes of user space");
+        assert_eq!((r.addr(), r.len()), (USER_ADDR_END - 8, 8));
+        assert!(UserRange::new(USER_ADDR_END - 8, 9).is_none());
+        assert!(UserRange::new(u64::MAX, 2).is_none(), "wrapping range");
+        assert!(UserRange::new(USER_ADDR_END, 0).is_some_and(|r| r.is_empty()));
     }
 }

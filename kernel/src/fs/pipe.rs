@@ -14,6 +14,12 @@
 //!   read after the waker has changed the buffer under that lock, so either the sleeper sees the
 //!   change or the waker sees the sleeper. A read or write nobody waits for takes no queue lock;
 //!   with one sleeper counted, `wake_one` does.
+//! - A sleeping reader's condition (bytes, or no writer left) is one `SeqCst` load of a flag that
+//!   every change of it stores, `SeqCst`, under the buffer's lock: no lock round per test. The
+//!   store comes before the waker's `SeqCst` read of the sleeper count and the load after the
+//!   sleeper's `SeqCst` raise of it, so in the one order of those four either the load sees the
+//!   store or the waker sees the sleeper (and its `wake_one`, under the queue's lock, reaches the
+//!   sleeper, or comes before it links and tests the flag).
 //! - A read or write from a system call ([`PipeObj::read_as`], [`PipeObj::write_as`]) passes the
 //!   caller's context, and sleeps through `intr::wait_as`, which searches no table for it.
 //!
@@ -22,7 +28,7 @@
 //! would make it spin for ever.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use abi::{
     linux::errno,
@@ -38,6 +44,11 @@ use crate::{
 
 pub struct PipeObj {
     buf: SpinMutex<RawIrqSpin, Pipe>,
+    /// The readers' condition, [`readable`] of the buffer, as of its last change: stored under the
+    /// buffer's lock by every change that can move it, so it follows the buffer exactly (the ends'
+    /// counts only fall). A sleeping reader tests it without the lock; see [`Side`] for why the
+    /// `SeqCst` store, made before the waker reads the sleeper count, loses no wake-up.
+    readable: AtomicBool,
     readers: Side,
     writers: Side,
     id: u64,
@@ -90,6 +101,11 @@ impl Side {
     }
 }
 
+/// The readers' condition: bytes to read, or no writer left (end of file).
+fn readable(b: &Pipe) -> bool {
+    !b.is_empty() || b.writers() == 0
+}
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static SIGPIPE_HOOK: spin::Once<fn()> = spin::Once::new();
 
@@ -115,7 +131,7 @@ pub fn sleep_until(queue: &Arc<sched::WaitQueue>, cond: impl FnMut() -> bool) ->
 impl PipeObj {
     /// A new pipe with one reader and one writer (the two ends `pipe2` returns).
     pub fn new() -> Self {
-        Self { buf: SpinMutex::new(Pipe::new()), readers: Side::new(), writers: Side::new(), id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
+        Self { buf: SpinMutex::new(Pipe::new()), readable: AtomicBool::new(false), readers: Side::new(), writers: Side::new(), id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
     }
 
     /// The number `fstat` shows as the inode.
@@ -134,6 +150,7 @@ impl PipeObj {
             let mut b = self.buf.lock();
             if write {
                 b.close_writer();
+                self.readable.store(readable(&b), Ordering::SeqCst);
             } else {
                 b.close_reader();
             }
@@ -150,7 +167,17 @@ impl PipeObj {
     /// [`PipeObj::read`] by the thread whose context is `me`, if given.
     pub fn read_as(&self, me: Option<&UserCtx>, out: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
         loop {
-            let r = self.buf.lock().read(out, nonblock)?;
+            let r = {
+                let mut b = self.buf.lock();
+                let had = !b.is_empty();
+                let r = b.read(out, nonblock);
+                // A read only takes bytes: the flag, true while any were there, changes only when
+                // this read took the last.
+                if had && b.is_empty() {
+                    self.readable.store(b.writers() == 0, Ordering::SeqCst);
+                }
+                r?
+            };
             match r {
                 Ok(n) => {
                     if n > 0 {
@@ -159,10 +186,7 @@ impl PipeObj {
                     }
                     return Ok(n);
                 }
-                Err(Blocked) => self.readers.sleep(me, || {
-                    let b = self.buf.lock();
-                    !b.is_empty() || b.writers() == 0
-                })?,
+                Err(Blocked) => self.readers.sleep(me, || self.readable.load(Ordering::SeqCst))?,
             }
         }
     }
@@ -179,7 +203,15 @@ impl PipeObj {
         }
         let mut done = 0;
         loop {
-            let r = self.buf.lock().write(&data[done..], nonblock);
+            let r = {
+                let mut b = self.buf.lock();
+                let r = b.write(&data[done..], nonblock);
+                // A write only adds bytes: bytes there now make the flag true.
+                if !b.is_empty() {
+                    self.readable.store(true, Ordering::SeqCst);
+                }
+                r
+            };
             match r {
                 Ok(Ok(n)) => {
                     done += n;

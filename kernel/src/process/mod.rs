@@ -337,6 +337,7 @@ impl Process {
     }
 
     /// Run `f` on the descriptor table without taking a handle on it (the read and write paths).
+    #[inline]
     pub fn with_files<R>(&self, f: impl FnOnce(&crate::fs::Files) -> R) -> R {
         f(&self.files.lock())
     }

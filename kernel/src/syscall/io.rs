@@ -173,7 +173,10 @@ fn is_stream(f: &File) -> bool {
     matches!(f.node, fs::Node::Pipe { .. } | fs::Node::Dev(_))
 }
 
-/// The caller's descriptor `fd`, found through its context (no process-table lock).
+/// The caller's descriptor `fd`, found through its context (no process-table lock). `#[inline]`
+/// with the two lookups under it (the process's table handle, the table's slot): the read and
+/// write handlers then make no call to find their file.
+#[inline]
 fn own_file(ctx: &UserCtx, fd: u64) -> Result<alloc::sync::Arc<File>, u32> {
     crate::process::of(ctx).with_files(|t| t.get(fd as i32))
 }
@@ -213,14 +216,16 @@ pub fn read(proof: &InSyscall, fd: u64, buf: u64, len: u64) -> SysResult {
 
 /// [`read_with`] for at most a word: the buffer's test, the one call of the file and the one copy
 /// out that its loop makes for a transfer that fits its buffer, without the loop.
+/// The range is tested once, before the read ([`usercopy::UserRange`]), not again at the copy.
 fn read_word(ctx: &UserCtx, f: &File, buf: u64, len: usize) -> SysResult {
-    if len > 0 && (buf < abi::elf::MIN_USER_ADDR || !usercopy::is_user_range(buf, len)) {
+    if len > 0 && buf < abi::elf::MIN_USER_ADDR {
         return Err(errno::EFAULT);
     }
+    let dst = usercopy::UserRange::new(buf, len).ok_or(errno::EFAULT)?;
     let mut word = [0u8; WORD];
     let out = &mut word[..len];
     let n = f.read_as(ctx, out)?;
-    usercopy::copy_to_user(buf, &out[..n]).map_err(|_| errno::EFAULT)?;
+    usercopy::copy_to_user_range(dst, &out[..n]).map_err(|_| errno::EFAULT)?;
     Ok(n as u64)
 }
 
