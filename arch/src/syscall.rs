@@ -537,7 +537,11 @@ mod hw {
 
     core::arch::global_asm!(
         ".pushsection .text.arch_syscall, \"ax\"",
-        ".balign 16",
+        // The entry, the whole-frame path and the iret return (about 400 bytes) inside one
+        // 512-byte block, so never across a page boundary: a page crossing costs a second TLB
+        // lookup on hardware, and under TCG it counts the instruction that straddles it twice,
+        // which made instruction counts depend on the kernel's layout.
+        ".balign 512",
         ".globl arch_syscall_entry",
         "arch_syscall_entry:",
         "swapgs",
