@@ -1438,7 +1438,9 @@ impl<P: Platform> Scheduler<P> {
             reason,
             Reason::Yield | Reason::Block | Reason::Exit | Reason::Migrate(_)
         ) {
-            assert!(
+            // A caller's bug, not a state the switch could mend: checked in debug builds (and by
+            // the tests), as Linux's `schedule_debug` checks it only where configured to.
+            debug_assert!(
                 cpu.local.preempt_count.load(Ordering::Relaxed) == 0,
                 "a thread yielded, blocked or exited with preemption disabled"
             );
@@ -1710,9 +1712,11 @@ impl<P: Platform> Scheduler<P> {
     /// `finish_switch` for that switch.
     #[inline]
     unsafe fn finish_switch(&self, from: *const Thread) {
-        // SAFETY: the `switch_to` that brought us here passed its running thread, which is alive
-        // until reaped (below, by us) and which nobody else runs before we clear its `on_cpu`.
-        let from_ref = unsafe { from.as_ref() }.expect("finish_switch without a switch");
+        debug_assert!(!from.is_null(), "finish_switch without a switch");
+        // SAFETY: the `switch_to` that brought us here passed its running thread (a reference, so
+        // never null), which is alive until reaped (below, by us) and which nobody else runs
+        // before we clear its `on_cpu`.
+        let from_ref = unsafe { &*from };
         let dead = from_ref.entity.state() == State::Dead;
         from_ref.entity.clear_on_cpu();
         if dead {
