@@ -1642,12 +1642,10 @@ impl<P: Platform> Scheduler<P> {
                 cpu.local.active_mm.store(mm.word().get(), Ordering::Relaxed);
             }
         }
-        if next.user {
-            // SAFETY: `next` is alive (it is about to run).
-            if let Some(top) = unsafe { next.stack_top() } {
-                self.platform
-                    .switch_to_user_thread(top, next.fs_base.load(Ordering::Relaxed));
-            }
+        let top = next.user_stack_top;
+        if top != 0 {
+            self.platform
+                .switch_to_user_thread(top, next.fs_base.load(Ordering::Relaxed));
         }
         bump(&cpu.counters.context_switches);
         // SAFETY: interrupts are off; `prev` is the running thread, whose window no other CPU
