@@ -1473,8 +1473,10 @@ impl<P: Platform> Scheduler<P> {
             }
             .map_or(idle, NonNull::as_ptr);
             if next != prev {
-                // Under the queue lock, so a thief that takes `prev` next reports after this.
-                self.platform.trace(|| {
+                // Under the queue lock, so a thief that takes `prev` next reports after this. The
+                // record takes copies (`move`): a closure borrowing the locals would keep them in
+                // memory, reloaded all along the switch path, for a record that is mostly off.
+                self.platform.trace(move || {
                     // SAFETY: `prev` is us; `next` was on our queue or is our idle thread: both
                     // alive.
                     let (p, n) = unsafe { (&*prev, &*next) };
