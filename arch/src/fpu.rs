@@ -130,7 +130,9 @@ pub struct FpuArea {
     kind: FpuKind,
     /// The XCR0 components the area was sized for: the requested-feature mask of every
     /// `xsave`/`xrstor` on it, so a save can never write past the area even if XCR0 grew later.
-    xcr0: u64,
+    /// Kept as the EAX and EDX halves those instructions take, so each loads them with two plain
+    /// moves (a 64-bit field costs a load, a copy and a shift on every switch).
+    xcr0_halves: [u32; 2],
 }
 
 // SAFETY: the area is plain bytes owned by this value; it is only read or written through `&mut self`
@@ -163,7 +165,7 @@ impl FpuArea {
             ptr,
             layout,
             kind,
-            xcr0: features.xcr0,
+            xcr0_halves: [features.xcr0 as u32, (features.xcr0 >> 32) as u32],
         })
     }
 
@@ -223,7 +225,7 @@ impl Drop for FpuArea {
 pub unsafe fn save(area: &mut FpuArea, kind: FpuKind) {
     debug_assert_eq!(kind, area.kind, "area sized for another kind");
     let p = area.ptr.as_ptr();
-    let (mask_lo, mask_hi) = (area.xcr0 as u32, (area.xcr0 >> 32) as u32);
+    let [mask_lo, mask_hi] = area.xcr0_halves;
     // For every arm: `p` is a 64-byte aligned buffer of the size this kind needs, exclusively
     // borrowed, and the caller guarantees the instruction is enabled; the instructions write only the
     // area and change no flags.
@@ -255,7 +257,7 @@ pub unsafe fn save(area: &mut FpuArea, kind: FpuKind) {
 pub unsafe fn restore(area: &FpuArea, kind: FpuKind) {
     debug_assert_eq!(kind, area.kind, "area sized for another kind");
     let p = area.ptr.as_ptr();
-    let (mask_lo, mask_hi) = (area.xcr0 as u32, (area.xcr0 >> 32) as u32);
+    let [mask_lo, mask_hi] = area.xcr0_halves;
     // For every arm: `p` is a valid image of the right size and alignment (caller's guarantee); the
     // instructions only read it and change no flags. They overwrite every vector and x87 register,
     // which `clobber_abi("C")` tells the compiler, exactly as for a call.

@@ -435,7 +435,8 @@ pub struct CpuQueue<T> {
     halted: AtomicBool,
 }
 
-/// The locked run queue; refreshes the lock-free hints when released.
+/// The locked run queue; refreshes the length hint when released (the halted hint is published
+/// where it changes, by the idle loop's two calls, so the switch path's unlock does not rewrite it).
 pub struct RqGuard<'a, T> {
     guard: SpinGuard<'a, RunQueue<T>>,
     queue: &'a CpuQueue<T>,
@@ -445,9 +446,6 @@ impl<T> Drop for RqGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
         self.queue.len.store(self.guard.len, Ordering::Relaxed);
-        self.queue
-            .halted
-            .store(self.guard.halted, Ordering::Relaxed);
     }
 }
 
@@ -548,6 +546,9 @@ impl<T: Queued> CpuQueue<T> {
         }
         rq.halted = true;
         rq.kick_pending = false;
+        // Under the lock, as every change of `halted`: the hint never disagrees with the queue at
+        // an unlock.
+        self.halted.store(true, Ordering::Relaxed);
         true
     }
 
@@ -556,6 +557,7 @@ impl<T: Queued> CpuQueue<T> {
         let mut rq = self.lock();
         rq.halted = false;
         rq.kick_pending = false;
+        self.halted.store(false, Ordering::Relaxed);
     }
 
     /// Claim the right to kick this CPU out of its halt (so it can steal work): true if it is halted

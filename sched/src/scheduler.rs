@@ -1443,7 +1443,9 @@ impl<P: Platform> Scheduler<P> {
             reason,
             Reason::Yield | Reason::Block | Reason::Exit | Reason::Migrate(_)
         ) {
-            assert!(
+            // A caller's bug, not a state the switch could mend: checked in debug builds (and by
+            // the tests), as Linux's `schedule_debug` checks it only where configured to.
+            debug_assert!(
                 cpu.local.preempt_count.load(Ordering::Relaxed) == 0,
                 "a thread yielded, blocked or exited with preemption disabled"
             );
@@ -1476,8 +1478,10 @@ impl<P: Platform> Scheduler<P> {
             }
             .map_or(idle, NonNull::as_ptr);
             if next != prev {
-                // Under the queue lock, so a thief that takes `prev` next reports after this.
-                self.platform.trace(|| {
+                // Under the queue lock, so a thief that takes `prev` next reports after this. The
+                // record takes copies (`move`): a closure borrowing the locals would keep them in
+                // memory, reloaded all along the switch path, for a record that is mostly off.
+                self.platform.trace(move || {
                     // SAFETY: `prev` is us; `next` was on our queue or is our idle thread: both
                     // alive.
                     let (p, n) = unsafe { (&*prev, &*next) };
@@ -1645,12 +1649,10 @@ impl<P: Platform> Scheduler<P> {
                 cpu.local.active_mm.store(mm.word().get(), Ordering::Relaxed);
             }
         }
-        if next.user {
-            // SAFETY: `next` is alive (it is about to run).
-            if let Some(top) = unsafe { next.stack_top() } {
-                self.platform
-                    .switch_to_user_thread(top, next.fs_base.load(Ordering::Relaxed));
-            }
+        let top = next.user_stack_top;
+        if top != 0 {
+            self.platform
+                .switch_to_user_thread(top, next.fs_base.load(Ordering::Relaxed));
         }
         bump(&cpu.counters.context_switches);
         // SAFETY: interrupts are off; `prev` is the running thread, whose window no other CPU
@@ -1715,9 +1717,11 @@ impl<P: Platform> Scheduler<P> {
     /// `finish_switch` for that switch.
     #[inline]
     unsafe fn finish_switch(&self, from: *const Thread) {
-        // SAFETY: the `switch_to` that brought us here passed its running thread, which is alive
-        // until reaped (below, by us) and which nobody else runs before we clear its `on_cpu`.
-        let from_ref = unsafe { from.as_ref() }.expect("finish_switch without a switch");
+        debug_assert!(!from.is_null(), "finish_switch without a switch");
+        // SAFETY: the `switch_to` that brought us here passed its running thread (a reference, so
+        // never null), which is alive until reaped (below, by us) and which nobody else runs
+        // before we clear its `on_cpu`.
+        let from_ref = unsafe { &*from };
         let dead = from_ref.entity.state() == State::Dead;
         from_ref.entity.clear_on_cpu();
         if dead {

@@ -185,6 +185,10 @@ pub(crate) struct Thread {
     pub(crate) finished: AtomicBool,
     /// A user thread: the platform hears of each switch to it.
     pub(crate) user: bool,
+    /// The top of a user thread's stack, which the platform hears of at each switch to it (0: a
+    /// kernel thread, or one without a stack of its own). Fixed at creation, so a switch reads one
+    /// word where it would test `user` and then the stack.
+    pub(crate) user_stack_top: usize,
     /// The user FS base of a user thread, restored at each switch to it.
     pub(crate) fs_base: AtomicU64,
     /// CPU time charged to the thread, in nanoseconds of the platform clock (see the accounting
@@ -305,6 +309,11 @@ impl Thread {
             fpu_cpu: AtomicUsize::new(usize::MAX),
             finished: AtomicBool::new(false),
             user,
+            user_stack_top: if user {
+                stack.as_ref().map_or(0, |s| s.top)
+            } else {
+                0
+            },
             fs_base: AtomicU64::new(0),
             run_ns: AtomicU64::new(0),
             joiners: WaitQueue::new(),
@@ -333,15 +342,6 @@ impl Thread {
     pub(crate) unsafe fn take_body(&self) -> Option<Body> {
         // SAFETY: only the thread touches `body`, and it is running this (caller).
         unsafe { (*self.body.get()).take() }
-    }
-
-    /// The top of the thread's stack (`None` for a boot thread).
-    ///
-    /// # Safety
-    /// The thread is alive (its stack is taken only after its death).
-    pub(crate) unsafe fn stack_top(&self) -> Option<usize> {
-        // SAFETY: `stack` changes only in `take_stack`, after the thread's death (caller).
-        unsafe { (*self.stack.get()).as_ref().map(|s| s.top) }
     }
 
     /// The space the thread runs in.

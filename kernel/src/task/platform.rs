@@ -68,7 +68,10 @@ impl Platform for KernelPlatform {
     #[inline]
     fn irq_restore(&self, state: IrqState) {
         if state.enabled {
-            arch::interrupts::enable();
+            // The scheduler's next disable reads the flag first (`irq_save_disable`), so an
+            // instruction sits between this STI and its CLI. Were a CLI ever placed right after
+            // it, a pending interrupt would wait for the next enable: delayed, not lost.
+            arch::interrupts::restore_enabled();
         }
     }
 
