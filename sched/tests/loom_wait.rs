@@ -28,8 +28,14 @@
 //!   `sched/src/keyed.rs` (a futex bucket): the waiter links its node under the list's lock if its
 //!   check passes, parks on its parker until the node is unlinked or its stop condition holds, and
 //!   leaves once its waker is `done` (taken) or under the lock (stopped); the waker unlinks the
-//!   node, clears its `queued`, fences, wakes the thread and sets `done`, under the lock. A stop (a signal's flag and parker wake) races with the wake: the
-//!   wait is `Ok` exactly when a waker took it.
+//!   node, clears its `queued`, fences, wakes the thread and sets `done`, under the lock. A stop (a
+//!   signal's flag and parker wake) races with the wake: the wait is `Ok` exactly when a waker
+//!   took it.
+//! - `keyed_requeue_one` mirrors `KeyedWaitQueue::requeue` moving one node to a second bucket (both
+//!   locks, the lower first, the node's `home` rewritten under them); the stopped waiter leaves as
+//!   `KeyedWaitQueue::leave` does, locking the bucket `home` names and checking under that lock
+//!   that `home` did not move. The model checks it unlinks its node from the bucket that holds it
+//!   then, never the one the node was moved out of.
 //! - The sleeping-mutex model mirrors `wait::Mutex::lock` and `MutexGuard::drop` on top of the two
 //!   above.
 //! - The sleep model mirrors `Scheduler::sleep_ns` and `Scheduler::expire_due_sleepers` in
@@ -115,6 +121,8 @@ struct World {
     tasks: [Task; 2],
     /// The wait queue's list: indices of the tasks whose nodes are linked, oldest first.
     list: Mutex<VecDeque<usize>>,
+    /// A second keyed bucket, the target of the requeue model (`list` is the first).
+    other: Mutex<VecDeque<usize>>,
     /// Each CPU's reschedule interrupt, pending or not: a halted CPU sleeps on it.
     doorbells: [(Mutex<bool>, Condvar); 2],
 }
@@ -125,6 +133,7 @@ impl World {
             queues: [CpuQueue::new(), CpuQueue::new()],
             tasks: [Task::new(0, pinned), Task::new(1, pinned)],
             list: Mutex::new(VecDeque::new()),
+            other: Mutex::new(VecDeque::new()),
             doorbells: [
                 (Mutex::new(false), Condvar::new()),
                 (Mutex::new(false), Condvar::new()),
@@ -138,6 +147,11 @@ impl World {
             task.entity.set_on_cpu();
         }
         world
+    }
+
+    /// Keyed bucket `i`: 0 is `list`, where `keyed_wait` queues; 1 is `other`.
+    fn bucket(&self, i: usize) -> &Mutex<VecDeque<usize>> {
+        if i == 0 { &self.list } else { &self.other }
     }
 
     fn queue_of<'a>(&'a self) -> impl Fn(usize) -> &'a CpuQueue<Task> + 'a {
@@ -887,6 +901,9 @@ struct KeyedFlags {
     queued: AtomicBool,
     /// Set by the waker that took it, after its last access to the node and the thread.
     done: AtomicBool,
+    /// The bucket ([`World::bucket`]) whose list holds the node: changed by a requeue under both
+    /// buckets' locks.
+    home: AtomicUsize,
 }
 
 /// `KeyedWaitQueue::wait` (`sched/src/keyed.rs`) by task `me` on CPU `cpu`: link the node under the
@@ -918,6 +935,7 @@ fn keyed_wait(
         });
         flags.queued.store(true, Ordering::Relaxed);
         flags.done.store(false, Ordering::Relaxed);
+        flags.home.store(0, Ordering::Relaxed);
         list.push_back(me);
     }
     let taken = || !flags.queued.load(Ordering::Acquire);
@@ -952,18 +970,31 @@ fn keyed_wait(
         }
         false
     } else {
-        let mut list = w.list.lock().unwrap();
-        task.frame.with_mut(|n| {
-            // SAFETY: as above.
-            let n = unsafe { &mut *n };
-            let was = n.linked;
-            if was {
-                n.linked = false;
-                flags.queued.store(false, Ordering::Relaxed);
-                list.retain(|&i| i != me);
+        // `KeyedWaitQueue::leave`: lock the bucket `home` names, and if a requeue moved the node
+        // between the load and the lock, the other one.
+        loop {
+            let home = flags.home.load(Ordering::Acquire);
+            let mut list = w.bucket(home).lock().unwrap();
+            if flags.home.load(Ordering::Relaxed) != home {
+                continue;
             }
-            was
-        })
+            break task.frame.with_mut(|n| {
+                // SAFETY: as above.
+                let n = unsafe { &mut *n };
+                assert_eq!(
+                    list.contains(&me),
+                    n.linked,
+                    "the stopped waiter locked a bucket other than the one holding its node"
+                );
+                let was = n.linked;
+                if was {
+                    n.linked = false;
+                    flags.queued.store(false, Ordering::Relaxed);
+                    list.retain(|&i| i != me);
+                }
+                was
+            });
+        }
     };
     // Left `wait`: the frame that held the node is reused.
     task.frame.with_mut(|n| {
@@ -985,7 +1016,12 @@ fn keyed_wait(
 /// `queued`, a `SeqCst` fence, `rq::wake`, then set its `done`; the reschedule interrupt after the
 /// lock.
 fn keyed_wake_one(w: &World, flags: &[KeyedFlags; 2]) -> bool {
-    let mut list = w.list.lock().unwrap();
+    keyed_wake_one_in(w, 0, flags)
+}
+
+/// [`keyed_wake_one`] on bucket `b`.
+fn keyed_wake_one_in(w: &World, b: usize, flags: &[KeyedFlags; 2]) -> bool {
+    let mut list = w.bucket(b).lock().unwrap();
     let Some(i) = list.pop_front() else {
         return false;
     };
@@ -1102,5 +1138,95 @@ fn keyed_hand_off_loses_no_wake_up() {
             assert_eq!(w.queues[cpu].lock().pop(), None, "a task was left queued");
             assert_eq!(task.entity.state(), State::Running);
         }
+    });
+}
+
+/// `KeyedWaitQueue::requeue` of one waiter from bucket `from` to bucket `to` (no wakes): both
+/// buckets' locks, the lower first; the oldest node of `from` moves to the tail of `to`, still
+/// linked, and its `home` names `to` before the locks go. Whether it moved one.
+fn keyed_requeue_one(w: &World, from: usize, to: usize, flags: &[KeyedFlags; 2]) -> bool {
+    assert_ne!(from, to);
+    let lower = w.bucket(from.min(to)).lock().unwrap();
+    let upper = w.bucket(from.max(to)).lock().unwrap();
+    let (mut src, mut dst) = if from < to {
+        (lower, upper)
+    } else {
+        (upper, lower)
+    };
+    let Some(i) = src.pop_front() else {
+        return false;
+    };
+    w.tasks[i].frame.with(|n| {
+        // SAFETY: linked nodes are only touched under their list's lock, which we hold.
+        let n = unsafe { *n };
+        assert_eq!(
+            n,
+            Node {
+                live: true,
+                linked: true
+            },
+            "a requeue reached a node whose waiter had left"
+        );
+    });
+    dst.push_back(i);
+    flags[i].home.store(to, Ordering::Release);
+    true
+}
+
+/// The futex requeue against a stopped waiter: task 0 waits on CPU 0 in bucket 0; one thread
+/// requeues it to bucket 1 (both locks, lower first, moving its `home`), another stops the wait (a
+/// timeout or a signal: its flag, then the parker's wake), a third wakes one waiter of bucket 1.
+/// Whatever the interleaving, the wait ends once, `Ok` exactly when the waker took it; a stopped
+/// waiter unlinks its node from the bucket that holds it at that moment, never the one it was
+/// moved out of; no node is touched after its waiter left; both buckets end empty and the task
+/// running, on no queue.
+#[test]
+fn keyed_requeue_against_a_stop_leaves_the_right_bucket() {
+    model(|| {
+        let w = World::new(true);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flags: Arc<[KeyedFlags; 2]> = Arc::new(Default::default());
+        let requeuer = {
+            let (w, flags) = (w.clone(), flags.clone());
+            thread::spawn(move || keyed_requeue_one(&w, 0, 1, &flags))
+        };
+        let stopper = {
+            let (w, stop) = (w.clone(), stop.clone());
+            thread::spawn(move || {
+                stop.store(true, Ordering::SeqCst);
+                unpark(&w, 0);
+            })
+        };
+        let waker = {
+            let (w, flags) = (w.clone(), flags.clone());
+            thread::spawn(move || keyed_wake_one_in(&w, 1, &flags))
+        };
+        let r = keyed_wait(&w, 0, 0, &flags[0], || true, || stop.load(Ordering::SeqCst));
+        let moved = requeuer.join().unwrap();
+        stopper.join().unwrap();
+        let took = waker.join().unwrap();
+        assert!(
+            !took || moved,
+            "woken in bucket 1 without being moved there"
+        );
+        match r {
+            Ok(()) => assert!(took, "returned taken, but no waker took it"),
+            Err(KeyedWhy::Stopped) => assert!(!took, "taken by a waker, yet reported stopped"),
+            Err(KeyedWhy::Changed) => panic!("the check cannot fail here"),
+        }
+        assert!(
+            w.list.lock().unwrap().is_empty(),
+            "bucket 0 was left non-empty"
+        );
+        assert!(
+            w.other.lock().unwrap().is_empty(),
+            "bucket 1 was left non-empty"
+        );
+        assert_eq!(
+            w.queues[0].lock().pop(),
+            None,
+            "the waiter was queued twice"
+        );
+        assert_eq!(w.tasks[0].entity.state(), State::Running);
     });
 }
