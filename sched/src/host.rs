@@ -427,3 +427,10 @@ pub fn tick(s: &Scheduler<HostPlatform>) {
     s.tick();
     s.platform().irq_restore(irq);
 }
+
+/// [`tick`] for a timer interrupt that found the thread in user mode ([`Scheduler::tick_user`]).
+pub fn tick_user(s: &Scheduler<HostPlatform>) {
+    let irq = s.platform().irq_save_disable();
+    s.tick_user();
+    s.platform().irq_restore(irq);
+}

@@ -844,16 +844,28 @@ impl<P: Platform> Scheduler<P> {
     /// Follow it with [`Scheduler::preempt_if_needed`].
     pub fn timer_interrupt(&self) {
         let me = self.this_cpu();
-        self.timer_interrupt_on(me, &self.cpus[me]);
+        self.timer_interrupt_on::<false>(me, &self.cpus[me]);
     }
 
     /// The timer interrupt's whole work: [`Scheduler::timer_interrupt`], then
     /// [`Scheduler::preempt_if_needed`], in one function with the CPU looked up once (interrupts
     /// disabled, on the interrupted thread's stack).
     pub fn tick(&self) {
+        self.tick_in::<false>();
+    }
+
+    /// [`Scheduler::tick`] for a timer interrupt that came from user mode: what the interrupted
+    /// thread ran since the last accounting point is also counted as this CPU's user time
+    /// (`Counters::user_ns`).
+    pub fn tick_user(&self) {
+        self.tick_in::<true>();
+    }
+
+    #[inline(always)]
+    fn tick_in<const USER: bool>(&self) {
         let me = self.this_cpu();
         let cpu = &self.cpus[me];
-        if let Some(t) = self.timer_interrupt_on(me, cpu) {
+        if let Some(t) = self.timer_interrupt_on::<USER>(me, cpu) {
             self.preempt_busy_if_needed(cpu, t);
         }
     }
@@ -861,7 +873,7 @@ impl<P: Platform> Scheduler<P> {
     /// [`Scheduler::timer_interrupt`] on CPU `me`, the calling one, whose state is `cpu`. Returns
     /// the interrupted thread unless it is the idle thread (which never has a preemption due).
     #[inline(always)]
-    fn timer_interrupt_on<'a>(&self, me: usize, cpu: &'a Cpu) -> Option<&'a Thread> {
+    fn timer_interrupt_on<'a, const USER: bool>(&self, me: usize, cpu: &'a Cpu) -> Option<&'a Thread> {
         let now = self.platform.now_ns();
         self.expire_sleepers(me, cpu, now);
         let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
@@ -878,7 +890,10 @@ impl<P: Platform> Scheduler<P> {
             self.rearm(cpu, next_sleeper, now);
             return None;
         };
-        Self::account(cpu, t, now);
+        let ran = Self::account(cpu, t, now);
+        if USER {
+            add(&cpu.counters.user_ns, ran);
+        }
         let slice = self.config.slice_ns;
         let mut start = cpu.local.slice_start_ns.load(Ordering::Relaxed);
         if start == UNSTAMPED {
@@ -1580,11 +1595,11 @@ impl<P: Platform> Scheduler<P> {
     /// An accounting point on CPU `me` (the calling one, interrupts off) at `now_ns`: charge `t`,
     /// the thread running there, and its space's account with everything since the last point.
     #[inline]
-    fn account(cpu: &Cpu, t: &Thread, now_ns: u64) {
+    fn account(cpu: &Cpu, t: &Thread, now_ns: u64) -> u64 {
         let acct = &cpu.local.acct_ns;
         let ran = now_ns.saturating_sub(acct.load(Ordering::Relaxed));
         if ran == 0 {
-            return;
+            return 0;
         }
         acct.store(now_ns, Ordering::Relaxed);
         t.run_ns
@@ -1594,6 +1609,7 @@ impl<P: Platform> Scheduler<P> {
         if let Some(mm) = unsafe { t.mm() } {
             mm.charge(ran);
         }
+        ran
     }
 
     /// CPU time of the calling thread, as of now: `(run_ns, uncharged_ns)`, the whole time charged

@@ -56,6 +56,10 @@ counters! {
     balance_pulls,
     /// Nanoseconds spent halted in `idle_wait`.
     idle_ns,
+    /// Nanoseconds of thread time charged at ticks that interrupted user mode (sampled, as
+    /// Linux's tick-based user/system split: what a thread ran since the last accounting point is
+    /// user time when the tick finds it in user mode).
+    user_ns,
     /// Reschedule IPIs this CPU sent.
     ipis_sent,
     /// Wake-ups by this CPU onto another CPU that needed no IPI (it was busy, or already kicked).

@@ -210,6 +210,42 @@ fn spawn_rejects_a_cpu_the_scheduler_does_not_have() {
 /// Two threads that never yield share one CPU only because simulated ticks preempt them: each
 /// counts the times it saw the other's progress move while it was not looking (a hand-off), and
 /// they stop only when both have seen five.
+/// Run one thread that spins a little before each of 20 ticks, user-mode ones if `user`; returns
+/// the CPU's counters and how long the run took.
+fn spin_and_tick(user: bool) -> (sched::Counters, u64) {
+    let start = std::time::Instant::now();
+    let (_, s) = host::run(1, Config::default(), move |s: Sched| {
+        s.spawn(Builder::new("ticked"), move || {
+            for _ in 0..20 {
+                let t = std::time::Instant::now();
+                while t.elapsed() < std::time::Duration::from_micros(50) {
+                    std::hint::spin_loop();
+                }
+                if user { host::tick_user(s) } else { host::tick(s) }
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    });
+    (s.total_counters(), start.elapsed().as_nanos() as u64)
+}
+
+#[test]
+fn ticks_from_user_mode_count_user_time_and_others_do_not() {
+    let _w = watchdog("ticks_from_user_mode_count_user_time_and_others_do_not", LIMIT);
+    let (kernel, _) = spin_and_tick(false);
+    assert_eq!(kernel.user_ns, 0, "no tick came from user mode: {kernel:?}");
+    let (user, wall_ns) = spin_and_tick(true);
+    // Twenty spins of 50 us each ran before user-mode ticks: about 1 ms is user time (half of it
+    // at least, whatever the scaling of the scheduler's clock), and never more than the run took.
+    assert!(
+        (500_000..=wall_ns).contains(&user.user_ns),
+        "user time {} ns, the run took {wall_ns} ns",
+        user.user_ns
+    );
+}
+
 #[test]
 fn ticks_preempt_threads_that_never_yield() {
     let _w = watchdog("ticks_preempt_threads_that_never_yield", LIMIT);

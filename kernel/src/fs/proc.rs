@@ -209,7 +209,10 @@ fn system_file(name: &str) -> String {
             let cpus: Vec<procfs::CpuTimes> = (0..ncpu)
                 .map(|i| {
                     let c = s.counters(sched::CpuIndex(i as u32));
-                    procfs::CpuTimes { idle_ns: c.idle_ns, system_ns: up.saturating_sub(c.idle_ns), ..Default::default() }
+                    // Busy time split as the ticks sampled it (`user_ns`); the rest is system.
+                    let busy = up.saturating_sub(c.idle_ns);
+                    let user_ns = c.user_ns.min(busy);
+                    procfs::CpuTimes { idle_ns: c.idle_ns, user_ns, system_ns: busy - user_ns, ..Default::default() }
                 })
                 .collect();
             let t = s.total_counters();

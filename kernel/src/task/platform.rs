@@ -165,21 +165,31 @@ impl Platform for KernelPlatform {
 /// ring 3 still take `trap_dispatch`, which also runs the process layer's return-to-user work.
 extern "C" fn timer_entry(_frame: *mut arch::trap::TrapFrame) {
     trap::interrupt_entered(trap::VECTOR_TIMER);
-    timer_tick();
+    timer_tick::<false>();
 }
 
-fn timer_handler(_frame: &mut arch::trap::TrapFrame) {
-    timer_tick();
+/// The timer's interrupts from user mode (and from ring 0 before the direct entry is installed).
+fn timer_handler(frame: &mut arch::trap::TrapFrame) {
+    if frame.cs & 3 == 3 {
+        timer_tick::<true>();
+    } else {
+        timer_tick::<false>();
+    }
 }
 
-/// The timer interrupt's work, from either entry.
+/// The timer interrupt's work, from either entry; `USER`: it interrupted user mode, so the
+/// interrupted thread's time since the last accounting point counts as user time.
 #[inline(always)]
-fn timer_tick() {
+fn timer_tick<const USER: bool>() {
     percpu::count(percpu::Counter::TimerInterrupts);
     apic::eoi();
     time::power_off_if_due();
     if let Some(s) = SCHED.get() {
-        s.tick();
+        if USER {
+            s.tick_user();
+        } else {
+            s.tick();
+        }
     }
 }
 
