@@ -22,7 +22,10 @@
 //!   that wants to spare an idle CPU loads the kernel-only context there instead.)
 //! - `may_cache`: CPUs that may hold entries tagged with a PCID of this address space: the active
 //!   ones plus those whose PCID slot for it survived a switch-out. A CPU leaves it only once those
-//!   entries are gone (its slot was recycled with a flush), never merely on switch-out.
+//!   entries are gone (its slot was recycled with a flush), never merely on switch-out. A CPU
+//!   whose CR3 carries no PCID empties its TLB at every CR3 write, holds entries of its loaded
+//!   address space alone, and so never enters it ([`TlbTracker::switch_in_untagged`]): for such
+//!   a CPU `active` is the whole story.
 //!
 //! A CPU in `may_cache` but not `active` gets no IPI: the Intel SDM (vol. 3A, 4.10) states that a
 //! processor translates only through TLB and paging-structure-cache entries of the current PCID,
@@ -32,12 +35,12 @@
 //! # Protocols (the order matters)
 //!
 //! Switch from `prev` to `next` on `cpu`, interrupts off:
-//! 1. `next.switch_in(cpu, table)`;
+//! 1. `next.switch_in(cpu, table)` (`switch_in_untagged` on a CPU without PCIDs);
 //! 2. load CR3 with the returned PCID, bit 63 set unless `flush`;
 //! 3. `prev.switch_out(cpu)`, after the CR3 write (until then `prev` is still loaded);
 //! 4. on [`SwitchKind::Recycled(evicted)`](crate::pcid::SwitchKind::Recycled), call
 //!    `slot_recycled(cpu)` on `evicted`'s tracker, after the flushing CR3 write dropped its
-//!    entries.
+//!    entries (not on a CPU without PCIDs: it never entered `evicted`'s `may_cache`).
 //!
 //! Entering the kernel-only context instead is `table.switch_to_kernel()`, the CR3 write, then
 //! step 3.
@@ -307,6 +310,21 @@ impl TlbTracker {
         // both reading the old value (and which x86 compiles to a locked instruction, itself a
         // full barrier, then a plain load). loom does not model SeqCst accesses in full, so its
         // runs keep the fences that say the same.
+        #[cfg(loom)]
+        fence(Ordering::SeqCst);
+        let now = self.tlb_gen.load(Ordering::SeqCst);
+        table.switch_to(self.asid, now)
+    }
+
+    /// [`TlbTracker::switch_in`] on a CPU whose CR3 carries no PCID (its table has the one slot):
+    /// every CR3 write there empties the TLB of all but global entries, so the CPU holds entries
+    /// of the address space it has loaded and of no other. `active` then says all that
+    /// `may_cache` would, and the CPU never enters `may_cache` (nor calls `slot_recycled`): one
+    /// locked read-modify-write per switch-in instead of two, none for the recycled slot. The
+    /// ordering argument is `switch_in`'s, with the `active` insert as the read-modify-write.
+    pub fn switch_in_untagged(&self, cpu: CpuId, table: &mut PcidTable<1>) -> SwitchIn {
+        self.active.insert(cpu);
+        // As in `switch_in`: the insert is ordered before the load by the SeqCst total order.
         #[cfg(loom)]
         fence(Ordering::SeqCst);
         let now = self.tlb_gen.load(Ordering::SeqCst);

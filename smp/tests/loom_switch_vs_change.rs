@@ -82,3 +82,34 @@ fn a_cpu_passing_through_is_targeted_or_flushes_or_is_left_behind() {
         }
     });
 }
+
+/// The same race on a CPU without PCIDs (`switch_in_untagged`, one slot, held by another
+/// address space): the CPU never enters `may_cache`, so `active` alone must catch it. Either
+/// the change targets it, or its switch-in read the new generation (its CR3 write, which empties
+/// the TLB, comes after that read, and the edits are visible to whoever read the bump).
+#[test]
+fn an_untagged_switch_in_is_either_targeted_or_sees_the_new_gen() {
+    loom::model(|| {
+        let tracker = Arc::new(TlbTracker::new(AsId::new(1)));
+        let other = TlbTracker::new(AsId::new(2));
+        let mut table: PcidTable<1> = PcidTable::new();
+        other.switch_in_untagged(switcher(), &mut table);
+        let stats = TlbStats::new();
+        let t = Arc::clone(&tracker);
+        let switching = thread::spawn(move || {
+            let switch = t.switch_in_untagged(switcher(), &mut table);
+            (switch, table)
+        });
+        let plan = tracker.begin_change(CHANGER, RANGE, &stats);
+        let (switch, table) = switching.join().unwrap();
+
+        assert_eq!(switch.kind, SwitchKind::Recycled(AsId::new(2)));
+        assert!(switch.flush);
+        assert!(tracker.may_cache().is_empty() && other.may_cache().is_empty());
+        let (_, synced) = table.slot_of(tracker.asid()).unwrap();
+        assert!(
+            plan.ipi_targets.contains(switcher()) || synced == plan.new_gen,
+            "the change was missed: {plan:?} {switch:?}"
+        );
+    });
+}

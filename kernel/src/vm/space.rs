@@ -20,16 +20,18 @@
 //!
 //! Each CPU keeps, with interrupts off: its PCID table (`PcidTable` with six slots, or a
 //! one-slot table when CR3 carries no PCID: every CR3 write then empties the TLB, exactly as
-//! recycling the only slot would), the space owning each slot (to clear `may_cache` when a slot
-//! is recycled), and the space it has loaded. Threads without a space keep whatever is loaded
-//! (lazy TLB), so a loaded space may have no running thread left; the CPU holds an `Arc` of it, so
-//! the `Mm` word the scheduler remembers for the CPU is never reused for another space. A halted
-//! CPU keeps its space loaded too (no CR3 write to halt, none to run the same space again), but
-//! marks itself lazy around the halt ([`idle_enter`], [`idle_exit`]): a change that frees no
-//! page-table page spares it the IPI, and it catches up by the space's generation when it wakes,
-//! before any thread runs. A change that frees tables (the CPU may walk them speculatively), and
-//! the destruction, still interrupt it; it then leaves the space for the kernel-only context, so
-//! that the next such change skips it, and the scheduler switches it in again from none.
+//! recycling the only slot would), with PCIDs the space owning each slot (to clear `may_cache`
+//! when a slot is recycled; without them the CPU holds entries of its loaded space alone and
+//! never enters `may_cache`, so a switch touches only `active`), and the space it has loaded.
+//! Threads without a space keep whatever is loaded (lazy TLB), so a loaded space may have no
+//! running thread left; the CPU holds an `Arc` of it, so the `Mm` word the scheduler remembers
+//! for the CPU is never reused for another space. A halted CPU keeps its space loaded too (no
+//! CR3 write to halt, none to run the same space again), but marks itself lazy around the halt
+//! ([`idle_enter`], [`idle_exit`]): a change that frees no page-table page spares it the IPI,
+//! and it catches up by the space's generation when it wakes, before any thread runs. A change
+//! that frees tables (the CPU may walk them speculatively), and the destruction, still interrupt
+//! it; it then leaves the space for the kernel-only context, so that the next such change skips
+//! it, and the scheduler switches it in again from none.
 //!
 //! # A change (unmap, protect, remap)
 //!
@@ -1004,7 +1006,10 @@ macro_rules! on_table {
 
 impl Slots {
     fn switch_in(&mut self, tracker: &TlbTracker, me: CpuId) -> SwitchIn {
-        on_table!(self, t => tracker.switch_in(me, t))
+        match self {
+            Slots::Tagged(t) => tracker.switch_in(me, t),
+            Slots::Untagged(t) => tracker.switch_in_untagged(me, t),
+        }
     }
 
     fn flush_action(&mut self, tracker: &TlbTracker, request: &Request) -> FlushAction {
@@ -1031,7 +1036,9 @@ impl Slots {
 /// What one CPU knows about address spaces; touched only by that CPU, with interrupts off.
 struct CpuSpaces {
     slots: Slots,
-    /// The space holding each slot (slot `i` owns PCID `i + 1`).
+    /// The space holding each slot (slot `i` owns PCID `i + 1`); with PCIDs only: without them
+    /// a CPU holds entries of its loaded space alone, which `loaded` keeps, and the tracker needs
+    /// no word when the one slot is recycled.
     owners: [Option<Arc<Space>>; DEFAULT_PCID_SLOTS],
     /// The space the scheduler believes loaded here (its `Mm` word), held so the word stays unique.
     loaded: Option<Arc<Space>>,
@@ -1085,7 +1092,12 @@ impl CpuSpaces {
     /// Load `next` (see `switch`).
     fn switch_to(&mut self, me: CpuId, next: Arc<Space>) {
         assert!(!next.dead.load(Ordering::SeqCst), "a thread switched to {}, which was destroyed: it outlived its address space", next.asid);
-        self.forget_dead();
+        let tagged = matches!(self.slots, Slots::Tagged(_));
+        // Without PCIDs the one slot names no space that needs forgetting: a dead space's slot is
+        // recycled at the next switch (ids are never reused, so none switches to it again).
+        if tagged {
+            self.forget_dead();
+        }
         let decision = self.slots.switch_in(&next.tracker, me);
         // SAFETY: the PML4 shares the kernel half (mm::new_pml4); it is freed only after every
         // CPU with it loaded has left it, and this CPU holds `next` while it is loaded. Entries the
@@ -1098,6 +1110,8 @@ impl CpuSpaces {
         }
         let slot = usize::from(decision.pcid.get()) - 1;
         match decision.kind {
+            // No owners without PCIDs: the CR3 write emptied the TLB, `next` is held by `loaded`.
+            SwitchKind::Recycled(_) | SwitchKind::Miss if !tagged => {}
             SwitchKind::Recycled(evicted) => {
                 log::trace!("pcid: {me} recycles PCID {} from {evicted} for {}", decision.pcid.get(), next.asid);
                 let owner = self.owners[slot].replace(next.clone()).expect("a recycled slot has an owner");
@@ -1109,7 +1123,7 @@ impl CpuSpaces {
                 self.owners[slot] = Some(next.clone());
             }
             SwitchKind::Hit | SwitchKind::Stale => {
-                debug_assert!(self.owners[slot].as_ref().is_some_and(|o| o.asid == next.asid), "slot {slot} of {me} is {}'s", next.asid);
+                debug_assert!(!tagged || self.owners[slot].as_ref().is_some_and(|o| o.asid == next.asid), "slot {slot} of {me} is {}'s", next.asid);
             }
         }
         self.loaded = Some(next);
