@@ -37,14 +37,14 @@ use spin::mutex::SpinMutex;
 
 use crate::platform::Platform;
 use crate::scheduler::{Kick, Scheduler};
+use crate::ilist::{self, Links};
 use crate::thread::Thread;
 use crate::wait::Parker;
 
 /// A waiter's entry, on its own stack while it is inside [`KeyedWaitQueue::wait`].
 struct Node<K> {
     thread: NonNull<Thread>,
-    prev: *mut Node<K>,
-    next: *mut Node<K>,
+    links: Links<Node<K>>,
     /// What it waits on (a requeue changes it, holding the lock of the queue it moves to).
     key: K,
     bitset: u32,
@@ -58,51 +58,16 @@ struct Node<K> {
     home: AtomicPtr<KeyedWaitQueue<K>>,
 }
 
-/// FIFO of waiter nodes.
-struct List<K> {
-    head: *mut Node<K>,
-    tail: *mut Node<K>,
-}
-
-// SAFETY: the nodes are owned by waiting threads that stay inside `wait` while linked (they take
-// the lock before leaving); the list is only reached through its lock, from any CPU.
-unsafe impl<K: Send> Send for List<K> {}
-
-impl<K> List<K> {
-    /// # Safety
-    /// `n` is valid and not linked; it stays valid until unlinked (under the lock).
-    unsafe fn push_back(&mut self, n: *mut Node<K>) {
-        // SAFETY: `n` and the current tail are valid nodes (caller; linked nodes stay valid).
-        unsafe {
-            (*n).prev = self.tail;
-            (*n).next = null_mut();
-            match self.tail.is_null() {
-                true => self.head = n,
-                false => (*self.tail).next = n,
-            }
-        }
-        self.tail = n;
-    }
-
-    /// Unlink `n` (its `queued` flag is the caller's: a requeue moves a node without clearing it).
-    ///
-    /// # Safety
-    /// `n` is linked in this list.
-    unsafe fn unlink(&mut self, n: *mut Node<K>) {
-        // SAFETY: `n` and its neighbours are linked, hence valid.
-        unsafe {
-            let (prev, next) = ((*n).prev, (*n).next);
-            match prev.is_null() {
-                true => self.head = next,
-                false => (*prev).next = next,
-            }
-            match next.is_null() {
-                true => self.tail = prev,
-                false => (*next).prev = prev,
-            }
-        }
+impl<K> ilist::Node for Node<K> {
+    unsafe fn links(n: *mut Self) -> *mut Links<Self> {
+        // SAFETY: `n` is valid (caller).
+        unsafe { &raw mut (*n).links }
     }
 }
+
+/// FIFO of waiter nodes. A requeue moves a node without clearing its `queued` flag, so the flag
+/// is the callers' to set and clear.
+type List<K> = ilist::List<Node<K>>;
 
 /// Threads waiting on keys (futex words), woken by key and bitset. Queues are `'static` (a
 /// requeued node names its new queue, which its waiter locks on the way out).
@@ -123,10 +88,7 @@ impl<K> KeyedWaitQueue<K> {
     /// An empty queue.
     pub const fn new() -> Self {
         KeyedWaitQueue {
-            list: SpinMutex::new(List {
-                head: null_mut(),
-                tail: null_mut(),
-            }),
+            list: SpinMutex::new(List::new()),
         }
     }
 }
@@ -182,8 +144,7 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
         let mut irq = s.platform().irq_save_disable();
         let mut node = Node {
             thread: parker.thread(),
-            prev: null_mut(),
-            next: null_mut(),
+            links: Links::new(),
             key,
             bitset,
             queued: AtomicBool::new(false),
@@ -296,7 +257,7 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
         let find = |mut n: *mut Node<K>| {
             while !n.is_null() && !wanted(n) {
                 // SAFETY: as in `wanted`.
-                n = unsafe { (*n).next };
+                n = unsafe { List::next(n) };
             }
             n
         };
@@ -308,7 +269,7 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
             // and its reschedule interrupt waits for the unlock.
             let after = if count < nr {
                 // SAFETY: as in `wanted`.
-                find(unsafe { (*n).next })
+                find(unsafe { List::next(n) })
             } else {
                 null_mut()
             };
@@ -365,16 +326,13 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
         }
         let mut last = None;
         let (mut woken, mut moved) = (0, 0);
-        let mut moving = List {
-            head: null_mut(),
-            tail: null_mut(),
-        };
+        let mut moving = List::new();
         let mut n = src.head;
         while !n.is_null() && (woken < nr_wake || moved < nr_requeue) {
             // SAFETY: linked nodes are valid under the lock (see `wake`); a moved node goes to
             // `moving`, a list of ours, then to `to`'s, under its lock, before we let go.
             unsafe {
-                let next = (*n).next;
+                let next = List::next(n);
                 if (*n).key == from {
                     if woken < nr_wake {
                         // The kicks but the last under the locks (as `WaitQueue::wake_all`).
@@ -404,7 +362,7 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
             // target's lock is held. Its waiter may read `home` now: it then locks `to`, which we
             // hold, and finds the node linked there.
             unsafe {
-                let next = (*n).next;
+                let next = List::next(n);
                 (*n).key = to_key;
                 (*n).home.store(home, Ordering::Release);
                 target.push_back(n);

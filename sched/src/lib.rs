@@ -73,6 +73,7 @@
 
 extern crate alloc;
 
+mod ilist;
 mod keyed;
 pub mod platform;
 pub mod rq;

@@ -27,10 +27,11 @@
 
 use crate::platform::Platform;
 use crate::scheduler::{Kick, Scheduler};
+use crate::ilist::{self, Links};
 use crate::thread::Thread;
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::ptr::{NonNull, null_mut};
+use core::ptr::NonNull;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use spin::mutex::SpinMutex;
@@ -38,66 +39,29 @@ use spin::mutex::SpinMutex;
 /// A waiting thread's entry, on its own stack.
 struct Node {
     thread: NonNull<Thread>,
-    prev: *mut Node,
-    next: *mut Node,
+    links: Links<Node>,
+    /// On the list (set and cleared under its lock).
     linked: bool,
 }
 
-/// FIFO of waiter nodes.
-struct List {
-    head: *mut Node,
-    tail: *mut Node,
+impl ilist::Node for Node {
+    unsafe fn links(n: *mut Self) -> *mut Links<Self> {
+        // SAFETY: `n` is valid (caller).
+        unsafe { &raw mut (*n).links }
+    }
 }
 
-// SAFETY: the nodes are owned by waiting threads that stay inside `wait_until` while linked; the list
-// is only reached through its lock, whatever CPU holds it.
-unsafe impl Send for List {}
+type List = ilist::List<Node>;
 
-impl List {
-    /// # Safety
-    /// `n` is valid and not linked; it stays valid until unlinked (under the lock).
-    unsafe fn push_back(&mut self, n: *mut Node) {
-        // SAFETY: `n` and the current tail are valid nodes (caller; linked nodes stay valid).
-        unsafe {
-            (*n).prev = self.tail;
-            (*n).next = null_mut();
-            (*n).linked = true;
-            match self.tail.is_null() {
-                true => self.head = n,
-                false => (*self.tail).next = n,
-            }
-        }
-        self.tail = n;
-    }
-
-    /// # Safety
-    /// `n` is linked in this list.
-    unsafe fn unlink(&mut self, n: *mut Node) {
-        // SAFETY: `n` and its neighbours are linked, hence valid.
-        unsafe {
-            let (prev, next) = ((*n).prev, (*n).next);
-            match prev.is_null() {
-                true => self.head = next,
-                false => (*prev).next = next,
-            }
-            match next.is_null() {
-                true => self.tail = prev,
-                false => (*next).prev = prev,
-            }
-            (*n).linked = false;
-        }
-    }
-
-    fn pop_front(&mut self) -> Option<NonNull<Thread>> {
-        let n = self.head;
-        if n.is_null() {
-            return None;
-        }
-        // SAFETY: the head is linked.
-        unsafe {
-            self.unlink(n);
-            Some((*n).thread)
-        }
+/// Take the first waiter off `list`.
+#[inline(always)]
+fn pop_waiter(list: &mut List) -> Option<NonNull<Thread>> {
+    let n = list.pop_front()?;
+    // SAFETY: a node just unlinked under the lock is still valid: its waiter leaves only after
+    // taking that lock.
+    unsafe {
+        (*n).linked = false;
+        Some((*n).thread)
     }
 }
 
@@ -116,10 +80,7 @@ impl WaitQueue {
     /// An empty queue.
     pub const fn new() -> WaitQueue {
         WaitQueue {
-            list: SpinMutex::new(List {
-                head: null_mut(),
-                tail: null_mut(),
-            }),
+            list: SpinMutex::new(List::new()),
         }
     }
 
@@ -146,21 +107,22 @@ impl WaitQueue {
         let thread = unsafe { me.as_ref() };
         let mut node = Node {
             thread: me,
-            prev: null_mut(),
-            next: null_mut(),
+            links: Links::new(),
             linked: false,
         };
         let node: *mut Node = &raw mut node;
         // Before leaving: take the node off the list if no waker did. The lock is taken even when
         // it is off: the waker that popped it may hold the lock yet, and reaches the node and the
-        // thread only under it.
-        let leave = || {
+        // thread only under it. (`move`: the closure holds the pointer, not a borrow of the node's
+        // fields, which the loop below writes through it too.)
+        let leave = move || {
             let mut list = self.list.lock();
             // SAFETY: `node` lives on this frame until the function returns; only the lock holder
             // touches it while linked.
             unsafe {
                 if (*node).linked {
                     list.unlink(node);
+                    (*node).linked = false;
                 }
             }
         };
@@ -173,6 +135,7 @@ impl WaitQueue {
                 unsafe {
                     if !(*node).linked {
                         list.push_back(node);
+                        (*node).linked = true;
                     }
                 }
             }
@@ -198,7 +161,7 @@ impl WaitQueue {
         let mut list = self.list.lock();
         // SAFETY: the thread cannot leave `wait_until` (and so stays alive) before we drop the
         // queue lock; the kick sent after it touches no thread.
-        let kick = list.pop_front().map(|t| unsafe { s.wake_thread_deferred(t) });
+        let kick = pop_waiter(&mut list).map(|t| unsafe { s.wake_thread_deferred(t) });
         drop(list);
         let woke = kick.is_some();
         if let Some(Some(kick)) = kick {
@@ -216,7 +179,7 @@ impl WaitQueue {
         // The last kick goes out after the lock is dropped (see
         // `Scheduler::wake_thread_deferred`); those before it, when several wake, under it.
         let mut last: Option<Kick> = None;
-        while let Some(t) = list.pop_front() {
+        while let Some(t) = pop_waiter(&mut list) {
             // SAFETY: as in `wake_one`.
             if let Some(kick) = unsafe { s.wake_thread_deferred(t) }
                 && let Some(earlier) = last.replace(kick)
