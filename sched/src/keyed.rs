@@ -211,6 +211,92 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
         r
     }
 
+    /// [`KeyedWaitQueue::wait`] that also ends at `deadline_ns` (the platform clock): a timed wait
+    /// whose sleep ends at the waker's wake-up, not at a nap's end. `stop` is checked as in an
+    /// untimed wait (whatever makes it return a reason wakes the parker), and again once the
+    /// deadline has ended the sleep: it must then return a reason (the timeout), or the thread
+    /// sleeps again until the next wake-up or deadline. Its own copy of `wait`'s steps, so that
+    /// `wait`, inlined into the futex system call, keeps its shape.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn wait_until<P: Platform, E>(
+        &'static self,
+        s: &Scheduler<P>,
+        parker: &Parker,
+        key: K,
+        bitset: u32,
+        check: impl FnOnce() -> Result<(), E>,
+        mut stop: impl FnMut() -> Option<E>,
+        deadline_ns: u64,
+    ) -> Result<(), E> {
+        let irq = s.platform().irq_save_disable();
+        let mut node = Node {
+            thread: parker.thread(),
+            prev: null_mut(),
+            next: null_mut(),
+            key,
+            bitset,
+            queued: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            home: AtomicPtr::new(core::ptr::from_ref(self).cast_mut()),
+        };
+        let node: *mut Node<K> = &raw mut node;
+        {
+            let mut list = self.list.lock();
+            if let Err(e) = check() {
+                drop(list);
+                s.platform().irq_restore(irq);
+                return Err(e);
+            }
+            // SAFETY: `node` lives on this frame until the function returns, and is unlinked before
+            // that (`leave`); only the lock holder touches its links.
+            unsafe {
+                (*node).queued.store(true, Ordering::Relaxed);
+                list.push_back(node);
+            }
+        }
+        // SAFETY: `node` lives on this frame; `queued` is atomic, read here without the lock.
+        let taken = || !unsafe { &(*node).queued }.load(Ordering::Acquire);
+        // Unlike `wait`'s naps, the sleep ends at the waker's wake-up or at the deadline.
+        let why = loop {
+            let mut why = None;
+            let done = parker.park_until_deadline_irqs_off(s, deadline_ns, || {
+                taken() || {
+                    why = stop();
+                    why.is_some()
+                }
+            });
+            if done {
+                break why;
+            }
+            // Past the deadline: `stop` says why (or, on a clock a little behind, sleep on).
+            if taken() {
+                break None;
+            }
+            if let Some(why) = stop() {
+                break Some(why);
+            }
+        };
+        let r = match why {
+            None => {
+                // Taken: the waker is done with the node and the thread once it says so.
+                // SAFETY: `node` lives on this frame; `done` is atomic.
+                while !unsafe { &(*node).done }.load(Ordering::Acquire) {
+                    core::hint::spin_loop();
+                }
+                Ok(())
+            }
+            // SAFETY: `node` is this frame's and was linked by this call.
+            Some(why) => match unsafe { Self::leave(node) } {
+                true => Err(why),
+                // A waker took it first (and, holding the lock we then took, is done with it).
+                false => Ok(()),
+            },
+        };
+        s.platform().irq_restore(irq);
+        r
+    }
+
     /// Take the lock of the queue that holds `node` (or last did), unlink it if it is still
     /// linked, and let go: whether it was. After this no waker touches the node or its thread.
     ///

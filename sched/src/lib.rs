@@ -44,9 +44,12 @@
 //! - [`WaitQueue`]: `const fn new()`, `wait_until(&self, s, cond)`, `wake_one(&self, s) -> bool`,
 //!   `wake_all(&self, s) -> usize`.
 //! - [`Parker`]: `for_current(s) -> Parker` (owned by the calling thread), `park_until(&self, s,
-//!   cond)` (by its owner), `wake(&self, s)` (by anyone): no lock, no list.
+//!   cond)` and `park_until_deadline(&self, s, deadline_ns, cond) -> bool` (by its owner; the
+//!   deadline's timer entry is gone when it returns), `wake(&self, s)` (by anyone): no lock, no
+//!   list.
 //! - [`KeyedWaitQueue<K>`] (module `keyed`, a futex bucket): `const fn new()`, `wait(&'static
-//!   self, s, parker, key, bitset, check, stop, nap) -> Result<(), E>`, `wake(&self, s, key, nr,
+//!   self, s, parker, key, bitset, check, stop, nap) -> Result<(), E>`, `wait_until(.., stop,
+//!   deadline_ns)` (a timed wait that a wake-up ends at once), `wake(&self, s, key, nr,
 //!   bitset) -> u32`, `requeue(&'static self, s, from, to_queue, to_key, nr_wake, nr_requeue,
 //!   check) -> Result<(woken, moved), E>`: waiter nodes on the waiters' stacks, no allocation.
 //! - [`Mutex<T>`]: `const fn new(T)`, `lock(&self, s) -> MutexGuard`, `try_lock`, `get_mut`,

@@ -175,8 +175,9 @@ struct Sleepers {
     next_seq: u64,
 }
 
-// SAFETY: the thread pointers refer to threads that stay inside `sleep_ns` (alive) until their entry
-// has been popped under the heap lock; the heap is only reached through that lock.
+// SAFETY: the thread pointers refer to threads that stay inside `sleep_ns` or `block_until` (alive)
+// until their entry has been popped or taken out under the heap lock; the heap is only reached
+// through that lock.
 unsafe impl Send for Sleepers {}
 
 /// State only its own CPU writes (with interrupts disabled). Atomics, so other CPUs may read it and
@@ -725,6 +726,66 @@ impl<P: Platform> Scheduler<P> {
             thread.entity.set_blocked();
         }
         self.platform.irq_restore(irq);
+    }
+
+    /// Block the calling thread, which its caller has marked blocked (interrupts disabled), until
+    /// a wake-up or until the clock reaches `deadline_ns`, whichever comes first; whether the
+    /// deadline ended it. A wake-up that came after the thread was marked blocked ends it at once
+    /// (as it does a plain block). Unlike [`Scheduler::sleep_ns`], any wake-up counts; the caller
+    /// tells a spurious one from its own by its condition (see `Parker::park_until_deadline`).
+    ///
+    /// Its timer entry is gone when it returns: popped by the expiry (which set `sleep_fired`), or
+    /// else taken out here under the home CPU's sleeper lock, so a timer of a wait that is over
+    /// never wakes the thread in a later block. Mirrored in the loom model `tests/loom_wait.rs`.
+    pub(crate) fn block_until(&self, deadline_ns: u64) -> bool {
+        let home = self.this_cpu();
+        let me = self.current_blockable();
+        // SAFETY: the running thread is alive while it runs.
+        let thread = unsafe { me.as_ref() };
+        let now_ns = self.platform.now_ns();
+        if now_ns >= deadline_ns {
+            // A waker may be setting `Running` too (it saw `Blocked`): the same store.
+            thread.entity.set_running();
+            return true;
+        }
+        let cpu = &self.cpus[home];
+        let seq = {
+            let mut sleepers = cpu.sleepers.lock();
+            thread.sleep_fired.store(false, Ordering::Relaxed);
+            let seq = sleepers.next_seq;
+            sleepers.next_seq += 1;
+            sleepers.heap.push(Reverse(SleepEntry {
+                deadline_ns,
+                seq,
+                thread: me,
+            }));
+            let next = cpu
+                .local
+                .next_sleeper_ns
+                .load(Ordering::Relaxed)
+                .min(deadline_ns);
+            cpu.local.next_sleeper_ns.store(next, Ordering::Relaxed);
+            seq
+        };
+        if deadline_ns < cpu.local.armed_ns.load(Ordering::Relaxed) {
+            self.arm_from(cpu, deadline_ns, now_ns);
+        }
+        self.block();
+        // Running again, possibly on another CPU: the entry lives on `home`.
+        let cpu = &self.cpus[home];
+        let mut sleepers = cpu.sleepers.lock();
+        if thread.sleep_fired.load(Ordering::Relaxed) {
+            return true;
+        }
+        // Woken first: the entry is still queued (sequence numbers are unique per heap).
+        sleepers.heap.retain(|Reverse(e)| e.seq != seq);
+        let next = sleepers
+            .heap
+            .peek()
+            .map_or(NEVER, |Reverse(e)| e.deadline_ns);
+        // Its CPU's timer may stay armed for the old deadline: that expiry finds nobody due.
+        cpu.local.next_sleeper_ns.store(next, Ordering::Relaxed);
+        false
     }
 
     /// End the calling thread now. Its joiner gets `None`; destructors of values on its stack do
@@ -1411,8 +1472,8 @@ impl<P: Platform> Scheduler<P> {
             let Some(Reverse(entry)) = sleepers.heap.pop() else {
                 break;
             };
-            // SAFETY: the sleeper stays inside `sleep_ns` until it sees `sleep_fired` under this
-            // lock, which we hold; so it is alive, here and in `wake_thread`.
+            // SAFETY: the sleeper stays inside `sleep_ns` or `block_until` until it sees
+            // `sleep_fired` or takes its entry out under this lock, which we hold; so it is alive, here and in `wake_thread`.
             unsafe {
                 entry
                     .thread

@@ -273,6 +273,58 @@ impl Parker {
         }
     }
 
+    /// [`Parker::park_until`] that also ends when the clock reaches `deadline_ns` (interrupts
+    /// disabled, and left so): whether `cond()` held. The sleep ends at the wake-up itself (no
+    /// slices): `Scheduler::block_until` under the parker's protocol, so a wake that comes
+    /// between the check of `cond` and the block is not lost.
+    #[inline]
+    pub(crate) fn park_until_deadline_irqs_off<P: Platform>(
+        &self,
+        s: &Scheduler<P>,
+        deadline_ns: u64,
+        mut cond: impl FnMut() -> bool,
+    ) -> bool {
+        assert!(
+            s.is_current(Arc::as_ptr(&self.thread)),
+            "a thread parked on another thread's parker"
+        );
+        let entity = &self.thread.entity;
+        loop {
+            entity.set_blocked();
+            fence(Ordering::SeqCst);
+            if cond() {
+                // As in `park_until_irqs_off`.
+                entity.set_running();
+                return true;
+            }
+            let fired = s.block_until(deadline_ns);
+            // Woken (maybe spuriously: a wake meant for an earlier wait) or past the deadline.
+            if cond() {
+                return true;
+            }
+            if fired {
+                return false;
+            }
+        }
+    }
+
+    /// [`Parker::park_until`] that also ends when the clock reaches `deadline_ns`: whether
+    /// `cond()` held (else the deadline passed).
+    pub fn park_until_deadline<P: Platform>(
+        &self,
+        s: &Scheduler<P>,
+        deadline_ns: u64,
+        mut cond: impl FnMut() -> bool,
+    ) -> bool {
+        if cond() {
+            return true;
+        }
+        let irq = s.platform().irq_save_disable();
+        let r = self.park_until_deadline_irqs_off(s, deadline_ns, cond);
+        s.platform().irq_restore(irq);
+        r
+    }
+
     /// The thread that owns this parker (alive while the parker is).
     pub(crate) fn thread(&self) -> NonNull<Thread> {
         NonNull::from(&*self.thread)

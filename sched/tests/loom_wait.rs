@@ -43,6 +43,11 @@
 //!   with `sleep_fired` cleared, blocks, and after every wake-up, wherever it runs, leaves only if it
 //!   sees `sleep_fired` under the home CPU's sleep-queue lock; the expiry pops due entries, sets
 //!   `sleep_fired` and wakes the thread under that lock.
+//! - The timed-park model mirrors `Parker::park_until_deadline_irqs_off` on
+//!   `Scheduler::block_until`: the parker's protocol (blocked, fence, condition), then the sleep
+//!   queue entry and a block that any wake-up ends; after it, under the home CPU's sleep-queue
+//!   lock, the sleeper either sees `sleep_fired` or takes its own entry out, so no expiry reaches
+//!   it once it has left.
 //! - The preemption model mirrors `Scheduler::preempt_disable`, `PreemptGuard::drop`,
 //!   `Scheduler::tick` (`need_resched`) and `preempt_if_needed`. A timer interrupt runs only where
 //!   interrupts are enabled and stops the interrupted code while it runs: the CPU is a loom mutex
@@ -499,6 +504,20 @@ struct Sleep {
     left: AtomicBool,
     /// How many times the expiry fired the sleeper.
     fired: AtomicUsize,
+    /// Which sleep task 0 takes.
+    mode: Mode,
+    /// The timed park's condition (the futex waiter's `taken`), set by its waker.
+    cond: AtomicBool,
+}
+
+/// The sleep the sleeper takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `Scheduler::sleep_ns`: only the expiry ends it.
+    Sleep,
+    /// `Parker::park_until_deadline_irqs_off` on `Scheduler::block_until`: a wake-up ends it, or
+    /// the expiry, which runs only if `expire` (else the deadline is out of reach).
+    Timed { expire: bool },
 }
 
 /// What the sleeper did on the CPU that ran it.
@@ -521,6 +540,23 @@ impl Sleep {
                 }
             }
         });
+        if matches!(self.mode, Mode::Timed { .. }) {
+            // `park_until_deadline_irqs_off`: blocked, the fence, the condition, then
+            // `block_until`: register with `sleep_fired` cleared, block.
+            task.entity.set_blocked();
+            fence(Ordering::SeqCst);
+            if self.cond.load(Ordering::Relaxed) {
+                task.entity.set_running();
+                self.leave();
+                return Step::Left;
+            }
+            {
+                let mut sleepers = self.sleepers.lock().unwrap();
+                task.sleep_fired.store(false, Ordering::Relaxed);
+                sleepers.push(0);
+            }
+            return self.block_loop(0);
+        }
         {
             let mut sleepers = self.sleepers.lock().unwrap();
             task.sleep_fired.store(false, Ordering::Relaxed);
@@ -555,6 +591,9 @@ impl Sleep {
     /// CPU's sleep-queue lock), else mark it blocked again (under that lock).
     fn check(&self) -> bool {
         let task = &self.w.tasks[0];
+        if let Mode::Timed { .. } = self.mode {
+            return self.check_timed();
+        }
         let sleepers = self.sleepers.lock().unwrap();
         if task.sleep_fired.load(Ordering::Relaxed) {
             drop(sleepers);
@@ -578,6 +617,55 @@ impl Sleep {
         }
         task.entity.set_blocked();
         false
+    }
+
+    /// After a wake-up in `block_until`, wherever the task runs: under the home CPU's sleep-queue
+    /// lock, either the expiry fired it (and popped its entry) or it takes its entry out; then the
+    /// parker's condition. It leaves if the condition holds or the deadline passed; else (a wake
+    /// meant for an earlier wait) it parks again.
+    fn check_timed(&self) -> bool {
+        let task = &self.w.tasks[0];
+        let fired = {
+            let mut sleepers = self.sleepers.lock().unwrap();
+            let fired = task.sleep_fired.load(Ordering::Relaxed);
+            if !fired {
+                sleepers.retain(|&i| i != 0);
+            }
+            fired
+        };
+        if self.cond.load(Ordering::Relaxed) || fired {
+            if fired {
+                assert_eq!(self.fired.load(Ordering::Relaxed), 1);
+            }
+            self.leave();
+            return true;
+        }
+        task.entity.set_blocked();
+        fence(Ordering::SeqCst);
+        if self.cond.load(Ordering::Relaxed) {
+            task.entity.set_running();
+            self.leave();
+            return true;
+        }
+        let mut sleepers = self.sleepers.lock().unwrap();
+        task.sleep_fired.store(false, Ordering::Relaxed);
+        sleepers.push(0);
+        false
+    }
+
+    /// The timed park returns: the thread goes on (or exits, its memory reused).
+    fn leave(&self) {
+        self.w.tasks[0].frame.with_mut(|n| {
+            // SAFETY: the expiry only reaches the thread under the sleep-queue lock, through an
+            // entry, and the thread has none left.
+            unsafe {
+                *n = Node {
+                    live: false,
+                    linked: false,
+                }
+            }
+        });
+        self.left.store(true, Ordering::Release);
     }
 
     /// `Scheduler::expire_due_sleepers` on CPU 0 (its timer interrupt or its idle loop).
@@ -610,7 +698,9 @@ impl Sleep {
                 return;
             }
             if cpu == 0 {
-                self.expire();
+                if self.mode != (Mode::Timed { expire: false }) {
+                    self.expire();
+                }
             } else if let Some(t) = self.w.queues[0].steal(1) {
                 // SAFETY: stolen, so on no queue; `steal` made it CPU 1's.
                 unsafe { self.w.queues[1].activate(t) };
@@ -640,6 +730,8 @@ fn sleep_expiry_racing_a_stray_wake_and_a_steal() {
             sleepers: Mutex::new(Vec::new()),
             left: AtomicBool::new(false),
             fired: AtomicUsize::new(0),
+            mode: Mode::Sleep,
+            cond: AtomicBool::new(false),
         });
         let cpu1 = {
             let s = s.clone();
@@ -671,6 +763,65 @@ fn sleep_expiry_racing_a_stray_wake_and_a_steal() {
         assert_eq!(w_state(&s.w), [None, None]);
         assert_eq!(s.w.tasks[0].entity.state(), State::Running);
     });
+}
+
+/// Task 0 parks with a deadline on CPU 0 (`Parker::park_until_deadline` on
+/// `Scheduler::block_until`); task 1, on CPU 1, makes its condition true, wakes it and exits, and
+/// CPU 1's idle loop steals it. With `expire`, CPU 0's idle loop expires it (the deadline passed)
+/// racing that wake-up; without, the deadline is never reached, so only the wake-up can end the
+/// park (a lost one hangs the model). The sleeper leaves exactly once, with its entry gone from
+/// the sleep queue, and the expiry never reaches it after it has left.
+fn timed_park_racing_a_wake(expire: bool) {
+    model(move || {
+        let s = Arc::new(Sleep {
+            w: World::new(false),
+            sleepers: Mutex::new(Vec::new()),
+            left: AtomicBool::new(false),
+            fired: AtomicUsize::new(0),
+            mode: Mode::Timed { expire },
+            cond: AtomicBool::new(false),
+        });
+        let cpu1 = {
+            let s = s.clone();
+            thread::spawn(move || {
+                let w = &s.w;
+                // The waker (`KeyedWaitQueue`'s `take`): the condition, the fence, the wake.
+                s.cond.store(true, Ordering::Relaxed);
+                fence(Ordering::SeqCst);
+                // SAFETY: the task lives for the model.
+                unsafe { wake(w.queue_of(), w.tasks[0].ptr()) };
+                let t1 = &w.tasks[1];
+                t1.entity.set_dead();
+                let next = {
+                    let mut rq = w.queues[1].lock();
+                    // SAFETY: task 1 runs on CPU 1 and is alive.
+                    unsafe { rq.put_prev_pick_next(t1.ptr(), false) }
+                };
+                assert_eq!(next, None);
+                save_and_release(t1);
+                s.idle(1);
+            })
+        };
+        if matches!(s.start(), Step::SwitchedAway) {
+            s.idle(0);
+        }
+        cpu1.join().unwrap();
+        assert!(s.left.load(Ordering::Relaxed));
+        assert!(s.fired.load(Ordering::Relaxed) <= usize::from(expire));
+        assert!(s.sleepers.lock().unwrap().is_empty(), "a timer entry outlived its park");
+        assert_eq!(w_state(&s.w), [None, None]);
+        assert_eq!(s.w.tasks[0].entity.state(), State::Running);
+    });
+}
+
+#[test]
+fn timed_park_ended_by_a_wake_up() {
+    timed_park_racing_a_wake(false);
+}
+
+#[test]
+fn timed_park_expiry_racing_a_wake_up_and_a_steal() {
+    timed_park_racing_a_wake(true);
 }
 
 /// What is left on the two run queues.

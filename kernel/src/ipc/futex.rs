@@ -20,14 +20,13 @@
 //! and the wait reads it again with interrupts on (which faults the page in, or is `EFAULT`) and
 //! starts over.
 //!
-//! Timeouts: the scheduler has no timed wait on a queue, so a timed waiter sleeps in slices of at
-//! most [`TIMEOUT_SLICE_NS`] and checks whether it was taken, the deadline and its signals after
-//! each (a wake-up that comes during a slice is seen at its end: the parker's wake is a spurious
-//! one for `sleep_ns`). The trade-off: a timed wait costs a wake-up per slice.
+//! Timeouts: a timed waiter parks with a deadline (`sched::KeyedWaitQueue::wait_until`): the
+//! scheduler's timer ends its sleep at the deadline, and a waker's (or a signal's) wake-up ends it
+//! at once; the timer entry of a wait that ended early is taken out, so it wakes nobody later.
 //!
 //! A signal interrupts a wait ([`WaitError::Interrupted`]): the sender sets the thread's pending
 //! flag (`intr`'s, in the context), then `intr::kick` wakes the park (`uctx::kick_park`); the
-//! untimed sleeper's condition reads that flag, the timed one checks it between its slices.
+//! sleeper's condition reads that flag.
 //!
 //! Keys are (process memory, address) for private words, (frame, offset) for shared ones (see
 //! `syscall::futex`).
@@ -40,8 +39,6 @@ use sched::KeyedWaitQueue;
 use crate::task::{self, uctx::UserCtx};
 
 const NR_BUCKETS: usize = 64;
-/// Longest sleep of a timed waiter between checks of its deadline.
-pub const TIMEOUT_SLICE_NS: u64 = 1_000_000;
 
 static BUCKETS: [KeyedWaitQueue<FutexKey>; NR_BUCKETS] = [const { KeyedWaitQueue::new() }; NR_BUCKETS];
 
@@ -105,8 +102,8 @@ fn wait_untimed(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u
     bucket(key).wait(task::sched(), parker, key, bitset, || compare(word, expected), pending, None)
 }
 
-/// One try of a timed [`wait`]: naps of at most [`TIMEOUT_SLICE_NS`] until taken, signalled or
-/// past `deadline` (monotonic ns).
+/// One try of a timed [`wait`]: asleep on the parker until taken, signalled or past `deadline`
+/// (monotonic ns), which the scheduler's timer ends without slices.
 #[inline(never)]
 fn wait_timed(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32, deadline: u64) -> Result<(), WaitError> {
     let parker = me.park.parker();
@@ -115,13 +112,7 @@ fn wait_timed(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32
         now if now >= deadline => Some(WaitError::TimedOut),
         _ => me.intr.pending.load(Ordering::SeqCst).then_some(WaitError::Interrupted),
     };
-    let nap = || {
-        let now = crate::time::now_ns();
-        if now < deadline {
-            s.sleep_ns((deadline - now).min(TIMEOUT_SLICE_NS));
-        }
-    };
-    bucket(key).wait(s, parker, key, bitset, || compare(word, expected), stop, Some(&nap))
+    bucket(key).wait_until(s, parker, key, bitset, || compare(word, expected), stop, deadline)
 }
 
 /// Wake up to `n` waiters of `key` whose bitset meets `bitset`; returns how many.

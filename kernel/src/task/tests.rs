@@ -47,6 +47,7 @@ crate::register_tests![
     Test { name: "sched_stack_no_drift", min_cpus: 1, expect_fault: false, run: stack_no_drift },
     Test { name: "sched_fpu_isolation", min_cpus: 1, expect_fault: false, run: fpu_isolation },
     Test { name: "sched_sleep_accuracy", min_cpus: 1, expect_fault: false, run: sleep_accuracy },
+    Test { name: "sched_timed_wait_ends_at_its_wake", min_cpus: 1, expect_fault: false, run: timed_wait_ends_at_its_wake },
     Test { name: "sched_idle_is_tickless", min_cpus: 1, expect_fault: false, run: idle_is_tickless },
     Test { name: "sched_remote_wake_ipi", min_cpus: 2, expect_fault: false, run: remote_wake_ipi },
     Test { name: "sched_balance_spreads_busy_threads", min_cpus: 2, expect_fault: false, run: balance_spreads_busy_threads },
@@ -1346,6 +1347,68 @@ fn sleep_accuracy() -> Result<(), String> {
         let (median, max) = median_max(&mut late_us);
         println_raw!("  note: sleep {} ms: late by median {median} us, max {max} us ({} sleeps)", d / MS, all.len());
     }
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------------------------
+// sched_timed_wait_ends_at_its_wake
+
+/// How long the waker of `sched_timed_wait_ends_at_its_wake` lets the waiter sleep first.
+const TIMED_WAKE_AFTER_NS: u64 = 20 * MS;
+
+/// A thread on the last CPU waits on a keyed queue (a futex bucket's timed wait) with a deadline
+/// 10 s away; a thread on CPU 0 sleeps 20 ms, then wakes it. The wait returns taken, having
+/// checked its stop condition at most twice (before its sleep, and once more if it was woken
+/// before it blocked): it slept once, through to the wake-up, and never woke at a timer before it
+/// (naps of 1 ms would have checked it about 20 times). Then a wait nobody wakes ends at its
+/// 5 ms deadline, not earlier.
+fn timed_wait_ends_at_its_wake() -> Result<(), String> {
+    static QUEUE: sched::KeyedWaitQueue<u64> = sched::KeyedWaitQueue::new();
+    let cpus = cpus();
+    let waiter_cpu = cpus[cpus.len() - 1];
+    let ready = Arc::new(AtomicBool::new(false));
+    let waiter = {
+        let ready = ready.clone();
+        spawn(pinned("timed-waiter", waiter_cpu), move || {
+            let s = sched();
+            let parker = sched::Parker::for_current(s);
+            let deadline = time::now_ns() + 10_000 * MS;
+            let mut stops = 0u32;
+            let stop = || {
+                stops += 1;
+                ready.store(true, Ordering::Release);
+                (time::now_ns() >= deadline).then_some(())
+            };
+            let r = QUEUE.wait_until(s, &parker, 1, u32::MAX, || Ok::<(), ()>(()), stop, deadline);
+            (r, stops)
+        })?
+    };
+    let waker = spawn(pinned("timed-waker", cpus[0]), move || {
+        let s = sched();
+        while !ready.load(Ordering::Acquire) {
+            s.sleep_ns(MS);
+        }
+        s.sleep_ns(TIMED_WAKE_AFTER_NS);
+        let mut woken = 0;
+        while woken == 0 {
+            woken = QUEUE.wake(s, 1, 1, u32::MAX);
+            if woken == 0 {
+                s.sleep_ns(MS);
+            }
+        }
+    })?;
+    let mut results = join_all(vec![waiter], 30_000 * MS, 10 * MS, |_| String::from("the timed waiter"))?;
+    join_all(vec![waker], 30_000 * MS, 10 * MS, |_| String::from("its waker"))?;
+    let (r, stops) = results.pop().ok_or("no result")?;
+    ensure!(r == Ok(()), "the woken timed wait returned {r:?}");
+    ensure!(stops <= 2, "the timed wait checked its stop condition {stops} times: it woke before its wake-up");
+    let s = sched();
+    let parker = sched::Parker::for_current(s);
+    let deadline = time::now_ns() + 5 * MS;
+    let r = QUEUE.wait_until(s, &parker, 2, u32::MAX, || Ok::<(), ()>(()), || (time::now_ns() >= deadline).then_some(()), deadline);
+    ensure!(r == Err(()), "a timed wait nobody woke returned {r:?}");
+    ensure!(time::now_ns() >= deadline, "a timed wait ended before its deadline");
+    ensure!(QUEUE.wake(s, 2, 8, u32::MAX) == 0, "a timed-out waiter was left queued");
     Ok(())
 }
 
