@@ -232,8 +232,7 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
         let irq = s.platform().irq_save_disable();
         let mut node = Node {
             thread: parker.thread(),
-            prev: null_mut(),
-            next: null_mut(),
+            links: Links::new(),
             key,
             bitset,
             queued: AtomicBool::new(false),
