@@ -191,22 +191,8 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
                 irq = s.platform().irq_save_disable();
             },
         };
-        let r = match why {
-            None => {
-                // Taken: the waker is done with the node and the thread once it says so.
-                // SAFETY: `node` lives on this frame; `done` is atomic.
-                while !unsafe { &(*node).done }.load(Ordering::Acquire) {
-                    core::hint::spin_loop();
-                }
-                Ok(())
-            }
-            // SAFETY: `node` is this frame's and was linked by this call.
-            Some(why) => match unsafe { Self::leave(node) } {
-                true => Err(why),
-                // A waker took it first (and, holding the lock we then took, is done with it).
-                false => Ok(()),
-            },
-        };
+        // SAFETY: `node` is this frame's and was linked by this call.
+        let r = unsafe { Self::finish(node, why) };
         s.platform().irq_restore(irq);
         r
     }
@@ -276,24 +262,35 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
                 break Some(why);
             }
         };
-        let r = match why {
+        // SAFETY: `node` is this frame's and was linked by this call.
+        let r = unsafe { Self::finish(node, why) };
+        s.platform().irq_restore(irq);
+        r
+    }
+
+    /// The end of a wait whose sleep is over: taken (`why` is `None`), wait until the waker is
+    /// done with the node and the thread; stopped, leave the queue, unless a waker took the node
+    /// first (then the wait succeeded after all, as on Linux).
+    ///
+    /// # Safety
+    /// `node` is the caller's own, linked by its wait (interrupts disabled).
+    #[inline(always)]
+    unsafe fn finish<E>(node: *mut Node<K>, why: Option<E>) -> Result<(), E> {
+        match why {
             None => {
-                // Taken: the waker is done with the node and the thread once it says so.
-                // SAFETY: `node` lives on this frame; `done` is atomic.
+                // SAFETY: `node` is valid (caller); `done` is atomic.
                 while !unsafe { &(*node).done }.load(Ordering::Acquire) {
                     core::hint::spin_loop();
                 }
                 Ok(())
             }
-            // SAFETY: `node` is this frame's and was linked by this call.
+            // SAFETY: as the caller promises.
             Some(why) => match unsafe { Self::leave(node) } {
                 true => Err(why),
                 // A waker took it first (and, holding the lock we then took, is done with it).
                 false => Ok(()),
             },
-        };
-        s.platform().irq_restore(irq);
-        r
+        }
     }
 
     /// Take the lock of the queue that holds `node` (or last did), unlink it if it is still

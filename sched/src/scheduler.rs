@@ -699,19 +699,7 @@ impl<P: Platform> Scheduler<P> {
             let mut sleepers = cpu.sleepers.lock();
             thread.sleep_fired.store(false, Ordering::Relaxed);
             thread.entity.set_blocked();
-            let seq = sleepers.next_seq;
-            sleepers.next_seq += 1;
-            sleepers.heap.push(Reverse(SleepEntry {
-                deadline_ns,
-                seq,
-                thread: me,
-            }));
-            let next = cpu
-                .local
-                .next_sleeper_ns
-                .load(Ordering::Relaxed)
-                .min(deadline_ns);
-            cpu.local.next_sleeper_ns.store(next, Ordering::Relaxed);
+            Self::queue_sleeper(cpu, &mut sleepers, me, deadline_ns);
         }
         if deadline_ns < cpu.local.armed_ns.load(Ordering::Relaxed) {
             self.arm_from(cpu, deadline_ns, now_ns);
@@ -752,20 +740,7 @@ impl<P: Platform> Scheduler<P> {
         let seq = {
             let mut sleepers = cpu.sleepers.lock();
             thread.sleep_fired.store(false, Ordering::Relaxed);
-            let seq = sleepers.next_seq;
-            sleepers.next_seq += 1;
-            sleepers.heap.push(Reverse(SleepEntry {
-                deadline_ns,
-                seq,
-                thread: me,
-            }));
-            let next = cpu
-                .local
-                .next_sleeper_ns
-                .load(Ordering::Relaxed)
-                .min(deadline_ns);
-            cpu.local.next_sleeper_ns.store(next, Ordering::Relaxed);
-            seq
+            Self::queue_sleeper(cpu, &mut sleepers, me, deadline_ns)
         };
         if deadline_ns < cpu.local.armed_ns.load(Ordering::Relaxed) {
             self.arm_from(cpu, deadline_ns, now_ns);
@@ -786,6 +761,26 @@ impl<P: Platform> Scheduler<P> {
         // Its CPU's timer may stay armed for the old deadline: that expiry finds nobody due.
         cpu.local.next_sleeper_ns.store(next, Ordering::Relaxed);
         false
+    }
+
+    /// Under `cpu`'s sleeper lock (`sleepers`): queue thread `me`'s timer entry for `deadline_ns`
+    /// and bring the CPU's earliest-sleeper mark forward to it; returns the entry's sequence number.
+    #[inline(always)]
+    fn queue_sleeper(cpu: &Cpu, sleepers: &mut Sleepers, me: NonNull<Thread>, deadline_ns: u64) -> u64 {
+        let seq = sleepers.next_seq;
+        sleepers.next_seq += 1;
+        sleepers.heap.push(Reverse(SleepEntry {
+            deadline_ns,
+            seq,
+            thread: me,
+        }));
+        let next = cpu
+            .local
+            .next_sleeper_ns
+            .load(Ordering::Relaxed)
+            .min(deadline_ns);
+        cpu.local.next_sleeper_ns.store(next, Ordering::Relaxed);
+        seq
     }
 
     /// End the calling thread now. Its joiner gets `None`; destructors of values on its stack do
