@@ -1111,7 +1111,9 @@ impl CpuSpaces {
         let slot = usize::from(decision.pcid.get()) - 1;
         match decision.kind {
             // No owners without PCIDs: the CR3 write emptied the TLB, `next` is held by `loaded`.
-            SwitchKind::Recycled(_) | SwitchKind::Miss if !tagged => {}
+            SwitchKind::Recycled(_) | SwitchKind::Miss if !tagged => {
+                log::trace!("pcid: {me} loads {} without a PCID (the CR3 write flushes)", next.asid);
+            }
             SwitchKind::Recycled(evicted) => {
                 log::trace!("pcid: {me} recycles PCID {} from {evicted} for {}", decision.pcid.get(), next.asid);
                 let owner = self.owners[slot].replace(next.clone()).expect("a recycled slot has an owner");
