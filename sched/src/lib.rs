@@ -11,7 +11,7 @@
 //! Setup (modules `scheduler`, `platform`):
 //! - `Scheduler::new(platform: P, nr_cpus: usize, config: Config) -> &'static Scheduler<P>`;
 //!   [`Config`] `{ slice_ns: u64 (default 10 ms), prefetch: bool (default true) }`.
-//! - `unsafe fn Scheduler::run_cpu(&'static self, stop: &impl Fn() -> bool)`: each CPU's boot thread
+//! - `unsafe fn Scheduler::run_cpu<F: Fn() -> bool + ?Sized>(&'static self, stop: &F)`: each CPU's boot thread
 //!   becomes its idle thread and runs the idle loop (returns only when `stop()` and no work).
 //! - [`Platform`]: `cpu_id`, `irq_save_disable`/`irq_restore` ([`IrqState`]; `irq_save_disable_on` also names the CPU), `send_resched`,
 //!   `now_ns`, `arm_timer(Option<u64>)` (and `arm_timer_from`, given a recent clock reading), `idle_wait`, `alloc_stack`/`free_stack` ([`Stack`]),
