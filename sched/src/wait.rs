@@ -276,7 +276,8 @@ impl Parker {
     /// [`Parker::park_until`] that also ends when the clock reaches `deadline_ns` (interrupts
     /// disabled, and left so): whether `cond()` held. The sleep ends at the wake-up itself (no
     /// slices): `Scheduler::block_until` under the parker's protocol, so a wake that comes
-    /// between the check of `cond` and the block is not lost.
+    /// between the check of `cond` and the block is not lost. The loop is `park_until_irqs_off`'s
+    /// written again, so that the untimed park, on the futex hand-off's path, keeps its code.
     #[inline]
     pub(crate) fn park_until_deadline_irqs_off<P: Platform>(
         &self,
