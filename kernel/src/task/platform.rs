@@ -193,7 +193,25 @@ fn timer_tick<const USER: bool>() {
     }
 }
 
+/// The reschedule IPI's interrupts of ring 0, straight from the entry stub (`arch::trap`'s direct
+/// vector for IPIs): what `trap_dispatch` and its table would do for them. This is the way out of
+/// the halt of an idle CPU another one queued a thread on, on every cross-CPU wake-up; a thread
+/// interrupted in ring 0 still gets its preemption check here. Interrupts of ring 3 take
+/// `trap_dispatch` and [`resched_handler`].
+extern "C" fn resched_entry(_frame: *mut arch::trap::TrapFrame) {
+    trap::interrupt_entered(trap::VECTOR_RESCHED);
+    resched();
+}
+
+/// The reschedule IPI from user mode (and from ring 0 before the direct entry is installed).
 fn resched_handler(_frame: &mut arch::trap::TrapFrame) {
+    resched();
+}
+
+/// The reschedule IPI's work, from either entry: acknowledge it, then switch if the thread it
+/// interrupted is to make way (an idle thread only clears its flag: its loop looks for work).
+#[inline(always)]
+fn resched() {
     percpu::count(percpu::Counter::IpisReceived);
     apic::eoi();
     if let Some(s) = SCHED.get() {
@@ -247,8 +265,9 @@ pub fn init(nr_cpus: u32, slice_ns: u64, fpu: arch::fpu::FpuFeatures) {
     let config = sched::Config { slice_ns, ..sched::Config::default() };
     SCHED.call_once(|| Scheduler::new(platform, nr_cpus as usize, config));
     trap::register(trap::VECTOR_TIMER, timer_handler);
-    arch::trap::set_direct_entry(timer_entry);
+    arch::trap::set_direct_entry(trap::VECTOR_TIMER, timer_entry);
     trap::register(trap::VECTOR_RESCHED, resched_handler);
+    arch::trap::set_direct_entry(trap::VECTOR_RESCHED, resched_entry);
     crate::irq::panic::set_thread_name(write_current);
 }
 
