@@ -1508,8 +1508,15 @@ impl<P: Platform> Scheduler<P> {
     fn switch_path_on(&self, me: usize, reason: Reason) {
         assert!(me < self.cpus.len(), "a CPU index that is not part of this scheduler");
         let cpu = &self.cpus[me];
-        let prev = cpu.local.current.load(Ordering::Relaxed);
         let idle = cpu.local.idle.load(Ordering::Relaxed);
+        // The idle loop's switch runs on the idle thread: said as a constant, so that the tests of
+        // `prev == idle` below fold away on that path.
+        let prev = if matches!(reason, Reason::Idle(_)) {
+            debug_assert_eq!(cpu.local.current.load(Ordering::Relaxed), idle, "schedule_idle off the idle thread");
+            idle
+        } else {
+            cpu.local.current.load(Ordering::Relaxed)
+        };
         if matches!(
             reason,
             Reason::Yield | Reason::Block | Reason::Exit | Reason::Migrate(_)
@@ -1591,7 +1598,11 @@ impl<P: Platform> Scheduler<P> {
             }
             return;
         }
-        if let Some(now) = now {
+        if let Reason::Idle(now) = reason {
+            // The accounting point of the idle thread: nothing reads its `run_ns` and it has no
+            // space to charge, so only the point moves (the halts are counted in `idle_ns`).
+            cpu.local.acct_ns.store(now, Ordering::Relaxed);
+        } else if let Some(now) = now {
             // An accounting point for free: the clock was read anyway. Without one, what `prev`
             // ran goes to whoever runs at the next point (see the module doc).
             // SAFETY: `prev` is alive and running here (it is us).
