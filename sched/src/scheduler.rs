@@ -1251,11 +1251,20 @@ impl<P: Platform> Scheduler<P> {
     /// thread itself in a moment. Taking its lock only to look would make it wait for the lock
     /// on its way out of the halt, which is the hand-off of every cross-CPU wake-up.
     fn steal_into(&self, me: usize) -> bool {
-        let n = self.cpus.len();
-        for k in 1..n {
-            // `(me + k) % n` without a division (`me < n`, `k < n`).
-            let c = if me + k >= n { me + k - n } else { me + k };
-            let victim = &self.cpus[c];
+        // The CPUs after this one, wrapping around, without a division; the slice is read once
+        // (the queue hints' atomics would make the compiler reload it per CPU).
+        let cpus: &[Cpu] = &self.cpus;
+        let n = cpus.len();
+        let mut c = me;
+        loop {
+            c += 1;
+            if c >= n {
+                c = 0;
+            }
+            if c == me {
+                return false;
+            }
+            let victim = &cpus[c];
             let queued = victim.queue.len_hint();
             if queued == 0 || (queued == 1 && victim.queue.halted_hint()) {
                 continue;
@@ -1278,7 +1287,6 @@ impl<P: Platform> Scheduler<P> {
                 return true;
             }
         }
-        false
     }
 
     /// Block the running thread (its state is already `Blocked`; interrupts disabled). Returns once
