@@ -341,7 +341,37 @@ macro_rules! irq_path {
 
 irq_path!("trap_common_irq", "call trap_dispatch");
 irq_path!("trap_direct_irq", "call qword ptr [rip + {entry}]", entry = sym DIRECT_ENTRY);
-irq_path!("trap_direct_ipi", "call qword ptr [rip + {entry}]", entry = sym DIRECT_ENTRY_IPI);
+irq_path!("trap_direct_ipi_saving", "call qword ptr [rip + {entry}]", entry = sym DIRECT_ENTRY_IPI);
+
+// `DIRECT_VECTOR_IPI` of ring 0: if it interrupted the idle halt (`arch_idle_halt`, its RIP the
+// label after `hlt`) and the kernel installed a halt-exit entry, call that entry with nothing
+// saved and return: no register of the interrupted code is live there (see `idle_halt`). Otherwise
+// `trap_direct_ipi_saving`, the path every other direct vector takes. Stack at the call: the five
+// words of the CPU, error code, vector and the saved `rax` slot: 64 bytes below a 16-byte aligned
+// RSP, so aligned as a call needs.
+core::arch::global_asm!(
+    ".pushsection .text.trap_common, \"ax\"",
+    ".balign 16",
+    "trap_direct_ipi:",
+    "test byte ptr [rsp + 24], 3",
+    "jnz trap_common",
+    "push rax",
+    "lea rax, [rip + arch_idle_halt_resume]",
+    "cmp rax, [rsp + 24]",
+    "jne 1f",
+    "mov rax, [rip + {entry}]",
+    "test rax, rax",
+    "jz 1f",
+    "call rax",
+    // The `rax` slot, the vector and the error code.
+    "add rsp, 24",
+    "iretq",
+    "1:",
+    "pop rax",
+    "jmp trap_direct_ipi_saving",
+    ".popsection",
+    entry = sym HALT_EXIT_ENTRY,
+);
 
 /// A vector whose interrupts of ring 0 skip `trap_dispatch` and its handler table: their stub
 /// calls the function [`set_direct_entry`] installed for it (the kernel's timer vector, which
@@ -379,6 +409,56 @@ pub fn set_direct_entry(vector: u8, entry: DirectEntry) {
         _ => panic!("vector {vector:#x} has no direct entry"),
     };
     slot.store(entry as *mut (), Ordering::Release);
+}
+
+/// The function `trap_direct_ipi` calls when its interrupt ended [`idle_halt`]; null: none, that
+/// interrupt takes `trap_direct_ipi_saving` as any other. Read by the assembly with one load.
+static HALT_EXIT_ENTRY: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// A function the reschedule IPI that ends [`idle_halt`] calls, with interrupts off and no frame.
+/// It must do for the vector what `trap_dispatch` would (count, trace, EOI) and must not switch
+/// threads or enable interrupts: it returns straight to the halt's caller.
+pub type HaltExitEntry = extern "C" fn();
+
+/// Route the interrupts on [`DIRECT_VECTOR_IPI`] that end an [`idle_halt`] to `entry`, called
+/// with no register saved and no frame built (the rest of that vector's interrupts of ring 0 still
+/// take its direct entry, [`set_direct_entry`]).
+pub fn set_halt_exit_entry(entry: HaltExitEntry) {
+    HALT_EXIT_ENTRY.store(entry as *mut (), Ordering::Release);
+}
+
+/// [`crate::cpu::enable_interrupts_and_halt`] for a CPU's idle loop: enable interrupts, halt until
+/// the next one, and return with interrupts disabled again. A [`DIRECT_VECTOR_IPI`] interrupt that
+/// ends this halt takes the shortest way in (see [`set_halt_exit_entry`]): nothing saved, no frame.
+///
+/// That is sound because the halt is a call of a C-ABI function (`arch_idle_halt`): its callers
+/// treat every caller-saved register and the flags as clobbered by it, the entry (Rust code)
+/// preserves the callee-saved ones, and `iretq` restores RFLAGS and RSP. The direction flag is
+/// clear and AC is not set at the halt (the ABI's state at a call; only the user-copy loops set
+/// AC), as the entry's Rust code assumes.
+#[inline(always)]
+pub fn idle_halt() {
+    // SAFETY: `arch_idle_halt` only enables interrupts, halts, disables them and returns; halting
+    // is sound in ring 0, and the interrupt handlers that end it return there.
+    unsafe { arch_idle_halt() }
+}
+
+/// The halt of [`idle_halt`]; `arch_idle_halt_resume`, right after `hlt`, is where every interrupt
+/// that ends it returns (`sti` holds interrupts off for one instruction, so none arrives before
+/// the `hlt`), which `trap_direct_ipi` recognises.
+///
+/// # Safety
+/// Ring 0; called only by [`idle_halt`].
+#[unsafe(naked)]
+unsafe extern "C" fn arch_idle_halt() {
+    core::arch::naked_asm!(
+        "sti",
+        "hlt",
+        ".globl arch_idle_halt_resume",
+        "arch_idle_halt_resume:",
+        "cli",
+        "ret",
+    )
 }
 
 unsafe extern "C" {

@@ -109,7 +109,8 @@ impl Platform for KernelPlatform {
         if let Some((enter, _)) = MM_IDLE.get() {
             enter();
         }
-        arch::cpu::enable_interrupts_and_halt();
+        // The reschedule IPI that ends this halt takes `resched_halt_exit`, with nothing saved.
+        arch::trap::idle_halt();
         trace::event(Category::Idle, |tsc, cpu| Record::new(tsc, cpu, Kind::IdleExit));
     }
 
@@ -203,6 +204,16 @@ extern "C" fn resched_entry(_frame: *mut arch::trap::TrapFrame) {
     resched();
 }
 
+/// The reschedule IPI that ended the idle loop's halt (`arch::trap::idle_halt`), straight from the
+/// entry stub with nothing saved: count, trace, EOI. The interrupted thread is the idle thread,
+/// which has nothing to be preempted for (`resched` would only clear its `need_resched`, which
+/// nothing reads on an idle thread and its next switch clears): its loop looks for work next.
+extern "C" fn resched_halt_exit() {
+    trap::interrupt_entered(trap::VECTOR_RESCHED);
+    percpu::count(percpu::Counter::IpisReceived);
+    apic::eoi();
+}
+
 /// The reschedule IPI from user mode (and from ring 0 before the direct entry is installed).
 fn resched_handler(_frame: &mut arch::trap::TrapFrame) {
     resched();
@@ -268,6 +279,7 @@ pub fn init(nr_cpus: u32, slice_ns: u64, fpu: arch::fpu::FpuFeatures) {
     arch::trap::set_direct_entry(trap::VECTOR_TIMER, timer_entry);
     trap::register(trap::VECTOR_RESCHED, resched_handler);
     arch::trap::set_direct_entry(trap::VECTOR_RESCHED, resched_entry);
+    arch::trap::set_halt_exit_entry(resched_halt_exit);
     crate::irq::panic::set_thread_name(write_current);
 }
 
