@@ -8,9 +8,11 @@
 //! a signal frame saves and restores; `trap_common_irq` for interrupts (32-255) of ring 0 stores
 //! only the nine caller-saved ones (`rax`, `rcx`, `rdx`, `rsi`, `rdi`, `r8`-`r11`) into the same
 //! layout and leaves the six callee-saved fields unwritten: the Rust handler keeps those registers
-//! itself, as the ABI requires; `trap_direct_irq`, the same for the interrupts of ring 0 on
-//! [`DIRECT_VECTOR`] (the timer's), calls the entry the kernel installed with [`set_direct_entry`]
-//! instead of `trap_dispatch`, so a preemption skips the dispatcher's table. Stack on that call:
+//! itself, as the ABI requires; `trap_direct_irq` and `trap_direct_ipi`, the same for the
+//! interrupts of ring 0 on [`DIRECT_VECTOR`] (the timer's) and [`DIRECT_VECTOR_IPI`] (the
+//! reschedule IPI's), call the entry the kernel installed for the vector with
+//! [`set_direct_entry`] instead of `trap_dispatch`, so a preemption, and the wake-up of a halted
+//! CPU, skip the dispatcher's table. Stack on that call:
 //!
 //! ```text
 //!  higher  +-------------+
@@ -126,6 +128,8 @@ macro_rules! trap_stubs {
                         "  jmp trap_common\n",
                         ".elseif ", $v, " == {direct}\n",
                         "  jmp trap_direct_irq\n",
+                        ".elseif ", $v, " == {direct_ipi}\n",
+                        "  jmp trap_direct_ipi\n",
                         ".else\n",
                         "  jmp trap_common_irq\n",
                         ".endif\n",
@@ -138,6 +142,7 @@ macro_rules! trap_stubs {
             $( concat!(".quad trap_stub_", $v, "\n"), )*
             ".popsection\n",
             direct = const DIRECT_VECTOR,
+            direct_ipi = const DIRECT_VECTOR_IPI,
         );
     };
 }
@@ -270,9 +275,10 @@ core::arch::global_asm!(
 // are stored in it (interrupts of ring 3 take `trap_common`'s full save). The handler is Rust
 // code, which preserves the six callee-saved ones itself (and a thread switch inside it saves them
 // in the thread's window), so the interrupted code finds them intact; their six fields stay
-// unwritten. One `sub`/`add` replaces fifteen pushes and pops. Two paths of the same shape:
+// unwritten. One `sub`/`add` replaces fifteen pushes and pops. Three paths of the same shape:
 // `trap_common_irq` calls `trap_dispatch`, `trap_direct_irq` (vector `DIRECT_VECTOR` only) the
-// entry in `DIRECT_ENTRY`.
+// entry in `DIRECT_ENTRY`, `trap_direct_ipi` (vector `DIRECT_VECTOR_IPI` only) the one in
+// `DIRECT_ENTRY_IPI`.
 macro_rules! irq_path {
     ($label:literal, $call:literal $(, $($operand:tt)+)?) => {
         core::arch::global_asm!(
@@ -335,15 +341,50 @@ macro_rules! irq_path {
 
 irq_path!("trap_common_irq", "call trap_dispatch");
 irq_path!("trap_direct_irq", "call qword ptr [rip + {entry}]", entry = sym DIRECT_ENTRY);
+irq_path!("trap_direct_ipi_saving", "call qword ptr [rip + {entry}]", entry = sym DIRECT_ENTRY_IPI);
 
-/// The vector whose interrupts of ring 0 skip `trap_dispatch` and its handler table: their stub
-/// calls the function [`set_direct_entry`] installed (the kernel's timer vector, which preempts
-/// threads: the path every preemption takes). Its interrupts of ring 3 take `trap_common` as
-/// every other vector's do.
+// `DIRECT_VECTOR_IPI` of ring 0: if it interrupted the idle halt (`arch_idle_halt`, its RIP the
+// label after `hlt`) and the kernel installed a halt-exit entry, call that entry with nothing
+// saved and return: no register of the interrupted code is live there (see `idle_halt`). Otherwise
+// `trap_direct_ipi_saving`, the path every other direct vector takes. Stack at the call: the five
+// words of the CPU, error code, vector and the saved `rax` slot: 64 bytes below a 16-byte aligned
+// RSP, so aligned as a call needs.
+core::arch::global_asm!(
+    ".pushsection .text.trap_common, \"ax\"",
+    ".balign 16",
+    "trap_direct_ipi:",
+    "test byte ptr [rsp + 24], 3",
+    "jnz trap_common",
+    "push rax",
+    "lea rax, [rip + arch_idle_halt_resume]",
+    "cmp rax, [rsp + 24]",
+    "jne 1f",
+    "mov rax, [rip + {entry}]",
+    "test rax, rax",
+    "jz 1f",
+    "call rax",
+    // The `rax` slot, the vector and the error code.
+    "add rsp, 24",
+    "iretq",
+    "1:",
+    "pop rax",
+    "jmp trap_direct_ipi_saving",
+    ".popsection",
+    entry = sym HALT_EXIT_ENTRY,
+);
+
+/// A vector whose interrupts of ring 0 skip `trap_dispatch` and its handler table: their stub
+/// calls the function [`set_direct_entry`] installed for it (the kernel's timer vector, which
+/// preempts threads: the path every preemption takes). Its interrupts of ring 3 take
+/// `trap_common` as every other vector's do.
 pub const DIRECT_VECTOR: u8 = 0xf0;
 
-/// A handler `trap_direct_irq` may call: it gets the frame `trap_dispatch` would get (vector and
-/// error code included), with interrupts off, and may switch threads.
+/// The other vector with a direct entry from ring 0 (the kernel's reschedule IPI: the path every
+/// wake-up of a halted CPU takes), as [`DIRECT_VECTOR`].
+pub const DIRECT_VECTOR_IPI: u8 = 0xf1;
+
+/// A handler `trap_direct_irq` or `trap_direct_ipi` may call: it gets the frame `trap_dispatch`
+/// would get (vector and error code included), with interrupts off, and may switch threads.
 pub type DirectEntry = extern "C" fn(frame: *mut TrapFrame);
 
 unsafe extern "C" {
@@ -355,10 +396,69 @@ unsafe extern "C" {
 /// assembly with one load (an aligned 8-byte load, atomic on x86).
 static DIRECT_ENTRY: AtomicPtr<()> = AtomicPtr::new(trap_dispatch as unsafe extern "C" fn(*mut TrapFrame) as *mut ());
 
-/// Route the interrupts of ring 0 on [`DIRECT_VECTOR`] to `entry` instead of `trap_dispatch`.
-/// `entry` must do for the vector what `trap_dispatch` would (count, trace, handle it).
-pub fn set_direct_entry(entry: DirectEntry) {
-    DIRECT_ENTRY.store(entry as *mut (), Ordering::Release);
+/// The function `trap_direct_ipi` calls, as [`DIRECT_ENTRY`].
+static DIRECT_ENTRY_IPI: AtomicPtr<()> = AtomicPtr::new(trap_dispatch as unsafe extern "C" fn(*mut TrapFrame) as *mut ());
+
+/// Route the interrupts of ring 0 on `vector` ([`DIRECT_VECTOR`] or [`DIRECT_VECTOR_IPI`]; panics
+/// for any other) to `entry` instead of `trap_dispatch`. `entry` must do for the vector what
+/// `trap_dispatch` would (count, trace, handle it).
+pub fn set_direct_entry(vector: u8, entry: DirectEntry) {
+    let slot = match vector {
+        DIRECT_VECTOR => &DIRECT_ENTRY,
+        DIRECT_VECTOR_IPI => &DIRECT_ENTRY_IPI,
+        _ => panic!("vector {vector:#x} has no direct entry"),
+    };
+    slot.store(entry as *mut (), Ordering::Release);
+}
+
+/// The function `trap_direct_ipi` calls when its interrupt ended [`idle_halt`]; null: none, that
+/// interrupt takes `trap_direct_ipi_saving` as any other. Read by the assembly with one load.
+static HALT_EXIT_ENTRY: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// A function the reschedule IPI that ends [`idle_halt`] calls, with interrupts off and no frame.
+/// It must do for the vector what `trap_dispatch` would (count, trace, EOI) and must not switch
+/// threads or enable interrupts: it returns straight to the halt's caller.
+pub type HaltExitEntry = extern "C" fn();
+
+/// Route the interrupts on [`DIRECT_VECTOR_IPI`] that end an [`idle_halt`] to `entry`, called
+/// with no register saved and no frame built (the rest of that vector's interrupts of ring 0 still
+/// take its direct entry, [`set_direct_entry`]).
+pub fn set_halt_exit_entry(entry: HaltExitEntry) {
+    HALT_EXIT_ENTRY.store(entry as *mut (), Ordering::Release);
+}
+
+/// [`crate::cpu::enable_interrupts_and_halt`] for a CPU's idle loop: enable interrupts, halt until
+/// the next one, and return with interrupts disabled again. A [`DIRECT_VECTOR_IPI`] interrupt that
+/// ends this halt takes the shortest way in (see [`set_halt_exit_entry`]): nothing saved, no frame.
+///
+/// That is sound because the halt is a call of a C-ABI function (`arch_idle_halt`): its callers
+/// treat every caller-saved register and the flags as clobbered by it, the entry (Rust code)
+/// preserves the callee-saved ones, and `iretq` restores RFLAGS and RSP. The direction flag is
+/// clear and AC is not set at the halt (the ABI's state at a call; only the user-copy loops set
+/// AC), as the entry's Rust code assumes.
+#[inline(always)]
+pub fn idle_halt() {
+    // SAFETY: `arch_idle_halt` only enables interrupts, halts, disables them and returns; halting
+    // is sound in ring 0, and the interrupt handlers that end it return there.
+    unsafe { arch_idle_halt() }
+}
+
+/// The halt of [`idle_halt`]; `arch_idle_halt_resume`, right after `hlt`, is where every interrupt
+/// that ends it returns (`sti` holds interrupts off for one instruction, so none arrives before
+/// the `hlt`), which `trap_direct_ipi` recognises.
+///
+/// # Safety
+/// Ring 0; called only by [`idle_halt`].
+#[unsafe(naked)]
+unsafe extern "C" fn arch_idle_halt() {
+    core::arch::naked_asm!(
+        "sti",
+        "hlt",
+        ".globl arch_idle_halt_resume",
+        "arch_idle_halt_resume:",
+        "cli",
+        "ret",
+    )
 }
 
 unsafe extern "C" {

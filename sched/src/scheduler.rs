@@ -1251,11 +1251,20 @@ impl<P: Platform> Scheduler<P> {
     /// thread itself in a moment. Taking its lock only to look would make it wait for the lock
     /// on its way out of the halt, which is the hand-off of every cross-CPU wake-up.
     fn steal_into(&self, me: usize) -> bool {
-        let n = self.cpus.len();
-        for k in 1..n {
-            // `(me + k) % n` without a division (`me < n`, `k < n`).
-            let c = if me + k >= n { me + k - n } else { me + k };
-            let victim = &self.cpus[c];
+        // The CPUs after this one, wrapping around, without a division; the slice is read once
+        // (the queue hints' atomics would make the compiler reload it per CPU).
+        let cpus: &[Cpu] = &self.cpus;
+        let n = cpus.len();
+        let mut c = me;
+        loop {
+            c += 1;
+            if c >= n {
+                c = 0;
+            }
+            if c == me {
+                return false;
+            }
+            let victim = &cpus[c];
             let queued = victim.queue.len_hint();
             if queued == 0 || (queued == 1 && victim.queue.halted_hint()) {
                 continue;
@@ -1278,7 +1287,6 @@ impl<P: Platform> Scheduler<P> {
                 return true;
             }
         }
-        false
     }
 
     /// Block the running thread (its state is already `Blocked`; interrupts disabled). Returns once
@@ -1508,8 +1516,15 @@ impl<P: Platform> Scheduler<P> {
     fn switch_path_on(&self, me: usize, reason: Reason) {
         assert!(me < self.cpus.len(), "a CPU index that is not part of this scheduler");
         let cpu = &self.cpus[me];
-        let prev = cpu.local.current.load(Ordering::Relaxed);
         let idle = cpu.local.idle.load(Ordering::Relaxed);
+        // The idle loop's switch runs on the idle thread: said as a constant, so that the tests of
+        // `prev == idle` below fold away on that path.
+        let prev = if matches!(reason, Reason::Idle(_)) {
+            debug_assert_eq!(cpu.local.current.load(Ordering::Relaxed), idle, "schedule_idle off the idle thread");
+            idle
+        } else {
+            cpu.local.current.load(Ordering::Relaxed)
+        };
         if matches!(
             reason,
             Reason::Yield | Reason::Block | Reason::Exit | Reason::Migrate(_)
@@ -1591,7 +1606,11 @@ impl<P: Platform> Scheduler<P> {
             }
             return;
         }
-        if let Some(now) = now {
+        if let Reason::Idle(now) = reason {
+            // The accounting point of the idle thread: nothing reads its `run_ns` and it has no
+            // space to charge, so only the point moves (the halts are counted in `idle_ns`).
+            cpu.local.acct_ns.store(now, Ordering::Relaxed);
+        } else if let Some(now) = now {
             // An accounting point for free: the clock was read anyway. Without one, what `prev`
             // ran goes to whoever runs at the next point (see the module doc).
             // SAFETY: `prev` is alive and running here (it is us).

@@ -7,7 +7,7 @@
 //! |--------|------------------------------------------|
 //! | 0x24   | COM1 (ISA IRQ 4 through the I/O APIC), the console's input (`tty`) |
 //! | 0xf0   | local APIC timer (`arch::trap::DIRECT_VECTOR`: from ring 0, straight to its entry) |
-//! | 0xf1   | reschedule IPI                           |
+//! | 0xf1   | reschedule IPI (`arch::trap::DIRECT_VECTOR_IPI`: from ring 0, straight to its entry) |
 //! | 0xf2   | cross-CPU call IPI                       |
 //! | 0xf3   | TLB shootdown IPI                        |
 //! | 0xfe   | local APIC error                         |
@@ -21,7 +21,7 @@ use crossbeam_utils::atomic::AtomicCell;
 use crate::cpu::{percpu, trace};
 
 pub const VECTOR_TIMER: u8 = arch::trap::DIRECT_VECTOR;
-pub const VECTOR_RESCHED: u8 = 0xf1;
+pub const VECTOR_RESCHED: u8 = arch::trap::DIRECT_VECTOR_IPI;
 pub const VECTOR_XCALL: u8 = 0xf2;
 pub const VECTOR_SHOOTDOWN: u8 = 0xf3;
 pub const VECTOR_APIC_ERROR: u8 = 0xfe;
@@ -131,7 +131,7 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
 }
 
 /// What [`trap_dispatch`] does for every interrupt before its handler runs: count it, trace it.
-/// A direct entry (`arch::trap::set_direct_entry`, the timer's) does the same.
+/// A direct entry (`arch::trap::set_direct_entry`: the timer's, the reschedule IPI's) does the same.
 #[inline(always)]
 pub fn interrupt_entered(vector: u8) {
     percpu::count(percpu::Counter::Interrupts);

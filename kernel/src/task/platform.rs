@@ -109,7 +109,8 @@ impl Platform for KernelPlatform {
         if let Some((enter, _)) = MM_IDLE.get() {
             enter();
         }
-        arch::cpu::enable_interrupts_and_halt();
+        // The reschedule IPI that ends this halt takes `resched_halt_exit`, with nothing saved.
+        arch::trap::idle_halt();
         trace::event(Category::Idle, |tsc, cpu| Record::new(tsc, cpu, Kind::IdleExit));
     }
 
@@ -193,7 +194,35 @@ fn timer_tick<const USER: bool>() {
     }
 }
 
+/// The reschedule IPI's interrupts of ring 0, straight from the entry stub (`arch::trap`'s direct
+/// vector for IPIs): what `trap_dispatch` and its table would do for them. This is the way out of
+/// the halt of an idle CPU another one queued a thread on, on every cross-CPU wake-up; a thread
+/// interrupted in ring 0 still gets its preemption check here. Interrupts of ring 3 take
+/// `trap_dispatch` and [`resched_handler`].
+extern "C" fn resched_entry(_frame: *mut arch::trap::TrapFrame) {
+    trap::interrupt_entered(trap::VECTOR_RESCHED);
+    resched();
+}
+
+/// The reschedule IPI that ended the idle loop's halt (`arch::trap::idle_halt`), straight from the
+/// entry stub with nothing saved: count, trace, EOI. The interrupted thread is the idle thread,
+/// which has nothing to be preempted for (`resched` would only clear its `need_resched`, which
+/// nothing reads on an idle thread and its next switch clears): its loop looks for work next.
+extern "C" fn resched_halt_exit() {
+    trap::interrupt_entered(trap::VECTOR_RESCHED);
+    percpu::count(percpu::Counter::IpisReceived);
+    apic::eoi();
+}
+
+/// The reschedule IPI from user mode (and from ring 0 before the direct entry is installed).
 fn resched_handler(_frame: &mut arch::trap::TrapFrame) {
+    resched();
+}
+
+/// The reschedule IPI's work, from either entry: acknowledge it, then switch if the thread it
+/// interrupted is to make way (an idle thread only clears its flag: its loop looks for work).
+#[inline(always)]
+fn resched() {
     percpu::count(percpu::Counter::IpisReceived);
     apic::eoi();
     if let Some(s) = SCHED.get() {
@@ -247,8 +276,10 @@ pub fn init(nr_cpus: u32, slice_ns: u64, fpu: arch::fpu::FpuFeatures) {
     let config = sched::Config { slice_ns, ..sched::Config::default() };
     SCHED.call_once(|| Scheduler::new(platform, nr_cpus as usize, config));
     trap::register(trap::VECTOR_TIMER, timer_handler);
-    arch::trap::set_direct_entry(timer_entry);
+    arch::trap::set_direct_entry(trap::VECTOR_TIMER, timer_entry);
     trap::register(trap::VECTOR_RESCHED, resched_handler);
+    arch::trap::set_direct_entry(trap::VECTOR_RESCHED, resched_entry);
+    arch::trap::set_halt_exit_entry(resched_halt_exit);
     crate::irq::panic::set_thread_name(write_current);
 }
 

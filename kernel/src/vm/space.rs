@@ -1180,7 +1180,13 @@ impl CpuSpaces {
             self.loaded = None;
             return true;
         }
-        let request = Request { asid: space.asid, new_gen: space.tracker.tlb_gen(), range: USER_HALF, full_flush: true };
+        let new_gen = space.tracker.tlb_gen();
+        // The common wake-up: no change spared this CPU during the halt, its slot is synced (what
+        // `flush_action` would find too, after building the request and matching the loaded slot).
+        if self.slots.slot_of(space.asid).is_some_and(|(_, synced)| synced >= new_gen) {
+            return false;
+        }
+        let request = Request { asid: space.asid, new_gen, range: USER_HALF, full_flush: true };
         let action = self.slots.flush_action(&space.tracker, &request);
         if action != FlushAction::Nothing {
             tlb::count(tlb::Counter::IdleCatchUps, 1);
