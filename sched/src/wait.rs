@@ -1,7 +1,8 @@
 //! Sleeping synchronisation: wait queues, and the mutex and semaphore built on them.
 //!
 //! Key types: [`WaitQueue`] (block until a condition holds; wake one or all), [`Parker`] (one
-//! thread's own place to sleep, for callers that keep their own sleeper lists), [`Mutex`] /
+//! thread's own place to sleep, for callers that keep their own sleeper lists) and its waker's
+//! handle [`Unparker`], [`Mutex`] /
 //! [`MutexGuard`] (a sleeping lock: waiters block, they do not spin), [`Semaphore`].
 //!
 //! Neighbours: `Scheduler` blocks and wakes the threads (`rq` decides); thread joins use a
@@ -326,6 +327,20 @@ impl Parker {
         r
     }
 
+    /// A handle that wakes this parker's owner from anywhere, kept by a waker's side (a pipe's
+    /// slot for its one sleeping reader): it counts a reference to the thread, so it may outlive
+    /// the wait it was made for, and a wake through it then is merely spurious.
+    pub fn unparker(&self) -> Unparker {
+        Unparker {
+            thread: self.thread.clone(),
+        }
+    }
+
+    /// Whether `u` wakes this parker's owner.
+    pub fn owns(&self, u: &Unparker) -> bool {
+        Arc::ptr_eq(&self.thread, &u.thread)
+    }
+
     /// The thread that owns this parker (alive while the parker is).
     pub(crate) fn thread(&self) -> NonNull<Thread> {
         NonNull::from(&*self.thread)
@@ -336,6 +351,24 @@ impl Parker {
         fence(Ordering::SeqCst);
         let irq = s.platform().irq_save_disable();
         // SAFETY: the parker's reference keeps the thread alive for the call.
+        unsafe { s.wake_thread(NonNull::from(&*self.thread)) };
+        s.platform().irq_restore(irq);
+    }
+}
+
+/// The waker's half of a [`Parker`] ([`Parker::unparker`]): [`Unparker::wake`] is
+/// [`Parker::wake`], under the same protocol (the caller made the sleeper's condition true
+/// first).
+pub struct Unparker {
+    thread: Arc<Thread>,
+}
+
+impl Unparker {
+    /// As [`Parker::wake`].
+    pub fn wake<P: Platform>(&self, s: &Scheduler<P>) {
+        fence(Ordering::SeqCst);
+        let irq = s.platform().irq_save_disable();
+        // SAFETY: the handle's reference keeps the thread alive for the call.
         unsafe { s.wake_thread(NonNull::from(&*self.thread)) };
         s.platform().irq_restore(irq);
     }

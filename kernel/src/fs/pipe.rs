@@ -43,15 +43,45 @@ use crate::{
 };
 
 pub struct PipeObj {
-    buf: SpinMutex<RawIrqSpin, Pipe>,
+    buf: SpinMutex<RawIrqSpin, Locked>,
     /// The readers' condition, [`readable`] of the buffer, as of its last change: stored under the
     /// buffer's lock by every change that can move it, so it follows the buffer exactly (the ends'
     /// counts only fall). A sleeping reader tests it without the lock; see [`Side`] for why the
     /// `SeqCst` store, made before the waker reads the sleeper count, loses no wake-up.
     readable: AtomicBool,
+    /// How many times a waker took `parked_reader` (changed under the buffer's lock, `SeqCst`):
+    /// the parked reader's condition is that it moved past the value it read when it filled the
+    /// slot, so a wake-up meant for it is never mistaken for a spurious one, whatever other
+    /// readers took from the buffer meanwhile.
+    reader_takes: AtomicU64,
     readers: Side,
     writers: Side,
     id: u64,
+}
+
+/// What the buffer's lock guards: the buffer, and the slot of the one reader that sleeps on its
+/// own parker.
+struct Locked {
+    pipe: Pipe,
+    /// The waker of a reader (from a system call) that found the buffer empty and sleeps on its
+    /// own parker ([`PipeObj::park_reader`]), put here under the lock with that finding; a change
+    /// that makes the buffer readable takes it under the lock and wakes it after. Its reader takes
+    /// it back, if still there, at its next round of the lock. A second sleeping reader finds the
+    /// slot full and sleeps on `readers`' queue.
+    parked_reader: Option<sched::Unparker>,
+}
+
+impl core::ops::Deref for Locked {
+    type Target = Pipe;
+    fn deref(&self) -> &Pipe {
+        &self.pipe
+    }
+}
+
+impl core::ops::DerefMut for Locked {
+    fn deref_mut(&mut self) -> &mut Pipe {
+        &mut self.pipe
+    }
 }
 
 /// The threads of one side (readers or writers) that sleep on the pipe.
@@ -131,7 +161,7 @@ pub fn sleep_until(queue: &Arc<sched::WaitQueue>, cond: impl FnMut() -> bool) ->
 impl PipeObj {
     /// A new pipe with one reader and one writer (the two ends `pipe2` returns).
     pub fn new() -> Self {
-        Self { buf: SpinMutex::new(Pipe::new()), readable: AtomicBool::new(false), readers: Side::new(), writers: Side::new(), id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
+        Self { buf: SpinMutex::new(Locked { pipe: Pipe::new(), parked_reader: None }), readable: AtomicBool::new(false), reader_takes: AtomicU64::new(0), readers: Side::new(), writers: Side::new(), id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
     }
 
     /// The number `fstat` shows as the inode.
@@ -146,14 +176,19 @@ impl PipeObj {
 
     /// An end closed: wake the other side (readers see EOF, writers `EPIPE`).
     pub fn close_end(&self, write: bool) {
-        {
+        let parked = {
             let mut b = self.buf.lock();
             if write {
                 b.close_writer();
                 self.readable.store(readable(&b), Ordering::SeqCst);
+                self.take_parked_reader(&mut b)
             } else {
                 b.close_reader();
+                None
             }
+        };
+        if let Some(u) = parked {
+            u.wake(task::sched());
         }
         self.readers.wake();
         self.writers.wake();
@@ -164,9 +199,42 @@ impl PipeObj {
         self.read_as(None, out, nonblock)
     }
 
+    /// Take the parked reader's waker, if any, for a wake after the lock is released: under the
+    /// buffer's lock `b`, after a change that may make the buffer readable.
+    fn take_parked_reader(&self, b: &mut Locked) -> Option<sched::Unparker> {
+        let u = b.parked_reader.take()?;
+        self.reader_takes.fetch_add(1, Ordering::SeqCst);
+        Some(u)
+    }
+
+    /// Sleep on the caller's own parker, whose waker it put in the slot with the value `ticket`
+    /// of the takes, until a waker takes it (`Ok`: the caller reads again) or a signal is pending
+    /// (`ERESTARTSYS`, as [`sleep_until`]); the take wins when both hold. The parker's protocol
+    /// (the sleeper: `Blocked`, fence, condition; the waker: the take, fence, wake) loses no
+    /// wake-up, and a signal's kick wakes the parker (`intr::kick`).
+    fn park_reader(&self, me: &UserCtx, ticket: u64) -> Result<(), Errno> {
+        let parker = me.park.parker();
+        let taken = || self.reader_takes.load(Ordering::SeqCst) != ticket;
+        parker.park_until(task::sched(), || taken() || me.intr.pending.load(Ordering::SeqCst));
+        if taken() {
+            return Ok(());
+        }
+        // A signal: take the waker back, unless a waker took it since (then the wake wins).
+        let mine = {
+            let mut b = self.buf.lock();
+            if taken() {
+                return Ok(());
+            }
+            b.parked_reader.take()
+        };
+        drop(mine);
+        Err(abi::signal::restart::ERESTARTSYS)
+    }
+
     /// [`PipeObj::read`] by the thread whose context is `me`, if given.
     pub fn read_as(&self, me: Option<&UserCtx>, out: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
         loop {
+            let mut ticket = None;
             let r = {
                 let mut b = self.buf.lock();
                 let had = !b.is_empty();
@@ -175,6 +243,12 @@ impl PipeObj {
                 // this read took the last.
                 if had && b.is_empty() {
                     self.readable.store(b.writers() == 0, Ordering::SeqCst);
+                }
+                // To sleep, a system call's reader fills the free slot with its waker, under the
+                // lock with its finding that the buffer is empty.
+                if let (Ok(Err(Blocked)), Some(me), None) = (&r, me, &b.parked_reader) {
+                    b.parked_reader = Some(me.park.parker().unparker());
+                    ticket = Some(self.reader_takes.load(Ordering::Relaxed));
                 }
                 r?
             };
@@ -186,7 +260,10 @@ impl PipeObj {
                     }
                     return Ok(n);
                 }
-                Err(Blocked) => self.readers.sleep(me, || self.readable.load(Ordering::SeqCst))?,
+                Err(Blocked) => match (me, ticket) {
+                    (Some(me), Some(ticket)) => self.park_reader(me, ticket)?,
+                    _ => self.readers.sleep(me, || self.readable.load(Ordering::SeqCst))?,
+                },
             }
         }
     }
@@ -203,15 +280,20 @@ impl PipeObj {
         }
         let mut done = 0;
         loop {
-            let r = {
+            let (r, parked) = {
                 let mut b = self.buf.lock();
                 let r = b.write(&data[done..], nonblock);
                 // A write only adds bytes: bytes there now make the flag true.
+                let mut parked = None;
                 if !b.is_empty() {
                     self.readable.store(true, Ordering::SeqCst);
+                    parked = self.take_parked_reader(&mut b);
                 }
-                r
+                (r, parked)
             };
+            if let Some(u) = parked {
+                u.wake(task::sched());
+            }
             match r {
                 Ok(Ok(n)) => {
                     done += n;
