@@ -22,6 +22,12 @@
 //!   sleeper, or comes before it links and tests the flag).
 //! - A read or write from a system call ([`PipeObj::read_as`], [`PipeObj::write_as`]) passes the
 //!   caller's context, and sleeps through `intr::wait_as`, which searches no table for it.
+//! - One reader from a system call sleeps without the lock or the queue: on seeing the flag false
+//!   it offers its own parker to the pipe's slot (`sched::ParkSlot`) and parks until a waker took
+//!   it, the flag is true, or a signal is pending ([`PipeObj::park_reader`]). Every store of the
+//!   flag's true is followed by a take of the slot, so the slot's protocol (the offer before the
+//!   sleeper's test of the flag, the flag's store before the waker's read of the slot) loses no
+//!   wake-up. A reader that finds the slot full sleeps on the queue.
 //!
 //! Why an interrupts-off lock: a waiter's condition runs with interrupts disabled inside
 //! `WaitQueue::wait_until` and takes the lock; a holder preempted on that CPU with the lock held
@@ -43,45 +49,18 @@ use crate::{
 };
 
 pub struct PipeObj {
-    buf: SpinMutex<RawIrqSpin, Locked>,
+    buf: SpinMutex<RawIrqSpin, Pipe>,
     /// The readers' condition, [`readable`] of the buffer, as of its last change: stored under the
     /// buffer's lock by every change that can move it, so it follows the buffer exactly (the ends'
     /// counts only fall). A sleeping reader tests it without the lock; see [`Side`] for why the
     /// `SeqCst` store, made before the waker reads the sleeper count, loses no wake-up.
     readable: AtomicBool,
-    /// How many times a waker took `parked_reader` (changed under the buffer's lock, `SeqCst`):
-    /// the parked reader's condition is that it moved past the value it read when it filled the
-    /// slot, so a wake-up meant for it is never mistaken for a spurious one, whatever other
-    /// readers took from the buffer meanwhile.
-    reader_takes: AtomicU64,
+    /// The one reader that sleeps on its own parker ([`PipeObj::park_reader`]); taken and woken
+    /// after every store of `readable`'s true.
+    parked_reader: sched::ParkSlot,
     readers: Side,
     writers: Side,
     id: u64,
-}
-
-/// What the buffer's lock guards: the buffer, and the slot of the one reader that sleeps on its
-/// own parker.
-struct Locked {
-    pipe: Pipe,
-    /// The waker of a reader (from a system call) that found the buffer empty and sleeps on its
-    /// own parker ([`PipeObj::park_reader`]), put here under the lock with that finding; a change
-    /// that makes the buffer readable takes it under the lock and wakes it after. Its reader takes
-    /// it back, if still there, at its next round of the lock. A second sleeping reader finds the
-    /// slot full and sleeps on `readers`' queue.
-    parked_reader: Option<sched::Unparker>,
-}
-
-impl core::ops::Deref for Locked {
-    type Target = Pipe;
-    fn deref(&self) -> &Pipe {
-        &self.pipe
-    }
-}
-
-impl core::ops::DerefMut for Locked {
-    fn deref_mut(&mut self) -> &mut Pipe {
-        &mut self.pipe
-    }
 }
 
 /// The threads of one side (readers or writers) that sleep on the pipe.
@@ -161,7 +140,7 @@ pub fn sleep_until(queue: &Arc<sched::WaitQueue>, cond: impl FnMut() -> bool) ->
 impl PipeObj {
     /// A new pipe with one reader and one writer (the two ends `pipe2` returns).
     pub fn new() -> Self {
-        Self { buf: SpinMutex::new(Locked { pipe: Pipe::new(), parked_reader: None }), readable: AtomicBool::new(false), reader_takes: AtomicU64::new(0), readers: Side::new(), writers: Side::new(), id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
+        Self { buf: SpinMutex::new(Pipe::new()), readable: AtomicBool::new(false), parked_reader: sched::ParkSlot::new(), readers: Side::new(), writers: Side::new(), id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
     }
 
     /// The number `fstat` shows as the inode.
@@ -176,65 +155,67 @@ impl PipeObj {
 
     /// An end closed: wake the other side (readers see EOF, writers `EPIPE`).
     pub fn close_end(&self, write: bool) {
-        let parked = {
+        {
             let mut b = self.buf.lock();
             if write {
                 b.close_writer();
                 self.readable.store(readable(&b), Ordering::SeqCst);
-                self.take_parked_reader(&mut b)
             } else {
                 b.close_reader();
-                None
             }
-        };
-        if let Some(u) = parked {
+        }
+        self.wake_readers();
+        self.writers.wake();
+        super::poll_notify();
+    }
+
+    /// Wake the readers that sleep, if any, after a change of the buffer (made under its lock,
+    /// with the flag's store).
+    #[inline(always)]
+    fn wake_readers(&self) {
+        if let Some(u) = self.parked_reader.take() {
             u.wake(task::sched());
         }
         self.readers.wake();
-        self.writers.wake();
-        super::poll_notify();
+    }
+
+    /// The first step of a reader from a system call that saw the flag false: offer its parker to
+    /// the slot and park until a waker took it, the flag is true, or a signal is pending. `Ok`:
+    /// read again (under the lock: the buffer may be empty again by then, another reader having
+    /// been quicker); `ERESTARTSYS`: a signal with nothing to read (the readable flag and a take
+    /// win when both hold, as in [`sleep_until`]); `Ok` too when the slot is full, and the caller's
+    /// locked read then sleeps on the queue.
+    fn park_reader(&self, me: &UserCtx) -> Result<(), Errno> {
+        let parker = me.park.parker();
+        if !self.parked_reader.offer(parker) {
+            return Ok(());
+        }
+        // The offer is made: the park's first test, after the fence, is the one that counts.
+        parker.park_until_blocked(task::sched(), || {
+            self.readable.load(Ordering::SeqCst) || !self.parked_reader.holds(parker) || me.intr.pending.load(Ordering::SeqCst)
+        });
+        // Still there (no waker took it): take it back; a signal with no byte ends the read.
+        if self.parked_reader.withdraw(parker) && !self.readable.load(Ordering::SeqCst) {
+            return Err(abi::signal::restart::ERESTARTSYS);
+        }
+        Ok(())
     }
 
     pub fn read(&self, out: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
         self.read_as(None, out, nonblock)
     }
 
-    /// Take the parked reader's waker, if any, for a wake after the lock is released: under the
-    /// buffer's lock `b`, after a change that may make the buffer readable.
-    fn take_parked_reader(&self, b: &mut Locked) -> Option<sched::Unparker> {
-        let u = b.parked_reader.take()?;
-        self.reader_takes.fetch_add(1, Ordering::SeqCst);
-        Some(u)
-    }
-
-    /// Sleep on the caller's own parker, whose waker it put in the slot with the value `ticket`
-    /// of the takes, until a waker takes it (`Ok`: the caller reads again) or a signal is pending
-    /// (`ERESTARTSYS`, as [`sleep_until`]); the take wins when both hold. The parker's protocol
-    /// (the sleeper: `Blocked`, fence, condition; the waker: the take, fence, wake) loses no
-    /// wake-up, and a signal's kick wakes the parker (`intr::kick`).
-    fn park_reader(&self, me: &UserCtx, ticket: u64) -> Result<(), Errno> {
-        let parker = me.park.parker();
-        let taken = || self.reader_takes.load(Ordering::SeqCst) != ticket;
-        parker.park_until(task::sched(), || taken() || me.intr.pending.load(Ordering::SeqCst));
-        if taken() {
-            return Ok(());
-        }
-        // A signal: take the waker back, unless a waker took it since (then the wake wins).
-        let mine = {
-            let mut b = self.buf.lock();
-            if taken() {
-                return Ok(());
-            }
-            b.parked_reader.take()
-        };
-        drop(mine);
-        Err(abi::signal::restart::ERESTARTSYS)
-    }
-
     /// [`PipeObj::read`] by the thread whose context is `me`, if given.
     pub fn read_as(&self, me: Option<&UserCtx>, out: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
         loop {
-            let mut ticket = None;
+            // An empty buffer with a writer (the flag false): sleep before taking the lock.
+            if let Some(me) = me
+                && !nonblock
+                && !out.is_empty()
+                && !self.readable.load(Ordering::SeqCst)
+            {
+                self.park_reader(me)?;
+            }
             let r = {
                 let mut b = self.buf.lock();
                 let had = !b.is_empty();
@@ -243,12 +224,6 @@ impl PipeObj {
                 // this read took the last.
                 if had && b.is_empty() {
                     self.readable.store(b.writers() == 0, Ordering::SeqCst);
-                }
-                // To sleep, a system call's reader fills the free slot with its waker, under the
-                // lock with its finding that the buffer is empty.
-                if let (Ok(Err(Blocked)), Some(me), None) = (&r, me, &b.parked_reader) {
-                    b.parked_reader = Some(me.park.parker().unparker());
-                    ticket = Some(self.reader_takes.load(Ordering::Relaxed));
                 }
                 r?
             };
@@ -260,10 +235,7 @@ impl PipeObj {
                     }
                     return Ok(n);
                 }
-                Err(Blocked) => match (me, ticket) {
-                    (Some(me), Some(ticket)) => self.park_reader(me, ticket)?,
-                    _ => self.readers.sleep(me, || self.readable.load(Ordering::SeqCst))?,
-                },
+                Err(Blocked) => self.readers.sleep(me, || self.readable.load(Ordering::SeqCst))?,
             }
         }
     }
@@ -280,25 +252,20 @@ impl PipeObj {
         }
         let mut done = 0;
         loop {
-            let (r, parked) = {
+            let r = {
                 let mut b = self.buf.lock();
                 let r = b.write(&data[done..], nonblock);
                 // A write only adds bytes: bytes there now make the flag true.
-                let mut parked = None;
                 if !b.is_empty() {
                     self.readable.store(true, Ordering::SeqCst);
-                    parked = self.take_parked_reader(&mut b);
                 }
-                (r, parked)
+                r
             };
-            if let Some(u) = parked {
-                u.wake(task::sched());
-            }
             match r {
                 Ok(Ok(n)) => {
                     done += n;
                     if n > 0 {
-                        self.readers.wake();
+                        self.wake_readers();
                         super::poll_notify();
                     }
                     if done == data.len() {
