@@ -440,7 +440,10 @@ impl ParkSlot {
     /// Whether the slot holds `parker`'s owner (its offer was not taken yet).
     #[inline]
     pub fn holds(&self, parker: &Parker) -> bool {
-        core::ptr::eq(self.thread.load(Ordering::SeqCst), Arc::as_ptr(&parker.thread))
+        core::ptr::eq(
+            self.thread.load(Ordering::SeqCst),
+            Arc::as_ptr(&parker.thread),
+        )
     }
 
     /// Take `parker`'s owner back out: whether it was still there (false: a waker took it, and
@@ -450,7 +453,12 @@ impl ParkSlot {
         let me = Arc::as_ptr(&parker.thread).cast_mut();
         if self
             .thread
-            .compare_exchange(me, core::ptr::null_mut(), Ordering::SeqCst, Ordering::Relaxed)
+            .compare_exchange(
+                me,
+                core::ptr::null_mut(),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
             .is_err()
         {
             return false;
@@ -475,9 +483,8 @@ impl ParkSlot {
             return None;
         }
         // SAFETY: a non-null value came from an offer's `Arc::into_raw`; the swap moved it to us.
-        Some(Unparker {
-            thread: unsafe { Arc::from_raw(t) },
-        })
+        let thread = unsafe { Arc::from_raw(t) };
+        Some(Unparker { thread })
     }
 }
 

@@ -483,7 +483,9 @@ fn park_slot_reader_loses_no_wake_up() {
                     }
                     // `ParkSlot::take`, then `Unparker::wake`.
                     fence(Ordering::SeqCst);
-                    if slot.load(Ordering::SeqCst) != EMPTY && slot.swap(EMPTY, Ordering::SeqCst) == READER {
+                    if slot.load(Ordering::SeqCst) != EMPTY
+                        && slot.swap(EMPTY, Ordering::SeqCst) == READER
+                    {
                         unpark(&w, 0);
                     }
                 }
@@ -492,7 +494,9 @@ fn park_slot_reader_loses_no_wake_up() {
         let mut got = 0;
         while got < SLOT_BYTES {
             if !readable.load(Ordering::SeqCst)
-                && slot.compare_exchange(EMPTY, READER, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+                && slot
+                    .compare_exchange(EMPTY, READER, Ordering::SeqCst, Ordering::Relaxed)
+                    .is_ok()
             {
                 // `ParkSlot::offer`'s fence.
                 fence(Ordering::SeqCst);
@@ -512,7 +516,11 @@ fn park_slot_reader_loses_no_wake_up() {
         }
         writer.join().unwrap();
         assert_eq!(*buf.lock().unwrap(), 0);
-        assert_eq!(slot.load(Ordering::Relaxed), EMPTY, "an offer was left in the slot");
+        assert_eq!(
+            slot.load(Ordering::Relaxed),
+            EMPTY,
+            "an offer was left in the slot"
+        );
         for (cpu, task) in w.tasks.iter().enumerate() {
             assert_eq!(w.queues[cpu].lock().pop(), None, "a task was left queued");
             assert_eq!(task.entity.state(), State::Running);

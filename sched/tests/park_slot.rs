@@ -88,7 +88,11 @@ fn ping_pong_through_two_slots_loses_no_wake_up() {
         (taken, turn.load(Ordering::Acquire), empty)
     })
     .0;
-    assert_eq!(taken, vec![TURNS, TURNS], "a side missed or repeated a turn");
+    assert_eq!(
+        taken,
+        vec![TURNS, TURNS],
+        "a side missed or repeated a turn"
+    );
     assert_eq!(turn, 2 * TURNS, "hand-offs lost or duplicated");
     assert!(empty, "an offer was left in a slot");
 }
@@ -115,7 +119,17 @@ fn a_slot_holds_one_offer_and_a_take_beats_a_withdraw() {
         let again = slot.offer(&me);
         let taken = slot.take().is_some();
         let withdraw_lost = !slot.withdraw(&me) && slot.take().is_none();
-        [first, second_refused, withdrawn, again, taken, withdraw_lost]
+        [
+            first,
+            second_refused,
+            withdrawn,
+            again,
+            taken,
+            withdraw_lost,
+        ]
     });
-    assert_eq!(r, [true; 6], "offer, refusal, withdraw, re-offer, take, lost withdraw");
+    assert_eq!(
+        r, [true; 6],
+        "offer, refusal, withdraw, re-offer, take, lost withdraw"
+    );
 }
