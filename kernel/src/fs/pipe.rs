@@ -194,8 +194,10 @@ impl PipeObj {
         parker.park_until_blocked(task::sched(), || {
             self.readable.load(Ordering::SeqCst) || !self.parked_reader.holds(parker) || me.intr.pending.load(Ordering::SeqCst)
         });
-        // Still there (no waker took it): take it back; a signal with no byte ends the read.
-        if self.parked_reader.withdraw(parker) && !self.readable.load(Ordering::SeqCst) {
+        // Still there (no waker took it): take it back. A pending signal with no byte ends the
+        // read; without one the park ended on a flag that another reader has cleared since, and
+        // the caller's locked read finds the buffer empty and sleeps again.
+        if self.parked_reader.withdraw(parker) && !self.readable.load(Ordering::SeqCst) && me.intr.pending.load(Ordering::SeqCst) {
             return Err(abi::signal::restart::ERESTARTSYS);
         }
         Ok(())
