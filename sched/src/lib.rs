@@ -96,4 +96,4 @@ pub use scheduler::{Config, PreemptGuard, Scheduler};
 pub use stats::Counters;
 pub use thread::{AffinityError, Builder, CurrentThread, JoinHandle, SpawnError, ThreadId};
 pub use trace::{SwitchReason, TraceEvent};
-pub use wait::{Mutex, MutexGuard, Parker, Semaphore, WaitQueue};
+pub use wait::{Mutex, MutexGuard, ParkSlot, Parker, Semaphore, Unparker, WaitQueue};

@@ -1,7 +1,8 @@
 //! Sleeping synchronisation: wait queues, and the mutex and semaphore built on them.
 //!
 //! Key types: [`WaitQueue`] (block until a condition holds; wake one or all), [`Parker`] (one
-//! thread's own place to sleep, for callers that keep their own sleeper lists), [`Mutex`] /
+//! thread's own place to sleep, for callers that keep their own sleeper lists), its waker's
+//! handle [`Unparker`] and [`ParkSlot`] (one sleeper's place, no lock), [`Mutex`] /
 //! [`MutexGuard`] (a sleeping lock: waiters block, they do not spin), [`Semaphore`].
 //!
 //! Neighbours: `Scheduler` blocks and wakes the threads (`rq` decides); thread joins use a
@@ -33,7 +34,7 @@ use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, fence};
 use spin::mutex::SpinMutex;
 
 /// A waiting thread's entry, on its own stack.
@@ -243,6 +244,17 @@ impl Parker {
         s.platform().irq_restore(irq);
     }
 
+    /// [`Parker::park_until`] without its first test, the one made before the thread marks itself
+    /// `Blocked` (which can only save a sleep, never lose a wake-up): for a caller that has just
+    /// found `cond()` false itself, or has just made the offer that its first test must follow
+    /// ([`ParkSlot::offer`]). The test made after the fence comes first here.
+    #[inline]
+    pub fn park_until_blocked<P: Platform>(&self, s: &Scheduler<P>, cond: impl FnMut() -> bool) {
+        let irq = s.platform().irq_save_disable();
+        self.park_until_irqs_off(s, cond);
+        s.platform().irq_restore(irq);
+    }
+
     /// [`Parker::park_until`] called with interrupts disabled, which it leaves disabled; `cond`
     /// runs with them disabled every time.
     #[inline]
@@ -338,6 +350,147 @@ impl Parker {
         // SAFETY: the parker's reference keeps the thread alive for the call.
         unsafe { s.wake_thread(NonNull::from(&*self.thread)) };
         s.platform().irq_restore(irq);
+    }
+}
+
+/// The waker's half of a [`Parker`], taken from a [`ParkSlot`]: [`Unparker::wake`] is
+/// [`Parker::wake`], under the same protocol (the caller made the sleeper's condition true
+/// first). It counts a reference to the thread, so it may outlive the wait it was made for.
+pub struct Unparker {
+    thread: Arc<Thread>,
+}
+
+impl Unparker {
+    /// As [`Parker::wake`].
+    #[inline]
+    pub fn wake<P: Platform>(&self, s: &Scheduler<P>) {
+        fence(Ordering::SeqCst);
+        let irq = s.platform().irq_save_disable();
+        // SAFETY: the handle's reference keeps the thread alive for the call.
+        unsafe { s.wake_thread(NonNull::from(&*self.thread)) };
+        s.platform().irq_restore(irq);
+    }
+}
+
+/// A place for one sleeper's waker that takes no lock: a sleeper offers its [`Parker`]'s owner
+/// ([`ParkSlot::offer`]), then tests its condition and parks until the slot no longer holds it; a
+/// waker that made the condition true takes whoever is there ([`ParkSlot::take`]) and wakes it.
+/// The slot holds a counted reference to the thread (as an [`Unparker`] does), so a take that
+/// comes after its sleeper left is merely a spurious wake-up of that thread.
+///
+/// How a wake-up is never lost (the store-buffering pattern, closed by a `SeqCst` fence on each
+/// side, as the parker's): the sleeper's offer (a compare-exchange) comes before its test of the
+/// condition, the waker's change of the condition before its read of the slot. Either the sleeper sees the change, or the waker sees
+/// the offer and takes it, and the sleeper's park (whose condition includes "no longer held")
+/// then meets the waker's wake under the parker's protocol. Only the owner offers or withdraws
+/// its own thread, so "held" cannot be fooled by another sleeper's later offer.
+/// `sched/tests/loom_wait.rs` models this slot.
+pub struct ParkSlot {
+    thread: AtomicPtr<Thread>,
+}
+
+// SAFETY: the slot holds an `Arc<Thread>` reference (`Arc::into_raw`), moved in and out with
+// atomic swaps; `Thread` is shared between CPUs by the scheduler already.
+unsafe impl Send for ParkSlot {}
+// SAFETY: as above: every access is atomic.
+unsafe impl Sync for ParkSlot {}
+
+impl Default for ParkSlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ParkSlot {
+    /// An empty slot.
+    pub const fn new() -> ParkSlot {
+        ParkSlot {
+            thread: AtomicPtr::new(core::ptr::null_mut()),
+        }
+    }
+
+    /// Put `parker`'s owner in the slot if it is empty: whether it went in. The caller then tests
+    /// its condition (after this, `SeqCst`) before it parks.
+    #[inline]
+    pub fn offer(&self, parker: &Parker) -> bool {
+        if !self.thread.load(Ordering::Relaxed).is_null() {
+            return false;
+        }
+        let me = Arc::into_raw(parker.thread.clone()).cast_mut();
+        match self.thread.compare_exchange(
+            core::ptr::null_mut(),
+            me,
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => {
+                // The offer before the caller's test of its condition (the waker's side fences
+                // in `take`): the store-buffering pattern, closed by a fence on each side.
+                fence(Ordering::SeqCst);
+                true
+            }
+            Err(_) => {
+                // SAFETY: `me` came from `Arc::into_raw` above and went nowhere.
+                drop(unsafe { Arc::from_raw(me) });
+                false
+            }
+        }
+    }
+
+    /// Whether the slot holds `parker`'s owner (its offer was not taken yet).
+    #[inline]
+    pub fn holds(&self, parker: &Parker) -> bool {
+        core::ptr::eq(
+            self.thread.load(Ordering::SeqCst),
+            Arc::as_ptr(&parker.thread),
+        )
+    }
+
+    /// Take `parker`'s owner back out: whether it was still there (false: a waker took it, and
+    /// its wake-up is on its way or done).
+    #[inline]
+    pub fn withdraw(&self, parker: &Parker) -> bool {
+        let me = Arc::as_ptr(&parker.thread).cast_mut();
+        if self
+            .thread
+            .compare_exchange(
+                me,
+                core::ptr::null_mut(),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        // SAFETY: the slot held `me` from an offer's `Arc::into_raw`; the exchange moved that
+        // reference out to us.
+        drop(unsafe { Arc::from_raw(me) });
+        true
+    }
+
+    /// Take the thread the slot holds, if any, to wake it ([`Unparker::wake`]): after the caller
+    /// made the sleeper's condition true (`SeqCst`).
+    #[inline]
+    pub fn take(&self) -> Option<Unparker> {
+        // The caller's change of the condition before the read of the slot (see `offer`).
+        fence(Ordering::SeqCst);
+        if self.thread.load(Ordering::SeqCst).is_null() {
+            return None;
+        }
+        let t = self.thread.swap(core::ptr::null_mut(), Ordering::SeqCst);
+        if t.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null value came from an offer's `Arc::into_raw`; the swap moved it to us.
+        let thread = unsafe { Arc::from_raw(t) };
+        Some(Unparker { thread })
+    }
+}
+
+impl Drop for ParkSlot {
+    fn drop(&mut self) {
+        drop(self.take());
     }
 }
 

@@ -24,6 +24,9 @@
 //!   then a `SeqCst` fence then the condition on one side, the condition then a fence then
 //!   `rq::wake` on the other; the model runs the futex hand-off on them, where late wakes land on
 //!   later parks.
+//! - The slot model mirrors `ParkSlot` (`offer`, `withdraw`, `take`) with
+//!   `Parker::park_until_blocked`, as a pipe's one sleeping reader uses them: the offer before the
+//!   reader's test of the readable flag, the flag's store before the writer's read of the slot.
 //! - `keyed_wait` and `keyed_wake_one` mirror `KeyedWaitQueue::wait` and `wake` in
 //!   `sched/src/keyed.rs` (a futex bucket): the waiter links its node under the list's lock if its
 //!   check passes, parks on its parker until the node is unlinked or its stop condition holds, and
@@ -445,6 +448,101 @@ fn parker_hand_off_loses_no_wake_up() {
             assert_eq!(task.entity.state(), State::Running);
         }
     });
+}
+
+/// Bytes the slot model's writer sends.
+const SLOT_BYTES: usize = 2;
+
+/// A pipe's sleeping reader on a `ParkSlot` (`sched/src/wait.rs`; `PipeObj::park_reader` and
+/// `wake_readers` in the kernel's `fs/pipe.rs`): task 0 (CPU 0) reads `SLOT_BYTES` bytes. On seeing
+/// the readable flag false it offers itself to the slot (a compare-exchange from empty), parks
+/// without a test before `Blocked` (`Parker::park_until_blocked`) until the flag is true or the
+/// slot no longer holds it, withdraws its offer if it is still there, and reads under the buffer's
+/// lock (which clears the flag with the last byte). Task 1 (CPU 1) writes the bytes one at a time
+/// under that lock, stores the flag, then takes the slot (a `SeqCst` read, then a swap) and wakes
+/// whoever it held. Whatever the interleaving, no wake-up is lost (loom would report every CPU
+/// halted), every byte is read once, the slot ends empty, and both tasks end running, on no queue.
+#[test]
+fn park_slot_reader_loses_no_wake_up() {
+    /// The slot's value: empty, or task 0's offer.
+    const EMPTY: usize = 0;
+    const READER: usize = 1;
+    model(|| {
+        let w = World::new(true);
+        let buf = Arc::new(Mutex::new(0usize));
+        let readable = Arc::new(AtomicBool::new(false));
+        let slot = Arc::new(AtomicUsize::new(EMPTY));
+        let writer = {
+            let (w, buf, readable, slot) = (w.clone(), buf.clone(), readable.clone(), slot.clone());
+            thread::spawn(move || {
+                for _ in 0..SLOT_BYTES {
+                    {
+                        let mut b = buf.lock().unwrap();
+                        *b += 1;
+                        readable.store(true, Ordering::SeqCst);
+                    }
+                    // `ParkSlot::take`, then `Unparker::wake`.
+                    fence(Ordering::SeqCst);
+                    if slot.load(Ordering::SeqCst) != EMPTY
+                        && slot.swap(EMPTY, Ordering::SeqCst) == READER
+                    {
+                        unpark(&w, 0);
+                    }
+                }
+            })
+        };
+        let mut got = 0;
+        while got < SLOT_BYTES {
+            if !readable.load(Ordering::SeqCst)
+                && slot
+                    .compare_exchange(EMPTY, READER, Ordering::SeqCst, Ordering::Relaxed)
+                    .is_ok()
+            {
+                // `ParkSlot::offer`'s fence.
+                fence(Ordering::SeqCst);
+                park_until_blocked(&w, 0, 0, || {
+                    readable.load(Ordering::SeqCst) || slot.load(Ordering::SeqCst) != READER
+                });
+                let _ = slot.compare_exchange(READER, EMPTY, Ordering::SeqCst, Ordering::Relaxed);
+            }
+            let mut b = buf.lock().unwrap();
+            if *b > 0 {
+                *b -= 1;
+                got += 1;
+                if *b == 0 {
+                    readable.store(false, Ordering::SeqCst);
+                }
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(*buf.lock().unwrap(), 0);
+        assert_eq!(
+            slot.load(Ordering::Relaxed),
+            EMPTY,
+            "an offer was left in the slot"
+        );
+        for (cpu, task) in w.tasks.iter().enumerate() {
+            assert_eq!(w.queues[cpu].lock().pop(), None, "a task was left queued");
+            assert_eq!(task.entity.state(), State::Running);
+        }
+    });
+}
+
+/// `Parker::park_until_blocked`: [`park_until`] without its first test.
+fn park_until_blocked(w: &World, me: usize, cpu: usize, cond: impl Fn() -> bool) {
+    let task = &w.tasks[me];
+    loop {
+        task.entity.set_blocked();
+        fence(Ordering::SeqCst);
+        if cond() {
+            task.entity.set_running();
+            break;
+        }
+        w.block(cpu, task);
+        if cond() {
+            break;
+        }
+    }
 }
 
 /// Messages each way in the mailbox model.

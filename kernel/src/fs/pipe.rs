@@ -22,6 +22,12 @@
 //!   sleeper, or comes before it links and tests the flag).
 //! - A read or write from a system call ([`PipeObj::read_as`], [`PipeObj::write_as`]) passes the
 //!   caller's context, and sleeps through `intr::wait_as`, which searches no table for it.
+//! - One reader from a system call sleeps without the lock or the queue: on seeing the flag false
+//!   it offers its own parker to the pipe's slot (`sched::ParkSlot`) and parks until a waker took
+//!   it, the flag is true, or a signal is pending ([`PipeObj::park_reader`]). Every store of the
+//!   flag's true is followed by a take of the slot, so the slot's protocol (the offer before the
+//!   sleeper's test of the flag, the flag's store before the waker's read of the slot) loses no
+//!   wake-up. A reader that finds the slot full sleeps on the queue.
 //!
 //! Why an interrupts-off lock: a waiter's condition runs with interrupts disabled inside
 //! `WaitQueue::wait_until` and takes the lock; a holder preempted on that CPU with the lock held
@@ -49,6 +55,9 @@ pub struct PipeObj {
     /// counts only fall). A sleeping reader tests it without the lock; see [`Side`] for why the
     /// `SeqCst` store, made before the waker reads the sleeper count, loses no wake-up.
     readable: AtomicBool,
+    /// The one reader that sleeps on its own parker ([`PipeObj::park_reader`]); taken and woken
+    /// after every store of `readable`'s true.
+    parked_reader: sched::ParkSlot,
     readers: Side,
     writers: Side,
     id: u64,
@@ -131,7 +140,7 @@ pub fn sleep_until(queue: &Arc<sched::WaitQueue>, cond: impl FnMut() -> bool) ->
 impl PipeObj {
     /// A new pipe with one reader and one writer (the two ends `pipe2` returns).
     pub fn new() -> Self {
-        Self { buf: SpinMutex::new(Pipe::new()), readable: AtomicBool::new(false), readers: Side::new(), writers: Side::new(), id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
+        Self { buf: SpinMutex::new(Pipe::new()), readable: AtomicBool::new(false), parked_reader: sched::ParkSlot::new(), readers: Side::new(), writers: Side::new(), id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
     }
 
     /// The number `fstat` shows as the inode.
@@ -155,9 +164,43 @@ impl PipeObj {
                 b.close_reader();
             }
         }
-        self.readers.wake();
+        self.wake_readers();
         self.writers.wake();
         super::poll_notify();
+    }
+
+    /// Wake the readers that sleep, if any, after a change of the buffer (made under its lock,
+    /// with the flag's store).
+    #[inline(always)]
+    fn wake_readers(&self) {
+        if let Some(u) = self.parked_reader.take() {
+            u.wake(task::sched());
+        }
+        self.readers.wake();
+    }
+
+    /// The first step of a reader from a system call that saw the flag false: offer its parker to
+    /// the slot and park until a waker took it, the flag is true, or a signal is pending. `Ok`:
+    /// read again (under the lock: the buffer may be empty again by then, another reader having
+    /// been quicker); `ERESTARTSYS`: a signal with nothing to read (the readable flag and a take
+    /// win when both hold, as in [`sleep_until`]); `Ok` too when the slot is full, and the caller's
+    /// locked read then sleeps on the queue.
+    fn park_reader(&self, me: &UserCtx) -> Result<(), Errno> {
+        let parker = me.park.parker();
+        if !self.parked_reader.offer(parker) {
+            return Ok(());
+        }
+        // The offer is made: the park's first test, after the fence, is the one that counts.
+        parker.park_until_blocked(task::sched(), || {
+            self.readable.load(Ordering::SeqCst) || !self.parked_reader.holds(parker) || me.intr.pending.load(Ordering::SeqCst)
+        });
+        // Still there (no waker took it): take it back. A pending signal with no byte ends the
+        // read; without one the park ended on a flag that another reader has cleared since, and
+        // the caller's locked read finds the buffer empty and sleeps again.
+        if self.parked_reader.withdraw(parker) && !self.readable.load(Ordering::SeqCst) && me.intr.pending.load(Ordering::SeqCst) {
+            return Err(abi::signal::restart::ERESTARTSYS);
+        }
+        Ok(())
     }
 
     pub fn read(&self, out: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
@@ -167,6 +210,14 @@ impl PipeObj {
     /// [`PipeObj::read`] by the thread whose context is `me`, if given.
     pub fn read_as(&self, me: Option<&UserCtx>, out: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
         loop {
+            // An empty buffer with a writer (the flag false): sleep before taking the lock.
+            if let Some(me) = me
+                && !nonblock
+                && !out.is_empty()
+                && !self.readable.load(Ordering::SeqCst)
+            {
+                self.park_reader(me)?;
+            }
             let r = {
                 let mut b = self.buf.lock();
                 let had = !b.is_empty();
@@ -216,7 +267,7 @@ impl PipeObj {
                 Ok(Ok(n)) => {
                     done += n;
                     if n > 0 {
-                        self.readers.wake();
+                        self.wake_readers();
                         super::poll_notify();
                     }
                     if done == data.len() {
