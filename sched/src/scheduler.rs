@@ -1708,23 +1708,11 @@ impl<P: Platform> Scheduler<P> {
         cpu.local
             .current
             .store((next as *const Thread).cast_mut(), Ordering::Relaxed);
-        if let Some((kind, _)) = self.fpu {
-            // SAFETY: `prev` runs here; `next` is ours (see above); `kind` is enabled on every CPU
-            // (platform contract).
-            unsafe { self.switch_fpu(me, cpu, prev, next, kind) };
-        }
-        // SAFETY: `next` is ours until it runs (see above).
-        if let Some(mm) = unsafe { next.mm() } {
-            let active = cpu.local.active_mm.load(Ordering::Relaxed);
-            if active != mm.word().get() {
-                self.platform.switch_mm(NonZeroUsize::new(active), mm);
-                cpu.local.active_mm.store(mm.word().get(), Ordering::Relaxed);
-            }
-        }
-        let top = next.user_stack_top;
-        if top != 0 {
-            self.platform
-                .switch_to_user_thread(top, next.fs_base.load(Ordering::Relaxed));
+        // Between two plain kernel threads neither has an FPU area, `next` no space and no user
+        // stack: every step below would find nothing to do, so one test of both flags skips them.
+        if !(prev.is_plain() && next.is_plain()) {
+            // SAFETY: as for this function.
+            unsafe { self.switch_state(me, cpu, prev, next) };
         }
         bump(&cpu.counters.context_switches);
         // SAFETY: interrupts are off; `prev` is the running thread, whose window no other CPU
@@ -1738,6 +1726,33 @@ impl<P: Platform> Scheduler<P> {
                 next.window.get(),
                 core::ptr::from_ref(prev) as usize,
             ) as *const Thread
+        }
+    }
+
+    /// The steps of a switch that a plain kernel thread on both sides skips: extended state, the
+    /// space, the user thread's stack and FS base.
+    ///
+    /// # Safety
+    /// As for `switch_to`.
+    #[inline(always)]
+    unsafe fn switch_state(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread) {
+        if let Some((kind, _)) = self.fpu {
+            // SAFETY: `prev` runs here; `next` is ours (as for `switch_to`); `kind` is enabled on
+            // every CPU (platform contract).
+            unsafe { self.switch_fpu(me, cpu, prev, next, kind) };
+        }
+        // SAFETY: `next` is ours until it runs (as for `switch_to`).
+        if let Some(mm) = unsafe { next.mm() } {
+            let active = cpu.local.active_mm.load(Ordering::Relaxed);
+            if active != mm.word().get() {
+                self.platform.switch_mm(NonZeroUsize::new(active), mm);
+                cpu.local.active_mm.store(mm.word().get(), Ordering::Relaxed);
+            }
+        }
+        let top = next.user_stack_top;
+        if top != 0 {
+            self.platform
+                .switch_to_user_thread(top, next.fs_base.load(Ordering::Relaxed));
         }
     }
 

@@ -169,6 +169,12 @@ pub(crate) struct Thread {
     /// `on_cpu` handshake keeps the two apart.
     pub(crate) window: UnsafeCell<Window>,
     pub(crate) entity: Entity<Thread>,
+    /// A plain kernel thread: no extended-state area, no space of its own, no user stack. A switch
+    /// between two of them has none of the FPU, space and user steps to take, and tests this one
+    /// flag of each (on the cache line the switch touches) instead of each step's own test.
+    /// Cleared for good when the thread is given a space ([`Thread::replace_mm`]); like `mm`,
+    /// written by the thread itself with interrupts off and read by the CPU switching to it.
+    plain: AtomicBool,
     pub(crate) id: ThreadId,
     pub(crate) name: &'static str,
     /// The space the thread runs in, owned; taken out by the thread itself when its body has
@@ -302,6 +308,7 @@ impl Thread {
         Thread {
             window: UnsafeCell::new(window),
             entity: Entity::new(cpu, pinned),
+            plain: AtomicBool::new(fpu.is_none() && mm.is_none() && !user),
             id,
             name,
             mm: UnsafeCell::new(mm),
@@ -354,6 +361,13 @@ impl Thread {
         unsafe { (*self.mm.get()).as_ref() }
     }
 
+    /// A plain kernel thread (see the field): a switch to or from it has no FPU, space or user
+    /// step of its own. Read by the thread itself or by the CPU switching to or from it.
+    #[inline(always)]
+    pub(crate) fn is_plain(&self) -> bool {
+        self.plain.load(Ordering::Relaxed)
+    }
+
     /// Take the space out (the thread itself, interrupts off, so no switch reads it meanwhile).
     ///
     /// # Safety
@@ -369,6 +383,7 @@ impl Thread {
     /// # Safety
     /// Called by the thread itself with interrupts disabled.
     pub(crate) unsafe fn replace_mm(&self, mm: Mm) -> Option<Mm> {
+        self.plain.store(false, Ordering::Relaxed);
         // SAFETY: as for `take_mm`.
         unsafe { (*self.mm.get()).replace(mm) }
     }
