@@ -921,8 +921,12 @@ impl<P: Platform> Scheduler<P> {
     fn tick_in<const USER: bool>(&self) {
         let me = self.this_cpu();
         let cpu = &self.cpus[me];
-        if let Some(t) = self.timer_interrupt_on::<USER>(me, cpu) {
-            self.preempt_busy_if_needed(cpu, t);
+        if let Some(t) = self.timer_interrupt_on::<USER>(me, cpu)
+            && self.preemption_due(cpu, t)
+        {
+            // The switch path inline, in the tick's own frame: the CPU, its state and the
+            // registers the tick saved serve the switch too (one prologue, not two).
+            self.switch_path_on(me, Reason::Preempt);
         }
     }
 
@@ -1023,21 +1027,30 @@ impl<P: Platform> Scheduler<P> {
     /// the switch to it cleared and nothing sets).
     #[inline(always)]
     fn preempt_busy_if_needed(&self, cpu: &Cpu, t: &Thread) {
+        if self.preemption_due(cpu, t) {
+            self.schedule_preempt();
+        }
+    }
+
+    /// Whether the interrupted thread `t` (not the idle thread) is to be preempted now; counts the
+    /// preemption it says is due. A pending affinity change is taken first (it may move `t`).
+    #[inline(always)]
+    fn preemption_due(&self, cpu: &Cpu, t: &Thread) -> bool {
         if cpu.local.preempt_count.load(Ordering::Relaxed) != 0 {
-            return;
+            return false;
         }
         if t.affinity_pending.load(Ordering::Relaxed) {
             // Another thread changed its affinity ([`Scheduler::set_affinity`]): take it now. If
             // it moved, it ran again on another CPU, whose need for a switch is not this one's.
             if self.take_pending_affinity(t) {
-                return;
+                return false;
             }
         }
         if !cpu.local.need_resched.load(Ordering::Relaxed) {
-            return;
+            return false;
         }
         bump(&cpu.counters.preemptions);
-        self.schedule_preempt();
+        true
     }
 
     /// The idle thread's switch path, its reason a constant (see `switch_path`); `now` is the
