@@ -1521,8 +1521,6 @@ impl<P: Platform> Scheduler<P> {
     fn switch_path_on(&self, me: usize, reason: Reason) {
         assert!(me < self.cpus.len(), "a CPU index that is not part of this scheduler");
         let cpu = &self.cpus[me];
-        let prev = cpu.local.current.load(Ordering::Relaxed);
-        let idle = cpu.local.idle.load(Ordering::Relaxed);
         if matches!(
             reason,
             Reason::Yield | Reason::Block | Reason::Exit | Reason::Migrate(_)
@@ -1543,11 +1541,34 @@ impl<P: Platform> Scheduler<P> {
             Reason::Preempt => Some(cpu.local.resched_ns.load(Ordering::Relaxed)),
             // The idle loop has just done the same with its own reading (no clock read here).
             Reason::Idle(now) => Some(now),
+            // A sleeper here: the rare case, out of line with its own copy of the rest, so that
+            // the common one carries no clock reading at all.
             _ if cpu.local.next_sleeper_ns.load(Ordering::Relaxed) != NEVER => {
-                Some(self.now_expiring_sleepers(me))
+                return self.switch_path_expiring(me, reason);
             }
             _ => None,
         };
+        self.switch_path_at(me, cpu, reason, now);
+    }
+
+    /// The switch path on CPU `me` (the calling one) with this CPU's sleepers expired first, by a
+    /// clock reading that then serves as the switch's accounting point: the rare case of
+    /// [`Scheduler::switch_path_on`], kept out of line so the common one stays short.
+    #[cold]
+    #[inline(never)]
+    fn switch_path_expiring(&self, me: usize, reason: Reason) {
+        let cpu = &self.cpus[me];
+        let now = self.platform.now_ns();
+        self.expire_sleepers(me, cpu, now);
+        self.switch_path_at(me, cpu, reason, Some(now));
+    }
+
+    /// The rest of the switch path on CPU `me` (the calling one, whose state is `cpu`), from the
+    /// clock reading `now` it was given, if any.
+    #[inline(always)]
+    fn switch_path_at(&self, me: usize, cpu: &Cpu, reason: Reason, now: Option<u64>) {
+        let prev = cpu.local.current.load(Ordering::Relaxed);
+        let idle = cpu.local.idle.load(Ordering::Relaxed);
         cpu.local.need_resched.store(false, Ordering::Relaxed);
         let prev_nn =
             NonNull::new(prev).expect("scheduling on a CPU that has not joined the scheduler");
@@ -1631,16 +1652,6 @@ impl<P: Platform> Scheduler<P> {
         if me_thread.affinity_pending.load(Ordering::Relaxed) {
             self.take_pending_affinity(me_thread);
         }
-    }
-
-    /// The clock, after expiring this CPU's sleepers due by then: the switch path's rare part, kept
-    /// out of line so the common one stays short.
-    #[cold]
-    #[inline(never)]
-    fn now_expiring_sleepers(&self, me: usize) -> u64 {
-        let now = self.platform.now_ns();
-        self.expire_sleepers(me, &self.cpus[me], now);
-        now
     }
 
     /// [`Scheduler::arm_leaving_idle`] on CPU `cpu` (the calling one) with the clock read.
