@@ -1733,8 +1733,8 @@ impl<P: Platform> Scheduler<P> {
             .current
             .store((next as *const Thread).cast_mut(), Ordering::Relaxed);
         // Between two plain kernel threads neither has an FPU area, `next` no space and no user
-        // stack: every step below would find nothing to do, so one test of both flags skips them.
-        if !(prev.is_plain() && next.is_plain()) {
+        // stack: every step below would find nothing to do, so one test of both words skips them.
+        if prev.switch_work() | next.switch_work() != 0 {
             // SAFETY: as for this function.
             unsafe { self.switch_state(me, cpu, prev, next) };
         }
