@@ -925,8 +925,10 @@ impl<P: Platform> Scheduler<P> {
             && self.preemption_due(cpu, t)
         {
             // The switch path inline, in the tick's own frame: the CPU, its state and the
-            // registers the tick saved serve the switch too (one prologue, not two).
-            self.switch_path_on(me, Reason::Preempt);
+            // registers the tick saved serve the switch too (one prologue, not two). As in
+            // `switch_path_on` for a preemption: the clock the tick stamped the request with.
+            let now = cpu.local.resched_ns.load(Ordering::Relaxed);
+            self.switch_path_at(me, cpu, Reason::Preempt, Some(now));
         }
     }
 
