@@ -921,8 +921,14 @@ impl<P: Platform> Scheduler<P> {
     fn tick_in<const USER: bool>(&self) {
         let me = self.this_cpu();
         let cpu = &self.cpus[me];
-        if let Some(t) = self.timer_interrupt_on::<USER>(me, cpu) {
-            self.preempt_busy_if_needed(cpu, t);
+        if let Some(t) = self.timer_interrupt_on::<USER>(me, cpu)
+            && self.preemption_due(cpu, t)
+        {
+            // The switch path inline, in the tick's own frame: the CPU, its state and the
+            // registers the tick saved serve the switch too (one prologue, not two). As in
+            // `switch_path_on` for a preemption: the clock the tick stamped the request with.
+            let now = cpu.local.resched_ns.load(Ordering::Relaxed);
+            self.switch_path_at(me, cpu, Reason::Preempt, Some(now));
         }
     }
 
@@ -1023,21 +1029,30 @@ impl<P: Platform> Scheduler<P> {
     /// the switch to it cleared and nothing sets).
     #[inline(always)]
     fn preempt_busy_if_needed(&self, cpu: &Cpu, t: &Thread) {
+        if self.preemption_due(cpu, t) {
+            self.schedule_preempt();
+        }
+    }
+
+    /// Whether the interrupted thread `t` (not the idle thread) is to be preempted now; counts the
+    /// preemption it says is due. A pending affinity change is taken first (it may move `t`).
+    #[inline(always)]
+    fn preemption_due(&self, cpu: &Cpu, t: &Thread) -> bool {
         if cpu.local.preempt_count.load(Ordering::Relaxed) != 0 {
-            return;
+            return false;
         }
         if t.affinity_pending.load(Ordering::Relaxed) {
             // Another thread changed its affinity ([`Scheduler::set_affinity`]): take it now. If
             // it moved, it ran again on another CPU, whose need for a switch is not this one's.
             if self.take_pending_affinity(t) {
-                return;
+                return false;
             }
         }
         if !cpu.local.need_resched.load(Ordering::Relaxed) {
-            return;
+            return false;
         }
         bump(&cpu.counters.preemptions);
-        self.schedule_preempt();
+        true
     }
 
     /// The idle thread's switch path, its reason a constant (see `switch_path`); `now` is the
@@ -1516,15 +1531,6 @@ impl<P: Platform> Scheduler<P> {
     fn switch_path_on(&self, me: usize, reason: Reason) {
         assert!(me < self.cpus.len(), "a CPU index that is not part of this scheduler");
         let cpu = &self.cpus[me];
-        let idle = cpu.local.idle.load(Ordering::Relaxed);
-        // The idle loop's switch runs on the idle thread: said as a constant, so that the tests of
-        // `prev == idle` below fold away on that path.
-        let prev = if matches!(reason, Reason::Idle(_)) {
-            debug_assert_eq!(cpu.local.current.load(Ordering::Relaxed), idle, "schedule_idle off the idle thread");
-            idle
-        } else {
-            cpu.local.current.load(Ordering::Relaxed)
-        };
         if matches!(
             reason,
             Reason::Yield | Reason::Block | Reason::Exit | Reason::Migrate(_)
@@ -1545,10 +1551,40 @@ impl<P: Platform> Scheduler<P> {
             Reason::Preempt => Some(cpu.local.resched_ns.load(Ordering::Relaxed)),
             // The idle loop has just done the same with its own reading (no clock read here).
             Reason::Idle(now) => Some(now),
+            // A sleeper here: the rare case, out of line with its own copy of the rest, so that
+            // the common one carries no clock reading at all.
             _ if cpu.local.next_sleeper_ns.load(Ordering::Relaxed) != NEVER => {
-                Some(self.now_expiring_sleepers(me))
+                return self.switch_path_expiring(me, reason);
             }
             _ => None,
+        };
+        self.switch_path_at(me, cpu, reason, now);
+    }
+
+    /// The switch path on CPU `me` (the calling one) with this CPU's sleepers expired first, by a
+    /// clock reading that then serves as the switch's accounting point: the rare case of
+    /// [`Scheduler::switch_path_on`], kept out of line so the common one stays short.
+    #[cold]
+    #[inline(never)]
+    fn switch_path_expiring(&self, me: usize, reason: Reason) {
+        let cpu = &self.cpus[me];
+        let now = self.platform.now_ns();
+        self.expire_sleepers(me, cpu, now);
+        self.switch_path_at(me, cpu, reason, Some(now));
+    }
+
+    /// The rest of the switch path on CPU `me` (the calling one, whose state is `cpu`), from the
+    /// clock reading `now` it was given, if any.
+    #[inline(always)]
+    fn switch_path_at(&self, me: usize, cpu: &Cpu, reason: Reason, now: Option<u64>) {
+        let idle = cpu.local.idle.load(Ordering::Relaxed);
+        // The idle loop's switch runs on the idle thread: said as a constant, so that the tests of
+        // `prev == idle` below fold away on that path.
+        let prev = if matches!(reason, Reason::Idle(_)) {
+            debug_assert_eq!(cpu.local.current.load(Ordering::Relaxed), idle, "schedule_idle off the idle thread");
+            idle
+        } else {
+            cpu.local.current.load(Ordering::Relaxed)
         };
         cpu.local.need_resched.store(false, Ordering::Relaxed);
         let prev_nn =
@@ -1639,16 +1675,6 @@ impl<P: Platform> Scheduler<P> {
         }
     }
 
-    /// The clock, after expiring this CPU's sleepers due by then: the switch path's rare part, kept
-    /// out of line so the common one stays short.
-    #[cold]
-    #[inline(never)]
-    fn now_expiring_sleepers(&self, me: usize) -> u64 {
-        let now = self.platform.now_ns();
-        self.expire_sleepers(me, &self.cpus[me], now);
-        now
-    }
-
     /// [`Scheduler::arm_leaving_idle`] on CPU `cpu` (the calling one) with the clock read.
     #[inline(always)]
     fn arm_leaving_idle_at(&self, cpu: &Cpu, now: u64) {
@@ -1727,23 +1753,11 @@ impl<P: Platform> Scheduler<P> {
         cpu.local
             .current
             .store((next as *const Thread).cast_mut(), Ordering::Relaxed);
-        if let Some((kind, _)) = self.fpu {
-            // SAFETY: `prev` runs here; `next` is ours (see above); `kind` is enabled on every CPU
-            // (platform contract).
-            unsafe { self.switch_fpu(me, cpu, prev, next, kind) };
-        }
-        // SAFETY: `next` is ours until it runs (see above).
-        if let Some(mm) = unsafe { next.mm() } {
-            let active = cpu.local.active_mm.load(Ordering::Relaxed);
-            if active != mm.word().get() {
-                self.platform.switch_mm(NonZeroUsize::new(active), mm);
-                cpu.local.active_mm.store(mm.word().get(), Ordering::Relaxed);
-            }
-        }
-        let top = next.user_stack_top;
-        if top != 0 {
-            self.platform
-                .switch_to_user_thread(top, next.fs_base.load(Ordering::Relaxed));
+        // Between two plain kernel threads neither has an FPU area, `next` no space and no user
+        // stack: every step below would find nothing to do, so one test of both words skips them.
+        if prev.switch_work() | next.switch_work() != 0 {
+            // SAFETY: as for this function.
+            unsafe { self.switch_state(me, cpu, prev, next) };
         }
         bump(&cpu.counters.context_switches);
         // SAFETY: interrupts are off; `prev` is the running thread, whose window no other CPU
@@ -1757,6 +1771,33 @@ impl<P: Platform> Scheduler<P> {
                 next.window.get(),
                 core::ptr::from_ref(prev) as usize,
             ) as *const Thread
+        }
+    }
+
+    /// The steps of a switch that a plain kernel thread on both sides skips: extended state, the
+    /// space, the user thread's stack and FS base.
+    ///
+    /// # Safety
+    /// As for `switch_to`.
+    #[inline(always)]
+    unsafe fn switch_state(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread) {
+        if let Some((kind, _)) = self.fpu {
+            // SAFETY: `prev` runs here; `next` is ours (as for `switch_to`); `kind` is enabled on
+            // every CPU (platform contract).
+            unsafe { self.switch_fpu(me, cpu, prev, next, kind) };
+        }
+        // SAFETY: `next` is ours until it runs (as for `switch_to`).
+        if let Some(mm) = unsafe { next.mm() } {
+            let active = cpu.local.active_mm.load(Ordering::Relaxed);
+            if active != mm.word().get() {
+                self.platform.switch_mm(NonZeroUsize::new(active), mm);
+                cpu.local.active_mm.store(mm.word().get(), Ordering::Relaxed);
+            }
+        }
+        let top = next.user_stack_top;
+        if top != 0 {
+            self.platform
+                .switch_to_user_thread(top, next.fs_base.load(Ordering::Relaxed));
         }
     }
 

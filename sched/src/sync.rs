@@ -1,7 +1,8 @@
 //! The one door through which the run-queue protocol (`rq`) reaches atomics, locks, cells and the
 //! spin hint, so `--cfg loom` can swap in loom's instrumented versions and model-check it.
 //!
-//! Key items: [`SpinLock`] (a `spin` test-and-test-and-set lock; loom's `Mutex` under loom),
+//! Key items: [`SpinLock`] (a test-and-test-and-set lock taken with one `xchg`; loom's `Mutex`
+//! under loom),
 //! [`UnsafeCell`] (loom's access-tracking cell under loom, a zero-cost `core` cell otherwise; both
 //! with the `with`/`with_mut` closure API), the atomics and [`spin_loop`].
 //!
@@ -22,17 +23,27 @@ pub(crate) use core::hint::spin_loop;
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
-/// A spin lock: `spin::mutex::SpinMutex`, or loom's `Mutex` under loom.
+/// A spin lock: a test-and-test-and-set byte taken with one `xchg` (the `spin` crate's lock takes
+/// a `cmpxchg` and its setup, two more instructions on every switch path); loom's `Mutex` under loom.
 pub(crate) struct SpinLock<T> {
     #[cfg(not(loom))]
-    inner: spin::mutex::SpinMutex<T>,
+    locked: AtomicBool,
+    #[cfg(not(loom))]
+    value: core::cell::UnsafeCell<T>,
     #[cfg(loom)]
     inner: loom::sync::Mutex<T>,
 }
 
-/// Guard of a [`SpinLock`].
+// SAFETY: the lock hands out the value to one holder at a time (`locked` with `Acquire` and
+// `Release`), so sharing the lock across CPUs shares `T` only by moving access: `T: Send` suffices.
 #[cfg(not(loom))]
-pub(crate) type SpinGuard<'a, T> = spin::mutex::SpinMutexGuard<'a, T>;
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+
+/// Guard of a [`SpinLock`]: the value while held; released when dropped.
+#[cfg(not(loom))]
+pub(crate) struct SpinGuard<'a, T> {
+    lock: &'a SpinLock<T>,
+}
 /// Guard of a [`SpinLock`].
 #[cfg(loom)]
 pub(crate) type SpinGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
@@ -40,21 +51,67 @@ pub(crate) type SpinGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
 impl<T> SpinLock<T> {
     pub(crate) fn new(value: T) -> Self {
         #[cfg(not(loom))]
-        let inner = spin::mutex::SpinMutex::new(value);
+        return SpinLock { locked: AtomicBool::new(false), value: core::cell::UnsafeCell::new(value) };
         #[cfg(loom)]
-        let inner = loom::sync::Mutex::new(value);
-        SpinLock { inner }
+        return SpinLock { inner: loom::sync::Mutex::new(value) };
     }
 
     #[inline]
     pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
         #[cfg(not(loom))]
-        return self.inner.lock();
+        {
+            if self.locked.swap(true, Ordering::Acquire) {
+                self.lock_contended();
+            }
+            SpinGuard { lock: self }
+        }
         #[cfg(loom)]
         return self
             .inner
             .lock()
             .expect("a modelled thread panicked while holding the lock");
+    }
+
+    /// The lock was held: wait reading (the line stays shared) until it looks free, then try again.
+    #[cfg(not(loom))]
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) {
+        loop {
+            while self.locked.load(Ordering::Relaxed) {
+                spin_loop();
+            }
+            if !self.locked.swap(true, Ordering::Acquire) {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl<T> core::ops::Deref for SpinGuard<'_, T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock, so no other reference to the value is live.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+#[cfg(not(loom))]
+impl<T> core::ops::DerefMut for SpinGuard<'_, T> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the lock, and `&mut self` makes this the only reference through it.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+#[cfg(not(loom))]
+impl<T> Drop for SpinGuard<'_, T> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
     }
 }
 
