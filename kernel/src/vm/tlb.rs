@@ -117,6 +117,18 @@ pub unsafe fn load_cr3_here(me: CpuId, pml4: u64, pcid: u16, flush: bool) {
     count_one_here(me, Counter::Cr3Writes);
 }
 
+/// [`load_cr3_here`] on a CPU whose CR3 carries no PCID: the plain write, which drops every
+/// non-global entry, without reading the mode.
+///
+/// # Safety
+/// As for [`load_cr3`], and PCIDs are off ([`pcid_enabled`] is false).
+pub unsafe fn load_cr3_untagged_here(me: CpuId, pml4: u64) {
+    debug_assert!(!pcid_enabled());
+    // SAFETY: per the caller's guarantees; CR4.PCIDE is clear without PCIDs, so CR3 takes no PCID.
+    unsafe { mmu::load_cr3(pml4, Cr3Load::Plain) };
+    count_one_here(me, Counter::Cr3Writes);
+}
+
 /// The CR3 write of [`load_cr3`], uncounted.
 ///
 /// # Safety
