@@ -322,6 +322,7 @@ impl TlbTracker {
     /// `may_cache` would, and the CPU never enters `may_cache` (nor calls `slot_recycled`): one
     /// locked read-modify-write per switch-in instead of two, none for the recycled slot. The
     /// ordering argument is `switch_in`'s, with the `active` insert as the read-modify-write.
+    #[inline]
     pub fn switch_in_untagged(&self, cpu: CpuId, table: &mut PcidTable<1>) -> SwitchIn {
         self.active.insert(cpu);
         // As in `switch_in`: the insert is ordered before the load by the SeqCst total order.
