@@ -131,12 +131,35 @@ impl CpuSet {
         self.words[word] & mask != 0
     }
 
-    /// The number of CPUs in the set. Empty words are skipped: without the POPCNT instruction (the
-    /// kernel's target does not assume it) counting a word takes some fifteen instructions, and
-    /// most words of a machine's sets are empty.
+    /// The number of CPUs in the set. Empty words are skipped and a word of one CPU is counted by
+    /// a test: without the POPCNT instruction (the kernel's target does not assume it) counting a
+    /// word takes some fifteen instructions, and most words of a machine's sets are empty or, in
+    /// the sets a change plans (its IPI targets, the CPUs it spares), hold one CPU.
     #[inline]
     pub fn len(&self) -> usize {
-        self.words[..in_use()].iter().filter(|&&w| w != 0).map(|w| w.count_ones() as usize).sum()
+        self.words[..in_use()]
+            .iter()
+            .filter(|&&w| w != 0)
+            .map(|&w| if w & (w - 1) == 0 { 1 } else { w.count_ones() as usize })
+            .sum()
+    }
+
+    /// Keeps only the CPUs for which `keep` says so, in place (no iterator copy of the set, no new
+    /// set).
+    #[inline]
+    pub fn retain(&mut self, mut keep: impl FnMut(CpuId) -> bool) {
+        let n = in_use();
+        for (index, word) in self.words[..n].iter_mut().enumerate() {
+            let mut bits = *word;
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let cpu = CpuId::new((index * WORD_BITS + bit) as u32).expect("a set holds only valid ids");
+                if !keep(cpu) {
+                    *word &= !(1u64 << bit);
+                }
+            }
+        }
     }
 
     /// Whether the set is empty.
@@ -164,6 +187,24 @@ impl CpuSet {
     #[inline]
     pub fn difference(&self, other: &CpuSet) -> CpuSet {
         self.zip_with(other, |a, b| a & !b)
+    }
+
+    /// Adds every CPU of `other`, in place (no new set built and copied).
+    #[inline]
+    pub fn insert_all(&mut self, other: &CpuSet) {
+        let n = in_use();
+        for (a, &b) in self.words[..n].iter_mut().zip(&other.words[..n]) {
+            *a |= b;
+        }
+    }
+
+    /// Removes every CPU of `other`, in place.
+    #[inline]
+    pub fn remove_all(&mut self, other: &CpuSet) {
+        let n = in_use();
+        for (a, &b) in self.words[..n].iter_mut().zip(&other.words[..n]) {
+            *a &= !b;
+        }
     }
 
     /// The CPUs in the set, in ascending order.
@@ -454,6 +495,40 @@ mod tests {
         assert_eq!(s.len(), 5);
         assert!(!s.is_empty());
         assert!(CpuSet::single(cpu(300)).len() == 1);
+    }
+
+    #[test]
+    fn len_counts_words_of_one_cpu_and_full_words_alike() {
+        assert_eq!(set(&[5]).len(), 1);
+        assert_eq!(set(&[0, 1]).len(), 2);
+        assert_eq!(CpuSet::first_n(64).len(), 64);
+        assert_eq!(CpuSet::first_n(MAX_CPUS).len(), MAX_CPUS);
+        assert_eq!(set(&[63, 64, 65, 511]).len(), 4);
+    }
+
+    #[test]
+    fn insert_all_and_remove_all_work_in_place() {
+        let mut s = set(&[1, 70]);
+        s.insert_all(&set(&[2, 70, 511]));
+        assert_eq!(indices(&s), vec![1, 2, 70, 511]);
+        s.remove_all(&set(&[1, 511, 300]));
+        assert_eq!(indices(&s), vec![2, 70]);
+        assert_eq!(s, set(&[1, 70]).union(&set(&[2, 70, 511])).difference(&set(&[1, 511, 300])));
+    }
+
+    #[test]
+    fn retain_keeps_exactly_the_cpus_asked_for() {
+        let mut s = set(&[0, 3, 63, 64, 130, 511]);
+        let mut asked = Vec::new();
+        s.retain(|c| {
+            asked.push(c.get());
+            c.get() % 2 == 1
+        });
+        assert_eq!(asked, vec![0, 3, 63, 64, 130, 511], "asked once per member, ascending");
+        assert_eq!(indices(&s), vec![3, 63, 511]);
+        let mut none = set(&[7, 400]);
+        none.retain(|_| false);
+        assert!(none.is_empty());
     }
 
     #[test]

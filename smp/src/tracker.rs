@@ -378,16 +378,24 @@ impl TlbTracker {
         fence(Ordering::SeqCst);
         let active = self.active.snapshot();
         let may_cache = self.may_cache.snapshot();
-        let me = CpuSet::single(cpu);
-        let others = active.difference(&me);
-        let spared = spare(&others).intersection(&others);
+        // Built in place, word by word: the common plans have no other CPU to ask about.
+        let mut ipi_targets = active;
+        let local_flush = ipi_targets.remove(cpu);
+        let mut avoided = may_cache;
+        avoided.remove_all(&active);
+        avoided.remove(cpu);
+        if !ipi_targets.is_empty() {
+            let spared = spare(&ipi_targets).intersection(&ipi_targets);
+            ipi_targets.remove_all(&spared);
+            avoided.insert_all(&spared);
+        }
         let plan = ChangePlan {
             asid: self.asid,
             range,
             new_gen,
-            local_flush: active.contains(cpu),
-            ipi_targets: others.difference(&spared),
-            avoided: may_cache.difference(&active).difference(&me).union(&spared),
+            local_flush,
+            ipi_targets,
+            avoided,
             full_flush: range.pages > FULL_FLUSH_THRESHOLD_PAGES,
         };
         stats.record(&plan);

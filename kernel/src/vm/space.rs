@@ -873,8 +873,9 @@ impl Space {
         let me = tlb::this_cpu();
         // A change that frees page-table pages interrupts lazy CPUs too: they may walk the tables.
         let frees_tables = !released.tables.is_empty();
-        // The plan (two CPU sets and the request) stays inside: only what the wait needs leaves.
-        let (token, new_gen, posted) = interrupts::without_interrupts(|| {
+        // The plan (two CPU sets and the request) stays inside: only what the wait needs leaves,
+        // and nothing when no other CPU was asked.
+        let token = interrupts::without_interrupts(|| {
             let spare_lazy = |others: &CpuSet| if frees_tables { CpuSet::new() } else { lazy_among(others) };
             let plan = self.tracker.begin_change_sparing(me, range, &PLAN_STATS, spare_lazy);
             let ticket = (!plan.ipi_targets.is_empty()).then(|| tlb::post(me, plan.ipi_targets, &plan.request()));
@@ -883,16 +884,17 @@ impl Space {
             // the wait below still comes after both).
             with_this_cpu(|_, cpu| cpu.flush_for_change(me, self, &plan));
             count_plan(me, &plan);
-            (FreeAfter::new(&plan, ticket), plan.new_gen, ticket.is_some())
+            ticket.map(|ticket| FreeAfter::new(&plan, Some(ticket)))
         });
-        let waited = if posted { tlb::wait(me, serve_ipi_work) } else { Ok(()) };
-        match waited {
+        // No other CPU had the space loaded: this CPU's flush is all there was.
+        let Some(token) = token else { return Ok(released) };
+        match tlb::wait(me, serve_ipi_work) {
             Ok(()) => {
                 assert!(token.is_releasable(tlb::mailboxes()), "a shootdown acknowledged by all is releasable");
                 Ok(released)
             }
             Err(cpus) => {
-                log::error!("aspace: {me}: CPUs {cpus} did not acknowledge the shootdown of {} gen {new_gen}", self.asid);
+                log::error!("aspace: {me}: CPUs {cpus} did not acknowledge the shootdown of {} gen {}", self.asid, token.tlb_gen());
                 let mut parked = PARKED.lock();
                 parked.push((token, released));
                 ANY_PARKED.store(true, Ordering::Release);
@@ -902,17 +904,18 @@ impl Space {
     }
 }
 
+/// Count `plan` in this CPU's counters (interrupts off).
 fn count_plan(me: CpuId, plan: &smp::ChangePlan) {
     use tlb::Counter::*;
-    tlb::count(Changes, 1);
-    tlb::count(ChangesWithoutIpi, u64::from(plan.ipi_targets.is_empty()));
+    tlb::count_here(me, Changes, 1);
+    tlb::count_here(me, ChangesWithoutIpi, u64::from(plan.ipi_targets.is_empty()));
     let avoided = plan.avoided.len();
-    tlb::count(AvoidedLazy, avoided as u64);
+    tlb::count_here(me, AvoidedLazy, avoided as u64);
     // The plan's targets, its avoided CPUs and this one are disjoint sets of online CPUs: the
     // online CPUs outside all three are counted by a subtraction, not by two set differences.
     debug_assert!(!plan.ipi_targets.contains(me) && !plan.avoided.contains(me) && plan.ipi_targets.intersection(&plan.avoided).is_empty());
     let online = crate::cpu::map::nr_online() as usize;
-    tlb::count(AvoidedNeverLoaded, online.saturating_sub(plan.ipi_targets.len() + avoided + 1) as u64);
+    tlb::count_here(me, AvoidedNeverLoaded, online.saturating_sub(plan.ipi_targets.len() + avoided + 1) as u64);
 }
 
 impl Drop for AddressSpace {
@@ -1304,12 +1307,8 @@ static LAZY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPU
 
 /// The CPUs among `cpus` that are lazy now (read after the change's generation bump).
 fn lazy_among(cpus: &CpuSet) -> CpuSet {
-    let mut lazy = CpuSet::new();
-    for cpu in cpus.iter() {
-        if LAZY[cpu.index()].load(Ordering::SeqCst) {
-            lazy.insert(cpu);
-        }
-    }
+    let mut lazy = *cpus;
+    lazy.retain(|cpu| LAZY[cpu.index()].load(Ordering::SeqCst));
     lazy
 }
 

@@ -328,6 +328,14 @@ pub fn count_one_here(me: CpuId, c: Counter) {
     cell.store(cell.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
 }
 
+/// Add `n` to counter `c` of `me`, the calling CPU, with interrupts off: as [`count_one_here`].
+#[inline]
+pub fn count_here(me: CpuId, c: Counter, n: u64) {
+    debug_assert!(!arch::interrupts::are_enabled() && me == this_cpu());
+    let cell = &COUNTERS[me.index()][c as usize];
+    cell.store(cell.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
 /// One CPU's TLB counters (or a sum of several CPUs'); all count since boot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TlbCounters {
