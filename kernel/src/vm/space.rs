@@ -68,7 +68,7 @@ use core::{
     fmt,
     num::NonZeroUsize,
     ptr::NonNull,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
 };
 
 use kcore::{
@@ -212,8 +212,12 @@ impl Released {
     /// Give back the frames: a data frame still shared with another space (copy-on-write) only
     /// loses this space's share; the last share frees it. Tables are never shared.
     fn free(self) {
+        // No frame shared anywhere (no fork since the last shares went): each is this space's
+        // alone, and no share of it can appear meanwhile, since only a fork of a space that maps a
+        // frame shares it and none maps these any more. Then no lock and no lookup per frame.
+        let any_shared = SHARED_FRAMES.load(Ordering::Acquire) != 0;
         for pa in self.frames {
-            if !drop_share(pa) {
+            if !(any_shared && drop_share(pa)) {
                 mm::frames::free(pa);
             }
         }
@@ -235,9 +239,15 @@ const COW: Flags = Flags::BIT_9;
 /// other sharer" under the lock of its own space cannot be contradicted until it is done.
 static SHARES: SpinMutex<RawIrqSpin, alloc::collections::BTreeMap<u64, u32>> = SpinMutex::new(alloc::collections::BTreeMap::new());
 
+/// How many frames [`SHARES`] holds, written under its lock: a reader that sees 0 knows no frame
+/// is shared without taking the lock.
+static SHARED_FRAMES: AtomicUsize = AtomicUsize::new(0);
+
 /// One more space maps `pa`.
 fn add_share(pa: u64) {
-    *SHARES.lock().entry(pa).or_insert(0) += 1;
+    let mut shares = SHARES.lock();
+    *shares.entry(pa).or_insert(0) += 1;
+    SHARED_FRAMES.store(shares.len(), Ordering::Release);
 }
 
 /// One space stops mapping `pa`: `true` if others still do (the frame stays), `false` if that was
@@ -251,6 +261,7 @@ fn drop_share(pa: u64) -> bool {
         }
         Some(_) => {
             shares.remove(&pa);
+            SHARED_FRAMES.store(shares.len(), Ordering::Release);
             true
         }
         None => false,
