@@ -376,28 +376,27 @@ impl TlbTracker {
         // The bump must be visible before `active` is read: see `switch_in`.
         #[cfg(loom)]
         fence(Ordering::SeqCst);
-        let active = self.active.snapshot();
-        let may_cache = self.may_cache.snapshot();
-        // Built in place, word by word: the common plans have no other CPU to ask about.
-        let mut ipi_targets = active;
-        let local_flush = ipi_targets.remove(cpu);
-        let mut avoided = may_cache;
-        avoided.remove_all(&active);
-        avoided.remove(cpu);
-        if !ipi_targets.is_empty() {
-            let spared = spare(&ipi_targets).intersection(&ipi_targets);
-            ipi_targets.remove_all(&spared);
-            avoided.insert_all(&spared);
-        }
-        let plan = ChangePlan {
+        // Built in place, in the plan itself, word by word: the common plans have no other CPU to
+        // ask about.
+        let mut plan = ChangePlan {
             asid: self.asid,
             range,
             new_gen,
-            local_flush,
-            ipi_targets,
-            avoided,
+            local_flush: false,
+            ipi_targets: self.active.snapshot(),
+            avoided: self.may_cache.snapshot(),
             full_flush: range.pages > FULL_FLUSH_THRESHOLD_PAGES,
         };
+        // `avoided` is `may_cache` without the active CPUs (`ipi_targets` still holds them all)
+        // and without this one.
+        plan.avoided.remove_all(&plan.ipi_targets);
+        plan.avoided.remove(cpu);
+        plan.local_flush = plan.ipi_targets.remove(cpu);
+        if !plan.ipi_targets.is_empty() {
+            let spared = spare(&plan.ipi_targets).intersection(&plan.ipi_targets);
+            plan.ipi_targets.remove_all(&spared);
+            plan.avoided.insert_all(&spared);
+        }
         stats.record(&plan);
         plan
     }
