@@ -46,6 +46,7 @@ pub fn mailboxes() -> &'static [ShootdownMailbox] {
 }
 
 /// This CPU's id.
+#[inline]
 pub fn this_cpu() -> CpuId {
     CpuId::new(percpu::cpu_index()).expect("per-CPU indices are below MAX_CPUS")
 }
@@ -150,6 +151,7 @@ fn page_va(vpage: u64) -> u64 {
 
 /// INVLPG every page of `range`: drops this CPU's entries for them in the current PCID, and the
 /// global ones.
+#[inline]
 pub fn flush_pages(range: PageRange) {
     for vpage in range.start_vpage..range.start_vpage + range.pages {
         mmu::flush_local_page(page_va(vpage));
