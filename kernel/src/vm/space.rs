@@ -300,11 +300,19 @@ static PARKED: SpinMutex<RawIrqSpin, Vec<(FreeAfter, Released)>> = SpinMutex::ne
 /// of taking the lock. A reader that misses a park in progress reaps it at a later change.
 static ANY_PARKED: AtomicBool = AtomicBool::new(false);
 
-/// Free parked memory whose shootdown has been acknowledged since.
+/// Free parked memory whose shootdown has been acknowledged since: one load (inline) when
+/// nothing is parked, the common case.
+#[inline]
 fn reap_parked() {
-    if !ANY_PARKED.load(Ordering::Acquire) {
-        return;
+    if ANY_PARKED.load(Ordering::Acquire) {
+        reap_parked_now();
     }
+}
+
+/// [`reap_parked`] when something may be parked.
+#[cold]
+#[inline(never)]
+fn reap_parked_now() {
     let ready: Vec<Released> = {
         let mut parked = PARKED.lock();
         if parked.is_empty() {
