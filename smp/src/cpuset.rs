@@ -57,6 +57,42 @@ fn in_use() -> usize {
         .min(WORDS)
 }
 
+/// The sets a change of one address space starts from (see `tracker::TlbTracker::begin_change`),
+/// in one pass over the words in use: `targets` gets `active` without `me`, `avoided` gets
+/// `may_cache` without `active` and without `me`, both overwritten. Every word of `active` is read
+/// (SeqCst) before any of `may_cache`, as two snapshots would. Returns whether `me` is in
+/// `active`.
+pub(crate) fn load_plan_sets(
+    active: &AtomicCpuSet,
+    may_cache: &AtomicCpuSet,
+    me: CpuId,
+    targets: &mut CpuSet,
+    avoided: &mut CpuSet,
+) -> bool {
+    let n = in_use();
+    for (out, word) in targets.words[..n].iter_mut().zip(&active.words[..n]) {
+        *out = word.load(Ordering::SeqCst);
+    }
+    for ((out, word), &active) in avoided.words[..n].iter_mut().zip(&may_cache.words[..n]).zip(&targets.words[..n]) {
+        *out = word.load(Ordering::SeqCst) & !active;
+    }
+    let (word, mask) = word_and_mask(me);
+    let local = targets.words[word] & mask != 0;
+    targets.words[word] &= !mask;
+    avoided.words[word] &= !mask;
+    local
+}
+
+/// Moves the CPUs of `spared` that are in `targets` from `targets` to `avoided`, in one pass.
+pub(crate) fn move_spared(spared: &CpuSet, targets: &mut CpuSet, avoided: &mut CpuSet) {
+    let n = in_use();
+    for ((&spared, target), avoided) in spared.words[..n].iter().zip(&mut targets.words[..n]).zip(&mut avoided.words[..n]) {
+        let moved = spared & *target;
+        *target &= !moved;
+        *avoided |= moved;
+    }
+}
+
 /// The word holding `cpu`'s bit, and the bit's mask within it.
 const fn word_and_mask(cpu: CpuId) -> (usize, u64) {
     (cpu.index() / WORD_BITS, 1u64 << (cpu.index() % WORD_BITS))

@@ -76,7 +76,7 @@
 //! read-modify-write, so a CPU that reads generation `g` also sees the edits of every change up to
 //! `g`: entries it fills after its flush are synced to `g`.
 
-use crate::cpuset::{AtomicCpuSet, CpuSet};
+use crate::cpuset::{self, AtomicCpuSet, CpuSet};
 use crate::ids::CpuId;
 use crate::pcid::{AsId, Pcid, PcidTable, SwitchIn};
 use crate::shootdown::{ShootdownMailbox, Ticket};
@@ -376,26 +376,21 @@ impl TlbTracker {
         // The bump must be visible before `active` is read: see `switch_in`.
         #[cfg(loom)]
         fence(Ordering::SeqCst);
-        // Built in place, in the plan itself, word by word: the common plans have no other CPU to
-        // ask about.
+        // Built in place, in the plan itself, in one pass over the words in use: the reads of
+        // two snapshots (every word of `active`, then of `may_cache`), without their copies.
         let mut plan = ChangePlan {
             asid: self.asid,
             range,
             new_gen,
             local_flush: false,
-            ipi_targets: self.active.snapshot(),
-            avoided: self.may_cache.snapshot(),
+            ipi_targets: CpuSet::EMPTY,
+            avoided: CpuSet::EMPTY,
             full_flush: range.pages > FULL_FLUSH_THRESHOLD_PAGES,
         };
-        // `avoided` is `may_cache` without the active CPUs (`ipi_targets` still holds them all)
-        // and without this one.
-        plan.avoided.remove_all(&plan.ipi_targets);
-        plan.avoided.remove(cpu);
-        plan.local_flush = plan.ipi_targets.remove(cpu);
+        plan.local_flush = cpuset::load_plan_sets(&self.active, &self.may_cache, cpu, &mut plan.ipi_targets, &mut plan.avoided);
         if !plan.ipi_targets.is_empty() {
-            let spared = spare(&plan.ipi_targets).intersection(&plan.ipi_targets);
-            plan.ipi_targets.remove_all(&spared);
-            plan.avoided.insert_all(&spared);
+            let spared = spare(&plan.ipi_targets);
+            cpuset::move_spared(&spared, &mut plan.ipi_targets, &mut plan.avoided);
         }
         stats.record(&plan);
         plan
