@@ -162,10 +162,11 @@ pub enum FlushAction {
 }
 
 /// Kernel-wide shootdown counters, updated by [`TlbTracker::begin_change`] (relaxed: they are
-/// statistics and order nothing).
+/// statistics and order nothing). Every plan is flushed either page by page or whole, so the
+/// number of plans is the sum of those two counters, not a counter of its own: one locked add
+/// fewer per change, on a line every CPU writes.
 #[derive(Debug, Default)]
 pub struct TlbStats {
-    shootdowns: AtomicU64,
     ipis_sent: AtomicU64,
     no_ipi_changes: AtomicU64,
     ipis_avoided_lazy: AtomicU64,
@@ -196,7 +197,6 @@ impl TlbStats {
     #[cfg(not(loom))]
     pub const fn new() -> TlbStats {
         TlbStats {
-            shootdowns: AtomicU64::new(0),
             ipis_sent: AtomicU64::new(0),
             no_ipi_changes: AtomicU64::new(0),
             ipis_avoided_lazy: AtomicU64::new(0),
@@ -214,13 +214,14 @@ impl TlbStats {
     /// The counters now.
     pub fn snapshot(&self) -> TlbStatsSnapshot {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let (ranged_flushes, full_flushes) = (read(&self.ranged_flushes), read(&self.full_flushes));
         TlbStatsSnapshot {
-            shootdowns: read(&self.shootdowns),
+            shootdowns: ranged_flushes + full_flushes,
             ipis_sent: read(&self.ipis_sent),
             no_ipi_changes: read(&self.no_ipi_changes),
             ipis_avoided_lazy: read(&self.ipis_avoided_lazy),
-            ranged_flushes: read(&self.ranged_flushes),
-            full_flushes: read(&self.full_flushes),
+            ranged_flushes,
+            full_flushes,
         }
     }
 
@@ -230,9 +231,9 @@ impl TlbStats {
                 counter.fetch_add(n, Ordering::Relaxed);
             }
         };
-        add(&self.shootdowns, 1);
-        add(&self.ipis_sent, plan.ipi_targets.len() as u64);
-        add(&self.no_ipi_changes, u64::from(plan.ipi_targets.is_empty()));
+        let ipis = plan.ipi_targets.len() as u64;
+        add(&self.ipis_sent, ipis);
+        add(&self.no_ipi_changes, u64::from(ipis == 0));
         add(&self.ipis_avoided_lazy, plan.avoided.len() as u64);
         add(&self.ranged_flushes, u64::from(!plan.full_flush));
         add(&self.full_flushes, u64::from(plan.full_flush));
