@@ -15,7 +15,10 @@
 //! place when the next pages are free and moves only with `MREMAP_MAYMOVE`. New mappings without a
 //! hint go top-down below the caller's limit (the stack gap), as Linux's default layout does.
 
-use alloc::{collections::BTreeMap, vec::Vec};
+use alloc::{
+    collections::{BTreeMap, btree_map},
+    vec::Vec,
+};
 use core::ops::Range;
 
 use crate::{PAGE_SIZE, USER_TOP};
@@ -306,6 +309,20 @@ impl VmaSet {
     /// without the ranges handed over so far during it.
     pub fn unmap_with(&mut self, start: u64, len: u64, mut removed: impl FnMut(Range<u64>)) -> Result<(), VmaError> {
         let r = self.range(start, len)?;
+        // The common unmap: the range starts where a mapping starts and ends inside it or at its
+        // end (often the whole mapping). No other mapping can overlap the range then, so one
+        // descent finds and removes it, where `carve_with` descends once to find and again to
+        // remove. (Only here: the other carvers, `mmap` first, mostly find nothing at `start`.)
+        if let btree_map::Entry::Occupied(entry) = self.map.entry(r.start)
+            && entry.get().end >= r.end
+        {
+            let v = entry.remove();
+            if v.end > r.end {
+                self.map.insert(r.end, Vma { start: r.end, ..v });
+            }
+            removed(r);
+            return Ok(());
+        }
         self.carve_with(r.start, r.end, |v| removed(v.start..v.end));
         Ok(())
     }
@@ -413,6 +430,24 @@ mod tests {
         assert_eq!(got, vec![0x13000..0x15000, 0x11000..0x12000]);
         assert_eq!(ranges(&s), vec![(0x10000, 0x11000, RW), (0x16000, 0x17000, RW)]);
         s.unmap_with(0x12000, P, |_| panic!("nothing is mapped there")).unwrap();
+    }
+
+    #[test]
+    fn unmap_with_at_the_start_of_a_mapping_takes_it_or_its_head() {
+        let mut s = VmaSet::new(0x10000);
+        s.map_fixed(0x10000, P, RW, VmaKind::Anon).unwrap();
+        s.map_fixed(0x12000, 3 * P, R, VmaKind::Anon).unwrap();
+        let mut got = Vec::new();
+        // The whole first mapping, then the head of the second: each one piece, the rest kept.
+        s.unmap_with(0x10000, P, |r| got.push(r)).unwrap();
+        s.unmap_with(0x12000, P, |r| got.push(r)).unwrap();
+        assert_eq!(got, vec![0x10000..0x11000, 0x12000..0x13000]);
+        assert_eq!(ranges(&s), vec![(0x13000, 0x15000, R)]);
+        // Past its end the range is carved as usual: the mapping and the hole after it.
+        got.clear();
+        s.unmap_with(0x13000, 4 * P, |r| got.push(r)).unwrap();
+        assert_eq!(got, vec![0x13000..0x15000]);
+        assert!(ranges(&s).is_empty());
     }
 
     #[test]

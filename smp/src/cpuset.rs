@@ -57,6 +57,42 @@ fn in_use() -> usize {
         .min(WORDS)
 }
 
+/// The sets a change of one address space starts from (see `tracker::TlbTracker::begin_change`),
+/// in one pass over the words in use: `targets` gets `active` without `me`, `avoided` gets
+/// `may_cache` without `active` and without `me`, both overwritten. Every word of `active` is read
+/// (SeqCst) before any of `may_cache`, as two snapshots would. Returns whether `me` is in
+/// `active`.
+pub(crate) fn load_plan_sets(
+    active: &AtomicCpuSet,
+    may_cache: &AtomicCpuSet,
+    me: CpuId,
+    targets: &mut CpuSet,
+    avoided: &mut CpuSet,
+) -> bool {
+    let n = in_use();
+    for (out, word) in targets.words[..n].iter_mut().zip(&active.words[..n]) {
+        *out = word.load(Ordering::SeqCst);
+    }
+    for ((out, word), &active) in avoided.words[..n].iter_mut().zip(&may_cache.words[..n]).zip(&targets.words[..n]) {
+        *out = word.load(Ordering::SeqCst) & !active;
+    }
+    let (word, mask) = word_and_mask(me);
+    let local = targets.words[word] & mask != 0;
+    targets.words[word] &= !mask;
+    avoided.words[word] &= !mask;
+    local
+}
+
+/// Moves the CPUs of `spared` that are in `targets` from `targets` to `avoided`, in one pass.
+pub(crate) fn move_spared(spared: &CpuSet, targets: &mut CpuSet, avoided: &mut CpuSet) {
+    let n = in_use();
+    for ((&spared, target), avoided) in spared.words[..n].iter().zip(&mut targets.words[..n]).zip(&mut avoided.words[..n]) {
+        let moved = spared & *target;
+        *target &= !moved;
+        *avoided |= moved;
+    }
+}
+
 /// The word holding `cpu`'s bit, and the bit's mask within it.
 const fn word_and_mask(cpu: CpuId) -> (usize, u64) {
     (cpu.index() / WORD_BITS, 1u64 << (cpu.index() % WORD_BITS))
@@ -131,12 +167,35 @@ impl CpuSet {
         self.words[word] & mask != 0
     }
 
-    /// The number of CPUs in the set. Empty words are skipped: without the POPCNT instruction (the
-    /// kernel's target does not assume it) counting a word takes some fifteen instructions, and
-    /// most words of a machine's sets are empty.
+    /// The number of CPUs in the set. Empty words are skipped and a word of one CPU is counted by
+    /// a test: without the POPCNT instruction (the kernel's target does not assume it) counting a
+    /// word takes some fifteen instructions, and most words of a machine's sets are empty or, in
+    /// the sets a change plans (its IPI targets, the CPUs it spares), hold one CPU.
     #[inline]
     pub fn len(&self) -> usize {
-        self.words[..in_use()].iter().filter(|&&w| w != 0).map(|w| w.count_ones() as usize).sum()
+        self.words[..in_use()]
+            .iter()
+            .filter(|&&w| w != 0)
+            .map(|&w| if w & (w - 1) == 0 { 1 } else { w.count_ones() as usize })
+            .sum()
+    }
+
+    /// Keeps only the CPUs for which `keep` says so, in place (no iterator copy of the set, no new
+    /// set).
+    #[inline]
+    pub fn retain(&mut self, mut keep: impl FnMut(CpuId) -> bool) {
+        let n = in_use();
+        for (index, word) in self.words[..n].iter_mut().enumerate() {
+            let mut bits = *word;
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let cpu = CpuId::new((index * WORD_BITS + bit) as u32).expect("a set holds only valid ids");
+                if !keep(cpu) {
+                    *word &= !(1u64 << bit);
+                }
+            }
+        }
     }
 
     /// Whether the set is empty.
@@ -164,6 +223,39 @@ impl CpuSet {
     #[inline]
     pub fn difference(&self, other: &CpuSet) -> CpuSet {
         self.zip_with(other, |a, b| a & !b)
+    }
+
+    /// Adds every CPU of `other`, in place (no new set built and copied).
+    #[inline]
+    pub fn insert_all(&mut self, other: &CpuSet) {
+        let n = in_use();
+        for (a, &b) in self.words[..n].iter_mut().zip(&other.words[..n]) {
+            *a |= b;
+        }
+    }
+
+    /// Removes every CPU of `other`, in place.
+    #[inline]
+    pub fn remove_all(&mut self, other: &CpuSet) {
+        let n = in_use();
+        for (a, &b) in self.words[..n].iter_mut().zip(&other.words[..n]) {
+            *a &= !b;
+        }
+    }
+
+    /// Calls `f` for each CPU in the set, ascending, reading the set in place (where
+    /// [`CpuSet::iter`] copies it whole, to be free of the borrow).
+    #[inline]
+    pub fn for_each(&self, mut f: impl FnMut(CpuId)) {
+        let n = in_use();
+        for (index, &word) in self.words[..n].iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                f(CpuId::new((index * WORD_BITS + bit) as u32).expect("a set holds only valid ids"));
+            }
+        }
     }
 
     /// The CPUs in the set, in ascending order.
@@ -454,6 +546,49 @@ mod tests {
         assert_eq!(s.len(), 5);
         assert!(!s.is_empty());
         assert!(CpuSet::single(cpu(300)).len() == 1);
+    }
+
+    #[test]
+    fn len_counts_words_of_one_cpu_and_full_words_alike() {
+        assert_eq!(set(&[5]).len(), 1);
+        assert_eq!(set(&[0, 1]).len(), 2);
+        assert_eq!(CpuSet::first_n(64).len(), 64);
+        assert_eq!(CpuSet::first_n(MAX_CPUS).len(), MAX_CPUS);
+        assert_eq!(set(&[63, 64, 65, 511]).len(), 4);
+    }
+
+    #[test]
+    fn insert_all_and_remove_all_work_in_place() {
+        let mut s = set(&[1, 70]);
+        s.insert_all(&set(&[2, 70, 511]));
+        assert_eq!(indices(&s), vec![1, 2, 70, 511]);
+        s.remove_all(&set(&[1, 511, 300]));
+        assert_eq!(indices(&s), vec![2, 70]);
+        assert_eq!(s, set(&[1, 70]).union(&set(&[2, 70, 511])).difference(&set(&[1, 511, 300])));
+    }
+
+    #[test]
+    fn for_each_visits_what_iter_yields() {
+        let s = set(&[0, 3, 63, 64, 130, 511]);
+        let mut seen = Vec::new();
+        s.for_each(|c| seen.push(c.get()));
+        assert_eq!(seen, indices(&s));
+        CpuSet::EMPTY.for_each(|c| panic!("{c} in the empty set"));
+    }
+
+    #[test]
+    fn retain_keeps_exactly_the_cpus_asked_for() {
+        let mut s = set(&[0, 3, 63, 64, 130, 511]);
+        let mut asked = Vec::new();
+        s.retain(|c| {
+            asked.push(c.get());
+            c.get() % 2 == 1
+        });
+        assert_eq!(asked, vec![0, 3, 63, 64, 130, 511], "asked once per member, ascending");
+        assert_eq!(indices(&s), vec![3, 63, 511]);
+        let mut none = set(&[7, 400]);
+        none.retain(|_| false);
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -246,9 +246,9 @@ impl ShootdownMailbox {
         // After the targets are pending: whoever reads this sequence number sees them.
         let seq = outbox.seq.load(Ordering::Relaxed) + 1;
         outbox.seq.store(seq, Ordering::SeqCst);
-        for target in targets.iter() {
+        targets.for_each(|target| {
             mailboxes[target.index()].doorbell.insert(sender);
-        }
+        });
         Ok(Ticket { sender, seq })
     }
 
@@ -281,7 +281,7 @@ impl ShootdownMailbox {
         }
         let senders = doorbell.take();
         let mut served = 0;
-        for sender in senders.iter() {
+        senders.for_each(|sender| {
             let outbox = &mailboxes[sender.index()].outbox;
             // The sender set this bit before ringing, and only this CPU clears it.
             debug_assert!(outbox.pending.contains(cpu));
@@ -292,7 +292,7 @@ impl ShootdownMailbox {
             note(sender, outbox.seq.load(Ordering::SeqCst));
             outbox.pending.remove(cpu);
             served += 1;
-        }
+        });
         served
     }
 }

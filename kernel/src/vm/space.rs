@@ -24,8 +24,9 @@
 //! when a slot is recycled; without them the CPU holds entries of its loaded space alone and
 //! never enters `may_cache`, so a switch touches only `active`), and the space it has loaded.
 //! Threads without a space keep whatever is loaded (lazy TLB), so a loaded space may have no
-//! running thread left; the CPU holds an `Arc` of it, so the `Mm` word the scheduler remembers
-//! for the CPU is never reused for another space. A halted CPU keeps its space loaded too (no
+//! running thread left; the `Mm` word the scheduler remembers for the CPU is the space's `AsId`,
+//! never reused for another space, and the CPU keeps a plain pointer to the `Space`: it is alive
+//! while any CPU has it loaded (see Destruction), so a switch takes and drops no reference. A halted CPU keeps its space loaded too (no
 //! CR3 write to halt, none to run the same space again), but marks itself lazy around the halt
 //! ([`idle_enter`], [`idle_exit`]): a change that frees no page-table page spares it the IPI,
 //! and it catches up by the space's generation when it wakes, before any thread runs. A change
@@ -52,9 +53,10 @@
 //!
 //! Dropping the last handle marks the space dead, lists the frames and tables of its user half in
 //! one walk (the tree stays as it is until they are freed), and shoots down every CPU
-//! that has it loaded with a request that makes each leave it for the kernel's PML4 (the CPU keeps
-//! its `Arc`, so the scheduler's word stays unique). Once all have acknowledged, no CPU can walk
-//! the tables or use the translations: frames, tables and the PML4 go back at once. Slots naming
+//! that has it loaded with a request that makes each leave it for the kernel's PML4. Once all have
+//! acknowledged, no CPU can walk the tables, use the translations or read the `Space`: frames,
+//! tables, the PML4 and the `Space` go back at once (if some CPU never answers, all of them wait
+//! parked until it does). Slots naming
 //! the dead space are given back at each CPU's next switch. A thread in a space owns a handle
 //! ([`AddressSpace::mm`]) and drops it itself when its body has returned (the scheduler's
 //! `exit_mm`), so no thread outlives its space and none is switched to it afterwards.
@@ -66,7 +68,7 @@ use core::{
     fmt,
     num::NonZeroUsize,
     ptr::NonNull,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
 };
 
 use kcore::{
@@ -198,6 +200,9 @@ struct Released {
     /// cost an allocation and a free on every one.
     frames: SmallVec<[u64; INLINE_FRAMES]>,
     tables: Vec<u64>,
+    /// The destroyed space itself, kept with its memory: a CPU reads the `Space` it has loaded
+    /// until it has left it, so it goes only once every CPU has answered the destruction.
+    space: Option<Arc<Space>>,
 }
 
 /// How many frames a [`Released`] holds without allocating.
@@ -207,14 +212,20 @@ impl Released {
     /// Give back the frames: a data frame still shared with another space (copy-on-write) only
     /// loses this space's share; the last share frees it. Tables are never shared.
     fn free(self) {
+        // No frame shared anywhere (no fork since the last shares went): each is this space's
+        // alone, and no share of it can appear meanwhile, since only a fork of a space that maps a
+        // frame shares it and none maps these any more. Then no lock and no lookup per frame.
+        let any_shared = SHARED_FRAMES.load(Ordering::Acquire) != 0;
         for pa in self.frames {
-            if !drop_share(pa) {
+            if !(any_shared && drop_share(pa)) {
                 mm::frames::free(pa);
             }
         }
         for pa in self.tables {
             mm::frames::free(pa);
         }
+        // A destroyed space's `Space` goes with its memory.
+        drop(self.space);
     }
 }
 
@@ -228,9 +239,15 @@ const COW: Flags = Flags::BIT_9;
 /// other sharer" under the lock of its own space cannot be contradicted until it is done.
 static SHARES: SpinMutex<RawIrqSpin, alloc::collections::BTreeMap<u64, u32>> = SpinMutex::new(alloc::collections::BTreeMap::new());
 
+/// How many frames [`SHARES`] holds, written under its lock: a reader that sees 0 knows no frame
+/// is shared without taking the lock.
+static SHARED_FRAMES: AtomicUsize = AtomicUsize::new(0);
+
 /// One more space maps `pa`.
 fn add_share(pa: u64) {
-    *SHARES.lock().entry(pa).or_insert(0) += 1;
+    let mut shares = SHARES.lock();
+    *shares.entry(pa).or_insert(0) += 1;
+    SHARED_FRAMES.store(shares.len(), Ordering::Release);
 }
 
 /// One space stops mapping `pa`: `true` if others still do (the frame stays), `false` if that was
@@ -244,6 +261,7 @@ fn drop_share(pa: u64) -> bool {
         }
         Some(_) => {
             shares.remove(&pa);
+            SHARED_FRAMES.store(shares.len(), Ordering::Release);
             true
         }
         None => false,
@@ -282,11 +300,19 @@ static PARKED: SpinMutex<RawIrqSpin, Vec<(FreeAfter, Released)>> = SpinMutex::ne
 /// of taking the lock. A reader that misses a park in progress reaps it at a later change.
 static ANY_PARKED: AtomicBool = AtomicBool::new(false);
 
-/// Free parked memory whose shootdown has been acknowledged since.
+/// Free parked memory whose shootdown has been acknowledged since: one load (inline) when
+/// nothing is parked, the common case.
+#[inline]
 fn reap_parked() {
-    if !ANY_PARKED.load(Ordering::Acquire) {
-        return;
+    if ANY_PARKED.load(Ordering::Acquire) {
+        reap_parked_now();
     }
+}
+
+/// [`reap_parked`] when something may be parked.
+#[cold]
+#[inline(never)]
+fn reap_parked_now() {
     let ready: Vec<Released> = {
         let mut parked = PARKED.lock();
         if parked.is_empty() {
@@ -403,17 +429,16 @@ impl AddressSpace {
 
     /// A handle to this space for a thread to run in (`Builder::in_mm`): the thread owns it and
     /// drops it when its body has returned, as Linux's `exit_mm`, so the space lives as long as
-    /// any thread in it. The scheduler knows it by the address of its shared part, which stays
-    /// allocated while any CPU has it loaded (each such CPU holds an `Arc` of it), so no other
-    /// space gets the same word while the scheduler may still remember it for a CPU.
+    /// any thread in it. The scheduler knows it by its `AsId`, which no other space ever gets, so
+    /// a CPU need not hold the space to keep the word unique while the scheduler remembers it.
     pub fn mm(self: &Arc<Self>) -> sched::Mm {
         static OPS: sched::MmOps = sched::MmOps { clone: clone_handle, release: release_handle, charge: charge_handle };
-        let word = NonZeroUsize::new(Arc::as_ptr(&self.space) as usize).expect("an Arc is never null");
+        let word = usize::try_from(self.space.asid.get()).ok().and_then(NonZeroUsize::new).expect("space ids start at 1 and fit a word");
         let owner = NonNull::new(Arc::into_raw(self.clone()).cast_mut()).expect("an Arc is never null").cast();
         // SAFETY: 1. one strong reference to the `AddressSpace` is handed over, counted by OPS
         // (atomic, from any thread; the last release destroys the space in thread context, which
-        // the scheduler guarantees). 2. The word is the address of the space's `Space`, alive while
-        // a handle is (it holds an `Arc` of it) and while a CPU has it loaded (`CpuSpaces::loaded`).
+        // the scheduler guarantees). 2. The word is the space's `AsId`, handed out once from a
+        // counter and never reused, so it names this space alone for the kernel's lifetime.
         unsafe { sched::Mm::from_raw(word, owner, &OPS) }
     }
 
@@ -578,7 +603,7 @@ impl AddressSpace {
         // they too go through the change (a CPU may still cache the entries that led to them).
         let tables = mem.emptied.into_inner();
         if n > 0 || !tables.is_empty() {
-            self.space.commit(range, Released { frames, tables })?.free();
+            self.space.commit(range, Released { frames, tables, space: None })?.free();
         }
         Ok(n)
     }
@@ -593,7 +618,7 @@ impl AddressSpace {
         let mut frames = SmallVec::with_capacity(range.pages as usize);
         let va = range.start_vpage * PAGE;
         paging::unmap_range(&mem, self.space.pml4, va..va + range.pages * PAGE, |_, t| frames.push(t.pa));
-        self.space.commit(range, Released { frames, tables: mem.emptied.into_inner() })
+        self.space.commit(range, Released { frames, tables: mem.emptied.into_inner(), space: None })
     }
 
     /// Make `pages` pages at `va` writable or read-only. Every page must be mapped (otherwise
@@ -680,7 +705,7 @@ impl AddressSpace {
             return Err(AsError::BadAddress(va));
         }
         entry.store((old & !ADDR_MASK) | new_frame, Ordering::Release);
-        let back = self.space.commit(range, Released { frames: smallvec::smallvec![old & ADDR_MASK], tables: Vec::new() })?;
+        let back = self.space.commit(range, Released { frames: smallvec::smallvec![old & ADDR_MASK], ..Released::default() })?;
         Ok(back.frames[0])
     }
 }
@@ -781,7 +806,7 @@ impl AddressSpace {
             moved += 1;
         }
         if moved > 0 {
-            self.space.commit(range, Released { frames: SmallVec::new(), tables: mem.emptied.into_inner() })?.free();
+            self.space.commit(range, Released { frames: SmallVec::new(), tables: mem.emptied.into_inner(), space: None })?.free();
         }
         result
     }
@@ -826,7 +851,7 @@ impl AddressSpace {
         unsafe { core::ptr::copy_nonoverlapping(mm::phys_to_virt(old) as *const u8, mm::phys_to_virt(new) as *mut u8, PAGE as usize) };
         let flags = (e & !ADDR_MASK & !COW.bits()) | Flags::WRITABLE.bits();
         entry.store(new | flags, Ordering::Release);
-        self.space.commit(range, Released { frames: smallvec::smallvec![old], tables: Vec::new() })?.free();
+        self.space.commit(range, Released { frames: smallvec::smallvec![old], ..Released::default() })?.free();
         Ok(CowBreak::Copied)
     }
 }
@@ -867,8 +892,9 @@ impl Space {
         let me = tlb::this_cpu();
         // A change that frees page-table pages interrupts lazy CPUs too: they may walk the tables.
         let frees_tables = !released.tables.is_empty();
-        // The plan (two CPU sets and the request) stays inside: only what the wait needs leaves.
-        let (token, new_gen, posted) = interrupts::without_interrupts(|| {
+        // The plan (two CPU sets and the request) stays inside: only what the wait needs leaves,
+        // and nothing when no other CPU was asked.
+        let token = interrupts::without_interrupts(|| {
             let spare_lazy = |others: &CpuSet| if frees_tables { CpuSet::new() } else { lazy_among(others) };
             let plan = self.tracker.begin_change_sparing(me, range, &PLAN_STATS, spare_lazy);
             let ticket = (!plan.ipi_targets.is_empty()).then(|| tlb::post(me, plan.ipi_targets, &plan.request()));
@@ -877,16 +903,17 @@ impl Space {
             // the wait below still comes after both).
             with_this_cpu(|_, cpu| cpu.flush_for_change(me, self, &plan));
             count_plan(me, &plan);
-            (FreeAfter::new(&plan, ticket), plan.new_gen, ticket.is_some())
+            ticket.map(|ticket| FreeAfter::new(&plan, Some(ticket)))
         });
-        let waited = if posted { tlb::wait(me, serve_ipi_work) } else { Ok(()) };
-        match waited {
+        // No other CPU had the space loaded: this CPU's flush is all there was.
+        let Some(token) = token else { return Ok(released) };
+        match tlb::wait(me, serve_ipi_work) {
             Ok(()) => {
                 assert!(token.is_releasable(tlb::mailboxes()), "a shootdown acknowledged by all is releasable");
                 Ok(released)
             }
             Err(cpus) => {
-                log::error!("aspace: {me}: CPUs {cpus} did not acknowledge the shootdown of {} gen {new_gen}", self.asid);
+                log::error!("aspace: {me}: CPUs {cpus} did not acknowledge the shootdown of {} gen {}", self.asid, token.tlb_gen());
                 let mut parked = PARKED.lock();
                 parked.push((token, released));
                 ANY_PARKED.store(true, Ordering::Release);
@@ -896,17 +923,18 @@ impl Space {
     }
 }
 
+/// Count `plan` in this CPU's counters (interrupts off).
 fn count_plan(me: CpuId, plan: &smp::ChangePlan) {
     use tlb::Counter::*;
-    tlb::count(Changes, 1);
-    tlb::count(ChangesWithoutIpi, u64::from(plan.ipi_targets.is_empty()));
+    tlb::count_here(me, Changes, 1);
+    tlb::count_here(me, ChangesWithoutIpi, u64::from(plan.ipi_targets.is_empty()));
     let avoided = plan.avoided.len();
-    tlb::count(AvoidedLazy, avoided as u64);
+    tlb::count_here(me, AvoidedLazy, avoided as u64);
     // The plan's targets, its avoided CPUs and this one are disjoint sets of online CPUs: the
     // online CPUs outside all three are counted by a subtraction, not by two set differences.
     debug_assert!(!plan.ipi_targets.contains(me) && !plan.avoided.contains(me) && plan.ipi_targets.intersection(&plan.avoided).is_empty());
     let online = crate::cpu::map::nr_online() as usize;
-    tlb::count(AvoidedNeverLoaded, online.saturating_sub(plan.ipi_targets.len() + avoided + 1) as u64);
+    tlb::count_here(me, AvoidedNeverLoaded, online.saturating_sub(plan.ipi_targets.len() + avoided + 1) as u64);
 }
 
 impl Drop for AddressSpace {
@@ -930,7 +958,7 @@ impl Drop for AddressSpace {
         let (mut frames, mut tables) = (SmallVec::new(), Vec::new());
         paging::for_each_leaf_and_table(&mem, space.pml4, 0..paging::KERNEL_HALF_FIRST_SLOT, |_, t| frames.push(t.pa), |pa| tables.push(pa));
         tables.push(space.pml4);
-        let released = Released { frames, tables };
+        let released = Released { frames, tables, space: Some(space.clone()) };
         // Every CPU with the space loaded leaves it while servicing this change (this one in
         // `flush_for_change`); if some do not answer, the memory stays parked until they have.
         match space.commit(USER_HALF, released) {
@@ -1005,13 +1033,6 @@ macro_rules! on_table {
 }
 
 impl Slots {
-    fn switch_in(&mut self, tracker: &TlbTracker, me: CpuId) -> SwitchIn {
-        match self {
-            Slots::Tagged(t) => tracker.switch_in(me, t),
-            Slots::Untagged(t) => tracker.switch_in_untagged(me, t),
-        }
-    }
-
     fn flush_action(&mut self, tracker: &TlbTracker, request: &Request) -> FlushAction {
         on_table!(self, t => tracker.flush_action(request, t))
     }
@@ -1040,10 +1061,11 @@ struct CpuSpaces {
     /// a CPU holds entries of its loaded space alone, which `loaded` keeps, and the tracker needs
     /// no word when the one slot is recycled.
     owners: [Option<Arc<Space>>; DEFAULT_PCID_SLOTS],
-    /// The space the scheduler believes loaded here (its `Mm` word), held so the word stays unique.
-    loaded: Option<Arc<Space>>,
-    /// Whether CR3 holds `loaded`'s PML4 (false after leaving a destroyed space for the kernel's).
-    cr3_is_loaded: bool,
+    /// The space whose PML4 CR3 holds, `None` for the kernel's. Not counted: a space is alive
+    /// while any CPU has it loaded, since this CPU is in its `active` set from before the CR3 write
+    /// that loads it until after the one that leaves it, and its destruction interrupts every CPU
+    /// there and frees the `Space` (with its memory) only once each has left it and answered.
+    loaded: Option<NonNull<Space>>,
     /// [`DEATHS`] as of the last `forget_dead` that looked at the owners.
     deaths_seen: u64,
 }
@@ -1066,7 +1088,7 @@ impl CpuSpaces {
         } else {
             Slots::Untagged(PcidTable::new())
         };
-        CpuSpaces { slots, owners: [const { None }; DEFAULT_PCID_SLOTS], loaded: None, cr3_is_loaded: false, deaths_seen: 0 }
+        CpuSpaces { slots, owners: [const { None }; DEFAULT_PCID_SLOTS], loaded: None, deaths_seen: 0 }
     }
 
     /// Give back the slots of destroyed spaces. One load of [`DEATHS`] when no space died since
@@ -1089,47 +1111,33 @@ impl CpuSpaces {
         }
     }
 
+    /// The space loaded here, if any.
+    fn loaded(&self) -> Option<&Space> {
+        // SAFETY: `loaded` names a space whose PML4 this CPU has in CR3, alive until this CPU has
+        // left it (see the field); the borrow ends before this CPU changes `loaded`.
+        self.loaded.map(|space| unsafe { space.as_ref() })
+    }
+
     /// Load `next` (see `switch`).
-    fn switch_to(&mut self, me: CpuId, next: Arc<Space>) {
-        assert!(!next.dead.load(Ordering::SeqCst), "a thread switched to {}, which was destroyed: it outlived its address space", next.asid);
-        let tagged = matches!(self.slots, Slots::Tagged(_));
-        // Without PCIDs the one slot names no space that needs forgetting: a dead space's slot is
-        // recycled at the next switch (ids are never reused, so none switches to it again).
-        if tagged {
-            self.forget_dead();
-        }
-        let decision = self.slots.switch_in(&next.tracker, me);
-        // SAFETY: the PML4 shares the kernel half (mm::new_pml4); it is freed only after every
-        // CPU with it loaded has left it, and this CPU holds `next` while it is loaded. Entries the
-        // PCID keeps (no flush) are synced to the space's generation: the tracker decided so.
-        unsafe { tlb::load_cr3_here(me, next.pml4, decision.pcid.get(), decision.flush) };
-        if let Some(prev) = self.loaded.take()
-            && self.cr3_is_loaded
-        {
-            prev.tracker.switch_out(me);
-        }
-        let slot = usize::from(decision.pcid.get()) - 1;
-        match decision.kind {
-            // No owners without PCIDs: the CR3 write emptied the TLB, `next` is held by `loaded`.
-            SwitchKind::Recycled(_) | SwitchKind::Miss if !tagged => {
-                log::trace!("pcid: {me} loads {} without a PCID (the CR3 write flushes)", next.asid);
+    #[inline(always)]
+    fn switch_to(&mut self, me: CpuId, next: &Arc<Space>) {
+        // The caller's thread holds a handle to `next`, so it cannot have been destroyed.
+        debug_assert!(!next.dead.load(Ordering::Relaxed), "a thread switched to {}, which was destroyed: it outlived its address space", next.asid);
+        let decision = match &mut self.slots {
+            Slots::Untagged(table) => {
+                // The one slot names no space that needs forgetting or owning: the CR3 write
+                // empties the TLB, and a dead space's slot is recycled at the next switch (ids
+                // are never reused, so none switches to it again).
+                let decision = next.tracker.switch_in_untagged(me, table);
+                // SAFETY: the PML4 shares the kernel half (mm::new_pml4); it is freed only after
+                // every CPU with it loaded has left it, and a thread of `next` is about to run.
+                // PCIDs are off on this CPU (its table is the untagged one).
+                unsafe { tlb::load_cr3_untagged_here(me, next.pml4) };
+                self.unload_prev(me, next);
+                decision
             }
-            SwitchKind::Recycled(evicted) => {
-                log::trace!("pcid: {me} recycles PCID {} from {evicted} for {}", decision.pcid.get(), next.asid);
-                let owner = self.owners[slot].replace(next.clone()).expect("a recycled slot has an owner");
-                debug_assert_eq!(owner.asid, evicted);
-                owner.tracker.slot_recycled(me);
-            }
-            SwitchKind::Miss => {
-                log::trace!("pcid: {me} gives free PCID {} to {}", decision.pcid.get(), next.asid);
-                self.owners[slot] = Some(next.clone());
-            }
-            SwitchKind::Hit | SwitchKind::Stale => {
-                debug_assert!(!tagged || self.owners[slot].as_ref().is_some_and(|o| o.asid == next.asid), "slot {slot} of {me} is {}'s", next.asid);
-            }
-        }
-        self.loaded = Some(next);
-        self.cr3_is_loaded = true;
+            Slots::Tagged(_) => self.load_tagged(me, next),
+        };
         // The counter of this switch's kind: the CPU's counters follow its table's `PcidStats`
         // one switch at a time (the table counts every switch here, and nothing else).
         let counter = match decision.kind {
@@ -1141,45 +1149,74 @@ impl CpuSpaces {
         tlb::count_one_here(me, counter);
     }
 
-    /// Leave `space` (loaded here, destroyed) for the kernel's PML4.
-    fn leave(&mut self, me: CpuId, space: &Space) {
+    /// After the CR3 write that loaded `next`: the space loaded until then is left.
+    #[inline(always)]
+    fn unload_prev(&mut self, me: CpuId, next: &Arc<Space>) {
+        if let Some(prev) = self.loaded() {
+            prev.tracker.switch_out(me);
+        }
+        self.loaded = Some(NonNull::from(&**next));
+    }
+
+    /// With PCIDs: the slot for `next`, its CR3 write, the previous space left, then the slot's
+    /// new owner noted (see [`CpuSpaces::note_owner`]).
+    #[inline(never)]
+    fn load_tagged(&mut self, me: CpuId, next: &Arc<Space>) -> SwitchIn {
+        self.forget_dead();
+        let Slots::Tagged(table) = &mut self.slots else { unreachable!("called for tagged slots") };
+        let decision = next.tracker.switch_in(me, table);
+        // SAFETY: the PML4 shares the kernel half (mm::new_pml4); it is freed only after every
+        // CPU with it loaded has left it, and a thread of `next` is about to run. Entries the PCID
+        // keeps (no flush) are synced to the space's generation: the tracker decided so.
+        unsafe { tlb::load_cr3_here(me, next.pml4, decision.pcid.get(), decision.flush) };
+        self.unload_prev(me, next);
+        self.note_owner(me, next, decision);
+        decision
+    }
+
+    /// With PCIDs: record `next` as the owner of the slot `decision` gave it, and tell a space
+    /// whose slot was recycled that this CPU holds nothing of it any more (after the flushing CR3
+    /// write).
+    fn note_owner(&mut self, me: CpuId, next: &Arc<Space>, decision: SwitchIn) {
+        let slot = usize::from(decision.pcid.get()) - 1;
+        match decision.kind {
+            SwitchKind::Recycled(evicted) => {
+                log::trace!("pcid: {me} recycles PCID {} from {evicted} for {}", decision.pcid.get(), next.asid);
+                let owner = self.owners[slot].replace(next.clone()).expect("a recycled slot has an owner");
+                debug_assert_eq!(owner.asid, evicted);
+                owner.tracker.slot_recycled(me);
+            }
+            SwitchKind::Miss => {
+                log::trace!("pcid: {me} gives free PCID {} to {}", decision.pcid.get(), next.asid);
+                self.owners[slot] = Some(next.clone());
+            }
+            SwitchKind::Hit | SwitchKind::Stale => {
+                debug_assert!(self.owners[slot].as_ref().is_some_and(|o| o.asid == next.asid), "slot {slot} of {me} is {}'s", next.asid);
+            }
+        }
+    }
+
+    /// Leave the space loaded here for the kernel's PML4: it was destroyed (`idle` false), or a
+    /// change interrupted this CPU in a lazy halt (`idle`).
+    fn leave(&mut self, me: CpuId, idle: bool) {
+        let space = self.loaded.take().expect("a CPU leaves only a space it has loaded");
         self.slots.switch_to_kernel();
         // SAFETY: the kernel's own PML4 maps everything the kernel uses; PCID 0 is the kernel-only
         // context's and is flushed by this write.
         unsafe { tlb::load_cr3(mm::kernel_pml4_phys(), 0, true) };
-        space.tracker.switch_out(me);
-        self.cr3_is_loaded = false;
-        tlb::count(tlb::Counter::Leaves, 1);
+        // SAFETY: still alive: this CPU is in its `active` set until this call returns.
+        unsafe { space.as_ref() }.tracker.switch_out(me);
+        tlb::count(if idle { tlb::Counter::IdleLeaves } else { tlb::Counter::Leaves }, 1);
     }
 
-    /// Leave `space` (loaded here) for the kernel-only context during a lazy halt (from the
-    /// shootdown IPI: the `Arc` is dropped by [`CpuSpaces::catch_up`], outside the handler).
-    fn leave_lazily(&mut self, me: CpuId, space: &Space) {
-        self.slots.switch_to_kernel();
-        // SAFETY: the kernel's own PML4 maps everything the kernel uses; PCID 0 is the
-        // kernel-only context's and is flushed by this write.
-        unsafe { tlb::load_cr3(mm::kernel_pml4_phys(), 0, true) };
-        space.tracker.switch_out(me);
-        self.cr3_is_loaded = false;
-        tlb::count(tlb::Counter::IdleLeaves, 1);
-    }
-
-    /// This CPU woke from a lazy halt: forget the space if a change made it leave
-    /// ([`CpuSpaces::leave_lazily`]; returns `true`: the scheduler then switches to the next
-    /// thread's space, with no `prev`), else flush its PCID if a change spared this CPU meanwhile
+    /// This CPU woke from a lazy halt: if a change made it leave its space
+    /// ([`CpuSpaces::service`]), return `true` (the scheduler then switches to the next thread's
+    /// space, with no `prev`), else flush the space's PCID if a change spared this CPU meanwhile
     /// (its slot's generation is behind the space's).
     fn catch_up(&mut self) -> bool {
-        // Borrowed, not cloned: no reference count round trip on a space other CPUs share.
-        let Some(space) = self.loaded.as_ref() else { return false };
-        if space.dead.load(Ordering::SeqCst) {
-            // Its destruction, which interrupts lazy CPUs, made this CPU leave it for good; the
-            // scheduler's word for it stays unique while this CPU holds it.
-            return false;
-        }
-        if !self.cr3_is_loaded {
-            self.loaded = None;
-            return true;
-        }
+        let Some(space) = self.loaded else { return true };
+        // SAFETY: loaded here, so alive (see the field); nothing below changes `loaded`.
+        let space = unsafe { space.as_ref() };
         let new_gen = space.tracker.tlb_gen();
         // The common wake-up: no change spared this CPU during the halt, its slot is synced (what
         // `flush_action` would find too, after building the request and matching the loaded slot).
@@ -1187,11 +1224,12 @@ impl CpuSpaces {
             return false;
         }
         let request = Request { asid: space.asid, new_gen, range: USER_HALF, full_flush: true };
+        let pml4 = space.pml4;
         let action = self.slots.flush_action(&space.tracker, &request);
         if action != FlushAction::Nothing {
             tlb::count(tlb::Counter::IdleCatchUps, 1);
         }
-        Self::perform(action, space.pml4);
+        Self::perform(action, pml4);
         false
     }
 
@@ -1206,11 +1244,10 @@ impl CpuSpaces {
 
     /// This CPU's step of a change it makes to `space`.
     fn flush_for_change(&mut self, me: CpuId, space: &Space, plan: &smp::ChangePlan) {
-        let loaded_here = self.cr3_is_loaded && self.loaded.as_ref().is_some_and(|l| l.asid == space.asid);
         if plan.local_flush {
-            debug_assert!(loaded_here, "the tracker says {} is loaded on {me}", space.asid);
+            debug_assert!(self.loaded().is_some_and(|l| l.asid == space.asid), "the tracker says {} is loaded on {me}", space.asid);
             if space.dead.load(Ordering::SeqCst) {
-                self.leave(me, space);
+                self.leave(me, false);
             } else {
                 Self::perform(self.slots.flush_action(&space.tracker, &plan.request()), space.pml4);
             }
@@ -1229,25 +1266,22 @@ impl CpuSpaces {
 
     /// Honour one request of another CPU.
     fn service(&mut self, me: CpuId, request: &Request) {
-        let Some(space) = self.loaded.as_ref() else { return };
-        if space.asid != request.asid || !self.cr3_is_loaded {
+        let Some(space) = self.loaded else { return };
+        // SAFETY: loaded here, so alive (see the field); used before `leave` changes `loaded`.
+        let space = unsafe { space.as_ref() };
+        if space.asid != request.asid {
             // Not loaded here: a slot kept for it is behind and flushes at the next switch-in.
             return;
         }
         let (dead, lazy) = (space.dead.load(Ordering::SeqCst), LAZY[me.index()].load(Ordering::Relaxed));
         if !dead && !lazy {
-            // The common case borrows the loaded space: no count taken and dropped per request.
             Self::perform(self.slots.flush_action(&space.tracker, request), space.pml4);
-            return;
-        }
-        let space = space.clone();
-        if dead {
-            self.leave(me, &space);
         } else {
-            // Interrupted in a lazy halt (a change that frees tables): leave the space rather than
-            // flush it, so that the next such change need not interrupt this CPU again. Its slot
-            // stays behind by this change and flushes when `catch_up` loads the space again.
-            self.leave_lazily(me, &space);
+            // Destroyed: leave it for good. Or interrupted in a lazy halt (a change that frees
+            // tables): leave the space rather than flush it, so that the next such change need not
+            // interrupt this CPU again. Its slot stays behind by this change and flushes when the
+            // space is loaded again.
+            self.leave(me, !dead);
         }
     }
 }
@@ -1286,10 +1320,10 @@ pub fn switch(prev: Option<NonZeroUsize>, next: &sched::Mm) {
     // SAFETY: every `Mm` comes from `AddressSpace::mm`, whose owner is an `Arc<AddressSpace>`
     // that `next` keeps alive for as long as this borrow.
     let handle = unsafe { next.owner().cast::<AddressSpace>().as_ref() };
-    let space = handle.space.clone();
     with_this_cpu(|me, cpu| {
-        debug_assert_eq!(prev.map(NonZeroUsize::get), cpu.loaded.as_ref().map(|l| Arc::as_ptr(l) as usize));
-        cpu.switch_to(me, space);
+        // The scheduler's word is this CPU's space, or one it left (destroyed, or during a halt).
+        debug_assert!(cpu.loaded().is_none_or(|l| prev.is_some_and(|p| p.get() as u64 == l.asid.get())));
+        cpu.switch_to(me, &handle.space);
     });
 }
 
@@ -1298,12 +1332,8 @@ static LAZY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPU
 
 /// The CPUs among `cpus` that are lazy now (read after the change's generation bump).
 fn lazy_among(cpus: &CpuSet) -> CpuSet {
-    let mut lazy = CpuSet::new();
-    for cpu in cpus.iter() {
-        if LAZY[cpu.index()].load(Ordering::SeqCst) {
-            lazy.insert(cpu);
-        }
-    }
+    let mut lazy = *cpus;
+    lazy.retain(|cpu| LAZY[cpu.index()].load(Ordering::SeqCst));
     lazy
 }
 

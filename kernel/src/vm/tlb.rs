@@ -46,6 +46,7 @@ pub fn mailboxes() -> &'static [ShootdownMailbox] {
 }
 
 /// This CPU's id.
+#[inline]
 pub fn this_cpu() -> CpuId {
     CpuId::new(percpu::cpu_index()).expect("per-CPU indices are below MAX_CPUS")
 }
@@ -117,6 +118,18 @@ pub unsafe fn load_cr3_here(me: CpuId, pml4: u64, pcid: u16, flush: bool) {
     count_one_here(me, Counter::Cr3Writes);
 }
 
+/// [`load_cr3_here`] on a CPU whose CR3 carries no PCID: the plain write, which drops every
+/// non-global entry, without reading the mode.
+///
+/// # Safety
+/// As for [`load_cr3`], and PCIDs are off ([`pcid_enabled`] is false).
+pub unsafe fn load_cr3_untagged_here(me: CpuId, pml4: u64) {
+    debug_assert!(!pcid_enabled());
+    // SAFETY: per the caller's guarantees; CR4.PCIDE is clear without PCIDs, so CR3 takes no PCID.
+    unsafe { mmu::load_cr3(pml4, Cr3Load::Plain) };
+    count_one_here(me, Counter::Cr3Writes);
+}
+
 /// The CR3 write of [`load_cr3`], uncounted.
 ///
 /// # Safety
@@ -138,6 +151,7 @@ fn page_va(vpage: u64) -> u64 {
 
 /// INVLPG every page of `range`: drops this CPU's entries for them in the current PCID, and the
 /// global ones.
+#[inline]
 pub fn flush_pages(range: PageRange) {
     for vpage in range.start_vpage..range.start_vpage + range.pages {
         mmu::flush_local_page(page_va(vpage));
@@ -314,6 +328,14 @@ pub fn count_one_here(me: CpuId, c: Counter) {
     debug_assert!(!arch::interrupts::are_enabled() && me == this_cpu());
     let cell = &COUNTERS[me.index()][c as usize];
     cell.store(cell.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+}
+
+/// Add `n` to counter `c` of `me`, the calling CPU, with interrupts off: as [`count_one_here`].
+#[inline]
+pub fn count_here(me: CpuId, c: Counter, n: u64) {
+    debug_assert!(!arch::interrupts::are_enabled() && me == this_cpu());
+    let cell = &COUNTERS[me.index()][c as usize];
+    cell.store(cell.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
 /// One CPU's TLB counters (or a sum of several CPUs'); all count since boot.
