@@ -495,8 +495,17 @@ impl Drop for ParkSlot {
 }
 
 /// A lock whose waiters sleep on a wait queue.
+///
+/// An unlock wakes a waiter only when one may be there: `waiting` counts the threads in the slow
+/// path of [`Mutex::lock`], each from before its first test of `locked` to after the test that won.
+/// The unlock's release of `locked` and its read of `waiting`, like the waiter's count and its
+/// test of `locked`, are separated by a `SeqCst` fence (the store-buffering pattern): either the
+/// waiter sees the lock free or the unlock sees the waiter. An unlock that sees one calls
+/// [`WaitQueue::wake_one`], whose own protocol covers a waiter that has counted itself but not yet
+/// queued (it tests `locked` once queued). `sched/tests/loom_wait.rs` models it.
 pub struct Mutex<T> {
     locked: AtomicBool,
+    waiting: AtomicUsize,
     waiters: WaitQueue,
     value: UnsafeCell<T>,
 }
@@ -512,6 +521,7 @@ impl<T> Mutex<T> {
     pub const fn new(value: T) -> Mutex<T> {
         Mutex {
             locked: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
             waiters: WaitQueue::new(),
             value: UnsafeCell::new(value),
         }
@@ -528,12 +538,24 @@ impl<T> Mutex<T> {
     /// Lock, sleeping while another thread holds it.
     pub fn lock<'a, P: Platform>(&'a self, s: &'a Scheduler<P>) -> MutexGuard<'a, T, P> {
         if !self.try_acquire() {
-            self.waiters.wait_until(s, || self.try_acquire());
+            self.lock_slow(s);
         }
         MutexGuard {
             mutex: self,
             sched: s,
         }
+    }
+
+    /// The contended [`Mutex::lock`]: count this thread among the waiters, then sleep until a
+    /// test of `locked` wins it.
+    #[inline(never)]
+    fn lock_slow<P: Platform>(&self, s: &Scheduler<P>) {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        // The count before the test of `locked` (the unlock fences between its release and its
+        // read of the count).
+        fence(Ordering::SeqCst);
+        self.waiters.wait_until(s, || self.try_acquire());
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Lock if nobody holds it.
@@ -584,7 +606,12 @@ impl<T, P: Platform> DerefMut for MutexGuard<'_, T, P> {
 impl<T, P: Platform> Drop for MutexGuard<'_, T, P> {
     fn drop(&mut self) {
         self.mutex.locked.store(false, Ordering::Release);
-        self.mutex.waiters.wake_one(self.sched);
+        // The release before the read of the count (see `Mutex`): a waiter that this read misses
+        // finds the lock free.
+        fence(Ordering::SeqCst);
+        if self.mutex.waiting.load(Ordering::Relaxed) != 0 {
+            self.mutex.waiters.wake_one(self.sched);
+        }
     }
 }
 

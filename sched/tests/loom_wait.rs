@@ -1014,15 +1014,18 @@ fn preempt_guard_nests_and_the_outermost_drop_preempts() {
 /// Critical sections per task in the sleeping-mutex model.
 const LOCKS: usize = 2;
 
-/// `wait::Mutex` (a flag taken with an Acquire compare-exchange, waiters sleeping on a wait queue,
-/// the guard's drop a Release store then `wake_one`): tasks 0 and 1, on CPUs 0 and 1, each take it
-/// `LOCKS` times and add one to the value it guards. No two sections overlap (loom reports a race
-/// on the value otherwise), no waiter sleeps through the unlock it waits for, and the value counts
-/// every section.
+/// `wait::Mutex` (a flag taken with an Acquire compare-exchange, waiters counted in `waiting` and
+/// sleeping on a wait queue, the guard's drop a Release store, a `SeqCst` fence and `wake_one` only
+/// if the count is not zero): tasks 0 and 1, on CPUs 0 and 1, each take it `LOCKS` times and add
+/// one to the value it guards. No two sections overlap (loom reports a race on the value
+/// otherwise), no waiter sleeps through the unlock it waits for (an unlock that skips the wake
+/// while a waiter is on its way to sleep would leave it halted), and the value counts every
+/// section.
 #[test]
 fn sleeping_mutex_hands_over_without_a_lost_wake_up() {
     struct Lock {
         locked: AtomicBool,
+        waiting: AtomicUsize,
         value: UnsafeCell<usize>,
     }
     // SAFETY: `value` is only reached by the holder of `locked`; that is what the model checks.
@@ -1039,20 +1042,27 @@ fn sleeping_mutex_hands_over_without_a_lost_wake_up() {
     fn side(w: &World, l: &Lock, me: usize) {
         for _ in 0..LOCKS {
             if !l.try_acquire() {
+                l.waiting.fetch_add(1, Ordering::Relaxed);
+                fence(Ordering::SeqCst);
                 wait_until(w, me, me, || l.try_acquire());
+                l.waiting.fetch_sub(1, Ordering::Relaxed);
             }
             l.value.with_mut(|v| {
                 // SAFETY: this task holds the lock.
                 unsafe { *v += 1 };
             });
             l.locked.store(false, Ordering::Release);
-            wake_one(w);
+            fence(Ordering::SeqCst);
+            if l.waiting.load(Ordering::Relaxed) != 0 {
+                wake_one(w);
+            }
         }
     }
     model(|| {
         let w = World::new(true);
         let l = Arc::new(Lock {
             locked: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
             value: UnsafeCell::new(0),
         });
         let other = {
