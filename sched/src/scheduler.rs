@@ -1360,13 +1360,12 @@ impl<P: Platform> Scheduler<P> {
             }
             Wake::Enqueued { cpu, info } => {
                 bump(wakeups);
-                // As in `send_kick`: a hand-off onto our own queue with nobody else waiting there
-                // needs nothing more.
-                if cpu != me || info.queued >= 2 {
+                // Inline, it tests the target and the count once: a hand-off onto our own queue
+                // with nobody else waiting there returns at its first tests.
+                self.after_wake_enqueue(me, counters, cpu, info, || {
                     // SAFETY: valid for the call (caller).
-                    let pinned = unsafe { t.as_ref() }.entity.is_pinned();
-                    self.after_wake_enqueue(me, counters, cpu, info, pinned);
-                }
+                    unsafe { t.as_ref() }.entity.is_pinned()
+                });
                 true
             }
         }
@@ -1440,13 +1439,13 @@ impl<P: Platform> Scheduler<P> {
     /// blocks does not scatter the pair.
     #[inline(never)]
     fn after_enqueue(&self, me: usize, target: usize, info: Enqueued, pinned: bool) {
-        self.after_wake_enqueue(me, &self.cpus[me].counters, target, info, pinned);
+        self.after_wake_enqueue(me, &self.cpus[me].counters, target, info, || pinned);
     }
 
     /// [`Scheduler::after_enqueue`] inline, for the wake paths, given `me`'s counters (which the
-    /// wake found already). Each call it makes is its last step: a wake that ends here keeps
-    /// nothing live across a call, so it saves no registers for it, and `info` stays in registers
-    /// rather than going through the frame.
+    /// wake found already), and `pinned` asked only once the thread may be stolen. Each call it
+    /// makes is its last step: a wake that ends here keeps nothing live across a call, so it saves
+    /// no registers for it, and `info` stays in registers rather than going through the frame.
     #[inline(always)]
     fn after_wake_enqueue(
         &self,
@@ -1454,7 +1453,7 @@ impl<P: Platform> Scheduler<P> {
         counters: &CpuCounters,
         target: usize,
         info: Enqueued,
-        pinned: bool,
+        pinned: impl FnOnce() -> bool,
     ) {
         if target != me {
             if info.kick {
@@ -1470,7 +1469,7 @@ impl<P: Platform> Scheduler<P> {
         } else if info.queued < 2 {
             return;
         }
-        if pinned || self.cpus.len() < 2 {
+        if pinned() || self.cpus.len() < 2 {
             return;
         }
         self.kick_halted_for(me, target);
