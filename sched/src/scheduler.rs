@@ -1429,7 +1429,7 @@ impl<P: Platform> Scheduler<P> {
             if cpu == me && info.queued < 2 {
                 return;
             }
-            self.after_enqueue(me, cpu, info, pinned);
+            self.after_wake_enqueue(me, &self.cpus[me].counters, cpu, info, || pinned);
         }
     }
 
