@@ -311,6 +311,11 @@ impl Platform for HostPlatform {
             hook(self.cpu_id(), event());
         }
     }
+
+    #[inline(always)]
+    fn tracing(&self) -> bool {
+        self.trace_hook.is_some()
+    }
 }
 
 /// An address space for host tests: the scheduler knows it as `word`, and it owns one reference

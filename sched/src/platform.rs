@@ -236,6 +236,16 @@ pub trait Platform: 'static + Sync + Sized {
         let _ = event;
     }
 
+    /// Whether [`Platform::trace`] may record now: a hint, read once before a path that would
+    /// otherwise call it under a lock, so that the untraced copy of that path calls nothing there
+    /// (a trace switched on meanwhile misses that one event, as it would a moment earlier). The
+    /// default says yes, which keeps every call: right for any platform, and free for one whose
+    /// `trace` is the default's nothing.
+    #[inline(always)]
+    fn tracing(&self) -> bool {
+        true
+    }
+
     /// The next thread on this CPU runs user code (spawned with `Builder::user_thread`): make
     /// `kernel_stack_top` the stack its entries from user mode land on and load its user FS base.
     /// Called with interrupts off, after `switch_mm`, before the register switch.

@@ -1324,11 +1324,50 @@ impl<P: Platform> Scheduler<P> {
     /// [`Kick`] between them: the outcome goes straight to the kick, with no record to build and
     /// read back.
     pub(crate) unsafe fn wake_thread(&self, t: NonNull<Thread>) -> bool {
+        // Two copies of one body. With tracing off, nothing is called under the queue lock, and
+        // the one call left, `after_enqueue`, comes last: the common wake saves no registers. A
+        // record under the lock would keep the thread and the queue live across a call on every
+        // wake, traced or not.
+        if self.platform.tracing() {
+            // SAFETY: the caller's guarantee.
+            unsafe { self.wake_thread_traced(t) }
+        } else {
+            // SAFETY: the caller's guarantee.
+            unsafe { self.wake_thread_with(t, false) }
+        }
+    }
+
+    /// [`Scheduler::wake_thread`] while the trace is on: out of line, so that its saves stay
+    /// out of the untraced wake.
+    ///
+    /// # Safety
+    /// As for [`Scheduler::wake_thread`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn wake_thread_traced(&self, t: NonNull<Thread>) -> bool {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.wake_thread_with(t, true) }
+    }
+
+    /// The body of [`Scheduler::wake_thread`]; `traced`: record the wake-up (a constant in both
+    /// copies).
+    ///
+    /// # Safety
+    /// As for [`Scheduler::wake_thread`].
+    #[inline(always)]
+    unsafe fn wake_thread_with(&self, t: NonNull<Thread>, traced: bool) -> bool {
         let me = self.this_cpu();
         // Taken before the wake, whose atomics would make the compiler check the index again.
-        let wakeups = &self.cpus[me].counters.wakeups;
-        // SAFETY: the caller's guarantee.
-        match unsafe { self.wake_noting_on(t) } {
+        let counters = &*self.cpus[me].counters;
+        let wakeups = &counters.wakeups;
+        let woke = if traced {
+            // SAFETY: the caller's guarantee.
+            unsafe { self.wake_noting_on(t) }
+        } else {
+            // SAFETY: the caller's guarantee.
+            unsafe { crate::rq::wake_noting(|c| &*self.cpus[c].queue, t, |_, _| {}) }
+        };
+        match woke {
             Wake::NotBlocked => false,
             Wake::Running => {
                 bump(wakeups);
@@ -1336,13 +1375,12 @@ impl<P: Platform> Scheduler<P> {
             }
             Wake::Enqueued { cpu, info } => {
                 bump(wakeups);
-                // As in `send_kick`: a hand-off onto our own queue with nobody else waiting there
-                // needs nothing more.
-                if cpu != me || info.queued >= 2 {
+                // Inline, it tests the target and the count once: a hand-off onto our own queue
+                // with nobody else waiting there returns at its first tests.
+                self.after_wake_enqueue(me, counters, cpu, info, || {
                     // SAFETY: valid for the call (caller).
-                    let pinned = unsafe { t.as_ref() }.entity.is_pinned();
-                    self.after_enqueue(me, cpu, info, pinned);
-                }
+                    unsafe { t.as_ref() }.entity.is_pinned()
+                });
                 true
             }
         }
@@ -1406,7 +1444,7 @@ impl<P: Platform> Scheduler<P> {
             if cpu == me && info.queued < 2 {
                 return;
             }
-            self.after_enqueue(me, cpu, info, pinned);
+            self.after_wake_enqueue(me, &self.cpus[me].counters, cpu, info, || pinned);
         }
     }
 
@@ -1414,12 +1452,29 @@ impl<P: Platform> Scheduler<P> {
     /// is busy and the thread may migrate, kick a halted CPU so it steals the thread. Our own queue
     /// gets a steal kick only once two threads wait there, so a thread that wakes another and then
     /// blocks does not scatter the pair.
+    #[inline(never)]
     fn after_enqueue(&self, me: usize, target: usize, info: Enqueued, pinned: bool) {
-        let counters = &self.cpus[me].counters;
+        self.after_wake_enqueue(me, &self.cpus[me].counters, target, info, || pinned);
+    }
+
+    /// [`Scheduler::after_enqueue`] inline, for the wake paths, given `me`'s counters (which the
+    /// wake found already), and `pinned` asked only once the thread may be stolen. Each call it
+    /// makes is its last step: a wake that ends here keeps nothing live across a call, so it saves
+    /// no registers for it, and `info` stays in registers rather than going through the frame.
+    #[inline(always)]
+    fn after_wake_enqueue(
+        &self,
+        me: usize,
+        counters: &CpuCounters,
+        target: usize,
+        info: Enqueued,
+        pinned: impl FnOnce() -> bool,
+    ) {
         if target != me {
             if info.kick {
-                self.platform.send_resched(CpuIndex(target as u32));
+                // Counted before the send, which is then the last step.
                 bump(&counters.ipis_sent);
+                self.platform.send_resched(CpuIndex(target as u32));
                 return;
             }
             bump(&counters.ipis_avoided);
@@ -1429,15 +1484,22 @@ impl<P: Platform> Scheduler<P> {
         } else if info.queued < 2 {
             return;
         }
-        if pinned || self.cpus.len() < 2 {
+        if pinned() || self.cpus.len() < 2 {
             return;
         }
+        self.kick_halted_for(me, target);
+    }
+
+    /// [`Scheduler::after_enqueue`]'s steal kick: the first halted CPU after `target` (not `me`),
+    /// if any, is kicked so it steals.
+    #[inline(never)]
+    fn kick_halted_for(&self, me: usize, target: usize) {
         let n = self.cpus.len();
         for k in 1..n {
             let c = (target + k) % n;
             if c != me && self.cpus[c].queue.halted_hint() && self.cpus[c].queue.kick_if_halted() {
+                bump(&self.cpus[me].counters.ipis_sent);
                 self.platform.send_resched(CpuIndex(c as u32));
-                bump(&counters.ipis_sent);
                 return;
             }
         }

@@ -147,6 +147,11 @@ impl Platform for KernelPlatform {
         }
     }
 
+    #[inline(always)]
+    fn tracing(&self) -> bool {
+        trace::enabled(Category::Sched)
+    }
+
     fn mm_after_idle(&self) -> bool {
         MM_IDLE.get().is_some_and(|(_, exit)| exit())
     }
