@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::watchdog;
+use common::{one_scheduler_at_a_time, spawn_stray_waker, watchdog};
 use sched::host::{self, HostPlatform};
 use sched::{Builder, Config, CpuIndex, KeyedWaitQueue, Parker, Scheduler};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -16,12 +16,6 @@ const LIMIT: Duration = Duration::from_secs(120);
 type Sched = &'static Scheduler<HostPlatform>;
 type Queue = KeyedWaitQueue<u64>;
 const ANY: u32 = u32::MAX;
-
-/// One scheduler at a time (host CPUs are OS threads; see `smp.rs`).
-fn one_scheduler_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 fn new_queue() -> &'static Queue {
     Box::leak(Box::new(Queue::new()))
@@ -90,22 +84,7 @@ fn hand_offs_through_the_word_lose_no_wake_up() {
                 .unwrap()
             })
             .collect();
-        let stray = {
-            let (parkers, done) = (parkers.clone(), done.clone());
-            s.spawn(Builder::new("stray").pinned(CpuIndex(2)), move || {
-                let mut n = 0u64;
-                while done.load(Ordering::Acquire) < 2 {
-                    if let Some(p) = parkers[(n % 2) as usize].get() {
-                        p.wake(s);
-                    }
-                    n += 1;
-                    if n.is_multiple_of(64) {
-                        s.yield_now();
-                    }
-                }
-            })
-            .unwrap()
-        };
+        let stray = spawn_stray_waker(s, CpuIndex(2), parkers.clone(), done.clone());
         let taken: Vec<u32> = sides.into_iter().map(|h| h.join().unwrap()).collect();
         stray.join().unwrap();
         (taken, turn.load(Ordering::Acquire))

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::watchdog;
+use common::{one_scheduler_at_a_time, spawn_stray_waker, watchdog};
 use sched::host::{self, HostPlatform};
 use sched::{Builder, Config, CpuIndex, Mutex, Parker, Platform, Scheduler, Semaphore, WaitQueue};
 use std::sync::Arc;
@@ -14,14 +14,6 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
 type Sched = &'static Scheduler<HostPlatform>;
-
-/// Host CPUs are OS threads: two multi-CPU schedulers at once would oversubscribe the machine's
-/// cores, and a spin-wait on an OS thread that Linux has descheduled stalls for a whole Linux time
-/// slice. Tests that bring up several CPUs hold this lock while they run.
-fn one_scheduler_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 fn cpu_of(s: Sched) -> CpuIndex {
     s.current().expect("a scheduler thread").cpu
@@ -116,20 +108,7 @@ fn parker_hand_offs_survive_stray_wakes_and_lose_none() {
                 .unwrap()
             })
             .collect();
-        let stray = {
-            let (parkers, done) = (parkers.clone(), done.clone());
-            s.spawn(Builder::new("stray").pinned(CpuIndex(2)), move || {
-                let mut n = 0u64;
-                while done.load(Ordering::Acquire) < 2 {
-                    wake(&parkers, (n % 2) as usize);
-                    n += 1;
-                    if n % 64 == 0 {
-                        s.yield_now();
-                    }
-                }
-            })
-            .unwrap()
-        };
+        let stray = spawn_stray_waker(s, CpuIndex(2), parkers.clone(), done.clone());
         let taken: Vec<u64> = sides.into_iter().map(|h| h.join().unwrap()).collect();
         stray.join().unwrap();
         (taken, turn.load(Ordering::Acquire))

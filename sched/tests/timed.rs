@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::watchdog;
+use common::{one_scheduler_at_a_time, watchdog};
 use sched::host::{self, HostPlatform};
 use sched::{Builder, Config, CpuIndex, KeyedWaitQueue, Parker, Platform, Scheduler};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -16,12 +16,6 @@ const LIMIT: Duration = Duration::from_secs(120);
 type Sched = &'static Scheduler<HostPlatform>;
 const HOUR_NS: u64 = 3_600_000_000_000;
 const ANY: u32 = u32::MAX;
-
-/// One scheduler at a time (host CPUs are OS threads; see `smp.rs`).
-fn one_scheduler_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// A thread on CPU 1 sets a flag and wakes a thread parked on CPU 0 until the flag or a deadline
 /// an hour away: the park returns that the flag held, having checked it at most three times (on
