@@ -387,20 +387,7 @@ fn park_until(w: &World, me: usize, cpu: usize, cond: impl Fn() -> bool) {
     if cond() {
         return;
     }
-    let task = &w.tasks[me];
-    loop {
-        task.entity.set_blocked();
-        fence(Ordering::SeqCst);
-        if cond() {
-            task.entity.set_running();
-            break;
-        }
-        w.block(cpu, task);
-        // Woken, maybe by a wake meant for an earlier park: check again.
-        if cond() {
-            break;
-        }
-    }
+    park_until_blocked(w, me, cpu, cond);
 }
 
 /// `Parker::wake` of task `i`'s parker, after the caller made its condition true: a `SeqCst`
@@ -539,6 +526,7 @@ fn park_until_blocked(w: &World, me: usize, cpu: usize, cond: impl Fn() -> bool)
             break;
         }
         w.block(cpu, task);
+        // Woken, maybe by a wake meant for an earlier park: check again.
         if cond() {
             break;
         }
