@@ -40,9 +40,14 @@ pub(crate) struct SpinLock<T> {
 unsafe impl<T: Send> Sync for SpinLock<T> {}
 
 /// Guard of a [`SpinLock`]: the value while held; released when dropped.
+///
+/// The marker makes the guard `Sync` only where `T` is (a shared guard hands out `&T` through
+/// `Deref` on every thread that holds it), as `std`'s and `spin`'s guards are; a bare `&SpinLock`
+/// would make it `Sync` for every `T: Send`.
 #[cfg(not(loom))]
 pub(crate) struct SpinGuard<'a, T> {
     lock: &'a SpinLock<T>,
+    _value: core::marker::PhantomData<&'a mut T>,
 }
 /// Guard of a [`SpinLock`].
 #[cfg(loom)]
@@ -63,7 +68,7 @@ impl<T> SpinLock<T> {
             if self.locked.swap(true, Ordering::Acquire) {
                 self.lock_contended();
             }
-            SpinGuard { lock: self }
+            SpinGuard { lock: self, _value: core::marker::PhantomData }
         }
         #[cfg(loom)]
         return self
