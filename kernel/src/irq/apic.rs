@@ -107,6 +107,7 @@ fn read(reg: u32) -> u32 {
     }
 }
 
+#[inline]
 fn write(reg: u32, value: u32) {
     match mode() {
         // SAFETY: as in `read`; writing these registers only changes this CPU's APIC.
@@ -327,17 +328,20 @@ fn wait_icr_idle(icr_low: impl Fn() -> u32) {
 
 /// Arm this CPU's timer (in TSC-deadline mode) to interrupt once when the TSC reaches `tsc`.
 /// Replaces any earlier arming; `time::arm_oneshot_ns` turns a delay into this.
+#[inline]
 pub fn arm_deadline(tsc: u64) {
     write_deadline(tsc.max(1));
 }
 
 /// Arm this CPU's timer (in one-shot mode) to interrupt once after `ticks` timer ticks (at least
 /// 1). Replaces any earlier arming; `time::arm_oneshot_ns` turns a delay into this.
+#[inline]
 pub fn arm_count(ticks: u32) {
     write(REG_TIMER_INITIAL, ticks.max(1));
 }
 
 /// Cancel this CPU's pending timer interrupt, if it was armed and has not fired.
+#[inline]
 pub fn disarm() {
     if deadline_mode() {
         write_deadline(0);
