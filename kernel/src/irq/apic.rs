@@ -107,6 +107,7 @@ fn read(reg: u32) -> u32 {
     }
 }
 
+#[inline]
 fn write(reg: u32, value: u32) {
     match mode() {
         // SAFETY: as in `read`; writing these registers only changes this CPU's APIC.
@@ -255,9 +256,13 @@ pub fn is_pending(vector: u8) -> bool {
     read(reg) & (1 << (vector % 32)) != 0
 }
 
-/// Send an IPI. Interrupts are held off while the ICR is written (an xAPIC ICR is two registers,
-/// and an interrupt handler sending its own IPI in between would mix them up), and every store
-/// before the call is visible to the target before the IPI can arrive.
+/// Send an IPI. Every store before the call is visible to the target before the IPI can arrive.
+///
+/// In x2APIC mode the ICR is one MSR and one WRMSR sends: an interrupt cannot fall between two
+/// halves of it, so the interrupt flag is left as it is (the reschedule IPI's senders already run
+/// with interrupts off, and saving the flag cost them a PUSHF, a test and a branch on every IPI).
+/// Inlined, a caller's constant `dest` and `what` fold into the ICR value.
+#[inline]
 pub fn send(dest: Dest, what: Delivery) {
     let (mode_bits, vector) = match what {
         Delivery::Fixed(v) => (0b000, v),
@@ -270,34 +275,41 @@ pub fn send(dest: Dest, what: Delivery) {
         Dest::AllButSelf => (0b11, 0),
     };
     let low = u32::from(vector) | (mode_bits << 8) | ICR_LEVEL_ASSERT | (shorthand << 18);
-    interrupts::without_interrupts(|| match mode() {
-        MODE_X2APIC => {
-            // The WRMSR does not wait for earlier stores; the fence keeps the IPI behind them.
-            arch::cpu::fence_before_wrmsr();
-            // SAFETY: the x2APIC ICR is one 64-bit MSR, destination in bits 32-63; one write sends.
-            unsafe { msr::write(X2APIC_BASE + 0x30, (u64::from(apic) << 32) | u64::from(low)) };
+    if mode() == MODE_X2APIC {
+        // The WRMSR does not wait for earlier stores; the fence keeps the IPI behind them. An
+        // interrupt taken between the two changes neither: the caller's stores are already ordered.
+        arch::cpu::fence_before_wrmsr();
+        // SAFETY: the x2APIC ICR is one 64-bit MSR, destination in bits 32-63; one write sends.
+        unsafe { msr::write(X2APIC_BASE + 0x30, (u64::from(apic) << 32) | u64::from(low)) };
+    } else if mode() == MODE_XAPIC {
+        send_xapic(shorthand == 0, apic, low);
+    }
+}
+
+/// `send` in xAPIC mode: the ICR is two registers, so interrupts are held off while they are
+/// written (a handler sending its own IPI in between would mix them up). `to_one` says whether the
+/// destination word `apic` is written (no shorthand). Out of line, so that `send` inlines small.
+#[inline(never)]
+fn send_xapic(to_one: bool, apic: u32, low: u32) {
+    interrupts::without_interrupts(|| {
+        // The ICR is a store to the uncacheable register page, which x86 keeps behind every
+        // earlier store (stores are not reordered with stores): no fence. The mode and the page
+        // are read once, not once per register access.
+        let va = XAPIC_VA.load(Ordering::Relaxed);
+        // SAFETY: XAPIC_VA maps the register page (set before MODE); the offset is the ICR's
+        // aligned 32-bit low word; reading it has no effect.
+        let icr_low = || unsafe { arch::mmio::read_u32(va + u64::from(REG_ICR_LOW)) };
+        wait_icr_idle(icr_low);
+        if to_one {
+            // SAFETY: as above, for the ICR's high word (the destination); writing it sends
+            // nothing.
+            unsafe { arch::mmio::write_u32(va + u64::from(REG_ICR_HIGH), apic << 24) };
         }
-        MODE_XAPIC => {
-            // The ICR is a store to the uncacheable register page, which x86 keeps behind every
-            // earlier store (stores are not reordered with stores): no fence. The mode and the
-            // page are read once, not once per register access.
-            let va = XAPIC_VA.load(Ordering::Relaxed);
-            // SAFETY: XAPIC_VA maps the register page (set before MODE); the offset is the ICR's
-            // aligned 32-bit low word; reading it has no effect.
-            let icr_low = || unsafe { arch::mmio::read_u32(va + u64::from(REG_ICR_LOW)) };
-            wait_icr_idle(icr_low);
-            if shorthand == 0 {
-                // SAFETY: as above, for the ICR's high word (the destination); writing it sends
-                // nothing.
-                unsafe { arch::mmio::write_u32(va + u64::from(REG_ICR_HIGH), apic << 24) };
-            }
-            // The hardware keeps the order; this keeps the compiler from moving an earlier
-            // plain store (a queue insertion, a mailbox) past the volatile write. No instruction.
-            core::sync::atomic::compiler_fence(Ordering::SeqCst);
-            // SAFETY: as above; writing the low word sends the IPI this function is asked for.
-            unsafe { arch::mmio::write_u32(va + u64::from(REG_ICR_LOW), low) };
-        }
-        _ => {}
+        // The hardware keeps the order; this keeps the compiler from moving an earlier plain
+        // store (a queue insertion, a mailbox) past the volatile write. No instruction.
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        // SAFETY: as above; writing the low word sends the IPI this function is asked for.
+        unsafe { arch::mmio::write_u32(va + u64::from(REG_ICR_LOW), low) };
     });
 }
 
@@ -316,17 +328,20 @@ fn wait_icr_idle(icr_low: impl Fn() -> u32) {
 
 /// Arm this CPU's timer (in TSC-deadline mode) to interrupt once when the TSC reaches `tsc`.
 /// Replaces any earlier arming; `time::arm_oneshot_ns` turns a delay into this.
+#[inline]
 pub fn arm_deadline(tsc: u64) {
     write_deadline(tsc.max(1));
 }
 
 /// Arm this CPU's timer (in one-shot mode) to interrupt once after `ticks` timer ticks (at least
 /// 1). Replaces any earlier arming; `time::arm_oneshot_ns` turns a delay into this.
+#[inline]
 pub fn arm_count(ticks: u32) {
     write(REG_TIMER_INITIAL, ticks.max(1));
 }
 
 /// Cancel this CPU's pending timer interrupt, if it was armed and has not fired.
+#[inline]
 pub fn disarm() {
     if deadline_mode() {
         write_deadline(0);

@@ -44,12 +44,21 @@ fn trace_send(cpu: CpuId, vector: u8) {
 ///
 /// # Panics
 /// If `cpu` is not one of this machine's CPUs.
+#[inline]
 pub fn send(cpu: CpuId, vector: u8) {
-    let Some(apic_id) = crate::cpu::map::apic_id_of(cpu).or_else(|| (cpu == CpuId::BSP).then(apic::id)) else {
-        not_a_cpu(cpu, vector)
+    let apic_id = match crate::cpu::map::apic_id_of(cpu) {
+        Some(a) => a,
+        None => apic_id_before_map(cpu, vector),
     };
     trace_send(cpu, vector);
     apic::send(Dest::Apic(apic_id), Delivery::Fixed(vector));
+}
+
+/// `send`'s target before the CPU map is installed: only the boot CPU, which is this one.
+#[cold]
+#[inline(never)]
+fn apic_id_before_map(cpu: CpuId, vector: u8) -> smp::ApicId {
+    if cpu == CpuId::BSP { apic::id() } else { not_a_cpu(cpu, vector) }
 }
 
 /// `send`'s panic, out of line: formatting its arguments in `send` itself kept them in stack
