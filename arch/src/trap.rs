@@ -447,6 +447,11 @@ pub fn idle_halt() {
 /// that ends it returns (`sti` holds interrupts off for one instruction, so none arrives before
 /// the `hlt`), which `trap_direct_ipi` recognises.
 ///
+/// Only an NMI can arrive in `sti`'s shadow, and an interrupt pending behind it would then be
+/// taken at the `hlt` and return into the halt, its wake-up unheeded until the next interrupt. The
+/// kernel never returns from an NMI (it is the panic's stop, or a fault that ends in a panic): if
+/// that changes, the NMI's return must move a saved RIP at the `hlt` to the resume label.
+///
 /// # Safety
 /// Ring 0; called only by [`idle_halt`].
 #[unsafe(naked)]
