@@ -170,7 +170,7 @@ fn read_with(buf: u64, len: u64, mut op: impl FnMut(&mut [u8], u64) -> Result<us
 }
 
 fn is_stream(f: &File) -> bool {
-    matches!(f.node, fs::Node::Pipe { .. } | fs::Node::Dev(_))
+    matches!(f.node, fs::Node::PipeRead(_) | fs::Node::PipeWrite(_) | fs::Node::Dev(_))
 }
 
 /// The caller's descriptor `fd`, found through its context (no process-table lock). `#[inline]`
