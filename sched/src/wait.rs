@@ -469,6 +469,32 @@ impl ParkSlot {
         true
     }
 
+    /// [`ParkSlot::take`] and [`Unparker::wake`] in one step, after the caller made the sleeper's
+    /// condition true (`SeqCst`): whether the slot held a thread. One fence, `take`'s, serves both
+    /// halves: it orders the condition's change before the read of the slot and, the wake coming
+    /// after it in program order, before the wake's read of the thread's state, which is all that
+    /// the wake's own fence orders.
+    #[inline]
+    pub fn wake<P: Platform>(&self, s: &Scheduler<P>) -> bool {
+        // The caller's change of the condition before the read of the slot (see `offer`) and
+        // before `wake_thread` reads the thread's state (see `Parker`).
+        fence(Ordering::SeqCst);
+        if self.thread.load(Ordering::SeqCst).is_null() {
+            return false;
+        }
+        let t = self.thread.swap(core::ptr::null_mut(), Ordering::SeqCst);
+        if t.is_null() {
+            return false;
+        }
+        // SAFETY: a non-null value came from an offer's `Arc::into_raw`; the swap moved it to us.
+        let thread = unsafe { Arc::from_raw(t) };
+        let irq = s.platform().irq_save_disable();
+        // SAFETY: the reference just taken keeps the thread alive for the call.
+        unsafe { s.wake_thread(NonNull::from(&*thread)) };
+        s.platform().irq_restore(irq);
+        true
+    }
+
     /// Take the thread the slot holds, if any, to wake it ([`Unparker::wake`]): after the caller
     /// made the sleeper's condition true (`SeqCst`).
     #[inline]

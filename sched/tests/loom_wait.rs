@@ -24,7 +24,8 @@
 //!   then a `SeqCst` fence then the condition on one side, the condition then a fence then
 //!   `rq::wake` on the other; the model runs the futex hand-off on them, where late wakes land on
 //!   later parks.
-//! - The slot model mirrors `ParkSlot` (`offer`, `withdraw`, `take`) with
+//! - The slot model mirrors `ParkSlot` (`offer`, `withdraw`, `wake`, one fence for its take and
+//!   its wake) with
 //!   `Parker::park_until_blocked`, as a pipe's one sleeping reader uses them: the offer before the
 //!   reader's test of the readable flag, the flag's store before the writer's read of the slot.
 //! - `keyed_wait` and `keyed_wake_one` mirror `KeyedWaitQueue::wait` and `wake` in
@@ -394,6 +395,12 @@ fn park_until(w: &World, me: usize, cpu: usize, cond: impl Fn() -> bool) {
 /// fence, then `Scheduler::wake_thread` (the wake and its interrupt, no lock held).
 fn unpark(w: &World, i: usize) {
     fence(Ordering::SeqCst);
+    unpark_fenced(w, i);
+}
+
+/// [`unpark`] without its fence, for a waker whose last fence already follows its change of the
+/// sleeper's condition (`ParkSlot::wake`: the fence before its read of the slot).
+fn unpark_fenced(w: &World, i: usize) {
     // SAFETY: the tasks live as long as the world, as a parker's reference keeps its thread.
     if let Some(cpu) = unsafe { w.wake_thread_deferred(&w.tasks[i]) } {
         w.kick(cpu);
@@ -468,12 +475,12 @@ fn park_slot_reader_loses_no_wake_up() {
                         *b += 1;
                         readable.store(true, Ordering::SeqCst);
                     }
-                    // `ParkSlot::take`, then `Unparker::wake`.
+                    // `ParkSlot::wake`: one fence, then the slot's read and the wake.
                     fence(Ordering::SeqCst);
                     if slot.load(Ordering::SeqCst) != EMPTY
                         && slot.swap(EMPTY, Ordering::SeqCst) == READER
                     {
-                        unpark(&w, 0);
+                        unpark_fenced(&w, 0);
                     }
                 }
             })

@@ -50,9 +50,7 @@ fn ping_pong_through_two_slots_loses_no_wake_up() {
                         }
                         taken += 1;
                         turn.store(want + 1, Ordering::SeqCst);
-                        if let Some(u) = slots[1 - side as usize].take() {
-                            u.wake(s);
-                        }
+                        slots[1 - side as usize].wake(s);
                     }
                     done.fetch_add(1, Ordering::Release);
                     taken
@@ -77,7 +75,8 @@ fn ping_pong_through_two_slots_loses_no_wake_up() {
 }
 
 /// A slot holds one offer: a second is refused; its owner's withdraw empties it; once a waker
-/// took the offer, the withdraw says so (false) and the slot stays empty.
+/// took the offer, the withdraw says so (false) and the slot stays empty; a wake takes an offer
+/// as a take does.
 #[test]
 fn a_slot_holds_one_offer_and_a_take_beats_a_withdraw() {
     let _serial = one_scheduler_at_a_time();
@@ -98,6 +97,9 @@ fn a_slot_holds_one_offer_and_a_take_beats_a_withdraw() {
         let again = slot.offer(&me);
         let taken = slot.take().is_some();
         let withdraw_lost = !slot.withdraw(&me) && slot.take().is_none();
+        // A wake takes what is there (its owner running: a spurious wake-up) and finds an empty
+        // slot empty.
+        let woke = slot.offer(&me) && slot.wake(s) && !slot.holds(&me) && !slot.wake(s);
         [
             first,
             second_refused,
@@ -105,10 +107,11 @@ fn a_slot_holds_one_offer_and_a_take_beats_a_withdraw() {
             again,
             taken,
             withdraw_lost,
+            woke,
         ]
     });
     assert_eq!(
-        r, [true; 6],
-        "offer, refusal, withdraw, re-offer, take, lost withdraw"
+        r, [true; 7],
+        "offer, refusal, withdraw, re-offer, take, lost withdraw, wake"
     );
 }

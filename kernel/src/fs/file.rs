@@ -24,8 +24,11 @@ pub enum Node {
     /// A file, directory or (under `O_PATH`) symbolic link of the RAM filesystem; the description
     /// holds an open reference on the inode, released at its drop.
     Inode(Ino),
-    /// One end of a pipe; `write` tells which.
-    Pipe { pipe: Arc<PipeObj>, write: bool },
+    /// The read end of a pipe. The two ends are two variants, not one with a flag, so a read or
+    /// write call tells the kind of its file and the end with one test.
+    PipeRead(Arc<PipeObj>),
+    /// The write end of a pipe.
+    PipeWrite(Arc<PipeObj>),
     Dev(Device),
     /// A `/proc` file: its text, generated when it was opened.
     Text(Vec<u8>),
@@ -65,7 +68,7 @@ impl File {
 
     pub fn pipe_end(pipe: Arc<PipeObj>, write: bool, flags: u32) -> Self {
         let acc = if write { g::O_WRONLY } else { g::O_RDONLY };
-        Self::new(Node::Pipe { pipe, write }, OpenFile { ino: 0, offset: 0, flags: acc | (flags & g::O_NONBLOCK) })
+        Self::new(if write { Node::PipeWrite(pipe) } else { Node::PipeRead(pipe) }, OpenFile { ino: 0, offset: 0, flags: acc | (flags & g::O_NONBLOCK) })
     }
 
     fn st(&self) -> sched::MutexGuard<'_, OpenFile, task::KernelPlatform> {
@@ -100,7 +103,7 @@ impl File {
     /// without searching for it.
     pub fn read_as(&self, me: &UserCtx, out: &mut [u8]) -> Result<usize, Errno> {
         match &self.node {
-            Node::Pipe { pipe, write: false } => pipe.read_as(Some(me), out, self.nonblocking()),
+            Node::PipeRead(pipe) => pipe.read_as(Some(me), out, self.nonblocking()),
             _ => self.read(out),
         }
     }
@@ -108,7 +111,7 @@ impl File {
     /// [`File::write`] by a system call that holds its thread's context `me`.
     pub fn write_as(&self, me: &UserCtx, data: &[u8]) -> Result<usize, Errno> {
         match &self.node {
-            Node::Pipe { pipe, write: true } => pipe.write_as(Some(me), data, self.nonblocking()),
+            Node::PipeWrite(pipe) => pipe.write_as(Some(me), data, self.nonblocking()),
             _ => self.write(data),
         }
     }
@@ -129,12 +132,8 @@ impl File {
                 st.offset += n as u64;
                 Ok(n)
             }
-            Node::Pipe { pipe, write } => {
-                if *write {
-                    return Err(errno::EBADF);
-                }
-                pipe.read(out, self.nonblocking())
-            }
+            Node::PipeRead(pipe) => pipe.read(out, self.nonblocking()),
+            Node::PipeWrite(_) => Err(errno::EBADF),
             Node::Listing(_) => Err(errno::EISDIR),
             Node::Dev(d) => {
                 if !self.st().readable() {
@@ -153,12 +152,8 @@ impl File {
                 with_fs(|fs| st.write(fs, data))
             }
             Node::Text(_) | Node::Listing(_) => Err(errno::EBADF),
-            Node::Pipe { pipe, write } => {
-                if !*write {
-                    return Err(errno::EBADF);
-                }
-                pipe.write(data, self.nonblocking())
-            }
+            Node::PipeWrite(pipe) => pipe.write(data, self.nonblocking()),
+            Node::PipeRead(_) => Err(errno::EBADF),
             Node::Dev(d) => {
                 if !self.st().writable() {
                     return Err(errno::EBADF);
@@ -177,7 +172,7 @@ impl File {
             }
             Node::Text(t) => Ok(text_at(t, u64::try_from(offset).map_err(|_| errno::EINVAL)?, out)),
             Node::Listing(_) => Err(errno::EISDIR),
-            Node::Pipe { .. } => Err(errno::ESPIPE),
+            Node::PipeRead(_) | Node::PipeWrite(_) => Err(errno::ESPIPE),
             Node::Dev(_) => self.read(out),
         }
     }
@@ -189,7 +184,7 @@ impl File {
                 let st = *self.st();
                 with_fs(|fs| st.pwrite(fs, offset, data))
             }
-            Node::Pipe { .. } => Err(errno::ESPIPE),
+            Node::PipeRead(_) | Node::PipeWrite(_) => Err(errno::ESPIPE),
             _ => self.write(data),
         }
     }
@@ -221,7 +216,7 @@ impl File {
                 st.offset = offset as u64;
                 Ok(st.offset)
             }
-            Node::Pipe { .. } => Err(errno::ESPIPE),
+            Node::PipeRead(_) | Node::PipeWrite(_) => Err(errno::ESPIPE),
             // A terminal cannot seek (Linux's `no_llseek`); null, zero and urandom accept any seek
             // and stay at 0.
             Node::Dev(super::dev::Device::Console) => Err(errno::ESPIPE),
@@ -251,7 +246,7 @@ impl File {
             Node::Inode(ino) => with_fs(|fs| fs.stat(*ino)),
             Node::Text(t) => Ok(Stat { dev: 3, ino: 0x7001, mode: g::S_IFREG | 0o444, size: t.len() as i64, ..base }),
             Node::Listing(_) => Ok(Stat { dev: 3, ino: 0x7000, mode: g::S_IFDIR | 0o555, nlink: 2, ..base }),
-            Node::Pipe { pipe, .. } => Ok(Stat { dev: 9, ino: pipe.id(), mode: g::S_IFIFO | 0o600, ..base }),
+            Node::PipeRead(pipe) | Node::PipeWrite(pipe) => Ok(Stat { dev: 9, ino: pipe.id(), mode: g::S_IFIFO | 0o600, ..base }),
             Node::Dev(d) => Ok(Stat { dev: 5, ino: d.rdev(), mode: g::S_IFCHR | 0o666, rdev: d.rdev(), ..base }),
         }
     }
@@ -260,7 +255,8 @@ impl File {
     pub fn poll(&self) -> u16 {
         match &self.node {
             Node::Inode(_) | Node::Text(_) | Node::Listing(_) => POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM,
-            Node::Pipe { pipe, write } => pipe.poll(*write),
+            Node::PipeRead(pipe) => pipe.poll(false),
+            Node::PipeWrite(pipe) => pipe.poll(true),
             Node::Dev(d) => d.poll(),
         }
     }
@@ -268,7 +264,7 @@ impl File {
     /// `FIONREAD`: unread bytes, for the objects that have a notion of it.
     pub fn nread(&self) -> Result<usize, Errno> {
         match &self.node {
-            Node::Pipe { pipe, write: false } => Ok(pipe.len()),
+            Node::PipeRead(pipe) => Ok(pipe.len()),
             Node::Inode(ino) => {
                 let off = self.st().offset;
                 let size = with_fs(|fs| fs.stat(*ino))?.size as u64;
@@ -305,7 +301,8 @@ impl Drop for File {
     fn drop(&mut self) {
         match &self.node {
             Node::Inode(ino) => with_fs(|fs| fs.release(*ino)),
-            Node::Pipe { pipe, write } => pipe.close_end(*write),
+            Node::PipeRead(pipe) => pipe.close_end(false),
+            Node::PipeWrite(pipe) => pipe.close_end(true),
             _ => {}
         }
     }

@@ -265,13 +265,54 @@ static POLL_GEN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::
 /// Threads in (or entering) the untimed sleep of [`poll_wait`] on [`POLL_QUEUE`]: while there is
 /// none, [`poll_notify`] (every pipe read and write calls it) leaves the queue's lock alone.
 static POLL_SLEEPERS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// Threads inside `poll` or `select` ([`Polling`]), counted from before their first sample of
+/// [`POLL_GEN`] to their return: while there is none, [`poll_notify`] leaves the generation, a
+/// word every CPU's pipe calls would otherwise write, alone.
+static POLLERS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
-/// Something became readable, writable or hung up: wake `poll` sleepers to look again.
+/// A `poll` or `select` call's count in [`POLLERS`], held from before its first
+/// [`poll_generation`] to its return ([`polling`]).
+pub struct Polling(());
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        POLLERS.fetch_sub(1, core::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Count the caller as a poller until the handle drops: take it before the first
+/// [`poll_generation`] of the call.
+pub fn polling() -> Polling {
+    POLLERS.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+    Polling(())
+}
+
+/// Something became readable, writable or hung up: wake `poll` sleepers to look again. The caller
+/// made the change under the lock that the object's readiness test takes (a pipe's buffer, the
+/// terminal's state), and released it.
 ///
 /// The bump and the sleepers' count are both SeqCst, as a sleeper's count and its read of the
 /// generation: either this sees the sleeper counted and wakes the queue, or the sleeper sees the
 /// new generation and does not sleep.
+///
+/// No poller counted: no bump. The pollers' count, SeqCst on both sides, orders this read of it
+/// and a poller's raise of it, and a poller tests readiness under the object's lock only after its
+/// raise. Were the poller's test to take that lock before this change did, its raise would come
+/// before this read (the raise before the test, the test's unlock before the change's lock, the
+/// change before this read), which would then see it. So the poller's test takes the lock after
+/// the change, and sees it.
+///
+/// `#[inline(always)]`: the test alone, in every pipe read and write; the rest is out of line.
+#[inline(always)]
 pub fn poll_notify() {
+    if POLLERS.load(core::sync::atomic::Ordering::SeqCst) != 0 {
+        poll_bump();
+    }
+}
+
+/// [`poll_notify`] with a poller counted: bump the generation, wake the sleepers if any.
+#[cold]
+fn poll_bump() {
     use core::sync::atomic::Ordering::SeqCst;
     POLL_GEN.fetch_add(1, SeqCst);
     if POLL_SLEEPERS.load(SeqCst) != 0 {

@@ -173,9 +173,7 @@ impl PipeObj {
     /// with the flag's store).
     #[inline(always)]
     fn wake_readers(&self) {
-        if let Some(u) = self.parked_reader.take() {
-            u.wake(task::sched());
-        }
+        self.parked_reader.wake(task::sched());
         self.readers.wake();
     }
 

@@ -170,7 +170,7 @@ fn read_with(buf: u64, len: u64, mut op: impl FnMut(&mut [u8], u64) -> Result<us
 }
 
 fn is_stream(f: &File) -> bool {
-    matches!(f.node, fs::Node::Pipe { .. } | fs::Node::Dev(_))
+    matches!(f.node, fs::Node::PipeRead(_) | fs::Node::PipeWrite(_) | fs::Node::Dev(_))
 }
 
 /// The caller's descriptor `fd`, found through its context (no process-table lock). `#[inline]`
@@ -401,9 +401,12 @@ fn readiness(files: &fs::Files, fd: i32) -> Option<u16> {
 }
 
 /// The common loop of poll and select: `round` checks every descriptor and says how many are
-/// ready; with none, sleep until a readiness change or the deadline.
+/// ready; with none, sleep until a readiness change or the deadline. The call counts as a poller
+/// ([`fs::polling`]) from before its first sample of the generation, so every change after that
+/// bumps it.
 fn wait_ready<T>(timeout_ns: Option<u64>, mut round: impl FnMut() -> Result<(usize, T), u32>) -> Result<(usize, T), u32> {
     let deadline = timeout_ns.map(|t| crate::time::now_ns().saturating_add(t));
+    let _polling = fs::polling();
     loop {
         let seen = fs::poll_generation();
         let (n, out) = round()?;
