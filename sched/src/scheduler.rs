@@ -927,8 +927,10 @@ impl<P: Platform> Scheduler<P> {
             // The switch path inline, in the tick's own frame: the CPU, its state and the
             // registers the tick saved serve the switch too (one prologue, not two). As in
             // `switch_path_on` for a preemption: the clock the tick stamped the request with.
+            // The tick has just made an accounting point at its own clock, which is no earlier
+            // than the request's: the switch's would charge nothing.
             let now = cpu.local.resched_ns.load(Ordering::Relaxed);
-            self.switch_path_at(me, cpu, Reason::Preempt, Some(now));
+            self.switch_path_from::<true>(me, cpu, Reason::Preempt, Some(now));
         }
     }
 
@@ -1639,6 +1641,13 @@ impl<P: Platform> Scheduler<P> {
     /// clock reading `now` it was given, if any.
     #[inline(always)]
     fn switch_path_at(&self, me: usize, cpu: &Cpu, reason: Reason, now: Option<u64>) {
+        self.switch_path_from::<false>(me, cpu, reason, now);
+    }
+
+    /// [`Scheduler::switch_path_at`]; `ACCOUNTED`: the caller (the tick) has made an accounting
+    /// point for `prev` at a clock no earlier than `now`, so the switch makes none.
+    #[inline(always)]
+    fn switch_path_from<const ACCOUNTED: bool>(&self, me: usize, cpu: &Cpu, reason: Reason, now: Option<u64>) {
         let idle = cpu.local.idle.load(Ordering::Relaxed);
         // The idle loop's switch runs on the idle thread: said as a constant, so that the tests of
         // `prev == idle` below fold away on that path.
@@ -1708,7 +1717,9 @@ impl<P: Platform> Scheduler<P> {
             // The accounting point of the idle thread: nothing reads its `run_ns` and it has no
             // space to charge, so only the point moves (the halts are counted in `idle_ns`).
             cpu.local.acct_ns.store(now, Ordering::Relaxed);
-        } else if let Some(now) = now {
+        } else if !ACCOUNTED
+            && let Some(now) = now
+        {
             // An accounting point for free: the clock was read anyway. Without one, what `prev`
             // ran goes to whoever runs at the next point (see the module doc).
             // SAFETY: `prev` is alive and running here (it is us).
