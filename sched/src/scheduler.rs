@@ -1210,9 +1210,16 @@ impl<P: Platform> Scheduler<P> {
             }
         }
         let (load, victim) = busiest;
-        if load < mine + 2 {
-            return;
+        if load >= mine + 2 {
+            self.pull_from(me, victim);
         }
+    }
+
+    /// The pull of `pull_if_imbalanced` from CPU `victim`, the busiest: out of line and cold, so
+    /// that the balancing that finds the CPUs even (most of it) keeps a small frame.
+    #[cold]
+    #[inline(never)]
+    fn pull_from(&self, me: usize, victim: usize) {
         let from = &self.cpus[victim];
         if let Some(t) = from.queue.steal(me) {
             // A pull is a steal by a busy CPU: the trace says so, or the thread's next switch-in
