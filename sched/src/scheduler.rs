@@ -927,8 +927,11 @@ impl<P: Platform> Scheduler<P> {
             // The switch path inline, in the tick's own frame: the CPU, its state and the
             // registers the tick saved serve the switch too (one prologue, not two). As in
             // `switch_path_on` for a preemption: the clock the tick stamped the request with.
+            // The tick has just made an accounting point at its own clock, which is no earlier
+            // than the request's: the switch's would charge nothing. And it hands over the
+            // interrupted thread it holds, known not to be the idle thread.
             let now = cpu.local.resched_ns.load(Ordering::Relaxed);
-            self.switch_path_at(me, cpu, Reason::Preempt, Some(now));
+            self.switch_path_from(me, cpu, Reason::Preempt, Some(now), Some(t));
         }
     }
 
@@ -1207,9 +1210,16 @@ impl<P: Platform> Scheduler<P> {
             }
         }
         let (load, victim) = busiest;
-        if load < mine + 2 {
-            return;
+        if load >= mine + 2 {
+            self.pull_from(me, victim);
         }
+    }
+
+    /// The pull of `pull_if_imbalanced` from CPU `victim`, the busiest: out of line and cold, so
+    /// that the balancing that finds the CPUs even (most of it) keeps a small frame.
+    #[cold]
+    #[inline(never)]
+    fn pull_from(&self, me: usize, victim: usize) {
         let from = &self.cpus[victim];
         if let Some(t) = from.queue.steal(me) {
             // A pull is a steal by a busy CPU: the trace says so, or the thread's next switch-in
@@ -1639,14 +1649,28 @@ impl<P: Platform> Scheduler<P> {
     /// clock reading `now` it was given, if any.
     #[inline(always)]
     fn switch_path_at(&self, me: usize, cpu: &Cpu, reason: Reason, now: Option<u64>) {
+        self.switch_path_from(me, cpu, reason, now, None);
+    }
+
+    /// [`Scheduler::switch_path_at`]; `tick_prev`: the tick's preemption, which passes the
+    /// interrupted thread it holds (this CPU's current thread, not the idle thread) and has made
+    /// an accounting point for it at a clock no earlier than `now`, so the switch makes none.
+    #[inline(always)]
+    fn switch_path_from(&self, me: usize, cpu: &Cpu, reason: Reason, now: Option<u64>, tick_prev: Option<&Thread>) {
         let idle = cpu.local.idle.load(Ordering::Relaxed);
-        // The idle loop's switch runs on the idle thread: said as a constant, so that the tests of
-        // `prev == idle` below fold away on that path.
-        let prev = if matches!(reason, Reason::Idle(_)) {
+        // The idle loop's switch runs on the idle thread, the tick's on a thread that is not it:
+        // said as constants, so that the tests of `prev == idle` below fold away on those paths.
+        let (prev, prev_is_idle) = if matches!(reason, Reason::Idle(_)) {
             debug_assert_eq!(cpu.local.current.load(Ordering::Relaxed), idle, "schedule_idle off the idle thread");
-            idle
+            (idle, true)
+        } else if let Some(t) = tick_prev {
+            let t = core::ptr::from_ref(t).cast_mut();
+            debug_assert_eq!(cpu.local.current.load(Ordering::Relaxed), t, "the tick's thread is not current");
+            debug_assert_ne!(t, idle, "the tick preempts no idle thread");
+            (t, false)
         } else {
-            cpu.local.current.load(Ordering::Relaxed)
+            let prev = cpu.local.current.load(Ordering::Relaxed);
+            (prev, prev == idle)
         };
         cpu.local.need_resched.store(false, Ordering::Relaxed);
         let prev_nn =
@@ -1658,7 +1682,7 @@ impl<P: Platform> Scheduler<P> {
                 // `set_current_affinity` with interrupts off) and not the idle thread.
                 Reason::Migrate(target) => unsafe { rq.migrate_prev_pick_next(prev_nn, target) },
                 // SAFETY: `prev` runs on this CPU and is alive.
-                _ => unsafe { rq.put_prev_pick_next(prev_nn, prev == idle) },
+                _ => unsafe { rq.put_prev_pick_next(prev_nn, prev_is_idle) },
             }
             .map_or(idle, NonNull::as_ptr);
             if next != prev {
@@ -1673,8 +1697,8 @@ impl<P: Platform> Scheduler<P> {
                         prev: p.id,
                         next: n.id,
                         reason: reason.traced(),
-                        prev_queued: prev != idle && p.entity.state() == State::Running,
-                        prev_idle: prev == idle,
+                        prev_queued: !prev_is_idle && p.entity.state() == State::Running,
+                        prev_idle: prev_is_idle,
                         next_idle: next == idle,
                     }
                 });
@@ -1708,7 +1732,9 @@ impl<P: Platform> Scheduler<P> {
             // The accounting point of the idle thread: nothing reads its `run_ns` and it has no
             // space to charge, so only the point moves (the halts are counted in `idle_ns`).
             cpu.local.acct_ns.store(now, Ordering::Relaxed);
-        } else if let Some(now) = now {
+        } else if tick_prev.is_none()
+            && let Some(now) = now
+        {
             // An accounting point for free: the clock was read anyway. Without one, what `prev`
             // ran goes to whoever runs at the next point (see the module doc).
             // SAFETY: `prev` is alive and running here (it is us).
@@ -1717,7 +1743,7 @@ impl<P: Platform> Scheduler<P> {
         cpu.local
             .slice_start_ns
             .store(now.unwrap_or(UNSTAMPED), Ordering::Relaxed);
-        if prev == idle && next != idle {
+        if prev_is_idle && next != idle {
             if let Reason::Idle(now) = reason {
                 // The idle thread's own path (`schedule_idle`): inline, with the clock in hand.
                 self.arm_leaving_idle_at(cpu, now);

@@ -334,8 +334,9 @@ pub fn arm_deadline(tsc: u64) {
 }
 
 /// Arm this CPU's timer (in one-shot mode) to interrupt once after `ticks` timer ticks (at least
-/// 1). Replaces any earlier arming; `time::arm_oneshot_ns` turns a delay into this.
-#[inline]
+/// 1). Replaces any earlier arming; `time::arm_oneshot_ns` turns a delay into this. Inline: it
+/// is the timer tick's re-arming, a mode test and one register write.
+#[inline(always)]
 pub fn arm_count(ticks: u32) {
     write(REG_TIMER_INITIAL, ticks.max(1));
 }
