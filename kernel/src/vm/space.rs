@@ -365,6 +365,14 @@ const fn index(va: u64, level: usize) -> usize {
     ((va >> (12 + 9 * (level - 1))) & 0x1ff) as usize
 }
 
+/// The trace line of a CR3 load without PCIDs, out of line so the switch carries only the level
+/// test.
+#[cold]
+#[inline(never)]
+fn trace_untagged_load(me: CpuId, asid: AsId) {
+    log::trace!("pcid: {me} loads {asid} without a PCID (the CR3 write flushes)");
+}
+
 /// The leaf flags of a user-half page that only the kernel reaches.
 fn leaf_flags(writable: bool) -> Flags {
     if writable { Flags::WRITABLE | Flags::NO_EXECUTE } else { Flags::NO_EXECUTE }
@@ -1133,6 +1141,11 @@ impl CpuSpaces {
                 // every CPU with it loaded has left it, and a thread of `next` is about to run.
                 // PCIDs are off on this CPU (its table is the untagged one).
                 unsafe { tlb::load_cr3_untagged_here(me, next.pml4) };
+                // Without PCIDs (every TCG boot) the only `pcid:` trace line, which `make
+                // first-run` looks for under loglevel=trace.
+                if log::log_enabled!(log::Level::Trace) {
+                    trace_untagged_load(me, next.asid);
+                }
                 self.unload_prev(me, next);
                 decision
             }
