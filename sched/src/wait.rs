@@ -346,11 +346,18 @@ impl Parker {
     /// Make the owner check its condition again (after the caller made it true), if it sleeps.
     pub fn wake<P: Platform>(&self, s: &Scheduler<P>) {
         fence(Ordering::SeqCst);
-        let irq = s.platform().irq_save_disable();
-        // SAFETY: the parker's reference keeps the thread alive for the call.
-        unsafe { s.wake_thread(NonNull::from(&*self.thread)) };
-        s.platform().irq_restore(irq);
+        wake_held(s, &self.thread);
     }
+}
+
+/// Wake `thread`, which the caller holds a reference to, with interrupts off for the call: the
+/// waker's step of the parker's protocol, after its `SeqCst` fence.
+#[inline]
+fn wake_held<P: Platform>(s: &Scheduler<P>, thread: &Thread) {
+    let irq = s.platform().irq_save_disable();
+    // SAFETY: the caller's reference keeps the thread alive for the call.
+    unsafe { s.wake_thread(NonNull::from(thread)) };
+    s.platform().irq_restore(irq);
 }
 
 /// The waker's half of a [`Parker`], taken from a [`ParkSlot`]: [`Unparker::wake`] is
@@ -365,10 +372,7 @@ impl Unparker {
     #[inline]
     pub fn wake<P: Platform>(&self, s: &Scheduler<P>) {
         fence(Ordering::SeqCst);
-        let irq = s.platform().irq_save_disable();
-        // SAFETY: the handle's reference keeps the thread alive for the call.
-        unsafe { s.wake_thread(NonNull::from(&*self.thread)) };
-        s.platform().irq_restore(irq);
+        wake_held(s, &self.thread);
     }
 }
 
@@ -479,19 +483,8 @@ impl ParkSlot {
         // The caller's change of the condition before the read of the slot (see `offer`) and
         // before `wake_thread` reads the thread's state (see `Parker`).
         fence(Ordering::SeqCst);
-        if self.thread.load(Ordering::SeqCst).is_null() {
-            return false;
-        }
-        let t = self.thread.swap(core::ptr::null_mut(), Ordering::SeqCst);
-        if t.is_null() {
-            return false;
-        }
-        // SAFETY: a non-null value came from an offer's `Arc::into_raw`; the swap moved it to us.
-        let thread = unsafe { Arc::from_raw(t) };
-        let irq = s.platform().irq_save_disable();
-        // SAFETY: the reference just taken keeps the thread alive for the call.
-        unsafe { s.wake_thread(NonNull::from(&*thread)) };
-        s.platform().irq_restore(irq);
+        let Some(thread) = self.take_unfenced() else { return false };
+        wake_held(s, &thread);
         true
     }
 
@@ -501,6 +494,12 @@ impl ParkSlot {
     pub fn take(&self) -> Option<Unparker> {
         // The caller's change of the condition before the read of the slot (see `offer`).
         fence(Ordering::SeqCst);
+        self.take_unfenced().map(|thread| Unparker { thread })
+    }
+
+    /// The thread the slot holds, if any, moved out of it (the callers fence first).
+    #[inline]
+    fn take_unfenced(&self) -> Option<Arc<Thread>> {
         if self.thread.load(Ordering::SeqCst).is_null() {
             return None;
         }
@@ -509,8 +508,7 @@ impl ParkSlot {
             return None;
         }
         // SAFETY: a non-null value came from an offer's `Arc::into_raw`; the swap moved it to us.
-        let thread = unsafe { Arc::from_raw(t) };
-        Some(Unparker { thread })
+        Some(unsafe { Arc::from_raw(t) })
     }
 }
 
