@@ -15,7 +15,7 @@
 //! "at least `PIPE_BUF` free bytes", which gives the promise programs rely on: after `POLLOUT` an
 //! atomic write of `PIPE_BUF` bytes does not block.
 
-use alloc::collections::VecDeque;
+use alloc::{boxed::Box, vec};
 
 use crate::linux::errno;
 
@@ -46,12 +46,25 @@ pub mod poll {
 }
 
 /// The buffer and the number of open read and write ends.
+///
+/// The buffer is a ring of a power-of-two size (none before the first write, then doubled as
+/// writes need, up to [`PIPE_CAPACITY`]) with two running counters: byte `i` of the stream sits at
+/// `i & (size - 1)`. A one-byte read or write is then an index, a load or store and an increment,
+/// where a `VecDeque` wraps its head with a compare and keeps a length besides.
 #[derive(Debug)]
 pub struct Pipe {
-    buf: VecDeque<u8>,
+    ring: Box<[u8]>,
+    /// Bytes read since the pipe was made (wrapping): the next byte to read is at `head`.
+    head: usize,
+    /// Bytes written since the pipe was made (wrapping): `tail - head` are unread.
+    tail: usize,
     readers: usize,
     writers: usize,
 }
+
+/// The ring's first size: a ping-pong's or a short message's bytes without a second allocation.
+const RING_MIN: usize = 64;
+const _: () = assert!(PIPE_CAPACITY.is_power_of_two() && RING_MIN.is_power_of_two() && RING_MIN <= PIPE_CAPACITY);
 
 impl Default for Pipe {
     fn default() -> Self {
@@ -62,21 +75,56 @@ impl Default for Pipe {
 impl Pipe {
     /// A new pipe with one reader and one writer (what `pipe2` returns).
     pub fn new() -> Self {
-        Self { buf: VecDeque::new(), readers: 1, writers: 1 }
+        Self { ring: Box::new([]), head: 0, tail: 0, readers: 1, writers: 1 }
     }
 
     /// Unread bytes (`FIONREAD`).
+    #[inline]
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.tail.wrapping_sub(self.head)
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.tail == self.head
     }
 
     /// Free room in bytes.
+    #[inline]
     pub fn room(&self) -> usize {
-        PIPE_CAPACITY - self.buf.len()
+        PIPE_CAPACITY - self.len()
+    }
+
+    /// The ring's index mask (its size less one; the ring is not empty).
+    #[inline]
+    fn mask(&self) -> usize {
+        self.ring.len() - 1
+    }
+
+    /// Make the ring hold at least `len` bytes (at most [`PIPE_CAPACITY`]): a ring of the next
+    /// power of two, the unread bytes moved to its start.
+    #[inline(never)]
+    fn grow(&mut self, len: usize) {
+        debug_assert!(len <= PIPE_CAPACITY);
+        let size = len.next_power_of_two().max(RING_MIN);
+        let mut ring = vec![0u8; size].into_boxed_slice();
+        let n = self.len();
+        if n > 0 {
+            let (front, back) = self.slices(n);
+            ring[..front.len()].copy_from_slice(front);
+            ring[front.len()..n].copy_from_slice(back);
+        }
+        self.ring = ring;
+        self.head = 0;
+        self.tail = n;
+    }
+
+    /// The first `n` unread bytes (at most all of them, the ring not empty) as the two runs they
+    /// take in the ring: up to its end, then from its start.
+    fn slices(&self, n: usize) -> (&[u8], &[u8]) {
+        let start = self.head & self.mask();
+        let first = n.min(self.ring.len() - start);
+        (&self.ring[start..start + first], &self.ring[..n - first])
     }
 
     pub fn readers(&self) -> usize {
@@ -103,7 +151,9 @@ impl Pipe {
         self.readers = self.readers.saturating_sub(1);
         if self.readers == 0 {
             // Nobody can read what is left; Linux frees it with the last reader too.
-            self.buf.clear();
+            self.ring = Box::new([]);
+            self.head = 0;
+            self.tail = 0;
             true
         } else {
             false
@@ -126,7 +176,7 @@ impl Pipe {
         if out.is_empty() {
             return Ok(Ok(0));
         }
-        if self.buf.is_empty() {
+        if self.is_empty() {
             return if self.writers == 0 {
                 Ok(Ok(0))
             } else if nonblock {
@@ -135,28 +185,37 @@ impl Pipe {
                 Ok(Err(Blocked))
             };
         }
-        if out.len() == 1 || self.buf.len() == 1 {
+        if out.len() == 1 || self.len() == 1 {
             // The one-byte read of a ping-pong: no copy routine.
-            out[0] = self.buf.pop_front().expect("not empty");
+            if let Some(byte) = self.pop_byte() {
+                out[0] = byte;
+            }
             return Ok(Ok(1));
         }
         self.read_slices(out)
     }
 
+    /// The next unread byte, taken, if there is one (a read of one byte that needs no decision of
+    /// [`Pipe::read`]'s).
+    #[inline]
+    pub fn pop_byte(&mut self) -> Option<u8> {
+        if self.is_empty() {
+            return None;
+        }
+        let byte = self.ring[self.head & self.mask()];
+        self.head = self.head.wrapping_add(1);
+        Some(byte)
+    }
+
     /// The rest of [`Pipe::read`]: at least two bytes to move, the buffer not empty.
     #[inline(never)]
     fn read_slices(&mut self, out: &mut [u8]) -> PipeResult {
-        let n = out.len().min(self.buf.len());
-        // Two slice copies, not a byte-by-byte drain; taking everything resets the ring.
-        let (front, back) = self.buf.as_slices();
-        let k = front.len().min(n);
-        out[..k].copy_from_slice(&front[..k]);
-        out[k..n].copy_from_slice(&back[..n - k]);
-        if n == self.buf.len() {
-            self.buf.clear();
-        } else {
-            self.buf.drain(..n);
-        }
+        let n = out.len().min(self.len());
+        // Two slice copies, not a byte-by-byte drain.
+        let (front, back) = self.slices(n);
+        out[..front.len()].copy_from_slice(front);
+        out[front.len()..n].copy_from_slice(back);
+        self.head = self.head.wrapping_add(n);
         Ok(Ok(n))
     }
 
@@ -184,22 +243,44 @@ impl Pipe {
         }
         match data[..n] {
             // A one-byte message (a ping-pong, a token) is the common small write.
-            [byte] => self.buf.push_back(byte),
+            [byte] if self.push_byte(byte) => {}
             _ => self.append(&data[..n]),
         }
         Ok(Ok(n))
     }
 
-    /// The copy of a write of more than one byte, out of line.
+    /// A one-byte write that needs no decision of [`Pipe::write`]'s: a reader is left and the ring
+    /// has a free byte (so the pipe has room). Whether it went in; if not, `write` says why.
+    #[inline]
+    pub fn push_byte(&mut self, byte: u8) -> bool {
+        if self.readers == 0 || self.len() >= self.ring.len() {
+            return false;
+        }
+        let at = self.tail & self.mask();
+        self.ring[at] = byte;
+        self.tail = self.tail.wrapping_add(1);
+        true
+    }
+
+    /// The copy of a write that the ring's room may not hold yet (more than one byte, or a full
+    /// ring), out of line: the ring grows first if need be, then two slice copies.
     #[inline(never)]
     fn append(&mut self, data: &[u8]) {
-        self.buf.extend(data);
+        let len = self.len() + data.len();
+        if len > self.ring.len() {
+            self.grow(len);
+        }
+        let start = self.tail & self.mask();
+        let first = data.len().min(self.ring.len() - start);
+        self.ring[start..start + first].copy_from_slice(&data[..first]);
+        self.ring[..data.len() - first].copy_from_slice(&data[first..]);
+        self.tail = self.tail.wrapping_add(data.len());
     }
 
     /// `poll` bits of the read end.
     pub fn poll_read(&self) -> u16 {
         let mut m = 0;
-        if !self.buf.is_empty() {
+        if !self.is_empty() {
             m |= poll::POLLIN | poll::POLLRDNORM;
         }
         if self.writers == 0 {
@@ -297,6 +378,34 @@ mod tests {
         assert_eq!(p.poll_read(), poll::POLLIN | poll::POLLRDNORM);
         p.close_writer();
         assert_eq!(p.poll_read(), poll::POLLIN | poll::POLLRDNORM | poll::POLLHUP);
+    }
+
+    #[test]
+    fn the_ring_wraps_and_grows_with_bytes_in_order() {
+        let mut p = Pipe::new();
+        let mut out = [0u8; 100];
+        // Fill past the first ring's end one byte at a time, with reads in between, so the
+        // unread bytes wrap; then a longer write grows the ring with them split in two runs.
+        let mut next = 0u8;
+        let mut expect = 0u8;
+        for _ in 0..RING_MIN + 10 {
+            p.write(&[next], false).unwrap().unwrap();
+            next = next.wrapping_add(1);
+            if p.len() > RING_MIN / 2 {
+                assert_eq!(p.read(&mut out[..1], false), Ok(Ok(1)));
+                assert_eq!(out[0], expect);
+                expect = expect.wrapping_add(1);
+            }
+        }
+        let long: Vec<u8> = (0..200u32).map(|i| next.wrapping_add(i as u8)).collect();
+        assert_eq!(p.write(&long, false), Ok(Ok(200)));
+        let mut got = Vec::new();
+        while let Ok(Ok(n)) = p.read(&mut out, true) {
+            got.extend_from_slice(&out[..n]);
+        }
+        let want: Vec<u8> = (0..got.len()).map(|i| expect.wrapping_add(i as u8)).collect();
+        assert_eq!(got, want);
+        assert_eq!(got.len(), RING_MIN / 2 + 200);
     }
 
     #[derive(Debug, Clone)]
