@@ -182,7 +182,8 @@ impl PipeObj {
     /// read again (under the lock: the buffer may be empty again by then, another reader having
     /// been quicker); `ERESTARTSYS`: a signal with nothing to read (the readable flag and a take
     /// win when both hold, as in [`sleep_until`]); `Ok` too when the slot is full, and the caller's
-    /// locked read then sleeps on the queue.
+    /// locked read then sleeps on the queue. `#[inline(always)]`: in the one-byte read's frame.
+    #[inline(always)]
     fn park_reader(&self, me: &UserCtx) -> Result<(), Errno> {
         let parker = me.park.parker();
         if !self.parked_reader.offer(parker) {
@@ -206,7 +207,38 @@ impl PipeObj {
     }
 
     /// [`PipeObj::read`] by the thread whose context is `me`, if given.
+    ///
+    /// A blocking one-byte read from a system call (a ping-pong's) parks if the flag says empty,
+    /// then takes its byte with one locked pop; an empty buffer then (end of file, or another
+    /// reader was quicker) goes to the general loop, which decides and sleeps again.
+    #[inline]
     pub fn read_as(&self, me: Option<&UserCtx>, out: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
+        if let (Some(me), false, [slot]) = (me, nonblock, &mut *out) {
+            if !self.readable.load(Ordering::SeqCst) {
+                self.park_reader(me)?;
+            }
+            let got = {
+                let mut b = self.buf.lock();
+                let got = b.pop_byte();
+                // As in the loop: the flag changes only when this pop took the last byte.
+                if got.is_some() && b.is_empty() {
+                    self.readable.store(b.writers() == 0, Ordering::SeqCst);
+                }
+                got
+            };
+            if let Some(byte) = got {
+                *slot = byte;
+                self.writers.wake();
+                super::poll_notify();
+                return Ok(1);
+            }
+        }
+        self.read_loop(me, out, nonblock)
+    }
+
+    /// The rest of [`PipeObj::read_as`]: every read that may wait, end or fail.
+    #[inline(never)]
+    fn read_loop(&self, me: Option<&UserCtx>, out: &mut [u8], nonblock: bool) -> Result<usize, Errno> {
         loop {
             // An empty buffer with a writer (the flag false): sleep before taking the lock.
             if let Some(me) = me
@@ -245,7 +277,32 @@ impl PipeObj {
     }
 
     /// [`PipeObj::write`] by the thread whose context is `me`, if given.
+    ///
+    /// A one-byte write to a pipe with a reader and a free byte in its ring (a ping-pong, a
+    /// token) goes in without the general loop: one locked push, the flag, the wake-ups.
+    #[inline]
     pub fn write_as(&self, me: Option<&UserCtx>, data: &[u8], nonblock: bool) -> Result<usize, Errno> {
+        if let [byte] = *data {
+            let pushed = {
+                let mut b = self.buf.lock();
+                let pushed = b.push_byte(byte);
+                if pushed {
+                    self.readable.store(true, Ordering::SeqCst);
+                }
+                pushed
+            };
+            if pushed {
+                self.wake_readers();
+                super::poll_notify();
+                return Ok(1);
+            }
+        }
+        self.write_loop(me, data, nonblock)
+    }
+
+    /// The rest of [`PipeObj::write_as`]: every write that may wait, fail or split.
+    #[inline(never)]
+    fn write_loop(&self, me: Option<&UserCtx>, data: &[u8], nonblock: bool) -> Result<usize, Errno> {
         // Linux's pipe_write returns 0 for an empty write before it looks for readers.
         if data.is_empty() {
             return Ok(0);
