@@ -195,6 +195,8 @@ pub fn write(proof: &InSyscall, fd: u64, buf: u64, len: u64) -> SysResult {
 
 /// [`write_with`] for at most a word (a ping-pong's byte): the one copy in and the one call of the
 /// file that its loop makes for a transfer that fits its buffer, without the loop.
+/// `#[inline(always)]`, with the file's `write_as`: the handler's frame is the call's only one.
+#[inline(always)]
 fn write_word(ctx: &UserCtx, f: &File, buf: u64, len: usize) -> SysResult {
     let mut word = [0u8; WORD];
     let data = &mut word[..len];
@@ -217,6 +219,8 @@ pub fn read(proof: &InSyscall, fd: u64, buf: u64, len: u64) -> SysResult {
 /// [`read_with`] for at most a word: the buffer's test, the one call of the file and the one copy
 /// out that its loop makes for a transfer that fits its buffer, without the loop.
 /// The range is tested once, before the read ([`usercopy::UserRange`]), not again at the copy.
+/// `#[inline(always)]`, as [`write_word`].
+#[inline(always)]
 fn read_word(ctx: &UserCtx, f: &File, buf: u64, len: usize) -> SysResult {
     if len > 0 && buf < abi::elf::MIN_USER_ADDR {
         return Err(errno::EFAULT);
