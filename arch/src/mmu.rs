@@ -11,10 +11,12 @@ use x86_64::{
     structures::paging::PhysFrame,
 };
 
+#[inline]
 fn frame(pml4: u64) -> PhysFrame {
     PhysFrame::from_start_address(PhysAddr::new(pml4)).expect("a PML4 is page-aligned")
 }
 
+#[inline]
 fn pcid(id: u16) -> Pcid {
     Pcid::new(id).expect("PCIDs are 12 bits")
 }
@@ -36,6 +38,9 @@ pub enum Cr3Load {
 /// `pml4` is a PML4 whose kernel half maps the running code, stack and data, live for as long as
 /// this CPU keeps it loaded; `Flush`/`Keep` only with CR4.PCIDE set, `Plain` only with it clear;
 /// with `Keep`, the entries the PCID holds are valid for this tree.
+///
+/// `#[inline]`: every switch between processes loads CR3, with `how` a constant at the call.
+#[inline]
 pub unsafe fn load_cr3(pml4: u64, how: Cr3Load) {
     let frame = frame(pml4);
     // SAFETY: per the caller's guarantees.
