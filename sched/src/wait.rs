@@ -263,8 +263,11 @@ impl Parker {
         s: &Scheduler<P>,
         mut cond: impl FnMut() -> bool,
     ) {
-        // A parker names a scheduler thread, never an idle one (`for_current`).
-        assert!(
+        // A parker names a scheduler thread, never an idle one (`for_current`). Checked in debug
+        // builds (the in-kernel tests run one): this is the hand-off path of every futex and pipe
+        // wait, and its callers reach a parker only through its owner's own state (the kernel's
+        // per-thread `Park`, which only that thread's system calls use).
+        debug_assert!(
             s.is_current(Arc::as_ptr(&self.thread)),
             "a thread parked on another thread's parker"
         );
