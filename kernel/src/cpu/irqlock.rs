@@ -7,7 +7,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use talc::lock_api::{GuardNoSend, RawMutex};
+use talc::lock_api::{GuardNoSend, Mutex as SpinMutex, RawMutex};
 
 pub struct RawIrqSpin {
     locked: AtomicBool,
@@ -58,6 +58,70 @@ unsafe impl RawMutex for RawIrqSpin {
         if was {
             arch::interrupts::enable();
         }
+    }
+}
+
+impl RawIrqSpin {
+    /// [`RawMutex::lock`] for a caller that runs with interrupts on: they go off without reading
+    /// the flags first (nor recording them: [`IrqsOnGuard`] turns them on again).
+    #[inline]
+    fn lock_irqs_on(&self) {
+        loop {
+            arch::interrupts::disable();
+            if self.locked.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                return;
+            }
+            arch::interrupts::enable();
+            while self.locked.load(Ordering::Relaxed) {
+                core::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// Lock `mutex` from a path that runs with interrupts on: a system call's own code (its entry
+/// turns them on before the handler). The lock of [`RawIrqSpin`] less the read of the flags, which
+/// the caller vouches for (checked in debug builds), and an unlock that turns them on without
+/// reading a record of them: had interrupts been off, it would turn them on.
+#[inline]
+pub fn lock_irqs_on<T>(mutex: &SpinMutex<RawIrqSpin, T>) -> IrqsOnGuard<'_, T> {
+    debug_assert!(arch::interrupts::are_enabled(), "lock_irqs_on with interrupts off");
+    // SAFETY: reached only to take the lock, which the guard made here releases.
+    unsafe { mutex.raw() }.lock_irqs_on();
+    IrqsOnGuard { mutex, _not_send: core::marker::PhantomData }
+}
+
+/// The lock [`lock_irqs_on`] took: the value under it, and on drop the unlock, then interrupts on.
+pub struct IrqsOnGuard<'a, T> {
+    mutex: &'a SpinMutex<RawIrqSpin, T>,
+    /// Interrupts-off state belongs to the CPU that took the lock (as `GuardNoSend`).
+    _not_send: core::marker::PhantomData<*mut ()>,
+}
+
+impl<T> core::ops::Deref for IrqsOnGuard<'_, T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock, so no one else reaches the value.
+        unsafe { &*self.mutex.data_ptr() }
+    }
+}
+
+impl<T> core::ops::DerefMut for IrqsOnGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and `&mut self` makes this the only borrow through the guard.
+        unsafe { &mut *self.mutex.data_ptr() }
+    }
+}
+
+impl<T> Drop for IrqsOnGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: reached only to release the lock this guard holds.
+        unsafe { self.mutex.raw() }.locked.store(false, Ordering::Release);
+        arch::interrupts::enable();
     }
 }
 

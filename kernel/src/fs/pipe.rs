@@ -44,7 +44,7 @@ use abi::{
 use talc::lock_api::Mutex as SpinMutex;
 
 use crate::{
-    cpu::irqlock::RawIrqSpin,
+    cpu::irqlock::{self, RawIrqSpin},
     task::{self, uctx::UserCtx},
 };
 
@@ -218,7 +218,8 @@ impl PipeObj {
                 self.park_reader(me)?;
             }
             let got = {
-                let mut b = self.buf.lock();
+                // A system call's read: interrupts are on here.
+                let mut b = irqlock::lock_irqs_on(&self.buf);
                 let got = b.pop_byte();
                 // As in the loop: the flag changes only when this pop took the last byte.
                 if got.is_some() && b.is_empty() {
@@ -283,13 +284,10 @@ impl PipeObj {
     #[inline]
     pub fn write_as(&self, me: Option<&UserCtx>, data: &[u8], nonblock: bool) -> Result<usize, Errno> {
         if let [byte] = *data {
-            let pushed = {
-                let mut b = self.buf.lock();
-                let pushed = b.push_byte(byte);
-                if pushed {
-                    self.readable.store(true, Ordering::SeqCst);
-                }
-                pushed
+            let pushed = match me {
+                // A system call's write: interrupts are on here.
+                Some(_) => self.push_locked(&mut irqlock::lock_irqs_on(&self.buf), byte),
+                None => self.push_locked(&mut self.buf.lock(), byte),
             };
             if pushed {
                 self.wake_readers();
@@ -298,6 +296,16 @@ impl PipeObj {
             }
         }
         self.write_loop(me, data, nonblock)
+    }
+
+    /// The one-byte write's step under the buffer's lock: the push, and the flag if it went in.
+    #[inline(always)]
+    fn push_locked(&self, b: &mut Pipe, byte: u8) -> bool {
+        let pushed = b.push_byte(byte);
+        if pushed {
+            self.readable.store(true, Ordering::SeqCst);
+        }
+        pushed
     }
 
     /// The rest of [`PipeObj::write_as`]: every write that may wait, fail or split.
