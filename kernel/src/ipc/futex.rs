@@ -75,8 +75,9 @@ fn compare(addr: u64, expected: u32) -> Result<(), WaitError> {
 
 /// The calling thread (context `me`) sleeps on `key` while the word at user address `word` (which
 /// `key` names) holds `expected`, until woken through a wake whose bitset meets `bitset`, or until
-/// `deadline_ns` (monotonic) passes.
-#[inline]
+/// `deadline_ns` (monotonic) passes. `#[inline(always)]`: the hand-off's wait runs in the table's
+/// handler (`syscall::futex`), whatever the inliner's budget there.
+#[inline(always)]
 pub fn wait(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32, deadline_ns: Option<u64>) -> Result<(), WaitError> {
     loop {
         let r = match deadline_ns {
