@@ -289,6 +289,54 @@ impl<const N: usize> Default for PcidTable<N> {
     }
 }
 
+impl PcidTable<1> {
+    /// [`PcidTable::switch_to`] for a table of one slot (a CPU whose CR3 carries no PCID): that
+    /// slot is the answer whoever holds it, so no search and no LRU scan. The same outcomes, slot
+    /// and counts as `switch_to`.
+    #[inline]
+    pub fn switch_to_only(&mut self, asid: AsId, as_gen: u64) -> SwitchIn {
+        self.switches += 1;
+        let switches = self.switches;
+        let kind = match &mut self.slots[0] {
+            Some(slot) if slot.asid == asid => {
+                slot.last_switch = switches;
+                if slot.synced_gen >= as_gen {
+                    self.stats.hits += 1;
+                    SwitchKind::Hit
+                } else {
+                    slot.synced_gen = as_gen;
+                    self.stats.stale_flushes += 1;
+                    SwitchKind::Stale
+                }
+            }
+            held => {
+                let kind = match held {
+                    Some(slot) => {
+                        self.stats.recycles += 1;
+                        SwitchKind::Recycled(slot.asid)
+                    }
+                    None => {
+                        self.stats.misses += 1;
+                        SwitchKind::Miss
+                    }
+                };
+                *held = Some(Slot {
+                    asid,
+                    synced_gen: as_gen,
+                    last_switch: switches,
+                });
+                kind
+            }
+        };
+        self.current = Some(0);
+        SwitchIn {
+            pcid: slot_pcid(0),
+            flush: kind != SwitchKind::Hit,
+            kind,
+        }
+    }
+}
+
 /// Slot `index` owns PCID `index + 1`.
 #[inline]
 fn slot_pcid(index: usize) -> Pcid {
@@ -298,6 +346,19 @@ fn slot_pcid(index: usize) -> Pcid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn switch_to_only_matches_switch_to_on_one_slot() {
+        let mut a = PcidTable::<1>::new();
+        let mut b = PcidTable::<1>::new();
+        let steps = [(1, 0), (1, 0), (2, 0), (1, 3), (1, 3), (1, 4), (2, 1), (2, 1), (3, 0)];
+        for (raw, tlb_gen) in steps {
+            assert_eq!(a.switch_to(asid(raw), tlb_gen), b.switch_to_only(asid(raw), tlb_gen));
+            assert_eq!(a.current(), b.current());
+            assert_eq!(a.slot_of(asid(raw)), b.slot_of(asid(raw)));
+        }
+        assert_eq!(a.stats(), b.stats());
+    }
 
     fn asid(raw: u64) -> AsId {
         AsId::new(raw)

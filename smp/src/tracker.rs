@@ -330,7 +330,7 @@ impl TlbTracker {
         #[cfg(loom)]
         fence(Ordering::SeqCst);
         let now = self.tlb_gen.load(Ordering::SeqCst);
-        table.switch_to(self.asid, now)
+        table.switch_to_only(self.asid, now)
     }
 
     /// Last step of a switch away from this address space on `cpu`, after the CR3 write that
