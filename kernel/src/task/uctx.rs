@@ -142,6 +142,10 @@ pub struct UserCtx {
     /// The type of `owner`'s value, read once at registration: [`UserCtx::owner_as`] compares it
     /// instead of asking `owner` through its vtable at every system call.
     owner_type: TypeId,
+    /// The address of `owner`'s value, read once at registration: [`UserCtx::owner_as`] starts
+    /// from it instead of finding the value past the `Arc`'s counts by the alignment the vtable
+    /// gives, at every system call.
+    owner_addr: usize,
 }
 
 /// The state of `ipc::intr` for one thread (see there): whether a signal it would act on is
@@ -197,9 +201,11 @@ impl UserCtx {
             return None;
         }
         debug_assert!(self.owner.is::<T>());
-        // SAFETY: `owner_type` is the type of `owner`'s value (read from it at registration; neither
-        // field changes after), which is therefore a `T`; it lives as long as `self` holds `owner`.
-        Some(unsafe { &*Arc::as_ptr(&self.owner).cast::<T>() })
+        debug_assert_eq!(self.owner_addr, Arc::as_ptr(&self.owner).cast::<()>() as usize);
+        // SAFETY: `owner_type` is the type of `owner`'s value and `owner_addr` its address (read
+        // from it at registration; no field changes after), which is therefore a `T`'s; it lives
+        // as long as `self` holds `owner`.
+        Some(unsafe { &*(self.owner_addr as *const T) })
     }
 }
 
@@ -216,6 +222,7 @@ pub fn register(tid: u64, ids: Arc<ProcIds>, owner: Arc<dyn Any + Send + Sync>) 
         park: Park::default(),
         intr: Interrupt { pending: AtomicBool::new(false), sleeping_on: SpinMutex::new(None), recorded: AtomicUsize::new(0) },
         owner_type: Any::type_id(&*owner),
+        owner_addr: Arc::as_ptr(&owner).cast::<()>() as usize,
         owner,
     });
     let old = CONTEXTS.lock().insert(tid, ctx);
