@@ -281,7 +281,8 @@ impl PipeObj {
     ///
     /// A one-byte write to a pipe with a reader and a free byte in its ring (a ping-pong, a
     /// token) goes in without the general loop: one locked push, the flag, the wake-ups.
-    #[inline]
+    /// `#[inline(always)]`: in the write handler's frame (through `File::write_as`).
+    #[inline(always)]
     pub fn write_as(&self, me: Option<&UserCtx>, data: &[u8], nonblock: bool) -> Result<usize, Errno> {
         if let [byte] = *data {
             let pushed = match me {
