@@ -95,17 +95,25 @@ impl Side {
     }
 
     /// Wake the side's sleepers, if any, after a change of the buffer made under its lock.
+    /// `#[inline(always)]`: the test of the count, on every read and write, costs no call; the
+    /// wake itself is out of line.
+    #[inline(always)]
     fn wake(&self) {
+        let sleepers = self.sleepers.load(Ordering::SeqCst);
+        if sleepers != 0 {
+            self.wake_sleepers(sleepers);
+        }
+    }
+
+    /// [`Side::wake`] with `sleepers` counted.
+    #[inline(never)]
+    fn wake_sleepers(&self, sleepers: usize) {
         // The count is at least the number of threads on the queue (raised before a sleeper
         // links, lowered after it left): with one counted, waking one wakes them all.
-        match self.sleepers.load(Ordering::SeqCst) {
-            0 => {}
-            1 => {
-                self.queue.wake_one(task::sched());
-            }
-            _ => {
-                self.queue.wake_all(task::sched());
-            }
+        if sleepers == 1 {
+            self.queue.wake_one(task::sched());
+        } else {
+            self.queue.wake_all(task::sched());
         }
     }
 }
