@@ -480,8 +480,9 @@ impl ParkSlot {
     /// condition true (`SeqCst`): whether the slot held a thread. One fence, `take`'s, serves both
     /// halves: it orders the condition's change before the read of the slot and, the wake coming
     /// after it in program order, before the wake's read of the thread's state, which is all that
-    /// the wake's own fence orders.
-    #[inline]
+    /// the wake's own fence orders. `#[inline(always)]`: the waker's step of a hand-off (a pipe
+    /// write), in its caller's frame.
+    #[inline(always)]
     pub fn wake<P: Platform>(&self, s: &Scheduler<P>) -> bool {
         // The caller's change of the condition before the read of the slot (see `offer`) and
         // before `wake_thread` reads the thread's state (see `Parker`).
