@@ -28,6 +28,9 @@
 //!   flag's true is followed by a take of the slot, so the slot's protocol (the offer before the
 //!   sleeper's test of the flag, the flag's store before the waker's read of the slot) loses no
 //!   wake-up. A reader that finds the slot full sleeps on the queue.
+//! - A system call's one-byte write or blocking read (a ping-pong's) takes one locked push or pop
+//!   outside the general loops; it locks with `irqlock::lock_irqs_on`, since a system call's
+//!   handler runs with interrupts on: no read of the flags to save, nor a record to read back.
 //!
 //! Why an interrupts-off lock: a waiter's condition runs with interrupts disabled inside
 //! `WaitQueue::wait_until` and takes the lock; a holder preempted on that CPU with the lock held
