@@ -15,7 +15,7 @@
 //! "at least `PIPE_BUF` free bytes", which gives the promise programs rely on: after `POLLOUT` an
 //! atomic write of `PIPE_BUF` bytes does not block.
 
-use alloc::{boxed::Box, vec};
+use alloc::{boxed::Box, vec::Vec};
 
 use crate::linux::errno;
 
@@ -107,14 +107,16 @@ impl Pipe {
     fn grow(&mut self, len: usize) {
         debug_assert!(len <= PIPE_CAPACITY);
         let size = len.next_power_of_two().max(RING_MIN);
-        let mut ring = vec![0u8; size].into_boxed_slice();
+        let mut ring = Vec::with_capacity(size);
         let n = self.len();
         if n > 0 {
             let (front, back) = self.slices(n);
-            ring[..front.len()].copy_from_slice(front);
-            ring[front.len()..n].copy_from_slice(back);
+            ring.extend_from_slice(front);
+            ring.extend_from_slice(back);
         }
-        self.ring = ring;
+        // Only the room past the unread bytes is cleared (safe code gives no uninitialised ring).
+        ring.resize(size, 0);
+        self.ring = ring.into_boxed_slice();
         self.head = 0;
         self.tail = n;
     }
