@@ -114,6 +114,8 @@ fn console_write(bytes: &[u8]) {
 
 /// Write `len` bytes from user `buf` through `op` (the file's write or positioned write), chunk
 /// by chunk; a short write or a failure after some bytes ends the call with the count.
+/// `#[inline(always)]`: a pipe's message (`write` above) costs the handler no call of its own.
+#[inline(always)]
 fn write_with(buf: u64, len: u64, mut op: impl FnMut(&[u8], u64) -> Result<usize, u32>) -> SysResult {
     let len = len.min(MAX_IO);
     let mut buffer = Chunk::for_len(len);
