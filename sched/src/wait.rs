@@ -418,11 +418,11 @@ impl ParkSlot {
 
     /// Put `parker`'s owner in the slot if it is empty: whether it went in. The caller then tests
     /// its condition (after this, `SeqCst`) before it parks.
+    ///
+    /// No load of the slot first: a sleeper finds it empty but when two sleep on one slot, and
+    /// then the failed exchange costs a count taken and given back.
     #[inline]
     pub fn offer(&self, parker: &Parker) -> bool {
-        if !self.thread.load(Ordering::Relaxed).is_null() {
-            return false;
-        }
         let me = Arc::into_raw(parker.thread.clone()).cast_mut();
         match self.thread.compare_exchange(
             core::ptr::null_mut(),
