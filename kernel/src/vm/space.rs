@@ -1041,6 +1041,8 @@ macro_rules! on_table {
 }
 
 impl Slots {
+    /// `#[inline]`: a change's TLB step on this CPU (every `munmap`), in its caller's frame.
+    #[inline]
     fn flush_action(&mut self, tracker: &TlbTracker, request: &Request) -> FlushAction {
         on_table!(self, t => tracker.flush_action(request, t))
     }
