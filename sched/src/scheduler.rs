@@ -684,6 +684,14 @@ impl<P: Platform> Scheduler<P> {
         self.platform.irq_restore(irq);
     }
 
+    /// [`Scheduler::yield_now`] for a caller that turns interrupts off right after it anyway (the
+    /// system-call exit, before SYSRET restores the caller's flag): it returns with them off,
+    /// and leaves out the restore's STI, which under an emulator also ends a translated block.
+    pub fn yield_now_irqs_off(&self) {
+        let (_, me) = self.platform.irq_save_disable_on();
+        self.switch_path_on(me.index(), Reason::Yield);
+    }
+
     /// Sleep for at least `duration_ns` (on the platform clock); never wakes earlier. Its protocol
     /// with `expire_due_sleepers` is mirrored in the loom model `tests/loom_wait.rs`.
     pub fn sleep_ns(&self, duration_ns: u64) {

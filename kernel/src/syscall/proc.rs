@@ -112,8 +112,10 @@ pub fn uname(buf: u64) -> SysResult {
     Ok(0)
 }
 
+/// sched_yield(). The stub turns interrupts off after the handler, so the yield may return with
+/// them off.
 pub fn sched_yield() -> SysResult {
-    task::sched().yield_now();
+    task::sched().yield_now_irqs_off();
     Ok(0)
 }
 
