@@ -1058,11 +1058,14 @@ impl<P: Platform> Scheduler<P> {
         true
     }
 
-    /// The idle thread's switch path, its reason a constant (see `switch_path`); `now` is the
-    /// clock the idle loop expired this CPU's sleepers by.
-    #[inline(never)]
-    fn schedule_idle(&self, now: u64) {
-        self.switch_path(Reason::Idle(now));
+    /// The idle thread's switch path on CPU `me` (the calling one), its reason a constant (see
+    /// `switch_path`); `now` is the clock the idle loop expired this CPU's sleepers by. Inline in
+    /// the idle loop, whose frame already holds the registers the switch saves and whose CPU is
+    /// already looked up: a call of its own would save them again and read the CPU index again,
+    /// on every switch out of idle (every cross-CPU wake-up of a halted CPU).
+    #[inline(always)]
+    fn schedule_idle(&self, me: usize, now: u64) {
+        self.switch_path_on(me, Reason::Idle(now));
     }
 
     /// The switch path of a preemption, its reason a constant (see `switch_path`).
@@ -1131,7 +1134,7 @@ impl<P: Platform> Scheduler<P> {
                 self.steal_into(me);
             }
             if cpu.queue.len_hint() > 0 {
-                self.schedule_idle(now);
+                self.schedule_idle(me, now);
                 now = self.platform.now_ns();
                 continue;
             }
