@@ -316,6 +316,23 @@ impl<T: Queued> RunQueue<T> {
         }
     }
 
+    /// Take `t` if it is the thread queued longest (the one [`RunQueue::pop`] would take); true if
+    /// it was. O(1).
+    #[inline]
+    pub fn pop_if_oldest(&mut self, t: NonNull<T>) -> bool {
+        let oldest = match (self.pinned.head_seq(), self.free.head_seq()) {
+            (Some(p), Some(f)) if p < f => self.pinned.head,
+            (_, Some(_)) => self.free.head,
+            (Some(_), None) => self.pinned.head,
+            (None, None) => None,
+        };
+        if oldest != Some(t) {
+            return false;
+        }
+        self.pop();
+        true
+    }
+
     /// Take the thread queued longest, pinned or not. O(1).
     #[inline]
     pub fn pop(&mut self) -> Option<NonNull<T>> {
@@ -548,6 +565,28 @@ impl<T: Queued> CpuQueue<T> {
         rq.kick_pending = false;
         // Under the lock, as every change of `halted`: the hint never disagrees with the queue at
         // an unlock.
+        self.halted.store(true, Ordering::Relaxed);
+        true
+    }
+
+    /// [`CpuQueue::try_halt`] for a thread that halts in place while it waits (`prev`, blocked on
+    /// this queue's CPU and still `on_cpu` there): halt only if `prev` is still `Blocked`. Its
+    /// wake changes that under this lock (the thread belongs to this CPU while it is blocked), so
+    /// a wake after this halt is recorded kicks the CPU. A wake that came before could have made
+    /// it a thief's, which then waits for its `on_cpu`: a CPU halted with it would never clear
+    /// that, as nobody would kick it.
+    ///
+    /// # Safety
+    /// `prev` is valid for the call.
+    pub unsafe fn try_halt_blocked(&self, prev: NonNull<T>) -> bool {
+        let mut rq = self.lock();
+        // SAFETY: valid for the call (caller).
+        if !rq.is_empty() || unsafe { prev.as_ref() }.entity().state() != State::Blocked {
+            return false;
+        }
+        rq.halted = true;
+        rq.kick_pending = false;
+        // As in `try_halt`.
         self.halted.store(true, Ordering::Relaxed);
         true
     }

@@ -1066,11 +1066,14 @@ impl<P: Platform> Scheduler<P> {
         true
     }
 
-    /// The idle thread's switch path, its reason a constant (see `switch_path`); `now` is the
-    /// clock the idle loop expired this CPU's sleepers by.
-    #[inline(never)]
-    fn schedule_idle(&self, now: u64) {
-        self.switch_path(Reason::Idle(now));
+    /// The idle thread's switch path on CPU `me` (the calling one), its reason a constant (see
+    /// `switch_path`); `now` is the clock the idle loop expired this CPU's sleepers by. Inline in
+    /// the idle loop, whose frame already holds the registers the switch saves and whose CPU is
+    /// already looked up: a call of its own would save them again and read the CPU index again,
+    /// on every switch out of idle (every cross-CPU wake-up of a halted CPU).
+    #[inline(always)]
+    fn schedule_idle(&self, me: usize, now: u64) {
+        self.switch_path_on(me, Reason::Idle(now));
     }
 
     /// The switch path of a preemption, its reason a constant (see `switch_path`).
@@ -1139,7 +1142,7 @@ impl<P: Platform> Scheduler<P> {
                 self.steal_into(me);
             }
             if cpu.queue.len_hint() > 0 {
-                self.schedule_idle(now);
+                self.schedule_idle(me, now);
                 now = self.platform.now_ns();
                 continue;
             }
@@ -1320,6 +1323,15 @@ impl<P: Platform> Scheduler<P> {
                 return true;
             }
         }
+    }
+
+    /// Whether `steal_into` on CPU `me` may find a thread (the queue hints, read without locks):
+    /// another CPU has threads queued, unless it is one halted with one thread (see `steal_into`).
+    fn stealable_elsewhere(&self, me: usize) -> bool {
+        self.cpus.iter().enumerate().any(|(c, victim)| {
+            let queued = victim.queue.len_hint();
+            c != me && queued != 0 && !(queued == 1 && victim.queue.halted_hint())
+        })
     }
 
     /// Block the running thread (its state is already `Blocked`; interrupts disabled). Returns once
@@ -1676,6 +1688,12 @@ impl<P: Platform> Scheduler<P> {
             debug_assert_eq!(cpu.local.current.load(Ordering::Relaxed), t, "the tick's thread is not current");
             debug_assert_ne!(t, idle, "the tick preempts no idle thread");
             (t, false)
+        } else if matches!(reason, Reason::Block) {
+            // Every caller of `block` is a thread that waits (`current_blockable`, or a parker,
+            // which never names an idle thread): not the idle thread, as a constant.
+            let prev = cpu.local.current.load(Ordering::Relaxed);
+            debug_assert_ne!(prev, idle, "the idle thread blocked");
+            (prev, false)
         } else {
             let prev = cpu.local.current.load(Ordering::Relaxed);
             (prev, prev == idle)
@@ -1685,14 +1703,21 @@ impl<P: Platform> Scheduler<P> {
             NonNull::new(prev).expect("scheduling on a CPU that has not joined the scheduler");
         let next = {
             let mut rq = cpu.queue.lock();
-            let next = match reason {
+            let picked = match reason {
                 // SAFETY: `prev` runs on this CPU, is alive, `Running` (it called
                 // `set_current_affinity` with interrupts off) and not the idle thread.
                 Reason::Migrate(target) => unsafe { rq.migrate_prev_pick_next(prev_nn, target) },
                 // SAFETY: `prev` runs on this CPU and is alive.
                 _ => unsafe { rq.put_prev_pick_next(prev_nn, prev_is_idle) },
+            };
+            // A block with nothing else to run here, no sleeper and no trace (which would have
+            // to show a switch): the thread halts in place, out of line (`block_halting`).
+            if matches!(reason, Reason::Block) && picked.is_none() && now.is_none() && !self.platform.tracing() {
+                drop(rq);
+                self.block_halting(me, cpu, prev_nn, idle);
+                return;
             }
-            .map_or(idle, NonNull::as_ptr);
+            let next = picked.map_or(idle, NonNull::as_ptr);
             if next != prev {
                 // Under the queue lock, so a thief that takes `prev` next reports after this. The
                 // record takes copies (`move`): a closure borrowing the locals would keep them in
@@ -1769,6 +1794,106 @@ impl<P: Platform> Scheduler<P> {
         if me_thread.affinity_pending.load(Ordering::Relaxed) {
             self.take_pending_affinity(me_thread);
         }
+    }
+
+    /// The rest of the switch path of a block that found nothing else to run on CPU `me` (the
+    /// calling one, whose state is `cpu`), with no sleeper there and no trace on: the thread
+    /// halts in place ([`Scheduler::halt_in_place`]) and runs on if it was woken meanwhile, or
+    /// switches to the idle thread. Out of line, so
+    /// that the block that finds a thread to run (every hand-off on one CPU) keeps its code.
+    #[inline(never)]
+    fn block_halting(&self, me: usize, cpu: &Cpu, prev: NonNull<Thread>, idle: *mut Thread) {
+        let (next, now) = self.halt_in_place(me, cpu, prev, idle);
+        cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
+        // SAFETY: `prev` is the calling thread, alive.
+        let prev = unsafe { prev.as_ref() };
+        if !core::ptr::eq(next, prev) {
+            // The halt's clock is already the accounting point (`halt_in_place`): `prev` is
+            // charged nothing more, as the switch path charges a block that reads no clock.
+            // SAFETY: `prev` is alive and running here (it is us); `next` is our idle thread.
+            let from = unsafe { self.switch_to(me, cpu, prev, &*next) };
+            // SAFETY: `from` is what the switch that resumed us handed over.
+            unsafe { self.finish_switch(from) };
+        }
+        // Running again, switched in or never switched out: a mask another thread set meanwhile
+        // is taken now, as at the end of every switch.
+        if prev.affinity_pending.load(Ordering::Relaxed) {
+            self.take_pending_affinity(prev);
+        }
+    }
+
+    /// The block of `prev` on CPU `me` (the calling one, whose state is `cpu`; interrupts
+    /// disabled) found nothing else to run here: rather than switch to the idle thread, which would
+    /// halt and then switch back to `prev` once it is woken, run one turn of the idle loop right
+    /// here on `prev`'s stack: unless another CPU has work to steal, halt until an interrupt. When
+    /// `prev` is then next in turn here (woken during the halt: every hand-off between two threads
+    /// on two CPUs) it runs on with no switch at all, its registers, extended state, space, FS
+    /// base and kernel stack still in place.
+    ///
+    /// While it halts the CPU is idle in all but the stack: `current` is the idle thread, so the
+    /// tick and the reschedule IPI see an idle CPU (they neither charge nor preempt the blocked
+    /// thread); the time from here to the end of the halt counts in `idle_ns`, and the accounting
+    /// point moves past it, as the idle thread's switch would move it; the timer is off (no
+    /// sleeper here, the caller checked); the space stays loaded lazily, as the idle loop leaves
+    /// it (`idle_wait`, `mm_after_idle`); and the queue is marked halted, so enqueuers kick.
+    ///
+    /// The halt waits for `prev` only while it is blocked (`try_halt_blocked`): once it is woken,
+    /// a thief may take it and wait for its `on_cpu`, which only a switch away from it clears.
+    ///
+    /// One halt only: when it ends with `prev` not next in turn (a stray interrupt, a kick to
+    /// steal, another thread queued first, or `prev` stolen by another CPU once woken), the caller
+    /// switches to the idle thread, whose loop does the rest (picking, stealing, sleepers,
+    /// balancing, `stop`). `prev` stays `on_cpu` all along, so a thief that took it waits for that
+    /// switch, which comes next and waits for no other CPU.
+    ///
+    /// Returns the thread to run next (`prev` or the idle thread) and the clock read after the
+    /// halt, the accounting point; for `prev`, the slice tick is armed from it.
+    #[inline(always)]
+    fn halt_in_place(&self, me: usize, cpu: &Cpu, prev: NonNull<Thread>, idle: *mut Thread) -> (*mut Thread, u64) {
+        let local = &cpu.local;
+        local.current.store(idle, Ordering::Relaxed);
+        let start = self.platform.now_ns();
+        // Work to steal elsewhere (a hint): the idle thread steals it, at once. This CPU does not
+        // steal here: it holds `prev`'s `on_cpu`, and a thread it stole could be another CPU's
+        // woken `prev`, held the same way by a CPU that may be stealing this one's: each would
+        // wait for the other's.
+        if !self.stealable_elsewhere(me) {
+            if local.active_mm.load(Ordering::Relaxed) != 0 && self.platform.leave_mm_idle() {
+                local.active_mm.store(0, Ordering::Relaxed);
+            }
+            // The slice tick of `prev` is off: no sleeper here (the caller's `now` was `None`).
+            self.arm(cpu, NEVER);
+            // SAFETY: `prev` is the calling thread, alive.
+            if unsafe { cpu.queue.try_halt_blocked(prev) } {
+                self.platform.idle_wait();
+                if self.platform.mm_after_idle() {
+                    local.active_mm.store(0, Ordering::Relaxed);
+                }
+                cpu.queue.unhalt();
+            }
+        }
+        let now = self.platform.now_ns();
+        add(&cpu.counters.idle_ns, now.saturating_sub(start));
+        local.acct_ns.store(now, Ordering::Relaxed);
+        // Only `prev` itself, and only if it is next in turn; anything else is the idle thread's
+        // to pick, after the switch to it has cleared `prev`'s `on_cpu`: a thread queued here may
+        // still be `on_cpu` elsewhere (pulled here by a balancing), and this CPU must not wait for
+        // it holding `prev` (see above).
+        let next = if cpu.queue.lock().pop_if_oldest(prev) { prev.as_ptr() } else { idle };
+        local.current.store(prev.as_ptr(), Ordering::Relaxed);
+        if next == prev.as_ptr() {
+            self.arm_leaving_idle_at(cpu, now);
+            // SAFETY: `prev` is the calling thread, alive and runnable here again.
+            if let Some(mm) = unsafe { prev.as_ref().mm() } {
+                let active = local.active_mm.load(Ordering::Relaxed);
+                if active != mm.word().get() {
+                    // The space was left during the halt: load it again, as a switch in would.
+                    self.platform.switch_mm(NonZeroUsize::new(active), mm);
+                    local.active_mm.store(mm.word().get(), Ordering::Relaxed);
+                }
+            }
+        }
+        (next, now)
     }
 
     /// [`Scheduler::arm_leaving_idle`] on CPU `cpu` (the calling one) with the clock read.

@@ -1,5 +1,6 @@
 //! Loom models of the run-queue protocol (`sched::rq`): stealing, wake-ups racing steals and local
-//! pops, the `on_cpu` handshake, and a wake-up racing a waiter's check-then-sleep. Each loom thread
+//! pops, the `on_cpu` handshake, a blocked thread halting in place, and a wake-up racing a
+//! waiter's check-then-sleep. Each loom thread
 //! plays one CPU; a task's "window" is a loom cell, so a CPU resuming a task whose window is still
 //! being saved elsewhere is reported as a data race, and "running" a task counts its runs.
 //!
@@ -9,7 +10,7 @@
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use loom::sync::{Arc, Mutex};
+use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 use sched::rq::{CpuQueue, Entity, Queued, State, Wake, wake};
 use std::ptr::NonNull;
@@ -308,6 +309,114 @@ fn wake_up_racing_check_then_sleep_is_never_lost() {
         assert!(
             running ^ queued,
             "running {running}, queued {queued}: the wake-up was lost or doubled"
+        );
+        assert_eq!(task.entity.state(), State::Running);
+    });
+}
+
+/// A task that blocks on CPU 0 with nothing else there halts in place: CPU 0 halts still holding
+/// it (`on_cpu`), while CPU 2 wakes it onto CPU 0's queue and CPU 1 (its idle loop) steals from
+/// CPU 0. After the halt CPU 0 takes the task back only if it is next in its queue. CPU 0 halts
+/// only while the task is blocked (`try_halt_blocked`), so a thief never waits for the `on_cpu` of
+/// a task whose CPU halted with nobody to kick it: every interleaving ends (a halt that is never
+/// kicked is a deadlock), the thief sees the complete window, and the task runs on,
+/// is run by the thief, or waits on CPU 0's queue, exactly one of them.
+#[test]
+fn halt_in_place_is_always_kicked_before_a_thief_waits_on_it() {
+    model(|| {
+        let q0 = Arc::new(CpuQueue::<Task>::new());
+        let q1 = Arc::new(CpuQueue::<Task>::new());
+        let task = Arc::new(Task::new(0, false));
+        // SAFETY: new task, on no queue, CPU 0's.
+        unsafe { q0.activate(task.ptr()) };
+        assert_eq!(q0.lock().pop(), Some(task.ptr()));
+        task.entity.set_on_cpu();
+
+        // As in `on_cpu_handshake_orders_the_save_before_a_thief_resumes`.
+        let published = Arc::new(AtomicBool::new(false));
+        // The reschedule IPI: set by the waker when its enqueue claimed the kick; CPU 0's halt
+        // blocks on it (a halt never kicked is then a deadlock, which loom reports).
+        let kicked = Arc::new((Mutex::new(false), Condvar::new()));
+        let waker = {
+            let (q0, q1, task, published, kicked) =
+                (q0.clone(), q1.clone(), task.clone(), published.clone(), kicked.clone());
+            thread::spawn(move || {
+                while !published.load(Ordering::Acquire) {
+                    thread::yield_now();
+                }
+                let queue_of = |c: usize| if c == 0 { &*q0 } else { &*q1 };
+                // SAFETY: the task lives for the model.
+                if let Wake::Enqueued { info, .. } = unsafe { wake(queue_of, task.ptr()) }
+                    && info.kick
+                {
+                    *kicked.0.lock().unwrap() = true;
+                    kicked.1.notify_one();
+                }
+            })
+        };
+        let thief = {
+            let (q0, q1, task) = (q0.clone(), q1.clone(), task.clone());
+            thread::spawn(move || {
+                if let Some(t) = q0.steal(1) {
+                    // SAFETY: stolen, so on no queue; now CPU 1's.
+                    unsafe { q1.activate(t) };
+                    let t = q1.lock().pop().unwrap();
+                    // SAFETY: alive for the model.
+                    let t = unsafe { t.as_ref() };
+                    t.entity.wait_off_cpu();
+                    t.entity.set_on_cpu();
+                    // SAFETY: ours after the handshake.
+                    let window = t.window.with(|w| unsafe { *w });
+                    assert_eq!(window, 42, "resumed a window that was not completely saved");
+                    task.runs.fetch_add(1, Ordering::Relaxed);
+                    t.entity.clear_on_cpu();
+                }
+            })
+        };
+        // CPU 0: the task blocks, and the switch path finds nothing else to run.
+        task.entity.set_blocked();
+        published.store(true, Ordering::Release);
+        let next = {
+            let mut rq = q0.lock();
+            // SAFETY: the task runs on CPU 0.
+            unsafe { rq.put_prev_pick_next(task.ptr(), false) }
+        };
+        let mut kept = next == Some(task.ptr());
+        if !kept {
+            assert_eq!(next, None);
+            // Halt in place, until the kick.
+            // SAFETY: the task lives for the model.
+            if unsafe { q0.try_halt_blocked(task.ptr()) } {
+                let mut k = kicked.0.lock().unwrap();
+                while !*k {
+                    k = kicked.1.wait(k).unwrap();
+                }
+                drop(k);
+                q0.unhalt();
+            }
+            kept = q0.lock().pop_if_oldest(task.ptr());
+            if !kept {
+                // Not queued here (not woken, or stolen): switch to the idle thread (save the
+                // window, then the idle thread clears on_cpu).
+                task.window.with_mut(|w| {
+                    // SAFETY: CPU 0 still owns the task (on_cpu is set).
+                    unsafe { *w = 42 };
+                });
+                task.entity.clear_on_cpu();
+            }
+        }
+        waker.join().unwrap();
+        thief.join().unwrap();
+        let queued = q0.lock().pop();
+        let fates = [
+            kept,
+            task.runs.load(Ordering::Relaxed) == 1,
+            queued == Some(task.ptr()),
+        ];
+        assert_eq!(
+            fates.iter().filter(|&&f| f).count(),
+            1,
+            "kept, stolen, queued: {fates:?}"
         );
         assert_eq!(task.entity.state(), State::Running);
     });

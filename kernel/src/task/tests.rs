@@ -1787,8 +1787,11 @@ const ON_OTHER: u64 = 3;
 /// idled on the boot stack, which has no guard page), each AP's on its `ap-idle` stack. A
 /// cross-call to a CPU runs on the stack of whatever it interrupted; an idle CPU's is its idle
 /// thread's. The boot CPU is asked from CPU 1 while the test thread, the boot CPU's only work,
-/// waits for the answer. A CPU that happens to run a thread when asked is asked again; every
-/// answer must be a guarded stack.
+/// waits for the answer. A thread that blocks with nothing else to run first halts in place, on
+/// its own stack, and its CPU goes over to the idle thread only when that halt ends with nothing
+/// to run: so the boot CPU gets a first cross-call that ends the test thread's halt, then the one
+/// that asks. A CPU that happens to run a thread when asked is asked again; every answer must be a
+/// guarded stack.
 fn idle_threads_run_on_guarded_stacks() -> Result<(), String> {
     let cpus = cpus();
     for (i, &cpu) in cpus.iter().enumerate() {
@@ -1799,6 +1802,11 @@ fn idle_threads_run_on_guarded_stacks() -> Result<(), String> {
             let f = found.clone();
             let target = smp::CpuId::new(cpu.0).expect("an online CPU");
             let ask = move || {
+                if i == 0 {
+                    // Ends the halt in place of the test thread (see above); the boot CPU then
+                    // switches to its idle thread, where the next call finds it.
+                    crate::cpus::xcall::call(&smp::CpuSet::single(target), |_| {}, 10_000_000_000)?;
+                }
                 crate::cpus::xcall::call(
                     &smp::CpuSet::single(target),
                     move |_| {
