@@ -171,6 +171,29 @@ fn wake_racing_a_steal_and_a_local_pop_loses_nothing() {
 /// CPU 0 runs a task that blocks and switches away (saving its window, then clearing `on_cpu`);
 /// CPU 2 wakes it onto CPU 0's queue; CPU 1 steals it. The thief must see the complete window
 /// (loom reports a race otherwise), and the task is never lost.
+/// CPU 1 of the `on_cpu` models: steals from CPU 0, and if it got the task, waits for CPU 0 to
+/// let go of it (`on_cpu`) before it resumes the task's window, which must then be complete (42),
+/// and counts the run.
+fn spawn_thief(q0: &Arc<CpuQueue<Task>>, q1: &Arc<CpuQueue<Task>>, task: &Arc<Task>) -> thread::JoinHandle<()> {
+    let (q0, q1, task) = (q0.clone(), q1.clone(), task.clone());
+    thread::spawn(move || {
+        if let Some(t) = q0.steal(1) {
+            // SAFETY: stolen, so on no queue; now CPU 1's.
+            unsafe { q1.activate(t) };
+            let t = q1.lock().pop().unwrap();
+            // SAFETY: alive for the model.
+            let t = unsafe { t.as_ref() };
+            t.entity.wait_off_cpu();
+            t.entity.set_on_cpu();
+            // SAFETY: ours after the handshake.
+            let window = t.window.with(|w| unsafe { *w });
+            assert_eq!(window, 42, "resumed a window that was not completely saved");
+            task.runs.fetch_add(1, Ordering::Relaxed);
+            t.entity.clear_on_cpu();
+        }
+    })
+}
+
 #[test]
 fn on_cpu_handshake_orders_the_save_before_a_thief_resumes() {
     model(|| {
@@ -198,25 +221,7 @@ fn on_cpu_handshake_orders_the_save_before_a_thief_resumes() {
                 unsafe { wake(queue_of, task.ptr()) };
             })
         };
-        let thief = {
-            let (q0, q1, task) = (q0.clone(), q1.clone(), task.clone());
-            thread::spawn(move || {
-                if let Some(t) = q0.steal(1) {
-                    // SAFETY: stolen, so on no queue; now CPU 1's.
-                    unsafe { q1.activate(t) };
-                    let t = q1.lock().pop().unwrap();
-                    // SAFETY: alive for the model.
-                    let t = unsafe { t.as_ref() };
-                    t.entity.wait_off_cpu();
-                    t.entity.set_on_cpu();
-                    // SAFETY: ours after the handshake.
-                    let window = t.window.with(|w| unsafe { *w });
-                    assert_eq!(window, 42, "resumed a window that was not completely saved");
-                    task.runs.fetch_add(1, Ordering::Relaxed);
-                    t.entity.clear_on_cpu();
-                }
-            })
-        };
+        let thief = spawn_thief(&q0, &q1, &task);
         // CPU 0: the task blocks and calls the switch path.
         task.entity.set_blocked();
         published.store(true, Ordering::Release);
@@ -354,25 +359,7 @@ fn halt_in_place_is_always_kicked_before_a_thief_waits_on_it() {
                 }
             })
         };
-        let thief = {
-            let (q0, q1, task) = (q0.clone(), q1.clone(), task.clone());
-            thread::spawn(move || {
-                if let Some(t) = q0.steal(1) {
-                    // SAFETY: stolen, so on no queue; now CPU 1's.
-                    unsafe { q1.activate(t) };
-                    let t = q1.lock().pop().unwrap();
-                    // SAFETY: alive for the model.
-                    let t = unsafe { t.as_ref() };
-                    t.entity.wait_off_cpu();
-                    t.entity.set_on_cpu();
-                    // SAFETY: ours after the handshake.
-                    let window = t.window.with(|w| unsafe { *w });
-                    assert_eq!(window, 42, "resumed a window that was not completely saved");
-                    task.runs.fetch_add(1, Ordering::Relaxed);
-                    t.entity.clear_on_cpu();
-                }
-            })
-        };
+        let thief = spawn_thief(&q0, &q1, &task);
         // CPU 0: the task blocks, and the switch path finds nothing else to run.
         task.entity.set_blocked();
         published.store(true, Ordering::Release);
