@@ -58,6 +58,21 @@ pub fn enable_interrupts_and_halt() {
     unsafe { core::arch::asm!("sti", "hlt", "cli", options(nostack)) };
 }
 
+/// One turn of a wait that lets interrupts in: `sti; pause; cli`, then three more `pause`s.
+/// `sti` holds interrupts off for one more instruction, so a pending one is taken right after the
+/// first `pause`. The `pause`s are the spin-wait hint (on an SMT core they also yield to the
+/// sibling); four per turn let a caller check its condition once per four, which keeps the
+/// instructions of a long wait few (under QEMU's TCG each `pause` leaves the translated code
+/// and takes about as long as a few hundred instructions, for one counted). Returns with
+/// interrupts DISABLED.
+#[inline(always)]
+pub fn pause_with_interrupts() {
+    // SAFETY: enabling interrupts for one instruction in ring 0 is sound wherever the caller
+    // could halt (it is the caller's promise that handlers may run here); no `nomem`: handlers
+    // write memory the caller reads next.
+    unsafe { core::arch::asm!("sti", "pause", "cli", "pause", "pause", "pause", options(nostack)) };
+}
+
 /// Halt forever with interrupts off (NMIs still arrive and are handled; after each we halt again).
 pub fn halt_forever() -> ! {
     loop {

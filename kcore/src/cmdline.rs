@@ -8,6 +8,7 @@
 //! | `test=all\|list\|A,B` | test kernel: which in-kernel tests to run                     |
 //! | `soak=SECS`         | test kernel: the stress tests over and over for SECS seconds   |
 //! | `slice-us=N`        | scheduler time slice in microseconds (default 10000)           |
+//! | `idle-poll-us=N`    | longest poll of an idle CPU before it halts, us (default 200; 0: off) |
 //! | `nopcid`            | do not use PCID even where the CPU has it                      |
 //! | `nox2apic`          | drive the local APIC in xAPIC mode even where x2APIC exists    |
 //! | `notscdeadline`     | use the one-shot LAPIC timer even where TSC-deadline exists   |
@@ -31,6 +32,9 @@ pub const MAX_LEN: usize = 4096;
 /// Default scheduler time slice.
 pub const DEFAULT_SLICE_US: u64 = 10_000;
 
+/// Default bound of an idle CPU's poll before it halts: Linux's `guest_halt_poll_ns` default.
+pub const DEFAULT_IDLE_POLL_US: u64 = 200;
+
 /// Log verbosity, as the `log` crate's levels (kept here so this module has no dependency).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogLevel {
@@ -49,6 +53,8 @@ pub struct Options<'a> {
     /// Test kernel: the soak's length in seconds (`soak=SECS`).
     pub soak_s: Option<u64>,
     pub slice_us: u64,
+    /// `idle-poll-us=N`: the longest an idle CPU polls its run queue before it halts (0: never).
+    pub idle_poll_us: u64,
     pub nopcid: bool,
     pub nox2apic: bool,
     pub notscdeadline: bool,
@@ -85,6 +91,7 @@ impl Default for Options<'_> {
             test: None,
             soak_s: None,
             slice_us: DEFAULT_SLICE_US,
+            idle_poll_us: DEFAULT_IDLE_POLL_US,
             nopcid: false,
             nox2apic: false,
             notscdeadline: false,
@@ -286,6 +293,12 @@ pub fn parse<'a>(line: &'a str) -> (Options<'a>, Warnings<'a>) {
                     o.slice_us = n.unwrap_or(o.slice_us);
                 }
             }
+            "idle-poll-us" => {
+                if let Some(v) = needs(&mut w) {
+                    let n = number_in(key, v, 0..=10_000, "0 to 10000 microseconds", &mut w);
+                    o.idle_poll_us = n.unwrap_or(o.idle_poll_us);
+                }
+            }
             "maxcpus" => {
                 if let Some(v) = needs(&mut w) {
                     let n = number_in(key, v, 1..=u64::from(u32::MAX), "a CPU count from 1 to 4294967295", &mut w);
@@ -362,12 +375,22 @@ mod tests {
     }
 
     #[test]
+    fn idle_poll_is_bounded_and_may_be_off() {
+        assert_eq!(parse("idle-poll-us=0").0.idle_poll_us, 0);
+        assert_eq!(parse("idle-poll-us=50").0.idle_poll_us, 50);
+        let (o, w) = parse("idle-poll-us=20000");
+        assert_eq!(o.idle_poll_us, DEFAULT_IDLE_POLL_US, "out of range: the default stays");
+        assert_eq!(w.total, 1);
+    }
+
+    #[test]
     fn known_options_parse() {
         let (o, w) = parse("exit-after=5  test=a,b slice-us=2000 nopcid nox2apic notscdeadline noxsave maxcpus=3 demo=0 loglevel=debug");
         assert_eq!(w.total, 0, "{:?}", w);
         assert_eq!(o.exit_after_s, Some(5));
         assert_eq!(o.test, Some("a,b"));
         assert_eq!(o.slice_us, 2000);
+        assert_eq!(o.idle_poll_us, DEFAULT_IDLE_POLL_US);
         assert!(o.nopcid && o.nox2apic && o.notscdeadline && o.noxsave);
         assert_eq!(o.maxcpus, Some(3));
         assert!(!o.demo);

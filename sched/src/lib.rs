@@ -68,7 +68,9 @@
 //! only to push a wake-up or to steal). Round robin with an O(1) pick; the running thread is not on
 //! its queue. A woken thread goes to its own CPU's queue; that CPU gets an IPI only if it is halted
 //! (wake-ups never preempt in round robin: the slice tick does). Idle CPUs steal the oldest
-//! migratable thread from a busy CPU, and halt otherwise with a timer only for their own sleepers.
+//! migratable thread from a busy CPU, and halt otherwise with a timer only for their own sleepers,
+//! after polling their queue for an adaptive while (`Config::idle_poll_ns`; a polling CPU takes its
+//! wake-ups without an IPI).
 //! At the end of a busy slice a CPU pulls from one two threads busier, and, if a migratable thread
 //! still waits on its queue, kicks one halted CPU to steal it (halted CPUs get no tick of their
 //! own). See `rq` for the wake-up and `on_cpu` protocol and `scheduler` for the switch path.

@@ -187,6 +187,15 @@ pub trait Platform: 'static + Sync + Sized {
         self.arm_timer(Some(deadline_ns));
     }
 
+    /// One turn of the idle poll's wait (`Config::idle_poll_ns`), called with interrupts
+    /// disabled and returning with them disabled: a spin-wait hint, and a moment with interrupts
+    /// enabled so that those pending are handled as they would be in a halt. The default only
+    /// hints.
+    #[inline]
+    fn idle_poll_relax(&self) {
+        core::hint::spin_loop();
+    }
+
     /// Enable interrupts and halt until one arrives, atomically (`sti; hlt`: an interrupt pending at
     /// the `sti` still wakes the halt); return with interrupts disabled again.
     fn idle_wait(&self);

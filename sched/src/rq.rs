@@ -423,7 +423,8 @@ impl<T: Queued> RunQueue<T> {
 pub struct Enqueued {
     /// Threads queued there after the push.
     pub queued: usize,
-    /// The CPU was halted (or about to halt) in its idle loop.
+    /// The CPU was halted (or about to halt) in its idle loop, or polling its queue before a
+    /// halt: either way it runs the thread without being kicked to steal it elsewhere.
     pub halted: bool,
     /// ... and nobody had sent it a reschedule IPI yet: the caller must send one.
     pub kick: bool,
@@ -450,6 +451,10 @@ pub struct CpuQueue<T> {
     rq: SpinLock<RunQueue<T>>,
     len: AtomicUsize,
     halted: AtomicBool,
+    /// The CPU polls this queue before it halts (`begin_poll`..`end_poll`): a hint only, for
+    /// wakers (no steal kick elsewhere) and thieves (no steal of its one thread); no kick depends
+    /// on it, since the halt that may follow checks the queue under the lock.
+    polling: AtomicBool,
 }
 
 /// The locked run queue; refreshes the length hint when released (the halted hint is published
@@ -492,6 +497,7 @@ impl<T: Queued> CpuQueue<T> {
             rq: SpinLock::new(RunQueue::new()),
             len: AtomicUsize::new(0),
             halted: AtomicBool::new(false),
+            polling: AtomicBool::new(false),
         }
     }
 
@@ -516,6 +522,36 @@ impl<T: Queued> CpuQueue<T> {
         self.halted.load(Ordering::Relaxed)
     }
 
+    /// Whether the CPU is idle: halted, or polling this queue before it halts (a hint).
+    #[inline]
+    pub fn idle_hint(&self) -> bool {
+        self.halted.load(Ordering::Relaxed) || self.polling.load(Ordering::Relaxed)
+    }
+
+    /// This queue's CPU starts polling it before a halt (interrupts off). Lock-free: the flag
+    /// is a hint (see `polling`).
+    #[inline]
+    pub fn begin_poll(&self) {
+        self.polling.store(true, Ordering::Relaxed);
+    }
+
+    /// The poll of [`CpuQueue::begin_poll`] is over.
+    #[inline]
+    pub fn end_poll(&self) {
+        self.polling.store(false, Ordering::Relaxed);
+    }
+
+    /// [`RunQueue::enqueued`], with a polling CPU reported as halted (it needs no steal kick).
+    #[inline(always)]
+    fn enqueued_in(&self, rq: &mut RunQueue<T>) -> Enqueued
+    where
+        T: Queued,
+    {
+        let mut info = rq.enqueued();
+        info.halted |= self.polling.load(Ordering::Relaxed);
+        info
+    }
+
     /// Make `t` runnable here: `on_rq = true`, push, and report whether the CPU needs a kick.
     ///
     /// # Safety
@@ -531,7 +567,7 @@ impl<T: Queued> CpuQueue<T> {
             .store(true, Ordering::Relaxed);
         // SAFETY: on no queue and belongs here (caller).
         unsafe { rq.push(t) };
-        rq.enqueued()
+        self.enqueued_in(&mut rq)
     }
 
     /// Take the oldest migratable thread for CPU `thief`, whose queue it must then be pushed on
@@ -679,7 +715,7 @@ pub unsafe fn wake_noting<'a, T: Queued + 'a>(
         note(cpu, true);
         return Wake::Enqueued {
             cpu,
-            info: rq.enqueued(),
+            info: queue.enqueued_in(&mut rq),
         };
     }
 }

@@ -82,18 +82,30 @@ pub struct Config {
     pub slice_ns: u64,
     /// Prefetch the next thread's stack top on the switch path.
     pub prefetch: bool,
+    /// The longest an idle CPU polls its queue before it halts (0: never poll). Each CPU
+    /// adapts its own limit within this bound, as Linux's guest halt-polling does: halts that
+    /// end soon grow it, long idle periods shrink it to nothing (see `Scheduler::adapt_idle_poll`).
+    pub idle_poll_ns: u64,
 }
 
 impl Config {
     /// Default time slice: 10 ms.
     pub const DEFAULT_SLICE_NS: u64 = 10_000_000;
+    /// Default bound of the idle poll: 200 us, the default of Linux's `guest_halt_poll_ns`
+    /// (drivers/cpuidle/governors/haltpoll.c).
+    pub const DEFAULT_IDLE_POLL_NS: u64 = 200_000;
 }
+
+/// The first poll limit a CPU's short halts grow it to (capped by `Config::idle_poll_ns`); a
+/// limit halved below it is dropped to 0. Linux's haltpoll grows from 50 us.
+const IDLE_POLL_GROW_START_NS: u64 = 50_000;
 
 impl Default for Config {
     fn default() -> Config {
         Config {
             slice_ns: Self::DEFAULT_SLICE_NS,
             prefetch: true,
+            idle_poll_ns: Self::DEFAULT_IDLE_POLL_NS,
         }
     }
 }
@@ -205,6 +217,8 @@ struct Local {
     fpu_owner: AtomicU64,
     /// The address space loaded on this CPU (0: none yet).
     active_mm: AtomicUsize,
+    /// How long this CPU polls its queue before it halts (adapted; see `adapt_idle_poll`).
+    idle_poll_ns: AtomicU64,
 }
 
 /// One CPU's scheduler state.
@@ -233,6 +247,7 @@ impl Cpu {
                 acct_ns: AtomicU64::new(0),
                 fpu_owner: AtomicU64::new(0),
                 active_mm: AtomicUsize::new(0),
+                idle_poll_ns: AtomicU64::new(0),
             }),
             sleepers: CachePadded::new(SpinMutex::new(Sleepers {
                 heap: BinaryHeap::new(),
@@ -253,6 +268,8 @@ pub(crate) struct Kick(Option<(usize, usize, Enqueued, bool)>);
 pub struct Scheduler<P: Platform> {
     platform: P,
     config: Config,
+    /// The idle poll's bound now: `config.idle_poll_ns` until [`Scheduler::set_idle_poll_ns`].
+    idle_poll_bound_ns: AtomicU64,
     cpus: Box<[Cpu]>,
     fpu: Option<(FpuKind, FpuFeatures)>,
     next_id: AtomicU64,
@@ -274,6 +291,7 @@ impl<P: Platform> Scheduler<P> {
         let cpus: Vec<Cpu> = (0..nr_cpus).map(|_| Cpu::new()).collect();
         Box::leak(Box::new(Scheduler {
             platform,
+            idle_poll_bound_ns: AtomicU64::new(config.idle_poll_ns),
             config,
             cpus: cpus.into_boxed_slice(),
             fpu,
@@ -290,6 +308,17 @@ impl<P: Platform> Scheduler<P> {
     /// The configuration.
     pub fn config(&self) -> Config {
         self.config
+    }
+
+    /// The idle poll's bound now (see `Config::idle_poll_ns`).
+    pub fn idle_poll_ns(&self) -> u64 {
+        self.idle_poll_bound_ns.load(Ordering::Relaxed)
+    }
+
+    /// Change the idle poll's bound (0: idle CPUs halt at once), from now on: a CPU polling
+    /// already finishes its poll. For measurements that compare the two ways of waiting.
+    pub fn set_idle_poll_ns(&self, ns: u64) {
+        self.idle_poll_bound_ns.store(ns, Ordering::Relaxed);
     }
 
     /// Number of CPUs.
@@ -1155,16 +1184,22 @@ impl<P: Platform> Scheduler<P> {
                 cpu.local.active_mm.store(0, Ordering::Relaxed);
             }
             self.arm_from(cpu, cpu.local.next_sleeper_ns.load(Ordering::Relaxed), now);
-            if cpu.queue.try_halt() {
+            if self.idle_poll(cpu, now) {
+                // Work came while polling (a sleeper's timer may have fired in it): no halt.
+                let end = self.platform.now_ns();
+                add(&cpu.counters.idle_ns, end.saturating_sub(now));
+                now = end;
+            } else if cpu.queue.try_halt() {
                 self.platform.idle_wait();
                 if self.platform.mm_after_idle() {
                     cpu.local.active_mm.store(0, Ordering::Relaxed);
                 }
                 cpu.queue.unhalt();
                 // The halt counts as idle from this turn's reading: the few steps between it and
-                // the halt (the steal check, the timer) are idle work too.
+                // the halt (the steal check, the timer, the poll) are idle work too.
                 let end = self.platform.now_ns();
                 add(&cpu.counters.idle_ns, end.saturating_sub(now));
+                self.adapt_idle_poll(cpu, end.saturating_sub(now));
                 now = end;
             } else {
                 now = self.platform.now_ns();
@@ -1173,11 +1208,11 @@ impl<P: Platform> Scheduler<P> {
     }
 
     /// How many threads CPU `c` has, as of its last queue unlock: those queued, and the one it
-    /// runs unless it halts (a hint, read without its lock).
+    /// runs unless it is idle, halted or polling (a hint, read without its lock).
     #[inline]
     fn load_hint(&self, c: usize) -> usize {
         let q = &self.cpus[c].queue;
-        q.len_hint() + usize::from(!q.halted_hint())
+        q.len_hint() + usize::from(!q.idle_hint())
     }
 
     /// Fork balancing: the CPU where a new migratable thread starts, the least loaded one
@@ -1282,9 +1317,9 @@ impl<P: Platform> Scheduler<P> {
 
     /// Steal one migratable thread from another CPU's queue into ours.
     ///
-    /// A CPU still halted with one thread queued is passed over: whoever queued it there has
-    /// kicked it (`enqueued` claims the kick for every push onto a halted queue), so it runs the
-    /// thread itself in a moment. Taking its lock only to look would make it wait for the lock
+    /// A CPU still halted (or polling before its halt) with one thread queued is passed over:
+    /// whoever queued it there has kicked it (`enqueued` claims the kick for every push onto a
+    /// halted queue; a polling CPU sees the push itself), so it runs the thread in a moment. Taking its lock only to look would make it wait for the lock
     /// on its way out of the halt, which is the hand-off of every cross-CPU wake-up.
     fn steal_into(&self, me: usize) -> bool {
         // The CPUs after this one, wrapping around, without a division; the slice is read once
@@ -1302,7 +1337,7 @@ impl<P: Platform> Scheduler<P> {
             }
             let victim = &cpus[c];
             let queued = victim.queue.len_hint();
-            if queued == 0 || (queued == 1 && victim.queue.halted_hint()) {
+            if queued == 0 || (queued == 1 && victim.queue.idle_hint()) {
                 continue;
             }
             if let Some(t) = victim.queue.steal(me) {
@@ -1326,11 +1361,11 @@ impl<P: Platform> Scheduler<P> {
     }
 
     /// Whether `steal_into` on CPU `me` may find a thread (the queue hints, read without locks):
-    /// another CPU has threads queued, unless it is one halted with one thread (see `steal_into`).
+    /// another CPU has threads queued, unless it is one idle with one thread (see `steal_into`).
     fn stealable_elsewhere(&self, me: usize) -> bool {
         self.cpus.iter().enumerate().any(|(c, victim)| {
             let queued = victim.queue.len_hint();
-            c != me && queued != 0 && !(queued == 1 && victim.queue.halted_hint())
+            c != me && queued != 0 && !(queued == 1 && victim.queue.idle_hint())
         })
     }
 
@@ -1863,13 +1898,16 @@ impl<P: Platform> Scheduler<P> {
             }
             // The slice tick of `prev` is off: no sleeper here (the caller's `now` was `None`).
             self.arm(cpu, NEVER);
+            // A poll that sees the queue fill (`prev` woken, which pushes it here, or another
+            // thread queued) skips the halt; `try_halt_blocked` checks again under the lock.
             // SAFETY: `prev` is the calling thread, alive.
-            if unsafe { cpu.queue.try_halt_blocked(prev) } {
+            if !self.idle_poll(cpu, start) && unsafe { cpu.queue.try_halt_blocked(prev) } {
                 self.platform.idle_wait();
                 if self.platform.mm_after_idle() {
                     local.active_mm.store(0, Ordering::Relaxed);
                 }
                 cpu.queue.unhalt();
+                self.adapt_idle_poll(cpu, self.platform.now_ns().saturating_sub(start));
             }
         }
         let now = self.platform.now_ns();
@@ -1894,6 +1932,65 @@ impl<P: Platform> Scheduler<P> {
             }
         }
         (next, now)
+    }
+
+    /// Before a halt of CPU `cpu` (the calling one, interrupts disabled, its queue empty a moment
+    /// ago), idle since `start`: poll the queue for up to this CPU's poll limit, and return whether
+    /// work came. A wake-up that finds the CPU polling sends no IPI (the poll is not a halt, so
+    /// `enqueued` claims no kick), and the woken thread runs a few instructions after its push
+    /// instead of after the IPI's delivery and the halt's end: on a hypervisor, or under QEMU,
+    /// that halt and its wake-up cost the host a thread wake-up each, which dwarfs a hand-off.
+    /// The price is the CPU time of the poll, which the adaptation keeps to idle periods that
+    /// are short (see `adapt_idle_poll`). Interrupts are let in between two looks at the queue
+    /// (`Platform::idle_poll_relax`), as a halt lets them in: the CPU is idle all along, so an
+    /// interrupt handled here preempts nothing.
+    ///
+    /// The poll is a hint for wakers and thieves only (`CpuQueue::begin_poll`): the halt that may
+    /// follow takes the queue lock and checks again, so a push the poll missed is never lost.
+    #[inline(always)]
+    fn idle_poll(&self, cpu: &Cpu, start: u64) -> bool {
+        let limit = cpu.local.idle_poll_ns.load(Ordering::Relaxed).min(self.idle_poll_ns());
+        if limit == 0 {
+            return false;
+        }
+        let end = start.saturating_add(limit);
+        cpu.queue.begin_poll();
+        let found = loop {
+            if cpu.queue.len_hint() != 0 {
+                break true;
+            }
+            self.platform.idle_poll_relax();
+            if self.platform.now_ns() >= end {
+                break cpu.queue.len_hint() != 0;
+            }
+        };
+        cpu.queue.end_poll();
+        found
+    }
+
+    /// After an idle period of CPU `cpu` (the calling one) that the poll did not end and a halt
+    /// did, `idle_ns` long in all: adapt its poll limit as Linux's haltpoll governor does. A halt
+    /// that ended within the bound (`Config::idle_poll_ns`) would have been a successful poll with
+    /// a longer limit: double the limit (from `IDLE_POLL_GROW_START_NS`), up to the bound
+    /// (`Config::idle_poll_ns`, or as [`Scheduler::set_idle_poll_ns`] changed it). A
+    /// longer idle period is one a poll only wastes: halve the limit, to 0 below the grow start,
+    /// so a CPU that sits idle stops polling after a few of them.
+    #[inline]
+    fn adapt_idle_poll(&self, cpu: &Cpu, idle_ns: u64) {
+        let bound = self.idle_poll_ns();
+        let limit = &cpu.local.idle_poll_ns;
+        let now = limit.load(Ordering::Relaxed);
+        let grow_start = IDLE_POLL_GROW_START_NS.min(bound);
+        let next = if idle_ns <= bound {
+            now.saturating_mul(2).clamp(grow_start, bound)
+        } else if now / 2 < grow_start {
+            0
+        } else {
+            now / 2
+        };
+        if next != now {
+            limit.store(next, Ordering::Relaxed);
+        }
     }
 
     /// [`Scheduler::arm_leaving_idle`] on CPU `cpu` (the calling one) with the clock read.

@@ -54,7 +54,7 @@ counters! {
     migrations_out,
     /// Of `migrations_in`, the threads this busy CPU pulled from a busier one (periodic balancing).
     balance_pulls,
-    /// Nanoseconds spent halted in `idle_wait`.
+    /// Nanoseconds spent idle: polling the queue before a halt, and halted in `idle_wait`.
     idle_ns,
     /// Nanoseconds of thread time charged at ticks that interrupted user mode (sampled, as
     /// Linux's tick-based user/system split: what a thread ran since the last accounting point is

@@ -240,7 +240,10 @@ fn wake_ups_racing_check_then_sleep_are_never_lost() {
     const PAIRS: u32 = 2;
     let _serial = one_scheduler_at_a_time();
     let _w = watchdog("wake_ups_racing_check_then_sleep_are_never_lost", LIMIT);
-    let (results, s) = host::run(4, Config::default(), |s: Sched| {
+    // No idle poll: every wake-up that finds its waiter asleep finds its CPU halting, so the race
+    // with the halt and its IPI is the one exercised (the poll's own race is the next test's).
+    let config = Config { idle_poll_ns: 0, ..Config::default() };
+    let (results, s) = host::run(4, config, |s: Sched| {
         let pairs: Vec<_> = (0..PAIRS)
             .map(|p| {
                 let round = Arc::new(AtomicU64::new(0));
@@ -300,6 +303,49 @@ fn wake_ups_racing_check_then_sleep_are_never_lost() {
     }
     let c = s.total_counters();
     assert!(c.ipis_sent > 0, "{c:?}");
+}
+
+/// Two threads on two CPUs hand a turn back and forth through semaphores while each CPU polls
+/// its queue before halting, with a bound far above any hand-off (1 s): once a CPU's limit has
+/// grown (a few halts), the partner's wake-up finds it polling, and takes no IPI. Every turn is
+/// taken once, in order, and nearly every wake-up needed no IPI.
+#[test]
+fn wake_ups_of_a_polling_cpu_need_no_ipi_and_lose_nothing() {
+    const TURNS: u64 = 20_000;
+    let _serial = one_scheduler_at_a_time();
+    let _w = watchdog("wake_ups_of_a_polling_cpu_need_no_ipi_and_lose_nothing", LIMIT);
+    let config = Config { idle_poll_ns: 1_000_000_000, ..Config::default() };
+    let (taken, s) = host::run(2, config, |s: Sched| {
+        let sems = Arc::new([Semaphore::new(1), Semaphore::new(0)]);
+        let ball = Arc::new(AtomicU64::new(0));
+        let sides: Vec<_> = (0..2u64)
+            .map(|side| {
+                let (sems, ball) = (sems.clone(), ball.clone());
+                s.spawn(Builder::new("turn").pinned(CpuIndex(side as u32)), move || {
+                    let mut in_turn = 0u64;
+                    for i in 0..TURNS {
+                        sems[side as usize].acquire(s);
+                        if ball.load(Ordering::Relaxed) == 2 * i + side {
+                            in_turn += 1;
+                        }
+                        ball.store(2 * i + side + 1, Ordering::Relaxed);
+                        sems[1 - side as usize].release(s);
+                    }
+                    in_turn
+                })
+                .unwrap()
+            })
+            .collect();
+        let taken: Vec<u64> = sides.into_iter().map(|h| h.join().unwrap()).collect();
+        (taken, ball.load(Ordering::Relaxed))
+    });
+    assert_eq!(taken.0, vec![TURNS, TURNS], "a side missed a turn or took one out of order");
+    assert_eq!(taken.1, 2 * TURNS, "hand-offs lost or duplicated");
+    let c = s.total_counters();
+    // Each halt that ends in a wake-up doubles the limit (from 50 us, to 1 s in 15 steps), and no
+    // idle period here is long enough to halve it: a few dozen IPIs at most, out of 40,000 turns.
+    assert!(c.ipis_sent < TURNS / 20, "most wake-ups should have found the CPU polling: {c:?}");
+    assert!(c.ipis_avoided > TURNS, "{c:?}");
 }
 
 /// Migratable threads bounce between CPUs under load (sleeps leave CPUs idle, and idle CPUs

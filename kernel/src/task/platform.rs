@@ -103,6 +103,14 @@ impl Platform for KernelPlatform {
         time::arm_at_ns_from(deadline_ns, now_ns);
     }
 
+    #[inline(always)]
+    fn idle_poll_relax(&self) {
+        // The scheduler polls with this CPU idle (its idle thread, or a blocked thread halting
+        // in place, both where `idle_wait` may halt): its interrupt handlers run there as they
+        // would in the halt.
+        arch::cpu::pause_with_interrupts();
+    }
+
     #[inline]
     fn idle_wait(&self) {
         trace::event(Category::Idle, |tsc, cpu| Record::new(tsc, cpu, Kind::IdleEnter));
@@ -276,9 +284,9 @@ pub fn set_mm_idle(enter: fn(), exit: fn() -> bool) {
 }
 
 /// Create the scheduler for `nr_cpus` CPUs and route the timer and reschedule vectors to it.
-pub fn init(nr_cpus: u32, slice_ns: u64, fpu: arch::fpu::FpuFeatures) {
+pub fn init(nr_cpus: u32, slice_ns: u64, idle_poll_ns: u64, fpu: arch::fpu::FpuFeatures) {
     let platform = KernelPlatform { fpu: Some(fpu) };
-    let config = sched::Config { slice_ns, ..sched::Config::default() };
+    let config = sched::Config { slice_ns, idle_poll_ns, ..sched::Config::default() };
     SCHED.call_once(|| Scheduler::new(platform, nr_cpus as usize, config));
     trap::register(trap::VECTOR_TIMER, timer_handler);
     arch::trap::set_direct_entry(trap::VECTOR_TIMER, timer_entry);
