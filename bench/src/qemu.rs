@@ -477,7 +477,13 @@ fn describe(name: &str, peers: &LinuxPeers) -> (String, Option<Peer>, &'static s
             "in-kernel cross-CPU wake-up and answer, target idle (per half round trip)".to_owned(),
             peer("Linux futex, 2 CPUs", &peers.futex_cross_cpu),
             "a semaphore ping-pong between a thread on CPU 0 and one on CPU 1; both CPUs halt while they \
-             wait, so a wake-up costs a reschedule IPI and a wake from halt",
+             wait (the idle poll off for this row), so a wake-up costs a reschedule IPI and a wake from halt",
+        ),
+        "wake_cross_cpu_polling" => (
+            "in-kernel cross-CPU wake-up and answer, target polling (per half round trip)".to_owned(),
+            peer("Linux futex, 2 CPUs", &peers.futex_cross_cpu),
+            "the same ping-pong with the idle poll on (its default bound): a waiting CPU polls its queue \
+             before it would halt, so a wake-up needs no IPI; the counts include the poll's own instructions",
         ),
         "wake_cross_cpu_busy" => (
             "in-kernel cross-CPU wake-up onto a busy CPU (per half round trip; waits out a time slice)".to_owned(),

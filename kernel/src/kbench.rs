@@ -22,7 +22,11 @@
 //!   timer interrupts per preemption. Each sample waits for a time slice (`slice-us`).
 //! - `wake_cross_cpu_idle`: a thread on this CPU wakes one blocked on the bench CPU (idle) through
 //!   a semaphore and waits for its answer on another; ticks per half round trip. Counts: wake-ups
-//!   per half round trip, reschedule IPIs per wake-up (1: both CPUs halt while they wait).
+//!   per half round trip, reschedule IPIs per wake-up (1: both CPUs halt while they wait, the idle
+//!   poll being off for this row).
+//! - `wake_cross_cpu_polling`: the same with the idle poll on (its default bound): each CPU polls
+//!   its queue while it waits, so a wake-up finds it polling. Counts as above (IPIs per wake-up
+//!   near 0: only the first waits, before the poll limits have grown, halt).
 //! - `wake_cross_cpu_busy`: the same while a busy thread holds the bench CPU. Wake-ups never
 //!   preempt in round robin, so each answer waits for the busy thread's slice to end: the row's
 //!   figures are the slice, its counts the point: IPIs per wake-up onto the busy CPU (0) and back
@@ -140,6 +144,8 @@ mod tag {
     /// Armed: each interrupt on the CPU that has the space loaded (the shootdown IPI).
     pub const SHOOTDOWN_REMOTE_TARGET: u16 = 8;
     pub const SHOOTDOWN_LOCAL: u16 = 9;
+    pub const WAKE_POLL_SENDER: u16 = 10;
+    pub const WAKE_POLL_RECEIVER: u16 = 11;
 }
 
 /// The page the shootdown rows map and unmap (any page-aligned user-half address).
@@ -293,11 +299,12 @@ fn joined<T>(value: Option<T>) -> Result<T, Missing> {
 type Measure = fn(Cpus, Sizes) -> RowResult;
 
 /// Every row, in the order they run and print.
-const ROWS: [(&str, Measure); 7] = [
+const ROWS: [(&str, Measure); 8] = [
     ("yield_same_as", yield_same_as),
     ("yield_cross_as", yield_cross_as),
     ("preempt_timer", preempt_timer),
     ("wake_cross_cpu_idle", wake_cross_cpu_idle),
+    ("wake_cross_cpu_polling", wake_cross_cpu_polling),
     ("wake_cross_cpu_busy", wake_cross_cpu_busy),
     ("shootdown_remote", shootdown_remote),
     ("shootdown_local", shootdown_local),
@@ -686,13 +693,31 @@ fn ping_pong<const SENDER: u16, const RECEIVER: u16>(
 }
 
 fn wake_cross_cpu_idle(cpus: Cpus, sizes: Sizes) -> RowResult {
-    let run = ping_pong::<{ tag::WAKE_IDLE_SENDER }, { tag::WAKE_IDLE_RECEIVER }>(
-        cpus,
-        sizes,
-        sizes.warmup,
-        sizes.samples,
-        false,
-    )?;
+    // The halt and its IPI are this row's subject: no poll before the halts.
+    with_idle_poll(0, || {
+        wake_row::<{ tag::WAKE_IDLE_SENDER }, { tag::WAKE_IDLE_RECEIVER }>(cpus, sizes)
+    })
+}
+
+fn wake_cross_cpu_polling(cpus: Cpus, sizes: Sizes) -> RowResult {
+    with_idle_poll(sched::Config::DEFAULT_IDLE_POLL_NS, || {
+        wake_row::<{ tag::WAKE_POLL_SENDER }, { tag::WAKE_POLL_RECEIVER }>(cpus, sizes)
+    })
+}
+
+/// Run `f` with the idle poll's bound at `ns`, then put the bound back as it was.
+fn with_idle_poll<R>(ns: u64, f: impl FnOnce() -> R) -> R {
+    let s = sched();
+    let was = s.idle_poll_ns();
+    s.set_idle_poll_ns(ns);
+    let r = f();
+    s.set_idle_poll_ns(was);
+    r
+}
+
+/// The two idle-target wake-up rows: the semaphore ping-pong with both CPUs otherwise idle.
+fn wake_row<const SENDER: u16, const RECEIVER: u16>(cpus: Cpus, sizes: Sizes) -> RowResult {
+    let run = ping_pong::<SENDER, RECEIVER>(cpus, sizes, sizes.warmup, sizes.samples, false)?;
     let wakeups = run.here.of(|c| c.wakeups) + run.there.of(|c| c.wakeups);
     let ipis = run.here.of(|c| c.ipis_sent) + run.there.of(|c| c.ipis_sent);
     let half_round_trips = 2 * run.samples_ticks.len() as u64;
@@ -700,8 +725,8 @@ fn wake_cross_cpu_idle(cpus: Cpus, sizes: Sizes) -> RowResult {
         // The receiver's windows run from waiting for a ping to having answered it: one round
         // trip each, warm-up included.
         markers: alloc::vec![
-            Windows::new(tag::WAKE_IDLE_SENDER, "sender", "half_round_trip", Some(half_round_trips)),
-            Windows::new(tag::WAKE_IDLE_RECEIVER, "receiver", "round_trip", None)
+            Windows::new(SENDER, "sender", "half_round_trip", Some(half_round_trips)),
+            Windows::new(RECEIVER, "receiver", "round_trip", None)
         ],
         unit: "half_round_trip",
         ops_per_sample: 2,
