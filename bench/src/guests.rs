@@ -2,22 +2,27 @@
 //! ours, in the same QEMU (TCG, the instruction counter loaded) with the same `-cpu`, `-smp` and
 //! memory, compared per operation.
 //!
-//! - **Linux** boots once with an initramfs of our own (`/init` from `user/bench/init.c`, the
-//!   programs in `/bin`, the list to run in `/bench.list`). Debian ships no System.map, so a first
-//!   boot without the counter reads the interrupt entry points from `/proc/kallsyms` (`guest
+//! - **Linux** boots once a round with an initramfs of our own (`/init` from `user/bench/init.c`,
+//!   the programs in `/bin`, the list to run in `/bench.list`). Debian ships no System.map, so a
+//!   first boot without the counter reads the interrupt entry points from `/proc/kallsyms` (`guest
 //!   symbol` lines, cached in `vectors.txt` next to the kernel; `nokaslr` keeps them fixed).
-//! - **Ours** boots once per program with the same archive, `init=/bin/NAME -- ARGS`; its entry
-//!   stubs are the `trap_stub_N` symbols of its ELF, as in part 2. Every program runs on both
-//!   kernels; a row a program cannot run there is marked `ours_needs` and said in the table.
+//! - **Ours** boots once per program and round with the same archive, `init=/bin/NAME -- ARGS`;
+//!   its entry stubs are the `trap_stub_N` symbols of its ELF, as in part 2. Every program runs on
+//!   both kernels; a row a program cannot run there is marked `ours_needs` and said in the table.
 //!
-//! Each program prints `bench ROW tag=T ops=N ns_per_op=X cycles_per_op=Y` (see `user/bench/gb.h`);
-//! the plugin's totals for tag T, summed over the vCPUs, divided by N give the per-operation
-//! counts. `calibrate` runs a loop of known user instruction count on both kernels: the counter
-//! must find exactly that many user instructions on each, or the run fails.
+//! Each program prints `bench ROW tag=T ops=N ns_per_op=X cycles_per_op=Y laps=L ...` (see
+//! `user/bench/gb.h`; X is the median of the L laps of its timed loop); the plugin's totals for
+//! tag T, summed over the vCPUs, divided by N give the per-operation counts. `calibrate` runs a
+//! loop of known user instruction count on both kernels: the counter must find exactly that many
+//! user instructions on each, or the run fails.
 //!
-//! Output: a table on stdout, `guests.json` and `guests.svg` in the output directory. Time is
-//! reported only as the ratio ours / Linux of the guests' own CLOCK_MONOTONIC per operation (under
-//! TCG: emulation wall time, measured back to back).
+//! Rounds (`--rounds R`, 3 by default): the whole comparison runs R times, Linux then ours each
+//! time, so both kernels meet the host's load of the moment alike. Time is reported only as the
+//! ratio ours / Linux of the guests' own CLOCK_MONOTONIC per operation (under TCG: emulation wall
+//! time), one ratio per round, the median of the rounds' ratios with their range; the counts are
+//! the median of the rounds' counts per operation.
+//!
+//! Output: a table on stdout, `guests.json` and `guests.svg` in the output directory.
 //!
 //! Neighbours: `icount` (the plugin build and its output), `main` (the `--guests` option).
 
@@ -34,7 +39,10 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::icount::{self, TagTotals};
+use crate::{
+    icount::{self, TagTotals},
+    stats,
+};
 
 /// What `--guests` was given.
 #[derive(Debug, Clone)]
@@ -57,10 +65,15 @@ pub struct Options {
     pub no_linux: bool,
     /// `--profile`: our guest's instructions in each window by kernel function (see [`profile`]).
     pub profile: bool,
+    /// `--rounds R`: the whole comparison R times, Linux then ours in each round; the time ratio
+    /// is the median of the rounds' ratios. Default: 3, or 1 with `--quick` (the smoke run of
+    /// `make test`) or `--no-linux` (no ratio to take).
+    pub rounds: u32,
 }
 
 pub const USAGE: &str = "usage: bench --guests --qemu PATH --bin DIR --linux DIR --kernel ELF [--cpu-model M] [--smp N]
-               [--mem SIZE] [--out DIR] [--quick] [--only PROGRAM,...] [--no-linux] [--profile]";
+               [--mem SIZE] [--out DIR] [--quick] [--only PROGRAM,...] [--no-linux] [--profile]
+               [--rounds R (default 3; 1 with --quick or --no-linux)]";
 
 /// Parse the arguments after `--guests`.
 pub fn parse_args(args: impl IntoIterator<Item = String>, default_out: &Path) -> Result<Options, String> {
@@ -77,8 +90,10 @@ pub fn parse_args(args: impl IntoIterator<Item = String>, default_out: &Path) ->
         only: Vec::new(),
         no_linux: false,
         profile: false,
+        rounds: 0,
     };
     let mut out_dir = None;
+    let mut rounds = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |what: &str| args.next().ok_or_else(|| format!("{arg} needs {what}"));
@@ -106,9 +121,14 @@ pub fn parse_args(args: impl IntoIterator<Item = String>, default_out: &Path) ->
             }
             "--no-linux" => options.no_linux = true,
             "--profile" => options.profile = true,
+            "--rounds" => {
+                let v = value("a count")?;
+                rounds = Some(v.parse().ok().filter(|n| *n > 0).ok_or(format!("--rounds: not a count: {v}"))?);
+            }
             other => return Err(format!("unknown argument: {other}")),
         }
     }
+    options.rounds = rounds.unwrap_or(if options.quick || options.no_linux { 1 } else { 3 });
     options.out_dir = out_dir.unwrap_or_else(|| {
         let dir = default_out.join("guests");
         if options.quick { dir.join("quick") } else { dir }
@@ -216,8 +236,15 @@ fn row_label(row: &str) -> &'static str {
 pub struct Measured {
     pub tag: u16,
     pub ops: u64,
+    /// The median lap's CLOCK_MONOTONIC ns and rdtsc cycles per operation.
     pub ns_per_op: f64,
     pub cycles_per_op: f64,
+    /// The laps the program timed its loop in (1: timed whole; see `user/bench/gb.h`).
+    pub laps: u32,
+    /// The fastest and the slowest lap's ns per operation, and the whole loop's.
+    pub ns_per_op_min: f64,
+    pub ns_per_op_max: f64,
+    pub ns_per_op_all: f64,
     /// The counter's totals for the row's tag, all vCPUs; `None` when it wrote none.
     pub counts: Option<TagTotals>,
 }
@@ -268,8 +295,18 @@ pub fn parse_output(text: &str) -> ProgramOutput {
                     "ops" => m.ops = value.parse().unwrap_or(0),
                     "ns_per_op" => m.ns_per_op = value.parse().unwrap_or(f64::NAN),
                     "cycles_per_op" => m.cycles_per_op = value.parse().unwrap_or(f64::NAN),
+                    "laps" => m.laps = value.parse().unwrap_or(0),
+                    "ns_per_op_min" => m.ns_per_op_min = value.parse().unwrap_or(f64::NAN),
+                    "ns_per_op_max" => m.ns_per_op_max = value.parse().unwrap_or(f64::NAN),
+                    "ns_per_op_all" => m.ns_per_op_all = value.parse().unwrap_or(f64::NAN),
+                    // Keys this reader does not know yet are skipped.
                     _ => {}
                 }
+            }
+            // A line without laps (a program from before them) timed its window whole: one lap.
+            if m.laps == 0 {
+                m.laps = 1;
+                (m.ns_per_op_min, m.ns_per_op_max, m.ns_per_op_all) = (m.ns_per_op, m.ns_per_op, m.ns_per_op);
             }
             out.rows.push((row.to_owned(), m));
         } else if let Some(rest) = line.strip_prefix("bench-skip ") {
@@ -459,7 +496,8 @@ fn collect(
     }
 }
 
-fn linux_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<GuestRun, String> {
+/// One boot of the Linux guest running every selected program; its files go to `dir`.
+fn linux_run(options: &Options, plugin: &Path, cpio_path: &Path, dir: &Path) -> Result<GuestRun, String> {
     let vmlinuz = options.linux.join("vmlinuz");
     if !vmlinuz.is_file() {
         return Err(format!(
@@ -491,13 +529,13 @@ fn linux_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<Guest
             v
         }
     };
-    let out = options.out_dir.join("icount-linux.txt");
+    let out = dir.join("icount-linux.txt");
     let _ = fs::remove_file(&out);
     let mut args = boot.clone();
     args.extend(plugin_args(plugin, &out, &vectors));
     eprintln!("bench: Linux guest: every program in one boot, with the counter");
     let (text, wall) = run_qemu(&options.qemu, &args, timeout).map_err(|e| e.to_string())?;
-    let _ = fs::write(options.out_dir.join("linux-serial.txt"), &text);
+    let _ = fs::write(dir.join("linux-serial.txt"), &text);
     let version = text
         .lines()
         .find_map(|l| l.strip_prefix("guest kernel "))
@@ -514,7 +552,9 @@ fn linux_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<Guest
     Ok(run)
 }
 
-fn ours_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<GuestRun, String> {
+/// One boot of our kernel per selected program; its files go to `dir`, and with `with_profile`
+/// the window profiles too.
+fn ours_run(options: &Options, plugin: &Path, cpio_path: &Path, dir: &Path, with_profile: bool) -> Result<GuestRun, String> {
     let elf = fs::read(&options.kernel).map_err(|e| format!("reading {}: {e}", options.kernel.display()))?;
     let vectors = icount::vector_range(&elf)?;
     let commit = Command::new("git")
@@ -530,6 +570,7 @@ fn ours_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<GuestR
     };
     let mut run = GuestRun { version, ..GuestRun::default() };
     let timeout = Duration::from_secs(if options.quick { 120 } else { 900 });
+    let (mut boots, mut wall) = (0, Duration::ZERO);
     for (index, program) in selected(options) {
         if let Some(why) = program.ours_needs {
             for row in program.rows {
@@ -537,7 +578,7 @@ fn ours_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<GuestR
             }
             continue;
         }
-        let out = options.out_dir.join(format!("icount-ours-{index}-{}.txt", program.name));
+        let out = dir.join(format!("icount-ours-{index}-{}.txt", program.name));
         let _ = fs::remove_file(&out);
         // The kernel powers off when init ends.
         let mut cmdline = format!("init=/bin/{}", program.name);
@@ -555,8 +596,8 @@ fn ours_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<GuestR
             cmdline,
         ]);
         qemu_args.extend(plugin_args(plugin, &out, &[vectors]));
-        let profile_raw = options.out_dir.join(format!("profile-ours-{index}-{}.raw", program.name));
-        if options.profile {
+        let profile_raw = dir.join(format!("profile-ours-{index}-{}.raw", program.name));
+        if with_profile {
             let _ = fs::remove_file(&profile_raw);
             if let Some(last) = qemu_args.last_mut() {
                 let _ = write!(last, ",profile={}", profile_raw.display());
@@ -564,10 +605,13 @@ fn ours_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<GuestR
         }
         eprintln!("bench: our kernel: /bin/{} {}", program.name, args.join(" "));
         let text = match run_qemu(&options.qemu, &qemu_args, timeout) {
-            Ok((text, _)) => text,
+            Ok((text, took)) => {
+                (boots, wall) = (boots + 1, wall + took);
+                text
+            }
             Err(why) => why.to_string(),
         };
-        let _ = fs::write(options.out_dir.join(format!("ours-serial-{index}-{}.txt", program.name)), &text);
+        let _ = fs::write(dir.join(format!("ours-serial-{index}-{}.txt", program.name)), &text);
         // A kernel without user space yet runs none of them: say that once, as a skipped guest.
         if index == 0 && !text.lines().any(|l| l.trim_end_matches('\r') == format!("start {}", program.name)) {
             let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim().to_owned();
@@ -575,12 +619,12 @@ fn ours_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<GuestR
         }
         let totals = fs::read_to_string(&out).map_err(|e| e.to_string()).and_then(|t| icount::parse(&t));
         collect(&mut run, &[program], &text, &totals, "ours");
-        if options.profile {
+        if with_profile {
             let ops: BTreeMap<u16, u64> = parse_output(&text).rows.iter().map(|(_, m)| (m.tag, m.ops)).collect();
             let histogram = fs::read_to_string(&profile_raw)
                 .map_err(|e| format!("{}: {e}", profile_raw.display()))
                 .and_then(|raw| profile(&elf, &raw, &ops));
-            let path = options.out_dir.join(format!("profile-ours-{index}-{}.txt", program.name));
+            let path = dir.join(format!("profile-ours-{index}-{}.txt", program.name));
             match histogram {
                 Ok(text) => {
                     let _ = fs::write(&path, &text);
@@ -590,6 +634,7 @@ fn ours_run(options: &Options, plugin: &Path, cpio_path: &Path) -> Result<GuestR
             }
         }
     }
+    run.notes.push(format!("our kernel: {boots} boots, {:.0} s", wall.as_secs_f64()));
     Ok(run)
 }
 
@@ -667,14 +712,24 @@ fn get(counts: &[(String, f64)], name: &str) -> Option<f64> {
     counts.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
 }
 
-/// The whole comparison.
-pub struct Comparison {
-    pub qemu_version: String,
-    pub options: Options,
+/// The laps each program times its loop in (`GB_LAPS` of `user/bench/gb.h`), for the legend.
+const GB_LAPS: u32 = 8;
+
+/// One round of the comparison: Linux, then ours.
+pub struct Round {
     pub linux: Result<GuestRun, String>,
     pub ours: Result<GuestRun, String>,
 }
 
+/// The whole comparison.
+pub struct Comparison {
+    pub qemu_version: String,
+    pub options: Options,
+    /// Where it ran: the host's CPU model and count, and its load average at the start and end.
+    pub host: String,
+    /// The rounds in the order they ran.
+    pub rounds: Vec<Round>,
+}
 
 fn fmt_num(v: Option<f64>) -> String {
     match v {
@@ -691,54 +746,130 @@ fn ratio(ours: Option<f64>, linux: Option<f64>) -> Option<f64> {
     }
 }
 
+/// The median of each count per operation over `runs` (the rounds that ran the row), in the
+/// order the counts first appear.
+fn median_per_op(runs: &[&Measured]) -> Vec<(String, f64)> {
+    let all: Vec<Vec<(String, f64)>> = runs.iter().map(|m| per_op(m)).collect();
+    let mut names: Vec<&String> = Vec::new();
+    for (name, _) in all.iter().flatten() {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let values: Vec<f64> = all.iter().filter_map(|counts| get(counts, name)).collect();
+            Some((name.clone(), stats::median(&values)?))
+        })
+        .collect()
+}
+
+/// The time ratio's median over the rounds and its range: `0.31 (0.28..0.36)`, or the one ratio.
+fn fmt_time(ratios: &[f64]) -> String {
+    match (stats::median(ratios), stats::range(ratios)) {
+        (Some(median), Some((min, max))) if ratios.len() > 1 => {
+            format!("{} ({}..{})", fmt_num(Some(median)), fmt_num(Some(min)), fmt_num(Some(max)))
+        }
+        (median, _) => fmt_num(median),
+    }
+}
+
 impl Comparison {
     /// The rows of the selected programs.
     fn rows(&self) -> Vec<&'static str> {
         selected(&self.options).flat_map(|(_, p)| p.rows.iter().copied()).collect()
     }
 
-    fn outcome(&self, linux: bool, row: &str) -> Outcome {
-        let run = if linux { &self.linux } else { &self.ours };
-        match run {
-            Ok(run) => run.rows.get(row).cloned().unwrap_or_else(|| Outcome::Missing("not run".to_owned())),
-            Err(why) => Outcome::Missing(why.clone()),
-        }
+    fn side(round: &Round, linux: bool) -> &Result<GuestRun, String> {
+        if linux { &round.linux } else { &round.ours }
+    }
+
+    /// The row's outcome on one side, per round.
+    fn outcomes(&self, linux: bool, row: &str) -> Vec<Outcome> {
+        self.rounds
+            .iter()
+            .map(|round| match Self::side(round, linux) {
+                Ok(run) => run.rows.get(row).cloned().unwrap_or_else(|| Outcome::Missing("not run".to_owned())),
+                Err(why) => Outcome::Missing(why.clone()),
+            })
+            .collect()
+    }
+
+    /// The rounds' measurements of the row on one side, those that ran it.
+    fn ran(&self, linux: bool, row: &str) -> Vec<Measured> {
+        self.outcomes(linux, row).into_iter().filter_map(|o| if let Outcome::Ran(m) = o { Some(m) } else { None }).collect()
+    }
+
+    /// The median over the rounds of each count per operation of the row on one side.
+    fn counts(&self, linux: bool, row: &str) -> Vec<(String, f64)> {
+        median_per_op(&self.ran(linux, row).iter().collect::<Vec<_>>())
+    }
+
+    /// ours / Linux of the median lap's ns per operation, per round (`None` where a side did not
+    /// run the row): each round's two kernels ran back to back.
+    fn time_ratios_by_round(&self, row: &str) -> Vec<Option<f64>> {
+        self.outcomes(false, row)
+            .into_iter()
+            .zip(self.outcomes(true, row))
+            .map(|pair| match pair {
+                (Outcome::Ran(o), Outcome::Ran(l)) => ratio(Some(o.ns_per_op), Some(l.ns_per_op)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn time_ratios(&self, row: &str) -> Vec<f64> {
+        self.time_ratios_by_round(row).into_iter().flatten().collect()
     }
 
     fn version(&self, linux: bool) -> String {
-        match if linux { &self.linux } else { &self.ours } {
-            Ok(run) => run.version.clone(),
-            Err(why) => format!("not run: {why}"),
+        let sides: Vec<&Result<GuestRun, String>> = self.rounds.iter().map(|r| Self::side(r, linux)).collect();
+        match sides.iter().find_map(|side| side.as_ref().ok()) {
+            Some(run) => run.version.clone(),
+            None => match sides.first() {
+                Some(Err(why)) => format!("not run: {why}"),
+                _ => "not run".to_owned(),
+            },
         }
     }
 
-    /// What failed the checks: a program that did not run, a row without counts, a calibration
-    /// whose user count is not exact. Rows that our kernel cannot run yet are not failures.
+    /// `round K: ` before a round's problems and notes when there are several rounds.
+    fn round_prefix(&self, index: usize) -> String {
+        if self.rounds.len() > 1 { format!("round {}: ", index + 1) } else { String::new() }
+    }
+
+    /// What failed the checks, in any round: a program that did not run, a row without counts, a
+    /// calibration whose user count is not exact. Rows that our kernel cannot run yet are not
+    /// failures.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        for (linux, name) in [(true, "Linux"), (false, "ours")] {
-            let Ok(run) = (if linux { &self.linux } else { &self.ours }) else { continue };
-            for (row, outcome) in &run.rows {
-                match outcome {
-                    Outcome::Ran(m) => match &m.counts {
-                        None => problems.push(format!("{name} {row}: no instruction counts for tag {}", m.tag)),
-                        Some(t) if t.windows == 0 => problems.push(format!("{name} {row}: no closed window")),
-                        Some(t) if t.unmatched > 0 => {
-                            problems.push(format!("{name} {row}: {} end markers without a window", t.unmatched))
-                        }
-                        Some(_) => {}
-                    },
-                    // Rows our kernel cannot run yet (no processes, no pinning) are said in the
-                    // table; Linux must run every one.
-                    Outcome::Missing(why) if !linux && (why.starts_with("needs ") || why.starts_with("skipped: ")) => {}
-                    Outcome::Missing(why) => problems.push(format!("{name} {row}: {why}")),
+        for (index, round) in self.rounds.iter().enumerate() {
+            let prefix = self.round_prefix(index);
+            for (linux, name) in [(true, "Linux"), (false, "ours")] {
+                let Ok(run) = Self::side(round, linux) else { continue };
+                for (row, outcome) in &run.rows {
+                    match outcome {
+                        Outcome::Ran(m) => match &m.counts {
+                            None => problems.push(format!("{prefix}{name} {row}: no instruction counts for tag {}", m.tag)),
+                            Some(t) if t.windows == 0 => problems.push(format!("{prefix}{name} {row}: no closed window")),
+                            Some(t) if t.unmatched > 0 => {
+                                problems.push(format!("{prefix}{name} {row}: {} end markers without a window", t.unmatched))
+                            }
+                            Some(_) => {}
+                        },
+                        // Rows our kernel cannot run yet (no processes, no pinning) are said in the
+                        // table; Linux must run every one.
+                        Outcome::Missing(why) if !linux && (why.starts_with("needs ") || why.starts_with("skipped: ")) => {}
+                        Outcome::Missing(why) => problems.push(format!("{prefix}{name} {row}: {why}")),
+                    }
                 }
-            }
-            if let (Some(expect), Some(Outcome::Ran(Measured { counts: Some(t), .. }))) =
-                (run.calibrate_expect_user, run.rows.get("calibrate"))
-                && t.user != expect
-            {
-                problems.push(format!("{name}: the calibration loop counted {} user insns, {expect} expected", t.user));
+                if let (Some(expect), Some(Outcome::Ran(Measured { counts: Some(t), .. }))) =
+                    (run.calibrate_expect_user, run.rows.get("calibrate"))
+                    && t.user != expect
+                {
+                    problems.push(format!("{prefix}{name}: the calibration loop counted {} user insns, {expect} expected", t.user));
+                }
             }
         }
         problems
@@ -755,24 +886,20 @@ impl Comparison {
             self.options.mem,
             if self.options.quick { "  (--quick: tiny N, figures not for quoting)" } else { "" }
         );
+        let _ = writeln!(s, "  host: {}", self.host);
         let _ = writeln!(s, "  Linux: {}", self.version(true));
         let _ = writeln!(s, "  ours:  {}", self.version(false));
+        let _ = writeln!(s, "  rounds: {} (each: Linux, then ours)", self.rounds.len());
         let _ = writeln!(
             s,
-            "{:<54} {:>9} {:>9} {:>7} | {:>7} {:>7} | {:>5} {:>5} | {:>5} {:>5} | {:>9}",
+            "{:<54} {:>9} {:>9} {:>7} | {:>7} {:>7} | {:>5} {:>5} | {:>5} {:>5} | {:>17}",
             "per operation", "k-ins us", "k-ins Lx", "us/Lx", "u-ins us", "u-ins Lx", "irq us", "irq Lx", "cr3 us", "cr3 Lx", "time us/Lx"
         );
         for row in self.rows() {
-            let (o, l) = (self.outcome(false, row), self.outcome(true, row));
-            let co = if let Outcome::Ran(m) = &o { per_op(m) } else { Vec::new() };
-            let cl = if let Outcome::Ran(m) = &l { per_op(m) } else { Vec::new() };
-            let time = match (&o, &l) {
-                (Outcome::Ran(a), Outcome::Ran(b)) => ratio(Some(a.ns_per_op), Some(b.ns_per_op)),
-                _ => None,
-            };
+            let (co, cl) = (self.counts(false, row), self.counts(true, row));
             let _ = writeln!(
                 s,
-                "{:<54} {:>9} {:>9} {:>7} | {:>7} {:>7} | {:>5} {:>5} | {:>5} {:>5} | {:>9}",
+                "{:<54} {:>9} {:>9} {:>7} | {:>7} {:>7} | {:>5} {:>5} | {:>5} {:>5} | {:>17}",
                 row_label(row),
                 fmt_num(get(&co, "kernel_insns")),
                 fmt_num(get(&cl, "kernel_insns")),
@@ -783,11 +910,22 @@ impl Comparison {
                 fmt_num(get(&cl, "interrupts")),
                 fmt_num(get(&co, "cr3_writes")),
                 fmt_num(get(&cl, "cr3_writes")),
-                fmt_num(time),
+                fmt_time(&self.time_ratios(row)),
             );
-            for (who, outcome) in [("ours", &o), ("Linux", &l)] {
-                if let Outcome::Missing(why) = outcome {
-                    let _ = writeln!(s, "    {who}: {why}");
+            for (linux, who) in [(false, "ours"), (true, "Linux")] {
+                let outcomes = self.outcomes(linux, row);
+                let missing: Vec<(usize, &String)> = outcomes
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, o)| if let Outcome::Missing(why) = o { Some((i, why)) } else { None })
+                    .collect();
+                // One line when every round missed it for the same reason, else one per round.
+                if missing.len() == outcomes.len() && missing.iter().all(|(_, why)| *why == missing[0].1) {
+                    let _ = writeln!(s, "    {who}: {}", missing[0].1);
+                } else {
+                    for (i, why) in missing {
+                        let _ = writeln!(s, "    {who}, round {}: {why}", i + 1);
+                    }
                 }
             }
         }
@@ -795,59 +933,86 @@ impl Comparison {
             s,
             "k-ins/u-ins: guest kernel/user instructions (TCG plugin, between the programs' user-mode markers, \
              all vCPUs that opened the row's window); irq: interrupts and exceptions taken; cr3: CR3 writes; \
-             time: ours/Linux of the guests' CLOCK_MONOTONIC ns per operation under the same TCG. Expensive \
-             instructions in full: guests.json."
+             each count the median of the rounds' counts per operation. time: ours/Linux of the guests' \
+             CLOCK_MONOTONIC ns per operation under the same TCG, each side's the median of its loop's {GB_LAPS} \
+             laps (calibration and hackbench: the whole run), one ratio per round, the median of the rounds' \
+             ratios (their range). Expensive instructions in full: guests.json."
         );
-        for run in [&self.linux, &self.ours].into_iter().flatten() {
-            for note in &run.notes {
-                let _ = writeln!(s, "  {note}");
+        for (index, round) in self.rounds.iter().enumerate() {
+            for run in [&round.linux, &round.ours].into_iter().flatten() {
+                for note in &run.notes {
+                    let _ = writeln!(s, "  {}{note}", self.round_prefix(index));
+                }
             }
         }
         s
     }
 
     pub fn json(&self) -> Value {
-        let side = |linux: bool, row: &str| match self.outcome(linux, row) {
-            Outcome::Ran(m) => {
-                let mut counts = serde_json::Map::new();
-                for (name, v) in per_op(&m) {
-                    counts.insert(format!("{name}_per_op"), json!(v));
-                }
-                json!({
-                    "ops": m.ops, "tag": m.tag, "ns_per_op": m.ns_per_op, "rdtsc_cycles_per_op": m.cycles_per_op,
-                    "windows": m.counts.as_ref().map(|t| t.windows), "counts": counts,
-                })
+        let side = |linux: bool, row: &str| {
+            let runs = self.ran(linux, row);
+            let Some(first) = runs.first() else {
+                let why = self.outcomes(linux, row).into_iter().find_map(|o| match o {
+                    Outcome::Missing(why) => Some(why),
+                    Outcome::Ran(_) => None,
+                });
+                return json!({ "missing": why });
+            };
+            let mut counts = serde_json::Map::new();
+            for (name, v) in median_per_op(&runs.iter().collect::<Vec<_>>()) {
+                counts.insert(format!("{name}_per_op"), json!(v));
             }
-            Outcome::Missing(why) => json!({ "missing": why }),
+            let rounds: Vec<Value> = self
+                .outcomes(linux, row)
+                .into_iter()
+                .map(|o| match o {
+                    Outcome::Ran(m) => json!({
+                        "ns_per_op": m.ns_per_op, "ns_per_op_min": m.ns_per_op_min, "ns_per_op_max": m.ns_per_op_max,
+                        "ns_per_op_all": m.ns_per_op_all, "laps": m.laps, "rdtsc_cycles_per_op": m.cycles_per_op,
+                        "kernel_insns_per_op": get(&per_op(&m), "kernel_insns"),
+                    }),
+                    Outcome::Missing(why) => json!({ "missing": why }),
+                })
+                .collect();
+            let ns: Vec<f64> = runs.iter().map(|m| m.ns_per_op).collect();
+            let cycles: Vec<f64> = runs.iter().map(|m| m.cycles_per_op).collect();
+            json!({
+                "ops": first.ops, "tag": first.tag, "ns_per_op": stats::median(&ns),
+                "rdtsc_cycles_per_op": stats::median(&cycles), "windows": first.counts.as_ref().map(|t| t.windows),
+                "counts": counts, "rounds": rounds,
+            })
         };
         let rows: Vec<Value> = self
             .rows()
             .into_iter()
             .map(|row| {
-                let (o, l) = (self.outcome(false, row), self.outcome(true, row));
-                let (ko, kl, to, tl) = match (&o, &l) {
-                    (Outcome::Ran(a), Outcome::Ran(b)) => (
-                        get(&per_op(a), "kernel_insns"),
-                        get(&per_op(b), "kernel_insns"),
-                        Some(a.ns_per_op),
-                        Some(b.ns_per_op),
-                    ),
-                    _ => (None, None, None, None),
-                };
+                let (co, cl) = (self.counts(false, row), self.counts(true, row));
+                let ratios = self.time_ratios(row);
+                let range = stats::range(&ratios);
                 json!({
                     "row": row, "label": row_label(row), "ours": side(false, row), "linux": side(true, row),
-                    "kernel_insns_ours_over_linux": ratio(ko, kl), "time_ours_over_linux": ratio(to, tl),
+                    "kernel_insns_ours_over_linux": ratio(get(&co, "kernel_insns"), get(&cl, "kernel_insns")),
+                    "time_ours_over_linux": stats::median(&ratios),
+                    "time_ours_over_linux_min": range.map(|r| r.0), "time_ours_over_linux_max": range.map(|r| r.1),
+                    "time_ours_over_linux_rounds": self.time_ratios_by_round(row),
                 })
             })
             .collect();
         json!({
             "qemu": self.qemu_version, "accel": "tcg", "cpu_model": self.options.cpu_model, "smp": self.options.smp,
-            "mem": self.options.mem, "quick": self.options.quick, "linux_version": self.version(true),
-            "ours_version": self.version(false), "rows": rows, "problems": self.problems(),
+            "mem": self.options.mem, "quick": self.options.quick, "host": self.host, "linux_version": self.version(true),
+            "ours_version": self.version(false), "rounds": self.rounds.len(), "laps": GB_LAPS,
+            "method": format!(
+                "rounds run Linux then ours; a side's ns_per_op is the median of its loop's {GB_LAPS} laps (calibrate and \
+                 hackbench: timed whole), per round; time_ours_over_linux is the median of the rounds' ratios, _min and _max \
+                 their range; counts and ns_per_op per side are the medians over the rounds"
+            ),
+            "rows": rows, "problems": self.problems(),
         })
     }
 
-    /// Bars of ours/Linux per row on a log scale around 1: kernel instructions and time.
+    /// Bars of ours/Linux per row on a log scale around 1: kernel instructions and time (the
+    /// median of the rounds, a whisker over their range).
     pub fn svg(&self) -> String {
         let rows = self.rows();
         let (row_h, left, width) = (34.0, 330.0, 900.0);
@@ -862,7 +1027,8 @@ impl Comparison {
         let _ = writeln!(s, r#"<text x="10" y="18" font-size="12">{}</text>"#, escape(&title));
         let _ = writeln!(
             s,
-            r##"<text x="10" y="36"><tspan fill="#3366cc">kernel instructions</tspan>  <tspan fill="#dd8833">TCG time</tspan>; a missing bar: not measured on one side</text>"##
+            r##"<text x="10" y="36"><tspan fill="#3366cc">kernel instructions</tspan>  <tspan fill="#dd8833">TCG time, median of {} round(s), whisker: their range</tspan>; a missing bar: not measured on one side</text>"##,
+            self.rounds.len()
         );
         // log10 ratio from -2 (1/100) to +1 (10x) over the plot width.
         let plot = width - left - 20.0;
@@ -880,14 +1046,10 @@ impl Comparison {
         for (i, row) in rows.iter().enumerate() {
             let y = top + row_h * i as f64;
             let _ = writeln!(s, r#"<text x="10" y="{:.1}">{}</text>"#, y + 20.0, escape(row_label(row)));
-            let (o, l) = (self.outcome(false, row), self.outcome(true, row));
-            let (k, t) = match (&o, &l) {
-                (Outcome::Ran(a), Outcome::Ran(b)) => (
-                    ratio(get(&per_op(a), "kernel_insns"), get(&per_op(b), "kernel_insns")),
-                    ratio(Some(a.ns_per_op), Some(b.ns_per_op)),
-                ),
-                _ => (None, None),
-            };
+            let (co, cl) = (self.counts(false, row), self.counts(true, row));
+            let k = ratio(get(&co, "kernel_insns"), get(&cl, "kernel_insns"));
+            let ratios = self.time_ratios(row);
+            let t = stats::median(&ratios);
             for (j, (value, colour)) in [(k, "#3366cc"), (t, "#dd8833")].into_iter().enumerate() {
                 let Some(value) = value.filter(|v| *v > 0.0) else { continue };
                 let (x0, x1) = (x_of(1.0), x_of(value));
@@ -902,10 +1064,20 @@ impl Comparison {
                     value
                 );
             }
+            if let Some((min, max)) = stats::range(&ratios).filter(|(min, _)| ratios.len() > 1 && *min > 0.0) {
+                let yw = y + 6.0 + 12.0 + 5.0;
+                let _ = writeln!(s, r##"<line x1="{:.1}" y1="{yw:.1}" x2="{:.1}" y2="{yw:.1}" stroke="#333"/>"##, x_of(min), x_of(max));
+            }
             if k.is_none() {
-                let why = match (&o, &l) {
-                    (Outcome::Missing(w), _) => format!("ours: {w}"),
-                    (_, Outcome::Missing(w)) => format!("Linux: {w}"),
+                let missing = |linux: bool| {
+                    self.outcomes(linux, row).into_iter().find_map(|o| match o {
+                        Outcome::Missing(w) => Some(w),
+                        Outcome::Ran(_) => None,
+                    })
+                };
+                let why = match (missing(false), missing(true)) {
+                    (Some(w), _) => format!("ours: {w}"),
+                    (_, Some(w)) => format!("Linux: {w}"),
                     _ => "no counts".to_owned(),
                 };
                 let _ = writeln!(s, r##"<text x="{:.1}" y="{:.1}" fill="#888">{}</text>"##, left, y + 20.0, escape(&why));
@@ -920,10 +1092,32 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// Run both guests, print the table, write the files. Fails a `--quick` run when a guest that ran
-/// left a program or a count missing; a Linux kernel that could not be downloaded is reported and
-/// skipped.
+/// Where the run is: the host's CPU model and CPU count, with the load average now.
+fn host_line() -> String {
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.trim() == "model name").map(|(_, v)| v.trim().to_owned()))
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{model}, {cpus} CPUs")
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// Run both guests `options.rounds` times (Linux, ours, Linux, ours, ...), print the table, write
+/// the files. With several rounds each round's boot files go to `round-K/` in the output
+/// directory, and only the first round profiles (`--profile`). Fails a `--quick` run when a guest
+/// that ran left a program or a count missing; a Linux kernel that could not be downloaded is
+/// reported and skipped.
 pub fn run(options: &Options, workspace: &Path) -> io::Result<()> {
+    let started = Instant::now();
+    let load_start = load_average();
     fs::create_dir_all(&options.out_dir)?;
     let version = Command::new(&options.qemu).arg("--version").output()?;
     let qemu_version = String::from_utf8_lossy(&version.stdout).lines().next().unwrap_or("QEMU ?").to_owned();
@@ -931,16 +1125,27 @@ pub fn run(options: &Options, workspace: &Path) -> io::Result<()> {
     let plugin = icount::build_plugin(api, workspace).map_err(io::Error::other)?;
     let cpio_path = options.out_dir.join("guests.cpio");
     fs::write(&cpio_path, archive(options)?)?;
-    let linux = if options.no_linux { Err("not run (--no-linux)".to_owned()) } else { linux_run(options, &plugin, &cpio_path) };
-    if let Err(why) = &linux {
-        eprintln!("bench: Linux guest skipped: {why}");
+    let mut rounds = Vec::new();
+    for round in 1..=options.rounds {
+        let dir = if options.rounds > 1 { options.out_dir.join(format!("round-{round}")) } else { options.out_dir.clone() };
+        fs::create_dir_all(&dir)?;
+        if options.rounds > 1 {
+            eprintln!("bench: round {round} of {}", options.rounds);
+        }
+        let linux = if options.no_linux { Err("not run (--no-linux)".to_owned()) } else { linux_run(options, &plugin, &cpio_path, &dir) };
+        if let Err(why) = &linux {
+            eprintln!("bench: Linux guest skipped: {why}");
+        }
+        let ours = ours_run(options, &plugin, &cpio_path, &dir, options.profile && round == 1);
+        if let Err(why) = &ours {
+            eprintln!("bench: our guest skipped: {why}");
+        }
+        rounds.push(Round { linux, ours });
     }
-    let ours = ours_run(options, &plugin, &cpio_path);
-    if let Err(why) = &ours {
-        eprintln!("bench: our guest skipped: {why}");
-    }
-    let comparison = Comparison { qemu_version, options: options.clone(), linux, ours };
+    let host = format!("{}; load average {load_start} at the start, {} at the end", host_line(), load_average());
+    let comparison = Comparison { qemu_version, options: options.clone(), host, rounds };
     print!("{}", comparison.table());
+    println!("  the run: {} round(s) in {:.0} s", options.rounds, started.elapsed().as_secs_f64());
     fs::write(options.out_dir.join("guests.json"), serde_json::to_string_pretty(&comparison.json())? + "\n")?;
     fs::write(options.out_dir.join("guests.svg"), comparison.svg())?;
     eprintln!("bench: wrote {0}/guests.json and {0}/guests.svg", options.out_dir.display());
@@ -972,6 +1177,20 @@ mod tests {
         assert_eq!(out.ok, vec!["futex".to_owned()]);
         assert_eq!(out.failed.len(), 1);
         assert_eq!(out.skipped, vec![("futex_2cpu".to_owned(), "only 1 CPU(s)".to_owned())]);
+        // A line from before the laps is one lap: its window timed whole.
+        assert_eq!(out.rows[0].1.laps, 1);
+        assert_eq!((out.rows[0].1.ns_per_op_min, out.rows[0].1.ns_per_op_all), (7033.5, 7033.5));
+    }
+
+    #[test]
+    fn the_laps_are_read_and_keys_not_known_are_skipped() {
+        let text = "bench yield_1cpu tag=2 ops=20000 ns_per_op=2381.5 cycles_per_op=6180.2 laps=8 \
+                    ns_per_op_min=2302.0 ns_per_op_max=3810.9 ns_per_op_all=2500.1 later_key=7\n";
+        let out = parse_output(text);
+        let m = &out.rows[0].1;
+        assert_eq!((m.tag, m.ops, m.laps), (2, 20000, 8));
+        assert_eq!((m.ns_per_op, m.cycles_per_op), (2381.5, 6180.2));
+        assert_eq!((m.ns_per_op_min, m.ns_per_op_max, m.ns_per_op_all), (2302.0, 3810.9, 2500.1));
     }
 
     #[test]
@@ -1017,17 +1236,25 @@ mod tests {
     }
 
     fn measured(tag: u16, ops: u64, kernel: u64, user: u64) -> Outcome {
+        timed(tag, ops, kernel, user, 100.0)
+    }
+
+    fn timed(tag: u16, ops: u64, kernel: u64, user: u64, ns_per_op: f64) -> Outcome {
         Outcome::Ran(Measured {
             tag,
             ops,
-            ns_per_op: 100.0,
+            ns_per_op,
             cycles_per_op: 1.0,
+            laps: 8,
+            ns_per_op_min: ns_per_op * 0.9,
+            ns_per_op_max: ns_per_op * 1.2,
+            ns_per_op_all: ns_per_op,
             counts: Some(TagTotals { windows: 1, kernel, user, ..TagTotals::default() }),
         })
     }
 
-    fn comparison(ours_calibrate_user: u64) -> Comparison {
-        let options = Options {
+    fn options(rounds: u32) -> Options {
+        Options {
             quick: true,
             qemu: "q".into(),
             bin: "b".into(),
@@ -1040,7 +1267,11 @@ mod tests {
             only: Vec::new(),
             no_linux: false,
             profile: false,
-        };
+            rounds,
+        }
+    }
+
+    fn comparison(ours_calibrate_user: u64) -> Comparison {
         let mut linux = GuestRun { version: "Linux 6.1".into(), calibrate_expect_user: Some(201), ..GuestRun::default() };
         let mut ours = GuestRun { version: "ours".into(), calibrate_expect_user: Some(201), ..GuestRun::default() };
         linux.rows.insert("calibrate".into(), measured(1, 1, 0, 201));
@@ -1048,7 +1279,83 @@ mod tests {
         linux.rows.insert("getppid".into(), measured(7, 10, 1000, 50));
         ours.rows.insert("getppid".into(), measured(7, 10, 250, 50));
         ours.rows.insert("pipe_1cpu".into(), Outcome::Missing("needs processes".into()));
-        Comparison { qemu_version: "QEMU 7.2".into(), options, linux: Ok(linux), ours: Ok(ours) }
+        Comparison {
+            qemu_version: "QEMU 7.2".into(),
+            options: options(1),
+            host: "a CPU, 2 CPUs".into(),
+            rounds: vec![Round { linux: Ok(linux), ours: Ok(ours) }],
+        }
+    }
+
+    /// Three rounds of getppid: Linux at 100 ns per call each time, ours at 100, 300 and 200 (the
+    /// ratios 1, 3, 2); ours' kernel instructions per call 250, 260 and 1000, Linux's 1000. Ours
+    /// misses the row in a fourth round when `fourth` is set.
+    fn rounds(fourth: bool) -> Comparison {
+        let mut rounds = Vec::new();
+        for (ns, kernel) in [(100.0, 2500), (300.0, 2600), (200.0, 10_000)] {
+            let mut linux = GuestRun { version: "Linux 6.1".into(), ..GuestRun::default() };
+            let mut ours = GuestRun { version: "ours".into(), ..GuestRun::default() };
+            linux.rows.insert("getppid".into(), timed(7, 10, 10_000, 500, 100.0));
+            ours.rows.insert("getppid".into(), timed(7, 10, kernel, 500, ns));
+            rounds.push(Round { linux: Ok(linux), ours: Ok(ours) });
+        }
+        if fourth {
+            let mut linux = GuestRun { version: "Linux 6.1".into(), ..GuestRun::default() };
+            linux.rows.insert("getppid".into(), timed(7, 10, 10_000, 500, 100.0));
+            rounds.push(Round { linux: Ok(linux), ours: Err("QEMU did not start".into()) });
+        }
+        let mut options = options(rounds.len() as u32);
+        options.only = vec!["getppid".into()];
+        Comparison { qemu_version: "QEMU 7.2".into(), options, host: "a CPU, 2 CPUs".into(), rounds }
+    }
+
+    #[test]
+    fn the_time_ratio_is_the_median_of_the_rounds_with_their_range() {
+        let c = rounds(false);
+        assert_eq!(c.time_ratios("getppid"), [1.0, 3.0, 2.0]);
+        let table = c.table();
+        assert!(table.contains("2.00 (1.00..3.00)"), "{table}");
+        assert!(table.contains("rounds: 3"));
+        let json = c.json();
+        assert_eq!(json["rounds"], 3);
+        let row = &json["rows"][0];
+        assert_eq!((row["time_ours_over_linux"].as_f64(), row["time_ours_over_linux_min"].as_f64()), (Some(2.0), Some(1.0)));
+        assert_eq!(row["time_ours_over_linux_max"], 3.0);
+        assert_eq!(row["time_ours_over_linux_rounds"], json!([1.0, 3.0, 2.0]));
+        assert_eq!(row["ours"]["ns_per_op"], 200.0);
+        assert_eq!(row["ours"]["rounds"].as_array().unwrap().len(), 3);
+        assert_eq!(row["ours"]["rounds"][1]["ns_per_op_max"], 360.0);
+    }
+
+    #[test]
+    fn counts_are_the_median_of_the_rounds() {
+        let c = rounds(false);
+        // 250, 260 and 1000 per call: the outlier round does not move the median.
+        assert_eq!(get(&c.counts(false, "getppid"), "kernel_insns"), Some(260.0));
+        let row = &c.json()["rows"][0];
+        assert_eq!(row["ours"]["counts"]["kernel_insns_per_op"], 260.0);
+        assert_eq!(row["kernel_insns_ours_over_linux"], 0.26);
+    }
+
+    #[test]
+    fn a_round_that_missed_a_row_is_said_and_left_out_of_the_median() {
+        let c = rounds(true);
+        assert_eq!(c.time_ratios_by_round("getppid"), [Some(1.0), Some(3.0), Some(2.0), None]);
+        // Four rounds, three ratios: the median is still the middle one.
+        assert!(c.table().contains("2.00 (1.00..3.00)"));
+        assert!(c.table().contains("ours, round 4: QEMU did not start"));
+        assert_eq!(c.version(false), "ours");
+    }
+
+    #[test]
+    fn rounds_default_to_three_and_to_one_for_the_smoke_run_and_ours_alone() {
+        let parse = |args: &[&str]| parse_args(args.iter().map(|a| a.to_string()), Path::new("t"));
+        assert_eq!(parse(&[]).unwrap().rounds, 3);
+        assert_eq!(parse(&["--quick"]).unwrap().rounds, 1);
+        assert_eq!(parse(&["--no-linux"]).unwrap().rounds, 1);
+        assert_eq!(parse(&["--quick", "--rounds", "5"]).unwrap().rounds, 5);
+        assert!(parse(&["--rounds", "0"]).is_err());
+        assert!(parse(&["--rounds"]).is_err());
     }
 
     #[test]
@@ -1057,7 +1364,12 @@ mod tests {
         let options = parse_args(args, Path::new("t")).unwrap();
         assert_eq!(options.only, ["futex", "pipe"]);
         assert!(options.no_linux && options.profile);
-        let c = Comparison { qemu_version: "q".into(), options, linux: Err("x".into()), ours: Err("x".into()) };
+        let c = Comparison {
+            qemu_version: "q".into(),
+            options,
+            host: "h".into(),
+            rounds: vec![Round { linux: Err("x".into()), ours: Err("x".into()) }],
+        };
         assert_eq!(c.rows(), ["futex_1cpu", "futex_2cpu", "pipe_1cpu", "pipe_2cpu"]);
         assert!(parse_args(["--only", "nope"].map(String::from), Path::new("t")).is_err());
     }

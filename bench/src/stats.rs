@@ -1,7 +1,9 @@
-//! Summaries of timing samples: nearest-rank median and 99th percentile.
+//! Summaries of timing samples: nearest-rank median and 99th percentile; the median and range of
+//! a few figures.
 //!
 //! Key type: [`Summary`], built by [`summarize`] from per-operation cycle counts that `measure`
-//! collects; `report` prints and serialises it.
+//! collects; `report` prints and serialises it. [`median`] and [`range`] summarise the two-guest
+//! part's rounds (`guests`).
 
 /// The figures one measured row reports, in TSC cycles per operation.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -33,9 +35,40 @@ pub fn summarize(mut per_op_cycles: Vec<f64>) -> Summary {
     }
 }
 
+/// The median of a few figures (the laps of a program, the rounds of a run): the middle one, or
+/// the mean of the middle two for an even count, where the nearest rank would always take the
+/// lower one. `None` for no figures.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+/// The smallest and the largest of `values`; `None` for none.
+pub fn range(values: &[f64]) -> Option<(f64, f64)> {
+    let min = values.iter().copied().min_by(f64::total_cmp)?;
+    let max = values.iter().copied().max_by(f64::total_cmp)?;
+    Some((min, max))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_of_few_figures_is_the_middle_or_the_mean_of_two() {
+        assert_eq!(median(&[0.9, 0.3, 0.5]), Some(0.5));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[7.0]), Some(7.0));
+        assert_eq!(median(&[]), None);
+        assert_eq!(range(&[0.9, 0.3, 0.5]), Some((0.3, 0.9)));
+        assert_eq!(range(&[]), None);
+    }
 
     #[test]
     fn hundred_samples_give_the_50th_and_99th_values() {

@@ -45,22 +45,27 @@ int main(int argc, char **argv)
 	gb_pin(0);
 	for (long i = 0; i < n / 10 + 1; i++)
 		fork_exit();
+	struct gb_laps laps;
 	MARKER_BEGIN(TAG_FORK_EXIT);
-	struct gb_clock start = gb_now();
-	for (long i = 0; i < n; i++)
-		fork_exit();
-	struct gb_clock end = gb_now();
+	gb_laps_start(&laps, n);
+	for (int lap = 0; lap < GB_LAPS; lap++) {
+		for (long i = gb_lap_first(n, lap); i < gb_lap_first(n, lap + 1); i++)
+			fork_exit();
+		gb_lap_done(&laps);
+	}
 	MARKER_END(TAG_FORK_EXIT);
-	gb_row("fork_exit_wait", TAG_FORK_EXIT, n, start, end);
+	gb_laps_row("fork_exit_wait", TAG_FORK_EXIT, &laps, 1);
 
 	for (long i = 0; i < n / 10 + 1; i++)
 		fork_exec();
 	MARKER_BEGIN(TAG_FORK_EXEC);
-	start = gb_now();
-	for (long i = 0; i < n; i++)
-		fork_exec();
-	end = gb_now();
+	gb_laps_start(&laps, n);
+	for (int lap = 0; lap < GB_LAPS; lap++) {
+		for (long i = gb_lap_first(n, lap); i < gb_lap_first(n, lap + 1); i++)
+			fork_exec();
+		gb_lap_done(&laps);
+	}
 	MARKER_END(TAG_FORK_EXEC);
-	gb_row("fork_execve_wait", TAG_FORK_EXEC, n, start, end);
+	gb_laps_row("fork_execve_wait", TAG_FORK_EXEC, &laps, 1);
 	ut_ok();
 }

@@ -10,10 +10,10 @@ static long warm_rounds, rounds;
 static int partner_cpu, tag;
 static atomic_int partner_ready;
 
-/* Wait for the turn to become `mine`, then give it to the other side. */
-static void hand(int mine, long n, int cpu)
+/* Iterations from..to: wait for the turn to become `mine`, then give it to the other side. */
+static void hand(int mine, long from, long to, int cpu)
 {
-	for (long i = 0; i < n; i++) {
+	for (long i = from; i < to; i++) {
 		gb_sample_cpu(i, cpu);
 		while (atomic_load(&turn) != mine)
 			gb_futex(&turn, FUTEX_WAIT, !mine);
@@ -26,12 +26,12 @@ static void *partner(void *arg)
 {
 	(void)arg;
 	gb_pin(partner_cpu);
-	hand(1, warm_rounds, partner_cpu);
+	hand(1, 0, warm_rounds, partner_cpu);
 	/* On CPU 0 the main thread's window already counts this CPU; a second Begin would replace it. */
 	if (partner_cpu != 0)
 		gb_begin(tag);
 	atomic_store(&partner_ready, 1);
-	hand(1, rounds - warm_rounds, partner_cpu);
+	hand(1, 0, rounds - warm_rounds, partner_cpu);
 	if (partner_cpu != 0)
 		gb_end(tag);
 	return NULL;
@@ -48,19 +48,24 @@ static void row(const char *name, int the_tag, int cpu, long n)
 	rounds = warm + n;
 	pthread_t t;
 	CHECK(pthread_create(&t, NULL, partner, NULL) == 0);
-	hand(0, warm, 0);
+	hand(0, 0, warm, 0);
 	while (!atomic_load(&partner_ready))
 		sched_yield();
+	struct gb_laps laps;
 	gb_begin(tag);
-	struct gb_clock start = gb_now();
-	hand(0, n, 0);
-	while (atomic_load(&turn) != 0)
-		gb_futex(&turn, FUTEX_WAIT, 1);
-	struct gb_clock end = gb_now();
+	gb_laps_start(&laps, n);
+	for (int lap = 0; lap < GB_LAPS; lap++) {
+		hand(0, gb_lap_first(n, lap), gb_lap_first(n, lap + 1), 0);
+		/* The last lap ends with the partner's last hand-off. */
+		if (lap == GB_LAPS - 1)
+			while (atomic_load(&turn) != 0)
+				gb_futex(&turn, FUTEX_WAIT, 1);
+		gb_lap_done(&laps);
+	}
 	gb_end(tag);
 	CHECK(pthread_join(t, NULL) == 0);
 	CHECK(atomic_load(&turn) == 0);
-	gb_row_checked(name, tag, 2 * n, start, end);
+	gb_laps_row(name, tag, &laps, 2);
 }
 
 int main(int argc, char **argv)

@@ -5,11 +5,14 @@
  * timed iterations with the instruction counter's markers (marker.h) on every CPU that takes part,
  * checks that every hand-off was answered, and prints one line per row:
  *
- *     bench ROW tag=T ops=N ns_per_op=X cycles_per_op=Y
+ *     bench ROW tag=T ops=N ns_per_op=X cycles_per_op=Y laps=L ns_per_op_min=A ns_per_op_max=B ns_per_op_all=W
  *
  * ns are CLOCK_MONOTONIC nanoseconds (under TCG: emulation wall time), cycles are user-mode rdtsc
- * ticks (meaningful only under hardware virtualisation). The host runner adds the counter's
- * per-vCPU totals for tag T and divides them by N.
+ * ticks (meaningful only under hardware virtualisation). The timed loop runs in L laps (gb_laps
+ * below): X and Y are the median lap's per operation, A and B the fastest and slowest lap's ns,
+ * W the whole loop's ns over all N operations. The host runner adds the counter's per-vCPU totals
+ * for tag T and divides them by N. The calibration loop and hackbench are timed whole (gb_row,
+ * L = 1): neither is a loop of like operations.
  */
 #ifndef GB_H
 #define GB_H
@@ -191,20 +194,130 @@ static inline struct gb_clock gb_now(void)
 	return c;
 }
 
+/* The row of a window timed whole: one lap. */
 static inline void gb_row(const char *row, int tag, long ops, struct gb_clock start, struct gb_clock end)
 {
-	printf("bench %s tag=%d ops=%ld ns_per_op=%.1f cycles_per_op=%.1f\n", row, tag, ops,
-	       (double)(end.ns - start.ns) / (double)ops, (double)(end.tsc - start.tsc) / (double)ops);
+	double ns = (double)(end.ns - start.ns) / (double)ops;
+	printf("bench %s tag=%d ops=%ld ns_per_op=%.1f cycles_per_op=%.1f laps=1 ns_per_op_min=%.1f ns_per_op_max=%.1f "
+	       "ns_per_op_all=%.1f\n",
+	       row, tag, ops, ns, (double)(end.tsc - start.tsc) / (double)ops, ns, ns, ns);
 }
 
-/* Print the row, or its skip line when a thread was found off its CPU. */
-static inline void gb_row_checked(const char *row, int tag, long ops, struct gb_clock start, struct gb_clock end)
+/*
+ * Laps: the timed loop runs as GB_LAPS laps of about n / GB_LAPS iterations each, the clock read
+ * between laps, and the row reports the median lap's time per operation, with the fastest and the
+ * slowest lap beside it. Under TCG one window's time moves by tens of per cent with what the host
+ * does meanwhile; the median lap leaves out the laps a host hiccup hit. The markers still bracket
+ * the whole loop as before, so the laps add only GB_LAPS - 1 clock reads (and the outer loop's few
+ * instructions) to a window of hundreds or thousands of operations.
+ *
+ *     struct gb_laps laps;
+ *     MARKER_BEGIN(TAG);
+ *     gb_laps_start(&laps, n);
+ *     for (int lap = 0; lap < GB_LAPS; lap++) {
+ *         for (long i = gb_lap_first(n, lap); i < gb_lap_first(n, lap + 1); i++)
+ *             work(i);
+ *         gb_lap_done(&laps);
+ *     }
+ *     MARKER_END(TAG);
+ *     gb_laps_row("row", TAG, &laps, 1);
+ *
+ * A loop that times each operation on its own instead (the clock outside a per-operation window)
+ * adds each one to its lap with gb_lap_add, and gb_laps_start is not called.
+ */
+#define GB_LAPS 8
+
+struct gb_laps {
+	long n; /* iterations of the whole loop */
+	int done; /* laps timed by gb_lap_done */
+	struct gb_clock last; /* the clock at the start or the last lap's end */
+	struct gb_clock lap[GB_LAPS]; /* each lap's time */
+	struct gb_clock whole; /* the whole loop's time */
+};
+
+/* The first iteration of lap `lap` of a loop of n (n itself for lap GB_LAPS): a pure function of
+ * its arguments, so the compiler keeps the inner loop's bound in a register. */
+static inline long gb_lap_first(long n, int lap)
+{
+	return n * lap / GB_LAPS;
+}
+
+/* The lap that iteration i of n falls in: the last lap whose first iteration is at most i. */
+static inline int gb_lap_of(long n, long i)
+{
+	return (int)((GB_LAPS * (i + 1) - 1) / n);
+}
+
+static inline void gb_laps_init(struct gb_laps *t, long n)
+{
+	memset(t, 0, sizeof(*t));
+	t->n = n;
+}
+
+static inline void gb_laps_start(struct gb_laps *t, long n)
+{
+	gb_laps_init(t, n);
+	t->last = gb_now();
+}
+
+static inline void gb_lap_done(struct gb_laps *t)
+{
+	struct gb_clock now = gb_now();
+	CHECK(t->done < GB_LAPS);
+	t->lap[t->done].ns = now.ns - t->last.ns;
+	t->lap[t->done].tsc = now.tsc - t->last.tsc;
+	t->whole.ns += t->lap[t->done].ns;
+	t->whole.tsc += t->lap[t->done].tsc;
+	t->done++;
+	t->last = now;
+}
+
+/* Iteration i took from a to b. */
+static inline void gb_lap_add(struct gb_laps *t, long i, struct gb_clock a, struct gb_clock b)
+{
+	struct gb_clock *lap = &t->lap[gb_lap_of(t->n, i)];
+	lap->ns += b.ns - a.ns, lap->tsc += b.tsc - a.tsc;
+	t->whole.ns += b.ns - a.ns, t->whole.tsc += b.tsc - a.tsc;
+}
+
+/* The median of v[0..len) (len > 0; the mean of the middle two for an even len); sorts v. */
+static inline double gb_median(double *v, int len)
+{
+	for (int i = 1; i < len; i++)
+		for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+			double x = v[j];
+			v[j] = v[j - 1], v[j - 1] = x;
+		}
+	return len % 2 ? v[len / 2] : (v[len / 2 - 1] + v[len / 2]) / 2;
+}
+
+/*
+ * Print the row of a lap-timed loop whose every iteration is `per` operations, or its skip line
+ * when a thread was found off its CPU. Laps of no iteration (n < GB_LAPS) are left out.
+ */
+static inline void gb_laps_row(const char *row, int tag, const struct gb_laps *t, long per)
 {
 	int cpu = atomic_exchange(&gb_migrated, -1);
-	if (cpu >= 0)
+	if (cpu >= 0) {
 		printf("bench-skip %s a pinned thread was found on CPU %d: the kernel did not keep the affinity\n", row, cpu);
-	else
-		gb_row(row, tag, ops, start, end);
+		return;
+	}
+	double ns[GB_LAPS], tsc[GB_LAPS];
+	int laps = 0;
+	for (int lap = 0; lap < GB_LAPS; lap++) {
+		long ops = (gb_lap_first(t->n, lap + 1) - gb_lap_first(t->n, lap)) * per;
+		if (ops == 0)
+			continue;
+		ns[laps] = (double)t->lap[lap].ns / (double)ops;
+		tsc[laps] = (double)t->lap[lap].tsc / (double)ops;
+		laps++;
+	}
+	CHECK(laps > 0);
+	long ops = t->n * per;
+	double ns_median = gb_median(ns, laps), tsc_median = gb_median(tsc, laps);
+	printf("bench %s tag=%d ops=%ld ns_per_op=%.1f cycles_per_op=%.1f laps=%d ns_per_op_min=%.1f "
+	       "ns_per_op_max=%.1f ns_per_op_all=%.1f\n",
+	       row, tag, ops, ns_median, tsc_median, laps, ns[0], ns[laps - 1], (double)t->whole.ns / (double)ops);
 }
 
 static inline long gb_futex(atomic_int *addr, int op, int val)

@@ -12,13 +12,16 @@ int main(int argc, char **argv)
 	for (long i = 0; i < n / 10 + 1; i++)
 		CHECK(syscall(SYS_getppid) == ppid);
 	long same = 0;
+	struct gb_laps laps;
 	MARKER_BEGIN(TAG_GETPPID);
-	struct gb_clock start = gb_now();
-	for (long i = 0; i < n; i++)
-		same += syscall(SYS_getppid) == ppid;
-	struct gb_clock end = gb_now();
+	gb_laps_start(&laps, n);
+	for (int lap = 0; lap < GB_LAPS; lap++) {
+		for (long i = gb_lap_first(n, lap); i < gb_lap_first(n, lap + 1); i++)
+			same += syscall(SYS_getppid) == ppid;
+		gb_lap_done(&laps);
+	}
 	MARKER_END(TAG_GETPPID);
 	CHECK(same == n);
-	gb_row("getppid", TAG_GETPPID, n, start, end);
+	gb_laps_row("getppid", TAG_GETPPID, &laps, 1);
 	ut_ok();
 }

@@ -27,13 +27,16 @@ int main(int argc, char **argv)
 	for (long i = 0; i < n / 10 + 1; i++)
 		round_trip();
 	long good = 0;
+	struct gb_laps laps;
 	MARKER_BEGIN(TAG_MMAP_TOUCH);
-	struct gb_clock start = gb_now();
-	for (long i = 0; i < n; i++)
-		good += round_trip() == PAGES * (PAGES - 1) / 2;
-	struct gb_clock end = gb_now();
+	gb_laps_start(&laps, n);
+	for (int lap = 0; lap < GB_LAPS; lap++) {
+		for (long i = gb_lap_first(n, lap); i < gb_lap_first(n, lap + 1); i++)
+			good += round_trip() == PAGES * (PAGES - 1) / 2;
+		gb_lap_done(&laps);
+	}
 	MARKER_END(TAG_MMAP_TOUCH);
 	CHECK(good == n);
-	gb_row("mmap_touch_munmap_16", TAG_MMAP_TOUCH, n, start, end);
+	gb_laps_row("mmap_touch_munmap_16", TAG_MMAP_TOUCH, &laps, 1);
 	ut_ok();
 }

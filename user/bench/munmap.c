@@ -6,6 +6,9 @@
  * and reports back, then arms the counter's window on its CPU (MARKER_ARM: the next interrupt it
  * takes, the shootdown, is counted up to its iret) and spins until the next page. The window on
  * CPU 0 holds the munmap alone.
+ *
+ * Each munmap is timed on its own, the clock read outside its window, and added to its lap
+ * (gb_lap_add): the row's time is the median lap's, as in the other programs.
  */
 #include <sys/mman.h>
 
@@ -49,7 +52,8 @@ static void remote(long n)
 	pthread_t t;
 	CHECK(pthread_create(&t, NULL, toucher, NULL) == 0);
 	long warm = n / 10 + 1;
-	uint64_t ns = 0, tsc = 0;
+	struct gb_laps laps;
+	gb_laps_init(&laps, n);
 	for (long i = 0; i < warm + n; i++) {
 		char *p = new_page();
 		atomic_store(&page, p);
@@ -63,19 +67,19 @@ static void remote(long n)
 			MARKER_END(TAG_MUNMAP_REMOTE);
 		struct gb_clock b = gb_now();
 		if (i >= warm)
-			ns += b.ns - a.ns, tsc += b.tsc - a.tsc;
+			gb_lap_add(&laps, i - warm, a, b);
 	}
 	atomic_store(&stop, 1);
 	CHECK(pthread_join(t, NULL) == 0);
 	CHECK(atomic_load(&touched) == warm + n);
-	struct gb_clock zero = { 0, 0 }, sum = { ns, tsc };
-	gb_row("munmap_remote", TAG_MUNMAP_REMOTE, n, zero, sum);
+	gb_laps_row("munmap_remote", TAG_MUNMAP_REMOTE, &laps, 1);
 }
 
 static void local(long n)
 {
 	long warm = n / 10 + 1;
-	uint64_t ns = 0, tsc = 0;
+	struct gb_laps laps;
+	gb_laps_init(&laps, n);
 	for (long i = 0; i < warm + n; i++) {
 		char *p = new_page();
 		struct gb_clock a = gb_now();
@@ -86,10 +90,9 @@ static void local(long n)
 			MARKER_END(TAG_MUNMAP_LOCAL);
 		struct gb_clock b = gb_now();
 		if (i >= warm)
-			ns += b.ns - a.ns, tsc += b.tsc - a.tsc;
+			gb_lap_add(&laps, i - warm, a, b);
 	}
-	struct gb_clock zero = { 0, 0 }, sum = { ns, tsc };
-	gb_row("munmap_local", TAG_MUNMAP_LOCAL, n, zero, sum);
+	gb_laps_row("munmap_local", TAG_MUNMAP_LOCAL, &laps, 1);
 }
 
 int main(int argc, char **argv)

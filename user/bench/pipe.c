@@ -50,14 +50,17 @@ static void row(const char *name, int tag, int child_cpu, long n)
 	}
 	CHECK(get(up[0]) == 'r');
 	long answered = 0;
+	struct gb_laps laps;
 	gb_begin(tag);
-	struct gb_clock start = gb_now();
-	for (long i = 0; i < n; i++) {
-		gb_sample_cpu(i, 0);
-		put(down[1], (char)i);
-		answered += get(up[0]) == (char)(i + 1);
+	gb_laps_start(&laps, n);
+	for (int lap = 0; lap < GB_LAPS; lap++) {
+		for (long i = gb_lap_first(n, lap); i < gb_lap_first(n, lap + 1); i++) {
+			gb_sample_cpu(i, 0);
+			put(down[1], (char)i);
+			answered += get(up[0]) == (char)(i + 1);
+		}
+		gb_lap_done(&laps);
 	}
-	struct gb_clock end = gb_now();
 	gb_end(tag);
 	int status;
 	CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status));
@@ -67,7 +70,7 @@ static void row(const char *name, int tag, int child_cpu, long n)
 		CHECK(WEXITSTATUS(status) == 0);
 	CHECK(answered == n);
 	close(down[0]), close(down[1]), close(up[0]), close(up[1]);
-	gb_row_checked(name, tag, 2 * n, start, end);
+	gb_laps_row(name, tag, &laps, 2);
 }
 
 int main(int argc, char **argv)
