@@ -69,11 +69,14 @@ pub struct Options {
     /// is the median of the rounds' ratios. Default: 3, or 1 with `--quick` (the smoke run of
     /// `make test`) or `--no-linux` (no ratio to take).
     pub rounds: u32,
+    /// `--ours-append OPTIONS`: kernel options added to our guest's command line (e.g.
+    /// `idle-poll-us=0`, to measure ours with a feature off); said in the header and the JSON.
+    pub ours_append: String,
 }
 
 pub const USAGE: &str = "usage: bench --guests --qemu PATH --bin DIR --linux DIR --kernel ELF [--cpu-model M] [--smp N]
                [--mem SIZE] [--out DIR] [--quick] [--only PROGRAM,...] [--no-linux] [--profile]
-               [--rounds R (default 3; 1 with --quick or --no-linux)]";
+               [--rounds R (default 3; 1 with --quick or --no-linux)] [--ours-append 'KERNEL OPTIONS']";
 
 /// Parse the arguments after `--guests`.
 pub fn parse_args(args: impl IntoIterator<Item = String>, default_out: &Path) -> Result<Options, String> {
@@ -91,6 +94,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>, default_out: &Path) ->
         no_linux: false,
         profile: false,
         rounds: 0,
+        ours_append: String::new(),
     };
     let mut out_dir = None;
     let mut rounds = None;
@@ -121,6 +125,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>, default_out: &Path) ->
             }
             "--no-linux" => options.no_linux = true,
             "--profile" => options.profile = true,
+            "--ours-append" => options.ours_append = value("kernel options")?,
             "--rounds" => {
                 let v = value("a count")?;
                 rounds = Some(v.parse().ok().filter(|n| *n > 0).ok_or(format!("--rounds: not a count: {v}"))?);
@@ -582,6 +587,9 @@ fn ours_run(options: &Options, plugin: &Path, cpio_path: &Path, dir: &Path, with
         let _ = fs::remove_file(&out);
         // The kernel powers off when init ends.
         let mut cmdline = format!("init=/bin/{}", program.name);
+        if !options.ours_append.is_empty() {
+            cmdline = format!("{cmdline} {}", options.ours_append);
+        }
         let args = program_args(program, options.quick);
         if !args.is_empty() {
             cmdline = format!("{cmdline} -- {}", args.join(" "));
@@ -889,6 +897,9 @@ impl Comparison {
         let _ = writeln!(s, "  host: {}", self.host);
         let _ = writeln!(s, "  Linux: {}", self.version(true));
         let _ = writeln!(s, "  ours:  {}", self.version(false));
+        if !self.options.ours_append.is_empty() {
+            let _ = writeln!(s, "  ours booted with: {}", self.options.ours_append);
+        }
         let _ = writeln!(s, "  rounds: {} (each: Linux, then ours)", self.rounds.len());
         let _ = writeln!(
             s,
@@ -1001,7 +1012,8 @@ impl Comparison {
         json!({
             "qemu": self.qemu_version, "accel": "tcg", "cpu_model": self.options.cpu_model, "smp": self.options.smp,
             "mem": self.options.mem, "quick": self.options.quick, "host": self.host, "linux_version": self.version(true),
-            "ours_version": self.version(false), "rounds": self.rounds.len(), "laps": GB_LAPS,
+            "ours_version": self.version(false), "ours_append": self.options.ours_append,
+            "rounds": self.rounds.len(), "laps": GB_LAPS,
             "method": format!(
                 "rounds run Linux then ours; a side's ns_per_op is the median of its loop's {GB_LAPS} laps (calibrate and \
                  hackbench: timed whole), per round; time_ours_over_linux is the median of the rounds' ratios, _min and _max \
@@ -1268,6 +1280,7 @@ mod tests {
             no_linux: false,
             profile: false,
             rounds,
+            ours_append: String::new(),
         }
     }
 
@@ -1356,6 +1369,14 @@ mod tests {
         assert_eq!(parse(&["--quick", "--rounds", "5"]).unwrap().rounds, 5);
         assert!(parse(&["--rounds", "0"]).is_err());
         assert!(parse(&["--rounds"]).is_err());
+    }
+
+    #[test]
+    fn ours_append_reaches_the_options() {
+        let parse = |args: &[&str]| parse_args(args.iter().map(|a| a.to_string()), Path::new("t"));
+        assert_eq!(parse(&[]).unwrap().ours_append, "");
+        assert_eq!(parse(&["--ours-append", "idle-poll-us=0"]).unwrap().ours_append, "idle-poll-us=0");
+        assert!(parse(&["--ours-append"]).is_err());
     }
 
     #[test]
