@@ -22,7 +22,9 @@ pub unsafe fn init_this_cpu(tables: Loaded) {
     // model, so the stac/clac choice is the same everywhere; only arch's copy loops touch user pages.
     let p = unsafe { arch::usercopy::enable_smap_smep() };
     PROTECTIONS.call_once(|| p);
-    arch::fsbase::init_cpu();
+    // SAFETY: per the caller: GS is this CPU's block, `tables.tss` its loaded TSS (its IST entries
+    // set by arch::gdt).
+    unsafe { arch::fsbase::init_cpu(tables.tss) };
 }
 
 static PROTECTIONS: spin::Once<arch::usercopy::Protections> = spin::Once::new();
