@@ -192,3 +192,82 @@ pub unsafe fn load_user_bases(fs: u64, gs: u64, cur_fs: u64, cur_gs: u64) {
         };
     }
 }
+
+/// How a test raises an NMI on its own CPU: the ICR write of a self-IPI (NMI delivery, "self"
+/// shorthand), through the x2APIC MSR or the xAPIC register page.
+#[derive(Clone, Copy, Debug)]
+pub enum SelfNmi {
+    /// WRMSR of `value` to MSR `msr` (x2APIC ICR).
+    Msr { msr: u32, value: u64 },
+    /// A 32-bit store of `value` at virtual address `addr` (xAPIC ICR low word).
+    Mmio { addr: u64, value: u32 },
+}
+
+/// For tests of the paranoid entry: load GS base `bogus`, raise the NMI `nmi` describes, and spin
+/// until `seen` is nonzero (the handler's mark) or `spins` pauses pass, all in one block of
+/// assembly that never addresses through GS; then read the GS base the NMI's return left, put the
+/// real one back, and return what was read.
+///
+/// # Safety
+/// FSGSBASE is on; interrupts are off (nothing else may run on the bogus GS); `bogus` is canonical;
+/// `nmi` names this CPU's APIC ICR; the NMI handler returns normally for this NMI, and touches
+/// nothing through GS but this CPU's block (which the paranoid entry must have loaded).
+pub unsafe fn raise_nmi_on_gs(bogus: u64, nmi: SelfNmi, seen: &core::sync::atomic::AtomicU64, spins: u64) -> u64 {
+    let after: u64;
+    let seen = seen.as_ptr();
+    match nmi {
+        // SAFETY: per the caller; the real GS base is kept in a register and written back before the
+        // block ends; WRMSR to the ICR sends the self-NMI.
+        SelfNmi::Msr { msr, value } => unsafe {
+            core::arch::asm!(
+                "rdgsbase {saved}",
+                "wrgsbase {bogus}",
+                "wrmsr",
+                "2:",
+                "cmp qword ptr [{seen}], 0",
+                "jne 3f",
+                "pause",
+                "dec {spins}",
+                "jnz 2b",
+                "3:",
+                "rdgsbase {after}",
+                "wrgsbase {saved}",
+                saved = out(reg) _,
+                bogus = in(reg) bogus,
+                seen = in(reg) seen,
+                spins = inout(reg) spins => _,
+                after = out(reg) after,
+                in("ecx") msr,
+                in("eax") value as u32,
+                in("edx") (value >> 32) as u32,
+                options(nostack),
+            )
+        },
+        // SAFETY: as above; the store to the ICR's low word sends the self-NMI.
+        SelfNmi::Mmio { addr, value } => unsafe {
+            core::arch::asm!(
+                "rdgsbase {saved}",
+                "wrgsbase {bogus}",
+                "mov dword ptr [{addr}], {value:e}",
+                "2:",
+                "cmp qword ptr [{seen}], 0",
+                "jne 3f",
+                "pause",
+                "dec {spins}",
+                "jnz 2b",
+                "3:",
+                "rdgsbase {after}",
+                "wrgsbase {saved}",
+                saved = out(reg) _,
+                bogus = in(reg) bogus,
+                addr = in(reg) addr,
+                value = in(reg) value,
+                seen = in(reg) seen,
+                spins = inout(reg) spins => _,
+                after = out(reg) after,
+                options(nostack),
+            )
+        },
+    }
+    after
+}
