@@ -23,8 +23,8 @@
 use alloc::vec::Vec;
 
 use linux_raw_sys::auxvec::{
-    AT_BASE, AT_CLKTCK, AT_EGID, AT_ENTRY, AT_EUID, AT_EXECFN, AT_FLAGS, AT_GID, AT_HWCAP, AT_NULL, AT_PAGESZ,
-    AT_PHDR, AT_PHENT, AT_PHNUM, AT_RANDOM, AT_SECURE, AT_UID,
+    AT_BASE, AT_CLKTCK, AT_EGID, AT_ENTRY, AT_EUID, AT_EXECFN, AT_FLAGS, AT_GID, AT_HWCAP, AT_HWCAP2, AT_NULL,
+    AT_PAGESZ, AT_PHDR, AT_PHENT, AT_PHNUM, AT_RANDOM, AT_SECURE, AT_UID,
 };
 
 use crate::PAGE_SIZE;
@@ -38,6 +38,9 @@ pub struct AuxValues {
     pub entry: u64,
     /// CPUID.1:EDX, as Linux gives it for x86.
     pub hwcap: u64,
+    /// `AT_HWCAP2`: on x86 bit 1, `HWCAP2_FSGSBASE`, when user code may use the FSGSBASE
+    /// instructions.
+    pub hwcap2: u64,
     /// Clock ticks per second of `times()` (`USER_HZ`, 100 on Linux).
     pub clktck: u64,
     pub uid: u64,
@@ -89,7 +92,7 @@ pub fn build(top: u64, args: &ExecArgs<'_>, max_bytes: usize) -> Result<StackIma
     }
     // Everything in one checked sum, so absurd argument lists fail before any allocation.
     let string_bytes = all_strings().try_fold(0usize, |acc, s| acc.checked_add(s.len() + 1)).ok_or(StackError::TooBig)?;
-    let aux: [(u32, u64); 17] = [
+    let aux: [(u32, u64); 18] = [
         (AT_PHDR, args.aux.phdr),
         (AT_PHENT, args.aux.phent),
         (AT_PHNUM, args.aux.phnum),
@@ -103,6 +106,7 @@ pub fn build(top: u64, args: &ExecArgs<'_>, max_bytes: usize) -> Result<StackIma
         (AT_EGID, args.aux.egid),
         (AT_SECURE, u64::from(args.aux.secure)),
         (AT_HWCAP, args.aux.hwcap),
+        (AT_HWCAP2, args.aux.hwcap2),
         (AT_CLKTCK, args.aux.clktck),
         (AT_RANDOM, 0), // filled below
         (AT_EXECFN, 0), // filled below
@@ -229,6 +233,7 @@ mod tests {
             phent: 56,
             entry: 0x40_1000,
             hwcap: 0x178b_fbff,
+            hwcap2: 2,
             clktck: 100,
             uid: 0,
             euid: 0,
@@ -258,6 +263,7 @@ mod tests {
         assert_eq!(a(AT_PAGESZ), 4096);
         assert_eq!(a(AT_ENTRY), 0x40_1000);
         assert_eq!(a(AT_HWCAP), 0x178b_fbff);
+        assert_eq!(a(AT_HWCAP2), 2);
         assert_eq!(a(AT_CLKTCK), 100);
         assert_eq!(a(AT_BASE), 0);
         assert_eq!(a(AT_FLAGS), 0);

@@ -1,46 +1,91 @@
-//! The FS base of user threads (their thread pointer: `arch_prctl(ARCH_SET_FS)`, `clone(CLONE_SETTLS)`),
-//! read and written with RDFSBASE/WRFSBASE where CR4.FSGSBASE is on, else through MSR IA32_FS_BASE
-//! (C000_0100h; SDM vol. 3A, 3.4.4.1). The kernel itself never uses FS, so the scheduler saves and
-//! restores the value at each switch between user threads.
+//! The FS and GS bases of user threads. FS is their thread pointer (`arch_prctl(ARCH_SET_FS)`,
+//! `clone(CLONE_SETTLS)`); GS is theirs to use as they like (`arch_prctl(ARCH_SET_GS)`, WRGSBASE).
+//! The kernel itself never uses FS, and uses GS only as its per-CPU pointer, with the user's GS base
+//! parked in IA32_KERNEL_GS_BASE (C000_0102h) while the kernel runs (`swapgs` at every entry from and
+//! exit to ring 3).
 //!
-//! Whether CR4.FSGSBASE is on is the kernel's choice, read here from CR4 at [`init_cpu`]. Turning it on
-//! also lets user code run WRGSBASE, so a user could load a kernel-half GS base; the trap entry's
-//! paranoid path ([`crate::trap`]) tells user GS from kernel GS by the sign of the GS base and would then
-//! be fooled. Leave FSGSBASE off until that path saves and reloads GS base unconditionally.
+//! CR4.FSGSBASE is turned on at [`init_cpu`] where CPUID.(EAX=7,ECX=0):EBX[0] says the CPU has it
+//! (SDM vol. 3A, 2.5; vol. 2, RDFSBASE/WRFSBASE). Then:
+//! - the bases are read and written with RDFSBASE/WRFSBASE/RDGSBASE/WRGSBASE, which under QEMU TCG
+//!   are plain loads and stores of the CPU state, where WRMSR ends the translation block and calls a
+//!   helper, and on hardware cost a few cycles instead of a serialising MSR write;
+//! - user code may run WRFSBASE and WRGSBASE itself, so the bases are per-thread state the kernel's
+//!   copy does not track: the scheduler reads both back from the CPU when a user thread leaves it
+//!   ([`user_bases`]) and loads the next one's ([`load_user_bases`]);
+//! - a user may load a kernel-half GS base, so the paranoid trap entry ([`crate::trap`]) can no
+//!   longer tell user GS from kernel GS by the sign of the base: with FSGSBASE on it saves the
+//!   interrupted GS base and loads this CPU's own one unconditionally, and puts the saved one back
+//!   on exit, finding the kernel's base in a slot at the top of its IST stack ([`crate::gdt`]).
+//!
+//! Without FSGSBASE (QEMU's default `qemu64` model lacks it) the FS base goes through MSR
+//! IA32_FS_BASE (C000_0100h) at each switch to a user thread, as the kernel's copy is then the only
+//! way it changes, and the user's GS base stays 0.
 #![cfg(target_os = "none")]
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use x86_64::registers::{
-    control::{Cr4, Cr4Flags},
-    model_specific::{FsBase, Msr},
+use x86_64::{
+    registers::{
+        control::{Cr4, Cr4Flags},
+        model_specific::{FsBase, GsBase, KernelGsBase, Msr},
+    },
+    structures::tss::TaskStateSegment,
 };
 
-static USE_FSGSBASE_INSNS: AtomicBool = AtomicBool::new(false);
+/// Whether CR4.FSGSBASE is on (on every CPU alike, set before any AP starts). One byte, read by the
+/// paranoid trap entry, which picks its way of handling GS by it.
+pub(crate) static ARCH_FSGSBASE: AtomicBool = AtomicBool::new(false);
 
 /// The value is not a canonical address; the CPU would raise #GP on writing it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NonCanonical;
 
-/// Learn from CR4 whether the FSGSBASE instructions may be used. Call on every CPU at bring-up (they
-/// all have the same setting).
-pub fn init_cpu() {
-    let on = Cr4::read().contains(Cr4Flags::FSGSBASE);
-    USE_FSGSBASE_INSNS.store(on, Ordering::Relaxed);
+/// Turn CR4.FSGSBASE on where the CPU has it, after writing this CPU's kernel GS base into the slot
+/// of each of its IST stacks that the paranoid entry reads (see [`crate::gdt`]). Returns whether it
+/// is on.
+///
+/// # Safety
+/// On every CPU at bring-up, interrupts off, after this CPU's per-CPU block is installed (GS base)
+/// and its TSS `tss` loaded, before any user thread runs here; all CPUs are the same model.
+pub unsafe fn init_cpu(tss: *const TaskStateSegment) -> bool {
+    // SAFETY: per the caller: GS base is this CPU's block, and `tss` is its loaded TSS, whose IST
+    // entries name stacks built by `crate::gdt` (with the slot).
+    unsafe { crate::gdt::write_ist_kernel_gs(tss, GsBase::read().as_u64()) };
+    let has = raw_cpuid::CpuId::new().get_extended_feature_info().is_some_and(|f| f.has_fsgsbase());
+    if has {
+        // SAFETY: the CPU has the feature (CPUID above). What it allows ring 3 (its own FS and GS
+        // bases, any canonical value) is what the paranoid entry and the switch handle from the flag
+        // below on; the slots it reads were written above, before the bit is on. The flag is set
+        // after CR4 on the boot CPU, and the APs copy CR4 before they load the IDT.
+        unsafe { Cr4::update(|f| f.insert(Cr4Flags::FSGSBASE)) };
+        ARCH_FSGSBASE.store(true, Ordering::Relaxed);
+    }
+    has
+}
+
+/// Whether the FSGSBASE instructions are on: user threads then own their FS and GS bases.
+#[inline(always)]
+pub fn enabled() -> bool {
+    ARCH_FSGSBASE.load(Ordering::Relaxed)
+}
+
+#[inline(always)]
+fn canonical(base: u64) -> bool {
+    // Canonical: bits 63..47 all equal, i.e. the value survives sign extension from bit 47.
+    ((base << 16) as i64 >> 16) as u64 == base
 }
 
 /// Set this CPU's FS base (the running user thread's TLS pointer).
 ///
-/// Inline, as every switch to a user thread calls it: the canonical test is one sign extension
-/// and a compare, and the MSR is written directly (no `VirtAddr` round trip, no call).
+/// Inline, as every switch to a user thread calls it without FSGSBASE: the canonical test is one
+/// sign extension and a compare, and the MSR is written directly (no `VirtAddr` round trip, no call).
 #[inline]
 pub fn write(base: u64) -> Result<(), NonCanonical> {
-    // Canonical: bits 63..47 all equal, i.e. the value survives sign extension from bit 47.
-    if ((base << 16) as i64 >> 16) as u64 != base {
+    if !canonical(base) {
         return Err(NonCanonical);
     }
-    if USE_FSGSBASE_INSNS.load(Ordering::Relaxed) {
-        // SAFETY: CR4.FSGSBASE is on (checked at init_cpu), so WRFSBASE is defined; the value is
+    if enabled() {
+        // SAFETY: CR4.FSGSBASE is on (set at init_cpu), so WRFSBASE is defined; the value is
         // canonical; the kernel does not address through FS.
         unsafe { core::arch::asm!("wrfsbase {}", in(reg) base, options(nostack, preserves_flags)) };
     } else {
@@ -54,9 +99,9 @@ pub fn write(base: u64) -> Result<(), NonCanonical> {
 /// IA32_FS_BASE (SDM vol. 4, table 2-2).
 const FS_BASE_MSR: u32 = 0xC000_0100;
 
-/// This CPU's FS base.
+/// This CPU's FS base: the running user thread's, live (it may have changed it with WRFSBASE).
 pub fn read() -> u64 {
-    if USE_FSGSBASE_INSNS.load(Ordering::Relaxed) {
+    if enabled() {
         let v: u64;
         // SAFETY: CR4.FSGSBASE is on, so RDFSBASE is defined; it only reads a register.
         unsafe { core::arch::asm!("rdfsbase {}", out(reg) v, options(nomem, nostack, preserves_flags)) };
@@ -64,4 +109,165 @@ pub fn read() -> u64 {
     } else {
         FsBase::read().as_u64()
     }
+}
+
+/// The running user thread's GS base, live: parked in IA32_KERNEL_GS_BASE while the kernel runs.
+/// Always 0 without FSGSBASE.
+pub fn read_user_gs() -> u64 {
+    if enabled() {
+        crate::interrupts::without_interrupts(|| {
+            // SAFETY: FSGSBASE is on; interrupts are off, as `user_bases` needs.
+            unsafe { user_bases() }.1
+        })
+    } else {
+        KernelGsBase::read().as_u64()
+    }
+}
+
+/// Set the running user thread's GS base, which it finds in GS at its next return to ring 3.
+/// Without FSGSBASE user GS bases are not supported (the paranoid entry's sign test relies on them
+/// being in the lower half): `Ok(false)`, nothing written.
+pub fn write_user_gs(base: u64) -> Result<bool, NonCanonical> {
+    if !canonical(base) {
+        return Err(NonCanonical);
+    }
+    if !enabled() {
+        return Ok(false);
+    }
+    crate::interrupts::without_interrupts(|| {
+        // SAFETY: FSGSBASE is on, so WRGSBASE is defined; the value is canonical, so it does not
+        // fault; interrupts are off, so nothing runs between the swaps, where GS is the user's (an
+        // NMI takes the paranoid entry, which does not trust GS).
+        unsafe {
+            core::arch::asm!("swapgs", "wrgsbase {}", "swapgs", in(reg) base, options(nostack, preserves_flags))
+        };
+    });
+    Ok(true)
+}
+
+/// The running (or just stopped) user thread's FS and GS bases, read from the CPU: RDFSBASE, and
+/// RDGSBASE between two `swapgs` (the user's base is in IA32_KERNEL_GS_BASE while the kernel runs).
+/// Six instructions, none a WRMSR.
+///
+/// # Safety
+/// FSGSBASE is on ([`enabled`]); interrupts are off (between the two `swapgs` GS is the user's: an
+/// interrupt there would run the kernel on it; an NMI or machine check takes the paranoid entry,
+/// which reloads the kernel's base from its IST slot whatever GS holds).
+#[inline(always)]
+pub unsafe fn user_bases() -> (u64, u64) {
+    let (fs, gs): (u64, u64);
+    // SAFETY: per the caller: the instructions are defined, and nothing runs between the swaps.
+    unsafe {
+        core::arch::asm!(
+            "rdfsbase {fs}",
+            "swapgs",
+            "rdgsbase {gs}",
+            "swapgs",
+            fs = out(reg) fs,
+            gs = out(reg) gs,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+    (fs, gs)
+}
+
+/// Load a user thread's FS and GS bases, skipping each whose value the CPU already holds
+/// (`cur_fs`, `cur_gs`: what [`user_bases`] read): two threads of one process differ in FS, but
+/// most threads leave GS at 0.
+///
+/// # Safety
+/// As for [`user_bases`], and `fs` and `gs` are canonical (a WRGSBASE that faulted between the
+/// swaps would enter the kernel on the user's GS); `cur_fs`/`cur_gs` are this CPU's current values
+/// (a skipped load must leave the value asked for).
+#[inline(always)]
+pub unsafe fn load_user_bases(fs: u64, gs: u64, cur_fs: u64, cur_gs: u64) {
+    if fs != cur_fs {
+        // SAFETY: per the caller; the kernel does not address through FS.
+        unsafe { core::arch::asm!("wrfsbase {}", in(reg) fs, options(nostack, preserves_flags)) };
+    }
+    if gs != cur_gs {
+        // SAFETY: per the caller; GS is the kernel's again after the second swap.
+        unsafe {
+            core::arch::asm!("swapgs", "wrgsbase {}", "swapgs", in(reg) gs, options(nostack, preserves_flags))
+        };
+    }
+}
+
+/// How a test raises an NMI on its own CPU: the ICR write of a self-IPI (NMI delivery, "self"
+/// shorthand), through the x2APIC MSR or the xAPIC register page.
+#[derive(Clone, Copy, Debug)]
+pub enum SelfNmi {
+    /// WRMSR of `value` to MSR `msr` (x2APIC ICR).
+    Msr { msr: u32, value: u64 },
+    /// A 32-bit store of `value` at virtual address `addr` (xAPIC ICR low word).
+    Mmio { addr: u64, value: u32 },
+}
+
+/// For tests of the paranoid entry: load GS base `bogus`, raise the NMI `nmi` describes, and spin
+/// until `seen` is nonzero (the handler's mark) or `spins` pauses pass, all in one block of
+/// assembly that never addresses through GS; then read the GS base the NMI's return left, put the
+/// real one back, and return what was read.
+///
+/// # Safety
+/// FSGSBASE is on; interrupts are off (nothing else may run on the bogus GS); `bogus` is canonical;
+/// `nmi` names this CPU's APIC ICR; the NMI handler returns normally for this NMI, and touches
+/// nothing through GS but this CPU's block (which the paranoid entry must have loaded).
+pub unsafe fn raise_nmi_on_gs(bogus: u64, nmi: SelfNmi, seen: &core::sync::atomic::AtomicU64, spins: u64) -> u64 {
+    let after: u64;
+    let seen = seen.as_ptr();
+    match nmi {
+        // SAFETY: per the caller; the real GS base is kept in a register and written back before the
+        // block ends; WRMSR to the ICR sends the self-NMI.
+        SelfNmi::Msr { msr, value } => unsafe {
+            core::arch::asm!(
+                "rdgsbase {saved}",
+                "wrgsbase {bogus}",
+                "wrmsr",
+                "2:",
+                "cmp qword ptr [{seen}], 0",
+                "jne 3f",
+                "pause",
+                "dec {spins}",
+                "jnz 2b",
+                "3:",
+                "rdgsbase {after}",
+                "wrgsbase {saved}",
+                saved = out(reg) _,
+                bogus = in(reg) bogus,
+                seen = in(reg) seen,
+                spins = inout(reg) spins => _,
+                after = out(reg) after,
+                in("ecx") msr,
+                in("eax") value as u32,
+                in("edx") (value >> 32) as u32,
+                options(nostack),
+            )
+        },
+        // SAFETY: as above; the store to the ICR's low word sends the self-NMI.
+        SelfNmi::Mmio { addr, value } => unsafe {
+            core::arch::asm!(
+                "rdgsbase {saved}",
+                "wrgsbase {bogus}",
+                "mov dword ptr [{addr}], {value:e}",
+                "2:",
+                "cmp qword ptr [{seen}], 0",
+                "jne 3f",
+                "pause",
+                "dec {spins}",
+                "jnz 2b",
+                "3:",
+                "rdgsbase {after}",
+                "wrgsbase {saved}",
+                saved = out(reg) _,
+                bogus = in(reg) bogus,
+                addr = in(reg) addr,
+                value = in(reg) value,
+                seen = in(reg) seen,
+                spins = inout(reg) spins => _,
+                after = out(reg) after,
+                options(nostack),
+            )
+        },
+    }
+    after
 }

@@ -10,6 +10,13 @@
 //! instead of running into whatever lies below). The boot CPU starts on three static stacks, because
 //! its tables exist before memory management does, and moves to guarded ones with
 //! [`CpuTables::set_bsp_ist`] as soon as it can.
+//!
+//! The top [`IST_SLOT_BYTES`] of each IST stack are not stack: the TSS's IST entry points just below
+//! them, so the CPU pushes its frame below, and the word at the entry's address holds this CPU's
+//! kernel GS base (its per-CPU block). The paranoid trap entry ([`crate::trap`]) reads it there, at
+//! a constant offset from its stack pointer, when GS may hold anything a user loaded with WRGSBASE
+//! (see [`crate::fsbase`]): it cannot use GS to find it, and the IST stack is the one memory it
+//! knows is this CPU's. Written wherever the tables get their stacks, before an NMI can use them.
 #![cfg(target_os = "none")]
 
 use x86_64::{
@@ -30,6 +37,40 @@ pub const IST_NMI: u16 = 2;
 pub const IST_MACHINE_CHECK: u16 = 3;
 
 const IST_STACK_BYTES: usize = 16 * 1024;
+
+/// The bytes at the top of each IST stack above the entry the TSS names: the kernel GS base slot
+/// (the word at the entry), and padding that keeps the entry 16-byte aligned.
+pub const IST_SLOT_BYTES: u64 = 16;
+
+/// The IST entry for a stack whose top is `top`, with the kernel GS base slot above it.
+fn ist_entry(top: u64) -> u64 {
+    top - IST_SLOT_BYTES
+}
+
+/// Write `gs` into the kernel GS base slot above the IST entry `entry`.
+///
+/// # Safety
+/// `entry` came from [`ist_entry`] for a live stack that only this CPU uses.
+unsafe fn write_slot(entry: u64, gs: u64) {
+    // SAFETY: per the caller, the slot is the stack's own top word, which no frame uses.
+    unsafe { (entry as *mut u64).write_volatile(gs) };
+}
+
+/// Write this CPU's kernel GS base `gs` into the slot of each IST stack `tss` names.
+///
+/// # Safety
+/// `tss` is this CPU's TSS, its IST entries set by [`CpuTables`] (so each has its slot) to stacks
+/// that live for ever; `gs` is this CPU's per-CPU block.
+pub unsafe fn write_ist_kernel_gs(tss: *const TaskStateSegment, gs: u64) {
+    for slot in IST_SLOTS {
+        // SAFETY: per the caller; the TSS is packed, so the entry is read unaligned, through a raw
+        // place; each entry is a stack's `ist_entry`.
+        unsafe {
+            let entry = (&raw const (*tss).interrupt_stack_table[usize::from(slot - 1)]).cast::<u64>().read_unaligned();
+            write_slot(entry, gs);
+        }
+    }
+}
 
 #[repr(C, align(16))]
 struct IstStack([u8; IST_STACK_BYTES]);
@@ -84,7 +125,8 @@ impl CpuTables {
             let ist = &raw mut BSP_IST;
             for (i, slot) in IST_SLOTS.into_iter().enumerate() {
                 let top = (&raw mut (*ist)[i].0) as u64 + IST_STACK_BYTES as u64;
-                t.tss.interrupt_stack_table[usize::from(slot - 1)] = VirtAddr::new(top);
+                // The slots are written once GS is this CPU's (`crate::fsbase::init_cpu`).
+                t.tss.interrupt_stack_table[usize::from(slot - 1)] = VirtAddr::new(ist_entry(top));
             }
             t
         }
@@ -94,24 +136,34 @@ impl CpuTables {
     /// machine check). Only this CPU reads the entries (at each IST delivery), and interrupts arrive
     /// between instructions, so a delivery during the update uses either stack, both valid.
     ///
+    /// Each new stack's kernel GS base slot gets the current GS base before its entry is used.
+    ///
     /// # Safety
-    /// Boot CPU, after its tables were loaded; each top is the 16-byte aligned top of a stack that
-    /// lives for ever and is used by nothing else.
+    /// Boot CPU, after its tables were loaded and its per-CPU block installed (GS base); each top is
+    /// the 16-byte aligned top of a stack that lives for ever and is used by nothing else.
     pub unsafe fn set_bsp_ist(tops: [u64; 3]) {
+        let gs = x86_64::registers::model_specific::GsBase::read().as_u64();
         for (top, slot) in tops.into_iter().zip(IST_SLOTS) {
-            // SAFETY: no reference to BSP_TABLES is live after `load` consumed it; the field is
-            // written through a raw place (the TSS is packed: 4-byte aligned entries).
+            // SAFETY: the new stack is this CPU's alone (caller); no reference to BSP_TABLES is live
+            // after `load` consumed it; the field is written through a raw place (the TSS is packed:
+            // 4-byte aligned entries).
             unsafe {
+                write_slot(ist_entry(top), gs);
                 let entry = (&raw mut BSP_TABLES.tss.interrupt_stack_table[usize::from(slot - 1)]).cast::<u64>();
-                entry.write_unaligned(top);
+                entry.write_unaligned(ist_entry(top));
             }
         }
     }
 
     /// Fresh tables for one CPU, on the heap (they live as long as the CPU: leaked on purpose),
-    /// with IST stacks whose tops are `ist_tops` (double fault, NMI, machine check). Built by the
-    /// boot CPU for an AP, so that the AP needs no memory of its own before it has its per-CPU block.
-    pub fn new_leaked(ist_tops: [u64; 3]) -> &'static mut CpuTables {
+    /// with IST stacks whose tops are `ist_tops` (double fault, NMI, machine check), their kernel GS
+    /// base slots holding `kernel_gs`, the AP's per-CPU block. Built by the boot CPU for an AP, so
+    /// that the AP needs no memory of its own before it has its per-CPU block.
+    ///
+    /// # Safety
+    /// Each top is the 16-byte aligned top of a stack that lives for ever and is used by nothing but
+    /// these tables' CPU.
+    pub unsafe fn new_leaked(ist_tops: [u64; 3], kernel_gs: u64) -> &'static mut CpuTables {
         let layout = core::alloc::Layout::new::<CpuTables>();
         // SAFETY: the layout is non-zero-sized; the result is checked for null below.
         let p = unsafe { alloc::alloc::alloc_zeroed(layout) }.cast::<CpuTables>();
@@ -119,12 +171,13 @@ impl CpuTables {
             alloc::alloc::handle_alloc_error(layout);
         }
         // SAFETY: `p` is valid for writes of a CpuTables; every field is written here before the
-        // reference is made.
+        // reference is made; the stacks are the caller's, unused so far.
         unsafe {
             (&raw mut (*p).gdt).write(GlobalDescriptorTable::new());
             let mut tss = TaskStateSegment::new();
             for (top, slot) in ist_tops.into_iter().zip(IST_SLOTS) {
-                tss.interrupt_stack_table[usize::from(slot - 1)] = VirtAddr::new(top);
+                write_slot(ist_entry(top), kernel_gs);
+                tss.interrupt_stack_table[usize::from(slot - 1)] = VirtAddr::new(ist_entry(top));
             }
             (&raw mut (*p).tss).write(tss);
             (&raw mut (*p).code).write(SegmentSelector(0));
@@ -161,9 +214,9 @@ impl CpuTables {
     }
 }
 
-/// The IST stack tops (double fault, NMI, machine check) of the TSS this CPU has loaded, read back
-/// through the task register and the GDT (SDM vol. 3A, 8.2.3 "TSS Descriptor in 64-bit mode"), for
-/// tests that check where the emergency stacks really are.
+/// The IST entries (double fault, NMI, machine check: each stack's top less [`IST_SLOT_BYTES`]) of
+/// the TSS this CPU has loaded, read back through the task register and the GDT (SDM vol. 3A, 8.2.3
+/// "TSS Descriptor in 64-bit mode"), for tests that check where the emergency stacks really are.
 pub fn this_cpu_ist_tops() -> [u64; 3] {
     let gdtr = x86_64::instructions::tables::sgdt();
     let selector: u16;

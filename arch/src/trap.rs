@@ -40,11 +40,22 @@
 //! where SMAP is on) and `iretq` restores it.
 //!
 //! Paranoid entry: NMI, double fault and machine check (vectors 2, 8, 18) arrive on IST stacks at any
-//! instruction, including the two between an exit path's `swapgs` and its `sysretq`/`iretq`, where CS
-//! is still the kernel's but GS is already the user's. So `trap_paranoid` decides by the GS base itself
-//! (MSR IA32_GS_BASE): the kernel's per-CPU blocks live in the upper half, user GS bases in the lower
-//! half (with CR4.FSGSBASE off, user code cannot set GS base at all), and it swaps in and back out only
-//! when it found a user base.
+//! instruction, including the two between an exit path's `swapgs` and its `sysretq`/`iretq`, and the
+//! two of the scheduler's `swapgs` pairs (`crate::fsbase::user_bases`), where CS is the kernel's but
+//! GS is the user's. So CS cannot tell `trap_paranoid` whose GS it found. Two ways, picked at run time
+//! by one flag byte (`crate::fsbase::ARCH_FSGSBASE`, as the `stac` byte picks `clac`):
+//!
+//! - CR4.FSGSBASE on: user code may load any canonical GS base with WRGSBASE, a kernel-half one
+//!   included, so no test of the value can be trusted. The entry saves the interrupted GS base
+//!   (RDGSBASE, into `rbx`, callee-saved across the handler), loads this CPU's own base (WRGSBASE)
+//!   from the slot the IST stack keeps above the CPU's frame (`crate::gdt`: at a constant offset from
+//!   RSP here, found without GS), and on exit writes the saved base back, whatever it was: GS is then
+//!   exactly as interrupted, user's or kernel's, and IA32_KERNEL_GS_BASE is never touched (what
+//!   Linux does since 5.9). No `swapgs` on this path.
+//! - FSGSBASE off: user code cannot set GS base at all, and the kernel only lets a thread have 0, so
+//!   the sign of the base (MSR IA32_GS_BASE) tells: the kernel's per-CPU blocks live in the upper
+//!   half, user GS bases in the lower half; the entry swaps in and back out only when it found a
+//!   user base.
 #![cfg(target_os = "none")]
 
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -231,14 +242,23 @@ core::arch::global_asm!(
     "push r13",
     "push r14",
     "push r15",
+    // r12 (callee-saved): 1 on the FSGSBASE way; rbx (callee-saved): what the exit needs.
+    "movzx r12d, byte ptr [rip + {fsgsbase}]",
+    "test r12d, r12d",
+    "jz 2f",
+    "rdgsbase rbx",        // the interrupted GS base, user's or kernel's
+    "mov rax, [rsp + {slot}]", // this CPU's kernel GS base, from the slot above the CPU's frame
+    "wrgsbase rax",
+    "jmp 3f",
+    "2:",
     "mov ecx, 0xc0000101", // IA32_GS_BASE
     "rdmsr",
-    "xor ebx, ebx",        // rbx (callee-saved): 1 when this entry swapped GS
+    "xor ebx, ebx",        // rbx: 1 when this entry swapped GS
     "test edx, edx",       // bit 63 of the base: set for the kernel's per-CPU blocks
-    "js 1f",
+    "js 3f",
     "swapgs",
     "mov ebx, 1",
-    "1:",
+    "3:",
     "cmp byte ptr [rip + {stac}], 0",
     "je 1f",
     "clac",
@@ -246,6 +266,11 @@ core::arch::global_asm!(
     "mov rdi, rsp",
     "cld",
     "call trap_dispatch",
+    "test r12d, r12d",
+    "jz 2f",
+    "wrgsbase rbx",        // GS exactly as interrupted
+    "jmp 1f",
+    "2:",
     "test ebx, ebx",
     "jz 1f",
     "swapgs",
@@ -269,6 +294,10 @@ core::arch::global_asm!(
     "iretq",
     ".popsection",
     stac = sym crate::usercopy::ARCH_USERCOPY_STAC,
+    fsgsbase = sym crate::fsbase::ARCH_FSGSBASE,
+    // The 15 registers, vector, error code and the CPU's 5 words lie between RSP and the IST entry,
+    // where the slot is (`crate::gdt`).
+    slot = const core::mem::size_of::<TrapFrame>(),
 );
 
 // Interrupts (vectors 32-255) of ring 0: the same frame, but only the nine caller-saved registers

@@ -93,7 +93,7 @@ mod wait;
 pub mod host;
 
 pub use keyed::KeyedWaitQueue;
-pub use platform::{CpuIndex, IrqState, Mm, MmOps, Platform, Stack};
+pub use platform::{CpuIndex, IrqState, Mm, MmOps, Platform, Stack, UserBases};
 pub use scheduler::{Config, PreemptGuard, Scheduler};
 pub use stats::Counters;
 pub use thread::{AffinityError, Builder, CurrentThread, JoinHandle, SpawnError, ThreadId};

@@ -13,6 +13,7 @@ use core::fmt;
 use core::num::NonZeroUsize;
 use core::ops::Range;
 use core::ptr::NonNull;
+use core::sync::atomic::AtomicU64;
 
 /// A CPU as the scheduler numbers them: dense, `0..nr_cpus`. The kernel maps its own CPU ids
 /// (APIC ids, `smp` ids) onto these.
@@ -255,10 +256,22 @@ pub trait Platform: 'static + Sync + Sized {
         true
     }
 
-    /// The next thread on this CPU runs user code (spawned with `Builder::user_thread`): make
-    /// `kernel_stack_top` the stack its entries from user mode land on and load its user FS base.
-    /// Called with interrupts off, after `switch_mm`, before the register switch.
-    fn switch_to_user_thread(&self, kernel_stack_top: usize, fs_base: u64) {
-        let _ = (kernel_stack_top, fs_base);
+    /// A switch where either side runs user code (spawned with `Builder::user_thread`). `prev`:
+    /// the outgoing thread's user bases, if it is a user thread: store into them what its code may
+    /// have changed on the CPU without the kernel hearing of it (where user code can write its FS
+    /// and GS bases itself). `next`: the incoming user thread's kernel stack top, which its entries
+    /// from user mode land on, and its user bases, to load. Called with interrupts off, after
+    /// `switch_mm`, before the register switch (so before `prev` can run anywhere else).
+    fn switch_user(&self, prev: Option<&UserBases>, next: Option<(usize, &UserBases)>) {
+        let _ = (prev, next);
     }
+}
+
+/// A user thread's FS and GS bases as the kernel knows them: exact while the thread is off the
+/// CPU (its switch-out saves them, [`Platform::switch_user`]); while it runs the CPU holds them, and
+/// these may lag behind what its code set itself.
+#[derive(Debug, Default)]
+pub struct UserBases {
+    pub fs: AtomicU64,
+    pub gs: AtomicU64,
 }

@@ -384,14 +384,15 @@ impl<P: Platform> Scheduler<P> {
     }
 
     /// Record the running user thread's FS base, which the platform restores at each switch to it
-    /// (the caller also loads it into the CPU). No effect for a kernel thread.
+    /// (the caller also loads it into the CPU, where the platform's switch-out may read it back). No
+    /// effect for a kernel thread.
     pub fn set_current_fs_base(&self, fs_base: u64) {
         let irq = self.platform.irq_save_disable();
         let p = self.cpus[self.this_cpu()].local.current.load(Ordering::Relaxed);
         // SAFETY: the current thread of this CPU is the caller, alive while it runs; interrupts are
         // off, so it cannot change under us.
         if let Some(t) = unsafe { p.as_ref() } {
-            t.fs_base.store(fs_base, Ordering::Relaxed);
+            t.bases.fs.store(fs_base, Ordering::Relaxed);
         }
         self.platform.irq_restore(irq);
     }
@@ -2093,7 +2094,7 @@ impl<P: Platform> Scheduler<P> {
     }
 
     /// The steps of a switch that a plain kernel thread on both sides skips: extended state, the
-    /// space, the user thread's stack and FS base.
+    /// space, the user threads' stack and FS and GS bases.
     ///
     /// # Safety
     /// As for `switch_to`.
@@ -2113,9 +2114,10 @@ impl<P: Platform> Scheduler<P> {
             }
         }
         let top = next.user_stack_top;
-        if top != 0 {
+        let prev_user = prev.user_stack_top != 0;
+        if top != 0 || prev_user {
             self.platform
-                .switch_to_user_thread(top, next.fs_base.load(Ordering::Relaxed));
+                .switch_user(prev_user.then_some(&prev.bases), (top != 0).then_some((top, &next.bases)));
         }
     }
 

@@ -11,7 +11,7 @@
 
 extern crate alloc;
 
-use crate::platform::{CpuIndex, Mm, Platform, Stack};
+use crate::platform::{CpuIndex, Mm, Platform, Stack, UserBases};
 use crate::rq::{Entity, Queued};
 use crate::scheduler::Scheduler;
 use crate::wait::WaitQueue;
@@ -55,7 +55,8 @@ pub struct Builder {
     /// space the CPU has loaded.
     pub mm: Option<Mm>,
     /// The thread enters user mode: each switch to it tells the platform its kernel stack top and
-    /// user FS base ([`crate::Platform::switch_to_user_thread`]).
+    /// user FS and GS bases, and each switch from it lets the platform save those bases
+    /// ([`crate::Platform::switch_user`]).
     pub user: bool,
 }
 
@@ -196,8 +197,9 @@ pub(crate) struct Thread {
     /// kernel thread, or one without a stack of its own). Fixed at creation, so a switch reads one
     /// word where it would test `user` and then the stack.
     pub(crate) user_stack_top: usize,
-    /// The user FS base of a user thread, restored at each switch to it.
-    pub(crate) fs_base: AtomicU64,
+    /// The user FS and GS bases of a user thread, saved at each switch from it and restored at each
+    /// switch to it.
+    pub(crate) bases: UserBases,
     /// CPU time charged to the thread, in nanoseconds of the platform clock (see the accounting
     /// rule in `scheduler`). Written only by the CPU running the thread, interrupts off.
     pub(crate) run_ns: AtomicU64,
@@ -322,7 +324,7 @@ impl Thread {
             } else {
                 0
             },
-            fs_base: AtomicU64::new(0),
+            bases: UserBases::default(),
             run_ns: AtomicU64::new(0),
             joiners: WaitQueue::new(),
             sleep_fired: AtomicBool::new(false),

@@ -41,6 +41,7 @@ pub struct Counters {
     pub ipis_received: AtomicU64,
     pub xcalls_served: AtomicU64,
     pub spurious: AtomicU64,
+    pub nmis: AtomicU64,
 }
 
 /// Which counter to bump with [`count`].
@@ -51,6 +52,7 @@ pub enum Counter {
     IpisReceived,
     XcallsServed,
     Spurious,
+    Nmis,
 }
 
 static READY: AtomicBool = AtomicBool::new(false);
@@ -68,6 +70,7 @@ impl PerCpu {
                 ipis_received: AtomicU64::new(0),
                 xcalls_served: AtomicU64::new(0),
                 spurious: AtomicU64::new(0),
+                nmis: AtomicU64::new(0),
             },
         }
     }
@@ -156,6 +159,7 @@ pub fn count(c: Counter) {
             Counter::IpisReceived => arch::cpu::gs_add_u64::<{ BASE + offset_of!(Counters, ipis_received) }>(1),
             Counter::XcallsServed => arch::cpu::gs_add_u64::<{ BASE + offset_of!(Counters, xcalls_served) }>(1),
             Counter::Spurious => arch::cpu::gs_add_u64::<{ BASE + offset_of!(Counters, spurious) }>(1),
+            Counter::Nmis => arch::cpu::gs_add_u64::<{ BASE + offset_of!(Counters, nmis) }>(1),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Ring 3 on this CPU: `syscall` enabled (STAR, LSTAR, SFMASK), the TSS known to the entry paths,
-//! SMEP and SMAP on where the CPU has them, and the FS-base method chosen.
+//! SMEP and SMAP on where the CPU has them, and CR4.FSGSBASE on where the CPU has it (the FS/GS-base
+//! method).
 //!
 //! Neighbours: `arch::syscall`, `arch::usercopy` and `arch::fsbase` do the work; `arch::gdt` provides
 //! the selectors and the TSS; the scheduler glue (`task::platform`) points the entry stack at each
@@ -22,7 +23,18 @@ pub unsafe fn init_this_cpu(tables: Loaded) {
     // model, so the stac/clac choice is the same everywhere; only arch's copy loops touch user pages.
     let p = unsafe { arch::usercopy::enable_smap_smep() };
     PROTECTIONS.call_once(|| p);
-    arch::fsbase::init_cpu();
+    // SAFETY: per the caller: GS is this CPU's block, `tables.tss` its loaded TSS (its IST entries
+    // set by arch::gdt), no user thread has run here yet; all CPUs are the same model.
+    let fsgsbase = unsafe { arch::fsbase::init_cpu(tables.tss) };
+    FSGSBASE.call_once(|| fsgsbase);
+}
+
+static FSGSBASE: spin::Once<bool> = spin::Once::new();
+
+/// Whether the boot CPU turned CR4.FSGSBASE on: user threads may then set their own FS and GS bases
+/// (`AT_HWCAP2`'s `HWCAP2_FSGSBASE` tells them).
+pub fn fsgsbase() -> bool {
+    FSGSBASE.get().copied().unwrap_or(false)
 }
 
 static PROTECTIONS: spin::Once<arch::usercopy::Protections> = spin::Once::new();

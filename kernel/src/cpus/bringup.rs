@@ -242,7 +242,8 @@ fn prepare(map: &CpuMap) -> Vec<(CpuId, ApicId)> {
             continue;
         };
         let block = Box::leak(Box::new(percpu::PerCpu::new(cpu.get(), apic_id.get())));
-        let tables = arch::gdt::CpuTables::new_leaked(ist);
+        // SAFETY: the IST stacks are fresh, never freed, and only this AP's tables use them.
+        let tables = unsafe { arch::gdt::CpuTables::new_leaked(ist, core::ptr::from_ref(&*block) as u64) };
         KIT_STACK[cpu.index()].store(stack, Ordering::Relaxed);
         KIT_BLOCK[cpu.index()].store(block, Ordering::Relaxed);
         KIT_TABLES[cpu.index()].store(tables, Ordering::Relaxed);
@@ -427,14 +428,16 @@ fn ap_start(known: Option<CpuId>) -> ! {
         percpu::install(&mut *block);
         (*tables).load()
     };
-    arch::idt::load();
-    // SAFETY: the boot CPU's CR0 and CR4 (write protection, global pages, SMEP/SMAP, FPU bits) are
-    // valid on this identical CPU, in long mode on the same tables (CR3 carries no PCID, so
-    // CR4.PCIDE may be set too).
+    // SAFETY: the boot CPU's CR0 and CR4 (write protection, global pages, SMEP/SMAP, FSGSBASE, FPU
+    // bits) are valid on this identical CPU, in long mode on the same tables (CR3 carries no PCID,
+    // so CR4.PCIDE may be set too). Before the IDT: once the IDT routes an NMI to the paranoid
+    // entry, that entry uses RDGSBASE if the boot CPU turned FSGSBASE on, so CR4 must say so here
+    // too (the IST slots it reads were written with the tables).
     unsafe {
         arch::cr::write_cr0(BSP_CR0.load(Ordering::Relaxed));
         arch::cr::write_cr4(BSP_CR4.load(Ordering::Relaxed));
     }
+    arch::idt::load();
     // SAFETY: this AP, once, interrupts off, its per-CPU block installed above, before it runs any
     // thread (so before any user mapping reaches it).
     unsafe { crate::cpu::ring3::init_this_cpu(loaded) };

@@ -286,6 +286,25 @@ pub fn send(dest: Dest, what: Delivery) {
     }
 }
 
+/// The ICR write that sends an NMI to this CPU itself (the "self" shorthand), for a test that must
+/// send it from assembly that cannot call [`send`] (it runs on a GS base that is not the kernel's).
+#[cfg(feature = "ktest")]
+pub fn self_nmi() -> Option<arch::fsbase::SelfNmi> {
+    let low = (0b100 << 8) | ICR_LEVEL_ASSERT | (0b01 << 18);
+    match mode() {
+        MODE_X2APIC => Some(arch::fsbase::SelfNmi::Msr { msr: X2APIC_BASE + 0x30, value: u64::from(low) }),
+        MODE_XAPIC => {
+            let va = XAPIC_VA.load(Ordering::Relaxed);
+            wait_icr_idle(|| {
+                // SAFETY: as in `send_xapic`: the ICR's low word of the mapped register page.
+                unsafe { arch::mmio::read_u32(va + u64::from(REG_ICR_LOW)) }
+            });
+            Some(arch::fsbase::SelfNmi::Mmio { addr: va + u64::from(REG_ICR_LOW), value: low })
+        }
+        _ => None,
+    }
+}
+
 /// `send` in xAPIC mode: the ICR is two registers, so interrupts are held off while they are
 /// written (a handler sending its own IPI in between would mix them up). `to_one` says whether the
 /// destination word `apic` is written (no shorthand). Out of line, so that `send` inlines small.

@@ -144,6 +144,11 @@ pub fn interrupt_entered(vector: u8) {
 fn dispatch_exception(frame: &mut TrapFrame) {
     let v = frame.vector;
     if v == NMI {
+        percpu::count(percpu::Counter::Nmis);
+        #[cfg(feature = "ktest")]
+        if tests::expected_nmi() {
+            return;
+        }
         if crate::irq::panic::stop_requested() {
             crate::irq::panic::park_this_cpu();
         }
@@ -219,5 +224,83 @@ pub fn exception_name(v: u64) -> &'static str {
         20 => "virtualization exception",
         21 => "control protection exception",
         _ => "reserved exception",
+    }
+}
+
+#[cfg(feature = "ktest")]
+mod tests {
+    use alloc::{format, string::String};
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::{cpu::percpu, irq::apic, testing::Test};
+
+    crate::register_tests![Test {
+        name: "nmi_paranoid_gs",
+        min_cpus: 1,
+        expect_fault: false,
+        run: nmi_paranoid_gs
+    }];
+
+    /// The CPU (index + 1) whose next NMI a test raised on purpose; 0: none.
+    static EXPECT: AtomicU64 = AtomicU64::new(0);
+    /// The NMI handler's mark: the CPU (index + 1) it found through GS.
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+
+    /// In the NMI handler: whether this NMI is the one a test raised on this CPU (then the handler
+    /// returns). Reads the CPU's index through GS, so a handler on a GS base that is not this CPU's
+    /// block marks another CPU, or faults.
+    pub(super) fn expected_nmi() -> bool {
+        let me = u64::from(percpu::cpu_index()) + 1;
+        if EXPECT.load(Ordering::Relaxed) != me {
+            return false;
+        }
+        SEEN.store(me, Ordering::Relaxed);
+        true
+    }
+
+    /// With FSGSBASE on, a user may load any canonical GS base, a kernel-half one included, and an
+    /// NMI may arrive while the kernel runs on it (between a `swapgs` and `sysretq`, say). With
+    /// interrupts off, load such bases (and 0, and a user-half one), send this CPU an NMI and
+    /// check that the handler ran on this CPU's block (its NMI counter, bumped through GS, moved;
+    /// the CPU it found through GS is this one) and that the NMI's return left the bogus base in
+    /// GS. Without FSGSBASE there is nothing to check (user GS bases stay 0). The NMIs arrive in
+    /// the test's own spin loop, never in the idle halt, which an NMI must not return into.
+    fn nmi_paranoid_gs() -> Result<(), String> {
+        if !arch::fsbase::enabled() {
+            log::info!("nmi_paranoid_gs: CR4.FSGSBASE is off on this CPU model; nothing to check");
+            return Ok(());
+        }
+        for bogus in [0xffff_8000_0000_1000u64, 0xffff_ffff_ffff_f000, 0x7fff_dead_0000, 0] {
+            arch::interrupts::without_interrupts(|| -> Result<(), String> {
+                // SAFETY: interrupts are off for the whole closure.
+                let irq = unsafe { percpu::IrqOff::assume() };
+                let block = percpu::this_block(&irq);
+                let me = u64::from(percpu::cpu_index()) + 1;
+                let nmi = apic::self_nmi().ok_or_else(|| String::from("no local APIC"))?;
+                let before = block.counters.nmis.load(Ordering::Relaxed);
+                SEEN.store(0, Ordering::Relaxed);
+                EXPECT.store(me, Ordering::Relaxed);
+                // SAFETY: FSGSBASE is on; interrupts are off; the values are canonical; `nmi` is
+                // this CPU's ICR; with EXPECT set the handler returns, touching only this CPU's
+                // block through GS (if the paranoid entry loaded it).
+                let after = unsafe { arch::fsbase::raise_nmi_on_gs(bogus, nmi, &SEEN, 1 << 26) };
+                EXPECT.store(0, Ordering::Relaxed);
+                let seen = SEEN.load(Ordering::Relaxed);
+                let counted = block.counters.nmis.load(Ordering::Relaxed) - before;
+                if seen != me {
+                    return Err(format!(
+                        "GS base {bogus:#x}: the NMI handler marked CPU {seen} (index + 1; 0: none), not {me}"
+                    ));
+                }
+                if counted != 1 {
+                    return Err(format!("GS base {bogus:#x}: this CPU's NMI counter moved by {counted}, not 1"));
+                }
+                if after != bogus {
+                    return Err(format!("GS base {bogus:#x}: after the NMI's return GS base was {after:#x}"));
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 }

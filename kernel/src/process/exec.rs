@@ -113,6 +113,7 @@ fn load(p: &Process, image: &[u8], plan: &LoadPlan, path: &str, argv: &[String],
             phent: u64::from(plan.phent),
             entry: plan.entry,
             hwcap: hwcap(),
+            hwcap2: hwcap2(),
             clktck: 100,
             uid: 0,
             euid: 0,
@@ -130,6 +131,13 @@ fn load(p: &Process, image: &[u8], plan: &LoadPlan, path: &str, argv: &[String],
 /// `AT_HWCAP` on x86: CPUID.1:EDX.
 fn hwcap() -> u64 {
     arch::cpu::hwcap()
+}
+
+/// `AT_HWCAP2` on x86: `HWCAP2_FSGSBASE` (bit 1) when the kernel turned CR4.FSGSBASE on, as
+/// Linux sets it: user code may then run RDFSBASE/WRFSBASE/RDGSBASE/WRGSBASE.
+fn hwcap2() -> u64 {
+    const HWCAP2_FSGSBASE: u64 = 1 << 1;
+    if crate::cpu::ring3::fsgsbase() { HWCAP2_FSGSBASE } else { 0 }
 }
 
 /// `AT_RANDOM`: RDRAND where the CPU has it, else a mix of the TSC (good enough for stack-protector
@@ -292,6 +300,7 @@ pub fn execve(path: u64, argv: u64, envp: u64) -> Result<core::convert::Infallib
     super::CLEAR_TID.lock().remove(&super::current_tid());
     s.set_current_fs_base(0);
     let _ = arch::fsbase::write(0);
+    let _ = arch::fsbase::write_user_gs(0);
     // The thread that execs becomes the main thread: its id is the pid from now on.
     p.ids.main_tid.store(super::current_tid(), core::sync::atomic::Ordering::Release);
     p.end_exec();

@@ -232,6 +232,9 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
     if tls.is_some_and(|t| t >= abi::USER_TOP) {
         return Err(errno::EPERM);
     }
+    // The new thread starts with the caller's live FS base (unless CLONE_SETTLS) and GS base.
+    let fs_base = tls.unwrap_or_else(arch::fsbase::read);
+    let gs_base = arch::fsbase::read_user_gs();
     p.threads.fetch_add(1, Ordering::AcqRel);
     let entry = Arc::new(NewThread::new(p.clone(), signal::current_blocked(), clear_tid, false));
     let child = entry.clone();
@@ -246,10 +249,10 @@ pub fn clone_thread(parent: &UserFrame, stack: u64, tls: Option<u64>, parent_tid
         for addr in [parent_tid, child_tid].into_iter().flatten() {
             let _ = arch::usercopy::copy_to_user(addr, &((THREAD_ID_BASE + tid) as u32).to_ne_bytes());
         }
-        if let Some(t) = tls {
-            task::sched().set_current_fs_base(t);
-            let _ = arch::fsbase::write(t);
-        }
+        task::sched().set_current_fs_base(fs_base);
+        let _ = arch::fsbase::write(fs_base);
+        // Read from the CPU: canonical. A no-op without FSGSBASE, where it is 0 anyway.
+        let _ = arch::fsbase::write_user_gs(gs_base);
         let root = child.process.space().root();
         drop(child);
         crate::vm::user::enter(root, &frame)
@@ -653,7 +656,9 @@ pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
     if args.stack != 0 {
         frame.rsp = args.stack;
     }
+    // The child starts with the caller's live FS base (unless CLONE_SETTLS) and GS base.
     let fs_base = args.tls.unwrap_or_else(arch::fsbase::read);
+    let gs_base = arch::fsbase::read_user_gs();
     // The mappings and the pages are copied under the mapping lock, so they agree.
     let (space, mem) = if args.share_vm {
         (p.space(), p.mem())
@@ -694,6 +699,8 @@ pub fn fork(parent: &UserFrame, args: ForkArgs) -> Result<u64, u32> {
         }
         task::sched().set_current_fs_base(fs_base);
         let _ = arch::fsbase::write(fs_base);
+        // Read from the CPU: canonical. A no-op without FSGSBASE, where it is 0 anyway.
+        let _ = arch::fsbase::write_user_gs(gs_base);
         let root = p.space().root();
         drop(c);
         crate::vm::user::enter(root, &frame)

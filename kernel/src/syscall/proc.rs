@@ -60,14 +60,25 @@ pub fn arch_prctl(code: u64, addr: u64) -> SysResult {
             arch::fsbase::write(addr).map_err(|_| errno::EPERM)?;
             Ok(0)
         }
+        // The live value: with FSGSBASE on the thread may have changed it with WRFSBASE.
         ARCH_GET_FS => {
             usercopy::copy_to_user(addr, &arch::fsbase::read().to_ne_bytes()).map_err(|_| errno::EFAULT)?;
             Ok(0)
         }
-        // User GS bases are not supported: the kernel's entry relies on user GS base 0.
-        ARCH_SET_GS => Err(errno::EPERM),
+        // The thread's own GS base, which the switch saves and restores like the FS base. Only with
+        // FSGSBASE on: without it the paranoid trap entry tells user GS from kernel GS by its sign,
+        // and the switch keeps no GS base, so user threads keep GS base 0.
+        ARCH_SET_GS => {
+            if addr >= USER_TOP {
+                return Err(errno::EPERM);
+            }
+            match arch::fsbase::write_user_gs(addr) {
+                Ok(true) => Ok(0),
+                _ => Err(errno::EPERM),
+            }
+        }
         ARCH_GET_GS => {
-            usercopy::copy_to_user(addr, &0u64.to_ne_bytes()).map_err(|_| errno::EFAULT)?;
+            usercopy::copy_to_user(addr, &arch::fsbase::read_user_gs().to_ne_bytes()).map_err(|_| errno::EFAULT)?;
             Ok(0)
         }
         _ => Err(errno::EINVAL),

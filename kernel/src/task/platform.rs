@@ -6,7 +6,7 @@
 //! TSC-deadline timer, `time` for the clock, `mm::stacks` for guarded stacks, `vm` (above) for CR3 through [`set_mm_switch`],
 //! `cpu::trace` for the scheduler's trace points, halts and timer settings.
 
-use core::{fmt::Write, num::NonZeroUsize};
+use core::{fmt::Write, num::NonZeroUsize, sync::atomic::Ordering};
 
 use crossbeam_utils::atomic::AtomicCell;
 
@@ -164,13 +164,38 @@ impl Platform for KernelPlatform {
         MM_IDLE.get().is_some_and(|(_, exit)| exit())
     }
 
+    /// With FSGSBASE on, user code may have changed its FS and GS bases with WRFSBASE/WRGSBASE:
+    /// both are read back from the CPU (no WRMSR: RDFSBASE, and RDGSBASE between two `swapgs`),
+    /// saved for `prev`, and `next`'s loaded only where they differ from what the CPU holds (two
+    /// threads of one process differ in FS, most threads share GS 0). Without it the kernel's copy
+    /// of the FS base is exact (only the kernel writes it) and goes through the MSR, and the user's
+    /// GS base stays 0.
     #[inline]
-    fn switch_to_user_thread(&self, kernel_stack_top: usize, fs_base: u64) {
-        // SAFETY: ring 3 was set up on this CPU at bring-up (cpu::ring3); the scheduler calls this
-        // with interrupts off, for the thread about to run, whose stack outlives its running.
-        unsafe { arch::syscall::set_kernel_stack(kernel_stack_top as u64) };
-        // The value was checked when the thread set it; a non-canonical one cannot be stored.
-        let _ = arch::fsbase::write(fs_base);
+    fn switch_user(&self, prev: Option<&sched::UserBases>, next: Option<(usize, &sched::UserBases)>) {
+        if let Some((top, _)) = next {
+            // SAFETY: ring 3 was set up on this CPU at bring-up (cpu::ring3); the scheduler calls
+            // this with interrupts off, for the thread about to run, whose stack outlives its running.
+            unsafe { arch::syscall::set_kernel_stack(top as u64) };
+        }
+        if arch::fsbase::enabled() {
+            // SAFETY: FSGSBASE is on; the scheduler calls this with interrupts off.
+            let (fs, gs) = unsafe { arch::fsbase::user_bases() };
+            if let Some(p) = prev {
+                p.fs.store(fs, Ordering::Relaxed);
+                p.gs.store(gs, Ordering::Relaxed);
+            }
+            if let Some((_, n)) = next {
+                // SAFETY: as above; the values were read from the CPU at a switch-out, or checked
+                // canonical by whoever set them (`set_current_fs_base`'s callers), or are 0; `fs`
+                // and `gs` are the CPU's current values.
+                unsafe {
+                    arch::fsbase::load_user_bases(n.fs.load(Ordering::Relaxed), n.gs.load(Ordering::Relaxed), fs, gs)
+                };
+            }
+        } else if let Some((_, n)) = next {
+            // The value was checked when the thread set it; a non-canonical one cannot be stored.
+            let _ = arch::fsbase::write(n.fs.load(Ordering::Relaxed));
+        }
     }
 }
 

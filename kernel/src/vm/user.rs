@@ -21,7 +21,7 @@ pub fn enter(root: u64, frame: &UserFrame) -> ! {
     let _ = task::sched();
     let ctx = task::uctx::current_address().expect("entering user mode from a thread without a user context");
     // SAFETY: 1. ring 3 was set up on every CPU at bring-up and the scheduler called
-    // `switch_to_user_thread` for this thread when it switched to it (the process layer spawns every
+    // `switch_user` for this thread when it switched to it (the process layer spawns every
     // thread that gets here with `Builder::user_thread`), so the entry stack is this thread's; the
     // syscall hooks are set by the syscall layer before the first process starts (checked inside).
     // 2. the space is loaded (asserted) and `frame` is a valid reference. 3. the stack below is
