@@ -179,7 +179,7 @@ endef
 
 banner = @printf '\n==> %s  [%s]\n' "$(1)" "$$(date +%T)"
 
-.PHONY: limine-check bench-linux bench-guests-quick linux-guest guest-programs help run debug test check loom bench-quick ktest ktest-kvm ktest-short-slice first-run iso limine limine-files bench kernel test-kernel \
+.PHONY: limine-check bench-linux bench-guests-quick linux-guest guest-programs help run debug test check loom bench-quick ktest ktest-kvm ktest-short-slice ktest-cpu-max first-run iso limine limine-files bench kernel test-kernel \
 	deps host-deps rust-deps user-deps args-check boot-check ovmf-vars clean user user-programs user-oracle busybox shell-test user-kernel qemu10 trace smoke-initramfs boot-max image soak
 
 help:
@@ -191,6 +191,7 @@ help:
 	@echo "make bench-quick (test) smoke run of every benchmark row, nothing timed is asserted"
 	@echo "make ktest-kvm  (test) short KVM run of the x2APIC and TSC-deadline paths, where /dev/kvm opens"
 	@echo "make ktest-short-slice (test) the preemption races at -smp 2 with a 100 us slice"
+	@echo "make ktest-cpu-max (test) the in-kernel tests of paths only -cpu max has under TCG (FSGSBASE)"
 	@echo "make ktest      (test) in-kernel tests in QEMU at -smp $(KTEST_SMP) (KTEST_ARGS=\"--filter NAME\")"
 	@echo "make soak       (test, 30 s there) the stress tests under preemption for SECONDS=$(SOAK_SECONDS) at SMP=8, with a verdict"
 	@echo "make boot-max   (test) boot at -smp $(MAX_SMP) with x2APIC under QEMU 10, every CPU must come online"
@@ -422,6 +423,7 @@ test: deps
 	$(MAKE) --no-print-directory bench-quick
 	$(MAKE) --no-print-directory ktest-kvm
 	$(MAKE) --no-print-directory ktest-short-slice
+	$(MAKE) --no-print-directory ktest-cpu-max
 	$(MAKE) --no-print-directory ktest
 	$(MAKE) --no-print-directory boot-max
 	$(MAKE) --no-print-directory first-run
@@ -448,6 +450,14 @@ trace: rust-deps
 	  QEMU_ARGS='$(QEMU_ARGS) -debugcon file:$(TRACE_DIR)/raw.bin'
 	cargo run -q --release -p tracetool -- $(TRACE_DIR)/raw.bin --out $(TRACE_DIR) --check \
 	  --title "make trace SMP=$(SMP) SECONDS=$(TRACE_SECONDS) $(ARGS)"
+
+# Paths that QEMU's default CPU model lacks under TCG and `-cpu max` has: with FSGSBASE, the
+# paranoid entry (NMI, #DF, #MC) saves and reloads the GS base with RDGSBASE/WRGSBASE.
+CPU_MAX_TESTS := nmi_paranoid_gs
+ktest-cpu-max: host-deps test-kernel
+	$(call banner,in-kernel tests under TCG -cpu max (FSGSBASE))
+	cargo run -q --release -p ktest -- --kernel $(TEST_ELF) --smp 2 --accel tcg --cpu max \
+	  --timeout $(KTEST_TIMEOUT) $(foreach t,$(CPU_MAX_TESTS),--filter $(t))
 
 # Races that need frequent preemption, with a 100 us slice: a thread ending with the last handle
 # of its address space, preempted at the end of the space's destruction.
@@ -629,7 +639,7 @@ USER_CFLAGS := -static -O2 -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -isystem
 # One program per kind of user fault, all from user/src/fault.c.
 FAULT_KINDS := read write noncanon gp ud div int3 stack sysret abort kill inhandler ignored
 # One program per kind of forged signal frame, all from user/src/sigforge.c.
-FORGE_KINDS := cs flags xstate rip
+FORGE_KINDS := cs flags xstate rip handler
 USER_BINS := $(patsubst user/src/%.c,$(USER_BIN)/%,$(filter-out user/src/fault.c user/src/sigforge.c,$(wildcard user/src/*.c))) \
 	$(addprefix $(USER_BIN)/fault_,$(FAULT_KINDS)) $(addprefix $(USER_BIN)/sigforge_,$(FORGE_KINDS))
 

@@ -745,6 +745,31 @@ pub fn on_interrupt_return(frame: &mut UserFrame) {
     arch::interrupts::enable();
     super::exit_if_killed();
     deliver(frame, None);
+    // A handler's address is the user's to choose (sigaction checks none, as Linux's does not),
+    // and this way back is `iretq`, which on Intel CPUs faults in ring 0 on a non-canonical rip,
+    // after the exit's `swapgs` has loaded the user's GS base (which WRGSBASE lets the user
+    // choose): the return a system call's exit would refuse is refused here too.
+    if frame.prepare_return() == arch::syscall::UserReturn::Invalid {
+        impossible_return(frame);
+    }
+}
+
+/// The calling thread's way back to user mode is `frame`, which cannot be returned to
+/// ([`arch::syscall::UserReturn::Invalid`]): report it and end the process by SIGSEGV, as a fault
+/// there would.
+pub fn impossible_return(frame: &UserFrame) -> ! {
+    arch::interrupts::enable();
+    // The same shape as the fault report of `process::fault`, with the program's name.
+    let (pid, name) = current().map_or((0, String::from("?")), |p| (p.pid(), p.name()));
+    log::error!(
+        "user fault: pid {pid} tid {} '{name}': return to rip {:#x} rsp {:#x} is impossible: killed by SIGSEGV",
+        current_tid(),
+        frame.rip,
+        frame.rsp
+    );
+    // The thread never returns here: nothing may stay owned on its stack.
+    drop(name);
+    super::exit_current(11, true)
 }
 
 fn deliver(frame: &mut UserFrame, mut restart: Option<u32>) {

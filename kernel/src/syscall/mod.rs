@@ -50,18 +50,7 @@ pub fn init() {
 }
 
 fn invalid_return(frame: &mut UserFrame) -> ! {
-    arch::interrupts::enable();
-    // The same shape as the fault report of `process::fault`, with the program's name.
-    let (pid, name) = crate::process::current().map_or((0, alloc::string::String::from("?")), |p| (p.pid(), p.name()));
-    log::error!(
-        "user fault: pid {pid} tid {} '{name}': return to rip {:#x} rsp {:#x} is impossible: killed by SIGSEGV",
-        crate::process::current_tid(),
-        frame.rip,
-        frame.rsp
-    );
-    // The thread never returns here: nothing may stay owned on its stack.
-    drop(name);
-    crate::process::exit_current(11, true)
+    crate::process::signal::impossible_return(frame)
 }
 
 /// The slow hook (interrupts on): the numbers beyond the table, and every call while the
