@@ -1893,6 +1893,7 @@ impl<P: Platform> Scheduler<P> {
         // steal here: it holds `prev`'s `on_cpu`, and a thread it stole could be another CPU's
         // woken `prev`, held the same way by a CPU that may be stealing this one's: each would
         // wait for the other's.
+        let mut halted = false;
         if !self.stealable_elsewhere(me) {
             if local.active_mm.load(Ordering::Relaxed) != 0 && self.platform.leave_mm_idle() {
                 local.active_mm.store(0, Ordering::Relaxed);
@@ -1908,10 +1909,13 @@ impl<P: Platform> Scheduler<P> {
                     local.active_mm.store(0, Ordering::Relaxed);
                 }
                 cpu.queue.unhalt();
-                self.adapt_idle_poll(cpu, self.platform.now_ns().saturating_sub(start));
+                halted = true;
             }
         }
         let now = self.platform.now_ns();
+        if halted {
+            self.adapt_idle_poll(cpu, now.saturating_sub(start));
+        }
         add(&cpu.counters.idle_ns, now.saturating_sub(start));
         local.acct_ns.store(now, Ordering::Relaxed);
         // Only `prev` itself, and only if it is next in turn; anything else is the idle thread's
@@ -1979,6 +1983,9 @@ impl<P: Platform> Scheduler<P> {
     #[inline]
     fn adapt_idle_poll(&self, cpu: &Cpu, idle_ns: u64) {
         let bound = self.idle_poll_ns();
+        if bound == 0 {
+            return;
+        }
         let limit = &cpu.local.idle_poll_ns;
         let now = limit.load(Ordering::Relaxed);
         let grow_start = IDLE_POLL_GROW_START_NS.min(bound);
