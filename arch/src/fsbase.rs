@@ -215,58 +215,42 @@ pub enum SelfNmi {
 pub unsafe fn raise_nmi_on_gs(bogus: u64, nmi: SelfNmi, seen: &core::sync::atomic::AtomicU64, spins: u64) -> u64 {
     let after: u64;
     let seen = seen.as_ptr();
+    // The window on the bogus GS base, around `$send`, the instruction that sends the self-NMI
+    // (its operands follow the shared ones).
+    macro_rules! on_bogus_gs {
+        ($send:literal, $($operands:tt)*) => {
+            core::arch::asm!(
+                "rdgsbase {saved}",
+                "wrgsbase {bogus}",
+                $send,
+                "2:",
+                "cmp qword ptr [{seen}], 0",
+                "jne 3f",
+                "pause",
+                "dec {spins}",
+                "jnz 2b",
+                "3:",
+                "rdgsbase {after}",
+                "wrgsbase {saved}",
+                saved = out(reg) _,
+                bogus = in(reg) bogus,
+                seen = in(reg) seen,
+                spins = inout(reg) spins => _,
+                after = out(reg) after,
+                $($operands)*
+                options(nostack),
+            )
+        };
+    }
     match nmi {
         // SAFETY: per the caller; the real GS base is kept in a register and written back before the
         // block ends; WRMSR to the ICR sends the self-NMI.
         SelfNmi::Msr { msr, value } => unsafe {
-            core::arch::asm!(
-                "rdgsbase {saved}",
-                "wrgsbase {bogus}",
-                "wrmsr",
-                "2:",
-                "cmp qword ptr [{seen}], 0",
-                "jne 3f",
-                "pause",
-                "dec {spins}",
-                "jnz 2b",
-                "3:",
-                "rdgsbase {after}",
-                "wrgsbase {saved}",
-                saved = out(reg) _,
-                bogus = in(reg) bogus,
-                seen = in(reg) seen,
-                spins = inout(reg) spins => _,
-                after = out(reg) after,
-                in("ecx") msr,
-                in("eax") value as u32,
-                in("edx") (value >> 32) as u32,
-                options(nostack),
-            )
+            on_bogus_gs!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,)
         },
         // SAFETY: as above; the store to the ICR's low word sends the self-NMI.
         SelfNmi::Mmio { addr, value } => unsafe {
-            core::arch::asm!(
-                "rdgsbase {saved}",
-                "wrgsbase {bogus}",
-                "mov dword ptr [{addr}], {value:e}",
-                "2:",
-                "cmp qword ptr [{seen}], 0",
-                "jne 3f",
-                "pause",
-                "dec {spins}",
-                "jnz 2b",
-                "3:",
-                "rdgsbase {after}",
-                "wrgsbase {saved}",
-                saved = out(reg) _,
-                bogus = in(reg) bogus,
-                addr = in(reg) addr,
-                value = in(reg) value,
-                seen = in(reg) seen,
-                spins = inout(reg) spins => _,
-                after = out(reg) after,
-                options(nostack),
-            )
+            on_bogus_gs!("mov dword ptr [{addr}], {value:e}", addr = in(reg) addr, value = in(reg) value,)
         },
     }
     after
