@@ -1279,7 +1279,7 @@ impl<P: Platform> Scheduler<P> {
             // SAFETY: as in `steal_into`: `steal` made the thread ours and it is on no queue.
             let info = unsafe { self.cpus[me].queue.activate(t) };
             debug_assert!(!info.kick, "a busy CPU's queue is not halted");
-            bump(&self.cpus[me].counters.migrations_in);
+            self.cpus[me].counters.migrations_in.fetch_add(1, Ordering::Relaxed);
             bump(&self.cpus[me].counters.balance_pulls);
             from.counters.migrations_out.fetch_add(1, Ordering::Relaxed);
         }
@@ -1351,7 +1351,7 @@ impl<P: Platform> Scheduler<P> {
                 // queue; it may still be on_cpu on the victim, which `switch_to` waits for.
                 let info = unsafe { self.cpus[me].queue.activate(t) };
                 debug_assert!(!info.kick, "the thief's own queue is not halted");
-                bump(&self.cpus[me].counters.migrations_in);
+                self.cpus[me].counters.migrations_in.fetch_add(1, Ordering::Relaxed);
                 victim
                     .counters
                     .migrations_out
@@ -1785,7 +1785,7 @@ impl<P: Platform> Scheduler<P> {
                 to: CpuIndex(target as u32),
             });
             self.after_enqueue(me, target, info, true);
-            bump(&cpu.counters.migrations_out);
+            cpu.counters.migrations_out.fetch_add(1, Ordering::Relaxed);
             self.cpus[target]
                 .counters
                 .migrations_in

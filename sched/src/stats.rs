@@ -8,7 +8,10 @@
 //!
 //! Update rule: a counter is either written only by its own CPU, always with interrupts disabled
 //! (`bump`/`add`: a plain load and store, no locked instruction on the switch path), or written
-//! by other CPUs too (`migrations_out`, with `fetch_add`). Never both, so no update is lost.
+//! by other CPUs too (`migrations_in` and `migrations_out`, always with `fetch_add`, by their own
+//! CPU as well: a thief counts the victim's out and its own in, a migrating thread's CPU its own
+//! out and the target's in). Never a plain store to a counter another CPU adds to, so no update
+//! is lost.
 
 use core::ops::{Add, AddAssign};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -48,9 +51,10 @@ counters! {
     preemptions,
     /// `yield_now` calls.
     voluntary_yields,
-    /// Threads this CPU stole from others.
+    /// Threads that came to this CPU from another: stolen or pulled by it, or moved here by an
+    /// affinity change.
     migrations_in,
-    /// Threads other CPUs stole from this one.
+    /// Threads that left this CPU for another (the other side of `migrations_in`).
     migrations_out,
     /// Of `migrations_in`, the threads this busy CPU pulled from a busier one (periodic balancing).
     balance_pulls,
