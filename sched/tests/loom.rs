@@ -168,9 +168,6 @@ fn wake_racing_a_steal_and_a_local_pop_loses_nothing() {
     });
 }
 
-/// CPU 0 runs a task that blocks and switches away (saving its window, then clearing `on_cpu`);
-/// CPU 2 wakes it onto CPU 0's queue; CPU 1 steals it. The thief must see the complete window
-/// (loom reports a race otherwise), and the task is never lost.
 /// CPU 1 of the `on_cpu` models: steals from CPU 0, and if it got the task, waits for CPU 0 to
 /// let go of it (`on_cpu`) before it resumes the task's window, which must then be complete (42),
 /// and counts the run.
@@ -194,6 +191,28 @@ fn spawn_thief(q0: &Arc<CpuQueue<Task>>, q1: &Arc<CpuQueue<Task>>, task: &Arc<Ta
     })
 }
 
+/// CPU 0 of the `on_cpu` models switches away from `task`: it saves the window, then the next
+/// thread clears `on_cpu`.
+fn switch_away(task: &Task) {
+    task.window.with_mut(|w| {
+        // SAFETY: CPU 0 still owns the task (on_cpu is set).
+        unsafe { *w = 42 };
+    });
+    task.entity.clear_on_cpu();
+}
+
+/// The end of an `on_cpu` model, once every CPU is done: exactly one of these befell the task: CPU
+/// 0 kept it (`kept`), the thief ran it, or it still waits on CPU 0's queue; and it is runnable.
+fn assert_one_fate(q0: &CpuQueue<Task>, task: &Task, kept: bool) {
+    let queued = q0.lock().pop();
+    let fates = [kept, task.runs.load(Ordering::Relaxed) == 1, queued == Some(task.ptr())];
+    assert_eq!(fates.iter().filter(|&&f| f).count(), 1, "kept, stolen, queued: {fates:?}");
+    assert_eq!(task.entity.state(), State::Running);
+}
+
+/// CPU 0 runs a task that blocks and switches away (saving its window, then clearing `on_cpu`);
+/// CPU 2 wakes it onto CPU 0's queue; CPU 1 steals it. The thief must see the complete window
+/// (loom reports a race otherwise), and the task is never lost.
 #[test]
 fn on_cpu_handshake_orders_the_save_before_a_thief_resumes() {
     model(|| {
@@ -233,29 +252,12 @@ fn on_cpu_handshake_orders_the_save_before_a_thief_resumes() {
         let kept = next == Some(task.ptr());
         if !kept {
             assert_eq!(next, None);
-            // The switch saves the window, then the next thread clears on_cpu.
-            task.window.with_mut(|w| {
-                // SAFETY: CPU 0 still owns the task (on_cpu is set).
-                unsafe { *w = 42 };
-            });
-            task.entity.clear_on_cpu();
+            switch_away(&task);
         }
         waker.join().unwrap();
         thief.join().unwrap();
-        let queued = q0.lock().pop();
-        // Exactly one of: a wake-up before the switch path kept it on CPU 0; the thief ran it; it
-        // still waits on CPU 0's queue.
-        let fates = [
-            kept,
-            task.runs.load(Ordering::Relaxed) == 1,
-            queued == Some(task.ptr()),
-        ];
-        assert_eq!(
-            fates.iter().filter(|&&f| f).count(),
-            1,
-            "kept, stolen, queued: {fates:?}"
-        );
-        assert_eq!(task.entity.state(), State::Running);
+        // Kept means a wake-up came before the switch path.
+        assert_one_fate(&q0, &task, kept);
     });
 }
 
@@ -383,28 +385,12 @@ fn halt_in_place_is_always_kicked_before_a_thief_waits_on_it() {
             }
             kept = q0.lock().pop_if_oldest(task.ptr());
             if !kept {
-                // Not queued here (not woken, or stolen): switch to the idle thread (save the
-                // window, then the idle thread clears on_cpu).
-                task.window.with_mut(|w| {
-                    // SAFETY: CPU 0 still owns the task (on_cpu is set).
-                    unsafe { *w = 42 };
-                });
-                task.entity.clear_on_cpu();
+                // Not queued here (not woken, or stolen): switch to the idle thread.
+                switch_away(&task);
             }
         }
         waker.join().unwrap();
         thief.join().unwrap();
-        let queued = q0.lock().pop();
-        let fates = [
-            kept,
-            task.runs.load(Ordering::Relaxed) == 1,
-            queued == Some(task.ptr()),
-        ];
-        assert_eq!(
-            fates.iter().filter(|&&f| f).count(),
-            1,
-            "kept, stolen, queued: {fates:?}"
-        );
-        assert_eq!(task.entity.state(), State::Running);
+        assert_one_fate(&q0, &task, kept);
     });
 }
