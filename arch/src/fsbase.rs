@@ -135,14 +135,23 @@ pub fn write_user_gs(base: u64) -> Result<bool, NonCanonical> {
         return Ok(false);
     }
     crate::interrupts::without_interrupts(|| {
-        // SAFETY: FSGSBASE is on, so WRGSBASE is defined; the value is canonical, so it does not
-        // fault; interrupts are off, so nothing runs between the swaps, where GS is the user's (an
-        // NMI takes the paranoid entry, which does not trust GS).
-        unsafe {
-            core::arch::asm!("swapgs", "wrgsbase {}", "swapgs", in(reg) base, options(nostack, preserves_flags))
-        };
+        // SAFETY: FSGSBASE is on; the value is canonical; interrupts are off.
+        unsafe { wrgsbase_user(base) };
     });
     Ok(true)
+}
+
+/// WRGSBASE of the user's GS base, between two `swapgs` (it is parked in IA32_KERNEL_GS_BASE while
+/// the kernel runs).
+///
+/// # Safety
+/// FSGSBASE is on, so WRGSBASE is defined; `base` is canonical, so it does not fault (a fault between
+/// the swaps would enter the kernel on the user's GS); interrupts are off, so nothing runs between
+/// the swaps (an NMI or machine check takes the paranoid entry, which does not trust GS).
+#[inline(always)]
+unsafe fn wrgsbase_user(base: u64) {
+    // SAFETY: per the caller; GS is the kernel's again after the second swap.
+    unsafe { core::arch::asm!("swapgs", "wrgsbase {}", "swapgs", in(reg) base, options(nostack, preserves_flags)) };
 }
 
 /// The running (or just stopped) user thread's FS and GS bases, read from the CPU: RDFSBASE, and
@@ -186,10 +195,8 @@ pub unsafe fn load_user_bases(fs: u64, gs: u64, cur_fs: u64, cur_gs: u64) {
         unsafe { core::arch::asm!("wrfsbase {}", in(reg) fs, options(nostack, preserves_flags)) };
     }
     if gs != cur_gs {
-        // SAFETY: per the caller; GS is the kernel's again after the second swap.
-        unsafe {
-            core::arch::asm!("swapgs", "wrgsbase {}", "swapgs", in(reg) gs, options(nostack, preserves_flags))
-        };
+        // SAFETY: per the caller.
+        unsafe { wrgsbase_user(gs) };
     }
 }
 
