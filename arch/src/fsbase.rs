@@ -210,10 +210,54 @@ pub enum SelfNmi {
     Mmio { addr: u64, value: u32 },
 }
 
-/// For tests of the paranoid entry: load GS base `bogus`, raise the NMI `nmi` describes, and spin
-/// until `seen` is nonzero (the handler's mark) or `spins` pauses pass, all in one block of
-/// assembly that never addresses through GS; then read the GS base the NMI's return left, put the
-/// real one back, and return what was read.
+/// The window of [`raise_nmi_on_gs`] and [`raise_nmi_on_swapped_gs`], in one block of assembly that
+/// never addresses through GS: `$enter` loads the GS base under test, `$send` (operands after the
+/// shared ones) sends the self-NMI, a spin waits until `seen` is nonzero or `spins` pauses pass,
+/// and `$leave` puts the real GS base back.
+macro_rules! on_test_gs {
+    ($enter:literal, $leave:literal, $seen:expr, $spins:expr, $send:literal, $($operands:tt)*) => {
+        core::arch::asm!(
+            $enter,
+            $send,
+            "2:",
+            "cmp qword ptr [{seen}], 0",
+            "jne 3f",
+            "pause",
+            "dec {spins}",
+            "jnz 2b",
+            "3:",
+            $leave,
+            seen = in(reg) $seen,
+            spins = inout(reg) $spins => _,
+            $($operands)*
+            options(nostack),
+        )
+    };
+}
+
+/// [`on_test_gs`] with each way of sending the self-NMI `$nmi`.
+macro_rules! on_test_gs_sending {
+    ($nmi:expr, $enter:literal, $leave:literal, $seen:expr, $spins:expr, $($operands:tt)*) => {
+        match $nmi {
+            // SAFETY: per the caller of the function this expands in; WRMSR to the x2APIC ICR sends
+            // the self-NMI.
+            SelfNmi::Msr { msr, value } => unsafe {
+                on_test_gs!($enter, $leave, $seen, $spins, "wrmsr", $($operands)*
+                    in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,)
+            },
+            // SAFETY: as above; the store to the xAPIC ICR's low word sends the self-NMI.
+            SelfNmi::Mmio { addr, value } => unsafe {
+                on_test_gs!($enter, $leave, $seen, $spins, "mov dword ptr [{addr}], {value:e}", $($operands)*
+                    addr = in(reg) addr, value = in(reg) value,)
+            },
+        }
+    };
+}
+
+/// For tests of the paranoid entry with FSGSBASE on: load GS base `bogus`, raise the NMI `nmi`
+/// describes, and spin until `seen` is nonzero (the handler's mark) or `spins` pauses pass, all in
+/// one block of assembly that never addresses through GS; then read the GS base the NMI's return
+/// left, put the real one back, and return what was read.
 ///
 /// # Safety
 /// FSGSBASE is on; interrupts are off (nothing else may run on the bogus GS); `bogus` is canonical;
@@ -222,43 +266,28 @@ pub enum SelfNmi {
 pub unsafe fn raise_nmi_on_gs(bogus: u64, nmi: SelfNmi, seen: &core::sync::atomic::AtomicU64, spins: u64) -> u64 {
     let after: u64;
     let seen = seen.as_ptr();
-    // The window on the bogus GS base, around `$send`, the instruction that sends the self-NMI
-    // (its operands follow the shared ones).
-    macro_rules! on_bogus_gs {
-        ($send:literal, $($operands:tt)*) => {
-            core::arch::asm!(
-                "rdgsbase {saved}",
-                "wrgsbase {bogus}",
-                $send,
-                "2:",
-                "cmp qword ptr [{seen}], 0",
-                "jne 3f",
-                "pause",
-                "dec {spins}",
-                "jnz 2b",
-                "3:",
-                "rdgsbase {after}",
-                "wrgsbase {saved}",
-                saved = out(reg) _,
-                bogus = in(reg) bogus,
-                seen = in(reg) seen,
-                spins = inout(reg) spins => _,
-                after = out(reg) after,
-                $($operands)*
-                options(nostack),
-            )
-        };
-    }
-    match nmi {
-        // SAFETY: per the caller; the real GS base is kept in a register and written back before the
-        // block ends; WRMSR to the ICR sends the self-NMI.
-        SelfNmi::Msr { msr, value } => unsafe {
-            on_bogus_gs!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,)
-        },
-        // SAFETY: as above; the store to the ICR's low word sends the self-NMI.
-        SelfNmi::Mmio { addr, value } => unsafe {
-            on_bogus_gs!("mov dword ptr [{addr}], {value:e}", addr = in(reg) addr, value = in(reg) value,)
-        },
-    }
+    on_test_gs_sending!(nmi, "rdgsbase {saved}\nwrgsbase {bogus}", "rdgsbase {after}\nwrgsbase {saved}", seen, spins,
+        saved = out(reg) _, bogus = in(reg) bogus, after = out(reg) after,);
+    after
+}
+
+/// For tests of the paranoid entry without FSGSBASE: with the user-half GS base `user` parked in
+/// IA32_KERNEL_GS_BASE, `swapgs` to it (the state between the system-call exit's `swapgs` and its
+/// `sysretq`), raise the NMI `nmi` describes, spin as [`raise_nmi_on_gs`] does, `swapgs` back, and
+/// return the parked base the NMI's return left; the parked base is then put back as it was.
+///
+/// # Safety
+/// Interrupts are off (nothing else may run on the user's GS); `user` is canonical and in the
+/// lower half (the sign test's premise); `nmi` names this CPU's APIC ICR; the NMI handler returns
+/// normally for this NMI, and touches nothing through GS but this CPU's block.
+pub unsafe fn raise_nmi_on_swapped_gs(user: u64, nmi: SelfNmi, seen: &core::sync::atomic::AtomicU64, spins: u64) -> u64 {
+    let seen = seen.as_ptr();
+    let parked = KernelGsBase::read();
+    // The kernel reads IA32_KERNEL_GS_BASE only at `swapgs`, and it is put back below before
+    // anything else runs here (interrupts are off).
+    KernelGsBase::write(x86_64::VirtAddr::new_truncate(user));
+    on_test_gs_sending!(nmi, "swapgs", "swapgs", seen, spins,);
+    let after = KernelGsBase::read().as_u64();
+    KernelGsBase::write(parked);
     after
 }

@@ -263,14 +263,17 @@ mod tests {
     /// interrupts off, load such bases (and 0, and a user-half one), send this CPU an NMI and
     /// check that the handler ran on this CPU's block (its NMI counter, bumped through GS, moved;
     /// the CPU it found through GS is this one) and that the NMI's return left the bogus base in
-    /// GS. Without FSGSBASE there is nothing to check (user GS bases stay 0). The NMIs arrive in
-    /// the test's own spin loop, never in the idle halt, which an NMI must not return into.
+    /// GS. Without FSGSBASE the entry decides by the sign of the GS base: the test parks
+    /// lower-half bases (a user's, 0 among them) in IA32_KERNEL_GS_BASE and `swapgs` to them, as
+    /// the system-call exit does before `sysretq`, with the same checks. The NMIs arrive in the
+    /// test's own spin loop, never in the idle halt, which an NMI must not return into.
     fn nmi_paranoid_gs() -> Result<(), String> {
-        if !arch::fsbase::enabled() {
-            log::info!("nmi_paranoid_gs: CR4.FSGSBASE is off on this CPU model; nothing to check");
-            return Ok(());
-        }
-        for bogus in [0xffff_8000_0000_1000u64, 0xffff_ffff_ffff_f000, 0x7fff_dead_0000, 0] {
+        // With FSGSBASE any canonical base may be the user's; without it only lower-half ones are
+        // (the sign test's premise), reached by the entry's `swapgs` rather than WRGSBASE.
+        let fsgsbase = arch::fsbase::enabled();
+        let bases: &[u64] =
+            if fsgsbase { &[0xffff_8000_0000_1000, 0xffff_ffff_ffff_f000, 0x7fff_dead_0000, 0] } else { &[0x7fff_dead_0000, 0] };
+        for &bogus in bases {
             arch::interrupts::without_interrupts(|| -> Result<(), String> {
                 // SAFETY: interrupts are off for the whole closure.
                 let irq = unsafe { percpu::IrqOff::assume() };
@@ -280,10 +283,16 @@ mod tests {
                 let before = block.counters.nmis.load(Ordering::Relaxed);
                 SEEN.store(0, Ordering::Relaxed);
                 EXPECT.store(me, Ordering::Relaxed);
-                // SAFETY: FSGSBASE is on; interrupts are off; the values are canonical; `nmi` is
-                // this CPU's ICR; with EXPECT set the handler returns, touching only this CPU's
-                // block through GS (if the paranoid entry loaded it).
-                let after = unsafe { arch::fsbase::raise_nmi_on_gs(bogus, nmi, &SEEN, 1 << 26) };
+                // SAFETY: interrupts are off; the values are canonical (and lower-half without
+                // FSGSBASE); `nmi` is this CPU's ICR; with EXPECT set the handler returns,
+                // touching only this CPU's block through GS (if the paranoid entry loaded it).
+                let after = unsafe {
+                    if fsgsbase {
+                        arch::fsbase::raise_nmi_on_gs(bogus, nmi, &SEEN, 1 << 26)
+                    } else {
+                        arch::fsbase::raise_nmi_on_swapped_gs(bogus, nmi, &SEEN, 1 << 26)
+                    }
+                };
                 EXPECT.store(0, Ordering::Relaxed);
                 let seen = SEEN.load(Ordering::Relaxed);
                 let counted = block.counters.nmis.load(Ordering::Relaxed) - before;
