@@ -43,6 +43,12 @@ pub enum FpuKind {
     Fxsave,
 }
 
+/// The state components a thread's extended state holds: x87, SSE and AVX (bits 0 to 2 of XCR0).
+/// The kernel enables no more than these ([`enable_on_this_cpu`]), and code that runs the switch
+/// path elsewhere (natively, on a host whose OS also enabled AVX-512 or PKRU) limits its areas to
+/// them with [`FpuFeatures::for_threads`], so that it saves and restores what the kernel would.
+pub const THREAD_COMPONENTS: u64 = 0b111;
+
 /// Size of the legacy `fxsave` region (and the first part of every XSAVE area).
 const FXSAVE_BYTES: usize = 512;
 /// Offset of MXCSR in the legacy region.
@@ -102,6 +108,13 @@ impl FpuFeatures {
             xcr0,
             area_bytes,
         }
+    }
+
+    /// These features with the saved components limited to [`THREAD_COMPONENTS`] (the area size
+    /// stays the one for all enabled components: large enough, and the offsets of x87, SSE and AVX
+    /// in the standard form do not depend on what else is enabled).
+    pub fn for_threads(self) -> FpuFeatures {
+        FpuFeatures { xcr0: self.xcr0 & THREAD_COMPONENTS, ..self }
     }
 
     /// The best instruction pair the enabled features allow.
@@ -308,6 +321,7 @@ pub unsafe fn enable_on_this_cpu(allow_xsave: bool) -> FpuFeatures {
             .get_extended_state_info()
             .is_some_and(|s| s.xcr0_supports_avx_256());
         let mut xcr0 = XCr0Flags::X87 | XCr0Flags::SSE;
+        debug_assert_eq!((XCr0Flags::X87 | XCr0Flags::SSE | XCr0Flags::AVX).bits(), THREAD_COMPONENTS);
         if avx && avx_state {
             xcr0 |= XCr0Flags::AVX;
         }

@@ -239,7 +239,7 @@ pub fn pick(sampling: Sampling, nr_runnable: usize) -> Vec<f64> {
 /// from `vectors` first, as an FPU thread's would be, so the save cannot take the "unmodified since
 /// the last restore from this area" shortcut.
 pub fn fpu_save(sampling: Sampling, vectors: &LiveVectors) -> Vec<f64> {
-    let features = FpuFeatures::detect();
+    let features = FpuFeatures::detect().for_threads();
     let mut area = FpuArea::new(vectors.kind(), &features).expect("memory for a save area");
     vectors.touch();
     cycles_per_op(sampling, BATCH, || {

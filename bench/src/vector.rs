@@ -23,7 +23,7 @@ impl LiveVectors {
     /// Fill the vector registers with a pattern and save them; `None` if the area cannot be
     /// allocated.
     pub fn new() -> Option<Self> {
-        let features = FpuFeatures::detect();
+        let features = FpuFeatures::detect().for_threads();
         let kind = features.kind();
         let mut area = FpuArea::new(kind, &features)?;
         // SAFETY: SSE is always enabled for user space on x86_64 Linux; `kind` was chosen from the

@@ -131,7 +131,7 @@ impl HostPlatform {
         HostPlatform {
             cpus,
             clock: TscClock::new(),
-            fpu: FpuFeatures::detect(),
+            fpu: FpuFeatures::detect().for_threads(),
             trace_hook: None,
         }
     }
