@@ -1,4 +1,4 @@
-//! Extended (x87/SSE/AVX) register state: detection, save areas, eager save and restore, no traps.
+//! Extended (x87/SSE/AVX) register state: detection, save areas, save and restore, the first-use trap.
 //!
 //! Key types and functions:
 //! - [`FpuFeatures`] (from CPUID through `raw-cpuid`, and XCR0): which of XSAVE, XSAVEOPT, XSAVEC and
@@ -6,19 +6,22 @@
 //!   size they need (CPUID leaf 0xD); [`FpuFeatures::kind`] picks the [`FpuKind`] to use.
 //! - [`FpuArea`]: a 64-byte aligned heap buffer of that size, initialised to the clean state.
 //! - [`save`] / [`restore`]: `xsaveopt`/`xsave`/`fxsave` and `xrstor`/`fxrstor` on an area.
-//! - [`enable_on_this_cpu`] (kernel only): CR0/CR4/XCR0 set up so the instructions above work and
-//!   nothing ever traps on first use.
+//! - [`enable_on_this_cpu`] (kernel only): CR0/CR4/XCR0 set up so the instructions above work, with
+//!   the first-use trap disarmed; [`set_trap`] arms and disarms it (CR0.TS).
 //! - [`fill_vector_regs`] / [`read_vector_regs`] / [`expected_vector_regs`]: write and read a known
 //!   pattern in the vector registers, for FPU isolation tests (here and in the kernel, which is
 //!   compiled without SSE and so cannot touch those registers from Rust).
 //!
-//! Neighbours: `sched` saves a thread's area when it switches out a thread that uses the FPU and
-//! restores it when such a thread comes back to a CPU whose registers do not hold its state any more;
+//! Neighbours: `sched` saves a thread's area when it switches out a thread that may have changed its
+//! state, and restores it when such a thread comes back to a CPU whose registers do not hold its
+//! state any more (or at its first use of it, after a lazy switch);
 //! [`crate::switch`] never touches this state. The kernel calls [`enable_on_this_cpu`] on each CPU.
 //!
-//! There is no lazy (trap-on-first-use, CR0.TS) mode on purpose: lazy switching leaves the previous
-//! thread's values in the registers while another thread runs, and speculative reads of them leak
-//! across threads (LazyFP, CVE-2018-3665). XSAVES/XRSTORS are not used: they need CPL 0 and the
+//! Lazy switching (trap on first use) is for threads of one address space only: `sched` lets a
+//! thread run without its own state, trap armed, only while the registers hold the state of a
+//! thread that shares its space. Across spaces it always restores: a lazy switch there would leave
+//! another process's values in the registers, and speculative reads of them leak (LazyFP,
+//! CVE-2018-3665); within a space the threads share all their memory anyway. XSAVES/XRSTORS are not used: they need CPL 0 and the
 //! IA32_XSS MSR and only add supervisor state components (PT, CET, ...), none of which this kernel
 //! uses; the standard (non-compacted) XSAVE form covers every user component, and works natively on a
 //! host in user space too, where XSAVES would fault. XSAVEC is reported but not used for the same
@@ -333,6 +336,29 @@ pub unsafe fn enable_on_this_cpu(allow_xsave: bool) -> FpuFeatures {
         }
     }
     FpuFeatures::detect()
+}
+
+/// Arm (`on`: set CR0.TS) or disarm (`clts`) the trap on this CPU's next use of the extended
+/// state: while armed, any x87, MMX, SSE or AVX instruction, and `xsave`/`xrstor` themselves,
+/// raise #NM (vector 7) instead of running. The scheduler arms it for a thread that runs without
+/// its own state in the registers, and its #NM handler disarms it and loads that state.
+///
+/// # Safety
+/// CPL 0, on a CPU set up by [`enable_on_this_cpu`]. While armed, nothing may use the extended
+/// state unless an #NM handler that disarms and makes the state right is installed.
+#[cfg(target_os = "none")]
+#[inline]
+pub unsafe fn set_trap(on: bool) {
+    if on {
+        // SAFETY: CPL 0 (caller); only CR0.TS changes, which affects nothing but the extended
+        // state's instructions (the caller's contract above).
+        unsafe {
+            core::arch::asm!("mov {0}, cr0", "or {0}, 8", "mov cr0, {0}", out(reg) _, options(nostack))
+        };
+    } else {
+        // SAFETY: as above; `clts` clears CR0.TS only.
+        unsafe { core::arch::asm!("clts", options(nostack, preserves_flags)) };
+    }
 }
 
 /// The contents of the vector registers as the test helpers see them: for each of the 16 registers,

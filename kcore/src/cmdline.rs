@@ -13,6 +13,7 @@
 //! | `nox2apic`          | drive the local APIC in xAPIC mode even where x2APIC exists    |
 //! | `notscdeadline`     | use the one-shot LAPIC timer even where TSC-deadline exists   |
 //! | `noxsave`           | save FPU threads' state with FXSAVE even where XSAVE exists   |
+//! | `eagerfpu`          | save and restore FPU threads' state at every switch (no CR0.TS trap) |
 //! | `nosmap`            | leave SMAP off even where the CPU has it (no `stac`/`clac`)    |
 //! | `maxcpus=N`         | bring up at most N CPUs                                        |
 //! | `demo=0\|1`         | `make run`'s demonstration workload (default on)               |
@@ -59,6 +60,8 @@ pub struct Options<'a> {
     pub nox2apic: bool,
     pub notscdeadline: bool,
     pub noxsave: bool,
+    /// `eagerfpu`: no lazy extended-state switching between threads of one space.
+    pub eagerfpu: bool,
     /// `nosmap`: leave CR4.SMAP off and use no `stac`/`clac` (for emulators that cannot run them).
     pub nosmap: bool,
     pub maxcpus: Option<u32>,
@@ -96,6 +99,7 @@ impl Default for Options<'_> {
             nox2apic: false,
             notscdeadline: false,
             noxsave: false,
+            eagerfpu: false,
             nosmap: false,
             maxcpus: None,
             demo: true,
@@ -350,8 +354,9 @@ pub fn parse<'a>(line: &'a str) -> (Options<'a>, Warnings<'a>) {
                 Some("quick") => (o.bench, o.bench_quick) = (true, true),
                 Some(v) => w.push(Warning::BadValue { key, value: v, expected: "nothing (`bench`) or quick" }),
             },
-            "nopcid" | "nox2apic" | "notscdeadline" | "noxsave" | "nosmap" if value.is_none() => match key {
+            "nopcid" | "nox2apic" | "notscdeadline" | "noxsave" | "eagerfpu" | "nosmap" if value.is_none() => match key {
                 "nopcid" => o.nopcid = true,
+                "eagerfpu" => o.eagerfpu = true,
                 "nox2apic" => o.nox2apic = true,
                 "noxsave" => o.noxsave = true,
                 "nosmap" => o.nosmap = true,
@@ -385,13 +390,13 @@ mod tests {
 
     #[test]
     fn known_options_parse() {
-        let (o, w) = parse("exit-after=5  test=a,b slice-us=2000 nopcid nox2apic notscdeadline noxsave maxcpus=3 demo=0 loglevel=debug");
+        let (o, w) = parse("exit-after=5  test=a,b slice-us=2000 nopcid nox2apic notscdeadline noxsave eagerfpu maxcpus=3 demo=0 loglevel=debug");
         assert_eq!(w.total, 0, "{:?}", w);
         assert_eq!(o.exit_after_s, Some(5));
         assert_eq!(o.test, Some("a,b"));
         assert_eq!(o.slice_us, 2000);
         assert_eq!(o.idle_poll_us, DEFAULT_IDLE_POLL_US);
-        assert!(o.nopcid && o.nox2apic && o.notscdeadline && o.noxsave);
+        assert!(o.nopcid && o.nox2apic && o.notscdeadline && o.noxsave && o.eagerfpu);
         assert_eq!(o.maxcpus, Some(3));
         assert!(!o.demo);
         assert_eq!(o.loglevel, LogLevel::Debug);

@@ -190,7 +190,7 @@ fn kernel_main(info: BootInfo) -> ! {
     // SAFETY: boot CPU, interrupts off, no thread has used the FPU yet.
     let fpu = unsafe { arch::fpu::enable_on_this_cpu(!opts.noxsave) };
     NOXSAVE.store(opts.noxsave, core::sync::atomic::Ordering::Relaxed);
-    task::init(nr_cpus, opts.slice_us * 1000, opts.idle_poll_us * 1000, fpu);
+    task::init(nr_cpus, opts.slice_us * 1000, opts.idle_poll_us * 1000, fpu, !opts.eagerfpu);
     syscall::init();
     process::init(info.initrd.map(|(pa, len)| {
         // SAFETY: the boot path reserved these bytes (RegionKind::Kernel), so the frame allocator

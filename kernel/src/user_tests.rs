@@ -7,7 +7,8 @@
 
 use alloc::{format, string::String, vec::Vec};
 
-use crate::{process, testing::Test};
+use crate::{println_raw, process, task::sched, testing::Test};
+use ::sched::Platform as _;
 
 pub static TESTS: &[Test] = &[
     Test { name: "user_smoke_exit_status", min_cpus: 1, expect_fault: false, run: smoke_exit_status },
@@ -15,6 +16,7 @@ pub static TESTS: &[Test] = &[
     Test { name: "user_pthreads_mutex_condvar_join", min_cpus: 1, expect_fault: false, run: pthreads },
     Test { name: "user_programs_return_every_frame", min_cpus: 1, expect_fault: false, run: no_leak },
     Test { name: "user_threads_keep_their_vector_registers", min_cpus: 1, expect_fault: false, run: fpu_isolation },
+    Test { name: "user_unused_vector_state_is_not_switched_within_a_process", min_cpus: 1, expect_fault: false, run: fpu_lazy },
     Test { name: "user_syscall_fuzzer_leaves_the_kernel_whole", min_cpus: 1, expect_fault: false, run: fuzz },
     Test { name: "user_fuzzer_with_processes_returns_every_frame", min_cpus: 1, expect_fault: false, run: fuzz_processes },
     Test { name: "user_sigstop_parks_sigcont_resumes_sigkill_ends", min_cpus: 1, expect_fault: false, run: stop_continue_kill },
@@ -275,6 +277,30 @@ fn fpu_isolation() -> Result<(), String> {
     let expected = ["fpu: 4 threads x 2000 yields, 0 registers changed under them", "fpu: ok"];
     if out.lines().collect::<Vec<_>>() != expected || status != 0 {
         return Err(format!("status {status:#x}, output:\n{out}"));
+    }
+    Ok(())
+}
+
+/// The same four threads, all on CPU 0, touch their vector registers only before and after their
+/// 2000 yields each: within one process the scheduler switches them lazily (trap on first use,
+/// `sched`'s `switch_fpu`), so most of their switches neither save nor restore, and every thread
+/// takes its state back through the trap at its first use after a yield. Counted over the run
+/// (nothing else runs user code meanwhile): at least half of the 8000 yields' switches were lazy,
+/// and fewer than 100 saves happened (an eager switch saves at every one of them). Without the
+/// trap (`eagerfpu`) the test has nothing to check and says so.
+fn fpu_lazy() -> Result<(), String> {
+    let before = sched().total_counters();
+    fpu_isolation()?;
+    let after = sched().total_counters();
+    let (switches, lazy) = (after.context_switches - before.context_switches, after.fpu_lazy_switches - before.fpu_lazy_switches);
+    let (saves, traps) = (after.fpu_saves - before.fpu_saves, after.fpu_traps - before.fpu_traps);
+    println_raw!("  note: fpu: {switches} switches, {lazy} lazy, {saves} saves, {traps} traps");
+    if !sched().platform().lazy_fpu() {
+        println_raw!("  note: eagerfpu: every switch saves and restores; nothing to check");
+        return Ok(());
+    }
+    if lazy < 4000 || saves >= 100 || traps < 4 {
+        return Err(format!("{switches} switches: {lazy} lazy (want 4000 or more), {saves} saves (want fewer than 100), {traps} traps (want 4 or more)"));
     }
     Ok(())
 }

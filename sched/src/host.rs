@@ -333,7 +333,9 @@ pub fn mm(word: NonZeroUsize, owner: Arc<()>) -> Mm {
         unsafe { Arc::decrement_strong_count(owner.as_ptr().cast_const()) };
     }
     let owner = NonNull::new(Arc::into_raw(owner).cast_mut()).expect("an Arc is never null");
-    // SAFETY: one reference handed over, counted by OPS from any thread; the word is the test's.
+    assert_ne!(word.get(), usize::MAX, "the scheduler's marker, not a space's word");
+    // SAFETY: one reference handed over, counted by OPS from any thread; the word is the test's,
+    // and not the marker (checked).
     unsafe { Mm::from_raw(word, owner, &OPS) }
 }
 
@@ -354,7 +356,9 @@ pub fn mm_with_account(word: NonZeroUsize, account: Arc<AtomicU64>) -> Mm {
         unsafe { owner.cast::<AtomicU64>().as_ref() }.fetch_add(ns, Ordering::Relaxed);
     }
     let owner = NonNull::new(Arc::into_raw(account).cast_mut()).expect("an Arc is never null").cast();
-    // SAFETY: one reference handed over, counted by OPS from any thread; the word is the test's.
+    assert_ne!(word.get(), usize::MAX, "the scheduler's marker, not a space's word");
+    // SAFETY: one reference handed over, counted by OPS from any thread; the word is the test's,
+    // and not the marker (checked).
     unsafe { Mm::from_raw(word, owner, &OPS) }
 }
 

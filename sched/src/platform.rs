@@ -90,6 +90,7 @@ impl Mm {
     ///    count (each callable from any thread; `release` in thread context).
     /// 2. While any reference to `owner` lives, `word` names this space alone, and it keeps
     ///    naming it while a CPU may have it loaded ([`Platform::switch_mm`] keeps it loaded).
+    /// 3. `word` is not `usize::MAX`, which the scheduler keeps as a marker of its own.
     pub const unsafe fn from_raw(word: NonZeroUsize, owner: NonNull<()>, ops: &'static MmOps) -> Mm {
         Mm { word, owner, ops }
     }
@@ -211,6 +212,24 @@ pub trait Platform: 'static + Sync + Sized {
     /// The extended-state features threads created with `fpu: true` are saved with (already
     /// enabled on every CPU), or `None` if the platform offers no FPU to threads.
     fn fpu_features(&self) -> Option<FpuFeatures>;
+
+    /// Whether the scheduler may arm the trap on first use of the extended state
+    /// ([`Platform::set_fpu_trap`]). With it, threads of one address space switch without saving
+    /// or loading extended state that they do not use (see `switch_fpu`); without it (the
+    /// default), every switch of an FPU thread saves and restores. The answer must not change
+    /// once a thread with extended state exists.
+    #[inline(always)]
+    fn lazy_fpu(&self) -> bool {
+        false
+    }
+
+    /// Arm (`on`) or disarm this CPU's trap on the next use of the extended state (x86: CR0.TS,
+    /// whose #NM the platform hands to [`crate::Scheduler::fpu_trap`]; `xsave` and `xrstor` trap
+    /// too). Called only where [`Platform::lazy_fpu`] says yes, with interrupts disabled, and only to
+    /// change the setting (the scheduler keeps a copy of it per CPU, starting disarmed).
+    fn set_fpu_trap(&self, on: bool) {
+        let _ = on;
+    }
 
     /// Load address space `next` on this CPU; `prev` is the word of the one loaded so far (`None`
     /// if none yet). Called only when they differ, never for kernel-only threads (which keep the

@@ -113,6 +113,16 @@ impl Default for Config {
 /// No deadline (for `armed_ns` and `next_sleeper_ns`).
 const NEVER: u64 = u64::MAX;
 
+/// Slices in a row in which a thread used its extended state, after which its switch-in restores
+/// the state eagerly instead of arming the trap on first use (`switch_fpu`): a thread that uses it
+/// in every slice would otherwise take a trap in every one. Linux's lazy-FPU days used 5 as well
+/// (`fpu_counter`, before 4.6).
+const FPU_HOT_SLICES: u8 = 5;
+
+/// `Local::fpu_owner_mm` when the registers hold the clean extended state: a thread of any space may
+/// run over it. Never a space's word (`Mm::from_raw`, condition 3).
+const FPU_ANY_SPACE: usize = usize::MAX;
+
 /// A busy CPU balances at every this many ends of a slice, not at each: Linux, too, balances a
 /// busy CPU on an interval (its `busy_factor` stretches the idle one), and a slice end is the
 /// clock this scheduler has. With 10 ms slices that is every 40 ms, near Linux's busy interval
@@ -215,10 +225,33 @@ struct Local {
     acct_ns: AtomicU64,
     /// Id of the thread whose extended state this CPU's registers hold (0: none known).
     fpu_owner: AtomicU64,
-    /// The address space loaded on this CPU (0: none yet).
+    /// Whose threads may run over the registers' extended state without their own (`switch_fpu`):
+    /// [`FPU_ANY_SPACE`] when the registers hold the clean state, which reveals nothing; else the
+    /// space of `fpu_owner` when its state was loaded here, while that space has stayed loaded on
+    /// this CPU ever since (the registers then hold nothing that space does not already share with
+    /// its threads); else 0, nobody. A space is kept only while it stays loaded because only then
+    /// is its word sure to name it (a space's word may be reused once it is freed):
+    /// [`Local::set_active_mm`] clears it.
+    fpu_owner_mm: AtomicUsize,
+    /// Whether this CPU's trap on the next use of the extended state is armed
+    /// ([`Platform::set_fpu_trap`]; always false without [`Platform::lazy_fpu`]).
+    fpu_trap: AtomicBool,
+    /// The address space loaded on this CPU (0: none yet). Written only through `set_active_mm`.
     active_mm: AtomicUsize,
     /// How long this CPU polls its queue before it halts (adapted; see `adapt_idle_poll`).
     idle_poll_ns: AtomicU64,
+}
+
+impl Local {
+    /// Record that this CPU loaded space `word` (0: left every space). The registers' extended
+    /// state no longer belongs to a space known to be loaded here since it was put there.
+    #[inline(always)]
+    fn set_active_mm(&self, word: usize) {
+        self.active_mm.store(word, Ordering::Relaxed);
+        if self.fpu_owner_mm.load(Ordering::Relaxed) != FPU_ANY_SPACE {
+            self.fpu_owner_mm.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// One CPU's scheduler state.
@@ -246,6 +279,8 @@ impl Cpu {
                 slice_ends_to_balance: AtomicU32::new(0),
                 acct_ns: AtomicU64::new(0),
                 fpu_owner: AtomicU64::new(0),
+                fpu_owner_mm: AtomicUsize::new(0),
+                fpu_trap: AtomicBool::new(false),
                 active_mm: AtomicUsize::new(0),
                 idle_poll_ns: AtomicU64::new(0),
             }),
@@ -272,6 +307,9 @@ pub struct Scheduler<P: Platform> {
     idle_poll_bound_ns: AtomicU64,
     cpus: Box<[Cpu]>,
     fpu: Option<(FpuKind, FpuFeatures)>,
+    /// The clean extended state, loaded to wipe another space's values from the registers before
+    /// a thread runs over them lazily (`switch_fpu`); only where the platform is lazy.
+    fpu_clean: Option<FpuArea>,
     next_id: AtomicU64,
     /// The live user threads by id, so that one may change another's affinity
     /// ([`Scheduler::set_affinity`]). Locked with interrupts off; lock order: this -> runq(cpu).
@@ -288,6 +326,9 @@ impl<P: Platform> Scheduler<P> {
         );
         assert!(config.slice_ns > 0, "a zero time slice");
         let fpu = platform.fpu_features().map(|f| (f.kind(), f));
+        let fpu_clean = fpu
+            .filter(|_| platform.lazy_fpu())
+            .and_then(|(kind, features)| FpuArea::new(kind, &features));
         let cpus: Vec<Cpu> = (0..nr_cpus).map(|_| Cpu::new()).collect();
         Box::leak(Box::new(Scheduler {
             platform,
@@ -295,6 +336,7 @@ impl<P: Platform> Scheduler<P> {
             config,
             cpus: cpus.into_boxed_slice(),
             fpu,
+            fpu_clean,
             next_id: AtomicU64::new(1),
             user_threads: SpinMutex::new(BTreeMap::new()),
         }))
@@ -627,8 +669,8 @@ impl<P: Platform> Scheduler<P> {
                 let mut area = FpuArea::new(*kind, features).ok_or(SpawnError::OutOfMemory)?;
                 if builder.fpu_of_caller {
                     let irq = self.platform.irq_save_disable();
-                    // The caller's registers are its own while it runs: an FPU thread's image is
-                    // restored at each switch to it, and kernel code never touches them.
+                    // The caller's registers are its own once claimed (a lazy switch may have left
+                    // another thread's of its space there), and kernel code never touches them.
                     let running = self.cpus[self.this_cpu()]
                         .local
                         .current
@@ -636,6 +678,9 @@ impl<P: Platform> Scheduler<P> {
                     // SAFETY: the current thread of this CPU is the caller (interrupts are off, so
                     // it stays), alive while it runs.
                     if unsafe { running.as_ref() }.is_some_and(|t| t.fpu.is_some()) {
+                        // Its registers, not another thread's of its space (a lazy switch).
+                        let me = self.this_cpu();
+                        self.fpu_claim(&self.cpus[me], me);
                         // SAFETY: `area` is a fresh image of `kind`, enabled on every CPU (platform
                         // contract); saving reads the registers and writes only `area`.
                         unsafe { fpu::save(&mut area, *kind) };
@@ -878,9 +923,7 @@ impl<P: Platform> Scheduler<P> {
         let active = cpu.local.active_mm.load(Ordering::Relaxed);
         if active != new.word().get() {
             self.platform.switch_mm(NonZeroUsize::new(active), new);
-            cpu.local
-                .active_mm
-                .store(new.word().get(), Ordering::Relaxed);
+            cpu.local.set_active_mm(new.word().get());
         }
         self.platform.irq_restore(irq);
         old
@@ -1182,7 +1225,7 @@ impl<P: Platform> Scheduler<P> {
             if cpu.local.active_mm.load(Ordering::Relaxed) != 0 && self.platform.leave_mm_idle() {
                 // An idle CPU is spared the shootdowns of the space it last ran (it catches up
                 // through the space's generation when it next loads it).
-                cpu.local.active_mm.store(0, Ordering::Relaxed);
+                cpu.local.set_active_mm(0);
             }
             self.arm_from(cpu, cpu.local.next_sleeper_ns.load(Ordering::Relaxed), now);
             if self.idle_poll(cpu, now) {
@@ -1193,7 +1236,7 @@ impl<P: Platform> Scheduler<P> {
             } else if cpu.queue.try_halt() {
                 self.platform.idle_wait();
                 if self.platform.mm_after_idle() {
-                    cpu.local.active_mm.store(0, Ordering::Relaxed);
+                    cpu.local.set_active_mm(0);
                 }
                 cpu.queue.unhalt();
                 // The halt counts as idle from this turn's reading: the few steps between it and
@@ -1896,7 +1939,7 @@ impl<P: Platform> Scheduler<P> {
         let mut halted = false;
         if !self.stealable_elsewhere(me) {
             if local.active_mm.load(Ordering::Relaxed) != 0 && self.platform.leave_mm_idle() {
-                local.active_mm.store(0, Ordering::Relaxed);
+                local.set_active_mm(0);
             }
             // The slice tick of `prev` is off: no sleeper here (the caller's `now` was `None`).
             self.arm(cpu, NEVER);
@@ -1906,7 +1949,7 @@ impl<P: Platform> Scheduler<P> {
             if !self.idle_poll(cpu, start) && unsafe { cpu.queue.try_halt_blocked(prev) } {
                 self.platform.idle_wait();
                 if self.platform.mm_after_idle() {
-                    local.active_mm.store(0, Ordering::Relaxed);
+                    local.set_active_mm(0);
                 }
                 cpu.queue.unhalt();
                 halted = true;
@@ -1932,7 +1975,7 @@ impl<P: Platform> Scheduler<P> {
                 if active != mm.word().get() {
                     // The space was left during the halt: load it again, as a switch in would.
                     self.platform.switch_mm(NonZeroUsize::new(active), mm);
-                    local.active_mm.store(mm.word().get(), Ordering::Relaxed);
+                    local.set_active_mm(mm.word().get());
                 }
             }
         }
@@ -2100,25 +2143,32 @@ impl<P: Platform> Scheduler<P> {
         }
     }
 
-    /// The steps of a switch that a plain kernel thread on both sides skips: extended state, the
-    /// space, the user threads' stack and FS and GS bases.
+    /// The steps of a switch that a plain kernel thread on both sides skips: the space, extended
+    /// state, the user threads' stack and FS and GS bases.
     ///
     /// # Safety
     /// As for `switch_to`.
     #[inline(always)]
     unsafe fn switch_state(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread) {
+        // The space first: the extended-state step asks whether the registers' owner shares the
+        // space `next` runs in, which loading another one rules out.
+        // SAFETY: `next` is ours until it runs (as for `switch_to`).
+        let next_mm = match unsafe { next.mm() } {
+            Some(mm) => {
+                let word = mm.word().get();
+                let active = cpu.local.active_mm.load(Ordering::Relaxed);
+                if active != word {
+                    self.platform.switch_mm(NonZeroUsize::new(active), mm);
+                    cpu.local.set_active_mm(word);
+                }
+                word
+            }
+            None => 0,
+        };
         if let Some((kind, _)) = self.fpu {
             // SAFETY: `prev` runs here; `next` is ours (as for `switch_to`); `kind` is enabled on
             // every CPU (platform contract).
-            unsafe { self.switch_fpu(me, cpu, prev, next, kind) };
-        }
-        // SAFETY: `next` is ours until it runs (as for `switch_to`).
-        if let Some(mm) = unsafe { next.mm() } {
-            let active = cpu.local.active_mm.load(Ordering::Relaxed);
-            if active != mm.word().get() {
-                self.platform.switch_mm(NonZeroUsize::new(active), mm);
-                cpu.local.active_mm.store(mm.word().get(), Ordering::Relaxed);
-            }
+            unsafe { self.switch_fpu(me, cpu, prev, next, next_mm, kind) };
         }
         let top = next.user_stack_top;
         let prev_user = prev.user_stack_top != 0;
@@ -2128,43 +2178,147 @@ impl<P: Platform> Scheduler<P> {
         }
     }
 
-    /// Save the outgoing FPU thread's state; restore the incoming one's unless still live here.
+    /// The extended-state step of a switch.
+    ///
+    /// Eager by default: save the outgoing FPU thread's state, restore the incoming one's unless it
+    /// is still live in the registers. Where the platform can trap the first use of the state
+    /// ([`Platform::lazy_fpu`]), a user thread that did not use it in its last slices runs with
+    /// the trap armed instead, and pays only when it uses the state:
+    /// - at switch-out, a thread that ran with the trap still armed never touched its registers:
+    ///   its image is current and nothing is saved;
+    /// - at switch-in, such a thread runs without its own state if the registers hold the clean
+    ///   state or the state of a thread of its own space, which shares all its memory with it
+    ///   anyway (Linux draws the same line for its indirect-branch barrier, issued only between
+    ///   spaces). Its first use traps to [`Scheduler::fpu_trap`], which restores its state. If
+    ///   the registers hold another space's values, they are first replaced with the clean state:
+    ///   left there, they would be readable, speculatively, by the incoming thread (LazyFP,
+    ///   CVE-2018-3665).
+    ///
+    /// Threads that pass the CPU back and forth without vector code (a `sched_yield`, futex or
+    /// pipe ping-pong, within a process or between processes) then switch with no save, no restore
+    /// and no change to the trap. A thread that used the state in each of its last
+    /// `FPU_HOT_SLICES` slices is restored eagerly with the trap disarmed, as before, so that a
+    /// vector-heavy thread takes no trap per slice.
     ///
     /// # Safety
-    /// As for `switch_to`, and `kind` is enabled on this CPU.
+    /// As for `switch_to`, and `kind` is enabled on this CPU; `next_mm` is the word of `next`'s
+    /// space, already loaded here (0 for a thread without one).
     #[inline(always)]
-    unsafe fn switch_fpu(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread, kind: FpuKind) {
-        let saved = if let Some(area) = &prev.fpu
+    unsafe fn switch_fpu(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread, next_mm: usize, kind: FpuKind) {
+        let local = &cpu.local;
+        // Never set where the platform is not lazy: only a lazy switch below arms the trap.
+        let armed = local.fpu_trap.load(Ordering::Relaxed);
+        if let Some(area) = &prev.fpu
             && prev.entity.state() != State::Dead
         {
-            // SAFETY: only the CPU running or switching a thread touches its area: that is us.
-            unsafe { fpu::save(&mut *area.get(), kind) };
-            prev.fpu_cpu.store(me, Ordering::Relaxed);
-            bump(&cpu.counters.fpu_saves);
-            true
-        } else {
-            false
-        };
-        if let Some(area) = &next.fpu {
-            // The registers hold `next`'s state only if it was the last one here and nothing was
-            // saved over it now (a save means they hold `prev`'s).
-            let live = !saved
-                && cpu.local.fpu_owner.load(Ordering::Relaxed) == next.id.0
-                && next.fpu_cpu.load(Ordering::Relaxed) == me;
-            if live {
-                bump(&cpu.counters.fpu_restores_skipped);
+            if armed {
+                // `prev` did not touch the registers since its switch-in: its image is current
+                // (and it may run anywhere without them).
+                prev.fpu_uses.store(0, Ordering::Relaxed);
             } else {
-                // SAFETY: as above; the area holds a valid image (clean, or saved by a switch that
-                // `wait_off_cpu` ordered before us).
-                unsafe { fpu::restore(&*area.get(), kind) };
-                cpu.local.fpu_owner.store(next.id.0, Ordering::Relaxed);
-                next.fpu_cpu.store(me, Ordering::Relaxed);
-                bump(&cpu.counters.fpu_restores);
+                // Disarmed while `prev` ran: it owns the registers (restored at its switch-in or by
+                // its trap) and may have changed them.
+                // SAFETY: only the CPU running or switching a thread touches its area: that is us.
+                unsafe { fpu::save(&mut *area.get(), kind) };
+                prev.fpu_cpu.store(me, Ordering::Relaxed);
+                prev.fpu_uses
+                    .store(prev.fpu_uses.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+                // The registers still hold `prev`'s state, now equal to its image.
+                local.fpu_owner.store(prev.id.0, Ordering::Relaxed);
+                bump(&cpu.counters.fpu_saves);
             }
-        } else if saved {
-            // The registers still hold `prev`'s state, equal to its saved image.
-            cpu.local.fpu_owner.store(prev.id.0, Ordering::Relaxed);
         }
+        let Some(area) = &next.fpu else { return };
+        // `fpu_clean` exists only where the platform is lazy.
+        if let Some(clean) = &self.fpu_clean
+            && next_mm != 0
+            && next.fpu_uses.load(Ordering::Relaxed) < FPU_HOT_SLICES
+        {
+            let shared = local.fpu_owner_mm.load(Ordering::Relaxed);
+            if shared != next_mm && shared != FPU_ANY_SPACE {
+                // Another space's values, or unknown ones: replace them with the clean state.
+                if armed {
+                    // `xrstor` traps too while the trap is armed.
+                    self.platform.set_fpu_trap(false);
+                }
+                // SAFETY: `kind` is enabled here and the clean image is valid for it (made for it
+                // by `FpuArea::new`, never written).
+                unsafe { fpu::restore(clean, kind) };
+                local.fpu_owner.store(0, Ordering::Relaxed);
+                local.fpu_owner_mm.store(FPU_ANY_SPACE, Ordering::Relaxed);
+                bump(&cpu.counters.fpu_restores);
+                self.platform.set_fpu_trap(true);
+                local.fpu_trap.store(true, Ordering::Relaxed);
+            } else if !armed {
+                self.platform.set_fpu_trap(true);
+                local.fpu_trap.store(true, Ordering::Relaxed);
+            }
+            bump(&cpu.counters.fpu_lazy_switches);
+            return;
+        }
+        // Eager: the registers must hold `next`'s own state, trap disarmed. They already do if it
+        // was the last one restored or saved here and has not been restored elsewhere since.
+        if armed {
+            self.platform.set_fpu_trap(false);
+            local.fpu_trap.store(false, Ordering::Relaxed);
+        }
+        if local.fpu_owner.load(Ordering::Relaxed) == next.id.0 && next.fpu_cpu.load(Ordering::Relaxed) == me {
+            bump(&cpu.counters.fpu_restores_skipped);
+        } else {
+            // SAFETY: as above; the area holds a valid image (clean, or saved by a switch that
+            // `wait_off_cpu` ordered before us).
+            unsafe { fpu::restore(&*area.get(), kind) };
+            local.fpu_owner.store(next.id.0, Ordering::Relaxed);
+            local.fpu_owner_mm.store(next_mm, Ordering::Relaxed);
+            next.fpu_cpu.store(me, Ordering::Relaxed);
+            bump(&cpu.counters.fpu_restores);
+        }
+    }
+
+    /// The CPU trapped on a use of the extended state while its trap was armed (x86: #NM with
+    /// CR0.TS set): give the running thread its state, disarm, and let the use run again. Called by
+    /// the platform's handler with interrupts disabled, for a use in user mode or in kernel mode
+    /// (kernel code touches the registers only for the running thread: its signal frames, a
+    /// clone's copy of them). False when the trap is not the scheduler's (none armed, or the
+    /// running thread has no extended state): a fault for the caller to report.
+    pub fn fpu_trap(&self) -> bool {
+        let (irq, i) = self.platform.irq_save_disable_on();
+        let i = i.index();
+        let claimed = i < self.cpus.len() && self.fpu_claim(&self.cpus[i], i);
+        self.platform.irq_restore(irq);
+        claimed
+    }
+
+    /// Disarm this CPU's trap and make the registers hold the running thread's extended state
+    /// (interrupts disabled). False if no trap was armed or the thread has no state to claim.
+    fn fpu_claim(&self, cpu: &Cpu, me: usize) -> bool {
+        let local = &cpu.local;
+        let Some((kind, _)) = self.fpu else { return false };
+        if !local.fpu_trap.load(Ordering::Relaxed) {
+            return false;
+        }
+        // SAFETY: the current thread of this CPU is the caller (interrupts are off, so it stays),
+        // alive while it runs.
+        let Some(t) = (unsafe { local.current.load(Ordering::Relaxed).as_ref() }) else { return false };
+        let Some(area) = &t.fpu else { return false };
+        self.platform.set_fpu_trap(false);
+        local.fpu_trap.store(false, Ordering::Relaxed);
+        if local.fpu_owner.load(Ordering::Relaxed) != t.id.0 || t.fpu_cpu.load(Ordering::Relaxed) != me {
+            // SAFETY: only the CPU running a thread touches its area while it runs, and its image
+            // is current (saved at its last switch-out, or unchanged since, `switch_fpu`); `kind`
+            // is enabled on every CPU. The registers hold another thread's state, which is in that
+            // thread's area already: nothing is lost by overwriting them.
+            unsafe { fpu::restore(&*area.get(), kind) };
+            // SAFETY: the running thread reads its own space.
+            let mm = unsafe { t.mm() }.map_or(0, |m| m.word().get());
+            local.fpu_owner.store(t.id.0, Ordering::Relaxed);
+            local.fpu_owner_mm
+                .store(if mm == local.active_mm.load(Ordering::Relaxed) { mm } else { 0 }, Ordering::Relaxed);
+            t.fpu_cpu.store(me, Ordering::Relaxed);
+            bump(&cpu.counters.fpu_restores);
+        }
+        bump(&cpu.counters.fpu_traps);
+        true
     }
 
     /// Step 4 of the switch path, run by the thread the CPU switched to (interrupts disabled):

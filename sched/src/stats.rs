@@ -72,10 +72,18 @@ counters! {
     wakeups,
     /// Extended-state saves of outgoing FPU threads.
     fpu_saves,
-    /// Extended-state restores of incoming FPU threads.
+    /// Extended-state restores of incoming FPU threads, at a switch or at their trap on first use,
+    /// and loads of the clean state over another space's before a lazy switch.
     fpu_restores,
     /// Restores skipped because the incoming thread's state was still live in this CPU's registers.
     fpu_restores_skipped,
+    /// Switches that let the incoming thread run without its own extended state in the registers
+    /// (they hold the clean state, or the state of a thread of its space), the trap on first use
+    /// armed (lazy switching).
+    fpu_lazy_switches,
+    /// First uses of the extended state trapped after a lazy switch (or by a thread that had not
+    /// used it lately): each gave the running thread its state.
+    fpu_traps,
 }
 
 impl Add for Counters {

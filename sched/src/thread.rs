@@ -189,6 +189,10 @@ pub(crate) struct Thread {
     /// The CPU whose registers held this thread's extended state when it was last saved or
     /// restored (`usize::MAX`: none).
     pub(crate) fpu_cpu: AtomicUsize,
+    /// How many slices in a row the thread used its extended state (wrapping: every 256th slice
+    /// of a steady user is a lazy one again, to notice when it stops). Written by the CPU switching
+    /// it out; read by the one switching it in (`on_cpu` orders the two).
+    pub(crate) fpu_uses: AtomicU8,
     /// Set (with `Release`) when the thread has finished; its joiners wait for it on `joiners`.
     pub(crate) finished: AtomicBool,
     /// A user thread: the platform hears of each switch to it.
@@ -317,6 +321,7 @@ impl Thread {
             mm: UnsafeCell::new(mm),
             fpu: fpu.map(UnsafeCell::new),
             fpu_cpu: AtomicUsize::new(usize::MAX),
+            fpu_uses: AtomicU8::new(0),
             finished: AtomicBool::new(false),
             user,
             user_stack_top: if user {

@@ -1,9 +1,14 @@
 /* Extended state per thread: each thread loads its own values into xmm0-xmm15 and its own MXCSR
  * rounding mode, then yields to the others thousands of times from inside one asm block (so the
- * compiler cannot touch the registers in between), and checks that every register came back. */
+ * compiler cannot touch the registers in between), and checks that every register came back. All
+ * run on CPU 0, so that every yield switches: between them no thread touches a vector register,
+ * which a kernel that switches lazily within a process (trap on first use) may exploit, and each
+ * thread's first use after its yields must still find its own values. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define THREADS 4
 #define ROUNDS 2000
@@ -13,6 +18,9 @@ static int bad[THREADS];
 static void *worker(void *arg)
 {
 	int me = (int)(long)arg;
+	unsigned long cpu0 = 1;
+	if (syscall(SYS_sched_setaffinity, 0, sizeof(cpu0), &cpu0) != 0)
+		bad[me] = 1000;
 	uint64_t in[32], out[32];
 	for (int i = 0; i < 32; i++)
 		in[i] = 0x1000000000000000ULL * (uint64_t)(me + 1) + (uint64_t)i * 0x0101010101ULL;

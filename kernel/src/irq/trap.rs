@@ -28,6 +28,7 @@ pub const VECTOR_APIC_ERROR: u8 = 0xfe;
 pub const VECTOR_SPURIOUS: u8 = 0xff;
 
 const NMI: u64 = 2;
+const DEVICE_NOT_AVAILABLE: u64 = 7;
 const DOUBLE_FAULT: u64 = 8;
 const MACHINE_CHECK: u64 = 18;
 
@@ -101,6 +102,15 @@ fn user_exception(frame: &mut TrapFrame) -> bool {
     }
 }
 
+/// The scheduler's handling of #NM (its lazy extended-state switch armed CR0.TS): true when it
+/// took the trap and the faulting instruction may run again.
+static FPU_TRAP: AtomicCell<Option<fn() -> bool>> = AtomicCell::new(None);
+
+/// Install the scheduler's #NM handling (once, before the first thread with extended state runs).
+pub fn set_fpu_trap_hook(take: fn() -> bool) {
+    FPU_TRAP.store(Some(take));
+}
+
 /// Route `vector` (32-255) to `handler`.
 pub fn register(vector: u8, handler: Handler) {
     assert!(vector >= 32, "vectors 0-31 are exceptions");
@@ -153,6 +163,12 @@ fn dispatch_exception(frame: &mut TrapFrame) {
             crate::irq::panic::park_this_cpu();
         }
         crate::irq::panic::fault(frame, "non-maskable interrupt");
+    }
+    if v == DEVICE_NOT_AVAILABLE && FPU_TRAP.load().is_some_and(|take| take()) {
+        // A lazy switch's trap, from ring 3 or from kernel code saving or loading the running
+        // thread's state (signal frames): the state is the thread's now, the use runs again.
+        before_user_return(frame);
+        return;
     }
     if v != DOUBLE_FAULT && v != MACHINE_CHECK && user_exception(frame) {
         before_user_return(frame);

@@ -19,6 +19,8 @@ use crate::{cpu::{percpu, trace}, irq::{apic, ipi, trap}, mm, time};
 /// The kernel's machine below the scheduler.
 pub struct KernelPlatform {
     fpu: Option<arch::fpu::FpuFeatures>,
+    /// Lazy extended-state switching within a space (CR0.TS); off with `eagerfpu`.
+    lazy_fpu: bool,
 }
 
 pub type KSched = Scheduler<KernelPlatform>;
@@ -28,6 +30,13 @@ static SCHED: spin::Once<&'static KSched> = spin::Once::new();
 /// The extended-state features user threads run with (set by [`init`]).
 pub fn fpu_features() -> Option<arch::fpu::FpuFeatures> {
     SCHED.get().and_then(|s| s.platform().fpu)
+}
+
+/// A device-not-available exception (#NM): the scheduler's trap on first use of the extended
+/// state, armed by a lazy switch. True when the scheduler took it (the faulting instruction can
+/// run again); false when it was not armed, or before the scheduler exists: a fault to report.
+pub fn fpu_trap() -> bool {
+    SCHED.get().is_some_and(|s| s.fpu_trap())
 }
 
 /// The scheduler, once `init` ran.
@@ -140,6 +149,18 @@ impl Platform for KernelPlatform {
 
     fn fpu_features(&self) -> Option<arch::fpu::FpuFeatures> {
         self.fpu
+    }
+
+    #[inline(always)]
+    fn lazy_fpu(&self) -> bool {
+        self.lazy_fpu
+    }
+
+    #[inline(always)]
+    fn set_fpu_trap(&self, on: bool) {
+        // SAFETY: ring 0 on a CPU whose FPU `enable_on_this_cpu` set up; the #NM handler
+        // (`fpu_trap`) is installed before any thread runs.
+        unsafe { arch::fpu::set_trap(on) };
     }
 
     fn switch_mm(&self, prev: Option<NonZeroUsize>, next: &Mm) {
@@ -309,10 +330,11 @@ pub fn set_mm_idle(enter: fn(), exit: fn() -> bool) {
 }
 
 /// Create the scheduler for `nr_cpus` CPUs and route the timer and reschedule vectors to it.
-pub fn init(nr_cpus: u32, slice_ns: u64, idle_poll_ns: u64, fpu: arch::fpu::FpuFeatures) {
-    let platform = KernelPlatform { fpu: Some(fpu) };
+pub fn init(nr_cpus: u32, slice_ns: u64, idle_poll_ns: u64, fpu: arch::fpu::FpuFeatures, lazy_fpu: bool) {
+    let platform = KernelPlatform { fpu: Some(fpu), lazy_fpu };
     let config = sched::Config { slice_ns, idle_poll_ns, ..sched::Config::default() };
     SCHED.call_once(|| Scheduler::new(platform, nr_cpus as usize, config));
+    trap::set_fpu_trap_hook(fpu_trap);
     trap::register(trap::VECTOR_TIMER, timer_handler);
     arch::trap::set_direct_entry(trap::VECTOR_TIMER, timer_entry);
     trap::register(trap::VECTOR_RESCHED, resched_handler);

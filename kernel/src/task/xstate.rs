@@ -3,10 +3,13 @@
 //! of an image the caller has checked (`abi::signal::check_xsave`).
 //!
 //! Why this works while the thread is in the kernel: the kernel is built without SSE, so the user's
-//! extended registers stay live in the CPU from the ring-3 entry to the return; the scheduler saves
-//! and restores them eagerly at every switch of an FPU thread (`sched`'s `switch_fpu`). A save here
-//! therefore reads the thread's own state wherever it runs, and a load becomes the state the next
-//! switch saves and the return to ring 3 finds.
+//! extended registers stay live in the CPU from the ring-3 entry to the return. At a switch the
+//! scheduler (`sched`'s `switch_fpu`) either restores the incoming thread's state or, switching
+//! lazily within a space, arms CR0.TS with another thread's state in the registers; the `xsave` or
+//! `xrstor` here then raises #NM, whose handler (`task::fpu_trap`) loads the thread's own state
+//! and disarms, and the instruction runs again. A save here therefore reads the thread's own state
+//! wherever it runs, and a load becomes the state the next switch saves and the return to ring 3
+//! finds.
 //!
 //! The save uses plain `xsave`, never `xsaveopt`: the latter may skip components that were not
 //! modified since the last `xrstor` *from the same address*, and a short-lived buffer can reuse the
@@ -48,8 +51,9 @@ pub fn format() -> Option<Format> {
         let mask = match probe.as_mut() {
             Some(a) => {
                 // SAFETY: `kind` is what the scheduler uses for every FPU thread on every CPU (its
-                // XSAVE variant without the optimisation), enabled by `fpu::enable_on_this_cpu`
-                // with CR0.TS clear; the area was sized for it.
+                // XSAVE variant without the optimisation), enabled by `fpu::enable_on_this_cpu`;
+                // the area was sized for it. With CR0.TS set (a lazy switch) the save traps to
+                // `task::fpu_trap` first (module notes).
                 unsafe { fpu::save(a, kind) };
                 let b = a.as_bytes();
                 u32::from_le_bytes([b[28], b[29], b[30], b[31]])
@@ -68,8 +72,9 @@ pub fn save_current() -> Option<Vec<u8>> {
     format()?;
     let (kind, features) = kind_and_features()?;
     let mut area = FpuArea::new(kind, &features)?;
-    // SAFETY: as in `format`: the kind is enabled on every CPU, CR0.TS is clear, the area is sized
-    // for it; the registers hold the calling thread's state (module notes).
+    // SAFETY: as in `format`: the kind is enabled on every CPU, the area is sized for it; the
+    // registers hold the calling thread's state, or CR0.TS is set and the trap puts it there
+    // (module notes).
     unsafe { fpu::save(&mut area, kind) };
     Some(area.as_bytes().to_vec())
 }
@@ -94,7 +99,8 @@ pub fn load_current(image: Option<&[u8]>) -> bool {
             return false;
         }
     }
-    // SAFETY: the kind is enabled on every CPU with CR0.TS clear; the image is either the clean
+    // SAFETY: the kind is enabled on every CPU (with CR0.TS set, the trap makes the registers the
+    // thread's first, module notes); the image is either the clean
     // one of `FpuArea::new` or passed the checks above, which rule out every #GP of XRSTOR/FXRSTOR
     // on a standard-form image (SDM vol. 1 13.8.1: reserved header bits, XSTATE_BV outside XCR0,
     // compaction; MXCSR reserved bits); bytes of components the header marks as initial are not

@@ -446,7 +446,8 @@ impl AddressSpace {
         // SAFETY: 1. one strong reference to the `AddressSpace` is handed over, counted by OPS
         // (atomic, from any thread; the last release destroys the space in thread context, which
         // the scheduler guarantees). 2. The word is the space's `AsId`, handed out once from a
-        // counter and never reused, so it names this space alone for the kernel's lifetime.
+        // counter and never reused, so it names this space alone for the kernel's lifetime. 3. That
+        // counter, one per space created, never comes near `usize::MAX`.
         unsafe { sched::Mm::from_raw(word, owner, &OPS) }
     }
 
