@@ -17,11 +17,11 @@
 //! state any more (or at its first use of it, after a lazy switch);
 //! [`crate::switch`] never touches this state. The kernel calls [`enable_on_this_cpu`] on each CPU.
 //!
-//! Lazy switching (trap on first use) is for threads of one address space only: `sched` lets a
-//! thread run without its own state, trap armed, only while the registers hold the state of a
-//! thread that shares its space. Across spaces it always restores: a lazy switch there would leave
-//! another process's values in the registers, and speculative reads of them leak (LazyFP,
-//! CVE-2018-3665); within a space the threads share all their memory anyway. XSAVES/XRSTORS are not used: they need CPL 0 and the
+//! Lazy switching (trap on first use) never leaves another process's values in the registers:
+//! `sched` lets a thread run without its own state, trap armed, only while the registers hold the
+//! clean state or the state of a thread that shares its space (which shares all its memory
+//! anyway), and loads the clean state first otherwise; speculative reads of a foreign process's
+//! registers under an armed trap are what LazyFP (CVE-2018-3665) leaks. XSAVES/XRSTORS are not used: they need CPL 0 and the
 //! IA32_XSS MSR and only add supervisor state components (PT, CET, ...), none of which this kernel
 //! uses; the standard (non-compacted) XSAVE form covers every user component, and works natively on a
 //! host in user space too, where XSAVES would fault. XSAVEC is reported but not used for the same
@@ -200,6 +200,14 @@ impl FpuArea {
         false
     }
 
+    /// Make the image the clean state again, as [`FpuArea::new`] leaves it (`execve`).
+    pub fn clear(&mut self) {
+        let bytes = self.as_bytes_mut();
+        bytes.fill(0);
+        bytes[..2].copy_from_slice(&FCW_DEFAULT.to_le_bytes());
+        bytes[MXCSR_OFFSET..MXCSR_OFFSET + 4].copy_from_slice(&MXCSR_DEFAULT.to_le_bytes());
+    }
+
     /// The image as bytes (a signal frame copies it to user memory).
     pub fn as_bytes(&self) -> &[u8] {
         // SAFETY: `ptr` holds `layout.size()` initialised bytes (zeroed at allocation) owned by this
@@ -236,7 +244,9 @@ impl Drop for FpuArea {
 ///
 /// # Safety
 /// The area's kind must be usable on this CPU (for the XSAVE forms, CR4.OSXSAVE set and XCR0 unchanged
-/// since the area was sized; for `fxsave`, CR4.OSFXSR set), and CR0.TS must be clear.
+/// since the area was sized; for `fxsave`, CR4.OSFXSR set), and CR0.TS must be clear, or set with an
+/// #NM handler installed that gives the caller its registers and clears it (the save then runs
+/// again).
 #[inline]
 pub unsafe fn save(area: &mut FpuArea, kind: FpuKind) {
     debug_assert_eq!(kind, area.kind, "area sized for another kind");
@@ -263,12 +273,38 @@ pub unsafe fn save(area: &mut FpuArea, kind: FpuKind) {
     }
 }
 
+/// [`save`] without the XSAVEOPT shortcut: every enabled component is written, even one the CPU
+/// knows to be unmodified since the last `xrstor` from this address. For an area whose address may
+/// be that of a freed one restored from earlier (a fresh copy), where the shortcut would leave
+/// stale bytes.
+///
+/// # Safety
+/// As for [`save`].
+#[inline]
+pub unsafe fn save_full(area: &mut FpuArea) {
+    let p = area.ptr.as_ptr();
+    let [mask_lo, mask_hi] = area.xcr0_halves;
+    match area.kind {
+        // SAFETY: as in `save`: a buffer sized and aligned for this form, exclusively borrowed; the
+        // caller guarantees the instruction is enabled (XSAVE is wherever XSAVEOPT is).
+        FpuKind::Xsaveopt | FpuKind::Xsave => unsafe {
+            core::arch::asm!("xsave64 [{}]", in(reg) p, in("eax") mask_lo, in("edx") mask_hi,
+                options(nostack, preserves_flags))
+        },
+        // SAFETY: as above.
+        FpuKind::Fxsave => unsafe {
+            core::arch::asm!("fxsave64 [{}]", in(reg) p, options(nostack, preserves_flags))
+        },
+    }
+}
+
 /// Load the calling CPU's extended state from `area` (every enabled component; components marked
 /// as in their init state in the header are initialised).
 ///
 /// # Safety
-/// As for [`save`]; in addition the area holds a valid image: either clean from [`FpuArea::new`] or
-/// written by [`save`] with the same kind on a CPU with the same XCR0.
+/// As for [`save`]; in addition the area holds a valid image: either clean (from [`FpuArea::new`] or
+/// [`FpuArea::clear`]) or written by [`save`] or [`save_full`] with the same kind on a CPU with the
+/// same XCR0.
 #[inline]
 pub unsafe fn restore(area: &FpuArea, kind: FpuKind) {
     debug_assert_eq!(kind, area.kind, "area sized for another kind");

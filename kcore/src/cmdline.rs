@@ -60,7 +60,8 @@ pub struct Options<'a> {
     pub nox2apic: bool,
     pub notscdeadline: bool,
     pub noxsave: bool,
-    /// `eagerfpu`: no lazy extended-state switching between threads of one space.
+    /// `eagerfpu`: no lazy extended-state switching (CR0.TS trap on first use): every switch of a
+    /// user thread saves and restores its vector state.
     pub eagerfpu: bool,
     /// `nosmap`: leave CR4.SMAP off and use no `stac`/`clac` (for emulators that cannot run them).
     pub nosmap: bool,

@@ -214,10 +214,9 @@ pub trait Platform: 'static + Sync + Sized {
     fn fpu_features(&self) -> Option<FpuFeatures>;
 
     /// Whether the scheduler may arm the trap on first use of the extended state
-    /// ([`Platform::set_fpu_trap`]). With it, threads of one address space switch without saving
-    /// or loading extended state that they do not use (see `switch_fpu`); without it (the
-    /// default), every switch of an FPU thread saves and restores. The answer must not change
-    /// once a thread with extended state exists.
+    /// ([`Platform::set_fpu_trap`]). With it, user threads switch without saving or loading
+    /// extended state that they do not use (see `switch_fpu`); without it (the default), every
+    /// switch of an FPU thread saves and restores. Asked once, when the scheduler is created.
     #[inline(always)]
     fn lazy_fpu(&self) -> bool {
         false

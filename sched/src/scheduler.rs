@@ -113,10 +113,10 @@ impl Default for Config {
 /// No deadline (for `armed_ns` and `next_sleeper_ns`).
 const NEVER: u64 = u64::MAX;
 
-/// Slices in a row in which a thread used its extended state, after which its switch-in restores
-/// the state eagerly instead of arming the trap on first use (`switch_fpu`): a thread that uses it
-/// in every slice would otherwise take a trap in every one. Linux's lazy-FPU days used 5 as well
-/// (`fpu_counter`, before 4.6).
+/// Slices in a row that ended with a thread's extended state in use (its trap taken, or restored
+/// eagerly), after which its switch-in restores the state eagerly instead of arming the trap on
+/// first use (`switch_fpu`): a thread that uses it in every slice would otherwise take a trap in
+/// every one. Linux's lazy-FPU days used 5 as well (`fpu_counter`, before 4.6).
 const FPU_HOT_SLICES: u8 = 5;
 
 /// `Local::fpu_owner_mm` when the registers hold the clean extended state: a thread of any space may
@@ -682,8 +682,10 @@ impl<P: Platform> Scheduler<P> {
                         let me = self.this_cpu();
                         self.fpu_claim(&self.cpus[me], me);
                         // SAFETY: `area` is a fresh image of `kind`, enabled on every CPU (platform
-                        // contract); saving reads the registers and writes only `area`.
-                        unsafe { fpu::save(&mut area, *kind) };
+                        // contract); saving reads the registers and writes only `area`. The full
+                        // save: a fresh area may sit where a freed one was restored from, and
+                        // XSAVEOPT would skip what it thinks that restore left unchanged.
+                        unsafe { fpu::save_full(&mut area) };
                     }
                     self.platform.irq_restore(irq);
                 }
@@ -2285,8 +2287,48 @@ impl<P: Platform> Scheduler<P> {
         let (irq, i) = self.platform.irq_save_disable_on();
         let i = i.index();
         let claimed = i < self.cpus.len() && self.fpu_claim(&self.cpus[i], i);
+        if claimed {
+            bump(&self.cpus[i].counters.fpu_traps);
+        }
         self.platform.irq_restore(irq);
         claimed
+    }
+
+    /// Give the calling thread the clean extended state, in its area and in the registers
+    /// (`execve`: a new image starts clean, as on Linux, and nothing of the old image's state, or
+    /// of whatever another thread left in the registers, survives into it). No effect for a thread
+    /// without extended state. Only for a platform whose own code never uses the extended
+    /// registers (a kernel built without SSE): the registers change under the caller.
+    pub fn reset_current_fpu(&self) {
+        let Some((kind, _)) = self.fpu else { return };
+        let irq = self.platform.irq_save_disable();
+        let me = self.this_cpu();
+        let local = &self.cpus[me].local;
+        // SAFETY: the current thread of this CPU is the caller (interrupts are off, so it stays),
+        // alive while it runs.
+        if let Some(t) = unsafe { local.current.load(Ordering::Relaxed).as_ref() }
+            && let Some(area) = &t.fpu
+        {
+            if local.fpu_trap.load(Ordering::Relaxed) {
+                // `xrstor` traps too while the trap is armed.
+                self.platform.set_fpu_trap(false);
+                local.fpu_trap.store(false, Ordering::Relaxed);
+            }
+            // SAFETY: only the CPU running a thread touches its area while it runs.
+            let area = unsafe { &mut *area.get() };
+            area.clear();
+            // SAFETY: `kind` is enabled on every CPU; a cleared area is a valid clean image.
+            unsafe { fpu::restore(area, kind) };
+            // SAFETY: the running thread reads its own space.
+            let mm = unsafe { t.mm() }.map_or(0, |m| m.word().get());
+            local.fpu_owner.store(t.id.0, Ordering::Relaxed);
+            local.fpu_owner_mm
+                .store(if mm == local.active_mm.load(Ordering::Relaxed) { mm } else { 0 }, Ordering::Relaxed);
+            t.fpu_cpu.store(me, Ordering::Relaxed);
+            t.fpu_uses.store(0, Ordering::Relaxed);
+            bump(&self.cpus[me].counters.fpu_restores);
+        }
+        self.platform.irq_restore(irq);
     }
 
     /// Disarm this CPU's trap and make the registers hold the running thread's extended state
@@ -2316,8 +2358,9 @@ impl<P: Platform> Scheduler<P> {
                 .store(if mm == local.active_mm.load(Ordering::Relaxed) { mm } else { 0 }, Ordering::Relaxed);
             t.fpu_cpu.store(me, Ordering::Relaxed);
             bump(&cpu.counters.fpu_restores);
+        } else {
+            bump(&cpu.counters.fpu_restores_skipped);
         }
-        bump(&cpu.counters.fpu_traps);
         true
     }
 

@@ -189,9 +189,11 @@ pub(crate) struct Thread {
     /// The CPU whose registers held this thread's extended state when it was last saved or
     /// restored (`usize::MAX`: none).
     pub(crate) fpu_cpu: AtomicUsize,
-    /// How many slices in a row the thread used its extended state (wrapping: every 256th slice
-    /// of a steady user is a lazy one again, to notice when it stops). Written by the CPU switching
-    /// it out; read by the one switching it in (`on_cpu` orders the two).
+    /// How many slices in a row ended with the thread's extended state in use: its trap taken, or
+    /// restored eagerly (`FPU_HOT_SLICES`). Wrapping: after 256 such slices a steady user is
+    /// switched in lazily again, taking a trap in each of the next few slices if it still uses the
+    /// state, so that one that stopped is noticed. Written by the CPU switching it out; read by the
+    /// one switching it in (`on_cpu` orders the two).
     pub(crate) fpu_uses: AtomicU8,
     /// Set (with `Release`) when the thread has finished; its joiners wait for it on `joiners`.
     pub(crate) finished: AtomicBool,

@@ -283,6 +283,9 @@ pub fn execve(path: u64, argv: u64, envp: u64) -> Result<core::convert::Infallib
         return Err(errno::EINTR);
     }
     let old = s.replace_current_mm(space.mm());
+    // The new image starts with the clean vector state, as on Linux: nothing of the old image's,
+    // nor of another thread's left in the registers, reaches it.
+    s.reset_current_fpu();
     let old_space = p.replace_space(space);
     // New mappings, not a reset of the old ones: a process that shared them (`CLONE_VM`) keeps its own.
     let old_mem = p.replace_mem(Arc::new(sched::Mutex::new(super::MemState {

@@ -5,11 +5,11 @@
 //! Why this works while the thread is in the kernel: the kernel is built without SSE, so the user's
 //! extended registers stay live in the CPU from the ring-3 entry to the return. At a switch the
 //! scheduler (`sched`'s `switch_fpu`) either restores the incoming thread's state or, switching
-//! lazily within a space, arms CR0.TS with another thread's state in the registers; the `xsave` or
-//! `xrstor` here then raises #NM, whose handler (`task::fpu_trap`) loads the thread's own state
-//! and disarms, and the instruction runs again. A save here therefore reads the thread's own state
-//! wherever it runs, and a load becomes the state the next switch saves and the return to ring 3
-//! finds.
+//! lazily, arms CR0.TS with the clean state or another thread's of its space in the registers;
+//! the `xsave` or `xrstor` here then raises #NM, whose handler (`task::fpu_trap`) loads the
+//! thread's own state and disarms, and the instruction runs again. A save here therefore reads the
+//! thread's own state wherever it runs, and a load becomes the state the next switch saves and the
+//! return to ring 3 finds.
 //!
 //! The save uses plain `xsave`, never `xsaveopt`: the latter may skip components that were not
 //! modified since the last `xrstor` *from the same address*, and a short-lived buffer can reuse the
