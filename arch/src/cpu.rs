@@ -14,17 +14,18 @@ pub unsafe fn gs_read_u64<const OFFSET: usize>() -> u64 {
     v
 }
 
-/// Add to the 64-bit counter at `gs:[OFFSET]` with one instruction, so the update lands on the CPU the
-/// instruction ran on even if the thread migrates just before or after (not atomic against other
-/// CPUs, which never write another CPU's counters).
+/// Add one to the 64-bit counter at `gs:[OFFSET]` with one instruction (`inc`, no register to load
+/// the 1 into first), so the update lands on the CPU the instruction ran on even if the thread
+/// migrates just before or after (not atomic against other CPUs, which never write another CPU's
+/// counters).
 ///
 /// # Safety
 /// As for [`gs_read_u64`], and the field is a counter only its own CPU writes.
 #[inline(always)]
-pub unsafe fn gs_add_u64<const OFFSET: usize>(v: u64) {
-    // SAFETY: per the caller's guarantee; `add` to memory is one instruction, so an interrupt cannot
+pub unsafe fn gs_inc_u64<const OFFSET: usize>() {
+    // SAFETY: per the caller's guarantee; `inc` to memory is one instruction, so an interrupt cannot
     // split it.
-    unsafe { core::arch::asm!("add gs:[{off}], {}", in(reg) v, off = const OFFSET, options(nostack)) };
+    unsafe { core::arch::asm!("inc qword ptr gs:[{off}]", off = const OFFSET, options(nostack)) };
 }
 
 /// Point GS base (IA32_GS_BASE) at `block`.
