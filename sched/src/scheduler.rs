@@ -938,7 +938,10 @@ impl<P: Platform> Scheduler<P> {
     /// Follow it with [`Scheduler::preempt_if_needed`].
     pub fn timer_interrupt(&self) {
         let me = self.this_cpu();
-        self.timer_interrupt_on::<false>(me, &self.cpus[me]);
+        let cpu = &self.cpus[me];
+        if let Some((_, Some(now))) = self.timer_interrupt_on::<false>(me, cpu) {
+            Self::request_resched(cpu, now);
+        }
     }
 
     /// The timer interrupt's whole work: [`Scheduler::timer_interrupt`], then
@@ -959,24 +962,54 @@ impl<P: Platform> Scheduler<P> {
     fn tick_in<const USER: bool>(&self) {
         let me = self.this_cpu();
         let cpu = &self.cpus[me];
-        if let Some(t) = self.timer_interrupt_on::<USER>(me, cpu)
-            && self.preemption_due(cpu, t)
-        {
-            // The switch path inline, in the tick's own frame: the CPU, its state and the
-            // registers the tick saved serve the switch too (one prologue, not two). As in
-            // `switch_path_on` for a preemption: the clock the tick stamped the request with.
-            // The tick has just made an accounting point at its own clock, which is no earlier
-            // than the request's: the switch's would charge nothing. And it hands over the
-            // interrupted thread it holds, known not to be the idle thread.
-            let now = cpu.local.resched_ns.load(Ordering::Relaxed);
-            self.switch_path_from(me, cpu, Reason::Preempt, Some(now), Some(t));
+        let Some((t, ended)) = self.timer_interrupt_on::<USER>(me, cpu) else {
+            return;
+        };
+        // `preemption_due`, with the request of a slice that ended at this tick in hand rather
+        // than stored only to be loaded back: it is stored only if it has to wait.
+        if cpu.local.preempt_count.load(Ordering::Relaxed) != 0 {
+            // The last guard's drop (or a later tick) preempts.
+            if let Some(now) = ended {
+                Self::request_resched(cpu, now);
+            }
+            return;
         }
+        if t.affinity_pending.load(Ordering::Relaxed) && self.take_pending_affinity(t) {
+            // It moved, and ran again on another CPU, whose need for a switch is not this one's.
+            // The move was a switch here, which would have cleared this tick's request anyway.
+            return;
+        }
+        // As in `switch_path_on` for a preemption: the clock the request was stamped with.
+        let now = match ended {
+            Some(now) => now,
+            None if cpu.local.need_resched.load(Ordering::Relaxed) => cpu.local.resched_ns.load(Ordering::Relaxed),
+            None => return,
+        };
+        bump(&cpu.counters.preemptions);
+        // The switch path inline, in the tick's own frame: the CPU, its state and the registers
+        // the tick saved serve the switch too (one prologue, not two). The tick has just made an
+        // accounting point at its own clock, which is no earlier than the request's: the switch's
+        // would charge nothing. And it hands over the interrupted thread it holds, known not to be
+        // the idle thread.
+        self.switch_path_from(me, cpu, Reason::Preempt, Some(now), Some(t));
     }
 
-    /// [`Scheduler::timer_interrupt`] on CPU `me`, the calling one, whose state is `cpu`. Returns
-    /// the interrupted thread unless it is the idle thread (which never has a preemption due).
+    /// Ask for a preemption of this CPU's running thread at its next check (`preempt_if_needed`,
+    /// the last preemption guard's drop), the slice having ended at the tick that read `now`.
     #[inline(always)]
-    fn timer_interrupt_on<'a, const USER: bool>(&self, me: usize, cpu: &'a Cpu) -> Option<&'a Thread> {
+    fn request_resched(cpu: &Cpu, now: u64) {
+        // The switch stamps the next thread's slice with this tick's clock.
+        cpu.local.resched_ns.store(now, Ordering::Relaxed);
+        cpu.local.need_resched.store(true, Ordering::Relaxed);
+    }
+
+    /// [`Scheduler::timer_interrupt`] on CPU `me`, the calling one, whose state is `cpu`, except
+    /// that the preemption request of a slice that ended is returned, not made. Returns the
+    /// interrupted thread unless it is the idle thread (which never has a preemption due), with
+    /// the tick's clock if its slice is over and others wait: the caller preempts it at that clock
+    /// or makes the request (`request_resched`).
+    #[inline(always)]
+    fn timer_interrupt_on<'a, const USER: bool>(&self, me: usize, cpu: &'a Cpu) -> Option<(&'a Thread, Option<u64>)> {
         let now = self.platform.now_ns();
         self.expire_sleepers(me, cpu, now);
         let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
@@ -1007,6 +1040,7 @@ impl<P: Platform> Scheduler<P> {
             start = now.saturating_sub(slice / 2);
             cpu.local.slice_start_ns.store(start, Ordering::Relaxed);
         }
+        let mut ended = None;
         let slice_end = if now < start.saturating_add(slice) {
             start.saturating_add(slice)
         } else {
@@ -1019,9 +1053,7 @@ impl<P: Platform> Scheduler<P> {
                 left => to_balance.store(left - 1, Ordering::Relaxed),
             }
             if cpu.queue.len_hint() > 0 {
-                // The switch stamps the next thread's slice with this tick's clock.
-                cpu.local.resched_ns.store(now, Ordering::Relaxed);
-                cpu.local.need_resched.store(true, Ordering::Relaxed);
+                ended = Some(now);
             } else {
                 // Nobody waits: a new slice.
                 cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
@@ -1029,7 +1061,7 @@ impl<P: Platform> Scheduler<P> {
             now.saturating_add(slice)
         };
         self.rearm(cpu, slice_end.min(next_sleeper), now);
-        Some(t)
+        Some((t, ended))
     }
 
     /// Arm the timer for `deadline_ns` from the tick (`NEVER`: leave it off), given the tick's
