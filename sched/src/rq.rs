@@ -528,6 +528,12 @@ impl<T: Queued> CpuQueue<T> {
         self.halted.load(Ordering::Relaxed) || self.polling.load(Ordering::Relaxed)
     }
 
+    /// Whether the CPU is polling this queue before it halts (a hint).
+    #[inline]
+    pub fn polling_hint(&self) -> bool {
+        self.polling.load(Ordering::Relaxed)
+    }
+
     /// This queue's CPU starts polling it before a halt (interrupts off). Lock-free: the flag
     /// is a hint (see `polling`).
     #[inline]

@@ -1265,36 +1265,66 @@ impl<P: Platform> Scheduler<P> {
     }
 
     /// Periodic balancing, at every `BALANCE_EVERY_SLICES`-th end of a busy slice (timer
-    /// interrupt, interrupts disabled): pull from a busier CPU, kick a halted one. Out of line, so
-    /// that the ticks that skip it keep a small frame.
+    /// interrupt, interrupts disabled): pull from a busier CPU, kick a halted one. One pass over
+    /// the other CPUs' hints finds both the busiest CPU and the halted one to kick. Out of line,
+    /// so that the ticks that skip it keep a small frame.
+    ///
+    /// The pull: if the busiest CPU has at least two threads more than this one (running one
+    /// included), its oldest migratable queued thread comes here. Each pull narrows the gap by
+    /// two, so free-running threads end up spread however they were created; idle CPUs steal on
+    /// their own.
+    ///
+    /// The kick: threads waiting here and a CPU halted elsewhere, the first after this one
+    /// (wrapping around): kick that CPU so its idle loop steals one (Linux's nohz idle-balance
+    /// kick). A halted CPU is tickless and looks for work only when woken, and the pull pulls into
+    /// busy CPUs only, so without this a thread that became migratable while queued here (its
+    /// affinity widened, or created pinned then let go) would never reach an idle CPU. One kick
+    /// per balancing, and only when a migratable thread is queued, so a queue of pinned threads
+    /// wakes nobody.
     #[inline(never)]
     fn balance(&self, me: usize) {
-        if self.cpus.len() > 1 {
-            self.pull_if_imbalanced(me);
-            self.kick_halted_if_overloaded(me);
-        }
-    }
-
-    /// Periodic balancing, at the end of a busy slice (see `balance`): if
-    /// the busiest CPU has at least two threads more than this one (running one included), pull
-    /// its oldest migratable queued thread here. Each pull narrows the gap by two, so free-running
-    /// threads end up spread however they were created; idle CPUs steal on their own.
-    fn pull_if_imbalanced(&self, me: usize) {
-        let mine = self.cpus[me].queue.len_hint() + 1;
+        // The slice is read once (the hints' atomics would make the compiler reload it per CPU).
+        let cpus: &[Cpu] = &self.cpus;
+        let n = cpus.len();
+        let here = &cpus[me].queue;
+        let mine = here.len_hint() + 1;
         let mut busiest = (mine, me);
-        for c in (0..self.cpus.len()).filter(|&c| c != me) {
-            let load = self.load_hint(c);
+        // The first halted CPU after this one (`me`: none yet).
+        let mut halted = me;
+        // The CPUs after this one, wrapping around, without a division per step: the first halted
+        // one met is the one to kick, and the busiest is the first met of those equally busy.
+        let mut c = me;
+        loop {
+            c = if c + 1 == n { 0 } else { c + 1 };
+            if c == me {
+                break;
+            }
+            let q = &cpus[c].queue;
+            let is_halted = q.halted_hint();
+            // `load_hint`, with the halted flag read once for both uses.
+            let load = q.len_hint() + usize::from(!(is_halted || q.polling_hint()));
             if load > busiest.0 {
                 busiest = (load, c);
+            }
+            if is_halted && halted == me {
+                halted = c;
             }
         }
         let (load, victim) = busiest;
         if load >= mine + 2 {
             self.pull_from(me, victim);
         }
+        if halted == me || here.len_hint() == 0 {
+            return;
+        }
+        let idle = halted;
+        if here.has_migratable() && cpus[idle].queue.kick_if_halted() {
+            self.platform.send_resched(CpuIndex(idle as u32));
+            bump(&cpus[me].counters.ipis_sent);
+        }
     }
 
-    /// The pull of `pull_if_imbalanced` from CPU `victim`, the busiest: out of line and cold, so
+    /// The pull of `balance` from CPU `victim`, the busiest: out of line and cold, so
     /// that the balancing that finds the CPUs even (most of it) keeps a small frame.
     #[cold]
     #[inline(never)]
@@ -1314,37 +1344,6 @@ impl<P: Platform> Scheduler<P> {
             self.cpus[me].counters.migrations_in.fetch_add(1, Ordering::Relaxed);
             bump(&self.cpus[me].counters.balance_pulls);
             from.counters.migrations_out.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// At the end of a busy slice (see `balance`), threads waiting here and a CPU halted
-    /// elsewhere: kick that CPU so its idle loop steals one (Linux's nohz idle-balance kick). A
-    /// halted CPU is tickless and looks for work only when woken, and `pull_if_imbalanced` pulls
-    /// into busy CPUs only, so without this a thread that became migratable while queued here
-    /// (its affinity widened, or created pinned then let go) would never reach an idle CPU. One
-    /// kick per balancing, and only when a migratable thread is queued, so a queue of pinned
-    /// threads wakes nobody.
-    fn kick_halted_if_overloaded(&self, me: usize) {
-        let cpu = &self.cpus[me];
-        if cpu.queue.len_hint() == 0 {
-            return;
-        }
-        // The CPUs after this one, wrapping around, without a division per step.
-        let n = self.cpus.len();
-        let mut idle = me;
-        let halted = loop {
-            idle = if idle + 1 == n { 0 } else { idle + 1 };
-            if idle == me {
-                return;
-            }
-            let c = &self.cpus[idle];
-            if c.queue.halted_hint() {
-                break c;
-            }
-        };
-        if cpu.queue.has_migratable() && halted.queue.kick_if_halted() {
-            self.platform.send_resched(CpuIndex(idle as u32));
-            bump(&cpu.counters.ipis_sent);
         }
     }
 
