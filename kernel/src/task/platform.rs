@@ -99,7 +99,9 @@ impl Platform for KernelPlatform {
     }
 
     fn arm_timer_from(&self, deadline_ns: u64, now_ns: u64) {
-        trace::event(Category::Timer, |tsc, cpu| Record { a: deadline_ns, arg: 0, ..Record::new(tsc, cpu, Kind::TimerArm) });
+        // `move`: a closure borrowing the deadline would keep it in a stack slot on every tick,
+        // for a record that is mostly off.
+        trace::event(Category::Timer, move |tsc, cpu| Record { a: deadline_ns, arg: 0, ..Record::new(tsc, cpu, Kind::TimerArm) });
         time::arm_at_ns_from(deadline_ns, now_ns);
     }
 
