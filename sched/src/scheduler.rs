@@ -54,7 +54,7 @@
 extern crate alloc;
 
 use crate::platform::{CpuIndex, IrqState, Mm, Platform};
-use crate::rq::{CpuQueue, Enqueued, State, Wake};
+use crate::rq::{CpuQueue, Enqueued, Pick, State, Wake};
 use crate::stats::{Counters, CpuCounters, add, bump};
 use crate::thread::{
     AffinityError, Body, Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread,
@@ -1773,19 +1773,27 @@ impl<P: Platform> Scheduler<P> {
             let picked = match reason {
                 // SAFETY: `prev` runs on this CPU, is alive, `Running` (it called
                 // `set_current_affinity` with interrupts off) and not the idle thread.
-                Reason::Migrate(target) => unsafe { rq.migrate_prev_pick_next(prev_nn, target) },
+                Reason::Migrate(target) => match unsafe { rq.migrate_prev_pick_next(prev_nn, target) } {
+                    Some(next) => Pick::Next(next),
+                    None => Pick::Idle,
+                },
                 // SAFETY: `prev` runs on this CPU and is alive.
-                _ => unsafe { rq.put_prev_pick_next(prev_nn, prev_is_idle) },
+                _ => unsafe { rq.put_prev_pick(prev_nn, prev_is_idle) },
             };
             // A block with nothing else to run here, no sleeper and no trace (which would have
             // to show a switch): the thread halts in place, out of line (`block_halting`).
-            if matches!(reason, Reason::Block) && picked.is_none() && now.is_none() && !self.platform.tracing() {
+            if matches!(reason, Reason::Block) && matches!(picked, Pick::Idle) && now.is_none() && !self.platform.tracing() {
                 drop(rq);
                 self.block_halting(me, cpu, prev_nn, idle);
                 return;
             }
-            let next = picked.map_or(idle, NonNull::as_ptr);
-            if next != prev {
+            // The thread to switch to (`None`: `prev` runs on), never `prev` itself.
+            let next = match picked {
+                Pick::Prev => None,
+                Pick::Next(next) => Some(next.as_ptr()),
+                Pick::Idle => Some(idle),
+            };
+            if let Some(next) = next {
                 // Under the queue lock, so a thief that takes `prev` next reports after this. The
                 // record takes copies (`move`): a closure borrowing the locals would keep them in
                 // memory, reloaded all along the switch path, for a record that is mostly off.
@@ -1822,12 +1830,12 @@ impl<P: Platform> Scheduler<P> {
                 .migrations_in
                 .fetch_add(1, Ordering::Relaxed);
         }
-        if next == prev {
+        let Some(next) = next else {
             if let Some(now) = now {
                 cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
             }
             return;
-        }
+        };
         if let Reason::Idle(now) = reason {
             // The accounting point of the idle thread: nothing reads its `run_ns` and it has no
             // space to charge, so only the point moves (the halts are counted in `idle_ns`).
