@@ -78,7 +78,8 @@ use spin::mutex::SpinMutex;
 /// Tunables fixed at creation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Round-robin time slice: a thread runs at most this long while others wait on its CPU.
+    /// Round-robin time slice: a thread runs at most this long while others wait on its CPU. At
+    /// most [`Config::MAX_SLICE_NS`]: [`Scheduler::new`] cuts a longer one to it.
     pub slice_ns: u64,
     /// Prefetch the next thread's stack top on the switch path.
     pub prefetch: bool,
@@ -91,6 +92,10 @@ pub struct Config {
 impl Config {
     /// Default time slice: 10 ms.
     pub const DEFAULT_SLICE_NS: u64 = 10_000_000;
+    /// The longest time slice, 2^40 ns (about 18 minutes): a clock reading plus a slice then
+    /// cannot overflow for the first 584 years of the clock (2^64 - 2^40 ns), so the tick adds
+    /// the two without a saturation.
+    pub const MAX_SLICE_NS: u64 = 1 << 40;
     /// Default bound of the idle poll: 200 us, the default of Linux's `guest_halt_poll_ns`
     /// (drivers/cpuidle/governors/haltpoll.c).
     pub const DEFAULT_IDLE_POLL_NS: u64 = 200_000;
@@ -287,6 +292,7 @@ impl<P: Platform> Scheduler<P> {
             "bad CPU count {nr_cpus}"
         );
         assert!(config.slice_ns > 0, "a zero time slice");
+        let config = Config { slice_ns: config.slice_ns.min(Config::MAX_SLICE_NS), ..config };
         let fpu = platform.fpu_features().map(|f| (f.kind(), f));
         let cpus: Vec<Cpu> = (0..nr_cpus).map(|_| Cpu::new()).collect();
         Box::leak(Box::new(Scheduler {
@@ -1041,8 +1047,10 @@ impl<P: Platform> Scheduler<P> {
             cpu.local.slice_start_ns.store(start, Ordering::Relaxed);
         }
         let mut ended = None;
-        let slice_end = if now < start.saturating_add(slice) {
-            start.saturating_add(slice)
+        // `start` is a clock reading, or one less half a slice: with the slice's bound
+        // (`Config::MAX_SLICE_NS`), the sums below cannot overflow.
+        let slice_end = if now < start + slice {
+            start + slice
         } else {
             let to_balance = &cpu.local.slice_ends_to_balance;
             match to_balance.load(Ordering::Relaxed) {
@@ -1058,7 +1066,7 @@ impl<P: Platform> Scheduler<P> {
                 // Nobody waits: a new slice.
                 cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
             }
-            now.saturating_add(slice)
+            now + slice
         };
         self.rearm(cpu, slice_end.min(next_sleeper), now);
         Some((t, ended))
@@ -2046,7 +2054,8 @@ impl<P: Platform> Scheduler<P> {
         let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
         self.arm_from(
             cpu,
-            now.saturating_add(self.config.slice_ns).min(next_sleeper),
+            // No overflow: see `Config::MAX_SLICE_NS`.
+            (now + self.config.slice_ns).min(next_sleeper),
             now,
         );
     }
