@@ -1017,8 +1017,7 @@ impl<P: Platform> Scheduler<P> {
     #[inline(always)]
     fn timer_interrupt_on<'a, const USER: bool>(&self, me: usize, cpu: &'a Cpu) -> Option<(&'a Thread, Option<u64>)> {
         let now = self.platform.now_ns();
-        self.expire_sleepers(me, cpu, now);
-        let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
+        let next_sleeper = self.expire_sleepers(me, cpu, now);
         let current = cpu.local.current.load(Ordering::Relaxed);
         if current == cpu.local.idle.load(Ordering::Relaxed) {
             self.rearm(cpu, next_sleeper, now);
@@ -1636,18 +1635,22 @@ impl<P: Platform> Scheduler<P> {
         }
     }
 
-    /// Wake this CPU's sleepers whose deadline is `<= now_ns` (interrupts disabled). Inline: the
-    /// tick and the preemption that follows it each ask, and mostly nobody is due.
+    /// Wake this CPU's sleepers whose deadline is `<= now_ns` (interrupts disabled); returns the
+    /// earliest deadline left (`next_sleeper_ns` as it leaves it: the tick arms for it without
+    /// loading it again). Inline: the tick and the preemption that follows it each ask, and mostly
+    /// nobody is due.
     #[inline]
-    fn expire_sleepers(&self, me: usize, cpu: &Cpu, now_ns: u64) {
-        if now_ns >= cpu.local.next_sleeper_ns.load(Ordering::Relaxed) {
-            self.expire_due_sleepers(me, now_ns);
+    fn expire_sleepers(&self, me: usize, cpu: &Cpu, now_ns: u64) -> u64 {
+        let next = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
+        if now_ns >= next {
+            return self.expire_due_sleepers(me, now_ns);
         }
+        next
     }
 
     /// [`Scheduler::expire_sleepers`] once one is due.
     #[inline(never)]
-    fn expire_due_sleepers(&self, me: usize, now_ns: u64) {
+    fn expire_due_sleepers(&self, me: usize, now_ns: u64) -> u64 {
         let cpu = &self.cpus[me];
         let mut sleepers = cpu.sleepers.lock();
         while let Some(Reverse(top)) = sleepers.heap.peek() {
@@ -1673,6 +1676,7 @@ impl<P: Platform> Scheduler<P> {
             .peek()
             .map_or(NEVER, |Reverse(e)| e.deadline_ns);
         cpu.local.next_sleeper_ns.store(next, Ordering::Relaxed);
+        next
     }
 
     /// The switch path (interrupts disabled). Returns when the calling thread runs again.
