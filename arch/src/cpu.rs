@@ -103,3 +103,34 @@ pub fn rdrand64() -> Option<u64> {
 pub fn hwcap() -> u64 {
     u64::from(raw_cpuid::native_cpuid::cpuid_count(1, 0).edx)
 }
+
+/// A copy of the kernel's trace gate (its mask of categories being recorded, one bit each), kept
+/// here so that a trace point can test its bit with one instruction that names the word by its
+/// address ([`if_gate_bit`]): a test of an atomic load takes a load, then a test. Written only
+/// through [`set_trace_gate`]; the gate it copies stays the one the recording side reads.
+static TRACE_GATE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Set the copy of the trace gate [`if_gate_bit`] tests.
+pub fn set_trace_gate(mask: u32) {
+    TRACE_GATE.store(mask, core::sync::atomic::Ordering::Release);
+}
+
+/// Run `on` if bit `BIT` of the trace gate ([`set_trace_gate`]) is set: a `test` of the bit's byte
+/// in memory and a branch, two instructions where a relaxed load and a test take three.
+#[inline(always)]
+pub fn if_gate_bit<const BIT: u32>(on: impl FnOnce()) {
+    // SAFETY: a one-byte read inside TRACE_GATE (BIT < 32, so the byte is one of its four; x86 is
+    // little-endian, so bit BIT of the word is bit BIT % 8 of byte BIT / 8), a read as a relaxed
+    // atomic load of that byte would be; the branch goes to a label of this block.
+    unsafe {
+        core::arch::asm!(
+            "test byte ptr [rip + {gate} + {byte}], {mask}",
+            "jnz {on}",
+            gate = sym TRACE_GATE,
+            byte = const { assert!(BIT < 32); BIT / 8 },
+            mask = const 1u8 << (BIT % 8),
+            on = label { on() },
+            options(nostack, readonly),
+        );
+    }
+}
