@@ -1067,7 +1067,8 @@ impl<P: Platform> Scheduler<P> {
             }
             now + slice
         };
-        self.rearm(cpu, slice_end.min(next_sleeper), now);
+        // The slice's end is finite, so the deadline is: no test for `NEVER`.
+        self.rearm_at(cpu, slice_end.min(next_sleeper), now);
         Some((t, ended))
     }
 
@@ -1076,10 +1077,19 @@ impl<P: Platform> Scheduler<P> {
     /// armed deadline would only find that out again.
     #[inline(always)]
     fn rearm(&self, cpu: &Cpu, deadline_ns: u64, now_ns: u64) {
-        cpu.local.armed_ns.store(deadline_ns, Ordering::Relaxed);
-        if deadline_ns != NEVER {
-            self.platform.arm_timer_from(deadline_ns, now_ns);
+        if deadline_ns == NEVER {
+            cpu.local.armed_ns.store(NEVER, Ordering::Relaxed);
+        } else {
+            self.rearm_at(cpu, deadline_ns, now_ns);
         }
+    }
+
+    /// [`Scheduler::rearm`] for a deadline that is not `NEVER`.
+    #[inline(always)]
+    fn rearm_at(&self, cpu: &Cpu, deadline_ns: u64, now_ns: u64) {
+        debug_assert_ne!(deadline_ns, NEVER, "rearm_at without a deadline");
+        cpu.local.armed_ns.store(deadline_ns, Ordering::Relaxed);
+        self.platform.arm_timer_from(deadline_ns, now_ns);
     }
 
     /// Switch away from the interrupted thread if its slice is over (and preemption is enabled).
