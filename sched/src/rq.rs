@@ -622,9 +622,10 @@ impl<T: Queued> CpuQueue<T> {
     }
 
     /// Whether a migratable thread waits here (takes the lock: for the slice-end check, not the
-    /// switch path).
+    /// switch path). A look that changes nothing: the lock without the guard that refreshes the
+    /// length hint at the unlock.
     pub fn has_migratable(&self) -> bool {
-        self.lock().free.head.is_some()
+        self.rq.lock().free.head.is_some()
     }
 
     /// The idle loop of this queue's CPU is about to halt: record it, unless work has arrived.

@@ -1055,7 +1055,7 @@ impl<P: Platform> Scheduler<P> {
             match to_balance.load(Ordering::Relaxed) {
                 0 => {
                     to_balance.store(BALANCE_EVERY_SLICES - 1, Ordering::Relaxed);
-                    self.balance(me);
+                    self.balance(me, cpu);
                 }
                 left => to_balance.store(left - 1, Ordering::Relaxed),
             }
@@ -1298,12 +1298,14 @@ impl<P: Platform> Scheduler<P> {
     /// affinity widened, or created pinned then let go) would never reach an idle CPU. One kick
     /// per balancing, and only when a migratable thread is queued, so a queue of pinned threads
     /// wakes nobody.
+    ///
+    /// `cpu` is CPU `me`'s state, which the tick has in hand.
     #[inline(never)]
-    fn balance(&self, me: usize) {
+    fn balance(&self, me: usize, cpu: &Cpu) {
         // The slice is read once (the hints' atomics would make the compiler reload it per CPU).
         let cpus: &[Cpu] = &self.cpus;
         let n = cpus.len();
-        let here = &cpus[me].queue;
+        let here = &cpu.queue;
         let mine = here.len_hint() + 1;
         let mut busiest = (mine, me);
         // The first halted CPU after this one (`me`: none yet).
@@ -1337,7 +1339,7 @@ impl<P: Platform> Scheduler<P> {
         let idle = halted;
         if here.has_migratable() && cpus[idle].queue.kick_if_halted() {
             self.platform.send_resched(CpuIndex(idle as u32));
-            bump(&cpus[me].counters.ipis_sent);
+            bump(&cpu.counters.ipis_sent);
         }
     }
 
