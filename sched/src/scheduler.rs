@@ -1045,31 +1045,29 @@ impl<P: Platform> Scheduler<P> {
             start = now.saturating_sub(slice / 2);
             cpu.local.slice_start_ns.store(start, Ordering::Relaxed);
         }
-        let mut ended = None;
         // `start` is a clock reading, or one less half a slice: with the slice's bound
-        // (`Config::MAX_SLICE_NS`), the sums below cannot overflow.
-        let slice_end = if now < start + slice {
-            start + slice
-        } else {
-            let to_balance = &cpu.local.slice_ends_to_balance;
-            match to_balance.load(Ordering::Relaxed) {
-                0 => {
-                    to_balance.store(BALANCE_EVERY_SLICES - 1, Ordering::Relaxed);
-                    self.balance(me, cpu);
-                }
-                left => to_balance.store(left - 1, Ordering::Relaxed),
+        // (`Config::MAX_SLICE_NS`), the sums below cannot overflow. The slice's end is finite,
+        // so the deadline armed is: no test for `NEVER`.
+        if now < start + slice {
+            self.rearm_at(cpu, (start + slice).min(next_sleeper), now);
+            return Some((t, None));
+        }
+        let to_balance = &cpu.local.slice_ends_to_balance;
+        match to_balance.load(Ordering::Relaxed) {
+            0 => {
+                to_balance.store(BALANCE_EVERY_SLICES - 1, Ordering::Relaxed);
+                self.balance(me, cpu);
             }
-            if cpu.queue.len_hint() > 0 {
-                ended = Some(now);
-            } else {
-                // Nobody waits: a new slice.
-                cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
-            }
-            now + slice
-        };
-        // The slice's end is finite, so the deadline is: no test for `NEVER`.
-        self.rearm_at(cpu, slice_end.min(next_sleeper), now);
-        Some((t, ended))
+            left => to_balance.store(left - 1, Ordering::Relaxed),
+        }
+        if cpu.queue.len_hint() > 0 {
+            self.rearm_at(cpu, (now + slice).min(next_sleeper), now);
+            return Some((t, Some(now)));
+        }
+        // Nobody waits: a new slice.
+        cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
+        self.rearm_at(cpu, (now + slice).min(next_sleeper), now);
+        Some((t, None))
     }
 
     /// Arm the timer for `deadline_ns` from the tick (`NEVER`: leave it off), given the tick's
