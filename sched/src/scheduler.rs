@@ -1316,7 +1316,10 @@ impl<P: Platform> Scheduler<P> {
             if c == me {
                 break;
             }
-            let q = &cpus[c].queue;
+            // SAFETY: `c < n`: it starts at `me`, the calling CPU's index, which `this_cpu` checked
+            // against `n` for the tick that calls this, and it wraps to 0 at `n`. Unchecked: the
+            // wrap-around already keeps it in bounds, and the test would be repeated per CPU.
+            let q = unsafe { &cpus.get_unchecked(c).queue };
             let is_halted = q.halted_hint();
             // `load_hint`, with the halted flag read once for both uses.
             let load = q.len_hint() + usize::from(!(is_halted || q.polling_hint()));
