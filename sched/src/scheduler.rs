@@ -1303,6 +1303,7 @@ impl<P: Platform> Scheduler<P> {
         // The slice is read once (the hints' atomics would make the compiler reload it per CPU).
         let cpus: &[Cpu] = &self.cpus;
         let n = cpus.len();
+        debug_assert!(me < n && core::ptr::eq(cpu, &cpus[me]), "balance off its CPU");
         let here = &cpu.queue;
         let mine = here.len_hint() + 1;
         let mut busiest = (mine, me);
