@@ -14,17 +14,18 @@ pub unsafe fn gs_read_u64<const OFFSET: usize>() -> u64 {
     v
 }
 
-/// Add to the 64-bit counter at `gs:[OFFSET]` with one instruction, so the update lands on the CPU the
-/// instruction ran on even if the thread migrates just before or after (not atomic against other
-/// CPUs, which never write another CPU's counters).
+/// Add one to the 64-bit counter at `gs:[OFFSET]` with one instruction (`inc`, no register to load
+/// the 1 into first), so the update lands on the CPU the instruction ran on even if the thread
+/// migrates just before or after (not atomic against other CPUs, which never write another CPU's
+/// counters).
 ///
 /// # Safety
 /// As for [`gs_read_u64`], and the field is a counter only its own CPU writes.
 #[inline(always)]
-pub unsafe fn gs_add_u64<const OFFSET: usize>(v: u64) {
-    // SAFETY: per the caller's guarantee; `add` to memory is one instruction, so an interrupt cannot
+pub unsafe fn gs_inc_u64<const OFFSET: usize>() {
+    // SAFETY: per the caller's guarantee; `inc` to memory is one instruction, so an interrupt cannot
     // split it.
-    unsafe { core::arch::asm!("add gs:[{off}], {}", in(reg) v, off = const OFFSET, options(nostack)) };
+    unsafe { core::arch::asm!("inc qword ptr gs:[{off}]", off = const OFFSET, options(nostack)) };
 }
 
 /// Point GS base (IA32_GS_BASE) at `block`.
@@ -101,4 +102,35 @@ pub fn rdrand64() -> Option<u64> {
 /// CPUID leaf 1's EDX: the feature bits Linux passes to user programs as `AT_HWCAP`.
 pub fn hwcap() -> u64 {
     u64::from(raw_cpuid::native_cpuid::cpuid_count(1, 0).edx)
+}
+
+/// A copy of the kernel's trace gate (its mask of categories being recorded, one bit each), kept
+/// here so that a trace point can test its bit with one instruction that names the word by its
+/// address ([`if_gate_bit`]): a test of an atomic load takes a load, then a test. Written only
+/// through [`set_trace_gate`]; the gate it copies stays the one the recording side reads.
+static TRACE_GATE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Set the copy of the trace gate [`if_gate_bit`] tests.
+pub fn set_trace_gate(mask: u32) {
+    TRACE_GATE.store(mask, core::sync::atomic::Ordering::Release);
+}
+
+/// Run `on` if bit `BIT` of the trace gate ([`set_trace_gate`]) is set: a `test` of the bit's byte
+/// in memory and a branch, two instructions where a relaxed load and a test take three.
+#[inline(always)]
+pub fn if_gate_bit<const BIT: u32>(on: impl FnOnce()) {
+    // SAFETY: a one-byte read inside TRACE_GATE (BIT < 32, so the byte is one of its four; x86 is
+    // little-endian, so bit BIT of the word is bit BIT % 8 of byte BIT / 8), a read as a relaxed
+    // atomic load of that byte would be; the branch goes to a label of this block.
+    unsafe {
+        core::arch::asm!(
+            "test byte ptr [rip + {gate} + {byte}], {mask}",
+            "jnz {on}",
+            gate = sym TRACE_GATE,
+            byte = const { assert!(BIT < 32); BIT / 8 },
+            mask = const 1u8 << (BIT % 8),
+            on = label { on() },
+            options(nostack, readonly),
+        );
+    }
 }

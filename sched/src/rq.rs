@@ -247,6 +247,16 @@ impl<T: Queued> Fifo<T> {
     }
 }
 
+/// What the switch path runs next ([`RunQueue::put_prev_pick`]).
+pub enum Pick<T> {
+    /// The thread that was running runs on: no switch.
+    Prev,
+    /// This queued thread, never the one that was running.
+    Next(NonNull<T>),
+    /// The idle thread, which was not the one running.
+    Idle,
+}
+
 /// A CPU's runnable threads that are not running (see the module documentation).
 pub struct RunQueue<T> {
     pinned: Fifo<T>,
@@ -373,6 +383,22 @@ impl<T: Queued> RunQueue<T> {
         prev: NonNull<T>,
         prev_is_idle: bool,
     ) -> Option<NonNull<T>> {
+        // SAFETY: the caller's guarantee.
+        match unsafe { self.put_prev_pick(prev, prev_is_idle) } {
+            Pick::Prev if !prev_is_idle => Some(prev),
+            Pick::Next(next) => Some(next),
+            Pick::Prev | Pick::Idle => None,
+        }
+    }
+
+    /// [`RunQueue::put_prev_pick_next`], with `prev` running on told apart from a thread to switch
+    /// to: a `Next` is never `prev` (it was queued, and a running thread is not), which the switch
+    /// path then need not compare.
+    ///
+    /// # Safety
+    /// As for [`RunQueue::put_prev_pick_next`].
+    #[inline(always)]
+    pub unsafe fn put_prev_pick(&mut self, prev: NonNull<T>, prev_is_idle: bool) -> Pick<T> {
         if !prev_is_idle {
             // SAFETY: `prev` is valid (caller).
             let e = unsafe { prev.as_ref() }.entity();
@@ -383,16 +409,21 @@ impl<T: Queued> RunQueue<T> {
                     // would be the newest), with `len` unchanged and, with nothing queued, `prev`
                     // running on without passing through the queue.
                     let Some(next) = self.take_oldest() else {
-                        return Some(prev);
+                        return Pick::Prev;
                     };
                     // SAFETY: `prev` runs here, so it is on no queue, and it is `on_rq`.
                     unsafe { self.append(prev) };
-                    return Some(next);
+                    return Pick::Next(next);
                 }
                 State::Blocked | State::Dead => e.on_rq.store(false, Ordering::Relaxed),
             }
         }
-        self.pop()
+        match self.pop() {
+            Some(next) => Pick::Next(next),
+            // The idle thread with nothing queued runs on.
+            None if prev_is_idle => Pick::Prev,
+            None => Pick::Idle,
+        }
     }
 
     /// The switch path of a thread leaving this CPU for `target` (its affinity no longer allows
@@ -528,6 +559,12 @@ impl<T: Queued> CpuQueue<T> {
         self.halted.load(Ordering::Relaxed) || self.polling.load(Ordering::Relaxed)
     }
 
+    /// Whether the CPU is polling this queue before it halts (a hint).
+    #[inline]
+    pub fn polling_hint(&self) -> bool {
+        self.polling.load(Ordering::Relaxed)
+    }
+
     /// This queue's CPU starts polling it before a halt (interrupts off). Lock-free: the flag
     /// is a hint (see `polling`).
     #[inline]
@@ -585,9 +622,10 @@ impl<T: Queued> CpuQueue<T> {
     }
 
     /// Whether a migratable thread waits here (takes the lock: for the slice-end check, not the
-    /// switch path).
+    /// switch path). A look that changes nothing: the lock without the guard that refreshes the
+    /// length hint at the unlock.
     pub fn has_migratable(&self) -> bool {
-        self.lock().free.head.is_some()
+        self.rq.lock().free.head.is_some()
     }
 
     /// The idle loop of this queue's CPU is about to halt: record it, unless work has arrived.

@@ -54,7 +54,7 @@
 extern crate alloc;
 
 use crate::platform::{CpuIndex, IrqState, Mm, Platform};
-use crate::rq::{CpuQueue, Enqueued, State, Wake};
+use crate::rq::{CpuQueue, Enqueued, Pick, State, Wake};
 use crate::stats::{Counters, CpuCounters, add, bump};
 use crate::thread::{
     AffinityError, Body, Builder, CurrentThread, JoinHandle, ResultSlot, SpawnError, Thread,
@@ -78,7 +78,8 @@ use spin::mutex::SpinMutex;
 /// Tunables fixed at creation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Round-robin time slice: a thread runs at most this long while others wait on its CPU.
+    /// Round-robin time slice: a thread runs at most this long while others wait on its CPU. At
+    /// most [`Config::MAX_SLICE_NS`]: [`Scheduler::new`] cuts a longer one to it.
     pub slice_ns: u64,
     /// Prefetch the next thread's stack top on the switch path.
     pub prefetch: bool,
@@ -91,6 +92,10 @@ pub struct Config {
 impl Config {
     /// Default time slice: 10 ms.
     pub const DEFAULT_SLICE_NS: u64 = 10_000_000;
+    /// The longest time slice, 2^40 ns (about 18 minutes): a clock reading plus a slice then
+    /// cannot overflow for the first 584 years of the clock (2^64 - 2^40 ns), so the tick adds
+    /// the two without a saturation.
+    pub const MAX_SLICE_NS: u64 = 1 << 40;
     /// Default bound of the idle poll: 200 us, the default of Linux's `guest_halt_poll_ns`
     /// (drivers/cpuidle/governors/haltpoll.c).
     pub const DEFAULT_IDLE_POLL_NS: u64 = 200_000;
@@ -325,6 +330,7 @@ impl<P: Platform> Scheduler<P> {
             "bad CPU count {nr_cpus}"
         );
         assert!(config.slice_ns > 0, "a zero time slice");
+        let config = Config { slice_ns: config.slice_ns.min(Config::MAX_SLICE_NS), ..config };
         let fpu = platform.fpu_features().map(|f| (f.kind(), f));
         let fpu_clean = fpu
             .filter(|_| platform.lazy_fpu())
@@ -983,7 +989,10 @@ impl<P: Platform> Scheduler<P> {
     /// Follow it with [`Scheduler::preempt_if_needed`].
     pub fn timer_interrupt(&self) {
         let me = self.this_cpu();
-        self.timer_interrupt_on::<false>(me, &self.cpus[me]);
+        let cpu = &self.cpus[me];
+        if let Some((_, Some(now))) = self.timer_interrupt_on::<false>(me, cpu) {
+            Self::request_resched(cpu, now);
+        }
     }
 
     /// The timer interrupt's whole work: [`Scheduler::timer_interrupt`], then
@@ -1004,27 +1013,56 @@ impl<P: Platform> Scheduler<P> {
     fn tick_in<const USER: bool>(&self) {
         let me = self.this_cpu();
         let cpu = &self.cpus[me];
-        if let Some(t) = self.timer_interrupt_on::<USER>(me, cpu)
-            && self.preemption_due(cpu, t)
-        {
-            // The switch path inline, in the tick's own frame: the CPU, its state and the
-            // registers the tick saved serve the switch too (one prologue, not two). As in
-            // `switch_path_on` for a preemption: the clock the tick stamped the request with.
-            // The tick has just made an accounting point at its own clock, which is no earlier
-            // than the request's: the switch's would charge nothing. And it hands over the
-            // interrupted thread it holds, known not to be the idle thread.
-            let now = cpu.local.resched_ns.load(Ordering::Relaxed);
-            self.switch_path_from(me, cpu, Reason::Preempt, Some(now), Some(t));
+        let Some((t, ended)) = self.timer_interrupt_on::<USER>(me, cpu) else {
+            return;
+        };
+        // `preemption_due`, with the request of a slice that ended at this tick in hand rather
+        // than stored only to be loaded back: it is stored only if it has to wait.
+        if cpu.local.preempt_count.load(Ordering::Relaxed) != 0 {
+            // The last guard's drop (or a later tick) preempts.
+            if let Some(now) = ended {
+                Self::request_resched(cpu, now);
+            }
+            return;
         }
+        if t.affinity_pending.load(Ordering::Relaxed) && self.take_pending_affinity(t) {
+            // It moved, and ran again on another CPU, whose need for a switch is not this one's.
+            // The move was a switch here, which would have cleared this tick's request anyway.
+            return;
+        }
+        // As in `switch_path_on` for a preemption: the clock the request was stamped with.
+        let now = match ended {
+            Some(now) => now,
+            None if cpu.local.need_resched.load(Ordering::Relaxed) => cpu.local.resched_ns.load(Ordering::Relaxed),
+            None => return,
+        };
+        bump(&cpu.counters.preemptions);
+        // The switch path inline, in the tick's own frame: the CPU, its state and the registers
+        // the tick saved serve the switch too (one prologue, not two). The tick has just made an
+        // accounting point at its own clock, which is no earlier than the request's: the switch's
+        // would charge nothing. And it hands over the interrupted thread it holds, known not to be
+        // the idle thread.
+        self.switch_path_from(me, cpu, Reason::Preempt, Some(now), Some(t));
     }
 
-    /// [`Scheduler::timer_interrupt`] on CPU `me`, the calling one, whose state is `cpu`. Returns
-    /// the interrupted thread unless it is the idle thread (which never has a preemption due).
+    /// Ask for a preemption of this CPU's running thread at its next check (`preempt_if_needed`,
+    /// the last preemption guard's drop), the slice having ended at the tick that read `now`.
     #[inline(always)]
-    fn timer_interrupt_on<'a, const USER: bool>(&self, me: usize, cpu: &'a Cpu) -> Option<&'a Thread> {
+    fn request_resched(cpu: &Cpu, now: u64) {
+        // The switch stamps the next thread's slice with this tick's clock.
+        cpu.local.resched_ns.store(now, Ordering::Relaxed);
+        cpu.local.need_resched.store(true, Ordering::Relaxed);
+    }
+
+    /// [`Scheduler::timer_interrupt`] on CPU `me`, the calling one, whose state is `cpu`, except
+    /// that the preemption request of a slice that ended is returned, not made. Returns the
+    /// interrupted thread unless it is the idle thread (which never has a preemption due), with
+    /// the tick's clock if its slice is over and others wait: the caller preempts it at that clock
+    /// or makes the request (`request_resched`).
+    #[inline(always)]
+    fn timer_interrupt_on<'a, const USER: bool>(&self, me: usize, cpu: &'a Cpu) -> Option<(&'a Thread, Option<u64>)> {
         let now = self.platform.now_ns();
-        self.expire_sleepers(me, cpu, now);
-        let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
+        let next_sleeper = self.expire_sleepers(me, cpu, now);
         let current = cpu.local.current.load(Ordering::Relaxed);
         if current == cpu.local.idle.load(Ordering::Relaxed) {
             self.rearm(cpu, next_sleeper, now);
@@ -1052,29 +1090,29 @@ impl<P: Platform> Scheduler<P> {
             start = now.saturating_sub(slice / 2);
             cpu.local.slice_start_ns.store(start, Ordering::Relaxed);
         }
-        let slice_end = if now < start.saturating_add(slice) {
-            start.saturating_add(slice)
-        } else {
-            let to_balance = &cpu.local.slice_ends_to_balance;
-            match to_balance.load(Ordering::Relaxed) {
-                0 => {
-                    to_balance.store(BALANCE_EVERY_SLICES - 1, Ordering::Relaxed);
-                    self.balance(me);
-                }
-                left => to_balance.store(left - 1, Ordering::Relaxed),
+        // `start` is a clock reading, or one less half a slice: with the slice's bound
+        // (`Config::MAX_SLICE_NS`), the sums below cannot overflow. The slice's end is finite,
+        // so the deadline armed is: no test for `NEVER`.
+        if now < start + slice {
+            self.rearm_at(cpu, (start + slice).min(next_sleeper), now);
+            return Some((t, None));
+        }
+        let to_balance = &cpu.local.slice_ends_to_balance;
+        match to_balance.load(Ordering::Relaxed) {
+            0 => {
+                to_balance.store(BALANCE_EVERY_SLICES - 1, Ordering::Relaxed);
+                self.balance(me, cpu);
             }
-            if cpu.queue.len_hint() > 0 {
-                // The switch stamps the next thread's slice with this tick's clock.
-                cpu.local.resched_ns.store(now, Ordering::Relaxed);
-                cpu.local.need_resched.store(true, Ordering::Relaxed);
-            } else {
-                // Nobody waits: a new slice.
-                cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
-            }
-            now.saturating_add(slice)
-        };
-        self.rearm(cpu, slice_end.min(next_sleeper), now);
-        Some(t)
+            left => to_balance.store(left - 1, Ordering::Relaxed),
+        }
+        if cpu.queue.len_hint() > 0 {
+            self.rearm_at(cpu, (now + slice).min(next_sleeper), now);
+            return Some((t, Some(now)));
+        }
+        // Nobody waits: a new slice.
+        cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
+        self.rearm_at(cpu, (now + slice).min(next_sleeper), now);
+        Some((t, None))
     }
 
     /// Arm the timer for `deadline_ns` from the tick (`NEVER`: leave it off), given the tick's
@@ -1082,10 +1120,19 @@ impl<P: Platform> Scheduler<P> {
     /// armed deadline would only find that out again.
     #[inline(always)]
     fn rearm(&self, cpu: &Cpu, deadline_ns: u64, now_ns: u64) {
-        cpu.local.armed_ns.store(deadline_ns, Ordering::Relaxed);
-        if deadline_ns != NEVER {
-            self.platform.arm_timer_from(deadline_ns, now_ns);
+        if deadline_ns == NEVER {
+            cpu.local.armed_ns.store(NEVER, Ordering::Relaxed);
+        } else {
+            self.rearm_at(cpu, deadline_ns, now_ns);
         }
+    }
+
+    /// [`Scheduler::rearm`] for a deadline that is not `NEVER`.
+    #[inline(always)]
+    fn rearm_at(&self, cpu: &Cpu, deadline_ns: u64, now_ns: u64) {
+        debug_assert_ne!(deadline_ns, NEVER, "rearm_at without a deadline");
+        cpu.local.armed_ns.store(deadline_ns, Ordering::Relaxed);
+        self.platform.arm_timer_from(deadline_ns, now_ns);
     }
 
     /// Switch away from the interrupted thread if its slice is over (and preemption is enabled).
@@ -1278,36 +1325,72 @@ impl<P: Platform> Scheduler<P> {
     }
 
     /// Periodic balancing, at every `BALANCE_EVERY_SLICES`-th end of a busy slice (timer
-    /// interrupt, interrupts disabled): pull from a busier CPU, kick a halted one. Out of line, so
-    /// that the ticks that skip it keep a small frame.
+    /// interrupt, interrupts disabled): pull from a busier CPU, kick a halted one. One pass over
+    /// the other CPUs' hints finds both the busiest CPU and the halted one to kick. Out of line,
+    /// so that the ticks that skip it keep a small frame.
+    ///
+    /// The pull: if the busiest CPU has at least two threads more than this one (running one
+    /// included), its oldest migratable queued thread comes here. Each pull narrows the gap by
+    /// two, so free-running threads end up spread however they were created; idle CPUs steal on
+    /// their own.
+    ///
+    /// The kick: threads waiting here and a CPU halted elsewhere, the first after this one
+    /// (wrapping around): kick that CPU so its idle loop steals one (Linux's nohz idle-balance
+    /// kick). A halted CPU is tickless and looks for work only when woken, and the pull pulls into
+    /// busy CPUs only, so without this a thread that became migratable while queued here (its
+    /// affinity widened, or created pinned then let go) would never reach an idle CPU. One kick
+    /// per balancing, and only when a migratable thread is queued, so a queue of pinned threads
+    /// wakes nobody.
+    ///
+    /// `cpu` is CPU `me`'s state, which the tick has in hand.
     #[inline(never)]
-    fn balance(&self, me: usize) {
-        if self.cpus.len() > 1 {
-            self.pull_if_imbalanced(me);
-            self.kick_halted_if_overloaded(me);
-        }
-    }
-
-    /// Periodic balancing, at the end of a busy slice (see `balance`): if
-    /// the busiest CPU has at least two threads more than this one (running one included), pull
-    /// its oldest migratable queued thread here. Each pull narrows the gap by two, so free-running
-    /// threads end up spread however they were created; idle CPUs steal on their own.
-    fn pull_if_imbalanced(&self, me: usize) {
-        let mine = self.cpus[me].queue.len_hint() + 1;
+    fn balance(&self, me: usize, cpu: &Cpu) {
+        // The slice is read once (the hints' atomics would make the compiler reload it per CPU).
+        let cpus: &[Cpu] = &self.cpus;
+        let n = cpus.len();
+        debug_assert!(me < n && core::ptr::eq(cpu, &cpus[me]), "balance off its CPU");
+        let here = &cpu.queue;
+        let mine = here.len_hint() + 1;
         let mut busiest = (mine, me);
-        for c in (0..self.cpus.len()).filter(|&c| c != me) {
-            let load = self.load_hint(c);
+        // The first halted CPU after this one (`me`: none yet).
+        let mut halted = me;
+        // The CPUs after this one, wrapping around, without a division per step: the first halted
+        // one met is the one to kick, and the busiest is the first met of those equally busy.
+        let mut c = me;
+        loop {
+            c = if c + 1 == n { 0 } else { c + 1 };
+            if c == me {
+                break;
+            }
+            // SAFETY: `c < n`: it starts at `me`, the calling CPU's index, which `this_cpu` checked
+            // against `n` for the tick that calls this, and it wraps to 0 at `n`. Unchecked: the
+            // wrap-around already keeps it in bounds, and the test would be repeated per CPU.
+            let q = unsafe { &cpus.get_unchecked(c).queue };
+            let is_halted = q.halted_hint();
+            // `load_hint`, with the halted flag read once for both uses.
+            let load = q.len_hint() + usize::from(!(is_halted || q.polling_hint()));
             if load > busiest.0 {
                 busiest = (load, c);
+            }
+            if is_halted && halted == me {
+                halted = c;
             }
         }
         let (load, victim) = busiest;
         if load >= mine + 2 {
             self.pull_from(me, victim);
         }
+        if halted == me || here.len_hint() == 0 {
+            return;
+        }
+        let idle = halted;
+        if here.has_migratable() && cpus[idle].queue.kick_if_halted() {
+            self.platform.send_resched(CpuIndex(idle as u32));
+            bump(&cpu.counters.ipis_sent);
+        }
     }
 
-    /// The pull of `pull_if_imbalanced` from CPU `victim`, the busiest: out of line and cold, so
+    /// The pull of `balance` from CPU `victim`, the busiest: out of line and cold, so
     /// that the balancing that finds the CPUs even (most of it) keeps a small frame.
     #[cold]
     #[inline(never)]
@@ -1327,37 +1410,6 @@ impl<P: Platform> Scheduler<P> {
             self.cpus[me].counters.migrations_in.fetch_add(1, Ordering::Relaxed);
             bump(&self.cpus[me].counters.balance_pulls);
             from.counters.migrations_out.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// At the end of a busy slice (see `balance`), threads waiting here and a CPU halted
-    /// elsewhere: kick that CPU so its idle loop steals one (Linux's nohz idle-balance kick). A
-    /// halted CPU is tickless and looks for work only when woken, and `pull_if_imbalanced` pulls
-    /// into busy CPUs only, so without this a thread that became migratable while queued here
-    /// (its affinity widened, or created pinned then let go) would never reach an idle CPU. One
-    /// kick per balancing, and only when a migratable thread is queued, so a queue of pinned
-    /// threads wakes nobody.
-    fn kick_halted_if_overloaded(&self, me: usize) {
-        let cpu = &self.cpus[me];
-        if cpu.queue.len_hint() == 0 {
-            return;
-        }
-        // The CPUs after this one, wrapping around, without a division per step.
-        let n = self.cpus.len();
-        let mut idle = me;
-        let halted = loop {
-            idle = if idle + 1 == n { 0 } else { idle + 1 };
-            if idle == me {
-                return;
-            }
-            let c = &self.cpus[idle];
-            if c.queue.halted_hint() {
-                break c;
-            }
-        };
-        if cpu.queue.has_migratable() && halted.queue.kick_if_halted() {
-            self.platform.send_resched(CpuIndex(idle as u32));
-            bump(&cpu.counters.ipis_sent);
         }
     }
 
@@ -1642,18 +1694,22 @@ impl<P: Platform> Scheduler<P> {
         }
     }
 
-    /// Wake this CPU's sleepers whose deadline is `<= now_ns` (interrupts disabled). Inline: the
-    /// tick and the preemption that follows it each ask, and mostly nobody is due.
+    /// Wake this CPU's sleepers whose deadline is `<= now_ns` (interrupts disabled); returns the
+    /// earliest deadline left (`next_sleeper_ns` as it leaves it: the tick arms for it without
+    /// loading it again). Inline: the tick and the preemption that follows it each ask, and mostly
+    /// nobody is due.
     #[inline]
-    fn expire_sleepers(&self, me: usize, cpu: &Cpu, now_ns: u64) {
-        if now_ns >= cpu.local.next_sleeper_ns.load(Ordering::Relaxed) {
-            self.expire_due_sleepers(me, now_ns);
+    fn expire_sleepers(&self, me: usize, cpu: &Cpu, now_ns: u64) -> u64 {
+        let next = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
+        if now_ns >= next {
+            return self.expire_due_sleepers(me, now_ns);
         }
+        next
     }
 
     /// [`Scheduler::expire_sleepers`] once one is due.
     #[inline(never)]
-    fn expire_due_sleepers(&self, me: usize, now_ns: u64) {
+    fn expire_due_sleepers(&self, me: usize, now_ns: u64) -> u64 {
         let cpu = &self.cpus[me];
         let mut sleepers = cpu.sleepers.lock();
         while let Some(Reverse(top)) = sleepers.heap.peek() {
@@ -1679,6 +1735,7 @@ impl<P: Platform> Scheduler<P> {
             .peek()
             .map_or(NEVER, |Reverse(e)| e.deadline_ns);
         cpu.local.next_sleeper_ns.store(next, Ordering::Relaxed);
+        next
     }
 
     /// The switch path (interrupts disabled). Returns when the calling thread runs again.
@@ -1787,19 +1844,27 @@ impl<P: Platform> Scheduler<P> {
             let picked = match reason {
                 // SAFETY: `prev` runs on this CPU, is alive, `Running` (it called
                 // `set_current_affinity` with interrupts off) and not the idle thread.
-                Reason::Migrate(target) => unsafe { rq.migrate_prev_pick_next(prev_nn, target) },
+                Reason::Migrate(target) => match unsafe { rq.migrate_prev_pick_next(prev_nn, target) } {
+                    Some(next) => Pick::Next(next),
+                    None => Pick::Idle,
+                },
                 // SAFETY: `prev` runs on this CPU and is alive.
-                _ => unsafe { rq.put_prev_pick_next(prev_nn, prev_is_idle) },
+                _ => unsafe { rq.put_prev_pick(prev_nn, prev_is_idle) },
             };
             // A block with nothing else to run here, no sleeper and no trace (which would have
             // to show a switch): the thread halts in place, out of line (`block_halting`).
-            if matches!(reason, Reason::Block) && picked.is_none() && now.is_none() && !self.platform.tracing() {
+            if matches!(reason, Reason::Block) && matches!(picked, Pick::Idle) && now.is_none() && !self.platform.tracing() {
                 drop(rq);
                 self.block_halting(me, cpu, prev_nn, idle);
                 return;
             }
-            let next = picked.map_or(idle, NonNull::as_ptr);
-            if next != prev {
+            // The thread to switch to (`None`: `prev` runs on), never `prev` itself.
+            let next = match picked {
+                Pick::Prev => None,
+                Pick::Next(next) => Some(next.as_ptr()),
+                Pick::Idle => Some(idle),
+            };
+            if let Some(next) = next {
                 // Under the queue lock, so a thief that takes `prev` next reports after this. The
                 // record takes copies (`move`): a closure borrowing the locals would keep them in
                 // memory, reloaded all along the switch path, for a record that is mostly off.
@@ -1836,12 +1901,12 @@ impl<P: Platform> Scheduler<P> {
                 .migrations_in
                 .fetch_add(1, Ordering::Relaxed);
         }
-        if next == prev {
+        let Some(next) = next else {
             if let Some(now) = now {
                 cpu.local.slice_start_ns.store(now, Ordering::Relaxed);
             }
             return;
-        }
+        };
         if let Reason::Idle(now) = reason {
             // The accounting point of the idle thread: nothing reads its `run_ns` and it has no
             // space to charge, so only the point moves (the halts are counted in `idle_ns`).
@@ -2052,7 +2117,8 @@ impl<P: Platform> Scheduler<P> {
         let next_sleeper = cpu.local.next_sleeper_ns.load(Ordering::Relaxed);
         self.arm_from(
             cpu,
-            now.saturating_add(self.config.slice_ns).min(next_sleeper),
+            // No overflow: see `Config::MAX_SLICE_NS`.
+            (now + self.config.slice_ns).min(next_sleeper),
             now,
         );
     }

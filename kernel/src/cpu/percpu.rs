@@ -93,7 +93,7 @@ impl PerCpu {
 pub unsafe fn install(block: &'static mut PerCpu) {
     block.self_ptr = block as *const PerCpu;
     // SAFETY: per the caller: this CPU's block, forever; its layout is the one `gs_read_u64` and
-    // `gs_add_u64` are given offsets into.
+    // `gs_inc_u64` are given offsets into.
     unsafe { arch::cpu::set_gs_base((block as *const PerCpu).cast()) };
     READY.store(true, Ordering::Release);
 }
@@ -154,12 +154,12 @@ pub fn count(c: Counter) {
     // writes (the adds are not atomic against other CPUs, and need not be).
     unsafe {
         match c {
-            Counter::Interrupts => arch::cpu::gs_add_u64::<{ BASE + offset_of!(Counters, interrupts) }>(1),
-            Counter::TimerInterrupts => arch::cpu::gs_add_u64::<{ BASE + offset_of!(Counters, timer_interrupts) }>(1),
-            Counter::IpisReceived => arch::cpu::gs_add_u64::<{ BASE + offset_of!(Counters, ipis_received) }>(1),
-            Counter::XcallsServed => arch::cpu::gs_add_u64::<{ BASE + offset_of!(Counters, xcalls_served) }>(1),
-            Counter::Spurious => arch::cpu::gs_add_u64::<{ BASE + offset_of!(Counters, spurious) }>(1),
-            Counter::Nmis => arch::cpu::gs_add_u64::<{ BASE + offset_of!(Counters, nmis) }>(1),
+            Counter::Interrupts => arch::cpu::gs_inc_u64::<{ BASE + offset_of!(Counters, interrupts) }>(),
+            Counter::TimerInterrupts => arch::cpu::gs_inc_u64::<{ BASE + offset_of!(Counters, timer_interrupts) }>(),
+            Counter::IpisReceived => arch::cpu::gs_inc_u64::<{ BASE + offset_of!(Counters, ipis_received) }>(),
+            Counter::XcallsServed => arch::cpu::gs_inc_u64::<{ BASE + offset_of!(Counters, xcalls_served) }>(),
+            Counter::Spurious => arch::cpu::gs_inc_u64::<{ BASE + offset_of!(Counters, spurious) }>(),
+            Counter::Nmis => arch::cpu::gs_inc_u64::<{ BASE + offset_of!(Counters, nmis) }>(),
         }
     }
 }

@@ -107,14 +107,19 @@ fn read(reg: u32) -> u32 {
     }
 }
 
+/// The mode test is the register page's address: set only in xAPIC mode, and before any write
+/// (`init_bsp` maps it, then `enable_this_cpu` sets MODE and writes), so a non-zero one says xAPIC
+/// mode as MODE would, and the xAPIC write (the EOI and the timer's re-arming on every tick) loads
+/// it once, for the test and the store both.
 #[inline]
 fn write(reg: u32, value: u32) {
-    match mode() {
+    let va = XAPIC_VA.load(Ordering::Relaxed);
+    if va != 0 {
+        // SAFETY: as in `read`: `va` maps the register page (xAPIC mode only).
+        unsafe { arch::mmio::write_u32(va + u64::from(reg), value) };
+    } else if mode() == MODE_X2APIC {
         // SAFETY: as in `read`; writing these registers only changes this CPU's APIC.
-        MODE_X2APIC => unsafe { msr::write(X2APIC_BASE + reg / 16, u64::from(value)) },
-        // SAFETY: as in `read`.
-        MODE_XAPIC => unsafe { arch::mmio::write_u32(XAPIC_VA.load(Ordering::Relaxed) + u64::from(reg), value) },
-        _ => {}
+        unsafe { msr::write(X2APIC_BASE + reg / 16, u64::from(value)) };
     }
 }
 

@@ -108,7 +108,9 @@ impl Platform for KernelPlatform {
     }
 
     fn arm_timer_from(&self, deadline_ns: u64, now_ns: u64) {
-        trace::event(Category::Timer, |tsc, cpu| Record { a: deadline_ns, arg: 0, ..Record::new(tsc, cpu, Kind::TimerArm) });
+        // `move`: a closure borrowing the deadline would keep it in a stack slot on every tick,
+        // for a record that is mostly off.
+        trace::event(Category::Timer, move |tsc, cpu| Record { a: deadline_ns, arg: 0, ..Record::new(tsc, cpu, Kind::TimerArm) });
         time::arm_at_ns_from(deadline_ns, now_ns);
     }
 
@@ -225,26 +227,31 @@ impl Platform for KernelPlatform {
 /// ring 3 still take `trap_dispatch`, which also runs the process layer's return-to-user work.
 extern "C" fn timer_entry(_frame: *mut arch::trap::TrapFrame) {
     trap::interrupt_entered(trap::VECTOR_TIMER);
-    timer_tick::<false>();
+    // SAFETY: SCHED is complete here: `init` installs this entry only after it set SCHED, with a
+    // release store the entry stub's load of the entry orders after (x86 keeps a CPU's loads in
+    // order, and stores in order to all), and a `Once` once set stays set.
+    let s = unsafe { SCHED.get_unchecked() };
+    timer_tick::<false>(Some(s));
 }
 
 /// The timer's interrupts from user mode (and from ring 0 before the direct entry is installed).
 fn timer_handler(frame: &mut arch::trap::TrapFrame) {
     if frame.cs & 3 == 3 {
-        timer_tick::<true>();
+        timer_tick::<true>(SCHED.get().copied());
     } else {
-        timer_tick::<false>();
+        timer_tick::<false>(SCHED.get().copied());
     }
 }
 
-/// The timer interrupt's work, from either entry; `USER`: it interrupted user mode, so the
-/// interrupted thread's time since the last accounting point counts as user time.
+/// The timer interrupt's work, from either entry, with the scheduler if there is one yet; `USER`:
+/// it interrupted user mode, so the interrupted thread's time since the last accounting point
+/// counts as user time.
 #[inline(always)]
-fn timer_tick<const USER: bool>() {
+fn timer_tick<const USER: bool>(sched: Option<&KSched>) {
     percpu::count(percpu::Counter::TimerInterrupts);
     apic::eoi();
     time::power_off_if_due();
-    if let Some(s) = SCHED.get() {
+    if let Some(s) = sched {
         if USER {
             s.tick_user();
         } else {

@@ -3,9 +3,10 @@
 //!
 //! - [`install`]`(tracer, mask)`: the rings (made by the caller, which may allocate; this layer does
 //!   not) and the categories the `trace` command-line option chose; the gate opens here.
-//! - [`event`]`(category, make)`: a trace point. While the category is off this is one relaxed load
-//!   and one test that is always false (the predictor learns it at once); the recording, out of
-//!   line and cold, stamps the TSC and this CPU, builds the record and pushes it on this CPU's ring.
+//! - [`event`]`(category, make)`: a trace point. While the category is off this is one test of the
+//!   category's bit in memory (`arch::cpu::if_gate_bit`, on a copy of the gate kept there) and a
+//!   branch never taken (the predictor learns it at once); the recording, out of line and cold,
+//!   stamps the TSC and this CPU, builds the record and pushes it on this CPU's ring.
 //! - [`sched_event`]: the scheduler's trace points (`sched::TraceEvent`), with thread names.
 //! - [`dump`]: close the gate and write every ring to the debug console port (0xe9, `-debugcon
 //!   file:...` on the QEMU command line), a channel that never mixes with the serial console.
@@ -37,6 +38,7 @@ pub fn install(tracer: &'static Tracer, mask: Mask) {
 /// `Syscall` category is on, every call takes its slow hook, which records it.
 fn set_gate(mask: Mask) {
     GATE.set(mask);
+    arch::cpu::set_trace_gate(mask.0);
     arch::syscall::route_all_to_slow(mask.contains(Category::Syscall));
 }
 
@@ -46,12 +48,27 @@ pub fn enabled(category: Category) -> bool {
     GATE.enabled(category)
 }
 
+/// Run `f` if `category` is recorded now: [`enabled`] as one test of the gate's bit in memory
+/// (`arch::cpu::if_gate_bit`), the category a constant wherever this is inlined.
+#[inline(always)]
+pub fn when(category: Category, f: impl FnOnce()) {
+    use arch::cpu::if_gate_bit;
+    match category {
+        Category::Sched => if_gate_bit::<{ Category::Sched as u32 }>(f),
+        Category::Ipi => if_gate_bit::<{ Category::Ipi as u32 }>(f),
+        Category::Tlb => if_gate_bit::<{ Category::Tlb as u32 }>(f),
+        Category::Timer => if_gate_bit::<{ Category::Timer as u32 }>(f),
+        Category::Idle => if_gate_bit::<{ Category::Idle as u32 }>(f),
+        Category::Syscall => if_gate_bit::<{ Category::Syscall as u32 }>(f),
+        Category::Fault => if_gate_bit::<{ Category::Fault as u32 }>(f),
+        Category::Signal => if_gate_bit::<{ Category::Signal as u32 }>(f),
+    }
+}
+
 /// A trace point: if `category` is on, record what `make(tsc, cpu)` builds.
 #[inline(always)]
 pub fn event(category: Category, make: impl FnOnce(u64, u16) -> Record) {
-    if GATE.enabled(category) {
-        record(make);
-    }
+    when(category, || record(make));
 }
 
 /// The recording half of [`event`], kept off the hot path.
