@@ -1433,6 +1433,18 @@ impl<P: Platform> Scheduler<P> {
     /// [`Kick`] between them: the outcome goes straight to the kick, with no record to build and
     /// read back.
     pub(crate) unsafe fn wake_thread(&self, t: NonNull<Thread>) -> bool {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.wake_thread_inline(t) }
+    }
+
+    /// [`Scheduler::wake_thread`] in its caller's frame: for a hand-off's waker whose frame
+    /// already saves the registers the wake needs (a pipe's one-byte write), which then pays no
+    /// call, no saves and no restores for it.
+    ///
+    /// # Safety
+    /// As for [`Scheduler::wake_thread`].
+    #[inline(always)]
+    pub(crate) unsafe fn wake_thread_inline(&self, t: NonNull<Thread>) -> bool {
         // Two copies of one body. With tracing off, nothing is called under the queue lock, and
         // the one call left, `after_enqueue`, comes last: the common wake saves no registers. A
         // record under the lock would keep the thread and the queue live across a call on every

@@ -488,7 +488,10 @@ impl ParkSlot {
         // before `wake_thread` reads the thread's state (see `Parker`).
         fence(Ordering::SeqCst);
         let Some(thread) = self.take_unfenced() else { return false };
-        wake_held(s, &thread);
+        let irq = s.platform().irq_save_disable();
+        // SAFETY: `thread`, a counted reference, keeps the thread alive for the call.
+        unsafe { s.wake_thread_inline(NonNull::from(&*thread)) };
+        s.platform().irq_restore(irq);
         true
     }
 
