@@ -171,7 +171,7 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
         let why = match nap {
             None => {
                 let mut why = None;
-                parker.park_until_irqs_off(s, || {
+                parker.park_until_irqs_off_inline(s, || {
                     taken() || {
                         why = stop();
                         why.is_some()

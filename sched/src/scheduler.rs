@@ -1424,6 +1424,14 @@ impl<P: Platform> Scheduler<P> {
         self.switch_path(Reason::Block);
     }
 
+    /// [`Scheduler::block`] in its caller's frame: for a hand-off's wait in a system call whose
+    /// frame already saves the callee-saved registers, which then pays no call, no saves and no
+    /// restores for the block.
+    #[inline(always)]
+    pub(crate) fn block_inline(&self) {
+        self.switch_path(Reason::Block);
+    }
+
     /// Wake a blocked thread (interrupts disabled).
     ///
     /// # Safety

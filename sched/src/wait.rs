@@ -251,18 +251,28 @@ impl Parker {
     #[inline]
     pub fn park_until_blocked<P: Platform>(&self, s: &Scheduler<P>, cond: impl FnMut() -> bool) {
         let irq = s.platform().irq_save_disable();
-        self.park_until_irqs_off(s, cond);
+        self.park_until_irqs_off_inline(s, cond);
         s.platform().irq_restore(irq);
     }
 
     /// [`Parker::park_until`] called with interrupts disabled, which it leaves disabled; `cond`
     /// runs with them disabled every time.
     #[inline]
-    pub(crate) fn park_until_irqs_off<P: Platform>(
-        &self,
-        s: &Scheduler<P>,
-        mut cond: impl FnMut() -> bool,
-    ) {
+    pub(crate) fn park_until_irqs_off<P: Platform>(&self, s: &Scheduler<P>, cond: impl FnMut() -> bool) {
+        self.park_until_irqs_off_with(s, cond, false);
+    }
+
+    /// [`Parker::park_until_irqs_off`] with the block's switch path in the caller's frame
+    /// ([`Scheduler::block_inline`]): for the waits of a hand-off (a futex wait, a pipe's parked
+    /// read), whose system call's frame already saves every register the switch needs.
+    #[inline(always)]
+    pub(crate) fn park_until_irqs_off_inline<P: Platform>(&self, s: &Scheduler<P>, cond: impl FnMut() -> bool) {
+        self.park_until_irqs_off_with(s, cond, true);
+    }
+
+    /// The body of both: `inline` (a constant in each) picks the block's copy.
+    #[inline(always)]
+    fn park_until_irqs_off_with<P: Platform>(&self, s: &Scheduler<P>, mut cond: impl FnMut() -> bool, inline: bool) {
         // A parker names a scheduler thread, never an idle one (`for_current`). Checked in debug
         // builds (the in-kernel tests run one): this is the hand-off path of every futex and pipe
         // wait, and its callers reach a parker only through its owner's own state (the kernel's
@@ -280,7 +290,11 @@ impl Parker {
                 entity.set_running();
                 break;
             }
-            s.block();
+            if inline {
+                s.block_inline();
+            } else {
+                s.block();
+            }
             // Woken (running again), maybe spuriously: a wake meant for an earlier wait.
             if cond() {
                 break;
