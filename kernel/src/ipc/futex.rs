@@ -117,6 +117,9 @@ fn wait_timed(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32
 }
 
 /// Wake up to `n` waiters of `key` whose bitset meets `bitset`; returns how many.
+/// `#[inline(always)]`: the hand-off's wake runs in the table's handler (`syscall::futex`), as
+/// its wait does, whose frame already saves the registers the wake needs.
+#[inline(always)]
 pub fn wake(key: FutexKey, n: u32, bitset: u32) -> u32 {
     // As on Linux, `n` 0 still wakes one.
     bucket(key).wake(task::sched(), key, n.max(1), bitset)
