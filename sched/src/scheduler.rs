@@ -1547,15 +1547,18 @@ impl<P: Platform> Scheduler<P> {
     #[inline(always)]
     pub(crate) unsafe fn wake_thread_deferred(&self, t: NonNull<Thread>) -> Option<Kick> {
         let me = self.this_cpu();
+        // Taken before the wake, whose atomics would make the compiler check the index again (as
+        // in `wake_thread_with`).
+        let wakeups = &self.cpus[me].counters.wakeups;
         // SAFETY: valid for the call (caller).
         match unsafe { self.wake_noting_on(t) } {
             Wake::NotBlocked => None,
             Wake::Running => {
-                bump(&self.cpus[me].counters.wakeups);
+                bump(wakeups);
                 Some(Kick(None))
             }
             Wake::Enqueued { cpu, info } => {
-                bump(&self.cpus[me].counters.wakeups);
+                bump(wakeups);
                 // SAFETY: as above.
                 let pinned = unsafe { t.as_ref() }.entity.is_pinned();
                 Some(Kick(Some((me, cpu, info, pinned))))
