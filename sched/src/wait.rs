@@ -247,10 +247,12 @@ impl Parker {
     /// [`Parker::park_until`] without its first test, the one made before the thread marks itself
     /// `Blocked` (which can only save a sleep, never lose a wake-up): for a caller that has just
     /// found `cond()` false itself, or has just made the offer that its first test must follow
-    /// ([`ParkSlot::offer`]). The test made after the fence comes first here.
+    /// ([`ParkSlot::offer`]). The test made after the fence comes first here. The caller runs
+    /// with interrupts enabled (a system call's own code): they go off without a read of the flag
+    /// ([`Platform::irq_disable_from_on`]) and are on again at the return.
     #[inline]
     pub fn park_until_blocked<P: Platform>(&self, s: &Scheduler<P>, cond: impl FnMut() -> bool) {
-        let irq = s.platform().irq_save_disable();
+        let irq = s.platform().irq_disable_from_on();
         self.park_until_irqs_off_inline(s, cond);
         s.platform().irq_restore(irq);
     }
@@ -498,11 +500,25 @@ impl ParkSlot {
     /// write), in its caller's frame.
     #[inline(always)]
     pub fn wake<P: Platform>(&self, s: &Scheduler<P>) -> bool {
+        self.wake_with(s, false)
+    }
+
+    /// [`ParkSlot::wake`] for a caller that runs with interrupts enabled (a system call's own
+    /// code): they go off for the wake without a read of the flag
+    /// ([`Platform::irq_disable_from_on`]).
+    #[inline(always)]
+    pub fn wake_irqs_on<P: Platform>(&self, s: &Scheduler<P>) -> bool {
+        self.wake_with(s, true)
+    }
+
+    /// The body of both; `irqs_on` (a constant in each): the caller runs with interrupts enabled.
+    #[inline(always)]
+    fn wake_with<P: Platform>(&self, s: &Scheduler<P>, irqs_on: bool) -> bool {
         // The caller's change of the condition before the read of the slot (see `offer`) and
         // before `wake_thread` reads the thread's state (see `Parker`).
         fence(Ordering::SeqCst);
         let Some(thread) = self.take_unfenced() else { return false };
-        let irq = s.platform().irq_save_disable();
+        let irq = if irqs_on { s.platform().irq_disable_from_on() } else { s.platform().irq_save_disable() };
         // SAFETY: `thread`, a counted reference, keeps the thread alive for the call.
         unsafe { s.wake_thread_inline(NonNull::from(&*thread)) };
         s.platform().irq_restore(irq);
