@@ -188,11 +188,11 @@ impl PipeObj {
         self.readers.wake();
     }
 
-    /// [`PipeObj::wake_readers`] from a system call's own code, which runs with interrupts on: the
-    /// parked reader's wake turns them off without a read of the flag.
+    /// [`PipeObj::wake_readers`] from a system call's own code (the caller's context `me`), which
+    /// runs with interrupts on: the parked reader's wake turns them off without a read of the flag.
     #[inline(always)]
-    fn wake_readers_irqs_on(&self) {
-        self.parked_reader.wake_irqs_on(task::sched());
+    fn wake_readers_irqs_on(&self, me: &UserCtx) {
+        self.parked_reader.wake_irqs_on(me.sched());
         self.readers.wake();
     }
 
@@ -210,7 +210,7 @@ impl PipeObj {
         }
         // The offer is made: the park's first test, after the fence, is the one that counts. A
         // system call's read: interrupts are on here, as the park asks.
-        parker.park_until_blocked(task::sched(), || {
+        parker.park_until_blocked(me.sched(), || {
             self.readable.load(Ordering::SeqCst) || !self.parked_reader.holds(parker) || me.intr.pending.load(Ordering::SeqCst)
         });
         // Still there (no waker took it): take it back. A pending signal with no byte ends the
@@ -312,7 +312,7 @@ impl PipeObj {
             };
             if pushed {
                 match me {
-                    Some(_) => self.wake_readers_irqs_on(),
+                    Some(me) => self.wake_readers_irqs_on(me),
                     None => self.wake_readers(),
                 }
                 super::poll_notify();

@@ -101,7 +101,7 @@ fn wait_untimed(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u
     let parker = me.park.parker();
     let pending = || me.intr.pending.load(Ordering::SeqCst).then_some(WaitError::Interrupted);
     // `wait`'s one caller is the system call, which runs with interrupts on.
-    bucket(key).wait_irqs_on(task::sched(), parker, key, bitset, || compare(word, expected), pending, None)
+    bucket(key).wait_irqs_on(me.sched(), parker, key, bitset, || compare(word, expected), pending, None)
 }
 
 /// One try of a timed [`wait`]: asleep on the parker until taken, signalled or past `deadline`
@@ -126,11 +126,11 @@ pub fn wake(key: FutexKey, n: u32, bitset: u32) -> u32 {
     bucket(key).wake(task::sched(), key, n.max(1), bitset)
 }
 
-/// [`wake`] from a system call's own code, which runs with interrupts on: they go off without a
-/// read of the flag (`KeyedWaitQueue::wake_irqs_on`).
+/// [`wake`] from a system call's own code (the caller's context `me`), which runs with interrupts
+/// on: they go off without a read of the flag (`KeyedWaitQueue::wake_irqs_on`).
 #[inline(always)]
-pub fn wake_from_syscall(key: FutexKey, n: u32, bitset: u32) -> u32 {
-    bucket(key).wake_irqs_on(task::sched(), key, n.max(1), bitset)
+pub fn wake_from_syscall(me: &UserCtx, key: FutexKey, n: u32, bitset: u32) -> u32 {
+    bucket(key).wake_irqs_on(me.sched(), key, n.max(1), bitset)
 }
 
 /// `FUTEX_REQUEUE`/`FUTEX_CMP_REQUEUE`: wake `nr_wake` waiters of `from`, move up to `nr_requeue`
