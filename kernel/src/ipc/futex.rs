@@ -79,16 +79,31 @@ fn compare(addr: u64, expected: u32) -> Result<(), WaitError> {
 /// handler (`syscall::futex`), whatever the inliner's budget there.
 #[inline(always)]
 pub fn wait(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32, deadline_ns: Option<u64>) -> Result<(), WaitError> {
+    match wait_once(me, key, word, expected, bitset, deadline_ns) {
+        Err(WaitError::Fault) => wait_after_fault(me, key, word, expected, bitset, deadline_ns),
+        r => r,
+    }
+}
+
+/// One try of a [`wait`], untimed or timed.
+#[inline(always)]
+fn wait_once(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32, deadline_ns: Option<u64>) -> Result<(), WaitError> {
+    match deadline_ns {
+        None => wait_untimed(me, key, word, expected, bitset),
+        Some(deadline) => wait_timed(me, key, word, expected, bitset, deadline),
+    }
+}
+
+/// The rest of a [`wait`] whose word was not readable with interrupts off: fault it in (or fail)
+/// with them on, and try again, until a try ends otherwise. Out of line, so that the hand-off's
+/// wait keeps no state of this loop live across its sleep.
+#[cold]
+#[inline(never)]
+fn wait_after_fault(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32, deadline_ns: Option<u64>) -> Result<(), WaitError> {
     loop {
-        let r = match deadline_ns {
-            None => wait_untimed(me, key, word, expected, bitset),
-            Some(deadline) => wait_timed(me, key, word, expected, bitset, deadline),
-        };
-        match r {
-            // Not readable with interrupts off: fault it in (or fail) with them on, and again.
-            Err(WaitError::Fault) => {
-                read_word(word)?;
-            }
+        read_word(word)?;
+        match wait_once(me, key, word, expected, bitset, deadline_ns) {
+            Err(WaitError::Fault) => {}
             r => return r,
         }
     }
