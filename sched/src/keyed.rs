@@ -35,7 +35,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering, fence};
 
 use spin::mutex::SpinMutex;
 
-use crate::platform::Platform;
+use crate::platform::{IrqState, Platform};
 use crate::scheduler::{Kick, Scheduler};
 use crate::ilist::{self, Links};
 use crate::thread::Thread;
@@ -138,10 +138,45 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
         key: K,
         bitset: u32,
         check: impl FnOnce() -> Result<(), E>,
+        stop: impl FnMut() -> Option<E>,
+        nap: Option<&dyn Fn()>,
+    ) -> Result<(), E> {
+        let irq = s.platform().irq_save_disable();
+        self.wait_from(s, irq, parker, key, bitset, check, stop, nap)
+    }
+
+    /// [`KeyedWaitQueue::wait`] for a caller that runs with interrupts enabled (a system call's
+    /// own code): they go off without a read of the flag ([`Platform::irq_disable_from_on`]).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn wait_irqs_on<P: Platform, E>(
+        &'static self,
+        s: &Scheduler<P>,
+        parker: &Parker,
+        key: K,
+        bitset: u32,
+        check: impl FnOnce() -> Result<(), E>,
+        stop: impl FnMut() -> Option<E>,
+        nap: Option<&dyn Fn()>,
+    ) -> Result<(), E> {
+        let irq = s.platform().irq_disable_from_on();
+        self.wait_from(s, irq, parker, key, bitset, check, stop, nap)
+    }
+
+    /// The body of both: interrupts are disabled, `irq` says how to put them back.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn wait_from<P: Platform, E>(
+        &'static self,
+        s: &Scheduler<P>,
+        mut irq: IrqState,
+        parker: &Parker,
+        key: K,
+        bitset: u32,
+        check: impl FnOnce() -> Result<(), E>,
         mut stop: impl FnMut() -> Option<E>,
         nap: Option<&dyn Fn()>,
     ) -> Result<(), E> {
-        let mut irq = s.platform().irq_save_disable();
         let mut node = Node {
             thread: parker.thread(),
             links: Links::new(),
@@ -171,7 +206,7 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
         let why = match nap {
             None => {
                 let mut why = None;
-                parker.park_until_irqs_off(s, || {
+                parker.park_until_irqs_off_inline(s, || {
                     taken() || {
                         why = stop();
                         why.is_some()
@@ -329,6 +364,20 @@ impl<K: Copy + Eq + Send> KeyedWaitQueue<K> {
     #[inline]
     pub fn wake<P: Platform>(&self, s: &Scheduler<P>, key: K, nr: u32, bitset: u32) -> u32 {
         let irq = s.platform().irq_save_disable();
+        self.wake_from(s, irq, key, nr, bitset)
+    }
+
+    /// [`KeyedWaitQueue::wake`] for a caller that runs with interrupts enabled (a system call's
+    /// own code): they go off without a read of the flag ([`Platform::irq_disable_from_on`]).
+    #[inline]
+    pub fn wake_irqs_on<P: Platform>(&self, s: &Scheduler<P>, key: K, nr: u32, bitset: u32) -> u32 {
+        let irq = s.platform().irq_disable_from_on();
+        self.wake_from(s, irq, key, nr, bitset)
+    }
+
+    /// The body of both: interrupts are disabled, `irq` says how to put them back.
+    #[inline(always)]
+    fn wake_from<P: Platform>(&self, s: &Scheduler<P>, irq: IrqState, key: K, nr: u32, bitset: u32) -> u32 {
         let mut list = self.list.lock();
         let wanted = |n: *mut Node<K>| {
             // SAFETY: a linked node is valid while we hold the lock (its waiter takes it before

@@ -167,6 +167,15 @@ pub trait Platform: 'static + Sync + Sized {
     /// Put the interrupt flag back as `state` says.
     fn irq_restore(&self, state: IrqState);
 
+    /// [`Platform::irq_save_disable`] for a caller that runs with interrupts enabled (a system
+    /// call's own code, whose entry enables them): a platform may disable them without reading the
+    /// flag first and return "enabled", so that the matching [`Platform::irq_restore`] enables them
+    /// without a test. The default reads the flag.
+    #[inline]
+    fn irq_disable_from_on(&self) -> IrqState {
+        self.irq_save_disable()
+    }
+
     /// Send the reschedule IPI to `cpu` (never the calling CPU). Its handler calls
     /// [`crate::Scheduler::preempt_if_needed`] (and does nothing else when the CPU was idle: waking
     /// it from `idle_wait` is the point).

@@ -1478,6 +1478,14 @@ impl<P: Platform> Scheduler<P> {
         self.switch_path(Reason::Block);
     }
 
+    /// [`Scheduler::block`] in its caller's frame: for a hand-off's wait in a system call whose
+    /// frame already saves the callee-saved registers, which then pays no call, no saves and no
+    /// restores for the block.
+    #[inline(always)]
+    pub(crate) fn block_inline(&self) {
+        self.switch_path(Reason::Block);
+    }
+
     /// Wake a blocked thread (interrupts disabled).
     ///
     /// # Safety
@@ -1487,6 +1495,18 @@ impl<P: Platform> Scheduler<P> {
     /// [`Kick`] between them: the outcome goes straight to the kick, with no record to build and
     /// read back.
     pub(crate) unsafe fn wake_thread(&self, t: NonNull<Thread>) -> bool {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.wake_thread_inline(t) }
+    }
+
+    /// [`Scheduler::wake_thread`] in its caller's frame: for a hand-off's waker whose frame
+    /// already saves the registers the wake needs (a pipe's one-byte write), which then pays no
+    /// call, no saves and no restores for it.
+    ///
+    /// # Safety
+    /// As for [`Scheduler::wake_thread`].
+    #[inline(always)]
+    pub(crate) unsafe fn wake_thread_inline(&self, t: NonNull<Thread>) -> bool {
         // Two copies of one body. With tracing off, nothing is called under the queue lock, and
         // the one call left, `after_enqueue`, comes last: the common wake saves no registers. A
         // record under the lock would keep the thread and the queue live across a call on every
@@ -1581,15 +1601,18 @@ impl<P: Platform> Scheduler<P> {
     #[inline(always)]
     pub(crate) unsafe fn wake_thread_deferred(&self, t: NonNull<Thread>) -> Option<Kick> {
         let me = self.this_cpu();
+        // Taken before the wake, whose atomics would make the compiler check the index again (as
+        // in `wake_thread_with`).
+        let wakeups = &self.cpus[me].counters.wakeups;
         // SAFETY: valid for the call (caller).
         match unsafe { self.wake_noting_on(t) } {
             Wake::NotBlocked => None,
             Wake::Running => {
-                bump(&self.cpus[me].counters.wakeups);
+                bump(wakeups);
                 Some(Kick(None))
             }
             Wake::Enqueued { cpu, info } => {
-                bump(&self.cpus[me].counters.wakeups);
+                bump(wakeups);
                 // SAFETY: as above.
                 let pinned = unsafe { t.as_ref() }.entity.is_pinned();
                 Some(Kick(Some((me, cpu, info, pinned))))

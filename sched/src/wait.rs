@@ -247,22 +247,34 @@ impl Parker {
     /// [`Parker::park_until`] without its first test, the one made before the thread marks itself
     /// `Blocked` (which can only save a sleep, never lose a wake-up): for a caller that has just
     /// found `cond()` false itself, or has just made the offer that its first test must follow
-    /// ([`ParkSlot::offer`]). The test made after the fence comes first here.
+    /// ([`ParkSlot::offer`]). The test made after the fence comes first here. The caller runs
+    /// with interrupts enabled (a system call's own code): they go off without a read of the flag
+    /// ([`Platform::irq_disable_from_on`]) and are on again at the return.
     #[inline]
     pub fn park_until_blocked<P: Platform>(&self, s: &Scheduler<P>, cond: impl FnMut() -> bool) {
-        let irq = s.platform().irq_save_disable();
-        self.park_until_irqs_off(s, cond);
+        let irq = s.platform().irq_disable_from_on();
+        self.park_until_irqs_off_inline(s, cond);
         s.platform().irq_restore(irq);
     }
 
     /// [`Parker::park_until`] called with interrupts disabled, which it leaves disabled; `cond`
     /// runs with them disabled every time.
     #[inline]
-    pub(crate) fn park_until_irqs_off<P: Platform>(
-        &self,
-        s: &Scheduler<P>,
-        mut cond: impl FnMut() -> bool,
-    ) {
+    pub(crate) fn park_until_irqs_off<P: Platform>(&self, s: &Scheduler<P>, cond: impl FnMut() -> bool) {
+        self.park_until_irqs_off_with(s, cond, false);
+    }
+
+    /// [`Parker::park_until_irqs_off`] with the block's switch path in the caller's frame
+    /// ([`Scheduler::block_inline`]): for the waits of a hand-off (a futex wait, a pipe's parked
+    /// read), whose system call's frame already saves every register the switch needs.
+    #[inline(always)]
+    pub(crate) fn park_until_irqs_off_inline<P: Platform>(&self, s: &Scheduler<P>, cond: impl FnMut() -> bool) {
+        self.park_until_irqs_off_with(s, cond, true);
+    }
+
+    /// The body of both: `inline` (a constant in each) picks the block's copy.
+    #[inline(always)]
+    fn park_until_irqs_off_with<P: Platform>(&self, s: &Scheduler<P>, mut cond: impl FnMut() -> bool, inline: bool) {
         // A parker names a scheduler thread, never an idle one (`for_current`). Checked in debug
         // builds (the in-kernel tests run one): this is the hand-off path of every futex and pipe
         // wait, and its callers reach a parker only through its owner's own state (the kernel's
@@ -280,7 +292,11 @@ impl Parker {
                 entity.set_running();
                 break;
             }
-            s.block();
+            if inline {
+                s.block_inline();
+            } else {
+                s.block();
+            }
             // Woken (running again), maybe spuriously: a wake meant for an earlier wait.
             if cond() {
                 break;
@@ -484,11 +500,28 @@ impl ParkSlot {
     /// write), in its caller's frame.
     #[inline(always)]
     pub fn wake<P: Platform>(&self, s: &Scheduler<P>) -> bool {
+        self.wake_with(s, false)
+    }
+
+    /// [`ParkSlot::wake`] for a caller that runs with interrupts enabled (a system call's own
+    /// code): they go off for the wake without a read of the flag
+    /// ([`Platform::irq_disable_from_on`]).
+    #[inline(always)]
+    pub fn wake_irqs_on<P: Platform>(&self, s: &Scheduler<P>) -> bool {
+        self.wake_with(s, true)
+    }
+
+    /// The body of both; `irqs_on` (a constant in each): the caller runs with interrupts enabled.
+    #[inline(always)]
+    fn wake_with<P: Platform>(&self, s: &Scheduler<P>, irqs_on: bool) -> bool {
         // The caller's change of the condition before the read of the slot (see `offer`) and
         // before `wake_thread` reads the thread's state (see `Parker`).
         fence(Ordering::SeqCst);
         let Some(thread) = self.take_unfenced() else { return false };
-        wake_held(s, &thread);
+        let irq = if irqs_on { s.platform().irq_disable_from_on() } else { s.platform().irq_save_disable() };
+        // SAFETY: `thread`, a counted reference, keeps the thread alive for the call.
+        unsafe { s.wake_thread_inline(NonNull::from(&*thread)) };
+        s.platform().irq_restore(irq);
         true
     }
 

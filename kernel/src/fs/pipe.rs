@@ -188,6 +188,14 @@ impl PipeObj {
         self.readers.wake();
     }
 
+    /// [`PipeObj::wake_readers`] from a system call's own code (the caller's context `me`), which
+    /// runs with interrupts on: the parked reader's wake turns them off without a read of the flag.
+    #[inline(always)]
+    fn wake_readers_irqs_on(&self, me: &UserCtx) {
+        self.parked_reader.wake_irqs_on(me.sched());
+        self.readers.wake();
+    }
+
     /// The first step of a reader from a system call that saw the flag false: offer its parker to
     /// the slot and park until a waker took it, the flag is true, or a signal is pending. `Ok`:
     /// read again (under the lock: the buffer may be empty again by then, another reader having
@@ -200,8 +208,9 @@ impl PipeObj {
         if !self.parked_reader.offer(parker) {
             return Ok(());
         }
-        // The offer is made: the park's first test, after the fence, is the one that counts.
-        parker.park_until_blocked(task::sched(), || {
+        // The offer is made: the park's first test, after the fence, is the one that counts. A
+        // system call's read: interrupts are on here, as the park asks.
+        parker.park_until_blocked(me.sched(), || {
             self.readable.load(Ordering::SeqCst) || !self.parked_reader.holds(parker) || me.intr.pending.load(Ordering::SeqCst)
         });
         // Still there (no waker took it): take it back. A pending signal with no byte ends the
@@ -302,7 +311,10 @@ impl PipeObj {
                 None => self.push_locked(&mut self.buf.lock(), byte),
             };
             if pushed {
-                self.wake_readers();
+                match me {
+                    Some(me) => self.wake_readers_irqs_on(me),
+                    None => self.wake_readers(),
+                }
                 super::poll_notify();
                 return Ok(1);
             }

@@ -79,16 +79,31 @@ fn compare(addr: u64, expected: u32) -> Result<(), WaitError> {
 /// handler (`syscall::futex`), whatever the inliner's budget there.
 #[inline(always)]
 pub fn wait(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32, deadline_ns: Option<u64>) -> Result<(), WaitError> {
+    match wait_once(me, key, word, expected, bitset, deadline_ns) {
+        Err(WaitError::Fault) => wait_after_fault(me, key, word, expected, bitset, deadline_ns),
+        r => r,
+    }
+}
+
+/// One try of a [`wait`], untimed or timed.
+#[inline(always)]
+fn wait_once(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32, deadline_ns: Option<u64>) -> Result<(), WaitError> {
+    match deadline_ns {
+        None => wait_untimed(me, key, word, expected, bitset),
+        Some(deadline) => wait_timed(me, key, word, expected, bitset, deadline),
+    }
+}
+
+/// The rest of a [`wait`] whose word was not readable with interrupts off: fault it in (or fail)
+/// with them on, and try again, until a try ends otherwise. Out of line, so that the hand-off's
+/// wait keeps no state of this loop live across its sleep.
+#[cold]
+#[inline(never)]
+fn wait_after_fault(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32, deadline_ns: Option<u64>) -> Result<(), WaitError> {
     loop {
-        let r = match deadline_ns {
-            None => wait_untimed(me, key, word, expected, bitset),
-            Some(deadline) => wait_timed(me, key, word, expected, bitset, deadline),
-        };
-        match r {
-            // Not readable with interrupts off: fault it in (or fail) with them on, and again.
-            Err(WaitError::Fault) => {
-                read_word(word)?;
-            }
+        read_word(word)?;
+        match wait_once(me, key, word, expected, bitset, deadline_ns) {
+            Err(WaitError::Fault) => {}
             r => return r,
         }
     }
@@ -100,7 +115,8 @@ fn wait_untimed(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u
     // Made before the thread can first sleep, so a signal's kick finds it.
     let parker = me.park.parker();
     let pending = || me.intr.pending.load(Ordering::SeqCst).then_some(WaitError::Interrupted);
-    bucket(key).wait(task::sched(), parker, key, bitset, || compare(word, expected), pending, None)
+    // `wait`'s one caller is the system call, which runs with interrupts on.
+    bucket(key).wait_irqs_on(me.sched(), parker, key, bitset, || compare(word, expected), pending, None)
 }
 
 /// One try of a timed [`wait`]: asleep on the parker until taken, signalled or past `deadline`
@@ -117,9 +133,19 @@ fn wait_timed(me: &UserCtx, key: FutexKey, word: u64, expected: u32, bitset: u32
 }
 
 /// Wake up to `n` waiters of `key` whose bitset meets `bitset`; returns how many.
+/// `#[inline(always)]`: the hand-off's wake runs in the table's handler (`syscall::futex`), as
+/// its wait does, whose frame already saves the registers the wake needs.
+#[inline(always)]
 pub fn wake(key: FutexKey, n: u32, bitset: u32) -> u32 {
     // As on Linux, `n` 0 still wakes one.
     bucket(key).wake(task::sched(), key, n.max(1), bitset)
+}
+
+/// [`wake`] from a system call's own code (the caller's context `me`), which runs with interrupts
+/// on: they go off without a read of the flag (`KeyedWaitQueue::wake_irqs_on`).
+#[inline(always)]
+pub fn wake_from_syscall(me: &UserCtx, key: FutexKey, n: u32, bitset: u32) -> u32 {
+    bucket(key).wake_irqs_on(me.sched(), key, n.max(1), bitset)
 }
 
 /// `FUTEX_REQUEUE`/`FUTEX_CMP_REQUEUE`: wake `nr_wake` waiters of `from`, move up to `nr_requeue`

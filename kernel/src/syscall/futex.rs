@@ -65,7 +65,7 @@ pub fn futex(proof: &InSyscall, uaddr: u64, op: u64, val: u64, timeout: u64, uad
     // them: a private FUTEX_WAKE, and a private FUTEX_WAIT without a timeout.
     if op == g::FUTEX_WAKE | g::FUTEX_PRIVATE_FLAG && uaddr.is_multiple_of(4) {
         let key = FutexKey { space: ctx.ids().futex_space(), addr: uaddr };
-        return Ok(u64::from(futex::wake(key, val as u32, MATCH_ANY)));
+        return Ok(u64::from(futex::wake_from_syscall(ctx, key, val as u32, MATCH_ANY)));
     }
     if op == g::FUTEX_WAIT | g::FUTEX_PRIVATE_FLAG && timeout == 0 && uaddr.is_multiple_of(4) {
         let key = FutexKey { space: ctx.ids().futex_space(), addr: uaddr };
@@ -117,7 +117,7 @@ fn futex_general(ctx: &UserCtx, uaddr: u64, op: u32, val: u64, timeout: u64, uad
             if bitset == 0 {
                 return Err(errno::EINVAL);
             }
-            Ok(u64::from(futex::wake(key_of(ctx, uaddr, op)?, val, bitset)))
+            Ok(u64::from(futex::wake_from_syscall(ctx, key_of(ctx, uaddr, op)?, val, bitset)))
         }
         g::FUTEX_REQUEUE | g::FUTEX_CMP_REQUEUE => {
             // For the requeue ops the timeout argument carries nr_requeue.

@@ -74,6 +74,15 @@ impl Platform for KernelPlatform {
         IrqState { enabled }
     }
 
+    /// The caller runs with interrupts on (checked in debug builds), as `cpu::irqlock::lock_irqs_on`
+    /// asks: no read of the flags, and a restore that is one STI.
+    #[inline]
+    fn irq_disable_from_on(&self) -> IrqState {
+        debug_assert!(arch::interrupts::are_enabled(), "irq_disable_from_on with interrupts off");
+        arch::interrupts::disable();
+        IrqState { enabled: true }
+    }
+
     #[inline]
     fn irq_restore(&self, state: IrqState) {
         if state.enabled {

@@ -146,6 +146,20 @@ pub struct UserCtx {
     /// from it instead of finding the value past the `Arc`'s counts by the alignment the vtable
     /// gives, at every system call.
     owner_addr: usize,
+    /// The scheduler (which exists before any thread has a context), read once at registration:
+    /// the hand-off paths of the system calls take it here with one load, where
+    /// [`super::sched`] tests that it was made at every call.
+    sched: SchedRef,
+}
+
+/// The scheduler as a context holds it: a reference, shown by name in the context's `Debug`.
+#[derive(Clone, Copy)]
+struct SchedRef(&'static super::platform::KSched);
+
+impl core::fmt::Debug for SchedRef {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("KSched")
+    }
 }
 
 /// The state of `ipc::intr` for one thread (see there): whether a signal it would act on is
@@ -192,6 +206,13 @@ impl UserCtx {
         &self.ids
     }
 
+    /// The scheduler, without [`super::sched`]'s test that it was made (it was before this
+    /// context).
+    #[inline(always)]
+    pub fn sched(&self) -> &'static super::platform::KSched {
+        self.sched.0
+    }
+
     /// The thread's process as a `T`, if that is its type (the process layer registered it):
     /// `downcast_ref` without the call through the vtable, for the system calls that reach their
     /// process at every call.
@@ -224,6 +245,7 @@ pub fn register(tid: u64, ids: Arc<ProcIds>, owner: Arc<dyn Any + Send + Sync>) 
         owner_type: Any::type_id(&*owner),
         owner_addr: Arc::as_ptr(&owner).cast::<()>() as usize,
         owner,
+        sched: SchedRef(super::sched()),
     });
     let old = CONTEXTS.lock().insert(tid, ctx);
     drop(old);

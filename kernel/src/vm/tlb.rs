@@ -121,8 +121,12 @@ pub unsafe fn load_cr3_here(me: CpuId, pml4: u64, pcid: u16, flush: bool) {
 /// [`load_cr3_here`] on a CPU whose CR3 carries no PCID: the plain write, which drops every
 /// non-global entry, without reading the mode.
 ///
+/// `#[inline]`: one CR3 write and a counter, in the untagged switch (every switch of a CPU
+/// without PCIDs), which otherwise may pay a call for it depending on the inliner's budget.
+///
 /// # Safety
 /// As for [`load_cr3`], and PCIDs are off ([`pcid_enabled`] is false).
+#[inline]
 pub unsafe fn load_cr3_untagged_here(me: CpuId, pml4: u64) {
     debug_assert!(!pcid_enabled());
     // SAFETY: per the caller's guarantees; CR4.PCIDE is clear without PCIDs, so CR3 takes no PCID.
@@ -324,6 +328,7 @@ pub fn count(c: Counter, n: u64) {
 
 /// Add one to counter `c` of `me`, the calling CPU, with interrupts off (the switch path): a load
 /// and a store, without [`count`]'s tests of the interrupt flag and of the per-CPU block.
+#[inline]
 pub fn count_one_here(me: CpuId, c: Counter) {
     debug_assert!(!arch::interrupts::are_enabled() && me == this_cpu());
     let cell = &COUNTERS[me.index()][c as usize];
