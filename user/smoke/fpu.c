@@ -1,10 +1,11 @@
 /* Extended state per thread: each thread loads its own values into xmm0-xmm15 and its own MXCSR
  * rounding mode, then yields to the others thousands of times from inside one asm block (so the
  * compiler cannot touch the registers in between), and checks that every register came back. All
- * run on CPU 0, so that every yield switches: between them no thread touches a vector register,
- * which a kernel that switches lazily within a process (trap on first use) may exploit, and each
- * thread's first use after its yields must still find its own values. */
+ * run on CPU 0 and start together, so that every yield switches: between them no thread touches a
+ * vector register, which a kernel that switches lazily within a process (trap on first use) may
+ * exploit, and each thread's first use after its yields must still find its own values. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/syscall.h>
@@ -14,6 +15,9 @@
 #define ROUNDS 2000
 
 static int bad[THREADS];
+/* Threads pinned to CPU 0 so far: each starts its yields only when all are there, so that every
+ * yield has another thread to switch to. */
+static atomic_int pinned;
 
 static void *worker(void *arg)
 {
@@ -21,6 +25,9 @@ static void *worker(void *arg)
 	unsigned long cpu0 = 1;
 	if (syscall(SYS_sched_setaffinity, 0, sizeof(cpu0), &cpu0) != 0)
 		bad[me] = 1000;
+	atomic_fetch_add(&pinned, 1);
+	while (atomic_load(&pinned) < THREADS)
+		syscall(SYS_sched_yield);
 	uint64_t in[32], out[32];
 	for (int i = 0; i < 32; i++)
 		in[i] = 0x1000000000000000ULL * (uint64_t)(me + 1) + (uint64_t)i * 0x0101010101ULL;
