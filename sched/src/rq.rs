@@ -235,6 +235,30 @@ impl<T: Queued> Fifo<T> {
             .map(|h| unsafe { h.as_ref().entity().link.with(|l| (*l).seq) })
     }
 
+    /// If `self` holds exactly one thread, take it and leave `t` (with sequence number `seq`) as
+    /// the only one in its place: a `pop` then a `push` of `t`, with the links of the one popped
+    /// left as they are (as the tail, it links to nothing) and no test of an emptied queue.
+    ///
+    /// # Safety
+    /// As for [`Fifo::push`].
+    #[inline(always)]
+    unsafe fn trade_single(&mut self, t: NonNull<T>, seq: u64) -> Option<NonNull<T>> {
+        let head = self.head?;
+        if self.tail != Some(head) {
+            return None;
+        }
+        // SAFETY: `t` is valid (caller); its link is ours under the queue lock.
+        unsafe {
+            t.as_ref().entity().link.with_mut(|l| {
+                (*l).next = None;
+                (*l).seq = seq;
+            });
+        }
+        self.head = Some(t);
+        self.tail = Some(t);
+        Some(head)
+    }
+
     fn pop(&mut self) -> Option<NonNull<T>> {
         let head = self.head?;
         // SAFETY: as in `head_seq`.
@@ -326,6 +350,36 @@ impl<T: Queued> RunQueue<T> {
         }
     }
 
+    /// The common yield or preemption with one other thread queued: when the FIFO `t` goes to
+    /// holds exactly one thread and the other FIFO none, that thread is the oldest and `t` takes
+    /// its place, as [`RunQueue::take_oldest`] then [`RunQueue::append`] would leave them. `None`
+    /// (nothing changed) otherwise.
+    ///
+    /// # Safety
+    /// As for [`RunQueue::push`].
+    #[inline(always)]
+    unsafe fn trade_single(&mut self, t: NonNull<T>) -> Option<NonNull<T>> {
+        let seq = self.next_seq;
+        // Two arms written out, each with constant offsets (one picked by the flag would cost
+        // more than the queue operations it saves).
+        // SAFETY: `t` is valid (caller).
+        let next = if unsafe { t.as_ref() }.entity().is_pinned() {
+            if self.free.head.is_some() {
+                return None;
+            }
+            // SAFETY: `t` is valid and on no queue (caller).
+            unsafe { self.pinned.trade_single(t, seq) }?
+        } else {
+            if self.pinned.head.is_some() {
+                return None;
+            }
+            // SAFETY: as above.
+            unsafe { self.free.trade_single(t, seq) }?
+        };
+        self.next_seq = seq + 1;
+        Some(next)
+    }
+
     /// Take `t` if it is the thread queued longest (the one [`RunQueue::pop`] would take); true if
     /// it was. O(1).
     #[inline]
@@ -408,6 +462,10 @@ impl<T: Queued> RunQueue<T> {
                     // choice as appending `prev` and then taking the oldest (its sequence number
                     // would be the newest), with `len` unchanged and, with nothing queued, `prev`
                     // running on without passing through the queue.
+                    // SAFETY: `prev` runs here, so it is on no queue, and it is `on_rq`.
+                    if let Some(next) = unsafe { self.trade_single(prev) } {
+                        return Pick::Next(next);
+                    }
                     let Some(next) = self.take_oldest() else {
                         return Pick::Prev;
                     };
