@@ -235,20 +235,23 @@ impl<T: Queued> Fifo<T> {
             .map(|h| unsafe { h.as_ref().entity().link.with(|l| (*l).seq) })
     }
 
-    /// If `self` holds exactly one thread, take it and leave `t` (with sequence number `seq`) as
-    /// the only one in its place: a `pop` then a `push` of `t`, with the links of the one popped
-    /// left as they are (as the tail, it links to nothing) and no test of an emptied queue.
+    /// If `self` holds exactly one thread, take it and leave `t` as the only one in its place: a
+    /// `pop` then a `push` of `t`, with the links of the one popped left as they are (as the
+    /// tail, it links to nothing) and no test of an emptied queue. `t` takes the sequence number
+    /// of the one it replaces (see [`RunQueue::trade_single`]).
     ///
     /// # Safety
     /// As for [`Fifo::push`].
     #[inline(always)]
-    unsafe fn trade_single(&mut self, t: NonNull<T>, seq: u64) -> Option<NonNull<T>> {
+    unsafe fn trade_single(&mut self, t: NonNull<T>) -> Option<NonNull<T>> {
         let head = self.head?;
         if self.tail != Some(head) {
             return None;
         }
-        // SAFETY: `t` is valid (caller); its link is ours under the queue lock.
+        // SAFETY: the head is on this queue (valid), `t` is valid (caller): their links are ours
+        // under the queue lock.
         unsafe {
+            let seq = head.as_ref().entity().link.with(|l| (*l).seq);
             t.as_ref().entity().link.with_mut(|l| {
                 (*l).next = None;
                 (*l).seq = seq;
@@ -355,11 +358,16 @@ impl<T: Queued> RunQueue<T> {
     /// its place, as [`RunQueue::take_oldest`] then [`RunQueue::append`] would leave them. `None`
     /// (nothing changed) otherwise.
     ///
+    /// `t` takes the sequence number of the thread it replaces, with no new one drawn: a number
+    /// only orders the two FIFOs' heads, and `t`, then queued alone, must come before every thread
+    /// pushed later, whose numbers are all at least `next_seq`, above any this queue gave so far
+    /// (as was the one replaced; a number `t` brought from another CPU's queue would not do).
+    /// That is the order a fresh number would give.
+    ///
     /// # Safety
     /// As for [`RunQueue::push`].
     #[inline(always)]
     unsafe fn trade_single(&mut self, t: NonNull<T>) -> Option<NonNull<T>> {
-        let seq = self.next_seq;
         // Two arms written out, each with constant offsets (one picked by the flag would cost
         // more than the queue operations it saves).
         // SAFETY: `t` is valid (caller).
@@ -368,15 +376,14 @@ impl<T: Queued> RunQueue<T> {
                 return None;
             }
             // SAFETY: `t` is valid and on no queue (caller).
-            unsafe { self.pinned.trade_single(t, seq) }?
+            unsafe { self.pinned.trade_single(t) }?
         } else {
             if self.pinned.head.is_some() {
                 return None;
             }
             // SAFETY: as above.
-            unsafe { self.free.trade_single(t, seq) }?
+            unsafe { self.free.trade_single(t) }?
         };
-        self.next_seq = seq + 1;
         Some(next)
     }
 

@@ -75,3 +75,23 @@ fn round_robin_mixed() {
     }
     check(&[true, false, true]);
 }
+
+/// Threads traded places a few times (two on one FIFO), then one pushed on the other FIFO: it
+/// runs after the one queued before it, whichever FIFO each is on.
+#[test]
+fn push_after_trades_keeps_order() {
+    for (a, b, c) in [(true, true, false), (false, false, true), (true, true, true), (false, false, false)] {
+        let ts = tasks(&[a, b, c]);
+        let q = CpuQueue::new();
+        for t in &ts[..2] {
+            // SAFETY: the task is valid for the test, on no queue, and belongs to CPU 0.
+            unsafe { q.activate(NonNull::from(&**t)) };
+        }
+        assert_eq!(q.lock().pop(), Some(NonNull::from(&*ts[0])));
+        // 0 runs, 1 queued; three trades leave 1 running and 0 queued.
+        assert_eq!(yields(&q, &ts, 0, 3), [1, 0, 1]);
+        // SAFETY: as above.
+        unsafe { q.activate(NonNull::from(&*ts[2])) };
+        assert_eq!(yields(&q, &ts, 1, 6), [0, 2, 1, 0, 2, 1], "pinned {:?}", (a, b, c));
+    }
+}
