@@ -191,6 +191,21 @@ fn kernel_main(info: BootInfo) -> ! {
     let fpu = unsafe { arch::fpu::enable_on_this_cpu(!opts.noxsave) };
     NOXSAVE.store(opts.noxsave, core::sync::atomic::Ordering::Relaxed);
     task::init(nr_cpus, opts.slice_us * 1000, opts.idle_poll_us * 1000, fpu, !opts.eagerfpu);
+    log::info!(
+        "fpu: threads' {} state with {}; {}",
+        if fpu.ymm_enabled() { "x87, SSE and AVX" } else { "x87 and SSE" },
+        match fpu.kind() {
+            arch::fpu::FpuKind::Xsaveopt => "XSAVEOPT/XRSTOR",
+            arch::fpu::FpuKind::Xsave => "XSAVE/XRSTOR",
+            arch::fpu::FpuKind::Fxsave if opts.noxsave => "FXSAVE/FXRSTOR (noxsave)",
+            arch::fpu::FpuKind::Fxsave => "FXSAVE/FXRSTOR (the CPU has no XSAVE)",
+        },
+        if opts.eagerfpu {
+            "saved and restored at every switch (eagerfpu)"
+        } else {
+            "switched lazily for threads that did not use it lately (CR0.TS, restored at first use)"
+        }
+    );
     syscall::init();
     process::init(info.initrd.map(|(pa, len)| {
         // SAFETY: the boot path reserved these bytes (RegionKind::Kernel), so the frame allocator
