@@ -249,6 +249,9 @@ static void test_timeout_race(void)
 	while (!__atomic_load_n(&race_looped, __ATOMIC_ACQUIRE)) {
 		CHECK(futex(&race_a, FUTEX_WAKE_PRIVATE, 1, 0, NULL, 0) >= 0);
 		CHECK(futex(&race_b, FUTEX_WAKE_PRIVATE, 1, 0, NULL, 0) >= 0);
+		/* On one CPU a wake does not preempt this loop: without the yield the woken waiter
+		 * would wait for the end of this thread's slice, once per wait. */
+		sched_yield();
 	}
 	/* The waiter is alive and in no wait: a wake on either word must find nobody. */
 	CHECK(futex(&race_a, FUTEX_WAKE_PRIVATE, INT_MAX, 0, NULL, 0) == 0);
