@@ -737,11 +737,15 @@ impl<P: Platform> Scheduler<P> {
             unsafe { (*slot.0).put(value) };
         });
         let keep: Arc<dyn Send + Sync> = result.clone();
-        let window = Window::new_thread(
-            stack.top as *mut u8,
-            thread_entry::<P>,
-            self as *const Self as usize,
-        );
+        // SAFETY: the platform just gave this stack to the new thread, which has not run: its top
+        // 8 bytes are writable and nothing else uses them.
+        let window = unsafe {
+            Window::new_thread(
+                stack.top as *mut u8,
+                thread_entry::<P>,
+                self as *const Self as usize,
+            )
+        };
         let thread = Arc::new(Thread::new(
             self.new_id(),
             builder.name,
