@@ -235,19 +235,17 @@ impl<T: Queued> Fifo<T> {
             .map(|h| unsafe { h.as_ref().entity().link.with(|l| (*l).seq) })
     }
 
-    /// If `self` holds exactly one thread, take it and leave `t` as the only one in its place: a
-    /// `pop` then a `push` of `t`, with the links of the one popped left as they are (as the
-    /// tail, it links to nothing) and no test of an emptied queue. `t` takes the sequence number
-    /// of the one it replaces (see [`RunQueue::trade_single`]).
+    /// If `self` holds a thread, take it and leave `t` as the only one in its place: a `pop` then
+    /// a `push` of `t`, with the links of the one popped left as they are (as the tail, it links
+    /// to nothing) and no test of an emptied queue. `t` takes the sequence number of the one it
+    /// replaces (see [`RunQueue::trade_single`]).
     ///
     /// # Safety
-    /// As for [`Fifo::push`].
+    /// As for [`Fifo::push`], and `self` holds at most one thread.
     #[inline(always)]
     unsafe fn trade_single(&mut self, t: NonNull<T>) -> Option<NonNull<T>> {
         let head = self.head?;
-        if self.tail != Some(head) {
-            return None;
-        }
+        debug_assert!(self.tail == Some(head), "a trade with more than one thread queued");
         // SAFETY: the head is on this queue (valid), `t` is valid (caller): their links are ours
         // under the queue lock.
         unsafe {
@@ -356,7 +354,9 @@ impl<T: Queued> RunQueue<T> {
     /// The common yield or preemption with one other thread queued: when the FIFO `t` goes to
     /// holds exactly one thread and the other FIFO none, that thread is the oldest and `t` takes
     /// its place, as [`RunQueue::take_oldest`] then [`RunQueue::append`] would leave them. `None`
-    /// (nothing changed) otherwise.
+    /// (nothing changed) otherwise. Told by `len` (one thread queued in all) and then the head of
+    /// `t`'s FIFO alone: with one thread in all, a FIFO that holds one holds only it, and the
+    /// other none.
     ///
     /// `t` takes the sequence number of the thread it replaces, with no new one drawn: a number
     /// only orders the two FIFOs' heads, and `t`, then queued alone, must come before every thread
@@ -368,23 +368,19 @@ impl<T: Queued> RunQueue<T> {
     /// As for [`RunQueue::push`].
     #[inline(always)]
     unsafe fn trade_single(&mut self, t: NonNull<T>) -> Option<NonNull<T>> {
+        if self.len != 1 {
+            return None;
+        }
         // Two arms written out, each with constant offsets (one picked by the flag would cost
         // more than the queue operations it saves).
         // SAFETY: `t` is valid (caller).
-        let next = if unsafe { t.as_ref() }.entity().is_pinned() {
-            if self.free.head.is_some() {
-                return None;
-            }
-            // SAFETY: `t` is valid and on no queue (caller).
-            unsafe { self.pinned.trade_single(t) }?
+        if unsafe { t.as_ref() }.entity().is_pinned() {
+            // SAFETY: `t` is valid and on no queue (caller); one thread is queued in all.
+            unsafe { self.pinned.trade_single(t) }
         } else {
-            if self.pinned.head.is_some() {
-                return None;
-            }
             // SAFETY: as above.
-            unsafe { self.free.trade_single(t) }?
-        };
-        Some(next)
+            unsafe { self.free.trade_single(t) }
+        }
     }
 
     /// Take `t` if it is the thread queued longest (the one [`RunQueue::pop`] would take); true if
@@ -445,7 +441,7 @@ impl<T: Queued> RunQueue<T> {
         prev_is_idle: bool,
     ) -> Option<NonNull<T>> {
         // SAFETY: the caller's guarantee.
-        match unsafe { self.put_prev_pick(prev, prev_is_idle) } {
+        match unsafe { self.put_prev_pick(prev, prev_is_idle, false) } {
             Pick::Prev if !prev_is_idle => Some(prev),
             Pick::Next(next) => Some(next),
             Pick::Prev | Pick::Idle => None,
@@ -454,16 +450,21 @@ impl<T: Queued> RunQueue<T> {
 
     /// [`RunQueue::put_prev_pick_next`], with `prev` running on told apart from a thread to switch
     /// to: a `Next` is never `prev` (it was queued, and a running thread is not), which the switch
-    /// path then need not compare.
+    /// path then need not compare. `running_likely`: the caller expects `prev` to be `Running` (a
+    /// yield or a preemption), a hint for the code's layout only.
     ///
     /// # Safety
     /// As for [`RunQueue::put_prev_pick_next`].
     #[inline(always)]
-    pub unsafe fn put_prev_pick(&mut self, prev: NonNull<T>, prev_is_idle: bool) -> Pick<T> {
+    pub unsafe fn put_prev_pick(&mut self, prev: NonNull<T>, prev_is_idle: bool, running_likely: bool) -> Pick<T> {
         if !prev_is_idle {
             // SAFETY: `prev` is valid (caller).
             let e = unsafe { prev.as_ref() }.entity();
-            match e.state() {
+            let state = e.state();
+            if running_likely && state != State::Running {
+                core::hint::cold_path();
+            }
+            match state {
                 State::Running => {
                     // The oldest queued thread runs next and `prev` goes to the tail: the same
                     // choice as appending `prev` and then taking the oldest (its sequence number

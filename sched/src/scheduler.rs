@@ -1070,7 +1070,7 @@ impl<P: Platform> Scheduler<P> {
         // accounting point at its own clock, which is no earlier than the request's: the switch's
         // would charge nothing. And it hands over the interrupted thread it holds, known not to be
         // the idle thread.
-        self.switch_path_from(cpu, Reason::Preempt, Some(now), Some(t));
+        self.switch_path_from(cpu, Reason::Preempt, Some(now), Some(t), false);
     }
 
     /// Ask for a preemption of this CPU's running thread at its next check (`preempt_if_needed`,
@@ -1863,14 +1863,17 @@ impl<P: Platform> Scheduler<P> {
     /// clock reading `now` it was given, if any.
     #[inline(always)]
     fn switch_path_at(&self, cpu: &Cpu, reason: Reason, now: Option<u64>) {
-        self.switch_path_from(cpu, reason, now, None);
+        self.switch_path_from(cpu, reason, now, None, true);
     }
 
     /// [`Scheduler::switch_path_at`]; `tick_prev`: the tick's preemption, which passes the
     /// interrupted thread it holds (this CPU's current thread, not the idle thread) and has made
     /// an accounting point for it at a clock no earlier than `now`, so the switch makes none.
+    /// `split_idle_yield`: a yield finds the idle thread running (rare) and takes an out-of-line
+    /// copy of this path (`idle_yield`), so that the common one, where `prev` is not the idle
+    /// thread as a constant, tests `prev == idle` once.
     #[inline(always)]
-    fn switch_path_from(&self, cpu: &Cpu, reason: Reason, now: Option<u64>, tick_prev: Option<&Thread>) {
+    fn switch_path_from(&self, cpu: &Cpu, reason: Reason, now: Option<u64>, tick_prev: Option<&Thread>, split_idle_yield: bool) {
         // This CPU's index, read where a step needs it (most need only `cpu`).
         let me = || cpu.local.index;
         let idle = cpu.local.idle.load(Ordering::Relaxed);
@@ -1890,13 +1893,27 @@ impl<P: Platform> Scheduler<P> {
             let prev = cpu.local.current.load(Ordering::Relaxed);
             debug_assert_ne!(prev, idle, "the idle thread blocked");
             (prev, false)
+        } else if matches!(reason, Reason::Yield) && split_idle_yield {
+            let prev = cpu.local.current.load(Ordering::Relaxed);
+            if prev == idle {
+                return self.idle_yield(cpu, now);
+            }
+            (prev, false)
         } else {
             let prev = cpu.local.current.load(Ordering::Relaxed);
             (prev, prev == idle)
         };
         cpu.local.need_resched.store(false, Ordering::Relaxed);
-        let prev_nn =
-            NonNull::new(prev).expect("scheduling on a CPU that has not joined the scheduler");
+        let prev_nn = if P::CPU_WORD {
+            debug_assert!(!prev.is_null(), "scheduling on a CPU that has not joined the scheduler");
+            // SAFETY: with the per-CPU word every path here runs on a CPU that has joined: the
+            // ones through `this_cpu_state` checked its word, which `run_cpu` sets only while the
+            // CPU's `current` is set, and the idle loop and the tick run only there; `current` is
+            // never null in between (every switch stores a thread).
+            unsafe { NonNull::new_unchecked(prev) }
+        } else {
+            NonNull::new(prev).expect("scheduling on a CPU that has not joined the scheduler")
+        };
         let next = {
             let mut rq = cpu.queue.lock();
             let picked = match reason {
@@ -1907,7 +1924,9 @@ impl<P: Platform> Scheduler<P> {
                     None => Pick::Idle,
                 },
                 // SAFETY: `prev` runs on this CPU and is alive.
-                _ => unsafe { rq.put_prev_pick(prev_nn, prev_is_idle) },
+                _ => unsafe {
+                    rq.put_prev_pick(prev_nn, prev_is_idle, matches!(reason, Reason::Yield | Reason::Preempt))
+                },
             };
             // A block with nothing else to run here, no sleeper and no trace (which would have
             // to show a switch): the thread halts in place, out of line (`block_halting`).
@@ -1991,10 +2010,38 @@ impl<P: Platform> Scheduler<P> {
         // SAFETY: `prev` is alive (it is us); `next` was on our queue (alive, owned by us now) or is
         // our idle thread.
         let from = unsafe { self.switch_to(cpu, &*prev, &*next) };
+        // `finish_switch`, with its reaping and the pending affinity change both behind one rare
+        // branch, so the common switch keeps nothing of them in line.
         // SAFETY: `from` is what the switch that resumed us handed over.
-        unsafe { self.finish_switch(from) };
+        let dead = unsafe { Self::release_from(from) };
         // SAFETY: `prev` is the calling thread, running again.
         let me_thread = unsafe { &*prev };
+        if dead || me_thread.affinity_pending.load(Ordering::Relaxed) {
+            // SAFETY: as for `release_from`, which found `from` dead if `dead`.
+            unsafe { self.after_switch_rare(from, dead, me_thread) };
+        }
+    }
+
+    /// The switch path of a yield that found the idle thread running (or, without the per-CPU
+    /// word, no thread at all), out of line: see `switch_path_from`.
+    #[cold]
+    #[inline(never)]
+    fn idle_yield(&self, cpu: &Cpu, now: Option<u64>) {
+        self.switch_path_from(cpu, Reason::Yield, now, None, false);
+    }
+
+    /// The rare end of a switch (see `switch_path_from`): reap `from` if `dead`, then take
+    /// `me_thread`'s pending affinity change, if any.
+    ///
+    /// # Safety
+    /// As for [`Scheduler::reap`] if `dead`; `me_thread` is the calling thread.
+    #[cold]
+    #[inline(never)]
+    unsafe fn after_switch_rare(&self, from: *const Thread, dead: bool, me_thread: &Thread) {
+        if dead {
+            // SAFETY: the caller's.
+            unsafe { self.reap(from) };
+        }
         if me_thread.affinity_pending.load(Ordering::Relaxed) {
             self.take_pending_affinity(me_thread);
         }
@@ -2497,21 +2544,44 @@ impl<P: Platform> Scheduler<P> {
     /// `finish_switch` for that switch.
     #[inline]
     unsafe fn finish_switch(&self, from: *const Thread) {
+        // SAFETY: the caller's.
+        if unsafe { Self::release_from(from) } {
+            // SAFETY: `release_from` found it dead.
+            unsafe { self.reap(from) };
+        }
+    }
+
+    /// The first part of [`Scheduler::finish_switch`]: let `from` run elsewhere (clear its
+    /// `on_cpu`) and say whether it is dead, for the caller to [`Scheduler::reap`].
+    ///
+    /// # Safety
+    /// As for [`Scheduler::finish_switch`].
+    #[inline(always)]
+    unsafe fn release_from(from: *const Thread) -> bool {
         debug_assert!(!from.is_null(), "finish_switch without a switch");
         // SAFETY: the `switch_to` that brought us here passed its running thread (a reference, so
-        // never null), which is alive until reaped (below, by us) and which nobody else runs
+        // never null), which is alive until reaped (by us, after this) and which nobody else runs
         // before we clear its `on_cpu`.
         let from_ref = unsafe { &*from };
         let dead = from_ref.entity.state() == State::Dead;
         from_ref.entity.clear_on_cpu();
-        if dead {
-            // SAFETY: a dead thread is on no queue and in no wait; its last switch is complete.
-            // This drops the reference `spawn` made.
-            let thread = unsafe { Arc::from_raw(from) };
-            // SAFETY: as above: we are its only reaper.
-            if let Some(stack) = unsafe { thread.take_stack() } {
-                self.platform.free_stack(stack);
-            }
+        dead
+    }
+
+    /// The last part of [`Scheduler::finish_switch`] for a `from` that was dead: free its stack
+    /// and drop the reference `spawn` made.
+    ///
+    /// # Safety
+    /// `from` is the handoff of the switch that resumed the calling thread, [`Scheduler::release_from`]
+    /// found it dead, and this is its only reaping.
+    #[inline]
+    unsafe fn reap(&self, from: *const Thread) {
+        // SAFETY: a dead thread is on no queue and in no wait; its last switch is complete.
+        // This drops the reference `spawn` made.
+        let thread = unsafe { Arc::from_raw(from) };
+        // SAFETY: as above: we are its only reaper.
+        if let Some(stack) = unsafe { thread.take_stack() } {
+            self.platform.free_stack(stack);
         }
     }
 }
