@@ -81,8 +81,6 @@ pub struct Config {
     /// Round-robin time slice: a thread runs at most this long while others wait on its CPU. At
     /// most [`Config::MAX_SLICE_NS`]: [`Scheduler::new`] cuts a longer one to it.
     pub slice_ns: u64,
-    /// Prefetch the next thread's stack top on the switch path.
-    pub prefetch: bool,
     /// The longest an idle CPU polls its queue before it halts (0: never poll). Each CPU
     /// adapts its own limit within this bound, as Linux's guest halt-polling does: halts that
     /// end soon grow it, long idle periods shrink it to nothing (see `Scheduler::adapt_idle_poll`).
@@ -109,7 +107,6 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             slice_ns: Self::DEFAULT_SLICE_NS,
-            prefetch: true,
             idle_poll_ns: Self::DEFAULT_IDLE_POLL_NS,
         }
     }
@@ -2286,12 +2283,12 @@ impl<P: Platform> Scheduler<P> {
     unsafe fn switch_to(&self, cpu: &Cpu, prev: &Thread, next: &Thread) -> *const Thread {
         next.entity.wait_off_cpu();
         next.entity.set_on_cpu();
-        if self.config.prefetch {
-            // SAFETY: `next` is ours now and its window complete (`wait_off_cpu` synchronised with
-            // the end of its last switch), so reading it races with nothing.
-            let rsp = unsafe { (*next.window.get()).rsp };
-            prefetch(rsp as *const u8);
-        }
+        // Always (a switch has no case where it would not pay): the window's line and the
+        // stack slot the switch's `ret` reads.
+        // SAFETY: `next` is ours now and its window complete (`wait_off_cpu` synchronised with
+        // the end of its last switch), so reading it races with nothing.
+        let rsp = unsafe { (*next.window.get()).rsp };
+        prefetch(rsp as *const u8);
         cpu.local
             .current
             .store((next as *const Thread).cast_mut(), Ordering::Relaxed);
