@@ -278,6 +278,10 @@ pub enum Pick<T> {
     Prev,
     /// This queued thread, never the one that was running.
     Next(NonNull<T>),
+    /// This queued thread, never the one that was running, whose place in the queue the running
+    /// one took: the queue's length is unchanged (as it is for `Prev` and `Idle`: only a `Next`
+    /// changes it).
+    Swapped(NonNull<T>),
     /// The idle thread, which was not the one running.
     Idle,
 }
@@ -443,7 +447,7 @@ impl<T: Queued> RunQueue<T> {
         // SAFETY: the caller's guarantee.
         match unsafe { self.put_prev_pick(prev, prev_is_idle, false) } {
             Pick::Prev if !prev_is_idle => Some(prev),
-            Pick::Next(next) => Some(next),
+            Pick::Next(next) | Pick::Swapped(next) => Some(next),
             Pick::Prev | Pick::Idle => None,
         }
     }
@@ -472,14 +476,14 @@ impl<T: Queued> RunQueue<T> {
                     // running on without passing through the queue.
                     // SAFETY: `prev` runs here, so it is on no queue, and it is `on_rq`.
                     if let Some(next) = unsafe { self.trade_single(prev) } {
-                        return Pick::Next(next);
+                        return Pick::Swapped(next);
                     }
                     let Some(next) = self.take_oldest() else {
                         return Pick::Prev;
                     };
                     // SAFETY: `prev` runs here, so it is on no queue, and it is `on_rq`.
                     unsafe { self.append(prev) };
-                    return Pick::Next(next);
+                    return Pick::Swapped(next);
                 }
                 State::Blocked | State::Dead => e.on_rq.store(false, Ordering::Relaxed),
             }
@@ -565,6 +569,20 @@ impl<T> Drop for RqGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
         self.queue.len.store(self.guard.len, Ordering::Relaxed);
+    }
+}
+
+impl<T> RqGuard<'_, T> {
+    /// Release the lock without refreshing the length hint, for a caller whose operations left
+    /// the length as it was (a [`Pick::Swapped`] or [`Pick::Prev`]): the hint, stored at every
+    /// release and never written elsewhere, already holds it.
+    #[inline(always)]
+    pub fn unlock_same_len(self) {
+        debug_assert_eq!(self.queue.len.load(Ordering::Relaxed), self.guard.len, "the length changed");
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped nor used again, so the guard is moved out once; dropping
+        // it releases the lock, all that `drop` does besides the store of the hint.
+        drop(unsafe { core::ptr::read(&this.guard) });
     }
 }
 

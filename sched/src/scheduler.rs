@@ -1932,16 +1932,10 @@ impl<P: Platform> Scheduler<P> {
                 self.block_halting(me(), cpu, prev_nn, idle);
                 return;
             }
-            // The thread to switch to (`None`: `prev` runs on), never `prev` itself.
-            let next = match picked {
-                Pick::Prev => None,
-                Pick::Next(next) => Some(next.as_ptr()),
-                Pick::Idle => Some(idle),
-            };
-            if let Some(next) = next {
-                // Under the queue lock, so a thief that takes `prev` next reports after this. The
-                // record takes copies (`move`): a closure borrowing the locals would keep them in
-                // memory, reloaded all along the switch path, for a record that is mostly off.
+            // Under the queue lock, so a thief that takes `prev` next reports after this. The
+            // record takes copies (`move`): a closure borrowing the locals would keep them in
+            // memory, reloaded all along the switch path, for a record that is mostly off.
+            let trace_switch = move |next: *mut Thread| {
                 self.platform.trace(move || {
                     // SAFETY: `prev` is us; `next` was on our queue or is our idle thread: both
                     // alive.
@@ -1955,8 +1949,31 @@ impl<P: Platform> Scheduler<P> {
                         next_idle: next == idle,
                     }
                 });
+            };
+            // The thread to switch to (`None`: `prev` runs on), never `prev` itself. Only a `Next`
+            // took a thread off the queue: after the others its length hint is still right, and
+            // the unlock leaves it (each arm unlocks, so that no flag is tested for it later).
+            match picked {
+                Pick::Prev => {
+                    rq.unlock_same_len();
+                    None
+                }
+                Pick::Swapped(next) => {
+                    trace_switch(next.as_ptr());
+                    rq.unlock_same_len();
+                    Some(next.as_ptr())
+                }
+                Pick::Next(next) => {
+                    trace_switch(next.as_ptr());
+                    drop(rq);
+                    Some(next.as_ptr())
+                }
+                Pick::Idle => {
+                    trace_switch(idle);
+                    rq.unlock_same_len();
+                    Some(idle)
+                }
             }
-            next
         };
         if let Reason::Migrate(target) = reason {
             // SAFETY: `prev` is alive (it is us), on no queue, and belongs to `target` now; it is
