@@ -14,6 +14,16 @@ pub unsafe fn gs_read_u64<const OFFSET: usize>() -> u64 {
     v
 }
 
+/// Write `value` to the 64-bit word at `gs:[OFFSET]`.
+///
+/// # Safety
+/// As for [`gs_read_u64`], and the field is one that only its own CPU writes, through this.
+#[inline(always)]
+pub unsafe fn gs_write_u64<const OFFSET: usize>(value: u64) {
+    // SAFETY: per the caller's guarantee; one store, which migration cannot split.
+    unsafe { core::arch::asm!("mov gs:[{off}], {}", in(reg) value, off = const OFFSET, options(nostack, preserves_flags)) };
+}
+
 /// Add one to the 64-bit counter at `gs:[OFFSET]` with one instruction (`inc`, no register to load
 /// the 1 into first), so the update lands on the CPU the instruction ran on even if the thread
 /// migrates just before or after (not atomic against other CPUs, which never write another CPU's

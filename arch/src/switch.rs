@@ -3,7 +3,8 @@
 //! Key types and functions:
 //! - [`Window`]: one 64-byte cache line per thread holding exactly what the switch must carry
 //!   itself: `rbx` and `rbp` (the two callee-saved registers the compiler cannot be told are
-//!   clobbered), the stack pointer and the resume point.
+//!   clobbered) and the stack pointer, which points at the resume point (the return address of
+//!   the thread's own call into the switch).
 //! - [`switch_window`]: saves the running thread into one window and resumes another from its window;
 //!   inlined at its call site as a `call` into the naked `switch_core`, with `r12`-`r15` declared
 //!   clobbered.
@@ -21,7 +22,8 @@
 //! after the switch it keeps in `rbx`, `rbp` or the stack, and the callee-saved registers of the
 //! switching function's own caller are in its frame already (its prologue saved the ones it uses).
 //! Saving `r12`-`r15` again in the window would store each value a second time. What is left is
-//! `rbx`, `rbp` (which `asm!` may not clobber), `rsp` and the point to resume at. `rflags` is
+//! `rbx`, `rbp` (which `asm!` may not clobber) and `rsp`; the point to resume at stays where the
+//! `call` put it, on the thread's own stack, and the switch's `ret` pops it there. `rflags` is
 //! deliberately not carried:
 //! - the interrupt flag: the contract is that the switch is always entered with interrupts disabled
 //!   and leaves with them disabled; the scheduler re-enables them afterwards from state kept on the
@@ -49,12 +51,11 @@ pub struct Window {
     /// Callee-saved `rbp` (the frame pointer when frame pointers are on; a new thread's argument,
     /// which its start trampoline moves to `rdi` before it zeroes `rbp` to end backtraces).
     pub rbp: u64,
-    /// The stack pointer to resume with: exactly the value the thread's caller of `switch_window` had
-    /// just before its `call` (the return address already popped).
+    /// The stack pointer to resume with: it points at the instruction to resume at, the return
+    /// address of the thread's call into `switch_core` (or, for a thread that has never run, the
+    /// start trampoline's address, which [`Window::new_thread`] put just below its stack top), and
+    /// the switch's `ret` pops it, leaving the value the caller had just before its `call`.
     pub rsp: u64,
-    /// The instruction to resume at: the return address of the thread's call into `switch_window`,
-    /// or the start trampoline for a thread that has never run.
-    pub rip: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<Window>() == 64);
@@ -68,19 +69,28 @@ impl Window {
     /// marked undefined, so frame-pointer walks and unwinders stop there. `entry` receives control
     /// with interrupts still disabled, as the switch left them.
     ///
-    /// `stack_top` is the exclusive upper end of the new stack; it is rounded down to 16 bytes. The
-    /// window itself touches no memory: the stack must only be valid when the window is switched to
-    /// (the switch then writes the trampoline's address into the 8 bytes below the rounded top).
-    pub fn new_thread(
+    /// `stack_top` is the exclusive upper end of the new stack; it is rounded down to 16 bytes, and
+    /// the trampoline's address is written into the 8 bytes below it: the slot a suspended thread's
+    /// return address occupies, which the switch's `ret` pops (so the switch has one way to resume
+    /// any thread, new or not).
+    ///
+    /// # Safety
+    /// The 8 bytes below the rounded-down `stack_top` are valid for writes, belong to the new
+    /// thread's stack and are used by nothing else until that thread has started.
+    pub unsafe fn new_thread(
         stack_top: *mut u8,
         entry: extern "C" fn(arg: usize, handoff: usize) -> !,
         arg: usize,
     ) -> Window {
+        let top = (stack_top as u64) & !15;
+        let resume = (top - 8) as *mut u64;
+        // SAFETY: the caller's contract: the slot is writable stack of the new thread, unused
+        // until it runs; 8-byte aligned, as `top` is 16-byte aligned.
+        unsafe { resume.write(thread_start as *const () as u64) };
         Window {
             rbx: entry as usize as u64,
             rbp: arg as u64,
-            rsp: (stack_top as u64) & !15,
-            rip: thread_start as *const () as u64,
+            rsp: top - 8,
         }
     }
 }
@@ -89,7 +99,7 @@ impl Window {
 ///
 /// Inlined: a `call` into `switch_core` (the naked function below) from an `asm!` block that
 /// declares `r12`-`r15` and every caller-saved register clobbered, so the switch itself carries
-/// only `rbx`, `rbp`, `rsp` and the resume point.
+/// only `rbx`, `rbp` and `rsp` (the resume point is the return address its `call` pushed).
 ///
 /// Returns when some later switch resumes the thread saved into `*prev`, on whichever CPU does it,
 /// with its callee-saved registers and stack exactly as at the call. The return value is the
@@ -111,24 +121,26 @@ impl Window {
 /// Contract of the machine code:
 /// - entry: `rdi` = `prev`, `rsi` = `next`, `rdx` = `handoff`; `[rsp]` is the return address into
 ///   the outgoing thread;
-/// - saved into `*prev`: `rbx`, `rbp`; then the return address is popped (once) into `prev.rip`
-///   and the resulting `rsp` (the caller's `rsp` before its `call`) into `prev.rsp`;
-/// - loaded from `*next`: the same two registers and `rsp`; `next.rip` is pushed on the incoming
-///   stack (into the very slot its own `call` had used, or just below a new thread's stack top) and
-///   `ret` pops it, leaving the incoming stack exactly as its caller had it before its call (or, for
-///   a new thread, at its 16-byte aligned top);
+/// - saved into `*prev`: `rbx`, `rbp` and `rsp` as it is, pointing at that return address, which
+///   stays on the outgoing stack;
+/// - loaded from `*next`: the same three registers; `ret` then pops the incoming thread's resume
+///   point from its own stack (the return address its own `call` pushed, or the trampoline's
+///   address [`Window::new_thread`] wrote just below a new thread's stack top), leaving the
+///   incoming stack exactly as its caller had it before its call (or, for a new thread, at its
+///   16-byte aligned top);
 /// - `rax` = `handoff` when the incoming thread resumes (for a new thread, when its start trampoline
 ///   runs, which passes it on to the entry function);
-/// - no flags are saved or restored, no memory other than the two windows and that one slot of the
-///   incoming stack is touched; `rcx` is clobbered (like every caller-saved register in a call),
-///   and `r12`-`r15` hold whatever the other thread left in them (the `asm!` block says so).
+/// - no flags are saved or restored, no memory other than the two windows is written, and the
+///   only stack read is that one slot of the incoming stack; `r12`-`r15` hold whatever the other
+///   thread left in them (the `asm!` block says so).
 ///
-/// Why `push; ret` and not `jmp [next.rip]`: the `call` into this function pushed a return-stack
-/// buffer entry that a `jmp` would never pop, so after a switch every `ret` of the resumed thread
-/// would be predicted one frame off (Intel SDM vol. 3, and the optimization manual's "return stack
-/// buffer" rules: calls and returns must pair). With the `ret`, the entry the `call` pushed is the
-/// one popped. Every switch of the scheduler is made from one call site, so that prediction is
-/// right: the resumed thread returns to the same instruction the outgoing one called from.
+/// Why `ret` and not a `jmp` to a resume point kept in the window: the `call` into this function
+/// pushed a return-stack buffer entry that a `jmp` would never pop, so after a switch every `ret`
+/// of the resumed thread would be predicted one frame off (Intel SDM vol. 3, and the optimization
+/// manual's "return stack buffer" rules: calls and returns must pair). With the `ret`, the entry
+/// the `call` pushed is the one popped. Every switch of the scheduler is made from one call site,
+/// so that prediction is right: the resumed thread returns to the same instruction the outgoing
+/// one called from.
 #[inline(always)]
 pub unsafe fn switch_window(prev: *mut Window, next: *const Window, handoff: usize) -> usize {
     let resumed_by: usize;
@@ -162,29 +174,22 @@ pub unsafe fn switch_window(prev: *mut Window, next: *const Window, handoff: usi
 unsafe extern "C" fn switch_core(prev: *mut Window, next: *const Window, handoff: usize) -> usize {
     core::arch::naked_asm!(
         ".cfi_startproc",
-        // Outgoing thread: callee-saved registers first.
+        // Outgoing thread: the two callee-saved registers, and rsp with the return address still
+        // on top: it is where the outgoing thread resumes, and a resumption's `ret` pops it.
         "mov [rdi + {rbx}], rbx",
         "mov [rdi + {rbp}], rbp",
-        // Pop the return address: it is where the outgoing thread resumes, and after the pop rsp is
-        // the caller's own rsp, which a resumption must restore without anything left to pop.
-        "pop rcx",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_register rip, rcx",
         "mov [rdi + {rsp}], rsp",
-        "mov [rdi + {rip}], rcx",
         "mov rax, rdx",
         // Incoming thread. From the rsp load on, the unwind info above no longer describes the frame;
         // nothing can observe it (interrupts are off) until the ret lands in the incoming thread.
         "mov rbx, [rsi + {rbx}]",
         "mov rbp, [rsi + {rbp}]",
         "mov rsp, [rsi + {rsp}]",
-        "push qword ptr [rsi + {rip}]",
         "ret",
         ".cfi_endproc",
         rbx = const offset_of!(Window, rbx),
         rbp = const offset_of!(Window, rbp),
         rsp = const offset_of!(Window, rsp),
-        rip = const offset_of!(Window, rip),
     )
 }
 
@@ -356,7 +361,8 @@ mod tests {
         let pp_ptr: *mut PingPong = &mut *pp;
         // SAFETY: the end pointer of the stack buffer is in bounds (one past the end).
         let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
-        pp.other = Window::new_thread(top, other_side, pp_ptr as usize);
+        // SAFETY: `top` ends `stack`, which only the other side uses, and it has not run yet.
+        pp.other = unsafe { Window::new_thread(top, other_side, pp_ptr as usize) };
         for round in 0..=ROUND_TRIPS {
             // SAFETY: only this side runs between switches.
             unsafe {
@@ -423,11 +429,17 @@ mod tests {
         extern "C" fn never(_: usize, _: usize) -> ! {
             unreachable!()
         }
-        let w = Window::new_thread(0x1234_5679 as *mut u8, never, 7);
-        assert_eq!(w.rsp, 0x1234_5670);
+        let mut stack = [0u64; 4];
+        // One byte past the stack's end, so the rounding down to 16 bytes is exercised.
+        let top = stack.as_mut_ptr().wrapping_add(stack.len()).cast::<u8>().wrapping_add(1);
+        let aligned = (top as u64) & !15;
+        // SAFETY: the 8 bytes below `aligned` are within `stack`, which nothing else uses.
+        let w = unsafe { Window::new_thread(top, never, 7) };
+        assert_eq!(w.rsp, aligned - 8);
         assert_eq!(w.rbp, 7);
         assert_eq!(w.rbx, never as *const () as u64);
-        assert_eq!(w.rip, thread_start as *const () as u64);
+        // SAFETY: `w.rsp` points into `stack`, just written by `new_thread`.
+        assert_eq!(unsafe { *(w.rsp as *const u64) }, thread_start as *const () as u64);
     }
 
     /// Windows and what each side saw for the handoff test.
@@ -459,7 +471,8 @@ mod tests {
         let h_ptr: *mut Handoff = &mut *h;
         // SAFETY: the end pointer of the stack buffer is in bounds (one past the end).
         let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
-        h.other = Window::new_thread(top, other_entry, h_ptr as usize);
+        // SAFETY: `top` ends `stack`, which only the other side uses, and it has not run yet.
+        h.other = unsafe { Window::new_thread(top, other_entry, h_ptr as usize) };
         let mut main_saw = Vec::new();
         for round in 0..4 {
             // SAFETY: `other` is fresh or suspended in its switch; its stack outlives the switches.

@@ -85,7 +85,8 @@ pub fn window_switch(sampling: Sampling) -> Vec<f64> {
     let mut stack = vec![0_u8; PARTNER_STACK_BYTES];
     let stack_top = stack.as_mut_ptr_range().end;
     let pair = Box::into_raw(Box::<Pair>::default());
-    // SAFETY: `pair` comes from Box::into_raw and nothing else refers to it yet.
+    // SAFETY: `pair` comes from Box::into_raw and nothing else refers to it yet; `stack_top` ends
+    // `stack`, which only the partner, not yet started, uses.
     unsafe { (*pair).partner = Window::new_thread(stack_top, partner, pair as usize) };
     let mut nr_resumed = 0_u64;
     let samples = cycles_per_op(sampling, 2 * BATCH, || {

@@ -10,7 +10,7 @@
 //! # Public API
 //! Setup (modules `scheduler`, `platform`):
 //! - `Scheduler::new(platform: P, nr_cpus: usize, config: Config) -> &'static Scheduler<P>`;
-//!   [`Config`] `{ slice_ns: u64 (default 10 ms), prefetch: bool (default true) }`.
+//!   [`Config`] `{ slice_ns: u64 (default 10 ms), idle_poll_ns: u64 (default 200 us) }`.
 //! - `unsafe fn Scheduler::run_cpu<F: Fn() -> bool + ?Sized>(&'static self, stop: &F)`: each CPU's boot thread
 //!   becomes its idle thread and runs the idle loop (returns only when `stop()` and no work).
 //! - [`Platform`]: `cpu_id`, `irq_save_disable`/`irq_restore` ([`IrqState`]; `irq_save_disable_on` also names the CPU), `send_resched`,

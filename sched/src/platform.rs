@@ -164,6 +164,33 @@ pub trait Platform: 'static + Sync + Sized {
         (irq, self.cpu_id())
     }
 
+    /// Whether this platform keeps a word per CPU that one load reaches (the kernel's GS-relative
+    /// per-CPU block): [`Scheduler::run_cpu`](crate::Scheduler::run_cpu) then stores there the
+    /// address of the CPU's own scheduler state ([`Platform::set_cpu_word`]), and the switch path
+    /// finds that state with that one load ([`Platform::cpu_word`]) instead of a CPU id, a bounds
+    /// check and an indexed address. False (the default): the scheduler indexes its CPUs by
+    /// [`Platform::cpu_id`], and the two methods are never called.
+    ///
+    /// A platform that says true serves one scheduler (the words would otherwise name one
+    /// scheduler's state to another) and returns from [`Platform::cpu_word`] exactly what the last
+    /// [`Platform::set_cpu_word`] on the calling CPU stored, 0 before any: the scheduler takes a
+    /// nonzero word for its own state without checking it.
+    const CPU_WORD: bool = false;
+
+    /// Store `word` as the calling CPU's word (interrupts disabled; only where
+    /// [`Platform::CPU_WORD`]).
+    #[inline(always)]
+    fn set_cpu_word(&self, word: usize) {
+        let _ = word;
+    }
+
+    /// The calling CPU's word, as its last [`Platform::set_cpu_word`] stored it, 0 before any
+    /// (interrupts disabled; only where [`Platform::CPU_WORD`]).
+    #[inline(always)]
+    fn cpu_word(&self) -> usize {
+        0
+    }
+
     /// Put the interrupt flag back as `state` says.
     fn irq_restore(&self, state: IrqState);
 

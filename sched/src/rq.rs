@@ -235,19 +235,17 @@ impl<T: Queued> Fifo<T> {
             .map(|h| unsafe { h.as_ref().entity().link.with(|l| (*l).seq) })
     }
 
-    /// If `self` holds exactly one thread, take it and leave `t` as the only one in its place: a
-    /// `pop` then a `push` of `t`, with the links of the one popped left as they are (as the
-    /// tail, it links to nothing) and no test of an emptied queue. `t` takes the sequence number
-    /// of the one it replaces (see [`RunQueue::trade_single`]).
+    /// If `self` holds a thread, take it and leave `t` as the only one in its place: a `pop` then
+    /// a `push` of `t`, with the links of the one popped left as they are (as the tail, it links
+    /// to nothing) and no test of an emptied queue. `t` takes the sequence number of the one it
+    /// replaces (see [`RunQueue::trade_single`]).
     ///
     /// # Safety
-    /// As for [`Fifo::push`].
+    /// As for [`Fifo::push`], and `self` holds at most one thread.
     #[inline(always)]
     unsafe fn trade_single(&mut self, t: NonNull<T>) -> Option<NonNull<T>> {
         let head = self.head?;
-        if self.tail != Some(head) {
-            return None;
-        }
+        debug_assert!(self.tail == Some(head), "a trade with more than one thread queued");
         // SAFETY: the head is on this queue (valid), `t` is valid (caller): their links are ours
         // under the queue lock.
         unsafe {
@@ -280,6 +278,10 @@ pub enum Pick<T> {
     Prev,
     /// This queued thread, never the one that was running.
     Next(NonNull<T>),
+    /// This queued thread, never the one that was running, whose place in the queue the running
+    /// one took: the queue's length is unchanged (as it is for `Prev` and `Idle`: only a `Next`
+    /// changes it).
+    Swapped(NonNull<T>),
     /// The idle thread, which was not the one running.
     Idle,
 }
@@ -356,7 +358,9 @@ impl<T: Queued> RunQueue<T> {
     /// The common yield or preemption with one other thread queued: when the FIFO `t` goes to
     /// holds exactly one thread and the other FIFO none, that thread is the oldest and `t` takes
     /// its place, as [`RunQueue::take_oldest`] then [`RunQueue::append`] would leave them. `None`
-    /// (nothing changed) otherwise.
+    /// (nothing changed) otherwise. Told by `len` (one thread queued in all) and then the head of
+    /// `t`'s FIFO alone: with one thread in all, a FIFO that holds one holds only it, and the
+    /// other none.
     ///
     /// `t` takes the sequence number of the thread it replaces, with no new one drawn: a number
     /// only orders the two FIFOs' heads, and `t`, then queued alone, must come before every thread
@@ -368,23 +372,19 @@ impl<T: Queued> RunQueue<T> {
     /// As for [`RunQueue::push`].
     #[inline(always)]
     unsafe fn trade_single(&mut self, t: NonNull<T>) -> Option<NonNull<T>> {
+        if self.len != 1 {
+            return None;
+        }
         // Two arms written out, each with constant offsets (one picked by the flag would cost
         // more than the queue operations it saves).
         // SAFETY: `t` is valid (caller).
-        let next = if unsafe { t.as_ref() }.entity().is_pinned() {
-            if self.free.head.is_some() {
-                return None;
-            }
-            // SAFETY: `t` is valid and on no queue (caller).
-            unsafe { self.pinned.trade_single(t) }?
+        if unsafe { t.as_ref() }.entity().is_pinned() {
+            // SAFETY: `t` is valid and on no queue (caller); one thread is queued in all.
+            unsafe { self.pinned.trade_single(t) }
         } else {
-            if self.pinned.head.is_some() {
-                return None;
-            }
             // SAFETY: as above.
-            unsafe { self.free.trade_single(t) }?
-        };
-        Some(next)
+            unsafe { self.free.trade_single(t) }
+        }
     }
 
     /// Take `t` if it is the thread queued longest (the one [`RunQueue::pop`] would take); true if
@@ -445,25 +445,30 @@ impl<T: Queued> RunQueue<T> {
         prev_is_idle: bool,
     ) -> Option<NonNull<T>> {
         // SAFETY: the caller's guarantee.
-        match unsafe { self.put_prev_pick(prev, prev_is_idle) } {
+        match unsafe { self.put_prev_pick(prev, prev_is_idle, false) } {
             Pick::Prev if !prev_is_idle => Some(prev),
-            Pick::Next(next) => Some(next),
+            Pick::Next(next) | Pick::Swapped(next) => Some(next),
             Pick::Prev | Pick::Idle => None,
         }
     }
 
     /// [`RunQueue::put_prev_pick_next`], with `prev` running on told apart from a thread to switch
     /// to: a `Next` is never `prev` (it was queued, and a running thread is not), which the switch
-    /// path then need not compare.
+    /// path then need not compare. `running_likely`: the caller expects `prev` to be `Running` (a
+    /// yield or a preemption), a hint for the code's layout only.
     ///
     /// # Safety
     /// As for [`RunQueue::put_prev_pick_next`].
     #[inline(always)]
-    pub unsafe fn put_prev_pick(&mut self, prev: NonNull<T>, prev_is_idle: bool) -> Pick<T> {
+    pub unsafe fn put_prev_pick(&mut self, prev: NonNull<T>, prev_is_idle: bool, running_likely: bool) -> Pick<T> {
         if !prev_is_idle {
             // SAFETY: `prev` is valid (caller).
             let e = unsafe { prev.as_ref() }.entity();
-            match e.state() {
+            let state = e.state();
+            if running_likely && state != State::Running {
+                core::hint::cold_path();
+            }
+            match state {
                 State::Running => {
                     // The oldest queued thread runs next and `prev` goes to the tail: the same
                     // choice as appending `prev` and then taking the oldest (its sequence number
@@ -471,14 +476,14 @@ impl<T: Queued> RunQueue<T> {
                     // running on without passing through the queue.
                     // SAFETY: `prev` runs here, so it is on no queue, and it is `on_rq`.
                     if let Some(next) = unsafe { self.trade_single(prev) } {
-                        return Pick::Next(next);
+                        return Pick::Swapped(next);
                     }
                     let Some(next) = self.take_oldest() else {
                         return Pick::Prev;
                     };
                     // SAFETY: `prev` runs here, so it is on no queue, and it is `on_rq`.
                     unsafe { self.append(prev) };
-                    return Pick::Next(next);
+                    return Pick::Swapped(next);
                 }
                 State::Blocked | State::Dead => e.on_rq.store(false, Ordering::Relaxed),
             }
@@ -564,6 +569,20 @@ impl<T> Drop for RqGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
         self.queue.len.store(self.guard.len, Ordering::Relaxed);
+    }
+}
+
+impl<T> RqGuard<'_, T> {
+    /// Release the lock without refreshing the length hint, for a caller whose operations left
+    /// the length as it was (a [`Pick::Swapped`] or [`Pick::Prev`]): the hint, stored at every
+    /// release and never written elsewhere, already holds it.
+    #[inline(always)]
+    pub fn unlock_same_len(self) {
+        debug_assert_eq!(self.queue.len.load(Ordering::Relaxed), self.guard.len, "the length changed");
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped nor used again, so the guard is moved out once; dropping
+        // it releases the lock, all that `drop` does besides the store of the hint.
+        drop(unsafe { core::ptr::read(&this.guard) });
     }
 }
 

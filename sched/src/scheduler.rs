@@ -81,8 +81,6 @@ pub struct Config {
     /// Round-robin time slice: a thread runs at most this long while others wait on its CPU. At
     /// most [`Config::MAX_SLICE_NS`]: [`Scheduler::new`] cuts a longer one to it.
     pub slice_ns: u64,
-    /// Prefetch the next thread's stack top on the switch path.
-    pub prefetch: bool,
     /// The longest an idle CPU polls its queue before it halts (0: never poll). Each CPU
     /// adapts its own limit within this bound, as Linux's guest halt-polling does: halts that
     /// end soon grow it, long idle periods shrink it to nothing (see `Scheduler::adapt_idle_poll`).
@@ -109,7 +107,6 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             slice_ns: Self::DEFAULT_SLICE_NS,
-            prefetch: true,
             idle_poll_ns: Self::DEFAULT_IDLE_POLL_NS,
         }
     }
@@ -210,6 +207,9 @@ unsafe impl Send for Sleepers {}
 /// State only its own CPU writes (with interrupts disabled). Atomics, so other CPUs may read it and
 /// the type is `Sync`; on x86 relaxed loads and stores are plain moves.
 struct Local {
+    /// This CPU's index (constant): for the paths that found this state by the platform's
+    /// per-CPU word ([`Platform::CPU_WORD`]) rather than by the index.
+    index: usize,
     current: AtomicPtr<Thread>,
     idle: AtomicPtr<Thread>,
     need_resched: AtomicBool,
@@ -269,10 +269,11 @@ struct Cpu {
 }
 
 impl Cpu {
-    fn new() -> Cpu {
+    fn new(index: usize) -> Cpu {
         Cpu {
             queue: CachePadded::new(CpuQueue::new()),
             local: CachePadded::new(Local {
+                index,
                 current: AtomicPtr::new(null_mut()),
                 idle: AtomicPtr::new(null_mut()),
                 need_resched: AtomicBool::new(false),
@@ -335,7 +336,7 @@ impl<P: Platform> Scheduler<P> {
         let fpu_clean = fpu
             .filter(|_| platform.lazy_fpu())
             .and_then(|(kind, features)| FpuArea::new(kind, &features));
-        let cpus: Vec<Cpu> = (0..nr_cpus).map(|_| Cpu::new()).collect();
+        let cpus: Vec<Cpu> = (0..nr_cpus).map(Cpu::new).collect();
         Box::leak(Box::new(Scheduler {
             platform,
             idle_poll_bound_ns: AtomicU64::new(config.idle_poll_ns),
@@ -405,6 +406,26 @@ impl<P: Platform> Scheduler<P> {
         let i = self.platform.cpu_id().index();
         assert!(i < self.cpus.len(), "a CPU index that is not part of this scheduler");
         i
+    }
+
+    /// The calling CPU's state (interrupts disabled), for a CPU that has joined
+    /// ([`Scheduler::run_cpu`]): one load of the platform's per-CPU word where it has one, else
+    /// the CPU array indexed by [`Platform::cpu_id`].
+    #[inline(always)]
+    fn this_cpu_state(&self) -> &Cpu {
+        if P::CPU_WORD {
+            let word = self.platform.cpu_word();
+            assert!(word != 0, "scheduling on a CPU that has not joined the scheduler");
+            // SAFETY: a nonzero word is what `run_cpu` stored on this CPU (platform contract, which
+            // also makes this the only scheduler storing words there): the address of this CPU's
+            // element of `self.cpus`, which lives as long as `self`; `run_cpu` clears it before
+            // it returns.
+            let cpu = unsafe { &*(word as *const Cpu) };
+            debug_assert!(core::ptr::eq(cpu, &self.cpus[self.platform.cpu_id().index()]), "a per-CPU word of another CPU");
+            cpu
+        } else {
+            &self.cpus[self.this_cpu()]
+        }
     }
 
     fn new_id(&self) -> ThreadId {
@@ -713,11 +734,15 @@ impl<P: Platform> Scheduler<P> {
             unsafe { (*slot.0).put(value) };
         });
         let keep: Arc<dyn Send + Sync> = result.clone();
-        let window = Window::new_thread(
-            stack.top as *mut u8,
-            thread_entry::<P>,
-            self as *const Self as usize,
-        );
+        // SAFETY: the platform just gave this stack to the new thread, which has not run: its top
+        // 8 bytes are writable and nothing else uses them.
+        let window = unsafe {
+            Window::new_thread(
+                stack.top as *mut u8,
+                thread_entry::<P>,
+                self as *const Self as usize,
+            )
+        };
         let thread = Arc::new(Thread::new(
             self.new_id(),
             builder.name,
@@ -760,10 +785,10 @@ impl<P: Platform> Scheduler<P> {
     /// Give the CPU to the next runnable thread on this CPU, if any; come back after it (round
     /// robin).
     pub fn yield_now(&self) {
-        let (irq, me) = self.platform.irq_save_disable_on();
+        let irq = self.platform.irq_save_disable();
         // The switch path inlined with its reason a constant: no dispatch on the reason, and only
         // the steps a yield takes.
-        self.switch_path_on(me.index(), Reason::Yield);
+        self.switch_path_on(self.this_cpu_state(), Reason::Yield);
         self.platform.irq_restore(irq);
     }
 
@@ -771,8 +796,8 @@ impl<P: Platform> Scheduler<P> {
     /// system-call exit, before SYSRET restores the caller's flag): it returns with them off,
     /// and leaves out the restore's STI, which under an emulator also ends a translated block.
     pub fn yield_now_irqs_off(&self) {
-        let (_, me) = self.platform.irq_save_disable_on();
-        self.switch_path_on(me.index(), Reason::Yield);
+        let _ = self.platform.irq_save_disable();
+        self.switch_path_on(self.this_cpu_state(), Reason::Yield);
     }
 
     /// Sleep for at least `duration_ns` (on the platform clock); never wakes earlier. Its protocol
@@ -1042,7 +1067,7 @@ impl<P: Platform> Scheduler<P> {
         // accounting point at its own clock, which is no earlier than the request's: the switch's
         // would charge nothing. And it hands over the interrupted thread it holds, known not to be
         // the idle thread.
-        self.switch_path_from(me, cpu, Reason::Preempt, Some(now), Some(t));
+        self.switch_path_from(cpu, Reason::Preempt, Some(now), Some(t), false);
     }
 
     /// Ask for a preemption of this CPU's running thread at its next check (`preempt_if_needed`,
@@ -1195,7 +1220,7 @@ impl<P: Platform> Scheduler<P> {
     /// on every switch out of idle (every cross-CPU wake-up of a halted CPU).
     #[inline(always)]
     fn schedule_idle(&self, me: usize, now: u64) {
-        self.switch_path_on(me, Reason::Idle(now));
+        self.switch_path_on(&self.cpus[me], Reason::Idle(now));
     }
 
     /// The switch path of a preemption, its reason a constant (see `switch_path`).
@@ -1243,7 +1268,15 @@ impl<P: Platform> Scheduler<P> {
         cpu.local.idle.store(idle, Ordering::Relaxed);
         cpu.local.current.store(idle, Ordering::Relaxed);
         cpu.local.acct_ns.store(self.platform.now_ns(), Ordering::Relaxed);
+        if P::CPU_WORD {
+            // From here on the switch path finds this CPU's state by the word
+            // (`this_cpu_state`); it names it while `current` is set.
+            self.platform.set_cpu_word(core::ptr::from_ref(cpu) as usize);
+        }
         self.idle_loop(me, stop);
+        if P::CPU_WORD {
+            self.platform.set_cpu_word(0);
+        }
         cpu.local.current.store(null_mut(), Ordering::Relaxed);
         cpu.local.idle.store(null_mut(), Ordering::Relaxed);
         // SAFETY: the reference made above; no other CPU ever holds an idle thread.
@@ -1776,14 +1809,12 @@ impl<P: Platform> Scheduler<P> {
     /// `schedule_preempt`) so that the tests of the reason fold away.
     #[inline(always)]
     fn switch_path(&self, reason: Reason) {
-        self.switch_path_on(self.this_cpu(), reason);
+        self.switch_path_on(self.this_cpu_state(), reason);
     }
 
-    /// [`Scheduler::switch_path`] on CPU `me`, the calling one (interrupts disabled).
+    /// [`Scheduler::switch_path`] on `cpu`, the calling CPU's state (interrupts disabled).
     #[inline(always)]
-    fn switch_path_on(&self, me: usize, reason: Reason) {
-        assert!(me < self.cpus.len(), "a CPU index that is not part of this scheduler");
-        let cpu = &self.cpus[me];
+    fn switch_path_on(&self, cpu: &Cpu, reason: Reason) {
         if matches!(
             reason,
             Reason::Yield | Reason::Block | Reason::Exit | Reason::Migrate(_)
@@ -1807,11 +1838,11 @@ impl<P: Platform> Scheduler<P> {
             // A sleeper here: the rare case, out of line with its own copy of the rest, so that
             // the common one carries no clock reading at all.
             _ if cpu.local.next_sleeper_ns.load(Ordering::Relaxed) != NEVER => {
-                return self.switch_path_expiring(me, reason);
+                return self.switch_path_expiring(cpu, reason);
             }
             _ => None,
         };
-        self.switch_path_at(me, cpu, reason, now);
+        self.switch_path_at(cpu, reason, now);
     }
 
     /// The switch path on CPU `me` (the calling one) with this CPU's sleepers expired first, by a
@@ -1819,25 +1850,29 @@ impl<P: Platform> Scheduler<P> {
     /// [`Scheduler::switch_path_on`], kept out of line so the common one stays short.
     #[cold]
     #[inline(never)]
-    fn switch_path_expiring(&self, me: usize, reason: Reason) {
-        let cpu = &self.cpus[me];
+    fn switch_path_expiring(&self, cpu: &Cpu, reason: Reason) {
         let now = self.platform.now_ns();
-        self.expire_sleepers(me, cpu, now);
-        self.switch_path_at(me, cpu, reason, Some(now));
+        self.expire_sleepers(cpu.local.index, cpu, now);
+        self.switch_path_at(cpu, reason, Some(now));
     }
 
     /// The rest of the switch path on CPU `me` (the calling one, whose state is `cpu`), from the
     /// clock reading `now` it was given, if any.
     #[inline(always)]
-    fn switch_path_at(&self, me: usize, cpu: &Cpu, reason: Reason, now: Option<u64>) {
-        self.switch_path_from(me, cpu, reason, now, None);
+    fn switch_path_at(&self, cpu: &Cpu, reason: Reason, now: Option<u64>) {
+        self.switch_path_from(cpu, reason, now, None, true);
     }
 
     /// [`Scheduler::switch_path_at`]; `tick_prev`: the tick's preemption, which passes the
     /// interrupted thread it holds (this CPU's current thread, not the idle thread) and has made
     /// an accounting point for it at a clock no earlier than `now`, so the switch makes none.
+    /// `split_idle_yield`: a yield finds the idle thread running (rare) and takes an out-of-line
+    /// copy of this path (`idle_yield`), so that the common one, where `prev` is not the idle
+    /// thread as a constant, tests `prev == idle` once.
     #[inline(always)]
-    fn switch_path_from(&self, me: usize, cpu: &Cpu, reason: Reason, now: Option<u64>, tick_prev: Option<&Thread>) {
+    fn switch_path_from(&self, cpu: &Cpu, reason: Reason, now: Option<u64>, tick_prev: Option<&Thread>, split_idle_yield: bool) {
+        // This CPU's index, read where a step needs it (most need only `cpu`).
+        let me = || cpu.local.index;
         let idle = cpu.local.idle.load(Ordering::Relaxed);
         // The idle loop's switch runs on the idle thread, the tick's on a thread that is not it:
         // said as constants, so that the tests of `prev == idle` below fold away on those paths.
@@ -1855,13 +1890,27 @@ impl<P: Platform> Scheduler<P> {
             let prev = cpu.local.current.load(Ordering::Relaxed);
             debug_assert_ne!(prev, idle, "the idle thread blocked");
             (prev, false)
+        } else if matches!(reason, Reason::Yield) && split_idle_yield {
+            let prev = cpu.local.current.load(Ordering::Relaxed);
+            if prev == idle {
+                return self.idle_yield(cpu, now);
+            }
+            (prev, false)
         } else {
             let prev = cpu.local.current.load(Ordering::Relaxed);
             (prev, prev == idle)
         };
         cpu.local.need_resched.store(false, Ordering::Relaxed);
-        let prev_nn =
-            NonNull::new(prev).expect("scheduling on a CPU that has not joined the scheduler");
+        let prev_nn = if P::CPU_WORD {
+            debug_assert!(!prev.is_null(), "scheduling on a CPU that has not joined the scheduler");
+            // SAFETY: with the per-CPU word every path here runs on a CPU that has joined: the
+            // ones through `this_cpu_state` checked its word, which `run_cpu` sets only while the
+            // CPU's `current` is set, and the idle loop and the tick run only there; `current` is
+            // never null in between (every switch stores a thread).
+            unsafe { NonNull::new_unchecked(prev) }
+        } else {
+            NonNull::new(prev).expect("scheduling on a CPU that has not joined the scheduler")
+        };
         let next = {
             let mut rq = cpu.queue.lock();
             let picked = match reason {
@@ -1872,25 +1921,21 @@ impl<P: Platform> Scheduler<P> {
                     None => Pick::Idle,
                 },
                 // SAFETY: `prev` runs on this CPU and is alive.
-                _ => unsafe { rq.put_prev_pick(prev_nn, prev_is_idle) },
+                _ => unsafe {
+                    rq.put_prev_pick(prev_nn, prev_is_idle, matches!(reason, Reason::Yield | Reason::Preempt))
+                },
             };
             // A block with nothing else to run here, no sleeper and no trace (which would have
             // to show a switch): the thread halts in place, out of line (`block_halting`).
             if matches!(reason, Reason::Block) && matches!(picked, Pick::Idle) && now.is_none() && !self.platform.tracing() {
                 drop(rq);
-                self.block_halting(me, cpu, prev_nn, idle);
+                self.block_halting(me(), cpu, prev_nn, idle);
                 return;
             }
-            // The thread to switch to (`None`: `prev` runs on), never `prev` itself.
-            let next = match picked {
-                Pick::Prev => None,
-                Pick::Next(next) => Some(next.as_ptr()),
-                Pick::Idle => Some(idle),
-            };
-            if let Some(next) = next {
-                // Under the queue lock, so a thief that takes `prev` next reports after this. The
-                // record takes copies (`move`): a closure borrowing the locals would keep them in
-                // memory, reloaded all along the switch path, for a record that is mostly off.
+            // Under the queue lock, so a thief that takes `prev` next reports after this. The
+            // record takes copies (`move`): a closure borrowing the locals would keep them in
+            // memory, reloaded all along the switch path, for a record that is mostly off.
+            let trace_switch = move |next: *mut Thread| {
                 self.platform.trace(move || {
                     // SAFETY: `prev` is us; `next` was on our queue or is our idle thread: both
                     // alive.
@@ -1904,8 +1949,31 @@ impl<P: Platform> Scheduler<P> {
                         next_idle: next == idle,
                     }
                 });
+            };
+            // The thread to switch to (`None`: `prev` runs on), never `prev` itself. Only a `Next`
+            // took a thread off the queue: after the others its length hint is still right, and
+            // the unlock leaves it (each arm unlocks, so that no flag is tested for it later).
+            match picked {
+                Pick::Prev => {
+                    rq.unlock_same_len();
+                    None
+                }
+                Pick::Swapped(next) => {
+                    trace_switch(next.as_ptr());
+                    rq.unlock_same_len();
+                    Some(next.as_ptr())
+                }
+                Pick::Next(next) => {
+                    trace_switch(next.as_ptr());
+                    drop(rq);
+                    Some(next.as_ptr())
+                }
+                Pick::Idle => {
+                    trace_switch(idle);
+                    rq.unlock_same_len();
+                    Some(idle)
+                }
             }
-            next
         };
         if let Reason::Migrate(target) = reason {
             // SAFETY: `prev` is alive (it is us), on no queue, and belongs to `target` now; it is
@@ -1914,10 +1982,10 @@ impl<P: Platform> Scheduler<P> {
             self.platform.trace(|| TraceEvent::Migrate {
                 // SAFETY: `prev` is alive: it is the calling thread.
                 thread: unsafe { prev_nn.as_ref() }.id,
-                from: CpuIndex(me as u32),
+                from: CpuIndex(me() as u32),
                 to: CpuIndex(target as u32),
             });
-            self.after_enqueue(me, target, info, true);
+            self.after_enqueue(me(), target, info, true);
             cpu.counters.migrations_out.fetch_add(1, Ordering::Relaxed);
             self.cpus[target]
                 .counters
@@ -1950,16 +2018,44 @@ impl<P: Platform> Scheduler<P> {
                 // The idle thread's own path (`schedule_idle`): inline, with the clock in hand.
                 self.arm_leaving_idle_at(cpu, now);
             } else {
-                self.arm_leaving_idle(me, now);
+                self.arm_leaving_idle(me(), now);
             }
         }
         // SAFETY: `prev` is alive (it is us); `next` was on our queue (alive, owned by us now) or is
         // our idle thread.
-        let from = unsafe { self.switch_to(me, cpu, &*prev, &*next) };
+        let from = unsafe { self.switch_to(cpu, &*prev, &*next) };
+        // `finish_switch`, with its reaping and the pending affinity change both behind one rare
+        // branch, so the common switch keeps nothing of them in line.
         // SAFETY: `from` is what the switch that resumed us handed over.
-        unsafe { self.finish_switch(from) };
+        let dead = unsafe { Self::release_from(from) };
         // SAFETY: `prev` is the calling thread, running again.
         let me_thread = unsafe { &*prev };
+        if dead || me_thread.affinity_pending.load(Ordering::Relaxed) {
+            // SAFETY: as for `release_from`, which found `from` dead if `dead`.
+            unsafe { self.after_switch_rare(from, dead, me_thread) };
+        }
+    }
+
+    /// The switch path of a yield that found the idle thread running (or, without the per-CPU
+    /// word, no thread at all), out of line: see `switch_path_from`.
+    #[cold]
+    #[inline(never)]
+    fn idle_yield(&self, cpu: &Cpu, now: Option<u64>) {
+        self.switch_path_from(cpu, Reason::Yield, now, None, false);
+    }
+
+    /// The rare end of a switch (see `switch_path_from`): reap `from` if `dead`, then take
+    /// `me_thread`'s pending affinity change, if any.
+    ///
+    /// # Safety
+    /// As for [`Scheduler::reap`] if `dead`; `me_thread` is the calling thread.
+    #[cold]
+    #[inline(never)]
+    unsafe fn after_switch_rare(&self, from: *const Thread, dead: bool, me_thread: &Thread) {
+        if dead {
+            // SAFETY: the caller's.
+            unsafe { self.reap(from) };
+        }
         if me_thread.affinity_pending.load(Ordering::Relaxed) {
             self.take_pending_affinity(me_thread);
         }
@@ -1980,7 +2076,7 @@ impl<P: Platform> Scheduler<P> {
             // The halt's clock is already the accounting point (`halt_in_place`): `prev` is
             // charged nothing more, as the switch path charges a block that reads no clock.
             // SAFETY: `prev` is alive and running here (it is us); `next` is our idle thread.
-            let from = unsafe { self.switch_to(me, cpu, prev, &*next) };
+            let from = unsafe { self.switch_to(cpu, prev, &*next) };
             // SAFETY: `from` is what the switch that resumed us handed over.
             unsafe { self.finish_switch(from) };
         }
@@ -2198,18 +2294,18 @@ impl<P: Platform> Scheduler<P> {
     /// `prev` runs again, with the thread the CPU (maybe another one) switched away from to resume it.
     ///
     /// # Safety
-    /// Interrupts disabled; `cpu` is CPU `me`'s state; `prev` is the thread running there; `next`
+    /// Interrupts disabled; `cpu` is the calling CPU's state; `prev` is the thread running there; `next`
     /// was just picked there (no other CPU will run it) and is not `prev`.
     #[inline(always)]
-    unsafe fn switch_to(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread) -> *const Thread {
+    unsafe fn switch_to(&self, cpu: &Cpu, prev: &Thread, next: &Thread) -> *const Thread {
         next.entity.wait_off_cpu();
         next.entity.set_on_cpu();
-        if self.config.prefetch {
-            // SAFETY: `next` is ours now and its window complete (`wait_off_cpu` synchronised with
-            // the end of its last switch), so reading it races with nothing.
-            let rsp = unsafe { (*next.window.get()).rsp };
-            prefetch(rsp as *const u8);
-        }
+        // Always (a switch has no case where it would not pay): the window's line and the
+        // stack slot the switch's `ret` reads.
+        // SAFETY: `next` is ours now and its window complete (`wait_off_cpu` synchronised with
+        // the end of its last switch), so reading it races with nothing.
+        let rsp = unsafe { (*next.window.get()).rsp };
+        prefetch(rsp as *const u8);
         cpu.local
             .current
             .store((next as *const Thread).cast_mut(), Ordering::Relaxed);
@@ -2217,7 +2313,7 @@ impl<P: Platform> Scheduler<P> {
         // stack: every step below would find nothing to do, so one test of both words skips them.
         if prev.switch_work() | next.switch_work() != 0 {
             // SAFETY: as for this function.
-            unsafe { self.switch_state(me, cpu, prev, next) };
+            unsafe { self.switch_state(cpu, prev, next) };
         }
         bump(&cpu.counters.context_switches);
         // SAFETY: interrupts are off; `prev` is the running thread, whose window no other CPU
@@ -2240,7 +2336,7 @@ impl<P: Platform> Scheduler<P> {
     /// # Safety
     /// As for `switch_to`.
     #[inline(always)]
-    unsafe fn switch_state(&self, me: usize, cpu: &Cpu, prev: &Thread, next: &Thread) {
+    unsafe fn switch_state(&self, cpu: &Cpu, prev: &Thread, next: &Thread) {
         // The space first: the extended-state step asks whether the registers' owner shares the
         // space `next` runs in, which loading another one rules out.
         // SAFETY: `next` is ours until it runs (as for `switch_to`).
@@ -2259,7 +2355,7 @@ impl<P: Platform> Scheduler<P> {
         if let Some((kind, _)) = self.fpu {
             // SAFETY: `prev` runs here; `next` is ours (as for `switch_to`); `kind` is enabled on
             // every CPU (platform contract).
-            unsafe { self.switch_fpu(me, cpu, prev, next, next_mm, kind) };
+            unsafe { self.switch_fpu(cpu.local.index, cpu, prev, next, next_mm, kind) };
         }
         let top = next.user_stack_top;
         let prev_user = prev.user_stack_top != 0;
@@ -2462,21 +2558,44 @@ impl<P: Platform> Scheduler<P> {
     /// `finish_switch` for that switch.
     #[inline]
     unsafe fn finish_switch(&self, from: *const Thread) {
+        // SAFETY: the caller's.
+        if unsafe { Self::release_from(from) } {
+            // SAFETY: `release_from` found it dead.
+            unsafe { self.reap(from) };
+        }
+    }
+
+    /// The first part of [`Scheduler::finish_switch`]: let `from` run elsewhere (clear its
+    /// `on_cpu`) and say whether it is dead, for the caller to [`Scheduler::reap`].
+    ///
+    /// # Safety
+    /// As for [`Scheduler::finish_switch`].
+    #[inline(always)]
+    unsafe fn release_from(from: *const Thread) -> bool {
         debug_assert!(!from.is_null(), "finish_switch without a switch");
         // SAFETY: the `switch_to` that brought us here passed its running thread (a reference, so
-        // never null), which is alive until reaped (below, by us) and which nobody else runs
+        // never null), which is alive until reaped (by us, after this) and which nobody else runs
         // before we clear its `on_cpu`.
         let from_ref = unsafe { &*from };
         let dead = from_ref.entity.state() == State::Dead;
         from_ref.entity.clear_on_cpu();
-        if dead {
-            // SAFETY: a dead thread is on no queue and in no wait; its last switch is complete.
-            // This drops the reference `spawn` made.
-            let thread = unsafe { Arc::from_raw(from) };
-            // SAFETY: as above: we are its only reaper.
-            if let Some(stack) = unsafe { thread.take_stack() } {
-                self.platform.free_stack(stack);
-            }
+        dead
+    }
+
+    /// The last part of [`Scheduler::finish_switch`] for a `from` that was dead: free its stack
+    /// and drop the reference `spawn` made.
+    ///
+    /// # Safety
+    /// `from` is the handoff of the switch that resumed the calling thread, [`Scheduler::release_from`]
+    /// found it dead, and this is its only reaping.
+    #[inline]
+    unsafe fn reap(&self, from: *const Thread) {
+        // SAFETY: a dead thread is on no queue and in no wait; its last switch is complete.
+        // This drops the reference `spawn` made.
+        let thread = unsafe { Arc::from_raw(from) };
+        // SAFETY: as above: we are its only reaper.
+        if let Some(stack) = unsafe { thread.take_stack() } {
+            self.platform.free_stack(stack);
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct PerCpu {
     /// The ring-3 entry's slots, at the offset its assembly uses.
     entry: arch::syscall::EntryScratch,
     pub counters: Counters,
+    /// The scheduler's word for this CPU (`sched::Platform::cpu_word`): the address of the CPU's
+    /// scheduler state once it joined, 0 before. Written and read by its own CPU only.
+    sched_word: AtomicU64,
 }
 
 const _: () = assert!(offset_of!(PerCpu, entry) == arch::syscall::SCRATCH_GS_OFFSET);
@@ -72,6 +75,7 @@ impl PerCpu {
                 spurious: AtomicU64::new(0),
                 nmis: AtomicU64::new(0),
             },
+            sched_word: AtomicU64::new(0),
         }
     }
 
@@ -118,6 +122,28 @@ pub fn cpu_index() -> u32 {
 pub unsafe fn cpu_index_installed() -> u32 {
     // SAFETY: the caller's CPU installed its block; cpu_index is an 8-byte field at this offset.
     unsafe { arch::cpu::gs_read_u64::<{ offset_of!(PerCpu, cpu_index) }>() as u32 }
+}
+
+/// Set this CPU's scheduler word ([`sched_word`]).
+///
+/// # Safety
+/// This CPU has run [`install`].
+#[inline(always)]
+pub unsafe fn set_sched_word(word: usize) {
+    // SAFETY: the caller's CPU installed its block; `sched_word` is an 8-byte field at this offset,
+    // written only here, by its own CPU.
+    unsafe { arch::cpu::gs_write_u64::<{ offset_of!(PerCpu, sched_word) }>(word as u64) }
+}
+
+/// This CPU's scheduler word: the scheduler's per-CPU state once this CPU joined it, 0 before; one
+/// GS-relative load.
+///
+/// # Safety
+/// This CPU has run [`install`].
+#[inline(always)]
+pub unsafe fn sched_word() -> usize {
+    // SAFETY: the caller's CPU installed its block; `sched_word` is an 8-byte field at this offset.
+    unsafe { arch::cpu::gs_read_u64::<{ offset_of!(PerCpu, sched_word) }>() as usize }
 }
 
 /// Proof that interrupts are disabled on this CPU, so the running code cannot migrate.

@@ -67,6 +67,22 @@ impl Platform for KernelPlatform {
         CpuIndex(unsafe { percpu::cpu_index_installed() })
     }
 
+    /// The word is a field of the GS-relative per-CPU block, and the kernel has one scheduler
+    /// (`init` makes it once).
+    const CPU_WORD: bool = true;
+
+    #[inline(always)]
+    fn set_cpu_word(&self, word: usize) {
+        // SAFETY: as in `cpu_id`: a CPU joins the scheduler after it installed its block.
+        unsafe { percpu::set_sched_word(word) }
+    }
+
+    #[inline(always)]
+    fn cpu_word(&self) -> usize {
+        // SAFETY: as in `cpu_id`.
+        unsafe { percpu::sched_word() }
+    }
+
     #[inline]
     fn irq_save_disable(&self) -> IrqState {
         let enabled = arch::interrupts::are_enabled();
