@@ -195,7 +195,11 @@ fn kernel_main(info: BootInfo) -> ! {
         "fpu: threads' {} state with {}; {}",
         if fpu.ymm_enabled() { "x87, SSE and AVX" } else { "x87 and SSE" },
         match fpu.kind() {
-            arch::fpu::FpuKind::Xsaveopt => "XSAVEOPT/XRSTOR",
+            // The eager switch stores and loads the vector registers itself while x87 is in its
+            // init state (`arch::fpu::save_switch`) where XINUSE can be read; say which.
+            arch::fpu::FpuKind::Xsaveopt if fpu.fast_switch() =>
+                "XSAVEOPT/XRSTOR, or vector stores and loads while x87 is in its init state (XGETBV1)",
+            arch::fpu::FpuKind::Xsaveopt => "XSAVEOPT/XRSTOR (no XGETBV1 or AVX: always)",
             arch::fpu::FpuKind::Xsave => "XSAVE/XRSTOR",
             arch::fpu::FpuKind::Fxsave if opts.noxsave => "FXSAVE/FXRSTOR (noxsave)",
             arch::fpu::FpuKind::Fxsave => "FXSAVE/FXRSTOR (the CPU has no XSAVE)",
