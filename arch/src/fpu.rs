@@ -383,6 +383,27 @@ unsafe fn xinuse() -> u64 {
     u64::from(lo) | u64::from(hi) << 32
 }
 
+/// Whether XINUSE shows x87 in its init state right after an `xrstor` of the clean image on this
+/// CPU: where it does not (QEMU's TCG reports every component in use), [`save_switch`] and
+/// [`restore_switch`] always take the instructions. False where [`FpuFeatures::fast_switch`] is
+/// false, or an area cannot be allocated. Replaces the extended state with the clean one.
+///
+/// # Safety
+/// `features` are this CPU's, with XSAVE enabled and CR0.TS clear; the caller has no extended state
+/// to keep.
+pub unsafe fn xinuse_tracks_x87(features: &FpuFeatures) -> bool {
+    if !features.fast_switch() {
+        return false;
+    }
+    let Some(clean) = FpuArea::new(FpuKind::Xsaveopt, features) else { return false };
+    // SAFETY: XSAVE is enabled (fast_switch) and the clean image is valid; XGETBV1 is there
+    // (fast_switch); the caller keeps no extended state.
+    unsafe {
+        restore(&clean, FpuKind::Xsaveopt);
+        xinuse() & X87_BIT == 0
+    }
+}
+
 /// The switch path's [`save`]: when x87 is in its init state on this CPU, the vector registers are
 /// written with plain stores instead of `xsaveopt`, into the same places in the standard form
 /// (xmm0-15 in the legacy region at offset 160, ymm upper halves with `vextractf128` at the AVX
@@ -1061,6 +1082,13 @@ mod tests {
         let clean = FpuArea::new(FpuKind::Xsaveopt, f).unwrap();
         // SAFETY: XSAVE is enabled (fast_switch); the clean image is valid.
         unsafe { restore(&clean, FpuKind::Xsaveopt) };
+    }
+
+    #[test]
+    fn xinuse_shows_x87_init_after_a_clean_restore() {
+        let Some(f) = fast() else { return };
+        // SAFETY: as for the tests below; nothing of this thread's state is kept.
+        assert!(unsafe { xinuse_tracks_x87(&f) });
     }
 
     #[test]
