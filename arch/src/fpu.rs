@@ -6,6 +6,11 @@
 //!   size they need (CPUID leaf 0xD); [`FpuFeatures::kind`] picks the [`FpuKind`] to use.
 //! - [`FpuArea`]: a 64-byte aligned heap buffer of that size, initialised to the clean state.
 //! - [`save`] / [`restore`]: `xsaveopt`/`xsave`/`fxsave` and `xrstor`/`fxrstor` on an area.
+//! - [`save_switch`] / [`restore_switch`]: the switch path's pair: while x87 is in its init state
+//!   (XINUSE, read with XGETBV1), plain stores and loads of the vector registers and MXCSR into
+//!   and out of the same standard-form image, a fraction of the instructions' cost; otherwise
+//!   [`save`] / [`restore`]. [`xinuse_tracks_x87`] says whether a CPU ever lets them run (QEMU's
+//!   TCG reports every component in use, so there they never do).
 //! - [`enable_on_this_cpu`] (kernel only): CR0/CR4/XCR0 set up so the instructions above work, with
 //!   the first-use trap disarmed; [`set_trap`] arms and disarms it (CR0.TS).
 //! - [`fill_vector_regs`] / [`read_vector_regs`] / [`expected_vector_regs`]: write and read a known
