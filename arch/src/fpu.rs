@@ -531,11 +531,9 @@ pub unsafe fn restore_switch(area: &FpuArea, kind: FpuKind, x87_init: bool) -> b
         };
         // Anything but a plain SSE/AVX image (x87 in use, a compacted or malformed header: the
         // latter faults in `xrstor` exactly as before) takes `xrstor`.
-        // SAFETY (for `xinuse`): a fast area exists only where `fast_switch` saw OSXSAVE and XGETBV1.
-        if bv & !SSE_AVX_BITS == 0
-            && xcomp | reserved == 0
-            && (x87_init || unsafe { xinuse() } & X87_BIT == 0)
-        {
+        let plain = bv & !SSE_AVX_BITS == 0 && xcomp | reserved == 0;
+        // SAFETY: a fast area exists only where `fast_switch` saw OSXSAVE and XGETBV1.
+        if plain && (x87_init || unsafe { xinuse() } & X87_BIT == 0) {
             // SAFETY: the image is valid (caller), and every load below is in bounds and aligned as
             // in `save_switch`; AVX state is enabled and CR0.TS clear (caller). The asm writes every
             // vector register and MXCSR, declared by `clobber_abi("C")` (as for `restore`), and reads
