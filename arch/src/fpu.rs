@@ -6,6 +6,11 @@
 //!   size they need (CPUID leaf 0xD); [`FpuFeatures::kind`] picks the [`FpuKind`] to use.
 //! - [`FpuArea`]: a 64-byte aligned heap buffer of that size, initialised to the clean state.
 //! - [`save`] / [`restore`]: `xsaveopt`/`xsave`/`fxsave` and `xrstor`/`fxrstor` on an area.
+//! - [`save_switch`] / [`restore_switch`]: the switch path's pair: while x87 is in its init state
+//!   (XINUSE, read with XGETBV1), plain stores and loads of the vector registers and MXCSR into
+//!   and out of the same standard-form image, a fraction of the instructions' cost; otherwise
+//!   [`save`] / [`restore`]. [`xinuse_tracks_x87`] says whether a CPU ever lets them run (QEMU's
+//!   TCG reports every component in use, so there they never do).
 //! - [`enable_on_this_cpu`] (kernel only): CR0/CR4/XCR0 set up so the instructions above work, with
 //!   the first-use trap disarmed; [`set_trap`] arms and disarms it (CR0.TS).
 //! - [`fill_vector_regs`] / [`read_vector_regs`] / [`expected_vector_regs`]: write and read a known
@@ -76,6 +81,12 @@ pub struct FpuFeatures {
     pub xsaves: bool,
     /// CPUID.1:ECX.AVX.
     pub avx: bool,
+    /// CPUID.(0xD,1):EAX[2]: `xgetbv` with ECX = 1 reads XINUSE, the components not in their init
+    /// state (what [`save_switch`] and [`restore_switch`] decide on).
+    pub xgetbv1: bool,
+    /// Offset of the AVX component (ymm upper halves) in a standard-form area: CPUID.(0xD,2):EBX
+    /// with AVX state enabled, else 0.
+    pub avx_offset: usize,
     /// The enabled state components (XCR0), 0 when XSAVE is not enabled.
     pub xcr0: u64,
     /// Bytes an area needs for the enabled components: CPUID.(0xD,0):EBX with XSAVE enabled, else 512.
@@ -97,6 +108,12 @@ impl FpuFeatures {
             None
         };
         let xcr0 = if os_xsave { XCr0::read_raw() } else { 0 };
+        let avx_offset = if state.is_some() && xcr0 & XCr0Flags::AVX.bits() != 0 {
+            // Leaf 0xD is there: XSAVE is.
+            core::arch::x86_64::__cpuid_count(0xd, 2).ebx as usize
+        } else {
+            0
+        };
         let area_bytes = match &state {
             Some(s) if os_xsave => s.xsave_area_size_enabled_features() as usize,
             _ => FXSAVE_BYTES,
@@ -108,6 +125,8 @@ impl FpuFeatures {
             xsavec: state.as_ref().is_some_and(|s| s.has_xsavec()),
             xsaves: state.as_ref().is_some_and(|s| s.has_xsaves_xrstors()),
             avx,
+            xgetbv1: state.as_ref().is_some_and(|s| s.has_xgetbv()),
+            avx_offset,
             xcr0,
             area_bytes,
         }
@@ -127,6 +146,17 @@ impl FpuFeatures {
             (true, false) => FpuKind::Xsave,
             (false, _) => FpuKind::Fxsave,
         }
+    }
+
+    /// Whether [`save_switch`] and [`restore_switch`] may move the vector registers with plain
+    /// stores and loads when x87 is in its init state: XSAVEOPT is the pair in use, XINUSE can be
+    /// read (XGETBV1), and the state is x87, SSE and AVX with the AVX component where the standard
+    /// form puts it (after the legacy region and header). Elsewhere they use the instruction pair.
+    pub fn fast_switch(&self) -> bool {
+        self.kind() == FpuKind::Xsaveopt
+            && self.xgetbv1
+            && self.ymm_enabled()
+            && self.avx_offset >= FXSAVE_BYTES + 64
     }
 
     /// Whether the upper halves of the ymm registers are enabled state (XCR0 has SSE and AVX).
@@ -149,6 +179,10 @@ pub struct FpuArea {
     /// Kept as the EAX and EDX halves those instructions take, so each loads them with two plain
     /// moves (a 64-bit field costs a load, a copy and a shift on every switch).
     xcr0_halves: [u32; 2],
+    /// Offset of the AVX component where [`FpuFeatures::fast_switch`] allowed [`save_switch`] and
+    /// [`restore_switch`] their plain stores and loads for this area; 0 where they always use the
+    /// area's instruction pair.
+    fast_avx_offset: usize,
 }
 
 // SAFETY: the area is plain bytes owned by this value; it is only read or written through `&mut self`
@@ -182,6 +216,11 @@ impl FpuArea {
             layout,
             kind,
             xcr0_halves: [features.xcr0 as u32, (features.xcr0 >> 32) as u32],
+            fast_avx_offset: if kind == FpuKind::Xsaveopt && features.fast_switch() && bytes >= features.avx_offset + 256 {
+                features.avx_offset
+            } else {
+                0
+            },
         })
     }
 
@@ -324,6 +363,267 @@ pub unsafe fn restore(area: &FpuArea, kind: FpuKind) {
             core::arch::asm!("fxrstor64 [{}]", in(reg) p, clobber_abi("C"), options(nostack, preserves_flags, readonly))
         },
     }
+}
+
+/// Offset of the XSAVE header (XSTATE_BV, then XCOMP_BV) in a standard-form area.
+const HEADER_OFFSET: usize = 512;
+/// XSTATE_BV bits: x87, SSE, AVX.
+const X87_BIT: u64 = 1;
+const SSE_AVX_BITS: u64 = 0b110;
+
+/// XINUSE (`xgetbv` with ECX = 1): bit `i` clear means state component `i` is in its initial
+/// configuration on this CPU (the processor may report a component in use that is not, never the
+/// reverse).
+///
+/// # Safety
+/// CR4.OSXSAVE is set and the CPU has XGETBV1 ([`FpuFeatures::xgetbv1`]).
+#[inline(always)]
+unsafe fn xinuse() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller guarantees the instruction and ECX = 1 are supported; it only reads.
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 1u32, out("eax") lo, out("edx") hi,
+            options(nostack, nomem, preserves_flags))
+    };
+    u64::from(lo) | u64::from(hi) << 32
+}
+
+/// Whether XINUSE shows x87 in its init state right after an `xrstor` of the clean image on this
+/// CPU: where it does not (QEMU's TCG reports every component in use), [`save_switch`] and
+/// [`restore_switch`] always take the instructions. False where [`FpuFeatures::fast_switch`] is
+/// false, or an area cannot be allocated. Replaces the extended state with the clean one.
+///
+/// # Safety
+/// `features` are this CPU's, with XSAVE enabled and CR0.TS clear; the caller has no extended state
+/// to keep.
+pub unsafe fn xinuse_tracks_x87(features: &FpuFeatures) -> bool {
+    if !features.fast_switch() {
+        return false;
+    }
+    let Some(clean) = FpuArea::new(FpuKind::Xsaveopt, features) else { return false };
+    // SAFETY: XSAVE is enabled (fast_switch) and the clean image is valid; XGETBV1 is there
+    // (fast_switch); the caller keeps no extended state.
+    unsafe {
+        restore(&clean, FpuKind::Xsaveopt);
+        xinuse() & X87_BIT == 0
+    }
+}
+
+/// The switch path's [`save`]: when x87 is in its init state on this CPU, the vector registers are
+/// written with plain stores instead of `xsaveopt`, into the same places in the standard form
+/// (xmm0-15 in the legacy region at offset 160, ymm upper halves with `vextractf128` at the AVX
+/// component's offset, MXCSR with `stmxcsr` at 24, XSTATE_BV = XINUSE's SSE and AVX bits with the
+/// x87 bit clear, XCOMP_BV 0), so the area stays an image `xrstor`, signal frames and every
+/// other reader of the standard form take as before. True when the stores ran: x87 is then in
+/// its init state on this CPU, and stays so until something other than a switch runs here.
+///
+/// Where the area does not allow it ([`FpuFeatures::fast_switch`]) or x87 is in use, this is
+/// [`save`].
+///
+/// # Safety
+/// As for [`save`].
+#[inline]
+pub unsafe fn save_switch(area: &mut FpuArea, kind: FpuKind) -> bool {
+    let avx = area.fast_avx_offset;
+    if avx == 0 {
+        // SAFETY: the caller's guarantees are `save`'s.
+        unsafe { save(area, kind) };
+        return false;
+    }
+    // SAFETY: a fast area exists only where `fast_switch` saw OSXSAVE and XGETBV1.
+    let in_use = unsafe { xinuse() };
+    if in_use & X87_BIT != 0 {
+        // SAFETY: as above.
+        unsafe { save(area, kind) };
+        return false;
+    }
+    let p = area.ptr.as_ptr();
+    // SAFETY: `p` is a 64-byte aligned standard-form area, exclusively borrowed, at least
+    // `avx + 256` bytes long (checked in `FpuArea::new`): every store below is in bounds and
+    // aligned (160 + 16 i, avx + 16 i with avx a multiple of 64, 24, 512, 520). AVX state is
+    // enabled (`fast_switch`), so the VEX encodings run, and CR0.TS is clear (caller). The asm
+    // only reads vector registers and MXCSR.
+    //
+    // What the stores leave is what `xsaveopt` would: x87 is in its init state (XINUSE[0] = 0
+    // guarantees it, the reverse of the processor's permitted over-reporting), so its bytes are
+    // left alone with XSTATE_BV[0] = 0, exactly as `xsaveopt` skips an init component; XSTATE_BV
+    // bits 1 and 2 are XINUSE's (a clear bit: the registers are zero, which a restore gives back
+    // from the bit alone); MXCSR is written whatever the bits, as `xsave` does when SSE or AVX is
+    // requested. Bits of XSTATE_BV above 2 were never set in a thread's area (every save and
+    // restore requests x87, SSE and AVX only), so the whole word is written. MXCSR_MASK (offset
+    // 28) keeps whatever an `xsave` last wrote there, or 0 in a fresh area ("the default mask",
+    // in the manuals' words).
+    //
+    // The XSAVEOPT "modified" tracking stays right: it only lets a later `xsaveopt` to the area
+    // last given to `xrstor` skip components that no instruction has written since that
+    // `xrstor`; these stores change no register, and put into the area the values the registers
+    // hold, which is what that `xsaveopt` would have written anyway.
+    unsafe {
+        core::arch::asm!(
+            "vmovdqa [{p} + 160], xmm0",
+            "vmovdqa [{p} + 176], xmm1",
+            "vmovdqa [{p} + 192], xmm2",
+            "vmovdqa [{p} + 208], xmm3",
+            "vmovdqa [{p} + 224], xmm4",
+            "vmovdqa [{p} + 240], xmm5",
+            "vmovdqa [{p} + 256], xmm6",
+            "vmovdqa [{p} + 272], xmm7",
+            "vmovdqa [{p} + 288], xmm8",
+            "vmovdqa [{p} + 304], xmm9",
+            "vmovdqa [{p} + 320], xmm10",
+            "vmovdqa [{p} + 336], xmm11",
+            "vmovdqa [{p} + 352], xmm12",
+            "vmovdqa [{p} + 368], xmm13",
+            "vmovdqa [{p} + 384], xmm14",
+            "vmovdqa [{p} + 400], xmm15",
+            "vextractf128 [{a} + 0], ymm0, 1",
+            "vextractf128 [{a} + 16], ymm1, 1",
+            "vextractf128 [{a} + 32], ymm2, 1",
+            "vextractf128 [{a} + 48], ymm3, 1",
+            "vextractf128 [{a} + 64], ymm4, 1",
+            "vextractf128 [{a} + 80], ymm5, 1",
+            "vextractf128 [{a} + 96], ymm6, 1",
+            "vextractf128 [{a} + 112], ymm7, 1",
+            "vextractf128 [{a} + 128], ymm8, 1",
+            "vextractf128 [{a} + 144], ymm9, 1",
+            "vextractf128 [{a} + 160], ymm10, 1",
+            "vextractf128 [{a} + 176], ymm11, 1",
+            "vextractf128 [{a} + 192], ymm12, 1",
+            "vextractf128 [{a} + 208], ymm13, 1",
+            "vextractf128 [{a} + 224], ymm14, 1",
+            "vextractf128 [{a} + 240], ymm15, 1",
+            "vstmxcsr [{p} + 24]",
+            "mov [{p} + 512], {bv}",
+            "mov qword ptr [{p} + 520], 0",
+            p = in(reg) p,
+            a = in(reg) p.add(avx),
+            bv = in(reg) in_use & SSE_AVX_BITS,
+            options(nostack, preserves_flags),
+        )
+    };
+    true
+}
+
+/// The switch path's [`restore`]: when the image has x87 in its init state (XSTATE_BV[0] clear,
+/// nothing but SSE and AVX bits in XSTATE_BV, XCOMP_BV and the reserved header word zero) and so
+/// has this CPU, the vector registers are loaded with plain loads instead of `xrstor`: MXCSR with
+/// `ldmxcsr`, xmm0-15 with VEX-encoded 128-bit loads (which zero the upper halves), or zeroed when
+/// the SSE bit is clear, then the upper halves with `vinsertf128` when the AVX bit is set. True
+/// when the loads ran.
+///
+/// `x87_init`: the caller knows x87 is in its init state here (a [`save_switch`] just returned
+/// true on this CPU, nothing has run since); false makes this read XINUSE to find out. Where the
+/// area does not allow it ([`FpuFeatures::fast_switch`]), or either side has x87 in use, this is
+/// [`restore`].
+///
+/// # Safety
+/// As for [`restore`].
+#[inline]
+pub unsafe fn restore_switch(area: &FpuArea, kind: FpuKind, x87_init: bool) -> bool {
+    let avx = area.fast_avx_offset;
+    let p = area.ptr.as_ptr();
+    if avx != 0 {
+        // SAFETY: the header is within the area (at least 576 bytes), 8-byte aligned; `&FpuArea`
+        // excludes a concurrent save (which needs `&mut`).
+        let (bv, xcomp, reserved) = unsafe {
+            let h = p.add(HEADER_OFFSET).cast::<u64>();
+            (h.read(), h.add(1).read(), h.add(2).read())
+        };
+        // Anything but a plain SSE/AVX image (x87 in use, a compacted or malformed header: the
+        // latter faults in `xrstor` exactly as before) takes `xrstor`.
+        let plain = bv & !SSE_AVX_BITS == 0 && xcomp | reserved == 0;
+        // SAFETY: a fast area exists only where `fast_switch` saw OSXSAVE and XGETBV1.
+        if plain && (x87_init || unsafe { xinuse() } & X87_BIT == 0) {
+            // SAFETY: the image is valid (caller), and every load below is in bounds and aligned as
+            // in `save_switch`; AVX state is enabled and CR0.TS clear (caller). The asm writes every
+            // vector register and MXCSR, declared by `clobber_abi("C")` (as for `restore`), and reads
+            // the area only.
+            //
+            // No state of another thread survives: x87 is in its init state on the CPU (XINUSE[0]
+            // = 0 means so; a processor may only err the other way) and in the image, where
+            // `xrstor` would have initialised it: the x87 data registers, which these loads do
+            // not touch, hold nothing of whoever ran before. Every xmm and ymm register is fully
+            // written: by a VEX load or `vpxor` (both zero bits 255:128, and beyond where the
+            // registers are wider), then `vinsertf128` for the upper half when the image has one.
+            // MXCSR is loaded from the image whatever XSTATE_BV says, as `xrstor` does when SSE or
+            // AVX is requested (and `ldmxcsr` faults on reserved bits as `xrstor` does).
+            //
+            // The XSAVEOPT tracking stays right: the address `xrstor` last loaded from keeps
+            // belonging to that `xrstor`, and every register these loads write is marked modified
+            // by the processor (any instruction that writes a component marks it), so a later
+            // `xsaveopt` to that address saves them instead of trusting its bytes.
+            unsafe {
+                core::arch::asm!(
+                    "vldmxcsr [{p} + 24]",
+                    "test {bv:e}, 2",
+                    "jz 2f",
+                    "vmovdqa xmm0, [{p} + 160]",
+                    "vmovdqa xmm1, [{p} + 176]",
+                    "vmovdqa xmm2, [{p} + 192]",
+                    "vmovdqa xmm3, [{p} + 208]",
+                    "vmovdqa xmm4, [{p} + 224]",
+                    "vmovdqa xmm5, [{p} + 240]",
+                    "vmovdqa xmm6, [{p} + 256]",
+                    "vmovdqa xmm7, [{p} + 272]",
+                    "vmovdqa xmm8, [{p} + 288]",
+                    "vmovdqa xmm9, [{p} + 304]",
+                    "vmovdqa xmm10, [{p} + 320]",
+                    "vmovdqa xmm11, [{p} + 336]",
+                    "vmovdqa xmm12, [{p} + 352]",
+                    "vmovdqa xmm13, [{p} + 368]",
+                    "vmovdqa xmm14, [{p} + 384]",
+                    "vmovdqa xmm15, [{p} + 400]",
+                    "jmp 3f",
+                    "2:",
+                    "vpxor xmm0, xmm0, xmm0",
+                    "vpxor xmm1, xmm1, xmm1",
+                    "vpxor xmm2, xmm2, xmm2",
+                    "vpxor xmm3, xmm3, xmm3",
+                    "vpxor xmm4, xmm4, xmm4",
+                    "vpxor xmm5, xmm5, xmm5",
+                    "vpxor xmm6, xmm6, xmm6",
+                    "vpxor xmm7, xmm7, xmm7",
+                    "vpxor xmm8, xmm8, xmm8",
+                    "vpxor xmm9, xmm9, xmm9",
+                    "vpxor xmm10, xmm10, xmm10",
+                    "vpxor xmm11, xmm11, xmm11",
+                    "vpxor xmm12, xmm12, xmm12",
+                    "vpxor xmm13, xmm13, xmm13",
+                    "vpxor xmm14, xmm14, xmm14",
+                    "vpxor xmm15, xmm15, xmm15",
+                    "3:",
+                    "test {bv:e}, 4",
+                    "jz 4f",
+                    "vinsertf128 ymm0, ymm0, [{a} + 0], 1",
+                    "vinsertf128 ymm1, ymm1, [{a} + 16], 1",
+                    "vinsertf128 ymm2, ymm2, [{a} + 32], 1",
+                    "vinsertf128 ymm3, ymm3, [{a} + 48], 1",
+                    "vinsertf128 ymm4, ymm4, [{a} + 64], 1",
+                    "vinsertf128 ymm5, ymm5, [{a} + 80], 1",
+                    "vinsertf128 ymm6, ymm6, [{a} + 96], 1",
+                    "vinsertf128 ymm7, ymm7, [{a} + 112], 1",
+                    "vinsertf128 ymm8, ymm8, [{a} + 128], 1",
+                    "vinsertf128 ymm9, ymm9, [{a} + 144], 1",
+                    "vinsertf128 ymm10, ymm10, [{a} + 160], 1",
+                    "vinsertf128 ymm11, ymm11, [{a} + 176], 1",
+                    "vinsertf128 ymm12, ymm12, [{a} + 192], 1",
+                    "vinsertf128 ymm13, ymm13, [{a} + 208], 1",
+                    "vinsertf128 ymm14, ymm14, [{a} + 224], 1",
+                    "vinsertf128 ymm15, ymm15, [{a} + 240], 1",
+                    "4:",
+                    p = in(reg) p,
+                    a = in(reg) p.add(avx),
+                    bv = in(reg) bv,
+                    clobber_abi("C"),
+                    options(nostack, readonly),
+                )
+            };
+            return true;
+        }
+    }
+    // SAFETY: the caller's guarantees are `restore`'s.
+    unsafe { restore(area, kind) };
+    false
 }
 
 /// Make the extended state usable on this CPU without any trap, and report how to save it.
@@ -742,5 +1042,197 @@ mod tests {
             read_vector_regs()
         };
         assert_eq!(got, expected_vector_regs(p));
+    }
+
+    fn write_mxcsr(v: u32) {
+        // SAFETY: ldmxcsr reads 4 bytes from a valid local; the value has no reserved bits set
+        // (the callers pass known-good values).
+        unsafe { core::arch::asm!("ldmxcsr [{}]", in(reg) &v, options(nostack, preserves_flags)) };
+    }
+
+    fn read_fcw() -> u16 {
+        let mut v = 0u16;
+        // SAFETY: fnstcw writes 2 bytes to a valid local.
+        unsafe { core::arch::asm!("fnstcw [{}]", in(reg) &mut v, options(nostack, preserves_flags)) };
+        v
+    }
+
+    fn write_fcw(v: u16) {
+        // SAFETY: fldcw reads 2 bytes from a valid local; only the x87 control word changes.
+        unsafe { core::arch::asm!("fldcw [{}]", in(reg) &v, options(nostack, preserves_flags)) };
+    }
+
+    /// The fast switch features, or `None` (the test has nothing to check) where this machine
+    /// lacks them.
+    fn fast() -> Option<FpuFeatures> {
+        let f = features().for_threads();
+        if f.fast_switch() {
+            Some(f)
+        } else {
+            eprintln!("no XSAVEOPT, XGETBV1 or AVX state here: the stores and loads are not used");
+            None
+        }
+    }
+
+    fn header(a: &FpuArea) -> [u64; 2] {
+        let b = a.as_bytes();
+        [0, 8].map(|o| u64::from_le_bytes(b[512 + o..520 + o].try_into().unwrap()))
+    }
+
+    /// Put x87 in its init state on this CPU (an `xrstor` of a clean image does; nothing in a
+    /// test harness thread touches x87 afterwards).
+    fn x87_init(f: &FpuFeatures) {
+        let clean = FpuArea::new(FpuKind::Xsaveopt, f).unwrap();
+        // SAFETY: XSAVE is enabled (fast_switch); the clean image is valid.
+        unsafe { restore(&clean, FpuKind::Xsaveopt) };
+    }
+
+    #[test]
+    fn xinuse_shows_x87_init_after_a_clean_restore() {
+        let Some(f) = fast() else { return };
+        // SAFETY: as for the tests below; nothing of this thread's state is kept.
+        assert!(unsafe { xinuse_tracks_x87(&f) });
+    }
+
+    #[test]
+    fn save_switch_writes_what_xsave_does() {
+        let Some(f) = fast() else { return };
+        let kind = FpuKind::Xsaveopt;
+        let mut by_stores = FpuArea::new(kind, &f).unwrap();
+        let mut by_xsave = FpuArea::new(kind, &f).unwrap();
+        x87_init(&f);
+        // SAFETY: SSE, AVX and XSAVE are enabled in user space here (fast_switch); areas are ours.
+        let fast_taken = unsafe {
+            fill_vector_regs(0x7777_0000_0000_0000);
+            write_mxcsr(0x9fc0);
+            let taken = save_switch(&mut by_stores, kind);
+            save_full(&mut by_xsave);
+            write_mxcsr(MXCSR_DEFAULT);
+            taken
+        };
+        assert!(fast_taken, "x87 was in its init state: the stores should have run");
+        let (s, x) = (by_stores.as_bytes(), by_xsave.as_bytes());
+        assert_eq!(s[24..28], x[24..28], "MXCSR");
+        assert_eq!(by_stores.mxcsr(), 0x9fc0);
+        assert_eq!(s[160..416], x[160..416], "xmm0-15");
+        let avx = f.avx_offset;
+        assert_eq!(s[avx..avx + 256], x[avx..avx + 256], "ymm upper halves");
+        assert_eq!(header(&by_stores), header(&by_xsave), "XSTATE_BV and XCOMP_BV");
+        assert_eq!(header(&by_stores)[0] & X87_BIT, 0);
+    }
+
+    #[test]
+    fn restore_switch_loads_what_xrstor_does() {
+        let Some(f) = fast() else { return };
+        let kind = FpuKind::Xsaveopt;
+        let mut saved = FpuArea::new(kind, &f).unwrap();
+        x87_init(&f);
+        // SAFETY: as above.
+        unsafe {
+            fill_vector_regs(0x8888_0000_0000_0000);
+            write_mxcsr(0x9fc0);
+            assert!(save_switch(&mut saved, kind));
+            write_mxcsr(MXCSR_DEFAULT);
+        }
+        // The image as saved, then with the AVX bit clear, the SSE bit clear, and both clear.
+        for clear in [0, 0b100, 0b010, 0b110] {
+            let mut image = FpuArea::new(kind, &f).unwrap();
+            image.as_bytes_mut().copy_from_slice(saved.as_bytes());
+            let bv = header(&image)[0] & !clear;
+            image.as_bytes_mut()[512..520].copy_from_slice(&bv.to_le_bytes());
+            // SAFETY: as above; the image is a valid standard-form image (one written by a save,
+            // with header bits cleared).
+            let (by_loads, loads_mxcsr, fast_taken, by_xrstor, xrstor_mxcsr) = unsafe {
+                fill_vector_regs(0x9999_0000_0000_0000);
+                let taken = restore_switch(&image, kind, false);
+                let regs = read_vector_regs();
+                let m = read_mxcsr();
+                fill_vector_regs(0x9999_0000_0000_0000);
+                write_mxcsr(MXCSR_DEFAULT);
+                restore(&image, kind);
+                let r2 = read_vector_regs();
+                let m2 = read_mxcsr();
+                write_mxcsr(MXCSR_DEFAULT);
+                (regs, m, taken, r2, m2)
+            };
+            assert!(fast_taken, "XSTATE_BV {bv:#x}: the loads should have run");
+            assert_eq!(by_loads, by_xrstor, "XSTATE_BV {bv:#x}");
+            assert_eq!(loads_mxcsr, xrstor_mxcsr, "XSTATE_BV {bv:#x}");
+            let mut want = expected_vector_regs(0x8888_0000_0000_0000);
+            for r in want.iter_mut() {
+                if clear & 0b010 != 0 {
+                    r[0] = 0;
+                    r[1] = 0;
+                }
+                if clear & 0b100 != 0 {
+                    r[2] = 0;
+                    r[3] = 0;
+                }
+            }
+            assert_eq!(by_loads, want, "XSTATE_BV {bv:#x}");
+        }
+    }
+
+    #[test]
+    fn switch_round_trip_keeps_two_states_apart() {
+        let Some(f) = fast() else { return };
+        let kind = FpuKind::Xsaveopt;
+        let mut a = FpuArea::new(kind, &f).unwrap();
+        let mut b = FpuArea::new(kind, &f).unwrap();
+        x87_init(&f);
+        // SAFETY: as above.
+        let (got_a, got_b, fresh) = unsafe {
+            fill_vector_regs(0xaaaa_0000_0000_0000);
+            let x87 = save_switch(&mut a, kind);
+            // A thread that has not run yet: its clean image loads as zeros and the default MXCSR.
+            let clean = FpuArea::new(kind, &f).unwrap();
+            assert!(restore_switch(&clean, kind, x87));
+            let fresh = (read_vector_regs(), read_mxcsr());
+            fill_vector_regs(0xbbbb_0000_0000_0000);
+            let x87 = save_switch(&mut b, kind);
+            assert!(restore_switch(&a, kind, x87));
+            let got_a = read_vector_regs();
+            let x87 = save_switch(&mut a, kind);
+            assert!(restore_switch(&b, kind, x87));
+            (got_a, read_vector_regs(), fresh)
+        };
+        assert_eq!(got_a, expected_vector_regs(0xaaaa_0000_0000_0000));
+        assert_eq!(got_b, expected_vector_regs(0xbbbb_0000_0000_0000));
+        assert_eq!(fresh, ([[0; 4]; 16], MXCSR_DEFAULT));
+    }
+
+    #[test]
+    fn x87_in_use_takes_the_instructions_and_keeps_x87() {
+        let Some(f) = fast() else { return };
+        let kind = FpuKind::Xsaveopt;
+        let mut a = FpuArea::new(kind, &f).unwrap();
+        let mut b = FpuArea::new(kind, &f).unwrap();
+        x87_init(&f);
+        // SAFETY: as above; the x87 control word written masks every exception.
+        let (saved_fast, restored_fast, fcw, into_used_fast, fcw_after) = unsafe {
+            // x87 in use: a control word other than the init one (0x037f).
+            write_fcw(0x027f);
+            fill_vector_regs(0xeeee_0000_0000_0000);
+            let saved_fast = save_switch(&mut a, kind);
+            // Another thread's state with x87 in its init state, then `a` back over it.
+            x87_init(&f);
+            fill_vector_regs(0x1234_0000_0000_0000);
+            assert!(save_switch(&mut b, kind));
+            let restored_fast = restore_switch(&a, kind, true);
+            let fcw = read_fcw();
+            let regs = read_vector_regs();
+            assert_eq!(regs, expected_vector_regs(0xeeee_0000_0000_0000));
+            // With x87 in use on the CPU, even an image without it goes through `xrstor`, which
+            // puts x87 back in its init state.
+            let into_used_fast = restore_switch(&b, kind, false);
+            (saved_fast, restored_fast, fcw, into_used_fast, read_fcw())
+        };
+        assert!(!saved_fast, "x87 in use: xsaveopt");
+        assert_ne!(header(&a)[0] & X87_BIT, 0, "xsaveopt recorded x87 in use");
+        assert!(!restored_fast, "an image with x87 in use goes through xrstor");
+        assert_eq!(fcw, 0x027f, "x87 state came back");
+        assert!(!into_used_fast, "x87 in use on the CPU: xrstor");
+        assert_eq!(fcw_after, FCW_DEFAULT);
+        x87_init(&f);
     }
 }

@@ -312,12 +312,20 @@ fn native(options: &Options, in_kernel_follows: bool) -> io::Result<Native> {
         let vectors = Arc::clone(&vectors);
         linux::sched_yield_pair(per_iteration, cpu, move || vectors.touch())?
     };
-    let fpu_restore = stats::summarize(measure::cycles_per_op(batched, BATCH, || {
+    let touch = stats::summarize(measure::cycles_per_op(batched, BATCH, || {
         for _ in 0..BATCH {
             vectors.touch();
         }
     }));
     let fpu_save = stats::summarize(ours::fpu_save(batched, &vectors));
+    let fpu_restore = stats::summarize(ours::fpu_restore(batched, &vectors));
+    // How the switch path moves vector state here: plain stores and loads while x87 is in its
+    // init state, where `arch::fpu` allows them, else the instruction pair.
+    let fpu_path = if arch::fpu::FpuFeatures::detect().for_threads().fast_switch() {
+        "vector stores and loads (x87 in its init state)".to_owned()
+    } else {
+        format!("{:?}", vectors.kind())
+    };
 
     progress("our pick with 2, 100 and 10,000 runnable threads");
     let picks: Vec<(usize, stats::Summary)> =
@@ -377,13 +385,15 @@ fn native(options: &Options, in_kernel_follows: bool) -> io::Result<Native> {
             measured(our_fpu_yield.per_switch_cycles),
             peer("Linux sched_yield", measured(linux_fpu_yield.per_switch_cycles)),
             Some(format!(
-                "both sides load a live vector image (arch::fpu::restore) before each yield, so each switch \
-                 includes one such load ({:.0} cycles, the FPU restore phase below); ours are sched threads \
-                 spawned with_fpu: sched counted {:.2} FPU saves and {:.2} restores per switch; Linux needed \
-                 {:.2} sched_yield calls per round trip",
-                fpu_restore.median_cycles,
+                "both sides load a live vector pattern (16 ymm loads) before each yield, so each switch \
+                 includes one such touch ({:.0} cycles, the touch phase below); ours are sched threads \
+                 spawned with_fpu: sched counted {:.2} FPU saves ({:.2} by stores) and {:.2} restores ({:.2} \
+                 by loads) per switch; Linux needed {:.2} sched_yield calls per round trip",
+                touch.median_cycles,
                 ratio(our_fpu_yield.counters.fpu_saves, our_fpu_yield.counters.context_switches),
+                ratio(our_fpu_yield.counters.fpu_fast_saves, our_fpu_yield.counters.context_switches),
                 ratio(our_fpu_yield.counters.fpu_restores, our_fpu_yield.counters.context_switches),
+                ratio(our_fpu_yield.counters.fpu_fast_restores, our_fpu_yield.counters.context_switches),
                 linux_fpu_yield.yields_per_round_trip
             )),
         ),
@@ -429,14 +439,20 @@ fn native(options: &Options, in_kernel_follows: bool) -> io::Result<Native> {
             Some("same samples as the raw window switch row".to_owned()),
         ),
         row(
-            format!("our yield, phase: FPU save, {:?} (per save; {per_batch})", vectors.kind()),
+            format!("our yield, phase: FPU save, {fpu_path} (per save; {per_batch})"),
             Figure::Cycles(fpu_save),
             None,
             None,
         ),
         row(
-            format!("our yield, phase: FPU restore, {:?} (per restore; {per_batch})", vectors.kind()),
+            format!("our yield, phase: FPU restore, {fpu_path} (per restore; {per_batch})"),
             Figure::Cycles(fpu_restore),
+            None,
+            Some("the restore reads XINUSE, which the switch skips right after a save by stores".to_owned()),
+        ),
+        row(
+            format!("live-vector touch, 16 ymm loads (per touch; {per_batch})"),
+            Figure::Cycles(touch),
             None,
             Some("phases are timed apart; the yield rows above minus their sum is the rest of the path \
                   (bookkeeping, counters, the platform's clock and CPU-number reads)"

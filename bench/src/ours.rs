@@ -7,8 +7,7 @@
 //!   without FPU state; the same ping-pong `linux::sched_yield_pair` runs through Linux.
 //! - [`pick`]: the run-queue work of a yield (lock, put the current thread back, pop the next)
 //!   with a chosen number of runnable threads.
-//! - [`fpu_save`]: the extended-state save of the switch path (the restore is
-//!   `LiveVectors::touch`, which `main` times).
+//! - [`fpu_save`], [`fpu_restore`]: the extended-state save and restore of the switch path.
 //!
 //! Neighbours: `measure` for timing, `vector` for live vector state, `linux` for the peer rows.
 
@@ -235,10 +234,11 @@ pub fn pick(sampling: Sampling, nr_runnable: usize) -> Vec<f64> {
     samples
 }
 
-/// Per-save samples of the switch path's extended-state save (`arch::fpu::save`, the kind `sched`
-/// picks here) of live vector state, timed in batches of [`BATCH`] saves. The state is loaded
-/// from `vectors` first, as an FPU thread's would be, so the save cannot take the "unmodified since
-/// the last restore from this area" shortcut.
+/// Per-save samples of the switch path's extended-state save (`arch::fpu::save_switch`: stores
+/// while x87 is in its init state, else the kind `sched` picks here) of live vector state, timed
+/// in batches of [`BATCH`] saves. The state is loaded from `vectors` first, as an FPU thread's
+/// would be, so an `xsaveopt` cannot take the "unmodified since the last restore from this area"
+/// shortcut.
 pub fn fpu_save(sampling: Sampling, vectors: &LiveVectors) -> Vec<f64> {
     let features = FpuFeatures::detect().for_threads();
     let mut area = FpuArea::new(vectors.kind(), &features).expect("memory for a save area");
@@ -247,7 +247,19 @@ pub fn fpu_save(sampling: Sampling, vectors: &LiveVectors) -> Vec<f64> {
         for _ in 0..BATCH {
             // SAFETY: the area was sized for this kind on this machine, whose user space has it
             // enabled (LiveVectors::new saved with it already).
-            unsafe { fpu::save(&mut area, vectors.kind()) };
+            unsafe { fpu::save_switch(&mut area, vectors.kind()) };
+        }
+    })
+}
+
+/// Per-restore samples of the switch path's extended-state restore (`arch::fpu::restore_switch`,
+/// reading XINUSE itself) of the live vector image, timed in batches of [`BATCH`] restores.
+pub fn fpu_restore(sampling: Sampling, vectors: &LiveVectors) -> Vec<f64> {
+    cycles_per_op(sampling, BATCH, || {
+        for _ in 0..BATCH {
+            // SAFETY: the image was saved with this kind in this process, whose user space has it
+            // enabled.
+            unsafe { fpu::restore_switch(vectors.area(), vectors.kind(), false) };
         }
     })
 }
@@ -296,5 +308,6 @@ mod tests {
     fn fpu_save_returns_one_sample_per_batch() {
         let vectors = LiveVectors::new().unwrap();
         assert_eq!(fpu_save(TINY, &vectors).len(), 10);
+        assert_eq!(fpu_restore(TINY, &vectors).len(), 10);
     }
 }

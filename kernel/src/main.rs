@@ -191,11 +191,20 @@ fn kernel_main(info: BootInfo) -> ! {
     let fpu = unsafe { arch::fpu::enable_on_this_cpu(!opts.noxsave) };
     NOXSAVE.store(opts.noxsave, core::sync::atomic::Ordering::Relaxed);
     task::init(nr_cpus, opts.slice_us * 1000, opts.idle_poll_us * 1000, fpu, !opts.eagerfpu);
+    // SAFETY: boot CPU, XSAVE enabled where `fast_switch` says so, CR0.TS clear; no thread has
+    // extended state yet.
+    let xinuse_x87 = unsafe { arch::fpu::xinuse_tracks_x87(&fpu) };
     log::info!(
         "fpu: threads' {} state with {}; {}",
         if fpu.ymm_enabled() { "x87, SSE and AVX" } else { "x87 and SSE" },
         match fpu.kind() {
-            arch::fpu::FpuKind::Xsaveopt => "XSAVEOPT/XRSTOR",
+            // The eager switch stores and loads the vector registers itself while x87 is in its
+            // init state (`arch::fpu::save_switch`) where XINUSE can be read; say which.
+            arch::fpu::FpuKind::Xsaveopt if xinuse_x87 =>
+                "XSAVEOPT/XRSTOR, or vector stores and loads while x87 is in its init state (XGETBV1)",
+            arch::fpu::FpuKind::Xsaveopt if fpu.fast_switch() =>
+                "XSAVEOPT/XRSTOR (XGETBV1 reports x87 always in use: no vector stores and loads)",
+            arch::fpu::FpuKind::Xsaveopt => "XSAVEOPT/XRSTOR (no XGETBV1 or AVX: always)",
             arch::fpu::FpuKind::Xsave => "XSAVE/XRSTOR",
             arch::fpu::FpuKind::Fxsave if opts.noxsave => "FXSAVE/FXRSTOR (noxsave)",
             arch::fpu::FpuKind::Fxsave => "FXSAVE/FXRSTOR (the CPU has no XSAVE)",

@@ -2387,6 +2387,11 @@ impl<P: Platform> Scheduler<P> {
     /// `FPU_HOT_SLICES` slices is restored eagerly with the trap disarmed, as before, so that a
     /// vector-heavy thread takes no trap per slice.
     ///
+    /// The eager save and restore go through `arch::fpu::save_switch` and `restore_switch`: with
+    /// x87 in its init state (on the CPU, and in the incoming image) they move the vector
+    /// registers with plain stores and loads in the standard XSAVE layout, which costs a fraction
+    /// of `xsaveopt` plus `xrstor`; anything else takes the instructions.
+    ///
     /// # Safety
     /// As for `switch_to`, and `kind` is enabled on this CPU; `next_mm` is the word of `next`'s
     /// space, already loaded here (0 for a thread without one).
@@ -2395,6 +2400,9 @@ impl<P: Platform> Scheduler<P> {
         let local = &cpu.local;
         // Never set where the platform is not lazy: only a lazy switch below arms the trap.
         let armed = local.fpu_trap.load(Ordering::Relaxed);
+        // Whether a save below found x87 in its init state on this CPU (and so left it): the
+        // restore can then load `next`'s vector registers without reading XINUSE again.
+        let mut x87_init = false;
         if let Some(area) = &prev.fpu
             && prev.entity.state() != State::Dead
         {
@@ -2406,7 +2414,10 @@ impl<P: Platform> Scheduler<P> {
                 // Disarmed while `prev` ran: it owns the registers (restored at its switch-in or by
                 // its trap) and may have changed them.
                 // SAFETY: only the CPU running or switching a thread touches its area: that is us.
-                unsafe { fpu::save(&mut *area.get(), kind) };
+                x87_init = unsafe { fpu::save_switch(&mut *area.get(), kind) };
+                if x87_init {
+                    bump(&cpu.counters.fpu_fast_saves);
+                }
                 prev.fpu_cpu.store(me, Ordering::Relaxed);
                 prev.fpu_uses
                     .store(prev.fpu_uses.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
@@ -2453,8 +2464,12 @@ impl<P: Platform> Scheduler<P> {
             bump(&cpu.counters.fpu_restores_skipped);
         } else {
             // SAFETY: as above; the area holds a valid image (clean, or saved by a switch that
-            // `wait_off_cpu` ordered before us).
-            unsafe { fpu::restore(&*area.get(), kind) };
+            // `wait_off_cpu` ordered before us). `x87_init` is true only if the save above just
+            // found x87 in its init state here; nothing between touched x87 (this path, and the
+            // kernel, use no x87 code).
+            if unsafe { fpu::restore_switch(&*area.get(), kind, x87_init) } {
+                bump(&cpu.counters.fpu_fast_restores);
+            }
             local.fpu_owner.store(next.id.0, Ordering::Relaxed);
             local.fpu_owner_mm.store(next_mm, Ordering::Relaxed);
             next.fpu_cpu.store(me, Ordering::Relaxed);

@@ -75,6 +75,13 @@ counters! {
     /// Extended-state restores of incoming FPU threads, at a switch or at their trap on first use,
     /// and loads of the clean state over another space's before a lazy switch.
     fpu_restores,
+    /// Of `fpu_saves`, those made with plain stores of the vector registers (x87 in its init
+    /// state, `arch::fpu::save_switch`) instead of the save instruction.
+    fpu_fast_saves,
+    /// Of `fpu_restores`, those made with plain loads of the vector registers (x87 in its init
+    /// state in the image and on the CPU, `arch::fpu::restore_switch`) instead of the restore
+    /// instruction.
+    fpu_fast_restores,
     /// Restores skipped because the incoming thread's state was still live in this CPU's registers.
     fpu_restores_skipped,
     /// Switches that let the incoming thread run without its own extended state in the registers

@@ -398,6 +398,14 @@ fn fpu_state_of_alternating_fpu_threads_is_restored_every_time() {
         c.fpu_saves, 100,
         "each thread switched out 50 times alive: {c:?}"
     );
+    // Nothing here touches x87: where the CPU lets XINUSE be read, every save is the plain
+    // stores, and every restore after a save on the same switch is the plain loads.
+    if arch::fpu::FpuFeatures::detect().for_threads().fast_switch() {
+        assert_eq!(c.fpu_fast_saves, c.fpu_saves, "{c:?}");
+        assert!(c.fpu_fast_restores >= c.fpu_saves, "{c:?}");
+    } else {
+        assert_eq!((c.fpu_fast_saves, c.fpu_fast_restores), (0, 0), "{c:?}");
+    }
 }
 
 /// `switch_mm` runs exactly when the incoming thread has an address space that is not loaded;
