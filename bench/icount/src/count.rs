@@ -21,6 +21,15 @@
 //! Limits: an exception in the middle of a block (a page fault, a #GP) re-executes the faulting
 //! instruction after its handler, so that block's segment is counted in full once and its tail
 //! again: a few instructions per fault. Interrupts are taken only between blocks under TCG.
+//!
+//! A page-crossing instruction: QEMU 7.2 ends a block before an instruction that would cross into
+//! the next page (unless it is the block's first), and starts the next block with it; but its
+//! plugin API still lists the abandoned, partly decoded instruction as the first block's last, so
+//! counting the listing would count that instruction twice, once in each block, and a count would
+//! move by one with where the linker happened to put code. A block whose last instruction starts
+//! in the last 15 bytes of a page carries its address ([`Segment::tail`]); when the next block the
+//! vCPU executes starts at that very address, the instruction did not run at the end of the first
+//! block and is taken back out of the window (and the profile).
 
 use crate::decode::{Insn, Marker, MarkerKind, Special, classify};
 
@@ -60,6 +69,10 @@ pub struct Segment {
     pub vector_entry: bool,
     /// The segment's last instruction is an `iret`.
     pub ends_in_iret: bool,
+    /// The address of the block's last instruction, where a block of more than one instruction
+    /// ends with one that starts in the last 15 bytes of a page: it may be an instruction QEMU
+    /// abandoned because it crosses into the next page (see the module's notes).
+    pub tail: Option<u64>,
     /// The address of its first instruction (for the profile: where its instructions ran).
     pub start: u64,
     pub counts: Counts,
@@ -93,9 +106,17 @@ pub fn segments(insns: &[(u64, &[u8])], vectors: &[(u64, u64)]) -> Vec<(usize, S
         } else {
             segment.counts.user += 1;
         }
+        if index > 0 && index == insns.len() - 1 && vaddr & PAGE_MASK > PAGE_MASK - MAX_INSN_LEN {
+            segment.tail = Some(vaddr);
+        }
     }
     out
 }
+
+/// The offset bits of a 4 KiB page.
+const PAGE_MASK: u64 = 0xfff;
+/// The longest x86 instruction, in bytes.
+const MAX_INSN_LEN: u64 = 15;
 
 /// One tag's totals on one vCPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -132,6 +153,9 @@ pub struct Vcpu {
     arming: Option<u16>,
     /// The last block executed ended in `iret`.
     after_iret: bool,
+    /// The last segment executed had a [`Segment::tail`]: its address, that segment's start and
+    /// the tag of the window it was counted in.
+    tail: Option<(u64, u64, u16)>,
     /// Per tag, kept sorted by tag.
     stats: Vec<(u16, TagStats)>,
 }
@@ -160,8 +184,21 @@ impl Vcpu {
         }
     }
 
-    /// One execution of `segment` on this vCPU.
-    pub fn execute(&mut self, segment: &Segment) {
+    /// One execution of `segment` on this vCPU. Returns the tag and segment start to take one
+    /// instruction back from in the profile, when the segment showed that the last one executed
+    /// ended in an instruction that did not run there (see the module's notes on page crossings).
+    pub fn execute(&mut self, segment: &Segment) -> Option<(u16, u64)> {
+        let mut taken_back = None;
+        if let Some((tail, start, tag)) = self.tail.take()
+            && segment.block_start
+            && segment.start == tail
+            && let Some(window) = &mut self.open
+            && window.tag == tag
+        {
+            let half = if tail >= KERNEL_HALF { &mut window.counts.kernel } else { &mut window.counts.user };
+            *half = half.saturating_sub(1);
+            taken_back = Some((tag, start));
+        }
         if segment.block_start {
             if self.after_iret && self.open.is_some_and(|w| w.by_interrupt) {
                 let window = self.open.take().expect("checked open");
@@ -229,6 +266,8 @@ impl Vcpu {
         if segment.ends_in_iret {
             self.after_iret = true;
         }
+        self.tail = segment.tail.zip(self.open).map(|(tail, window)| (tail, segment.start, window.tag));
+        taken_back
     }
 
     /// The tag of the window open now, which the last executed segment's instructions went to.
@@ -261,6 +300,14 @@ impl Profile {
         let spot = self.spots.entry((tag, segment.start)).or_default();
         spot.0 += 1;
         spot.1 += insns;
+    }
+
+    /// Take back one instruction recorded for the segment at `start` under `tag`
+    /// (`Vcpu::execute`'s answer).
+    pub fn take_back(&mut self, tag: u16, start: u64) {
+        if let Some(spot) = self.spots.get_mut(&(tag, start)) {
+            spot.1 = spot.1.saturating_sub(1);
+        }
     }
 
     /// Add another vCPU's profile to this one.
@@ -364,6 +411,42 @@ mod tests {
         assert_eq!((s.windows, s.discarded, s.unmatched), (1, 0, 0));
         assert_eq!(s.counts.kernel, 2 + 2 + 1);
         assert_eq!(s.counts.special[Special::Wrmsr as usize], 1);
+    }
+
+    /// QEMU 7.2's listing of a block cut before a page-crossing instruction: ten instructions,
+    /// then the abandoned first two bytes of a 7-byte `cmp` at the page's last four bytes; the next
+    /// block is that `cmp` alone.
+    #[test]
+    fn an_instruction_abandoned_at_a_page_end_is_counted_once() {
+        const SUB: &[u8] = &[0x48, 0x83, 0xec, 0x78];
+        const MOV: &[u8] = &[0x48, 0x89, 0x44, 0x24, 0x30];
+        const CMP_PART: &[u8] = &[0x80, 0x3d];
+        const CMP: &[u8] = &[0x80, 0x3d, 0xfd, 0x6f, 0x8e, 0x00, 0x00];
+        let mut first = vec![SUB];
+        first.extend([MOV; 9]);
+        first.push(CMP_PART);
+        let start = K + 0x2fcb;
+        let cut = block(start, &first);
+        assert_eq!(cut[0].tail, Some(K + 0x2ffc));
+        assert_eq!(cut[0].counts.kernel, 11);
+        let mut vcpu = Vcpu::default();
+        run(&mut vcpu, &block(K, &[BEGIN_5]));
+        assert_eq!(vcpu.execute(&cut[0]), None);
+        assert_eq!(vcpu.execute(&block(K + 0x2ffc, &[CMP])[0]), Some((5, start)));
+        run(&mut vcpu, &block(K + 0x3003, &[NOP, END_5]));
+        assert_eq!(stats(&vcpu, 5).counts.kernel, 10 + 1 + 1);
+
+        // A block that really ends at the page's last bytes (a jump away) keeps its count.
+        let mut vcpu = Vcpu::default();
+        run(&mut vcpu, &block(K, &[BEGIN_5]));
+        assert_eq!(vcpu.execute(&cut[0]), None);
+        assert_eq!(vcpu.execute(&block(K + 0x5000, &[NOP])[0]), None);
+        run(&mut vcpu, &block(K + 0x5001, &[END_5]));
+        assert_eq!(stats(&vcpu, 5).counts.kernel, 11 + 1);
+
+        // A lone instruction at the page end, or a block ending further from it, carries no tail.
+        assert_eq!(block(K + 0x2ffc, &[CMP])[0].tail, None);
+        assert_eq!(block(K + 0x2f00, &[NOP, NOP])[0].tail, None);
     }
 
     #[test]

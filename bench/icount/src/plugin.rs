@@ -172,9 +172,14 @@ extern "C" fn on_execute(vcpu_index: c_uint, userdata: *mut c_void) {
     if let Some(vcpu) = plugin.vcpus.get(vcpu_index as usize) {
         let mut state = vcpu.lock().unwrap_or_else(|e| e.into_inner());
         let (vcpu, profile) = &mut *state;
-        vcpu.execute(segment);
-        if let (Some(profile), Some(tag)) = (profile, vcpu.open_tag()) {
-            profile.record(tag, segment);
+        let taken_back = vcpu.execute(segment);
+        if let Some(profile) = profile {
+            if let Some((tag, start)) = taken_back {
+                profile.take_back(tag, start);
+            }
+            if let Some(tag) = vcpu.open_tag() {
+                profile.record(tag, segment);
+            }
         }
     }
 }
