@@ -91,6 +91,13 @@ pub struct FpuFeatures {
     pub xcr0: u64,
     /// Bytes an area needs for the enabled components: CPUID.(0xD,0):EBX with XSAVE enabled, else 512.
     pub area_bytes: usize,
+    /// An AMD (or Hygon) CPU without XSAVEERPTR (CPUID.8000_0008:EBX[2]): its saves write, and its
+    /// restores load, the x87 last-instruction and last-operand pointers and opcode (FIP, FDP, FOP)
+    /// only while an x87 exception is pending, so after a restore they still hold the previous
+    /// thread's, which the next thread can read with `fxsave` once it has made an exception
+    /// pending (CVE-2006-1056; Linux's X86_BUG_FXSAVE_LEAK). [`restore`] then sets them to fixed
+    /// values first.
+    pub x87_pointer_leak: bool,
 }
 
 impl FpuFeatures {
@@ -118,6 +125,9 @@ impl FpuFeatures {
             Some(s) if os_xsave => s.xsave_area_size_enabled_features() as usize,
             _ => FXSAVE_BYTES,
         };
+        let amd = cpuid.get_vendor_info().is_some_and(|v| matches!(v.as_str(), "AuthenticAMD" | "HygonGenuine"));
+        let xsaveerptr = core::arch::x86_64::__cpuid(0x8000_0000).eax >= 0x8000_0008
+            && core::arch::x86_64::__cpuid(0x8000_0008).ebx & (1 << 2) != 0;
         FpuFeatures {
             xsave,
             os_xsave,
@@ -129,6 +139,7 @@ impl FpuFeatures {
             avx_offset,
             xcr0,
             area_bytes,
+            x87_pointer_leak: amd && !xsaveerptr,
         }
     }
 
@@ -183,6 +194,8 @@ pub struct FpuArea {
     /// [`restore_switch`] their plain stores and loads for this area; 0 where they always use the
     /// area's instruction pair.
     fast_avx_offset: usize,
+    /// [`FpuFeatures::x87_pointer_leak`]: [`restore`] sets the x87 pointers to fixed values first.
+    clear_x87_pointers: bool,
 }
 
 // SAFETY: the area is plain bytes owned by this value; it is only read or written through `&mut self`
@@ -221,6 +234,7 @@ impl FpuArea {
             } else {
                 0
             },
+            clear_x87_pointers: features.x87_pointer_leak,
         })
     }
 
@@ -351,16 +365,32 @@ pub unsafe fn restore(area: &FpuArea, kind: FpuKind) {
     let [mask_lo, mask_hi] = area.xcr0_halves;
     // For every arm: `p` is a valid image of the right size and alignment (caller's guarantee); the
     // instructions only read it and change no flags. They overwrite every vector and x87 register,
-    // which `clobber_abi("C")` tells the compiler, exactly as for a call.
-    match kind {
+    // which `clobber_abi("C")` tells the compiler, exactly as for a call. Where the CPU leaks the
+    // x87 pointers ([`FpuFeatures::x87_pointer_leak`]), the restore is preceded by what sets them
+    // to fixed values, as Linux does: `fnclex` (so the load cannot raise a pending exception),
+    // `emms` (every x87 register empty, so it cannot overflow the stack), and an integer load of
+    // the image's first word, whose pointers are then this instruction's and this area's; the
+    // restore replaces the register it loaded.
+    match (kind, area.clear_x87_pointers) {
         // SAFETY: see above.
-        FpuKind::Xsaveopt | FpuKind::Xsave => unsafe {
+        (FpuKind::Xsaveopt | FpuKind::Xsave, false) => unsafe {
             core::arch::asm!("xrstor64 [{}]", in(reg) p, in("eax") mask_lo, in("edx") mask_hi,
                 clobber_abi("C"), options(nostack, preserves_flags, readonly))
         },
+        // SAFETY: see above; the three x87 instructions touch only x87 state and read 4 bytes of
+        // the image.
+        (FpuKind::Xsaveopt | FpuKind::Xsave, true) => unsafe {
+            core::arch::asm!("fnclex", "emms", "fild dword ptr [{p}]", "xrstor64 [{p}]", p = in(reg) p,
+                in("eax") mask_lo, in("edx") mask_hi, clobber_abi("C"), options(nostack, preserves_flags, readonly))
+        },
         // SAFETY: see above.
-        FpuKind::Fxsave => unsafe {
+        (FpuKind::Fxsave, false) => unsafe {
             core::arch::asm!("fxrstor64 [{}]", in(reg) p, clobber_abi("C"), options(nostack, preserves_flags, readonly))
+        },
+        // SAFETY: as for the XSAVE form with the pointers cleared.
+        (FpuKind::Fxsave, true) => unsafe {
+            core::arch::asm!("fnclex", "emms", "fild dword ptr [{p}]", "fxrstor64 [{p}]", p = in(reg) p,
+                clobber_abi("C"), options(nostack, preserves_flags, readonly))
         },
     }
 }
@@ -997,6 +1027,42 @@ mod tests {
                 assert_eq!(got_a, expected_vector_regs(pa), "{kind:?}");
                 assert_eq!(got_b, expected_vector_regs(pb), "{kind:?}");
             }
+        }
+    }
+
+    /// Where the x87 pointers are set to fixed values before a restore (AMD without XSAVEERPTR),
+    /// the restore still gives exactly the image: the x87 registers, control and status words,
+    /// tags and the pointers the image holds.
+    #[test]
+    fn restore_with_the_x87_pointers_cleared_gives_the_image() {
+        let f = features();
+        let leaky = FpuFeatures { x87_pointer_leak: true, ..f };
+        for kind in kinds() {
+            let mut image = FpuArea::new(kind, &f).unwrap();
+            let mut back = FpuArea::new(kind, &f).unwrap();
+            let cleared = FpuArea::new(kind, &leaky).unwrap();
+            assert!(cleared.clear_x87_pointers && !image.clear_x87_pointers);
+            // SAFETY: x87 and SSE are enabled in user space and the kind's instructions per
+            // `kinds`; the areas are ours. The two loads leave two values on the x87 stack, which
+            // the saves record and the restores replace.
+            unsafe {
+                core::arch::asm!("fninit", "fld1", "fldpi", out("st(0)") _, out("st(1)") _, options(nostack));
+                save_full(&mut image);
+                core::arch::asm!("fninit", options(nostack));
+                restore(&cleared, kind);
+                restore(&image, kind);
+                save_full(&mut back);
+                core::arch::asm!("fninit", options(nostack));
+            }
+            let x87 = |a: &FpuArea| {
+                // SAFETY: the legacy region's first 160 bytes are in every area.
+                let bytes = unsafe { core::slice::from_raw_parts(a.ptr.as_ptr(), 160) };
+                [&bytes[..24], &bytes[32..]].concat()
+            };
+            assert_eq!(x87(&back), x87(&image), "{kind:?}");
+            // The image holds the two loads (TOP 6), so the comparison above compared them.
+            let fsw = u16::from_le_bytes([x87(&image)[2], x87(&image)[3]]);
+            assert_eq!((fsw >> 11) & 7, 6, "{kind:?}");
         }
     }
 

@@ -195,7 +195,7 @@ fn kernel_main(info: BootInfo) -> ! {
     // extended state yet.
     let xinuse_x87 = unsafe { arch::fpu::xinuse_tracks_x87(&fpu) };
     log::info!(
-        "fpu: threads' {} state with {}; {}",
+        "fpu: threads' {} state with {}{}; {}",
         if fpu.ymm_enabled() { "x87, SSE and AVX" } else { "x87 and SSE" },
         match fpu.kind() {
             // The eager switch stores and loads the vector registers itself while x87 is in its
@@ -208,6 +208,11 @@ fn kernel_main(info: BootInfo) -> ! {
             arch::fpu::FpuKind::Xsave => "XSAVE/XRSTOR",
             arch::fpu::FpuKind::Fxsave if opts.noxsave => "FXSAVE/FXRSTOR (noxsave)",
             arch::fpu::FpuKind::Fxsave => "FXSAVE/FXRSTOR (the CPU has no XSAVE)",
+        },
+        if fpu.x87_pointer_leak {
+            ", the x87 pointers set to fixed values before each restore (AMD without XSAVEERPTR)"
+        } else {
+            ""
         },
         if opts.eagerfpu {
             "saved and restored at every switch (eagerfpu)"
