@@ -9,7 +9,8 @@
 //! Neighbours: implements `platform::Platform` for `Scheduler`; used by `tests/` and by `bench`.
 //!
 //! How the machine is modelled:
-//! - `cpu_id`: a thread-local read through an `#[inline(never)]` function. Scheduler threads move
+//! - `cpu_id`, and the scheduler's per-CPU word (`cpu_word`, as the kernel's GS-relative one): a
+//!   thread-local read through an `#[inline(never)]` function. Scheduler threads move
 //!   between OS threads, so a caller must never reuse a thread-local address computed before a
 //!   switch; an opaque call recomputes it every time. (Code running in scheduler threads should not
 //!   use thread-locals directly for the same reason.)
@@ -53,12 +54,26 @@ const STACK_ALIGN: usize = 4096;
 std::thread_local! {
     /// The CPU the calling OS thread is (`u32::MAX`: none).
     static CPU: Cell<u32> = const { Cell::new(u32::MAX) };
+    /// The scheduler's word for the CPU the calling OS thread is ([`Platform::cpu_word`]).
+    static WORD: Cell<usize> = const { Cell::new(0) };
 }
 
 /// The CPU the calling OS thread is. Never inlined: see the module documentation.
 #[inline(never)]
 fn os_thread_cpu() -> u32 {
     CPU.with(Cell::get)
+}
+
+/// The scheduler's word of the CPU the calling OS thread is. Never inlined, as `os_thread_cpu`.
+#[inline(never)]
+fn os_thread_word() -> usize {
+    WORD.with(Cell::get)
+}
+
+/// Set the scheduler's word of the CPU the calling OS thread is.
+#[inline(never)]
+fn set_os_thread_word(word: usize) {
+    WORD.with(|w| w.set(word));
 }
 
 struct HostCpu {
@@ -205,6 +220,21 @@ impl Platform for HostPlatform {
     #[inline]
     fn cpu_id(&self) -> CpuIndex {
         CpuIndex(os_thread_cpu())
+    }
+
+    /// As the kernel's, so the native rows run the kernel's path: the word is a thread-local of
+    /// the CPU's OS thread, which only the scheduler running on that thread sets (`run_cpu`, for
+    /// as long as it runs).
+    const CPU_WORD: bool = true;
+
+    #[inline]
+    fn set_cpu_word(&self, word: usize) {
+        set_os_thread_word(word);
+    }
+
+    #[inline]
+    fn cpu_word(&self) -> usize {
+        os_thread_word()
     }
 
     #[inline]
