@@ -29,7 +29,11 @@
 //! move by one with where the linker happened to put code. A block whose last instruction starts
 //! in the last 15 bytes of a page carries its address ([`Segment::tail`]); when the next block the
 //! vCPU executes starts at that very address, the instruction did not run at the end of the first
-//! block and is taken back out of the window (and the profile).
+//! block and is taken back out of the window (and the profile). The one other way a block can
+//! be followed by one that starts at its own last instruction is that instruction repeating
+//! itself (a `rep` string instruction, which QEMU runs one iteration per block and the plugin
+//! counts per iteration, or a jump to itself): ending a block in a page's last 15 bytes, it loses
+//! one count per entry into that block, against the many it is counted already.
 
 use crate::decode::{Insn, Marker, MarkerKind, Special, classify};
 
